@@ -1,0 +1,140 @@
+// Prometheus metrics of one sidecar (its own registry, so several sidecars can
+// live in one process, as in tests and the demo).
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Direction = 'inbound' | 'outbound';
+export type TransportName = 'tcp' | 'vsock';
+
+export interface ConnectionLabels {
+  listener: string;
+  direction: Direction;
+  cluster: string;
+  transport: TransportName;
+}
+
+/** Bytes relayed so far by the connections of one label set that are still open. */
+export interface LiveBytes {
+  bytesToUpstream: number;
+  bytesToDownstream: number;
+}
+
+/**
+ * Counters of one (listener, cluster, transport). The hot path touches plain
+ * numbers; prom-client values are filled in at scrape time.
+ */
+export class ConnectionStats {
+  total = 0;
+  active = 0;
+  closedBytesToUpstream = 0;
+  closedBytesToDownstream = 0;
+  readonly live = new Set<LiveBytes>();
+  constructor(readonly labels: ConnectionLabels) {}
+
+  opened(live: LiveBytes): void {
+    this.total++;
+    this.active++;
+    this.live.add(live);
+  }
+
+  closed(live: LiveBytes): void {
+    this.active--;
+    this.live.delete(live);
+    this.closedBytesToUpstream += live.bytesToUpstream;
+    this.closedBytesToDownstream += live.bytesToDownstream;
+  }
+
+  bytes(): LiveBytes {
+    let up = this.closedBytesToUpstream;
+    let down = this.closedBytesToDownstream;
+    for (const l of this.live) {
+      up += l.bytesToUpstream;
+      down += l.bytesToDownstream;
+    }
+    return { bytesToUpstream: up, bytesToDownstream: down };
+  }
+}
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly stats = new Map<string, ConnectionStats>();
+
+  readonly connectErrors: Counter<'listener' | 'cluster' | 'transport' | 'code'>;
+  readonly headerErrors: Counter<'listener' | 'reason'>;
+  readonly refused: Counter<'listener' | 'reason'>;
+  readonly drains: Counter<string>;
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    const stats = this.stats;
+    const connectionLabels = ['listener', 'direction', 'cluster', 'transport'] as const;
+    new Counter({
+      name: 'vsockmesh_connections_total',
+      help: 'Connections accepted by a listener, by the cluster and transport they were sent to',
+      labelNames: connectionLabels,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of stats.values()) this.labels(s.labels).inc(s.total);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_connections_active',
+      help: 'Connections open now',
+      labelNames: connectionLabels,
+      registers,
+      collect() {
+        for (const s of stats.values()) this.labels(s.labels).set(s.active);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_bytes_total',
+      help: 'Bytes relayed; flow="to_upstream" is what the downstream sent, flow="to_downstream" what came back',
+      labelNames: [...connectionLabels, 'flow'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of stats.values()) {
+          const b = s.bytes();
+          this.labels({ ...s.labels, flow: 'to_upstream' }).inc(b.bytesToUpstream);
+          this.labels({ ...s.labels, flow: 'to_downstream' }).inc(b.bytesToDownstream);
+        }
+      },
+    });
+    this.connectErrors = new Counter({
+      name: 'vsockmesh_upstream_connect_errors_total',
+      help: 'Failed upstream connects (refused, timed out, reset before the relay started)',
+      labelNames: ['listener', 'cluster', 'transport', 'code'],
+      registers,
+    });
+    this.headerErrors = new Counter({
+      name: 'vsockmesh_header_errors_total',
+      help: 'Inbound connections refused because their PROXY v2 header was missing, malformed, too large or too slow',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.refused = new Counter({
+      name: 'vsockmesh_connections_refused_total',
+      help: 'Connections refused by policy (undeclared destination port, no endpoint, draining)',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.drains = new Counter({ name: 'vsockmesh_drains_total', help: 'Drains started (SIGTERM or POST /drain)', registers });
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_' });
+  }
+
+  /** The stats object for a label set; callers keep it, so the hot path does no lookup. */
+  connectionStats(labels: ConnectionLabels): ConnectionStats {
+    const key = `${labels.listener}\0${labels.direction}\0${labels.cluster}\0${labels.transport}`;
+    let s = this.stats.get(key);
+    if (s === undefined) {
+      s = new ConnectionStats(labels);
+      this.stats.set(key, s);
+    }
+    return s;
+  }
+
+  async render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

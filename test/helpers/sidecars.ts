@@ -1,0 +1,100 @@
+// Sidecars inside the test process, each with its own metrics and a log
+// capture, on port 0.
+
+import { Writable } from 'node:stream';
+import { parseSidecarConfig } from '../../proxy/config/load.js';
+import { createLogger } from '../../proxy/log.js';
+import { Sidecar } from '../../proxy/sidecar.js';
+import { startEchoServer, type TestServer } from './apps.js';
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export class LogCapture extends Writable {
+  readonly lines: LogLine[] = [];
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) if (line) this.lines.push(JSON.parse(line) as LogLine);
+    done();
+  }
+  access(): LogLine[] {
+    return this.lines.filter((l) => l.log === 'access');
+  }
+  withReason(reason: string): LogLine[] {
+    return this.lines.filter((l) => l.reason === reason);
+  }
+}
+
+export interface TestSidecar {
+  sidecar: Sidecar;
+  logs: LogCapture;
+}
+
+/** Starts a sidecar from config data (YAML-shaped, snake_case); admin on port 0 unless given. */
+export async function startSidecar(config: Record<string, unknown>): Promise<TestSidecar> {
+  const logs = new LogCapture();
+  const parsed = parseSidecarConfig({ admin: { port: 0 }, drain_timeout: '5s', ...config });
+  const sidecar = new Sidecar(parsed, { logger: createLogger({ level: 'debug', destination: logs }) });
+  await sidecar.start();
+  return { sidecar, logs };
+}
+
+export interface Mesh {
+  app: TestServer;
+  /** Server side: inbound listener "inbound" declaring the app's port. */
+  b: TestSidecar;
+  /** Client side: outbound listener "out" to cluster "app" whose endpoint is the app via b. */
+  a: TestSidecar;
+  /** Port the client dials (a's outbound listener). */
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** client -> sidecar a (outbound) -> sidecar b (inbound) -> app. Default app: echo. */
+export async function startMesh(options: { app?: TestServer; inbound?: Record<string, unknown>; outbound?: Record<string, unknown>; cluster?: Record<string, unknown> } = {}): Promise<Mesh> {
+  const app = options.app ?? (await startEchoServer());
+  const b = await startSidecar({
+    node: { id: 'vm-b' },
+    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: [app.port], ...options.inbound }],
+  });
+  const inbound = b.sidecar.listenerAddress('inbound');
+  const a = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app', ...options.outbound }],
+    clusters: [
+      {
+        name: 'app',
+        authority: 'app.mesh',
+        endpoints: [{ address: '127.0.0.1', port: app.port, vm_id: 'vm-b', peer: { address: inbound.address, port: inbound.port } }],
+        ...options.cluster,
+      },
+    ],
+  });
+  return {
+    app,
+    a,
+    b,
+    port: a.sidecar.listenerAddress('out').port,
+    stop: async () => {
+      await a.sidecar.stop();
+      await b.sidecar.stop();
+      await app.close();
+    },
+  };
+}
+
+/** Reads one metric sample's value from a sidecar's /stats text (0 when absent). */
+export async function metricValue(sidecar: Sidecar, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await sidecar.metrics.render();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const match = /^[^{ ]+(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match) continue;
+    const sampleLabels = Object.fromEntries([...(match[1] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => sampleLabels[k] === v)) total += Number(match[2]);
+  }
+  return total;
+}
