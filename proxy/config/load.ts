@@ -2,7 +2,7 @@
 // every problem with its path.
 
 import { readFile } from 'node:fs/promises';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { sidecarConfigSchema } from './schema.js';
 import type { SidecarConfig } from './types.js';
@@ -49,13 +49,14 @@ export function parseSidecarConfig(data: unknown, source = 'config'): SidecarCon
 }
 
 export function parseSidecarConfigText(text: string, source = 'config'): SidecarConfig {
-  const doc = parseDocument(text, { prettyErrors: false });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       source,
       doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        return `${pos ? `line ${pos.line}, column ${pos.col}` : 'YAML'}: ${e.message.split('\n')[0]}`;
+        const pos = lineCounter.linePos(e.pos[0]);
+        return `line ${pos.line}, column ${pos.col}: ${e.message.split('\n')[0]}`;
       }),
     );
   }

@@ -157,38 +157,9 @@ export const sidecarConfigSchema = z
     listeners: z.array(listener).default([]),
     clusters: z.array(cluster).default([]),
   })
-  .superRefine((c, ctx) => {
-    const clusterNames = new Set<string>();
-    c.clusters.forEach((cl, i) => {
-      if (clusterNames.has(cl.name)) ctx.addIssue({ code: 'custom', path: ['clusters', i, 'name'], message: `duplicate cluster name "${cl.name}"` });
-      clusterNames.add(cl.name);
-    });
-    const listenerNames = new Set<string>();
-    const binds = new Map<string, number>();
-    c.listeners.forEach((l, i) => {
-      if (listenerNames.has(l.name)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener name "${l.name}"` });
-      listenerNames.add(l.name);
-      if (l.kind === 'outbound' && !clusterNames.has(l.cluster)) {
-        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
-      }
-      if (l.kind === 'inbound') {
-        const seen = new Set<number>();
-        l.ports.forEach((p, j) => {
-          if (seen.has(p.port)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'ports', j], message: `duplicate port ${p.port}` });
-          seen.add(p.port);
-        });
-      }
-      if (l.port === 0) return;
-      for (const address of l.addresses) {
-        const key = `${address}:${l.port}`;
-        const other = binds.get(key);
-        if (other !== undefined) {
-          ctx.addIssue({ code: 'custom', path: ['listeners', i, 'port'], message: `${key} is also bound by listeners[${other}]` });
-        }
-        binds.set(key, i);
-      }
-    });
-  })
+  // Cross-reference checks run even when fields have problems of their own, so
+  // one pass lists everything; they read the data defensively for that reason.
+  .check(z.superRefine(crossReferences, { when: () => true }))
   .transform(
     (c): SidecarConfig => ({
       node: c.node,
@@ -199,3 +170,44 @@ export const sidecarConfigSchema = z
       clusters: c.clusters,
     }),
   );
+
+type Issues = z.core.$RefinementCtx;
+
+function crossReferences(c: { listeners?: unknown; clusters?: unknown }, ctx: Issues): void {
+  const clusters = Array.isArray(c.clusters) ? (c.clusters as Array<{ name?: unknown }>) : [];
+  const listeners = Array.isArray(c.listeners) ? (c.listeners as Array<Record<string, unknown>>) : [];
+  const clusterNames = new Set<unknown>();
+  clusters.forEach((cl, i) => {
+    if (typeof cl?.name !== 'string') return;
+    if (clusterNames.has(cl.name)) ctx.addIssue({ code: 'custom', path: ['clusters', i, 'name'], message: `duplicate cluster name "${cl.name}"` });
+    clusterNames.add(cl.name);
+  });
+  const listenerNames = new Set<unknown>();
+  const binds = new Map<string, number>();
+  listeners.forEach((l, i) => {
+    if (typeof l !== 'object' || l === null) return;
+    if (typeof l.name === 'string') {
+      if (listenerNames.has(l.name)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener name "${l.name}"` });
+      listenerNames.add(l.name);
+    }
+    if (l.kind === 'outbound' && typeof l.cluster === 'string' && !clusterNames.has(l.cluster)) {
+      ctx.addIssue({ code: 'custom', path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
+    }
+    if (l.kind === 'inbound' && Array.isArray(l.ports)) {
+      const seen = new Set<number>();
+      l.ports.forEach((p: unknown, j: number) => {
+        const port = typeof p === 'number' ? p : (p as { port?: unknown } | null)?.port;
+        if (typeof port !== 'number') return;
+        if (seen.has(port)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'ports', j], message: `duplicate port ${port}` });
+        seen.add(port);
+      });
+    }
+    if (typeof l.port !== 'number' || l.port === 0 || !Array.isArray(l.addresses)) return;
+    for (const address of l.addresses) {
+      const key = `${String(address)}:${l.port}`;
+      const other = binds.get(key);
+      if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'port'], message: `${key} is also bound by listeners[${other}]` });
+      binds.set(key, i);
+    }
+  });
+}

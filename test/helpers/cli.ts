@@ -1,0 +1,101 @@
+// The compiled `vsockmesh` CLI as a child process (npm test builds it first).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+export const CLI = fileURLToPath(new URL('../../dist/proxy/cli.js', import.meta.url));
+
+function requireBuild(): void {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first (npm test does)`);
+}
+
+export interface CliProcess {
+  child: ChildProcess;
+  /** JSON log lines seen on stdout so far. */
+  lines: Array<Record<string, unknown>>;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first log line matching, or rejects at exit/timeout. */
+  waitForLine(match: (line: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export function startCli(args: string[]): CliProcess {
+  requireBuild();
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const lines: Array<Record<string, unknown>> = [];
+  const listeners = new Set<() => void>();
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+    const parts = out.split('\n');
+    lines.length = 0;
+    for (const p of parts) {
+      if (!p.startsWith('{')) continue;
+      try {
+        lines.push(JSON.parse(p) as Record<string, unknown>);
+      } catch {
+        // a partial last line
+      }
+    }
+    for (const l of listeners) l();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => {
+      resolve({ code, signal });
+      for (const l of listeners) l();
+    }),
+  );
+  const proc: CliProcess = {
+    child,
+    lines,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    waitForLine: (match, what, timeoutMs = 10_000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = lines.find(match);
+          if (found) return done(() => resolve(found));
+          if (child.exitCode !== null || child.signalCode !== null) {
+            done(() => reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) before ${what}\nstdout:\n${out}\nstderr:\n${err}`)));
+          }
+        };
+        const timer = setTimeout(() => done(() => reject(new Error(`timed out waiting for ${what}\nstdout:\n${out}\nstderr:\n${err}`))), timeoutMs);
+        const done = (then: () => void): void => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          then();
+        };
+        listeners.add(check);
+        check();
+      }),
+  };
+  return proc;
+}
+
+/** Runs the CLI to completion. */
+export async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = startCli(args);
+  const { code } = await proc.exited;
+  return { code, stdout: proc.stdout(), stderr: proc.stderr() };
+}
+
+/** Writes a config object as YAML into a fresh temp dir; returns its path and a cleanup. */
+export async function writeConfig(config: unknown): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-test-'));
+  const path = join(dir, 'sidecar.yaml');
+  await writeFile(path, typeof config === 'string' ? config : stringify(config));
+  return { path, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}

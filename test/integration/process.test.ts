@@ -1,0 +1,195 @@
+// The sidecar as a process: config errors, start failures, signals and drain.
+
+import test from 'ava';
+import net from 'node:net';
+import { collect, connect, startEchoServer, waitFor } from '../helpers/apps.js';
+import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+function refusesConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
+}
+
+/** A sidecar process with one outbound listener straight to an echo app (a direct endpoint). */
+async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeout: string): Promise<{ proc: CliProcess; port: number }> {
+  const app = await startEchoServer();
+  const config = await writeConfig({
+    node: { id: 'vm-a' },
+    admin: { port: 0 },
+    drain_timeout: drainTimeout,
+    listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'echo' }],
+    clusters: [{ name: 'echo', endpoints: [{ address: '127.0.0.1', port: app.port }] }],
+  });
+  const proc = startCli(['sidecar', '-c', config.path]);
+  t.teardown(async () => {
+    proc.kill('SIGKILL');
+    await proc.exited;
+    await app.close();
+    await config.cleanup();
+  });
+  const started = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'listener started');
+  await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving');
+  const [bound] = started.addresses as Array<{ port: number }>;
+  return { proc, port: bound!.port };
+}
+
+test('an invalid config is refused with every problem by path, exit 2, and nothing listens', async (t) => {
+  const port = await freePort();
+  const config = await writeConfig({
+    node: { id: 'vm-a' },
+    admin: { port: 0 },
+    listeners: [
+      { kind: 'outbound', name: 'out', port, cluster: 'missing' },
+      { kind: 'inbound', name: 'in', port: 70000, ports: [8080], header_timeout: 'later' },
+    ],
+  });
+  t.teardown(() => config.cleanup());
+  const result = await runCli(['sidecar', '-c', config.path]);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /invalid config, not starting/);
+  t.regex(result.stderr, /listeners\[1\]\.port: must be an integer 0\.\.65535/);
+  t.regex(result.stderr, /listeners\[1\]\.header_timeout: "later" is not a duration/);
+  t.regex(result.stderr, /listeners\[0\]\.cluster: unknown cluster "missing"/);
+  t.true(await refusesConnections(port), 'the valid listener port was never opened');
+});
+
+test('cross-reference problems are reported by path too', async (t) => {
+  const config = await writeConfig({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'missing' }],
+  });
+  t.teardown(() => config.cleanup());
+  const result = await runCli(['sidecar', '-c', config.path]);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /listeners\[0\]\.cluster: unknown cluster "missing"/);
+});
+
+test('validate-config accepts the example configs and rejects a bad one with exit 2', async (t) => {
+  for (const file of ['deploy/examples/sidecar-a.yaml', 'deploy/examples/sidecar-b.yaml']) {
+    const ok = await runCli(['validate-config', file]);
+    t.is(ok.code, 0, ok.stderr);
+    t.regex(ok.stdout, /valid/);
+  }
+  const bad = await writeConfig('node: {id: vm-a}\nclusters: [{name: c, endpoints: []}]\n');
+  t.teardown(() => bad.cleanup());
+  const result = await runCli(['validate-config', bad.path]);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /clusters\[0\]\.endpoints: must list at least one endpoint/);
+});
+
+test('a missing config file is one clear error', async (t) => {
+  const result = await runCli(['sidecar', '-c', '/nonexistent/sidecar.yaml']);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /\/nonexistent\/sidecar\.yaml: 1 problem:\n {2}cannot read the file: ENOENT/);
+});
+
+test('a port already in use fails the start with exit 1 and a clear message', async (t) => {
+  const holder = net.createServer();
+  await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+  const { port } = holder.address() as net.AddressInfo;
+  const config = await writeConfig({
+    node: { id: 'vm-a' },
+    admin: { port: 0 },
+    listeners: [{ kind: 'inbound', name: 'in', addresses: ['127.0.0.1'], port, ports: [8080] }],
+  });
+  t.teardown(async () => {
+    await new Promise((r) => holder.close(r));
+    await config.cleanup();
+  });
+  const result = await runCli(['sidecar', '-c', config.path]);
+  t.is(result.code, 1);
+  t.regex(result.stdout, /listener \\"in\\": cannot listen on .*EADDRINUSE.*another process holds the port/);
+});
+
+test('SIGTERM drains: the open connection completes, new ones are refused, the process exits 0', async (t) => {
+  const { proc, port } = await startDirectSidecar(t, '30s');
+  const open = await connect(port);
+  const echoed: Buffer[] = [];
+  open.on('data', (c: Buffer) => echoed.push(c));
+  open.write('before-sigterm;');
+  await waitFor(() => Buffer.concat(echoed).toString() === 'before-sigterm;', 'echo before SIGTERM');
+
+  proc.kill('SIGTERM');
+  await proc.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('draining'), 'draining');
+  await waitFor(() => refusesConnections(port), 'new connections refused');
+
+  open.write('after-sigterm;');
+  await waitFor(() => Buffer.concat(echoed).toString() === 'before-sigterm;after-sigterm;', 'echo after SIGTERM');
+  const seen = collect(open);
+  open.end();
+  t.true((await seen).ended);
+
+  const { code } = await proc.exited;
+  t.is(code, 0);
+  const finished = proc.lines.find((l) => l.msg === 'drain finished');
+  t.like(finished, { aborted: 0 });
+  t.true(proc.lines.some((l) => l.log === 'access' && l.outcome === 'closed' && l.bytes_to_upstream === 'before-sigterm;after-sigterm;'.length));
+});
+
+test('a connection still open at the drain timeout is closed and the process exits', async (t) => {
+  const { proc, port } = await startDirectSidecar(t, '300ms');
+  const held = await connect(port);
+  const heldSeen = collect(held);
+  held.write('x');
+  await waitFor(() => proc.lines.length > 0, 'started');
+  proc.kill('SIGTERM');
+  const { code } = await proc.exited;
+  t.is(code, 0);
+  const closed = await heldSeen;
+  t.true(closed.ended || closed.errorCode !== undefined, 'the held connection was closed by the sidecar');
+  t.like(proc.lines.find((l) => l.msg === 'drain finished'), { aborted: 1 });
+  t.true(proc.lines.some((l) => l.log === 'access' && l.outcome === 'aborted'));
+});
+
+test('a second signal stops at once, without waiting for the drain timeout', async (t) => {
+  const { proc, port } = await startDirectSidecar(t, '1h');
+  const held = await connect(port);
+  const heldSeen = collect(held);
+  proc.kill('SIGTERM');
+  await proc.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('draining'), 'draining');
+  proc.kill('SIGINT');
+  const { code } = await proc.exited;
+  t.is(code, 1);
+  t.true(proc.lines.some((l) => l.msg === 'second signal: stopping now'));
+  const closed = await heldSeen;
+  t.true(closed.ended || closed.errorCode !== undefined);
+});
+
+test('roles that are not built yet say so and exit 2', async (t) => {
+  for (const role of ['vm-manager', 'control-plane', 'host-relay', 'ctl']) {
+    const result = await runCli([role]);
+    t.is(result.code, 2, role);
+    t.regex(result.stderr, new RegExp(`vsockmesh ${role}: not built yet`));
+  }
+});
+
+test('--help documents every role and the sidecar flags', async (t) => {
+  const top = await runCli(['--help']);
+  t.is(top.code, 0);
+  for (const role of ['sidecar', 'validate-config', 'demo', 'vm-manager', 'control-plane', 'host-relay', 'ctl']) t.regex(top.stdout, new RegExp(`\\n  ${role}\\b`));
+  const sidecar = await runCli(['sidecar', '--help']);
+  for (const flag of ['--config', '--log-level', '--admin-port', '--drain-timeout-ms']) t.regex(sidecar.stdout, new RegExp(flag));
+});
+
+test('the demo runs end to end and reports intact traffic', async (t) => {
+  const result = await runCli(['demo', '--once', '--echo-bytes', '262144']);
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.stdout, /sent 262144 B, received 262144 B, sha256 matches/);
+  t.regex(result.stdout, /HTTP 200: hello from vm-b/);
+  t.regex(result.stdout, /vm-b inbound .*source_vm=vm-a authority=echo\.vm-b/);
+  t.regex(result.stdout, /demo: all traffic arrived intact/);
+});

@@ -1,0 +1,171 @@
+import test from 'ava';
+import { formatDuration, parseDuration } from '../../proxy/config/duration.js';
+import { ConfigError, formatPath, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
+
+const minimal = { node: { id: 'vm-a' } };
+
+function problems(data: unknown): string[] {
+  try {
+    parseSidecarConfig(data);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('config was accepted');
+}
+
+const outbound = (extra: Record<string, unknown> = {}) => ({ kind: 'outbound', name: 'out', port: 15001, cluster: 'c', ...extra });
+const inbound = (extra: Record<string, unknown> = {}) => ({ kind: 'inbound', name: 'in', port: 15006, ports: [8080], ...extra });
+const cluster = (extra: Record<string, unknown> = {}) => ({ name: 'c', endpoints: [{ address: '10.0.0.2', port: 8080 }], ...extra });
+
+test('a minimal config gets the documented defaults', (t) => {
+  const config = parseSidecarConfig(minimal);
+  t.deepEqual(config, {
+    node: { id: 'vm-a' },
+    admin: { address: '127.0.0.1', port: 15000 },
+    log: { level: 'info', accessLog: true },
+    drainTimeoutMs: 30_000,
+    listeners: [],
+    clusters: [],
+  });
+});
+
+test('listener and cluster defaults are filled in and durations become milliseconds', (t) => {
+  const config = parseSidecarConfig({ ...minimal, listeners: [outbound(), inbound()], clusters: [cluster()] });
+  t.deepEqual(config.listeners[0], { kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port: 15001, cluster: 'c', idleTimeoutMs: 3_600_000 });
+  t.deepEqual(config.listeners[1], {
+    kind: 'inbound',
+    name: 'in',
+    addresses: ['0.0.0.0'],
+    port: 15006,
+    headerTimeoutMs: 5_000,
+    maxHeaderBytes: 4096,
+    idleTimeoutMs: 3_600_000,
+    connectTimeoutMs: 5_000,
+    ports: [{ port: 8080, target: { address: '127.0.0.1', port: 8080 } }],
+  });
+  t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
+});
+
+test('admin: null disables the admin endpoint', (t) => {
+  t.is(parseSidecarConfig({ ...minimal, admin: null }).admin, null);
+});
+
+test('endpoint fields map to domain names', (t) => {
+  const config = parseSidecarConfig({
+    ...minimal,
+    clusters: [cluster({ authority: 'web.mesh', endpoints: [{ address: '::1', port: 1, vm_id: 'vm-b', peer: { address: '10.0.0.2', port: 15006 } }] })],
+  });
+  t.deepEqual(config.clusters[0]!.endpoints[0], { address: '::1', port: 1, vmId: 'vm-b', peer: { address: '10.0.0.2', port: 15006 } });
+  t.is(config.clusters[0]!.authority, 'web.mesh');
+});
+
+// Each row: a config, and the path and words its problem must be reported with.
+const invalid: Array<[string, unknown, string]> = [
+  ['node missing', {}, 'node: required'],
+  ['node id empty', { node: { id: '' } }, 'node.id: must be 1-128 characters'],
+  ['listener port too large', { ...minimal, listeners: [inbound({ port: 70000 })] }, 'listeners[0].port: must be an integer 0..65535'],
+  ['listener port negative', { ...minimal, listeners: [inbound({ port: -1 })] }, 'listeners[0].port: must be an integer 0..65535'],
+  ['listener port fractional', { ...minimal, listeners: [inbound({ port: 1.5 })] }, 'listeners[0].port: must be an integer 0..65535'],
+  ['listener port a string', { ...minimal, listeners: [inbound({ port: '80' })] }, 'listeners[0].port: must be a port number'],
+  ['unknown listener kind', { ...minimal, listeners: [{ kind: 'sideways', name: 'x', port: 1 }] }, 'listeners[0].kind: must be "outbound" or "inbound"'],
+  ['outbound on a non-loopback address', { ...minimal, listeners: [outbound({ addresses: ['0.0.0.0'] })], clusters: [cluster()] }, 'listeners[0].addresses[0]: must be a loopback address'],
+  ['address not an IP', { ...minimal, listeners: [inbound({ addresses: ['localhost'] })] }, 'listeners[0].addresses[0]: must be an IPv4 or IPv6 address'],
+  ['bad duration unit', { ...minimal, listeners: [inbound({ header_timeout: '5 seconds' })] }, 'listeners[0].header_timeout: "5 seconds" is not a duration'],
+  ['zero duration', { ...minimal, listeners: [inbound({ idle_timeout: '0s' })] }, 'listeners[0].idle_timeout: must be at least 1ms'],
+  ['duration a number', { ...minimal, listeners: [inbound({ connect_timeout: 5 })] }, 'listeners[0].connect_timeout: must be a duration string'],
+  ['max header below the IPv4 minimum', { ...minimal, listeners: [inbound({ max_header_bytes: 10 })] }, 'listeners[0].max_header_bytes: must be 28..65551'],
+  ['max header above the protocol maximum', { ...minimal, listeners: [inbound({ max_header_bytes: 70000 })] }, 'listeners[0].max_header_bytes: must be 28..65551'],
+  ['inbound without ports', { ...minimal, listeners: [inbound({ ports: [] })] }, 'listeners[0].ports: must declare at least one local port'],
+  ['inbound port zero', { ...minimal, listeners: [inbound({ ports: [0] })] }, 'listeners[0].ports[0]: must be a port number or {port, target'],
+  ['inbound duplicate port', { ...minimal, listeners: [inbound({ ports: [80, 80] })] }, 'listeners[0].ports[1]: duplicate port 80'],
+  ['unknown cluster', { ...minimal, listeners: [outbound({ cluster: 'nope' })], clusters: [cluster()] }, 'listeners[0].cluster: unknown cluster "nope"'],
+  ['duplicate listener name', { ...minimal, listeners: [inbound(), inbound({ port: 15007 })] }, 'listeners[1].name: duplicate listener name "in"'],
+  ['same address and port twice', { ...minimal, listeners: [inbound({ addresses: ['127.0.0.1'] }), inbound({ name: 'in2', addresses: ['127.0.0.1'] })] }, 'listeners[1].port: 127.0.0.1:15006 is also bound by listeners[0]'],
+  ['duplicate cluster', { ...minimal, clusters: [cluster(), cluster()] }, 'clusters[1].name: duplicate cluster name "c"'],
+  ['cluster without endpoints', { ...minimal, clusters: [cluster({ endpoints: [] })] }, 'clusters[0].endpoints: must list at least one endpoint'],
+  ['endpoint port zero', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 0 }] })] }, 'clusters[0].endpoints[0].port: must be an integer 1..65535'],
+  ['peer address not an IP', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, peer: { address: 'b.local', port: 2 } }] })] }, 'clusters[0].endpoints[0].peer.address: must be an IPv4 or IPv6 address'],
+  ['unknown top-level field', { ...minimal, listners: [] }, '(top level): unknown field "listners"'],
+  ['unknown nested field', { ...minimal, clusters: [cluster({ timeout: '1s' })] }, 'clusters[0]: unknown field "timeout"'],
+  ['bad log level', { ...minimal, log: { level: 'loud' } }, 'log.level:'],
+];
+
+for (const [what, data, expected] of invalid) {
+  test(`config error is reported by path: ${what}`, (t) => {
+    const found = problems(data);
+    t.true(
+      found.some((p) => p.startsWith(expected)),
+      `expected a problem starting with ${JSON.stringify(expected)}, got ${JSON.stringify(found)}`,
+    );
+  });
+}
+
+test('every problem in one file is listed, not just the first', (t) => {
+  const found = problems({
+    node: { id: 'vm-a' },
+    listeners: [inbound({ port: 70000, header_timeout: 'soon' }), outbound({ name: 'o', addresses: ['10.0.0.1'] })],
+    clusters: [cluster({ endpoints: [] })],
+  });
+  t.deepEqual(
+    found.map((p) => p.split(':')[0]),
+    ['listeners[0].port', 'listeners[0].header_timeout', 'listeners[1].addresses[0]', 'clusters[0].endpoints'],
+  );
+});
+
+test('cross-reference problems are listed together with field problems', (t) => {
+  const found = problems({ node: { id: 'vm-a' }, listeners: [outbound({ cluster: 'nope', idle_timeout: 'x' })], clusters: [cluster({ endpoints: [] })] });
+  t.deepEqual(found.map((p) => p.split(':')[0]).sort(), ['clusters[0].endpoints', 'listeners[0].cluster', 'listeners[0].idle_timeout']);
+});
+
+test('a YAML syntax error is reported with its line', (t) => {
+  const err = t.throws(() => parseSidecarConfigText('node:\n  id: [unclosed\n', 'bad.yaml'), { instanceOf: ConfigError });
+  t.regex(err!.problems[0]!, /^line \d+, column \d+: /);
+  t.true(err!.message.startsWith('bad.yaml: 1 problem'));
+});
+
+test('an empty file is reported as missing node', (t) => {
+  const err = t.throws(() => parseSidecarConfigText('', 'empty.yaml'), { instanceOf: ConfigError });
+  t.true(err!.problems[0]!.startsWith('node: required'));
+});
+
+test('YAML text with every section parses', (t) => {
+  const config = parseSidecarConfigText(
+    [
+      'node: {id: vm-a}',
+      'admin: {address: 127.0.0.1, port: 0}',
+      'log: {level: warn, access_log: false}',
+      'drain_timeout: 1.5m',
+      'listeners:',
+      '  - {kind: outbound, name: web, addresses: [127.0.0.1, "::1"], port: 0, cluster: web}',
+      'clusters:',
+      '  - {name: web, endpoints: [{address: 10.0.0.2, port: 80}]}',
+    ].join('\n'),
+  );
+  t.is(config.drainTimeoutMs, 90_000);
+  t.deepEqual(config.log, { level: 'warn', accessLog: false });
+  t.deepEqual(config.listeners[0]!.addresses, ['127.0.0.1', '::1']);
+});
+
+test('formatPath writes indexes in brackets and keys with dots', (t) => {
+  t.is(formatPath(['listeners', 1, 'port']), 'listeners[1].port');
+  t.is(formatPath([]), '(top level)');
+  t.is(formatPath(['a', 'b', 0, 1]), 'a.b[0][1]');
+});
+
+test('durations parse with every unit and reject everything else', (t) => {
+  t.is(parseDuration('250ms'), 250);
+  t.is(parseDuration('5s'), 5_000);
+  t.is(parseDuration('1.5m'), 90_000);
+  t.is(parseDuration('2h'), 7_200_000);
+  t.is(parseDuration(' 3s '), 3_000);
+  for (const bad of ['', '5', 's', '-1s', '1d', '1e3ms', '1 s', 'ms5']) t.is(parseDuration(bad), undefined, bad);
+});
+
+test('formatDuration picks the largest exact unit', (t) => {
+  t.is(formatDuration(3_600_000), '1h');
+  t.is(formatDuration(90_000), '90s');
+  t.is(formatDuration(120_000), '2m');
+  t.is(formatDuration(1_500), '1500ms');
+  t.is(formatDuration(0), '0ms');
+});
