@@ -12,6 +12,8 @@ export function parseIPv4(text: string): Uint8Array | undefined {
 /** Sixteen bytes of an IPv6 address (with `::` and an embedded IPv4 tail), or undefined. */
 export function parseIPv6(text: string): Uint8Array | undefined {
   const zone = text.indexOf('%');
+  // A zone id is opaque but not empty: `fe80::1%` is not an address.
+  if (zone !== -1 && zone === text.length - 1) return undefined;
   const bare = zone === -1 ? text : text.slice(0, zone);
   if (!isIPv6(bare)) return undefined;
   let groups: number[];

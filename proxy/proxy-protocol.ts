@@ -91,20 +91,28 @@ export function decodeProxyHeader(buf: Uint8Array, options: DecodeOptions = {}):
       return invalid('not_proxy_v2', `byte ${i} does not match the PROXY v2 signature`);
     }
   }
-  if (buf.length < FIXED_LENGTH) return { kind: 'incomplete', needed: FIXED_LENGTH };
-
+  // Each fixed field is checked as soon as its byte arrives, not only once all 16 are in.
+  if (buf.length <= 12) return { kind: 'incomplete', needed: FIXED_LENGTH };
   const versionCommand = buf[12]!;
   if (versionCommand >> 4 !== 2) return invalid('bad_version', `version ${versionCommand >> 4}, expected 2`);
   const commandBits = versionCommand & 0x0f;
   if (commandBits > 1) return invalid('bad_command', `command 0x${commandBits.toString(16)} is neither LOCAL nor PROXY`);
   const command = commandBits === 0 ? 'local' : 'proxy';
 
+  if (buf.length <= 13) return { kind: 'incomplete', needed: FIXED_LENGTH };
   const familyByte = buf[13]!;
   const family = (['unspec', 'inet', 'inet6', 'unix'] as const)[familyByte >> 4];
   const transport = (['unspec', 'stream', 'dgram'] as const)[familyByte & 0x0f];
   if (family === undefined || transport === undefined) {
     return invalid('bad_family', `address family/transport byte 0x${familyByte.toString(16).padStart(2, '0')} is not defined`);
   }
+
+  if (buf.length <= 14) return { kind: 'incomplete', needed: FIXED_LENGTH };
+  // The high length byte alone can already put the header over the limit.
+  if (FIXED_LENGTH + (buf[14]! << 8) > maxLength) {
+    return invalid('too_large', `header of at least ${FIXED_LENGTH + (buf[14]! << 8)} bytes exceeds the limit of ${maxLength}`);
+  }
+  if (buf.length < FIXED_LENGTH) return { kind: 'incomplete', needed: FIXED_LENGTH };
 
   const payloadLength = (buf[14]! << 8) | buf[15]!;
   const length = FIXED_LENGTH + payloadLength;
