@@ -82,6 +82,10 @@ export class Relay {
       downstream.setTimeout(this.idleTimeoutMs, onIdle);
       upstream.setTimeout(this.idleTimeoutMs, onIdle);
     }
+    // A paused, empty stream still emits 'end' when its FIN arrives (net's
+    // onStreamRead calls read(0)); one that ended before we listened is ended now.
+    if (downstream.readableEnded) upstream.end();
+    if (upstream.readableEnded) downstream.end();
     downstream.resume();
     upstream.resume();
   }

@@ -2,7 +2,7 @@
 
 import test from 'ava';
 import { TLV, encodeProxyHeader, textTlv } from '../../proxy/proxy-protocol.js';
-import { collect, connect, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
+import { collect, connect, startEchoServer, startServer, waitFor, type TestServer } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 interface Gate {
@@ -115,6 +115,23 @@ test('payload in the same packet as the header is relayed, not lost', async (t) 
   const gate = await startGate(t);
   const { data } = await send(gate.port, [Buffer.concat([header(gate.app.port), Buffer.from('same-packet')])], true);
   t.is(data.toString(), 'same-packet');
+});
+
+test('a header followed at once by FIN carries the FIN to the app (no connection left half-open)', async (t) => {
+  let appEnds = 0;
+  const app = await startServer((socket) => {
+    socket.resume();
+    socket.on('end', () => {
+      appEnds++;
+      socket.end();
+    });
+  });
+  t.teardown(() => app.close());
+  const gate = await startGate(t, { ports: [app.port] });
+  const results = await Promise.all(Array.from({ length: 50 }, () => send(gate.port, [header(app.port)], true)));
+  t.true(results.every((r) => r.ended));
+  t.is(appEnds, 50);
+  await waitFor(() => gate.side.sidecar.activeConnections === 0, 'no connection left open');
 });
 
 test('a header sent one byte at a time is accepted', async (t) => {
