@@ -37,11 +37,12 @@ export class ConnectionStats {
     this.live.add(live);
   }
 
-  closed(live: LiveBytes): void {
+  /** `final`: the connection's byte counts at close (the live object may no longer know them). */
+  closed(live: LiveBytes, final: LiveBytes): void {
     this.active--;
     this.live.delete(live);
-    this.closedBytesToUpstream += live.bytesToUpstream;
-    this.closedBytesToDownstream += live.bytesToDownstream;
+    this.closedBytesToUpstream += final.bytesToUpstream;
+    this.closedBytesToDownstream += final.bytesToDownstream;
   }
 
   bytes(): LiveBytes {
@@ -120,7 +121,8 @@ export class ProxyMetrics {
       registers,
     });
     this.drains = new Counter({ name: 'vsockmesh_drains_total', help: 'Drains started (SIGTERM or POST /drain)', registers });
-    if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_' });
+    // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
   }
 
   /** The stats object for a label set; callers keep it, so the hot path does no lookup. */

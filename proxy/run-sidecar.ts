@@ -3,7 +3,7 @@
 
 import { ConfigError, loadSidecarConfig } from './config/load.js';
 import type { LogLevel, SidecarConfig } from './config/types.js';
-import { createLogger, type Logger } from './log.js';
+import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { Sidecar } from './sidecar.js';
 
 export interface RunSidecarOptions {
@@ -29,7 +29,7 @@ export async function runSidecar(options: RunSidecarOptions): Promise<void> {
   if (options.drainTimeoutMs !== undefined) config.drainTimeoutMs = options.drainTimeoutMs;
 
   const logger = createLogger({ level: config.log.level });
-  const sidecar = new Sidecar(config, { logger, processMetrics: true });
+  const sidecar = new Sidecar(config, { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true });
   try {
     await sidecar.start();
   } catch (err) {
@@ -51,10 +51,12 @@ export async function runSidecar(options: RunSidecarOptions): Promise<void> {
       return;
     }
     logger.info({ signal }, 'signal received: draining');
-    void sidecar
-      .drain()
-      .then(() => sidecar.stop())
-      .then(() => exitAfterFlush(logger, 0));
+    void sidecar.drain().then(async () => {
+      // A second signal took over: its exit code stands.
+      if (signals > 1) return;
+      await sidecar.stop();
+      await exitAfterFlush(logger, 0);
+    });
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -6,7 +6,7 @@ import type { SidecarConfig } from './config/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
 import { OutboundListener } from './listeners/outbound.js';
-import { createLogger, type Logger } from './log.js';
+import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { Cluster } from './upstream/cluster.js';
 
@@ -14,6 +14,8 @@ export type SidecarState = 'new' | 'starting' | 'serving' | 'draining' | 'draine
 
 export interface SidecarOptions {
   logger?: Logger;
+  /** Where access-log lines go; default: `logger` when given, else a buffered stdout logger. */
+  accessLogger?: Logger;
   /** Add Node process metrics (CPU, memory, event loop) to /stats; on for the CLI. */
   processMetrics?: boolean;
 }
@@ -26,6 +28,7 @@ export interface DrainResult {
 
 export class Sidecar {
   readonly logger: Logger;
+  readonly accessLogger: Logger;
   readonly metrics: ProxyMetrics;
   private readonly listeners: Listener[] = [];
   private readonly admin: AdminServer | undefined;
@@ -37,8 +40,9 @@ export class Sidecar {
     options: SidecarOptions = {},
   ) {
     this.logger = options.logger ?? createLogger({ level: config.log.level });
+    this.accessLogger = options.accessLogger ?? (options.logger ? options.logger : createAccessLogger({ level: config.log.level }));
     this.metrics = new ProxyMetrics({ processMetrics: options.processMetrics ?? false });
-    const context: ListenerContext = { logger: this.logger, metrics: this.metrics, nodeId: config.node.id };
+    const context: ListenerContext = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: config.node.id };
     const clusters = new Map(config.clusters.map((c) => [c.name, new Cluster(c)]));
     const listenerOptions = { accessLog: config.log.accessLog };
     // Inbound first: a sidecar should accept from peers before it sends to them.
@@ -140,6 +144,7 @@ export class Sidecar {
     this.currentState = 'stopped';
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
+    this.accessLogger.flush();
     this.logger.flush();
   }
 

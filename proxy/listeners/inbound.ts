@@ -3,12 +3,11 @@
 // read within a size limit and a deadline; its destination port must be one
 // the config declares. Anything else is refused: never an open proxy.
 
-import type net from 'node:net';
 import type { InboundListenerConfig, InboundPortConfig } from '../config/types.js';
 import { formatAddress } from '../log.js';
 import type { ConnectionStats } from '../metrics.js';
+import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
-import { connectTcp } from '../upstream/connect.js';
 import { Listener, type ListenerContext, type TrackedConnection } from './listener.js';
 import { ProxiedConnection } from './proxied-connection.js';
 
@@ -45,21 +44,19 @@ export class InboundListener extends Listener {
     }
   }
 
-  protected onConnection(peer: net.Socket): void {
-    const src = formatAddress(peer.remoteAddress, peer.remotePort);
+  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
+    const src = formatAddress(String(peerHost), peerPort);
     const { maxHeaderBytes, headerTimeoutMs } = this.config;
     let buffered: Buffer = Buffer.alloc(0);
     let settled = false;
-    const pendingHeader: TrackedConnection = { abort: () => settle(() => peer.destroy()) };
+    const pendingHeader: TrackedConnection = { abort: () => settle(() => native.close(fd)) };
     this.track(pendingHeader);
 
     const settle = (then: () => void): void => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
-      peer.off('data', onData);
-      peer.off('end', onEnd);
-      peer.off('error', onError);
+      native.readStop(fd);
       this.untrack(pendingHeader);
       then();
     };
@@ -67,54 +64,52 @@ export class InboundListener extends Listener {
       settle(() => {
         this.context.metrics.headerErrors.inc({ listener: this.name, reason });
         this.context.logger.warn({ listener: this.name, src, reason, detail }, `refused: ${detail}`);
-        peer.destroy();
-      });
-    const onData = (chunk: Buffer): void => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      const result = decodeProxyHeader(buffered, { maxLength: maxHeaderBytes });
-      if (result.kind === 'incomplete') return;
-      if (result.kind === 'invalid') {
-        refuse(result.code, result.reason);
-        return;
-      }
-      const rest = buffered.subarray(result.length);
-      settle(() => {
-        peer.pause();
-        if (rest.length > 0) peer.unshift(rest);
-        this.route(peer, src, result.header);
-      });
-    };
-    const onEnd = (): void =>
-      refuse('header_truncated', buffered.length === 0 ? 'peer closed before sending a PROXY v2 header' : `peer closed after ${buffered.length} bytes of an incomplete PROXY v2 header`);
-    const onError = (err: NodeJS.ErrnoException): void =>
-      settle(() => {
-        this.context.logger.debug({ listener: this.name, src, code: err.code }, 'peer error before the header was read');
-        peer.destroy();
+        native.close(fd);
       });
     const deadline = setTimeout(
       () => refuse('header_timeout', `no complete PROXY v2 header within ${headerTimeoutMs}ms (${buffered.length} bytes received)`),
       headerTimeoutMs,
     );
-    peer.on('data', onData);
-    peer.on('end', onEnd);
-    peer.on('error', onError);
-    peer.resume();
+    // The first read takes up to the size limit (header and early payload in one
+    // go); later reads take only what the header still lacks.
+    native.readStart(fd, maxHeaderBytes, (error, chunk) => {
+      if (error !== null) {
+        settle(() => {
+          this.context.logger.debug({ listener: this.name, src, code: error }, 'peer error before the header was read');
+          native.close(fd);
+        });
+        return;
+      }
+      if (chunk === null) {
+        refuse('header_truncated', buffered.length === 0 ? 'peer closed before sending a PROXY v2 header' : `peer closed after ${buffered.length} bytes of an incomplete PROXY v2 header`);
+        return;
+      }
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const result = decodeProxyHeader(buffered, { maxLength: maxHeaderBytes });
+      if (result.kind === 'incomplete') return result.needed - buffered.length;
+      if (result.kind === 'invalid') {
+        refuse(result.code, result.reason);
+        return;
+      }
+      const early = result.length < buffered.length ? buffered.subarray(result.length) : null;
+      settle(() => this.route(fd, src, result.header, early));
+      return;
+    });
   }
 
-  private route(peer: net.Socket, src: string, header: ProxyHeader): void {
+  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null): void {
     const { logger, metrics } = this.context;
     if (header.command === 'local') {
       // A health check from the sending proxy itself: nothing to relay.
       logger.debug({ listener: this.name, src }, 'PROXY LOCAL (health check); closing');
-      peer.end();
-      peer.on('error', () => peer.destroy());
+      native.close(fd);
       return;
     }
     const { addresses } = header;
     if (addresses.family !== 'inet' && addresses.family !== 'inet6') {
       metrics.refused.inc({ listener: this.name, reason: 'no_destination' });
       logger.warn({ listener: this.name, src, reason: 'no_destination', family: addresses.family }, `refused: PROXY header has no IP destination (family ${addresses.family})`);
-      peer.destroy();
+      native.close(fd);
       return;
     }
     const dstPort = addresses.destination.port;
@@ -129,16 +124,16 @@ export class InboundListener extends Listener {
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });
       logger.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
-      peer.destroy();
+      native.close(fd);
       return;
     }
     const { target } = declared;
     const connection = new ProxiedConnection({
-      downstream: peer,
+      downstreamFd: fd,
       stats: this.stats.get(dstPort)!,
       metrics,
       logger,
-      accessLog: this.options.accessLog,
+      accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: {
         listener: this.name,
@@ -151,7 +146,7 @@ export class InboundListener extends Listener {
       onClosed: (c) => this.untrack(c),
     });
     this.track(connection);
-    connection.connect((done) => connectTcp(target.address, target.port, this.config.connectTimeoutMs, done));
+    connection.connect({ family: ipFamily(target.address), host: target.address, port: target.port, connectTimeoutMs: this.config.connectTimeoutMs }, { early });
   }
 }
 

@@ -1,7 +1,7 @@
-// What every listener shares: binding its servers, tracking its connections,
-// and the three shutdown verbs (drain, then abort what is left; or stop now).
+// What every listener shares: binding its sockets (native core), tracking its
+// connections, and the shutdown verbs (drain, then abort what is left; or stop now).
 
-import net from 'node:net';
+import { native, ipFamily, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { Logger } from '../log.js';
 import type { ProxyMetrics } from '../metrics.js';
 
@@ -18,12 +18,14 @@ export interface TrackedConnection {
 
 export interface ListenerContext {
   logger: Logger;
+  /** One line per connection (buffered). */
+  accessLogger: Logger;
   metrics: ProxyMetrics;
   nodeId: string;
 }
 
 export abstract class Listener {
-  private readonly servers: net.Server[] = [];
+  private listenFds: number[] = [];
   protected readonly connections = new Set<TrackedConnection>();
   private idleWaiters: Array<() => void> = [];
   protected draining = false;
@@ -36,38 +38,39 @@ export abstract class Listener {
     protected readonly context: ListenerContext,
   ) {}
 
-  protected abstract onConnection(socket: net.Socket): void;
+  /** A new connection; the listener owns `fd` from here on. */
+  protected abstract onConnection(fd: number, peerHost: SocketHost, peerPort: number): void;
+
+  protected family(address: string): SocketFamily {
+    return ipFamily(address);
+  }
 
   /** Binds every address. With port 0 the first bind picks the port and the others reuse it. */
   async start(): Promise<void> {
     let port = this.port;
+    const onConnection = (fd: number, host: SocketHost, peerPort: number): void => {
+      if (this.draining) {
+        this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
+        native.close(fd);
+        return;
+      }
+      this.onConnection(fd, host, peerPort);
+    };
     try {
       for (const address of this.bindAddresses) {
-        const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
-          if (this.draining) {
-            this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
-            socket.destroy();
-            return;
-          }
-          this.onConnection(socket);
-        });
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ host: address, port, backlog: 4096 }, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-        server.on('error', (err) => this.context.logger.error({ listener: this.name, err }, 'listener error'));
-        this.servers.push(server);
-        const info = server.address() as net.AddressInfo;
-        port = info.port;
-        this.bound.push({ address: info.address, port: info.port });
+        const [fd, boundPort] = native.listen(this.family(address), this.listenHost(address), port, 4096, onConnection);
+        this.listenFds.push(fd);
+        port = boundPort;
+        this.bound.push({ address, port: boundPort });
       }
     } catch (err) {
-      await this.closeServers();
-      throw listenError(this.name, err as NodeJS.ErrnoException);
+      this.closeListeners();
+      throw listenError(this.name, this.bindAddresses, port, err as NodeJS.ErrnoException);
     }
+  }
+
+  protected listenHost(address: string): SocketHost {
+    return address;
   }
 
   /** Where this listener accepts connections (ports resolved when configured as 0). */
@@ -95,7 +98,7 @@ export abstract class Listener {
   /** Stops accepting; resolves when every open connection has finished on its own. */
   async drain(): Promise<void> {
     this.draining = true;
-    await this.closeServers();
+    this.closeListeners();
     if (this.connections.size === 0) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
@@ -108,20 +111,20 @@ export abstract class Listener {
   /** Stops accepting and closes every connection now. */
   async stop(): Promise<void> {
     this.draining = true;
-    const closing = this.closeServers();
+    this.closeListeners();
     this.abortConnections();
-    await closing;
   }
 
-  private async closeServers(): Promise<void> {
-    const servers = this.servers.splice(0);
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  private closeListeners(): void {
+    for (const fd of this.listenFds.splice(0)) native.close(fd);
   }
 }
 
-function listenError(listener: string, err: NodeJS.ErrnoException): Error {
+function listenError(listener: string, addresses: string[], port: number, err: NodeJS.ErrnoException): Error {
   const hint = err.code === 'EADDRINUSE' ? ' (another process holds the port)' : err.code === 'EACCES' ? ' (ports below 1024 need privileges)' : '';
-  const wrapped = new Error(`listener "${listener}": cannot listen on ${err.message.replace(/^listen \w+: /, '')}${hint}`) as NodeJS.ErrnoException;
+  const wrapped = new Error(
+    `listener "${listener}": cannot listen on ${addresses.join(', ')} port ${port}: ${err.code ?? ''} ${err.message.replace(/^listen: /, '')}${hint}`,
+  ) as NodeJS.ErrnoException;
   if (err.code !== undefined) wrapped.code = err.code;
   return wrapped;
 }

@@ -2,13 +2,12 @@
 // connection goes to an endpoint of the listener's cluster, through the peer's
 // sidecar (PROXY v2 header first) or directly to the app when it has none.
 
-import type net from 'node:net';
 import type { EndpointConfig, OutboundListenerConfig } from '../config/types.js';
 import { formatAddress } from '../log.js';
 import type { ConnectionStats } from '../metrics.js';
+import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
 import type { Cluster } from '../upstream/cluster.js';
-import { connectTcp } from '../upstream/connect.js';
 import { Listener, type ListenerContext } from './listener.js';
 import { ProxiedConnection } from './proxied-connection.js';
 
@@ -29,23 +28,24 @@ export class OutboundListener extends Listener {
     this.stats = context.metrics.connectionStats({ listener: config.name, direction: 'outbound', cluster: cluster.name, transport: 'tcp' });
   }
 
-  protected onConnection(downstream: net.Socket): void {
+  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const { logger, metrics } = this.context;
     const endpoint = this.cluster.pick();
-    const src = formatAddress(downstream.remoteAddress, downstream.remotePort);
+    const srcAddress = String(peerHost);
+    const src = formatAddress(srcAddress, peerPort);
     if (endpoint === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'no_endpoint' });
       logger.warn({ listener: this.name, src, cluster: this.cluster.name, reason: 'no_endpoint' }, 'refused: cluster has no endpoint');
-      downstream.destroy();
+      native.close(fd);
       return;
     }
     const hop = endpoint.peer ?? endpoint;
     const connection = new ProxiedConnection({
-      downstream,
+      downstreamFd: fd,
       stats: this.stats,
       metrics,
       logger,
-      accessLog: this.options.accessLog,
+      accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: {
         listener: this.name,
@@ -60,21 +60,18 @@ export class OutboundListener extends Listener {
       onClosed: (c) => this.untrack(c),
     });
     this.track(connection);
-    const preamble = endpoint.peer === undefined ? undefined : this.peerHeader(downstream, endpoint);
-    connection.connect((done) => connectTcp(hop.address, hop.port, this.cluster.config.connectTimeoutMs, done), preamble);
+    const header = endpoint.peer === undefined ? null : this.peerHeader(srcAddress, peerPort, endpoint);
+    connection.connect({ family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.config.connectTimeoutMs }, { header });
   }
 
-  private peerHeader(downstream: net.Socket, endpoint: EndpointConfig): Buffer {
+  private peerHeader(srcAddress: string, srcPort: number, endpoint: EndpointConfig): Buffer {
     const tlvs: Tlv[] = [];
     if (this.cluster.config.authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, this.cluster.config.authority));
     tlvs.push(textTlv(TLV.VSOCKMESH_SOURCE_VM, this.context.nodeId));
     if (endpoint.vmId !== undefined) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, endpoint.vmId));
     return encodeProxyHeader({
       command: 'proxy',
-      addresses: tcpAddresses(
-        { address: downstream.remoteAddress ?? '127.0.0.1', port: downstream.remotePort ?? 0 },
-        { address: endpoint.address, port: endpoint.port },
-      ),
+      addresses: tcpAddresses({ address: srcAddress, port: srcPort }, { address: endpoint.address, port: endpoint.port }),
       tlvs,
     });
   }

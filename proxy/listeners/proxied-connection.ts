@@ -1,10 +1,10 @@
-// One downstream connection on its way to an upstream: connect, optional
-// preamble (the PROXY v2 header), relay, then one access-log line.
+// One downstream connection on its way to an upstream: connect, relay (in the
+// native core, preamble such as the PROXY v2 header first), then one
+// access-log line.
 
 import type { Logger } from '../log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
-import { Relay, resetStream, type RelayResult, type RelayStream } from '../relay.js';
-import type { ConnectCallback, PendingConnect } from '../upstream/connect.js';
+import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { TrackedConnection } from './listener.js';
 
 export interface AccessLogFields {
@@ -19,81 +19,105 @@ export interface AccessLogFields {
 }
 
 export interface ProxiedConnectionOptions {
-  downstream: RelayStream;
+  downstreamFd: number;
   stats: ConnectionStats;
   metrics: ProxyMetrics;
   logger: Logger;
-  accessLog: boolean;
+  /** Logger for the access line; null: no access log. */
+  accessLogger: Logger | null;
   idleTimeoutMs: number;
   fields: AccessLogFields;
   onClosed: (connection: ProxiedConnection) => void;
 }
 
+export interface UpstreamTarget {
+  family: SocketFamily;
+  host: SocketHost;
+  port: number;
+  connectTimeoutMs: number;
+}
+
+export interface ConnectionResult {
+  outcome: RelayOutcomeName;
+  bytesToUpstream: number;
+  bytesToDownstream: number;
+  errorCode?: string;
+}
+
 export class ProxiedConnection implements TrackedConnection, LiveBytes {
   private readonly startedAt = performance.now();
-  private pending: PendingConnect | undefined;
-  private relay: Relay | undefined;
+  private connectingFd = -1;
+  private relayId = -1;
   private done = false;
+  /** Downstream bytes read before the relay started (after the inbound header); relayed as preamble. */
+  private earlyBytes = 0;
 
   constructor(private readonly options: ProxiedConnectionOptions) {
     options.stats.opened(this);
   }
 
   get bytesToUpstream(): number {
-    return this.relay?.bytesToUpstream ?? 0;
+    return this.earlyBytes + (this.relayId < 0 ? 0 : (native.relayBytes(this.relayId)?.[0] ?? 0));
   }
 
   get bytesToDownstream(): number {
-    return this.relay?.bytesToDownstream ?? 0;
+    return this.relayId < 0 ? 0 : (native.relayBytes(this.relayId)?.[1] ?? 0);
   }
 
   /**
-   * Opens the upstream with `connect` and, once connected, writes `preamble`
-   * (if any) ahead of the relayed bytes.
+   * Opens the upstream and relays. Written ahead of the relayed bytes: `header`
+   * (ours, e.g. PROXY v2) and `early` (downstream bytes already read, counted as relayed).
    */
-  connect(connect: (done: ConnectCallback) => PendingConnect, preamble?: Buffer): void {
-    const { downstream } = this.options;
-    const onEarlyClose = (): void => {
-      // The downstream gave up while we were connecting.
-      this.pending?.cancel();
-      this.finish({ outcome: 'downstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: 'EDOWNSTREAM_CLOSED' });
-    };
-    downstream.once('close', onEarlyClose);
-    downstream.on('error', noop);
-    this.pending = connect((err, upstream) => {
-      this.pending = undefined;
-      downstream.off('close', onEarlyClose);
-      downstream.off('error', noop);
-      if (err || !upstream) {
-        const { fields, metrics } = this.options;
-        metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: fields.transport, code: err?.code ?? 'EUNKNOWN' });
-        this.options.logger.warn({ ...fields, reason: 'upstream_connect_failed', code: err?.code, error: err?.message }, 'upstream connect failed; resetting downstream');
-        resetStream(downstream);
-        this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: err?.code ?? 'EUNKNOWN' });
-        return;
-      }
-      if (preamble) upstream.write(preamble);
-      const relay = new Relay(downstream, upstream, this.options.idleTimeoutMs, (result) => this.finish(result));
-      this.relay = relay;
-      relay.start();
-    });
-  }
-
-  abort(): void {
-    if (this.relay) this.relay.abort();
-    else {
-      this.pending?.cancel();
-      this.options.downstream.destroy();
+  connect(target: UpstreamTarget, preamble: { header?: Buffer | null; early?: Buffer | null } = {}): void {
+    const { header, early } = preamble;
+    this.earlyBytes = early?.length ?? 0;
+    const toUpstream = header && early ? Buffer.concat([header, early]) : (header ?? early ?? null);
+    try {
+      this.connectingFd = native.connect(target.family, target.host, target.port, target.connectTimeoutMs, (error, fd) => {
+        this.connectingFd = -1;
+        if (error !== null) this.connectFailed(error);
+        else this.startRelay(fd, toUpstream);
+      });
+    } catch (err) {
+      this.connectFailed((err as NodeJS.ErrnoException).code ?? 'EINVAL');
     }
   }
 
-  private finish(result: RelayResult): void {
+  abort(): void {
+    if (this.relayId >= 0) {
+      native.relayAbort(this.relayId);
+      return;
+    }
+    if (this.connectingFd >= 0) native.close(this.connectingFd);
+    this.connectingFd = -1;
+    native.close(this.options.downstreamFd);
+    this.finish({ outcome: 'aborted', bytesToUpstream: 0, bytesToDownstream: 0 });
+  }
+
+  private connectFailed(code: string): void {
+    const { fields, metrics, logger } = this.options;
+    metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: fields.transport, code });
+    logger.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${fields.upstream} failed (${code}); resetting downstream`);
+    native.reset(this.options.downstreamFd);
+    this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
+  }
+
+  private startRelay(upstreamFd: number, toUpstream: Buffer | null): void {
+    this.relayId = native.relay(this.options.downstreamFd, upstreamFd, toUpstream, null, this.options.idleTimeoutMs, (outcome, up, down, error) => {
+      const result: ConnectionResult = { outcome: native.RELAY_OUTCOMES[outcome]!, bytesToUpstream: this.earlyBytes + up, bytesToDownstream: down };
+      if (error !== null) result.errorCode = error;
+      this.relayId = -1;
+      this.finish(result);
+    });
+  }
+
+  private finish(result: ConnectionResult): void {
     if (this.done) return;
     this.done = true;
-    const { stats, logger, accessLog, fields } = this.options;
-    stats.closed(this);
-    if (accessLog) {
-      logger.info(
+    const { stats, accessLogger, fields } = this.options;
+    stats.closed(this, result);
+    if (accessLogger) {
+      accessLogger.info(
         {
           log: 'access',
           ...fields,
@@ -109,5 +133,3 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     this.options.onClosed(this);
   }
 }
-
-function noop(): void {}

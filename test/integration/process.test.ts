@@ -143,9 +143,12 @@ test('SIGTERM drains: the open connection completes, new ones are refused, the p
 test('a connection still open at the drain timeout is closed and the process exits', async (t) => {
   const { proc, port } = await startDirectSidecar(t, '300ms');
   const held = await connect(port);
+  const echoed: Buffer[] = [];
+  held.on('data', (c: Buffer) => echoed.push(c));
   const heldSeen = collect(held);
   held.write('x');
-  await waitFor(() => proc.lines.length > 0, 'started');
+  // The echo proves the sidecar holds the connection (not just the kernel backlog).
+  await waitFor(() => Buffer.concat(echoed).toString() === 'x', 'echo through the sidecar');
   proc.kill('SIGTERM');
   const { code } = await proc.exited;
   t.is(code, 0);

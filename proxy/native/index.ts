@@ -1,0 +1,67 @@
+// The native core (proxy/native/*.c, built by node-gyp from binding.gyp):
+// non-blocking TCP and AF_VSOCK sockets on Node's event loop, and an
+// fd-to-fd relay that moves bytes without JavaScript per chunk.
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export type SocketFamily = 'inet' | 'inet6' | 'vsock';
+
+/** Host: an IP address for inet/inet6, a context ID for vsock. */
+export type SocketHost = string | number;
+
+export type RelayOutcomeName = 'closed' | 'downstream_error' | 'upstream_error' | 'idle_timeout' | 'aborted';
+
+export interface NativeCore {
+  /** Listens; calls onConnection for each accepted socket. Returns [listenerFd, boundPort]. */
+  listen(family: SocketFamily, host: SocketHost, port: number, backlog: number, onConnection: (fd: number, peerHost: SocketHost, peerPort: number) => void): [number, number];
+  /** Starts a non-blocking connect; the callback runs once unless close(fd) comes first. Throws for errors known at once. */
+  connect(family: SocketFamily, host: SocketHost, port: number, timeoutMs: number, callback: (error: string | null, fd: number) => void): number;
+  /** Delivers reads of at most maxBytes until readStop; (null, null) is EOF. The callback may return the next read's maximum. */
+  readStart(fd: number, maxBytes: number, callback: (error: string | null, chunk: Buffer | null) => number | void): void;
+  readStop(fd: number): void;
+  close(fd: number): void;
+  /** Closes with RST (SO_LINGER 0) on TCP. */
+  reset(fd: number): void;
+  /** Relays between two idle sockets of the core; the buffers are written first. Returns the relay id. */
+  relay(
+    downstreamFd: number,
+    upstreamFd: number,
+    toUpstream: Buffer | null,
+    toDownstream: Buffer | null,
+    idleTimeoutMs: number,
+    onDone: (outcome: number, bytesToUpstream: number, bytesToDownstream: number, error: string | null) => void,
+  ): number;
+  relayBytes(relayId: number): [number, number] | undefined;
+  relayAbort(relayId: number): void;
+  /** Sockets the core holds open (leak checks). */
+  openCount(): number;
+  /** This VM's context ID, read from /dev/vsock each call. */
+  localCid(): number;
+  /** Original destination of an iptables-REDIRECTed TCP connection. */
+  originalDst(fd: number, family: 'inet' | 'inet6'): [string, number];
+  RELAY_OUTCOMES: RelayOutcomeName[];
+  VMADDR_CID_ANY: number;
+  VMADDR_CID_LOCAL: number;
+  VMADDR_CID_HOST: number;
+}
+
+function load(): NativeCore {
+  // Same file from the sources (proxy/native) and from the build output (dist/proxy/native).
+  const candidates = ['../../build/Release/vsockmesh_native.node', '../../../build/Release/vsockmesh_native.node'].map((p) =>
+    fileURLToPath(new URL(p, import.meta.url)),
+  );
+  const path = candidates.find((p) => existsSync(p));
+  if (path === undefined) {
+    throw new Error(`vsockmesh native core is not built (looked for ${candidates.join(', ')}): run "npm ci" or "npx node-gyp rebuild"`);
+  }
+  return createRequire(import.meta.url)(path) as NativeCore;
+}
+
+export const native: NativeCore = load();
+
+/** The address family of an IP string. */
+export function ipFamily(address: string): 'inet' | 'inet6' {
+  return address.includes(':') ? 'inet6' : 'inet';
+}
