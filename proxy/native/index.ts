@@ -37,6 +37,8 @@ export interface NativeCore {
   relayAbort(relayId: number): void;
   /** Sockets the core holds open (leak checks). */
   openCount(): number;
+  /** Bytes relays have read but not yet written (bounded: one read per blocked direction). */
+  pendingBytes(): number;
   /** This VM's context ID, read from /dev/vsock each call. */
   localCid(): number;
   /** Original destination of an iptables-REDIRECTed TCP connection. */

@@ -566,6 +566,18 @@ static napi_value js_open_count(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* Bytes read but not yet written by relays (each at most one read, 64 KiB, per direction). */
+static napi_value js_pending_bytes(napi_env env, napi_callback_info info) {
+  (void)info;
+  double total = 0;
+  for (size_t i = 0; i < table_cap; i++) {
+    if (table[i]) total += (double)table[i]->out_len;
+  }
+  napi_value v;
+  napi_create_double(env, total, &v);
+  return v;
+}
+
 void vm_sock_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL},
@@ -575,6 +587,7 @@ void vm_sock_register(napi_env env, napi_value exports) {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"reset", NULL, js_reset, NULL, NULL, NULL, napi_default, NULL},
       {"openCount", NULL, js_open_count, NULL, NULL, NULL, napi_default, NULL},
+      {"pendingBytes", NULL, js_pending_bytes, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -1,0 +1,177 @@
+// The native core directly: sockets, connect errors and deadlines, the relay's
+// bounded buffering, and no leaked descriptors.
+
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import net from 'node:net';
+import { native } from '../../proxy/native/index.js';
+import { collect, connect, echoTransfer, sha256, startEchoServer, startServer, waitFor } from '../helpers/apps.js';
+import { startSidecar } from '../helpers/sidecars.js';
+
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+function nativeConnect(family: 'inet' | 'inet6', host: string, port: number, timeoutMs: number): Promise<{ error: string | null; fd: number }> {
+  return new Promise((resolve, reject) => {
+    try {
+      native.connect(family, host, port, timeoutMs, (error, fd) => resolve({ error, fd }));
+    } catch (err) {
+      reject(err as Error);
+    }
+  });
+}
+
+/** A port with nothing listening on it. */
+async function deadPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+test.serial('a connect to a closed port reports ECONNREFUSED and leaks nothing', async (t) => {
+  const before = native.openCount();
+  const { error } = await nativeConnect('inet', '127.0.0.1', await deadPort(), 5_000);
+  t.is(error, 'ECONNREFUSED');
+  t.is(native.openCount(), before);
+});
+
+test.serial('a connect that gets no answer reports ETIMEDOUT at its deadline', async (t) => {
+  // A listener that never accepts, with its one-slot backlog taken: the kernel drops further SYNs.
+  const blackhole = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.teardown(() => blackhole.kill('SIGKILL'));
+  const port = Number(await new Promise<string>((resolve) => blackhole.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
+  const fillers = [0, 1, 2].map(() => net.connect(port, '127.0.0.1').on('error', () => {}));
+  t.teardown(() => fillers.forEach((f) => f.destroy()));
+  await new Promise((r) => setTimeout(r, 100));
+  const before = native.openCount();
+  const { error } = await nativeConnect('inet', '127.0.0.1', port, 300);
+  t.is(error, 'ETIMEDOUT');
+  t.is(native.openCount(), before);
+});
+
+test.serial('a bad address is thrown at once with a code', (t) => {
+  const err = t.throws(() => native.connect('inet', 'not-an-ip', 80, 1000, () => {}));
+  t.is((err as NodeJS.ErrnoException).code, 'EINVAL');
+});
+
+test.serial('listening on a port in use throws EADDRINUSE', (t) => {
+  const [fd, port] = native.listen('inet', '127.0.0.1', 0, 16, () => {});
+  t.teardown(() => native.close(fd));
+  const err = t.throws(() => native.listen('inet', '127.0.0.1', port, 16, () => {}));
+  t.is((err as NodeJS.ErrnoException).code, 'EADDRINUSE');
+});
+
+test.serial('closing a connecting socket cancels its callback', async (t) => {
+  const app = await startEchoServer();
+  t.teardown(() => app.close());
+  const before = native.openCount();
+  let called = false;
+  const fd = native.connect('inet', '127.0.0.1', app.port, 1000, () => (called = true));
+  native.close(fd);
+  await new Promise((r) => setTimeout(r, 50));
+  t.false(called);
+  t.is(native.openCount(), before);
+});
+
+test.serial('relay refuses sockets that are not idle sockets of the core', (t) => {
+  const err = t.throws(() => native.relay(1_000_000, 1_000_001, null, null, 0, () => {}));
+  t.is((err as NodeJS.ErrnoException).code, 'EBADF');
+});
+
+test.serial('an accepted socket reads its data, then EOF as (null, null)', async (t) => {
+  const chunks: Buffer[] = [];
+  let eof!: () => void;
+  const ended = new Promise<void>((r) => (eof = r));
+  const [lfd, port] = native.listen('inet6', '::1', 0, 16, (fd) => {
+    native.readStart(fd, 4, (error, chunk) => {
+      t.is(error, null);
+      if (chunk === null) {
+        native.close(fd);
+        eof();
+        return;
+      }
+      chunks.push(chunk);
+      return 4;
+    });
+  });
+  t.teardown(() => native.close(lfd));
+  const client = await connect(port, '::1');
+  client.end('0123456789');
+  await ended;
+  t.is(Buffer.concat(chunks).toString(), '0123456789');
+  t.true(chunks.every((c) => c.length <= 4), 'reads honour the requested maximum');
+});
+
+test.serial('a relay whose reader stalls buffers at most one read per direction, then delivers everything', async (t) => {
+  let resumeApp!: () => void;
+  const appReceived: Buffer[] = [];
+  let appDone!: () => void;
+  const done = new Promise<void>((r) => (appDone = r));
+  const app = await startServer((socket) => {
+    socket.pause();
+    resumeApp = () => socket.resume();
+    socket.on('data', (c: Buffer) => appReceived.push(c));
+    socket.on('end', () => {
+      socket.end();
+      appDone();
+    });
+  });
+  const side = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app' }],
+    clusters: [{ name: 'app', endpoints: [{ address: '127.0.0.1', port: app.port }] }],
+  });
+  t.teardown(async () => {
+    await side.sidecar.stop();
+    await app.close();
+  });
+  const client = await connect(side.sidecar.listenerAddress('out').port);
+  const payload = Buffer.alloc(32 * 1024 * 1024, 7);
+  client.write(payload);
+  client.end();
+  // Kernel buffers fill up on both hops; the sidecar must stop reading, not hoard.
+  let lastPending = -1;
+  let stable = 0;
+  await waitFor(() => {
+    const pending = native.pendingBytes();
+    stable = pending === lastPending ? stable + 1 : 0;
+    lastPending = pending;
+    return client.writableLength > 0 && stable > 20;
+  }, 'the relay to stall');
+  t.true(native.pendingBytes() <= 2 * 64 * 1024, `pending ${native.pendingBytes()} bytes`);
+  t.true(client.writableLength > 16 * 1024 * 1024, 'most of the payload is still held by the writer, not the sidecar');
+  resumeApp();
+  await done;
+  t.is(sha256(Buffer.concat(appReceived)), sha256(payload));
+  await collect(client);
+});
+
+test.serial('1,000 proxied connections opened and closed leave no descriptor behind', async (t) => {
+  const app = await startEchoServer();
+  const side = await startSidecar({
+    node: { id: 'vm-a' },
+    log: { level: 'warn', access_log: false },
+    listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app' }],
+    clusters: [{ name: 'app', endpoints: [{ address: '127.0.0.1', port: app.port }] }],
+  });
+  t.teardown(async () => {
+    await side.sidecar.stop();
+    await app.close();
+  });
+  const port = side.sidecar.listenerAddress('out').port;
+  // Warm-up, so lazily opened descriptors (timers, loggers) are not counted as leaks.
+  await echoTransfer(port, 10);
+  const fdsBefore = openFds();
+  const openBefore = native.openCount();
+  for (let i = 0; i < 1000; i++) {
+    const s = await connect(port);
+    s.destroy();
+  }
+  await waitFor(() => side.sidecar.activeConnections === 0 && native.openCount() === openBefore, 'every connection closed');
+  await waitFor(() => app.sockets.size === 0, 'app side closed');
+  t.is(openFds(), fdsBefore);
+});
