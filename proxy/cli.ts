@@ -1,10 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // The one vsockmesh binary; each role is a subcommand.
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadSidecarConfig } from './config/load.js';
-import { runDemo } from './demo.js';
 import { runSidecar } from './run-sidecar.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -79,6 +78,8 @@ export function buildCli(): Command {
     .option('--once', 'exit after the demo traffic instead of serving until Ctrl-C')
     .option('--echo-bytes <n>', 'bytes to send through the echo path', intOption(1, 1 << 30), 1 << 20)
     .action(async (opts: { once?: boolean; echoBytes: number }) => {
+      // Loaded on demand: a sidecar process should not carry the demo's apps.
+      const { runDemo } = await import('./demo.js');
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes });
     });
 

@@ -3,8 +3,8 @@
 
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument } from 'yaml';
-import type { z } from 'zod';
-import { sidecarConfigSchema } from './schema.js';
+import type { z } from 'zod/v3';
+import { crossReferences, sidecarConfigSchema } from './schema.js';
 import type { SidecarConfig } from './types.js';
 
 export class ConfigError extends Error {
@@ -28,23 +28,32 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out === '' ? '(top level)' : out;
 }
 
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
-  return issues.map((issue) => {
-    if (issue.code === 'unrecognized_keys') {
-      const keys = issue.keys.map((k) => `"${k}"`).join(', ');
-      return `${formatPath(issue.path)}: unknown field${issue.keys.length > 1 ? 's' : ''} ${keys}`;
-    }
-    if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input: expected')) {
-      return `${formatPath(issue.path)}: required, or of the wrong type (${issue.message.slice('Invalid input: '.length)})`;
-    }
-    return `${formatPath(issue.path)}: ${issue.message}`;
-  });
+export function formatIssue(issue: z.ZodIssue): string {
+  const at = formatPath(issue.path);
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return `${at}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    case 'invalid_type':
+      if (issue.received === 'undefined') return `${at}: required`;
+      // zod's default text; our own messages are kept as written.
+      if (issue.message.startsWith('Expected ')) return `${at}: must be ${issue.expected} (got ${issue.received})`;
+      return `${at}: ${issue.message}`;
+    case 'invalid_union_discriminator':
+      return `${at}: must be ${issue.options.map((o) => JSON.stringify(o)).join(' or ')}`;
+    case 'invalid_enum_value':
+      return `${at}: must be one of ${issue.options.map((o) => JSON.stringify(o)).join(', ')} (got ${JSON.stringify(issue.received)})`;
+    default:
+      return `${at}: ${issue.message}`;
+  }
 }
 
 /** Validates already-parsed data (from YAML, JSON or code). */
 export function parseSidecarConfig(data: unknown, source = 'config'): SidecarConfig {
-  const result = sidecarConfigSchema.safeParse(data ?? {});
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues));
+  const input = data ?? {};
+  const result = sidecarConfigSchema.safeParse(input);
+  const problems = result.success ? [] : result.error.issues.map(formatIssue);
+  for (const issue of crossReferences(input)) problems.push(`${formatPath(issue.path)}: ${issue.message}`);
+  if (problems.length > 0 || !result.success) throw new ConfigError(source, problems);
   return result.data;
 }
 
