@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8
 // The one vsockmesh binary; each role is a subcommand.
 
 import { Command, InvalidArgumentError, Option } from 'commander';
