@@ -6,6 +6,7 @@
         "proxy/native/module.c",
         "proxy/native/sock.c",
         "proxy/native/relay.c",
+        "proxy/native/duplex.c",
         "proxy/native/vsock.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],

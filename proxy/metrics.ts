@@ -64,6 +64,7 @@ export class ProxyMetrics {
   readonly headerErrors: Counter<'listener' | 'reason'>;
   readonly refused: Counter<'listener' | 'reason'>;
   readonly drains: Counter<string>;
+  readonly fallbacks: Counter<'listener' | 'cluster' | 'from' | 'to' | 'code'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -121,6 +122,12 @@ export class ProxyMetrics {
       registers,
     });
     this.drains = new Counter({ name: 'vsockmesh_drains_total', help: 'Drains started (SIGTERM or POST /drain)', registers });
+    this.fallbacks = new Counter({
+      name: 'vsockmesh_transport_fallbacks_total',
+      help: 'Connections that fell back to another transport after a failed connect (from="vsock", to="tcp"), by error code',
+      labelNames: ['listener', 'cluster', 'from', 'to', 'code'],
+      registers,
+    });
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
   }

@@ -9,6 +9,7 @@ import { OutboundListener } from './listeners/outbound.js';
 import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { Cluster } from './upstream/cluster.js';
+import { VsockBreakers } from './upstream/transport.js';
 
 export type SidecarState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
 
@@ -45,13 +46,14 @@ export class Sidecar {
     const context: ListenerContext = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: config.node.id };
     const clusters = new Map(config.clusters.map((c) => [c.name, new Cluster(c)]));
     const listenerOptions = { accessLog: config.log.accessLog };
+    const outboundOptions = { ...listenerOptions, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs) };
     // Inbound first: a sidecar should accept from peers before it sends to them.
     for (const l of config.listeners) if (l.kind === 'inbound') this.listeners.push(new InboundListener(l, context, listenerOptions));
     for (const l of config.listeners) {
       if (l.kind !== 'outbound') continue;
       const cluster = clusters.get(l.cluster);
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
-      this.listeners.push(new OutboundListener(l, cluster, context, listenerOptions));
+      this.listeners.push(new OutboundListener(l, cluster, context, outboundOptions));
     }
     if (config.admin) this.admin = new AdminServer(this.adminTarget(), this.logger);
   }
@@ -152,6 +154,7 @@ export class Sidecar {
     return {
       state: this.currentState,
       node: this.config.node,
+      vsock: this.config.vsock,
       listeners: this.config.listeners.map((l) => ({
         ...l,
         bound: this.listeners.find((x) => x.name === l.name)?.addresses() ?? [],

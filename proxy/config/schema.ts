@@ -53,12 +53,26 @@ function duration(fallback: string, min = 1) {
 
 const socketAddress = z.object({ address: ipAddress, port: destinationPort }).strict();
 
+const U32 = 0xffffffff;
+const CID = 'must be a context ID 1..4294967294 (1: local loopback, 2: the host, 3 and up: guests)';
+const cid = z.number({ invalid_type_error: 'must be a context ID number' }).int({ message: CID }).min(1, { message: CID }).max(U32 - 1, { message: CID });
+const VSOCK_PORT = 'must be a vsock port 1..4294967294';
+const vsockPort = z.number({ invalid_type_error: 'must be a vsock port number' }).int({ message: VSOCK_PORT }).min(1, { message: VSOCK_PORT }).max(U32 - 1, { message: VSOCK_PORT });
+const vsockAddress = z.object({ cid, port: vsockPort }).strict();
+
+const vsockEndpoint = z.discriminatedUnion('mode', [
+  z.object({ mode: z.literal('direct'), cid, port: vsockPort }).strict(),
+  z.object({ mode: z.literal('host-relay'), cid, port: vsockPort, relay: vsockAddress.default({ cid: 2, port: 15100 }) }).strict(),
+]);
+
 const endpoint = z
   .object({
     address: ipAddress,
     port: destinationPort,
     vm_id: name.optional(),
     peer: socketAddress.optional(),
+    // `mode` defaults to direct; the discriminated union needs it present.
+    vsock: z.preprocess((v) => (typeof v === 'object' && v !== null && !('mode' in v) ? { ...v, mode: 'direct' } : v), vsockEndpoint).optional(),
   })
   .strict()
   .transform((e) => ({
@@ -66,6 +80,7 @@ const endpoint = z
     port: e.port,
     ...(e.vm_id !== undefined && { vmId: e.vm_id }),
     ...(e.peer !== undefined && { peer: e.peer }),
+    ...(e.vsock !== undefined && { vsock: e.vsock }),
   }));
 
 const cluster = z
@@ -107,12 +122,25 @@ const inboundPort = z.union(
 
 const MAX_HEADER = 'must be 28..65551 (28: a PROXY v2 header with IPv4 addresses; 65551: the protocol maximum)';
 
+const vsockBindCid = z
+  .union([z.literal('any'), cid])
+  .default('any')
+  .transform((c) => (c === 'any' ? U32 : c));
+
 const inboundListener = z
   .object({
     kind: z.literal('inbound'),
     name,
+    transport: z.enum(['tcp', 'vsock']).default('tcp'),
     addresses: z.array(ipAddress).min(1, { message: 'must list at least one address' }).default(['0.0.0.0']),
-    port,
+    // TCP ports are checked against 65535 beside the schema (crossReferences), vsock ports are 32-bit.
+    port: z
+      .number({ invalid_type_error: 'must be a port number' })
+      .int({ message: PORT })
+      .min(0, { message: PORT })
+      .max(U32 - 1, { message: 'must be an integer 0..4294967294 (0 picks a free port)' }),
+    cid: vsockBindCid,
+    allowed_peer_cids: z.array(cid).optional(),
     header_timeout: duration('5s'),
     max_header_bytes: z
       .number({ invalid_type_error: 'must be a number' })
@@ -133,8 +161,11 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
       : {
           kind: l.kind,
           name: l.name,
+          transport: l.transport,
           addresses: l.addresses,
           port: l.port,
+          vsockCid: l.cid,
+          allowedPeerCids: l.allowed_peer_cids ?? [],
           headerTimeoutMs: l.header_timeout,
           maxHeaderBytes: l.max_header_bytes,
           idleTimeoutMs: l.idle_timeout,
@@ -146,6 +177,11 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
 export const sidecarConfigSchema = z
   .object({
     node: z.object({ id: name }).strict(),
+    vsock: z
+      .object({ enabled: z.boolean({ invalid_type_error: 'must be true or false' }).default(true), breaker_window: duration('30s'), connect_timeout: duration('1s') })
+      .strict()
+      .default({})
+      .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout })),
     admin: z
       .object({ address: ipAddress.default('127.0.0.1'), port: port.default(15000) })
       .strict()
@@ -167,6 +203,7 @@ export const sidecarConfigSchema = z
   .transform(
     (c): SidecarConfig => ({
       node: c.node,
+      vsock: c.vsock,
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,
@@ -188,7 +225,8 @@ export interface CrossReferenceIssue {
 export function crossReferences(raw: unknown): CrossReferenceIssue[] {
   const issues: CrossReferenceIssue[] = [];
   if (typeof raw !== 'object' || raw === null) return issues;
-  const c = raw as { listeners?: unknown; clusters?: unknown };
+  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown } };
+  const vsockEnabled = c.vsock?.enabled !== false;
   const clusters = Array.isArray(c.clusters) ? (c.clusters as Array<{ name?: unknown } | null>) : [];
   const listeners = Array.isArray(c.listeners) ? (c.listeners as Array<Record<string, unknown> | null>) : [];
   const clusterNames = new Set<unknown>();
@@ -208,6 +246,19 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     if (l.kind === 'outbound' && typeof l.cluster === 'string' && !clusterNames.has(l.cluster)) {
       issues.push({ path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
     }
+    if (l.kind === 'inbound' && l.transport === 'vsock') {
+      if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
+      if (!Array.isArray(l.allowed_peer_cids) || l.allowed_peer_cids.length === 0) {
+        issues.push({ path: ['listeners', i, 'allowed_peer_cids'], message: 'a vsock inbound listener must list the peer CIDs it accepts (the kernel gives each peer its CID)' });
+      }
+      if (l.addresses !== undefined) issues.push({ path: ['listeners', i, 'addresses'], message: 'vsock listeners bind a CID (cid), not IP addresses' });
+    }
+    if (l.kind === 'inbound' && l.transport !== 'vsock') {
+      for (const field of ['cid', 'allowed_peer_cids']) {
+        if (l[field] !== undefined) issues.push({ path: ['listeners', i, field], message: 'only for transport: vsock' });
+      }
+      if (typeof l.port === 'number' && l.port > 65535) issues.push({ path: ['listeners', i, 'port'], message: PORT });
+    }
     if (l.kind === 'inbound' && Array.isArray(l.ports)) {
       const seen = new Set<number>();
       l.ports.forEach((p: unknown, j: number) => {
@@ -218,7 +269,8 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
       });
     }
     if (typeof l.port !== 'number' || l.port === 0) return;
-    const addresses = Array.isArray(l.addresses) ? l.addresses : [l.kind === 'outbound' ? '127.0.0.1' : '0.0.0.0'];
+    const addresses =
+      l.transport === 'vsock' ? [`vsock:${String(l.cid ?? 'any')}`] : Array.isArray(l.addresses) ? l.addresses : [l.kind === 'outbound' ? '127.0.0.1' : '0.0.0.0'];
     for (const address of addresses) {
       const key = `${String(address)}:${l.port}`;
       const other = binds.get(key);

@@ -8,6 +8,22 @@ export interface SocketAddress {
   port: number;
 }
 
+/** A vsock address: context ID and port. */
+export interface VsockAddress {
+  cid: number;
+  port: number;
+}
+
+/**
+ * How a peer sidecar's vsock inbound is reached: `direct` connects to its CID
+ * (vsock loopback, VMCI, sibling groups); `host-relay` connects to the relay
+ * on the hypervisor (mainstream KVM: a guest reaches only its host), which
+ * forwards to the peer's CID after a relay header.
+ */
+export type VsockEndpointConfig =
+  | ({ mode: 'direct' } & VsockAddress)
+  | ({ mode: 'host-relay'; relay: VsockAddress } & VsockAddress);
+
 /** Where an outbound listener sends a connection: the app's address plus, when the app has one, its sidecar. */
 export interface EndpointConfig {
   /** The destination app's address; the PROXY header names it as the destination. */
@@ -15,8 +31,10 @@ export interface EndpointConfig {
   port: number;
   /** The destination VM's id, sent in the vsockmesh destination-VM TLV. */
   vmId?: string;
-  /** Inbound listener of the peer sidecar. Absent: a direct endpoint, plain TCP to the app. */
+  /** TCP inbound listener of the peer sidecar. */
   peer?: SocketAddress;
+  /** vsock inbound listener of the peer sidecar; tried first, `peer` is the fallback. */
+  vsock?: VsockEndpointConfig;
 }
 
 export interface ClusterConfig {
@@ -46,8 +64,15 @@ export interface InboundPortConfig {
 export interface InboundListenerConfig {
   kind: 'inbound';
   name: string;
+  transport: 'tcp' | 'vsock';
+  /** tcp: IP addresses to bind. vsock: unused (see vsockCid). */
   addresses: string[];
+  /** TCP or vsock port. */
   port: number;
+  /** vsock: the CID to bind (VMADDR_CID_ANY by default). */
+  vsockCid: number;
+  /** vsock: kernel-given peer CIDs allowed to connect; any other is refused before a byte is read. */
+  allowedPeerCids: number[];
   headerTimeoutMs: number;
   maxHeaderBytes: number;
   idleTimeoutMs: number;
@@ -57,8 +82,18 @@ export interface InboundListenerConfig {
 
 export type ListenerConfig = OutboundListenerConfig | InboundListenerConfig;
 
+export interface VsockSettings {
+  /** false: endpoints' vsock addresses are ignored and no vsock listener may be configured. */
+  enabled: boolean;
+  /** After a failed vsock connect, an endpoint goes over TCP for this long before vsock is tried again. */
+  breakerWindowMs: number;
+  /** vsock connect deadline (a vsock connect to a dead peer may otherwise wait long). */
+  connectTimeoutMs: number;
+}
+
 export interface SidecarConfig {
   node: { id: string };
+  vsock: VsockSettings;
   /** null: no admin endpoint. */
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };

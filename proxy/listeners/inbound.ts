@@ -8,7 +8,7 @@ import { formatAddress } from '../log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
-import { Listener, type ListenerContext, type TrackedConnection } from './listener.js';
+import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from './listener.js';
 import { ProxiedConnection } from './proxied-connection.js';
 
 export interface InboundListenerOptions {
@@ -30,6 +30,7 @@ export type HeaderRefusal =
 
 export class InboundListener extends Listener {
   private readonly ports: Map<number, InboundPortConfig>;
+  private readonly allowedPeerCids: Set<number>;
   private readonly stats = new Map<number, ConnectionStats>();
 
   constructor(
@@ -37,15 +38,24 @@ export class InboundListener extends Listener {
     context: ListenerContext,
     private readonly options: InboundListenerOptions,
   ) {
-    super(config.name, config.addresses, config.port, context);
+    super(config.name, config.transport === 'vsock' ? [{ family: 'vsock', host: config.vsockCid }] : ipBinds(config.addresses), config.port, context);
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
+    this.allowedPeerCids = new Set(config.allowedPeerCids);
     for (const p of config.ports) {
-      this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundCluster(p.port), transport: 'tcp' }));
+      this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundCluster(p.port), transport: config.transport }));
     }
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
-    const src = formatAddress(String(peerHost), peerPort);
+    const vsock = this.config.transport === 'vsock';
+    const src = vsock ? `vsock:${String(peerHost)}:${peerPort}` : formatAddress(String(peerHost), peerPort);
+    if (vsock && !this.allowedPeerCids.has(Number(peerHost))) {
+      // The CID comes from the kernel: a guest cannot claim another's.
+      this.context.metrics.refused.inc({ listener: this.name, reason: 'peer_cid_not_allowed' });
+      this.context.logger.warn({ listener: this.name, src, peer_cid: peerHost, reason: 'peer_cid_not_allowed' }, `refused: vsock peer CID ${String(peerHost)} is not in allowed_peer_cids`);
+      native.close(fd);
+      return;
+    }
     const { maxHeaderBytes, headerTimeoutMs } = this.config;
     let buffered: Buffer = Buffer.alloc(0);
     let settled = false;
@@ -130,7 +140,7 @@ export class InboundListener extends Listener {
     const { target } = declared;
     const connection = new ProxiedConnection({
       downstreamFd: fd,
-      stats: this.stats.get(dstPort)!,
+      statsFor: () => this.stats.get(dstPort)!,
       metrics,
       logger,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
@@ -139,14 +149,24 @@ export class InboundListener extends Listener {
         listener: this.name,
         direction: 'inbound',
         cluster: inboundCluster(dstPort),
-        transport: 'tcp',
+        transport: this.config.transport,
         upstream: formatAddress(target.address, target.port),
         ...origin,
       },
       onClosed: (c) => this.untrack(c),
     });
     this.track(connection);
-    connection.connect({ family: ipFamily(target.address), host: target.address, port: target.port, connectTimeoutMs: this.config.connectTimeoutMs }, { early });
+    connection.connect(
+      [
+        {
+          transport: 'tcp',
+          target: { family: ipFamily(target.address), host: target.address, port: target.port, connectTimeoutMs: this.config.connectTimeoutMs },
+          label: formatAddress(target.address, target.port),
+          preamble: null,
+        },
+      ],
+      early,
+    );
   }
 }
 

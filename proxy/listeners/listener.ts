@@ -1,13 +1,29 @@
 // What every listener shares: binding its sockets (native core), tracking its
 // connections, and the shutdown verbs (drain, then abort what is left; or stop now).
 
-import { native, ipFamily, type SocketFamily, type SocketHost } from '../native/index.js';
+import { ipFamily, native, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { Logger } from '../log.js';
 import type { ProxyMetrics } from '../metrics.js';
 
 export interface BoundAddress {
+  /** An IP address, or `vsock:CID` for a vsock listener. */
   address: string;
   port: number;
+}
+
+/** One socket a listener binds: an IP address, or a vsock CID. */
+export interface Bind {
+  family: SocketFamily;
+  host: SocketHost;
+}
+
+/** The binds of a list of IP addresses. */
+export function ipBinds(addresses: string[]): Bind[] {
+  return addresses.map((address) => ({ family: ipFamily(address), host: address }));
+}
+
+function bindLabel(bind: Bind): string {
+  return bind.family === 'vsock' ? `vsock:${bind.host === native.VMADDR_CID_ANY ? 'any' : String(bind.host)}` : String(bind.host);
 }
 
 /** One accepted connection, from accept until both of its sides are closed. */
@@ -33,17 +49,13 @@ export abstract class Listener {
 
   constructor(
     readonly name: string,
-    private readonly bindAddresses: string[],
+    private readonly binds: Bind[],
     private readonly port: number,
     protected readonly context: ListenerContext,
   ) {}
 
   /** A new connection; the listener owns `fd` from here on. */
   protected abstract onConnection(fd: number, peerHost: SocketHost, peerPort: number): void;
-
-  protected family(address: string): SocketFamily {
-    return ipFamily(address);
-  }
 
   /** Binds every address. With port 0 the first bind picks the port and the others reuse it. */
   async start(): Promise<void> {
@@ -57,20 +69,16 @@ export abstract class Listener {
       this.onConnection(fd, host, peerPort);
     };
     try {
-      for (const address of this.bindAddresses) {
-        const [fd, boundPort] = native.listen(this.family(address), this.listenHost(address), port, 4096, onConnection);
+      for (const bind of this.binds) {
+        const [fd, boundPort] = native.listen(bind.family, bind.host, port, 4096, onConnection);
         this.listenFds.push(fd);
         port = boundPort;
-        this.bound.push({ address, port: boundPort });
+        this.bound.push({ address: bindLabel(bind), port: boundPort });
       }
     } catch (err) {
       this.closeListeners();
-      throw listenError(this.name, this.bindAddresses, port, err as NodeJS.ErrnoException);
+      throw listenError(this.name, this.binds.map(bindLabel), port, err as NodeJS.ErrnoException);
     }
-  }
-
-  protected listenHost(address: string): SocketHost {
-    return address;
   }
 
   /** Where this listener accepts connections (ports resolved when configured as 0). */

@@ -1,22 +1,29 @@
 // Outbound listener: a local app connects to 127.0.0.1:PORT (or [::1]); the
-// connection goes to an endpoint of the listener's cluster, through the peer's
-// sidecar (PROXY v2 header first) or directly to the app when it has none.
+// connection goes to an endpoint of the listener's cluster: over vsock to the
+// peer's sidecar when the endpoint has a vsock address (directly or through
+// the host relay), over TCP to the peer's sidecar otherwise or as the
+// fallback, or straight to the app when it has no sidecar.
 
-import type { EndpointConfig, OutboundListenerConfig } from '../config/types.js';
+import type { EndpointConfig, OutboundListenerConfig, VsockSettings } from '../config/types.js';
 import { formatAddress } from '../log.js';
-import type { ConnectionStats } from '../metrics.js';
+import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
+import { encodeRelayHeader } from '../relay-header.js';
 import type { Cluster } from '../upstream/cluster.js';
-import { Listener, type ListenerContext } from './listener.js';
-import { ProxiedConnection } from './proxied-connection.js';
+import { VsockBreakers, planHops, type Hop } from '../upstream/transport.js';
+import { Listener, ipBinds, type ListenerContext } from './listener.js';
+import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
+  vsock: VsockSettings;
+  /** Shared by the sidecar's listeners: an endpoint's vsock health is not per listener. */
+  breakers: VsockBreakers;
 }
 
 export class OutboundListener extends Listener {
-  private readonly stats: ConnectionStats;
+  private readonly stats: Record<TransportName, ConnectionStats>;
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -24,8 +31,12 @@ export class OutboundListener extends Listener {
     context: ListenerContext,
     private readonly options: OutboundListenerOptions,
   ) {
-    super(config.name, config.addresses, config.port, context);
-    this.stats = context.metrics.connectionStats({ listener: config.name, direction: 'outbound', cluster: cluster.name, transport: 'tcp' });
+    super(config.name, ipBinds(config.addresses), config.port, context);
+    const labels = { listener: config.name, direction: 'outbound', cluster: cluster.name } as const;
+    this.stats = {
+      tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),
+      vsock: context.metrics.connectionStats({ ...labels, transport: 'vsock' }),
+    };
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -39,10 +50,14 @@ export class OutboundListener extends Listener {
       native.close(fd);
       return;
     }
-    const hop = endpoint.peer ?? endpoint;
+    const { vsock, breakers } = this.options;
+    const breakerKey = endpoint.vsock ? VsockBreakers.key(endpoint.vsock.cid, endpoint.vsock.port) : '';
+    const plan = planHops(endpoint, { vsockEnabled: vsock.enabled, vsockBreakerOpen: endpoint.vsock !== undefined && breakers.isOpen(breakerKey, Date.now()) });
+    const proxyHeader = plan.hops.some((h) => h.transport === 'vsock' || h.peer) ? this.peerHeader(srcAddress, peerPort, endpoint) : null;
+    const attempts = plan.hops.map((hop) => this.attempt(hop, proxyHeader, breakerKey));
     const connection = new ProxiedConnection({
       downstreamFd: fd,
-      stats: this.stats,
+      statsFor: (transport) => this.stats[transport],
       metrics,
       logger,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
@@ -53,15 +68,41 @@ export class OutboundListener extends Listener {
         src,
         dst: formatAddress(endpoint.address, endpoint.port),
         cluster: this.cluster.name,
-        transport: 'tcp',
-        upstream: formatAddress(hop.address, hop.port),
-        ...(endpoint.peer === undefined && { mode: 'direct' }),
+        transport: attempts[0]!.transport,
+        upstream: attempts[0]!.label,
+        route: plan.reason,
       },
       onClosed: (c) => this.untrack(c),
     });
     this.track(connection);
-    const header = endpoint.peer === undefined ? null : this.peerHeader(srcAddress, peerPort, endpoint);
-    connection.connect({ family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.config.connectTimeoutMs }, { header });
+    connection.connect(attempts);
+  }
+
+  private attempt(hop: Hop, proxyHeader: Buffer | null, breakerKey: string): UpstreamAttempt {
+    if (hop.transport === 'tcp') {
+      const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.config.connectTimeoutMs };
+      return { transport: 'tcp', target, label: formatAddress(hop.address, hop.port), preamble: hop.peer ? proxyHeader : null };
+    }
+    const { connectTimeoutMs } = this.options.vsock;
+    const onFallback = (code: string, next: UpstreamAttempt): void => {
+      this.options.breakers.open(breakerKey, Date.now());
+      this.context.metrics.fallbacks.inc({ listener: this.name, cluster: this.cluster.name, from: 'vsock', to: next.transport, code });
+      this.context.logger.warn(
+        { listener: this.name, cluster: this.cluster.name, reason: 'vsock_fallback', code, vsock: breakerKey, fallback: next.label, breaker_ms: this.options.vsock.breakerWindowMs },
+        `vsock connect to ${breakerKey} failed (${code}); falling back to ${next.transport} ${next.label}, vsock skipped for ${this.options.vsock.breakerWindowMs}ms`,
+      );
+    };
+    if (hop.relay) {
+      const preamble = proxyHeader ? Buffer.concat([encodeRelayHeader({ cid: hop.cid, port: hop.port }), proxyHeader]) : encodeRelayHeader({ cid: hop.cid, port: hop.port });
+      return {
+        transport: 'vsock',
+        target: { family: 'vsock', host: hop.relay.cid, port: hop.relay.port, connectTimeoutMs },
+        label: `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}`,
+        preamble,
+        onFallback,
+      };
+    }
+    return { transport: 'vsock', target: { family: 'vsock', host: hop.cid, port: hop.port, connectTimeoutMs }, label: `vsock:${hop.cid}:${hop.port}`, preamble: proxyHeader, onFallback };
   }
 
   private peerHeader(srcAddress: string, srcPort: number, endpoint: EndpointConfig): Buffer {

@@ -5,6 +5,7 @@
 import type { Logger } from '../log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
 import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
+import type { TransportName } from '../metrics.js';
 import type { TrackedConnection } from './listener.js';
 
 export interface AccessLogFields {
@@ -20,7 +21,8 @@ export interface AccessLogFields {
 
 export interface ProxiedConnectionOptions {
   downstreamFd: number;
-  stats: ConnectionStats;
+  /** Stats of the transport the connection ends up on (known once an attempt connects). */
+  statsFor: (transport: TransportName) => ConnectionStats;
   metrics: ProxyMetrics;
   logger: Logger;
   /** Logger for the access line; null: no access log. */
@@ -37,6 +39,18 @@ export interface UpstreamTarget {
   connectTimeoutMs: number;
 }
 
+/** One way to reach the upstream; a connection tries its attempts in order. */
+export interface UpstreamAttempt {
+  transport: TransportName;
+  target: UpstreamTarget;
+  /** For logs: `127.0.0.1:15006`, `vsock:5:15007`, `vsock:2:15100>5:15007`. */
+  label: string;
+  /** Ours, written ahead of everything (relay header, PROXY v2 header). */
+  preamble: Buffer | null;
+  /** Called when this attempt fails and a later one will be tried. */
+  onFallback?: (code: string, next: UpstreamAttempt) => void;
+}
+
 export interface ConnectionResult {
   outcome: RelayOutcomeName;
   bytesToUpstream: number;
@@ -51,10 +65,11 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   private done = false;
   /** Downstream bytes read before the relay started (after the inbound header); relayed as preamble. */
   private earlyBytes = 0;
+  private early: Buffer | null = null;
+  private stats: ConnectionStats | undefined;
+  private fallback: string | undefined;
 
-  constructor(private readonly options: ProxiedConnectionOptions) {
-    options.stats.opened(this);
-  }
+  constructor(private readonly options: ProxiedConnectionOptions) {}
 
   get bytesToUpstream(): number {
     return this.earlyBytes + (this.relayId < 0 ? 0 : (native.relayBytes(this.relayId)?.[0] ?? 0));
@@ -65,21 +80,36 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   }
 
   /**
-   * Opens the upstream and relays. Written ahead of the relayed bytes: `header`
-   * (ours, e.g. PROXY v2) and `early` (downstream bytes already read, counted as relayed).
+   * Opens the upstream (trying the attempts in order) and relays. `early`:
+   * downstream bytes already read (after an inbound header), counted as relayed.
    */
-  connect(target: UpstreamTarget, preamble: { header?: Buffer | null; early?: Buffer | null } = {}): void {
-    const { header, early } = preamble;
+  connect(attempts: UpstreamAttempt[], early: Buffer | null = null): void {
+    this.early = early;
     this.earlyBytes = early?.length ?? 0;
-    const toUpstream = header && early ? Buffer.concat([header, early]) : (header ?? early ?? null);
+    this.tryAttempt(attempts, 0);
+  }
+
+  private tryAttempt(attempts: UpstreamAttempt[], index: number): void {
+    const attempt = attempts[index]!;
+    const { target } = attempt;
+    const failed = (code: string): void => {
+      const next = attempts[index + 1];
+      if (next === undefined) {
+        this.connectFailed(attempt, code);
+        return;
+      }
+      this.fallback = `${attempt.transport}->${next.transport}`;
+      attempt.onFallback?.(code, next);
+      this.tryAttempt(attempts, index + 1);
+    };
     try {
       this.connectingFd = native.connect(target.family, target.host, target.port, target.connectTimeoutMs, (error, fd) => {
         this.connectingFd = -1;
-        if (error !== null) this.connectFailed(error);
-        else this.startRelay(fd, toUpstream);
+        if (error !== null) failed(error);
+        else this.startRelay(attempt, fd);
       });
     } catch (err) {
-      this.connectFailed((err as NodeJS.ErrnoException).code ?? 'EINVAL');
+      failed((err as NodeJS.ErrnoException).code ?? 'EINVAL');
     }
   }
 
@@ -94,15 +124,24 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     this.finish({ outcome: 'aborted', bytesToUpstream: 0, bytesToDownstream: 0 });
   }
 
-  private connectFailed(code: string): void {
+  private connectFailed(attempt: UpstreamAttempt, code: string): void {
     const { fields, metrics, logger } = this.options;
-    metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: fields.transport, code });
-    logger.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${fields.upstream} failed (${code}); resetting downstream`);
+    fields.transport = attempt.transport;
+    fields.upstream = attempt.label;
+    metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: attempt.transport, code });
+    logger.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
     native.reset(this.options.downstreamFd);
     this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
   }
 
-  private startRelay(upstreamFd: number, toUpstream: Buffer | null): void {
+  private startRelay(attempt: UpstreamAttempt, upstreamFd: number): void {
+    const { preamble } = attempt;
+    const { early } = this;
+    const toUpstream = preamble && early ? Buffer.concat([preamble, early]) : (preamble ?? early);
+    this.options.fields.transport = attempt.transport;
+    this.options.fields.upstream = attempt.label;
+    this.stats = this.options.statsFor(attempt.transport);
+    this.stats.opened(this);
     this.relayId = native.relay(this.options.downstreamFd, upstreamFd, toUpstream, null, this.options.idleTimeoutMs, (outcome, up, down, error) => {
       const result: ConnectionResult = { outcome: native.RELAY_OUTCOMES[outcome]!, bytesToUpstream: this.earlyBytes + up, bytesToDownstream: down };
       if (error !== null) result.errorCode = error;
@@ -114,8 +153,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   private finish(result: ConnectionResult): void {
     if (this.done) return;
     this.done = true;
-    const { stats, accessLogger, fields } = this.options;
-    stats.closed(this, result);
+    const { accessLogger, fields } = this.options;
+    this.stats?.closed(this, result);
     if (accessLogger) {
       accessLogger.info(
         {
@@ -126,6 +165,7 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
           duration_ms: Math.round(performance.now() - this.startedAt),
           outcome: result.outcome,
           ...(result.errorCode !== undefined && { error_code: result.errorCode }),
+          ...(this.fallback !== undefined && { fallback: this.fallback }),
         },
         'connection closed',
       );

@@ -29,6 +29,7 @@ typedef enum {
   SOCK_CONNECTING, /* non-blocking connect in flight */
   SOCK_READING,    /* reads delivered to JS (header phase) */
   SOCK_RELAY,      /* one side of a relay */
+  SOCK_DUPLEX,     /* a JS Duplex stream (vsock sockets for applications) */
 } vm_sock_mode;
 
 typedef struct vm_sock {
@@ -43,7 +44,11 @@ typedef struct vm_sock {
   unsigned hup : 1; /* the peer's FIN (or an error) is pending: read to the end, even after a short read */
   unsigned queued : 1; /* on the kick queue */
   unsigned closed : 1;
+  unsigned unref : 1;   /* does not keep the event loop alive */
+  unsigned reading : 1; /* duplex: JS wants data */
+  unsigned eof : 1;     /* duplex: EOF delivered */
   napi_ref callback; /* onConnection / connect callback / read callback */
+  napi_ref write_callback; /* duplex: a pending write finished */
   uv_timer_t *timer; /* connect deadline */
   size_t read_max;   /* largest read delivered to JS in SOCK_READING */
   /* relay */
@@ -87,6 +92,10 @@ void vm_sock_close(vm_sock *s, int reset);
 void vm_sock_kick(vm_sock *s);
 
 void vm_relay_progress(vm_relay *r);
+void vm_duplex_progress(vm_sock *s);
+void vm_duplex_register(napi_env env, napi_value exports);
+/* Deletes a JS reference (NULL-safe) and clears it. */
+void vm_unref_callback(napi_ref *ref);
 napi_value vm_relay_start(napi_env env, napi_callback_info info);
 napi_value vm_relay_bytes(napi_env env, napi_callback_info info);
 napi_value vm_relay_abort(napi_env env, napi_callback_info info);

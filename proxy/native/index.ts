@@ -39,6 +39,14 @@ export interface NativeCore {
   openCount(): number;
   /** Bytes relays have read but not yet written (bounded: one read per blocked direction). */
   pendingBytes(): number;
+  /** Whether the socket keeps the event loop alive. */
+  ref(fd: number, on: boolean): void;
+  /** Hands an idle socket to a Duplex: reads go to onRead while duplexRead(fd, true); (null, null) is EOF. */
+  duplexOpen(fd: number, onRead: (error: string | null, chunk: Buffer | null) => void, onWritten: (error: string | null) => void): void;
+  duplexRead(fd: number, on: boolean): void;
+  /** true: all written now; false: onWritten follows. One write at a time. */
+  duplexWrite(fd: number, chunk: Buffer): boolean;
+  duplexShutdown(fd: number): void;
   /** This VM's context ID, read from /dev/vsock each call. */
   localCid(): number;
   /** Original destination of an iptables-REDIRECTed TCP connection. */

@@ -72,6 +72,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_async_init(env, resource, name, &vm_async);
   vm_sock_register(env, exports);
   vm_vsock_register(env, exports);
+  vm_duplex_register(env, exports);
   napi_property_descriptor props[] = {
       {"relay", NULL, vm_relay_start, NULL, NULL, NULL, napi_default, NULL},
       {"relayBytes", NULL, vm_relay_bytes, NULL, NULL, NULL, napi_default, NULL},

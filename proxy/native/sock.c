@@ -48,11 +48,25 @@ vm_sock *vm_sock_get(int fd) {
   return table[fd];
 }
 
-static void count_open(int delta) {
-  size_t before = open_count;
+static size_t ref_count; /* open sockets that keep the loop alive */
+
+static void count_ref(int delta) {
+  size_t before = ref_count;
+  ref_count += delta;
+  if (before == 0 && ref_count > 0) uv_ref((uv_handle_t *)&epoll_watch);
+  if (before > 0 && ref_count == 0) uv_unref((uv_handle_t *)&epoll_watch);
+}
+
+static void count_open(vm_sock *s, int delta) {
   open_count += delta;
-  if (before == 0 && open_count > 0) uv_ref((uv_handle_t *)&epoll_watch);
-  if (before > 0 && open_count == 0) uv_unref((uv_handle_t *)&epoll_watch);
+  if (!s->unref) count_ref(delta);
+}
+
+void vm_unref_callback(napi_ref *ref) {
+  if (*ref) {
+    napi_delete_reference(vm_env, *ref);
+    *ref = NULL;
+  }
 }
 
 vm_sock *vm_sock_adopt(int fd, int family) {
@@ -78,7 +92,7 @@ vm_sock *vm_sock_adopt(int fd, int family) {
     return NULL;
   }
   table[fd] = s;
-  count_open(1);
+  count_open(s, 1);
   return s;
 }
 
@@ -93,10 +107,8 @@ void vm_sock_close(vm_sock *s, int reset) {
     uv_close((uv_handle_t *)s->timer, free_timer);
     s->timer = NULL;
   }
-  if (s->callback) {
-    napi_delete_reference(vm_env, s->callback);
-    s->callback = NULL;
-  }
+  vm_unref_callback(&s->callback);
+  vm_unref_callback(&s->write_callback);
   if (reset && s->family != AF_VSOCK) {
     /* SO_LINGER {on, 0}: close() sends RST instead of FIN. */
     struct linger lg = {1, 0};
@@ -112,7 +124,7 @@ void vm_sock_close(vm_sock *s, int reset) {
     s->next = graveyard;
     graveyard = s;
   }
-  count_open(-1);
+  count_open(s, -1);
 }
 
 static void bury(void) {
@@ -204,7 +216,7 @@ static int make_addr(napi_env env, int family, napi_value host, uint32_t port, v
     if (napi_get_value_uint32(env, host, &cid) != napi_ok) return -1;
     a->vm.svm_family = AF_VSOCK;
     a->vm.svm_cid = cid;
-    a->vm.svm_port = port;
+    a->vm.svm_port = port == 0 ? VMADDR_PORT_ANY : port; /* 0: any free port, as with TCP */
     *len = sizeof a->vm;
     return 0;
   }
@@ -279,6 +291,9 @@ static void dispatch(vm_sock *s) {
       break;
     case SOCK_RELAY:
       vm_relay_progress(s->relay);
+      break;
+    case SOCK_DUPLEX:
+      vm_duplex_progress(s);
       break;
     default:
       break; /* idle: readiness stays recorded for whoever takes the socket */
@@ -558,6 +573,23 @@ static napi_value close_impl(napi_env env, napi_callback_info info, int reset) {
 static napi_value js_close(napi_env env, napi_callback_info info) { return close_impl(env, info, 0); }
 static napi_value js_reset(napi_env env, napi_callback_info info) { return close_impl(env, info, 1); }
 
+/* ref(fd, on): whether the socket keeps the event loop alive (like net.Socket ref/unref). */
+static napi_value js_ref(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  bool on;
+  napi_get_value_int32(env, argv[0], &fd);
+  napi_get_value_bool(env, argv[1], &on);
+  vm_sock *s = vm_sock_get(fd);
+  if (s && s->unref == on) {
+    s->unref = !on;
+    count_ref(on ? 1 : -1);
+  }
+  return NULL;
+}
+
 /* Sockets the core holds open (for leak checks in tests). */
 static napi_value js_open_count(napi_env env, napi_callback_info info) {
   (void)info;
@@ -588,6 +620,7 @@ void vm_sock_register(napi_env env, napi_value exports) {
       {"reset", NULL, js_reset, NULL, NULL, NULL, napi_default, NULL},
       {"openCount", NULL, js_open_count, NULL, NULL, NULL, napi_default, NULL},
       {"pendingBytes", NULL, js_pending_bytes, NULL, NULL, NULL, napi_default, NULL},
+      {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -22,6 +22,7 @@ test('a minimal config gets the documented defaults', (t) => {
   const config = parseSidecarConfig(minimal);
   t.deepEqual(config, {
     node: { id: 'vm-a' },
+    vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 },
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
@@ -36,8 +37,11 @@ test('listener and cluster defaults are filled in and durations become milliseco
   t.deepEqual(config.listeners[1], {
     kind: 'inbound',
     name: 'in',
+    transport: 'tcp',
     addresses: ['0.0.0.0'],
     port: 15006,
+    vsockCid: 0xffffffff,
+    allowedPeerCids: [],
     headerTimeoutMs: 5_000,
     maxHeaderBytes: 4096,
     idleTimeoutMs: 3_600_000,
@@ -45,6 +49,35 @@ test('listener and cluster defaults are filled in and durations become milliseco
     ports: [{ port: 8080, target: { address: '127.0.0.1', port: 8080 } }],
   });
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
+});
+
+test('vsock endpoints default to direct mode; host-relay defaults its relay to CID 2 port 15100', (t) => {
+  const config = parseSidecarConfig({
+    ...minimal,
+    clusters: [
+      cluster({
+        endpoints: [
+          { address: '10.0.0.2', port: 1, vsock: { cid: 5, port: 15007 } },
+          { address: '10.0.0.3', port: 1, vsock: { mode: 'host-relay', cid: 6, port: 15007 } },
+          { address: '10.0.0.4', port: 1, vsock: { mode: 'host-relay', cid: 7, port: 15007, relay: { cid: 2, port: 9999 } } },
+        ],
+      }),
+    ],
+  });
+  t.deepEqual(
+    config.clusters[0]!.endpoints.map((e) => e.vsock),
+    [
+      { mode: 'direct', cid: 5, port: 15007 },
+      { mode: 'host-relay', cid: 6, port: 15007, relay: { cid: 2, port: 15100 } },
+      { mode: 'host-relay', cid: 7, port: 15007, relay: { cid: 2, port: 9999 } },
+    ],
+  );
+});
+
+test('a vsock inbound listener binds any CID by default and keeps its allow-list', (t) => {
+  const config = parseSidecarConfig({ ...minimal, listeners: [inbound({ transport: 'vsock', port: 15007, allowed_peer_cids: [3, 4] }), inbound({ name: 'in2', transport: 'vsock', cid: 1, port: 15008, allowed_peer_cids: [1] })] });
+  t.like(config.listeners[0], { transport: 'vsock', port: 15007, vsockCid: 0xffffffff, allowedPeerCids: [3, 4] });
+  t.like(config.listeners[1], { vsockCid: 1 });
 });
 
 test('admin: null disables the admin endpoint', (t) => {
@@ -89,6 +122,15 @@ const invalid: Array<[string, unknown, string]> = [
   ['unknown top-level field', { ...minimal, listners: [] }, '(top level): unknown field "listners"'],
   ['unknown nested field', { ...minimal, clusters: [cluster({ timeout: '1s' })] }, 'clusters[0]: unknown field "timeout"'],
   ['bad log level', { ...minimal, log: { level: 'loud' } }, 'log.level:'],
+  ['vsock listener without allowed peers', { ...minimal, listeners: [inbound({ transport: 'vsock' })] }, 'listeners[0].allowed_peer_cids: a vsock inbound listener must list the peer CIDs'],
+  ['vsock listener with IP addresses', { ...minimal, listeners: [inbound({ transport: 'vsock', allowed_peer_cids: [3], addresses: ['0.0.0.0'] })] }, 'listeners[0].addresses: vsock listeners bind a CID'],
+  ['vsock listener while vsock is disabled', { ...minimal, vsock: { enabled: false }, listeners: [inbound({ transport: 'vsock', allowed_peer_cids: [3] })] }, 'listeners[0].transport: vsock is disabled'],
+  ['allowed peers on a TCP listener', { ...minimal, listeners: [inbound({ allowed_peer_cids: [3] })] }, 'listeners[0].allowed_peer_cids: only for transport: vsock'],
+  ['CID zero', { ...minimal, listeners: [inbound({ transport: 'vsock', allowed_peer_cids: [0] })] }, 'listeners[0].allowed_peer_cids[0]: must be a context ID 1..4294967294'],
+  ['TCP port above 65535 on an inbound listener', { ...minimal, listeners: [inbound({ port: 70000 })] }, 'listeners[0].port: must be an integer 0..65535'],
+  ['endpoint vsock mode unknown', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, vsock: { mode: 'magic', cid: 5, port: 1 } }] })] }, 'clusters[0].endpoints[0].vsock.mode: must be "direct" or "host-relay"'],
+  ['endpoint vsock CID out of range', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, vsock: { cid: 0xffffffff, port: 1 } }] })] }, 'clusters[0].endpoints[0].vsock.cid: must be a context ID'],
+  ['bad breaker window', { ...minimal, vsock: { breaker_window: 'soon' } }, 'vsock.breaker_window: "soon" is not a duration'],
 ];
 
 for (const [what, data, expected] of invalid) {
@@ -108,8 +150,8 @@ test('every problem in one file is listed, not just the first', (t) => {
     clusters: [cluster({ endpoints: [] })],
   });
   t.deepEqual(
-    found.map((p) => p.split(':')[0]),
-    ['listeners[0].port', 'listeners[0].header_timeout', 'listeners[1].addresses[0]', 'clusters[0].endpoints'],
+    found.map((p) => p.split(':')[0]).sort(),
+    ['clusters[0].endpoints', 'listeners[0].header_timeout', 'listeners[0].port', 'listeners[1].addresses[0]'],
   );
 });
 
