@@ -3,8 +3,8 @@
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { ConfigError, loadSidecarConfig } from './config/load.js';
-import { runSidecar } from './run-sidecar.js';
+import { ConfigError, loadHostRelayConfig, loadSidecarConfig } from './config/load.js';
+import { runServer, type ServerRole } from './run-server.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -29,6 +29,25 @@ function notBuiltYet(role: string, what: string) {
   };
 }
 
+/** A long-running role: config file, overrides, signals (see run-server.ts). */
+function serverCommand(program: Command, role: ServerRole, description: string, readmeSection: string): void {
+  program
+    .command(role)
+    .description(description)
+    .requiredOption('-c, --config <file>', `${role} config file (YAML or JSON); see README "${readmeSection}"`)
+    .addOption(new Option('--log-level <level>', 'override log.level from the config').choices(LOG_LEVELS))
+    .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
+    .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
+    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number }) => {
+      await runServer(role, {
+        configPath: opts.config,
+        ...(opts.logLevel !== undefined && { logLevel: opts.logLevel }),
+        ...(opts.adminPort !== undefined && { adminPort: opts.adminPort }),
+        ...(opts.drainTimeoutMs !== undefined && { drainTimeoutMs: opts.drainTimeoutMs }),
+      });
+    });
+}
+
 export function buildCli(): Command {
   const program = new Command('vsockmesh')
     .description(
@@ -38,28 +57,19 @@ export function buildCli(): Command {
     .version(version())
     .showHelpAfterError('(run with --help for usage)');
 
-  program
-    .command('sidecar')
-    .description('run the sidecar: outbound listeners for local apps, inbound listeners for peer sidecars, admin endpoint')
-    .requiredOption('-c, --config <file>', 'sidecar config file (YAML or JSON); see README "Config reference"')
-    .addOption(new Option('--log-level <level>', 'override log.level from the config').choices(LOG_LEVELS))
-    .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
-    .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
-    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number }) => {
-      await runSidecar({
-        configPath: opts.config,
-        ...(opts.logLevel !== undefined && { logLevel: opts.logLevel }),
-        ...(opts.adminPort !== undefined && { adminPort: opts.adminPort }),
-        ...(opts.drainTimeoutMs !== undefined && { drainTimeoutMs: opts.drainTimeoutMs }),
-      });
-    });
-
+  serverCommand(program, 'sidecar', 'run the sidecar: outbound listeners for local apps, inbound listeners (TCP, vsock) for peer sidecars, admin endpoint', 'Config reference');
   program
     .command('validate-config')
-    .description('check a sidecar config file without starting anything; exit 0 if valid, 2 with every problem listed if not')
+    .description('check a config file without starting anything; exit 0 if valid, 2 with every problem listed if not')
     .argument('<file>', 'config file (YAML or JSON)')
-    .action(async (file: string) => {
+    .addOption(new Option('--role <role>', 'which role the file configures').choices(['sidecar', 'host-relay']).default('sidecar'))
+    .action(async (file: string, opts: { role: 'sidecar' | 'host-relay' }) => {
       try {
+        if (opts.role === 'host-relay') {
+          const relay = await loadHostRelayConfig(file);
+          process.stdout.write(`${file}: valid host-relay config (node ${relay.node.id}, vsock port ${relay.listen.port}, ${relay.policy.length} policy rules)\n`);
+          return;
+        }
         const config = await loadSidecarConfig(file);
         const outbound = config.listeners.filter((l) => l.kind === 'outbound').length;
         process.stdout.write(
@@ -91,10 +101,12 @@ export function buildCli(): Command {
     .command('control-plane')
     .description('xDS ADS server for listeners, routes, clusters and endpoints (not built yet)')
     .action(notBuiltYet('control-plane', 'the xDS control plane comes with the xDS issue'));
-  program
-    .command('host-relay')
-    .description('vsock relay on the hypervisor for guest-to-guest traffic (not built yet)')
-    .action(notBuiltYet('host-relay', 'the host relay comes with the vsock issue'));
+  serverCommand(
+    program,
+    'host-relay',
+    'run on the hypervisor: relay guest-to-guest vsock (a KVM guest reaches only its host, CID 2); checks each source CID against the policy',
+    'Host relay',
+  );
   program
     .command('ctl')
     .description('command-line client for the VM manager and control plane (not built yet)')

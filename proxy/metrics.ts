@@ -3,7 +3,7 @@
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
-export type Direction = 'inbound' | 'outbound';
+export type Direction = 'inbound' | 'outbound' | 'relay';
 export type TransportName = 'tcp' | 'vsock';
 
 export interface ConnectionLabels {

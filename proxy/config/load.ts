@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod/v3';
+import { hostRelayConfigSchema, type HostRelayConfig } from './relay.js';
 import { crossReferences, sidecarConfigSchema } from './schema.js';
 import type { SidecarConfig } from './types.js';
 
@@ -47,6 +48,13 @@ export function formatIssue(issue: z.ZodIssue): string {
   }
 }
 
+/** Validates already-parsed host-relay config data. */
+export function parseHostRelayConfig(data: unknown, source = 'config'): HostRelayConfig {
+  const result = hostRelayConfigSchema.safeParse(data ?? {});
+  if (!result.success) throw new ConfigError(source, result.error.issues.map(formatIssue));
+  return result.data;
+}
+
 /** Validates already-parsed data (from YAML, JSON or code). */
 export function parseSidecarConfig(data: unknown, source = 'config'): SidecarConfig {
   const input = data ?? {};
@@ -57,7 +65,8 @@ export function parseSidecarConfig(data: unknown, source = 'config'): SidecarCon
   return result.data;
 }
 
-export function parseSidecarConfigText(text: string, source = 'config'): SidecarConfig {
+/** YAML text -> data, or every syntax problem with its line. */
+export function parseYamlText(text: string, source: string): unknown {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
@@ -69,15 +78,26 @@ export function parseSidecarConfigText(text: string, source = 'config'): Sidecar
       }),
     );
   }
-  return parseSidecarConfig(doc.toJS(), source);
+  return doc.toJS();
 }
 
-export async function loadSidecarConfig(path: string): Promise<SidecarConfig> {
-  let text: string;
+export function parseSidecarConfigText(text: string, source = 'config'): SidecarConfig {
+  return parseSidecarConfig(parseYamlText(text, source), source);
+}
+
+async function readConfigFile(path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } catch (err) {
     throw new ConfigError(path, [`cannot read the file: ${(err as Error).message}`]);
   }
-  return parseSidecarConfigText(text, path);
+}
+
+export async function loadSidecarConfig(path: string): Promise<SidecarConfig> {
+  return parseSidecarConfigText(await readConfigFile(path), path);
+}
+
+export async function loadHostRelayConfig(path: string): Promise<HostRelayConfig> {
+  const text = await readConfigFile(path);
+  return parseHostRelayConfig(parseYamlText(text, path), path);
 }

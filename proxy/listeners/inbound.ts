@@ -8,25 +8,13 @@ import { formatAddress } from '../log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
-import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from './listener.js';
+import { Listener, ipBinds, type ListenerContext } from './listener.js';
+import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
 }
-
-export type HeaderRefusal =
-  | 'header_timeout'
-  | 'header_truncated'
-  | 'not_proxy_v2'
-  | 'proxy_v1_unsupported'
-  | 'bad_version'
-  | 'bad_command'
-  | 'bad_family'
-  | 'too_large'
-  | 'short_address_block'
-  | 'bad_tlv'
-  | 'bad_crc32c';
 
 export class InboundListener extends Listener {
   private readonly ports: Map<number, InboundPortConfig>;
@@ -57,54 +45,34 @@ export class InboundListener extends Listener {
       return;
     }
     const { maxHeaderBytes, headerTimeoutMs } = this.config;
-    let buffered: Buffer = Buffer.alloc(0);
-    let settled = false;
-    const pendingHeader: TrackedConnection = { abort: () => settle(() => native.close(fd)) };
-    this.track(pendingHeader);
-
-    const settle = (then: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(deadline);
-      native.readStop(fd);
-      this.untrack(pendingHeader);
-      then();
-    };
-    const refuse = (reason: HeaderRefusal, detail: string): void =>
-      settle(() => {
-        this.context.metrics.headerErrors.inc({ listener: this.name, reason });
-        this.context.logger.warn({ listener: this.name, src, reason, detail }, `refused: ${detail}`);
+    readPreamble(
+      fd,
+      {
+        maxBytes: maxHeaderBytes,
+        timeoutMs: headerTimeoutMs,
+        what: 'PROXY v2 header',
+        decode: (bytes) => {
+          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes });
+          return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
+        },
+        track: (c) => this.track(c),
+        untrack: (c) => this.untrack(c),
+      },
+      (result) => {
+        if (result.ok) {
+          this.route(fd, src, result.value, result.early);
+          return;
+        }
         native.close(fd);
-      });
-    const deadline = setTimeout(
-      () => refuse('header_timeout', `no complete PROXY v2 header within ${headerTimeoutMs}ms (${buffered.length} bytes received)`),
-      headerTimeoutMs,
+        if (result.code === 'peer_error' || result.code === 'aborted') {
+          this.context.logger.debug({ listener: this.name, src, code: result.code }, result.detail);
+          return;
+        }
+        const reason = result.code === 'timeout' || result.code === 'truncated' ? `header_${result.code}` : result.code;
+        this.context.metrics.headerErrors.inc({ listener: this.name, reason });
+        this.context.logger.warn({ listener: this.name, src, reason, detail: result.detail }, `refused: ${result.detail}`);
+      },
     );
-    // The first read takes up to the size limit (header and early payload in one
-    // go); later reads take only what the header still lacks.
-    native.readStart(fd, maxHeaderBytes, (error, chunk) => {
-      if (error !== null) {
-        settle(() => {
-          this.context.logger.debug({ listener: this.name, src, code: error }, 'peer error before the header was read');
-          native.close(fd);
-        });
-        return;
-      }
-      if (chunk === null) {
-        refuse('header_truncated', buffered.length === 0 ? 'peer closed before sending a PROXY v2 header' : `peer closed after ${buffered.length} bytes of an incomplete PROXY v2 header`);
-        return;
-      }
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      const result = decodeProxyHeader(buffered, { maxLength: maxHeaderBytes });
-      if (result.kind === 'incomplete') return result.needed - buffered.length;
-      if (result.kind === 'invalid') {
-        refuse(result.code, result.reason);
-        return;
-      }
-      const early = result.length < buffered.length ? buffered.subarray(result.length) : null;
-      settle(() => this.route(fd, src, result.header, early));
-      return;
-    });
   }
 
   private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null): void {

@@ -10,7 +10,7 @@ import type { TrackedConnection } from './listener.js';
 
 export interface AccessLogFields {
   listener: string;
-  direction: 'inbound' | 'outbound';
+  direction: 'inbound' | 'outbound' | 'relay';
   src: string;
   dst: string;
   cluster: string;

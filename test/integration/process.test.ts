@@ -173,11 +173,21 @@ test('a second signal stops at once, without waiting for the drain timeout', asy
 });
 
 test('roles that are not built yet say so and exit 2', async (t) => {
-  for (const role of ['vm-manager', 'control-plane', 'host-relay', 'ctl']) {
+  for (const role of ['vm-manager', 'control-plane', 'ctl']) {
     const result = await runCli([role]);
     t.is(result.code, 2, role);
     t.regex(result.stderr, new RegExp(`vsockmesh ${role}: not built yet`));
   }
+});
+
+test('a host-relay config without a policy is refused with exit 2 (the relay denies by default, so it must say what to allow)', async (t) => {
+  const config = await writeConfig({ node: { id: 'hv-1' }, listen: { port: 15100 }, policy: [] });
+  t.teardown(() => config.cleanup());
+  const result = await runCli(['host-relay', '-c', config.path]);
+  t.is(result.code, 2);
+  t.regex(result.stderr, /policy: must have at least one rule/);
+  const check = await runCli(['validate-config', '--role', 'host-relay', config.path]);
+  t.is(check.code, 2);
 });
 
 test('--help documents every role and the sidecar flags', async (t) => {

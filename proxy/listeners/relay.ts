@@ -1,0 +1,89 @@
+// The host relay's listener (on the hypervisor, vsock): a guest connects, its
+// CID comes from the kernel, it names a destination guest in a 16-byte relay
+// header, the policy decides, and the bytes after the header go to the
+// destination's CID and port.
+
+import type { HostRelayConfig } from '../config/relay.js';
+import { relayDecision } from '../config/relay.js';
+import type { ConnectionStats } from '../metrics.js';
+import { native, type SocketHost } from '../native/index.js';
+import { RELAY_HEADER_LENGTH, decodeRelayHeader, type RelayDestination } from '../relay-header.js';
+import { Listener, type ListenerContext } from './listener.js';
+import { readPreamble } from './preamble.js';
+import { ProxiedConnection } from './proxied-connection.js';
+
+export class RelayListener extends Listener {
+  private readonly stats = new Map<number, ConnectionStats>();
+
+  constructor(
+    private readonly config: HostRelayConfig,
+    context: ListenerContext,
+  ) {
+    super('relay', [{ family: 'vsock', host: config.listen.cid }], config.listen.port, context);
+  }
+
+  /** Per destination CID: bounded by the number of guests. */
+  private statsFor(cid: number): ConnectionStats {
+    let s = this.stats.get(cid);
+    if (!s) {
+      s = this.context.metrics.connectionStats({ listener: this.name, direction: 'relay', cluster: `cid:${cid}`, transport: 'vsock' });
+      this.stats.set(cid, s);
+    }
+    return s;
+  }
+
+  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
+    const sourceCid = Number(peerHost);
+    const src = `vsock:${sourceCid}:${peerPort}`;
+    const { metrics, logger } = this.context;
+    readPreamble<RelayDestination>(
+      fd,
+      {
+        maxBytes: RELAY_HEADER_LENGTH,
+        timeoutMs: this.config.headerTimeoutMs,
+        what: 'relay header',
+        decode: (bytes) => {
+          const r = decodeRelayHeader(bytes);
+          if (r.kind === 'incomplete') return { kind: 'incomplete', needed: RELAY_HEADER_LENGTH };
+          return r.kind === 'header' ? { kind: 'done', value: r.destination, length: RELAY_HEADER_LENGTH } : r;
+        },
+        track: (c) => this.track(c),
+        untrack: (c) => this.untrack(c),
+      },
+      (result) => {
+        if (!result.ok) {
+          native.close(fd);
+          if (result.code === 'aborted' || result.code === 'peer_error') return;
+          const reason = result.code === 'timeout' || result.code === 'truncated' ? `header_${result.code}` : result.code;
+          metrics.headerErrors.inc({ listener: this.name, reason });
+          logger.warn({ listener: this.name, src, source_cid: sourceCid, reason, detail: result.detail }, `refused: ${result.detail}`);
+          return;
+        }
+        const destination = result.value;
+        const decision = relayDecision(this.config.policy, sourceCid, destination);
+        const dst = `vsock:${destination.cid}:${destination.port}`;
+        if (!decision.allowed) {
+          native.close(fd);
+          metrics.refused.inc({ listener: this.name, reason: decision.reason });
+          logger.warn({ listener: this.name, src, dst, source_cid: sourceCid, reason: decision.reason }, `refused: ${decision.detail}`);
+          return;
+        }
+        const connection = new ProxiedConnection({
+          downstreamFd: fd,
+          statsFor: () => this.statsFor(destination.cid),
+          metrics,
+          logger,
+          accessLogger: this.config.log.accessLog ? this.context.accessLogger : null,
+          idleTimeoutMs: this.config.idleTimeoutMs,
+          fields: { listener: this.name, direction: 'relay', src, dst, cluster: `cid:${destination.cid}`, transport: 'vsock', upstream: dst, source_cid: sourceCid },
+          onClosed: (c) => this.untrack(c),
+        });
+        this.track(connection);
+        connection.connect(
+          [{ transport: 'vsock', target: { family: 'vsock', host: destination.cid, port: destination.port, connectTimeoutMs: this.config.connectTimeoutMs }, label: dst, preamble: null }],
+          result.early,
+        );
+      },
+    );
+  }
+}

@@ -1,0 +1,165 @@
+// What a sidecar and a host relay share: listeners, the admin endpoint,
+// metrics and logs, and the lifecycle (start, drain, stop).
+
+import { AdminServer } from './admin.js';
+import type { LogLevel, SocketAddress } from './config/types.js';
+import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
+import { createAccessLogger, createLogger, type Logger } from './log.js';
+import { ProxyMetrics } from './metrics.js';
+
+export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
+
+export interface ServerOptions {
+  logger?: Logger;
+  /** Where access-log lines go; default: `logger` when given, else a buffered stdout logger. */
+  accessLogger?: Logger;
+  /** Add Node process metrics (CPU, memory, event loop) to /stats; on for the CLI. */
+  processMetrics?: boolean;
+}
+
+export interface ServerBasics {
+  nodeId: string;
+  admin: SocketAddress | null;
+  logLevel: LogLevel;
+  drainTimeoutMs: number;
+}
+
+export interface DrainResult {
+  /** Connections closed by the drain timeout rather than by their own end. */
+  aborted: number;
+  durationMs: number;
+}
+
+export abstract class ProxyServer {
+  readonly logger: Logger;
+  readonly accessLogger: Logger;
+  readonly metrics: ProxyMetrics;
+  protected readonly context: ListenerContext;
+  protected readonly listeners: Listener[] = [];
+  private readonly admin: AdminServer | undefined;
+  private currentState: ServerState = 'new';
+  private draining: Promise<DrainResult> | undefined;
+
+  constructor(
+    private readonly basics: ServerBasics,
+    options: ServerOptions,
+  ) {
+    this.logger = options.logger ?? createLogger({ level: basics.logLevel });
+    this.accessLogger = options.accessLogger ?? options.logger ?? createAccessLogger({ level: basics.logLevel });
+    this.metrics = new ProxyMetrics({ processMetrics: options.processMetrics ?? false });
+    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId };
+    if (basics.admin) {
+      this.admin = new AdminServer(
+        {
+          isReady: () => this.currentState === 'serving',
+          state: () => this.currentState,
+          renderStats: () => this.metrics.render(),
+          statsContentType: this.metrics.registry.contentType,
+          configDump: () => this.configDump(),
+          drain: async () => {
+            await this.drain();
+          },
+        },
+        this.logger,
+      );
+    }
+  }
+
+  /** The effective configuration with bound addresses (GET /config_dump). */
+  abstract configDump(): unknown;
+
+  get state(): ServerState {
+    return this.currentState;
+  }
+
+  async start(): Promise<void> {
+    if (this.currentState !== 'new') throw new Error(`cannot start from state ${this.currentState}`);
+    this.currentState = 'starting';
+    try {
+      for (const listener of this.listeners) {
+        await listener.start();
+        this.logger.info({ listener: listener.name, addresses: listener.addresses() }, 'listener started');
+      }
+      if (this.admin && this.basics.admin) {
+        const a = await this.admin.start(this.basics.admin.address, this.basics.admin.port);
+        this.logger.info({ address: a.address, port: a.port }, 'admin endpoint started');
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.currentState = 'serving';
+  }
+
+  /** Bound addresses of a listener by name (ports resolved when configured as 0). */
+  listenerAddresses(name: string): BoundAddress[] {
+    const listener = this.listeners.find((l) => l.name === name);
+    if (!listener) throw new Error(`no listener named "${name}"`);
+    return listener.addresses();
+  }
+
+  /** The first bound address of a listener: what tests and the demo dial. */
+  listenerAddress(name: string): BoundAddress {
+    const [first] = this.listenerAddresses(name);
+    if (!first) throw new Error(`listener "${name}" is not listening`);
+    return first;
+  }
+
+  adminAddress(): BoundAddress | undefined {
+    const a = this.admin?.address();
+    return a && { address: a.address, port: a.port };
+  }
+
+  get activeConnections(): number {
+    return this.listeners.reduce((n, l) => n + l.activeConnections, 0);
+  }
+
+  protected boundListeners(): Array<{ name: string; bound: BoundAddress[] }> {
+    return this.listeners.map((l) => ({ name: l.name, bound: l.addresses() }));
+  }
+
+  /**
+   * Stops accepting, lets open connections finish for up to `timeoutMs`, then
+   * closes the rest. The admin endpoint stays up (ready = 503) until stop().
+   */
+  drain(timeoutMs = this.basics.drainTimeoutMs): Promise<DrainResult> {
+    if (this.draining) return this.draining;
+    this.currentState = 'draining';
+    this.metrics.drains.inc();
+    const startedAt = performance.now();
+    this.logger.info({ open_connections: this.activeConnections, timeout_ms: timeoutMs }, 'draining: listeners closed, waiting for open connections');
+    this.draining = (async () => {
+      const finished = Promise.all(this.listeners.map((l) => l.drain()));
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        finished.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      let aborted = 0;
+      if (timedOut) {
+        aborted = this.activeConnections;
+        this.logger.warn({ aborted, timeout_ms: timeoutMs }, 'drain timeout: closing the connections still open');
+        for (const l of this.listeners) l.abortConnections();
+        await finished;
+      }
+      const durationMs = Math.round(performance.now() - startedAt);
+      if (this.currentState === 'draining') this.currentState = 'drained';
+      this.logger.info({ aborted, duration_ms: durationMs }, 'drain finished');
+      return { aborted, durationMs };
+    })();
+    return this.draining;
+  }
+
+  /** Closes everything now. Safe to call more than once. */
+  async stop(): Promise<void> {
+    if (this.currentState === 'stopped') return;
+    this.currentState = 'stopped';
+    await Promise.all(this.listeners.map((l) => l.stop()));
+    await this.admin?.stop();
+    this.accessLogger.flush();
+    this.logger.flush();
+  }
+}
