@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
 import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { TransportName } from '../metrics.js';
+import { vsockConnectCode } from '../native/vsock.js';
 import type { TrackedConnection } from './listener.js';
 
 export interface AccessLogFields {
@@ -92,7 +93,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   private tryAttempt(attempts: UpstreamAttempt[], index: number): void {
     const attempt = attempts[index]!;
     const { target } = attempt;
-    const failed = (code: string): void => {
+    const failed = (raw: string): void => {
+      const code = attempt.transport === 'vsock' ? vsockConnectCode(raw) : raw;
       const next = attempts[index + 1];
       if (next === undefined) {
         this.connectFailed(attempt, code);
@@ -126,7 +128,7 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
 
   private connectFailed(attempt: UpstreamAttempt, code: string): void {
     const { fields, metrics, logger } = this.options;
-    fields.transport = attempt.transport;
+    if (fields.direction === 'outbound') fields.transport = attempt.transport;
     fields.upstream = attempt.label;
     metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: attempt.transport, code });
     logger.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
@@ -138,7 +140,9 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     const { preamble } = attempt;
     const { early } = this;
     const toUpstream = preamble && early ? Buffer.concat([preamble, early]) : (preamble ?? early);
-    this.options.fields.transport = attempt.transport;
+    // `transport` names the sidecar-to-sidecar hop: the upstream for outbound
+    // connections, the listener's own for inbound and relayed ones.
+    if (this.options.fields.direction === 'outbound') this.options.fields.transport = attempt.transport;
     this.options.fields.upstream = attempt.label;
     this.stats = this.options.statsFor(attempt.transport);
     this.stats.opened(this);

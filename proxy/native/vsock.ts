@@ -30,12 +30,14 @@ const HINTS: Record<string, string> = {
   EADDRINUSE: 'another socket holds that port',
 };
 
-/**
- * An Error with .code naming cid:port. vsock answers a connect to a port with
- * no listener with a reset: that is reported as ECONNREFUSED, like TCP.
- */
+/** vsock answers a connect to a port with no listener with a reset: reported as ECONNREFUSED, like TCP. */
+export function vsockConnectCode(code: string): string {
+  return code === 'ECONNRESET' ? 'ECONNREFUSED' : code;
+}
+
+/** An Error with .code naming cid:port. */
 export function vsockError(code: string, syscall: string, cid: number, port: number): VsockError {
-  const mapped = syscall === 'connect' && code === 'ECONNRESET' ? 'ECONNREFUSED' : code;
+  const mapped = syscall === 'connect' ? vsockConnectCode(code) : code;
   const hint = HINTS[mapped];
   const err = new Error(`${syscall} ${mapped} vsock ${cid}:${port}${hint ? ` (${hint})` : ''}`) as VsockError;
   err.code = mapped;

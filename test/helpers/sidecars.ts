@@ -4,6 +4,7 @@
 import { Writable } from 'node:stream';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { createLogger } from '../../proxy/log.js';
+import type { ProxyServer } from '../../proxy/server.js';
 import { Sidecar } from '../../proxy/sidecar.js';
 import { startEchoServer, type TestServer } from './apps.js';
 
@@ -86,7 +87,7 @@ export async function startMesh(options: { app?: TestServer; inbound?: Record<st
 }
 
 /** Reads one metric sample's value from a sidecar's /stats text (0 when absent). */
-export async function metricValue(sidecar: Sidecar, name: string, labels: Record<string, string> = {}): Promise<number> {
+export async function metricValue(sidecar: ProxyServer, name: string, labels: Record<string, string> = {}): Promise<number> {
   const text = await sidecar.metrics.render();
   let total = 0;
   for (const line of text.split('\n')) {

@@ -6,13 +6,16 @@ import { native } from '../../proxy/native/index.js';
 
 /** Fails loudly on the host: nothing here may open AF_VSOCK outside the guest. */
 export function assertInGuest(): void {
-  if (process.env.VSOCKMESH_IN_GUEST !== '1' || !existsSync('/dev/vsock')) {
+  const token = existsSync('/proc/cmdline') && readFileSync('/proc/cmdline', 'utf8').split(/\s+/).includes('vsockmesh.guest=1');
+  if (process.env.VSOCKMESH_IN_GUEST !== '1' || !token || !existsSync('/dev/vsock')) {
     throw new Error('vsock tests run only inside the QEMU guest (node test/vm/guest.mjs -- ...); refusing to open AF_VSOCK here');
   }
 }
 
-/** kvm-clock is the clocksource only under KVM; under TCG emulation code runs many times slower. */
+/** The harness says which accelerator it booted with; kvm-clock tells the same (it is the clocksource only under KVM). */
 export function underKvm(): boolean {
+  const told = process.env.VSOCKMESH_GUEST_ACCEL;
+  if (told === 'kvm' || told === 'tcg') return told === 'kvm';
   try {
     return readFileSync('/sys/devices/system/clocksource/clocksource0/current_clocksource', 'utf8').trim() === 'kvm-clock';
   } catch {
