@@ -1,63 +1,15 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-// zod's v3 API (shipped inside the zod 4 package): it costs a sidecar about a
-// third of the resident memory the v4 API does, and config parsing needs
-// nothing v4 adds.
-
-import { isIP } from 'node:net';
-import { z } from 'zod/v3';
-import { parseDuration } from './duration.js';
+import { U32, PORT, adminSettings, bindCid, cid, destinationPort, duration, ipAddress, logSettings, name, port, vsockPort, z } from './fields.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
-
-const PORT = 'must be an integer 0..65535 (0 picks a free port)';
-const DESTINATION_PORT = 'must be an integer 1..65535';
-
-const port = z.number({ invalid_type_error: 'must be a port number' }).int({ message: PORT }).min(0, { message: PORT }).max(65535, { message: PORT });
-
-const destinationPort = z
-  .number({ invalid_type_error: 'must be a port number' })
-  .int({ message: DESTINATION_PORT })
-  .min(1, { message: DESTINATION_PORT })
-  .max(65535, { message: DESTINATION_PORT });
-
-const ipAddress = z
-  .string({ invalid_type_error: 'must be an IP address string' })
-  .refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address (host names are not resolved)' });
 
 const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
   message: 'must be a loopback address (127.0.0.0/8 or ::1): outbound listeners serve only local apps',
 });
 
-const name = z
-  .string({ invalid_type_error: 'must be a string' })
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { message: 'must be 1-128 characters of letters, digits, ".", "_" or "-"' });
-
-function duration(fallback: string, min = 1) {
-  return z
-    .string({ invalid_type_error: 'must be a duration string such as "250ms", "5s", "1m" or "1h"' })
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as "250ms", "5s", "1m" or "1h"` });
-        return z.NEVER;
-      }
-      if (ms < min) {
-        ctx.addIssue({ code: 'custom', message: `must be at least ${min}ms` });
-        return z.NEVER;
-      }
-      return ms;
-    });
-}
-
 const socketAddress = z.object({ address: ipAddress, port: destinationPort }).strict();
 
-const U32 = 0xffffffff;
-const CID = 'must be a context ID 1..4294967294 (1: local loopback, 2: the host, 3 and up: guests)';
-const cid = z.number({ invalid_type_error: 'must be a context ID number' }).int({ message: CID }).min(1, { message: CID }).max(U32 - 1, { message: CID });
-const VSOCK_PORT = 'must be a vsock port 1..4294967294';
-const vsockPort = z.number({ invalid_type_error: 'must be a vsock port number' }).int({ message: VSOCK_PORT }).min(1, { message: VSOCK_PORT }).max(U32 - 1, { message: VSOCK_PORT });
 const vsockAddress = z.object({ cid, port: vsockPort }).strict();
 
 const vsockEndpoint = z.discriminatedUnion('mode', [
@@ -122,11 +74,6 @@ const inboundPort = z.union(
 
 const MAX_HEADER = 'must be 28..65551 (28: a PROXY v2 header with IPv4 addresses; 65551: the protocol maximum)';
 
-const vsockBindCid = z
-  .union([z.literal('any'), cid])
-  .default('any')
-  .transform((c) => (c === 'any' ? U32 : c));
-
 const inboundListener = z
   .object({
     kind: z.literal('inbound'),
@@ -139,7 +86,7 @@ const inboundListener = z
       .int({ message: PORT })
       .min(0, { message: PORT })
       .max(U32 - 1, { message: 'must be an integer 0..4294967294 (0 picks a free port)' }),
-    cid: vsockBindCid,
+    cid: bindCid,
     allowed_peer_cids: z.array(cid).optional(),
     header_timeout: duration('5s'),
     max_header_bytes: z
@@ -182,19 +129,8 @@ export const sidecarConfigSchema = z
       .strict()
       .default({})
       .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout })),
-    admin: z
-      .object({ address: ipAddress.default('127.0.0.1'), port: port.default(15000) })
-      .strict()
-      .nullable()
-      .default({ address: '127.0.0.1', port: 15000 }),
-    log: z
-      .object({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        access_log: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
-      })
-      .strict()
-      .default({ level: 'info', access_log: true })
-      .transform((l) => ({ level: l.level, accessLog: l.access_log })),
+    admin: adminSettings(15000),
+    log: logSettings,
     drain_timeout: duration('30s', 0),
     listeners: z.array(listener).default([]),
     clusters: z.array(cluster).default([]),

@@ -238,6 +238,25 @@ static int make_addr(napi_env env, int family, napi_value host, uint32_t port, v
   return 0;
 }
 
+/* The arguments listen() and connect() share: (family, host|cid, port, number, callback). */
+typedef struct {
+  int family;
+  vm_addr addr;
+  socklen_t len;
+  uint32_t extra; /* backlog or timeout */
+} vm_target;
+
+static int target_args(napi_env env, napi_callback_info info, napi_value argv[5], vm_target *t) {
+  size_t argc = 5;
+  uint32_t port;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5 || family_of(env, argv[0], &t->family) != 0 || napi_get_value_uint32(env, argv[2], &port) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &t->extra) != napi_ok) {
+    return -1;
+  }
+  return make_addr(env, t->family, argv[1], port, &t->addr, &t->len);
+}
+
 /* Address value for JS: the IP string, or the CID as a number. */
 static napi_value addr_host(napi_env env, const vm_addr *a) {
   napi_value v;
@@ -304,18 +323,16 @@ static void dispatch(vm_sock *s) {
 
 /* listen(family, host|cid, port, backlog, onConnection(fd, peerHost, peerPort)) -> [fd, boundPort] */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int family;
-  uint32_t port, backlog;
-  vm_addr a;
-  socklen_t len;
-  if (argc < 5 || family_of(env, argv[0], &family) != 0 || napi_get_value_uint32(env, argv[2], &port) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &backlog) != napi_ok || make_addr(env, family, argv[1], port, &a, &len) != 0) {
+  vm_target t;
+  if (target_args(env, info, argv, &t) != 0) {
     napi_throw_type_error(env, "EINVAL", "listen(family, host, port, backlog, onConnection): bad arguments");
     return NULL;
   }
+  int family = t.family;
+  uint32_t backlog = t.extra;
+  vm_addr a = t.addr;
+  socklen_t len = t.len;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return vm_throw_errno(env, errno, "socket");
   int one = 1;
@@ -429,23 +446,19 @@ static void on_connect_timeout(uv_timer_t *t) { connect_finish(t->data, ETIMEDOU
  * callback runs exactly once, from the event loop, unless close(fd) comes first.
  */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int family;
-  uint32_t port, timeout_ms;
-  vm_addr a;
-  socklen_t len;
-  if (argc < 5 || family_of(env, argv[0], &family) != 0 || napi_get_value_uint32(env, argv[2], &port) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &timeout_ms) != napi_ok || make_addr(env, family, argv[1], port, &a, &len) != 0) {
+  vm_target t;
+  if (target_args(env, info, argv, &t) != 0) {
     napi_throw_type_error(env, "EINVAL", "connect(family, host, port, timeoutMs, callback): bad arguments");
     return NULL;
   }
+  int family = t.family;
+  uint32_t timeout_ms = t.extra;
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return vm_throw_errno(env, errno, "socket");
   tune(fd, family);
   if (family == AF_VSOCK) vm_vsock_set_connect_timeout(fd, timeout_ms);
-  if (connect(fd, &a.sa, len) != 0 && errno != EINPROGRESS) {
+  if (connect(fd, &t.addr.sa, t.len) != 0 && errno != EINPROGRESS) {
     int err = errno;
     close(fd);
     return vm_throw_errno(env, err, "connect");
