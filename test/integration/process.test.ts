@@ -161,7 +161,12 @@ test('a connection still open at the drain timeout is closed and the process exi
 test('a second signal stops at once, without waiting for the drain timeout', async (t) => {
   const { proc, port } = await startDirectSidecar(t, '1h');
   const held = await connect(port);
+  const echoed: Buffer[] = [];
+  held.on('data', (c: Buffer) => echoed.push(c));
   const heldSeen = collect(held);
+  held.write('x');
+  // The echo proves the sidecar holds the connection, so the drain has one to wait for.
+  await waitFor(() => Buffer.concat(echoed).toString() === 'x', 'echo through the sidecar');
   proc.kill('SIGTERM');
   await proc.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('draining'), 'draining');
   proc.kill('SIGINT');
