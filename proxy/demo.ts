@@ -108,7 +108,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     for (const e of access.slice(from)) {
       const bytes = `${String(e.bytes_to_upstream)} B up, ${String(e.bytes_to_downstream)} B down`;
       const path = e.direction === 'outbound' ? `${String(e.src)} -> ${e.node}:${String(e.listener)} -> ${String(e.upstream)}` : `${String(e.peer)} -> ${e.node}:${String(e.listener)} -> ${String(e.upstream)}`;
-      const extra = e.direction === 'inbound' ? ` source_vm=${String(e.source_vm ?? '-')} authority=${String(e.authority ?? '-')}` : e.mode === 'direct' ? ' (direct: no sidecar at the destination)' : ' (PROXY v2 header to the peer sidecar)';
+      const extra = e.direction === 'inbound' ? ` source_vm=${String(e.source_vm ?? '-')} authority=${String(e.authority ?? '-')}` : e.route === 'direct' ? ' (direct: no sidecar at the destination)' : ' (PROXY v2 header to the peer sidecar)';
       say(`      ${e.node} ${String(e.direction).padEnd(8)} ${path}  transport=${String(e.transport)}  ${bytes}  outcome=${String(e.outcome)}${extra}`);
     }
   };

@@ -209,5 +209,6 @@ test('the demo runs end to end and reports intact traffic', async (t) => {
   t.regex(result.stdout, /sent 262144 B, received 262144 B, sha256 matches/);
   t.regex(result.stdout, /HTTP 200: hello from vm-b/);
   t.regex(result.stdout, /vm-b inbound .*source_vm=vm-a authority=echo\.vm-b/);
+  t.regex(result.stdout, /vm-a outbound .*echo-direct .*\(direct: no sidecar at the destination\)/);
   t.regex(result.stdout, /demo: all traffic arrived intact/);
 });
