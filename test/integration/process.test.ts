@@ -84,6 +84,9 @@ test('validate-config accepts the example configs and rejects a bad one with exi
     t.is(ok.code, 0, ok.stderr);
     t.regex(ok.stdout, /valid/);
   }
+  const relay = await runCli(['validate-config', '--role', 'host-relay', 'deploy/examples/host-relay.yaml']);
+  t.is(relay.code, 0, relay.stderr);
+  t.regex(relay.stdout, /valid host-relay config/);
   const bad = await writeConfig('node: {id: vm-a}\nclusters: [{name: c, endpoints: []}]\n');
   t.teardown(() => bad.cleanup());
   const result = await runCli(['validate-config', bad.path]);
