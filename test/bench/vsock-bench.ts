@@ -1,0 +1,858 @@
+// vsock benchmark. Runs ONLY inside the QEMU guest of test/vm/guest.mjs
+// (vsock_loopback: every socket is at CID 1, told apart by vsock port), as
+// compiled JavaScript (dist/test/bench/vsock-bench.js); the host side is
+// test/bench/vsock-bench-host.mjs (`npm run bench:vsock`), which boots the guest
+// once, runs this and saves the table to .bench/vsock-<timestamp>.md.
+//
+// The same workloads as test/bench/tcp-bench.ts through these chains, in
+// alternating rounds (order rotated each round), medians reported:
+//
+//   (a) direct        client -> backend (TCP loopback)
+//   (b) mesh-vsock    client -> sidecar A -> vsock (direct, CID 1) -> sidecar B vsock inbound -> backend
+//   (c) mesh-tcp      client -> sidecar A' (vsock.enabled: false) -> TCP peer -> sidecar B TCP inbound -> backend
+//   (d) socat-vsock   client -> socat TCP-LISTEN,fork -> VSOCK-CONNECT -> socat VSOCK-LISTEN,fork -> backend
+//   (e) raw           socat alone, one stream, sender -> receiver over vsock loopback and over TCP loopback
+//   (f) mesh-relay    client -> sidecar A'' -> host relay (`vsockmesh host-relay`) -> sidecar B vsock inbound -> backend
+//
+// Sidecars and the relay are processes of the compiled CLI (dist/proxy/cli.js),
+// run with the node flags of its shebang, access logs on, stdout to /dev/null.
+// One sidecar B serves (b), (c) and (f).
+//
+// Workloads: iperf3 bulk (1 and 4 streams), wrk latency with 1 connection,
+// wrk requests/s with 64 connections, wrk new connections/s (Connection: close);
+// the HTTP backend is an HAProxy in HTTP mode answering 200 itself.
+//
+// env: BENCH_ROUNDS (3), BENCH_SECONDS (5 under KVM, 3 under TCG),
+//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,raw,mesh-relay (default all)
+// Output: progress on stderr; the Markdown report on stdout between the
+// REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
+import { freePort, haproxyBinary, httpOkListen, startHaproxy } from '../helpers/haproxy.js';
+import { assertInGuest, underKvm } from '../vm/guest-env.js';
+
+// Refuses to run anywhere but in the guest: nothing here may open AF_VSOCK on a host.
+assertInGuest();
+
+export const REPORT_BEGIN = '----- vsock-bench report begin -----';
+export const REPORT_END = '----- vsock-bench report end -----';
+
+/** The checkout: the nearest directory up from this file with dist/proxy/cli.js (this file runs from dist/test/bench/). */
+const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
+const CLI = path.join(ROOT, 'dist/proxy/cli.js');
+const KVM = underKvm();
+const ACCEL = KVM ? 'KVM' : 'TCG';
+const ROUNDS = intEnv('BENCH_ROUNDS', 3);
+const SECONDS = intEnv('BENCH_SECONDS', KVM ? 5 : 3);
+/** Emulated CPUs start processes and connect slowly. */
+const SLOW = KVM ? 1 : 4;
+/** socat buffer for the raw measurement: iperf3's default write size (socat's own default is 8 KiB). */
+const RAW_BUFFER = 131072;
+/** vsock ports inside the guest (nothing else runs there). */
+const VPORT = { bInbound: 15007, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
+
+const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'raw', 'mesh-relay'] as const;
+type Selectable = (typeof ALL)[number];
+const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...ALL]).filter((c): c is Selectable => {
+  if (!(ALL as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL.join(', ')})`);
+  return true;
+});
+
+type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'mesh-relay';
+type RawName = 'raw-tcp' | 'raw-vsock';
+type EntryName = ChainName | RawName;
+const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'mesh-relay'];
+const CHAINS = CHAIN_ORDER.filter((c) => SELECTED.includes(c));
+const LABEL: Record<EntryName, string> = {
+  direct: '(a) direct TCP',
+  'mesh-vsock': '(b) vsockmesh 2-hop vsock',
+  'mesh-tcp': '(c) vsockmesh 2-hop TCP',
+  'socat-vsock': '(d) socat vsock 2-hop',
+  'mesh-relay': '(f) vsockmesh host-relay 3-hop',
+  'raw-tcp': '(e) raw TCP loopback (socat)',
+  'raw-vsock': '(e) raw vsock loopback (socat)',
+};
+const SIDECAR_NODE_FLAGS = shebangNodeFlags(CLI);
+
+function findRoot(start: string): string {
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    try {
+      accessSync(path.join(dir, 'package.json'), constants.R_OK);
+      accessSync(path.join(dir, 'dist/proxy/cli.js'), constants.R_OK);
+      return dir;
+    } catch {
+      if (path.dirname(dir) === dir) throw new Error(`no checkout with dist/proxy/cli.js above ${start}: run npm run build`);
+    }
+  }
+}
+
+function shebangNodeFlags(file: string): string[] {
+  let first: string;
+  try {
+    first = readFileSync(file, 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return [];
+  }
+  if (!first.startsWith('#!')) return [];
+  const words = first.slice(2).trim().split(/\s+/);
+  const node = words.findIndex((w) => w === 'node' || w.endsWith('/node'));
+  return node === -1 ? [] : words.slice(node + 1).filter((w) => w.startsWith('-'));
+}
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[vsock-bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- processes: every child is stopped at the end, on error or on a signal ------
+
+const cleanups: Array<() => Promise<void> | void> = [];
+const groups = new Set<number>();
+const pids = new Set<number>();
+
+async function cleanup(): Promise<void> {
+  for (const fn of cleanups.splice(0).reverse()) {
+    try {
+      await fn();
+    } catch (err) {
+      log(`cleanup: ${(err as Error).message}`);
+    }
+  }
+}
+
+process.on('exit', () => {
+  for (const g of groups) try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ }
+  for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+function requireBinary(name: string): string {
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin']) {
+    if (!dir) continue;
+    try {
+      accessSync(path.join(dir, name), constants.X_OK);
+      return path.join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(`${name} not installed on the host (the guest uses the host's binaries): apt-get install -y ${name}`);
+}
+
+interface Daemon {
+  child: ChildProcess;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+/** A long-running child (group: it leads a process group, for socat's forks). Stopped at cleanup. */
+function startDaemon(cmd: string, args: string[], options: { group?: boolean } = {}): Daemon {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: options.group ?? false });
+  let err = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (c: string) => (err = (err + c).slice(-8192)));
+  child.on('error', (e) => (err += `\nspawn error: ${e.message}`));
+  let done = false;
+  const exited = new Promise<void>((resolve) => child.once('close', () => ((done = true), resolve())));
+  const pid = child.pid!;
+  if (options.group) groups.add(pid);
+  else pids.add(pid);
+  const signal = (s: NodeJS.Signals): void => {
+    try {
+      if (options.group) process.kill(-pid, s);
+      else child.kill(s);
+    } catch {
+      // gone
+    }
+  };
+  const stop = async (): Promise<void> => {
+    if (!done) {
+      signal('SIGTERM');
+      const t = setTimeout(() => signal('SIGKILL'), 3_000);
+      await exited;
+      clearTimeout(t);
+    }
+    if (options.group) {
+      signal('SIGKILL');
+      groups.delete(pid);
+    } else pids.delete(pid);
+  };
+  cleanups.push(stop);
+  return { child, stderr: () => err, stop };
+}
+
+/** Runs a client to completion. */
+function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid !== undefined) pids.add(child.pid);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (e) => (stderr += e.message));
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (child.pid !== undefined) pids.delete(child.pid);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000 * SLOW): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+function httpGet(port: number, urlPath: string): Promise<{ status: number; body: string } | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', () => resolve(undefined));
+    req.setTimeout(5_000 * SLOW, () => req.destroy());
+  });
+}
+
+/** Local TCP ports in LISTEN state, read from /proc (no probe connection). */
+function listeningPorts(): Set<number> {
+  const ports = new Set<number>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === '0A') ports.add(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+// ---- CPU accounting ---------------------------------------------------------------
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+function statFields(pid: number | 'self'): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** user + system (+ reaped children: socat's forks) ticks of one process. */
+function cpuTicks(pid: number): number {
+  const f = statFields(pid);
+  return f ? Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) : 0;
+}
+
+interface Hop {
+  pids: number[];
+  group: boolean;
+}
+
+function hopsCpuSeconds(hops: Hop[]): number {
+  let ticks = 0;
+  const wanted = new Set(hops.filter((h) => h.group).flatMap((h) => h.pids));
+  for (const hop of hops) if (!hop.group) for (const pid of hop.pids) ticks += cpuTicks(pid);
+  if (wanted.size > 0) {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const f = statFields(Number(entry));
+      if (f && wanted.has(Number(f[2]))) ticks += cpuTicks(Number(entry));
+    }
+  }
+  return ticks / CLK_TCK;
+}
+
+/** CPU of this process's reaped children (the two socats of a raw run, once they have exited). */
+function childrenCpuSeconds(): number {
+  const f = statFields('self');
+  return f ? (Number(f[13]) + Number(f[14])) / CLK_TCK : 0;
+}
+
+// ---- chains --------------------------------------------------------------------------
+
+interface Ports {
+  iperf: number;
+  http: number;
+}
+
+interface Chain {
+  name: ChainName;
+  entry: Ports;
+  hops: Hop[];
+  /** Admin ports of the vsockmesh processes of this chain (checked for fallbacks and transports). */
+  admins: Array<{ what: string; port: number }>;
+}
+
+interface SidecarProcess {
+  pid: number;
+  admin: number;
+}
+
+async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, toYaml(config));
+  // As production runs the bin: with the node flags of its shebang; stdout (JSON logs, access lines) to /dev/null.
+  const daemon = startDaemon(process.execPath, [...SIDECAR_NODE_FLAGS, CLI, role, '-c', file]);
+  try {
+    await waitUntil(async () => {
+      if (daemon.child.exitCode !== null) throw new Error(`${name} exited with ${daemon.child.exitCode}`);
+      return (await httpGet(admin, '/ready'))?.status === 200;
+    }, `${name} /ready`);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${daemon.stderr()}`, { cause: err });
+  }
+  return { pid: daemon.child.pid!, admin };
+}
+
+const LOG_CONFIG = { level: 'info', access_log: true };
+
+async function startSidecarB(dir: string, backend: Ports): Promise<{ b: SidecarProcess; tcpInbound: number }> {
+  const tcpInbound = await freePort();
+  const admin = await freePort();
+  const ports = [backend.iperf, backend.http];
+  const b = await startMeshProcess(dir, 'sidecar', 'sidecar-b', {
+    node: { id: 'bench-b' },
+    admin: { address: '127.0.0.1', port: admin },
+    log: LOG_CONFIG,
+    drain_timeout: '1s',
+    listeners: [
+      { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: tcpInbound, ports },
+      // CID 1: sidecar A and the host relay, under vsock_loopback.
+      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: VPORT.bInbound, allowed_peer_cids: [1], ports },
+    ],
+  }, admin);
+  return { b, tcpInbound };
+}
+
+/** Sidecar A of one chain: outbound listeners for iperf and http, each to one endpoint of `how`. */
+async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: SidecarProcess, how: { vsockEnabled: boolean; endpoint: Record<string, unknown> }, extraHops: Hop[] = [], extraAdmins: Chain['admins'] = []): Promise<Chain> {
+  const admin = await freePort();
+  const entry = { iperf: await freePort(), http: await freePort() };
+  const keys = ['iperf', 'http'] as const;
+  const a = await startMeshProcess(dir, 'sidecar', `sidecar-a-${name}`, {
+    node: { id: `bench-a-${name}` },
+    // A generous vsock connect deadline: 64 connections at once on an emulated CPU.
+    vsock: { enabled: how.vsockEnabled, connect_timeout: `${5 * SLOW}s` },
+    admin: { address: '127.0.0.1', port: admin },
+    log: LOG_CONFIG,
+    drain_timeout: '1s',
+    listeners: keys.map((k) => ({ kind: 'outbound', name: `out-${k}`, addresses: ['127.0.0.1'], port: entry[k], cluster: k })),
+    clusters: keys.map((k) => ({
+      name: k,
+      authority: `${k}.bench`,
+      endpoints: [{ address: '127.0.0.1', port: backend[k], vm_id: 'bench-b', ...how.endpoint }],
+    })),
+  }, admin);
+  return {
+    name,
+    entry,
+    hops: [{ pids: [a.pid], group: false }, ...extraHops, { pids: [b.pid], group: false }],
+    admins: [{ what: `sidecar A (${name})`, port: a.admin }, ...extraAdmins],
+  };
+}
+
+async function startRelay(dir: string): Promise<SidecarProcess> {
+  const admin = await freePort();
+  return startMeshProcess(dir, 'host-relay', 'host-relay', {
+    node: { id: 'bench-relay' },
+    admin: { address: '127.0.0.1', port: admin },
+    log: LOG_CONFIG,
+    drain_timeout: '1s',
+    listen: { cid: 'any', port: VPORT.relay },
+    header_timeout: `${2 * SLOW}s`,
+    connect_timeout: `${2 * SLOW}s`,
+    // Under vsock_loopback the sidecars and the relay are all at CID 1.
+    policy: [{ source_cid: 1, destinations: [{ cid: 1, ports: [VPORT.bInbound] }] }],
+  }, admin);
+}
+
+/** socat TCP-LISTEN,fork -> VSOCK-CONNECT:1:p ; socat VSOCK-LISTEN:p,fork -> TCP backend (socat's default 8 KiB buffer, as in tcp-bench). Started before the backends. */
+async function startSocatVsockChain(socat: string, backend: Ports): Promise<Chain> {
+  const hop1: number[] = [];
+  const hop2: number[] = [];
+  const entry = { iperf: await freePort(), http: await freePort() };
+  const vports = { iperf: VPORT.socatIperf, http: VPORT.socatHttp };
+  for (const k of ['iperf', 'http'] as const) {
+    hop2.push(startDaemon(socat, [`VSOCK-LISTEN:${vports[k]},fork,backlog=4096`, `TCP:127.0.0.1:${backend[k]}`], { group: true }).child.pid!);
+    hop1.push(startDaemon(socat, [`TCP-LISTEN:${entry[k]},bind=127.0.0.1,fork,reuseaddr,backlog=4096`, `VSOCK-CONNECT:1:${vports[k]}`], { group: true }).child.pid!);
+  }
+  await waitUntil(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http), 'socat TCP listeners');
+  // The vsock listeners: a probe connection is fine now, the backends do not exist yet (hop 2's fork fails to connect and closes).
+  for (const k of ['iperf', 'http'] as const) {
+    await waitUntil(async () => (await run(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${vports[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${vports[k]}`);
+  }
+  return { name: 'socat-vsock', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
+}
+
+// ---- measurements -------------------------------------------------------------------------
+
+type Metric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn' | 'rawCpuPerGB';
+const results = new Map<EntryName, Map<Metric, number[]>>();
+const notes: string[] = [];
+
+/** Values by round too, for ratios of runs made in the same round (paired: slow drifts of the host's load cancel). */
+const byRound = new Map<string, Map<number, number>>();
+let currentRound = 0;
+
+function record(entry: EntryName, metric: Metric, value: number): void {
+  if (!Number.isFinite(value)) return;
+  let m = results.get(entry);
+  if (!m) results.set(entry, (m = new Map()));
+  m.set(metric, [...(m.get(metric) ?? []), value]);
+  const key = `${entry}/${metric}`;
+  if (!byRound.has(key)) byRound.set(key, new Map());
+  byRound.get(key)!.set(currentRound, value);
+}
+
+/** Median over rounds of x/y, both measured in the same round. */
+function pairedRatio(x: EntryName, xMetric: Metric, y: EntryName, yMetric: Metric): number {
+  const xs = byRound.get(`${x}/${xMetric}`);
+  const ys = byRound.get(`${y}/${yMetric}`);
+  if (!xs || !ys) return NaN;
+  return median([...xs].filter(([r]) => ys.has(r)).map(([r, v]) => v / ys.get(r)!));
+}
+
+async function iperf(iperf3: string, port: number, streams: number): Promise<{ mbps: number; bytes: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await run(iperf3, ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-P', String(streams), '-J'], (SECONDS + 30) * 1000 * SLOW);
+    let json: { error?: string; end?: { sum_received?: { bits_per_second?: number; bytes?: number } } } = {};
+    try {
+      json = JSON.parse(r.stdout) as typeof json;
+    } catch {
+      json = { error: `unparsable output (exit ${r.code}): ${r.stdout.slice(0, 200)} ${r.stderr.slice(0, 200)}` };
+    }
+    const bps = json.end?.sum_received?.bits_per_second;
+    if (!json.error && bps !== undefined) return { mbps: bps / 8 / 1e6, bytes: json.end?.sum_received?.bytes ?? NaN };
+    if (attempt >= 3) {
+      log(`iperf3 -P ${streams} via :${port} failed: ${json.error}`);
+      return { mbps: NaN, bytes: NaN };
+    }
+    log(`iperf3 -P ${streams} via :${port}: ${json.error}; retrying`);
+    await sleep(1_000);
+  }
+}
+
+interface WrkResult {
+  rps: number;
+  requests: number;
+  p50us: number;
+  p99us: number;
+  errors: number;
+  non2xx: number;
+}
+
+function toMicros(value: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(value);
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n : m[2] === 'ms' ? n * 1e3 : m[2] === 's' ? n * 1e6 : n * 60e6;
+}
+
+async function wrk(wrkBin: string, port: number, threads: number, connections: number, extra: string[] = []): Promise<WrkResult> {
+  const timeout = ['--timeout', `${2 * SLOW}s`];
+  const r = await run(wrkBin, [`-t${threads}`, `-c${connections}`, `-d${SECONDS}s`, '--latency', ...timeout, ...extra, `http://127.0.0.1:${port}/`], (SECONDS + 30) * 1000 * SLOW);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
+  const p50us = toMicros(/^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
+  const p99us = toMicros(/^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
+  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  const errors = se ? se.slice(1).reduce((s, x) => s + Number(x), 0) : 0;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+  if (!Number.isFinite(rps)) log(`wrk via :${port} failed (exit ${r.code}): ${r.stdout.slice(0, 300)} ${r.stderr.slice(0, 300)}`);
+  return { rps, requests, p50us, p99us, errors, non2xx };
+}
+
+interface RawTransport {
+  name: RawName;
+  listen: (port: number) => string;
+  connect: (port: number) => string;
+}
+
+let rawPortSeq = 0;
+function rawTransport(name: RawName): RawTransport {
+  return name === 'raw-vsock'
+    ? { name, listen: (p) => `VSOCK-LISTEN:${p}`, connect: (p) => `VSOCK-CONNECT:1:${p}` }
+    : { name, listen: (p) => `TCP-LISTEN:${p},bind=127.0.0.1,reuseaddr`, connect: (p) => `TCP:127.0.0.1:${p}` };
+}
+
+/**
+ * One socat stream of `bytes` from /dev/zero to /dev/null over the transport:
+ * the receiver (one connection, no fork) is started first; the time runs from
+ * the sender's spawn until the receiver has exited, i.e. every byte has arrived.
+ * Returns seconds and the CPU seconds of both socats.
+ */
+async function rawTransfer(socat: string, transport: RawTransport, bytes: number): Promise<{ seconds: number; cpu: number }> {
+  const port = transport.name === 'raw-vsock' ? VPORT.rawBase + (rawPortSeq++ % 50) : await freePort();
+  const buf = ['-b', String(RAW_BUFFER)];
+  const receiver = run(socat, [...buf, '-u', transport.listen(port), 'OPEN:/dev/null'], (SECONDS * 20 + 60) * 1000 * SLOW);
+  if (transport.name === 'raw-tcp') await waitUntil(() => listeningPorts().has(port), 'raw TCP receiver');
+  else await sleep(200 * SLOW); // no way to see a vsock listener without connecting to it; the sender retries if early
+  const cpu0 = childrenCpuSeconds();
+  for (let attempt = 1; ; attempt++) {
+    const t0 = performance.now();
+    const sender = await run(socat, [...buf, '-u', `OPEN:/dev/zero,readbytes=${bytes}`, transport.connect(port)], (SECONDS * 20 + 60) * 1000 * SLOW);
+    if (sender.code === 0) {
+      const r = await receiver;
+      const seconds = (performance.now() - t0) / 1000;
+      if (r.code !== 0) throw new Error(`raw ${transport.name} receiver failed (exit ${r.code}): ${r.stderr.slice(0, 300)}`);
+      return { seconds, cpu: childrenCpuSeconds() - cpu0 };
+    }
+    if (attempt >= 20 || !/refused|reset/i.test(sender.stderr)) throw new Error(`raw ${transport.name} sender failed (exit ${sender.code}): ${sender.stderr.slice(0, 300)}`);
+    await sleep(100 * SLOW);
+  }
+}
+
+interface RawPlan {
+  transport: RawTransport;
+  bytes: number;
+  /** Seconds a 1-byte transfer takes the same way (process starts, connect, close): subtracted. */
+  fixed: number;
+}
+
+/** Sizes each raw transfer to last about BENCH_SECONDS, and measures the fixed cost of one. */
+async function planRaw(socat: string, name: RawName): Promise<RawPlan> {
+  const transport = rawTransport(name);
+  const fixedRuns: number[] = [];
+  for (let i = 0; i < 3; i++) fixedRuns.push((await rawTransfer(socat, transport, 1)).seconds);
+  const fixed = median(fixedRuns);
+  const probeBytes = (KVM ? 256 : 16) * 1024 * 1024;
+  const probe = await rawTransfer(socat, transport, probeBytes);
+  const rate = probeBytes / Math.max(0.01, probe.seconds - fixed);
+  const bytes = Math.max(1, Math.round((rate * SECONDS) / (1024 * 1024))) * 1024 * 1024;
+  log(`${LABEL[name]}: fixed cost ${(fixed * 1000).toFixed(0)} ms, probe ${fmt(rate / 1e6, 0)} MB/s -> ${bytes / 1024 / 1024} MiB per run`);
+  return { transport, bytes, fixed };
+}
+
+async function measureRaw(socat: string, plan: RawPlan): Promise<number> {
+  const r = await rawTransfer(socat, plan.transport, plan.bytes);
+  const mbps = plan.bytes / Math.max(0.001, r.seconds - plan.fixed) / 1e6;
+  record(plan.transport.name, 'tput1', mbps);
+  record(plan.transport.name, 'rawCpuPerGB', r.cpu / (plan.bytes / 1e9));
+  return mbps;
+}
+
+/** Sums a counter over all its label sets in Prometheus text, optionally only lines matching `filter`. */
+function metricSum(text: string, name: string, filter?: RegExp): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (filter && !filter.test(line)) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+/** After the run: which transport each chain's sidecar A really used, and any fallbacks or connect errors. */
+async function checkMeshPaths(chains: Chain[]): Promise<void> {
+  for (const chain of chains) {
+    for (const admin of chain.admins) {
+      const stats = (await httpGet(admin.port, '/stats'))?.body ?? '';
+      const fallbacks = metricSum(stats, 'vsockmesh_transport_fallbacks_total');
+      const connectErrors = metricSum(stats, 'vsockmesh_upstream_connect_errors_total');
+      const refused = metricSum(stats, 'vsockmesh_connections_refused_total');
+      const vsockBytes = metricSum(stats, 'vsockmesh_bytes_total', /transport="vsock"/);
+      const tcpBytes = metricSum(stats, 'vsockmesh_bytes_total', /transport="tcp"/);
+      const line = `${LABEL[chain.name]}: ${admin.what} relayed ${fmt(vsockBytes / 1e6, 0)} MB over vsock, ${fmt(tcpBytes / 1e6, 0)} MB over TCP; fallbacks ${fallbacks}, upstream connect errors ${connectErrors}, refused ${refused}`;
+      log(line);
+      const expectVsock = chain.name !== 'mesh-tcp';
+      if (fallbacks > 0 || connectErrors > 0 || refused > 0 || (admin.what.startsWith('sidecar A') && (expectVsock ? tcpBytes > 0 || vsockBytes === 0 : vsockBytes > 0 || tcpBytes === 0))) {
+        notes.push(`CHECK ${line}`);
+      }
+    }
+  }
+}
+
+// ---- report ---------------------------------------------------------------------------------
+
+function median(values: number[] | undefined): number {
+  if (!values || values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const med = (entry: EntryName, metric: Metric): number => median(results.get(entry)?.get(metric));
+
+function fmt(n: number, digits: number): string {
+  if (!Number.isFinite(n)) return 'n/a';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+const ratio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}×` : 'n/a');
+
+function chainTable(): string {
+  const rows: Array<{ label: string; unit: string; digits: number; metric: Metric; proxiesOnly?: boolean }> = [
+    { label: 'Throughput, 1 stream (iperf3)', unit: 'MB/s', digits: 1, metric: 'tput1' },
+    { label: 'Throughput, 4 streams (iperf3 -P 4)', unit: 'MB/s', digits: 1, metric: 'tput4' },
+    { label: 'Latency p50, 1 connection (wrk -c1)', unit: 'µs', digits: 0, metric: 'p50' },
+    { label: 'Latency p99, 1 connection (wrk -c1)', unit: 'µs', digits: 0, metric: 'p99' },
+    { label: 'Requests/s, 64 connections (wrk -t2 -c64)', unit: 'req/s', digits: 0, metric: 'rps64' },
+    { label: 'New connections/s (wrk -t2 -c32, Connection: close)', unit: 'conn/s', digits: 0, metric: 'cps32' },
+    { label: 'Proxy CPU per GB relayed, 1 stream (sum of hops)', unit: 'CPU-s/GB', digits: 2, metric: 'cpuPerGB', proxiesOnly: true },
+    { label: 'Proxy CPU per new connection (sum of hops)', unit: 'CPU-µs', digits: 0, metric: 'cpuPerConn', proxiesOnly: true },
+  ];
+  const ref: EntryName | undefined = CHAINS.includes('mesh-tcp') ? 'mesh-tcp' : undefined;
+  const head = `| workload / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
+  const sep = `|---|${CHAINS.map(() => '---:').join('|')}|`;
+  const lines = rows.map((row) => {
+    const r = ref ? med(ref, row.metric) : NaN;
+    const cells = CHAINS.map((c) => {
+      if (row.proxiesOnly && c === 'direct') return '—';
+      const v = med(c, row.metric);
+      if (!Number.isFinite(v)) return 'n/a';
+      const rel = Number.isFinite(r) && r !== 0 ? ` (${ratio(v / r)})` : '';
+      return `${fmt(v, row.digits)} ${row.unit}${rel}`;
+    });
+    return `| ${row.label} | ${cells.join(' | ')} |`;
+  });
+  return [head, sep, ...lines].join('\n');
+}
+
+function rawTable(plans: RawPlan[]): string {
+  const t = med('raw-tcp', 'tput1');
+  const v = med('raw-vsock', 'tput1');
+  const ct = med('raw-tcp', 'rawCpuPerGB');
+  const cv = med('raw-vsock', 'rawCpuPerGB');
+  const size = (n: RawName) => plans.find((p) => p.transport.name === n)?.bytes;
+  const mib = (b: number | undefined) => (b === undefined ? 'n/a' : `${b / 1024 / 1024} MiB`);
+  return [
+    '| raw loopback, socat alone, 1 stream | TCP | vsock | vsock / TCP |',
+    '|---|---:|---:|---:|',
+    `| Throughput (${mib(size('raw-tcp'))} / ${mib(size('raw-vsock'))} per run) | ${fmt(t, 1)} MB/s | ${fmt(v, 1)} MB/s | ${ratio(v / t)} |`,
+    `| CPU per GB, sender + receiver | ${fmt(ct, 2)} CPU-s/GB | ${fmt(cv, 2)} CPU-s/GB | ${ratio(cv / ct)} |`,
+  ].join('\n');
+}
+
+function passLine(pass: boolean, text: string): string {
+  return `- ${pass ? 'PASS' : 'MISS'} ${text}`;
+}
+
+function targets(): string[] {
+  const out: string[] = ['Targets:', ''];
+  const rawT = med('raw-tcp', 'tput1');
+  const rawV = med('raw-vsock', 'tput1');
+  const rawRatio = rawV / rawT;
+  const have = (...xs: number[]) => xs.every((x) => Number.isFinite(x) && x > 0);
+  for (const [metric, what] of [['tput1', '1 stream'], ['tput4', '4 streams']] as const) {
+    const b = med('mesh-vsock', metric);
+    const c = med('mesh-tcp', metric);
+    const mesh = b / c;
+    const label = `(1${metric === 'tput1' ? 'a' : 'b'}) sidecar vsock/TCP throughput ratio, ${what}`;
+    if (!have(b, c, rawT, rawV)) {
+      out.push(`- n/a ${label}: needs chains mesh-vsock, mesh-tcp and raw`);
+      continue;
+    }
+    const pass = mesh >= rawRatio;
+    const paired = ROUNDS > 1 ? `; medians of per-round ratios: ${ratio(pairedRatio('mesh-vsock', metric, 'mesh-tcp', metric))} vs ${ratio(pairedRatio('raw-vsock', 'tput1', 'raw-tcp', 'tput1'))}` : '';
+    out.push(
+      passLine(pass, `${label}: (b)/(c) = ${fmt(b, 1)}/${fmt(c, 1)} MB/s = ${ratio(mesh)} vs raw vsock/TCP (e) = ${fmt(rawV, 1)}/${fmt(rawT, 1)} MB/s = ${ratio(rawRatio)} (target ≥ raw)`) +
+        (pass ? `, margin +${(mesh - rawRatio).toFixed(2)}×` : `, gap ${(mesh - rawRatio).toFixed(2)}× (b needs +${((rawRatio / mesh - 1) * 100).toFixed(0)}%)`) +
+        paired,
+    );
+  }
+  const b = med('mesh-vsock', 'tput1');
+  if (!have(b, rawV)) out.push('- n/a (2) vsock 2-hop ≥ 0.8× raw vsock: needs chains mesh-vsock and raw');
+  else {
+    const r = b / rawV;
+    const pass = r >= 0.8;
+    out.push(
+      passLine(pass, `(2) vsockmesh 2-hop over vsock (b), 1 stream: ${fmt(b, 1)} MB/s = ${ratio(r)} raw vsock loopback (e) ${fmt(rawV, 1)} MB/s (target ≥ 0.80×)`) +
+        (pass ? `, margin +${(r - 0.8).toFixed(2)}×` : `, gap ${(r - 0.8).toFixed(2)}× (b needs +${((0.8 / r - 1) * 100).toFixed(0)}%, i.e. ${fmt(0.8 * rawV, 1)} MB/s)`) +
+        (ROUNDS > 1 ? `; median of per-round ratios ${ratio(pairedRatio('mesh-vsock', 'tput1', 'raw-vsock', 'tput1'))}` : ''),
+    );
+  }
+  const a = med('direct', 'tput1');
+  const rawT2 = med('raw-tcp', 'tput1');
+  if (have(a, b, rawT2, rawV)) {
+    const tool = a / rawT2;
+    out.push(
+      `- info (2) tool check: (b) is measured with iperf3, (e) with socat. Over the same TCP loopback iperf3 (a) moves ${fmt(a, 1)} MB/s and socat (e) ${fmt(rawT2, 1)} MB/s (${ratio(tool)}); ` +
+        `(b) against raw vsock scaled by that factor: ${fmt(b, 1)} / ${fmt(rawV * tool, 1)} MB/s = ${ratio(b / (rawV * tool))} (a reading aid, not the target)`,
+    );
+  }
+  return out;
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+async function main(): Promise<string> {
+  const wrkBin = requireBinary('wrk');
+  const iperf3 = requireBinary('iperf3');
+  const socat = requireBinary('socat');
+  haproxyBinary();
+  accessSync(CLI, constants.R_OK);
+  const version = (cmd: string, args: string[], pick: (l: string) => boolean = () => true) =>
+    (spawnSync(cmd, args, { encoding: 'utf8' }).stdout.split('\n').find(pick) ?? '').trim();
+  const haproxyVersion = version(haproxyBinary(), ['-v']);
+  const iperfVersion = version(iperf3, ['--version']);
+  const socatVersion = version(socat, ['-V'], (l) => l.startsWith('socat version'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vsockmesh-vsock-bench-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const cpus = os.cpus();
+  const guestInfo = `${ACCEL} guest (VSOCKMESH_GUEST_ACCEL=${process.env.VSOCKMESH_GUEST_ACCEL ?? 'unset'}), kernel ${os.release()}, ${cpus.length} vCPU (${cpus[0]?.model.trim() ?? 'cpu'}), ${Math.round(os.totalmem() / 2 ** 20)} MiB`;
+  log(`${guestInfo}; rounds ${ROUNDS}, ${SECONDS}s per run; chains: ${SELECTED.join(', ')}`);
+
+  const backend: Ports = { iperf: await freePort(), http: await freePort() };
+  const chains: Chain[] = [];
+  // socat first: its vsock listeners are probed with a real connection, before any backend exists.
+  if (CHAINS.includes('socat-vsock')) chains.push(await startSocatVsockChain(socat, backend));
+  const httpBackend = await startHaproxy({ sections: [httpOkListen('http_ok', { bindPort: backend.http, log: false })], nbthread: 1, captureOutput: false, log: false, readyTimeoutMs: 30_000 * SLOW });
+  cleanups.push(() => httpBackend.stop());
+  if (CHAINS.includes('direct')) chains.unshift({ name: 'direct', entry: { ...backend }, hops: [], admins: [] });
+
+  const needB = CHAINS.some((c) => c.startsWith('mesh-'));
+  if (needB) {
+    const { b, tcpInbound } = await startSidecarB(dir, backend);
+    log(`sidecar B up (TCP inbound :${tcpInbound}, vsock inbound 1:${VPORT.bInbound})`);
+    const bAdmin = { what: 'sidecar B', port: b.admin };
+    if (CHAINS.includes('mesh-vsock')) {
+      chains.push(await startSidecarA(dir, 'mesh-vsock', backend, b, { vsockEnabled: true, endpoint: { vsock: { mode: 'direct', cid: 1, port: VPORT.bInbound } } }, [], [bAdmin]));
+    }
+    if (CHAINS.includes('mesh-tcp')) {
+      chains.push(await startSidecarA(dir, 'mesh-tcp', backend, b, { vsockEnabled: false, endpoint: { peer: { address: '127.0.0.1', port: tcpInbound } } }));
+    }
+    if (CHAINS.includes('mesh-relay')) {
+      const relay = await startRelay(dir);
+      log(`host relay up (vsock 1:${VPORT.relay})`);
+      chains.push(
+        await startSidecarA(dir, 'mesh-relay', backend, b, { vsockEnabled: true, endpoint: { vsock: { mode: 'host-relay', cid: 1, port: VPORT.bInbound, relay: { cid: 1, port: VPORT.relay } } } },
+          [{ pids: [relay.pid], group: false }], [{ what: 'host relay', port: relay.admin }]),
+      );
+    }
+    log('sidecars up');
+  }
+  // iperf3 last: no readiness probe can reach it as a stray connection.
+  startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)]);
+  await waitUntil(() => listeningPorts().has(backend.iperf), 'iperf3 server');
+
+  const plans: RawPlan[] = [];
+  if (SELECTED.includes('raw')) for (const n of ['raw-tcp', 'raw-vsock'] as const) plans.push(await planRaw(socat, n));
+
+  // The rotation: chains, with the two raw measurements adjacent (they form a ratio).
+  type Item = { kind: 'chain'; chain: Chain } | { kind: 'raw'; plan: RawPlan };
+  const items: Item[] = [];
+  for (const chain of chains) {
+    items.push({ kind: 'chain', chain });
+    if (chain.name === 'direct') for (const plan of plans) items.push({ kind: 'raw', plan });
+  }
+  if (!chains.some((c) => c.name === 'direct')) for (const plan of plans) items.unshift({ kind: 'raw', plan });
+
+  const started = Date.now();
+  for (let round = 0; round < ROUNDS; round++) {
+    currentRound = round;
+    const order = items.map((_, i) => items[(i + round) % items.length]!);
+    log(`round ${round + 1}/${ROUNDS}: ${order.map((it) => LABEL[it.kind === 'chain' ? it.chain.name : it.plan.transport.name]).join(' → ')}`);
+    for (const item of order) {
+      if (item.kind === 'raw') {
+        const mbps = await measureRaw(socat, item.plan);
+        log(`  ${LABEL[item.plan.transport.name].padEnd(32)} ${fmt(mbps, 1)} MB/s`);
+        await sleep(300);
+        continue;
+      }
+      const chain = item.chain;
+      const c = chain.name;
+      const cpu0 = hopsCpuSeconds(chain.hops);
+      const tput1 = await iperf(iperf3, chain.entry.iperf, 1);
+      record(c, 'tput1', tput1.mbps);
+      if (chain.hops.length > 0) record(c, 'cpuPerGB', (hopsCpuSeconds(chain.hops) - cpu0) / (tput1.bytes / 1e9));
+      await sleep(300);
+      const t4 = (await iperf(iperf3, chain.entry.iperf, 4)).mbps;
+      record(c, 'tput4', t4);
+      await sleep(300);
+      const lat = await wrk(wrkBin, chain.entry.http, 1, 1);
+      record(c, 'p50', lat.p50us);
+      record(c, 'p99', lat.p99us);
+      await sleep(300);
+      const rps = await wrk(wrkBin, chain.entry.http, 2, 64);
+      record(c, 'rps64', rps.rps);
+      await sleep(300);
+      const cpu1 = hopsCpuSeconds(chain.hops);
+      const cps = await wrk(wrkBin, chain.entry.http, 2, 32, ['-H', 'Connection: close']);
+      record(c, 'cps32', cps.rps);
+      if (chain.hops.length > 0) record(c, 'cpuPerConn', ((hopsCpuSeconds(chain.hops) - cpu1) / cps.requests) * 1e6);
+      if (lat.errors + rps.errors + cps.errors > 0 || lat.non2xx + rps.non2xx + cps.non2xx > 0) {
+        const note = `${LABEL[c]} round ${round + 1}: wrk socket errors ${lat.errors} (c1) / ${rps.errors} (c64) / ${cps.errors} (close), non-2xx ${lat.non2xx} / ${rps.non2xx} / ${cps.non2xx}`;
+        notes.push(note);
+        log(note);
+      }
+      log(
+        `  ${LABEL[c].padEnd(32)} 1s ${fmt(tput1.mbps, 1)} MB/s, 4s ${fmt(t4, 1)} MB/s, p50/p99 ${fmt(lat.p50us, 0)}/${fmt(lat.p99us, 0)} µs, ` +
+          `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s`,
+      );
+      await sleep(300);
+    }
+  }
+  const elapsed = Math.round((Date.now() - started) / 1000);
+  await checkMeshPaths(chains);
+
+  const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
+  return [
+    `## vsockmesh vsock benchmark (${new Date().toISOString()})`,
+    '',
+    `**${ACCEL}**: ${guestInfo}; vsock_loopback (every socket at CID 1). ` +
+      (KVM ? '' : '**Under TCG the absolute numbers measure the emulator, not the network stack: compare ratios only.** ') +
+      `Clients, proxies and backends share the guest's CPU. Medians of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} (order rotated per round), ${SECONDS} s per run${KVM ? '' : ' (TCG default: 3 s instead of 5 s)'}, ${elapsed} s of measurement. ` +
+      'Ratios in parentheses are to (c) vsockmesh 2-hop over TCP (for latency and CPU lower is better).',
+    '',
+    chainTable(),
+    '',
+    ...(plans.length > 0 ? [rawTable(plans), ''] : []),
+    ...targets(),
+    '',
+    'Notes:',
+    `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
+      `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
+    `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
+    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
+    `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,
+    `- Backends: ${iperfVersion} server (throughput, \`-t ${SECONDS}\`); ${haproxyVersion.split(' - ')[0]} in HTTP mode answering 200 itself, nbthread 1 (wrk).`,
+    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, and during the Connection: close run per request.',
+    '- PASS/MISS is decided on the medians in the tables; the per-round ratios (x/y of runs in the same round, median over rounds) are shown as a check against drifts of the host\'s load. Target (1) compares the sidecar\'s vsock/TCP ratio (b)/(c) with the kernel\'s raw vsock/TCP ratio (e) measured in the same guest (one stream; (1b) holds the 4-stream ratio to the same reference): the sidecar should lose no more on vsock than the transport itself does. Target (2) compares (b) with raw vsock loopback: (b) has two more loopback TCP hops and two proxies in its path.',
+    ...notes.map((n) => `- ${n}`),
+  ].join('\n');
+}
+
+try {
+  const md = await main();
+  process.stdout.write(`${REPORT_BEGIN}\n${md}\n${REPORT_END}\n`);
+} catch (err) {
+  process.exitCode = 1;
+  process.stderr.write(`vsock-bench failed: ${(err as Error).stack ?? String(err)}\n`);
+} finally {
+  await cleanup();
+}
