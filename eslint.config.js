@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'proto/generated/'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'xds/generated/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

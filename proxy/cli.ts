@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadHostRelayConfig, loadSidecarConfig } from './config/load.js';
 import { runServer, type ServerRole } from './run-server.js';
+import { ctlCommand } from '../xds/ctl.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -67,7 +68,7 @@ export function buildCli(): Command {
       try {
         if (opts.role === 'host-relay') {
           const relay = await loadHostRelayConfig(file);
-          process.stdout.write(`${file}: valid host-relay config (node ${relay.node.id}, vsock port ${relay.listen.port}, ${relay.policy.length} policy rules)\n`);
+          process.stdout.write(`${file}: valid host-relay config (node ${relay.node.id}, vsock port ${relay.listen.port}, ${relay.policy ? `${relay.policy.length} policy rules` : `policy from the VM manager at ${relay.vmManager?.address}`})\n`);
           return;
         }
         const config = await loadSidecarConfig(file);
@@ -84,19 +85,40 @@ export function buildCli(): Command {
 
   program
     .command('demo')
-    .description('embedded default: an echo app and an HTTP app behind two sidecars on loopback; sends traffic, prints the path each connection took, then keeps serving until Ctrl-C')
+    .description(
+      'embedded default: a VM manager with three VMs (vm-a and vm-b on hv-1, vm-c on hv-2), their apps and sidecars on loopback; ' +
+        'sends traffic from vm-a and prints, per connection, the transport chosen and why; then serves until Ctrl-C',
+    )
     .option('--once', 'exit after the demo traffic instead of serving until Ctrl-C')
-    .option('--echo-bytes <n>', 'bytes to send through the echo path', intOption(1, 1 << 30), 1 << 20)
-    .action(async (opts: { once?: boolean; echoBytes: number }) => {
+    .option('--echo-bytes <n>', 'bytes to send through each echo path', intOption(1, 1 << 30), 1 << 20)
+    .option('--no-vsock', 'never use vsock, even where vsock_loopback is loaded (same decisions, carried over TCP)')
+    .action(async (opts: { once?: boolean; echoBytes: number; vsock: boolean }) => {
       // Loaded on demand: a sidecar process should not carry the demo's apps.
       const { runDemo } = await import('./demo.js');
-      await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes });
+      await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 
   program
     .command('vm-manager')
-    .description('VM registry with the gRPC Resolve/Watch API (not built yet)')
-    .action(notBuiltYet('vm-manager', 'the VM manager comes with the VM manager issue'));
+    .description('the VM manager: registry of VMs (hypervisor, vsock CID, addresses) with the gRPC API sidecars resolve destinations with')
+    .option('--listen <host:port>', 'gRPC address', '127.0.0.1:15200')
+    .option('--inventory <file>', 'inventory YAML (hypervisors and VMs) loaded at start when there is no state file; see README "VM manager"')
+    .option('--state-file <file>', 'persist the registry here: every change is written before it is answered, and a restart starts from it')
+    .option('--resolve-ttl-ms <ms>', 'how long sidecars may cache a Resolve answer', intOption(100, 86_400_000), 30_000)
+    .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15400)
+    .option('--no-admin', 'no admin endpoint')
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .action(async (opts: { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
+      const { runVmManager } = await import('../xds/vm-manager/run.js');
+      await runVmManager({
+        listen: opts.listen,
+        ...(opts.inventory !== undefined && { inventoryPath: opts.inventory }),
+        ...(opts.stateFile !== undefined && { statePath: opts.stateFile }),
+        resolveTtlMs: opts.resolveTtlMs,
+        adminPort: opts.admin ? opts.adminPort : null,
+        logLevel: opts.logLevel,
+      });
+    });
   program
     .command('control-plane')
     .description('xDS ADS server for listeners, routes, clusters and endpoints (not built yet)')
@@ -107,12 +129,7 @@ export function buildCli(): Command {
     'run on the hypervisor: relay guest-to-guest vsock (a KVM guest reaches only its host, CID 2); checks each source CID against the policy',
     'Host relay',
   );
-  program
-    .command('ctl')
-    .description('command-line client for the VM manager and control plane (not built yet)')
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .action(notBuiltYet('ctl', 'it needs the VM manager and control plane APIs'));
+  program.addCommand(ctlCommand());
 
   return program;
 }

@@ -2,6 +2,7 @@
 // live in one process, as in tests and the demo).
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ResolverCounters } from './resolve/resolver.js';
 
 export type Direction = 'inbound' | 'outbound' | 'relay';
 export type TransportName = 'tcp' | 'vsock';
@@ -65,6 +66,8 @@ export class ProxyMetrics {
   readonly refused: Counter<'listener' | 'reason'>;
   readonly drains: Counter<string>;
   readonly fallbacks: Counter<'listener' | 'cluster' | 'from' | 'to' | 'code'>;
+  readonly migrationDrained: Counter<'listener' | 'cluster'>;
+  readonly decisions: Counter<'listener' | 'cluster' | 'reason'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -128,8 +131,53 @@ export class ProxyMetrics {
       labelNames: ['listener', 'cluster', 'from', 'to', 'code'],
       registers,
     });
+    this.migrationDrained = new Counter({
+      name: 'vsockmesh_migration_drained_connections_total',
+      help: 'vsock connections closed after their destination VM (or this VM) moved and the migration grace ran out',
+      labelNames: ['listener', 'cluster'],
+      registers,
+    });
+    this.decisions = new Counter({
+      name: 'vsockmesh_transport_decisions_total',
+      help: 'Same-hypervisor decisions for resolved clusters, by reason (same_hypervisor, other_hypervisor, unknown_destination, ...)',
+      labelNames: ['listener', 'cluster', 'reason'],
+      registers,
+    });
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
+  }
+
+  /** Reports the resolver's counters at scrape time. */
+  addResolver(counters: ResolverCounters): void {
+    const registers = [this.registry];
+    new Counter({
+      name: 'vsockmesh_resolver_queries_total',
+      help: 'Queries to the VM manager by outcome: found, not_found (the destination goes direct), unavailable (the VM manager did not answer)',
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [outcome, n] of Object.entries(counters.queries)) this.labels({ outcome }).inc(n);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_resolver_cache_hits_total',
+      help: 'Connections decided from the resolver cache, without a query',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters.cacheHits);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_resolver_plain_tcp_total',
+      help: 'Connections sent plain TCP because the VM manager could not answer and nothing fresh was cached',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters.plainTcp);
+      },
+    });
   }
 
   /** The stats object for a label set; callers keep it, so the hot path does no lookup. */

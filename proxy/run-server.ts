@@ -52,6 +52,11 @@ export async function runServer(role: ServerRole, options: RunServerOptions): Pr
   }
   logger.info({ role, node: config.node.id, admin: server.adminAddress() ?? null, pid: process.pid }, `${role} serving`);
 
+  drainOnSignals(server, logger);
+}
+
+/** The first SIGTERM/SIGINT drains then stops (exit 0); a second one stops at once (exit 1). */
+export function drainOnSignals(server: { drain(): Promise<unknown>; stop(): Promise<void> }, logger: Logger): void {
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;

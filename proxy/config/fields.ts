@@ -83,3 +83,6 @@ export function duration(fallback: string, min = 1) {
       return ms;
     });
 }
+
+/** A gRPC target: `host:port` or `[IPv6]:port`. */
+export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });

@@ -1,7 +1,7 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, duration, logSettings, name, vsockPort, z } from './fields.js';
+import { adminSettings, bindCid, cid, duration, hostPort, logSettings, name, vsockPort, z } from './fields.js';
 import type { LogLevel, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
@@ -24,10 +24,22 @@ export interface HostRelayConfig {
   headerTimeoutMs: number;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
-  policy: RelayRule[];
+  /** Static policy; null when the VM manager decides. */
+  policy: RelayRule[] | null;
+  /** The VM manager decides (AuthorizeRelay) for this hypervisor; null: the static policy does. */
+  vmManager: RelayVmManagerSettings | null;
 }
 
-export type RelayDecision = { allowed: true } | { allowed: false; reason: 'source_not_allowed' | 'destination_not_allowed'; detail: string };
+export interface RelayVmManagerSettings {
+  address: string;
+  /** This relay's hypervisor, as the VM manager knows it. */
+  hypervisorId: string;
+  queryTimeoutMs: number;
+  /** How long an answer (allowed or not) is reused for the same source, destination and port. */
+  cacheTtlMs: number;
+}
+
+export type RelayDecision = { allowed: true } | { allowed: false; reason: 'source_not_allowed' | 'destination_not_allowed' | 'vm_manager_unavailable'; detail: string };
 
 /** Deny by default: a source needs a rule, and the destination must be in it. */
 export function relayDecision(policy: readonly RelayRule[], sourceCid: number, destination: { cid: number; port: number }): RelayDecision {
@@ -62,9 +74,22 @@ export const hostRelayConfigSchema = z
           })
           .strict(),
       )
-      .min(1, { message: 'must have at least one rule: the relay denies everything else' }),
+      .min(1, { message: 'must have at least one rule: the relay denies everything else' })
+      .optional(),
+    vm_manager: z
+      .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0) })
+      .strict()
+      .optional(),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    if (c.policy === undefined && c.vm_manager === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['policy'], message: 'required (or a vm_manager section): the relay denies everything it is not told to allow' });
+    }
+    if (c.policy !== undefined && c.vm_manager !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['vm_manager'], message: 'give either a static policy or a vm_manager, not both' });
+    }
+  })
   .transform(
     (c): HostRelayConfig => ({
       node: c.node,
@@ -75,6 +100,9 @@ export const hostRelayConfigSchema = z
       headerTimeoutMs: c.header_timeout,
       connectTimeoutMs: c.connect_timeout,
       idleTimeoutMs: c.idle_timeout,
-      policy: c.policy.map((r) => ({ sourceCid: r.source_cid, destinations: r.destinations.map((d) => ({ cid: d.cid, ports: d.ports ?? null })) })),
+      policy: c.policy?.map((r) => ({ sourceCid: r.source_cid, destinations: r.destinations.map((d) => ({ cid: d.cid, ports: d.ports ?? null })) })) ?? null,
+      vmManager: c.vm_manager
+        ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl }
+        : null,
     }),
   );

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, bindCid, cid, destinationPort, duration, ipAddress, logSettings, name, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, name, port, vsockPort, z } from './fields.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
 
 const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
@@ -35,19 +35,38 @@ const endpoint = z
     ...(e.vsock !== undefined && { vsock: e.vsock }),
   }));
 
+const resolveTarget = z.union(
+  [
+    z.object({ address: ipAddress, port: destinationPort }).strict().transform((r) => ({ kind: 'ip_port' as const, ip: r.address, port: r.port })),
+    z.object({ vm: name, port: destinationPort }).strict().transform((r) => ({ kind: 'vm' as const, vmId: r.vm, port: r.port })),
+    z.object({ service: name }).strict().transform((r) => ({ kind: 'service' as const, name: r.service })),
+  ],
+  { errorMap: () => ({ message: 'must be {address, port}, {vm, port} or {service}' }) },
+);
+
 const cluster = z
   .object({
     name,
     connect_timeout: duration('5s'),
     authority: z.string().min(1).max(255).optional(),
-    endpoints: z.array(endpoint).min(1, { message: 'must list at least one endpoint' }),
+    endpoints: z.array(endpoint).optional(),
+    resolve: resolveTarget.optional(),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    if (c.resolve === undefined && (c.endpoints === undefined || c.endpoints.length === 0)) {
+      ctx.addIssue({ code: 'custom', path: ['endpoints'], message: 'must list at least one endpoint (or resolve the destination through the VM manager)' });
+    }
+    if (c.resolve !== undefined && c.endpoints !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['resolve'], message: 'a cluster has either static endpoints or resolve, not both' });
+    }
+  })
   .transform((c) => ({
     name: c.name,
     connectTimeoutMs: c.connect_timeout,
     ...(c.authority !== undefined && { authority: c.authority }),
-    endpoints: c.endpoints,
+    endpoints: c.endpoints ?? [],
+    ...(c.resolve !== undefined && { resolve: c.resolve }),
   }));
 
 const outboundListener = z
@@ -88,6 +107,7 @@ const inboundListener = z
       .max(U32 - 1, { message: 'must be an integer 0..4294967294 (0 picks a free port)' }),
     cid: bindCid,
     allowed_peer_cids: z.array(cid).optional(),
+    peer_authorization: z.enum(['allow-list', 'registry']).default('allow-list'),
     header_timeout: duration('5s'),
     max_header_bytes: z
       .number({ invalid_type_error: 'must be a number' })
@@ -113,6 +133,7 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
           port: l.port,
           vsockCid: l.cid,
           allowedPeerCids: l.allowed_peer_cids ?? [],
+          peerAuthorization: l.peer_authorization,
           headerTimeoutMs: l.header_timeout,
           maxHeaderBytes: l.max_header_bytes,
           idleTimeoutMs: l.idle_timeout,
@@ -129,6 +150,21 @@ export const sidecarConfigSchema = z
       .strict()
       .default({})
       .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout })),
+    vm_manager: z
+      .object({
+        address: hostPort,
+        query_timeout: duration('500ms'),
+        negative_ttl: duration('5s'),
+        migration_grace: duration('5s', 0),
+        policy: z.enum(['prefer-vsock', 'tcp-only', 'vsock-only']).default('prefer-vsock'),
+      })
+      .strict()
+      .optional()
+      .transform((v) =>
+        v === undefined
+          ? null
+          : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
+      ),
     admin: adminSettings(15000),
     log: logSettings,
     drain_timeout: duration('30s', 0),
@@ -140,6 +176,7 @@ export const sidecarConfigSchema = z
     (c): SidecarConfig => ({
       node: c.node,
       vsock: c.vsock,
+      vmManager: c.vm_manager,
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,
@@ -161,12 +198,15 @@ export interface CrossReferenceIssue {
 export function crossReferences(raw: unknown): CrossReferenceIssue[] {
   const issues: CrossReferenceIssue[] = [];
   if (typeof raw !== 'object' || raw === null) return issues;
-  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown } };
+  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown };
   const vsockEnabled = c.vsock?.enabled !== false;
   const clusters = Array.isArray(c.clusters) ? (c.clusters as Array<{ name?: unknown } | null>) : [];
   const listeners = Array.isArray(c.listeners) ? (c.listeners as Array<Record<string, unknown> | null>) : [];
   const clusterNames = new Set<unknown>();
   clusters.forEach((cl, i) => {
+    if ((cl as { resolve?: unknown } | null)?.resolve !== undefined && c.vm_manager === undefined) {
+      issues.push({ path: ['clusters', i, 'resolve'], message: 'resolving needs a vm_manager section' });
+    }
     if (typeof cl?.name !== 'string') return;
     if (clusterNames.has(cl.name)) issues.push({ path: ['clusters', i, 'name'], message: `duplicate cluster name "${cl.name}"` });
     clusterNames.add(cl.name);
@@ -184,13 +224,15 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     }
     if (l.kind === 'inbound' && l.transport === 'vsock') {
       if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
-      if (!Array.isArray(l.allowed_peer_cids) || l.allowed_peer_cids.length === 0) {
+      if (l.peer_authorization === 'registry') {
+        if (c.vm_manager === undefined) issues.push({ path: ['listeners', i, 'peer_authorization'], message: 'registry needs a vm_manager section' });
+      } else if (!Array.isArray(l.allowed_peer_cids) || l.allowed_peer_cids.length === 0) {
         issues.push({ path: ['listeners', i, 'allowed_peer_cids'], message: 'a vsock inbound listener must list the peer CIDs it accepts (the kernel gives each peer its CID)' });
       }
       if (l.addresses !== undefined) issues.push({ path: ['listeners', i, 'addresses'], message: 'vsock listeners bind a CID (cid), not IP addresses' });
     }
     if (l.kind === 'inbound' && l.transport !== 'vsock') {
-      for (const field of ['cid', 'allowed_peer_cids']) {
+      for (const field of ['cid', 'allowed_peer_cids', 'peer_authorization']) {
         if (l[field] !== undefined) issues.push({ path: ['listeners', i, field], message: 'only for transport: vsock' });
       }
       if (typeof l.port === 'number' && l.port > 65535) issues.push({ path: ['listeners', i, 'port'], message: PORT });

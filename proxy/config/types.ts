@@ -37,12 +37,18 @@ export interface EndpointConfig {
   vsock?: VsockEndpointConfig;
 }
 
+/** A destination the VM manager resolves (see xds/vm-manager/types.ts Destination). */
+export type ResolveTarget = { kind: 'ip_port'; ip: string; port: number } | { kind: 'vm'; vmId: string; port: number } | { kind: 'service'; name: string };
+
 export interface ClusterConfig {
   name: string;
   connectTimeoutMs: number;
   /** Sent as the PROXY v2 authority TLV (0x02) on peer hops. */
   authority?: string;
+  /** Static endpoints; empty when the cluster is resolved. */
   endpoints: EndpointConfig[];
+  /** Resolved through the VM manager for every connection (cached); the transport follows from the same-hypervisor decision. */
+  resolve?: ResolveTarget;
 }
 
 export interface OutboundListenerConfig {
@@ -73,6 +79,11 @@ export interface InboundListenerConfig {
   vsockCid: number;
   /** vsock: kernel-given peer CIDs allowed to connect; any other is refused before a byte is read. */
   allowedPeerCids: number[];
+  /**
+   * vsock: `allow-list`: allowedPeerCids. `registry`: the peer's CID must
+   * belong, in the VM manager's records, to the VM its header names, on our hypervisor.
+   */
+  peerAuthorization: 'allow-list' | 'registry';
   headerTimeoutMs: number;
   maxHeaderBytes: number;
   idleTimeoutMs: number;
@@ -91,9 +102,21 @@ export interface VsockSettings {
   connectTimeoutMs: number;
 }
 
+export interface VmManagerSettings {
+  /** host:port of the VM manager's gRPC API. */
+  address: string;
+  queryTimeoutMs: number;
+  negativeTtlMs: number;
+  /** After a VM moves, its vsock connections get this long to finish before they are closed. */
+  migrationGraceMs: number;
+  policy: 'prefer-vsock' | 'tcp-only' | 'vsock-only';
+}
+
 export interface SidecarConfig {
   node: { id: string };
   vsock: VsockSettings;
+  /** null: no VM manager; only static endpoints. */
+  vmManager: VmManagerSettings | null;
   /** null: no admin endpoint. */
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };

@@ -9,11 +9,16 @@ import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
+import type { Resolver } from '../resolve/resolver.js';
+import { HOST_CID } from '../resolve/select.js';
+import type { VmRecord } from '../../xds/vm-manager/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
+  /** Needed for peer_authorization: registry. */
+  resolver?: Resolver;
 }
 
 export class InboundListener extends Listener {
@@ -37,7 +42,8 @@ export class InboundListener extends Listener {
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const vsock = this.config.transport === 'vsock';
     const src = vsock ? `vsock:${String(peerHost)}:${peerPort}` : formatAddress(String(peerHost), peerPort);
-    if (vsock && !this.allowedPeerCids.has(Number(peerHost))) {
+    const peerCid = vsock ? Number(peerHost) : undefined;
+    if (vsock && this.config.peerAuthorization === 'allow-list' && !this.allowedPeerCids.has(Number(peerHost))) {
       // The CID comes from the kernel: a guest cannot claim another's.
       this.context.metrics.refused.inc({ listener: this.name, reason: 'peer_cid_not_allowed' });
       this.context.logger.warn({ listener: this.name, src, peer_cid: peerHost, reason: 'peer_cid_not_allowed' }, `refused: vsock peer CID ${String(peerHost)} is not in allowed_peer_cids`);
@@ -60,7 +66,8 @@ export class InboundListener extends Listener {
       },
       (result) => {
         if (result.ok) {
-          this.route(fd, src, result.value, result.early);
+          if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, result.value, result.early);
+          else this.route(fd, src, result.value, result.early);
           return;
         }
         native.close(fd);
@@ -73,6 +80,60 @@ export class InboundListener extends Listener {
         this.context.logger.warn({ listener: this.name, src, reason, detail: result.detail }, `refused: ${result.detail}`);
       },
     );
+  }
+
+  /**
+   * peer_authorization: registry. The kernel-given CID must belong, in the VM
+   * manager's records, to the VM the header names, on our hypervisor. A
+   * connection from the host (CID 2) on a host-relay hypervisor was checked by
+   * the relay. Fails closed: no answer from the VM manager, no connection.
+   */
+  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null): void {
+    const resolver = this.options.resolver!;
+    const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
+    const refuse = (reason: string, detail: string): void => {
+      this.context.metrics.refused.inc({ listener: this.name, reason });
+      this.context.logger.warn({ listener: this.name, src, peer_cid: peerCid, source_vm: claimed ?? null, reason }, `refused: ${detail}`);
+      native.close(fd);
+    };
+    const local = resolver.local();
+    if (local === null) {
+      // Not told yet (the Watch snapshot may still be on its way): ask once for ourselves.
+      this.whenLocalKnown(fd, () => {
+        if (resolver.local() === null) refuse('local_vm_unknown', 'this VM is not known to the VM manager (or it cannot be reached), so no vsock peer can be checked');
+        else this.authorize(fd, src, peerCid, header, early);
+      });
+      return;
+    }
+    if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
+      this.route(fd, src, header, early);
+      return;
+    }
+    if (claimed === undefined) {
+      refuse('peer_identity_unknown', `vsock peer CID ${peerCid} sent no source-VM TLV`);
+      return;
+    }
+    const check = (vm: VmRecord | undefined): void => {
+      if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);
+      else if (vm.vsockCid !== peerCid || vm.hypervisorId !== local.hypervisorId) {
+        refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which is CID ${vm.vsockCid} on ${vm.hypervisorId} (we are on ${local.hypervisorId})`);
+      } else this.route(fd, src, header, early);
+    };
+    const destination = { kind: 'vm', vmId: claimed } as const;
+    const cached = resolver.lookup(destination);
+    if (cached) {
+      check(cached.found ? cached.vm : undefined);
+      return;
+    }
+    this.whilePending(fd, resolver.resolve(destination), (outcome) => {
+      if (outcome.kind === 'unavailable') refuse('vm_manager_unavailable', `cannot check vsock peer CID ${peerCid} (claims ${claimed}): VM manager unavailable (${outcome.code})`);
+      else check(outcome.resolution.found ? outcome.resolution.vm : undefined);
+    });
+  }
+
+  /** Runs `then` once a query for our own record has answered (or failed); the connection is tracked meanwhile. */
+  private whenLocalKnown(fd: number, then: () => void): void {
+    this.whilePending(fd, this.options.resolver!.resolve({ kind: 'vm', vmId: this.context.nodeId }), then);
   }
 
   private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null): void {

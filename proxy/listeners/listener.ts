@@ -102,6 +102,27 @@ export abstract class Listener {
       for (const w of waiters) w();
     }
   }
+  /**
+   * Holds an accepted fd while `work` (a VM manager query, say) is pending:
+   * the fd is tracked so a stop closes it, and `then` runs only if it was not.
+   */
+  protected whilePending<T>(fd: number, work: Promise<T>, then: (value: T) => void): void {
+    let aborted = false;
+    const pending: TrackedConnection = {
+      abort: () => {
+        aborted = true;
+        this.untrack(pending);
+        native.close(fd);
+      },
+    };
+    this.track(pending);
+    void work.then((value) => {
+      if (aborted) return;
+      this.untrack(pending);
+      then(value);
+    });
+  }
+
 
   /** Stops accepting; resolves when every open connection has finished on its own. */
   async drain(): Promise<void> {

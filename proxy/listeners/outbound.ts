@@ -1,17 +1,21 @@
 // Outbound listener: a local app connects to 127.0.0.1:PORT (or [::1]); the
-// connection goes to an endpoint of the listener's cluster: over vsock to the
-// peer's sidecar when the endpoint has a vsock address (directly or through
-// the host relay), over TCP to the peer's sidecar otherwise or as the
-// fallback, or straight to the app when it has no sidecar.
+// connection goes to its cluster's destination. Static endpoints say how to
+// reach their peer; a resolved cluster asks the VM manager (through the
+// resolver's cache) where the destination lives, and the same-hypervisor
+// decision picks vsock (directly or through the host relay), TCP to the peer's
+// sidecar, or TCP straight to the app.
 
-import type { EndpointConfig, OutboundListenerConfig, VsockSettings } from '../config/types.js';
+import type { EndpointConfig, OutboundListenerConfig, ResolveTarget, VmManagerSettings, VsockSettings } from '../config/types.js';
 import { formatAddress } from '../log.js';
 import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
 import { encodeRelayHeader } from '../relay-header.js';
+import type { Resolver } from '../resolve/resolver.js';
+import { selectTransport, type Hop } from '../resolve/select.js';
 import type { Cluster } from '../upstream/cluster.js';
-import { VsockBreakers, planHops, type Hop } from '../upstream/transport.js';
+import { VsockBreakers, planHops } from '../upstream/transport.js';
+import type { Destination, Resolution, VmRecord } from '../../xds/vm-manager/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
 
@@ -20,10 +24,23 @@ export interface OutboundListenerOptions {
   vsock: VsockSettings;
   /** Shared by the sidecar's listeners: an endpoint's vsock health is not per listener. */
   breakers: VsockBreakers;
+  /** Present when the sidecar has a VM manager; needed by resolved clusters. */
+  resolver?: { resolver: Resolver; settings: VmManagerSettings };
+}
+
+interface Peer {
+  /** The destination named in the PROXY v2 header. */
+  dst: { address: string; port: number };
+  vmId?: string;
 }
 
 export class OutboundListener extends Listener {
   private readonly stats: Record<TransportName, ConnectionStats>;
+  /** Open connections by destination VM, for draining vsock connections after a move. */
+  private readonly byVm = new Map<string, Set<ProxiedConnection>>();
+  private readonly drainTimers = new Set<NodeJS.Timeout>();
+  private readonly onMoved = (vm: VmRecord): void => this.drainVsockLater(this.byVm.get(vm.vmId));
+  private readonly onLocalMoved = (): void => this.drainVsockLater(new Set([...this.byVm.values()].flatMap((s) => [...s])));
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -37,83 +54,224 @@ export class OutboundListener extends Listener {
       tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),
       vsock: context.metrics.connectionStats({ ...labels, transport: 'vsock' }),
     };
+    if (cluster.config.resolve && !options.resolver) throw new Error(`cluster "${cluster.name}" resolves its destination but the sidecar has no vm_manager`);
+  }
+
+  override async start(): Promise<void> {
+    await super.start();
+    if (this.cluster.config.resolve && this.options.resolver) {
+      this.options.resolver.resolver.on('moved', this.onMoved);
+      this.options.resolver.resolver.on('local-moved', this.onLocalMoved);
+    }
+  }
+
+  override async stop(): Promise<void> {
+    this.options.resolver?.resolver.off('moved', this.onMoved);
+    this.options.resolver?.resolver.off('local-moved', this.onLocalMoved);
+    for (const t of this.drainTimers) clearTimeout(t);
+    this.drainTimers.clear();
+    await super.stop();
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
-    const { logger, metrics } = this.context;
+    const src = { address: String(peerHost), port: peerPort };
+    const { resolve } = this.cluster.config;
+    if (resolve) this.onResolvedConnection(fd, src, resolve);
+    else this.onStaticConnection(fd, src);
+  }
+
+  // ---- static endpoints ------------------------------------------------------
+
+  private onStaticConnection(fd: number, src: { address: string; port: number }): void {
     const endpoint = this.cluster.pick();
-    const srcAddress = String(peerHost);
-    const src = formatAddress(srcAddress, peerPort);
     if (endpoint === undefined) {
-      metrics.refused.inc({ listener: this.name, reason: 'no_endpoint' });
-      logger.warn({ listener: this.name, src, cluster: this.cluster.name, reason: 'no_endpoint' }, 'refused: cluster has no endpoint');
-      native.close(fd);
+      this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint');
       return;
     }
     const { vsock, breakers } = this.options;
     const breakerKey = endpoint.vsock ? VsockBreakers.key(endpoint.vsock.cid, endpoint.vsock.port) : '';
     const plan = planHops(endpoint, { vsockEnabled: vsock.enabled, vsockBreakerOpen: endpoint.vsock !== undefined && breakers.isOpen(breakerKey, Date.now()) });
-    const proxyHeader = plan.hops.some((h) => h.transport === 'vsock' || h.peer) ? this.peerHeader(srcAddress, peerPort, endpoint) : null;
-    const attempts = plan.hops.map((hop) => this.attempt(hop, proxyHeader, breakerKey));
+    this.connect(fd, src, plan.hops, plan.reason, breakerKey, peerOf(endpoint));
+  }
+
+  // ---- resolved through the VM manager --------------------------------------
+
+  private onResolvedConnection(fd: number, src: { address: string; port: number }, target: ResolveTarget): void {
+    const { resolver } = this.options.resolver!;
+    const destination = toDestination(target);
+    const cached = resolver.lookup(destination);
+    if (cached) {
+      this.decide(fd, src, target, cached);
+      return;
+    }
+    this.whilePending(fd, resolver.resolve(destination), (outcome) => {
+      if (outcome.kind === 'resolved') this.decide(fd, src, target, outcome.resolution);
+      else this.plainTcp(fd, src, target, outcome.code);
+    });
+  }
+
+  /** The VM manager could not answer and nothing fresh is cached: plain TCP to the address the target names, if it names one. */
+  private plainTcp(fd: number, src: { address: string; port: number }, target: ResolveTarget, code: string): void {
+    if (target.kind !== 'ip_port') {
+      this.refuse(fd, src, 'unresolvable', `refused: the VM manager is unavailable (${code}) and ${describeTarget(target)} names no address to fall back to`);
+      return;
+    }
+    this.options.resolver!.resolver.notePlainTcp();
+    const hop: Hop = { kind: 'direct', address: target.ip, port: target.port };
+    this.connect(fd, src, [hop], 'vm_manager_unavailable', '', { dst: { address: target.ip, port: target.port } });
+  }
+
+  private decide(fd: number, src: { address: string; port: number }, target: ResolveTarget, resolution: Resolution): void {
+    const { resolver, settings } = this.options.resolver!;
+    const vm = resolution.found ? (resolution.vm ?? null) : null;
+    const port = target.kind === 'service' ? resolution.port : target.port;
+    const address = target.kind === 'ip_port' ? target.ip : vm?.addresses[0];
+    const requested = address !== undefined && port !== undefined ? { address, port } : null;
+    const breakerKey = vm?.sidecar ? VsockBreakers.key(vm.vsockCid, vm.sidecar.vsockPort) : '';
+    const selection = selectTransport({
+      local: resolver.local(),
+      destination: vm,
+      hypervisor: resolution.hypervisor ?? null,
+      requested,
+      vsockHealthy: this.options.vsock.enabled && !(breakerKey !== '' && this.options.breakers.isOpen(breakerKey, Date.now())),
+      policy: settings.policy,
+    });
+    this.context.metrics.decisions.inc({ listener: this.name, cluster: this.cluster.name, reason: selection.reason });
+    if (!selection.ok) {
+      this.refuse(fd, src, selection.reason, `refused: no way to reach ${describeTarget(target)} (${selection.reason})`);
+      return;
+    }
+    const dst = requested ?? { address: vm?.addresses[0] ?? '0.0.0.0', port: 0 };
+    const connection = this.connect(fd, src, selection.hops, selection.reason, breakerKey, { dst, ...(vm && { vmId: vm.vmId }) });
+    if (vm) this.remember(vm.vmId, connection);
+  }
+
+  // ---- shared ----------------------------------------------------------------
+
+  private connect(fd: number, src: { address: string; port: number }, hops: Hop[], route: string, breakerKey: string, peer: Peer): ProxiedConnection {
+    const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, peer) : null;
+    const attempts = hops.map((hop) => this.attempt(hop, header, breakerKey));
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
-      metrics,
-      logger,
+      metrics: this.context.metrics,
+      logger: this.context.logger,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: {
         listener: this.name,
         direction: 'outbound',
-        src,
-        dst: formatAddress(endpoint.address, endpoint.port),
+        src: formatAddress(src.address, src.port),
+        dst: formatAddress(peer.dst.address, peer.dst.port),
         cluster: this.cluster.name,
         transport: attempts[0]!.transport,
         upstream: attempts[0]!.label,
-        route: plan.reason,
+        route,
+        ...(peer.vmId !== undefined && { dst_vm: peer.vmId }),
       },
-      onClosed: (c) => this.untrack(c),
+      onClosed: (c) => {
+        this.untrack(c);
+        if (peer.vmId !== undefined) this.forget(peer.vmId, c);
+      },
     });
     this.track(connection);
     connection.connect(attempts);
+    return connection;
+  }
+
+  private refuse(fd: number, src: { address: string; port: number }, reason: string, message: string): void {
+    this.context.metrics.refused.inc({ listener: this.name, reason });
+    this.context.logger.warn({ listener: this.name, src: formatAddress(src.address, src.port), cluster: this.cluster.name, reason }, message);
+    native.close(fd);
+  }
+
+  private remember(vmId: string, connection: ProxiedConnection): void {
+    let set = this.byVm.get(vmId);
+    if (!set) {
+      set = new Set();
+      this.byVm.set(vmId, set);
+    }
+    set.add(connection);
+  }
+
+  private forget(vmId: string, connection: ProxiedConnection): void {
+    const set = this.byVm.get(vmId);
+    if (!set) return;
+    set.delete(connection);
+    if (set.size === 0) this.byVm.delete(vmId);
+  }
+
+  /** vsock connections to a moved VM are dead once the move completes: let them finish for the grace, then close them. */
+  private drainVsockLater(connections: Set<ProxiedConnection> | undefined): void {
+    const vsock = [...(connections ?? [])].filter((c) => c.transport === 'vsock');
+    if (vsock.length === 0) return;
+    const graceMs = this.options.resolver!.settings.migrationGraceMs;
+    this.context.logger.info({ listener: this.name, cluster: this.cluster.name, connections: vsock.length, grace_ms: graceMs, reason: 'migration' }, 'destination moved: draining its vsock connections');
+    const timer = setTimeout(() => {
+      this.drainTimers.delete(timer);
+      let closed = 0;
+      for (const c of vsock) {
+        if (!c.closed) {
+          c.abort();
+          closed++;
+        }
+      }
+      if (closed > 0) this.context.metrics.migrationDrained.inc({ listener: this.name, cluster: this.cluster.name }, closed);
+    }, graceMs);
+    timer.unref();
+    this.drainTimers.add(timer);
   }
 
   private attempt(hop: Hop, proxyHeader: Buffer | null, breakerKey: string): UpstreamAttempt {
-    if (hop.transport === 'tcp') {
+    if (hop.kind !== 'vsock') {
       const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.config.connectTimeoutMs };
-      return { transport: 'tcp', target, label: formatAddress(hop.address, hop.port), preamble: hop.peer ? proxyHeader : null };
+      return { transport: 'tcp', target, label: formatAddress(hop.address, hop.port), preamble: hop.kind === 'tcp' ? proxyHeader : null };
     }
     const { connectTimeoutMs } = this.options.vsock;
     const onFallback = (code: string, next: UpstreamAttempt): void => {
-      this.options.breakers.open(breakerKey, Date.now());
+      if (breakerKey !== '') this.options.breakers.open(breakerKey, Date.now());
       this.context.metrics.fallbacks.inc({ listener: this.name, cluster: this.cluster.name, from: 'vsock', to: next.transport, code });
       this.context.logger.warn(
         { listener: this.name, cluster: this.cluster.name, reason: 'vsock_fallback', code, vsock: breakerKey, fallback: next.label, breaker_ms: this.options.vsock.breakerWindowMs },
         `vsock connect to ${breakerKey} failed (${code}); falling back to ${next.transport} ${next.label}, vsock skipped for ${this.options.vsock.breakerWindowMs}ms`,
       );
     };
-    if (hop.relay) {
-      const preamble = proxyHeader ? Buffer.concat([encodeRelayHeader({ cid: hop.cid, port: hop.port }), proxyHeader]) : encodeRelayHeader({ cid: hop.cid, port: hop.port });
-      return {
-        transport: 'vsock',
-        target: { family: 'vsock', host: hop.relay.cid, port: hop.relay.port, connectTimeoutMs },
-        label: `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}`,
-        preamble,
-        onFallback,
-      };
-    }
-    return { transport: 'vsock', target: { family: 'vsock', host: hop.cid, port: hop.port, connectTimeoutMs }, label: `vsock:${hop.cid}:${hop.port}`, preamble: proxyHeader, onFallback };
+    const relayHeader = hop.relay ? encodeRelayHeader({ cid: hop.cid, port: hop.port }) : null;
+    const preamble = relayHeader && proxyHeader ? Buffer.concat([relayHeader, proxyHeader]) : (relayHeader ?? proxyHeader);
+    const to = hop.relay ?? hop;
+    return {
+      transport: 'vsock',
+      target: { family: 'vsock', host: to.cid, port: to.port, connectTimeoutMs },
+      label: hop.relay ? `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}` : `vsock:${hop.cid}:${hop.port}`,
+      preamble,
+      onFallback,
+    };
   }
 
-  private peerHeader(srcAddress: string, srcPort: number, endpoint: EndpointConfig): Buffer {
+  private peerHeader(src: { address: string; port: number }, peer: Peer): Buffer {
     const tlvs: Tlv[] = [];
     if (this.cluster.config.authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, this.cluster.config.authority));
     tlvs.push(textTlv(TLV.VSOCKMESH_SOURCE_VM, this.context.nodeId));
-    if (endpoint.vmId !== undefined) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, endpoint.vmId));
-    return encodeProxyHeader({
-      command: 'proxy',
-      addresses: tcpAddresses({ address: srcAddress, port: srcPort }, { address: endpoint.address, port: endpoint.port }),
-      tlvs,
-    });
+    if (peer.vmId !== undefined) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, peer.vmId));
+    return encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(src, peer.dst), tlvs });
   }
+}
+
+function peerOf(endpoint: EndpointConfig): Peer {
+  return { dst: { address: endpoint.address, port: endpoint.port }, ...(endpoint.vmId !== undefined && { vmId: endpoint.vmId }) };
+}
+
+function toDestination(target: ResolveTarget): Destination {
+  switch (target.kind) {
+    case 'ip_port':
+      return { kind: 'ip_port', ip: target.ip, port: target.port };
+    case 'vm':
+      return { kind: 'vm', vmId: target.vmId };
+    case 'service':
+      return { kind: 'service', name: target.name };
+  }
+}
+
+function describeTarget(target: ResolveTarget): string {
+  return target.kind === 'ip_port' ? `${target.ip}:${target.port}` : target.kind === 'vm' ? `VM ${target.vmId}` : `service ${target.name}`;
 }

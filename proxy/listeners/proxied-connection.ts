@@ -72,6 +72,15 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
 
   constructor(private readonly options: ProxiedConnectionOptions) {}
 
+  /** The sidecar-to-sidecar hop's transport (final once the relay started). */
+  get transport(): string {
+    return this.options.fields.transport;
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
   get bytesToUpstream(): number {
     return this.earlyBytes + (this.relayId < 0 ? 0 : (native.relayBytes(this.relayId)?.[0] ?? 0));
   }

@@ -3,8 +3,9 @@
 // header, the policy decides, and the bytes after the header go to the
 // destination's CID and port.
 
-import type { HostRelayConfig } from '../config/relay.js';
+import type { HostRelayConfig, RelayDecision } from '../config/relay.js';
 import { relayDecision } from '../config/relay.js';
+import type { RelayAuthorizer } from '../resolve/relay-authorizer.js';
 import type { ConnectionStats } from '../metrics.js';
 import { native, type SocketHost } from '../native/index.js';
 import { RELAY_HEADER_LENGTH, decodeRelayHeader, type RelayDestination } from '../relay-header.js';
@@ -18,6 +19,8 @@ export class RelayListener extends Listener {
   constructor(
     private readonly config: HostRelayConfig,
     context: ListenerContext,
+    /** Present when the VM manager decides instead of the static policy. */
+    private readonly authorizer?: RelayAuthorizer,
   ) {
     super('relay', [{ family: 'vsock', host: config.listen.cid }], config.listen.port, context);
   }
@@ -60,30 +63,41 @@ export class RelayListener extends Listener {
           return;
         }
         const destination = result.value;
-        const decision = relayDecision(this.config.policy, sourceCid, destination);
-        const dst = `vsock:${destination.cid}:${destination.port}`;
-        if (!decision.allowed) {
-          native.close(fd);
-          metrics.refused.inc({ listener: this.name, reason: decision.reason });
-          logger.warn({ listener: this.name, src, dst, source_cid: sourceCid, reason: decision.reason }, `refused: ${decision.detail}`);
+        const decided = (decision: RelayDecision): void => this.relay(fd, src, sourceCid, destination, decision, result.early);
+        if (!this.authorizer) {
+          decided(relayDecision(this.config.policy ?? [], sourceCid, destination));
           return;
         }
-        const connection = new ProxiedConnection({
-          downstreamFd: fd,
-          statsFor: () => this.statsFor(destination.cid),
-          metrics,
-          logger,
-          accessLogger: this.config.log.accessLog ? this.context.accessLogger : null,
-          idleTimeoutMs: this.config.idleTimeoutMs,
-          fields: { listener: this.name, direction: 'relay', src, dst, cluster: `cid:${destination.cid}`, transport: 'vsock', upstream: dst, source_cid: sourceCid },
-          onClosed: (c) => this.untrack(c),
-        });
-        this.track(connection);
-        connection.connect(
-          [{ transport: 'vsock', target: { family: 'vsock', host: destination.cid, port: destination.port, connectTimeoutMs: this.config.connectTimeoutMs }, label: dst, preamble: null }],
-          result.early,
-        );
+        const cached = this.authorizer.cached(sourceCid, destination);
+        if (cached) {
+          decided(cached);
+          return;
+        }
+        this.whilePending(fd, this.authorizer.authorize(sourceCid, destination), decided);
       },
     );
+  }
+
+  private relay(fd: number, src: string, sourceCid: number, destination: RelayDestination, decision: RelayDecision, early: Buffer | null): void {
+    const { metrics, logger } = this.context;
+    const dst = `vsock:${destination.cid}:${destination.port}`;
+    if (!decision.allowed) {
+      native.close(fd);
+      metrics.refused.inc({ listener: this.name, reason: decision.reason });
+      logger.warn({ listener: this.name, src, dst, source_cid: sourceCid, reason: decision.reason }, `refused: ${decision.detail}`);
+      return;
+    }
+    const connection = new ProxiedConnection({
+      downstreamFd: fd,
+      statsFor: () => this.statsFor(destination.cid),
+      metrics,
+      logger,
+      accessLogger: this.config.log.accessLog ? this.context.accessLogger : null,
+      idleTimeoutMs: this.config.idleTimeoutMs,
+      fields: { listener: this.name, direction: 'relay', src, dst, cluster: `cid:${destination.cid}`, transport: 'vsock', upstream: dst, source_cid: sourceCid },
+      onClosed: (c) => this.untrack(c),
+    });
+    this.track(connection);
+    connection.connect([{ transport: 'vsock', target: { family: 'vsock', host: destination.cid, port: destination.port, connectTimeoutMs: this.config.connectTimeoutMs }, label: dst, preamble: null }], early);
   }
 }

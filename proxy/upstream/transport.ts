@@ -1,16 +1,12 @@
-// Transport selection for one endpoint: which hops to try, in order. Pure: the
-// caller supplies whether vsock is enabled and whether the endpoint's vsock
-// breaker is open.
+// Transport selection for a statically configured endpoint: which hops to try,
+// in order. Pure: the caller supplies whether vsock is enabled and whether the
+// endpoint's vsock breaker is open. (Endpoints the VM manager resolves go
+// through resolve/select.ts instead.)
 
-import type { EndpointConfig, VsockAddress } from '../config/types.js';
+import type { EndpointConfig } from '../config/types.js';
+import type { Hop } from '../resolve/select.js';
 
-export type Hop =
-  /** To the peer sidecar's vsock inbound; `relay` set: through the hypervisor's host relay. */
-  | { transport: 'vsock'; cid: number; port: number; relay?: VsockAddress }
-  /** To the peer sidecar's TCP inbound (PROXY v2 header first). */
-  | { transport: 'tcp'; address: string; port: number; peer: true }
-  /** Straight to the app: the destination has no sidecar. */
-  | { transport: 'tcp'; address: string; port: number; peer: false };
+export type { Hop };
 
 export interface HopPlan {
   /** Tried in order; a later hop is the fallback of an earlier one. */
@@ -26,17 +22,16 @@ export interface TransportState {
 }
 
 export function planHops(endpoint: EndpointConfig, state: TransportState): HopPlan {
-  const tcpPeer: Hop | undefined = endpoint.peer && { transport: 'tcp', address: endpoint.peer.address, port: endpoint.peer.port, peer: true };
+  const tcpPeer: Hop | undefined = endpoint.peer && { kind: 'tcp', address: endpoint.peer.address, port: endpoint.peer.port };
   const vsock = endpoint.vsock;
   if (vsock && state.vsockEnabled) {
-    const hop: Hop =
-      vsock.mode === 'host-relay' ? { transport: 'vsock', cid: vsock.cid, port: vsock.port, relay: vsock.relay } : { transport: 'vsock', cid: vsock.cid, port: vsock.port };
+    const hop: Hop = vsock.mode === 'host-relay' ? { kind: 'vsock', cid: vsock.cid, port: vsock.port, relay: vsock.relay } : { kind: 'vsock', cid: vsock.cid, port: vsock.port };
     if (!tcpPeer) return { hops: [hop], reason: 'vsock' };
     if (state.vsockBreakerOpen) return { hops: [tcpPeer], reason: 'vsock_breaker_open' };
     return { hops: [hop, tcpPeer], reason: 'vsock' };
   }
   if (tcpPeer) return { hops: [tcpPeer], reason: vsock ? 'vsock_disabled' : 'tcp_peer' };
-  return { hops: [{ transport: 'tcp', address: endpoint.address, port: endpoint.port, peer: false }], reason: 'direct' };
+  return { hops: [{ kind: 'direct', address: endpoint.address, port: endpoint.port }], reason: 'direct' };
 }
 
 /** Per-endpoint vsock breakers: open for a window after a failed connect. Time is injected. */

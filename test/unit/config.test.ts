@@ -1,6 +1,6 @@
 import test from 'ava';
 import { formatDuration, parseDuration } from '../../proxy/config/duration.js';
-import { ConfigError, formatPath, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
+import { ConfigError, formatPath, parseHostRelayConfig, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
 
 const minimal = { node: { id: 'vm-a' } };
 
@@ -23,6 +23,7 @@ test('a minimal config gets the documented defaults', (t) => {
   t.deepEqual(config, {
     node: { id: 'vm-a' },
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 },
+    vmManager: null,
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
@@ -42,6 +43,7 @@ test('listener and cluster defaults are filled in and durations become milliseco
     port: 15006,
     vsockCid: 0xffffffff,
     allowedPeerCids: [],
+    peerAuthorization: 'allow-list',
     headerTimeoutMs: 5_000,
     maxHeaderBytes: 4096,
     idleTimeoutMs: 3_600_000,
@@ -78,6 +80,28 @@ test('a vsock inbound listener binds any CID by default and keeps its allow-list
   const config = parseSidecarConfig({ ...minimal, listeners: [inbound({ transport: 'vsock', port: 15007, allowed_peer_cids: [3, 4] }), inbound({ name: 'in2', transport: 'vsock', cid: 1, port: 15008, allowed_peer_cids: [1] })] });
   t.like(config.listeners[0], { transport: 'vsock', port: 15007, vsockCid: 0xffffffff, allowedPeerCids: [3, 4] });
   t.like(config.listeners[1], { vsockCid: 1 });
+});
+
+test('a resolved cluster and the VM manager section parse into domain form with defaults', (t) => {
+  const config = parseSidecarConfig({
+    ...minimal,
+    vm_manager: { address: '127.0.0.1:15400' },
+    clusters: [
+      { name: 'web', resolve: { service: 'web' } },
+      { name: 'b', resolve: { vm: 'vm-b', port: 8080 } },
+      { name: 'ip', resolve: { address: '10.0.0.2', port: 80 } },
+    ],
+  });
+  t.deepEqual(config.vmManager, { address: '127.0.0.1:15400', queryTimeoutMs: 500, negativeTtlMs: 5000, migrationGraceMs: 5000, policy: 'prefer-vsock' });
+  t.deepEqual(
+    config.clusters.map((c) => c.resolve),
+    [
+      { kind: 'service', name: 'web' },
+      { kind: 'vm', vmId: 'vm-b', port: 8080 },
+      { kind: 'ip_port', ip: '10.0.0.2', port: 80 },
+    ],
+  );
+  t.deepEqual(config.clusters[0]!.endpoints, []);
 });
 
 test('admin: null disables the admin endpoint', (t) => {
@@ -131,6 +155,13 @@ const invalid: Array<[string, unknown, string]> = [
   ['endpoint vsock mode unknown', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, vsock: { mode: 'magic', cid: 5, port: 1 } }] })] }, 'clusters[0].endpoints[0].vsock.mode: must be "direct" or "host-relay"'],
   ['endpoint vsock CID out of range', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, vsock: { cid: 0xffffffff, port: 1 } }] })] }, 'clusters[0].endpoints[0].vsock.cid: must be a context ID'],
   ['bad breaker window', { ...minimal, vsock: { breaker_window: 'soon' } }, 'vsock.breaker_window: "soon" is not a duration'],
+  ['cluster with neither endpoints nor resolve', { ...minimal, clusters: [{ name: 'c' }] }, 'clusters[0].endpoints: must list at least one endpoint (or resolve'],
+  ['cluster with both endpoints and resolve', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [cluster({ resolve: { service: 'web' } })] }, 'clusters[0].resolve: a cluster has either static endpoints or resolve'],
+  ['resolve without a VM manager', { ...minimal, clusters: [{ name: 'c', resolve: { service: 'web' } }] }, 'clusters[0].resolve: resolving needs a vm_manager section'],
+  ['resolve target of the wrong shape', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [{ name: 'c', resolve: { host: 'x' } }] }, 'clusters[0].resolve: must be {address, port}, {vm, port} or {service}'],
+  ['registry authorization without a VM manager', { ...minimal, listeners: [inbound({ transport: 'vsock', peer_authorization: 'registry' })] }, 'listeners[0].peer_authorization: registry needs a vm_manager section'],
+  ['VM manager address without a port', { ...minimal, vm_manager: { address: 'localhost' } }, 'vm_manager.address: must be host:port'],
+  ['unknown transport policy', { ...minimal, vm_manager: { address: '127.0.0.1:15400', policy: 'fast' } }, 'vm_manager.policy:'],
 ];
 
 for (const [what, data, expected] of invalid) {
@@ -210,4 +241,26 @@ test('formatDuration picks the largest exact unit', (t) => {
   t.is(formatDuration(120_000), '2m');
   t.is(formatDuration(1_500), '1500ms');
   t.is(formatDuration(0), '0ms');
+});
+
+test('a host relay takes either a static policy or a vm_manager section, exactly one', (t) => {
+  const relayProblems = (data: unknown): string[] => {
+    try {
+      parseHostRelayConfig(data);
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems;
+      throw err;
+    }
+    return [];
+  };
+  const base = { node: { id: 'hv-1' } };
+  const rule = [{ source_cid: 3, destinations: [{ cid: 4 }] }];
+  t.deepEqual(relayProblems({ ...base, policy: rule }), []);
+  t.deepEqual(relayProblems({ ...base, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), []);
+  t.deepEqual(relayProblems(base), ['policy: required (or a vm_manager section): the relay denies everything it is not told to allow']);
+  t.deepEqual(relayProblems({ ...base, policy: rule, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), ['vm_manager: give either a static policy or a vm_manager, not both']);
+  t.deepEqual(relayProblems({ ...base, vm_manager: { address: 'nowhere', hypervisor_id: 'hv-1' } }), ['vm_manager.address: must be host:port']);
+  const parsed = parseHostRelayConfig({ ...base, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
+  t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0 });
+  t.is(parsed.policy, null);
 });

@@ -7,10 +7,10 @@ const peer = { address: '10.0.0.2', port: 15006 };
 const direct = { mode: 'direct', cid: 5, port: 15007 } as const;
 const relayed = { mode: 'host-relay', cid: 5, port: 15007, relay: { cid: 2, port: 15100 } } as const;
 
-const vsockHop = { transport: 'vsock', cid: 5, port: 15007 } as const;
-const relayHop = { transport: 'vsock', cid: 5, port: 15007, relay: { cid: 2, port: 15100 } } as const;
-const tcpPeerHop = { transport: 'tcp', address: '10.0.0.2', port: 15006, peer: true } as const;
-const directHop = { transport: 'tcp', address: '10.0.0.2', port: 8080, peer: false } as const;
+const vsockHop = { kind: 'vsock', cid: 5, port: 15007 } as const;
+const relayHop = { kind: 'vsock', cid: 5, port: 15007, relay: { cid: 2, port: 15100 } } as const;
+const tcpPeerHop = { kind: 'tcp', address: '10.0.0.2', port: 15006 } as const;
+const directHop = { kind: 'direct', address: '10.0.0.2', port: 8080 } as const;
 
 // Every combination of: vsock address (none, direct, host-relay) x TCP peer (no, yes) x vsock enabled x breaker open.
 const table: Array<[string, EndpointConfig, boolean, boolean, HopPlan]> = [];

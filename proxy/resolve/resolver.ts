@@ -1,0 +1,206 @@
+// The daemon agent of the method: asks the VM manager where a destination
+// lives, caches the answer, and keeps it current from the VM manager's Watch
+// stream. A VM manager that is down never stops traffic: cached answers serve
+// until they expire, then callers go plain TCP (logged once, counted).
+
+import { EventEmitter } from 'node:events';
+import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord } from '../../xds/vm-manager/types.js';
+import type { Logger } from '../log.js';
+
+export interface ResolverOptions {
+  api: VmManagerApi;
+  /** This VM's id (node.id): the caller of every query. */
+  localVmId: string;
+  /** A query that takes longer fails (and the connection goes plain TCP). */
+  queryTimeoutMs: number;
+  /** How long "unknown destination" is remembered. */
+  negativeTtlMs: number;
+  logger: Logger;
+  /** Watch reconnects start at this delay and double up to 30 s. */
+  watchRetryMs?: number;
+  now?: () => number;
+}
+
+export type ResolveOutcome = { kind: 'resolved'; resolution: Resolution } | { kind: 'unavailable'; code: string };
+
+export interface ResolverCounters {
+  cacheHits: number;
+  queries: { found: number; not_found: number; unavailable: number };
+  /** Connections that went plain TCP because the VM manager could not answer. */
+  plainTcp: number;
+}
+
+interface Entry {
+  resolution: Resolution;
+  expiresAt: number;
+}
+
+export function destinationKey(d: Destination): string {
+  switch (d.kind) {
+    case 'ip':
+      return `ip:${d.ip}`;
+    case 'ip_port':
+      return `ipp:${d.ip}:${d.port}`;
+    case 'vm':
+      return `vm:${d.vmId}`;
+    case 'service':
+      return `svc:${d.name}`;
+  }
+}
+
+/**
+ * Emits 'moved' (vm: VmRecord, previous: VmRecord) when a VM changes
+ * hypervisor or CID, and 'local-moved' when this VM does.
+ */
+export class Resolver extends EventEmitter {
+  readonly counters: ResolverCounters = { cacheHits: 0, queries: { found: 0, not_found: 0, unavailable: 0 }, plainTcp: 0 };
+  private readonly cache = new Map<string, Entry>();
+  private readonly inflight = new Map<string, Promise<ResolveOutcome>>();
+  private readonly hypervisors = new Map<string, HypervisorRecord>();
+  private localRecord: VmRecord | null = null;
+  private revision = 0;
+  private watch: { cancel(): void } | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs: number;
+  private down = false;
+  private stopped = false;
+  private readonly now: () => number;
+
+  constructor(private readonly options: ResolverOptions) {
+    super();
+    this.now = options.now ?? Date.now;
+    this.retryMs = options.watchRetryMs ?? 250;
+  }
+
+  /** Subscribes to the VM manager's changes; queries work without it. */
+  start(): void {
+    this.stopped = false;
+    this.openWatch();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.watch?.cancel();
+    this.watch = undefined;
+  }
+
+  /** Our own record (hypervisor, CID), or null while the VM manager has not told us. */
+  local(): VmRecord | null {
+    return this.localRecord;
+  }
+
+  /** A hypervisor's record, as the VM manager last told it. */
+  hypervisor(hypervisorId: string): HypervisorRecord | undefined {
+    return this.hypervisors.get(hypervisorId);
+  }
+
+  get vmManagerDown(): boolean {
+    return this.down;
+  }
+
+  /** A fresh cached answer, synchronously (the hot path), or undefined. */
+  lookup(destination: Destination): Resolution | undefined {
+    const entry = this.cache.get(destinationKey(destination));
+    if (entry === undefined || entry.expiresAt <= this.now()) return undefined;
+    this.counters.cacheHits++;
+    return entry.resolution;
+  }
+
+  /** Asks the VM manager; simultaneous calls for one destination share one query. */
+  resolve(destination: Destination): Promise<ResolveOutcome> {
+    const key = destinationKey(destination);
+    const pending = this.inflight.get(key);
+    if (pending) return pending;
+    const query = this.query(key, destination).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, query);
+    return query;
+  }
+
+  /** Counts a connection that went plain TCP for want of an answer. */
+  notePlainTcp(): void {
+    this.counters.plainTcp++;
+  }
+
+  private async query(key: string, destination: Destination): Promise<ResolveOutcome> {
+    let resolution: Resolution;
+    try {
+      resolution = await this.options.api.resolve(this.options.localVmId, destination, { timeoutMs: this.options.queryTimeoutMs });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'UNAVAILABLE';
+      this.counters.queries.unavailable++;
+      if (!this.down) {
+        this.down = true;
+        this.options.logger.warn({ reason: 'vm_manager_unavailable', code, error: (err as Error).message }, 'VM manager unavailable: cached answers until they expire, then plain TCP');
+      }
+      return { kind: 'unavailable', code };
+    }
+    if (this.down) {
+      this.down = false;
+      this.options.logger.info('VM manager reachable again');
+    }
+    if (resolution.caller) this.localRecord = resolution.caller;
+    if (resolution.hypervisor) this.hypervisors.set(resolution.hypervisor.hypervisorId, resolution.hypervisor);
+    if (resolution.found) this.counters.queries.found++;
+    else this.counters.queries.not_found++;
+    const ttl = resolution.found ? resolution.ttlMs : this.options.negativeTtlMs;
+    this.cache.set(key, { resolution, expiresAt: this.now() + ttl });
+    return { kind: 'resolved', resolution };
+  }
+
+  private openWatch(): void {
+    if (this.stopped) return;
+    this.watch = this.options.api.watch(this.revision, {
+      onEvent: (event) => {
+        this.retryMs = this.options.watchRetryMs ?? 250;
+        this.apply(event);
+      },
+      onError: (err) => {
+        if (this.stopped) return;
+        this.options.logger.debug({ reason: 'watch_error', error: err.message, retry_ms: this.retryMs }, 'VM manager watch ended; reconnecting');
+        this.watch = undefined;
+        this.retryTimer = setTimeout(() => this.openWatch(), this.retryMs);
+        this.retryTimer.unref();
+        this.retryMs = Math.min(this.retryMs * 2, 30_000);
+      },
+    });
+  }
+
+  /** Keeps cached answers current: a moved, updated or removed VM changes every entry that names it. */
+  private apply(event: VmEvent): void {
+    this.revision = Math.max(this.revision, event.revision);
+    if (event.type === 'hypervisor') {
+      this.hypervisors.set(event.hypervisor.hypervisorId, event.hypervisor);
+      for (const entry of this.cache.values()) {
+        if (entry.resolution.hypervisor?.hypervisorId === event.hypervisor.hypervisorId) {
+          entry.resolution = { ...entry.resolution, hypervisor: event.hypervisor };
+        }
+      }
+      return;
+    }
+    const { vm } = event;
+    if (vm.vmId === this.options.localVmId) {
+      const previous = this.localRecord;
+      this.localRecord = event.type === 'removed' ? null : vm;
+      if (event.type === 'moved' && previous) this.emit('local-moved', vm, previous);
+      // Every same-hypervisor answer is relative to us: recompute them.
+      for (const entry of this.cache.values()) entry.resolution = this.relative(entry.resolution);
+    }
+    for (const [key, entry] of this.cache) {
+      if (entry.resolution.vm?.vmId !== vm.vmId) continue;
+      if (event.type === 'removed') this.cache.delete(key);
+      else entry.resolution = this.relative({ ...entry.resolution, vm, ...this.hypervisorOf(vm) });
+    }
+    if (event.type === 'moved') this.emit('moved', vm, event.previous);
+  }
+
+  private hypervisorOf(vm: VmRecord): { hypervisor?: HypervisorRecord } {
+    const hypervisor = this.hypervisors.get(vm.hypervisorId);
+    return hypervisor ? { hypervisor } : {};
+  }
+
+  private relative(resolution: Resolution): Resolution {
+    const sameHypervisor = resolution.vm !== undefined && this.localRecord !== null && resolution.vm.hypervisorId === this.localRecord.hypervisorId;
+    return { ...resolution, sameHypervisor, ...(this.localRecord ? { caller: this.localRecord } : {}) };
+  }
+}

@@ -1,0 +1,61 @@
+// A VM manager for tests: the real gRPC server in the test process (port 0)
+// or the real CLI as a child process, plus inventory builders.
+
+import { createLogger } from '../../proxy/log.js';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
+import { Registry } from '../../xds/vm-manager/registry.js';
+import { VmManagerServer } from '../../xds/vm-manager/server.js';
+import type { HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
+import { startCli, type CliProcess } from './cli.js';
+import { LogCapture } from './sidecars.js';
+
+export type VmSpec = Omit<VmRecord, 'generation' | 'leaseExpiresAt' | 'services' | 'labels' | 'sidecar'> & Partial<Pick<VmRecord, 'services' | 'labels' | 'sidecar'>>;
+
+export function vm(spec: VmSpec): Omit<VmRecord, 'generation' | 'leaseExpiresAt'> {
+  return { sidecar: null, services: [], labels: {}, ...spec };
+}
+
+export interface TestVmManager {
+  server: VmManagerServer;
+  registry: Registry;
+  address: string;
+  client: VmManagerClient;
+  logs: LogCapture;
+  stop(): Promise<void>;
+}
+
+/** A VM manager in this process over real gRPC, seeded with hypervisors and VMs. */
+export async function startVmManager(
+  seed: { hypervisors?: HypervisorRecord[]; vms?: Array<Omit<VmRecord, 'generation' | 'leaseExpiresAt'>> } = {},
+  options: { resolveTtlMs?: number; statePath?: string; registry?: Registry } = {},
+): Promise<TestVmManager> {
+  const registry = options.registry ?? new Registry({ resolveTtlMs: options.resolveTtlMs ?? 30_000 });
+  for (const h of seed.hypervisors ?? []) registry.registerHypervisor(h);
+  for (const v of seed.vms ?? []) registry.registerVm(v);
+  const logs = new LogCapture();
+  const server = new VmManagerServer({ registry, logger: createLogger({ level: 'debug', destination: logs }), ...(options.statePath !== undefined && { statePath: options.statePath }) });
+  const port = await server.start('127.0.0.1:0');
+  const address = `127.0.0.1:${port}`;
+  const client = new VmManagerClient(address, { defaultTimeoutMs: 5_000 });
+  return {
+    server,
+    registry,
+    address,
+    client,
+    logs,
+    stop: async () => {
+      client.close();
+      await server.stop();
+    },
+  };
+}
+
+/** `vsockmesh vm-manager` as a child process on a free port; resolves once it serves. */
+export async function startVmManagerProcess(args: string[]): Promise<{ proc: CliProcess; address: string }> {
+  const proc = startCli(['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', ...args]);
+  const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 15_000);
+  return { proc, address: `127.0.0.1:${String(line.port)}` };
+}
+
+export const HV1: HypervisorRecord = { hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 };
+export const HV2: HypervisorRecord = { hypervisorId: 'hv-2', vsockMode: 'host-relay', relayPort: 15100 };

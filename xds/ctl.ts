@@ -1,0 +1,243 @@
+// `vsockmesh ctl`: the operator's client for the VM manager. Every error is
+// one line on stderr and a non-zero exit (1: the call failed, 2: bad usage).
+
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
+import type { VmManagerClient } from './vm-manager/client.js';
+import { parseVmDocument } from './vm-manager/inventory.js';
+import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, HypervisorRecord, VmEvent, VmRecord, VsockMode } from './vm-manager/types.js';
+
+interface Globals {
+  vmManager: string;
+  timeoutMs: number;
+  output: 'text' | 'json';
+}
+
+class UsageError extends Error {}
+
+/** A failed call, as VmManagerClient reports it (gRPC status name in `code`). */
+class CallError extends Error {
+  constructor(
+    readonly code: string,
+    readonly details: string,
+  ) {
+    super(`${code}: ${details}`);
+  }
+}
+
+function isCallError(err: unknown): err is CallError {
+  return err instanceof Error && typeof (err as CallError).code === 'string' && typeof (err as CallError).details === 'string';
+}
+
+/** `10.0.0.5`, `10.0.0.5:8080`, `[fd00::5]:8080`, `vm/web-1`, `service/web`. */
+export function parseDestination(text: string): Destination {
+  if (text.startsWith('vm/') && text.length > 3) return { kind: 'vm', vmId: text.slice(3) };
+  if (text.startsWith('service/') && text.length > 8) return { kind: 'service', name: text.slice(8) };
+  if (isIP(text)) return { kind: 'ip', ip: text };
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (m && isIP(m[1]!) && Number(m[2]) >= 1 && Number(m[2]) <= 65535) return { kind: 'ip_port', ip: m[1]!, port: Number(m[2]) };
+  throw new UsageError(`destination "${text}": expected IP, IP:PORT, [IPv6]:PORT, vm/ID or service/NAME`);
+}
+
+function vmLine(vm: VmRecord): string {
+  const sidecar = vm.sidecar ? `sidecar tcp:${vm.sidecar.tcpPort} vsock:${vm.sidecar.vsockPort}` : 'no sidecar';
+  const services = vm.services.map((s) => `${s.name}:${s.port}`).join(',') || '-';
+  const lease = vm.leaseExpiresAt === null ? '' : ` lease until ${new Date(vm.leaseExpiresAt).toISOString()}`;
+  return `${vm.vmId}\thypervisor=${vm.hypervisorId}\tcid=${vm.vsockCid}\t${vm.addresses.join(',')}\t${sidecar}\tservices=${services}\tgen=${vm.generation}${lease}`;
+}
+
+function hypervisorLine(h: HypervisorRecord): string {
+  return `${h.hypervisorId}\tvsock=${h.vsockMode}${h.vsockMode === 'host-relay' ? `\trelay_port=${h.relayPort}` : ''}`;
+}
+
+function eventLine(e: VmEvent): string {
+  if (e.type === 'hypervisor') return `${e.revision}\thypervisor\t${hypervisorLine(e.hypervisor)}`;
+  if (e.type === 'moved') return `${e.revision}\tmoved\t${e.vm.vmId}\t${e.previous.hypervisorId}/cid ${e.previous.vsockCid} -> ${e.vm.hypervisorId}/cid ${e.vm.vsockCid}`;
+  return `${e.revision}\t${e.type}\t${vmLine(e.vm)}`;
+}
+
+function print(globals: Globals, json: unknown, text: string): void {
+  process.stdout.write(globals.output === 'json' ? `${JSON.stringify(json)}\n` : `${text}\n`);
+}
+
+/** Runs one call with a client, turning every failure into one line and an exit code. */
+async function withClient(globals: Globals, fn: (client: VmManagerClient) => Promise<void>): Promise<void> {
+  // Loaded here: `vsockmesh sidecar` shares this module graph and should not load gRPC for ctl.
+  const { VmManagerClient } = await import('./vm-manager/client.js');
+  const client = new VmManagerClient(globals.vmManager, { defaultTimeoutMs: globals.timeoutMs });
+  try {
+    await fn(client);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vsockmesh ctl: ${err.message}\n`);
+      process.exitCode = 2;
+    } else if (isCallError(err)) {
+      const unreachable = err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED';
+      process.stderr.write(`vsockmesh ctl: ${unreachable ? `cannot reach the VM manager at ${globals.vmManager}: ` : ''}${err.code}: ${err.details}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`vsockmesh ctl: ${(err as Error).message.split('\n').join('; ')}\n`);
+      process.exitCode = 1;
+    }
+  } finally {
+    client.close();
+  }
+}
+
+function intArg(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer ${min}..${max}`);
+    return n;
+  };
+}
+
+export function ctlCommand(): Command {
+  const ctl = new Command('ctl')
+    .description('command-line client for the VM manager: list, register and move VMs, ask how a destination would be reached')
+    .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
+    .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'));
+  const globals = (): Globals => ctl.opts<Globals>();
+
+  const vms = ctl.command('vms').description('VMs in the registry');
+  vms
+    .command('list')
+    .description('every VM, with its hypervisor, CID, addresses and sidecar ports')
+    .action(() =>
+      withClient(globals(), async (c) => {
+        const r = await c.listVms();
+        print(globals(), r, r.vms.length === 0 ? `no VMs (revision ${r.revision})` : r.vms.map(vmLine).join('\n'));
+      }),
+    );
+  vms
+    .command('get')
+    .argument('<id>')
+    .description('one VM')
+    .action((id: string) =>
+      withClient(globals(), async (c) => {
+        const vm = await c.getVm(id);
+        if (!vm) throw new CallError('NOT_FOUND', `VM "${id}" is not registered`);
+        print(globals(), vm, vmLine(vm));
+      }),
+    );
+  vms
+    .command('register')
+    .requiredOption('-f, --file <vm.yaml>', 'one VM in the inventory format (id, hypervisor, cid, addresses, sidecar, services, labels, lease_ttl)')
+    .description('register a VM, or update it (same id)')
+    .action((opts: { file: string }) =>
+      withClient(globals(), async (c) => {
+        let text: string;
+        try {
+          text = await readFile(opts.file, 'utf8');
+        } catch (err) {
+          throw new UsageError(`cannot read ${opts.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        }
+        let doc: ReturnType<typeof parseVmDocument>;
+        try {
+          doc = parseVmDocument(text, opts.file);
+        } catch (err) {
+          throw new UsageError((err as Error).message.split('\n').join('; '));
+        }
+        const vm = await c.registerVm(doc.vm, doc.leaseTtlMs);
+        print(globals(), vm, `registered ${vmLine(vm)}`);
+      }),
+    );
+  vms
+    .command('deregister')
+    .argument('<id>')
+    .description('remove a VM')
+    .action((id: string) =>
+      withClient(globals(), async (c) => {
+        await c.deregisterVm(id);
+        print(globals(), { deregistered: id }, `deregistered ${id}`);
+      }),
+    );
+  vms
+    .command('move')
+    .argument('<id>')
+    .requiredOption('--hypervisor <id>', 'the hypervisor the VM now runs on')
+    .option('--cid <n>', 'its vsock CID there (default: unchanged)', intArg(1, 0xfffffffe))
+    .description('record a migration: sidecars send new connections by the new placement and drain vsock connections to the old one')
+    .action((id: string, opts: { hypervisor: string; cid?: number }) =>
+      withClient(globals(), async (c) => {
+        const vm = await c.moveVm(id, opts.hypervisor, opts.cid);
+        print(globals(), vm, `moved ${vmLine(vm)}`);
+      }),
+    );
+
+  const hvs = ctl.command('hypervisors').description('hypervisors and their vsock mode');
+  hvs
+    .command('list')
+    .action(() =>
+      withClient(globals(), async (c) => {
+        const r = await c.listVms();
+        print(globals(), r.hypervisors, r.hypervisors.length === 0 ? 'no hypervisors' : r.hypervisors.map(hypervisorLine).join('\n'));
+      }),
+    );
+  hvs
+    .command('register')
+    .argument('<id>')
+    .addOption(new Option('--vsock-mode <mode>', 'how guests on it reach each other over vsock').choices(['host-relay', 'direct', 'loopback']).makeOptionMandatory())
+    .option('--relay-port <port>', 'host-relay: the relay vsock port on CID 2', intArg(1, 0xfffffffe), 15100)
+    .action((id: string, opts: { vsockMode: VsockMode; relayPort: number }) =>
+      withClient(globals(), async (c) => {
+        const h = await c.registerHypervisor({ hypervisorId: id, vsockMode: opts.vsockMode, relayPort: opts.vsockMode === 'host-relay' ? opts.relayPort : 0 });
+        print(globals(), h, `registered ${hypervisorLine(h)}`);
+      }),
+    );
+
+  ctl
+    .command('resolve')
+    .argument('<destination>', 'IP, IP:PORT, [IPv6]:PORT, vm/ID or service/NAME')
+    .option('--from <vm>', 'the asking VM (a sidecar asks as its node id)', hostname())
+    .addOption(new Option('--policy <policy>', 'transport policy to decide with').choices(['prefer-vsock', 'tcp-only', 'vsock-only']).default('prefer-vsock'))
+    .description('ask the VM manager about a destination and print the transport a sidecar would choose, and why')
+    .action((text: string, opts: { from: string; policy: TransportPolicy }) =>
+      withClient(globals(), async (c) => {
+        const destination = parseDestination(text);
+        const r = await c.resolve(opts.from, destination);
+        const vm = r.found ? (r.vm ?? null) : null;
+        const port = destination.kind === 'ip_port' ? destination.port : r.port;
+        const address = destination.kind === 'ip_port' || destination.kind === 'ip' ? destination.ip : vm?.addresses[0];
+        const selection = selectTransport({
+          local: r.caller ?? null,
+          destination: vm,
+          hypervisor: r.hypervisor ?? null,
+          requested: address !== undefined && port !== undefined ? { address, port } : null,
+          vsockHealthy: true,
+          policy: opts.policy,
+        });
+        const lines = [
+          `destination: ${text} -> ${vm ? `VM ${vm.vmId} on ${vm.hypervisorId} (cid ${vm.vsockCid})` : 'not in the registry'}`,
+          `caller: ${r.caller ? `VM ${r.caller.vmId} on ${r.caller.hypervisorId}` : `${opts.from} (not in the registry)`}`,
+          `decision: ${describeSelection(selection)}`,
+          `cache: ${r.ttlMs} ms at revision ${r.revision}`,
+        ];
+        print(globals(), { resolution: r, selection }, lines.join('\n'));
+      }),
+    );
+
+  ctl
+    .command('watch')
+    .option('--from-revision <n>', '0: the whole registry first, then changes', intArg(0, Number.MAX_SAFE_INTEGER), 0)
+    .description('print registry events as they happen (Ctrl-C to stop)')
+    .action((opts: { fromRevision: number }) =>
+      withClient(globals(), (c) => {
+        return new Promise<void>((resolve, reject) => {
+          const w = c.watch(opts.fromRevision, {
+            onEvent: (e) => print(globals(), e, eventLine(e)),
+            onError: reject,
+          });
+          process.once('SIGINT', () => {
+            w.cancel();
+            resolve();
+          });
+        });
+      }),
+    );
+  return ctl;
+}

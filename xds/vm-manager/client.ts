@@ -1,0 +1,145 @@
+// The VM manager's gRPC client, as the sidecar, the host relay and `ctl` use
+// it: the VmManagerApi interface over one channel. Errors carry the gRPC
+// status name as `code` (UNAVAILABLE, DEADLINE_EXCEEDED, INVALID_ARGUMENT, ...).
+
+import * as grpc from '@grpc/grpc-js';
+import type { VmManagerClient as WireClient } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
+import type { AuthorizeRelayResponse__Output } from '../generated/vsockmesh/vmmanager/v1/AuthorizeRelayResponse.js';
+import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ListVmsResponse.js';
+import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
+import { vmManagerProto } from '../proto.js';
+import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord } from './types.js';
+
+export class VmManagerError extends Error {
+  constructor(
+    /** The gRPC status name, e.g. UNAVAILABLE. */
+    readonly code: string,
+    readonly details: string,
+  ) {
+    super(`${code}: ${details}`);
+  }
+}
+
+function wrap(err: grpc.ServiceError): VmManagerError {
+  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message);
+}
+
+export interface VmManagerClientOptions {
+  /** Deadline of every call that does not set its own. */
+  defaultTimeoutMs?: number;
+}
+
+export class VmManagerClient implements VmManagerApi {
+  private readonly client: WireClient;
+  private readonly defaultTimeoutMs: number;
+
+  constructor(
+    readonly address: string,
+    options: VmManagerClientOptions = {},
+  ) {
+    const Client = vmManagerProto().vsockmesh.vmmanager.v1.VmManager;
+    // Fail fast while the VM manager is away (the resolver falls back); reconnect quickly once it is back.
+    this.client = new Client(address, grpc.credentials.createInsecure(), {
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2_000,
+      'grpc.keepalive_time_ms': 30_000,
+    });
+    this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
+  }
+
+  private call<Res>(start: (deadline: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void, timeoutMs?: number): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      start({ deadline: new Date(Date.now() + (timeoutMs ?? this.defaultTimeoutMs)) }, (err, res) => {
+        if (err) reject(wrap(err));
+        else resolve(res as Res);
+      });
+    });
+  }
+
+  async registerVm(vm: Omit<VmRecord, 'generation' | 'leaseExpiresAt'>, leaseTtlMs?: number): Promise<VmRecord> {
+    const wire = vmToWire({ ...vm, generation: 0, leaseExpiresAt: null });
+    return vmFromWire(await this.call((o, cb) => this.client.RegisterVm({ vm: wire, lease_ttl_ms: leaseTtlMs ?? 0 }, o, cb)));
+  }
+
+  async deregisterVm(vmId: string): Promise<void> {
+    await this.call((o, cb) => this.client.DeregisterVm({ vm_id: vmId }, o, cb));
+  }
+
+  async getVm(vmId: string): Promise<VmRecord | undefined> {
+    try {
+      return vmFromWire(await this.call((o, cb) => this.client.GetVm({ vm_id: vmId }, o, cb)));
+    } catch (err) {
+      if (err instanceof VmManagerError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  }
+
+  async listVms(): Promise<{ vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number }> {
+    const r = await this.call<ListVmsResponse__Output>((o, cb) => this.client.ListVms({}, o, cb));
+    return { vms: r!.vms.map(vmFromWire), hypervisors: r!.hypervisors.map((h) => hypervisorFromWire(h)), revision: r!.revision };
+  }
+
+  async registerHypervisor(hypervisor: HypervisorRecord): Promise<HypervisorRecord> {
+    return hypervisorFromWire(await this.call((o, cb) => this.client.RegisterHypervisor({ hypervisor: hypervisorToWire(hypervisor) }, o, cb)));
+  }
+
+  async moveVm(vmId: string, hypervisorId: string, vsockCid?: number): Promise<VmRecord> {
+    return vmFromWire(await this.call((o, cb) => this.client.MoveVm({ vm_id: vmId, hypervisor_id: hypervisorId, vsock_cid: vsockCid ?? 0 }, o, cb)));
+  }
+
+  async resolve(callerVmId: string, destination: Destination, options: { timeoutMs?: number } = {}): Promise<Resolution> {
+    const r = await this.call<ResolveResponse__Output>((o, cb) => this.client.Resolve({ caller_vm_id: callerVmId, ...destinationToWire(destination) }, o, cb), options.timeoutMs);
+    return resolutionFromWire(r!);
+  }
+
+  async authorizeRelay(hypervisorId: string, sourceCid: number, destinationCid: number, destinationPort: number, options: { timeoutMs?: number } = {}): Promise<RelayAuthorization> {
+    const r = await this.call<AuthorizeRelayResponse__Output>(
+      (o, cb) => this.client.AuthorizeRelay({ hypervisor_id: hypervisorId, source_cid: sourceCid, destination_cid: destinationCid, destination_port: destinationPort }, o, cb),
+      options.timeoutMs,
+    );
+    if (r!.allowed && r!.source && r!.destination) return { allowed: true, source: vmFromWire(r!.source), destination: vmFromWire(r!.destination) };
+    return { allowed: false, reason: r!.reason || 'denied' };
+  }
+
+  watch(fromRevision: number, handlers: { onEvent(event: VmEvent): void; onError(err: Error): void }): { cancel(): void } {
+    const stream = this.client.Watch({ from_revision: fromRevision });
+    let cancelled = false;
+    let ended = false;
+    const end = (err: Error): void => {
+      if (ended || cancelled) return;
+      ended = true;
+      handlers.onError(err);
+    };
+    stream.on('data', (wire) => {
+      let event: VmEvent;
+      try {
+        event = eventFromWire(wire);
+      } catch (err) {
+        end(err as Error);
+        stream.cancel();
+        return;
+      }
+      handlers.onEvent(event);
+    });
+    stream.on('error', (err: grpc.ServiceError) => end(wrap(err)));
+    stream.on('end', () => end(new VmManagerError('UNAVAILABLE', 'watch stream ended by the VM manager')));
+    return {
+      cancel: () => {
+        cancelled = true;
+        stream.cancel();
+      },
+    };
+  }
+
+  /** Resolves once the channel is connected, or rejects after timeoutMs. */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(new Date(Date.now() + timeoutMs), (err) => (err ? reject(new VmManagerError('UNAVAILABLE', `no VM manager at ${this.address}: ${err.message}`)) : resolve()));
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
