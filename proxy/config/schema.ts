@@ -40,8 +40,9 @@ const resolveTarget = z.union(
     z.object({ address: ipAddress, port: destinationPort }).strict().transform((r) => ({ kind: 'ip_port' as const, ip: r.address, port: r.port })),
     z.object({ vm: name, port: destinationPort }).strict().transform((r) => ({ kind: 'vm' as const, vmId: r.vm, port: r.port })),
     z.object({ service: name }).strict().transform((r) => ({ kind: 'service' as const, name: r.service })),
+    z.object({ original_destination: z.literal(true) }).strict().transform(() => ({ kind: 'original_dst' as const })),
   ],
-  { errorMap: () => ({ message: 'must be {address, port}, {vm, port} or {service}' }) },
+  { errorMap: () => ({ message: 'must be {address, port}, {vm, port}, {service} or {original_destination: true}' }) },
 );
 
 const cluster = z

@@ -38,7 +38,12 @@ export interface EndpointConfig {
 }
 
 /** A destination the VM manager resolves (see xds/vm-manager/types.ts Destination). */
-export type ResolveTarget = { kind: 'ip_port'; ip: string; port: number } | { kind: 'vm'; vmId: string; port: number } | { kind: 'service'; name: string };
+export type ResolveTarget =
+  | { kind: 'ip_port'; ip: string; port: number }
+  | { kind: 'vm'; vmId: string; port: number }
+  | { kind: 'service'; name: string }
+  /** Transparent mode: where the app was connecting before iptables REDIRECTed it to the listener (SO_ORIGINAL_DST). */
+  | { kind: 'original_dst' };
 
 export interface ClusterConfig {
   name: string;

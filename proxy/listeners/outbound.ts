@@ -9,6 +9,7 @@ import type { EndpointConfig, OutboundListenerConfig, ResolveTarget, VmManagerSe
 import { formatAddress } from '../log.js';
 import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
+import { getOriginalDst } from '../native/original-dst.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
 import { encodeRelayHeader } from '../relay-header.js';
 import type { Resolver } from '../resolve/resolver.js';
@@ -27,6 +28,9 @@ export interface OutboundListenerOptions {
   /** Present when the sidecar has a VM manager; needed by resolved clusters. */
   resolver?: { resolver: Resolver; settings: VmManagerSettings };
 }
+
+/** A resolve target with the original destination filled in. */
+type ConcreteTarget = Exclude<ResolveTarget, { kind: 'original_dst' }>;
 
 interface Peer {
   /** The destination named in the PROXY v2 header. */
@@ -96,8 +100,25 @@ export class OutboundListener extends Listener {
 
   // ---- resolved through the VM manager --------------------------------------
 
-  private onResolvedConnection(fd: number, src: { address: string; port: number }, target: ResolveTarget): void {
+  private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget): void {
     const { resolver } = this.options.resolver!;
+    let target: Exclude<ResolveTarget, { kind: 'original_dst' }>;
+    if (configured.kind === 'original_dst') {
+      // Transparent mode: the destination is where the app was connecting (iptables REDIRECT).
+      let original: { address: string; port: number };
+      try {
+        original = getOriginalDst(fd, ipFamily(src.address) === 'inet6' && !src.address.startsWith('::ffff:') ? 'inet6' : 'inet');
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'EINVAL';
+        this.refuse(fd, src, 'no_original_destination', `refused: the connection was not redirected to this listener, so it names no destination (SO_ORIGINAL_DST: ${code})`);
+        return;
+      }
+      if (this.isOwnAddress(original)) {
+        this.refuse(fd, src, 'no_original_destination', `refused: the original destination ${formatAddress(original.address, original.port)} is this listener (a loop)`);
+        return;
+      }
+      target = { kind: 'ip_port', ip: original.address, port: original.port };
+    } else target = configured;
     const destination = toDestination(target);
     const cached = resolver.lookup(destination);
     if (cached) {
@@ -111,7 +132,7 @@ export class OutboundListener extends Listener {
   }
 
   /** The VM manager could not answer and nothing fresh is cached: plain TCP to the address the target names, if it names one. */
-  private plainTcp(fd: number, src: { address: string; port: number }, target: ResolveTarget, code: string): void {
+  private plainTcp(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string): void {
     if (target.kind !== 'ip_port') {
       this.refuse(fd, src, 'unresolvable', `refused: the VM manager is unavailable (${code}) and ${describeTarget(target)} names no address to fall back to`);
       return;
@@ -121,7 +142,7 @@ export class OutboundListener extends Listener {
     this.connect(fd, src, [hop], 'vm_manager_unavailable', '', { dst: { address: target.ip, port: target.port } });
   }
 
-  private decide(fd: number, src: { address: string; port: number }, target: ResolveTarget, resolution: Resolution): void {
+  private decide(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution): void {
     const { resolver, settings } = this.options.resolver!;
     const vm = resolution.found ? (resolution.vm ?? null) : null;
     const port = target.kind === 'service' ? resolution.port : target.port;
@@ -177,6 +198,10 @@ export class OutboundListener extends Listener {
     this.track(connection);
     connection.connect(attempts);
     return connection;
+  }
+
+  private isOwnAddress(dst: { address: string; port: number }): boolean {
+    return this.addresses().some((b) => b.port === dst.port && (b.address === dst.address || b.address === '0.0.0.0' || b.address === '::'));
   }
 
   private refuse(fd: number, src: { address: string; port: number }, reason: string, message: string): void {
@@ -261,7 +286,7 @@ function peerOf(endpoint: EndpointConfig): Peer {
   return { dst: { address: endpoint.address, port: endpoint.port }, ...(endpoint.vmId !== undefined && { vmId: endpoint.vmId }) };
 }
 
-function toDestination(target: ResolveTarget): Destination {
+function toDestination(target: ConcreteTarget): Destination {
   switch (target.kind) {
     case 'ip_port':
       return { kind: 'ip_port', ip: target.ip, port: target.port };
@@ -272,6 +297,6 @@ function toDestination(target: ResolveTarget): Destination {
   }
 }
 
-function describeTarget(target: ResolveTarget): string {
+function describeTarget(target: ConcreteTarget): string {
   return target.kind === 'ip_port' ? `${target.ip}:${target.port}` : target.kind === 'vm' ? `VM ${target.vmId}` : `service ${target.name}`;
 }

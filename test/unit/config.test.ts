@@ -158,7 +158,7 @@ const invalid: Array<[string, unknown, string]> = [
   ['cluster with neither endpoints nor resolve', { ...minimal, clusters: [{ name: 'c' }] }, 'clusters[0].endpoints: must list at least one endpoint (or resolve'],
   ['cluster with both endpoints and resolve', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [cluster({ resolve: { service: 'web' } })] }, 'clusters[0].resolve: a cluster has either static endpoints or resolve'],
   ['resolve without a VM manager', { ...minimal, clusters: [{ name: 'c', resolve: { service: 'web' } }] }, 'clusters[0].resolve: resolving needs a vm_manager section'],
-  ['resolve target of the wrong shape', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [{ name: 'c', resolve: { host: 'x' } }] }, 'clusters[0].resolve: must be {address, port}, {vm, port} or {service}'],
+  ['resolve target of the wrong shape', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [{ name: 'c', resolve: { host: 'x' } }] }, 'clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}'],
   ['registry authorization without a VM manager', { ...minimal, listeners: [inbound({ transport: 'vsock', peer_authorization: 'registry' })] }, 'listeners[0].peer_authorization: registry needs a vm_manager section'],
   ['VM manager address without a port', { ...minimal, vm_manager: { address: 'localhost' } }, 'vm_manager.address: must be host:port'],
   ['unknown transport policy', { ...minimal, vm_manager: { address: '127.0.0.1:15400', policy: 'fast' } }, 'vm_manager.policy:'],
@@ -263,4 +263,16 @@ test('a host relay takes either a static policy or a vm_manager section, exactly
   const parsed = parseHostRelayConfig({ ...base, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
   t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0 });
   t.is(parsed.policy, null);
+});
+
+test('a cluster can resolve the original destination (transparent mode); other shapes are refused with the list of forms', (t) => {
+  const config = parseSidecarConfig({
+    ...minimal,
+    vm_manager: { address: '127.0.0.1:15200' },
+    listeners: [outbound({ cluster: 'c' })],
+    clusters: [{ name: 'c', resolve: { original_destination: true } }],
+  });
+  t.deepEqual(config.clusters[0]!.resolve, { kind: 'original_dst' });
+  const bad = problems({ ...minimal, vm_manager: { address: '127.0.0.1:15200' }, listeners: [outbound({ cluster: 'c' })], clusters: [{ name: 'c', resolve: { original_destination: false } }] });
+  t.deepEqual(bad, ['clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}']);
 });
