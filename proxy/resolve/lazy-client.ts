@@ -1,7 +1,7 @@
 // The VM manager client, loaded on first use: a sidecar without a VM manager
 // (or before its first query) does not carry gRPC in memory.
 
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord } from '../../xds/vm-manager/types.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmManagerApi, VmRecord, WatchHandlers } from '../../xds/vm-manager/types.js';
 
 type Client = VmManagerApi & { close(): void };
 
@@ -41,12 +41,12 @@ export class LazyVmManagerClient implements VmManagerApi {
     return (await this.get()).authorizeRelay(hypervisorId, sourceCid, destinationCid, destinationPort, options);
   }
 
-  watch(fromRevision: number, handlers: { onEvent(event: VmEvent): void; onError(err: Error): void }): { cancel(): void } {
+  watch(fromRevision: number, handlers: WatchHandlers, epoch?: string): { cancel(): void } {
     let inner: { cancel(): void } | undefined;
     let cancelled = false;
     this.get().then(
       (c) => {
-        if (!cancelled) inner = c.watch(fromRevision, handlers);
+        if (!cancelled) inner = c.watch(fromRevision, handlers, epoch);
       },
       (err: Error) => {
         if (!cancelled) handlers.onError(err);

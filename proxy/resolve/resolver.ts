@@ -4,7 +4,7 @@
 // until they expire, then callers go plain TCP (logged once, counted).
 
 import { EventEmitter } from 'node:events';
-import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord } from '../../xds/vm-manager/types.js';
+import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../xds/vm-manager/types.js';
 import type { Logger } from '../log.js';
 
 export interface ResolverOptions {
@@ -16,10 +16,13 @@ export interface ResolverOptions {
   /** How long "unknown destination" is remembered. */
   negativeTtlMs: number;
   logger: Logger;
-  /** Watch reconnects start at this delay and double up to 30 s. */
+  /** Watch reconnects start at this delay (with jitter) and double up to 5 s. */
   watchRetryMs?: number;
   now?: () => number;
 }
+
+/** A sidecar notices a restarted VM manager within this long (plus jitter). */
+const MAX_WATCH_RETRY_MS = 5_000;
 
 export type ResolveOutcome = { kind: 'resolved'; resolution: Resolution } | { kind: 'unavailable'; code: string };
 
@@ -59,6 +62,8 @@ export class Resolver extends EventEmitter {
   private readonly hypervisors = new Map<string, HypervisorRecord>();
   private localRecord: VmRecord | null = null;
   private revision = 0;
+  /** The registry history `revision` counts in ('' until the first Watch opens). */
+  private epoch = '';
   private watch: { cancel(): void } | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs: number;
@@ -150,20 +155,27 @@ export class Resolver extends EventEmitter {
 
   private openWatch(): void {
     if (this.stopped) return;
-    this.watch = this.options.api.watch(this.revision, {
-      onEvent: (event) => {
+    const handlers: WatchHandlers = {
+      onOpen: (epoch) => {
         this.retryMs = this.options.watchRetryMs ?? 250;
-        this.apply(event);
+        this.epoch = epoch;
       },
+      onEvent: (event) => this.apply(event),
       onError: (err) => {
         if (this.stopped) return;
-        this.options.logger.debug({ reason: 'watch_error', error: err.message, retry_ms: this.retryMs }, 'VM manager watch ended; reconnecting');
         this.watch = undefined;
-        this.retryTimer = setTimeout(() => this.openWatch(), this.retryMs);
+        // The VM manager no longer has the events after our revision (restarted without its state,
+        // or we fell too far behind): start over from its whole registry, at once.
+        const outOfRange = (err as { code?: string }).code === 'OUT_OF_RANGE';
+        if (outOfRange) this.revision = 0;
+        const delay = outOfRange ? 0 : Math.round(this.retryMs * (0.8 + 0.4 * Math.random()));
+        this.options.logger.debug({ reason: 'watch_error', error: err.message, retry_ms: delay }, 'VM manager watch ended; reconnecting');
+        this.retryTimer = setTimeout(() => this.openWatch(), delay);
         this.retryTimer.unref();
-        this.retryMs = Math.min(this.retryMs * 2, 30_000);
+        if (!outOfRange) this.retryMs = Math.min(this.retryMs * 2, MAX_WATCH_RETRY_MS);
       },
-    });
+    };
+    this.watch = this.options.api.watch(this.revision, handlers, this.epoch);
   }
 
   /** Keeps cached answers current: a moved, updated or removed VM changes every entry that names it. */

@@ -52,7 +52,7 @@ export async function startVmManager(
 
 /** `vsockmesh vm-manager` as a child process on a free port; resolves once it serves. */
 export async function startVmManagerProcess(args: string[]): Promise<{ proc: CliProcess; address: string }> {
-  const proc = startCli(['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', ...args]);
+  const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...args]);
   const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 15_000);
   return { proc, address: `127.0.0.1:${String(line.port)}` };
 }

@@ -13,6 +13,7 @@ import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { freePort } from '../helpers/haproxy.js';
 
 /**
  * vm-a (the caller, hv-1) and vm-b (hv-2, so the decision is TCP to its
@@ -187,3 +188,53 @@ test('the host relay asks the VM manager: only registered guests, only to a side
   t.like(d, { allowed: false, reason: 'vm_manager_unavailable' });
   t.is(down.cached(3, { cid: 4, port: 15002 }), undefined, 'an outage is not cached as a denial');
 });
+
+for (const stateFile of [true, false]) {
+  const title = stateFile
+    ? 'after the VM manager restarts (state file kept), the sidecar\'s Watch resumes and a move made after the restart reaches its cache'
+    : 'after the VM manager restarts without its state (revision back to the start), the sidecar watches again from scratch and sees a later move';
+  test(title, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-res-'));
+    const inventory = join(dir, 'inventory.yaml');
+    await writeFile(
+      inventory,
+      stringify({
+        hypervisors: [
+          { id: 'hv-1', vsock_mode: 'host-relay' },
+          { id: 'hv-2', vsock_mode: 'host-relay' },
+        ],
+        vms: [
+          { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] },
+          { id: 'vm-b', hypervisor: 'hv-2', cid: 3, addresses: ['127.0.0.6'], sidecar: { tcp_port: 15006, vsock_port: 15006 } },
+        ],
+      }),
+    );
+    const port = await freePort();
+    const args = ['--listen', `127.0.0.1:${port}`, '--inventory', inventory, ...(stateFile ? ['--state-file', join(dir, 'state.json')] : [])];
+    const first = await startVmManagerProcess(args);
+    const a = await startA(first.address, { resolve: { vm: 'vm-b', port: 80 } });
+    const resolver = a.sidecar.resolver!;
+    let current = first;
+    t.teardown(async () => {
+      current.proc.kill('SIGKILL');
+      await a.sidecar.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
+    t.like(await resolver.resolve({ kind: 'vm', vmId: 'vm-b' }), { kind: 'resolved', resolution: { vm: { hypervisorId: 'hv-2' } } });
+    // A move while the first VM manager runs arrives over Watch.
+    const c1 = new VmManagerClient(first.address);
+    await c1.moveVm('vm-b', 'hv-1', 5);
+    c1.close();
+    await waitFor(() => resolver.lookup({ kind: 'vm', vmId: 'vm-b' })?.vm?.vsockCid === 5, 'the first move in the cache');
+    first.proc.kill('SIGKILL');
+    await first.proc.exited;
+    current = await startVmManagerProcess(args);
+    const c2 = new VmManagerClient(current.address);
+    t.teardown(() => c2.close());
+    // This process's channels to the address share one connection, which is still backing off after the kill.
+    await c2.waitForReady(10_000);
+    await c2.moveVm('vm-b', 'hv-2', 6);
+    await waitFor(() => resolver.lookup({ kind: 'vm', vmId: 'vm-b' })?.vm?.vsockCid === 6, 'the move after the restart in the cache', 15_000);
+    t.like(resolver.lookup({ kind: 'vm', vmId: 'vm-b' }), { sameHypervisor: false, vm: { hypervisorId: 'hv-2' } });
+  });
+}

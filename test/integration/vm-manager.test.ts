@@ -150,6 +150,9 @@ test('Watch sends the registry, then changes; a watcher resumes from its last re
   t.true(moved.type === 'moved' && moved.previous.hypervisorId === 'hv-1' && moved.vm.hypervisorId === 'hv-2');
   t.is(second[1]!.revision, moved.revision + 1, 'revisions are consecutive');
 
+  // A revision of another epoch (a registry restarted without its state counts anew) must start over.
+  const otherEpoch = await new Promise<Error>((resolve) => c.watch(resumeFrom, { onEvent: () => undefined, onError: resolve }, 'an-older-epoch'));
+  t.regex(otherEpoch.message, /OUT_OF_RANGE: .*another epoch/);
   // A revision from the future is refused rather than silently waited on.
   const refused = await new Promise<Error>((resolve) => c.watch(10_000, { onEvent: () => undefined, onError: resolve }));
   t.regex(refused.message, /OUT_OF_RANGE/);
@@ -197,7 +200,8 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
   // SIGKILL: nothing gets a chance to write at exit; what was answered must already be on disk.
   first.proc.kill('SIGKILL');
   await first.proc.exited;
-  t.regex(await readFile(state, 'utf8'), /web-2/);
+  const stateBefore = await readFile(state, 'utf8');
+  t.regex(stateBefore, /web-2/);
 
   const second = await startVmManagerProcess(['--inventory', inventory, '--state-file', state]);
   t.teardown(() => second.proc.kill('SIGKILL'));
@@ -205,6 +209,17 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
   t.teardown(() => c2.close());
   const after = await c2.listVms();
   t.deepEqual(after, before, 'same VMs (web-1 still at CID 9, not the inventory CID 3), same revision');
+  const servedEpoch = await new Promise<string>((resolve, reject) => {
+    const w = c2.watch(after.revision, {
+      onEvent: () => undefined,
+      onError: reject,
+      onOpen: (epoch) => {
+        w.cancel();
+        resolve(epoch);
+      },
+    });
+  });
+  t.is(servedEpoch, (JSON.parse(stateBefore) as { epoch: string }).epoch, 'the same epoch: watchers resume across the restart');
   t.true(second.proc.lines.some((l) => /state file present/.test(String(l.msg))), 'says the inventory was not applied again');
 });
 

@@ -851,3 +851,16 @@ test('unknown fields in the input are not stored', (t) => {
   t.is(stored.generation, 1);
   t.is(stored.leaseExpiresAt, null);
 });
+
+test('every registry has its own epoch; the state file carries it across a restart', (t) => {
+  const a = new Registry();
+  const b = new Registry();
+  t.not(a.epoch, b.epoch);
+  t.regex(a.epoch, /^[0-9a-f-]{36}$/);
+  const state = a.toJSON();
+  t.is(state.epoch, a.epoch);
+  t.is(Registry.fromState(state).epoch, a.epoch);
+  const { epoch: _dropped, ...older } = state;
+  void _dropped;
+  t.not(Registry.fromState(older).epoch, a.epoch, 'a state file without an epoch gets a new one');
+});

@@ -9,7 +9,10 @@ import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v
 import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
 import { vmManagerProto } from '../proto.js';
 import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord } from './types.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
+
+/** Response header of Watch naming the registry's epoch. */
+export const EPOCH_HEADER = 'vsockmesh-epoch';
 
 export class VmManagerError extends Error {
   constructor(
@@ -102,8 +105,8 @@ export class VmManagerClient implements VmManagerApi {
     return { allowed: false, reason: r!.reason || 'denied' };
   }
 
-  watch(fromRevision: number, handlers: { onEvent(event: VmEvent): void; onError(err: Error): void }): { cancel(): void } {
-    const stream = this.client.Watch({ from_revision: fromRevision });
+  watch(fromRevision: number, handlers: WatchHandlers, epoch = ''): { cancel(): void } {
+    const stream = this.client.Watch({ from_revision: fromRevision, epoch });
     let cancelled = false;
     let ended = false;
     const end = (err: Error): void => {
@@ -111,6 +114,9 @@ export class VmManagerClient implements VmManagerApi {
       ended = true;
       handlers.onError(err);
     };
+    stream.on('metadata', (metadata: grpc.Metadata) => {
+      if (!cancelled && !ended) handlers.onOpen?.(String(metadata.get(EPOCH_HEADER)[0] ?? ''));
+    });
     stream.on('data', (wire) => {
       let event: VmEvent;
       try {

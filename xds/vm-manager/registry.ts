@@ -3,6 +3,7 @@
 // Pure logic: no I/O and no timers (the clock is injected), so every rule is
 // tested without a server; the gRPC server and the state file sit around it.
 
+import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
 import { formatIPv4, formatIPv6, parseIPv6 } from '../../proxy/ip-address.js';
 import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, ServicePort, SidecarPorts, VmEvent, VmRecord, VsockMode } from './types.js';
@@ -41,6 +42,8 @@ export interface RegistryOptions {
 
 export interface PersistedState {
   version: 1;
+  /** Which history `revision` counts in; absent in older files (a new one is made). */
+  epoch?: string;
   revision: number;
   hypervisors: HypervisorRecord[];
   vms: VmRecord[];
@@ -151,6 +154,13 @@ export class Registry {
   private logCount = 0;
   private readonly listeners = new Set<(e: VmEvent) => void>();
   private currentRevision = 0;
+
+  /**
+   * Names this registry's history. A registry started without its state file
+   * counts revisions from the start again; watchers that resume with a
+   * revision of the old epoch must start over instead of missing events.
+   */
+  epoch: string = randomUUID();
 
   constructor(options: RegistryOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -531,7 +541,7 @@ export class Registry {
 
   toJSON(): PersistedState {
     const { vms, hypervisors, revision } = this.list();
-    return { version: 1, revision, hypervisors, vms };
+    return { version: 1, epoch: this.epoch, revision, hypervisors, vms };
   }
 
   /**
@@ -572,6 +582,7 @@ export class Registry {
       }),
     );
     registry.currentRevision = state.revision;
+    if (typeof state.epoch === 'string' && state.epoch !== '') registry.epoch = state.epoch;
     return registry;
   }
 }

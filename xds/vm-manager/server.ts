@@ -22,6 +22,7 @@ import {
   vmInputFromWire,
   vmToWire,
 } from './codec.js';
+import { EPOCH_HEADER } from './client.js';
 import { NotFoundError, Registry, ValidationError } from './registry.js';
 import type { VmEvent } from './types.js';
 
@@ -285,6 +286,11 @@ export class VmManagerServer {
           return;
         }
         const from = Number(call.request.from_revision);
+        if (call.request.epoch !== '' && call.request.epoch !== registry.epoch && from !== 0) {
+          this.requests.inc({ method: 'Watch', code: 'OUT_OF_RANGE' });
+          call.emit('error', { code: grpc.status.OUT_OF_RANGE, details: `revision ${from} is from another epoch of the registry (restarted without its state); watch from 0` });
+          return;
+        }
         const send = (e: VmEvent): void => {
           call.write(eventToWire(e));
         };
@@ -296,6 +302,10 @@ export class VmManagerServer {
           return;
         }
         this.requests.inc({ method: 'Watch', code: 'OK' });
+        // Headers now, so the client knows the stream is open even when no event follows for a while.
+        const metadata = new grpc.Metadata();
+        metadata.set(EPOCH_HEADER, registry.epoch);
+        call.sendMetadata(metadata);
         const unsubscribe = registry.subscribe(send);
         this.watches.add(call as grpc.ServerWritableStream<unknown, unknown>);
         const done = (): void => {

@@ -82,6 +82,14 @@ export type VmEvent =
 
 export type RelayAuthorization = { allowed: true; source: VmRecord; destination: VmRecord } | { allowed: false; reason: string };
 
+export interface WatchHandlers {
+  onEvent(event: VmEvent): void;
+  /** The stream ended or failed (code OUT_OF_RANGE: watch again from 0). */
+  onError(err: Error): void;
+  /** The VM manager accepted the stream (before any event); `epoch` names its revision history. */
+  onOpen?(epoch: string): void;
+}
+
 /** The VM manager as its clients see it (the gRPC client implements this). */
 export interface VmManagerApi {
   registerVm(vm: Omit<VmRecord, 'generation' | 'leaseExpiresAt'>, leaseTtlMs?: number): Promise<VmRecord>;
@@ -94,6 +102,6 @@ export interface VmManagerApi {
   /** Which guest (by kernel CID on a hypervisor) may reach which destination CID and port through the relay. */
   authorizeRelay(hypervisorId: string, sourceCid: number, destinationCid: number, destinationPort: number, options?: { timeoutMs?: number }): Promise<RelayAuthorization>;
   /** Events after `fromRevision` (0: the whole registry as `added`, then changes). */
-  watch(fromRevision: number, handlers: { onEvent(event: VmEvent): void; onError(err: Error): void }): { cancel(): void };
+  watch(fromRevision: number, handlers: WatchHandlers, epoch?: string): { cancel(): void };
   close(): void;
 }

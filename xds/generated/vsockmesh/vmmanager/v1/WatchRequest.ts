@@ -9,6 +9,12 @@ export interface WatchRequest {
    * Otherwise: the changes after this revision; OUT_OF_RANGE if they are no longer kept.
    */
   'from_revision'?: (number | string | Long);
+  /**
+   * The epoch from_revision belongs to (sent in the `vsockmesh-epoch` response
+   * header of every Watch). A registry restarted without its state counts
+   * revisions anew under a new epoch: a different epoch gets OUT_OF_RANGE.
+   */
+  'epoch'?: (string);
 }
 
 export interface WatchRequest__Output {
@@ -17,4 +23,10 @@ export interface WatchRequest__Output {
    * Otherwise: the changes after this revision; OUT_OF_RANGE if they are no longer kept.
    */
   'from_revision': (number);
+  /**
+   * The epoch from_revision belongs to (sent in the `vsockmesh-epoch` response
+   * header of every Watch). A registry restarted without its state counts
+   * revisions anew under a new epoch: a different epoch gets OUT_OF_RANGE.
+   */
+  'epoch': (string);
 }
