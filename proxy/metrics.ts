@@ -169,6 +169,14 @@ export class ProxyMetrics {
         this.inc(counters.cacheHits);
       },
     });
+    new Gauge({
+      name: 'vsockmesh_resolver_vm_manager_up',
+      help: '1 while the VM manager answers queries, 0 from a failed query until one succeeds',
+      registers,
+      collect() {
+        this.set(counters.vmManagerUp);
+      },
+    });
     new Counter({
       name: 'vsockmesh_resolver_plain_tcp_total',
       help: 'Connections sent plain TCP because the VM manager could not answer and nothing fresh was cached',

@@ -23,6 +23,8 @@ export interface ResolverOptions {
 
 /** A sidecar notices a restarted VM manager within this long (plus jitter). */
 const MAX_WATCH_RETRY_MS = 5_000;
+/** Expired answers are dropped when the cache reaches this size. */
+const SWEEP_AT = 10_000;
 
 export type ResolveOutcome = { kind: 'resolved'; resolution: Resolution } | { kind: 'unavailable'; code: string };
 
@@ -31,6 +33,8 @@ export interface ResolverCounters {
   queries: { found: number; not_found: number; unavailable: number };
   /** Connections that went plain TCP because the VM manager could not answer. */
   plainTcp: number;
+  /** 0 after a query failed for want of the VM manager, 1 again after one succeeds. */
+  vmManagerUp: number;
 }
 
 interface Entry {
@@ -56,8 +60,11 @@ export function destinationKey(d: Destination): string {
  * hypervisor or CID, and 'local-moved' when this VM does.
  */
 export class Resolver extends EventEmitter {
-  readonly counters: ResolverCounters = { cacheHits: 0, queries: { found: 0, not_found: 0, unavailable: 0 }, plainTcp: 0 };
+  readonly counters: ResolverCounters = { cacheHits: 0, queries: { found: 0, not_found: 0, unavailable: 0 }, plainTcp: 0, vmManagerUp: 1 };
   private readonly cache = new Map<string, Entry>();
+  /** Cache keys by the VM their answer names, and the keys of "unknown" answers. */
+  private readonly byVm = new Map<string, Set<string>>();
+  private readonly negative = new Set<string>();
   private readonly inflight = new Map<string, Promise<ResolveOutcome>>();
   private readonly hypervisors = new Map<string, HypervisorRecord>();
   private localRecord: VmRecord | null = null;
@@ -136,12 +143,14 @@ export class Resolver extends EventEmitter {
       this.counters.queries.unavailable++;
       if (!this.down) {
         this.down = true;
+        this.counters.vmManagerUp = 0;
         this.options.logger.warn({ reason: 'vm_manager_unavailable', code, error: (err as Error).message }, 'VM manager unavailable: cached answers until they expire, then plain TCP');
       }
       return { kind: 'unavailable', code };
     }
     if (this.down) {
       this.down = false;
+      this.counters.vmManagerUp = 1;
       this.options.logger.info('VM manager reachable again');
     }
     if (resolution.caller) this.localRecord = resolution.caller;
@@ -149,7 +158,7 @@ export class Resolver extends EventEmitter {
     if (resolution.found) this.counters.queries.found++;
     else this.counters.queries.not_found++;
     const ttl = resolution.found ? resolution.ttlMs : this.options.negativeTtlMs;
-    this.cache.set(key, { resolution, expiresAt: this.now() + ttl });
+    this.store(key, { resolution, expiresAt: this.now() + ttl });
     return { kind: 'resolved', resolution };
   }
 
@@ -178,6 +187,33 @@ export class Resolver extends EventEmitter {
     this.watch = this.options.api.watch(this.revision, handlers, this.epoch);
   }
 
+  /** Caches an answer, indexed by the VM it names (or as a negative answer); sweeps expired entries now and then. */
+  private store(key: string, entry: Entry): void {
+    if (this.cache.size >= SWEEP_AT && !this.cache.has(key)) this.sweep();
+    this.cache.set(key, entry);
+    const vmId = entry.resolution.vm?.vmId;
+    if (vmId === undefined) {
+      this.negative.add(key);
+      return;
+    }
+    this.negative.delete(key);
+    let keys = this.byVm.get(vmId);
+    if (!keys) this.byVm.set(vmId, (keys = new Set()));
+    keys.add(key);
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [key, entry] of this.cache) if (entry.expiresAt <= now) this.forget(key, entry);
+  }
+
+  private forget(key: string, entry: Entry): void {
+    this.cache.delete(key);
+    this.negative.delete(key);
+    const vmId = entry.resolution.vm?.vmId;
+    if (vmId !== undefined) this.byVm.get(vmId)?.delete(key);
+  }
+
   /** Keeps cached answers current: a moved, updated or removed VM changes every entry that names it. */
   private apply(event: VmEvent): void {
     this.revision = Math.max(this.revision, event.revision);
@@ -198,9 +234,12 @@ export class Resolver extends EventEmitter {
       // Every same-hypervisor answer is relative to us: recompute them.
       for (const entry of this.cache.values()) entry.resolution = this.relative(entry.resolution);
     }
-    for (const [key, entry] of this.cache) {
-      if (entry.resolution.vm?.vmId !== vm.vmId) continue;
-      if (event.type === 'removed') this.cache.delete(key);
+    // A VM that appears or changes may be what an "unknown" answer was about: ask again next time.
+    if (event.type !== 'removed') for (const key of this.negative) this.forget(key, this.cache.get(key)!);
+    for (const key of this.byVm.get(vm.vmId) ?? []) {
+      const entry = this.cache.get(key);
+      if (entry === undefined || entry.resolution.vm?.vmId !== vm.vmId) continue;
+      if (event.type === 'removed') this.forget(key, entry);
       else entry.resolution = this.relative({ ...entry.resolution, vm, ...this.hypervisorOf(vm) });
     }
     if (event.type === 'moved') this.emit('moved', vm, event.previous);

@@ -156,6 +156,7 @@ test('VM manager killed: traffic continues on cached answers, then plain TCP, co
   );
   t.is(await metricValue(a.sidecar, 'vsockmesh_resolver_plain_tcp_total'), 2, 'each plain-TCP connection counted');
   t.is(a.logs.withReason('vm_manager_unavailable').length, 1, 'the outage is logged once, not per connection');
+  t.is(await metricValue(a.sidecar, 'vsockmesh_resolver_vm_manager_up'), 0);
   t.is(b.logs.access().length, 2, 'only the two cached connections went through vm-b\'s sidecar');
 });
 
