@@ -12,8 +12,8 @@ import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { getOriginalDst } from '../native/original-dst.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
 import { encodeRelayHeader } from '../relay-header.js';
-import type { Resolver } from '../resolve/resolver.js';
-import { selectTransport, type Hop } from '../resolve/select.js';
+import { destinationKey, type Resolver } from '../resolve/resolver.js';
+import { selectTransport, type Hop, type Selection } from '../resolve/select.js';
 import type { Cluster } from '../upstream/cluster.js';
 import { VsockBreakers, planHops } from '../upstream/transport.js';
 import type { Destination, Resolution, VmRecord } from '../../xds/vm-manager/types.js';
@@ -27,6 +27,18 @@ export interface OutboundListenerOptions {
   breakers: VsockBreakers;
   /** Present when the sidecar has a VM manager; needed by resolved clusters. */
   resolver?: { resolver: Resolver; settings: VmManagerSettings };
+}
+
+/** What a decision was made from, kept for the next connection with the same cached answer. */
+interface DecisionMemo {
+  resolution: Resolution;
+  local: VmRecord | null;
+  target: ConcreteTarget;
+  vm: VmRecord | null;
+  requested: { address: string; port: number } | null;
+  breakerKey: string;
+  /** By vsock health (the breaker can open and close between connections). */
+  selections: Map<boolean, Selection>;
 }
 
 /** A resolve target with the original destination filled in. */
@@ -43,6 +55,10 @@ export class OutboundListener extends Listener {
   /** Open connections by destination VM, for draining vsock connections after a move. */
   private readonly byVm = new Map<string, Set<ProxiedConnection>>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** The resolve target as a Destination and its cache key, when it does not depend on the connection. */
+  private readonly fixedDestination: { destination: Destination; key: string } | undefined;
+  private lastDecision: DecisionMemo | undefined;
+  private readonly decisionCounters = new Map<string, { inc(): void }>();
   private readonly onMoved = (vm: VmRecord): void => this.drainVsockLater(this.byVm.get(vm.vmId));
   private readonly onLocalMoved = (): void => this.drainVsockLater(new Set([...this.byVm.values()].flatMap((s) => [...s])));
 
@@ -59,6 +75,11 @@ export class OutboundListener extends Listener {
       vsock: context.metrics.connectionStats({ ...labels, transport: 'vsock' }),
     };
     if (cluster.config.resolve && !options.resolver) throw new Error(`cluster "${cluster.name}" resolves its destination but the sidecar has no vm_manager`);
+    const resolve = cluster.config.resolve;
+    if (resolve && resolve.kind !== 'original_dst') {
+      const destination = toDestination(resolve);
+      this.fixedDestination = { destination, key: destinationKey(destination) };
+    }
   }
 
   override async start(): Promise<void> {
@@ -119,8 +140,9 @@ export class OutboundListener extends Listener {
       }
       target = { kind: 'ip_port', ip: original.address, port: original.port };
     } else target = configured;
-    const destination = toDestination(target);
-    const cached = resolver.lookup(destination);
+    const fixed = configured.kind === 'original_dst' ? undefined : this.fixedDestination;
+    const destination = fixed?.destination ?? toDestination(target);
+    const cached = fixed ? resolver.lookupKey(fixed.key) : resolver.lookup(destination);
     if (cached) {
       this.decide(fd, src, target, cached);
       return;
@@ -144,27 +166,43 @@ export class OutboundListener extends Listener {
 
   private decide(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution): void {
     const { resolver, settings } = this.options.resolver!;
-    const vm = resolution.found ? (resolution.vm ?? null) : null;
-    const port = target.kind === 'service' ? resolution.port : target.port;
-    const address = target.kind === 'ip_port' ? target.ip : vm?.addresses[0];
-    const requested = address !== undefined && port !== undefined ? { address, port } : null;
-    const breakerKey = vm?.sidecar ? VsockBreakers.key(vm.vsockCid, vm.sidecar.vsockPort) : '';
-    const selection = selectTransport({
-      local: resolver.local(),
-      destination: vm,
-      hypervisor: resolution.hypervisor ?? null,
-      requested,
-      vsockHealthy: this.options.vsock.enabled && !(breakerKey !== '' && this.options.breakers.isOpen(breakerKey, Date.now())),
-      policy: settings.policy,
-    });
-    this.context.metrics.decisions.inc({ listener: this.name, cluster: this.cluster.name, reason: selection.reason });
+    const local = resolver.local();
+    // The hot path: the same cached answer as last time (a cluster usually resolves one destination) reuses the decision's inputs.
+    let memo = this.lastDecision;
+    if (memo === undefined || memo.resolution !== resolution || memo.local !== local || memo.target !== target) {
+      const vm = resolution.found ? (resolution.vm ?? null) : null;
+      const port = target.kind === 'service' ? resolution.port : target.port;
+      const address = target.kind === 'ip_port' ? target.ip : vm?.addresses[0];
+      const requested = address !== undefined && port !== undefined ? { address, port } : null;
+      const breakerKey = vm?.sidecar ? VsockBreakers.key(vm.vsockCid, vm.sidecar.vsockPort) : '';
+      memo = { resolution, local, target, vm, requested, breakerKey, selections: new Map() };
+      this.lastDecision = memo;
+    }
+    const { vm, requested, breakerKey } = memo;
+    const vsockHealthy = this.options.vsock.enabled && !(breakerKey !== '' && this.options.breakers.isOpen(breakerKey, Date.now()));
+    let selection = memo.selections.get(vsockHealthy);
+    if (selection === undefined) {
+      selection = selectTransport({ local, destination: vm, hypervisor: resolution.hypervisor ?? null, requested, vsockHealthy, policy: settings.policy });
+      memo.selections.set(vsockHealthy, selection);
+    }
+    this.decisionCounter(selection.reason).inc();
     if (!selection.ok) {
       this.refuse(fd, src, selection.reason, `refused: no way to reach ${describeTarget(target)} (${selection.reason})`);
       return;
     }
     const dst = requested ?? { address: vm?.addresses[0] ?? '0.0.0.0', port: 0 };
-    const connection = this.connect(fd, src, selection.hops, selection.reason, breakerKey, { dst, ...(vm && { vmId: vm.vmId }) });
+    const connection = this.connect(fd, src, selection.hops, selection.reason, breakerKey, vm ? { dst, vmId: vm.vmId } : { dst });
     if (vm) this.remember(vm.vmId, connection);
+  }
+
+  /** The decisions counter for one reason, labels bound once. */
+  private decisionCounter(reason: string): { inc(): void } {
+    let counter = this.decisionCounters.get(reason);
+    if (counter === undefined) {
+      counter = this.context.metrics.decisions.labels({ listener: this.name, cluster: this.cluster.name, reason });
+      this.decisionCounters.set(reason, counter);
+    }
+    return counter;
   }
 
   // ---- shared ----------------------------------------------------------------

@@ -82,6 +82,8 @@ export class Resolver extends EventEmitter {
     super();
     this.now = options.now ?? Date.now;
     this.retryMs = options.watchRetryMs ?? 250;
+    // One 'moved' and one 'local-moved' listener per outbound listener of a resolved cluster.
+    this.setMaxListeners(0);
   }
 
   /** Subscribes to the VM manager's changes; queries work without it. */
@@ -113,7 +115,12 @@ export class Resolver extends EventEmitter {
 
   /** A fresh cached answer, synchronously (the hot path), or undefined. */
   lookup(destination: Destination): Resolution | undefined {
-    const entry = this.cache.get(destinationKey(destination));
+    return this.lookupKey(destinationKey(destination));
+  }
+
+  /** lookup() by a key made once with destinationKey(). */
+  lookupKey(key: string): Resolution | undefined {
+    const entry = this.cache.get(key);
     if (entry === undefined || entry.expiresAt <= this.now()) return undefined;
     this.counters.cacheHits++;
     return entry.resolution;

@@ -28,6 +28,9 @@ import type { VmEvent } from './types.js';
 
 export const VM_MANAGER_SERVICE = 'vsockmesh.vmmanager.v1.VmManager';
 
+/** Lease expiry scans the registry; scans are at least this far apart. */
+const LEASE_SCAN_MS = 250;
+
 export interface VmManagerServerOptions {
   registry: Registry;
   logger: Logger;
@@ -56,6 +59,7 @@ export class VmManagerServer {
   private readonly requests: Counter<'method' | 'code'>;
   private readonly resolveSeconds: Histogram<string>;
   private leaseTimer: NodeJS.Timeout | undefined;
+  private leaseTimerAt: number | null = null;
   private flushing: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   private boundPort = 0;
@@ -181,15 +185,30 @@ export class VmManagerServer {
 
   // ---- leases ------------------------------------------------------------------
 
+  /** A new or renewed lease that ends before the timer fires re-arms it (without scanning the registry on every change). */
+  private leaseMayExpireSooner(response: unknown): void {
+    const at = Number((response as { lease_expires_at_ms?: number } | null)?.lease_expires_at_ms ?? 0);
+    if (at > 0 && (this.leaseTimerAt === null || at < this.leaseTimerAt)) this.armLeaseTimer(at);
+  }
+
+  private armLeaseTimer(at: number): void {
+    clearTimeout(this.leaseTimer);
+    // Scans are at least LEASE_SCAN_MS apart: leases end up to that much late, never early.
+    const delay = Math.min(Math.max(LEASE_SCAN_MS, at - Date.now() + 5), 2 ** 31 - 1);
+    this.leaseTimerAt = Date.now() + delay;
+    this.leaseTimer = setTimeout(() => this.expireLeases(), delay);
+    this.leaseTimer.unref();
+  }
+
   private expireLeases(): void {
     clearTimeout(this.leaseTimer);
+    this.leaseTimerAt = null;
     const expired = this.registry.expireLeases();
     for (const vm of expired) this.options.logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, reason: 'lease_expired' }, `VM ${vm.vmId} removed: lease not renewed`);
     if (expired.length > 0) void this.persistLogged('lease expiry');
     const next = this.registry.nextLeaseExpiry();
     if (next === null || this.state === 'stopped') return;
-    this.leaseTimer = setTimeout(() => this.expireLeases(), Math.min(Math.max(0, next - Date.now()) + 5, 2 ** 31 - 1));
-    this.leaseTimer.unref();
+    this.armLeaseTimer(next);
   }
 
   private async persistLogged(what: string): Promise<void> {
@@ -221,7 +240,7 @@ export class VmManagerServer {
         callback(null, response);
         return;
       }
-      if (this.registry.nextLeaseExpiry() !== null) this.expireLeases();
+      this.leaseMayExpireSooner(response);
       this.persist().then(
         () => {
           this.requests.inc({ method, code: 'OK' });
