@@ -22,12 +22,18 @@ function version(): string {
   return pkg.version;
 }
 
-/** Roles that later work fills in: they say so and exit 2 rather than pretend. */
-function notBuiltYet(role: string, what: string) {
-  return (): void => {
-    process.stderr.write(`vsockmesh ${role}: not built yet (${what}).\n`);
-    process.exitCode = 2;
-  };
+interface ControlPlaneCliOptions {
+  listen: string;
+  mesh?: string;
+  meshStateFile?: string;
+  vmManager?: string;
+  inventory?: string;
+  stateFile?: string;
+  resolveTtlMs: number;
+  debounceMs: number;
+  adminPort: number;
+  admin: boolean;
+  logLevel: (typeof LOG_LEVELS)[number];
 }
 
 /** A long-running role: config file, overrides, signals (see run-server.ts). */
@@ -121,8 +127,33 @@ export function buildCli(): Command {
     });
   program
     .command('control-plane')
-    .description('xDS ADS server for listeners, routes, clusters and endpoints (not built yet)')
-    .action(notBuiltYet('control-plane', 'the xDS control plane comes with the xDS issue'));
+    .description('xDS control plane (ADS, state of the world and delta) with the config API; serves the VM manager API on the same port unless --vm-manager names one')
+    .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
+    .option('--mesh <file>', 'mesh config YAML (services, routes) loaded at start when there is no mesh state file; see README "Control plane"')
+    .option('--mesh-state-file <file>', 'persist config API changes here; a restart starts from it')
+    .option('--vm-manager <host:port>', 'follow this VM manager (Watch) instead of serving one in this process')
+    .option('--inventory <file>', 'in-process VM manager: inventory YAML loaded at start when there is no state file')
+    .option('--state-file <file>', 'in-process VM manager: persist the registry here')
+    .option('--resolve-ttl-ms <ms>', 'in-process VM manager: how long sidecars may cache a Resolve answer', intOption(100, 86_400_000), 30_000)
+    .option('--debounce-ms <ms>', 'changes are applied this long after the last one of a burst (at most 10x this after the first)', intOption(0, 60_000), 100)
+    .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15401)
+    .option('--no-admin', 'no admin endpoint')
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .action(async (opts: ControlPlaneCliOptions) => {
+      const { runControlPlane } = await import('../xds/control-plane/run.js');
+      await runControlPlane({
+        listen: opts.listen,
+        ...(opts.mesh !== undefined && { meshPath: opts.mesh }),
+        ...(opts.meshStateFile !== undefined && { meshStatePath: opts.meshStateFile }),
+        ...(opts.vmManager !== undefined && { vmManager: opts.vmManager }),
+        ...(opts.inventory !== undefined && { inventoryPath: opts.inventory }),
+        ...(opts.stateFile !== undefined && { statePath: opts.stateFile }),
+        resolveTtlMs: opts.resolveTtlMs,
+        debounceMs: opts.debounceMs,
+        adminPort: opts.admin ? opts.adminPort : null,
+        logLevel: opts.logLevel,
+      });
+    });
   serverCommand(
     program,
     'host-relay',

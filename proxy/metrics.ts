@@ -57,6 +57,13 @@ export class ConnectionStats {
   }
 }
 
+export interface XdsCounters {
+  acks: number;
+  nacks: number;
+  reconnects: number;
+  connected: number;
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   private readonly stats = new Map<string, ConnectionStats>();
@@ -145,6 +152,39 @@ export class ProxyMetrics {
     });
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
+  }
+
+  /** Reports the ADS client's counters at scrape time. */
+  addXds(counters: XdsCounters): void {
+    const registers = [this.registry];
+    new Counter({
+      name: 'vsockmesh_xds_responses_total',
+      help: 'xDS responses from the control plane by outcome: ack (applied) or nack (rejected, last good config kept)',
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        this.reset();
+        this.labels({ outcome: 'ack' }).inc(counters.acks);
+        this.labels({ outcome: 'nack' }).inc(counters.nacks);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_xds_reconnects_total',
+      help: 'Times the ADS stream ended and was opened again',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters.reconnects);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_xds_connected',
+      help: '1 while the ADS stream to the control plane is open',
+      registers,
+      collect() {
+        this.set(counters.connected);
+      },
+    });
   }
 
   /** Reports the resolver's counters at scrape time. */

@@ -1,7 +1,11 @@
 // The sidecar: outbound listeners for local apps, inbound listeners (TCP and
 // vsock) for peer sidecars, on the shared server lifecycle.
 
-import type { SidecarConfig } from './config/types.js';
+import type { SidecarConfig, XdsSettings } from './config/types.js';
+import type { Listener } from './listeners/listener.js';
+import type { XdsCounters } from './metrics.js';
+import { XdsApplier } from './xds-applier.js';
+import type { XdsCluster, XdsClusterLoadAssignment, XdsListener, XdsRouteConfig } from '../xds/control-plane/types.js';
 import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from '../xds/vm-manager/types.js';
 import { InboundListener } from './listeners/inbound.js';
@@ -18,6 +22,9 @@ export interface SidecarOptions extends ServerOptions {
 }
 
 export class Sidecar extends ProxyServer {
+  /** Listeners, clusters and routes from the control plane: present when the config has an xds section. */
+  readonly xds: XdsApplier | undefined;
+  private ads: { stop(): void; state(): unknown; counters: XdsCounters; connected: boolean } | undefined;
   /** The daemon agent: present when the config has a vm_manager section. */
   readonly resolver: Resolver | undefined;
   private readonly vmManager: { api: VmManagerApi; owned: boolean } | undefined;
@@ -43,6 +50,20 @@ export class Sidecar extends ProxyServer {
     const clusters = new Map(config.clusters.map((c) => [c.name, new Cluster(c)]));
     const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }) };
     const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), ...(resolver && { resolver }) };
+    if (config.xds) {
+      this.xds = new XdsApplier({
+        nodeId: config.node.id,
+        addListener: async (listener) => {
+          await listener.start();
+          this.listeners.push(listener);
+          this.logger.info({ listener: listener.name, addresses: listener.addresses(), source: 'xds' }, 'listener started');
+        },
+        retireListener: (listener) => void this.retire(listener),
+        outboundOptions,
+        inboundOptions: listenerOptions,
+        listenerContext: this.context,
+      });
+    }
     // Inbound first: a sidecar should accept from peers before it sends to them.
     for (const l of config.listeners) if (l.kind === 'inbound') this.listeners.push(new InboundListener(l, this.context, listenerOptions));
     for (const l of config.listeners) {
@@ -56,9 +77,58 @@ export class Sidecar extends ProxyServer {
   override async start(): Promise<void> {
     this.resolver?.start();
     await super.start();
+    if (this.config.xds && this.xds) await this.startXds(this.config.xds, this.xds);
+  }
+
+  /** The ADS client (loaded only when the config has an xds section): every validated response goes to the applier. */
+  private async startXds(settings: XdsSettings, applier: XdsApplier): Promise<void> {
+    const [{ AdsClient }, { TYPE_URLS }] = await Promise.all([import('../xds/client/ads-client.js'), import('../xds/envoy/proto.js')]);
+    const ads = new AdsClient({
+      address: settings.address,
+      node: { id: this.config.node.id, cluster: settings.cluster },
+      logger: this.logger,
+      apply: async (typeUrl, values) => {
+        switch (typeUrl) {
+          case TYPE_URLS.Cluster:
+            return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: applier.applyClusters(values as XdsCluster[]) } };
+          case TYPE_URLS.ClusterLoadAssignment:
+            applier.applyAssignments(values as XdsClusterLoadAssignment[]);
+            return undefined;
+          case TYPE_URLS.Listener:
+            await applier.applyListeners(values as XdsListener[]);
+            return { subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: applier.routeNames(values as XdsListener[]) } };
+          case TYPE_URLS.RouteConfiguration:
+            applier.applyRoutes(values as XdsRouteConfig[]);
+            return undefined;
+        }
+      },
+    });
+    this.ads = ads;
+    this.metrics.addXds(ads.counters);
+    ads.start();
+  }
+
+  /** A draining sidecar takes no more configuration: the ADS stream ends first. */
+  override drain(timeoutMs?: number): ReturnType<ProxyServer['drain']> {
+    this.ads?.stop();
+    return super.drain(timeoutMs);
+  }
+
+  /** A listener the control plane removed or changed: it stops accepting now, its connections get the drain timeout. */
+  private async retire(listener: Listener): Promise<void> {
+    const drained = listener.drain();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([drained.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.config.drainTimeoutMs)))]);
+    clearTimeout(timer);
+    if (timedOut) listener.abortConnections();
+    await listener.stop();
+    const i = this.listeners.indexOf(listener);
+    if (i !== -1) this.listeners.splice(i, 1);
+    this.logger.info({ listener: listener.name, source: 'xds', timed_out: timedOut }, 'listener removed');
   }
 
   override async stop(): Promise<void> {
+    this.ads?.stop();
     await super.stop();
     this.resolver?.stop();
     if (this.vmManager?.owned) this.vmManager.api.close();
@@ -73,6 +143,7 @@ export class Sidecar extends ProxyServer {
       vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),
       clusters: this.config.clusters,
+      xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },
       admin: this.adminAddress() ?? null,
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,

@@ -7,11 +7,13 @@ import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
 import type { VmManagerClient } from './vm-manager/client.js';
+import type { MeshConfigApiClient } from './control-plane/config-api.js';
 import { parseVmDocument } from './vm-manager/inventory.js';
 import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, HypervisorRecord, VmEvent, VmRecord, VsockMode } from './vm-manager/types.js';
 
 interface Globals {
   vmManager: string;
+  controlPlane: string;
   timeoutMs: number;
   output: 'text' | 'json';
 }
@@ -63,11 +65,9 @@ function print(globals: Globals, json: unknown, text: string): void {
   process.stdout.write(globals.output === 'json' ? `${JSON.stringify(json)}\n` : `${text}\n`);
 }
 
-/** Runs one call with a client, turning every failure into one line and an exit code. */
-async function withClient(globals: Globals, fn: (client: VmManagerClient) => Promise<void>): Promise<void> {
-  // Loaded here: `vsockmesh sidecar` shares this module graph and should not load gRPC for ctl.
-  const { VmManagerClient } = await import('./vm-manager/client.js');
-  const client = new VmManagerClient(globals.vmManager, { defaultTimeoutMs: globals.timeoutMs });
+/** Runs `fn` with a client from `open`, turning every failure into one line and an exit code. */
+async function withApi<C extends { close(): void }>(what: { name: string; address: string }, open: () => Promise<C>, fn: (client: C) => Promise<void>): Promise<void> {
+  const client = await open();
   try {
     await fn(client);
   } catch (err) {
@@ -76,7 +76,7 @@ async function withClient(globals: Globals, fn: (client: VmManagerClient) => Pro
       process.exitCode = 2;
     } else if (isCallError(err)) {
       const unreachable = err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED';
-      process.stderr.write(`vsockmesh ctl: ${unreachable ? `cannot reach the VM manager at ${globals.vmManager}: ` : ''}${err.code}: ${err.details}\n`);
+      process.stderr.write(`vsockmesh ctl: ${unreachable ? `cannot reach the ${what.name} at ${what.address}: ` : ''}${err.code}: ${err.details}\n`);
       process.exitCode = 1;
     } else {
       process.stderr.write(`vsockmesh ctl: ${(err as Error).message.split('\n').join('; ')}\n`);
@@ -85,6 +85,24 @@ async function withClient(globals: Globals, fn: (client: VmManagerClient) => Pro
   } finally {
     client.close();
   }
+}
+
+/** A VM manager call. Loaded here: `vsockmesh sidecar` shares this module graph and should not load gRPC for ctl. */
+function withClient(globals: Globals, fn: (client: VmManagerClient) => Promise<void>): Promise<void> {
+  return withApi(
+    { name: 'VM manager', address: globals.vmManager },
+    async () => new (await import('./vm-manager/client.js')).VmManagerClient(globals.vmManager, { defaultTimeoutMs: globals.timeoutMs }),
+    fn,
+  );
+}
+
+/** A config API call (the control plane). */
+function withConfig(globals: Globals, fn: (client: MeshConfigApiClient) => Promise<void>): Promise<void> {
+  return withApi(
+    { name: 'control plane', address: globals.controlPlane },
+    async () => new (await import('./control-plane/config-api.js')).MeshConfigApiClient(globals.controlPlane, globals.timeoutMs),
+    fn,
+  );
 }
 
 function intArg(min: number, max: number) {
@@ -97,8 +115,9 @@ function intArg(min: number, max: number) {
 
 export function ctlCommand(): Command {
   const ctl = new Command('ctl')
-    .description('command-line client for the VM manager: list, register and move VMs, ask how a destination would be reached')
+    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, xDS sync status')
     .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
+    .addOption(new Option('--control-plane <host:port>', 'control plane gRPC address (config API)').env('VSOCKMESH_CONTROL_PLANE').default(DEFAULT_VM_MANAGER_ADDRESS))
     .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'));
   const globals = (): Globals => ctl.opts<Globals>();
@@ -237,6 +256,93 @@ export function ctlCommand(): Command {
             resolve();
           });
         });
+      }),
+    );
+  const services = ctl.command('services').description('services of the mesh (the control plane pushes a cluster, endpoints and listeners for each)');
+  services
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listServices();
+        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms`).join('\n'));
+      }),
+    );
+  services
+    .command('put')
+    .argument('<name>')
+    .requiredOption('--port <port>', 'the service port (VMs serve it on the port their registry record lists)', intArg(1, 65535))
+    .option('--outbound-port <port>', 'where local apps connect on 127.0.0.1 (default: --port)', intArg(1, 65535))
+    .addOption(new Option('--protocol <protocol>', 'tcp or http').choices(['tcp', 'http']).default('tcp'))
+    .option('--connect-timeout-ms <ms>', 'upstream connect timeout', intArg(1, 3_600_000), 5_000)
+    .description('add or replace a service')
+    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number }) =>
+      withConfig(globals(), async (c) => {
+        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs });
+        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol}`);
+      }),
+    );
+  services
+    .command('delete')
+    .argument('<name>')
+    .action((name: string) =>
+      withConfig(globals(), async (c) => {
+        await c.deleteService(name);
+        print(globals(), { deleted: name }, `deleted service ${name}`);
+      }),
+    );
+  const routes = ctl.command('routes').description('HTTP routes of the mesh');
+  routes
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listRoutes();
+        const line = (r: (typeof list)[number]): string =>
+          `${r.name}\t${r.domains.join(',')}\t${r.rules.map((rule) => `${rule.prefix}->${rule.services.map((s) => `${s.service}:${s.weight}`).join('+')}`).join(' ')}`;
+        print(globals(), list, list.length === 0 ? 'no routes' : list.map(line).join('\n'));
+      }),
+    );
+  routes
+    .command('put')
+    .requiredOption('-f, --file <route.yaml>', 'one route in the mesh config format (name, domains, routes: [{prefix, clusters: [{service, weight}]}])')
+    .description('add or replace a route')
+    .action((opts: { file: string }) =>
+      withConfig(globals(), async (c) => {
+        let raw: Record<string, unknown>;
+        try {
+          const { parse } = await import('yaml');
+          raw = parse(await readFile(opts.file, 'utf8')) as Record<string, unknown>;
+        } catch (err) {
+          throw new UsageError(`cannot read ${opts.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        }
+        if (typeof raw !== 'object' || raw === null || typeof raw.name !== 'string') throw new UsageError(`${opts.file}: a route needs a name`);
+        const { routeFromRaw } = await import('./control-plane/config-api.js');
+        const r = await c.putRoute(routeFromRaw(raw as { name: string }));
+        print(globals(), r, `route ${r.name} (${r.rules.length} rules)`);
+      }),
+    );
+  routes
+    .command('delete')
+    .argument('<name>')
+    .action((name: string) =>
+      withConfig(globals(), async (c) => {
+        await c.deleteRoute(name);
+        print(globals(), { deleted: name }, `deleted route ${name}`);
+      }),
+    );
+  ctl
+    .command('status')
+    .option('--node <id>', 'one node only')
+    .description('xDS sync status: per node and type, the version sent, the last ACK and the last NACK with its error')
+    .action((opts: { node?: string }) =>
+      withConfig(globals(), async (c) => {
+        const r = await c.syncStatus(opts.node ?? '');
+        const short = (t: string): string => t.slice(t.lastIndexOf('.') + 1);
+        const lines = r.statuses.map(
+          (s) =>
+            `${s.node_id}\t${short(s.type_url)}\tsent=${s.last_sent_version || '-'}\tacked=${s.last_ack_version || '-'}` +
+            (s.last_nack_version ? `\tNACK ${s.last_nack_version}: ${s.last_nack_error}` : ''),
+        );
+        print(globals(), r, lines.length === 0 ? 'no nodes have connected' : lines.join('\n'));
       }),
     );
   return ctl;

@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType as HealthProto } from './generated/health.js';
 import type { ProtoGrpcType as VmManagerProto } from './generated/vm_manager.js';
+import type { ProtoGrpcType as ConfigProto } from './generated/config.js';
 
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
 
@@ -26,6 +27,7 @@ function load<T>(file: string): T {
 
 let vmManager: VmManagerProto | undefined;
 let health: HealthProto | undefined;
+let config: ConfigProto | undefined;
 
 export function vmManagerProto(): VmManagerProto {
   vmManager ??= load<VmManagerProto>('vsockmesh/vmmanager/v1/vm_manager.proto');
@@ -35,4 +37,9 @@ export function vmManagerProto(): VmManagerProto {
 export function healthProto(): HealthProto {
   health ??= load<HealthProto>('grpc/health/v1/health.proto');
   return health;
+}
+
+export function configProto(): ConfigProto {
+  config ??= load<ConfigProto>('vsockmesh/config/v1/config.proto');
+  return config;
 }

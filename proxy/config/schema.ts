@@ -166,6 +166,7 @@ export const sidecarConfigSchema = z
           ? null
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
+    xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
     admin: adminSettings(15000),
     log: logSettings,
     drain_timeout: duration('30s', 0),
@@ -176,6 +177,7 @@ export const sidecarConfigSchema = z
   .transform(
     (c): SidecarConfig => ({
       node: c.node,
+      xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
       vsock: c.vsock,
       vmManager: c.vm_manager,
       admin: c.admin,

@@ -117,8 +117,17 @@ export interface VmManagerSettings {
   policy: 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 }
 
+export interface XdsSettings {
+  /** host:port of the control plane's ADS. */
+  address: string;
+  /** node.cluster in the xDS node (a group of like sidecars); default the node id. */
+  cluster: string;
+}
+
 export interface SidecarConfig {
   node: { id: string };
+  /** null: no control plane; only the listeners and clusters in this file. */
+  xds: XdsSettings | null;
   vsock: VsockSettings;
   /** null: no VM manager; only static endpoints. */
   vmManager: VmManagerSettings | null;

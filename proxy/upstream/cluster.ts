@@ -4,7 +4,16 @@ import type { ClusterConfig, EndpointConfig } from '../config/types.js';
 
 export class Cluster {
   private next = 0;
-  constructor(readonly config: ClusterConfig) {}
+  constructor(private current: ClusterConfig) {}
+
+  get config(): ClusterConfig {
+    return this.current;
+  }
+
+  /** New endpoints (xDS): the next connection uses them; open connections are not touched. */
+  update(config: ClusterConfig): void {
+    this.current = config;
+  }
 
   get name(): string {
     return this.config.name;
@@ -12,7 +21,7 @@ export class Cluster {
 
   /** Round robin over the endpoints. */
   pick(): EndpointConfig | undefined {
-    const { endpoints } = this.config;
+    const { endpoints } = this.current;
     if (endpoints.length === 0) return undefined;
     const endpoint = endpoints[this.next % endpoints.length];
     this.next = (this.next + 1) % endpoints.length;

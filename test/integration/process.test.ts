@@ -181,14 +181,6 @@ test('a second signal stops at once, without waiting for the drain timeout', asy
   t.true(closed.ended || closed.errorCode !== undefined);
 });
 
-test('roles that are not built yet say so and exit 2', async (t) => {
-  for (const role of ['control-plane']) {
-    const result = await runCli([role]);
-    t.is(result.code, 2, role);
-    t.regex(result.stderr, new RegExp(`vsockmesh ${role}: not built yet`));
-  }
-});
-
 test('a host-relay config without a policy is refused with exit 2 (the relay denies by default, so it must say what to allow)', async (t) => {
   const config = await writeConfig({ node: { id: 'hv-1' }, listen: { port: 15100 }, policy: [] });
   t.teardown(() => config.cleanup());

@@ -24,6 +24,7 @@ test('a minimal config gets the documented defaults', (t) => {
     node: { id: 'vm-a' },
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 },
     vmManager: null,
+    xds: null,
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
@@ -275,4 +276,11 @@ test('a cluster can resolve the original destination (transparent mode); other s
   t.deepEqual(config.clusters[0]!.resolve, { kind: 'original_dst' });
   const bad = problems({ ...minimal, vm_manager: { address: '127.0.0.1:15200' }, listeners: [outbound({ cluster: 'c' })], clusters: [{ name: 'c', resolve: { original_destination: false } }] });
   t.deepEqual(bad, ['clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}']);
+});
+
+test('an xds section names the control plane; node.cluster defaults to the node id', (t) => {
+  t.deepEqual(parseSidecarConfig({ ...minimal, xds: { address: '10.0.0.2:15200' } }).xds, { address: '10.0.0.2:15200', cluster: 'vm-a' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
+  t.deepEqual(problems({ ...minimal, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
+  t.deepEqual(problems({ ...minimal, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
 });

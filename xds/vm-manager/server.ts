@@ -38,6 +38,8 @@ export interface VmManagerServerOptions {
   statePath?: string;
   /** Collect Node process metrics (the CLI does; tests do not). */
   processMetrics?: boolean;
+  /** Serve on this gRPC server (the control plane's, one port for both) instead of an own one: start() then binds nothing. */
+  grpcServer?: grpc.Server;
 }
 
 export type VmManagerState = 'new' | 'serving' | 'draining' | 'stopped';
@@ -53,7 +55,8 @@ function toStatus(err: unknown): Status {
 
 export class VmManagerServer {
   readonly metrics = new MetricsRegistry();
-  private readonly server = new grpc.Server();
+  private readonly server: grpc.Server;
+  private readonly shared: boolean;
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly healthWatches = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
   private readonly requests: Counter<'method' | 'code'>;
@@ -66,6 +69,8 @@ export class VmManagerServer {
   state: VmManagerState = 'new';
 
   constructor(private readonly options: VmManagerServerOptions) {
+    this.server = options.grpcServer ?? new grpc.Server();
+    this.shared = options.grpcServer !== undefined;
     const registers = [this.metrics];
     if (options.processMetrics) collectDefaultMetrics({ register: this.metrics });
     this.requests = new Counter({ name: 'vsockmesh_vm_manager_requests_total', help: 'VM manager API calls by method and gRPC status', labelNames: ['method', 'code'], registers });
@@ -115,7 +120,7 @@ export class VmManagerServer {
 
   /** Listens on `host:port` (port 0: any free port; see .port). */
   async start(address: string): Promise<number> {
-    this.boundPort = await new Promise<number>((resolve, reject) => {
+    if (!this.shared) this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
         if (err) reject(new Error(`vm-manager: cannot listen on ${address}: ${err.message}`));
         else resolve(port);
@@ -136,10 +141,12 @@ export class VmManagerServer {
     this.watches.clear();
     for (const call of this.healthWatches) call.end();
     this.healthWatches.clear();
-    await Promise.race([
-      new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())),
-      new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref()),
-    ]);
+    if (!this.shared) {
+      await Promise.race([
+        new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())),
+        new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref()),
+      ]);
+    }
     await this.flushing;
     await this.queued;
   }
@@ -149,7 +156,7 @@ export class VmManagerServer {
     for (const call of [...this.watches, ...this.healthWatches]) call.end();
     this.watches.clear();
     this.healthWatches.clear();
-    this.server.forceShutdown();
+    if (!this.shared) this.server.forceShutdown();
     await this.flushing;
     await this.queued;
     this.state = 'stopped';

@@ -1,0 +1,208 @@
+// The sidecar's ADS client (state of the world): one gRPC stream to the
+// control plane; wildcard CDS and LDS, EDS for the EDS clusters it was given,
+// RDS for the route configurations its listeners name. Every response is
+// validated as a whole: all good → applied and ACKed; anything wrong → NACKed
+// with the reasons and the last good configuration kept. The stream
+// reconnects with exponential backoff and jitter; the sidecar keeps serving
+// the last configuration meanwhile.
+
+import * as grpc from '@grpc/grpc-js';
+import { TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
+import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto.js';
+import { validateResources } from '../control-plane/validate.js';
+import type { Logger } from '../../proxy/log.js';
+
+/** What one accepted response carried, as domain values. */
+export type AcceptedResources = ReturnType<typeof validateResources> & { ok: true };
+
+export interface AdsClientOptions {
+  address: string;
+  node: { id: string; cluster: string };
+  logger: Logger;
+  /**
+   * Applies one validated response (every resource of the type, state of the
+   * world for CDS/LDS; the named ones for EDS/RDS). Returns the names this
+   * type makes the client subscribe to next: EDS cluster names after CDS,
+   * route configuration names after LDS. Throwing NACKs the response.
+   */
+  apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string): Promise<Subscribe | void> | Subscribe | void;
+  /** Reconnects start at this delay and double up to maxBackoffMs, with ±20 % jitter. */
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/** Names a type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
+export interface Subscribe {
+  subscribe?: { typeUrl: ResourceTypeUrl; names: string[] };
+}
+
+export interface TypeState {
+  /** Names subscribed (null: wildcard). */
+  names: string[] | null;
+  /** Last version applied and ACKed. */
+  acceptedVersion: string | null;
+  acceptedAt: number | null;
+  lastNonce: string;
+  lastNack: { version: string; error: string; at: number } | null;
+}
+
+const WILDCARD_TYPES: ResourceTypeUrl[] = [TYPE_URLS.Cluster, TYPE_URLS.Listener];
+
+export class AdsClient {
+  private readonly client: AggregatedDiscoveryServiceClient;
+  private stream: grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse__Output> | undefined;
+  private readonly types = new Map<ResourceTypeUrl, TypeState>();
+  private backoffMs: number;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Responses are applied one at a time, in order (applying listeners is asynchronous). */
+  private queue: Promise<void> = Promise.resolve();
+  /** Counters for /stats. */
+  readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0 };
+
+  constructor(private readonly options: AdsClientOptions) {
+    this.client = createAdsClient(options.address, grpc.credentials.createInsecure(), {
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 5_000,
+      'grpc.keepalive_time_ms': 30_000,
+    });
+    this.backoffMs = options.initialBackoffMs ?? 500;
+    for (const t of WILDCARD_TYPES) this.types.set(t, emptyState(null));
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.stream?.cancel();
+    this.stream = undefined;
+    this.client.close();
+  }
+
+  /** Per type: what is subscribed, accepted and refused (config_dump, status). */
+  state(): Record<string, TypeState> {
+    return Object.fromEntries([...this.types].map(([t, s]) => [t, { ...s, names: s.names && [...s.names] }]));
+  }
+
+  get connected(): boolean {
+    return this.counters.connected === 1;
+  }
+
+  private open(): void {
+    if (this.stopped) return;
+    const stream = this.client.StreamAggregatedResources();
+    this.stream = stream;
+    let seen = false;
+    stream.on('metadata', () => {
+      this.counters.connected = 1;
+      this.backoffMs = this.options.initialBackoffMs ?? 500;
+    });
+    stream.on('data', (response: DiscoveryResponse__Output) => {
+      if (!seen) {
+        seen = true;
+        this.options.logger.info({ control_plane: this.options.address }, 'xDS stream open');
+      }
+      this.queue = this.queue.then(() => this.onResponse(response)).catch((err: Error) => this.options.logger.error({ err }, 'xDS response handling failed'));
+    });
+    const ended = (why: string): void => {
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      this.counters.connected = 0;
+      if (this.stopped) return;
+      const delay = Math.round(this.backoffMs * (0.8 + 0.4 * Math.random()));
+      this.backoffMs = Math.min(this.backoffMs * 2, this.options.maxBackoffMs ?? 10_000);
+      this.counters.reconnects++;
+      this.options.logger.warn({ reason: 'xds_stream_ended', error: why, retry_ms: delay, control_plane: this.options.address }, `xDS stream ended (${why}); keeping the last configuration, reconnecting in ${delay} ms`);
+      this.retryTimer = setTimeout(() => this.open(), delay);
+      this.retryTimer.unref();
+    };
+    stream.on('error', (err: grpc.ServiceError) => ended(`${grpc.status[err.code] ?? err.code}: ${err.details}`));
+    stream.on('end', () => ended('closed by the control plane'));
+    // A new stream starts every subscription again; versions tell the server what we have.
+    for (const [typeUrl, state] of this.types) {
+      if (state.names === null || state.names.length > 0 || !WILDCARD_TYPES.includes(typeUrl)) this.send(typeUrl, state, '');
+    }
+  }
+
+  private send(typeUrl: ResourceTypeUrl, state: TypeState, nonce: string, error?: string): void {
+    const request: DiscoveryRequest = {
+      node: { id: this.options.node.id, cluster: this.options.node.cluster, locality: {}, user_agent_name: 'vsockmesh' },
+      type_url: typeUrl,
+      resource_names: state.names ?? [],
+      version_info: state.acceptedVersion ?? '',
+      response_nonce: nonce,
+      ...(error !== undefined && { error_detail: { code: grpc.status.INVALID_ARGUMENT, message: error } }),
+    };
+    this.stream?.write(request);
+  }
+
+  private async onResponse(response: DiscoveryResponse__Output): Promise<void> {
+    const typeUrl = response.type_url as ResourceTypeUrl;
+    const state = this.types.get(typeUrl);
+    if (!state) {
+      this.options.logger.warn({ reason: 'xds_unrequested_type', type_url: response.type_url }, 'xDS response for a type we did not ask for: ignored');
+      return;
+    }
+    state.lastNonce = response.nonce;
+    const result = validateResources(typeUrl, response.resources);
+    let error: string | undefined = result.ok ? undefined : result.errors.join('; ');
+    let next: { typeUrl: ResourceTypeUrl; names: string[] } | undefined;
+    if (result.ok) {
+      try {
+        next = (await this.options.apply(typeUrl, result.values, response.version_info))?.subscribe;
+      } catch (err) {
+        error = (err as Error).message;
+      }
+    }
+    if (error !== undefined) {
+      state.lastNack = { version: response.version_info, error, at: Date.now() };
+      this.counters.nacks++;
+      this.options.logger.warn(
+        { reason: 'xds_nack', type_url: typeUrl, version: response.version_info, kept_version: state.acceptedVersion, error },
+        `xDS ${shortType(typeUrl)} version ${response.version_info} rejected, keeping ${state.acceptedVersion ?? 'nothing'}: ${error}`,
+      );
+      this.send(typeUrl, state, response.nonce, error);
+      return;
+    }
+    state.acceptedVersion = response.version_info;
+    state.acceptedAt = Date.now();
+    this.counters.acks++;
+    this.options.logger.info({ type_url: typeUrl, version: response.version_info, resources: response.resources.length }, `xDS ${shortType(typeUrl)} version ${response.version_info} applied`);
+    this.send(typeUrl, state, response.nonce);
+    if (next) this.subscribe(next.typeUrl, next.names);
+  }
+
+  /** Changes the names of an explicitly subscribed type (EDS, RDS); no request when nothing changed. */
+  private subscribe(typeUrl: ResourceTypeUrl, names: string[]): void {
+    const sorted = [...new Set(names)].sort();
+    let state = this.types.get(typeUrl);
+    if (state && state.names !== null && sameList(state.names, sorted)) return;
+    if (!state) {
+      state = emptyState(sorted);
+      this.types.set(typeUrl, state);
+    } else state.names = sorted;
+    this.send(typeUrl, state, state.lastNonce);
+  }
+}
+
+function emptyState(names: string[] | null): TypeState {
+  return { names, acceptedVersion: null, acceptedAt: null, lastNonce: '', lastNack: null };
+}
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export function shortType(typeUrl: string): string {
+  const map: Record<string, string> = {
+    [TYPE_URLS.Cluster]: 'CDS',
+    [TYPE_URLS.ClusterLoadAssignment]: 'EDS',
+    [TYPE_URLS.Listener]: 'LDS',
+    [TYPE_URLS.RouteConfiguration]: 'RDS',
+  };
+  return map[typeUrl] ?? typeUrl;
+}

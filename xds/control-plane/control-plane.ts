@@ -1,0 +1,244 @@
+// `vsockmesh control-plane`: the ADS server, the config API and (by default)
+// the VM manager, on one gRPC port. Snapshots are rebuilt from the mesh and
+// the VM registry after every change (debounced), checked for consistency,
+// and only then served: a node gets its own snapshot (its listeners) once it
+// connects; every other client (a plain gRPC xDS client, say) the default.
+
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../../proxy/log.js';
+import { configProto } from '../proto.js';
+import { VmManagerClient } from '../vm-manager/client.js';
+import { Registry } from '../vm-manager/registry.js';
+import { VmManagerServer } from '../vm-manager/server.js';
+import type { HypervisorRecord, VmEvent, VmRecord } from '../vm-manager/types.js';
+import { AdsServer } from './ads-server.js';
+import { configApiHandlers } from './config-api.js';
+import type { MeshStore } from './mesh-store.js';
+import { buildResources, checkConsistency, toSnapshot, type RegistryView } from './snapshot.js';
+import { Debouncer, SnapshotCache } from './snapshot-cache.js';
+import type { Snapshot, SyncStatus } from './types.js';
+
+export interface ControlPlaneOptions {
+  mesh: MeshStore;
+  logger: Logger;
+  /** Serve this registry's VM manager API too (the default), or follow a VM manager elsewhere. */
+  vms: { registry: Registry; statePath?: string } | { remote: string };
+  debounce?: { quietMs: number; maxMs: number };
+}
+
+/** The registry as the snapshot builder needs it, from the local registry or a remote VM manager's Watch. */
+class RegistryMirror {
+  private readonly vms = new Map<string, VmRecord>();
+  private readonly hypervisors = new Map<string, HypervisorRecord>();
+  private watch: { cancel(): void } | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private revision = 0;
+  private epoch = '';
+  private stopped = false;
+
+  constructor(
+    private readonly client: VmManagerClient,
+    private readonly onChange: () => void,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    if (this.stopped) return;
+    this.watch = this.client.watch(
+      this.revision,
+      {
+        onOpen: (epoch) => {
+          if (epoch !== this.epoch && this.epoch !== '') this.reset();
+          this.epoch = epoch;
+        },
+        onEvent: (e) => this.apply(e),
+        onError: (err) => {
+          if (this.stopped) return;
+          if ((err as { code?: string }).code === 'OUT_OF_RANGE') this.reset();
+          this.logger.warn({ reason: 'vm_manager_watch', error: err.message }, 'VM manager watch ended; serving the last known VMs, reconnecting');
+          this.retry = setTimeout(() => this.start(), 1_000);
+          this.retry.unref();
+        },
+      },
+      this.epoch,
+    );
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    this.watch?.cancel();
+    this.client.close();
+  }
+
+  view(): RegistryView {
+    return { vms: [...this.vms.values()], hypervisors: [...this.hypervisors.values()] };
+  }
+
+  has(vmId: string): boolean {
+    return this.vms.has(vmId);
+  }
+
+  private reset(): void {
+    this.revision = 0;
+    this.vms.clear();
+    this.hypervisors.clear();
+  }
+
+  private apply(e: VmEvent): void {
+    this.revision = e.revision;
+    if (e.type === 'hypervisor') this.hypervisors.set(e.hypervisor.hypervisorId, e.hypervisor);
+    else if (e.type === 'removed') this.vms.delete(e.vm.vmId);
+    else this.vms.set(e.vm.vmId, e.vm);
+    this.onChange();
+  }
+}
+
+/** Builds a node's snapshot the first time anything asks for it. */
+class LazySnapshotCache extends SnapshotCache {
+  constructor(
+    private readonly build: (nodeId: string) => Snapshot | undefined,
+    check: (s: Snapshot) => void,
+  ) {
+    super({ check });
+  }
+
+  private ensure(nodeId: string): void {
+    if (this.has(nodeId)) return;
+    const snapshot = this.build(nodeId);
+    try {
+      if (snapshot) this.setSnapshot(nodeId, snapshot);
+    } catch {
+      // Inconsistent: the node gets the default until a rebuild succeeds (the rebuild logs why).
+    }
+  }
+
+  override get(nodeId: string): Snapshot | undefined {
+    this.ensure(nodeId);
+    return super.get(nodeId);
+  }
+
+  override watch(nodeId: string, listener: (s: Snapshot | undefined) => void): () => void {
+    this.ensure(nodeId);
+    return super.watch(nodeId, listener);
+  }
+}
+
+export class ControlPlane {
+  readonly server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  readonly ads: AdsServer;
+  readonly cache: LazySnapshotCache;
+  readonly vmManager: VmManagerServer | undefined;
+  private readonly mirror: RegistryMirror | undefined;
+  private readonly debouncer: Debouncer;
+  private boundPort = 0;
+  /** Rebuilds done (for tests and /stats). */
+  rebuilds = 0;
+
+  constructor(private readonly options: ControlPlaneOptions) {
+    const check = (s: Snapshot): void => {
+      const problems = checkConsistency(s);
+      if (problems.length > 0) throw new Error(`inconsistent snapshot: ${problems.join('; ')}`);
+    };
+    this.cache = new LazySnapshotCache((nodeId) => (this.isVm(nodeId) ? this.snapshotFor(nodeId) : undefined), check);
+    this.ads = new AdsServer({ cache: this.cache, logger: options.logger });
+    this.ads.addTo(this.server);
+    this.debouncer = new Debouncer(() => this.rebuild(), {
+      quietMs: options.debounce?.quietMs ?? 100,
+      maxMs: options.debounce?.maxMs ?? 1_000,
+      onError: (err) => options.logger.error({ err, reason: 'snapshot_rebuild_failed' }, `snapshot rebuild failed; serving the previous snapshots: ${(err as Error).message}`),
+    });
+    const { vms } = options;
+    if ('registry' in vms) {
+      this.vmManager = new VmManagerServer({ registry: vms.registry, logger: options.logger, grpcServer: this.server, ...(vms.statePath !== undefined && { statePath: vms.statePath }) });
+      vms.registry.subscribe(() => this.debouncer.trigger());
+    } else {
+      this.mirror = new RegistryMirror(new VmManagerClient(vms.remote), () => this.debouncer.trigger(), options.logger);
+    }
+    options.mesh.on('change', () => this.debouncer.trigger());
+    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource()));
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(address: string): Promise<number> {
+    this.rebuild();
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(new Error(`control-plane: cannot listen on ${address}: ${err.message}`)) : resolve(port)));
+    });
+    await this.vmManager?.start(address);
+    this.mirror?.start();
+    this.options.logger.info({ address, port: this.boundPort, vm_manager: this.vmManager ? 'in process' : (this.options.vms as { remote: string }).remote }, 'control-plane serving');
+    return this.boundPort;
+  }
+
+  /** Ends the ADS and Watch streams (clients reconnect elsewhere or later), lets unary calls finish. */
+  async drain(timeoutMs = 5_000): Promise<void> {
+    this.ads.closeStreams();
+    await this.vmManager?.drain(timeoutMs);
+    await Promise.race([new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+  }
+
+  async stop(): Promise<void> {
+    this.debouncer.close();
+    this.mirror?.stop();
+    this.ads.closeStreams();
+    await this.vmManager?.stop();
+    this.server.forceShutdown();
+  }
+
+  /** Applies pending changes now instead of after the debounce. */
+  flush(): Promise<void> {
+    return this.debouncer.flush();
+  }
+
+  private view(): RegistryView {
+    if (this.mirror) return this.mirror.view();
+    const { vms, hypervisors } = (this.options.vms as { registry: Registry }).registry.list();
+    return { vms, hypervisors };
+  }
+
+  private isVm(nodeId: string): boolean {
+    return this.mirror ? this.mirror.has(nodeId) : (this.options.vms as { registry: Registry }).registry.getVm(nodeId) !== undefined;
+  }
+
+  private snapshotFor(nodeId: string): Snapshot {
+    return toSnapshot(buildResources(this.options.mesh.config, this.view(), nodeId));
+  }
+
+  /** New snapshots for every node that has one and for everyone else; an inconsistent one is refused and the previous kept. */
+  private rebuild(): void {
+    this.rebuilds++;
+    const view = this.view();
+    const ids = new Set(view.vms.map((vm) => vm.vmId));
+    const serve = (what: string, set: () => void): void => {
+      try {
+        set();
+      } catch (err) {
+        this.options.logger.error({ reason: 'inconsistent_snapshot', node: what, error: (err as Error).message }, `not serving a new snapshot to ${what}: ${(err as Error).message}`);
+      }
+    };
+    serve('nodes without their own snapshot', () => this.cache.setDefault(toSnapshot(buildResources(this.options.mesh.config, view, ''))));
+    for (const nodeId of this.cache.nodeIds()) {
+      if (!ids.has(nodeId)) this.cache.clearSnapshot(nodeId);
+      else serve(nodeId, () => this.cache.setSnapshot(nodeId, toSnapshot(buildResources(this.options.mesh.config, view, nodeId))));
+    }
+  }
+
+  private syncSource(): { statuses(nodeId?: string): SyncStatus[]; currentVersions(): Record<string, string> } {
+    return {
+      statuses: (nodeId) => this.ads.syncStatus().filter((s) => nodeId === undefined || s.nodeId === nodeId),
+      currentVersions: () => {
+        const out: Record<string, string> = {};
+        const add = (node: string, s: Snapshot | undefined): void => {
+          if (s) for (const [type, version] of Object.entries(s.versions)) out[`${node}|${type}`] = version;
+        };
+        add('', this.cache.default);
+        for (const id of this.cache.nodeIds()) add(id, this.cache.get(id));
+        return out;
+      },
+    };
+  }
+}

@@ -1,0 +1,158 @@
+// The declarative mesh config (YAML or JSON): services and HTTP routes, the
+// control plane's input beside the VM registry. Every problem is reported by
+// its path, like the sidecar's config (proxy/config/).
+//
+//   services:
+//     - { name: web, port: 8080, outbound_port: 18080, protocol: http, connect_timeout: 2s }
+//   routes:
+//     - name: web-routes
+//       domains: [web, web.mesh]
+//       routes:
+//         - { prefix: /api, clusters: [{ service: api, weight: 90 }, { service: api-canary, weight: 10 }] }
+//         - { prefix: /, clusters: [{ service: web }] }
+
+import { parseDuration } from '../../proxy/config/duration.js';
+import { destinationPort, z } from '../../proxy/config/fields.js';
+import { ConfigError, formatIssue, formatPath, parseYamlText } from '../../proxy/config/load.js';
+import { MAX_CONNECT_TIMEOUT_MS, type MeshConfig } from './types.js';
+
+const U32 = 0xffffffff;
+const DNS_LABEL = 'must be a DNS label: 1-63 lowercase letters, digits or "-", starting and ending with a letter or digit';
+
+/** Service and route names: they become xDS resource names and `xds:///<service>` targets. */
+const meshName = z.string({ invalid_type_error: 'must be a string' }).regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, { message: DNS_LABEL });
+
+const connectTimeout = z
+  .string({ invalid_type_error: 'must be a duration string such as "250ms", "5s", "1m" or "1h"' })
+  .default('5s')
+  .transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as "250ms", "5s", "1m" or "1h"` });
+      return z.NEVER;
+    }
+    if (ms < 1 || ms > MAX_CONNECT_TIMEOUT_MS) {
+      ctx.addIssue({ code: 'custom', message: `must be 1ms..${MAX_CONNECT_TIMEOUT_MS / 1000}s` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const service = z
+  .object({
+    name: meshName,
+    port: destinationPort,
+    outbound_port: destinationPort.optional(),
+    protocol: z.enum(['tcp', 'http']).default('tcp'),
+    connect_timeout: connectTimeout,
+  })
+  .strict()
+  .transform((s) => ({ name: s.name, outboundPort: s.outbound_port ?? s.port, protocol: s.protocol, connectTimeoutMs: s.connect_timeout }));
+
+const WEIGHT = `must be an integer 1..${U32}`;
+const weight = z.number({ invalid_type_error: 'must be a number' }).int({ message: WEIGHT }).min(1, { message: WEIGHT }).max(U32, { message: WEIGHT });
+
+const DOMAIN = 'must be a host name (or host:port), "*", or a name with one "*" at its start or end';
+const domain = z.string({ invalid_type_error: 'must be a string' }).regex(/^(?:\*|\*[^*\s/]+|[^*\s/]+\*?)$/, { message: DOMAIN });
+
+const route = z
+  .object({
+    name: meshName,
+    domains: z.array(domain).min(1, { message: 'must list at least one domain' }),
+    routes: z
+      .array(
+        z
+          .object({
+            prefix: z.string({ invalid_type_error: 'must be a string' }).startsWith('/', { message: 'must start with "/"' }),
+            clusters: z
+              .array(z.object({ service: meshName, weight: weight.default(1) }).strict())
+              .min(1, { message: 'must list at least one cluster' }),
+          })
+          .strict(),
+      )
+      .min(1, { message: 'must list at least one route' }),
+  })
+  .strict();
+
+export const meshConfigSchema = z
+  .object({ services: z.array(service).default([]), routes: z.array(route).default([]) })
+  .strict();
+
+export interface MeshIssue {
+  path: Array<string | number>;
+  message: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+/**
+ * Checks between entries (unique names and outbound ports, route clusters name
+ * declared services). Runs on the raw input beside the schema so one pass
+ * lists every problem, so it reads the data defensively.
+ */
+export function meshCrossReferences(raw: unknown): MeshIssue[] {
+  const issues: MeshIssue[] = [];
+  if (!isObject(raw)) return issues;
+  const serviceAt = new Map<string, number>();
+  const outboundAt = new Map<number, number>();
+  list(raw.services).forEach((s, i) => {
+    if (!isObject(s)) return;
+    if (typeof s.name === 'string') {
+      const first = serviceAt.get(s.name);
+      if (first !== undefined) issues.push({ path: ['services', i, 'name'], message: `duplicate service name "${s.name}" (also services[${first}])` });
+      else serviceAt.set(s.name, i);
+    }
+    const field = s.outbound_port !== undefined ? 'outbound_port' : 'port';
+    const outbound = s[field];
+    if (typeof outbound !== 'number') return;
+    const other = outboundAt.get(outbound);
+    if (other !== undefined) issues.push({ path: ['services', i, field], message: `outbound port ${outbound} is also the outbound port of services[${other}]` });
+    else outboundAt.set(outbound, i);
+  });
+  const routeAt = new Map<string, number>();
+  list(raw.routes).forEach((r, i) => {
+    if (!isObject(r)) return;
+    if (typeof r.name === 'string') {
+      const first = routeAt.get(r.name);
+      if (first !== undefined) issues.push({ path: ['routes', i, 'name'], message: `duplicate route name "${r.name}" (also routes[${first}])` });
+      else routeAt.set(r.name, i);
+      // A service's own route configuration (for gRPC xDS clients) carries the service's name.
+      if (serviceAt.has(r.name)) issues.push({ path: ['routes', i, 'name'], message: `"${r.name}" is also a service name (route configurations and services share names)` });
+    }
+    const domains = new Map<string, number>();
+    list(r.domains).forEach((d, j) => {
+      if (typeof d !== 'string') return;
+      const first = domains.get(d);
+      if (first !== undefined) issues.push({ path: ['routes', i, 'domains', j], message: `duplicate domain "${d}" (also domains[${first}])` });
+      else domains.set(d, j);
+    });
+    list(r.routes).forEach((entry, j) => {
+      if (!isObject(entry)) return;
+      const seen = new Set<string>();
+      list(entry.clusters).forEach((c, k) => {
+        if (!isObject(c) || typeof c.service !== 'string') return;
+        const at = ['routes', i, 'routes', j, 'clusters', k, 'service'];
+        if (!serviceAt.has(c.service)) issues.push({ path: at, message: `unknown service "${c.service}"` });
+        if (seen.has(c.service)) issues.push({ path: at, message: `"${c.service}" is listed twice in this route` });
+        seen.add(c.service);
+      });
+    });
+  });
+  return issues;
+}
+
+/** Validates already-parsed mesh config data (from YAML, JSON or code); throws ConfigError listing every problem. */
+export function parseMeshConfig(data: unknown, source = 'mesh config'): MeshConfig {
+  const input = data ?? {};
+  const result = meshConfigSchema.safeParse(input);
+  const problems = result.success ? [] : result.error.issues.map(formatIssue);
+  for (const issue of meshCrossReferences(input)) problems.push(`${formatPath(issue.path)}: ${issue.message}`);
+  if (problems.length > 0 || !result.success) throw new ConfigError(source, problems);
+  return result.data;
+}
+
+/** YAML (or JSON) text -> MeshConfig; throws ConfigError with syntax problems by line, or every problem by path. */
+export function parseMeshConfigText(text: string, source = 'mesh config'): MeshConfig {
+  return parseMeshConfig(parseYamlText(text, source), source);
+}

@@ -1,0 +1,477 @@
+// What a sidecar makes of the xDS resources it receives: decoded Envoy
+// messages (wire types) to domain types, or every problem by field path, e.g.
+//   listener "x": address.socket_address.port_value: must be 1..65535 (got 0)
+// Anything a sidecar cannot carry out faithfully is rejected (and NACKed by
+// the ADS client) rather than half-applied.
+
+import { isIP } from 'node:net';
+import {
+  TYPE_URLS,
+  unpackAny,
+  type Any,
+  type Any__Output,
+  type Cluster__Output,
+  type ClusterLoadAssignment__Output,
+  type EnvoyMessageOutput,
+  type Listener__Output,
+  type ResourceTypeUrl,
+  type RouteConfiguration__Output,
+} from '../envoy/proto.js';
+import type { Address__Output } from '../generated/envoy/envoy/config/core/v3/Address.js';
+import type { LbEndpoint__Output } from '../generated/envoy/envoy/config/endpoint/v3/LbEndpoint.js';
+import type { Filter__Output } from '../generated/envoy/envoy/config/listener/v3/Filter.js';
+import type { Duration__Output } from '../generated/envoy/google/protobuf/Duration.js';
+import type { Struct__Output } from '../generated/envoy/google/protobuf/Struct.js';
+import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js';
+import type { VsockMode } from '../vm-manager/types.js';
+import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from './snapshot.js';
+import {
+  MAX_CONNECT_TIMEOUT_MS,
+  type XdsCluster,
+  type XdsClusterLoadAssignment,
+  type XdsEndpoint,
+  type XdsEndpointVm,
+  type XdsListener,
+  type XdsRouteConfig,
+} from './types.js';
+
+export type Validation<T> = { ok: true; value: T } | { ok: false; errors: string[] };
+
+/** The domain value of each resource type. */
+export interface XdsResourceValues {
+  'type.googleapis.com/envoy.config.cluster.v3.Cluster': XdsCluster;
+  'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': XdsClusterLoadAssignment;
+  'type.googleapis.com/envoy.config.listener.v3.Listener': XdsListener;
+  'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': XdsRouteConfig;
+}
+
+/** How errors name a resource of each type. */
+const KIND: Record<ResourceTypeUrl, string> = {
+  [TYPE_URLS.Cluster]: 'cluster',
+  [TYPE_URLS.ClusterLoadAssignment]: 'cluster_load_assignment',
+  [TYPE_URLS.Listener]: 'listener',
+  [TYPE_URLS.RouteConfiguration]: 'route_configuration',
+};
+
+const U32_MAX = 0xffffffff;
+/** Default connect timeout when a cluster sets none (Envoy's). */
+const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+const VSOCK_MODES: readonly VsockMode[] = ['host-relay', 'direct', 'loopback'];
+/** Endpoints in these states get no traffic (as in Envoy and gRPC); they are left out, not errors. */
+const EXCLUDED_HEALTH = new Set(['UNHEALTHY', 'DRAINING', 'TIMEOUT']);
+
+/** Collects `path: message` problems. */
+type Report = (path: string, message: string) => void;
+
+function finish<T>(kind: string, name: string, errors: string[], value: () => T): Validation<T> {
+  if (errors.length > 0) return { ok: false, errors: errors.map((e) => `${kind} ${JSON.stringify(name)}: ${e}`) };
+  return { ok: true, value: value() };
+}
+
+function collector(): { errors: string[]; report: Report } {
+  const errors: string[] = [];
+  return { errors, report: (path, message) => errors.push(`${path}: ${message}`) };
+}
+
+const join = (base: string, field: string): string => (base === '' ? field : `${base}.${field}`);
+
+function isAny(input: object): input is Any | Any__Output {
+  return 'type_url' in input || '@type' in input;
+}
+
+/** The type URL of an Any (an expanded Any names it in "@type"; unpackAny refuses those). */
+function typeUrlOf(any: Any | Any__Output): string {
+  return '@type' in any ? String(any['@type']) : (any.type_url ?? '');
+}
+
+/** The decoded message of an Any (checking its type), or the message itself. */
+function decode<U extends ResourceTypeUrl>(input: Any | Any__Output | EnvoyMessageOutput<U>, typeUrl: U): Validation<EnvoyMessageOutput<U>> {
+  if (!isAny(input)) return { ok: true, value: input };
+  const kind = KIND[typeUrl];
+  if (typeUrlOf(input) !== typeUrl) return { ok: false, errors: [`${kind}: type_url: must be ${typeUrl} (got ${JSON.stringify(typeUrlOf(input))})`] };
+  try {
+    return { ok: true, value: unpackAny(input, typeUrl) };
+  } catch (err) {
+    return { ok: false, errors: [`${kind}: ${err instanceof Error ? err.message : String(err)}`] };
+  }
+}
+
+function nonEmpty(value: string, path: string, report: Report): void {
+  if (value === '') report(path, 'must not be empty');
+}
+
+/** An IP socket address with a port 1..65535; `path` names the Address. */
+function socketAddress(address: Address__Output | null | undefined, path: string, report: Report): { address: string; port: number } | undefined {
+  const socket = address?.socket_address;
+  if (!address || address.address !== 'socket_address' || !socket) {
+    report(join(path, 'socket_address'), address?.address ? `required (got ${address.address}; only IP socket addresses are supported)` : 'required');
+    return undefined;
+  }
+  let ok = true;
+  if (isIP(socket.address) === 0) {
+    report(join(path, 'socket_address.address'), `must be an IP address (got ${JSON.stringify(socket.address)})`);
+    ok = false;
+  }
+  if (socket.port_specifier === 'named_port') {
+    report(join(path, 'socket_address.named_port'), 'named ports are not supported (use port_value)');
+    return undefined;
+  }
+  const port = socket.port_value ?? 0;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    report(join(path, 'socket_address.port_value'), `must be 1..65535 (got ${port})`);
+    ok = false;
+  }
+  return ok ? { address: socket.address, port } : undefined;
+}
+
+function formatSeconds(d: Duration__Output): string {
+  return `${d.seconds + d.nanos / 1e9}s`;
+}
+
+/** A connect timeout in ms: unset → Envoy's 5 s; otherwise more than 0 and at most MAX_CONNECT_TIMEOUT_MS. */
+function connectTimeout(d: Duration__Output | null | undefined, path: string, report: Report): number {
+  if (!d) return DEFAULT_CONNECT_TIMEOUT_MS;
+  const ms = d.seconds * 1000 + d.nanos / 1e6;
+  if (d.seconds < 0 || d.nanos < 0 || !(ms > 0) || ms > MAX_CONNECT_TIMEOUT_MS) {
+    report(path, `must be more than 0s and at most ${MAX_CONNECT_TIMEOUT_MS / 1000}s (got ${formatSeconds(d)})`);
+    return 0;
+  }
+  return Math.ceil(ms);
+}
+
+/** The TCP proxy's cluster of a network filter that must be envoy.filters.network.tcp_proxy. */
+function tcpProxyCluster(filter: Filter__Output, path: string, report: Report): string | undefined {
+  if (filter.name !== TCP_PROXY_FILTER) {
+    report(join(path, 'name'), `unsupported filter ${JSON.stringify(filter.name)} (only ${TCP_PROXY_FILTER})`);
+    return undefined;
+  }
+  const config = filter.typed_config;
+  if (!config || config.type_url !== TYPE_URLS.TcpProxy) {
+    report(join(path, 'typed_config'), `must be a ${TYPE_URLS.TcpProxy} (got ${JSON.stringify(config?.type_url ?? 'nothing')})`);
+    return undefined;
+  }
+  let tcp: EnvoyMessageOutput<typeof TYPE_URLS.TcpProxy>;
+  try {
+    tcp = unpackAny(config, TYPE_URLS.TcpProxy);
+  } catch (err) {
+    report(join(path, 'typed_config'), err instanceof Error ? err.message : String(err));
+    return undefined;
+  }
+  if (tcp.cluster_specifier !== 'cluster' || !tcp.cluster) {
+    report(join(path, 'typed_config.cluster'), tcp.cluster_specifier === 'weighted_clusters' ? 'must name one cluster (weighted_clusters is not supported)' : 'must name a cluster');
+    return undefined;
+  }
+  return tcp.cluster;
+}
+
+/** The cluster of the one filter chain's one filter, a TCP proxy. */
+function onlyTcpProxy(chain: { filters: Filter__Output[] }, path: string, report: Report): string | undefined {
+  if (chain.filters.length !== 1) {
+    report(join(path, 'filters'), `must be exactly one ${TCP_PROXY_FILTER} filter (got ${chain.filters.length} filters)`);
+    return chain.filters.length === 0 ? undefined : tcpProxyCluster(chain.filters[0]!, join(path, 'filters[0]'), report);
+  }
+  return tcpProxyCluster(chain.filters[0]!, join(path, 'filters[0]'), report);
+}
+
+function validateOutbound(l: Listener__Output, report: Report): XdsListener | undefined {
+  const bind = socketAddress(l.address, 'address', report);
+  if (bind && !(bind.address === '::1' || /^127\./.test(bind.address))) {
+    report('address.socket_address.address', `must be a loopback address (127.0.0.0/8 or ::1): outbound listeners serve only local apps (got ${JSON.stringify(bind.address)})`);
+  }
+  l.listener_filters.forEach((f, i) => report(`listener_filters[${i}].name`, `unsupported listener filter ${JSON.stringify(f.name)} on an outbound listener`));
+  if (l.filter_chains.length !== 1) {
+    report('filter_chains', `an outbound listener must have exactly one filter chain (got ${l.filter_chains.length})`);
+    return undefined;
+  }
+  const cluster = onlyTcpProxy(l.filter_chains[0]!, 'filter_chains[0]', report);
+  // The node's own placement, when the control plane knows it.
+  const facts = l.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY]?.fields ?? {};
+  const vmId = facts.vm_id?.kind === 'stringValue' ? facts.vm_id.stringValue : undefined;
+  const hypervisorId = facts.hypervisor_id?.kind === 'stringValue' ? facts.hypervisor_id.stringValue : undefined;
+  if (l.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY] && (!vmId || !hypervisorId)) {
+    report(`metadata.filter_metadata.${VSOCKMESH_METADATA_KEY}`, 'must have non-empty vm_id and hypervisor_id strings');
+  }
+  if (!bind || cluster === undefined) return undefined;
+  return { name: l.name, kind: 'outbound', address: bind.address, port: bind.port, cluster, ...(vmId && hypervisorId && { local: { vmId, hypervisorId } }) };
+}
+
+function validateInbound(l: Listener__Output, report: Report): XdsListener | undefined {
+  const bind = socketAddress(l.address, 'address', report);
+  l.listener_filters.forEach((f, i) => {
+    if (f.name !== PROXY_PROTOCOL_LISTENER_FILTER) report(`listener_filters[${i}].name`, `unsupported listener filter ${JSON.stringify(f.name)} (only ${PROXY_PROTOCOL_LISTENER_FILTER})`);
+  });
+  if (l.filter_chains.length === 0) report('filter_chains', 'an inbound listener must have at least one filter chain (one per local port)');
+  const ports: number[] = [];
+  const firstChain = new Map<number, number>();
+  l.filter_chains.forEach((chain, i) => {
+    const at = `filter_chains[${i}]`;
+    const port = chain.filter_chain_match?.destination_port?.value;
+    if (port === undefined) {
+      report(`${at}.filter_chain_match.destination_port`, 'required (an inbound filter chain names the local port it serves)');
+    } else if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      report(`${at}.filter_chain_match.destination_port`, `must be 1..65535 (got ${port})`);
+    } else if (firstChain.has(port)) {
+      report(`${at}.filter_chain_match.destination_port`, `duplicate port ${port} (also filter_chains[${firstChain.get(port)}])`);
+    } else {
+      firstChain.set(port, i);
+      ports.push(port);
+    }
+    onlyTcpProxy(chain, at, report);
+  });
+  if (!bind) return undefined;
+  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports };
+}
+
+/**
+ * A Listener (an Any or a decoded message). With api_listener: kind "api"
+ * (gRPC clients' listener; sidecars ignore it). With the proxy_protocol
+ * listener filter: kind "inbound" (one TCP-proxy filter chain per
+ * destination port). Otherwise "outbound": a loopback address and one filter
+ * chain with one TCP proxy to a cluster.
+ */
+export function validateListener(input: Any | Any__Output | Listener__Output): Validation<XdsListener> {
+  const decoded = decode(input, TYPE_URLS.Listener);
+  if (!decoded.ok) return decoded;
+  const l = decoded.value;
+  const { errors, report } = collector();
+  nonEmpty(l.name, 'name', report);
+  let value: XdsListener | undefined;
+  if (l.api_listener) {
+    value = { name: l.name, kind: 'api' };
+  } else if (l.listener_filters.some((f) => f.name === PROXY_PROTOCOL_LISTENER_FILTER)) {
+    value = validateInbound(l, report);
+  } else {
+    value = validateOutbound(l, report);
+  }
+  return finish('listener', l.name, errors, () => value!);
+}
+
+function describe(v: Value__Output | undefined): string {
+  switch (v?.kind) {
+    case 'stringValue':
+      return JSON.stringify(v.stringValue);
+    case 'numberValue':
+      return String(v.numberValue);
+    case 'boolValue':
+      return String(v.boolValue);
+    case 'nullValue':
+      return 'null';
+    case 'structValue':
+      return 'a struct';
+    case 'listValue':
+      return 'a list';
+    default:
+      return 'nothing';
+  }
+}
+
+/** The VM facts in an endpoint's vsockmesh metadata. */
+function vmFacts(struct: Struct__Output, path: string, report: Report): XdsEndpointVm | undefined {
+  const fields = struct.fields ?? {};
+  let ok = true;
+  const text = (key: string, rule: string, allowed?: readonly string[]): string => {
+    const v = fields[key];
+    if (v?.kind === 'stringValue' && v.stringValue !== '' && (allowed === undefined || allowed.includes(v.stringValue!))) return v.stringValue!;
+    report(`${path}.${key}`, `${rule} (got ${describe(v)})`);
+    ok = false;
+    return '';
+  };
+  const int = (key: string, min: number, max: number): number => {
+    const v = fields[key];
+    const n = v?.kind === 'numberValue' ? v.numberValue! : NaN;
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    report(`${path}.${key}`, `must be an integer ${min}..${max} (got ${describe(v)})`);
+    ok = false;
+    return 0;
+  };
+  const vm: XdsEndpointVm = {
+    vmId: text('vm_id', 'must be a non-empty string'),
+    hypervisorId: text('hypervisor_id', 'must be a non-empty string'),
+    vsockCid: int('vsock_cid', 1, U32_MAX - 1),
+    vsockPort: int('vsock_port', 0, U32_MAX - 1),
+    tcpPort: int('tcp_port', 0, 65535),
+    vsockMode: text('vsock_mode', `must be one of ${VSOCK_MODES.map((m) => JSON.stringify(m)).join(', ')}`, VSOCK_MODES) as VsockMode,
+    relayPort: int('relay_port', 0, U32_MAX - 1),
+  };
+  return ok ? vm : undefined;
+}
+
+/** An endpoint with its VM facts, when it carries vsockmesh metadata. Metadata errors name the endpoint's address. */
+function endpoint(lb: LbEndpoint__Output, path: string, report: Report): XdsEndpoint | undefined {
+  const at = lb.endpoint?.address ? socketAddress(lb.endpoint.address, `${path}.endpoint.address`, report) : undefined;
+  if (!lb.endpoint?.address) report(`${path}.endpoint.address`, 'required');
+  const facts = lb.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY];
+  let vm: XdsEndpointVm | undefined;
+  let factsOk = true;
+  if (facts) {
+    const name = at ? ` (endpoint ${at.address}:${at.port})` : '';
+    vm = vmFacts(facts, `${path}.metadata.filter_metadata.${VSOCKMESH_METADATA_KEY}`, (p, m) => report(p, `${m}${name}`));
+    factsOk = vm !== undefined;
+  }
+  if (!at || !factsOk) return undefined;
+  return { address: at.address, port: at.port, ...(vm !== undefined && { vm }) };
+}
+
+/** The endpoints of every locality of an assignment, leaving out unhealthy and draining ones. */
+function endpointsOf(cla: ClusterLoadAssignment__Output, path: string, report: Report): XdsEndpoint[] {
+  const out: XdsEndpoint[] = [];
+  cla.endpoints.forEach((locality, i) =>
+    locality.lb_endpoints.forEach((lb, j) => {
+      const e = endpoint(lb, join(path, `endpoints[${i}].lb_endpoints[${j}]`), report);
+      if (e !== undefined && !EXCLUDED_HEALTH.has(lb.health_status)) out.push(e);
+    }),
+  );
+  return out;
+}
+
+/** A ClusterLoadAssignment (an Any or a decoded message): its endpoints and their VM facts. */
+export function validateClusterLoadAssignment(input: Any | Any__Output | ClusterLoadAssignment__Output): Validation<XdsClusterLoadAssignment> {
+  const decoded = decode(input, TYPE_URLS.ClusterLoadAssignment);
+  if (!decoded.ok) return decoded;
+  const cla = decoded.value;
+  const { errors, report } = collector();
+  nonEmpty(cla.cluster_name, 'cluster_name', report);
+  const endpoints = endpointsOf(cla, '', report);
+  return finish('cluster_load_assignment', cla.cluster_name, errors, () => ({ clusterName: cla.cluster_name, endpoints }));
+}
+
+/** A Cluster (an Any or a decoded message): EDS over ADS, or STATIC with its endpoints; round robin. */
+export function validateCluster(input: Any | Any__Output | Cluster__Output): Validation<XdsCluster> {
+  const decoded = decode(input, TYPE_URLS.Cluster);
+  if (!decoded.ok) return decoded;
+  const c = decoded.value;
+  const { errors, report } = collector();
+  nonEmpty(c.name, 'name', report);
+  const connectTimeoutMs = connectTimeout(c.connect_timeout, 'connect_timeout', report);
+  if (c.lb_policy !== 'ROUND_ROBIN') report('lb_policy', `unsupported load balancing policy ${JSON.stringify(c.lb_policy)} (only ROUND_ROBIN)`);
+  // An unset discovery type is STATIC (proto3 default), as in Envoy.
+  const type = c.type ?? 'STATIC';
+  let value: (() => XdsCluster) | undefined;
+  if (c.cluster_discovery_type === 'cluster_type') {
+    report('cluster_type', 'custom cluster types are not supported (only EDS and STATIC)');
+  } else if (type === 'EDS') {
+    const source = c.eds_cluster_config?.eds_config;
+    if (!c.eds_cluster_config) report('eds_cluster_config', 'required for an EDS cluster');
+    else if (!source || (source.config_source_specifier !== 'ads' && source.config_source_specifier !== 'self')) {
+      report('eds_cluster_config.eds_config', `must be ads or self (the sidecar has one ADS stream) (got ${source?.config_source_specifier ?? 'nothing'})`);
+    }
+    const edsServiceName = c.eds_cluster_config?.service_name || c.name;
+    value = () => ({ name: c.name, kind: 'eds', connectTimeoutMs, edsServiceName });
+  } else if (type === 'STATIC') {
+    let endpoints: XdsEndpoint[] = [];
+    if (!c.load_assignment) report('load_assignment', 'required for a STATIC cluster');
+    else endpoints = endpointsOf(c.load_assignment, 'load_assignment', report);
+    value = () => ({ name: c.name, kind: 'static', connectTimeoutMs, endpoints });
+  } else {
+    report('type', `unsupported cluster type ${JSON.stringify(type)} (only EDS and STATIC)`);
+  }
+  return finish('cluster', c.name, errors, () => value!());
+}
+
+type RouteAction = NonNullable<RouteConfiguration__Output['virtual_hosts'][number]['routes'][number]['route']>;
+
+function routeClusters(action: RouteAction, path: string, report: Report): Array<{ name: string; weight: number }> {
+  if (action.cluster_specifier === 'cluster') {
+    if (!action.cluster) report(`${path}.cluster`, 'must not be empty');
+    return [{ name: action.cluster ?? '', weight: 1 }];
+  }
+  if (action.cluster_specifier !== 'weighted_clusters') {
+    report(path, `must route to cluster or weighted_clusters (got ${action.cluster_specifier ?? 'nothing'})`);
+    return [];
+  }
+  const clusters = action.weighted_clusters?.clusters ?? [];
+  if (clusters.length === 0) report(`${path}.weighted_clusters.clusters`, 'must list at least one cluster');
+  return clusters.map((c, i) => {
+    const at = `${path}.weighted_clusters.clusters[${i}]`;
+    if (c.name === '') report(`${at}.name`, 'must not be empty');
+    const weight = c.weight?.value ?? 0;
+    if (weight < 1) report(`${at}.weight`, `must be at least 1 (got ${weight})`);
+    return { name: c.name, weight };
+  });
+}
+
+/** A RouteConfiguration (an Any or a decoded message): virtual hosts with prefix routes to a cluster or weighted clusters. */
+export function validateRouteConfiguration(input: Any | Any__Output | RouteConfiguration__Output): Validation<XdsRouteConfig> {
+  const decoded = decode(input, TYPE_URLS.RouteConfiguration);
+  if (!decoded.ok) return decoded;
+  const rc = decoded.value;
+  const { errors, report } = collector();
+  nonEmpty(rc.name, 'name', report);
+  const domainAt = new Map<string, number>();
+  const virtualHosts = rc.virtual_hosts.map((host, i) => {
+    const at = `virtual_hosts[${i}]`;
+    nonEmpty(host.name, `${at}.name`, report);
+    if (host.domains.length === 0) report(`${at}.domains`, 'must list at least one domain');
+    host.domains.forEach((d, j) => {
+      if (d === '') report(`${at}.domains[${j}]`, 'must not be empty');
+      else if (domainAt.has(d)) report(`${at}.domains[${j}]`, `duplicate domain ${JSON.stringify(d)} (also in virtual_hosts[${domainAt.get(d)}])`);
+      else domainAt.set(d, i);
+    });
+    const routes = host.routes.map((route, j) => {
+      const rat = `${at}.routes[${j}]`;
+      if (route.match?.path_specifier !== 'prefix') report(`${rat}.match`, `only prefix matches are supported (got ${route.match?.path_specifier ?? 'nothing'})`);
+      if (route.action !== 'route' || !route.route) {
+        report(rat, `must be a route action (got ${route.action ?? 'nothing'})`);
+        return { prefix: route.match?.prefix ?? '', clusters: [] };
+      }
+      return { prefix: route.match?.prefix ?? '', clusters: routeClusters(route.route, `${rat}.route`, report) };
+    });
+    return { name: host.name, domains: [...host.domains], routes };
+  });
+  return finish('route_configuration', rc.name, errors, () => ({ name: rc.name, virtualHosts }));
+}
+
+const VALIDATORS: { [U in ResourceTypeUrl]: (message: EnvoyMessageOutput<U>) => Validation<XdsResourceValues[U]> } = {
+  [TYPE_URLS.Cluster]: validateCluster,
+  [TYPE_URLS.ClusterLoadAssignment]: validateClusterLoadAssignment,
+  [TYPE_URLS.Listener]: validateListener,
+  [TYPE_URLS.RouteConfiguration]: validateRouteConfiguration,
+};
+
+function nameOf(value: XdsResourceValues[ResourceTypeUrl]): string {
+  return 'clusterName' in value ? value.clusterName : value.name;
+}
+
+/**
+ * Every resource of one response of type `typeUrl`: each Any must hold that
+ * type, decode and validate, and names must be unique. `values` holds the
+ * valid ones; `ok` only when there is no error at all.
+ */
+export function validateResources<U extends ResourceTypeUrl>(
+  typeUrl: U,
+  anys: ReadonlyArray<Any | Any__Output>,
+): { ok: boolean; values: Array<XdsResourceValues[U]>; errors: string[] } {
+  const kind = KIND[typeUrl];
+  if (kind === undefined) return { ok: false, values: [], errors: [`type_url: unsupported resource type ${JSON.stringify(typeUrl)}`] };
+  const validate = VALIDATORS[typeUrl] as (message: EnvoyMessageOutput<U>) => Validation<XdsResourceValues[U]>;
+  const values: Array<XdsResourceValues[U]> = [];
+  const errors: string[] = [];
+  const firstAt = new Map<string, number>();
+  anys.forEach((any, i) => {
+    if (typeUrlOf(any) !== typeUrl) {
+      errors.push(`resources[${i}]: type_url: must be ${typeUrl} (got ${JSON.stringify(typeUrlOf(any))})`);
+      return;
+    }
+    let message: EnvoyMessageOutput<U>;
+    try {
+      message = unpackAny(any, typeUrl);
+    } catch (err) {
+      errors.push(`resources[${i}]: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    const result = validate(message);
+    if (!result.ok) {
+      errors.push(...result.errors);
+      return;
+    }
+    const name = nameOf(result.value);
+    const first = firstAt.get(name);
+    if (first !== undefined) {
+      errors.push(`${kind} ${JSON.stringify(name)}: duplicate name (resources[${first}] and resources[${i}])`);
+      return;
+    }
+    firstAt.set(name, i);
+    values.push(result.value);
+  });
+  return { ok: errors.length === 0, values, errors };
+}
