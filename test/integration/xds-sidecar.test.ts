@@ -9,13 +9,13 @@ import { createLogger } from '../../proxy/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
 import { MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { buildResources, toSnapshot } from '../../xds/control-plane/snapshot.js';
-import { TYPE_URLS, packAny } from '../../xds/envoy/proto.js';
+import { TYPE_URLS, packAny, unpackAny } from '../../xds/envoy/proto.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { echoTransfer, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { LogCapture, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
-import { vm } from '../helpers/vm-manager.js';
+import { startVmManager, vm } from '../helpers/vm-manager.js';
 
 interface World {
   plane: ControlPlane;
@@ -144,4 +144,26 @@ test('control plane restarts: the sidecar keeps serving, reconnects, resyncs and
   const after = Object.fromEntries(again.ads.syncStatus().filter((s) => s.nodeId === 'vm-a').map((s) => [s.typeUrl, s.lastAckVersion]));
   t.deepEqual(after, before, 'the same versions');
   t.true(w.a.logs.lines.some((l) => l.reason === 'xds_stream_ended'), 'the outage was logged');
+});
+
+test('a control plane following a separate VM manager (--vm-manager) pushes what that VM manager registers', async (t) => {
+  const vmm = await startVmManager({ hypervisors: [{ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 }] });
+  const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: 5432 }] });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { remote: vmm.address }, debounce: { quietMs: 10, maxMs: 100 } });
+  await plane.start('127.0.0.1:0');
+  t.teardown(async () => {
+    await plane.stop();
+    await vmm.stop();
+  });
+  t.is(plane.vmManager, undefined, 'no VM manager API served here');
+  const endpointsOfDb = (): string[] => {
+    const cla = plane.cache.default?.resources[TYPE_URLS.ClusterLoadAssignment].get('db');
+    if (!cla) return [];
+    const decoded = unpackAny(cla.resource, TYPE_URLS.ClusterLoadAssignment);
+    return decoded.endpoints.flatMap((l) => l.lb_endpoints.map((e) => `${e.endpoint?.address?.socket_address?.address}:${e.endpoint?.address?.socket_address?.port_value}`));
+  };
+  await vmm.client.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.5'], services: [{ name: 'db', port: 5432 }] }));
+  await waitFor(() => endpointsOfDb().join() === '10.0.0.5:5432', 'db-1 in the served assignment');
+  await vmm.client.deregisterVm('db-1');
+  await waitFor(() => endpointsOfDb().length === 0, 'db-1 gone from the served assignment');
 });
