@@ -14,7 +14,7 @@ import type { HypervisorRecord, VmEvent, VmRecord } from '../vm-manager/types.js
 import { AdsServer } from './ads-server.js';
 import { configApiHandlers } from './config-api.js';
 import type { MeshStore } from './mesh-store.js';
-import { buildResources, checkConsistency, toSnapshot, type RegistryView } from './snapshot.js';
+import { buildNodeResources, buildResources, checkConsistency, mergeSnapshots, toSnapshot, type RegistryView } from './snapshot.js';
 import { Debouncer, SnapshotCache } from './snapshot-cache.js';
 import type { Snapshot, SyncStatus } from './types.js';
 
@@ -204,8 +204,12 @@ export class ControlPlane {
     return this.mirror ? this.mirror.has(nodeId) : (this.options.vms as { registry: Registry }).registry.getVm(nodeId) !== undefined;
   }
 
-  private snapshotFor(nodeId: string): Snapshot {
-    return toSnapshot(buildResources(this.options.mesh.config, this.view(), nodeId));
+  /** The default snapshot (what every node shares), built once per rebuild. */
+  private shared: Snapshot | undefined;
+
+  private snapshotFor(nodeId: string, view = this.view()): Snapshot {
+    this.shared ??= toSnapshot(buildResources(this.options.mesh.config, view, ''));
+    return mergeSnapshots(this.shared, toSnapshot(buildNodeResources(this.options.mesh.config, view, nodeId)));
   }
 
   /** New snapshots for every node that has one and for everyone else; an inconsistent one is refused and the previous kept. */
@@ -220,10 +224,11 @@ export class ControlPlane {
         this.options.logger.error({ reason: 'inconsistent_snapshot', node: what, error: (err as Error).message }, `not serving a new snapshot to ${what}: ${(err as Error).message}`);
       }
     };
-    serve('nodes without their own snapshot', () => this.cache.setDefault(toSnapshot(buildResources(this.options.mesh.config, view, ''))));
+    this.shared = toSnapshot(buildResources(this.options.mesh.config, view, ''));
+    serve('nodes without their own snapshot', () => this.cache.setDefault(this.shared));
     for (const nodeId of this.cache.nodeIds()) {
       if (!ids.has(nodeId)) this.cache.clearSnapshot(nodeId);
-      else serve(nodeId, () => this.cache.setSnapshot(nodeId, toSnapshot(buildResources(this.options.mesh.config, view, nodeId))));
+      else serve(nodeId, () => this.cache.setSnapshot(nodeId, this.snapshotFor(nodeId, view)));
     }
   }
 

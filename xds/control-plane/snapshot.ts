@@ -233,6 +233,23 @@ function nodeResources(services: readonly MeshService[], vm: VmRecord | undefine
   return { clusters, listeners };
 }
 
+/** Only what is particular to node `nodeId` (its listeners and inbound clusters); empty for a node that is not a registered VM. */
+export function buildNodeResources(mesh: MeshConfig, view: RegistryView, nodeId: string): MeshResources {
+  const services = [...mesh.services].sort(byKey((s) => s.name));
+  const node = nodeResources(
+    services,
+    view.vms.find((vm) => vm.vmId === nodeId),
+  );
+  return { clusters: node.clusters, endpoints: [], listeners: node.listeners, routes: [] };
+}
+
+/** A node's snapshot from the shared one and its own part; shared resources are the same objects, not copies. */
+export function mergeSnapshots(shared: Snapshot, own: Snapshot): Snapshot {
+  const resources = Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, new Map([...shared.resources[url], ...own.resources[url]])])) as Snapshot['resources'];
+  const versions = Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, own.resources[url].size === 0 ? shared.versions[url] : typeVersion(resources[url])])) as Snapshot['versions'];
+  return { resources, versions };
+}
+
 /** Every resource node `nodeId` is served, in a deterministic order. */
 export function buildResources(mesh: MeshConfig, view: RegistryView, nodeId: string): MeshResources {
   const services = [...mesh.services].sort(byKey((s) => s.name));
@@ -292,11 +309,23 @@ export function toSnapshot(resources: MeshResources): Snapshot {
   return { resources: byType, versions };
 }
 
+/** Decoded resources by their Any: snapshots of many nodes share most resources, so each is decoded once. */
+const decodedAnys = new WeakMap<object, unknown>();
+
+function decodeOnce<U extends ResourceTypeUrl>(resource: VersionedResource['resource'], typeUrl: U): EnvoyMessageOutput<U> {
+  let message = decodedAnys.get(resource) as EnvoyMessageOutput<U> | undefined;
+  if (message === undefined) {
+    message = unpackAny(resource, typeUrl);
+    decodedAnys.set(resource, message);
+  }
+  return message;
+}
+
 function decodeAll<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, problems: string[], kind: string) {
   const out: Array<{ name: string; message: EnvoyMessageOutput<U> }> = [];
   for (const r of snapshot.resources[typeUrl].values()) {
     try {
-      out.push({ name: r.name, message: unpackAny(r.resource, typeUrl) });
+      out.push({ name: r.name, message: decodeOnce(r.resource, typeUrl) });
     } catch (err) {
       problems.push(`${kind} "${r.name}": ${err instanceof Error ? err.message : String(err)}`);
     }
