@@ -167,3 +167,19 @@ test('a control plane following a separate VM manager (--vm-manager) pushes what
   await vmm.client.deregisterVm('db-1');
   await waitFor(() => endpointsOfDb().length === 0, 'db-1 gone from the served assignment');
 });
+
+test('make before break: a removed service\'s listener and routes go first, its cluster only after the removal delay', async (t) => {
+  const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: 5432 }, { name: 'web', port: 8080 }] });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry: new Registry() }, debounce: { quietMs: 5, maxMs: 50 }, clusterRemovalDelayMs: 300 });
+  await plane.start('127.0.0.1:0');
+  t.teardown(() => plane.stop());
+  const names = (type: typeof TYPE_URLS.Cluster | typeof TYPE_URLS.Listener | typeof TYPE_URLS.RouteConfiguration) => [...(plane.cache.default?.resources[type].keys() ?? [])].sort();
+  t.deepEqual(names(TYPE_URLS.Cluster), ['db', 'web']);
+  await mesh.delete('services', 'db');
+  await plane.flush();
+  t.deepEqual(names(TYPE_URLS.Listener), ['web'], 'the listener is gone at once');
+  t.deepEqual(names(TYPE_URLS.RouteConfiguration), ['web'], 'so is the route');
+  t.deepEqual(names(TYPE_URLS.Cluster), ['db', 'web'], 'the cluster is still served');
+  await waitFor(() => names(TYPE_URLS.Cluster).join() === 'web', 'the cluster removed after the delay');
+  t.false(plane.cache.default!.resources[TYPE_URLS.ClusterLoadAssignment].has('db'));
+});

@@ -14,9 +14,10 @@ import type { HypervisorRecord, VmEvent, VmRecord } from '../vm-manager/types.js
 import { AdsServer } from './ads-server.js';
 import { configApiHandlers } from './config-api.js';
 import type { MeshStore } from './mesh-store.js';
-import { buildNodeResources, buildResources, checkConsistency, mergeSnapshots, toSnapshot, type RegistryView } from './snapshot.js';
+import { buildNodeResources, buildResources, checkConsistency, mergeSnapshots, toSnapshot, typeVersion, type RegistryView } from './snapshot.js';
 import { Debouncer, SnapshotCache } from './snapshot-cache.js';
-import type { Snapshot, SyncStatus } from './types.js';
+import type { Snapshot, SyncStatus, VersionedResource } from './types.js';
+import { TYPE_URLS } from '../envoy/proto.js';
 
 export interface ControlPlaneOptions {
   mesh: MeshStore;
@@ -24,6 +25,8 @@ export interface ControlPlaneOptions {
   /** Serve this registry's VM manager API too (the default), or follow a VM manager elsewhere. */
   vms: { registry: Registry; statePath?: string } | { remote: string };
   debounce?: { quietMs: number; maxMs: number };
+  /** How long a removed cluster is still served after the listeners and routes naming it are gone (default 1 s). */
+  clusterRemovalDelayMs?: number;
 }
 
 /** The registry as the snapshot builder needs it, from the local registry or a remote VM manager's Watch. */
@@ -182,6 +185,7 @@ export class ControlPlane {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.removalTimer);
     this.debouncer.close();
     this.mirror?.stop();
     this.ads.closeStreams();
@@ -224,12 +228,54 @@ export class ControlPlane {
         this.options.logger.error({ reason: 'inconsistent_snapshot', node: what, error: (err as Error).message }, `not serving a new snapshot to ${what}: ${(err as Error).message}`);
       }
     };
-    this.shared = toSnapshot(buildResources(this.options.mesh.config, view, ''));
+    this.shared = this.keepRemovedClusters(toSnapshot(buildResources(this.options.mesh.config, view, '')));
     serve('nodes without their own snapshot', () => this.cache.setDefault(this.shared));
     for (const nodeId of this.cache.nodeIds()) {
       if (!ids.has(nodeId)) this.cache.clearSnapshot(nodeId);
       else serve(nodeId, () => this.cache.setSnapshot(nodeId, this.snapshotFor(nodeId, view)));
     }
+  }
+
+  /** Clusters (and their assignments) that left the mesh, served until `until` so listeners and routes stop naming them first. */
+  private readonly removedClusters = new Map<string, { cluster: VersionedResource; assignment: VersionedResource | undefined; until: number }>();
+  private removalTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Make before break: a cluster that disappears is still served for
+   * `clusterRemovalDelayMs` after the listeners and routes that named it are
+   * gone, so no client is told a route's cluster no longer exists while the
+   * route is still in effect.
+   */
+  private keepRemovedClusters(next: Snapshot): Snapshot {
+    const delay = this.options.clusterRemovalDelayMs ?? 1_000;
+    const previous = this.cache.default;
+    const now = Date.now();
+    if (previous && delay > 0) {
+      for (const [name, cluster] of previous.resources[TYPE_URLS.Cluster]) {
+        if (!next.resources[TYPE_URLS.Cluster].has(name) && !this.removedClusters.has(name)) {
+          this.removedClusters.set(name, { cluster, assignment: previous.resources[TYPE_URLS.ClusterLoadAssignment].get(name), until: now + delay });
+        }
+      }
+    }
+    for (const [name, r] of this.removedClusters) {
+      if (r.until <= now || next.resources[TYPE_URLS.Cluster].has(name)) this.removedClusters.delete(name);
+    }
+    clearTimeout(this.removalTimer);
+    if (this.removedClusters.size === 0) return next;
+    const until = Math.min(...[...this.removedClusters.values()].map((r) => r.until));
+    this.removalTimer = setTimeout(() => this.debouncer.trigger(), Math.max(0, until - now) + 1);
+    this.removalTimer.unref();
+    const clusters = new Map(next.resources[TYPE_URLS.Cluster]);
+    const assignments = new Map(next.resources[TYPE_URLS.ClusterLoadAssignment]);
+    for (const [name, r] of this.removedClusters) {
+      clusters.set(name, r.cluster);
+      if (r.assignment) assignments.set(name, r.assignment);
+    }
+    const resources = { ...next.resources, [TYPE_URLS.Cluster]: clusters, [TYPE_URLS.ClusterLoadAssignment]: assignments };
+    return {
+      resources,
+      versions: { ...next.versions, [TYPE_URLS.Cluster]: typeVersion(clusters), [TYPE_URLS.ClusterLoadAssignment]: typeVersion(assignments) },
+    };
   }
 
   private syncSource(): { statuses(nodeId?: string): SyncStatus[]; currentVersions(): Record<string, string> } {
