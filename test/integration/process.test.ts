@@ -80,7 +80,7 @@ test('cross-reference problems are reported by path too', async (t) => {
 });
 
 test('validate-config accepts the example configs and rejects a bad one with exit 2', async (t) => {
-  for (const file of ['deploy/examples/sidecar-a.yaml', 'deploy/examples/sidecar-b.yaml']) {
+  for (const file of ['deploy/examples/sidecar-a.yaml', 'deploy/examples/sidecar-b.yaml', 'deploy/examples/sidecar-xds.yaml']) {
     const ok = await runCli(['validate-config', file]);
     t.is(ok.code, 0, ok.stderr);
     t.regex(ok.stdout, /valid/);

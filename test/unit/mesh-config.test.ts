@@ -143,3 +143,14 @@ test('parseMeshConfigText: YAML syntax errors by line, and the source names the 
   t.deepEqual(invalid.problems, ['services[0].port: required']);
   t.is(invalid.message, 'mesh.yaml: 1 problem:\n  services[0].port: required');
 });
+
+test('the example mesh config in deploy/ is valid', async (t) => {
+  const { readFile } = await import('node:fs/promises');
+  const text = await readFile(new URL('../../deploy/examples/mesh.yaml', import.meta.url), 'utf8');
+  const mesh = parseMeshConfigText(text, 'deploy/examples/mesh.yaml');
+  t.deepEqual(mesh.services.map((s) => [s.name, s.outboundPort, s.protocol]), [
+    ['web', 18080, 'http'],
+    ['db', 5432, 'tcp'],
+  ]);
+  t.is(mesh.routes[0]!.name, 'web-routes');
+});
