@@ -183,3 +183,17 @@ test('make before break: a removed service\'s listener and routes go first, its 
   await waitFor(() => names(TYPE_URLS.Cluster).join() === 'web', 'the cluster removed after the delay');
   t.false(plane.cache.default!.resources[TYPE_URLS.ClusterLoadAssignment].has('db'));
 });
+
+test('a pushed listener whose port is taken NACKs the whole listener update; the listeners before it keep working', async (t) => {
+  const w = await world(t);
+  await waitFor(() => listening(w, 'outbound|echo'), 'outbound|echo');
+  const squatter = await startEchoServer('127.0.0.1');
+  t.teardown(() => squatter.close());
+  await w.mesh.put('services', { name: 'blocked', port: 7000, outbound_port: squatter.port });
+  await waitFor(() => w.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.Listener && s.lastNack !== null), 'the LDS NACK');
+  const nack = w.plane.ads.syncStatus().find((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.Listener)!.lastNack!;
+  t.regex(nack.error, /outbound\|blocked.*EADDRINUSE|EADDRINUSE.*outbound\|blocked/);
+  t.false(listening(w, 'outbound|blocked'));
+  const r = await echoTransfer(w.outboundPort, 10_000);
+  t.is(r.receivedSha256, r.sentSha256, 'outbound|echo still serves');
+});
