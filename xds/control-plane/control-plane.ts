@@ -16,8 +16,8 @@ import { configApiHandlers } from './config-api.js';
 import type { MeshStore } from './mesh-store.js';
 import { buildNodeResources, buildResources, checkConsistency, mergeSnapshots, toSnapshot, typeVersion, type RegistryView } from './snapshot.js';
 import { Debouncer, SnapshotCache } from './snapshot-cache.js';
-import type { Snapshot, SyncStatus, VersionedResource } from './types.js';
-import { TYPE_URLS } from '../envoy/proto.js';
+import type { MeshConfig, Snapshot, SyncStatus, VersionedResource } from './types.js';
+import { TYPE_URLS, type ResourceTypeUrl } from '../envoy/proto.js';
 
 export interface ControlPlaneOptions {
   mesh: MeshStore;
@@ -108,8 +108,8 @@ class LazySnapshotCache extends SnapshotCache {
 
   private ensure(nodeId: string): void {
     if (this.has(nodeId)) return;
-    const snapshot = this.build(nodeId);
     try {
+      const snapshot = this.build(nodeId);
       if (snapshot) this.setSnapshot(nodeId, snapshot);
     } catch {
       // Inconsistent: the node gets the default until a rebuild succeeds (the rebuild logs why).
@@ -140,6 +140,7 @@ export class ControlPlane {
 
   constructor(private readonly options: ControlPlaneOptions) {
     const check = (s: Snapshot): void => {
+      if (this.checked.has(s)) return;
       const problems = checkConsistency(s);
       if (problems.length > 0) throw new Error(`inconsistent snapshot: ${problems.join('; ')}`);
     };
@@ -198,10 +199,20 @@ export class ControlPlane {
     return this.debouncer.flush();
   }
 
-  private view(): RegistryView {
-    if (this.mirror) return this.mirror.view();
-    const { vms, hypervisors } = (this.options.vms as { registry: Registry }).registry.list();
-    return { vms, hypervisors };
+  /** The registry as of its current revision (copied once per revision, not per node). */
+  private viewCache: { revision: number; view: RegistryView; byId: Map<string, VmRecord> } | undefined;
+
+  private view(): RegistryView & { byId: Map<string, VmRecord> } {
+    if (this.mirror) {
+      const view = this.mirror.view();
+      return { ...view, byId: new Map(view.vms.map((vm) => [vm.vmId, vm])) };
+    }
+    const registry = (this.options.vms as { registry: Registry }).registry;
+    if (this.viewCache?.revision !== registry.revision) {
+      const { vms, hypervisors } = registry.list();
+      this.viewCache = { revision: registry.revision, view: { vms, hypervisors }, byId: new Map(vms.map((vm) => [vm.vmId, vm])) };
+    }
+    return { ...this.viewCache.view, byId: this.viewCache.byId };
   }
 
   private isVm(nodeId: string): boolean {
@@ -210,17 +221,51 @@ export class ControlPlane {
 
   /** The default snapshot (what every node shares), built once per rebuild. */
   private shared: Snapshot | undefined;
+  /** The names a node's own listeners may refer to, for the shared snapshot they were checked against. */
+  private sharedNames: { shared: Snapshot; names: string } | undefined;
+  /**
+   * Each node's own part (its listeners and inbound clusters), rebuilt only
+   * when its VM record or the mesh changes; and the merged snapshot, remade
+   * only when the shared part changes, checked again only when the names its
+   * listeners may refer to change. A VM moving then costs one node's part,
+   * not every node's.
+   */
+  private readonly nodeParts = new Map<string, { key: string; mesh: MeshConfig; own: Snapshot; shared?: Snapshot; merged?: Snapshot; checkedAgainst?: string }>();
+  /** Snapshots whose consistency is already known (the cache's check skips them). */
+  private readonly checked = new WeakSet<Snapshot>();
 
   private snapshotFor(nodeId: string, view = this.view()): Snapshot {
-    this.shared ??= toSnapshot(buildResources(this.options.mesh.config, view, ''));
-    return mergeSnapshots(this.shared, toSnapshot(buildNodeResources(this.options.mesh.config, view, nodeId)));
+    const mesh = this.options.mesh.config;
+    this.shared ??= toSnapshot(buildResources(mesh, view, ''));
+    const vm = view.byId.get(nodeId);
+    const key = vm ? JSON.stringify([vm.hypervisorId, vm.vsockCid, vm.addresses, vm.sidecar, vm.services]) : '';
+    let part = this.nodeParts.get(nodeId);
+    if (!part || part.key !== key || part.mesh !== mesh) {
+      part = { key, mesh, own: toSnapshot(buildNodeResources(mesh, { vms: vm ? [vm] : [], hypervisors: view.hypervisors }, nodeId)) };
+      this.nodeParts.set(nodeId, part);
+    }
+    if (part.shared !== this.shared || part.merged === undefined) {
+      part.merged = mergeSnapshots(this.shared, part.own);
+      part.shared = this.shared;
+    }
+    if (this.sharedNames?.shared !== this.shared) {
+      const names = (type: ResourceTypeUrl): string => [...this.shared!.resources[type].keys()].join('\0');
+      this.sharedNames = { shared: this.shared, names: `${names(TYPE_URLS.Cluster)}|${names(TYPE_URLS.RouteConfiguration)}` };
+    }
+    if (part.checkedAgainst !== this.sharedNames.names) {
+      const problems = checkConsistency(part.merged);
+      if (problems.length > 0) throw new Error(`inconsistent snapshot: ${problems.join('; ')}`);
+      part.checkedAgainst = this.sharedNames.names;
+    }
+    this.checked.add(part.merged);
+    return part.merged;
   }
 
   /** New snapshots for every node that has one and for everyone else; an inconsistent one is refused and the previous kept. */
   private rebuild(): void {
     this.rebuilds++;
     const view = this.view();
-    const ids = new Set(view.vms.map((vm) => vm.vmId));
+    const ids = view.byId;
     const serve = (what: string, set: () => void): void => {
       try {
         set();
@@ -231,7 +276,10 @@ export class ControlPlane {
     this.shared = this.keepRemovedClusters(toSnapshot(buildResources(this.options.mesh.config, view, '')));
     serve('nodes without their own snapshot', () => this.cache.setDefault(this.shared));
     for (const nodeId of this.cache.nodeIds()) {
-      if (!ids.has(nodeId)) this.cache.clearSnapshot(nodeId);
+      if (!ids.has(nodeId)) {
+        this.cache.clearSnapshot(nodeId);
+        this.nodeParts.delete(nodeId);
+      }
       else serve(nodeId, () => this.cache.setSnapshot(nodeId, this.snapshotFor(nodeId, view)));
     }
   }

@@ -309,23 +309,11 @@ export function toSnapshot(resources: MeshResources): Snapshot {
   return { resources: byType, versions };
 }
 
-/** Decoded resources by their Any: snapshots of many nodes share most resources, so each is decoded once. */
-const decodedAnys = new WeakMap<object, unknown>();
-
-function decodeOnce<U extends ResourceTypeUrl>(resource: VersionedResource['resource'], typeUrl: U): EnvoyMessageOutput<U> {
-  let message = decodedAnys.get(resource) as EnvoyMessageOutput<U> | undefined;
-  if (message === undefined) {
-    message = unpackAny(resource, typeUrl);
-    decodedAnys.set(resource, message);
-  }
-  return message;
-}
-
 function decodeAll<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, problems: string[], kind: string) {
   const out: Array<{ name: string; message: EnvoyMessageOutput<U> }> = [];
   for (const r of snapshot.resources[typeUrl].values()) {
     try {
-      out.push({ name: r.name, message: decodeOnce(r.resource, typeUrl) });
+      out.push({ name: r.name, message: unpackAny(r.resource, typeUrl) });
     } catch (err) {
       problems.push(`${kind} "${r.name}": ${err instanceof Error ? err.message : String(err)}`);
     }
