@@ -309,6 +309,50 @@ abstract class AdsStream<Req extends { node: { id: string } | null; type_url: st
 
 // ---- state of the world ---------------------------------------------------------
 
+/** protobuf: a length-delimited field (wire type 2). */
+function lengthDelimited(field: number, payload: Buffer): Buffer {
+  return Buffer.concat([varint((field << 3) | 2), varint(payload.length), payload]);
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) {
+    bytes.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  bytes.push(n);
+  return Buffer.from(bytes);
+}
+
+/** The encoded `resources` fields (DiscoveryResponse field 2, each a google.protobuf.Any) by resource map and names sent. */
+const encodedResources = new WeakMap<ReadonlyMap<string, VersionedResource>, Map<string, Buffer>>();
+
+function encodedResourcesOf(all: ReadonlyMap<string, VersionedResource>, names: string[] | null): Buffer {
+  const key = names === null ? '*' : names.join('\0');
+  let byNames = encodedResources.get(all);
+  if (!byNames) {
+    byNames = new Map();
+    encodedResources.set(all, byNames);
+  }
+  let encoded = byNames.get(key);
+  if (encoded === undefined) {
+    const parts: Buffer[] = [];
+    for (const r of names === null ? all.values() : names.map((n) => all.get(n))) {
+      if (r === undefined) continue;
+      const any = Buffer.concat([lengthDelimited(1, Buffer.from(r.resource.type_url)), lengthDelimited(2, Buffer.from(r.resource.value))]);
+      parts.push(lengthDelimited(2, any));
+    }
+    encoded = Buffer.concat(parts);
+    byNames.set(key, encoded);
+  }
+  return encoded;
+}
+
+/** A DiscoveryResponse, encoded: version_info (1), resources (2), type_url (4), nonce (5). */
+export function encodeSotwResponse(all: ReadonlyMap<string, VersionedResource>, names: string[] | null, version: string, typeUrl: string, nonce: string): Buffer {
+  return Buffer.concat([lengthDelimited(1, Buffer.from(version)), encodedResourcesOf(all, names), lengthDelimited(4, Buffer.from(typeUrl)), lengthDelimited(5, Buffer.from(nonce))]);
+}
+
 class SotwStream extends AdsStream<DiscoveryRequest__Output, DiscoveryResponse> {
   readonly kind = 'sotw';
 
@@ -356,16 +400,8 @@ class SotwStream extends AdsStream<DiscoveryRequest__Output, DiscoveryResponse> 
 
   protected build(typeUrl: ResourceTypeUrl, st: TypeState, snapshot: Snapshot, nonce: string): DiscoveryResponse {
     const all = resourcesOf(snapshot, typeUrl);
-    const resources = [];
-    if (st.wildcard) {
-      for (const r of all.values()) resources.push(r.resource);
-    } else {
-      for (const name of st.names) {
-        const r = all.get(name);
-        if (r !== undefined) resources.push(r.resource);
-      }
-    }
-    return { version_info: versionOf(snapshot, typeUrl), resources, type_url: typeUrl, nonce };
+    // Sent pre-encoded (see addTo): the resources part is shared by every stream that gets the same set.
+    return encodeSotwResponse(all, st.wildcard ? null : [...st.names], versionOf(snapshot, typeUrl), typeUrl, nonce) as unknown as DiscoveryResponse;
   }
 }
 
@@ -487,9 +523,19 @@ export class AdsServer {
     };
   }
 
-  /** Adds envoy.service.discovery.v3.AggregatedDiscoveryService to `server`. */
+  /**
+   * Adds envoy.service.discovery.v3.AggregatedDiscoveryService to `server`.
+   * State-of-the-world responses arrive already encoded (a Buffer): with many
+   * nodes most of them carry the same resources, encoded once.
+   */
   addTo(server: grpc.Server): void {
-    server.addService(adsServiceDefinition(), this.handlers());
+    const definition = adsServiceDefinition();
+    const sotw = definition.StreamAggregatedResources;
+    const serialize = sotw.responseSerialize;
+    server.addService(
+      { ...definition, StreamAggregatedResources: { ...sotw, responseSerialize: (value: DiscoveryResponse) => (Buffer.isBuffer(value) ? value : serialize(value)) } },
+      this.handlers(),
+    );
   }
 
   /** The service's handlers (addTo uses them). */

@@ -245,7 +245,10 @@ export function buildNodeResources(mesh: MeshConfig, view: RegistryView, nodeId:
 
 /** A node's snapshot from the shared one and its own part; shared resources are the same objects, not copies. */
 export function mergeSnapshots(shared: Snapshot, own: Snapshot): Snapshot {
-  const resources = Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, new Map([...shared.resources[url], ...own.resources[url]])])) as Snapshot['resources'];
+  // A type the node adds nothing to keeps the shared map itself (the ADS server encodes a shared map once for every node).
+  const resources = Object.fromEntries(
+    RESOURCE_TYPE_URLS.map((url) => [url, own.resources[url].size === 0 ? shared.resources[url] : new Map([...shared.resources[url], ...own.resources[url]])]),
+  ) as Snapshot['resources'];
   const versions = Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, own.resources[url].size === 0 ? shared.versions[url] : typeVersion(resources[url])])) as Snapshot['versions'];
   return { resources, versions };
 }
