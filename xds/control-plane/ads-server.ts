@@ -327,14 +327,12 @@ function varint(n: number): Buffer {
 /** The encoded `resources` fields (DiscoveryResponse field 2, each a google.protobuf.Any) by resource map and names sent. */
 const encodedResources = new WeakMap<ReadonlyMap<string, VersionedResource>, Map<string, Buffer>>();
 
+/** Resource maps encoded once already: a map is cached from its second use on (a node's own map is used by one stream only). */
+const encodedOnce = new WeakSet<ReadonlyMap<string, VersionedResource>>();
+
 function encodedResourcesOf(all: ReadonlyMap<string, VersionedResource>, names: string[] | null): Buffer {
   const key = names === null ? '*' : names.join('\0');
-  let byNames = encodedResources.get(all);
-  if (!byNames) {
-    byNames = new Map();
-    encodedResources.set(all, byNames);
-  }
-  let encoded = byNames.get(key);
+  let encoded = encodedResources.get(all)?.get(key);
   if (encoded === undefined) {
     const parts: Buffer[] = [];
     for (const r of names === null ? all.values() : names.map((n) => all.get(n))) {
@@ -343,7 +341,11 @@ function encodedResourcesOf(all: ReadonlyMap<string, VersionedResource>, names: 
       parts.push(lengthDelimited(2, any));
     }
     encoded = Buffer.concat(parts);
-    byNames.set(key, encoded);
+    if (encodedOnce.has(all)) {
+      let byNames = encodedResources.get(all);
+      if (!byNames) encodedResources.set(all, (byNames = new Map()));
+      byNames.set(key, encoded);
+    } else encodedOnce.add(all);
   }
   return encoded;
 }
