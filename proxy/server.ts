@@ -6,6 +6,7 @@ import type { LogLevel, SocketAddress } from './config/types.js';
 import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
 import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
+import { settledWithin } from './within.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
 
@@ -130,14 +131,7 @@ export abstract class ProxyServer {
     this.logger.info({ open_connections: this.activeConnections, timeout_ms: timeoutMs }, 'draining: listeners closed, waiting for open connections');
     this.draining = (async () => {
       const finished = Promise.all(this.listeners.map((l) => l.drain()));
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([
-        finished.then(() => false),
-        new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(true), timeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
+      const timedOut = !(await settledWithin(finished, timeoutMs));
       let aborted = 0;
       if (timedOut) {
         aborted = this.activeConnections;

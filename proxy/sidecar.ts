@@ -5,6 +5,7 @@ import type { SidecarConfig, XdsSettings } from './config/types.js';
 import type { Listener } from './listeners/listener.js';
 import type { XdsCounters } from './metrics.js';
 import { XdsApplier } from './xds-applier.js';
+import { settledWithin } from './within.js';
 import type { XdsCluster, XdsClusterLoadAssignment, XdsListener, XdsRouteConfig } from '../xds/control-plane/types.js';
 import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from '../xds/vm-manager/types.js';
@@ -116,10 +117,7 @@ export class Sidecar extends ProxyServer {
 
   /** A listener the control plane removed or changed: it stops accepting now, its connections get the drain timeout. */
   private async retire(listener: Listener): Promise<void> {
-    const drained = listener.drain();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([drained.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.config.drainTimeoutMs)))]);
-    clearTimeout(timer);
+    const timedOut = !(await settledWithin(listener.drain(), this.config.drainTimeoutMs));
     if (timedOut) listener.abortConnections();
     await listener.stop();
     const i = this.listeners.indexOf(listener);

@@ -8,8 +8,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
 import type { VmManagerClient } from './vm-manager/client.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
-import { parseVmDocument } from './vm-manager/inventory.js';
-import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, HypervisorRecord, VmEvent, VmRecord, VsockMode } from './vm-manager/types.js';
+import type { parseVmDocument } from './vm-manager/inventory.js';
+import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from './vm-manager/types.js';
 
 interface Globals {
   vmManager: string;
@@ -157,7 +157,8 @@ export function ctlCommand(): Command {
         }
         let doc: ReturnType<typeof parseVmDocument>;
         try {
-          doc = parseVmDocument(text, opts.file);
+          // Loaded here: every `vsockmesh` start reads this module, only `ctl vms register` needs the inventory schema.
+          doc = (await import('./vm-manager/inventory.js')).parseVmDocument(text, opts.file);
         } catch (err) {
           throw new UsageError((err as Error).message.split('\n').join('; '));
         }

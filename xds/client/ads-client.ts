@@ -7,7 +7,7 @@
 // the last configuration meanwhile.
 
 import * as grpc from '@grpc/grpc-js';
-import { TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
+import { TYPE_SHORT_NAMES, TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
 import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto.js';
 import { validateResources } from '../control-plane/validate.js';
 import type { Logger } from '../../proxy/log.js';
@@ -198,11 +198,5 @@ function sameList(a: string[], b: string[]): boolean {
 }
 
 export function shortType(typeUrl: string): string {
-  const map: Record<string, string> = {
-    [TYPE_URLS.Cluster]: 'CDS',
-    [TYPE_URLS.ClusterLoadAssignment]: 'EDS',
-    [TYPE_URLS.Listener]: 'LDS',
-    [TYPE_URLS.RouteConfiguration]: 'RDS',
-  };
-  return map[typeUrl] ?? typeUrl;
+  return TYPE_SHORT_NAMES[typeUrl as ResourceTypeUrl]?.toUpperCase() ?? typeUrl;
 }

@@ -40,6 +40,7 @@ import type { AggregatedDiscoveryServiceHandlers } from '../generated/envoy/envo
 import {
   adsServiceDefinition,
   RESOURCE_TYPE_URLS,
+  TYPE_SHORT_NAMES,
   TYPE_URLS,
   type DeltaDiscoveryRequest__Output,
   type DeltaDiscoveryResponse,
@@ -59,13 +60,7 @@ export interface AdsServerOptions {
   metrics?: MetricsRegistry;
 }
 
-/** Short names of the types, for metrics and logs. */
-export const TYPE_SHORT_NAMES: Record<ResourceTypeUrl, 'cds' | 'eds' | 'lds' | 'rds'> = {
-  [TYPE_URLS.Cluster]: 'cds',
-  [TYPE_URLS.ClusterLoadAssignment]: 'eds',
-  [TYPE_URLS.Listener]: 'lds',
-  [TYPE_URLS.RouteConfiguration]: 'rds',
-};
+export { TYPE_SHORT_NAMES };
 
 /** Types with a wildcard subscription (an empty first request asks for all). */
 const WILDCARD_TYPES: ReadonlySet<string> = new Set([TYPE_URLS.Listener, TYPE_URLS.Cluster]);

@@ -6,6 +6,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../proxy/log.js';
+import { settledWithin } from '../../proxy/within.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import { Registry } from '../vm-manager/registry.js';
@@ -74,8 +75,12 @@ class RegistryMirror {
     this.client.close();
   }
 
-  view(): RegistryView {
-    return { vms: [...this.vms.values()], hypervisors: [...this.hypervisors.values()] };
+  /** Made once per change, not once per node. */
+  private cached: (RegistryView & { byId: Map<string, VmRecord> }) | undefined;
+
+  view(): RegistryView & { byId: Map<string, VmRecord> } {
+    this.cached ??= { vms: [...this.vms.values()], hypervisors: [...this.hypervisors.values()], byId: new Map(this.vms) };
+    return this.cached;
   }
 
   has(vmId: string): boolean {
@@ -83,12 +88,14 @@ class RegistryMirror {
   }
 
   private reset(): void {
+    this.cached = undefined;
     this.revision = 0;
     this.vms.clear();
     this.hypervisors.clear();
   }
 
   private apply(e: VmEvent): void {
+    this.cached = undefined;
     this.revision = e.revision;
     if (e.type === 'hypervisor') this.hypervisors.set(e.hypervisor.hypervisorId, e.hypervisor);
     else if (e.type === 'removed') this.vms.delete(e.vm.vmId);
@@ -182,7 +189,7 @@ export class ControlPlane {
   async drain(timeoutMs = 5_000): Promise<void> {
     this.ads.closeStreams();
     await this.vmManager?.drain(timeoutMs);
-    await Promise.race([new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
   }
 
   async stop(): Promise<void> {
@@ -203,10 +210,7 @@ export class ControlPlane {
   private viewCache: { revision: number; view: RegistryView; byId: Map<string, VmRecord> } | undefined;
 
   private view(): RegistryView & { byId: Map<string, VmRecord> } {
-    if (this.mirror) {
-      const view = this.mirror.view();
-      return { ...view, byId: new Map(view.vms.map((vm) => [vm.vmId, vm])) };
-    }
+    if (this.mirror) return this.mirror.view();
     const registry = (this.options.vms as { registry: Registry }).registry;
     if (this.viewCache?.revision !== registry.revision) {
       const { vms, hypervisors } = registry.list();

@@ -24,26 +24,28 @@ export class MeshStore extends EventEmitter {
   private raw: RawMesh;
   private current: MeshConfig;
 
+  /** Throws ConfigError listing every problem of `raw` (by path, named after `source`). */
   private constructor(
     raw: RawMesh,
     private readonly statePath: string | undefined,
+    source: string,
   ) {
     super();
     this.raw = raw;
-    this.current = parseMeshConfig(raw, statePath ?? 'mesh config');
+    this.current = parseMeshConfig(raw, source);
   }
 
   /** From the state file when it exists (it holds every API change), else from the mesh file, else empty. */
   static async open(options: { meshPath?: string; statePath?: string }): Promise<MeshStore> {
     const path = options.statePath !== undefined && existsSync(options.statePath) ? options.statePath : options.meshPath;
-    if (path === undefined) return new MeshStore({ services: [], routes: [] }, options.statePath);
+    if (path === undefined) return new MeshStore({ services: [], routes: [] }, options.statePath, 'mesh config');
     const data = (parseYamlText(await readFile(path, 'utf8'), path) ?? {}) as Partial<RawMesh>;
-    parseMeshConfig(data, path); // every problem, by path, before anything else
-    return new MeshStore({ services: data.services ?? [], routes: data.routes ?? [] }, options.statePath);
+    // The whole file is validated (an unknown top-level key is a problem), then kept in the shape the API edits.
+    return new MeshStore({ ...data, services: data.services ?? [], routes: data.routes ?? [] }, options.statePath, path);
   }
 
   static fromConfig(raw: Partial<RawMesh>): MeshStore {
-    return new MeshStore({ services: raw.services ?? [], routes: raw.routes ?? [] }, undefined);
+    return new MeshStore({ services: raw.services ?? [], routes: raw.routes ?? [] }, undefined, 'mesh config');
   }
 
   get config(): MeshConfig {

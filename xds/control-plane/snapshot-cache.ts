@@ -104,22 +104,20 @@ export interface NamedResource {
   resource: Any__Output;
 }
 
-function hash(parts: Iterable<string | Buffer | Uint8Array>): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p);
-  return h.digest('hex').slice(0, 16);
+/** The first 16 hex digits of the SHA-256 of `data`: resource and type versions. */
+export function shortHash(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex').slice(0, 16);
 }
 
 /** A resource's version: a hash of its encoded bytes (same content, same version, across restarts). */
 export function resourceVersion(resource: Any__Output): string {
-  return hash([resource.type_url, '\0', resource.value]);
+  return shortHash(resource.value);
 }
 
-/** A type's version: a hash of its resources' names and versions (order-independent). */
-export function typeVersion(resources: Map<string, VersionedResource>): string {
-  const parts: string[] = [];
-  for (const name of [...resources.keys()].sort()) parts.push(name, '\0', resources.get(name)!.version, '\0');
-  return hash(parts);
+/** A type's version: the hash of its sorted `name:version` pairs (order-independent). */
+export function typeVersion(resources: ReadonlyMap<string, VersionedResource>): string {
+  const pairs = [...resources.values()].map((r) => `${r.name}:${r.version}`).sort();
+  return shortHash(pairs.join('\n'));
 }
 
 /**

@@ -13,7 +13,6 @@
 //   it serves mesh services, Listener "inbound|<vm id>" with one filter chain
 //   per served port P, to the STATIC Cluster "inbound|P" (127.0.0.1:P).
 
-import { createHash } from 'node:crypto';
 import {
   packAny,
   RESOURCE_TYPE_URLS,
@@ -31,6 +30,9 @@ import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbE
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import type { HypervisorRecord, VmRecord } from '../vm-manager/types.js';
 import type { MeshConfig, MeshRoute, MeshService, Snapshot, VersionedResource } from './types.js';
+import { resourceVersion, shortHash, typeVersion } from './snapshot-cache.js';
+
+export { shortHash, typeVersion };
 
 /** What the control plane knows of the registry (VmManagerApi.listVms without the revision). */
 export interface RegistryView {
@@ -268,24 +270,13 @@ export function buildResources(mesh: MeshConfig, view: RegistryView, nodeId: str
   };
 }
 
-/** The first 16 hex digits of the SHA-256 of `data`. */
-export function shortHash(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex').slice(0, 16);
-}
-
 function versioned(entries: Array<{ name: string; resource: Any__Output }>, kind: string): Map<string, VersionedResource> {
   const map = new Map<string, VersionedResource>();
   for (const { name, resource } of entries) {
     if (map.has(name)) throw new Error(`toSnapshot: two ${kind} resources are named "${name}"`);
-    map.set(name, { name, version: shortHash(resource.value), resource });
+    map.set(name, { name, version: resourceVersion(resource), resource });
   }
   return map;
-}
-
-/** A type's version: the hash of its sorted `name:version` pairs. */
-export function typeVersion(resources: ReadonlyMap<string, VersionedResource>): string {
-  const pairs = [...resources.values()].map((r) => `${r.name}:${r.version}`).sort();
-  return shortHash(pairs.join('\n'));
 }
 
 /** Packs every resource into an Any and versions it (per resource: a hash of its bytes; per type: a hash of the name:version pairs). */

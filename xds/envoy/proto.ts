@@ -98,6 +98,14 @@ export const RESOURCE_TYPE_URLS = [TYPE_URLS.Cluster, TYPE_URLS.ClusterLoadAssig
 export type EnvoyTypeUrl = (typeof TYPE_URLS)[keyof typeof TYPE_URLS];
 export type ResourceTypeUrl = (typeof RESOURCE_TYPE_URLS)[number];
 
+/** Short names of the resource types, for metrics and logs. */
+export const TYPE_SHORT_NAMES: Record<ResourceTypeUrl, 'cds' | 'eds' | 'lds' | 'rds'> = {
+  [TYPE_URLS.Cluster]: 'cds',
+  [TYPE_URLS.ClusterLoadAssignment]: 'eds',
+  [TYPE_URLS.Listener]: 'lds',
+  [TYPE_URLS.RouteConfiguration]: 'rds',
+};
+
 /** Message types by type URL: what packAny takes (`input`) and unpackAny returns (`output`). */
 export interface EnvoyMessages {
   'type.googleapis.com/envoy.config.listener.v3.Listener': { input: Listener; output: Listener__Output };

@@ -170,6 +170,11 @@ export class Registry {
     this.log = new Array<VmEvent>(size);
   }
 
+  /** How many VMs are registered. */
+  get size(): number {
+    return this.vms.size;
+  }
+
   get revision(): number {
     return this.currentRevision;
   }

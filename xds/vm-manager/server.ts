@@ -7,6 +7,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../../proxy/log.js';
+import { settledWithin } from '../../proxy/within.js';
 import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
 import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
 import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
@@ -87,7 +88,7 @@ export class VmManagerServer {
       help: 'Registered VMs',
       registers,
       collect() {
-        this.set(registry.list().vms.length);
+        this.set(registry.size);
       },
     });
     new Gauge({
@@ -128,7 +129,7 @@ export class VmManagerServer {
     });
     this.state = 'serving';
     this.expireLeases();
-    this.options.logger.info({ address, port: this.boundPort, vms: this.registry.list().vms.length, revision: this.registry.revision, state_file: this.options.statePath ?? null }, 'vm-manager serving');
+    this.options.logger.info({ address, port: this.boundPort, vms: this.registry.size, revision: this.registry.revision, state_file: this.options.statePath ?? null }, 'vm-manager serving');
     return this.boundPort;
   }
 
@@ -141,12 +142,7 @@ export class VmManagerServer {
     this.watches.clear();
     for (const call of this.healthWatches) call.end();
     this.healthWatches.clear();
-    if (!this.shared) {
-      await Promise.race([
-        new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())),
-        new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref()),
-      ]);
-    }
+    if (!this.shared) await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
     await this.flushing;
     await this.queued;
   }
