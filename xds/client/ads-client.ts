@@ -12,8 +12,6 @@ import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto
 import { validateResources } from '../control-plane/validate.js';
 import type { Logger } from '../../proxy/log.js';
 
-/** What one accepted response carried, as domain values. */
-export type AcceptedResources = ReturnType<typeof validateResources> & { ok: true };
 
 export interface AdsClientOptions {
   address: string;
@@ -149,7 +147,7 @@ export class AdsClient {
     }
     state.lastNonce = response.nonce;
     const result = validateResources(typeUrl, response.resources);
-    let error: string | undefined = result.ok ? undefined : result.errors.join('; ');
+    let error: string | undefined = result.ok ? undefined : result.refused.flatMap((r) => r.errors).join('; ');
     let next: { typeUrl: ResourceTypeUrl; names: string[] } | undefined;
     if (result.ok) {
       try {
