@@ -164,9 +164,9 @@ export class XdsApplier {
     return result;
   }
 
-  /** RDS: kept for the HTTP layer and shown in /config_dump. */
+  /** RDS: kept for the HTTP layer and shown in /config_dump (only those a listener names: one that crossed our unsubscribe is dropped). */
   applyRoutes(routes: XdsRouteConfig[]): void {
-    for (const r of routes) this.routes.set(r.name, r);
+    for (const r of routes) if (this.apiListeners.has(r.name)) this.routes.set(r.name, r);
   }
 
   /** Route configurations the listeners name (API listeners use their own name). */
@@ -240,7 +240,8 @@ export class XdsApplier {
   /**
    * A cluster CDS no longer has goes once no listener names it; until then it
    * has no endpoint (its listener refuses connections: no_endpoint) or gets
-   * its endpoints back if CDS brings it back. Assignments go with their clusters.
+   * its endpoints back if CDS brings it back. Assignments go with their
+   * clusters, route configurations with their listeners.
    */
   private free(): void {
     const named = new Set([...this.listeners.values()].flatMap((l) => (l.spec.kind === 'outbound' ? [l.spec.cluster] : [])));
@@ -251,6 +252,7 @@ export class XdsApplier {
     }
     const used = this.edsNames();
     for (const name of [...this.assignments.keys()]) if (!used.has(name)) this.assignments.delete(name);
+    for (const name of [...this.routes.keys()]) if (!this.apiListeners.has(name)) this.routes.delete(name);
   }
 
   private edsNames(): Set<string> {

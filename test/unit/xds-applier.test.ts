@@ -227,12 +227,17 @@ test('a cluster refused by validation keeps its last good version and its EDS su
   t.deepEqual(h.applier.applyClusters([], { names: new Set(), unnamed: true }), ['web', 'db-v1']);
 });
 
-test('route configurations follow the API listeners; a refused API listener keeps its subscription', async (t) => {
+test('route configurations follow the API listeners; a refused API listener keeps its subscription; a route configuration goes with its listener', async (t) => {
   const h = new FakeHost();
+  const route = (name: string) => ({ name, virtualHosts: [] });
   await h.applier.applyListeners([api('web'), api('db')]);
   t.deepEqual(h.applier.routeNames().sort(), ['db', 'web']);
+  h.applier.applyRoutes([route('web'), route('db'), route('other')]);
+  t.deepEqual([...h.applier.routes.keys()].sort(), ['db', 'web'], 'one no listener names is dropped');
   await h.applier.applyListeners([api('web')], refusedNames('db'));
   t.deepEqual(h.applier.routeNames().sort(), ['db', 'web']);
+  t.deepEqual([...h.applier.routes.keys()].sort(), ['db', 'web']);
   await h.applier.applyListeners([api('web')]);
   t.deepEqual(h.applier.routeNames(), ['web']);
+  t.deepEqual([...h.applier.routes.keys()], ['web']);
 });
