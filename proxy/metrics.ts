@@ -62,6 +62,8 @@ export interface XdsCounters {
   nacks: number;
   reconnects: number;
   connected: number;
+  /** Resources refused (invalid, or could not be applied), counted per response, by type short name. */
+  refused: Record<string, number>;
 }
 
 export class ProxyMetrics {
@@ -155,7 +157,7 @@ export class ProxyMetrics {
   }
 
   /** Reports the ADS client's counters at scrape time. */
-  addXds(counters: XdsCounters): void {
+  addXds(counters: XdsCounters, nodeKnown: () => boolean): void {
     const registers = [this.registry];
     new Counter({
       name: 'vsockmesh_xds_responses_total',
@@ -166,6 +168,24 @@ export class ProxyMetrics {
         this.reset();
         this.labels({ outcome: 'ack' }).inc(counters.acks);
         this.labels({ outcome: 'nack' }).inc(counters.nacks);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_xds_resources_refused_total',
+      help: 'xDS resources refused (invalid, or could not be applied: their last good version stays), counted per response, by type',
+      labelNames: ['type'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [type, n] of Object.entries(counters.refused)) this.labels({ type }).inc(n);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_xds_node_known',
+      help: '1 while the control plane\'s latest listener state names this node; 0 when it does not (its last listeners keep serving)',
+      registers,
+      collect() {
+        this.set(nodeKnown() ? 1 : 0);
       },
     });
     new Counter({

@@ -88,25 +88,52 @@ export class Sidecar extends ProxyServer {
       address: settings.address,
       node: { id: this.config.node.id, cluster: settings.cluster },
       logger: this.logger,
-      apply: async (typeUrl, values) => {
+      apply: async (typeUrl, values, version, refused) => {
         switch (typeUrl) {
           case TYPE_URLS.Cluster:
-            return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: applier.applyClusters(values as XdsCluster[]) } };
+            return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: applier.applyClusters(values as XdsCluster[], refused) } };
           case TYPE_URLS.ClusterLoadAssignment:
             applier.applyAssignments(values as XdsClusterLoadAssignment[]);
-            return undefined;
-          case TYPE_URLS.Listener:
-            await applier.applyListeners(values as XdsListener[]);
-            return { subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: applier.routeNames(values as XdsListener[]) } };
+            return {};
+          case TYPE_URLS.Listener: {
+            const applied = await applier.applyListeners(values as XdsListener[], refused);
+            if (!applied.nodeUnknown && this.unknownSince !== undefined) {
+              this.unknownSince = undefined;
+              this.logger.info({ version, source: 'xds' }, `the control plane knows node ${this.config.node.id} again`);
+            }
+            return {
+              subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: applier.routeNames() },
+              refused: applied.refused,
+              ...(applied.nodeUnknown && { problem: this.nodeUnknown(applied.nodeUnknown.kept, version) }),
+            };
+          }
           case TYPE_URLS.RouteConfiguration:
             applier.applyRoutes(values as XdsRouteConfig[]);
-            return undefined;
+            return {};
         }
       },
     });
     this.ads = ads;
-    this.metrics.addXds(ads.counters);
+    this.metrics.addXds(ads.counters, () => applier.nodeKnown);
     ads.start();
+  }
+
+  /** The version of the last listener state that did not know this node, once it was logged. */
+  private unknownSince: string | undefined;
+
+  /**
+   * The control plane sent a listener state without this node's listeners:
+   * they keep serving (it is the control plane that lost track of the node,
+   * not the node that stopped existing). Logged once per version; the
+   * returned reason goes back to the control plane in the NACK.
+   */
+  private nodeUnknown(kept: string[], version: string): string {
+    const reason = `node_unknown: the listener state names none of the listeners of node ${JSON.stringify(this.config.node.id)} and carries no placement for it (is it registered with the control plane?); its ${kept.length} listener(s) keep serving${kept.length > 0 ? ` (${kept.join(', ')})` : ''} until a state names them again or the sidecar drains`;
+    if (this.unknownSince !== version) {
+      this.unknownSince = version;
+      this.logger.warn({ reason: 'node_unknown', version, kept, control_plane: this.config.xds?.address }, `the control plane does not know node ${this.config.node.id}: keeping its last listeners`);
+    }
+    return reason;
   }
 
   /** A draining sidecar takes no more configuration: the ADS stream ends first. */

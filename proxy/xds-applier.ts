@@ -1,10 +1,17 @@
-// What the sidecar does with a validated xDS response: clusters, endpoints and
-// listeners become the same objects a static config makes. Listeners are
-// opened before anything is replaced (a port that cannot be bound NACKs the
-// whole response and keeps the old listeners); removed or changed listeners
-// drain in the background. Endpoints carry the VM facts; whether one goes over
-// vsock follows from our own placement, which the control plane sends with
-// our outbound listeners.
+// What the sidecar does with the valid resources of an xDS response:
+// clusters, endpoints and listeners become the same objects a static config
+// makes. Each resource is applied or refused on its own (as Envoy and gRPC
+// do): a listener that cannot be opened is refused and its last good version
+// keeps serving while the other listeners of the response are applied; a
+// resource the response carries but validation refused is kept at its last
+// good version, never taken as removed. Removed or changed listeners drain in
+// the background; a cluster CDS removed goes once no listener names it.
+// Endpoints carry the VM facts; whether one goes over vsock follows from our
+// own placement, which the control plane sends with our outbound listeners.
+// A listener state that names none of our listeners, and not our placement,
+// after the control plane had told us our placement, means the control plane
+// does not know this node (deregistered, or restarted from an older
+// inventory): nothing is removed.
 
 import { parseSidecarConfig } from './config/load.js';
 import type { EndpointConfig, InboundListenerConfig, OutboundListenerConfig } from './config/types.js';
@@ -53,6 +60,32 @@ function listenerConfig(nodeId: string, l: Exclude<XdsListener, { kind: 'api' }>
   return parsed.kind === 'outbound' && l.kind === 'outbound' ? { ...parsed, name: l.name, cluster: l.cluster } : { ...parsed, name: l.name };
 }
 
+/** A resource the sidecar did not apply; `error` says why and names it. */
+export interface Refusal {
+  name: string;
+  error: string;
+}
+
+/**
+ * What a state-of-the-world response held besides its valid resources: the
+ * names of the resources it carried that validation refused (their last good
+ * version stays), and whether one came without a readable name (then what the
+ * state leaves out may be that one, so nothing is removed).
+ */
+export interface StateRefusals {
+  names: ReadonlySet<string>;
+  unnamed: boolean;
+}
+
+const NONE: StateRefusals = { names: new Set(), unnamed: false };
+
+export interface ListenersApplied {
+  /** Listeners of the state that could not be opened; their last good version, if any, keeps serving. */
+  refused: Refusal[];
+  /** The state names none of our listeners although the control plane told us our placement before: `kept` serve on. */
+  nodeUnknown?: { kept: string[] };
+}
+
 export interface XdsApplierHost {
   nodeId: string;
   /** Starts `listener` and adds it to the server's listeners; throws if it cannot bind. */
@@ -64,96 +97,166 @@ export interface XdsApplierHost {
   listenerContext: ConstructorParameters<typeof OutboundListener>[2];
 }
 
+type ServedListener = { spec: Exclude<XdsListener, { kind: 'api' }>; listener: Listener };
+
 export class XdsApplier {
   readonly clusters = new Map<string, Cluster>();
   private readonly clusterSpecs = new Map<string, XdsCluster>();
   private readonly assignments = new Map<string, XdsEndpoint[]>();
-  private readonly listeners = new Map<string, { spec: XdsListener; listener: Listener }>();
+  private readonly listeners = new Map<string, ServedListener>();
+  /** API listeners (gRPC clients'): not served, but their route configurations are subscribed. */
+  private apiListeners = new Set<string>();
   readonly routes = new Map<string, XdsRouteConfig>();
   private local: Placement | null = null;
+  private known = false;
 
   constructor(private readonly host: XdsApplierHost) {}
 
-  /** CDS: the whole set of clusters. Returns the EDS names to subscribe to. */
-  applyClusters(clusters: XdsCluster[]): string[] {
-    const names = new Set(clusters.map((c) => c.name));
+  /** Whether the control plane knows this node: it has told us our placement, and its latest listener state did not leave out all our listeners. */
+  get nodeKnown(): boolean {
+    return this.known;
+  }
+
+  /** CDS: the whole set of clusters. Returns the EDS names to subscribe to (a refused cluster's last good one included). */
+  applyClusters(clusters: XdsCluster[], refused: StateRefusals = NONE): string[] {
+    const present = new Set([...clusters.map((c) => c.name), ...refused.names]);
     for (const c of clusters) {
       this.clusterSpecs.set(c.name, c);
       this.cluster(c.name).update(this.clusterConfig(c));
     }
-    for (const name of [...this.clusterSpecs.keys()]) {
-      if (names.has(name)) continue;
-      this.clusterSpecs.delete(name);
-      // A listener may still name it: it refuses connections (no endpoint) until a cluster comes back.
-      this.clusters.get(name)?.update({ name, connectTimeoutMs: 5_000, endpoints: [] });
-    }
-    return clusters.flatMap((c) => (c.kind === 'eds' ? [c.edsServiceName] : []));
+    if (!refused.unnamed) for (const name of [...this.clusterSpecs.keys()]) if (!present.has(name)) this.clusterSpecs.delete(name);
+    this.free();
+    return [...this.edsNames()];
   }
 
-  /** EDS: the assignments of the subscribed clusters. */
+  /** EDS: the assignments of the subscribed clusters (one for a cluster we no longer have, a response that crossed our unsubscribe, is dropped). */
   applyAssignments(assignments: XdsClusterLoadAssignment[]): void {
-    for (const a of assignments) this.assignments.set(a.clusterName, a.endpoints);
+    const used = this.edsNames();
+    for (const a of assignments) if (used.has(a.clusterName)) this.assignments.set(a.clusterName, a.endpoints);
     this.refreshEndpoints();
   }
 
-  /** LDS: the whole set of listeners. Opens new ones first; throws (→ NACK) if one cannot be opened, leaving everything as it was. */
-  async applyListeners(listeners: XdsListener[]): Promise<void> {
-    const local = listeners.find((l): l is Extract<XdsListener, { kind: 'outbound' }> => l.kind === 'outbound' && l.local !== undefined)?.local ?? null;
-    if (local?.vmId !== this.local?.vmId || local?.hypervisorId !== this.local?.hypervisorId) {
-      this.local = local;
+  /**
+   * LDS: the whole set of listeners. Each new or changed listener is opened
+   * on its own; one that cannot be opened is refused and its previous
+   * version (if any) keeps serving. Listeners the state leaves out drain,
+   * unless the state does not know this node (see ListenersApplied).
+   */
+  async applyListeners(state: XdsListener[], refused: StateRefusals = NONE): Promise<ListenersApplied> {
+    const placement = state.find((l): l is Extract<XdsListener, { kind: 'outbound' }> => l.kind === 'outbound' && l.local !== undefined)?.local;
+    const wanted = state.filter((l): l is ServedListener['spec'] => l.kind !== 'api');
+    const present = new Set([...state.map((l) => l.name), ...refused.names]);
+    const left = [...this.listeners.keys()].filter((name) => !present.has(name));
+    // Unknown: we were placed before, and the state has listeners (the mesh has services) but none of ours and no placement.
+    // An empty state is taken as it comes: every cluster is gone with it, a kept listener could reach nothing.
+    const unknown = placement === undefined && this.local !== null && present.size > 0 && left.length === this.listeners.size;
+    if (placement && (placement.vmId !== this.local?.vmId || placement.hypervisorId !== this.local.hypervisorId)) {
+      this.local = placement;
       this.refreshEndpoints();
     }
-    const wanted = listeners.filter((l): l is Exclude<XdsListener, { kind: 'api' }> => l.kind !== 'api');
-    const changed = wanted.filter((l) => !sameListener(this.listeners.get(l.name)?.spec, l));
-    const removed = [...this.listeners.keys()].filter((name) => !wanted.some((l) => l.name === name));
-    // Listeners being replaced give up their ports first: their listen sockets close now, their connections drain.
-    const retiring = [...changed.map((l) => this.listeners.get(l.name)).filter((x) => x !== undefined), ...removed.map((n) => this.listeners.get(n)!)];
-    const started: Array<{ spec: XdsListener; listener: Listener }> = [];
-    try {
-      for (const spec of changed) {
-        const config = listenerConfig(this.host.nodeId, spec);
-        const listener =
-          config.kind === 'outbound'
-            ? new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions)
-            : new InboundListener(config, this.host.listenerContext, this.host.inboundOptions);
-        const samePort = retiring.find((r) => 'port' in r.spec && r.spec.port === (spec as { port: number }).port);
-        if (samePort) {
-          this.host.retireListener(samePort.listener);
-          this.listeners.delete(samePort.spec.name);
-        }
-        await this.host.addListener(listener);
-        started.push({ spec, listener });
-      }
-    } catch (err) {
-      for (const s of started) this.host.retireListener(s.listener);
-      throw err;
-    }
-    for (const r of retiring) {
-      if (this.listeners.get(r.spec.name) === r) {
-        this.host.retireListener(r.listener);
-        this.listeners.delete(r.spec.name);
-      }
-    }
-    for (const s of started) this.listeners.set(s.spec.name, s);
+    this.known = this.local !== null && !unknown;
+    this.apiListeners = new Set([...state.filter((l) => l.kind === 'api').map((l) => l.name), ...[...this.apiListeners].filter((n) => refused.names.has(n))]);
+    const removed = unknown || refused.unnamed ? [] : left;
+    const result: ListenersApplied = { refused: await this.openListeners(wanted.filter((l) => !sameListener(this.listeners.get(l.name)?.spec, l)), removed) };
+    for (const name of removed) this.retire(name);
+    this.free();
+    if (unknown) result.nodeUnknown = { kept: left.sort() };
+    return result;
   }
 
-  /** RDS: kept for the HTTP layer and shown in /config_dump. */
+  /** RDS: kept for the HTTP layer and shown in /config_dump (only those a listener names: one that crossed our unsubscribe is dropped). */
   applyRoutes(routes: XdsRouteConfig[]): void {
-    for (const r of routes) this.routes.set(r.name, r);
+    for (const r of routes) if (this.apiListeners.has(r.name)) this.routes.set(r.name, r);
   }
 
   /** Route configurations the listeners name (API listeners use their own name). */
-  routeNames(listeners: XdsListener[]): string[] {
-    return listeners.filter((l) => l.kind === 'api').map((l) => l.name);
+  routeNames(): string[] {
+    return [...this.apiListeners];
   }
 
   dump(): unknown {
     return {
       local: this.local,
+      nodeKnown: this.known,
       clusters: [...this.clusters.values()].map((c) => c.config),
       listeners: [...this.listeners.values()].map((l) => ({ ...l.spec, bound: l.listener.addresses() })),
       routes: [...this.routes.values()],
     };
+  }
+
+  /**
+   * Opens `changed` one by one. A listener whose port an old listener holds
+   * (a previous version, or one being removed) takes the port over; a
+   * listener that then fails to open gets its own previous version back.
+   */
+  private async openListeners(changed: Array<ServedListener['spec']>, removed: string[]): Promise<Refusal[]> {
+    const refusals: Refusal[] = [];
+    const giving = new Set([...changed.map((l) => l.name), ...removed]);
+    const closedEarly = new Map<string, ServedListener['spec']>();
+    for (const spec of changed) {
+      const holder = [...this.listeners.values()].find((l) => giving.has(l.spec.name) && l.spec.port === spec.port);
+      if (holder) {
+        closedEarly.set(holder.spec.name, holder.spec);
+        this.retire(holder.spec.name);
+      }
+      try {
+        const listener = await this.open(spec);
+        this.retire(spec.name);
+        this.listeners.set(spec.name, { spec, listener });
+      } catch (err) {
+        let error = (err as Error).message;
+        const previous = closedEarly.get(spec.name);
+        if (previous) {
+          try {
+            this.listeners.set(spec.name, { spec: previous, listener: await this.open(previous) });
+            error += ' (its previous version was opened again)';
+          } catch (again) {
+            error += ` (its previous version could not be opened again either: ${(again as Error).message})`;
+          }
+        }
+        refusals.push({ name: spec.name, error });
+      }
+    }
+    return refusals;
+  }
+
+  private async open(spec: ServedListener['spec']): Promise<Listener> {
+    const config = listenerConfig(this.host.nodeId, spec);
+    const listener =
+      config.kind === 'outbound'
+        ? new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions)
+        : new InboundListener(config, this.host.listenerContext, this.host.inboundOptions);
+    await this.host.addListener(listener);
+    return listener;
+  }
+
+  private retire(name: string): void {
+    const served = this.listeners.get(name);
+    if (!served) return;
+    this.listeners.delete(name);
+    this.host.retireListener(served.listener);
+  }
+
+  /**
+   * A cluster CDS no longer has goes once no listener names it; until then it
+   * has no endpoint (its listener refuses connections: no_endpoint) or gets
+   * its endpoints back if CDS brings it back. Assignments go with their
+   * clusters, route configurations with their listeners.
+   */
+  private free(): void {
+    const named = new Set([...this.listeners.values()].flatMap((l) => (l.spec.kind === 'outbound' ? [l.spec.cluster] : [])));
+    for (const [name, cluster] of this.clusters) {
+      if (this.clusterSpecs.has(name)) continue;
+      if (named.has(name)) cluster.update({ ...cluster.config, endpoints: [] });
+      else this.clusters.delete(name);
+    }
+    const used = this.edsNames();
+    for (const name of [...this.assignments.keys()]) if (!used.has(name)) this.assignments.delete(name);
+    for (const name of [...this.routes.keys()]) if (!this.apiListeners.has(name)) this.routes.delete(name);
+  }
+
+  private edsNames(): Set<string> {
+    return new Set([...this.clusterSpecs.values()].flatMap((c) => (c.kind === 'eds' ? [c.edsServiceName] : [])));
   }
 
   private cluster(name: string): Cluster {

@@ -184,16 +184,107 @@ test('make before break: a removed service\'s listener and routes go first, its 
   t.false(plane.cache.default!.resources[TYPE_URLS.ClusterLoadAssignment].has('db'));
 });
 
-test('a pushed listener whose port is taken NACKs the whole listener update; the listeners before it keep working', async (t) => {
+const admin = async (w: World, path: string): Promise<string> => {
+  const res = await fetch(`http://127.0.0.1:${w.a.sidecar.adminAddress()!.port}${path}`);
+  return res.text();
+};
+const ldsStatus = (w: World) => w.plane.ads.syncStatus().find((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.Listener);
+interface TypeDump {
+  acceptedVersion: string | null;
+  appliedVersion: string | null;
+  refused: Array<{ name: string | null; error: string; version: string }>;
+}
+const typeDump = (w: World, typeUrl: string): TypeDump => (w.a.sidecar.configDump() as { xds: { types: Record<string, TypeDump> } }).xds.types[typeUrl]!;
+
+test('one listener whose port is taken is NACKed by name while the other listener of the same response is applied; its previous version keeps serving', async (t) => {
   const w = await world(t);
-  await waitFor(() => listening(w, 'outbound|echo'), 'outbound|echo');
+  await waitFor(() => listening(w, 'outbound|echo') && ldsStatus(w)?.lastAckVersion === ldsStatus(w)?.lastSentVersion, 'outbound|echo ACKed');
+  const accepted = ldsStatus(w)!.lastAckVersion;
   const squatter = await startEchoServer('127.0.0.1');
   t.teardown(() => squatter.close());
-  await w.mesh.put('services', { name: 'blocked', port: 7000, outbound_port: squatter.port });
-  await waitFor(() => w.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.Listener && s.lastNack !== null), 'the LDS NACK');
-  const nack = w.plane.ads.syncStatus().find((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.Listener)!.lastNack!;
-  t.regex(nack.error, /outbound\|blocked.*EADDRINUSE|EADDRINUSE.*outbound\|blocked/);
-  t.false(listening(w, 'outbound|blocked'));
+  // One LDS response: outbound|echo moves to the squatter's port, and a new service "two" (also served by vm-b) comes.
+  const twoPort = await freePort();
+  const mesh = MeshStore.fromConfig({
+    services: [
+      { name: 'echo', port: w.appB.port, outbound_port: squatter.port },
+      { name: 'two', port: w.appB.port, outbound_port: twoPort },
+    ],
+  });
+  const { vms, hypervisors } = w.registry.list();
+  const view = { vms: vms.map((v) => (v.vmId === 'vm-b' ? { ...v, services: [...v.services, { name: 'two', port: w.appB.port }] } : v)), hypervisors };
+  w.plane.cache.setSnapshot('vm-a', toSnapshot(buildResources(mesh.config, view, 'vm-a')));
+  await waitFor(() => ldsStatus(w)?.lastNack != null, 'the LDS NACK', 15_000);
+  const nack = ldsStatus(w)!.lastNack!;
+  t.regex(nack.error, /^listener "outbound\|echo": cannot listen on 127\.0\.0\.1 port \d+: EADDRINUSE/);
+  t.notRegex(nack.error, /outbound\|two/, 'only the refused listener is named');
+  t.is(ldsStatus(w)!.lastAckVersion, accepted, 'no ACK for the partly applied version');
+  // The other listener of the response serves.
+  t.true(listening(w, 'outbound|two'));
+  await waitFor(() => (w.a.sidecar.xds!.clusters.get('two')?.config.endpoints.length ?? 0) > 0, 'the endpoints of "two" (EDS follows its CDS)', 15_000);
+  const two = await echoTransfer(twoPort, 30_000);
+  t.is(two.receivedSha256, two.sentSha256, 'outbound|two serves');
+  // outbound|echo's previous version keeps serving on its old port.
+  const echo = await echoTransfer(w.outboundPort, 30_000);
+  t.is(echo.receivedSha256, echo.sentSha256, 'outbound|echo still serves on its previous port');
+  // The sidecar shows what it applied and what it refused, and counts the refusal.
+  const lds = typeDump(w, TYPE_URLS.Listener);
+  t.is(lds.acceptedVersion, accepted, 'the last version accepted in full');
+  t.is(lds.appliedVersion, nack.version);
+  t.deepEqual(
+    lds.refused.map((r) => r.name),
+    ['outbound|echo'],
+  );
+  const dump = JSON.parse(await admin(w, '/config_dump')) as { xds: { applied: { listeners: Array<{ name: string; port: number }> } } };
+  t.deepEqual(dump.xds.applied.listeners.find((l) => l.name === 'outbound|echo')?.port, w.outboundPort);
+  t.regex(await admin(w, '/stats'), /vsockmesh_xds_resources_refused_total\{type="lds"\} [1-9]/);
+  t.deepEqual(w.a.logs.withReason('xds_nack').at(-1)?.refused, ['outbound|echo']);
+});
+
+test('a node the control plane no longer knows keeps serving its listeners, says so (log, gauge, NACK in ctl status) and recovers when registered again', async (t) => {
+  const w = await world(t);
+  await waitFor(() => listening(w, 'outbound|echo') && ldsStatus(w)?.lastAckVersion === ldsStatus(w)?.lastSentVersion, 'outbound|echo ACKed');
+  t.regex(await admin(w, '/stats'), /vsockmesh_xds_node_known 1/);
+  const record = w.registry.getVm('vm-a')!;
+  w.registry.deregisterVm('vm-a');
+  await w.plane.flush();
+  await waitFor(() => /node_unknown/.test(ldsStatus(w)?.lastNack?.error ?? ''), 'the node_unknown NACK', 15_000);
+  t.regex(ldsStatus(w)!.lastNack!.error, /^node_unknown: .*node "vm-a".*keep serving \(outbound\|echo\)/);
+  t.true(listening(w, 'outbound|echo'), 'the listener is kept');
+  const during = await echoTransfer(w.outboundPort, 30_000);
+  t.is(during.receivedSha256, during.sentSha256, 'and serves');
+  const warned = w.a.logs.withReason('node_unknown');
+  t.true(warned.length >= 1);
+  t.is(new Set(warned.map((l) => l.version)).size, warned.length, 'one warning per version');
+  t.like(warned[0], { level: 'warn', kept: ['outbound|echo'] });
+  t.regex(await admin(w, '/stats'), /vsockmesh_xds_node_known 0/);
+  const status = await runCli(['ctl', '--control-plane', w.address, 'status', '--node', 'vm-a']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /vm-a\tListener\t.*NACK [0-9a-f]+: node_unknown: /);
+  // Registered again: its listeners come back in the state, which is applied and ACKed in full.
+  w.registry.registerVm(record);
+  await w.plane.flush();
+  await waitFor(() => {
+    const s = ldsStatus(w);
+    return s !== undefined && s.lastSentVersion === s.lastAckVersion && s.lastAckAt! > s.lastNack!.at;
+  }, 'LDS ACKed again', 15_000);
+  t.regex(await admin(w, '/stats'), /vsockmesh_xds_node_known 1/);
+  t.true(w.a.logs.lines.some((l) => /knows node vm-a again/.test(l.msg)));
+  const after = await echoTransfer(w.outboundPort, 30_000);
+  t.is(after.receivedSha256, after.sentSha256);
+});
+
+test('a cluster removed from CDS is freed once no listener names it: gone from the sidecar and its /config_dump', async (t) => {
+  const w = await world(t);
+  const gonePort = await freePort();
+  await w.mesh.put('services', { name: 'gone', port: 7000, outbound_port: gonePort });
+  const inDump = async (): Promise<boolean> => (JSON.parse(await admin(w, '/config_dump')) as { xds: { applied: { clusters: Array<{ name: string }> } } }).xds.applied.clusters.some((c) => c.name === 'gone');
+  await waitFor(() => listening(w, 'outbound|gone') && w.a.sidecar.xds!.clusters.has('gone'), 'service "gone" applied', 15_000);
+  t.true(await inDump());
+  await w.mesh.delete('services', 'gone');
+  // The listener goes first, the cluster after the control plane's removal delay; then the sidecar frees it.
+  await waitFor(() => !listening(w, 'outbound|gone') && !w.a.sidecar.xds!.clusters.has('gone'), 'cluster "gone" freed', 15_000);
+  t.false(await inDump());
+  t.true(w.a.sidecar.xds!.clusters.has('echo'), 'the others stay');
   const r = await echoTransfer(w.outboundPort, 10_000);
-  t.is(r.receivedSha256, r.sentSha256, 'outbound|echo still serves');
+  t.is(r.receivedSha256, r.sentSha256);
 });

@@ -339,7 +339,7 @@ test('route configuration: names, domains, matches, actions and weights', (t) =>
 test('validateResources: all valid resources of the requested type', (t) => {
   const result = validateResources(TYPE_URLS.Listener, [packAny(TYPE_URLS.Listener, outbound()), packAny(TYPE_URLS.Listener, inbound())]);
   t.true(result.ok);
-  t.deepEqual(result.errors, []);
+  t.deepEqual(result.refused, []);
   t.deepEqual(
     result.values.map((v) => [v.name, v.kind]),
     [
@@ -347,32 +347,54 @@ test('validateResources: all valid resources of the requested type', (t) => {
       ['inbound|web-1', 'inbound'],
     ],
   );
-  t.deepEqual(validateResources(TYPE_URLS.Cluster, []), { ok: true, values: [], errors: [] });
+  t.deepEqual(validateResources(TYPE_URLS.Cluster, []), { ok: true, values: [], refused: [] });
   t.deepEqual(validateResources(TYPE_URLS.ClusterLoadAssignment, [packAny(TYPE_URLS.ClusterLoadAssignment, cla())]).values, [{ clusterName: 'web', endpoints: [] }]);
 });
 
-test('validateResources: wrong types, undecodable bytes, invalid resources and duplicate names are all reported', (t) => {
+test('validateResources: each resource on its own: the valid ones are returned, the others refused by name (null when unreadable)', (t) => {
   const result = validateResources(TYPE_URLS.Listener, [
     packAny(TYPE_URLS.Listener, outbound()),
     packAny(TYPE_URLS.Cluster, eds()),
     { type_url: TYPE_URLS.Listener, value: Buffer.from([0x0a, 0xff]) },
     packAny(TYPE_URLS.Listener, outbound({ address: at('127.0.0.1', 0), name: 'outbound|api' })),
-    packAny(TYPE_URLS.Listener, outbound({ address: at('127.0.0.1', 18081) })),
     packAny(TYPE_URLS.Listener, inbound()),
   ]);
   t.false(result.ok);
-  t.is(result.errors.length, 4);
-  t.is(result.errors[0], 'resources[1]: type_url: must be type.googleapis.com/envoy.config.listener.v3.Listener (got "type.googleapis.com/envoy.config.cluster.v3.Cluster")');
-  t.regex(result.errors[1]!, /^resources\[2\]: unpackAny: cannot decode type\.googleapis\.com\/envoy\.config\.listener\.v3\.Listener: /);
-  t.deepEqual(result.errors.slice(2), [
-    'listener "outbound|api": address.socket_address.port_value: must be 1..65535 (got 0)',
-    'listener "outbound|web": duplicate name (resources[0] and resources[4])',
-  ]);
-  // The valid ones are still decoded (the caller decides; the ADS client NACKs the whole response).
+  t.is(result.refused.length, 3);
+  t.deepEqual(result.refused[0], { name: null, errors: ['resources[1]: type_url: must be type.googleapis.com/envoy.config.listener.v3.Listener (got "type.googleapis.com/envoy.config.cluster.v3.Cluster")'] });
+  t.is(result.refused[1]!.name, null);
+  t.regex(result.refused[1]!.errors.join(), /^resources\[2\]: unpackAny: cannot decode type\.googleapis\.com\/envoy\.config\.listener\.v3\.Listener: /);
+  t.deepEqual(result.refused[2], { name: 'outbound|api', errors: ['listener "outbound|api": address.socket_address.port_value: must be 1..65535 (got 0)'] });
   t.deepEqual(
     result.values.map((v) => v.name),
     ['outbound|web', 'inbound|web-1'],
+    'the valid ones, in order',
   );
   const cds = validateResources(TYPE_URLS.Cluster, [packAny(TYPE_URLS.Cluster, eds()), packAny(TYPE_URLS.Cluster, eds({ name: '' }))]);
-  t.deepEqual(cds, { ok: false, values: [{ name: 'web', kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: 'web' }], errors: ['cluster "": name: must not be empty'] });
+  t.deepEqual(cds, { ok: false, values: [{ name: 'web', kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: 'web' }], refused: [{ name: '', errors: ['cluster "": name: must not be empty'] }] });
+});
+
+test('validateResources: a name sent twice refuses every copy (neither is known to be the intended one), valid or not', (t) => {
+  const result = validateResources(TYPE_URLS.Listener, [
+    packAny(TYPE_URLS.Listener, outbound()),
+    packAny(TYPE_URLS.Listener, inbound()),
+    packAny(TYPE_URLS.Listener, outbound({ address: at('127.0.0.1', 18081) })),
+    packAny(TYPE_URLS.Listener, outbound({ address: at('127.0.0.1', 18082) })),
+    packAny(TYPE_URLS.Listener, outbound({ name: 'outbound|bad', address: at('127.0.0.1', 0) })),
+    packAny(TYPE_URLS.Listener, outbound({ name: 'outbound|bad' })),
+  ]);
+  t.deepEqual(
+    result.values.map((v) => v.name),
+    ['inbound|web-1'],
+  );
+  t.deepEqual(result.refused, [
+    {
+      name: 'outbound|web',
+      errors: ['listener "outbound|web": duplicate name (resources[0] and resources[2])', 'listener "outbound|web": duplicate name (resources[0] and resources[3])'],
+    },
+    {
+      name: 'outbound|bad',
+      errors: ['listener "outbound|bad": address.socket_address.port_value: must be 1..65535 (got 0)', 'listener "outbound|bad": duplicate name (resources[4] and resources[5])'],
+    },
+  ]);
 });

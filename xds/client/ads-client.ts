@@ -1,47 +1,59 @@
 // The sidecar's ADS client (state of the world): one gRPC stream to the
 // control plane; wildcard CDS and LDS, EDS for the EDS clusters it was given,
-// RDS for the route configurations its listeners name. Every response is
-// validated as a whole: all good → applied and ACKed; anything wrong → NACKed
-// with the reasons and the last good configuration kept. The stream
-// reconnects with exponential backoff and jitter; the sidecar keeps serving
-// the last configuration meanwhile.
+// RDS for the route configurations its listeners name. Each resource of a
+// response is validated and applied on its own (gRFC A46, and Envoy's
+// LDS/CDS): the valid ones are applied, the invalid ones and those the
+// sidecar could not apply are refused and keep their last good version. All
+// applied → ACK with the response's version; anything refused → NACK naming
+// each refused resource, with version_info still the last version accepted in
+// full (as the xDS protocol asks of a NACK). The stream reconnects with
+// exponential backoff and jitter; the sidecar keeps serving meanwhile.
 
 import * as grpc from '@grpc/grpc-js';
 import { TYPE_SHORT_NAMES, TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
 import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto.js';
 import { validateResources } from '../control-plane/validate.js';
 import type { Logger } from '../../proxy/log.js';
-
-/** What one accepted response carried, as domain values. */
-export type AcceptedResources = ReturnType<typeof validateResources> & { ok: true };
+import type { Refusal, StateRefusals } from '../../proxy/xds-applier.js';
+import { nackDetail, type RefusalDetail } from './nack-detail.js';
 
 export interface AdsClientOptions {
   address: string;
   node: { id: string; cluster: string };
   logger: Logger;
   /**
-   * Applies one validated response (every resource of the type, state of the
-   * world for CDS/LDS; the named ones for EDS/RDS). Returns the names this
-   * type makes the client subscribe to next: EDS cluster names after CDS,
-   * route configuration names after LDS. Throwing NACKs the response.
+   * Applies the valid resources of one response (state of the world for
+   * CDS/LDS; the named ones for EDS/RDS); `refused` names the resources the
+   * response carried that validation refused. Says what it could not apply
+   * and which names to subscribe to next (EDS cluster names after CDS, route
+   * configuration names after LDS). Throwing NACKs the response as a whole.
    */
-  apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string): Promise<Subscribe | void> | Subscribe | void;
+  apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string, refused: StateRefusals): Promise<Applied> | Applied;
   /** Reconnects start at this delay and double up to maxBackoffMs, with ±20 % jitter. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
 }
 
-/** Names a type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
-export interface Subscribe {
+/** What applying a response gave. */
+export interface Applied {
+  /** Names a type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
   subscribe?: { typeUrl: ResourceTypeUrl; names: string[] };
+  /** Valid resources that could not be applied (a listener whose port is taken). */
+  refused?: Refusal[];
+  /** Why the response is not accepted as a whole although its resources were applied (e.g. node_unknown). */
+  problem?: string;
 }
 
 export interface TypeState {
   /** Names subscribed (null: wildcard). */
   names: string[] | null;
-  /** Last version applied and ACKed. */
+  /** Last version applied in full and ACKed (what a NACK and a new stream send as version_info). */
   acceptedVersion: string | null;
   acceptedAt: number | null;
+  /** Last version whose valid resources were applied, in full or in part. */
+  appliedVersion: string | null;
+  /** The resources the latest response carried that were not applied, each with why; their last good version stays. */
+  refused: Array<RefusalDetail & { version: string }>;
   lastNonce: string;
   lastNack: { version: string; error: string; at: number } | null;
 }
@@ -58,7 +70,7 @@ export class AdsClient {
   /** Responses are applied one at a time, in order (applying listeners is asynchronous). */
   private queue: Promise<void> = Promise.resolve();
   /** Counters for /stats. */
-  readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0 };
+  readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0, refused: { cds: 0, eds: 0, lds: 0, rds: 0 } };
 
   constructor(private readonly options: AdsClientOptions) {
     this.client = createAdsClient(options.address, grpc.credentials.createInsecure(), {
@@ -85,7 +97,7 @@ export class AdsClient {
 
   /** Per type: what is subscribed, accepted and refused (config_dump, status). */
   state(): Record<string, TypeState> {
-    return Object.fromEntries([...this.types].map(([t, s]) => [t, { ...s, names: s.names && [...s.names] }]));
+    return Object.fromEntries([...this.types].map(([t, s]) => [t, { ...s, names: s.names && [...s.names], refused: s.refused.map((r) => ({ ...r })) }]));
   }
 
   get connected(): boolean {
@@ -148,31 +160,45 @@ export class AdsClient {
       return;
     }
     state.lastNonce = response.nonce;
+    const version = response.version_info;
     const result = validateResources(typeUrl, response.resources);
-    let error: string | undefined = result.ok ? undefined : result.errors.join('; ');
-    let next: { typeUrl: ResourceTypeUrl; names: string[] } | undefined;
-    if (result.ok) {
-      try {
-        next = (await this.options.apply(typeUrl, result.values, response.version_info))?.subscribe;
-      } catch (err) {
-        error = (err as Error).message;
-      }
+    const refused: RefusalDetail[] = result.refused.map((r) => ({ name: r.name, error: r.errors.join('; ') }));
+    let problem: string | undefined;
+    let next: Applied['subscribe'];
+    let applied = false;
+    try {
+      const outcome = await this.options.apply(typeUrl, result.values, version, {
+        names: new Set(result.refused.flatMap((r) => (r.name === null ? [] : [r.name]))),
+        unnamed: result.refused.some((r) => r.name === null),
+      });
+      refused.push(...(outcome.refused ?? []));
+      problem = outcome.problem;
+      next = outcome.subscribe;
+      state.appliedVersion = version;
+      applied = true;
+    } catch (err) {
+      problem = (err as Error).message;
     }
-    if (error !== undefined) {
-      state.lastNack = { version: response.version_info, error, at: Date.now() };
+    const short = shortType(typeUrl);
+    state.refused = refused.map((r) => ({ ...r, version }));
+    this.counters.refused[TYPE_SHORT_NAMES[typeUrl]] += refused.length;
+    if (refused.length > 0 || problem !== undefined) {
+      const error = nackDetail(refused, problem);
+      state.lastNack = { version, error, at: Date.now() };
       this.counters.nacks++;
+      const what = applied ? `not accepted in full (${refused.length} resource(s) refused, each keeps its last good version)` : 'rejected';
       this.options.logger.warn(
-        { reason: 'xds_nack', type_url: typeUrl, version: response.version_info, kept_version: state.acceptedVersion, error },
-        `xDS ${shortType(typeUrl)} version ${response.version_info} rejected, keeping ${state.acceptedVersion ?? 'nothing'}: ${error}`,
+        { reason: 'xds_nack', type_url: typeUrl, version, kept_version: state.acceptedVersion, refused: refused.map((r) => r.name), error },
+        `xDS ${short} version ${version} ${what}; last version accepted in full: ${state.acceptedVersion ?? 'none'}: ${error}`,
       );
       this.send(typeUrl, state, response.nonce, error);
-      return;
+    } else {
+      state.acceptedVersion = version;
+      state.acceptedAt = Date.now();
+      this.counters.acks++;
+      this.options.logger.info({ type_url: typeUrl, version, resources: response.resources.length }, `xDS ${short} version ${version} applied`);
+      this.send(typeUrl, state, response.nonce);
     }
-    state.acceptedVersion = response.version_info;
-    state.acceptedAt = Date.now();
-    this.counters.acks++;
-    this.options.logger.info({ type_url: typeUrl, version: response.version_info, resources: response.resources.length }, `xDS ${shortType(typeUrl)} version ${response.version_info} applied`);
-    this.send(typeUrl, state, response.nonce);
     if (next) this.subscribe(next.typeUrl, next.names);
   }
 
@@ -190,7 +216,7 @@ export class AdsClient {
 }
 
 function emptyState(names: string[] | null): TypeState {
-  return { names, acceptedVersion: null, acceptedAt: null, lastNonce: '', lastNack: null };
+  return { names, acceptedVersion: null, acceptedAt: null, appliedVersion: null, refused: [], lastNonce: '', lastNack: null };
 }
 
 function sameList(a: string[], b: string[]): boolean {

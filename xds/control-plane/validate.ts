@@ -428,50 +428,67 @@ const VALIDATORS: { [U in ResourceTypeUrl]: (message: EnvoyMessageOutput<U>) => 
   [TYPE_URLS.RouteConfiguration]: validateRouteConfiguration,
 };
 
-function nameOf(value: XdsResourceValues[ResourceTypeUrl]): string {
-  return 'clusterName' in value ? value.clusterName : value.name;
+/** A resource's name as it came, read before validation so that a refused resource can be named. */
+function nameOf(message: EnvoyMessageOutput<ResourceTypeUrl>): string {
+  return 'cluster_name' in message ? message.cluster_name : message.name;
 }
 
 /**
- * Every resource of one response of type `typeUrl`: each Any must hold that
- * type, decode and validate, and names must be unique. `values` holds the
- * valid ones; `ok` only when there is no error at all.
+ * One refused resource of a response: its name, or null when it could not be
+ * decoded far enough to read one; and every problem with it.
+ */
+export interface RefusedResource {
+  name: string | null;
+  errors: string[];
+}
+
+/**
+ * Every resource of one response of type `typeUrl`, one by one: each Any must
+ * hold that type, decode and validate, and names must be unique. `values`
+ * holds the valid ones; `refused` the others, by name where it can be read (a
+ * name sent twice refuses both copies: neither is known to be the intended
+ * one). `ok` only when nothing was refused.
  */
 export function validateResources<U extends ResourceTypeUrl>(
   typeUrl: U,
   anys: ReadonlyArray<Any | Any__Output>,
-): { ok: boolean; values: Array<XdsResourceValues[U]>; errors: string[] } {
+): { ok: boolean; values: Array<XdsResourceValues[U]>; refused: RefusedResource[] } {
   const kind = KIND[typeUrl];
-  if (kind === undefined) return { ok: false, values: [], errors: [`type_url: unsupported resource type ${JSON.stringify(typeUrl)}`] };
+  if (kind === undefined) return { ok: false, values: [], refused: [{ name: null, errors: [`type_url: unsupported resource type ${JSON.stringify(typeUrl)}`] }] };
   const validate = VALIDATORS[typeUrl] as (message: EnvoyMessageOutput<U>) => Validation<XdsResourceValues[U]>;
-  const values: Array<XdsResourceValues[U]> = [];
-  const errors: string[] = [];
-  const firstAt = new Map<string, number>();
+  const refused: RefusedResource[] = [];
+  const byName = new Map<string, { at: number; value?: XdsResourceValues[U]; duplicate?: RefusedResource }>();
   anys.forEach((any, i) => {
     if (typeUrlOf(any) !== typeUrl) {
-      errors.push(`resources[${i}]: type_url: must be ${typeUrl} (got ${JSON.stringify(typeUrlOf(any))})`);
+      refused.push({ name: null, errors: [`resources[${i}]: type_url: must be ${typeUrl} (got ${JSON.stringify(typeUrlOf(any))})`] });
       return;
     }
     let message: EnvoyMessageOutput<U>;
     try {
       message = unpackAny(any, typeUrl);
     } catch (err) {
-      errors.push(`resources[${i}]: ${err instanceof Error ? err.message : String(err)}`);
+      refused.push({ name: null, errors: [`resources[${i}]: ${err instanceof Error ? err.message : String(err)}`] });
+      return;
+    }
+    const name = nameOf(message);
+    const first = byName.get(name);
+    if (first !== undefined) {
+      const error = `${kind} ${JSON.stringify(name)}: duplicate name (resources[${first.at}] and resources[${i}])`;
+      if (first.duplicate) first.duplicate.errors.push(error);
+      else {
+        first.duplicate = { name, errors: [error] };
+        refused.push(first.duplicate);
+      }
       return;
     }
     const result = validate(message);
-    if (!result.ok) {
-      errors.push(...result.errors);
-      return;
+    if (result.ok) byName.set(name, { at: i, value: result.value });
+    else {
+      const entry = { name, errors: result.errors };
+      byName.set(name, { at: i, duplicate: entry });
+      refused.push(entry);
     }
-    const name = nameOf(result.value);
-    const first = firstAt.get(name);
-    if (first !== undefined) {
-      errors.push(`${kind} ${JSON.stringify(name)}: duplicate name (resources[${first}] and resources[${i}])`);
-      return;
-    }
-    firstAt.set(name, i);
-    values.push(result.value);
   });
-  return { ok: errors.length === 0, values, errors };
+  const values = [...byName.values()].flatMap((r) => (r.value !== undefined && r.duplicate === undefined ? [r.value] : []));
+  return { ok: refused.length === 0, values, refused };
 }
