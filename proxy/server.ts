@@ -18,6 +18,12 @@ export interface ServerOptions {
   accessLogger?: Logger;
   /** Add Node process metrics (CPU, memory, event loop) to /stats; on for the CLI. */
   processMetrics?: boolean;
+  /**
+   * What POST /drain does. Default: drain in place (the server stays up,
+   * /ready 503). The CLI drains, stops and exits so its supervisor starts a
+   * fresh process.
+   */
+  onAdminDrain?: () => Promise<void>;
 }
 
 export interface ServerBasics {
@@ -67,9 +73,11 @@ export abstract class ProxyServer {
           renderStats: () => this.metrics.render(),
           statsContentType: this.metrics.registry.contentType,
           configDump: () => this.configDump(),
-          drain: async () => {
-            await this.drain();
-          },
+          drain:
+            options.onAdminDrain ??
+            (async () => {
+              await this.drain();
+            }),
         },
         this.logger,
       );
