@@ -119,7 +119,7 @@ export const overloadSettings = z
         }
         return bytes;
       }),
-    check_interval: duration('250ms', 10),
+    check_interval: duration('1s', 10),
   })
   .strict()
   .default({})

@@ -29,7 +29,7 @@ test('a minimal config gets the documented defaults', (t) => {
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
-    overload: { maxConnections: null, minFreeFds: 64, maxMemoryBytes: null, checkIntervalMs: 250 },
+    overload: { maxConnections: null, minFreeFds: 64, maxMemoryBytes: null, checkIntervalMs: 1_000 },
     listeners: [],
     clusters: [],
   });
@@ -124,11 +124,11 @@ test('endpoint fields map to domain names', (t) => {
 test('connection limits and the overload section parse into domain form', (t) => {
   const config = parseSidecarConfig({
     ...minimal,
-    overload: { max_connections: 5000, min_free_fds: 128, max_memory: '1.5GiB', check_interval: '1s' },
+    overload: { max_connections: 5000, min_free_fds: 128, max_memory: '1.5GiB', check_interval: '250ms' },
     listeners: [outbound({ max_connections: 100 }), inbound({ max_connections: 1 })],
     clusters: [cluster()],
   });
-  t.deepEqual(config.overload, { maxConnections: 5000, minFreeFds: 128, maxMemoryBytes: 1.5 * 1024 ** 3, checkIntervalMs: 1_000 });
+  t.deepEqual(config.overload, { maxConnections: 5000, minFreeFds: 128, maxMemoryBytes: 1.5 * 1024 ** 3, checkIntervalMs: 250 });
   t.deepEqual(
     config.listeners.map((l) => l.maxConnections),
     [100, 1],
@@ -136,7 +136,7 @@ test('connection limits and the overload section parse into domain form', (t) =>
   t.deepEqual(parseSidecarConfig({ ...minimal, overload: { min_free_fds: 0 } }).overload.minFreeFds, 0);
   const relay = parseHostRelayConfig({ node: { id: 'hv-1' }, listen: { max_connections: 300 }, overload: { max_memory: '256MiB' }, policy: [{ source_cid: 3, destinations: [{ cid: 4 }] }] });
   t.is(relay.listen.maxConnections, 300);
-  t.deepEqual(relay.overload, { maxConnections: null, minFreeFds: 64, maxMemoryBytes: 256 * 1024 ** 2, checkIntervalMs: 250 });
+  t.deepEqual(relay.overload, { maxConnections: null, minFreeFds: 64, maxMemoryBytes: 256 * 1024 ** 2, checkIntervalMs: 1_000 });
 });
 
 test('parseSize reads binary units and refuses anything else', (t) => {
