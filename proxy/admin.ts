@@ -1,17 +1,20 @@
 // Admin endpoint (HTTP, loopback by default): /ready, /stats, /config_dump, POST /drain.
+// Requests a web page could make are refused (admin-guard.ts).
 
 import http from 'node:http';
 import type net from 'node:net';
+import { ADMIN_HEADER, adminRequestRefusal } from './admin-guard.js';
 import type { Logger } from './log.js';
 
 export interface AdminTarget {
-  /** false while starting, draining or stopped. */
+  /** false while starting, draining, stopped or overloaded. */
   isReady(): boolean;
+  /** One line: `serving`, `draining`, `overloaded: why`, ... */
   state(): string;
   renderStats(): Promise<string>;
   statsContentType: string;
   configDump(): unknown;
-  /** Starts a drain; resolves when it has finished. */
+  /** Starts a drain (POST /drain); resolves when it has finished. */
   drain(): Promise<void>;
 }
 
@@ -60,6 +63,19 @@ export class AdminServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    const refusal = adminRequestRefusal({
+      method: req.method ?? '',
+      host: req.headers.host,
+      origin: req.headers.origin,
+      contentType: req.headers['content-type'],
+      adminHeader: header(req, ADMIN_HEADER),
+      localAddress: req.socket.localAddress ?? '',
+    });
+    if (refusal) {
+      this.logger.warn({ reason: refusal.reason, method: req.method, path, host: req.headers.host ?? null, origin: req.headers.origin ?? null }, `admin request refused: ${refusal.message}`);
+      send(res, 403, 'text/plain', `forbidden: ${refusal.message}\n`);
+      return;
+    }
     const route = ROUTES[path];
     if (route === undefined) {
       send(res, 404, 'text/plain', `no such admin path: ${path}\navailable: ${Object.keys(ROUTES).join(' ')}\n`);
@@ -97,6 +113,11 @@ const ROUTES: Record<string, 'GET' | 'POST'> = {
   '/config_dump': 'GET',
   '/drain': 'POST',
 };
+
+function header(req: http.IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(',') : value;
+}
 
 function send(res: http.ServerResponse, status: number, contentType: string, body: string): void {
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });

@@ -3,6 +3,7 @@
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ResolverCounters } from './resolve/resolver.js';
+import { OVERLOAD_RESOURCES, type OverloadState } from './runtime/overload.js';
 
 export type Direction = 'inbound' | 'outbound' | 'relay';
 export type TransportName = 'tcp' | 'vsock';
@@ -129,7 +130,7 @@ export class ProxyMetrics {
     });
     this.refused = new Counter({
       name: 'vsockmesh_connections_refused_total',
-      help: 'Connections refused by policy (undeclared destination port, no endpoint, draining)',
+      help: 'Connections refused by policy (undeclared destination port, no endpoint, draining) or by a limit (listener_max_connections, max_connections, overload)',
       labelNames: ['listener', 'reason'],
       registers,
     });
@@ -154,6 +155,30 @@ export class ProxyMetrics {
     });
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
+  }
+
+  /** Reports the overload state and failed accepts at scrape time. */
+  addOverload(source: { state: OverloadState; acceptFailures(): Readonly<Record<string, number>> }): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'vsockmesh_overloaded',
+      help: '1 while the resource is short (fds: free descriptors below min_free_fds or accepts failing; memory: resident set at max_memory): new connections are shed',
+      labelNames: ['resource'],
+      registers,
+      collect() {
+        for (const resource of OVERLOAD_RESOURCES) this.labels({ resource }).set(source.state.some((c) => c.resource === resource) ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_accept_failures_total',
+      help: 'Accepts that failed for lack of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM), process-wide; the connection waits in the backlog',
+      labelNames: ['code'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(source.acceptFailures())) this.labels({ code }).inc(n);
+      },
+    });
   }
 
   /** Reports the ADS client's counters at scrape time. */

@@ -1,11 +1,12 @@
 // Running a sidecar or a host relay as a process: config file in, signals
-// handled (first SIGTERM/SIGINT drains, a second one stops at once).
+// and admin drains handled (runtime/process-drain.ts).
 
 import { ConfigError, loadHostRelayConfig, loadSidecarConfig } from './config/load.js';
 import type { HostRelayConfig } from './config/relay.js';
 import type { LogLevel, SidecarConfig } from './config/types.js';
 import { HostRelay } from './host-relay.js';
-import { createAccessLogger, createLogger, type Logger } from './log.js';
+import { createAccessLogger, createLogger } from './log.js';
+import { exitAfterFlush, processDrain } from './runtime/process-drain.js';
 import type { ProxyServer } from './server.js';
 import { Sidecar } from './sidecar.js';
 
@@ -41,7 +42,8 @@ export async function runServer(role: ServerRole, options: RunServerOptions): Pr
   if (options.drainTimeoutMs !== undefined) config.drainTimeoutMs = options.drainTimeoutMs;
 
   const logger = createLogger({ level: config.log.level });
-  const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true };
+  const ending = processDrain({ drain: () => server.drain(), stop: () => server.stop() }, logger);
+  const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => ending.drainThenExit() };
   const server: ProxyServer = loaded.role === 'sidecar' ? new Sidecar(loaded.config, serverOptions) : new HostRelay(loaded.config, serverOptions);
   try {
     await server.start();
@@ -51,37 +53,5 @@ export async function runServer(role: ServerRole, options: RunServerOptions): Pr
     return;
   }
   logger.info({ role, node: config.node.id, admin: server.adminAddress() ?? null, pid: process.pid }, `${role} serving`);
-
-  drainOnSignals(server, logger);
-}
-
-/** The first SIGTERM/SIGINT drains then stops (exit 0); a second one stops at once (exit 1). */
-export function drainOnSignals(server: { drain(): Promise<unknown>; stop(): Promise<void> }, logger: Logger): void {
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: stopping now');
-      void server.stop().finally(() => exitAfterFlush(logger, 1));
-      return;
-    }
-    logger.info({ signal }, 'signal received: draining');
-    void server.drain().then(async () => {
-      // A second signal took over: its exit code stands.
-      if (signals > 1) return;
-      await server.stop();
-      await exitAfterFlush(logger, 0);
-    });
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-}
-
-export function exitAfterFlush(logger: Logger, code: number): Promise<void> {
-  return new Promise(() => {
-    logger.flush((err) => {
-      if (err) process.stderr.write(`log flush failed: ${err.message}\n`);
-      process.exit(code);
-    });
-  });
+  ending.handleSignals();
 }

@@ -2,10 +2,12 @@
 // metrics and logs, and the lifecycle (start, drain, stop).
 
 import { AdminServer } from './admin.js';
-import type { LogLevel, SocketAddress } from './config/types.js';
+import type { LogLevel, OverloadSettings, SocketAddress } from './config/types.js';
+import { Admission } from './listeners/admission.js';
 import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
 import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
+import { OverloadMonitor } from './runtime/overload-monitor.js';
 import { settledWithin } from './within.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
@@ -16,6 +18,12 @@ export interface ServerOptions {
   accessLogger?: Logger;
   /** Add Node process metrics (CPU, memory, event loop) to /stats; on for the CLI. */
   processMetrics?: boolean;
+  /**
+   * What POST /drain does. Default: drain in place (the server stays up,
+   * /ready 503). The CLI drains, stops and exits so its supervisor starts a
+   * fresh process.
+   */
+  onAdminDrain?: () => Promise<void>;
 }
 
 export interface ServerBasics {
@@ -23,6 +31,7 @@ export interface ServerBasics {
   admin: SocketAddress | null;
   logLevel: LogLevel;
   drainTimeoutMs: number;
+  overload: OverloadSettings;
 }
 
 export interface DrainResult {
@@ -37,6 +46,8 @@ export abstract class ProxyServer {
   readonly metrics: ProxyMetrics;
   protected readonly context: ListenerContext;
   protected readonly listeners: Listener[] = [];
+  /** Free descriptors and memory: while overloaded, new connections are shed and /ready fails. */
+  readonly overload: OverloadMonitor;
   private readonly admin: AdminServer | undefined;
   private currentState: ServerState = 'new';
   private draining: Promise<DrainResult> | undefined;
@@ -48,18 +59,25 @@ export abstract class ProxyServer {
     this.logger = options.logger ?? createLogger({ level: basics.logLevel });
     this.accessLogger = options.accessLogger ?? options.logger ?? createAccessLogger({ level: basics.logLevel });
     this.metrics = new ProxyMetrics({ processMetrics: options.processMetrics ?? false });
-    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId };
+    const { overload } = basics;
+    this.overload = new OverloadMonitor({ thresholds: { minFreeFds: overload.minFreeFds, maxMemoryBytes: overload.maxMemoryBytes }, intervalMs: overload.checkIntervalMs, logger: this.logger });
+    this.metrics.addOverload(this.overload);
+    const admission = new Admission(overload.maxConnections, this.overload);
+    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId, admission };
     if (basics.admin) {
+      const serving = (): boolean => this.currentState === 'serving';
       this.admin = new AdminServer(
         {
-          isReady: () => this.currentState === 'serving',
-          state: () => this.currentState,
+          isReady: () => serving() && !this.overload.overloaded,
+          state: () => (serving() && this.overload.overloaded ? `overloaded: ${this.overload.describe()}` : this.currentState),
           renderStats: () => this.metrics.render(),
           statsContentType: this.metrics.registry.contentType,
           configDump: () => this.configDump(),
-          drain: async () => {
-            await this.drain();
-          },
+          drain:
+            options.onAdminDrain ??
+            (async () => {
+              await this.drain();
+            }),
         },
         this.logger,
       );
@@ -76,6 +94,7 @@ export abstract class ProxyServer {
   async start(): Promise<void> {
     if (this.currentState !== 'new') throw new Error(`cannot start from state ${this.currentState}`);
     this.currentState = 'starting';
+    this.overload.start();
     try {
       for (const listener of this.listeners) {
         await listener.start();
@@ -151,6 +170,7 @@ export abstract class ProxyServer {
   async stop(): Promise<void> {
     if (this.currentState === 'stopped') return;
     this.currentState = 'stopped';
+    this.overload.stop();
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
     this.accessLogger.flush();

@@ -34,7 +34,7 @@ export class Sidecar extends ProxyServer {
     readonly config: SidecarConfig,
     options: SidecarOptions = {},
   ) {
-    super({ nodeId: config.node.id, admin: config.admin, logLevel: config.log.level, drainTimeoutMs: config.drainTimeoutMs }, options);
+    super({ nodeId: config.node.id, admin: config.admin, logLevel: config.log.level, drainTimeoutMs: config.drainTimeoutMs, overload: config.overload }, options);
     const settings = config.vmManager;
     if (settings) {
       this.vmManager = options.vmManager ? { api: options.vmManager, owned: false } : { api: new LazyVmManagerClient(settings.address), owned: true };
@@ -172,6 +172,7 @@ export class Sidecar extends ProxyServer {
       admin: this.adminAddress() ?? null,
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,
+      overload: { ...this.config.overload, state: this.overload.state },
     };
   }
 }

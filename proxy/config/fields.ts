@@ -8,6 +8,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod/v3';
 import { parseDuration } from './duration.js';
+import { parseSize } from './size.js';
+import type { OverloadSettings } from './types.js';
 
 export { z };
 
@@ -86,3 +88,39 @@ export function duration(fallback: string, min = 1) {
 
 /** A gRPC target: `host:port` or `[IPv6]:port`. */
 export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });
+
+const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';
+
+/** A connection limit; leaving it out means none. */
+export const maxConnections = z
+  .number({ invalid_type_error: 'must be a number of connections' })
+  .int({ message: MAX_CONNECTIONS })
+  .min(1, { message: MAX_CONNECTIONS })
+  .max(16_777_216, { message: MAX_CONNECTIONS })
+  .optional()
+  .transform((n) => n ?? null);
+
+const MIN_FREE_FDS = 'must be an integer 0..1048576';
+
+/** The overload section, shared by the sidecar and the host relay. */
+export const overloadSettings = z
+  .object({
+    max_connections: maxConnections,
+    min_free_fds: z.number({ invalid_type_error: 'must be a number of descriptors' }).int({ message: MIN_FREE_FDS }).min(0, { message: MIN_FREE_FDS }).max(1_048_576, { message: MIN_FREE_FDS }).default(64),
+    max_memory: z
+      .string({ invalid_type_error: 'must be a size string such as "512MiB" or "2GiB"' })
+      .optional()
+      .transform((text, ctx) => {
+        if (text === undefined) return null;
+        const bytes = parseSize(text);
+        if (bytes === undefined || bytes < 1024 * 1024) {
+          ctx.addIssue({ code: 'custom', message: `"${text}" is not a size of at least 1MiB such as "512MiB" or "2GiB"` });
+          return z.NEVER;
+        }
+        return bytes;
+      }),
+    check_interval: duration('1s', 10),
+  })
+  .strict()
+  .default({})
+  .transform((o): OverloadSettings => ({ maxConnections: o.max_connections, minFreeFds: o.min_free_fds, maxMemoryBytes: o.max_memory, checkIntervalMs: o.check_interval }));

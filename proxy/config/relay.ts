@@ -1,8 +1,8 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, duration, hostPort, logSettings, name, vsockPort, z } from './fields.js';
-import type { LogLevel, SocketAddress } from './types.js';
+import { adminSettings, bindCid, cid, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import type { LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
   cid: number;
@@ -20,7 +20,9 @@ export interface HostRelayConfig {
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };
   drainTimeoutMs: number;
-  listen: { cid: number; port: number };
+  overload: OverloadSettings;
+  /** maxConnections: guest connections the relay keeps open at once; null: no limit of its own. */
+  listen: { cid: number; port: number; maxConnections: number | null };
   headerTimeoutMs: number;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
@@ -56,10 +58,16 @@ export const hostRelayConfigSchema = z
     admin: adminSettings(15300),
     log: logSettings,
     drain_timeout: duration('30s', 0),
+    overload: overloadSettings,
     listen: z
-      .object({ cid: bindCid, port: z.union([z.literal(0), vsockPort], { errorMap: () => ({ message: 'must be 0 (any free port) or a vsock port 1..4294967294' }) }).default(15100) })
+      .object({
+        cid: bindCid,
+        port: z.union([z.literal(0), vsockPort], { errorMap: () => ({ message: 'must be 0 (any free port) or a vsock port 1..4294967294' }) }).default(15100),
+        max_connections: maxConnections,
+      })
       .strict()
-      .default({}),
+      .default({})
+      .transform((l) => ({ cid: l.cid, port: l.port, maxConnections: l.max_connections })),
     header_timeout: duration('2s'),
     connect_timeout: duration('2s'),
     idle_timeout: duration('1h'),
@@ -96,6 +104,7 @@ export const hostRelayConfigSchema = z
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,
+      overload: c.overload,
       listen: c.listen,
       headerTimeoutMs: c.header_timeout,
       connectTimeoutMs: c.connect_timeout,

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, name, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, overloadSettings, port, vsockPort, z } from './fields.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
 
 const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
@@ -78,6 +78,7 @@ const outboundListener = z
     port,
     cluster: name,
     idle_timeout: duration('1h'),
+    max_connections: maxConnections,
   })
   .strict();
 
@@ -119,13 +120,14 @@ const inboundListener = z
     idle_timeout: duration('1h'),
     connect_timeout: duration('5s'),
     ports: z.array(inboundPort).min(1, { message: 'must declare at least one local port (the inbound side connects to nothing else)' }),
+    max_connections: maxConnections,
   })
   .strict();
 
 const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener]).transform(
   (l): ListenerConfig =>
     l.kind === 'outbound'
-      ? { kind: l.kind, name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout }
+      ? { kind: l.kind, name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections }
       : {
           kind: l.kind,
           name: l.name,
@@ -140,6 +142,7 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
           idleTimeoutMs: l.idle_timeout,
           connectTimeoutMs: l.connect_timeout,
           ports: l.ports,
+          maxConnections: l.max_connections,
         },
 );
 
@@ -170,6 +173,7 @@ export const sidecarConfigSchema = z
     admin: adminSettings(15000),
     log: logSettings,
     drain_timeout: duration('30s', 0),
+    overload: overloadSettings,
     listeners: z.array(listener).default([]),
     clusters: z.array(cluster).default([]),
   })
@@ -183,6 +187,7 @@ export const sidecarConfigSchema = z
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,
+      overload: c.overload,
       listeners: c.listeners,
       clusters: c.clusters,
     }),

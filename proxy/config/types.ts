@@ -64,6 +64,8 @@ export interface OutboundListenerConfig {
   port: number;
   cluster: string;
   idleTimeoutMs: number;
+  /** Accepted connections this listener keeps open at once; null: no limit of its own. */
+  maxConnections: number | null;
 }
 
 /** A local destination the inbound listener may connect to, keyed by the destination port peers name. */
@@ -94,6 +96,8 @@ export interface InboundListenerConfig {
   idleTimeoutMs: number;
   connectTimeoutMs: number;
   ports: InboundPortConfig[];
+  /** Accepted connections this listener keeps open at once (header phase included); null: no limit of its own. */
+  maxConnections: number | null;
 }
 
 export type ListenerConfig = OutboundListenerConfig | InboundListenerConfig;
@@ -124,6 +128,18 @@ export interface XdsSettings {
   cluster: string;
 }
 
+/** Process-wide limits: beyond them new connections are refused, established ones continue. */
+export interface OverloadSettings {
+  /** Accepted connections open at once across all listeners; null: no limit. */
+  maxConnections: number | null;
+  /** Overloaded while fewer descriptors than this are free (of RLIMIT_NOFILE). */
+  minFreeFds: number;
+  /** Overloaded while the resident set is at least this; null: no memory limit. */
+  maxMemoryBytes: number | null;
+  /** How often the resources are read. */
+  checkIntervalMs: number;
+}
+
 export interface SidecarConfig {
   node: { id: string };
   /** null: no control plane; only the listeners and clusters in this file. */
@@ -135,6 +151,7 @@ export interface SidecarConfig {
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };
   drainTimeoutMs: number;
+  overload: OverloadSettings;
   listeners: ListenerConfig[];
   clusters: ClusterConfig[];
 }

@@ -31,7 +31,7 @@ export class InboundListener extends Listener {
     context: ListenerContext,
     private readonly options: InboundListenerOptions,
   ) {
-    super(config.name, config.transport === 'vsock' ? [{ family: 'vsock', host: config.vsockCid }] : ipBinds(config.addresses), config.port, context);
+    super(config.name, config.transport === 'vsock' ? [{ family: 'vsock', host: config.vsockCid }] : ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
     this.allowedPeerCids = new Set(config.allowedPeerCids);
     for (const p of config.ports) {

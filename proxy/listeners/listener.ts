@@ -2,8 +2,9 @@
 // connections, and the shutdown verbs (drain, then abort what is left; or stop now).
 
 import { ipFamily, native, type SocketFamily, type SocketHost } from '../native/index.js';
-import type { Logger } from '../log.js';
+import { formatAddress, type Logger } from '../log.js';
 import type { ProxyMetrics } from '../metrics.js';
+import type { Admission, AdmissionRefusal } from './admission.js';
 
 export interface BoundAddress {
   /** An IP address, or `vsock:CID` for a vsock listener. */
@@ -38,6 +39,8 @@ export interface ListenerContext {
   accessLogger: Logger;
   metrics: ProxyMetrics;
   nodeId: string;
+  /** The server's connection limits and overload state, shared by its listeners. */
+  admission: Admission;
 }
 
 export abstract class Listener {
@@ -52,6 +55,8 @@ export abstract class Listener {
     private readonly binds: Bind[],
     private readonly port: number,
     protected readonly context: ListenerContext,
+    /** Connections this listener keeps open at once; null: only the server's limits apply. */
+    private readonly maxConnections: number | null = null,
   ) {}
 
   /** A new connection; the listener owns `fd` from here on. */
@@ -64,6 +69,11 @@ export abstract class Listener {
       if (this.draining) {
         this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
         native.close(fd);
+        return;
+      }
+      const refusal = this.context.admission.refusal(this.name, this.connections.size, this.maxConnections);
+      if (refusal) {
+        this.refuseAtAccept(fd, host, peerPort, refusal);
         return;
       }
       this.onConnection(fd, host, peerPort);
@@ -91,11 +101,14 @@ export abstract class Listener {
   }
 
   protected track(connection: TrackedConnection): void {
+    if (this.connections.has(connection)) return;
     this.connections.add(connection);
+    this.context.admission.opened();
   }
 
   protected untrack(connection: TrackedConnection): void {
-    this.connections.delete(connection);
+    if (!this.connections.delete(connection)) return;
+    this.context.admission.closed();
     if (this.connections.size === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -123,6 +136,18 @@ export abstract class Listener {
     });
   }
 
+
+  /**
+   * A connection over a limit, or shed while overloaded: counted, logged, and
+   * reset at once (the client sees ECONNRESET rather than a silent close).
+   * Every such refusal goes through here.
+   */
+  private refuseAtAccept(fd: number, peerHost: SocketHost, peerPort: number, refusal: AdmissionRefusal): void {
+    this.context.metrics.refused.inc({ listener: this.name, reason: refusal.reason });
+    const src = typeof peerHost === 'number' ? `vsock:${peerHost}:${peerPort}` : formatAddress(peerHost, peerPort);
+    this.context.logger.warn({ listener: this.name, src, reason: refusal.reason }, refusal.message);
+    native.reset(fd);
+  }
 
   /** Stops accepting; resolves when every open connection has finished on its own. */
   async drain(): Promise<void> {

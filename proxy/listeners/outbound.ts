@@ -68,7 +68,7 @@ export class OutboundListener extends Listener {
     context: ListenerContext,
     private readonly options: OutboundListenerOptions,
   ) {
-    super(config.name, ipBinds(config.addresses), config.port, context);
+    super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     const labels = { listener: config.name, direction: 'outbound', cluster: cluster.name } as const;
     this.stats = {
       tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),

@@ -22,7 +22,7 @@ export class RelayListener extends Listener {
     /** Present when the VM manager decides instead of the static policy. */
     private readonly authorizer?: RelayAuthorizer,
   ) {
-    super('relay', [{ family: 'vsock', host: config.listen.cid }], config.listen.port, context);
+    super('relay', [{ family: 'vsock', host: config.listen.cid }], config.listen.port, context, config.listen.maxConnections);
   }
 
   /** Per destination CID: bounded by the number of guests. */

@@ -37,6 +37,8 @@ export interface NativeCore {
   relayAbort(relayId: number): void;
   /** Sockets the core holds open (leak checks). */
   openCount(): number;
+  /** Accepts that failed for lack of a resource since the process started, by errno name (EMFILE, ENFILE, ENOBUFS, ENOMEM). */
+  acceptFailures(): Record<string, number>;
   /** Bytes relays have read but not yet written (bounded: one read per blocked direction). */
   pendingBytes(): number;
   /** Whether the socket keeps the event loop alive. */

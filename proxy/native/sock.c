@@ -370,6 +370,21 @@ static void retry_accept(uv_timer_t *t) {
   dispatch(s);
 }
 
+/* Accepts that failed for lack of a resource, by errno: JS reads them to tell it is overloaded. */
+static const int accept_errnos[] = {EMFILE, ENFILE, ENOBUFS, ENOMEM};
+#define ACCEPT_ERRNOS (sizeof accept_errnos / sizeof accept_errnos[0])
+static double accept_failures[ACCEPT_ERRNOS];
+
+static int count_accept_failure(int err) {
+  for (size_t i = 0; i < ACCEPT_ERRNOS; i++) {
+    if (accept_errnos[i] == err) {
+      accept_failures[i]++;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static void do_accept(vm_sock *ls) {
   uint32_t gen = ls->gen;
   int lfd = ls->fd;
@@ -380,7 +395,7 @@ static void do_accept(vm_sock *ls) {
     int fd = accept4(lfd, &peer.sa, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) && !ls->timer) {
+      if (count_accept_failure(errno) && !ls->timer) {
         /* Out of descriptors: connections wait in the backlog; try again shortly. */
         ls->timer = malloc(sizeof *ls->timer);
         uv_timer_init(uv_default_loop(), ls->timer);
@@ -611,6 +626,18 @@ static napi_value js_open_count(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* acceptFailures() -> {EMFILE: n, ENFILE: n, ENOBUFS: n, ENOMEM: n}, counted since the start. */
+static napi_value js_accept_failures(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result, v;
+  napi_create_object(env, &result);
+  for (size_t i = 0; i < ACCEPT_ERRNOS; i++) {
+    napi_create_double(env, accept_failures[i], &v);
+    napi_set_property(env, result, vm_errno_name(env, accept_errnos[i]), v);
+  }
+  return result;
+}
+
 /* Bytes read but not yet written by relays (each at most one read, 64 KiB, per direction). */
 static napi_value js_pending_bytes(napi_env env, napi_callback_info info) {
   (void)info;
@@ -632,6 +659,7 @@ void vm_sock_register(napi_env env, napi_value exports) {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"reset", NULL, js_reset, NULL, NULL, NULL, napi_default, NULL},
       {"openCount", NULL, js_open_count, NULL, NULL, NULL, napi_default, NULL},
+      {"acceptFailures", NULL, js_accept_failures, NULL, NULL, NULL, napi_default, NULL},
       {"pendingBytes", NULL, js_pending_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -27,9 +27,11 @@ export interface CliProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function startCli(args: string[]): CliProcess {
+/** `wrapper`: a command that execs the CLI, e.g. `['prlimit', '--nofile=256:256']`. */
+export function startCli(args: string[], options: { wrapper?: string[] } = {}): CliProcess {
   requireBuild();
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...rest] = [...(options.wrapper ?? []), process.execPath, CLI, ...args];
+  const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const lines: Array<Record<string, unknown>> = [];

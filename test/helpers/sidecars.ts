@@ -88,7 +88,11 @@ export async function startMesh(options: { app?: TestServer; inbound?: Record<st
 
 /** Reads one metric sample's value from a sidecar's /stats text (0 when absent). */
 export async function metricValue(sidecar: ProxyServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await sidecar.metrics.render();
+  return sampleValue(await sidecar.metrics.render(), name, labels);
+}
+
+/** The sum of a metric's samples whose labels include `labels`, from Prometheus text (0 when absent). */
+export function sampleValue(text: string, name: string, labels: Record<string, string> = {}): number {
   let total = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;

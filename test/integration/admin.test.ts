@@ -1,20 +1,9 @@
 import test from 'ava';
-import http from 'node:http';
 import { collect, connect, waitFor } from '../helpers/apps.js';
-import { startMesh } from '../helpers/sidecars.js';
+import { ADMIN_POST, adminRequest } from '../helpers/admin.js';
+import { startMesh, type Mesh } from '../helpers/sidecars.js';
 
-function request(port: number, method: string, path: string): Promise<{ status: number; body: string; contentType: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, contentType: String(res.headers['content-type']) }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const request = (port: number, method: string, path: string, headers: Record<string, string> = {}) => adminRequest(port, method, path, { headers });
 
 test('/ready answers 200 while serving', async (t) => {
   const mesh = await startMesh();
@@ -80,7 +69,7 @@ test('unknown paths are 404 and wrong methods are 405', async (t) => {
   t.is(missing.status, 404);
   t.regex(missing.body, /available: \/ready \/stats \/config_dump \/drain/);
   t.is((await request(port, 'GET', '/drain')).status, 405);
-  t.is((await request(port, 'POST', '/stats')).status, 405);
+  t.is((await request(port, 'POST', '/stats', ADMIN_POST)).status, 405);
 });
 
 test('POST /drain stops accepting, lets the open connection finish, and /ready turns 503', async (t) => {
@@ -93,7 +82,7 @@ test('POST /drain stops accepting, lets the open connection finish, and /ready t
   open.write('one;');
   await waitFor(() => Buffer.concat(echoed).toString() === 'one;', 'echo');
 
-  const res = await request(admin, 'POST', '/drain');
+  const res = await request(admin, 'POST', '/drain', ADMIN_POST);
   t.is(res.status, 202);
   const ready = await request(admin, 'GET', '/ready');
   t.is(ready.status, 503);
@@ -115,4 +104,65 @@ test('POST /drain stops accepting, lets the open connection finish, and /ready t
   await waitFor(() => mesh.a.sidecar.state === 'drained', 'drained');
   t.is((await request(admin, 'GET', '/ready')).body, 'drained\n');
   t.regex((await request(admin, 'GET', '/stats')).body, /vsockmesh_drains_total 1/);
+});
+
+/** The mesh still serves: /ready 200, a new connection echoes, no drain was counted. */
+async function stillServing(t: import('ava').ExecutionContext, mesh: Mesh): Promise<void> {
+  const admin = mesh.a.sidecar.adminAddress()!.port;
+  t.is(mesh.a.sidecar.state, 'serving');
+  t.is((await request(admin, 'GET', '/ready')).status, 200);
+  const client = await connect(mesh.port);
+  const seen = collect(client);
+  client.end('still here');
+  t.is((await seen).data.toString(), 'still here');
+  t.regex((await request(admin, 'GET', '/stats')).body, /vsockmesh_drains_total 0/);
+}
+
+test('POST /drain as a browser sends it (foreign Host and Origin, text/plain body) is refused 403 and nothing drains', async (t) => {
+  const mesh = await startMesh();
+  t.teardown(() => mesh.stop());
+  const admin = mesh.a.sidecar.adminAddress()!.port;
+  const res = await adminRequest(admin, 'POST', '/drain', {
+    headers: { host: `evil.example:${admin}`, origin: `http://evil.example:${admin}`, 'content-type': 'text/plain;charset=UTF-8' },
+    body: 'drain',
+  });
+  t.is(res.status, 403);
+  t.is(res.body, `forbidden: Host "evil.example:${admin}" does not name this admin endpoint (use 127.0.0.1 or localhost)\n`);
+  t.like(mesh.a.logs.withReason('admin_host_not_allowed')[0], { level: 'warn', method: 'POST', path: '/drain', host: `evil.example:${admin}` });
+  await stillServing(t, mesh);
+});
+
+test('POST /drain with the admin header but a foreign Host (DNS rebinding) is refused', async (t) => {
+  const mesh = await startMesh();
+  t.teardown(() => mesh.stop());
+  const admin = mesh.a.sidecar.adminAddress()!.port;
+  const res = await request(admin, 'POST', '/drain', { ...ADMIN_POST, host: `rebind.example:${admin}` });
+  t.is(res.status, 403);
+  t.regex(res.body, /^forbidden: Host "rebind\.example:\d+" does not name this admin endpoint/);
+  t.is((await request(admin, 'GET', '/config_dump', { host: `rebind.example:${admin}` })).status, 403, 'reads are refused too');
+  await stillServing(t, mesh);
+});
+
+test('a simple POST /drain (right Host, no admin header, form body) and one with a cross-site Origin are refused', async (t) => {
+  const mesh = await startMesh();
+  t.teardown(() => mesh.stop());
+  const admin = mesh.a.sidecar.adminAddress()!.port;
+  const simple = await adminRequest(admin, 'POST', '/drain', { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' });
+  t.is(simple.status, 403);
+  t.is(simple.body, 'forbidden: POST needs the header "x-vsockmesh-admin: 1" (or content-type: application/json), which a web page cannot send here\n');
+  const crossSite = await request(admin, 'POST', '/drain', { ...ADMIN_POST, origin: 'http://evil.example' });
+  t.is(crossSite.status, 403);
+  t.regex(crossSite.body, /^forbidden: Origin "http:\/\/evil\.example" is not this admin endpoint/);
+  t.is(mesh.a.logs.withReason('admin_simple_request').length, 1);
+  t.is(mesh.a.logs.withReason('admin_cross_origin').length, 1);
+  await stillServing(t, mesh);
+});
+
+test('POST /drain with content-type: application/json and localhost as Host drains', async (t) => {
+  const mesh = await startMesh();
+  t.teardown(() => mesh.stop());
+  const admin = mesh.a.sidecar.adminAddress()!.port;
+  const res = await adminRequest(admin, 'POST', '/drain', { headers: { host: `localhost:${admin}`, 'content-type': 'application/json' }, body: '{}' });
+  t.is(res.status, 202);
+  await waitFor(() => mesh.a.sidecar.state === 'drained', 'drained');
 });

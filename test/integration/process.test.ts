@@ -3,6 +3,7 @@
 import test from 'ava';
 import net from 'node:net';
 import { collect, connect, startEchoServer, waitFor } from '../helpers/apps.js';
+import { ADMIN_POST, adminRequest } from '../helpers/admin.js';
 import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
 
 async function freePort(): Promise<number> {
@@ -25,7 +26,7 @@ function refusesConnections(port: number): Promise<boolean> {
 }
 
 /** A sidecar process with one outbound listener straight to an echo app (a direct endpoint). */
-async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeout: string): Promise<{ proc: CliProcess; port: number }> {
+async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeout: string): Promise<{ proc: CliProcess; port: number; admin: number }> {
   const app = await startEchoServer();
   const config = await writeConfig({
     node: { id: 'vm-a' },
@@ -42,9 +43,9 @@ async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeou
     await config.cleanup();
   });
   const started = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'listener started');
-  await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving');
+  const serving = await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving');
   const [bound] = started.addresses as Array<{ port: number }>;
-  return { proc, port: bound!.port };
+  return { proc, port: bound!.port, admin: (serving.admin as { port: number }).port };
 }
 
 test('an invalid config is refused with every problem by path, exit 2, and nothing listens', async (t) => {
@@ -119,29 +120,38 @@ test('a port already in use fails the start with exit 1 and a clear message', as
   t.regex(result.stdout, /listener \\"in\\": cannot listen on .*EADDRINUSE.*another process holds the port/);
 });
 
-test('SIGTERM drains: the open connection completes, new ones are refused, the process exits 0', async (t) => {
-  const { proc, port } = await startDirectSidecar(t, '30s');
+/**
+ * A connection open when `drain` starts the drain still relays and completes,
+ * new connections are refused, and the process exits 0 with nothing aborted.
+ */
+async function drainsThenExits(t: import('ava').ExecutionContext, drain: (proc: CliProcess, admin: number) => Promise<void>): Promise<CliProcess> {
+  const { proc, port, admin } = await startDirectSidecar(t, '30s');
   const open = await connect(port);
   const echoed: Buffer[] = [];
   open.on('data', (c: Buffer) => echoed.push(c));
-  open.write('before-sigterm;');
-  await waitFor(() => Buffer.concat(echoed).toString() === 'before-sigterm;', 'echo before SIGTERM');
+  open.write('before;');
+  await waitFor(() => Buffer.concat(echoed).toString() === 'before;', 'echo before the drain');
 
-  proc.kill('SIGTERM');
-  await proc.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('draining'), 'draining');
+  await drain(proc, admin);
   await waitFor(() => refusesConnections(port), 'new connections refused');
-
-  open.write('after-sigterm;');
-  await waitFor(() => Buffer.concat(echoed).toString() === 'before-sigterm;after-sigterm;', 'echo after SIGTERM');
+  open.write('after;');
+  await waitFor(() => Buffer.concat(echoed).toString() === 'before;after;', 'echo while draining');
   const seen = collect(open);
   open.end();
   t.true((await seen).ended);
 
   const { code } = await proc.exited;
   t.is(code, 0);
-  const finished = proc.lines.find((l) => l.msg === 'drain finished');
-  t.like(finished, { aborted: 0 });
-  t.true(proc.lines.some((l) => l.log === 'access' && l.outcome === 'closed' && l.bytes_to_upstream === 'before-sigterm;after-sigterm;'.length));
+  t.like(proc.lines.find((l) => l.msg === 'drain finished'), { aborted: 0 });
+  return proc;
+}
+
+test('SIGTERM drains: the open connection completes, new ones are refused, the process exits 0', async (t) => {
+  const proc = await drainsThenExits(t, async (p) => {
+    p.kill('SIGTERM');
+    await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('draining'), 'draining');
+  });
+  t.true(proc.lines.some((l) => l.log === 'access' && l.outcome === 'closed' && l.bytes_to_upstream === 'before;after;'.length));
 });
 
 test('a connection still open at the drain timeout is closed and the process exits', async (t) => {
@@ -160,6 +170,16 @@ test('a connection still open at the drain timeout is closed and the process exi
   t.true(closed.ended || closed.errorCode !== undefined, 'the held connection was closed by the sidecar');
   t.like(proc.lines.find((l) => l.msg === 'drain finished'), { aborted: 1 });
   t.true(proc.lines.some((l) => l.log === 'access' && l.outcome === 'aborted'));
+});
+
+test('POST /drain (with the admin header) drains like SIGTERM and the process exits 0, so its supervisor starts a fresh one', async (t) => {
+  await drainsThenExits(t, async (proc, admin) => {
+    const browser = await adminRequest(admin, 'POST', '/drain', { headers: { host: `evil.example:${admin}`, origin: 'http://evil.example', 'content-type': 'text/plain' }, body: 'x' });
+    t.is(browser.status, 403, 'a web page cannot drain it');
+    t.is((await adminRequest(admin, 'GET', '/ready')).status, 200);
+    t.is((await adminRequest(admin, 'POST', '/drain', { headers: ADMIN_POST })).status, 202);
+    await proc.waitForLine((l) => l.msg === 'the process exits when the drain has finished; its supervisor starts a fresh one', 'exit announced');
+  });
 });
 
 test('a second signal stops at once, without waiting for the drain timeout', async (t) => {

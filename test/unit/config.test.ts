@@ -1,6 +1,7 @@
 import test from 'ava';
 import { formatDuration, parseDuration } from '../../proxy/config/duration.js';
 import { ConfigError, formatPath, parseHostRelayConfig, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
+import { parseSize } from '../../proxy/config/size.js';
 
 const minimal = { node: { id: 'vm-a' } };
 
@@ -28,6 +29,7 @@ test('a minimal config gets the documented defaults', (t) => {
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
+    overload: { maxConnections: null, minFreeFds: 64, maxMemoryBytes: null, checkIntervalMs: 1_000 },
     listeners: [],
     clusters: [],
   });
@@ -35,7 +37,7 @@ test('a minimal config gets the documented defaults', (t) => {
 
 test('listener and cluster defaults are filled in and durations become milliseconds', (t) => {
   const config = parseSidecarConfig({ ...minimal, listeners: [outbound(), inbound()], clusters: [cluster()] });
-  t.deepEqual(config.listeners[0], { kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port: 15001, cluster: 'c', idleTimeoutMs: 3_600_000 });
+  t.deepEqual(config.listeners[0], { kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port: 15001, cluster: 'c', idleTimeoutMs: 3_600_000, maxConnections: null });
   t.deepEqual(config.listeners[1], {
     kind: 'inbound',
     name: 'in',
@@ -50,6 +52,7 @@ test('listener and cluster defaults are filled in and durations become milliseco
     idleTimeoutMs: 3_600_000,
     connectTimeoutMs: 5_000,
     ports: [{ port: 8080, target: { address: '127.0.0.1', port: 8080 } }],
+    maxConnections: null,
   });
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
 });
@@ -118,6 +121,34 @@ test('endpoint fields map to domain names', (t) => {
   t.is(config.clusters[0]!.authority, 'web.mesh');
 });
 
+test('connection limits and the overload section parse into domain form', (t) => {
+  const config = parseSidecarConfig({
+    ...minimal,
+    overload: { max_connections: 5000, min_free_fds: 128, max_memory: '1.5GiB', check_interval: '250ms' },
+    listeners: [outbound({ max_connections: 100 }), inbound({ max_connections: 1 })],
+    clusters: [cluster()],
+  });
+  t.deepEqual(config.overload, { maxConnections: 5000, minFreeFds: 128, maxMemoryBytes: 1.5 * 1024 ** 3, checkIntervalMs: 250 });
+  t.deepEqual(
+    config.listeners.map((l) => l.maxConnections),
+    [100, 1],
+  );
+  t.deepEqual(parseSidecarConfig({ ...minimal, overload: { min_free_fds: 0 } }).overload.minFreeFds, 0);
+  const relay = parseHostRelayConfig({ node: { id: 'hv-1' }, listen: { max_connections: 300 }, overload: { max_memory: '256MiB' }, policy: [{ source_cid: 3, destinations: [{ cid: 4 }] }] });
+  t.is(relay.listen.maxConnections, 300);
+  t.deepEqual(relay.overload, { maxConnections: null, minFreeFds: 64, maxMemoryBytes: 256 * 1024 ** 2, checkIntervalMs: 1_000 });
+});
+
+test('parseSize reads binary units and refuses anything else', (t) => {
+  t.is(parseSize('512MiB'), 512 * 1024 ** 2);
+  t.is(parseSize('4096B'), 4096);
+  t.is(parseSize('64KiB'), 65_536);
+  t.is(parseSize('2GiB'), 2 * 1024 ** 3);
+  t.is(parseSize('1TiB'), 1024 ** 4);
+  t.is(parseSize(' 1.5GiB '), 1.5 * 1024 ** 3);
+  for (const bad of ['', '512', 'MiB', '512MB', '512mib', '-1MiB', '1 MiB', '1e3MiB']) t.is(parseSize(bad), undefined, bad);
+});
+
 // Each row: a config, and the path and words its problem must be reported with.
 const invalid: Array<[string, unknown, string]> = [
   ['node missing', {}, 'node: required'],
@@ -138,6 +169,15 @@ const invalid: Array<[string, unknown, string]> = [
   ['inbound port zero', { ...minimal, listeners: [inbound({ ports: [0] })] }, 'listeners[0].ports[0]: must be a port number or {port, target'],
   ['inbound duplicate port', { ...minimal, listeners: [inbound({ ports: [80, 80] })] }, 'listeners[0].ports[1]: duplicate port 80'],
   ['unknown cluster', { ...minimal, listeners: [outbound({ cluster: 'nope' })], clusters: [cluster()] }, 'listeners[0].cluster: unknown cluster "nope"'],
+  ['listener max_connections zero', { ...minimal, listeners: [inbound({ max_connections: 0 })] }, 'listeners[0].max_connections: must be an integer 1..16777216 (leave it out for no limit)'],
+  ['listener max_connections a string', { ...minimal, listeners: [outbound({ max_connections: '10' })], clusters: [cluster()] }, 'listeners[0].max_connections: must be a number of connections'],
+  ['overload max_connections fractional', { ...minimal, overload: { max_connections: 1.5 } }, 'overload.max_connections: must be an integer 1..16777216'],
+  ['overload min_free_fds negative', { ...minimal, overload: { min_free_fds: -1 } }, 'overload.min_free_fds: must be an integer 0..1048576'],
+  ['overload max_memory without a unit', { ...minimal, overload: { max_memory: '512' } }, 'overload.max_memory: "512" is not a size of at least 1MiB'],
+  ['overload max_memory too small', { ...minimal, overload: { max_memory: '4KiB' } }, 'overload.max_memory: "4KiB" is not a size of at least 1MiB'],
+  ['overload max_memory a number', { ...minimal, overload: { max_memory: 1024 } }, 'overload.max_memory: must be a size string'],
+  ['overload check_interval too short', { ...minimal, overload: { check_interval: '1ms' } }, 'overload.check_interval: must be at least 10ms'],
+  ['overload unknown field', { ...minimal, overload: { maxconn: 10 } }, 'overload: unknown field "maxconn"'],
   ['duplicate listener name', { ...minimal, listeners: [inbound(), inbound({ port: 15007 })] }, 'listeners[1].name: duplicate listener name "in"'],
   ['same address and port twice', { ...minimal, listeners: [inbound({ addresses: ['127.0.0.1'] }), inbound({ name: 'in2', addresses: ['127.0.0.1'] })] }, 'listeners[1].port: 127.0.0.1:15006 is also bound by listeners[0]'],
   ['duplicate cluster', { ...minimal, clusters: [cluster(), cluster()] }, 'clusters[1].name: duplicate cluster name "c"'],

@@ -35,7 +35,7 @@ test('an empty policy refuses everything', (t) => {
 
 test('relay config: defaults, any-CID bind, and rules in domain form', (t) => {
   const config = parseHostRelayConfig({ node: { id: 'hv-1' }, policy: [{ source_cid: 3, destinations: [{ cid: 4, ports: [15007] }, { cid: 5 }] }] });
-  t.deepEqual(config.listen, { cid: 0xffffffff, port: 15100 });
+  t.deepEqual(config.listen, { cid: 0xffffffff, port: 15100, maxConnections: null });
   t.is(config.headerTimeoutMs, 2000);
   t.deepEqual(config.policy, [{ sourceCid: 3, destinations: [{ cid: 4, ports: [15007] }, { cid: 5, ports: null }] }]);
 });

@@ -4,7 +4,7 @@
 import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger } from '../../proxy/log.js';
-import { drainOnSignals, exitAfterFlush } from '../../proxy/run-server.js';
+import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { initialRegistry } from '../vm-manager/run.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
@@ -37,6 +37,19 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
     process.exit(2);
   }
   let serving = false;
+  const ending = processDrain(
+    {
+      drain: async () => {
+        serving = false;
+        await plane.drain();
+      },
+      stop: async () => {
+        await plane.stop();
+        await admin.stop();
+      },
+    },
+    logger,
+  );
   const admin = new AdminServer(
     {
       isReady: () => serving,
@@ -44,7 +57,7 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
       renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}`,
       statsContentType: plane.ads.metrics.contentType,
       configDump: () => ({ listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync: plane.ads.syncStatus() }),
-      drain: () => plane.drain(),
+      drain: () => ending.drainThenExit(),
     },
     logger,
   );
@@ -58,17 +71,5 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
     await exitAfterFlush(logger, 1);
     return;
   }
-  drainOnSignals(
-    {
-      drain: async () => {
-        serving = false;
-        await plane.drain();
-      },
-      stop: async () => {
-        await plane.stop();
-        await admin.stop();
-      },
-    },
-    logger,
-  );
+  ending.handleSignals();
 }

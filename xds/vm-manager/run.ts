@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger, type Logger } from '../../proxy/log.js';
-import { drainOnSignals, exitAfterFlush } from '../../proxy/run-server.js';
+import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { loadInventory, parseInventory } from './inventory.js';
 import { Registry, type PersistedState } from './registry.js';
 import { VmManagerServer } from './server.js';
@@ -64,6 +64,16 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
     process.exit(2);
   }
   const server = new VmManagerServer({ registry, logger, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
+  const ending = processDrain(
+    {
+      drain: () => server.drain(),
+      stop: async () => {
+        await server.stop();
+        await admin.stop();
+      },
+    },
+    logger,
+  );
   const admin = new AdminServer(
     {
       isReady: () => server.state === 'serving',
@@ -71,7 +81,7 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
       renderStats: () => server.metrics.metrics(),
       statsContentType: server.metrics.contentType,
       configDump: () => ({ state: server.state, listen: options.listen, port: server.port, state_file: options.statePath ?? null, resolve_ttl_ms: options.resolveTtlMs, ...registry.list() }),
-      drain: () => server.drain(),
+      drain: () => ending.drainThenExit(),
     },
     logger,
   );
@@ -86,15 +96,5 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
     return;
   }
   logger.info({ role: 'vm-manager', admin: admin.address() ?? null, pid: process.pid }, 'vm-manager ready');
-
-  drainOnSignals(
-    {
-      drain: () => server.drain(),
-      stop: async () => {
-        await server.stop();
-        await admin.stop();
-      },
-    },
-    logger,
-  );
+  ending.handleSignals();
 }

@@ -1,0 +1,60 @@
+// How a server process ends: the first SIGTERM/SIGINT, or a drain through the
+// admin endpoint, drains, stops and exits 0; a second signal stops at once
+// (exit 1). After an admin drain the supervisor starts a fresh process (the
+// systemd units say Restart=always): that is how a drained process is undrained.
+
+import type { Logger } from '../log.js';
+
+export interface DrainableServer {
+  drain(): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+export interface ProcessDrain {
+  /** Drains, stops and exits 0; later calls return the same promise (POST /drain). */
+  drainThenExit(): Promise<void>;
+  /** Installs the handlers: the first SIGTERM/SIGINT drains then exits, a second one stops at once. */
+  handleSignals(): void;
+}
+
+export function processDrain(server: DrainableServer, logger: Logger): ProcessDrain {
+  let signals = 0;
+  let drained: Promise<void> | undefined;
+  const drainThenExit = (): Promise<void> =>
+    (drained ??= server.drain().then(async () => {
+      // A second signal took over: its exit code stands.
+      if (signals > 1) return;
+      await server.stop();
+      await exitAfterFlush(logger, 0);
+    }));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: stopping now');
+      void server.stop().finally(() => exitAfterFlush(logger, 1));
+      return;
+    }
+    logger.info({ signal }, drained ? 'signal received: already draining' : 'signal received: draining');
+    void drainThenExit();
+  };
+  return {
+    drainThenExit: () => {
+      if (!drained) logger.info({ reason: 'admin' }, 'the process exits when the drain has finished; its supervisor starts a fresh one');
+      return drainThenExit();
+    },
+    handleSignals: () => {
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    },
+  };
+}
+
+/** Exits with `code` once the log is written. */
+export function exitAfterFlush(logger: Logger, code: number): Promise<void> {
+  return new Promise(() => {
+    logger.flush((err) => {
+      if (err) process.stderr.write(`log flush failed: ${err.message}\n`);
+      process.exit(code);
+    });
+  });
+}
