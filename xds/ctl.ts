@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
 import type { VmManagerClient } from './vm-manager/client.js';
+import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
 import type { SyncStatusResponse__Output } from './generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import type { parseVmDocument } from './vm-manager/inventory.js';
@@ -334,7 +335,7 @@ export function ctlCommand(): Command {
   ctl
     .command('status')
     .option('--node <id>', 'one node only')
-    .option('--page-size <n>', 'nodes asked for per call (all pages are printed)', intArg(1, 200), 100)
+    .option('--page-size <n>', 'nodes asked for per call (all pages are printed)', intArg(1, MAX_STATUS_PAGE_SIZE), DEFAULT_STATUS_PAGE_SIZE)
     .description('xDS sync status: per node and type, the version sent, the last ACK and the last NACK with its error (nodes with a stream open, and those gone within the status retention)')
     .action((opts: { node?: string; pageSize: number }) =>
       withConfig(globals(), async (c) => {
