@@ -31,6 +31,7 @@ interface ControlPlaneCliOptions {
   stateFile?: string;
   resolveTtlMs: number;
   debounceMs: number;
+  statusRetentionMs?: number;
   adminPort: number;
   admin: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -137,6 +138,7 @@ export function buildCli(): Command {
     .option('--state-file <file>', 'in-process VM manager: persist the registry here')
     .option('--resolve-ttl-ms <ms>', 'in-process VM manager: how long sidecars may cache a Resolve answer', intOption(100, 86_400_000), 30_000)
     .option('--debounce-ms <ms>', 'changes are applied this long after the last one of a burst (at most 10x this after the first)', intOption(0, 60_000), 100)
+    .option('--status-retention-ms <ms>', "how long a node's xDS sync status (and snapshot) is kept after its last stream closed (default 10 minutes)", intOption(0, 604_800_000))
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15401)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
@@ -151,6 +153,7 @@ export function buildCli(): Command {
         ...(opts.stateFile !== undefined && { statePath: opts.stateFile }),
         resolveTtlMs: opts.resolveTtlMs,
         debounceMs: opts.debounceMs,
+        ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
       });

@@ -7,7 +7,9 @@ import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
 import type { VmManagerClient } from './vm-manager/client.js';
+import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
+import type { SyncStatusResponse__Output } from './generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import type { parseVmDocument } from './vm-manager/inventory.js';
 import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from './vm-manager/types.js';
 
@@ -333,17 +335,26 @@ export function ctlCommand(): Command {
   ctl
     .command('status')
     .option('--node <id>', 'one node only')
-    .description('xDS sync status: per node and type, the version sent, the last ACK and the last NACK with its error')
-    .action((opts: { node?: string }) =>
+    .option('--page-size <n>', 'nodes asked for per call (all pages are printed)', intArg(1, MAX_STATUS_PAGE_SIZE), DEFAULT_STATUS_PAGE_SIZE)
+    .description('xDS sync status: per node and type, the version sent, the last ACK and the last NACK with its error (nodes with a stream open, and those gone within the status retention)')
+    .action((opts: { node?: string; pageSize: number }) =>
       withConfig(globals(), async (c) => {
-        const r = await c.syncStatus(opts.node ?? '');
+        const statuses: SyncStatusResponse__Output['statuses'] = [];
+        const currentVersions: Record<string, string> = {};
+        let token = '';
+        do {
+          const page = await c.syncStatus({ node_id: opts.node ?? '', page_size: opts.pageSize, page_token: token });
+          statuses.push(...page.statuses);
+          Object.assign(currentVersions, page.current_versions);
+          token = page.next_page_token;
+        } while (token !== '');
         const short = (t: string): string => t.slice(t.lastIndexOf('.') + 1);
-        const lines = r.statuses.map(
+        const lines = statuses.map(
           (s) =>
             `${s.node_id}\t${short(s.type_url)}\tsent=${s.last_sent_version || '-'}\tacked=${s.last_ack_version || '-'}` +
             (s.last_nack_version ? `\tNACK ${s.last_nack_version}: ${s.last_nack_error}` : ''),
         );
-        print(globals(), r, lines.length === 0 ? 'no nodes have connected' : lines.join('\n'));
+        print(globals(), { statuses, current_versions: currentVersions }, lines.length === 0 ? 'no nodes connected within the status retention' : lines.join('\n'));
       }),
     );
   return ctl;

@@ -8,7 +8,9 @@ import test from 'ava';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { createLogger } from '../../proxy/log.js';
+import { waitFor } from '../helpers/apps.js';
 import { AdsServer } from '../../xds/control-plane/ads-server.js';
+import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from '../../xds/control-plane/bounds.js';
 import { Debouncer, SnapshotCache, makeSnapshot, type NamedResource, type Timers } from '../../xds/control-plane/snapshot-cache.js';
 import type { Snapshot } from '../../xds/control-plane/types.js';
 import {
@@ -468,6 +470,73 @@ test('sotw and delta: a stream whose first request has no node id fails with INV
   ok.send({ type_url: EDS, resource_names: ['c2'] });
   const eds = await ok.next();
   t.deepEqual([names(cds.resources), names(eds.resources)], [['c1', 'c2'], ['c2']]);
+});
+
+// Serial: requests of 32,768 names keep the event loop busy, which the timing of the concurrent tests below would feel.
+test.serial('bounds: a node id, resource name or version beyond its bound fails the stream with INVALID_ARGUMENT naming the field, logged with a reason', async (t) => {
+  const h = await start(t);
+  h.cache.setDefault(snap(baseResources(), 'v1'));
+  const longId = h.sotw();
+  longId.send({ node: { id: 'n'.repeat(MAX_XDS_NODE_ID_LENGTH + 1) }, type_url: CDS });
+  t.like(await longId.status, { code: grpc.status.INVALID_ARGUMENT, details: `node.id: ${MAX_XDS_NODE_ID_LENGTH + 1} characters, more than ${MAX_XDS_NODE_ID_LENGTH}` });
+  const atBound = h.sotw();
+  atBound.send({ node: { id: 'n'.repeat(MAX_XDS_NODE_ID_LENGTH) }, type_url: CDS });
+  t.deepEqual(names((await atBound.next()).resources), ['c1', 'c2'], 'a node id at the bound is served');
+
+  const longName = h.sotw();
+  longName.send({ node: NODE, type_url: EDS, resource_names: ['c1', 'c'.repeat(MAX_XDS_RESOURCE_NAME_LENGTH + 1)] });
+  t.like(await longName.status, { code: grpc.status.INVALID_ARGUMENT, details: `resource_names[1]: ${MAX_XDS_RESOURCE_NAME_LENGTH + 1} characters, more than ${MAX_XDS_RESOURCE_NAME_LENGTH}` });
+  const longVersion = h.delta();
+  longVersion.send({ node: NODE, type_url: CDS, initial_resource_versions: { c1: 'v'.repeat(MAX_XDS_RESOURCE_NAME_LENGTH + 1) } });
+  t.like(await longVersion.status, { code: grpc.status.INVALID_ARGUMENT, details: `initial_resource_versions (versions)[0]: ${MAX_XDS_RESOURCE_NAME_LENGTH + 1} characters, more than ${MAX_XDS_RESOURCE_NAME_LENGTH}` });
+
+  t.deepEqual(
+    h.logs.lines.filter((l) => l.msg?.toString().startsWith('xDS stream refused')).map((l) => [l.level, l.reason]),
+    [
+      ['warn', 'node_id_too_long'],
+      ['warn', 'resource_name_too_long'],
+      ['warn', 'resource_name_too_long'],
+    ],
+  );
+  t.is(await counter(h.ads, 'vsockmesh_xds_requests_refused_total', { reason: 'resource_name_too_long' }), 2);
+});
+
+test.serial('bounds: a request naming, or a stream subscribed to, more resource names than the bound fails with RESOURCE_EXHAUSTED', async (t) => {
+  const h = await start(t);
+  h.cache.setDefault(snap(baseResources(), 'v1'));
+  const names = (n: number, prefix: string): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+  const atBound = h.sotw();
+  atBound.send({ node: NODE, type_url: EDS, resource_names: ['c1', ...names(MAX_XDS_NAMES_PER_STREAM - 1, 'x')] });
+  t.is((await atBound.next(10_000)).resources.length, 1, 'at the bound: served (the one name that exists)');
+  const over = h.sotw();
+  over.send({ node: NODE, type_url: EDS, resource_names: names(MAX_XDS_NAMES_PER_STREAM + 1, 'x') });
+  t.like(await over.status, { code: grpc.status.RESOURCE_EXHAUSTED, details: `resource_names: ${MAX_XDS_NAMES_PER_STREAM + 1} names, more than ${MAX_XDS_NAMES_PER_STREAM}` });
+
+  // Delta subscriptions add up across requests and types.
+  const half = MAX_XDS_NAMES_PER_STREAM / 2;
+  const d = h.delta();
+  d.send({ node: NODE, type_url: EDS, resource_names_subscribe: names(half, 'e') });
+  await d.next(10_000);
+  d.send({ type_url: RDS, resource_names_subscribe: names(half, 'r') });
+  await d.next(10_000);
+  d.send({ type_url: RDS, resource_names_subscribe: ['one-more'] });
+  t.like(await d.status, { code: grpc.status.RESOURCE_EXHAUSTED, details: `the stream's subscriptions: ${MAX_XDS_NAMES_PER_STREAM + 1} names, more than ${MAX_XDS_NAMES_PER_STREAM}` });
+  t.is(await counter(h.ads, 'vsockmesh_xds_requests_refused_total', { reason: 'too_many_resource_names' }), 2);
+  t.true(h.logs.lines.some((l) => l.reason === 'too_many_resource_names' && l.node_id === 'node-a' && l.level === 'warn'));
+});
+
+test('a NACK\'s error text is kept and logged cut to 4 KiB, marked as truncated', async (t) => {
+  const h = await start(t);
+  h.cache.setDefault(snap(baseResources(), 'v1'));
+  const s = h.sotw();
+  s.send({ node: NODE, type_url: CDS });
+  const cds = await s.next();
+  const error = `clusters[0]: ${'bad '.repeat(25_000)}`;
+  s.send({ type_url: CDS, version_info: '', response_nonce: cds.nonce, error_detail: { code: 3, message: error } });
+  await waitFor(() => statusOf(h.ads, 'node-a', CDS)?.lastNack != null, 'the NACK', 10_000);
+  const kept = statusOf(h.ads, 'node-a', CDS)!.lastNack!.error;
+  t.is(kept, `${error.slice(0, MAX_NACK_TEXT_BYTES)}... (truncated, ${error.length} bytes)`);
+  t.is(h.logs.lines.find((l) => l.reason === 'nack')?.error, kept);
 });
 
 test('sotw: a node waits for a snapshot, and switches from the default to its own', async (t) => {

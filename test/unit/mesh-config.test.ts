@@ -1,5 +1,19 @@
 import test from 'ava';
 import { ConfigError } from '../../proxy/config/load.js';
+import {
+  MAX_CLUSTERS_PER_RULE,
+  MAX_DOMAIN_LENGTH,
+  MAX_DOMAINS_PER_ROUTE,
+  MAX_MESH_BYTES,
+  MAX_NAME_LENGTH,
+  MAX_PREFIX_LENGTH,
+  MAX_ROUTES,
+  MAX_RULES_PER_ROUTE,
+  MAX_SERVICES,
+  MAX_TOTAL_WEIGHT,
+  quoteBounded,
+  truncateUtf8,
+} from '../../xds/control-plane/bounds.js';
 import { parseMeshConfig, parseMeshConfigText } from '../../xds/control-plane/mesh.js';
 
 function problems(data: unknown): string[] {
@@ -153,4 +167,93 @@ test('the example mesh config in deploy/ is valid', async (t) => {
     ['db', 5432, 'tcp'],
   ]);
   t.is(mesh.routes[0]!.name, 'web-routes');
+});
+
+// ---- bounds (xds/control-plane/bounds.ts): at the bound accepted, one beyond refused naming the field ----
+
+const many = <T>(n: number, make: (i: number) => T): T[] => Array.from({ length: n }, (_, i) => make(i));
+/** n services s0..s(n-1) on distinct ports. */
+const services = (n: number) => many(n, (i) => ({ name: `s${i}`, port: 1 + i }));
+const rule = (extra: Record<string, unknown> = {}) => ({ prefix: '/', clusters: [{ service: 's0' }], ...extra });
+const route = (extra: Record<string, unknown> = {}) => ({ name: 'r', domains: ['web'], routes: [rule()], ...extra });
+
+test('bounds: services and routes in the mesh', (t) => {
+  t.is(parseMeshConfig({ services: services(MAX_SERVICES) }).services.length, MAX_SERVICES);
+  t.deepEqual(problems({ services: services(MAX_SERVICES + 1) }), [`services: must list at most ${MAX_SERVICES} services`]);
+  const routes = (n: number) => many(n, (i) => route({ name: `r${i}` }));
+  t.is(parseMeshConfig({ services: services(1), routes: routes(MAX_ROUTES) }).routes.length, MAX_ROUTES);
+  t.deepEqual(problems({ services: services(1), routes: routes(MAX_ROUTES + 1) }), [`routes: must list at most ${MAX_ROUTES} routes`]);
+});
+
+test('bounds: names, domains (count and length), rules, clusters, prefix', (t) => {
+  const label = 'a'.repeat(MAX_NAME_LENGTH);
+  const host = `${'d'.repeat(MAX_DOMAIN_LENGTH - 5)}.mesh`;
+  const atBounds = {
+    services: [...services(MAX_CLUSTERS_PER_RULE), { name: label, port: 9999 }],
+    routes: [
+      route({
+        domains: [host, ...many(MAX_DOMAINS_PER_ROUTE - 1, (i) => `web${i}`)],
+        routes: many(MAX_RULES_PER_ROUTE, (i) => ({ prefix: i === 0 ? `/${'p'.repeat(MAX_PREFIX_LENGTH - 1)}` : `/${i}`, clusters: many(MAX_CLUSTERS_PER_RULE, (k) => ({ service: `s${k}` })) })),
+      }),
+    ],
+  };
+  t.is(parseMeshConfig(atBounds).routes[0]!.routes.length, MAX_RULES_PER_ROUTE);
+  t.deepEqual(
+    problems({
+      services: [...services(MAX_CLUSTERS_PER_RULE + 1), { name: `${label}a`, port: 9999 }],
+      routes: [
+        route({
+          domains: [`d${host}`, ...many(MAX_DOMAINS_PER_ROUTE, (i) => `web${i}`)],
+          routes: [
+            rule({ prefix: `/${'p'.repeat(MAX_PREFIX_LENGTH)}`, clusters: many(MAX_CLUSTERS_PER_RULE + 1, (k) => ({ service: `s${k}` })) }),
+            ...many(MAX_RULES_PER_ROUTE, () => rule()),
+          ],
+        }),
+      ],
+    }),
+    [
+      `services[${MAX_CLUSTERS_PER_RULE + 1}].name: must be a DNS label: 1-63 lowercase letters, digits or "-", starting and ending with a letter or digit`,
+      `routes[0].domains: must list at most ${MAX_DOMAINS_PER_ROUTE} domains`,
+      `routes[0].domains[0]: must be at most ${MAX_DOMAIN_LENGTH} characters`,
+      `routes[0].routes: must list at most ${MAX_RULES_PER_ROUTE} routes`,
+      `routes[0].routes[0].prefix: must be at most ${MAX_PREFIX_LENGTH} characters`,
+      `routes[0].routes[0].clusters: must list at most ${MAX_CLUSTERS_PER_RULE} clusters`,
+    ],
+  );
+});
+
+test('bounds: the weights of one rule add up to 4294967295 at most', (t) => {
+  const mesh = (weights: number[]) => ({ services: services(weights.length), routes: [route({ routes: [rule({ clusters: weights.map((weight, k) => ({ service: `s${k}`, weight })) })] })] });
+  t.notThrows(() => parseMeshConfig(mesh([MAX_TOTAL_WEIGHT - 1, 1])));
+  t.deepEqual(problems(mesh([MAX_TOTAL_WEIGHT, 1])), [`routes[0].routes[0].clusters: weights add up to ${MAX_TOTAL_WEIGHT + 1}, more than ${MAX_TOTAL_WEIGHT}`]);
+  t.deepEqual(problems(mesh([MAX_TOTAL_WEIGHT, 0])), [`routes[0].routes[0].clusters[1].weight: must be an integer 1..${MAX_TOTAL_WEIGHT}`], 'an invalid weight is not summed');
+});
+
+test('bounds: the whole mesh takes at most 2 MiB as JSON', (t) => {
+  // Each route within its own bounds; together beyond the mesh's.
+  const wide = (n: number) => many(n, (i) => route({ name: `r${i}`, domains: many(MAX_DOMAINS_PER_ROUTE, (j) => `${'d'.repeat(240)}${j}.mesh`) }));
+  const perRoute = Buffer.byteLength(JSON.stringify(wide(1)[0]));
+  const fits = Math.floor((MAX_MESH_BYTES - 1_000) / perRoute);
+  t.notThrows(() => parseMeshConfig({ services: services(1), routes: wide(fits) }));
+  const [problem, ...rest] = problems({ services: services(1), routes: wide(fits + 1) });
+  t.regex(problem!, new RegExp(`^\\(top level\\): the mesh takes \\d+ bytes as JSON, more than the ${MAX_MESH_BYTES} it may take$`));
+  t.deepEqual(rest, []);
+});
+
+test('bounds: problems quote long input cut short', (t) => {
+  const long = 'x'.repeat(100_000);
+  const found = problems({ services: [{ name: 'web', port: 80, protocol: long, connect_timeout: long }], routes: [route({ routes: [rule({ clusters: [{ service: long }] })] })] });
+  t.true(found.length >= 3);
+  for (const p of found) t.true(p.length < 300, p.slice(0, 300));
+  t.true(found.some((p) => p.startsWith('services[0].protocol: must be one of "tcp", "http" (got "xxxx') && p.endsWith('(100000 characters))')));
+});
+
+test('quoteBounded and truncateUtf8 cut long text and say so', (t) => {
+  t.is(quoteBounded('web'), '"web"');
+  t.is(quoteBounded('abcdef', 3), '"abc"... (6 characters)');
+  t.is(truncateUtf8('short', 10), 'short');
+  t.is(truncateUtf8('0123456789', 4), '0123... (truncated, 10 bytes)');
+  // Never inside a multi-byte character: é is 2 bytes, so 3 bytes keep "aé" whole or cut before it.
+  t.is(truncateUtf8('aéb', 2), 'a... (truncated, 4 bytes)');
+  t.is(truncateUtf8('aéb', 3), 'aé... (truncated, 4 bytes)');
 });

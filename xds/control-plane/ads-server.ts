@@ -32,6 +32,13 @@
 //   removed_resources. The first request of a type is always answered (maybe
 //   empty); later changes only when something is added, changed or removed.
 //   No EDS-after-CDS rule (delta clients keep their assignments).
+// - Bounds (bounds.ts): a node id, a resource name or version longer than its
+//   bound fails the stream with INVALID_ARGUMENT; a request naming, or a
+//   stream subscribed to, more resource names than MAX_XDS_NAMES_PER_STREAM
+//   fails it with RESOURCE_EXHAUSTED. The reason is logged.
+// - Sync status (per node and type: sent, ACKed, NACKed with the error text
+//   cut to MAX_NACK_TEXT_BYTES) is kept while a node has a stream open and
+//   for the status retention after its last one closed (node-retention.ts).
 
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry as MetricsRegistry } from 'prom-client';
@@ -48,6 +55,16 @@ import {
   type DiscoveryResponse,
   type ResourceTypeUrl,
 } from '../envoy/proto.js';
+import {
+  DEFAULT_STATUS_RETENTION_MS,
+  MAX_DISCONNECTED_NODES,
+  MAX_NACK_TEXT_BYTES,
+  MAX_XDS_NAMES_PER_STREAM,
+  MAX_XDS_NODE_ID_LENGTH,
+  MAX_XDS_RESOURCE_NAME_LENGTH,
+  truncateUtf8,
+} from './bounds.js';
+import { NodeRetention } from './node-retention.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import type { Snapshot, SyncStatus, VersionedResource } from './types.js';
 
@@ -58,6 +75,12 @@ export interface AdsServerOptions {
   logger: Logger;
   /** Where the metrics go; default: a registry of its own (see .metrics). */
   metrics?: MetricsRegistry;
+  /** How long a node's sync status is kept after its last stream closed (default 10 minutes). */
+  statusRetentionMs?: number;
+  /** Disconnected nodes kept at most (default MAX_DISCONNECTED_NODES); the one gone longest is forgotten first. */
+  maxDisconnectedNodes?: number;
+  /** A disconnected node was forgotten (its status is gone): drop anything else kept for it. */
+  onNodeForgotten?: (nodeId: string) => void;
 }
 
 export { TYPE_SHORT_NAMES };
@@ -71,11 +94,61 @@ function isResourceType(typeUrl: string): typeUrl is ResourceTypeUrl {
 
 type Status = { code: grpc.status; details: string };
 
+/** A request beyond a bound: the status that fails its stream, and the logged reason. */
+export interface Refusal extends Status {
+  reason: 'node_id_too_long' | 'resource_name_too_long' | 'too_many_resource_names';
+}
+
+/** The fields of a request (either kind) that carry client-chosen names. */
+interface NamedRequest {
+  resource_names?: string[];
+  resource_names_subscribe?: string[];
+  resource_names_unsubscribe?: string[];
+  initial_resource_versions?: Record<string, string>;
+}
+
+function tooMany(field: string, count: number): Refusal {
+  return { code: grpc.status.RESOURCE_EXHAUSTED, reason: 'too_many_resource_names', details: `${field}: ${count} names, more than ${MAX_XDS_NAMES_PER_STREAM}` };
+}
+
+function longestOver(field: string, names: Iterable<string>): Refusal | null {
+  let i = 0;
+  for (const name of names) {
+    if (name.length > MAX_XDS_RESOURCE_NAME_LENGTH) {
+      return { code: grpc.status.INVALID_ARGUMENT, reason: 'resource_name_too_long', details: `${field}[${i}]: ${name.length} characters, more than ${MAX_XDS_RESOURCE_NAME_LENGTH}` };
+    }
+    i++;
+  }
+  return null;
+}
+
+/** The first bound a request goes beyond (node id on the stream's first request, names and their length), or null. */
+export function requestRefusal(req: NamedRequest & { node: { id: string } | null }, first: boolean): Refusal | null {
+  const id = req.node?.id ?? '';
+  if (first && id.length > MAX_XDS_NODE_ID_LENGTH) {
+    return { code: grpc.status.INVALID_ARGUMENT, reason: 'node_id_too_long', details: `node.id: ${id.length} characters, more than ${MAX_XDS_NODE_ID_LENGTH}` };
+  }
+  const initial = req.initial_resource_versions ?? {};
+  const lists: Array<[string, string[]]> = [
+    ['resource_names', req.resource_names ?? []],
+    ['resource_names_subscribe', req.resource_names_subscribe ?? []],
+    ['resource_names_unsubscribe', req.resource_names_unsubscribe ?? []],
+    ['initial_resource_versions', Object.keys(initial)],
+  ];
+  for (const [field, names] of lists) {
+    if (names.length > MAX_XDS_NAMES_PER_STREAM) return tooMany(field, names.length);
+    const over = longestOver(field, names);
+    if (over) return over;
+  }
+  return longestOver('initial_resource_versions (versions)', Object.values(initial));
+}
+
 interface Metrics {
   responses: Counter<'kind' | 'type'>;
   acks: Counter<'kind' | 'type'>;
   nacks: Counter<'kind' | 'type'>;
   stale: Counter<'kind' | 'type'>;
+  refused: Counter<'kind' | 'reason'>;
 }
 
 /** What a stream needs from its server. */
@@ -84,6 +157,8 @@ interface StreamContext {
   logger: Logger;
   metrics: Metrics;
   status(nodeId: string, typeUrl: ResourceTypeUrl): SyncStatus;
+  /** The stream learnt its node id (its first request). */
+  identified(stream: OpenStream): void;
   closed(stream: OpenStream): void;
 }
 
@@ -198,6 +273,11 @@ abstract class AdsStream<Req extends { node: { id: string } | null; type_url: st
   private onRequest(req: Req): void {
     if (this.ended) return;
     try {
+      const refusal = requestRefusal(req, this.nodeId === null);
+      if (refusal !== null) {
+        this.refuse(refusal, req.type_url, this.nodeId ?? (req.node?.id ?? '').slice(0, MAX_XDS_NODE_ID_LENGTH));
+        return;
+      }
       if (this.nodeId === null) {
         const id = req.node?.id ?? '';
         if (id === '') {
@@ -205,6 +285,7 @@ abstract class AdsStream<Req extends { node: { id: string } | null; type_url: st
           return;
         }
         this.nodeId = id;
+        this.ctx.identified(this);
         this.unwatch = this.ctx.cache.watch(id, () => this.onSnapshot());
         this.ctx.logger.debug({ node_id: id, kind: this.kind }, 'xDS stream opened');
       }
@@ -218,11 +299,26 @@ abstract class AdsStream<Req extends { node: { id: string } | null; type_url: st
       }
       this.ctx.status(this.nodeId, req.type_url); // listed in syncStatus from the first request on
       this.handle(req, req.type_url, this.state(req.type_url));
+      let held = 0;
+      for (const st of this.types.values()) held += st.names.size;
+      if (held > MAX_XDS_NAMES_PER_STREAM) {
+        this.refuse(tooMany('the stream\'s subscriptions', held), req.type_url, this.nodeId);
+        return;
+      }
       this.flush();
     } catch (err) {
       this.ctx.logger.error({ err, node_id: this.nodeId, kind: this.kind }, 'xDS stream failed');
       this.fail({ code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` });
     }
+  }
+
+  private refuse(refusal: Refusal, typeUrl: string, nodeId: string): void {
+    this.ctx.metrics.refused.inc({ kind: this.kind, reason: refusal.reason });
+    this.ctx.logger.warn(
+      { node_id: nodeId, type_url: typeUrl.slice(0, MAX_XDS_RESOURCE_NAME_LENGTH), kind: this.kind, reason: refusal.reason, error: refusal.details },
+      `xDS stream refused: ${refusal.details}`,
+    );
+    this.fail({ code: refusal.code, details: refusal.details });
   }
 
   private onSnapshot(): void {
@@ -276,7 +372,8 @@ abstract class AdsStream<Req extends { node: { id: string } | null; type_url: st
     this.ctx.metrics.acks.inc({ kind: this.kind, type: TYPE_SHORT_NAMES[typeUrl] });
   }
 
-  protected recordNack(typeUrl: ResourceTypeUrl, st: TypeState, error: string): void {
+  protected recordNack(typeUrl: ResourceTypeUrl, st: TypeState, detail: string): void {
+    const error = truncateUtf8(detail, MAX_NACK_TEXT_BYTES);
     const version = st.sentVersion ?? '';
     const status = this.ctx.status(this.nodeId!, typeUrl);
     status.lastNack = { version, error, at: Date.now() };
@@ -482,13 +579,43 @@ export class AdsServer {
   readonly metrics: MetricsRegistry;
   private readonly streams = new Set<OpenStream>();
   private readonly statuses = new Map<string, Map<ResourceTypeUrl, SyncStatus>>();
+  /** Which nodes are remembered: connected ones, and disconnected ones for the status retention. */
+  readonly nodes: NodeRetention;
   private readonly ctx: StreamContext;
   private draining = false;
 
   constructor(private readonly options: AdsServerOptions) {
     this.metrics = options.metrics ?? new MetricsRegistry();
+    this.nodes = new NodeRetention({
+      retentionMs: options.statusRetentionMs ?? DEFAULT_STATUS_RETENTION_MS,
+      maxDisconnected: options.maxDisconnectedNodes ?? MAX_DISCONNECTED_NODES,
+      onForget: (nodeId) => {
+        this.statuses.delete(nodeId);
+        options.onNodeForgotten?.(nodeId);
+      },
+    });
     const registers = [this.metrics];
     const streams = this.streams;
+    const nodes = this.nodes;
+    new Gauge({
+      name: 'vsockmesh_xds_nodes',
+      help: 'Nodes whose sync status is kept: connected (a stream open) and disconnected (within the status retention)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        this.set({ state: 'connected' }, nodes.connected);
+        this.set({ state: 'disconnected' }, nodes.disconnected);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_xds_nodes_forgotten_total',
+      help: 'Disconnected nodes whose sync status was dropped (status retention passed, or too many disconnected nodes)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(nodes.forgotten);
+      },
+    });
     new Gauge({
       name: 'vsockmesh_xds_streams',
       help: 'Open ADS streams by kind (sotw, delta)',
@@ -506,13 +633,16 @@ export class AdsServer {
       acks: new Counter({ name: 'vsockmesh_xds_acks_total', help: 'xDS ACKs received by stream kind and type', labelNames: ['kind', 'type'], registers }),
       nacks: new Counter({ name: 'vsockmesh_xds_nacks_total', help: 'xDS NACKs received by stream kind and type', labelNames: ['kind', 'type'], registers }),
       stale: new Counter({ name: 'vsockmesh_xds_stale_requests_total', help: 'xDS requests ignored for a stale nonce, by stream kind and type', labelNames: ['kind', 'type'], registers }),
+      refused: new Counter({ name: 'vsockmesh_xds_requests_refused_total', help: 'xDS streams failed for a request beyond a bound, by stream kind and reason', labelNames: ['kind', 'reason'], registers }),
     };
     this.ctx = {
       cache: options.cache,
       logger: options.logger,
       metrics,
       status: (nodeId, typeUrl) => this.status(nodeId, typeUrl),
+      identified: (stream) => this.nodes.opened(stream.nodeId!),
       closed: (stream) => {
+        if (stream.nodeId !== null) this.nodes.closed(stream.nodeId);
         if (this.streams.delete(stream)) {
           this.options.logger.debug({ node_id: stream.nodeId, kind: stream.kind }, 'xDS stream closed');
         }
@@ -548,17 +678,33 @@ export class AdsServer {
     return this.streams.size;
   }
 
-  /** Per node and type the node asked for: last version sent, last ACK, last NACK (kept after the stream ends). */
+  /** Per node and type the node asked for: last version sent, last ACK, last NACK (kept for the status retention after its streams end). */
   syncStatus(): SyncStatus[] {
-    const out: SyncStatus[] = [];
-    for (const nodeId of [...this.statuses.keys()].sort()) {
+    return this.syncStatusPage({ limit: Infinity }).statuses;
+  }
+
+  /**
+   * One page of the sync status: the nodes after `after` in node id order
+   * (or just `nodeId`), at most `limit` of them; `next` is the last node of
+   * the page when more may follow.
+   */
+  syncStatusPage(page: { limit: number; after?: string; nodeId?: string }): { statuses: SyncStatus[]; nodeIds: string[]; next: string | undefined } {
+    let ids: string[];
+    if (page.nodeId !== undefined) ids = this.statuses.has(page.nodeId) ? [page.nodeId] : [];
+    else {
+      const after = page.after;
+      ids = [...this.statuses.keys()].filter((id) => after === undefined || id > after).sort();
+    }
+    const nodeIds = ids.slice(0, page.limit);
+    const statuses: SyncStatus[] = [];
+    for (const nodeId of nodeIds) {
       const byType = this.statuses.get(nodeId)!;
       for (const typeUrl of RESOURCE_TYPE_URLS) {
         const s = byType.get(typeUrl);
-        if (s !== undefined) out.push({ ...s, lastNack: s.lastNack && { ...s.lastNack } });
+        if (s !== undefined) statuses.push({ ...s, lastNack: s.lastNack && { ...s.lastNack } });
       }
     }
-    return out;
+    return { statuses, nodeIds, next: ids.length > nodeIds.length ? nodeIds[nodeIds.length - 1] : undefined };
   }
 
   /** Drain: ends every open stream with OK (clients reconnect elsewhere) and refuses new ones with UNAVAILABLE. */
@@ -566,6 +712,12 @@ export class AdsServer {
     this.draining = true;
     for (const stream of [...this.streams]) stream.end();
     this.streams.clear();
+  }
+
+  /** Closes every stream and stops forgetting nodes (its timer). */
+  stop(): void {
+    this.closeStreams();
+    this.nodes.stop();
   }
 
   private open(stream: OpenStream): void {

@@ -1,16 +1,23 @@
 // The config API (vsockmesh.config.v1) over the mesh store, and its client
 // for `vsockmesh ctl`. A change that would make the mesh invalid gets
-// INVALID_ARGUMENT listing every problem by path and changes nothing.
+// INVALID_ARGUMENT listing the problems by path (field) and changes nothing;
+// one that cannot be written to the mesh state file gets UNAVAILABLE and
+// changes nothing; success means written and visible.
 
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../proxy/config/load.js';
 import { parseDuration } from '../../proxy/config/duration.js';
+import type { Logger } from '../../proxy/log.js';
+import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/DeleteRequest.js';
+import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResponse.js';
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';
 import type { Route, Route__Output } from '../generated/vsockmesh/config/v1/Route.js';
 import type { Service, Service__Output } from '../generated/vsockmesh/config/v1/Service.js';
-import type { SyncStatusResponse__Output } from '../generated/vsockmesh/config/v1/SyncStatusResponse.js';
+import type { SyncStatusRequest, SyncStatusRequest__Output } from '../generated/vsockmesh/config/v1/SyncStatusRequest.js';
+import type { SyncStatusResponse, SyncStatusResponse__Output } from '../generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import { configProto } from '../proto.js';
-import type { MeshStore, RawEntry } from './mesh-store.js';
+import { DEFAULT_STATUS_PAGE_SIZE, MAX_GRPC_RECEIVE_BYTES, MAX_PROBLEMS_IN_ERROR, MAX_STATUS_PAGE_SIZE, MAX_XDS_NODE_ID_LENGTH, quoteBounded } from './bounds.js';
+import { MeshStateWriteError, type MeshStore, type RawEntry, type RawMesh } from './mesh-store.js';
 import type { SyncStatus } from './types.js';
 
 export function serviceToRaw(s: Service__Output): RawEntry {
@@ -56,64 +63,115 @@ export function routeFromRaw(raw: RawEntry): Route {
 }
 
 class NotFound extends Error {}
+class InvalidArgument extends Error {}
 
-function fail(err: unknown): { code: grpc.status; details: string } {
+/** The status of a failed call, and the reason it is logged with (none: not worth a log line). */
+function fail(err: unknown): { code: grpc.status; details: string; reason?: string } {
   if (err instanceof NotFound) return { code: grpc.status.NOT_FOUND, details: err.message };
-  if (err instanceof ConfigError) return { code: grpc.status.INVALID_ARGUMENT, details: err.problems.join('; ') };
-  return { code: grpc.status.INTERNAL, details: (err as Error).message };
+  if (err instanceof InvalidArgument) return { code: grpc.status.INVALID_ARGUMENT, details: err.message, reason: 'invalid_request' };
+  if (err instanceof ConfigError) {
+    const more = err.problems.length - MAX_PROBLEMS_IN_ERROR;
+    const listed = err.problems.slice(0, MAX_PROBLEMS_IN_ERROR).join('; ');
+    return { code: grpc.status.INVALID_ARGUMENT, details: more > 0 ? `${listed}; and ${more} more problems` : listed, reason: 'invalid_mesh_change' };
+  }
+  if (err instanceof MeshStateWriteError) return { code: grpc.status.UNAVAILABLE, details: err.message, reason: 'mesh_state_write_failed' };
+  return { code: grpc.status.INTERNAL, details: (err as Error).message, reason: 'internal_error' };
 }
 
 export interface SyncStatusSource {
-  statuses(nodeId?: string): SyncStatus[];
-  /** Versions served now, by node ('' = nodes without their own snapshot) and type URL. */
-  currentVersions(): Record<string, string>;
+  /** One page of nodes in node id order (see AdsServer.syncStatusPage). */
+  page(page: { limit: number; after?: string; nodeId?: string }): { statuses: SyncStatus[]; nodeIds: string[]; next: string | undefined };
+  /** Versions served now to these nodes and to nodes without their own snapshot (''), by `node|type URL`. */
+  currentVersions(nodeIds: string[]): Record<string, string>;
 }
 
-export function configApiHandlers(store: MeshStore, sync: SyncStatusSource): MeshConfigHandlers {
-  const run = <Res>(fn: () => Promise<Res>, callback: grpc.sendUnaryData<Res>): void => {
+/** page_token: the last node id of the previous page, opaque to clients. */
+const PAGE_TOKEN_PREFIX = 'after:';
+
+function pageToken(afterNodeId: string): string {
+  return Buffer.from(`${PAGE_TOKEN_PREFIX}${afterNodeId}`).toString('base64url');
+}
+
+function afterNodeId(token: string): string | undefined {
+  if (token === '') return undefined;
+  const text = Buffer.from(token, 'base64url').toString('utf8');
+  if (!text.startsWith(PAGE_TOKEN_PREFIX) || text.length > PAGE_TOKEN_PREFIX.length + MAX_XDS_NODE_ID_LENGTH) {
+    throw new InvalidArgument(`page_token: ${quoteBounded(token)} is not a next_page_token this server gave`);
+  }
+  return text.slice(PAGE_TOKEN_PREFIX.length);
+}
+
+export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logger: Logger): MeshConfigHandlers {
+  const run = <Res>(method: string, fn: () => Promise<Res>, callback: grpc.sendUnaryData<Res>): void => {
     fn().then(
       (res) => callback(null, res),
-      (err: unknown) => callback(fail(err)),
+      (err: unknown) => {
+        const { reason, ...status } = fail(err);
+        if (reason !== undefined) {
+          const level = status.code === grpc.status.INVALID_ARGUMENT ? 'warn' : 'error';
+          logger[level]({ method, reason, code: grpc.status[status.code], error: status.details }, `config API ${method} refused: ${status.details}`);
+        }
+        callback(status);
+      },
     );
   };
+  const applied = (method: string, name: string): void => logger.info({ method, name }, `config API ${method} ${name}: applied`);
+  /** Put and Delete of one kind: the store decides (in order, durably); the reply says what is stored. */
+  const put =
+    <Req, Res>(method: string, kind: keyof RawMesh, toRaw: (r: Req) => RawEntry, fromRaw: (r: RawEntry) => Res): grpc.handleUnaryCall<Req, Res> =>
+    (call, callback) =>
+      run(
+        method,
+        async () => {
+          const stored = await store.put(kind, toRaw(call.request));
+          applied(method, stored.name);
+          return fromRaw(stored);
+        },
+        callback,
+      );
+  const remove =
+    (method: string, kind: keyof RawMesh, what: string): grpc.handleUnaryCall<DeleteRequest__Output, DeleteResponse> =>
+    (call, callback) =>
+      run(
+        method,
+        async () => {
+          if (!(await store.delete(kind, call.request.name))) throw new NotFound(`no ${what} ${quoteBounded(call.request.name)}`);
+          applied(method, call.request.name);
+          return {};
+        },
+        callback,
+      );
   return {
-    PutService: (call, callback) =>
-      run(async () => {
-        await store.put('services', serviceToRaw(call.request));
-        return serviceFromRaw(store.rawServices().find((s) => s.name === call.request.name)!);
-      }, callback),
-    DeleteService: (call, callback) =>
-      run(async () => {
-        if (!(await store.delete('services', call.request.name))) throw new NotFound(`no service "${call.request.name}"`);
-        return {};
-      }, callback),
+    PutService: put('PutService', 'services', serviceToRaw, serviceFromRaw),
+    DeleteService: remove('DeleteService', 'services', 'service'),
     ListServices: (_call, callback) => callback(null, { services: store.rawServices().map(serviceFromRaw) }),
-    PutRoute: (call, callback) =>
-      run(async () => {
-        await store.put('routes', routeToRaw(call.request));
-        return routeFromRaw(store.rawRoutes().find((r) => r.name === call.request.name)!);
-      }, callback),
-    DeleteRoute: (call, callback) =>
-      run(async () => {
-        if (!(await store.delete('routes', call.request.name))) throw new NotFound(`no route "${call.request.name}"`);
-        return {};
-      }, callback),
+    PutRoute: put('PutRoute', 'routes', routeToRaw, routeFromRaw),
+    DeleteRoute: remove('DeleteRoute', 'routes', 'route'),
     ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map(routeFromRaw) }),
-    GetSyncStatus: (call, callback) => {
-      const statuses = sync.statuses(call.request.node_id || undefined).map((s) => ({
-        node_id: s.nodeId,
-        type_url: s.typeUrl,
-        last_sent_version: s.lastSentVersion ?? '',
-        last_sent_at_ms: s.lastSentAt ?? 0,
-        last_ack_version: s.lastAckVersion ?? '',
-        last_ack_at_ms: s.lastAckAt ?? 0,
-        last_nack_version: s.lastNack?.version ?? '',
-        last_nack_error: s.lastNack?.error ?? '',
-        last_nack_at_ms: s.lastNack?.at ?? 0,
-      }));
-      callback(null, { statuses, current_versions: sync.currentVersions() });
-    },
+    GetSyncStatus: (call, callback) =>
+      run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
   };
+}
+
+/** One page of GetSyncStatus. */
+function syncStatusPage(sync: SyncStatusSource, request: SyncStatusRequest__Output): SyncStatusResponse {
+  if (request.node_id.length > MAX_XDS_NODE_ID_LENGTH) throw new InvalidArgument(`node_id: ${request.node_id.length} characters, more than ${MAX_XDS_NODE_ID_LENGTH}`);
+  // AIP-158: 0 is the default, larger than the most is lowered to it.
+  const limit = Math.min(request.page_size || DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE);
+  const after = afterNodeId(request.page_token);
+  const page = sync.page({ limit, ...(after !== undefined && { after }), ...(request.node_id !== '' && { nodeId: request.node_id }) });
+  const statuses = page.statuses.map((s) => ({
+    node_id: s.nodeId,
+    type_url: s.typeUrl,
+    last_sent_version: s.lastSentVersion ?? '',
+    last_sent_at_ms: s.lastSentAt ?? 0,
+    last_ack_version: s.lastAckVersion ?? '',
+    last_ack_at_ms: s.lastAckAt ?? 0,
+    last_nack_version: s.lastNack?.version ?? '',
+    last_nack_error: s.lastNack?.error ?? '',
+    last_nack_at_ms: s.lastNack?.at ?? 0,
+  }));
+  return { statuses, current_versions: sync.currentVersions(page.nodeIds), next_page_token: page.next === undefined ? '' : pageToken(page.next) };
 }
 
 /** The config API as `ctl` uses it; errors carry the gRPC status name as `code`. */
@@ -125,7 +183,8 @@ export class MeshConfigApiClient {
     private readonly timeoutMs = 5_000,
   ) {
     const Client = configProto().vsockmesh.config.v1.MeshConfig;
-    this.client = new Client(address, grpc.credentials.createInsecure());
+    // The largest reply: ListRoutes of the largest mesh (MAX_MESH_BYTES as JSON, less as protobuf), or a full status page (~3.4 MB).
+    this.client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
@@ -155,8 +214,9 @@ export class MeshConfigApiClient {
   async listRoutes(): Promise<Route__Output[]> {
     return (await this.call<{ routes: Route__Output[] }>((o, cb) => this.client.ListRoutes({}, o, cb))).routes;
   }
-  syncStatus(nodeId = ''): Promise<SyncStatusResponse__Output> {
-    return this.call((o, cb) => this.client.GetSyncStatus({ node_id: nodeId }, o, cb));
+  /** One page (see SyncStatusRequest). */
+  syncStatus(request: SyncStatusRequest = {}): Promise<SyncStatusResponse__Output> {
+    return this.call((o, cb) => this.client.GetSyncStatus(request, o, cb));
   }
   close(): void {
     this.client.close();

@@ -13,11 +13,12 @@ import { Registry } from '../vm-manager/registry.js';
 import { VmManagerServer } from '../vm-manager/server.js';
 import type { HypervisorRecord, VmEvent, VmRecord } from '../vm-manager/types.js';
 import { AdsServer } from './ads-server.js';
-import { configApiHandlers } from './config-api.js';
+import { MAX_GRPC_RECEIVE_BYTES } from './bounds.js';
+import { configApiHandlers, type SyncStatusSource } from './config-api.js';
 import type { MeshStore } from './mesh-store.js';
 import { buildNodeResources, buildResources, checkConsistency, mergeSnapshots, toSnapshot, typeVersion, type RegistryView } from './snapshot.js';
 import { Debouncer, SnapshotCache } from './snapshot-cache.js';
-import type { MeshConfig, Snapshot, SyncStatus, VersionedResource } from './types.js';
+import type { MeshConfig, Snapshot, VersionedResource } from './types.js';
 import { TYPE_URLS, type ResourceTypeUrl } from '../envoy/proto.js';
 
 export interface ControlPlaneOptions {
@@ -28,6 +29,8 @@ export interface ControlPlaneOptions {
   debounce?: { quietMs: number; maxMs: number };
   /** How long a removed cluster is still served after the listeners and routes naming it are gone (default 1 s). */
   clusterRemovalDelayMs?: number;
+  /** How long a node's sync status and snapshot are kept after its last ADS stream closed (default 10 minutes). */
+  statusRetentionMs?: number;
 }
 
 /** The registry as the snapshot builder needs it, from the local registry or a remote VM manager's Watch. */
@@ -135,7 +138,7 @@ class LazySnapshotCache extends SnapshotCache {
 }
 
 export class ControlPlane {
-  readonly server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  readonly server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
   readonly ads: AdsServer;
   readonly cache: LazySnapshotCache;
   readonly vmManager: VmManagerServer | undefined;
@@ -152,7 +155,16 @@ export class ControlPlane {
       if (problems.length > 0) throw new Error(`inconsistent snapshot: ${problems.join('; ')}`);
     };
     this.cache = new LazySnapshotCache((nodeId) => (this.isVm(nodeId) ? this.snapshotFor(nodeId) : undefined), check);
-    this.ads = new AdsServer({ cache: this.cache, logger: options.logger });
+    this.ads = new AdsServer({
+      cache: this.cache,
+      logger: options.logger,
+      ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }),
+      // A node gone longer than the retention is rebuilt no more: its snapshot is made again if it comes back.
+      onNodeForgotten: (nodeId) => {
+        this.cache.clearSnapshot(nodeId);
+        this.nodeParts.delete(nodeId);
+      },
+    });
     this.ads.addTo(this.server);
     this.debouncer = new Debouncer(() => this.rebuild(), {
       quietMs: options.debounce?.quietMs ?? 100,
@@ -167,7 +179,7 @@ export class ControlPlane {
       this.mirror = new RegistryMirror(new VmManagerClient(vms.remote), () => this.debouncer.trigger(), options.logger);
     }
     options.mesh.on('change', () => this.debouncer.trigger());
-    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource()));
+    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), options.logger));
   }
 
   get port(): number {
@@ -196,7 +208,7 @@ export class ControlPlane {
     clearTimeout(this.removalTimer);
     this.debouncer.close();
     this.mirror?.stop();
-    this.ads.closeStreams();
+    this.ads.stop();
     await this.vmManager?.stop();
     this.server.forceShutdown();
   }
@@ -330,16 +342,16 @@ export class ControlPlane {
     };
   }
 
-  private syncSource(): { statuses(nodeId?: string): SyncStatus[]; currentVersions(): Record<string, string> } {
+  private syncSource(): SyncStatusSource {
     return {
-      statuses: (nodeId) => this.ads.syncStatus().filter((s) => nodeId === undefined || s.nodeId === nodeId),
-      currentVersions: () => {
+      page: (page) => this.ads.syncStatusPage(page),
+      currentVersions: (nodeIds) => {
         const out: Record<string, string> = {};
         const add = (node: string, s: Snapshot | undefined): void => {
           if (s) for (const [type, version] of Object.entries(s.versions)) out[`${node}|${type}`] = version;
         };
         add('', this.cache.default);
-        for (const id of this.cache.nodeIds()) add(id, this.cache.get(id));
+        for (const id of nodeIds) if (this.cache.has(id)) add(id, this.cache.get(id));
         return out;
       },
     };

@@ -14,13 +14,27 @@
 import { parseDuration } from '../../proxy/config/duration.js';
 import { destinationPort, z } from '../../proxy/config/fields.js';
 import { ConfigError, formatIssue, formatPath, parseYamlText } from '../../proxy/config/load.js';
+import {
+  MAX_CLUSTERS_PER_RULE,
+  MAX_DOMAIN_LENGTH,
+  MAX_DOMAINS_PER_ROUTE,
+  MAX_MESH_BYTES,
+  MAX_NAME_LENGTH,
+  MAX_PREFIX_LENGTH,
+  MAX_ROUTES,
+  MAX_RULES_PER_ROUTE,
+  MAX_SERVICES,
+  MAX_TOTAL_WEIGHT,
+  quoteBounded,
+} from './bounds.js';
 import { MAX_CONNECT_TIMEOUT_MS, type MeshConfig } from './types.js';
 
 const U32 = 0xffffffff;
-const DNS_LABEL = 'must be a DNS label: 1-63 lowercase letters, digits or "-", starting and ending with a letter or digit';
+const DNS_LABEL = `must be a DNS label: 1-${MAX_NAME_LENGTH} lowercase letters, digits or "-", starting and ending with a letter or digit`;
+const atMost = (n: number, what: string): { message: string } => ({ message: `must list at most ${n} ${what}` });
 
 /** Service and route names: they become xDS resource names and `xds:///<service>` targets. */
-const meshName = z.string({ invalid_type_error: 'must be a string' }).regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, { message: DNS_LABEL });
+const meshName = z.string({ invalid_type_error: 'must be a string' }).regex(new RegExp(`^[a-z0-9](?:[a-z0-9-]{0,${MAX_NAME_LENGTH - 2}}[a-z0-9])?$`), { message: DNS_LABEL });
 
 const connectTimeout = z
   .string({ invalid_type_error: 'must be a duration string such as "250ms", "5s", "1m" or "1h"' })
@@ -28,7 +42,7 @@ const connectTimeout = z
   .transform((text, ctx) => {
     const ms = parseDuration(text);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as "250ms", "5s", "1m" or "1h"` });
+      ctx.addIssue({ code: 'custom', message: `${quoteBounded(text)} is not a duration such as "250ms", "5s", "1m" or "1h"` });
       return z.NEVER;
     }
     if (ms < 1 || ms > MAX_CONNECT_TIMEOUT_MS) {
@@ -43,7 +57,13 @@ const service = z
     name: meshName,
     port: destinationPort,
     outbound_port: destinationPort.optional(),
-    protocol: z.enum(['tcp', 'http']).default('tcp'),
+    protocol: z
+      .string({ invalid_type_error: 'must be "tcp" or "http"' })
+      .default('tcp')
+      .refine(
+        (p): p is 'tcp' | 'http' => p === 'tcp' || p === 'http',
+        (p) => ({ message: `must be one of "tcp", "http" (got ${quoteBounded(p)})` }),
+      ),
     connect_timeout: connectTimeout,
   })
   .strict()
@@ -53,29 +73,47 @@ const WEIGHT = `must be an integer 1..${U32}`;
 const weight = z.number({ invalid_type_error: 'must be a number' }).int({ message: WEIGHT }).min(1, { message: WEIGHT }).max(U32, { message: WEIGHT });
 
 const DOMAIN = 'must be a host name (or host:port), "*", or a name with one "*" at its start or end';
-const domain = z.string({ invalid_type_error: 'must be a string' }).regex(/^(?:\*|\*[^*\s/]+|[^*\s/]+\*?)$/, { message: DOMAIN });
+const domain = z
+  .string({ invalid_type_error: 'must be a string' })
+  .max(MAX_DOMAIN_LENGTH, { message: `must be at most ${MAX_DOMAIN_LENGTH} characters` })
+  .regex(/^(?:\*|\*[^*\s/]+|[^*\s/]+\*?)$/, { message: DOMAIN });
+
+const clusters = z
+  .array(z.object({ service: meshName, weight: weight.default(1) }).strict())
+  .min(1, { message: 'must list at least one cluster' })
+  .max(MAX_CLUSTERS_PER_RULE, atMost(MAX_CLUSTERS_PER_RULE, 'clusters'))
+  .superRefine((list, ctx) => {
+    // Runs on partly invalid input too (zod reports every problem at once): count only valid weights.
+    const total = list.reduce((sum, c) => sum + (typeof c?.weight === 'number' ? c.weight : 0), 0);
+    if (total > MAX_TOTAL_WEIGHT) ctx.addIssue({ code: 'custom', message: `weights add up to ${total}, more than ${MAX_TOTAL_WEIGHT}` });
+  });
 
 const route = z
   .object({
     name: meshName,
-    domains: z.array(domain).min(1, { message: 'must list at least one domain' }),
+    domains: z.array(domain).min(1, { message: 'must list at least one domain' }).max(MAX_DOMAINS_PER_ROUTE, atMost(MAX_DOMAINS_PER_ROUTE, 'domains')),
     routes: z
       .array(
         z
           .object({
-            prefix: z.string({ invalid_type_error: 'must be a string' }).startsWith('/', { message: 'must start with "/"' }),
-            clusters: z
-              .array(z.object({ service: meshName, weight: weight.default(1) }).strict())
-              .min(1, { message: 'must list at least one cluster' }),
+            prefix: z
+              .string({ invalid_type_error: 'must be a string' })
+              .startsWith('/', { message: 'must start with "/"' })
+              .max(MAX_PREFIX_LENGTH, { message: `must be at most ${MAX_PREFIX_LENGTH} characters` }),
+            clusters,
           })
           .strict(),
       )
-      .min(1, { message: 'must list at least one route' }),
+      .min(1, { message: 'must list at least one route' })
+      .max(MAX_RULES_PER_ROUTE, atMost(MAX_RULES_PER_ROUTE, 'routes')),
   })
   .strict();
 
 export const meshConfigSchema = z
-  .object({ services: z.array(service).default([]), routes: z.array(route).default([]) })
+  .object({
+    services: z.array(service).max(MAX_SERVICES, atMost(MAX_SERVICES, 'services')).default([]),
+    routes: z.array(route).max(MAX_ROUTES, atMost(MAX_ROUTES, 'routes')).default([]),
+  })
   .strict();
 
 export interface MeshIssue {
@@ -100,7 +138,7 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
     if (!isObject(s)) return;
     if (typeof s.name === 'string') {
       const first = serviceAt.get(s.name);
-      if (first !== undefined) issues.push({ path: ['services', i, 'name'], message: `duplicate service name "${s.name}" (also services[${first}])` });
+      if (first !== undefined) issues.push({ path: ['services', i, 'name'], message: `duplicate service name ${quoteBounded(s.name)} (also services[${first}])` });
       else serviceAt.set(s.name, i);
     }
     const field = s.outbound_port !== undefined ? 'outbound_port' : 'port';
@@ -115,16 +153,16 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
     if (!isObject(r)) return;
     if (typeof r.name === 'string') {
       const first = routeAt.get(r.name);
-      if (first !== undefined) issues.push({ path: ['routes', i, 'name'], message: `duplicate route name "${r.name}" (also routes[${first}])` });
+      if (first !== undefined) issues.push({ path: ['routes', i, 'name'], message: `duplicate route name ${quoteBounded(r.name)} (also routes[${first}])` });
       else routeAt.set(r.name, i);
       // A service's own route configuration (for gRPC xDS clients) carries the service's name.
-      if (serviceAt.has(r.name)) issues.push({ path: ['routes', i, 'name'], message: `"${r.name}" is also a service name (route configurations and services share names)` });
+      if (serviceAt.has(r.name)) issues.push({ path: ['routes', i, 'name'], message: `${quoteBounded(r.name)} is also a service name (route configurations and services share names)` });
     }
     const domains = new Map<string, number>();
     list(r.domains).forEach((d, j) => {
       if (typeof d !== 'string') return;
       const first = domains.get(d);
-      if (first !== undefined) issues.push({ path: ['routes', i, 'domains', j], message: `duplicate domain "${d}" (also domains[${first}])` });
+      if (first !== undefined) issues.push({ path: ['routes', i, 'domains', j], message: `duplicate domain ${quoteBounded(d)} (also domains[${first}])` });
       else domains.set(d, j);
     });
     list(r.routes).forEach((entry, j) => {
@@ -133,8 +171,8 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
       list(entry.clusters).forEach((c, k) => {
         if (!isObject(c) || typeof c.service !== 'string') return;
         const at = ['routes', i, 'routes', j, 'clusters', k, 'service'];
-        if (!serviceAt.has(c.service)) issues.push({ path: at, message: `unknown service "${c.service}"` });
-        if (seen.has(c.service)) issues.push({ path: at, message: `"${c.service}" is listed twice in this route` });
+        if (!serviceAt.has(c.service)) issues.push({ path: at, message: `unknown service ${quoteBounded(c.service)}` });
+        if (seen.has(c.service)) issues.push({ path: at, message: `${quoteBounded(c.service)} is listed twice in this route` });
         seen.add(c.service);
       });
     });
@@ -148,6 +186,8 @@ export function parseMeshConfig(data: unknown, source = 'mesh config'): MeshConf
   const result = meshConfigSchema.safeParse(input);
   const problems = result.success ? [] : result.error.issues.map(formatIssue);
   for (const issue of meshCrossReferences(input)) problems.push(`${formatPath(issue.path)}: ${issue.message}`);
+  const bytes = Buffer.byteLength(JSON.stringify(input));
+  if (bytes > MAX_MESH_BYTES) problems.push(`(top level): the mesh takes ${bytes} bytes as JSON, more than the ${MAX_MESH_BYTES} it may take`);
   if (problems.length > 0 || !result.success) throw new ConfigError(source, problems);
   return result.data;
 }

@@ -6,6 +6,7 @@ import { AdminServer } from '../../proxy/admin.js';
 import { createLogger } from '../../proxy/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { initialRegistry } from '../vm-manager/run.js';
+import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
 
@@ -18,6 +19,7 @@ export interface ControlPlaneRunOptions {
   statePath?: string;
   resolveTtlMs: number;
   debounceMs: number;
+  statusRetentionMs?: number;
   adminPort: number | null;
   logLevel: LogLevel;
 }
@@ -31,7 +33,7 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
       options.vmManager !== undefined
         ? { remote: options.vmManager }
         : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
-    plane = new ControlPlane({ mesh, logger, vms, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 } });
+    plane = new ControlPlane({ mesh, logger, vms, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
   } catch (err) {
     process.stderr.write(`vsockmesh control-plane: not starting: ${(err as Error).message}\n`);
     process.exit(2);
@@ -56,7 +58,17 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
       state: () => (serving ? 'serving' : 'stopped'),
       renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}`,
       statsContentType: plane.ads.metrics.contentType,
-      configDump: () => ({ listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync: plane.ads.syncStatus() }),
+      configDump: () => {
+        // Bounded like one GetSyncStatus page: the first nodes by id; `vsockmesh ctl status` pages through all.
+        const page = plane.ads.syncStatusPage({ limit: DEFAULT_STATUS_PAGE_SIZE });
+        const sync = {
+          connected_nodes: plane.ads.nodes.connected,
+          disconnected_nodes: plane.ads.nodes.disconnected,
+          statuses: page.statuses,
+          ...(page.next !== undefined && { truncated: `the first ${DEFAULT_STATUS_PAGE_SIZE} nodes only: vsockmesh ctl status lists every node` }),
+        };
+        return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync };
+      },
       drain: () => ending.drainThenExit(),
     },
     logger,

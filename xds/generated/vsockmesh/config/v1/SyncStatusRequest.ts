@@ -2,16 +2,40 @@
 // Original file: proto/vsockmesh/config/v1/config.proto
 
 
+/**
+ * Paged by node, in node id order (AIP-158): pass next_page_token back as
+ * page_token until it comes back empty.
+ */
 export interface SyncStatusRequest {
   /**
    * Empty: every node.
    */
   'node_id'?: (string);
+  /**
+   * Nodes per page; 0: 100; more than 200 is lowered to 200.
+   */
+  'page_size'?: (number);
+  /**
+   * From the previous response's next_page_token; empty: the first page.
+   */
+  'page_token'?: (string);
 }
 
+/**
+ * Paged by node, in node id order (AIP-158): pass next_page_token back as
+ * page_token until it comes back empty.
+ */
 export interface SyncStatusRequest__Output {
   /**
    * Empty: every node.
    */
   'node_id': (string);
+  /**
+   * Nodes per page; 0: 100; more than 200 is lowered to 200.
+   */
+  'page_size': (number);
+  /**
+   * From the previous response's next_page_token; empty: the first page.
+   */
+  'page_token': (string);
 }

@@ -4,17 +4,33 @@
 import type { TypeSyncStatus as _vsockmesh_config_v1_TypeSyncStatus, TypeSyncStatus__Output as _vsockmesh_config_v1_TypeSyncStatus__Output } from '../../../vsockmesh/config/v1/TypeSyncStatus.js';
 
 export interface SyncStatusResponse {
+  /**
+   * The statuses of this page's nodes. A node's status is kept while it has a
+   * stream open and for the status retention after its last one closed.
+   */
   'statuses'?: (_vsockmesh_config_v1_TypeSyncStatus)[];
   /**
-   * The versions the control plane serves now, by node ("" = nodes without their own snapshot) and type.
+   * The versions the control plane serves now to this page's nodes and, as node "", to nodes without their own snapshot; by "node|type".
    */
   'current_versions'?: ({[key: string]: string});
+  /**
+   * Empty: this was the last page.
+   */
+  'next_page_token'?: (string);
 }
 
 export interface SyncStatusResponse__Output {
+  /**
+   * The statuses of this page's nodes. A node's status is kept while it has a
+   * stream open and for the status retention after its last one closed.
+   */
   'statuses': (_vsockmesh_config_v1_TypeSyncStatus__Output)[];
   /**
-   * The versions the control plane serves now, by node ("" = nodes without their own snapshot) and type.
+   * The versions the control plane serves now to this page's nodes and, as node "", to nodes without their own snapshot; by "node|type".
    */
   'current_versions': ({[key: string]: string});
+  /**
+   * Empty: this was the last page.
+   */
+  'next_page_token': (string);
 }

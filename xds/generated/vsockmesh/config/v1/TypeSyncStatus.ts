@@ -11,6 +11,9 @@ export interface TypeSyncStatus {
   'last_ack_version'?: (string);
   'last_ack_at_ms'?: (number | string | Long);
   'last_nack_version'?: (string);
+  /**
+   * At most 4 KiB of the client's error text; longer text ends "... (truncated, N bytes)".
+   */
   'last_nack_error'?: (string);
   'last_nack_at_ms'?: (number | string | Long);
 }
@@ -23,6 +26,9 @@ export interface TypeSyncStatus__Output {
   'last_ack_version': (string);
   'last_ack_at_ms': (number);
   'last_nack_version': (string);
+  /**
+   * At most 4 KiB of the client's error text; longer text ends "... (truncated, N bytes)".
+   */
   'last_nack_error': (string);
   'last_nack_at_ms': (number);
 }
