@@ -4,6 +4,7 @@
 import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger } from '../../proxy/log.js';
+import { addLogDropped } from '../../proxy/metrics.js';
 import { drainOnSignals, exitAfterFlush } from '../../proxy/run-server.js';
 import { initialRegistry } from '../vm-manager/run.js';
 import { ControlPlane } from './control-plane.js';
@@ -36,6 +37,7 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
     process.stderr.write(`vsockmesh control-plane: not starting: ${(err as Error).message}\n`);
     process.exit(2);
   }
+  addLogDropped(plane.ads.metrics);
   let serving = false;
   const admin = new AdminServer(
     {

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger, type Logger } from '../../proxy/log.js';
+import { addLogDropped } from '../../proxy/metrics.js';
 import { drainOnSignals, exitAfterFlush } from '../../proxy/run-server.js';
 import { loadInventory, parseInventory } from './inventory.js';
 import { Registry, type PersistedState } from './registry.js';
@@ -64,6 +65,7 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
     process.exit(2);
   }
   const server = new VmManagerServer({ registry, logger, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
+  addLogDropped(server.metrics);
   const admin = new AdminServer(
     {
       isReady: () => server.state === 'serving',
