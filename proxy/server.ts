@@ -6,6 +6,7 @@ import type { LogLevel, SocketAddress } from './config/types.js';
 import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
 import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
+import { RefusalLog } from './refusal-log.js';
 import { settledWithin } from './within.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
@@ -48,7 +49,7 @@ export abstract class ProxyServer {
     this.logger = options.logger ?? createLogger({ level: basics.logLevel });
     this.accessLogger = options.accessLogger ?? options.logger ?? createAccessLogger({ level: basics.logLevel });
     this.metrics = new ProxyMetrics({ processMetrics: options.processMetrics ?? false });
-    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId };
+    this.context = { logger: this.logger, refusals: new RefusalLog(this.logger), accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId };
     if (basics.admin) {
       this.admin = new AdminServer(
         {
@@ -153,6 +154,7 @@ export abstract class ProxyServer {
     this.currentState = 'stopped';
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
+    this.context.refusals.flush();
     this.accessLogger.flush();
     this.logger.flush();
   }

@@ -4,6 +4,7 @@
 import { ipFamily, native, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { Logger } from '../log.js';
 import type { ProxyMetrics } from '../metrics.js';
+import type { RefusalLog } from '../refusal-log.js';
 
 export interface BoundAddress {
   /** An IP address, or `vsock:CID` for a vsock listener. */
@@ -34,6 +35,8 @@ export interface TrackedConnection {
 
 export interface ListenerContext {
   logger: Logger;
+  /** Refusal lines, sampled per (listener, reason); the metrics count every refusal. */
+  refusals: RefusalLog;
   /** One line per connection (buffered). */
   accessLogger: Logger;
   metrics: ProxyMetrics;
@@ -63,6 +66,7 @@ export abstract class Listener {
     const onConnection = (fd: number, host: SocketHost, peerPort: number): void => {
       if (this.draining) {
         this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
+        this.context.refusals.warn({ listener: this.name, reason: 'draining' }, 'refused: the listener is draining');
         native.close(fd);
         return;
       }
