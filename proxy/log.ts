@@ -1,15 +1,23 @@
 // Structured logs (pino, JSON lines on stdout). Access-log lines carry
 // `"log":"access"`; refusals and errors carry a `reason`.
+//
+// Both loggers of a process write stdout through one LogSink
+// (proxy/runtime/log-sink.ts): asynchronous, bounded (access lines dropped
+// first), counted in vsockmesh_log_dropped_total, so a stalled log reader never
+// blocks the event loop the native core relays on. Tests and the demo pass
+// their own destination streams instead.
 
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config/types.js';
+import { stdoutWriter } from './runtime/log-output.js';
+import { LogSink, type LogKind, type OverflowNotice } from './runtime/log-sink.js';
 
 export type { Logger };
 
 export interface LoggerOptions {
   level: LogLevel;
-  /** Where lines go; default stdout (fd 1), each line written at once. */
-  destination?: NodeJS.WritableStream | number;
+  /** Where lines go; default stdout through the process's log sink. */
+  destination?: NodeJS.WritableStream | DestinationStream;
   name?: string;
 }
 
@@ -25,31 +33,72 @@ function build(options: LoggerOptions, destination: DestinationStream): Logger {
   );
 }
 
-/** The operational log: starts, stops, refusals, errors. Written synchronously, line by line. */
+/** The operational log: starts, stops, refusals, errors. Each line is written at once (asynchronously). */
 export function createLogger(options: LoggerOptions): Logger {
-  const destination = typeof options.destination === 'object' ? options.destination : pino.destination({ dest: options.destination ?? 1, sync: true });
-  return build(options, destination);
+  return build(options, options.destination ?? stdoutSink().stream('operational'));
 }
-
-/** Access lines are batched: written when 8 KiB gather or every second, whichever comes first. */
-export const ACCESS_LOG_FLUSH_MS = 1_000;
 
 /**
  * The access log: one line per connection, so it is on the hot path. Lines
- * are buffered (one write per many connections, no thread hand-off) and
- * flushed every second and on stop.
+ * are batched (written when 8 KiB gather or after a second, whichever comes
+ * first: one write per many connections) and are the first dropped when
+ * stdout does not keep up.
  */
 export function createAccessLogger(options: LoggerOptions): Logger {
-  const destination =
-    typeof options.destination === 'object'
-      ? options.destination
-      : pino.destination({ dest: options.destination ?? 1, sync: true, minLength: 8 * 1024, maxWrite: 64 * 1024, periodicFlush: ACCESS_LOG_FLUSH_MS });
-  return build(options, destination);
+  return build(options, options.destination ?? stdoutSink().stream('access'));
 }
 
 /** A logger that drops everything (tests that do not look at logs). */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
+}
+
+let sink: LogSink | undefined;
+
+/** The process's stdout sink, made on first use. */
+function stdoutSink(): LogSink {
+  sink ??= new LogSink({ writer: stdoutWriter(), notice: overflowLine, onWriteError: reportWriteError });
+  return sink;
+}
+
+/** Lines the stdout sink dropped, per log (zero while nothing logs to stdout). */
+export function logLinesDropped(): Readonly<Record<LogKind, number>> {
+  return sink?.dropped ?? { access: 0, operational: 0 };
+}
+
+/** The overflow warning and summary, formatted like pino's lines. */
+function overflowLine(event: OverflowNotice): string {
+  const time = new Date().toISOString();
+  const line =
+    event.kind === 'started'
+      ? {
+          level: 'warn',
+          time,
+          reason: 'log_overflow',
+          buffer_bytes: event.capacityBytes,
+          access_bytes: event.accessBytes,
+          msg: 'log output is not keeping up (stdout not read): dropping access lines, then operational lines, until it catches up; counted in vsockmesh_log_dropped_total',
+        }
+      : {
+          level: 'warn',
+          time,
+          reason: 'log_overflow_ended',
+          dropped_access: event.dropped.access,
+          dropped_operational: event.dropped.operational,
+          duration_ms: event.durationMs,
+          msg: `log output caught up: ${event.dropped.access} access and ${event.dropped.operational} operational lines were dropped over ${event.durationMs} ms`,
+        };
+  return `${JSON.stringify(line)}\n`;
+}
+
+const reportedWriteErrors = new Set<string>();
+
+/** Once per error code, on stderr: the log itself is what fails. */
+function reportWriteError(err: NodeJS.ErrnoException): void {
+  const code = err.code ?? err.message;
+  if (reportedWriteErrors.has(code)) return;
+  reportedWriteErrors.add(code);
+  process.stderr.write(`vsockmesh: cannot write logs to stdout (${code}): dropping log lines, counted in vsockmesh_log_dropped_total\n`);
 }
 
 /** `host:port`, with brackets for IPv6. */

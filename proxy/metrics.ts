@@ -2,6 +2,7 @@
 // live in one process, as in tests and the demo).
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { logLinesDropped } from './log.js';
 import type { ResolverCounters } from './resolve/resolver.js';
 import { OVERLOAD_RESOURCES, type OverloadState } from './runtime/overload.js';
 
@@ -153,6 +154,7 @@ export class ProxyMetrics {
       labelNames: ['listener', 'cluster', 'reason'],
       registers,
     });
+    addLogDropped(this.registry);
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
   }
@@ -287,4 +289,18 @@ export class ProxyMetrics {
   async render(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/** vsockmesh_log_dropped_total{log}: the process's stdout log sink, counted at scrape time (every role's /stats). */
+export function addLogDropped(registry: Registry): void {
+  new Counter({
+    name: 'vsockmesh_log_dropped_total',
+    help: 'Log lines dropped because stdout did not keep up (log="access" goes first) or failed',
+    labelNames: ['log'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [log, n] of Object.entries(logLinesDropped())) this.labels({ log }).inc(n);
+    },
+  });
 }

@@ -8,6 +8,7 @@ import type { BoundAddress, Listener, ListenerContext } from './listeners/listen
 import { createAccessLogger, createLogger, type Logger } from './log.js';
 import { ProxyMetrics } from './metrics.js';
 import { OverloadMonitor } from './runtime/overload-monitor.js';
+import { RefusalLog } from './refusal-log.js';
 import { settledWithin } from './within.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
@@ -63,7 +64,7 @@ export abstract class ProxyServer {
     this.overload = new OverloadMonitor({ thresholds: { minFreeFds: overload.minFreeFds, maxMemoryBytes: overload.maxMemoryBytes }, intervalMs: overload.checkIntervalMs, logger: this.logger });
     this.metrics.addOverload(this.overload);
     const admission = new Admission(overload.maxConnections, this.overload);
-    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId, admission };
+    this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId, admission, refusals: new RefusalLog(this.logger) };
     if (basics.admin) {
       const serving = (): boolean => this.currentState === 'serving';
       this.admin = new AdminServer(
@@ -173,6 +174,7 @@ export abstract class ProxyServer {
     this.overload.stop();
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
+    this.context.refusals.flush();
     this.accessLogger.flush();
     this.logger.flush();
   }

@@ -46,7 +46,7 @@ export class InboundListener extends Listener {
     if (vsock && this.config.peerAuthorization === 'allow-list' && !this.allowedPeerCids.has(Number(peerHost))) {
       // The CID comes from the kernel: a guest cannot claim another's.
       this.context.metrics.refused.inc({ listener: this.name, reason: 'peer_cid_not_allowed' });
-      this.context.logger.warn({ listener: this.name, src, peer_cid: peerHost, reason: 'peer_cid_not_allowed' }, `refused: vsock peer CID ${String(peerHost)} is not in allowed_peer_cids`);
+      this.context.refusals.warn({ listener: this.name, src, peer_cid: peerHost, reason: 'peer_cid_not_allowed' }, `refused: vsock peer CID ${String(peerHost)} is not in allowed_peer_cids`);
       native.close(fd);
       return;
     }
@@ -77,7 +77,7 @@ export class InboundListener extends Listener {
         }
         const reason = result.code === 'timeout' || result.code === 'truncated' ? `header_${result.code}` : result.code;
         this.context.metrics.headerErrors.inc({ listener: this.name, reason });
-        this.context.logger.warn({ listener: this.name, src, reason, detail: result.detail }, `refused: ${result.detail}`);
+        this.context.refusals.warn({ listener: this.name, src, reason, detail: result.detail }, `refused: ${result.detail}`);
       },
     );
   }
@@ -93,7 +93,7 @@ export class InboundListener extends Listener {
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const refuse = (reason: string, detail: string): void => {
       this.context.metrics.refused.inc({ listener: this.name, reason });
-      this.context.logger.warn({ listener: this.name, src, peer_cid: peerCid, source_vm: claimed ?? null, reason }, `refused: ${detail}`);
+      this.context.refusals.warn({ listener: this.name, src, peer_cid: peerCid, source_vm: claimed ?? null, reason }, `refused: ${detail}`);
       native.close(fd);
     };
     const local = resolver.local();
@@ -137,7 +137,7 @@ export class InboundListener extends Listener {
   }
 
   private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null): void {
-    const { logger, metrics } = this.context;
+    const { logger, refusals, metrics } = this.context;
     if (header.command === 'local') {
       // A health check from the sending proxy itself: nothing to relay.
       logger.debug({ listener: this.name, src }, 'PROXY LOCAL (health check); closing');
@@ -147,7 +147,7 @@ export class InboundListener extends Listener {
     const { addresses } = header;
     if (addresses.family !== 'inet' && addresses.family !== 'inet6') {
       metrics.refused.inc({ listener: this.name, reason: 'no_destination' });
-      logger.warn({ listener: this.name, src, reason: 'no_destination', family: addresses.family }, `refused: PROXY header has no IP destination (family ${addresses.family})`);
+      refusals.warn({ listener: this.name, src, reason: 'no_destination', family: addresses.family }, `refused: PROXY header has no IP destination (family ${addresses.family})`);
       native.close(fd);
       return;
     }
@@ -162,7 +162,7 @@ export class InboundListener extends Listener {
     };
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });
-      logger.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
+      refusals.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
       native.close(fd);
       return;
     }
@@ -171,7 +171,7 @@ export class InboundListener extends Listener {
       downstreamFd: fd,
       statsFor: () => this.stats.get(dstPort)!,
       metrics,
-      logger,
+      refusals,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: {

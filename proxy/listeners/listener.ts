@@ -5,6 +5,7 @@ import { ipFamily, native, type SocketFamily, type SocketHost } from '../native/
 import { formatAddress, type Logger } from '../log.js';
 import type { ProxyMetrics } from '../metrics.js';
 import type { Admission, AdmissionRefusal } from './admission.js';
+import type { RefusalLog } from '../refusal-log.js';
 
 export interface BoundAddress {
   /** An IP address, or `vsock:CID` for a vsock listener. */
@@ -35,6 +36,8 @@ export interface TrackedConnection {
 
 export interface ListenerContext {
   logger: Logger;
+  /** Refusal lines, sampled per (listener, reason); the metrics count every refusal. */
+  refusals: RefusalLog;
   /** One line per connection (buffered). */
   accessLogger: Logger;
   metrics: ProxyMetrics;
@@ -68,6 +71,7 @@ export abstract class Listener {
     const onConnection = (fd: number, host: SocketHost, peerPort: number): void => {
       if (this.draining) {
         this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
+        this.context.refusals.warn({ listener: this.name, reason: 'draining' }, 'refused: the listener is draining');
         native.close(fd);
         return;
       }
@@ -145,7 +149,7 @@ export abstract class Listener {
   private refuseAtAccept(fd: number, peerHost: SocketHost, peerPort: number, refusal: AdmissionRefusal): void {
     this.context.metrics.refused.inc({ listener: this.name, reason: refusal.reason });
     const src = typeof peerHost === 'number' ? `vsock:${peerHost}:${peerPort}` : formatAddress(peerHost, peerPort);
-    this.context.logger.warn({ listener: this.name, src, reason: refusal.reason }, refusal.message);
+    this.context.refusals.warn({ listener: this.name, src, reason: refusal.reason }, refusal.message);
     native.reset(fd);
   }
 

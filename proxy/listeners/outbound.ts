@@ -214,7 +214,7 @@ export class OutboundListener extends Listener {
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
       metrics: this.context.metrics,
-      logger: this.context.logger,
+      refusals: this.context.refusals,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: {
@@ -244,7 +244,7 @@ export class OutboundListener extends Listener {
 
   private refuse(fd: number, src: { address: string; port: number }, reason: string, message: string): void {
     this.context.metrics.refused.inc({ listener: this.name, reason });
-    this.context.logger.warn({ listener: this.name, src: formatAddress(src.address, src.port), cluster: this.cluster.name, reason }, message);
+    this.context.refusals.warn({ listener: this.name, src: formatAddress(src.address, src.port), cluster: this.cluster.name, reason }, message);
     native.close(fd);
   }
 

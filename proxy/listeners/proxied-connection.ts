@@ -3,6 +3,7 @@
 // access-log line.
 
 import type { Logger } from '../log.js';
+import type { RefusalLog } from '../refusal-log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
 import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { TransportName } from '../metrics.js';
@@ -25,7 +26,8 @@ export interface ProxiedConnectionOptions {
   /** Stats of the transport the connection ends up on (known once an attempt connects). */
   statsFor: (transport: TransportName) => ConnectionStats;
   metrics: ProxyMetrics;
-  logger: Logger;
+  /** For upstream_connect_failed lines: one per connection in an outage, so sampled like refusals. */
+  refusals: RefusalLog;
   /** Logger for the access line; null: no access log. */
   accessLogger: Logger | null;
   idleTimeoutMs: number;
@@ -136,11 +138,11 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   }
 
   private connectFailed(attempt: UpstreamAttempt, code: string): void {
-    const { fields, metrics, logger } = this.options;
+    const { fields, metrics, refusals } = this.options;
     if (fields.direction === 'outbound') fields.transport = attempt.transport;
     fields.upstream = attempt.label;
     metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: attempt.transport, code });
-    logger.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
+    refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
     native.reset(this.options.downstreamFd);
     this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
   }

@@ -38,7 +38,7 @@ export class RelayListener extends Listener {
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const sourceCid = Number(peerHost);
     const src = `vsock:${sourceCid}:${peerPort}`;
-    const { metrics, logger } = this.context;
+    const { metrics, refusals } = this.context;
     readPreamble<RelayDestination>(
       fd,
       {
@@ -59,7 +59,7 @@ export class RelayListener extends Listener {
           if (result.code === 'aborted' || result.code === 'peer_error') return;
           const reason = result.code === 'timeout' || result.code === 'truncated' ? `header_${result.code}` : result.code;
           metrics.headerErrors.inc({ listener: this.name, reason });
-          logger.warn({ listener: this.name, src, source_cid: sourceCid, reason, detail: result.detail }, `refused: ${result.detail}`);
+          refusals.warn({ listener: this.name, src, source_cid: sourceCid, reason, detail: result.detail }, `refused: ${result.detail}`);
           return;
         }
         const destination = result.value;
@@ -79,19 +79,19 @@ export class RelayListener extends Listener {
   }
 
   private relay(fd: number, src: string, sourceCid: number, destination: RelayDestination, decision: RelayDecision, early: Buffer | null): void {
-    const { metrics, logger } = this.context;
+    const { metrics, refusals } = this.context;
     const dst = `vsock:${destination.cid}:${destination.port}`;
     if (!decision.allowed) {
       native.close(fd);
       metrics.refused.inc({ listener: this.name, reason: decision.reason });
-      logger.warn({ listener: this.name, src, dst, source_cid: sourceCid, reason: decision.reason }, `refused: ${decision.detail}`);
+      refusals.warn({ listener: this.name, src, dst, source_cid: sourceCid, reason: decision.reason }, `refused: ${decision.detail}`);
       return;
     }
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: () => this.statsFor(destination.cid),
       metrics,
-      logger,
+      refusals,
       accessLogger: this.config.log.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       fields: { listener: this.name, direction: 'relay', src, dst, cluster: `cid:${destination.cid}`, transport: 'vsock', upstream: dst, source_cid: sourceCid },

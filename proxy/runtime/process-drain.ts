@@ -49,10 +49,18 @@ export function processDrain(server: DrainableServer, logger: Logger): ProcessDr
   };
 }
 
-/** Exits with `code` once the log is written. */
+/** How long an exit waits for buffered log lines to be written (a stalled stdout reader must not hold the exit). */
+export const EXIT_LOG_FLUSH_MS = 2_000;
+
+/** Exits with `code` once the log lines buffered so far are written, or after EXIT_LOG_FLUSH_MS without them. */
 export function exitAfterFlush(logger: Logger, code: number): Promise<void> {
   return new Promise(() => {
+    const timer = setTimeout(() => {
+      process.stderr.write(`vsockmesh: log lines not written within ${EXIT_LOG_FLUSH_MS} ms (stdout not read); exiting without them\n`);
+      process.exit(code);
+    }, EXIT_LOG_FLUSH_MS);
     logger.flush((err) => {
+      clearTimeout(timer);
       if (err) process.stderr.write(`log flush failed: ${err.message}\n`);
       process.exit(code);
     });

@@ -34,20 +34,22 @@ export function startCli(args: string[], options: { wrapper?: string[] } = {}): 
   const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
+  /** Where the line not yet parsed starts (megabytes of logs are parsed once each, not on every chunk). */
+  let parsedUpTo = 0;
   const lines: Array<Record<string, unknown>> = [];
   const listeners = new Set<() => void>();
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out += d;
-    const parts = out.split('\n');
-    lines.length = 0;
-    for (const p of parts) {
+    const end = out.lastIndexOf('\n') + 1;
+    for (const p of out.slice(parsedUpTo, end).split('\n')) {
       if (!p.startsWith('{')) continue;
       try {
         lines.push(JSON.parse(p) as Record<string, unknown>);
       } catch {
-        // a partial last line
+        // not a JSON line
       }
     }
+    parsedUpTo = Math.max(parsedUpTo, end);
     for (const l of listeners) l();
   });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));

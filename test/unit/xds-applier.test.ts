@@ -7,6 +7,7 @@ import test from 'ava';
 import { silentLogger } from '../../proxy/log.js';
 import { ProxyMetrics } from '../../proxy/metrics.js';
 import { Admission } from '../../proxy/listeners/admission.js';
+import { RefusalLog } from '../../proxy/refusal-log.js';
 import type { Listener } from '../../proxy/listeners/listener.js';
 import { VsockBreakers } from '../../proxy/upstream/transport.js';
 import { XdsApplier, type StateRefusals } from '../../proxy/xds-applier.js';
@@ -43,7 +44,7 @@ class FakeHost {
       },
       outboundOptions: { accessLog: false, vsock: { enabled: false, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 }, breakers: new VsockBreakers(30_000) },
       inboundOptions: { accessLog: false },
-      listenerContext: { logger, accessLogger: logger, metrics: new ProxyMetrics({ processMetrics: false }), nodeId: 'vm-a', admission: new Admission(null, { shedding: () => false, describe: () => '' }) },
+      listenerContext: { logger, accessLogger: logger, metrics: new ProxyMetrics({ processMetrics: false }), nodeId: 'vm-a', admission: new Admission(null, { shedding: () => false, describe: () => '' }), refusals: new RefusalLog(logger) },
     });
   }
 

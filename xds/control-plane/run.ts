@@ -5,6 +5,7 @@ import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger } from '../../proxy/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
+import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry } from '../vm-manager/run.js';
 import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
 import { ControlPlane } from './control-plane.js';
@@ -38,6 +39,7 @@ export async function runControlPlane(options: ControlPlaneRunOptions): Promise<
     process.stderr.write(`vsockmesh control-plane: not starting: ${(err as Error).message}\n`);
     process.exit(2);
   }
+  addLogDropped(plane.ads.metrics);
   let serving = false;
   const ending = processDrain(
     {

@@ -8,6 +8,7 @@ import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
 import { createLogger, type Logger } from '../../proxy/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
+import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory } from './inventory.js';
 import { Registry, type PersistedState } from './registry.js';
 import { VmManagerServer } from './server.js';
@@ -74,6 +75,7 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
     },
     logger,
   );
+  addLogDropped(server.metrics);
   const admin = new AdminServer(
     {
       isReady: () => server.state === 'serving',
