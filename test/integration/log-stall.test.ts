@@ -171,12 +171,10 @@ test.serial('a log reader that stops reading for 20 s does not stall connections
   const loaded = load([`junk:${sidecar.inbound}:3000`, `echo:${sidecar.outbound}:4000`], 15_000);
   /** /stats answer times during the stall (null: no answer within 5 s). */
   const adminTimes: Array<number | null> = [];
-  let droppedDuringStall = 0;
   while (performance.now() - stallStarted < STALL_MS) {
     const asked = performance.now();
     const body = await stats(sidecar.admin, 5_000);
     adminTimes.push(body === null ? null : performance.now() - asked);
-    droppedDuringStall = Math.max(droppedDuringStall, dropped(body, 'access'));
     await new Promise((r) => setTimeout(r, 1_000));
   }
   sidecar.proc.child.stdout!.resume();
@@ -189,13 +187,13 @@ test.serial('a log reader that stops reading for 20 s does not stall connections
   t.true(trips.count >= STALL_MS / 100, `round trips went on the whole time (${trips.count})`);
   t.is(trips.errors, 0);
   t.false(adminTimes.includes(null), 'the admin endpoint answered every time during the stall');
-  t.true(droppedDuringStall > 0, 'the pipe was full: access lines were being dropped while the reader stalled');
   t.deepEqual(report, { junk: { done: 3_000, failed: 0 }, echo: { done: 4_000, failed: 0 } }, 'every junk connection was refused and closed, every echo connection served');
 
   const ended = await sidecar.proc.waitForLine((l) => l.reason === 'log_overflow_ended', 'the overflow summary', 30_000);
   const after = await stats(sidecar.admin, 5_000);
   t.log(`dropped: access ${dropped(after, 'access')}, operational ${dropped(after, 'operational')}`);
-  t.true(dropped(after, 'access') > 0);
+  // Lines are dropped only while the buffer is full, which only a stalled reader makes it: the pipe was full.
+  t.true(dropped(after, 'access') > 0, 'access lines were dropped while the reader stalled');
   t.is(dropped(after, 'operational'), 0, 'the access log went first');
   t.like(ended, { dropped_access: dropped(after, 'access'), dropped_operational: 0 });
 
