@@ -78,9 +78,25 @@ export class VmManagerClient implements VmManagerApi {
     }
   }
 
+  /**
+   * The whole registry, every page of ListVms. Pages are read one after the
+   * other, not at one instant: `revision` is the first page's, so a Watch from
+   * it sees every change made while the pages were read.
+   */
   async listVms(): Promise<{ vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number }> {
-    const r = await this.call<ListVmsResponse__Output>((o, cb) => this.client.ListVms({}, o, cb));
-    return { vms: r!.vms.map(vmFromWire), hypervisors: r!.hypervisors.map((h) => hypervisorFromWire(h)), revision: r!.revision };
+    const all: { vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number } = { vms: [], hypervisors: [], revision: 0 };
+    let pageToken = '';
+    let first = true;
+    do {
+      const token = pageToken;
+      const r = (await this.call<ListVmsResponse__Output>((o, cb) => this.client.ListVms({ page_token: token }, o, cb)))!;
+      for (const vm of r.vms) all.vms.push(vmFromWire(vm));
+      for (const h of r.hypervisors) all.hypervisors.push(hypervisorFromWire(h));
+      if (first) all.revision = r.revision;
+      first = false;
+      pageToken = r.next_page_token;
+    } while (pageToken !== '');
+    return all;
   }
 
   async registerHypervisor(hypervisor: HypervisorRecord): Promise<HypervisorRecord> {
