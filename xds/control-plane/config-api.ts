@@ -12,6 +12,7 @@ import type { SyncStatusResponse__Output } from '../generated/vsockmesh/config/v
 import { configProto } from '../proto.js';
 import type { MeshStore, RawEntry } from './mesh-store.js';
 import type { SyncStatus } from './types.js';
+import { answeredByServer } from '../call-status.js';
 
 export function serviceToRaw(s: Service__Output): RawEntry {
   return {
@@ -131,7 +132,7 @@ export class MeshConfigApiClient {
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
     return new Promise((resolve, reject) => {
       start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => {
-        if (err) reject(Object.assign(new Error(`${grpc.status[err.code]}: ${err.details}`), { code: grpc.status[err.code], details: err.details }));
+        if (err) reject(Object.assign(new Error(`${grpc.status[err.code]}: ${err.details}`), { code: grpc.status[err.code], details: err.details, answered: answeredByServer(err) }));
         else resolve(res as Res);
       });
     });

@@ -7,6 +7,7 @@ import type { VmManagerClient as WireClient } from '../generated/vsockmesh/vmman
 import type { AuthorizeRelayResponse__Output } from '../generated/vsockmesh/vmmanager/v1/AuthorizeRelayResponse.js';
 import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ListVmsResponse.js';
 import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
+import { answeredByServer } from '../call-status.js';
 import { vmManagerProto } from '../proto.js';
 import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
 import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
@@ -19,13 +20,15 @@ export class VmManagerError extends Error {
     /** The gRPC status name, e.g. UNAVAILABLE. */
     readonly code: string,
     readonly details: string,
+    /** The VM manager answered with this status (false: it was not reached, or did not answer in time). */
+    readonly answered = false,
   ) {
     super(`${code}: ${details}`);
   }
 }
 
 function wrap(err: grpc.ServiceError): VmManagerError {
-  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message);
+  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message, answeredByServer(err));
 }
 
 export interface VmManagerClientOptions {
