@@ -930,3 +930,10 @@ test('stored records are frozen (the planning registry shares them)', (t) => {
     (record as { vsockCid: number }).vsockCid = 99;
   });
 });
+
+test('recordChanges: registering a VM again exactly as it is (no lease) changes nothing, so nothing is written', (t) => {
+  const { registry } = setup();
+  const input = vm('a', { vsockCid: 7 });
+  registry.registerVm(input);
+  t.deepEqual(registry.recordChanges(() => registry.registerVm(input)).changes, []);
+});

@@ -446,8 +446,11 @@ export class Registry {
     const leaseExpiresAt = ttl === null ? null : this.now() + ttl;
     const existing = this.vms.get(vm.vmId);
     if (!existing && this.vms.size >= this.capacity.vms) throw new CapacityError(`vm_id: the registry holds ${this.vms.size} VMs, at most ${this.capacity.vms}`);
+    const same = existing !== undefined && sameContent(existing, vm);
+    // The same record again (no lease, or the same expiry): nothing to store, nothing to write.
+    if (same && existing.leaseExpiresAt === leaseExpiresAt) return copyVm(existing);
     // A renewal keeps the generation; a change bumps it.
-    const generation = !existing ? 1 : sameContent(existing, vm) ? existing.generation : existing.generation + 1;
+    const generation = !existing ? 1 : same ? existing.generation : existing.generation + 1;
     const record = frozenVm({ ...vm, generation, leaseExpiresAt });
     this.applyBody({ vm: record });
     return copyVm(record);
