@@ -13,8 +13,8 @@
 // Durability (the state on disk, every write fdatasync'ed before the answer):
 // one registration's time, one at a time, with 100, 1,000 and 10,000 VMs
 // registered (each sample registers a new VM, timed, then deregisters it, so
-// the registry keeps its size): a write's cost must not grow with the
-// registry. Then registrations/s one at a time and with 64 outstanding,
+// the registry keeps its size; medians of rounds, each with a VM manager of
+// its own): a write's cost must not grow with the registry. Then registrations/s one at a time and with 64 outstanding,
 // memory only against the state file (group commit: registrations that
 // arrive during a write share the next one), in alternating rounds. The
 // state files are in a temporary directory of os.tmpdir() (on this machine
@@ -412,6 +412,9 @@ async function registerMany(client: VmManagerClient, make: (i: number) => Omit<V
 }
 
 interface SizeRun {
+  round: number;
+  /** The registry size, and how it was reached ("100 again": shrunk back from the largest). */
+  label: string;
   vms: number;
   p50ms: number;
   p99ms: number;
@@ -419,25 +422,36 @@ interface SizeRun {
   stateBytes: number;
 }
 
-/** One registration's time at each registry size, the state on disk. */
-async function registrationBySize(): Promise<SizeRun[]> {
+/** The sizes measured: growing, then back to the smallest (a process that has run a while, on a registry that was large). */
+const sizeSteps = (): Array<{ vms: number; label: string }> => [...SIZES.map((vms) => ({ vms, label: fmt(vms) })), { vms: SIZES[0]!, label: `${fmt(SIZES[0]!)} again` }];
+
+/** One registration's time at each registry size, the state on disk; a VM manager of its own per round. */
+async function registrationBySize(round: number): Promise<SizeRun[]> {
   const { client, stateBytes, stop } = await durableVmManager('file');
   const runs: SizeRun[] = [];
   let registered = 0;
   try {
-    for (const size of SIZES) {
-      await registerMany(client, vmRecord, registered, size - registered, REGISTER_CONCURRENCY);
-      registered = size;
+    for (const { vms, label } of sizeSteps()) {
+      if (vms > registered) await registerMany(client, vmRecord, registered, vms - registered, REGISTER_CONCURRENCY);
+      let d = vms;
+      await Promise.all(
+        Array.from({ length: REGISTER_CONCURRENCY }, async () => {
+          while (d < registered) await client.deregisterVm(vmId(d++));
+        }),
+      );
+      registered = vms;
       const latencies: number[] = [];
-      for (let k = 0; k < SAMPLES; k++) {
+      // A fifth more first, not counted (the registry just grew or shrank).
+      const warmup = Math.floor(SAMPLES / 5);
+      for (let k = 0; k < warmup + SAMPLES; k++) {
         const probe = extraVm('probe', k);
         const t0 = performance.now();
         await client.registerVm(probe);
-        latencies.push(performance.now() - t0);
+        if (k >= warmup) latencies.push(performance.now() - t0);
         await client.deregisterVm(probe.vmId);
       }
-      const run = { vms: size, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99), meanMs: latencies.reduce((a, b) => a + b, 0) / latencies.length, stateBytes: stateBytes() };
-      log(`${fmt(size)} VMs: one registration p50 ${fmt(run.p50ms, 2)} ms, p99 ${fmt(run.p99ms, 2)} ms (${SAMPLES} samples); state files ${fmt(run.stateBytes / 1024)} KiB`);
+      const run = { round, label, vms, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99), meanMs: latencies.reduce((a, b) => a + b, 0) / latencies.length, stateBytes: stateBytes() };
+      log(`round ${round}/${ROUNDS}, ${label} VMs: one registration p50 ${fmt(run.p50ms, 2)} ms, p99 ${fmt(run.p99ms, 2)} ms (${SAMPLES} samples); state files ${fmt(run.stateBytes / 1024)} KiB`);
       runs.push(run);
     }
   } finally {
@@ -493,12 +507,18 @@ async function registrationThroughput(): Promise<ThroughputRun[]> {
 
 async function durabilityBench(machine: string): Promise<string> {
   log(`durability: registration time at ${SIZES.map((n) => fmt(n)).join(', ')} VMs (${SAMPLES} samples each), then registrations/s memory only vs state file, ${ROUNDS} rounds`);
-  const sizes = await registrationBySize();
+  const sizes: SizeRun[] = [];
+  for (let round = 1; round <= ROUNDS; round++) sizes.push(...(await registrationBySize(round)));
   const throughput = await registrationThroughput();
-  const base = sizes[0]!;
+  const bySize = (label: string, f: (r: SizeRun) => number): number => median(sizes.filter((r) => r.label === label).map(f));
+  const steps = sizeSteps();
+  const base = bySize(steps.at(-1)!.label, (r) => r.p50ms);
   const sizeTable = mdTable(
-    ['VMs registered (state file, fdatasync)', 'one registration p50', 'p99', 'p50 vs 100 VMs', 'state files'],
-    sizes.map((r) => [fmt(r.vms), `${fmt(r.p50ms, 2)} ms`, `${fmt(r.p99ms, 2)} ms`, `${(r.p50ms / base.p50ms).toFixed(2)}×`, `${fmt(r.stateBytes / 1024)} KiB`]),
+    [`VMs registered (state file, fdatasync; median of ${ROUNDS})`, 'one registration p50', 'p99', `p50 vs ${steps.at(-1)!.label}`, 'state files'],
+    steps.map(({ label }) => {
+      const p50 = bySize(label, (r) => r.p50ms);
+      return [label, `${fmt(p50, 2)} ms`, `${fmt(bySize(label, (r) => r.p99ms), 2)} ms`, `${(p50 / base).toFixed(2)}×`, `${fmt(bySize(label, (r) => r.stateBytes) / 1024)} KiB`];
+    }),
   );
   const med = (mode: 'memory' | 'file', c: number, f: (r: ThroughputRun) => number): number => median(throughput.filter((r) => r.mode === mode && r.concurrency === c).map(f));
   const row = (c: number): string[] => {
@@ -519,7 +539,7 @@ async function durabilityBench(machine: string): Promise<string> {
     '',
     throughputTable,
     '',
-    `Notes: a sample registers a new VM (timed) and deregisters it (not timed). Throughput runs register ${fmt(DURABLE_OPS)} new VMs with ${REGISTER_CONCURRENCY} outstanding, ${fmt(Math.floor(DURABLE_OPS / 4))} one at a time, ` +
+    `Notes: a sample registers a new VM (timed) and deregisters it (not timed); ${SAMPLES} samples per size after ${Math.floor(SAMPLES / 5)} not counted, a VM manager of its own per round; "${fmt(SIZES[0] ?? 0)} again": the registry shrunk back from ${fmt(SIZES.at(-1) ?? 0)} (the first ${fmt(SIZES[0] ?? 0)} ran in a process just started). Throughput runs register ${fmt(DURABLE_OPS)} new VMs with ${REGISTER_CONCURRENCY} outstanding, ${fmt(Math.floor(DURABLE_OPS / 4))} one at a time, ` +
       'then deregister them (not timed); "registrations per write" is changes over fdatasyncs from /stats (group commit).',
   ].join('\n');
   writeReport('vm-manager-durability', md, { date: new Date().toISOString(), machine, sizes, throughput, markdown: md });
