@@ -95,16 +95,20 @@ test('a VM registered with a lease disappears when it is not renewed, and stays 
   const events: VmEvent[] = [];
   const w = c.watch(0, { onEvent: (e) => events.push(e), onError: () => undefined });
   t.teardown(() => w.cancel());
-  await waitFor(() => events.length >= 1, 'the watch to start');
+  await waitFor(() => events.length >= 1, 'the watch to start', 15_000);
   const leased = await c.registerVm(web1, 1_000);
   t.true(leased.leaseExpiresAt !== null && leased.leaseExpiresAt > Date.now());
-  // web-2's lease leaves room for renewals delayed by a loaded machine; web-1 is left alone.
-  await c.registerVm(web2, 3_000);
+  // web-2 is renewed every 300 ms (its 3 s lease leaves room for renewals delayed by a loaded machine); web-1 is left alone.
+  const first = await c.registerVm(web2, 3_000);
   // A renewal still in flight when the test ends is cancelled with the client: not a failure.
   const renew = setInterval(() => void c.registerVm(web2, 3_000).catch(() => undefined), 300);
   t.teardown(() => clearInterval(renew));
-  await waitFor(async () => (await c.getVm('web-1')) === undefined, 'web-1 to expire', 5_000);
-  t.truthy(await c.getVm('web-2'), 'the renewed VM is still there');
+  await waitFor(async () => (await c.getVm('web-1')) === undefined, 'web-1 to expire', 15_000);
+  // Past the end of web-2's first lease (and a lease scan): only the renewals keep it.
+  await waitFor(() => Date.now() > first.leaseExpiresAt! + 500, "the end of web-2's first lease", 15_000);
+  const renewed = await c.getVm('web-2');
+  t.truthy(renewed, 'the renewed VM is still there');
+  t.true(renewed!.leaseExpiresAt! > first.leaseExpiresAt!, 'its lease moved');
   await waitFor(() => events.some((e) => e.type === 'removed' && e.vm.vmId === 'web-1'), 'a removed event for web-1');
   t.false(events.some((e) => e.type === 'removed' && e.vm.vmId === 'web-2'));
   t.true(vmm.logs.lines.some((l) => l.reason === 'lease_expired' && l.vm_id === 'web-1'));
