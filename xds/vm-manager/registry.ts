@@ -270,8 +270,7 @@ export class Registry {
   private readonly listeners = new Set<(e: VmEvent) => void>();
   private currentRevision = 0;
   private recorder: ((change: RegistryChange) => void) | undefined;
-  /** Changes applied so far, renewals included (the server notices a registry changed behind its back by it). */
-  changeCount = 0;
+  private applied = 0;
 
   /**
    * Names this registry's history. A registry started without its state file
@@ -296,6 +295,11 @@ export class Registry {
 
   get revision(): number {
     return this.currentRevision;
+  }
+
+  /** Changes applied so far, renewals included (the server notices by it that a registry was changed behind its back). */
+  get changeCount(): number {
+    return this.applied;
   }
 
   /**
@@ -365,7 +369,7 @@ export class Registry {
 
   /** The one place state changes: stores the record, emits its event, tells the recorder. */
   private applyBody(change: ChangeBody): void {
-    this.changeCount++;
+    this.applied++;
     if ('hypervisor' in change) {
       const record = Object.freeze(copyHypervisor(change.hypervisor));
       if (!this.hypervisors.has(record.hypervisorId)) this.sortedHypervisorIds = undefined;
