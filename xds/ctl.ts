@@ -22,11 +22,12 @@ interface Globals {
 
 class UsageError extends Error {}
 
-/** A failed call, as VmManagerClient reports it (gRPC status name in `code`). */
+/** A failed call, as VmManagerClient reports it (gRPC status name in `code`; `answered`: the server sent it). */
 class CallError extends Error {
   constructor(
     readonly code: string,
     readonly details: string,
+    readonly answered?: boolean,
   ) {
     super(`${code}: ${details}`);
   }
@@ -77,7 +78,8 @@ async function withApi<C extends { close(): void }>(what: { name: string; addres
       process.stderr.write(`vsockmesh ctl: ${err.message}\n`);
       process.exitCode = 2;
     } else if (isCallError(err)) {
-      const unreachable = err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED';
+      // The server's own UNAVAILABLE ("not applied: cannot write state file: ...") is its answer, not an outage.
+      const unreachable = err.answered !== true && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED');
       process.stderr.write(`vsockmesh ctl: ${unreachable ? `cannot reach the ${what.name} at ${what.address}: ` : ''}${err.code}: ${err.details}\n`);
       process.exitCode = 1;
     } else {

@@ -14,11 +14,17 @@ export interface DurableWriteOptions {
   mode?: number;
 }
 
-export async function writeFileDurably(path: string, data: string | Uint8Array, options: DurableWriteOptions = {}): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${++sequence}.tmp`);
+/**
+ * `data` whole, or piece by piece (a large file need never be one string):
+ * each piece is written before the next is asked for.
+ */
+export async function writeFileDurably(path: string, data: string | Uint8Array | Iterable<string | Uint8Array> | AsyncIterable<string | Uint8Array>, options: DurableWriteOptions = {}): Promise<void> {
+  const tmp = temporaryPath(path);
   const handle = await open(tmp, 'wx', options.mode ?? 0o600);
   try {
-    await handle.writeFile(data);
+    if (typeof data === 'string' || data instanceof Uint8Array) await handle.writeFile(data);
+    // writeFile on a handle writes all of a piece from the current position: the pieces follow each other.
+    else for await (const piece of data) await handle.writeFile(piece);
     await handle.sync();
     await handle.close();
     await rename(tmp, path);
@@ -28,6 +34,17 @@ export async function writeFileDurably(path: string, data: string | Uint8Array, 
     throw err;
   }
   await syncDirectory(dirname(path));
+}
+
+/** `.NAME.PID.N.tmp` beside `path`: a name of this process's own. */
+function temporaryPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${++sequence}.tmp`);
+}
+
+/** Whether `name` (in the directory of `path`) is a temporary file a durable write of `path` left behind (the writer was killed). */
+export function isTemporaryOf(path: string, name: string): boolean {
+  const prefix = `.${basename(path)}.`;
+  return name.startsWith(prefix) && /^\d+\.\d+\.tmp$/.test(name.slice(prefix.length));
 }
 
 /** fsync of a directory: makes the creations, renames and removals in it durable. */

@@ -10,13 +10,27 @@
 // RSS is the child's VmRSS from /proc/PID/status: after start (empty
 // registry), after registering, after the Resolve runs.
 //
+// Durability (the state on disk, every write fdatasync'ed before the answer):
+// one registration's time, one at a time, with 100, 1,000 and 10,000 VMs
+// registered (each sample registers a new VM, timed, then deregisters it, so
+// the registry keeps its size; medians of rounds, each with a VM manager of
+// its own): a write's cost must not grow with the registry. Then registrations/s one at a time and with 64 outstanding,
+// memory only against the state file (group commit: registrations that
+// arrive during a write share the next one), in alternating rounds. The
+// state files are in a temporary directory of os.tmpdir() (on this machine
+// ext4 on the root disk: fdatasync reaches the disk).
+//
 // Run: npm run bench:vm-manager   (env: BENCH_ROUNDS=3, BENCH_SECONDS=4,
 //      BENCH_WARMUP_MS=1000, BENCH_VMS=10000, BENCH_HYPERVISORS=50,
 //      BENCH_CONCURRENCY=64, BENCH_NODE_ARGS="..." for the VM manager,
-//      BENCH_MAX_OTHER_CORES=0.3 and BENCH_MAX_REPEATS=4: runs disturbed by other work are repeated)
+//      BENCH_MAX_OTHER_CORES=0.3 and BENCH_MAX_REPEATS=4: runs disturbed by other work are repeated,
+//      BENCH_SAMPLES=300 registrations timed per registry size, BENCH_DURABLE_OPS=2000 registrations per
+//      throughput run (a quarter of them one at a time), BENCH_PARTS=registry,durability)
 // Not a test: `npm test` does not run it.
 
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import type { Destination, HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
 import {
@@ -30,6 +44,9 @@ import {
   machineLine,
   mdTable,
   median,
+  metricSum,
+  httpGet,
+  onCleanup,
   percentile,
   rssKiB,
   runBench,
@@ -45,6 +62,10 @@ const VMS = intEnv('BENCH_VMS', 10_000);
 const HYPERVISORS = intEnv('BENCH_HYPERVISORS', 50);
 const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 64);
 const REGISTER_CONCURRENCY = 64;
+const SAMPLES = intEnv('BENCH_SAMPLES', 300);
+const DURABLE_OPS = intEnv('BENCH_DURABLE_OPS', 2_000);
+const SIZES = [100, 1_000, 10_000].filter((n) => n <= VMS);
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'registry,durability').split(','));
 /** A run with more CPU than this used by other processes (cores, averaged) is repeated, at most MAX_REPEATS times per bench. */
 const MAX_OTHER_CORES = Number(process.env.BENCH_MAX_OTHER_CORES ?? 0.3);
 const MAX_REPEATS = Number(process.env.BENCH_MAX_REPEATS ?? 4);
@@ -189,9 +210,7 @@ async function resolveLoad(client: VmManagerClient, qs: Query[], concurrency: nu
   };
 }
 
-async function main(): Promise<void> {
-  accessSync(CLI, constants.R_OK);
-  const machine = machineLine();
+async function registryBench(machine: string): Promise<string> {
   log(`${VMS} VMs on ${HYPERVISORS} hypervisors, ${SERVICES} services; rounds ${ROUNDS}, ${SECONDS}s per run after ${WARMUP_MS} ms warm-up, ${CONCURRENCY} and 1 outstanding; ${machine}`);
 
   const vmm = await startVmManagerCli(['--no-admin']);
@@ -318,7 +337,7 @@ async function main(): Promise<void> {
         `${discarded.length} discarded this time${discarded.length ? ` (${discarded.map((d) => `c${d.concurrency} round ${d.round}: ${d.otherCores.toFixed(2)} cores, ${fmt(d.callsPerSec)} calls/s`).join('; ')})` : ''}. ` +
         `During registration other processes used ${regOtherCores.toFixed(2)} cores (not repeated).`,
     ].join('\n');
-    const file = writeReport('vm-manager', md, {
+    writeReport('vm-manager-registry', md, {
       date: new Date().toISOString(),
       machine,
       settings: { rounds: ROUNDS, seconds: SECONDS, warmupMs: WARMUP_MS, vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, concurrency: CONCURRENCY, registerConcurrency: REGISTER_CONCURRENCY },
@@ -334,10 +353,206 @@ async function main(): Promise<void> {
       discarded,
       markdown: md,
     });
-    process.stdout.write(`\n${md}\n\nwritten to ${file} (and .json)\n`);
+    return md;
   } finally {
     client.close();
+    await vmm.daemon.stop();
   }
+}
+
+// ---- durability ---------------------------------------------------------------------
+
+/** A VM the durability runs add: its own CIDs and addresses, away from vmRecord's. */
+function extraVm(tag: string, i: number): Omit<VmRecord, 'generation' | 'leaseExpiresAt'> {
+  return {
+    vmId: `${tag}-${i}`,
+    hypervisorId: hvId(i % HYPERVISORS),
+    vsockCid: 1_000_000 + i,
+    addresses: [`10.200.${(i >>> 8) & 255}.${i & 255}`, `fd01::${(i + 1).toString(16)}`],
+    sidecar: { tcpPort: 15006, vsockPort: 15007 },
+    services: [{ name: `svc-${i % SERVICES}`, port: APP_PORT }],
+    labels: { app: `svc-${i % SERVICES}`, env: 'bench', rack: `r${i % 10}` },
+  };
+}
+
+/** A VM manager child (memory only, or with a state file in a fresh temporary directory), its client, and the state files' bytes. */
+async function durableVmManager(mode: 'memory' | 'file') {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vsockmesh-bench-state-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const statePath = path.join(dir, 'vms.json');
+  const vmm = await startVmManagerCli(['--admin-port', '0', ...(mode === 'file' ? ['--state-file', statePath] : [])]);
+  const client = new VmManagerClient(`127.0.0.1:${vmm.port}`, { defaultTimeoutMs: 30_000 });
+  onCleanup(() => client.close());
+  await client.waitForReady(10_000);
+  for (const h of hypervisors()) await client.registerHypervisor(h);
+  const stateBytes = (): number => readdirSync(dir).reduce((sum, name) => sum + statSync(path.join(dir, name)).size, 0);
+  const stats = async (): Promise<{ writes: number; changes: number }> => {
+    const text = (await httpGet(vmm.adminPort!, '/stats')).body;
+    return { writes: metricSum(text, 'vsockmesh_vm_manager_state_writes_total', { result: 'ok' }), changes: metricSum(text, 'vsockmesh_vm_manager_state_changes_total') };
+  };
+  return { vmm, client, stateBytes, stats, stop: () => vmm.daemon.stop() };
+}
+
+/** `count` registrations of new VMs with `concurrency` outstanding; each call's time. */
+async function registerMany(client: VmManagerClient, make: (i: number) => Omit<VmRecord, 'generation' | 'leaseExpiresAt'>, from: number, count: number, concurrency: number): Promise<{ seconds: number; latenciesMs: number[] }> {
+  let next = from;
+  const latenciesMs: number[] = [];
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < from + count) {
+        const vm = make(next++);
+        const t0 = performance.now();
+        await client.registerVm(vm);
+        latenciesMs.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { seconds: (performance.now() - started) / 1000, latenciesMs };
+}
+
+interface SizeRun {
+  round: number;
+  /** The registry size, and how it was reached ("100 again": shrunk back from the largest). */
+  label: string;
+  vms: number;
+  p50ms: number;
+  p99ms: number;
+  meanMs: number;
+  stateBytes: number;
+}
+
+/** The sizes measured: growing, then back to the smallest (a process that has run a while, on a registry that was large). */
+const sizeSteps = (): Array<{ vms: number; label: string }> => [...SIZES.map((vms) => ({ vms, label: fmt(vms) })), { vms: SIZES[0]!, label: `${fmt(SIZES[0]!)} again` }];
+
+/** One registration's time at each registry size, the state on disk; a VM manager of its own per round. */
+async function registrationBySize(round: number): Promise<SizeRun[]> {
+  const { client, stateBytes, stop } = await durableVmManager('file');
+  const runs: SizeRun[] = [];
+  let registered = 0;
+  try {
+    for (const { vms, label } of sizeSteps()) {
+      if (vms > registered) await registerMany(client, vmRecord, registered, vms - registered, REGISTER_CONCURRENCY);
+      let d = vms;
+      await Promise.all(
+        Array.from({ length: REGISTER_CONCURRENCY }, async () => {
+          while (d < registered) await client.deregisterVm(vmId(d++));
+        }),
+      );
+      registered = vms;
+      const latencies: number[] = [];
+      // A fifth more first, not counted (the registry just grew or shrank).
+      const warmup = Math.floor(SAMPLES / 5);
+      for (let k = 0; k < warmup + SAMPLES; k++) {
+        const probe = extraVm('probe', k);
+        const t0 = performance.now();
+        await client.registerVm(probe);
+        if (k >= warmup) latencies.push(performance.now() - t0);
+        await client.deregisterVm(probe.vmId);
+      }
+      const run = { round, label, vms, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99), meanMs: latencies.reduce((a, b) => a + b, 0) / latencies.length, stateBytes: stateBytes() };
+      log(`round ${round}/${ROUNDS}, ${label} VMs: one registration p50 ${fmt(run.p50ms, 2)} ms, p99 ${fmt(run.p99ms, 2)} ms (${SAMPLES} samples); state files ${fmt(run.stateBytes / 1024)} KiB`);
+      runs.push(run);
+    }
+  } finally {
+    await stop();
+  }
+  return runs;
+}
+
+interface ThroughputRun {
+  mode: 'memory' | 'file';
+  concurrency: number;
+  round: number;
+  perSec: number;
+  p50ms: number;
+  changesPerWrite: number;
+}
+
+/** Registrations/s, memory only against the state file, one at a time and REGISTER_CONCURRENCY outstanding, in alternating rounds. */
+async function registrationThroughput(): Promise<ThroughputRun[]> {
+  const managers = { memory: await durableVmManager('memory'), file: await durableVmManager('file') };
+  const runs: ThroughputRun[] = [];
+  const next = { memory: 0, file: 0 };
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const modes = round % 2 === 1 ? (['memory', 'file'] as const) : (['file', 'memory'] as const);
+      for (const concurrency of [1, REGISTER_CONCURRENCY]) {
+        for (const mode of modes) {
+          const m = managers[mode];
+          const count = concurrency === 1 ? Math.max(1, Math.floor(DURABLE_OPS / 4)) : DURABLE_OPS;
+          const before = await m.stats();
+          const r = await registerMany(m.client, (i) => extraVm(`tp-${mode}`, i), next[mode], count, concurrency);
+          const after = await m.stats();
+          const names = Array.from({ length: count }, (_, i) => `tp-${mode}-${next[mode] + i}`);
+          next[mode] += count;
+          // Back to the same registry size for the next run (not timed).
+          let d = 0;
+          await Promise.all(Array.from({ length: REGISTER_CONCURRENCY }, async () => {
+            while (d < names.length) await m.client.deregisterVm(names[d++]!);
+          }));
+          const writes = after.writes - before.writes;
+          const run = { mode, concurrency, round, perSec: count / r.seconds, p50ms: percentile(r.latenciesMs, 50), changesPerWrite: writes > 0 ? (after.changes - before.changes) / writes : NaN };
+          log(`round ${round}/${ROUNDS}, ${mode === 'file' ? 'state file' : 'memory only'}, ${concurrency} outstanding: ${fmt(run.perSec)} registrations/s, p50 ${fmt(run.p50ms, 2)} ms${mode === 'file' ? `, ${fmt(run.changesPerWrite, 1)} changes per write` : ''}`);
+          runs.push(run);
+        }
+      }
+    }
+  } finally {
+    await managers.memory.stop();
+    await managers.file.stop();
+  }
+  return runs;
+}
+
+async function durabilityBench(machine: string): Promise<string> {
+  log(`durability: registration time at ${SIZES.map((n) => fmt(n)).join(', ')} VMs (${SAMPLES} samples each), then registrations/s memory only vs state file, ${ROUNDS} rounds`);
+  const sizes: SizeRun[] = [];
+  for (let round = 1; round <= ROUNDS; round++) sizes.push(...(await registrationBySize(round)));
+  const throughput = await registrationThroughput();
+  const bySize = (label: string, f: (r: SizeRun) => number): number => median(sizes.filter((r) => r.label === label).map(f));
+  const steps = sizeSteps();
+  const base = bySize(steps.at(-1)!.label, (r) => r.p50ms);
+  const sizeTable = mdTable(
+    [`VMs registered (state file, fdatasync; median of ${ROUNDS})`, 'one registration p50', 'p99', `p50 vs ${steps.at(-1)!.label}`, 'state files'],
+    steps.map(({ label }) => {
+      const p50 = bySize(label, (r) => r.p50ms);
+      return [label, `${fmt(p50, 2)} ms`, `${fmt(bySize(label, (r) => r.p99ms), 2)} ms`, `${(p50 / base).toFixed(2)}×`, `${fmt(bySize(label, (r) => r.stateBytes) / 1024)} KiB`];
+    }),
+  );
+  const med = (mode: 'memory' | 'file', c: number, f: (r: ThroughputRun) => number): number => median(throughput.filter((r) => r.mode === mode && r.concurrency === c).map(f));
+  const row = (c: number): string[] => {
+    const memory = med('memory', c, (r) => r.perSec);
+    const file = med('file', c, (r) => r.perSec);
+    return [c === 1 ? 'one at a time' : `${c} outstanding`, fmt(memory), fmt(file), `${(file / memory).toFixed(2)}×`, `${fmt(med('memory', c, (r) => r.p50ms), 2)} / ${fmt(med('file', c, (r) => r.p50ms), 2)} ms`, fmt(med('file', c, (r) => r.changesPerWrite), 1)];
+  };
+  const throughputTable = mdTable(
+    [`registrations/s (median of ${ROUNDS})`, 'memory only', 'state file, fdatasync', 'file / memory', 'p50 memory / file', 'registrations per write'],
+    [row(1), row(REGISTER_CONCURRENCY)],
+  );
+  const md = [
+    `## VM manager durability (${new Date().toISOString()})`,
+    '',
+    `${machine}; state files in ${os.tmpdir()}. Each registration is answered after its change is appended to the log and fdatasync'ed.`,
+    '',
+    sizeTable,
+    '',
+    throughputTable,
+    '',
+    `Notes: a sample registers a new VM (timed) and deregisters it (not timed); ${SAMPLES} samples per size after ${Math.floor(SAMPLES / 5)} not counted, a VM manager of its own per round; "${fmt(SIZES[0] ?? 0)} again": the registry shrunk back from ${fmt(SIZES.at(-1) ?? 0)} (the first ${fmt(SIZES[0] ?? 0)} ran in a process just started). Throughput runs register ${fmt(DURABLE_OPS)} new VMs with ${REGISTER_CONCURRENCY} outstanding, ${fmt(Math.floor(DURABLE_OPS / 4))} one at a time, ` +
+      'then deregister them (not timed); "registrations per write" is changes over fdatasyncs from /stats (group commit).',
+  ].join('\n');
+  writeReport('vm-manager-durability', md, { date: new Date().toISOString(), machine, sizes, throughput, markdown: md });
+  return md;
+}
+
+async function main(): Promise<void> {
+  accessSync(CLI, constants.R_OK);
+  const machine = machineLine();
+  const reports: string[] = [];
+  if (PARTS.has('registry')) reports.push(await registryBench(machine));
+  if (PARTS.has('durability')) reports.push(await durabilityBench(machine));
+  process.stdout.write(`\n${reports.join('\n\n')}\n\nreports in .bench/ (vm-manager-*.md and .json)\n`);
 }
 
 await runBench(main);

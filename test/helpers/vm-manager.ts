@@ -2,7 +2,7 @@
 // or the real CLI as a child process, plus inventory builders.
 
 import { createLogger } from '../../proxy/log.js';
-import { VmManagerClient } from '../../xds/vm-manager/client.js';
+import { VmManagerClient, type VmManagerError } from '../../xds/vm-manager/client.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
 import type { HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
@@ -27,13 +27,18 @@ export interface TestVmManager {
 /** A VM manager in this process over real gRPC, seeded with hypervisors and VMs. */
 export async function startVmManager(
   seed: { hypervisors?: HypervisorRecord[]; vms?: Array<Omit<VmRecord, 'generation' | 'leaseExpiresAt'>> } = {},
-  options: { resolveTtlMs?: number; statePath?: string; registry?: Registry } = {},
+  options: { resolveTtlMs?: number; statePath?: string; registry?: Registry; compactAfterBytes?: number } = {},
 ): Promise<TestVmManager> {
   const registry = options.registry ?? new Registry({ resolveTtlMs: options.resolveTtlMs ?? 30_000 });
   for (const h of seed.hypervisors ?? []) registry.registerHypervisor(h);
   for (const v of seed.vms ?? []) registry.registerVm(v);
   const logs = new LogCapture();
-  const server = new VmManagerServer({ registry, logger: createLogger({ level: 'debug', destination: logs }), ...(options.statePath !== undefined && { statePath: options.statePath }) });
+  const server = new VmManagerServer({
+    registry,
+    logger: createLogger({ level: 'debug', destination: logs }),
+    ...(options.statePath !== undefined && { statePath: options.statePath }),
+    ...(options.compactAfterBytes !== undefined && { compactAfterBytes: options.compactAfterBytes }),
+  });
   const port = await server.start('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
   const client = new VmManagerClient(address, { defaultTimeoutMs: 5_000 });
@@ -59,3 +64,13 @@ export async function startVmManagerProcess(args: string[]): Promise<{ proc: Cli
 
 export const HV1: HypervisorRecord = { hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 };
 export const HV2: HypervisorRecord = { hypervisorId: 'hv-2', vsockMode: 'host-relay', relayPort: 15100 };
+
+/** The error a call that must fail failed with. */
+export async function rejection(p: Promise<unknown>): Promise<VmManagerError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as VmManagerError;
+  }
+  throw new Error('expected the call to fail');
+}

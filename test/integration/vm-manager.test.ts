@@ -4,29 +4,20 @@
 
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { waitFor } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
-import { HV1, HV2, startVmManager, startVmManagerProcess, vm } from '../helpers/vm-manager.js';
-import { VmManagerClient, type VmManagerError } from '../../xds/vm-manager/client.js';
+import { HV1, HV2, startVmManager, startVmManagerProcess, rejection, vm } from '../helpers/vm-manager.js';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { healthProto } from '../../xds/proto.js';
 import type { VmEvent } from '../../xds/vm-manager/types.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 const web2 = vm({ vmId: 'web-2', hypervisorId: 'hv-1', vsockCid: 4, addresses: ['10.0.0.12', 'fd00::12'], sidecar: { tcpPort: 15001, vsockPort: 15001 } });
 const db1 = vm({ vmId: 'db-1', hypervisorId: 'hv-2', vsockCid: 3, addresses: ['10.0.1.21'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'db', port: 5432 }] });
-
-async function rejection(p: Promise<unknown>): Promise<VmManagerError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as VmManagerError;
-  }
-  throw new Error('expected the call to fail');
-}
 
 test('register, get, list, move, resolve and deregister round-trip over gRPC with every field intact', async (t) => {
   const vmm = await startVmManager({ hypervisors: [HV1, HV2] });
@@ -100,18 +91,24 @@ test('a VM registered with a lease disappears when it is not renewed, and stays 
   const vmm = await startVmManager({ hypervisors: [HV1] });
   t.teardown(() => vmm.stop());
   const c = vmm.client;
+  // Watching from before the registrations: on a loaded machine web-1 may be gone before a later watch starts.
+  const events: VmEvent[] = [];
+  const w = c.watch(0, { onEvent: (e) => events.push(e), onError: () => undefined });
+  t.teardown(() => w.cancel());
+  await waitFor(() => events.length >= 1, 'the watch to start', 15_000);
   const leased = await c.registerVm(web1, 1_000);
   t.true(leased.leaseExpiresAt !== null && leased.leaseExpiresAt > Date.now());
-  await c.registerVm(web2, 1_000);
-  const events: VmEvent[] = [];
-  const w = c.watch((await c.listVms()).revision, { onEvent: (e) => events.push(e), onError: () => undefined });
-  t.teardown(() => w.cancel());
-  // Renew web-2 every 300 ms; web-1 is left alone.
+  // web-2 is renewed every 300 ms (its 3 s lease leaves room for renewals delayed by a loaded machine); web-1 is left alone.
+  const first = await c.registerVm(web2, 3_000);
   // A renewal still in flight when the test ends is cancelled with the client: not a failure.
-  const renew = setInterval(() => void c.registerVm(web2, 1_000).catch(() => undefined), 300);
+  const renew = setInterval(() => void c.registerVm(web2, 3_000).catch(() => undefined), 300);
   t.teardown(() => clearInterval(renew));
-  await waitFor(async () => (await c.getVm('web-1')) === undefined, 'web-1 to expire', 5_000);
-  t.truthy(await c.getVm('web-2'), 'the renewed VM is still there');
+  await waitFor(async () => (await c.getVm('web-1')) === undefined, 'web-1 to expire', 15_000);
+  // Past the end of web-2's first lease (and a lease scan): only the renewals keep it.
+  await waitFor(() => Date.now() > first.leaseExpiresAt! + 500, "the end of web-2's first lease", 15_000);
+  const renewed = await c.getVm('web-2');
+  t.truthy(renewed, 'the renewed VM is still there');
+  t.true(renewed!.leaseExpiresAt! > first.leaseExpiresAt!, 'its lease moved');
   await waitFor(() => events.some((e) => e.type === 'removed' && e.vm.vmId === 'web-1'), 'a removed event for web-1');
   t.false(events.some((e) => e.type === 'removed' && e.vm.vmId === 'web-2'));
   t.true(vmm.logs.lines.some((l) => l.reason === 'lease_expired' && l.vm_id === 'web-1'));
@@ -200,7 +197,9 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
   // SIGKILL: nothing gets a chance to write at exit; what was answered must already be on disk.
   first.proc.kill('SIGKILL');
   await first.proc.exited;
-  const stateBefore = await readFile(state, 'utf8');
+  // The snapshot and its log (web-2 was registered after the snapshot written at start: it is in the log).
+  const stateFiles = (await readdir(dir)).filter((name) => name.startsWith('state.json')).sort();
+  const stateBefore = (await Promise.all(stateFiles.map((name) => readFile(join(dir, name), 'utf8')))).join('');
   t.regex(stateBefore, /web-2/);
 
   const second = await startVmManagerProcess(['--inventory', inventory, '--state-file', state]);
@@ -219,7 +218,7 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
       },
     });
   });
-  t.is(servedEpoch, (JSON.parse(stateBefore) as { epoch: string }).epoch, 'the same epoch: watchers resume across the restart');
+  t.is(servedEpoch, (JSON.parse(stateBefore.split('\n')[0]!) as { epoch: string }).epoch, 'the same epoch: watchers resume across the restart');
   t.true(second.proc.lines.some((l) => /state file present/.test(String(l.msg))), 'says the inventory was not applied again');
 });
 

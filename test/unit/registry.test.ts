@@ -223,7 +223,7 @@ test('VM: labels', (t) => {
   const many = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 'v']));
   rejects(t, () => registry.registerVm(vm('a', { labels: many(65) })), 'labels', /at most 64 labels \(got 65\)/);
   rejects(t, () => registry.registerVm(vm('a', { labels: { '': 'v' } })), 'labels', /keys must not be empty/);
-  rejects(t, () => registry.registerVm(vm('a', { labels: { team: 3 as unknown as string } })), 'labels.team');
+  rejects(t, () => registry.registerVm(vm('a', { labels: { team: 3 as unknown as string } })), 'labels["team"]');
   rejects(t, () => registry.registerVm(vm('a', { labels: ['x'] as never })), 'labels');
   t.is(Object.keys(registry.registerVm(vm('a', { labels: many(64) })).labels).length, 64);
 });
@@ -735,17 +735,24 @@ test('authorizeRelay (loopback): CID 1 both ways, the destination found by its s
 
 // ---- persistence -----------------------------------------------------------------------
 
-test('toJSON / fromState: a round trip keeps records, generations, leases and the revision', (t) => {
+/** The registry as the version 1 state file held it: one JSON object, records by id. */
+function v1State(registry: Registry): PersistedState {
+  const { epoch, revision, hypervisors, vms } = registry.records();
+  const sorted = <T>(list: T[], id: (x: T) => string): T[] => [...list].sort((a, b) => (id(a) < id(b) ? -1 : 1));
+  return JSON.parse(JSON.stringify({ version: 1, epoch, revision, hypervisors: sorted(hypervisors, (h) => h.hypervisorId), vms: sorted(vms, (v) => v.vmId) })) as PersistedState;
+}
+
+test('fromState (the version 1 state file): a round trip keeps records, generations, leases and the revision', (t) => {
   const { registry, clock } = world();
   registry.moveVm('web-2', 'hv-1', 9);
   registry.registerVm(vm('leased', { vsockCid: 20, addresses: ['fd00::20'] }), 60_000);
   registry.registerVm(vm('l-1', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 1, vsockPort: 16001 } }));
-  const state = registry.toJSON();
+  const state = v1State(registry);
   t.is(state.version, 1);
   t.is(state.revision, registry.revision);
   // Through JSON text, as the state file does.
   const restored = Registry.fromState(JSON.parse(JSON.stringify(state)) as PersistedState, { now: () => clock.now });
-  t.deepEqual(restored.toJSON(), state);
+  t.deepEqual(v1State(restored), state);
   t.is(restored.revision, registry.revision);
   t.is(restored.getVm('web-2')!.generation, 2);
   t.is(restored.nextLeaseExpiry(), T0 + 60_000);
@@ -768,7 +775,7 @@ test('toJSON / fromState: a round trip keeps records, generations, leases and th
 
 test('fromState: corrupted content is rejected naming the record and field', (t) => {
   const { registry } = world();
-  const good = (): PersistedState => JSON.parse(JSON.stringify(registry.toJSON())) as PersistedState;
+  const good = (): PersistedState => v1State(registry);
   t.notThrows(() => Registry.fromState(good()));
   const broken = (edit: (s: PersistedState) => void): PersistedState => {
     const s = good();
@@ -814,7 +821,6 @@ test('returned records and events are copies: mutating them changes nothing insi
   mutate(registry.list().vms[0]!);
   mutate(registry.resolve('a', { kind: 'vm', vmId: 'a' }).vm!);
   mutate(registry.resolve('a', { kind: 'vm', vmId: 'a' }).caller!);
-  mutate(registry.toJSON().vms[0]!);
   const logged = registry.eventsSince(4)![0]!;
   if (logged.type === 'added') mutate(logged.vm);
   const heard = events[0]!;
@@ -846,7 +852,7 @@ test('each listener gets its own copy of an event', (t) => {
 test('unknown fields in the input are not stored', (t) => {
   const { registry } = setup();
   registry.registerVm({ ...vm('a'), secret: 'x', generation: 7, leaseExpiresAt: 5 } as VmInput);
-  const stored = registry.toJSON().vms[0]!;
+  const stored = registry.records().vms[0]!;
   t.false('secret' in stored);
   t.is(stored.generation, 1);
   t.is(stored.leaseExpiresAt, null);
@@ -857,10 +863,77 @@ test('every registry has its own epoch; the state file carries it across a resta
   const b = new Registry();
   t.not(a.epoch, b.epoch);
   t.regex(a.epoch, /^[0-9a-f-]{36}$/);
-  const state = a.toJSON();
+  const state = v1State(a);
   t.is(state.epoch, a.epoch);
   t.is(Registry.fromState(state).epoch, a.epoch);
   const { epoch: _dropped, ...older } = state;
   void _dropped;
   t.not(Registry.fromState(older).epoch, a.epoch, 'a state file without an epoch gets a new one');
+});
+
+// ---- changes: planned on a clone, applied to the original ---------------------------
+
+test('recordChanges: a mutation yields its changes, each with the revision after it; a refused one yields none', (t) => {
+  const { registry } = setup();
+  const added = registry.recordChanges(() => registry.registerVm(vm('a', { vsockCid: 7 }), 60_000));
+  t.deepEqual(added.changes, [{ vm: { ...added.result }, revision: 5 }]);
+  const renewed = registry.recordChanges(() => registry.registerVm(vm('a', { vsockCid: 7, addresses: added.result.addresses }), 120_000));
+  t.is(renewed.changes.length, 1, 'a renewal is a change (the lease is stored) ...');
+  t.is(renewed.changes[0]!.revision, 5, '... without a revision');
+  t.deepEqual(registry.recordChanges(() => registry.moveVm('a', 'hv-1')).changes, [], 'moving to where it is changes nothing');
+  t.throws(() => registry.recordChanges(() => registry.registerVm(vm('b', { vsockCid: 7 }))), { instanceOf: ValidationError });
+  t.deepEqual(
+    registry.recordChanges(() => registry.deregisterVm('a')).changes,
+    [{ removed: 'a', revision: 6 }],
+  );
+});
+
+test('changes planned on a clone bring the original to the same state, with the same events, and the clone never touches it', (t) => {
+  const { registry, clock, events } = world();
+  events.splice(0);
+  const planning = registry.clone();
+  const before = registry.list();
+  const planned = planning.recordChanges(() => {
+    planning.registerVm(vm('new-1', { hypervisorId: 'hv-d', vsockCid: 3, addresses: ['10.0.9.1'] }), 5_000);
+    planning.moveVm('web-1', 'hv-2', 9);
+    planning.registerVm({ ...planning.getVm('web-2')!, labels: { changed: 'yes' } });
+    planning.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 });
+    planning.deregisterVm('api-2');
+    clock.now += 10_000;
+    planning.expireLeases();
+  });
+  t.deepEqual(registry.list(), before, 'planning changed nothing in the original');
+  t.is(events.length, 0);
+  for (const change of planned.changes) registry.apply(change);
+  t.deepEqual(registry.list(), planning.list());
+  t.is(registry.revision, planning.revision);
+  t.deepEqual(
+    events.map((e) => [e.type, e.revision]),
+    [
+      ['added', 10],
+      ['moved', 11],
+      ['updated', 12],
+      ['hypervisor', 13],
+      ['removed', 14],
+      ['removed', 15],
+    ],
+  );
+  t.like(registry.resolve('client', { kind: 'vm', vmId: 'web-1' }), { sameHypervisor: false, vm: { vsockCid: 9 } }, 'the indexes follow');
+  t.throws(() => registry.apply({ removed: 'web-2', revision: 99 }), { message: /out of step/ });
+});
+
+test('stored records are frozen (the planning registry shares them)', (t) => {
+  const { registry } = world();
+  const record = registry.records().vms[0]!;
+  t.true(Object.isFrozen(record) && Object.isFrozen(record.addresses) && Object.isFrozen(record.labels) && Object.isFrozen(record.services));
+  t.throws(() => {
+    (record as { vsockCid: number }).vsockCid = 99;
+  });
+});
+
+test('recordChanges: registering a VM again exactly as it is (no lease) changes nothing, so nothing is written', (t) => {
+  const { registry } = setup();
+  const input = vm('a', { vsockCid: 7 });
+  registry.registerVm(input);
+  t.deepEqual(registry.recordChanges(() => registry.registerVm(input)).changes, []);
 });

@@ -19,6 +19,7 @@ import { configProto } from '../proto.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_GRPC_RECEIVE_BYTES, MAX_PROBLEMS_IN_ERROR, MAX_STATUS_PAGE_SIZE, MAX_XDS_NODE_ID_LENGTH, quoteBounded } from './bounds.js';
 import { MeshStateWriteError, type MeshStore, type RawEntry, type RawMesh } from './mesh-store.js';
 import type { SyncStatus } from './types.js';
+import { answeredByServer } from '../call-status.js';
 
 export function serviceToRaw(s: Service__Output): RawEntry {
   return {
@@ -190,7 +191,7 @@ export class MeshConfigApiClient {
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
     return new Promise((resolve, reject) => {
       start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => {
-        if (err) reject(Object.assign(new Error(`${grpc.status[err.code]}: ${err.details}`), { code: grpc.status[err.code], details: err.details }));
+        if (err) reject(Object.assign(new Error(`${grpc.status[err.code]}: ${err.details}`), { code: grpc.status[err.code], details: err.details, answered: answeredByServer(err) }));
         else resolve(res as Res);
       });
     });

@@ -7,6 +7,7 @@ import type { VmManagerClient as WireClient } from '../generated/vsockmesh/vmman
 import type { AuthorizeRelayResponse__Output } from '../generated/vsockmesh/vmmanager/v1/AuthorizeRelayResponse.js';
 import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ListVmsResponse.js';
 import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
+import { answeredByServer } from '../call-status.js';
 import { vmManagerProto } from '../proto.js';
 import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
 import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
@@ -19,13 +20,15 @@ export class VmManagerError extends Error {
     /** The gRPC status name, e.g. UNAVAILABLE. */
     readonly code: string,
     readonly details: string,
+    /** The VM manager answered with this status (false: it was not reached, or did not answer in time). */
+    readonly answered = false,
   ) {
     super(`${code}: ${details}`);
   }
 }
 
 function wrap(err: grpc.ServiceError): VmManagerError {
-  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message);
+  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message, answeredByServer(err));
 }
 
 export interface VmManagerClientOptions {
@@ -78,9 +81,25 @@ export class VmManagerClient implements VmManagerApi {
     }
   }
 
+  /**
+   * The whole registry, every page of ListVms. Pages are read one after the
+   * other, not at one instant: `revision` is the first page's, so a Watch from
+   * it sees every change made while the pages were read.
+   */
   async listVms(): Promise<{ vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number }> {
-    const r = await this.call<ListVmsResponse__Output>((o, cb) => this.client.ListVms({}, o, cb));
-    return { vms: r!.vms.map(vmFromWire), hypervisors: r!.hypervisors.map((h) => hypervisorFromWire(h)), revision: r!.revision };
+    const all: { vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number } = { vms: [], hypervisors: [], revision: 0 };
+    let pageToken = '';
+    let first = true;
+    do {
+      const token = pageToken;
+      const r = (await this.call<ListVmsResponse__Output>((o, cb) => this.client.ListVms({ page_token: token }, o, cb)))!;
+      for (const vm of r.vms) all.vms.push(vmFromWire(vm));
+      for (const h of r.hypervisors) all.hypervisors.push(hypervisorFromWire(h));
+      if (first) all.revision = r.revision;
+      first = false;
+      pageToken = r.next_page_token;
+    } while (pageToken !== '');
+    return all;
   }
 
   async registerHypervisor(hypervisor: HypervisorRecord): Promise<HypervisorRecord> {

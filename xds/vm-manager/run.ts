@@ -1,8 +1,7 @@
-// Running the VM manager as a process: registry from the state file (if it
-// exists) or the inventory, gRPC API, admin endpoint, signals (the first
+// Running the VM manager as a process: registry from the state files (if
+// they exist) or the inventory, gRPC API, admin endpoint, signals (the first
 // SIGTERM/SIGINT drains, a second one stops at once).
 
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
 import { AdminServer } from '../../proxy/admin.js';
@@ -10,8 +9,9 @@ import { createLogger, type Logger } from '../../proxy/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory } from './inventory.js';
-import { Registry, type PersistedState } from './registry.js';
+import { Registry } from './registry.js';
 import { VmManagerServer } from './server.js';
+import { loadState } from './state-load.js';
 
 export interface VmManagerRunOptions {
   listen: string;
@@ -22,26 +22,21 @@ export interface VmManagerRunOptions {
   logLevel: LogLevel;
 }
 
-/** The registry a VM manager starts with: the state file wins (it holds every API change since); else the inventory; else empty. */
+/**
+ * The registry a VM manager starts with: the state files win (they hold every
+ * API change since); else the inventory; else empty.
+ */
 export async function initialRegistry(options: { inventoryPath?: string; statePath?: string; resolveTtlMs: number }, logger: Logger): Promise<Registry> {
   const registryOptions = { resolveTtlMs: options.resolveTtlMs };
-  if (options.statePath !== undefined && existsSync(options.statePath)) {
-    let state: PersistedState;
-    try {
-      state = JSON.parse(await readFile(options.statePath, 'utf8')) as PersistedState;
-    } catch (err) {
-      throw new Error(`state file ${options.statePath}: not valid JSON (${(err as Error).message})`, { cause: err });
+  if (options.statePath !== undefined) {
+    const loaded = await loadState(options.statePath, registryOptions);
+    if (loaded) {
+      for (const notice of loaded.notices) logger.warn({ reason: notice.reason, state_file: options.statePath }, notice.message);
+      if (options.inventoryPath !== undefined) {
+        logger.info({ state_file: options.statePath, inventory: options.inventoryPath }, 'state file present: the inventory is not applied again (the state file already holds it and every change since)');
+      }
+      return loaded.registry;
     }
-    let registry: Registry;
-    try {
-      registry = Registry.fromState(state, registryOptions);
-    } catch (err) {
-      throw new Error(`state file ${options.statePath}: ${(err as Error).message}`, { cause: err });
-    }
-    if (options.inventoryPath !== undefined) {
-      logger.info({ state_file: options.statePath, inventory: options.inventoryPath }, 'state file present: the inventory is not applied again (the state file already holds it and every change since)');
-    }
-    return registry;
   }
   const registry = new Registry(registryOptions);
   if (options.inventoryPath !== undefined) {
@@ -90,7 +85,6 @@ export async function runVmManager(options: VmManagerRunOptions): Promise<void> 
   try {
     await server.start(options.listen);
     if (options.adminPort !== null) await admin.start('127.0.0.1', options.adminPort);
-    await server.persist();
   } catch (err) {
     logger.fatal({ err }, `vm-manager failed to start: ${(err as Error).message}`);
     await server.stop();

@@ -1,18 +1,27 @@
 // `vsockmesh vm-manager`: the VM manager's gRPC API over the registry, plus
-// the standard gRPC health service. Mutations are written to the state file
-// (when configured) before they are answered, so a restart loses nothing;
-// concurrent mutations share one write (group commit).
+// the standard gRPC health service.
+//
+// Durability: with a state file, a mutation is planned on a registry that
+// holds what is durable plus what is being written (so it sees every change
+// before it, and two registrations racing for one CID cannot both win), its
+// changes are appended to the state log and fdatasync'ed, and only then
+// applied to the registry that Resolve, GetVm, ListVms, Watch and the control
+// plane read. A write that fails applies nothing: the caller gets UNAVAILABLE
+// "not applied: ...", and the changes planned on top of it fail with it.
+// Mutations that arrive while a write is in flight share the next one (group
+// commit). Lease expiry takes the same path.
 
-import { rename, writeFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../../proxy/log.js';
+import { fileErrorText } from '../../proxy/runtime/durable-file.js';
 import { settledWithin } from '../../proxy/within.js';
 import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
 import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
 import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
 import type { VmManagerHandlers } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
 import { healthProto, vmManagerProto } from '../proto.js';
+import { MAX_REQUEST_BYTES } from './bounds.js';
 import {
   WireError,
   destinationFromWire,
@@ -24,19 +33,25 @@ import {
   vmToWire,
 } from './codec.js';
 import { EPOCH_HEADER } from './client.js';
-import { NotFoundError, Registry, ValidationError } from './registry.js';
+import { listPage } from './pagination.js';
+import { CapacityError, NotFoundError, Registry, ValidationError, checkEpoch, type RegistryChange } from './registry.js';
+import { StateLog } from './state-log.js';
 import type { VmEvent } from './types.js';
 
 export const VM_MANAGER_SERVICE = 'vsockmesh.vmmanager.v1.VmManager';
 
 /** Lease expiry scans the registry; scans are at least this far apart. */
 const LEASE_SCAN_MS = 250;
+/** After a lease expiry that could not be written, the next try. */
+const LEASE_RETRY_MS = 1_000;
 
 export interface VmManagerServerOptions {
   registry: Registry;
   logger: Logger;
-  /** Where the registry is persisted (JSON); undefined: memory only. */
+  /** The snapshot of the registry; its log is beside it (state-log.ts). undefined: memory only. */
   statePath?: string;
+  /** Compact the log once it is larger than this (default 8 MiB, or the snapshot's size if larger). */
+  compactAfterBytes?: number;
   /** Collect Node process metrics (the CLI does; tests do not). */
   processMetrics?: boolean;
   /** Serve on this gRPC server (the control plane's, one port for both) instead of an own one: start() then binds nothing. */
@@ -47,11 +62,27 @@ export type VmManagerState = 'new' | 'serving' | 'draining' | 'stopped';
 
 type Status = { code: grpc.status; details: string };
 
-/** Registry and wire errors become INVALID_ARGUMENT / NOT_FOUND naming the field; anything else is INTERNAL. */
+/** The VM manager cannot take the request now (its state cannot be written, it is starting or stopping): nothing was applied. */
+export class UnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'UnavailableError';
+  }
+}
+
+/** Registry and wire errors become INVALID_ARGUMENT / NOT_FOUND naming the field; a full registry RESOURCE_EXHAUSTED; anything else is INTERNAL. */
 function toStatus(err: unknown): Status {
   if (err instanceof ValidationError || err instanceof WireError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
   if (err instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: err.message };
+  if (err instanceof CapacityError) return { code: grpc.status.RESOURCE_EXHAUSTED, details: err.message };
+  if (err instanceof UnavailableError) return { code: grpc.status.UNAVAILABLE, details: err.message };
   return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` };
+}
+
+/** Changes written together, and the callers waiting for them to be durable. */
+interface Batch {
+  changes: RegistryChange[];
+  waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>;
 }
 
 export class VmManagerServer {
@@ -62,15 +93,28 @@ export class VmManagerServer {
   private readonly healthWatches = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
   private readonly requests: Counter<'method' | 'code'>;
   private readonly resolveSeconds: Histogram<string>;
+  private readonly stateWrites: Counter<'result'>;
+  private readonly stateChanges: Counter<string>;
+  private readonly stateWriteSeconds: Histogram<string>;
+  private readonly compactions: Counter<'result'>;
   private leaseTimer: NodeJS.Timeout | undefined;
   private leaseTimerAt: number | null = null;
-  private flushing: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
+  private leaseExpiryFailing = false;
+  private log: StateLog | undefined;
+  /** The durable registry plus the changes being written; made from it when needed. */
+  private planning: Registry | undefined;
+  /** registry.changeCount when `planning` holds exactly the durable state (a different count: changed behind the server's back). */
+  private planningBase = 0;
+  private batch: Batch | undefined;
+  private inflight: Batch | undefined;
+  private flushing: Promise<void> | undefined;
+  private closing = false;
   private boundPort = 0;
   state: VmManagerState = 'new';
 
   constructor(private readonly options: VmManagerServerOptions) {
-    this.server = options.grpcServer ?? new grpc.Server();
+    // Its own server takes requests no larger than the bounds need; the control plane's is shared with ADS and sets its own.
+    this.server = options.grpcServer ?? new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
     this.shared = options.grpcServer !== undefined;
     const registers = [this.metrics];
     if (options.processMetrics) collectDefaultMetrics({ register: this.metrics });
@@ -81,6 +125,15 @@ export class VmManagerServer {
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01],
       registers,
     });
+    this.stateWrites = new Counter({ name: 'vsockmesh_vm_manager_state_writes_total', help: 'Appends to the state log (each one fdatasync) by result', labelNames: ['result'], registers });
+    this.stateChanges = new Counter({ name: 'vsockmesh_vm_manager_state_changes_total', help: 'Changes written to the state log (per write: the group commit)', registers });
+    this.stateWriteSeconds = new Histogram({
+      name: 'vsockmesh_vm_manager_state_write_seconds',
+      help: 'Time of one append to the state log, fdatasync included',
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers,
+    });
+    this.compactions = new Counter({ name: 'vsockmesh_vm_manager_compactions_total', help: 'Snapshots written to compact the state log, by result', labelNames: ['result'], registers });
     const registry = options.registry;
     const watches = this.watches;
     new Gauge({
@@ -111,6 +164,7 @@ export class VmManagerServer {
     this.server.addService(healthProto().grpc.health.v1.Health.service, this.healthHandlers());
   }
 
+  /** The registry as durable: what every reader sees. */
   get registry(): Registry {
     return this.options.registry;
   }
@@ -119,8 +173,24 @@ export class VmManagerServer {
     return this.boundPort;
   }
 
-  /** Listens on `host:port` (port 0: any free port; see .port). */
+  /**
+   * With a state file, first writes a snapshot of the registry and opens a
+   * new log (a failure here fails the start); then listens on `host:port`
+   * (port 0: any free port; see .port).
+   */
   async start(address: string): Promise<number> {
+    const statePath = this.options.statePath;
+    if (statePath !== undefined) {
+      this.log = await StateLog.start(statePath, this.registry, {
+        ...(this.options.compactAfterBytes !== undefined && { compactAfterBytes: this.options.compactAfterBytes }),
+        onCompaction: ({ err, snapshotBytes, segment }) => {
+          this.compactions.inc({ result: err ? 'failed' : 'ok' });
+          if (err) this.options.logger.error({ err, reason: 'compaction_failed', state_file: statePath }, `cannot compact the state log: ${fileErrorText(err)} (the log keeps growing; retried later)`);
+          else this.options.logger.info({ state_file: statePath, snapshot_bytes: snapshotBytes, log_segment: segment }, 'state log compacted');
+        },
+      });
+      this.planningBase = this.registry.changeCount;
+    }
     if (!this.shared) this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
         if (err) reject(new Error(`vm-manager: cannot listen on ${address}: ${err.message}`));
@@ -129,7 +199,7 @@ export class VmManagerServer {
     });
     this.state = 'serving';
     this.expireLeases();
-    this.options.logger.info({ address, port: this.boundPort, vms: this.registry.size, revision: this.registry.revision, state_file: this.options.statePath ?? null }, 'vm-manager serving');
+    this.options.logger.info({ address, port: this.boundPort, vms: this.registry.size, revision: this.registry.revision, state_file: statePath ?? null }, 'vm-manager serving');
     return this.boundPort;
   }
 
@@ -144,46 +214,111 @@ export class VmManagerServer {
     this.healthWatches.clear();
     if (!this.shared) await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
     await this.flushing;
-    await this.queued;
   }
 
   async stop(): Promise<void> {
+    this.closing = true;
     clearTimeout(this.leaseTimer);
     for (const call of [...this.watches, ...this.healthWatches]) call.end();
     this.watches.clear();
     this.healthWatches.clear();
     if (!this.shared) this.server.forceShutdown();
     await this.flushing;
-    await this.queued;
+    await this.log?.close();
     this.state = 'stopped';
   }
 
-  /** Writes the registry to the state file; mutations arriving during a write share the next one. */
-  persist(): Promise<void> {
-    const path = this.options.statePath;
-    if (path === undefined) return Promise.resolve();
-    if (this.queued) return this.queued;
-    const write = async (): Promise<void> => {
-      const tmp = `${path}.tmp`;
-      await writeFile(tmp, `${JSON.stringify(this.registry.toJSON())}\n`, { mode: 0o600 });
-      await rename(tmp, path);
-    };
-    const run = (): Promise<void> => {
-      const p = write().finally(() => {
-        if (this.flushing === p) this.flushing = null;
-      });
-      this.flushing = p;
-      return p;
-    };
-    if (!this.flushing) return run();
-    const queued = this.flushing
-      .catch(() => undefined)
-      .then(() => {
-        this.queued = null;
-        return run();
-      });
-    this.queued = queued;
-    return queued;
+  // ---- writes --------------------------------------------------------------------
+
+  /**
+   * Runs a mutation: planned on the durable state plus what is being
+   * written, answered once its changes are durable and applied. Memory only:
+   * applied at once.
+   */
+  async mutate<T>(fn: (registry: Registry) => T): Promise<T> {
+    if (this.options.statePath === undefined) return fn(this.registry);
+    if (this.closing) throw new UnavailableError('not applied: the VM manager is stopping');
+    if (!this.log) throw new UnavailableError('not applied: the VM manager is starting (its state file is not open yet)');
+    const planning = this.planningRegistry();
+    const { result, changes } = planning.recordChanges(() => fn(planning));
+    await this.durable(changes);
+    return result;
+  }
+
+  private planningRegistry(): Registry {
+    // Changed behind the server's back (a test or the demo seeding it directly): plan on what it holds now.
+    if (this.planning && !this.batch && !this.inflight && this.registry.changeCount !== this.planningBase) this.planning = undefined;
+    if (!this.planning) {
+      this.planning = this.registry.clone();
+      this.planningBase = this.registry.changeCount;
+    }
+    return this.planning;
+  }
+
+  /** Resolves once `changes`, and every change planned before them, are durable and applied. */
+  private durable(changes: RegistryChange[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (changes.length === 0) {
+        // Nothing to write, but the answer may rest on changes still being written.
+        const last = this.batch ?? this.inflight;
+        if (last) last.waiters.push({ resolve, reject });
+        else resolve();
+        return;
+      }
+      this.batch ??= { changes: [], waiters: [] };
+      this.batch.changes.push(...changes);
+      this.batch.waiters.push({ resolve, reject });
+      this.flushing ??= this.flush();
+    });
+  }
+
+  /** Writes batches one after the other until none is waiting. */
+  private async flush(): Promise<void> {
+    const log = this.log!;
+    // The loop's last check and the reset are one step: a batch added after it starts a new flush.
+    try {
+      while (this.batch) {
+        const batch = this.batch;
+        this.batch = undefined;
+        this.inflight = batch;
+        const started = process.hrtime.bigint();
+        try {
+          await log.append(batch.changes);
+        } catch (err) {
+          this.stateWrites.inc({ result: 'failed' });
+          // Nothing of it is applied, nor anything planned on top of it: every waiter fails, planning starts again from the durable state.
+          const failed = new UnavailableError(`not applied: cannot write state file: ${fileErrorText(err)}`, { cause: err });
+          const waiters = [...batch.waiters, ...((this.batch as Batch | undefined)?.waiters ?? [])];
+          this.batch = undefined;
+          this.inflight = undefined;
+          this.planning = undefined;
+          this.options.logger.error(
+            { err, reason: 'state_write_failed', state_file: this.options.statePath, requests: waiters.length },
+            `cannot write the state file: ${fileErrorText(err)}; ${waiters.length} requests not applied`,
+          );
+          for (const w of waiters) w.reject(failed);
+          continue;
+        }
+        this.stateWriteSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        this.stateWrites.inc({ result: 'ok' });
+        this.stateChanges.inc(batch.changes.length);
+        for (const change of batch.changes) {
+          try {
+            this.registry.apply(change);
+          } catch (err) {
+            // A subscriber that throws (the change itself is applied): the others still heard of it.
+            this.options.logger.error({ err, reason: 'apply_failed' }, `applying a durable change: ${(err as Error).message}`);
+          }
+        }
+        this.planningBase += batch.changes.length;
+        this.inflight = undefined;
+        for (const w of batch.waiters) w.resolve();
+        // Between appends, with the state as of the end of the segment.
+        if (log.wantsCompaction) await log.compact(this.registry.records());
+      }
+    } finally {
+      this.flushing = undefined;
+    }
   }
 
   // ---- leases ------------------------------------------------------------------
@@ -196,6 +331,7 @@ export class VmManagerServer {
 
   private armLeaseTimer(at: number): void {
     clearTimeout(this.leaseTimer);
+    if (this.closing) return;
     // Scans are at least LEASE_SCAN_MS apart: leases end up to that much late, never early.
     const delay = Math.min(Math.max(LEASE_SCAN_MS, at - Date.now() + 5), 2 ** 31 - 1);
     this.leaseTimerAt = Date.now() + delay;
@@ -203,57 +339,67 @@ export class VmManagerServer {
     this.leaseTimer.unref();
   }
 
+  /** Removes the VMs whose lease ran out, through the same durable path as any mutation. */
   private expireLeases(): void {
     clearTimeout(this.leaseTimer);
     this.leaseTimerAt = null;
-    const expired = this.registry.expireLeases();
-    for (const vm of expired) this.options.logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, reason: 'lease_expired' }, `VM ${vm.vmId} removed: lease not renewed`);
-    if (expired.length > 0) void this.persistLogged('lease expiry');
-    const next = this.registry.nextLeaseExpiry();
-    if (next === null || this.state === 'stopped') return;
-    this.armLeaseTimer(next);
-  }
-
-  private async persistLogged(what: string): Promise<void> {
-    try {
-      await this.persist();
-    } catch (err) {
-      this.options.logger.error({ err, reason: 'persist_failed', state_file: this.options.statePath }, `cannot write the state file after ${what}`);
-    }
+    if (this.closing) return;
+    const logger = this.options.logger;
+    this.mutate((registry) => registry.expireLeases()).then(
+      (expired) => {
+        if (this.leaseExpiryFailing) logger.info({ reason: 'lease_expiry_recovered' }, 'lease expiry is written again');
+        this.leaseExpiryFailing = false;
+        for (const vm of expired) logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, reason: 'lease_expired' }, `VM ${vm.vmId} removed: lease not renewed`);
+        const next = (this.planning ?? this.registry).nextLeaseExpiry();
+        if (next !== null) this.armLeaseTimer(next);
+      },
+      (err: Error) => {
+        // Logged once per outage (the write failure itself is logged by every write); retried until it can be written.
+        if (!this.leaseExpiryFailing) logger.error({ err, reason: 'lease_expiry_failed' }, `expired leases not removed: ${err.message}; retrying every ${LEASE_RETRY_MS} ms`);
+        this.leaseExpiryFailing = true;
+        this.armLeaseTimer(Date.now() + LEASE_RETRY_MS);
+      },
+    );
   }
 
   // ---- handlers ----------------------------------------------------------------
 
-  /** A unary handler: runs `fn`, persists if it mutated, answers, counts. */
-  private unary<Req, Res>(method: string, mutates: boolean, fn: (request: Req) => Res): grpc.handleUnaryCall<Req, Res> {
+  private answer<Res>(method: string, callback: grpc.sendUnaryData<Res>, outcome: { response: Res } | { err: unknown }): void {
+    if ('response' in outcome) {
+      this.requests.inc({ method, code: 'OK' });
+      callback(null, outcome.response);
+      return;
+    }
+    const status = toStatus(outcome.err);
+    this.requests.inc({ method, code: grpc.status[status.code] });
+    if (status.code === grpc.status.INTERNAL) this.options.logger.error({ err: outcome.err, method }, 'vm-manager request failed');
+    else this.options.logger.info({ method, reason: grpc.status[status.code].toLowerCase(), detail: status.details }, `${method} rejected: ${status.details}`);
+    callback(status);
+  }
+
+  /** A unary handler that only reads the (durable) registry. */
+  private read<Req, Res>(method: string, fn: (request: Req) => Res): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let response: Res;
       try {
         response = fn(call.request);
       } catch (err) {
-        const status = toStatus(err);
-        this.requests.inc({ method, code: grpc.status[status.code] });
-        if (status.code === grpc.status.INTERNAL) this.options.logger.error({ err, method }, 'vm-manager request failed');
-        else this.options.logger.info({ method, reason: grpc.status[status.code].toLowerCase(), detail: status.details }, `${method} rejected: ${status.details}`);
-        callback(status);
+        this.answer(method, callback, { err });
         return;
       }
-      if (!mutates) {
-        this.requests.inc({ method, code: 'OK' });
-        callback(null, response);
-        return;
-      }
-      this.leaseMayExpireSooner(response);
-      this.persist().then(
-        () => {
-          this.requests.inc({ method, code: 'OK' });
-          callback(null, response);
+      this.answer(method, callback, { response });
+    };
+  }
+
+  /** A unary handler that changes the registry: answered once the change is durable (or refused, nothing applied). */
+  private write<Req, Res>(method: string, fn: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      fn(call.request).then(
+        (response) => {
+          this.leaseMayExpireSooner(response);
+          this.answer(method, callback, { response });
         },
-        (err: Error) => {
-          this.requests.inc({ method, code: 'UNAVAILABLE' });
-          this.options.logger.error({ err, method, reason: 'persist_failed', state_file: this.options.statePath }, 'cannot write the state file');
-          callback({ code: grpc.status.UNAVAILABLE, details: `applied but not persisted: ${err.message}` });
-        },
+        (err: unknown) => this.answer(method, callback, { err }),
       );
     };
   }
@@ -262,49 +408,58 @@ export class VmManagerServer {
     const registry = this.registry;
     const logger = this.options.logger;
     return {
-      RegisterHypervisor: this.unary('RegisterHypervisor', true, (req) => {
-        const h = registry.registerHypervisor(hypervisorFromWire(req.hypervisor));
+      RegisterHypervisor: this.write('RegisterHypervisor', async (req) => {
+        const h = await this.mutate((r) => r.registerHypervisor(hypervisorFromWire(req.hypervisor)));
         logger.info({ hypervisor_id: h.hypervisorId, vsock_mode: h.vsockMode }, `hypervisor ${h.hypervisorId} registered`);
         return hypervisorToWire(h);
       }),
-      RegisterVm: this.unary('RegisterVm', true, (req) => {
-        const before = registry.revision;
-        const vm = registry.registerVm(vmInputFromWire(req.vm), Number(req.lease_ttl_ms) || undefined);
-        if (registry.revision !== before) logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} registered`);
+      RegisterVm: this.write('RegisterVm', async (req) => {
+        const { vm, changed } = await this.mutate((r) => {
+          const before = r.revision;
+          return { vm: r.registerVm(vmInputFromWire(req.vm), Number(req.lease_ttl_ms) || undefined), changed: r.revision !== before };
+        });
+        if (changed) logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} registered`);
         return vmToWire(vm);
       }),
-      DeregisterVm: this.unary('DeregisterVm', true, (req) => {
-        const vm = registry.deregisterVm(req.vm_id);
+      DeregisterVm: this.write('DeregisterVm', async (req) => {
+        const vm = await this.mutate((r) => r.deregisterVm(req.vm_id));
         logger.info({ vm_id: vm.vmId }, `VM ${vm.vmId} deregistered`);
         return {};
       }),
-      GetVm: this.unary('GetVm', false, (req) => {
+      MoveVm: this.write('MoveVm', async (req) => {
+        const vm = await this.mutate((r) => r.moveVm(req.vm_id, req.hypervisor_id, req.vsock_cid || undefined));
+        logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} moved`);
+        return vmToWire(vm);
+      }),
+      GetVm: this.read('GetVm', (req) => {
         const vm = registry.getVm(req.vm_id);
         if (!vm) throw new NotFoundError(`VM "${req.vm_id}"`);
         return vmToWire(vm);
       }),
-      ListVms: this.unary('ListVms', false, () => {
-        const { vms, hypervisors, revision } = registry.list();
-        return { vms: vms.map(vmToWire), hypervisors: hypervisors.map(hypervisorToWire), revision };
+      ListVms: this.read('ListVms', (req) => {
+        const page = listPage(registry, { pageSize: req.page_size, pageToken: req.page_token });
+        return { vms: page.vms.map(vmToWire), hypervisors: page.hypervisors.map(hypervisorToWire), revision: page.revision, next_page_token: page.nextPageToken };
       }),
-      MoveVm: this.unary('MoveVm', true, (req) => {
-        const vm = registry.moveVm(req.vm_id, req.hypervisor_id, req.vsock_cid || undefined);
-        logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} moved`);
-        return vmToWire(vm);
-      }),
-      Resolve: this.unary('Resolve', false, (req) => {
+      Resolve: this.read('Resolve', (req) => {
         const started = process.hrtime.bigint();
         const answer = resolutionToWire(registry.resolve(req.caller_vm_id, destinationFromWire(req)));
         this.resolveSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
         return answer;
       }),
-      AuthorizeRelay: this.unary('AuthorizeRelay', false, (req) => {
+      AuthorizeRelay: this.read('AuthorizeRelay', (req) => {
         const a = registry.authorizeRelay(req.hypervisor_id, req.source_cid, req.destination_cid, req.destination_port);
         return a.allowed ? { allowed: true, reason: '', source: vmToWire(a.source), destination: vmToWire(a.destination) } : { allowed: false, reason: a.reason };
       }),
       Watch: (call) => {
         if (this.state !== 'serving') {
           call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'vm-manager is draining' });
+          return;
+        }
+        try {
+          checkEpoch(call.request.epoch);
+        } catch (err) {
+          this.requests.inc({ method: 'Watch', code: 'INVALID_ARGUMENT' });
+          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
           return;
         }
         const from = Number(call.request.from_revision);

@@ -95,6 +95,7 @@ export interface VmManagerApi {
   registerVm(vm: Omit<VmRecord, 'generation' | 'leaseExpiresAt'>, leaseTtlMs?: number): Promise<VmRecord>;
   deregisterVm(vmId: string): Promise<void>;
   getVm(vmId: string): Promise<VmRecord | undefined>;
+  /** The whole registry (every page of ListVms); `revision` is the first page's. */
   listVms(): Promise<{ vms: VmRecord[]; hypervisors: HypervisorRecord[]; revision: number }>;
   registerHypervisor(hypervisor: HypervisorRecord): Promise<HypervisorRecord>;
   moveVm(vmId: string, hypervisorId: string, vsockCid?: number): Promise<VmRecord>;

@@ -4,6 +4,9 @@
 import type { VsockMode as _vsockmesh_vmmanager_v1_VsockMode, VsockMode__Output as _vsockmesh_vmmanager_v1_VsockMode__Output } from '../../../vsockmesh/vmmanager/v1/VsockMode.js';
 
 export interface Hypervisor {
+  /**
+   * 1-253 characters of letters, digits, ".", "_", "-".
+   */
   'hypervisor_id'?: (string);
   'vsock_mode'?: (_vsockmesh_vmmanager_v1_VsockMode);
   /**
@@ -13,6 +16,9 @@ export interface Hypervisor {
 }
 
 export interface Hypervisor__Output {
+  /**
+   * 1-253 characters of letters, digits, ".", "_", "-".
+   */
   'hypervisor_id': (string);
   'vsock_mode': (_vsockmesh_vmmanager_v1_VsockMode__Output);
   /**

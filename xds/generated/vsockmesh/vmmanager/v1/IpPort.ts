@@ -3,11 +3,23 @@
 
 
 export interface IpPort {
+  /**
+   * At most 45 characters.
+   */
   'ip'?: (string);
+  /**
+   * 1-65535.
+   */
   'port'?: (number);
 }
 
 export interface IpPort__Output {
+  /**
+   * At most 45 characters.
+   */
   'ip': (string);
+  /**
+   * 1-65535.
+   */
   'port': (number);
 }

@@ -2,8 +2,32 @@
 // Original file: proto/vsockmesh/vmmanager/v1/vm_manager.proto
 
 
+/**
+ * A page of the registry: hypervisors by id, then VMs by id.
+ */
 export interface ListVmsRequest {
+  /**
+   * Items per page: 0 for the default (500), at most 1000. A page also stops
+   * at 1 MiB of records.
+   */
+  'page_size'?: (number);
+  /**
+   * The previous page's next_page_token; empty for the first page.
+   */
+  'page_token'?: (string);
 }
 
+/**
+ * A page of the registry: hypervisors by id, then VMs by id.
+ */
 export interface ListVmsRequest__Output {
+  /**
+   * Items per page: 0 for the default (500), at most 1000. A page also stops
+   * at 1 MiB of records.
+   */
+  'page_size': (number);
+  /**
+   * The previous page's next_page_token; empty for the first page.
+   */
+  'page_token': (string);
 }

@@ -8,11 +8,27 @@ import type { Long } from '@grpc/proto-loader';
 export interface ListVmsResponse {
   'vms'?: (_vsockmesh_vmmanager_v1_Vm)[];
   'hypervisors'?: (_vsockmesh_vmmanager_v1_Hypervisor)[];
+  /**
+   * The revision this page reflects (pages of one listing may differ: Watch
+   * from the first page's revision to follow every change since).
+   */
   'revision'?: (number | string | Long);
+  /**
+   * Empty on the last page.
+   */
+  'next_page_token'?: (string);
 }
 
 export interface ListVmsResponse__Output {
   'vms': (_vsockmesh_vmmanager_v1_Vm__Output)[];
   'hypervisors': (_vsockmesh_vmmanager_v1_Hypervisor__Output)[];
+  /**
+   * The revision this page reflects (pages of one listing may differ: Watch
+   * from the first page's revision to follow every change since).
+   */
   'revision': (number);
+  /**
+   * Empty on the last page.
+   */
+  'next_page_token': (string);
 }

@@ -7,7 +7,7 @@ import type { Long } from '@grpc/proto-loader';
 export interface RegisterVmRequest {
   'vm'?: (_vsockmesh_vmmanager_v1_Vm | null);
   /**
-   * 0: no lease. Otherwise the VM is removed unless registered again within this time.
+   * 0: no lease. Otherwise (1000 ms to 7 days) the VM is removed unless registered again within this time.
    */
   'lease_ttl_ms'?: (number | string | Long);
 }
@@ -15,7 +15,7 @@ export interface RegisterVmRequest {
 export interface RegisterVmRequest__Output {
   'vm': (_vsockmesh_vmmanager_v1_Vm__Output | null);
   /**
-   * 0: no lease. Otherwise the VM is removed unless registered again within this time.
+   * 0: no lease. Otherwise (1000 ms to 7 days) the VM is removed unless registered again within this time.
    */
   'lease_ttl_ms': (number);
 }

@@ -5,24 +5,42 @@ import type { IpPort as _vsockmesh_vmmanager_v1_IpPort, IpPort__Output as _vsock
 
 export interface ResolveRequest {
   /**
-   * The asking sidecar's VM (node id); may be unknown to the registry.
+   * The asking sidecar's VM (node id); may be unknown to the registry. At most 253 characters.
    */
   'caller_vm_id'?: (string);
+  /**
+   * At most 45 characters.
+   */
   'ip'?: (string);
   'ip_port'?: (_vsockmesh_vmmanager_v1_IpPort | null);
+  /**
+   * At most 253 characters.
+   */
   'vm_id'?: (string);
+  /**
+   * At most 63 characters.
+   */
   'service'?: (string);
   'destination'?: "ip"|"ip_port"|"vm_id"|"service";
 }
 
 export interface ResolveRequest__Output {
   /**
-   * The asking sidecar's VM (node id); may be unknown to the registry.
+   * The asking sidecar's VM (node id); may be unknown to the registry. At most 253 characters.
    */
   'caller_vm_id': (string);
+  /**
+   * At most 45 characters.
+   */
   'ip'?: (string);
   'ip_port'?: (_vsockmesh_vmmanager_v1_IpPort__Output | null);
+  /**
+   * At most 253 characters.
+   */
   'vm_id'?: (string);
+  /**
+   * At most 63 characters.
+   */
   'service'?: (string);
   'destination'?: "ip"|"ip_port"|"vm_id"|"service";
 }

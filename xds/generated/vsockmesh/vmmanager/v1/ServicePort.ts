@@ -3,11 +3,17 @@
 
 
 export interface ServicePort {
+  /**
+   * A DNS label: 1-63 lowercase letters, digits or "-".
+   */
   'name'?: (string);
   'port'?: (number);
 }
 
 export interface ServicePort__Output {
+  /**
+   * A DNS label: 1-63 lowercase letters, digits or "-".
+   */
   'name': (string);
   'port': (number);
 }

@@ -6,15 +6,27 @@ import type { ServicePort as _vsockmesh_vmmanager_v1_ServicePort, ServicePort__O
 import type { Long } from '@grpc/proto-loader';
 
 export interface Vm {
+  /**
+   * 1-253 characters of letters, digits, ".", "_", "-".
+   */
   'vm_id'?: (string);
   'hypervisor_id'?: (string);
   'vsock_cid'?: (number);
+  /**
+   * 1-16 IP literals, each unique across the registry.
+   */
   'addresses'?: (string)[];
   /**
    * Unset: the VM runs no sidecar.
    */
   'sidecar'?: (_vsockmesh_vmmanager_v1_SidecarPorts | null);
+  /**
+   * At most 32.
+   */
   'services'?: (_vsockmesh_vmmanager_v1_ServicePort)[];
+  /**
+   * At most 64; keys 1-63 bytes, values at most 63 bytes, 4096 bytes of keys and values together.
+   */
   'labels'?: ({[key: string]: string});
   /**
    * Output only: bumped on every change of the record.
@@ -27,15 +39,27 @@ export interface Vm {
 }
 
 export interface Vm__Output {
+  /**
+   * 1-253 characters of letters, digits, ".", "_", "-".
+   */
   'vm_id': (string);
   'hypervisor_id': (string);
   'vsock_cid': (number);
+  /**
+   * 1-16 IP literals, each unique across the registry.
+   */
   'addresses': (string)[];
   /**
    * Unset: the VM runs no sidecar.
    */
   'sidecar': (_vsockmesh_vmmanager_v1_SidecarPorts__Output | null);
+  /**
+   * At most 32.
+   */
   'services': (_vsockmesh_vmmanager_v1_ServicePort__Output)[];
+  /**
+   * At most 64; keys 1-63 bytes, values at most 63 bytes, 4096 bytes of keys and values together.
+   */
   'labels': ({[key: string]: string});
   /**
    * Output only: bumped on every change of the record.

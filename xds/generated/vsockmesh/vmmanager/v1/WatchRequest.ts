@@ -13,6 +13,7 @@ export interface WatchRequest {
    * The epoch from_revision belongs to (sent in the `vsockmesh-epoch` response
    * header of every Watch). A registry restarted without its state counts
    * revisions anew under a new epoch: a different epoch gets OUT_OF_RANGE.
+   * At most 64 characters.
    */
   'epoch'?: (string);
 }
@@ -27,6 +28,7 @@ export interface WatchRequest__Output {
    * The epoch from_revision belongs to (sent in the `vsockmesh-epoch` response
    * header of every Watch). A registry restarted without its state counts
    * revisions anew under a new epoch: a different epoch gets OUT_OF_RANGE.
+   * At most 64 characters.
    */
   'epoch': (string);
 }
