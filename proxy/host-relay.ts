@@ -4,14 +4,14 @@
 
 import type { HostRelayConfig } from './config/relay.js';
 import { RelayListener } from './listeners/relay.js';
-import { LazyVmManagerClient } from './resolve/lazy-client.js';
 import { RelayAuthorizer } from './resolve/relay-authorizer.js';
 import { ProxyServer, type ServerOptions } from './server.js';
-import type { VmManagerApi } from '../xds/vm-manager/types.js';
+import type { OwnedClient } from './sidecar.js';
+import type { VmManagerApi } from './resolve/types.js';
 
 export interface HostRelayOptions extends ServerOptions {
-  /** The VM manager to ask instead of a gRPC client to vm_manager.address (tests). */
-  vmManager?: VmManagerApi;
+  /** Required when the config has a vm_manager section (proxy/cmd makes it from xds/; tests may pass their own). */
+  vmManager?: OwnedClient<VmManagerApi>;
 }
 
 export class HostRelay extends ProxyServer {
@@ -22,18 +22,19 @@ export class HostRelay extends ProxyServer {
     super({ nodeId: config.node.id, admin: config.admin, logLevel: config.log.level, drainTimeoutMs: config.drainTimeoutMs, overload: config.overload }, options);
     const settings = config.vmManager;
     if (settings) {
-      this.vmManager = options.vmManager ? { api: options.vmManager, owned: false } : { api: new LazyVmManagerClient(settings.address), owned: true };
-      this.authorizer = new RelayAuthorizer({ api: this.vmManager.api, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
+      if (options.vmManager === undefined) throw new Error('the config has a vm_manager section but the host relay was given no VM manager client');
+      this.vmManager = options.vmManager;
+      this.authorizer = new RelayAuthorizer({ api: this.vmManager.client, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
     }
     this.listeners.push(new RelayListener(config, this.context, this.authorizer));
   }
 
   readonly authorizer: RelayAuthorizer | undefined;
-  private readonly vmManager: { api: VmManagerApi; owned: boolean } | undefined;
+  private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
 
   override async stop(): Promise<void> {
     await super.stop();
-    if (this.vmManager?.owned) this.vmManager.api.close();
+    if (this.vmManager?.closeOnStop) this.vmManager.client.close();
   }
 
   configDump(): unknown {

@@ -2,9 +2,10 @@
 // live in one process, as in tests and the demo).
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { logLinesDropped } from './log.js';
+import type { XdsCounters } from './dynamic/types.js';
+import { logLinesDropped } from './runtime/log.js';
 import type { ResolverCounters } from './resolve/resolver.js';
-import { OVERLOAD_RESOURCES, type OverloadState } from './runtime/overload.js';
+import { OVERLOAD_RESOURCES, type OverloadState } from './overload/overload.js';
 
 export type Direction = 'inbound' | 'outbound' | 'relay';
 export type TransportName = 'tcp' | 'vsock';
@@ -57,15 +58,6 @@ export class ConnectionStats {
     }
     return { bytesToUpstream: up, bytesToDownstream: down };
   }
-}
-
-export interface XdsCounters {
-  acks: number;
-  nacks: number;
-  reconnects: number;
-  connected: number;
-  /** Resources refused (invalid, or could not be applied), counted per response, by type short name. */
-  refused: Record<string, number>;
 }
 
 export class ProxyMetrics {

@@ -1,7 +1,7 @@
 // PROXY protocol version 2: the header every sidecar-to-sidecar hop starts with.
 // Pure encoder and incremental decoder; no I/O. Spec: haproxy doc/proxy-protocol.txt.
 
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './ip-address.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './runtime/ip-address.js';
 
 export const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 /** Signature (12) + version/command (1) + family/transport (1) + length (2). */

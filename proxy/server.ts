@@ -1,15 +1,15 @@
 // What a sidecar and a host relay share: listeners, the admin endpoint,
 // metrics and logs, and the lifecycle (start, drain, stop).
 
-import { AdminServer } from './admin.js';
+import { AdminServer } from './runtime/admin.js';
 import type { LogLevel, OverloadSettings, SocketAddress } from './config/types.js';
-import { Admission } from './listeners/admission.js';
+import { Admission } from './overload/admission.js';
 import type { BoundAddress, Listener, ListenerContext } from './listeners/listener.js';
-import { createAccessLogger, createLogger, type Logger } from './log.js';
+import { createAccessLogger, createLogger, type Logger } from './runtime/log.js';
 import { ProxyMetrics } from './metrics.js';
-import { OverloadMonitor } from './runtime/overload-monitor.js';
-import { RefusalLog } from './refusal-log.js';
-import { settledWithin } from './within.js';
+import { OverloadMonitor } from './overload/monitor.js';
+import { RefusalLog } from './runtime/refusal-log.js';
+import { settledWithin } from './runtime/within.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
 

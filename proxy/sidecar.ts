@@ -1,34 +1,46 @@
 // The sidecar: outbound listeners for local apps, inbound listeners (TCP and
 // vsock) for peer sidecars, on the shared server lifecycle.
 
-import type { SidecarConfig, XdsSettings } from './config/types.js';
+import type { SidecarConfig } from './config/types.js';
 import type { Listener } from './listeners/listener.js';
-import type { XdsCounters } from './metrics.js';
-import { XdsApplier } from './xds-applier.js';
-import { settledWithin } from './within.js';
-import type { XdsCluster, XdsClusterLoadAssignment, XdsListener, XdsRouteConfig } from '../xds/control-plane/types.js';
+import { XdsApplier } from './dynamic/applier.js';
+import { settledWithin } from './runtime/within.js';
+import type { ConfigSource, ConfigSourceFactory, ListenersOutcome, PushedConfig, StateRefusals, XdsListener } from './dynamic/types.js';
 import { Resolver } from './resolve/resolver.js';
-import type { VmManagerApi } from '../xds/vm-manager/types.js';
+import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/transport.js';
-import { LazyVmManagerClient } from './resolve/lazy-client.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
+/** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
+export interface OwnedClient<T> {
+  client: T;
+  closeOnStop: boolean;
+}
+
+/**
+ * The sidecar's clients come from outside (proxy/cmd builds them from xds/,
+ * the demo and tests may pass their own): the data plane never imports the
+ * control plane's code.
+ */
 export interface SidecarOptions extends ServerOptions {
-  /** The VM manager to use instead of a gRPC client to vm_manager.address (the demo runs one in process). */
-  vmManager?: VmManagerApi;
+  /** Required when the config has a vm_manager section. */
+  vmManager?: OwnedClient<VmManagerApi>;
+  /** Required when the config has an xds section: makes the stream to the control plane. */
+  configSource?: ConfigSourceFactory;
 }
 
 export class Sidecar extends ProxyServer {
   /** Listeners, clusters and routes from the control plane: present when the config has an xds section. */
   readonly xds: XdsApplier | undefined;
-  private ads: { stop(): void; state(): unknown; counters: XdsCounters; connected: boolean } | undefined;
+  private ads: ConfigSource | undefined;
+  private readonly configSource: ConfigSourceFactory | undefined;
   /** The daemon agent: present when the config has a vm_manager section. */
   readonly resolver: Resolver | undefined;
-  private readonly vmManager: { api: VmManagerApi; owned: boolean } | undefined;
+  private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
 
   constructor(
     readonly config: SidecarConfig,
@@ -37,9 +49,10 @@ export class Sidecar extends ProxyServer {
     super({ nodeId: config.node.id, admin: config.admin, logLevel: config.log.level, drainTimeoutMs: config.drainTimeoutMs, overload: config.overload }, options);
     const settings = config.vmManager;
     if (settings) {
-      this.vmManager = options.vmManager ? { api: options.vmManager, owned: false } : { api: new LazyVmManagerClient(settings.address), owned: true };
+      if (options.vmManager === undefined) throw new Error('the config has a vm_manager section but the sidecar was given no VM manager client');
+      this.vmManager = options.vmManager;
       this.resolver = new Resolver({
-        api: this.vmManager.api,
+        api: this.vmManager.client,
         localVmId: config.node.id,
         queryTimeoutMs: settings.queryTimeoutMs,
         negativeTtlMs: settings.negativeTtlMs,
@@ -52,6 +65,8 @@ export class Sidecar extends ProxyServer {
     const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }) };
     const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), ...(resolver && { resolver }) };
     if (config.xds) {
+      if (options.configSource === undefined) throw new Error('the config has an xds section but the sidecar was given no config source');
+      this.configSource = options.configSource;
       this.xds = new XdsApplier({
         nodeId: config.node.id,
         addListener: async (listener) => {
@@ -78,44 +93,31 @@ export class Sidecar extends ProxyServer {
   override async start(): Promise<void> {
     this.resolver?.start();
     await super.start();
-    if (this.config.xds && this.xds) await this.startXds(this.config.xds, this.xds);
+    if (this.config.xds && this.xds && this.configSource) {
+      const ads = this.configSource({ address: this.config.xds.address, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
+      this.ads = ads;
+      this.metrics.addXds(ads.counters, () => this.xds!.nodeKnown);
+      ads.start();
+    }
   }
 
-  /** The ADS client (loaded only when the config has an xds section): every validated response goes to the applier. */
-  private async startXds(settings: XdsSettings, applier: XdsApplier): Promise<void> {
-    const [{ AdsClient }, { TYPE_URLS }] = await Promise.all([import('../xds/client/ads-client.js'), import('../xds/envoy/proto.js')]);
-    const ads = new AdsClient({
-      address: settings.address,
-      node: { id: this.config.node.id, cluster: settings.cluster },
-      logger: this.logger,
-      apply: async (typeUrl, values, version, refused) => {
-        switch (typeUrl) {
-          case TYPE_URLS.Cluster:
-            return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: applier.applyClusters(values as XdsCluster[], refused) } };
-          case TYPE_URLS.ClusterLoadAssignment:
-            applier.applyAssignments(values as XdsClusterLoadAssignment[]);
-            return {};
-          case TYPE_URLS.Listener: {
-            const applied = await applier.applyListeners(values as XdsListener[], refused);
-            if (!applied.nodeUnknown && this.unknownSince !== undefined) {
-              this.unknownSince = undefined;
-              this.logger.info({ version, source: 'xds' }, `the control plane knows node ${this.config.node.id} again`);
-            }
-            return {
-              subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: applier.routeNames() },
-              refused: applied.refused,
-              ...(applied.nodeUnknown && { problem: this.nodeUnknown(applied.nodeUnknown.kept, version) }),
-            };
-          }
-          case TYPE_URLS.RouteConfiguration:
-            applier.applyRoutes(values as XdsRouteConfig[]);
-            return {};
-        }
-      },
-    });
-    this.ads = ads;
-    this.metrics.addXds(ads.counters, () => applier.nodeKnown);
-    ads.start();
+  /** What the control plane's stream applies: each resource type to the applier. */
+  private pushedConfig(applier: XdsApplier): PushedConfig {
+    return {
+      clusters: (clusters, refused) => ({ assignmentNames: applier.applyClusters(clusters, refused) }),
+      assignments: (assignments) => applier.applyAssignments(assignments),
+      listeners: (listeners, refused, version) => this.applyListeners(applier, listeners, refused, version),
+      routes: (routes) => applier.applyRoutes(routes),
+    };
+  }
+
+  private async applyListeners(applier: XdsApplier, listeners: XdsListener[], refused: StateRefusals, version: string): Promise<ListenersOutcome> {
+    const applied = await applier.applyListeners(listeners, refused);
+    if (!applied.nodeUnknown && this.unknownSince !== undefined) {
+      this.unknownSince = undefined;
+      this.logger.info({ version, source: 'xds' }, `the control plane knows node ${this.config.node.id} again`);
+    }
+    return { refused: applied.refused, routeNames: applier.routeNames(), ...(applied.nodeUnknown && { problem: this.nodeUnknown(applied.nodeUnknown.kept, version) }) };
   }
 
   /** The version of the last listener state that did not know this node, once it was logged. */
@@ -156,7 +158,7 @@ export class Sidecar extends ProxyServer {
     this.ads?.stop();
     await super.stop();
     this.resolver?.stop();
-    if (this.vmManager?.owned) this.vmManager.api.close();
+    if (this.vmManager?.closeOnStop) this.vmManager.client.close();
   }
 
   configDump(): unknown {

@@ -11,7 +11,7 @@ import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
 import type { SyncStatusResponse__Output } from './generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import type { parseVmDocument } from './vm-manager/inventory.js';
-import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from './vm-manager/types.js';
+import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from '../proxy/resolve/types.js';
 
 interface Globals {
   vmManager: string;

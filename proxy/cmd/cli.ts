@@ -1,11 +1,15 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8
-// The one vsockmesh binary; each role is a subcommand.
+// The one vsockmesh binary; each role is a subcommand. Every role's module is
+// loaded with a dynamic import when its subcommand runs: the control plane and
+// the VM manager never load the data plane's native core, a sidecar never
+// loads the control plane, and `--help` loads neither.
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { ConfigError, loadHostRelayConfig, loadSidecarConfig } from './config/load.js';
-import { runServer, type ServerRole } from './run-server.js';
-import { ctlCommand } from '../xds/ctl.js';
+import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
+import { ConfigError } from '../runtime/config-file.js';
+import type { ServerRole } from './run-proxy.js';
+import { ctlCommand } from '../../xds/ctl.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -18,7 +22,7 @@ function intOption(min: number, max: number) {
 }
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
@@ -37,7 +41,7 @@ interface ControlPlaneCliOptions {
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
-/** A long-running role: config file, overrides, signals (see run-server.ts). */
+/** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
 function serverCommand(program: Command, role: ServerRole, description: string, readmeSection: string): void {
   program
     .command(role)
@@ -47,6 +51,7 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
     .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number }) => {
+      const { runServer } = await import('./run-proxy.js');
       await runServer(role, {
         configPath: opts.config,
         ...(opts.logLevel !== undefined && { logLevel: opts.logLevel }),
@@ -117,7 +122,7 @@ export function buildCli(): Command {
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .action(async (opts: { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
-      const { runVmManager } = await import('../xds/vm-manager/run.js');
+      const { runVmManager } = await import('../../xds/vm-manager/run.js');
       await runVmManager({
         listen: opts.listen,
         ...(opts.inventory !== undefined && { inventoryPath: opts.inventory }),
@@ -143,7 +148,7 @@ export function buildCli(): Command {
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .action(async (opts: ControlPlaneCliOptions) => {
-      const { runControlPlane } = await import('../xds/control-plane/run.js');
+      const { runControlPlane } = await import('../../xds/control-plane/run.js');
       await runControlPlane({
         listen: opts.listen,
         ...(opts.mesh !== undefined && { meshPath: opts.mesh }),

@@ -20,13 +20,14 @@ import { existsSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { Writable } from 'node:stream';
-import { parseSidecarConfig } from './config/load.js';
-import { createLogger, formatAddress } from './log.js';
-import { describeSelection, selectTransport, type Selection } from './resolve/select.js';
-import { Sidecar } from './sidecar.js';
-import { Registry } from '../xds/vm-manager/registry.js';
-import { VmManagerServer } from '../xds/vm-manager/server.js';
-import type { Destination, HypervisorRecord, Resolution, VmRecord } from '../xds/vm-manager/types.js';
+import { parseSidecarConfig } from '../config/load.js';
+import { createLogger, formatAddress } from '../runtime/log.js';
+import { describeSelection, selectTransport, type Selection } from '../resolve/select.js';
+import type { Sidecar } from '../sidecar.js';
+import { createSidecar } from './proxies.js';
+import { Registry } from '../../xds/vm-manager/registry.js';
+import { VmManagerServer } from '../../xds/vm-manager/server.js';
+import type { Destination, HypervisorRecord, Resolution, VmRecord } from '../resolve/types.js';
 
 export interface DemoOptions {
   once: boolean;
@@ -375,7 +376,7 @@ async function startEverything(input: { vsockOn: boolean; logSink: (node: string
       },
       `demo sidecar ${vm.id}`,
     );
-    const sidecar = new Sidecar(config, { logger: createLogger({ level: 'info', destination: logSink(vm.id) }) });
+    const sidecar = await createSidecar(config, { logger: createLogger({ level: 'info', destination: logSink(vm.id) }) });
     await sidecar.start();
     cleanups.push(async () => {
       await sidecar.drain();

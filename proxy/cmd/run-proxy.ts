@@ -1,14 +1,14 @@
 // Running a sidecar or a host relay as a process: config file in, signals
 // and admin drains handled (runtime/process-drain.ts).
 
-import { ConfigError, loadHostRelayConfig, loadSidecarConfig } from './config/load.js';
-import type { HostRelayConfig } from './config/relay.js';
-import type { LogLevel, SidecarConfig } from './config/types.js';
-import { HostRelay } from './host-relay.js';
-import { createAccessLogger, createLogger } from './log.js';
-import { exitAfterFlush, processDrain } from './runtime/process-drain.js';
-import type { ProxyServer } from './server.js';
-import { Sidecar } from './sidecar.js';
+import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
+import { ConfigError } from '../runtime/config-file.js';
+import type { HostRelayConfig } from '../config/relay.js';
+import type { LogLevel, SidecarConfig } from '../config/types.js';
+import { createAccessLogger, createLogger } from '../runtime/log.js';
+import { exitAfterFlush, processDrain } from '../runtime/process-drain.js';
+import type { ProxyServer } from '../server.js';
+import { createHostRelay, createSidecar } from './proxies.js';
 
 export interface RunServerOptions {
   configPath: string;
@@ -42,14 +42,19 @@ export async function runServer(role: ServerRole, options: RunServerOptions): Pr
   if (options.drainTimeoutMs !== undefined) config.drainTimeoutMs = options.drainTimeoutMs;
 
   const logger = createLogger({ level: config.log.level });
-  const ending = processDrain({ drain: () => server.drain(), stop: () => server.stop() }, logger);
-  const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => ending.drainThenExit() };
-  const server: ProxyServer = loaded.role === 'sidecar' ? new Sidecar(loaded.config, serverOptions) : new HostRelay(loaded.config, serverOptions);
-  try {
-    await server.start();
-  } catch (err) {
+  const failed = async (err: unknown): Promise<void> => {
     logger.fatal({ err }, `${role} failed to start: ${(err as Error).message}`);
     await exitAfterFlush(logger, 1);
+  };
+  // The drain callbacks run only once the server has started (signals are handled from then on).
+  let server: ProxyServer;
+  const ending = processDrain({ drain: () => server.drain(), stop: () => server.stop() }, logger);
+  const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => ending.drainThenExit() };
+  try {
+    server = loaded.role === 'sidecar' ? await createSidecar(loaded.config, serverOptions) : await createHostRelay(loaded.config, serverOptions);
+    await server.start();
+  } catch (err) {
+    await failed(err);
     return;
   }
   logger.info({ role, node: config.node.id, admin: server.adminAddress() ?? null, pid: process.pid }, `${role} serving`);

@@ -7,8 +7,8 @@
 
 import { isIP } from 'node:net';
 import { z } from 'zod/v3';
-import { parseDuration } from './duration.js';
-import { parseSize } from './size.js';
+import { parseDuration } from '../runtime/duration.js';
+import { parseSize } from '../runtime/size.js';
 import type { OverloadSettings } from './types.js';
 
 export { z };

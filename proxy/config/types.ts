@@ -1,7 +1,9 @@
 // Domain types of the sidecar configuration. The YAML schema (schema.ts) produces
 // these; everything else in the sidecar works on them only.
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+import type { LogLevel } from '../runtime/log.js';
+
+export type { LogLevel };
 
 export interface SocketAddress {
   address: string;

@@ -13,14 +13,14 @@
 // does not know this node (deregistered, or restarted from an older
 // inventory): nothing is removed.
 
-import { parseSidecarConfig } from './config/load.js';
-import type { EndpointConfig, InboundListenerConfig, OutboundListenerConfig } from './config/types.js';
-import { InboundListener, type InboundListenerOptions } from './listeners/inbound.js';
-import type { Listener } from './listeners/listener.js';
-import { OutboundListener, type OutboundListenerOptions } from './listeners/outbound.js';
-import { HOST_CID } from './resolve/select.js';
-import { Cluster } from './upstream/cluster.js';
-import type { XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from '../xds/control-plane/types.js';
+import { parseSidecarConfig } from '../config/load.js';
+import type { EndpointConfig, InboundListenerConfig, OutboundListenerConfig } from '../config/types.js';
+import { InboundListener, type InboundListenerOptions } from '../listeners/inbound.js';
+import type { Listener } from '../listeners/listener.js';
+import { OutboundListener, type OutboundListenerOptions } from '../listeners/outbound.js';
+import { HOST_CID } from '../resolve/select.js';
+import { Cluster } from '../upstream/cluster.js';
+import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './types.js';
 
 export interface Placement {
   vmId: string;
@@ -58,23 +58,6 @@ function listenerConfig(nodeId: string, l: Exclude<XdsListener, { kind: 'api' }>
   const clusters = l.kind === 'outbound' ? [{ name: 'xds', endpoints: [{ address: '127.0.0.1', port: 1 }] }] : [];
   const parsed = parseSidecarConfig({ node: { id: nodeId }, listeners: [raw], clusters }, `xDS listener "${l.name}"`).listeners[0]!;
   return parsed.kind === 'outbound' && l.kind === 'outbound' ? { ...parsed, name: l.name, cluster: l.cluster } : { ...parsed, name: l.name };
-}
-
-/** A resource the sidecar did not apply; `error` says why and names it. */
-export interface Refusal {
-  name: string;
-  error: string;
-}
-
-/**
- * What a state-of-the-world response held besides its valid resources: the
- * names of the resources it carried that validation refused (their last good
- * version stays), and whether one came without a readable name (then what the
- * state leaves out may be that one, so nothing is removed).
- */
-export interface StateRefusals {
-  names: ReadonlySet<string>;
-  unnamed: boolean;
 }
 
 const NONE: StateRefusals = { names: new Set(), unnamed: false };

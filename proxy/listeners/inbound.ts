@@ -4,14 +4,14 @@
 // the config declares. Anything else is refused: never an open proxy.
 
 import type { InboundListenerConfig, InboundPortConfig } from '../config/types.js';
-import { formatAddress } from '../log.js';
+import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../resolve/select.js';
-import type { VmRecord } from '../../xds/vm-manager/types.js';
+import type { VmRecord } from '../resolve/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 

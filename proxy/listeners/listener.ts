@@ -2,10 +2,10 @@
 // connections, and the shutdown verbs (drain, then abort what is left; or stop now).
 
 import { ipFamily, native, type SocketFamily, type SocketHost } from '../native/index.js';
-import { formatAddress, type Logger } from '../log.js';
+import { formatAddress, type Logger } from '../runtime/log.js';
 import type { ProxyMetrics } from '../metrics.js';
-import type { Admission, AdmissionRefusal } from './admission.js';
-import type { RefusalLog } from '../refusal-log.js';
+import type { Admission, AdmissionRefusal } from '../overload/admission.js';
+import type { RefusalLog } from '../runtime/refusal-log.js';
 
 export interface BoundAddress {
   /** An IP address, or `vsock:CID` for a vsock listener. */

@@ -6,7 +6,7 @@
 // sidecar, or TCP straight to the app.
 
 import type { EndpointConfig, OutboundListenerConfig, ResolveTarget, VmManagerSettings, VsockSettings } from '../config/types.js';
-import { formatAddress } from '../log.js';
+import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { getOriginalDst } from '../native/original-dst.js';
@@ -16,7 +16,7 @@ import { destinationKey, type Resolver } from '../resolve/resolver.js';
 import { selectTransport, type Hop, type Selection } from '../resolve/select.js';
 import type { Cluster } from '../upstream/cluster.js';
 import { VsockBreakers, planHops } from '../upstream/transport.js';
-import type { Destination, Resolution, VmRecord } from '../../xds/vm-manager/types.js';
+import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
 

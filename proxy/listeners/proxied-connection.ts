@@ -2,8 +2,8 @@
 // native core, preamble such as the PROXY v2 header first), then one
 // access-log line.
 
-import type { Logger } from '../log.js';
-import type { RefusalLog } from '../refusal-log.js';
+import type { Logger } from '../runtime/log.js';
+import type { RefusalLog } from '../runtime/refusal-log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
 import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
 import type { TransportName } from '../metrics.js';

@@ -4,7 +4,7 @@
 // leaving are warn lines.
 
 import { readFileSync, readdirSync } from 'node:fs';
-import type { Logger } from '../log.js';
+import type { Logger } from '../runtime/log.js';
 import { native } from '../native/index.js';
 import { describeOverload, overloadState, parseFdLimit, type OverloadReadings, type OverloadState, type OverloadThresholds } from './overload.js';
 

@@ -3,7 +3,7 @@
 // per (source, destination, port) at a time; no answer means no connection.
 
 import type { RelayDecision } from '../config/relay.js';
-import type { VmManagerApi } from '../../xds/vm-manager/types.js';
+import type { VmManagerApi } from './types.js';
 
 export interface RelayAuthorizerOptions {
   api: VmManagerApi;

@@ -4,8 +4,8 @@
 // until they expire, then callers go plain TCP (logged once, counted).
 
 import { EventEmitter } from 'node:events';
-import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../xds/vm-manager/types.js';
-import type { Logger } from '../log.js';
+import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
+import type { Logger } from '../runtime/log.js';
 
 export interface ResolverOptions {
   api: VmManagerApi;

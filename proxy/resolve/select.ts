@@ -2,7 +2,7 @@
 // manager says about the destination and about us, how to carry a connection.
 // Pure: no I/O, no clock.
 
-import type { HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
+import type { HypervisorRecord, VmRecord } from './types.js';
 
 export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 

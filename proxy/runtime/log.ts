@@ -8,9 +8,10 @@
 // their own destination streams instead.
 
 import { pino, type DestinationStream, type Logger } from 'pino';
-import type { LogLevel } from './config/types.js';
-import { stdoutWriter } from './runtime/log-output.js';
-import { LogSink, type LogKind, type OverflowNotice } from './runtime/log-sink.js';
+import { stdoutWriter } from './log-output.js';
+import { LogSink, type LogKind, type OverflowNotice } from './log-sink.js';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export type { Logger };
 

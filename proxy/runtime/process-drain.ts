@@ -3,7 +3,7 @@
 // (exit 1). After an admin drain the supervisor starts a fresh process (the
 // systemd units say Restart=always): that is how a drained process is undrained.
 
-import type { Logger } from '../log.js';
+import type { Logger } from './log.js';
 
 export interface DrainableServer {
   drain(): Promise<unknown>;

@@ -9,7 +9,7 @@
 // metrics count every refusal regardless.
 
 import type { Logger } from './log.js';
-import { systemClock, type CancelTimer, type Clock } from './runtime/clock.js';
+import { systemClock, type CancelTimer, type Clock } from './clock.js';
 
 export const REFUSAL_LOG_INTERVAL_MS = 1_000;
 

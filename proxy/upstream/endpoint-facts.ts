@@ -4,8 +4,8 @@
 // transport decision; select.ts decides from facts alone.
 
 import type { EndpointConfig, SocketAddress, VsockAddress } from '../config/types.js';
-import type { XdsEndpoint } from '../../xds/control-plane/types.js';
-import type { Resolution } from '../../xds/vm-manager/types.js';
+import type { XdsEndpoint } from '../dynamic/types.js';
+import type { Resolution } from '../resolve/types.js';
 
 /** The hypervisor's own CID, where a guest reaches the host relay. */
 export const HOST_CID = 2;

@@ -4,7 +4,7 @@
 // place this is decided. Pure: no I/O, no clock.
 
 import type { VsockAddress } from '../config/types.js';
-import { formatAddress } from '../log.js';
+import { formatAddress } from '../runtime/log.js';
 import { DECLARED, type EndpointFacts, type LocalPlacement } from './endpoint-facts.js';
 
 export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';

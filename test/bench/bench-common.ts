@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const CLI = path.join(ROOT, 'dist/proxy/cli.js');
+export const CLI = path.join(ROOT, 'dist/proxy/cmd/cli.js');
 
 /** Node flags from the bin's shebang (`#!/usr/bin/env -S node --flag ...`), as production runs it. */
 export function shebangNodeFlags(file: string = CLI): string[] {

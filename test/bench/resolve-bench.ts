@@ -27,7 +27,7 @@
 // manager's Resolve request count, per connection.
 //
 // Processes: one sidecar per mode (the built CLI, `node <shebang flags>
-// dist/proxy/cli.js sidecar -c FILE`, default logging: info with access logs,
+// dist/proxy/cmd/cli.js sidecar -c FILE`, default logging: info with access logs,
 // stdout to /dev/null), two VM managers (the CLI; TTL 1 h for warm, 100 ms for
 // cold), the echo app and the load generator (resolve-bench-child.ts), each
 // its own process. The sidecars of the other modes sit idle during a run.
@@ -412,11 +412,11 @@ async function main(): Promise<void> {
     ...checks,
     '',
     'Setup:',
-    `- One sidecar process per mode, same config apart from the clusters: \`node ${cliNodeFlags().join(' ')} dist/proxy/cli.js sidecar -c <yaml>\`, vsock disabled, log level info with access logs (stdout to /dev/null); ` +
+    `- One sidecar process per mode, same config apart from the clusters: \`node ${cliNodeFlags().join(' ')} dist/proxy/cmd/cli.js sidecar -c <yaml>\`, vsock disabled, log level info with access logs (stdout to /dev/null); ` +
       `${TARGETS} outbound listeners on 127.0.0.1 each with its own cluster for destination i (127.0.1.1, 127.0.1.2, ...: ${TARGETS} loopback addresses, one echo app process listening on all of them).`,
     `- static: \`endpoints: [{address: 127.0.X.Y, port}]\` (direct, no peer). warm and cold: \`resolve: {address: 127.0.X.Y, port}\`; the VM manager knows each address as a VM with \`sidecar: null\` on another hypervisor than the caller's, ` +
       'so the decision is direct (reason no_sidecar): the same plain-TCP hop from the sidecar to the app as static.',
-    `- VM managers: \`dist/proxy/cli.js vm-manager --listen 127.0.0.1:0 --inventory <${TARGETS + 1} VMs> --admin-port 0 --resolve-ttl-ms ${WARM_TTL_MS}\` (warm) and \`--resolve-ttl-ms ${COLD_TTL_MS}\` (cold; the CLI minimum), ` +
+    `- VM managers: \`dist/proxy/cmd/cli.js vm-manager --listen 127.0.0.1:0 --inventory <${TARGETS + 1} VMs> --admin-port 0 --resolve-ttl-ms ${WARM_TTL_MS}\` (warm) and \`--resolve-ttl-ms ${COLD_TTL_MS}\` (cold; the CLI minimum), ` +
       'log level info; the admin endpoint is on (port 0) only so its /stats can give the Resolve request count.',
     `- Load generator: one Node process, ${CONCURRENCY} loops each opening a connection to the next listener (round robin), writing ${PAYLOAD_BYTES} bytes, reading the echo, ending and waiting for the close. ` +
       `conn/s counts connections completed in the ${SECONDS} s window; connection time is connect → close of those started in the window.`,

@@ -32,7 +32,7 @@ import { stringify as toYaml } from 'yaml';
 import { acceptProxyListen, freePort, httpOkListen, sendProxyV2Listen, startHaproxy, type Haproxy } from '../helpers/haproxy.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = path.join(ROOT, 'dist/proxy/cli.js');
+const CLI = path.join(ROOT, 'dist/proxy/cmd/cli.js');
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 5);
 const IDLE_CONNS = intEnv('BENCH_IDLE_CONNS', 1000);
@@ -717,7 +717,7 @@ async function main(): Promise<void> {
     targets(),
     '',
     'Notes:',
-    `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop (${haproxyVersion.trim()}); a vsockmesh sidecar is one Node ${process.version} process (\`node ${[...SIDECAR_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])].map((f) => `${f} `).join('')}dist/proxy/cli.js sidecar -c <yaml>\`; node flags from the bin's shebang, as production runs it).`,
+    `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop (${haproxyVersion.trim()}); a vsockmesh sidecar is one Node ${process.version} process (\`node ${[...SIDECAR_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])].map((f) => `${f} `).join('')}dist/proxy/cmd/cli.js sidecar -c <yaml>\`; node flags from the bin's shebang, as production runs it).`,
     '- vsockmesh runs with `log: {level: info, access_log: true}` (production setting), stdout to /dev/null; HAProxy hops log one line per connection to /dev/null too.',
     `- socat (${socatVersion.trim() || 'socat'}) forks one process per connection; its RSS is the sum over every socat process of a hop (parents and forks; pages they share are counted again in each process, so the sum overstates their real footprint).`,
     `- Backends: ${iperfVersion.trim()} server (throughput); an HAProxy in HTTP mode answering 200 "ok" itself (wrk; wrk 4.1 latency distribution); a Node echo server holding the idle connections (one echoed byte each).`,

@@ -4,7 +4,7 @@
 // VM id and service name, callers drawn from the registered VMs.
 //
 // The VM manager is the built CLI in a child process (`node <shebang flags>
-// dist/proxy/cli.js vm-manager --listen 127.0.0.1:0 --no-admin`, log level
+// dist/proxy/cmd/cli.js vm-manager --listen 127.0.0.1:0 --no-admin`, log level
 // info: one line per registered VM, drained by this process). The client is
 // xds/vm-manager/client.ts in this process (one VmManagerClient, one channel).
 // RSS is the child's VmRSS from /proc/PID/status: after start (empty
@@ -32,7 +32,7 @@ import { accessSync, constants, mkdtempSync, readdirSync, rmSync, statSync } fro
 import os from 'node:os';
 import path from 'node:path';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
-import type { Destination, HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
+import type { Destination, HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import {
   CLI,
   cliNodeFlags,
@@ -329,7 +329,7 @@ async function registryBench(machine: string): Promise<string> {
       resolveTable,
       '',
       'Notes:',
-      `- VM manager: \`node ${cliNodeFlags().join(' ')} dist/proxy/cli.js vm-manager --listen 127.0.0.1:0 --no-admin\` (log level info: one log line per registered VM), RSS from /proc/PID/status VmRSS, no GC forced.`,
+      `- VM manager: \`node ${cliNodeFlags().join(' ')} dist/proxy/cmd/cli.js vm-manager --listen 127.0.0.1:0 --no-admin\` (log level info: one log line per registered VM), RSS from /proc/PID/status VmRSS, no GC forced.`,
       '- Client: one VmManagerClient (xds/vm-manager/client.ts, one gRPC channel over plain TCP) in the bench process; the two processes share the 2 cores, so the client\'s CPU is part of what limits calls/s.',
       `- Queries cycle IP:port, VM id, service (a fixed pseudo-random list of ${fmt(qs.length)}), each from a random registered caller; calls/s counts calls completed in the window, latency those started in it (call → answer decoded).`,
       `- Errors over all runs: ${errors}; answers not found: ${notFound} (every query names a registered VM, address or service).`,

@@ -14,7 +14,7 @@
 //   (e) raw           socat alone, one stream, sender -> receiver over vsock loopback and over TCP loopback
 //   (f) mesh-relay    client -> sidecar A'' -> host relay (`vsockmesh host-relay`) -> sidecar B vsock inbound -> backend
 //
-// Sidecars and the relay are processes of the compiled CLI (dist/proxy/cli.js),
+// Sidecars and the relay are processes of the compiled CLI (dist/proxy/cmd/cli.js),
 // run with the node flags of its shebang, access logs on, stdout to /dev/null.
 // One sidecar B serves (b), (c) and (f).
 //
@@ -43,9 +43,9 @@ assertInGuest();
 export const REPORT_BEGIN = '----- vsock-bench report begin -----';
 export const REPORT_END = '----- vsock-bench report end -----';
 
-/** The checkout: the nearest directory up from this file with dist/proxy/cli.js (this file runs from dist/test/bench/). */
+/** The checkout: the nearest directory up from this file with dist/proxy/cmd/cli.js (this file runs from dist/test/bench/). */
 const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
-const CLI = path.join(ROOT, 'dist/proxy/cli.js');
+const CLI = path.join(ROOT, 'dist/proxy/cmd/cli.js');
 const KVM = underKvm();
 const ACCEL = KVM ? 'KVM' : 'TCG';
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
@@ -84,10 +84,10 @@ function findRoot(start: string): string {
   for (let dir = start; ; dir = path.dirname(dir)) {
     try {
       accessSync(path.join(dir, 'package.json'), constants.R_OK);
-      accessSync(path.join(dir, 'dist/proxy/cli.js'), constants.R_OK);
+      accessSync(path.join(dir, 'dist/proxy/cmd/cli.js'), constants.R_OK);
       return dir;
     } catch {
-      if (path.dirname(dir) === dir) throw new Error(`no checkout with dist/proxy/cli.js above ${start}: run npm run build`);
+      if (path.dirname(dir) === dir) throw new Error(`no checkout with dist/proxy/cmd/cli.js above ${start}: run npm run build`);
     }
   }
 }
@@ -836,7 +836,7 @@ async function main(): Promise<string> {
     '',
     'Notes:',
     `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
-      `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
+      `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
     `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
     `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
     `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,

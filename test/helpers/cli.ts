@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 
-/** dist/proxy/cli.js, from the sources (test/helpers) and from the compiled guest tests (dist/test/helpers). */
-export const CLI = [fileURLToPath(new URL('../../dist/proxy/cli.js', import.meta.url)), fileURLToPath(new URL('../../proxy/cli.js', import.meta.url))].find((p) => p.includes('/dist/') && existsSync(p)) ?? fileURLToPath(new URL('../../dist/proxy/cli.js', import.meta.url));
+/** dist/proxy/cmd/cli.js, from the sources (test/helpers) and from the compiled guest tests (dist/test/helpers). */
+export const CLI = [fileURLToPath(new URL('../../dist/proxy/cmd/cli.js', import.meta.url)), fileURLToPath(new URL('../../proxy/cmd/cli.js', import.meta.url))].find((p) => p.includes('/dist/') && existsSync(p)) ?? fileURLToPath(new URL('../../dist/proxy/cmd/cli.js', import.meta.url));
 
 function requireBuild(): void {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first (npm test does)`);

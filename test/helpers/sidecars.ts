@@ -3,9 +3,10 @@
 
 import { Writable } from 'node:stream';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import type { ProxyServer } from '../../proxy/server.js';
-import { Sidecar } from '../../proxy/sidecar.js';
+import type { Sidecar } from '../../proxy/sidecar.js';
+import { createSidecar } from '../../proxy/cmd/proxies.js';
 import { startEchoServer, type TestServer } from './apps.js';
 
 export interface LogLine {
@@ -37,7 +38,7 @@ export interface TestSidecar {
 export async function startSidecar(config: Record<string, unknown>): Promise<TestSidecar> {
   const logs = new LogCapture();
   const parsed = parseSidecarConfig({ admin: { port: 0 }, drain_timeout: '5s', ...config });
-  const sidecar = new Sidecar(parsed, { logger: createLogger({ level: 'debug', destination: logs }) });
+  const sidecar = await createSidecar(parsed, { logger: createLogger({ level: 'debug', destination: logs }) });
   await sidecar.start();
   return { sidecar, logs };
 }

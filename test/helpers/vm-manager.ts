@@ -1,11 +1,11 @@
 // A VM manager for tests: the real gRPC server in the test process (port 0)
 // or the real CLI as a child process, plus inventory builders.
 
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { VmManagerClient, type VmManagerError } from '../../xds/vm-manager/client.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
-import type { HypervisorRecord, VmRecord } from '../../xds/vm-manager/types.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { startCli, type CliProcess } from './cli.js';
 import { LogCapture } from './sidecars.js';
 

@@ -7,7 +7,7 @@
 import test from 'ava';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { waitFor } from '../helpers/apps.js';
 import { AdsServer } from '../../xds/control-plane/ads-server.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from '../../xds/control-plane/bounds.js';

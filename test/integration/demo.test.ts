@@ -8,7 +8,7 @@ import test from 'ava';
 import http from 'node:http';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
-import { runDemo } from '../../proxy/demo.js';
+import { runDemo } from '../../proxy/cmd/demo.js';
 import { native } from '../../proxy/native/index.js';
 import { waitFor } from '../helpers/apps.js';
 

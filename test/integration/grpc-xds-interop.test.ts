@@ -15,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
 import { MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { Registry } from '../../xds/vm-manager/registry.js';

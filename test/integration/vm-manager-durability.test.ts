@@ -11,14 +11,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { waitFor } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
 import { HV1, HV2, startVmManager, rejection, vm } from '../helpers/vm-manager.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { initialRegistry } from '../../xds/vm-manager/run.js';
-import type { VmEvent } from '../../xds/vm-manager/types.js';
+import type { VmEvent } from '../../proxy/resolve/types.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 const web2 = vm({ vmId: 'web-2', hypervisorId: 'hv-1', vsockCid: 4, addresses: ['10.0.0.12'], services: [{ name: 'api', port: 9000 }] });

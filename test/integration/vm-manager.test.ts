@@ -13,7 +13,7 @@ import { runCli } from '../helpers/cli.js';
 import { HV1, HV2, startVmManager, startVmManagerProcess, rejection, vm } from '../helpers/vm-manager.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { healthProto } from '../../xds/proto.js';
-import type { VmEvent } from '../../xds/vm-manager/types.js';
+import type { VmEvent } from '../../proxy/resolve/types.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 const web2 = vm({ vmId: 'web-2', hypervisorId: 'hv-1', vsockCid: 4, addresses: ['10.0.0.12', 'fd00::12'], sidecar: { tcpPort: 15001, vsockPort: 15001 } });

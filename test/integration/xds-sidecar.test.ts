@@ -5,7 +5,7 @@
 // ACKed again.
 
 import test from 'ava';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
 import { MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { buildResources, toSnapshot } from '../../xds/control-plane/snapshot.js';

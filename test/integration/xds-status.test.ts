@@ -6,7 +6,7 @@
 
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { MAX_NACK_TEXT_BYTES, MAX_STATUS_PAGE_SIZE } from '../../xds/control-plane/bounds.js';
 import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { adminRequestRefusal, type AdminRequestFacts } from '../../proxy/admin-guard.js';
+import { adminRequestRefusal, type AdminRequestFacts } from '../../proxy/runtime/admin-guard.js';
 
 const curlPost: AdminRequestFacts = { method: 'POST', host: '127.0.0.1:15000', origin: undefined, contentType: undefined, adminHeader: '1', localAddress: '127.0.0.1' };
 const get = (host: string | undefined, localAddress = '127.0.0.1'): AdminRequestFacts => ({ method: 'GET', host, origin: undefined, contentType: undefined, adminHeader: undefined, localAddress });

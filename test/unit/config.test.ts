@@ -1,7 +1,8 @@
 import test from 'ava';
-import { formatDuration, parseDuration } from '../../proxy/config/duration.js';
-import { ConfigError, formatPath, parseHostRelayConfig, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
-import { parseSize } from '../../proxy/config/size.js';
+import { formatDuration, parseDuration } from '../../proxy/runtime/duration.js';
+import { parseHostRelayConfig, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
+import { ConfigError, formatPath } from '../../proxy/runtime/config-file.js';
+import { parseSize } from '../../proxy/runtime/size.js';
 
 const minimal = { node: { id: 'vm-a' } };
 

@@ -4,7 +4,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import { isIPv6 } from 'node:net';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../proxy/ip-address.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../proxy/runtime/ip-address.js';
 
 const SEED = 0x1bad5eed;
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { ConfigError } from '../../proxy/config/load.js';
+import { ConfigError } from '../../proxy/runtime/config-file.js';
 import {
   MAX_CLUSTERS_PER_RULE,
   MAX_DOMAIN_LENGTH,

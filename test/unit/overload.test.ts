@@ -1,6 +1,6 @@
 import test from 'ava';
-import { Admission } from '../../proxy/listeners/admission.js';
-import { describeOverload, overloadState, parseFdLimit, type OverloadReadings } from '../../proxy/runtime/overload.js';
+import { Admission } from '../../proxy/overload/admission.js';
+import { describeOverload, overloadState, parseFdLimit, type OverloadReadings } from '../../proxy/overload/overload.js';
 
 const MIB = 1024 * 1024;
 const calm: OverloadReadings = { fdLimit: 1024, fdsOpen: 100, rssBytes: 100 * MIB, acceptFailures: { EMFILE: 0, ENFILE: 0, ENOBUFS: 0, ENOMEM: 0 } };

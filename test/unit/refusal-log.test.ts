@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { createLogger } from '../../proxy/log.js';
-import { RefusalLog, RefusalSampler } from '../../proxy/refusal-log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
+import { RefusalLog, RefusalSampler } from '../../proxy/runtime/refusal-log.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 
 test('the first event of a key is written at once, the ones within the interval are held back', (t) => {

@@ -4,7 +4,7 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { NotFoundError, Registry, ValidationError, canonicalIp, type PersistedState, type RegistryOptions, type VmInput } from '../../xds/vm-manager/registry.js';
-import type { HypervisorRecord, VmEvent } from '../../xds/vm-manager/types.js';
+import type { HypervisorRecord, VmEvent } from '../../proxy/resolve/types.js';
 
 const T0 = 1_700_000_000_000;
 

@@ -2,10 +2,10 @@
 // it asks, what it remembers, and how Watch events change what it remembers.
 
 import test from 'ava';
-import { silentLogger } from '../../proxy/log.js';
+import { silentLogger } from '../../proxy/runtime/log.js';
 import { Resolver } from '../../proxy/resolve/resolver.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
-import type { Destination, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../xds/vm-manager/types.js';
+import type { Destination, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
 /** The registry as the resolver sees the VM manager, with a count of Resolve calls and a switch to make it unreachable. */
 function inProcess(registry: Registry) {

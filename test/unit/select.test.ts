@@ -3,7 +3,7 @@
 
 import test from 'ava';
 import { describeSelection, selectTransport, type Selection, type TransportPolicy } from '../../proxy/resolve/select.js';
-import type { HypervisorRecord, VmRecord, VsockMode } from '../../xds/vm-manager/types.js';
+import type { HypervisorRecord, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 const vm = (id: string, hypervisorId: string, sidecar: VmRecord['sidecar'], cid = 5): VmRecord => ({
   vmId: id,

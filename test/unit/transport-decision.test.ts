@@ -15,8 +15,8 @@ import {
   type LocalPlacement,
 } from '../../proxy/upstream/endpoint-facts.js';
 import { describeSelection, selectTransport, type Selection, type SelectionReason, type TransportPolicy, type VsockHealth } from '../../proxy/upstream/select.js';
-import type { XdsEndpoint } from '../../xds/control-plane/types.js';
-import type { Resolution, VmRecord, VsockMode } from '../../xds/vm-manager/types.js';
+import type { XdsEndpoint } from '../../proxy/dynamic/types.js';
+import type { Resolution, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 const DESTINATIONS = ['unknown', 'vm manager unavailable', 'no sidecar', 'sidecar tcp+vsock', 'sidecar vsock only', 'sidecar tcp only'] as const;
 const LOCALS = ['local unknown', 'same hypervisor', 'other hypervisor', 'same vm'] as const;

@@ -4,14 +4,15 @@
 // forgot keeping its listeners, removed clusters freed once nothing names them.
 
 import test from 'ava';
-import { silentLogger } from '../../proxy/log.js';
+import { silentLogger } from '../../proxy/runtime/log.js';
 import { ProxyMetrics } from '../../proxy/metrics.js';
-import { Admission } from '../../proxy/listeners/admission.js';
-import { RefusalLog } from '../../proxy/refusal-log.js';
+import { Admission } from '../../proxy/overload/admission.js';
+import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { Listener } from '../../proxy/listeners/listener.js';
 import { VsockBreakers } from '../../proxy/upstream/transport.js';
-import { XdsApplier, type StateRefusals } from '../../proxy/xds-applier.js';
-import type { XdsCluster, XdsListener } from '../../xds/control-plane/types.js';
+import { XdsApplier } from '../../proxy/dynamic/applier.js';
+import type { StateRefusals } from '../../proxy/dynamic/types.js';
+import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
 
 type Port = { config: { port: number } };
 

@@ -2,8 +2,8 @@
 // sends and its own placement: every branch.
 
 import test from 'ava';
-import { endpointConfig } from '../../proxy/xds-applier.js';
-import type { XdsEndpointVm } from '../../xds/control-plane/types.js';
+import { endpointConfig } from '../../proxy/dynamic/applier.js';
+import type { XdsEndpointVm } from '../../proxy/dynamic/types.js';
 
 const vm = (over: Partial<XdsEndpointVm> = {}): XdsEndpointVm => ({ vmId: 'b', hypervisorId: 'hv-1', vsockCid: 4, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100, ...over });
 const here = { vmId: 'a', hypervisorId: 'hv-1' };

@@ -3,8 +3,8 @@ import { RESOURCE_TYPE_URLS, TYPE_URLS, unpackAny, type ResourceTypeUrl } from '
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
 import { buildResources, checkConsistency, shortHash, toSnapshot, typeVersion, type MeshResources, type RegistryView } from '../../xds/control-plane/snapshot.js';
 import type { Snapshot } from '../../xds/control-plane/types.js';
-import { validateResources } from '../../xds/control-plane/validate.js';
-import type { VmRecord } from '../../xds/vm-manager/types.js';
+import { validateResources } from '../../xds/client/validate.js';
+import type { VmRecord } from '../../proxy/resolve/types.js';
 
 const mesh = parseMeshConfig({
   services: [

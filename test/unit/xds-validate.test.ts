@@ -9,7 +9,7 @@ import {
   validateResources,
   validateRouteConfiguration,
   type Validation,
-} from '../../xds/control-plane/validate.js';
+} from '../../xds/client/validate.js';
 
 function errorsOf<T>(result: Validation<T>): string[] {
   return result.ok ? [] : result.errors;

@@ -7,14 +7,14 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { runDemo } from '../../proxy/demo.js';
+import { runDemo } from '../../proxy/cmd/demo.js';
 import { native } from '../../proxy/native/index.js';
 import { MiB, assertInGuest, sized, underKvm } from './guest-env.js';
 
 assertInGuest();
 
-/** dist/test/vm/demo.test.js -> dist/proxy/cli.js */
-const CLI = fileURLToPath(new URL('../../proxy/cli.js', import.meta.url));
+/** dist/test/vm/demo.test.js -> dist/proxy/cmd/cli.js */
+const CLI = fileURLToPath(new URL('../../proxy/cmd/cli.js', import.meta.url));
 const bytes = sized(4 * MiB, MiB);
 const sizeNote = underKvm() ? 'KVM: 4 MiB per echo' : 'TCG: 1 MiB per echo';
 

@@ -3,7 +3,7 @@
 
 import { parseHostRelayConfig } from '../../proxy/config/load.js';
 import { HostRelay } from '../../proxy/host-relay.js';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { startEchoServer, type TestServer } from '../helpers/apps.js';
 import { LogCapture, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 

@@ -7,9 +7,9 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { parseHostRelayConfig } from '../../proxy/config/load.js';
-import { HostRelay } from '../../proxy/host-relay.js';
-import { createLogger } from '../../proxy/log.js';
-import type { HypervisorRecord } from '../../xds/vm-manager/types.js';
+import { createHostRelay } from '../../proxy/cmd/proxies.js';
+import { createLogger } from '../../proxy/runtime/log.js';
+import type { HypervisorRecord } from '../../proxy/resolve/types.js';
 import { collect, connect, echoTransfer, randomPayload, sha256, startEchoServer, waitFor } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
 import { LogCapture, metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
@@ -175,7 +175,7 @@ test.serial('the host relay asks the VM manager: a registered sidecar port is re
   const hidden = b.sidecar.listenerAddress('hidden').port;
   await vmm.client.registerVm(vm({ vmId: 'vm-b', hypervisorId: 'hv-1', vsockCid: 1, addresses: ['127.0.0.3'], sidecar: { tcpPort: 0, vsockPort: registered } }));
   const logs = new LogCapture();
-  const relay = new HostRelay(parseHostRelayConfig({ node: { id: 'hv-1' }, admin: { port: 0 }, listen: { port: 0 }, header_timeout: '5s', vm_manager: { address: vmm.address, hypervisor_id: 'hv-1', query_timeout: '5s' } }), {
+  const relay = await createHostRelay(parseHostRelayConfig({ node: { id: 'hv-1' }, admin: { port: 0 }, listen: { port: 0 }, header_timeout: '5s', vm_manager: { address: vmm.address, hypervisor_id: 'hv-1', query_timeout: '5s' } }), {
     logger: createLogger({ level: 'debug', destination: logs }),
   });
   await relay.start();

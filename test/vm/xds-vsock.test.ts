@@ -4,7 +4,7 @@
 // vsock to vm-b's sidecar, decided from the pushed metadata alone.
 
 import test from 'ava';
-import { createLogger } from '../../proxy/log.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
 import { MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { Registry } from '../../xds/vm-manager/registry.js';

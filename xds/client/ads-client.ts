@@ -12,31 +12,19 @@
 import * as grpc from '@grpc/grpc-js';
 import { TYPE_SHORT_NAMES, TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
 import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto.js';
-import { validateResources } from '../control-plane/validate.js';
-import type { Logger } from '../../proxy/log.js';
-import type { Refusal, StateRefusals } from '../../proxy/xds-applier.js';
+import type { ConfigSource, ConfigSourceInit, Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsListener, XdsRouteConfig } from '../../proxy/dynamic/types.js';
+import { validateResources } from './validate.js';
 import { nackDetail, type RefusalDetail } from './nack-detail.js';
 
-export interface AdsClientOptions {
-  address: string;
-  node: { id: string; cluster: string };
-  logger: Logger;
-  /**
-   * Applies the valid resources of one response (state of the world for
-   * CDS/LDS; the named ones for EDS/RDS); `refused` names the resources the
-   * response carried that validation refused. Says what it could not apply
-   * and which names to subscribe to next (EDS cluster names after CDS, route
-   * configuration names after LDS). Throwing NACKs the response as a whole.
-   */
-  apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string, refused: StateRefusals): Promise<Applied> | Applied;
+export interface AdsClientOptions extends ConfigSourceInit {
   /** Reconnects start at this delay and double up to maxBackoffMs, with ±20 % jitter. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
 }
 
-/** What applying a response gave. */
-export interface Applied {
-  /** Names a type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
+/** What applying one response gave. */
+interface Applied {
+  /** Names the type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
   subscribe?: { typeUrl: ResourceTypeUrl; names: string[] };
   /** Valid resources that could not be applied (a listener whose port is taken). */
   refused?: Refusal[];
@@ -60,7 +48,7 @@ export interface TypeState {
 
 const WILDCARD_TYPES: ResourceTypeUrl[] = [TYPE_URLS.Cluster, TYPE_URLS.Listener];
 
-export class AdsClient {
+export class AdsClient implements ConfigSource {
   private readonly client: AggregatedDiscoveryServiceClient;
   private stream: grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse__Output> | undefined;
   private readonly types = new Map<ResourceTypeUrl, TypeState>();
@@ -167,7 +155,7 @@ export class AdsClient {
     let next: Applied['subscribe'];
     let applied = false;
     try {
-      const outcome = await this.options.apply(typeUrl, result.values, version, {
+      const outcome = await this.apply(typeUrl, result.values, version, {
         names: new Set(result.refused.flatMap((r) => (r.name === null ? [] : [r.name]))),
         unnamed: result.refused.some((r) => r.name === null),
       });
@@ -200,6 +188,25 @@ export class AdsClient {
       this.send(typeUrl, state, response.nonce);
     }
     if (next) this.subscribe(next.typeUrl, next.names);
+  }
+
+  /** Hands the valid resources of one response to the sidecar's entry for their type. */
+  private async apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string, refused: StateRefusals): Promise<Applied> {
+    const { config } = this.options;
+    switch (typeUrl) {
+      case TYPE_URLS.Cluster:
+        return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: config.clusters(values as XdsCluster[], refused).assignmentNames } };
+      case TYPE_URLS.ClusterLoadAssignment:
+        config.assignments(values as XdsClusterLoadAssignment[]);
+        return {};
+      case TYPE_URLS.Listener: {
+        const outcome = await config.listeners(values as XdsListener[], refused, version);
+        return { subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: outcome.routeNames }, refused: outcome.refused, ...(outcome.problem !== undefined && { problem: outcome.problem }) };
+      }
+      case TYPE_URLS.RouteConfiguration:
+        config.routes(values as XdsRouteConfig[]);
+        return {};
+    }
   }
 
   /** Changes the names of an explicitly subscribed type (EDS, RDS); no request when nothing changed. */

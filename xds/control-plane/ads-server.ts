@@ -42,7 +42,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry as MetricsRegistry } from 'prom-client';
-import type { Logger } from '../../proxy/log.js';
+import type { Logger } from '../../proxy/runtime/log.js';
 import type { AggregatedDiscoveryServiceHandlers } from '../generated/envoy/envoy/service/discovery/v3/AggregatedDiscoveryService.js';
 import {
   adsServiceDefinition,

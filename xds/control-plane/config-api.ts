@@ -5,9 +5,9 @@
 // changes nothing; success means written and visible.
 
 import * as grpc from '@grpc/grpc-js';
-import { ConfigError } from '../../proxy/config/load.js';
-import { parseDuration } from '../../proxy/config/duration.js';
-import type { Logger } from '../../proxy/log.js';
+import { ConfigError } from '../../proxy/runtime/config-file.js';
+import { parseDuration } from '../../proxy/runtime/duration.js';
+import type { Logger } from '../../proxy/runtime/log.js';
 import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResponse.js';
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';

@@ -5,13 +5,13 @@
 // connects; every other client (a plain gRPC xDS client, say) the default.
 
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from '../../proxy/log.js';
-import { settledWithin } from '../../proxy/within.js';
+import type { Logger } from '../../proxy/runtime/log.js';
+import { settledWithin } from '../../proxy/runtime/within.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import { Registry } from '../vm-manager/registry.js';
 import { VmManagerServer } from '../vm-manager/server.js';
-import type { HypervisorRecord, VmEvent, VmRecord } from '../vm-manager/types.js';
+import type { HypervisorRecord, VmEvent, VmRecord } from '../../proxy/resolve/types.js';
 import { AdsServer } from './ads-server.js';
 import { MAX_GRPC_RECEIVE_BYTES } from './bounds.js';
 import { configApiHandlers, type SyncStatusSource } from './config-api.js';

@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { fileErrorText, writeFileDurably } from '../../proxy/runtime/durable-file.js';
-import { ConfigError, parseYamlText } from '../../proxy/config/load.js';
+import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
 import { MAX_MESH_FILE_BYTES } from './bounds.js';
 import { parseMeshConfig } from './mesh.js';
 import type { MeshConfig } from './types.js';

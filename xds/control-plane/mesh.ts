@@ -11,9 +11,9 @@
 //         - { prefix: /api, clusters: [{ service: api, weight: 90 }, { service: api-canary, weight: 10 }] }
 //         - { prefix: /, clusters: [{ service: web }] }
 
-import { parseDuration } from '../../proxy/config/duration.js';
+import { parseDuration } from '../../proxy/runtime/duration.js';
 import { destinationPort, z } from '../../proxy/config/fields.js';
-import { ConfigError, formatIssue, formatPath, parseYamlText } from '../../proxy/config/load.js';
+import { ConfigError, formatIssue, formatPath, parseYamlText } from '../../proxy/runtime/config-file.js';
 import {
   MAX_CLUSTERS_PER_RULE,
   MAX_DOMAIN_LENGTH,
@@ -27,7 +27,8 @@ import {
   MAX_TOTAL_WEIGHT,
   quoteBounded,
 } from './bounds.js';
-import { MAX_CONNECT_TIMEOUT_MS, type MeshConfig } from './types.js';
+import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
+import type { MeshConfig } from './types.js';
 
 const U32 = 0xffffffff;
 const DNS_LABEL = `must be a DNS label: 1-${MAX_NAME_LENGTH} lowercase letters, digits or "-", starting and ending with a letter or digit`;

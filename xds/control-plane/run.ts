@@ -2,8 +2,8 @@
 // one gRPC port, admin endpoint, signals (first drains, second stops).
 
 import type { LogLevel } from '../../proxy/config/types.js';
-import { AdminServer } from '../../proxy/admin.js';
-import { createLogger } from '../../proxy/log.js';
+import { AdminServer } from '../../proxy/runtime/admin.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry } from '../vm-manager/run.js';

@@ -28,7 +28,7 @@ import {
 } from '../envoy/proto.js';
 import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbEndpoint.js';
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
-import type { HypervisorRecord, VmRecord } from '../vm-manager/types.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import type { MeshConfig, MeshRoute, MeshService, Snapshot, VersionedResource } from './types.js';
 import { resourceVersion, shortHash, typeVersion } from './snapshot-cache.js';
 

@@ -10,7 +10,7 @@ import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v
 import { answeredByServer } from '../call-status.js';
 import { vmManagerProto } from '../proto.js';
 import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
 /** Response header of Watch naming the registry's epoch. */
 export const EPOCH_HEADER = 'vsockmesh-epoch';

@@ -7,7 +7,7 @@ import type { ResolveResponse, ResolveResponse__Output } from '../generated/vsoc
 import type { Vm, Vm__Output } from '../generated/vsockmesh/vmmanager/v1/Vm.js';
 import type { VmEvent as WireVmEvent, VmEvent__Output } from '../generated/vsockmesh/vmmanager/v1/VmEvent.js';
 import type { VsockMode as WireVsockMode } from '../generated/vsockmesh/vmmanager/v1/VsockMode.js';
-import type { Destination, HypervisorRecord, Resolution, VmEvent, VmRecord, VsockMode } from './types.js';
+import type { Destination, HypervisorRecord, Resolution, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 /** A request that is malformed before any registry rule applies (missing message, unknown enum). */
 export class WireError extends Error {

@@ -17,11 +17,11 @@
 
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod/v3';
-import { parseDuration } from '../../proxy/config/duration.js';
+import { parseDuration } from '../../proxy/runtime/duration.js';
 import { ipAddress } from '../../proxy/config/fields.js';
-import { formatIssue } from '../../proxy/config/load.js';
+import { formatIssue } from '../../proxy/runtime/config-file.js';
 import { ValidationError, type Registry, type VmInput } from './registry.js';
-import type { HypervisorRecord } from './types.js';
+import type { HypervisorRecord } from '../../proxy/resolve/types.js';
 
 export const DEFAULT_RELAY_PORT = 15100;
 

@@ -6,7 +6,7 @@
 
 import { DEFAULT_PAGE_SIZE, MAX_ID_CHARS, MAX_PAGE_BYTES, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS } from './bounds.js';
 import { ValidationError, type ListPosition, type Registry } from './registry.js';
-import type { HypervisorRecord, VmRecord } from './types.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
 export interface ListPage {
   hypervisors: HypervisorRecord[];

@@ -12,7 +12,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
-import { formatIPv4, formatIPv6, parseIPv6 } from '../../proxy/ip-address.js';
+import { formatIPv4, formatIPv6, parseIPv6 } from '../../proxy/runtime/ip-address.js';
 import {
   MAX_ADDRESSES_PER_VM,
   MAX_EPOCH_CHARS,
@@ -31,7 +31,7 @@ import {
   show,
   utf8Bytes,
 } from './bounds.js';
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, ServicePort, SidecarPorts, VmEvent, VmRecord, VsockMode } from './types.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, ServicePort, SidecarPorts, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 /** A request or file breaks a registry rule; `field` is the snake_case wire name (`vsock_cid`, `addresses[1]`). */
 export class ValidationError extends Error {

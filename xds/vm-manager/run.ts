@@ -4,8 +4,8 @@
 
 import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
-import { AdminServer } from '../../proxy/admin.js';
-import { createLogger, type Logger } from '../../proxy/log.js';
+import { AdminServer } from '../../proxy/runtime/admin.js';
+import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory } from './inventory.js';

@@ -13,9 +13,9 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
-import type { Logger } from '../../proxy/log.js';
+import type { Logger } from '../../proxy/runtime/log.js';
 import { fileErrorText } from '../../proxy/runtime/durable-file.js';
-import { settledWithin } from '../../proxy/within.js';
+import { settledWithin } from '../../proxy/runtime/within.js';
 import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
 import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
 import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
@@ -36,7 +36,7 @@ import { EPOCH_HEADER } from './client.js';
 import { listPage } from './pagination.js';
 import { CapacityError, NotFoundError, Registry, ValidationError, checkEpoch, type RegistryChange } from './registry.js';
 import { StateLog } from './state-log.js';
-import type { VmEvent } from './types.js';
+import type { VmEvent } from '../../proxy/resolve/types.js';
 
 export const VM_MANAGER_SERVICE = 'vsockmesh.vmmanager.v1.VmManager';
 

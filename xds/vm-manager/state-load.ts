@@ -10,7 +10,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { show } from './bounds.js';
 import { Registry, ValidationError, within, type PersistedState, type RegistryOptions } from './registry.js';
 import { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, listSegments, type SnapshotHeader } from './state-log.js';
-import type { HypervisorRecord, VmRecord } from './types.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
 /** A state file that cannot be read; the message names the file and line. */
 export class StateFileError extends Error {

@@ -18,7 +18,7 @@ import { open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { isTemporaryOf, syncDirectory, writeFileDurably } from '../../proxy/runtime/durable-file.js';
 import type { Registry, RegistryChange } from './registry.js';
-import type { HypervisorRecord, VmRecord } from './types.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
 export const SNAPSHOT_FORMAT = 'vsockmesh-vm-registry-snapshot';
 export const SNAPSHOT_VERSION = 2;
