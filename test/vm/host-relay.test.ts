@@ -14,8 +14,8 @@ import { startClientSide, startRelay, startServerSide } from './mesh.js';
 assertInGuest();
 const size = sized(100 * MiB, 16 * MiB);
 
-/** App and sidecar B, a relay whose policy is made from B's vsock port, and sidecar A reaching B only through the relay. */
-async function relayedMesh(t: import('ava').ExecutionContext, policyFor: (bVsockPort: number) => unknown[], vsockConnectTimeout = '1s') {
+/** App and sidecar B, a relay whose policy is made from B's vsock port, and sidecar A reaching B only through the relay. The vsock connect deadline is generous: under TCG on a loaded machine a relayed connect can take over a second. */
+async function relayedMesh(t: import('ava').ExecutionContext, policyFor: (bVsockPort: number) => unknown[], vsockConnectTimeout = '10s') {
   const server = await startServerSide();
   const relay = await startRelay(policyFor(server.vsockPort));
   const a = await startClientSide(server, {
