@@ -69,7 +69,7 @@ test.serial(`same hypervisor: vsock to vm-b's sidecar, seen on its vsock listene
   t.is(r.received, size);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => m.a.logs.access().length === 1 && m.b.logs.access().length === 1, 'access logs');
-  t.like(m.a.logs.access()[0], { transport: 'vsock', route: 'same_hypervisor', upstream: `vsock:1:${m.vsockPort}`, dst_vm: 'vm-b' });
+  t.like(m.a.logs.access()[0], { transport: 'vsock', transport_reason: 'same_hypervisor', upstream: `vsock:1:${m.vsockPort}`, dst_vm: 'vm-b' });
   const inbound = m.b.logs.access()[0]!;
   t.like(inbound, { listener: 'in-vsock', transport: 'vsock', source_vm: 'vm-a' });
   t.regex(String(inbound.peer), /^vsock:1:\d+$/, 'the inbound side saw the kernel-given peer CID 1');
@@ -81,7 +81,7 @@ test.serial('different hypervisor: TCP to vm-b\'s sidecar, never vsock', async (
   const r = await echoTransfer(m.port, 1 * MiB);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => m.a.logs.access().length === 1 && m.b.logs.access().length === 1, 'access logs');
-  t.like(m.a.logs.access()[0], { transport: 'tcp', route: 'other_hypervisor', upstream: `127.0.0.3:${m.tcpPort}` });
+  t.like(m.a.logs.access()[0], { transport: 'tcp', transport_reason: 'other_hypervisor', upstream: `127.0.0.3:${m.tcpPort}` });
   t.like(m.b.logs.access()[0], { listener: 'in-tcp', transport: 'tcp', source_vm: 'vm-a' });
   t.is(await metricValue(m.a.sidecar, 'vsockmesh_connections_total', { transport: 'vsock' }), 0);
 });
@@ -115,9 +115,9 @@ test.serial('`ctl vms move` mid-traffic: new connections take TCP, old vsock con
   const idleResult = await idleSeen;
   t.is(idleResult.data.length, 0, 'nothing was half-delivered on the drained connection');
   await waitFor(() => m.a.logs.access().length === 4, 'four access lines');
-  const routes = m.a.logs.access().map((l) => `${String(l.transport)}/${String(l.route)}`);
-  t.deepEqual(routes.filter((r) => r === 'tcp/other_hypervisor').length, 1, `exactly the post-move connection took TCP: ${routes.join(', ')}`);
-  t.deepEqual(routes.filter((r) => r === 'vsock/same_hypervisor').length, 3);
+  const reasons = m.a.logs.access().map((l) => `${String(l.transport)}/${String(l.transport_reason)}`);
+  t.deepEqual(reasons.filter((r) => r === 'tcp/other_hypervisor').length, 1, `exactly the post-move connection took TCP: ${reasons.join(', ')}`);
+  t.deepEqual(reasons.filter((r) => r === 'vsock/same_hypervisor').length, 3);
   t.true(idle.destroyed);
 });
 
