@@ -142,7 +142,7 @@ export class ProxyMetrics {
     });
     this.decisions = new Counter({
       name: 'vsockmesh_transport_decisions_total',
-      help: 'Same-hypervisor decisions for resolved clusters, by reason (same_hypervisor, other_hypervisor, unknown_destination, ...)',
+      help: 'Transport decisions of outbound connections (static, xDS and resolved clusters), by reason (same_hypervisor, other_hypervisor, unknown_destination, ...)',
       labelNames: ['listener', 'cluster', 'reason'],
       registers,
     });

@@ -12,7 +12,8 @@ import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
-import { VsockBreakers } from './upstream/transport.js';
+import { VsockBreakers } from './upstream/breakers.js';
+import { ourPlacement } from './upstream/placement.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -61,9 +62,13 @@ export class Sidecar extends ProxyServer {
       this.metrics.addResolver(this.resolver.counters);
     }
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
-    const clusters = new Map(config.clusters.map((c) => [c.name, new Cluster(c)]));
+    const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
     const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }) };
-    const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), ...(resolver && { resolver }) };
+    const placement = ourPlacement(
+      () => this.resolver?.local() ?? null,
+      () => this.xds?.placement ?? null,
+    );
+    const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), placement, ...(resolver && { resolver }) };
     if (config.xds) {
       if (options.configSource === undefined) throw new Error('the config has an xds section but the sidecar was given no config source');
       this.configSource = options.configSource;

@@ -5,7 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/resolve/select.js';
+import { factsFromResolution, wantedOf } from '../proxy/upstream/endpoint-facts.js';
+import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/upstream/select.js';
 import type { VmManagerClient } from './vm-manager/client.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
@@ -225,16 +226,8 @@ export function ctlCommand(): Command {
         const destination = parseDestination(text);
         const r = await c.resolve(opts.from, destination);
         const vm = r.found ? (r.vm ?? null) : null;
-        const port = destination.kind === 'ip_port' ? destination.port : r.port;
-        const address = destination.kind === 'ip_port' || destination.kind === 'ip' ? destination.ip : vm?.addresses[0];
-        const selection = selectTransport({
-          local: r.caller ?? null,
-          destination: vm,
-          hypervisor: r.hypervisor ?? null,
-          requested: address !== undefined && port !== undefined ? { address, port } : null,
-          vsockHealthy: true,
-          policy: opts.policy,
-        });
+        // As the sidecar of --from decides: its placement is the answer's caller, vsock healthy.
+        const selection = selectTransport({ local: r.caller ?? null, endpoint: factsFromResolution(r, wantedOf(destination)), vsock: 'available', policy: opts.policy });
         const lines = [
           `destination: ${text} -> ${vm ? `VM ${vm.vmId} on ${vm.hypervisorId} (cid ${vm.vsockCid})` : 'not in the registry'}`,
           `caller: ${r.caller ? `VM ${r.caller.vmId} on ${r.caller.hypervisorId}` : `${opts.from} (not in the registry)`}`,

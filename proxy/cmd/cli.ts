@@ -107,7 +107,7 @@ export function buildCli(): Command {
     .option('--no-vsock', 'never use vsock, even where vsock_loopback is loaded (same decisions, carried over TCP)')
     .action(async (opts: { once?: boolean; echoBytes: number; vsock: boolean }) => {
       // Loaded on demand: a sidecar process should not carry the demo's apps.
-      const { runDemo } = await import('./demo.js');
+      const { runDemo } = await import('./demo/index.js');
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 

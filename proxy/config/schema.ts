@@ -12,6 +12,8 @@ const socketAddress = z.object({ address: ipAddress, port: destinationPort }).st
 
 const vsockAddress = z.object({ cid, port: vsockPort }).strict();
 
+const transportPolicy = z.enum(['prefer-vsock', 'tcp-only', 'vsock-only']);
+
 const vsockEndpoint = z.discriminatedUnion('mode', [
   z.object({ mode: z.literal('direct'), cid, port: vsockPort }).strict(),
   z.object({ mode: z.literal('host-relay'), cid, port: vsockPort, relay: vsockAddress.default({ cid: 2, port: 15100 }) }).strict(),
@@ -150,17 +152,23 @@ export const sidecarConfigSchema = z
   .object({
     node: z.object({ id: name }).strict(),
     vsock: z
-      .object({ enabled: z.boolean({ invalid_type_error: 'must be true or false' }).default(true), breaker_window: duration('30s'), connect_timeout: duration('1s') })
+      .object({
+        enabled: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
+        breaker_window: duration('30s'),
+        connect_timeout: duration('1s'),
+        policy: transportPolicy.default('prefer-vsock'),
+      })
       .strict()
       .default({})
-      .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout })),
+      .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout, policy: v.policy })),
     vm_manager: z
       .object({
         address: hostPort,
         query_timeout: duration('500ms'),
         negative_ttl: duration('5s'),
         migration_grace: duration('5s', 0),
-        policy: z.enum(['prefer-vsock', 'tcp-only', 'vsock-only']).default('prefer-vsock'),
+        // Older than vsock.policy: when given, it still decides resolved clusters (and only them).
+        policy: transportPolicy.optional(),
       })
       .strict()
       .optional()
@@ -183,7 +191,7 @@ export const sidecarConfigSchema = z
       node: c.node,
       xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
       vsock: c.vsock,
-      vmManager: c.vm_manager,
+      vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,

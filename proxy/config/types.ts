@@ -111,6 +111,8 @@ export interface VsockSettings {
   breakerWindowMs: number;
   /** vsock connect deadline (a vsock connect to a dead peer may otherwise wait long). */
   connectTimeoutMs: number;
+  /** The transport policy of static and xDS clusters (and of resolved ones unless vm_manager.policy says otherwise). */
+  policy: TransportPolicy;
 }
 
 export interface VmManagerSettings {
@@ -120,8 +122,12 @@ export interface VmManagerSettings {
   negativeTtlMs: number;
   /** After a VM moves, its vsock connections get this long to finish before they are closed. */
   migrationGraceMs: number;
-  policy: 'prefer-vsock' | 'tcp-only' | 'vsock-only';
+  /** The transport policy of resolved clusters: vm_manager.policy, else vsock.policy. */
+  policy: TransportPolicy;
 }
+
+/** prefer-vsock: vsock where possible, TCP as its fallback; tcp-only: never vsock; vsock-only: vsock or a refusal. */
+export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 
 export interface XdsSettings {
   /** host:port of the control plane's ADS. */

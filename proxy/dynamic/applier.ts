@@ -6,47 +6,22 @@
 // resource the response carries but validation refused is kept at its last
 // good version, never taken as removed. Removed or changed listeners drain in
 // the background; a cluster CDS removed goes once no listener names it.
-// Endpoints carry the VM facts; whether one goes over vsock follows from our
-// own placement, which the control plane sends with our outbound listeners.
+// Endpoints keep the VM facts; whether one goes over vsock is decided per
+// connection (upstream/select.ts) from our placement, which the control plane
+// sends with our outbound listeners (`placement`, one source of it).
 // A listener state that names none of our listeners, and not our placement,
 // after the control plane had told us our placement, means the control plane
 // does not know this node (deregistered, or restarted from an older
 // inventory): nothing is removed.
 
 import { parseSidecarConfig } from '../config/load.js';
-import type { EndpointConfig, InboundListenerConfig, OutboundListenerConfig } from '../config/types.js';
+import type { InboundListenerConfig, OutboundListenerConfig } from '../config/types.js';
 import { InboundListener, type InboundListenerOptions } from '../listeners/inbound.js';
 import type { Listener } from '../listeners/listener.js';
 import { OutboundListener, type OutboundListenerOptions } from '../listeners/outbound.js';
-import { HOST_CID } from '../resolve/select.js';
-import { Cluster } from '../upstream/cluster.js';
+import { Cluster, type ClusterSettings } from '../upstream/cluster.js';
+import { factsFromXds, type LocalPlacement } from '../upstream/endpoint-facts.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './types.js';
-
-export interface Placement {
-  vmId: string;
-  hypervisorId: string;
-}
-
-/**
- * How a sidecar reaches an endpoint: over vsock when the endpoint's VM shares
- * our hypervisor and has a vsock inbound, else TCP to its sidecar (also the
- * vsock fallback), else straight to the app. Pure.
- */
-export function endpointConfig(e: XdsEndpoint, local: Placement | null): EndpointConfig {
-  const vm = e.vm;
-  const base: EndpointConfig = { address: e.address, port: e.port, ...(vm && { vmId: vm.vmId }) };
-  if (!vm) return base;
-  const peer = vm.tcpPort > 0 ? { address: e.address, port: vm.tcpPort } : undefined;
-  const sameHypervisor = local !== null && local.hypervisorId === vm.hypervisorId && local.vmId !== vm.vmId;
-  let vsock: EndpointConfig['vsock'];
-  if (sameHypervisor && vm.vsockPort > 0) {
-    vsock =
-      vm.vsockMode === 'host-relay'
-        ? { mode: 'host-relay', cid: vm.vsockCid, port: vm.vsockPort, relay: { cid: HOST_CID, port: vm.relayPort } }
-        : { mode: 'direct', cid: vm.vsockCid, port: vm.vsockPort };
-  }
-  return { ...base, ...(peer && { peer }), ...(vsock && { vsock }) };
-}
 
 /** Listener configs with the same defaults as a config file's, by running them through the config schema. */
 function listenerConfig(nodeId: string, l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
@@ -90,10 +65,15 @@ export class XdsApplier {
   /** API listeners (gRPC clients'): not served, but their route configurations are subscribed. */
   private apiListeners = new Set<string>();
   readonly routes = new Map<string, XdsRouteConfig>();
-  private local: Placement | null = null;
+  private local: LocalPlacement | null = null;
   private known = false;
 
   constructor(private readonly host: XdsApplierHost) {}
+
+  /** Our placement as the control plane last told it (null: not yet); the same object until it changes. */
+  get placement(): LocalPlacement | null {
+    return this.local;
+  }
 
   /** Whether the control plane knows this node: it has told us our placement, and its latest listener state did not leave out all our listeners. */
   get nodeKnown(): boolean {
@@ -105,7 +85,7 @@ export class XdsApplier {
     const present = new Set([...clusters.map((c) => c.name), ...refused.names]);
     for (const c of clusters) {
       this.clusterSpecs.set(c.name, c);
-      this.cluster(c.name).update(this.clusterConfig(c));
+      this.update(c);
     }
     if (!refused.unnamed) for (const name of [...this.clusterSpecs.keys()]) if (!present.has(name)) this.clusterSpecs.delete(name);
     this.free();
@@ -133,10 +113,7 @@ export class XdsApplier {
     // Unknown: we were placed before, and the state has listeners (the mesh has services) but none of ours and no placement.
     // An empty state is taken as it comes: every cluster is gone with it, a kept listener could reach nothing.
     const unknown = placement === undefined && this.local !== null && present.size > 0 && left.length === this.listeners.size;
-    if (placement && (placement.vmId !== this.local?.vmId || placement.hypervisorId !== this.local.hypervisorId)) {
-      this.local = placement;
-      this.refreshEndpoints();
-    }
+    if (placement && (placement.vmId !== this.local?.vmId || placement.hypervisorId !== this.local.hypervisorId)) this.local = placement;
     this.known = this.local !== null && !unknown;
     this.apiListeners = new Set([...state.filter((l) => l.kind === 'api').map((l) => l.name), ...[...this.apiListeners].filter((n) => refused.names.has(n))]);
     const removed = unknown || refused.unnamed ? [] : left;
@@ -161,7 +138,7 @@ export class XdsApplier {
     return {
       local: this.local,
       nodeKnown: this.known,
-      clusters: [...this.clusters.values()].map((c) => c.config),
+      clusters: [...this.clusters.values()].map((c) => ({ ...c.settings, endpoints: c.endpoints })),
       listeners: [...this.listeners.values()].map((l) => ({ ...l.spec, bound: l.listener.addresses() })),
       routes: [...this.routes.values()],
     };
@@ -230,7 +207,7 @@ export class XdsApplier {
     const named = new Set([...this.listeners.values()].flatMap((l) => (l.spec.kind === 'outbound' ? [l.spec.cluster] : [])));
     for (const [name, cluster] of this.clusters) {
       if (this.clusterSpecs.has(name)) continue;
-      if (named.has(name)) cluster.update({ ...cluster.config, endpoints: [] });
+      if (named.has(name)) cluster.update(cluster.settings, []);
       else this.clusters.delete(name);
     }
     const used = this.edsNames();
@@ -245,19 +222,20 @@ export class XdsApplier {
   private cluster(name: string): Cluster {
     let c = this.clusters.get(name);
     if (!c) {
-      c = new Cluster({ name, connectTimeoutMs: 5_000, endpoints: [] });
+      c = new Cluster({ name, connectTimeoutMs: 5_000 }, []);
       this.clusters.set(name, c);
     }
     return c;
   }
 
-  private clusterConfig(c: XdsCluster): Cluster['config'] {
+  private update(c: XdsCluster): void {
     const endpoints = c.kind === 'eds' ? (this.assignments.get(c.edsServiceName) ?? []) : c.endpoints;
-    return { name: c.name, connectTimeoutMs: c.connectTimeoutMs, endpoints: endpoints.map((e) => endpointConfig(e, this.local)) };
+    const settings: ClusterSettings = { name: c.name, connectTimeoutMs: c.connectTimeoutMs };
+    this.cluster(c.name).update(settings, endpoints.map(factsFromXds));
   }
 
   private refreshEndpoints(): void {
-    for (const spec of this.clusterSpecs.values()) this.cluster(spec.name).update(this.clusterConfig(spec));
+    for (const spec of this.clusterSpecs.values()) this.update(spec);
   }
 }
 

@@ -10,7 +10,7 @@ import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
-import { HOST_CID } from '../resolve/select.js';
+import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';

@@ -1,11 +1,11 @@
 // Outbound listener: a local app connects to 127.0.0.1:PORT (or [::1]); the
-// connection goes to its cluster's destination. Static endpoints say how to
-// reach their peer; a resolved cluster asks the VM manager (through the
-// resolver's cache) where the destination lives, and the same-hypervisor
-// decision picks vsock (directly or through the host relay), TCP to the peer's
-// sidecar, or TCP straight to the app.
+// connection goes to its cluster's destination. A cluster's endpoint comes
+// from the config file or the control plane, or is resolved per connection
+// through the VM manager (from the resolver's cache); whichever it is, the one
+// transport decision (upstream/select.ts) picks vsock (directly or through
+// the host relay), TCP to the peer's sidecar, or TCP straight to the app.
 
-import type { EndpointConfig, OutboundListenerConfig, ResolveTarget, VmManagerSettings, VsockSettings } from '../config/types.js';
+import type { OutboundListenerConfig, ResolveTarget, SocketAddress, VmManagerSettings, VsockSettings } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
@@ -13,42 +13,60 @@ import { getOriginalDst } from '../native/original-dst.js';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
 import { encodeRelayHeader } from '../relay-header.js';
 import { destinationKey, type Resolver } from '../resolve/resolver.js';
-import { selectTransport, type Hop, type Selection } from '../resolve/select.js';
+import type { VsockBreakerKey, VsockBreakers } from '../upstream/breakers.js';
 import type { Cluster } from '../upstream/cluster.js';
-import { VsockBreakers, planHops } from '../upstream/transport.js';
+import { UpstreamEndpoint } from '../upstream/endpoint.js';
+import { factsFromResolution, factsWithoutResolution, wantedOf } from '../upstream/endpoint-facts.js';
+import type { PlacementSource } from '../upstream/placement.js';
+import type { Hop, SelectionReason, TransportPolicy, VsockHealth } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
+  /** Includes the policy of static and xDS clusters. */
   vsock: VsockSettings;
   /** Shared by the sidecar's listeners: an endpoint's vsock health is not per listener. */
   breakers: VsockBreakers;
+  /** Where this sidecar runs, for endpoints whose hypervisor is known (xDS, resolved). */
+  placement: PlacementSource;
   /** Present when the sidecar has a VM manager; needed by resolved clusters. */
   resolver?: { resolver: Resolver; settings: VmManagerSettings };
 }
 
-/** What a decision was made from, kept for the next connection with the same cached answer. */
-interface DecisionMemo {
+/** The endpoint made of a cached answer, kept for the next connection with the same answer (a cluster usually resolves one destination). */
+interface ResolvedEndpoint {
   resolution: Resolution;
-  local: VmRecord | null;
   target: ConcreteTarget;
-  vm: VmRecord | null;
-  requested: { address: string; port: number } | null;
-  breakerKey: string;
-  /** By vsock health (the breaker can open and close between connections). */
-  selections: Map<boolean, Selection>;
+  endpoint: UpstreamEndpoint;
 }
 
 /** A resolve target with the original destination filled in. */
 type ConcreteTarget = Exclude<ResolveTarget, { kind: 'original_dst' }>;
 
-interface Peer {
-  /** The destination named in the PROXY v2 header. */
-  dst: { address: string; port: number };
-  vmId?: string;
+/** How one connection goes: the decision and what the PROXY v2 header names. */
+interface Upstream {
+  hops: Hop[];
+  reason: SelectionReason;
+  /** The breaker a failed vsock connect opens; null: no vsock address. */
+  breaker: VsockBreakerKey | null;
+  /** The destination app, named in the PROXY v2 header. */
+  dst: SocketAddress;
+  /** Sent in the destination-VM TLV; null: no VM is known. */
+  vmId: string | null;
 }
+
+interface HowDecided {
+  policy: TransportPolicy;
+  /** The resolve target, when the cluster resolves its destination (its connections are tracked by VM for migration drains). */
+  target?: ConcreteTarget;
+  /** Why the VM manager's answer is missing, for a refusal's message. */
+  unresolved?: string;
+}
+
+/** The header's destination when none is known (a hop is chosen only with one in practice: a VM always has an address). */
+const NO_DESTINATION: SocketAddress = { address: '0.0.0.0', port: 0 };
 
 export class OutboundListener extends Listener {
   private readonly stats: Record<TransportName, ConnectionStats>;
@@ -57,7 +75,7 @@ export class OutboundListener extends Listener {
   private readonly drainTimers = new Set<NodeJS.Timeout>();
   /** The resolve target as a Destination and its cache key, when it does not depend on the connection. */
   private readonly fixedDestination: { destination: Destination; key: string } | undefined;
-  private lastDecision: DecisionMemo | undefined;
+  private lastResolved: ResolvedEndpoint | undefined;
   private readonly decisionCounters = new Map<string, { inc(): void }>();
   private readonly onMoved = (vm: VmRecord): void => this.drainVsockLater(this.byVm.get(vm.vmId));
   private readonly onLocalMoved = (): void => this.drainVsockLater(new Set([...this.byVm.values()].flatMap((s) => [...s])));
@@ -74,8 +92,8 @@ export class OutboundListener extends Listener {
       tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),
       vsock: context.metrics.connectionStats({ ...labels, transport: 'vsock' }),
     };
-    if (cluster.config.resolve && !options.resolver) throw new Error(`cluster "${cluster.name}" resolves its destination but the sidecar has no vm_manager`);
-    const resolve = cluster.config.resolve;
+    if (cluster.settings.resolve && !options.resolver) throw new Error(`cluster "${cluster.name}" resolves its destination but the sidecar has no vm_manager`);
+    const resolve = cluster.settings.resolve;
     if (resolve && resolve.kind !== 'original_dst') {
       const destination = toDestination(resolve);
       this.fixedDestination = { destination, key: destinationKey(destination) };
@@ -84,7 +102,7 @@ export class OutboundListener extends Listener {
 
   override async start(): Promise<void> {
     await super.start();
-    if (this.cluster.config.resolve && this.options.resolver) {
+    if (this.cluster.settings.resolve && this.options.resolver) {
       this.options.resolver.resolver.on('moved', this.onMoved);
       this.options.resolver.resolver.on('local-moved', this.onLocalMoved);
     }
@@ -100,12 +118,12 @@ export class OutboundListener extends Listener {
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const src = { address: String(peerHost), port: peerPort };
-    const { resolve } = this.cluster.config;
+    const { resolve } = this.cluster.settings;
     if (resolve) this.onResolvedConnection(fd, src, resolve);
     else this.onStaticConnection(fd, src);
   }
 
-  // ---- static endpoints ------------------------------------------------------
+  // ---- endpoints of the config file or the control plane ----------------------
 
   private onStaticConnection(fd: number, src: { address: string; port: number }): void {
     const endpoint = this.cluster.pick();
@@ -113,17 +131,14 @@ export class OutboundListener extends Listener {
       this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint');
       return;
     }
-    const { vsock, breakers } = this.options;
-    const breakerKey = endpoint.vsock ? VsockBreakers.key(endpoint.vsock.cid, endpoint.vsock.port) : '';
-    const plan = planHops(endpoint, { vsockEnabled: vsock.enabled, vsockBreakerOpen: endpoint.vsock !== undefined && breakers.isOpen(breakerKey, Date.now()) });
-    this.connect(fd, src, plan.hops, plan.reason, breakerKey, peerOf(endpoint));
+    this.decide(fd, src, endpoint, { policy: this.options.vsock.policy });
   }
 
   // ---- resolved through the VM manager --------------------------------------
 
   private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget): void {
     const { resolver } = this.options.resolver!;
-    let target: Exclude<ResolveTarget, { kind: 'original_dst' }>;
+    let target: ConcreteTarget;
     if (configured.kind === 'original_dst') {
       // Transparent mode: the destination is where the app was connecting (iptables REDIRECT).
       let original: { address: string; port: number };
@@ -144,55 +159,52 @@ export class OutboundListener extends Listener {
     const destination = fixed?.destination ?? toDestination(target);
     const cached = fixed ? resolver.lookupKey(fixed.key) : resolver.lookup(destination);
     if (cached) {
-      this.decide(fd, src, target, cached);
+      this.decideResolved(fd, src, target, cached);
       return;
     }
     this.whilePending(fd, resolver.resolve(destination), (outcome) => {
-      if (outcome.kind === 'resolved') this.decide(fd, src, target, outcome.resolution);
-      else this.plainTcp(fd, src, target, outcome.code);
+      if (outcome.kind === 'resolved') this.decideResolved(fd, src, target, outcome.resolution);
+      else this.decideUnresolved(fd, src, target, outcome.code);
     });
   }
 
-  /** The VM manager could not answer and nothing fresh is cached: plain TCP to the address the target names, if it names one. */
-  private plainTcp(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string): void {
-    if (target.kind !== 'ip_port') {
-      this.refuse(fd, src, 'unresolvable', `refused: the VM manager is unavailable (${code}) and ${describeTarget(target)} names no address to fall back to`);
-      return;
+  private decideResolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution): void {
+    // The hot path: the same cached answer as last time reuses its endpoint and the decisions kept on it.
+    let last = this.lastResolved;
+    if (last === undefined || last.resolution !== resolution || last.target !== target) {
+      last = { resolution, target, endpoint: new UpstreamEndpoint(factsFromResolution(resolution, wantedOf(target))) };
+      this.lastResolved = last;
     }
-    this.options.resolver!.resolver.notePlainTcp();
-    const hop: Hop = { kind: 'direct', address: target.ip, port: target.port };
-    this.connect(fd, src, [hop], 'vm_manager_unavailable', '', { dst: { address: target.ip, port: target.port } });
+    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target });
   }
 
-  private decide(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution): void {
-    const { resolver, settings } = this.options.resolver!;
-    const local = resolver.local();
-    // The hot path: the same cached answer as last time (a cluster usually resolves one destination) reuses the decision's inputs.
-    let memo = this.lastDecision;
-    if (memo === undefined || memo.resolution !== resolution || memo.local !== local || memo.target !== target) {
-      const vm = resolution.found ? (resolution.vm ?? null) : null;
-      const port = target.kind === 'service' ? resolution.port : target.port;
-      const address = target.kind === 'ip_port' ? target.ip : vm?.addresses[0];
-      const requested = address !== undefined && port !== undefined ? { address, port } : null;
-      const breakerKey = vm?.sidecar ? VsockBreakers.key(vm.vsockCid, vm.sidecar.vsockPort) : '';
-      memo = { resolution, local, target, vm, requested, breakerKey, selections: new Map() };
-      this.lastDecision = memo;
-    }
-    const { vm, requested, breakerKey } = memo;
-    const vsockHealthy = this.options.vsock.enabled && !(breakerKey !== '' && this.options.breakers.isOpen(breakerKey, Date.now()));
-    let selection = memo.selections.get(vsockHealthy);
-    if (selection === undefined) {
-      selection = selectTransport({ local, destination: vm, hypervisor: resolution.hypervisor ?? null, requested, vsockHealthy, policy: settings.policy });
-      memo.selections.set(vsockHealthy, selection);
-    }
+  /** The VM manager could not answer and nothing fresh is cached: only the address the target names, if it names one, is known. */
+  private decideUnresolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string): void {
+    const endpoint = new UpstreamEndpoint(factsWithoutResolution(wantedOf(target)));
+    const connection = this.decide(fd, src, endpoint, { policy: this.options.resolver!.settings.policy, target, unresolved: `the VM manager is unavailable (${code})` });
+    if (connection) this.options.resolver!.resolver.notePlainTcp();
+  }
+
+  /** The transport decision for one connection, counted by reason, then the connection or its refusal. */
+  private decide(fd: number, src: { address: string; port: number }, endpoint: UpstreamEndpoint, how: HowDecided): ProxiedConnection | undefined {
+    const { policy, target, unresolved } = how;
+    const selection = endpoint.decide(this.options.placement.current(), this.vsockHealth(endpoint.breaker), policy);
     this.decisionCounter(selection.reason).inc();
+    const { app, vm } = endpoint.facts;
     if (!selection.ok) {
-      this.refuse(fd, src, selection.reason, `refused: no way to reach ${describeTarget(target)} (${selection.reason})`);
-      return;
+      const what = target ? describeTarget(target) : app ? formatAddress(app.address, app.port) : 'the endpoint';
+      this.refuse(fd, src, selection.reason, `refused: no way to reach ${what}${unresolved ? `: ${unresolved}` : ''} (${selection.reason})`);
+      return undefined;
     }
-    const dst = requested ?? { address: vm?.addresses[0] ?? '0.0.0.0', port: 0 };
-    const connection = this.connect(fd, src, selection.hops, selection.reason, breakerKey, vm ? { dst, vmId: vm.vmId } : { dst });
-    if (vm) this.remember(vm.vmId, connection);
+    const vmId = vm?.vmId ?? null;
+    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId });
+    if (target && vmId !== null) this.remember(vmId, connection);
+    return connection;
+  }
+
+  private vsockHealth(breaker: VsockBreakerKey | null): VsockHealth {
+    if (!this.options.vsock.enabled) return 'disabled';
+    return breaker !== null && this.options.breakers.isOpen(breaker, Date.now()) ? 'breaker_open' : 'available';
   }
 
   /** The decisions counter for one reason, labels bound once. */
@@ -207,9 +219,10 @@ export class OutboundListener extends Listener {
 
   // ---- shared ----------------------------------------------------------------
 
-  private connect(fd: number, src: { address: string; port: number }, hops: Hop[], route: string, breakerKey: string, peer: Peer): ProxiedConnection {
-    const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, peer) : null;
-    const attempts = hops.map((hop) => this.attempt(hop, header, breakerKey));
+  private connect(fd: number, src: { address: string; port: number }, upstream: Upstream): ProxiedConnection {
+    const { hops, dst, vmId } = upstream;
+    const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
+    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker));
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
@@ -221,16 +234,16 @@ export class OutboundListener extends Listener {
         listener: this.name,
         direction: 'outbound',
         src: formatAddress(src.address, src.port),
-        dst: formatAddress(peer.dst.address, peer.dst.port),
+        dst: formatAddress(dst.address, dst.port),
         cluster: this.cluster.name,
         transport: attempts[0]!.transport,
         upstream: attempts[0]!.label,
-        route,
-        ...(peer.vmId !== undefined && { dst_vm: peer.vmId }),
+        transport_reason: upstream.reason,
+        ...(vmId !== null && { dst_vm: vmId }),
       },
       onClosed: (c) => {
         this.untrack(c);
-        if (peer.vmId !== undefined) this.forget(peer.vmId, c);
+        if (vmId !== null) this.forget(vmId, c);
       },
     });
     this.track(connection);
@@ -285,18 +298,19 @@ export class OutboundListener extends Listener {
     this.drainTimers.add(timer);
   }
 
-  private attempt(hop: Hop, proxyHeader: Buffer | null, breakerKey: string): UpstreamAttempt {
+  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null): UpstreamAttempt {
     if (hop.kind !== 'vsock') {
-      const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.config.connectTimeoutMs };
+      const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.settings.connectTimeoutMs };
       return { transport: 'tcp', target, label: formatAddress(hop.address, hop.port), preamble: hop.kind === 'tcp' ? proxyHeader : null };
     }
     const { connectTimeoutMs } = this.options.vsock;
     const onFallback = (code: string, next: UpstreamAttempt): void => {
-      if (breakerKey !== '') this.options.breakers.open(breakerKey, Date.now());
+      if (breaker !== null) this.options.breakers.open(breaker, Date.now());
+      const vsock = `${hop.cid}:${hop.port}`;
       this.context.metrics.fallbacks.inc({ listener: this.name, cluster: this.cluster.name, from: 'vsock', to: next.transport, code });
       this.context.logger.warn(
-        { listener: this.name, cluster: this.cluster.name, reason: 'vsock_fallback', code, vsock: breakerKey, fallback: next.label, breaker_ms: this.options.vsock.breakerWindowMs },
-        `vsock connect to ${breakerKey} failed (${code}); falling back to ${next.transport} ${next.label}, vsock skipped for ${this.options.vsock.breakerWindowMs}ms`,
+        { listener: this.name, cluster: this.cluster.name, reason: 'vsock_fallback', code, vsock, fallback: next.label, breaker_ms: this.options.vsock.breakerWindowMs },
+        `vsock connect to ${vsock} failed (${code}); falling back to ${next.transport} ${next.label}, vsock skipped for ${this.options.vsock.breakerWindowMs}ms`,
       );
     };
     const relayHeader = hop.relay ? encodeRelayHeader({ cid: hop.cid, port: hop.port }) : null;
@@ -311,17 +325,14 @@ export class OutboundListener extends Listener {
     };
   }
 
-  private peerHeader(src: { address: string; port: number }, peer: Peer): Buffer {
+  private peerHeader(src: SocketAddress, dst: SocketAddress, vmId: string | null): Buffer {
     const tlvs: Tlv[] = [];
-    if (this.cluster.config.authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, this.cluster.config.authority));
+    const { authority } = this.cluster.settings;
+    if (authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, authority));
     tlvs.push(textTlv(TLV.VSOCKMESH_SOURCE_VM, this.context.nodeId));
-    if (peer.vmId !== undefined) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, peer.vmId));
-    return encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(src, peer.dst), tlvs });
+    if (vmId !== null) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, vmId));
+    return encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(src, dst), tlvs });
   }
-}
-
-function peerOf(endpoint: EndpointConfig): Peer {
-  return { dst: { address: endpoint.address, port: endpoint.port }, ...(endpoint.vmId !== undefined && { vmId: endpoint.vmId }) };
 }
 
 function toDestination(target: ConcreteTarget): Destination {

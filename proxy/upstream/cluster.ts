@@ -1,27 +1,53 @@
-// A cluster: a named set of endpoints that an outbound listener balances over.
+// A cluster: a named set of endpoints that an outbound listener balances over
+// (static config endpoints, or pushed over xDS), or a destination resolved
+// through the VM manager per connection. Endpoints are kept as their facts
+// (endpoint-facts.ts): how to reach one is decided per connection.
 
-import type { ClusterConfig, EndpointConfig } from '../config/types.js';
+import type { ClusterConfig } from '../config/types.js';
+import { UpstreamEndpoint } from './endpoint.js';
+import { factsFromConfig, type EndpointFacts } from './endpoint-facts.js';
+
+/** A cluster's settings: everything but its endpoints. */
+export type ClusterSettings = Omit<ClusterConfig, 'endpoints'>;
 
 export class Cluster {
   private next = 0;
-  constructor(private current: ClusterConfig) {}
+  private current: ClusterSettings;
+  private members: UpstreamEndpoint[];
 
-  get config(): ClusterConfig {
+  constructor(settings: ClusterSettings, endpoints: EndpointFacts[]) {
+    this.current = settings;
+    this.members = endpoints.map((e) => new UpstreamEndpoint(e));
+  }
+
+  /** A cluster of a config file. */
+  static fromConfig(config: ClusterConfig): Cluster {
+    const { endpoints, ...settings } = config;
+    return new Cluster(settings, endpoints.map(factsFromConfig));
+  }
+
+  get settings(): ClusterSettings {
     return this.current;
   }
 
-  /** New endpoints (xDS): the next connection uses them; open connections are not touched. */
-  update(config: ClusterConfig): void {
-    this.current = config;
+  get name(): string {
+    return this.current.name;
   }
 
-  get name(): string {
-    return this.config.name;
+  /** What is known of each endpoint (shown in /config_dump). */
+  get endpoints(): EndpointFacts[] {
+    return this.members.map((m) => m.facts);
+  }
+
+  /** New settings and endpoints (xDS): the next connection uses them; open connections are not touched. */
+  update(settings: ClusterSettings, endpoints: EndpointFacts[]): void {
+    this.current = settings;
+    this.members = endpoints.map((e) => new UpstreamEndpoint(e));
   }
 
   /** Round robin over the endpoints. */
-  pick(): EndpointConfig | undefined {
-    const { endpoints } = this.current;
+  pick(): UpstreamEndpoint | undefined {
+    const endpoints = this.members;
     if (endpoints.length === 0) return undefined;
     const endpoint = endpoints[this.next % endpoints.length];
     this.next = (this.next + 1) % endpoints.length;

@@ -86,6 +86,22 @@ export interface Wanted {
   port?: number;
 }
 
+/** What a resolve target or a question to the VM manager names (a vm target of a cluster names a port too). */
+export type Asked = { kind: 'ip'; ip: string } | { kind: 'ip_port'; ip: string; port: number } | { kind: 'vm'; port?: number } | { kind: 'service' };
+
+export function wantedOf(asked: Asked): Wanted {
+  switch (asked.kind) {
+    case 'ip':
+      return { address: asked.ip };
+    case 'ip_port':
+      return { address: asked.ip, port: asked.port };
+    case 'vm':
+      return asked.port === undefined ? {} : { port: asked.port };
+    case 'service':
+      return {};
+  }
+}
+
 function wantedApp(wanted: Wanted, resolution: Resolution | null): SocketAddress | null {
   const address = wanted.address ?? resolution?.vm?.addresses[0];
   const port = wanted.port ?? resolution?.port;

@@ -3,11 +3,11 @@
 // health of vsock and the policy, which hops to try in order and why. The one
 // place this is decided. Pure: no I/O, no clock.
 
-import type { VsockAddress } from '../config/types.js';
+import type { TransportPolicy, VsockAddress } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
 import { DECLARED, type EndpointFacts, type LocalPlacement } from './endpoint-facts.js';
 
-export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
+export type { TransportPolicy };
 
 /** vsock as this sidecar sees it for the endpoint: usable, its breaker open after a failed connect, or turned off. */
 export type VsockHealth = 'available' | 'breaker_open' | 'disabled';
@@ -25,7 +25,7 @@ export type Hop =
   | { kind: 'tcp'; address: string; port: number }
   | { kind: 'direct'; address: string; port: number };
 
-/** Why the first hop was chosen; also the access log's `route` and the decisions metric's label. */
+/** Why the first hop was chosen: the access log's `transport_reason` and the decisions metric's `reason`, for every source alike. */
 export type SelectionReason =
   | 'same_hypervisor'
   | 'other_hypervisor'
@@ -39,6 +39,7 @@ export type SelectionReason =
   | 'vsock_unhealthy'
   | 'tcp_only_policy';
 
+/** Why no hop is possible (the refusal's `reason`): vsock-only and vsock is not possible, or nothing to connect to. */
 export type RefusalReason = 'vsock_only_unavailable' | 'no_address';
 
 export type Selection = { ok: true; hops: Hop[]; reason: SelectionReason } | { ok: false; reason: RefusalReason };

@@ -387,7 +387,8 @@ async function main(): Promise<void> {
   const plainTcp = runs.reduce((s, r) => s + r.plainTcp, 0);
   const refused = runs.reduce((s, r) => s + r.refused, 0);
   const decisions = new Map<string, number>();
-  for (const r of runs) for (const [k, v] of Object.entries(r.decisions)) decisions.set(k, (decisions.get(k) ?? 0) + v);
+  // Static endpoints are counted too (every cluster's decisions are); this line is about the resolved ones.
+  for (const r of runs.filter((x) => x.mode !== 'static')) for (const [k, v] of Object.entries(r.decisions)) decisions.set(k, (decisions.get(k) ?? 0) + v);
   const resolvedConns = runs.filter((r) => r.mode !== 'static').reduce((s, r) => s + r.load.totalConns, 0);
 
   const checks = [

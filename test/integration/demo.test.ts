@@ -8,7 +8,7 @@ import test from 'ava';
 import http from 'node:http';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
-import { runDemo } from '../../proxy/cmd/demo.js';
+import { runDemo } from '../../proxy/cmd/demo/index.js';
 import { native } from '../../proxy/native/index.js';
 import { waitFor } from '../helpers/apps.js';
 
@@ -59,12 +59,12 @@ test.serial('demo --once (vsock off): vm-b is same hypervisor but carried over T
 
   // vm-a -> vm-b: the VM manager says same hypervisor; vsock is off, so TCP to vm-b's sidecar carries it.
   t.regex(s, /VM manager: vm-b is on hv-1 \(vsock loopback, CID 1\), like vm-a: same hypervisor/);
-  t.regex(s, new RegExp(`decision: +tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_unhealthy\\) -- same hypervisor, so vsock would be chosen, but vsock turned off for this run: TCP to vm-b's sidecar carries it`));
-  t.regex(s, new RegExp(`vm-a -> vm-b: tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_unhealthy\\) \\.\\.\\. ok, 1 MiB echoed: sent 1048576 B, received 1048576 B, sha256 matches`));
+  t.regex(s, new RegExp(`decision: +tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_disabled\\) -- same hypervisor, so vsock would be chosen, but vsock turned off for this run: TCP to vm-b's sidecar carries it`));
+  t.regex(s, new RegExp(`vm-a -> vm-b: tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_disabled\\) \\.\\.\\. ok, 1 MiB echoed: sent 1048576 B, received 1048576 B, sha256 matches`));
   t.regex(s, /vm-b inbound {2}127\.0\.0\.1:\d+ -> vm-b:inbound -> 127\.0\.0\.3:\d+ {2}transport=tcp .*source_vm=vm-a authority=echo\.vm-b/);
   // By service name: the VM manager picks the provider on vm-a's hypervisor.
   t.regex(s, /service web -> vm-b \(the VM manager prefers a provider on the caller's hypervisor\)/);
-  t.regex(s, /vm-a -> vm-b \(service web\): tcp 127\.0\.0\.3:\d+ \(vsock_unhealthy\) \.\.\. ok, HTTP 200: hello from vm-b: GET \//);
+  t.regex(s, /vm-a -> vm-b \(service web\): tcp 127\.0\.0\.3:\d+ \(vsock_disabled\) \.\.\. ok, HTTP 200: hello from vm-b: GET \//);
 
   // vm-a -> vm-c: other hypervisor, TCP to its sidecar (by VM id and by address).
   t.regex(s, /VM manager: vm-c is on hv-2 \(vsock host-relay, CID 3\), vm-a is on hv-1: other hypervisor/);
@@ -75,7 +75,7 @@ test.serial('demo --once (vsock off): vm-b is same hypervisor but carried over T
   // An address the VM manager does not know: straight to the app, no sidecar hop.
   t.regex(s, /VM manager: no VM has 127\.0\.0\.5: unknown destination/);
   t.regex(s, /vm-a -> 127\.0\.0\.5:(\d+): direct 127\.0\.0\.5:\1 \(unknown_destination\) \.\.\. ok, 1 MiB echoed: sent 1048576 B, received 1048576 B, sha256 matches/);
-  t.regex(s, /vm-a outbound 127\.0\.0\.2:\d+ -> vm-a:echo-direct -> 127\.0\.0\.5:\d+ {2}transport=tcp route=unknown_destination .*\(direct: no sidecar at the destination\)/);
+  t.regex(s, /vm-a outbound 127\.0\.0\.2:\d+ -> vm-a:echo-direct -> 127\.0\.0\.5:\d+ {2}transport=tcp transport_reason=unknown_destination .*\(direct: no sidecar at the destination\)/);
   t.notRegex(s, /! vm-|! vm-manager/, 'no warning from any sidecar or the VM manager');
 
   t.regex(s, /demo: all traffic arrived intact\n$/);
@@ -96,7 +96,7 @@ test.serial('without --once the demo serves until stopped (as on Ctrl-C), then d
   t.is(r.status, 200);
   t.is(r.body, 'hello from vm-b: GET /hello\n');
   // Later connections are reported too.
-  await waitFor(() => /serving until Ctrl-C[\s\S]*vm-a outbound .*vm-a:web -> 127\.0\.0\.3:\d+ {2}transport=tcp route=vsock_unhealthy dst_vm=vm-b/.test(text()), 'the access line of the request');
+  await waitFor(() => /serving until Ctrl-C[\s\S]*vm-a outbound .*vm-a:web -> 127\.0\.0\.3:\d+ {2}transport=tcp transport_reason=vsock_disabled dst_vm=vm-b/.test(text()), 'the access line of the request');
 
   stop.abort();
   await running;

@@ -5,62 +5,13 @@
 // No skip when haproxy is missing: startHaproxy throws "haproxy not installed".
 
 import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { startEchoServer, waitFor } from '../helpers/apps.js';
+import { echoTransfer as transfer, startEchoServer, waitFor, type Transfer } from '../helpers/apps.js';
 import { acceptProxyListen, freePort, sendProxyV2Listen, startHaproxy } from '../helpers/haproxy.js';
 import { metricValue, startSidecar } from '../helpers/sidecars.js';
 
 const SIZE = 4 * 1024 * 1024;
 
-interface ClientTransfer {
-  sent: number;
-  received: number;
-  sentSha256: string;
-  receivedSha256: string;
-  /** The client's own address and port: what a PROXY header must carry as the source. */
-  localAddress: string;
-  localPort: number;
-}
-
-/** echoTransfer, plus the client's local address/port. */
-function transfer(port: number, size: number, host = '127.0.0.1'): Promise<ClientTransfer> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, allowHalfOpen: true });
-    const sentHash = createHash('sha256');
-    const receivedHash = createHash('sha256');
-    let sent = 0;
-    let received = 0;
-    let local = { address: '', port: 0 };
-    const write = (): void => {
-      while (sent < size) {
-        const chunk = randomBytes(Math.min(256 * 1024, size - sent));
-        sent += chunk.length;
-        sentHash.update(chunk);
-        if (!socket.write(chunk)) {
-          socket.once('drain', write);
-          return;
-        }
-      }
-      socket.end();
-    };
-    socket.on('connect', () => {
-      local = { address: socket.localAddress!, port: socket.localPort! };
-      write();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-      receivedHash.update(chunk);
-    });
-    socket.on('end', () => {
-      socket.destroy();
-      resolve({ sent, received, sentSha256: sentHash.digest('hex'), receivedSha256: receivedHash.digest('hex'), localAddress: local.address, localPort: local.port });
-    });
-    socket.on('error', reject);
-  });
-}
-
-function assertIntact(t: ExecutionContext, result: ClientTransfer, size: number): void {
+function assertIntact(t: ExecutionContext, result: Transfer, size: number): void {
   t.is(result.sent, size);
   t.is(result.received, size);
   t.is(result.receivedSha256, result.sentSha256);

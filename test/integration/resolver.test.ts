@@ -60,7 +60,7 @@ test('100 simultaneous connections to a new destination make one Resolve query, 
   t.is(await metricValue({ metrics: { render: () => vmm.server.metrics.metrics() } } as never, 'vsockmesh_vm_manager_requests_total', { method: 'Resolve' }), 1, 'one query reached the VM manager');
   t.deepEqual(a.sidecar.resolver!.counters.queries, { found: 1, not_found: 0, unavailable: 0 });
   await waitFor(() => a.logs.access().length === 100, '100 access lines');
-  t.true(a.logs.access().every((l) => l.transport === 'tcp' && l.route === 'other_hypervisor' && l.dst_vm === 'vm-b'));
+  t.true(a.logs.access().every((l) => l.transport === 'tcp' && l.transport_reason === 'other_hypervisor' && l.dst_vm === 'vm-b'));
   t.is(await metricValue(a.sidecar, 'vsockmesh_transport_decisions_total', { reason: 'other_hypervisor' }), 100);
   t.is(b.logs.access().length, 100, 'every connection went through vm-b\'s sidecar');
 });
@@ -81,7 +81,7 @@ test('an unknown destination goes direct over TCP, and "unknown" is cached (one 
   }
   t.deepEqual(a.sidecar.resolver!.counters.queries, { found: 0, not_found: 1, unavailable: 0 });
   await waitFor(() => a.logs.access().length === 2, 'access lines');
-  t.true(a.logs.access().every((l) => l.route === 'unknown_destination' && l.upstream === `127.0.0.4:${app.port}`));
+  t.true(a.logs.access().every((l) => l.transport_reason === 'unknown_destination' && l.upstream === `127.0.0.4:${app.port}`));
 });
 
 test('policy vsock-only refuses (and counts) what vsock cannot carry instead of falling back', async (t) => {
@@ -138,7 +138,7 @@ test('VM manager killed: traffic continues on cached answers, then plain TCP, co
   await check(); // cached: still the same decision, through vm-b's sidecar
   await waitFor(() => a.logs.access().length === 2, 'two access lines');
   t.deepEqual(
-    a.logs.access().map((l) => l.route),
+    a.logs.access().map((l) => l.transport_reason),
     ['other_hypervisor', 'other_hypervisor'],
   );
   t.is(await metricValue(a.sidecar, 'vsockmesh_resolver_plain_tcp_total'), 0);
@@ -148,7 +148,7 @@ test('VM manager killed: traffic continues on cached answers, then plain TCP, co
   await check();
   await waitFor(() => a.logs.access().length === 4, 'four access lines');
   t.deepEqual(
-    a.logs.access().slice(2).map((l) => [l.route, l.upstream]),
+    a.logs.access().slice(2).map((l) => [l.transport_reason, l.upstream]),
     [
       ['vm_manager_unavailable', `127.0.0.5:${app.port}`],
       ['vm_manager_unavailable', `127.0.0.5:${app.port}`],

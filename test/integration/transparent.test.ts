@@ -52,8 +52,8 @@ if (need !== undefined && process.env.CI !== 'true') {
     );
     const access = result.logs.filter((l) => l.log === 'access');
     const byDst = new Map(access.map((l) => [l.dst, l]));
-    t.like(byDst.get('10.99.0.5:80'), { transport: 'tcp', route: 'other_hypervisor', dst_vm: 'vm-b', upstream: '10.99.0.5:15006' });
-    t.like(byDst.get('10.99.0.7:81'), { transport: 'tcp', route: 'unknown_destination', upstream: '10.99.0.7:81' });
+    t.like(byDst.get('10.99.0.5:80'), { transport: 'tcp', transport_reason: 'other_hypervisor', dst_vm: 'vm-b', upstream: '10.99.0.5:15006' });
+    t.like(byDst.get('10.99.0.7:81'), { transport: 'tcp', transport_reason: 'unknown_destination', upstream: '10.99.0.7:81' });
     t.is(access.length, 2);
     const refused = result.logs.filter((l) => l.reason === 'no_original_destination');
     t.is(refused.length, 1, 'the connection made straight to the listener was refused');

@@ -14,7 +14,7 @@ import { Registry } from '../../xds/vm-manager/registry.js';
 import { echoTransfer, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
-import { LogCapture, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
+import { LogCapture, metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 import { startVmManager, vm } from '../helpers/vm-manager.js';
 
 interface World {
@@ -68,10 +68,15 @@ test('a listener pushed by the control plane starts accepting; its cluster\'s en
   const r = await echoTransfer(w.outboundPort, 100_000);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => w.a.logs.access().length === 1, 'an access line');
-  t.like(w.a.logs.access()[0], { listener: 'outbound|echo', cluster: 'echo', transport: 'tcp', dst_vm: 'vm-b', upstream: `127.0.0.3:${w.b.sidecar.listenerAddress('inbound').port}` });
+  const inbound = { address: '127.0.0.3', port: w.b.sidecar.listenerAddress('inbound').port };
+  // Decided per connection from the endpoint's facts and vm-a's placement (hv-1; vm-b is on hv-2).
+  t.like(w.a.logs.access()[0], { listener: 'outbound|echo', cluster: 'echo', transport: 'tcp', transport_reason: 'other_hypervisor', dst_vm: 'vm-b', upstream: `127.0.0.3:${inbound.port}` });
+  t.is(await metricValue(w.a.sidecar, 'vsockmesh_transport_decisions_total', { cluster: 'echo', reason: 'other_hypervisor' }), 1, 'xDS decisions are counted too');
   t.is(w.b.logs.access().length, 1, 'through vm-b\'s sidecar');
-  const cluster = w.a.sidecar.xds!.clusters.get('echo')!.config;
-  t.deepEqual(cluster.endpoints, [{ address: '127.0.0.3', port: w.appB.port, vmId: 'vm-b', peer: { address: '127.0.0.3', port: w.b.sidecar.listenerAddress('inbound').port } }]);
+  t.deepEqual(w.a.sidecar.xds!.placement, { vmId: 'vm-a', hypervisorId: 'hv-1' });
+  t.deepEqual(w.a.sidecar.xds!.clusters.get('echo')!.endpoints, [
+    { app: { address: '127.0.0.3', port: w.appB.port }, vm: { vmId: 'vm-b', hypervisorId: 'hv-2', sidecar: { tcp: inbound, vsock: null }, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } } } },
+  ]);
   // Every type ACKed at the version the control plane serves.
   await waitFor(() => w.plane.ads.syncStatus().filter((s) => s.nodeId === 'vm-a' && s.lastAckVersion !== null && s.lastAckVersion === s.lastSentVersion).length === 4, 'CDS, EDS, LDS and RDS ACKed');
 });
@@ -84,16 +89,22 @@ test('an endpoint update redirects new connections; a VM registered or moved sho
   // vm-c, no sidecar, now serves echo; vm-b stops serving it.
   w.registry.registerVm(vm({ vmId: 'vm-c', hypervisorId: 'hv-1', vsockCid: 4, addresses: ['127.0.0.4'], services: [{ name: 'echo', port: appC.port }] }));
   w.registry.registerVm(vm({ vmId: 'vm-b', hypervisorId: 'hv-2', vsockCid: 3, addresses: ['127.0.0.3'], sidecar: { tcpPort: w.b.sidecar.listenerAddress('inbound').port, vsockPort: 0 } }));
-  await waitFor(() => w.a.sidecar.xds!.clusters.get('echo')!.config.endpoints.map((e) => e.vmId).join() === 'vm-c', 'the new endpoints');
+  await waitFor(() => w.a.sidecar.xds!.clusters.get('echo')!.endpoints.map((e) => e.vm?.vmId).join() === 'vm-c', 'the new endpoints');
   const r = await echoTransfer(w.outboundPort, 50_000);
   t.is(r.receivedSha256, r.sentSha256);
   t.is(appC.accepted, 1, 'the new connection went to vm-c');
   t.is(w.b.logs.access().length, 0);
-  // Moving vm-c onto vm-a's hypervisor: its endpoint now says so (vsock is off here, and vm-c has no sidecar: still direct).
+  // Moving vm-c to another hypervisor: its endpoint now says so (vm-c has no sidecar: still direct).
   w.registry.moveVm('vm-c', 'hv-2', 9);
   await w.plane.flush();
   await waitFor(() => w.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.ClusterLoadAssignment && s.lastAckVersion === w.plane.cache.get('vm-a')!.versions[TYPE_URLS.ClusterLoadAssignment]), 'the moved endpoint ACKed');
-  t.deepEqual(w.a.sidecar.xds!.clusters.get('echo')!.config.endpoints, [{ address: '127.0.0.4', port: appC.port, vmId: 'vm-c' }]);
+  t.deepEqual(w.a.sidecar.xds!.clusters.get('echo')!.endpoints, [
+    { app: { address: '127.0.0.4', port: appC.port }, vm: { vmId: 'vm-c', hypervisorId: 'hv-2', sidecar: null, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } } } },
+  ]);
+  const r2 = await echoTransfer(w.outboundPort, 20_000);
+  t.is(r2.receivedSha256, r2.sentSha256);
+  await waitFor(() => w.a.logs.access().length === 2, 'the access lines');
+  for (const line of w.a.logs.access()) t.like(line, { dst_vm: 'vm-c', transport_reason: 'no_sidecar', upstream: `127.0.0.4:${appC.port}` });
 });
 
 test('a listener removed by the control plane drains and stops accepting', async (t) => {
@@ -220,7 +231,7 @@ test('one listener whose port is taken is NACKed by name while the other listene
   t.is(ldsStatus(w)!.lastAckVersion, accepted, 'no ACK for the partly applied version');
   // The other listener of the response serves.
   t.true(listening(w, 'outbound|two'));
-  await waitFor(() => (w.a.sidecar.xds!.clusters.get('two')?.config.endpoints.length ?? 0) > 0, 'the endpoints of "two" (EDS follows its CDS)', 15_000);
+  await waitFor(() => (w.a.sidecar.xds!.clusters.get('two')?.endpoints.length ?? 0) > 0, 'the endpoints of "two" (EDS follows its CDS)', 15_000);
   const two = await echoTransfer(twoPort, 30_000);
   t.is(two.receivedSha256, two.sentSha256, 'outbound|two serves');
   // outbound|echo's previous version keeps serving on its old port.

@@ -24,7 +24,7 @@ test('a minimal config gets the documented defaults', (t) => {
   const config = parseSidecarConfig(minimal);
   t.deepEqual(config, {
     node: { id: 'vm-a' },
-    vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 },
+    vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
     vmManager: null,
     xds: null,
     admin: { address: '127.0.0.1', port: 15000 },
@@ -98,6 +98,15 @@ test('a resolved cluster and the VM manager section parse into domain form with 
     ],
   });
   t.deepEqual(config.vmManager, { address: '127.0.0.1:15400', queryTimeoutMs: 500, negativeTtlMs: 5000, migrationGraceMs: 5000, policy: 'prefer-vsock' });
+  // One policy for every cluster (vsock.policy); vm_manager.policy, older, still decides resolved clusters when given.
+  const policies = (data: Record<string, unknown>): [string, string | undefined] => {
+    const c = parseSidecarConfig({ ...minimal, ...data });
+    return [c.vsock.policy, c.vmManager?.policy];
+  };
+  t.deepEqual(policies({ vsock: { policy: 'tcp-only' }, vm_manager: { address: '127.0.0.1:15400' } }), ['tcp-only', 'tcp-only']);
+  t.deepEqual(policies({ vm_manager: { address: '127.0.0.1:15400', policy: 'vsock-only' } }), ['prefer-vsock', 'vsock-only']);
+  t.deepEqual(policies({ vsock: { policy: 'vsock-only' }, vm_manager: { address: '127.0.0.1:15400', policy: 'tcp-only' } }), ['vsock-only', 'tcp-only']);
+  t.deepEqual(policies({ vsock: { policy: 'tcp-only' } }), ['tcp-only', undefined]);
   t.deepEqual(
     config.clusters.map((c) => c.resolve),
     [
@@ -204,6 +213,7 @@ const invalid: Array<[string, unknown, string]> = [
   ['registry authorization without a VM manager', { ...minimal, listeners: [inbound({ transport: 'vsock', peer_authorization: 'registry' })] }, 'listeners[0].peer_authorization: registry needs a vm_manager section'],
   ['VM manager address without a port', { ...minimal, vm_manager: { address: 'localhost' } }, 'vm_manager.address: must be host:port'],
   ['unknown transport policy', { ...minimal, vm_manager: { address: '127.0.0.1:15400', policy: 'fast' } }, 'vm_manager.policy:'],
+  ['unknown transport policy of the sidecar', { ...minimal, vsock: { policy: 'fast' } }, 'vsock.policy:'],
 ];
 
 for (const [what, data, expected] of invalid) {

@@ -223,6 +223,7 @@ test('invariants hold in every combination of every source', (t) => {
       if (kinds.includes('vsock')) {
         if (source !== 'static') t.is(c.local, 'same hypervisor', `vsock only on the same hypervisor, never to ourselves: ${label}`);
         t.not(c.vsock, 'disabled', `never vsock when it is off: ${label}`);
+        if (c.vsock === 'breaker_open') t.true(PORTS[c.dest]!.tcp === 0 || c.policy === 'vsock-only', `an open breaker skips vsock whenever a TCP path may be taken: ${label}`);
         const relay = s.hops[0]!.kind === 'vsock' ? s.hops[0]!.relay : undefined;
         t.is(relay !== undefined, c.mode === 'host-relay', `host relay exactly in host-relay mode: ${label}`);
       }
@@ -247,4 +248,76 @@ test('describeSelection names the hops, the relay, the fallback and refusals', (
     describeSelection(selectTransport({ local: null, endpoint: { app: { address: 'fd00::5', port: 80 }, vm: null }, vsock: 'available', policy: 'prefer-vsock' })),
     'direct [fd00::5]:80 (unknown_destination)',
   );
+});
+
+// ---- what the three decisions it replaces said, carried over ---------------------
+
+test('a same-hypervisor peer resolved through the VM manager goes over vsock with TCP as the fallback; without an app address, through the relay', (t) => {
+  const same: Case = { dest: 'sidecar tcp+vsock', local: 'same hypervisor', mode: 'direct', vsock: 'available', policy: 'prefer-vsock', app: 'app address known' };
+  const s = decide('resolution', same);
+  t.deepEqual(s, { ok: true, hops: [VSOCK, TCP], reason: 'same_hypervisor' });
+  t.is(describeSelection(s), 'vsock 5:15007 (same_hypervisor), fallback tcp 10.0.0.2:15006');
+  const relayed = decide('resolution', { ...same, dest: 'sidecar vsock only', mode: 'host-relay', app: 'no app address' });
+  t.is(describeSelection(relayed), 'vsock 5:15007 via host relay 2:15100 (same_hypervisor)');
+});
+
+test('static endpoints: every combination planHops had (vsock address none/direct/host-relay, TCP peer, vsock on, breaker open), its reasons renamed', (t) => {
+  // planHops said vsock, vsock_breaker_open, vsock_disabled, tcp_peer and direct; the one reason union says:
+  const rows: Array<[string, EndpointConfig, VsockHealth, Selection]> = [];
+  const app = { address: '10.0.0.2', port: 8080 };
+  const peer = { address: '10.0.0.2', port: 15006 };
+  for (const [name, vsock, hop] of [
+    ['no vsock', undefined, undefined],
+    ['vsock direct', { mode: 'direct', cid: 5, port: 15007 }, VSOCK],
+    ['vsock via host relay', { mode: 'host-relay', cid: 5, port: 15007, relay: { cid: 2, port: 15100 } }, VSOCK_VIA_RELAY],
+  ] as const) {
+    for (const withPeer of [false, true]) {
+      for (const health of ['disabled', 'available', 'breaker_open'] as const) {
+        const endpoint: EndpointConfig = { ...app, ...(withPeer && { peer }), ...(vsock && { vsock }) };
+        let want: Selection;
+        if (hop && health !== 'disabled' && !withPeer) want = { ok: true, hops: [hop], reason: 'same_hypervisor' }; // was vsock (the breaker too: no TCP to move to)
+        else if (hop && health === 'breaker_open') want = { ok: true, hops: [TCP], reason: 'vsock_unhealthy' }; // was vsock_breaker_open
+        else if (hop && health === 'available') want = { ok: true, hops: [hop, TCP], reason: 'same_hypervisor' }; // was vsock
+        else if (withPeer) want = { ok: true, hops: [TCP], reason: hop ? 'vsock_disabled' : 'no_vsock_inbound' }; // was vsock_disabled, tcp_peer
+        else want = { ok: true, hops: [DIRECT], reason: hop ? 'vsock_disabled' : 'no_sidecar' }; // was direct
+        rows.push([`${name}, ${withPeer ? 'TCP peer' : 'no TCP peer'}, vsock ${health}`, endpoint, health, want]);
+      }
+    }
+  }
+  t.is(new Set(rows.map(([title]) => title)).size, 18, 'planHops\'s 24 rows: vsock off with the breaker open or closed is one row here');
+  for (const [title, endpoint, vsock, want] of rows) {
+    // Placement does not matter to a static endpoint: its vsock address is declared reachable.
+    for (const local of [null, LOCAL['other hypervisor']]) t.deepEqual(selectTransport({ local, endpoint: factsFromConfig(endpoint), vsock, policy: 'prefer-vsock' }), want, title);
+  }
+});
+
+test("xDS endpoints: every branch the applier's endpointConfig had, now decided per connection from the VM facts and our placement", (t) => {
+  const vm = (over: Partial<NonNullable<XdsEndpoint['vm']>> = {}): XdsEndpoint => ({
+    address: '10.0.0.4',
+    port: 80,
+    vm: { vmId: 'b', hypervisorId: 'hv-1', vsockCid: 4, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100, ...over },
+  });
+  const here: LocalPlacement = { vmId: 'a', hypervisorId: 'hv-1' };
+  const run = (e: XdsEndpoint, local: LocalPlacement | null = here): Selection => selectTransport({ local, endpoint: factsFromXds(e), vsock: 'available', policy: 'prefer-vsock' });
+  const tcp = { kind: 'tcp', address: '10.0.0.4', port: 15006 } as const;
+  // No VM facts: straight to the app.
+  t.deepEqual(run({ address: '10.0.0.9', port: 80 }), { ok: true, hops: [{ kind: 'direct', address: '10.0.0.9', port: 80 }], reason: 'unknown_destination' });
+  // Same hypervisor, host-relay mode: vsock through the relay on CID 2, TCP to the sidecar as fallback.
+  t.deepEqual(run(vm()), { ok: true, hops: [{ kind: 'vsock', cid: 4, port: 15007, relay: { cid: 2, port: 15100 } }, tcp], reason: 'same_hypervisor' });
+  // Direct and loopback modes: vsock straight to the CID.
+  for (const mode of ['direct', 'loopback'] as const) t.deepEqual(run(vm({ vsockMode: mode })), { ok: true, hops: [{ kind: 'vsock', cid: 4, port: 15007 }, tcp], reason: 'same_hypervisor' }, mode);
+  // Other hypervisor, unknown placement, or our own VM: TCP to its sidecar, no vsock.
+  for (const [what, local, e, reason] of [
+    ['other hypervisor', here, vm({ hypervisorId: 'hv-2' }), 'other_hypervisor'],
+    ['placement unknown', null, vm(), 'local_unknown'],
+    ['the endpoint is this VM', { vmId: 'b', hypervisorId: 'hv-1' }, vm(), 'same_vm'],
+  ] as const) {
+    t.deepEqual(run(e, local), { ok: true, hops: [tcp], reason }, what);
+  }
+  // No vsock inbound: TCP to the sidecar; no sidecar inbound at all: the app; vsock only: no TCP fallback.
+  t.deepEqual(run(vm({ vsockPort: 0 })), { ok: true, hops: [tcp], reason: 'no_vsock_inbound' });
+  t.deepEqual(run(vm({ vsockPort: 0, tcpPort: 0 })), { ok: true, hops: [{ kind: 'direct', address: '10.0.0.4', port: 80 }], reason: 'no_sidecar' });
+  t.deepEqual(run(vm({ tcpPort: 0 })), { ok: true, hops: [{ kind: 'vsock', cid: 4, port: 15007, relay: { cid: 2, port: 15100 } }], reason: 'same_hypervisor' }, 'vsock only, no TCP fallback');
+  // The facts name the VM (the destination-VM TLV) whatever the decision.
+  t.is(factsFromXds(vm()).vm?.vmId, 'b');
 });

@@ -9,7 +9,9 @@ import { ProxyMetrics } from '../../proxy/metrics.js';
 import { Admission } from '../../proxy/overload/admission.js';
 import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { Listener } from '../../proxy/listeners/listener.js';
-import { VsockBreakers } from '../../proxy/upstream/transport.js';
+import { VsockBreakers } from '../../proxy/upstream/breakers.js';
+import type { Cluster } from '../../proxy/upstream/cluster.js';
+import { factsFromXds } from '../../proxy/upstream/endpoint-facts.js';
 import { XdsApplier } from '../../proxy/dynamic/applier.js';
 import type { StateRefusals } from '../../proxy/dynamic/types.js';
 import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
@@ -43,7 +45,12 @@ class FakeHost {
         this.retired.push(listener);
         if (this.open.get(listener.name) === listener) this.open.delete(listener.name);
       },
-      outboundOptions: { accessLog: false, vsock: { enabled: false, breakerWindowMs: 30_000, connectTimeoutMs: 1_000 }, breakers: new VsockBreakers(30_000) },
+      outboundOptions: {
+        accessLog: false,
+        vsock: { enabled: false, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
+        breakers: new VsockBreakers(30_000),
+        placement: { current: () => this.applier.placement },
+      },
       inboundOptions: { accessLog: false },
       listenerContext: { logger, accessLogger: logger, metrics: new ProxyMetrics({ processMetrics: false }), nodeId: 'vm-a', admission: new Admission(null, { shedding: () => false, describe: () => '' }), refusals: new RefusalLog(logger) },
     });
@@ -64,7 +71,16 @@ class FakeHost {
 }
 
 const here = { vmId: 'vm-a', hypervisorId: 'hv-1' };
-const outbound = (service: string, port: number, placed = true): XdsListener => ({ name: `outbound|${service}`, kind: 'outbound', address: '127.0.0.1', port, cluster: service, ...(placed && { local: here }) });
+/** The app addresses of a cluster's endpoints. */
+const apps = (cluster: Cluster) => cluster.endpoints.map((e) => e.app);
+const outbound = (service: string, port: number, placed: boolean | typeof here = true): XdsListener => ({
+  name: `outbound|${service}`,
+  kind: 'outbound',
+  address: '127.0.0.1',
+  port,
+  cluster: service,
+  ...(placed !== false && { local: placed === true ? here : placed }),
+});
 const inbound: XdsListener = { name: 'inbound|vm-a', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080] };
 const api = (name: string): XdsListener => ({ name, kind: 'api' });
 const eds = (name: string): Extract<XdsCluster, { kind: 'eds' }> => ({ name, kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: name });
@@ -186,7 +202,7 @@ test('a cluster removed from CDS is freed at once when no listener names it, els
   await h.applier.applyListeners([outbound('web', 18080), outbound('db', 15432)]);
   t.deepEqual(h.applier.applyClusters([eds('web')]), ['web']);
   t.deepEqual(names(), ['db', 'web'], '"old" is freed; "db" is still named by outbound|db');
-  t.deepEqual(h.applier.clusters.get('db')!.config.endpoints, [], 'db refuses connections (no endpoint)');
+  t.deepEqual(apps(h.applier.clusters.get('db')!), [], 'db refuses connections (no endpoint)');
   t.deepEqual(
     h.dumped().clusters.map((c) => c.name),
     ['web', 'db'],
@@ -200,9 +216,9 @@ test('a cluster removed from CDS is freed at once when no listener names it, els
   );
   // Back in CDS: a new cluster, without the old assignment (it went with the cluster) until EDS sends one.
   h.applier.applyClusters([eds('web'), eds('db')]);
-  t.deepEqual(h.applier.clusters.get('db')!.config.endpoints, []);
+  t.deepEqual(apps(h.applier.clusters.get('db')!), []);
   h.applier.applyAssignments([{ clusterName: 'db', endpoints: [{ address: '10.0.0.3', port: 5432 }] }]);
-  t.deepEqual(h.applier.clusters.get('db')!.config.endpoints, [{ address: '10.0.0.3', port: 5432 }]);
+  t.deepEqual(apps(h.applier.clusters.get('db')!), [{ address: '10.0.0.3', port: 5432 }]);
 });
 
 test('a cluster still named by a listener gets its endpoints back when CDS brings it back', async (t) => {
@@ -215,7 +231,7 @@ test('a cluster still named by a listener gets its endpoints back when CDS bring
   h.applier.applyClusters([eds('db')]);
   h.applier.applyAssignments([{ clusterName: 'db', endpoints: [{ address: '10.0.0.2', port: 5432 }] }]);
   t.is(h.applier.clusters.get('db'), cluster);
-  t.deepEqual(cluster.config.endpoints, [{ address: '10.0.0.2', port: 5432 }]);
+  t.deepEqual(apps(cluster), [{ address: '10.0.0.2', port: 5432 }]);
 });
 
 test('a cluster refused by validation keeps its last good version and its EDS subscription; an assignment for a cluster we do not have is dropped', (t) => {
@@ -223,7 +239,7 @@ test('a cluster refused by validation keeps its last good version and its EDS su
   h.applier.applyClusters([eds('web'), { ...eds('db'), edsServiceName: 'db-v1' }]);
   h.applier.applyAssignments([{ clusterName: 'db-v1', endpoints: [{ address: '10.0.0.2', port: 5432 }] }]);
   t.deepEqual(h.applier.applyClusters([eds('web')], refusedNames('db')), ['web', 'db-v1']);
-  t.deepEqual(h.applier.clusters.get('db')!.config.endpoints, [{ address: '10.0.0.2', port: 5432 }]);
+  t.deepEqual(apps(h.applier.clusters.get('db')!), [{ address: '10.0.0.2', port: 5432 }]);
   h.applier.applyAssignments([{ clusterName: 'gone', endpoints: [{ address: '10.0.0.9', port: 1 }] }]);
   t.deepEqual([...h.applier.clusters.keys()].sort(), ['db', 'web']);
   // An unreadable cluster in the state: nothing is removed.
@@ -243,4 +259,23 @@ test('route configurations follow the API listeners; a refused API listener keep
   await h.applier.applyListeners([api('web')]);
   t.deepEqual(h.applier.routeNames(), ['web']);
   t.deepEqual([...h.applier.routes.keys()], ['web']);
+});
+
+test('our placement is the one the control plane sends with our outbound listeners; endpoints keep their VM facts whatever it is (the decision is per connection)', async (t) => {
+  const h = new FakeHost();
+  t.is(h.applier.placement, null, 'not placed before the first state');
+  h.applier.applyClusters([eds('web')]);
+  const endpoint = { address: '10.0.0.4', port: 80, vm: { vmId: 'vm-b', hypervisorId: 'hv-1', vsockCid: 4, vsockPort: 15007, tcpPort: 15006, vsockMode: 'direct', relayPort: 0 } } as const;
+  h.applier.applyAssignments([{ clusterName: 'web', endpoints: [endpoint] }]);
+  const facts = h.applier.clusters.get('web')!.endpoints;
+  t.deepEqual(facts, [factsFromXds(endpoint)]);
+  await h.applier.applyListeners([outbound('web', 18080)]);
+  const placed = h.applier.placement;
+  t.deepEqual(placed, here);
+  await h.applier.applyListeners([outbound('web', 18080, { ...here })]);
+  t.is(h.applier.placement, placed, 'an unchanged placement stays the same object (decisions are kept per placement object)');
+  await h.applier.applyListeners([outbound('web', 18080, { vmId: 'vm-a', hypervisorId: 'hv-2' })]);
+  t.deepEqual(h.applier.placement, { vmId: 'vm-a', hypervisorId: 'hv-2' });
+  t.deepEqual(h.applier.clusters.get('web')!.endpoints, facts, 'the endpoints are not recomputed for a placement');
+  t.deepEqual((h.dumped() as unknown as { local: unknown }).local, { vmId: 'vm-a', hypervisorId: 'hv-2' });
 });

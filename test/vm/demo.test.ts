@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { runDemo } from '../../proxy/cmd/demo.js';
+import { runDemo } from '../../proxy/cmd/demo/index.js';
 import { native } from '../../proxy/native/index.js';
 import { MiB, assertInGuest, sized, underKvm } from './guest-env.js';
 
@@ -39,7 +39,7 @@ function assertVsockDecisions(t: import('ava').ExecutionContext, s: string, echo
   // vm-a -> vm-b: same hypervisor, so vsock to CID 1 at vm-b's sidecar port, TCP only as the fallback.
   t.regex(s, new RegExp(`decision: +vsock 1:${bVsock} \\(same_hypervisor\\), fallback tcp 127\\.0\\.0\\.3:${bTcp}`));
   t.regex(s, new RegExp(`vm-a -> vm-b: vsock 1:${bVsock} \\(same_hypervisor\\) \\.\\.\\. ok, ${echoed}: sent (\\d+) B, received \\1 B, sha256 matches`));
-  t.regex(s, new RegExp(`vm-a outbound 127\\.0\\.0\\.2:\\d+ -> vm-a:echo-b -> vsock:1:${bVsock} {2}transport=vsock route=same_hypervisor dst_vm=vm-b`));
+  t.regex(s, new RegExp(`vm-a outbound 127\\.0\\.0\\.2:\\d+ -> vm-a:echo-b -> vsock:1:${bVsock} {2}transport=vsock transport_reason=same_hypervisor dst_vm=vm-b`));
   // vm-b's vsock inbound saw the peer at kernel CID 1 and accepted it as vm-a from the registry.
   t.regex(s, /vm-b inbound {2}vsock:1:\d+ -> vm-b:inbound-vsock -> 127\.0\.0\.3:\d+ {2}transport=vsock .*source_vm=vm-a authority=echo\.vm-b; the peer's kernel-given CID matched vm-a's in the VM manager/);
   t.regex(s, new RegExp(`vm-a -> vm-b \\(service web\\): vsock 1:${bVsock} \\(same_hypervisor\\) \\.\\.\\. ok, HTTP 200: hello from vm-b`));

@@ -14,7 +14,7 @@ import { collect, connect, echoTransfer, randomPayload, sha256, startEchoServer,
 import { runCli } from '../helpers/cli.js';
 import { LogCapture, metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 import { startVmManager, vm, type TestVmManager } from '../helpers/vm-manager.js';
-import { MiB, assertInGuest, sized } from './guest-env.js';
+import { MiB, assertInGuest, freeVsockPort, sized } from './guest-env.js';
 
 assertInGuest();
 const size = sized(32 * MiB, 4 * MiB);
@@ -33,7 +33,7 @@ interface ResolvedMesh {
 }
 
 /** vm-b (app + sidecar on 127.0.0.3, vsock inbound checking peers against the registry) placed on `bHypervisor`; vm-a on hv-1 resolving vm-b. */
-async function resolvedMesh(t: ExecutionContext, bHypervisor: string, options: { grace?: string } = {}): Promise<ResolvedMesh> {
+async function resolvedMesh(t: ExecutionContext, bHypervisor: string, options: { grace?: string; vsockPort?: number } = {}): Promise<ResolvedMesh> {
   const vmm = await startVmManager({ hypervisors: [LOOP1, LOOP2], vms: [vm({ vmId: 'vm-a', hypervisorId: 'hv-1', vsockCid: 1, addresses: ['127.0.0.2'], sidecar: { tcpPort: 0, vsockPort: 1 } })] });
   const app = await startEchoServer('127.0.0.3');
   const b = await startSidecar({
@@ -45,11 +45,11 @@ async function resolvedMesh(t: ExecutionContext, bHypervisor: string, options: {
     ],
   });
   const tcpPort = b.sidecar.listenerAddress('in-tcp').port;
-  const vsockPort = b.sidecar.listenerAddress('in-vsock').port;
+  const vsockPort = options.vsockPort ?? b.sidecar.listenerAddress('in-vsock').port;
   await vmm.client.registerVm(vm({ vmId: 'vm-b', hypervisorId: bHypervisor, vsockCid: 1, addresses: ['127.0.0.3'], sidecar: { tcpPort, vsockPort } }));
   const a = await startSidecar({
     node: { id: 'vm-a' },
-    vsock: { connect_timeout: '10s' },
+    vsock: { connect_timeout: '10s', breaker_window: '10m' },
     vm_manager: { address: vmm.address, query_timeout: '5s', migration_grace: options.grace ?? '1s' },
     listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'b' }],
     clusters: [{ name: 'b', authority: 'b.mesh', resolve: { vm: 'vm-b', port: app.port } }],
@@ -69,11 +69,37 @@ test.serial(`same hypervisor: vsock to vm-b's sidecar, seen on its vsock listene
   t.is(r.received, size);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => m.a.logs.access().length === 1 && m.b.logs.access().length === 1, 'access logs');
-  t.like(m.a.logs.access()[0], { transport: 'vsock', route: 'same_hypervisor', upstream: `vsock:1:${m.vsockPort}`, dst_vm: 'vm-b' });
+  t.like(m.a.logs.access()[0], { transport: 'vsock', transport_reason: 'same_hypervisor', upstream: `vsock:1:${m.vsockPort}`, dst_vm: 'vm-b' });
   const inbound = m.b.logs.access()[0]!;
   t.like(inbound, { listener: 'in-vsock', transport: 'vsock', source_vm: 'vm-a' });
   t.regex(String(inbound.peer), /^vsock:1:\d+$/, 'the inbound side saw the kernel-given peer CID 1');
   t.is(await metricValue(m.a.sidecar, 'vsockmesh_transport_decisions_total', { reason: 'same_hypervisor' }), 1);
+});
+
+test.serial('regression: with its vsock breaker open and no TCP inbound, a resolved peer is still tried over vsock, as a static one is (it used to go straight to the app)', async (t) => {
+  // vm-b as the VM manager first tells it: its vsock inbound on a port nobody listens on, so the first connection falls back to TCP and opens the breaker.
+  const dead = freeVsockPort();
+  const m = await resolvedMesh(t, 'hv-1', { vsockPort: dead });
+  const first = await echoTransfer(m.port, 64 * 1024);
+  t.is(first.receivedSha256, first.sentSha256);
+  await waitFor(() => m.a.logs.access().length === 1, 'the first access line');
+  t.like(m.a.logs.access()[0], { transport: 'tcp', fallback: 'vsock->tcp', transport_reason: 'same_hypervisor' });
+  t.is(await metricValue(m.a.sidecar, 'vsockmesh_transport_fallbacks_total'), 1, 'the breaker of 1:<port> is open');
+  // Now vm-b has a vsock inbound only, on that port (a breaker is per CID and port), and a sidecar listens there.
+  const app = m.b.sidecar.config.listeners.find((l) => l.kind === 'inbound' && l.name === 'in-tcp')!;
+  const b2 = await startSidecar({
+    node: { id: 'vm-b' },
+    listeners: [{ kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: dead, allowed_peer_cids: [1], ports: app.kind === 'inbound' ? app.ports.map((p) => ({ port: p.port, target: p.target })) : [] }],
+  });
+  t.teardown(() => b2.sidecar.stop());
+  await m.vmm.client.registerVm(vm({ vmId: 'vm-b', hypervisorId: 'hv-1', vsockCid: 1, addresses: ['127.0.0.3'], sidecar: { tcpPort: 0, vsockPort: dead } }));
+  await waitFor(() => m.a.sidecar.resolver!.lookup({ kind: 'vm', vmId: 'vm-b' })?.vm?.sidecar?.tcpPort === 0, 'vm-a\'s cached answer without the TCP inbound', 30_000);
+  const second = await echoTransfer(m.port, 64 * 1024);
+  t.is(second.receivedSha256, second.sentSha256);
+  await waitFor(() => m.a.logs.access().length === 2, 'the second access line');
+  t.like(m.a.logs.access()[1], { transport: 'vsock', transport_reason: 'same_hypervisor', upstream: `vsock:1:${dead}`, dst_vm: 'vm-b' });
+  t.is(m.a.logs.access()[1]!.fallback, undefined);
+  await waitFor(() => b2.logs.access().length === 1, 'vm-b\'s vsock inbound saw it');
 });
 
 test.serial('different hypervisor: TCP to vm-b\'s sidecar, never vsock', async (t) => {
@@ -81,7 +107,7 @@ test.serial('different hypervisor: TCP to vm-b\'s sidecar, never vsock', async (
   const r = await echoTransfer(m.port, 1 * MiB);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => m.a.logs.access().length === 1 && m.b.logs.access().length === 1, 'access logs');
-  t.like(m.a.logs.access()[0], { transport: 'tcp', route: 'other_hypervisor', upstream: `127.0.0.3:${m.tcpPort}` });
+  t.like(m.a.logs.access()[0], { transport: 'tcp', transport_reason: 'other_hypervisor', upstream: `127.0.0.3:${m.tcpPort}` });
   t.like(m.b.logs.access()[0], { listener: 'in-tcp', transport: 'tcp', source_vm: 'vm-a' });
   t.is(await metricValue(m.a.sidecar, 'vsockmesh_connections_total', { transport: 'vsock' }), 0);
 });
@@ -115,9 +141,9 @@ test.serial('`ctl vms move` mid-traffic: new connections take TCP, old vsock con
   const idleResult = await idleSeen;
   t.is(idleResult.data.length, 0, 'nothing was half-delivered on the drained connection');
   await waitFor(() => m.a.logs.access().length === 4, 'four access lines');
-  const routes = m.a.logs.access().map((l) => `${String(l.transport)}/${String(l.route)}`);
-  t.deepEqual(routes.filter((r) => r === 'tcp/other_hypervisor').length, 1, `exactly the post-move connection took TCP: ${routes.join(', ')}`);
-  t.deepEqual(routes.filter((r) => r === 'vsock/same_hypervisor').length, 3);
+  const reasons = m.a.logs.access().map((l) => `${String(l.transport)}/${String(l.transport_reason)}`);
+  t.deepEqual(reasons.filter((r) => r === 'tcp/other_hypervisor').length, 1, `exactly the post-move connection took TCP: ${reasons.join(', ')}`);
+  t.deepEqual(reasons.filter((r) => r === 'vsock/same_hypervisor').length, 3);
   t.true(idle.destroyed);
 });
 

@@ -25,7 +25,7 @@ test.serial(`${size / MiB} MiB through sidecar A -> vsock -> sidecar B -> app ar
   t.is(result.received, size);
   t.is(result.receivedSha256, result.sentSha256);
   await waitFor(() => mesh.a.logs.access().length === 1 && mesh.b.logs.access().length === 1, 'access logs');
-  t.like(mesh.a.logs.access()[0], { transport: 'vsock', upstream: `vsock:1:${mesh.vsockPort}`, route: 'vsock', bytes_to_upstream: size, outcome: 'closed' });
+  t.like(mesh.a.logs.access()[0], { transport: 'vsock', upstream: `vsock:1:${mesh.vsockPort}`, transport_reason: 'same_hypervisor', bytes_to_upstream: size, outcome: 'closed' });
   const inbound = mesh.b.logs.access()[0]!;
   t.like(inbound, { listener: 'in-vsock', transport: 'vsock', source_vm: 'vm-a', authority: 'app.mesh', bytes_to_downstream: size });
   t.regex(String(inbound.peer), /^vsock:1:\d+$/, 'the peer is named by its kernel-given CID');
@@ -40,7 +40,7 @@ test.serial(`the same endpoint goes over TCP when vsock is off (${sizeNote})`, a
   const result = await echoTransfer(mesh.port, size);
   t.is(result.receivedSha256, result.sentSha256);
   await waitFor(() => mesh.a.logs.access().length === 1 && mesh.b.logs.access().length === 1, 'access logs');
-  t.like(mesh.a.logs.access()[0], { transport: 'tcp', route: 'vsock_disabled' });
+  t.like(mesh.a.logs.access()[0], { transport: 'tcp', transport_reason: 'vsock_disabled' });
   t.like(mesh.b.logs.access()[0], { listener: 'in-tcp', transport: 'tcp' });
   t.is(await metricValue(mesh.a.sidecar, 'vsockmesh_connections_total', { transport: 'vsock' }), 0);
 });
@@ -52,14 +52,14 @@ test.serial('a peer whose vsock listener is down is reached over TCP, the fallba
   const first = await echoTransfer(mesh.port, 64 * 1024);
   t.is(first.receivedSha256, first.sentSha256);
   await waitFor(() => mesh.a.logs.access().length === 1, 'first access log');
-  t.like(mesh.a.logs.access()[0], { transport: 'tcp', fallback: 'vsock->tcp', route: 'vsock' });
+  t.like(mesh.a.logs.access()[0], { transport: 'tcp', fallback: 'vsock->tcp', transport_reason: 'same_hypervisor' });
   t.is(await metricValue(mesh.a.sidecar, 'vsockmesh_transport_fallbacks_total', { from: 'vsock', to: 'tcp', code: 'ECONNREFUSED' }), 1);
   t.is(mesh.a.logs.withReason('vsock_fallback').length, 1);
 
   const second = await echoTransfer(mesh.port, 1024);
   t.is(second.receivedSha256, second.sentSha256);
   await waitFor(() => mesh.a.logs.access().length === 2, 'second access log');
-  t.like(mesh.a.logs.access()[1], { transport: 'tcp', route: 'vsock_breaker_open' });
+  t.like(mesh.a.logs.access()[1], { transport: 'tcp', transport_reason: 'vsock_unhealthy' });
   t.is(mesh.a.logs.access()[1]!.fallback, undefined, 'no second vsock attempt while the breaker is open');
   t.is(await metricValue(mesh.a.sidecar, 'vsockmesh_transport_fallbacks_total'), 1);
 });

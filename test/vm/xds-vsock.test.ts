@@ -53,18 +53,22 @@ test.serial('an endpoint pushed over xDS on our hypervisor is reached over vsock
     await b.sidecar.stop();
     await app.close();
   });
-  await waitFor(() => a.sidecar.xds!.clusters.get('echo')?.config.endpoints[0]?.vsock !== undefined, 'the endpoint with vsock', 30_000);
-  t.deepEqual(a.sidecar.xds!.clusters.get('echo')!.config.endpoints[0]!.vsock, { mode: 'direct', cid: 1, port: b.sidecar.listenerAddress('in-vsock').port });
+  await waitFor(() => a.sidecar.xds!.clusters.get('echo')?.endpoints[0] !== undefined && a.sidecar.xds!.placement !== null, 'the endpoint and our placement', 30_000);
+  t.like(a.sidecar.xds!.clusters.get('echo')!.endpoints[0]!.vm, { hypervisorId: 'hv-1', sidecar: { vsock: { cid: 1, port: b.sidecar.listenerAddress('in-vsock').port } }, vsockReach: { mode: 'direct' } });
   const r = await echoTransfer(outboundPort, 2 * MiB);
   t.is(r.receivedSha256, r.sentSha256);
   await waitFor(() => b.logs.access().length === 1, 'vm-b saw it');
   t.like(b.logs.access()[0], { listener: 'in-vsock', transport: 'vsock', source_vm: 'vm-a' });
   t.regex(String(b.logs.access()[0]!.peer), /^vsock:1:\d+$/);
+  await waitFor(() => a.logs.access().length === 1, 'vm-a logged it');
+  t.like(a.logs.access()[0], { transport: 'vsock', transport_reason: 'same_hypervisor', dst_vm: 'vm-b' });
 
   registry.moveVm('vm-b', 'hv-2');
-  await waitFor(() => a.sidecar.xds!.clusters.get('echo')?.config.endpoints[0]?.vsock === undefined, 'the endpoint without vsock', 30_000);
+  await waitFor(() => a.sidecar.xds!.clusters.get('echo')?.endpoints[0]?.vm?.hypervisorId === 'hv-2', 'the endpoint on hv-2', 30_000);
   const r2 = await echoTransfer(outboundPort, 1 * MiB);
   t.is(r2.receivedSha256, r2.sentSha256);
   await waitFor(() => b.logs.access().length === 2, 'vm-b saw the second');
   t.like(b.logs.access()[1], { listener: 'in-tcp', transport: 'tcp', source_vm: 'vm-a' });
+  await waitFor(() => a.logs.access().length === 2, 'vm-a logged the second');
+  t.like(a.logs.access()[1], { transport: 'tcp', transport_reason: 'other_hypervisor', dst_vm: 'vm-b' });
 });
