@@ -365,6 +365,8 @@ test('delta: resources with their versions, removals, ACK and NACK recorded, cou
   d.send({ type_url: EDS, response_nonce: eds.nonce });
   await waitFor(async () => (await counter(h.ads, 'vsockmesh_xds_acks_total', { kind: 'delta' })) === 2, 'two ACKs', WAIT_MS);
   t.like(statusOf(h.ads, 'node-a', CDS), { lastSentVersion: 'v1', lastAckVersion: 'v1' });
+  t.like(statusOf(h.ads, 'node-a', EDS), { lastSentVersion: 'v1', lastAckVersion: 'v1' });
+  t.is(await written(h.ads, 'delta'), 2, 'an ACK needs no answer');
 
   // Removing cluster c2 and its assignment: removed_resources.
   h.cache.setSnapshot('node-a', snap({ [CDS]: [cluster('c1')], [EDS]: [assignment('c1', '10.1.1.1')] }, 'v4'));
@@ -385,7 +387,9 @@ test('delta: resources with their versions, removals, ACK and NACK recorded, cou
   d.send({ type_url: EDS, response_nonce: 'stale' });
   d.send({ type_url: EDS, response_nonce: eds4.nonce });
   await waitFor(() => statusOf(h.ads, 'node-a', EDS)?.lastAckVersion === 'v4', 'the EDS ACK', WAIT_MS);
+  t.like(statusOf(h.ads, 'node-a', EDS), { lastSentVersion: 'v4', lastAckVersion: 'v4', lastNack: null });
   t.is(await counter(h.ads, 'vsockmesh_xds_stale_requests_total', { kind: 'delta', type: 'eds' }), 1);
+  t.is(await counter(h.ads, 'vsockmesh_xds_acks_total', { kind: 'delta' }), 3);
 });
 
 test('delta: a new stream with initial_resource_versions gets only what changed and removals', async (t) => {
