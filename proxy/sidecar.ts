@@ -73,7 +73,6 @@ export class Sidecar extends ProxyServer {
       if (options.configSource === undefined) throw new Error('the config has an xds section but the sidecar was given no config source');
       this.configSource = options.configSource;
       this.xds = new XdsApplier({
-        nodeId: config.node.id,
         addListener: async (listener) => {
           await listener.start();
           this.listeners.push(listener);

@@ -67,23 +67,35 @@ export function adminSettings(defaultPort: number) {
     .default({ address: '127.0.0.1', port: defaultPort });
 }
 
+const DURATION = 'must be a duration string such as "250ms", "5s", "1m" or "1h"';
+
+function toMs(text: string, min: number, ctx: z.RefinementCtx): number {
+  const ms = parseDuration(text);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as "250ms", "5s", "1m" or "1h"` });
+    return z.NEVER;
+  }
+  if (ms < min) {
+    ctx.addIssue({ code: 'custom', message: `must be at least ${min}ms` });
+    return z.NEVER;
+  }
+  return ms;
+}
+
 /** A duration string ("250ms", "5s", "1m", "1h") as milliseconds, at least `min`. */
 export function duration(fallback: string, min = 1) {
   return z
-    .string({ invalid_type_error: 'must be a duration string such as "250ms", "5s", "1m" or "1h"' })
+    .string({ invalid_type_error: DURATION })
     .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as "250ms", "5s", "1m" or "1h"` });
-        return z.NEVER;
-      }
-      if (ms < min) {
-        ctx.addIssue({ code: 'custom', message: `must be at least ${min}ms` });
-        return z.NEVER;
-      }
-      return ms;
-    });
+    .transform((text, ctx) => toMs(text, min, ctx));
+}
+
+/** A duration as duration() reads it, or undefined when left out (the default is the caller's: see listener-defaults.ts). */
+export function optionalDuration(min = 1) {
+  return z
+    .string({ invalid_type_error: DURATION })
+    .optional()
+    .transform((text, ctx) => (text === undefined ? undefined : toMs(text, min, ctx)));
 }
 
 /** A gRPC target: `host:port` or `[IPv6]:port`. */

@@ -1,7 +1,8 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
 
 const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
@@ -79,18 +80,18 @@ const outboundListener = z
     addresses: z.array(loopbackAddress).min(1, { message: 'must list at least one address' }).default(['127.0.0.1']),
     port,
     cluster: name,
-    idle_timeout: duration('1h'),
+    idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
   .strict();
 
 const inboundPort = z.union(
   [
-    destinationPort.transform((p) => ({ port: p, target: { address: '127.0.0.1', port: p } })),
+    destinationPort.transform((p) => localPort(p)),
     z
       .object({ port: destinationPort, target: socketAddress.optional() })
       .strict()
-      .transform((p) => ({ port: p.port, target: p.target ?? { address: '127.0.0.1', port: p.port } })),
+      .transform((p) => localPort(p.port, p.target)),
   ],
   { errorMap: () => ({ message: 'must be a port number or {port, target: {address, port}}' }) },
 );
@@ -101,7 +102,7 @@ const inboundListener = z
   .object({
     kind: z.literal('inbound'),
     name,
-    transport: z.enum(['tcp', 'vsock']).default('tcp'),
+    transport: z.enum(['tcp', 'vsock']).optional(),
     addresses: z.array(ipAddress).min(1, { message: 'must list at least one address' }).default(['0.0.0.0']),
     // TCP ports are checked against 65535 beside the schema (crossReferences), vsock ports are 32-bit.
     port: z
@@ -111,16 +112,16 @@ const inboundListener = z
       .max(U32 - 1, { message: 'must be an integer 0..4294967294 (0 picks a free port)' }),
     cid: bindCid,
     allowed_peer_cids: z.array(cid).optional(),
-    peer_authorization: z.enum(['allow-list', 'registry']).default('allow-list'),
-    header_timeout: duration('5s'),
+    peer_authorization: z.enum(['allow-list', 'registry']).optional(),
+    header_timeout: optionalDuration(),
     max_header_bytes: z
       .number({ invalid_type_error: 'must be a number' })
       .int({ message: MAX_HEADER })
       .min(28, { message: MAX_HEADER })
       .max(65551, { message: MAX_HEADER })
-      .default(4096),
-    idle_timeout: duration('1h'),
-    connect_timeout: duration('5s'),
+      .optional(),
+    idle_timeout: optionalDuration(),
+    connect_timeout: optionalDuration(),
     ports: z.array(inboundPort).min(1, { message: 'must declare at least one local port (the inbound side connects to nothing else)' }),
     max_connections: maxConnections,
   })
@@ -129,15 +130,14 @@ const inboundListener = z
 const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener]).transform(
   (l): ListenerConfig =>
     l.kind === 'outbound'
-      ? { kind: l.kind, name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections }
-      : {
-          kind: l.kind,
+      ? outboundListenerConfig({ name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections })
+      : inboundListenerConfig({
           name: l.name,
           transport: l.transport,
           addresses: l.addresses,
           port: l.port,
           vsockCid: l.cid,
-          allowedPeerCids: l.allowed_peer_cids ?? [],
+          allowedPeerCids: l.allowed_peer_cids,
           peerAuthorization: l.peer_authorization,
           headerTimeoutMs: l.header_timeout,
           maxHeaderBytes: l.max_header_bytes,
@@ -145,7 +145,7 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
           connectTimeoutMs: l.connect_timeout,
           ports: l.ports,
           maxConnections: l.max_connections,
-        },
+        }),
 );
 
 export const sidecarConfigSchema = z

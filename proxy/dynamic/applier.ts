@@ -14,7 +14,7 @@
 // does not know this node (deregistered, or restarted from an older
 // inventory): nothing is removed.
 
-import { parseSidecarConfig } from '../config/load.js';
+import { inboundListenerConfig, localPort, outboundListenerConfig } from '../config/listener-defaults.js';
 import type { InboundListenerConfig, OutboundListenerConfig } from '../config/types.js';
 import { InboundListener, type InboundListenerOptions } from '../listeners/inbound.js';
 import type { Listener } from '../listeners/listener.js';
@@ -23,16 +23,11 @@ import { Cluster, type ClusterSettings } from '../upstream/cluster.js';
 import { factsFromXds, type LocalPlacement } from '../upstream/endpoint-facts.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './types.js';
 
-/** Listener configs with the same defaults as a config file's, by running them through the config schema. */
-function listenerConfig(nodeId: string, l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
-  // xDS names (`outbound|web`) are wider than config-file names: validate with stand-ins, then put the real names back.
-  const raw =
-    l.kind === 'outbound'
-      ? { kind: 'outbound', name: 'xds', addresses: [l.address], port: l.port, cluster: 'xds' }
-      : { kind: 'inbound', name: 'xds', addresses: [l.address], port: l.port, ports: l.ports };
-  const clusters = l.kind === 'outbound' ? [{ name: 'xds', endpoints: [{ address: '127.0.0.1', port: 1 }] }] : [];
-  const parsed = parseSidecarConfig({ node: { id: nodeId }, listeners: [raw], clusters }, `xDS listener "${l.name}"`).listeners[0]!;
-  return parsed.kind === 'outbound' && l.kind === 'outbound' ? { ...parsed, name: l.name, cluster: l.cluster } : { ...parsed, name: l.name };
+/** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
+function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
+  return l.kind === 'outbound'
+    ? outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: l.cluster })
+    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => localPort(port)) });
 }
 
 const NONE: StateRefusals = { names: new Set(), unnamed: false };
@@ -45,7 +40,6 @@ export interface ListenersApplied {
 }
 
 export interface XdsApplierHost {
-  nodeId: string;
   /** Starts `listener` and adds it to the server's listeners; throws if it cannot bind. */
   addListener(listener: Listener): Promise<void>;
   /** Drains `listener` (bounded by the drain timeout), stops it and forgets it. */
@@ -181,7 +175,7 @@ export class XdsApplier {
   }
 
   private async open(spec: ServedListener['spec']): Promise<Listener> {
-    const config = listenerConfig(this.host.nodeId, spec);
+    const config = listenerConfig(spec);
     const listener =
       config.kind === 'outbound'
         ? new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions)

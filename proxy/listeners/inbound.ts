@@ -7,6 +7,7 @@ import type { InboundListenerConfig, InboundPortConfig } from '../config/types.j
 import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
+import { inboundClusterName } from '../dynamic/names.js';
 import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
@@ -35,7 +36,7 @@ export class InboundListener extends Listener {
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
     this.allowedPeerCids = new Set(config.allowedPeerCids);
     for (const p of config.ports) {
-      this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundCluster(p.port), transport: config.transport }));
+      this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundClusterName(p.port), transport: config.transport }));
     }
   }
 
@@ -177,7 +178,7 @@ export class InboundListener extends Listener {
       fields: {
         listener: this.name,
         direction: 'inbound',
-        cluster: inboundCluster(dstPort),
+        cluster: inboundClusterName(dstPort),
         transport: this.config.transport,
         upstream: formatAddress(target.address, target.port),
         ...origin,
@@ -197,11 +198,6 @@ export class InboundListener extends Listener {
       early,
     );
   }
-}
-
-/** Cluster label of inbound traffic to a local port, in Envoy's spirit (`inbound|7000`). */
-export function inboundCluster(port: number): string {
-  return `inbound|${port}`;
 }
 
 function optional(key: string, value: string | undefined): Record<string, string> {

@@ -15,6 +15,8 @@ export interface WatchFollowerOptions {
   onEvent(event: VmEvent): void;
   /** What was learned before belongs to another history: the whole registry follows as events. */
   onReset(): void;
+  /** A stream ended; the next one opens in `retryMs` (for a holder that says so louder than the debug line logged here). */
+  onEnded?(err: Error, retryMs: number): void;
   logger: Logger;
   /** For log lines: who follows (e.g. "resolver", "registry mirror"). */
   name: string;
@@ -80,6 +82,7 @@ export class WatchFollower {
           if (outOfRange) this.startOver();
           const delay = outOfRange ? 0 : this.backoff.next();
           this.options.logger.debug({ reason: 'vm_manager_watch_ended', follower: this.options.name, error: err.message, retry_ms: delay }, `VM manager watch ended (${this.options.name}); reconnecting`);
+          this.options.onEnded?.(err, delay);
           this.retryTimer = setTimeout(() => this.open(), delay);
           this.retryTimer.unref();
         },

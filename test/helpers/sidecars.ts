@@ -1,33 +1,15 @@
 // Sidecars inside the test process, each with its own metrics and a log
 // capture, on port 0.
 
-import { Writable } from 'node:stream';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { createLogger } from '../../proxy/runtime/log.js';
 import type { ProxyServer } from '../../proxy/server.js';
 import type { Sidecar } from '../../proxy/sidecar.js';
 import { createSidecar } from '../../proxy/cmd/proxies.js';
 import { startEchoServer, type TestServer } from './apps.js';
+import { LogCapture } from './log-capture.js';
 
-export interface LogLine {
-  level: string;
-  msg: string;
-  [key: string]: unknown;
-}
-
-export class LogCapture extends Writable {
-  readonly lines: LogLine[] = [];
-  override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
-    for (const line of chunk.toString('utf8').split('\n')) if (line) this.lines.push(JSON.parse(line) as LogLine);
-    done();
-  }
-  access(): LogLine[] {
-    return this.lines.filter((l) => l.log === 'access');
-  }
-  withReason(reason: string): LogLine[] {
-    return this.lines.filter((l) => l.reason === reason);
-  }
-}
+export { LogCapture, type LogLine } from './log-capture.js';
 
 export interface TestSidecar {
   sidecar: Sidecar;

@@ -8,7 +8,8 @@ import test from 'ava';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
 import { MeshStore } from '../../xds/control-plane/mesh-store.js';
-import { buildResources, toSnapshot } from '../../xds/control-plane/snapshot.js';
+import { toSnapshot } from '../../xds/control-plane/translate.js';
+import { nodeResources } from '../helpers/xds-resources.js';
 import { TYPE_URLS, packAny, unpackAny } from '../../xds/envoy/proto.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { echoTransfer, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
@@ -124,7 +125,7 @@ test('an invalid resource is NACKed with its field path (ctl status shows it), a
   const w = await world(t);
   await waitFor(() => listening(w, 'outbound|echo'), 'outbound|echo');
   // What a broken control plane might send: the good resources plus a listener on port 0.
-  const good = buildResources(w.mesh.config, { vms: w.registry.list().vms, hypervisors: w.registry.list().hypervisors }, 'vm-a');
+  const good = nodeResources(w.mesh.config, { vms: w.registry.list().vms, hypervisors: w.registry.list().hypervisors }, 'vm-a');
   const broken = { ...good, listeners: [...good.listeners, { name: 'outbound|broken', address: { socket_address: { address: '127.0.0.1', port_value: 0 } }, filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: packAny(TYPE_URLS.TcpProxy, { stat_prefix: 'x', cluster: 'echo' }) }] }] }] };
   w.plane.cache.setSnapshot('vm-a', toSnapshot(broken));
   await waitFor(() => w.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.lastNack !== null), 'a NACK');
@@ -223,7 +224,7 @@ test('one listener whose port is taken is NACKed by name while the other listene
   });
   const { vms, hypervisors } = w.registry.list();
   const view = { vms: vms.map((v) => (v.vmId === 'vm-b' ? { ...v, services: [...v.services, { name: 'two', port: w.appB.port }] } : v)), hypervisors };
-  w.plane.cache.setSnapshot('vm-a', toSnapshot(buildResources(mesh.config, view, 'vm-a')));
+  w.plane.cache.setSnapshot('vm-a', toSnapshot(nodeResources(mesh.config, view, 'vm-a')));
   await waitFor(() => ldsStatus(w)?.lastNack != null, 'the LDS NACK', 15_000);
   const nack = ldsStatus(w)!.lastNack!;
   t.regex(nack.error, /^listener "outbound\|echo": cannot listen on 127\.0\.0\.1 port \d+: EADDRINUSE/);

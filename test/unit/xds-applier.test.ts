@@ -12,6 +12,7 @@ import type { Listener } from '../../proxy/listeners/listener.js';
 import { VsockBreakers } from '../../proxy/upstream/breakers.js';
 import type { Cluster } from '../../proxy/upstream/cluster.js';
 import { factsFromXds } from '../../proxy/upstream/endpoint-facts.js';
+import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { XdsApplier } from '../../proxy/dynamic/applier.js';
 import type { StateRefusals } from '../../proxy/dynamic/types.js';
 import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
@@ -30,7 +31,6 @@ class FakeHost {
   constructor() {
     const logger = silentLogger();
     this.applier = new XdsApplier({
-      nodeId: 'vm-a',
       addListener: async (listener) => {
         const port = (listener as unknown as Port).config.port;
         const holder = [...this.open.values()].find((l) => (l as unknown as Port).config.port === port);
@@ -278,4 +278,20 @@ test('our placement is the one the control plane sends with our outbound listene
   t.deepEqual(h.applier.placement, { vmId: 'vm-a', hypervisorId: 'hv-2' });
   t.deepEqual(h.applier.clusters.get('web')!.endpoints, facts, 'the endpoints are not recomputed for a placement');
   t.deepEqual((h.dumped() as unknown as { local: unknown }).local, { vmId: 'vm-a', hypervisorId: 'hv-2' });
+});
+
+test("an xDS listener gets every setting it does not carry from the defaults a config file's listener gets", async (t) => {
+  const h = new FakeHost();
+  t.deepEqual(await h.applier.applyListeners([outbound('web', 18080), inbound]), { refused: [] });
+  const file = parseSidecarConfig({
+    node: { id: 'vm-a' },
+    listeners: [
+      { kind: 'outbound', name: 'web', port: 18080, cluster: 'web' },
+      { kind: 'inbound', name: 'in', port: 15006, ports: [8080] },
+    ],
+    clusters: [{ name: 'web', endpoints: [{ address: '127.0.0.1', port: 1 }] }],
+  }).listeners;
+  const config = (name: string) => (h.open.get(name) as unknown as { config: unknown }).config;
+  t.deepEqual(config('outbound|web'), { ...file[0], name: 'outbound|web' });
+  t.deepEqual(config('inbound|vm-a'), { ...file[1], name: 'inbound|vm-a' });
 });

@@ -1,8 +1,9 @@
 import test from 'ava';
 import { RESOURCE_TYPE_URLS, TYPE_URLS, unpackAny, type ResourceTypeUrl } from '../../xds/envoy/proto.js';
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
-import { buildResources, checkConsistency, shortHash, toSnapshot, typeVersion, type MeshResources, type RegistryView } from '../../xds/control-plane/snapshot.js';
-import type { Snapshot } from '../../xds/control-plane/types.js';
+import { inconsistencies, makeSnapshot, mergeSnapshots, shortHash, typeVersion, type Snapshot } from '../../xds/control-plane/snapshot.js';
+import { buildNodeResources, buildSharedResources, toSnapshot, type MeshResources, type RegistryView } from '../../xds/control-plane/translate.js';
+import { nodeResources } from '../helpers/xds-resources.js';
 import { validateResources } from '../../xds/client/validate.js';
 import type { VmRecord } from '../../proxy/resolve/types.js';
 
@@ -74,7 +75,7 @@ const facts = (f: { vm_id: string; hypervisor_id: string; vsock_cid: number; vso
 });
 
 test('every mesh service gets an EDS cluster, an assignment, an API listener and a route configuration; a node unknown to the registry gets nothing else', (t) => {
-  const resources = buildResources(mesh, view, 'grpc-client');
+  const resources = nodeResources(mesh, view, 'grpc-client');
   t.deepEqual(names(resources), {
     clusters: ['api', 'api-canary', 'db', 'web'],
     endpoints: ['api', 'api-canary', 'db', 'web'],
@@ -130,7 +131,7 @@ test('every mesh service gets an EDS cluster, an assignment, an API listener and
 });
 
 test('assignments list the serving VMs by VM id, at their first address and service port, with exact VM facts', (t) => {
-  const snapshot = toSnapshot(buildResources(mesh, view, 'grpc-client'));
+  const snapshot = toSnapshot(nodeResources(mesh, view, 'grpc-client'));
   const web = decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, 'web');
   t.is(web.cluster_name, 'web');
   t.is(web.endpoints.length, 1);
@@ -154,7 +155,7 @@ test('assignments list the serving VMs by VM id, at their first address and serv
 });
 
 test('a registered VM gets outbound listeners per service, and an inbound listener with a static cluster per served port', (t) => {
-  const resources = buildResources(mesh, view, 'api-1');
+  const resources = nodeResources(mesh, view, 'api-1');
   t.deepEqual(names(resources), {
     clusters: ['api', 'api-canary', 'db', 'web', 'inbound|9090', 'inbound|9091'],
     endpoints: ['api', 'api-canary', 'db', 'web'],
@@ -203,21 +204,21 @@ test('a registered VM gets outbound listeners per service, and an inbound listen
 test('no inbound listener without a sidecar TCP port or without served services; unknown nodes get no node resources', (t) => {
   const outbound = ['outbound|api', 'outbound|api-canary', 'outbound|db', 'outbound|web'];
   for (const nodeId of ['web-2', 'client-1']) {
-    const r = buildResources(mesh, view, nodeId);
+    const r = nodeResources(mesh, view, nodeId);
     t.deepEqual(names(r).listeners, ['api', 'api-canary', 'db', 'web', ...outbound], nodeId);
     t.deepEqual(names(r).clusters, ['api', 'api-canary', 'db', 'web'], nodeId);
   }
-  t.deepEqual(names(buildResources(mesh, view, 'web-1')).listeners, ['api', 'api-canary', 'db', 'web', ...outbound, 'inbound|web-1']);
-  t.deepEqual(names(buildResources(mesh, view, 'web-1')).clusters, ['api', 'api-canary', 'db', 'web', 'inbound|8080']);
-  t.deepEqual(buildResources(mesh, view, 'not-a-vm'), buildResources(mesh, view, ''));
-  t.false(names(buildResources(mesh, view, 'not-a-vm')).listeners.some((n) => (n ?? '').includes('|')));
+  t.deepEqual(names(nodeResources(mesh, view, 'web-1')).listeners, ['api', 'api-canary', 'db', 'web', ...outbound, 'inbound|web-1']);
+  t.deepEqual(names(nodeResources(mesh, view, 'web-1')).clusters, ['api', 'api-canary', 'db', 'web', 'inbound|8080']);
+  t.deepEqual(nodeResources(mesh, view, 'not-a-vm'), buildSharedResources(mesh, view));
+  t.false(names(buildSharedResources(mesh, view)).listeners.some((n) => (n ?? '').includes('|')));
 });
 
 test('an outbound listener on a port the VM itself listens on is left out for that VM only', (t) => {
   // web's outbound port defaults to 8080, the port web-1 serves web on; 15006 is web-1's sidecar TCP port.
   const clash = parseMeshConfig({ services: [{ name: 'web', port: 8080 }, { name: 'api', port: 15006 }] });
-  t.deepEqual(names(buildResources(clash, view, 'web-1')).listeners, ['api', 'web', 'inbound|web-1']);
-  t.deepEqual(names(buildResources(clash, view, 'client-1')).listeners, ['api', 'web', 'outbound|api', 'outbound|web']);
+  t.deepEqual(names(nodeResources(clash, view, 'web-1')).listeners, ['api', 'web', 'inbound|web-1']);
+  t.deepEqual(names(nodeResources(clash, view, 'client-1')).listeners, ['api', 'web', 'outbound|api', 'outbound|web']);
 });
 
 function versionsOf(snapshot: Snapshot): Record<string, Record<string, string>> {
@@ -225,8 +226,8 @@ function versionsOf(snapshot: Snapshot): Record<string, Record<string, string>> 
 }
 
 test('versions are content hashes: the same input (in any order) gives the same versions', (t) => {
-  const a = toSnapshot(buildResources(mesh, view, 'api-1'));
-  const b = toSnapshot(buildResources(mesh, { vms: [...view.vms].reverse(), hypervisors: [...view.hypervisors].reverse() }, 'api-1'));
+  const a = toSnapshot(nodeResources(mesh, view, 'api-1'));
+  const b = toSnapshot(nodeResources(mesh, { vms: [...view.vms].reverse(), hypervisors: [...view.hypervisors].reverse() }, 'api-1'));
   t.deepEqual(b.versions, a.versions);
   t.deepEqual(versionsOf(b), versionsOf(a));
   for (const url of RESOURCE_TYPE_URLS) {
@@ -241,16 +242,16 @@ test('versions are content hashes: the same input (in any order) gives the same 
   const clusters = [...a.resources[TYPE_URLS.Cluster].values()].map((r) => `${r.name}:${r.version}`).sort();
   t.is(a.versions[TYPE_URLS.Cluster], shortHash(clusters.join('\n')));
   // Another node's snapshot differs only where its node resources do.
-  const other = toSnapshot(buildResources(mesh, view, 'web-2'));
+  const other = toSnapshot(nodeResources(mesh, view, 'web-2'));
   t.is(other.versions[TYPE_URLS.ClusterLoadAssignment], a.versions[TYPE_URLS.ClusterLoadAssignment]);
   t.is(other.versions[TYPE_URLS.RouteConfiguration], a.versions[TYPE_URLS.RouteConfiguration]);
   t.not(other.versions[TYPE_URLS.Listener], a.versions[TYPE_URLS.Listener]);
 });
 
 test("changing one VM's CID changes only the assignments that list it and the assignment type version", (t) => {
-  const before = toSnapshot(buildResources(mesh, view, 'api-1'));
+  const before = toSnapshot(nodeResources(mesh, view, 'api-1'));
   const moved = { ...view, vms: view.vms.map((v) => (v.vmId === 'web-1' ? { ...v, vsockCid: 9 } : v)) };
-  const after = toSnapshot(buildResources(mesh, moved, 'api-1'));
+  const after = toSnapshot(nodeResources(mesh, moved, 'api-1'));
   const b = versionsOf(before);
   const a = versionsOf(after);
   const cla = TYPE_URLS.ClusterLoadAssignment;
@@ -265,8 +266,33 @@ test("changing one VM's CID changes only the assignments that list it and the as
 });
 
 test('toSnapshot refuses two resources of a type with one name', (t) => {
-  const r = buildResources(mesh, view, '');
-  t.throws(() => toSnapshot({ ...r, clusters: [...r.clusters, r.clusters[0]!] }), { message: 'toSnapshot: two Cluster resources are named "api"' });
+  const r = buildSharedResources(mesh, view);
+  t.throws(() => toSnapshot({ ...r, clusters: [...r.clusters, r.clusters[0]!] }), { message: 'snapshot: two Cluster resources are named "api"' });
+});
+
+test('a node snapshot merged from the shared one and its own part equals the snapshot of all its resources; shared maps are not copied', (t) => {
+  const shared = toSnapshot(buildSharedResources(mesh, view));
+  const api1 = view.vms.find((v) => v.vmId === 'api-1')!;
+  const merged = mergeSnapshots(shared, toSnapshot(buildNodeResources(mesh, api1)));
+  const whole = toSnapshot(nodeResources(mesh, view, 'api-1'));
+  t.deepEqual(merged.versions, whole.versions);
+  t.deepEqual(versionsOf(merged), versionsOf(whole));
+  t.is(merged.resources[TYPE_URLS.ClusterLoadAssignment], shared.resources[TYPE_URLS.ClusterLoadAssignment], 'a type the node adds nothing to is the shared map itself');
+  t.is(merged.resources[TYPE_URLS.RouteConfiguration], shared.resources[TYPE_URLS.RouteConfiguration]);
+  t.not(merged.resources[TYPE_URLS.Listener], shared.resources[TYPE_URLS.Listener]);
+  t.is(shared.resources[TYPE_URLS.Listener].size, 4, 'the shared map is left as it was');
+});
+
+test('makeSnapshot is the one constructor: toSnapshot gives what makeSnapshot gives for the packed resources; explicit type versions win', (t) => {
+  const built = toSnapshot(buildSharedResources(mesh, view));
+  const entries = (url: ResourceTypeUrl) => [...built.resources[url].values()].map((r) => ({ name: r.name, resource: r.resource }));
+  const made = makeSnapshot(Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, entries(url)])));
+  t.deepEqual(made.versions, built.versions);
+  t.deepEqual(versionsOf(made), versionsOf(built));
+  const pinned = makeSnapshot({ [TYPE_URLS.Cluster]: entries(TYPE_URLS.Cluster) }, { [TYPE_URLS.Cluster]: 'v7' });
+  t.is(pinned.versions[TYPE_URLS.Cluster], 'v7');
+  t.is(pinned.versions[TYPE_URLS.Listener], typeVersion(new Map()), 'a type without resources has the version of the empty set');
+  t.throws(() => makeSnapshot({ [TYPE_URLS.Listener]: entries(TYPE_URLS.Cluster) }), { message: 'snapshot: Listener "api" holds a type.googleapis.com/envoy.config.cluster.v3.Cluster' });
 });
 
 function without(snapshot: Snapshot, typeUrl: ResourceTypeUrl, name: string): Snapshot {
@@ -275,22 +301,22 @@ function without(snapshot: Snapshot, typeUrl: ResourceTypeUrl, name: string): Sn
   return { ...snapshot, resources };
 }
 
-test('checkConsistency: a built snapshot is consistent; hand-broken ones are named', (t) => {
-  const snapshot = toSnapshot(buildResources(mesh, view, 'api-1'));
-  t.deepEqual(checkConsistency(snapshot), []);
+test('inconsistencies: a built snapshot is consistent; hand-broken ones are named', (t) => {
+  const snapshot = toSnapshot(nodeResources(mesh, view, 'api-1'));
+  t.deepEqual(inconsistencies(snapshot), []);
 
-  t.deepEqual(checkConsistency(without(snapshot, TYPE_URLS.ClusterLoadAssignment, 'api')), ['cluster "api": EDS cluster has no ClusterLoadAssignment "api"']);
-  t.deepEqual(checkConsistency(without(snapshot, TYPE_URLS.Cluster, 'api-canary')), [
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.ClusterLoadAssignment, 'api')), ['cluster "api": EDS cluster has no ClusterLoadAssignment "api"']);
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'api-canary')), [
     'route_configuration "api-canary": virtual_hosts[0].routes[0]: cluster "api-canary" is not in the snapshot',
     'route_configuration "web-routes": virtual_hosts[0].routes[0]: cluster "api-canary" is not in the snapshot',
     'listener "outbound|api-canary": filter_chains[0].filters[0]: tcp_proxy cluster "api-canary" is not in the snapshot',
   ]);
-  t.deepEqual(checkConsistency(without(snapshot, TYPE_URLS.Cluster, 'inbound|9091')), [
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'inbound|9091')), [
     'listener "inbound|api-1": filter_chains[1].filters[0]: tcp_proxy cluster "inbound|9091" is not in the snapshot',
   ]);
-  t.deepEqual(checkConsistency(without(snapshot, TYPE_URLS.RouteConfiguration, 'db')), ['listener "db": api_listener: route configuration "db" is not in the snapshot']);
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.RouteConfiguration, 'db')), ['listener "db": api_listener: route configuration "db" is not in the snapshot']);
   // An assignment no cluster uses is harmless: only the references to the removed cluster are problems.
-  t.deepEqual(checkConsistency(without(snapshot, TYPE_URLS.Cluster, 'web')), [
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'web')), [
     'route_configuration "web": virtual_hosts[0].routes[0]: cluster "web" is not in the snapshot',
     'route_configuration "web-routes": virtual_hosts[0].routes[1]: cluster "web" is not in the snapshot',
     'listener "outbound|web": filter_chains[0].filters[0]: tcp_proxy cluster "web" is not in the snapshot',
@@ -298,7 +324,7 @@ test('checkConsistency: a built snapshot is consistent; hand-broken ones are nam
 });
 
 test('round trip: built, packed, unpacked and validated as a sidecar would, the resources are the expected domain objects', (t) => {
-  const snapshot = toSnapshot(buildResources(mesh, view, 'api-1'));
+  const snapshot = toSnapshot(nodeResources(mesh, view, 'api-1'));
   const validated = (url: ResourceTypeUrl) => {
     const result = validateResources(url, [...snapshot.resources[url].values()].map((r) => r.resource));
     t.deepEqual(result.refused, [], url);

@@ -6,30 +6,23 @@
 // sidecar could not apply are refused and keep their last good version. All
 // applied → ACK with the response's version; anything refused → NACK naming
 // each refused resource, with version_info still the last version accepted in
-// full (as the xDS protocol asks of a NACK). The stream reconnects with
-// exponential backoff and jitter; the sidecar keeps serving meanwhile.
+// full (as the xDS protocol asks of a NACK). Each type's resources reach the
+// sidecar typed, through its entry in resource-types.ts. The stream
+// reconnects with exponential backoff and jitter (proxy/runtime/backoff.ts);
+// the sidecar keeps serving meanwhile.
 
 import * as grpc from '@grpc/grpc-js';
-import { TYPE_SHORT_NAMES, TYPE_URLS, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
+import { TYPE_SHORT_NAMES, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
 import type { DiscoveryRequest, DiscoveryResponse__Output } from '../envoy/proto.js';
-import type { ConfigSource, ConfigSourceInit, Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsListener, XdsRouteConfig } from '../../proxy/dynamic/types.js';
-import { validateResources } from './validate.js';
+import type { ConfigSource, ConfigSourceInit } from '../../proxy/dynamic/types.js';
+import { Backoff } from '../../proxy/runtime/backoff.js';
 import { nackDetail, type RefusalDetail } from './nack-detail.js';
+import { RESOURCE_TYPES, type Delivered } from './resource-types.js';
 
 export interface AdsClientOptions extends ConfigSourceInit {
   /** Reconnects start at this delay and double up to maxBackoffMs, with ±20 % jitter. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
-}
-
-/** What applying one response gave. */
-interface Applied {
-  /** Names the type makes the client subscribe to next (EDS after CDS, RDS after LDS). */
-  subscribe?: { typeUrl: ResourceTypeUrl; names: string[] };
-  /** Valid resources that could not be applied (a listener whose port is taken). */
-  refused?: Refusal[];
-  /** Why the response is not accepted as a whole although its resources were applied (e.g. node_unknown). */
-  problem?: string;
 }
 
 export interface TypeState {
@@ -46,13 +39,11 @@ export interface TypeState {
   lastNack: { version: string; error: string; at: number } | null;
 }
 
-const WILDCARD_TYPES: ResourceTypeUrl[] = [TYPE_URLS.Cluster, TYPE_URLS.Listener];
-
 export class AdsClient implements ConfigSource {
   private readonly client: AggregatedDiscoveryServiceClient;
   private stream: grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse__Output> | undefined;
   private readonly types = new Map<ResourceTypeUrl, TypeState>();
-  private backoffMs: number;
+  private readonly backoff: Backoff;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Responses are applied one at a time, in order (applying listeners is asynchronous). */
@@ -66,8 +57,8 @@ export class AdsClient implements ConfigSource {
       'grpc.max_reconnect_backoff_ms': 5_000,
       'grpc.keepalive_time_ms': 30_000,
     });
-    this.backoffMs = options.initialBackoffMs ?? 500;
-    for (const t of WILDCARD_TYPES) this.types.set(t, emptyState(null));
+    this.backoff = new Backoff({ initialMs: options.initialBackoffMs ?? 500, maxMs: options.maxBackoffMs ?? 10_000 });
+    for (const t of RESOURCE_TYPES.values()) if (t.wildcard) this.types.set(t.typeUrl, emptyState(null));
   }
 
   start(): void {
@@ -99,7 +90,7 @@ export class AdsClient implements ConfigSource {
     let seen = false;
     stream.on('metadata', () => {
       this.counters.connected = 1;
-      this.backoffMs = this.options.initialBackoffMs ?? 500;
+      this.backoff.reset();
     });
     stream.on('data', (response: DiscoveryResponse__Output) => {
       if (!seen) {
@@ -113,8 +104,7 @@ export class AdsClient implements ConfigSource {
       this.stream = undefined;
       this.counters.connected = 0;
       if (this.stopped) return;
-      const delay = Math.round(this.backoffMs * (0.8 + 0.4 * Math.random()));
-      this.backoffMs = Math.min(this.backoffMs * 2, this.options.maxBackoffMs ?? 10_000);
+      const delay = this.backoff.next();
       this.counters.reconnects++;
       this.options.logger.warn({ reason: 'xds_stream_ended', error: why, retry_ms: delay, control_plane: this.options.address }, `xDS stream ended (${why}); keeping the last configuration, reconnecting in ${delay} ms`);
       this.retryTimer = setTimeout(() => this.open(), delay);
@@ -124,7 +114,7 @@ export class AdsClient implements ConfigSource {
     stream.on('end', () => ended('closed by the control plane'));
     // A new stream starts every subscription again; versions tell the server what we have.
     for (const [typeUrl, state] of this.types) {
-      if (state.names === null || state.names.length > 0 || !WILDCARD_TYPES.includes(typeUrl)) this.send(typeUrl, state, '');
+      if (state.names === null || state.names.length > 0 || RESOURCE_TYPES.get(typeUrl)?.wildcard !== true) this.send(typeUrl, state, '');
     }
   }
 
@@ -143,22 +133,24 @@ export class AdsClient implements ConfigSource {
   private async onResponse(response: DiscoveryResponse__Output): Promise<void> {
     const typeUrl = response.type_url as ResourceTypeUrl;
     const state = this.types.get(typeUrl);
-    if (!state) {
+    const type = RESOURCE_TYPES.get(typeUrl);
+    if (!state || !type) {
       this.options.logger.warn({ reason: 'xds_unrequested_type', type_url: response.type_url }, 'xDS response for a type we did not ask for: ignored');
       return;
     }
     state.lastNonce = response.nonce;
     const version = response.version_info;
-    const result = validateResources(typeUrl, response.resources);
-    const refused: RefusalDetail[] = result.refused.map((r) => ({ name: r.name, error: r.errors.join('; ') }));
+    const validated = type.validate(response.resources);
+    const refused: RefusalDetail[] = validated.refused.map((r) => ({ name: r.name, error: r.errors.join('; ') }));
     let problem: string | undefined;
-    let next: Applied['subscribe'];
+    let next: Delivered['subscribe'];
     let applied = false;
     try {
-      const outcome = await this.apply(typeUrl, result.values, version, {
-        names: new Set(result.refused.flatMap((r) => (r.name === null ? [] : [r.name]))),
-        unnamed: result.refused.some((r) => r.name === null),
-      });
+      const outcome = await validated.deliver(
+        this.options.config,
+        { names: new Set(validated.refused.flatMap((r) => (r.name === null ? [] : [r.name]))), unnamed: validated.refused.some((r) => r.name === null) },
+        version,
+      );
       refused.push(...(outcome.refused ?? []));
       problem = outcome.problem;
       next = outcome.subscribe;
@@ -188,25 +180,6 @@ export class AdsClient implements ConfigSource {
       this.send(typeUrl, state, response.nonce);
     }
     if (next) this.subscribe(next.typeUrl, next.names);
-  }
-
-  /** Hands the valid resources of one response to the sidecar's entry for their type. */
-  private async apply(typeUrl: ResourceTypeUrl, values: unknown[], version: string, refused: StateRefusals): Promise<Applied> {
-    const { config } = this.options;
-    switch (typeUrl) {
-      case TYPE_URLS.Cluster:
-        return { subscribe: { typeUrl: TYPE_URLS.ClusterLoadAssignment, names: config.clusters(values as XdsCluster[], refused).assignmentNames } };
-      case TYPE_URLS.ClusterLoadAssignment:
-        config.assignments(values as XdsClusterLoadAssignment[]);
-        return {};
-      case TYPE_URLS.Listener: {
-        const outcome = await config.listeners(values as XdsListener[], refused, version);
-        return { subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: outcome.routeNames }, refused: outcome.refused, ...(outcome.problem !== undefined && { problem: outcome.problem }) };
-      }
-      case TYPE_URLS.RouteConfiguration:
-        config.routes(values as XdsRouteConfig[]);
-        return {};
-    }
   }
 
   /** Changes the names of an explicitly subscribed type (EDS, RDS); no request when nothing changed. */

@@ -24,7 +24,7 @@ import type { Duration__Output } from '../generated/envoy/google/protobuf/Durati
 import type { Struct__Output } from '../generated/envoy/google/protobuf/Struct.js';
 import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js';
 import type { VsockMode } from '../../proxy/resolve/types.js';
-import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../control-plane/snapshot.js';
+import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; errors: string[] };

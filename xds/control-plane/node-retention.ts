@@ -6,14 +6,14 @@
 // At most `maxDisconnected` disconnected nodes are kept; beyond that the one
 // gone longest is forgotten first.
 
-import { realTimers, type Timers } from './snapshot-cache.js';
+import { systemClock, type CancelTimer, type Clock } from '../../proxy/runtime/clock.js';
 
 export interface NodeRetentionOptions {
   retentionMs: number;
   maxDisconnected: number;
   /** The node is forgotten: drop what is kept for it. */
   onForget: (nodeId: string) => void;
-  timers?: Timers;
+  clock?: Clock;
 }
 
 export class NodeRetention {
@@ -21,14 +21,14 @@ export class NodeRetention {
   private readonly open = new Map<string, number>();
   /** Disconnected nodes and when their last stream closed, oldest first (re-inserted on every close). */
   private readonly closedAt = new Map<string, number>();
-  private readonly timers: Timers;
-  private timer: unknown = undefined;
+  private readonly clock: Clock;
+  private cancelTimer: CancelTimer | undefined;
   private stopped = false;
   /** Nodes forgotten so far. */
   forgotten = 0;
 
   constructor(private readonly options: NodeRetentionOptions) {
-    this.timers = options.timers ?? realTimers;
+    this.clock = options.clock ?? systemClock;
   }
 
   /** A stream of `nodeId` opened. */
@@ -45,7 +45,7 @@ export class NodeRetention {
       return;
     }
     this.open.delete(nodeId);
-    this.closedAt.set(nodeId, this.timers.now());
+    this.closedAt.set(nodeId, this.clock.now());
     while (this.closedAt.size > this.options.maxDisconnected) this.forget(this.closedAt.keys().next().value!);
     this.arm();
   }
@@ -58,17 +58,22 @@ export class NodeRetention {
     return this.closedAt.size;
   }
 
+  /** Every node remembered: connected ones, then disconnected ones. */
+  nodeIds(): string[] {
+    return [...this.open.keys(), ...this.closedAt.keys()];
+  }
+
   /** Stops the timer; nothing is forgotten from now on. */
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
   }
 
   /** Forgets every node gone `retentionMs` or longer, then waits for the next one. */
   private sweep(): void {
-    this.timer = undefined;
-    const now = this.timers.now();
+    this.cancelTimer = undefined;
+    const now = this.clock.now();
     for (const [nodeId, at] of this.closedAt) {
       if (now - at < this.options.retentionMs) break; // oldest first: the rest are younger
       this.forget(nodeId);
@@ -84,9 +89,9 @@ export class NodeRetention {
 
   /** One timer, for the node gone longest. */
   private arm(): void {
-    if (this.timer !== undefined || this.stopped) return;
+    if (this.cancelTimer !== undefined || this.stopped) return;
     const oldest = this.closedAt.values().next();
     if (oldest.done === true) return;
-    this.timer = this.timers.setTimeout(() => this.sweep(), Math.max(0, oldest.value + this.options.retentionMs - this.timers.now()));
+    this.cancelTimer = this.clock.setTimer(() => this.sweep(), Math.max(0, oldest.value + this.options.retentionMs - this.clock.now()));
   }
 }

@@ -1,8 +1,8 @@
-// Domain types of the control plane: the mesh as operators declare it, the
-// resources it becomes (per node), and the versioned snapshot the ADS server
-// serves. Wire types (Envoy's protos) stay in xds/envoy and the converters.
+// Domain types of the control plane: the mesh as operators declare it, and
+// the sync status of each node. The Snapshot it serves is in snapshot.ts;
+// wire types (Envoy's protos) stay in xds/envoy and the converters.
 
-import type { Any__Output, ResourceTypeUrl } from '../envoy/proto.js';
+import type { ResourceTypeUrl } from '../envoy/proto.js';
 
 /** A service of the mesh: served by the VMs whose registry record lists it (VmRecord.services by name). */
 export interface MeshService {
@@ -23,22 +23,6 @@ export interface MeshRoute {
 export interface MeshConfig {
   services: MeshService[];
   routes: MeshRoute[];
-}
-
-/** One resource as served: its name, a content version (hash of its bytes), and the encoded Any. */
-export interface VersionedResource {
-  name: string;
-  version: string;
-  resource: Any__Output;
-}
-
-/**
- * What one node (or node group) is served: per type URL, every resource by
- * name. `version` is per type (changes when any resource of the type does).
- */
-export interface Snapshot {
-  resources: Record<ResourceTypeUrl, Map<string, VersionedResource>>;
-  versions: Record<ResourceTypeUrl, string>;
 }
 
 /** Per node and type: what was sent, what the node said. Shown by the config API's sync status. */

@@ -1,0 +1,75 @@
+// The per-node memo: a registered VM's snapshot is the shared snapshot plus
+// its own part, remade only when what it is made of changes, and checked.
+
+import test from 'ava';
+import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
+import { NodeSnapshots } from '../../xds/control-plane/node-snapshots.js';
+import { makeSnapshot, type Snapshot } from '../../xds/control-plane/snapshot.js';
+import { buildSharedResources, toSnapshot, type RegistryView } from '../../xds/control-plane/translate.js';
+import { TYPE_URLS, RESOURCE_TYPE_URLS } from '../../xds/envoy/proto.js';
+import type { VmRecord } from '../../proxy/resolve/types.js';
+import { nodeResources } from '../helpers/xds-resources.js';
+
+const mesh = parseMeshConfig({ services: [{ name: 'web', port: 8080, outbound_port: 18080 }, { name: 'db', port: 5432 }] });
+const web1: VmRecord = {
+  vmId: 'web-1',
+  hypervisorId: 'hv-1',
+  vsockCid: 3,
+  addresses: ['10.0.0.11'],
+  sidecar: { tcpPort: 15006, vsockPort: 15007 },
+  services: [{ name: 'web', port: 8080 }],
+  labels: {},
+  generation: 1,
+  leaseExpiresAt: null,
+};
+const view: RegistryView = { vms: [web1], hypervisors: [{ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 }] };
+const shared = toSnapshot(buildSharedResources(mesh, view));
+
+const versions = (s: Snapshot) => Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, [...s.resources[url].values()].map((r) => `${r.name}:${r.version}`)]));
+
+test("a node's snapshot is the shared one plus its own listeners and clusters, the same as all its resources in one snapshot", (t) => {
+  const nodes = new NodeSnapshots();
+  const s = nodes.snapshotFor(web1, mesh, shared);
+  const whole = toSnapshot(nodeResources(mesh, view, 'web-1'));
+  t.deepEqual(s.versions, whole.versions);
+  t.deepEqual(versions(s), versions(whole));
+  t.true(nodes.madeHere(s));
+  t.false(nodes.madeHere(shared));
+});
+
+test('remade only when the VM record, the mesh or the shared snapshot changes', (t) => {
+  const nodes = new NodeSnapshots();
+  const s1 = nodes.snapshotFor(web1, mesh, shared);
+  t.is(nodes.snapshotFor({ ...web1 }, mesh, shared), s1, 'the same record again: the same snapshot');
+  t.is(nodes.snapshotFor({ ...web1, labels: { team: 'a' }, generation: 2 }, mesh, shared), s1, 'labels and generation are not served');
+  const moved = nodes.snapshotFor({ ...web1, sidecar: { tcpPort: 15106, vsockPort: 15007 } }, mesh, shared);
+  t.not(moved, s1);
+  t.not(moved.versions[TYPE_URLS.Listener], s1.versions[TYPE_URLS.Listener]);
+  const sharedAgain = toSnapshot(buildSharedResources(mesh, view));
+  const remerged = nodes.snapshotFor({ ...web1, sidecar: { tcpPort: 15106, vsockPort: 15007 } }, mesh, sharedAgain);
+  t.not(remerged, moved, 'a new shared snapshot: merged again');
+  t.deepEqual(remerged.versions, moved.versions, 'with the same content');
+  const otherMesh = parseMeshConfig({ services: [{ name: 'web', port: 8080, outbound_port: 18080 }, { name: 'db', port: 5432 }] });
+  t.not(nodes.snapshotFor(web1, otherMesh, sharedAgain), nodes.snapshotFor(web1, mesh, sharedAgain), 'another mesh: remade');
+  const before = nodes.snapshotFor(web1, mesh, sharedAgain);
+  t.is(nodes.snapshotFor(web1, mesh, sharedAgain), before);
+  nodes.forget('web-1');
+  const fresh = nodes.snapshotFor(web1, mesh, sharedAgain);
+  t.not(fresh, before, 'forgotten: made again');
+  t.deepEqual(fresh.versions, s1.versions);
+});
+
+test('an inconsistent node snapshot throws, naming the problem, and is checked again next time', (t) => {
+  const nodes = new NodeSnapshots();
+  const clusters = [...shared.resources[TYPE_URLS.Cluster].values()].filter((r) => r.name !== 'db');
+  const broken = makeSnapshot({
+    [TYPE_URLS.Cluster]: clusters,
+    [TYPE_URLS.ClusterLoadAssignment]: [...shared.resources[TYPE_URLS.ClusterLoadAssignment].values()],
+    [TYPE_URLS.Listener]: [],
+    [TYPE_URLS.RouteConfiguration]: [],
+  });
+  const problem = { message: /^inconsistent snapshot: listener "outbound\|db": filter_chains\[0\]\.filters\[0\]: tcp_proxy cluster "db" is not in the snapshot/ };
+  t.throws(() => nodes.snapshotFor(web1, mesh, broken), problem);
+  t.throws(() => nodes.snapshotFor(web1, mesh, broken), problem, 'not taken as checked');
+  t.notThrows(() => nodes.snapshotFor(web1, mesh, shared));
+});

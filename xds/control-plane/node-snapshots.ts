@@ -1,0 +1,71 @@
+// Each registered VM's node snapshot: the shared snapshot plus the node's own
+// part (its listeners and inbound clusters), remembered per node so that a
+// change costs only what it touches. The own part is rebuilt only when the
+// VM's record or the mesh changes; the merge is redone only when the shared
+// snapshot changes; the consistency check runs again only when the names the
+// node's listeners may refer to change. A VM moving then costs one node's
+// part, not every node's. No I/O.
+
+import type { VmRecord } from '../../proxy/resolve/types.js';
+import { TYPE_URLS } from '../envoy/proto.js';
+import { assertConsistent, mergeSnapshots, type Snapshot } from './snapshot.js';
+import { buildNodeResources, toSnapshot } from './translate.js';
+import type { MeshConfig } from './types.js';
+
+interface NodePart {
+  /** The VM record fields the own part is made of. */
+  key: string;
+  mesh: MeshConfig;
+  own: Snapshot;
+  shared?: Snapshot;
+  merged?: Snapshot;
+  /** The shared names `merged` was checked against. */
+  checkedAgainst?: string;
+}
+
+export class NodeSnapshots {
+  private readonly parts = new Map<string, NodePart>();
+  /** The names a node's own listeners may refer to, for the shared snapshot they were read from. */
+  private sharedNames: { shared: Snapshot; names: string } | undefined;
+  /** Snapshots this made and found consistent. */
+  private readonly consistent = new WeakSet<Snapshot>();
+
+  /** The snapshot of the node of `vm`: `shared` and its own part, checked. Throws `inconsistent snapshot: ...` (checked again on the next call). */
+  snapshotFor(vm: VmRecord, mesh: MeshConfig, shared: Snapshot): Snapshot {
+    const key = JSON.stringify([vm.hypervisorId, vm.vsockCid, vm.addresses, vm.sidecar, vm.services]);
+    let part = this.parts.get(vm.vmId);
+    if (!part || part.key !== key || part.mesh !== mesh) {
+      part = { key, mesh, own: toSnapshot(buildNodeResources(mesh, vm)) };
+      this.parts.set(vm.vmId, part);
+    }
+    if (part.shared !== shared || part.merged === undefined) {
+      part.merged = mergeSnapshots(shared, part.own);
+      part.shared = shared;
+    }
+    const names = this.namesOf(shared);
+    if (part.checkedAgainst !== names) {
+      assertConsistent(part.merged);
+      part.checkedAgainst = names;
+    }
+    this.consistent.add(part.merged);
+    return part.merged;
+  }
+
+  /** Whether `snapshot` is one this made (hence checked already). */
+  madeHere(snapshot: Snapshot): boolean {
+    return this.consistent.has(snapshot);
+  }
+
+  /** Drops what is kept for `nodeId` (its VM left, or the node was forgotten). */
+  forget(nodeId: string): void {
+    this.parts.delete(nodeId);
+  }
+
+  private namesOf(shared: Snapshot): string {
+    if (this.sharedNames?.shared !== shared) {
+      const names = (type: typeof TYPE_URLS.Cluster | typeof TYPE_URLS.RouteConfiguration): string => [...shared.resources[type].keys()].join('\0');
+      this.sharedNames = { shared, names: `${names(TYPE_URLS.Cluster)}|${names(TYPE_URLS.RouteConfiguration)}` };
+    }
+    return this.sharedNames.names;
+  }
+}

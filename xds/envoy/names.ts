@@ -1,0 +1,9 @@
+// Envoy names both sides of the stream use: the control plane writes them
+// into the resources it serves, the sidecar's validator (xds/client) looks
+// for them.
+
+/** The key of the VM facts in LbEndpoint.metadata.filter_metadata (and of the node's placement in its outbound listeners'). */
+export const VSOCKMESH_METADATA_KEY = 'vsockmesh';
+export const TCP_PROXY_FILTER = 'envoy.filters.network.tcp_proxy';
+export const PROXY_PROTOCOL_LISTENER_FILTER = 'envoy.filters.listener.proxy_protocol';
+export const ROUTER_FILTER = 'envoy.filters.http.router';
