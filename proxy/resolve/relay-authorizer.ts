@@ -49,7 +49,7 @@ export class RelayAuthorizer {
   private async query(sourceCid: number, destination: { cid: number; port: number }): Promise<RelayDecision> {
     this.queries++;
     try {
-      const a = await this.options.api.authorizeRelay(this.options.hypervisorId, sourceCid, destination.cid, destination.port, { timeoutMs: this.options.queryTimeoutMs });
+      const a = await this.options.api.authorizeRelay({ hypervisorId: this.options.hypervisorId, sourceCid, destination }, { timeoutMs: this.options.queryTimeoutMs });
       if (a.allowed) return { allowed: true };
       return { allowed: false, reason: 'destination_not_allowed', detail: `VM manager: ${a.reason}` };
     } catch (err) {

@@ -5,6 +5,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { Destination, HypervisorRecord, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from './types.js';
+import { errorCode } from '../runtime/errors.js';
 import type { Logger } from '../runtime/log.js';
 
 export interface ResolverOptions {
@@ -146,7 +147,7 @@ export class Resolver extends EventEmitter {
     try {
       resolution = await this.options.api.resolve(this.options.localVmId, destination, { timeoutMs: this.options.queryTimeoutMs });
     } catch (err) {
-      const code = (err as { code?: string }).code ?? 'UNAVAILABLE';
+      const code = errorCode(err) ?? 'UNAVAILABLE';
       this.counters.queries.unavailable++;
       if (!this.down) {
         this.down = true;
@@ -182,7 +183,7 @@ export class Resolver extends EventEmitter {
         this.watch = undefined;
         // The VM manager no longer has the events after our revision (restarted without its state,
         // or we fell too far behind): start over from its whole registry, at once.
-        const outOfRange = (err as { code?: string }).code === 'OUT_OF_RANGE';
+        const outOfRange = errorCode(err) === 'OUT_OF_RANGE';
         if (outOfRange) this.revision = 0;
         const delay = outOfRange ? 0 : Math.round(this.retryMs * (0.8 + 0.4 * Math.random()));
         this.options.logger.debug({ reason: 'watch_error', error: err.message, retry_ms: delay }, 'VM manager watch ended; reconnecting');

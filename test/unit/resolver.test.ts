@@ -2,6 +2,7 @@
 // it asks, what it remembers, and how Watch events change what it remembers.
 
 import test from 'ava';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { silentLogger } from '../../proxy/runtime/log.js';
 import { Resolver } from '../../proxy/resolve/resolver.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
@@ -17,10 +18,10 @@ function inProcess(registry: Registry) {
     listVms: async () => registry.list(),
     registerHypervisor: async (h) => registry.registerHypervisor(h),
     moveVm: async (id, hv, cid) => registry.moveVm(id, hv, cid),
-    authorizeRelay: async (hv, s, d, p) => registry.authorizeRelay(hv, s, d, p),
+    authorizeRelay: async (request) => registry.authorizeRelay(request),
     resolve: async (caller: string, destination: Destination) => {
       state.resolves++;
-      if (state.down) throw Object.assign(new Error('UNAVAILABLE: down'), { code: 'UNAVAILABLE' });
+      if (state.down) throw new VsockmeshError('UNAVAILABLE', 'down');
       return registry.resolve(caller, destination);
     },
     watch: (from: number, handlers: WatchHandlers) => {
