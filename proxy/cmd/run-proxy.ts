@@ -32,11 +32,11 @@ async function load(role: ServerRole, options: RunServerOptions): Promise<Loaded
 export function runServer(role: ServerRole, options: RunServerOptions): Promise<void> {
   return runRole({
     name: role,
-    prepare: async (process) => {
+    prepare: async (control) => {
       const loaded = await load(role, options);
       const { config } = loaded;
       const logger = createLogger({ level: config.log.level });
-      const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => process.drainThenExit() };
+      const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit() };
       const server = loaded.role === 'sidecar' ? await createSidecar(loaded.config, serverOptions) : await createHostRelay(loaded.config, serverOptions);
       return { logger, server, ready: () => ({ node: config.node.id, admin: server.adminAddress() ?? null }) };
     },

@@ -36,7 +36,7 @@ export interface Role {
   /** As in `vsockmesh <name>`: names the role in messages and the ready line. */
   name: string;
   /** `drainThenExit` is what an admin drain of a server with its own admin endpoint calls (usable once started). */
-  prepare(process: { drainThenExit(): Promise<void> }): Promise<PreparedRole>;
+  prepare(control: { drainThenExit(): Promise<void> }): Promise<PreparedRole>;
 }
 
 /** The process as the runner uses it; tests pass their own. */
@@ -78,12 +78,12 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     return;
   }
   const { logger, server } = prepared;
-  // Assigned below, once the drain it offers exists; used only after the start.
-  const admin: { endpoint?: AdminServer } = {};
+  const adminAt = prepared.admin && prepared.admin.port !== null ? { ...prepared.admin, port: prepared.admin.port } : undefined;
+  let admin: AdminServer | undefined;
   const stop = async (): Promise<void> => {
     state = 'stopped';
     await server.stop();
-    await admin.endpoint?.stop();
+    await admin?.stop();
   };
   const ending = processDrain(
     {
@@ -97,11 +97,10 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     io,
   );
   control.drainThenExit = ending.drainThenExit;
-  const wanted = prepared.admin;
-  if (wanted && wanted.port !== null) admin.endpoint = new AdminServer({ ...wanted.target, isReady: () => state === 'serving', state: () => state, drain: ending.drainThenExit }, logger);
+  if (adminAt) admin = new AdminServer({ ...adminAt.target, isReady: () => state === 'serving', state: () => state, drain: ending.drainThenExit }, logger);
   try {
     await server.start();
-    if (admin.endpoint && wanted && wanted.port !== null) await admin.endpoint.start(wanted.address, wanted.port);
+    if (admin && adminAt) await admin.start(adminAt.address, adminAt.port);
   } catch (err) {
     logger.fatal({ err }, `${role.name} failed to start: ${(err as Error).message}`);
     await stop();
@@ -109,6 +108,6 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     return;
   }
   state = 'serving';
-  logger.info(readyFields(role.name, process.pid, admin.endpoint?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
+  logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
   ending.handleSignals();
 }
