@@ -25,6 +25,7 @@ export class HostRelay extends ProxyServer {
       if (options.vmManager === undefined) throw new Error('the config has a vm_manager section but the host relay was given no VM manager client');
       this.vmManager = options.vmManager;
       this.authorizer = new RelayAuthorizer({ api: this.vmManager.client, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
+      this.metrics.addRelayAuthorizer(this.authorizer);
     }
     this.listeners.push(new RelayListener(config, this.context, this.authorizer));
   }

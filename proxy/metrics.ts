@@ -267,6 +267,28 @@ export class ProxyMetrics {
     });
   }
 
+  /** The host relay's authorizer: its questions to the VM manager and the decisions it holds. */
+  addRelayAuthorizer(authorizer: { readonly queries: number; readonly size: number }): void {
+    const registers = [this.registry];
+    new Counter({
+      name: 'vsockmesh_relay_authorizer_queries_total',
+      help: 'AuthorizeRelay queries to the VM manager (a cached decision makes none)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(authorizer.queries);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_relay_authorizer_cached_decisions',
+      help: 'Relay decisions held for reuse (expired ones are dropped when read or swept)',
+      registers,
+      collect() {
+        this.set(authorizer.size);
+      },
+    });
+  }
+
   /** The stats object for a label set; callers keep it, so the hot path does no lookup. */
   connectionStats(labels: ConnectionLabels): ConnectionStats {
     const key = `${labels.listener}\0${labels.direction}\0${labels.cluster}\0${labels.transport}`;

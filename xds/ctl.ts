@@ -7,6 +7,8 @@ import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { factsFromResolution, wantedOf } from '../proxy/upstream/endpoint-facts.js';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/upstream/select.js';
+import { VsockmeshError } from '../proxy/runtime/errors.js';
+import { CallError } from './call-error.js';
 import type { VmManagerClient } from './vm-manager/client.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
@@ -21,21 +23,11 @@ interface Globals {
   output: 'text' | 'json';
 }
 
-class UsageError extends Error {}
-
-/** A failed call, as VmManagerClient reports it (gRPC status name in `code`; `answered`: the server sent it). */
-class CallError extends Error {
-  constructor(
-    readonly code: string,
-    readonly details: string,
-    readonly answered?: boolean,
-  ) {
-    super(`${code}: ${details}`);
+/** Bad usage (exit 2), as opposed to a call that failed (exit 1). */
+class UsageError extends VsockmeshError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message);
   }
-}
-
-function isCallError(err: unknown): err is CallError {
-  return err instanceof Error && typeof (err as CallError).code === 'string' && typeof (err as CallError).details === 'string';
 }
 
 /** `10.0.0.5`, `10.0.0.5:8080`, `[fd00::5]:8080`, `vm/web-1`, `service/web`. */
@@ -78,9 +70,9 @@ async function withApi<C extends { close(): void }>(what: { name: string; addres
     if (err instanceof UsageError) {
       process.stderr.write(`vsockmesh ctl: ${err.message}\n`);
       process.exitCode = 2;
-    } else if (isCallError(err)) {
+    } else if (err instanceof CallError) {
       // The server's own UNAVAILABLE ("not applied: cannot write state file: ...") is its answer, not an outage.
-      const unreachable = err.answered !== true && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED');
+      const unreachable = !err.answered && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED');
       process.stderr.write(`vsockmesh ctl: ${unreachable ? `cannot reach the ${what.name} at ${what.address}: ` : ''}${err.code}: ${err.details}\n`);
       process.exitCode = 1;
     } else {

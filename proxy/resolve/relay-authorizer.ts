@@ -1,8 +1,11 @@
 // The host relay asks the VM manager whether a guest (by its kernel-given CID)
-// may reach a destination CID and port. Answers are reused briefly; one query
-// per (source, destination, port) at a time; no answer means no connection.
+// may reach a destination CID and port. Answers are reused for a while, one
+// query per (source, destination, port) at a time, and dropped once expired
+// (runtime/ttl-cache.ts), so guests probing many ports do not grow the relay;
+// no answer means no connection.
 
 import type { RelayDecision } from '../config/relay.js';
+import { TtlCache } from '../runtime/ttl-cache.js';
 import type { VmManagerApi } from './types.js';
 
 export interface RelayAuthorizerOptions {
@@ -14,42 +17,39 @@ export interface RelayAuthorizerOptions {
 }
 
 export class RelayAuthorizer {
-  private readonly cache = new Map<string, { decision: RelayDecision; expiresAt: number }>();
-  private readonly inflight = new Map<string, Promise<RelayDecision>>();
-  private readonly now: () => number;
+  private readonly cache: TtlCache<RelayDecision>;
   queries = 0;
 
   constructor(private readonly options: RelayAuthorizerOptions) {
-    this.now = options.now ?? Date.now;
+    this.cache = new TtlCache<RelayDecision>(options.now ? { now: options.now } : {});
+  }
+
+  /** Decisions held, fresh or expired but not yet dropped. */
+  get size(): number {
+    return this.cache.size;
   }
 
   /** A fresh cached decision, synchronously, or undefined. */
   cached(sourceCid: number, destination: { cid: number; port: number }): RelayDecision | undefined {
-    const entry = this.cache.get(key(sourceCid, destination));
-    return entry && entry.expiresAt > this.now() ? entry.decision : undefined;
+    return this.cache.get(key(sourceCid, destination));
   }
 
   authorize(sourceCid: number, destination: { cid: number; port: number }): Promise<RelayDecision> {
     const fresh = this.cached(sourceCid, destination);
     if (fresh) return Promise.resolve(fresh);
     const k = key(sourceCid, destination);
-    const pending = this.inflight.get(k);
-    if (pending) return pending;
-    const query = this.query(sourceCid, destination)
-      .then((decision) => {
-        // An unreachable VM manager is not an answer: ask again next time.
-        if (!(decision.allowed === false && decision.reason === 'vm_manager_unavailable')) this.cache.set(k, { decision, expiresAt: this.now() + this.options.cacheTtlMs });
-        return decision;
-      })
-      .finally(() => this.inflight.delete(k));
-    this.inflight.set(k, query);
-    return query;
+    return this.cache.once(k, async () => {
+      const decision = await this.query(sourceCid, destination);
+      // An unreachable VM manager is not an answer: ask again next time.
+      if (!(decision.allowed === false && decision.reason === 'vm_manager_unavailable')) this.cache.set(k, decision, this.options.cacheTtlMs);
+      return decision;
+    });
   }
 
   private async query(sourceCid: number, destination: { cid: number; port: number }): Promise<RelayDecision> {
     this.queries++;
     try {
-      const a = await this.options.api.authorizeRelay(this.options.hypervisorId, sourceCid, destination.cid, destination.port, { timeoutMs: this.options.queryTimeoutMs });
+      const a = await this.options.api.authorizeRelay({ hypervisorId: this.options.hypervisorId, sourceCid, destination }, { timeoutMs: this.options.queryTimeoutMs });
       if (a.allowed) return { allowed: true };
       return { allowed: false, reason: 'destination_not_allowed', detail: `VM manager: ${a.reason}` };
     } catch (err) {

@@ -80,6 +80,13 @@ export type VmEvent =
   | { type: 'moved'; vm: VmRecord; previous: VmRecord; revision: number }
   | { type: 'hypervisor'; hypervisor: HypervisorRecord; revision: number };
 
+/** A host relay's question: may the guest at `sourceCid` (kernel-given) on `hypervisorId` reach `destination`? */
+export interface RelayRequest {
+  hypervisorId: string;
+  sourceCid: number;
+  destination: { cid: number; port: number };
+}
+
 export type RelayAuthorization = { allowed: true; source: VmRecord; destination: VmRecord } | { allowed: false; reason: string };
 
 export interface WatchHandlers {
@@ -101,7 +108,7 @@ export interface VmManagerApi {
   moveVm(vmId: string, hypervisorId: string, vsockCid?: number): Promise<VmRecord>;
   resolve(callerVmId: string, destination: Destination, options?: { timeoutMs?: number }): Promise<Resolution>;
   /** Which guest (by kernel CID on a hypervisor) may reach which destination CID and port through the relay. */
-  authorizeRelay(hypervisorId: string, sourceCid: number, destinationCid: number, destinationPort: number, options?: { timeoutMs?: number }): Promise<RelayAuthorization>;
+  authorizeRelay(request: RelayRequest, options?: { timeoutMs?: number }): Promise<RelayAuthorization>;
   /** Events after `fromRevision` (0: the whole registry as `added`, then changes). */
   watch(fromRevision: number, handlers: WatchHandlers, epoch?: string): { cancel(): void };
   close(): void;

@@ -6,6 +6,7 @@
 // its state); reconnect with backoff after anything else.
 
 import { Backoff, type BackoffOptions } from '../runtime/backoff.js';
+import { errorCode } from '../runtime/errors.js';
 import type { Logger } from '../runtime/log.js';
 import type { VmEvent, VmManagerApi } from './types.js';
 
@@ -77,7 +78,7 @@ export class WatchFollower {
         onError: (err) => {
           if (!this.running) return;
           this.watch = undefined;
-          const outOfRange = (err as { code?: string }).code === 'OUT_OF_RANGE';
+          const outOfRange = errorCode(err) === 'OUT_OF_RANGE';
           // The events after our revision are gone: start over from the whole registry, at once.
           if (outOfRange) this.startOver();
           const delay = outOfRange ? 0 : this.backoff.next();

@@ -5,15 +5,14 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod/v3';
+import { VsockmeshError } from './errors.js';
 
-export class ConfigError extends Error {
-  readonly code = 'EVSOCKMESH_CONFIG';
+export class ConfigError extends VsockmeshError {
   constructor(
     readonly source: string,
     readonly problems: string[],
   ) {
-    super(`${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-    this.name = 'ConfigError';
+    super('INVALID_ARGUMENT', `${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
 }
 

@@ -10,6 +10,12 @@ export interface DrainableServer {
   stop(): Promise<void>;
 }
 
+/** How the process exits and hears signals (tests pass their own). */
+export interface ProcessIo {
+  exit(logger: Logger, code: number): Promise<void>;
+  signals: { on(signal: NodeJS.Signals, listener: (signal: NodeJS.Signals) => void): unknown };
+}
+
 export interface ProcessDrain {
   /** Drains, stops and exits 0; later calls return the same promise (POST /drain). */
   drainThenExit(): Promise<void>;
@@ -17,7 +23,7 @@ export interface ProcessDrain {
   handleSignals(): void;
 }
 
-export function processDrain(server: DrainableServer, logger: Logger): ProcessDrain {
+export function processDrain(server: DrainableServer, logger: Logger, io: ProcessIo): ProcessDrain {
   let signals = 0;
   let drained: Promise<void> | undefined;
   const drainThenExit = (): Promise<void> =>
@@ -25,13 +31,13 @@ export function processDrain(server: DrainableServer, logger: Logger): ProcessDr
       // A second signal took over: its exit code stands.
       if (signals > 1) return;
       await server.stop();
-      await exitAfterFlush(logger, 0);
+      await io.exit(logger, 0);
     }));
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: stopping now');
-      void server.stop().finally(() => exitAfterFlush(logger, 1));
+      void server.stop().finally(() => io.exit(logger, 1));
       return;
     }
     logger.info({ signal }, drained ? 'signal received: already draining' : 'signal received: draining');
@@ -43,8 +49,8 @@ export function processDrain(server: DrainableServer, logger: Logger): ProcessDr
       return drainThenExit();
     },
     handleSignals: () => {
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
+      io.signals.on('SIGTERM', onSignal);
+      io.signals.on('SIGINT', onSignal);
     },
   };
 }

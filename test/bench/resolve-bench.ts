@@ -50,7 +50,6 @@ import {
   fmt,
   freeFixedPort,
   httpGet,
-  httpReady,
   intEnv,
   log,
   machineBusySeconds,
@@ -61,9 +60,10 @@ import {
   onCleanup,
   runBench,
   runChild,
+  QuietRuns,
   startDaemon,
+  startProxyCli,
   startVmManagerCli,
-  waitUntil,
   writeReport,
   type Daemon,
 } from './bench-common.js';
@@ -77,9 +77,8 @@ const PAYLOAD_BYTES = 16;
 const COLD_TTL_MS = 100; // the CLI's minimum --resolve-ttl-ms
 const WARM_TTL_MS = 3_600_000;
 const WARM_TARGET = 0.95;
-/** A run with more CPU than this used by other processes (cores, averaged) is repeated, at most MAX_REPEATS times per bench. */
-const MAX_OTHER_CORES = Number(process.env.BENCH_MAX_OTHER_CORES ?? 0.3);
-const MAX_REPEATS = Number(process.env.BENCH_MAX_REPEATS ?? 6);
+/** Runs disturbed by other work are repeated, up to 6 times in all. */
+const quiet = new QuietRuns<RunRecord>(6);
 const CHILD = path.join(ROOT, 'test/bench/resolve-bench-child.ts');
 const TSX = ['--import', 'tsx'];
 
@@ -170,12 +169,7 @@ async function startSidecar(mode: Mode, dir: string, appPort: number, vmm: { dae
   };
   const file = path.join(dir, `sidecar-${mode}.yaml`);
   writeFileSync(file, toYaml(config));
-  // As the bin runs in production: the node flags of its shebang; JSON logs (access lines included) to /dev/null.
-  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), CLI, 'sidecar', '-c', file], { stdout: 'ignore' });
-  await waitUntil(async () => {
-    if (daemon.child.exitCode !== null) throw new Error(`sidecar ${mode} exited with ${daemon.child.exitCode}: ${daemon.stderr()}`);
-    return httpReady(adminPort);
-  }, `sidecar ${mode} /ready`, 30_000);
+  const daemon = await startProxyCli('sidecar', file, { adminPort, timeoutMs: 30_000 });
   const dump = JSON.parse((await httpGet(adminPort, '/config_dump')).body) as { listeners: Array<{ name: string; bound: Array<{ port: number }> }> };
   const byName = new Map(dump.listeners.map((l) => [l.name, l.bound[0]?.port]));
   const ports = names.map((n) => {
@@ -307,17 +301,12 @@ async function main(): Promise<void> {
   );
 
   const runs: RunRecord[] = [];
-  const discarded: RunRecord[] = [];
-  let retriesLeft = MAX_REPEATS;
   const started = Date.now();
   for (let round = 0; round < ROUNDS; round++) {
     const order = sidecars.map((_, i) => sidecars[(i + round) % sidecars.length]!);
     log(`round ${round + 1}/${ROUNDS}: ${order.map((s) => s.mode).join(' → ')}`);
     for (const s of order) {
-      // A run during which other processes on the machine used more than MAX_OTHER_CORES is
-      // repeated (within a budget for the whole bench); the quietest attempt counts.
-      let kept: RunRecord | undefined;
-      for (;;) {
+      const kept = await quiet.measure(async () => {
         const r = await measure(s, round + 1);
         log(
           `  ${s.mode.padEnd(6)} ${fmt(r.load.connPerSec)} conn/s (${r.load.completed} in ${r.load.seconds.toFixed(2)} s, errors ${r.load.totalErrors}), ` +
@@ -325,18 +314,8 @@ async function main(): Promise<void> {
             `VM manager Resolve/conn ${r.vmmResolvesPerConn.toFixed(3)}, load generator CPU ${r.loadgenCpuPct.toFixed(0)} %, other processes ${r.otherCores.toFixed(2)} cores`,
         );
         if (r.load.totalErrors > 0) log(`    first errors: ${r.load.firstErrors.join('; ')}`);
-        if (kept === undefined || r.otherCores < kept.otherCores) {
-          if (kept) discarded.push(kept);
-          kept = r;
-        } else discarded.push(r);
-        if (r.otherCores <= MAX_OTHER_CORES) break;
-        if (retriesLeft === 0) {
-          log(`    other processes used ${r.otherCores.toFixed(2)} cores (> ${MAX_OTHER_CORES}); no repeats left, keeping the quietest attempt`);
-          break;
-        }
-        retriesLeft--;
-        log(`    other processes used ${r.otherCores.toFixed(2)} cores (> ${MAX_OTHER_CORES}): repeating this run`);
-      }
+        return r;
+      });
       runs.push(kept);
     }
   }
@@ -425,11 +404,11 @@ async function main(): Promise<void> {
     '- Per-connection counters and CPU are over the whole run (warm-up included) divided by every connection of the run.',
     `- Decisions of the resolved modes over all runs: ${[...decisions].map(([k, v]) => `${k} ${fmt(v)}`).join(', ') || 'none'} (of ${fmt(resolvedConns)} connections); ` +
       `queries unanswered ${unavailable}, plain-TCP fallbacks ${plainTcp}, refused ${refused}, load generator errors ${errors}.`,
-    `- The machine is shared: a run during which processes outside the benchmark used more than ${MAX_OTHER_CORES} cores is repeated (at most ${MAX_REPEATS} repeats per bench) and the quietest attempt kept; ` +
-      `${discarded.length} attempt${discarded.length === 1 ? '' : 's'} discarded this time${discarded.length ? ` (${discarded.map((d) => `${d.mode} round ${d.round}: ${d.otherCores.toFixed(2)} cores, ${fmt(d.load.connPerSec)} conn/s`).join('; ')})` : ''}.`,
+    `- The machine is shared: a run during which processes outside the benchmark used more than ${quiet.maxOtherCores} cores is repeated (at most ${quiet.maxRepeats} repeats per bench) and the quietest attempt kept; ` +
+      `${quiet.discarded.length} attempt${quiet.discarded.length === 1 ? '' : 's'} discarded this time${quiet.discarded.length ? ` (${quiet.discarded.map((d) => `${d.mode} round ${d.round}: ${d.otherCores.toFixed(2)} cores, ${fmt(d.load.connPerSec)} conn/s`).join('; ')})` : ''}.`,
   ].join('\n');
 
-  const file = saveReport(md, runs, discarded, { warmRatio, coldRatio, coldQueries, machine });
+  const file = saveReport(md, runs, quiet.discarded, { warmRatio, coldRatio, coldQueries, machine });
   process.stdout.write(`\n${md}\n\nwritten to ${file} (and .json)\n`);
 }
 

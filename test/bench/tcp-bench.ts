@@ -21,218 +21,49 @@
 //                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars)
 // Not a test: `npm test` does not run it.
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { acceptProxyListen, freePort, httpOkListen, sendProxyV2Listen, startHaproxy, type Haproxy } from '../helpers/haproxy.js';
+import {
+  CLI,
+  RoundSamples,
+  cliNodeFlags,
+  fmt,
+  hopsRssKiB,
+  intEnv,
+  listeningPorts,
+  log,
+  onCleanup,
+  requireBinary,
+  runBench,
+  recordWorkloads,
+  runWorkloads,
+  sleep,
+  startDaemon,
+  startProxyCli,
+  waitUntil,
+  writeReport,
+  type Hop,
+  type WorkloadMetric,
+} from './bench-common.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = path.join(ROOT, 'dist/proxy/cmd/cli.js');
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 5);
 const IDLE_CONNS = intEnv('BENCH_IDLE_CONNS', 1000);
+const PACE = { seconds: SECONDS, slow: 1 };
 const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
 const CHAINS: ChainName[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()) ?? [...ALL_CHAINS]).filter((c): c is ChainName => {
   if (!(ALL_CHAINS as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL_CHAINS.join(', ')})`);
   return true;
 });
-/** Node flags from the bin's shebang (`#!/usr/bin/env -S node --flag ...`), as production runs it. */
-const SIDECAR_NODE_FLAGS = shebangNodeFlags(CLI);
+/** Node flags of the sidecars: the bin's shebang's, as production runs it, then BENCH_NODE_ARGS. */
+const SIDECAR_NODE_FLAGS = cliNodeFlags();
 const LABEL: Record<ChainName, string> = { direct: 'direct', socat: 'socat 2-hop', haproxy: 'HAProxy 2-hop', vsockmesh: 'vsockmesh 2-hop' };
-
-function shebangNodeFlags(file: string): string[] {
-  let first: string;
-  try {
-    first = readFileSync(file, 'utf8').split('\n', 1)[0] ?? '';
-  } catch {
-    return []; // reported later: the bench checks that the CLI exists
-  }
-  if (!first.startsWith('#!')) return [];
-  const words = first.slice(2).trim().split(/\s+/);
-  const node = words.findIndex((w) => w === 'node' || w.endsWith('/node'));
-  return node === -1 ? [] : words.slice(node + 1).filter((w) => w.startsWith('-'));
-}
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
-
-function log(msg: string): void {
-  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---- cleanup: every child we start is killed on exit, error or Ctrl-C -------
-
-const cleanups: Array<() => Promise<void> | void> = [];
-/** Process groups we lead (socat forks children into them) and plain pids, for a last-resort sync kill. */
-const groups = new Set<number>();
-const pids = new Set<number>();
-let cleaningUp: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaningUp ??= (async () => {
-    for (const fn of cleanups.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        log(`cleanup: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaningUp;
-}
-
-function killAllSync(): void {
-  for (const g of groups) try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ }
-  for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
-}
-
-process.on('exit', killAllSync);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    log(`${signal}: stopping everything`);
-    const hard = setTimeout(() => process.exit(130), 8_000);
-    void cleanup().finally(() => {
-      clearTimeout(hard);
-      process.exit(130);
-    });
-  });
-}
-
-function requireBinary(name: string, apt: string): string {
-  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin']) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, name), constants.X_OK);
-      return path.join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(`${name} not installed: apt-get install -y ${apt}`);
-}
-
-/** Starts a long-running child; stopped (TERM, then KILL) at cleanup. */
-function startDaemon(cmd: string, args: string[], options: { group?: boolean; stdout?: 'ignore' | 'pipe' } = {}): { child: ChildProcess; stderr: () => string; stop: () => Promise<void> } {
-  const child = spawn(cmd, args, { stdio: ['ignore', options.stdout ?? 'ignore', 'pipe'], detached: options.group ?? false });
-  let err = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (c: string) => (err = (err + c).slice(-8192)));
-  child.on('error', (e) => (err += `\nspawn error: ${e.message}`));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  let done = false;
-  child.once('close', () => (done = true));
-  const pid = child.pid!;
-  if (options.group) groups.add(pid);
-  else pids.add(pid);
-  const signal = (s: NodeJS.Signals): void => {
-    try {
-      if (options.group) process.kill(-pid, s);
-      else child.kill(s);
-    } catch {
-      // already gone
-    }
-  };
-  const stop = async (): Promise<void> => {
-    if (!done) {
-      signal('SIGTERM');
-      const t = setTimeout(() => signal('SIGKILL'), 3_000);
-      await exited;
-      clearTimeout(t);
-    }
-    if (options.group) {
-      // Forked socat children may outlive their parent: kill the whole group.
-      signal('SIGKILL');
-      groups.delete(pid);
-    } else pids.delete(pid);
-  };
-  cleanups.push(stop);
-  return { child, stderr: () => err, stop };
-}
-
-/** Runs a client to completion; output as text. Killed at cleanup if still running. */
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    pids.add(child.pid!);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (e) => (stderr += e.message));
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      pids.delete(child.pid!);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-function httpReady(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/ready', agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('error', () => resolve(false));
-    req.setTimeout(1_000, () => req.destroy());
-  });
-}
-
-// ---- memory -----------------------------------------------------------------
-
-function rssKiB(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Sum of VmRSS over every process in the given process groups, and how many there are. */
-function groupRssKiB(pgids: number[]): { kib: number; processes: number } {
-  const wanted = new Set(pgids);
-  let kib = 0;
-  let processes = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // pid (comm) state ppid pgrp ...; comm may contain spaces and parens.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (wanted.has(Number(fields[2]))) {
-      kib += rssKiB(Number(entry));
-      processes++;
-    }
-  }
-  return { kib, processes };
-}
 
 // ---- backends -----------------------------------------------------------------
 
@@ -257,7 +88,7 @@ async function startHoldBackend(): Promise<{ port: number; open: () => number; c
       for (const s of sockets) s.destroy();
       server.close(() => resolve());
     });
-  cleanups.push(close);
+  onCleanup(close);
   return { port: (server.address() as net.AddressInfo).port, open: () => sockets.size, close };
 }
 
@@ -267,7 +98,7 @@ interface Chain {
   name: ChainName;
   entry: Ports;
   /** Proxy processes per hop (socat: process group leaders; their forks are counted too). */
-  hops: Array<{ pids: number[]; group: boolean }>;
+  hops: Hop[];
 }
 
 async function startSocatChain(backend: Ports, socat: string): Promise<Chain> {
@@ -279,32 +110,14 @@ async function startSocatChain(backend: Ports, socat: string): Promise<Chain> {
     const p2 = await freePort();
     // backlog: socat's default listen backlog is 5, far too small for 1,000 connections at once.
     const listen = (port: number) => `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=4096`;
-    hop2.push(startDaemon(socat, [listen(p2), `TCP:127.0.0.1:${backend[key]}`], { group: true }).child.pid!);
-    hop1.push(startDaemon(socat, [listen(p1), `TCP:127.0.0.1:${p2}`], { group: true }).child.pid!);
+    hop2.push(startDaemon(socat, [listen(p2), `TCP:127.0.0.1:${backend[key]}`], { stdout: 'ignore', group: true }).pid);
+    hop1.push(startDaemon(socat, [listen(p1), `TCP:127.0.0.1:${p2}`], { stdout: 'ignore', group: true }).pid);
     entry[key] = p1;
   }
   // A probe connection through socat would reach the backend; wait on the listen sockets instead.
   await waitUntil(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http) && listeningPorts().has(entry.hold), 'socat listeners');
   await sleep(100);
   return { name: 'socat', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }] };
-}
-
-/** Local TCP ports in LISTEN state (from /proc/net/tcp), without connecting to them. */
-function listeningPorts(): Set<number> {
-  const ports = new Set<number>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f[3] === '0A') ports.add(parseInt(f[1]!.split(':')[1]!, 16));
-    }
-  }
-  return ports;
 }
 
 async function startHaproxyChain(backend: Ports): Promise<{ chain: Chain; stop: () => Promise<void> }> {
@@ -327,7 +140,7 @@ async function startHaproxyChain(backend: Ports): Promise<{ chain: Chain; stop: 
     await hop1.stop();
     await hop2.stop();
   };
-  cleanups.push(stop);
+  onCleanup(stop);
   const all = [...Object.values(entry), ...Object.values(hop2Ports)];
   await waitUntil(() => all.every((p) => listeningPorts().has(p)), 'haproxy listeners');
   return { chain: { name: 'haproxy', entry, hops: [{ pids: [hop1.pid], group: false }, { pids: [hop2.pid], group: false }] }, stop };
@@ -363,140 +176,23 @@ async function startVsockmeshChain(backend: Ports, dir: string): Promise<Chain> 
   for (const [name, config, admin] of [['b', b, adminB], ['a', a, adminA]] as const) {
     const file = path.join(dir, `sidecar-${name}.yaml`);
     writeFileSync(file, toYaml(config));
-    const extra = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    // As the bin runs in production: with the node flags of its shebang. stdout
-    // (JSON logs, access lines included) goes to /dev/null.
-    const daemon = startDaemon(process.execPath, [...SIDECAR_NODE_FLAGS, ...extra, CLI, 'sidecar', '-c', file]);
-    try {
-      await waitUntil(async () => {
-        if (daemon.child.exitCode !== null) throw new Error(`sidecar ${name} exited with ${daemon.child.exitCode}: ${daemon.stderr()}`);
-        return httpReady(admin);
-      }, `sidecar ${name} /ready`);
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\n${daemon.stderr()}`, { cause: err });
-    }
-    started.push(daemon.child.pid!);
+    started.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS })).pid);
   }
   const [pidB, pidA] = started as [number, number];
   return { name: 'vsockmesh', entry, hops: [{ pids: [pidA], group: false }, { pids: [pidB], group: false }] };
 }
 
 function hopRssKiB(chain: Chain): { max: number; detail: string } {
-  const per = chain.hops.map((h) => (h.group ? groupRssKiB(h.pids) : { kib: h.pids.reduce((s, p) => s + rssKiB(p), 0), processes: h.pids.length }));
+  const per = hopsRssKiB(chain.hops);
   return { max: Math.max(...per.map((p) => p.kib)), detail: per.map((p, i) => `hop${i + 1} ${(p.kib / 1024).toFixed(1)} MiB/${p.processes} proc`).join(', ') };
-}
-
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-
-/** CPU ticks (user + system, plus reaped children: socat's forks) of one process. */
-function cpuTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // after "(comm) ": state=0 ppid=1 pgrp=2 ... utime=11 stime=12 cutime=13 cstime=14
-    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU seconds used so far by every proxy process of a chain (socat: every process of its groups). */
-function chainCpuSeconds(chain: Chain): number {
-  let ticks = 0;
-  for (const hop of chain.hops) {
-    if (!hop.group) {
-      for (const pid of hop.pids) ticks += cpuTicks(pid);
-      continue;
-    }
-    const wanted = new Set(hop.pids);
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        if (wanted.has(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]))) ticks += cpuTicks(Number(entry));
-      } catch {
-        // gone
-      }
-    }
-  }
-  return ticks / CLK_TCK;
 }
 
 // ---- workloads ------------------------------------------------------------------
 
-type Metric =
-  | 'tput1'
-  | 'tput4'
-  | 'p50'
-  | 'p99'
-  | 'rps64'
-  | 'cps32'
-  | 'rssIdle'
-  | 'rss1k'
-  | 'cpuPerGB'
-  | 'cpuPerConn';
+type Metric = WorkloadMetric | 'rssIdle' | 'rss1k';
 
-const results = new Map<ChainName, Map<Metric, number[]>>();
+const samples = new RoundSamples<ChainName, Metric>();
 const notes: string[] = [];
-
-function record(chain: ChainName, metric: Metric, value: number): void {
-  if (!Number.isFinite(value)) return;
-  let m = results.get(chain);
-  if (!m) results.set(chain, (m = new Map()));
-  const list = m.get(metric) ?? [];
-  list.push(value);
-  m.set(metric, list);
-}
-
-/** MB/s received, and the bytes moved (for CPU per GB). */
-async function iperf(iperf3: string, port: number, streams: number): Promise<{ mbps: number; bytes: number }> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await run(iperf3, ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-P', String(streams), '-J'], (SECONDS + 30) * 1000);
-    let json: { error?: string; end?: { sum_received?: { bits_per_second?: number; bytes?: number } } } = {};
-    try {
-      json = JSON.parse(r.stdout) as typeof json;
-    } catch {
-      json = { error: `unparsable output (exit ${r.code}): ${r.stdout.slice(0, 200)} ${r.stderr.slice(0, 200)}` };
-    }
-    const bps = json.end?.sum_received?.bits_per_second;
-    if (!json.error && bps !== undefined) return { mbps: bps / 8 / 1e6, bytes: json.end?.sum_received?.bytes ?? NaN };
-    if (attempt >= 3) {
-      log(`iperf3 -P ${streams} via :${port} failed: ${json.error}`);
-      return { mbps: NaN, bytes: NaN };
-    }
-    log(`iperf3 -P ${streams} via :${port}: ${json.error}; retrying`);
-    await sleep(1_000);
-  }
-}
-
-interface WrkResult {
-  rps: number;
-  requests: number;
-  p50us: number;
-  p99us: number;
-  errors: number;
-  non2xx: number;
-}
-
-function toMicros(value: string): number {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(value);
-  if (!m) return NaN;
-  const n = Number(m[1]);
-  return m[2] === 'us' ? n : m[2] === 'ms' ? n * 1e3 : m[2] === 's' ? n * 1e6 : n * 60e6;
-}
-
-async function wrk(wrkBin: string, port: number, threads: number, connections: number, extra: string[] = []): Promise<WrkResult> {
-  const r = await run(wrkBin, [`-t${threads}`, `-c${connections}`, `-d${SECONDS}s`, '--latency', ...extra, `http://127.0.0.1:${port}/`], (SECONDS + 30) * 1000);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
-  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
-  const p50us = toMicros(/^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
-  const p99us = toMicros(/^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
-  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
-  const errors = se ? se.slice(1).reduce((s, x) => s + Number(x), 0) : 0;
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  if (!Number.isFinite(rps)) log(`wrk via :${port} failed (exit ${r.code}): ${r.stdout.slice(0, 300)} ${r.stderr.slice(0, 300)}`);
-  return { rps, requests, p50us, p99us, errors, non2xx };
-}
 
 /** Opens `n` connections through the chain (one echoed byte each, then idle), measures RSS, closes them. */
 async function idleConnections(chain: Chain, holdOpen: () => number, n: number): Promise<{ rss: number; detail: string; opened: number }> {
@@ -527,25 +223,13 @@ async function idleConnections(chain: Chain, holdOpen: () => number, n: number):
 
 // ---- report -------------------------------------------------------------------------
 
-function median(values: number[] | undefined): number {
-  if (!values || values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-const med = (chain: ChainName, metric: Metric): number => median(results.get(chain)?.get(metric));
+const med = (chain: ChainName, metric: Metric): number => samples.median(chain, metric);
 
 interface Row {
   label: string;
   unit: string;
   digits: number;
   value: (chain: ChainName) => number;
-}
-
-function fmt(n: number, digits: number): string {
-  if (!Number.isFinite(n)) return 'n/a';
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
 function table(): string {
@@ -620,15 +304,15 @@ function targets(): string {
 // ---- main -------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const wrkBin = requireBinary('wrk', 'wrk');
-  const iperf3 = requireBinary('iperf3', 'iperf3');
-  const socat = CHAINS.includes('socat') ? requireBinary('socat', 'socat') : '';
+  const tools = { wrk: requireBinary('wrk'), iperf3: requireBinary('iperf3') };
+  const { iperf3 } = tools;
+  const socat = CHAINS.includes('socat') ? requireBinary('socat') : '';
   accessSync(CLI, constants.R_OK);
-  const haproxyVersion = spawnSync(requireBinary('haproxy', 'haproxy'), ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '';
+  const haproxyVersion = spawnSync(requireBinary('haproxy'), ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '';
   const iperfVersion = spawnSync(iperf3, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '';
   const socatVersion = socat ? (spawnSync(socat, ['-V'], { encoding: 'utf8' }).stdout.split('\n').find((l) => l.startsWith('socat version')) ?? '') : '';
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vsockmesh-bench-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
 
   const loadAtStart = os.loadavg()[0]!;
   log(`rounds ${ROUNDS}, ${SECONDS}s per run, ${IDLE_CONNS} idle connections, chains: ${CHAINS.join(', ')}; load average ${loadAtStart.toFixed(2)}`);
@@ -638,7 +322,7 @@ async function main(): Promise<void> {
   const hold = await startHoldBackend();
   backend.hold = hold.port;
   const httpBackend: Haproxy = await startHaproxy({ sections: [httpOkListen('http_ok', { bindPort: backend.http, log: false })], nbthread: 1, captureOutput: false, log: false });
-  cleanups.push(() => httpBackend.stop());
+  onCleanup(() => httpBackend.stop());
 
   const chains: Chain[] = [];
   if (CHAINS.includes('direct')) chains.push({ name: 'direct', entry: { ...backend }, hops: [] });
@@ -646,43 +330,26 @@ async function main(): Promise<void> {
   if (CHAINS.includes('haproxy')) chains.push((await startHaproxyChain(backend)).chain);
   if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain(backend, dir));
   // iperf3 last: no readiness probe of a proxy can reach it as a stray test connection.
-  const iperfServer = startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)]);
+  startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)], { stdout: 'ignore' });
   await waitUntil(() => listeningPorts().has(backend.iperf), 'iperf3 server');
-  void iperfServer;
 
   for (const chain of chains) {
     if (chain.hops.length === 0) continue;
     const rss = hopRssKiB(chain);
-    record(chain.name, 'rssIdle', rss.max);
+    samples.record(chain.name, 'rssIdle', rss.max);
     log(`${LABEL[chain.name]}: idle RSS ${rss.detail}`);
   }
 
   const started = Date.now();
   for (let round = 0; round < ROUNDS; round++) {
+    samples.round = round;
     const order = chains.map((_, i) => chains[(i + round) % chains.length]!);
     log(`round ${round + 1}/${ROUNDS}: ${order.map((c) => LABEL[c.name]).join(' → ')}`);
     for (const chain of order) {
       const c = chain.name;
-      const cpu0 = chainCpuSeconds(chain);
-      const tput1 = await iperf(iperf3, chain.entry.iperf, 1);
-      const t1 = tput1.mbps;
-      record(c, 'tput1', t1);
-      if (chain.hops.length > 0) record(c, 'cpuPerGB', (chainCpuSeconds(chain) - cpu0) / (tput1.bytes / 1e9));
-      await sleep(300);
-      const t4 = (await iperf(iperf3, chain.entry.iperf, 4)).mbps;
-      record(c, 'tput4', t4);
-      await sleep(300);
-      const lat = await wrk(wrkBin, chain.entry.http, 1, 1);
-      record(c, 'p50', lat.p50us);
-      record(c, 'p99', lat.p99us);
-      await sleep(300);
-      const rps = await wrk(wrkBin, chain.entry.http, 2, 64);
-      record(c, 'rps64', rps.rps);
-      await sleep(300);
-      const cpu1 = chainCpuSeconds(chain);
-      const cps = await wrk(wrkBin, chain.entry.http, 2, 32, ['-H', 'Connection: close']);
-      record(c, 'cps32', cps.rps);
-      if (chain.hops.length > 0) record(c, 'cpuPerConn', ((chainCpuSeconds(chain) - cpu1) / cps.requests) * 1e6);
+      const w = await runWorkloads(tools, chain.entry, chain.hops, PACE);
+      recordWorkloads(samples, c, w);
+      const { rps64: rps, cps32: cps } = w;
       if (cps.errors > 0 || cps.non2xx > 0 || rps.errors > 0 || rps.non2xx > 0) {
         const note = `${LABEL[c]} round ${round + 1}: wrk socket errors ${rps.errors} (c64) / ${cps.errors} (close), non-2xx ${rps.non2xx} / ${cps.non2xx}`;
         notes.push(note);
@@ -692,11 +359,11 @@ async function main(): Promise<void> {
       if (chain.hops.length > 0) {
         await sleep(500);
         const idle = await idleConnections(chain, hold.open, IDLE_CONNS);
-        record(c, 'rss1k', idle.rss);
+        samples.record(c, 'rss1k', idle.rss);
         rssText = `, ${IDLE_CONNS} conns RSS ${idle.detail}`;
       }
       log(
-        `  ${LABEL[c].padEnd(16)} 1s ${fmt(t1, 0)} MB/s, 4s ${fmt(t4, 0)} MB/s, p50/p99 ${fmt(lat.p50us, 1)}/${fmt(lat.p99us, 1)} µs, ` +
+        `  ${LABEL[c].padEnd(16)} 1s ${fmt(w.tput1, 0)} MB/s, 4s ${fmt(w.tput4, 0)} MB/s, p50/p99 ${fmt(w.latency.p50us, 1)}/${fmt(w.latency.p99us, 1)} µs, ` +
           `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s${rssText}`,
       );
       await sleep(500);
@@ -717,7 +384,7 @@ async function main(): Promise<void> {
     targets(),
     '',
     'Notes:',
-    `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop (${haproxyVersion.trim()}); a vsockmesh sidecar is one Node ${process.version} process (\`node ${[...SIDECAR_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])].map((f) => `${f} `).join('')}dist/proxy/cmd/cli.js sidecar -c <yaml>\`; node flags from the bin's shebang, as production runs it).`,
+    `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop (${haproxyVersion.trim()}); a vsockmesh sidecar is one Node ${process.version} process (\`node ${SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('')}dist/proxy/cmd/cli.js sidecar -c <yaml>\`; node flags from the bin's shebang, as production runs it).`,
     '- vsockmesh runs with `log: {level: info, access_log: true}` (production setting), stdout to /dev/null; HAProxy hops log one line per connection to /dev/null too.',
     `- socat (${socatVersion.trim() || 'socat'}) forks one process per connection; its RSS is the sum over every socat process of a hop (parents and forks; pages they share are counted again in each process, so the sum overstates their real footprint).`,
     `- Backends: ${iperfVersion.trim()} server (throughput); an HAProxy in HTTP mode answering 200 "ok" itself (wrk; wrk 4.1 latency distribution); a Node echo server holding the idle connections (one echoed byte each).`,
@@ -726,19 +393,8 @@ async function main(): Promise<void> {
     ...notes.map((n) => `- ${n}`),
   ].join('\n');
 
-  const outDir = path.join(ROOT, '.bench');
-  mkdirSync(outDir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const file = path.join(outDir, `tcp-${stamp}.md`);
-  writeFileSync(file, `${md}\n`);
-  process.stdout.write(`\n${md}\n\nwritten to ${path.relative(ROOT, file)}\n`);
+  const file = writeReport('tcp', md, { rounds: ROUNDS, seconds: SECONDS, chains: CHAINS, samples, notes });
+  process.stdout.write(`\n${md}\n\nwritten to ${file}\n`);
 }
 
-try {
-  await main();
-} catch (err) {
-  process.exitCode = 1;
-  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-} finally {
-  await cleanup();
-}
+await runBench(main);

@@ -48,6 +48,7 @@ import {
   httpGet,
   onCleanup,
   percentile,
+  QuietRuns,
   rssKiB,
   runBench,
   sleep,
@@ -66,9 +67,8 @@ const SAMPLES = intEnv('BENCH_SAMPLES', 300);
 const DURABLE_OPS = intEnv('BENCH_DURABLE_OPS', 2_000);
 const SIZES = [100, 1_000, 10_000].filter((n) => n <= VMS);
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'registry,durability').split(','));
-/** A run with more CPU than this used by other processes (cores, averaged) is repeated, at most MAX_REPEATS times per bench. */
-const MAX_OTHER_CORES = Number(process.env.BENCH_MAX_OTHER_CORES ?? 0.3);
-const MAX_REPEATS = Number(process.env.BENCH_MAX_REPEATS ?? 4);
+/** Resolve runs disturbed by other work are repeated, up to 4 times in all. */
+const quiet = new QuietRuns<ResolveRun>(4);
 const SERVICES = Math.max(1, Math.floor(VMS / 20)); // 20 providers per service
 const APP_PORT = 8080;
 const KINDS = ['ip_port', 'vm', 'service'] as const;
@@ -260,29 +260,19 @@ async function registryBench(machine: string): Promise<string> {
     // ---- Resolve ----------------------------------------------------------------
     const qs = queries(30_000);
     const runs: ResolveRun[] = [];
-    const discarded: ResolveRun[] = [];
-    let retriesLeft = MAX_REPEATS;
     const started = Date.now();
     for (let round = 1; round <= ROUNDS; round++) {
       const order = round % 2 === 1 ? [CONCURRENCY, 1] : [1, CONCURRENCY];
       for (const c of order) {
-        // Repeated when other work on the machine disturbed it (within a budget); the quietest attempt counts.
-        let kept: ResolveRun | undefined;
-        for (;;) {
+        const kept = await quiet.measure(async () => {
           const r = await resolveLoad(client, qs, c, pid, round);
           log(
             `round ${round}/${ROUNDS}, ${String(c).padStart(2)} outstanding: ${fmt(r.callsPerSec)} calls/s, p50 ${fmt(r.p50us)} µs, p99 ${fmt(r.p99us)} µs, ` +
               `server ${fmt(r.serverCpuUsPerCall, 1)} CPU-µs/call, client ${fmt(r.clientCpuUsPerCall, 1)} CPU-µs/call, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}, ` +
               `not found ${r.notFound}, other processes ${r.otherCores.toFixed(2)} cores`,
           );
-          if (kept === undefined || r.otherCores < kept.otherCores) {
-            if (kept) discarded.push(kept);
-            kept = r;
-          } else discarded.push(r);
-          if (r.otherCores <= MAX_OTHER_CORES || retriesLeft === 0) break;
-          retriesLeft--;
-          log(`  other processes used ${r.otherCores.toFixed(2)} cores (> ${MAX_OTHER_CORES}): repeating this run`);
-        }
+          return r;
+        });
         runs.push(kept);
       }
     }
@@ -333,8 +323,8 @@ async function registryBench(machine: string): Promise<string> {
       '- Client: one VmManagerClient (xds/vm-manager/client.ts, one gRPC channel over plain TCP) in the bench process; the two processes share the 2 cores, so the client\'s CPU is part of what limits calls/s.',
       `- Queries cycle IP:port, VM id, service (a fixed pseudo-random list of ${fmt(qs.length)}), each from a random registered caller; calls/s counts calls completed in the window, latency those started in it (call → answer decoded).`,
       `- Errors over all runs: ${errors}; answers not found: ${notFound} (every query names a registered VM, address or service).`,
-      `- The machine is shared: a Resolve run during which other processes used more than ${MAX_OTHER_CORES} cores is repeated (at most ${MAX_REPEATS} repeats) and the quietest attempt kept; ` +
-        `${discarded.length} discarded this time${discarded.length ? ` (${discarded.map((d) => `c${d.concurrency} round ${d.round}: ${d.otherCores.toFixed(2)} cores, ${fmt(d.callsPerSec)} calls/s`).join('; ')})` : ''}. ` +
+      `- The machine is shared: a Resolve run during which other processes used more than ${quiet.maxOtherCores} cores is repeated (at most ${quiet.maxRepeats} repeats) and the quietest attempt kept; ` +
+        `${quiet.discarded.length} discarded this time${quiet.discarded.length ? ` (${quiet.discarded.map((d) => `c${d.concurrency} round ${d.round}: ${d.otherCores.toFixed(2)} cores, ${fmt(d.callsPerSec)} calls/s`).join('; ')})` : ''}. ` +
         `During registration other processes used ${regOtherCores.toFixed(2)} cores (not repeated).`,
     ].join('\n');
     writeReport('vm-manager-registry', md, {
@@ -350,7 +340,7 @@ async function registryBench(machine: string): Promise<string> {
         ]),
       ),
       runs,
-      discarded,
+      discarded: quiet.discarded,
       markdown: md,
     });
     return md;

@@ -27,15 +27,38 @@
 // Output: progress on stderr; the Markdown report on stdout between the
 // REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { freePort, haproxyBinary, httpOkListen, startHaproxy } from '../helpers/haproxy.js';
 import { assertInGuest, underKvm } from '../vm/guest-env.js';
+import {
+  CLI,
+  RoundSamples,
+  childrenCpuSeconds,
+  fmt,
+  httpGet,
+  intEnv,
+  listeningPorts,
+  log,
+  median,
+  metricSum,
+  onCleanup,
+  requireBinary,
+  runBench,
+  runChild,
+  recordWorkloads,
+  runWorkloads,
+  shebangNodeFlags,
+  sleep,
+  startDaemon,
+  startProxyCli,
+  waitUntil,
+  type Hop,
+  type WorkloadMetric,
+} from './bench-common.js';
 
 // Refuses to run anywhere but in the guest: nothing here may open AF_VSOCK on a host.
 assertInGuest();
@@ -43,15 +66,13 @@ assertInGuest();
 export const REPORT_BEGIN = '----- vsock-bench report begin -----';
 export const REPORT_END = '----- vsock-bench report end -----';
 
-/** The checkout: the nearest directory up from this file with dist/proxy/cmd/cli.js (this file runs from dist/test/bench/). */
-const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
-const CLI = path.join(ROOT, 'dist/proxy/cmd/cli.js');
 const KVM = underKvm();
 const ACCEL = KVM ? 'KVM' : 'TCG';
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', KVM ? 5 : 3);
 /** Emulated CPUs start processes and connect slowly. */
 const SLOW = KVM ? 1 : 4;
+const PACE = { seconds: SECONDS, slow: SLOW };
 /** socat buffer for the raw measurement: iperf3's default write size (socat's own default is 8 KiB). */
 const RAW_BUFFER = 131072;
 /** vsock ports inside the guest (nothing else runs there). */
@@ -78,229 +99,16 @@ const LABEL: Record<EntryName, string> = {
   'raw-tcp': '(e) raw TCP loopback (socat)',
   'raw-vsock': '(e) raw vsock loopback (socat)',
 };
-const SIDECAR_NODE_FLAGS = shebangNodeFlags(CLI);
+/** The bin's shebang flags, as production runs it. */
+const SIDECAR_NODE_FLAGS = shebangNodeFlags();
+/** The host's binaries, seen through the guest's read-only root. */
+const ON_HOST = 'install it on the host (the guest uses the host\'s binaries)';
 
-function findRoot(start: string): string {
-  for (let dir = start; ; dir = path.dirname(dir)) {
-    try {
-      accessSync(path.join(dir, 'package.json'), constants.R_OK);
-      accessSync(path.join(dir, 'dist/proxy/cmd/cli.js'), constants.R_OK);
-      return dir;
-    } catch {
-      if (path.dirname(dir) === dir) throw new Error(`no checkout with dist/proxy/cmd/cli.js above ${start}: run npm run build`);
-    }
-  }
-}
+/** Waits as long as an emulated CPU needs. */
+const waitSlowly = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 15_000 * SLOW, 50);
 
-function shebangNodeFlags(file: string): string[] {
-  let first: string;
-  try {
-    first = readFileSync(file, 'utf8').split('\n', 1)[0] ?? '';
-  } catch {
-    return [];
-  }
-  if (!first.startsWith('#!')) return [];
-  const words = first.slice(2).trim().split(/\s+/);
-  const node = words.findIndex((w) => w === 'node' || w.endsWith('/node'));
-  return node === -1 ? [] : words.slice(node + 1).filter((w) => w.startsWith('-'));
-}
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
-
-function log(msg: string): void {
-  process.stderr.write(`[vsock-bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---- processes: every child is stopped at the end, on error or on a signal ------
-
-const cleanups: Array<() => Promise<void> | void> = [];
-const groups = new Set<number>();
-const pids = new Set<number>();
-
-async function cleanup(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) {
-    try {
-      await fn();
-    } catch (err) {
-      log(`cleanup: ${(err as Error).message}`);
-    }
-  }
-}
-
-process.on('exit', () => {
-  for (const g of groups) try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ }
-  for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
-});
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    log(`${signal}: stopping`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-function requireBinary(name: string): string {
-  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin']) {
-    if (!dir) continue;
-    try {
-      accessSync(path.join(dir, name), constants.X_OK);
-      return path.join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(`${name} not installed on the host (the guest uses the host's binaries): apt-get install -y ${name}`);
-}
-
-interface Daemon {
-  child: ChildProcess;
-  stderr: () => string;
-  stop: () => Promise<void>;
-}
-
-/** A long-running child (group: it leads a process group, for socat's forks). Stopped at cleanup. */
-function startDaemon(cmd: string, args: string[], options: { group?: boolean } = {}): Daemon {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: options.group ?? false });
-  let err = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (c: string) => (err = (err + c).slice(-8192)));
-  child.on('error', (e) => (err += `\nspawn error: ${e.message}`));
-  let done = false;
-  const exited = new Promise<void>((resolve) => child.once('close', () => ((done = true), resolve())));
-  const pid = child.pid!;
-  if (options.group) groups.add(pid);
-  else pids.add(pid);
-  const signal = (s: NodeJS.Signals): void => {
-    try {
-      if (options.group) process.kill(-pid, s);
-      else child.kill(s);
-    } catch {
-      // gone
-    }
-  };
-  const stop = async (): Promise<void> => {
-    if (!done) {
-      signal('SIGTERM');
-      const t = setTimeout(() => signal('SIGKILL'), 3_000);
-      await exited;
-      clearTimeout(t);
-    }
-    if (options.group) {
-      signal('SIGKILL');
-      groups.delete(pid);
-    } else pids.delete(pid);
-  };
-  cleanups.push(stop);
-  return { child, stderr: () => err, stop };
-}
-
-/** Runs a client to completion. */
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    if (child.pid !== undefined) pids.add(child.pid);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (e) => (stderr += e.message));
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      if (child.pid !== undefined) pids.delete(child.pid);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000 * SLOW): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function httpGet(port: number, urlPath: string): Promise<{ status: number; body: string } | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', () => resolve(undefined));
-    req.setTimeout(5_000 * SLOW, () => req.destroy());
-  });
-}
-
-/** Local TCP ports in LISTEN state, read from /proc (no probe connection). */
-function listeningPorts(): Set<number> {
-  const ports = new Set<number>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f[3] === '0A') ports.add(parseInt(f[1]!.split(':')[1]!, 16));
-    }
-  }
-  return ports;
-}
-
-// ---- CPU accounting ---------------------------------------------------------------
-
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-
-function statFields(pid: number | 'self'): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
-/** user + system (+ reaped children: socat's forks) ticks of one process. */
-function cpuTicks(pid: number): number {
-  const f = statFields(pid);
-  return f ? Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) : 0;
-}
-
-interface Hop {
-  pids: number[];
-  group: boolean;
-}
-
-function hopsCpuSeconds(hops: Hop[]): number {
-  let ticks = 0;
-  const wanted = new Set(hops.filter((h) => h.group).flatMap((h) => h.pids));
-  for (const hop of hops) if (!hop.group) for (const pid of hop.pids) ticks += cpuTicks(pid);
-  if (wanted.size > 0) {
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      const f = statFields(Number(entry));
-      if (f && wanted.has(Number(f[2]))) ticks += cpuTicks(Number(entry));
-    }
-  }
-  return ticks / CLK_TCK;
-}
-
-/** CPU of this process's reaped children (the two socats of a raw run, once they have exited). */
-function childrenCpuSeconds(): number {
-  const f = statFields('self');
-  return f ? (Number(f[13]) + Number(f[14])) / CLK_TCK : 0;
-}
+/** An admin endpoint's answer, or undefined when it does not answer. */
+const adminGet = (port: number, urlPath: string): Promise<{ status: number; body: string } | undefined> => httpGet(port, urlPath, 5_000 * SLOW).catch(() => undefined);
 
 // ---- chains --------------------------------------------------------------------------
 
@@ -325,17 +133,8 @@ interface SidecarProcess {
 async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
-  // As production runs the bin: with the node flags of its shebang; stdout (JSON logs, access lines) to /dev/null.
-  const daemon = startDaemon(process.execPath, [...SIDECAR_NODE_FLAGS, CLI, role, '-c', file]);
-  try {
-    await waitUntil(async () => {
-      if (daemon.child.exitCode !== null) throw new Error(`${name} exited with ${daemon.child.exitCode}`);
-      return (await httpGet(admin, '/ready'))?.status === 200;
-    }, `${name} /ready`);
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${daemon.stderr()}`, { cause: err });
-  }
-  return { pid: daemon.child.pid!, admin };
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW });
+  return { pid: daemon.pid, admin };
 }
 
 const LOG_CONFIG = { level: 'info', access_log: true };
@@ -407,94 +206,22 @@ async function startSocatVsockChain(socat: string, backend: Ports): Promise<Chai
   const entry = { iperf: await freePort(), http: await freePort() };
   const vports = { iperf: VPORT.socatIperf, http: VPORT.socatHttp };
   for (const k of ['iperf', 'http'] as const) {
-    hop2.push(startDaemon(socat, [`VSOCK-LISTEN:${vports[k]},fork,backlog=4096`, `TCP:127.0.0.1:${backend[k]}`], { group: true }).child.pid!);
-    hop1.push(startDaemon(socat, [`TCP-LISTEN:${entry[k]},bind=127.0.0.1,fork,reuseaddr,backlog=4096`, `VSOCK-CONNECT:1:${vports[k]}`], { group: true }).child.pid!);
+    hop2.push(startDaemon(socat, [`VSOCK-LISTEN:${vports[k]},fork,backlog=4096`, `TCP:127.0.0.1:${backend[k]}`], { stdout: 'ignore', group: true }).pid);
+    hop1.push(startDaemon(socat, [`TCP-LISTEN:${entry[k]},bind=127.0.0.1,fork,reuseaddr,backlog=4096`, `VSOCK-CONNECT:1:${vports[k]}`], { stdout: 'ignore', group: true }).pid);
   }
-  await waitUntil(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http), 'socat TCP listeners');
+  await waitSlowly(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http), 'socat TCP listeners');
   // The vsock listeners: a probe connection is fine now, the backends do not exist yet (hop 2's fork fails to connect and closes).
   for (const k of ['iperf', 'http'] as const) {
-    await waitUntil(async () => (await run(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${vports[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${vports[k]}`);
+    await waitSlowly(async () => (await runChild(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${vports[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${vports[k]}`);
   }
   return { name: 'socat-vsock', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
 }
 
 // ---- measurements -------------------------------------------------------------------------
 
-type Metric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn' | 'rawCpuPerGB';
-const results = new Map<EntryName, Map<Metric, number[]>>();
+type Metric = WorkloadMetric | 'rawCpuPerGB';
+const samples = new RoundSamples<EntryName, Metric>();
 const notes: string[] = [];
-
-/** Values by round too, for ratios of runs made in the same round (paired: slow drifts of the host's load cancel). */
-const byRound = new Map<string, Map<number, number>>();
-let currentRound = 0;
-
-function record(entry: EntryName, metric: Metric, value: number): void {
-  if (!Number.isFinite(value)) return;
-  let m = results.get(entry);
-  if (!m) results.set(entry, (m = new Map()));
-  m.set(metric, [...(m.get(metric) ?? []), value]);
-  const key = `${entry}/${metric}`;
-  if (!byRound.has(key)) byRound.set(key, new Map());
-  byRound.get(key)!.set(currentRound, value);
-}
-
-/** Median over rounds of x/y, both measured in the same round. */
-function pairedRatio(x: EntryName, xMetric: Metric, y: EntryName, yMetric: Metric): number {
-  const xs = byRound.get(`${x}/${xMetric}`);
-  const ys = byRound.get(`${y}/${yMetric}`);
-  if (!xs || !ys) return NaN;
-  return median([...xs].filter(([r]) => ys.has(r)).map(([r, v]) => v / ys.get(r)!));
-}
-
-async function iperf(iperf3: string, port: number, streams: number): Promise<{ mbps: number; bytes: number }> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await run(iperf3, ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-P', String(streams), '-J'], (SECONDS + 30) * 1000 * SLOW);
-    let json: { error?: string; end?: { sum_received?: { bits_per_second?: number; bytes?: number } } } = {};
-    try {
-      json = JSON.parse(r.stdout) as typeof json;
-    } catch {
-      json = { error: `unparsable output (exit ${r.code}): ${r.stdout.slice(0, 200)} ${r.stderr.slice(0, 200)}` };
-    }
-    const bps = json.end?.sum_received?.bits_per_second;
-    if (!json.error && bps !== undefined) return { mbps: bps / 8 / 1e6, bytes: json.end?.sum_received?.bytes ?? NaN };
-    if (attempt >= 3) {
-      log(`iperf3 -P ${streams} via :${port} failed: ${json.error}`);
-      return { mbps: NaN, bytes: NaN };
-    }
-    log(`iperf3 -P ${streams} via :${port}: ${json.error}; retrying`);
-    await sleep(1_000);
-  }
-}
-
-interface WrkResult {
-  rps: number;
-  requests: number;
-  p50us: number;
-  p99us: number;
-  errors: number;
-  non2xx: number;
-}
-
-function toMicros(value: string): number {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(value);
-  if (!m) return NaN;
-  const n = Number(m[1]);
-  return m[2] === 'us' ? n : m[2] === 'ms' ? n * 1e3 : m[2] === 's' ? n * 1e6 : n * 60e6;
-}
-
-async function wrk(wrkBin: string, port: number, threads: number, connections: number, extra: string[] = []): Promise<WrkResult> {
-  const timeout = ['--timeout', `${2 * SLOW}s`];
-  const r = await run(wrkBin, [`-t${threads}`, `-c${connections}`, `-d${SECONDS}s`, '--latency', ...timeout, ...extra, `http://127.0.0.1:${port}/`], (SECONDS + 30) * 1000 * SLOW);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
-  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
-  const p50us = toMicros(/^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
-  const p99us = toMicros(/^\s+99%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
-  const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
-  const errors = se ? se.slice(1).reduce((s, x) => s + Number(x), 0) : 0;
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  if (!Number.isFinite(rps)) log(`wrk via :${port} failed (exit ${r.code}): ${r.stdout.slice(0, 300)} ${r.stderr.slice(0, 300)}`);
-  return { rps, requests, p50us, p99us, errors, non2xx };
-}
 
 interface RawTransport {
   name: RawName;
@@ -518,13 +245,13 @@ function rawTransport(name: RawName): RawTransport {
 async function rawTransfer(socat: string, transport: RawTransport, bytes: number): Promise<{ seconds: number; cpu: number }> {
   const port = transport.name === 'raw-vsock' ? VPORT.rawBase + (rawPortSeq++ % 50) : await freePort();
   const buf = ['-b', String(RAW_BUFFER)];
-  const receiver = run(socat, [...buf, '-u', transport.listen(port), 'OPEN:/dev/null'], (SECONDS * 20 + 60) * 1000 * SLOW);
-  if (transport.name === 'raw-tcp') await waitUntil(() => listeningPorts().has(port), 'raw TCP receiver');
+  const receiver = runChild(socat, [...buf, '-u', transport.listen(port), 'OPEN:/dev/null'], (SECONDS * 20 + 60) * 1000 * SLOW);
+  if (transport.name === 'raw-tcp') await waitSlowly(() => listeningPorts().has(port), 'raw TCP receiver');
   else await sleep(200 * SLOW); // no way to see a vsock listener without connecting to it; the sender retries if early
   const cpu0 = childrenCpuSeconds();
   for (let attempt = 1; ; attempt++) {
     const t0 = performance.now();
-    const sender = await run(socat, [...buf, '-u', `OPEN:/dev/zero,readbytes=${bytes}`, transport.connect(port)], (SECONDS * 20 + 60) * 1000 * SLOW);
+    const sender = await runChild(socat, [...buf, '-u', `OPEN:/dev/zero,readbytes=${bytes}`, transport.connect(port)], (SECONDS * 20 + 60) * 1000 * SLOW);
     if (sender.code === 0) {
       const r = await receiver;
       const seconds = (performance.now() - t0) / 1000;
@@ -560,33 +287,21 @@ async function planRaw(socat: string, name: RawName): Promise<RawPlan> {
 async function measureRaw(socat: string, plan: RawPlan): Promise<number> {
   const r = await rawTransfer(socat, plan.transport, plan.bytes);
   const mbps = plan.bytes / Math.max(0.001, r.seconds - plan.fixed) / 1e6;
-  record(plan.transport.name, 'tput1', mbps);
-  record(plan.transport.name, 'rawCpuPerGB', r.cpu / (plan.bytes / 1e9));
+  samples.record(plan.transport.name, 'tput1', mbps);
+  samples.record(plan.transport.name, 'rawCpuPerGB', r.cpu / (plan.bytes / 1e9));
   return mbps;
-}
-
-/** Sums a counter over all its label sets in Prometheus text, optionally only lines matching `filter`. */
-function metricSum(text: string, name: string, filter?: RegExp): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (filter && !filter.test(line)) continue;
-    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
-    if (Number.isFinite(v)) sum += v;
-  }
-  return sum;
 }
 
 /** After the run: which transport each chain's sidecar A really used, and any fallbacks or connect errors. */
 async function checkMeshPaths(chains: Chain[]): Promise<void> {
   for (const chain of chains) {
     for (const admin of chain.admins) {
-      const stats = (await httpGet(admin.port, '/stats'))?.body ?? '';
+      const stats = (await adminGet(admin.port, '/stats'))?.body ?? '';
       const fallbacks = metricSum(stats, 'vsockmesh_transport_fallbacks_total');
       const connectErrors = metricSum(stats, 'vsockmesh_upstream_connect_errors_total');
       const refused = metricSum(stats, 'vsockmesh_connections_refused_total');
-      const vsockBytes = metricSum(stats, 'vsockmesh_bytes_total', /transport="vsock"/);
-      const tcpBytes = metricSum(stats, 'vsockmesh_bytes_total', /transport="tcp"/);
+      const vsockBytes = metricSum(stats, 'vsockmesh_bytes_total', { transport: 'vsock' });
+      const tcpBytes = metricSum(stats, 'vsockmesh_bytes_total', { transport: 'tcp' });
       const line = `${LABEL[chain.name]}: ${admin.what} relayed ${fmt(vsockBytes / 1e6, 0)} MB over vsock, ${fmt(tcpBytes / 1e6, 0)} MB over TCP; fallbacks ${fallbacks}, upstream connect errors ${connectErrors}, refused ${refused}`;
       log(line);
       const expectVsock = chain.name !== 'mesh-tcp';
@@ -599,19 +314,8 @@ async function checkMeshPaths(chains: Chain[]): Promise<void> {
 
 // ---- report ---------------------------------------------------------------------------------
 
-function median(values: number[] | undefined): number {
-  if (!values || values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-const med = (entry: EntryName, metric: Metric): number => median(results.get(entry)?.get(metric));
-
-function fmt(n: number, digits: number): string {
-  if (!Number.isFinite(n)) return 'n/a';
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
+const med = (entry: EntryName, metric: Metric): number => samples.median(entry, metric);
+const pairedRatio = (x: EntryName, xMetric: Metric, y: EntryName, yMetric: Metric): number => samples.pairedRatio(x, xMetric, y, yMetric);
 
 const ratio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}×` : 'n/a');
 
@@ -711,9 +415,9 @@ function targets(): string[] {
 // ---- main -------------------------------------------------------------------------------------
 
 async function main(): Promise<string> {
-  const wrkBin = requireBinary('wrk');
-  const iperf3 = requireBinary('iperf3');
-  const socat = requireBinary('socat');
+  const tools = { wrk: requireBinary('wrk', ON_HOST), iperf3: requireBinary('iperf3', ON_HOST) };
+  const { iperf3 } = tools;
+  const socat = requireBinary('socat', ON_HOST);
   haproxyBinary();
   accessSync(CLI, constants.R_OK);
   const version = (cmd: string, args: string[], pick: (l: string) => boolean = () => true) =>
@@ -722,7 +426,7 @@ async function main(): Promise<string> {
   const iperfVersion = version(iperf3, ['--version']);
   const socatVersion = version(socat, ['-V'], (l) => l.startsWith('socat version'));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vsockmesh-vsock-bench-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   const cpus = os.cpus();
   const guestInfo = `${ACCEL} guest (VSOCKMESH_GUEST_ACCEL=${process.env.VSOCKMESH_GUEST_ACCEL ?? 'unset'}), kernel ${os.release()}, ${cpus.length} vCPU (${cpus[0]?.model.trim() ?? 'cpu'}), ${Math.round(os.totalmem() / 2 ** 20)} MiB`;
   log(`${guestInfo}; rounds ${ROUNDS}, ${SECONDS}s per run; chains: ${SELECTED.join(', ')}`);
@@ -732,7 +436,7 @@ async function main(): Promise<string> {
   // socat first: its vsock listeners are probed with a real connection, before any backend exists.
   if (CHAINS.includes('socat-vsock')) chains.push(await startSocatVsockChain(socat, backend));
   const httpBackend = await startHaproxy({ sections: [httpOkListen('http_ok', { bindPort: backend.http, log: false })], nbthread: 1, captureOutput: false, log: false, readyTimeoutMs: 30_000 * SLOW });
-  cleanups.push(() => httpBackend.stop());
+  onCleanup(() => httpBackend.stop());
   if (CHAINS.includes('direct')) chains.unshift({ name: 'direct', entry: { ...backend }, hops: [], admins: [] });
 
   const needB = CHAINS.some((c) => c.startsWith('mesh-'));
@@ -757,8 +461,8 @@ async function main(): Promise<string> {
     log('sidecars up');
   }
   // iperf3 last: no readiness probe can reach it as a stray connection.
-  startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)]);
-  await waitUntil(() => listeningPorts().has(backend.iperf), 'iperf3 server');
+  startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)], { stdout: 'ignore' });
+  await waitSlowly(() => listeningPorts().has(backend.iperf), 'iperf3 server');
 
   const plans: RawPlan[] = [];
   if (SELECTED.includes('raw')) for (const n of ['raw-tcp', 'raw-vsock'] as const) plans.push(await planRaw(socat, n));
@@ -774,7 +478,7 @@ async function main(): Promise<string> {
 
   const started = Date.now();
   for (let round = 0; round < ROUNDS; round++) {
-    currentRound = round;
+    samples.round = round;
     const order = items.map((_, i) => items[(i + round) % items.length]!);
     log(`round ${round + 1}/${ROUNDS}: ${order.map((it) => LABEL[it.kind === 'chain' ? it.chain.name : it.plan.transport.name]).join(' → ')}`);
     for (const item of order) {
@@ -786,32 +490,16 @@ async function main(): Promise<string> {
       }
       const chain = item.chain;
       const c = chain.name;
-      const cpu0 = hopsCpuSeconds(chain.hops);
-      const tput1 = await iperf(iperf3, chain.entry.iperf, 1);
-      record(c, 'tput1', tput1.mbps);
-      if (chain.hops.length > 0) record(c, 'cpuPerGB', (hopsCpuSeconds(chain.hops) - cpu0) / (tput1.bytes / 1e9));
-      await sleep(300);
-      const t4 = (await iperf(iperf3, chain.entry.iperf, 4)).mbps;
-      record(c, 'tput4', t4);
-      await sleep(300);
-      const lat = await wrk(wrkBin, chain.entry.http, 1, 1);
-      record(c, 'p50', lat.p50us);
-      record(c, 'p99', lat.p99us);
-      await sleep(300);
-      const rps = await wrk(wrkBin, chain.entry.http, 2, 64);
-      record(c, 'rps64', rps.rps);
-      await sleep(300);
-      const cpu1 = hopsCpuSeconds(chain.hops);
-      const cps = await wrk(wrkBin, chain.entry.http, 2, 32, ['-H', 'Connection: close']);
-      record(c, 'cps32', cps.rps);
-      if (chain.hops.length > 0) record(c, 'cpuPerConn', ((hopsCpuSeconds(chain.hops) - cpu1) / cps.requests) * 1e6);
+      const w = await runWorkloads(tools, chain.entry, chain.hops, PACE);
+      recordWorkloads(samples, c, w);
+      const { latency: lat, rps64: rps, cps32: cps } = w;
       if (lat.errors + rps.errors + cps.errors > 0 || lat.non2xx + rps.non2xx + cps.non2xx > 0) {
         const note = `${LABEL[c]} round ${round + 1}: wrk socket errors ${lat.errors} (c1) / ${rps.errors} (c64) / ${cps.errors} (close), non-2xx ${lat.non2xx} / ${rps.non2xx} / ${cps.non2xx}`;
         notes.push(note);
         log(note);
       }
       log(
-        `  ${LABEL[c].padEnd(32)} 1s ${fmt(tput1.mbps, 1)} MB/s, 4s ${fmt(t4, 1)} MB/s, p50/p99 ${fmt(lat.p50us, 0)}/${fmt(lat.p99us, 0)} µs, ` +
+        `  ${LABEL[c].padEnd(32)} 1s ${fmt(w.tput1, 1)} MB/s, 4s ${fmt(w.tput4, 1)} MB/s, p50/p99 ${fmt(lat.p50us, 0)}/${fmt(lat.p99us, 0)} µs, ` +
           `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s`,
       );
       await sleep(300);
@@ -847,12 +535,7 @@ async function main(): Promise<string> {
   ].join('\n');
 }
 
-try {
+await runBench(async () => {
   const md = await main();
   process.stdout.write(`${REPORT_BEGIN}\n${md}\n${REPORT_END}\n`);
-} catch (err) {
-  process.exitCode = 1;
-  process.stderr.write(`vsock-bench failed: ${(err as Error).stack ?? String(err)}\n`);
-} finally {
-  await cleanup();
-}
+});

@@ -65,6 +65,7 @@ import {
   mdTable,
   median,
   onCleanup,
+  QuietRuns,
   rssKiB,
   runBench,
   sleep,
@@ -116,8 +117,8 @@ const ENDPOINT_HYPERVISORS = 50;
 const ENDPOINT_DEBOUNCE_MS = numEnv('BENCH_ENDPOINT_DEBOUNCE_MS', 0);
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 65_535) : undefined;
-const MAX_OTHER_CORES = Number(process.env.BENCH_MAX_OTHER_CORES ?? 0.3);
-const MAX_REPEATS = Number(process.env.BENCH_MAX_REPEATS ?? 3);
+/** Rounds disturbed by other work are repeated, up to this many times per benchmark. */
+const REPEATS = 3;
 const ACK_TARGET_MS = 1_000;
 const RSS_TARGET_MIB = 300;
 const CHILD = path.join(ROOT, 'test/bench/xds-bench-child.ts');
@@ -336,7 +337,7 @@ function apiProbe(vmm: VmManagerClient, vm: string, everyMs = 25): { stop(): Pro
 /** CPU readings around a measured stretch, to tell how busy other processes kept the machine. */
 function cpuMeter(pids: number[]): { stop(): { cpu: number[]; wallS: number; otherCores: number } } {
   const at = nowMs();
-  const before = pids.map(cpuSeconds);
+  const before = pids.map((pid) => cpuSeconds(pid));
   const self = process.cpuUsage();
   const machine = machineBusySeconds();
   return {
@@ -441,8 +442,7 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
   // Change rounds: one VM moves to another hypervisor per round.
   const where = new Map(placements.map((p) => [p.vm, p.hypervisor]));
   const rounds: FanoutRound[] = [];
-  const discarded: FanoutRound[] = [];
-  let repeatsLeft = MAX_REPEATS;
+  const quiet = new QuietRuns<FanoutRound>(REPEATS, 'round');
   let moveIndex = 0;
   let windowFrom = NaN;
   let windowTo = NaN;
@@ -506,19 +506,12 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
   log(`warm-up round (not counted): ${describe(warm)}`);
   await sleep(500);
   for (let round = 1; round <= ROUNDS; round++) {
-    let kept: FanoutRound | undefined;
-    for (;;) {
+    const kept = await quiet.measure(async () => {
       const r = await doRound(round, false);
       log(`round ${round}/${ROUNDS}: ${describe(r)}`);
-      if (kept === undefined || r.otherCores < kept.otherCores) {
-        if (kept) discarded.push(kept);
-        kept = r;
-      } else discarded.push(r);
       await sleep(500);
-      if (r.otherCores <= MAX_OTHER_CORES || repeatsLeft === 0) break;
-      repeatsLeft--;
-      log(`  other processes used ${r.otherCores.toFixed(2)} cores (> ${MAX_OTHER_CORES}): repeating this round`);
-    }
+      return r;
+    });
     rounds.push(kept);
   }
   const rssAfterKiB = rssKiB(cpPid);
@@ -631,7 +624,7 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
     responsesNote,
     `- The load process reads only version_info, type_url and nonce of an EDS response before ACKing it (CDS and LDS are decoded for the names); it still receives every byte through grpc-js: ${median(all.map((r) => r.loadCpuS)).toFixed(2)} s of its CPU per change (median).`,
     `- Warm-up round: last ACK ${ms(warm.lastAckMs)}, control plane CPU ${warm.cpCpuS.toFixed(2)} s.`,
-    ...(discarded.length ? [`- ${discarded.length} round(s) repeated for noise: ${discarded.map((d) => `round ${d.round} (${d.otherCores.toFixed(2)} cores, last ACK ${ms(d.lastAckMs)})`).join('; ')}.`] : []),
+    ...(quiet.discarded.length ? [`- ${quiet.discarded.length} round(s) repeated for noise: ${quiet.discarded.map((d) => `round ${d.round} (${d.otherCores.toFixed(2)} cores, last ACK ${ms(d.lastAckMs)})`).join('; ')}.`] : []),
     ...profileSection(profile, 'samples of the measured change rounds only'),
   ].join('\n');
   return {
@@ -643,7 +636,7 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
       targets: { ackMs: ACK_TARGET_MS, ackMet, worstLastAckMs: worstLastAck, rssMiB: RSS_TARGET_MIB, rssMet },
       warmup: warm,
       rounds,
-      discarded,
+      discarded: quiet.discarded,
       profile,
     },
   };
@@ -789,7 +782,7 @@ async function endpoints(): Promise<{ md: string; json: unknown }> {
   const rounds: EndpointRound[] = [];
   let windowFrom = NaN;
   let windowTo = NaN;
-  let repeatsLeft = MAX_REPEATS;
+  const quiet = new QuietRuns<EndpointRound>(REPEATS, 'round');
   for (let round = 0; round <= ENDPOINT_ROUNDS; round++) {
     // Round 0 is a warm-up.
     const p = placements[(round * 1_297 + 11) % placements.length]!;
@@ -834,9 +827,7 @@ async function endpoints(): Promise<{ md: string; json: unknown }> {
     );
     await sleep(300);
     if (round === 0) continue;
-    if (r.otherCores > MAX_OTHER_CORES && repeatsLeft > 0) {
-      repeatsLeft--;
-      log(`  other processes used ${r.otherCores.toFixed(2)} cores (> ${MAX_OTHER_CORES}): repeating this round`);
+    if (quiet.repeat(r.otherCores)) {
       round--;
       continue;
     }

@@ -2,7 +2,8 @@
 // or the real CLI as a child process, plus inventory builders.
 
 import { createLogger } from '../../proxy/runtime/log.js';
-import { VmManagerClient, type VmManagerError } from '../../xds/vm-manager/client.js';
+import { CallError } from '../../xds/call-error.js';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
@@ -65,12 +66,13 @@ export async function startVmManagerProcess(args: string[]): Promise<{ proc: Cli
 export const HV1: HypervisorRecord = { hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 };
 export const HV2: HypervisorRecord = { hypervisorId: 'hv-2', vsockMode: 'host-relay', relayPort: 15100 };
 
-/** The error a call that must fail failed with. */
-export async function rejection(p: Promise<unknown>): Promise<VmManagerError> {
+/** The error a call that must fail failed with (a CallError, or the test fails). */
+export async function rejection(p: Promise<unknown>): Promise<CallError> {
   try {
     await p;
   } catch (err) {
-    return err as VmManagerError;
+    if (err instanceof CallError) return err;
+    throw new Error(`expected a CallError, got ${String(err)}`, { cause: err });
   }
   throw new Error('expected the call to fail');
 }

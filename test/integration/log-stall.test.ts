@@ -86,7 +86,7 @@ async function startSidecar(t: ExecutionContext, app: { port: number }): Promise
     await proc.exited;
     await config.cleanup();
   });
-  const serving = await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving', 30_000);
+  const serving = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 30_000);
   const out = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'outbound listener');
   return { proc, inbound, outbound: (out.addresses as Array<{ port: number }>)[0]!.port, admin: (serving.admin as { port: number }).port };
 }

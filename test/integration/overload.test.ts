@@ -172,7 +172,7 @@ test('fd exhaustion: the sidecar CLI under a 256-descriptor limit sheds new conn
     await proc.exited;
     await config.cleanup();
   });
-  const serving = await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving');
+  const serving = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready');
   const admin = (serving.admin as { port: number }).port;
   const started = proc.lines.find((l) => l.msg === 'listener started')!;
   const port = (started.addresses as Array<{ port: number }>)[0]!.port;

@@ -43,7 +43,7 @@ async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeou
     await config.cleanup();
   });
   const started = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'listener started');
-  const serving = await proc.waitForLine((l) => l.msg === 'sidecar serving', 'sidecar serving');
+  const serving = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready');
   const [bound] = started.addresses as Array<{ port: number }>;
   return { proc, port: bound!.port, admin: (serving.admin as { port: number }).port };
 }

@@ -21,18 +21,18 @@ async function running(t: ExecutionContext, args: string[], serving: string): Pr
 }
 
 test('vsockmesh control-plane serves without loading the native core', async (t) => {
-  const proc = await running(t, ['control-plane', '--listen', '127.0.0.1:0', '--no-admin'], 'control-plane serving');
+  const proc = await running(t, ['control-plane', '--listen', '127.0.0.1:0', '--no-admin'], 'control-plane ready');
   t.false((await mapsOf(proc)).includes(ADDON));
 });
 
 test('vsockmesh vm-manager serves without loading the native core', async (t) => {
-  const proc = await running(t, ['vm-manager', '--listen', '127.0.0.1:0', '--no-admin'], 'vm-manager serving');
+  const proc = await running(t, ['vm-manager', '--listen', '127.0.0.1:0', '--no-admin'], 'vm-manager ready');
   t.false((await mapsOf(proc)).includes(ADDON));
 });
 
 test('a sidecar process does load it (the check above can see the addon)', async (t) => {
   const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'c' }], clusters: [{ name: 'c', endpoints: [{ address: '127.0.0.1', port: 9 }] }] });
   t.teardown(config.cleanup);
-  const proc = await running(t, ['sidecar', '-c', config.path], 'sidecar serving');
+  const proc = await running(t, ['sidecar', '-c', config.path], 'sidecar ready');
   t.true((await mapsOf(proc)).includes(ADDON));
 });

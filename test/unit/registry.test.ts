@@ -3,7 +3,8 @@
 // Resolve, AuthorizeRelay and the state file round trip.
 
 import test, { type ExecutionContext } from 'ava';
-import { NotFoundError, Registry, ValidationError, canonicalIp, type PersistedState, type RegistryOptions, type VmInput } from '../../xds/vm-manager/registry.js';
+import { NotFoundError } from '../../proxy/runtime/errors.js';
+import { Registry, ValidationError, canonicalIp, type PersistedState, type RegistryOptions, type VmInput } from '../../xds/vm-manager/registry.js';
 import type { HypervisorRecord, VmEvent } from '../../proxy/resolve/types.js';
 
 const T0 = 1_700_000_000_000;
@@ -383,7 +384,7 @@ test('revision: +1 per event, unchanged by reads and rejected calls', (t) => {
   registry.getVm('a');
   registry.list();
   registry.resolve('a', { kind: 'vm', vmId: 'a' });
-  registry.authorizeRelay('hv-2', 3, 4, 1);
+  registry.authorizeRelay({ hypervisorId: 'hv-2', sourceCid: 3, destination: { cid: 4, port: 1 } });
   registry.eventsSince(0);
   t.throws(() => registry.deregisterVm('b'));
   t.is(registry.revision, start + 4);
@@ -697,40 +698,40 @@ const denied = (reason: string | RegExp) => (t: ExecutionContext, answer: Return
 
 test('authorizeRelay (host-relay): allowed to the destination sidecar vsock port', (t) => {
   const { registry } = relayWorld();
-  const answer = registry.authorizeRelay('hv-1', 3, 4, 15007);
+  const answer = registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 4, port: 15007 } });
   t.deepEqual(answer, { allowed: true, source: registry.getVm('a')!, destination: registry.getVm('b')! });
-  t.true(registry.authorizeRelay('hv-1', 4, 3, 15007).allowed);
+  t.true(registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 4, destination: { cid: 3, port: 15007 } }).allowed);
 });
 
 test('authorizeRelay (host-relay): every refusal says why', (t) => {
   const { registry } = relayWorld();
-  denied('unknown hypervisor "hv-x"')(t, registry.authorizeRelay('hv-x', 3, 4, 15007));
-  denied('hypervisor hv-d uses direct vsock; it has no relay')(t, registry.authorizeRelay('hv-d', 3, 3, 15001));
-  denied('no VM with source CID 9 on hypervisor hv-1')(t, registry.authorizeRelay('hv-1', 9, 4, 15007));
-  denied('no VM with destination CID 9 on hypervisor hv-1')(t, registry.authorizeRelay('hv-1', 3, 9, 15007));
+  denied('unknown hypervisor "hv-x"')(t, registry.authorizeRelay({ hypervisorId: 'hv-x', sourceCid: 3, destination: { cid: 4, port: 15007 } }));
+  denied('hypervisor hv-d uses direct vsock; it has no relay')(t, registry.authorizeRelay({ hypervisorId: 'hv-d', sourceCid: 3, destination: { cid: 3, port: 15001 } }));
+  denied('no VM with source CID 9 on hypervisor hv-1')(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 9, destination: { cid: 4, port: 15007 } }));
+  denied('no VM with destination CID 9 on hypervisor hv-1')(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 9, port: 15007 } }));
   // CID 7 is a VM, but on hv-2: CIDs only mean something on their own hypervisor.
-  denied(/no VM with destination CID 7 on hypervisor hv-1/)(t, registry.authorizeRelay('hv-1', 3, 7, 15007));
-  denied(/no VM with source CID 7 on hypervisor hv-1/)(t, registry.authorizeRelay('hv-1', 7, 3, 15007));
-  denied(/same VM a/)(t, registry.authorizeRelay('hv-1', 3, 3, 15007));
-  denied('VM bare has no sidecar vsock listener')(t, registry.authorizeRelay('hv-1', 3, 5, 15007));
-  denied('VM tcp-only has no sidecar vsock listener')(t, registry.authorizeRelay('hv-1', 3, 6, 0));
-  denied("port 22 is not VM b's sidecar vsock port 15007")(t, registry.authorizeRelay('hv-1', 3, 4, 22));
+  denied(/no VM with destination CID 7 on hypervisor hv-1/)(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 7, port: 15007 } }));
+  denied(/no VM with source CID 7 on hypervisor hv-1/)(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 7, destination: { cid: 3, port: 15007 } }));
+  denied(/same VM a/)(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 3, port: 15007 } }));
+  denied('VM bare has no sidecar vsock listener')(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 5, port: 15007 } }));
+  denied('VM tcp-only has no sidecar vsock listener')(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 6, port: 0 } }));
+  denied("port 22 is not VM b's sidecar vsock port 15007")(t, registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 4, port: 22 } }));
 });
 
 test('authorizeRelay (loopback): CID 1 both ways, the destination found by its sidecar port', (t) => {
   const { registry } = setup();
-  denied('no VM is registered on loopback hypervisor hv-l')(t, registry.authorizeRelay('hv-l', 1, 1, 16001));
+  denied('no VM is registered on loopback hypervisor hv-l')(t, registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 16001 } }));
   registry.registerVm(vm('l-b', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 1, vsockPort: 16002 } }));
   registry.registerVm(vm('l-a', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 1, vsockPort: 16001 } }));
   registry.registerVm(vm('l-c', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: null }));
-  const answer = registry.authorizeRelay('hv-l', 1, 1, 16002);
+  const answer = registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 16002 } });
   t.deepEqual(answer, { allowed: true, source: registry.getVm('l-a')!, destination: registry.getVm('l-b')! });
   // The source is any VM there (lowest id), even the destination itself.
-  t.like(registry.authorizeRelay('hv-l', 1, 1, 16001), { allowed: true, source: { vmId: 'l-a' }, destination: { vmId: 'l-a' } });
-  denied(/source CID 3 is not 1/)(t, registry.authorizeRelay('hv-l', 3, 1, 16001));
-  denied(/destination CID 2 is not 1/)(t, registry.authorizeRelay('hv-l', 1, 2, 16001));
-  denied('no VM on loopback hypervisor hv-l has sidecar vsock port 16009')(t, registry.authorizeRelay('hv-l', 1, 1, 16009));
-  denied(/has sidecar vsock port 0/)(t, registry.authorizeRelay('hv-l', 1, 1, 0));
+  t.like(registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 16001 } }), { allowed: true, source: { vmId: 'l-a' }, destination: { vmId: 'l-a' } });
+  denied(/source CID 3 is not 1/)(t, registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 3, destination: { cid: 1, port: 16001 } }));
+  denied(/destination CID 2 is not 1/)(t, registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 2, port: 16001 } }));
+  denied('no VM on loopback hypervisor hv-l has sidecar vsock port 16009')(t, registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 16009 } }));
+  denied(/has sidecar vsock port 0/)(t, registry.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 0 } }));
 });
 
 // ---- persistence -----------------------------------------------------------------------
@@ -759,7 +760,7 @@ test('fromState (the version 1 state file): a round trip keeps records, generati
   // The indexes are rebuilt: lookups and uniqueness work.
   t.is(restored.resolve('client', { kind: 'ip', ip: 'FD00::20' }).vm!.vmId, 'leased');
   t.is(restored.resolve('client', { kind: 'service', name: 'api' }).vm!.vmId, 'api-1');
-  t.true(restored.authorizeRelay('hv-l', 1, 1, 16001).allowed);
+  t.true(restored.authorizeRelay({ hypervisorId: 'hv-l', sourceCid: 1, destination: { cid: 1, port: 16001 } }).allowed);
   rejects(t, () => restored.registerVm(vm('dup', { vsockCid: 9 })), 'vsock_cid', /VM "web-2"/);
   rejects(t, () => restored.registerVm(vm('dup', { vsockCid: 30, addresses: ['10.0.0.1'] })), 'addresses[0]');
   // The event log starts empty: older watchers must take a snapshot; the revision carries on.

@@ -2,14 +2,16 @@
 // it asks, what it remembers, and how Watch events change what it remembers.
 
 import test from 'ava';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { silentLogger } from '../../proxy/runtime/log.js';
 import { Resolver } from '../../proxy/resolve/resolver.js';
+import { waitFor } from '../helpers/apps.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import type { Destination, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
 /** The registry as the resolver sees the VM manager, with a count of Resolve calls and a switch to make it unreachable. */
 function inProcess(registry: Registry) {
-  const state = { resolves: 0, down: false, watchers: 0 };
+  const state = { resolves: 0, down: false, watchers: 0, watchedFrom: [] as number[], endWatch: (_err: Error): void => undefined };
   const api: VmManagerApi = {
     registerVm: async (vm, ttl) => registry.registerVm(vm, ttl),
     deregisterVm: async (id) => void registry.deregisterVm(id),
@@ -17,16 +19,22 @@ function inProcess(registry: Registry) {
     listVms: async () => registry.list(),
     registerHypervisor: async (h) => registry.registerHypervisor(h),
     moveVm: async (id, hv, cid) => registry.moveVm(id, hv, cid),
-    authorizeRelay: async (hv, s, d, p) => registry.authorizeRelay(hv, s, d, p),
+    authorizeRelay: async (request) => registry.authorizeRelay(request),
     resolve: async (caller: string, destination: Destination) => {
       state.resolves++;
-      if (state.down) throw Object.assign(new Error('UNAVAILABLE: down'), { code: 'UNAVAILABLE' });
+      if (state.down) throw new VsockmeshError('UNAVAILABLE', 'down');
       return registry.resolve(caller, destination);
     },
     watch: (from: number, handlers: WatchHandlers) => {
       state.watchers++;
+      state.watchedFrom.push(from);
       const backlog = from === 0 ? registry.snapshotEvents() : (registry.eventsSince(from) ?? []);
       const unsubscribe = registry.subscribe((e: VmEvent) => handlers.onEvent(e));
+      // The stream fails as the VM manager would end it: no more events, then the error.
+      state.endWatch = (err) => {
+        unsubscribe();
+        handlers.onError(err);
+      };
       handlers.onOpen?.(registry.epoch);
       for (const e of backlog) handlers.onEvent(e);
       return { cancel: unsubscribe };
@@ -144,6 +152,49 @@ test('expired answers are swept once the cache is large, so cold destinations do
   for (let i = 0; i < 10_000; i++) await resolver.resolve({ kind: 'ip_port', ip: '192.0.2.1', port: i + 1 });
   advance(6_000); // past the negative TTL
   await resolver.resolve({ kind: 'ip_port', ip: '192.0.2.1', port: 60_000 });
-  const size = (resolver as unknown as { cache: Map<string, unknown> }).cache.size;
+  const size = (resolver as unknown as { cache: { size: number } }).cache.size;
   t.is(size, 1);
+});
+
+test('an answer that leaves the cache leaves its index entries too (no index grows with VMs seen once)', async (t) => {
+  const { registry, resolver, vm, advance } = setup();
+  for (let i = 0; i < 50; i++) registry.registerVm(vm(`vm-${i}`, 'hv-2', 100 + i, `10.0.1.${i}`));
+  for (let i = 0; i < 50; i++) await resolver.resolve({ kind: 'vm', vmId: `vm-${i}` });
+  await resolver.resolve({ kind: 'ip', ip: '10.0.9.9' });
+  const internals = resolver as unknown as { byVm: Map<string, Set<string>>; negative: Set<string>; cache: { size: number } };
+  t.is(internals.byVm.size, 50);
+  t.is(internals.negative.size, 1);
+  advance(10_001);
+  for (let i = 0; i < 50; i++) t.is(resolver.lookup({ kind: 'vm', vmId: `vm-${i}` }), undefined);
+  t.is(resolver.lookup({ kind: 'ip', ip: '10.0.9.9' }), undefined);
+  t.is(internals.cache.size, 0, 'expired answers are dropped when read');
+  t.is(internals.byVm.size, 0, 'and the VM index with them');
+  t.is(internals.negative.size, 0);
+});
+
+test('OUT_OF_RANGE: the resolver watches again from the start at once, and a change it missed reaches its cache', async (t) => {
+  const { registry, resolver, state } = setup();
+  resolver.start();
+  t.teardown(() => resolver.stop());
+  await resolver.resolve({ kind: 'vm', vmId: 'peer' });
+  t.deepEqual(state.watchedFrom, [0]);
+  const revision = registry.revision;
+  state.endWatch(new VsockmeshError('OUT_OF_RANGE', `revision ${revision} is no longer kept`));
+  // Missed: made while no stream was open.
+  registry.moveVm('peer', 'hv-2', 9);
+  t.like(resolver.lookup({ kind: 'vm', vmId: 'peer' }), { vm: { hypervisorId: 'hv-1' } }, 'not seen yet');
+  await waitFor(() => state.watchers === 2, 'the second watch', 30_000);
+  t.deepEqual(state.watchedFrom, [0, 0], 'from the start, not from the revision it had');
+  t.like(resolver.lookup({ kind: 'vm', vmId: 'peer' }), { sameHypervisor: false, vm: { hypervisorId: 'hv-2', vsockCid: 9 } });
+});
+
+test('any other end of the stream: the resolver resumes after the last revision it saw', async (t) => {
+  const { registry, resolver, state } = setup();
+  resolver.start();
+  t.teardown(() => resolver.stop());
+  registry.moveVm('peer', 'hv-2', 9);
+  const seen = registry.revision;
+  state.endWatch(new VsockmeshError('UNAVAILABLE', 'watch stream ended by the VM manager'));
+  await waitFor(() => state.watchers === 2, 'the second watch', 30_000);
+  t.deepEqual(state.watchedFrom, [0, seen]);
 });

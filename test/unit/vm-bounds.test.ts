@@ -151,7 +151,7 @@ test('GetVm, DeregisterVm, MoveVm and AuthorizeRelay: ids at most 253 characters
   refused(t, registry, () => registry.moveVm(long, 'hv-1'), `vm_id: is ${FOUR_MB} characters, at most 253`);
   registry.registerVm(vm('a'));
   refused(t, registry, () => registry.moveVm('a', long), `hypervisor_id: is ${FOUR_MB} characters, at most 253`);
-  refused(t, registry, () => registry.authorizeRelay(long, 3, 4, 5), `hypervisor_id: is ${FOUR_MB} characters, at most 253`);
+  refused(t, registry, () => registry.authorizeRelay({ hypervisorId: long, sourceCid: 3, destination: { cid: 4, port: 5 } }), `hypervisor_id: is ${FOUR_MB} characters, at most 253`);
 });
 
 test('Watch: the epoch is at most 64 characters', (t) => {

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { WatchFollower } from '../../proxy/resolve/watch-follower.js';
 import type { VmEvent, WatchHandlers } from '../../proxy/resolve/types.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { silentLogger } from '../../proxy/runtime/log.js';
 
 /** A VM manager's watch as the follower sees it: each call is one stream the test drives. */
@@ -22,8 +23,8 @@ const added = (revision: number): VmEvent => ({
   vm: { vmId: `vm-${revision}`, hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.1'], sidecar: null, services: [], labels: {}, generation: 1, leaseExpiresAt: null },
 });
 
-const outOfRange = Object.assign(new Error('revision 2 is no longer kept'), { code: 'OUT_OF_RANGE' });
-const unavailable = Object.assign(new Error('connection refused'), { code: 'UNAVAILABLE' });
+const outOfRange = new VsockmeshError('OUT_OF_RANGE', 'revision 2 is no longer kept');
+const unavailable = new VsockmeshError('UNAVAILABLE', 'connection refused');
 
 function follower(api: ReturnType<typeof fakeApi>) {
   const events: number[] = [];

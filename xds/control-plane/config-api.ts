@@ -6,6 +6,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
+import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { parseDuration } from '../../proxy/runtime/duration.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/DeleteRequest.js';
@@ -19,7 +20,7 @@ import { configProto } from '../proto.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_GRPC_RECEIVE_BYTES, MAX_PROBLEMS_IN_ERROR, MAX_STATUS_PAGE_SIZE, MAX_XDS_NODE_ID_LENGTH, quoteBounded } from './bounds.js';
 import { MeshStateWriteError, type MeshStore, type RawEntry, type RawMesh } from './mesh-store.js';
 import type { SyncStatus } from './types.js';
-import { answeredByServer } from '../call-status.js';
+import { callError, statusName, statusOf, type CallStatus } from '../grpc-status.js';
 
 export function serviceToRaw(s: Service__Output): RawEntry {
   return {
@@ -63,20 +64,18 @@ export function routeFromRaw(raw: RawEntry): Route {
   };
 }
 
-class NotFound extends Error {}
-class InvalidArgument extends Error {}
-
 /** The status of a failed call, and the reason it is logged with (none: not worth a log line). */
-function fail(err: unknown): { code: grpc.status; details: string; reason?: string } {
-  if (err instanceof NotFound) return { code: grpc.status.NOT_FOUND, details: err.message };
-  if (err instanceof InvalidArgument) return { code: grpc.status.INVALID_ARGUMENT, details: err.message, reason: 'invalid_request' };
+function fail(err: unknown): CallStatus & { reason?: string } {
+  const status = statusOf(err);
   if (err instanceof ConfigError) {
     const more = err.problems.length - MAX_PROBLEMS_IN_ERROR;
     const listed = err.problems.slice(0, MAX_PROBLEMS_IN_ERROR).join('; ');
-    return { code: grpc.status.INVALID_ARGUMENT, details: more > 0 ? `${listed}; and ${more} more problems` : listed, reason: 'invalid_mesh_change' };
+    return { ...status, details: more > 0 ? `${listed}; and ${more} more problems` : listed, reason: 'invalid_mesh_change' };
   }
-  if (err instanceof MeshStateWriteError) return { code: grpc.status.UNAVAILABLE, details: err.message, reason: 'mesh_state_write_failed' };
-  return { code: grpc.status.INTERNAL, details: (err as Error).message, reason: 'internal_error' };
+  if (err instanceof MeshStateWriteError) return { ...status, reason: 'mesh_state_write_failed' };
+  if (err instanceof NotFoundError) return status;
+  if (status.code === grpc.status.INVALID_ARGUMENT) return { ...status, reason: 'invalid_request' };
+  return { ...status, reason: 'internal_error' };
 }
 
 export interface SyncStatusSource {
@@ -97,7 +96,7 @@ function afterNodeId(token: string): string | undefined {
   if (token === '') return undefined;
   const text = Buffer.from(token, 'base64url').toString('utf8');
   if (!text.startsWith(PAGE_TOKEN_PREFIX) || text.length > PAGE_TOKEN_PREFIX.length + MAX_XDS_NODE_ID_LENGTH) {
-    throw new InvalidArgument(`page_token: ${quoteBounded(token)} is not a next_page_token this server gave`);
+    throw new VsockmeshError('INVALID_ARGUMENT', `page_token: ${quoteBounded(token)} is not a next_page_token this server gave`);
   }
   return text.slice(PAGE_TOKEN_PREFIX.length);
 }
@@ -110,7 +109,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
         const { reason, ...status } = fail(err);
         if (reason !== undefined) {
           const level = status.code === grpc.status.INVALID_ARGUMENT ? 'warn' : 'error';
-          logger[level]({ method, reason, code: grpc.status[status.code], error: status.details }, `config API ${method} refused: ${status.details}`);
+          logger[level]({ method, reason, code: statusName(status.code), error: status.details }, `config API ${method} refused: ${status.details}`);
         }
         callback(status);
       },
@@ -136,7 +135,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
       run(
         method,
         async () => {
-          if (!(await store.delete(kind, call.request.name))) throw new NotFound(`no ${what} ${quoteBounded(call.request.name)}`);
+          if (!(await store.delete(kind, call.request.name))) throw new NotFoundError(`${what} ${quoteBounded(call.request.name)}`, `no ${what} ${quoteBounded(call.request.name)}`);
           applied(method, call.request.name);
           return {};
         },
@@ -156,7 +155,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
 
 /** One page of GetSyncStatus. */
 function syncStatusPage(sync: SyncStatusSource, request: SyncStatusRequest__Output): SyncStatusResponse {
-  if (request.node_id.length > MAX_XDS_NODE_ID_LENGTH) throw new InvalidArgument(`node_id: ${request.node_id.length} characters, more than ${MAX_XDS_NODE_ID_LENGTH}`);
+  if (request.node_id.length > MAX_XDS_NODE_ID_LENGTH) throw new VsockmeshError('INVALID_ARGUMENT', `node_id: ${request.node_id.length} characters, more than ${MAX_XDS_NODE_ID_LENGTH}`);
   // AIP-158: 0 is the default, larger than the most is lowered to it.
   const limit = Math.min(request.page_size || DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE);
   const after = afterNodeId(request.page_token);
@@ -175,7 +174,7 @@ function syncStatusPage(sync: SyncStatusSource, request: SyncStatusRequest__Outp
   return { statuses, current_versions: sync.currentVersions(page.nodeIds), next_page_token: page.next === undefined ? '' : pageToken(page.next) };
 }
 
-/** The config API as `ctl` uses it; errors carry the gRPC status name as `code`. */
+/** The config API as `ctl` uses it; a failed call rejects with a CallError (the gRPC status name as `code`). */
 export class MeshConfigApiClient {
   private readonly client: WireClient;
 
@@ -191,7 +190,7 @@ export class MeshConfigApiClient {
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
     return new Promise((resolve, reject) => {
       start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => {
-        if (err) reject(Object.assign(new Error(`${grpc.status[err.code]}: ${err.details}`), { code: grpc.status[err.code], details: err.details, answered: answeredByServer(err) }));
+        if (err) reject(callError(err));
         else resolve(res as Res);
       });
     });

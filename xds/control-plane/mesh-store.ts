@@ -15,6 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { fileErrorText, writeFileDurably } from '../../proxy/runtime/durable-file.js';
 import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { MAX_MESH_FILE_BYTES } from './bounds.js';
 import { parseMeshConfig } from './mesh.js';
 import type { MeshConfig } from './types.js';
@@ -28,13 +29,12 @@ export interface RawMesh {
 }
 
 /** The mesh state file could not be written: the change was not applied. */
-export class MeshStateWriteError extends Error {
+export class MeshStateWriteError extends VsockmeshError {
   constructor(
     readonly path: string,
     cause: unknown,
   ) {
-    super(`not applied: cannot write mesh state file: ${fileErrorText(cause)}`, { cause });
-    this.name = 'MeshStateWriteError';
+    super('UNAVAILABLE', `not applied: cannot write mesh state file: ${fileErrorText(cause)}`, { cause });
   }
 }
 

@@ -1,35 +1,21 @@
 // The VM manager's gRPC client, as the sidecar, the host relay and `ctl` use
-// it: the VmManagerApi interface over one channel. Errors carry the gRPC
-// status name as `code` (UNAVAILABLE, DEADLINE_EXCEEDED, INVALID_ARGUMENT, ...).
+// it: the VmManagerApi interface over one channel. A failed call rejects with
+// a CallError whose `code` is the gRPC status name (UNAVAILABLE,
+// DEADLINE_EXCEEDED, INVALID_ARGUMENT, ...).
 
 import * as grpc from '@grpc/grpc-js';
 import type { VmManagerClient as WireClient } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
 import type { AuthorizeRelayResponse__Output } from '../generated/vsockmesh/vmmanager/v1/AuthorizeRelayResponse.js';
 import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ListVmsResponse.js';
 import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
-import { answeredByServer } from '../call-status.js';
+import { CallError } from '../call-error.js';
+import { callError } from '../grpc-status.js';
 import { vmManagerProto } from '../proto.js';
-import { destinationToWire, eventFromWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
+import { destinationToWire, eventFromWire, relayRequestToWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, RelayRequest, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
 /** Response header of Watch naming the registry's epoch. */
 export const EPOCH_HEADER = 'vsockmesh-epoch';
-
-export class VmManagerError extends Error {
-  constructor(
-    /** The gRPC status name, e.g. UNAVAILABLE. */
-    readonly code: string,
-    readonly details: string,
-    /** The VM manager answered with this status (false: it was not reached, or did not answer in time). */
-    readonly answered = false,
-  ) {
-    super(`${code}: ${details}`);
-  }
-}
-
-function wrap(err: grpc.ServiceError): VmManagerError {
-  return new VmManagerError(grpc.status[err.code] ?? String(err.code), err.details || err.message, answeredByServer(err));
-}
 
 export interface VmManagerClientOptions {
   /** Deadline of every call that does not set its own. */
@@ -57,7 +43,7 @@ export class VmManagerClient implements VmManagerApi {
   private call<Res>(start: (deadline: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void, timeoutMs?: number): Promise<Res> {
     return new Promise((resolve, reject) => {
       start({ deadline: new Date(Date.now() + (timeoutMs ?? this.defaultTimeoutMs)) }, (err, res) => {
-        if (err) reject(wrap(err));
+        if (err) reject(callError(err));
         else resolve(res as Res);
       });
     });
@@ -76,7 +62,7 @@ export class VmManagerClient implements VmManagerApi {
     try {
       return vmFromWire(await this.call((o, cb) => this.client.GetVm({ vm_id: vmId }, o, cb)));
     } catch (err) {
-      if (err instanceof VmManagerError && err.code === 'NOT_FOUND') return undefined;
+      if (err instanceof CallError && err.code === 'NOT_FOUND') return undefined;
       throw err;
     }
   }
@@ -115,9 +101,9 @@ export class VmManagerClient implements VmManagerApi {
     return resolutionFromWire(r!);
   }
 
-  async authorizeRelay(hypervisorId: string, sourceCid: number, destinationCid: number, destinationPort: number, options: { timeoutMs?: number } = {}): Promise<RelayAuthorization> {
+  async authorizeRelay(request: RelayRequest, options: { timeoutMs?: number } = {}): Promise<RelayAuthorization> {
     const r = await this.call<AuthorizeRelayResponse__Output>(
-      (o, cb) => this.client.AuthorizeRelay({ hypervisor_id: hypervisorId, source_cid: sourceCid, destination_cid: destinationCid, destination_port: destinationPort }, o, cb),
+      (o, cb) => this.client.AuthorizeRelay(relayRequestToWire(request), o, cb),
       options.timeoutMs,
     );
     if (r!.allowed && r!.source && r!.destination) return { allowed: true, source: vmFromWire(r!.source), destination: vmFromWire(r!.destination) };
@@ -147,8 +133,8 @@ export class VmManagerClient implements VmManagerApi {
       }
       handlers.onEvent(event);
     });
-    stream.on('error', (err: grpc.ServiceError) => end(wrap(err)));
-    stream.on('end', () => end(new VmManagerError('UNAVAILABLE', 'watch stream ended by the VM manager')));
+    stream.on('error', (err: grpc.ServiceError) => end(callError(err)));
+    stream.on('end', () => end(new CallError('UNAVAILABLE', 'watch stream ended by the VM manager')));
     return {
       cancel: () => {
         cancelled = true;
@@ -160,7 +146,7 @@ export class VmManagerClient implements VmManagerApi {
   /** Resolves once the channel is connected, or rejects after timeoutMs. */
   waitForReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.client.waitForReady(new Date(Date.now() + timeoutMs), (err) => (err ? reject(new VmManagerError('UNAVAILABLE', `no VM manager at ${this.address}: ${err.message}`)) : resolve()));
+      this.client.waitForReady(new Date(Date.now() + timeoutMs), (err) => (err ? reject(new CallError('UNAVAILABLE', `no VM manager at ${this.address}: ${err.message}`)) : resolve()));
     });
   }
 

@@ -1,21 +1,23 @@
 // Wire messages (generated from proto/) to domain types and back. The only
 // place outside the server and client that sees the wire shapes.
 
+import type { AuthorizeRelayRequest, AuthorizeRelayRequest__Output } from '../generated/vsockmesh/vmmanager/v1/AuthorizeRelayRequest.js';
 import type { Hypervisor, Hypervisor__Output } from '../generated/vsockmesh/vmmanager/v1/Hypervisor.js';
 import type { ResolveRequest, ResolveRequest__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveRequest.js';
 import type { ResolveResponse, ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
 import type { Vm, Vm__Output } from '../generated/vsockmesh/vmmanager/v1/Vm.js';
 import type { VmEvent as WireVmEvent, VmEvent__Output } from '../generated/vsockmesh/vmmanager/v1/VmEvent.js';
 import type { VsockMode as WireVsockMode } from '../generated/vsockmesh/vmmanager/v1/VsockMode.js';
-import type { Destination, HypervisorRecord, Resolution, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
+import type { Destination, HypervisorRecord, RelayRequest, Resolution, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 /** A request that is malformed before any registry rule applies (missing message, unknown enum). */
-export class WireError extends Error {
+export class WireError extends VsockmeshError {
   constructor(
     readonly field: string,
     message: string,
   ) {
-    super(`${field}: ${message}`);
+    super('INVALID_ARGUMENT', `${field}: ${message}`);
   }
 }
 
@@ -87,6 +89,14 @@ export function destinationToWire(d: Destination): Omit<ResolveRequest, 'caller_
     case 'service':
       return { service: d.name };
   }
+}
+
+export function relayRequestToWire(r: RelayRequest): AuthorizeRelayRequest {
+  return { hypervisor_id: r.hypervisorId, source_cid: r.sourceCid, destination_cid: r.destination.cid, destination_port: r.destination.port };
+}
+
+export function relayRequestFromWire(r: AuthorizeRelayRequest__Output): RelayRequest {
+  return { hypervisorId: r.hypervisor_id, sourceCid: r.source_cid, destination: { cid: r.destination_cid, port: r.destination_port } };
 }
 
 export function destinationFromWire(r: ResolveRequest__Output): Destination {

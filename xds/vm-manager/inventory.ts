@@ -20,6 +20,7 @@ import { z } from 'zod/v3';
 import { parseDuration } from '../../proxy/runtime/duration.js';
 import { ipAddress } from '../../proxy/config/fields.js';
 import { formatIssue } from '../../proxy/runtime/config-file.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { ValidationError, type Registry, type VmInput } from './registry.js';
 import type { HypervisorRecord } from '../../proxy/resolve/types.js';
 
@@ -36,14 +37,13 @@ export interface Inventory {
 }
 
 /** Every problem of an inventory or VM file; the message is one `source: path: message` line per problem. */
-export class InventoryError extends Error {
+export class InventoryError extends VsockmeshError {
   constructor(
     readonly source: string,
     /** `path: message` each, without the source. */
     readonly problems: string[],
   ) {
-    super(problems.map((p) => `${source}: ${p}`).join('\n'));
-    this.name = 'InventoryError';
+    super('INVALID_ARGUMENT', problems.map((p) => `${source}: ${p}`).join('\n'));
   }
 }
 

@@ -12,6 +12,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
+import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { formatIPv4, formatIPv6, parseIPv6 } from '../../proxy/runtime/ip-address.js';
 import {
   MAX_ADDRESSES_PER_VM,
@@ -31,35 +32,25 @@ import {
   show,
   utf8Bytes,
 } from './bounds.js';
-import type { Destination, HypervisorRecord, RelayAuthorization, Resolution, ServicePort, SidecarPorts, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
+import type { Destination, HypervisorRecord, RelayAuthorization, RelayRequest, Resolution, ServicePort, SidecarPorts, VmEvent, VmRecord, VsockMode } from '../../proxy/resolve/types.js';
 
 /** A request or file breaks a registry rule; `field` is the snake_case wire name (`vsock_cid`, `addresses[1]`). */
-export class ValidationError extends Error {
+export class ValidationError extends VsockmeshError {
   /** The message without the field, for callers that re-prefix the field (`vms[2].vsock_cid`). */
   readonly detail: string;
   constructor(
     readonly field: string,
     message: string,
   ) {
-    super(`${field}: ${message}`);
-    this.name = 'ValidationError';
+    super('INVALID_ARGUMENT', `${field}: ${message}`);
     this.detail = message;
   }
 }
 
-export class NotFoundError extends Error {
-  /** What was looked for, e.g. `VM "web-1"`. */
-  constructor(readonly what: string) {
-    super(`${what} not found`);
-    this.name = 'NotFoundError';
-  }
-}
-
-/** The registry is at its capacity (RESOURCE_EXHAUSTED). */
-export class CapacityError extends Error {
+/** The registry is at its capacity. */
+export class CapacityError extends VsockmeshError {
   constructor(message: string) {
-    super(message);
-    this.name = 'CapacityError';
+    super('RESOURCE_EXHAUSTED', message);
   }
 }
 
@@ -707,8 +698,10 @@ export class Registry {
     return best;
   }
 
-  /** The host relay on `hypervisorId` asks whether the guest at `sourceCid` may reach `destinationCid:destinationPort`. */
-  authorizeRelay(hypervisorId: string, sourceCid: number, destinationCid: number, destinationPort: number): RelayAuthorization {
+  /** The host relay on `hypervisorId` asks whether the guest at `sourceCid` may reach `destination`. */
+  authorizeRelay(request: RelayRequest): RelayAuthorization {
+    const { hypervisorId, sourceCid } = request;
+    const { cid: destinationCid, port: destinationPort } = request.destination;
     checkLength('hypervisor_id', hypervisorId, MAX_ID_CHARS);
     const deny = (reason: string): RelayAuthorization => ({ allowed: false, reason });
     const hv = this.hypervisors.get(hypervisorId);

@@ -1,12 +1,10 @@
-// Running the VM manager as a process: registry from the state files (if
-// they exist) or the inventory, gRPC API, admin endpoint, signals (the first
-// SIGTERM/SIGINT drains, a second one stops at once).
+// Running the VM manager as a process (proxy/runtime/role.ts): registry from
+// the state files (if they exist) or the inventory, gRPC API, admin endpoint.
 
 import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
-import { AdminServer } from '../../proxy/runtime/admin.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
-import { exitAfterFlush, processDrain } from '../../proxy/runtime/process-drain.js';
+import { runRole } from '../../proxy/runtime/role.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory } from './inventory.js';
 import { Registry } from './registry.js';
@@ -50,47 +48,27 @@ export async function initialRegistry(options: { inventoryPath?: string; statePa
   return registry;
 }
 
-export async function runVmManager(options: VmManagerRunOptions): Promise<void> {
-  const logger = createLogger({ level: options.logLevel });
-  let registry: Registry;
-  try {
-    registry = await initialRegistry(options, logger);
-  } catch (err) {
-    process.stderr.write(`vsockmesh vm-manager: not starting: ${(err as Error).message}\n`);
-    process.exit(2);
-  }
-  const server = new VmManagerServer({ registry, logger, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
-  const ending = processDrain(
-    {
-      drain: () => server.drain(),
-      stop: async () => {
-        await server.stop();
-        await admin.stop();
-      },
+export function runVmManager(options: VmManagerRunOptions): Promise<void> {
+  return runRole({
+    name: 'vm-manager',
+    prepare: async () => {
+      const logger = createLogger({ level: options.logLevel });
+      const registry = await initialRegistry(options, logger);
+      const server = new VmManagerServer({ registry, logger, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
+      addLogDropped(server.metrics);
+      return {
+        logger,
+        server: { start: () => server.start(options.listen), drain: () => server.drain(), stop: () => server.stop() },
+        admin: {
+          address: '127.0.0.1',
+          port: options.adminPort,
+          target: {
+            renderStats: () => server.metrics.metrics(),
+            statsContentType: server.metrics.contentType,
+            configDump: () => ({ state: server.state, listen: options.listen, port: server.port, state_file: options.statePath ?? null, resolve_ttl_ms: options.resolveTtlMs, ...registry.list() }),
+          },
+        },
+      };
     },
-    logger,
-  );
-  addLogDropped(server.metrics);
-  const admin = new AdminServer(
-    {
-      isReady: () => server.state === 'serving',
-      state: () => server.state,
-      renderStats: () => server.metrics.metrics(),
-      statsContentType: server.metrics.contentType,
-      configDump: () => ({ state: server.state, listen: options.listen, port: server.port, state_file: options.statePath ?? null, resolve_ttl_ms: options.resolveTtlMs, ...registry.list() }),
-      drain: () => ending.drainThenExit(),
-    },
-    logger,
-  );
-  try {
-    await server.start(options.listen);
-    if (options.adminPort !== null) await admin.start('127.0.0.1', options.adminPort);
-  } catch (err) {
-    logger.fatal({ err }, `vm-manager failed to start: ${(err as Error).message}`);
-    await server.stop();
-    await exitAfterFlush(logger, 1);
-    return;
-  }
-  logger.info({ role: 'vm-manager', admin: admin.address() ?? null, pid: process.pid }, 'vm-manager ready');
-  ending.handleSignals();
+  });
 }

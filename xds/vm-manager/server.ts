@@ -15,26 +15,28 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { fileErrorText } from '../../proxy/runtime/durable-file.js';
+import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
 import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
 import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
 import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
 import type { VmManagerHandlers } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
+import { statusOf, statusName } from '../grpc-status.js';
 import { healthProto, vmManagerProto } from '../proto.js';
 import { MAX_REQUEST_BYTES } from './bounds.js';
 import {
-  WireError,
   destinationFromWire,
   eventToWire,
   hypervisorFromWire,
   hypervisorToWire,
+  relayRequestFromWire,
   resolutionToWire,
   vmInputFromWire,
   vmToWire,
 } from './codec.js';
 import { EPOCH_HEADER } from './client.js';
 import { listPage } from './pagination.js';
-import { CapacityError, NotFoundError, Registry, ValidationError, checkEpoch, type RegistryChange } from './registry.js';
+import { Registry, checkEpoch, type RegistryChange } from './registry.js';
 import { StateLog } from './state-log.js';
 import type { VmEvent } from '../../proxy/resolve/types.js';
 
@@ -60,23 +62,11 @@ export interface VmManagerServerOptions {
 
 export type VmManagerState = 'new' | 'serving' | 'draining' | 'stopped';
 
-type Status = { code: grpc.status; details: string };
-
 /** The VM manager cannot take the request now (its state cannot be written, it is starting or stopping): nothing was applied. */
-export class UnavailableError extends Error {
+export class UnavailableError extends VsockmeshError {
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'UnavailableError';
+    super('UNAVAILABLE', message, options);
   }
-}
-
-/** Registry and wire errors become INVALID_ARGUMENT / NOT_FOUND naming the field; a full registry RESOURCE_EXHAUSTED; anything else is INTERNAL. */
-function toStatus(err: unknown): Status {
-  if (err instanceof ValidationError || err instanceof WireError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
-  if (err instanceof NotFoundError) return { code: grpc.status.NOT_FOUND, details: err.message };
-  if (err instanceof CapacityError) return { code: grpc.status.RESOURCE_EXHAUSTED, details: err.message };
-  if (err instanceof UnavailableError) return { code: grpc.status.UNAVAILABLE, details: err.message };
-  return { code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` };
 }
 
 /** Changes written together, and the callers waiting for them to be durable. */
@@ -370,15 +360,16 @@ export class VmManagerServer {
       callback(null, outcome.response);
       return;
     }
-    const status = toStatus(outcome.err);
-    this.requests.inc({ method, code: grpc.status[status.code] });
+    const status = statusOf(outcome.err);
+    const name = statusName(status.code);
+    this.requests.inc({ method, code: name });
     if (status.code === grpc.status.INTERNAL) this.options.logger.error({ err: outcome.err, method }, 'vm-manager request failed');
-    else this.options.logger.info({ method, reason: grpc.status[status.code].toLowerCase(), detail: status.details }, `${method} rejected: ${status.details}`);
+    else this.options.logger.info({ method, reason: name.toLowerCase(), detail: status.details }, `${method} rejected: ${status.details}`);
     callback(status);
   }
 
-  /** A unary handler that only reads the (durable) registry. */
-  private read<Req, Res>(method: string, fn: (request: Req) => Res): grpc.handleUnaryCall<Req, Res> {
+  /** A call that only reads the (durable) registry, answered at once. */
+  private query<Req, Res>(method: string, fn: (request: Req) => Res): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let response: Res;
       try {
@@ -391,8 +382,8 @@ export class VmManagerServer {
     };
   }
 
-  /** A unary handler that changes the registry: answered once the change is durable (or refused, nothing applied). */
-  private write<Req, Res>(method: string, fn: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  /** A call that changes the registry (through mutate()): answered once the change is durable, or refused with nothing applied. */
+  private mutation<Req, Res>(method: string, fn: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       fn(call.request).then(
         (response) => {
@@ -404,16 +395,23 @@ export class VmManagerServer {
     };
   }
 
+  /** Ends a Watch before it starts, counted like a unary refusal. */
+  private refuseWatch(call: grpc.ServerWritableStream<unknown, unknown>, err: unknown): void {
+    const status = statusOf(err);
+    this.requests.inc({ method: 'Watch', code: statusName(status.code) });
+    call.emit('error', status);
+  }
+
   private handlers(): VmManagerHandlers {
     const registry = this.registry;
     const logger = this.options.logger;
     return {
-      RegisterHypervisor: this.write('RegisterHypervisor', async (req) => {
+      RegisterHypervisor: this.mutation('RegisterHypervisor', async (req) => {
         const h = await this.mutate((r) => r.registerHypervisor(hypervisorFromWire(req.hypervisor)));
         logger.info({ hypervisor_id: h.hypervisorId, vsock_mode: h.vsockMode }, `hypervisor ${h.hypervisorId} registered`);
         return hypervisorToWire(h);
       }),
-      RegisterVm: this.write('RegisterVm', async (req) => {
+      RegisterVm: this.mutation('RegisterVm', async (req) => {
         const { vm, changed } = await this.mutate((r) => {
           const before = r.revision;
           return { vm: r.registerVm(vmInputFromWire(req.vm), Number(req.lease_ttl_ms) || undefined), changed: r.revision !== before };
@@ -421,51 +419,50 @@ export class VmManagerServer {
         if (changed) logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} registered`);
         return vmToWire(vm);
       }),
-      DeregisterVm: this.write('DeregisterVm', async (req) => {
+      DeregisterVm: this.mutation('DeregisterVm', async (req) => {
         const vm = await this.mutate((r) => r.deregisterVm(req.vm_id));
         logger.info({ vm_id: vm.vmId }, `VM ${vm.vmId} deregistered`);
         return {};
       }),
-      MoveVm: this.write('MoveVm', async (req) => {
+      MoveVm: this.mutation('MoveVm', async (req) => {
         const vm = await this.mutate((r) => r.moveVm(req.vm_id, req.hypervisor_id, req.vsock_cid || undefined));
         logger.info({ vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, vsock_cid: vm.vsockCid, generation: vm.generation }, `VM ${vm.vmId} moved`);
         return vmToWire(vm);
       }),
-      GetVm: this.read('GetVm', (req) => {
+      GetVm: this.query('GetVm', (req) => {
         const vm = registry.getVm(req.vm_id);
         if (!vm) throw new NotFoundError(`VM "${req.vm_id}"`);
         return vmToWire(vm);
       }),
-      ListVms: this.read('ListVms', (req) => {
+      ListVms: this.query('ListVms', (req) => {
         const page = listPage(registry, { pageSize: req.page_size, pageToken: req.page_token });
         return { vms: page.vms.map(vmToWire), hypervisors: page.hypervisors.map(hypervisorToWire), revision: page.revision, next_page_token: page.nextPageToken };
       }),
-      Resolve: this.read('Resolve', (req) => {
+      Resolve: this.query('Resolve', (req) => {
         const started = process.hrtime.bigint();
         const answer = resolutionToWire(registry.resolve(req.caller_vm_id, destinationFromWire(req)));
         this.resolveSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
         return answer;
       }),
-      AuthorizeRelay: this.read('AuthorizeRelay', (req) => {
-        const a = registry.authorizeRelay(req.hypervisor_id, req.source_cid, req.destination_cid, req.destination_port);
+      AuthorizeRelay: this.query('AuthorizeRelay', (req) => {
+        const a = registry.authorizeRelay(relayRequestFromWire(req));
         return a.allowed ? { allowed: true, reason: '', source: vmToWire(a.source), destination: vmToWire(a.destination) } : { allowed: false, reason: a.reason };
       }),
       Watch: (call) => {
+        const stream = call as grpc.ServerWritableStream<unknown, unknown>;
         if (this.state !== 'serving') {
-          call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'vm-manager is draining' });
+          call.emit('error', statusOf(new UnavailableError('vm-manager is draining')));
           return;
         }
         try {
           checkEpoch(call.request.epoch);
         } catch (err) {
-          this.requests.inc({ method: 'Watch', code: 'INVALID_ARGUMENT' });
-          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message });
+          this.refuseWatch(stream, err);
           return;
         }
         const from = Number(call.request.from_revision);
         if (call.request.epoch !== '' && call.request.epoch !== registry.epoch && from !== 0) {
-          this.requests.inc({ method: 'Watch', code: 'OUT_OF_RANGE' });
-          call.emit('error', { code: grpc.status.OUT_OF_RANGE, details: `revision ${from} is from another epoch of the registry (restarted without its state); watch from 0` });
+          this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is from another epoch of the registry (restarted without its state); watch from 0`));
           return;
         }
         const send = (e: VmEvent): void => {
@@ -474,8 +471,7 @@ export class VmManagerServer {
         // Subscribing and replaying happen in one tick: no event can fall between them.
         const backlog = from === 0 ? registry.snapshotEvents() : registry.eventsSince(from);
         if (backlog === null) {
-          this.requests.inc({ method: 'Watch', code: 'OUT_OF_RANGE' });
-          call.emit('error', { code: grpc.status.OUT_OF_RANGE, details: `revision ${from} is no longer kept (current ${registry.revision}); watch from 0` });
+          this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is no longer kept (current ${registry.revision}); watch from 0`));
           return;
         }
         this.requests.inc({ method: 'Watch', code: 'OK' });
@@ -484,10 +480,10 @@ export class VmManagerServer {
         metadata.set(EPOCH_HEADER, registry.epoch);
         call.sendMetadata(metadata);
         const unsubscribe = registry.subscribe(send);
-        this.watches.add(call as grpc.ServerWritableStream<unknown, unknown>);
+        this.watches.add(stream);
         const done = (): void => {
           unsubscribe();
-          this.watches.delete(call as grpc.ServerWritableStream<unknown, unknown>);
+          this.watches.delete(stream);
         };
         call.on('cancelled', done);
         call.on('close', done);

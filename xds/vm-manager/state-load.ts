@@ -7,20 +7,20 @@
 // earlier versions is read too (and replaced by a snapshot at start).
 
 import { createReadStream, existsSync } from 'node:fs';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { show } from './bounds.js';
 import { Registry, ValidationError, within, type PersistedState, type RegistryOptions } from './registry.js';
 import { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, listSegments, type SnapshotHeader } from './state-log.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
 /** A state file that cannot be read; the message names the file and line. */
-export class StateFileError extends Error {
+export class StateFileError extends VsockmeshError {
   constructor(
     readonly file: string,
     readonly line: number | null,
     detail: string,
   ) {
-    super(`state file ${file}: ${line === null ? '' : `line ${line}: `}${detail}`);
-    this.name = 'StateFileError';
+    super('DATA_LOSS', `state file ${file}: ${line === null ? '' : `line ${line}: `}${detail}`);
   }
 }
 
