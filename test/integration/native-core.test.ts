@@ -82,6 +82,47 @@ test.serial('relay refuses sockets that are not idle sockets of the core', (t) =
   t.is((err as NodeJS.ErrnoException).code, 'EBADF');
 });
 
+/** Two idle sockets of the core, connected to each other: [accepted, connected]. */
+async function idlePair(t: import('ava').ExecutionContext): Promise<[number, number]> {
+  let accepted!: (fd: number) => void;
+  const acceptedFd = new Promise<number>((r) => (accepted = r));
+  const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 16, (fd) => accepted(fd));
+  t.teardown(() => native.close(lfd));
+  const { error, fd } = await nativeConnect('inet', '127.0.0.1', port, 5_000);
+  t.is(error, null);
+  const pair: [number, number] = [await acceptedFd, fd];
+  t.teardown(() => pair.forEach((f) => native.close(f)));
+  return pair;
+}
+
+test.serial('arguments of the wrong type are refused with EINVAL, and nothing is left open or half set up', async (t) => {
+  const [a, b] = await idlePair(t);
+  const before = native.openCount();
+  const calls: Array<[string, () => unknown]> = [
+    ['listen with a callback that is not a function', () => native.listen('inet', '127.0.0.1', 0, 16, 42 as never)],
+    ['connect with a callback that is not a function', () => native.connect('inet', '127.0.0.1', 9, 1000, 'cb' as never)],
+    ['close without an fd', () => native.close(undefined as never)],
+    ['reset with an fd that is a string', () => native.reset(String(a) as never)],
+    ['ref with a flag that is not a boolean', () => native.ref(a, 1 as never)],
+    ['readStart with a callback that is not a function', () => native.readStart(a, 16, null as never)],
+    ['relay with onDone not a function', () => native.relay(a, b, null, null, 0, 5 as never)],
+    ['relay with a preamble that is not a Buffer', () => native.relay(a, b, 'hello' as never, null, 0, () => {})],
+    ['relayBytes with an id that is not a number', () => native.relayBytes({} as never)],
+    ['duplexOpen with onWritten not a function', () => native.duplexOpen(a, () => {}, undefined as never)],
+    ['originalDst with an fd that is not a number', () => native.originalDst('3' as never, 'inet')],
+  ];
+  for (const [what, call] of calls) {
+    const err = t.throws(call, undefined, what);
+    t.is((err as NodeJS.ErrnoException | undefined)?.code, 'EINVAL', what);
+    t.true(err instanceof TypeError, what);
+  }
+  t.is(native.openCount(), before, 'no socket was opened by a refused call');
+  // Both sockets are still idle: a relay between them starts and carries bytes.
+  const done = new Promise<string>((resolve) => native.relay(a, b, Buffer.from('to b'), null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
+  native.relayAbort(a);
+  t.is(await done, 'aborted');
+});
+
 test.serial('an accepted socket reads its data, then EOF as (null, null)', async (t) => {
   const chunks: Buffer[] = [];
   let eof!: () => void;
