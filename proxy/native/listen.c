@@ -58,8 +58,8 @@ static void accept_all(core_sock *ls) {
     if (fd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED) continue;
-      /* Out of a resource: connections wait in the backlog; try again shortly. */
-      if (count_accept_failure(err) && !ls->timer && core_sock_timer_start(ls, retry_accept, ACCEPT_RETRY_MS) == 0) return;
+      /* Out of a resource: try again on the timer (one runs already, or starts now). */
+      if (count_accept_failure(err) && (ls->timer || core_sock_timer_start(ls, retry_accept, ACCEPT_RETRY_MS) == 0)) return;
       ls->readable = 0;
       return;
     }
@@ -72,14 +72,14 @@ static void accept_all(core_sock *ls) {
   }
 }
 
-static void on_listener_ready(core_sock *ls) {
-  if (ls->readable) accept_all(ls);
-}
-
 static void retry_accept(uv_timer_t *t) {
   core_sock *ls = t->data;
   core_sock_timer_stop(ls);
-  on_listener_ready(ls);
+  accept_all(ls); /* whatever the readable flag says: the backlog was not drained */
+}
+
+static void on_listener_ready(core_sock *ls) {
+  if (ls->readable) accept_all(ls);
 }
 
 /* listen(family, host|cid, port, backlog, onConnection(fd, peerHost, peerPort)) -> [fd, boundPort] */
