@@ -3,14 +3,25 @@
     {
       "target_name": "vsockmesh_native",
       "sources": [
-        "proxy/native/module.c",
-        "proxy/native/sock.c",
+        "proxy/native/js.c",
+        "proxy/native/loop.c",
+        "proxy/native/address.c",
+        "proxy/native/sockets.c",
+        "proxy/native/listen.c",
+        "proxy/native/connect.c",
+        "proxy/native/read.c",
         "proxy/native/relay.c",
         "proxy/native/duplex.c",
-        "proxy/native/vsock.c"
+        "proxy/native/vsock.c",
+        "proxy/native/original-dst.c",
+        "proxy/native/module.c"
       ],
-      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
-      "defines": ["NAPI_VERSION=8"]
+      "cflags!": ["-Wno-unused-parameter"],
+      "cflags": [
+        "-std=gnu11", "-fvisibility=hidden",
+        "-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Wstrict-prototypes", "-Wmissing-prototypes"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]
 }

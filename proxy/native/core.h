@@ -8,20 +8,38 @@
  * JavaScript refers to a socket by its file descriptor. The core never calls
  * back into JavaScript from inside a call that JavaScript made: work that
  * becomes ready during such a call is queued and runs on the next loop turn.
+ *
+ * This header is the event loop's contract (loop.c), which every job builds
+ * on. The layers, each using only those below it:
+ *
+ *   module.c                       registration, the main-thread guard
+ *   listen.c connect.c read.c      the jobs a socket can have, and the
+ *   relay.c duplex.c sockets.c     calls JS makes on sockets in general
+ *   vsock.c original-dst.c         (exports.h lists what each adds)
+ *   address.c                      JS values <-> socket addresses
+ *   loop.c (this header)           epoll set, fd table, kick queue
+ *   js.c                           the N-API boundary, status checks
+ *
+ * The loop knows no job: a job sets the socket's on_ready handler, and the
+ * loop calls it whenever the socket's readiness changes or it is kicked.
  */
 #ifndef VSOCKMESH_CORE_H
 #define VSOCKMESH_CORE_H
 
-#include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
+
+#include "js.h"
 
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
 #endif
 
-typedef struct vm_relay vm_relay;
+typedef struct core_sock core_sock;
+typedef struct core_relay core_relay; /* defined in relay.c */
+typedef void (*core_ready_fn)(core_sock *s);
 
 typedef enum {
   SOCK_IDLE = 0,   /* owned, no I/O in progress (readiness still recorded) */
@@ -30,13 +48,14 @@ typedef enum {
   SOCK_READING,    /* reads delivered to JS (header phase) */
   SOCK_RELAY,      /* one side of a relay */
   SOCK_DUPLEX,     /* a JS Duplex stream (vsock sockets for applications) */
-} vm_sock_mode;
+} core_sock_mode;
 
-typedef struct vm_sock {
+struct core_sock {
   int fd;
   uint32_t gen; /* told apart from a later socket with the same fd number */
   int family;
-  vm_sock_mode mode;
+  core_sock_mode mode;
+  core_ready_fn on_ready; /* the job's handler; NULL while idle */
   /* Edge-triggered readiness: set by epoll, cleared when a syscall says EAGAIN. */
   unsigned readable : 1;
   unsigned writable : 1;
@@ -49,63 +68,52 @@ typedef struct vm_sock {
   unsigned eof : 1;     /* duplex: EOF delivered */
   napi_ref callback; /* onConnection / connect callback / read callback */
   napi_ref write_callback; /* duplex: a pending write finished */
-  uv_timer_t *timer; /* connect deadline */
+  uv_timer_t *timer; /* connect deadline, accept retry */
   size_t read_max;   /* largest read delivered to JS in SOCK_READING */
   /* relay */
-  vm_relay *relay;
+  core_relay *relay;
   int side;
-  char *out; /* bytes waiting to be written to this socket */
+  char *out; /* bytes waiting to be written to this socket (relay, duplex); freed by close */
   size_t out_len;
   size_t out_off;
-  struct vm_sock *next; /* kick queue / graveyard link */
-} vm_sock;
-
-struct vm_relay {
-  vm_sock *s[2];     /* s[0] = downstream, s[1] = upstream */
-  uint64_t bytes[2]; /* bytes[i]: read from s[i], bound for s[1-i] */
-  int eof[2];        /* s[i] sent FIN */
-  int shut[2];       /* we sent FIN to s[i] */
-  int finished;
-  uint64_t idle_ms;
-  uint64_t last_activity;
-  uv_timer_t idle_timer;
-  napi_ref on_done;
+  core_sock *next; /* kick queue / graveyard link */
 };
 
-/* Relay outcomes, in the order JS lists them. */
-enum {
-  OUTCOME_CLOSED = 0,
-  OUTCOME_DOWNSTREAM_ERROR = 1,
-  OUTCOME_UPSTREAM_ERROR = 2,
-  OUTCOME_IDLE_TIMEOUT = 3,
-  OUTCOME_ABORTED = 4,
-};
+/* Creates the epoll set and hands it to libuv; a negative errno on failure. */
+int core_loop_init(void);
 
-extern napi_env vm_env;
-extern napi_async_context vm_async;
-
-int vm_core_init(void);
-vm_sock *vm_sock_get(int fd);
-vm_sock *vm_sock_adopt(int fd, int family);
-void vm_sock_close(vm_sock *s, int reset);
+/* The open socket with this fd, or NULL. */
+core_sock *core_sock_get(int fd);
+/* Takes a non-blocking fd into the epoll set as an idle socket; NULL (fd still open) on failure. */
+core_sock *core_sock_adopt(int fd, int family);
+/* Closes the fd now (its number may be reused at once); the struct is freed when no C frame can hold it. */
+void core_sock_close(core_sock *s, bool reset);
 /* Runs the socket's handler on the next loop turn (work found ready during a JS call). */
-void vm_sock_kick(vm_sock *s);
+void core_sock_kick(core_sock *s);
+/* Keeps a copy of bytes the socket did not take yet (out must be empty); its job writes them. -1 without memory. */
+int core_sock_hold_out(core_sock *s, const char *data, size_t len);
+/* Whether the socket keeps the event loop alive (like net.Socket ref/unref). */
+void core_sock_ref(core_sock *s, bool on);
+/* The socket's one timer: (re)started for ms; stopped and freed by stop or close. 0, or a negative errno. */
+int core_sock_timer_start(core_sock *s, uv_timer_cb cb, uint64_t ms);
+void core_sock_timer_stop(core_sock *s);
 
-void vm_relay_progress(vm_relay *r);
-void vm_duplex_progress(vm_sock *s);
-void vm_duplex_register(napi_env env, napi_value exports);
-/* Deletes a JS reference (NULL-safe) and clears it. */
-void vm_unref_callback(napi_ref *ref);
-napi_value vm_relay_start(napi_env env, napi_callback_info info);
-napi_value vm_relay_bytes(napi_env env, napi_callback_info info);
-napi_value vm_relay_abort(napi_env env, napi_callback_info info);
+/* Whether s is still the socket that had this fd and generation (a JS callback may have closed it, and the fd been reused). */
+static inline bool core_sock_alive(const core_sock *s, int fd, uint32_t gen) { return core_sock_get(fd) == s && s->gen == gen; }
 
-/* Calls a JS function held by `ref` with argv (microtasks run after); returns its result or NULL. */
-napi_value vm_call(napi_ref ref, size_t argc, napi_value *argv);
-napi_value vm_throw_errno(napi_env env, int err, const char *what);
-napi_value vm_errno_name(napi_env env, int err);
+/* Gives the socket a job (SOCK_IDLE with NULL: none). */
+static inline void core_sock_set_job(core_sock *s, core_sock_mode mode, core_ready_fn on_ready) {
+  s->mode = mode;
+  s->on_ready = on_ready;
+}
 
-extern char vm_scratch[];
-#define VM_SCRATCH_SIZE (64 * 1024)
+/* Sockets the core holds open. */
+size_t core_open_count(void);
+/* Bytes waiting in sockets' out buffers. */
+double core_pending_bytes(void);
+
+/* One read buffer for every socket: reads are copied out before the next one. */
+extern char core_scratch[];
+#define CORE_SCRATCH_SIZE (64 * 1024)
 
 #endif

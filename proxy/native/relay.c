@@ -10,18 +10,42 @@
  * - Resets: an error on one side closes the other with RST (SO_LINGER 0).
  * - Idle timeout: one timer per relay, re-armed lazily from the last activity.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "core.h"
+#include "exports.h"
 
-static void relay_finish(vm_relay *r, int outcome, int err, int reset_side);
+#define RELAY_USAGE "relay(downFd, upFd, toUpstream, toDownstream, idleMs, onDone)"
+
+struct core_relay {
+  core_sock *s[2];   /* s[0] = downstream, s[1] = upstream */
+  uint64_t bytes[2]; /* bytes[i]: read from s[i], bound for s[1-i] */
+  int eof[2];        /* s[i] sent FIN */
+  int shut[2];       /* we sent FIN to s[i] */
+  int finished;
+  uint64_t idle_ms;
+  uint64_t last_activity;
+  uv_timer_t idle_timer;
+  napi_ref on_done;
+};
+
+/* Relay outcomes, in the order of RELAY_OUTCOMES (JS reads the names from there). */
+enum {
+  OUTCOME_CLOSED = 0,
+  OUTCOME_DOWNSTREAM_ERROR = 1,
+  OUTCOME_UPSTREAM_ERROR = 2,
+  OUTCOME_IDLE_TIMEOUT = 3,
+  OUTCOME_ABORTED = 4,
+};
+static const char *const outcome_names[] = {"closed", "downstream_error", "upstream_error", "idle_timeout", "aborted"};
+#define OUTCOMES (sizeof outcome_names / sizeof outcome_names[0])
+
+static void relay_finish(core_relay *r, int outcome, int err, int reset_side);
 
 /* Side k failed with err: reset the other side, report the error of side k. */
-static void fail(vm_relay *r, int k, int err) {
+static void fail(core_relay *r, int k, int err) {
   relay_finish(r, k == 0 ? OUTCOME_DOWNSTREAM_ERROR : OUTCOME_UPSTREAM_ERROR, err, 1 - k);
 }
 
@@ -32,7 +56,7 @@ static int socket_error(int fd) {
   return err;
 }
 
-static void send_fin(vm_relay *r, int k) {
+static void send_fin(core_relay *r, int k) {
   if (r->shut[k]) return;
   r->shut[k] = 1;
   /* ENOTCONN after a peer reset is reported by the next read or write. */
@@ -40,8 +64,8 @@ static void send_fin(vm_relay *r, int k) {
 }
 
 /* Writes what is pending for side k. Returns 1 if bytes moved. */
-static int flush(vm_relay *r, int k) {
-  vm_sock *s = r->s[k];
+static int flush(core_relay *r, int k) {
+  core_sock *s = r->s[k];
   int moved = 0;
   while (s->out_len > 0) {
     ssize_t w = send(s->fd, s->out + s->out_off, s->out_len, MSG_NOSIGNAL);
@@ -67,22 +91,13 @@ static int flush(vm_relay *r, int k) {
   return moved;
 }
 
-static int set_pending(vm_sock *s, const char *data, size_t len) {
-  s->out = malloc(len);
-  if (!s->out) return -1;
-  memcpy(s->out, data, len);
-  s->out_off = 0;
-  s->out_len = len;
-  return 0;
-}
-
 /* Moves bytes from side k to side 1-k until the source is drained or the destination is full. Returns 1 if anything happened. */
-static int pump(vm_relay *r, int k) {
-  vm_sock *src = r->s[k];
-  vm_sock *dst = r->s[1 - k];
+static int pump(core_relay *r, int k) {
+  core_sock *src = r->s[k];
+  core_sock *dst = r->s[1 - k];
   int moved = 0;
   while (!r->finished && src->readable && !r->eof[k] && dst->out_len == 0) {
-    ssize_t n = read(src->fd, vm_scratch, VM_SCRATCH_SIZE);
+    ssize_t n = read(src->fd, core_scratch, CORE_SCRATCH_SIZE);
     if (n == 0) {
       r->eof[k] = 1;
       send_fin(r, 1 - k);
@@ -97,7 +112,7 @@ static int pump(vm_relay *r, int k) {
     moved = 1;
     r->bytes[k] += (uint64_t)n;
     r->last_activity = uv_now(uv_default_loop());
-    ssize_t w = dst->writable ? send(dst->fd, vm_scratch, (size_t)n, MSG_NOSIGNAL) : 0;
+    ssize_t w = dst->writable ? send(dst->fd, core_scratch, (size_t)n, MSG_NOSIGNAL) : 0;
     if (w < 0) {
       if (errno != EAGAIN && errno != EINTR) {
         fail(r, 1 - k, errno);
@@ -107,19 +122,19 @@ static int pump(vm_relay *r, int k) {
     }
     if (w < n) {
       dst->writable = 0;
-      if (set_pending(dst, vm_scratch + w, (size_t)(n - w)) != 0) fail(r, 1 - k, ENOMEM);
+      if (core_sock_hold_out(dst, core_scratch + w, (size_t)(n - w)) != 0) fail(r, 1 - k, ENOMEM);
       return moved;
     }
     /* A short read drained the socket: the next edge says when there is more
        (unless a FIN is already announced: no edge will repeat it). */
-    if (n < VM_SCRATCH_SIZE && !src->hup) src->readable = 0;
+    if (n < CORE_SCRATCH_SIZE && !src->hup) src->readable = 0;
   }
   return moved;
 }
 
-void vm_relay_progress(vm_relay *r) {
+static void relay_progress(core_relay *r) {
   for (int k = 0; k < 2 && !r->finished; k++) {
-    vm_sock *s = r->s[k];
+    core_sock *s = r->s[k];
     if (s->error) {
       s->error = 0;
       int err = socket_error(s->fd);
@@ -138,7 +153,7 @@ void vm_relay_progress(vm_relay *r) {
 }
 
 static void on_idle_timer(uv_timer_t *t) {
-  vm_relay *r = t->data;
+  core_relay *r = t->data;
   uint64_t idle = uv_now(uv_default_loop()) - r->last_activity;
   if (idle >= r->idle_ms) {
     relay_finish(r, OUTCOME_IDLE_TIMEOUT, 0, -1);
@@ -149,50 +164,48 @@ static void on_idle_timer(uv_timer_t *t) {
 
 static void free_relay(uv_handle_t *h) { free(h->data); }
 
-static void relay_finish(vm_relay *r, int outcome, int err, int reset_side) {
+static void relay_finish(core_relay *r, int outcome, int err, int reset_side) {
   if (r->finished) return;
   r->finished = 1;
   uv_timer_stop(&r->idle_timer);
   for (int k = 0; k < 2; k++) {
-    vm_sock *s = r->s[k];
+    core_sock *s = r->s[k];
     s->relay = NULL;
-    s->mode = SOCK_IDLE;
-    vm_sock_close(s, k == reset_side);
+    core_sock_set_job(s, SOCK_IDLE, NULL);
+    core_sock_close(s, k == reset_side);
   }
   napi_handle_scope scope;
-  napi_open_handle_scope(vm_env, &scope);
+  NAPI_MUST(napi_open_handle_scope(core_env, &scope));
   napi_value argv[4];
-  napi_create_int32(vm_env, outcome, &argv[0]);
-  napi_create_double(vm_env, (double)r->bytes[0], &argv[1]);
-  napi_create_double(vm_env, (double)r->bytes[1], &argv[2]);
-  if (err) argv[3] = vm_errno_name(vm_env, err);
-  else napi_get_null(vm_env, &argv[3]);
+  NAPI_MUST(napi_create_int32(core_env, outcome, &argv[0]));
+  NAPI_MUST(napi_create_double(core_env, (double)r->bytes[0], &argv[1]));
+  NAPI_MUST(napi_create_double(core_env, (double)r->bytes[1], &argv[2]));
+  if (err) NAPI_MUST(core_errno_name(core_env, err, &argv[3]));
+  else NAPI_MUST(napi_get_null(core_env, &argv[3]));
   napi_ref cb = r->on_done;
   r->on_done = NULL;
-  vm_call(cb, 4, argv);
-  napi_delete_reference(vm_env, cb);
-  napi_close_handle_scope(vm_env, scope);
+  core_call(cb, 4, argv);
+  core_delete_ref(&cb);
+  NAPI_MUST(napi_close_handle_scope(core_env, scope));
   uv_close((uv_handle_t *)&r->idle_timer, free_relay);
 }
 
-static vm_relay *relay_of(napi_env env, napi_value id) {
+static void on_relay_ready(core_sock *s) { relay_progress(s->relay); }
+
+/* The relay a JS id (its downstream fd) names, or NULL when it is gone; false with an exception thrown on a bad id. */
+static bool relay_arg(napi_env env, napi_callback_info info, const char *usage, core_relay **out) {
+  napi_value argv[1];
   int32_t fd;
-  if (napi_get_value_int32(env, id, &fd) != napi_ok) return NULL;
-  vm_sock *s = vm_sock_get(fd);
-  return s && s->mode == SOCK_RELAY && s->side == 0 ? s->relay : NULL;
+  if (!core_args(env, info, 1, argv) || !core_arg_int32(env, argv[0], usage, &fd)) return false;
+  core_sock *s = core_sock_get(fd);
+  *out = s && s->mode == SOCK_RELAY && s->side == 0 ? s->relay : NULL;
+  return true;
 }
 
-/* Optional Buffer argument (null/undefined = none). */
-static int buffer_arg(napi_env env, napi_value v, char **data, size_t *len) {
-  napi_valuetype t;
-  napi_typeof(env, v, &t);
-  *data = NULL;
-  *len = 0;
-  if (t == napi_null || t == napi_undefined) return 0;
-  bool is_buffer;
-  napi_is_buffer(env, v, &is_buffer);
-  if (!is_buffer) return -1;
-  return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok ? 0 : -1;
+static void drop_pending(core_sock *s) {
+  free(s->out);
+  s->out = NULL;
+  s->out_len = 0;
 }
 
 /*
@@ -201,76 +214,86 @@ static int buffer_arg(napi_env env, napi_value v, char **data, size_t *len) {
  * Both sockets must be idle sockets of the core. The buffers are written first.
  * Work starts on the next loop turn, so onDone never runs inside this call.
  */
-napi_value vm_relay_start(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
+static napi_value js_relay(napi_env env, napi_callback_info info) {
   napi_value argv[6];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t fds[2];
   uint32_t idle_ms;
   char *pre[2];
   size_t pre_len[2];
-  if (argc < 6 || napi_get_value_int32(env, argv[0], &fds[0]) != napi_ok || napi_get_value_int32(env, argv[1], &fds[1]) != napi_ok ||
-      buffer_arg(env, argv[2], &pre[1], &pre_len[1]) != 0 || buffer_arg(env, argv[3], &pre[0], &pre_len[0]) != 0 ||
-      napi_get_value_uint32(env, argv[4], &idle_ms) != napi_ok) {
-    napi_throw_type_error(env, "EINVAL", "relay(downFd, upFd, toUpstream, toDownstream, idleMs, onDone): bad arguments");
+  if (!core_args(env, info, 6, argv) || !core_arg_int32(env, argv[0], RELAY_USAGE, &fds[0]) || !core_arg_int32(env, argv[1], RELAY_USAGE, &fds[1]) ||
+      !core_arg_buffer(env, argv[2], RELAY_USAGE, true, &pre[1], &pre_len[1]) || !core_arg_buffer(env, argv[3], RELAY_USAGE, true, &pre[0], &pre_len[0]) ||
+      !core_arg_uint32(env, argv[4], RELAY_USAGE, &idle_ms)) {
     return NULL;
   }
-  vm_sock *s[2] = {vm_sock_get(fds[0]), vm_sock_get(fds[1])};
+  core_sock *s[2] = {core_sock_get(fds[0]), core_sock_get(fds[1])};
   if (!s[0] || !s[1] || s[0] == s[1] || s[0]->mode != SOCK_IDLE || s[1]->mode != SOCK_IDLE) {
-    napi_throw_error(env, "EBADF", "relay: both fds must be idle sockets of the core");
+    NAPI_MUST(napi_throw_error(env, "EBADF", "relay: both fds must be idle sockets of the core"));
     return NULL;
   }
-  vm_relay *r = calloc(1, sizeof *r);
-  if (!r) return vm_throw_errno(env, ENOMEM, "relay");
+  napi_ref on_done;
+  if (!core_arg_callback(env, argv[5], RELAY_USAGE, &on_done)) return NULL;
+  core_relay *r = calloc(1, sizeof *r);
+  if (!r) {
+    core_delete_ref(&on_done);
+    return core_throw_errno(env, ENOMEM, "relay");
+  }
   for (int k = 0; k < 2; k++) {
-    if (pre_len[k] > 0 && set_pending(s[k], pre[k], pre_len[k]) != 0) {
-      for (int j = 0; j < 2; j++) {
-        free(s[j]->out);
-        s[j]->out = NULL;
-        s[j]->out_len = 0;
-      }
+    if (pre_len[k] > 0 && core_sock_hold_out(s[k], pre[k], pre_len[k]) != 0) {
+      drop_pending(s[0]);
+      drop_pending(s[1]);
       free(r);
-      return vm_throw_errno(env, ENOMEM, "relay");
+      core_delete_ref(&on_done);
+      return core_throw_errno(env, ENOMEM, "relay");
     }
   }
   for (int k = 0; k < 2; k++) {
     r->s[k] = s[k];
     s[k]->relay = r;
     s[k]->side = k;
-    s[k]->mode = SOCK_RELAY;
+    core_sock_set_job(s[k], SOCK_RELAY, on_relay_ready);
   }
   r->idle_ms = idle_ms;
   r->last_activity = uv_now(uv_default_loop());
-  napi_create_reference(env, argv[5], 1, &r->on_done);
-  uv_timer_init(uv_default_loop(), &r->idle_timer);
+  r->on_done = on_done;
+  uv_timer_init(uv_default_loop(), &r->idle_timer); /* cannot fail for the default loop */
   r->idle_timer.data = r;
   if (idle_ms > 0) uv_timer_start(&r->idle_timer, on_idle_timer, idle_ms, 0);
-  vm_sock_kick(s[0]);
+  core_sock_kick(s[0]);
   return argv[0];
 }
 
 /* relayBytes(id) -> [bytesToUpstream, bytesToDownstream], or undefined when the relay is gone. */
-napi_value vm_relay_bytes(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  vm_relay *r = relay_of(env, argv[0]);
-  if (!r) return NULL;
+static napi_value js_relay_bytes(napi_env env, napi_callback_info info) {
+  core_relay *r;
+  if (!relay_arg(env, info, "relayBytes(id)", &r) || !r) return NULL;
   napi_value result, v;
-  napi_create_array_with_length(env, 2, &result);
-  napi_create_double(env, (double)r->bytes[0], &v);
-  napi_set_element(env, result, 0, v);
-  napi_create_double(env, (double)r->bytes[1], &v);
-  napi_set_element(env, result, 1, v);
+  JS_CHECK(env, napi_create_array_with_length(env, 2, &result));
+  JS_CHECK(env, napi_create_double(env, (double)r->bytes[0], &v));
+  JS_CHECK(env, napi_set_element(env, result, 0, v));
+  JS_CHECK(env, napi_create_double(env, (double)r->bytes[1], &v));
+  JS_CHECK(env, napi_set_element(env, result, 1, v));
   return result;
 }
 
 /* relayAbort(id): closes both sides now (drain timeout, stop); onDone reports "aborted" before this returns. */
-napi_value vm_relay_abort(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  vm_relay *r = relay_of(env, argv[0]);
-  if (r) relay_finish(r, OUTCOME_ABORTED, 0, -1);
+static napi_value js_relay_abort(napi_env env, napi_callback_info info) {
+  core_relay *r;
+  if (relay_arg(env, info, "relayAbort(id)", &r) && r) relay_finish(r, OUTCOME_ABORTED, 0, -1);
   return NULL;
+}
+
+bool core_relay_register(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      CORE_FUNCTION("relay", js_relay),
+      CORE_FUNCTION("relayBytes", js_relay_bytes),
+      CORE_FUNCTION("relayAbort", js_relay_abort),
+  };
+  napi_value names, v;
+  if (!core_export_functions(env, exports, props, sizeof props / sizeof props[0]) || !JS_OK(env, napi_create_array_with_length(env, OUTCOMES, &names))) {
+    return false;
+  }
+  for (uint32_t i = 0; i < OUTCOMES; i++) {
+    if (!JS_OK(env, napi_create_string_utf8(env, outcome_names[i], NAPI_AUTO_LENGTH, &v)) || !JS_OK(env, napi_set_element(env, names, i, v))) return false;
+  }
+  return JS_OK(env, napi_set_named_property(env, exports, "RELAY_OUTCOMES", names));
 }

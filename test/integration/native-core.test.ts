@@ -5,11 +5,15 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { native } from '../../proxy/native/index.js';
+import { settledWithin } from '../../proxy/runtime/within.js';
 import { collect, connect, echoTransfer, sha256, startEchoServer, startServer, waitFor } from '../helpers/apps.js';
 import { startSidecar } from '../helpers/sidecars.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
+const root = fileURLToPath(new URL('../..', import.meta.url));
 
 function nativeConnect(family: 'inet' | 'inet6', host: string, port: number, timeoutMs: number): Promise<{ error: string | null; fd: number }> {
   return new Promise((resolve, reject) => {
@@ -80,6 +84,106 @@ test.serial('closing a connecting socket cancels its callback', async (t) => {
 test.serial('relay refuses sockets that are not idle sockets of the core', (t) => {
   const err = t.throws(() => native.relay(1_000_000, 1_000_001, null, null, 0, () => {}));
   t.is((err as NodeJS.ErrnoException).code, 'EBADF');
+});
+
+/** Two idle sockets of the core, connected to each other: [accepted, connected]. */
+async function idlePair(t: import('ava').ExecutionContext): Promise<[number, number]> {
+  let accepted!: (fd: number) => void;
+  const acceptedFd = new Promise<number>((r) => (accepted = r));
+  const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 16, (fd) => accepted(fd));
+  t.teardown(() => native.close(lfd));
+  const { error, fd } = await nativeConnect('inet', '127.0.0.1', port, 5_000);
+  t.is(error, null);
+  const pair: [number, number] = [await acceptedFd, fd];
+  t.teardown(() => pair.forEach((f) => native.close(f)));
+  return pair;
+}
+
+test.serial('arguments of the wrong type are refused with EINVAL, and nothing is left open or half set up', async (t) => {
+  const [a, b] = await idlePair(t);
+  const before = native.openCount();
+  const calls: Array<[string, () => unknown]> = [
+    ['listen with a callback that is not a function', () => native.listen('inet', '127.0.0.1', 0, 16, 42 as never)],
+    ['connect with a callback that is not a function', () => native.connect('inet', '127.0.0.1', 9, 1000, 'cb' as never)],
+    ['close without an fd', () => native.close(undefined as never)],
+    ['reset with an fd that is a string', () => native.reset(String(a) as never)],
+    ['ref with a flag that is not a boolean', () => native.ref(a, 1 as never)],
+    ['readStart with a callback that is not a function', () => native.readStart(a, 16, null as never)],
+    ['relay with onDone not a function', () => native.relay(a, b, null, null, 0, 5 as never)],
+    ['relay with a preamble that is not a Buffer', () => native.relay(a, b, 'hello' as never, null, 0, () => {})],
+    ['relayBytes with an id that is not a number', () => native.relayBytes({} as never)],
+    ['duplexOpen with onWritten not a function', () => native.duplexOpen(a, () => {}, undefined as never)],
+    ['originalDst with an fd that is not a number', () => native.originalDst('3' as never, 'inet')],
+  ];
+  for (const [what, call] of calls) {
+    const err = t.throws(call, undefined, what);
+    t.is((err as NodeJS.ErrnoException | undefined)?.code, 'EINVAL', what);
+    t.true(err instanceof TypeError, what);
+  }
+  t.is(native.openCount(), before, 'no socket was opened by a refused call');
+  // Both sockets are still idle: a relay between them starts and carries bytes.
+  const done = new Promise<string>((resolve) => native.relay(a, b, Buffer.from('to b'), null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
+  native.relayAbort(a);
+  t.is(await done, 'aborted');
+});
+
+test.serial('a listener out of descriptors counts the failed accepts, then accepts every waiting connection once descriptors are free', async (t) => {
+  // A child with a small descriptor limit holds every connection it accepts until told how many to expect;
+  // then it lets go of them and closes each one it accepts from then on.
+  const script = `
+    import { native } from './dist/proxy/native/index.js';
+    import { createInterface } from 'node:readline';
+    const held = [];
+    let accepted = 0;
+    let expected = Infinity;
+    const say = (o) => console.log(JSON.stringify(o));
+    const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 1024, (fd) => {
+      accepted++;
+      if (expected === Infinity) held.push(fd);
+      else native.close(fd);
+      if (accepted === expected) finish();
+    });
+    const finish = () => {
+      say({ accepted, failures: native.acceptFailures() });
+      for (const fd of held.splice(0)) native.close(fd);
+      native.close(lfd);
+      process.stdin.destroy();
+      clearInterval(watch);
+    };
+    const watch = setInterval(() => {
+      if (native.acceptFailures().EMFILE > 0 && !said) { said = true; say({ full: accepted }); }
+    }, 10);
+    let said = false;
+    createInterface({ input: process.stdin }).on('line', (line) => {
+      expected = Number(line);
+      for (const fd of held.splice(0)) native.close(fd);
+      if (accepted === expected) finish();
+    });
+    say({ port });
+  `;
+  const child = spawn('sh', ['-c', 'ulimit -n 64 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  /** The child's next report; fails the test (instead of hanging) if none comes within a generous deadline. */
+  const next = async (what: string): Promise<Record<string, unknown>> => {
+    const line = lines.next();
+    if (!(await settledWithin(line, 60_000))) throw new Error(`the child did not report ${what} within 60 s`);
+    return JSON.parse(((await line).value as string | undefined) ?? 'null') as Record<string, unknown>;
+  };
+  const { port } = (await next('its port')) as { port: number };
+  const clients: net.Socket[] = [];
+  t.teardown(() => clients.forEach((c) => c.destroy()));
+  const open = (n: number) => Promise.all(Array.from({ length: n }, () => connect(port).then((c) => clients.push(c))));
+  await open(100);
+  const { full } = (await next('running out of descriptors')) as { full: number };
+  t.true(full < 64, `the child ran out of descriptors after ${full} accepts`);
+  // More connections arrive while the listener waits to retry: each is an edge that finds it still out of descriptors.
+  await open(20);
+  child.stdin.write(`${clients.length}\n`);
+  const { accepted, failures } = (await next('every connection accepted')) as { accepted: number; failures: Record<string, number> };
+  t.is(accepted, clients.length, 'every waiting connection was accepted once descriptors were free');
+  t.true(failures.EMFILE! > 0, 'the failed accepts were counted as EMFILE');
+  t.deepEqual(Object.keys(failures).sort(), ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
 });
 
 test.serial('an accepted socket reads its data, then EOF as (null, null)', async (t) => {

@@ -1,0 +1,19 @@
+/*
+ * What each file above the event loop adds to the module's exports; module.c
+ * calls them all at load. Each returns false with a JS exception pending.
+ */
+#ifndef VSOCKMESH_EXPORTS_H
+#define VSOCKMESH_EXPORTS_H
+
+#include "js.h"
+
+bool core_sockets_register(napi_env env, napi_value exports);      /* sockets.c: close, reset, ref, openCount, pendingBytes */
+bool core_listen_register(napi_env env, napi_value exports);       /* listen.c: listen, acceptFailures */
+bool core_connect_register(napi_env env, napi_value exports);      /* connect.c: connect */
+bool core_read_register(napi_env env, napi_value exports);         /* read.c: readStart, readStop */
+bool core_relay_register(napi_env env, napi_value exports);        /* relay.c: relay, relayBytes, relayAbort, RELAY_OUTCOMES */
+bool core_duplex_register(napi_env env, napi_value exports);       /* duplex.c: duplexOpen, duplexRead, duplexWrite, duplexShutdown */
+bool core_vsock_register(napi_env env, napi_value exports);        /* vsock.c: localCid, VMADDR_CID_* */
+bool core_original_dst_register(napi_env env, napi_value exports); /* original-dst.c: originalDst */
+
+#endif
