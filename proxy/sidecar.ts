@@ -3,7 +3,7 @@
 
 import type { SidecarConfig } from './config/types.js';
 import type { Listener } from './listeners/listener.js';
-import { XdsApplier } from './dynamic/applier.js';
+import { XdsApplier } from './xds-applier.js';
 import { settledWithin } from './runtime/within.js';
 import type { ConfigSource, ConfigSourceFactory, ListenersOutcome, PushedConfig, StateRefusals, XdsListener } from './dynamic/types.js';
 import { Resolver } from './resolve/resolver.js';

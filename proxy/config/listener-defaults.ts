@@ -1,6 +1,6 @@
 // What a listener gets for every setting its source leaves out, whether it
 // comes from a config file (schema.ts) or from the control plane
-// (proxy/dynamic/applier.ts): both build their listener configs here, so the
+// (proxy/xds-applier.ts): both build their listener configs here, so the
 // two cannot drift apart.
 
 import { U32 } from './fields.js';

@@ -13,7 +13,7 @@ import { VsockBreakers } from '../../proxy/upstream/breakers.js';
 import type { Cluster } from '../../proxy/upstream/cluster.js';
 import { factsFromXds } from '../../proxy/upstream/endpoint-facts.js';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
-import { XdsApplier } from '../../proxy/dynamic/applier.js';
+import { XdsApplier } from '../../proxy/xds-applier.js';
 import type { StateRefusals } from '../../proxy/dynamic/types.js';
 import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
 

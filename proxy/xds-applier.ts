@@ -14,14 +14,14 @@
 // does not know this node (deregistered, or restarted from an older
 // inventory): nothing is removed.
 
-import { inboundListenerConfig, localPort, outboundListenerConfig } from '../config/listener-defaults.js';
-import type { InboundListenerConfig, OutboundListenerConfig } from '../config/types.js';
-import { InboundListener, type InboundListenerOptions } from '../listeners/inbound.js';
-import type { Listener } from '../listeners/listener.js';
-import { OutboundListener, type OutboundListenerOptions } from '../listeners/outbound.js';
-import { Cluster, type ClusterSettings } from '../upstream/cluster.js';
-import { factsFromXds, type LocalPlacement } from '../upstream/endpoint-facts.js';
-import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './types.js';
+import { inboundListenerConfig, localPort, outboundListenerConfig } from './config/listener-defaults.js';
+import type { InboundListenerConfig, OutboundListenerConfig } from './config/types.js';
+import { InboundListener, type InboundListenerOptions } from './listeners/inbound.js';
+import type { Listener } from './listeners/listener.js';
+import { OutboundListener, type OutboundListenerOptions } from './listeners/outbound.js';
+import { Cluster, type ClusterSettings } from './upstream/cluster.js';
+import { factsFromXds, type LocalPlacement } from './upstream/endpoint-facts.js';
+import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
 function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
