@@ -99,6 +99,13 @@ export function optionalDuration(min = 1) {
 }
 
 /** A gRPC target: `host:port` or `[IPv6]:port`. */
+/** The identity files of a sidecar's or host relay's control-plane clients (VM manager, ADS): PEM, reloaded when they change. */
+export const controlTls = z
+  .object({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1) })
+  .strict()
+  .optional()
+  .transform((v) => (v === undefined ? null : { certPath: v.cert, keyPath: v.key, caPath: v.ca }));
+
 export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });
 
 const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';

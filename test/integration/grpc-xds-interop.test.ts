@@ -227,7 +227,7 @@ test('a real, unmodified xDS client (@grpc/grpc-js-xds) follows EDS pushes betwe
     // 3. The control plane, real gRPC on port 0.
     const mesh = MeshStore.fromConfig({ services: [{ name: 'greeter', port: 50051 }] });
     const logs = new LogCapture();
-    const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: logs }), vms: { registry } });
+    const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: logs }), vms: { registry }, transport: { insecure: true } });
     const port = await plane.start('127.0.0.1:0');
     cleanups.unshift(() => plane.stop());
     const planeErrors = (): string => JSON.stringify(logs.lines.filter((l) => l.level === 'error' || l.level === 'warn'));

@@ -27,6 +27,7 @@ test('a minimal config gets the documented defaults', (t) => {
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
     vmManager: null,
     xds: null,
+    controlTls: null,
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,

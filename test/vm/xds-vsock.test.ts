@@ -43,6 +43,7 @@ test.serial('an endpoint pushed over xDS on our hypervisor is reached over vsock
     mesh: MeshStore.fromConfig({ services: [{ name: 'echo', port: app.port, outbound_port: outboundPort }] }),
     logger: createLogger({ level: 'silent' }),
     vms: { registry },
+    transport: { insecure: true },
     debounce: { quietMs: 10, maxMs: 100 },
   });
   const port = await plane.start('127.0.0.1:0');

@@ -5,6 +5,7 @@
 // changes nothing; success means written and visible.
 
 import * as grpc from '@grpc/grpc-js';
+import { channelCredentials, type ControlTransport } from '../security/transport.js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { parseDuration } from '../../proxy/runtime/duration.js';
@@ -180,11 +181,12 @@ export class MeshConfigApiClient {
 
   constructor(
     readonly address: string,
+    transport: ControlTransport,
     private readonly timeoutMs = 5_000,
   ) {
     const Client = configProto().vsockmesh.config.v1.MeshConfig;
     // The largest reply: ListRoutes of the largest mesh (MAX_MESH_BYTES as JSON, less as protobuf), or a full status page (~3.4 MB).
-    this.client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
+    this.client = new Client(address, channelCredentials(transport), { 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {

@@ -105,7 +105,7 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
   // The VM manager: placement is the platform's to say; the demo is the platform here.
   const registry = new Registry({ resolveTtlMs: 30_000 });
   for (const hv of HYPERVISORS) registry.registerHypervisor(hv);
-  const vmManager = new VmManagerServer({ registry, logger: createLogger({ level: 'info', destination: logSink('vm-manager') }) });
+  const vmManager = new VmManagerServer({ registry, transport: { insecure: true }, logger: createLogger({ level: 'info', destination: logSink('vm-manager') }) });
   const vmManagerPort = await vmManager.start('127.0.0.1:0');
   cleanups.push(async () => {
     await vmManager.drain(1_000);
