@@ -36,10 +36,14 @@ export function certificateProvider(source: CertificateSource): Provider {
     } else unsubscribe ??= source.onChange(push);
   };
   return {
+    // The current material goes to a new listener on the next microtask, as grpc-js's own file provider does: a
+    // server registers its watcher only after adding its listeners, and would miss an update made synchronously.
     addCaCertificateListener(l) {
       ca.add(l);
       changed();
-      l({ caCertificate: Buffer.from(source.current().bundlePem) });
+      queueMicrotask(() => {
+        if (ca.has(l)) l({ caCertificate: Buffer.from(source.current().bundlePem) });
+      });
     },
     removeCaCertificateListener(l) {
       ca.delete(l);
@@ -48,8 +52,10 @@ export function certificateProvider(source: CertificateSource): Provider {
     addIdentityCertificateListener(l) {
       identity.add(l);
       changed();
-      const m = source.current();
-      l({ certificate: Buffer.from(m.chainPem), privateKey: Buffer.from(m.keyPem) });
+      queueMicrotask(() => {
+        const m = source.current();
+        if (identity.has(l)) l({ certificate: Buffer.from(m.chainPem), privateKey: Buffer.from(m.keyPem) });
+      });
     },
     removeIdentityCertificateListener(l) {
       identity.delete(l);
