@@ -142,6 +142,16 @@ export function ctlCommand(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'));
   const globals = (): Globals => ctl.opts<Globals>();
 
+  ctl
+    .command('whoami')
+    .description('the identity (SPIFFE ID) and role the control plane sees for your certificate')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const me = await c.whoAmI();
+        print(globals(), me, me.insecure ? `nobody: the control plane at ${globals().controlPlane} runs with --insecure (plain text, no identities)` : `${me.spiffe_id}\trole=${me.role}`);
+      }),
+    );
+
   const vms = ctl.command('vms').description('VMs in the registry');
   vms
     .command('list')

@@ -51,7 +51,7 @@ function identityOptions(command: Command): Command {
     .option('--ca-cert <file>', 'a CA certificate (and its chain up to the root) this process issues itself cp/<name> from, with --ca-key')
     .option('--ca-key <file>', 'the private key of --ca-cert (mode 0600)')
     .option('--ca-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) that issues this process cp/<name>')
-    .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity', 'control-plane')
+    .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity (default: the role, control-plane or vm-manager)')
     .option('--trust-domain <domain>', 'the SPIFFE trust domain of the CA (default vsockmesh.local)')
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
 }

@@ -27,6 +27,7 @@ import { delayClusterRemoval, type DelayedRemoval } from './removal-delay.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { assertConsistent, type Snapshot } from './snapshot.js';
 import { buildSharedResources, toSnapshot, type RegistryView } from './translate.js';
+import { ROLES } from '../security/authorize.js';
 import { ControlGuard } from '../security/guard.js';
 import { serverCredentials, type ControlTransport } from '../security/transport.js';
 
@@ -104,7 +105,11 @@ export class ControlPlane {
       this.registry = new RegistryMirror(new VmManagerClient(vms.remote, { transport: options.transport }), vms.remote, changed, logger);
     }
     options.mesh.on('change', changed);
-    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger));
+    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger, (call) => {
+      const seen = this.guard.identify(call);
+      if (seen === 'insecure') return { spiffe_id: '', role: '', insecure: true };
+      return seen.ok ? { spiffe_id: seen.spiffeId, role: ROLES[seen.identity.kind], insecure: false } : { spiffe_id: '', role: '', insecure: false };
+    }));
   }
 
   get port(): number {

@@ -29,7 +29,7 @@ export interface IdentityFlags {
   caCert?: string;
   caKey?: string;
   caDir?: string;
-  /** The replica name in `cp/<name>` (default: the host name). */
+  /** The replica name in `cp/<name>` (default: the role). */
   name?: string;
   trustDomain?: string;
 }
@@ -45,7 +45,7 @@ export class IdentityFlagsError extends Error {
   override name = 'IdentityFlagsError';
 }
 
-export async function processIdentity(flags: IdentityFlags, logger: Logger): Promise<ProcessIdentity> {
+export async function processIdentity(flags: IdentityFlags, logger: Logger, role: 'control-plane' | 'vm-manager'): Promise<ProcessIdentity> {
   const files = [flags.cert, flags.key, flags.ca];
   const hasFiles = files.some((f) => f !== undefined);
   const hasCa = flags.caCert !== undefined || flags.caKey !== undefined || flags.caDir !== undefined;
@@ -64,7 +64,7 @@ export async function processIdentity(flags: IdentityFlags, logger: Logger): Pro
       trustDomain,
       upstream: flags.caCert !== undefined ? { files: { certPath: flags.caCert, keyPath: flags.caKey! } } : { dir: flags.caDir! },
     });
-    const id = meshIdentityId(trustDomain, 'cp', flags.name ?? 'control-plane');
+    const id = meshIdentityId(trustDomain, 'cp', flags.name ?? role);
     if (!id.ok) throw new IdentityFlagsError(`--name: ${id.message}`);
     const source = await SelfIssuedSource.start(ca, id.value, logger);
     logger.info({ spiffe_id: id.value, not_after: source.current().notAfter.toISOString() }, 'control API identity issued by this process\'s CA');
