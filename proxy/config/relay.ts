@@ -1,7 +1,7 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, controlTls, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
 import type { ControlTlsFiles, LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
@@ -91,9 +91,12 @@ export const hostRelayConfigSchema = z
       .strict()
       .optional(),
     tls: controlTls,
+    insecure: controlInsecure,
   })
   .strict()
   .superRefine((c, ctx) => {
+    const transport = controlTransportIssue({ ...c, tls: c.tls ?? undefined });
+    if (transport !== undefined) ctx.addIssue({ code: 'custom', ...transport });
     if (c.policy === undefined && c.vm_manager === undefined) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: 'required (or a vm_manager section): the relay denies everything it is not told to allow' });
     }

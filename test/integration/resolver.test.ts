@@ -33,6 +33,7 @@ function startA(vmManager: string, cluster: Record<string, unknown>, extra: Reco
     node: { id: 'vm-a' },
     vsock: { enabled: false },
     vm_manager: { address: vmManager, query_timeout: '1s', ...extra },
+    insecure: true,
     listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app' }],
     clusters: [{ name: 'app', ...cluster }],
   });

@@ -51,7 +51,7 @@ async function world(t: import('ava').ExecutionContext): Promise<World> {
   const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: planeLogs }), vms: { registry }, transport: { insecure: true }, debounce: { quietMs: 20, maxMs: 200 } });
   const port = await plane.start('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
-  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { enabled: false }, xds: { address } });
+  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { enabled: false }, xds: { address }, insecure: true });
   t.teardown(async () => {
     await a.sidecar.stop();
     await plane.stop();

@@ -47,7 +47,7 @@ test.serial('an endpoint pushed over xDS on our hypervisor is reached over vsock
     debounce: { quietMs: 10, maxMs: 100 },
   });
   const port = await plane.start('127.0.0.1:0');
-  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { connect_timeout: '10s' }, xds: { address: `127.0.0.1:${port}` } });
+  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { connect_timeout: '10s' }, xds: { address: `127.0.0.1:${port}` }, insecure: true });
   t.teardown(async () => {
     await a.sidecar.stop();
     await plane.stop();

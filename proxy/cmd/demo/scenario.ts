@@ -175,6 +175,7 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
         node: { id: vm.id },
         vsock: { enabled: vsockOn, connect_timeout: '2s' },
         vm_manager: { address: vmManagerAddress, query_timeout: '5s' },
+        insecure: true,
         admin: { address: vm.ip, port: 0 },
         drain_timeout: '2s',
         listeners,
