@@ -43,22 +43,22 @@ interface ControlPlaneCliOptions extends IdentityFlags {
 }
 
 /** The identity of a control API server (see README "Security"); exactly one source, plain text only with --insecure. */
-function identityOptions(command: Command): Command {
+function controlIdentityOptions(command: Command): Command {
   return command
     .option('--cert <file>', 'this process\'s certificate chain (PEM, leaf first), with --key and --ca; reloaded when it changes')
     .option('--key <file>', 'the private key of --cert (PEM)')
     .option('--ca <file>', 'the trust bundle (PEM roots) client certificates are verified against')
     .option('--ca-cert <file>', 'a CA certificate (and its chain up to the root) this process issues itself cp/<name> from, with --ca-key')
     .option('--ca-key <file>', 'the private key of --ca-cert (mode 0600)')
-    .option('--ca-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) that issues this process cp/<name>')
+    .option('--identity-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) that issues this process cp/<name>')
     .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity (default: the role, control-plane or vm-manager)')
     .option('--trust-domain <domain>', 'the SPIFFE trust domain of the CA (default vsockmesh.local)')
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
 }
 
-function identityFlags(o: IdentityFlags): IdentityFlags {
-  const { insecure, cert, key, ca, caCert, caKey, caDir, name, trustDomain } = o;
-  return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, caDir, name, trustDomain }).filter(([, v]) => v !== undefined));
+function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
+  const { insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain } = o;
+  return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain }).filter(([, v]) => v !== undefined));
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -131,7 +131,7 @@ export function buildCli(): Command {
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 
-  identityOptions(program
+  controlIdentityOptions(program
     .command('vm-manager'))
     .description('the VM manager: registry of VMs (hypervisor, vsock CID, addresses) with the gRPC API sidecars resolve destinations with')
     .option('--listen <host:port>', 'gRPC address', '127.0.0.1:15200')
@@ -150,10 +150,10 @@ export function buildCli(): Command {
         resolveTtlMs: opts.resolveTtlMs,
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
-        identity: identityFlags(opts),
+        controlIdentity: controlIdentityFlags(opts),
       });
     });
-  identityOptions(program
+  controlIdentityOptions(program
     .command('control-plane'))
     .description('xDS control plane (ADS, state of the world and delta) with the config API; serves the VM manager API on the same port unless --vm-manager names one')
     .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
@@ -182,7 +182,7 @@ export function buildCli(): Command {
         ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
-        identity: identityFlags(opts),
+        controlIdentity: controlIdentityFlags(opts),
       });
     });
   serverCommand(

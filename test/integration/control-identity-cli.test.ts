@@ -41,10 +41,10 @@ test('control-plane --insecure warns at start and shows vsockmesh_insecure 1 on 
   t.regex(me.stdout, /--insecure/);
 });
 
-test('control-plane with --ca-dir issues itself cp/<name>; ctl whoami with an operator certificate prints its SPIFFE ID and role; ctl without a certificate is refused', async (t) => {
-  const caDir = await tempDir(t);
+test('control-plane with --identity-dir issues itself cp/<name>; ctl whoami with an operator certificate prints its SPIFFE ID and role; ctl without a certificate is refused', async (t) => {
+  const identityDir = await tempDir(t);
   const adminPort = await freePort();
-  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--ca-dir', caDir, '--name', 'cp-0', '--admin-port', String(adminPort)]);
+  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--identity-dir', identityDir, '--name', 'cp-0', '--admin-port', String(adminPort)]);
   t.teardown(() => proc.kill('SIGKILL'));
   const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
   const address = `127.0.0.1:${String(line.port)}`;
@@ -52,7 +52,7 @@ test('control-plane with --ca-dir issues itself cp/<name>; ctl whoami with an op
   t.regex(await (await fetch(`http://127.0.0.1:${adminPort}/stats`)).text(), /^vsockmesh_insecure 0$/m);
 
   // The operator's certificate from the same root (the CA's directory), as an administrator would issue it.
-  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: caDir } });
+  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: identityDir } });
   const helper = await startTestMeshCa();
   t.teardown(() => helper.cleanup());
   const files = await helper.files(await issueIdentity(ca, 'spiffe://vsockmesh.local/operator/alice'));

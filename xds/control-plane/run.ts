@@ -23,7 +23,7 @@ export interface ControlPlaneRunOptions {
   statusRetentionMs?: number;
   adminPort: number | null;
   logLevel: LogLevel;
-  identity: IdentityFlags;
+  controlIdentity: IdentityFlags;
 }
 
 export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> {
@@ -36,7 +36,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
         options.vmManager !== undefined
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
-      const identity = await processIdentity(options.identity, logger, 'control-plane');
+      const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
       const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);
       return {

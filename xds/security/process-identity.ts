@@ -1,7 +1,7 @@
 // Where a control-plane or VM-manager process takes the identity of its
 // control APIs from, decided once at start:
 //   --cert/--key/--ca           PEM files, reloaded when they change
-//   --ca-cert/--ca-key, --ca-dir   the process holds the CA (an organisation's,
+//   --ca-cert/--ca-key, --identity-dir   the process holds the CA (an organisation's,
 //                               or the embedded root generated in a
 //                               directory): it issues itself `cp/<name>` and
 //                               issues it again at 50-70 % of its lifetime
@@ -28,7 +28,7 @@ export interface IdentityFlags {
   ca?: string;
   caCert?: string;
   caKey?: string;
-  caDir?: string;
+  identityDir?: string;
   /** The replica name in `cp/<name>` (default: the role). */
   name?: string;
   trustDomain?: string;
@@ -48,7 +48,7 @@ export class IdentityFlagsError extends Error {
 export async function processIdentity(flags: IdentityFlags, logger: Logger, role: 'control-plane' | 'vm-manager'): Promise<ProcessIdentity> {
   const files = [flags.cert, flags.key, flags.ca];
   const hasFiles = files.some((f) => f !== undefined);
-  const hasCa = flags.caCert !== undefined || flags.caKey !== undefined || flags.caDir !== undefined;
+  const hasCa = flags.caCert !== undefined || flags.caKey !== undefined || flags.identityDir !== undefined;
   if (flags.insecure && (hasFiles || hasCa)) throw new IdentityFlagsError('--insecure cannot be combined with --cert/--key/--ca or a CA');
   if (flags.insecure) return { transport: { insecure: true }, ca: undefined, close: () => {} };
   if (hasFiles) {
@@ -62,7 +62,7 @@ export async function processIdentity(flags: IdentityFlags, logger: Logger, role
     const trustDomain = flags.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const ca = await CertificateAuthority.open({
       trustDomain,
-      upstream: flags.caCert !== undefined ? { files: { certPath: flags.caCert, keyPath: flags.caKey! } } : { dir: flags.caDir! },
+      upstream: flags.caCert !== undefined ? { files: { certPath: flags.caCert, keyPath: flags.caKey! } } : { dir: flags.identityDir! },
     });
     const id = meshIdentityId(trustDomain, 'cp', flags.name ?? role);
     if (!id.ok) throw new IdentityFlagsError(`--name: ${id.message}`);
@@ -70,7 +70,7 @@ export async function processIdentity(flags: IdentityFlags, logger: Logger, role
     logger.info({ spiffe_id: id.value, not_after: source.current().notAfter.toISOString() }, 'control API identity issued by this process\'s CA');
     return { transport: { source }, ca, close: () => source.close() };
   }
-  throw new IdentityFlagsError('the control APIs need an identity: --cert/--key/--ca files, or a CA (--ca-cert/--ca-key, or --ca-dir for the embedded root) to issue this process cp/<name>; --insecure serves plain text');
+  throw new IdentityFlagsError('the control APIs need an identity: --cert/--key/--ca files, or a CA (--ca-cert/--ca-key, or --identity-dir for the embedded root) to issue this process cp/<name>; --insecure serves plain text');
 }
 
 /** This process's own SVID from its own CA, issued again at 50-70 % of its lifetime. */
