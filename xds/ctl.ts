@@ -12,6 +12,7 @@ import { CallError } from './call-error.js';
 import type { VmManagerClient } from './vm-manager/client.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
+import type { ControlTransport } from './security/transport.js';
 import type { SyncStatusResponse__Output } from './generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import type { parseVmDocument } from './vm-manager/inventory.js';
 import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from '../proxy/resolve/types.js';
@@ -21,6 +22,10 @@ interface Globals {
   controlPlane: string;
   timeoutMs: number;
   output: 'text' | 'json';
+  cert?: string;
+  key?: string;
+  ca?: string;
+  insecure?: boolean;
 }
 
 /** Bad usage (exit 2), as opposed to a call that failed (exit 1). */
@@ -63,8 +68,9 @@ function print(globals: Globals, json: unknown, text: string): void {
 
 /** Runs `fn` with a client from `open`, turning every failure into one line and an exit code. */
 async function withApi<C extends { close(): void }>(what: { name: string; address: string }, open: () => Promise<C>, fn: (client: C) => Promise<void>): Promise<void> {
-  const client = await open();
+  let client: C | undefined;
   try {
+    client = await open();
     await fn(client);
   } catch (err) {
     if (err instanceof UsageError) {
@@ -80,15 +86,28 @@ async function withApi<C extends { close(): void }>(what: { name: string; addres
       process.exitCode = 1;
     }
   } finally {
-    client.close();
+    client?.close();
   }
+}
+
+/** The caller's identity files (flags or VSOCKMESH_CERT/KEY/CA), or plain text with --insecure; never plain text by default. */
+async function transportOf(globals: Globals): Promise<ControlTransport> {
+  const files = [globals.cert, globals.key, globals.ca];
+  if (globals.insecure) {
+    if (files.some((f) => f !== undefined)) throw new UsageError('--insecure cannot be combined with --cert/--key/--ca (or VSOCKMESH_CERT/KEY/CA)');
+    return { insecure: true };
+  }
+  if (files.some((f) => f === undefined)) throw new UsageError('the control APIs need an identity: --cert, --key and --ca (or VSOCKMESH_CERT, VSOCKMESH_KEY, VSOCKMESH_CA), or --insecure for a plain-text server');
+  const { readCertificateFiles } = await import('../proxy/identity/certificate-files.js');
+  const { staticSource } = await import('../proxy/identity/certificate-source.js');
+  return { source: staticSource(await readCertificateFiles({ certPath: globals.cert!, keyPath: globals.key!, caPath: globals.ca! }, new Date())) };
 }
 
 /** A VM manager call. Loaded here: `vsockmesh sidecar` shares this module graph and should not load gRPC for ctl. */
 function withClient(globals: Globals, fn: (client: VmManagerClient) => Promise<void>): Promise<void> {
   return withApi(
     { name: 'VM manager', address: globals.vmManager },
-    async () => new (await import('./vm-manager/client.js')).VmManagerClient(globals.vmManager, { defaultTimeoutMs: globals.timeoutMs }),
+    async () => new (await import('./vm-manager/client.js')).VmManagerClient(globals.vmManager, { defaultTimeoutMs: globals.timeoutMs, transport: await transportOf(globals) }),
     fn,
   );
 }
@@ -97,7 +116,7 @@ function withClient(globals: Globals, fn: (client: VmManagerClient) => Promise<v
 function withConfig(globals: Globals, fn: (client: MeshConfigApiClient) => Promise<void>): Promise<void> {
   return withApi(
     { name: 'control plane', address: globals.controlPlane },
-    async () => new (await import('./control-plane/config-api.js')).MeshConfigApiClient(globals.controlPlane, globals.timeoutMs),
+    async () => new (await import('./control-plane/config-api.js')).MeshConfigApiClient(globals.controlPlane, await transportOf(globals), globals.timeoutMs),
     fn,
   );
 }
@@ -116,8 +135,22 @@ export function ctlCommand(): Command {
     .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
     .addOption(new Option('--control-plane <host:port>', 'control plane gRPC address (config API)').env('VSOCKMESH_CONTROL_PLANE').default(DEFAULT_VM_MANAGER_ADDRESS))
     .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
+    .addOption(new Option('--cert <file>', 'your certificate chain (PEM, leaf first): an operator/<name> SVID').env('VSOCKMESH_CERT'))
+    .addOption(new Option('--key <file>', 'the private key of --cert (PEM)').env('VSOCKMESH_KEY'))
+    .addOption(new Option('--ca <file>', 'the trust bundle (PEM roots) the server is verified against').env('VSOCKMESH_CA'))
+    .option('--insecure', 'talk plain text to a server started with --insecure')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'));
   const globals = (): Globals => ctl.opts<Globals>();
+
+  ctl
+    .command('whoami')
+    .description('the identity (SPIFFE ID) and role the control plane sees for your certificate')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const me = await c.whoAmI();
+        print(globals(), me, me.insecure ? `nobody: the control plane at ${globals().controlPlane} runs with --insecure (plain text, no identities)` : `${me.spiffe_id}\trole=${me.role}`);
+      }),
+    );
 
   const vms = ctl.command('vms').description('VMs in the registry');
   vms

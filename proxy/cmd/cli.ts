@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
+import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import { ctlCommand } from '../../xds/ctl.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -26,7 +27,7 @@ function version(): string {
   return pkg.version;
 }
 
-interface ControlPlaneCliOptions {
+interface ControlPlaneCliOptions extends IdentityFlags {
   listen: string;
   mesh?: string;
   meshStateFile?: string;
@@ -39,6 +40,25 @@ interface ControlPlaneCliOptions {
   adminPort: number;
   admin: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
+}
+
+/** The identity of a control API server (see README "Security"); exactly one source, plain text only with --insecure. */
+function controlIdentityOptions(command: Command): Command {
+  return command
+    .option('--cert <file>', 'this process\'s certificate chain (PEM, leaf first), with --key and --ca; reloaded when it changes')
+    .option('--key <file>', 'the private key of --cert (PEM)')
+    .option('--ca <file>', 'the trust bundle (PEM roots) client certificates are verified against')
+    .option('--ca-cert <file>', 'a CA certificate (and its chain up to the root) this process issues itself cp/<name> from, with --ca-key')
+    .option('--ca-key <file>', 'the private key of --ca-cert (mode 0600)')
+    .option('--identity-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) that issues this process cp/<name>')
+    .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity (default: the role, control-plane or vm-manager)')
+    .option('--trust-domain <domain>', 'the SPIFFE trust domain of the CA (default vsockmesh.local)')
+    .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
+}
+
+function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
+  const { insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain } = o;
+  return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain }).filter(([, v]) => v !== undefined));
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -111,8 +131,8 @@ export function buildCli(): Command {
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 
-  program
-    .command('vm-manager')
+  controlIdentityOptions(program
+    .command('vm-manager'))
     .description('the VM manager: registry of VMs (hypervisor, vsock CID, addresses) with the gRPC API sidecars resolve destinations with')
     .option('--listen <host:port>', 'gRPC address', '127.0.0.1:15200')
     .option('--inventory <file>', 'inventory YAML (hypervisors and VMs) loaded at start when there is no state file; see README "VM manager"')
@@ -121,7 +141,7 @@ export function buildCli(): Command {
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15400)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
-    .action(async (opts: { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
+    .action(async (opts: IdentityFlags & { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
       const { runVmManager } = await import('../../xds/vm-manager/run.js');
       await runVmManager({
         listen: opts.listen,
@@ -130,10 +150,11 @@ export function buildCli(): Command {
         resolveTtlMs: opts.resolveTtlMs,
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
+        controlIdentity: controlIdentityFlags(opts),
       });
     });
-  program
-    .command('control-plane')
+  controlIdentityOptions(program
+    .command('control-plane'))
     .description('xDS control plane (ADS, state of the world and delta) with the config API; serves the VM manager API on the same port unless --vm-manager names one')
     .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
     .option('--mesh <file>', 'mesh config YAML (services, routes) loaded at start when there is no mesh state file; see README "Control plane"')
@@ -161,6 +182,7 @@ export function buildCli(): Command {
         ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
+        controlIdentity: controlIdentityFlags(opts),
       });
     });
   serverCommand(

@@ -99,6 +99,28 @@ export function optionalDuration(min = 1) {
 }
 
 /** A gRPC target: `host:port` or `[IPv6]:port`. */
+/** The identity files of a sidecar's or host relay's control-plane clients (VM manager, ADS): PEM, reloaded when they change. */
+export const controlTls = z
+  .object({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1) })
+  .strict()
+  .optional()
+  .transform((v) => (v === undefined ? null : { certPath: v.cert, keyPath: v.key, caPath: v.ca }));
+
+/** insecure: true, the only way to plain-text control-plane clients. */
+export const controlInsecure = z.boolean({ invalid_type_error: 'must be true or false' }).optional();
+
+/**
+ * Secure by default: a config with control-plane clients (vm_manager, xds)
+ * names their identity files (tls:) or says insecure: true; not both.
+ */
+export function controlTransportIssue(c: { tls?: unknown; insecure?: unknown; vm_manager?: unknown; xds?: unknown }): { path: string[]; message: string } | undefined {
+  if (c.tls !== undefined && c.insecure === true) return { path: ['insecure'], message: 'give either a tls section or insecure: true, not both' };
+  if (c.tls === undefined && c.insecure !== true && (c.vm_manager !== undefined || c.xds !== undefined)) {
+    return { path: ['tls'], message: 'required by the control-plane clients (vm_manager, xds): {cert, key, ca} files; or insecure: true for a control plane started with --insecure' };
+  }
+  return undefined;
+}
+
 export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });
 
 const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';

@@ -1,8 +1,8 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
-import type { LogLevel, OverloadSettings, SocketAddress } from './types.js';
+import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import type { ControlTlsFiles, LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
   cid: number;
@@ -30,6 +30,8 @@ export interface HostRelayConfig {
   policy: RelayRule[] | null;
   /** The VM manager decides (AuthorizeRelay) for this hypervisor; null: the static policy does. */
   vmManager: RelayVmManagerSettings | null;
+  /** The VM manager client's identity files (tls:); null: plain text. */
+  controlTls: ControlTlsFiles | null;
 }
 
 export interface RelayVmManagerSettings {
@@ -88,9 +90,13 @@ export const hostRelayConfigSchema = z
       .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0) })
       .strict()
       .optional(),
+    tls: controlTls,
+    insecure: controlInsecure,
   })
   .strict()
   .superRefine((c, ctx) => {
+    const transport = controlTransportIssue({ ...c, tls: c.tls ?? undefined });
+    if (transport !== undefined) ctx.addIssue({ code: 'custom', ...transport });
     if (c.policy === undefined && c.vm_manager === undefined) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: 'required (or a vm_manager section): the relay denies everything it is not told to allow' });
     }
@@ -113,5 +119,6 @@ export const hostRelayConfigSchema = z
       vmManager: c.vm_manager
         ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl }
         : null,
+      controlTls: c.tls,
     }),
   );

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
 
@@ -178,6 +178,8 @@ export const sidecarConfigSchema = z
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
     xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
+    tls: controlTls,
+    insecure: controlInsecure,
     admin: adminSettings(15000),
     log: logSettings,
     drain_timeout: duration('30s', 0),
@@ -190,6 +192,7 @@ export const sidecarConfigSchema = z
     (c): SidecarConfig => ({
       node: c.node,
       xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
+      controlTls: c.tls,
       vsock: c.vsock,
       vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },
       admin: c.admin,
@@ -214,7 +217,9 @@ export interface CrossReferenceIssue {
 export function crossReferences(raw: unknown): CrossReferenceIssue[] {
   const issues: CrossReferenceIssue[] = [];
   if (typeof raw !== 'object' || raw === null) return issues;
-  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown };
+  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown; xds?: unknown; tls?: unknown; insecure?: unknown };
+  const transport = controlTransportIssue(c);
+  if (transport !== undefined) issues.push(transport);
   const vsockEnabled = c.vsock?.enabled !== false;
   const clusters = Array.isArray(c.clusters) ? (c.clusters as Array<{ name?: unknown } | null>) : [];
   const listeners = Array.isArray(c.listeners) ? (c.listeners as Array<Record<string, unknown> | null>) : [];

@@ -152,6 +152,8 @@ export interface SidecarConfig {
   node: { id: string };
   /** null: no control plane; only the listeners and clusters in this file. */
   xds: XdsSettings | null;
+  /** The control-plane clients' identity files (tls:); null: plain text (no tls section). */
+  controlTls: ControlTlsFiles | null;
   vsock: VsockSettings;
   /** null: no VM manager; only static endpoints. */
   vmManager: VmManagerSettings | null;
@@ -162,4 +164,11 @@ export interface SidecarConfig {
   overload: OverloadSettings;
   listeners: ListenerConfig[];
   clusters: ClusterConfig[];
+}
+
+/** PEM files: the chain (leaf first), its key, the trust bundle. */
+export interface ControlTlsFiles {
+  certPath: string;
+  keyPath: string;
+  caPath: string;
 }

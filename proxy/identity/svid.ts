@@ -73,21 +73,9 @@ export function verifySvid(chain: string | readonly X509Certificate[], bundle: T
   if (leaf === undefined) return refuse('no_certificate', 'no certificate was presented');
   if (certs.length > MAX_CHAIN_CERTIFICATES) return refuse('chain_too_long', `${certs.length} certificates were presented, at most ${MAX_CHAIN_CERTIFICATES}`);
 
-  const ext = extensions(leaf);
-  if (ext === undefined) return refuse('malformed_certificate', 'the leaf certificate\'s extensions do not parse');
-  if (ext.uriSans.length === 0) return refuse('no_uri_san', 'the leaf certificate has no URI SAN (an X509-SVID has exactly one: its SPIFFE ID)');
-  if (ext.uriSans.length > 1) return refuse('several_uri_sans', `the leaf certificate has ${ext.uriSans.length} URI SANs, an X509-SVID exactly one`);
-  const spiffeId = ext.uriSans[0]!;
-  const parsed = parseSpiffeId(spiffeId);
-  if (!parsed.ok) return refuse('bad_spiffe_id', `the leaf's URI SAN is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
-  if (parsed.value.path === '') return refuse('bad_spiffe_id', `the leaf names the trust domain itself (${spiffeId}), not a workload`);
-  if (parsed.value.trustDomain !== bundle.trustDomain) return refuse('wrong_trust_domain', `${spiffeId} is not in the trust domain ${bundle.trustDomain}`);
-  if (ext.basicConstraints?.ca === true) return refuse('ca_leaf', 'the leaf certificate is a CA certificate (basicConstraints CA:TRUE)');
-  if (ext.keyUsage === undefined || (ext.keyUsage & KEY_USAGE.digitalSignature) === 0) return refuse('no_digital_signature', 'the leaf certificate\'s key usage lacks digitalSignature');
-  if ((ext.keyUsage & (KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign)) !== 0) return refuse('leaf_cert_sign', 'the leaf certificate\'s key usage allows keyCertSign or cRLSign');
-
-  const leafTime = timeProblem(leaf, 'the leaf certificate', at);
-  if (leafTime !== undefined) return leafTime;
+  const checked = leafVerdict(leaf, bundle.trustDomain, at);
+  if (!checked.ok) return checked;
+  const { spiffeId, id } = checked;
 
   let current = leaf;
   for (let below = 0; ; below++) {
@@ -96,7 +84,7 @@ export function verifySvid(chain: string | readonly X509Certificate[], bundle: T
     if (root !== undefined) {
       const what = `the root ${oneLineName(root.subject)}`;
       const problem = signerProblem(root, what, below) ?? timeProblem(root, what, at);
-      return problem ?? { ok: true, spiffeId, id: parsed.value, leaf, notAfter: validityOf(leaf).notAfter };
+      return problem ?? { ok: true, spiffeId, id, leaf, notAfter: validityOf(leaf).notAfter };
     }
     const next = certs[below + 1];
     if (next === undefined || next.subject !== current.issuer) {
@@ -109,6 +97,32 @@ export function verifySvid(chain: string | readonly X509Certificate[], bundle: T
     if (problem !== undefined) return problem;
     current = next;
   }
+}
+
+/**
+ * The leaf of a chain a TLS handshake has already verified up to a root of
+ * the bundle (OpenSSL built and checked the path, and the server sees only
+ * the leaf): the X509-SVID rules of the leaf itself, and its validity at `at`.
+ */
+export function verifySvidLeaf(leaf: X509Certificate, bundle: TrustBundle, at: Date): SvidVerdict {
+  return leafVerdict(leaf, bundle.trustDomain, at);
+}
+
+function leafVerdict(leaf: X509Certificate, trustDomain: string, at: Date): SvidVerdict {
+  const ext = extensions(leaf);
+  if (ext === undefined) return refuse('malformed_certificate', 'the leaf certificate\'s extensions do not parse');
+  if (ext.uriSans.length === 0) return refuse('no_uri_san', 'the leaf certificate has no URI SAN (an X509-SVID has exactly one: its SPIFFE ID)');
+  if (ext.uriSans.length > 1) return refuse('several_uri_sans', `the leaf certificate has ${ext.uriSans.length} URI SANs, an X509-SVID exactly one`);
+  const spiffeId = ext.uriSans[0]!;
+  const parsed = parseSpiffeId(spiffeId);
+  if (!parsed.ok) return refuse('bad_spiffe_id', `the leaf's URI SAN is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
+  if (parsed.value.path === '') return refuse('bad_spiffe_id', `the leaf names the trust domain itself (${spiffeId}), not a workload`);
+  if (parsed.value.trustDomain !== trustDomain) return refuse('wrong_trust_domain', `${spiffeId} is not in the trust domain ${trustDomain}`);
+  if (ext.basicConstraints?.ca === true) return refuse('ca_leaf', 'the leaf certificate is a CA certificate (basicConstraints CA:TRUE)');
+  if (ext.keyUsage === undefined || (ext.keyUsage & KEY_USAGE.digitalSignature) === 0) return refuse('no_digital_signature', 'the leaf certificate\'s key usage lacks digitalSignature');
+  if ((ext.keyUsage & (KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign)) !== 0) return refuse('leaf_cert_sign', 'the leaf certificate\'s key usage allows keyCertSign or cRLSign');
+
+  return timeProblem(leaf, 'the leaf certificate', at) ?? { ok: true, spiffeId, id: parsed.value, leaf, notAfter: validityOf(leaf).notAfter };
 }
 
 /** A signing certificate's rules, `below` = how many intermediates it has under it on this path. */

@@ -233,7 +233,7 @@ export function startDaemon(cmd: string, args: string[], options: { stdout: 'ign
 
 /** `vsockmesh vm-manager` as a child (the built CLI, with its shebang's node flags); resolves once it serves (admin port: null with --no-admin). */
 export async function startVmManagerCli(args: string[]): Promise<{ daemon: Daemon; port: number; adminPort: number | null }> {
-  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), CLI, 'vm-manager', '--listen', '127.0.0.1:0', ...args], { stdout: 'lines' });
+  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), CLI, 'vm-manager', '--listen', '127.0.0.1:0', '--insecure', ...args], { stdout: 'lines' });
   const ready = await daemon.waitForLine((l) => l.msg === 'vm-manager ready', 'vm-manager ready', 30_000);
   const serving = await daemon.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving');
   const admin = ready.admin as { port?: number } | null;

@@ -161,7 +161,7 @@ async function startSidecar(mode: Mode, dir: string, appPort: number, vmm: { dae
     admin: { address: '127.0.0.1', port: adminPort },
     log: { level: 'info', access_log: true },
     drain_timeout: '1s',
-    ...(vmm && { vm_manager: { address: `127.0.0.1:${vmm.port}` } }),
+    ...(vmm && { vm_manager: { address: `127.0.0.1:${vmm.port}` }, insecure: true }),
     listeners: names.map((name) => ({ kind: 'outbound', name, addresses: ['127.0.0.1'], port: 0, cluster: name })),
     clusters: names.map((name, i) =>
       mode === 'static' ? { name, endpoints: [{ address: targetIp(i), port: appPort }] } : { name, resolve: { address: targetIp(i), port: appPort } },

@@ -216,7 +216,7 @@ async function registryBench(machine: string): Promise<string> {
   const vmm = await startVmManagerCli(['--no-admin']);
   const pid = vmm.daemon.pid;
   const address = `127.0.0.1:${vmm.port}`;
-  const client = new VmManagerClient(address, { defaultTimeoutMs: 10_000 });
+  const client = new VmManagerClient(address, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
   try {
     await client.waitForReady(10_000);
     await sleep(1_000);
@@ -371,7 +371,7 @@ async function durableVmManager(mode: 'memory' | 'file') {
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   const statePath = path.join(dir, 'vms.json');
   const vmm = await startVmManagerCli(['--admin-port', '0', ...(mode === 'file' ? ['--state-file', statePath] : [])]);
-  const client = new VmManagerClient(`127.0.0.1:${vmm.port}`, { defaultTimeoutMs: 30_000 });
+  const client = new VmManagerClient(`127.0.0.1:${vmm.port}`, { defaultTimeoutMs: 30_000, transport: { insecure: true } });
   onCleanup(() => client.close());
   await client.waitForReady(10_000);
   for (const h of hypervisors()) await client.registerHypervisor(h);

@@ -420,7 +420,7 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
   await sleep(500);
   const rssEmptyKiB = rssKiB(cpPid);
   log(`control plane pid ${cpPid} serving on :${cp.port} after ${fmt(cp.startMs)} ms, RSS ${fmt(mib(rssEmptyKiB), 1)} MiB without streams`);
-  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000 });
+  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000, transport: { insecure: true } });
   onCleanup(() => vmm.close());
   await vmm.waitForReady(10_000);
 
@@ -733,7 +733,7 @@ async function endpoints(): Promise<{ md: string; json: unknown }> {
   await sleep(500);
   const rssStartKiB = rssKiB(cpPid);
   log(`control plane pid ${cpPid} serving on :${cp.port} after ${fmt(cp.startMs)} ms, RSS ${fmt(mib(rssStartKiB), 1)} MiB`);
-  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000 });
+  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000, transport: { insecure: true } });
   onCleanup(() => vmm.close());
   await vmm.waitForReady(10_000);
   const channel = adsChannel(`127.0.0.1:${cp.port}`);

@@ -3,7 +3,15 @@
 // CA's certificate maker (xds/identity/issue.ts) but not with its profiles,
 // so a test can break each rule.
 
-import type { X509Certificate } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CertificateSource, IdentityMaterial } from '../../proxy/identity/certificate-source.js';
+import { DEFAULT_TRUST_DOMAIN, type IdentityKind } from '../../proxy/identity/spiffe.js';
+import { CertificateAuthority } from '../../xds/identity/ca.js';
+import { ROOT_CERT_FILE, ROOT_KEY_FILE } from '../../xds/identity/ca-root.js';
+import { issueIdentity } from '../../xds/security/process-identity.js';
 import { generateWorkloadKeys, type WorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
 import { keyIdentifier } from '../../proxy/identity/certificate-facts.js';
 import { x509 } from '../../proxy/identity/x509.js';
@@ -62,4 +70,70 @@ async function sign(keys: WorkloadKeys, options: CertOptions, signer: Certificat
     extensions: options.extensions,
   });
   return { cert, pem, keys };
+}
+
+// ---- a mesh CA for tests of the control APIs over mutual TLS -------------------------------
+
+/** A CA like the control plane's (generated root in a temporary directory), issuing mesh identities. */
+export interface TestMeshCa {
+  ca: CertificateAuthority;
+  trustDomain: string;
+  /** The root with its key, to sign certificates the CA itself never would (expired, foreign trust domain). */
+  root: Issued;
+  /** An SVID for spiffe://<trust-domain>/<kind>/<name>. */
+  identity(kind: IdentityKind, name: string): Promise<IdentityMaterial>;
+  /** Material for a leaf made by hand under the root (any URI SAN, any validity). */
+  handMade(options: { uri: string; notBefore?: Date; notAfter?: Date }): Promise<IdentityMaterial>;
+  /** The material's files (key.pem mode 0600, cert.pem, ca.pem) in a new directory. */
+  files(m: IdentityMaterial): Promise<{ certPath: string; keyPath: string; caPath: string; dir: string }>;
+  cleanup(): Promise<void>;
+}
+
+export async function startTestMeshCa(trustDomain = DEFAULT_TRUST_DOMAIN): Promise<TestMeshCa> {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-ca-'));
+  const ca = await CertificateAuthority.open({ trustDomain, upstream: { dir } });
+  const [rootPem, rootKeyPem] = await Promise.all([readFile(join(dir, ROOT_CERT_FILE), 'utf8'), readFile(join(dir, ROOT_KEY_FILE), 'utf8')]);
+  const privateKey = createPrivateKey(rootKeyPem);
+  const root: Issued = { cert: new X509Certificate(rootPem), pem: rootPem, keys: { privateKey, publicKey: createPublicKey(privateKey) } };
+  const bundlePem = ca.trustBundlePem().join('');
+  const made: string[] = [dir];
+  return {
+    ca,
+    trustDomain,
+    root,
+    identity: (kind, name) => issueIdentity(ca, `spiffe://${trustDomain}/${kind}/${name}`),
+    handMade: async ({ uri, notBefore, notAfter }) => {
+      const leaf = await makeCert(root, { subject: 'O=test', extensions: leafExtensions({ uris: [uri] }), ...(notBefore && { notBefore }), ...(notAfter && { notAfter }) });
+      return { keyPem: leaf.keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), chainPem: leaf.pem, bundlePem, spiffeId: uri, notAfter: new Date(leaf.cert.validTo) };
+    },
+    files: async (m) => {
+      const out = await mkdtemp(join(tmpdir(), 'vsockmesh-id-'));
+      made.push(out);
+      const paths = { certPath: join(out, 'cert.pem'), keyPath: join(out, 'key.pem'), caPath: join(out, 'ca.pem'), dir: out };
+      await writeFile(paths.keyPath, m.keyPem, { mode: 0o600 });
+      await writeFile(paths.certPath, m.chainPem);
+      await writeFile(paths.caPath, m.bundlePem);
+      return paths;
+    },
+    cleanup: async () => {
+      await Promise.all(made.map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+}
+
+/** A source whose material a test replaces (a rotation). */
+export class RotatingSource implements CertificateSource {
+  private readonly listeners = new Set<(m: IdentityMaterial) => void>();
+  constructor(private material: IdentityMaterial) {}
+  current(): IdentityMaterial {
+    return this.material;
+  }
+  onChange(listener: (m: IdentityMaterial) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  rotate(next: IdentityMaterial): void {
+    this.material = next;
+    for (const l of this.listeners) l(next);
+  }
 }

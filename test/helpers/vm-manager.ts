@@ -8,6 +8,7 @@ import { Registry } from '../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { startCli, type CliProcess } from './cli.js';
+import type { ControlTransport } from '../../xds/security/transport.js';
 import { LogCapture } from './sidecars.js';
 
 export type VmSpec = Omit<VmRecord, 'generation' | 'leaseExpiresAt' | 'services' | 'labels' | 'sidecar'> & Partial<Pick<VmRecord, 'services' | 'labels' | 'sidecar'>>;
@@ -28,7 +29,7 @@ export interface TestVmManager {
 /** A VM manager in this process over real gRPC, seeded with hypervisors and VMs. */
 export async function startVmManager(
   seed: { hypervisors?: HypervisorRecord[]; vms?: Array<Omit<VmRecord, 'generation' | 'leaseExpiresAt'>> } = {},
-  options: { resolveTtlMs?: number; statePath?: string; registry?: Registry; compactAfterBytes?: number } = {},
+  options: { resolveTtlMs?: number; statePath?: string; registry?: Registry; compactAfterBytes?: number; transport?: ControlTransport; clientTransport?: ControlTransport } = {},
 ): Promise<TestVmManager> {
   const registry = options.registry ?? new Registry({ resolveTtlMs: options.resolveTtlMs ?? 30_000 });
   for (const h of seed.hypervisors ?? []) registry.registerHypervisor(h);
@@ -37,12 +38,14 @@ export async function startVmManager(
   const server = new VmManagerServer({
     registry,
     logger: createLogger({ level: 'debug', destination: logs }),
+    // Plain text unless a test gives certificates (test/helpers/pki.ts): named, never a default of the server.
+    transport: options.transport ?? { insecure: true },
     ...(options.statePath !== undefined && { statePath: options.statePath }),
     ...(options.compactAfterBytes !== undefined && { compactAfterBytes: options.compactAfterBytes }),
   });
   const port = await server.start('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
-  const client = new VmManagerClient(address, { defaultTimeoutMs: 5_000 });
+  const client = new VmManagerClient(address, { defaultTimeoutMs: 5_000, transport: options.clientTransport ?? options.transport ?? { insecure: true } });
   return {
     server,
     registry,
@@ -58,7 +61,9 @@ export async function startVmManager(
 
 /** `vsockmesh vm-manager` as a child process on a free port; resolves once it serves. */
 export async function startVmManagerProcess(args: string[]): Promise<{ proc: CliProcess; address: string }> {
-  const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...args]);
+  // Plain text unless the test gives the process an identity.
+  const identity = args.some((a) => ['--cert', '--ca-cert', '--identity-dir', '--insecure'].includes(a)) ? [] : ['--insecure'];
+  const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...identity, ...args]);
   const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 15_000);
   return { proc, address: `127.0.0.1:${String(line.port)}` };
 }

@@ -19,7 +19,7 @@ import { freePort } from '../helpers/haproxy.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
 
 async function startPlane(args: string[]) {
-  const proc = startCli(['control-plane', '--no-admin', ...args]);
+  const proc = startCli(['control-plane', '--no-admin', '--insecure', ...args]);
   try {
     const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
     return { proc, address: `127.0.0.1:${String(line.port)}` };
@@ -38,7 +38,7 @@ test('ctl services/routes: put, list, delete; an invalid change is refused in on
   const args = ['--listen', `127.0.0.1:${port}`, '--mesh', meshFile, '--mesh-state-file', join(dir, 'mesh-state.yaml')];
   let plane = await startPlane(args);
   t.teardown(() => plane.proc.kill('SIGKILL'));
-  const ctl = (...a: string[]) => runCli(['ctl', '--control-plane', plane.address, ...a]);
+  const ctl = (...a: string[]) => runCli(['ctl', '--insecure', '--control-plane', plane.address, ...a]);
 
   t.regex((await ctl('services', 'list')).stdout, /^web\tport=8080\toutbound_port=8080\ttcp/);
   const put = await ctl('services', 'put', 'api', '--port', '9090', '--outbound-port', '19090', '--protocol', 'http');
@@ -62,13 +62,13 @@ test('ctl services/routes: put, list, delete; an invalid change is refused in on
   plane.proc.kill('SIGTERM');
   t.like(await plane.proc.exited, { code: 0 });
   plane = await startPlane(args);
-  const after = await runCli(['ctl', '--control-plane', plane.address, '-o', 'json', 'services', 'list']);
+  const after = await runCli(['ctl', '--insecure', '--control-plane', plane.address, '-o', 'json', 'services', 'list']);
   t.deepEqual(
     (JSON.parse(after.stdout) as Array<{ name: string }>).map((s) => s.name),
     ['web', 'api'],
     'the API change survived the restart',
   );
-  const down = await runCli(['ctl', '--control-plane', '127.0.0.1:1', '--timeout-ms', '2000', 'status']);
+  const down = await runCli(['ctl', '--insecure', '--control-plane', '127.0.0.1:1', '--timeout-ms', '2000', 'status']);
   t.is(down.code, 1);
   t.regex(down.stderr, /^vsockmesh ctl: cannot reach the control plane at 127\.0\.0\.1:1/);
 });
@@ -84,7 +84,7 @@ async function planeWithState(t: ExecutionContext, stateDir?: string) {
   const args = ['--listen', `127.0.0.1:${await freePort()}`, '--mesh', meshFile, '--mesh-state-file', statePath];
   const plane = await startPlane(args);
   t.teardown(() => plane.proc.kill('SIGKILL'));
-  const api = new MeshConfigApiClient(plane.address, 30_000);
+  const api = new MeshConfigApiClient(plane.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());
   return { ...plane, api, args, statePath };
 }
@@ -110,7 +110,7 @@ test.serial('50 concurrent PutService calls all succeed, and every one is in mem
   await plane.proc.exited;
   const again = await startPlane(plane.args);
   t.teardown(() => again.proc.kill('SIGKILL'));
-  const api = new MeshConfigApiClient(again.address, 30_000);
+  const api = new MeshConfigApiClient(again.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());
   t.deepEqual(await serviceNames(api), expected, 'every acknowledged write survived the restart');
 });
@@ -118,7 +118,7 @@ test.serial('50 concurrent PutService calls all succeed, and every one is in mem
 test.serial('parallel `ctl services put` processes: each that exits 0 is present', async (t) => {
   const plane = await planeWithState(t);
   const names = Array.from({ length: 8 }, (_, i) => `par-${i}`);
-  const runs = await Promise.all(names.map((name, i) => runCli(['ctl', '--control-plane', plane.address, '--timeout-ms', '60000', 'services', 'put', name, '--port', String(20_000 + i)])));
+  const runs = await Promise.all(names.map((name, i) => runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '60000', 'services', 'put', name, '--port', String(20_000 + i)])));
   const present = await serviceNames(plane.api);
   for (const [i, run] of runs.entries()) {
     t.is(run.code, 0, run.stderr);

@@ -33,6 +33,7 @@ function startA(vmManager: string, cluster: Record<string, unknown>, extra: Reco
     node: { id: 'vm-a' },
     vsock: { enabled: false },
     vm_manager: { address: vmManager, query_timeout: '1s', ...extra },
+    insecure: true,
     listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app' }],
     clusters: [{ name: 'app', ...cluster }],
   });
@@ -184,7 +185,7 @@ test('the host relay asks the VM manager: only registered guests, only to a side
   await authorizer.authorize(3, { cid: 4, port: 15002 });
   t.is(authorizer.queries, 4);
 
-  const down = new RelayAuthorizer({ api: new VmManagerClient('127.0.0.1:1'), hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 60_000 });
+  const down = new RelayAuthorizer({ api: new VmManagerClient('127.0.0.1:1', { transport: { insecure: true } }), hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 60_000 });
   const d = await down.authorize(3, { cid: 4, port: 15002 });
   t.like(d, { allowed: false, reason: 'vm_manager_unavailable' });
   t.is(down.cached(3, { cid: 4, port: 15002 }), undefined, 'an outage is not cached as a denial');
@@ -223,14 +224,14 @@ for (const stateFile of [true, false]) {
     });
     t.like(await resolver.resolve({ kind: 'vm', vmId: 'vm-b' }), { kind: 'resolved', resolution: { vm: { hypervisorId: 'hv-2' } } });
     // A move while the first VM manager runs arrives over Watch.
-    const c1 = new VmManagerClient(first.address);
+    const c1 = new VmManagerClient(first.address, { transport: { insecure: true } });
     await c1.moveVm('vm-b', 'hv-1', 5);
     c1.close();
     await waitFor(() => resolver.lookup({ kind: 'vm', vmId: 'vm-b' })?.vm?.vsockCid === 5, 'the first move in the cache');
     first.proc.kill('SIGKILL');
     await first.proc.exited;
     current = await startVmManagerProcess(args);
-    const c2 = new VmManagerClient(current.address);
+    const c2 = new VmManagerClient(current.address, { transport: { insecure: true } });
     t.teardown(() => c2.close());
     // This process's channels to the address share one connection, which is still backing off after the kill.
     await c2.waitForReady(10_000);

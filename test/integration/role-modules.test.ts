@@ -21,12 +21,12 @@ async function running(t: ExecutionContext, args: string[], serving: string): Pr
 }
 
 test('vsockmesh control-plane serves without loading the native core', async (t) => {
-  const proc = await running(t, ['control-plane', '--listen', '127.0.0.1:0', '--no-admin'], 'control-plane ready');
+  const proc = await running(t, ['control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure'], 'control-plane ready');
   t.false((await mapsOf(proc)).includes(ADDON));
 });
 
 test('vsockmesh vm-manager serves without loading the native core', async (t) => {
-  const proc = await running(t, ['vm-manager', '--listen', '127.0.0.1:0', '--no-admin'], 'vm-manager ready');
+  const proc = await running(t, ['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure'], 'vm-manager ready');
   t.false((await mapsOf(proc)).includes(ADDON));
 });
 

@@ -43,7 +43,7 @@ test('a field beyond its bound is refused naming it, over gRPC and in ctl; a req
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'vm.yaml');
   await writeFile(file, stringify({ id: 'web-1', hypervisor: 'hv-1', cid: 3, addresses: ['10.0.0.11'], labels: { x: 'v'.repeat(100) } }));
-  const ctl = await runCli(['ctl', '--vm-manager', vmm.address, 'vms', 'register', '-f', file]);
+  const ctl = await runCli(['ctl', '--insecure', '--vm-manager', vmm.address, 'vms', 'register', '-f', file]);
   t.is(ctl.code, 1);
   t.is(ctl.stderr, 'vsockmesh ctl: INVALID_ARGUMENT: labels["x"]: value is 100 bytes, at most 63\n');
 });
@@ -111,7 +111,7 @@ test('ListVms comes in pages (hypervisors, then VMs, by id) bounded by count and
   );
   t.is(all.hypervisors.length, 2);
 
-  const ctl = await runCli(['ctl', '--vm-manager', vmm.address, 'vms', 'list']);
+  const ctl = await runCli(['ctl', '--insecure', '--vm-manager', vmm.address, 'vms', 'list']);
   t.is(ctl.code, 0, ctl.stderr);
   t.deepEqual(
     ctl.stdout

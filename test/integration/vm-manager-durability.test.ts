@@ -63,7 +63,7 @@ test('on a full disk a mutation is refused with the reason, nothing of it is vis
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'vm.yaml');
   await writeFile(file, stringify({ id: 'web-2', hypervisor: 'hv-1', cid: 4, addresses: ['10.0.0.12'] }));
-  const ctl = await runCli(['ctl', '--vm-manager', vmm.address, 'vms', 'register', '-f', file]);
+  const ctl = await runCli(['ctl', '--insecure', '--vm-manager', vmm.address, 'vms', 'register', '-f', file]);
   t.is(ctl.code, 1);
   t.is(ctl.stderr, 'vsockmesh ctl: UNAVAILABLE: not applied: cannot write state file: ENOSPC (write)\n', 'the server answered: its reason, not "cannot reach"');
   t.true(vmm.logs.lines.some((l) => l.reason === 'state_write_failed'), 'the server logs why');

@@ -189,7 +189,7 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
   );
   const state = join(dir, 'state.json');
   const first = await startVmManagerProcess(['--inventory', inventory, '--state-file', state]);
-  const c1 = new VmManagerClient(first.address);
+  const c1 = new VmManagerClient(first.address, { transport: { insecure: true } });
   await c1.registerVm(web2);
   await c1.moveVm('web-1', 'hv-1', 9);
   const before = await c1.listVms();
@@ -204,7 +204,7 @@ test('with a state file, a restarted vm-manager process has every VM and the sam
 
   const second = await startVmManagerProcess(['--inventory', inventory, '--state-file', state]);
   t.teardown(() => second.proc.kill('SIGKILL'));
-  const c2 = new VmManagerClient(second.address);
+  const c2 = new VmManagerClient(second.address, { transport: { insecure: true } });
   t.teardown(() => c2.close());
   const after = await c2.listVms();
   t.deepEqual(after, before, 'same VMs (web-1 still at CID 9, not the inventory CID 3), same revision');
@@ -236,7 +236,7 @@ test('vm-manager refuses to start on an invalid inventory, naming the entry and 
       ],
     }),
   );
-  const r = await runCli(['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--inventory', inventory]);
+  const r = await runCli(['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--inventory', inventory]);
   t.is(r.code, 2);
   t.regex(r.stderr, /vms\[1\]\.vsock_cid/);
 });
@@ -246,7 +246,7 @@ test('ctl: vms register/list/move/deregister, hypervisors, resolve with the deci
   t.teardown(() => vmm.stop());
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-ctl-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const ctl = (...args: string[]) => runCli(['ctl', '--vm-manager', vmm.address, ...args]);
+  const ctl = (...args: string[]) => runCli(['ctl', '--insecure', '--vm-manager', vmm.address, ...args]);
   const file = join(dir, 'vm.yaml');
   await writeFile(file, stringify({ id: 'web-2', hypervisor: 'hv-1', cid: 4, addresses: ['10.0.0.12'], sidecar: { tcp_port: 15001, vsock_port: 15001 }, services: [{ name: 'api', port: 9000 }] }));
 
@@ -293,7 +293,7 @@ test('ctl: vms register/list/move/deregister, hypervisors, resolve with the deci
   const badFile = await ctl('vms', 'register', '-f', file);
   t.is(badFile.code, 2);
   t.is(badFile.stderr.trim().split('\n').length, 1, badFile.stderr);
-  const down = await runCli(['ctl', '--vm-manager', '127.0.0.1:1', '--timeout-ms', '2000', 'vms', 'list']);
+  const down = await runCli(['ctl', '--insecure', '--vm-manager', '127.0.0.1:1', '--timeout-ms', '2000', 'vms', 'list']);
   t.is(down.code, 1);
   t.regex(down.stderr, /^vsockmesh ctl: cannot reach the VM manager at 127\.0\.0\.1:1: (UNAVAILABLE|DEADLINE_EXCEEDED)/);
 });

@@ -48,10 +48,10 @@ async function world(t: import('ava').ExecutionContext): Promise<World> {
   const outboundPort = await freePort();
   const mesh = MeshStore.fromConfig({ services: [{ name: 'echo', port: appB.port, outbound_port: outboundPort }] });
   const planeLogs = new LogCapture();
-  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: planeLogs }), vms: { registry }, debounce: { quietMs: 20, maxMs: 200 } });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: planeLogs }), vms: { registry }, transport: { insecure: true }, debounce: { quietMs: 20, maxMs: 200 } });
   const port = await plane.start('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
-  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { enabled: false }, xds: { address } });
+  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { enabled: false }, xds: { address }, insecure: true });
   t.teardown(async () => {
     await a.sidecar.stop();
     await plane.stop();
@@ -133,7 +133,7 @@ test('an invalid resource is NACKed with its field path (ctl status shows it), a
   t.is(nack.typeUrl, TYPE_URLS.Listener);
   t.regex(nack.lastNack!.error, /listener "outbound\|broken": address\.socket_address\.port_value: /);
   t.true(w.a.logs.lines.some((l) => l.reason === 'xds_nack'), 'the sidecar logged the NACK with a reason');
-  const status = await runCli(['ctl', '--control-plane', w.address, 'status', '--node', 'vm-a']);
+  const status = await runCli(['ctl', '--insecure', '--control-plane', w.address, 'status', '--node', 'vm-a']);
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /vm-a\tListener\t.*NACK [0-9a-f]+: listener "outbound\|broken": address\.socket_address\.port_value/);
   const r = await echoTransfer(w.outboundPort, 20_000);
@@ -149,7 +149,7 @@ test('control plane restarts: the sidecar keeps serving, reconnects, resyncs and
   await w.plane.stop();
   const during = await echoTransfer(w.outboundPort, 20_000);
   t.is(during.receivedSha256, during.sentSha256, 'served while the control plane is away');
-  const again = new ControlPlane({ mesh: w.mesh, logger: createLogger({ level: 'silent' }), vms: { registry: w.registry } });
+  const again = new ControlPlane({ mesh: w.mesh, logger: createLogger({ level: 'silent' }), vms: { registry: w.registry }, transport: { insecure: true } });
   await again.start(`127.0.0.1:${port}`);
   t.teardown(() => again.stop());
   await waitFor(() => again.ads.syncStatus().filter((s) => s.nodeId === 'vm-a' && s.lastAckVersion !== null).length === 4, 'all four types ACKed again', 20_000);
@@ -161,7 +161,7 @@ test('control plane restarts: the sidecar keeps serving, reconnects, resyncs and
 test('a control plane following a separate VM manager (--vm-manager) pushes what that VM manager registers', async (t) => {
   const vmm = await startVmManager({ hypervisors: [{ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 }] });
   const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: 5432 }] });
-  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { remote: vmm.address }, debounce: { quietMs: 10, maxMs: 100 } });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { remote: vmm.address }, transport: { insecure: true }, debounce: { quietMs: 10, maxMs: 100 } });
   await plane.start('127.0.0.1:0');
   t.teardown(async () => {
     await plane.stop();
@@ -182,7 +182,7 @@ test('a control plane following a separate VM manager (--vm-manager) pushes what
 
 test('make before break: a removed service\'s listener and routes go first, its cluster only after the removal delay', async (t) => {
   const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: 5432 }, { name: 'web', port: 8080 }] });
-  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry: new Registry() }, debounce: { quietMs: 5, maxMs: 50 }, clusterRemovalDelayMs: 300 });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry: new Registry() }, transport: { insecure: true }, debounce: { quietMs: 5, maxMs: 50 }, clusterRemovalDelayMs: 300 });
   await plane.start('127.0.0.1:0');
   t.teardown(() => plane.stop());
   const names = (type: typeof TYPE_URLS.Cluster | typeof TYPE_URLS.Listener | typeof TYPE_URLS.RouteConfiguration) => [...(plane.cache.default?.resources[type].keys() ?? [])].sort();
@@ -269,7 +269,7 @@ test('a node the control plane no longer knows keeps serving its listeners, says
   t.is(new Set(warned.map((l) => l.version)).size, warned.length, 'one warning per version');
   t.like(warned[0], { level: 'warn', kept: ['outbound|echo'] });
   t.regex(await admin(w, '/stats'), /vsockmesh_xds_node_known 0/);
-  const status = await runCli(['ctl', '--control-plane', w.address, 'status', '--node', 'vm-a']);
+  const status = await runCli(['ctl', '--insecure', '--control-plane', w.address, 'status', '--node', 'vm-a']);
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /vm-a\tListener\t.*NACK [0-9a-f]+: node_unknown: /);
   // Registered again: its listeners come back in the state, which is applied and ACKed in full.

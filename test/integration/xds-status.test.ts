@@ -60,7 +60,7 @@ test('4,000 short-lived ADS node ids leave no status and no snapshot after the r
   const vmIds = ['keeper', ...Array.from({ length: 100 }, (_, i) => `vm-${i}`)];
   vmIds.forEach((vmId, i) => registry.registerVm(vm({ vmId, hypervisorId: 'hv-1', vsockCid: 3 + i, addresses: [`10.0.${Math.floor(i / 250)}.${(i % 250) + 1}`], sidecar: { tcpPort: 15006, vsockPort: 0 } })));
   const mesh = MeshStore.fromConfig({ services: [{ name: 'web', port: 8080 }] });
-  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry }, statusRetentionMs: 500 });
+  const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry }, transport: { insecure: true }, statusRetentionMs: 500 });
   const address = `127.0.0.1:${await plane.start('127.0.0.1:0')}`;
   const client = createAdsClient(address, grpc.credentials.createInsecure());
   t.teardown(async () => {
@@ -80,7 +80,7 @@ test('4,000 short-lived ADS node ids leave no status and no snapshot after the r
   t.deepEqual(plane.cache.nodeIds(), ['keeper'], 'and its snapshot; the others\' snapshots are gone');
   t.deepEqual([plane.ads.nodes.connected, plane.ads.nodes.disconnected, plane.ads.nodes.forgotten], [1, 0, 4_000], 'every short-lived node was tracked, then forgotten');
 
-  const api = new MeshConfigApiClient(address);
+  const api = new MeshConfigApiClient(address, { insecure: true });
   t.teardown(() => api.close());
   const page = await api.syncStatus({ page_size: MAX_STATUS_PAGE_SIZE });
   t.deepEqual([page.statuses.map((s) => s.node_id), page.next_page_token], [['keeper'], '']);
@@ -89,7 +89,7 @@ test('4,000 short-lived ADS node ids leave no status and no snapshot after the r
 
 async function startPlane(t: import('ava').ExecutionContext, extra: string[] = []): Promise<{ proc: CliProcess; address: string; admin: string }> {
   const adminPort = await freePort();
-  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--admin-port', String(adminPort), ...extra]);
+  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--insecure', '--admin-port', String(adminPort), ...extra]);
   t.teardown(() => proc.kill('SIGKILL'));
   const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
   return { proc, address: `127.0.0.1:${String(line.port)}`, admin: `http://127.0.0.1:${adminPort}` };
@@ -103,7 +103,7 @@ test('ctl status and GetSyncStatus page through every node kept; --node filters;
   const longError = `clusters[0]: ${'x'.repeat(10_000)}`;
   await shortLived(client, ids, 25, (id) => (id === 'n-007' ? longError : undefined));
 
-  const all = await runCli(['ctl', '--control-plane', plane.address, '--timeout-ms', '30000', '-o', 'json', 'status', '--page-size', '100']);
+  const all = await runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '30000', '-o', 'json', 'status', '--page-size', '100']);
   t.is(all.code, 0, all.stderr);
   const statuses = (JSON.parse(all.stdout) as { statuses: Array<{ node_id: string; last_nack_error: string }> }).statuses;
   t.deepEqual(
@@ -113,11 +113,11 @@ test('ctl status and GetSyncStatus page through every node kept; --node filters;
   );
   t.is(statuses[7]!.last_nack_error, `${longError.slice(0, MAX_NACK_TEXT_BYTES)}... (truncated, ${longError.length} bytes)`);
 
-  const one = await runCli(['ctl', '--control-plane', plane.address, '--timeout-ms', '30000', 'status', '--node', 'n-042']);
+  const one = await runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '30000', 'status', '--node', 'n-042']);
   t.is(one.code, 0, one.stderr);
   t.regex(one.stdout, /^n-042\tCluster\tsent=\w+\tacked=-\n$/);
 
-  const api = new MeshConfigApiClient(plane.address, 30_000);
+  const api = new MeshConfigApiClient(plane.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());
   const big = await api.syncStatus({ page_size: 1_000 });
   t.is(big.statuses.length, MAX_STATUS_PAGE_SIZE, 'a larger page_size is lowered to the most');
@@ -138,7 +138,7 @@ test('--status-retention-ms: the status of a node gone that long is forgotten, a
   const client = createAdsClient(plane.address, grpc.credentials.createInsecure());
   t.teardown(() => client.close());
   await shortLived(client, ['a', 'b', 'c'], 3);
-  const api = new MeshConfigApiClient(plane.address, 30_000);
+  const api = new MeshConfigApiClient(plane.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());
   await waitFor(async () => (await api.syncStatus()).statuses.length === 0, 'the statuses forgotten', 60_000);
   const stats = await (await fetch(`${plane.admin}/stats`)).text();

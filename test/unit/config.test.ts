@@ -27,6 +27,7 @@ test('a minimal config gets the documented defaults', (t) => {
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
     vmManager: null,
     xds: null,
+    controlTls: null,
     admin: { address: '127.0.0.1', port: 15000 },
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
@@ -90,7 +91,7 @@ test('a vsock inbound listener binds any CID by default and keeps its allow-list
 test('a resolved cluster and the VM manager section parse into domain form with defaults', (t) => {
   const config = parseSidecarConfig({
     ...minimal,
-    vm_manager: { address: '127.0.0.1:15400' },
+    insecure: true, vm_manager: { address: '127.0.0.1:15400' },
     clusters: [
       { name: 'web', resolve: { service: 'web' } },
       { name: 'b', resolve: { vm: 'vm-b', port: 8080 } },
@@ -103,9 +104,9 @@ test('a resolved cluster and the VM manager section parse into domain form with 
     const c = parseSidecarConfig({ ...minimal, ...data });
     return [c.vsock.policy, c.vmManager?.policy];
   };
-  t.deepEqual(policies({ vsock: { policy: 'tcp-only' }, vm_manager: { address: '127.0.0.1:15400' } }), ['tcp-only', 'tcp-only']);
-  t.deepEqual(policies({ vm_manager: { address: '127.0.0.1:15400', policy: 'vsock-only' } }), ['prefer-vsock', 'vsock-only']);
-  t.deepEqual(policies({ vsock: { policy: 'vsock-only' }, vm_manager: { address: '127.0.0.1:15400', policy: 'tcp-only' } }), ['vsock-only', 'tcp-only']);
+  t.deepEqual(policies({ vsock: { policy: 'tcp-only' }, insecure: true, vm_manager: { address: '127.0.0.1:15400' } }), ['tcp-only', 'tcp-only']);
+  t.deepEqual(policies({ insecure: true, vm_manager: { address: '127.0.0.1:15400', policy: 'vsock-only' } }), ['prefer-vsock', 'vsock-only']);
+  t.deepEqual(policies({ vsock: { policy: 'vsock-only' }, insecure: true, vm_manager: { address: '127.0.0.1:15400', policy: 'tcp-only' } }), ['vsock-only', 'tcp-only']);
   t.deepEqual(policies({ vsock: { policy: 'tcp-only' } }), ['tcp-only', undefined]);
   t.deepEqual(
     config.clusters.map((c) => c.resolve),
@@ -207,12 +208,12 @@ const invalid: Array<[string, unknown, string]> = [
   ['endpoint vsock CID out of range', { ...minimal, clusters: [cluster({ endpoints: [{ address: '10.0.0.2', port: 1, vsock: { cid: 0xffffffff, port: 1 } }] })] }, 'clusters[0].endpoints[0].vsock.cid: must be a context ID'],
   ['bad breaker window', { ...minimal, vsock: { breaker_window: 'soon' } }, 'vsock.breaker_window: "soon" is not a duration'],
   ['cluster with neither endpoints nor resolve', { ...minimal, clusters: [{ name: 'c' }] }, 'clusters[0].endpoints: must list at least one endpoint (or resolve'],
-  ['cluster with both endpoints and resolve', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [cluster({ resolve: { service: 'web' } })] }, 'clusters[0].resolve: a cluster has either static endpoints or resolve'],
+  ['cluster with both endpoints and resolve', { ...minimal, insecure: true, vm_manager: { address: '127.0.0.1:15400' }, clusters: [cluster({ resolve: { service: 'web' } })] }, 'clusters[0].resolve: a cluster has either static endpoints or resolve'],
   ['resolve without a VM manager', { ...minimal, clusters: [{ name: 'c', resolve: { service: 'web' } }] }, 'clusters[0].resolve: resolving needs a vm_manager section'],
-  ['resolve target of the wrong shape', { ...minimal, vm_manager: { address: '127.0.0.1:15400' }, clusters: [{ name: 'c', resolve: { host: 'x' } }] }, 'clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}'],
+  ['resolve target of the wrong shape', { ...minimal, insecure: true, vm_manager: { address: '127.0.0.1:15400' }, clusters: [{ name: 'c', resolve: { host: 'x' } }] }, 'clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}'],
   ['registry authorization without a VM manager', { ...minimal, listeners: [inbound({ transport: 'vsock', peer_authorization: 'registry' })] }, 'listeners[0].peer_authorization: registry needs a vm_manager section'],
-  ['VM manager address without a port', { ...minimal, vm_manager: { address: 'localhost' } }, 'vm_manager.address: must be host:port'],
-  ['unknown transport policy', { ...minimal, vm_manager: { address: '127.0.0.1:15400', policy: 'fast' } }, 'vm_manager.policy:'],
+  ['VM manager address without a port', { ...minimal, insecure: true, vm_manager: { address: 'localhost' } }, 'vm_manager.address: must be host:port'],
+  ['unknown transport policy', { ...minimal, insecure: true, vm_manager: { address: '127.0.0.1:15400', policy: 'fast' } }, 'vm_manager.policy:'],
   ['unknown transport policy of the sidecar', { ...minimal, vsock: { policy: 'fast' } }, 'vsock.policy:'],
 ];
 
@@ -308,11 +309,11 @@ test('a host relay takes either a static policy or a vm_manager section, exactly
   const base = { node: { id: 'hv-1' } };
   const rule = [{ source_cid: 3, destinations: [{ cid: 4 }] }];
   t.deepEqual(relayProblems({ ...base, policy: rule }), []);
-  t.deepEqual(relayProblems({ ...base, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), []);
+  t.deepEqual(relayProblems({ ...base, insecure: true, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), []);
   t.deepEqual(relayProblems(base), ['policy: required (or a vm_manager section): the relay denies everything it is not told to allow']);
-  t.deepEqual(relayProblems({ ...base, policy: rule, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), ['vm_manager: give either a static policy or a vm_manager, not both']);
-  t.deepEqual(relayProblems({ ...base, vm_manager: { address: 'nowhere', hypervisor_id: 'hv-1' } }), ['vm_manager.address: must be host:port']);
-  const parsed = parseHostRelayConfig({ ...base, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
+  t.deepEqual(relayProblems({ ...base, policy: rule, insecure: true, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), ['vm_manager: give either a static policy or a vm_manager, not both']);
+  t.deepEqual(relayProblems({ ...base, insecure: true, vm_manager: { address: 'nowhere', hypervisor_id: 'hv-1' } }), ['vm_manager.address: must be host:port']);
+  const parsed = parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
   t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0 });
   t.is(parsed.policy, null);
 });
@@ -320,18 +321,32 @@ test('a host relay takes either a static policy or a vm_manager section, exactly
 test('a cluster can resolve the original destination (transparent mode); other shapes are refused with the list of forms', (t) => {
   const config = parseSidecarConfig({
     ...minimal,
-    vm_manager: { address: '127.0.0.1:15200' },
+    insecure: true, vm_manager: { address: '127.0.0.1:15200' },
     listeners: [outbound({ cluster: 'c' })],
     clusters: [{ name: 'c', resolve: { original_destination: true } }],
   });
   t.deepEqual(config.clusters[0]!.resolve, { kind: 'original_dst' });
-  const bad = problems({ ...minimal, vm_manager: { address: '127.0.0.1:15200' }, listeners: [outbound({ cluster: 'c' })], clusters: [{ name: 'c', resolve: { original_destination: false } }] });
+  const bad = problems({ ...minimal, insecure: true, vm_manager: { address: '127.0.0.1:15200' }, listeners: [outbound({ cluster: 'c' })], clusters: [{ name: 'c', resolve: { original_destination: false } }] });
   t.deepEqual(bad, ['clusters[0].resolve: must be {address, port}, {vm, port}, {service} or {original_destination: true}']);
 });
 
 test('an xds section names the control plane; node.cluster defaults to the node id', (t) => {
-  t.deepEqual(parseSidecarConfig({ ...minimal, xds: { address: '10.0.0.2:15200' } }).xds, { address: '10.0.0.2:15200', cluster: 'vm-a' });
-  t.deepEqual(parseSidecarConfig({ ...minimal, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
-  t.deepEqual(problems({ ...minimal, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
-  t.deepEqual(problems({ ...minimal, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200' } }).xds, { address: '10.0.0.2:15200', cluster: 'vm-a' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
+});
+
+test('control-plane clients need a tls section or an explicit insecure: true, never neither nor both', (t) => {
+  const tlsFiles = { cert: '/etc/vsockmesh/cert.pem', key: '/etc/vsockmesh/key.pem', ca: '/etc/vsockmesh/ca.pem' };
+  for (const clients of [{ xds: { address: '10.0.0.2:15200' } }, { vm_manager: { address: '10.0.0.2:15200' } }]) {
+    t.deepEqual(problems({ ...minimal, ...clients }), ['tls: required by the control-plane clients (vm_manager, xds): {cert, key, ca} files; or insecure: true for a control plane started with --insecure']);
+    t.deepEqual(problems({ ...minimal, ...clients, tls: tlsFiles, insecure: true }), ['insecure: give either a tls section or insecure: true, not both']);
+    t.deepEqual(parseSidecarConfig({ ...minimal, ...clients, tls: tlsFiles }).controlTls, { certPath: tlsFiles.cert, keyPath: tlsFiles.key, caPath: tlsFiles.ca });
+    t.is(parseSidecarConfig({ ...minimal, ...clients, insecure: true }).controlTls, null);
+  }
+  t.deepEqual(problems({ ...minimal, tls: { cert: 'c.pem', key: 'k.pem' } }), ['tls.ca: required']);
+  const relay = { node: { id: 'hv-1' }, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } };
+  t.throws(() => parseHostRelayConfig(relay), { message: /tls: required by the control-plane clients/ });
+  t.deepEqual(parseHostRelayConfig({ ...relay, tls: tlsFiles }).controlTls, { certPath: tlsFiles.cert, keyPath: tlsFiles.key, caPath: tlsFiles.ca });
 });

@@ -38,7 +38,7 @@ async function resolvedMesh(t: ExecutionContext, bHypervisor: string, options: {
   const app = await startEchoServer('127.0.0.3');
   const b = await startSidecar({
     node: { id: 'vm-b' },
-    vm_manager: { address: vmm.address, query_timeout: '5s' },
+    vm_manager: { address: vmm.address, query_timeout: '5s' }, insecure: true,
     listeners: [
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.3'], port: 0, ports: [{ port: app.port, target: { address: '127.0.0.3', port: app.port } }] },
       { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: 0, peer_authorization: 'registry', ports: [{ port: app.port, target: { address: '127.0.0.3', port: app.port } }] },
@@ -50,7 +50,7 @@ async function resolvedMesh(t: ExecutionContext, bHypervisor: string, options: {
   const a = await startSidecar({
     node: { id: 'vm-a' },
     vsock: { connect_timeout: '10s', breaker_window: '10m' },
-    vm_manager: { address: vmm.address, query_timeout: '5s', migration_grace: options.grace ?? '1s' },
+    vm_manager: { address: vmm.address, query_timeout: '5s', migration_grace: options.grace ?? '1s' }, insecure: true,
     listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'b' }],
     clusters: [{ name: 'b', authority: 'b.mesh', resolve: { vm: 'vm-b', port: app.port } }],
   });
@@ -159,7 +159,7 @@ test.serial('a vsock peer whose kernel CID does not match the VM its header clai
   const app = await startEchoServer();
   const b = await startSidecar({
     node: { id: 'vm-b' },
-    vm_manager: { address: vmm.address, query_timeout: '5s' },
+    vm_manager: { address: vmm.address, query_timeout: '5s' }, insecure: true,
     listeners: [{ kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: 0, peer_authorization: 'registry', ports: [app.port] }],
   });
   const a = await startSidecar({
@@ -190,7 +190,7 @@ test.serial('the host relay asks the VM manager: a registered sidecar port is re
   const app = await startEchoServer();
   const b = await startSidecar({
     node: { id: 'vm-b' },
-    vm_manager: { address: vmm.address, query_timeout: '5s' },
+    vm_manager: { address: vmm.address, query_timeout: '5s' }, insecure: true,
     listeners: [
       { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: 0, peer_authorization: 'registry', ports: [app.port] },
       // Not registered: the relay must not reach it.
@@ -201,7 +201,7 @@ test.serial('the host relay asks the VM manager: a registered sidecar port is re
   const hidden = b.sidecar.listenerAddress('hidden').port;
   await vmm.client.registerVm(vm({ vmId: 'vm-b', hypervisorId: 'hv-1', vsockCid: 1, addresses: ['127.0.0.3'], sidecar: { tcpPort: 0, vsockPort: registered } }));
   const logs = new LogCapture();
-  const relay = await createHostRelay(parseHostRelayConfig({ node: { id: 'hv-1' }, admin: { port: 0 }, listen: { port: 0 }, header_timeout: '5s', vm_manager: { address: vmm.address, hypervisor_id: 'hv-1', query_timeout: '5s' } }), {
+  const relay = await createHostRelay(parseHostRelayConfig({ node: { id: 'hv-1' }, admin: { port: 0 }, listen: { port: 0 }, header_timeout: '5s', vm_manager: { address: vmm.address, hypervisor_id: 'hv-1', query_timeout: '5s' }, insecure: true }), {
     logger: createLogger({ level: 'debug', destination: logs }),
   });
   await relay.start();

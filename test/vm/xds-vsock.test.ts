@@ -43,10 +43,11 @@ test.serial('an endpoint pushed over xDS on our hypervisor is reached over vsock
     mesh: MeshStore.fromConfig({ services: [{ name: 'echo', port: app.port, outbound_port: outboundPort }] }),
     logger: createLogger({ level: 'silent' }),
     vms: { registry },
+    transport: { insecure: true },
     debounce: { quietMs: 10, maxMs: 100 },
   });
   const port = await plane.start('127.0.0.1:0');
-  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { connect_timeout: '10s' }, xds: { address: `127.0.0.1:${port}` } });
+  const a = await startSidecar({ node: { id: 'vm-a' }, vsock: { connect_timeout: '10s' }, xds: { address: `127.0.0.1:${port}` }, insecure: true });
   t.teardown(async () => {
     await a.sidecar.stop();
     await plane.stop();

@@ -18,8 +18,11 @@ import type { ConfigSource, ConfigSourceInit } from '../../proxy/dynamic/types.j
 import { Backoff } from '../../proxy/runtime/backoff.js';
 import { nackDetail, type RefusalDetail } from './nack-detail.js';
 import { RESOURCE_TYPES, type Delivered } from './resource-types.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 
 export interface AdsClientOptions extends ConfigSourceInit {
+  /** Mutual TLS with the sidecar's identity, or plain text when asked for by name. */
+  transport: ControlTransport;
   /** Reconnects start at this delay and double up to maxBackoffMs, with ±20 % jitter. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
@@ -52,7 +55,8 @@ export class AdsClient implements ConfigSource {
   readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0, refused: { cds: 0, eds: 0, lds: 0, rds: 0 } };
 
   constructor(private readonly options: AdsClientOptions) {
-    this.client = createAdsClient(options.address, grpc.credentials.createInsecure(), {
+    this.client = createAdsClient(options.address, channelCredentials(options.transport), {
+      ...channelOptions(options.transport),
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 5_000,
       'grpc.keepalive_time_ms': 30_000,

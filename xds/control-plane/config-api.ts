@@ -5,6 +5,9 @@
 // changes nothing; success means written and visible.
 
 import * as grpc from '@grpc/grpc-js';
+import type { PeerCertificate } from 'node:tls';
+import type { WhoAmIResponse, WhoAmIResponse__Output } from '../generated/vsockmesh/config/v1/WhoAmIResponse.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { parseDuration } from '../../proxy/runtime/duration.js';
@@ -101,7 +104,10 @@ function afterNodeId(token: string): string | undefined {
   return text.slice(PAGE_TOKEN_PREFIX.length);
 }
 
-export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logger: Logger): MeshConfigHandlers {
+/** Who a call comes from, as the server's guard sees it (WhoAmI). */
+export type CallerOf = (call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } }) => WhoAmIResponse;
+
+export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logger: Logger, callerOf: CallerOf): MeshConfigHandlers {
   const run = <Res>(method: string, fn: () => Promise<Res>, callback: grpc.sendUnaryData<Res>): void => {
     fn().then(
       (res) => callback(null, res),
@@ -150,6 +156,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
     ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map(routeFromRaw) }),
     GetSyncStatus: (call, callback) =>
       run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
+    WhoAmI: (call, callback) => run('WhoAmI', async () => callerOf(call), callback),
   };
 }
 
@@ -180,11 +187,12 @@ export class MeshConfigApiClient {
 
   constructor(
     readonly address: string,
+    transport: ControlTransport,
     private readonly timeoutMs = 5_000,
   ) {
     const Client = configProto().vsockmesh.config.v1.MeshConfig;
     // The largest reply: ListRoutes of the largest mesh (MAX_MESH_BYTES as JSON, less as protobuf), or a full status page (~3.4 MB).
-    this.client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
+    this.client = new Client(address, channelCredentials(transport), { ...channelOptions(transport), 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
@@ -217,6 +225,9 @@ export class MeshConfigApiClient {
   /** One page (see SyncStatusRequest). */
   syncStatus(request: SyncStatusRequest = {}): Promise<SyncStatusResponse__Output> {
     return this.call((o, cb) => this.client.GetSyncStatus(request, o, cb));
+  }
+  whoAmI(): Promise<WhoAmIResponse__Output> {
+    return this.call((o, cb) => this.client.WhoAmI({}, o, cb));
   }
   close(): void {
     this.client.close();

@@ -27,10 +27,15 @@ import { delayClusterRemoval, type DelayedRemoval } from './removal-delay.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { assertConsistent, type Snapshot } from './snapshot.js';
 import { buildSharedResources, toSnapshot, type RegistryView } from './translate.js';
+import { ROLES } from '../security/authorize.js';
+import { ControlGuard } from '../security/guard.js';
+import { serverCredentials, type ControlTransport } from '../security/transport.js';
 
 export interface ControlPlaneOptions {
   mesh: MeshStore;
   logger: Logger;
+  /** Mutual TLS with this process's identity for the server and the VM manager client, or plain text when asked for by name. */
+  transport: ControlTransport;
   /** Serve this registry's VM manager API too (the default), or follow a VM manager elsewhere. */
   vms: { registry: Registry; statePath?: string } | { remote: string };
   debounce?: { quietMs: number; maxMs: number };
@@ -41,8 +46,9 @@ export interface ControlPlaneOptions {
 }
 
 export class ControlPlane {
-  readonly server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
+  readonly server: grpc.Server;
   readonly ads: AdsServer;
+  readonly guard: ControlGuard;
   readonly cache: SnapshotCache;
   readonly vmManager: VmManagerServer | undefined;
   private readonly registry: RegistrySource;
@@ -75,6 +81,16 @@ export class ControlPlane {
       // A node gone longer than the retention is rebuilt no more: its snapshot is made again if it comes back.
       onNodeForgotten: (nodeId) => this.forgetNode(nodeId),
     });
+    const { vms } = options;
+    const local = 'registry' in vms ? vms.registry : undefined;
+    this.guard = new ControlGuard({
+      transport: options.transport,
+      logger,
+      metrics: this.ads.metrics,
+      server: 'control-plane',
+      ...(local !== undefined && { vmHypervisor: (id: string) => local.getVm(id)?.hypervisorId ?? null }),
+    });
+    this.server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES, interceptors: this.guard.interceptors() });
     this.ads.addTo(this.server);
     this.debouncer = new Debouncer(() => this.rebuild(), {
       quietMs: options.debounce?.quietMs ?? 100,
@@ -82,15 +98,18 @@ export class ControlPlane {
       onError: (err) => logger.error({ err, reason: 'snapshot_rebuild_failed' }, `snapshot rebuild failed; serving the previous snapshots: ${(err as Error).message}`),
     });
     const changed = (): void => this.debouncer.trigger();
-    const { vms } = options;
     if ('registry' in vms) {
       this.vmManager = new VmManagerServer({ registry: vms.registry, logger, grpcServer: this.server, ...(vms.statePath !== undefined && { statePath: vms.statePath }) });
       this.registry = new LocalRegistry(vms.registry, changed);
     } else {
-      this.registry = new RegistryMirror(new VmManagerClient(vms.remote), vms.remote, changed, logger);
+      this.registry = new RegistryMirror(new VmManagerClient(vms.remote, { transport: options.transport }), vms.remote, changed, logger);
     }
     options.mesh.on('change', changed);
-    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger));
+    this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger, (call) => {
+      const seen = this.guard.identify(call);
+      if (seen === 'insecure') return { spiffe_id: '', role: '', insecure: true };
+      return seen.ok ? { spiffe_id: seen.spiffeId, role: ROLES[seen.identity.kind], insecure: false } : { spiffe_id: '', role: '', insecure: false };
+    }));
   }
 
   get port(): number {
@@ -100,7 +119,7 @@ export class ControlPlane {
   async start(address: string): Promise<number> {
     this.rebuild();
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(new Error(`control-plane: cannot listen on ${address}: ${err.message}`)) : resolve(port)));
+      this.server.bindAsync(address, serverCredentials(this.options.transport), (err, port) => (err ? reject(new Error(`control-plane: cannot listen on ${address}: ${err.message}`)) : resolve(port)));
     });
     await this.vmManager?.start(address);
     this.registry.start();
@@ -122,6 +141,7 @@ export class ControlPlane {
     this.ads.stop();
     await this.vmManager?.stop();
     this.server.forceShutdown();
+    this.guard.stop();
   }
 
   /** Applies pending changes now instead of after the debounce. */

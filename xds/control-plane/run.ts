@@ -9,6 +9,7 @@ import { initialRegistry } from '../vm-manager/run.js';
 import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
+import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
 
 export interface ControlPlaneRunOptions {
   listen: string;
@@ -22,6 +23,7 @@ export interface ControlPlaneRunOptions {
   statusRetentionMs?: number;
   adminPort: number | null;
   logLevel: LogLevel;
+  controlIdentity: IdentityFlags;
 }
 
 export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> {
@@ -34,11 +36,19 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
         options.vmManager !== undefined
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
-      const plane = new ControlPlane({ mesh, logger, vms, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
+      const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
+      const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);
       return {
         logger,
-        server: { start: () => plane.start(options.listen), drain: () => plane.drain(), stop: () => plane.stop() },
+        server: {
+          start: () => plane.start(options.listen),
+          drain: () => plane.drain(),
+          stop: async () => {
+            await plane.stop();
+            identity.close();
+          },
+        },
         admin: {
           address: '127.0.0.1',
           port: options.adminPort,

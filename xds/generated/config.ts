@@ -15,6 +15,8 @@ import type { SyncStatusRequest as _vsockmesh_config_v1_SyncStatusRequest, SyncS
 import type { SyncStatusResponse as _vsockmesh_config_v1_SyncStatusResponse, SyncStatusResponse__Output as _vsockmesh_config_v1_SyncStatusResponse__Output } from './vsockmesh/config/v1/SyncStatusResponse.js';
 import type { TypeSyncStatus as _vsockmesh_config_v1_TypeSyncStatus, TypeSyncStatus__Output as _vsockmesh_config_v1_TypeSyncStatus__Output } from './vsockmesh/config/v1/TypeSyncStatus.js';
 import type { WeightedService as _vsockmesh_config_v1_WeightedService, WeightedService__Output as _vsockmesh_config_v1_WeightedService__Output } from './vsockmesh/config/v1/WeightedService.js';
+import type { WhoAmIRequest as _vsockmesh_config_v1_WhoAmIRequest, WhoAmIRequest__Output as _vsockmesh_config_v1_WhoAmIRequest__Output } from './vsockmesh/config/v1/WhoAmIRequest.js';
+import type { WhoAmIResponse as _vsockmesh_config_v1_WhoAmIResponse, WhoAmIResponse__Output as _vsockmesh_config_v1_WhoAmIResponse__Output } from './vsockmesh/config/v1/WhoAmIResponse.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -37,6 +39,8 @@ export interface ProtoGrpcType {
         SyncStatusResponse: MessageTypeDefinition<_vsockmesh_config_v1_SyncStatusResponse, _vsockmesh_config_v1_SyncStatusResponse__Output>
         TypeSyncStatus: MessageTypeDefinition<_vsockmesh_config_v1_TypeSyncStatus, _vsockmesh_config_v1_TypeSyncStatus__Output>
         WeightedService: MessageTypeDefinition<_vsockmesh_config_v1_WeightedService, _vsockmesh_config_v1_WeightedService__Output>
+        WhoAmIRequest: MessageTypeDefinition<_vsockmesh_config_v1_WhoAmIRequest, _vsockmesh_config_v1_WhoAmIRequest__Output>
+        WhoAmIResponse: MessageTypeDefinition<_vsockmesh_config_v1_WhoAmIResponse, _vsockmesh_config_v1_WhoAmIResponse__Output>
       }
     }
   }

@@ -11,6 +11,7 @@ import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v
 import { CallError } from '../call-error.js';
 import { callError } from '../grpc-status.js';
 import { vmManagerProto } from '../proto.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 import { destinationToWire, eventFromWire, relayRequestToWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
 import type { Destination, HypervisorRecord, RelayAuthorization, RelayRequest, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
@@ -18,6 +19,8 @@ import type { Destination, HypervisorRecord, RelayAuthorization, RelayRequest, R
 export const EPOCH_HEADER = 'vsockmesh-epoch';
 
 export interface VmManagerClientOptions {
+  /** Mutual TLS with the caller's identity, or plain text when asked for by name. */
+  transport: ControlTransport;
   /** Deadline of every call that does not set its own. */
   defaultTimeoutMs?: number;
 }
@@ -28,11 +31,12 @@ export class VmManagerClient implements VmManagerApi {
 
   constructor(
     readonly address: string,
-    options: VmManagerClientOptions = {},
+    options: VmManagerClientOptions,
   ) {
     const Client = vmManagerProto().vsockmesh.vmmanager.v1.VmManager;
     // Fail fast while the VM manager is away (the resolver falls back); reconnect quickly once it is back.
-    this.client = new Client(address, grpc.credentials.createInsecure(), {
+    this.client = new Client(address, channelCredentials(options.transport), {
+      ...channelOptions(options.transport),
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 2_000,
       'grpc.keepalive_time_ms': 30_000,

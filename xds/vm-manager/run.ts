@@ -10,6 +10,7 @@ import { loadInventory, parseInventory } from './inventory.js';
 import { Registry } from './registry.js';
 import { VmManagerServer } from './server.js';
 import { loadState } from './state-load.js';
+import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
 
 export interface VmManagerRunOptions {
   listen: string;
@@ -18,6 +19,7 @@ export interface VmManagerRunOptions {
   resolveTtlMs: number;
   adminPort: number | null;
   logLevel: LogLevel;
+  controlIdentity: IdentityFlags;
 }
 
 /**
@@ -54,11 +56,19 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
     prepare: async () => {
       const logger = createLogger({ level: options.logLevel });
       const registry = await initialRegistry(options, logger);
-      const server = new VmManagerServer({ registry, logger, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
+      const identity = await processIdentity(options.controlIdentity, logger, 'vm-manager');
+      const server = new VmManagerServer({ registry, logger, transport: identity.transport, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
       addLogDropped(server.metrics);
       return {
         logger,
-        server: { start: () => server.start(options.listen), drain: () => server.drain(), stop: () => server.stop() },
+        server: {
+          start: () => server.start(options.listen),
+          drain: () => server.drain(),
+          stop: async () => {
+            await server.stop();
+            identity.close();
+          },
+        },
         admin: {
           address: '127.0.0.1',
           port: options.adminPort,

@@ -38,6 +38,8 @@ import { EPOCH_HEADER } from './client.js';
 import { listPage } from './pagination.js';
 import { Registry, checkEpoch, type RegistryChange } from './registry.js';
 import { StateLog } from './state-log.js';
+import { ControlGuard } from '../security/guard.js';
+import { serverCredentials, type ControlTransport } from '../security/transport.js';
 import type { VmEvent } from '../../proxy/resolve/types.js';
 
 export const VM_MANAGER_SERVICE = 'vsockmesh.vmmanager.v1.VmManager';
@@ -56,8 +58,10 @@ export interface VmManagerServerOptions {
   compactAfterBytes?: number;
   /** Collect Node process metrics (the CLI does; tests do not). */
   processMetrics?: boolean;
-  /** Serve on this gRPC server (the control plane's, one port for both) instead of an own one: start() then binds nothing. */
+  /** Serve on this gRPC server (the control plane's, one port for both, guarded there) instead of an own one: start() then binds nothing. */
   grpcServer?: grpc.Server;
+  /** Its own server's transport: mutual TLS with an identity, or plain text when asked for by name. Required without grpcServer. */
+  transport?: ControlTransport;
 }
 
 export type VmManagerState = 'new' | 'serving' | 'draining' | 'stopped';
@@ -79,6 +83,7 @@ export class VmManagerServer {
   readonly metrics = new MetricsRegistry();
   private readonly server: grpc.Server;
   private readonly shared: boolean;
+  private readonly guard: ControlGuard | undefined;
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly healthWatches = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
   private readonly requests: Counter<'method' | 'code'>;
@@ -103,10 +108,15 @@ export class VmManagerServer {
   state: VmManagerState = 'new';
 
   constructor(private readonly options: VmManagerServerOptions) {
-    // Its own server takes requests no larger than the bounds need; the control plane's is shared with ADS and sets its own.
-    this.server = options.grpcServer ?? new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
-    this.shared = options.grpcServer !== undefined;
     const registers = [this.metrics];
+    if (options.grpcServer === undefined) {
+      if (options.transport === undefined) throw new Error('vm-manager: a transport is required (TLS credentials, or { insecure: true })');
+      const registry = options.registry;
+      this.guard = new ControlGuard({ transport: options.transport, logger: options.logger, metrics: this.metrics, server: 'vm-manager', vmHypervisor: (id) => registry.getVm(id)?.hypervisorId ?? null });
+    }
+    // Its own server takes requests no larger than the bounds need; the control plane's is shared with ADS and sets its own.
+    this.server = options.grpcServer ?? new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES, interceptors: this.guard!.interceptors() });
+    this.shared = options.grpcServer !== undefined;
     if (options.processMetrics) collectDefaultMetrics({ register: this.metrics });
     this.requests = new Counter({ name: 'vsockmesh_vm_manager_requests_total', help: 'VM manager API calls by method and gRPC status', labelNames: ['method', 'code'], registers });
     this.resolveSeconds = new Histogram({
@@ -182,7 +192,7 @@ export class VmManagerServer {
       this.planningBase = this.registry.changeCount;
     }
     if (!this.shared) this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      this.server.bindAsync(address, serverCredentials(this.options.transport!), (err, port) => {
         if (err) reject(new Error(`vm-manager: cannot listen on ${address}: ${err.message}`));
         else resolve(port);
       });
@@ -213,6 +223,7 @@ export class VmManagerServer {
     this.watches.clear();
     this.healthWatches.clear();
     if (!this.shared) this.server.forceShutdown();
+    this.guard?.stop();
     await this.flushing;
     await this.log?.close();
     this.state = 'stopped';

@@ -28,7 +28,9 @@ export function reportTopology(say: Say, scenario: Scenario, vsockOn: boolean, o
   say('vsockmesh demo: the VM manager knows where every VM runs; a sidecar sends to a VM on its own hypervisor over vsock, to any other over TCP');
   if (vsockOn) say('  vsock: vsock_loopback is loaded here: hv-1\'s VMs talk over real vsock (loopback mode: every VM at CID 1, told apart by its sidecar\'s vsock port)');
   else say(`  vsock: ${offWhy}: same decisions, carried over TCP`);
-  say(`  VM manager  grpc 127.0.0.1:${vmManagerPort} (in this process)`);
+  say(`  VM manager  grpc 127.0.0.1:${vmManagerPort} (in this process), mutual TLS`);
+  say(`  identities (X509-SVIDs from a throw-away CA in ${scenario.identities.caDir}, removed at exit):`);
+  for (const { who, spiffeId, notAfter } of scenario.identities.shown) say(`    ${who.padEnd(14)} ${spiffeId}  until ${notAfter.toISOString()}`);
   for (const hv of HYPERVISORS) {
     say(`  ${hv.hypervisorId} (vsock ${hv.vsockMode}${hv.vsockMode === 'host-relay' ? `, relay port ${hv.relayPort}` : ''})`);
     for (const vm of VMS.filter((v) => v.hypervisorId === hv.hypervisorId)) {

@@ -14,6 +14,8 @@ import type { Destination, HypervisorRecord } from '../../resolve/types.js';
 import { Registry } from '../../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../../xds/vm-manager/server.js';
 import { createSidecar } from '../proxies.js';
+import { staticSource } from '../../identity/certificate-source.js';
+import { startDemoIdentities } from './identities.js';
 import { echoTransfer, httpGet, startEchoServer, startHttpApp } from './apps.js';
 
 /** Whether vsock_loopback is usable here, decided from the filesystem alone (no AF_VSOCK socket). */
@@ -77,6 +79,8 @@ export interface Scenario {
   apps: Map<string, Apps>;
   outsideEcho: number;
   steps: Step[];
+  /** mTLS on the VM manager API: who holds which SPIFFE ID, from a throw-away CA in `caDir`. */
+  identities: { caDir: string; shown: Array<{ who: string; spiffeId: string; notAfter: Date }> };
 }
 
 /** Starts the apps, the VM manager and a sidecar per VM, and registers the VMs; what it started goes on `cleanups`. */
@@ -105,7 +109,10 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
   // The VM manager: placement is the platform's to say; the demo is the platform here.
   const registry = new Registry({ resolveTtlMs: 30_000 });
   for (const hv of HYPERVISORS) registry.registerHypervisor(hv);
-  const vmManager = new VmManagerServer({ registry, logger: createLogger({ level: 'info', destination: logSink('vm-manager') }) });
+  const identities = await startDemoIdentities(cleanups);
+  const vmManagerIdentity = await identities.issue('cp', 'vm-manager');
+  const shown: Array<{ who: string; spiffeId: string; notAfter: Date }> = [{ who: 'vm-manager', spiffeId: vmManagerIdentity.spiffeId, notAfter: vmManagerIdentity.notAfter }];
+  const vmManager = new VmManagerServer({ registry, transport: { source: staticSource(vmManagerIdentity) }, logger: createLogger({ level: 'info', destination: logSink('vm-manager') }) });
   const vmManagerPort = await vmManager.start('127.0.0.1:0');
   cleanups.push(async () => {
     await vmManager.drain(1_000);
@@ -170,11 +177,14 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
         clusters.push({ name: step.name, ...step.cluster });
       }
     }
+    const identity = await identities.issue('vm', vm.id);
+    shown.push({ who: `sidecar ${vm.id}`, spiffeId: identity.spiffeId, notAfter: identity.notAfter });
     const config = parseSidecarConfig(
       {
         node: { id: vm.id },
         vsock: { enabled: vsockOn, connect_timeout: '2s' },
         vm_manager: { address: vmManagerAddress, query_timeout: '5s' },
+        tls: await identities.files(vm.id, identity),
         admin: { address: vm.ip, port: 0 },
         drain_timeout: '2s',
         listeners,
@@ -214,7 +224,7 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
     if (Date.now() >= deadline) throw new Error(`the VM manager's records did not reach the sidecars of ${unknown.join(', ')} within 20 s`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { registry, vmManagerPort, sidecars, apps, outsideEcho, steps };
+  return { registry, vmManagerPort, sidecars, apps, outsideEcho, steps, identities: { caDir: identities.dir, shown } };
 }
 
 export type TrafficResult =

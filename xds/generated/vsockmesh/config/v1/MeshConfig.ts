@@ -12,6 +12,8 @@ import type { Route as _vsockmesh_config_v1_Route, Route__Output as _vsockmesh_c
 import type { Service as _vsockmesh_config_v1_Service, Service__Output as _vsockmesh_config_v1_Service__Output } from '../../../vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest as _vsockmesh_config_v1_SyncStatusRequest, SyncStatusRequest__Output as _vsockmesh_config_v1_SyncStatusRequest__Output } from '../../../vsockmesh/config/v1/SyncStatusRequest.js';
 import type { SyncStatusResponse as _vsockmesh_config_v1_SyncStatusResponse, SyncStatusResponse__Output as _vsockmesh_config_v1_SyncStatusResponse__Output } from '../../../vsockmesh/config/v1/SyncStatusResponse.js';
+import type { WhoAmIRequest as _vsockmesh_config_v1_WhoAmIRequest, WhoAmIRequest__Output as _vsockmesh_config_v1_WhoAmIRequest__Output } from '../../../vsockmesh/config/v1/WhoAmIRequest.js';
+import type { WhoAmIResponse as _vsockmesh_config_v1_WhoAmIResponse, WhoAmIResponse__Output as _vsockmesh_config_v1_WhoAmIResponse__Output } from '../../../vsockmesh/config/v1/WhoAmIResponse.js';
 
 export interface MeshConfigClient extends grpc.Client {
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
@@ -77,6 +79,21 @@ export interface MeshConfigClient extends grpc.Client {
   putService(argument: _vsockmesh_config_v1_Service, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Service__Output>): grpc.ClientUnaryCall;
   putService(argument: _vsockmesh_config_v1_Service, callback: grpc.requestCallback<_vsockmesh_config_v1_Service__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * The caller as this server sees it: the SPIFFE ID of its verified client certificate and the role that gives it.
+   */
+  WhoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  WhoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  WhoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  WhoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * The caller as this server sees it: the SPIFFE ID of its verified client certificate and the role that gives it.
+   */
+  whoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  whoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  whoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  whoAmI(argument: _vsockmesh_config_v1_WhoAmIRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_WhoAmIResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
@@ -94,6 +111,11 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
   
   PutService: grpc.handleUnaryCall<_vsockmesh_config_v1_Service__Output, _vsockmesh_config_v1_Service>;
   
+  /**
+   * The caller as this server sees it: the SPIFFE ID of its verified client certificate and the role that gives it.
+   */
+  WhoAmI: grpc.handleUnaryCall<_vsockmesh_config_v1_WhoAmIRequest__Output, _vsockmesh_config_v1_WhoAmIResponse>;
+  
 }
 
 export interface MeshConfigDefinition extends grpc.ServiceDefinition {
@@ -104,4 +126,5 @@ export interface MeshConfigDefinition extends grpc.ServiceDefinition {
   ListServices: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListServicesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse__Output>
   PutRoute: MethodDefinition<_vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route__Output>
   PutService: MethodDefinition<_vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service__Output, _vsockmesh_config_v1_Service__Output>
+  WhoAmI: MethodDefinition<_vsockmesh_config_v1_WhoAmIRequest, _vsockmesh_config_v1_WhoAmIResponse, _vsockmesh_config_v1_WhoAmIRequest__Output, _vsockmesh_config_v1_WhoAmIResponse__Output>
 }
