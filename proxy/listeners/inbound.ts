@@ -59,7 +59,7 @@ export class InboundListener extends Listener {
         timeoutMs: headerTimeoutMs,
         what: 'PROXY v2 header',
         decode: (bytes) => {
-          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes });
+          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
           return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
         },
         track: (c) => this.track(c),
@@ -146,12 +146,8 @@ export class InboundListener extends Listener {
       return;
     }
     const { addresses } = header;
-    if (addresses.family !== 'inet' && addresses.family !== 'inet6') {
-      metrics.refused.inc({ listener: this.name, reason: 'no_destination' });
-      refusals.warn({ listener: this.name, src, reason: 'no_destination', family: addresses.family }, `refused: PROXY header has no IP destination (family ${addresses.family})`);
-      native.close(fd);
-      return;
-    }
+    // The decoder (streamOnly) refused every PROXY header that is not TCP over IP.
+    if (addresses.family !== 'inet' && addresses.family !== 'inet6') throw new Error(`unreachable: a ${addresses.family} PROXY header passed the stream-only decoder`);
     const dstPort = addresses.destination.port;
     const declared = this.ports.get(dstPort);
     const origin = {
