@@ -66,13 +66,15 @@ export interface NativeCore {
    * past the handshake. Failure: (reason, detail); the caller closes the
    * socket. A server whose peer does not start TLS gets ("plain_text", ...),
    * nothing read, the socket plain. sessionKey (client): the peer a session is
-   * resumed from and kept for.
+   * resumed from and kept for. plainPreamble (client): sent in the clear
+   * before the handshake (a PROXY v2 header for HAProxy).
    */
   tlsStart(
     fd: number,
     contextId: number,
     server: boolean,
     sessionKey: string | null,
+    plainPreamble: Buffer | null,
     timeoutMs: number,
     callback: (reason: string | null, identityOrDetail: string, resumed: boolean, version: string, serial: string) => void,
   ): void;

@@ -12,6 +12,9 @@
  * permissive listener can read a plain PROXY v2 header instead (and a strict
  * one says why it refused).
  *
+ * A client may send bytes in the clear first (a PROXY v2 header, for peers
+ * such as HAProxy that read it before TLS).
+ *
  * The callback runs exactly once unless JS closes the socket first; after a
  * failure the socket is idle and JS closes it (it logs the reason first).
  */
@@ -26,7 +29,7 @@
 
 #include "exports.h"
 
-#define TLS_START_USAGE "tlsStart(fd, contextId, server, sessionKey, timeoutMs, callback)"
+#define TLS_START_USAGE "tlsStart(fd, contextId, server, sessionKey, plainPreamble, timeoutMs, callback)"
 #define MAX_SESSION_KEY 512
 #define TLS_RECORD_HANDSHAKE 0x16
 
@@ -181,9 +184,34 @@ static bool peeked_tls(core_sock *s) {
   return true;
 }
 
+/* Client: writes the plain preamble; false while some is left (the next edge says) or the job ended. */
+static bool preamble_sent(core_sock *s) {
+  while (s->out_len > 0) {
+    ssize_t w = send(s->fd, s->out + s->out_off, s->out_len, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) {
+      s->writable = 0;
+      return false;
+    }
+    if (w < 0) {
+      char detail[160];
+      snprintf(detail, sizeof detail, "socket error before the TLS handshake: %s", strerror(errno));
+      handshake_finish(s, "peer_error", detail, false);
+      return false;
+    }
+    s->out_off += (size_t)w;
+    s->out_len -= (size_t)w;
+  }
+  free(s->out);
+  s->out = NULL;
+  s->out_off = 0;
+  return true;
+}
+
 static void on_handshake_ready(core_sock *s) {
   core_tls *t = s->tls;
   if (t->peek_plain && !peeked_tls(s)) return;
+  if (s->out && !preamble_sent(s)) return;
   ERR_clear_error();
   int r = SSL_do_handshake(t->ssl);
   int sys_errno = errno;
@@ -241,43 +269,51 @@ static core_tls *tls_new(core_sock *s, SSL_CTX *ctx, uint32_t context_id, bool s
 }
 
 /*
- * tlsStart(fd, contextId, server, sessionKey|null, timeoutMs,
+ * tlsStart(fd, contextId, server, sessionKey|null, plainPreamble: Buffer|null, timeoutMs,
  *          callback(reason|null, identity|detail, resumed, version, serial))
  * fd: an idle socket of the core. Success: (null, peer URI SAN, resumed, "TLSv1.3", peer serial hex).
  * Failure: (reason, detail); the socket is idle and JS closes it.
  * Server: a peer that does not start TLS is ("plain_text", detail) with nothing read, TLS detached.
  * sessionKey (client): resume with, and keep tickets under, this peer's name.
+ * plainPreamble (client): written in the clear before the ClientHello.
  */
 static napi_value js_tls_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
+  napi_value argv[7];
   int32_t fd;
   uint32_t context_id, timeout_ms;
   bool server, keyed;
   char key[MAX_SESSION_KEY];
-  if (!core_args(env, info, 6, argv) || !core_arg_int32(env, argv[0], TLS_START_USAGE, &fd) || !core_arg_uint32(env, argv[1], TLS_START_USAGE, &context_id) ||
+  char *preamble;
+  size_t preamble_len;
+  if (!core_args(env, info, 7, argv) || !core_arg_int32(env, argv[0], TLS_START_USAGE, &fd) || !core_arg_uint32(env, argv[1], TLS_START_USAGE, &context_id) ||
       !core_arg_bool(env, argv[2], TLS_START_USAGE, &server) || !session_key_arg(env, argv[3], key, sizeof key, &keyed) ||
-      !core_arg_uint32(env, argv[4], TLS_START_USAGE, &timeout_ms)) {
+      !core_arg_buffer(env, argv[4], TLS_START_USAGE, true, &preamble, &preamble_len) || !core_arg_uint32(env, argv[5], TLS_START_USAGE, &timeout_ms)) {
     return NULL;
   }
   core_sock *s = core_sock_get(fd);
-  if (!s || s->mode != SOCK_IDLE || s->tls) {
+  if (!s || s->mode != SOCK_IDLE || s->tls || s->out_len > 0) {
     NAPI_MUST(napi_throw_error(env, "EBADF", "tlsStart: not an idle plain socket of the core"));
     return NULL;
   }
+  if (server && preamble_len > 0) return core_throw_usage(env, TLS_START_USAGE);
   SSL_CTX *ctx = core_tls_context(context_id);
   if (!ctx) {
     NAPI_MUST(napi_throw_error(env, "EINVAL", "tlsStart: no such TLS context"));
     return NULL;
   }
   napi_ref cb;
-  if (!core_arg_callback(env, argv[5], TLS_START_USAGE, &cb)) return NULL;
+  if (!core_arg_callback(env, argv[6], TLS_START_USAGE, &cb)) return NULL;
   core_tls *t = tls_new(s, ctx, context_id, server, keyed ? key : NULL);
-  if (!t) {
+  if (!t || (preamble_len > 0 && core_sock_hold_out(s, preamble, preamble_len) != 0)) {
+    core_tls_free(t);
     core_delete_ref(&cb);
     return core_throw_errno(env, ENOMEM, "tlsStart");
   }
   int err = core_sock_timer_start(s, on_handshake_timeout, timeout_ms);
   if (err) {
+    free(s->out);
+    s->out = NULL;
+    s->out_len = 0;
     core_tls_free(t);
     core_delete_ref(&cb);
     return core_throw_errno(env, -err, "tlsStart");

@@ -26,8 +26,8 @@ function context(id: PemIdentity): number {
   return native.tlsContext(id.keyPem, id.chainPem, id.bundlePem);
 }
 
-function handshake(fd: number, ctx: number, server: boolean, sessionKey: string | null): Promise<Handshake> {
-  return new Promise((resolve) => native.tlsStart(fd, ctx, server, sessionKey, 10_000, (reason, text, resumed, version, serial) => resolve({ reason, text, resumed, version, serial })));
+function handshake(fd: number, ctx: number, server: boolean, sessionKey: string | null, plainPreamble: Buffer | null = null): Promise<Handshake> {
+  return new Promise((resolve) => native.tlsStart(fd, ctx, server, sessionKey, plainPreamble, 10_000, (reason, text, resumed, version, serial) => resolve({ reason, text, resumed, version, serial })));
 }
 
 function nativeConnect(port: number): Promise<number> {
@@ -276,6 +276,34 @@ test.serial('a peer that sends plain bytes is reported as plain_text with nothin
   client.destroy();
   t.is(h.reason, 'plain_text');
   t.is(first?.toString(), '\r\n\r\n\0\r\nQUIT\n-plain');
+});
+
+test.serial('a client may send a plain preamble before its ClientHello; the server reads it plain, then handshakes', async (t) => {
+  const p = await pki();
+  const [ctxA, ctxB] = [context(p.a), context(p.b)];
+  let serverSide!: (v: { preamble: string; h: Handshake }) => void;
+  const served = new Promise<{ preamble: string; h: Handshake }>((r) => (serverSide = r));
+  const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 16, (fd) => {
+    native.readStart(fd, 5, (_e, chunk) => {
+      native.readStop(fd);
+      void handshake(fd, ctxB, true, null).then((h) => {
+        native.close(fd);
+        serverSide({ preamble: chunk?.toString() ?? '', h });
+      });
+    });
+  });
+  t.teardown(() => {
+    native.close(lfd);
+    native.tlsContextFree(ctxA);
+    native.tlsContextFree(ctxB);
+  });
+  const fd = await nativeConnect(port);
+  const client = await handshake(fd, ctxA, false, null, Buffer.from('HELLO'));
+  native.close(fd);
+  const { preamble, h } = await served;
+  t.is(preamble, 'HELLO');
+  t.like(h, { reason: null, text: p.a.spiffeId });
+  t.like(client, { reason: null, text: p.b.spiffeId });
 });
 
 test.serial('a new context replaces an identity: an open connection keeps flowing, new handshakes present the new certificate', async (t) => {
