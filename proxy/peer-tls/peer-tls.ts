@@ -19,6 +19,8 @@ export interface PeerFields {
   peer_identity: string;
   tls_version?: string;
   tls_resumed?: boolean;
+  /** The peer certificate's serial (hex): tells a rotated certificate from the last one. */
+  peer_serial?: string;
   [key: string]: string | boolean | undefined;
 }
 
@@ -76,17 +78,17 @@ export class PeerTls {
       return;
     }
     const expected = expectedPeerId(this.settings.trustDomain, vmId);
-    native.tlsStart(fd, this.contextId, false, `${sessionKey}|${expected}`, plainPreamble, this.settings.handshakeTimeoutMs, (reason, text, resumed, version) => {
+    native.tlsStart(fd, this.contextId, false, `${sessionKey}|${expected}`, plainPreamble, this.settings.handshakeTimeoutMs, (reason, text, resumed, version, serial) => {
       if (reason !== null) done(this.failed(listener, 'outbound', reason, text));
       else if (text !== expected) done(this.failed(listener, 'outbound', 'wrong_identity', `expected ${expected}, the peer presented ${text}`));
-      else done(this.verified(listener, 'outbound', text, version, resumed));
+      else done(this.verified(listener, 'outbound', text, version, resumed, serial));
     });
   }
 
   /** Inbound: a TLS server on an accepted socket; the listener's allow-list (empty: any VM of the trust domain) decides. */
   terminate(fd: number, listener: string, allowed: readonly string[], done: (outcome: SecureOutcome) => void): void {
     const { mode, trustDomain } = this.settings;
-    native.tlsStart(fd, this.contextId, true, null, null, this.settings.handshakeTimeoutMs, (reason, text, resumed, version) => {
+    native.tlsStart(fd, this.contextId, true, null, null, this.settings.handshakeTimeoutMs, (reason, text, resumed, version, serial) => {
       if (reason !== null && reason !== 'plain_text') {
         done(this.failed(listener, 'inbound', reason, text));
         return;
@@ -96,13 +98,13 @@ export class PeerTls {
       else if (admission.identity === UNAUTHENTICATED) {
         this.metrics.unauthenticated.inc({ listener });
         done({ ok: true, fields: { peer_identity: UNAUTHENTICATED } });
-      } else done(this.verified(listener, 'inbound', admission.identity, version, resumed));
+      } else done(this.verified(listener, 'inbound', admission.identity, version, resumed, serial));
     });
   }
 
-  private verified(listener: string, direction: 'inbound' | 'outbound', identity: string, version: string, resumed: boolean): SecureOutcome {
+  private verified(listener: string, direction: 'inbound' | 'outbound', identity: string, version: string, resumed: boolean, serial: string): SecureOutcome {
     this.metrics.peerTlsHandshakes.inc({ listener, direction, resumed: String(resumed) });
-    return { ok: true, fields: { peer_identity: identity, tls_version: version, tls_resumed: resumed } };
+    return { ok: true, fields: { peer_identity: identity, tls_version: version, tls_resumed: resumed, peer_serial: serial } };
   }
 
   private failed(listener: string, direction: 'inbound' | 'outbound', reason: string, detail: string): SecureOutcome {
