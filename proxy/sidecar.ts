@@ -15,7 +15,7 @@ import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
 import { ourPlacement } from './upstream/placement.js';
 import type { CertificateSource } from './identity/certificate-source.js';
-import { FileCertificateSource } from './peer-tls/file-source.js';
+import type { FileCertificateSource } from './peer-tls/file-source.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
@@ -124,6 +124,8 @@ export class Sidecar extends ProxyServer {
     if (!this.peerTls || settings.mode === 'disable') return;
     let source = this.certificateSource;
     if (source === undefined) {
+      // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.
+      const { FileCertificateSource } = await import('./peer-tls/file-source.js');
       this.fileSource = await FileCertificateSource.open(settings.files, settings.trustDomain, (message) =>
         this.logger.warn({ reason: 'peer_identity_reload_failed' }, `peer TLS keeps its identity: ${message}`),
       );

@@ -3,6 +3,7 @@
 // sidecars (peer_tls strict): the relay semantics must not change.
 
 import test from 'ava';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { collect, connect, echoTransfer, startServer, waitFor } from '../helpers/apps.js';
 import { meshTls } from '../helpers/peer-tls.js';
@@ -170,14 +171,14 @@ for (const hop of ['plain', 'mtls'] as const) {
   });
 
   test(title('an unreachable endpoint resets the client and counts a connect error'), async (t) => {
-    // A port with nothing listening: grab one, then free it.
-    const placeholder = net.createServer();
-    await new Promise<void>((r) => placeholder.listen(0, '127.0.0.1', r));
-    const deadPort = (placeholder.address() as net.AddressInfo).port;
-    await new Promise((r) => placeholder.close(r));
+    // A port bound but not listening: connects to it are refused, and no other socket can take it meanwhile.
+    const holder = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.teardown(() => holder.kill('SIGKILL'));
+    const deadPort = Number(await new Promise<string>((resolve) => holder.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
     const mesh = await startHopMesh({ cluster: { endpoints: [{ address: '127.0.0.1', port: 9, peer: { address: '127.0.0.1', port: deadPort } }] } });
     t.teardown(() => mesh.stop());
-    const client = await connect(mesh.port);
+    // Not awaiting 'connect': on a loaded machine the reset may come before Node reports the connect.
+    const client = net.connect({ host: '127.0.0.1', port: mesh.port, allowHalfOpen: true });
     const { errorCode, data } = await collect(client);
     t.is(errorCode, 'ECONNRESET');
     t.is(data.length, 0);
@@ -185,7 +186,8 @@ for (const hop of ['plain', 'mtls'] as const) {
     t.true(mesh.a.logs.withReason('upstream_connect_failed').length === 1);
   });
 
-  test(title('an idle connection is closed after the idle timeout'), async (t) => {
+  // Serial: its 1 s deadline must not compete with the transfers of the other tests.
+  test.serial(title('an idle connection is closed after the idle timeout'), async (t) => {
     // Long enough that the echo always comes first, even on a loaded machine.
     const mesh = await startHopMesh({ outbound: { idle_timeout: '1s' } });
     t.teardown(() => mesh.stop());
