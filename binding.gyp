@@ -14,6 +14,9 @@
         "proxy/native/duplex.c",
         "proxy/native/vsock.c",
         "proxy/native/original-dst.c",
+        "proxy/native/stream.c",
+        "proxy/native/tls-context.c",
+        "proxy/native/tls.c",
         "proxy/native/module.c"
       ],
       "cflags!": ["-Wno-unused-parameter"],

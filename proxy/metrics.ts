@@ -71,6 +71,9 @@ export class ProxyMetrics {
   readonly fallbacks: Counter<'listener' | 'cluster' | 'from' | 'to' | 'code'>;
   readonly migrationDrained: Counter<'listener' | 'cluster'>;
   readonly decisions: Counter<'listener' | 'cluster' | 'reason'>;
+  readonly peerTlsHandshakes: Counter<'listener' | 'direction' | 'resumed'>;
+  readonly peerTlsFailures: Counter<'listener' | 'direction' | 'reason'>;
+  readonly unauthenticated: Counter<'listener'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -144,6 +147,24 @@ export class ProxyMetrics {
       name: 'vsockmesh_transport_decisions_total',
       help: 'Transport decisions of outbound connections (static, xDS and resolved clusters), by reason (same_hypervisor, other_hypervisor, unknown_destination, ...)',
       labelNames: ['listener', 'cluster', 'reason'],
+      registers,
+    });
+    this.peerTlsHandshakes = new Counter({
+      name: 'vsockmesh_peer_tls_handshakes_total',
+      help: 'TLS handshakes on the TCP peer hop that verified the peer, by direction and whether the session was resumed',
+      labelNames: ['listener', 'direction', 'resumed'],
+      registers,
+    });
+    this.peerTlsFailures = new Counter({
+      name: 'vsockmesh_peer_tls_failures_total',
+      help: 'Peer-hop connections refused by TLS: handshake failures (unknown_ca, expired, no_certificate, ...) and identity checks (wrong_identity, peer_not_allowed, plain_text)',
+      labelNames: ['listener', 'direction', 'reason'],
+      registers,
+    });
+    this.unauthenticated = new Counter({
+      name: 'vsockmesh_peer_unauthenticated_total',
+      help: 'Plain-text peers let in under peer_tls mode permissive (labelled unauthenticated)',
+      labelNames: ['listener'],
       registers,
     });
     addLogDropped(this.registry);

@@ -58,7 +58,8 @@ export type HeaderErrorCode =
   | 'too_large'
   | 'short_address_block'
   | 'bad_tlv'
-  | 'bad_crc32c';
+  | 'bad_crc32c'
+  | 'not_stream';
 
 export type DecodeResult =
   | { kind: 'incomplete'; /** total bytes needed before deciding; at least one more than given */ needed: number }
@@ -68,6 +69,12 @@ export type DecodeResult =
 export interface DecodeOptions {
   /** Largest whole header accepted (fixed part included). Default and ceiling: 16 + 65535. */
   maxLength?: number;
+  /**
+   * Accept only what a stream relay can carry: a PROXY header for TCP over
+   * IPv4 or IPv6, or LOCAL (whose addresses are ignored). Any other
+   * family/transport is `not_stream`, decided as soon as byte 13 arrives.
+   */
+  streamOnly?: boolean;
 }
 
 const V1_PREFIX = Buffer.from('PROXY ');
@@ -105,6 +112,9 @@ export function decodeProxyHeader(buf: Uint8Array, options: DecodeOptions = {}):
   const transport = (['unspec', 'stream', 'dgram'] as const)[familyByte & 0x0f];
   if (family === undefined || transport === undefined) {
     return invalid('bad_family', `address family/transport byte 0x${familyByte.toString(16).padStart(2, '0')} is not defined`);
+  }
+  if (options.streamOnly === true && command === 'proxy' && ((family !== 'inet' && family !== 'inet6') || transport !== 'stream')) {
+    return invalid('not_stream', `a PROXY header for ${family}/${transport} does not describe a TCP stream (only TCP over IPv4 or IPv6, or LOCAL)`);
   }
 
   if (buf.length <= 14) return { kind: 'incomplete', needed: FIXED_LENGTH };

@@ -14,6 +14,9 @@ import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
 import { ourPlacement } from './upstream/placement.js';
+import type { CertificateSource } from './identity/certificate-source.js';
+import type { FileCertificateSource } from './peer-tls/file-source.js';
+import { PeerTls } from './peer-tls/peer-tls.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -32,6 +35,8 @@ export interface SidecarOptions extends ServerOptions {
   vmManager?: OwnedClient<VmManagerApi>;
   /** Required when the config has an xds section: makes the stream to the control plane. */
   configSource?: ConfigSourceFactory;
+  /** The peer hop's identity under peer_tls permissive or strict; default: the PEM files the config names, watched. */
+  certificateSource?: CertificateSource;
 }
 
 export class Sidecar extends ProxyServer {
@@ -42,6 +47,10 @@ export class Sidecar extends ProxyServer {
   /** The daemon agent: present when the config has a vm_manager section. */
   readonly resolver: Resolver | undefined;
   private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
+  /** TLS on the TCP peer hop: present under peer_tls permissive or strict. */
+  readonly peerTls: PeerTls | undefined;
+  private readonly certificateSource: CertificateSource | undefined;
+  private fileSource: FileCertificateSource | undefined;
 
   constructor(
     readonly config: SidecarConfig,
@@ -61,14 +70,17 @@ export class Sidecar extends ProxyServer {
       });
       this.metrics.addResolver(this.resolver.counters);
     }
+    if (config.peerTls.mode !== 'disable') this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
+    this.certificateSource = options.certificateSource;
+    const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
-    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }) };
+    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,
       () => this.xds?.placement ?? null,
     );
-    const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), placement, ...(resolver && { resolver }) };
+    const outboundOptions = { accessLog: config.log.accessLog, vsock: config.vsock, breakers: new VsockBreakers(config.vsock.breakerWindowMs), placement, ...(resolver && { resolver }), ...peerTls };
     if (config.xds) {
       if (options.configSource === undefined) throw new Error('the config has an xds section but the sidecar was given no config source');
       this.configSource = options.configSource;
@@ -95,6 +107,7 @@ export class Sidecar extends ProxyServer {
   }
 
   override async start(): Promise<void> {
+    await this.startPeerTls();
     this.resolver?.start();
     await super.start();
     if (this.config.xds && this.xds && this.configSource) {
@@ -103,6 +116,23 @@ export class Sidecar extends ProxyServer {
       this.metrics.addXds(ads.counters, () => this.xds!.nodeKnown);
       ads.start();
     }
+  }
+
+  /** The peer hop's identity before any listener accepts: a sidecar that cannot prove who it is does not start. */
+  private async startPeerTls(): Promise<void> {
+    const settings = this.config.peerTls;
+    if (!this.peerTls || settings.mode === 'disable') return;
+    let source = this.certificateSource;
+    if (source === undefined) {
+      // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.
+      const { FileCertificateSource } = await import('./peer-tls/file-source.js');
+      this.fileSource = await FileCertificateSource.open(settings.files, settings.trustDomain, (message) =>
+        this.logger.warn({ reason: 'peer_identity_reload_failed' }, `peer TLS keeps its identity: ${message}`),
+      );
+      source = this.fileSource;
+    }
+    this.peerTls.start(source);
+    this.fileSource?.watch(settings.reloadIntervalMs);
   }
 
   /** What the control plane's stream applies: each resource type to the applier. */
@@ -161,6 +191,8 @@ export class Sidecar extends ProxyServer {
   override async stop(): Promise<void> {
     this.ads?.stop();
     await super.stop();
+    this.fileSource?.stop();
+    this.peerTls?.stop();
     this.resolver?.stop();
     if (this.vmManager?.closeOnStop) this.vmManager.client.close();
   }
@@ -179,6 +211,7 @@ export class Sidecar extends ProxyServer {
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,
       overload: { ...this.config.overload, state: this.overload.state },
+      peerTls: this.config.peerTls,
     };
   }
 }

@@ -51,6 +51,7 @@ export function inboundListenerConfig(l: Given<InboundListenerConfig, 'name' | '
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     connectTimeoutMs: l.connectTimeoutMs ?? LISTENER_DEFAULTS.connectTimeoutMs,
     ports: l.ports,
+    allowedPeerIds: l.allowedPeerIds ?? [],
     maxConnections: l.maxConnections ?? null,
   };
 }

@@ -3,7 +3,8 @@
 //
 import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
-import type { ListenerConfig, SidecarConfig } from './types.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
+import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
 
 const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
   message: 'must be a loopback address (127.0.0.0/8 or ::1): outbound listeners serve only local apps',
@@ -123,9 +124,50 @@ const inboundListener = z
     idle_timeout: optionalDuration(),
     connect_timeout: optionalDuration(),
     ports: z.array(inboundPort).min(1, { message: 'must declare at least one local port (the inbound side connects to nothing else)' }),
+    allowed_peer_ids: z.array(z.string().regex(/^spiffe:\/\/[a-z0-9._-]+\/\S+$/, { message: 'must be a SPIFFE ID (spiffe://<trust-domain>/<path>)' })).optional(),
     max_connections: maxConnections,
   })
   .strict();
+
+const PEM_FILE = 'must be the path of a PEM file';
+
+const peerTls = z
+  .object({
+    mode: z.enum(['disable', 'permissive', 'strict']).default('disable'),
+    key_file: z.string({ invalid_type_error: PEM_FILE }).min(1, { message: PEM_FILE }).optional(),
+    chain_file: z.string({ invalid_type_error: PEM_FILE }).min(1, { message: PEM_FILE }).optional(),
+    bundle_file: z.string({ invalid_type_error: PEM_FILE }).min(1, { message: PEM_FILE }).optional(),
+    trust_domain: z
+      .string({ invalid_type_error: 'must be a trust domain' })
+      .regex(/^[a-z0-9._-]{1,255}$/, { message: 'must be a trust domain: 1-255 lowercase letters, digits, ".", "_" or "-"' })
+      .default(DEFAULT_TRUST_DOMAIN),
+    handshake_timeout: duration('5s'),
+    reload_interval: duration('10s', 10),
+    originate: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
+    proxy_header: z.enum(['inside_tls', 'before_tls']).default('inside_tls'),
+  })
+  .strict()
+  .default({})
+  .superRefine((p, ctx) => {
+    if (p.mode === 'disable') return;
+    for (const field of ['key_file', 'chain_file', 'bundle_file'] as const) {
+      if (p[field] === undefined) ctx.addIssue({ code: 'custom', path: [field], message: `required when mode is ${p.mode}` });
+    }
+  })
+  .transform(
+    (p): PeerTlsSettings =>
+      p.mode === 'disable'
+        ? { mode: 'disable' }
+        : {
+            mode: p.mode,
+            files: { key: p.key_file!, chain: p.chain_file!, bundle: p.bundle_file! },
+            trustDomain: p.trust_domain,
+            handshakeTimeoutMs: p.handshake_timeout,
+            reloadIntervalMs: p.reload_interval,
+            originate: p.originate,
+            proxyHeader: p.proxy_header,
+          },
+  );
 
 const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener]).transform(
   (l): ListenerConfig =>
@@ -144,6 +186,7 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
           idleTimeoutMs: l.idle_timeout,
           connectTimeoutMs: l.connect_timeout,
           ports: l.ports,
+          allowedPeerIds: l.allowed_peer_ids,
           maxConnections: l.max_connections,
         }),
 );
@@ -184,6 +227,7 @@ export const sidecarConfigSchema = z
     log: logSettings,
     drain_timeout: duration('30s', 0),
     overload: overloadSettings,
+    peer_tls: peerTls,
     listeners: z.array(listener).default([]),
     clusters: z.array(cluster).default([]),
   })
@@ -199,6 +243,7 @@ export const sidecarConfigSchema = z
       log: c.log,
       drainTimeoutMs: c.drain_timeout,
       overload: c.overload,
+      peerTls: c.peer_tls,
       listeners: c.listeners,
       clusters: c.clusters,
     }),
@@ -217,9 +262,10 @@ export interface CrossReferenceIssue {
 export function crossReferences(raw: unknown): CrossReferenceIssue[] {
   const issues: CrossReferenceIssue[] = [];
   if (typeof raw !== 'object' || raw === null) return issues;
-  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown; xds?: unknown; tls?: unknown; insecure?: unknown };
+  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown; xds?: unknown; tls?: unknown; insecure?: unknown; peer_tls?: { mode?: unknown } };
   const transport = controlTransportIssue(c);
   if (transport !== undefined) issues.push(transport);
+  const peerTlsOn = c.peer_tls?.mode === 'permissive' || c.peer_tls?.mode === 'strict';
   const vsockEnabled = c.vsock?.enabled !== false;
   const clusters = Array.isArray(c.clusters) ? (c.clusters as Array<{ name?: unknown } | null>) : [];
   const listeners = Array.isArray(c.listeners) ? (c.listeners as Array<Record<string, unknown> | null>) : [];
@@ -244,6 +290,7 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
       issues.push({ path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
     }
     if (l.kind === 'inbound' && l.transport === 'vsock') {
+      if (l.allowed_peer_ids !== undefined) issues.push({ path: ['listeners', i, 'allowed_peer_ids'], message: 'only for transport: tcp (vsock peers are known by CID)' });
       if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
       if (l.peer_authorization === 'registry') {
         if (c.vm_manager === undefined) issues.push({ path: ['listeners', i, 'peer_authorization'], message: 'registry needs a vm_manager section' });
@@ -251,6 +298,9 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
         issues.push({ path: ['listeners', i, 'allowed_peer_cids'], message: 'a vsock inbound listener must list the peer CIDs it accepts (the kernel gives each peer its CID)' });
       }
       if (l.addresses !== undefined) issues.push({ path: ['listeners', i, 'addresses'], message: 'vsock listeners bind a CID (cid), not IP addresses' });
+    }
+    if (l.kind === 'inbound' && l.transport !== 'vsock' && l.allowed_peer_ids !== undefined && !peerTlsOn) {
+      issues.push({ path: ['listeners', i, 'allowed_peer_ids'], message: 'needs peer_tls mode permissive or strict (a plain-text peer proves no identity)' });
     }
     if (l.kind === 'inbound' && l.transport !== 'vsock') {
       for (const field of ['cid', 'allowed_peer_cids', 'peer_authorization']) {

@@ -98,6 +98,8 @@ export interface InboundListenerConfig {
   idleTimeoutMs: number;
   connectTimeoutMs: number;
   ports: InboundPortConfig[];
+  /** tcp, under peer TLS: the SPIFFE IDs let in; empty: any VM of the trust domain. */
+  allowedPeerIds: string[];
   /** Accepted connections this listener keeps open at once (header phase included); null: no limit of its own. */
   maxConnections: number | null;
 }
@@ -148,6 +150,27 @@ export interface OverloadSettings {
   checkIntervalMs: number;
 }
 
+/**
+ * TLS on the TCP peer hop (sidecar to sidecar). `disable`: plain text, as
+ * before (the default until identities are issued by default). `permissive`:
+ * inbound takes TLS peers and plain-text ones (labelled unauthenticated).
+ * `strict`: TLS peers only. Outbound uses TLS under both unless `originate`
+ * is false (the first step of a migration, while peers are still `disable`).
+ */
+export type PeerTlsSettings =
+  | { mode: 'disable' }
+  | {
+      mode: 'permissive' | 'strict';
+      files: { key: string; chain: string; bundle: string };
+      trustDomain: string;
+      handshakeTimeoutMs: number;
+      /** How often the files are looked at for a new identity. */
+      reloadIntervalMs: number;
+      originate: boolean;
+      /** Where the PROXY v2 header travels: inside TLS, or in the clear before it (HAProxy's form). */
+      proxyHeader: 'inside_tls' | 'before_tls';
+    };
+
 export interface SidecarConfig {
   node: { id: string };
   /** null: no control plane; only the listeners and clusters in this file. */
@@ -162,6 +185,7 @@ export interface SidecarConfig {
   log: { level: LogLevel; accessLog: boolean };
   drainTimeoutMs: number;
   overload: OverloadSettings;
+  peerTls: PeerTlsSettings;
   listeners: ListenerConfig[];
   clusters: ClusterConfig[];
 }

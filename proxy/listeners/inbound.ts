@@ -2,24 +2,31 @@
 // HAProxy) connect here. Each connection must start with a PROXY v2 header,
 // read within a size limit and a deadline; its destination port must be one
 // the config declares. Anything else is refused: never an open proxy.
+// Under peer TLS (TCP only) the peer first completes a TLS handshake and its
+// identity is admitted before the header is read (or, proxy_header:
+// before_tls, right after the header and before anything else).
 
 import type { InboundListenerConfig, InboundPortConfig } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { inboundClusterName } from '../dynamic/names.js';
-import { TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
+import { FIXED_LENGTH, TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
+import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
+import { sourceVmProblem } from '../peer-tls/peer-policy.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
   /** Needed for peer_authorization: registry. */
   resolver?: Resolver;
+  /** Present under peer_tls permissive or strict (TCP listeners only). */
+  peerTls?: PeerTls;
 }
 
 export class InboundListener extends Listener {
@@ -51,15 +58,41 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
+    const peerTls = vsock ? undefined : this.options.peerTls;
+    if (peerTls === undefined) {
+      this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, null, header, early));
+    } else if (peerTls.settings.proxyHeader === 'before_tls') {
+      // HAProxy's form: the header in the clear, read exactly, then the handshake.
+      this.readHeader(fd, src, true, (header) => this.secure(peerTls, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
+    } else {
+      this.secure(peerTls, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
+    }
+  }
+
+  /** The peer TLS handshake and admission; `then` runs only for an admitted peer, else the connection is refused (counted by PeerTls). */
+  private secure(peerTls: PeerTls, fd: number, src: string, then: (peer: PeerFields) => void): void {
+    const handshake = new Promise<SecureOutcome>((resolve) => peerTls.terminate(fd, this.name, this.config.allowedPeerIds, resolve));
+    this.whilePending(fd, handshake, (outcome) => {
+      if (outcome.ok) {
+        then(outcome.fields);
+        return;
+      }
+      this.context.refusals.warn({ listener: this.name, src, reason: outcome.reason, detail: outcome.detail }, `refused: peer TLS: ${outcome.detail}`);
+      native.close(fd);
+    });
+  }
+
+  /** Reads the PROXY v2 header (exact: no byte past it, as TLS follows). Refusals are handled here; `then` gets a valid header. */
+  private readHeader(fd: number, src: string, exact: boolean, then: (header: ProxyHeader, early: Buffer | null) => void): void {
     const { maxHeaderBytes, headerTimeoutMs } = this.config;
     readPreamble(
       fd,
       {
-        maxBytes: maxHeaderBytes,
+        maxBytes: exact ? FIXED_LENGTH : maxHeaderBytes,
         timeoutMs: headerTimeoutMs,
         what: 'PROXY v2 header',
         decode: (bytes) => {
-          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes });
+          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
           return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
         },
         track: (c) => this.track(c),
@@ -67,8 +100,7 @@ export class InboundListener extends Listener {
       },
       (result) => {
         if (result.ok) {
-          if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, result.value, result.early);
-          else this.route(fd, src, result.value, result.early);
+          then(result.value, result.early);
           return;
         }
         native.close(fd);
@@ -81,6 +113,20 @@ export class InboundListener extends Listener {
         this.context.refusals.warn({ listener: this.name, src, reason, detail: result.detail }, `refused: ${result.detail}`);
       },
     );
+  }
+
+  /** A header read from an admitted peer: its source-VM claim checked against the certificate, then authorized and routed. */
+  private admitted(fd: number, src: string, peerCid: number | undefined, peer: PeerFields | null, header: ProxyHeader, early: Buffer | null): void {
+    const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
+    const problem = peer && this.options.peerTls ? sourceVmProblem(peer.peer_identity, claimed, this.options.peerTls.settings.trustDomain) : undefined;
+    if (problem !== undefined) {
+      this.context.metrics.refused.inc({ listener: this.name, reason: 'source_vm_mismatch' });
+      this.context.refusals.warn({ listener: this.name, src, source_vm: claimed ?? null, peer_identity: peer!.peer_identity, reason: 'source_vm_mismatch' }, `refused: ${problem}`);
+      native.close(fd);
+      return;
+    }
+    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early);
+    else this.route(fd, src, header, early, peer);
   }
 
   /**
@@ -137,7 +183,7 @@ export class InboundListener extends Listener {
     this.whilePending(fd, this.options.resolver!.resolve({ kind: 'vm', vmId: this.context.nodeId }), then);
   }
 
-  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null): void {
+  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, peer: PeerFields | null = null): void {
     const { logger, refusals, metrics } = this.context;
     if (header.command === 'local') {
       // A health check from the sending proxy itself: nothing to relay.
@@ -146,12 +192,8 @@ export class InboundListener extends Listener {
       return;
     }
     const { addresses } = header;
-    if (addresses.family !== 'inet' && addresses.family !== 'inet6') {
-      metrics.refused.inc({ listener: this.name, reason: 'no_destination' });
-      refusals.warn({ listener: this.name, src, reason: 'no_destination', family: addresses.family }, `refused: PROXY header has no IP destination (family ${addresses.family})`);
-      native.close(fd);
-      return;
-    }
+    // The decoder (streamOnly) refused every PROXY header that is not TCP over IP.
+    if (addresses.family !== 'inet' && addresses.family !== 'inet6') throw new Error(`unreachable: a ${addresses.family} PROXY header passed the stream-only decoder`);
     const dstPort = addresses.destination.port;
     const declared = this.ports.get(dstPort);
     const origin = {
@@ -160,6 +202,7 @@ export class InboundListener extends Listener {
       peer: src,
       ...optional('source_vm', tlvText(header, TLV.VSOCKMESH_SOURCE_VM)),
       ...optional('authority', tlvText(header, TLV.AUTHORITY)),
+      ...peer,
     };
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });

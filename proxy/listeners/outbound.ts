@@ -22,6 +22,7 @@ import type { Hop, SelectionReason, TransportPolicy, VsockHealth } from '../upst
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
+import type { PeerTls } from '../peer-tls/peer-tls.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
@@ -33,6 +34,8 @@ export interface OutboundListenerOptions {
   placement: PlacementSource;
   /** Present when the sidecar has a VM manager; needed by resolved clusters. */
   resolver?: { resolver: Resolver; settings: VmManagerSettings };
+  /** Present under peer_tls permissive or strict: TCP hops to peer sidecars go over TLS (unless it does not originate). */
+  peerTls?: PeerTls;
 }
 
 /** The endpoint made of a cached answer, kept for the next connection with the same answer (a cluster usually resolves one destination). */
@@ -222,7 +225,7 @@ export class OutboundListener extends Listener {
   private connect(fd: number, src: { address: string; port: number }, upstream: Upstream): ProxiedConnection {
     const { hops, dst, vmId } = upstream;
     const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
-    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker));
+    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker, vmId));
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
@@ -298,10 +301,20 @@ export class OutboundListener extends Listener {
     this.drainTimers.add(timer);
   }
 
-  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null): UpstreamAttempt {
+  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null, vmId: string | null): UpstreamAttempt {
     if (hop.kind !== 'vsock') {
       const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.settings.connectTimeoutMs };
-      return { transport: 'tcp', target, label: formatAddress(hop.address, hop.port), preamble: hop.kind === 'tcp' ? proxyHeader : null };
+      const label = formatAddress(hop.address, hop.port);
+      const peerTls = hop.kind === 'tcp' && this.options.peerTls?.originating ? this.options.peerTls : undefined;
+      if (!peerTls) return { transport: 'tcp', target, label, preamble: hop.kind === 'tcp' ? proxyHeader : null };
+      const before = peerTls.settings.proxyHeader === 'before_tls';
+      return {
+        transport: 'tcp',
+        target,
+        label,
+        preamble: before ? null : proxyHeader,
+        secure: (fd, done) => peerTls.originate(fd, this.name, vmId, label, before ? proxyHeader : null, done),
+      };
     }
     const { connectTimeoutMs } = this.options.vsock;
     const onFallback = (code: string, next: UpstreamAttempt): void => {

@@ -9,6 +9,7 @@ import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } fro
 import type { TransportName } from '../metrics.js';
 import { vsockConnectCode } from '../native/vsock.js';
 import type { TrackedConnection } from './listener.js';
+import type { SecureOutcome } from '../peer-tls/peer-tls.js';
 
 export interface AccessLogFields {
   listener: string;
@@ -18,7 +19,7 @@ export interface AccessLogFields {
   cluster: string;
   transport: string;
   upstream: string;
-  [extra: string]: string | number | undefined;
+  [extra: string]: string | number | boolean | undefined;
 }
 
 export interface ProxiedConnectionOptions {
@@ -52,6 +53,8 @@ export interface UpstreamAttempt {
   preamble: Buffer | null;
   /** Called when this attempt fails and a later one will be tried. */
   onFallback?: (code: string, next: UpstreamAttempt) => void;
+  /** Makes the connected socket secure (peer TLS) before anything is written; a failure ends the connection with its reason. */
+  secure?: (fd: number, done: (outcome: SecureOutcome) => void) => void;
 }
 
 export interface ConnectionResult {
@@ -119,6 +122,7 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
       this.connectingFd = native.connect(target.family, target.host, target.port, target.connectTimeoutMs, (error, fd) => {
         this.connectingFd = -1;
         if (error !== null) failed(error);
+        else if (attempt.secure) this.secureThenRelay(attempt, attempt.secure, fd);
         else this.startRelay(attempt, fd);
       });
     } catch (err) {
@@ -145,6 +149,25 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
     native.reset(this.options.downstreamFd);
     this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
+  }
+
+  private secureThenRelay(attempt: UpstreamAttempt, secure: NonNullable<UpstreamAttempt['secure']>, fd: number): void {
+    this.connectingFd = fd; // an abort meanwhile closes it, and the handshake's callback never comes
+    secure(fd, (outcome) => {
+      this.connectingFd = -1;
+      if (outcome.ok) {
+        Object.assign(this.options.fields, outcome.fields);
+        this.startRelay(attempt, fd);
+        return;
+      }
+      native.close(fd);
+      const { fields, refusals } = this.options;
+      if (fields.direction === 'outbound') fields.transport = attempt.transport;
+      fields.upstream = attempt.label;
+      refusals.warn({ ...fields, reason: outcome.reason, detail: outcome.detail }, `peer TLS with ${attempt.label} refused (${outcome.reason}): ${outcome.detail}; resetting downstream`);
+      native.reset(this.options.downstreamFd);
+      this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: outcome.reason });
+    });
   }
 
   private startRelay(attempt: UpstreamAttempt, upstreamFd: number): void {

@@ -16,6 +16,8 @@
  *   listen.c connect.c read.c      the jobs a socket can have, and the
  *   relay.c duplex.c sockets.c     calls JS makes on sockets in general
  *   vsock.c original-dst.c         (exports.h lists what each adds)
+ *   tls.c tls-context.c            TLS 1.3 handshakes, identities, sessions
+ *   stream.c                       a socket's bytes, plain or through TLS
  *   address.c                      JS values <-> socket addresses
  *   loop.c (this header)           epoll set, fd table, kick queue
  *   js.c                           the N-API boundary, status checks
@@ -39,6 +41,7 @@
 
 typedef struct core_sock core_sock;
 typedef struct core_relay core_relay; /* defined in relay.c */
+typedef struct core_tls core_tls;     /* defined in tls.h */
 typedef void (*core_ready_fn)(core_sock *s);
 
 typedef enum {
@@ -48,6 +51,7 @@ typedef enum {
   SOCK_READING,    /* reads delivered to JS (header phase) */
   SOCK_RELAY,      /* one side of a relay */
   SOCK_DUPLEX,     /* a JS Duplex stream (vsock sockets for applications) */
+  SOCK_HANDSHAKE,  /* a TLS handshake in flight */
 } core_sock_mode;
 
 struct core_sock {
@@ -73,6 +77,7 @@ struct core_sock {
   /* relay */
   core_relay *relay;
   int side;
+  core_tls *tls; /* set by a TLS handshake: reads and writes go through it (stream.h); freed by close */
   char *out; /* bytes waiting to be written to this socket (relay, duplex); freed by close */
   size_t out_len;
   size_t out_off;

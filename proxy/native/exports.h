@@ -15,5 +15,7 @@ bool core_relay_register(napi_env env, napi_value exports);        /* relay.c: r
 bool core_duplex_register(napi_env env, napi_value exports);       /* duplex.c: duplexOpen, duplexRead, duplexWrite, duplexShutdown */
 bool core_vsock_register(napi_env env, napi_value exports);        /* vsock.c: localCid, VMADDR_CID_* */
 bool core_original_dst_register(napi_env env, napi_value exports); /* original-dst.c: originalDst */
+bool core_tls_context_register(napi_env env, napi_value exports);  /* tls-context.c: tlsContext, tlsContextFree, tlsCounts */
+bool core_tls_register(napi_env env, napi_value exports);          /* tls.c: tlsStart */
 
 #endif

@@ -53,6 +53,31 @@ export interface NativeCore {
   localCid(): number;
   /** Original destination of an iptables-REDIRECTed TCP connection. */
   originalDst(fd: number, family: 'inet' | 'inet6'): [string, number];
+  /** A TLS 1.3 identity from PEM: private key, certificate chain (leaf first), trust bundle. Throws ERR_VSOCKMESH_TLS naming the part that is wrong. */
+  tlsContext(keyPem: string, chainPem: string, bundlePem: string): number;
+  /** No new handshake uses the context; connections made with it keep it until they close. Its kept sessions go. */
+  tlsContextFree(id: number): void;
+  /** [contexts, sessions kept] (leak checks). */
+  tlsCounts(): [number, number];
+  /**
+   * A TLS 1.3 handshake on an idle socket (client certificates required by
+   * servers). Success: (null, the peer certificate's one URI SAN, resumed,
+   * version, serial); the socket is idle with TLS attached and nothing read
+   * past the handshake. Failure: (reason, detail); the caller closes the
+   * socket. A server whose peer does not start TLS gets ("plain_text", ...),
+   * nothing read, the socket plain. sessionKey (client): the peer a session is
+   * resumed from and kept for. plainPreamble (client): sent in the clear
+   * before the handshake (a PROXY v2 header for HAProxy).
+   */
+  tlsStart(
+    fd: number,
+    contextId: number,
+    server: boolean,
+    sessionKey: string | null,
+    plainPreamble: Buffer | null,
+    timeoutMs: number,
+    callback: (reason: string | null, identityOrDetail: string, resumed: boolean, version: string, serial: string) => void,
+  ): void;
   RELAY_OUTCOMES: RelayOutcomeName[];
   VMADDR_CID_ANY: number;
   VMADDR_CID_LOCAL: number;

@@ -13,6 +13,7 @@
  *   with Node's own sockets.
  */
 #include "core.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -156,6 +157,8 @@ void core_sock_close(core_sock *s, bool reset) {
     struct linger lg = {1, 0};
     setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
+  core_tls_free(s->tls);
+  s->tls = NULL;
   close(s->fd); /* also leaves the epoll set: no other fd refers to this socket */
   s->fd = -1;
   free(s->out);

@@ -6,10 +6,10 @@
  * much the next read may take (the rest of a header).
  */
 #include <errno.h>
-#include <unistd.h>
 
 #include "core.h"
 #include "exports.h"
+#include "stream.h"
 
 #define READ_START_USAGE "readStart(fd, maxBytes, callback)"
 #define READ_STOP_USAGE "readStop(fd)"
@@ -30,13 +30,9 @@ static void on_readable(core_sock *s) {
   int fd = s->fd;
   while (core_sock_alive(s, fd, gen) && s->mode == SOCK_READING && s->readable) {
     size_t want = s->read_max;
-    ssize_t n = read(fd, core_scratch, want);
+    ssize_t n = core_stream_read(s, core_scratch, want);
     int err = n < 0 ? errno : 0;
-    if (n < 0 && err == EINTR) continue;
-    if (n < 0 && err == EAGAIN) {
-      s->readable = 0;
-      return;
-    }
+    if (n < 0 && err == EAGAIN) return;
     napi_ref cb = s->callback;
     napi_handle_scope scope;
     NAPI_MUST(napi_open_handle_scope(core_env, &scope));
@@ -55,11 +51,6 @@ static void on_readable(core_sock *s) {
     }
     if (!core_sock_alive(s, fd, gen)) return;
     if (s->mode == SOCK_READING && max > 0) s->read_max = clamp_read(max);
-    if ((size_t)n < want && !s->hup) {
-      /* A short read drained the socket: the next edge says when there is more. */
-      s->readable = 0;
-      return;
-    }
   }
 }
 

@@ -6,16 +6,18 @@
  *   pending; bytes a full socket did not take wait in a buffer of exactly
  *   their size, and the source stays unread (the kernel pushes back on it).
  * - Half-close: a FIN read from one side becomes shutdown(SHUT_WR) on the
- *   other once that side's pending bytes are written.
+ *   other once that side's pending bytes are written (TLS: close_notify, then
+ *   FIN; a TLS side that ends without close_notify counts as a reset).
+ * - Either side may be TLS (stream.h): the relay sees bytes either way.
  * - Resets: an error on one side closes the other with RST (SO_LINGER 0).
  * - Idle timeout: one timer per relay, re-armed lazily from the last activity.
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "core.h"
 #include "exports.h"
+#include "stream.h"
 
 #define RELAY_USAGE "relay(downFd, upFd, toUpstream, toDownstream, idleMs, onDone)"
 
@@ -24,6 +26,7 @@ struct core_relay {
   uint64_t bytes[2]; /* bytes[i]: read from s[i], bound for s[1-i] */
   int eof[2];        /* s[i] sent FIN */
   int shut[2];       /* we sent FIN to s[i] */
+  int fin_wanted[2]; /* FIN (TLS close_notify) for s[i] waits for the socket to take it */
   int finished;
   uint64_t idle_ms;
   uint64_t last_activity;
@@ -58,9 +61,9 @@ static int socket_error(int fd) {
 
 static void send_fin(core_relay *r, int k) {
   if (r->shut[k]) return;
-  r->shut[k] = 1;
-  /* ENOTCONN after a peer reset is reported by the next read or write. */
-  shutdown(r->s[k]->fd, SHUT_WR);
+  /* An error (a peer reset) is reported by the next read or write. */
+  r->fin_wanted[k] = core_stream_shutdown(r->s[k]) == -EAGAIN;
+  r->shut[k] = !r->fin_wanted[k];
 }
 
 /* Writes what is pending for side k. Returns 1 if bytes moved. */
@@ -68,21 +71,16 @@ static int flush(core_relay *r, int k) {
   core_sock *s = r->s[k];
   int moved = 0;
   while (s->out_len > 0) {
-    ssize_t w = send(s->fd, s->out + s->out_off, s->out_len, MSG_NOSIGNAL);
+    ssize_t w = core_stream_write(s, s->out + s->out_off, s->out_len);
     if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) s->writable = 0;
-      else fail(r, k, errno);
+      if (errno != EAGAIN) fail(r, k, errno);
       return moved;
     }
     moved = 1;
     r->last_activity = uv_now(uv_default_loop());
     s->out_off += (size_t)w;
     s->out_len -= (size_t)w;
-    if (s->out_len > 0) {
-      s->writable = 0; /* partial: the socket buffer is full */
-      return moved;
-    }
+    if (s->out_len > 0) return moved; /* partial: the socket is full */
   }
   free(s->out);
   s->out = NULL;
@@ -97,37 +95,32 @@ static int pump(core_relay *r, int k) {
   core_sock *dst = r->s[1 - k];
   int moved = 0;
   while (!r->finished && src->readable && !r->eof[k] && dst->out_len == 0) {
-    ssize_t n = read(src->fd, core_scratch, CORE_SCRATCH_SIZE);
+    ssize_t n = core_stream_read(src, core_scratch, CORE_SCRATCH_SIZE);
     if (n == 0) {
       r->eof[k] = 1;
       send_fin(r, 1 - k);
       return 1;
     }
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) src->readable = 0;
-      else fail(r, k, errno);
+      if (errno != EAGAIN) fail(r, k, errno);
       return moved;
     }
     moved = 1;
     r->bytes[k] += (uint64_t)n;
     r->last_activity = uv_now(uv_default_loop());
-    ssize_t w = dst->writable ? send(dst->fd, core_scratch, (size_t)n, MSG_NOSIGNAL) : 0;
+    ssize_t w = dst->writable ? core_stream_write(dst, core_scratch, (size_t)n) : 0;
     if (w < 0) {
-      if (errno != EAGAIN && errno != EINTR) {
+      if (errno != EAGAIN) {
         fail(r, 1 - k, errno);
         return moved;
       }
       w = 0;
     }
     if (w < n) {
-      dst->writable = 0;
+      /* The stream cleared the readiness that will wake the destination. */
       if (core_sock_hold_out(dst, core_scratch + w, (size_t)(n - w)) != 0) fail(r, 1 - k, ENOMEM);
       return moved;
     }
-    /* A short read drained the socket: the next edge says when there is more
-       (unless a FIN is already announced: no edge will repeat it). */
-    if (n < CORE_SCRATCH_SIZE && !src->hup) src->readable = 0;
   }
   return moved;
 }
@@ -146,6 +139,10 @@ static void relay_progress(core_relay *r) {
     progress = 0;
     for (int k = 0; k < 2 && !r->finished; k++) {
       if (r->s[k]->out_len > 0 && r->s[k]->writable) progress |= flush(r, k);
+      if (!r->finished && r->fin_wanted[k] && r->s[k]->out_len == 0 && r->s[k]->writable) {
+        send_fin(r, k);
+        progress |= r->shut[k];
+      }
       if (!r->finished) progress |= pump(r, k);
     }
   }

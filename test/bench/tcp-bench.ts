@@ -6,6 +6,10 @@
 //   socat 2-hop     client -> socat -> socat -> backend            (fork per connection)
 //   HAProxy 2-hop   client -> haproxy (send-proxy-v2) -> haproxy (accept-proxy) -> backend
 //   vsockmesh 2-hop client -> sidecar A (outbound) -> PROXY v2 -> sidecar B (inbound) -> backend
+//   HAProxy mTLS    the HAProxy chain with `ssl crt ... ca-file ... verify required` between the hops
+//   vsockmesh mTLS  the vsockmesh chain with peer_tls strict between the sidecars
+// Both mTLS chains use the same certificates (ECDSA P-256 X509-SVIDs under one
+// root) and TLS 1.3 only; HAProxy keeps its default session reuse.
 //
 // Each proxy is one process with one thread (HAProxy nbthread 1; a sidecar is
 // one Node process). Both HAProxy and the sidecars log one line per connection
@@ -17,7 +21,7 @@
 // 1,000 idle connections held open.
 //
 // Run: npm run bench   (env: BENCH_ROUNDS=3, BENCH_SECONDS=5, BENCH_IDLE_CONNS=1000,
-//                       BENCH_CHAINS=direct,socat,haproxy,vsockmesh,
+//                       BENCH_CHAINS=direct,socat,haproxy,vsockmesh,haproxy-mtls,vsockmesh-mtls,
 //                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars)
 // Not a test: `npm test` does not run it.
 
@@ -28,6 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { acceptProxyListen, freePort, httpOkListen, sendProxyV2Listen, startHaproxy, type Haproxy } from '../helpers/haproxy.js';
+import { makeRoot, vmIdentity } from '../helpers/pki.js';
 import {
   CLI,
   RoundSamples,
@@ -55,7 +60,7 @@ const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 5);
 const IDLE_CONNS = intEnv('BENCH_IDLE_CONNS', 1000);
 const PACE = { seconds: SECONDS, slow: 1 };
-const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh'] as const;
+const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh', 'haproxy-mtls', 'vsockmesh-mtls'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
 const CHAINS: ChainName[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()) ?? [...ALL_CHAINS]).filter((c): c is ChainName => {
   if (!(ALL_CHAINS as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL_CHAINS.join(', ')})`);
@@ -63,7 +68,16 @@ const CHAINS: ChainName[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.t
 });
 /** Node flags of the sidecars: the bin's shebang's, as production runs it, then BENCH_NODE_ARGS. */
 const SIDECAR_NODE_FLAGS = cliNodeFlags();
-const LABEL: Record<ChainName, string> = { direct: 'direct', socat: 'socat 2-hop', haproxy: 'HAProxy 2-hop', vsockmesh: 'vsockmesh 2-hop' };
+const LABEL: Record<ChainName, string> = {
+  direct: 'direct',
+  socat: 'socat 2-hop',
+  haproxy: 'HAProxy 2-hop',
+  vsockmesh: 'vsockmesh 2-hop',
+  'haproxy-mtls': 'HAProxy mTLS',
+  'vsockmesh-mtls': 'vsockmesh mTLS',
+};
+/** What a chain's ratios are to: the HAProxy chain with the same hop security. */
+const PEER: Record<ChainName, ChainName> = { direct: 'haproxy', socat: 'haproxy', haproxy: 'haproxy', vsockmesh: 'haproxy', 'haproxy-mtls': 'haproxy-mtls', 'vsockmesh-mtls': 'haproxy-mtls' };
 
 // ---- backends -----------------------------------------------------------------
 
@@ -120,20 +134,47 @@ async function startSocatChain(backend: Ports, socat: string): Promise<Chain> {
   return { name: 'socat', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }] };
 }
 
-async function startHaproxyChain(backend: Ports): Promise<{ chain: Chain; stop: () => Promise<void> }> {
+/** The two hops' certificates as files: PEM for the sidecars, chain+key for HAProxy's `crt`. */
+interface MeshCerts {
+  a: Record<string, string>;
+  b: Record<string, string>;
+  haproxy: { a: string; b: string; ca: string };
+}
+
+async function writeMeshCerts(dir: string): Promise<MeshCerts> {
+  const root = await makeRoot('O=bench, CN=bench root');
+  const files = async (vm: string): Promise<{ sidecar: Record<string, string>; haproxy: string }> => {
+    const id = await vmIdentity(root, vm);
+    const base = path.join(dir, vm);
+    writeFileSync(`${base}-key.pem`, id.keyPem, { mode: 0o600 });
+    writeFileSync(`${base}-chain.pem`, id.chainPem);
+    writeFileSync(`${base}-haproxy.pem`, id.chainPem + id.keyPem, { mode: 0o600 });
+    return { sidecar: { key_file: `${base}-key.pem`, chain_file: `${base}-chain.pem`, bundle_file: path.join(dir, 'bundle.pem') }, haproxy: `${base}-haproxy.pem` };
+  };
+  writeFileSync(path.join(dir, 'bundle.pem'), root.pem);
+  const [a, b] = [await files('bench-a'), await files('bench-b')];
+  return { a: a.sidecar, b: b.sidecar, haproxy: { a: a.haproxy, b: b.haproxy, ca: path.join(dir, 'bundle.pem') } };
+}
+
+async function startHaproxyChain(backend: Ports, certs?: MeshCerts): Promise<{ chain: Chain; stop: () => Promise<void> }> {
   const hop2Ports = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
   const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
   const keys = ['iperf', 'http', 'hold'] as const;
   const common = { nbthread: 1, idleTimeout: '10m', captureOutput: false };
   // Hop 2 first; it must not be probed before its backends exist (the probe would be a real connection).
+  const tls = (crt: string): string => (certs ? ` ssl crt ${crt} ca-file ${certs.haproxy.ca} verify required ssl-min-ver TLSv1.3` : '');
   const hop2 = await startHaproxy({
     ...common,
-    sections: keys.map((k) => acceptProxyListen(`hop2_${k}`, { bindPort: hop2Ports[k], server: { address: '127.0.0.1', port: backend[k] } })),
+    sections: keys.map((k) =>
+      acceptProxyListen(`hop2_${k}`, { bindPort: hop2Ports[k], server: { address: '127.0.0.1', port: backend[k] } }).replace(' accept-proxy', `${tls(certs?.haproxy.b ?? '')} accept-proxy`),
+    ),
     readyPorts: [],
   });
   const hop1 = await startHaproxy({
     ...common,
-    sections: keys.map((k) => sendProxyV2Listen(`hop1_${k}`, { bindPort: entry[k], server: { address: '127.0.0.1', port: hop2Ports[k] } })),
+    sections: keys.map((k) =>
+      sendProxyV2Listen(`hop1_${k}`, { bindPort: entry[k], server: { address: '127.0.0.1', port: hop2Ports[k] } }).replace(' send-proxy-v2', `${tls(certs?.haproxy.a ?? '')} send-proxy-v2`),
+    ),
     readyPorts: [],
   });
   const stop = async () => {
@@ -143,18 +184,20 @@ async function startHaproxyChain(backend: Ports): Promise<{ chain: Chain; stop: 
   onCleanup(stop);
   const all = [...Object.values(entry), ...Object.values(hop2Ports)];
   await waitUntil(() => all.every((p) => listeningPorts().has(p)), 'haproxy listeners');
-  return { chain: { name: 'haproxy', entry, hops: [{ pids: [hop1.pid], group: false }, { pids: [hop2.pid], group: false }] }, stop };
+  return { chain: { name: certs ? 'haproxy-mtls' : 'haproxy', entry, hops: [{ pids: [hop1.pid], group: false }, { pids: [hop2.pid], group: false }] }, stop };
 }
 
-async function startVsockmeshChain(backend: Ports, dir: string): Promise<Chain> {
+async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCerts): Promise<Chain> {
   const inbound = await freePort();
   const adminA = await freePort();
   const adminB = await freePort();
   const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
   const keys = ['iperf', 'http', 'hold'] as const;
   const logConfig = { level: 'info', access_log: true };
+  const name: ChainName = certs ? 'vsockmesh-mtls' : 'vsockmesh';
   const b = {
     node: { id: 'bench-b' },
+    ...(certs && { peer_tls: { mode: 'strict', ...certs.b } }),
     admin: { address: '127.0.0.1', port: adminB },
     log: logConfig,
     drain_timeout: '1s',
@@ -162,6 +205,7 @@ async function startVsockmeshChain(backend: Ports, dir: string): Promise<Chain> 
   };
   const a = {
     node: { id: 'bench-a' },
+    ...(certs && { peer_tls: { mode: 'strict', ...certs.a } }),
     admin: { address: '127.0.0.1', port: adminA },
     log: logConfig,
     drain_timeout: '1s',
@@ -173,13 +217,13 @@ async function startVsockmeshChain(backend: Ports, dir: string): Promise<Chain> 
     })),
   };
   const started = [];
-  for (const [name, config, admin] of [['b', b, adminB], ['a', a, adminA]] as const) {
-    const file = path.join(dir, `sidecar-${name}.yaml`);
+  for (const [side, config, admin] of [['b', b, adminB], ['a', a, adminA]] as const) {
+    const file = path.join(dir, `sidecar-${side}${certs ? '-mtls' : ''}.yaml`);
     writeFileSync(file, toYaml(config));
     started.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS })).pid);
   }
   const [pidB, pidA] = started as [number, number];
-  return { name: 'vsockmesh', entry, hops: [{ pids: [pidA], group: false }, { pids: [pidB], group: false }] };
+  return { name, entry, hops: [{ pids: [pidA], group: false }, { pids: [pidB], group: false }] };
 }
 
 function hopRssKiB(chain: Chain): { max: number; detail: string } {
@@ -250,8 +294,8 @@ function table(): string {
   const head = `| workload / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
   const sep = `|---|${CHAINS.map(() => '---:').join('|')}|`;
   const lines = rows.map((row) => {
-    const ref = CHAINS.includes('haproxy') ? row.value('haproxy') : NaN;
     const cells = CHAINS.map((c) => {
+      const ref = CHAINS.includes(PEER[c]) ? row.value(PEER[c]) : NaN;
       const v = row.value(c);
       if (!Number.isFinite(v)) return c === 'direct' ? '—' : 'n/a';
       const ratio = Number.isFinite(ref) && ref !== 0 ? ` (${(v / ref).toFixed(2)}×)` : '';
@@ -265,9 +309,9 @@ function table(): string {
 function targets(): string {
   if (!CHAINS.includes('vsockmesh') || !CHAINS.includes('haproxy')) return 'Targets: need both the vsockmesh and HAProxy chains.';
   const out: string[] = ['Targets for vsockmesh 2-hop (vs HAProxy 2-hop):', ''];
-  const ratioTarget = (label: string, metric: Metric, min: number): void => {
-    const v = med('vsockmesh', metric);
-    const h = med('haproxy', metric);
+  const ratioTarget = (label: string, metric: Metric, min: number, ours: ChainName = 'vsockmesh', theirs: ChainName = 'haproxy'): void => {
+    const v = med(ours, metric);
+    const h = med(theirs, metric);
     const r = v / h;
     const pass = r >= min;
     out.push(
@@ -298,6 +342,14 @@ function targets(): string {
     `- ${pass ? 'PASS' : 'MISS'} RSS per sidecar with ${IDLE_CONNS.toLocaleString('en-US')} idle connections: ${fmt(rss, 1)} MiB (target ≤ 64 MiB)` +
       (pass ? `, margin ${fmt(64 - rss, 1)} MiB` : `, gap ${fmt(rss - 64, 1)} MiB over`),
   );
+  if (CHAINS.includes('vsockmesh-mtls') && CHAINS.includes('haproxy-mtls')) {
+    out.push('', 'Targets for vsockmesh mTLS (vs HAProxy mTLS, same certificates, TLS 1.3):', '');
+    ratioTarget('throughput, 1 stream', 'tput1', 1.0, 'vsockmesh-mtls', 'haproxy-mtls');
+    ratioTarget('requests/s, 64 connections', 'rps64', 1.0, 'vsockmesh-mtls', 'haproxy-mtls');
+    ratioTarget('new connections/s', 'cps32', 1.0, 'vsockmesh-mtls', 'haproxy-mtls');
+    const p99 = med('vsockmesh-mtls', 'p99') / med('haproxy-mtls', 'p99');
+    out.push(`- ${p99 <= 1.2 ? 'PASS' : 'MISS'} p99 latency, 1 connection: ${p99.toFixed(2)}× HAProxy mTLS (target ≤ 1.20×)`);
+  }
   return out.join('\n');
 }
 
@@ -329,6 +381,9 @@ async function main(): Promise<void> {
   if (CHAINS.includes('socat')) chains.push(await startSocatChain(backend, socat));
   if (CHAINS.includes('haproxy')) chains.push((await startHaproxyChain(backend)).chain);
   if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain(backend, dir));
+  const certs = CHAINS.some((c) => c.endsWith('-mtls')) ? await writeMeshCerts(dir) : undefined;
+  if (CHAINS.includes('haproxy-mtls')) chains.push((await startHaproxyChain(backend, certs)).chain);
+  if (CHAINS.includes('vsockmesh-mtls')) chains.push(await startVsockmeshChain(backend, dir, certs));
   // iperf3 last: no readiness probe of a proxy can reach it as a stray test connection.
   startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)], { stdout: 'ignore' });
   await waitUntil(() => listeningPorts().has(backend.iperf), 'iperf3 server');

@@ -137,3 +137,25 @@ export class RotatingSource implements CertificateSource {
     for (const l of this.listeners) l(next);
   }
 }
+
+/** PEM material for one TLS identity, as the native core takes it. */
+export interface PemIdentity {
+  keyPem: string;
+  chainPem: string;
+  bundlePem: string;
+  spiffeId: string;
+  leaf: Issued;
+}
+
+/** A mesh identity for a VM's sidecar: an X509-SVID for spiffe://vsockmesh.local/vm/<vmId>, signed by `root`, trusting `trusts` (default: root). */
+export async function vmIdentity(root: Issued, vmId: string, options: { notBefore?: Date; notAfter?: Date; trusts?: Issued[]; uris?: string[] } = {}): Promise<PemIdentity> {
+  const spiffeId = `spiffe://vsockmesh.local/vm/${vmId}`;
+  const leaf = await makeCert(root, { subject: '', extensions: leafExtensions({ uris: options.uris ?? [spiffeId] }), notBefore: options.notBefore, notAfter: options.notAfter });
+  return {
+    keyPem: leaf.keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    chainPem: leaf.pem,
+    bundlePem: (options.trusts ?? [root]).map((r) => r.pem).join(''),
+    spiffeId,
+    leaf,
+  };
+}

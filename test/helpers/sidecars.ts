@@ -37,15 +37,26 @@ export interface Mesh {
 }
 
 /** client -> sidecar a (outbound) -> sidecar b (inbound) -> app. Default app: echo. */
-export async function startMesh(options: { app?: TestServer; inbound?: Record<string, unknown>; outbound?: Record<string, unknown>; cluster?: Record<string, unknown> } = {}): Promise<Mesh> {
+export async function startMesh(
+  options: {
+    app?: TestServer;
+    inbound?: Record<string, unknown>;
+    outbound?: Record<string, unknown>;
+    cluster?: Record<string, unknown>;
+    /** peer_tls sections of a and b (test/helpers/peer-tls.ts). */
+    peerTls?: { a?: Record<string, unknown>; b?: Record<string, unknown> };
+  } = {},
+): Promise<Mesh> {
   const app = options.app ?? (await startEchoServer());
   const b = await startSidecar({
     node: { id: 'vm-b' },
+    ...(options.peerTls?.b && { peer_tls: options.peerTls.b }),
     listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: [app.port], ...options.inbound }],
   });
   const inbound = b.sidecar.listenerAddress('inbound');
   const a = await startSidecar({
     node: { id: 'vm-a' },
+    ...(options.peerTls?.a && { peer_tls: options.peerTls.a }),
     listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'app', ...options.outbound }],
     clusters: [
       {

@@ -60,6 +60,17 @@ test('a PROXY v1 text header is refused with its own reason', async (t) => {
   await refusedWith(t, gate, 'proxy_v1_unsupported');
 });
 
+test('a PROXY header for UDP (or any transport but a TCP stream) is refused like a malformed header', async (t) => {
+  const gate = await startGate(t);
+  const udp = encodeProxyHeader({
+    command: 'proxy',
+    addresses: { family: 'inet', transport: 'dgram', source: { address: '10.0.0.1', port: 40000 }, destination: { address: '10.0.0.2', port: gate.app.port } },
+    tlvs: [],
+  });
+  await send(gate.port, [udp, Buffer.from('datagram?')], false);
+  await refusedWith(t, gate, 'not_stream');
+});
+
 test('a truncated header (peer closes midway) is refused', async (t) => {
   const gate = await startGate(t);
   await send(gate.port, [header(gate.app.port).subarray(0, 20)], true);

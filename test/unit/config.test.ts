@@ -32,6 +32,7 @@ test('a minimal config gets the documented defaults', (t) => {
     log: { level: 'info', accessLog: true },
     drainTimeoutMs: 30_000,
     overload: { maxConnections: null, minFreeFds: 64, maxMemoryBytes: null, checkIntervalMs: 1_000 },
+    peerTls: { mode: 'disable' },
     listeners: [],
     clusters: [],
   });
@@ -54,6 +55,7 @@ test('listener and cluster defaults are filled in and durations become milliseco
     idleTimeoutMs: 3_600_000,
     connectTimeoutMs: 5_000,
     ports: [{ port: 8080, target: { address: '127.0.0.1', port: 8080 } }],
+    allowedPeerIds: [],
     maxConnections: null,
   });
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
@@ -349,4 +351,42 @@ test('control-plane clients need a tls section or an explicit insecure: true, ne
   const relay = { node: { id: 'hv-1' }, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } };
   t.throws(() => parseHostRelayConfig(relay), { message: /tls: required by the control-plane clients/ });
   t.deepEqual(parseHostRelayConfig({ ...relay, tls: tlsFiles }).controlTls, { certPath: tlsFiles.cert, keyPath: tlsFiles.key, caPath: tlsFiles.ca });
+});
+
+const pemFiles = { key_file: '/etc/vsockmesh/key.pem', chain_file: '/etc/vsockmesh/chain.pem', bundle_file: '/etc/vsockmesh/bundle.pem' };
+
+test('peer_tls strict with its files gets the documented defaults', (t) => {
+  const config = parseSidecarConfig({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles } });
+  t.deepEqual(config.peerTls, {
+    mode: 'strict',
+    files: { key: pemFiles.key_file, chain: pemFiles.chain_file, bundle: pemFiles.bundle_file },
+    trustDomain: 'vsockmesh.local',
+    handshakeTimeoutMs: 5_000,
+    reloadIntervalMs: 10_000,
+    originate: true,
+    proxyHeader: 'inside_tls',
+  });
+});
+
+test('peer_tls permissive or strict needs all three PEM files, each named by its path', (t) => {
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'permissive', key_file: '/k.pem' } }), ['peer_tls.chain_file: required when mode is permissive', 'peer_tls.bundle_file: required when mode is permissive']);
+});
+
+test('peer_tls refuses an unknown mode, a bad trust domain and a bad proxy_header placement', (t) => {
+  const found = problems({ ...minimal, peer_tls: { mode: 'on', trust_domain: 'Not A Domain', proxy_header: 'after_tls', ...pemFiles } });
+  t.true(found.some((p) => p.startsWith('peer_tls.mode:')));
+  t.true(found.some((p) => p.startsWith('peer_tls.trust_domain:')));
+  t.true(found.some((p) => p.startsWith('peer_tls.proxy_header:')));
+});
+
+test('allowed_peer_ids must be SPIFFE IDs, on a TCP inbound listener, with peer_tls on', (t) => {
+  t.deepEqual(problems({ ...minimal, listeners: [inbound({ allowed_peer_ids: ['spiffe://vsockmesh.local/vm/vm-b'] })] }), [
+    'listeners[0].allowed_peer_ids: needs peer_tls mode permissive or strict (a plain-text peer proves no identity)',
+  ]);
+  const found = problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles }, listeners: [inbound({ allowed_peer_ids: ['vm-b'] })] });
+  t.true(found.some((p) => p.startsWith('listeners[0].allowed_peer_ids[0]: must be a SPIFFE ID')));
+  const vsock = problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles }, listeners: [inbound({ transport: 'vsock', allowed_peer_cids: [3], allowed_peer_ids: ['spiffe://vsockmesh.local/vm/vm-b'] })] });
+  t.true(vsock.some((p) => p.startsWith('listeners[0].allowed_peer_ids: only for transport: tcp')));
+  const ok = parseSidecarConfig({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles }, listeners: [inbound({ allowed_peer_ids: ['spiffe://vsockmesh.local/vm/vm-b'] })] });
+  t.deepEqual((ok.listeners[0] as { allowedPeerIds: string[] }).allowedPeerIds, ['spiffe://vsockmesh.local/vm/vm-b']);
 });

@@ -101,6 +101,7 @@ const ERROR_CODES: readonly HeaderErrorCode[] = [
   'short_address_block',
   'bad_tlv',
   'bad_crc32c',
+  'not_stream',
 ];
 
 /** A bitwise CRC-32C (no table), to check the table-driven one against. */
@@ -1134,4 +1135,38 @@ test('property: decoding inputs of up to 70 KB always finishes with a well-forme
     }),
     { numRuns: 400 },
   );
+});
+
+// ---------------------------------------------------------------------------
+// streamOnly: what the inbound listener accepts (TCP over IP, or LOCAL)
+// ---------------------------------------------------------------------------
+
+/** Every defined family/transport byte, under PROXY and under LOCAL, and whether a stream relay accepts it. */
+const STREAM_ONLY_TABLE: Array<[command: 'proxy' | 'local', familyTransport: number, accepted: boolean]> = [];
+for (const command of ['proxy', 'local'] as const) {
+  for (const family of [0, 1, 2, 3]) {
+    for (const transport of [0, 1, 2]) {
+      const byte = (family << 4) | transport;
+      STREAM_ONLY_TABLE.push([command, byte, command === 'local' || ((family === 1 || family === 2) && transport === 1)]);
+    }
+  }
+}
+
+const BLOCK_BY_FAMILY: Record<number, Buffer> = { 0: Buffer.alloc(0), 1: IPV4_BLOCK, 2: IPV6_BLOCK, 3: Buffer.alloc(216) };
+
+for (const [command, byte, accepted] of STREAM_ONLY_TABLE) {
+  const name = `0x${byte.toString(16).padStart(2, '0')}`;
+  test(`streamOnly: a ${command.toUpperCase()} header with family/transport ${name} is ${accepted ? 'accepted' : 'refused as not_stream'}`, (t) => {
+    const bytes = rawHeader(command === 'local' ? 0x20 : 0x21, byte, BLOCK_BY_FAMILY[byte >> 4]);
+    const result = decodeProxyHeader(bytes, { streamOnly: true });
+    if (accepted) t.is(result.kind, 'header');
+    else t.is(invalidCode(result), 'not_stream');
+    // Without the option the codec still decodes every defined combination.
+    t.is(decodeProxyHeader(bytes).kind, 'header');
+  });
+}
+
+test('streamOnly: a UDP header is refused as soon as its family/transport byte arrives', (t) => {
+  const bytes = rawHeader(0x21, 0x12, IPV4_BLOCK).subarray(0, 14);
+  t.is(invalidCode(decodeProxyHeader(bytes, { streamOnly: true })), 'not_stream');
 });

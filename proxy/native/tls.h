@@ -1,0 +1,33 @@
+/*
+ * TLS 1.3 with client certificates on the core's sockets (tls.c: the
+ * handshake job and a socket's TLS state; tls-context.c: identities and the
+ * client's session cache). OpenSSL is the one Node exports to addons.
+ */
+#ifndef VSOCKMESH_TLS_H
+#define VSOCKMESH_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core.h"
+
+/* A socket's TLS state (core_sock.tls), freed with the socket. */
+struct core_tls {
+  SSL *ssl;
+  uint32_t context_id; /* the identity it was made with */
+  char *session_key;   /* client: the peer its resumption tickets are kept under; NULL: none */
+  unsigned handshaken : 1;
+  unsigned peek_plain : 1; /* server: first see whether the peer speaks TLS at all */
+  int read_error;          /* an error met after bytes were returned: reported by the next read */
+};
+
+/* Frees a socket's TLS state (loop.c, on close). */
+void core_tls_free(core_tls *t);
+
+/* tls-context.c: the SSL_CTX a JS context id names (NULL: none). */
+SSL_CTX *core_tls_context(uint32_t id);
+/* Client side: the session kept for this peer under this context, as a new reference (NULL: none). */
+SSL_SESSION *core_tls_session_get(uint32_t context_id, const char *key);
+
+#endif
