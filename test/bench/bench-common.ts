@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { httpGet, httpReady, metricSum } from '../helpers/admin-http.js';
 
 /** The checkout: the nearest directory up from this file with a package.json (this file runs from test/bench/ or dist/test/bench/). */
 export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -482,7 +483,7 @@ export function recordWorkloads<Entry extends string>(samples: RoundSamples<Entr
 
 // ---- HTTP (admin endpoints) and Prometheus text ----------------------------------------
 
-export { httpGet, httpReady, metricSum } from '../helpers/admin-http.js';
+export { httpGet, httpReady, metricSum };
 
 /** Local TCP ports in LISTEN state (from /proc/net/tcp{,6}): a listener seen without connecting to it. */
 export function listeningPorts(): Set<number> {
