@@ -1,9 +1,10 @@
 // Host side of `npm run bench:multivm`: boots the outer guest of the multi-VM
-// suite, runs the compiled benchmark (dist/test/multivm/bench.js) inside it,
-// prints its Markdown report and saves it to .bench/multivm-<timestamp>.md.
+// suite, runs a compiled program inside it (the relay benchmark bench.ts, or
+// with --node-start the start-up measurement node-start.ts), prints its
+// Markdown report and saves it to .bench/multivm-<timestamp>.md.
 // The host opens no AF_VSOCK socket.
 //
-// env: BENCH_ROUNDS (3), BENCH_MIB (8), BENCH_CONNECTS (20), passed to the guest.
+// env: BENCH_ROUNDS (3), BENCH_MIB (8), BENCH_CONNECTS (20), BENCH_NODE_STEP_TIMEOUT (600 s), passed to the guest.
 
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,14 +13,15 @@ import { GuestSetupError, fmtMs, runInGuest } from '../vm/guest.mjs';
 import { prepareOuterGuest } from './outer.mjs';
 
 const ROOT = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const BENCH = path.join(ROOT, 'dist/test/multivm/bench.js');
-// Same lines as REPORT_BEGIN / REPORT_END in bench.ts.
+// Same lines as REPORT_BEGIN / REPORT_END in report.ts.
 const BEGIN = '----- multivm-bench report begin -----';
 const END = '----- multivm-bench report end -----';
 
-export async function runMultiVmBench() {
-  if (!existsSync(BENCH)) {
-    process.stderr.write(`${path.relative(ROOT, BENCH)} is missing: run npm run bench:multivm (it builds first)\n`);
+/** @param {'bench' | 'node-start'} program */
+export async function runMultiVmBench(program) {
+  const compiled = path.join(ROOT, `dist/test/multivm/${program}.js`);
+  if (!existsSync(compiled)) {
+    process.stderr.write(`${path.relative(ROOT, compiled)} is missing: run npm run bench:multivm (it builds first)\n`);
     return 2;
   }
   let outer;
@@ -31,7 +33,7 @@ export async function runMultiVmBench() {
     return 2;
   }
   process.stderr.write('[multivm-bench host] booting the outer guest; the inner guests take minutes to boot under TCG inside TCG\n');
-  const result = await runInGuest([process.execPath, BENCH], { cwd: ROOT, ...outer.options, onStderr: (c) => process.stderr.write(c) });
+  const result = await runInGuest([process.execPath, compiled], { cwd: ROOT, ...outer.options, onStderr: (c) => process.stderr.write(c) });
   process.stderr.write(`[multivm-bench host] outer guest ${result.accel}: boot ${fmtMs(result.bootMs)}, total ${fmtMs(result.totalMs)}, outcome ${result.outcome}, exit code ${result.code}\n`);
   if (result.error) process.stderr.write(`${result.error}\n`);
   const begin = result.stdout.indexOf(BEGIN);
@@ -44,7 +46,7 @@ export async function runMultiVmBench() {
   const md = result.stdout.slice(begin + BEGIN.length, end).trim();
   const outDir = path.join(ROOT, '.bench');
   mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, `multivm-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
+  const file = path.join(outDir, `multivm-${program}-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
   writeFileSync(file, `${md}\n`);
   process.stdout.write(`\n${md}\n\nwritten to ${path.relative(ROOT, file)}\n`);
   return result.code;

@@ -8,12 +8,11 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertInOuterGuest, loadVhostVsock, logDir, type InnerVm } from './hypervisor.js';
-import { Daemon, GUESTS, RELAY_PORT, SIDECAR_PORT, agentResult, bootGuest, captureSidecarPreamble, startRelay, startServers, startVmManager, type GuestPlan } from './topology.js';
+import { progress, writeReport } from './report.js';
+import { Daemon, GUESTS, RELAY_PORT, SIDECAR_PORT, agentResult, pattern, sinkAnswer, bootGuest, captureSidecarPreamble, startRelay, startServers, startVmManager, type GuestPlan } from './topology.js';
 
 assertInOuterGuest();
 
-export const REPORT_BEGIN = '----- multivm-bench report begin -----';
-export const REPORT_END = '----- multivm-bench report end -----';
 const SOCAT_PORT = 15200;
 const MiB = 1024 * 1024;
 
@@ -27,9 +26,7 @@ const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const MIB = intEnv('BENCH_MIB', 8);
 const CONNECTS = intEnv('BENCH_CONNECTS', 20);
 
-const log = (msg: string): void => {
-  process.stderr.write(`[multivm-bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-};
+const log = (msg: string): void => progress('multivm-bench', msg);
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -43,10 +40,11 @@ interface Relay {
   preamble: string;
 }
 
-async function throughput(a: InnerVm, relay: Relay, seed: number): Promise<number> {
+/** MB/s of one transfer through `relay`, checked: the sink got the PROXY v2 header and the pattern intact. */
+async function throughput(a: InnerVm, relay: Relay, seed: number, proxyHeader: Buffer): Promise<number> {
   const r = await a.run(`vmagent connect 2 ${relay.port} --send ${relay.preamble} --pattern ${MIB * MiB} ${seed}`, { timeoutMs: 30 * 60_000 });
   const result = agentResult(r.stderr);
-  if (result.result !== 'ok' || !r.stdout.startsWith(`received ${MIB * MiB}`)) throw new Error(`${relay.name}: throughput run failed: ${r.stdout} ${r.stderr}`);
+  if (result.result !== 'ok' || r.stdout !== sinkAnswer(proxyHeader, pattern(MIB * MiB, seed))) throw new Error(`${relay.name}: throughput run failed: ${r.stdout} ${r.stderr}`);
   return (MIB * MiB) / 1e6 / (Number(result.ms) / 1000);
 }
 
@@ -82,7 +80,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? relays : [...relays].reverse();
       for (const relay of order) {
-        const mbps = await throughput(a, relay, round + 1);
+        const mbps = await throughput(a, relay, round + 1, captured.proxyHeader);
         const cps = await connectRate(a, relay);
         results.get(relay.name)!.mbps.push(mbps);
         results.get(relay.name)!.cps.push(cps);
@@ -104,10 +102,10 @@ async function main(): Promise<void> {
       '',
       `- vsockmesh host-relay: \`vsockmesh host-relay\` (CLI) asking the VM manager (AuthorizeRelay, cache_ttl 2s); vm-a sends the relay header and the PROXY v2 header a real sidecar sends (captured from one), then the bytes. ${relayLines} access lines.`,
       `- socat: \`socat -t 60 VSOCK-LISTEN:${SOCAT_PORT},fork,reuseaddr VSOCK-CONNECT:${sink.cid}:${SIDECAR_PORT}\` (one process per connection, no policy); vm-a sends the PROXY v2 header, then the bytes.`,
-      '- Endpoints: vmagent (static C) in both inner guests; vm-b counts what it receives and answers with the count. Times are vm-a\'s clock from connect to the answer.',
+      '- Endpoints: vmagent (static C) in both inner guests; vm-b counts what it receives and answers with the count and its sha256 (checked). Times are vm-a\'s clock from connect to the answer.',
       `- Raw figures: ${relays.map((r) => `${r.name} ${results.get(r.name)!.mbps.map((x) => x.toFixed(2)).join('/')} MB/s, ${results.get(r.name)!.cps.map((x) => x.toFixed(2)).join('/')} conn/s`).join('; ')}.`,
     ].join('\n');
-    process.stdout.write(`${REPORT_BEGIN}\n${report}\n${REPORT_END}\n`);
+    writeReport(report);
   } finally {
     socat.kill();
     for (const vm of [a, b]) {

@@ -43,7 +43,6 @@ export function encodeScript(script: string): Buffer {
 export class InnerCommand {
   private out = '';
   private err = '';
-  private readonly waiters = new Set<() => void>();
   readonly done: Promise<CommandResult>;
   private readonly socket;
 
@@ -52,7 +51,6 @@ export class InnerCommand {
     const decoder = new FrameDecoder((kind, data) => {
       if (kind === 'stdout') this.out += data.toString('latin1');
       else this.err += data.toString('latin1');
-      for (const w of this.waiters) w();
     });
     this.done = new Promise((resolve, reject) => {
       this.socket.on('data', (chunk: Buffer) => {
@@ -74,10 +72,6 @@ export class InnerCommand {
     this.socket.write(encodeScript(script));
   }
 
-  stdout(): string {
-    return this.out;
-  }
-
   write(data: Buffer | string): void {
     this.socket.write(data);
   }
@@ -86,27 +80,6 @@ export class InnerCommand {
   end(data?: Buffer | string): void {
     if (data !== undefined) this.socket.end(data);
     else this.socket.end();
-  }
-
-  /** Resolves once stdout satisfies `test`; rejects when the command ends first or after `timeoutMs`. */
-  waitForStdout(test: (stdout: string) => boolean, what: string, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const finish = (then: () => void): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        then();
-      };
-      const check = (): void => {
-        if (test(this.out)) finish(resolve);
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stdout so far: ${JSON.stringify(this.out.slice(-300))}`))), timeoutMs);
-      this.waiters.add(check);
-      this.done.then(
-        () => finish(() => (test(this.out) ? resolve() : reject(new Error(`the command ended before ${what}; stdout: ${JSON.stringify(this.out.slice(-300))}`)))),
-        (err: Error) => finish(() => reject(err)),
-      );
-      check();
-    });
   }
 
   kill(): void {

@@ -36,7 +36,7 @@ export interface GuestPlan {
   cid: number;
   /** Where the VM manager places it (not necessarily where it runs). */
   placedOn: string;
-  /** vmagent servers started once the guest is up. */
+  /** vmagent servers started once the guest is up (a sink answers with the count and sha256 of what it got: one way across the relay, half the emulated work of an echo). */
   servers: Array<{ port: number; mode: 'echo' | 'sink' }>;
 }
 
@@ -47,12 +47,12 @@ export const GUESTS: Record<'a' | 'b' | 'c', GuestPlan> = {
     cid: 4,
     placedOn: HYPERVISOR,
     servers: [
-      { port: SIDECAR_PORT, mode: 'echo' },
-      { port: UNREGISTERED_PORT, mode: 'echo' },
+      { port: SIDECAR_PORT, mode: 'sink' },
+      { port: UNREGISTERED_PORT, mode: 'sink' },
     ],
   },
   // Runs here, but the VM manager places it on hv-2: its connections are not this relay's to carry.
-  c: { vmId: 'vm-c', cid: 5, placedOn: OTHER_HYPERVISOR, servers: [{ port: SIDECAR_PORT, mode: 'echo' }] },
+  c: { vmId: 'vm-c', cid: 5, placedOn: OTHER_HYPERVISOR, servers: [{ port: SIDECAR_PORT, mode: 'sink' }] },
 };
 
 /** The VM manager's inventory for the plan (README "VM manager" format). */
@@ -145,7 +145,7 @@ export async function startRelay(): Promise<Daemon> {
 
 /** `vsockmesh ctl` against the VM manager; a non-zero exit is an error. */
 export async function ctl(args: string[]): Promise<string> {
-  const r = await runCli(['ctl', '--vm-manager', VM_MANAGER.address, ...args]);
+  const r = await runCli(['ctl', '--vm-manager', VM_MANAGER.address, '--timeout-ms', '60000', ...args]);
   if (r.code !== 0) throw new Error(`vsockmesh ctl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
@@ -173,6 +173,11 @@ export async function serverLog(vm: InnerVm, port: number): Promise<Array<Record
       const [event, ...fields] = line.split(' ');
       return { event: event!, ...Object.fromEntries(fields.map((f) => f.split('=') as [string, string])) };
     });
+}
+
+/** What a vmagent sink answers once the sender half-closes. */
+export function sinkAnswer(...parts: Buffer[]): string {
+  return `received ${parts.reduce((n, p) => n + p.length, 0)} sha256 ${sha256(...parts)}\n`;
 }
 
 /** The "vmagent-result k=v ..." line of a vmagent connect. */

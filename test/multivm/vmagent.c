@@ -3,8 +3,13 @@
 // dynamic binary spends tens of seconds in the loader and Node needs minutes,
 // while this starts at once.
 //
+//   /init (as PID 1)                      mounts /proc /sys /dev /tmp /run, loads the modules in /lib/mod/order,
+//                                         names the host from the kernel command line, then serves control
+//                                         on CONTROL_PORT and says INNER_READY on the console (no shell, no
+//                                         insmod: every exec costs seconds under TCG inside TCG)
 //   vmagent control PORT                  one shell command per vsock connection (protocol below)
-//   vmagent listen PORT echo|sink [LOG]   a vsock server, one process per connection; LOG gets a line per connection
+//   vmagent listen PORT echo|sink [LOG]   a vsock server, one process per connection; LOG gets a line per connection;
+//                                         a sink answers "received N sha256 HEX" after the sender's EOF
 //   vmagent connect CID PORT [--timeout-ms N] [--send FILE]... [--pattern BYTES SEED] [--sha256]
 //                                         sends the files, then the pattern (or stdin), half-closes, reads to EOF;
 //                                         received bytes go to stdout unless --sha256 (then only their hash)
@@ -33,7 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -41,8 +48,8 @@
 
 #define BUF (64 * 1024)
 
-#ifndef INNER_CMDLINE_MARK
-#error "build with -DINNER_CMDLINE_MARK=\"<token>=\" (test/multivm/inner-image.mjs does)"
+#if !defined(INNER_CMDLINE_MARK) || !defined(INNER_SAY) || !defined(INNER_READY) || !defined(CONTROL_PORT)
+#error "build with -DINNER_CMDLINE_MARK=... -DINNER_SAY=... -DINNER_READY=... -DCONTROL_PORT=... (test/multivm/inner-image.mjs does)"
 #endif
 
 static const char *errname(int e) {
@@ -210,6 +217,8 @@ static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, c
   static char buf[BUF];
   uint64_t in = 0, out = 0, t0 = now_ms();
   const char *end = "eof";
+  sha256_ctx sha;
+  sha256_init(&sha);
   int logfd = log ? open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
   char line[256];
   int n = snprintf(line, sizeof line, "accept peer_cid=%u peer_port=%u\n", peer->svm_cid, peer->svm_port);
@@ -223,7 +232,8 @@ static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, c
     }
     if (r == 0) break;
     in += (uint64_t)r;
-    if (!sink) {
+    if (sink) sha256_update(&sha, (unsigned char *)buf, (size_t)r);
+    else {
       if (write_all(fd, buf, (size_t)r) < 0) {
         end = errname(errno);
         break;
@@ -232,7 +242,9 @@ static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, c
     }
   }
   if (sink && strcmp(end, "eof") == 0) {
-    n = snprintf(line, sizeof line, "received %llu\n", (unsigned long long)in);
+    char hex[65];
+    sha256_hex(&sha, hex);
+    n = snprintf(line, sizeof line, "received %llu sha256 %s\n", (unsigned long long)in, hex);
     if (write_all(fd, line, (size_t)n) == 0) out += (uint64_t)n;
   }
   shutdown(fd, SHUT_WR);
@@ -327,6 +339,18 @@ static void result(const char *fmt, ...) {
   va_end(ap);
 }
 
+/** The next bytes to send into out; at the end, half-closes fd and returns 0 (no longer sending). */
+static int refill(struct sender *s, unsigned char *out, size_t cap, size_t *out_len, size_t *out_off, int fd) {
+  ssize_t n = next_chunk(s, out, cap);
+  if (n == 0) {
+    shutdown(fd, SHUT_WR);
+    return 0;
+  }
+  *out_len = (size_t)n;
+  *out_off = 0;
+  return 1;
+}
+
 static int cmd_connect(unsigned cid, unsigned port, unsigned long timeout_ms, struct sender *s, int hash) {
   static unsigned char out[BUF], in[BUF];
   uint64_t t0 = now_ms(), sent = 0, received = 0;
@@ -343,22 +367,20 @@ static int cmd_connect(unsigned cid, unsigned port, unsigned long timeout_ms, st
   int sending = 1, receiving = 1;
   const char *error = NULL, *phase = "";
   while (receiving) {
-    if (sending && out_off == out_len) {
-      ssize_t n = next_chunk(s, out, sizeof out);
-      if (n == 0) {
-        sending = 0;
-        shutdown(fd, SHUT_WR);
-      } else {
-        out_len = (size_t)n;
-        out_off = 0;
-      }
-    }
-    struct pollfd p = {.fd = fd, .events = POLLIN | (sending ? POLLOUT : 0)};
-    if (poll(&p, 1, -1) < 0) {
+    // Stdin is read only when poll says so: a blocking read would leave what the far end sends unread meanwhile.
+    int stdin_next = s->use_stdin && s->file_index >= s->nfiles && s->pattern_left == 0;
+    if (sending && out_off == out_len && !stdin_next) sending = refill(s, out, sizeof out, &out_len, &out_off, fd);
+    int await_stdin = sending && out_off == out_len && stdin_next;
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN | (sending && !await_stdin ? POLLOUT : 0)}, {.fd = 0, .events = POLLIN}};
+    if (poll(p, await_stdin ? 2 : 1, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    if (sending && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
+    if (await_stdin && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      sending = refill(s, out, sizeof out, &out_len, &out_off, fd);
+      continue;
+    }
+    if (sending && !await_stdin && (p[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
       ssize_t n = write(fd, out + out_off, out_len - out_off);
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         error = errname(errno);
@@ -370,7 +392,7 @@ static int cmd_connect(unsigned cid, unsigned port, unsigned long timeout_ms, st
         sent += (uint64_t)n;
       }
     }
-    if (p.revents & (POLLIN | POLLERR | POLLHUP)) {
+    if (p[0].revents & (POLLIN | POLLERR | POLLHUP)) {
       ssize_t n = read(fd, in, sizeof in);
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         error = errname(errno);
@@ -497,10 +519,20 @@ static void run_command(int sock) {
   shutdown(sock, SHUT_WR);
 }
 
+static double uptime_s(void) {
+  double up = -1;
+  FILE *f = fopen("/proc/uptime", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &up) != 1) up = -1;
+    fclose(f);
+  }
+  return up;
+}
+
 static int cmd_control(unsigned port) {
   int lfd = vsock_listen(port);
   signal(SIGCHLD, SIG_IGN);
-  printf("vmagent: control on vsock port %u, local cid %u\n", port, local_cid());
+  printf(INNER_READY " at %.2f s: vmagent: control on vsock port %u, local cid %u\n", uptime_s(), port, local_cid());
   fflush(stdout);
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -516,6 +548,67 @@ static int cmd_control(unsigned port) {
     }
     close(fd);
   }
+}
+
+// ---------------------------------------------------------------- init (PID 1)
+
+static void require_inner_guest(void);
+
+static void must_mount(const char *type, const char *target, unsigned long flags, const char *options) {
+  if (mount(type, target, type, flags, options) < 0) {
+    printf(INNER_SAY " FATAL mounting %s: %s\n", target, strerror(errno));
+    fflush(stdout);
+  }
+}
+
+/** The value of INNER_CMDLINE_MARK on the kernel command line (this guest's name). */
+static void name_host(void) {
+  char line[4096] = "";
+  FILE *f = fopen("/proc/cmdline", "r");
+  if (!f) return;
+  if (!fgets(line, sizeof line, f)) line[0] = '\0';
+  fclose(f);
+  char *at = strstr(line, INNER_CMDLINE_MARK);
+  if (!at) return;
+  at += strlen(INNER_CMDLINE_MARK);
+  size_t len = strcspn(at, " \n");
+  if (sethostname(at, len) < 0) die("sethostname");
+}
+
+static void load_modules(const char *dir) {
+  char order[256], path[512], name[256];
+  snprintf(order, sizeof order, "%s/order", dir);
+  FILE *f = fopen(order, "r");
+  if (!f) die(order);
+  while (fgets(name, sizeof name, f)) {
+    name[strcspn(name, "\n")] = '\0';
+    if (!name[0]) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)) {
+      printf(INNER_SAY " FATAL loading %s: %s\n", path, strerror(errno));
+      fflush(stdout);
+    }
+    if (fd >= 0) close(fd);
+  }
+  fclose(f);
+}
+
+static int cmd_init(void) {
+  must_mount("proc", "/proc", 0, NULL);
+  must_mount("sysfs", "/sys", 0, NULL);
+  must_mount("devtmpfs", "/dev", 0, NULL);
+  must_mount("tmpfs", "/tmp", 0, "mode=1777");
+  must_mount("tmpfs", "/run", 0, "mode=0755");
+  require_inner_guest();
+  setenv("PATH", "/bin", 1);
+  printf(INNER_SAY " init at %.2f s\n", uptime_s());
+  fflush(stdout);
+  load_modules("/lib/mod");
+  name_host();
+  printf(INNER_SAY " modules at %.2f s\n", uptime_s());
+  fflush(stdout);
+  return cmd_control(CONTROL_PORT);
 }
 
 // ---------------------------------------------------------------- main
@@ -544,6 +637,7 @@ static void require_inner_guest(void) {
 }
 
 int main(int argc, char **argv) {
+  if (getpid() == 1) return cmd_init();
   if (argc < 2) usage();
   require_inner_guest();
   const char *cmd = argv[1];
