@@ -64,7 +64,7 @@ export function prepareInnerImage() {
     const work = mkdtempSync(join(dir, 'build-'));
     try {
       const folder = (name) => ({ name, mode: 0o040755 });
-      const entries = ['bin', 'dev', 'proc', 'sys', 'tmp', 'run', 'lib', 'lib/mod'].map(folder);
+      const entries = ['bin', 'dev', 'proc', 'sys', 'tmp', 'run', 'lib', 'lib/mod', 'lib/mod-9p'].map(folder);
       entries.push({ name: 'dev/console', mode: 0o020600, rdev: [5, 1] });
       entries.push({ name: 'bin/busybox', mode: 0o100755, data: readFileSync(pre.busybox) });
       // The applets as symlinks in the archive: \`busybox --install\` at boot costs tens of seconds nested.
