@@ -4,7 +4,7 @@
 // Markdown report and saves it to .bench/multivm-<timestamp>.md.
 // The host opens no AF_VSOCK socket.
 //
-// env: BENCH_ROUNDS (3), BENCH_MIB (8), BENCH_CONNECTS (20), BENCH_NODE_STEP_TIMEOUT (300 s), passed to the guest.
+// env: BENCH_ROUNDS (3), BENCH_MIB (2), BENCH_CONNECTS (10), BENCH_NODE_STEP_TIMEOUT (300 s), passed to the guest.
 
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

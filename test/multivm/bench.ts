@@ -23,8 +23,8 @@ function intEnv(name: string, fallback: number): number {
 }
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
-const MIB = intEnv('BENCH_MIB', 8);
-const CONNECTS = intEnv('BENCH_CONNECTS', 20);
+const MIB = intEnv('BENCH_MIB', 2);
+const CONNECTS = intEnv('BENCH_CONNECTS', 10);
 
 const log = (msg: string): void => progress('multivm-bench', msg);
 
