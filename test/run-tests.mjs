@@ -2,13 +2,17 @@
 // Runs the ava suite with the TAP reporter, echoes its output, then the vsock
 // suite inside a throw-away QEMU guest (test/vm/guest.mjs; AF_VSOCK is never
 // opened on the host), and ends with the line CI reads:
-// "N passed, N failed, N skipped", counted from ava's own TAP results of both
+// "N passed, N failed, N skipped", counted from ava's own TAP results of all
 // (a crash or a non-zero exit with no failing test counts as one failure, so a
 // broken run can never look green).
 //
-// The vsock suite needs qemu, a kernel and static busybox. Without them it is
-// counted as 1 skipped with a loud warning, or as 1 failed under CI=true (it
-// must run in CI). VSOCKMESH_SKIP_GUEST=1 leaves it out the same way.
+// Then the multi-VM suite (test/multivm/outer.mjs): an outer guest acting as
+// the hypervisor (vhost-vsock) runs inner guests at CIDs 3, 4 and 5.
+//
+// The guest suites need qemu, a kernel and static busybox (the multi-VM suite
+// also a C compiler). Without them a suite is counted as 1 skipped with a loud
+// warning, or as 1 failed under CI=true (it must run in CI).
+// VSOCKMESH_SKIP_GUEST=1 / VSOCKMESH_SKIP_MULTIVM=1 leave one out the same way.
 //
 // Extra arguments go to the host's ava (e.g. a file pattern).
 
@@ -17,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
+import { MULTIVM_AVA, prepareOuterGuest } from './multivm/outer.mjs';
 import { checkPrerequisites, chooseAccel, fmtMs, GuestSetupError, INSTALL_HINT, runInGuest } from './vm/guest.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -84,48 +89,55 @@ function lineSplitter(onLine) {
   };
 }
 
-const notRun = (message) => ({ passed: 0, failed: isCi ? 1 : 0, skipped: isCi ? 0 : 1, todo: 0, failures: isCi ? [`[guest] ${message}`] : [], code: null });
+/** A suite that did not run: 1 skipped, or 1 failed under CI=true (it must run in CI). */
+const notRun = (prefix, message) => ({ passed: 0, failed: isCi ? 1 : 0, skipped: isCi ? 0 : 1, todo: 0, failures: isCi ? [`${prefix}${message}`] : [], code: null });
 
 function loudWarning(lines) {
   const bar = '!'.repeat(78);
   process.stdout.write(`\n${bar}\n${lines.map((l) => `!! ${l}`).join('\n')}\n${bar}\n`);
 }
 
-/** The vsock suite (test/vm, compiled into dist/test/vm) inside one QEMU guest, with its TAP counted like the host's. */
-export async function runGuestSuite({ cwd = root } = {}) {
+/**
+ * An ava suite run inside one QEMU guest (compiled tests in `distDir`), its TAP
+ * counted like the host's. `prepare` (optional) returns extra runInGuest options
+ * and a `finish(ok)` called after the run.
+ */
+export async function runSuiteInGuest({ name, prefix, skipEnv, distDir, argv, options, prepare, cwd = root }) {
   const counted = isCi ? 'Counted as 1 FAILED (CI=true: this suite must run in CI).' : 'Counted as 1 skipped, never as passed.';
-  if (process.env.VSOCKMESH_SKIP_GUEST === '1') {
-    loudWarning(['The vsock suite did NOT run: VSOCKMESH_SKIP_GUEST=1.', counted]);
-    return notRun('the vsock suite did not run: VSOCKMESH_SKIP_GUEST=1');
+  if (process.env[skipEnv] === '1') {
+    loudWarning([`The ${name} did NOT run: ${skipEnv}=1.`, counted]);
+    return notRun(prefix, `the ${name} did not run: ${skipEnv}=1`);
   }
   const pre = checkPrerequisites();
   if (!pre.ok) {
     loudWarning([
-      'The vsock test suite did NOT run: it runs inside a QEMU guest, and this machine lacks:',
+      `The ${name} did NOT run: it runs inside a QEMU guest, and this machine lacks:`,
       ...pre.problems.map((p) => `  - ${p}`),
       'Install what it needs (Debian 12, as root) with:',
       `  ${INSTALL_HINT}${pre.missing.filter((p) => !INSTALL_HINT.includes(p)).map((p) => ` ${p}`).join('')}`,
       counted,
     ]);
-    return notRun(`the vsock suite did not run: ${pre.problems.join('; ')} (${INSTALL_HINT})`);
+    return notRun(prefix, `the ${name} did not run: ${pre.problems.join('; ')} (${INSTALL_HINT})`);
   }
-  const tally = tapTally('[guest] ');
-  if (!existsSync(new URL('../dist/test/vm', import.meta.url))) {
-    tally.failures.push('[guest] dist/test/vm is missing: run "npm run build" first (the guest runs compiled tests)');
+  const tally = tapTally(prefix);
+  const fail = (message) => {
+    tally.failures.push(`${prefix}${message}`);
     tally.counts.failed++;
-    return tally.finish(1, 'guest');
-  }
+    return tally.finish(1, name);
+  };
+  if (!existsSync(new URL(`../${distDir}`, import.meta.url))) return fail(`${distDir} is missing: run "npm run build" first (the guest runs compiled tests)`);
   let accel;
+  let prepared;
   try {
     accel = chooseAccel();
+    prepared = prepare ? await prepare() : { options: {}, finish: () => {} };
   } catch (err) {
     if (!(err instanceof GuestSetupError)) throw err;
-    tally.failures.push(`[guest] ${err.message}`);
-    tally.counts.failed++;
-    return tally.finish(1, 'guest');
+    process.stdout.write(`${err.message}\n`);
+    return fail(`the guest could not be prepared: ${err.message.split('\n')[0]}`);
   }
   const how = accel.accel === 'kvm' ? 'KVM' : 'TCG (software emulation, slow)';
-  process.stdout.write(`\n# vsock suite: inside a QEMU guest under ${how}; ${accel.reason}\n`);
+  process.stdout.write(`\n# ${name}: inside a QEMU guest under ${how}; ${accel.reason}\n`);
 
   const out = lineSplitter((line) => {
     process.stdout.write(`${line}\n`);
@@ -133,40 +145,52 @@ export async function runGuestSuite({ cwd = root } = {}) {
   });
   let r;
   try {
-    const timeoutS = Number(process.env.VSOCKMESH_GUEST_TIMEOUT ?? 900);
-    r = await runInGuest(GUEST_AVA, { cwd, accel: accel.accel, timeoutMs: timeoutS * 1000, onStdout: (c) => out.write(c), onStderr: (c) => process.stderr.write(c) });
+    r = await runInGuest(argv, { cwd, accel: accel.accel, ...options, ...prepared.options, onStdout: (c) => out.write(c), onStderr: (c) => process.stderr.write(c) });
   } catch (err) {
     out.flush();
+    prepared.finish(false);
     if (!(err instanceof GuestSetupError)) throw err;
     process.stdout.write(`${err.message}\n`);
-    tally.failures.push(`[guest] the guest could not be prepared: ${err.message.split('\n')[0]}`);
-    tally.counts.failed++;
-    return tally.finish(1, 'guest');
+    return fail(`the guest could not be prepared: ${err.message.split('\n')[0]}`);
   }
   out.flush();
   if (r.outcome !== 'exited') {
     process.stdout.write(`\n${r.error}\n`);
-    tally.failures.push(`[guest] ${r.error.split('\n')[0]}`);
+    tally.failures.push(`${prefix}${r.error.split('\n')[0]}`);
     tally.counts.failed++;
   }
   const under = r.accel === 'kvm' ? 'KVM' : 'TCG';
   const what = r.outcome === 'exited' ? 'ran inside a QEMU guest' : `did NOT complete (${r.outcome}) in a QEMU guest`;
-  process.stdout.write(`# vsock suite ${what} under ${under}: boot ${fmtMs(r.bootMs)}, ${fmtMs(r.totalMs)} in all\n`);
-  return tally.finish(r.code, 'ava in the guest');
+  process.stdout.write(`# ${name} ${what} under ${under}: boot ${fmtMs(r.bootMs)}, ${fmtMs(r.totalMs)} in all\n`);
+  const result = tally.finish(r.code, `ava in the guest (${name})`);
+  prepared.finish(result.failed === 0);
+  return result;
+}
+
+/** The multi-VM suite (test/multivm): an outer QEMU guest as the hypervisor, with inner guests at their own CIDs. */
+export function runMultiVmSuite() {
+  return runSuiteInGuest({ name: 'multi-VM suite', prefix: '[multivm] ', skipEnv: 'VSOCKMESH_SKIP_MULTIVM', distDir: 'dist/test/multivm', argv: MULTIVM_AVA, options: {}, prepare: prepareOuterGuest });
+}
+
+/** The vsock suite (test/vm, compiled into dist/test/vm) inside one QEMU guest with vsock_loopback. */
+export function runGuestSuite() {
+  const timeoutS = Number(process.env.VSOCKMESH_GUEST_TIMEOUT ?? 900);
+  return runSuiteInGuest({ name: 'vsock suite', prefix: '[guest] ', skipEnv: 'VSOCKMESH_SKIP_GUEST', distDir: 'dist/test/vm', argv: GUEST_AVA, options: { timeoutMs: timeoutS * 1000 } });
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const host = await runAva(process.argv.slice(2));
   const guest = await runGuestSuite();
+  const multivm = await runMultiVmSuite();
   const total = {};
-  for (const k of ['passed', 'failed', 'skipped', 'todo']) total[k] = host[k] + guest[k];
-  const failures = [...host.failures, ...guest.failures];
+  for (const k of ['passed', 'failed', 'skipped', 'todo']) total[k] = host[k] + guest[k] + multivm[k];
+  const failures = [...host.failures, ...guest.failures, ...multivm.failures];
   if (failures.length > 0) {
     process.stdout.write(`\nfailed:\n${failures.map((f) => `  - ${f}`).join('\n')}\n`);
   }
   if (total.todo > 0) process.stdout.write(`(${total.todo} todo, not counted as passed)\n`);
   const part = (r) => `${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped`;
-  process.stdout.write(`\nhost suite: ${part(host)}; vsock suite (QEMU guest): ${part(guest)}\n`);
+  process.stdout.write(`\nhost suite: ${part(host)}; vsock suite (QEMU guest): ${part(guest)}; multi-VM suite (nested QEMU): ${part(multivm)}\n`);
   process.stdout.write(`${part(total)}\n`);
   process.exitCode = total.failed > 0 ? 1 : 0;
 }

@@ -8,11 +8,11 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { httpGet, httpReady, metricSum } from '../helpers/admin-http.js';
 
 /** The checkout: the nearest directory up from this file with a package.json (this file runs from test/bench/ or dist/test/bench/). */
 export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -483,18 +483,7 @@ export function recordWorkloads<Entry extends string>(samples: RoundSamples<Entr
 
 // ---- HTTP (admin endpoints) and Prometheus text ----------------------------------------
 
-export function httpGet(port: number, urlPath: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${urlPath}: no answer within ${timeoutMs} ms`)));
-  });
-}
+export { httpGet, httpReady, metricSum };
 
 /** Local TCP ports in LISTEN state (from /proc/net/tcp{,6}): a listener seen without connecting to it. */
 export function listeningPorts(): Set<number> {
@@ -512,20 +501,6 @@ export function listeningPorts(): Set<number> {
     }
   }
   return ports;
-}
-
-/** Sum of the samples of `name` whose labels include `labels` (Prometheus text format). */
-export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = new Map<string, string>();
-    for (const l of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) have.set(l[1]!, l[2]!);
-    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) sum += Number(m[4]);
-  }
-  return sum;
 }
 
 /**

@@ -6,6 +6,7 @@ import { createLogger } from '../../proxy/runtime/log.js';
 import type { ProxyServer } from '../../proxy/server.js';
 import type { Sidecar } from '../../proxy/sidecar.js';
 import { createSidecar } from '../../proxy/cmd/proxies.js';
+import { metricSum } from './admin-http.js';
 import { startEchoServer, type TestServer } from './apps.js';
 import { LogCapture } from './log-capture.js';
 
@@ -80,20 +81,10 @@ export async function startMesh(
   };
 }
 
-/** Reads one metric sample's value from a sidecar's /stats text (0 when absent). */
+/** Sums the samples of a metric from a sidecar's /stats text (0 when absent). */
 export async function metricValue(sidecar: ProxyServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  return sampleValue(await sidecar.metrics.render(), name, labels);
+  return metricSum(await sidecar.metrics.render(), name, labels);
 }
 
 /** The sum of a metric's samples whose labels include `labels`, from Prometheus text (0 when absent). */
-export function sampleValue(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const match = /^[^{ ]+(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match) continue;
-    const sampleLabels = Object.fromEntries([...(match[1] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([k, v]) => sampleLabels[k] === v)) total += Number(match[2]);
-  }
-  return total;
-}
+export { metricSum as sampleValue } from './admin-http.js';

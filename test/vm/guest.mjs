@@ -10,11 +10,12 @@
 // pipes inside the guest and reach the host separately over two UARTs.
 //
 // Library:  const r = await runInGuest(['uname', '-r']);  // { code, stdout, stderr, accel, bootMs, outcome, ... }
-// CLI:      node test/vm/guest.mjs [--timeout S] [--mem 1G] [--smp N] [-v] -- cmd args...
+// CLI:      node test/vm/guest.mjs [--timeout S] [--mem 1G] [--smp N] [--share DIR]... [-v] -- cmd args...
 //
 // KVM is used when /dev/kvm opens and the CPU has hardware virtualisation (vmx/svm);
 // otherwise TCG. VSOCKMESH_GUEST_ACCEL=kvm|tcg forces one.
-// Cache: ${XDG_CACHE_HOME:-/tmp}/vsockmesh-guest/<kernel>-<hash>/ (safe to delete when no run is active).
+// Cache: ${XDG_CACHE_HOME:-/tmp}/vsockmesh-guest/<kernel>-<hash>/ (safe to delete when no run is active;
+// entries unused for 2 hours are removed by the next run).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -31,11 +32,12 @@ import {
   renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { cpus } from 'node:os';
 import net from 'node:net';
-import { basename, delimiter, join } from 'node:path';
+import { basename, delimiter, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 
@@ -69,7 +71,7 @@ export class GuestSetupError extends Error {
 
 // ---------------------------------------------------------------- prerequisites
 
-function which(cmd) {
+export function which(cmd) {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
     const p = join(dir, cmd);
     try {
@@ -110,7 +112,7 @@ function elfProgramHeaders(path) {
 }
 
 /** True for an ELF executable without a PT_INTERP header. (Grepping for "ld-linux" is wrong: static busybox contains it.) */
-function isStaticElf(path) {
+export function isStaticElf(path) {
   const elf = elfProgramHeaders(path);
   if (!elf) return false;
   elf.close();
@@ -252,7 +254,7 @@ function align4(n) {
 }
 
 /** A newc cpio archive (what the kernel unpacks as an initramfs). entries: { name, mode, data?, rdev? } */
-function cpioNewc(entries) {
+export function cpioNewc(entries) {
   const parts = [];
   const field = (n) => n.toString(16).padStart(8, '0');
   const push = (name, mode, data = Buffer.alloc(0), rdev = [0, 0], ino = 0) => {
@@ -270,9 +272,9 @@ function cpioNewc(entries) {
 }
 
 /** `modprobe --show-depends` takes ONE module per call (further words are parameters). Returns .ko paths in load order. */
-function moduleLoadOrder(kver) {
+export function moduleLoadOrder(kver, modules = MODULES) {
   const order = [];
-  for (const mod of MODULES) {
+  for (const mod of modules) {
     let out;
     try {
       out = execFileSync('modprobe', ['-S', kver, '--show-depends', mod], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -296,6 +298,36 @@ function decompressModule(path) {
     }
   }
   return { name: basename(path), data: readFileSync(path) };
+}
+
+const MODULE_SIGNATURE_MARK = Buffer.from('~Module signature appended~\n');
+
+/**
+ * The module without its appended signature: checking it (RSA over the whole
+ * module) is the slowest part of insmod under emulation, seconds per module when
+ * nested. Debian does not enforce signatures without Secure Boot, so an unsigned
+ * module loads (and only taints the kernel).
+ */
+export function stripModuleSignature(data) {
+  const markAt = data.length - MODULE_SIGNATURE_MARK.length;
+  if (markAt < 12 || !data.subarray(markAt).equals(MODULE_SIGNATURE_MARK)) return data;
+  // struct module_signature (12 bytes) ends just before the mark; its last field is the signature length.
+  const info = markAt - 12;
+  const signatureLength = data.readUInt32BE(info + 8) + data[info + 3] + data[info + 4];
+  return data.subarray(0, Math.max(0, info - signatureLength));
+}
+
+/** Kernel modules (with their dependencies, in load order) as initramfs entries under `dir`, plus `dir/order`. */
+export function moduleEntries(kver, modules, dir) {
+  const entries = [];
+  const names = [];
+  for (const ko of moduleLoadOrder(kver, modules)) {
+    const { name, data } = decompressModule(ko);
+    entries.push({ name: `${dir}/${name}`, mode: 0o100644, data: stripModuleSignature(data) });
+    names.push(name);
+  }
+  entries.push({ name: `${dir}/order`, mode: 0o100644, data: Buffer.from(`${names.join('\n')}\n`) });
+  return entries;
 }
 
 /** The guest's /init (busybox sh). It reports on the console (ttyS0); the command's output goes to ttyS1/ttyS2. */
@@ -327,6 +359,10 @@ mount -t tmpfs -o mode=1777 shm $R/dev/shm || fatal "/dev/shm"
 mount -t tmpfs -o mode=0755 run $R/run || fatal "/run"
 mkdir -p $R${RUN_DIR_IN_GUEST}
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none ${RUN_TAG} $R${RUN_DIR_IN_GUEST} || fatal "9p mount of the run dir"
+# host directories shared read-write at their own paths (options.shares): "<tag> <path>" per line
+while read -r tag dir; do
+  mkdir -p "$R$dir" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=mmap "$tag" "$R$dir" || fatal "9p mount of $dir"
+done < $R${RUN_DIR_IN_GUEST}/shares
 ip link set lo up || fatal "lo up"
 hostname vsockmesh-guest
 stty -F /dev/ttyS1 raw -echo && stty -F /dev/ttyS2 raw -echo || fatal "raw mode on ttyS1/ttyS2"
@@ -365,7 +401,7 @@ export function cacheRoot() {
 }
 
 /** Writes via a temporary name and renames, so concurrent runs never see half a file. */
-function writeAtomic(path, data) {
+export function writeAtomic(path, data) {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, data);
   renameSync(tmp, path);
@@ -377,13 +413,7 @@ function buildInitramfs(pre, path) {
   entries.push({ name: 'dev/console', mode: 0o020600, rdev: [5, 1] });
   entries.push({ name: 'bin/busybox', mode: 0o100755, data: readFileSync(pre.busybox) });
   entries.push({ name: 'init', mode: 0o100755, data: Buffer.from(INIT_SCRIPT) });
-  const names = [];
-  for (const ko of moduleLoadOrder(pre.kernel.kver)) {
-    const { name, data } = decompressModule(ko);
-    entries.push({ name: `lib/mod/${name}`, mode: 0o100644, data });
-    names.push(name);
-  }
-  entries.push({ name: 'lib/mod/order', mode: 0o100644, data: Buffer.from(`${names.join('\n')}\n`) });
+  entries.push(...moduleEntries(pre.kernel.kver, MODULES, 'lib/mod'));
   writeAtomic(path, cpioNewc(entries));
 }
 
@@ -398,8 +428,11 @@ function extractVmlinux(image, path) {
   const at = bz.indexOf(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]));
   if (at < 0) return 'no xz payload in the kernel image';
   const tmp = `${path}.tmp-${process.pid}`;
+  const payload = `${path}.xz-${process.pid}`;
   try {
-    const elf = execFileSync('xz', ['-dc', '--single-stream'], { input: bz.subarray(at), maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'ignore'] });
+    // From a file, not a pipe: xz stops reading after the first stream, and writing the rest into its stdin then fails with EPIPE.
+    writeFileSync(payload, bz.subarray(at));
+    const elf = execFileSync('xz', ['-dc', '--single-stream', payload], { maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
     writeFileSync(tmp, elf);
     if (!hasPvhNote(tmp)) return 'the extracted vmlinux has no PVH entry note';
     renameSync(tmp, path);
@@ -408,13 +441,37 @@ function extractVmlinux(image, path) {
     return `xz failed: ${err.message}`;
   } finally {
     rmSync(tmp, { force: true });
+    rmSync(payload, { force: true });
   }
+}
+
+/** Cache entries (and run dirs of crashed runs) unused this long are removed; a run lasts minutes, and every use renews its entry. */
+const CACHE_IDLE_MS = 2 * 3600_000;
+
+/**
+ * A cache directory for `key`, marked as used now; removes the other entries
+ * nobody used for CACHE_IDLE_MS (older kernels, earlier harness versions).
+ */
+export function cacheDir(key) {
+  const root = cacheRoot();
+  const dir = join(root, key);
+  mkdirSync(dir, { recursive: true });
+  const now = new Date();
+  utimesSync(dir, now, now);
+  for (const name of readdirSync(root)) {
+    const path = join(root, name);
+    try {
+      if (name !== key && now.getTime() - statSync(path).mtimeMs > CACHE_IDLE_MS) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // removed meanwhile by a concurrent run
+    }
+  }
+  return dir;
 }
 
 /** Builds (once) and returns the cached initramfs and the kernel to boot. */
 export function prepareGuestFiles(pre = requirePrerequisites()) {
-  const dir = join(cacheRoot(), cacheKey(pre));
-  mkdirSync(dir, { recursive: true });
+  const dir = cacheDir(cacheKey(pre));
   const initrd = join(dir, 'initramfs.cpio');
   if (!existsSync(initrd)) buildInitramfs(pre, initrd);
   const vmlinux = join(dir, 'vmlinux');
@@ -456,7 +513,10 @@ function commandScript(argv, cwd, env) {
   return `${lines.join('\n')}\n`;
 }
 
-function qemuArgs({ files, accel, mem, smp, runDir, fifos }) {
+/** 9p tag of the i-th shared host directory. */
+const shareTag = (i) => `vsmshare${i}`;
+
+function qemuArgs({ files, accel, mem, smp, runDir, fifos, shares }) {
   const append = [
     'console=ttyS0',
     'quiet',
@@ -504,6 +564,7 @@ function qemuArgs({ files, accel, mem, smp, runDir, fifos }) {
     `local,id=${RUN_TAG},path=${runDir},security_model=none`,
     '-device',
     `virtio-9p-pci,fsdev=${RUN_TAG},mount_tag=${RUN_TAG}`,
+    ...shares.flatMap((dir, i) => ['-fsdev', `local,id=${shareTag(i)},path=${dir},security_model=none`, '-device', `virtio-9p-pci,fsdev=${shareTag(i)},mount_tag=${shareTag(i)}`]),
   ];
 }
 
@@ -543,6 +604,7 @@ const defaultSmp = () => (cpus().length <= 2 ? 1 : 2);
  * @param {number} [options.timeoutMs] whole run, boot included (default 600 s)
  * @param {number} [options.bootTimeoutMs] until /init is ready (default 60 s KVM, 180 s TCG)
  * @param {string} [options.mem] guest memory (default 1G)
+ * @param {string[]} [options.shares] host directories the guest sees read-write at the same paths (its writes there reach the host)
  * @param {number} [options.smp] vCPUs (default 1 on hosts with <= 2 CPUs, else 2)
  * @param {'kvm'|'tcg'|'auto'} [options.accel] default: VSOCKMESH_GUEST_ACCEL, else auto
  * @param {(chunk: Buffer) => void} [options.onStdout] streamed as it arrives
@@ -560,17 +622,24 @@ export async function runInGuest(argv, options = {}) {
   const timeoutMs = options.timeoutMs ?? 600_000;
   const bootTimeoutMs = Math.min(timeoutMs, options.bootTimeoutMs ?? (accel === 'kvm' ? 60_000 : 180_000));
 
+  const shares = (options.shares ?? []).map((dir) => {
+    if (!isAbsolute(dir) || !statSync(dir, { throwIfNoEntry: false })?.isDirectory() || /\s/.test(dir)) {
+      throw new GuestSetupError(`runInGuest: a shared directory must be an existing absolute path without spaces, not ${JSON.stringify(dir)}`);
+    }
+    return dir;
+  });
   const runDir = mkdtempSync(join(cacheRoot(), 'run-'));
   try {
     const env = { ...(options.env ?? process.env), VSOCKMESH_IN_GUEST: '1', VSOCKMESH_GUEST_ACCEL: accel };
     writeFileSync(join(runDir, 'cmd.sh'), commandScript(argv, options.cwd ?? process.cwd(), env));
-    return await boot({ pre, files, accel, accelReason, runDir, timeoutMs, bootTimeoutMs, options });
+    writeFileSync(join(runDir, 'shares'), shares.map((dir, i) => `${shareTag(i)} ${dir}\n`).join(''));
+    return await boot({ pre, files, accel, accelReason, runDir, timeoutMs, bootTimeoutMs, shares, options });
   } finally {
     rmSync(runDir, { recursive: true, force: true });
   }
 }
 
-async function boot({ pre, files, accel, accelReason, runDir, timeoutMs, bootTimeoutMs, options }) {
+async function boot({ pre, files, accel, accelReason, runDir, timeoutMs, bootTimeoutMs, shares, options }) {
   const fifos = { console: join(runDir, 'console.fifo'), stdout: join(runDir, 'out.fifo'), stderr: join(runDir, 'err.fifo') };
   const started = performance.now();
   let bootMs = null;
@@ -590,7 +659,7 @@ async function boot({ pre, files, accel, accelReason, runDir, timeoutMs, bootTim
   const outFifo = openFifo(fifos.stdout, options.onStdout);
   const errFifo = openFifo(fifos.stderr, options.onStderr);
 
-  const args = qemuArgs({ files, accel, mem: options.mem ?? '1G', smp: options.smp ?? defaultSmp(), runDir, fifos });
+  const args = qemuArgs({ files, accel, mem: options.mem ?? '1G', smp: options.smp ?? defaultSmp(), runDir, fifos, shares });
   qemu = spawn(pre.qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let qemuOutput = '';
   const collectQemu = (chunk) => {
@@ -651,10 +720,11 @@ const indent = (text) => text.replace(/\r/g, '').replace(/^/gm, '  | ');
 
 // ---------------------------------------------------------------- CLI
 
-const USAGE = `usage: node test/vm/guest.mjs [--timeout S] [--mem 1G] [--smp N] [-v] -- cmd args...
+const USAGE = `usage: node test/vm/guest.mjs [--timeout S] [--mem 1G] [--smp N] [--share DIR]... [-v] -- cmd args...
 
 Runs cmd in a throw-away QEMU guest where AF_VSOCK works (vsock_loopback, CID 1),
-with the host's cwd, environment and filesystem (read-only; writes vanish).
+with the host's cwd, environment and filesystem (read-only; writes vanish, except
+in each --share DIR, which the guest sees read-write at the same path).
 Exit status: the command's own; ${EXIT_TIMEOUT} on timeout; ${EXIT_NO_STATUS} when the guest never
 reported one (the console log is printed). VSOCKMESH_GUEST_ACCEL=kvm|tcg forces the accelerator.`;
 
@@ -670,6 +740,7 @@ function parseCli(args) {
     if (a === '--timeout') opts.timeoutMs = positive(a, value()) * 1000;
     else if (a === '--mem') opts.mem = value();
     else if (a === '--smp') opts.smp = positive(a, value());
+    else if (a === '--share') (opts.shares ??= []).push(value());
     else if (a === '-v' || a === '--verbose') opts.verbose = true;
     else if (a === '-h' || a === '--help') return { help: true };
     else return { opts, argv: args.slice(i) };

@@ -1,0 +1,355 @@
+// The multi-VM suite: this file runs INSIDE the outer QEMU guest, which is
+// hypervisor hv-1 (vhost_vsock loaded, `vsockmesh vm-manager` and
+// `vsockmesh host-relay` as processes). The inner guests vm-a (CID 3), vm-b
+// (CID 4) and vm-c (CID 5) reach it as CID 2 over real vhost-vsock, and each
+// other only through the relay. They run no Node (minutes to start there; see
+// README): they send the exact bytes a real sidecar sends, captured from one.
+// Sidecars that must run run here, in the hypervisor.
+
+import test, { type ExecutionContext } from 'ava';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeRelayHeader } from '../../proxy/relay-header.js';
+import { httpGet } from '../helpers/admin-http.js';
+import { collect, connect, echoTransfer, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
+import { assertInOuterGuest, loadVhostVsock, logDir, type InnerVm } from './hypervisor.js';
+import {
+  APP_PORT,
+  Daemon,
+  GUESTS,
+  HYPERVISOR,
+  RELAY_PORT,
+  SIDECAR_PORT,
+  UNREGISTERED_PORT,
+  agentResult,
+  bootGuest,
+  captureSidecarPreamble,
+  ctl,
+  pattern,
+  serverLog,
+  sha256,
+  sinkAnswer,
+  startRelay,
+  startServers,
+  startVmManager,
+  writeYaml,
+  type SidecarPreamble,
+} from './topology.js';
+
+assertInOuterGuest();
+
+const MiB = 1024 * 1024;
+/** 32 times the vsock buffer and over 100 times the relay's reads: every buffer on the way fills and drains many times. At about 55 KB/s (TCG inside TCG, one way) 16 MiB took 5 minutes, this takes half. */
+const TRANSFER = 8 * MiB;
+const BOOT_TIMEOUT_MS = 15 * 60_000;
+/** The direct-mode sidecar and the registry-checking sidecar, both in the hypervisor. */
+const SIDECAR_B = { admin: 15001, vsockPort: 15010, tcpPort: 15011 };
+const SIDECAR_DIRECT = { admin: 15002, withTcp: 15021, vsockOnly: 15022, silentPorts: [15097, 15098] };
+
+interface World {
+  a: InnerVm;
+  b: InnerVm;
+  /** Booted once vm-a and vm-b are up (two guests boot at a time on two vCPUs). */
+  c: Promise<InnerVm>;
+  vms: InnerVm[];
+  vmManager: Daemon;
+  relay: Daemon;
+  sidecarB: Daemon;
+  sidecarDirect: Daemon;
+  app: TestServer;
+  /** What a real sidecar sends: vm-a to vm-b, vm-a to vm-c, vm-b's and vm-c's identity to vm-b. */
+  fromA: SidecarPreamble;
+  fromAtoC: SidecarPreamble;
+  asB: SidecarPreamble;
+  asC: SidecarPreamble;
+  timings: Record<string, number>;
+}
+
+let world: World | undefined;
+
+function the(): World {
+  if (!world) throw new Error('the topology did not come up (see the before hook)');
+  return world;
+}
+
+async function timed<T>(timings: Record<string, number>, name: string, work: Promise<T>): Promise<T> {
+  const started = Date.now();
+  const value = await work;
+  timings[name] = Date.now() - started;
+  return value;
+}
+
+test.before(async (t) => {
+  const timings: Record<string, number> = {};
+  const started = Date.now();
+  await loadVhostVsock();
+  const a = bootGuest(GUESTS.a);
+  const b = bootGuest(GUESTS.b);
+  const vms = [a, b];
+  world = { a, b, vms } as unknown as World;
+  // The hypervisor's own services start while the guests boot.
+  const vmManager = await timed(timings, 'vm-manager ready', startVmManager(Object.values(GUESTS)));
+  const app = await startEchoServer();
+  const [relay, sidecarB, sidecarDirect] = await timed(timings, 'relay and sidecars ready', Promise.all([startRelay(), startSidecarB(app), startSidecarDirect()]));
+  const [fromA, fromAtoC, asB, asC] = await Promise.all([
+    captureSidecarPreamble(GUESTS.a.vmId, GUESTS.b),
+    captureSidecarPreamble(GUESTS.a.vmId, GUESTS.c),
+    captureSidecarPreamble(GUESTS.b.vmId, GUESTS.b),
+    captureSidecarPreamble(GUESTS.c.vmId, GUESTS.b),
+  ]);
+  for (const vm of [a, b]) {
+    const ready = await vm.waitReady(BOOT_TIMEOUT_MS);
+    timings[`${vm.name} ready`] = ready.readyMs;
+    t.log(`${vm.name} (CID ${vm.cid}): ${ready.line}`);
+  }
+  const c = bootGuest(GUESTS.c);
+  vms.push(c);
+  const cReady = c.waitReady(BOOT_TIMEOUT_MS).then(async (ready) => {
+    timings[`${c.name} ready (booted after vm-a and vm-b)`] = ready.readyMs;
+    await startServers(c, GUESTS.c);
+    return c;
+  });
+  cReady.catch(() => {});
+  await startServers(b, GUESTS.b);
+  timings['topology up (vm-a and vm-b)'] = Date.now() - started;
+  world = { a, b, c: cReady, vms, vmManager, relay, sidecarB, sidecarDirect, app, fromA, fromAtoC, asB, asC, timings };
+  t.log(`timings (ms): ${JSON.stringify(timings)}`);
+});
+
+test.after.always(async (t) => {
+  const w = world as Partial<World> | undefined;
+  for (const vm of w?.vms ?? []) {
+    await vm.kill();
+    writeFileSync(join(logDir(), `${vm.name}.qemu.log`), vm.qemuLog());
+  }
+  for (const d of Daemon.started) await d.stop();
+  await w?.app?.close();
+  if (w?.timings) t.log(`timings (ms): ${JSON.stringify(w.timings)}`);
+});
+
+/** Sidecar "vm-b" in the hypervisor: a vsock inbound checking callers against the registry, and a TCP inbound (the direct sidecar's TCP path). */
+function startSidecarB(app: TestServer): Promise<Daemon> {
+  const ports = [{ port: APP_PORT, target: { address: '127.0.0.1', port: app.port } }];
+  const config = writeYaml('sidecar-b.yaml', {
+    node: { id: GUESTS.b.vmId },
+    admin: { port: SIDECAR_B.admin },
+    vm_manager: { address: '127.0.0.1:15200', query_timeout: '10s' },
+    listeners: [
+      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: SIDECAR_B.vsockPort, peer_authorization: 'registry', header_timeout: '60s', ports },
+      { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: SIDECAR_B.tcpPort, ports },
+    ],
+  });
+  return Daemon.start('sidecar-b', ['sidecar', '-c', config], SIDECAR_B.admin);
+}
+
+/** Sidecar "vm-a" with endpoints in vsock mode `direct` to vm-b's CID: one with a TCP peer to fall back to, one without. */
+function startSidecarDirect(): Promise<Daemon> {
+  const endpoint = (port: number, withTcp: boolean) => ({
+    address: `10.0.0.${GUESTS.b.cid}`,
+    port: APP_PORT,
+    vm_id: GUESTS.b.vmId,
+    ...(withTcp && { peer: { address: '127.0.0.1', port: SIDECAR_B.tcpPort } }),
+    vsock: { mode: 'direct', cid: GUESTS.b.cid, port },
+  });
+  const config = writeYaml('sidecar-direct.yaml', {
+    node: { id: GUESTS.a.vmId },
+    admin: { port: SIDECAR_DIRECT.admin },
+    vsock: { connect_timeout: '3s' },
+    listeners: [
+      { kind: 'outbound', name: 'with-tcp', port: SIDECAR_DIRECT.withTcp, cluster: 'with-tcp' },
+      { kind: 'outbound', name: 'vsock-only', port: SIDECAR_DIRECT.vsockOnly, cluster: 'vsock-only' },
+    ],
+    clusters: [
+      { name: 'with-tcp', endpoints: [endpoint(SIDECAR_DIRECT.silentPorts[0]!, true)] },
+      { name: 'vsock-only', endpoints: [endpoint(SIDECAR_DIRECT.silentPorts[1]!, false)] },
+    ],
+  });
+  return Daemon.start('sidecar-direct', ['sidecar', '-c', config], SIDECAR_DIRECT.admin);
+}
+
+/** Puts bytes into a file in an inner guest (over its control channel). */
+async function upload(vm: InnerVm, path: string, bytes: Buffer): Promise<void> {
+  await vm.check(`cat > ${path}`, { input: bytes });
+}
+
+const relayed = (p: SidecarPreamble, destination: { cid: number; port: number }) => Buffer.concat([encodeRelayHeader(destination), p.proxyHeader]);
+
+/** The relay's access line for one connection, once it is written (lines are flushed every second). */
+async function relayAccessLine(match: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> {
+  await waitFor(() => the().relay.access().some(match), what, 60_000);
+  return the().relay.access().find(match)!;
+}
+
+async function newAccepts(vm: InnerVm, port: number, before: number): Promise<Array<Record<string, string>>> {
+  return (await serverLog(vm, port)).slice(before).filter((e) => e.event === 'accept');
+}
+
+function logTiming(t: ExecutionContext, started: number): void {
+  t.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
+test.serial('each inner guest has the CID its vhost-vsock device gives it, and the hypervisor drives it over vsock (host -> guest)', async (t) => {
+  const { a, b } = the();
+  for (const vm of [a, b]) {
+    const out = await vm.check('echo "$(hostname) $(vmagent cid)"');
+    t.is(out.trim(), `${vm.name} ${vm.cid}`);
+  }
+});
+
+test.serial(`vm-a (CID 3) -> host relay -> vm-b (CID 4) over vhost-vsock: the sidecar's PROXY v2 header and ${TRANSFER / MiB} MiB arrive intact (sha256 taken in vm-b); the relay's access log names source CID 3 and destination CID 4`, async (t) => {
+  const started = Date.now();
+  const { a, b, fromA } = the();
+  const preamble = Buffer.concat([fromA.relayHeader, fromA.proxyHeader]);
+  t.deepEqual(fromA.relayHeader, encodeRelayHeader({ cid: GUESTS.b.cid, port: SIDECAR_PORT }), 'the sidecar names vm-b\'s CID and sidecar port to the relay');
+  await upload(a, '/run/to-b.bin', preamble);
+  const before = (await serverLog(b, SIDECAR_PORT)).length;
+  const seed = 0x5eed;
+  const r = await a.run(`vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin --pattern ${TRANSFER} ${seed}`, { timeoutMs: 15 * 60_000 });
+  t.is(r.code, 0, r.stderr);
+  const stream = fromA.proxyHeader.length + TRANSFER;
+  const answer = sinkAnswer(fromA.proxyHeader, pattern(TRANSFER, seed));
+  t.is(r.stdout, answer, 'vm-b got the PROXY v2 header and the payload byte for byte (the relay header went to the relay only)');
+  t.like(agentResult(r.stderr), { result: 'ok', sent: String(preamble.length + TRANSFER), received: String(answer.length) });
+  const served = (await serverLog(b, SIDECAR_PORT)).slice(before);
+  t.like(served.find((e) => e.event === 'close'), { peer_cid: '2', in: String(stream), end: 'eof' }, 'vm-b got the stream from the relay (CID 2)');
+  const line = await relayAccessLine((l) => l.source_cid === GUESTS.a.cid && l.dst === `vsock:${GUESTS.b.cid}:${SIDECAR_PORT}`, 'the relay\'s access line');
+  t.like(line, { direction: 'relay', outcome: 'closed', bytes_to_upstream: stream, bytes_to_downstream: answer.length });
+  t.regex(String(line.src), new RegExp(`^vsock:${GUESTS.a.cid}:\\d+$`), 'the relay names the kernel-given source CID');
+  logTiming(t, started);
+});
+
+test.serial('a destination port that is not the destination VM\'s registered sidecar port is refused by the relay and counted; nothing reaches it', async (t) => {
+  const started = Date.now();
+  const { a, b, relay, fromA } = the();
+  await upload(a, '/run/to-b-unregistered.bin', relayed(fromA, { cid: GUESTS.b.cid, port: UNREGISTERED_PORT }));
+  const refusedBefore = await relay.metric('vsockmesh_connections_refused_total', { reason: 'destination_not_allowed' });
+  const r = await a.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/to-b-unregistered.bin`);
+  t.is(agentResult(r.stderr).received, '0', 'no byte came back');
+  await waitFor(async () => (await relay.metric('vsockmesh_connections_refused_total', { reason: 'destination_not_allowed' })) === refusedBefore + 1, 'the refusal counted', 60_000);
+  t.like(relay.withReason('destination_not_allowed').at(-1), { source_cid: GUESTS.a.cid, dst: `vsock:${GUESTS.b.cid}:${UNREGISTERED_PORT}` });
+  t.deepEqual(await newAccepts(b, UNREGISTERED_PORT, 0), [], `vm-b's server on ${UNREGISTERED_PORT} never saw a connection`);
+  logTiming(t, started);
+});
+
+test.serial('a direct guest -> guest connect gets no answer at all (ETIMEDOUT, no reset) and never reaches the other guest, while the host answers at once: why host-relay mode exists', async (t) => {
+  const started = Date.now();
+  const { a, b } = the();
+  const before = (await serverLog(b, SIDECAR_PORT)).length;
+  const direct = agentResult((await a.run(`echo hello | vmagent connect ${GUESTS.b.cid} ${SIDECAR_PORT} --timeout-ms 10000`)).stderr);
+  t.like(direct, { result: 'error', phase: 'connect', error: 'ETIMEDOUT' });
+  t.true(Number(direct.ms) >= 9_000, `the connect waited for its whole deadline (${direct.ms} ms): the packet was dropped, not refused`);
+  const host = agentResult((await a.run('echo hello | vmagent connect 2 15999 --timeout-ms 10000')).stderr);
+  t.like(host, { result: 'error', phase: 'connect', error: 'ECONNRESET' }, 'the host itself answers a port without listener with a reset');
+  t.deepEqual(await newAccepts(b, SIDECAR_PORT, before), [], 'vm-b never saw the direct connection');
+  logTiming(t, started);
+});
+
+test.serial('a sidecar configured `direct` toward a guest that does not answer (as a guest\'s direct connect to another guest gets no answer) falls back to its TCP path within vsock.connect_timeout; without a TCP path it fails with upstream_error ETIMEDOUT', async (t) => {
+  const started = Date.now();
+  const { b, sidecarDirect } = the();
+  const code = { from: 'vsock', to: 'tcp', code: 'ETIMEDOUT' };
+  const fallbacksBefore = await sidecarDirect.metric('vsockmesh_transport_fallbacks_total', code);
+  const errorsBefore = await sidecarDirect.metric('vsockmesh_upstream_connect_errors_total', { transport: 'vsock', code: 'ETIMEDOUT' });
+  // A frozen guest answers nothing, like the vhost-vsock host that drops a guest's packet to another guest.
+  b.pause();
+  try {
+    const r = await echoTransfer(SIDECAR_DIRECT.withTcp, 256 * 1024);
+    t.is(r.receivedSha256, r.sentSha256, 'the connection completed over the TCP path');
+    t.is(await sidecarDirect.metric('vsockmesh_transport_fallbacks_total', code), fallbacksBefore + 1);
+    const client = await connect(SIDECAR_DIRECT.vsockOnly);
+    const seen = collect(client);
+    client.write('hello');
+    const outcome = await seen;
+    t.is(outcome.data.length, 0);
+    t.is(outcome.errorCode, 'ECONNRESET', 'the app sees a reset, not a hang');
+  } finally {
+    b.resume();
+  }
+  await waitFor(async () => (await sidecarDirect.metric('vsockmesh_upstream_connect_errors_total', { transport: 'vsock', code: 'ETIMEDOUT' })) === errorsBefore + 1, 'the connect error counted', 30_000);
+  await waitFor(() => sidecarDirect.access().length >= 2, 'two access lines', 30_000);
+  const [withTcp, vsockOnly] = sidecarDirect.access().slice(-2);
+  t.like(withTcp, { listener: 'with-tcp', transport: 'tcp', fallback: 'vsock->tcp', outcome: 'closed' });
+  t.like(vsockOnly, { listener: 'vsock-only', transport: 'vsock', outcome: 'upstream_error', error_code: 'ETIMEDOUT' });
+  logTiming(t, started);
+});
+
+test.serial('`peer_authorization: registry` checks the real kernel CID: CID 3 claiming vm-a is served; CID 3 claiming vm-b (CID 4) is refused and counted', async (t) => {
+  const started = Date.now();
+  const { a, sidecarB, fromA, asB } = the();
+  await upload(a, '/run/as-a.bin', fromA.proxyHeader);
+  await upload(a, '/run/as-b.bin', asB.proxyHeader);
+  const payload = 64 * 1024;
+  const served = await a.run(`vmagent connect 2 ${SIDECAR_B.vsockPort} --send /run/as-a.bin --pattern ${payload} 3 --sha256`);
+  t.like(agentResult(served.stderr), { result: 'ok', received: String(payload), sha256: sha256(pattern(payload, 3)) }, 'the app behind sidecar vm-b echoed the payload');
+  await waitFor(() => sidecarB.access().some((l) => l.listener === 'in-vsock'), 'sidecar vm-b\'s access line', 30_000);
+  const line = sidecarB.access().find((l) => l.listener === 'in-vsock')!;
+  t.like(line, { source_vm: GUESTS.a.vmId, outcome: 'closed' });
+  t.regex(String(line.peer), new RegExp(`^vsock:${GUESTS.a.cid}:\\d+$`), 'the peer is named by the CID vhost-vsock gave vm-a');
+
+  const before = await sidecarB.metric('vsockmesh_connections_refused_total', { reason: 'peer_identity_mismatch' });
+  const forged = await a.run(`echo hello | vmagent connect 2 ${SIDECAR_B.vsockPort} --send /run/as-b.bin`);
+  t.is(agentResult(forged.stderr).received, '0');
+  await waitFor(async () => (await sidecarB.metric('vsockmesh_connections_refused_total', { reason: 'peer_identity_mismatch' })) === before + 1, 'the refusal counted', 30_000);
+  t.like(sidecarB.withReason('peer_identity_mismatch').at(-1), { peer_cid: GUESTS.a.cid, source_vm: GUESTS.b.vmId });
+  logTiming(t, started);
+});
+
+test.serial('a source CID the VM manager does not place on this hypervisor is refused by the relay and counted; nothing reaches the destination', async (t) => {
+  const started = Date.now();
+  const { b, relay, asC } = the();
+  const c = await the().c;
+  t.regex(await ctl(['vms', 'list']), new RegExp(`${GUESTS.c.vmId}\\s.*${GUESTS.c.placedOn}`), 'the VM manager places vm-c on hv-2');
+  await upload(c, '/run/to-b.bin', relayed(asC, { cid: GUESTS.b.cid, port: SIDECAR_PORT }));
+  const before = (await serverLog(b, SIDECAR_PORT)).length;
+  const refusedBefore = await relay.metric('vsockmesh_connections_refused_total');
+  const r = await c.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin`);
+  t.is(agentResult(r.stderr).received, '0', 'no byte came back');
+  await waitFor(async () => (await relay.metric('vsockmesh_connections_refused_total')) === refusedBefore + 1, 'the refusal counted', 60_000);
+  t.like(relay.proc.lines.filter((l) => l.source_cid === GUESTS.c.cid && typeof l.reason === 'string').at(-1), { dst: `vsock:${GUESTS.b.cid}:${SIDECAR_PORT}` });
+  t.false(relay.access().some((l) => l.source_cid === GUESTS.c.cid), 'nothing relayed for CID 5');
+  t.deepEqual(await newAccepts(b, SIDECAR_PORT, before), [], 'vm-b never saw it');
+  logTiming(t, started);
+});
+
+test.serial('the relay\'s destination guest is killed mid-transfer: the source gets a clean error, and the relay keeps serving (an open relayed connection and new ones)', async (t) => {
+  const started = Date.now();
+  const { a, b, relay, fromA, fromAtoC } = the();
+  const c = await the().c;
+  await ctl(['vms', 'move', GUESTS.c.vmId, '--hypervisor', HYPERVISOR]);
+  await upload(a, '/run/to-b.bin', Buffer.concat([fromA.relayHeader, fromA.proxyHeader]));
+  await upload(a, '/run/to-c.bin', Buffer.concat([fromAtoC.relayHeader, fromAtoC.proxyHeader]));
+  const relayPid = relay.pid;
+
+  // A relayed connection to vm-b that stays open across the kill.
+  const heldFrom = (await serverLog(b, SIDECAR_PORT)).length;
+  const held = a.start(`vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin`);
+  held.write('before\n');
+  await waitFor(async () => (await newAccepts(b, SIDECAR_PORT, heldFrom)).length === 1, 'the held connection relayed to vm-b', 5 * 60_000);
+
+  const total = 256 * MiB;
+  const victim = a.start(`vmagent connect 2 ${RELAY_PORT} --send /run/to-c.bin --pattern ${total} 7 --sha256`);
+  victim.end();
+  const toC = { listener: 'relay', cluster: `cid:${GUESTS.c.cid}` };
+  await waitFor(async () => (await relay.metric('vsockmesh_bytes_total', toC)) >= MiB, 'a MiB relayed to vm-c', 5 * 60_000);
+  await c.kill();
+  const killedAt = Date.now();
+  const r = await victim.done;
+  const result = agentResult(r.stderr);
+  t.is(result.result, 'error', r.stderr);
+  t.true(['ECONNRESET', 'EPIPE', 'EOF'].includes(result.error!), `a clean error (${result.error}) ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
+  t.log(`the source saw ${result.error} in phase ${result.phase} after ${result.sent} bytes sent, ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
+  t.true(Number(result.received) < fromAtoC.proxyHeader.length + total);
+  const line = await relayAccessLine((l) => l.dst === `vsock:${GUESTS.c.cid}:${SIDECAR_PORT}`, 'the relay\'s access line for vm-c');
+  t.like(line, { source_cid: GUESTS.a.cid, outcome: 'upstream_error' });
+
+  t.is(relay.pid, relayPid);
+  t.is((await httpGet(relay.adminPort, '/ready')).status, 200, 'the relay is still ready');
+  held.end('after\n');
+  const heldResult = await held.done;
+  t.is(heldResult.stdout, sinkAnswer(fromA.proxyHeader, Buffer.from('before\nafter\n')), 'the connection held across the kill carried every byte');
+  t.like(agentResult(heldResult.stderr), { result: 'ok' });
+  const again = await a.run(`vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin --pattern ${MiB} 11`, { timeoutMs: 10 * 60_000 });
+  t.is(again.stdout, sinkAnswer(fromA.proxyHeader, pattern(MiB, 11)), 'a new relayed transfer to vm-b is intact');
+  await waitFor(async () => (await relay.metric('vsockmesh_connections_active', { listener: 'relay' })) === 0, 'no relayed connection left open', 60_000);
+  logTiming(t, started);
+});
