@@ -134,6 +134,7 @@ function startSidecarB(app: TestServer): Promise<Daemon> {
     node: { id: GUESTS.b.vmId },
     admin: { port: SIDECAR_B.admin },
     vm_manager: { address: '127.0.0.1:15200', query_timeout: '10s' },
+    insecure: true,
     listeners: [
       { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: SIDECAR_B.vsockPort, peer_authorization: 'registry', header_timeout: '60s', ports },
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: SIDECAR_B.tcpPort, ports },

@@ -127,7 +127,7 @@ export class Daemon {
 
 export async function startVmManager(guests: GuestPlan[]): Promise<Daemon> {
   const inv = writeYaml('inventory.yaml', inventory(guests));
-  return Daemon.start('vm-manager', ['vm-manager', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin)], VM_MANAGER.admin);
+  return Daemon.start('vm-manager', ['vm-manager', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin), '--insecure'], VM_MANAGER.admin);
 }
 
 /** `vsockmesh host-relay` asking the VM manager; deadlines sized for guests emulated twice over. */
@@ -139,13 +139,14 @@ export async function startRelay(): Promise<Daemon> {
     header_timeout: '60s',
     connect_timeout: '30s',
     vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '10s', cache_ttl: '2s' },
+    insecure: true,
   });
   return Daemon.start('host-relay', ['host-relay', '-c', config], RELAY_ADMIN);
 }
 
 /** `vsockmesh ctl` against the VM manager; a non-zero exit is an error. */
 export async function ctl(args: string[]): Promise<string> {
-  const r = await runCli(['ctl', '--vm-manager', VM_MANAGER.address, '--timeout-ms', '60000', ...args]);
+  const r = await runCli(['ctl', '--insecure', '--vm-manager', VM_MANAGER.address, '--timeout-ms', '60000', ...args]);
   if (r.code !== 0) throw new Error(`vsockmesh ctl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
