@@ -123,7 +123,7 @@ test.serial('`ctl vms move` mid-traffic: new connections take TCP, old vsock con
   const finishingSeen = collect(finishing);
   await waitFor(async () => (await metricValue(m.b.sidecar, 'vsockmesh_connections_active', { listener: 'in-vsock' })) === 2, 'both connections open over vsock');
 
-  const moved = await runCli(['ctl', '--vm-manager', m.vmm.address, 'vms', 'move', 'vm-b', '--hypervisor', 'hv-2']);
+  const moved = await runCli(['ctl', '--insecure', '--vm-manager', m.vmm.address, 'vms', 'move', 'vm-b', '--hypervisor', 'hv-2']);
   t.is(moved.code, 0, moved.stderr);
   t.regex(moved.stdout, /moved vm-b\thypervisor=hv-2/);
   await waitFor(() => m.a.sidecar.resolver!.local() !== null && m.a.logs.lines.some((l) => l.reason === 'migration'), 'the move to reach sidecar A');
