@@ -10,6 +10,8 @@ import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import { ctlCommand } from '../../xds/ctl.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
+import { formatDuration, parseDuration } from '../runtime/duration.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -39,6 +41,33 @@ interface ControlPlaneCliOptions {
   adminPort: number;
   admin: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
+  trustDomain: string;
+  caCert?: string;
+  caKey?: string;
+  caBundle?: string;
+  identityDir?: string;
+  leafLifetime?: number;
+}
+
+function durationOption(minMs: number, maxMs: number) {
+  return (value: string): number => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < minMs || ms > maxMs) throw new InvalidArgumentError(`must be a duration (ms, s, m, h) from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`);
+    return ms;
+  };
+}
+
+/** The identity options of the control plane, or undefined when it runs no CA. */
+function identityOptions(opts: ControlPlaneCliOptions) {
+  if ((opts.caCert === undefined) !== (opts.caKey === undefined)) throw new Error('--ca-cert and --ca-key go together');
+  if (opts.caBundle !== undefined && opts.caCert === undefined) throw new Error('--ca-bundle needs --ca-cert and --ca-key');
+  if (opts.caCert === undefined && opts.identityDir === undefined) return undefined;
+  return {
+    trustDomain: opts.trustDomain,
+    ...(opts.caCert !== undefined && opts.caKey !== undefined && { caFiles: { certPath: opts.caCert, keyPath: opts.caKey, ...(opts.caBundle !== undefined && { bundlePath: opts.caBundle }) } }),
+    ...(opts.identityDir !== undefined && { dir: opts.identityDir }),
+    ...(opts.leafLifetime !== undefined && { leafLifetimeMs: opts.leafLifetime }),
+  };
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -147,7 +176,21 @@ export function buildCli(): Command {
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15401)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .option('--trust-domain <name>', 'the SPIFFE trust domain of the identities the CA issues', DEFAULT_TRUST_DOMAIN)
+    .option('--ca-cert <file>', 'run the CA under this CA certificate (PEM, followed by its chain up to the self-signed root); see README "Security"')
+    .option('--ca-key <file>', "the key of --ca-cert (mode 0600)")
+    .option('--ca-bundle <file>', 'roots added to the trust bundle (PEM): the other root during a root rotation')
+    .option('--identity-dir <dir>', 'run the CA (under a root generated here at first start unless --ca-cert) and keep the join tokens here')
+    .option('--leaf-lifetime <duration>', 'lifetime of the certificates the CA issues (default 24h)', durationOption(1_000, 30 * 24 * 3_600_000))
     .action(async (opts: ControlPlaneCliOptions) => {
+      let identity: ReturnType<typeof identityOptions>;
+      try {
+        identity = identityOptions(opts);
+      } catch (err) {
+        process.stderr.write(`vsockmesh control-plane: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
       const { runControlPlane } = await import('../../xds/control-plane/run.js');
       await runControlPlane({
         listen: opts.listen,
@@ -161,6 +204,7 @@ export function buildCli(): Command {
         ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
+        ...(identity !== undefined && { identity }),
       });
     });
   serverCommand(

@@ -12,6 +12,7 @@ import { systemClock, type CancelTimer } from '../../proxy/runtime/clock.js';
 import type { VmRecord } from '../../proxy/resolve/types.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
+import type { IdentityService } from '../identity/certify-server.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import type { Registry } from '../vm-manager/registry.js';
@@ -38,6 +39,8 @@ export interface ControlPlaneOptions {
   clusterRemovalDelayMs?: number;
   /** How long a node's sync status and snapshot are kept after its last ADS stream closed (default 10 minutes). */
   statusRetentionMs?: number;
+  /** The identity API (Certify, JoinTokens), served when the control plane runs a CA. */
+  identity?: IdentityService;
 }
 
 export class ControlPlane {
@@ -91,6 +94,7 @@ export class ControlPlane {
     }
     options.mesh.on('change', changed);
     this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger));
+    options.identity?.addTo(this.server);
   }
 
   get port(): number {

@@ -7,6 +7,7 @@ import { runRole } from '../../proxy/runtime/role.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry } from '../vm-manager/run.js';
 import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
+import { openIdentity, type IdentityOptions } from '../identity/open-identity.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
 
@@ -22,6 +23,8 @@ export interface ControlPlaneRunOptions {
   statusRetentionMs?: number;
   adminPort: number | null;
   logLevel: LogLevel;
+  /** A CA and the identity API (Certify, JoinTokens): with CA files or an identity directory. */
+  identity?: IdentityOptions;
 }
 
 export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> {
@@ -34,7 +37,8 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
         options.vmManager !== undefined
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
-      const plane = new ControlPlane({ mesh, logger, vms, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
+      const identity = options.identity === undefined ? undefined : await openIdentity(options.identity, logger);
+      const plane = new ControlPlane({ mesh, logger, vms, ...(identity !== undefined && { identity }), debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);
       return {
         logger,
@@ -43,7 +47,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           address: '127.0.0.1',
           port: options.adminPort,
           target: {
-            renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}`,
+            renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}${identity ? await identity.metrics.metrics() : ''}`,
             statsContentType: plane.ads.metrics.contentType,
             configDump: () => {
               // Bounded like one GetSyncStatus page: the first nodes by id; `vsockmesh ctl status` pages through all.
@@ -54,7 +58,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
                 statuses: page.statuses,
                 ...(page.next !== undefined && { truncated: `the first ${DEFAULT_STATUS_PAGE_SIZE} nodes only: vsockmesh ctl status lists every node` }),
               };
-              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync };
+              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync, identity: identity?.describe() ?? null };
             },
           },
         },

@@ -80,13 +80,21 @@ export interface IdentityServiceOptions {
 
 export class IdentityService {
   readonly metrics = new MetricsRegistry();
+  readonly ca: CertificateAuthority;
   private readonly certified: Counter<'result' | 'reason'>;
   private readonly tokenCalls: Counter<'method' | 'code'>;
 
   constructor(private readonly options: IdentityServiceOptions) {
+    this.ca = options.ca;
     const registers = [this.metrics];
     this.certified = new Counter({ name: 'vsockmesh_certify_total', help: 'Certify calls: result issued (reason: join_token or renewal) or refused (reason: why)', labelNames: ['result', 'reason'], registers });
     this.tokenCalls = new Counter({ name: 'vsockmesh_join_token_calls_total', help: 'JoinTokens API calls by method and gRPC status', labelNames: ['method', 'code'], registers });
+  }
+
+  /** For /config_dump: the CA's certificates and the tokens outstanding (never a secret). */
+  describe(): unknown {
+    const tokens = this.options.tokens.list();
+    return { ca: this.ca.describe(), joinTokens: { outstanding: tokens.filter((l) => !l.used && Date.parse(l.expiresAt) > Date.now()).length, kept: tokens.length } };
   }
 
   addTo(server: grpc.Server): void {
