@@ -11,25 +11,14 @@ import { join } from 'node:path';
 import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
 import { trustBundle, verifySvid } from '../../proxy/identity/svid.js';
 import { certifyClient } from '../../xds/identity/certify-client.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { runCli, startControlPlane } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
-
-async function startPlane(args: string[]) {
-  const proc = startCli(['control-plane', '--no-admin', ...args]);
-  try {
-    const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
-    return { proc, address: `127.0.0.1:${String(line.port)}` };
-  } catch (err) {
-    proc.kill('SIGKILL');
-    throw err;
-  }
-}
 
 test('ctl tokens create/list/revoke against the control plane; the token is printed once and works once; tokens and root survive a restart', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-tokens-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const args = ['--listen', `127.0.0.1:${await freePort()}`, '--identity-dir', join(dir, 'identity')];
-  let plane = await startPlane(args);
+  let plane = await startControlPlane(args);
   t.teardown(() => plane.proc.kill('SIGKILL'));
   const ctl = (...a: string[]) => runCli(['ctl', '--control-plane', plane.address, ...a]);
 
@@ -74,7 +63,7 @@ test('ctl tokens create/list/revoke against the control plane; the token is prin
 
   plane.proc.kill('SIGTERM');
   await plane.proc.exited;
-  plane = await startPlane(args);
+  plane = await startControlPlane(args);
   t.regex((await ctl('tokens', 'list')).stdout, new RegExp(`^${id}\\tvm/vm-a\\t.*\\tused$`, 'm'));
   const fresh = (await ctl('tokens', 'create', '--vm', 'vm-c')).stdout.trim();
   const later = await certify(await createCsr(generateWorkloadKeys(), 'spiffe://vsockmesh.local/vm/vm-c'), { joinToken: fresh });
