@@ -170,6 +170,7 @@ export class Sidecar extends ProxyServer {
     return {
       state: this.state,
       node: this.config.node,
+      identity: this.identityDump(),
       vsock: this.config.vsock,
       vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),

@@ -3,11 +3,15 @@
 // client, the ADS client). The data plane itself never imports xds/.
 //
 // The client modules are loaded with a dynamic import, and only when the
-// config names a VM manager or a control plane: a sidecar with static
+// config names a VM manager, a control plane or an identity: a sidecar with static
 // listeners does not load gRPC and protobuf at all.
 
+import { readFile } from 'node:fs/promises';
 import type { HostRelayConfig } from '../config/relay.js';
-import type { SidecarConfig } from '../config/types.js';
+import type { IdentitySettings, LogLevel, SidecarConfig } from '../config/types.js';
+import type { RenewingSource } from '../identity/renewing-source.js';
+import { meshIdentityId } from '../identity/spiffe.js';
+import { createLogger } from '../runtime/log.js';
 import type { ConfigSourceFactory } from '../dynamic/types.js';
 import { HostRelay } from '../host-relay.js';
 import type { VmManagerApi } from '../resolve/types.js';
@@ -25,6 +29,21 @@ async function adsConfigSource(): Promise<ConfigSourceFactory> {
   return (init) => new AdsClient(init);
 }
 
+/** The identity a config's identity section asks for, kept current through the control plane's Certify. */
+async function identitySource(settings: IdentitySettings, spiffeId: string, options: ServerOptions, level: LogLevel): Promise<RenewingSource> {
+  // Loaded only with an identity section: the X.509 library is a sidecar's largest optional module.
+  const [{ certifyClient }, { RenewingSource }] = await Promise.all([import('../../xds/identity/certify-client.js'), import('../identity/renewing-source.js')]);
+  const bootstrapBundlePem = settings.trustBundleFile === null ? undefined : await readFile(settings.trustBundleFile, 'utf8');
+  const certify = certifyClient(settings.controlPlane, { trustDomain: settings.trustDomain, insecure: settings.insecure, ...(bootstrapBundlePem !== undefined && { bootstrapBundlePem }) });
+  return new RenewingSource({ spiffeId, certify, joinToken: () => readFile(settings.joinTokenFile, 'utf8'), logger: options.logger ?? createLogger({ level }) });
+}
+
+function spiffeIdOf(settings: IdentitySettings, kind: 'vm' | 'hv', name: string): string {
+  const id = meshIdentityId(settings.trustDomain, kind, name);
+  if (!id.ok) throw new Error(`identity: ${kind} "${name}" makes no SPIFFE ID: ${id.message}`);
+  return id.value;
+}
+
 export interface ProxyClients {
   /** A VM manager to use instead of a gRPC client to vm_manager.address (the demo runs one in process). */
   vmManager?: OwnedClient<VmManagerApi>;
@@ -33,10 +52,13 @@ export interface ProxyClients {
 export async function createSidecar(config: SidecarConfig, options: ServerOptions & ProxyClients = {}): Promise<Sidecar> {
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address) : undefined);
   const configSource = config.xds ? await adsConfigSource() : undefined;
-  return new Sidecar(config, { ...options, ...(vmManager && { vmManager }), ...(configSource && { configSource }) });
+  const identity = config.identity ? await identitySource(config.identity, spiffeIdOf(config.identity, 'vm', config.node.id), options, config.log.level) : undefined;
+  return new Sidecar(config, { ...options, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
 }
 
 export async function createHostRelay(config: HostRelayConfig, options: ServerOptions & ProxyClients = {}): Promise<HostRelay> {
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address) : undefined);
-  return new HostRelay(config, { ...options, ...(vmManager && { vmManager }) });
+  const hypervisorId = config.vmManager?.hypervisorId ?? config.node.id;
+  const identity = config.identity ? await identitySource(config.identity, spiffeIdOf(config.identity, 'hv', hypervisorId), options, config.log.level) : undefined;
+  return new HostRelay(config, { ...options, ...(vmManager && { vmManager }), ...(identity && { identity }) });
 }

@@ -9,7 +9,8 @@ import { isIP } from 'node:net';
 import { z } from 'zod/v3';
 import { parseDuration } from '../runtime/duration.js';
 import { parseSize } from '../runtime/size.js';
-import type { OverloadSettings } from './types.js';
+import { DEFAULT_TRUST_DOMAIN, trustDomainProblem } from '../identity/spiffe.js';
+import type { IdentitySettings, OverloadSettings } from './types.js';
 
 export { z };
 
@@ -136,3 +137,34 @@ export const overloadSettings = z
   .strict()
   .default({})
   .transform((o): OverloadSettings => ({ maxConnections: o.max_connections, minFreeFds: o.min_free_fds, maxMemoryBytes: o.max_memory, checkIntervalMs: o.check_interval }));
+
+/**
+ * The identity section, shared by the sidecar and the host relay: where the
+ * process gets its SPIFFE certificate (Certify on the control plane) and
+ * keeps it current. Optional: without it nothing changes.
+ */
+export const identitySettings = z
+  .object({
+    control_plane: hostPort,
+    join_token_file: z.string().min(1, { message: 'must be a file path' }),
+    trust_domain: z
+      .string()
+      .default(DEFAULT_TRUST_DOMAIN)
+      .superRefine((td, ctx) => {
+        const problem = trustDomainProblem(td);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem.message} (${problem.reason})` });
+      }),
+    trust_bundle_file: z.string().min(1, { message: 'must be a file path' }).optional(),
+    insecure: z.boolean({ invalid_type_error: 'must be true or false' }).default(false),
+  })
+  .strict()
+  .superRefine((i, ctx) => {
+    if (i.trust_bundle_file === undefined && !i.insecure) {
+      ctx.addIssue({ code: 'custom', path: ['trust_bundle_file'], message: 'required: the roots the control plane is checked with before there is a certificate (or insecure: true against a plain-text control plane)' });
+    }
+  })
+  .optional()
+  .transform(
+    (i): IdentitySettings | null =>
+      i === undefined ? null : { controlPlane: i.control_plane, joinTokenFile: i.join_token_file, trustDomain: i.trust_domain, trustBundleFile: i.trust_bundle_file ?? null, insecure: i.insecure },
+  );

@@ -1,8 +1,8 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
-import type { LogLevel, OverloadSettings, SocketAddress } from './types.js';
+import { adminSettings, bindCid, cid, duration, hostPort, identitySettings, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import type { IdentitySettings, LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
   cid: number;
@@ -17,6 +17,8 @@ export interface RelayRule {
 
 export interface HostRelayConfig {
   node: { id: string };
+  /** null: no identity. The host agent's is spiffe://<trust-domain>/hv/<hypervisor id> (vm_manager.hypervisor_id, else node.id). */
+  identity: IdentitySettings | null;
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };
   drainTimeoutMs: number;
@@ -88,6 +90,7 @@ export const hostRelayConfigSchema = z
       .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0) })
       .strict()
       .optional(),
+    identity: identitySettings,
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -101,6 +104,7 @@ export const hostRelayConfigSchema = z
   .transform(
     (c): HostRelayConfig => ({
       node: c.node,
+      identity: c.identity,
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, hostPort, identitySettings, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import type { ListenerConfig, SidecarConfig } from './types.js';
 
@@ -178,6 +178,7 @@ export const sidecarConfigSchema = z
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
     xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
+    identity: identitySettings,
     admin: adminSettings(15000),
     log: logSettings,
     drain_timeout: duration('30s', 0),
@@ -189,6 +190,7 @@ export const sidecarConfigSchema = z
   .transform(
     (c): SidecarConfig => ({
       node: c.node,
+      identity: c.identity,
       xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
       vsock: c.vsock,
       vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },

@@ -136,6 +136,19 @@ export interface XdsSettings {
   cluster: string;
 }
 
+/** Where a sidecar or host relay gets its SPIFFE certificate and keeps it current (README "Security"). */
+export interface IdentitySettings {
+  /** host:port of the control plane's Certify API. */
+  controlPlane: string;
+  /** Holds the one-time join token for the first certificate. */
+  joinTokenFile: string;
+  trustDomain: string;
+  /** PEM roots to check the control plane with on first contact; null only when insecure. */
+  trustBundleFile: string | null;
+  /** Plain text to the control plane (one started with --insecure): a first certificate only, no renewal. */
+  insecure: boolean;
+}
+
 /** Process-wide limits: beyond them new connections are refused, established ones continue. */
 export interface OverloadSettings {
   /** Accepted connections open at once across all listeners; null: no limit. */
@@ -150,6 +163,8 @@ export interface OverloadSettings {
 
 export interface SidecarConfig {
   node: { id: string };
+  /** null: no identity (no certificate is asked for). */
+  identity: IdentitySettings | null;
   /** null: no control plane; only the listeners and clusters in this file. */
   xds: XdsSettings | null;
   vsock: VsockSettings;

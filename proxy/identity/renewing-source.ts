@@ -112,6 +112,7 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
         await new Promise<void>((resolve) => (this.cancelTimer = systemClock.setTimer(resolve, delay)));
       }
     }
+    this.succeeded++;
     this.backoff.reset();
     this.schedule();
   }

@@ -24,6 +24,7 @@ test('a minimal config gets the documented defaults', (t) => {
   const config = parseSidecarConfig(minimal);
   t.deepEqual(config, {
     node: { id: 'vm-a' },
+    identity: null,
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
     vmManager: null,
     xds: null,
@@ -334,4 +335,25 @@ test('an xds section names the control plane; node.cluster defaults to the node 
   t.deepEqual(parseSidecarConfig({ ...minimal, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
   t.deepEqual(problems({ ...minimal, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
   t.deepEqual(problems({ ...minimal, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
+});
+
+test('the identity section: defaults, domain form, and its problems by path', (t) => {
+  const identity = { control_plane: '127.0.0.1:15200', join_token_file: '/etc/vsockmesh/join-token', trust_bundle_file: '/etc/vsockmesh/bundle.pem' };
+  t.deepEqual(parseSidecarConfig({ ...minimal, identity }).identity, {
+    controlPlane: '127.0.0.1:15200',
+    joinTokenFile: '/etc/vsockmesh/join-token',
+    trustDomain: 'vsockmesh.local',
+    trustBundleFile: '/etc/vsockmesh/bundle.pem',
+    insecure: false,
+  });
+  t.like(parseSidecarConfig({ ...minimal, identity: { control_plane: 'cp:15200', join_token_file: '/t', insecure: true, trust_domain: 'example.org' } }).identity, { trustBundleFile: null, insecure: true, trustDomain: 'example.org' });
+  t.deepEqual(problems({ ...minimal, identity: { control_plane: 'cp', join_token_file: '' } }), [
+    'identity.control_plane: must be host:port',
+    'identity.join_token_file: must be a file path',
+    'identity.trust_bundle_file: required: the roots the control plane is checked with before there is a certificate (or insecure: true against a plain-text control plane)',
+  ]);
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, trust_domain: 'Example.org', extra: 1 } }), [
+    'identity.trust_domain: the trust domain "Example.org" may hold only lowercase letters, digits, ".", "-" and "_" (bad_trust_domain_char)',
+    'identity: unknown field "extra"',
+  ]);
 });
