@@ -15,6 +15,8 @@ import { pemCertificates } from '../../proxy/identity/certificate-facts.js';
 import { RenewingSource, type Certify } from '../../proxy/identity/renewing-source.js';
 import { trustBundle, verifySvid } from '../../proxy/identity/svid.js';
 import { createLogger } from '../../proxy/runtime/log.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
+import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
 import { CertificateAuthority, type CaOptions } from '../../xds/identity/ca.js';
 import { certifyClient } from '../../xds/identity/certify-client.js';
 import { memoryTokenStore } from '../../xds/identity/join-token-store.js';
@@ -33,16 +35,26 @@ async function tempDir(t: ExecutionContext): Promise<string> {
   return dir;
 }
 
-/** Resolves once `check` holds, looking after every onChange. */
+/** Resolves once `check` holds, looking after every onChange; rejects once renewals have failed 10 more times (with the last error). */
 function changeUntil(source: RenewingSource, check: () => boolean): Promise<void> {
-  return new Promise((resolve) => {
+  const failedBefore = source.failed;
+  return new Promise((resolve, reject) => {
     if (check()) return resolve();
+    const done = (): void => {
+      off();
+      clearInterval(watch);
+    };
     const off = source.onChange(() => {
       if (check()) {
-        off();
+        done();
         resolve();
       }
     });
+    const watch = setInterval(() => {
+      if (source.failed - failedBefore < 10) return;
+      done();
+      reject(new Error(`renewals keep failing: ${source.describe().lastError}`));
+    }, 50);
   });
 }
 
@@ -155,4 +167,53 @@ test('root rotation: the bundle carries both roots while they overlap, and the w
   await changeUntil(source, () => rootsOf(source.current()).length === 1);
   t.deepEqual(rootsOf(source.current()), [newRoot.cert.fingerprint256]);
   t.true(chainsTo(source.current(), newRoot.cert));
+});
+
+type Behaviour = 'good' | 'unavailable' | 'refuse' | 'other_identity' | 'other_key';
+
+/** A certify() straight into a CA (no gRPC) that answers as `plan` says, call by call (then well); `seen` gets the source's material at each call. */
+function directCertify(ca: CertificateAuthority, plan: Behaviour[], seen: Array<IdentityMaterial | undefined> = [], source?: () => RenewingSource): Certify {
+  return async (csr) => {
+    try {
+      seen.push(source?.().current());
+    } catch {
+      seen.push(undefined);
+    }
+    const mode = plan.shift() ?? 'good';
+    if (mode === 'unavailable') throw new VsockmeshError('UNAVAILABLE', 'UNAVAILABLE: control plane down');
+    if (mode === 'refuse') throw new VsockmeshError('UNAUTHENTICATED', 'UNAUTHENTICATED: no such join token (unknown_token)');
+    const id = mode === 'other_identity' ? `spiffe://${TD}/vm/vm-b` : ID;
+    const request = mode === 'good' ? csr : await createCsr(generateWorkloadKeys(), id);
+    const svid = await ca.sign(request, id);
+    return { chainPem: svid.chain.join(''), bundlePem: svid.trustBundle.join(''), notAfter: svid.notAfter };
+  };
+}
+
+test('a first certificate refused for good (a spent token) fails the start; one that cannot be reached is retried', async (t) => {
+  const dir = await tempDir(t);
+  const ca = await CertificateAuthority.open({ trustDomain: TD, upstream: { dir: join(dir, 'ca') } });
+  const refused = newSource(t, directCertify(ca, ['refuse']), 'vjt1.x');
+  await t.throwsAsync(refused.start(), { message: /refused the first certificate for spiffe:\/\/vsockmesh\.local\/vm\/vm-a: UNAUTHENTICATED/ });
+  const retried = newSource(t, directCertify(ca, ['unavailable', 'unavailable']), 'vjt1.x');
+  await retried.start();
+  t.is(retried.failed, 2);
+  t.is(retried.current().spiffeId, ID);
+});
+
+test('a renewal answer for another identity or another key is not taken: the current material keeps serving until a good answer replaces it', async (t) => {
+  const dir = await tempDir(t);
+  const ca = await CertificateAuthority.open({ trustDomain: TD, upstream: { dir: join(dir, 'ca') }, leafLifetimeMs: 2_000 });
+  const seen: Array<IdentityMaterial | undefined> = [];
+  // Call 1: the first certificate; 2 and 3: bad renewals; 4: a good one.
+  const source: RenewingSource = newSource(t, directCertify(ca, ['good', 'other_identity', 'other_key'], seen, () => source), 'vjt1.x');
+  await source.start();
+  const first = source.current();
+  await changeUntil(source, () => source.current() !== first);
+  t.is(seen.length, 4);
+  t.is(seen[2], first, 'after an answer for another identity, the first material still served');
+  t.is(seen[3], first, 'after an answer for another key, the first material still served');
+  t.is(source.failed, 2);
+  t.regex(source.describe().lastError ?? '', /not for the key of our CSR/);
+  t.is(source.current().spiffeId, ID);
+  t.not(source.current().keyPem, first.keyPem, 'each renewal has a new key');
 });
