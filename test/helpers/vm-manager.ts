@@ -62,7 +62,7 @@ export async function startVmManager(
 /** `vsockmesh vm-manager` as a child process on a free port; resolves once it serves. */
 export async function startVmManagerProcess(args: string[]): Promise<{ proc: CliProcess; address: string }> {
   // Plain text unless the test gives the process an identity.
-  const identity = args.some((a) => ['--cert', '--ca-cert', '--ca-dir', '--insecure'].includes(a)) ? [] : ['--insecure'];
+  const identity = args.some((a) => ['--cert', '--ca-cert', '--identity-dir', '--insecure'].includes(a)) ? [] : ['--insecure'];
   const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...identity, ...args]);
   const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 15_000);
   return { proc, address: `127.0.0.1:${String(line.port)}` };
