@@ -54,7 +54,7 @@ function durationOption(minMs: number, maxMs: number) {
 }
 
 /** The identity of a control API server (see README "Security"); exactly one source, plain text only with --insecure. */
-function identityOptions(command: Command): Command {
+function controlIdentityOptions(command: Command): Command {
   return command
     .option('--cert <file>', 'this process\'s certificate chain (PEM, leaf first), with --key and --ca; reloaded when it changes')
     .option('--key <file>', 'the private key of --cert (PEM)')
@@ -68,7 +68,7 @@ function identityOptions(command: Command): Command {
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
 }
 
-function identityFlags(o: IdentityFlags): IdentityFlags {
+function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
   const { insecure, cert, key, ca, caCert, caKey, caBundle, identityDir, name, trustDomain, leafLifetimeMs } = o;
   return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, caBundle, identityDir, name, trustDomain, leafLifetimeMs }).filter(([, v]) => v !== undefined));
 }
@@ -143,7 +143,7 @@ export function buildCli(): Command {
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 
-  identityOptions(program
+  controlIdentityOptions(program
     .command('vm-manager'))
     .description('the VM manager: registry of VMs (hypervisor, vsock CID, addresses) with the gRPC API sidecars resolve destinations with')
     .option('--listen <host:port>', 'gRPC address', '127.0.0.1:15200')
@@ -162,10 +162,10 @@ export function buildCli(): Command {
         resolveTtlMs: opts.resolveTtlMs,
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
-        identity: identityFlags(opts),
+        controlIdentity: controlIdentityFlags(opts),
       });
     });
-  identityOptions(program
+  controlIdentityOptions(program
     .command('control-plane'))
     .description('xDS control plane (ADS, state of the world and delta) with the config API; serves the VM manager API on the same port unless --vm-manager names one')
     .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
@@ -195,7 +195,7 @@ export function buildCli(): Command {
         ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
-        identity: identityFlags({ ...opts, ...(opts.leafLifetime !== undefined && { leafLifetimeMs: opts.leafLifetime }) }),
+        controlIdentity: controlIdentityFlags({ ...opts, ...(opts.leafLifetime !== undefined && { leafLifetimeMs: opts.leafLifetime }) }),
       });
     });
   serverCommand(

@@ -44,9 +44,9 @@ test('control-plane --insecure warns at start and shows vsockmesh_insecure 1 on 
 });
 
 test('control-plane with --identity-dir issues itself cp/<name>; ctl whoami with an operator certificate prints its SPIFFE ID and role; ctl without a certificate is refused', async (t) => {
-  const caDir = await tempDir(t);
+  const identityDir = await tempDir(t);
   const adminPort = await freePort();
-  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--identity-dir', caDir, '--name', 'cp-0', '--admin-port', String(adminPort)]);
+  const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--identity-dir', identityDir, '--name', 'cp-0', '--admin-port', String(adminPort)]);
   t.teardown(() => proc.kill('SIGKILL'));
   const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
   // The admin endpoint starts after the server: the ready line says both are up.
@@ -56,7 +56,7 @@ test('control-plane with --identity-dir issues itself cp/<name>; ctl whoami with
   t.regex(await (await fetch(`http://127.0.0.1:${adminPort}/stats`)).text(), /^vsockmesh_insecure 0$/m);
 
   // The operator's certificate from the same root (the CA's directory), as an administrator would issue it.
-  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: join(caDir, GENERATED_ROOT_DIR) } });
+  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: join(identityDir, GENERATED_ROOT_DIR) } });
   const helper = await startTestMeshCa();
   t.teardown(() => helper.cleanup());
   const files = await helper.files(await issueIdentity(ca, 'spiffe://vsockmesh.local/operator/alice'));

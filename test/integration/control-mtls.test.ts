@@ -19,6 +19,7 @@ import { waitFor } from '../helpers/apps.js';
 import { LogCapture } from '../helpers/sidecars.js';
 import { RotatingSource, startTestMeshCa, type TestMeshCa } from '../helpers/pki.js';
 import { HV1, HV2, rejection, startVmManager, vm } from '../helpers/vm-manager.js';
+import { startSidecar } from '../helpers/sidecars.js';
 
 const meshCa = startTestMeshCa();
 test.after.always(async () => (await meshCa).cleanup());
@@ -276,4 +277,14 @@ test('a rotated server leaf is used by new connections while an open ADS stream 
   t.false(ended, 'the stream opened before the rotation is still up');
   // And a new client connects with the rotated server identity.
   t.is((await vmClient(t, p.address, tls(await p.ca.identity('operator', 'alice'))).getVm('vm-a'))?.vmId, 'vm-a');
+});
+
+test('a sidecar with a tls: section gets its configuration over mutual TLS as its own node', async (t) => {
+  const p = await startPlane(t);
+  const files = await p.ca.files(await p.ca.identity('vm', 'vm-a'));
+  const { sidecar } = await startSidecar({ node: { id: 'vm-a' }, vsock: { enabled: false }, xds: { address: p.address }, tls: { cert: files.certPath, key: files.keyPath, ca: files.caPath } });
+  t.teardown(() => sidecar.stop());
+  const acked = (): boolean => p.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.lastAckVersion !== null && s.lastAckVersion !== '');
+  await waitFor(acked, 'vm-a ACKs a configuration pushed over mTLS', 30_000);
+  t.is(await p.denied(), 0);
 });

@@ -224,7 +224,9 @@ test('a real, unmodified xDS client (@grpc/grpc-js-xds) follows EDS pushes betwe
     registry.registerVm(vm({ vmId: 'vm-a', hypervisorId: HV1.hypervisorId, vsockCid: 3, addresses: [backendA.host], services: [{ name: 'greeter', port: backendA.port }] }));
     registry.registerVm(vm({ vmId: 'vm-b', hypervisorId: HV1.hypervisorId, vsockCid: 4, addresses: [backendB.host], services: [] }));
 
-    // 3. The control plane, real gRPC on port 0.
+    // 3. The control plane, real gRPC on port 0. Plain text, named: @grpc/grpc-js-xds 1.14.1 takes only
+    // "insecure" and "google_default" channel_creds in its bootstrap (no TLS to the xDS server), so proxyless
+    // clients need a control plane started with --insecure (README "Security").
     const mesh = MeshStore.fromConfig({ services: [{ name: 'greeter', port: 50051 }] });
     const logs = new LogCapture();
     const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'debug', destination: logs }), vms: { registry }, transport: { insecure: true } });

@@ -18,7 +18,7 @@ import type { ConfigSource, ConfigSourceInit } from '../../proxy/dynamic/types.j
 import { Backoff } from '../../proxy/runtime/backoff.js';
 import { nackDetail, type RefusalDetail } from './nack-detail.js';
 import { RESOURCE_TYPES, type Delivered } from './resource-types.js';
-import { channelCredentials, type ControlTransport } from '../security/transport.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 
 export interface AdsClientOptions extends ConfigSourceInit {
   /** Mutual TLS with the sidecar's identity, or plain text when asked for by name. */
@@ -56,6 +56,7 @@ export class AdsClient implements ConfigSource {
 
   constructor(private readonly options: AdsClientOptions) {
     this.client = createAdsClient(options.address, channelCredentials(options.transport), {
+      ...channelOptions(options.transport),
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 5_000,
       'grpc.keepalive_time_ms': 30_000,

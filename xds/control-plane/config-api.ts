@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
 import type { WhoAmIResponse, WhoAmIResponse__Output } from '../generated/vsockmesh/config/v1/WhoAmIResponse.js';
-import { channelCredentials, type ControlTransport } from '../security/transport.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { parseDuration } from '../../proxy/runtime/duration.js';
@@ -192,7 +192,7 @@ export class MeshConfigApiClient {
   ) {
     const Client = configProto().vsockmesh.config.v1.MeshConfig;
     // The largest reply: ListRoutes of the largest mesh (MAX_MESH_BYTES as JSON, less as protobuf), or a full status page (~3.4 MB).
-    this.client = new Client(address, channelCredentials(transport), { 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
+    this.client = new Client(address, channelCredentials(transport), { ...channelOptions(transport), 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES });
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {

@@ -25,7 +25,7 @@ export interface ControlPlaneRunOptions {
   adminPort: number | null;
   logLevel: LogLevel;
   /** Where the control APIs' identity comes from; a CA (--ca-cert/--ca-key or --identity-dir) also serves Certify and JoinTokens. */
-  identity: IdentityFlags;
+  controlIdentity: IdentityFlags;
 }
 
 export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> {
@@ -38,7 +38,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
         options.vmManager !== undefined
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
-      const identity = await processIdentity(options.identity, logger, 'control-plane');
+      const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
       const identityApi = identity.ca === undefined ? undefined : await openIdentity(identity.ca, identity.dir, logger);
       const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, ...(identityApi !== undefined && { identity: identityApi }), debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);

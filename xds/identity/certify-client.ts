@@ -20,7 +20,7 @@ import type { CreateJoinTokenRequest } from '../generated/vsockmesh/identity/v1/
 import type { CreateJoinTokenResponse__Output } from '../generated/vsockmesh/identity/v1/CreateJoinTokenResponse.js';
 import type { JoinTokenInfo__Output } from '../generated/vsockmesh/identity/v1/JoinTokenInfo.js';
 import { identityProto } from '../proto.js';
-import { bootstrapChannelCredentials, channelCredentials, type ControlTransport } from '../security/transport.js';
+import { bootstrapChannelCredentials, channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 
 export interface CertifyClientOptions {
   trustDomain: string;
@@ -59,7 +59,7 @@ export class JoinTokensApiClient {
     private readonly timeoutMs = 5_000,
   ) {
     const Client = identityProto().vsockmesh.identity.v1.JoinTokens;
-    this.client = new Client(address, channelCredentials(transport));
+    this.client = new Client(address, channelCredentials(transport), channelOptions(transport));
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {

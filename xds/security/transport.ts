@@ -105,6 +105,14 @@ function controlPlaneProblem(cert: PeerCertificate, bundle: TrustBundle): Error 
   return undefined;
 }
 
+/**
+ * Channel options for a client of `transport`: with TLS, the name sent as SNI is a fixed word instead of the
+ * target's host (an IP address there is not allowed by RFC 6066, and an SVID names no host anyway).
+ */
+export function channelOptions(transport: ControlTransport): grpc.ChannelOptions {
+  return 'insecure' in transport ? {} : { 'grpc.ssl_target_name_override': 'vsockmesh' };
+}
+
 export type PeerVerdict = { ok: true; spiffeId: string; identity: MeshIdentity } | { ok: false; reason: SvidRefusal | 'not_a_mesh_identity'; message: string };
 
 /**

@@ -11,7 +11,7 @@ import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v
 import { CallError } from '../call-error.js';
 import { callError } from '../grpc-status.js';
 import { vmManagerProto } from '../proto.js';
-import { channelCredentials, type ControlTransport } from '../security/transport.js';
+import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 import { destinationToWire, eventFromWire, relayRequestToWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
 import type { Destination, HypervisorRecord, RelayAuthorization, RelayRequest, Resolution, VmEvent, VmManagerApi, VmRecord, WatchHandlers } from '../../proxy/resolve/types.js';
 
@@ -36,6 +36,7 @@ export class VmManagerClient implements VmManagerApi {
     const Client = vmManagerProto().vsockmesh.vmmanager.v1.VmManager;
     // Fail fast while the VM manager is away (the resolver falls back); reconnect quickly once it is back.
     this.client = new Client(address, channelCredentials(options.transport), {
+      ...channelOptions(options.transport),
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 2_000,
       'grpc.keepalive_time_ms': 30_000,

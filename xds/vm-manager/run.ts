@@ -19,7 +19,7 @@ export interface VmManagerRunOptions {
   resolveTtlMs: number;
   adminPort: number | null;
   logLevel: LogLevel;
-  identity: IdentityFlags;
+  controlIdentity: IdentityFlags;
 }
 
 /**
@@ -56,7 +56,7 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
     prepare: async () => {
       const logger = createLogger({ level: options.logLevel });
       const registry = await initialRegistry(options, logger);
-      const identity = await processIdentity(options.identity, logger, 'vm-manager');
+      const identity = await processIdentity(options.controlIdentity, logger, 'vm-manager');
       const server = new VmManagerServer({ registry, logger, transport: identity.transport, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
       addLogDropped(server.metrics);
       return {

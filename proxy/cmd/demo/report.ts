@@ -23,13 +23,14 @@ function addr(a: { address: string; port: number } | undefined): string {
 
 /** What runs where, from the VM manager's records and the sidecars' bound addresses. */
 export function reportTopology(say: Say, scenario: Scenario, vsockOn: boolean, offWhy: string): void {
-  const { registry, vmManagerPort, identities, sidecars, apps, outsideEcho, steps } = scenario;
+  const { registry, vmManagerPort, sidecars, apps, outsideEcho, steps } = scenario;
   const client = sidecars.get(CLIENT)!;
   say('vsockmesh demo: the VM manager knows where every VM runs; a sidecar sends to a VM on its own hypervisor over vsock, to any other over TCP');
   if (vsockOn) say('  vsock: vsock_loopback is loaded here: hv-1\'s VMs talk over real vsock (loopback mode: every VM at CID 1, told apart by its sidecar\'s vsock port)');
   else say(`  vsock: ${offWhy}: same decisions, carried over TCP`);
-  say(`  identities: a throw-away CA in ${identities.dir}; every control call is mutual TLS`);
-  say(`  VM manager  grpc 127.0.0.1:${vmManagerPort} (in this process) as ${identities.vmManager}`);
+  say(`  VM manager  grpc 127.0.0.1:${vmManagerPort} (in this process), mutual TLS`);
+  say(`  identities (X509-SVIDs from a throw-away CA in ${scenario.identities.caDir}, removed at exit):`);
+  for (const { who, spiffeId, notAfter } of scenario.identities.shown) say(`    ${who.padEnd(14)} ${spiffeId}  until ${notAfter.toISOString()}`);
   for (const hv of HYPERVISORS) {
     say(`  ${hv.hypervisorId} (vsock ${hv.vsockMode}${hv.vsockMode === 'host-relay' ? `, relay port ${hv.relayPort}` : ''})`);
     for (const vm of VMS.filter((v) => v.hypervisorId === hv.hypervisorId)) {
@@ -40,7 +41,7 @@ export function reportTopology(say: Say, scenario: Scenario, vsockOn: boolean, o
         ? `vsock ${record.vsockCid}:${record.sidecar!.vsockPort}${vm.id === 'vm-b' ? ' (peer_authorization: registry)' : ''}`
         : `vsock port ${record.sidecar!.vsockPort} registered, not listened on (vsock off)`;
       const services = record.services.map((sv) => sv.name).join(', ');
-      say(`    ${vm.id}  ${vm.ip}  CID ${record.vsockCid}  sidecar tcp ${addr(s.listenerAddress('inbound'))}, ${vsockText}; apps ${appList}; services ${services}; identity ${identities.vms.get(vm.id)!.spiffeId}`);
+      say(`    ${vm.id}  ${vm.ip}  CID ${record.vsockCid}  sidecar tcp ${addr(s.listenerAddress('inbound'))}, ${vsockText}; apps ${appList}; services ${services}`);
     }
   }
   say(`  not in the VM manager: ${OUTSIDE_IP}  echo :${outsideEcho} (no sidecar)`);
@@ -80,11 +81,6 @@ export function reportCarried(say: Say, step: Step, outbound: AccessEntry, resul
   say(`    ${CLIENT} -> ${to}: ${carried(outbound)} (${String(outbound.transport_reason)})${fallback} ... ${result}`);
 }
 
-function ctlIdentity(scenario: Scenario): string {
-  const { cert, key, ca } = scenario.identities.operator;
-  return `--cert ${cert} --key ${key} --ca ${ca}`;
-}
-
 /** Commands to try while the demo serves. */
 export function reportTries(say: Say, scenario: Scenario): void {
   const client = scenario.sidecars.get(CLIENT)!;
@@ -93,7 +89,7 @@ export function reportTries(say: Say, scenario: Scenario): void {
     [`curl http://${addr(client.listenerAddress('web-c'))}/hello`, 'vm-c: other hypervisor, TCP'],
     [`echo hello | socat - TCP:${addr(client.listenerAddress('echo-b'))}`, "vm-b's echo app"],
     [`curl http://${addr(client.adminAddress())}/stats`, "vm-a's metrics: vsockmesh_transport_decisions_total by reason"],
-    [`npx vsockmesh ctl --vm-manager 127.0.0.1:${scenario.vmManagerPort} ${ctlIdentity(scenario)} resolve vm/vm-c --from ${CLIENT}`, `ask the VM manager as ${scenario.identities.operator.spiffeId}`],
+    [`npx vsockmesh ctl --vm-manager 127.0.0.1:${scenario.vmManagerPort} resolve vm/vm-c --from ${CLIENT}`, 'ask the VM manager'],
   ];
   const width = Math.max(...tries.map(([cmd]) => cmd.length));
   for (const [cmd, what] of tries) say(`  ${cmd.padEnd(width)}  # ${what}`);

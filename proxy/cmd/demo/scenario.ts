@@ -3,15 +3,9 @@
 // hv-1, vm-c on hv-2. Each VM is a loopback address of its own (Linux routes
 // all of 127/8) with its apps and a sidecar; vm-a's sidecar has one outbound
 // listener per step, each resolving its destination through the VM manager.
-// Plus an app at an address the VM manager does not know. Secure as every
-// deployment: a throw-away CA in a temporary directory issues the VM manager
-// its cp/vm-manager SVID, each sidecar its vm/<id> (files, tls:) and an
-// operator its certificate for `ctl`; every control call is mutual TLS.
+// Plus an app at an address the VM manager does not know.
 
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseSidecarConfig } from '../../config/load.js';
 import { createLogger } from '../../runtime/log.js';
@@ -19,10 +13,9 @@ import type { Sidecar } from '../../sidecar.js';
 import type { Destination, HypervisorRecord } from '../../resolve/types.js';
 import { Registry } from '../../../xds/vm-manager/registry.js';
 import { VmManagerServer } from '../../../xds/vm-manager/server.js';
-import { issueIdentity, processIdentity } from '../../../xds/security/process-identity.js';
-import type { IdentityMaterial } from '../../identity/certificate-source.js';
-import { DEFAULT_TRUST_DOMAIN } from '../../identity/spiffe.js';
 import { createSidecar } from '../proxies.js';
+import { staticSource } from '../../identity/certificate-source.js';
+import { startDemoIdentities } from './identities.js';
 import { echoTransfer, httpGet, startEchoServer, startHttpApp } from './apps.js';
 
 /** Whether vsock_loopback is usable here, decided from the filesystem alone (no AF_VSOCK socket). */
@@ -79,23 +72,15 @@ export interface Step {
   expectFrom?: string;
 }
 
-/** PEM files of one identity (key mode 0600). */
-export interface IdentityFiles {
-  spiffeId: string;
-  cert: string;
-  key: string;
-  ca: string;
-}
-
 export interface Scenario {
   registry: Registry;
   vmManagerPort: number;
-  /** The throw-away CA's directory, the VM manager's SPIFFE ID, each VM's and the operator's identity files. */
-  identities: { dir: string; vmManager: string; vms: Map<string, IdentityFiles>; operator: IdentityFiles };
   sidecars: Map<string, Sidecar>;
   apps: Map<string, Apps>;
   outsideEcho: number;
   steps: Step[];
+  /** mTLS on the VM manager API: who holds which SPIFFE ID, from a throw-away CA in `caDir`. */
+  identities: { caDir: string; shown: Array<{ who: string; spiffeId: string; notAfter: Date }> };
 }
 
 /** Starts the apps, the VM manager and a sidecar per VM, and registers the VMs; what it started goes on `cleanups`. */
@@ -121,28 +106,13 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
   }
   const outsideEcho = await startEcho(OUTSIDE_IP);
 
-  // The throw-away CA (the embedded root in a temporary directory) and the VM manager's own identity from it.
-  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-demo-'));
-  cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  const vmManagerLogger = createLogger({ level: 'info', destination: logSink('vm-manager') });
-  const own = await processIdentity({ identityDir: dir, name: 'vm-manager' }, vmManagerLogger, 'vm-manager');
-  cleanups.push(async () => own.close());
-  const ca = own.ca!;
-  const identityFiles = async (kind: 'vm' | 'operator', name: string): Promise<IdentityFiles> => {
-    const m: IdentityMaterial = await issueIdentity(ca, `spiffe://${DEFAULT_TRUST_DOMAIN}/${kind}/${name}`);
-    const at = join(dir, `${kind}-${name}`);
-    await mkdir(at, { mode: 0o700 });
-    const files = { spiffeId: m.spiffeId, cert: join(at, 'cert.pem'), key: join(at, 'key.pem'), ca: join(at, 'ca.pem') };
-    await writeFile(files.key, m.keyPem, { mode: 0o600 });
-    await writeFile(files.cert, m.chainPem);
-    await writeFile(files.ca, m.bundlePem);
-    return files;
-  };
-
   // The VM manager: placement is the platform's to say; the demo is the platform here.
   const registry = new Registry({ resolveTtlMs: 30_000 });
   for (const hv of HYPERVISORS) registry.registerHypervisor(hv);
-  const vmManager = new VmManagerServer({ registry, transport: own.transport, logger: vmManagerLogger });
+  const identities = await startDemoIdentities(cleanups);
+  const vmManagerIdentity = await identities.issue('cp', 'vm-manager');
+  const shown: Array<{ who: string; spiffeId: string; notAfter: Date }> = [{ who: 'vm-manager', spiffeId: vmManagerIdentity.spiffeId, notAfter: vmManagerIdentity.notAfter }];
+  const vmManager = new VmManagerServer({ registry, transport: { source: staticSource(vmManagerIdentity) }, logger: createLogger({ level: 'info', destination: logSink('vm-manager') }) });
   const vmManagerPort = await vmManager.start('127.0.0.1:0');
   cleanups.push(async () => {
     await vmManager.drain(1_000);
@@ -194,10 +164,7 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
 
   // A sidecar per VM, each asking the VM manager over gRPC (the daemon agent).
   const sidecars = new Map<string, Sidecar>();
-  const vmIdentities = new Map<string, IdentityFiles>();
   for (const vm of VMS) {
-    const identity = await identityFiles('vm', vm.id);
-    vmIdentities.set(vm.id, identity);
     const own = appsOf(vm.id);
     const ports = [own.echo, ...(own.http !== undefined ? [own.http] : [])].map((port) => ({ port, target: { address: vm.ip, port } }));
     const listeners: Array<Record<string, unknown>> = [{ kind: 'inbound', name: 'inbound', addresses: [vm.ip], port: 0, ports }];
@@ -210,12 +177,14 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
         clusters.push({ name: step.name, ...step.cluster });
       }
     }
+    const identity = await identities.issue('vm', vm.id);
+    shown.push({ who: `sidecar ${vm.id}`, spiffeId: identity.spiffeId, notAfter: identity.notAfter });
     const config = parseSidecarConfig(
       {
         node: { id: vm.id },
         vsock: { enabled: vsockOn, connect_timeout: '2s' },
         vm_manager: { address: vmManagerAddress, query_timeout: '5s' },
-        tls: { cert: identity.cert, key: identity.key, ca: identity.ca },
+        tls: await identities.files(vm.id, identity),
         admin: { address: vm.ip, port: 0 },
         drain_timeout: '2s',
         listeners,
@@ -255,8 +224,7 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
     if (Date.now() >= deadline) throw new Error(`the VM manager's records did not reach the sidecars of ${unknown.join(', ')} within 20 s`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const identities = { dir, vmManager: 'source' in own.transport ? own.transport.source.current().spiffeId : '', vms: vmIdentities, operator: await identityFiles('operator', 'demo') };
-  return { registry, vmManagerPort, identities, sidecars, apps, outsideEcho, steps };
+  return { registry, vmManagerPort, sidecars, apps, outsideEcho, steps, identities: { caDir: identities.dir, shown } };
 }
 
 export type TrafficResult =
