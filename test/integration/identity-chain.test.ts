@@ -6,9 +6,12 @@
 // opens ADS over mTLS as vm-a with that same certificate and receives its
 // listeners; with leaves of seconds its certificate renews (and so does the
 // control plane's own) while the ADS stream stays up and keeps receiving.
+// And the one exception of the guard: without a certificate, Certify with a
+// join token and nothing else.
 
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import * as grpc from '@grpc/grpc-js';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -17,8 +20,14 @@ import { waitFor } from '../helpers/apps.js';
 import { runCli, startCli, startControlPlane, writeConfig } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { operatorCtl } from '../helpers/identity.js';
+import { staticSource } from '../../proxy/identity/certificate-source.js';
+import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
+import { JoinTokensApiClient, certifyClient } from '../../xds/identity/certify-client.js';
+import { identityProto } from '../../xds/proto.js';
+import { bootstrapChannelCredentials } from '../../xds/security/transport.js';
 
 const LEAF_LIFETIME_S = 6;
+const TD = 'vsockmesh.local';
 
 function metric(stats: string, line: RegExp): number {
   const m = line.exec(stats);
@@ -106,4 +115,38 @@ test('embedded CA + mTLS: ctl tokens as an operator, a sidecar gets vm-a through
   await waitFor(async () => (await listeners()).includes('outbound|api'), 'outbound|api pushed after the renewals', 60_000);
   t.is(metric(await stats(), /^vsockmesh_xds_reconnects_total (\S+)$/m), 0);
   t.false(proc.stdout().includes(created.stdout.trim().split('.')[2]!), 'the sidecar never logs its token');
+});
+
+test('on a control plane with a CA, a client without a certificate gets Certify with a join token and nothing else; a sidecar certificate cannot make join tokens', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-chain-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const identityDir = join(dir, 'identity');
+  const plane = await startControlPlane(['--listen', `127.0.0.1:${await freePort()}`, '--identity-dir', identityDir]);
+  t.teardown(() => plane.proc.kill('SIGKILL'));
+  const operator = await operatorCtl(identityDir);
+  t.teardown(() => operator.cleanup());
+  const bundlePem = await readFile(operator.caPath, 'utf8');
+  const certify = certifyClient(plane.address, { trustDomain: TD, bootstrapBundlePem: bundlePem });
+
+  // No certificate and no token: the guard refuses before the handler.
+  await t.throwsAsync(certify(await createCsr(generateWorkloadKeys(), `spiffe://${TD}/vm/vm-a`), { joinToken: '' }), { message: /UNAUTHENTICATED: no_identity/ });
+  // No certificate, another method: refused too.
+  const Client = identityProto().vsockmesh.identity.v1.JoinTokens;
+  const anonymous = new Client(plane.address, bootstrapChannelCredentials(TD, bundlePem), { 'grpc.ssl_target_name_override': TD });
+  t.teardown(() => anonymous.close());
+  const listed = await new Promise<grpc.ServiceError | null>((resolve) => anonymous.ListJoinTokens({}, { deadline: new Date(Date.now() + 30_000) }, (err) => resolve(err)));
+  t.is(listed?.code, grpc.status.UNAUTHENTICATED);
+  t.regex(listed?.details ?? '', /no_certificate/);
+
+  // With a join token, no certificate: vm-a's first certificate; with it, vm-a may renew but not make tokens.
+  const created = await runCli(['ctl', '--control-plane', plane.address, ...operator.flags, 'tokens', 'create', '--vm', 'vm-a']);
+  t.is(created.code, 0, created.stderr);
+  const keys = generateWorkloadKeys();
+  const answer = await certify(await createCsr(keys, `spiffe://${TD}/vm/vm-a`), { joinToken: created.stdout.trim() });
+  const material = { keyPem: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, chainPem: answer.chainPem, bundlePem: answer.bundlePem, spiffeId: `spiffe://${TD}/vm/vm-a`, notAfter: answer.notAfter };
+  const renewed = await certify(await createCsr(generateWorkloadKeys(), `spiffe://${TD}/vm/vm-a`), { material });
+  t.true(renewed.notAfter.getTime() >= answer.notAfter.getTime());
+  const sidecarTokens = new JoinTokensApiClient(plane.address, { source: staticSource(material) }, 30_000);
+  t.teardown(() => sidecarTokens.close());
+  await t.throwsAsync(sidecarTokens.create({ vm_id: 'vm-b' }), { message: /PERMISSION_DENIED: role_not_allowed/ });
 });
