@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'xds', 'generated');
 const envoyOut = join(out, 'envoy');
-export const PROTO_FILES = ['vsockmesh/vmmanager/v1/vm_manager.proto', 'vsockmesh/config/v1/config.proto', 'grpc/health/v1/health.proto'];
+export const PROTO_FILES = ['vsockmesh/vmmanager/v1/vm_manager.proto', 'vsockmesh/config/v1/config.proto', 'vsockmesh/identity/v1/identity.proto', 'grpc/health/v1/health.proto'];
 // Must match ENVOY_ROOTS in proto/sync-envoy.mjs and xds/envoy/proto.ts.
 export const ENVOY_PROTO_FILES = [
   'envoy/service/discovery/v3/ads.proto',

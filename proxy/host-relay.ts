@@ -42,6 +42,7 @@ export class HostRelay extends ProxyServer {
     return {
       state: this.state,
       node: this.config.node,
+      identity: this.identityDump(),
       listen: { ...this.config.listen, bound: this.boundListeners()[0]?.bound ?? [] },
       headerTimeoutMs: this.config.headerTimeoutMs,
       connectTimeoutMs: this.config.connectTimeoutMs,

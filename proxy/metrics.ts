@@ -3,6 +3,7 @@
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { XdsCounters } from './dynamic/types.js';
+import type { RenewalCounters } from './identity/renewing-source.js';
 import { logLinesDropped } from './runtime/log.js';
 import type { ResolverCounters } from './resolve/resolver.js';
 import { OVERLOAD_RESOURCES, type OverloadState } from './overload/overload.js';
@@ -289,6 +290,29 @@ export class ProxyMetrics {
   }
 
   /** The host relay's authorizer: its questions to the VM manager and the decisions it holds. */
+  addIdentity(identity: RenewalCounters): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'vsockmesh_cert_expiry_timestamp_seconds',
+      help: 'When the current certificate expires (seconds since the epoch; 0 before the first)',
+      registers,
+      collect() {
+        this.set(identity.expiry);
+      },
+    });
+    new Counter({
+      name: 'vsockmesh_cert_renewals_total',
+      help: 'Certify calls made to renew the certificate (and to get the first), by result',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ result: 'success' }, identity.succeeded);
+        this.inc({ result: 'failure' }, identity.failed);
+      },
+    });
+  }
+
   addRelayAuthorizer(authorizer: { readonly queries: number; readonly size: number }): void {
     const registers = [this.registry];
     new Counter({

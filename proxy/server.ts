@@ -10,6 +10,7 @@ import { ProxyMetrics } from './metrics.js';
 import { OverloadMonitor } from './overload/monitor.js';
 import { RefusalLog } from './runtime/refusal-log.js';
 import { settledWithin } from './runtime/within.js';
+import type { IdentityDescription, RenewingSource } from './identity/renewing-source.js';
 
 export type ServerState = 'new' | 'starting' | 'serving' | 'draining' | 'drained' | 'stopped';
 
@@ -25,6 +26,8 @@ export interface ServerOptions {
    * fresh process.
    */
   onAdminDrain?: () => Promise<void>;
+  /** The process's SPIFFE identity, kept current (proxy/cmd makes it from the config's identity section). */
+  identity?: RenewingSource;
 }
 
 export interface ServerBasics {
@@ -50,6 +53,8 @@ export abstract class ProxyServer {
   /** Free descriptors and memory: while overloaded, new connections are shed and /ready fails. */
   readonly overload: OverloadMonitor;
   private readonly admin: AdminServer | undefined;
+  /** Obtained before the listeners start: a process with an identity section serves once it has its certificate. */
+  readonly identity: RenewingSource | undefined;
   private currentState: ServerState = 'new';
   private draining: Promise<DrainResult> | undefined;
 
@@ -63,6 +68,8 @@ export abstract class ProxyServer {
     const { overload } = basics;
     this.overload = new OverloadMonitor({ thresholds: { minFreeFds: overload.minFreeFds, maxMemoryBytes: overload.maxMemoryBytes }, intervalMs: overload.checkIntervalMs, logger: this.logger });
     this.metrics.addOverload(this.overload);
+    this.identity = options.identity;
+    if (this.identity) this.metrics.addIdentity(this.identity);
     const admission = new Admission(overload.maxConnections, this.overload);
     this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId, admission, refusals: new RefusalLog(this.logger) };
     if (basics.admin) {
@@ -88,6 +95,14 @@ export abstract class ProxyServer {
   /** The effective configuration with bound addresses (GET /config_dump). */
   abstract configDump(): unknown;
 
+  /** The identity and its chain for /config_dump (never the key). */
+  protected identityDump(): IdentityDescription | null {
+    return this.identity?.describe() ?? null;
+  }
+
+  /** Starts the control-plane clients that run from the start (e.g. the resolver's Watch): after the identity they authenticate with, before the listeners. */
+  protected startClients(): void {}
+
   get state(): ServerState {
     return this.currentState;
   }
@@ -97,6 +112,11 @@ export abstract class ProxyServer {
     this.currentState = 'starting';
     this.overload.start();
     try {
+      if (this.identity) {
+        await this.identity.start();
+        this.logger.info({ spiffe_id: this.identity.current().spiffeId, not_after: this.identity.current().notAfter.toISOString() }, 'identity obtained');
+      }
+      this.startClients();
       for (const listener of this.listeners) {
         await listener.start();
         this.logger.info({ listener: listener.name, addresses: listener.addresses() }, 'listener started');
@@ -172,6 +192,7 @@ export abstract class ProxyServer {
     if (this.currentState === 'stopped') return;
     this.currentState = 'stopped';
     this.overload.stop();
+    this.identity?.stop();
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
     this.context.refusals.flush();

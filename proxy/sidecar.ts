@@ -106,9 +106,12 @@ export class Sidecar extends ProxyServer {
     }
   }
 
+  protected override startClients(): void {
+    this.resolver?.start();
+  }
+
   override async start(): Promise<void> {
     await this.startPeerTls();
-    this.resolver?.start();
     await super.start();
     if (this.config.xds && this.xds && this.configSource) {
       const ads = this.configSource({ address: this.config.xds.address, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
@@ -202,6 +205,7 @@ export class Sidecar extends ProxyServer {
     return {
       state: this.state,
       node: this.config.node,
+      identity: this.identityDump(),
       vsock: this.config.vsock,
       vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),

@@ -13,6 +13,9 @@ import type { VmManagerClient } from './vm-manager/client.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_STATUS_PAGE_SIZE } from './control-plane/bounds.js';
 import type { MeshConfigApiClient } from './control-plane/config-api.js';
 import type { ControlTransport } from './security/transport.js';
+import type { JoinTokensApiClient } from './identity/certify-client.js';
+import type { JoinTokenInfo__Output } from './generated/vsockmesh/identity/v1/JoinTokenInfo.js';
+import { parseDuration } from '../proxy/runtime/duration.js';
 import type { SyncStatusResponse__Output } from './generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import type { parseVmDocument } from './vm-manager/inventory.js';
 import { DEFAULT_VM_MANAGER_ADDRESS, type Destination, type HypervisorRecord, type VmEvent, type VmRecord, type VsockMode } from '../proxy/resolve/types.js';
@@ -119,6 +122,21 @@ function withConfig(globals: Globals, fn: (client: MeshConfigApiClient) => Promi
     async () => new (await import('./control-plane/config-api.js')).MeshConfigApiClient(globals.controlPlane, await transportOf(globals), globals.timeoutMs),
     fn,
   );
+}
+
+/** A JoinTokens API call (the control plane, when it runs the CA). */
+function withTokens(globals: Globals, fn: (client: JoinTokensApiClient) => Promise<void>): Promise<void> {
+  return withApi(
+    { name: 'control plane', address: globals.controlPlane },
+    async () => new (await import('./identity/certify-client.js')).JoinTokensApiClient(globals.controlPlane, await transportOf(globals), globals.timeoutMs),
+    fn,
+  );
+}
+
+function tokenLine(t: JoinTokenInfo__Output): string {
+  const expires = new Date(t.expires_at_ms);
+  const state = t.used ? 'used' : expires.getTime() <= Date.now() ? 'expired' : 'unused';
+  return `${t.id}	${t.kind}/${t.name}	expires=${expires.toISOString()}	${state}`;
 }
 
 function intArg(min: number, max: number) {
@@ -350,6 +368,44 @@ export function ctlCommand(): Command {
       withConfig(globals(), async (c) => {
         await c.deleteRoute(name);
         print(globals(), { deleted: name }, `deleted route ${name}`);
+      }),
+    );
+  const tokens = ctl.command('tokens').description('one-time join tokens: how a VM without a host agent (or a host agent) gets its first certificate');
+  tokens
+    .command('create')
+    .option('--vm <id>', 'the VM the token lets join (its sidecar gets spiffe://<trust-domain>/vm/<id>)')
+    .option('--hypervisor <id>', "the hypervisor whose host agent the token lets join (spiffe://<trust-domain>/hv/<id>)")
+    .option('--ttl <duration>', 'how long the token is valid (10s to 168h)', '10m')
+    .description('make a token and print it, once, on stdout (the control plane keeps only its hash)')
+    .action((opts: { vm?: string; hypervisor?: string; ttl: string }) =>
+      withTokens(globals(), async (c) => {
+        if ((opts.vm === undefined) === (opts.hypervisor === undefined)) throw new UsageError('tokens create: exactly one of --vm <id> or --hypervisor <id>');
+        const ttlMs = parseDuration(opts.ttl);
+        if (ttlMs === undefined) throw new UsageError(`--ttl: "${opts.ttl}" is not a duration (e.g. 10m, 1h)`);
+        const created = await c.create({ ...(opts.vm !== undefined ? { vm_id: opts.vm } : { hypervisor_id: opts.hypervisor! }), ttl_ms: ttlMs });
+        const expires = new Date(created.expires_at_ms).toISOString();
+        print(globals(), { token: created.token, id: created.id, expires_at: expires }, created.token);
+        // The token alone on stdout (scripts capture it); what it is for on stderr.
+        if (globals().output === 'text') process.stderr.write(`join token ${created.id} for ${opts.vm !== undefined ? `vm ${opts.vm}` : `hypervisor ${opts.hypervisor}`}, single use, expires ${expires}\n`);
+      }),
+    );
+  tokens
+    .command('list')
+    .description('every token kept: id, subject, expiry, whether used (never the secret)')
+    .action(() =>
+      withTokens(globals(), async (c) => {
+        const list = await c.list();
+        print(globals(), list, list.length === 0 ? 'no join tokens' : list.map(tokenLine).join('\n'));
+      }),
+    );
+  tokens
+    .command('revoke')
+    .argument('<id>', 'the token id (the part after vjt1.)')
+    .description('remove a token: a later use is refused')
+    .action((id: string) =>
+      withTokens(globals(), async (c) => {
+        await c.revoke(id);
+        print(globals(), { revoked: id }, `revoked join token ${id}`);
       }),
     );
   ctl

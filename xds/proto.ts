@@ -9,6 +9,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType as HealthProto } from './generated/health.js';
 import type { ProtoGrpcType as VmManagerProto } from './generated/vm_manager.js';
 import type { ProtoGrpcType as ConfigProto } from './generated/config.js';
+import type { ProtoGrpcType as IdentityProto } from './generated/identity.js';
 
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
 
@@ -42,4 +43,11 @@ export function healthProto(): HealthProto {
 export function configProto(): ConfigProto {
   config ??= load<ConfigProto>('vsockmesh/config/v1/config.proto');
   return config;
+}
+
+let identity: IdentityProto | undefined;
+
+export function identityProto(): IdentityProto {
+  identity ??= load<IdentityProto>('vsockmesh/identity/v1/identity.proto');
+  return identity;
 }

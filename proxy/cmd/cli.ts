@@ -11,6 +11,8 @@ import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import { ctlCommand } from '../../xds/ctl.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
+import { formatDuration, parseDuration } from '../runtime/duration.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -40,6 +42,15 @@ interface ControlPlaneCliOptions extends IdentityFlags {
   adminPort: number;
   admin: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
+  leafLifetime?: number;
+}
+
+function durationOption(minMs: number, maxMs: number) {
+  return (value: string): number => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < minMs || ms > maxMs) throw new InvalidArgumentError(`must be a duration (ms, s, m, h) from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`);
+    return ms;
+  };
 }
 
 /** The identity of a control API server (see README "Security"); exactly one source, plain text only with --insecure. */
@@ -48,17 +59,18 @@ function controlIdentityOptions(command: Command): Command {
     .option('--cert <file>', 'this process\'s certificate chain (PEM, leaf first), with --key and --ca; reloaded when it changes')
     .option('--key <file>', 'the private key of --cert (PEM)')
     .option('--ca <file>', 'the trust bundle (PEM roots) client certificates are verified against')
-    .option('--ca-cert <file>', 'a CA certificate (and its chain up to the root) this process issues itself cp/<name> from, with --ca-key')
+    .option('--ca-cert <file>', 'run the CA under this CA certificate (PEM, followed by its chain up to the root), with --ca-key: it issues this process cp/<name> (and, on the control plane, serves Certify)')
     .option('--ca-key <file>', 'the private key of --ca-cert (mode 0600)')
-    .option('--identity-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) that issues this process cp/<name>')
+    .option('--ca-bundle <file>', 'roots added to the trust bundle (PEM): the other root during a root rotation')
+    .option('--identity-dir <dir>', 'the embedded CA: a root generated here at first start (mode 0600) unless --ca-cert/--ca-key; the control plane keeps its join tokens here too')
     .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity (default: the role, control-plane or vm-manager)')
-    .option('--trust-domain <domain>', 'the SPIFFE trust domain of the CA (default vsockmesh.local)')
+    .option('--trust-domain <domain>', `the SPIFFE trust domain of the CA (default ${DEFAULT_TRUST_DOMAIN})`)
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
 }
 
 function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
-  const { insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain } = o;
-  return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, identityDir, name, trustDomain }).filter(([, v]) => v !== undefined));
+  const { insecure, cert, key, ca, caCert, caKey, caBundle, identityDir, name, trustDomain, leafLifetimeMs } = o;
+  return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, caBundle, identityDir, name, trustDomain, leafLifetimeMs }).filter(([, v]) => v !== undefined));
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -168,6 +180,7 @@ export function buildCli(): Command {
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15401)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .option('--leaf-lifetime <duration>', 'lifetime of the certificates the CA issues: Certify\'s and this process\'s own (default 24h)', durationOption(1_000, 30 * 24 * 3_600_000))
     .action(async (opts: ControlPlaneCliOptions) => {
       const { runControlPlane } = await import('../../xds/control-plane/run.js');
       await runControlPlane({
@@ -182,7 +195,7 @@ export function buildCli(): Command {
         ...(opts.statusRetentionMs !== undefined && { statusRetentionMs: opts.statusRetentionMs }),
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
-        controlIdentity: controlIdentityFlags(opts),
+        controlIdentity: controlIdentityFlags({ ...opts, ...(opts.leafLifetime !== undefined && { leafLifetimeMs: opts.leafLifetime }) }),
       });
     });
   serverCommand(

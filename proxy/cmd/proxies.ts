@@ -3,11 +3,14 @@
 // client, the ADS client). The data plane itself never imports xds/.
 //
 // The client modules are loaded with a dynamic import, and only when the
-// config names a VM manager or a control plane: a sidecar with static
+// config names a VM manager, a control plane or an identity: a sidecar with static
 // listeners does not load gRPC and protobuf at all.
 
+import { readFile } from 'node:fs/promises';
 import type { HostRelayConfig } from '../config/relay.js';
-import type { ControlTlsFiles, SidecarConfig } from '../config/types.js';
+import type { ControlTlsFiles, IdentitySettings, SidecarConfig } from '../config/types.js';
+import type { RenewingSource } from '../identity/renewing-source.js';
+import { meshIdentityId } from '../identity/spiffe.js';
 import { silentLogger, type Logger } from '../runtime/log.js';
 import type { ControlTransport } from '../../xds/security/transport.js';
 import type { ConfigSourceFactory } from '../dynamic/types.js';
@@ -16,14 +19,23 @@ import type { VmManagerApi } from '../resolve/types.js';
 import type { ServerOptions } from '../server.js';
 import { Sidecar, type OwnedClient } from '../sidecar.js';
 
+/** Where the control-plane clients take their identity from: exactly one of the config's tls:, identity: or insecure: true (fields.ts). */
+interface ControlIdentity {
+  controlTls: ControlTlsFiles | null;
+  identity: IdentitySettings | null;
+}
+
 /**
- * How the control-plane clients talk: mutual TLS with the identity files of
- * the config's tls: section (polled for rotation), or plain text without one.
+ * How the control-plane clients (VM manager, ADS) talk: mutual TLS with the
+ * identity files of tls: (polled for rotation), or with the certificate the
+ * renewing source of identity: keeps current (the server starts it before any
+ * client connects); plain text only with insecure: true.
  */
-async function controlTransport(files: ControlTlsFiles | null, logger: Logger | undefined): Promise<ControlTransport> {
-  if (files === null) return { insecure: true };
+async function controlTransport(config: ControlIdentity, renewing: RenewingSource | undefined, logger: Logger | undefined): Promise<ControlTransport> {
+  if (renewing !== undefined) return { source: renewing };
+  if (config.controlTls === null) return { insecure: true };
   const { FileCertificateSource } = await import('../identity/certificate-files.js');
-  return { source: await FileCertificateSource.open(files, { logger: logger ?? silentLogger() }) };
+  return { source: await FileCertificateSource.open(config.controlTls, { logger: logger ?? silentLogger() }) };
 }
 
 /** A gRPC client to the VM manager at `address`, owned (closed) by the server that uses it. */
@@ -37,19 +49,33 @@ async function adsConfigSource(transport: ControlTransport): Promise<ConfigSourc
   return (init) => new AdsClient({ ...init, transport });
 }
 
+/** The identity a config's identity section asks for, kept current through the control plane's Certify (not started: the server starts it). */
+async function identitySource(settings: IdentitySettings, kind: 'vm' | 'hv', name: string, options: ServerOptions): Promise<RenewingSource> {
+  const id = meshIdentityId(settings.trustDomain, kind, name);
+  if (!id.ok) throw new Error(`identity: ${kind} "${name}" makes no SPIFFE ID: ${id.message}`);
+  // Loaded only with an identity section: the X.509 library is a sidecar's largest optional module.
+  const [{ certifyClient }, { RenewingSource }] = await Promise.all([import('../../xds/identity/certify-client.js'), import('../identity/renewing-source.js')]);
+  const bootstrapBundlePem = await readFile(settings.trustBundleFile, 'utf8');
+  const certify = certifyClient(settings.controlPlane, { trustDomain: settings.trustDomain, bootstrapBundlePem });
+  return new RenewingSource({ spiffeId: id.value, certify, joinToken: () => readFile(settings.joinTokenFile, 'utf8'), logger: options.logger ?? silentLogger() });
+}
+
 export interface ProxyClients {
   /** A VM manager to use instead of a gRPC client to vm_manager.address (the demo runs one in process). */
   vmManager?: OwnedClient<VmManagerApi>;
 }
 
 export async function createSidecar(config: SidecarConfig, options: ServerOptions & ProxyClients = {}): Promise<Sidecar> {
-  const transport = config.vmManager || config.xds ? await controlTransport(config.controlTls, options.logger) : undefined;
+  const identity = config.identity ? await identitySource(config.identity, 'vm', config.node.id, options) : undefined;
+  const transport = config.vmManager || config.xds ? await controlTransport(config, identity, options.logger) : undefined;
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, transport!) : undefined);
   const configSource = config.xds ? await adsConfigSource(transport!) : undefined;
-  return new Sidecar(config, { ...options, ...(vmManager && { vmManager }), ...(configSource && { configSource }) });
+  return new Sidecar(config, { ...options, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
 }
 
 export async function createHostRelay(config: HostRelayConfig, options: ServerOptions & ProxyClients = {}): Promise<HostRelay> {
-  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, await controlTransport(config.controlTls, options.logger)) : undefined);
-  return new HostRelay(config, { ...options, ...(vmManager && { vmManager }) });
+  const hypervisorId = config.vmManager?.hypervisorId ?? config.node.id;
+  const identity = config.identity ? await identitySource(config.identity, 'hv', hypervisorId, options) : undefined;
+  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, await controlTransport(config, identity, options.logger)) : undefined);
+  return new HostRelay(config, { ...options, ...(vmManager && { vmManager }), ...(identity && { identity }) });
 }

@@ -9,7 +9,8 @@ import { isIP } from 'node:net';
 import { z } from 'zod/v3';
 import { parseDuration } from '../runtime/duration.js';
 import { parseSize } from '../runtime/size.js';
-import type { OverloadSettings } from './types.js';
+import { DEFAULT_TRUST_DOMAIN, trustDomainProblem } from '../identity/spiffe.js';
+import type { IdentitySettings, OverloadSettings } from './types.js';
 
 export { z };
 
@@ -98,7 +99,6 @@ export function optionalDuration(min = 1) {
     .transform((text, ctx) => (text === undefined ? undefined : toMs(text, min, ctx)));
 }
 
-/** A gRPC target: `host:port` or `[IPv6]:port`. */
 /** The identity files of a sidecar's or host relay's control-plane clients (VM manager, ADS): PEM, reloaded when they change. */
 export const controlTls = z
   .object({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1) })
@@ -110,17 +110,21 @@ export const controlTls = z
 export const controlInsecure = z.boolean({ invalid_type_error: 'must be true or false' }).optional();
 
 /**
- * Secure by default: a config with control-plane clients (vm_manager, xds)
- * names their identity files (tls:) or says insecure: true; not both.
+ * Secure by default: the control-plane clients (vm_manager, xds) take their
+ * identity from exactly one place: files (tls:), a certificate from the
+ * control plane's CA (identity:), or nowhere, by name (insecure: true).
+ * Absent sections are undefined or null (after their transform).
  */
-export function controlTransportIssue(c: { tls?: unknown; insecure?: unknown; vm_manager?: unknown; xds?: unknown }): { path: string[]; message: string } | undefined {
-  if (c.tls !== undefined && c.insecure === true) return { path: ['insecure'], message: 'give either a tls section or insecure: true, not both' };
-  if (c.tls === undefined && c.insecure !== true && (c.vm_manager !== undefined || c.xds !== undefined)) {
-    return { path: ['tls'], message: 'required by the control-plane clients (vm_manager, xds): {cert, key, ca} files; or insecure: true for a control plane started with --insecure' };
+export function controlTransportIssue(c: { tls?: unknown; identity?: unknown; insecure?: unknown; vm_manager?: unknown; xds?: unknown }): { path: string[]; message: string } | undefined {
+  const given = (['tls', 'identity', 'insecure'] as const).filter((k) => (k === 'insecure' ? c.insecure === true : c[k] !== undefined && c[k] !== null));
+  if (given.length > 1) return { path: [given[1]!], message: `give one of a tls section, an identity section or insecure: true, not ${given.join(' and ')}` };
+  if (given.length === 0 && (c.vm_manager !== undefined || c.xds !== undefined)) {
+    return { path: ['tls'], message: 'required by the control-plane clients (vm_manager, xds): tls: {cert, key, ca} files, or an identity section (a certificate from the control plane through a join token); or insecure: true for a control plane started with --insecure' };
   }
   return undefined;
 }
 
+/** A gRPC target: `host:port` or `[IPv6]:port`. */
 export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });
 
 const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';
@@ -158,3 +162,30 @@ export const overloadSettings = z
   .strict()
   .default({})
   .transform((o): OverloadSettings => ({ maxConnections: o.max_connections, minFreeFds: o.min_free_fds, maxMemoryBytes: o.max_memory, checkIntervalMs: o.check_interval }));
+
+/**
+ * The identity section, shared by the sidecar and the host relay: the process
+ * gets its SPIFFE certificate from the control plane's Certify (first through
+ * a join token, then renewed with the current one), and its control-plane
+ * clients (VM manager, ADS) use it for mutual TLS. One of tls:, identity: or
+ * insecure: true (controlTransportIssue).
+ */
+export const identitySettings = z
+  .object({
+    control_plane: hostPort,
+    join_token_file: z.string().min(1, { message: 'must be a file path' }),
+    trust_domain: z
+      .string()
+      .default(DEFAULT_TRUST_DOMAIN)
+      .superRefine((td, ctx) => {
+        const problem = trustDomainProblem(td);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem.message} (${problem.reason})` });
+      }),
+    trust_bundle_file: z.string().min(1, { message: 'must be a file path' }),
+  })
+  .strict()
+  .optional()
+  .transform(
+    (i): IdentitySettings | null =>
+      i === undefined ? null : { controlPlane: i.control_plane, joinTokenFile: i.join_token_file, trustDomain: i.trust_domain, trustBundleFile: i.trust_bundle_file },
+  );

@@ -1,8 +1,8 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, duration, hostPort, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
-import type { ControlTlsFiles, LogLevel, OverloadSettings, SocketAddress } from './types.js';
+import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, duration, hostPort, identitySettings, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import type { ControlTlsFiles, IdentitySettings, LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
   cid: number;
@@ -17,6 +17,8 @@ export interface RelayRule {
 
 export interface HostRelayConfig {
   node: { id: string };
+  /** null: no identity. The host agent's is spiffe://<trust-domain>/hv/<hypervisor id> (vm_manager.hypervisor_id, else node.id). */
+  identity: IdentitySettings | null;
   admin: SocketAddress | null;
   log: { level: LogLevel; accessLog: boolean };
   drainTimeoutMs: number;
@@ -30,7 +32,7 @@ export interface HostRelayConfig {
   policy: RelayRule[] | null;
   /** The VM manager decides (AuthorizeRelay) for this hypervisor; null: the static policy does. */
   vmManager: RelayVmManagerSettings | null;
-  /** The VM manager client's identity files (tls:); null: plain text. */
+  /** The VM manager client's identity files (tls:); null with identity null too: plain text (insecure: true). */
   controlTls: ControlTlsFiles | null;
 }
 
@@ -91,11 +93,12 @@ export const hostRelayConfigSchema = z
       .strict()
       .optional(),
     tls: controlTls,
+    identity: identitySettings,
     insecure: controlInsecure,
   })
   .strict()
   .superRefine((c, ctx) => {
-    const transport = controlTransportIssue({ ...c, tls: c.tls ?? undefined });
+    const transport = controlTransportIssue(c);
     if (transport !== undefined) ctx.addIssue({ code: 'custom', ...transport });
     if (c.policy === undefined && c.vm_manager === undefined) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: 'required (or a vm_manager section): the relay denies everything it is not told to allow' });
@@ -107,6 +110,7 @@ export const hostRelayConfigSchema = z
   .transform(
     (c): HostRelayConfig => ({
       node: c.node,
+      identity: c.identity,
       admin: c.admin,
       log: c.log,
       drainTimeoutMs: c.drain_timeout,

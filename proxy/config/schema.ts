@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
@@ -222,6 +222,7 @@ export const sidecarConfigSchema = z
       ),
     xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
     tls: controlTls,
+    identity: identitySettings,
     insecure: controlInsecure,
     admin: adminSettings(15000),
     log: logSettings,
@@ -235,6 +236,7 @@ export const sidecarConfigSchema = z
   .transform(
     (c): SidecarConfig => ({
       node: c.node,
+      identity: c.identity,
       xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
       controlTls: c.tls,
       vsock: c.vsock,
@@ -262,7 +264,7 @@ export interface CrossReferenceIssue {
 export function crossReferences(raw: unknown): CrossReferenceIssue[] {
   const issues: CrossReferenceIssue[] = [];
   if (typeof raw !== 'object' || raw === null) return issues;
-  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown; xds?: unknown; tls?: unknown; insecure?: unknown; peer_tls?: { mode?: unknown } };
+  const c = raw as { listeners?: unknown; clusters?: unknown; vsock?: { enabled?: unknown }; vm_manager?: unknown; xds?: unknown; tls?: unknown; identity?: unknown; insecure?: unknown; peer_tls?: { mode?: unknown } };
   const transport = controlTransportIssue(c);
   if (transport !== undefined) issues.push(transport);
   const peerTlsOn = c.peer_tls?.mode === 'permissive' || c.peer_tls?.mode === 'strict';

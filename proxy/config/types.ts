@@ -138,6 +138,17 @@ export interface XdsSettings {
   cluster: string;
 }
 
+/** Where a sidecar or host relay gets its SPIFFE certificate and keeps it current (README "Security"). */
+export interface IdentitySettings {
+  /** host:port of the control plane's Certify API. */
+  controlPlane: string;
+  /** Holds the one-time join token for the first certificate. */
+  joinTokenFile: string;
+  trustDomain: string;
+  /** PEM roots to check the control plane with on first contact (later: the bundle of the last Certify answer). */
+  trustBundleFile: string;
+}
+
 /** Process-wide limits: beyond them new connections are refused, established ones continue. */
 export interface OverloadSettings {
   /** Accepted connections open at once across all listeners; null: no limit. */
@@ -173,9 +184,11 @@ export type PeerTlsSettings =
 
 export interface SidecarConfig {
   node: { id: string };
+  /** The control-plane clients' identity from the control plane's CA (identity:); null: none asked for. */
+  identity: IdentitySettings | null;
   /** null: no control plane; only the listeners and clusters in this file. */
   xds: XdsSettings | null;
-  /** The control-plane clients' identity files (tls:); null: plain text (no tls section). */
+  /** The control-plane clients' identity files (tls:); null with identity null too: plain text (insecure: true). */
   controlTls: ControlTlsFiles | null;
   vsock: VsockSettings;
   /** null: no VM manager; only static endpoints. */

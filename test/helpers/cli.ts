@@ -104,3 +104,15 @@ export async function writeConfig(config: unknown): Promise<{ path: string; clea
   await writeFile(path, typeof config === 'string' ? config : stringify(config));
   return { path, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
+
+/** `vsockmesh control-plane` with `args` (no admin endpoint), once it serves; its gRPC address. */
+export async function startControlPlane(args: string[]): Promise<{ proc: CliProcess; address: string }> {
+  const proc = startCli(['control-plane', '--no-admin', ...args]);
+  try {
+    const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
+    return { proc, address: `127.0.0.1:${String(line.port)}` };
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw err;
+  }
+}

@@ -89,14 +89,15 @@ export interface TestMeshCa {
   cleanup(): Promise<void>;
 }
 
-export async function startTestMeshCa(trustDomain = DEFAULT_TRUST_DOMAIN): Promise<TestMeshCa> {
-  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-ca-'));
+/** `rootDir`: the root of an existing CA directory (a control plane's embedded root), kept at cleanup; default a new one. */
+export async function startTestMeshCa(trustDomain = DEFAULT_TRUST_DOMAIN, rootDir?: string): Promise<TestMeshCa> {
+  const dir = rootDir ?? (await mkdtemp(join(tmpdir(), 'vsockmesh-ca-')));
   const ca = await CertificateAuthority.open({ trustDomain, upstream: { dir } });
   const [rootPem, rootKeyPem] = await Promise.all([readFile(join(dir, ROOT_CERT_FILE), 'utf8'), readFile(join(dir, ROOT_KEY_FILE), 'utf8')]);
   const privateKey = createPrivateKey(rootKeyPem);
   const root: Issued = { cert: new X509Certificate(rootPem), pem: rootPem, keys: { privateKey, publicKey: createPublicKey(privateKey) } };
   const bundlePem = ca.trustBundlePem().join('');
-  const made: string[] = [dir];
+  const made: string[] = rootDir === undefined ? [dir] : [];
   return {
     ca,
     trustDomain,

@@ -14,20 +14,9 @@ import { MAX_CLUSTERS_PER_RULE, MAX_DOMAIN_LENGTH, MAX_DOMAINS_PER_ROUTE, MAX_PR
 import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
 import { createAdsClient, TYPE_URLS, unpackAny, type DiscoveryResponse__Output } from '../../xds/envoy/proto.js';
 import { waitFor } from '../helpers/apps.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { runCli, startControlPlane } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
-
-async function startPlane(args: string[]) {
-  const proc = startCli(['control-plane', '--no-admin', '--insecure', ...args]);
-  try {
-    const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
-    return { proc, address: `127.0.0.1:${String(line.port)}` };
-  } catch (err) {
-    proc.kill('SIGKILL');
-    throw err;
-  }
-}
 
 test('ctl services/routes: put, list, delete; an invalid change is refused in one line and changes nothing; the mesh state file survives a restart', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-cp-'));
@@ -35,8 +24,8 @@ test('ctl services/routes: put, list, delete; an invalid change is refused in on
   const meshFile = join(dir, 'mesh.yaml');
   await writeFile(meshFile, stringify({ services: [{ name: 'web', port: 8080 }] }));
   const port = await freePort();
-  const args = ['--listen', `127.0.0.1:${port}`, '--mesh', meshFile, '--mesh-state-file', join(dir, 'mesh-state.yaml')];
-  let plane = await startPlane(args);
+  const args = ['--insecure', '--listen', `127.0.0.1:${port}`, '--mesh', meshFile, '--mesh-state-file', join(dir, 'mesh-state.yaml')];
+  let plane = await startControlPlane(args);
   t.teardown(() => plane.proc.kill('SIGKILL'));
   const ctl = (...a: string[]) => runCli(['ctl', '--insecure', '--control-plane', plane.address, ...a]);
 
@@ -61,7 +50,7 @@ test('ctl services/routes: put, list, delete; an invalid change is refused in on
 
   plane.proc.kill('SIGTERM');
   t.like(await plane.proc.exited, { code: 0 });
-  plane = await startPlane(args);
+  plane = await startControlPlane(args);
   const after = await runCli(['ctl', '--insecure', '--control-plane', plane.address, '-o', 'json', 'services', 'list']);
   t.deepEqual(
     (JSON.parse(after.stdout) as Array<{ name: string }>).map((s) => s.name),
@@ -81,8 +70,8 @@ async function planeWithState(t: ExecutionContext, stateDir?: string) {
   const meshFile = join(dir, 'mesh.yaml');
   await writeFile(meshFile, stringify({ services: [{ name: 'web', port: 8080 }] }));
   const statePath = join(stateDir ?? dir, 'mesh-state.yaml');
-  const args = ['--listen', `127.0.0.1:${await freePort()}`, '--mesh', meshFile, '--mesh-state-file', statePath];
-  const plane = await startPlane(args);
+  const args = ['--insecure', '--listen', `127.0.0.1:${await freePort()}`, '--mesh', meshFile, '--mesh-state-file', statePath];
+  const plane = await startControlPlane(args);
   t.teardown(() => plane.proc.kill('SIGKILL'));
   const api = new MeshConfigApiClient(plane.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());
@@ -108,7 +97,7 @@ test.serial('50 concurrent PutService calls all succeed, and every one is in mem
 
   plane.proc.kill('SIGKILL');
   await plane.proc.exited;
-  const again = await startPlane(plane.args);
+  const again = await startControlPlane(plane.args);
   t.teardown(() => again.proc.kill('SIGKILL'));
   const api = new MeshConfigApiClient(again.address, { insecure: true }, 30_000);
   t.teardown(() => api.close());

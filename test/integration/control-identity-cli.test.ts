@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../../xds/identity/ca.js';
-import { issueIdentity } from '../../xds/security/process-identity.js';
+import { GENERATED_ROOT_DIR, issueIdentity } from '../../xds/security/process-identity.js';
 import { runCli, startCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { startTestMeshCa } from '../helpers/pki.js';
@@ -33,6 +33,8 @@ test('control-plane --insecure warns at start and shows vsockmesh_insecure 1 on 
   const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--insecure', '--admin-port', String(adminPort)]);
   t.teardown(() => proc.kill('SIGKILL'));
   const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
+  // The admin endpoint starts after the server: the ready line says both are up.
+  await proc.waitForLine((l) => l.msg === 'control-plane ready', 'control-plane ready', 60_000);
   t.true(proc.lines.some((l) => l.level === 'warn' && l.reason === 'insecure'));
   const stats = await (await fetch(`http://127.0.0.1:${adminPort}/stats`)).text();
   t.regex(stats, /^vsockmesh_insecure 1$/m);
@@ -47,12 +49,14 @@ test('control-plane with --identity-dir issues itself cp/<name>; ctl whoami with
   const proc = startCli(['control-plane', '--listen', '127.0.0.1:0', '--identity-dir', identityDir, '--name', 'cp-0', '--admin-port', String(adminPort)]);
   t.teardown(() => proc.kill('SIGKILL'));
   const line = await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
+  // The admin endpoint starts after the server: the ready line says both are up.
+  await proc.waitForLine((l) => l.msg === 'control-plane ready', 'control-plane ready', 60_000);
   const address = `127.0.0.1:${String(line.port)}`;
   t.true(proc.lines.some((l) => l.spiffe_id === 'spiffe://vsockmesh.local/cp/cp-0'));
   t.regex(await (await fetch(`http://127.0.0.1:${adminPort}/stats`)).text(), /^vsockmesh_insecure 0$/m);
 
   // The operator's certificate from the same root (the CA's directory), as an administrator would issue it.
-  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: identityDir } });
+  const ca = await CertificateAuthority.open({ trustDomain: 'vsockmesh.local', upstream: { dir: join(identityDir, GENERATED_ROOT_DIR) } });
   const helper = await startTestMeshCa();
   t.teardown(() => helper.cleanup());
   const files = await helper.files(await issueIdentity(ca, 'spiffe://vsockmesh.local/operator/alice'));

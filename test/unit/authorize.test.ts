@@ -1,5 +1,5 @@
 import test from 'ava';
-import { METHODS, ROLES, authorize, methodLabel, type DenyReason, type RequestFacts } from '../../xds/security/authorize.js';
+import { METHODS, ROLES, authorize, mayCallAnonymously, methodLabel, type DenyReason, type RequestFacts } from '../../xds/security/authorize.js';
 import { IDENTITY_KINDS, type IdentityKind, type MeshIdentity } from '../../proxy/identity/spiffe.js';
 
 const who = (kind: IdentityKind, name: string): MeshIdentity => ({ trustDomain: 'vsockmesh.local', kind, name });
@@ -21,7 +21,7 @@ const callers: Record<IdentityKind, MeshIdentity> = { vm: sidecarA, hv: hv1, ope
 
 // Which methods each role may call at all (with friendly facts): the whole table.
 const allowed: Record<IdentityKind, string[]> = {
-  vm: [METHODS.streamAggregatedResources, METHODS.deltaAggregatedResources, METHODS.resolve, METHODS.watch, METHODS.whoAmI, METHODS.healthCheck, METHODS.healthWatch],
+  vm: [METHODS.streamAggregatedResources, METHODS.deltaAggregatedResources, METHODS.resolve, METHODS.watch, METHODS.whoAmI, METHODS.healthCheck, METHODS.healthWatch, METHODS.certify],
   hv: [
     METHODS.registerHypervisor,
     METHODS.registerVm,
@@ -35,8 +35,9 @@ const allowed: Record<IdentityKind, string[]> = {
     METHODS.whoAmI,
     METHODS.healthCheck,
     METHODS.healthWatch,
+    METHODS.certify,
   ],
-  operator: Object.values(METHODS).filter((m) => m !== METHODS.authorizeRelay && m !== METHODS.streamAggregatedResources && m !== METHODS.deltaAggregatedResources),
+  operator: Object.values(METHODS).filter((m) => m !== METHODS.authorizeRelay && m !== METHODS.streamAggregatedResources && m !== METHODS.deltaAggregatedResources && m !== METHODS.certify),
   cp: Object.values(METHODS),
 };
 
@@ -49,8 +50,12 @@ for (const kind of IDENTITY_KINDS) {
   }
 }
 
-test('no identity: every method refused with no_identity', (t) => {
+test('no identity: every method refused with no_identity, except Certify with a join token', (t) => {
   for (const method of Object.values(METHODS)) t.is(reason(authorize(null, method, {})), 'no_identity', method);
+  for (const method of Object.values(METHODS)) t.is(reason(authorize(null, method, { joinToken: true })), method === METHODS.certify ? 'allowed' : 'no_identity', method);
+  t.is(reason(authorize(null, METHODS.certify, { joinToken: false })), 'no_identity');
+  t.true(mayCallAnonymously(METHODS.certify));
+  t.deepEqual(Object.values(METHODS).filter(mayCallAnonymously), [METHODS.certify]);
 });
 
 test('a method not in the table is refused to every role, control plane included', (t) => {

@@ -24,6 +24,7 @@ test('a minimal config gets the documented defaults', (t) => {
   const config = parseSidecarConfig(minimal);
   t.deepEqual(config, {
     node: { id: 'vm-a' },
+    identity: null,
     vsock: { enabled: true, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
     vmManager: null,
     xds: null,
@@ -339,18 +340,47 @@ test('an xds section names the control plane; node.cluster defaults to the node 
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
 });
 
-test('control-plane clients need a tls section or an explicit insecure: true, never neither nor both', (t) => {
+test('control-plane clients take their identity from exactly one of tls, identity or insecure: true; never none, never two', (t) => {
   const tlsFiles = { cert: '/etc/vsockmesh/cert.pem', key: '/etc/vsockmesh/key.pem', ca: '/etc/vsockmesh/ca.pem' };
+  const identity = { control_plane: '10.0.0.2:15200', join_token_file: '/etc/vsockmesh/join-token', trust_bundle_file: '/etc/vsockmesh/bundle.pem' };
   for (const clients of [{ xds: { address: '10.0.0.2:15200' } }, { vm_manager: { address: '10.0.0.2:15200' } }]) {
-    t.deepEqual(problems({ ...minimal, ...clients }), ['tls: required by the control-plane clients (vm_manager, xds): {cert, key, ca} files; or insecure: true for a control plane started with --insecure']);
-    t.deepEqual(problems({ ...minimal, ...clients, tls: tlsFiles, insecure: true }), ['insecure: give either a tls section or insecure: true, not both']);
+    t.deepEqual(problems({ ...minimal, ...clients }), [
+      'tls: required by the control-plane clients (vm_manager, xds): tls: {cert, key, ca} files, or an identity section (a certificate from the control plane through a join token); or insecure: true for a control plane started with --insecure',
+    ]);
+    t.deepEqual(problems({ ...minimal, ...clients, tls: tlsFiles, insecure: true }), ['insecure: give one of a tls section, an identity section or insecure: true, not tls and insecure']);
+    t.deepEqual(problems({ ...minimal, ...clients, tls: tlsFiles, identity }), ['identity: give one of a tls section, an identity section or insecure: true, not tls and identity']);
+    t.deepEqual(problems({ ...minimal, ...clients, identity, insecure: true }), ['insecure: give one of a tls section, an identity section or insecure: true, not identity and insecure']);
     t.deepEqual(parseSidecarConfig({ ...minimal, ...clients, tls: tlsFiles }).controlTls, { certPath: tlsFiles.cert, keyPath: tlsFiles.key, caPath: tlsFiles.ca });
-    t.is(parseSidecarConfig({ ...minimal, ...clients, insecure: true }).controlTls, null);
+    t.like(parseSidecarConfig({ ...minimal, ...clients, identity }), { controlTls: null, identity: { controlPlane: identity.control_plane } });
+    t.like(parseSidecarConfig({ ...minimal, ...clients, insecure: true }), { controlTls: null, identity: null });
   }
   t.deepEqual(problems({ ...minimal, tls: { cert: 'c.pem', key: 'k.pem' } }), ['tls.ca: required']);
   const relay = { node: { id: 'hv-1' }, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } };
   t.throws(() => parseHostRelayConfig(relay), { message: /tls: required by the control-plane clients/ });
+  t.throws(() => parseHostRelayConfig({ ...relay, tls: tlsFiles, identity }), { message: /identity: give one of a tls section, an identity section or insecure: true/ });
   t.deepEqual(parseHostRelayConfig({ ...relay, tls: tlsFiles }).controlTls, { certPath: tlsFiles.cert, keyPath: tlsFiles.key, caPath: tlsFiles.ca });
+  t.like(parseHostRelayConfig({ ...relay, identity }), { controlTls: null, identity: { trustBundleFile: identity.trust_bundle_file } });
+});
+
+test('the identity section: defaults, domain form, and its problems by path', (t) => {
+  const identity = { control_plane: '127.0.0.1:15200', join_token_file: '/etc/vsockmesh/join-token', trust_bundle_file: '/etc/vsockmesh/bundle.pem' };
+  t.deepEqual(parseSidecarConfig({ ...minimal, identity }).identity, {
+    controlPlane: '127.0.0.1:15200',
+    joinTokenFile: '/etc/vsockmesh/join-token',
+    trustDomain: 'vsockmesh.local',
+    trustBundleFile: '/etc/vsockmesh/bundle.pem',
+  });
+  t.like(parseSidecarConfig({ ...minimal, identity: { ...identity, trust_domain: 'example.org' } }).identity, { trustDomain: 'example.org' });
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, insecure: true } }), ['identity: unknown field "insecure"'], 'plain text is said once, at the top level');
+  t.deepEqual(problems({ ...minimal, identity: { control_plane: 'cp', join_token_file: '' } }), [
+    'identity.control_plane: must be host:port',
+    'identity.join_token_file: must be a file path',
+    'identity.trust_bundle_file: required',
+  ]);
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, trust_domain: 'Example.org', extra: 1 } }), [
+    'identity.trust_domain: the trust domain "Example.org" may hold only lowercase letters, digits, ".", "-" and "_" (bad_trust_domain_char)',
+    'identity: unknown field "extra"',
+  ]);
 });
 
 const pemFiles = { key_file: '/etc/vsockmesh/key.pem', chain_file: '/etc/vsockmesh/chain.pem', bundle_file: '/etc/vsockmesh/bundle.pem' };

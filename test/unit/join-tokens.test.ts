@@ -185,3 +185,19 @@ test('a token file that does not read is an error naming the file and the field'
   await writeFile(path, JSON.stringify({ format: 'vsockmesh-join-tokens', version: 1, tokens: [{ id: 'x', sha256: 'y', kind: 'vm', name: 'a', expiresAt: 'z', used: false }] }));
   await t.throwsAsync(fileTokenStore(path).load(), { message: /tokens\[0\]\.id/ });
 });
+
+test('a revoked token is gone: its use is refused as unknown, the list no longer shows it, a second revoke finds nothing', async (t) => {
+  const { tokens: jt, store } = await tokens();
+  const { token, id } = await jt.create(vmA, 10 * MINUTE);
+  const other = await jt.create(vmB, 10 * MINUTE);
+  t.true(await jt.revoke(id));
+  t.deepEqual(
+    jt.list().map((l) => l.id),
+    [other.id],
+  );
+  t.deepEqual((await store.load()).map((r) => r.id), [other.id]);
+  const verdict = await jt.consume(token, vmA);
+  t.false(verdict.ok);
+  if (!verdict.ok) t.is(verdict.reason, 'unknown_token');
+  t.false(await jt.revoke(id));
+});

@@ -12,6 +12,7 @@ import { systemClock, type CancelTimer } from '../../proxy/runtime/clock.js';
 import type { VmRecord } from '../../proxy/resolve/types.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
+import type { IdentityService } from '../identity/certify-server.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import type { Registry } from '../vm-manager/registry.js';
@@ -43,6 +44,8 @@ export interface ControlPlaneOptions {
   clusterRemovalDelayMs?: number;
   /** How long a node's sync status and snapshot are kept after its last ADS stream closed (default 10 minutes). */
   statusRetentionMs?: number;
+  /** The identity API (Certify, JoinTokens), served when the control plane runs a CA. */
+  identity?: IdentityService;
 }
 
 export class ControlPlane {
@@ -110,6 +113,7 @@ export class ControlPlane {
       if (seen === 'insecure') return { spiffe_id: '', role: '', insecure: true };
       return seen.ok ? { spiffe_id: seen.spiffeId, role: ROLES[seen.identity.kind], insecure: false } : { spiffe_id: '', role: '', insecure: false };
     }));
+    options.identity?.addTo(this.server);
   }
 
   get port(): number {
@@ -119,7 +123,7 @@ export class ControlPlane {
   async start(address: string): Promise<number> {
     this.rebuild();
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(address, serverCredentials(this.options.transport), (err, port) => (err ? reject(new Error(`control-plane: cannot listen on ${address}: ${err.message}`)) : resolve(port)));
+      this.server.bindAsync(address, serverCredentials(this.options.transport, { clientCertificate: this.options.identity ? 'optional' : 'required' }), (err, port) => (err ? reject(new Error(`control-plane: cannot listen on ${address}: ${err.message}`)) : resolve(port)));
     });
     await this.vmManager?.start(address);
     this.registry.start();

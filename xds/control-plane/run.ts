@@ -7,6 +7,7 @@ import { runRole } from '../../proxy/runtime/role.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry } from '../vm-manager/run.js';
 import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
+import { openIdentity } from '../identity/open-identity.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
 import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
@@ -23,6 +24,7 @@ export interface ControlPlaneRunOptions {
   statusRetentionMs?: number;
   adminPort: number | null;
   logLevel: LogLevel;
+  /** Where the control APIs' identity comes from; a CA (--ca-cert/--ca-key or --identity-dir) also serves Certify and JoinTokens. */
   controlIdentity: IdentityFlags;
 }
 
@@ -37,7 +39,8 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
       const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
-      const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
+      const identityApi = identity.ca === undefined ? undefined : await openIdentity(identity.ca, identity.dir, logger);
+      const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, ...(identityApi !== undefined && { identity: identityApi }), debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);
       return {
         logger,
@@ -53,7 +56,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           address: '127.0.0.1',
           port: options.adminPort,
           target: {
-            renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}`,
+            renderStats: async () => `${await plane.ads.metrics.metrics()}${plane.vmManager ? await plane.vmManager.metrics.metrics() : ''}${identityApi ? await identityApi.metrics.metrics() : ''}`,
             statsContentType: plane.ads.metrics.contentType,
             configDump: () => {
               // Bounded like one GetSyncStatus page: the first nodes by id; `vsockmesh ctl status` pages through all.
@@ -64,7 +67,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
                 statuses: page.statuses,
                 ...(page.next !== undefined && { truncated: `the first ${DEFAULT_STATUS_PAGE_SIZE} nodes only: vsockmesh ctl status lists every node` }),
               };
-              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync };
+              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync, identity: identityApi?.describe() ?? null };
             },
           },
         },

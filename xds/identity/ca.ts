@@ -27,7 +27,8 @@ const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 export const DEFAULT_LEAF_LIFETIME_MS = 24 * HOUR;
 export const DEFAULT_INTERMEDIATE_LIFETIME_MS = 7 * 24 * HOUR;
-export const MIN_LEAF_LIFETIME_MS = 5 * MINUTE;
+/** Seconds are allowed so that tests can watch leaves renew; production leaves live hours. */
+export const MIN_LEAF_LIFETIME_MS = 1_000;
 /** How far back notBefore goes, for clocks a little behind ours. */
 export const BACKDATE_MS = MINUTE;
 
@@ -81,6 +82,8 @@ interface Intermediate {
 
 export class CertificateAuthority {
   private intermediate: Intermediate;
+  /** Earlier intermediates, kept while a leaf they signed may still be valid: renewals present such leaves. */
+  private earlier: Intermediate[] = [];
   private minting: Promise<Intermediate> | undefined;
 
   private constructor(
@@ -143,6 +146,19 @@ export class CertificateAuthority {
     return this.upstream.roots.map((r) => r.toString());
   }
 
+  /**
+   * The certificates above a leaf this CA issued, whose issuer name is
+   * `issuer`: that intermediate (the current one or an earlier one still
+   * valid), then the upstream certificates below the root. Empty when no
+   * intermediate of this CA has that name. A TLS peer presents its chain, but
+   * grpc-js exposes only the leaf to a handler.
+   */
+  chainAbove(issuer: string): X509Certificate[] {
+    const now = this.now();
+    const signer = [this.intermediate, ...this.earlier].find((i) => i.notAfter > now && i.cert.subject === issuer);
+    return signer === undefined ? [] : [signer.cert, ...this.upstream.chainAbove];
+  }
+
   trustBundle(): TrustBundle {
     return { trustDomain: this.trustDomain, roots: this.upstream.roots };
   }
@@ -168,7 +184,10 @@ export class CertificateAuthority {
       this.minting = undefined;
     });
     const next = await this.minting;
-    if (next.renewAt > this.intermediate.renewAt) this.intermediate = next;
+    if (next.renewAt > this.intermediate.renewAt) {
+      this.earlier = [this.intermediate, ...this.earlier].filter((i) => i.notAfter > now);
+      this.intermediate = next;
+    }
     return this.intermediate;
   }
 }

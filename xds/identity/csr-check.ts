@@ -29,6 +29,13 @@ export type CsrVerdict = { ok: true; spiffeId: string; publicKey: KeyObject } | 
 
 /** `entitled`: the SPIFFE ID the caller decided the requester may have. */
 export async function checkCsr(csrPem: string, entitled: string): Promise<CsrVerdict> {
+  const verdict = await inspectCsr(csrPem);
+  if (verdict.ok && verdict.spiffeId !== entitled) return refuse('not_entitled', `the CSR asks for ${verdict.spiffeId}; this caller may have ${entitled} only`);
+  return verdict;
+}
+
+/** Every rule but the entitlement: what a well-formed CSR asks for (a join token is then checked against that). */
+export async function inspectCsr(csrPem: string): Promise<CsrVerdict> {
   if (csrPem.length > MAX_CSR_CHARS) return refuse('csr_too_large', `the CSR is ${csrPem.length} characters, at most ${MAX_CSR_CHARS}`);
   let csr: x509.Pkcs10CertificateRequest;
   let sans: x509.GeneralName[];
@@ -49,7 +56,6 @@ export async function checkCsr(csrPem: string, entitled: string): Promise<CsrVer
   const spiffeId = uris[0]!;
   const parsed = parseSpiffeId(spiffeId);
   if (!parsed.ok) return refuse('csr_bad_spiffe_id', `the CSR's URI SAN is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
-  if (spiffeId !== entitled) return refuse('not_entitled', `the CSR asks for ${spiffeId}; this caller may have ${entitled} only`);
   return { ok: true, spiffeId, publicKey };
 }
 

@@ -133,6 +133,15 @@ export class JoinTokens {
     });
   }
 
+  /** Removes a token: a later use is refused as unknown. False when there is no such token. */
+  revoke(id: string): Promise<boolean> {
+    return this.serially(async () => {
+      if (!this.records.has(id)) return false;
+      await this.commit([...this.records.values()].filter((r) => r.id !== id));
+      return true;
+    });
+  }
+
   list(): JoinTokenListing[] {
     return [...this.records.values()].map((r) => ({ id: r.id, kind: r.kind, name: r.name, expiresAt: new Date(r.expiresAt).toISOString(), used: r.used }));
   }

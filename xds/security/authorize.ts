@@ -10,8 +10,11 @@
 //                               (before and after); the registry's reads
 //   operator (operator/<name>)  the config API and the VM manager API (what ctl does)
 //   control plane (cp/<name>)   everything: replicas call each other
-// Every authenticated caller: health checks and WhoAmI. A method not listed
-// here is refused to everyone.
+//   no certificate              Certify with a join token only (a first certificate)
+// Every authenticated caller: health checks and WhoAmI. Certify with a
+// certificate (a renewal: certify-server.ts signs only the caller's own
+// identity): sidecars, host agents, replicas. A method not listed here is
+// refused to everyone.
 
 import type { IdentityKind, MeshIdentity } from '../../proxy/identity/spiffe.js';
 
@@ -19,6 +22,8 @@ const VMM = '/vsockmesh.vmmanager.v1.VmManager/';
 const CONFIG = '/vsockmesh.config.v1.MeshConfig/';
 const ADS = '/envoy.service.discovery.v3.AggregatedDiscoveryService/';
 const HEALTH = '/grpc.health.v1.Health/';
+const IDENTITY = '/vsockmesh.identity.v1.Identity/';
+const TOKENS = '/vsockmesh.identity.v1.JoinTokens/';
 
 export const METHODS = {
   registerHypervisor: `${VMM}RegisterHypervisor`,
@@ -42,6 +47,10 @@ export const METHODS = {
   deltaAggregatedResources: `${ADS}DeltaAggregatedResources`,
   healthCheck: `${HEALTH}Check`,
   healthWatch: `${HEALTH}Watch`,
+  certify: `${IDENTITY}Certify`,
+  createJoinToken: `${TOKENS}CreateJoinToken`,
+  listJoinTokens: `${TOKENS}ListJoinTokens`,
+  revokeJoinToken: `${TOKENS}RevokeJoinToken`,
 } as const;
 
 /** The role each identity kind has (the metric label and what `ctl whoami` prints). */
@@ -58,6 +67,8 @@ export interface RequestFacts {
   vmHypervisor?: string | null;
   /** RegisterVm, MoveVm: the hypervisor the VM goes to; RegisterHypervisor, AuthorizeRelay: the one named. */
   hypervisorId?: string;
+  /** Certify: whether the request carries a join token. */
+  joinToken?: boolean;
 }
 
 export const DENY_REASONS = ['no_identity', 'unknown_method', 'role_not_allowed', 'other_node', 'other_vm', 'other_hypervisor', 'vm_on_other_hypervisor'] as const;
@@ -128,10 +139,22 @@ const RULES: Record<string, Rule> = {
   [METHODS.deltaAggregatedResources]: byKind({ cp: anyone, vm: ownNode }),
   [METHODS.healthCheck]: anyone,
   [METHODS.healthWatch]: anyone,
+  [METHODS.certify]: byKind({ vm: anyone, hv: anyone, cp: anyone }),
+  [METHODS.createJoinToken]: only('operator', 'cp'),
+  [METHODS.listJoinTokens]: only('operator', 'cp'),
+  [METHODS.revokeJoinToken]: only('operator', 'cp'),
 };
 
+/** Whether `method` may be called without a client certificate at all (the guard lets the call reach its first message). */
+export function mayCallAnonymously(method: string): boolean {
+  return method === METHODS.certify;
+}
+
 export function authorize(caller: MeshIdentity | null, method: string, facts: RequestFacts): Decision {
-  if (caller === null) return deny('no_identity', 'no verified client certificate');
+  if (caller === null) {
+    if (mayCallAnonymously(method) && facts.joinToken === true) return ALLOW;
+    return deny('no_identity', mayCallAnonymously(method) ? 'no verified client certificate and no join token' : 'no verified client certificate');
+  }
   const rule = Object.hasOwn(RULES, method) ? RULES[method]! : undefined;
   if (rule === undefined) return deny('unknown_method', `${method} is not a method of the control APIs`);
   return rule(caller, facts);

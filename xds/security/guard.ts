@@ -13,7 +13,7 @@ import { Counter, Gauge, type Registry as MetricsRegistry } from 'prom-client';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { MeshIdentity } from '../../proxy/identity/spiffe.js';
-import { ROLES, authorize, methodLabel, type Decision } from './authorize.js';
+import { ROLES, authorize, mayCallAnonymously, methodLabel, type Decision } from './authorize.js';
 import { requestFacts, type VmLocator } from './request-facts.js';
 import { bundleOf, peerVerdict, type ControlTransport, type PeerVerdict } from './transport.js';
 
@@ -77,7 +77,8 @@ export class ControlGuard {
     };
     const decide = (decision: Decision): boolean => {
       if (decision.allow) return true;
-      refuse(grpc.status.PERMISSION_DENIED, ROLES[state.caller!.kind], decision.reason, decision.message);
+      if (state.caller === null) refuse(grpc.status.UNAUTHENTICATED, 'none', decision.reason, decision.message);
+      else refuse(grpc.status.PERMISSION_DENIED, ROLES[state.caller.kind], decision.reason, decision.message);
       return false;
     };
     const listener = new grpc.ServerListenerBuilder()
@@ -85,6 +86,8 @@ export class ControlGuard {
         const verdict = this.identify(call);
         if (verdict === 'insecure') return next(metadata);
         if (!verdict.ok) {
+          // Without a certificate, only a call that may prove itself otherwise (Certify with a join token) goes on to its message.
+          if (verdict.reason === 'no_certificate' && mayCallAnonymously(method)) return next(metadata);
           refuse(grpc.status.UNAUTHENTICATED, 'none', verdict.reason, verdict.message);
           return;
         }

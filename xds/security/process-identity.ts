@@ -1,10 +1,13 @@
 // Where a control-plane or VM-manager process takes the identity of its
 // control APIs from, decided once at start:
 //   --cert/--key/--ca           PEM files, reloaded when they change
-//   --ca-cert/--ca-key, --identity-dir   the process holds the CA (an organisation's,
-//                               or the embedded root generated in a
-//                               directory): it issues itself `cp/<name>` and
-//                               issues it again at 50-70 % of its lifetime
+//   --ca-cert/--ca-key[/--ca-bundle], --identity-dir
+//                               the process holds the CA (under an
+//                               organisation's CA certificate, or the embedded
+//                               root generated in <identity-dir>/ca): it
+//                               issues itself `cp/<name>` and again at 50-70 %
+//                               of its lifetime; the control plane serves
+//                               Certify with the same CA instance
 //   --insecure                  plain text, with a warning (guard.ts)
 // Nothing of these is an error: plain text is never a default.
 
@@ -17,7 +20,11 @@ import { DEFAULT_TRUST_DOMAIN, meshIdentityId } from '../../proxy/identity/spiff
 import type { Logger } from '../../proxy/runtime/log.js';
 import { CertificateAuthority } from '../identity/ca.js';
 import type { ControlTransport } from './transport.js';
+
+/** Where the embedded root lives inside --identity-dir. */
+export const GENERATED_ROOT_DIR = 'ca';
 import { X509Certificate } from 'node:crypto';
+import { join } from 'node:path';
 
 const RETRY_MS = 30_000;
 
@@ -28,16 +35,23 @@ export interface IdentityFlags {
   ca?: string;
   caCert?: string;
   caKey?: string;
+  /** Roots added to the trust bundle (the other root during a root rotation). */
+  caBundle?: string;
+  /** The embedded root (in <dir>/ca) unless --ca-cert/--ca-key; the control plane's join tokens. */
   identityDir?: string;
   /** The replica name in `cp/<name>` (default: the role). */
   name?: string;
   trustDomain?: string;
+  /** Lifetime of every leaf the CA issues (default 24 h). */
+  leafLifetimeMs?: number;
 }
 
 export interface ProcessIdentity {
   transport: ControlTransport;
-  /** The CA when the process holds it. */
+  /** The CA when the process holds it: the one instance that issues this process's identity and serves Certify. */
   ca: CertificateAuthority | undefined;
+  /** --identity-dir, where the control plane keeps its join tokens. */
+  dir: string | undefined;
   close(): void;
 }
 
@@ -50,25 +64,28 @@ export async function processIdentity(flags: IdentityFlags, logger: Logger, role
   const hasFiles = files.some((f) => f !== undefined);
   const hasCa = flags.caCert !== undefined || flags.caKey !== undefined || flags.identityDir !== undefined;
   if (flags.insecure && (hasFiles || hasCa)) throw new IdentityFlagsError('--insecure cannot be combined with --cert/--key/--ca or a CA');
-  if (flags.insecure) return { transport: { insecure: true }, ca: undefined, close: () => {} };
+  if (!hasCa && (flags.caBundle !== undefined || flags.leafLifetimeMs !== undefined)) throw new IdentityFlagsError('--ca-bundle and --leaf-lifetime need a CA: --ca-cert/--ca-key or --identity-dir');
+  if (flags.insecure) return { transport: { insecure: true }, ca: undefined, dir: undefined, close: () => {} };
   if (hasFiles) {
     if (files.some((f) => f === undefined)) throw new IdentityFlagsError('--cert, --key and --ca go together');
+    if (hasCa) throw new IdentityFlagsError('give either --cert/--key/--ca files or a CA (--ca-cert/--ca-key, --identity-dir), not both');
     const source = await FileCertificateSource.open({ certPath: flags.cert!, keyPath: flags.key!, caPath: flags.ca! }, { logger });
     logger.info({ spiffe_id: source.current().spiffeId, not_after: source.current().notAfter.toISOString() }, 'control API identity from files');
-    return { transport: { source }, ca: undefined, close: () => source.close() };
+    return { transport: { source }, ca: undefined, dir: undefined, close: () => source.close() };
   }
   if (hasCa) {
     if ((flags.caCert === undefined) !== (flags.caKey === undefined)) throw new IdentityFlagsError('--ca-cert and --ca-key go together');
     const trustDomain = flags.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const ca = await CertificateAuthority.open({
       trustDomain,
-      upstream: flags.caCert !== undefined ? { files: { certPath: flags.caCert, keyPath: flags.caKey! } } : { dir: flags.identityDir! },
+      upstream: flags.caCert !== undefined ? { files: { certPath: flags.caCert, keyPath: flags.caKey!, ...(flags.caBundle !== undefined && { bundlePath: flags.caBundle }) } } : { dir: join(flags.identityDir!, GENERATED_ROOT_DIR) },
+      ...(flags.leafLifetimeMs !== undefined && { leafLifetimeMs: flags.leafLifetimeMs }),
     });
     const id = meshIdentityId(trustDomain, 'cp', flags.name ?? role);
     if (!id.ok) throw new IdentityFlagsError(`--name: ${id.message}`);
     const source = await SelfIssuedSource.start(ca, id.value, logger);
     logger.info({ spiffe_id: id.value, not_after: source.current().notAfter.toISOString() }, 'control API identity issued by this process\'s CA');
-    return { transport: { source }, ca, close: () => source.close() };
+    return { transport: { source }, ca, dir: flags.identityDir, close: () => source.close() };
   }
   throw new IdentityFlagsError('the control APIs need an identity: --cert/--key/--ca files, or a CA (--ca-cert/--ca-key, or --identity-dir for the embedded root) to issue this process cp/<name>; --insecure serves plain text');
 }

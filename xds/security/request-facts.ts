@@ -32,6 +32,8 @@ export function requestFacts(method: string, message: unknown, vmHypervisor: VmL
       return { hypervisorId: text(m?.hypervisor_id), vmHypervisor: vmHypervisor(text(m?.vm_id)) };
     case METHODS.deregisterVm:
       return { vmHypervisor: vmHypervisor(text(m?.vm_id)) };
+    case METHODS.certify:
+      return { joinToken: text(m?.join_token) !== '' };
     default:
       return {};
   }

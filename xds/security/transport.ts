@@ -64,10 +64,17 @@ export function certificateProvider(source: CertificateSource): Provider {
   };
 }
 
-export function serverCredentials(transport: ControlTransport): grpc.ServerCredentials {
+/**
+ * Server credentials. `clientCertificate: 'required'` refuses a client
+ * without a valid certificate at the handshake; 'optional' (a server with
+ * Certify, whose first call has none) still verifies a certificate that is
+ * presented, and grpc-js hands a handler only a verified one: the guard then
+ * refuses every call without one except Certify with a join token.
+ */
+export function serverCredentials(transport: ControlTransport, options: { clientCertificate: 'required' | 'optional' } = { clientCertificate: 'required' }): grpc.ServerCredentials {
   if ('insecure' in transport) return grpc.ServerCredentials.createInsecure();
   const provider = certificateProvider(transport.source);
-  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, true);
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, options.clientCertificate === 'required');
 }
 
 /** Client credentials; the server must be a control-plane replica (`cp/<name>`) of the client's trust domain. */
@@ -77,13 +84,25 @@ export function channelCredentials(transport: ControlTransport): grpc.ChannelCre
   const provider = certificateProvider(source);
   return grpc.experimental.createCertificateProviderChannelCredentials(provider, provider, {
     // Replaces the host name check: SVIDs name a SPIFFE ID, not a host.
-    checkServerIdentity: (_host, cert) => {
-      const verdict = peerVerdict(cert, bundleOf(source.current()), new Date());
-      if (!verdict.ok) return new Error(`the server's certificate is not an X509-SVID of this trust domain: ${verdict.message} (${verdict.reason})`);
-      if (verdict.identity.kind !== 'cp') return new Error(`the server is ${verdict.spiffeId}, not a control-plane replica (cp/<name>)`);
-      return undefined;
-    },
+    checkServerIdentity: (_host, cert) => controlPlaneProblem(cert, bundleOf(source.current())),
   });
+}
+
+/**
+ * Client credentials with no client certificate yet (a first Certify, which
+ * a join token authenticates): the server is checked as channelCredentials
+ * does, against the bootstrap trust bundle.
+ */
+export function bootstrapChannelCredentials(trustDomain: string, bundlePem: string): grpc.ChannelCredentials {
+  const bundle = trustBundle(trustDomain, bundlePem);
+  return grpc.credentials.createSsl(Buffer.from(bundlePem), null, null, { checkServerIdentity: (_host, cert) => controlPlaneProblem(cert, bundle) });
+}
+
+function controlPlaneProblem(cert: PeerCertificate, bundle: TrustBundle): Error | undefined {
+  const verdict = peerVerdict(cert, bundle, new Date());
+  if (!verdict.ok) return new Error(`the server's certificate is not an X509-SVID of this trust domain: ${verdict.message} (${verdict.reason})`);
+  if (verdict.identity.kind !== 'cp') return new Error(`the server is ${verdict.spiffeId}, not a control-plane replica (cp/<name>)`);
+  return undefined;
 }
 
 /**

@@ -1,0 +1,209 @@
+// A workload's SVID kept current: the key and the CSR are made here
+// (keys-and-csr.ts, a new key each time), the first certificate is asked for
+// with a one-time join token, and every later one with the current
+// certificate, at 50–70 % of its lifetime (renewal.ts). A renewal that fails
+// is retried with backoff while the current material keeps serving; the new
+// material replaces it only once it has been checked (an X509-SVID for our
+// SPIFFE ID and our new key, under the bundle that came with it), then
+// onChange fires. How a Certify call is made is injected (the control plane's
+// client lives in xds/).
+
+import { X509Certificate } from 'node:crypto';
+import { Backoff } from '../runtime/backoff.js';
+import { systemClock, type CancelTimer } from '../runtime/clock.js';
+import { errorCode } from '../runtime/errors.js';
+import type { Logger } from '../runtime/log.js';
+import { samePublicKey, validityOf } from './certificate-facts.js';
+import type { CertificateSource, IdentityMaterial } from './certificate-source.js';
+import { describeCertificate, describeChain, type CertificateDescription, type ChainDescription } from './describe.js';
+import { createCsr, generateWorkloadKeys } from './keys-and-csr.js';
+import { renewalDelay } from './renewal.js';
+import { parseSpiffeId } from './spiffe.js';
+import { trustBundle, verifySvid } from './svid.js';
+
+/** What a Certify call answers. */
+export interface CertifyAnswer {
+  /** PEM, the leaf first. */
+  chainPem: string;
+  /** PEM roots. */
+  bundlePem: string;
+  notAfter: Date;
+}
+
+/** How a Certify call proves who asks: a join token (first certificate) or the current material (renewal, as the TLS client certificate). */
+export type CertifyCredential = { joinToken: string } | { material: IdentityMaterial };
+
+export type Certify = (csrPem: string, credential: CertifyCredential) => Promise<CertifyAnswer>;
+
+/** Answers that retrying cannot change: a first certificate that gets one of these fails the start. */
+const PERMANENT = new Set(['INVALID_ARGUMENT', 'PERMISSION_DENIED', 'UNAUTHENTICATED']);
+
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface RenewingSourceOptions {
+  spiffeId: string;
+  certify: Certify;
+  /** The join token for the first certificate, read when it is needed (e.g. from a file). */
+  joinToken: () => Promise<string>;
+  logger: Logger;
+  /** Wall-clock milliseconds (certificates carry wall-clock times). */
+  now?: () => number;
+  random?: () => number;
+  retry?: { initialMs: number; maxMs: number };
+}
+
+export interface RenewalCounters {
+  readonly succeeded: number;
+  readonly failed: number;
+  /** Seconds since the epoch: the current leaf's notAfter (0 before the first). */
+  readonly expiry: number;
+}
+
+export interface IdentityDescription {
+  spiffeId: string;
+  chain: ChainDescription | null;
+  bundle: CertificateDescription[];
+  renewAt: string | null;
+  renewals: { succeeded: number; failed: number };
+  lastError: string | null;
+}
+
+export class RenewingSource implements CertificateSource, RenewalCounters {
+  private material: IdentityMaterial | undefined;
+  private readonly listeners = new Set<(m: IdentityMaterial) => void>();
+  private readonly backoff: Backoff;
+  private readonly now: () => number;
+  private readonly trustDomain: string;
+  private readonly random: () => number;
+  private cancelTimer: CancelTimer | undefined;
+  private renewAt: number | undefined;
+  private stopped = false;
+  private lastError: string | undefined;
+  succeeded = 0;
+  failed = 0;
+
+  constructor(private readonly options: RenewingSourceOptions) {
+    const parsed = parseSpiffeId(options.spiffeId);
+    if (!parsed.ok) throw new Error(`identity: ${options.spiffeId} is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
+    this.trustDomain = parsed.value.trustDomain;
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.backoff = new Backoff({ ...(options.retry ?? { initialMs: 1_000, maxMs: 60_000 }), random: this.random });
+  }
+
+  get expiry(): number {
+    return this.material === undefined ? 0 : this.material.notAfter.getTime() / 1000;
+  }
+
+  /** The first certificate (join token), retried with backoff while the control plane is unreachable; then renewals run until stop(). */
+  async start(): Promise<void> {
+    for (;;) {
+      try {
+        const token = (await this.options.joinToken()).trim();
+        await this.obtain({ joinToken: token });
+        break;
+      } catch (err) {
+        const code = errorCode(err);
+        if (this.stopped) throw new Error('identity: stopped before the first certificate', { cause: err });
+        if (code !== undefined && PERMANENT.has(code)) throw new Error(`identity: the control plane refused the first certificate for ${this.options.spiffeId}: ${(err as Error).message}`, { cause: err });
+        const delay = this.backoff.next();
+        this.failure(err, delay);
+        await new Promise<void>((resolve) => (this.cancelTimer = systemClock.setTimer(resolve, delay)));
+      }
+    }
+    this.succeeded++;
+    this.backoff.reset();
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.cancelTimer?.();
+  }
+
+  current(): IdentityMaterial {
+    if (this.material === undefined) throw new Error('identity: no certificate yet');
+    return this.material;
+  }
+
+  onChange(listener: (m: IdentityMaterial) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** For /config_dump: certificates only, never the key. */
+  describe(): IdentityDescription {
+    const m = this.material;
+    return {
+      spiffeId: this.options.spiffeId,
+      chain: m === undefined ? null : describeChain(m.chainPem),
+      bundle: m === undefined ? [] : trustBundle(this.trustDomain, m.bundlePem).roots.map(describeCertificate),
+      renewAt: this.renewAt === undefined ? null : new Date(this.renewAt).toISOString(),
+      renewals: { succeeded: this.succeeded, failed: this.failed },
+      lastError: this.lastError ?? null,
+    };
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.material === undefined) return;
+    const leaf = new X509Certificate(this.material.chainPem);
+    // The lifetime counts from when we got it: notBefore is backdated for clock skew.
+    const notBefore = Math.max(validityOf(leaf).notBefore.getTime(), this.now());
+    const delay = renewalDelay({ notBefore, notAfter: this.material.notAfter.getTime() }, this.now(), this.random);
+    this.renewAt = this.now() + delay;
+    this.wait(delay);
+  }
+
+  private wait(delay: number): void {
+    this.cancelTimer?.();
+    this.cancelTimer = systemClock.setTimer(() => void this.renew(), Math.min(delay, MAX_TIMER_MS));
+  }
+
+  private async renew(): Promise<void> {
+    if (this.stopped || this.material === undefined) return;
+    try {
+      await this.obtain({ material: this.material });
+      this.succeeded++;
+      this.backoff.reset();
+      this.options.logger.info({ spiffe_id: this.options.spiffeId, not_after: this.material.notAfter.toISOString() }, 'identity renewed');
+      for (const listener of this.listeners) listener(this.material);
+      this.schedule();
+    } catch (err) {
+      if (this.stopped) return;
+      const delay = this.backoff.next();
+      this.failure(err, delay);
+      this.renewAt = this.now() + delay;
+      this.wait(delay);
+    }
+  }
+
+  private failure(err: unknown, retryInMs: number): void {
+    this.failed++;
+    this.lastError = (err as Error).message;
+    const expired = this.material !== undefined && this.material.notAfter.getTime() <= this.now();
+    this.options.logger[expired ? 'error' : 'warn'](
+      { spiffe_id: this.options.spiffeId, reason: expired ? 'certificate_expired' : 'certify_failed', code: errorCode(err) ?? null, error: this.lastError, retry_in_ms: retryInMs },
+      `identity: Certify failed (${expired ? 'the current certificate has expired' : 'the current certificate keeps serving'}); retrying in ${retryInMs} ms: ${this.lastError}`,
+    );
+  }
+
+  /** One Certify call with a new key; the material replaces the current one only when the answer checks out. */
+  private async obtain(credential: Parameters<Certify>[1]): Promise<void> {
+    const keys = generateWorkloadKeys();
+    const csr = await createCsr(keys, this.options.spiffeId);
+    const answer = await this.options.certify(csr, credential);
+    let bundle;
+    try {
+      bundle = trustBundle(this.trustDomain, answer.bundlePem);
+    } catch (err) {
+      throw new Error(`the control plane's answer has no usable trust bundle: ${(err as Error).message}`, { cause: err });
+    }
+    const verdict = verifySvid(answer.chainPem, bundle, new Date(this.now()));
+    if (!verdict.ok) throw new Error(`the control plane's certificate does not verify: ${verdict.message} (${verdict.reason})`);
+    if (verdict.spiffeId !== this.options.spiffeId) throw new Error(`the control plane issued ${verdict.spiffeId}, not ${this.options.spiffeId}`);
+    if (!samePublicKey(keys.privateKey, verdict.leaf.publicKey)) throw new Error('the control plane\'s certificate is not for the key of our CSR');
+    if (this.stopped) return;
+    this.material = { keyPem: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, chainPem: answer.chainPem, bundlePem: answer.bundlePem, spiffeId: verdict.spiffeId, notAfter: verdict.notAfter };
+  }
+}

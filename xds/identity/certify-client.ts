@@ -1,0 +1,83 @@
+// The client side of Certify and of the JoinTokens API.
+//
+// Certify over TLS (security/transport.ts): the control plane must present an
+// X509-SVID of the trust domain naming a control-plane replica
+// (spiffe://<td>/cp/<name>), checked against the bootstrap bundle on first
+// contact (no client certificate yet: the join token authenticates) and
+// against the bundle of the current material afterwards. A renewal presents
+// the current certificate as the client certificate (that is its
+// authentication); the channel is made for each call, because the
+// credentials are the material of that moment.
+
+import * as grpc from '@grpc/grpc-js';
+import { staticSource } from '../../proxy/identity/certificate-source.js';
+import type { CertifyAnswer, CertifyCredential } from '../../proxy/identity/renewing-source.js';
+import { callError } from '../grpc-status.js';
+import type { IdentityClient as WireIdentityClient } from '../generated/vsockmesh/identity/v1/Identity.js';
+import type { JoinTokensClient as WireJoinTokensClient } from '../generated/vsockmesh/identity/v1/JoinTokens.js';
+import type { CertifyResponse__Output } from '../generated/vsockmesh/identity/v1/CertifyResponse.js';
+import type { CreateJoinTokenRequest } from '../generated/vsockmesh/identity/v1/CreateJoinTokenRequest.js';
+import type { CreateJoinTokenResponse__Output } from '../generated/vsockmesh/identity/v1/CreateJoinTokenResponse.js';
+import type { JoinTokenInfo__Output } from '../generated/vsockmesh/identity/v1/JoinTokenInfo.js';
+import { identityProto } from '../proto.js';
+import { bootstrapChannelCredentials, channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
+
+export interface CertifyClientOptions {
+  trustDomain: string;
+  /** PEM roots to check the control plane with before there is a certificate (first contact). */
+  bootstrapBundlePem: string;
+  timeoutMs?: number;
+}
+
+/** The certify() a renewing source is given (proxy/identity/renewing-source.ts): one Certify call per use. */
+export function certifyClient(address: string, options: CertifyClientOptions): (csrPem: string, credential: CertifyCredential) => Promise<CertifyAnswer> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  return async (csrPem, credential) => {
+    const credentials = 'material' in credential ? channelCredentials({ source: staticSource(credential.material) }) : bootstrapChannelCredentials(options.trustDomain, options.bootstrapBundlePem);
+    const Client = identityProto().vsockmesh.identity.v1.Identity;
+    // A name for SNI (an IP address is not allowed there); the server's identity is checked by its SPIFFE ID, not by this name.
+    const client: WireIdentityClient = new Client(address, credentials, { 'grpc.ssl_target_name_override': options.trustDomain });
+    try {
+      const response = await new Promise<CertifyResponse__Output>((resolve, reject) => {
+        const request = 'joinToken' in credential ? { csr: csrPem, join_token: credential.joinToken } : { csr: csrPem, client_chain: credential.material.chainPem };
+        client.Certify(request, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
+      });
+      return { chainPem: response.certificate_chain, bundlePem: response.trust_bundle, notAfter: new Date(response.not_after_ms) };
+    } finally {
+      client.close();
+    }
+  };
+}
+
+/** The JoinTokens API as `ctl tokens` uses it; a failed call rejects with a CallError. */
+export class JoinTokensApiClient {
+  private readonly client: WireJoinTokensClient;
+
+  constructor(
+    readonly address: string,
+    transport: ControlTransport,
+    private readonly timeoutMs = 5_000,
+  ) {
+    const Client = identityProto().vsockmesh.identity.v1.JoinTokens;
+    this.client = new Client(address, channelCredentials(transport), channelOptions(transport));
+  }
+
+  private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res as Res)));
+    });
+  }
+
+  create(request: CreateJoinTokenRequest): Promise<CreateJoinTokenResponse__Output> {
+    return this.call((o, cb) => this.client.CreateJoinToken(request, o, cb));
+  }
+  async list(): Promise<JoinTokenInfo__Output[]> {
+    return (await this.call<{ tokens: JoinTokenInfo__Output[] }>((o, cb) => this.client.ListJoinTokens({}, o, cb))).tokens;
+  }
+  revoke(id: string): Promise<unknown> {
+    return this.call((o, cb) => this.client.RevokeJoinToken({ id }, o, cb));
+  }
+  close(): void {
+    this.client.close();
+  }
+}
