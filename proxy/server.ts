@@ -28,6 +28,8 @@ export interface ServerOptions {
   onAdminDrain?: () => Promise<void>;
   /** The process's SPIFFE identity, kept current (proxy/cmd makes it from the config's identity section). */
   identity?: RenewingSource;
+  /** What the composition root made for this server and it closes when it stops (e.g. the identity files its control-plane clients poll). */
+  owned?: Array<{ close(): void }>;
 }
 
 export interface ServerBasics {
@@ -55,6 +57,7 @@ export abstract class ProxyServer {
   private readonly admin: AdminServer | undefined;
   /** Obtained before the listeners start: a process with an identity section serves once it has its certificate. */
   readonly identity: RenewingSource | undefined;
+  private readonly owned: Array<{ close(): void }>;
   private currentState: ServerState = 'new';
   private draining: Promise<DrainResult> | undefined;
 
@@ -69,6 +72,7 @@ export abstract class ProxyServer {
     this.overload = new OverloadMonitor({ thresholds: { minFreeFds: overload.minFreeFds, maxMemoryBytes: overload.maxMemoryBytes }, intervalMs: overload.checkIntervalMs, logger: this.logger });
     this.metrics.addOverload(this.overload);
     this.identity = options.identity;
+    this.owned = options.owned ?? [];
     if (this.identity) this.metrics.addIdentity(this.identity);
     const admission = new Admission(overload.maxConnections, this.overload);
     this.context = { logger: this.logger, accessLogger: this.accessLogger, metrics: this.metrics, nodeId: basics.nodeId, admission, refusals: new RefusalLog(this.logger) };
@@ -193,6 +197,7 @@ export abstract class ProxyServer {
     this.currentState = 'stopped';
     this.overload.stop();
     this.identity?.stop();
+    for (const resource of this.owned) resource.close();
     await Promise.all(this.listeners.map((l) => l.stop()));
     await this.admin?.stop();
     this.context.refusals.flush();

@@ -11,7 +11,7 @@ import type { HostRelayConfig } from '../config/relay.js';
 import type { ControlTlsFiles, IdentitySettings, SidecarConfig } from '../config/types.js';
 import type { RenewingSource } from '../identity/renewing-source.js';
 import { meshIdentityId } from '../identity/spiffe.js';
-import { silentLogger, type Logger } from '../runtime/log.js';
+import { silentLogger } from '../runtime/log.js';
 import type { ControlTransport } from '../../xds/security/transport.js';
 import type { ConfigSourceFactory } from '../dynamic/types.js';
 import { HostRelay } from '../host-relay.js';
@@ -31,11 +31,13 @@ interface ControlIdentity {
  * renewing source of identity: keeps current (the server starts it before any
  * client connects); plain text only with insecure: true.
  */
-async function controlTransport(config: ControlIdentity, renewing: RenewingSource | undefined, logger: Logger | undefined): Promise<ControlTransport> {
-  if (renewing !== undefined) return { source: renewing };
-  if (config.controlTls === null) return { insecure: true };
+async function controlTransport(config: ControlIdentity, renewing: RenewingSource | undefined, options: ServerOptions): Promise<{ transport: ControlTransport; owned: Array<{ close(): void }> }> {
+  if (renewing !== undefined) return { transport: { source: renewing }, owned: [] };
+  if (config.controlTls === null) return { transport: { insecure: true }, owned: [] };
   const { FileCertificateSource } = await import('../identity/certificate-files.js');
-  return { source: await FileCertificateSource.open(config.controlTls, { logger: logger ?? silentLogger() }) };
+  const files = await FileCertificateSource.open(config.controlTls, { logger: options.logger ?? silentLogger() });
+  // The server that uses the clients stops polling the files when it stops.
+  return { transport: { source: files }, owned: [files] };
 }
 
 /** A gRPC client to the VM manager at `address`, owned (closed) by the server that uses it. */
@@ -67,15 +69,18 @@ export interface ProxyClients {
 
 export async function createSidecar(config: SidecarConfig, options: ServerOptions & ProxyClients = {}): Promise<Sidecar> {
   const identity = config.identity ? await identitySource(config.identity, 'vm', config.node.id, options) : undefined;
-  const transport = config.vmManager || config.xds ? await controlTransport(config, identity, options.logger) : undefined;
-  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, transport!) : undefined);
-  const configSource = config.xds ? await adsConfigSource(transport!) : undefined;
-  return new Sidecar(config, { ...options, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
+  const control = config.vmManager || config.xds ? await controlTransport(config, identity, options) : undefined;
+  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
+  const configSource = config.xds ? await adsConfigSource(control!.transport) : undefined;
+  const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
+  return new Sidecar(config, { ...options, owned, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
 }
 
 export async function createHostRelay(config: HostRelayConfig, options: ServerOptions & ProxyClients = {}): Promise<HostRelay> {
   const hypervisorId = config.vmManager?.hypervisorId ?? config.node.id;
   const identity = config.identity ? await identitySource(config.identity, 'hv', hypervisorId, options) : undefined;
-  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, await controlTransport(config, identity, options.logger)) : undefined);
-  return new HostRelay(config, { ...options, ...(vmManager && { vmManager }), ...(identity && { identity }) });
+  const control = config.vmManager && !options.vmManager ? await controlTransport(config, identity, options) : undefined;
+  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
+  const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
+  return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }) });
 }
