@@ -35,7 +35,7 @@ export interface SidecarOptions extends ServerOptions {
   vmManager?: OwnedClient<VmManagerApi>;
   /** Required when the config has an xds section: makes the stream to the control plane. */
   configSource?: ConfigSourceFactory;
-  /** The peer hop's identity under peer_tls permissive or strict; default: the PEM files the config names, watched. */
+  /** The peer hop's identity when peer_tls names files; default: those PEM files, watched. */
   certificateSource?: CertificateSource;
 }
 
@@ -47,7 +47,7 @@ export class Sidecar extends ProxyServer {
   /** The daemon agent: present when the config has a vm_manager section. */
   readonly resolver: Resolver | undefined;
   private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
-  /** TLS on the TCP peer hop: present under peer_tls permissive or strict. */
+  /** TLS on the TCP peer hop: present when peer_tls names identity files. */
   readonly peerTls: PeerTls | undefined;
   private readonly certificateSource: CertificateSource | undefined;
   private fileSource: FileCertificateSource | undefined;
@@ -70,7 +70,7 @@ export class Sidecar extends ProxyServer {
       });
       this.metrics.addResolver(this.resolver.counters);
     }
-    if (config.peerTls.mode !== 'disable') this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
+    if ('files' in config.peerTls) this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
     this.certificateSource = options.certificateSource;
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
@@ -124,7 +124,7 @@ export class Sidecar extends ProxyServer {
   /** The peer hop's identity before any listener accepts: a sidecar that cannot prove who it is does not start. */
   private async startPeerTls(): Promise<void> {
     const settings = this.config.peerTls;
-    if (!this.peerTls || settings.mode === 'disable') return;
+    if (!this.peerTls || !('files' in settings)) return;
     let source = this.certificateSource;
     if (source === undefined) {
       // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.

@@ -27,7 +27,7 @@ import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsE
 function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
   return l.kind === 'outbound'
     ? outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: l.cluster })
-    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => localPort(port)) });
+    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => ({ ...localPort(port), ...(l.peerModes?.[port] && { peerMode: l.peerModes[port] }) })) });
 }
 
 const NONE: StateRefusals = { names: new Set(), unnamed: false };
@@ -112,6 +112,7 @@ export class XdsApplier {
     this.apiListeners = new Set([...state.filter((l) => l.kind === 'api').map((l) => l.name), ...[...this.apiListeners].filter((n) => refused.names.has(n))]);
     const removed = unknown || refused.unnamed ? [] : left;
     const result: ListenersApplied = { refused: await this.openListeners(wanted.filter((l) => !sameListener(this.listeners.get(l.name)?.spec, l)), removed) };
+    for (const spec of wanted) this.updatePeerModes(spec);
     for (const name of removed) this.retire(name);
     this.free();
     if (unknown) result.nodeUnknown = { kept: left.sort() };
@@ -174,6 +175,14 @@ export class XdsApplier {
     return refusals;
   }
 
+  /** Peer modes change in place: the listener keeps its port and its connections, new connections get the new modes. */
+  private updatePeerModes(spec: ServedListener['spec']): void {
+    const served = this.listeners.get(spec.name);
+    if (served === undefined || spec.kind !== 'inbound' || served.spec === spec || !sameListener(served.spec, spec) || !(served.listener instanceof InboundListener)) return;
+    served.listener.peerModes.set(spec.peerModes);
+    served.spec = spec;
+  }
+
   private async open(spec: ServedListener['spec']): Promise<Listener> {
     const config = listenerConfig(spec);
     const listener =
@@ -233,11 +242,14 @@ export class XdsApplier {
   }
 }
 
+/** The same listener apart from what changes in place: our placement, and an inbound listener's peer modes. */
 function sameListener(a: XdsListener | undefined, b: XdsListener): boolean {
   if (a === undefined) return false;
-  const { local: _a, ...restA } = a as { local?: unknown };
-  const { local: _b, ...restB } = b as { local?: unknown };
+  const { local: _a, peerModes: _ma, ...restA } = a as { local?: unknown; peerModes?: unknown };
+  const { local: _b, peerModes: _mb, ...restB } = b as { local?: unknown; peerModes?: unknown };
   void _a;
   void _b;
+  void _ma;
+  void _mb;
   return JSON.stringify(restA) === JSON.stringify(restB);
 }

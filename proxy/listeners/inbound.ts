@@ -19,13 +19,14 @@ import type { VmRecord } from '../resolve/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
-import { sourceVmProblem } from '../peer-tls/peer-policy.js';
+import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
+import { InboundPeerModes } from './inbound-peer-modes.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
   /** Needed for peer_authorization: registry. */
   resolver?: Resolver;
-  /** Present under peer_tls permissive or strict (TCP listeners only). */
+  /** Present when the sidecar has a peer identity (TCP listeners only). */
   peerTls?: PeerTls;
 }
 
@@ -33,6 +34,8 @@ export class InboundListener extends Listener {
   private readonly ports: Map<number, InboundPortConfig>;
   private readonly allowedPeerCids: Set<number>;
   private readonly stats = new Map<number, ConnectionStats>();
+  /** TCP: each port's peer mode (pushed, else the file's). */
+  readonly peerModes: InboundPeerModes;
 
   constructor(
     readonly config: InboundListenerConfig,
@@ -42,6 +45,7 @@ export class InboundListener extends Listener {
     super(config.name, config.transport === 'vsock' ? [{ family: 'vsock', host: config.vsockCid }] : ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
     this.allowedPeerCids = new Set(config.allowedPeerCids);
+    this.peerModes = new InboundPeerModes(config.name, config.ports, options.peerTls?.settings.mode ?? 'disable', options.peerTls !== undefined, context.logger);
     for (const p of config.ports) {
       this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundClusterName(p.port), transport: config.transport }));
     }
@@ -58,20 +62,30 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    const peerTls = vsock ? undefined : this.options.peerTls;
-    if (peerTls === undefined) {
+    const handshake = vsock ? { kind: 'plain' as const } : this.peerModes.handshake();
+    const peerTls = this.options.peerTls;
+    if (handshake.kind === 'refuse') {
+      this.peerRefused(fd, src, handshake.reason, handshake.detail);
+    } else if (handshake.kind === 'plain' || peerTls === undefined) {
       this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, null, header, early));
     } else if (peerTls.settings.proxyHeader === 'before_tls') {
       // HAProxy's form: the header in the clear, read exactly, then the handshake.
-      this.readHeader(fd, src, true, (header) => this.secure(peerTls, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
+      this.readHeader(fd, src, true, (header) => this.secure(peerTls, handshake.plain, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
     } else {
-      this.secure(peerTls, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
+      this.secure(peerTls, handshake.plain, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
     }
   }
 
+  /** A TCP peer its port's mode does not let in: counted with the handshake failures (same reasons), logged, closed. */
+  private peerRefused(fd: number, src: string, reason: string, detail: string): void {
+    this.context.metrics.peerTlsFailures.inc({ listener: this.name, direction: 'inbound', reason });
+    this.context.refusals.warn({ listener: this.name, src, reason }, `refused: ${detail}`);
+    native.close(fd);
+  }
+
   /** The peer TLS handshake and admission; `then` runs only for an admitted peer, else the connection is refused (counted by PeerTls). */
-  private secure(peerTls: PeerTls, fd: number, src: string, then: (peer: PeerFields) => void): void {
-    const handshake = new Promise<SecureOutcome>((resolve) => peerTls.terminate(fd, this.name, this.config.allowedPeerIds, resolve));
+  private secure(peerTls: PeerTls, acceptPlain: boolean, fd: number, src: string, then: (peer: PeerFields) => void): void {
+    const handshake = new Promise<SecureOutcome>((resolve) => peerTls.terminate(fd, this.name, this.config.allowedPeerIds, acceptPlain, resolve));
     this.whilePending(fd, handshake, (outcome) => {
       if (outcome.ok) {
         then(outcome.fields);
@@ -116,7 +130,9 @@ export class InboundListener extends Listener {
   }
 
   /** A header read from an admitted peer: its source-VM claim checked against the certificate, then authorized and routed. */
-  private admitted(fd: number, src: string, peerCid: number | undefined, peer: PeerFields | null, header: ProxyHeader, early: Buffer | null): void {
+  private admitted(fd: number, src: string, peerCid: number | undefined, tlsPeer: PeerFields | null, header: ProxyHeader, early: Buffer | null): void {
+    const peer = peerCid === undefined ? this.portAdmitted(fd, src, tlsPeer, header) : null;
+    if (peer === false) return;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const problem = peer && this.options.peerTls ? sourceVmProblem(peer.peer_identity, claimed, this.options.peerTls.settings.trustDomain) : undefined;
     if (problem !== undefined) {
@@ -127,6 +143,26 @@ export class InboundListener extends Listener {
     }
     if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early);
     else this.route(fd, src, header, early, peer);
+  }
+
+  /**
+   * A TCP peer against the mode of the port its header names: false when
+   * refused (closed here), else what the access log says of the peer (a
+   * plain-text peer is `unauthenticated` under PERMISSIVE, counted; nothing
+   * under DISABLE). LOCAL headers and undeclared ports are route()'s.
+   */
+  private portAdmitted(fd: number, src: string, peer: PeerFields | null, header: ProxyHeader): PeerFields | null | false {
+    if (header.command === 'local' || header.addresses.family === 'unspec' || header.addresses.family === 'unix') return peer;
+    const tls = peer !== null && peer.peer_identity !== UNAUTHENTICATED;
+    const admission = this.peerModes.admit(header.addresses.destination.port, tls);
+    if (admission === undefined) return peer;
+    if (!admission.ok) {
+      this.peerRefused(fd, src, admission.reason, admission.detail);
+      return false;
+    }
+    if (!admission.unauthenticated) return tls ? peer : null;
+    this.context.metrics.unauthenticated.inc({ listener: this.name });
+    return { peer_identity: UNAUTHENTICATED };
   }
 
   /**

@@ -24,6 +24,8 @@ import type { Duration__Output } from '../generated/envoy/google/protobuf/Durati
 import type { Struct__Output } from '../generated/envoy/google/protobuf/Struct.js';
 import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js';
 import type { VsockMode } from '../../proxy/resolve/types.js';
+import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
+import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js';
 import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
@@ -49,6 +51,8 @@ const U32_MAX = 0xffffffff;
 /** Default connect timeout when a cluster sets none (Envoy's). */
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const VSOCK_MODES: readonly VsockMode[] = ['host-relay', 'direct', 'loopback'];
+/** An inbound filter chain's transport_protocol: TLS peers, plain-text ones, or (empty) either, as the sidecar's own peer_tls.mode says. */
+const TRANSPORT_PROTOCOLS: readonly string[] = ['tls', 'raw_buffer', ''];
 /** Endpoints in these states get no traffic (as in Envoy and gRPC); they are left out, not errors. */
 const EXCLUDED_HEALTH = new Set(['UNHEALTHY', 'DRAINING', 'TIMEOUT']);
 
@@ -194,24 +198,33 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
   });
   if (l.filter_chains.length === 0) report('filter_chains', 'an inbound listener must have at least one filter chain (one per local port)');
   const ports: number[] = [];
-  const firstChain = new Map<number, number>();
+  // Per port, the chain of each transport protocol ('' : any, the sidecar's own mode decides).
+  const chains = new Map<number, Map<string, number>>();
   l.filter_chains.forEach((chain, i) => {
     const at = `filter_chains[${i}]`;
     const port = chain.filter_chain_match?.destination_port?.value;
+    const transport = chain.filter_chain_match?.transport_protocol ?? '';
+    if (!TRANSPORT_PROTOCOLS.includes(transport)) {
+      report(`${at}.filter_chain_match.transport_protocol`, `must be "tls", "raw_buffer" or empty (got ${JSON.stringify(transport.slice(0, 64))})`);
+    }
     if (port === undefined) {
       report(`${at}.filter_chain_match.destination_port`, 'required (an inbound filter chain names the local port it serves)');
     } else if (!Number.isInteger(port) || port < 1 || port > 65535) {
       report(`${at}.filter_chain_match.destination_port`, `must be 1..65535 (got ${port})`);
-    } else if (firstChain.has(port)) {
-      report(`${at}.filter_chain_match.destination_port`, `duplicate port ${port} (also filter_chains[${firstChain.get(port)}])`);
     } else {
-      firstChain.set(port, i);
-      ports.push(port);
+      const seen = chains.get(port) ?? new Map<string, number>();
+      const clash = [...seen].find(([t]) => t === transport || t === '' || transport === '');
+      if (clash) report(`${at}.filter_chain_match`, `port ${port}${transport === '' ? '' : ` over ${transport}`} is also matched by filter_chains[${clash[1]}]`);
+      else seen.set(transport, i);
+      if (!chains.has(port)) ports.push(port);
+      chains.set(port, seen);
     }
     onlyTcpProxy(chain, at, report);
   });
+  const peerModes: Record<number, PeerTlsMode> = {};
+  for (const [port, seen] of chains) if (!seen.has('')) peerModes[port] = modeOfTransports(new Set([...seen.keys()] as Array<'tls' | 'raw_buffer'>));
   if (!bind) return undefined;
-  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports };
+  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, ...(Object.keys(peerModes).length > 0 && { peerModes }) };
 }
 
 /**
@@ -285,6 +298,7 @@ function vmFacts(struct: Struct__Output, path: string, report: Report): XdsEndpo
     vsockMode: text('vsock_mode', `must be one of ${VSOCK_MODES.map((m) => JSON.stringify(m)).join(', ')}`, VSOCK_MODES) as VsockMode,
     relayPort: int('relay_port', 0, U32_MAX - 1),
   };
+  if (fields.peer_mode !== undefined) vm.peerMode = text('peer_mode', `must be one of ${PEER_MODES.map((m) => JSON.stringify(m)).join(', ')}`, PEER_MODES) as PeerTlsMode;
   return ok ? vm : undefined;
 }
 

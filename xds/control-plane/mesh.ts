@@ -1,4 +1,5 @@
-// The declarative mesh config (YAML or JSON): services and HTTP routes, the
+// The declarative mesh config (YAML or JSON): services, HTTP routes and peer
+// modes (peer-authentication.ts), the
 // control plane's input beside the VM registry. Every problem is reported by
 // its path, like the sidecar's config (proxy/config/).
 //
@@ -29,6 +30,7 @@ import {
 } from './bounds.js';
 import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
 import type { MeshConfig } from './types.js';
+import { peerAuthenticationIssues, peerAuthenticationSchema } from './peer-authentication.js';
 
 const U32 = 0xffffffff;
 const DNS_LABEL = `must be a DNS label: 1-${MAX_NAME_LENGTH} lowercase letters, digits or "-", starting and ending with a letter or digit`;
@@ -114,8 +116,10 @@ export const meshConfigSchema = z
   .object({
     services: z.array(service).max(MAX_SERVICES, atMost(MAX_SERVICES, 'services')).default([]),
     routes: z.array(route).max(MAX_ROUTES, atMost(MAX_ROUTES, 'routes')).default([]),
+    peer_authentication: peerAuthenticationSchema(meshName),
   })
-  .strict();
+  .strict()
+  .transform((m): MeshConfig => ({ services: m.services, routes: m.routes, peerAuthentication: m.peer_authentication }));
 
 export interface MeshIssue {
   path: Array<string | number>;
@@ -178,6 +182,7 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
       });
     });
   });
+  issues.push(...peerAuthenticationIssues(list(raw.peer_authentication), new Set(serviceAt.keys())));
   return issues;
 }
 
