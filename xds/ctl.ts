@@ -331,6 +331,38 @@ export function ctlCommand(): Command {
         print(globals(), { deleted: name }, `deleted service ${name}`);
       }),
     );
+  const peerAuth = ctl.command('peer-auth').description('peer modes (STRICT, PERMISSIVE, DISABLE) of the TCP peer hop, mesh-wide or per service and port; pushed to sidecars, no restart');
+  peerAuth
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listPeerAuthentications();
+        const line = (p: (typeof list)[number]): string => `${p.name}\t${p.mode}\tservice=${p.service || '*'}\tport=${p.port || '*'}`;
+        print(globals(), list, list.length === 0 ? 'no peer authentication: every port is STRICT' : list.map(line).join('\n'));
+      }),
+    );
+  peerAuth
+    .command('put')
+    .argument('<name>')
+    .addOption(new Option('--mode <mode>', 'STRICT: TLS peers only; PERMISSIVE: plain text too (unauthenticated); DISABLE: plain text only').choices(['STRICT', 'PERMISSIVE', 'DISABLE']).makeOptionMandatory())
+    .option('--service <name>', 'the ports VMs serve this service on (default: any service)')
+    .option('--port <port>', "a VM's inbound destination port (default: any port)", intArg(1, 65535))
+    .description('add or replace a peer mode; without --service and --port it is the mesh-wide default')
+    .action((name: string, opts: { mode: string; service?: string; port?: number }) =>
+      withConfig(globals(), async (c) => {
+        const p = await c.putPeerAuthentication({ name, mode: opts.mode, service: opts.service ?? '', port: opts.port ?? 0 });
+        print(globals(), p, `peer authentication ${p.name}: ${p.mode} for service=${p.service || '*'} port=${p.port || '*'}`);
+      }),
+    );
+  peerAuth
+    .command('delete')
+    .argument('<name>')
+    .action((name: string) =>
+      withConfig(globals(), async (c) => {
+        await c.deletePeerAuthentication(name);
+        print(globals(), { deleted: name }, `deleted peer authentication ${name}`);
+      }),
+    );
   const routes = ctl.command('routes').description('HTTP routes of the mesh');
   routes
     .command('list')

@@ -16,6 +16,7 @@ import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/Del
 import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResponse.js';
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';
 import type { Route, Route__Output } from '../generated/vsockmesh/config/v1/Route.js';
+import type { PeerAuthentication, PeerAuthentication__Output } from '../generated/vsockmesh/config/v1/PeerAuthentication.js';
 import type { Service, Service__Output } from '../generated/vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest, SyncStatusRequest__Output } from '../generated/vsockmesh/config/v1/SyncStatusRequest.js';
 import type { SyncStatusResponse, SyncStatusResponse__Output } from '../generated/vsockmesh/config/v1/SyncStatusResponse.js';
@@ -44,6 +45,14 @@ export function serviceFromRaw(raw: RawEntry): Service {
     protocol: String(raw.protocol ?? 'tcp'),
     connect_timeout_ms: parseDuration(String(raw.connect_timeout ?? '5s')) ?? 0,
   };
+}
+
+export function peerAuthenticationToRaw(p: PeerAuthentication__Output): RawEntry {
+  return { name: p.name, ...(p.service !== '' && { service: p.service }), ...(p.port > 0 && { port: p.port }), mode: p.mode };
+}
+
+export function peerAuthenticationFromRaw(raw: RawEntry): PeerAuthentication {
+  return { name: raw.name, service: String(raw.service ?? ''), port: Number(raw.port ?? 0), mode: String(raw.mode).toUpperCase() };
 }
 
 interface RawRule {
@@ -154,6 +163,9 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
     PutRoute: put('PutRoute', 'routes', routeToRaw, routeFromRaw),
     DeleteRoute: remove('DeleteRoute', 'routes', 'route'),
     ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map(routeFromRaw) }),
+    PutPeerAuthentication: put('PutPeerAuthentication', 'peer_authentication', peerAuthenticationToRaw, peerAuthenticationFromRaw),
+    DeletePeerAuthentication: remove('DeletePeerAuthentication', 'peer_authentication', 'peer authentication'),
+    ListPeerAuthentications: (_call, callback) => callback(null, { peer_authentications: store.rawPeerAuthentication().map(peerAuthenticationFromRaw) }),
     GetSyncStatus: (call, callback) =>
       run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
     WhoAmI: (call, callback) => run('WhoAmI', async () => callerOf(call), callback),
@@ -221,6 +233,15 @@ export class MeshConfigApiClient {
   }
   async listRoutes(): Promise<Route__Output[]> {
     return (await this.call<{ routes: Route__Output[] }>((o, cb) => this.client.ListRoutes({}, o, cb))).routes;
+  }
+  putPeerAuthentication(p: PeerAuthentication): Promise<PeerAuthentication__Output> {
+    return this.call((o, cb) => this.client.PutPeerAuthentication(p, o, cb));
+  }
+  deletePeerAuthentication(name: string): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeletePeerAuthentication({ name }, o, cb));
+  }
+  async listPeerAuthentications(): Promise<PeerAuthentication__Output[]> {
+    return (await this.call<{ peer_authentications: PeerAuthentication__Output[] }>((o, cb) => this.client.ListPeerAuthentications({}, o, cb))).peer_authentications;
   }
   /** One page (see SyncStatusRequest). */
   syncStatus(request: SyncStatusRequest = {}): Promise<SyncStatusResponse__Output> {
