@@ -17,6 +17,7 @@ import { ourPlacement } from './upstream/placement.js';
 import type { CertificateSource } from './identity/certificate-source.js';
 import type { FileCertificateSource } from './peer-tls/file-source.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
+import { parseMeshIdentity } from './identity/spiffe.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -75,7 +76,7 @@ export class Sidecar extends ProxyServer {
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
-    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls };
+    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls, relayTrust: () => this.relayTrust() };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,
       () => this.xds?.placement ?? null,
@@ -136,6 +137,13 @@ export class Sidecar extends ProxyServer {
     }
     this.peerTls.start(source);
     this.fileSource?.watch(settings.reloadIntervalMs);
+  }
+
+  /** What a host relay's source assertion is checked against: the roots of our peer identity, else of our control-plane identity. */
+  private relayTrust(): { trustDomain: string; bundlePem: string } | null {
+    const material = (this.fileSource ?? this.certificateSource ?? this.identity)?.current();
+    const id = material && parseMeshIdentity(material.spiffeId);
+    return id?.ok ? { trustDomain: id.value.trustDomain, bundlePem: material!.bundlePem } : null;
   }
 
   /** What the control plane's stream applies: each resource type to the applier. */

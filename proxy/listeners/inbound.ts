@@ -16,16 +16,20 @@ import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
-import { readPreamble } from './preamble.js';
+import { readPreamble, type PreambleOptions } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
+import type { RelayAssertion } from '../relay-assertion.js';
+import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
   /** Needed for peer_authorization: registry. */
   resolver?: Resolver;
+  /** The trust domain and roots a host relay's source assertion is checked against (vsock, peer_authorization: registry). */
+  relayTrust?: () => { trustDomain: string; bundlePem: string } | null;
   /** Present when the sidecar has a peer identity (TCP listeners only). */
   peerTls?: PeerTls;
 }
@@ -66,6 +70,12 @@ export class InboundListener extends Listener {
     const peerTls = this.options.peerTls;
     if (handshake.kind === 'refuse') {
       this.peerRefused(fd, src, handshake.reason, handshake.detail);
+    } else if (peerCid === HOST_CID && this.config.peerAuthorization === 'registry') {
+      // From the host relay: its signed assertion of the source VM may come first.
+      const { maxHeaderBytes } = this.config;
+      this.readFirst(fd, src, maxRelayedPreambleBytes(maxHeaderBytes), 'relay assertion and PROXY v2 header', (bytes) => decodeRelayedPreamble(bytes, maxHeaderBytes), (relayed, early) =>
+        this.admitted(fd, src, peerCid, null, relayed.header, early, relayed.assertion),
+      );
     } else if (handshake.kind === 'plain' || peerTls === undefined) {
       this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, null, header, early));
     } else if (peerTls.settings.proxyHeader === 'before_tls') {
@@ -98,17 +108,29 @@ export class InboundListener extends Listener {
 
   /** Reads the PROXY v2 header (exact: no byte past it, as TLS follows). Refusals are handled here; `then` gets a valid header. */
   private readHeader(fd: number, src: string, exact: boolean, then: (header: ProxyHeader, early: Buffer | null) => void): void {
-    const { maxHeaderBytes, headerTimeoutMs } = this.config;
+    const { maxHeaderBytes } = this.config;
+    this.readFirst(
+      fd,
+      src,
+      exact ? FIXED_LENGTH : maxHeaderBytes,
+      'PROXY v2 header',
+      (bytes) => {
+        const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
+        return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
+      },
+      then,
+    );
+  }
+
+  /** Reads what a peer sends first, within max_header_bytes-like bounds and header_timeout. Refusals are handled here; `then` gets a valid value. */
+  private readFirst<T>(fd: number, src: string, maxBytes: number, what: string, decode: PreambleOptions<T>['decode'], then: (value: T, early: Buffer | null) => void): void {
     readPreamble(
       fd,
       {
-        maxBytes: exact ? FIXED_LENGTH : maxHeaderBytes,
-        timeoutMs: headerTimeoutMs,
-        what: 'PROXY v2 header',
-        decode: (bytes) => {
-          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
-          return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
-        },
+        maxBytes,
+        timeoutMs: this.config.headerTimeoutMs,
+        what,
+        decode,
         track: (c) => this.track(c),
         untrack: (c) => this.untrack(c),
       },
@@ -130,7 +152,7 @@ export class InboundListener extends Listener {
   }
 
   /** A header read from an admitted peer: its source-VM claim checked against the certificate, then authorized and routed. */
-  private admitted(fd: number, src: string, peerCid: number | undefined, tlsPeer: PeerFields | null, header: ProxyHeader, early: Buffer | null): void {
+  private admitted(fd: number, src: string, peerCid: number | undefined, tlsPeer: PeerFields | null, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null = null): void {
     const peer = peerCid === undefined ? this.portAdmitted(fd, src, tlsPeer, header) : null;
     if (peer === false) return;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
@@ -141,7 +163,7 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early);
+    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early, assertion);
     else this.route(fd, src, header, early, peer);
   }
 
@@ -171,7 +193,7 @@ export class InboundListener extends Listener {
    * connection from the host (CID 2) on a host-relay hypervisor was checked by
    * the relay. Fails closed: no answer from the VM manager, no connection.
    */
-  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null): void {
+  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null): void {
     const resolver = this.options.resolver!;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const refuse = (reason: string, detail: string): void => {
@@ -184,12 +206,15 @@ export class InboundListener extends Listener {
       // Not told yet (the Watch snapshot may still be on its way): ask once for ourselves.
       this.whenLocalKnown(fd, () => {
         if (resolver.local() === null) refuse('local_vm_unknown', 'this VM is not known to the VM manager (or it cannot be reached), so no vsock peer can be checked');
-        else this.authorize(fd, src, peerCid, header, early);
+        else this.authorize(fd, src, peerCid, header, early, assertion);
       });
       return;
     }
     if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
-      this.route(fd, src, header, early);
+      // Checked by the relay, which may assert the source VM (relayed-preamble.ts).
+      const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claimed);
+      if (admission.kind === 'refused') refuse(admission.reason, admission.detail);
+      else this.route(fd, src, header, early, admission.kind === 'asserted' ? { peer_identity: admission.principal, relay: admission.relay } : null);
       return;
     }
     if (claimed === undefined) {
@@ -212,6 +237,11 @@ export class InboundListener extends Listener {
       if (outcome.kind === 'unavailable') refuse('vm_manager_unavailable', `cannot check vsock peer CID ${peerCid} (claims ${claimed}): VM manager unavailable (${outcome.code})`);
       else check(outcome.resolution.found ? outcome.resolution.vm : undefined);
     });
+  }
+
+  /** The vsock port this listener bound (a relay assertion names it). */
+  private boundVsockPort(): number {
+    return this.addresses()[0]?.port ?? this.config.port;
   }
 
   /** Runs `then` once a query for our own record has answered (or failed); the connection is tracked meanwhile. */

@@ -7,7 +7,9 @@ import test from 'ava';
 import { ASSERTION_PREFIX_LENGTH, MAX_ASSERTION_AGE_MS, MAX_ASSERTION_BODY, decodeRelayAssertion, encodeRelayAssertion, startsRelayAssertion, verifyRelayAssertion, type RelayAssertion, type RelayAssertionContext } from '../../proxy/relay-assertion.js';
 import { relayedPrincipal } from '../../proxy/peer-tls/relayed-principal.js';
 import { makeRoot, vmIdentity, type Issued, type PemIdentity } from '../helpers/pki.js';
-import { encodeProxyHeader } from '../../proxy/proxy-protocol.js';
+import { TLV, encodeProxyHeader, textTlv } from '../../proxy/proxy-protocol.js';
+import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from '../../proxy/listeners/relayed-preamble.js';
+import { relayPreamble } from '../../proxy/listeners/relay.js';
 
 const NOW = Date.now();
 const FIELDS = { sourceCid: 3, sourceVmId: 'vm-a', destination: { cid: 4, port: 15007 }, issuedAtMs: NOW };
@@ -114,4 +116,49 @@ test('the destination refuses what its hypervisor relay did not say for it, each
 test('no verified assertion, no principal', (t) => {
   t.is(relayedPrincipal(null, 'vsockmesh.local'), null);
   t.is(relayedPrincipal({ ok: false, reason: 'bad_signature', detail: '' }, 'vsockmesh.local'), null);
+});
+
+const proxyHeader = (sourceVm?: string): Buffer =>
+  encodeProxyHeader({
+    command: 'proxy',
+    addresses: { family: 'inet', transport: 'stream', source: { address: '10.0.0.1', port: 40000 }, destination: { address: '127.0.0.1', port: 8080 } },
+    tlvs: sourceVm === undefined ? [] : [textTlv(TLV.VSOCKMESH_SOURCE_VM, sourceVm)],
+  });
+
+test('the relay writes an assertion only when the VM manager named the source VM and it has an identity to sign with', (t) => {
+  t.is(relayPreamble(null, 'vm-a', 3, { cid: 4, port: 15007 }, NOW), null, 'no identity (insecure relay)');
+  t.is(relayPreamble(relay, undefined, 3, { cid: 4, port: 15007 }, NOW), null, 'a static policy knows no VM');
+  const bytes = relayPreamble(relay, 'vm-a', 3, { cid: 4, port: 15007 }, NOW)!;
+  t.deepEqual(verifyRelayAssertion(decoded(bytes), context()), { ok: true, sourceVmId: 'vm-a', sourceCid: 3, relayId: 'spiffe://vsockmesh.local/hv/hv-1' });
+});
+
+test('the destination reads an optional assertion then the PROXY header, incrementally; payload after them is the stream', (t) => {
+  const assertion = encodeRelayAssertion(FIELDS, relay);
+  const header = proxyHeader('vm-a');
+  const whole = Buffer.concat([assertion, header, Buffer.from('payload')]);
+  const r = decodeRelayedPreamble(whole, 4096);
+  t.is(r.kind, 'done');
+  if (r.kind === 'done') {
+    t.is(r.length, assertion.length + header.length);
+    t.is(r.value.assertion!.sourceVmId, 'vm-a');
+    t.is(r.value.header.command, 'proxy');
+  }
+  for (const n of [1, assertion.length - 1, assertion.length, assertion.length + 5]) t.is(decodeRelayedPreamble(whole.subarray(0, n), 4096).kind, 'incomplete', `prefix ${n}`);
+  const plain = decodeRelayedPreamble(Buffer.concat([header, Buffer.from('x')]), 4096);
+  t.like(plain, { kind: 'done', length: header.length, value: { assertion: null } });
+  t.like(decodeRelayedPreamble(Buffer.from('VMRX'), 4096), { kind: 'invalid', code: 'bad_assertion' });
+  t.like(decodeRelayedPreamble(Buffer.concat([assertion, Buffer.from('GET / HTTP/1.1\r\n')]), 4096), { kind: 'invalid' });
+  t.is(maxRelayedPreambleBytes(4096), 8 + MAX_ASSERTION_BODY + 4096);
+});
+
+test('a relayed connection: asserted (principal and relay), unasserted, or refused when the header claims another VM or the assertion fails', (t) => {
+  const a = decoded(encodeRelayAssertion(FIELDS, relay));
+  const trust = { trustDomain: 'vsockmesh.local', bundlePem: relay.bundlePem };
+  const where = { hypervisorId: 'hv-1', destination: { cid: 4, port: 15007 }, now: new Date(NOW) };
+  t.deepEqual(admitRelayed(a, trust, where, 'vm-a'), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' });
+  t.deepEqual(admitRelayed(a, trust, where, undefined), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' }, 'HAProxy sends no TLV: no claim');
+  t.deepEqual(admitRelayed(a, trust, where, 'vm-b'), { kind: 'refused', reason: 'source_vm_mismatch', detail: 'the PROXY header claims source VM vm-b but the relay asserts vm-a (CID 3)' });
+  t.like(admitRelayed(a, trust, { ...where, hypervisorId: 'hv-2' }, 'vm-a'), { kind: 'refused', reason: 'wrong_relay' });
+  t.deepEqual(admitRelayed(null, trust, where, 'vm-b'), { kind: 'unasserted' });
+  t.deepEqual(admitRelayed(a, null, where, 'vm-a'), { kind: 'unasserted' });
 });
