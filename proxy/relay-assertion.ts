@@ -27,7 +27,7 @@
 
 import { createPrivateKey, sign, verify, type KeyObject } from 'node:crypto';
 import { parseMeshIdentity } from './identity/spiffe.js';
-import { trustBundle, verifySvid } from './identity/svid.js';
+import { trustBundle, verifySvid, type SvidVerdict } from './identity/svid.js';
 
 const MAGIC = Buffer.from('VMRA', 'latin1');
 const VERSION = 1;
@@ -60,11 +60,30 @@ function signatureLength(key: KeyObject): number {
 
 const SIGN_OPTIONS = { dsaEncoding: 'ieee-p1363' } as const;
 
+// Parsing a key or checking a chain costs more than the signature: the relay
+// signs with one key and a destination sees one relay chain, so the last of
+// each is kept (a rotation replaces it).
+let lastKey: { pem: string; key: KeyObject } | undefined;
+function privateKey(pem: string): KeyObject {
+  if (lastKey?.pem !== pem) lastKey = { pem, key: createPrivateKey(pem) };
+  return lastKey.key;
+}
+
+let lastChain: { chainPem: string; bundlePem: string; trustDomain: string; verdict: Extract<SvidVerdict, { ok: true }> } | undefined;
+/** verifySvid, the last good verdict reused for the same chain and bundle while `now` is within the leaf's validity. */
+function verifiedChain(chainPem: string, bundlePem: string, trustDomain: string, now: Date): SvidVerdict {
+  const last = lastChain;
+  if (last && last.chainPem === chainPem && last.bundlePem === bundlePem && last.trustDomain === trustDomain && now < last.verdict.notAfter && now.getTime() >= Date.parse(last.verdict.leaf.validFrom)) return last.verdict;
+  const verdict = verifySvid(chainPem, trustBundle(trustDomain, bundlePem), now);
+  if (verdict.ok) lastChain = { chainPem, bundlePem, trustDomain, verdict };
+  return verdict;
+}
+
 /** The relay's record for one connection, signed with its SVID key. */
 export function encodeRelayAssertion(fields: RelayAssertionFields, identity: { keyPem: string; chainPem: string }): Buffer {
   const vm = Buffer.from(fields.sourceVmId, 'utf8');
   if (vm.length < 1 || vm.length > 253) throw new RangeError(`source VM id of ${vm.length} bytes: must be 1..253`);
-  const key = createPrivateKey(identity.keyPem);
+  const key = privateKey(identity.keyPem);
   const sigLength = signatureLength(key);
   if (sigLength < 1 || sigLength > 255) throw new RangeError(`the relay key (${key.asymmetricKeyType ?? 'unknown'}) cannot sign an assertion`);
   const chain = Buffer.from(identity.chainPem, 'utf8');
@@ -156,7 +175,7 @@ export function verifyRelayAssertion(a: RelayAssertion, context: RelayAssertionC
   const refuse = (reason: string, detail: string): RelayAssertionVerdict => ({ ok: false, reason, detail });
   let svid;
   try {
-    svid = verifySvid(a.chainPem, trustBundle(context.trustDomain, context.bundlePem), context.now);
+    svid = verifiedChain(a.chainPem, context.bundlePem, context.trustDomain, context.now);
   } catch (err) {
     return refuse('relay_untrusted', `the trust bundle cannot be read: ${(err as Error).message}`);
   }

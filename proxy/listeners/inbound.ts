@@ -70,8 +70,8 @@ export class InboundListener extends Listener {
     const peerTls = this.options.peerTls;
     if (handshake.kind === 'refuse') {
       this.peerRefused(fd, src, handshake.reason, handshake.detail);
-    } else if (peerCid === HOST_CID && this.config.peerAuthorization === 'registry') {
-      // From the host relay: its signed assertion of the source VM may come first.
+    } else if (peerCid === HOST_CID) {
+      // From the host relay: its signed assertion of the source VM may come first (checked under peer_authorization: registry).
       const { maxHeaderBytes } = this.config;
       this.readFirst(fd, src, maxRelayedPreambleBytes(maxHeaderBytes), 'relay assertion and PROXY v2 header', (bytes) => decodeRelayedPreamble(bytes, maxHeaderBytes), (relayed, early) =>
         this.admitted(fd, src, peerCid, null, relayed.header, early, relayed.assertion),
