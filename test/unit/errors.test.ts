@@ -72,7 +72,7 @@ test('each domain error carries the code its API answers with', (t) => {
     [new NotFoundError('VM "web-1"'), 'NOT_FOUND'],
     [new CapacityError('vm_id: the registry holds 10 VMs, at most 10'), 'RESOURCE_EXHAUSTED'],
     [new UnavailableError('not applied: the VM manager is stopping'), 'UNAVAILABLE'],
-    [new StoreUnavailableError('cannot write mesh state file: ENOSPC (write)'), 'UNAVAILABLE'],
+    [new StoreUnavailableError('not applied: cannot write mesh state file: ENOSPC (write)'), 'UNAVAILABLE'],
     [new StoreCompactedError(3, 10), 'OUT_OF_RANGE'],
     [new MeshChangeConflictError('service "web"', 3, 5), 'ABORTED'],
     [new StateFileError('/state/vms.json', 3, 'not JSON'), 'DATA_LOSS'],

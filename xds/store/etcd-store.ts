@@ -155,7 +155,7 @@ export class EtcdStore implements Store {
 
   async grantLease(ttlMs: number): Promise<string> {
     const res = await this.unary<LeaseGrantResponse__Output>((m, o, cb) => m.lease.LeaseGrant({ TTL: Math.max(1, Math.ceil(ttlMs / 1000)) }, o, cb));
-    if (res.error !== '') throw new StoreUnavailableError(`etcd refused a lease: ${res.error}`);
+    if (res.error !== '') throw new StoreUnavailableError(`not applied: etcd refused a lease: ${res.error}`);
     return res.ID;
   }
 
@@ -220,7 +220,8 @@ export class EtcdStore implements Store {
   private failed(member: Clients, err: grpc.ServiceError): VsockmeshError {
     if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
       if (this.members[this.current] === member) this.current = (this.current + 1) % this.members.length;
-      return new StoreUnavailableError(`etcd at ${member.endpoint} did not answer: ${err.details}`, { cause: err });
+      // The request may have reached etcd before the connection or the deadline went: a change may have been applied.
+      return new StoreUnavailableError(`etcd at ${member.endpoint} did not answer (${err.details}): a change may or may not have been applied`, { cause: err });
     }
     if (err.code === grpc.status.NOT_FOUND) return new VsockmeshError('NOT_FOUND', `etcd: ${err.details}`);
     if (err.code === grpc.status.OUT_OF_RANGE) return new VsockmeshError('OUT_OF_RANGE', `etcd: ${err.details}`);

@@ -65,7 +65,7 @@ export class FileStore extends MemoryStore {
     try {
       await writeFileDurably(this.path, `${JSON.stringify({ format: STORE_FILE_FORMAT, version: STORE_FILE_VERSION, ...next })}\n`);
     } catch (err) {
-      throw new StoreUnavailableError(`cannot write ${this.what}: ${fileErrorText(err)}`, { cause: err });
+      throw new StoreUnavailableError(`not applied: cannot write ${this.what}: ${fileErrorText(err)}`, { cause: err });
     }
   }
 }

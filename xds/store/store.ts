@@ -91,9 +91,9 @@ export class StoreCompactedError extends VsockmeshError {
   }
 }
 
-/** The store cannot be reached or written: nothing was applied. */
+/** The store cannot be reached or written; the message says whether a change may have been applied. */
 export class StoreUnavailableError extends VsockmeshError {
   constructor(message: string, options?: ErrorOptions) {
-    super('UNAVAILABLE', `not applied: ${message}`, options);
+    super('UNAVAILABLE', message, options);
   }
 }
