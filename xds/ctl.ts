@@ -305,7 +305,7 @@ export function ctlCommand(): Command {
     .action(() =>
       withConfig(globals(), async (c) => {
         const list = await c.listServices();
-        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms`).join('\n'));
+        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms\trevision=${s.mod_revision}`).join('\n'));
       }),
     );
   services
@@ -315,19 +315,21 @@ export function ctlCommand(): Command {
     .option('--outbound-port <port>', 'where local apps connect on 127.0.0.1 (default: --port)', intArg(1, 65535))
     .addOption(new Option('--protocol <protocol>', 'tcp or http').choices(['tcp', 'http']).default('tcp'))
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', intArg(1, 3_600_000), 5_000)
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
     .description('add or replace a service')
-    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number }) =>
+    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs });
-        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol}`);
+        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol} revision=${s.mod_revision}`);
       }),
     );
   services
     .command('delete')
     .argument('<name>')
-    .action((name: string) =>
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        await c.deleteService(name);
+        await c.deleteService(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted service ${name}`);
       }),
     );
@@ -338,15 +340,16 @@ export function ctlCommand(): Command {
       withConfig(globals(), async (c) => {
         const list = await c.listRoutes();
         const line = (r: (typeof list)[number]): string =>
-          `${r.name}\t${r.domains.join(',')}\t${r.rules.map((rule) => `${rule.prefix}->${rule.services.map((s) => `${s.service}:${s.weight}`).join('+')}`).join(' ')}`;
+          `${r.name}\t${r.domains.join(',')}\t${r.rules.map((rule) => `${rule.prefix}->${rule.services.map((s) => `${s.service}:${s.weight}`).join('+')}`).join(' ')}\trevision=${r.mod_revision}`;
         print(globals(), list, list.length === 0 ? 'no routes' : list.map(line).join('\n'));
       }),
     );
   routes
     .command('put')
     .requiredOption('-f, --file <route.yaml>', 'one route in the mesh config format (name, domains, routes: [{prefix, clusters: [{service, weight}]}])')
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
     .description('add or replace a route')
-    .action((opts: { file: string }) =>
+    .action((opts: { file: string; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
         let raw: Record<string, unknown>;
         try {
@@ -357,16 +360,17 @@ export function ctlCommand(): Command {
         }
         if (typeof raw !== 'object' || raw === null || typeof raw.name !== 'string') throw new UsageError(`${opts.file}: a route needs a name`);
         const { routeFromRaw } = await import('./control-plane/config-api.js');
-        const r = await c.putRoute(routeFromRaw(raw as { name: string }));
-        print(globals(), r, `route ${r.name} (${r.rules.length} rules)`);
+        const r = await c.putRoute({ ...routeFromRaw(raw as { name: string }), mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), r, `route ${r.name} (${r.rules.length} rules) revision=${r.mod_revision}`);
       }),
     );
   routes
     .command('delete')
     .argument('<name>')
-    .action((name: string) =>
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        await c.deleteRoute(name);
+        await c.deleteRoute(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted route ${name}`);
       }),
     );
