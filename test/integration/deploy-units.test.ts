@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { CLI, startCommand } from '../helpers/cli.js';
+import { startCommand } from '../helpers/cli.js';
+import { cliUsageProblems } from '../helpers/cli-usage.js';
 import { startTestMeshCa } from '../helpers/pki.js';
 
 const run = promisify(execFile);
@@ -44,14 +45,6 @@ const execArgv = (line: string): { privileged: boolean; argv: string[] } => {
   const prefix = /^[-+@!:]*/.exec(line)![0];
   return { privileged: prefix.includes('+'), argv: line.slice(prefix.length).split(/\s+/) };
 };
-
-/** The CLI's role and flags in a command line running dist/proxy/cmd/cli.js, or undefined for another command. */
-function cliCommand(argv: string[]): { role: string; flags: string[] } | undefined {
-  const at = argv.findIndex((a) => a.endsWith('/dist/proxy/cmd/cli.js'));
-  if (at < 0) return undefined;
-  const args = argv.slice(at + 1);
-  return { role: args[0]!, flags: args.filter((a) => a.startsWith('-')) };
-}
 
 const units = (await readdir(unitDir)).filter((f) => f.endsWith('.service')).sort();
 
@@ -104,11 +97,10 @@ if (need !== undefined && process.env.CI !== 'true') {
     for (const unit of units) {
       const s = await serviceSettings(unit);
       for (const line of [...(s.get('ExecStartPre') ?? []), ...(s.get('ExecStart') ?? [])]) {
-        const cli = cliCommand(execArgv(line).argv);
-        if (cli === undefined) continue;
-        const help = await run(process.execPath, [CLI, cli.role, '--help']);
-        t.regex(help.stdout, new RegExp(`^Usage: vsockmesh ${cli.role} `, 'm'), `${unit}: role ${cli.role}`);
-        for (const flag of cli.flags) t.true(new RegExp(`(^|[ ,])${flag}[ ,]`, 'm').test(help.stdout), `${unit}: ${cli.role} has no ${flag}`);
+        const argv = execArgv(line).argv;
+        const at = argv.findIndex((a) => a.endsWith('/dist/proxy/cmd/cli.js'));
+        if (at < 0) continue;
+        t.deepEqual(await cliUsageProblems(argv.slice(at + 1)), [], `${unit}: ${line}`);
         checked++;
       }
     }
