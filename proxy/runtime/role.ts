@@ -108,6 +108,7 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     return;
   }
   state = 'serving';
-  logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
+  // Before the ready line: a supervisor that reads it may signal at once, and must find the handlers.
   ending.handleSignals();
+  logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
 }
