@@ -113,7 +113,7 @@ export function channelOptions(transport: ControlTransport): grpc.ChannelOptions
   return 'insecure' in transport ? {} : { 'grpc.ssl_target_name_override': 'vsockmesh' };
 }
 
-export type PeerVerdict = { ok: true; spiffeId: string; identity: MeshIdentity } | { ok: false; reason: SvidRefusal | 'not_a_mesh_identity'; message: string };
+export type PeerVerdict = { ok: true; spiffeId: string; identity: MeshIdentity; notAfter: Date } | { ok: false; reason: SvidRefusal | 'not_a_mesh_identity'; message: string };
 
 /**
  * The mesh identity of a TLS peer whose chain the handshake verified against
@@ -131,7 +131,7 @@ export function peerVerdict(cert: PeerCertificate | undefined, bundle: TrustBund
   if (!verdict.ok) return verdict;
   const identity = parseMeshIdentity(verdict.spiffeId);
   if (!identity.ok) return { ok: false, reason: 'not_a_mesh_identity', message: `${verdict.spiffeId} is not a mesh identity: ${identity.message}` };
-  return { ok: true, spiffeId: verdict.spiffeId, identity: identity.value };
+  return { ok: true, spiffeId: verdict.spiffeId, identity: identity.value, notAfter: verdict.notAfter };
 }
 
 const bundles = new WeakMap<IdentityMaterial, TrustBundle>();
