@@ -996,7 +996,7 @@ function securityComparison(plain: FanoutFigures, mtls: FanoutFigures): string {
   return [
     `## xDS fan-out: mutual TLS beside plain text, same invocation (${new Date().toISOString()})`,
     '',
-    `${machineLine()}; ${CLIENTS} ADS clients; under mTLS each client has its own SVID and connection, plain text shares ${Math.min(CHANNELS, CLIENTS)} connection(s).`,
+    `${machineLine()}; ${CLIENTS} ADS clients; under mTLS each client has its own SVID and connection, plain text runs over ${Math.min(CHANNELS, CLIENTS)} connection(s).`,
     '',
     mdTable(
       ['metric', 'plain text', 'mutual TLS', 'mTLS / plain'],
