@@ -15,7 +15,7 @@ import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
 import { ourPlacement } from './upstream/placement.js';
 import type { CertificateSource } from './identity/certificate-source.js';
-import type { FileCertificateSource } from './peer-tls/file-source.js';
+import type { FileCertificateSource } from './identity/certificate-files.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
@@ -128,14 +128,22 @@ export class Sidecar extends ProxyServer {
     let source = this.certificateSource;
     if (source === undefined) {
       // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.
-      const { FileCertificateSource } = await import('./peer-tls/file-source.js');
-      this.fileSource = await FileCertificateSource.open(settings.files, settings.trustDomain, (message) =>
-        this.logger.warn({ reason: 'peer_identity_reload_failed' }, `peer TLS keeps its identity: ${message}`),
-      );
+      const { FileCertificateSource } = await import('./identity/certificate-files.js');
+      const { key, chain, bundle } = settings.files;
+      this.fileSource = await FileCertificateSource.open(
+        { keyPath: key, certPath: chain, caPath: bundle },
+        {
+          logger: this.logger,
+          trustDomain: settings.trustDomain,
+          pollMs: settings.reloadIntervalMs,
+          onReloadFailed: (problem, message) => this.logger.warn({ reason: 'peer_identity_reload_failed', problem }, `peer TLS keeps its identity: ${message}`),
+        },
+      ).catch((err: unknown) => {
+        throw new Error(`peer_tls: ${(err as Error).message}`, { cause: err });
+      });
       source = this.fileSource;
     }
     this.peerTls.start(source);
-    this.fileSource?.watch(settings.reloadIntervalMs);
   }
 
   /** What the control plane's stream applies: each resource type to the applier. */
@@ -194,7 +202,7 @@ export class Sidecar extends ProxyServer {
   override async stop(): Promise<void> {
     this.ads?.stop();
     await super.stop();
-    this.fileSource?.stop();
+    this.fileSource?.close();
     this.peerTls?.stop();
     this.resolver?.stop();
     if (this.vmManager?.closeOnStop) this.vmManager.client.close();
