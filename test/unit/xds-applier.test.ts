@@ -81,7 +81,7 @@ const outbound = (service: string, port: number, placed: boolean | typeof here =
   cluster: service,
   ...(placed !== false && { local: placed === true ? here : placed }),
 });
-const inbound: XdsListener = { name: 'inbound|vm-a', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080] };
+const inbound: XdsListener = { name: 'inbound|vm-a', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080], rbac: [] };
 const api = (name: string): XdsListener => ({ name, kind: 'api' });
 const eds = (name: string): Extract<XdsCluster, { kind: 'eds' }> => ({ name, kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: name });
 const refusedNames = (...names: string[]): StateRefusals => ({ names: new Set(names), unnamed: false });

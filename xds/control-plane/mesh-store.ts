@@ -26,6 +26,7 @@ export type RawEntry = { name: string } & Record<string, unknown>;
 export interface RawMesh {
   services: RawEntry[];
   routes: RawEntry[];
+  policies: RawEntry[];
 }
 
 /** The mesh state file could not be written: the change was not applied. */
@@ -59,17 +60,17 @@ export class MeshStore extends EventEmitter {
   /** From the state file when it exists (it holds every API change), else from the mesh file, else empty. */
   static async open(options: { meshPath?: string; statePath?: string }): Promise<MeshStore> {
     const path = options.statePath !== undefined && existsSync(options.statePath) ? options.statePath : options.meshPath;
-    if (path === undefined) return new MeshStore({ services: [], routes: [] }, options.statePath, 'mesh config');
+    if (path === undefined) return new MeshStore({ services: [], routes: [], policies: [] }, options.statePath, 'mesh config');
     const text = await readFile(path, 'utf8');
     const bytes = Buffer.byteLength(text);
     if (bytes > MAX_MESH_FILE_BYTES) throw new ConfigError(path, [`(file): ${bytes} bytes, more than the ${MAX_MESH_FILE_BYTES} a mesh file may take`]);
     const data = (parseYamlText(text, path) ?? {}) as Partial<RawMesh>;
     // The whole file is validated (an unknown top-level key is a problem), then kept in the shape the API edits.
-    return new MeshStore({ ...data, services: data.services ?? [], routes: data.routes ?? [] }, options.statePath, path);
+    return new MeshStore({ ...data, services: data.services ?? [], routes: data.routes ?? [], policies: data.policies ?? [] }, options.statePath, path);
   }
 
   static fromConfig(raw: Partial<RawMesh>): MeshStore {
-    return new MeshStore({ services: raw.services ?? [], routes: raw.routes ?? [] }, undefined, 'mesh config');
+    return new MeshStore({ services: raw.services ?? [], routes: raw.routes ?? [], policies: raw.policies ?? [] }, undefined, 'mesh config');
   }
 
   get config(): MeshConfig {
@@ -82,6 +83,10 @@ export class MeshStore extends EventEmitter {
 
   rawRoutes(): RawEntry[] {
     return this.raw.routes.map((r) => ({ ...r }));
+  }
+
+  rawPolicies(): RawEntry[] {
+    return this.raw.policies.map((p) => ({ ...p }));
   }
 
   /**
