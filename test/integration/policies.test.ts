@@ -23,6 +23,9 @@ import { writeIdentity } from '../helpers/peer-tls.js';
 import { makeRoot, vmIdentity } from '../helpers/pki.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 import { vm } from '../helpers/vm-manager.js';
+import { nodeResources } from '../helpers/xds-resources.js';
+import { toSnapshot } from '../../xds/control-plane/translate.js';
+import { TYPE_URLS, packAny } from '../../xds/envoy/proto.js';
 
 const TD = 'spiffe://vsockmesh.local';
 const SLOW = 30_000;
@@ -30,6 +33,8 @@ const SLOW = 30_000;
 interface World {
   app: TestServer;
   plane: ControlPlane;
+  registry: Registry;
+  mesh: MeshStore;
   api: MeshConfigApiClient;
   address: string;
   /** The sidecar under test: vm-c, serving db, everything from xDS. */
@@ -73,7 +78,7 @@ async function world(t: ExecutionContext, policies: RawEntry[], mode: 'strict' |
     await app.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const w = { app, plane, api, address, c, a, b, listener: 'inbound|vm-c' };
+  const w = { app, plane, registry, mesh, api, address, c, a, b, listener: 'inbound|vm-c' };
   await waitFor(() => c.sidecar.listenerAddresses(w.listener).length > 0, 'vm-c\'s inbound listener from the control plane', SLOW);
   await waitFor(() => c.sidecar.authorization.current.size === (policies.length > 0 ? 1 : 0), 'vm-c\'s policies', SLOW);
   return w;
@@ -197,4 +202,20 @@ test('ctl policies put, list, delete; a bad policy is refused naming the field a
   t.regex((await ctl('policies', 'delete', 'db-from-web')).stderr, /NOT_FOUND/);
   await waitFor(() => w.c.sidecar.authorization.current.size === 0, 'no policy left at vm-c', SLOW);
   t.is(await reach(w.a, 'again'), 'again');
+});
+
+test('RBAC the sidecar cannot enforce is NACKed naming the field, and the policies in service stay enforced', async (t) => {
+  const w = await world(t, [policy('db-from-a', 'ALLOW', [`${TD}/vm/vm-a`])]);
+  const resources = nodeResources(w.mesh.config, w.registry.list(), 'vm-c');
+  const inbound = resources.listeners.find((l) => l.name === w.listener)!;
+  const chain = inbound.filter_chains![0]!;
+  // Envoy could enforce a source-IP principal; this sidecar cannot (it authorizes by identity only).
+  const bySourceIp = { permissions: [{ any: true }], principals: [{ source_ip: { address_prefix: '127.0.0.0', prefix_len: { value: 8 } } }] };
+  chain.filters = [{ name: 'envoy.filters.network.rbac', typed_config: packAny(TYPE_URLS.NetworkRbac, { stat_prefix: 'x', rules: { action: 'ALLOW', policies: { 'any-local': bySourceIp } } }) }, ...chain.filters!];
+  w.plane.cache.setSnapshot('vm-c', toSnapshot(resources));
+  const lds = () => w.plane.ads.syncStatus().find((s) => s.nodeId === 'vm-c' && s.typeUrl === TYPE_URLS.Listener);
+  await waitFor(() => lds()?.lastNack != null, 'the LDS NACK', SLOW);
+  t.regex(lds()!.lastNack!.error, /listener "inbound\|vm-c": filter_chains\[0\]\.filters\[0\]\.typed_config\.rules\.policies\["any-local"\]\.principals\[0\]: source_ip cannot be enforced by this sidecar/);
+  t.is(await reach(w.b), '', 'vm-b is still denied by the policies in service');
+  t.is(await reach(w.a, 'a'), 'a');
 });
