@@ -17,6 +17,8 @@ import { ourPlacement } from './upstream/placement.js';
 import type { CertificateSource } from './identity/certificate-source.js';
 import type { FileCertificateSource } from './identity/certificate-files.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
+import { InboundAuthorization } from './policy/inbound-authorization.js';
+import { DEFAULT_TRUST_DOMAIN } from './identity/spiffe.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -51,6 +53,8 @@ export class Sidecar extends ProxyServer {
   readonly peerTls: PeerTls | undefined;
   private readonly certificateSource: CertificateSource | undefined;
   private fileSource: FileCertificateSource | undefined;
+  /** The pushed authorization policies, enforced by every inbound listener (static ones too). */
+  readonly authorization: InboundAuthorization;
 
   constructor(
     readonly config: SidecarConfig,
@@ -75,7 +79,9 @@ export class Sidecar extends ProxyServer {
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
-    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls };
+    this.authorization = new InboundAuthorization(this.context);
+    const trustDomain = config.peerTls.mode !== 'disable' ? config.peerTls.trustDomain : (config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN);
+    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls, authorization: this.authorization, trustDomain };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,
       () => this.xds?.placement ?? null,
@@ -91,6 +97,7 @@ export class Sidecar extends ProxyServer {
           this.logger.info({ listener: listener.name, addresses: listener.addresses(), source: 'xds' }, 'listener started');
         },
         retireListener: (listener) => void this.retire(listener),
+        applyPolicies: (policies) => this.authorization.replace(policies),
         outboundOptions,
         inboundOptions: listenerOptions,
         listenerContext: this.context,

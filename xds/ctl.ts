@@ -149,7 +149,7 @@ function intArg(min: number, max: number) {
 
 export function ctlCommand(): Command {
   const ctl = new Command('ctl')
-    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, xDS sync status')
+    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, policies, xDS sync status')
     .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
     .addOption(new Option('--control-plane <host:port>', 'control plane gRPC address (config API)').env('VSOCKMESH_CONTROL_PLANE').default(DEFAULT_VM_MANAGER_ADDRESS))
     .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
@@ -372,6 +372,45 @@ export function ctlCommand(): Command {
       withConfig(globals(), async (c) => {
         await c.deleteRoute(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted route ${name}`);
+      }),
+    );
+  const policies = ctl.command('policies').description('authorization policies: which peers (SPIFFE IDs) may reach a service (README "Security: Policies")');
+  const policyLine = (p: { name: string; service: string; ports: number[]; action: string; principals: string[]; shadow: boolean; mod_revision: number | string }): string =>
+    `${p.name}\t${p.action}${p.shadow ? ' (shadow)' : ''}\tservice=${p.service}${p.ports.length > 0 ? `\tports=${p.ports.join(',')}` : ''}\t${p.principals.join(',')}\trevision=${p.mod_revision}`;
+  policies
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listPolicies();
+        print(globals(), list, list.length === 0 ? 'no policies' : list.map(policyLine).join('\n'));
+      }),
+    );
+  const repeated = (value: string, previous: string[] = []): string[] => [...previous, value];
+  const port = intArg(1, 65535);
+  policies
+    .command('put')
+    .argument('<name>')
+    .requiredOption('--service <name>', 'the service whose VMs the policy selects')
+    .requiredOption('--action <action>', 'ALLOW or DENY')
+    .requiredOption('--principal <id>', 'a SPIFFE ID, a prefix (spiffe://td/vm/web-* or prefix:spiffe://...), "*" or unauthenticated; repeat for more', repeated)
+    .option('--port <port>', 'a destination port of those VMs (default: the port each serves the service on); repeat for more', (v: string, prev: number[] = []) => [...prev, port(v)])
+    .option('--shadow', 'dry run: log and count what it would deny, enforce nothing', false)
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .description('add or replace a policy')
+    .action((name: string, opts: { service: string; action: string; principal: string[]; port?: number[]; shadow: boolean; expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        const p = await c.putPolicy({ name, service: opts.service, action: opts.action, principals: opts.principal, ports: opts.port ?? [], shadow: opts.shadow, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), p, `policy ${policyLine(p)}`);
+      }),
+    );
+  policies
+    .command('delete')
+    .argument('<name>')
+    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .action((name: string, opts: { expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        await c.deletePolicy(name, opts.expectRevision);
+        print(globals(), { deleted: name }, `deleted policy ${name}`);
       }),
     );
   const tokens = ctl.command('tokens').description('one-time join tokens: how a VM without a host agent (or a host agent) gets its first certificate');

@@ -5,6 +5,9 @@
 // Under peer TLS (TCP only) the peer first completes a TLS handshake and its
 // identity is admitted before the header is read (or, proxy_header:
 // before_tls, right after the header and before anything else).
+// Once the header is read, the connection's principal (policy/principal.ts)
+// and destination port go through the pushed authorization policies before
+// any byte is relayed; a policy change may close it later.
 
 import type { InboundListenerConfig, InboundPortConfig } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
@@ -19,7 +22,10 @@ import type { VmRecord } from '../resolve/types.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
-import { sourceVmProblem } from '../peer-tls/peer-policy.js';
+import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
+import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
+import type { InboundAuthorization } from '../policy/inbound-authorization.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
@@ -27,6 +33,10 @@ export interface InboundListenerOptions {
   resolver?: Resolver;
   /** Present under peer_tls permissive or strict (TCP listeners only). */
   peerTls?: PeerTls;
+  /** The pushed authorization policies, checked once a connection's principal is known (none: everything allowed). */
+  authorization?: InboundAuthorization;
+  /** The trust domain of the principal of a registry-verified vsock peer (default vsockmesh.local). */
+  trustDomain?: string;
 }
 
 export class InboundListener extends Listener {
@@ -126,7 +136,8 @@ export class InboundListener extends Listener {
       return;
     }
     if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early);
-    else this.route(fd, src, header, early, peer);
+    else if (peerCid !== undefined) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: null });
+    else this.route(fd, src, header, early, { hop: 'tcp', tlsIdentity: peer && peer.peer_identity !== UNAUTHENTICATED ? peer.peer_identity : null }, peer);
   }
 
   /**
@@ -153,7 +164,7 @@ export class InboundListener extends Listener {
       return;
     }
     if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
-      this.route(fd, src, header, early);
+      this.route(fd, src, header, early, { hop: 'vsock-relayed' });
       return;
     }
     if (claimed === undefined) {
@@ -164,7 +175,7 @@ export class InboundListener extends Listener {
       if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);
       else if (vm.vsockCid !== peerCid || vm.hypervisorId !== local.hypervisorId) {
         refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which is CID ${vm.vsockCid} on ${vm.hypervisorId} (we are on ${local.hypervisorId})`);
-      } else this.route(fd, src, header, early);
+      } else this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: claimed, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
     };
     const destination = { kind: 'vm', vmId: claimed } as const;
     const cached = resolver.lookup(destination);
@@ -183,7 +194,8 @@ export class InboundListener extends Listener {
     this.whilePending(fd, this.options.resolver!.resolve({ kind: 'vm', vmId: this.context.nodeId }), then);
   }
 
-  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, peer: PeerFields | null = null): void {
+  /** `identity`: what the connection proved of its peer (its principal); `peer`: the TLS facts for the access line. */
+  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, identity: InboundPeer, peer: PeerFields | null = null): void {
     const { logger, refusals, metrics } = this.context;
     if (header.command === 'local') {
       // A health check from the sending proxy itself: nothing to relay.
@@ -203,10 +215,17 @@ export class InboundListener extends Listener {
       ...optional('source_vm', tlvText(header, TLV.VSOCKMESH_SOURCE_VM)),
       ...optional('authority', tlvText(header, TLV.AUTHORITY)),
       ...peer,
+      principal: inboundPrincipal(identity),
     };
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });
       refusals.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
+      native.close(fd);
+      return;
+    }
+    const request = { listener: this.name, port: dstPort, principal: origin.principal, fields: origin };
+    const authorization = this.options.authorization;
+    if (authorization && !authorization.admit(request)) {
       native.close(fd);
       return;
     }
@@ -226,8 +245,12 @@ export class InboundListener extends Listener {
         upstream: formatAddress(target.address, target.port),
         ...origin,
       },
-      onClosed: (c) => this.untrack(c),
+      onClosed: (c) => {
+        unwatch?.();
+        this.untrack(c);
+      },
     });
+    const unwatch = authorization?.watch(request, () => connection.abort());
     this.track(connection);
     connection.connect(
       [

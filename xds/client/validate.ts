@@ -24,7 +24,9 @@ import type { Duration__Output } from '../generated/envoy/google/protobuf/Durati
 import type { Struct__Output } from '../generated/envoy/google/protobuf/Struct.js';
 import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js';
 import type { VsockMode } from '../../proxy/resolve/types.js';
-import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import { PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
+import { isRbacFilter, rbacFilter } from './validate-rbac.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; errors: string[] };
@@ -194,6 +196,7 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
   });
   if (l.filter_chains.length === 0) report('filter_chains', 'an inbound listener must have at least one filter chain (one per local port)');
   const ports: number[] = [];
+  const rbac: PortRbac[] = [];
   const firstChain = new Map<number, number>();
   l.filter_chains.forEach((chain, i) => {
     const at = `filter_chains[${i}]`;
@@ -208,10 +211,22 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
       firstChain.set(port, i);
       ports.push(port);
     }
-    onlyTcpProxy(chain, at, report);
+    // RBAC filters first (the policies of this port, in order), then the TCP proxy.
+    const last = chain.filters.length - 1;
+    const filters: RbacFilter[] = [];
+    chain.filters.slice(0, Math.max(last, 0)).forEach((f, j) => {
+      if (!isRbacFilter(f)) report(`${at}.filters[${j}].name`, `unsupported filter ${JSON.stringify(f.name)} (before the ${TCP_PROXY_FILTER} filter only ${RBAC_NETWORK_FILTER})`);
+      else if (port !== undefined) {
+        const filter = rbacFilter(f, port, `${at}.filters[${j}]`, report);
+        if (filter) filters.push(filter);
+      }
+    });
+    if (last < 0) report(`${at}.filters`, `must end with a ${TCP_PROXY_FILTER} filter (got no filter)`);
+    else tcpProxyCluster(chain.filters[last]!, `${at}.filters[${last}]`, report);
+    if (port !== undefined && filters.length > 0) rbac.push({ port, filters });
   });
   if (!bind) return undefined;
-  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports };
+  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, rbac };
 }
 
 /**

@@ -17,6 +17,7 @@ import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/Del
 import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResponse.js';
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';
 import type { Route, Route__Output } from '../generated/vsockmesh/config/v1/Route.js';
+import type { Policy, Policy__Output } from '../generated/vsockmesh/config/v1/Policy.js';
 import type { Service, Service__Output } from '../generated/vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest, SyncStatusRequest__Output } from '../generated/vsockmesh/config/v1/SyncStatusRequest.js';
 import type { SyncStatusResponse, SyncStatusResponse__Output } from '../generated/vsockmesh/config/v1/SyncStatusResponse.js';
@@ -72,6 +73,28 @@ export function routeFromRaw(raw: RawEntry): Route {
 /** A stored entry on the wire, with the mod revision a compare-and-swap names. */
 function withRevision<Res>(fromRaw: (r: RawEntry) => Res, stored: StoredEntry): Res & { mod_revision: number } {
   return { ...fromRaw(stored), mod_revision: stored.modRevision };
+}
+
+export function policyToRaw(p: Policy__Output): RawEntry {
+  return {
+    name: p.name,
+    service: p.service,
+    ...(p.ports.length > 0 && { ports: [...p.ports] }),
+    action: p.action,
+    principals: [...p.principals],
+    ...(p.shadow && { shadow: true }),
+  };
+}
+
+export function policyFromRaw(raw: RawEntry): Policy {
+  return {
+    name: raw.name,
+    service: String(raw.service ?? ''),
+    ports: (raw.ports as number[] | undefined) ?? [],
+    action: String(raw.action ?? ''),
+    principals: (raw.principals as string[] | undefined) ?? [],
+    shadow: raw.shadow === true,
+  };
 }
 
 /** The status of a failed call, and the reason it is logged with (none: not worth a log line). */
@@ -162,6 +185,9 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
     PutRoute: put('PutRoute', 'routes', routeToRaw, routeFromRaw),
     DeleteRoute: remove('DeleteRoute', 'routes', 'route'),
     ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map((e) => withRevision(routeFromRaw, e)) }),
+    PutPolicy: put('PutPolicy', 'policies', policyToRaw, policyFromRaw),
+    DeletePolicy: remove('DeletePolicy', 'policies', 'policy'),
+    ListPolicies: (_call, callback) => callback(null, { policies: store.rawPolicies().map((e) => withRevision(policyFromRaw, e)) }),
     GetSyncStatus: (call, callback) =>
       run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
     WhoAmI: (call, callback) => run('WhoAmI', async () => callerOf(call), callback),
@@ -230,6 +256,16 @@ export class MeshConfigApiClient {
   }
   async listRoutes(): Promise<Route__Output[]> {
     return (await this.call<{ routes: Route__Output[] }>((o, cb) => this.client.ListRoutes({}, o, cb))).routes;
+  }
+  putPolicy(p: Policy): Promise<Policy__Output> {
+    return this.call((o, cb) => this.client.PutPolicy(p, o, cb));
+  }
+  /** `modRevision` > 0: only if the policy is still at that revision (else ABORTED). */
+  deletePolicy(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeletePolicy({ name, mod_revision: modRevision }, o, cb));
+  }
+  async listPolicies(): Promise<Policy__Output[]> {
+    return (await this.call<{ policies: Policy__Output[] }>((o, cb) => this.client.ListPolicies({}, o, cb))).policies;
   }
   /** One page (see SyncStatusRequest). */
   syncStatus(request: SyncStatusRequest = {}): Promise<SyncStatusResponse__Output> {

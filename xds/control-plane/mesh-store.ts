@@ -1,10 +1,10 @@
 // The mesh as the control plane holds it: the declarative config (services,
-// routes) in its YAML shape, kept in a store (xds/store/: memory, the mesh
+// routes, policies) in its YAML shape, kept in a store (xds/store/: memory, the mesh
 // state file, or etcd shared by replicas), changed by the config API and
 // validated as a whole on every change (a change that would make it invalid
 // is refused and changes nothing).
 //
-// In the store each service and route is a record (`/vsockmesh/mesh/services/web`,
+// In the store each service, route and policy is a record (`/vsockmesh/mesh/services/web`,
 // its YAML entry as JSON), and `/vsockmesh/mesh/changed` is rewritten by every
 // change. A change is one transaction that checks that key's mod revision (no
 // one changed the mesh since the view it was validated against) and, when the
@@ -35,12 +35,13 @@ export type RawEntry = { name: string } & Record<string, unknown>;
 export interface RawMesh {
   services: RawEntry[];
   routes: RawEntry[];
+  policies: RawEntry[];
 }
 
 export const MESH_PREFIX = '/vsockmesh/mesh/';
 /** Rewritten by every change: its mod revision is the mesh's. */
 const CHANGED_KEY = `${MESH_PREFIX}changed`;
-const KINDS = ['services', 'routes'] as const;
+const KINDS = ['services', 'routes', 'policies'] as const;
 /** A change retried this many times while other replicas keep changing the mesh gives up with ABORTED. */
 const MAX_ATTEMPTS = 16;
 
@@ -66,11 +67,12 @@ interface Entry {
 export type StoredEntry = RawEntry & { modRevision: number };
 
 const entryKey = (kind: keyof RawMesh, name: string): string => `${MESH_PREFIX}${kind}/${name}`;
-const what = (kind: keyof RawMesh, name: string): string => `${kind === 'services' ? 'service' : 'route'} ${quoteBounded(name)}`;
+const SINGULAR: Record<keyof RawMesh, string> = { services: 'service', routes: 'route', policies: 'policy' };
+const what = (kind: keyof RawMesh, name: string): string => `${SINGULAR[kind]} ${quoteBounded(name)}`;
 
 /** Emits 'change' (MeshConfig) after every change, this process's once durable, another replica's once seen. */
 export class MeshStore extends EventEmitter {
-  private entries: Record<keyof RawMesh, Map<string, Entry>> = { services: new Map(), routes: new Map() };
+  private entries: Record<keyof RawMesh, Map<string, Entry>> = { services: new Map(), routes: new Map(), policies: new Map() };
   private current: MeshConfig;
   /** The mod revision of CHANGED_KEY in the view (0: the store holds no mesh yet). */
   private changedRevision = 0;
@@ -103,7 +105,7 @@ export class MeshStore extends EventEmitter {
       (options.statePath !== undefined ? await FileStore.open(options.statePath, { what: 'mesh state file', legacy: (text) => legacyRecords(options.statePath!, text) }) : new MemoryStore());
     let listed = await store.list(MESH_PREFIX);
     if (!listed.records.some((r) => r.key === CHANGED_KEY)) {
-      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : { services: [], routes: [] };
+      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : { services: [], routes: [], policies: [] };
       // Another replica may seed first: then its mesh is the one.
       await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
       listed = await store.list(MESH_PREFIX);
@@ -115,7 +117,7 @@ export class MeshStore extends EventEmitter {
 
   /** A mesh in memory only (tests, the demo). */
   static fromConfig(raw: Partial<RawMesh>): MeshStore {
-    const seed = { services: raw.services ?? [], routes: raw.routes ?? [] };
+    const seed = { services: raw.services ?? [], routes: raw.routes ?? [], policies: raw.policies ?? [] };
     const records = [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }].map((p) => ({ ...p, createRevision: 1, modRevision: 1, lease: '' }));
     const store = new MemoryStore({ epoch: 'mesh', revision: 1, records, leases: [] });
     return new MeshStore(store, records, 1, 'mesh config');
@@ -131,6 +133,10 @@ export class MeshStore extends EventEmitter {
 
   rawRoutes(): StoredEntry[] {
     return this.stored('routes');
+  }
+
+  rawPolicies(): StoredEntry[] {
+    return this.stored('policies');
   }
 
   /**
@@ -160,7 +166,7 @@ export class MeshStore extends EventEmitter {
   }
 
   private raw(): RawMesh {
-    return { services: ordered(this.entries.services).map((e) => e.raw), routes: ordered(this.entries.routes).map((e) => e.raw) };
+    return { services: ordered(this.entries.services).map((e) => e.raw), routes: ordered(this.entries.routes).map((e) => e.raw), policies: ordered(this.entries.policies).map((e) => e.raw) };
   }
 
   /**
@@ -248,7 +254,7 @@ export class MeshStore extends EventEmitter {
   }
 
   private load(records: StoreRecord[], revision: number): void {
-    this.entries = { services: new Map(), routes: new Map() };
+    this.entries = { services: new Map(), routes: new Map(), policies: new Map() };
     this.changedRevision = 0;
     for (const record of records) {
       const parsed = parseKey(record.key);
@@ -300,7 +306,7 @@ function parseMeshText(path: string, text: string): RawMesh {
   const bytes = Buffer.byteLength(text);
   if (bytes > MAX_MESH_FILE_BYTES) throw new ConfigError(path, [`(file): ${bytes} bytes, more than the ${MAX_MESH_FILE_BYTES} a mesh file may take`]);
   const data = (parseYamlText(text, path) ?? {}) as Partial<RawMesh>;
-  const mesh = { ...data, services: data.services ?? [], routes: data.routes ?? [] };
+  const mesh = { ...data, services: data.services ?? [], routes: data.routes ?? [], policies: data.policies ?? [] };
   parseMeshConfig(mesh, path);
   return mesh;
 }

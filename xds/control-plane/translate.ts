@@ -20,7 +20,8 @@ import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { makeSnapshot, type Snapshot } from './snapshot.js';
-import type { MeshConfig, MeshRoute, MeshService } from './types.js';
+import type { MeshConfig, MeshPolicy, MeshRoute, MeshService } from './types.js';
+import { rbacFilters } from './translate-rbac.js';
 
 /** What the control plane knows of the registry (VmManagerApi.listVms without the revision). */
 export interface RegistryView {
@@ -155,17 +156,21 @@ export function outboundListener(service: MeshService, local: VmRecord): Listene
   };
 }
 
-/** Listener inbound|<vm>: PROXY v2 hops on 0.0.0.0:<sidecar TCP port>, by destination port to cluster inbound|<port>. */
-export function inboundListener(vmId: string, tcpPort: number, ports: readonly number[]): Listener {
+/**
+ * Listener inbound|<vm>: PROXY v2 hops on 0.0.0.0:<sidecar TCP port>, by
+ * destination port to cluster inbound|<port>, each chain with the RBAC
+ * filters of the policies that select the port (translate-rbac.ts).
+ */
+export function inboundListener(vm: VmRecord, tcpPort: number, ports: readonly number[], policies: readonly MeshPolicy[] = []): Listener {
   return {
-    name: inboundListenerName(vmId),
+    name: inboundListenerName(vm.vmId),
     address: socketAddress('0.0.0.0', tcpPort),
     traffic_direction: 'INBOUND',
     listener_filters: [{ name: PROXY_PROTOCOL_LISTENER_FILTER }],
     filter_chains: ports.map((port) => ({
       name: inboundClusterName(port),
       filter_chain_match: { destination_port: { value: port } },
-      filters: [tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
+      filters: [...rbacFilters(policies, vm, port, inboundClusterName(port)), tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
     })),
   };
 }
@@ -220,7 +225,7 @@ export function buildNodeResources(mesh: MeshConfig, vm: VmRecord): MeshResource
   const tcpPort = vm.sidecar?.tcpPort ?? 0;
   if (tcpPort > 0 && served.size > 0) {
     const ports = [...served.keys()].sort((a, b) => a - b);
-    listeners.push(inboundListener(vm.vmId, tcpPort, ports));
+    listeners.push(inboundListener(vm, tcpPort, ports, mesh.policies));
     for (const port of ports) clusters.push(inboundCluster(port, served.get(port)!));
   }
   return { clusters, endpoints: [], listeners, routes: [] };

@@ -3,6 +3,9 @@
 // wire types (Envoy's protos) stay in xds/envoy and the converters.
 
 import type { ResourceTypeUrl } from '../envoy/proto.js';
+import type { MeshPolicy } from './policies.js';
+
+export type { MeshPolicy };
 
 /** A service of the mesh: served by the VMs whose registry record lists it (VmRecord.services by name). */
 export interface MeshService {
@@ -23,6 +26,7 @@ export interface MeshRoute {
 export interface MeshConfig {
   services: MeshService[];
   routes: MeshRoute[];
+  policies: MeshPolicy[];
 }
 
 /** Per node and type: what was sent, what the node said. Shown by the config API's sync status. */

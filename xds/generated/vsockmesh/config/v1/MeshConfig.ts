@@ -5,9 +5,11 @@ import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { DeleteRequest as _vsockmesh_config_v1_DeleteRequest, DeleteRequest__Output as _vsockmesh_config_v1_DeleteRequest__Output } from '../../../vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse as _vsockmesh_config_v1_DeleteResponse, DeleteResponse__Output as _vsockmesh_config_v1_DeleteResponse__Output } from '../../../vsockmesh/config/v1/DeleteResponse.js';
+import type { ListPoliciesResponse as _vsockmesh_config_v1_ListPoliciesResponse, ListPoliciesResponse__Output as _vsockmesh_config_v1_ListPoliciesResponse__Output } from '../../../vsockmesh/config/v1/ListPoliciesResponse.js';
 import type { ListRequest as _vsockmesh_config_v1_ListRequest, ListRequest__Output as _vsockmesh_config_v1_ListRequest__Output } from '../../../vsockmesh/config/v1/ListRequest.js';
 import type { ListRoutesResponse as _vsockmesh_config_v1_ListRoutesResponse, ListRoutesResponse__Output as _vsockmesh_config_v1_ListRoutesResponse__Output } from '../../../vsockmesh/config/v1/ListRoutesResponse.js';
 import type { ListServicesResponse as _vsockmesh_config_v1_ListServicesResponse, ListServicesResponse__Output as _vsockmesh_config_v1_ListServicesResponse__Output } from '../../../vsockmesh/config/v1/ListServicesResponse.js';
+import type { Policy as _vsockmesh_config_v1_Policy, Policy__Output as _vsockmesh_config_v1_Policy__Output } from '../../../vsockmesh/config/v1/Policy.js';
 import type { Route as _vsockmesh_config_v1_Route, Route__Output as _vsockmesh_config_v1_Route__Output } from '../../../vsockmesh/config/v1/Route.js';
 import type { Service as _vsockmesh_config_v1_Service, Service__Output as _vsockmesh_config_v1_Service__Output } from '../../../vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest as _vsockmesh_config_v1_SyncStatusRequest, SyncStatusRequest__Output as _vsockmesh_config_v1_SyncStatusRequest__Output } from '../../../vsockmesh/config/v1/SyncStatusRequest.js';
@@ -16,6 +18,15 @@ import type { WhoAmIRequest as _vsockmesh_config_v1_WhoAmIRequest, WhoAmIRequest
 import type { WhoAmIResponse as _vsockmesh_config_v1_WhoAmIResponse, WhoAmIResponse__Output as _vsockmesh_config_v1_WhoAmIResponse__Output } from '../../../vsockmesh/config/v1/WhoAmIResponse.js';
 
 export interface MeshConfigClient extends grpc.Client {
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
@@ -43,6 +54,15 @@ export interface MeshConfigClient extends grpc.Client {
   getSyncStatus(argument: _vsockmesh_config_v1_SyncStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_SyncStatusResponse__Output>): grpc.ClientUnaryCall;
   getSyncStatus(argument: _vsockmesh_config_v1_SyncStatusRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_SyncStatusResponse__Output>): grpc.ClientUnaryCall;
   
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
@@ -60,6 +80,15 @@ export interface MeshConfigClient extends grpc.Client {
   listServices(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
   listServices(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
   listServices(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
+  
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
   
   PutRoute(argument: _vsockmesh_config_v1_Route, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Route__Output>): grpc.ClientUnaryCall;
   PutRoute(argument: _vsockmesh_config_v1_Route, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Route__Output>): grpc.ClientUnaryCall;
@@ -97,15 +126,21 @@ export interface MeshConfigClient extends grpc.Client {
 }
 
 export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
+  DeletePolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
+  
   DeleteRoute: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
   
   DeleteService: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
   
   GetSyncStatus: grpc.handleUnaryCall<_vsockmesh_config_v1_SyncStatusRequest__Output, _vsockmesh_config_v1_SyncStatusResponse>;
   
+  ListPolicies: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse>;
+  
   ListRoutes: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse>;
   
   ListServices: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse>;
+  
+  PutPolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy>;
   
   PutRoute: grpc.handleUnaryCall<_vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route>;
   
@@ -119,11 +154,14 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface MeshConfigDefinition extends grpc.ServiceDefinition {
+  DeletePolicy: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteRoute: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteService: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   GetSyncStatus: MethodDefinition<_vsockmesh_config_v1_SyncStatusRequest, _vsockmesh_config_v1_SyncStatusResponse, _vsockmesh_config_v1_SyncStatusRequest__Output, _vsockmesh_config_v1_SyncStatusResponse__Output>
+  ListPolicies: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListPoliciesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse__Output>
   ListRoutes: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListRoutesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse__Output>
   ListServices: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListServicesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse__Output>
+  PutPolicy: MethodDefinition<_vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy__Output>
   PutRoute: MethodDefinition<_vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route__Output>
   PutService: MethodDefinition<_vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service__Output, _vsockmesh_config_v1_Service__Output>
   WhoAmI: MethodDefinition<_vsockmesh_config_v1_WhoAmIRequest, _vsockmesh_config_v1_WhoAmIResponse, _vsockmesh_config_v1_WhoAmIRequest__Output, _vsockmesh_config_v1_WhoAmIResponse__Output>
