@@ -184,9 +184,16 @@ test('ctl policies put, list, delete; a bad policy is refused naming the field a
   const ctl = (...a: string[]) => runCli(['ctl', '--insecure', '--control-plane', w.address, ...a]);
   const put = await ctl('policies', 'put', 'db-from-web', '--service', 'db', '--action', 'ALLOW', '--principal', `${TD}/vm/web-*`, '--principal', 'unauthenticated', '--port', String(w.app.port));
   t.is(put.code, 0, put.stderr);
-  t.is((await ctl('policies', 'list')).stdout, `db-from-web\tALLOW\tservice=db\tports=${w.app.port}\t${TD}/vm/web-*,unauthenticated\n`);
-  const listed = JSON.parse((await ctl('-o', 'json', 'policies', 'list')).stdout) as unknown[];
+  const listed = JSON.parse((await ctl('-o', 'json', 'policies', 'list')).stdout) as Array<{ mod_revision: string }>;
   t.like(listed[0], { name: 'db-from-web', service: 'db', action: 'ALLOW', principals: [`${TD}/vm/web-*`, 'unauthenticated'], ports: [w.app.port], shadow: false });
+  const revision = Number(listed[0]!.mod_revision);
+  t.true(revision > 0);
+  t.is((await ctl('policies', 'list')).stdout, `db-from-web\tALLOW\tservice=db\tports=${w.app.port}\t${TD}/vm/web-*,unauthenticated\trevision=${revision}\n`);
+  // Compare-and-swap, as for services: a change from a stale read is ABORTED and changes nothing.
+  const stale = await ctl('policies', 'put', 'db-from-web', '--service', 'db', '--action', 'DENY', '--principal', '*', '--expect-revision', String(revision + 1));
+  t.is(stale.code, 1);
+  t.regex(stale.stderr, /ABORTED: not applied: policy "db-from-web" was changed by someone else/);
+  t.is((await w.api.listPolicies())[0]!.action, 'ALLOW');
   await waitFor(() => w.c.sidecar.authorization.current.has(w.app.port), 'the policy at vm-c', SLOW);
   t.is(await reach(w.a), '', 'vm-a is not web-*');
 
