@@ -3,6 +3,7 @@
 // .proto files here, with proto-loader-gen-types, then adds the `.js` suffix
 // that NodeNext module resolution wants on relative imports.
 //   xds/generated/          our own protos (proto/vsockmesh, proto/grpc)
+//   xds/generated/etcd/     etcd's v3 API subset (proto/etcd; int64 as strings: lease ids use all 64 bits)
 //   xds/generated/envoy/    Envoy's v3 API, from the pinned subset in proto/vendor/
 //                           (npm run gen:envoy refreshes that subset)
 // Run: npm run gen:proto (CI checks that the committed output is current).
@@ -25,13 +26,18 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
 ];
 // Must match the loader options in xds/proto.ts and xds/envoy/proto.ts.
 const OPTIONS = ['--keepCase', '--longs=Number', '--enums=String', '--defaults', '--oneofs', '--grpcLib=@grpc/grpc-js', '--includeComments'];
+// Must match the loader options in xds/store/etcd-proto.ts.
+const ETCD_OPTIONS = OPTIONS.map((o) => (o === '--longs=Number' ? '--longs=String' : o));
+const etcdOut = join(out, 'etcd');
 const genTypes = join(root, 'node_modules', '.bin', 'proto-loader-gen-types');
 
 rmSync(out, { recursive: true, force: true });
 execFileSync(genTypes, [...OPTIONS, '-I', join(root, 'proto'), '-O', out, ...PROTO_FILES], { stdio: 'inherit' });
+execFileSync(genTypes, [...ETCD_OPTIONS, '-I', join(root, 'proto', 'etcd'), '-O', etcdOut, 'etcdserverpb/rpc.proto'], { stdio: 'inherit' });
 execFileSync(genTypes, [...OPTIONS, '-I', join(root, 'proto', 'vendor'), '-O', envoyOut, ...ENVOY_PROTO_FILES], { stdio: 'inherit' });
 
 function walk(dir, header, { skip, fix = (text) => text } = {}) {

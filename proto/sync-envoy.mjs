@@ -29,6 +29,7 @@ export const ENVOY_ROOTS = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
 ];
 
 /** Include directories under the package's deps/, in the order protoc would search them. */

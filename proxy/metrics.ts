@@ -75,6 +75,10 @@ export class ProxyMetrics {
   readonly peerTlsHandshakes: Counter<'listener' | 'direction' | 'resumed'>;
   readonly peerTlsFailures: Counter<'listener' | 'direction' | 'reason'>;
   readonly unauthenticated: Counter<'listener'>;
+  readonly rbacAllowed: Counter<'listener'>;
+  readonly rbacDenied: Counter<'listener' | 'policy'>;
+  readonly rbacShadowDenied: Counter<'listener' | 'policy'>;
+  readonly rbacRevoked: Counter<'listener' | 'policy'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -166,6 +170,31 @@ export class ProxyMetrics {
       name: 'vsockmesh_peer_unauthenticated_total',
       help: 'Plain-text peers let in under peer_tls mode permissive (labelled unauthenticated)',
       labelNames: ['listener'],
+      registers,
+    });
+    // `policy`: a mesh policy name (bounded by the mesh's policy count) or default_deny.
+    this.rbacAllowed = new Counter({
+      name: 'vsockmesh_rbac_allowed_total',
+      help: 'Inbound connections to a port with authorization policies that the policies let in',
+      labelNames: ['listener'],
+      registers,
+    });
+    this.rbacDenied = new Counter({
+      name: 'vsockmesh_rbac_denied_total',
+      help: 'Inbound connections refused by an authorization policy (policy_denied), by the DENY policy that matched, or default_deny when no ALLOW policy did',
+      labelNames: ['listener', 'policy'],
+      registers,
+    });
+    this.rbacShadowDenied = new Counter({
+      name: 'vsockmesh_rbac_shadow_denied_total',
+      help: 'Inbound connections a shadow (dry-run) policy would have refused; they were let through',
+      labelNames: ['listener', 'policy'],
+      registers,
+    });
+    this.rbacRevoked = new Counter({
+      name: 'vsockmesh_rbac_revoked_total',
+      help: 'Open inbound connections closed because a new policy no longer allows them (policy_revoked)',
+      labelNames: ['listener', 'policy'],
       registers,
     });
     addLogDropped(this.registry);

@@ -15,9 +15,10 @@ import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
 import { ourPlacement } from './upstream/placement.js';
 import type { CertificateSource } from './identity/certificate-source.js';
-import type { FileCertificateSource } from './peer-tls/file-source.js';
+import type { FileCertificateSource } from './identity/certificate-files.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
-import { parseMeshIdentity } from './identity/spiffe.js';
+import { InboundAuthorization } from './policy/inbound-authorization.js';
+import { DEFAULT_TRUST_DOMAIN, parseMeshIdentity } from './identity/spiffe.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -52,6 +53,8 @@ export class Sidecar extends ProxyServer {
   readonly peerTls: PeerTls | undefined;
   private readonly certificateSource: CertificateSource | undefined;
   private fileSource: FileCertificateSource | undefined;
+  /** The pushed authorization policies, enforced by every inbound listener (static ones too). */
+  readonly authorization: InboundAuthorization;
 
   constructor(
     readonly config: SidecarConfig,
@@ -76,7 +79,16 @@ export class Sidecar extends ProxyServer {
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
-    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls, relayTrust: () => this.relayTrust() };
+    this.authorization = new InboundAuthorization(this.context);
+    const trustDomain = config.peerTls.mode !== 'disable' ? config.peerTls.trustDomain : (config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN);
+    const listenerOptions = {
+      accessLog: config.log.accessLog,
+      ...(this.resolver && { resolver: this.resolver }),
+      ...peerTls,
+      relayTrust: () => this.relayTrust(),
+      authorization: this.authorization,
+      trustDomain,
+    };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,
       () => this.xds?.placement ?? null,
@@ -92,6 +104,7 @@ export class Sidecar extends ProxyServer {
           this.logger.info({ listener: listener.name, addresses: listener.addresses(), source: 'xds' }, 'listener started');
         },
         retireListener: (listener) => void this.retire(listener),
+        applyPolicies: (policies) => this.authorization.replace(policies),
         outboundOptions,
         inboundOptions: listenerOptions,
         listenerContext: this.context,
@@ -129,14 +142,22 @@ export class Sidecar extends ProxyServer {
     let source = this.certificateSource;
     if (source === undefined) {
       // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.
-      const { FileCertificateSource } = await import('./peer-tls/file-source.js');
-      this.fileSource = await FileCertificateSource.open(settings.files, settings.trustDomain, (message) =>
-        this.logger.warn({ reason: 'peer_identity_reload_failed' }, `peer TLS keeps its identity: ${message}`),
-      );
+      const { FileCertificateSource } = await import('./identity/certificate-files.js');
+      const { key, chain, bundle } = settings.files;
+      this.fileSource = await FileCertificateSource.open(
+        { keyPath: key, certPath: chain, caPath: bundle },
+        {
+          logger: this.logger,
+          trustDomain: settings.trustDomain,
+          pollMs: settings.reloadIntervalMs,
+          onReloadFailed: (problem, message) => this.logger.warn({ reason: 'peer_identity_reload_failed', problem }, `peer TLS keeps its identity: ${message}`),
+        },
+      ).catch((err: unknown) => {
+        throw new Error(`peer_tls: ${(err as Error).message}`, { cause: err });
+      });
       source = this.fileSource;
     }
     this.peerTls.start(source);
-    this.fileSource?.watch(settings.reloadIntervalMs);
   }
 
   /** What a host relay's source assertion is checked against: the roots of our peer identity, else of our control-plane identity. */
@@ -202,7 +223,7 @@ export class Sidecar extends ProxyServer {
   override async stop(): Promise<void> {
     this.ads?.stop();
     await super.stop();
-    this.fileSource?.stop();
+    this.fileSource?.close();
     this.peerTls?.stop();
     this.resolver?.stop();
     if (this.vmManager?.closeOnStop) this.vmManager.client.close();

@@ -21,6 +21,7 @@ import type { Listener } from './listeners/listener.js';
 import { OutboundListener, type OutboundListenerOptions } from './listeners/outbound.js';
 import { Cluster, type ClusterSettings } from './upstream/cluster.js';
 import { factsFromXds, type LocalPlacement } from './upstream/endpoint-facts.js';
+import { inboundPolicies, type InboundPolicies, type RbacFilter } from './policy/rbac.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
@@ -44,6 +45,8 @@ export interface XdsApplierHost {
   addListener(listener: Listener): Promise<void>;
   /** Drains `listener` (bounded by the drain timeout), stops it and forgets it. */
   retireListener(listener: Listener): void;
+  /** The authorization policies of the inbound listeners in service (after every listener state). */
+  applyPolicies(policies: InboundPolicies): void;
   outboundOptions: OutboundListenerOptions;
   inboundOptions: InboundListenerOptions;
   listenerContext: ConstructorParameters<typeof OutboundListener>[2];
@@ -114,6 +117,12 @@ export class XdsApplier {
     const result: ListenersApplied = { refused: await this.openListeners(wanted.filter((l) => !sameListener(this.listeners.get(l.name)?.spec, l)), removed) };
     for (const spec of wanted) this.updatePeerModes(spec);
     for (const name of removed) this.retire(name);
+    // A listener whose policies alone changed keeps serving (and its connections): the policies are re-checked instead.
+    for (const spec of wanted) {
+      const served = this.listeners.get(spec.name);
+      if (served && sameListener(served.spec, spec)) served.spec = spec;
+    }
+    this.host.applyPolicies(this.inboundPolicies());
     this.free();
     if (unknown) result.nodeUnknown = { kept: left.sort() };
     return result;
@@ -127,6 +136,16 @@ export class XdsApplier {
   /** Route configurations the listeners name (API listeners use their own name). */
   routeNames(): string[] {
     return [...this.apiListeners];
+  }
+
+  /** The RBAC of the inbound listeners in service, by destination port (filters of two listeners on one port both apply). */
+  private inboundPolicies(): InboundPolicies {
+    const byPort = new Map<number, RbacFilter[]>();
+    for (const { spec } of this.listeners.values()) {
+      if (spec.kind !== 'inbound') continue;
+      for (const { port, filters } of spec.rbac) byPort.set(port, [...(byPort.get(port) ?? []), ...filters]);
+    }
+    return inboundPolicies([...byPort].map(([port, filters]) => ({ port, filters })));
   }
 
   dump(): unknown {
@@ -242,14 +261,11 @@ export class XdsApplier {
   }
 }
 
-/** The same listener apart from what changes in place: our placement, and an inbound listener's peer modes. */
+/** Whether two versions of a listener serve alike: placement, an inbound listener's peer modes and policies change without reopening it. */
 function sameListener(a: XdsListener | undefined, b: XdsListener): boolean {
   if (a === undefined) return false;
-  const { local: _a, peerModes: _ma, ...restA } = a as { local?: unknown; peerModes?: unknown };
-  const { local: _b, peerModes: _mb, ...restB } = b as { local?: unknown; peerModes?: unknown };
-  void _a;
-  void _b;
-  void _ma;
-  void _mb;
+  const { local: _a, rbac: _ra, peerModes: _ma, ...restA } = a as { local?: unknown; rbac?: unknown; peerModes?: unknown };
+  const { local: _b, rbac: _rb, peerModes: _mb, ...restB } = b as { local?: unknown; rbac?: unknown; peerModes?: unknown };
+  void [_a, _b, _ra, _rb, _ma, _mb];
   return JSON.stringify(restA) === JSON.stringify(restB);
 }

@@ -147,9 +147,14 @@ function intArg(min: number, max: number) {
   };
 }
 
+/** --expect-revision of every put and delete of the mesh config. */
+function expectRevision(): Option {
+  return new Option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED').argParser(intArg(1, Number.MAX_SAFE_INTEGER));
+}
+
 export function ctlCommand(): Command {
   const ctl = new Command('ctl')
-    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, xDS sync status')
+    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, policies, peer modes, xDS sync status')
     .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
     .addOption(new Option('--control-plane <host:port>', 'control plane gRPC address (config API)').env('VSOCKMESH_CONTROL_PLANE').default(DEFAULT_VM_MANAGER_ADDRESS))
     .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
@@ -305,7 +310,7 @@ export function ctlCommand(): Command {
     .action(() =>
       withConfig(globals(), async (c) => {
         const list = await c.listServices();
-        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms`).join('\n'));
+        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms\trevision=${s.mod_revision}`).join('\n'));
       }),
     );
   services
@@ -315,19 +320,21 @@ export function ctlCommand(): Command {
     .option('--outbound-port <port>', 'where local apps connect on 127.0.0.1 (default: --port)', intArg(1, 65535))
     .addOption(new Option('--protocol <protocol>', 'tcp or http').choices(['tcp', 'http']).default('tcp'))
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', intArg(1, 3_600_000), 5_000)
+    .addOption(expectRevision())
     .description('add or replace a service')
-    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number }) =>
+    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs });
-        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol}`);
+        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol} revision=${s.mod_revision}`);
       }),
     );
   services
     .command('delete')
     .argument('<name>')
-    .action((name: string) =>
+    .addOption(expectRevision())
+    .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        await c.deleteService(name);
+        await c.deleteService(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted service ${name}`);
       }),
     );
@@ -337,7 +344,7 @@ export function ctlCommand(): Command {
     .action(() =>
       withConfig(globals(), async (c) => {
         const list = await c.listPeerAuthentications();
-        const line = (p: (typeof list)[number]): string => `${p.name}\t${p.mode}\tservice=${p.service || '*'}\tport=${p.port || '*'}`;
+        const line = (p: (typeof list)[number]): string => `${p.name}\t${p.mode}\tservice=${p.service || '*'}\tport=${p.port || '*'}\trevision=${p.mod_revision}`;
         print(globals(), list, list.length === 0 ? 'no peer authentication: every port is STRICT' : list.map(line).join('\n'));
       }),
     );
@@ -347,19 +354,21 @@ export function ctlCommand(): Command {
     .addOption(new Option('--mode <mode>', 'STRICT: TLS peers only; PERMISSIVE: plain text too (unauthenticated); DISABLE: plain text only').choices(['STRICT', 'PERMISSIVE', 'DISABLE']).makeOptionMandatory())
     .option('--service <name>', 'the ports VMs serve this service on (default: any service)')
     .option('--port <port>', "a VM's inbound destination port (default: any port)", intArg(1, 65535))
+    .addOption(expectRevision())
     .description('add or replace a peer mode; without --service and --port it is the mesh-wide default')
-    .action((name: string, opts: { mode: string; service?: string; port?: number }) =>
+    .action((name: string, opts: { mode: string; service?: string; port?: number; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        const p = await c.putPeerAuthentication({ name, mode: opts.mode, service: opts.service ?? '', port: opts.port ?? 0 });
-        print(globals(), p, `peer authentication ${p.name}: ${p.mode} for service=${p.service || '*'} port=${p.port || '*'}`);
+        const p = await c.putPeerAuthentication({ name, mode: opts.mode, service: opts.service ?? '', port: opts.port ?? 0, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), p, `peer authentication ${p.name}: ${p.mode} for service=${p.service || '*'} port=${p.port || '*'} revision=${p.mod_revision}`);
       }),
     );
   peerAuth
     .command('delete')
     .argument('<name>')
-    .action((name: string) =>
+    .addOption(expectRevision())
+    .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        await c.deletePeerAuthentication(name);
+        await c.deletePeerAuthentication(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted peer authentication ${name}`);
       }),
     );
@@ -370,15 +379,16 @@ export function ctlCommand(): Command {
       withConfig(globals(), async (c) => {
         const list = await c.listRoutes();
         const line = (r: (typeof list)[number]): string =>
-          `${r.name}\t${r.domains.join(',')}\t${r.rules.map((rule) => `${rule.prefix}->${rule.services.map((s) => `${s.service}:${s.weight}`).join('+')}`).join(' ')}`;
+          `${r.name}\t${r.domains.join(',')}\t${r.rules.map((rule) => `${rule.prefix}->${rule.services.map((s) => `${s.service}:${s.weight}`).join('+')}`).join(' ')}\trevision=${r.mod_revision}`;
         print(globals(), list, list.length === 0 ? 'no routes' : list.map(line).join('\n'));
       }),
     );
   routes
     .command('put')
     .requiredOption('-f, --file <route.yaml>', 'one route in the mesh config format (name, domains, routes: [{prefix, clusters: [{service, weight}]}])')
+    .addOption(expectRevision())
     .description('add or replace a route')
-    .action((opts: { file: string }) =>
+    .action((opts: { file: string; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
         let raw: Record<string, unknown>;
         try {
@@ -389,17 +399,57 @@ export function ctlCommand(): Command {
         }
         if (typeof raw !== 'object' || raw === null || typeof raw.name !== 'string') throw new UsageError(`${opts.file}: a route needs a name`);
         const { routeFromRaw } = await import('./control-plane/config-api.js');
-        const r = await c.putRoute(routeFromRaw(raw as { name: string }));
-        print(globals(), r, `route ${r.name} (${r.rules.length} rules)`);
+        const r = await c.putRoute({ ...routeFromRaw(raw as { name: string }), mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), r, `route ${r.name} (${r.rules.length} rules) revision=${r.mod_revision}`);
       }),
     );
   routes
     .command('delete')
     .argument('<name>')
-    .action((name: string) =>
+    .addOption(expectRevision())
+    .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        await c.deleteRoute(name);
+        await c.deleteRoute(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted route ${name}`);
+      }),
+    );
+  const policies = ctl.command('policies').description('authorization policies: which peers (SPIFFE IDs) may reach a service (README "Security: Policies")');
+  const policyLine = (p: { name: string; service: string; ports: number[]; action: string; principals: string[]; shadow: boolean; mod_revision: number | string }): string =>
+    `${p.name}\t${p.action}${p.shadow ? ' (shadow)' : ''}\tservice=${p.service}${p.ports.length > 0 ? `\tports=${p.ports.join(',')}` : ''}\t${p.principals.join(',')}\trevision=${p.mod_revision}`;
+  policies
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listPolicies();
+        print(globals(), list, list.length === 0 ? 'no policies' : list.map(policyLine).join('\n'));
+      }),
+    );
+  const repeated = (value: string, previous: string[] = []): string[] => [...previous, value];
+  const port = intArg(1, 65535);
+  policies
+    .command('put')
+    .argument('<name>')
+    .requiredOption('--service <name>', 'the service whose VMs the policy selects')
+    .requiredOption('--action <action>', 'ALLOW or DENY')
+    .requiredOption('--principal <id>', 'a SPIFFE ID, a prefix (spiffe://td/vm/web-* or prefix:spiffe://...), "*" or unauthenticated; repeat for more', repeated)
+    .option('--port <port>', 'a destination port of those VMs (default: the port each serves the service on); repeat for more', (v: string, prev: number[] = []) => [...prev, port(v)])
+    .option('--shadow', 'dry run: log and count what it would deny, enforce nothing', false)
+    .addOption(expectRevision())
+    .description('add or replace a policy')
+    .action((name: string, opts: { service: string; action: string; principal: string[]; port?: number[]; shadow: boolean; expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        const p = await c.putPolicy({ name, service: opts.service, action: opts.action, principals: opts.principal, ports: opts.port ?? [], shadow: opts.shadow, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), p, `policy ${policyLine(p)}`);
+      }),
+    );
+  policies
+    .command('delete')
+    .argument('<name>')
+    .addOption(expectRevision())
+    .action((name: string, opts: { expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        await c.deletePolicy(name, opts.expectRevision);
+        print(globals(), { deleted: name }, `deleted policy ${name}`);
       }),
     );
   const tokens = ctl.command('tokens').description('one-time join tokens: how a VM without a host agent (or a host agent) gets its first certificate');

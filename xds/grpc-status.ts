@@ -34,8 +34,9 @@ export function callError(err: grpc.ServiceError): CallError {
  * Who a failed call's status comes from: a status the server sent arrives with
  * its response headers (content-type at least, in the trailers of an
  * error-only answer); one grpc-js makes up locally (no connection, a deadline
- * that passed with no answer) carries no metadata at all.
+ * that passed with no answer) carries no metadata at all, except the count of
+ * attempts grpc-js adds itself after retries (RETRY_UNAVAILABLE).
  */
 function answeredByServer(err: grpc.ServiceError): boolean {
-  return err.metadata !== undefined && Object.keys(err.metadata.getMap()).length > 0;
+  return err.metadata !== undefined && Object.keys(err.metadata.getMap()).some((key) => key !== 'grpc-previous-rpc-attempts');
 }

@@ -10,6 +10,7 @@ import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
+import type { StoreFlags } from '../../xds/store/store-flags.js';
 import { ctlCommand } from '../../xds/ctl.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
@@ -29,7 +30,7 @@ function version(): string {
   return pkg.version;
 }
 
-interface ControlPlaneCliOptions extends IdentityFlags {
+interface ControlPlaneCliOptions extends IdentityFlags, StoreFlags {
   listen: string;
   mesh?: string;
   meshStateFile?: string;
@@ -66,6 +67,11 @@ function controlIdentityOptions(command: Command): Command {
     .option('--name <name>', 'the replica name in spiffe://<trust-domain>/cp/<name> when this process issues its own identity (default: the role, control-plane or vm-manager)')
     .option('--trust-domain <domain>', `the SPIFFE trust domain of the CA (default ${DEFAULT_TRUST_DOMAIN})`)
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
+}
+
+function storeFlags(o: StoreFlags): StoreFlags {
+  const { store, storeCert, storeKey, storeCa, storeInsecure } = o;
+  return Object.fromEntries(Object.entries({ store, storeCert, storeKey, storeCa, storeInsecure }).filter(([, v]) => v !== undefined));
 }
 
 function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
@@ -171,6 +177,11 @@ export function buildCli(): Command {
     .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
     .option('--mesh <file>', 'mesh config YAML (services, routes) loaded at start when there is no mesh state file; see README "Control plane"')
     .option('--mesh-state-file <file>', 'persist config API changes here; a restart starts from it')
+    .option('--store <url>', 'keep the mesh in etcd instead (etcd://host:2379[,host:2379], ?cert=&key=&ca= or the flags below); replicas on one etcd share it; see README "Store"')
+    .option('--store-cert <file>', 'client certificate (PEM) for etcd')
+    .option('--store-key <file>', 'the private key of --store-cert (PEM)')
+    .option('--store-ca <file>', 'the CA (PEM) etcd\'s server certificate is verified against')
+    .option('--store-insecure', 'speak to etcd in plain text (no TLS): only where the network is trusted')
     .option('--vm-manager <host:port>', 'follow this VM manager (Watch) instead of serving one in this process')
     .option('--inventory <file>', 'in-process VM manager: inventory YAML loaded at start when there is no state file')
     .option('--state-file <file>', 'in-process VM manager: keep the registry here (a snapshot, with its change log in <file>.log.N beside it)')
@@ -187,6 +198,7 @@ export function buildCli(): Command {
         listen: opts.listen,
         ...(opts.mesh !== undefined && { meshPath: opts.mesh }),
         ...(opts.meshStateFile !== undefined && { meshStatePath: opts.meshStateFile }),
+        store: storeFlags(opts),
         ...(opts.vmManager !== undefined && { vmManager: opts.vmManager }),
         ...(opts.inventory !== undefined && { inventoryPath: opts.inventory }),
         ...(opts.stateFile !== undefined && { statePath: opts.stateFile }),

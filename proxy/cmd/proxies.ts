@@ -59,7 +59,7 @@ async function identitySource(settings: IdentitySettings, kind: 'vm' | 'hv', nam
   const [{ certifyClient }, { RenewingSource }] = await Promise.all([import('../../xds/identity/certify-client.js'), import('../identity/renewing-source.js')]);
   const bootstrapBundlePem = await readFile(settings.trustBundleFile, 'utf8');
   const certify = certifyClient(settings.controlPlane, { trustDomain: settings.trustDomain, bootstrapBundlePem });
-  return new RenewingSource({ spiffeId: id.value, certify, joinToken: () => readFile(settings.joinTokenFile, 'utf8'), logger: options.logger ?? silentLogger() });
+  return new RenewingSource({ spiffeId: id.value, certify, joinToken: () => readFile(settings.joinTokenFile, 'utf8'), logger: options.logger ?? silentLogger(), ...(settings.stateDir !== null && { stateDir: settings.stateDir }) });
 }
 
 export interface ProxyClients {

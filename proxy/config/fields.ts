@@ -182,10 +182,11 @@ export const identitySettings = z
         if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem.message} (${problem.reason})` });
       }),
     trust_bundle_file: z.string().min(1, { message: 'must be a file path' }),
+    state_dir: z.string().min(1, { message: 'must be a directory path' }).optional(),
   })
   .strict()
   .optional()
   .transform(
     (i): IdentitySettings | null =>
-      i === undefined ? null : { controlPlane: i.control_plane, joinTokenFile: i.join_token_file, trustDomain: i.trust_domain, trustBundleFile: i.trust_bundle_file },
+      i === undefined ? null : { controlPlane: i.control_plane, joinTokenFile: i.join_token_file, trustDomain: i.trust_domain, trustBundleFile: i.trust_bundle_file, stateDir: i.state_dir ?? null },
   );

@@ -150,6 +150,8 @@ export interface IdentitySettings {
   trustDomain: string;
   /** PEM roots to check the control plane with on first contact (later: the bundle of the last Certify answer). */
   trustBundleFile: string;
+  /** Where the key and certificate are kept across restarts (0600); null: in memory, a restart needs a new join token. */
+  stateDir: string | null;
 }
 
 /** Process-wide limits: beyond them new connections are refused, established ones continue. */

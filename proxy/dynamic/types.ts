@@ -6,6 +6,7 @@
 import type { Logger } from '../runtime/log.js';
 import type { VsockMode } from '../resolve/types.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
+import type { PortRbac } from '../policy/rbac.js';
 
 /** The longest connect timeout a mesh service may declare and a sidecar accepts from the control plane (5 minutes). */
 export const MAX_CONNECT_TIMEOUT_MS = 300_000;
@@ -15,12 +16,13 @@ export const MAX_CONNECT_TIMEOUT_MS = 300_000;
  * A listener pushed to a sidecar. `outbound`: apps connect on a loopback
  * address and every connection goes to `cluster`. `inbound`: peers' PROXY v2
  * hops arrive here and go to the local `ports` (127.0.0.1:port), each under
- * its peer mode when the control plane says one (`peerModes`). `api`: a gRPC
+ * its peer mode when the control plane says one (`peerModes`), authorized by
+ * the RBAC filters of each port's chains (`rbac`). `api`: a gRPC
  * xDS client's API listener (HTTP connection manager); sidecars accept and ignore it.
  */
 export type XdsListener =
   | { name: string; kind: 'outbound'; address: string; port: number; cluster: string; local?: { vmId: string; hypervisorId: string } }
-  | { name: string; kind: 'inbound'; address: string; port: number; ports: number[]; peerModes?: Record<number, PeerTlsMode> }
+  | { name: string; kind: 'inbound'; address: string; port: number; ports: number[]; rbac: PortRbac[]; peerModes?: Record<number, PeerTlsMode> }
   | { name: string; kind: 'api' };
 
 /** The VM facts a control plane attaches to an endpoint (LbEndpoint.metadata.filter_metadata["vsockmesh"]). */

@@ -1,9 +1,12 @@
 // Identity material from PEM files (a key, a chain with the leaf first, a
-// trust bundle), e.g. written by cert-manager or an organisation's PKI. The
-// files are checked together (the key is the leaf's, the chain verifies as an
-// X509-SVID against the bundle) and polled: a change is loaded and announced;
-// a bad new set (half written, mismatched, expired) is logged with a reason
-// and the last good material keeps serving.
+// trust bundle), e.g. written by cert-manager or an organisation's PKI: the
+// one reader for the control-plane clients and servers (tls:, --cert/--key/--ca)
+// and for the peer hop (peer_tls). The files are checked together (the key is
+// the leaf's, the chain verifies as an X509-SVID against the bundle, of an
+// expected trust domain when one is given) and polled (a rename over a file,
+// as certificate tools write, is seen as well as an edit in place): a change
+// is loaded and announced; a bad new set (half written, mismatched, expired)
+// is reported once with a reason and the last good material keeps serving.
 
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -36,13 +39,17 @@ export class CertificateFilesError extends Error {
   }
 }
 
-/** The three files as one checked set; throws CertificateFilesError naming the file (never its content). */
-export async function readCertificateFiles(files: CertificateFiles, at: Date): Promise<IdentityMaterial> {
+/**
+ * The three files as one checked set; throws CertificateFilesError naming the
+ * file (never its content). `trustDomain`: the identity must be of this trust
+ * domain (else the leaf's own trust domain is taken).
+ */
+export async function readCertificateFiles(files: CertificateFiles, at: Date, trustDomain?: string): Promise<IdentityMaterial> {
   const [keyPem, chainPem, bundlePem] = await Promise.all([files.keyPath, files.certPath, files.caPath].map((p) => readFile(p, 'utf8').catch((err: unknown) => fail('identity_file_unreadable', `cannot read ${p}: ${fileErrorText(err)}`))));
-  return checkMaterial(files, keyPem!, chainPem!, bundlePem!, at);
+  return checkMaterial(files, keyPem!, chainPem!, bundlePem!, at, trustDomain);
 }
 
-function checkMaterial(files: CertificateFiles, keyPem: string, chainPem: string, bundlePem: string, at: Date): IdentityMaterial {
+function checkMaterial(files: CertificateFiles, keyPem: string, chainPem: string, bundlePem: string, at: Date, trustDomain: string | undefined): IdentityMaterial {
   let key;
   try {
     key = createPrivateKey(keyPem);
@@ -62,14 +69,15 @@ function checkMaterial(files: CertificateFiles, keyPem: string, chainPem: string
   const uris = extensionsOf(leaf.raw).uriSans;
   const id = uris.length === 1 ? parseSpiffeId(uris[0]!) : undefined;
   if (id === undefined || !id.ok) return fail('identity_not_an_svid', `${files.certPath}: the first certificate does not carry exactly one SPIFFE ID`);
+  const domain = trustDomain ?? id.value.trustDomain;
   let bundle;
   try {
-    bundle = trustBundle(id.value.trustDomain, bundlePem);
+    bundle = trustBundle(domain, bundlePem);
   } catch (err) {
     return fail('identity_bundle_invalid', `${files.caPath}: ${(err as Error).message}`);
   }
   const verdict = verifySvid(chainPem, bundle, at);
-  if (!verdict.ok) return fail('identity_not_an_svid', `${files.certPath} does not verify against ${files.caPath}: ${verdict.message} (${verdict.reason})`);
+  if (!verdict.ok) return fail('identity_not_an_svid', `${files.certPath} is not a valid X509-SVID of ${domain} (${verdict.reason}) under ${files.caPath}: ${verdict.message}`);
   return { keyPem, chainPem, bundlePem, spiffeId: verdict.spiffeId, notAfter: verdict.notAfter };
 }
 
@@ -81,6 +89,10 @@ export interface FileSourceOptions {
   logger: Logger;
   pollMs?: number;
   now?: () => number;
+  /** The identity must be of this trust domain (at start and on every reload). */
+  trustDomain?: string;
+  /** A changed set that is refused (the current material keeps serving); default: a `warn` line with the reason. */
+  onReloadFailed?: (reason: CertificateFilesProblem, message: string) => void;
 }
 
 /** A CertificateSource over files, polled for changes until close(). */
@@ -103,7 +115,7 @@ export class FileCertificateSource implements CertificateSource {
   static async open(files: CertificateFiles, options: FileSourceOptions): Promise<FileCertificateSource> {
     const now = options.now ?? Date.now;
     const stamp = await stampOf(files);
-    const source = new FileCertificateSource(files, await readCertificateFiles(files, new Date(now())), stamp, options);
+    const source = new FileCertificateSource(files, await readCertificateFiles(files, new Date(now()), options.trustDomain), stamp, options);
     source.timer = setInterval(() => void source.poll(), options.pollMs ?? DEFAULT_CERTIFICATE_POLL_MS);
     source.timer.unref();
     return source;
@@ -132,22 +144,18 @@ export class FileCertificateSource implements CertificateSource {
 
   private async reload(): Promise<void> {
     const { logger, now = Date.now } = this.options;
-    let stamp: string;
-    try {
-      stamp = await stampOf(this.files);
-    } catch (err) {
-      logger.warn({ reason: 'identity_file_unreadable', cert_file: this.files.certPath }, `identity files: ${(err as Error).message}; keeping the current certificate`);
-      return;
-    }
+    const stamp = await stampOf(this.files);
     if (stamp === this.stamp) return;
-    // A refused set is logged once: the next write to any of the files is read again.
+    // A refused set is reported once: the next write to any of the files is read again.
     this.stamp = stamp;
     let next: IdentityMaterial;
     try {
-      next = await readCertificateFiles(this.files, new Date(now()));
+      next = await readCertificateFiles(this.files, new Date(now()), this.options.trustDomain);
     } catch (err) {
       const reason = err instanceof CertificateFilesError ? err.reason : 'identity_file_unreadable';
-      logger.warn({ reason, cert_file: this.files.certPath }, `new identity files refused, keeping the current certificate (until ${this.material.notAfter.toISOString()}): ${(err as Error).message}`);
+      const message = (err as Error).message;
+      if (this.options.onReloadFailed) this.options.onReloadFailed(reason, message);
+      else logger.warn({ reason, cert_file: this.files.certPath }, `new identity files refused, keeping the current certificate (until ${this.material.notAfter.toISOString()}): ${message}`);
       return;
     }
     if (next.keyPem === this.material.keyPem && next.chainPem === this.material.chainPem && next.bundlePem === this.material.bundlePem) return;
@@ -157,8 +165,8 @@ export class FileCertificateSource implements CertificateSource {
   }
 }
 
-/** What changes when any of the files is replaced or rewritten. */
+/** What changes when any of the files is replaced, rewritten or removed (a missing file is read, and refused, once). */
 async function stampOf(files: CertificateFiles): Promise<string> {
-  const stats = await Promise.all([files.keyPath, files.certPath, files.caPath].map((p) => stat(p).catch((err: unknown) => fail('identity_file_unreadable', `cannot read ${p}: ${fileErrorText(err)}`))));
-  return stats.map((s) => `${s.ino}:${s.size}:${s.mtimeMs}`).join('|');
+  const stats = await Promise.all([files.keyPath, files.certPath, files.caPath].map((p) => stat(p).then((s) => `${s.ino}:${s.size}:${s.mtimeMs}`, () => 'missing')));
+  return stats.join('|');
 }

@@ -6,10 +6,17 @@
 // material replaces it only once it has been checked (an X509-SVID for our
 // SPIFFE ID and our new key, under the bundle that came with it), then
 // onChange fires. How a Certify call is made is injected (the control plane's
-// client lives in xds/).
+// client lives in xds/). With a state directory the key, chain and bundle
+// are also kept there (mode 0600, written durably after every certificate):
+// a restart within the certificate's validity renews with it instead of
+// needing a new join token.
 
 import { X509Certificate } from 'node:crypto';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Backoff } from '../runtime/backoff.js';
+import { fileErrorText, writeFileDurably } from '../runtime/durable-file.js';
+import { CertificateFilesError, readCertificateFiles, type CertificateFiles } from './certificate-files.js';
 import { systemClock, type CancelTimer } from '../runtime/clock.js';
 import { errorCode } from '../runtime/errors.js';
 import type { Logger } from '../runtime/log.js';
@@ -51,6 +58,13 @@ export interface RenewingSourceOptions {
   now?: () => number;
   random?: () => number;
   retry?: { initialMs: number; maxMs: number };
+  /** Where the key and certificate are kept across restarts (made 0700; files 0600); absent: in memory only. */
+  stateDir?: string;
+}
+
+/** The files of a state directory. */
+export function stateFiles(dir: string): CertificateFiles {
+  return { keyPath: join(dir, 'key.pem'), certPath: join(dir, 'chain.pem'), caPath: join(dir, 'bundle.pem') };
 }
 
 export interface RenewalCounters {
@@ -98,6 +112,11 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
 
   /** The first certificate (join token), retried with backoff while the control plane is unreachable; then renewals run until stop(). */
   async start(): Promise<void> {
+    const kept = await this.restore();
+    if (kept.restored) {
+      this.schedule();
+      return;
+    }
     for (;;) {
       try {
         const token = (await this.options.joinToken()).trim();
@@ -106,7 +125,8 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
       } catch (err) {
         const code = errorCode(err);
         if (this.stopped) throw new Error('identity: stopped before the first certificate', { cause: err });
-        if (code !== undefined && PERMANENT.has(code)) throw new Error(`identity: the control plane refused the first certificate for ${this.options.spiffeId}: ${(err as Error).message}`, { cause: err });
+        const why = kept.problem === undefined ? '' : ` (${kept.problem}: a new join token is needed)`;
+        if (code !== undefined && PERMANENT.has(code)) throw new Error(`identity: the control plane refused the first certificate for ${this.options.spiffeId}${why}: ${(err as Error).message}`, { cause: err });
         const delay = this.backoff.next();
         this.failure(err, delay);
         await new Promise<void>((resolve) => (this.cancelTimer = systemClock.setTimer(resolve, delay)));
@@ -120,6 +140,53 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
   stop(): void {
     this.stopped = true;
     this.cancelTimer?.();
+  }
+
+  /**
+   * The certificate kept in the state directory, when it is still a valid
+   * SVID of ours (its key, its bundle): taken as the current material.
+   * Otherwise why not (none kept, expired, ...), for the error a refused join token gives.
+   */
+  private async restore(): Promise<{ restored: true } | { restored: false; problem?: string }> {
+    const dir = this.options.stateDir;
+    if (dir === undefined) return { restored: false };
+    const files = stateFiles(dir);
+    if (!(await stat(files.certPath).then(() => true, () => false))) return { restored: false };
+    const { logger, spiffeId } = this.options;
+    let kept: IdentityMaterial;
+    try {
+      kept = await readCertificateFiles(files, new Date(this.now()), this.trustDomain);
+    } catch (err) {
+      const reason = err instanceof CertificateFilesError ? err.reason : 'identity_file_unreadable';
+      const notAfter = await readFile(files.certPath, 'utf8').then((pem) => new Date(new X509Certificate(pem).validTo), () => undefined);
+      const problem = notAfter !== undefined && notAfter.getTime() <= this.now() ? `the certificate kept in ${dir} expired at ${notAfter.toISOString()}` : `the certificate kept in ${dir} cannot be used (${reason})`;
+      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: reason, state_dir: dir }, `identity: ${problem}: ${(err as Error).message}; asking with the join token`);
+      return { restored: false, problem };
+    }
+    if (kept.spiffeId !== spiffeId) {
+      const problem = `the certificate kept in ${dir} is ${kept.spiffeId}, not ${spiffeId}`;
+      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: 'other_identity', state_dir: dir }, `identity: ${problem}; asking with the join token`);
+      return { restored: false, problem };
+    }
+    this.material = kept;
+    logger.info({ spiffe_id: spiffeId, not_after: kept.notAfter.toISOString(), state_dir: dir }, 'identity restored from the state directory');
+    return { restored: true };
+  }
+
+  /** Keeps the current material in the state directory; a failure is logged (the identity in memory keeps serving). */
+  private async keep(m: IdentityMaterial): Promise<void> {
+    const dir = this.options.stateDir;
+    if (dir === undefined) return;
+    const files = stateFiles(dir);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // The key last: a crash between the writes leaves a set that does not check out, never a key for a chain it does not match being used.
+      await writeFileDurably(files.certPath, m.chainPem, { mode: 0o600 });
+      await writeFileDurably(files.caPath, m.bundlePem, { mode: 0o600 });
+      await writeFileDurably(files.keyPath, m.keyPem, { mode: 0o600 });
+    } catch (err) {
+      this.options.logger.warn({ spiffe_id: this.options.spiffeId, reason: 'identity_not_kept', state_dir: dir }, `identity: cannot keep the certificate in ${dir} (a restart will need a join token): ${fileErrorText(err)}`);
+    }
   }
 
   current(): IdentityMaterial {
@@ -205,5 +272,6 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
     if (!samePublicKey(keys.privateKey, verdict.leaf.publicKey)) throw new Error('the control plane\'s certificate is not for the key of our CSR');
     if (this.stopped) return;
     this.material = { keyPem: keys.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, chainPem: answer.chainPem, bundlePem: answer.bundlePem, spiffeId: verdict.spiffeId, notAfter: verdict.notAfter };
+    await this.keep(this.material);
   }
 }

@@ -5,6 +5,9 @@
 // Under peer TLS (TCP only) the peer first completes a TLS handshake and its
 // identity is admitted before the header is read (or, proxy_header:
 // before_tls, right after the header and before anything else).
+// Once the header is read, the connection's principal (policy/principal.ts)
+// and destination port go through the pushed authorization policies before
+// any byte is relayed; a policy change may close it later.
 
 import type { InboundListenerConfig, InboundPortConfig } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
@@ -23,6 +26,9 @@ import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
 import type { RelayAssertion } from '../relay-assertion.js';
 import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
+import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
+import type { InboundAuthorization } from '../policy/inbound-authorization.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 
 export interface InboundListenerOptions {
   accessLog: boolean;
@@ -32,6 +38,10 @@ export interface InboundListenerOptions {
   relayTrust?: () => { trustDomain: string; bundlePem: string } | null;
   /** Present when the sidecar has a peer identity (TCP listeners only). */
   peerTls?: PeerTls;
+  /** The pushed authorization policies, checked once a connection's principal is known (none: everything allowed). */
+  authorization?: InboundAuthorization;
+  /** The trust domain of the principal of a registry-verified vsock peer (default vsockmesh.local). */
+  trustDomain?: string;
 }
 
 export class InboundListener extends Listener {
@@ -164,7 +174,8 @@ export class InboundListener extends Listener {
       return;
     }
     if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early, assertion);
-    else this.route(fd, src, header, early, peer);
+    else if (peerCid !== undefined) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: null });
+    else this.route(fd, src, header, early, { hop: 'tcp', tlsIdentity: peer && peer.peer_identity !== UNAUTHENTICATED ? peer.peer_identity : null }, peer);
   }
 
   /**
@@ -211,10 +222,11 @@ export class InboundListener extends Listener {
       return;
     }
     if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
-      // Checked by the relay, which may assert the source VM (relayed-preamble.ts).
+      // Checked by the relay, which may assert the source VM (relayed-preamble.ts): the asserted VM is the principal.
       const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claimed);
       if (admission.kind === 'refused') refuse(admission.reason, admission.detail);
-      else this.route(fd, src, header, early, admission.kind === 'asserted' ? { peer_identity: admission.principal, relay: admission.relay } : null);
+      else if (admission.kind === 'asserted') this.route(fd, src, header, early, admission.peer, { peer_identity: admission.principal, relay: admission.relay });
+      else this.route(fd, src, header, early, { hop: 'vsock-relayed', verdict: null, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
       return;
     }
     if (claimed === undefined) {
@@ -225,7 +237,7 @@ export class InboundListener extends Listener {
       if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);
       else if (vm.vsockCid !== peerCid || vm.hypervisorId !== local.hypervisorId) {
         refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which is CID ${vm.vsockCid} on ${vm.hypervisorId} (we are on ${local.hypervisorId})`);
-      } else this.route(fd, src, header, early);
+      } else this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: claimed, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
     };
     const destination = { kind: 'vm', vmId: claimed } as const;
     const cached = resolver.lookup(destination);
@@ -249,7 +261,8 @@ export class InboundListener extends Listener {
     this.whilePending(fd, this.options.resolver!.resolve({ kind: 'vm', vmId: this.context.nodeId }), then);
   }
 
-  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, peer: PeerFields | null = null): void {
+  /** `identity`: what the connection proved of its peer (its principal); `peer`: the TLS facts for the access line. */
+  private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, identity: InboundPeer, peer: PeerFields | null = null): void {
     const { logger, refusals, metrics } = this.context;
     if (header.command === 'local') {
       // A health check from the sending proxy itself: nothing to relay.
@@ -269,10 +282,17 @@ export class InboundListener extends Listener {
       ...optional('source_vm', tlvText(header, TLV.VSOCKMESH_SOURCE_VM)),
       ...optional('authority', tlvText(header, TLV.AUTHORITY)),
       ...peer,
+      principal: inboundPrincipal(identity),
     };
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });
       refusals.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
+      native.close(fd);
+      return;
+    }
+    const request = { listener: this.name, port: dstPort, principal: origin.principal, fields: origin };
+    const authorization = this.options.authorization;
+    if (authorization && !authorization.admit(request)) {
       native.close(fd);
       return;
     }
@@ -292,8 +312,12 @@ export class InboundListener extends Listener {
         upstream: formatAddress(target.address, target.port),
         ...origin,
       },
-      onClosed: (c) => this.untrack(c),
+      onClosed: (c) => {
+        unwatch?.();
+        this.untrack(c);
+      },
     });
+    const unwatch = authorization?.watch(request, () => connection.abort());
     this.track(connection);
     connection.connect(
       [

@@ -5,7 +5,7 @@
 // the assertion makes of the connection.
 
 import { ASSERTION_PREFIX_LENGTH, MAX_ASSERTION_BODY, decodeRelayAssertion, startsRelayAssertion, verifyRelayAssertion, type RelayAssertion, type RelayAssertionContext } from '../relay-assertion.js';
-import { relayedPrincipal } from '../peer-tls/relayed-principal.js';
+import { relayedPrincipal, type InboundPeer } from '../policy/principal.js';
 import { decodeProxyHeader, type ProxyHeader } from '../proxy-protocol.js';
 import type { PreambleDecode } from './preamble.js';
 
@@ -36,7 +36,10 @@ export function decodeRelayedPreamble(bytes: Buffer, maxHeaderBytes: number): Pr
 }
 
 /** `unasserted`: no assertion, or no roots to check one with: the relay checked the source CID, the connection has no principal. */
-export type RelayedAdmission = { kind: 'unasserted' } | { kind: 'asserted'; principal: string; relay: string } | { kind: 'refused'; reason: string; detail: string };
+export type RelayedAdmission =
+  | { kind: 'unasserted' }
+  | { kind: 'asserted'; peer: Extract<InboundPeer, { hop: 'vsock-relayed' }>; principal: string; relay: string }
+  | { kind: 'refused'; reason: string; detail: string };
 
 /**
  * A connection from our host relay: its assertion verified, and the PROXY
@@ -51,11 +54,10 @@ export function admitRelayed(
 ): RelayedAdmission {
   if (assertion === null || trust === null) return { kind: 'unasserted' };
   const verdict = verifyRelayAssertion(assertion, { ...trust, ...context });
-  const principal = relayedPrincipal(verdict, trust.trustDomain);
   if (!verdict.ok) return { kind: 'refused', reason: verdict.reason, detail: verdict.detail };
-  if (principal === null) return { kind: 'refused', reason: 'bad_assertion', detail: 'the relay assertion names no VM' };
   if (claimedVm !== undefined && claimedVm !== verdict.sourceVmId) {
     return { kind: 'refused', reason: 'source_vm_mismatch', detail: `the PROXY header claims source VM ${claimedVm} but the relay asserts ${verdict.sourceVmId} (CID ${verdict.sourceCid})` };
   }
-  return { kind: 'asserted', principal, relay: verdict.relayId };
+  const peer = { hop: 'vsock-relayed' as const, verdict, trustDomain: trust.trustDomain };
+  return { kind: 'asserted', peer, principal: relayedPrincipal(verdict, trust.trustDomain), relay: verdict.relayId };
 }

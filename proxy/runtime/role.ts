@@ -6,8 +6,8 @@
 //   start    the server, then the admin endpoint the runner serves for roles
 //            without their own; a failure is logged, what started is stopped,
 //            exit 1;
-//   ready    one `<role> ready` line (role, pid, admin address, the role's
-//            own fields), then signals are handled;
+//   ready    signals handled from here; one `<role> ready` line (role, pid, admin address, the role's
+//            own fields);
 //   end      the first SIGTERM/SIGINT or an admin drain drains, stops, exit 0;
 //            a second signal stops at once, exit 1 (process-drain.ts).
 
@@ -108,6 +108,7 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     return;
   }
   state = 'serving';
-  logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
+  // Before the ready line: a supervisor that reads it may signal at once, and must find the handlers.
   ending.handleSignals();
+  logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);
 }

@@ -5,6 +5,9 @@
 //
 //   node --import tsx xds-bench-child.ts '{"address": "127.0.0.1:PORT", "nodes": ["vm-00000", ...], "channels": 10}'
 //
+// With "identityDir": mutual TLS, each client on its own connection with its
+// own SVID (<dir>/<node>.json: key, chain, bundle), as sidecars connect.
+//
 // Every client does what a sidecar does on the wire (xds/client/ads-client.ts)
 // without applying anything: wildcard CDS and LDS; EDS for the EDS clusters
 // CDS gave it; RDS for the route configurations its API listeners name; an
@@ -24,7 +27,11 @@
 // Events on stdout: {"event": "progress"}, {"event": "synced"} once every client
 // has ACKed all four types, {"event": "stream_error"} for a stream that ended.
 
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { staticSource, type IdentityMaterial } from '../../proxy/identity/certificate-source.js';
+import { channelCredentials, channelOptions } from '../../xds/security/transport.js';
 import type * as grpc from '@grpc/grpc-js';
 import { TYPE_URLS, unpackAny, type Any__Output, type DiscoveryRequest, type ResourceTypeUrl } from '../../xds/envoy/proto.js';
 import { adsChannel, nowMs, openSotwLight, type LightResponse, type LightSotwStream } from './xds-bench-lib.js';
@@ -35,6 +42,8 @@ interface Options {
   channels: number;
   /** HTTP/2 flow-control window of each connection (grpc-node.flow_control_window); default grpc-js's. */
   flowControlWindow?: number;
+  /** mTLS: a directory with one identity per node (<node>.json, IdentityMaterial); one connection per client. */
+  identityDir?: string;
 }
 
 type Short = 'cds' | 'eds' | 'lds' | 'rds';
@@ -217,10 +226,15 @@ function quantile(sorted: readonly number[], p: number): number {
 async function main(): Promise<void> {
   const o = JSON.parse(process.argv[2] ?? '{}') as Options;
   const started = nowMs();
-  const nChannels = Math.max(1, Math.min(o.channels, o.nodes.length));
-  const channels = Array.from({ length: nChannels }, () =>
-    adsChannel(o.address, o.flowControlWindow === undefined ? {} : { 'grpc-node.flow_control_window': o.flowControlWindow }),
-  );
+  const nChannels = o.identityDir === undefined ? Math.max(1, Math.min(o.channels, o.nodes.length)) : o.nodes.length;
+  const window = o.flowControlWindow === undefined ? {} : { 'grpc-node.flow_control_window': o.flowControlWindow };
+  const channels = Array.from({ length: nChannels }, (_, i) => {
+    if (o.identityDir === undefined) return adsChannel(o.address, window);
+    // A sidecar's credentials: its own SVID, the control plane checked as a cp/<name> of the trust domain.
+    const material = JSON.parse(readFileSync(path.join(o.identityDir, `${o.nodes[i]!}.json`), 'utf8')) as IdentityMaterial;
+    const transport = { source: staticSource({ ...material, notAfter: new Date(material.notAfter) }) };
+    return adsChannel(o.address, { ...window, ...channelOptions(transport) }, channelCredentials(transport));
+  });
   const stats: RoundStats = { armed: false, responses: zero(), bytes: zero() };
   let synced = 0;
   let syncedAt = 0;

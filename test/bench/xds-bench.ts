@@ -36,7 +36,15 @@
 //    both kinds subscribed at once while one VM moves per round: the size of
 //    the update each gets and the time from the change call's return to it.
 //
+// The fan-out runs twice in one invocation (BENCH_XDS_SECURITY=both): with
+// plain-text control APIs (--insecure) and with mutual TLS: the control plane
+// under a throw-away root (--ca-cert/--ca-key), each of the 1,000 ADS clients
+// with its own SVID (vm/<vm id>, issued under that root) on its own
+// connection, the VM manager client an operator SVID; then a table of the
+// two side by side (mTLS / plain ratios).
+//
 // Run: npm run bench:xds   (env: BENCH_XDS=fanout|endpoints|both (both),
+//      BENCH_XDS_SECURITY=plain|mtls|both (both; the fan-out's control APIs),
 //      BENCH_CLIENTS=1000, BENCH_HYPERVISORS=20, BENCH_SERVICES=50, BENCH_CHANNELS=1000
 //      (HTTP/2 connections the clients share; 1000: one each), BENCH_ROUNDS=5,
 //      BENCH_DEBOUNCE_MS=100, BENCH_ENDPOINTS=10000, BENCH_ENDPOINT_ROUNDS=5,
@@ -52,6 +60,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { TYPE_URLS, unpackAny, type DeltaDiscoveryResponse__Output, type DiscoveryResponse__Output } from '../../xds/envoy/proto.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
+import { staticSource, type IdentityMaterial } from '../../proxy/identity/certificate-source.js';
+import type { ControlTransport } from '../../xds/security/transport.js';
+import { leafExtensions, makeCert, makeRoot } from '../helpers/pki.js';
 import {
   CLI,
   ROOT,
@@ -105,6 +116,8 @@ function numEnv(name: string, fallback: number, min = 0): number {
 }
 
 const WHICH = process.env.BENCH_XDS ?? 'both';
+const SECURITY = process.env.BENCH_XDS_SECURITY ?? 'both';
+type Security = 'plain' | 'mtls';
 const CLIENTS = intEnv('BENCH_CLIENTS', 1000);
 const HYPERVISORS = intEnv('BENCH_HYPERVISORS', 20);
 const SERVICES = intEnv('BENCH_SERVICES', 50);
@@ -178,7 +191,37 @@ interface ControlPlaneHandle {
   stopAndWait(timeoutMs?: number): Promise<void>;
 }
 
-async function startControlPlane(name: string, files: Files, debounceMs: number): Promise<ControlPlaneHandle> {
+/** What the control APIs of a run speak: plain text, or mutual TLS under a throw-away root (the clients' SVIDs from the same root). */
+interface Pki {
+  security: Security;
+  /** Control-plane flags: --insecure, or --ca-cert/--ca-key. */
+  flags: string[];
+  /** The VM manager client's transport (an operator SVID under mTLS). */
+  operator: ControlTransport;
+  /** mTLS: the directory of the ADS clients' SVIDs (<vm>.json), for the load process. */
+  identityDir?: string;
+}
+
+async function makePki(security: Security, dir: string, vms: string[]): Promise<Pki> {
+  if (security === 'plain') return { security, flags: ['--insecure'], operator: { insecure: true } };
+  const t = nowMs();
+  const root = await makeRoot('O=vsockmesh bench, CN=throw-away root');
+  const caCert = path.join(dir, 'root.pem');
+  const caKey = path.join(dir, 'root-key.pem');
+  writeFileSync(caCert, root.pem);
+  writeFileSync(caKey, root.keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), { mode: 0o600 });
+  const svid = async (id: string): Promise<IdentityMaterial> => {
+    const leaf = await makeCert(root, { subject: 'O=vsockmesh bench', extensions: leafExtensions({ uris: [id] }) });
+    return { keyPem: leaf.keys.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), chainPem: leaf.pem, bundlePem: root.pem, spiffeId: id, notAfter: new Date(leaf.cert.validTo) };
+  };
+  const identityDir = path.join(dir, 'svids');
+  mkdirSync(identityDir);
+  for (const vm of vms) writeFileSync(path.join(identityDir, `${vm}.json`), JSON.stringify(await svid(`spiffe://vsockmesh.local/vm/${vm}`)), { mode: 0o600 });
+  log(`mTLS: a throw-away root and ${vms.length} VM SVIDs issued in ${fmt(nowMs() - t)} ms`);
+  return { security, flags: ['--ca-cert', caCert, '--ca-key', caKey], operator: { source: staticSource(await svid('spiffe://vsockmesh.local/operator/bench')) }, identityDir };
+}
+
+async function startControlPlane(name: string, files: Files, debounceMs: number, securityFlags: string[]): Promise<ControlPlaneHandle> {
   const profileDir = CPU_PROF ? path.join(ROOT, '.bench', `xds-prof-${name}-${new Date().toISOString().replace(/[:.]/g, '-')}`) : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const args = [
@@ -195,6 +238,7 @@ async function startControlPlane(name: string, files: Files, debounceMs: number)
     files.inventory,
     '--debounce-ms',
     String(debounceMs),
+    ...securityFlags,
   ];
   const t = nowMs();
   const daemon = startDaemon(process.execPath, args, { stdout: 'lines' });
@@ -401,7 +445,23 @@ interface FanoutRound {
   apiMaxMs: number;
 }
 
-async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
+/** The figures the plain-text and mTLS runs are compared by. */
+interface FanoutFigures {
+  security: Security;
+  syncMs: number;
+  syncCpuS: number;
+  rssEmptyMiB: number;
+  rssStreamsMiB: number;
+  peakRoundsMiB: number;
+  hwmMiB: number;
+  lastAckMedianMs: number;
+  lastAckMaxMs: number;
+  ackP50MedianMs: number;
+  cpCpuPerChangeS: number;
+  moveVmMs: number;
+}
+
+async function fanout(security: Security): Promise<{ md: string; json: unknown; met: boolean; figures: FanoutFigures }> {
   const hypervisors = Array.from({ length: HYPERVISORS }, (_, h) => hvId(h));
   const services = Array.from({ length: SERVICES }, (_, s) => serviceName(s));
   const width = String(CLIENTS - 1).length;
@@ -412,22 +472,25 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
     service: services[i % SERVICES]!,
     cid: 3 + i,
   }));
-  const files = writeFixtures('fanout', placements, hypervisors, services);
-  log(`fan-out: ${CLIENTS} VMs on ${HYPERVISORS} hypervisors, ${SERVICES} services; ${CLIENTS} ADS streams over ${Math.min(CHANNELS, CLIENTS)} HTTP/2 connections; debounce ${DEBOUNCE_MS} ms`);
+  const files = writeFixtures(`fanout-${security}`, placements, hypervisors, services);
+  const pki = await makePki(security, files.dir, placements.map((p) => p.vm));
+  // Under mTLS every client is its own connection with its own certificate (a shared connection would be one identity).
+  const channels = security === 'mtls' ? CLIENTS : Math.min(CHANNELS, CLIENTS);
+  log(`fan-out (${security === 'mtls' ? 'mutual TLS' : 'plain text'}): ${CLIENTS} VMs on ${HYPERVISORS} hypervisors, ${SERVICES} services; ${CLIENTS} ADS streams over ${channels} HTTP/2 connections; debounce ${DEBOUNCE_MS} ms`);
 
-  const cp = await startControlPlane('fanout', files, DEBOUNCE_MS);
+  const cp = await startControlPlane(`fanout-${security}`, files, DEBOUNCE_MS, pki.flags);
   const cpPid = cp.daemon.pid;
   await sleep(500);
   const rssEmptyKiB = rssKiB(cpPid);
   log(`control plane pid ${cpPid} serving on :${cp.port} after ${fmt(cp.startMs)} ms, RSS ${fmt(mib(rssEmptyKiB), 1)} MiB without streams`);
-  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000, transport: { insecure: true } });
+  const vmm = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 30_000, transport: pki.operator });
   onCleanup(() => vmm.close());
   await vmm.waitForReady(10_000);
 
   // Sync: every client ACKs all four types.
   const syncMeter = cpuMeter([cpPid]);
   const syncRss = rssSampler(cpPid, 50);
-  const load = startLoadChild({ address: `127.0.0.1:${cp.port}`, nodes: placements.map((p) => p.vm), channels: CHANNELS, ...(FLOW_WINDOW !== undefined && { flowControlWindow: FLOW_WINDOW }) });
+  const load = startLoadChild({ address: `127.0.0.1:${cp.port}`, nodes: placements.map((p) => p.vm), channels, ...(FLOW_WINDOW !== undefined && { flowControlWindow: FLOW_WINDOW }), ...(pki.identityDir !== undefined && { identityDir: pki.identityDir }) });
   const synced = await load.next((e) => e.event === 'synced', 'every client to ACK all four types', 180_000);
   const syncPeakKiB = syncRss.stop();
   const syncCpu = syncMeter.stop();
@@ -603,11 +666,11 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
       `${fmt(mib(peakRounds), 1)} MiB at most during a change, ${fmt(mib(hwm), 1)} MiB peak over the run (VmHWM, includes the initial sync).`,
   ];
   const md = [
-    `## vsockmesh xDS fan-out (${new Date().toISOString()})`,
+    `## vsockmesh xDS fan-out, ${security === 'mtls' ? 'mutual TLS' : 'plain text'} (${new Date().toISOString()})`,
     '',
-    `${machineLine()}. One control plane (\`node ${cliNodeFlags().join(' ')}${CPU_PROF ? ' --cpu-prof' : ''} ${path.relative(ROOT, CP_CLI)} control-plane --no-admin --debounce-ms ${DEBOUNCE_MS}\`), ` +
+    `${machineLine()}. One control plane (\`node ${cliNodeFlags().join(' ')}${CPU_PROF ? ' --cpu-prof' : ''} ${path.relative(ROOT, CP_CLI)} control-plane --no-admin --debounce-ms ${DEBOUNCE_MS} ${security === 'mtls' ? '--ca-cert root.pem --ca-key root-key.pem' : '--insecure'}\`), ` +
       `${CLIENTS} VMs on ${HYPERVISORS} hypervisors, ${SERVICES} services (${CLIENTS / SERVICES} endpoints each); one load process with ${CLIENTS} SotW ADS streams ` +
-      `(node id = a VM id each) over ${Math.min(CHANNELS, CLIENTS)} HTTP/2 connection${Math.min(CHANNELS, CLIENTS) === 1 ? '' : 's'}${FLOW_WINDOW ? ` (flow-control window ${FLOW_WINDOW} B)` : ''}. ` +
+      `(node id = a VM id each${security === 'mtls' ? ', each with its own SVID' : ''}) over ${channels} HTTP/2 connection${channels === 1 ? '' : 's'}${FLOW_WINDOW ? ` (flow-control window ${FLOW_WINDOW} B)` : ''}. ` +
       `A change is one MoveVm (another hypervisor): every node's EDS version changes. ${all.length} rounds after one warm-up round.`,
     '',
     summary,
@@ -627,11 +690,26 @@ async function fanout(): Promise<{ md: string; json: unknown; met: boolean }> {
     ...(quiet.discarded.length ? [`- ${quiet.discarded.length} round(s) repeated for noise: ${quiet.discarded.map((d) => `round ${d.round} (${d.otherCores.toFixed(2)} cores, last ACK ${ms(d.lastAckMs)})`).join('; ')}.`] : []),
     ...profileSection(profile, 'samples of the measured change rounds only'),
   ].join('\n');
+  const figures: FanoutFigures = {
+    security,
+    syncMs,
+    syncCpuS: syncCpu.cpu[0]!,
+    rssEmptyMiB: mib(rssEmptyKiB),
+    rssStreamsMiB: mib(rssStreamsKiB),
+    peakRoundsMiB: mib(peakRounds),
+    hwmMiB: mib(hwm),
+    lastAckMedianMs: median(lastAcks),
+    lastAckMaxMs: worstLastAck,
+    ackP50MedianMs: median(all.map((r) => r.ackP50Ms)),
+    cpCpuPerChangeS: median(all.map((r) => r.cpCpuS)),
+    moveVmMs: median(all.map((r) => r.callMs)),
+  };
   return {
     md,
     met: ackMet && rssMet,
+    figures,
     json: {
-      settings: { cli: CP_CLI, clients: CLIENTS, hypervisors: HYPERVISORS, services: SERVICES, channels: Math.min(CHANNELS, CLIENTS), rounds: ROUNDS, debounceMs: DEBOUNCE_MS, flowControlWindow: FLOW_WINDOW ?? null, nodeFlags: cliNodeFlags() },
+      settings: { security, cli: CP_CLI, clients: CLIENTS, hypervisors: HYPERVISORS, services: SERVICES, channels, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, flowControlWindow: FLOW_WINDOW ?? null, nodeFlags: cliNodeFlags() },
       controlPlane: { startMs: cp.startMs, rssEmptyKiB, rssStreamsKiB, rssAfterKiB, hwmKiB: hwm, sync: { ms: syncMs, cpuS: syncCpu.cpu[0], peakRssKiB: syncPeakKiB, bytes: syncBytes, responses: syncResponses } },
       targets: { ackMs: ACK_TARGET_MS, ackMet, worstLastAckMs: worstLastAck, rssMiB: RSS_TARGET_MIB, rssMet },
       warmup: warm,
@@ -728,7 +806,7 @@ async function endpoints(): Promise<{ md: string; json: unknown }> {
   const placements: Placement[] = Array.from({ length: ENDPOINTS }, (_, i) => ({ vm: vmId(i, width), hypervisor: hypervisors[i % ENDPOINT_HYPERVISORS]!, service: BIG_SERVICE, cid: 3 + i }));
   const files = writeFixtures('endpoints', placements, hypervisors, [BIG_SERVICE]);
   log(`endpoints: ${ENDPOINTS} VMs on ${ENDPOINT_HYPERVISORS} hypervisors all serving "${BIG_SERVICE}"; debounce ${ENDPOINT_DEBOUNCE_MS} ms`);
-  const cp = await startControlPlane('endpoints', files, ENDPOINT_DEBOUNCE_MS);
+  const cp = await startControlPlane('endpoints', files, ENDPOINT_DEBOUNCE_MS, ['--insecure']);
   const cpPid = cp.daemon.pid;
   await sleep(500);
   const rssStartKiB = rssKiB(cpPid);
@@ -910,17 +988,56 @@ async function endpoints(): Promise<{ md: string; json: unknown }> {
   };
 }
 
+/** The plain-text and mTLS fan-outs of this invocation side by side. */
+function securityComparison(plain: FanoutFigures, mtls: FanoutFigures): string {
+  const row = (label: string, a: number, b: number, unit: (v: number) => string): string[] => [label, unit(a), unit(b), Number.isFinite(a) && a > 0 ? `${fmt(b / a, 2)}×` : 'n/a'];
+  const mibText = (v: number): string => `${fmt(v, 1)} MiB`;
+  const s = (v: number): string => `${v.toFixed(2)} s`;
+  return [
+    `## xDS fan-out: mutual TLS beside plain text, same invocation (${new Date().toISOString()})`,
+    '',
+    `${machineLine()}; ${CLIENTS} ADS clients; under mTLS each client has its own SVID and connection, plain text runs over ${Math.min(CHANNELS, CLIENTS)} connection(s).`,
+    '',
+    mdTable(
+      ['metric', 'plain text', 'mutual TLS', 'mTLS / plain'],
+      [
+        row('change → last of the ACKs (median of rounds)', plain.lastAckMedianMs, mtls.lastAckMedianMs, (v) => ms(v)),
+        row('change → last of the ACKs (worst round)', plain.lastAckMaxMs, mtls.lastAckMaxMs, (v) => ms(v)),
+        row('change → ACK p50 over clients (median)', plain.ackP50MedianMs, mtls.ackP50MedianMs, (v) => ms(v)),
+        row('MoveVm call (median)', plain.moveVmMs, mtls.moveVmMs, (v) => ms(v, 1)),
+        row('control plane CPU per change (median)', plain.cpCpuPerChangeS, mtls.cpCpuPerChangeS, s),
+        row(`initial sync: all ${CLIENTS} clients ACK all four types`, plain.syncMs, mtls.syncMs, (v) => ms(v)),
+        row('control plane CPU for the initial sync', plain.syncCpuS, mtls.syncCpuS, s),
+        row('control plane RSS, no streams', plain.rssEmptyMiB, mtls.rssEmptyMiB, mibText),
+        row(`control plane RSS, ${CLIENTS} streams open, idle`, plain.rssStreamsMiB, mtls.rssStreamsMiB, mibText),
+        row('control plane peak RSS during a change', plain.peakRoundsMiB, mtls.peakRoundsMiB, mibText),
+        row('control plane peak RSS of the run (VmHWM)', plain.hwmMiB, mtls.hwmMiB, mibText),
+      ],
+    ),
+  ].join('\n');
+}
+
 async function main(): Promise<void> {
   accessSync(CP_CLI, constants.R_OK);
   if (!['fanout', 'endpoints', 'both'].includes(WHICH)) throw new Error(`BENCH_XDS must be fanout, endpoints or both (got "${WHICH}")`);
   log(`${machineLine()}; control plane: ${path.relative(ROOT, CP_CLI) || CP_CLI}, node flags: ${cliNodeFlags().join(' ') || '(none)'}`);
   const out: string[] = [];
+  if (!['plain', 'mtls', 'both'].includes(SECURITY)) throw new Error(`BENCH_XDS_SECURITY must be plain, mtls or both (got "${SECURITY}")`);
   if (WHICH !== 'endpoints') {
-    const t = nowMs();
-    const r = await fanout();
-    const file = writeReport('xds-fanout', r.md, { date: new Date().toISOString(), ...(r.json as object), markdown: r.md });
-    out.push(`${r.md}\n\nwritten to ${file} (and .json); ${fmt((nowMs() - t) / 1000)} s`);
-    process.stdout.write(`\n${out.at(-1)}\n`);
+    const figures: FanoutFigures[] = [];
+    for (const security of (SECURITY === 'both' ? ['plain', 'mtls'] : [SECURITY]) as Security[]) {
+      const t = nowMs();
+      const r = await fanout(security);
+      figures.push(r.figures);
+      const file = writeReport(`xds-fanout-${security}`, r.md, { date: new Date().toISOString(), ...(r.json as object), markdown: r.md });
+      out.push(`${r.md}\n\nwritten to ${file} (and .json); ${fmt((nowMs() - t) / 1000)} s`);
+      process.stdout.write(`\n${out.at(-1)}\n`);
+    }
+    if (figures.length === 2) {
+      const md = securityComparison(figures[0]!, figures[1]!);
+      writeReport('xds-fanout-mtls-vs-plain', md, { date: new Date().toISOString(), figures, markdown: md });
+      process.stdout.write(`\n${md}\n`);
+    }
   }
   if (WHICH !== 'fanout') {
     const t = nowMs();

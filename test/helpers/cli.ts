@@ -30,7 +30,12 @@ export interface CliProcess {
 /** `wrapper`: a command that execs the CLI, e.g. `['prlimit', '--nofile=256:256']`. */
 export function startCli(args: string[], options: { wrapper?: string[] } = {}): CliProcess {
   requireBuild();
-  const [command, ...rest] = [...(options.wrapper ?? []), process.execPath, CLI, ...args];
+  return startCommand([...(options.wrapper ?? []), process.execPath, CLI, ...args]);
+}
+
+/** Any command line that ends up running the CLI (e.g. a systemd unit's ExecStart), watched like startCli's. */
+export function startCommand(argv: string[]): CliProcess {
+  const [command, ...rest] = argv;
   const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

@@ -52,16 +52,35 @@ export function haproxyBinary(): string {
   throw new Error(HAPROXY_MISSING);
 }
 
-/** A free loopback port: bind port 0, read it, close. (Racy by nature; fine on a test box.) */
+/**
+ * A free loopback port for a server that binds it later (a port pushed in
+ * config, a HAProxy section). Racy by nature, so it is taken below the
+ * kernel's ephemeral range (32768-60999 on Linux): a port 0 bind or an
+ * outgoing connection elsewhere in the run cannot take it between this check
+ * and its use. A process never hands out the same port twice.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = FREE_PORT_LOW + Math.floor(Math.random() * (FREE_PORT_HIGH - FREE_PORT_LOW));
+    if (handedOut.has(port)) continue;
+    if (await bindable(host, port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port between ${FREE_PORT_LOW} and ${FREE_PORT_HIGH} on ${host} after 200 attempts`);
+}
+
+const FREE_PORT_LOW = 20_000;
+const FREE_PORT_HIGH = 32_768;
+const handedOut = new Set<number>();
+
+function bindable(host: string, port: number): Promise<boolean> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port: 0, exclusive: true }, resolve);
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(true)));
   });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 export interface Upstream {

@@ -3,7 +3,7 @@
 // material keeps serving.
 
 import test from 'ava';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { CertificateFilesError, FileCertificateSource, readCertificateFiles } from '../../proxy/identity/certificate-files.js';
 import type { IdentityMaterial } from '../../proxy/identity/certificate-source.js';
@@ -64,4 +64,33 @@ test('files that are not an SVID of the bundle are refused at start with a reaso
   t.true(err?.message.includes(files.certPath));
   await writeFile(files.keyPath, 'not a key');
   t.is((await t.throwsAsync(readCertificateFiles(files, new Date()), { instanceOf: CertificateFilesError }))?.reason, 'identity_key_invalid');
+});
+
+test('an identity of another trust domain than the one asked for is refused (wrong_trust_domain)', async (t) => {
+  const ca = await meshCa;
+  const files = await ca.files(await ca.identity('vm', 'vm-a'));
+  t.is((await readCertificateFiles(files, new Date(), 'vsockmesh.local')).spiffeId, 'spiffe://vsockmesh.local/vm/vm-a');
+  const err = await t.throwsAsync(readCertificateFiles(files, new Date(), 'other.org'), { instanceOf: CertificateFilesError });
+  t.is(err?.reason, 'identity_not_an_svid');
+  t.regex(err!.message, /not a valid X509-SVID of other\.org \(wrong_trust_domain\)/);
+  await t.throwsAsync(FileCertificateSource.open(files, { logger: createLogger({ level: 'silent' }), trustDomain: 'other.org' }), { instanceOf: CertificateFilesError });
+});
+
+test('a refused reload goes to the reload-failure hook once per change, and a removed file is reported once', async (t) => {
+  const ca = await meshCa;
+  const first = await ca.identity('vm', 'vm-a');
+  const files = await ca.files(first);
+  const failures: Array<[string, string]> = [];
+  const source = await FileCertificateSource.open(files, { logger: createLogger({ level: 'silent' }), pollMs: 3_600_000, trustDomain: 'vsockmesh.local', onReloadFailed: (reason, message) => failures.push([reason, message]) });
+  t.teardown(() => source.close());
+  await writeFile(files.certPath, (await ca.identity('vm', 'vm-a')).chainPem);
+  await source.poll();
+  await source.poll();
+  t.deepEqual(failures.map(([reason]) => reason), ['identity_key_mismatch']);
+  await rm(files.certPath);
+  await source.poll();
+  await source.poll();
+  t.deepEqual(failures.map(([reason]) => reason), ['identity_key_mismatch', 'identity_file_unreadable']);
+  t.true(failures[1]![1].includes(files.certPath));
+  t.is(source.current().chainPem, first.chainPem, 'the last good material keeps serving');
 });

@@ -9,9 +9,10 @@ import * as grpc from '@grpc/grpc-js';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { MAX_CLUSTERS_PER_RULE, MAX_DOMAIN_LENGTH, MAX_DOMAINS_PER_ROUTE, MAX_PREFIX_LENGTH, MAX_RULES_PER_ROUTE } from '../../xds/control-plane/bounds.js';
 import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
+import { MESH_PREFIX } from '../../xds/control-plane/mesh-store.js';
 import { createAdsClient, TYPE_URLS, unpackAny, type DiscoveryResponse__Output } from '../../xds/envoy/proto.js';
 import { waitFor } from '../helpers/apps.js';
 import { runCli, startControlPlane } from '../helpers/cli.js';
@@ -79,7 +80,12 @@ async function planeWithState(t: ExecutionContext, stateDir?: string) {
 }
 
 const serviceNames = async (api: MeshConfigApiClient): Promise<string[]> => (await api.listServices()).map((s) => s.name).sort();
-const stateFileServices = async (path: string): Promise<string[]> => ((parse(await readFile(path, 'utf8')) as { services: Array<{ name: string }> }).services.map((s) => s.name)).sort();
+/** The services a mesh state file (a store file: xds/store/file-store.ts) holds. */
+const stateFileServices = async (path: string): Promise<string[]> =>
+  (JSON.parse(await readFile(path, 'utf8')) as { records: Array<{ key: string }> }).records
+    .filter((r) => r.key.startsWith(`${MESH_PREFIX}services/`))
+    .map((r) => r.key.slice(`${MESH_PREFIX}services/`.length))
+    .sort();
 
 test.serial('50 concurrent PutService calls all succeed, and every one is in memory and, after kill -9 and a restart, on disk', async (t) => {
   const plane = await planeWithState(t);

@@ -166,7 +166,7 @@ test('ctl peer-auth moves a service STRICT -> PERMISSIVE -> STRICT -> DISABLE fo
   t.true(w.b.logs.lines.some((l) => l.msg === 'peer modes changed: they apply to new connections'));
 
   const list = await ctl(w, 'list');
-  t.regex(list, /^echo\tDISABLE\tservice=echo\tport=\*$/m);
+  t.regex(list, /^echo\tDISABLE\tservice=echo\tport=\*\trevision=\d+$/m);
 });
 
 test('a mesh-wide entry and a port entry: the port entry wins; deleting it falls back to the mesh-wide mode', async (t) => {

@@ -5,14 +5,7 @@ import net from 'node:net';
 import { collect, connect, startEchoServer, waitFor } from '../helpers/apps.js';
 import { ADMIN_POST, adminRequest } from '../helpers/admin.js';
 import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
+import { freePort } from '../helpers/haproxy.js';
 
 function refusesConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -5,14 +5,14 @@
 // step with both roots in the bundle while they overlap.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import type { IdentityMaterial } from '../../proxy/identity/certificate-source.js';
 import { pemCertificates } from '../../proxy/identity/certificate-facts.js';
-import { RenewingSource, type Certify } from '../../proxy/identity/renewing-source.js';
+import { RenewingSource, stateFiles, type Certify } from '../../proxy/identity/renewing-source.js';
 import { trustBundle, verifySvid } from '../../proxy/identity/svid.js';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
@@ -22,6 +22,7 @@ import { certifyClient } from '../../xds/identity/certify-client.js';
 import { memoryTokenStore } from '../../xds/identity/join-token-store.js';
 import { JoinTokens } from '../../xds/identity/join-tokens.js';
 import { startIdentityServer, type IdentityServer } from '../helpers/identity.js';
+import { waitFor } from '../helpers/apps.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { makeRoot } from '../helpers/pki.js';
 
@@ -216,4 +217,63 @@ test('a renewal answer for another identity or another key is not taken: the cur
   t.regex(source.describe().lastError ?? '', /not for the key of our CSR/);
   t.is(source.current().spiffeId, ID);
   t.not(source.current().keyPem, first.keyPem, 'each renewal has a new key');
+});
+
+/** A Certify server whose CA issues leaves of `leafLifetimeMs`, a join token for vm-a, and a state directory (not made yet). */
+async function keptSetup(t: ExecutionContext, leafLifetimeMs: number): Promise<{ tokens: JoinTokens; token: string; certify: Certify; stateDir: string }> {
+  const dir = await tempDir(t);
+  const upstream = { dir: join(dir, 'ca') };
+  const ca = await CertificateAuthority.open({ trustDomain: TD, upstream, leafLifetimeMs });
+  const tokens = await JoinTokens.open({ store: memoryTokenStore() });
+  const server = await serve(t, ca, tokens, upstream);
+  const { token } = await tokens.create({ kind: 'vm', name: 'vm-a' }, 10 * MINUTE);
+  return { tokens, token, certify: certifyClient(server.address, { trustDomain: TD, bootstrapBundlePem: ca.trustBundlePem().join('') }), stateDir: join(dir, 'state') };
+}
+
+function keptSource(t: ExecutionContext, certify: Certify, token: () => Promise<string>, stateDir: string): RenewingSource {
+  const source = new RenewingSource({ spiffeId: ID, certify, joinToken: token, logger: createLogger({ level: 'silent' }), retry: { initialMs: 100, maxMs: 1_000 }, stateDir });
+  t.teardown(() => source.stop());
+  return source;
+}
+
+test('identity.state_dir: a restart within the certificate\'s validity takes the kept certificate (no join token) and renews with it', async (t) => {
+  const { token, certify, stateDir } = await keptSetup(t, 8_000);
+
+  const first = keptSource(t, certify, async () => token, stateDir);
+  await first.start();
+  const kept = first.current();
+  first.stop();
+  for (const file of Object.values(stateFiles(stateDir))) t.is((await stat(file)).mode & 0o777, 0o600, `${file} is 0600`);
+  t.is((await stat(stateDir)).mode & 0o777, 0o700);
+
+  // The restart: the token is spent, and must not even be read.
+  const again = keptSource(t, certify, () => Promise.reject(new Error('the join token was asked for')), stateDir);
+  await again.start();
+  t.is(again.current().chainPem, kept.chainPem);
+  t.is(again.current().keyPem, kept.keyPem);
+  // It renews with the kept certificate as its credential, and keeps the new one.
+  await changeUntil(again, () => serialOf(again.current()) !== serialOf(kept));
+  t.is(again.succeeded, 1);
+  t.is(await readFile(stateFiles(stateDir).certPath, 'utf8'), again.current().chainPem);
+});
+
+test('identity.state_dir: a restart after the kept certificate expired needs a join token, and a spent one fails with a clear error', async (t) => {
+  const { tokens, token, certify, stateDir } = await keptSetup(t, 3_000);
+
+  const first = keptSource(t, certify, async () => token, stateDir);
+  await first.start();
+  const notAfter = first.current().notAfter.getTime();
+  first.stop();
+  await waitFor(() => Date.now() > notAfter + 1_000, 'the kept certificate to expire', 30_000);
+
+  const spent = keptSource(t, certify, async () => token, stateDir);
+  const err = await t.throwsAsync(spent.start());
+  t.regex(err!.message, /the certificate kept in .* expired at .*: a new join token is needed/);
+  t.regex(err!.message, /token_used/);
+
+  // A new token: the start goes on, and the new certificate is kept.
+  const fresh = await tokens.create({ kind: 'vm', name: 'vm-a' }, 10 * MINUTE);
+  const renewed = keptSource(t, certify, async () => fresh.token, stateDir);
+  await renewed.start();
+  t.is(await readFile(stateFiles(stateDir).certPath, 'utf8'), renewed.current().chainPem);
 });

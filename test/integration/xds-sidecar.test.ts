@@ -287,6 +287,7 @@ test('a node the control plane no longer knows keeps serving its listeners, says
 
 test('a cluster removed from CDS is freed once no listener names it: gone from the sidecar and its /config_dump', async (t) => {
   const w = await world(t);
+  await waitFor(() => listening(w, 'outbound|echo'), 'outbound|echo');
   const gonePort = await freePort();
   await w.mesh.put('services', { name: 'gone', port: 7000, outbound_port: gonePort });
   const inDump = async (): Promise<boolean> => (JSON.parse(await admin(w, '/config_dump')) as { xds: { applied: { clusters: Array<{ name: string }> } } }).xds.applied.clusters.some((c) => c.name === 'gone');

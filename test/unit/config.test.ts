@@ -369,8 +369,10 @@ test('the identity section: defaults, domain form, and its problems by path', (t
     joinTokenFile: '/etc/vsockmesh/join-token',
     trustDomain: 'vsockmesh.local',
     trustBundleFile: '/etc/vsockmesh/bundle.pem',
+    stateDir: null,
   });
   t.like(parseSidecarConfig({ ...minimal, identity: { ...identity, trust_domain: 'example.org' } }).identity, { trustDomain: 'example.org' });
+  t.like(parseSidecarConfig({ ...minimal, identity: { ...identity, state_dir: '/var/lib/vsockmesh/identity' } }).identity, { stateDir: '/var/lib/vsockmesh/identity' });
   t.deepEqual(problems({ ...minimal, identity: { ...identity, insecure: true } }), ['identity: unknown field "insecure"'], 'plain text is said once, at the top level');
   t.deepEqual(problems({ ...minimal, identity: { control_plane: 'cp', join_token_file: '' } }), [
     'identity.control_plane: must be host:port',

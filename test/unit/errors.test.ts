@@ -8,13 +8,14 @@ import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import { NotFoundError, VsockmeshError, errorCode, type ErrorCode } from '../../proxy/runtime/errors.js';
 import { CallError } from '../../xds/call-error.js';
-import { MeshStateWriteError } from '../../xds/control-plane/mesh-store.js';
+import { MeshChangeConflictError } from '../../xds/control-plane/mesh-store.js';
 import { callError, statusName, statusOf } from '../../xds/grpc-status.js';
 import { WireError } from '../../xds/vm-manager/codec.js';
 import { InventoryError } from '../../xds/vm-manager/inventory.js';
 import { CapacityError, ValidationError } from '../../xds/vm-manager/registry.js';
 import { UnavailableError } from '../../xds/vm-manager/server.js';
 import { StateFileError } from '../../xds/vm-manager/state-load.js';
+import { StoreCompactedError, StoreUnavailableError } from '../../xds/store/store.js';
 
 /** Every code, checked by the compiler against ErrorCode (a missing or unknown key does not compile). */
 const EVERY_CODE: Record<ErrorCode, true> = {
@@ -71,7 +72,9 @@ test('each domain error carries the code its API answers with', (t) => {
     [new NotFoundError('VM "web-1"'), 'NOT_FOUND'],
     [new CapacityError('vm_id: the registry holds 10 VMs, at most 10'), 'RESOURCE_EXHAUSTED'],
     [new UnavailableError('not applied: the VM manager is stopping'), 'UNAVAILABLE'],
-    [new MeshStateWriteError('/state/mesh.yaml', Object.assign(new Error('no space'), { code: 'ENOSPC', syscall: 'write' })), 'UNAVAILABLE'],
+    [new StoreUnavailableError('not applied: cannot write mesh state file: ENOSPC (write)'), 'UNAVAILABLE'],
+    [new StoreCompactedError(3, 10), 'OUT_OF_RANGE'],
+    [new MeshChangeConflictError('service "web"', 3, 5), 'ABORTED'],
     [new StateFileError('/state/vms.json', 3, 'not JSON'), 'DATA_LOSS'],
   ];
   for (const [err, code] of cases) {

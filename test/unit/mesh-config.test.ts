@@ -1,4 +1,5 @@
 import test from 'ava';
+import { meshProblems } from '../helpers/mesh-problems.js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import {
   MAX_CLUSTERS_PER_RULE,
@@ -16,15 +17,7 @@ import {
 } from '../../xds/control-plane/bounds.js';
 import { parseMeshConfig, parseMeshConfigText } from '../../xds/control-plane/mesh.js';
 
-function problems(data: unknown): string[] {
-  try {
-    parseMeshConfig(data);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('mesh config was accepted');
-}
+const problems = meshProblems;
 
 const MESH_YAML = `
 services:
@@ -66,12 +59,13 @@ test('the documented example parses, with defaults filled in and durations in mi
         ],
       },
     ],
+    policies: [],
     peerAuthentication: [],
   });
 });
 
 test('an empty document is an empty mesh; wildcard domains are accepted', (t) => {
-  t.deepEqual(parseMeshConfigText('', 'empty.yaml'), { services: [], routes: [], peerAuthentication: [] });
+  t.deepEqual(parseMeshConfigText('', 'empty.yaml'), { services: [], routes: [], policies: [], peerAuthentication: [] });
   t.deepEqual(parseMeshConfig({ services: [svc()], routes: [rt({ domains: ['*', '*.mesh', 'web-*', 'web:8080'] })] }).routes[0]!.domains, ['*', '*.mesh', 'web-*', 'web:8080']);
 });
 

@@ -5,7 +5,7 @@
 
 import test from 'ava';
 import { ASSERTION_PREFIX_LENGTH, MAX_ASSERTION_AGE_MS, MAX_ASSERTION_BODY, decodeRelayAssertion, encodeRelayAssertion, startsRelayAssertion, verifyRelayAssertion, type RelayAssertion, type RelayAssertionContext } from '../../proxy/relay-assertion.js';
-import { relayedPrincipal } from '../../proxy/peer-tls/relayed-principal.js';
+import { UNAUTHENTICATED, inboundPrincipal, relayedPrincipal } from '../../proxy/policy/principal.js';
 import { makeRoot, vmIdentity, type Issued, type PemIdentity } from '../helpers/pki.js';
 import { TLV, encodeProxyHeader, textTlv } from '../../proxy/proxy-protocol.js';
 import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from '../../proxy/listeners/relayed-preamble.js';
@@ -114,8 +114,8 @@ test('the destination refuses what its hypervisor relay did not say for it, each
 });
 
 test('no verified assertion, no principal', (t) => {
-  t.is(relayedPrincipal(null, 'vsockmesh.local'), null);
-  t.is(relayedPrincipal({ ok: false, reason: 'bad_signature', detail: '' }, 'vsockmesh.local'), null);
+  t.is(relayedPrincipal(null, 'vsockmesh.local'), UNAUTHENTICATED);
+  t.is(relayedPrincipal({ ok: false, reason: 'bad_signature', detail: '' }, 'vsockmesh.local'), UNAUTHENTICATED);
 });
 
 const proxyHeader = (sourceVm?: string): Buffer =>
@@ -155,8 +155,10 @@ test('a relayed connection: asserted (principal and relay), unasserted, or refus
   const a = decoded(encodeRelayAssertion(FIELDS, relay));
   const trust = { trustDomain: 'vsockmesh.local', bundlePem: relay.bundlePem };
   const where = { hypervisorId: 'hv-1', destination: { cid: 4, port: 15007 }, now: new Date(NOW) };
-  t.deepEqual(admitRelayed(a, trust, where, 'vm-a'), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' });
-  t.deepEqual(admitRelayed(a, trust, where, undefined), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' }, 'HAProxy sends no TLV: no claim');
+  const asserted = admitRelayed(a, trust, where, 'vm-a');
+  t.like(asserted, { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' });
+  t.is(asserted.kind === 'asserted' ? inboundPrincipal(asserted.peer) : undefined, 'spiffe://vsockmesh.local/vm/vm-a', 'the policies see the asserted VM');
+  t.like(admitRelayed(a, trust, where, undefined), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' }, 'HAProxy sends no TLV: no claim');
   t.deepEqual(admitRelayed(a, trust, where, 'vm-b'), { kind: 'refused', reason: 'source_vm_mismatch', detail: 'the PROXY header claims source VM vm-b but the relay asserts vm-a (CID 3)' });
   t.like(admitRelayed(a, trust, { ...where, hypervisorId: 'hv-2' }, 'vm-a'), { kind: 'refused', reason: 'wrong_relay' });
   t.deepEqual(admitRelayed(null, trust, where, 'vm-b'), { kind: 'unasserted' });

@@ -16,6 +16,7 @@ import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { XdsApplier } from '../../proxy/xds-applier.js';
 import type { StateRefusals } from '../../proxy/dynamic/types.js';
 import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
+import type { InboundPolicies, RbacFilter } from '../../proxy/policy/rbac.js';
 
 type Port = { config: { port: number } };
 
@@ -26,6 +27,8 @@ class FakeHost {
   /** Listener objects the applier opened and has not retired, by name. */
   readonly open = new Map<string, Listener>();
   readonly retired: Listener[] = [];
+  /** The policies the applier handed over, after each listener state. */
+  readonly policies: InboundPolicies[] = [];
   readonly applier: XdsApplier;
 
   constructor() {
@@ -45,6 +48,7 @@ class FakeHost {
         this.retired.push(listener);
         if (this.open.get(listener.name) === listener) this.open.delete(listener.name);
       },
+      applyPolicies: (policies) => this.policies.push(policies),
       outboundOptions: {
         accessLog: false,
         vsock: { enabled: false, breakerWindowMs: 30_000, connectTimeoutMs: 1_000, policy: 'prefer-vsock' },
@@ -81,7 +85,7 @@ const outbound = (service: string, port: number, placed: boolean | typeof here =
   cluster: service,
   ...(placed !== false && { local: placed === true ? here : placed }),
 });
-const inbound: XdsListener = { name: 'inbound|vm-a', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080] };
+const inbound: XdsListener = { name: 'inbound|vm-a', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080], rbac: [] };
 const api = (name: string): XdsListener => ({ name, kind: 'api' });
 const eds = (name: string): Extract<XdsCluster, { kind: 'eds' }> => ({ name, kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: name });
 const refusedNames = (...names: string[]): StateRefusals => ({ names: new Set(names), unnamed: false });
@@ -294,4 +298,22 @@ test("an xDS listener gets every setting it does not carry from the defaults a c
   const config = (name: string) => (h.open.get(name) as unknown as { config: unknown }).config;
   t.deepEqual(config('outbound|web'), { ...file[0], name: 'outbound|web' });
   t.deepEqual(config('inbound|vm-a'), { ...file[1], name: 'inbound|vm-a' });
+});
+
+test('a listener whose policies alone change keeps serving; the new policies are handed over for a re-check', async (t) => {
+  const host = new FakeHost();
+  const allowA: RbacFilter = { rules: { action: 'ALLOW', policies: [{ name: 'a', principals: [{ kind: 'exact', id: 'spiffe://td/vm/a' }] }] }, shadowRules: null };
+  await host.applier.applyListeners([inbound]);
+  const first = host.open.get('inbound|vm-a');
+  t.deepEqual([...host.policies.at(-1)!], []);
+  await host.applier.applyListeners([{ ...inbound, rbac: [{ port: 8080, filters: [allowA] }] }]);
+  t.is(host.open.get('inbound|vm-a'), first, 'not reopened');
+  t.deepEqual(host.retired, []);
+  t.deepEqual([...host.policies.at(-1)!], [[8080, [allowA]]]);
+  t.like(host.dumped().listeners[0], { name: 'inbound|vm-a', rbac: [{ port: 8080 }] }, 'the dump shows the policies in service');
+  await host.applier.applyListeners([{ ...inbound, port: 15007, rbac: [{ port: 8080, filters: [allowA] }] }]);
+  t.not(host.open.get('inbound|vm-a'), first, 'a change of anything else reopens it');
+  t.deepEqual([...host.policies.at(-1)!], [[8080, [allowA]]], 'with its policies');
+  await host.applier.applyListeners([]);
+  t.deepEqual([...host.policies.at(-1)!], [], 'a removed inbound listener takes its policies with it');
 });

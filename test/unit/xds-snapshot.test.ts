@@ -367,7 +367,7 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
     { name: 'outbound|api-canary', kind: 'outbound', address: '127.0.0.1', port: 19091, cluster: 'api-canary', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|db', kind: 'outbound', address: '127.0.0.1', port: 5432, cluster: 'db', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|web', kind: 'outbound', address: '127.0.0.1', port: 18080, cluster: 'web', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
-    { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], peerModes: { 9090: 'strict', 9091: 'strict' } },
+    { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], rbac: [], peerModes: { 9090: 'strict', 9091: 'strict' } },
   ]);
   const routes = validated(TYPE_URLS.RouteConfiguration);
   t.deepEqual(routes[0], { name: 'api', virtualHosts: [{ name: 'api', domains: ['*'], routes: [{ prefix: '/', clusters: [{ name: 'api', weight: 1 }] }] }] });

@@ -45,7 +45,7 @@ test('valid listeners: outbound, inbound and API, from an Any or a decoded messa
   });
   t.deepEqual(validateListener(packAny(TYPE_URLS.Listener, inbound())), {
     ok: true,
-    value: { name: 'inbound|web-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080, 8081] },
+    value: { name: 'inbound|web-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [8080, 8081], rbac: [] },
   });
   const hcm = packAny(TYPE_URLS.HttpConnectionManager, { stat_prefix: 'web', rds: { route_config_name: 'web', config_source: { ads: {} } } });
   t.deepEqual(validateListener(packAny(TYPE_URLS.Listener, { name: 'web', api_listener: { api_listener: hcm } })), { ok: true, value: { name: 'web', kind: 'api' } });

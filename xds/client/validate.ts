@@ -5,6 +5,7 @@
 // the ADS client) rather than half-applied.
 
 import { isIP } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import {
   TYPE_URLS,
   unpackAny,
@@ -26,7 +27,9 @@ import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js'
 import type { VsockMode } from '../../proxy/resolve/types.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
 import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js';
-import { PROXY_PROTOCOL_LISTENER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import { PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
+import { isRbacFilter, rbacFilter } from './validate-rbac.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; errors: string[] };
@@ -200,6 +203,8 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
   const ports: number[] = [];
   // Per port, the chain of each transport protocol ('' : any, the sidecar's own mode decides).
   const chains = new Map<number, Map<string, number>>();
+  // Per port, the RBAC filters of its first chain: the sidecar enforces a port's policies whatever the transport.
+  const rbacAt = new Map<number, { filters: RbacFilter[]; chain: number }>();
   l.filter_chains.forEach((chain, i) => {
     const at = `filter_chains[${i}]`;
     const port = chain.filter_chain_match?.destination_port?.value;
@@ -219,12 +224,32 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
       if (!chains.has(port)) ports.push(port);
       chains.set(port, seen);
     }
-    onlyTcpProxy(chain, at, report);
+    // RBAC filters first (the policies of this port, in order), then the TCP proxy.
+    const last = chain.filters.length - 1;
+    const filters: RbacFilter[] = [];
+    chain.filters.slice(0, Math.max(last, 0)).forEach((f, j) => {
+      if (!isRbacFilter(f)) report(`${at}.filters[${j}].name`, `unsupported filter ${JSON.stringify(f.name)} (before the ${TCP_PROXY_FILTER} filter only ${RBAC_NETWORK_FILTER})`);
+      else if (port !== undefined) {
+        const filter = rbacFilter(f, port, `${at}.filters[${j}]`, report);
+        if (filter) filters.push(filter);
+      }
+    });
+    if (last < 0) report(`${at}.filters`, `must end with a ${TCP_PROXY_FILTER} filter (got no filter)`);
+    else tcpProxyCluster(chain.filters[last]!, `${at}.filters[${last}]`, report);
+    if (port !== undefined) {
+      const first = rbacAt.get(port);
+      if (first === undefined) rbacAt.set(port, { filters, chain: i });
+      else if (!isDeepStrictEqual(first.filters, filters)) {
+        report(`${at}.filters`, `the RBAC filters must be those of filter_chains[${first.chain}] (every chain of port ${port} is under the same policies)`);
+      }
+    }
   });
   const peerModes: Record<number, PeerTlsMode> = {};
   for (const [port, seen] of chains) if (!seen.has('')) peerModes[port] = modeOfTransports(new Set([...seen.keys()] as Array<'tls' | 'raw_buffer'>));
   if (!bind) return undefined;
-  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, ...(Object.keys(peerModes).length > 0 && { peerModes }) };
+  const rbac: PortRbac[] = [...rbacAt].filter(([, r]) => r.filters.length > 0).map(([port, r]) => ({ port, filters: r.filters }));
+  if (!bind) return undefined;
+  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, rbac, ...(Object.keys(peerModes).length > 0 && { peerModes }) };
 }
 
 /**

@@ -68,3 +68,11 @@ export function truncateUtf8(text: string, maxBytes: number): string {
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // not inside a multi-byte character
   return `${bytes.subarray(0, end).toString('utf8')}... (truncated, ${bytes.length} bytes)`;
 }
+
+/** Authorization policies in the mesh (each lands in the inbound listener of every VM serving its service). */
+export const MAX_POLICIES = 1_024;
+/** Principals of one policy, and the length of each (a SPIFFE ID is at most 2048 bytes). */
+export const MAX_PRINCIPALS_PER_POLICY = 64;
+export const MAX_PRINCIPAL_LENGTH = 2_048;
+/** Destination ports one policy names. */
+export const MAX_PORTS_PER_POLICY = 64;

@@ -1,8 +1,9 @@
 // The config API (vsockmesh.config.v1) over the mesh store, and its client
 // for `vsockmesh ctl`. A change that would make the mesh invalid gets
 // INVALID_ARGUMENT listing the problems by path (field) and changes nothing;
-// one that cannot be written to the mesh state file gets UNAVAILABLE and
-// changes nothing; success means written and visible.
+// one that cannot be written to the mesh store gets UNAVAILABLE and changes
+// nothing; one that names a mod revision the entry is no longer at gets
+// ABORTED and changes nothing; success means written and visible.
 
 import * as grpc from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
@@ -17,12 +18,14 @@ import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResp
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';
 import type { Route, Route__Output } from '../generated/vsockmesh/config/v1/Route.js';
 import type { PeerAuthentication, PeerAuthentication__Output } from '../generated/vsockmesh/config/v1/PeerAuthentication.js';
+import type { Policy, Policy__Output } from '../generated/vsockmesh/config/v1/Policy.js';
 import type { Service, Service__Output } from '../generated/vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest, SyncStatusRequest__Output } from '../generated/vsockmesh/config/v1/SyncStatusRequest.js';
 import type { SyncStatusResponse, SyncStatusResponse__Output } from '../generated/vsockmesh/config/v1/SyncStatusResponse.js';
 import { configProto } from '../proto.js';
 import { DEFAULT_STATUS_PAGE_SIZE, MAX_GRPC_RECEIVE_BYTES, MAX_PROBLEMS_IN_ERROR, MAX_STATUS_PAGE_SIZE, MAX_XDS_NODE_ID_LENGTH, quoteBounded } from './bounds.js';
-import { MeshStateWriteError, type MeshStore, type RawEntry, type RawMesh } from './mesh-store.js';
+import { MeshChangeConflictError, type MeshStore, type RawEntry, type RawMesh, type StoredEntry } from './mesh-store.js';
+import { StoreUnavailableError } from '../store/store.js';
 import type { SyncStatus } from './types.js';
 import { callError, statusName, statusOf, type CallStatus } from '../grpc-status.js';
 
@@ -76,6 +79,33 @@ export function routeFromRaw(raw: RawEntry): Route {
   };
 }
 
+/** A stored entry on the wire, with the mod revision a compare-and-swap names. */
+function withRevision<Res>(fromRaw: (r: RawEntry) => Res, stored: StoredEntry): Res & { mod_revision: number } {
+  return { ...fromRaw(stored), mod_revision: stored.modRevision };
+}
+
+export function policyToRaw(p: Policy__Output): RawEntry {
+  return {
+    name: p.name,
+    service: p.service,
+    ...(p.ports.length > 0 && { ports: [...p.ports] }),
+    action: p.action,
+    principals: [...p.principals],
+    ...(p.shadow && { shadow: true }),
+  };
+}
+
+export function policyFromRaw(raw: RawEntry): Policy {
+  return {
+    name: raw.name,
+    service: String(raw.service ?? ''),
+    ports: (raw.ports as number[] | undefined) ?? [],
+    action: String(raw.action ?? ''),
+    principals: (raw.principals as string[] | undefined) ?? [],
+    shadow: raw.shadow === true,
+  };
+}
+
 /** The status of a failed call, and the reason it is logged with (none: not worth a log line). */
 function fail(err: unknown): CallStatus & { reason?: string } {
   const status = statusOf(err);
@@ -84,7 +114,8 @@ function fail(err: unknown): CallStatus & { reason?: string } {
     const listed = err.problems.slice(0, MAX_PROBLEMS_IN_ERROR).join('; ');
     return { ...status, details: more > 0 ? `${listed}; and ${more} more problems` : listed, reason: 'invalid_mesh_change' };
   }
-  if (err instanceof MeshStateWriteError) return { ...status, reason: 'mesh_state_write_failed' };
+  if (err instanceof StoreUnavailableError) return { ...status, reason: 'mesh_state_write_failed' };
+  if (err instanceof MeshChangeConflictError) return { ...status, reason: 'mesh_change_conflict' };
   if (err instanceof NotFoundError) return status;
   if (status.code === grpc.status.INVALID_ARGUMENT) return { ...status, reason: 'invalid_request' };
   return { ...status, reason: 'internal_error' };
@@ -123,7 +154,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
       (err: unknown) => {
         const { reason, ...status } = fail(err);
         if (reason !== undefined) {
-          const level = status.code === grpc.status.INVALID_ARGUMENT ? 'warn' : 'error';
+          const level = status.code === grpc.status.INVALID_ARGUMENT || status.code === grpc.status.ABORTED ? 'warn' : 'error';
           logger[level]({ method, reason, code: statusName(status.code), error: status.details }, `config API ${method} refused: ${status.details}`);
         }
         callback(status);
@@ -133,14 +164,14 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
   const applied = (method: string, name: string): void => logger.info({ method, name }, `config API ${method} ${name}: applied`);
   /** Put and Delete of one kind: the store decides (in order, durably); the reply says what is stored. */
   const put =
-    <Req, Res>(method: string, kind: keyof RawMesh, toRaw: (r: Req) => RawEntry, fromRaw: (r: RawEntry) => Res): grpc.handleUnaryCall<Req, Res> =>
+    <Req extends { mod_revision: number }, Res>(method: string, kind: keyof RawMesh, toRaw: (r: Req) => RawEntry, fromRaw: (r: RawEntry) => Res): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) =>
       run(
         method,
         async () => {
-          const stored = await store.put(kind, toRaw(call.request));
+          const stored = await store.put(kind, toRaw(call.request), call.request.mod_revision);
           applied(method, stored.name);
-          return fromRaw(stored);
+          return withRevision(fromRaw, stored);
         },
         callback,
       );
@@ -150,7 +181,7 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
       run(
         method,
         async () => {
-          if (!(await store.delete(kind, call.request.name))) throw new NotFoundError(`${what} ${quoteBounded(call.request.name)}`, `no ${what} ${quoteBounded(call.request.name)}`);
+          if (!(await store.delete(kind, call.request.name, call.request.mod_revision))) throw new NotFoundError(`${what} ${quoteBounded(call.request.name)}`, `no ${what} ${quoteBounded(call.request.name)}`);
           applied(method, call.request.name);
           return {};
         },
@@ -159,13 +190,17 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
   return {
     PutService: put('PutService', 'services', serviceToRaw, serviceFromRaw),
     DeleteService: remove('DeleteService', 'services', 'service'),
-    ListServices: (_call, callback) => callback(null, { services: store.rawServices().map(serviceFromRaw) }),
+    ListServices: (_call, callback) => callback(null, { services: store.rawServices().map((e) => withRevision(serviceFromRaw, e)) }),
     PutRoute: put('PutRoute', 'routes', routeToRaw, routeFromRaw),
     DeleteRoute: remove('DeleteRoute', 'routes', 'route'),
-    ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map(routeFromRaw) }),
+    ListRoutes: (_call, callback) => callback(null, { routes: store.rawRoutes().map((e) => withRevision(routeFromRaw, e)) }),
+    PutPolicy: put('PutPolicy', 'policies', policyToRaw, policyFromRaw),
+    DeletePolicy: remove('DeletePolicy', 'policies', 'policy'),
+    ListPolicies: (_call, callback) => callback(null, { policies: store.rawPolicies().map((e) => withRevision(policyFromRaw, e)) }),
     PutPeerAuthentication: put('PutPeerAuthentication', 'peer_authentication', peerAuthenticationToRaw, peerAuthenticationFromRaw),
     DeletePeerAuthentication: remove('DeletePeerAuthentication', 'peer_authentication', 'peer authentication'),
-    ListPeerAuthentications: (_call, callback) => callback(null, { peer_authentications: store.rawPeerAuthentication().map(peerAuthenticationFromRaw) }),
+    ListPeerAuthentications: (_call, callback) =>
+      callback(null, { peer_authentications: store.rawPeerAuthentication().map((e) => withRevision(peerAuthenticationFromRaw, e)) }),
     GetSyncStatus: (call, callback) =>
       run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
     WhoAmI: (call, callback) => run('WhoAmI', async () => callerOf(call), callback),
@@ -219,8 +254,9 @@ export class MeshConfigApiClient {
   putService(s: Service): Promise<Service__Output> {
     return this.call((o, cb) => this.client.PutService(s, o, cb));
   }
-  deleteService(name: string): Promise<unknown> {
-    return this.call((o, cb) => this.client.DeleteService({ name }, o, cb));
+  /** `modRevision` > 0: only if the service is still at that revision (else ABORTED). */
+  deleteService(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeleteService({ name, mod_revision: modRevision }, o, cb));
   }
   async listServices(): Promise<Service__Output[]> {
     return (await this.call<{ services: Service__Output[] }>((o, cb) => this.client.ListServices({}, o, cb))).services;
@@ -228,17 +264,28 @@ export class MeshConfigApiClient {
   putRoute(r: Route): Promise<Route__Output> {
     return this.call((o, cb) => this.client.PutRoute(r, o, cb));
   }
-  deleteRoute(name: string): Promise<unknown> {
-    return this.call((o, cb) => this.client.DeleteRoute({ name }, o, cb));
+  deleteRoute(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeleteRoute({ name, mod_revision: modRevision }, o, cb));
   }
   async listRoutes(): Promise<Route__Output[]> {
     return (await this.call<{ routes: Route__Output[] }>((o, cb) => this.client.ListRoutes({}, o, cb))).routes;
   }
+  putPolicy(p: Policy): Promise<Policy__Output> {
+    return this.call((o, cb) => this.client.PutPolicy(p, o, cb));
+  }
+  /** `modRevision` > 0: only if the policy is still at that revision (else ABORTED). */
+  deletePolicy(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeletePolicy({ name, mod_revision: modRevision }, o, cb));
+  }
+  async listPolicies(): Promise<Policy__Output[]> {
+    return (await this.call<{ policies: Policy__Output[] }>((o, cb) => this.client.ListPolicies({}, o, cb))).policies;
+  }
   putPeerAuthentication(p: PeerAuthentication): Promise<PeerAuthentication__Output> {
     return this.call((o, cb) => this.client.PutPeerAuthentication(p, o, cb));
   }
-  deletePeerAuthentication(name: string): Promise<unknown> {
-    return this.call((o, cb) => this.client.DeletePeerAuthentication({ name }, o, cb));
+  /** `modRevision` > 0: only if the entry is still at that revision (else ABORTED). */
+  deletePeerAuthentication(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeletePeerAuthentication({ name, mod_revision: modRevision }, o, cb));
   }
   async listPeerAuthentications(): Promise<PeerAuthentication__Output[]> {
     return (await this.call<{ peer_authentications: PeerAuthentication__Output[] }>((o, cb) => this.client.ListPeerAuthentications({}, o, cb))).peer_authentications;

@@ -1,22 +1,31 @@
 // The mesh as the control plane holds it: the declarative config (services,
-// routes, peer authentication) in its YAML shape, changed by the config API, validated as a whole
-// on every change (a change that would make it invalid is refused and changes
-// nothing), optionally written to a file so a restart keeps API changes.
+// routes, policies, peer authentication) in its YAML shape, kept in a store (xds/store/: memory, the mesh
+// state file, or etcd shared by replicas), changed by the config API and
+// validated as a whole on every change (a change that would make it invalid
+// is refused and changes nothing).
 //
-// Changes run one at a time (a queue), each validated against the state the
-// previous one left, written durably (own temporary file, fsync, rename,
-// directory fsync), and only then applied in memory and emitted: a change
-// that resolves is on disk and visible; one that rejects changed nothing.
-// A compare-and-swap on a revision (etcd later) is one more check in change().
+// In the store each service, route, policy and peer authentication is a record (`/vsockmesh/mesh/services/web`,
+// its YAML entry as JSON), and `/vsockmesh/mesh/changed` is rewritten by every
+// change. A change is one transaction that checks that key's mod revision (no
+// one changed the mesh since the view it was validated against) and, when the
+// caller gave one, the entry's own mod revision (compare-and-swap: two
+// operators editing the same service, one wins, the other gets ABORTED). When
+// only the mesh moved on, the change is validated again against the new mesh
+// and retried. A change resolves once it is durable in the store and visible
+// here; the changes of other replicas arrive through a watch.
+//
+// Changes from this process run one at a time (a queue). Entries are listed
+// in the order they were created (a replaced entry keeps its place).
 
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { stringify } from 'yaml';
-import { fileErrorText, writeFileDurably } from '../../proxy/runtime/durable-file.js';
 import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
-import { MAX_MESH_FILE_BYTES } from './bounds.js';
+import type { Logger } from '../../proxy/runtime/log.js';
+import { FileStore } from '../store/file-store.js';
+import { MemoryStore } from '../store/memory-store.js';
+import type { Store, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
+import { MAX_MESH_FILE_BYTES, quoteBounded } from './bounds.js';
 import { parseMeshConfig } from './mesh.js';
 import type { MeshConfig } from './types.js';
 
@@ -26,112 +35,305 @@ export type RawEntry = { name: string } & Record<string, unknown>;
 export interface RawMesh {
   services: RawEntry[];
   routes: RawEntry[];
+  policies: RawEntry[];
   peer_authentication: RawEntry[];
 }
 
-/** The mesh state file could not be written: the change was not applied. */
-export class MeshStateWriteError extends VsockmeshError {
-  constructor(
-    readonly path: string,
-    cause: unknown,
-  ) {
-    super('UNAVAILABLE', `not applied: cannot write mesh state file: ${fileErrorText(cause)}`, { cause });
+export const MESH_PREFIX = '/vsockmesh/mesh/';
+/** Rewritten by every change: its mod revision is the mesh's. */
+const CHANGED_KEY = `${MESH_PREFIX}changed`;
+const KINDS = ['services', 'routes', 'policies', 'peer_authentication'] as const;
+/** A change retried this many times while other replicas keep changing the mesh gives up with ABORTED. */
+const MAX_ATTEMPTS = 16;
+
+/** The entry is not at the mod revision the change expected: someone else changed (or removed) it. */
+export class MeshChangeConflictError extends VsockmeshError {
+  constructor(what: string, expected: number, now: number) {
+    super(
+      'ABORTED',
+      now === 0
+        ? `not applied: ${what} no longer exists (the change expected it at revision ${expected}): read it again and retry`
+        : `not applied: ${what} was changed by someone else (now at revision ${now}, the change expected ${expected}): read it again and retry`,
+    );
   }
 }
 
-/** Emits 'change' (MeshConfig) after every accepted change, once it is durable. */
+interface Entry {
+  raw: RawEntry;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** An entry as stored, with the revision of its last change (the compare-and-swap token). */
+export type StoredEntry = RawEntry & { modRevision: number };
+
+const entryKey = (kind: keyof RawMesh, name: string): string => `${MESH_PREFIX}${kind}/${name}`;
+const SINGULAR: Record<keyof RawMesh, string> = { services: 'service', routes: 'route', policies: 'policy', peer_authentication: 'peer authentication' };
+const what = (kind: keyof RawMesh, name: string): string => `${SINGULAR[kind]} ${quoteBounded(name)}`;
+
+/** Emits 'change' (MeshConfig) after every change, this process's once durable, another replica's once seen. */
 export class MeshStore extends EventEmitter {
-  private raw: RawMesh;
+  private entries: Record<keyof RawMesh, Map<string, Entry>> = emptyEntries();
   private current: MeshConfig;
+  /** The mod revision of CHANGED_KEY in the view (0: the store holds no mesh yet). */
+  private changedRevision = 0;
+  /** The store revision the view is as of. */
+  private revision = 0;
+  private watch: StoreWatch | undefined;
   /** The tail of the change queue (never rejects). */
   private writes: Promise<unknown> = Promise.resolve();
 
-  /** Throws ConfigError listing every problem of `raw` (by path, named after `source`). */
+  /** Throws ConfigError listing every problem of the records (by path, named after `source`). */
   private constructor(
-    raw: RawMesh,
-    private readonly statePath: string | undefined,
+    readonly store: Store,
+    records: StoreRecord[],
+    revision: number,
     source: string,
+    private readonly logger?: Logger,
   ) {
     super();
-    this.raw = raw;
-    this.current = parseMeshConfig(raw, source);
+    this.load(records, revision);
+    this.current = parseMeshConfig(this.raw(), source);
   }
 
-  /** From the state file when it exists (it holds every API change), else from the mesh file, else empty. */
-  static async open(options: { meshPath?: string; statePath?: string }): Promise<MeshStore> {
-    const path = options.statePath !== undefined && existsSync(options.statePath) ? options.statePath : options.meshPath;
-    if (path === undefined) return new MeshStore({ services: [], routes: [], peer_authentication: [] }, options.statePath, 'mesh config');
-    const text = await readFile(path, 'utf8');
-    const bytes = Buffer.byteLength(text);
-    if (bytes > MAX_MESH_FILE_BYTES) throw new ConfigError(path, [`(file): ${bytes} bytes, more than the ${MAX_MESH_FILE_BYTES} a mesh file may take`]);
-    const data = (parseYamlText(text, path) ?? {}) as Partial<RawMesh>;
-    // The whole file is validated (an unknown top-level key is a problem), then kept in the shape the API edits.
-    return new MeshStore({ ...data, services: data.services ?? [], routes: data.routes ?? [], peer_authentication: data.peer_authentication ?? [] }, options.statePath, path);
+  /**
+   * The mesh in `store`, else in the mesh state file (`statePath`, a file store), else in memory;
+   * a store that holds no mesh yet gets the mesh file's (`meshPath`), or an empty one.
+   */
+  static async open(options: { meshPath?: string; statePath?: string; store?: Store; logger?: Logger }): Promise<MeshStore> {
+    const store =
+      options.store ??
+      (options.statePath !== undefined ? await FileStore.open(options.statePath, { what: 'mesh state file', legacy: (text) => legacyRecords(options.statePath!, text) }) : new MemoryStore());
+    let listed = await store.list(MESH_PREFIX);
+    if (!listed.records.some((r) => r.key === CHANGED_KEY)) {
+      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh();
+      // Another replica may seed first: then its mesh is the one.
+      await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
+      listed = await store.list(MESH_PREFIX);
+    }
+    const mesh = new MeshStore(store, listed.records, listed.revision, store.kind === 'etcd' ? 'the mesh in etcd' : (options.statePath ?? options.meshPath ?? 'mesh config'), options.logger);
+    mesh.follow();
+    return mesh;
   }
 
+  /** A mesh in memory only (tests, the demo). */
   static fromConfig(raw: Partial<RawMesh>): MeshStore {
-    return new MeshStore({ services: raw.services ?? [], routes: raw.routes ?? [], peer_authentication: raw.peer_authentication ?? [] }, undefined, 'mesh config');
+    const seed = withKinds(raw);
+    const records = [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }].map((p) => ({ ...p, createRevision: 1, modRevision: 1, lease: '' }));
+    const store = new MemoryStore({ epoch: 'mesh', revision: 1, records, leases: [] });
+    return new MeshStore(store, records, 1, 'mesh config');
   }
 
   get config(): MeshConfig {
     return this.current;
   }
 
-  rawServices(): RawEntry[] {
-    return this.raw.services.map((s) => ({ ...s }));
+  rawServices(): StoredEntry[] {
+    return this.stored('services');
   }
 
-  rawRoutes(): RawEntry[] {
-    return this.raw.routes.map((r) => ({ ...r }));
+  rawRoutes(): StoredEntry[] {
+    return this.stored('routes');
   }
 
-  rawPeerAuthentication(): RawEntry[] {
-    return this.raw.peer_authentication.map((p) => ({ ...p }));
+  rawPolicies(): StoredEntry[] {
+    return this.stored('policies');
+  }
+
+  rawPeerAuthentication(): StoredEntry[] {
+    return this.stored('peer_authentication');
   }
 
   /**
    * Adds or replaces (by name) and resolves with the entry as stored, once durable and visible.
-   * Rejects with ConfigError if the mesh would be invalid, MeshStateWriteError if it cannot be written (nothing changed either way).
+   * `expectedRevision` > 0: only if the entry is still at that mod revision (else MeshChangeConflictError, ABORTED).
+   * Rejects with ConfigError if the mesh would be invalid, UNAVAILABLE if the store cannot take it (nothing changed either way).
    */
-  put(kind: keyof RawMesh, entry: RawEntry): Promise<RawEntry> {
-    return this.change((raw) => {
-      const list = raw[kind].filter((e) => e.name !== entry.name);
-      const index = raw[kind].findIndex((e) => e.name === entry.name);
-      list.splice(index === -1 ? list.length : index, 0, entry);
-      return { next: { ...raw, [kind]: list }, result: { ...entry } };
-    });
+  put(kind: keyof RawMesh, entry: RawEntry, expectedRevision = 0): Promise<StoredEntry> {
+    return this.change(kind, entry.name, expectedRevision, () => entry).then((revision) => ({ ...entry, modRevision: revision }));
   }
 
   /** Removes by name; false if there was none. Rejects as put() does (e.g. a route still names the service). */
-  delete(kind: keyof RawMesh, name: string): Promise<boolean> {
-    return this.change((raw) => {
-      if (!raw[kind].some((e) => e.name === name)) return { result: false };
-      return { next: { ...raw, [kind]: raw[kind].filter((e) => e.name !== name) }, result: true };
-    });
+  async delete(kind: keyof RawMesh, name: string, expectedRevision = 0): Promise<boolean> {
+    return (await this.change(kind, name, expectedRevision, () => undefined)) !== 0;
   }
 
-  /** Queues `edit`: it sees the state every earlier change left, and its `next` (if any) is validated, written, applied. */
-  private change<T>(edit: (raw: RawMesh) => { next?: RawMesh; result: T }): Promise<T> {
+  /** Stops following the store and closes it. */
+  async close(): Promise<void> {
+    this.watch?.cancel();
+    this.watch = undefined;
+    await this.writes;
+    await this.store.close();
+  }
+
+  private stored(kind: keyof RawMesh): StoredEntry[] {
+    return ordered(this.entries[kind]).map((e) => ({ ...e.raw, modRevision: e.modRevision }));
+  }
+
+  private raw(): RawMesh {
+    const mesh = emptyMesh();
+    for (const kind of KINDS) mesh[kind] = ordered(this.entries[kind]).map((e) => e.raw);
+    return mesh;
+  }
+
+  /**
+   * Queues the change of one entry (`next`: its new value, undefined to remove it) and resolves with the
+   * revision it was applied at (0: a removal of an entry that was not there).
+   */
+  private change(kind: keyof RawMesh, name: string, expectedRevision: number, next: () => RawEntry | undefined): Promise<number> {
     const run = this.writes.then(async () => {
-      const { next, result } = edit(this.raw);
-      if (next !== undefined) await this.replace(next);
-      return result;
+      for (let attempt = 1; ; attempt++) {
+        const entry = this.entries[kind].get(name);
+        const now = entry?.modRevision ?? 0;
+        if (expectedRevision > 0 && now !== expectedRevision) throw new MeshChangeConflictError(what(kind, name), expectedRevision, now);
+        const value = next();
+        if (value === undefined && entry === undefined) return 0;
+        const mesh = this.raw();
+        const list = mesh[kind].filter((e) => e.name !== name);
+        if (value !== undefined) list.splice(entry === undefined ? list.length : mesh[kind].findIndex((e) => e.name === name), 0, value);
+        const config = parseMeshConfig({ ...mesh, [kind]: list }, 'the changed mesh');
+        const key = entryKey(kind, name);
+        const result = await this.store.commit({
+          checks: [
+            { key: CHANGED_KEY, modRevision: this.changedRevision },
+            { key, modRevision: now },
+          ],
+          puts: [...(value === undefined ? [] : [{ key, value: JSON.stringify(value) }]), { key: CHANGED_KEY, value: key }],
+          ...(value === undefined && { deletes: [key] }),
+        });
+        if (result.ok) {
+          // Nothing changed the mesh between the view and this revision: the view plus this change is the mesh at it.
+          if (value === undefined) this.entries[kind].delete(name);
+          else this.entries[kind].set(name, { raw: value, createRevision: entry?.createRevision ?? result.revision, modRevision: result.revision });
+          this.changedRevision = result.revision;
+          this.revision = Math.max(this.revision, result.revision);
+          this.current = config;
+          this.emit('change', config);
+          return result.revision;
+        }
+        if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the mesh kept changing under ${what(kind, name)} (${MAX_ATTEMPTS} attempts): retry`);
+        // Someone else changed the mesh: validate again against what it is now.
+        const listed = await this.store.list(MESH_PREFIX);
+        this.reload(listed.records, listed.revision);
+      }
     });
     this.writes = run.catch(() => undefined);
     return run;
   }
 
-  private async replace(next: RawMesh): Promise<void> {
-    const config = parseMeshConfig(next, 'the changed mesh');
-    if (this.statePath !== undefined) {
-      try {
-        await writeFileDurably(this.statePath, stringify(next));
-      } catch (err) {
-        throw new MeshStateWriteError(this.statePath, err);
-      }
-    }
-    this.raw = next;
-    this.current = config;
-    this.emit('change', config);
+  /** Follows the store from the view's revision: other replicas' changes, in order. */
+  private follow(): void {
+    this.watch = this.store.watch(MESH_PREFIX, this.revision, {
+      onEvents: (events) => this.applyEvents(events),
+      onError: (err) => {
+        // Compacted past the view (this replica was cut off long enough): read the mesh again and follow from there.
+        if (err.code !== 'OUT_OF_RANGE' || this.watch === undefined) return;
+        this.logger?.warn({ reason: 'mesh_watch_compacted', error: err.message }, 'mesh store watch: history compacted, reading the mesh again');
+        void this.store.list(MESH_PREFIX).then(
+          (listed) => {
+            this.reload(listed.records, listed.revision);
+            this.follow();
+          },
+          (listErr: unknown) => this.logger?.error({ reason: 'mesh_store_unavailable', err: listErr }, 'cannot read the mesh from the store'),
+        );
+      },
+    });
   }
+
+  private applyEvents(events: StoreEvent[]): void {
+    const revision = events[0]!.revision;
+    if (revision <= this.revision) return;
+    for (const event of events) {
+      const parsed = parseKey(event.type === 'put' ? event.record.key : event.key);
+      if (parsed === 'changed') this.changedRevision = revision;
+      if (parsed === undefined || parsed === 'changed') continue;
+      if (event.type === 'delete') this.entries[parsed.kind].delete(parsed.name);
+      else this.entries[parsed.kind].set(parsed.name, toEntry(event.record));
+    }
+    this.revision = revision;
+    this.publish();
+  }
+
+  private reload(records: StoreRecord[], revision: number): void {
+    if (revision <= this.revision) return;
+    this.load(records, revision);
+    this.publish();
+  }
+
+  private load(records: StoreRecord[], revision: number): void {
+    this.entries = emptyEntries();
+    this.changedRevision = 0;
+    for (const record of records) {
+      const parsed = parseKey(record.key);
+      if (parsed === 'changed') this.changedRevision = record.modRevision;
+      else if (parsed !== undefined) this.entries[parsed.kind].set(parsed.name, toEntry(record));
+    }
+    this.revision = revision;
+  }
+
+  /** The view's mesh as the served config; a mesh another writer left invalid is logged and the last good one kept. */
+  private publish(): void {
+    try {
+      this.current = parseMeshConfig(this.raw(), 'the mesh in the store');
+    } catch (err) {
+      this.logger?.error({ reason: 'invalid_mesh_in_store', error: (err as Error).message }, 'the mesh in the store is invalid: serving the last valid one');
+      return;
+    }
+    this.emit('change', this.current);
+  }
+}
+
+function emptyMesh(): RawMesh {
+  return { services: [], routes: [], policies: [], peer_authentication: [] };
+}
+
+/** `data` with every kind a list (a kind absent or empty in the YAML is none). */
+function withKinds<T extends Partial<RawMesh>>(data: T): T & RawMesh {
+  const mesh = { ...data } as T & RawMesh;
+  for (const kind of KINDS) mesh[kind] = data[kind] ?? [];
+  return mesh;
+}
+
+function emptyEntries(): Record<keyof RawMesh, Map<string, Entry>> {
+  return { services: new Map(), routes: new Map(), policies: new Map(), peer_authentication: new Map() };
+}
+
+function ordered(entries: Map<string, Entry>): Entry[] {
+  return [...entries.values()].sort((a, b) => a.createRevision - b.createRevision || (a.raw.name < b.raw.name ? -1 : a.raw.name > b.raw.name ? 1 : 0));
+}
+
+function parseKey(key: string): { kind: keyof RawMesh; name: string } | 'changed' | undefined {
+  if (key === CHANGED_KEY) return 'changed';
+  for (const kind of KINDS) if (key.startsWith(`${MESH_PREFIX}${kind}/`)) return { kind, name: key.slice(MESH_PREFIX.length + kind.length + 1) };
+  return undefined;
+}
+
+function toEntry(record: StoreRecord): Entry {
+  // The value is validated with the whole mesh (parseMeshConfig); a value that is not JSON is an entry no service can match.
+  let raw: RawEntry;
+  try {
+    raw = JSON.parse(record.value) as RawEntry;
+  } catch {
+    raw = { name: `(unreadable record ${record.key})` };
+  }
+  return { raw, createRevision: record.createRevision, modRevision: record.modRevision };
+}
+
+function seedPuts(mesh: RawMesh): Array<{ key: string; value: string }> {
+  return KINDS.flatMap((kind) => mesh[kind].map((e) => ({ key: entryKey(kind, String(e.name)), value: JSON.stringify(e) })));
+}
+
+/** A mesh file: bounded, YAML, every problem named (an unknown top-level key is one). */
+function parseMeshText(path: string, text: string): RawMesh {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > MAX_MESH_FILE_BYTES) throw new ConfigError(path, [`(file): ${bytes} bytes, more than the ${MAX_MESH_FILE_BYTES} a mesh file may take`]);
+  const data = (parseYamlText(text, path) ?? {}) as Partial<RawMesh>;
+  const mesh = withKinds(data);
+  parseMeshConfig(mesh, path);
+  return mesh;
+}
+
+/** A mesh state file of earlier versions (the mesh as YAML): its entries, validated, as the store's first records. */
+function legacyRecords(path: string, text: string): Array<{ key: string; value: string }> {
+  return [...seedPuts(parseMeshText(path, text)), { key: CHANGED_KEY, value: 'legacy' }];
 }

@@ -1,5 +1,5 @@
-// The declarative mesh config (YAML or JSON): services, HTTP routes and peer
-// modes (peer-authentication.ts), the
+// The declarative mesh config (YAML or JSON): services, HTTP routes,
+// authorization policies (policies.ts) and peer modes (peer-authentication.ts), the
 // control plane's input beside the VM registry. Every problem is reported by
 // its path, like the sidecar's config (proxy/config/).
 //
@@ -21,6 +21,7 @@ import {
   MAX_DOMAINS_PER_ROUTE,
   MAX_MESH_BYTES,
   MAX_NAME_LENGTH,
+  MAX_POLICIES,
   MAX_PREFIX_LENGTH,
   MAX_ROUTES,
   MAX_RULES_PER_ROUTE,
@@ -31,6 +32,7 @@ import {
 import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
 import type { MeshConfig } from './types.js';
 import { peerAuthenticationIssues, peerAuthenticationSchema } from './peer-authentication.js';
+import { policySchema } from './policies.js';
 
 const U32 = 0xffffffff;
 const DNS_LABEL = `must be a DNS label: 1-${MAX_NAME_LENGTH} lowercase letters, digits or "-", starting and ending with a letter or digit`;
@@ -116,10 +118,11 @@ export const meshConfigSchema = z
   .object({
     services: z.array(service).max(MAX_SERVICES, atMost(MAX_SERVICES, 'services')).default([]),
     routes: z.array(route).max(MAX_ROUTES, atMost(MAX_ROUTES, 'routes')).default([]),
+    policies: z.array(policySchema(meshName)).max(MAX_POLICIES, atMost(MAX_POLICIES, 'policies')).default([]),
     peer_authentication: peerAuthenticationSchema(meshName),
   })
   .strict()
-  .transform((m): MeshConfig => ({ services: m.services, routes: m.routes, peerAuthentication: m.peer_authentication }));
+  .transform((m): MeshConfig => ({ services: m.services, routes: m.routes, policies: m.policies, peerAuthentication: m.peer_authentication }));
 
 export interface MeshIssue {
   path: Array<string | number>;
@@ -181,6 +184,16 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
         seen.add(c.service);
       });
     });
+  });
+  const policyAt = new Map<string, number>();
+  list(raw.policies).forEach((p, i) => {
+    if (!isObject(p)) return;
+    if (typeof p.name === 'string') {
+      const first = policyAt.get(p.name);
+      if (first !== undefined) issues.push({ path: ['policies', i, 'name'], message: `duplicate policy name ${quoteBounded(p.name)} (also policies[${first}])` });
+      else policyAt.set(p.name, i);
+    }
+    if (typeof p.service === 'string' && !serviceAt.has(p.service)) issues.push({ path: ['policies', i, 'service'], message: `unknown service ${quoteBounded(p.service)}` });
   });
   issues.push(...peerAuthenticationIssues(list(raw.peer_authentication), new Set(serviceAt.keys())));
   return issues;

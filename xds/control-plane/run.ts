@@ -10,12 +10,15 @@ import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
 import { openIdentity } from '../identity/open-identity.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
+import { openStore, StoreFlagsError, type StoreFlags } from '../store/store-flags.js';
 import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
 
 export interface ControlPlaneRunOptions {
   listen: string;
   meshPath?: string;
   meshStatePath?: string;
+  /** The mesh in etcd (--store), shared by replicas, instead of memory or the mesh state file. */
+  store?: StoreFlags;
   vmManager?: string;
   inventoryPath?: string;
   statePath?: string;
@@ -33,7 +36,17 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
     name: 'control-plane',
     prepare: async () => {
       const logger = createLogger({ level: options.logLevel });
-      const mesh = await MeshStore.open({ ...(options.meshPath !== undefined && { meshPath: options.meshPath }), ...(options.meshStatePath !== undefined && { statePath: options.meshStatePath }) });
+      const store = await openStore(options.store ?? {});
+      if (store !== undefined && options.meshStatePath !== undefined) {
+        await store.close();
+        throw new StoreFlagsError('--mesh-state-file and --store: give one (with --store the mesh lives in etcd)');
+      }
+      const mesh = await MeshStore.open({
+        logger,
+        ...(options.meshPath !== undefined && { meshPath: options.meshPath }),
+        ...(options.meshStatePath !== undefined && { statePath: options.meshStatePath }),
+        ...(store !== undefined && { store }),
+      });
       const vms =
         options.vmManager !== undefined
           ? { remote: options.vmManager }
@@ -49,6 +62,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           drain: () => plane.drain(),
           stop: async () => {
             await plane.stop();
+            await mesh.close();
             identity.close();
           },
         },

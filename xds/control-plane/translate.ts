@@ -22,9 +22,10 @@ import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { makeSnapshot, type Snapshot } from './snapshot.js';
-import type { MeshConfig, MeshRoute, MeshService, PeerAuthentication } from './types.js';
+import type { MeshConfig, MeshPolicy, MeshRoute, MeshService, PeerAuthentication } from './types.js';
 import { portMode, transportProtocols } from './peer-authentication.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
+import { rbacFilters } from './translate-rbac.js';
 
 /** What the control plane knows of the registry (VmManagerApi.listVms without the revision). */
 export interface RegistryView {
@@ -161,10 +162,20 @@ export function outboundListener(service: MeshService, local: VmRecord): Listene
   };
 }
 
-/** Listener inbound|<vm>: PROXY v2 hops on 0.0.0.0:<sidecar TCP port>, by destination port (and TLS or plain, as its mode says) to cluster inbound|<port>. */
-export function inboundListener(vmId: string, tcpPort: number, ports: ReadonlyArray<{ port: number; mode: PeerTlsMode }>): Listener {
+/**
+ * Listener inbound|<vm>: PROXY v2 hops on 0.0.0.0:<sidecar TCP port>, by
+ * destination port (and TLS or plain, as its peer mode says) to cluster
+ * inbound|<port>, each chain with the RBAC filters of the policies that select
+ * the port (translate-rbac.ts) before its TCP proxy.
+ */
+export function inboundListener(
+  vm: VmRecord,
+  tcpPort: number,
+  ports: ReadonlyArray<{ port: number; mode: PeerTlsMode }>,
+  policies: readonly MeshPolicy[] = [],
+): Listener {
   return {
-    name: inboundListenerName(vmId),
+    name: inboundListenerName(vm.vmId),
     address: socketAddress('0.0.0.0', tcpPort),
     traffic_direction: 'INBOUND',
     listener_filters: [{ name: PROXY_PROTOCOL_LISTENER_FILTER }],
@@ -172,7 +183,7 @@ export function inboundListener(vmId: string, tcpPort: number, ports: ReadonlyAr
       transportProtocols(mode).map((transport) => ({
         name: `${inboundClusterName(port)}|${transport}`,
         filter_chain_match: { destination_port: { value: port }, transport_protocol: transport },
-        filters: [tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
+        filters: [...rbacFilters(policies, vm, port, inboundClusterName(port)), tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
       })),
     ),
   };
@@ -228,7 +239,14 @@ export function buildNodeResources(mesh: MeshConfig, vm: VmRecord): MeshResource
   const tcpPort = vm.sidecar?.tcpPort ?? 0;
   if (tcpPort > 0 && served.size > 0) {
     const ports = [...served.keys()].sort((a, b) => a - b);
-    listeners.push(inboundListener(vm.vmId, tcpPort, ports.map((port) => ({ port, mode: portMode(mesh.peerAuthentication, vm, port) }))));
+    listeners.push(
+      inboundListener(
+        vm,
+        tcpPort,
+        ports.map((port) => ({ port, mode: portMode(mesh.peerAuthentication, vm, port) })),
+        mesh.policies,
+      ),
+    );
     for (const port of ports) clusters.push(inboundCluster(port, served.get(port)!));
   }
   return { clusters, endpoints: [], listeners, routes: [] };

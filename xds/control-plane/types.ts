@@ -4,6 +4,9 @@
 
 import type { ResourceTypeUrl } from '../envoy/proto.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
+import type { MeshPolicy } from './policies.js';
+
+export type { MeshPolicy };
 
 /** A service of the mesh: served by the VMs whose registry record lists it (VmRecord.services by name). */
 export interface MeshService {
@@ -37,6 +40,7 @@ export interface PeerAuthentication {
 export interface MeshConfig {
   services: MeshService[];
   routes: MeshRoute[];
+  policies: MeshPolicy[];
   peerAuthentication: PeerAuthentication[];
 }
 

@@ -7,3 +7,5 @@ export const VSOCKMESH_METADATA_KEY = 'vsockmesh';
 export const TCP_PROXY_FILTER = 'envoy.filters.network.tcp_proxy';
 export const PROXY_PROTOCOL_LISTENER_FILTER = 'envoy.filters.listener.proxy_protocol';
 export const ROUTER_FILTER = 'envoy.filters.http.router';
+/** Authorization of a connection by its peer's principal (the inbound listener's policies). */
+export const RBAC_NETWORK_FILTER = 'envoy.filters.network.rbac';

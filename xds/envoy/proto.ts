@@ -25,6 +25,7 @@ import type { ProtoGrpcType as EndpointProto } from '../generated/envoy/endpoint
 import type { ProtoGrpcType as HcmProto } from '../generated/envoy/http_connection_manager.js';
 import type { ProtoGrpcType as RouterProto } from '../generated/envoy/router.js';
 import type { ProtoGrpcType as TcpProxyProto } from '../generated/envoy/tcp_proxy.js';
+import type { ProtoGrpcType as RbacProto } from '../generated/envoy/rbac.js';
 import type { Any, Any__Output } from '../generated/envoy/google/protobuf/Any.js';
 import type {
   AggregatedDiscoveryServiceClient,
@@ -43,12 +44,13 @@ import type {
 } from '../generated/envoy/envoy/extensions/filters/network/http_connection_manager/v3/HttpConnectionManager.js';
 import type { Router, Router__Output } from '../generated/envoy/envoy/extensions/filters/http/router/v3/Router.js';
 import type { TcpProxy, TcpProxy__Output } from '../generated/envoy/envoy/extensions/filters/network/tcp_proxy/v3/TcpProxy.js';
+import type { RBAC as NetworkRbac, RBAC__Output as NetworkRbac__Output } from '../generated/envoy/envoy/extensions/filters/network/rbac/v3/RBAC.js';
 
 export type { Any, Any__Output };
 export type { AggregatedDiscoveryServiceClient, AggregatedDiscoveryServiceDefinition };
 export type { Listener, Listener__Output, RouteConfiguration, RouteConfiguration__Output, Cluster, Cluster__Output };
 export type { ClusterLoadAssignment, ClusterLoadAssignment__Output, HttpConnectionManager, HttpConnectionManager__Output };
-export type { Router, Router__Output, TcpProxy, TcpProxy__Output };
+export type { Router, Router__Output, TcpProxy, TcpProxy__Output, NetworkRbac, NetworkRbac__Output };
 export type {
   DiscoveryRequest,
   DiscoveryRequest__Output,
@@ -77,6 +79,7 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
 ] as const;
 
 const TYPE_URL_PREFIX = 'type.googleapis.com/';
@@ -90,6 +93,7 @@ export const TYPE_URLS = {
   HttpConnectionManager: 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
   Router: 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
   TcpProxy: 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
+  NetworkRbac: 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
 } as const;
 
 /** The four xDS resource types, in the order a control plane pushes them (CDS, EDS, LDS, RDS). */
@@ -118,12 +122,13 @@ export interface EnvoyMessages {
   };
   'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router': { input: Router; output: Router__Output };
   'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy': { input: TcpProxy; output: TcpProxy__Output };
+  'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC': { input: NetworkRbac; output: NetworkRbac__Output };
 }
 export type EnvoyMessage<U extends EnvoyTypeUrl> = EnvoyMessages[U]['input'];
 export type EnvoyMessageOutput<U extends EnvoyTypeUrl> = EnvoyMessages[U]['output'];
 
 /** What grpc.loadPackageDefinition returns for the loaded files (all roots' namespaces merged). */
-export type EnvoyProtoGrpcType = AdsProto & ListenerProto & RouteProto & ClusterProto & EndpointProto & HcmProto & RouterProto & TcpProxyProto;
+export type EnvoyProtoGrpcType = AdsProto & ListenerProto & RouteProto & ClusterProto & EndpointProto & HcmProto & RouterProto & TcpProxyProto & RbacProto;
 
 // Must match OPTIONS in proto/generate.mjs and LOADER_OPTIONS in xds/proto.ts.
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };

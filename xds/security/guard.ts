@@ -15,7 +15,8 @@ import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { MeshIdentity } from '../../proxy/identity/spiffe.js';
 import { ROLES, authorize, mayCallAnonymously, methodLabel, type Decision } from './authorize.js';
 import { requestFacts, type VmLocator } from './request-facts.js';
-import { bundleOf, peerVerdict, type ControlTransport, type PeerVerdict } from './transport.js';
+import { VerifiedPeers } from './peer-verdicts.js';
+import { bundleOf, type ControlTransport, type PeerVerdict } from './transport.js';
 
 export interface GuardOptions {
   transport: ControlTransport;
@@ -26,6 +27,8 @@ export interface GuardOptions {
   vmHypervisor?: VmLocator;
   /** Server name in log lines (the `listener` of the sampled refusal log). */
   server: string;
+  /** Wall-clock milliseconds (certificates carry wall-clock times). */
+  now?: () => number;
 }
 
 /** The caller of a call, as far as the guard got. */
@@ -38,6 +41,8 @@ interface CallState {
 export class ControlGuard {
   private readonly denied: Counter<'role' | 'method' | 'reason'>;
   private readonly refusals: RefusalLog;
+  /** Callers' certificates already checked: a connection's calls check its leaf once. */
+  private readonly verified = new VerifiedPeers();
   readonly secure: boolean;
 
   constructor(private readonly options: GuardOptions) {
@@ -114,6 +119,6 @@ export class ControlGuard {
   identify(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } }): PeerVerdict | 'insecure' {
     const { transport } = this.options;
     if ('insecure' in transport) return 'insecure';
-    return peerVerdict(call.getAuthContext().sslPeerCertificate, bundleOf(transport.source.current()), new Date());
+    return this.verified.verdict(call.getAuthContext().sslPeerCertificate, bundleOf(transport.source.current()), new Date((this.options.now ?? Date.now)()));
   }
 }

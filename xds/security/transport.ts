@@ -106,14 +106,26 @@ function controlPlaneProblem(cert: PeerCertificate, bundle: TrustBundle): Error 
 }
 
 /**
- * Channel options for a client of `transport`: with TLS, the name sent as SNI is a fixed word instead of the
- * target's host (an IP address there is not allowed by RFC 6066, and an SVID names no host anyway).
+ * A call a control-plane replica refused while it shut down (a restart, e.g.
+ * a step of a root rotation: HTTP/2 REFUSED_STREAM or GOAWAY, which grpc-js
+ * retries only once itself) never reached a handler: it is tried again on a
+ * new connection, with backoff, instead of failing.
+ */
+const RETRY_UNAVAILABLE = JSON.stringify({
+  methodConfig: [{ name: [{}], retryPolicy: { maxAttempts: 5, initialBackoff: '0.1s', maxBackoff: '1s', backoffMultiplier: 2, retryableStatusCodes: ['UNAVAILABLE'] } }],
+});
+
+/**
+ * Channel options for a client of `transport`: calls refused as unavailable are retried (RETRY_UNAVAILABLE);
+ * with TLS, the name sent as SNI is a fixed word instead of the target's host (an IP address there is not
+ * allowed by RFC 6066, and an SVID names no host anyway).
  */
 export function channelOptions(transport: ControlTransport): grpc.ChannelOptions {
-  return 'insecure' in transport ? {} : { 'grpc.ssl_target_name_override': 'vsockmesh' };
+  const retry = { 'grpc.service_config': RETRY_UNAVAILABLE };
+  return 'insecure' in transport ? retry : { ...retry, 'grpc.ssl_target_name_override': 'vsockmesh' };
 }
 
-export type PeerVerdict = { ok: true; spiffeId: string; identity: MeshIdentity } | { ok: false; reason: SvidRefusal | 'not_a_mesh_identity'; message: string };
+export type PeerVerdict = { ok: true; spiffeId: string; identity: MeshIdentity; notAfter: Date } | { ok: false; reason: SvidRefusal | 'not_a_mesh_identity'; message: string };
 
 /**
  * The mesh identity of a TLS peer whose chain the handshake verified against
@@ -131,7 +143,7 @@ export function peerVerdict(cert: PeerCertificate | undefined, bundle: TrustBund
   if (!verdict.ok) return verdict;
   const identity = parseMeshIdentity(verdict.spiffeId);
   if (!identity.ok) return { ok: false, reason: 'not_a_mesh_identity', message: `${verdict.spiffeId} is not a mesh identity: ${identity.message}` };
-  return { ok: true, spiffeId: verdict.spiffeId, identity: identity.value };
+  return { ok: true, spiffeId: verdict.spiffeId, identity: identity.value, notAfter: verdict.notAfter };
 }
 
 const bundles = new WeakMap<IdentityMaterial, TrustBundle>();

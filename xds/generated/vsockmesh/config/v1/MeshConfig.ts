@@ -6,10 +6,12 @@ import type { MethodDefinition } from '@grpc/proto-loader'
 import type { DeleteRequest as _vsockmesh_config_v1_DeleteRequest, DeleteRequest__Output as _vsockmesh_config_v1_DeleteRequest__Output } from '../../../vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse as _vsockmesh_config_v1_DeleteResponse, DeleteResponse__Output as _vsockmesh_config_v1_DeleteResponse__Output } from '../../../vsockmesh/config/v1/DeleteResponse.js';
 import type { ListPeerAuthenticationsResponse as _vsockmesh_config_v1_ListPeerAuthenticationsResponse, ListPeerAuthenticationsResponse__Output as _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output } from '../../../vsockmesh/config/v1/ListPeerAuthenticationsResponse.js';
+import type { ListPoliciesResponse as _vsockmesh_config_v1_ListPoliciesResponse, ListPoliciesResponse__Output as _vsockmesh_config_v1_ListPoliciesResponse__Output } from '../../../vsockmesh/config/v1/ListPoliciesResponse.js';
 import type { ListRequest as _vsockmesh_config_v1_ListRequest, ListRequest__Output as _vsockmesh_config_v1_ListRequest__Output } from '../../../vsockmesh/config/v1/ListRequest.js';
 import type { ListRoutesResponse as _vsockmesh_config_v1_ListRoutesResponse, ListRoutesResponse__Output as _vsockmesh_config_v1_ListRoutesResponse__Output } from '../../../vsockmesh/config/v1/ListRoutesResponse.js';
 import type { ListServicesResponse as _vsockmesh_config_v1_ListServicesResponse, ListServicesResponse__Output as _vsockmesh_config_v1_ListServicesResponse__Output } from '../../../vsockmesh/config/v1/ListServicesResponse.js';
 import type { PeerAuthentication as _vsockmesh_config_v1_PeerAuthentication, PeerAuthentication__Output as _vsockmesh_config_v1_PeerAuthentication__Output } from '../../../vsockmesh/config/v1/PeerAuthentication.js';
+import type { Policy as _vsockmesh_config_v1_Policy, Policy__Output as _vsockmesh_config_v1_Policy__Output } from '../../../vsockmesh/config/v1/Policy.js';
 import type { Route as _vsockmesh_config_v1_Route, Route__Output as _vsockmesh_config_v1_Route__Output } from '../../../vsockmesh/config/v1/Route.js';
 import type { Service as _vsockmesh_config_v1_Service, Service__Output as _vsockmesh_config_v1_Service__Output } from '../../../vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest as _vsockmesh_config_v1_SyncStatusRequest, SyncStatusRequest__Output as _vsockmesh_config_v1_SyncStatusRequest__Output } from '../../../vsockmesh/config/v1/SyncStatusRequest.js';
@@ -26,6 +28,15 @@ export interface MeshConfigClient extends grpc.Client {
   deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   DeleteRoute(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
@@ -63,6 +74,15 @@ export interface MeshConfigClient extends grpc.Client {
   listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
   listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
   
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  ListPolicies(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  listPolicies(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
+  
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
   ListRoutes(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListRoutesResponse__Output>): grpc.ClientUnaryCall;
@@ -89,6 +109,15 @@ export interface MeshConfigClient extends grpc.Client {
   putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
   putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
   putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  PutPolicy(argument: _vsockmesh_config_v1_Policy, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
+  putPolicy(argument: _vsockmesh_config_v1_Policy, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
   
   PutRoute(argument: _vsockmesh_config_v1_Route, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Route__Output>): grpc.ClientUnaryCall;
   PutRoute(argument: _vsockmesh_config_v1_Route, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Route__Output>): grpc.ClientUnaryCall;
@@ -128,6 +157,8 @@ export interface MeshConfigClient extends grpc.Client {
 export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
   DeletePeerAuthentication: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
   
+  DeletePolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
+  
   DeleteRoute: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
   
   DeleteService: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
@@ -136,11 +167,15 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
   
   ListPeerAuthentications: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPeerAuthenticationsResponse>;
   
+  ListPolicies: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse>;
+  
   ListRoutes: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse>;
   
   ListServices: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse>;
   
   PutPeerAuthentication: grpc.handleUnaryCall<_vsockmesh_config_v1_PeerAuthentication__Output, _vsockmesh_config_v1_PeerAuthentication>;
+  
+  PutPolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy>;
   
   PutRoute: grpc.handleUnaryCall<_vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route>;
   
@@ -155,13 +190,16 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
 
 export interface MeshConfigDefinition extends grpc.ServiceDefinition {
   DeletePeerAuthentication: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
+  DeletePolicy: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteRoute: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteService: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   GetSyncStatus: MethodDefinition<_vsockmesh_config_v1_SyncStatusRequest, _vsockmesh_config_v1_SyncStatusResponse, _vsockmesh_config_v1_SyncStatusRequest__Output, _vsockmesh_config_v1_SyncStatusResponse__Output>
   ListPeerAuthentications: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListPeerAuthenticationsResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>
+  ListPolicies: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListPoliciesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse__Output>
   ListRoutes: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListRoutesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse__Output>
   ListServices: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListServicesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse__Output>
   PutPeerAuthentication: MethodDefinition<_vsockmesh_config_v1_PeerAuthentication, _vsockmesh_config_v1_PeerAuthentication, _vsockmesh_config_v1_PeerAuthentication__Output, _vsockmesh_config_v1_PeerAuthentication__Output>
+  PutPolicy: MethodDefinition<_vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy__Output>
   PutRoute: MethodDefinition<_vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route__Output>
   PutService: MethodDefinition<_vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service__Output, _vsockmesh_config_v1_Service__Output>
   WhoAmI: MethodDefinition<_vsockmesh_config_v1_WhoAmIRequest, _vsockmesh_config_v1_WhoAmIResponse, _vsockmesh_config_v1_WhoAmIRequest__Output, _vsockmesh_config_v1_WhoAmIResponse__Output>

@@ -2,15 +2,24 @@
 // Original file: proto/vsockmesh/config/v1/config.proto
 
 import type { RouteRule as _vsockmesh_config_v1_RouteRule, RouteRule__Output as _vsockmesh_config_v1_RouteRule__Output } from '../../../vsockmesh/config/v1/RouteRule.js';
+import type { Long } from '@grpc/proto-loader';
 
 export interface Route {
   'name'?: (string);
   'domains'?: (string)[];
   'rules'?: (_vsockmesh_config_v1_RouteRule)[];
+  /**
+   * As Service.mod_revision.
+   */
+  'mod_revision'?: (number | string | Long);
 }
 
 export interface Route__Output {
   'name': (string);
   'domains': (string)[];
   'rules': (_vsockmesh_config_v1_RouteRule__Output)[];
+  /**
+   * As Service.mod_revision.
+   */
+  'mod_revision': (number);
 }

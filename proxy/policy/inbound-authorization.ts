@@ -1,0 +1,83 @@
+// The sidecar's authorization of inbound connections: the policies the
+// control plane pushed (one table for every inbound listener, TCP and vsock,
+// by destination port), checked when a connection's principal and
+// destination are known and before any byte is relayed; and the open
+// connections, checked again whenever the policies change (those no longer
+// allowed are closed: policy_revoked). Every decision is counted; refusals
+// and shadow denials are logged (sampled per listener and reason).
+
+import type { ProxyMetrics } from '../metrics.js';
+import type { RefusalLog } from '../runtime/refusal-log.js';
+import { NO_POLICIES, authorize, type InboundPolicies } from './rbac.js';
+
+/** An inbound connection as the policies see it. */
+export interface InboundRequest {
+  listener: string;
+  /** The destination port of its PROXY v2 header (the port a policy selects). */
+  port: number;
+  principal: string;
+  /** What the log lines say of it (src, dst, peer, source_vm, ...). */
+  fields: Record<string, unknown>;
+}
+
+interface OpenConnection extends InboundRequest {
+  close(): void;
+}
+
+export class InboundAuthorization {
+  private policies: InboundPolicies = NO_POLICIES;
+  private readonly open = new Set<OpenConnection>();
+
+  constructor(private readonly context: { refusals: RefusalLog; metrics: ProxyMetrics }) {}
+
+  get current(): InboundPolicies {
+    return this.policies;
+  }
+
+  /** Whether the connection may go on; a refusal is counted and logged here (the caller closes it). */
+  admit(request: InboundRequest): boolean {
+    if (!this.policies.has(request.port)) return true;
+    const { metrics, refusals } = this.context;
+    const { listener, principal, port, fields } = request;
+    const verdict = authorize(this.policies, port, principal);
+    if (verdict.shadowDenied !== null) {
+      metrics.rbacShadowDenied.inc({ listener, policy: verdict.shadowDenied });
+      refusals.warn(
+        { ...fields, listener, principal, policy: verdict.shadowDenied, reason: 'policy_shadow_denied' },
+        `shadow policy ${verdict.shadowDenied} would refuse ${principal} to port ${port}; let through (dry run)`,
+      );
+    }
+    if (!verdict.allowed) {
+      metrics.rbacDenied.inc({ listener, policy: verdict.policy });
+      metrics.refused.inc({ listener, reason: 'policy_denied' });
+      refusals.warn({ ...fields, listener, principal, policy: verdict.policy, reason: 'policy_denied' }, `refused: ${principal} may not reach port ${port} (policy ${verdict.policy})`);
+      return false;
+    }
+    metrics.rbacAllowed.inc({ listener });
+    return true;
+  }
+
+  /** Follows an admitted connection until it closes (call the returned function then): a policy change may close it. */
+  watch(request: InboundRequest, close: () => void): () => void {
+    const entry: OpenConnection = { ...request, close };
+    this.open.add(entry);
+    return () => this.open.delete(entry);
+  }
+
+  /** New policies: open connections they no longer allow are closed, counted and logged; the others continue. */
+  replace(policies: InboundPolicies): void {
+    this.policies = policies;
+    const { metrics, refusals } = this.context;
+    for (const entry of [...this.open]) {
+      const verdict = authorize(policies, entry.port, entry.principal);
+      if (verdict.allowed) continue;
+      this.open.delete(entry);
+      metrics.rbacRevoked.inc({ listener: entry.listener, policy: verdict.policy });
+      refusals.warn(
+        { ...entry.fields, listener: entry.listener, principal: entry.principal, policy: verdict.policy, reason: 'policy_revoked' },
+        `closed: ${entry.principal} may no longer reach port ${entry.port} (policy ${verdict.policy})`,
+      );
+      entry.close();
+    }
+  }
+}
