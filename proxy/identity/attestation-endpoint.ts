@@ -127,10 +127,11 @@ function readRequest(stream: Duplex, timeoutMs: number): Promise<ReadResult> {
   });
 }
 
-/** Writes the answer and ends the stream (the guest reads to EOF). */
+/** Writes the answer and ends the stream (the guest reads to EOF); whatever the guest sends after its request is discarded until it closes. */
 function reply(stream: Duplex, response: AttestationResponse): Promise<void> {
   return new Promise((resolve) => {
     stream.once('error', () => resolve());
+    stream.resume();
     stream.end(encodeAttestationResponse(response), () => resolve());
   });
 }

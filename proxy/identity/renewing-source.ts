@@ -1,6 +1,7 @@
 // A workload's SVID kept current: the key and the CSR are made here
 // (keys-and-csr.ts, a new key each time), the first certificate is asked for
-// with a one-time join token, and every later one with the current
+// with a one-time join token or from the host agent that attests the VM
+// (over vsock, injected), and every later one with the current
 // certificate, at 50–70 % of its lifetime (renewal.ts). A renewal that fails
 // is retried with backoff while the current material keeps serving; the new
 // material replaces it only once it has been checked (an X509-SVID for our
@@ -44,8 +45,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface RenewingSourceOptions {
   spiffeId: string;
   certify: Certify;
-  /** The join token for the first certificate, read when it is needed (e.g. from a file). */
-  joinToken: () => Promise<string>;
+  /** The join token for the first certificate, read when it is needed (e.g. from a file). Exactly one of joinToken and attest. */
+  joinToken?: () => Promise<string>;
+  /** The first certificate from the host agent that attests this VM (our CSR in; the answer checked like Certify's). */
+  attest?: (csrPem: string) => Promise<CertifyAnswer>;
   logger: Logger;
   /** Wall-clock milliseconds (certificates carry wall-clock times). */
   now?: () => number;
@@ -84,6 +87,7 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
   failed = 0;
 
   constructor(private readonly options: RenewingSourceOptions) {
+    if ((options.joinToken === undefined) === (options.attest === undefined)) throw new Error('identity: give exactly one way to the first certificate (a join token or attestation)');
     const parsed = parseSpiffeId(options.spiffeId);
     if (!parsed.ok) throw new Error(`identity: ${options.spiffeId} is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
     this.trustDomain = parsed.value.trustDomain;
@@ -96,12 +100,17 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
     return this.material === undefined ? 0 : this.material.notAfter.getTime() / 1000;
   }
 
-  /** The first certificate (join token), retried with backoff while the control plane is unreachable; then renewals run until stop(). */
+  /** The first certificate (join token or attestation), retried with backoff while the control plane or host agent is unreachable; then renewals run until stop(). */
   async start(): Promise<void> {
+    const { joinToken, attest, certify } = this.options;
     for (;;) {
       try {
-        const token = (await this.options.joinToken()).trim();
-        await this.obtain({ joinToken: token });
+        if (attest !== undefined) {
+          await this.obtain(attest);
+        } else {
+          const token = (await joinToken!()).trim();
+          await this.obtain((csr) => certify(csr, { joinToken: token }));
+        }
         break;
       } catch (err) {
         const code = errorCode(err);
@@ -163,7 +172,8 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
   private async renew(): Promise<void> {
     if (this.stopped || this.material === undefined) return;
     try {
-      await this.obtain({ material: this.material });
+      const material = this.material;
+      await this.obtain((csr) => this.options.certify(csr, { material }));
       this.succeeded++;
       this.backoff.reset();
       this.options.logger.info({ spiffe_id: this.options.spiffeId, not_after: this.material.notAfter.toISOString() }, 'identity renewed');
@@ -188,11 +198,11 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
     );
   }
 
-  /** One Certify call with a new key; the material replaces the current one only when the answer checks out. */
-  private async obtain(credential: Parameters<Certify>[1]): Promise<void> {
+  /** One Certify call (or attestation) with a new key; the material replaces the current one only when the answer checks out. */
+  private async obtain(ask: (csrPem: string) => Promise<CertifyAnswer>): Promise<void> {
     const keys = generateWorkloadKeys();
     const csr = await createCsr(keys, this.options.spiffeId);
-    const answer = await this.options.certify(csr, credential);
+    const answer = await ask(csr);
     let bundle;
     try {
       bundle = trustBundle(this.trustDomain, answer.bundlePem);
