@@ -53,7 +53,9 @@ export function certifyClient(address: string, options: CertifyClientOptions): (
 /**
  * Identity.CertifyAttested as a host agent calls it: under its own identity
  * (`transport`, the same mutual TLS as its VM manager client), one channel for
- * the life of the returned client. A refusal rejects with a CallError.
+ * the life of the returned client; its certificate's chain goes with each
+ * request (a replica or a restarted CA may not know the intermediate). A
+ * refusal rejects with a CallError.
  */
 export function certifyAttestedClient(address: string, transport: ControlTransport, timeoutMs = 10_000): { forward: ForwardAttested; close(): void } {
   const Client = identityProto().vsockmesh.identity.v1.Identity;
@@ -61,7 +63,8 @@ export function certifyAttestedClient(address: string, transport: ControlTranspo
   return {
     forward: async ({ csr, vmId, cid }) => {
       const response = await new Promise<CertifyResponse__Output>((resolve, reject) => {
-        client.CertifyAttested({ csr, vm_id: vmId, cid }, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
+        const chain = 'source' in transport ? transport.source.current().chainPem : '';
+        client.CertifyAttested({ csr, vm_id: vmId, cid, client_chain: chain }, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
       });
       return { chainPem: response.certificate_chain, bundlePem: response.trust_bundle, notAfter: new Date(response.not_after_ms), spiffeId: response.spiffe_id };
     },

@@ -138,11 +138,11 @@ export class IdentityService {
    * the registry (`vms`) places that VM on the caller's hypervisor at that
    * CID and the CSR asks for exactly its identity. Throws CertifyDenied.
    */
-  async certifyAttested(request: { csr: string; vmId: string; cid: number }, peer: X509Certificate | undefined, vms: VmLookup | undefined): Promise<IssuedSvid> {
+  async certifyAttested(request: { csr: string; vmId: string; cid: number; clientChain: string }, peer: X509Certificate | undefined, vms: VmLookup | undefined): Promise<IssuedSvid> {
     if (request.csr === '') throw new CertifyDenied('missing_csr', 'csr: required (a PEM PKCS#10 request)');
     if (request.vmId === '') throw new CertifyDenied('missing_vm_id', 'vm_id: required (the VM the host agent attested)');
     if (peer === undefined) throw new CertifyDenied('no_credentials', 'CertifyAttested needs the host agent\'s client certificate (TLS)');
-    const caller = parseMeshIdentity(this.verifiedPeer(peer, ''));
+    const caller = parseMeshIdentity(this.verifiedPeer(peer, request.clientChain));
     if (!caller.ok) throw new CertifyDenied('bad_peer_certificate', `the client certificate is not a mesh identity: ${caller.message}`);
     if (vms === undefined) throw new CertifyDenied('no_registry', 'this control plane has no VM registry to attest against');
     const asked = await inspectCsr(request.csr);
@@ -235,7 +235,7 @@ export class IdentityService {
       },
       CertifyAttested: (call, callback) => {
         const request = call.request as CertifyAttestedRequest__Output;
-        const work = this.certifyAttested({ csr: request.csr, vmId: request.vm_id, cid: request.cid }, peerCertificate(call), vms).then((svid) => ({ svid, path: 'attested' as const, vmCid: request.cid }));
+        const work = this.certifyAttested({ csr: request.csr, vmId: request.vm_id, cid: request.cid, clientChain: request.client_chain }, peerCertificate(call), vms).then((svid) => ({ svid, path: 'attested' as const, vmCid: request.cid }));
         answer(call, work, callback);
       },
     };

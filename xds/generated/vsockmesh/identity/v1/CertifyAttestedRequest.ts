@@ -16,6 +16,10 @@ export interface CertifyAttestedRequest {
    * The vsock CID the host agent saw the request come from.
    */
   'cid'?: (number);
+  /**
+   * The chain of the host agent's client certificate (PEM, leaf first), as in CertifyRequest.client_chain.
+   */
+  'client_chain'?: (string);
 }
 
 /**
@@ -32,4 +36,8 @@ export interface CertifyAttestedRequest__Output {
    * The vsock CID the host agent saw the request come from.
    */
   'cid': (number);
+  /**
+   * The chain of the host agent's client certificate (PEM, leaf first), as in CertifyRequest.client_chain.
+   */
+  'client_chain': (string);
 }
