@@ -149,7 +149,7 @@ async function startSidecarB(app: TestServer): Promise<Daemon> {
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: SIDECAR_B.tcpPort, ports },
     ],
   });
-  return Daemon.start('sidecar-b', ['sidecar', '-c', config], SIDECAR_B.admin);
+  return Daemon.start('sidecar-b', ['sidecar', '-c', config], SIDECAR_B.admin, 6 * 60_000);
 }
 
 /** Sidecar "vm-a" with endpoints in vsock mode `direct` to vm-b's CID: one with a TCP peer to fall back to, one without. */

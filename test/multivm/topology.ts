@@ -145,7 +145,8 @@ export async function identityFiles(kind: 'vm' | 'hv' | 'operator', name: string
 export async function startControlPlane(guests: GuestPlan[]): Promise<Daemon> {
   const inv = writeYaml('inventory.yaml', inventory(guests));
   const identityDir = join(logDir(), 'identity');
-  const daemon = await Daemon.start('control-plane', ['control-plane', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin), '--identity-dir', identityDir], VM_MANAGER.admin);
+  // Loading the ADS and Envoy protos and making the CA's root take minutes under TCG on a loaded machine (one run: over 180 s).
+  const daemon = await Daemon.start('control-plane', ['control-plane', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin), '--identity-dir', identityDir], VM_MANAGER.admin, 12 * 60_000);
   pki = await startTestMeshCa(undefined, join(identityDir, GENERATED_ROOT_DIR));
   operator = await identityFiles('operator', 'multivm');
   return daemon;
@@ -163,7 +164,7 @@ export async function startRelay(): Promise<Daemon> {
     tls: await identityFiles('hv', HYPERVISOR),
     attestation: { port: ATTESTATION_PORT, control_plane: VM_MANAGER.address, request_timeout: '120s' },
   });
-  return Daemon.start('host-relay', ['host-relay', '-c', config], RELAY_ADMIN);
+  return Daemon.start('host-relay', ['host-relay', '-c', config], RELAY_ADMIN, 6 * 60_000);
 }
 
 let operator: { cert: string; key: string; ca: string } | undefined;
