@@ -160,7 +160,8 @@ export async function startRelay(): Promise<Daemon> {
     listen: { port: RELAY_PORT },
     header_timeout: '60s',
     connect_timeout: '30s',
-    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '10s', cache_ttl: '2s' },
+    // The first query also brings up the mutual-TLS channel: 14 s in one run, while two inner guests kept the outer one busy.
+    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '60s', cache_ttl: '2s' },
     tls: await identityFiles('hv', HYPERVISOR),
     attestation: { port: ATTESTATION_PORT, control_plane: VM_MANAGER.address, request_timeout: '120s' },
   });
