@@ -44,7 +44,9 @@ async function controlTransport(config: ControlIdentity, renewing: RenewingSourc
 /** A gRPC client to the VM manager at `address`, owned (closed) by the server that uses it. */
 async function vmManagerClient(address: string, transport: ControlTransport): Promise<OwnedClient<VmManagerApi>> {
   const { VmManagerClient } = await import('../../xds/vm-manager/client.js');
-  return { client: new VmManagerClient(address, { transport }), closeOnStop: true };
+  const client = new VmManagerClient(address, { transport });
+  client.connect();
+  return { client, closeOnStop: true };
 }
 
 async function adsConfigSource(transport: ControlTransport): Promise<ConfigSourceFactory> {
