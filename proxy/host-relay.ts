@@ -3,6 +3,8 @@
 // through this relay, which checks the kernel-given source CID against its policy.
 
 import type { HostRelayConfig } from './config/relay.js';
+import { AttestationEndpoint, type ForwardAttested } from './identity/attestation-endpoint.js';
+import { AttestationListener } from './listeners/attestation.js';
 import { RelayListener } from './listeners/relay.js';
 import { RelayAuthorizer } from './resolve/relay-authorizer.js';
 import { ProxyServer, type ServerOptions } from './server.js';
@@ -15,6 +17,8 @@ export interface HostRelayOptions extends ServerOptions {
   vmManager?: OwnedClient<VmManagerApi>;
   /** The relay's hv/ SVID: with it, a connection the VM manager allowed starts with the signed source assertion (relay-assertion.ts). */
   assertionIdentity?: CertificateSource;
+  /** Required when the config has an attestation section: Identity.CertifyAttested under this host agent's identity. */
+  attestation?: { forward: ForwardAttested; close(): void };
 }
 
 export class HostRelay extends ProxyServer {
@@ -31,14 +35,33 @@ export class HostRelay extends ProxyServer {
       this.metrics.addRelayAuthorizer(this.authorizer);
     }
     this.listeners.push(new RelayListener(config, this.context, this.authorizer, options.assertionIdentity));
+    const attestation = config.attestation;
+    if (attestation) {
+      if (options.attestation === undefined || this.vmManager === undefined || settings === null) throw new Error('the config has an attestation section but the host relay was given no VM manager client or CertifyAttested client');
+      this.attestationClient = options.attestation;
+      const vmManager = this.vmManager.client;
+      const endpoint = new AttestationEndpoint({
+        hypervisorId: settings.hypervisorId,
+        vmsOnHypervisor: async () => (await vmManager.listVms()).vms.filter((vm) => vm.hypervisorId === settings.hypervisorId),
+        forward: options.attestation.forward,
+        requestTimeoutMs: attestation.requestTimeoutMs,
+        logger: this.context.logger,
+        refusals: this.context.refusals,
+        metrics: this.metrics.registry,
+        name: 'attestation',
+      });
+      this.listeners.push(new AttestationListener({ cid: config.listen.cid, port: attestation.port, maxConnections: attestation.maxConnections }, this.context, endpoint));
+    }
   }
 
   readonly authorizer: RelayAuthorizer | undefined;
   private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
+  private readonly attestationClient: { close(): void } | undefined;
 
   override async stop(): Promise<void> {
     await super.stop();
     if (this.vmManager?.closeOnStop) this.vmManager.client.close();
+    this.attestationClient?.close();
   }
 
   configDump(): unknown {
@@ -52,6 +75,7 @@ export class HostRelay extends ProxyServer {
       idleTimeoutMs: this.config.idleTimeoutMs,
       policy: this.config.policy,
       vmManager: this.config.vmManager,
+      attestation: this.config.attestation,
       admin: this.adminAddress() ?? null,
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { HostRelayConfig } from '../config/relay.js';
 import type { ControlTlsFiles, IdentitySettings, SidecarConfig } from '../config/types.js';
 import type { RenewingSource } from '../identity/renewing-source.js';
+import type { ForwardAttested } from '../identity/attestation-endpoint.js';
 import { meshIdentityId } from '../identity/spiffe.js';
 import { silentLogger } from '../runtime/log.js';
 import type { ControlTransport } from '../../xds/security/transport.js';
@@ -43,7 +44,9 @@ async function controlTransport(config: ControlIdentity, renewing: RenewingSourc
 /** A gRPC client to the VM manager at `address`, owned (closed) by the server that uses it. */
 async function vmManagerClient(address: string, transport: ControlTransport): Promise<OwnedClient<VmManagerApi>> {
   const { VmManagerClient } = await import('../../xds/vm-manager/client.js');
-  return { client: new VmManagerClient(address, { transport }), closeOnStop: true };
+  const client = new VmManagerClient(address, { transport });
+  client.connect();
+  return { client, closeOnStop: true };
 }
 
 async function adsConfigSource(transport: ControlTransport): Promise<ConfigSourceFactory> {
@@ -59,12 +62,25 @@ async function identitySource(settings: IdentitySettings, kind: 'vm' | 'hv', nam
   const [{ certifyClient }, { RenewingSource }] = await Promise.all([import('../../xds/identity/certify-client.js'), import('../identity/renewing-source.js')]);
   const bootstrapBundlePem = await readFile(settings.trustBundleFile, 'utf8');
   const certify = certifyClient(settings.controlPlane, { trustDomain: settings.trustDomain, bootstrapBundlePem });
-  return new RenewingSource({ spiffeId: id.value, certify, joinToken: () => readFile(settings.joinTokenFile, 'utf8'), logger: options.logger ?? silentLogger(), ...(settings.stateDir !== null && { stateDir: settings.stateDir }) });
+  const logger = options.logger ?? silentLogger();
+  const { joinTokenFile, attest } = settings;
+  const kept = settings.stateDir !== null ? { stateDir: settings.stateDir } : {};
+  if (attest !== null) {
+    const { attestationClient } = await import('../identity/attestation-client.js');
+    return new RenewingSource({ spiffeId: id.value, certify, attest: attestationClient({ vmId: name, port: attest.port }), logger, ...kept });
+  }
+  return new RenewingSource({ spiffeId: id.value, certify, joinToken: () => readFile(joinTokenFile!, 'utf8'), logger, ...kept });
 }
 
 export interface ProxyClients {
   /** A VM manager to use instead of a gRPC client to vm_manager.address (the demo runs one in process). */
   vmManager?: OwnedClient<VmManagerApi>;
+}
+
+/** The host agent's Identity.CertifyAttested client, with the same identity as its VM manager client. */
+async function attestationClient(controlPlane: string, transport: ControlTransport): Promise<{ forward: ForwardAttested; close(): void }> {
+  const { certifyAttestedClient } = await import('../../xds/identity/certify-client.js');
+  return certifyAttestedClient(controlPlane, transport);
 }
 
 export async function createSidecar(config: SidecarConfig, options: ServerOptions & ProxyClients = {}): Promise<Sidecar> {
@@ -79,10 +95,11 @@ export async function createSidecar(config: SidecarConfig, options: ServerOption
 export async function createHostRelay(config: HostRelayConfig, options: ServerOptions & ProxyClients = {}): Promise<HostRelay> {
   const hypervisorId = config.vmManager?.hypervisorId ?? config.node.id;
   const identity = config.identity ? await identitySource(config.identity, 'hv', hypervisorId, options) : undefined;
-  const control = config.vmManager && !options.vmManager ? await controlTransport(config, identity, options) : undefined;
+  const control = config.vmManager && (!options.vmManager || config.attestation) ? await controlTransport(config, identity, options) : undefined;
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
+  const attestation = config.attestation ? await attestationClient(config.attestation.controlPlane, control!.transport) : undefined;
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
   // The relay signs its source assertions with the identity its control-plane clients present (an hv/ SVID).
   const signer = identity ?? (control && 'source' in control.transport ? control.transport.source : undefined);
-  return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }), ...(signer && { assertionIdentity: signer }) });
+  return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }), ...(signer && { assertionIdentity: signer }), ...(attestation && { attestation }) });
 }

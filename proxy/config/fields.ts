@@ -166,14 +166,16 @@ export const overloadSettings = z
 /**
  * The identity section, shared by the sidecar and the host relay: the process
  * gets its SPIFFE certificate from the control plane's Certify (first through
- * a join token, then renewed with the current one), and its control-plane
+ * a join token, or for a sidecar through its host agent over vsock (attest),
+ * then renewed with the current one), and its control-plane
  * clients (VM manager, ADS) use it for mutual TLS. One of tls:, identity: or
  * insecure: true (controlTransportIssue).
  */
 export const identitySettings = z
   .object({
     control_plane: hostPort,
-    join_token_file: z.string().min(1, { message: 'must be a file path' }),
+    join_token_file: z.string().min(1, { message: 'must be a file path' }).optional(),
+    attest: z.object({ port: vsockPort }).strict().optional(),
     trust_domain: z
       .string()
       .default(DEFAULT_TRUST_DOMAIN)
@@ -185,8 +187,24 @@ export const identitySettings = z
     state_dir: z.string().min(1, { message: 'must be a directory path' }).optional(),
   })
   .strict()
+  .superRefine((i, ctx) => {
+    if (i.join_token_file === undefined && i.attest === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['join_token_file'], message: 'required, or attest: {port} (the first certificate through the host agent over vsock)' });
+    }
+    if (i.join_token_file !== undefined && i.attest !== undefined) ctx.addIssue({ code: 'custom', path: ['attest'], message: 'give join_token_file or attest for the first certificate, not both' });
+  })
   .optional()
   .transform(
     (i): IdentitySettings | null =>
-      i === undefined ? null : { controlPlane: i.control_plane, joinTokenFile: i.join_token_file, trustDomain: i.trust_domain, trustBundleFile: i.trust_bundle_file, stateDir: i.state_dir ?? null },
+      i === undefined
+        ? null
+        : {
+            controlPlane: i.control_plane,
+            joinTokenFile: i.join_token_file ?? null,
+            attest: i.attest ?? null,
+            trustDomain: i.trust_domain,
+            trustBundleFile: i.trust_bundle_file,
+            stateDir: i.state_dir ?? null,
+          },
   );
+

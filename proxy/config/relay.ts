@@ -34,7 +34,24 @@ export interface HostRelayConfig {
   vmManager: RelayVmManagerSettings | null;
   /** The VM manager client's identity files (tls:); null with identity null too: plain text (insecure: true). */
   controlTls: ControlTlsFiles | null;
+  /** The attestation endpoint guests get their first certificate from; null: none. */
+  attestation: AttestationSettings | null;
 }
+
+/** Where the host agent listens for guests' attestation requests, and where it forwards them. */
+export interface AttestationSettings {
+  /** vsock port on the relay's CID (guests dial CID 2). */
+  port: number;
+  /** The control plane serving Identity.CertifyAttested (host:port). */
+  controlPlane: string;
+  /** How long a guest has to send its request. */
+  requestTimeoutMs: number;
+  /** Requests served at once; null: only the relay's limits. */
+  maxConnections: number | null;
+}
+
+/** The attestation port's default (the relay's is 15100). */
+export const DEFAULT_ATTESTATION_PORT = 15101;
 
 export interface RelayVmManagerSettings {
   address: string;
@@ -96,11 +113,26 @@ export const hostRelayConfigSchema = z
     tls: controlTls,
     identity: identitySettings,
     insecure: controlInsecure,
+    attestation: z
+      .object({
+        port: vsockPort.default(DEFAULT_ATTESTATION_PORT),
+        control_plane: hostPort.optional(),
+        request_timeout: duration('10s'),
+        max_connections: maxConnections,
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     const transport = controlTransportIssue(c);
     if (transport !== undefined) ctx.addIssue({ code: 'custom', ...transport });
+    if (c.identity?.attest) ctx.addIssue({ code: 'custom', path: ['identity', 'attest'], message: 'a host agent enrols with a join token (join_token_file): it is the one that attests guests' });
+    if (c.attestation !== undefined) {
+      if (c.vm_manager === undefined) ctx.addIssue({ code: 'custom', path: ['attestation'], message: 'needs a vm_manager section: the VM manager\'s records say which VM has a CID' });
+      if (c.tls === null && c.identity === null) ctx.addIssue({ code: 'custom', path: ['attestation'], message: 'needs the host agent\'s own identity (a tls or identity section): the CA signs only for a host agent it can authenticate' });
+      if (c.attestation.control_plane === undefined && c.identity === null) ctx.addIssue({ code: 'custom', path: ['attestation', 'control_plane'], message: 'required without an identity section: the control plane serving Identity.CertifyAttested (host:port)' });
+    }
     if (c.policy === undefined && c.vm_manager === undefined) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: 'required (or a vm_manager section): the relay denies everything it is not told to allow' });
     }
@@ -125,5 +157,8 @@ export const hostRelayConfigSchema = z
         ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl }
         : null,
       controlTls: c.tls,
+      attestation: c.attestation
+        ? { port: c.attestation.port, controlPlane: c.attestation.control_plane ?? c.identity!.controlPlane, requestTimeoutMs: c.attestation.request_timeout, maxConnections: c.attestation.max_connections }
+        : null,
     }),
   );

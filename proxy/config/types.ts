@@ -145,8 +145,10 @@ export interface XdsSettings {
 export interface IdentitySettings {
   /** host:port of the control plane's Certify API. */
   controlPlane: string;
-  /** Holds the one-time join token for the first certificate. */
-  joinTokenFile: string;
+  /** Holds the one-time join token for the first certificate; null: attest. */
+  joinTokenFile: string | null;
+  /** The first certificate from the host agent over vsock (CID 2, this port); null: joinTokenFile. */
+  attest: { port: number } | null;
   trustDomain: string;
   /** PEM roots to check the control plane with on first contact (later: the bundle of the last Certify answer). */
   trustBundleFile: string;

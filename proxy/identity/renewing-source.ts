@@ -1,6 +1,7 @@
 // A workload's SVID kept current: the key and the CSR are made here
 // (keys-and-csr.ts, a new key each time), the first certificate is asked for
-// with a one-time join token, and every later one with the current
+// with a one-time join token or from the host agent that attests the VM
+// (over vsock, injected), and every later one with the current
 // certificate, at 50–70 % of its lifetime (renewal.ts). A renewal that fails
 // is retried with backoff while the current material keeps serving; the new
 // material replaces it only once it has been checked (an X509-SVID for our
@@ -51,8 +52,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface RenewingSourceOptions {
   spiffeId: string;
   certify: Certify;
-  /** The join token for the first certificate, read when it is needed (e.g. from a file). */
-  joinToken: () => Promise<string>;
+  /** The join token for the first certificate, read when it is needed (e.g. from a file). Exactly one of joinToken and attest. */
+  joinToken?: () => Promise<string>;
+  /** The first certificate from the host agent that attests this VM (our CSR in; the answer checked like Certify's). */
+  attest?: (csrPem: string) => Promise<CertifyAnswer>;
   logger: Logger;
   /** Wall-clock milliseconds (certificates carry wall-clock times). */
   now?: () => number;
@@ -98,6 +101,7 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
   failed = 0;
 
   constructor(private readonly options: RenewingSourceOptions) {
+    if ((options.joinToken === undefined) === (options.attest === undefined)) throw new Error('identity: give exactly one way to the first certificate (a join token or attestation)');
     const parsed = parseSpiffeId(options.spiffeId);
     if (!parsed.ok) throw new Error(`identity: ${options.spiffeId} is not a SPIFFE ID: ${parsed.message} (${parsed.reason})`);
     this.trustDomain = parsed.value.trustDomain;
@@ -110,22 +114,27 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
     return this.material === undefined ? 0 : this.material.notAfter.getTime() / 1000;
   }
 
-  /** The first certificate (join token), retried with backoff while the control plane is unreachable; then renewals run until stop(). */
+  /** The first certificate (join token or attestation), retried with backoff while the control plane or host agent is unreachable; then renewals run until stop(). */
   async start(): Promise<void> {
     const kept = await this.restore();
     if (kept.restored) {
       this.schedule();
       return;
     }
+    const { joinToken, attest, certify } = this.options;
     for (;;) {
       try {
-        const token = (await this.options.joinToken()).trim();
-        await this.obtain({ joinToken: token });
+        if (attest !== undefined) {
+          await this.obtain(attest);
+        } else {
+          const token = (await joinToken!()).trim();
+          await this.obtain((csr) => certify(csr, { joinToken: token }));
+        }
         break;
       } catch (err) {
         const code = errorCode(err);
         if (this.stopped) throw new Error('identity: stopped before the first certificate', { cause: err });
-        const why = kept.problem === undefined ? '' : ` (${kept.problem}: a new join token is needed)`;
+        const why = kept.problem === undefined ? '' : ` (${kept.problem}: ${attest === undefined ? 'a new join token is needed' : 'the host agent must attest it again'})`;
         if (code !== undefined && PERMANENT.has(code)) throw new Error(`identity: the control plane refused the first certificate for ${this.options.spiffeId}${why}: ${(err as Error).message}`, { cause: err });
         const delay = this.backoff.next();
         this.failure(err, delay);
@@ -160,12 +169,12 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
       const reason = err instanceof CertificateFilesError ? err.reason : 'identity_file_unreadable';
       const notAfter = await readFile(files.certPath, 'utf8').then((pem) => new Date(new X509Certificate(pem).validTo), () => undefined);
       const problem = notAfter !== undefined && notAfter.getTime() <= this.now() ? `the certificate kept in ${dir} expired at ${notAfter.toISOString()}` : `the certificate kept in ${dir} cannot be used (${reason})`;
-      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: reason, state_dir: dir }, `identity: ${problem}: ${(err as Error).message}; asking with the join token`);
+      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: reason, state_dir: dir }, `identity: ${problem}: ${(err as Error).message}; asking for a first certificate again`);
       return { restored: false, problem };
     }
     if (kept.spiffeId !== spiffeId) {
       const problem = `the certificate kept in ${dir} is ${kept.spiffeId}, not ${spiffeId}`;
-      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: 'other_identity', state_dir: dir }, `identity: ${problem}; asking with the join token`);
+      logger.warn({ spiffe_id: spiffeId, reason: 'kept_identity_unusable', problem: 'other_identity', state_dir: dir }, `identity: ${problem}; asking for a first certificate again`);
       return { restored: false, problem };
     }
     this.material = kept;
@@ -230,7 +239,8 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
   private async renew(): Promise<void> {
     if (this.stopped || this.material === undefined) return;
     try {
-      await this.obtain({ material: this.material });
+      const material = this.material;
+      await this.obtain((csr) => this.options.certify(csr, { material }));
       this.succeeded++;
       this.backoff.reset();
       this.options.logger.info({ spiffe_id: this.options.spiffeId, not_after: this.material.notAfter.toISOString() }, 'identity renewed');
@@ -255,11 +265,11 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
     );
   }
 
-  /** One Certify call with a new key; the material replaces the current one only when the answer checks out. */
-  private async obtain(credential: Parameters<Certify>[1]): Promise<void> {
+  /** One Certify call (or attestation) with a new key; the material replaces the current one only when the answer checks out. */
+  private async obtain(ask: (csrPem: string) => Promise<CertifyAnswer>): Promise<void> {
     const keys = generateWorkloadKeys();
     const csr = await createCsr(keys, this.options.spiffeId);
-    const answer = await this.options.certify(csr, credential);
+    const answer = await ask(csr);
     let bundle;
     try {
       bundle = trustBundle(this.trustDomain, answer.bundlePem);

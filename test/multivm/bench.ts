@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertInOuterGuest, loadVhostVsock, logDir, type InnerVm } from './hypervisor.js';
 import { progress, writeReport } from './report.js';
-import { Daemon, GUESTS, RELAY_PORT, SIDECAR_PORT, agentResult, pattern, sinkAnswer, bootGuest, captureSidecarPreamble, startRelay, startServers, startVmManager, type GuestPlan } from './topology.js';
+import { Daemon, GUESTS, RELAY_PORT, SIDECAR_PORT, agentResult, pattern, sinkAnswer, bootGuest, captureSidecarPreamble, startRelay, startServers, startControlPlane, type GuestPlan } from './topology.js';
 
 assertInOuterGuest();
 
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   const b = bootGuest(sink);
   const socat = spawn('socat', ['-t', '60', `VSOCK-LISTEN:${SOCAT_PORT},fork,reuseaddr`, `VSOCK-CONNECT:${sink.cid}:${SIDECAR_PORT}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   try {
-    await startVmManager([GUESTS.a, sink]);
+    await startControlPlane([GUESTS.a, sink]);
     const relay = await startRelay();
     const captured = await captureSidecarPreamble(GUESTS.a.vmId, sink);
     for (const vm of [a, b]) log(`${vm.name}: ${(await vm.waitReady(20 * 60_000)).line}`);

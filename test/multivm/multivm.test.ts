@@ -1,6 +1,7 @@
 // The multi-VM suite: this file runs INSIDE the outer QEMU guest, which is
-// hypervisor hv-1 (vhost_vsock loaded, `vsockmesh vm-manager` and
-// `vsockmesh host-relay` as processes). The inner guests vm-a (CID 3), vm-b
+// hypervisor hv-1 (vhost_vsock loaded, `vsockmesh control-plane` with its CA
+// and the VM manager API, and `vsockmesh host-relay` as host agent hv-1, as
+// processes over mutual TLS). The inner guests vm-a (CID 3), vm-b
 // (CID 4) and vm-c (CID 5) reach it as CID 2 over real vhost-vsock, and each
 // other only through the relay. They run no Node (minutes to start there; see
 // README): they send the exact bytes a real sidecar sends, captured from one.
@@ -10,6 +11,10 @@ import test, { type ExecutionContext } from 'ava';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeRelayHeader } from '../../proxy/relay-header.js';
+import { decodeAttestationResponse, encodeAttestationRequest, type AttestationResponse } from '../../proxy/identity/attestation-wire.js';
+import { samePublicKey } from '../../proxy/identity/certificate-facts.js';
+import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
+import { trustBundle, verifySvid } from '../../proxy/identity/svid.js';
 import { httpGet } from '../helpers/admin-http.js';
 import { collect, connect, echoTransfer, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
 import { assertInOuterGuest, loadVhostVsock, logDir, type InnerVm } from './hypervisor.js';
@@ -31,8 +36,11 @@ import {
   sinkAnswer,
   startRelay,
   startServers,
-  startVmManager,
+  startControlPlane,
   writeYaml,
+  ATTESTATION_PORT,
+  cleanupIdentities,
+  identityFiles,
   type SidecarPreamble,
 } from './topology.js';
 
@@ -88,7 +96,7 @@ test.before(async (t) => {
   const vms = [a, b];
   world = { a, b, vms } as unknown as World;
   // The hypervisor's own services start while the guests boot.
-  const vmManager = await timed(timings, 'vm-manager ready', startVmManager(Object.values(GUESTS)));
+  const vmManager = await timed(timings, 'control plane ready', startControlPlane(Object.values(GUESTS)));
   const app = await startEchoServer();
   const [relay, sidecarB, sidecarDirect] = await timed(timings, 'relay and sidecars ready', Promise.all([startRelay(), startSidecarB(app), startSidecarDirect()]));
   const [fromA, fromAtoC, asB, asC] = await Promise.all([
@@ -124,23 +132,24 @@ test.after.always(async (t) => {
   }
   for (const d of Daemon.started) await d.stop();
   await w?.app?.close();
+  await cleanupIdentities();
   if (w?.timings) t.log(`timings (ms): ${JSON.stringify(w.timings)}`);
 });
 
 /** Sidecar "vm-b" in the hypervisor: a vsock inbound checking callers against the registry, and a TCP inbound (the direct sidecar's TCP path). */
-function startSidecarB(app: TestServer): Promise<Daemon> {
+async function startSidecarB(app: TestServer): Promise<Daemon> {
   const ports = [{ port: APP_PORT, target: { address: '127.0.0.1', port: app.port } }];
   const config = writeYaml('sidecar-b.yaml', {
     node: { id: GUESTS.b.vmId },
     admin: { port: SIDECAR_B.admin },
     vm_manager: { address: '127.0.0.1:15200', query_timeout: '10s' },
-    insecure: true,
+    tls: await identityFiles('vm', GUESTS.b.vmId),
     listeners: [
       { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: SIDECAR_B.vsockPort, peer_authorization: 'registry', header_timeout: '60s', ports },
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: SIDECAR_B.tcpPort, ports },
     ],
   });
-  return Daemon.start('sidecar-b', ['sidecar', '-c', config], SIDECAR_B.admin);
+  return Daemon.start('sidecar-b', ['sidecar', '-c', config], SIDECAR_B.admin, 6 * 60_000);
 }
 
 /** Sidecar "vm-a" with endpoints in vsock mode `direct` to vm-b's CID: one with a TCP peer to fall back to, one without. */
@@ -309,6 +318,88 @@ test.serial('a source CID the VM manager does not place on this hypervisor is re
   t.like(relay.proc.lines.filter((l) => l.source_cid === GUESTS.c.cid && typeof l.reason === 'string').at(-1), { dst: `vsock:${GUESTS.b.cid}:${SIDECAR_PORT}` });
   t.false(relay.access().some((l) => l.source_cid === GUESTS.c.cid), 'nothing relayed for CID 5');
   t.deepEqual(await newAccepts(b, SIDECAR_PORT, before), [], 'vm-b never saw it');
+  logTiming(t, started);
+});
+
+/**
+ * A guest asks the host agent for its first certificate as a sidecar would:
+ * one request to CID 2 at the attestation port, the answer read to EOF. The
+ * key and the CSR are made here and the guest sends the bytes (the inner
+ * guests run no Node and no OpenSSL); the CID is the one vhost-vsock gives
+ * the guest's connection.
+ */
+async function attestFrom(vm: InnerVm, asVm: string, csrFor = asVm): Promise<{ response: AttestationResponse; keys: ReturnType<typeof generateWorkloadKeys> }> {
+  const keys = generateWorkloadKeys();
+  const request = encodeAttestationRequest({ csr: await createCsr(keys, `spiffe://vsockmesh.local/vm/${csrFor}`), vmId: asVm });
+  const file = `/run/attest-${asVm}-${csrFor}.bin`;
+  await upload(vm, file, request);
+  const r = await vm.run(`vmagent connect 2 ${ATTESTATION_PORT} --send ${file}`, { timeoutMs: 10 * 60_000 });
+  assertConnected(r.stderr);
+  const decoded = decodeAttestationResponse(Buffer.from(r.stdout, 'latin1'));
+  if (decoded.kind !== 'done') throw new Error(`no complete attestation answer (${decoded.kind === 'invalid' ? decoded.reason : `${r.stdout.length} bytes`}): ${r.stderr}`);
+  return { response: decoded.value, keys };
+}
+
+function assertConnected(stderr: string): void {
+  const result = agentResult(stderr);
+  if (result.result !== 'ok') throw new Error(`vmagent connect to the attestation port failed: ${stderr}`);
+}
+
+test.serial('attestation: the guest at CID 3 gets a certificate for vm-a through the host agent (the kernel-given CID names it); the CA signed exactly vm-a, for the key of the CSR', async (t) => {
+  const started = Date.now();
+  const { a, relay, vmManager } = the();
+  const issuedBefore = await relay.metric('vsockmesh_attestations_total', { result: 'issued' });
+  const certifiedBefore = await vmManager.metric('vsockmesh_certify_total', { result: 'issued', reason: 'attested' });
+  const { response, keys } = await attestFrom(a, GUESTS.a.vmId);
+  t.true(response.ok, response.ok ? '' : `${response.reason}: ${response.message}`);
+  if (!response.ok) return;
+  const verdict = verifySvid(response.certificateChain, trustBundle('vsockmesh.local', response.trustBundle), new Date());
+  t.true(verdict.ok, verdict.ok ? '' : verdict.message);
+  if (verdict.ok) {
+    t.is(verdict.spiffeId, 'spiffe://vsockmesh.local/vm/vm-a');
+    t.true(samePublicKey(keys.privateKey, verdict.leaf.publicKey), 'the certificate is for the key of the CSR the guest sent');
+  }
+  t.is(response.spiffeId, 'spiffe://vsockmesh.local/vm/vm-a');
+  t.is(await relay.metric('vsockmesh_attestations_total', { result: 'issued' }), issuedBefore + 1);
+  t.is(await vmManager.metric('vsockmesh_certify_total', { result: 'issued', reason: 'attested' }), certifiedBefore + 1, 'the CA signed it through CertifyAttested');
+  await waitFor(() => relay.proc.lines.some((l) => l.source_cid === GUESTS.a.cid && l.vm_id === GUESTS.a.vmId), 'the host agent logged the attestation with the CID', 30_000);
+  logTiming(t, started);
+});
+
+test.serial('attestation: the guest at CID 4 asking for vm-a is refused by the host agent (other_vm), and the CA is never asked', async (t) => {
+  const started = Date.now();
+  const { b, relay, vmManager } = the();
+  const refusedBefore = await relay.metric('vsockmesh_attestations_total', { result: 'refused', reason: 'other_vm' });
+  const certifyBefore = await vmManager.metric('vsockmesh_certify_total');
+  const { response } = await attestFrom(b, GUESTS.a.vmId);
+  t.like(response, { ok: false, reason: 'other_vm' });
+  if (!response.ok) t.regex(response.message, /CID 4 is vm-b/);
+  t.is(await relay.metric('vsockmesh_attestations_total', { result: 'refused', reason: 'other_vm' }), refusedBefore + 1);
+  t.is(await vmManager.metric('vsockmesh_certify_total'), certifyBefore, 'no Certify call of any kind');
+  logTiming(t, started);
+});
+
+test.serial('attestation: vm-a\'s own CID with a CSR for vm-b passes the host agent but the CA refuses it (wrong_identity, answered ca_refused)', async (t) => {
+  const started = Date.now();
+  const { a, vmManager } = the();
+  const before = await vmManager.metric('vsockmesh_certify_total', { result: 'refused', reason: 'wrong_identity' });
+  const { response } = await attestFrom(a, GUESTS.a.vmId, GUESTS.b.vmId);
+  t.like(response, { ok: false, reason: 'ca_refused' });
+  if (!response.ok) t.regex(response.message, /wrong_identity/);
+  t.is(await vmManager.metric('vsockmesh_certify_total', { result: 'refused', reason: 'wrong_identity' }), before + 1);
+  logTiming(t, started);
+});
+
+test.serial('attestation: a CID no VM of this hypervisor has (vm-c at CID 5, which the registry places on hv-2) is refused (unknown_cid)', async (t) => {
+  const started = Date.now();
+  const { relay, vmManager } = the();
+  const c = await the().c;
+  const refusedBefore = await relay.metric('vsockmesh_attestations_total', { result: 'refused', reason: 'unknown_cid' });
+  const certifyBefore = await vmManager.metric('vsockmesh_certify_total');
+  const { response } = await attestFrom(c, GUESTS.c.vmId);
+  t.like(response, { ok: false, reason: 'unknown_cid' });
+  t.is(await relay.metric('vsockmesh_attestations_total', { result: 'refused', reason: 'unknown_cid' }), refusedBefore + 1);
+  t.is(await vmManager.metric('vsockmesh_certify_total'), certifyBefore, 'the CA was never asked');
   logTiming(t, started);
 });
 

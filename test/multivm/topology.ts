@@ -1,5 +1,7 @@
-// The multi-VM topology inside the outer guest (hypervisor hv-1): the VM
-// manager and the host relay as CLI processes, as on a real host; the inner
+// The multi-VM topology inside the outer guest (hypervisor hv-1): the control
+// plane (with its CA and the VM manager API, over mutual TLS) and the host
+// relay (host agent hv-1, attesting guests) as CLI processes, as on a real
+// host; the inner
 // guests at CIDs 3 (vm-a), 4 (vm-b) and 5 (vm-c); and the bytes a real sidecar
 // sends, captured from one so the inner guests (no Node: see README) can send
 // exactly them.
@@ -14,6 +16,8 @@ import { RELAY_HEADER_LENGTH } from '../../proxy/relay-header.js';
 import { httpGet, httpReady, metricSum } from '../helpers/admin-http.js';
 import { collect, connect } from '../helpers/apps.js';
 import { runCli, startCli, type CliProcess } from '../helpers/cli.js';
+import { startTestMeshCa, type TestMeshCa } from '../helpers/pki.js';
+import { GENERATED_ROOT_DIR } from '../../xds/security/process-identity.js';
 import { startSidecar } from '../helpers/sidecars.js';
 import { InnerVm, innerImage, logDir } from './hypervisor.js';
 
@@ -25,6 +29,8 @@ export const RELAY_PORT = 15100;
 export const SIDECAR_PORT = 15006;
 /** A port vm-b serves that is not its registered sidecar port. */
 export const UNREGISTERED_PORT = 15099;
+/** The host agent's attestation port (CID 2 from the guests' side): the documented default. */
+export const ATTESTATION_PORT = 15101;
 /** Fixed ports: the outer guest is a machine of its own. */
 export const VM_MANAGER = { address: '127.0.0.1:15200', admin: 15400 };
 export const RELAY_ADMIN = 15300;
@@ -125,12 +131,28 @@ export class Daemon {
   }
 }
 
-export async function startVmManager(guests: GuestPlan[]): Promise<Daemon> {
-  const inv = writeYaml('inventory.yaml', inventory(guests));
-  return Daemon.start('vm-manager', ['vm-manager', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin), '--insecure'], VM_MANAGER.admin);
+/** The mesh CA's root, as the control plane generated it: the harness issues the other processes' identities under it, as an administrator would. */
+let pki: TestMeshCa | undefined;
+
+/** Files (cert.pem, key.pem, ca.pem) of spiffe://vsockmesh.local/<kind>/<name>. */
+export async function identityFiles(kind: 'vm' | 'hv' | 'operator', name: string): Promise<{ cert: string; key: string; ca: string }> {
+  if (!pki) throw new Error('the control plane (and its CA) is not up yet');
+  const files = await pki.files(await pki.identity(kind, name));
+  return { cert: files.certPath, key: files.keyPath, ca: files.caPath };
 }
 
-/** `vsockmesh host-relay` asking the VM manager; deadlines sized for guests emulated twice over. */
+/** `vsockmesh control-plane` with its CA (root generated in the log directory) serving the VM manager API with the plan's inventory, over mutual TLS. */
+export async function startControlPlane(guests: GuestPlan[]): Promise<Daemon> {
+  const inv = writeYaml('inventory.yaml', inventory(guests));
+  const identityDir = join(logDir(), 'identity');
+  // Loading the ADS and Envoy protos and making the CA's root take minutes under TCG on a loaded machine (one run: over 180 s).
+  const daemon = await Daemon.start('control-plane', ['control-plane', '--listen', VM_MANAGER.address, '--inventory', inv, '--admin-port', String(VM_MANAGER.admin), '--identity-dir', identityDir], VM_MANAGER.admin, 12 * 60_000);
+  pki = await startTestMeshCa(undefined, join(identityDir, GENERATED_ROOT_DIR));
+  operator = await identityFiles('operator', 'multivm');
+  return daemon;
+}
+
+/** `vsockmesh host-relay` as host agent hv-1 (its identity from files), asking the VM manager and attesting guests; deadlines sized for guests emulated twice over. */
 export async function startRelay(): Promise<Daemon> {
   const config = writeYaml('relay.yaml', {
     node: { id: HYPERVISOR },
@@ -138,15 +160,25 @@ export async function startRelay(): Promise<Daemon> {
     listen: { port: RELAY_PORT },
     header_timeout: '60s',
     connect_timeout: '30s',
-    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '10s', cache_ttl: '2s' },
-    insecure: true,
+    // The first query also brings up the mutual-TLS channel: 14 s in one run, while two inner guests kept the outer one busy.
+    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '60s', cache_ttl: '2s' },
+    tls: await identityFiles('hv', HYPERVISOR),
+    attestation: { port: ATTESTATION_PORT, control_plane: VM_MANAGER.address, request_timeout: '120s' },
   });
-  return Daemon.start('host-relay', ['host-relay', '-c', config], RELAY_ADMIN);
+  return Daemon.start('host-relay', ['host-relay', '-c', config], RELAY_ADMIN, 6 * 60_000);
 }
 
-/** `vsockmesh ctl` against the VM manager; a non-zero exit is an error. */
+let operator: { cert: string; key: string; ca: string } | undefined;
+
+/** Removes the identity files issued for the run. */
+export async function cleanupIdentities(): Promise<void> {
+  await pki?.cleanup();
+}
+
+/** `vsockmesh ctl` as an operator; a non-zero exit is an error. */
 export async function ctl(args: string[]): Promise<string> {
-  const r = await runCli(['ctl', '--insecure', '--vm-manager', VM_MANAGER.address, '--timeout-ms', '60000', ...args]);
+  if (!operator) throw new Error('the control plane (and its CA) is not up yet');
+  const r = await runCli(['ctl', '--cert', operator.cert, '--key', operator.key, '--ca', operator.ca, '--vm-manager', VM_MANAGER.address, '--timeout-ms', '60000', ...args]);
   if (r.code !== 0) throw new Error(`vsockmesh ctl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
 }

@@ -36,9 +36,11 @@ const allowed: Record<IdentityKind, string[]> = {
     METHODS.healthCheck,
     METHODS.healthWatch,
     METHODS.certify,
+    METHODS.certifyAttested,
   ],
-  operator: Object.values(METHODS).filter((m) => m !== METHODS.authorizeRelay && m !== METHODS.streamAggregatedResources && m !== METHODS.deltaAggregatedResources && m !== METHODS.certify),
-  cp: Object.values(METHODS),
+  operator: Object.values(METHODS).filter((m) => m !== METHODS.authorizeRelay && m !== METHODS.streamAggregatedResources && m !== METHODS.deltaAggregatedResources && m !== METHODS.certify && m !== METHODS.certifyAttested),
+  // Everything but attesting a VM: only a host agent sees a guest's CID.
+  cp: Object.values(METHODS).filter((m) => m !== METHODS.certifyAttested),
 };
 
 for (const kind of IDENTITY_KINDS) {
@@ -111,6 +113,14 @@ test('host agent: RegisterHypervisor and AuthorizeRelay only for its own hypervi
     t.is(reason(authorize(hv1, method, { hypervisorId: 'hv-1' })), 'allowed');
     t.is(reason(authorize(hv1, method, { hypervisorId: 'hv-2' })), 'other_hypervisor');
   }
+});
+
+test('host agent: CertifyAttested only for a VM the registry places on its hypervisor', (t) => {
+  t.is(reason(authorize(hv1, METHODS.certifyAttested, { vmHypervisor: 'hv-1' })), 'allowed');
+  t.is(reason(authorize(hv1, METHODS.certifyAttested, { vmHypervisor: 'hv-2' })), 'vm_on_other_hypervisor');
+  t.is(reason(authorize(hv1, METHODS.certifyAttested, { vmHypervisor: null })), 'vm_on_other_hypervisor');
+  t.is(reason(authorize(who('hv', 'hv-2'), METHODS.certifyAttested, { vmHypervisor: 'hv-1' })), 'vm_on_other_hypervisor');
+  t.is(reason(authorize(null, METHODS.certifyAttested, { vmHypervisor: 'hv-1', joinToken: true })), 'no_identity');
 });
 
 test('operator and control plane: mutations whatever the hypervisors', (t) => {

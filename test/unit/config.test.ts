@@ -367,6 +367,7 @@ test('the identity section: defaults, domain form, and its problems by path', (t
   t.deepEqual(parseSidecarConfig({ ...minimal, identity }).identity, {
     controlPlane: '127.0.0.1:15200',
     joinTokenFile: '/etc/vsockmesh/join-token',
+    attest: null,
     trustDomain: 'vsockmesh.local',
     trustBundleFile: '/etc/vsockmesh/bundle.pem',
     stateDir: null,
@@ -383,6 +384,28 @@ test('the identity section: defaults, domain form, and its problems by path', (t
     'identity.trust_domain: the trust domain "Example.org" may hold only lowercase letters, digits, ".", "-" and "_" (bad_trust_domain_char)',
     'identity: unknown field "extra"',
   ]);
+});
+
+test('the identity section: the first certificate by join token or by attestation (attest: {port}), exactly one', (t) => {
+  const identity = { control_plane: '127.0.0.1:15200', trust_bundle_file: '/etc/vsockmesh/bundle.pem' };
+  t.like(parseSidecarConfig({ ...minimal, identity: { ...identity, attest: { port: 15101 } } }).identity, { joinTokenFile: null, attest: { port: 15101 } });
+  t.deepEqual(problems({ ...minimal, identity }), ['identity.join_token_file: required, or attest: {port} (the first certificate through the host agent over vsock)']);
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, join_token_file: '/t', attest: { port: 15101 } } }), ['identity.attest: give join_token_file or attest for the first certificate, not both']);
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, attest: { port: 0 } } }).map((p) => p.split(':')[0]), ['identity.attest.port']);
+  t.deepEqual(problems({ ...minimal, identity: { ...identity, attest: { port: 15101, cid: 2 } } }), ['identity.attest: unknown field "cid"']);
+});
+
+test('the host relay\'s attestation section: defaults, and what it needs by path', (t) => {
+  const tokenIdentity = { control_plane: '10.0.0.2:15200', join_token_file: '/t', trust_bundle_file: '/b' };
+  const tlsFiles = { cert: '/c.pem', key: '/k.pem', ca: '/ca.pem' };
+  const relay = { node: { id: 'hv-1' }, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' }, identity: tokenIdentity };
+  t.deepEqual(parseHostRelayConfig({ ...relay, attestation: {} }).attestation, { port: 15101, controlPlane: '10.0.0.2:15200', requestTimeoutMs: 10_000, maxConnections: null });
+  t.like(parseHostRelayConfig({ ...relay, identity: undefined, tls: tlsFiles, attestation: { port: 9000, control_plane: '10.0.0.3:15200' } }).attestation, { port: 9000, controlPlane: '10.0.0.3:15200' });
+  t.throws(() => parseHostRelayConfig({ ...relay, identity: undefined, tls: tlsFiles, attestation: {} }), { message: /attestation\.control_plane: required without an identity section/ });
+  t.throws(() => parseHostRelayConfig({ ...relay, identity: undefined, insecure: true, attestation: { control_plane: '10.0.0.3:15200' } }), { message: /attestation: needs the host agent's own identity/ });
+  t.throws(() => parseHostRelayConfig({ node: { id: 'hv-1' }, policy: [{ source_cid: 3, destinations: [{ cid: 4 }] }], tls: tlsFiles, attestation: { control_plane: '10.0.0.3:15200' } }), { message: /attestation: needs a vm_manager section/ });
+  t.throws(() => parseHostRelayConfig({ ...relay, identity: { ...tokenIdentity, join_token_file: undefined, attest: { port: 15101 } } }), { message: /identity\.attest: a host agent enrols with a join token/ });
+  t.is(parseHostRelayConfig(relay).attestation, null);
 });
 
 const pemFiles = { key_file: '/etc/vsockmesh/key.pem', chain_file: '/etc/vsockmesh/chain.pem', bundle_file: '/etc/vsockmesh/bundle.pem' };

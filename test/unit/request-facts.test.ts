@@ -18,6 +18,12 @@ test('VM mutations: the target hypervisor and where the registry has the VM now'
   t.deepEqual(requestFacts(METHODS.deregisterVm, { vm_id: 'vm-a' }, where), { vmHypervisor: 'hv-1' });
 });
 
+test('CertifyAttested: where the registry has the VM the host agent attested', (t) => {
+  t.deepEqual(requestFacts(METHODS.certifyAttested, { csr: 'x', vm_id: 'vm-c', cid: 5 }, where), { vmHypervisor: 'hv-2' });
+  t.deepEqual(requestFacts(METHODS.certifyAttested, { csr: 'x', vm_id: 'nobody', cid: 5 }, where), { vmHypervisor: null });
+  t.deepEqual(requestFacts(METHODS.certifyAttested, {}, where), { vmHypervisor: null });
+});
+
 test('hypervisor-scoped calls name their hypervisor; Resolve its caller; other methods need nothing', (t) => {
   t.deepEqual(requestFacts(METHODS.registerHypervisor, { hypervisor: { hypervisor_id: 'hv-9' } }, where), { hypervisorId: 'hv-9' });
   t.deepEqual(requestFacts(METHODS.authorizeRelay, { hypervisor_id: 'hv-1', source_cid: 3 }, where), { hypervisorId: 'hv-1' });

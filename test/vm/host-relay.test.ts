@@ -3,11 +3,17 @@
 // policy names source CID 1; on a hypervisor the source is the guest's CID.
 
 import test from 'ava';
+import { parseHostRelayConfig } from '../../proxy/config/load.js';
+import { HostRelay } from '../../proxy/host-relay.js';
+import { attestationClient } from '../../proxy/identity/attestation-client.js';
+import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
+import type { VmManagerApi, VmRecord } from '../../proxy/resolve/types.js';
+import { createLogger } from '../../proxy/runtime/log.js';
 import { native } from '../../proxy/native/index.js';
 import { connectVsock } from '../../proxy/native/vsock.js';
 import { encodeRelayHeader } from '../../proxy/relay-header.js';
 import { collect, connect, echoTransfer, waitFor } from '../helpers/apps.js';
-import { metricValue } from '../helpers/sidecars.js';
+import { LogCapture, metricValue } from '../helpers/sidecars.js';
 import { MiB, assertInGuest, freeVsockPort, sized, underKvm } from './guest-env.js';
 import { startClientSide, startRelay, startServerSide } from './mesh.js';
 
@@ -119,4 +125,35 @@ test.serial('1,000 concurrent relayed connections all complete', async (t) => {
   t.is(results.filter(Boolean).length, n);
   await waitFor(() => relay.logs.access().length === n, 'every relayed connection logged', 60_000);
   t.true(relay.logs.access().every((l) => l.outcome === 'closed'));
+});
+
+test.serial('attestation: a request from the loopback CID is refused (local_cid) even when the registry places the VM at CID 1; the CA is never asked', async (t) => {
+  const logs = new LogCapture();
+  // A loopback hypervisor's records: its VMs carry CID 1, which no guest can prove.
+  const vmA: VmRecord = { vmId: 'vm-a', hypervisorId: 'hv-1', vsockCid: 1, addresses: ['10.0.0.1'], sidecar: null, services: [], labels: {}, generation: 1, leaseExpiresAt: null };
+  const vmManager = { listVms: async () => ({ vms: [vmA], hypervisors: [], revision: 1 }), close: () => {} } as unknown as VmManagerApi;
+  let forwarded = 0;
+  const config = parseHostRelayConfig({
+    node: { id: 'hv-1' },
+    admin: { port: 0 },
+    listen: { port: 0 },
+    vm_manager: { address: '127.0.0.1:1', hypervisor_id: 'hv-1' },
+    tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem', ca: '/nonexistent/ca.pem' },
+    attestation: { port: freeVsockPort(), control_plane: '127.0.0.1:1' },
+  });
+  const relay = new HostRelay(config, {
+    logger: createLogger({ level: 'info', destination: logs }),
+    vmManager: { client: vmManager, closeOnStop: false },
+    attestation: { forward: () => Promise.reject(new Error(`forwarded ${++forwarded}`)), close: () => {} },
+  });
+  await relay.start();
+  t.teardown(() => relay.stop());
+  const port = relay.listenerAddress('attestation').port;
+  const ask = attestationClient({ vmId: 'vm-a', port, connect: () => connectVsock({ cid: 1, port }) });
+  const err = await t.throwsAsync(ask(await createCsr(generateWorkloadKeys(), 'spiffe://vsockmesh.local/vm/vm-a')));
+  t.is((err as { code?: string }).code, 'PERMISSION_DENIED');
+  t.regex(err!.message, /CID 1 is no guest's.*\(local_cid\)$/);
+  t.is(await metricValue(relay, 'vsockmesh_attestations_total', { result: 'refused', reason: 'local_cid' }), 1);
+  t.is(forwarded, 0);
+  t.true(logs.withReason('local_cid').some((l) => l.source_cid === 1));
 });

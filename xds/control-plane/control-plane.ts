@@ -85,14 +85,8 @@ export class ControlPlane {
       onNodeForgotten: (nodeId) => this.forgetNode(nodeId),
     });
     const { vms } = options;
-    const local = 'registry' in vms ? vms.registry : undefined;
-    this.guard = new ControlGuard({
-      transport: options.transport,
-      logger,
-      metrics: this.ads.metrics,
-      server: 'control-plane',
-      ...(local !== undefined && { vmHypervisor: (id: string) => local.getVm(id)?.hypervisorId ?? null }),
-    });
+    // The registry this process serves, or its mirror of a remote one (made below; calls come after construction).
+    this.guard = new ControlGuard({ transport: options.transport, logger, metrics: this.ads.metrics, server: 'control-plane', vmHypervisor: (id: string) => this.vmRecord(id)?.hypervisorId ?? null });
     this.server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES, interceptors: this.guard.interceptors() });
     this.ads.addTo(this.server);
     this.debouncer = new Debouncer(() => this.rebuild(), {
@@ -113,7 +107,12 @@ export class ControlPlane {
       if (seen === 'insecure') return { spiffe_id: '', role: '', insecure: true };
       return seen.ok ? { spiffe_id: seen.spiffeId, role: ROLES[seen.identity.kind], insecure: false } : { spiffe_id: '', role: '', insecure: false };
     }));
-    options.identity?.addTo(this.server);
+    options.identity?.addTo(this.server, (id) => this.vmRecord(id));
+  }
+
+  /** The registry's record of a VM: the served registry's own, or the mirror's last known. */
+  private vmRecord(vmId: string): VmRecord | undefined {
+    return this.registry.state().byId.get(vmId);
   }
 
   get port(): number {

@@ -2,6 +2,9 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { AttestationRequest as _vsockmesh_identity_v1_AttestationRequest, AttestationRequest__Output as _vsockmesh_identity_v1_AttestationRequest__Output } from './vsockmesh/identity/v1/AttestationRequest.js';
+import type { AttestationResponse as _vsockmesh_identity_v1_AttestationResponse, AttestationResponse__Output as _vsockmesh_identity_v1_AttestationResponse__Output } from './vsockmesh/identity/v1/AttestationResponse.js';
+import type { CertifyAttestedRequest as _vsockmesh_identity_v1_CertifyAttestedRequest, CertifyAttestedRequest__Output as _vsockmesh_identity_v1_CertifyAttestedRequest__Output } from './vsockmesh/identity/v1/CertifyAttestedRequest.js';
 import type { CertifyRequest as _vsockmesh_identity_v1_CertifyRequest, CertifyRequest__Output as _vsockmesh_identity_v1_CertifyRequest__Output } from './vsockmesh/identity/v1/CertifyRequest.js';
 import type { CertifyResponse as _vsockmesh_identity_v1_CertifyResponse, CertifyResponse__Output as _vsockmesh_identity_v1_CertifyResponse__Output } from './vsockmesh/identity/v1/CertifyResponse.js';
 import type { CreateJoinTokenRequest as _vsockmesh_identity_v1_CreateJoinTokenRequest, CreateJoinTokenRequest__Output as _vsockmesh_identity_v1_CreateJoinTokenRequest__Output } from './vsockmesh/identity/v1/CreateJoinTokenRequest.js';
@@ -22,6 +25,9 @@ export interface ProtoGrpcType {
   vsockmesh: {
     identity: {
       v1: {
+        AttestationRequest: MessageTypeDefinition<_vsockmesh_identity_v1_AttestationRequest, _vsockmesh_identity_v1_AttestationRequest__Output>
+        AttestationResponse: MessageTypeDefinition<_vsockmesh_identity_v1_AttestationResponse, _vsockmesh_identity_v1_AttestationResponse__Output>
+        CertifyAttestedRequest: MessageTypeDefinition<_vsockmesh_identity_v1_CertifyAttestedRequest, _vsockmesh_identity_v1_CertifyAttestedRequest__Output>
         CertifyRequest: MessageTypeDefinition<_vsockmesh_identity_v1_CertifyRequest, _vsockmesh_identity_v1_CertifyRequest__Output>
         CertifyResponse: MessageTypeDefinition<_vsockmesh_identity_v1_CertifyResponse, _vsockmesh_identity_v1_CertifyResponse__Output>
         CreateJoinTokenRequest: MessageTypeDefinition<_vsockmesh_identity_v1_CreateJoinTokenRequest, _vsockmesh_identity_v1_CreateJoinTokenRequest__Output>

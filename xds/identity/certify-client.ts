@@ -12,6 +12,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { staticSource } from '../../proxy/identity/certificate-source.js';
 import type { CertifyAnswer, CertifyCredential } from '../../proxy/identity/renewing-source.js';
+import type { ForwardAttested } from '../../proxy/identity/attestation-endpoint.js';
 import { callError } from '../grpc-status.js';
 import type { IdentityClient as WireIdentityClient } from '../generated/vsockmesh/identity/v1/Identity.js';
 import type { JoinTokensClient as WireJoinTokensClient } from '../generated/vsockmesh/identity/v1/JoinTokens.js';
@@ -46,6 +47,28 @@ export function certifyClient(address: string, options: CertifyClientOptions): (
     } finally {
       client.close();
     }
+  };
+}
+
+/**
+ * Identity.CertifyAttested as a host agent calls it: under its own identity
+ * (`transport`, the same mutual TLS as its VM manager client), one channel for
+ * the life of the returned client; its certificate's chain goes with each
+ * request (a replica or a restarted CA may not know the intermediate). A
+ * refusal rejects with a CallError.
+ */
+export function certifyAttestedClient(address: string, transport: ControlTransport, timeoutMs = 10_000): { forward: ForwardAttested; close(): void } {
+  const Client = identityProto().vsockmesh.identity.v1.Identity;
+  const client: WireIdentityClient = new Client(address, channelCredentials(transport), channelOptions(transport));
+  return {
+    forward: async ({ csr, vmId, cid }) => {
+      const response = await new Promise<CertifyResponse__Output>((resolve, reject) => {
+        const chain = 'source' in transport ? transport.source.current().chainPem : '';
+        client.CertifyAttested({ csr, vm_id: vmId, cid, client_chain: chain }, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
+      });
+      return { chainPem: response.certificate_chain, bundlePem: response.trust_bundle, notAfter: new Date(response.not_after_ms), spiffeId: response.spiffe_id };
+    },
+    close: () => client.close(),
   };
 }
 

@@ -7,7 +7,10 @@
 //     that VM (hypervisor); the token is spent (join-tokens.ts);
 //   - without one: the identity of the client certificate the call was made
 //     with (a renewal), verified as an X509-SVID of this CA's trust bundle;
-//     the CSR must ask for that same identity.
+//     the CSR must ask for that same identity;
+//   - CertifyAttested: a host agent's client certificate, for the VM the
+//     registry places on its hypervisor at the vsock CID it attested
+//     (attested-check.ts).
 // Every refusal is a status with a snake_case reason, logged and counted
 // (vsockmesh_certify_total{result="refused",reason}); a token or a key is
 // never logged or echoed.
@@ -28,12 +31,15 @@ import type { IdentityHandlers } from '../generated/vsockmesh/identity/v1/Identi
 import type { JoinTokensHandlers } from '../generated/vsockmesh/identity/v1/JoinTokens.js';
 import { statusName, statusOf } from '../grpc-status.js';
 import { identityProto } from '../proto.js';
+import type { VmRecord } from '../../proxy/resolve/types.js';
+import type { CertifyAttestedRequest__Output } from '../generated/vsockmesh/identity/v1/CertifyAttestedRequest.js';
+import { attestedDecision } from './attested-check.js';
 import { CertifyRefusal, type CertificateAuthority, type IssuedSvid } from './ca.js';
 import { inspectCsr } from './csr-check.js';
 import { DEFAULT_JOIN_TOKEN_TTL_MS, JoinTokenError, type JoinTokenKind, type JoinTokens } from './join-tokens.js';
 
 /** Why a Certify call was refused, beyond the CSR's own reasons (csr-check.ts) and the token's (join-tokens.ts). */
-export type CertifyDenial = 'missing_csr' | 'no_credentials' | 'bad_peer_certificate' | 'wrong_trust_domain' | 'not_joinable' | 'token_store_failed';
+export type CertifyDenial = 'missing_csr' | 'no_credentials' | 'bad_peer_certificate' | 'wrong_trust_domain' | 'not_joinable' | 'token_store_failed' | 'missing_vm_id' | 'no_registry';
 
 /** The status of each refusal reason: the caller's input (INVALID_ARGUMENT), who it is (UNAUTHENTICATED), what it may have (PERMISSION_DENIED). */
 const DENIAL_CODES: Record<string, ErrorCode> = {
@@ -50,6 +56,14 @@ const DENIAL_CODES: Record<string, ErrorCode> = {
   not_entitled: 'PERMISSION_DENIED',
   ca_expired: 'UNAVAILABLE',
   token_store_failed: 'UNAVAILABLE',
+  missing_vm_id: 'INVALID_ARGUMENT',
+  no_registry: 'UNAVAILABLE',
+  not_host_agent: 'PERMISSION_DENIED',
+  local_cid: 'PERMISSION_DENIED',
+  unknown_vm: 'PERMISSION_DENIED',
+  vm_on_other_hypervisor: 'PERMISSION_DENIED',
+  cid_mismatch: 'PERMISSION_DENIED',
+  wrong_identity: 'PERMISSION_DENIED',
 };
 
 /** The status code a Certify refusal reason is answered with (csr_* reasons: INVALID_ARGUMENT). */
@@ -70,7 +84,10 @@ export class CertifyDenied extends VsockmeshError {
 export const MAX_CLIENT_CHAIN_CHARS = 64 * 1024;
 
 /** How the caller proved who it is. */
-export type CertifyPath = 'join_token' | 'renewal';
+export type CertifyPath = 'join_token' | 'renewal' | 'attested';
+
+/** The registry's record of a VM (the control plane's view of the VM manager); undefined: none. */
+export type VmLookup = (vmId: string) => VmRecord | undefined;
 
 export interface IdentityServiceOptions {
   ca: CertificateAuthority;
@@ -87,7 +104,7 @@ export class IdentityService {
   constructor(private readonly options: IdentityServiceOptions) {
     this.ca = options.ca;
     const registers = [this.metrics];
-    this.certified = new Counter({ name: 'vsockmesh_certify_total', help: 'Certify calls: result issued (reason: join_token or renewal) or refused (reason: why)', labelNames: ['result', 'reason'], registers });
+    this.certified = new Counter({ name: 'vsockmesh_certify_total', help: 'Certify and CertifyAttested calls: result issued (reason: join_token, renewal or attested) or refused (reason: why)', labelNames: ['result', 'reason'], registers });
     this.tokenCalls = new Counter({ name: 'vsockmesh_join_token_calls_total', help: 'JoinTokens API calls by method and gRPC status', labelNames: ['method', 'code'], registers });
   }
 
@@ -97,9 +114,10 @@ export class IdentityService {
     return { ca: this.ca.describe(), joinTokens: { outstanding: tokens.filter((l) => !l.used && Date.parse(l.expiresAt) > Date.now()).length, kept: tokens.length } };
   }
 
-  addTo(server: grpc.Server): void {
+  /** `vms`: where CertifyAttested looks the VM up. */
+  addTo(server: grpc.Server, vms?: VmLookup): void {
     const proto = identityProto().vsockmesh.identity.v1;
-    server.addService(proto.Identity.service, this.certifyHandlers());
+    server.addService(proto.Identity.service, this.certifyHandlers(vms));
     server.addService(proto.JoinTokens.service, this.joinTokenHandlers());
   }
 
@@ -112,10 +130,34 @@ export class IdentityService {
     if (request.csr === '') throw new CertifyDenied('missing_csr', 'csr: required (a PEM PKCS#10 request)');
     if (request.joinToken !== '') return this.certifyWithToken(request.csr, request.joinToken);
     if (peer === undefined) throw new CertifyDenied('no_credentials', 'no join token and no client certificate: a first certificate needs a join token, a renewal the current certificate (TLS)');
+    return { svid: await this.sign(request.csr, this.verifiedPeer(peer, request.clientChain)), path: 'renewal' };
+  }
+
+  /**
+   * Signs `request.csr` for the VM a host agent (`peer`) attested: only when
+   * the registry (`vms`) places that VM on the caller's hypervisor at that
+   * CID and the CSR asks for exactly its identity. Throws CertifyDenied.
+   */
+  async certifyAttested(request: { csr: string; vmId: string; cid: number; clientChain: string }, peer: X509Certificate | undefined, vms: VmLookup | undefined): Promise<IssuedSvid> {
+    if (request.csr === '') throw new CertifyDenied('missing_csr', 'csr: required (a PEM PKCS#10 request)');
+    if (request.vmId === '') throw new CertifyDenied('missing_vm_id', 'vm_id: required (the VM the host agent attested)');
+    if (peer === undefined) throw new CertifyDenied('no_credentials', 'CertifyAttested needs the host agent\'s client certificate (TLS)');
+    const caller = parseMeshIdentity(this.verifiedPeer(peer, request.clientChain));
+    if (!caller.ok) throw new CertifyDenied('bad_peer_certificate', `the client certificate is not a mesh identity: ${caller.message}`);
+    if (vms === undefined) throw new CertifyDenied('no_registry', 'this control plane has no VM registry to attest against');
+    const asked = await inspectCsr(request.csr);
+    if (!asked.ok) throw new CertifyDenied(asked.reason, asked.message);
+    const decision = attestedDecision({ caller: caller.value, trustDomain: this.ca.trustDomain, vmId: request.vmId, cid: request.cid, asked: asked.spiffeId, vm: vms(request.vmId) });
+    if (!decision.ok) throw new CertifyDenied(decision.reason, decision.message);
+    return this.sign(request.csr, decision.spiffeId);
+  }
+
+  /** The SPIFFE ID of a TLS client certificate that verifies as an X509-SVID under this CA's bundle. */
+  private verifiedPeer(peer: X509Certificate, clientChain: string): string {
     const { ca } = this.options;
-    const verdict = verifySvid([peer, ...this.intermediates(peer, request.clientChain)], ca.trustBundle(), new Date());
+    const verdict = verifySvid([peer, ...this.intermediates(peer, clientChain)], ca.trustBundle(), new Date());
     if (!verdict.ok) throw new CertifyDenied('bad_peer_certificate', `the client certificate is not a valid identity of ${ca.trustDomain}: ${verdict.message} (${verdict.reason})`);
-    return { svid: await this.sign(request.csr, verdict.spiffeId), path: 'renewal' };
+    return verdict.spiffeId;
   }
 
   /** The certificates above the TLS client certificate: as the client says (when its chain starts with that very certificate), else this CA's own. */
@@ -162,27 +204,39 @@ export class IdentityService {
     }
   }
 
-  private certifyHandlers(): IdentityHandlers {
+  private certifyHandlers(vms: VmLookup | undefined): IdentityHandlers {
     const { logger } = this.options;
+    /** Answers one Certify-like call: the SVID, or the refusal (logged and counted). */
+    const answer = (call: grpc.ServerUnaryCall<unknown, unknown>, work: Promise<{ svid: IssuedSvid; path: CertifyPath; tokenId?: string; vmCid?: number }>, callback: grpc.sendUnaryData<CertifyResponse>): void => {
+      work.then(
+        ({ svid, path, tokenId, vmCid }) => {
+          this.certified.inc({ result: 'issued', reason: path });
+          const leaf = new X509Certificate(svid.chain[0]!);
+          logger.info(
+            { spiffe_id: svid.spiffeId, serial: leaf.serialNumber, not_after: svid.notAfter.toISOString(), via: path, ...(tokenId !== undefined && { token_id: tokenId }), ...(vmCid !== undefined && { cid: vmCid, host_agent: peerCertificate(call)?.subjectAltName ?? null }) },
+            `certified ${svid.spiffeId}`,
+          );
+          callback(null, { certificate_chain: svid.chain.join(''), not_after_ms: svid.notAfter.getTime(), trust_bundle: svid.trustBundle.join(''), spiffe_id: svid.spiffeId } satisfies CertifyResponse);
+        },
+        (err: unknown) => {
+          const reason = err instanceof CertifyDenied ? err.reason : 'internal_error';
+          const status = statusOf(err);
+          this.certified.inc({ result: 'refused', reason });
+          const level = status.code === grpc.status.INTERNAL || status.code === grpc.status.UNAVAILABLE ? 'error' : 'warn';
+          logger[level]({ reason, code: statusName(status.code), peer: call.getPeer(), error: status.details }, `Certify refused: ${status.details}`);
+          callback({ code: status.code, details: `${status.details} (${reason})` });
+        },
+      );
+    };
     return {
       Certify: (call, callback) => {
         const request = call.request as CertifyRequest__Output;
-        this.certify({ csr: request.csr, joinToken: request.join_token, clientChain: request.client_chain }, peerCertificate(call)).then(
-          ({ svid, path, tokenId }) => {
-            this.certified.inc({ result: 'issued', reason: path });
-            const leaf = new X509Certificate(svid.chain[0]!);
-            logger.info({ spiffe_id: svid.spiffeId, serial: leaf.serialNumber, not_after: svid.notAfter.toISOString(), via: path, ...(tokenId !== undefined && { token_id: tokenId }) }, `certified ${svid.spiffeId}`);
-            callback(null, { certificate_chain: svid.chain.join(''), not_after_ms: svid.notAfter.getTime(), trust_bundle: svid.trustBundle.join(''), spiffe_id: svid.spiffeId } satisfies CertifyResponse);
-          },
-          (err: unknown) => {
-            const reason = err instanceof CertifyDenied ? err.reason : 'internal_error';
-            const status = statusOf(err);
-            this.certified.inc({ result: 'refused', reason });
-            const level = status.code === grpc.status.INTERNAL || status.code === grpc.status.UNAVAILABLE ? 'error' : 'warn';
-            logger[level]({ reason, code: statusName(status.code), peer: call.getPeer(), error: status.details }, `Certify refused: ${status.details}`);
-            callback({ code: status.code, details: `${status.details} (${reason})` });
-          },
-        );
+        answer(call, this.certify({ csr: request.csr, joinToken: request.join_token, clientChain: request.client_chain }, peerCertificate(call)), callback);
+      },
+      CertifyAttested: (call, callback) => {
+        const request = call.request as CertifyAttestedRequest__Output;
+        const work = this.certifyAttested({ csr: request.csr, vmId: request.vm_id, cid: request.cid, clientChain: request.client_chain }, peerCertificate(call), vms).then((svid) => ({ svid, path: 'attested' as const, vmCid: request.cid }));
+        answer(call, work, callback);
       },
     };
   }

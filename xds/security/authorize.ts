@@ -7,7 +7,8 @@
 //   sidecar (vm/<vm-id>)        ADS only as its own node; Resolve (as itself) and Watch
 //   host agent (hv/<hv-id>)     RegisterHypervisor, AuthorizeRelay for its hypervisor;
 //                               RegisterVm/MoveVm/DeregisterVm for VMs on its hypervisor
-//                               (before and after); the registry's reads
+//                               (before and after); the registry's reads;
+//                               CertifyAttested for VMs on its hypervisor
 //   operator (operator/<name>)  the config API and the VM manager API (what ctl does)
 //   control plane (cp/<name>)   everything: replicas call each other
 //   no certificate              Certify with a join token only (a first certificate)
@@ -54,6 +55,7 @@ export const METHODS = {
   healthCheck: `${HEALTH}Check`,
   healthWatch: `${HEALTH}Watch`,
   certify: `${IDENTITY}Certify`,
+  certifyAttested: `${IDENTITY}CertifyAttested`,
   createJoinToken: `${TOKENS}CreateJoinToken`,
   listJoinTokens: `${TOKENS}ListJoinTokens`,
   revokeJoinToken: `${TOKENS}RevokeJoinToken`,
@@ -69,7 +71,7 @@ export interface RequestFacts {
   nodeId?: string;
   /** Resolve: the caller_vm_id the request asks as. */
   callerVmId?: string;
-  /** RegisterVm, MoveVm, DeregisterVm: where the registry has the VM now; null: it does not. */
+  /** RegisterVm, MoveVm, DeregisterVm, CertifyAttested: where the registry has the VM now; null: it does not. */
   vmHypervisor?: string | null;
   /** RegisterVm, MoveVm: the hypervisor the VM goes to; RegisterHypervisor, AuthorizeRelay: the one named. */
   hypervisorId?: string;
@@ -152,6 +154,8 @@ const RULES: Record<string, Rule> = {
   [METHODS.healthCheck]: anyone,
   [METHODS.healthWatch]: anyone,
   [METHODS.certify]: byKind({ vm: anyone, hv: anyone, cp: anyone }),
+  // The CA checks the CID and the CSR too (identity/attested-check.ts); here: only a VM of the caller's own hypervisor.
+  [METHODS.certifyAttested]: byKind({ hv: vmOnOwnHypervisor('deny') }),
   [METHODS.createJoinToken]: only('operator', 'cp'),
   [METHODS.listJoinTokens]: only('operator', 'cp'),
   [METHODS.revokeJoinToken]: only('operator', 'cp'),

@@ -31,6 +31,7 @@ export function requestFacts(method: string, message: unknown, vmHypervisor: VmL
     case METHODS.moveVm:
       return { hypervisorId: text(m?.hypervisor_id), vmHypervisor: vmHypervisor(text(m?.vm_id)) };
     case METHODS.deregisterVm:
+    case METHODS.certifyAttested:
       return { vmHypervisor: vmHypervisor(text(m?.vm_id)) };
     case METHODS.certify:
       return { joinToken: text(m?.join_token) !== '' };

@@ -147,6 +147,15 @@ export class VmManagerClient implements VmManagerApi {
     };
   }
 
+  /**
+   * Starts connecting now, without waiting: the first query of a process
+   * (e.g. a relayed connection's, with its 500 ms budget) must not pay for
+   * the TLS handshake and the channel's setup.
+   */
+  connect(): void {
+    this.client.getChannel().getConnectivityState(true);
+  }
+
   /** Resolves once the channel is connected, or rejects after timeoutMs. */
   waitForReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {

@@ -3,6 +3,7 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { CertifyAttestedRequest as _vsockmesh_identity_v1_CertifyAttestedRequest, CertifyAttestedRequest__Output as _vsockmesh_identity_v1_CertifyAttestedRequest__Output } from '../../../vsockmesh/identity/v1/CertifyAttestedRequest.js';
 import type { CertifyRequest as _vsockmesh_identity_v1_CertifyRequest, CertifyRequest__Output as _vsockmesh_identity_v1_CertifyRequest__Output } from '../../../vsockmesh/identity/v1/CertifyRequest.js';
 import type { CertifyResponse as _vsockmesh_identity_v1_CertifyResponse, CertifyResponse__Output as _vsockmesh_identity_v1_CertifyResponse__Output } from '../../../vsockmesh/identity/v1/CertifyResponse.js';
 
@@ -16,13 +17,34 @@ export interface IdentityClient extends grpc.Client {
   certify(argument: _vsockmesh_identity_v1_CertifyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
   certify(argument: _vsockmesh_identity_v1_CertifyRequest, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * Signs only when the registry places vm_id on the caller's hypervisor at exactly that CID.
+   */
+  CertifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  CertifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  CertifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  CertifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Signs only when the registry places vm_id on the caller's hypervisor at exactly that CID.
+   */
+  certifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  certifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  certifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  certifyAttested(argument: _vsockmesh_identity_v1_CertifyAttestedRequest, callback: grpc.requestCallback<_vsockmesh_identity_v1_CertifyResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface IdentityHandlers extends grpc.UntypedServiceImplementation {
   Certify: grpc.handleUnaryCall<_vsockmesh_identity_v1_CertifyRequest__Output, _vsockmesh_identity_v1_CertifyResponse>;
   
+  /**
+   * Signs only when the registry places vm_id on the caller's hypervisor at exactly that CID.
+   */
+  CertifyAttested: grpc.handleUnaryCall<_vsockmesh_identity_v1_CertifyAttestedRequest__Output, _vsockmesh_identity_v1_CertifyResponse>;
+  
 }
 
 export interface IdentityDefinition extends grpc.ServiceDefinition {
   Certify: MethodDefinition<_vsockmesh_identity_v1_CertifyRequest, _vsockmesh_identity_v1_CertifyResponse, _vsockmesh_identity_v1_CertifyRequest__Output, _vsockmesh_identity_v1_CertifyResponse__Output>
+  CertifyAttested: MethodDefinition<_vsockmesh_identity_v1_CertifyAttestedRequest, _vsockmesh_identity_v1_CertifyResponse, _vsockmesh_identity_v1_CertifyAttestedRequest__Output, _vsockmesh_identity_v1_CertifyResponse__Output>
 }
