@@ -10,10 +10,13 @@ import { RelayAuthorizer } from './resolve/relay-authorizer.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import type { OwnedClient } from './sidecar.js';
 import type { VmManagerApi } from './resolve/types.js';
+import type { CertificateSource } from './identity/certificate-source.js';
 
 export interface HostRelayOptions extends ServerOptions {
   /** Required when the config has a vm_manager section (proxy/cmd makes it from xds/; tests may pass their own). */
   vmManager?: OwnedClient<VmManagerApi>;
+  /** The relay's hv/ SVID: with it, a connection the VM manager allowed starts with the signed source assertion (relay-assertion.ts). */
+  assertionIdentity?: CertificateSource;
   /** Required when the config has an attestation section: Identity.CertifyAttested under this host agent's identity. */
   attestation?: { forward: ForwardAttested; close(): void };
 }
@@ -31,7 +34,7 @@ export class HostRelay extends ProxyServer {
       this.authorizer = new RelayAuthorizer({ api: this.vmManager.client, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
       this.metrics.addRelayAuthorizer(this.authorizer);
     }
-    this.listeners.push(new RelayListener(config, this.context, this.authorizer));
+    this.listeners.push(new RelayListener(config, this.context, this.authorizer, options.assertionIdentity));
     const attestation = config.attestation;
     if (attestation) {
       if (options.attestation === undefined || this.vmManager === undefined || settings === null) throw new Error('the config has an attestation section but the host relay was given no VM manager client or CertifyAttested client');

@@ -18,7 +18,7 @@ import type { CertificateSource } from './identity/certificate-source.js';
 import type { FileCertificateSource } from './identity/certificate-files.js';
 import { PeerTls } from './peer-tls/peer-tls.js';
 import { InboundAuthorization } from './policy/inbound-authorization.js';
-import { DEFAULT_TRUST_DOMAIN } from './identity/spiffe.js';
+import { DEFAULT_TRUST_DOMAIN, parseMeshIdentity } from './identity/spiffe.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
@@ -37,7 +37,7 @@ export interface SidecarOptions extends ServerOptions {
   vmManager?: OwnedClient<VmManagerApi>;
   /** Required when the config has an xds section: makes the stream to the control plane. */
   configSource?: ConfigSourceFactory;
-  /** The peer hop's identity under peer_tls permissive or strict; default: the PEM files the config names, watched. */
+  /** The peer hop's identity when peer_tls names files; default: those PEM files, watched. */
   certificateSource?: CertificateSource;
 }
 
@@ -49,7 +49,7 @@ export class Sidecar extends ProxyServer {
   /** The daemon agent: present when the config has a vm_manager section. */
   readonly resolver: Resolver | undefined;
   private readonly vmManager: OwnedClient<VmManagerApi> | undefined;
-  /** TLS on the TCP peer hop: present under peer_tls permissive or strict. */
+  /** TLS on the TCP peer hop: present when peer_tls names identity files. */
   readonly peerTls: PeerTls | undefined;
   private readonly certificateSource: CertificateSource | undefined;
   private fileSource: FileCertificateSource | undefined;
@@ -74,14 +74,21 @@ export class Sidecar extends ProxyServer {
       });
       this.metrics.addResolver(this.resolver.counters);
     }
-    if (config.peerTls.mode !== 'disable') this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
+    if ('files' in config.peerTls) this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
     this.certificateSource = options.certificateSource;
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
     this.authorization = new InboundAuthorization(this.context);
     const trustDomain = config.peerTls.mode !== 'disable' ? config.peerTls.trustDomain : (config.identity?.trustDomain ?? DEFAULT_TRUST_DOMAIN);
-    const listenerOptions = { accessLog: config.log.accessLog, ...(this.resolver && { resolver: this.resolver }), ...peerTls, authorization: this.authorization, trustDomain };
+    const listenerOptions = {
+      accessLog: config.log.accessLog,
+      ...(this.resolver && { resolver: this.resolver }),
+      ...peerTls,
+      relayTrust: () => this.relayTrust(),
+      authorization: this.authorization,
+      trustDomain,
+    };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,
       () => this.xds?.placement ?? null,
@@ -131,7 +138,7 @@ export class Sidecar extends ProxyServer {
   /** The peer hop's identity before any listener accepts: a sidecar that cannot prove who it is does not start. */
   private async startPeerTls(): Promise<void> {
     const settings = this.config.peerTls;
-    if (!this.peerTls || settings.mode === 'disable') return;
+    if (!this.peerTls || !('files' in settings)) return;
     let source = this.certificateSource;
     if (source === undefined) {
       // Loaded only here: certificate parsing (asn1js) costs a sidecar without peer TLS nothing.
@@ -151,6 +158,13 @@ export class Sidecar extends ProxyServer {
       source = this.fileSource;
     }
     this.peerTls.start(source);
+  }
+
+  /** What a host relay's source assertion is checked against: the roots of our peer identity, else of our control-plane identity. */
+  private relayTrust(): { trustDomain: string; bundlePem: string } | null {
+    const material = (this.fileSource ?? this.certificateSource ?? this.identity)?.current();
+    const id = material && parseMeshIdentity(material.spiffeId);
+    return id?.ok ? { trustDomain: id.value.trustDomain, bundlePem: material!.bundlePem } : null;
   }
 
   /** What the control plane's stream applies: each resource type to the applier. */

@@ -28,7 +28,7 @@ import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsE
 function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
   return l.kind === 'outbound'
     ? outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: l.cluster })
-    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => localPort(port)) });
+    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => ({ ...localPort(port), ...(l.peerModes?.[port] && { peerMode: l.peerModes[port] }) })) });
 }
 
 const NONE: StateRefusals = { names: new Set(), unnamed: false };
@@ -115,6 +115,7 @@ export class XdsApplier {
     this.apiListeners = new Set([...state.filter((l) => l.kind === 'api').map((l) => l.name), ...[...this.apiListeners].filter((n) => refused.names.has(n))]);
     const removed = unknown || refused.unnamed ? [] : left;
     const result: ListenersApplied = { refused: await this.openListeners(wanted.filter((l) => !sameListener(this.listeners.get(l.name)?.spec, l)), removed) };
+    for (const spec of wanted) this.updatePeerModes(spec);
     for (const name of removed) this.retire(name);
     // A listener whose policies alone changed keeps serving (and its connections): the policies are re-checked instead.
     for (const spec of wanted) {
@@ -193,6 +194,14 @@ export class XdsApplier {
     return refusals;
   }
 
+  /** Peer modes change in place: the listener keeps its port and its connections, new connections get the new modes. */
+  private updatePeerModes(spec: ServedListener['spec']): void {
+    const served = this.listeners.get(spec.name);
+    if (served === undefined || spec.kind !== 'inbound' || served.spec === spec || !sameListener(served.spec, spec) || !(served.listener instanceof InboundListener)) return;
+    served.listener.peerModes.set(spec.peerModes);
+    served.spec = spec;
+  }
+
   private async open(spec: ServedListener['spec']): Promise<Listener> {
     const config = listenerConfig(spec);
     const listener =
@@ -252,11 +261,11 @@ export class XdsApplier {
   }
 }
 
-/** Whether two versions of a listener serve alike: placement and policies change without reopening it. */
+/** Whether two versions of a listener serve alike: placement, an inbound listener's peer modes and policies change without reopening it. */
 function sameListener(a: XdsListener | undefined, b: XdsListener): boolean {
   if (a === undefined) return false;
-  const { local: _a, rbac: _ra, ...restA } = a as { local?: unknown; rbac?: unknown };
-  const { local: _b, rbac: _rb, ...restB } = b as { local?: unknown; rbac?: unknown };
-  void [_a, _b, _ra, _rb];
+  const { local: _a, rbac: _ra, peerModes: _ma, ...restA } = a as { local?: unknown; rbac?: unknown; peerModes?: unknown };
+  const { local: _b, rbac: _rb, peerModes: _mb, ...restB } = b as { local?: unknown; rbac?: unknown; peerModes?: unknown };
+  void [_a, _b, _ra, _rb, _ma, _mb];
   return JSON.stringify(restA) === JSON.stringify(restB);
 }

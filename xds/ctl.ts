@@ -147,9 +147,14 @@ function intArg(min: number, max: number) {
   };
 }
 
+/** --expect-revision of every put and delete of the mesh config. */
+function expectRevision(): Option {
+  return new Option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED').argParser(intArg(1, Number.MAX_SAFE_INTEGER));
+}
+
 export function ctlCommand(): Command {
   const ctl = new Command('ctl')
-    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, policies, xDS sync status')
+    .description('command-line client for the VM manager and the control plane: VMs, how a destination would be reached, services, routes, policies, peer modes, xDS sync status')
     .addOption(new Option('--vm-manager <host:port>', 'VM manager gRPC address').env('VSOCKMESH_VM_MANAGER').default(DEFAULT_VM_MANAGER_ADDRESS))
     .addOption(new Option('--control-plane <host:port>', 'control plane gRPC address (config API)').env('VSOCKMESH_CONTROL_PLANE').default(DEFAULT_VM_MANAGER_ADDRESS))
     .option('--timeout-ms <ms>', 'deadline of each call', intArg(1, 600_000), 5_000)
@@ -315,7 +320,7 @@ export function ctlCommand(): Command {
     .option('--outbound-port <port>', 'where local apps connect on 127.0.0.1 (default: --port)', intArg(1, 65535))
     .addOption(new Option('--protocol <protocol>', 'tcp or http').choices(['tcp', 'http']).default('tcp'))
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', intArg(1, 3_600_000), 5_000)
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .description('add or replace a service')
     .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
@@ -326,11 +331,45 @@ export function ctlCommand(): Command {
   services
     .command('delete')
     .argument('<name>')
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
         await c.deleteService(name, opts.expectRevision);
         print(globals(), { deleted: name }, `deleted service ${name}`);
+      }),
+    );
+  const peerAuth = ctl.command('peer-auth').description('peer modes (STRICT, PERMISSIVE, DISABLE) of the TCP peer hop, mesh-wide or per service and port; pushed to sidecars, no restart');
+  peerAuth
+    .command('list')
+    .action(() =>
+      withConfig(globals(), async (c) => {
+        const list = await c.listPeerAuthentications();
+        const line = (p: (typeof list)[number]): string => `${p.name}\t${p.mode}\tservice=${p.service || '*'}\tport=${p.port || '*'}\trevision=${p.mod_revision}`;
+        print(globals(), list, list.length === 0 ? 'no peer authentication: every port is STRICT' : list.map(line).join('\n'));
+      }),
+    );
+  peerAuth
+    .command('put')
+    .argument('<name>')
+    .addOption(new Option('--mode <mode>', 'STRICT: TLS peers only; PERMISSIVE: plain text too (unauthenticated); DISABLE: plain text only').choices(['STRICT', 'PERMISSIVE', 'DISABLE']).makeOptionMandatory())
+    .option('--service <name>', 'the ports VMs serve this service on (default: any service)')
+    .option('--port <port>', "a VM's inbound destination port (default: any port)", intArg(1, 65535))
+    .addOption(expectRevision())
+    .description('add or replace a peer mode; without --service and --port it is the mesh-wide default')
+    .action((name: string, opts: { mode: string; service?: string; port?: number; expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        const p = await c.putPeerAuthentication({ name, mode: opts.mode, service: opts.service ?? '', port: opts.port ?? 0, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), p, `peer authentication ${p.name}: ${p.mode} for service=${p.service || '*'} port=${p.port || '*'} revision=${p.mod_revision}`);
+      }),
+    );
+  peerAuth
+    .command('delete')
+    .argument('<name>')
+    .addOption(expectRevision())
+    .action((name: string, opts: { expectRevision?: number }) =>
+      withConfig(globals(), async (c) => {
+        await c.deletePeerAuthentication(name, opts.expectRevision);
+        print(globals(), { deleted: name }, `deleted peer authentication ${name}`);
       }),
     );
   const routes = ctl.command('routes').description('HTTP routes of the mesh');
@@ -347,7 +386,7 @@ export function ctlCommand(): Command {
   routes
     .command('put')
     .requiredOption('-f, --file <route.yaml>', 'one route in the mesh config format (name, domains, routes: [{prefix, clusters: [{service, weight}]}])')
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .description('add or replace a route')
     .action((opts: { file: string; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
@@ -367,7 +406,7 @@ export function ctlCommand(): Command {
   routes
     .command('delete')
     .argument('<name>')
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
         await c.deleteRoute(name, opts.expectRevision);
@@ -395,7 +434,7 @@ export function ctlCommand(): Command {
     .requiredOption('--principal <id>', 'a SPIFFE ID, a prefix (spiffe://td/vm/web-* or prefix:spiffe://...), "*" or unauthenticated; repeat for more', repeated)
     .option('--port <port>', 'a destination port of those VMs (default: the port each serves the service on); repeat for more', (v: string, prev: number[] = []) => [...prev, port(v)])
     .option('--shadow', 'dry run: log and count what it would deny, enforce nothing', false)
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .description('add or replace a policy')
     .action((name: string, opts: { service: string; action: string; principal: string[]; port?: number[]; shadow: boolean; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
@@ -406,7 +445,7 @@ export function ctlCommand(): Command {
   policies
     .command('delete')
     .argument('<name>')
-    .option('--expect-revision <revision>', 'compare-and-swap: apply only if it is still at this revision (from list), else ABORTED', intArg(1, Number.MAX_SAFE_INTEGER))
+    .addOption(expectRevision())
     .action((name: string, opts: { expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
         await c.deletePolicy(name, opts.expectRevision);

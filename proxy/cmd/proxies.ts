@@ -99,5 +99,7 @@ export async function createHostRelay(config: HostRelayConfig, options: ServerOp
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
   const attestation = config.attestation ? await attestationClient(config.attestation.controlPlane, control!.transport) : undefined;
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
-  return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }), ...(attestation && { attestation }) });
+  // The relay signs its source assertions with the identity its control-plane clients present (an hv/ SVID).
+  const signer = identity ?? (control && 'source' in control.transport ? control.transport.source : undefined);
+  return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }), ...(signer && { assertionIdentity: signer }), ...(attestation && { attestation }) });
 }

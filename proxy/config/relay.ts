@@ -62,7 +62,8 @@ export interface RelayVmManagerSettings {
   cacheTtlMs: number;
 }
 
-export type RelayDecision = { allowed: true } | { allowed: false; reason: 'source_not_allowed' | 'destination_not_allowed' | 'vm_manager_unavailable'; detail: string };
+/** `sourceVmId`: the VM the VM manager found behind the source CID (what the relay asserts to the destination). */
+export type RelayDecision = { allowed: true; sourceVmId?: string } | { allowed: false; reason: 'source_not_allowed' | 'destination_not_allowed' | 'vm_manager_unavailable'; detail: string };
 
 /** Deny by default: a source needs a rule, and the destination must be in it. */
 export function relayDecision(policy: readonly RelayRule[], sourceCid: number, destination: { cid: number; port: number }): RelayDecision {

@@ -149,14 +149,16 @@ const peerTls = z
   .strict()
   .default({})
   .superRefine((p, ctx) => {
-    if (p.mode === 'disable') return;
-    for (const field of ['key_file', 'chain_file', 'bundle_file'] as const) {
-      if (p[field] === undefined) ctx.addIssue({ code: 'custom', path: [field], message: `required when mode is ${p.mode}` });
+    const files = ['key_file', 'chain_file', 'bundle_file'] as const;
+    // Under disable the files are optional (they serve the modes the control plane pushes), but all three or none.
+    if (p.mode === 'disable' && files.every((field) => p[field] === undefined)) return;
+    for (const field of files) {
+      if (p[field] === undefined) ctx.addIssue({ code: 'custom', path: [field], message: p.mode === 'disable' ? 'required with the other identity files' : `required when mode is ${p.mode}` });
     }
   })
   .transform(
     (p): PeerTlsSettings =>
-      p.mode === 'disable'
+      p.key_file === undefined
         ? { mode: 'disable' }
         : {
             mode: p.mode,

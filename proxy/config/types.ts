@@ -2,6 +2,7 @@
 // these; everything else in the sidecar works on them only.
 
 import type { LogLevel } from '../runtime/log.js';
+import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 
 export type { LogLevel };
 
@@ -74,6 +75,8 @@ export interface OutboundListenerConfig {
 export interface InboundPortConfig {
   port: number;
   target: SocketAddress;
+  /** Pushed by the control plane (peer_authentication); absent: peer_tls.mode of the sidecar's file. */
+  peerMode?: PeerTlsMode;
 }
 
 export interface InboundListenerConfig {
@@ -166,16 +169,19 @@ export interface OverloadSettings {
 }
 
 /**
- * TLS on the TCP peer hop (sidecar to sidecar). `disable`: plain text, as
- * before (the default until identities are issued by default). `permissive`:
- * inbound takes TLS peers and plain-text ones (labelled unauthenticated).
- * `strict`: TLS peers only. Outbound uses TLS under both unless `originate`
- * is false (the first step of a migration, while peers are still `disable`).
+ * TLS on the TCP peer hop (sidecar to sidecar). `mode` is that of the file's
+ * own listeners (and of pushed ones whose ports carry no mode): `disable`:
+ * plain text. `permissive`: inbound takes TLS peers and plain-text ones
+ * (labelled unauthenticated). `strict`: TLS peers only. Outbound uses TLS
+ * under both unless `originate` is false (the first step of a migration,
+ * while peers are still `disable`), or the destination's pushed mode says.
+ * The files are the sidecar's peer identity: required unless `disable`, and
+ * under `disable` they still serve the modes the control plane pushes.
  */
 export type PeerTlsSettings =
   | { mode: 'disable' }
   | {
-      mode: 'permissive' | 'strict';
+      mode: PeerTlsMode;
       files: { key: string; chain: string; bundle: string };
       trustDomain: string;
       handshakeTimeoutMs: number;

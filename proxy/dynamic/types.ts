@@ -5,6 +5,7 @@
 
 import type { Logger } from '../runtime/log.js';
 import type { VsockMode } from '../resolve/types.js';
+import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import type { PortRbac } from '../policy/rbac.js';
 
 /** The longest connect timeout a mesh service may declare and a sidecar accepts from the control plane (5 minutes). */
@@ -14,13 +15,14 @@ export const MAX_CONNECT_TIMEOUT_MS = 300_000;
 /**
  * A listener pushed to a sidecar. `outbound`: apps connect on a loopback
  * address and every connection goes to `cluster`. `inbound`: peers' PROXY v2
- * hops arrive here and go to the local `ports` (127.0.0.1:port), authorized by
- * the RBAC filters of each port's chain (`rbac`). `api`: a gRPC
+ * hops arrive here and go to the local `ports` (127.0.0.1:port), each under
+ * its peer mode when the control plane says one (`peerModes`), authorized by
+ * the RBAC filters of each port's chains (`rbac`). `api`: a gRPC
  * xDS client's API listener (HTTP connection manager); sidecars accept and ignore it.
  */
 export type XdsListener =
   | { name: string; kind: 'outbound'; address: string; port: number; cluster: string; local?: { vmId: string; hypervisorId: string } }
-  | { name: string; kind: 'inbound'; address: string; port: number; ports: number[]; rbac: PortRbac[] }
+  | { name: string; kind: 'inbound'; address: string; port: number; ports: number[]; rbac: PortRbac[]; peerModes?: Record<number, PeerTlsMode> }
   | { name: string; kind: 'api' };
 
 /** The VM facts a control plane attaches to an endpoint (LbEndpoint.metadata.filter_metadata["vsockmesh"]). */
@@ -35,6 +37,8 @@ export interface XdsEndpointVm {
   vsockMode: VsockMode;
   /** The hypervisor's host relay vsock port (0: none). */
   relayPort: number;
+  /** The peer mode of the VM's inbound port for this endpoint (absent: the control plane did not say). */
+  peerMode?: PeerTlsMode;
 }
 
 /** An endpoint: the app's address, and the VM facts when the control plane knows the VM. */

@@ -19,10 +19,13 @@ import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
-import { readPreamble } from './preamble.js';
+import { readPreamble, type PreambleOptions } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
+import { InboundPeerModes } from './inbound-peer-modes.js';
+import type { RelayAssertion } from '../relay-assertion.js';
+import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
 import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
 import type { InboundAuthorization } from '../policy/inbound-authorization.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -31,7 +34,9 @@ export interface InboundListenerOptions {
   accessLog: boolean;
   /** Needed for peer_authorization: registry. */
   resolver?: Resolver;
-  /** Present under peer_tls permissive or strict (TCP listeners only). */
+  /** The trust domain and roots a host relay's source assertion is checked against (vsock, peer_authorization: registry). */
+  relayTrust?: () => { trustDomain: string; bundlePem: string } | null;
+  /** Present when the sidecar has a peer identity (TCP listeners only). */
   peerTls?: PeerTls;
   /** The pushed authorization policies, checked once a connection's principal is known (none: everything allowed). */
   authorization?: InboundAuthorization;
@@ -43,6 +48,8 @@ export class InboundListener extends Listener {
   private readonly ports: Map<number, InboundPortConfig>;
   private readonly allowedPeerCids: Set<number>;
   private readonly stats = new Map<number, ConnectionStats>();
+  /** TCP: each port's peer mode (pushed, else the file's). */
+  readonly peerModes: InboundPeerModes;
 
   constructor(
     readonly config: InboundListenerConfig,
@@ -52,6 +59,7 @@ export class InboundListener extends Listener {
     super(config.name, config.transport === 'vsock' ? [{ family: 'vsock', host: config.vsockCid }] : ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
     this.allowedPeerCids = new Set(config.allowedPeerCids);
+    this.peerModes = new InboundPeerModes(config.name, config.ports, options.peerTls?.settings.mode ?? 'disable', options.peerTls !== undefined, context.logger);
     for (const p of config.ports) {
       this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundClusterName(p.port), transport: config.transport }));
     }
@@ -68,20 +76,36 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    const peerTls = vsock ? undefined : this.options.peerTls;
-    if (peerTls === undefined) {
+    const handshake = vsock ? { kind: 'plain' as const } : this.peerModes.handshake();
+    const peerTls = this.options.peerTls;
+    if (handshake.kind === 'refuse') {
+      this.peerRefused(fd, src, handshake.reason, handshake.detail);
+    } else if (peerCid === HOST_CID) {
+      // From the host relay: its signed assertion of the source VM may come first (checked under peer_authorization: registry).
+      const { maxHeaderBytes } = this.config;
+      this.readFirst(fd, src, maxRelayedPreambleBytes(maxHeaderBytes), 'relay assertion and PROXY v2 header', (bytes) => decodeRelayedPreamble(bytes, maxHeaderBytes), (relayed, early) =>
+        this.admitted(fd, src, peerCid, null, relayed.header, early, relayed.assertion),
+      );
+    } else if (handshake.kind === 'plain' || peerTls === undefined) {
       this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, null, header, early));
     } else if (peerTls.settings.proxyHeader === 'before_tls') {
       // HAProxy's form: the header in the clear, read exactly, then the handshake.
-      this.readHeader(fd, src, true, (header) => this.secure(peerTls, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
+      this.readHeader(fd, src, true, (header) => this.secure(peerTls, handshake.plain, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
     } else {
-      this.secure(peerTls, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
+      this.secure(peerTls, handshake.plain, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
     }
   }
 
+  /** A TCP peer its port's mode does not let in: counted with the handshake failures (same reasons), logged, closed. */
+  private peerRefused(fd: number, src: string, reason: string, detail: string): void {
+    this.context.metrics.peerTlsFailures.inc({ listener: this.name, direction: 'inbound', reason });
+    this.context.refusals.warn({ listener: this.name, src, reason }, `refused: ${detail}`);
+    native.close(fd);
+  }
+
   /** The peer TLS handshake and admission; `then` runs only for an admitted peer, else the connection is refused (counted by PeerTls). */
-  private secure(peerTls: PeerTls, fd: number, src: string, then: (peer: PeerFields) => void): void {
-    const handshake = new Promise<SecureOutcome>((resolve) => peerTls.terminate(fd, this.name, this.config.allowedPeerIds, resolve));
+  private secure(peerTls: PeerTls, acceptPlain: boolean, fd: number, src: string, then: (peer: PeerFields) => void): void {
+    const handshake = new Promise<SecureOutcome>((resolve) => peerTls.terminate(fd, this.name, this.config.allowedPeerIds, acceptPlain, resolve));
     this.whilePending(fd, handshake, (outcome) => {
       if (outcome.ok) {
         then(outcome.fields);
@@ -94,17 +118,29 @@ export class InboundListener extends Listener {
 
   /** Reads the PROXY v2 header (exact: no byte past it, as TLS follows). Refusals are handled here; `then` gets a valid header. */
   private readHeader(fd: number, src: string, exact: boolean, then: (header: ProxyHeader, early: Buffer | null) => void): void {
-    const { maxHeaderBytes, headerTimeoutMs } = this.config;
+    const { maxHeaderBytes } = this.config;
+    this.readFirst(
+      fd,
+      src,
+      exact ? FIXED_LENGTH : maxHeaderBytes,
+      'PROXY v2 header',
+      (bytes) => {
+        const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
+        return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
+      },
+      then,
+    );
+  }
+
+  /** Reads what a peer sends first, within max_header_bytes-like bounds and header_timeout. Refusals are handled here; `then` gets a valid value. */
+  private readFirst<T>(fd: number, src: string, maxBytes: number, what: string, decode: PreambleOptions<T>['decode'], then: (value: T, early: Buffer | null) => void): void {
     readPreamble(
       fd,
       {
-        maxBytes: exact ? FIXED_LENGTH : maxHeaderBytes,
-        timeoutMs: headerTimeoutMs,
-        what: 'PROXY v2 header',
-        decode: (bytes) => {
-          const r = decodeProxyHeader(bytes, { maxLength: maxHeaderBytes, streamOnly: true });
-          return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
-        },
+        maxBytes,
+        timeoutMs: this.config.headerTimeoutMs,
+        what,
+        decode,
         track: (c) => this.track(c),
         untrack: (c) => this.untrack(c),
       },
@@ -126,7 +162,9 @@ export class InboundListener extends Listener {
   }
 
   /** A header read from an admitted peer: its source-VM claim checked against the certificate, then authorized and routed. */
-  private admitted(fd: number, src: string, peerCid: number | undefined, peer: PeerFields | null, header: ProxyHeader, early: Buffer | null): void {
+  private admitted(fd: number, src: string, peerCid: number | undefined, tlsPeer: PeerFields | null, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null = null): void {
+    const peer = peerCid === undefined ? this.portAdmitted(fd, src, tlsPeer, header) : null;
+    if (peer === false) return;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const problem = peer && this.options.peerTls ? sourceVmProblem(peer.peer_identity, claimed, this.options.peerTls.settings.trustDomain) : undefined;
     if (problem !== undefined) {
@@ -135,9 +173,29 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early);
+    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early, assertion);
     else if (peerCid !== undefined) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: null });
     else this.route(fd, src, header, early, { hop: 'tcp', tlsIdentity: peer && peer.peer_identity !== UNAUTHENTICATED ? peer.peer_identity : null }, peer);
+  }
+
+  /**
+   * A TCP peer against the mode of the port its header names: false when
+   * refused (closed here), else what the access log says of the peer (a
+   * plain-text peer is `unauthenticated` under PERMISSIVE, counted; nothing
+   * under DISABLE). LOCAL headers and undeclared ports are route()'s.
+   */
+  private portAdmitted(fd: number, src: string, peer: PeerFields | null, header: ProxyHeader): PeerFields | null | false {
+    if (header.command === 'local' || header.addresses.family === 'unspec' || header.addresses.family === 'unix') return peer;
+    const tls = peer !== null && peer.peer_identity !== UNAUTHENTICATED;
+    const admission = this.peerModes.admit(header.addresses.destination.port, tls);
+    if (admission === undefined) return peer;
+    if (!admission.ok) {
+      this.peerRefused(fd, src, admission.reason, admission.detail);
+      return false;
+    }
+    if (!admission.unauthenticated) return tls ? peer : null;
+    this.context.metrics.unauthenticated.inc({ listener: this.name });
+    return { peer_identity: UNAUTHENTICATED };
   }
 
   /**
@@ -146,7 +204,7 @@ export class InboundListener extends Listener {
    * connection from the host (CID 2) on a host-relay hypervisor was checked by
    * the relay. Fails closed: no answer from the VM manager, no connection.
    */
-  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null): void {
+  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null): void {
     const resolver = this.options.resolver!;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const refuse = (reason: string, detail: string): void => {
@@ -159,12 +217,16 @@ export class InboundListener extends Listener {
       // Not told yet (the Watch snapshot may still be on its way): ask once for ourselves.
       this.whenLocalKnown(fd, () => {
         if (resolver.local() === null) refuse('local_vm_unknown', 'this VM is not known to the VM manager (or it cannot be reached), so no vsock peer can be checked');
-        else this.authorize(fd, src, peerCid, header, early);
+        else this.authorize(fd, src, peerCid, header, early, assertion);
       });
       return;
     }
     if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
-      this.route(fd, src, header, early, { hop: 'vsock-relayed' });
+      // Checked by the relay, which may assert the source VM (relayed-preamble.ts): the asserted VM is the principal.
+      const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claimed);
+      if (admission.kind === 'refused') refuse(admission.reason, admission.detail);
+      else if (admission.kind === 'asserted') this.route(fd, src, header, early, admission.peer, { peer_identity: admission.principal, relay: admission.relay });
+      else this.route(fd, src, header, early, { hop: 'vsock-relayed', verdict: null, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
       return;
     }
     if (claimed === undefined) {
@@ -187,6 +249,11 @@ export class InboundListener extends Listener {
       if (outcome.kind === 'unavailable') refuse('vm_manager_unavailable', `cannot check vsock peer CID ${peerCid} (claims ${claimed}): VM manager unavailable (${outcome.code})`);
       else check(outcome.resolution.found ? outcome.resolution.vm : undefined);
     });
+  }
+
+  /** The vsock port this listener bound (a relay assertion names it). */
+  private boundVsockPort(): number {
+    return this.addresses()[0]?.port ?? this.config.port;
   }
 
   /** Runs `then` once a query for our own record has answered (or failed); the connection is tracked meanwhile. */

@@ -23,6 +23,8 @@ import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
+import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
+import { originatesTls } from '../peer-tls/peer-modes.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
@@ -34,7 +36,7 @@ export interface OutboundListenerOptions {
   placement: PlacementSource;
   /** Present when the sidecar has a VM manager; needed by resolved clusters. */
   resolver?: { resolver: Resolver; settings: VmManagerSettings };
-  /** Present under peer_tls permissive or strict: TCP hops to peer sidecars go over TLS (unless it does not originate). */
+  /** Present when the sidecar has a peer identity: TCP hops to peer sidecars go over TLS as peer-modes.ts originatesTls says. */
   peerTls?: PeerTls;
 }
 
@@ -58,6 +60,8 @@ interface Upstream {
   dst: SocketAddress;
   /** Sent in the destination-VM TLV; null: no VM is known. */
   vmId: string | null;
+  /** The destination port's peer mode, when the control plane said it. */
+  peerMode: PeerTlsMode | undefined;
 }
 
 interface HowDecided {
@@ -200,7 +204,7 @@ export class OutboundListener extends Listener {
       return undefined;
     }
     const vmId = vm?.vmId ?? null;
-    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId });
+    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode });
     if (target && vmId !== null) this.remember(vmId, connection);
     return connection;
   }
@@ -225,7 +229,7 @@ export class OutboundListener extends Listener {
   private connect(fd: number, src: { address: string; port: number }, upstream: Upstream): ProxiedConnection {
     const { hops, dst, vmId } = upstream;
     const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
-    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker, vmId));
+    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker, vmId, upstream.peerMode));
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
@@ -301,11 +305,12 @@ export class OutboundListener extends Listener {
     this.drainTimers.add(timer);
   }
 
-  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null, vmId: string | null): UpstreamAttempt {
+  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null, vmId: string | null, peerMode: PeerTlsMode | undefined): UpstreamAttempt {
     if (hop.kind !== 'vsock') {
       const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.settings.connectTimeoutMs };
       const label = formatAddress(hop.address, hop.port);
-      const peerTls = hop.kind === 'tcp' && this.options.peerTls?.originating ? this.options.peerTls : undefined;
+      const own = this.options.peerTls;
+      const peerTls = hop.kind === 'tcp' && originatesTls(own !== undefined, own?.originating ?? false, peerMode) ? own : undefined;
       if (!peerTls) return { transport: 'tcp', target, label, preamble: hop.kind === 'tcp' ? proxyHeader : null };
       const before = peerTls.settings.proxyHeader === 'before_tls';
       return {

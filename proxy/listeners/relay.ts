@@ -1,7 +1,8 @@
 // The host relay's listener (on the hypervisor, vsock): a guest connects, its
 // CID comes from the kernel, it names a destination guest in a 16-byte relay
 // header, the policy decides, and the bytes after the header go to the
-// destination's CID and port.
+// destination's CID and port, after the signed assertion of the source VM
+// when the VM manager named it (relay-assertion.ts).
 
 import type { HostRelayConfig, RelayDecision } from '../config/relay.js';
 import { relayDecision } from '../config/relay.js';
@@ -12,6 +13,8 @@ import { RELAY_HEADER_LENGTH, decodeRelayHeader, type RelayDestination } from '.
 import { Listener, type ListenerContext } from './listener.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
+import type { CertificateSource } from '../identity/certificate-source.js';
+import { encodeRelayAssertion } from '../relay-assertion.js';
 
 export class RelayListener extends Listener {
   private readonly stats = new Map<number, ConnectionStats>();
@@ -21,6 +24,8 @@ export class RelayListener extends Listener {
     context: ListenerContext,
     /** Present when the VM manager decides instead of the static policy. */
     private readonly authorizer?: RelayAuthorizer,
+    /** The relay's own SVID, to sign source assertions with. */
+    private readonly signer?: CertificateSource,
   ) {
     super('relay', [{ family: 'vsock', host: config.listen.cid }], config.listen.port, context, config.listen.maxConnections);
   }
@@ -98,6 +103,24 @@ export class RelayListener extends Listener {
       onClosed: (c) => this.untrack(c),
     });
     this.track(connection);
-    connection.connect([{ transport: 'vsock', target: { family: 'vsock', host: destination.cid, port: destination.port, connectTimeoutMs: this.config.connectTimeoutMs }, label: dst, preamble: null }], early);
+    const preamble = relayPreamble(this.signer?.current() ?? null, decision.sourceVmId, sourceCid, destination, Date.now());
+    connection.connect([{ transport: 'vsock', target: { family: 'vsock', host: destination.cid, port: destination.port, connectTimeoutMs: this.config.connectTimeoutMs }, label: dst, preamble }], early);
   }
+}
+
+/**
+ * What the relay writes to the destination before the guest's bytes: the
+ * signed assertion of the source VM when the VM manager named it and the
+ * relay has an identity to sign with; else nothing (a static policy knows
+ * CIDs, not VMs), and the destination sees an unasserted relayed connection.
+ */
+export function relayPreamble(
+  identity: { keyPem: string; chainPem: string } | null,
+  sourceVmId: string | undefined,
+  sourceCid: number,
+  destination: RelayDestination,
+  nowMs: number,
+): Buffer | null {
+  if (identity === null || sourceVmId === undefined) return null;
+  return encodeRelayAssertion({ sourceCid, sourceVmId, destination, issuedAtMs: nowMs }, identity);
 }

@@ -54,9 +54,9 @@ export class PeerTls {
     this.contextId = 0;
   }
 
-  /** Whether outbound connections to peer sidecars use TLS. */
+  /** Whether outbound connections to peer sidecars use TLS when the destination's mode is not known (the file's mode and originate). */
   get originating(): boolean {
-    return this.settings.originate;
+    return this.settings.mode !== 'disable' && this.settings.originate;
   }
 
   private use(material: IdentityMaterial): void {
@@ -85,9 +85,14 @@ export class PeerTls {
     });
   }
 
-  /** Inbound: a TLS server on an accepted socket; the listener's allow-list (empty: any VM of the trust domain) decides. */
-  terminate(fd: number, listener: string, allowed: readonly string[], done: (outcome: SecureOutcome) => void): void {
-    const { mode, trustDomain } = this.settings;
+  /**
+   * Inbound: a TLS server on an accepted socket; the listener's allow-list
+   * (empty: any VM of the trust domain) decides. `acceptPlain`: a plain-text
+   * peer goes on, labelled unauthenticated (its port's mode decides then).
+   */
+  terminate(fd: number, listener: string, allowed: readonly string[], acceptPlain: boolean, done: (outcome: SecureOutcome) => void): void {
+    const { trustDomain } = this.settings;
+    const mode = acceptPlain ? 'permissive' : 'strict';
     native.tlsStart(fd, this.contextId, true, null, null, this.settings.handshakeTimeoutMs, (reason, text, resumed, version, serial) => {
       if (reason !== null && reason !== 'plain_text') {
         done(this.failed(listener, 'inbound', reason, text));
@@ -95,10 +100,8 @@ export class PeerTls {
       }
       const admission: Admission = admitInbound(mode, reason === null ? { kind: 'tls', identity: text } : { kind: 'plain' }, trustDomain, allowed);
       if (!admission.ok) done(this.failed(listener, 'inbound', admission.reason, admission.detail));
-      else if (admission.identity === UNAUTHENTICATED) {
-        this.metrics.unauthenticated.inc({ listener });
-        done({ ok: true, fields: { peer_identity: UNAUTHENTICATED } });
-      } else done(this.verified(listener, 'inbound', admission.identity, version, resumed, serial));
+      else if (admission.identity === UNAUTHENTICATED) done({ ok: true, fields: { peer_identity: UNAUTHENTICATED } });
+      else done(this.verified(listener, 'inbound', admission.identity, version, resumed, serial));
     });
   }
 

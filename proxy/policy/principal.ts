@@ -3,6 +3,7 @@
 // string whichever hop carried the connection, so one policy covers both.
 
 import { UNAUTHENTICATED, expectedPeerId } from '../peer-tls/peer-policy.js';
+import type { RelayAssertionVerdict } from '../relay-assertion.js';
 
 export { UNAUTHENTICATED };
 
@@ -12,8 +13,8 @@ export type InboundPeer =
   | { hop: 'tcp'; tlsIdentity: string | null }
   /** vsock hop from a guest, after `peer_authorization: registry` checked that the kernel-given CID is the VM its header names. */
   | { hop: 'vsock'; registryVerifiedVm: string; trustDomain: string }
-  /** vsock hop from the host relay (CID 2 on a host-relay hypervisor): the relay checked the source CID, but asserts nothing to us yet. */
-  | { hop: 'vsock-relayed' }
+  /** vsock hop from the host relay (CID 2 on a host-relay hypervisor): the relay checked the source CID; `verdict` on its signed assertion of the source VM (null: it asserted none). */
+  | { hop: 'vsock-relayed'; verdict: RelayAssertionVerdict | null; trustDomain: string }
   /** vsock hop checked only against allowed_peer_cids: a CID, not a VM identity. */
   | { hop: 'vsock'; registryVerifiedVm: null };
 
@@ -25,16 +26,17 @@ export function inboundPrincipal(peer: InboundPeer): string {
       // The same string the VM's certificate carries: a policy naming a VM holds on either hop.
       return peer.registryVerifiedVm === null ? UNAUTHENTICATED : expectedPeerId(peer.trustDomain, peer.registryVerifiedVm);
     case 'vsock-relayed':
-      return relayedPrincipal();
+      return relayedPrincipal(peer.verdict, peer.trustDomain);
   }
 }
 
 /**
- * The principal of a connection the host relay carried. The hook for the
- * relay's assertion of the source identity (issue 14 item 3): until the
- * destination can verify what the relay asserts, such a connection is
- * `unauthenticated`, so an ALLOW policy naming a VM does not admit it.
+ * The principal of a connection the host relay carried: the VM the relay
+ * asserted (relay-assertion.ts), once verified, as the same SPIFFE ID a
+ * certificate on the TCP hop would carry (`spiffe://<td>/vm/<source VM>`), so
+ * one policy covers both hops. Without a verified assertion it is
+ * `unauthenticated`: an ALLOW policy naming a VM does not admit it.
  */
-export function relayedPrincipal(): string {
-  return UNAUTHENTICATED;
+export function relayedPrincipal(verdict: RelayAssertionVerdict | null, trustDomain: string): string {
+  return verdict?.ok === true ? expectedPeerId(trustDomain, verdict.sourceVmId) : UNAUTHENTICATED;
 }

@@ -50,7 +50,7 @@ export class RelayAuthorizer {
     this.queries++;
     try {
       const a = await this.options.api.authorizeRelay({ hypervisorId: this.options.hypervisorId, sourceCid, destination }, { timeoutMs: this.options.queryTimeoutMs });
-      if (a.allowed) return { allowed: true };
+      if (a.allowed) return { allowed: true, sourceVmId: a.source.vmId };
       return { allowed: false, reason: 'destination_not_allowed', detail: `VM manager: ${a.reason}` };
     } catch (err) {
       return { allowed: false, reason: 'vm_manager_unavailable', detail: `cannot ask the VM manager (${(err as Error).message}); refusing` };

@@ -6,6 +6,7 @@
 import type { EndpointConfig, SocketAddress, VsockAddress } from '../config/types.js';
 import type { XdsEndpoint } from '../dynamic/types.js';
 import type { Resolution } from '../resolve/types.js';
+import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 
 /** The hypervisor's own CID, where a guest reaches the host relay. */
 export const HOST_CID = 2;
@@ -34,6 +35,8 @@ export interface VmFacts {
   sidecar: { tcp: SocketAddress | null; vsock: VsockAddress | null } | null;
   /** How to reach a vsock address on the VM's hypervisor; null when its hypervisor is not known. */
   vsockReach: VsockReach | null;
+  /** The peer mode of the VM's inbound port for this endpoint, when the control plane sent it. */
+  peerMode?: PeerTlsMode;
 }
 
 export interface EndpointFacts {
@@ -76,6 +79,7 @@ export function factsFromXds(e: XdsEndpoint): EndpointFacts {
       hypervisorId: vm.hypervisorId,
       sidecar: tcp === null && vsock === null ? null : { tcp, vsock },
       vsockReach: vm.vsockMode === 'host-relay' ? { mode: 'host-relay', relay: { cid: HOST_CID, port: vm.relayPort } } : { mode: 'direct' },
+      ...(vm.peerMode !== undefined && { peerMode: vm.peerMode }),
     },
   };
 }

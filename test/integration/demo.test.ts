@@ -61,7 +61,8 @@ test.serial('demo --once (vsock off): vm-b is same hypervisor but carried over T
   t.regex(s, /VM manager: vm-b is on hv-1 \(vsock loopback, CID 1\), like vm-a: same hypervisor/);
   t.regex(s, new RegExp(`decision: +tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_disabled\\) -- same hypervisor, so vsock would be chosen, but vsock turned off for this run: TCP to vm-b's sidecar carries it`));
   t.regex(s, new RegExp(`vm-a -> vm-b: tcp 127\\.0\\.0\\.3:${b![1]} \\(vsock_disabled\\) \\.\\.\\. ok, 1 MiB echoed: sent 1048576 B, received 1048576 B, sha256 matches`));
-  t.regex(s, /vm-b inbound {2}127\.0\.0\.1:\d+ -> vm-b:inbound -> 127\.0\.0\.3:\d+ {2}transport=tcp .*source_vm=vm-a authority=echo\.vm-b/);
+  t.regex(s, /vm-b inbound {2}127\.0\.0\.1:\d+ -> vm-b:inbound -> 127\.0\.0\.3:\d+ {2}transport=tcp .*source_vm=vm-a authority=echo\.vm-b; mTLS TLSv1\.3( \(resumed\))?, peer spiffe:\/\/vsockmesh\.local\/vm\/vm-a \(STRICT\)/);
+  t.regex(s, /peer hop: STRICT: sidecars reach each other over TCP with mutual TLS 1\.3/);
   // By service name: the VM manager picks the provider on vm-a's hypervisor.
   t.regex(s, /service web -> vm-b \(the VM manager prefers a provider on the caller's hypervisor\)/);
   t.regex(s, /vm-a -> vm-b \(service web\): tcp 127\.0\.0\.3:\d+ \(vsock_disabled\) \.\.\. ok, HTTP 200: hello from vm-b: GET \//);
@@ -70,7 +71,7 @@ test.serial('demo --once (vsock off): vm-b is same hypervisor but carried over T
   t.regex(s, /VM manager: vm-c is on hv-2 \(vsock host-relay, CID 3\), vm-a is on hv-1: other hypervisor/);
   t.regex(s, new RegExp(`vm-a -> vm-c: tcp 127\\.0\\.0\\.4:${c![1]} \\(other_hypervisor\\) \\.\\.\\. ok, 1 MiB echoed: sent 1048576 B, received 1048576 B, sha256 matches`));
   t.regex(s, new RegExp(`vm-a -> vm-c \\(127\\.0\\.0\\.4:\\d+\\): tcp 127\\.0\\.0\\.4:${c![1]} \\(other_hypervisor\\) \\.\\.\\. ok, HTTP 200: hello from vm-c: GET /`));
-  t.regex(s, /vm-c inbound .*transport=tcp .*source_vm=vm-a authority=echo\.vm-c/);
+  t.regex(s, /vm-c inbound .*transport=tcp .*source_vm=vm-a authority=echo\.vm-c; mTLS TLSv1\.3( \(resumed\))?, peer spiffe:\/\/vsockmesh\.local\/vm\/vm-a \(STRICT\)/);
 
   // An address the VM manager does not know: straight to the app, no sidecar hop.
   t.regex(s, /VM manager: no VM has 127\.0\.0\.5: unknown destination/);

@@ -54,7 +54,8 @@ async function world(t: ExecutionContext, policies: RawEntry[], mode: 'strict' |
   const registry = new Registry();
   registry.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 });
   registry.registerVm(vm({ vmId: 'vm-c', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['127.0.0.1'], sidecar: { tcpPort: cPort, vsockPort: 0 }, services: [{ name: 'db', port: app.port }] }));
-  const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: app.port }], policies });
+  // Under the control plane the pushed peer modes decide (the file's mode is the file's listeners').
+  const mesh = MeshStore.fromConfig({ services: [{ name: 'db', port: app.port }], policies, peer_authentication: [{ name: 'mesh', mode: mode.toUpperCase() }] });
   const plane = new ControlPlane({ mesh, logger: createLogger({ level: 'silent' }), vms: { registry }, transport: { insecure: true }, debounce: { quietMs: 10, maxMs: 100 } });
   const address = `127.0.0.1:${await plane.start('127.0.0.1:0')}`;
   const api = new MeshConfigApiClient(address, { insecure: true });

@@ -76,7 +76,7 @@ test('a listener pushed by the control plane starts accepting; its cluster\'s en
   t.is(w.b.logs.access().length, 1, 'through vm-b\'s sidecar');
   t.deepEqual(w.a.sidecar.xds!.placement, { vmId: 'vm-a', hypervisorId: 'hv-1' });
   t.deepEqual(w.a.sidecar.xds!.clusters.get('echo')!.endpoints, [
-    { app: { address: '127.0.0.3', port: w.appB.port }, vm: { vmId: 'vm-b', hypervisorId: 'hv-2', sidecar: { tcp: inbound, vsock: null }, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } } } },
+    { app: { address: '127.0.0.3', port: w.appB.port }, vm: { vmId: 'vm-b', hypervisorId: 'hv-2', sidecar: { tcp: inbound, vsock: null }, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } }, peerMode: 'strict' } },
   ]);
   // Every type ACKed at the version the control plane serves.
   await waitFor(() => w.plane.ads.syncStatus().filter((s) => s.nodeId === 'vm-a' && s.lastAckVersion !== null && s.lastAckVersion === s.lastSentVersion).length === 4, 'CDS, EDS, LDS and RDS ACKed');
@@ -100,7 +100,7 @@ test('an endpoint update redirects new connections; a VM registered or moved sho
   await w.plane.flush();
   await waitFor(() => w.plane.ads.syncStatus().some((s) => s.nodeId === 'vm-a' && s.typeUrl === TYPE_URLS.ClusterLoadAssignment && s.lastAckVersion === w.plane.cache.get('vm-a')!.versions[TYPE_URLS.ClusterLoadAssignment]), 'the moved endpoint ACKed');
   t.deepEqual(w.a.sidecar.xds!.clusters.get('echo')!.endpoints, [
-    { app: { address: '127.0.0.4', port: appC.port }, vm: { vmId: 'vm-c', hypervisorId: 'hv-2', sidecar: null, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } } } },
+    { app: { address: '127.0.0.4', port: appC.port }, vm: { vmId: 'vm-c', hypervisorId: 'hv-2', sidecar: null, vsockReach: { mode: 'host-relay', relay: { cid: 2, port: 15100 } }, peerMode: 'strict' } },
   ]);
   const r2 = await echoTransfer(w.outboundPort, 20_000);
   t.is(r2.receivedSha256, r2.sentSha256);

@@ -60,11 +60,12 @@ test('the documented example parses, with defaults filled in and durations in mi
       },
     ],
     policies: [],
+    peerAuthentication: [],
   });
 });
 
 test('an empty document is an empty mesh; wildcard domains are accepted', (t) => {
-  t.deepEqual(parseMeshConfigText('', 'empty.yaml'), { services: [], routes: [], policies: [] });
+  t.deepEqual(parseMeshConfigText('', 'empty.yaml'), { services: [], routes: [], policies: [], peerAuthentication: [] });
   t.deepEqual(parseMeshConfig({ services: [svc()], routes: [rt({ domains: ['*', '*.mesh', 'web-*', 'web:8080'] })] }).routes[0]!.domains, ['*', '*.mesh', 'web-*', 'web:8080']);
 });
 

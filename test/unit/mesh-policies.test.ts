@@ -118,7 +118,7 @@ test('the inbound listener carries RBAC filters before the TCP proxy: DENY, ALLO
     policy({ name: 'no-b', action: 'DENY', principals: ['spiffe://td/vm/web-b'] }),
     policy({ name: 'dry', action: 'DENY', shadow: true, principals: ['unauthenticated'] }),
   ]);
-  const db = l.filter_chains!.find((c) => c.name === 'inbound|5432')!;
+  const db = l.filter_chains!.find((c) => c.name === 'inbound|5432|tls')!;
   t.deepEqual(
     db.filters!.map((f) => f.name),
     ['envoy.filters.network.rbac', 'envoy.filters.network.rbac', 'envoy.filters.network.rbac', 'envoy.filters.network.tcp_proxy'],
@@ -132,7 +132,7 @@ test('the inbound listener carries RBAC filters before the TCP proxy: DENY, ALLO
     shadow_rules: { action: 'DENY', policies: { dry: { permissions: [{ any: true }], principals: [{ not_id: { authenticated: {} } }] } } },
     shadow_rules_stat_prefix: 'inbound|5432.shadow_deny.',
   }));
-  const web = l.filter_chains!.find((c) => c.name === 'inbound|8080')!;
+  const web = l.filter_chains!.find((c) => c.name === 'inbound|8080|tls')!;
   t.deepEqual(web.filters!.map((f) => f.name), ['envoy.filters.network.tcp_proxy'], 'the web port is not selected by db policies');
 });
 
@@ -168,11 +168,28 @@ test('ports: a policy with ports selects those destination ports of the VMs serv
   t.deepEqual(l.filter_chains![0]!.filters!.map((f) => f.name), ['envoy.filters.network.tcp_proxy'], 'a VM not serving db is not selected');
 });
 
+test('peer modes and policies on one port: each transport chain of a PERMISSIVE port carries the same RBAC filters before its TCP proxy; the sidecar takes them once, with the mode', (t) => {
+  const mesh = parseMeshConfig({ services, policies: [policy({ name: 'allow-web' })], peer_authentication: [{ name: 'db', service: 'db', mode: 'PERMISSIVE' }] });
+  const l = buildNodeResources(mesh, dbVm).listeners.find((x) => x.name === 'inbound|db-1')!;
+  const db = l.filter_chains!.filter((c) => c.filter_chain_match?.destination_port?.value === 5432);
+  t.deepEqual(db.map((c) => c.filter_chain_match?.transport_protocol), ['tls', 'raw_buffer']);
+  for (const chain of db) t.deepEqual(chain.filters!.map((f) => f.name), ['envoy.filters.network.rbac', 'envoy.filters.network.tcp_proxy']);
+  const r = validateListener(packAny(TYPE_URLS.Listener, l));
+  if (!r.ok || r.value.kind !== 'inbound') throw new Error(JSON.stringify(r));
+  t.deepEqual(r.value.rbac.map((x) => x.port), [5432], 'one set of filters for the port, not one per chain');
+  t.is(r.value.peerModes?.[5432], 'permissive');
+  t.is(r.value.peerModes?.[8080], 'strict');
+  // The plain-text chain without the policy: a peer could choose its transport to escape it.
+  const raw = l.filter_chains!.findIndex((c) => c.filter_chain_match?.destination_port?.value === 5432 && c.filter_chain_match.transport_protocol === 'raw_buffer');
+  l.filter_chains![raw]!.filters = l.filter_chains![raw]!.filters!.slice(-1);
+  t.deepEqual(errors(l), [`listener "inbound|db-1": filter_chains[${raw}].filters: the RBAC filters must be those of filter_chains[${raw - 1}] (every chain of port 5432 is under the same policies)`]);
+});
+
 // ---- what the sidecar cannot enforce is NACKed ------------------------------------------
 
 function withRbac(config: Record<string, unknown>, name = 'envoy.filters.network.rbac'): Listener {
   const l = inboundOf([]);
-  const chain = l.filter_chains!.find((c) => c.name === 'inbound|5432')!;
+  const chain = l.filter_chains!.find((c) => c.name === 'inbound|5432|tls')!;
   chain.filters = [{ name, typed_config: packAny(TYPE_URLS.NetworkRbac, config) }, ...chain.filters!];
   return l;
 }

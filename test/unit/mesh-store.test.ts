@@ -49,3 +49,16 @@ test('a change checked against a mesh that moved on is checked again: a route ad
   t.true(second.rawServices().some((s) => s.name === 'db'));
   t.true(first.rawServices().some((s) => s.name === 'db'));
 });
+
+test('peer authentication entries are records like services: seen by the other replica in its config, and a stale revision is ABORTED and changes nothing', async (t) => {
+  const { first, second } = await replicas();
+  const stored = await first.put('peer_authentication', { name: 'mesh', mode: 'PERMISSIVE' });
+  await waitFor(() => second.config.peerAuthentication.some((p) => p.name === 'mesh'), 'the entry on the other replica');
+  t.is(second.rawPeerAuthentication().find((p) => p.name === 'mesh')!.modRevision, stored.modRevision);
+  const moved = await second.put('peer_authentication', { name: 'mesh', mode: 'STRICT' }, stored.modRevision);
+  await waitFor(() => first.rawPeerAuthentication()[0]!.modRevision === moved.modRevision, 'the change on the first replica');
+  const stale = await t.throwsAsync(first.delete('peer_authentication', 'mesh', stored.modRevision), { instanceOf: MeshChangeConflictError });
+  t.is(stale.code, 'ABORTED');
+  t.regex(stale.message, /peer authentication "mesh" was changed by someone else/);
+  t.deepEqual(first.rawPeerAuthentication().map((p) => p.mode), ['STRICT'], 'nothing changed');
+});

@@ -44,8 +44,10 @@ test('the principal of an inbound connection: TLS identity, registry-verified VM
   t.is(inboundPrincipal({ hop: 'tcp', tlsIdentity: null }), UNAUTHENTICATED);
   t.is(inboundPrincipal({ hop: 'vsock', registryVerifiedVm: 'web-a', trustDomain: 'td' }), A, 'the same string the VM certificate carries');
   t.is(inboundPrincipal({ hop: 'vsock', registryVerifiedVm: null }), UNAUTHENTICATED, 'a CID allow-list proves no VM identity');
-  t.is(inboundPrincipal({ hop: 'vsock-relayed' }), UNAUTHENTICATED, 'the relay asserts nothing yet');
-  t.is(relayedPrincipal(), UNAUTHENTICATED);
+  t.is(inboundPrincipal({ hop: 'vsock-relayed', verdict: null, trustDomain: 'td' }), UNAUTHENTICATED, 'the relay asserted nothing');
+  t.is(inboundPrincipal({ hop: 'vsock-relayed', verdict: { ok: false, reason: 'bad_signature', detail: '' }, trustDomain: 'td' }), UNAUTHENTICATED, 'an assertion that did not verify proves nothing');
+  t.is(inboundPrincipal({ hop: 'vsock-relayed', verdict: { ok: true, sourceVmId: 'web-a', sourceCid: 3, relayId: 'spiffe://td/hv/hv-1' }, trustDomain: 'td' }), A, 'the VM the relay asserted');
+  t.is(relayedPrincipal(null, 'td'), UNAUTHENTICATED);
 });
 
 // ---- rule sets ------------------------------------------------------------------

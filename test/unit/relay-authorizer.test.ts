@@ -34,7 +34,7 @@ function setup() {
 
 test('the question names the hypervisor, the kernel-given source CID and the destination', async (t) => {
   const { authorizer, state } = setup();
-  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15007 }), { allowed: true });
+  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15007 }), { allowed: true, sourceVmId: 'a' });
   t.deepEqual(state.asked, [{ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 4, port: 15007 } }]);
   t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 22 }), { allowed: false, reason: 'destination_not_allowed', detail: "VM manager: port 22 is not VM b's sidecar vsock port 15007" });
 });
@@ -43,7 +43,7 @@ test('a decision is reused for its TTL, then asked again', async (t) => {
   const { authorizer, advance } = setup();
   await authorizer.authorize(3, { cid: 4, port: 15007 });
   advance(TTL - 1);
-  t.deepEqual(authorizer.cached(3, { cid: 4, port: 15007 }), { allowed: true });
+  t.deepEqual(authorizer.cached(3, { cid: 4, port: 15007 }), { allowed: true, sourceVmId: 'a' });
   await authorizer.authorize(3, { cid: 4, port: 15007 });
   t.is(authorizer.queries, 1);
   advance(1);
@@ -70,7 +70,7 @@ test('an unreachable VM manager refuses and is not remembered as a denial', asyn
   t.is(authorizer.cached(3, { cid: 4, port: 15007 }), undefined);
   t.is(authorizer.size, 0);
   state.down = false;
-  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15007 }), { allowed: true });
+  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15007 }), { allowed: true, sourceVmId: 'a' });
 });
 
 test('an expired decision is dropped when read', async (t) => {

@@ -62,7 +62,7 @@ function decoded<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, name
   return unpackAny(r.resource, typeUrl);
 }
 
-const facts = (f: { vm_id: string; hypervisor_id: string; vsock_cid: number; vsock_port: number; tcp_port: number; vsock_mode: string; relay_port: number }) => ({
+const facts = (f: { vm_id: string; hypervisor_id: string; vsock_cid: number; vsock_port: number; tcp_port: number; vsock_mode: string; relay_port: number; peer_mode?: string }) => ({
   fields: {
     vm_id: { stringValue: f.vm_id, kind: 'stringValue' },
     hypervisor_id: { stringValue: f.hypervisor_id, kind: 'stringValue' },
@@ -71,6 +71,7 @@ const facts = (f: { vm_id: string; hypervisor_id: string; vsock_cid: number; vso
     tcp_port: { numberValue: f.tcp_port, kind: 'numberValue' },
     vsock_mode: { stringValue: f.vsock_mode, kind: 'stringValue' },
     relay_port: { numberValue: f.relay_port, kind: 'numberValue' },
+    peer_mode: { stringValue: f.peer_mode ?? 'strict', kind: 'stringValue' },
   },
 });
 
@@ -342,18 +343,18 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
   t.deepEqual(validated(TYPE_URLS.ClusterLoadAssignment), [
     {
       clusterName: 'api',
-      endpoints: [{ address: '10.0.1.21', port: 9090, vm: { vmId: 'api-1', hypervisorId: 'hv-2', vsockCid: 4, vsockPort: 15016, tcpPort: 15006, vsockMode: 'direct', relayPort: 0 } }],
+      endpoints: [{ address: '10.0.1.21', port: 9090, vm: { vmId: 'api-1', hypervisorId: 'hv-2', vsockCid: 4, vsockPort: 15016, tcpPort: 15006, vsockMode: 'direct', relayPort: 0, peerMode: 'strict' } }],
     },
     {
       clusterName: 'api-canary',
-      endpoints: [{ address: '10.0.1.21', port: 9091, vm: { vmId: 'api-1', hypervisorId: 'hv-2', vsockCid: 4, vsockPort: 15016, tcpPort: 15006, vsockMode: 'direct', relayPort: 0 } }],
+      endpoints: [{ address: '10.0.1.21', port: 9091, vm: { vmId: 'api-1', hypervisorId: 'hv-2', vsockCid: 4, vsockPort: 15016, tcpPort: 15006, vsockMode: 'direct', relayPort: 0, peerMode: 'strict' } }],
     },
     { clusterName: 'db', endpoints: [] },
     {
       clusterName: 'web',
       endpoints: [
-        { address: '10.0.0.11', port: 8080, vm: { vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100 } },
-        { address: '10.0.1.12', port: 8081, vm: { vmId: 'web-2', hypervisorId: 'hv-2', vsockCid: 3, vsockPort: 0, tcpPort: 0, vsockMode: 'direct', relayPort: 0 } },
+        { address: '10.0.0.11', port: 8080, vm: { vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100, peerMode: 'strict' } },
+        { address: '10.0.1.12', port: 8081, vm: { vmId: 'web-2', hypervisorId: 'hv-2', vsockCid: 3, vsockPort: 0, tcpPort: 0, vsockMode: 'direct', relayPort: 0, peerMode: 'strict' } },
       ],
     },
   ]);
@@ -366,7 +367,7 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
     { name: 'outbound|api-canary', kind: 'outbound', address: '127.0.0.1', port: 19091, cluster: 'api-canary', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|db', kind: 'outbound', address: '127.0.0.1', port: 5432, cluster: 'db', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|web', kind: 'outbound', address: '127.0.0.1', port: 18080, cluster: 'web', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
-    { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], rbac: [] },
+    { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], rbac: [], peerModes: { 9090: 'strict', 9091: 'strict' } },
   ]);
   const routes = validated(TYPE_URLS.RouteConfiguration);
   t.deepEqual(routes[0], { name: 'api', virtualHosts: [{ name: 'api', domains: ['*'], routes: [{ prefix: '/', clusters: [{ name: 'api', weight: 1 }] }] }] });

@@ -87,7 +87,7 @@ test('outbound listener: loopback only, one TCP proxy to a cluster, no other fil
 
 test('inbound listener: distinct destination ports, TCP proxies, only the proxy_protocol listener filter', (t) => {
   t.deepEqual(listenerErrors(inbound({ filter_chains: [chain(8080), chain(8081), chain(8080)] })), [
-    'listener "inbound|web-1": filter_chains[2].filter_chain_match.destination_port: duplicate port 8080 (also filter_chains[0])',
+    'listener "inbound|web-1": filter_chains[2].filter_chain_match: port 8080 is also matched by filter_chains[0]',
   ]);
   t.deepEqual(listenerErrors(inbound({ filter_chains: [{ filters: [tcpProxy('inbound|8080')] }, chain(0)] })), [
     'listener "inbound|web-1": filter_chains[0].filter_chain_match.destination_port: required (an inbound filter chain names the local port it serves)',

@@ -5,6 +5,7 @@
 // the ADS client) rather than half-applied.
 
 import { isIP } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import {
   TYPE_URLS,
   unpackAny,
@@ -24,6 +25,8 @@ import type { Duration__Output } from '../generated/envoy/google/protobuf/Durati
 import type { Struct__Output } from '../generated/envoy/google/protobuf/Struct.js';
 import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js';
 import type { VsockMode } from '../../proxy/resolve/types.js';
+import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
+import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js';
 import { PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
 import { isRbacFilter, rbacFilter } from './validate-rbac.js';
@@ -51,6 +54,8 @@ const U32_MAX = 0xffffffff;
 /** Default connect timeout when a cluster sets none (Envoy's). */
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const VSOCK_MODES: readonly VsockMode[] = ['host-relay', 'direct', 'loopback'];
+/** An inbound filter chain's transport_protocol: TLS peers, plain-text ones, or (empty) either, as the sidecar's own peer_tls.mode says. */
+const TRANSPORT_PROTOCOLS: readonly string[] = ['tls', 'raw_buffer', ''];
 /** Endpoints in these states get no traffic (as in Envoy and gRPC); they are left out, not errors. */
 const EXCLUDED_HEALTH = new Set(['UNHEALTHY', 'DRAINING', 'TIMEOUT']);
 
@@ -196,20 +201,28 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
   });
   if (l.filter_chains.length === 0) report('filter_chains', 'an inbound listener must have at least one filter chain (one per local port)');
   const ports: number[] = [];
-  const rbac: PortRbac[] = [];
-  const firstChain = new Map<number, number>();
+  // Per port, the chain of each transport protocol ('' : any, the sidecar's own mode decides).
+  const chains = new Map<number, Map<string, number>>();
+  // Per port, the RBAC filters of its first chain: the sidecar enforces a port's policies whatever the transport.
+  const rbacAt = new Map<number, { filters: RbacFilter[]; chain: number }>();
   l.filter_chains.forEach((chain, i) => {
     const at = `filter_chains[${i}]`;
     const port = chain.filter_chain_match?.destination_port?.value;
+    const transport = chain.filter_chain_match?.transport_protocol ?? '';
+    if (!TRANSPORT_PROTOCOLS.includes(transport)) {
+      report(`${at}.filter_chain_match.transport_protocol`, `must be "tls", "raw_buffer" or empty (got ${JSON.stringify(transport.slice(0, 64))})`);
+    }
     if (port === undefined) {
       report(`${at}.filter_chain_match.destination_port`, 'required (an inbound filter chain names the local port it serves)');
     } else if (!Number.isInteger(port) || port < 1 || port > 65535) {
       report(`${at}.filter_chain_match.destination_port`, `must be 1..65535 (got ${port})`);
-    } else if (firstChain.has(port)) {
-      report(`${at}.filter_chain_match.destination_port`, `duplicate port ${port} (also filter_chains[${firstChain.get(port)}])`);
     } else {
-      firstChain.set(port, i);
-      ports.push(port);
+      const seen = chains.get(port) ?? new Map<string, number>();
+      const clash = [...seen].find(([t]) => t === transport || t === '' || transport === '');
+      if (clash) report(`${at}.filter_chain_match`, `port ${port}${transport === '' ? '' : ` over ${transport}`} is also matched by filter_chains[${clash[1]}]`);
+      else seen.set(transport, i);
+      if (!chains.has(port)) ports.push(port);
+      chains.set(port, seen);
     }
     // RBAC filters first (the policies of this port, in order), then the TCP proxy.
     const last = chain.filters.length - 1;
@@ -223,10 +236,20 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
     });
     if (last < 0) report(`${at}.filters`, `must end with a ${TCP_PROXY_FILTER} filter (got no filter)`);
     else tcpProxyCluster(chain.filters[last]!, `${at}.filters[${last}]`, report);
-    if (port !== undefined && filters.length > 0) rbac.push({ port, filters });
+    if (port !== undefined) {
+      const first = rbacAt.get(port);
+      if (first === undefined) rbacAt.set(port, { filters, chain: i });
+      else if (!isDeepStrictEqual(first.filters, filters)) {
+        report(`${at}.filters`, `the RBAC filters must be those of filter_chains[${first.chain}] (every chain of port ${port} is under the same policies)`);
+      }
+    }
   });
+  const peerModes: Record<number, PeerTlsMode> = {};
+  for (const [port, seen] of chains) if (!seen.has('')) peerModes[port] = modeOfTransports(new Set([...seen.keys()] as Array<'tls' | 'raw_buffer'>));
   if (!bind) return undefined;
-  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, rbac };
+  const rbac: PortRbac[] = [...rbacAt].filter(([, r]) => r.filters.length > 0).map(([port, r]) => ({ port, filters: r.filters }));
+  if (!bind) return undefined;
+  return { name: l.name, kind: 'inbound', address: bind.address, port: bind.port, ports, rbac, ...(Object.keys(peerModes).length > 0 && { peerModes }) };
 }
 
 /**
@@ -300,6 +323,7 @@ function vmFacts(struct: Struct__Output, path: string, report: Report): XdsEndpo
     vsockMode: text('vsock_mode', `must be one of ${VSOCK_MODES.map((m) => JSON.stringify(m)).join(', ')}`, VSOCK_MODES) as VsockMode,
     relayPort: int('relay_port', 0, U32_MAX - 1),
   };
+  if (fields.peer_mode !== undefined) vm.peerMode = text('peer_mode', `must be one of ${PEER_MODES.map((m) => JSON.stringify(m)).join(', ')}`, PEER_MODES) as PeerTlsMode;
   return ok ? vm : undefined;
 }
 

@@ -12,6 +12,8 @@
 export const MAX_NAME_LENGTH = 63;
 /** Services in the mesh (each is a cluster, an assignment, a listener and a route configuration for every node). */
 export const MAX_SERVICES = 4_096;
+/** Peer authentication entries in the mesh (a mesh-wide default, then per service and port). */
+export const MAX_PEER_AUTHENTICATIONS = 4_096;
 /** Routes (route configurations) in the mesh. */
 export const MAX_ROUTES = 1_024;
 /** Domains of one route, and the length of each (a DNS name, as Kubernetes bounds it). */

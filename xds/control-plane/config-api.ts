@@ -17,6 +17,7 @@ import type { DeleteRequest__Output } from '../generated/vsockmesh/config/v1/Del
 import type { DeleteResponse } from '../generated/vsockmesh/config/v1/DeleteResponse.js';
 import type { MeshConfigClient as WireClient, MeshConfigHandlers } from '../generated/vsockmesh/config/v1/MeshConfig.js';
 import type { Route, Route__Output } from '../generated/vsockmesh/config/v1/Route.js';
+import type { PeerAuthentication, PeerAuthentication__Output } from '../generated/vsockmesh/config/v1/PeerAuthentication.js';
 import type { Policy, Policy__Output } from '../generated/vsockmesh/config/v1/Policy.js';
 import type { Service, Service__Output } from '../generated/vsockmesh/config/v1/Service.js';
 import type { SyncStatusRequest, SyncStatusRequest__Output } from '../generated/vsockmesh/config/v1/SyncStatusRequest.js';
@@ -47,6 +48,14 @@ export function serviceFromRaw(raw: RawEntry): Service {
     protocol: String(raw.protocol ?? 'tcp'),
     connect_timeout_ms: parseDuration(String(raw.connect_timeout ?? '5s')) ?? 0,
   };
+}
+
+export function peerAuthenticationToRaw(p: PeerAuthentication__Output): RawEntry {
+  return { name: p.name, ...(p.service !== '' && { service: p.service }), ...(p.port > 0 && { port: p.port }), mode: p.mode };
+}
+
+export function peerAuthenticationFromRaw(raw: RawEntry): PeerAuthentication {
+  return { name: raw.name, service: String(raw.service ?? ''), port: Number(raw.port ?? 0), mode: String(raw.mode).toUpperCase() };
 }
 
 interface RawRule {
@@ -188,6 +197,10 @@ export function configApiHandlers(store: MeshStore, sync: SyncStatusSource, logg
     PutPolicy: put('PutPolicy', 'policies', policyToRaw, policyFromRaw),
     DeletePolicy: remove('DeletePolicy', 'policies', 'policy'),
     ListPolicies: (_call, callback) => callback(null, { policies: store.rawPolicies().map((e) => withRevision(policyFromRaw, e)) }),
+    PutPeerAuthentication: put('PutPeerAuthentication', 'peer_authentication', peerAuthenticationToRaw, peerAuthenticationFromRaw),
+    DeletePeerAuthentication: remove('DeletePeerAuthentication', 'peer_authentication', 'peer authentication'),
+    ListPeerAuthentications: (_call, callback) =>
+      callback(null, { peer_authentications: store.rawPeerAuthentication().map((e) => withRevision(peerAuthenticationFromRaw, e)) }),
     GetSyncStatus: (call, callback) =>
       run('GetSyncStatus', async () => syncStatusPage(sync, call.request), callback),
     WhoAmI: (call, callback) => run('WhoAmI', async () => callerOf(call), callback),
@@ -266,6 +279,16 @@ export class MeshConfigApiClient {
   }
   async listPolicies(): Promise<Policy__Output[]> {
     return (await this.call<{ policies: Policy__Output[] }>((o, cb) => this.client.ListPolicies({}, o, cb))).policies;
+  }
+  putPeerAuthentication(p: PeerAuthentication): Promise<PeerAuthentication__Output> {
+    return this.call((o, cb) => this.client.PutPeerAuthentication(p, o, cb));
+  }
+  /** `modRevision` > 0: only if the entry is still at that revision (else ABORTED). */
+  deletePeerAuthentication(name: string, modRevision = 0): Promise<unknown> {
+    return this.call((o, cb) => this.client.DeletePeerAuthentication({ name, mod_revision: modRevision }, o, cb));
+  }
+  async listPeerAuthentications(): Promise<PeerAuthentication__Output[]> {
+    return (await this.call<{ peer_authentications: PeerAuthentication__Output[] }>((o, cb) => this.client.ListPeerAuthentications({}, o, cb))).peer_authentications;
   }
   /** One page (see SyncStatusRequest). */
   syncStatus(request: SyncStatusRequest = {}): Promise<SyncStatusResponse__Output> {

@@ -1,10 +1,10 @@
 // The mesh as the control plane holds it: the declarative config (services,
-// routes, policies) in its YAML shape, kept in a store (xds/store/: memory, the mesh
+// routes, policies, peer authentication) in its YAML shape, kept in a store (xds/store/: memory, the mesh
 // state file, or etcd shared by replicas), changed by the config API and
 // validated as a whole on every change (a change that would make it invalid
 // is refused and changes nothing).
 //
-// In the store each service, route and policy is a record (`/vsockmesh/mesh/services/web`,
+// In the store each service, route, policy and peer authentication is a record (`/vsockmesh/mesh/services/web`,
 // its YAML entry as JSON), and `/vsockmesh/mesh/changed` is rewritten by every
 // change. A change is one transaction that checks that key's mod revision (no
 // one changed the mesh since the view it was validated against) and, when the
@@ -36,12 +36,13 @@ export interface RawMesh {
   services: RawEntry[];
   routes: RawEntry[];
   policies: RawEntry[];
+  peer_authentication: RawEntry[];
 }
 
 export const MESH_PREFIX = '/vsockmesh/mesh/';
 /** Rewritten by every change: its mod revision is the mesh's. */
 const CHANGED_KEY = `${MESH_PREFIX}changed`;
-const KINDS = ['services', 'routes', 'policies'] as const;
+const KINDS = ['services', 'routes', 'policies', 'peer_authentication'] as const;
 /** A change retried this many times while other replicas keep changing the mesh gives up with ABORTED. */
 const MAX_ATTEMPTS = 16;
 
@@ -67,12 +68,12 @@ interface Entry {
 export type StoredEntry = RawEntry & { modRevision: number };
 
 const entryKey = (kind: keyof RawMesh, name: string): string => `${MESH_PREFIX}${kind}/${name}`;
-const SINGULAR: Record<keyof RawMesh, string> = { services: 'service', routes: 'route', policies: 'policy' };
+const SINGULAR: Record<keyof RawMesh, string> = { services: 'service', routes: 'route', policies: 'policy', peer_authentication: 'peer authentication' };
 const what = (kind: keyof RawMesh, name: string): string => `${SINGULAR[kind]} ${quoteBounded(name)}`;
 
 /** Emits 'change' (MeshConfig) after every change, this process's once durable, another replica's once seen. */
 export class MeshStore extends EventEmitter {
-  private entries: Record<keyof RawMesh, Map<string, Entry>> = { services: new Map(), routes: new Map(), policies: new Map() };
+  private entries: Record<keyof RawMesh, Map<string, Entry>> = emptyEntries();
   private current: MeshConfig;
   /** The mod revision of CHANGED_KEY in the view (0: the store holds no mesh yet). */
   private changedRevision = 0;
@@ -105,7 +106,7 @@ export class MeshStore extends EventEmitter {
       (options.statePath !== undefined ? await FileStore.open(options.statePath, { what: 'mesh state file', legacy: (text) => legacyRecords(options.statePath!, text) }) : new MemoryStore());
     let listed = await store.list(MESH_PREFIX);
     if (!listed.records.some((r) => r.key === CHANGED_KEY)) {
-      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : { services: [], routes: [], policies: [] };
+      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh();
       // Another replica may seed first: then its mesh is the one.
       await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
       listed = await store.list(MESH_PREFIX);
@@ -117,7 +118,7 @@ export class MeshStore extends EventEmitter {
 
   /** A mesh in memory only (tests, the demo). */
   static fromConfig(raw: Partial<RawMesh>): MeshStore {
-    const seed = { services: raw.services ?? [], routes: raw.routes ?? [], policies: raw.policies ?? [] };
+    const seed = withKinds(raw);
     const records = [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }].map((p) => ({ ...p, createRevision: 1, modRevision: 1, lease: '' }));
     const store = new MemoryStore({ epoch: 'mesh', revision: 1, records, leases: [] });
     return new MeshStore(store, records, 1, 'mesh config');
@@ -137,6 +138,10 @@ export class MeshStore extends EventEmitter {
 
   rawPolicies(): StoredEntry[] {
     return this.stored('policies');
+  }
+
+  rawPeerAuthentication(): StoredEntry[] {
+    return this.stored('peer_authentication');
   }
 
   /**
@@ -166,7 +171,9 @@ export class MeshStore extends EventEmitter {
   }
 
   private raw(): RawMesh {
-    return { services: ordered(this.entries.services).map((e) => e.raw), routes: ordered(this.entries.routes).map((e) => e.raw), policies: ordered(this.entries.policies).map((e) => e.raw) };
+    const mesh = emptyMesh();
+    for (const kind of KINDS) mesh[kind] = ordered(this.entries[kind]).map((e) => e.raw);
+    return mesh;
   }
 
   /**
@@ -254,7 +261,7 @@ export class MeshStore extends EventEmitter {
   }
 
   private load(records: StoreRecord[], revision: number): void {
-    this.entries = { services: new Map(), routes: new Map(), policies: new Map() };
+    this.entries = emptyEntries();
     this.changedRevision = 0;
     for (const record of records) {
       const parsed = parseKey(record.key);
@@ -274,6 +281,21 @@ export class MeshStore extends EventEmitter {
     }
     this.emit('change', this.current);
   }
+}
+
+function emptyMesh(): RawMesh {
+  return { services: [], routes: [], policies: [], peer_authentication: [] };
+}
+
+/** `data` with every kind a list (a kind absent or empty in the YAML is none). */
+function withKinds<T extends Partial<RawMesh>>(data: T): T & RawMesh {
+  const mesh = { ...data } as T & RawMesh;
+  for (const kind of KINDS) mesh[kind] = data[kind] ?? [];
+  return mesh;
+}
+
+function emptyEntries(): Record<keyof RawMesh, Map<string, Entry>> {
+  return { services: new Map(), routes: new Map(), policies: new Map(), peer_authentication: new Map() };
 }
 
 function ordered(entries: Map<string, Entry>): Entry[] {
@@ -306,7 +328,7 @@ function parseMeshText(path: string, text: string): RawMesh {
   const bytes = Buffer.byteLength(text);
   if (bytes > MAX_MESH_FILE_BYTES) throw new ConfigError(path, [`(file): ${bytes} bytes, more than the ${MAX_MESH_FILE_BYTES} a mesh file may take`]);
   const data = (parseYamlText(text, path) ?? {}) as Partial<RawMesh>;
-  const mesh = { ...data, services: data.services ?? [], routes: data.routes ?? [], policies: data.policies ?? [] };
+  const mesh = withKinds(data);
   parseMeshConfig(mesh, path);
   return mesh;
 }

@@ -1,5 +1,5 @@
-// The declarative mesh config (YAML or JSON): services, HTTP routes and
-// authorization policies (policies.ts), the
+// The declarative mesh config (YAML or JSON): services, HTTP routes,
+// authorization policies (policies.ts) and peer modes (peer-authentication.ts), the
 // control plane's input beside the VM registry. Every problem is reported by
 // its path, like the sidecar's config (proxy/config/).
 //
@@ -31,6 +31,7 @@ import {
 } from './bounds.js';
 import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
 import type { MeshConfig } from './types.js';
+import { peerAuthenticationIssues, peerAuthenticationSchema } from './peer-authentication.js';
 import { policySchema } from './policies.js';
 
 const U32 = 0xffffffff;
@@ -118,8 +119,10 @@ export const meshConfigSchema = z
     services: z.array(service).max(MAX_SERVICES, atMost(MAX_SERVICES, 'services')).default([]),
     routes: z.array(route).max(MAX_ROUTES, atMost(MAX_ROUTES, 'routes')).default([]),
     policies: z.array(policySchema(meshName)).max(MAX_POLICIES, atMost(MAX_POLICIES, 'policies')).default([]),
+    peer_authentication: peerAuthenticationSchema(meshName),
   })
-  .strict();
+  .strict()
+  .transform((m): MeshConfig => ({ services: m.services, routes: m.routes, policies: m.policies, peerAuthentication: m.peer_authentication }));
 
 export interface MeshIssue {
   path: Array<string | number>;
@@ -192,6 +195,7 @@ export function meshCrossReferences(raw: unknown): MeshIssue[] {
     }
     if (typeof p.service === 'string' && !serviceAt.has(p.service)) issues.push({ path: ['policies', i, 'service'], message: `unknown service ${quoteBounded(p.service)}` });
   });
+  issues.push(...peerAuthenticationIssues(list(raw.peer_authentication), new Set(serviceAt.keys())));
   return issues;
 }
 

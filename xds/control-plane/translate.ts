@@ -10,8 +10,10 @@
 // - a node's own, when it is a registered VM: Listener "outbound|S" per
 //   service on 127.0.0.1:<outbound port>, and when its sidecar has a TCP
 //   inbound port and it serves mesh services, Listener "inbound|<vm id>" with
-//   one filter chain per served port P, to the STATIC Cluster "inbound|P"
-//   (127.0.0.1:P).
+//   filter chains per served port P (one per transport protocol its peer
+//   mode accepts: peer-authentication.ts), to the STATIC Cluster
+//   "inbound|P" (127.0.0.1:P). Endpoints carry their port's mode too
+//   (`peer_mode`), so a client knows whether to originate TLS.
 
 import { packAny, TYPE_URLS, type Cluster, type ClusterLoadAssignment, type Listener, type RouteConfiguration } from '../envoy/proto.js';
 import { PROXY_PROTOCOL_LISTENER_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
@@ -20,7 +22,9 @@ import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { makeSnapshot, type Snapshot } from './snapshot.js';
-import type { MeshConfig, MeshPolicy, MeshRoute, MeshService } from './types.js';
+import type { MeshConfig, MeshPolicy, MeshRoute, MeshService, PeerAuthentication } from './types.js';
+import { portMode, transportProtocols } from './peer-authentication.js';
+import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
 import { rbacFilters } from './translate-rbac.js';
 
 /** What the control plane knows of the registry (VmManagerApi.listVms without the revision). */
@@ -88,7 +92,7 @@ export function serviceCluster(service: MeshService): Cluster {
  * address is left out; a VM on a hypervisor the view lacks gets no VM facts
  * (its clients go plain TCP to the app).
  */
-export function serviceAssignment(service: string, view: RegistryView): ClusterLoadAssignment {
+export function serviceAssignment(service: string, view: RegistryView, peerAuthentication: readonly PeerAuthentication[] = []): ClusterLoadAssignment {
   const hypervisors = new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
   const lbEndpoints: LbEndpoint[] = [];
   for (const vm of [...view.vms].sort(byKey((v) => v.vmId))) {
@@ -96,9 +100,11 @@ export function serviceAssignment(service: string, view: RegistryView): ClusterL
     const address = vm.addresses[0];
     if (served === undefined || address === undefined) continue;
     const hypervisor = hypervisors.get(vm.hypervisorId);
+    const facts = hypervisor && vmFacts(vm, hypervisor);
+    if (facts) facts.fields!.peer_mode = { stringValue: portMode(peerAuthentication, vm, served.port) };
     lbEndpoints.push({
       endpoint: { address: socketAddress(address, served.port) },
-      ...(hypervisor !== undefined && { metadata: { filter_metadata: { [VSOCKMESH_METADATA_KEY]: vmFacts(vm, hypervisor) } } }),
+      ...(facts !== undefined && { metadata: { filter_metadata: { [VSOCKMESH_METADATA_KEY]: facts } } }),
     });
   }
   // gRPC xDS clients skip a locality without a weight.
@@ -158,20 +164,28 @@ export function outboundListener(service: MeshService, local: VmRecord): Listene
 
 /**
  * Listener inbound|<vm>: PROXY v2 hops on 0.0.0.0:<sidecar TCP port>, by
- * destination port to cluster inbound|<port>, each chain with the RBAC
- * filters of the policies that select the port (translate-rbac.ts).
+ * destination port (and TLS or plain, as its peer mode says) to cluster
+ * inbound|<port>, each chain with the RBAC filters of the policies that select
+ * the port (translate-rbac.ts) before its TCP proxy.
  */
-export function inboundListener(vm: VmRecord, tcpPort: number, ports: readonly number[], policies: readonly MeshPolicy[] = []): Listener {
+export function inboundListener(
+  vm: VmRecord,
+  tcpPort: number,
+  ports: ReadonlyArray<{ port: number; mode: PeerTlsMode }>,
+  policies: readonly MeshPolicy[] = [],
+): Listener {
   return {
     name: inboundListenerName(vm.vmId),
     address: socketAddress('0.0.0.0', tcpPort),
     traffic_direction: 'INBOUND',
     listener_filters: [{ name: PROXY_PROTOCOL_LISTENER_FILTER }],
-    filter_chains: ports.map((port) => ({
-      name: inboundClusterName(port),
-      filter_chain_match: { destination_port: { value: port } },
-      filters: [...rbacFilters(policies, vm, port, inboundClusterName(port)), tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
-    })),
+    filter_chains: ports.flatMap(({ port, mode }) =>
+      transportProtocols(mode).map((transport) => ({
+        name: `${inboundClusterName(port)}|${transport}`,
+        filter_chain_match: { destination_port: { value: port }, transport_protocol: transport },
+        filters: [...rbacFilters(policies, vm, port, inboundClusterName(port)), tcpProxyFilter(inboundClusterName(port), inboundClusterName(port))],
+      })),
+    ),
   };
 }
 
@@ -197,7 +211,7 @@ export function buildSharedResources(mesh: MeshConfig, view: RegistryView): Mesh
   const services = servicesOf(mesh);
   return {
     clusters: services.map(serviceCluster),
-    endpoints: services.map((s) => serviceAssignment(s.name, view)),
+    endpoints: services.map((s) => serviceAssignment(s.name, view, mesh.peerAuthentication)),
     listeners: services.map((s) => apiListener(s.name)),
     routes: [...services.map((s) => serviceRouteConfiguration(s.name)), ...[...mesh.routes].sort(byKey((r) => r.name)).map(meshRouteConfiguration)],
   };
@@ -225,7 +239,14 @@ export function buildNodeResources(mesh: MeshConfig, vm: VmRecord): MeshResource
   const tcpPort = vm.sidecar?.tcpPort ?? 0;
   if (tcpPort > 0 && served.size > 0) {
     const ports = [...served.keys()].sort((a, b) => a - b);
-    listeners.push(inboundListener(vm, tcpPort, ports, mesh.policies));
+    listeners.push(
+      inboundListener(
+        vm,
+        tcpPort,
+        ports.map((port) => ({ port, mode: portMode(mesh.peerAuthentication, vm, port) })),
+        mesh.policies,
+      ),
+    );
     for (const port of ports) clusters.push(inboundCluster(port, served.get(port)!));
   }
   return { clusters, endpoints: [], listeners, routes: [] };

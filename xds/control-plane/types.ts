@@ -3,6 +3,7 @@
 // wire types (Envoy's protos) stay in xds/envoy and the converters.
 
 import type { ResourceTypeUrl } from '../envoy/proto.js';
+import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
 import type { MeshPolicy } from './policies.js';
 
 export type { MeshPolicy };
@@ -23,10 +24,24 @@ export interface MeshRoute {
   routes: Array<{ prefix: string; clusters: Array<{ service: string; weight: number }> }>;
 }
 
+/**
+ * A peer mode, as Istio's PeerAuthentication: who must present a mesh
+ * certificate on the TCP peer hop to a VM's inbound port. No `service` and no
+ * `port`: the mesh-wide default; otherwise the ports it selects
+ * (peer-authentication.ts says which entry wins).
+ */
+export interface PeerAuthentication {
+  name: string;
+  service?: string;
+  port?: number;
+  mode: PeerTlsMode;
+}
+
 export interface MeshConfig {
   services: MeshService[];
   routes: MeshRoute[];
   policies: MeshPolicy[];
+  peerAuthentication: PeerAuthentication[];
 }
 
 /** Per node and type: what was sent, what the node said. Shown by the config API's sync status. */

@@ -4,11 +4,13 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { DeleteRequest as _vsockmesh_config_v1_DeleteRequest, DeleteRequest__Output as _vsockmesh_config_v1_DeleteRequest__Output } from './vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse as _vsockmesh_config_v1_DeleteResponse, DeleteResponse__Output as _vsockmesh_config_v1_DeleteResponse__Output } from './vsockmesh/config/v1/DeleteResponse.js';
+import type { ListPeerAuthenticationsResponse as _vsockmesh_config_v1_ListPeerAuthenticationsResponse, ListPeerAuthenticationsResponse__Output as _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output } from './vsockmesh/config/v1/ListPeerAuthenticationsResponse.js';
 import type { ListPoliciesResponse as _vsockmesh_config_v1_ListPoliciesResponse, ListPoliciesResponse__Output as _vsockmesh_config_v1_ListPoliciesResponse__Output } from './vsockmesh/config/v1/ListPoliciesResponse.js';
 import type { ListRequest as _vsockmesh_config_v1_ListRequest, ListRequest__Output as _vsockmesh_config_v1_ListRequest__Output } from './vsockmesh/config/v1/ListRequest.js';
 import type { ListRoutesResponse as _vsockmesh_config_v1_ListRoutesResponse, ListRoutesResponse__Output as _vsockmesh_config_v1_ListRoutesResponse__Output } from './vsockmesh/config/v1/ListRoutesResponse.js';
 import type { ListServicesResponse as _vsockmesh_config_v1_ListServicesResponse, ListServicesResponse__Output as _vsockmesh_config_v1_ListServicesResponse__Output } from './vsockmesh/config/v1/ListServicesResponse.js';
 import type { MeshConfigClient as _vsockmesh_config_v1_MeshConfigClient, MeshConfigDefinition as _vsockmesh_config_v1_MeshConfigDefinition } from './vsockmesh/config/v1/MeshConfig.js';
+import type { PeerAuthentication as _vsockmesh_config_v1_PeerAuthentication, PeerAuthentication__Output as _vsockmesh_config_v1_PeerAuthentication__Output } from './vsockmesh/config/v1/PeerAuthentication.js';
 import type { Policy as _vsockmesh_config_v1_Policy, Policy__Output as _vsockmesh_config_v1_Policy__Output } from './vsockmesh/config/v1/Policy.js';
 import type { Route as _vsockmesh_config_v1_Route, Route__Output as _vsockmesh_config_v1_Route__Output } from './vsockmesh/config/v1/Route.js';
 import type { RouteRule as _vsockmesh_config_v1_RouteRule, RouteRule__Output as _vsockmesh_config_v1_RouteRule__Output } from './vsockmesh/config/v1/RouteRule.js';
@@ -30,11 +32,13 @@ export interface ProtoGrpcType {
       v1: {
         DeleteRequest: MessageTypeDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteRequest__Output>
         DeleteResponse: MessageTypeDefinition<_vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteResponse__Output>
+        ListPeerAuthenticationsResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListPeerAuthenticationsResponse, _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>
         ListPoliciesResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListPoliciesResponse, _vsockmesh_config_v1_ListPoliciesResponse__Output>
         ListRequest: MessageTypeDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListRequest__Output>
         ListRoutesResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListRoutesResponse, _vsockmesh_config_v1_ListRoutesResponse__Output>
         ListServicesResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListServicesResponse, _vsockmesh_config_v1_ListServicesResponse__Output>
         MeshConfig: SubtypeConstructor<typeof grpc.Client, _vsockmesh_config_v1_MeshConfigClient> & { service: _vsockmesh_config_v1_MeshConfigDefinition }
+        PeerAuthentication: MessageTypeDefinition<_vsockmesh_config_v1_PeerAuthentication, _vsockmesh_config_v1_PeerAuthentication__Output>
         Policy: MessageTypeDefinition<_vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy__Output>
         Route: MessageTypeDefinition<_vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route__Output>
         RouteRule: MessageTypeDefinition<_vsockmesh_config_v1_RouteRule, _vsockmesh_config_v1_RouteRule__Output>

@@ -31,6 +31,7 @@ export function reportTopology(say: Say, scenario: Scenario, vsockOn: boolean, o
   say(`  VM manager  grpc 127.0.0.1:${vmManagerPort} (in this process), mutual TLS`);
   say(`  identities (X509-SVIDs from a throw-away CA in ${scenario.identities.caDir}, removed at exit):`);
   for (const { who, spiffeId, notAfter } of scenario.identities.shown) say(`    ${who.padEnd(14)} ${spiffeId}  until ${notAfter.toISOString()}`);
+  say('  peer hop: STRICT: sidecars reach each other over TCP with mutual TLS 1.3 (the same SVIDs); a plain-text peer is refused');
   for (const hv of HYPERVISORS) {
     say(`  ${hv.hypervisorId} (vsock ${hv.vsockMode}${hv.vsockMode === 'host-relay' ? `, relay port ${hv.relayPort}` : ''})`);
     for (const vm of VMS.filter((v) => v.hypervisorId === hv.hypervisorId)) {
@@ -148,7 +149,12 @@ export function accessLine(e: AccessEntry): string {
     const vm = e.dst_vm === undefined ? '' : ` dst_vm=${String(e.dst_vm)}`;
     return `${e.node} outbound ${String(e.src)} -> ${e.node}:${String(e.listener)} -> ${String(e.upstream)}  transport=${String(e.transport)} transport_reason=${String(e.transport_reason)}${vm}  ${bytes}  outcome=${String(e.outcome)} ${hop}`;
   }
-  const identity = String(e.listener) === 'inbound-vsock' ? `; the peer's kernel-given CID matched ${String(e.source_vm ?? '-')}'s in the VM manager (peer_authorization: registry)` : '';
+  const identity =
+    String(e.listener) === 'inbound-vsock'
+      ? `; the peer's kernel-given CID matched ${String(e.source_vm ?? '-')}'s in the VM manager (peer_authorization: registry)`
+      : e.tls_version !== undefined
+        ? `; mTLS ${String(e.tls_version)}${e.tls_resumed === true ? ' (resumed)' : ''}, peer ${String(e.peer_identity)} (STRICT)`
+        : '';
   return (
     `${e.node} inbound  ${String(e.peer)} -> ${e.node}:${String(e.listener)} -> ${String(e.upstream)}  transport=${String(e.transport)}  ${bytes}  outcome=${String(e.outcome)}` +
     ` source_vm=${String(e.source_vm ?? '-')} authority=${String(e.authority ?? '-')}${identity}`

@@ -179,12 +179,15 @@ export async function startScenario(input: { vsockOn: boolean; logSink: (node: s
     }
     const identity = await identities.issue('vm', vm.id);
     shown.push({ who: `sidecar ${vm.id}`, spiffeId: identity.spiffeId, notAfter: identity.notAfter });
+    const files = await identities.files(vm.id, identity);
     const config = parseSidecarConfig(
       {
         node: { id: vm.id },
         vsock: { enabled: vsockOn, connect_timeout: '2s' },
         vm_manager: { address: vmManagerAddress, query_timeout: '5s' },
-        tls: await identities.files(vm.id, identity),
+        tls: files,
+        // The TCP peer hop is mutual TLS with the same SVID; a plain-text peer is refused (a new mesh's default).
+        peer_tls: { mode: 'strict', key_file: files.key, chain_file: files.cert, bundle_file: files.ca },
         admin: { address: vm.ip, port: 0 },
         drain_timeout: '2s',
         listeners,

@@ -5,10 +5,12 @@ import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { DeleteRequest as _vsockmesh_config_v1_DeleteRequest, DeleteRequest__Output as _vsockmesh_config_v1_DeleteRequest__Output } from '../../../vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse as _vsockmesh_config_v1_DeleteResponse, DeleteResponse__Output as _vsockmesh_config_v1_DeleteResponse__Output } from '../../../vsockmesh/config/v1/DeleteResponse.js';
+import type { ListPeerAuthenticationsResponse as _vsockmesh_config_v1_ListPeerAuthenticationsResponse, ListPeerAuthenticationsResponse__Output as _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output } from '../../../vsockmesh/config/v1/ListPeerAuthenticationsResponse.js';
 import type { ListPoliciesResponse as _vsockmesh_config_v1_ListPoliciesResponse, ListPoliciesResponse__Output as _vsockmesh_config_v1_ListPoliciesResponse__Output } from '../../../vsockmesh/config/v1/ListPoliciesResponse.js';
 import type { ListRequest as _vsockmesh_config_v1_ListRequest, ListRequest__Output as _vsockmesh_config_v1_ListRequest__Output } from '../../../vsockmesh/config/v1/ListRequest.js';
 import type { ListRoutesResponse as _vsockmesh_config_v1_ListRoutesResponse, ListRoutesResponse__Output as _vsockmesh_config_v1_ListRoutesResponse__Output } from '../../../vsockmesh/config/v1/ListRoutesResponse.js';
 import type { ListServicesResponse as _vsockmesh_config_v1_ListServicesResponse, ListServicesResponse__Output as _vsockmesh_config_v1_ListServicesResponse__Output } from '../../../vsockmesh/config/v1/ListServicesResponse.js';
+import type { PeerAuthentication as _vsockmesh_config_v1_PeerAuthentication, PeerAuthentication__Output as _vsockmesh_config_v1_PeerAuthentication__Output } from '../../../vsockmesh/config/v1/PeerAuthentication.js';
 import type { Policy as _vsockmesh_config_v1_Policy, Policy__Output as _vsockmesh_config_v1_Policy__Output } from '../../../vsockmesh/config/v1/Policy.js';
 import type { Route as _vsockmesh_config_v1_Route, Route__Output as _vsockmesh_config_v1_Route__Output } from '../../../vsockmesh/config/v1/Route.js';
 import type { Service as _vsockmesh_config_v1_Service, Service__Output as _vsockmesh_config_v1_Service__Output } from '../../../vsockmesh/config/v1/Service.js';
@@ -18,6 +20,15 @@ import type { WhoAmIRequest as _vsockmesh_config_v1_WhoAmIRequest, WhoAmIRequest
 import type { WhoAmIResponse as _vsockmesh_config_v1_WhoAmIResponse, WhoAmIResponse__Output as _vsockmesh_config_v1_WhoAmIResponse__Output } from '../../../vsockmesh/config/v1/WhoAmIResponse.js';
 
 export interface MeshConfigClient extends grpc.Client {
+  DeletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  DeletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  deletePeerAuthentication(argument: _vsockmesh_config_v1_DeleteRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  
   DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   DeletePolicy(argument: _vsockmesh_config_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
@@ -54,6 +65,15 @@ export interface MeshConfigClient extends grpc.Client {
   getSyncStatus(argument: _vsockmesh_config_v1_SyncStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_SyncStatusResponse__Output>): grpc.ClientUnaryCall;
   getSyncStatus(argument: _vsockmesh_config_v1_SyncStatusRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_SyncStatusResponse__Output>): grpc.ClientUnaryCall;
   
+  ListPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  ListPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  ListPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  ListPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  listPeerAuthentications(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>): grpc.ClientUnaryCall;
+  
   ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
   ListPolicies(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
   ListPolicies(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListPoliciesResponse__Output>): grpc.ClientUnaryCall;
@@ -80,6 +100,15 @@ export interface MeshConfigClient extends grpc.Client {
   listServices(argument: _vsockmesh_config_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
   listServices(argument: _vsockmesh_config_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
   listServices(argument: _vsockmesh_config_v1_ListRequest, callback: grpc.requestCallback<_vsockmesh_config_v1_ListServicesResponse__Output>): grpc.ClientUnaryCall;
+  
+  PutPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  PutPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  PutPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  PutPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
+  putPeerAuthentication(argument: _vsockmesh_config_v1_PeerAuthentication, callback: grpc.requestCallback<_vsockmesh_config_v1_PeerAuthentication__Output>): grpc.ClientUnaryCall;
   
   PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
   PutPolicy(argument: _vsockmesh_config_v1_Policy, metadata: grpc.Metadata, callback: grpc.requestCallback<_vsockmesh_config_v1_Policy__Output>): grpc.ClientUnaryCall;
@@ -126,6 +155,8 @@ export interface MeshConfigClient extends grpc.Client {
 }
 
 export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
+  DeletePeerAuthentication: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
+  
   DeletePolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
   
   DeleteRoute: grpc.handleUnaryCall<_vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse>;
@@ -134,11 +165,15 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
   
   GetSyncStatus: grpc.handleUnaryCall<_vsockmesh_config_v1_SyncStatusRequest__Output, _vsockmesh_config_v1_SyncStatusResponse>;
   
+  ListPeerAuthentications: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPeerAuthenticationsResponse>;
+  
   ListPolicies: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse>;
   
   ListRoutes: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse>;
   
   ListServices: grpc.handleUnaryCall<_vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse>;
+  
+  PutPeerAuthentication: grpc.handleUnaryCall<_vsockmesh_config_v1_PeerAuthentication__Output, _vsockmesh_config_v1_PeerAuthentication>;
   
   PutPolicy: grpc.handleUnaryCall<_vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy>;
   
@@ -154,13 +189,16 @@ export interface MeshConfigHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface MeshConfigDefinition extends grpc.ServiceDefinition {
+  DeletePeerAuthentication: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeletePolicy: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteRoute: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   DeleteService: MethodDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteRequest__Output, _vsockmesh_config_v1_DeleteResponse__Output>
   GetSyncStatus: MethodDefinition<_vsockmesh_config_v1_SyncStatusRequest, _vsockmesh_config_v1_SyncStatusResponse, _vsockmesh_config_v1_SyncStatusRequest__Output, _vsockmesh_config_v1_SyncStatusResponse__Output>
+  ListPeerAuthentications: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListPeerAuthenticationsResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>
   ListPolicies: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListPoliciesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListPoliciesResponse__Output>
   ListRoutes: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListRoutesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListRoutesResponse__Output>
   ListServices: MethodDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListServicesResponse, _vsockmesh_config_v1_ListRequest__Output, _vsockmesh_config_v1_ListServicesResponse__Output>
+  PutPeerAuthentication: MethodDefinition<_vsockmesh_config_v1_PeerAuthentication, _vsockmesh_config_v1_PeerAuthentication, _vsockmesh_config_v1_PeerAuthentication__Output, _vsockmesh_config_v1_PeerAuthentication__Output>
   PutPolicy: MethodDefinition<_vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy, _vsockmesh_config_v1_Policy__Output, _vsockmesh_config_v1_Policy__Output>
   PutRoute: MethodDefinition<_vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route, _vsockmesh_config_v1_Route__Output, _vsockmesh_config_v1_Route__Output>
   PutService: MethodDefinition<_vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service, _vsockmesh_config_v1_Service__Output, _vsockmesh_config_v1_Service__Output>
