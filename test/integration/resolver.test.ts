@@ -172,7 +172,8 @@ test('the host relay asks the VM manager: only registered guests, only to a side
   });
   t.teardown(() => vmm.stop());
   const authorizer = new RelayAuthorizer({ api: vmm.client, hypervisorId: 'hv-1', queryTimeoutMs: 10_000, cacheTtlMs: 60_000 });
-  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15002 }), { allowed: true });
+  // The answer names the VM behind the source CID: the relay asserts it to the destination.
+  t.deepEqual(await authorizer.authorize(3, { cid: 4, port: 15002 }), { allowed: true, sourceVmId: 'a' });
   const denied = async (source: number, cid: number, port: number) => {
     const d = await authorizer.authorize(source, { cid, port });
     return d.allowed ? 'allowed' : d.detail;
@@ -181,7 +182,7 @@ test('the host relay asks the VM manager: only registered guests, only to a side
   t.regex(await denied(3, 4, 22), /VM manager: .*22/, 'a port that is not the sidecar\'s');
   t.regex(await denied(3, 5, 15001), /VM manager: /, 'a CID on another hypervisor');
   t.is(authorizer.queries, 4);
-  t.deepEqual(authorizer.cached(3, { cid: 4, port: 15002 }), { allowed: true }, 'answers are reused');
+  t.deepEqual(authorizer.cached(3, { cid: 4, port: 15002 }), { allowed: true, sourceVmId: 'a' }, 'answers are reused');
   await authorizer.authorize(3, { cid: 4, port: 15002 });
   t.is(authorizer.queries, 4);
 
