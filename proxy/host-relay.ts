@@ -34,7 +34,7 @@ export class HostRelay extends ProxyServer {
       this.authorizer = new RelayAuthorizer({ api: this.vmManager.client, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
       this.metrics.addRelayAuthorizer(this.authorizer);
     }
-    this.listeners.push(new RelayListener(config, this.context, this.authorizer, options.assertionIdentity));
+    this.listeners.push(new RelayListener(config, this.context, this.authorizer, settings?.assertSource === false ? undefined : options.assertionIdentity));
     const attestation = config.attestation;
     if (attestation) {
       if (options.attestation === undefined || this.vmManager === undefined || settings === null) throw new Error('the config has an attestation section but the host relay was given no VM manager client or CertifyAttested client');

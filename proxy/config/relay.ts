@@ -60,6 +60,12 @@ export interface RelayVmManagerSettings {
   queryTimeoutMs: number;
   /** How long an answer (allowed or not) is reused for the same source, destination and port. */
   cacheTtlMs: number;
+  /**
+   * Whether relayed connections start with the signed assertion of the source
+   * VM (relay-assertion.ts). Off only while destination sidecars that predate
+   * it are being upgraded: they would read it as a bad PROXY header.
+   */
+  assertSource: boolean;
 }
 
 /** `sourceVmId`: the VM the VM manager found behind the source CID (what the relay asserts to the destination). */
@@ -107,7 +113,7 @@ export const hostRelayConfigSchema = z
       .min(1, { message: 'must have at least one rule: the relay denies everything else' })
       .optional(),
     vm_manager: z
-      .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0) })
+      .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0), assert_source: z.boolean().default(true) })
       .strict()
       .optional(),
     tls: controlTls,
@@ -154,7 +160,7 @@ export const hostRelayConfigSchema = z
       idleTimeoutMs: c.idle_timeout,
       policy: c.policy?.map((r) => ({ sourceCid: r.source_cid, destinations: r.destinations.map((d) => ({ cid: d.cid, ports: d.ports ?? null })) })) ?? null,
       vmManager: c.vm_manager
-        ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl }
+        ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl, assertSource: c.vm_manager.assert_source }
         : null,
       controlTls: c.tls,
       attestation: c.attestation

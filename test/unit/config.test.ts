@@ -317,7 +317,10 @@ test('a host relay takes either a static policy or a vm_manager section, exactly
   t.deepEqual(relayProblems({ ...base, policy: rule, insecure: true, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), ['vm_manager: give either a static policy or a vm_manager, not both']);
   t.deepEqual(relayProblems({ ...base, insecure: true, vm_manager: { address: 'nowhere', hypervisor_id: 'hv-1' } }), ['vm_manager.address: must be host:port']);
   const parsed = parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
-  t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0 });
+  t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0, assertSource: true });
+  const quiet = parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', assert_source: false } });
+  t.false(quiet.vmManager!.assertSource, 'the source assertion can be turned off while destination sidecars are upgraded');
+  t.throws(() => parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', assert_source: 'no' } }), { message: /vm_manager\.assert_source/ });
   t.is(parsed.policy, null);
 });
 
