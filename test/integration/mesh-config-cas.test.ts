@@ -14,7 +14,7 @@ import { stringify } from 'yaml';
 import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
 import { waitFor } from '../helpers/apps.js';
 import { runCli, startControlPlane } from '../helpers/cli.js';
-import { ETCD_MISSING, etcdBinary, etcdRequired, startEtcd, type EtcdTls } from '../helpers/etcd.js';
+import { startEtcd, type EtcdTls } from '../helpers/etcd.js';
 import { freePort } from '../helpers/haproxy.js';
 import { leafExtensions, makeCert, makeRoot } from '../helpers/pki.js';
 
@@ -106,8 +106,6 @@ test('--store without a client certificate refuses to start, naming the flags; -
   t.regex(bad.stderr, /--store: "http:\/\/127\.0\.0\.1:2379" is not etcd:\/\/host:port/);
 });
 
-const etcdTest = etcdBinary() === undefined && !etcdRequired ? test.skip : test;
-if (etcdBinary() === undefined && !etcdRequired) console.warn(`mesh-config-cas: ${ETCD_MISSING}`);
 
 /** A CA, etcd's server certificate (localhost) and a client certificate, as PEM files. */
 async function etcdPki(dir: string): Promise<{ server: EtcdTls; client: EtcdTls }> {
@@ -125,7 +123,7 @@ async function etcdPki(dir: string): Promise<{ server: EtcdTls; client: EtcdTls 
   return { server: { ...server, ca }, client: { ...client, ca } };
 }
 
-etcdTest(`two control-plane replicas on one etcd (TLS, client certificates): a change through one is served by the other; concurrent edits through both, exactly one wins${etcdBinary() === undefined ? ` (${ETCD_MISSING})` : ''}`, async (t) => {
+test('two control-plane replicas on one etcd (TLS, client certificates): a change through one is served by the other; concurrent edits through both, exactly one wins', async (t) => {
   const dir = await tempDir(t);
   const pki = await etcdPki(dir);
   const etcd = await startEtcd(t, { tls: pki.server });
