@@ -1,5 +1,6 @@
 // The compiled `vsockmesh` CLI as a child process (npm test builds it first).
 
+import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -108,6 +109,19 @@ export async function writeConfig(config: unknown): Promise<{ path: string; clea
   const path = join(dir, 'sidecar.yaml');
   await writeFile(path, typeof config === 'string' ? config : stringify(config));
   return { path, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A sidecar process from `config`, once it logged `sidecar ready`: its process and admin port.
+ * The config file and the process go with the test.
+ */
+export async function startSidecarCli(t: ExecutionContext, config: unknown): Promise<{ proc: CliProcess; admin: number }> {
+  const file = await writeConfig(config);
+  t.teardown(() => file.cleanup());
+  const proc = startCli(['sidecar', '-c', file.path]);
+  t.teardown(() => proc.kill('SIGKILL'));
+  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
+  return { proc, admin: (ready.admin as { port: number }).port };
 }
 
 /** `vsockmesh control-plane` with `args` (no admin endpoint), once it serves; its gRPC address. */

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { adminRequest } from '../helpers/admin.js';
 import { waitFor } from '../helpers/apps.js';
-import { runCli, startCli, startControlPlane, writeConfig } from '../helpers/cli.js';
+import { runCli, startControlPlane, startSidecarCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { operatorCtl } from '../helpers/identity.js';
 import { staticSource } from '../../proxy/identity/certificate-source.js';
@@ -77,20 +77,15 @@ test('embedded CA + mTLS: ctl tokens as an operator, a sidecar gets vm-a through
   await writeFile(tokenFile, created.stdout, { mode: 0o600 });
 
   // The sidecar: only its node id, the control plane and its identity section.
-  const config = await writeConfig({
+  const { proc, admin } = await startSidecarCli(t, {
     node: { id: 'vm-a' },
     vsock: { enabled: false },
     xds: { address: plane.address },
     identity: { control_plane: plane.address, join_token_file: tokenFile, trust_bundle_file: operator.caPath },
     admin: { port: 0 },
   });
-  t.teardown(() => config.cleanup());
-  const proc = startCli(['sidecar', '-c', config.path]);
-  t.teardown(() => proc.kill('SIGKILL'));
-  const obtained = await proc.waitForLine((l) => l.msg === 'identity obtained', 'identity obtained', 60_000);
+  const obtained = await proc.waitForLine((l) => l.msg === 'identity obtained', 'identity obtained');
   t.is(obtained.spiffe_id, 'spiffe://vsockmesh.local/vm/vm-a');
-  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
-  const admin = (ready.admin as { port: number }).port;
 
   const dump = async () => JSON.parse((await adminRequest(admin, 'GET', '/config_dump')).body) as { identity: { chain: { serial: string } }; xds: { applied: { listeners: Array<{ name: string }> } } };
   const listeners = async () => (await dump()).xds.applied.listeners.map((l) => l.name);

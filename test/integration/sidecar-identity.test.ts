@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { adminRequest } from '../helpers/admin.js';
-import { runCli, startCli, startControlPlane, writeConfig } from '../helpers/cli.js';
+import { runCli, startControlPlane, startSidecarCli, writeConfig } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { operatorCtl } from '../helpers/identity.js';
 
@@ -25,14 +25,9 @@ test('a sidecar with an identity section gets vm/<node id> through a join token;
   const tokenFile = join(dir, 'join-token');
   await writeFile(tokenFile, created.stdout, { mode: 0o600 });
 
-  const config = await writeConfig({ node: { id: 'vm-a' }, admin: { port: 0 }, identity: { control_plane: plane.address, join_token_file: tokenFile, trust_bundle_file: operator.caPath } });
-  t.teardown(() => config.cleanup());
-  const proc = startCli(['sidecar', '-c', config.path]);
-  t.teardown(() => proc.kill('SIGKILL'));
-  const obtained = await proc.waitForLine((l) => l.msg === 'identity obtained', 'identity obtained', 60_000);
+  const { proc, admin } = await startSidecarCli(t, { node: { id: 'vm-a' }, admin: { port: 0 }, identity: { control_plane: plane.address, join_token_file: tokenFile, trust_bundle_file: operator.caPath } });
+  const obtained = await proc.waitForLine((l) => l.msg === 'identity obtained', 'identity obtained');
   t.is(obtained.spiffe_id, 'spiffe://vsockmesh.local/vm/vm-a');
-  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
-  const admin = (ready.admin as { port: number }).port;
 
   const dump = await adminRequest(admin, 'GET', '/config_dump');
   t.false(dump.body.includes('PRIVATE KEY'));
