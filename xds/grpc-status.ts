@@ -23,6 +23,13 @@ export function statusName(code: grpc.status): ErrorCode | 'OK' {
   return (grpc.status[code] as ErrorCode | 'OK' | undefined) ?? 'UNKNOWN';
 }
 
+/** A unary call with a deadline `timeoutMs` from now; a failure rejects with callError's CallError. */
+export function unaryCall<Res>(timeoutMs: number, start: (options: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    start({ deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res as Res)));
+  });
+}
+
 /** A failed call as the client's caller sees it. */
 export function callError(err: grpc.ServiceError): CallError {
   const name = statusName(err.code);

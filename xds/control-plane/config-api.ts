@@ -27,7 +27,7 @@ import { DEFAULT_STATUS_PAGE_SIZE, MAX_GRPC_RECEIVE_BYTES, MAX_PROBLEMS_IN_ERROR
 import { MeshChangeConflictError, type MeshStore, type RawEntry, type RawMesh, type StoredEntry } from './mesh-store.js';
 import { StoreUnavailableError } from '../store/store.js';
 import type { SyncStatus } from './types.js';
-import { callError, statusName, statusOf, type CallStatus } from '../grpc-status.js';
+import { statusName, statusOf, unaryCall, type CallStatus } from '../grpc-status.js';
 
 export function serviceToRaw(s: Service__Output): RawEntry {
   return {
@@ -243,12 +243,7 @@ export class MeshConfigApiClient {
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => {
-        if (err) reject(callError(err));
-        else resolve(res as Res);
-      });
-    });
+    return unaryCall(this.timeoutMs, start);
   }
 
   putService(s: Service): Promise<Service__Output> {

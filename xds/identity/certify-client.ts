@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { staticSource } from '../../proxy/identity/certificate-source.js';
 import type { CertifyAnswer, CertifyCredential } from '../../proxy/identity/renewing-source.js';
 import type { ForwardAttested } from '../../proxy/identity/attestation-endpoint.js';
-import { callError } from '../grpc-status.js';
+import { unaryCall } from '../grpc-status.js';
 import type { IdentityClient as WireIdentityClient } from '../generated/vsockmesh/identity/v1/Identity.js';
 import type { JoinTokensClient as WireJoinTokensClient } from '../generated/vsockmesh/identity/v1/JoinTokens.js';
 import type { CertifyResponse__Output } from '../generated/vsockmesh/identity/v1/CertifyResponse.js';
@@ -39,10 +39,8 @@ export function certifyClient(address: string, options: CertifyClientOptions): (
     // A name for SNI (an IP address is not allowed there); the server's identity is checked by its SPIFFE ID, not by this name.
     const client: WireIdentityClient = new Client(address, credentials, { 'grpc.ssl_target_name_override': options.trustDomain });
     try {
-      const response = await new Promise<CertifyResponse__Output>((resolve, reject) => {
-        const request = 'joinToken' in credential ? { csr: csrPem, join_token: credential.joinToken } : { csr: csrPem, client_chain: credential.material.chainPem };
-        client.Certify(request, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
-      });
+      const request = 'joinToken' in credential ? { csr: csrPem, join_token: credential.joinToken } : { csr: csrPem, client_chain: credential.material.chainPem };
+      const response = await unaryCall<CertifyResponse__Output>(timeoutMs, (o, cb) => client.Certify(request, o, cb));
       return { chainPem: response.certificate_chain, bundlePem: response.trust_bundle, notAfter: new Date(response.not_after_ms) };
     } finally {
       client.close();
@@ -62,10 +60,8 @@ export function certifyAttestedClient(address: string, transport: ControlTranspo
   const client: WireIdentityClient = new Client(address, channelCredentials(transport), channelOptions(transport));
   return {
     forward: async ({ csr, vmId, cid }) => {
-      const response = await new Promise<CertifyResponse__Output>((resolve, reject) => {
-        const chain = 'source' in transport ? transport.source.current().chainPem : '';
-        client.CertifyAttested({ csr, vm_id: vmId, cid, client_chain: chain }, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res!)));
-      });
+      const chain = 'source' in transport ? transport.source.current().chainPem : '';
+      const response = await unaryCall<CertifyResponse__Output>(timeoutMs, (o, cb) => client.CertifyAttested({ csr, vm_id: vmId, cid, client_chain: chain }, o, cb));
       return { chainPem: response.certificate_chain, bundlePem: response.trust_bundle, notAfter: new Date(response.not_after_ms), spiffeId: response.spiffe_id };
     },
     close: () => client.close(),
@@ -86,9 +82,7 @@ export class JoinTokensApiClient {
   }
 
   private call<Res>(start: (o: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      start({ deadline: new Date(Date.now() + this.timeoutMs) }, (err, res) => (err ? reject(callError(err)) : resolve(res as Res)));
-    });
+    return unaryCall(this.timeoutMs, start);
   }
 
   create(request: CreateJoinTokenRequest): Promise<CreateJoinTokenResponse__Output> {

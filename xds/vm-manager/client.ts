@@ -9,7 +9,7 @@ import type { AuthorizeRelayResponse__Output } from '../generated/vsockmesh/vmma
 import type { ListVmsResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ListVmsResponse.js';
 import type { ResolveResponse__Output } from '../generated/vsockmesh/vmmanager/v1/ResolveResponse.js';
 import { CallError } from '../call-error.js';
-import { callError } from '../grpc-status.js';
+import { callError, unaryCall } from '../grpc-status.js';
 import { vmManagerProto } from '../proto.js';
 import { channelCredentials, channelOptions, type ControlTransport } from '../security/transport.js';
 import { destinationToWire, eventFromWire, relayRequestToWire, hypervisorFromWire, hypervisorToWire, resolutionFromWire, vmFromWire, vmToWire } from './codec.js';
@@ -45,12 +45,7 @@ export class VmManagerClient implements VmManagerApi {
   }
 
   private call<Res>(start: (deadline: { deadline: Date }, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void, timeoutMs?: number): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      start({ deadline: new Date(Date.now() + (timeoutMs ?? this.defaultTimeoutMs)) }, (err, res) => {
-        if (err) reject(callError(err));
-        else resolve(res as Res);
-      });
-    });
+    return unaryCall(timeoutMs ?? this.defaultTimeoutMs, start);
   }
 
   async registerVm(vm: Omit<VmRecord, 'generation' | 'leaseExpiresAt'>, leaseTtlMs?: number): Promise<VmRecord> {
