@@ -76,13 +76,7 @@ function newSource(t: ExecutionContext, certify: Certify, token: string): Renewi
 const serialOf = (m: IdentityMaterial) => new X509Certificate(m.chainPem).serialNumber;
 
 test('a backoff grown during a control-plane outage does not let the certificate lapse: the retry comes before the expiry', async (t) => {
-  const dir = await tempDir(t);
-  const upstream = { dir: join(dir, 'ca') };
-  const ca = await CertificateAuthority.open({ trustDomain: TD, upstream, leafLifetimeMs: 6_000 });
-  const tokens = await JoinTokens.open({ store: memoryTokenStore() });
-  const server = await serve(t, ca, tokens, upstream);
-  const { token } = await tokens.create({ kind: 'vm', name: 'vm-a' }, 10 * MINUTE);
-  const real = certifyClient(server.address, { trustDomain: TD, bootstrapBundlePem: ca.trustBundlePem().join('') });
+  const { token, certify: real } = await keptSetup(t, 6_000);
   let away = false;
   const certify: Certify = (csr, credential) => (away ? Promise.reject(new Error('UNAVAILABLE: the control plane is away')) : real(csr, credential));
   // A backoff already at 30 s, as after a long outage: without the cut, the first retry comes after the 6 s leaf expired.
