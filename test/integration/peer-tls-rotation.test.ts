@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import { connect, echoTransfer, randomPayload, waitFor } from '../helpers/apps.js';
-import { meshTls, writeIdentity } from '../helpers/peer-tls.js';
+import { meshTls, serialHex, writeIdentity } from '../helpers/peer-tls.js';
 import { makeRoot, vmIdentity, type PemIdentity } from '../helpers/pki.js';
 import { startMesh, type TestSidecar } from '../helpers/sidecars.js';
 
@@ -62,9 +62,8 @@ function reloaded(side: TestSidecar): boolean {
   return side.logs.lines.some((l) => l.msg === 'peer TLS identity loaded' && l.replaced === true);
 }
 
-/** Hex serial as OpenSSL and Node print it: upper case, no leading zeros. */
 function serial(identity: PemIdentity): string {
-  return identity.leaf.cert.serialNumber.toUpperCase().replace(/^0+/, '');
+  return serialHex(identity.leaf.cert.serialNumber);
 }
 
 /** The certificate a TLS server on `port` serves to a client presenting `id` and trusting its bundle. */
@@ -80,7 +79,7 @@ function servedSerial(port: number, id: PemIdentity): Promise<string> {
       checkServerIdentity: () => undefined, // checked by its chain here; its URI SAN is not a host name
     });
     socket.once('secureConnect', () => {
-      resolve(socket.getPeerCertificate().serialNumber.toUpperCase().replace(/^0+/, ''));
+      resolve(serialHex(socket.getPeerCertificate().serialNumber));
       socket.destroy();
     });
     socket.once('error', reject);
@@ -131,9 +130,9 @@ test('rotation: leaves and bundles swapped while 100 connections stream; none br
   const outbound = mesh.a.logs.access();
   const inbound = mesh.b.logs.access();
   t.true([...outbound, ...inbound].every((l) => l.outcome === 'closed'), 'no connection was dropped on either side');
-  const newest = (lines: typeof outbound, peer: PemIdentity): typeof outbound => lines.filter((l) => String(l.peer_serial).replace(/^0+/, '') === serial(peer));
+  const newest = (lines: typeof outbound, peer: PemIdentity): typeof outbound => lines.filter((l) => serialHex(String(l.peer_serial)) === serial(peer));
   t.is(newest(outbound, pki.identities.b).length, CONNECTIONS, 'the streams were made with b\'s old certificate');
   t.is(newest(outbound, rotated.b).length, 1, 'the new connection met b\'s new certificate');
   t.is(newest(inbound, rotated.a).length, 1, 'and b met a\'s new one');
-  t.like(outbound.find((l) => String(l.peer_serial).replace(/^0+/, '') === serial(rotated.b)), { tls_resumed: false, bytes_to_upstream: 256 * 1024 });
+  t.like(outbound.find((l) => serialHex(String(l.peer_serial)) === serial(rotated.b)), { tls_resumed: false, bytes_to_upstream: 256 * 1024 });
 });
