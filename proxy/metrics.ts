@@ -79,6 +79,7 @@ export class ProxyMetrics {
   readonly rbacDenied: Counter<'listener' | 'policy'>;
   readonly rbacShadowDenied: Counter<'listener' | 'policy'>;
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
+  readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -195,6 +196,12 @@ export class ProxyMetrics {
       name: 'vsockmesh_rbac_revoked_total',
       help: 'Open inbound connections closed because a new policy no longer allows them (policy_revoked)',
       labelNames: ['listener', 'policy'],
+      registers,
+    });
+    this.connectionsCut = new Counter({
+      name: 'vsockmesh_connections_closed_total',
+      help: 'Open connections the sidecar cut on its own with a reset on both sides, by reason (max_connection_age: a peer-hop TLS connection past peer_tls.max_connection_age)',
+      labelNames: ['listener', 'direction', 'reason'],
       registers,
     });
     addLogDropped(this.registry);

@@ -145,6 +145,8 @@ const peerTls = z
     reload_interval: duration('10s', 10),
     originate: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
     proxy_header: z.enum(['inside_tls', 'before_tls']).default('inside_tls'),
+    max_connection_age: optionalDuration(1_000),
+    max_connection_age_grace: duration('30s', 0),
   })
   .strict()
   .default({})
@@ -168,6 +170,7 @@ const peerTls = z
             reloadIntervalMs: p.reload_interval,
             originate: p.originate,
             proxyHeader: p.proxy_header,
+            maxConnectionAge: p.max_connection_age === undefined ? null : { maxAgeMs: p.max_connection_age, graceMs: p.max_connection_age_grace },
           },
   );
 

@@ -3,6 +3,7 @@
 
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
+import type { ConnectionAgeSettings } from '../peer-tls/connection-age.js';
 
 export type { LogLevel };
 
@@ -190,6 +191,8 @@ export type PeerTlsSettings =
       originate: boolean;
       /** Where the PROXY v2 header travels: inside TLS, or in the clear before it (HAProxy's form). */
       proxyHeader: 'inside_tls' | 'before_tls';
+      /** Peer-hop TLS connections older than this (jittered) are cut; null: no limit (the default). */
+      maxConnectionAge: ConnectionAgeSettings | null;
     };
 
 export interface SidecarConfig {

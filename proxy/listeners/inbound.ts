@@ -304,6 +304,7 @@ export class InboundListener extends Listener {
       refusals,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
+      ageLimit: this.options.peerTls?.ageLimit ?? null,
       fields: {
         listener: this.name,
         direction: 'inbound',

@@ -423,7 +423,20 @@ test('peer_tls strict with its files gets the documented defaults', (t) => {
     reloadIntervalMs: 10_000,
     originate: true,
     proxyHeader: 'inside_tls',
+    maxConnectionAge: null,
   });
+});
+
+test('peer_tls max_connection_age: off by default; given, with its grace (default 30s, 0 allowed)', (t) => {
+  const aged = (extra: Record<string, unknown>): unknown => (parseSidecarConfig({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, ...extra } }).peerTls as { maxConnectionAge: unknown }).maxConnectionAge;
+  t.deepEqual(aged({ max_connection_age: '30m' }), { maxAgeMs: 1_800_000, graceMs: 30_000 });
+  t.deepEqual(aged({ max_connection_age: '1h', max_connection_age_grace: '0s' }), { maxAgeMs: 3_600_000, graceMs: 0 });
+  t.is(aged({ max_connection_age_grace: '5s' }), null);
+});
+
+test('peer_tls max_connection_age below 1s, or not a duration, is refused by path', (t) => {
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, max_connection_age: '500ms' } }), ['peer_tls.max_connection_age: must be at least 1000ms']);
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, max_connection_age_grace: 'soon' } }), ['peer_tls.max_connection_age_grace: "soon" is not a duration such as "250ms", "5s", "1m" or "1h"']);
 });
 
 test('peer_tls permissive or strict needs all three PEM files, each named by its path', (t) => {
