@@ -3,7 +3,8 @@
 // compiled CLI). `vsockmesh iptables apply`, run inside A, sends an unchanged
 // curl in A to B's address through A's sidecar (as uid 65534, excluded by the
 // rules, so its own hop to B is not captured) and B's sidecar to B's app;
-// `vsockmesh iptables remove` lets curl go straight again. With inbound
+// B's app gets A's address in a PROXY v2 header (the inbound port's
+// proxy_protocol); `vsockmesh iptables remove` lets curl go straight again. With inbound
 // capture in B, a client that bypasses the mesh reaches B's inbound listener
 // instead of the app, and is refused there (it sends no PROXY header).
 
@@ -13,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { CLI, startCommand, startSidecarCli, type CliProcess } from '../helpers/cli.js';
@@ -69,8 +71,8 @@ function spawnIn(t: ExecutionContext, vm: Vm, argv: string[]): CliProcess {
   return proc;
 }
 
-/** B's app: an HTTP server on every address of B that answers with the client address it sees. */
-const APP = `require('node:http').createServer((req, res) => res.end(JSON.stringify({ client: req.socket.remoteAddress }))).listen(${APP_PORT}, '0.0.0.0', () => console.log(JSON.stringify({ msg: 'app listening' })));`;
+/** B's app: an HTTP server on every address of B that answers with the client address it was given, and how. */
+const APP = fileURLToPath(new URL('../fixtures/client-address-app.mjs', import.meta.url));
 
 interface Mesh {
   a: Vm;
@@ -81,8 +83,8 @@ interface Mesh {
   stats(vm: Vm, admin: number): Promise<string>;
   adminA: number;
   adminB: number;
-  /** curl in A (as root: the rules capture it) to B's app; the client address B's app saw, or curl's exit code. */
-  curl(): Promise<{ client?: string; code?: number }>;
+  /** curl in A (as root: the rules capture it) to B's app; the client address B's app saw and how, or curl's exit code. */
+  curl(): Promise<{ client?: string; via?: string; code?: number }>;
   iptables(vm: Vm, args: string[]): Promise<string>;
 }
 
@@ -107,7 +109,7 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
   // A's VM manager, in A on loopback.
   const vmm = spawnIn(t, a, [process.execPath, CLI, 'vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--inventory', inventory]);
   const vmmPort = (await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 60_000)).port as number;
-  const app = spawnIn(t, b, [process.execPath, '-e', APP]);
+  const app = spawnIn(t, b, [process.execPath, APP, String(APP_PORT)]);
   await app.waitForLine((l) => l.msg === 'app listening', 'app listening', 60_000);
 
   const admin = { address: '127.0.0.1', port: 0 };
@@ -118,7 +120,8 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
       node: { id: 'vm-b' },
       admin,
       vsock: { enabled: false },
-      listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['0.0.0.0'], port: PEER_PORT, ports: [APP_PORT] }],
+      // The app reads the original client from a PROXY v2 header, as behind HAProxy.
+      listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['0.0.0.0'], port: PEER_PORT, ports: [{ port: APP_PORT, proxy_protocol: true }] }],
     },
     { wrapper: b.wrapper },
   );
@@ -145,7 +148,7 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
     stats: async (vm, port) => (await vm.exec(['curl', '-sS', '--max-time', '30', `http://127.0.0.1:${port}/stats`])).stdout,
     curl: () =>
       a.exec(['curl', '-sS', '--max-time', '30', `http://${B_IP}:${APP_PORT}/`]).then(
-        (r) => ({ client: (JSON.parse(r.stdout) as { client: string }).client }),
+        (r) => JSON.parse(r.stdout) as { client: string; via: string },
         (err: { code?: number }) => ({ code: err.code }),
       ),
     iptables: async (vm, args) => (await vm.exec([process.execPath, CLI, 'iptables', ...args])).stdout,
@@ -165,7 +168,7 @@ if (need !== undefined && process.env.CI !== 'true') {
   test('vsockmesh iptables apply in A: an unchanged curl to B\'s address goes through both sidecars (not the sidecar\'s own hop); remove: straight again', async (t) => {
     const m = await mesh(t);
     // Before any rule: straight to B's app, which sees A's address.
-    t.deepEqual(await m.curl(), { client: A_IP });
+    t.deepEqual(await m.curl(), { client: A_IP, via: 'socket' });
     t.is(access(m.sidecarA).length, 0);
 
     const applied = await m.iptables(m.a, ['apply', '--uid', String(NOBODY), '--port', String(CAPTURE_PORT)]);
@@ -173,7 +176,8 @@ if (need !== undefined && process.env.CI !== 'true') {
     t.is(await m.iptables(m.a, ['apply', '--uid', String(NOBODY), '--port', String(CAPTURE_PORT)]), applied, 'apply again: the same, nothing added');
 
     const viaMesh = await m.curl();
-    t.truthy(viaMesh.client, `curl through the mesh failed: ${JSON.stringify(viaMesh)}\n${m.sidecarA.stdout()}`);
+    // B's app sees A's address: carried in the PROXY v2 header from A's sidecar to B's, and from B's sidecar to the app.
+    t.deepEqual(viaMesh, { client: A_IP, via: 'proxy-header' }, `${JSON.stringify(viaMesh)}\n${m.sidecarA.stdout()}`);
     await waitFor(() => access(m.sidecarA).length === 1 && access(m.sidecarB).length === 1, 'an access line from each sidecar', 30_000);
     const [lineA] = access(m.sidecarA);
     const [lineB] = access(m.sidecarB);
@@ -182,7 +186,6 @@ if (need !== undefined && process.env.CI !== 'true') {
     // B's sidecar knows the original client (from the PROXY v2 header) and the original destination.
     t.like(lineB, { listener: 'inbound', direction: 'inbound', dst: `${B_IP}:${APP_PORT}`, src: lineA!.src, upstream: `127.0.0.1:${APP_PORT}` });
     t.regex(String(lineB!.peer), new RegExp(`^${A_IP.replaceAll('.', '\\.')}:\\d+$`), 'the hop came from A\'s sidecar, not captured on its way out');
-    t.log(`B's app saw ${viaMesh.client} (the inbound listener connects to it from loopback); B's sidecar logged src ${String(lineB!.src)}`);
     // The sidecar's own connections (to B, to the VM manager) were never sent back to its capture listener.
     t.false(m.sidecarA.lines.some((l) => l.reason === 'no_original_destination'), m.sidecarA.stdout());
     t.is(connections(await m.stats(m.a, m.adminA), 'capture'), 1);
@@ -191,7 +194,7 @@ if (need !== undefined && process.env.CI !== 'true') {
     t.regex(await m.iptables(m.a, ['remove']), /IPv4: capture rules removed/);
     t.regex(await m.iptables(m.a, ['remove']), /IPv4: no capture rules to remove/, 'remove again: nothing left');
     t.false((await m.a.exec(['iptables-save', '-t', 'nat'])).stdout.includes('VSOCKMESH'));
-    t.deepEqual(await m.curl(), { client: A_IP }, 'straight to B\'s app again');
+    t.deepEqual(await m.curl(), { client: A_IP, via: 'socket' }, 'straight to B\'s app again');
     t.is(connections(await m.stats(m.a, m.adminA), 'capture'), 1, 'A\'s sidecar counted nothing more');
     t.is(connections(await m.stats(m.b, m.adminB), 'inbound'), 1, 'B\'s sidecar counted nothing more');
   });
@@ -206,7 +209,7 @@ if (need !== undefined && process.env.CI !== 'true') {
     t.is(connections(await m.stats(m.b, m.adminB), 'inbound'), 0, 'nothing relayed to the app');
 
     await m.iptables(m.a, ['apply', '--uid', String(NOBODY)]);
-    t.truthy((await m.curl()).client, 'through both sidecars');
+    t.deepEqual(await m.curl(), { client: A_IP, via: 'proxy-header' }, 'through both sidecars');
     t.is(connections(await m.stats(m.b, m.adminB), 'inbound'), 1);
     t.regex(await m.iptables(m.b, ['remove']), /IPv4: capture rules removed/);
     t.false((await m.b.exec(['iptables-save', '-t', 'nat'])).stdout.includes('VSOCKMESH'), 'the inbound chain and its jump are gone');
