@@ -86,6 +86,15 @@ test('without --uid, --gid or --mark the default user must exist: the rules woul
   });
 });
 
+test('a bad port or network is reported before a user name is looked up', (t) => {
+  let lookedUp = 0;
+  const counting: IdLookups = { uid: () => (lookedUp++, undefined), gid: () => (lookedUp++, undefined) };
+  for (const over of [{ port: '0' }, { excludePort: ['x'] }, { inboundPort: 'x' }, { excludeCidr: ['x'] }, { mark: ['x'] }]) {
+    t.throws(() => captureModel(flags({ uid: ['someone'], gid: ['somegroup'], ...over }), counting), { instanceOf: CaptureUsageError, message: /^--(port|exclude-port|inbound-port|exclude-cidr|mark): / });
+  }
+  t.is(lookedUp, 0);
+});
+
 test('--ipv6 takes auto, on and off only', (t) => {
   for (const mode of ['auto', 'on', 'off'] as const) t.is(ipv6Mode(mode), mode);
   t.throws(() => ipv6Mode('yes'), { instanceOf: CaptureUsageError, message: "--ipv6: must be auto, on or off, not 'yes'" });
