@@ -199,6 +199,20 @@ if (need !== undefined && process.env.CI !== 'true') {
     t.is(connections(await m.stats(m.b, m.adminB), 'inbound'), 1, 'B\'s sidecar counted nothing more');
   });
 
+  test('vsockmesh iptables apply and remove without CAP_NET_ADMIN: exit 1, one line saying so, nothing changed', async (t) => {
+    const { a } = await twoVms(t);
+    const before = (await a.exec(['iptables-save', '-t', 'nat'])).stdout.replace(/^#.*\n/gm, '');
+    for (const action of [['apply', '--uid', '0'], ['remove']]) {
+      const err = await a.exec(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, CLI, 'iptables', ...action]).then(
+        () => undefined,
+        (e: { code?: number; stderr?: string }) => e,
+      );
+      t.is(err?.code, 1, action[0]);
+      t.is(err?.stderr, `vsockmesh iptables ${action[0]!}: changing the nat table needs CAP_NET_ADMIN: run as root (or with that capability)\n`);
+    }
+    t.is((await a.exec(['iptables-save', '-t', 'nat'])).stdout.replace(/^#.*\n/gm, ''), before);
+  });
+
   test('inbound capture in B: a client that bypasses the mesh reaches B\'s inbound listener, not the app, and is refused; through A\'s sidecar it gets in', async (t) => {
     const m = await mesh(t);
     // B's sidecar runs as root here: uid 0 is its user.
