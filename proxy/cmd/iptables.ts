@@ -22,14 +22,9 @@ function families(mode: Ipv6Mode, say: (line: string) => void): Array<{ family: 
   for (const family of wanted) {
     const tools = familyTools(family);
     const nat = typeof tools === 'string' ? { problem: tools } : readNat(tools);
-    if ('problem' in nat) {
-      if (family === 6 && mode === 'auto') {
-        say(`IPv6: skipped (--ipv6 auto: ${nat.problem})`);
-        continue;
-      }
-      throw new CaptureError(`IPv${family}: cannot read the nat table: ${nat.problem}`);
-    }
-    usable.push({ family, tools: tools as { save: string; restore: string }, nat: nat.text });
+    if (typeof tools !== 'string' && 'text' in nat) usable.push({ family, tools, nat: nat.text });
+    else if (family === 6 && mode === 'auto') say(`IPv6: skipped (--ipv6 auto: ${'problem' in nat ? nat.problem : ''})`);
+    else throw new CaptureError(`IPv${family}: cannot read the nat table: ${'problem' in nat ? nat.problem : ''}`);
   }
   return usable;
 }
