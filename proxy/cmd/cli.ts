@@ -12,6 +12,7 @@ import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
 import { ctlCommand } from '../../xds/ctl.js';
+import { iptablesCommand } from './iptables.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
 
@@ -217,6 +218,7 @@ export function buildCli(): Command {
     'Host relay',
   );
   program.addCommand(ctlCommand());
+  program.addCommand(iptablesCommand());
 
   return program;
 }

@@ -90,11 +90,11 @@ const inboundPort = z.union(
   [
     destinationPort.transform((p) => localPort(p)),
     z
-      .object({ port: destinationPort, target: socketAddress.optional() })
+      .object({ port: destinationPort, target: socketAddress.optional(), proxy_protocol: z.boolean().optional() })
       .strict()
-      .transform((p) => localPort(p.port, p.target)),
+      .transform((p) => ({ ...localPort(p.port, p.target), ...(p.proxy_protocol === true && { proxyProtocol: true }) })),
   ],
-  { errorMap: () => ({ message: 'must be a port number or {port, target: {address, port}}' }) },
+  { errorMap: () => ({ message: 'must be a port number or {port, target: {address, port}, proxy_protocol: true|false}' }) },
 );
 
 const MAX_HEADER = 'must be 28..65551 (28: a PROXY v2 header with IPv4 addresses; 65551: the protocol maximum)';

@@ -78,6 +78,8 @@ export interface InboundPortConfig {
   target: SocketAddress;
   /** Pushed by the control plane (peer_authentication); absent: peer_tls.mode of the sidecar's file. */
   peerMode?: PeerTlsMode;
+  /** The app gets a PROXY v2 header (the original client and destination) before the first byte, as HAProxy's send-proxy-v2. */
+  proxyProtocol?: boolean;
 }
 
 export interface InboundListenerConfig {

@@ -62,6 +62,17 @@ test('listener and cluster defaults are filled in and durations become milliseco
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
 });
 
+test('an inbound port may send the app a PROXY v2 header (proxy_protocol); off unless set, and only a boolean', (t) => {
+  const config = parseSidecarConfig({ ...minimal, listeners: [inbound({ ports: [8080, { port: 9000, proxy_protocol: true }, { port: 9001, proxy_protocol: false }] })] });
+  const listener = config.listeners[0]!;
+  t.deepEqual(listener.kind === 'inbound' && listener.ports, [
+    { port: 8080, target: { address: '127.0.0.1', port: 8080 } },
+    { port: 9000, target: { address: '127.0.0.1', port: 9000 }, proxyProtocol: true },
+    { port: 9001, target: { address: '127.0.0.1', port: 9001 } },
+  ]);
+  t.deepEqual(problems({ ...minimal, listeners: [inbound({ ports: [{ port: 9000, proxy_protocol: 'yes' }] })] }), ['listeners[0].ports[0]: must be a port number or {port, target: {address, port}, proxy_protocol: true|false}']);
+});
+
 test('vsock endpoints default to direct mode; host-relay defaults its relay to CID 2 port 15100', (t) => {
   const config = parseSidecarConfig({
     ...minimal,
