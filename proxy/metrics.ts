@@ -80,6 +80,7 @@ export class ProxyMetrics {
   readonly rbacShadowDenied: Counter<'listener' | 'policy'>;
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
   readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
+  readonly forwardProxyRequests: Counter<'listener' | 'outcome'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -147,6 +148,12 @@ export class ProxyMetrics {
       name: 'vsockmesh_migration_drained_connections_total',
       help: 'vsock connections closed after their destination VM (or this VM) moved and the migration grace ran out',
       labelNames: ['listener', 'cluster'],
+      registers,
+    });
+    this.forwardProxyRequests = new Counter({
+      name: 'vsockmesh_forward_proxy_requests_total',
+      help: 'Request heads a forward-proxy listener answered, by outcome (cluster, pass_through, unknown_destination, bad_request, not_loopback, not_implemented)',
+      labelNames: ['listener', 'outcome'],
       registers,
     });
     this.decisions = new Counter({

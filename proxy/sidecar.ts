@@ -10,6 +10,7 @@ import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
+import { ForwardProxyListener } from './listeners/forward-proxy.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
@@ -118,6 +119,7 @@ export class Sidecar extends ProxyServer {
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions));
     }
+    for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, clusters.values(), this.context, outboundOptions));
   }
 
   protected override startClients(): void {

@@ -4,7 +4,7 @@
 // two cannot drift apart.
 
 import { U32 } from './fields.js';
-import type { InboundListenerConfig, InboundPortConfig, OutboundListenerConfig } from './types.js';
+import type { ForwardProxyListenerConfig, InboundListenerConfig, InboundPortConfig, OutboundListenerConfig } from './types.js';
 
 export const LISTENER_DEFAULTS = {
   idleTimeoutMs: 60 * 60 * 1000,
@@ -52,6 +52,21 @@ export function inboundListenerConfig(l: Given<InboundListenerConfig, 'name' | '
     connectTimeoutMs: l.connectTimeoutMs ?? LISTENER_DEFAULTS.connectTimeoutMs,
     ports: l.ports,
     allowedPeerIds: l.allowedPeerIds ?? [],
+    maxConnections: l.maxConnections ?? null,
+  };
+}
+
+/** A forward proxy from its name and binds; no pass-through unless asked, head bounds as an inbound listener's. */
+export function forwardProxyListenerConfig(l: Given<ForwardProxyListenerConfig, 'name' | 'addresses' | 'port'>): ForwardProxyListenerConfig {
+  return {
+    kind: 'forward_proxy',
+    name: l.name,
+    addresses: l.addresses,
+    port: l.port,
+    passThrough: l.passThrough ?? false,
+    headerTimeoutMs: l.headerTimeoutMs ?? LISTENER_DEFAULTS.headerTimeoutMs,
+    maxHeaderBytes: l.maxHeaderBytes ?? LISTENER_DEFAULTS.maxHeaderBytes,
+    idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
   };
 }

@@ -2,7 +2,7 @@
 // validation into domain types. Every problem is reported with its path.
 //
 import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
-import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
+import { forwardProxyListenerConfig, inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
 
@@ -81,6 +81,22 @@ const outboundListener = z
     addresses: z.array(loopbackAddress).min(1, { message: 'must list at least one address' }).default(['127.0.0.1']),
     port,
     cluster: name,
+    idle_timeout: optionalDuration(),
+    max_connections: maxConnections,
+  })
+  .strict();
+
+const HEAD_BYTES = 'must be 256..65536';
+
+const forwardProxyListener = z
+  .object({
+    kind: z.literal('forward_proxy'),
+    name,
+    addresses: z.array(ipAddress).min(1, { message: 'must list at least one address' }).default(['127.0.0.1']),
+    port,
+    pass_through: z.boolean({ invalid_type_error: 'must be true or false' }).default(false),
+    header_timeout: optionalDuration(),
+    max_header_bytes: z.number({ invalid_type_error: 'must be a number' }).int({ message: HEAD_BYTES }).min(256, { message: HEAD_BYTES }).max(65536, { message: HEAD_BYTES }).optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -174,9 +190,20 @@ const peerTls = z
           },
   );
 
-const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener]).transform(
+const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener, forwardProxyListener]).transform(
   (l): ListenerConfig =>
-    l.kind === 'outbound'
+    l.kind === 'forward_proxy'
+      ? forwardProxyListenerConfig({
+          name: l.name,
+          addresses: l.addresses,
+          port: l.port,
+          passThrough: l.pass_through,
+          headerTimeoutMs: l.header_timeout,
+          maxHeaderBytes: l.max_header_bytes,
+          idleTimeoutMs: l.idle_timeout,
+          maxConnections: l.max_connections,
+        })
+      : l.kind === 'outbound'
       ? outboundListenerConfig({ name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections })
       : inboundListenerConfig({
           name: l.name,
@@ -326,7 +353,7 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     }
     if (typeof l.port !== 'number' || l.port === 0) return;
     const addresses =
-      l.transport === 'vsock' ? [`vsock:${String(l.cid ?? 'any')}`] : Array.isArray(l.addresses) ? l.addresses : [l.kind === 'outbound' ? '127.0.0.1' : '0.0.0.0'];
+      l.transport === 'vsock' ? [`vsock:${String(l.cid ?? 'any')}`] : Array.isArray(l.addresses) ? l.addresses : [l.kind === 'outbound' || l.kind === 'forward_proxy' ? '127.0.0.1' : '0.0.0.0'];
     for (const address of addresses) {
       const key = `${String(address)}:${l.port}`;
       const other = binds.get(key);

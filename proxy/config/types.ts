@@ -110,7 +110,23 @@ export interface InboundListenerConfig {
   maxConnections: number | null;
 }
 
-export type ListenerConfig = OutboundListenerConfig | InboundListenerConfig;
+/** An HTTP forward proxy for apps that honour HTTP(S)_PROXY: `CONNECT web.mesh:443` tunnels to cluster `web` the way an outbound listener would. */
+export interface ForwardProxyListenerConfig {
+  kind: 'forward_proxy';
+  name: string;
+  /** Addresses to bind; whatever they are, only loopback clients are served. */
+  addresses: string[];
+  port: number;
+  /** Destinations that name no cluster get a direct TCP connection instead of a 403 (an open proxy for this VM's apps). */
+  passThrough: boolean;
+  /** The request head must arrive within this, and be at most this long. */
+  headerTimeoutMs: number;
+  maxHeaderBytes: number;
+  idleTimeoutMs: number;
+  maxConnections: number | null;
+}
+
+export type ListenerConfig = OutboundListenerConfig | InboundListenerConfig | ForwardProxyListenerConfig;
 
 export interface VsockSettings {
   /** false: endpoints' vsock addresses are ignored and no vsock listener may be configured. */

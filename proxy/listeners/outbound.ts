@@ -47,6 +47,20 @@ interface ResolvedEndpoint {
   endpoint: UpstreamEndpoint;
 }
 
+/**
+ * A connection another listener hands over once it has read what the client
+ * asked for (a forward proxy's CONNECT): it is answered, not reset.
+ */
+export interface Tunnel {
+  /** Written to the client once the upstream is up. */
+  greeting: Buffer;
+  /** Client bytes read after the request head; they belong to the tunnel. */
+  early: Buffer | null;
+  /** Ends the client's connection with an answer saying why (no way to reach the cluster, upstream down). */
+  refuse(fd: number, reason: string, message: string): void;
+  failed(fd: number, code: string): void;
+}
+
 /** A resolve target with the original destination filled in. */
 type ConcreteTarget = Exclude<ResolveTarget, { kind: 'original_dst' }>;
 
@@ -70,6 +84,7 @@ interface HowDecided {
   target?: ConcreteTarget;
   /** Why the VM manager's answer is missing, for a refusal's message. */
   unresolved?: string;
+  tunnel?: Tunnel | undefined;
 }
 
 /** The header's destination when none is known (a hop is chosen only with one in practice: a VM always has an address). */
@@ -124,26 +139,30 @@ export class OutboundListener extends Listener {
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
-    const src = { address: String(peerHost), port: peerPort };
+    this.adopt(fd, { address: String(peerHost), port: peerPort });
+  }
+
+  /** A connection to this listener's cluster, accepted here or handed over with a tunnel to answer through; owns `fd` from here on. */
+  adopt(fd: number, src: { address: string; port: number }, tunnel?: Tunnel): void {
     const { resolve } = this.cluster.settings;
-    if (resolve) this.onResolvedConnection(fd, src, resolve);
-    else this.onStaticConnection(fd, src);
+    if (resolve) this.onResolvedConnection(fd, src, resolve, tunnel);
+    else this.onStaticConnection(fd, src, tunnel);
   }
 
   // ---- endpoints of the config file or the control plane ----------------------
 
-  private onStaticConnection(fd: number, src: { address: string; port: number }): void {
+  private onStaticConnection(fd: number, src: { address: string; port: number }, tunnel: Tunnel | undefined): void {
     const endpoint = this.cluster.pick();
     if (endpoint === undefined) {
-      this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint');
+      this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint', tunnel);
       return;
     }
-    this.decide(fd, src, endpoint, { policy: this.options.vsock.policy });
+    this.decide(fd, src, endpoint, { policy: this.options.vsock.policy, tunnel });
   }
 
   // ---- resolved through the VM manager --------------------------------------
 
-  private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget): void {
+  private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget, tunnel: Tunnel | undefined): void {
     const { resolver } = this.options.resolver!;
     let target: ConcreteTarget;
     if (configured.kind === 'original_dst') {
@@ -153,11 +172,11 @@ export class OutboundListener extends Listener {
         original = getOriginalDst(fd, ipFamily(src.address) === 'inet6' && !src.address.startsWith('::ffff:') ? 'inet6' : 'inet');
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? 'EINVAL';
-        this.refuse(fd, src, 'no_original_destination', `refused: the connection was not redirected to this listener, so it names no destination (SO_ORIGINAL_DST: ${code})`);
+        this.refuse(fd, src, 'no_original_destination', `refused: the connection was not redirected to this listener, so it names no destination (SO_ORIGINAL_DST: ${code})`, tunnel);
         return;
       }
       if (this.isOwnAddress(original)) {
-        this.refuse(fd, src, 'no_original_destination', `refused: the original destination ${formatAddress(original.address, original.port)} is this listener (a loop)`);
+        this.refuse(fd, src, 'no_original_destination', `refused: the original destination ${formatAddress(original.address, original.port)} is this listener (a loop)`, tunnel);
         return;
       }
       target = { kind: 'ip_port', ip: original.address, port: original.port };
@@ -166,45 +185,45 @@ export class OutboundListener extends Listener {
     const destination = fixed?.destination ?? toDestination(target);
     const cached = fixed ? resolver.lookupKey(fixed.key) : resolver.lookup(destination);
     if (cached) {
-      this.decideResolved(fd, src, target, cached);
+      this.decideResolved(fd, src, target, cached, tunnel);
       return;
     }
     this.whilePending(fd, resolver.resolve(destination), (outcome) => {
-      if (outcome.kind === 'resolved') this.decideResolved(fd, src, target, outcome.resolution);
-      else this.decideUnresolved(fd, src, target, outcome.code);
+      if (outcome.kind === 'resolved') this.decideResolved(fd, src, target, outcome.resolution, tunnel);
+      else this.decideUnresolved(fd, src, target, outcome.code, tunnel);
     });
   }
 
-  private decideResolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution): void {
+  private decideResolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution, tunnel: Tunnel | undefined): void {
     // The hot path: the same cached answer as last time reuses its endpoint and the decisions kept on it.
     let last = this.lastResolved;
     if (last === undefined || last.resolution !== resolution || last.target !== target) {
       last = { resolution, target, endpoint: new UpstreamEndpoint(factsFromResolution(resolution, wantedOf(target))) };
       this.lastResolved = last;
     }
-    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target });
+    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, tunnel });
   }
 
   /** The VM manager could not answer and nothing fresh is cached: only the address the target names, if it names one, is known. */
-  private decideUnresolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string): void {
+  private decideUnresolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string, tunnel: Tunnel | undefined): void {
     const endpoint = new UpstreamEndpoint(factsWithoutResolution(wantedOf(target)));
-    const connection = this.decide(fd, src, endpoint, { policy: this.options.resolver!.settings.policy, target, unresolved: `the VM manager is unavailable (${code})` });
+    const connection = this.decide(fd, src, endpoint, { policy: this.options.resolver!.settings.policy, target, unresolved: `the VM manager is unavailable (${code})`, tunnel });
     if (connection) this.options.resolver!.resolver.notePlainTcp();
   }
 
   /** The transport decision for one connection, counted by reason, then the connection or its refusal. */
   private decide(fd: number, src: { address: string; port: number }, endpoint: UpstreamEndpoint, how: HowDecided): ProxiedConnection | undefined {
-    const { policy, target, unresolved } = how;
+    const { policy, target, unresolved, tunnel } = how;
     const selection = endpoint.decide(this.options.placement.current(), this.vsockHealth(endpoint.breaker), policy);
     this.decisionCounter(selection.reason).inc();
     const { app, vm } = endpoint.facts;
     if (!selection.ok) {
       const what = target ? describeTarget(target) : app ? formatAddress(app.address, app.port) : 'the endpoint';
-      this.refuse(fd, src, selection.reason, `refused: no way to reach ${what}${unresolved ? `: ${unresolved}` : ''} (${selection.reason})`);
+      this.refuse(fd, src, selection.reason, `refused: no way to reach ${what}${unresolved ? `: ${unresolved}` : ''} (${selection.reason})`, tunnel);
       return undefined;
     }
     const vmId = vm?.vmId ?? null;
-    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode });
+    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, tunnel);
     if (target && vmId !== null) this.remember(vmId, connection);
     return connection;
   }
@@ -226,7 +245,7 @@ export class OutboundListener extends Listener {
 
   // ---- shared ----------------------------------------------------------------
 
-  private connect(fd: number, src: { address: string; port: number }, upstream: Upstream): ProxiedConnection {
+  private connect(fd: number, src: { address: string; port: number }, upstream: Upstream, tunnel: Tunnel | undefined): ProxiedConnection {
     const { hops, dst, vmId } = upstream;
     const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
     const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker, vmId, upstream.peerMode));
@@ -238,6 +257,7 @@ export class OutboundListener extends Listener {
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       ageLimit: this.options.peerTls?.ageLimit ?? null,
+      ...(tunnel && { greeting: tunnel.greeting, failDownstream: (downstreamFd: number, code: string) => tunnel.failed(downstreamFd, code) }),
       fields: {
         listener: this.name,
         direction: 'outbound',
@@ -255,7 +275,7 @@ export class OutboundListener extends Listener {
       },
     });
     this.track(connection);
-    connection.connect(attempts);
+    connection.connect(attempts, tunnel?.early ?? null);
     return connection;
   }
 
@@ -263,10 +283,11 @@ export class OutboundListener extends Listener {
     return this.addresses().some((b) => b.port === dst.port && (b.address === dst.address || b.address === '0.0.0.0' || b.address === '::'));
   }
 
-  private refuse(fd: number, src: { address: string; port: number }, reason: string, message: string): void {
+  private refuse(fd: number, src: { address: string; port: number }, reason: string, message: string, tunnel?: Tunnel): void {
     this.context.metrics.refused.inc({ listener: this.name, reason });
     this.context.refusals.warn({ listener: this.name, src: formatAddress(src.address, src.port), cluster: this.cluster.name, reason }, message);
-    native.close(fd);
+    if (tunnel) tunnel.refuse(fd, reason, message);
+    else native.close(fd);
   }
 
   private remember(vmId: string, connection: ProxiedConnection): void {

@@ -40,6 +40,10 @@ export interface ProxiedConnectionOptions {
   onClosed: (connection: ProxiedConnection) => void;
   /** peer_tls.max_connection_age: followed once the relay starts, if the peer hop is TLS. */
   ageLimit?: ConnectionAgeLimit | null;
+  /** Written to the downstream once the upstream is up, ahead of the upstream's bytes (a forward proxy's 200). */
+  greeting?: Buffer;
+  /** Ends the downstream when no upstream could be reached (a forward proxy's 502); absent: a reset. */
+  failDownstream?: (fd: number, code: string) => void;
 }
 
 export interface UpstreamTarget {
@@ -166,9 +170,15 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     if (fields.direction === 'outbound') fields.transport = attempt.transport;
     fields.upstream = attempt.label;
     metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: attempt.transport, code });
-    refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); resetting downstream`);
-    native.reset(this.options.downstreamFd);
+    refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); ending downstream`);
+    this.failDownstream(code);
     this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
+  }
+
+  private failDownstream(code: string): void {
+    const { failDownstream, downstreamFd } = this.options;
+    if (failDownstream) failDownstream(downstreamFd, code);
+    else native.reset(downstreamFd);
   }
 
   private secureThenRelay(attempt: UpstreamAttempt, secure: NonNullable<UpstreamAttempt['secure']>, fd: number): void {
@@ -184,8 +194,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
       const { fields, refusals } = this.options;
       if (fields.direction === 'outbound') fields.transport = attempt.transport;
       fields.upstream = attempt.label;
-      refusals.warn({ ...fields, reason: outcome.reason, detail: outcome.detail }, `peer TLS with ${attempt.label} refused (${outcome.reason}): ${outcome.detail}; resetting downstream`);
-      native.reset(this.options.downstreamFd);
+      refusals.warn({ ...fields, reason: outcome.reason, detail: outcome.detail }, `peer TLS with ${attempt.label} refused (${outcome.reason}): ${outcome.detail}; ending downstream`);
+      this.failDownstream(outcome.reason);
       this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: outcome.reason });
     });
   }
@@ -200,7 +210,7 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     this.options.fields.upstream = attempt.label;
     this.stats = this.options.statsFor(attempt.transport);
     this.stats.opened(this);
-    this.relayId = native.relay(this.options.downstreamFd, upstreamFd, toUpstream, null, this.options.idleTimeoutMs, (outcome, up, down, error) => {
+    this.relayId = native.relay(this.options.downstreamFd, upstreamFd, toUpstream, this.options.greeting ?? null, this.options.idleTimeoutMs, (outcome, up, down, error) => {
       const result: ConnectionResult = { outcome: this.cutReason ?? native.RELAY_OUTCOMES[outcome]!, bytesToUpstream: this.earlyBytes + up, bytesToDownstream: down };
       if (error !== null) result.errorCode = error;
       this.relayId = -1;
