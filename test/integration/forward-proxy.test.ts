@@ -1,0 +1,145 @@
+// Forward proxy (kind: forward_proxy): curl with --proxytunnel sends CONNECT
+// app.mesh:80 to sidecar a, which opens the tunnel through cluster "app"'s
+// outbound path (PROXY v2 header to sidecar b's inbound listener, then the
+// app) and answers 200 only once it is up. Unknown hosts get 403, a dead
+// upstream 502, a plain absolute-URI request 501, a bad head 400, and a
+// client from a non-loopback address nothing at all.
+
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { promisify } from 'node:util';
+import { metricSum } from '../helpers/admin-http.js';
+import { collect, waitFor } from '../helpers/apps.js';
+import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
+
+const run = promisify(execFile);
+
+interface Setup {
+  a: TestSidecar;
+  b: TestSidecar;
+  proxyPort: number;
+  seen: Array<{ url: string | undefined; host: string | undefined }>;
+}
+
+/** A port nothing listens on: bound, then closed. */
+async function deadPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function setup(t: import('ava').ExecutionContext, proxy: Record<string, unknown> = {}): Promise<Setup> {
+  const seen: Setup['seen'] = [];
+  const app = http.createServer((req, res) => {
+    seen.push({ url: req.url, host: req.headers.host });
+    res.end(`hello from the app: ${req.url ?? ''}\n`);
+  });
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
+  const appPort = (app.address() as net.AddressInfo).port;
+  const b = await startSidecar({ node: { id: 'vm-b' }, listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: [appPort] }] });
+  t.teardown(() => b.sidecar.stop());
+  const inbound = b.sidecar.listenerAddress('inbound');
+  const a = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'forward_proxy', name: 'egress', port: 0, ...proxy }],
+    clusters: [
+      { name: 'app', endpoints: [{ address: '127.0.0.1', port: appPort, vm_id: 'vm-b', peer: { address: inbound.address, port: inbound.port } }] },
+      { name: 'down', connect_timeout: '10s', endpoints: [{ address: '127.0.0.1', port: await deadPort() }] },
+    ],
+  });
+  t.teardown(() => a.sidecar.stop());
+  return { a, b, proxyPort: a.sidecar.listenerAddress('egress').port, seen };
+}
+
+/** Sends a raw head and reads everything until the proxy closes (or resets: errorCode). */
+async function exchange(port: number, head: string, host = '127.0.0.1', localAddress?: string): Promise<{ text: string; errorCode?: string }> {
+  const socket = net.connect({ port, host, ...(localAddress !== undefined && { localAddress }) });
+  socket.write(head);
+  const { data, errorCode } = await collect(socket);
+  return { text: data.toString('latin1'), ...(errorCode !== undefined && { errorCode }) };
+}
+
+const forwardRequests = async (s: TestSidecar, outcome: string): Promise<number> =>
+  metricSum(await s.sidecar.metrics.registry.metrics(), 'vsockmesh_forward_proxy_requests_total', { listener: 'egress', outcome });
+
+test('curl --proxytunnel reaches the app by its mesh name through both sidecars; the tunnel is counted and logged', async (t) => {
+  const { a, b, proxyPort, seen } = await setup(t);
+  const { stdout } = await run('curl', ['-sS', '--max-time', '60', '-p', '-x', `http://127.0.0.1:${proxyPort}`, 'http://app.mesh/hello?x=1'], { timeout: 90_000 });
+  t.is(stdout, 'hello from the app: /hello?x=1\n');
+  t.deepEqual(seen, [{ url: '/hello?x=1', host: 'app.mesh' }], 'the app got the request curl sent inside the tunnel');
+  await waitFor(() => a.logs.access().length >= 1 && b.logs.access().length >= 1, 'an access line on each sidecar', 30_000);
+  t.like(a.logs.access()[0], { listener: 'egress', direction: 'outbound', cluster: 'app', transport: 'tcp', dst_vm: 'vm-b', outcome: 'closed' });
+  t.like(b.logs.access()[0], { listener: 'inbound', direction: 'inbound' });
+  t.is(await forwardRequests(a, 'cluster'), 1);
+  t.is(metricSum(await a.sidecar.metrics.registry.metrics(), 'vsockmesh_connections_total', { listener: 'egress', cluster: 'app' }), 1);
+});
+
+test('CONNECT by the bare cluster name answers 200 only once the upstream is up, then relays both ways (bytes sent with the head included)', async (t) => {
+  const { proxyPort } = await setup(t);
+  const { text } = await exchange(proxyPort, 'CONNECT app:80 HTTP/1.1\r\nHost: app:80\r\n\r\nGET /pipelined HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
+  t.true(text.startsWith('HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n'), text);
+  t.true(text.endsWith('hello from the app: /pipelined\n'), text);
+});
+
+test('an unknown destination gets 403 with its reason and reaches nothing', async (t) => {
+  const { a, proxyPort } = await setup(t);
+  const { text } = await exchange(proxyPort, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n');
+  t.regex(text, /^HTTP\/1\.1 403 Forbidden\r\n/);
+  t.regex(text, /\r\nX-Vsockmesh-Reason: unknown_destination\r\n/);
+  t.regex(text, /127\.0\.0\.1:22 names no cluster/);
+  const curl = await run('curl', ['-sS', '--max-time', '60', '-p', '-x', `http://127.0.0.1:${proxyPort}`, 'http://nowhere.mesh/'], { timeout: 90_000 }).catch((err: { code: number; stderr: string }) => err);
+  t.is((curl as { code: number }).code, 56, 'curl: CONNECT tunnel failed');
+  t.regex((curl as { stderr: string }).stderr, /403/);
+  t.is(await forwardRequests(a, 'unknown_destination'), 2);
+  t.is(a.logs.withReason('unknown_destination').length >= 1, true);
+  t.is(a.logs.access().length, 0);
+});
+
+test('upstream down: 502 after the connect failed, counted as a connect error', async (t) => {
+  const { a, proxyPort } = await setup(t);
+  const { text } = await exchange(proxyPort, 'CONNECT down.mesh:443 HTTP/1.1\r\n\r\n');
+  t.regex(text, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+  t.regex(text, /\r\nX-Vsockmesh-Reason: upstream_connect_failed\r\n/);
+  t.regex(text, /ECONNREFUSED/);
+  t.is(metricSum(await a.sidecar.metrics.registry.metrics(), 'vsockmesh_upstream_connect_errors_total', { listener: 'egress', cluster: 'down', code: 'ECONNREFUSED' }), 1);
+});
+
+test('a plain absolute-URI request gets 501 (not served yet); a bad head gets 400 with its reason', async (t) => {
+  const { a, proxyPort, seen } = await setup(t);
+  const plain = await exchange(proxyPort, 'GET http://app.mesh/x HTTP/1.1\r\nHost: app.mesh\r\n\r\n');
+  t.regex(plain.text, /^HTTP\/1\.1 501 Not Implemented\r\n/);
+  t.regex(plain.text, /X-Vsockmesh-Reason: absolute_uri_not_implemented/);
+  const bad = await exchange(proxyPort, 'CONNECT app.mesh HTTP/1.1\r\n\r\n');
+  t.regex(bad.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  t.regex(bad.text, /X-Vsockmesh-Reason: bad_authority/);
+  // Exactly the bound (4096 by default) without the blank line: all of it is read, so the close carries no reset that could overtake the answer.
+  const start = 'CONNECT app.mesh:80 HTTP/1.1\r\nX-Pad: ';
+  const huge = await exchange(proxyPort, start + 'a'.repeat(4096 - start.length));
+  t.regex(huge.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  t.regex(huge.text, /X-Vsockmesh-Reason: head_too_large/);
+  t.deepEqual(seen, [], 'nothing reached the app');
+  t.is(await forwardRequests(a, 'not_implemented'), 1);
+  t.is(await forwardRequests(a, 'bad_request'), 2);
+});
+
+test('a client from a non-loopback address is refused without an answer, and counted', async (t) => {
+  const local = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i !== undefined && !i.internal && i.family === 'IPv4');
+  if (local === undefined) throw new Error('this machine has no non-loopback IPv4 address to connect from');
+  const { a, proxyPort, seen } = await setup(t, { addresses: ['0.0.0.0'] });
+  const refused = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\n\r\n', local.address, local.address);
+  t.deepEqual(refused, { text: '', errorCode: 'ECONNRESET' }, 'reset, no byte of an answer');
+  t.deepEqual(seen, []);
+  t.is(await forwardRequests(a, 'not_loopback'), 1);
+  t.is(metricSum(await a.sidecar.metrics.registry.metrics(), 'vsockmesh_connections_refused_total', { listener: 'egress', reason: 'not_loopback' }), 1);
+  // The same listener serves a loopback client.
+  const ok = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
+  t.true(ok.text.startsWith('HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK'), ok.text);
+});
