@@ -57,10 +57,12 @@ async function setup(t: import('ava').ExecutionContext, proxy: Record<string, un
   return { a, b, proxyPort: a.sidecar.listenerAddress('egress').port, seen };
 }
 
-/** Sends a raw head and reads everything until the proxy closes (or resets: errorCode). */
-async function exchange(port: number, head: string, host = '127.0.0.1', localAddress?: string): Promise<{ text: string; errorCode?: string }> {
+/** Sends a raw head (and with `end`, a FIN after it) and reads everything until the proxy closes (or resets: errorCode). */
+async function exchange(port: number, head: string, options: { host?: string; localAddress?: string; end?: boolean } = {}): Promise<{ text: string; errorCode?: string }> {
+  const { host = '127.0.0.1', localAddress, end = false } = options;
   const socket = net.connect({ port, host, ...(localAddress !== undefined && { localAddress }) });
-  socket.write(head);
+  if (end) socket.end(head);
+  else socket.write(head);
   const { data, errorCode } = await collect(socket);
   return { text: data.toString('latin1'), ...(errorCode !== undefined && { errorCode }) };
 }
@@ -134,7 +136,7 @@ test('a client from a non-loopback address is refused without an answer, and cou
     .find((i) => i !== undefined && !i.internal && i.family === 'IPv4');
   if (local === undefined) throw new Error('this machine has no non-loopback IPv4 address to connect from');
   const { a, proxyPort, seen } = await setup(t, { addresses: ['0.0.0.0'] });
-  const refused = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\n\r\n', local.address, local.address);
+  const refused = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\n\r\n', { host: local.address, localAddress: local.address });
   t.deepEqual(refused, { text: '', errorCode: 'ECONNRESET' }, 'reset, no byte of an answer');
   t.deepEqual(seen, []);
   t.is(await forwardRequests(a, 'not_loopback'), 1);
@@ -142,4 +144,18 @@ test('a client from a non-loopback address is refused without an answer, and cou
   // The same listener serves a loopback client.
   const ok = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
   t.true(ok.text.startsWith('HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK'), ok.text);
+});
+
+test('pass_through: a destination that names no cluster gets a direct TCP tunnel (logged as pass_through); a dead one 502', async (t) => {
+  const outside = net.createServer((s) => s.pipe(s));
+  await new Promise<void>((resolve) => outside.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => outside.close(() => resolve())));
+  const { a, proxyPort } = await setup(t, { pass_through: true });
+  const { text } = await exchange(proxyPort, `CONNECT 127.0.0.1:${(outside.address() as net.AddressInfo).port} HTTP/1.1\r\n\r\nping\n`, { end: true });
+  t.is(text, 'HTTP/1.1 200 Connection established\r\n\r\nping\n');
+  const dead = await exchange(proxyPort, `CONNECT [::1]:${await deadPort()} HTTP/1.1\r\n\r\n`);
+  t.regex(dead.text, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+  t.is(await forwardRequests(a, 'pass_through'), 2);
+  await waitFor(() => a.logs.access().length >= 1, 'the access line of the pass-through tunnel', 30_000);
+  t.like(a.logs.access()[0], { listener: 'egress', cluster: 'pass_through', transport: 'tcp', outcome: 'closed' });
 });

@@ -62,6 +62,26 @@ test('listener and cluster defaults are filled in and durations become milliseco
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
 });
 
+test('a forward_proxy listener: loopback, no pass-through and the head bounds by default; every field in domain form', (t) => {
+  const config = parseSidecarConfig({ ...minimal, listeners: [{ kind: 'forward_proxy', name: 'egress', port: 15080 }] });
+  t.deepEqual(config.listeners[0], {
+    kind: 'forward_proxy',
+    name: 'egress',
+    addresses: ['127.0.0.1'],
+    port: 15080,
+    passThrough: false,
+    headerTimeoutMs: 5_000,
+    maxHeaderBytes: 4096,
+    idleTimeoutMs: 3_600_000,
+    maxConnections: null,
+  });
+  const given = parseSidecarConfig({
+    ...minimal,
+    listeners: [{ kind: 'forward_proxy', name: 'egress', addresses: ['0.0.0.0', '::'], port: 0, pass_through: true, header_timeout: '2s', max_header_bytes: 16384, idle_timeout: '1m', max_connections: 8 }],
+  });
+  t.like(given.listeners[0], { addresses: ['0.0.0.0', '::'], passThrough: true, headerTimeoutMs: 2_000, maxHeaderBytes: 16384, idleTimeoutMs: 60_000, maxConnections: 8 });
+});
+
 test('an inbound port may send the app a PROXY v2 header (proxy_protocol); off unless set, and only a boolean', (t) => {
   const config = parseSidecarConfig({ ...minimal, listeners: [inbound({ ports: [8080, { port: 9000, proxy_protocol: true }, { port: 9001, proxy_protocol: false }] })] });
   const listener = config.listeners[0]!;
@@ -182,7 +202,11 @@ const invalid: Array<[string, unknown, string]> = [
   ['listener port negative', { ...minimal, listeners: [inbound({ port: -1 })] }, 'listeners[0].port: must be an integer 0..65535'],
   ['listener port fractional', { ...minimal, listeners: [inbound({ port: 1.5 })] }, 'listeners[0].port: must be an integer 0..65535'],
   ['listener port a string', { ...minimal, listeners: [inbound({ port: '80' })] }, 'listeners[0].port: must be a port number'],
-  ['unknown listener kind', { ...minimal, listeners: [{ kind: 'sideways', name: 'x', port: 1 }] }, 'listeners[0].kind: must be "outbound" or "inbound"'],
+  ['unknown listener kind', { ...minimal, listeners: [{ kind: 'sideways', name: 'x', port: 1 }] }, 'listeners[0].kind: must be "outbound" or "inbound" or "forward_proxy"'],
+  ['forward_proxy pass_through a string', { ...minimal, listeners: [{ kind: 'forward_proxy', name: 'f', port: 1, pass_through: 'yes' }] }, 'listeners[0].pass_through: must be true or false'],
+  ['forward_proxy head bound too small', { ...minimal, listeners: [{ kind: 'forward_proxy', name: 'f', port: 1, max_header_bytes: 100 }] }, 'listeners[0].max_header_bytes: must be 256..65536'],
+  ['forward_proxy with a cluster', { ...minimal, listeners: [{ kind: 'forward_proxy', name: 'f', port: 1, cluster: 'c' }] }, 'listeners[0]: unknown field "cluster"'],
+  ['forward_proxy on a bound port', { ...minimal, listeners: [{ kind: 'forward_proxy', name: 'f', port: 15001 }, outbound({ port: 15001 })], clusters: [cluster()] }, 'listeners[1].port: 127.0.0.1:15001 is also bound by listeners[0]'],
   ['outbound on a non-loopback address', { ...minimal, listeners: [outbound({ addresses: ['0.0.0.0'] })], clusters: [cluster()] }, 'listeners[0].addresses[0]: must be a loopback address'],
   ['address not an IP', { ...minimal, listeners: [inbound({ addresses: ['localhost'] })] }, 'listeners[0].addresses[0]: must be an IPv4 or IPv6 address'],
   ['bad duration unit', { ...minimal, listeners: [inbound({ header_timeout: '5 seconds' })] }, 'listeners[0].header_timeout: "5 seconds" is not a duration'],
