@@ -85,6 +85,7 @@ export class ForwardProxyListener extends Listener {
       (result) => {
         if (result.ok) this.onRequest(fd, src, result.value, result.early);
         else if (result.code === 'aborted' || result.code === 'truncated' || result.code === 'peer_error') this.refuse(fd, src, 'bad_request', result.code, result.detail, null);
+        else if (result.code === 'timeout') this.refuse(fd, src, 'bad_request', 'timeout', result.detail, proxyReply(408, 'Request Timeout', 'timeout', `vsockmesh: ${result.detail}`));
         else this.refuse(fd, src, 'bad_request', result.code, result.detail, proxyReply(400, 'Bad Request', result.code, `vsockmesh: ${result.detail}`));
       },
     );

@@ -159,3 +159,11 @@ test('pass_through: a destination that names no cluster gets a direct TCP tunnel
   await waitFor(() => a.logs.access().length >= 1, 'the access line of the pass-through tunnel', 30_000);
   t.like(a.logs.access()[0], { listener: 'egress', cluster: 'pass_through', transport: 'tcp', outcome: 'closed' });
 });
+
+test('a head that does not complete within header_timeout gets 408', async (t) => {
+  const { a, proxyPort } = await setup(t, { header_timeout: '300ms' });
+  const { text } = await exchange(proxyPort, 'CONNECT app.mesh:80 HTTP/1.1\r\nHost: app');
+  t.regex(text, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+  t.regex(text, /X-Vsockmesh-Reason: timeout/);
+  t.is(await forwardRequests(a, 'bad_request'), 1);
+});
