@@ -93,6 +93,11 @@ export class ForwardProxyListener extends Listener {
 
   private onRequest(fd: number, src: Src, request: ProxyRequest, early: Buffer | null): void {
     const target = formatAddress(request.host, request.port);
+    if (this.draining) {
+      // The head finished after a drain began: no new tunnel (the drain may already have found the cluster's path idle).
+      this.refuse(fd, src, 'draining', 'draining', 'the listener is draining', proxyReply(503, 'Service Unavailable', 'draining', 'vsockmesh: the proxy is draining'));
+      return;
+    }
     if (request.kind === 'absolute') {
       const message = `vsockmesh: plain requests through the proxy (${request.method} http://${target}${request.path}) are not served yet; use CONNECT (curl --proxytunnel, HTTPS_PROXY)`;
       this.refuse(fd, src, 'not_implemented', 'absolute_uri_not_implemented', message, proxyReply(501, 'Not Implemented', 'absolute_uri_not_implemented', message));

@@ -167,3 +167,17 @@ test('a head that does not complete within header_timeout gets 408', async (t) =
   t.regex(text, /X-Vsockmesh-Reason: timeout/);
   t.is(await forwardRequests(a, 'bad_request'), 1);
 });
+
+test('a head that completes after a drain began gets 503 draining, and the drain then finishes with no tunnel opened', async (t) => {
+  const { a, proxyPort, seen } = await setup(t);
+  const socket = net.connect({ port: proxyPort, host: '127.0.0.1' });
+  const reply = collect(socket);
+  socket.write('CONNECT app.mesh:80 HTTP/1.1\r\n');
+  await waitFor(() => a.sidecar.activeConnections === 1, 'the proxy holds the connection while its head is incomplete', 30_000);
+  const drained = a.sidecar.drain(60_000);
+  socket.write('\r\n');
+  const { data } = await reply;
+  t.regex(data.toString('latin1'), /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*X-Vsockmesh-Reason: draining/);
+  t.like(await drained, { aborted: 0 });
+  t.deepEqual(seen, []);
+});
