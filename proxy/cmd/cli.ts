@@ -123,9 +123,10 @@ export function buildCli(): Command {
           return;
         }
         const config = await loadSidecarConfig(file);
-        const outbound = config.listeners.filter((l) => l.kind === 'outbound').length;
+        const count = (kind: string): number => config.listeners.filter((l) => l.kind === kind).length;
+        const forwardProxies = count('forward_proxy');
         process.stdout.write(
-          `${file}: valid (node ${config.node.id}, ${outbound} outbound and ${config.listeners.length - outbound} inbound listeners, ${config.clusters.length} clusters` +
+          `${file}: valid (node ${config.node.id}, ${count('outbound')} outbound and ${count('inbound')} inbound listeners, ${forwardProxies > 0 ? `${forwardProxies} forward proxies, ` : ''}${config.clusters.length} clusters` +
             `${config.xds ? `; more from the control plane at ${config.xds.address}` : ''})\n`,
         );
       } catch (err) {

@@ -11,7 +11,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
-import { metricSum } from '../helpers/admin-http.js';
+import { httpGet, metricSum } from '../helpers/admin-http.js';
+import { runCli, startSidecarCli, writeConfig } from '../helpers/cli.js';
 import { collect, waitFor } from '../helpers/apps.js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
@@ -180,4 +181,26 @@ test('a head that completes after a drain began gets 503 draining, and the drain
   t.regex(data.toString('latin1'), /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*X-Vsockmesh-Reason: draining/);
   t.like(await drained, { aborted: 0 });
   t.deepEqual(seen, []);
+});
+
+test('the compiled CLI: validate-config names the forward proxy, and a sidecar process serves curl -p through it', async (t) => {
+  const app = http.createServer((req, res) => res.end(`cli app: ${req.url ?? ''}\n`));
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
+  const config = {
+    node: { id: 'vm-a' },
+    admin: { port: 0 },
+    listeners: [{ kind: 'forward_proxy', name: 'egress', port: 0 }],
+    clusters: [{ name: 'app', endpoints: [{ address: '127.0.0.1', port: (app.address() as net.AddressInfo).port }] }],
+  };
+  const file = await writeConfig(config);
+  t.teardown(() => file.cleanup());
+  const check = await runCli(['validate-config', file.path]);
+  t.is(check.code, 0, check.stderr);
+  t.regex(check.stdout, /0 outbound and 0 inbound listeners, 1 forward proxies, 1 clusters/);
+  const { admin } = await startSidecarCli(t, config);
+  const dump = JSON.parse((await httpGet(admin, '/config_dump')).body) as { listeners: Array<{ name: string; bound: Array<{ port: number }> }> };
+  const port = dump.listeners.find((l) => l.name === 'egress')!.bound[0]!.port;
+  const { stdout } = await run('curl', ['-sS', '--max-time', '60', '-p', '-x', `http://127.0.0.1:${port}`, 'http://app.mesh/cli'], { timeout: 90_000 });
+  t.is(stdout, 'cli app: /cli\n');
 });
