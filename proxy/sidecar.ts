@@ -10,6 +10,7 @@ import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
+import { HttpOutboundListener } from './http/listener.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
@@ -114,6 +115,10 @@ export class Sidecar extends ProxyServer {
     for (const l of config.listeners) if (l.kind === 'inbound') this.listeners.push(new InboundListener(l, this.context, listenerOptions));
     for (const l of config.listeners) {
       if (l.kind !== 'outbound') continue;
+      if (l.http) {
+        this.listeners.push(new HttpOutboundListener(l, l.http.routes, clusters, this.context, outboundOptions));
+        continue;
+      }
       const cluster = clusters.get(l.cluster);
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions));

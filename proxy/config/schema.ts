@@ -3,6 +3,7 @@
 //
 import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
+import { listenerRoutes, routeConfigSchema } from './route-config.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
 
@@ -80,7 +81,10 @@ const outboundListener = z
     name,
     addresses: z.array(loopbackAddress).min(1, { message: 'must list at least one address' }).default(['127.0.0.1']),
     port,
-    cluster: name,
+    /** tcp: the cluster of every connection. http: of every request, unless route_config routes them. */
+    cluster: name.optional(),
+    protocol: z.enum(['tcp', 'http']).default('tcp'),
+    route_config: routeConfigSchema.optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -171,10 +175,25 @@ const peerTls = z
           },
   );
 
-const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener]).transform(
+const listener = z
+  .discriminatedUnion('kind', [outboundListener, inboundListener])
+  .superRefine((l, ctx) => {
+    if (l.kind !== 'outbound') return;
+    if (l.route_config !== undefined && l.protocol !== 'http') ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http' });
+    if (l.cluster === undefined && l.route_config === undefined) ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'required (or, with protocol: http, a route_config)' });
+  })
+  .transform(
   (l): ListenerConfig =>
     l.kind === 'outbound'
-      ? outboundListenerConfig({ name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections })
+      ? outboundListenerConfig({
+          name: l.name,
+          addresses: l.addresses,
+          port: l.port,
+          cluster: l.cluster ?? '',
+          idleTimeoutMs: l.idle_timeout,
+          maxConnections: l.max_connections,
+          http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,
+        })
       : inboundListenerConfig({
           name: l.name,
           transport: l.transport,
@@ -293,6 +312,7 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     if (l.kind === 'outbound' && typeof l.cluster === 'string' && !clusterNames.has(l.cluster)) {
       issues.push({ path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
     }
+    if (l.kind === 'outbound' && l.protocol === 'http') issues.push(...httpClusterIssues(l, i, clusters));
     if (l.kind === 'inbound' && l.transport === 'vsock') {
       if (l.allowed_peer_ids !== undefined) issues.push({ path: ['listeners', i, 'allowed_peer_ids'], message: 'only for transport: tcp (vsock peers are known by CID)' });
       if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
@@ -330,6 +350,29 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
       if (other !== undefined) issues.push({ path: ['listeners', i, 'port'], message: `${key} is also bound by listeners[${other}]` });
       binds.set(key, i);
     }
+  });
+  return issues;
+}
+
+/** An HTTP listener's routes name clusters of the file, each with static endpoints (resolving per request is not supported yet). */
+function httpClusterIssues(l: Record<string, unknown>, i: number, clusters: ReadonlyArray<{ name?: unknown } | null>): CrossReferenceIssue[] {
+  const issues: CrossReferenceIssue[] = [];
+  const byName = new Map(clusters.map((c) => [c?.name, c as { resolve?: unknown } | null]));
+  const check = (name: unknown, path: Array<string | number>): void => {
+    if (typeof name !== 'string') return;
+    if (!byName.has(name)) issues.push({ path, message: `unknown cluster "${name}"` });
+    else if (byName.get(name)?.resolve !== undefined) issues.push({ path, message: `cluster "${name}" resolves its destination per connection: HTTP listeners route to clusters with endpoints` });
+  };
+  if (typeof l.cluster === 'string' && byName.get(l.cluster)?.resolve !== undefined) check(l.cluster, ['listeners', i, 'cluster']);
+  const hosts = (l.route_config as { virtual_hosts?: unknown } | undefined)?.virtual_hosts;
+  if (!Array.isArray(hosts)) return issues;
+  hosts.forEach((h: { routes?: unknown } | null, j) => {
+    if (!Array.isArray(h?.routes)) return;
+    h.routes.forEach((r: { cluster?: unknown; weighted_clusters?: unknown } | null, k) => {
+      const at = ['listeners', i, 'route_config', 'virtual_hosts', j, 'routes', k];
+      check(r?.cluster, [...at, 'cluster']);
+      if (Array.isArray(r?.weighted_clusters)) r.weighted_clusters.forEach((w: { name?: unknown } | null, m) => check(w?.name, [...at, 'weighted_clusters', m, 'name']));
+    });
   });
   return issues;
 }

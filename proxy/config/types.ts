@@ -3,6 +3,7 @@
 
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
+import type { RouteConfig } from '../http/route-table.js';
 
 export type { LogLevel };
 
@@ -69,6 +70,8 @@ export interface OutboundListenerConfig {
   idleTimeoutMs: number;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
+  /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
+  http?: { routes: RouteConfig };
 }
 
 /** A local destination the inbound listener may connect to, keyed by the destination port peers name. */
