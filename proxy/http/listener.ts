@@ -52,6 +52,8 @@ export class HttpOutboundListener extends Listener {
   private readonly http1 = http.createServer();
   private readonly http2 = http2.createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
+  private readonly http1Connections = new Map<VsockSocket, number>();
   private readonly sources = new WeakMap<object, Src>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
   private handingOver: Src = { address: '', port: 0 };
@@ -72,6 +74,7 @@ export class HttpOutboundListener extends Listener {
       this.sources.set(session, this.handingOver);
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
+      if (this.draining) session.close();
     });
     this.http2.on('stream', (stream, headers) => this.onHttp2Stream(stream, headers));
   }
@@ -106,7 +109,11 @@ export class HttpOutboundListener extends Listener {
       socket.unshift(seen);
       this.handingOver = src;
       if (h2) this.http2.emit('connection', socket);
-      else this.http1.emit('connection', socket);
+      else {
+        this.http1Connections.set(socket, 0);
+        socket.once('close', () => this.http1Connections.delete(socket));
+        this.http1.emit('connection', socket);
+      }
       socket.resume();
     };
     socket.on('data', onData);
@@ -131,7 +138,8 @@ export class HttpOutboundListener extends Listener {
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
     const { app, vm } = endpoint.facts;
     const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
-    const key = `${name}|${selection.hops.map(describeHop).join(',')}`;
+    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
+    const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
     return { ok: true, route, cluster: name, timeoutMs: decision.timeoutMs, key, attempts: () => connector.attempts(plan, src) };
   }
 
@@ -140,6 +148,13 @@ export class HttpOutboundListener extends Listener {
   private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
     const src = this.srcOf(req.socket);
     const record = this.record('http/1.1', src, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/', req.headers['x-request-id']);
+    const connection = req.socket as unknown as VsockSocket;
+    this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
+    res.once('close', () => {
+      const left = (this.http1Connections.get(connection) ?? 1) - 1;
+      this.http1Connections.set(connection, left);
+      if (this.draining && left === 0) connection.end();
+    });
     if (this.draining) res.shouldKeepAlive = false;
     const target = this.target(record.authority, record.path, req.headers, src);
     if (!target.ok) {
@@ -286,7 +301,7 @@ export class HttpOutboundListener extends Listener {
 
   override async drain(): Promise<void> {
     this.draining = true;
-    this.http1.closeIdleConnections();
+    for (const [socket, inFlight] of this.http1Connections) if (inFlight === 0) socket.end();
     for (const session of this.sessions) session.close();
     await super.drain();
   }

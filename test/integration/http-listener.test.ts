@@ -1,5 +1,6 @@
 import test from 'ava';
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
@@ -314,5 +315,151 @@ test('gRPC (h2c): the calls of one client channel are spread over three backends
     client.close();
     await sidecar.sidecar.stop();
     for (const b of backends) b.server.forceShutdown();
+  }
+});
+
+test('two hops: requests go through the peer sidecar with the PROXY v2 header like L4 connections, spread over its ports', async (t) => {
+  const backends = await Promise.all(['a', 'b'].map(startBackend));
+  const b = await startSidecar({ node: { id: 'vm-b' }, listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: backends.map((x) => x.port) }] });
+  const inbound = b.sidecar.listenerAddress('inbound');
+  const a = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', cluster: 'web' }],
+    clusters: [{ name: 'web', endpoints: backends.map((x) => ({ ...endpoint(x), vm_id: 'vm-b', peer: { address: inbound.address, port: inbound.port } })) }],
+  });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const port = a.sidecar.listenerAddress('http').port;
+    const replies: Reply[] = [];
+    for (let i = 0; i < 4; i++) replies.push(await request(port, `/${i}`, { agent }));
+    t.deepEqual(replies.map(backendOf).sort(), ['a', 'a', 'b', 'b']);
+    const lines = a.logs.access().filter((l) => l.status === 200);
+    t.is(lines.length, 4);
+    t.true(lines.every((l) => l.upstream === `${inbound.address}:${inbound.port}` && l.transport === 'tcp'));
+    // One pooled connection per endpoint reached the peer sidecar, its header naming vm-a.
+    await a.sidecar.stop();
+    await waitForAccess(b, 2);
+    t.deepEqual(b.logs.access().map((l) => l.source_vm), ['vm-a', 'vm-a']);
+  } finally {
+    agent.destroy();
+    await a.sidecar.stop();
+    await b.sidecar.stop();
+    await Promise.all(backends.map((x) => x.close()));
+  }
+});
+
+async function waitForAccess(s: TestSidecar, n: number): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (s.logs.access().length < n) {
+    if (Date.now() > deadline) throw new Error(`expected ${n} access lines, got ${s.logs.access().length}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test('a backend that resets the connection mid-request gives 502 upstream_reset', async (t) => {
+  const server = http.createServer((req) => req.socket.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', cluster: 'rude' }],
+    clusters: [{ name: 'rude', endpoints: [{ address: '127.0.0.1', port: (server.address() as AddressInfo).port }] }],
+  });
+  try {
+    const reply = await request(sidecar.sidecar.listenerAddress('http').port, '/');
+    t.is(reply.status, 502);
+    t.is(reply.headers['x-vsockmesh-reason'], 'upstream_reset');
+  } finally {
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+test('HTTP/2: a dead endpoint gives 502 upstream_connect_failed, a hanging one 504 route_timeout', async (t) => {
+  const dead = await closedPort();
+  const hanging = http2.createServer();
+  hanging.on('stream', () => {});
+  await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [
+      {
+        kind: 'outbound',
+        name: 'http',
+        port: 0,
+        protocol: 'http',
+        route_config: {
+          virtual_hosts: [
+            {
+              name: 'web',
+              domains: ['*'],
+              routes: [
+                { match: { prefix: '/dead' }, cluster: 'dead' },
+                { match: { prefix: '/hang' }, cluster: 'hang', timeout: '300ms' },
+              ],
+            },
+          ],
+        },
+      },
+    ],
+    clusters: [
+      { name: 'dead', endpoints: [{ address: '127.0.0.1', port: dead }] },
+      { name: 'hang', endpoints: [{ address: '127.0.0.1', port: (hanging.address() as AddressInfo).port }] },
+    ],
+  });
+  const session = http2.connect(`http://127.0.0.1:${sidecar.sidecar.listenerAddress('http').port}`);
+  const get = (path: string) =>
+    new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      const stream = session.request({ ':path': path });
+      stream.on('response', (headers) => resolve(headers));
+      stream.on('error', reject);
+      stream.resume();
+    });
+  try {
+    const refused = await get('/dead');
+    t.is(Number(refused[':status']), 502);
+    t.is(refused['x-vsockmesh-reason'], 'upstream_connect_failed');
+    const slow = await get('/hang');
+    t.is(Number(slow[':status']), 504);
+    t.is(slow['x-vsockmesh-reason'], 'route_timeout');
+  } finally {
+    session.destroy();
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => hanging.close(() => resolve()));
+  }
+});
+
+test('drain closes idle keep-alive HTTP/1.1 connections and HTTP/2 sessions, so it finishes without aborting any', async (t) => {
+  // Requests go upstream in their own protocol: HTTP/2 ones to an HTTP/2 backend.
+  const h2backend = http2.createServer((_req, res) => res.end('h2'));
+  await new Promise<void>((resolve) => h2backend.listen(0, '127.0.0.1', resolve));
+  const s = await setup(
+    {
+      virtual_hosts: [
+        { name: 'web', domains: ['web.mesh'], routes: [{ match: { prefix: '/' }, cluster: 'all' }] },
+        { name: 'h2', domains: ['h2.mesh'], routes: [{ match: { prefix: '/' }, cluster: 'h2' }] },
+      ],
+    },
+    { clusters: [{ name: 'h2', endpoints: [{ address: '127.0.0.1', port: (h2backend.address() as AddressInfo).port }] }] },
+  );
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const session = http2.connect(`http://127.0.0.1:${s.port}`);
+  try {
+    t.is((await request(s.port, '/', { agent })).status, 200);
+    const h2 = await new Promise<number>((resolve, reject) => {
+      const stream = session.request({ ':path': '/', ':authority': 'h2.mesh' });
+      stream.on('response', (headers) => resolve(Number(headers[':status'])));
+      stream.on('error', reject);
+      stream.resume();
+    });
+    t.is(h2, 200);
+    const sessionClosed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    const result = await s.sidecar.sidecar.drain(20_000);
+    t.is(result.aborted, 0);
+    await sessionClosed;
+  } finally {
+    agent.destroy();
+    session.destroy();
+    await s.stop();
+    await new Promise<void>((resolve) => h2backend.close(() => resolve()));
   }
 });
