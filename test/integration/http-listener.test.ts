@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
@@ -461,5 +461,37 @@ test('drain closes idle keep-alive HTTP/1.1 connections and HTTP/2 sessions, so 
     session.destroy();
     await s.stop();
     await new Promise<void>((resolve) => h2backend.close(() => resolve()));
+  }
+});
+
+/** Raw bytes to the listener; what comes back before it closes. */
+function raw(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    socket.on('error', reject);
+  });
+}
+
+test('malformed HTTP/1.1: Content-Length with Transfer-Encoding (400) and oversized headers (431) never reach the backend; bad chunking gets 400', async (t) => {
+  const s = await setup(everything('a'));
+  try {
+    const smuggled = await raw(s.port, 'POST / HTTP/1.1\r\nHost: web.mesh\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /evil HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
+    t.regex(smuggled, /^HTTP\/1\.1 400 /);
+    const huge = await raw(s.port, `GET / HTTP/1.1\r\nHost: web.mesh\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    t.regex(huge, /^HTTP\/1\.1 431 /);
+    // Refused at the headers: nothing was sent upstream (a request that follows proves the backend is reached otherwise).
+    t.is((await request(s.port, '/after')).status, 200);
+    t.deepEqual(
+      s.backends[0]!.seen.map((r) => r.url),
+      ['/after'],
+    );
+    // A body error comes after the headers went upstream: the client gets 400 and the upstream request is aborted.
+    const badChunk = await raw(s.port, 'POST / HTTP/1.1\r\nHost: web.mesh\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n');
+    t.regex(badChunk, /^HTTP\/1\.1 400 /);
+  } finally {
+    await s.stop();
   }
 });
