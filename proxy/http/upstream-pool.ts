@@ -14,7 +14,7 @@ import { dial, type UpstreamAttempt } from '../upstream/dial.js';
 /** Why an upstream socket never carried a request: the 502's reason. */
 export class UpstreamDialError extends Error {
   constructor(
-    readonly reason: 'upstream_connect_failed' | 'peer_tls_failed' | 'peer_tls_unsupported',
+    readonly reason: 'upstream_connect_failed' | 'peer_tls_failed',
     readonly code: string,
     message: string,
   ) {
@@ -32,11 +32,6 @@ export class UpstreamSocket extends VsockSocket {
     const first = attempts[0]!;
     this.transport = first.transport;
     this.label = first.label;
-    // The core's duplex carries plain bytes only; sending a request in the clear where the peer mode asks for TLS is not an option.
-    if (attempts.some((a) => a.secure !== undefined)) {
-      process.nextTick(() => this.destroy(new UpstreamDialError('peer_tls_unsupported', 'peer_tls_unsupported', `peer TLS to ${first.label} is not yet available on HTTP listeners`)));
-      return;
-    }
     const handle = dial(attempts, {
       done: (outcome) => {
         this.transport = outcome.attempt.transport;

@@ -4,6 +4,7 @@ import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
+import { meshTls } from '../helpers/peer-tls.js';
 
 /** An HTTP/1.1 backend that answers with its name and the request it saw; `/hang` never answers. */
 interface Backend {
@@ -493,5 +494,57 @@ test('malformed HTTP/1.1: Content-Length with Transfer-Encoding (400) and oversi
     t.regex(badChunk, /^HTTP\/1\.1 400 /);
   } finally {
     await s.stop();
+  }
+});
+
+test('under peer TLS, HTTP/1.1 requests and gRPC calls cross the peer hop over TLS, checked against the endpoint\'s VM', async (t) => {
+  const tls = await meshTls('strict');
+  const backend = await startBackend('tls');
+  const seen: grpc.Metadata[] = [];
+  const grpcBackend = await startGrpcBackend('g', seen);
+  const b = await startSidecar({
+    node: { id: 'vm-b' },
+    peer_tls: tls.b,
+    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: [backend.port, grpcBackend.port] }],
+  });
+  const inbound = b.sidecar.listenerAddress('inbound');
+  const peer = { vm_id: 'vm-b', peer: { address: inbound.address, port: inbound.port } };
+  const a = await startSidecar({
+    node: { id: 'vm-a' },
+    peer_tls: tls.a,
+    listeners: [
+      { kind: 'outbound', name: 'http', port: 0, protocol: 'http', cluster: 'web' },
+      { kind: 'outbound', name: 'grpc', port: 0, protocol: 'http', cluster: 'who' },
+    ],
+    clusters: [
+      { name: 'web', endpoints: [{ ...endpoint(backend), ...peer }] },
+      { name: 'who', endpoints: [{ address: '127.0.0.1', port: grpcBackend.port, ...peer }] },
+    ],
+  });
+  const Client = grpc.makeGenericClientConstructor(whoService, 'Who');
+  const client = new Client(`127.0.0.1:${a.sidecar.listenerAddress('grpc').port}`, grpc.credentials.createInsecure());
+  try {
+    const replies = [await request(a.sidecar.listenerAddress('http').port, '/one', { method: 'POST', body: 'x'.repeat(100_000) }), await request(a.sidecar.listenerAddress('http').port, '/two')];
+    t.deepEqual(
+      replies.map((r) => [r.status, backendOf(r)]),
+      [
+        [200, 'tls'],
+        [200, 'tls'],
+      ],
+    );
+    t.is((JSON.parse(replies[0]!.body) as { body: string }).body.length, 100_000);
+    const answer = await new Promise<string>((resolve, reject) =>
+      (client as unknown as { who: (req: Buffer, cb: (err: Error | null, res?: Buffer) => void) => void }).who(Buffer.from('hi'), (err, res) => (err ? reject(err) : resolve(res!.toString()))),
+    );
+    t.is(answer, 'g');
+    const text = await a.sidecar.metrics.registry.getSingleMetricAsString('vsockmesh_peer_tls_handshakes_total');
+    t.regex(text, /vsockmesh_peer_tls_handshakes_total\{listener="(http|grpc)",direction="outbound"/);
+  } finally {
+    client.close();
+    await a.sidecar.stop();
+    await b.sidecar.stop();
+    await backend.close();
+    grpcBackend.server.forceShutdown();
+    await tls.cleanup();
   }
 });
