@@ -4,7 +4,9 @@
 // kernel-given CID.
 //
 // Node's net cannot adopt an AF_VSOCK descriptor (uv_guess_handle does not
-// know the family); the core's own sockets need no Node internals.
+// know the family); the core's own sockets need no Node internals. The same
+// Duplex carries the core's TCP sockets, plain or under peer TLS, where Node's
+// http/http2 run on them (HTTP listeners: http/listener.ts, upstream-pool.ts).
 
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
