@@ -99,12 +99,16 @@ export class HttpOutboundListener extends Listener {
   /** HTTP/2 with prior knowledge starts with the connection preface; anything else is HTTP/1.x. */
   private sniff(socket: VsockSocket, src: Src): void {
     let seen = Buffer.alloc(0);
+    // A client that leaves before saying which protocol it speaks: nothing will end our side (the socket allows half-open).
+    const onEnd = (): void => void socket.destroy();
+    socket.once('end', onEnd);
     const onData = (chunk: Buffer): void => {
       seen = Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, H2_PREFACE.length);
       const h2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (h2 && seen.length < H2_PREFACE.length) return;
       socket.off('data', onData);
+      socket.off('end', onEnd);
       socket.pause();
       socket.unshift(seen);
       this.handingOver = src;

@@ -29,6 +29,8 @@ export class UpstreamSocket extends VsockSocket {
 
   constructor(attempts: readonly UpstreamAttempt[]) {
     super({ remoteCid: 0, remotePort: 0 });
+    // An upstream that ends its side (an idle keep-alive timeout) is done: closing ours takes it out of its pool, as net.Socket does without allowHalfOpen.
+    this.once('end', () => this.destroy());
     const first = attempts[0]!;
     this.transport = first.transport;
     this.label = first.label;

@@ -468,7 +468,7 @@ test('drain closes idle keep-alive HTTP/1.1 connections and HTTP/2 sessions, so 
 /** Raw bytes to the listener; what comes back before it closes. */
 function raw(port: number, bytes: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(bytes));
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('end', () => resolve(Buffer.concat(chunks).toString()));
@@ -546,5 +546,44 @@ test('under peer TLS, HTTP/1.1 requests and gRPC calls cross the peer hop over T
     await backend.close();
     grpcBackend.server.forceShutdown();
     await tls.cleanup();
+  }
+});
+
+test('a pooled upstream connection the backend closed while idle is not reused: the next request gets a fresh one', async (t) => {
+  const closed: Array<Promise<void>> = [];
+  const server = http.createServer((req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  server.on('connection', (socket) => closed.push(new Promise((resolve) => socket.once('close', () => resolve()))));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', route_config: everything('idle', '5s') }],
+    clusters: [{ name: 'idle', endpoints: [{ address: '127.0.0.1', port: (server.address() as AddressInfo).port }] }],
+  });
+  const port = sidecar.sidecar.listenerAddress('http').port;
+  try {
+    t.is((await request(port, '/first')).status, 200);
+    // The backend ends its idle keep-alive connection (as servers do after their keep-alive timeout).
+    server.closeIdleConnections();
+    await Promise.all(closed);
+    const second = await request(port, '/second');
+    t.is(second.status, 200);
+    t.is(second.body, 'ok');
+  } finally {
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+test('a client that connects and leaves without a byte is closed at once, so a drain does not wait for it', async (t) => {
+  const s = await setup(everything('a'));
+  try {
+    await raw(s.port, '');
+    const result = await s.sidecar.sidecar.drain(20_000);
+    t.is(result.aborted, 0);
+  } finally {
+    await s.stop();
   }
 });
