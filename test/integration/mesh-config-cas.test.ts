@@ -8,6 +8,7 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -104,6 +105,13 @@ test('--store without a client certificate refuses to start, naming the flags; -
   const bad = await runCli(['control-plane', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--store', 'http://127.0.0.1:2379', '--store-insecure']);
   t.is(bad.code, 2);
   t.regex(bad.stderr, /--store: "http:\/\/127\.0\.0\.1:2379" is not etcd:\/\/host:port/);
+  // Replicas on one store must share one CA: an embedded root per replica is refused before anything is made.
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-cas-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const embedded = await runCli(['control-plane', '--identity-dir', join(dir, 'identity'), '--no-admin', '--listen', '127.0.0.1:0', '--store', 'etcd://127.0.0.1:2379', '--store-insecure']);
+  t.is(embedded.code, 2);
+  t.regex(embedded.stderr, /--store with an embedded root .* give each replica the same CA files \(--ca-cert\/--ca-key/);
+  t.false(existsSync(join(dir, 'identity')), 'no root was made');
 });
 
 
