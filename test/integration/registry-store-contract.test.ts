@@ -141,6 +141,7 @@ for (const [kind, open] of Object.entries(kinds)) {
     const winner = results[0]!.status === 'fulfilled' ? 'vm-a' : 'vm-b';
     await waitFor(() => a.registry.revision === b.registry.revision, 'both replicas at one revision', 10_000);
     for (const r of [a, b]) t.deepEqual(r.registry.list().vms.map((v) => v.vmId), [winner]);
+    t.is(a.commits.conflict + b.commits.conflict, 1, 'the loser planned again once, after a conflict');
   });
 
   registryTest('Watch resumes from a store revision across the revisions of other prefixes; a compacted revision is gone', async (t, subject) => {

@@ -58,6 +58,8 @@ export class RegistryStore {
   private readonly modRevisions = new Map<string, number>();
   /** The store lease each VM lives by. */
   private readonly leases = new Map<string, { lease: string; ttlMs: number }>();
+  /** Store transactions by result (`conflict`: another replica wrote first; planned again). */
+  readonly commits = { ok: 0, conflict: 0, failed: 0 };
   private waiters: Waiter[] = [];
   private watch: StoreWatch | undefined;
   private retry: NodeJS.Timeout | undefined;
@@ -139,16 +141,19 @@ export class RegistryStore {
     try {
       result = await this.store.commit({ checks: [{ prefix: this.prefix, notModifiedAfter: at }, ...txn.checks], puts: txn.puts, deletes: txn.deletes });
     } catch (err) {
+      this.commits.failed++;
       await this.revoke(txn.granted);
       throw err;
     }
     if (!result.ok) {
+      this.commits.conflict++;
       await this.revoke(txn.granted);
       if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the registry changed under this request ${attempt} times (other replicas writing); try again`);
       // Another replica wrote under the prefix since `at`: plan again once its change is seen.
       await this.seen(at + 1);
       return this.attempt(fn, attempt + 1);
     }
+    this.commits.ok++;
     await this.revoke(txn.released);
     await this.seen(result.revision);
     return planned.result;

@@ -161,6 +161,20 @@ export class VmManagerServer {
         this.set(registry.revision);
       },
     });
+    const registryStore = options.registryStore;
+    if (registryStore !== undefined) {
+      new Counter({
+        name: 'vsockmesh_vm_manager_store_commits_total',
+        help: 'Registry transactions sent to the store, by result (conflict: another replica wrote first, planned again)',
+        labelNames: ['result'],
+        registers,
+        collect() {
+          // Counted where the transactions are made: copied here when scraped.
+          this.reset();
+          for (const [result, count] of Object.entries(registryStore.commits)) this.inc({ result }, count);
+        },
+      });
+    }
     new Gauge({
       name: 'vsockmesh_vm_manager_watch_streams',
       help: 'Open Watch streams',
