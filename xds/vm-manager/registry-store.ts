@@ -150,12 +150,12 @@ export class RegistryStore {
       await this.revoke(txn.granted);
       if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the registry changed under this request ${attempt} times (other replicas writing); try again`);
       // Another replica wrote under the prefix since `at`: plan again once its change is seen.
-      await this.seen(at + 1);
+      await this.seen(at + 1, 'not applied: another replica changed the registry, and that change was not seen back from the store');
       return this.attempt(fn, attempt + 1);
     }
     this.commits.ok++;
     await this.revoke(txn.released);
-    await this.seen(result.revision);
+    await this.seen(result.revision, `committed to the store at revision ${result.revision}, but not seen back from it`);
     return planned.result;
   }
 
@@ -228,8 +228,8 @@ export class RegistryStore {
     }
   }
 
-  /** Resolves once the registry is at `revision` or later. */
-  private seen(revision: number): Promise<void> {
+  /** Resolves once the registry is at `revision` or later; else UNAVAILABLE (`what`) after SEEN_TIMEOUT_MS. */
+  private seen(revision: number, what: string): Promise<void> {
     if (this.registry.revision >= revision) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
@@ -238,7 +238,7 @@ export class RegistryStore {
         reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((w) => w !== waiter);
-          reject(new VsockmeshError('UNAVAILABLE', `committed to the store at revision ${revision}, but not seen back from it within ${SEEN_TIMEOUT_MS} ms (the store's watch is behind)`));
+          reject(new VsockmeshError('UNAVAILABLE', `${what} within ${SEEN_TIMEOUT_MS} ms (the store's watch is behind)`));
         }, SEEN_TIMEOUT_MS),
       };
       this.waiters.push(waiter);
