@@ -194,6 +194,30 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.is((await store.get(key))!.lease, '', 'no lease asked for, none held');
   });
 
+  registryTest('pastRegistry: the registry as it was at a revision where the store keeps past states (etcd), else OUT_OF_RANGE; eventsFrom it: the difference', async (t, subject) => {
+    const a = (await replica(t, subject.replicaStore())).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    await a.mutate((r) => r.registerVm(web1));
+    const then = a.registry.revision;
+    await a.mutate((r) => r.moveVm('web-1', 'hv-2', 4));
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    const current = await a.pastRegistry(a.registry.revision);
+    t.deepEqual(current.list(), a.registry.list(), 'at the current revision: the registry');
+    if (kind !== 'etcd') {
+      const refused = await t.throwsAsync(a.pastRegistry(then));
+      t.like(refused, { code: 'OUT_OF_RANGE' });
+      return;
+    }
+    const past = await a.pastRegistry(then);
+    t.deepEqual(past.list().vms.map((v) => `${v.vmId}@${v.hypervisorId}/${v.vsockCid}`), ['web-1@hv-1/3']);
+    t.deepEqual(
+      a.registry.eventsFrom(past).map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`),
+      [`added db-1@${a.registry.revision}`, `moved web-1@${a.registry.revision}`],
+      'in vmId order, at the current revision',
+    );
+  });
+
   registryTest('a record another writer left invalid is logged and left out; the rest is served and its key can be written again', async (t, subject) => {
     const store = subject.replicaStore();
     const { registryStore: a, logs } = await replica(t, store);

@@ -2,8 +2,9 @@
 // to start seeds the inventory, the second finds it; a registration through
 // one is resolved and watched through the other; two registrations racing for
 // one CID through both: one wins; a lease not renewed removes the VM on both;
-// a Watch resumes on the other replica from a revision the first gave; a
-// revision etcd compacted gets OUT_OF_RANGE on both. And the --store flags
+// a Watch resumes on the other replica from a revision the first gave, and on
+// a replica started later with the difference since; a revision etcd
+// compacted gets OUT_OF_RANGE on every replica. And the --store flags
 // are the control plane's (same parsing, same TLS default).
 
 import test from 'ava';
@@ -94,12 +95,25 @@ test('two vm-manager replicas on one etcd: one registry, the same answers, watch
   t.deepEqual(resumed.seen.events.map(describe), ['added batch-1@hv-1/9', 'removed batch-1@hv-1/9']);
   t.is(resumed.seen.error, undefined);
 
-  // etcd compacts: a Watch from before it gets OUT_OF_RANGE on both replicas.
+  // A replica started after the revision a Watch resumes from: the difference since (etcd still has that state).
+  const c = await startVmManagerProcess(store);
+  t.teardown(() => c.proc.kill('SIGKILL'));
+  const cc = new VmManagerClient(c.address, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
+  t.teardown(() => cc.close());
+  const late = watching(cc, added.revision);
+  t.teardown(late.cancel);
+  const db = race[0]!.status === 'fulfilled' ? 'db-1' : 'db-2';
+  await waitFor(() => late.seen.events.length >= 2, 'the difference on the late replica', 15_000);
+  t.deepEqual(late.seen.events.map(describe), [`added ${db}@hv-2/3`, 'moved web-1@hv-2/7']);
+  t.is(late.seen.events[1]!.type === 'moved' && late.seen.events[1]!.previous.hypervisorId, 'hv-1');
+  t.is(late.seen.error, undefined);
+
+  // etcd compacts: a Watch from before it gets OUT_OF_RANGE on every replica.
   const etcdClient = new EtcdStore({ endpoints: [etcd.endpoint], transport: { insecure: true } });
   t.teardown(() => etcdClient.close());
   const now = (await cb.listVms()).revision;
   await etcdClient.compact(now);
-  for (const client of [ca, cb]) {
+  for (const client of [ca, cb, cc]) {
     const old = watching(client, beforeLease);
     await waitFor(() => old.seen.error !== undefined, 'OUT_OF_RANGE', 15_000);
     t.is(old.seen.error!.code, 'OUT_OF_RANGE');

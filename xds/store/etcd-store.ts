@@ -76,11 +76,11 @@ export class EtcdStore implements Store {
     return `etcd-${this.clusterId}`;
   }
 
-  async list(prefix: string): Promise<{ records: StoreRecord[]; revision: number }> {
+  async list(prefix: string, atRevision?: number): Promise<{ records: StoreRecord[]; revision: number }> {
     const records: StoreRecord[] = [];
     const end = prefixEnd(prefix);
     let from = Buffer.from(prefix);
-    let revision = 0;
+    let revision = atRevision ?? 0;
     for (;;) {
       const page = await this.unary<RangeResponse__Output>((m, o, cb) => m.kv.Range({ key: from, range_end: end, limit: LIST_PAGE, revision, sort_order: 'ASCEND', sort_target: 'KEY' }, o, cb));
       revision ||= Number(page.header?.revision ?? 0);

@@ -68,7 +68,8 @@ export class MemoryStore implements Store {
     return Promise.resolve(this.epochId);
   }
 
-  list(prefix: string): Promise<{ records: StoreRecord[]; revision: number }> {
+  list(prefix: string, atRevision?: number): Promise<{ records: StoreRecord[]; revision: number }> {
+    if (atRevision !== undefined && atRevision !== this.revision) return Promise.reject(new VsockmeshError('OUT_OF_RANGE', `revision ${atRevision}: this store keeps only its current state (revision ${this.revision})`));
     const records = [...this.records.values()].filter((r) => r.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     return Promise.resolve({ records: records.map((r) => ({ ...r })), revision: this.revision });
   }

@@ -72,8 +72,13 @@ export interface StoreWatch {
 export interface Store {
   readonly kind: 'memory' | 'file' | 'etcd';
   epoch(): Promise<string>;
-  /** The records under `prefix` (by key) and the revision they are as of. */
-  list(prefix: string): Promise<{ records: StoreRecord[]; revision: number }>;
+  /**
+   * The records under `prefix` (by key) and the revision they are as of;
+   * `atRevision`: as they were then (etcd keeps past states until it
+   * compacts; memory and file only the current one): OUT_OF_RANGE when the
+   * store no longer has that state.
+   */
+  list(prefix: string, atRevision?: number): Promise<{ records: StoreRecord[]; revision: number }>;
   get(key: string): Promise<StoreRecord | undefined>;
   commit(txn: StoreTxn): Promise<StoreTxnResult>;
   watch(prefix: string, afterRevision: number, handlers: StoreWatchHandlers): StoreWatch;

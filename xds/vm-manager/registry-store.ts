@@ -69,21 +69,46 @@ export class RegistryStore {
   /** The clock mutations are planned with, frozen while one is planned (a lease's TTL is its expiry minus it). */
   private frozenNow: number | undefined;
 
-  private constructor(options: RegistryStoreOptions, epoch: string, listed: { records: StoreRecord[]; revision: number }) {
+  private constructor(
+    private readonly options: RegistryStoreOptions,
+    epoch: string,
+    listed: { records: StoreRecord[]; revision: number },
+  ) {
     this.store = options.store;
     this.logger = options.logger;
     this.prefix = options.prefix ?? REGISTRY_PREFIX;
-    this.registry = Registry.restore(
+    this.registry = this.restored(epoch, listed, true);
+  }
+
+  /** A registry holding `listed` (`follow`: this replica's, whose leases and mod revisions are tracked). */
+  private restored(epoch: string, listed: { records: StoreRecord[]; revision: number }, follow: boolean): Registry {
+    const options = this.options;
+    const registry = Registry.restore(
       { epoch, revision: listed.revision },
       { now: () => this.frozenNow ?? Date.now(), ...(options.resolveTtlMs !== undefined && { resolveTtlMs: options.resolveTtlMs }), ...(options.capacity !== undefined && { capacity: options.capacity }) },
     );
     // Hypervisors sort before VMs (the keys say so): a VM's hypervisor is there first.
     for (const record of listed.records) {
-      this.stored(record, (change) => {
-        if ('hypervisor' in change) this.registry.restoreHypervisor(change.hypervisor);
-        else if ('vm' in change) this.registry.restoreVm(change.vm);
-      });
+      this.stored(
+        record,
+        (change) => {
+          if ('hypervisor' in change) registry.restoreHypervisor(change.hypervisor);
+          else registry.restoreVm(change.vm);
+        },
+        follow,
+      );
     }
+    return registry;
+  }
+
+  /**
+   * The registry as it was at `revision` (read from the store: etcd keeps
+   * past states until it compacts; OUT_OF_RANGE when it no longer has it).
+   * A Watch from a revision older than this replica's events gets the
+   * difference to now (Registry.eventsFrom).
+   */
+  async pastRegistry(revision: number): Promise<Registry> {
+    return this.restored(this.registry.epoch, await this.store.list(this.prefix, revision), false);
   }
 
   /** The registry the store holds, followed from then on. */
@@ -324,9 +349,9 @@ export class RegistryStore {
   }
 
   /** A stored record as a registry change, handed to `use`; a record that does not read or breaks a rule is logged and left out. */
-  private stored(record: StoreRecord, use: (change: { hypervisor: HypervisorRecord } | { vm: VmRecord }) => void): void {
+  private stored(record: StoreRecord, use: (change: { hypervisor: HypervisorRecord } | { vm: VmRecord }) => void, follow = true): void {
     // Kept even for a record left out: a write to its key must compare against what the store holds.
-    this.modRevisions.set(record.key, record.modRevision);
+    if (follow) this.modRevisions.set(record.key, record.modRevision);
     try {
       const value = JSON.parse(record.value) as unknown;
       const hypervisorId = this.idOf(record.key, 'hypervisors/');
@@ -340,6 +365,7 @@ export class RegistryStore {
         if (!Number.isSafeInteger(leaseTtlMs) || leaseTtlMs < 0) throw new ValidationError('lease_ttl_ms', 'must be an integer >= 0');
         const hasLease = leaseTtlMs > 0 && record.lease !== '';
         use({ vm: { ...vm, leaseExpiresAt: hasLease ? Date.now() + leaseTtlMs : null } });
+        if (!follow) return;
         if (hasLease) this.leases.set(vmId, { lease: record.lease, ttlMs: leaseTtlMs });
         else this.leases.delete(vmId);
       } else {
@@ -347,7 +373,7 @@ export class RegistryStore {
       }
     } catch (err) {
       if (!(err instanceof VsockmeshError) && !(err instanceof SyntaxError)) throw err;
-      this.logger.warn({ key: record.key, mod_revision: record.modRevision, reason: 'invalid_registry_record_in_store' }, `store record ${record.key} left out: ${err.message}`);
+      if (follow) this.logger.warn({ key: record.key, mod_revision: record.modRevision, reason: 'invalid_registry_record_in_store' }, `store record ${record.key} left out: ${err.message}`);
     }
   }
 

@@ -823,13 +823,43 @@ export class Registry {
    * (the watcher must start over from a snapshot).
    */
   eventsSince(revision: number): VmEvent[] | null {
-    if (!Number.isInteger(revision) || revision < this.logStart || revision > this.currentRevision) return null;
+    if (!this.hasEventsSince(revision)) return null;
     const size = this.log.length;
     let wanted = 0;
     while (wanted < this.logCount && this.log[(this.logNext - wanted - 1 + size) % size]!.revision > revision) wanted++;
     const out: VmEvent[] = [];
     for (let i = wanted; i > 0; i--) out.push(copyEvent(this.log[(this.logNext - i + size) % size]!));
     return out;
+  }
+
+  /**
+   * The events that take `past` (this registry's state at an earlier
+   * revision) to this one, all at the current revision: changed or new
+   * hypervisors, VMs added, moved, updated (in vmId order), then removed.
+   * What a Watch from a revision whose events were not seen one by one gets.
+   */
+  eventsFrom(past: Registry): VmEvent[] {
+    const revision = this.currentRevision;
+    const events: VmEvent[] = [];
+    for (const id of this.hypervisorIdsInOrder()) {
+      const now = this.hypervisors.get(id)!;
+      const then = past.hypervisors.get(id);
+      if (!then || then.vsockMode !== now.vsockMode || then.relayPort !== now.relayPort) events.push({ type: 'hypervisor', hypervisor: copyHypervisor(now), revision });
+    }
+    for (const id of this.vmIdsInOrder()) {
+      const now = this.vms.get(id)!;
+      const then = past.vms.get(id);
+      if (!then) events.push({ type: 'added', vm: copyVm(now), revision });
+      else if (then.hypervisorId !== now.hypervisorId || then.vsockCid !== now.vsockCid) events.push({ type: 'moved', vm: copyVm(now), previous: copyVm(then), revision });
+      else if (!sameContent(then, now)) events.push({ type: 'updated', vm: copyVm(now), revision });
+    }
+    for (const id of past.vmIdsInOrder()) if (!this.vms.has(id)) events.push({ type: 'removed', vm: copyVm(past.vms.get(id)!), revision });
+    return events;
+  }
+
+  /** Whether eventsSince(revision) answers (the log reaches back to it, and it is not in the future). */
+  hasEventsSince(revision: number): boolean {
+    return Number.isInteger(revision) && revision >= this.logStart && revision <= this.currentRevision;
   }
 
   /** The whole registry as events at the current revision: every hypervisor, then every VM as `added`. */

@@ -501,15 +501,15 @@ export class VmManagerServer {
           this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is from another epoch of the registry (restarted without its state); watch from 0`));
           return;
         }
-        if (this.options.registryStore !== undefined && from !== 0) {
-          // Every replica answers alike: a revision the store compacted is gone, whatever this one still holds.
-          this.options.registryStore.hasHistoryAfter(from).then(
-            (kept) => {
-              if (!kept) this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is compacted in the store (current ${registry.revision}); watch from 0`));
-              else if (!call.cancelled) this.follow(call, from);
-            },
-            (err: unknown) => this.refuseWatch(stream, new UnavailableError(`cannot ask the store whether revision ${from} is kept: ${(err as Error).message}`)),
-          );
+        const registryStore = this.options.registryStore;
+        if (registryStore !== undefined && from !== 0) {
+          // Every replica answers alike: a revision the store compacted is gone, whatever this one still holds;
+          // one it still has but this replica did not see (it started later) is answered with the difference since.
+          (async () => {
+            if (!(await registryStore.hasHistoryAfter(from))) throw new VsockmeshError('OUT_OF_RANGE', `revision ${from} is compacted in the store (current ${registry.revision}); watch from 0`);
+            const past = registry.hasEventsSince(from) || from > registry.revision ? undefined : await registryStore.pastRegistry(from);
+            if (!call.cancelled) this.follow(call, from, past);
+          })().catch((err: unknown) => this.refuseWatch(stream, err));
           return;
         }
         this.follow(call, from);
@@ -517,8 +517,8 @@ export class VmManagerServer {
     };
   }
 
-  /** Sends the events after `from` (0: the whole registry), then every change, on a Watch stream. */
-  private follow(call: grpc.ServerWritableStream<WatchRequest__Output, unknown>, from: number): void {
+  /** Sends the events after `from` (0: the whole registry; with `past`, the registry then: the difference), then every change, on a Watch stream. */
+  private follow(call: grpc.ServerWritableStream<WatchRequest__Output, unknown>, from: number, past?: Registry): void {
     const stream = call as grpc.ServerWritableStream<unknown, unknown>;
     const registry = this.registry;
     if (this.state !== 'serving') {
@@ -529,7 +529,7 @@ export class VmManagerServer {
       call.write(eventToWire(e));
     };
     // Subscribing and replaying happen in one tick: no event can fall between them.
-    const backlog = from === 0 ? registry.snapshotEvents() : registry.eventsSince(from);
+    const backlog = from === 0 ? registry.snapshotEvents() : past !== undefined ? registry.eventsFrom(past) : registry.eventsSince(from);
     if (backlog === null) {
       this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is no longer kept (current ${registry.revision}); watch from 0`));
       return;
