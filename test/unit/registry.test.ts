@@ -490,6 +490,37 @@ test('applyStored: the store revisions (gaps, several changes at one), eventsSin
   t.deepEqual(registry.eventsSince(60), []);
 });
 
+test('eventsFrom: the events that take a past state to this one, at the current revision; none between equal states', (t) => {
+  const { registry } = setup();
+  const a = vm('a', { vsockCid: 3 });
+  const b = vm('b', { vsockCid: 4 });
+  const c = vm('c', { vsockCid: 5 });
+  registry.registerVm(a);
+  registry.registerVm(b);
+  registry.registerVm(c, 60_000);
+  const past = registry.clone();
+  t.deepEqual(registry.eventsFrom(past), [], 'the same state: no event');
+  registry.registerHypervisor({ hypervisorId: 'hv-2', vsockMode: 'host-relay', relayPort: 15200 });
+  registry.moveVm('a', 'hv-2');
+  registry.registerVm({ ...b, labels: { team: 'x' } });
+  registry.registerVm(c, 60_000); // a renewal: no event
+  registry.deregisterVm('c');
+  registry.registerVm(vm('d', { vsockCid: 6 }));
+  const revision = registry.revision;
+  t.deepEqual(
+    registry.eventsFrom(past).map((e) => [e.type, e.type === 'hypervisor' ? e.hypervisor.hypervisorId : e.vm.vmId, e.revision]),
+    [
+      ['hypervisor', 'hv-2', revision],
+      ['moved', 'a', revision],
+      ['updated', 'b', revision],
+      ['added', 'd', revision],
+      ['removed', 'c', revision],
+    ],
+  );
+  const moved = registry.eventsFrom(past)[1]!;
+  t.like(moved, { type: 'moved', vm: { hypervisorId: 'hv-2' }, previous: { hypervisorId: 'hv-1' } });
+});
+
 test('eventLogSize must be a positive integer', (t) => {
   t.throws(() => new Registry({ eventLogSize: 0 }), { instanceOf: RangeError });
 });
