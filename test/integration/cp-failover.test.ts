@@ -56,7 +56,10 @@ test('a sidecar listing two replicas on one etcd: SIGKILL its replica, traffic k
     admin: { port: 0 },
   });
   const stats = async () => (await adminRequest(admin, 'GET', '/stats')).body;
-  const dump = async () => JSON.parse((await adminRequest(admin, 'GET', '/config_dump')).body) as { xds: { control_plane: string | null; reconnects: number; applied: { listeners: Array<{ name: string }> } } };
+  const dump = async () =>
+    JSON.parse((await adminRequest(admin, 'GET', '/config_dump')).body) as {
+      xds: { control_plane: string | null; reconnects: number; applied: { listeners: Array<{ name: string }>; clusters: Array<{ name: string; endpoints: unknown[] }> } };
+    };
   const listeners = async () => (await dump()).xds.applied.listeners.map((l) => l.name);
   await waitFor(async () => (await listeners()).includes('outbound|web'), 'outbound|web from a replica', 60_000);
   const first = (await dump()).xds.control_plane;
@@ -123,6 +126,8 @@ test('a sidecar listing two replicas on one etcd: SIGKILL its replica, traffic k
   const put = await runCli(['ctl', '--insecure', '--control-plane', survivor.address, '--timeout-ms', '30000', 'services', 'put', 'api', '--port', String(app.port), '--outbound-port', String(apiPort)]);
   t.is(put.code, 0, put.stderr);
   await waitFor(async () => (await listeners()).includes('outbound|api'), 'outbound|api through the survivor', 60_000);
+  // Its listener may come before the cluster's endpoints (EDS is asked for once CDS named it).
+  await waitFor(async () => ((await dump()).xds.applied.clusters.find((c) => c.name === 'api')?.endpoints.length ?? 0) > 0, 'the api endpoints', 60_000);
   const api = await echoTransfer(apiPort, 64 * 1024);
   t.is(api.received, api.sent);
   t.is(api.receivedSha256, api.sentSha256);
