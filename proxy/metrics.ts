@@ -282,6 +282,16 @@ export class ProxyMetrics {
         this.set(counters.connected);
       },
     });
+    new Gauge({
+      name: 'vsockmesh_xds_control_plane',
+      help: 'The control-plane replica the ADS stream is open to (1, labelled with its address as configured); none while disconnected',
+      labelNames: ['address'],
+      registers,
+      collect() {
+        this.reset();
+        if (counters.controlPlane !== null) this.labels({ address: counters.controlPlane }).set(1);
+      },
+    });
   }
 
   /** Reports the resolver's counters at scrape time. */

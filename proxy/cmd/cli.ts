@@ -136,7 +136,7 @@ export function buildCli(): Command {
         const outbound = config.listeners.filter((l) => l.kind === 'outbound').length;
         process.stdout.write(
           `${file}: valid (node ${config.node.id}, ${outbound} outbound and ${config.listeners.length - outbound} inbound listeners, ${config.clusters.length} clusters` +
-            `${config.xds ? `; more from the control plane at ${config.xds.address}` : ''})\n`,
+            `${config.xds ? `; more from the control plane at ${config.xds.addresses.join(', ')}` : ''})\n`,
         );
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, replicaAddresses, replicaAddressesIssue, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
@@ -225,7 +225,14 @@ export const sidecarConfigSchema = z
           ? null
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
-    xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
+    xds: z
+      .object({ ...replicaAddresses, cluster: name.optional() })
+      .strict()
+      .superRefine((x, ctx) => {
+        const issue = replicaAddressesIssue(x);
+        if (issue !== undefined) ctx.addIssue({ code: 'custom', ...issue });
+      })
+      .optional(),
     tls: controlTls,
     identity: identitySettings,
     insecure: controlInsecure,
@@ -242,7 +249,7 @@ export const sidecarConfigSchema = z
     (c): SidecarConfig => ({
       node: c.node,
       identity: c.identity,
-      xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
+      xds: c.xds ? { addresses: c.xds.addresses ?? [c.xds.address!], cluster: c.xds.cluster ?? c.node.id } : null,
       controlTls: c.tls,
       vsock: c.vsock,
       vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },

@@ -138,8 +138,8 @@ export interface VmManagerSettings {
 export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 
 export interface XdsSettings {
-  /** host:port of the control plane's ADS. */
-  address: string;
+  /** host:port of each control-plane replica's ADS (`address:` is a list of one): the stream goes to one, and to the next when it ends. */
+  addresses: string[];
   /** node.cluster in the xDS node (a group of like sidecars); default the node id. */
   cluster: string;
 }

@@ -60,6 +60,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       addLogDropped(plane.ads.metrics);
       return {
         logger,
+        notReady: () => plane.notReady(),
         server: {
           start: () => plane.start(options.listen),
           drain: () => plane.drain(),

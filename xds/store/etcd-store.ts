@@ -146,22 +146,26 @@ export class EtcdStore implements Store {
           handlers.onError(Number(res.compact_revision) > 0 ? new StoreCompactedError(last, Number(res.compact_revision)) : new StoreUnavailableError(`etcd cancelled the watch: ${res.cancel_reason}`));
           return;
         }
-        if (res.created) backoff.reset();
+        if (res.created) {
+          backoff.reset();
+          handlers.onAvailability?.(null);
+        }
         deliverByRevision(res, (revision, events) => {
           last = revision;
           handlers.onEvents(events);
         });
       });
       // The stream's end is reported by 'error' or 'end' (a cancel of ours is 'error' CANCELLED): reopen unless we ended it.
-      const broken = (): void => {
+      const broken = (err?: grpc.ServiceError): void => {
         if (ended || call !== stream) return;
         call = undefined;
+        handlers.onAvailability?.(`etcd at ${member.endpoint}: ${err === undefined ? 'the watch stream ended' : `${grpc.status[err.code] ?? err.code}: ${err.details}`}`);
         this.current = (this.current + 1) % this.members.length;
         timer = setTimeout(open, backoff.next());
         timer.unref();
       };
       stream.on('error', broken);
-      stream.on('end', broken);
+      stream.on('end', () => broken());
       stream.write({ create_request: { key: Buffer.from(prefix), range_end: prefixEnd(prefix), start_revision: last + 1 } });
     };
     this.watches.add(end);

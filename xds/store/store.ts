@@ -63,6 +63,11 @@ export interface StoreWatchHandlers {
   onEvents(events: StoreEvent[]): void;
   /** The watch ended: OUT_OF_RANGE (compacted), or UNAVAILABLE (the store is gone). Nothing follows. */
   onError(err: VsockmeshError): void;
+  /**
+   * The store went out of reach (why) or is back (null) while the watch goes on reconnecting by
+   * itself (etcd only; memory and file stores are always there): what readiness follows.
+   */
+  onAvailability?(unavailable: string | null): void;
 }
 
 export interface StoreWatch {

@@ -22,13 +22,11 @@ import type { Logger } from '../../proxy/runtime/log.js';
 import { fileErrorText } from '../../proxy/runtime/durable-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
-import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
-import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
-import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
 import type { VmManagerHandlers } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
 import type { WatchRequest__Output } from '../generated/vsockmesh/vmmanager/v1/WatchRequest.js';
 import { statusOf, statusName } from '../grpc-status.js';
-import { healthProto, vmManagerProto } from '../proto.js';
+import { HealthService, type HealthStatus } from '../health-service.js';
+import { vmManagerProto } from '../proto.js';
 import { MAX_REQUEST_BYTES } from './bounds.js';
 import {
   destinationFromWire,
@@ -94,7 +92,8 @@ export class VmManagerServer {
   private readonly shared: boolean;
   private readonly guard: ControlGuard | undefined;
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  private readonly healthWatches = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
+  /** Its own server's health service; a shared server's owner serves health (and asks healthStatus()). */
+  private readonly health: HealthService | undefined;
   private readonly requests: Counter<'method' | 'code'>;
   private readonly resolveSeconds: Histogram<string>;
   private readonly stateWrites: Counter<'result'>;
@@ -184,7 +183,10 @@ export class VmManagerServer {
       },
     });
     this.server.addService(vmManagerProto().vsockmesh.vmmanager.v1.VmManager.service, this.handlers());
-    this.server.addService(healthProto().grpc.health.v1.Health.service, this.healthHandlers());
+    if (!this.shared) {
+      this.health = new HealthService((service) => this.healthStatus(service));
+      this.health.addTo(this.server);
+    }
   }
 
   /** The registry as durable: what every reader sees. */
@@ -231,11 +233,10 @@ export class VmManagerServer {
   async drain(timeoutMs = 5_000): Promise<void> {
     if (this.state !== 'serving') return;
     this.state = 'draining';
-    this.sendHealth();
+    this.health?.changed();
     for (const call of this.watches) call.end();
     this.watches.clear();
-    for (const call of this.healthWatches) call.end();
-    this.healthWatches.clear();
+    this.health?.end();
     if (!this.shared) await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
     await this.flushing;
   }
@@ -243,9 +244,9 @@ export class VmManagerServer {
   async stop(): Promise<void> {
     this.closing = true;
     clearTimeout(this.leaseTimer);
-    for (const call of [...this.watches, ...this.healthWatches]) call.end();
+    for (const call of this.watches) call.end();
     this.watches.clear();
-    this.healthWatches.clear();
+    this.health?.end();
     if (!this.shared) this.server.forceShutdown();
     this.guard?.stop();
     await this.flushing;
@@ -553,27 +554,9 @@ export class VmManagerServer {
 
   // ---- health ------------------------------------------------------------------
 
-  private healthStatus(service: string): HealthCheckResponse['status'] | undefined {
+  /** The VM manager's status for `service` ('' or its own), undefined for any other. */
+  healthStatus(service: string): HealthStatus | undefined {
     if (service !== '' && service !== VM_MANAGER_SERVICE) return undefined;
     return this.state === 'serving' ? 'SERVING' : 'NOT_SERVING';
-  }
-
-  private sendHealth(): void {
-    for (const call of this.healthWatches) call.write({ status: this.healthStatus(call.request.service) ?? 'SERVICE_UNKNOWN' });
-  }
-
-  private healthHandlers(): HealthHandlers {
-    return {
-      Check: (call, callback) => {
-        const status = this.healthStatus(call.request.service);
-        if (status === undefined) callback({ code: grpc.status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
-        else callback(null, { status });
-      },
-      Watch: (call) => {
-        this.healthWatches.add(call);
-        call.on('cancelled', () => this.healthWatches.delete(call));
-        call.write({ status: this.healthStatus(call.request.service) ?? 'SERVICE_UNKNOWN' });
-      },
-    };
   }
 }
