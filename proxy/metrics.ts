@@ -81,6 +81,7 @@ export class ProxyMetrics {
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
   readonly httpRequests: Counter<'listener' | 'route' | 'cluster' | 'status_class' | 'transport'>;
   readonly httpDuration: Histogram<'listener' | 'route' | 'cluster'>;
+  readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -212,6 +213,12 @@ export class ProxyMetrics {
       labelNames: ['listener', 'policy'],
       registers,
     });
+    this.connectionsCut = new Counter({
+      name: 'vsockmesh_connections_closed_total',
+      help: 'Open connections the sidecar cut on its own with a reset on both sides, by reason (max_connection_age: a peer-hop TLS connection past peer_tls.max_connection_age)',
+      labelNames: ['listener', 'direction', 'reason'],
+      registers,
+    });
     addLogDropped(this.registry);
     // 100ms event-loop sampling: the default 10ms wakes an idle sidecar 100 times a second.
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vsockmesh_process_', eventLoopMonitoringPrecision: 100 });
@@ -288,6 +295,16 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.set(counters.connected);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_xds_control_plane',
+      help: 'The control-plane replica the ADS stream is open to (1, labelled with its address as configured); none while disconnected',
+      labelNames: ['address'],
+      registers,
+      collect() {
+        this.reset();
+        if (counters.controlPlane !== null) this.labels({ address: counters.controlPlane }).set(1);
       },
     });
   }

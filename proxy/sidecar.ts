@@ -133,7 +133,7 @@ export class Sidecar extends ProxyServer {
     await this.startPeerTls();
     await super.start();
     if (this.config.xds && this.xds && this.configSource) {
-      const ads = this.configSource({ address: this.config.xds.address, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
+      const ads = this.configSource({ addresses: this.config.xds.addresses, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
       this.ads = ads;
       this.metrics.addXds(ads.counters, () => this.xds!.nodeKnown);
       ads.start();
@@ -204,7 +204,7 @@ export class Sidecar extends ProxyServer {
     const reason = `node_unknown: the listener state names none of the listeners of node ${JSON.stringify(this.config.node.id)} and carries no placement for it (is it registered with the control plane?); its ${kept.length} listener(s) keep serving${kept.length > 0 ? ` (${kept.join(', ')})` : ''} until a state names them again or the sidecar drains`;
     if (this.unknownSince !== version) {
       this.unknownSince = version;
-      this.logger.warn({ reason: 'node_unknown', version, kept, control_plane: this.config.xds?.address }, `the control plane does not know node ${this.config.node.id}: keeping its last listeners`);
+      this.logger.warn({ reason: 'node_unknown', version, kept, control_plane: this.ads?.counters.controlPlane ?? null }, `the control plane does not know node ${this.config.node.id}: keeping its last listeners`);
     }
     return reason;
   }
@@ -244,7 +244,7 @@ export class Sidecar extends ProxyServer {
       vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),
       clusters: this.config.clusters,
-      xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },
+      xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, control_plane: this.ads?.counters.controlPlane ?? null, reconnects: this.ads?.counters.reconnects ?? 0, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },
       admin: this.adminAddress() ?? null,
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, replicaAddresses, replicaAddressesIssue, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { listenerRoutes, routeConfigSchema } from './route-config.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -94,11 +94,11 @@ const inboundPort = z.union(
   [
     destinationPort.transform((p) => localPort(p)),
     z
-      .object({ port: destinationPort, target: socketAddress.optional() })
+      .object({ port: destinationPort, target: socketAddress.optional(), proxy_protocol: z.boolean().optional() })
       .strict()
-      .transform((p) => localPort(p.port, p.target)),
+      .transform((p) => ({ ...localPort(p.port, p.target), ...(p.proxy_protocol === true && { proxyProtocol: true }) })),
   ],
-  { errorMap: () => ({ message: 'must be a port number or {port, target: {address, port}}' }) },
+  { errorMap: () => ({ message: 'must be a port number or {port, target: {address, port}, proxy_protocol: true|false}' }) },
 );
 
 const MAX_HEADER = 'must be 28..65551 (28: a PROXY v2 header with IPv4 addresses; 65551: the protocol maximum)';
@@ -149,6 +149,8 @@ const peerTls = z
     reload_interval: duration('10s', 10),
     originate: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
     proxy_header: z.enum(['inside_tls', 'before_tls']).default('inside_tls'),
+    max_connection_age: optionalDuration(1_000),
+    max_connection_age_grace: duration('30s', 0),
   })
   .strict()
   .default({})
@@ -172,6 +174,7 @@ const peerTls = z
             reloadIntervalMs: p.reload_interval,
             originate: p.originate,
             proxyHeader: p.proxy_header,
+            maxConnectionAge: p.max_connection_age === undefined ? null : { maxAgeMs: p.max_connection_age, graceMs: p.max_connection_age_grace },
           },
   );
 
@@ -241,7 +244,14 @@ export const sidecarConfigSchema = z
           ? null
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
-    xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
+    xds: z
+      .object({ ...replicaAddresses, cluster: name.optional() })
+      .strict()
+      .superRefine((x, ctx) => {
+        const issue = replicaAddressesIssue(x);
+        if (issue !== undefined) ctx.addIssue({ code: 'custom', ...issue });
+      })
+      .optional(),
     tls: controlTls,
     identity: identitySettings,
     insecure: controlInsecure,
@@ -258,7 +268,7 @@ export const sidecarConfigSchema = z
     (c): SidecarConfig => ({
       node: c.node,
       identity: c.identity,
-      xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
+      xds: c.xds ? { addresses: c.xds.addresses ?? [c.xds.address!], cluster: c.xds.cluster ?? c.node.id } : null,
       controlTls: c.tls,
       vsock: c.vsock,
       vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },

@@ -4,6 +4,7 @@
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import type { RouteConfig } from '../http/route-table.js';
+import type { ConnectionAgeSettings } from '../peer-tls/connection-age.js';
 
 export type { LogLevel };
 
@@ -80,6 +81,8 @@ export interface InboundPortConfig {
   target: SocketAddress;
   /** Pushed by the control plane (peer_authentication); absent: peer_tls.mode of the sidecar's file. */
   peerMode?: PeerTlsMode;
+  /** The app gets a PROXY v2 header (the original client and destination) before the first byte, as HAProxy's send-proxy-v2. */
+  proxyProtocol?: boolean;
 }
 
 export interface InboundListenerConfig {
@@ -138,8 +141,8 @@ export interface VmManagerSettings {
 export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 
 export interface XdsSettings {
-  /** host:port of the control plane's ADS. */
-  address: string;
+  /** host:port of each control-plane replica's ADS (`address:` is a list of one): the stream goes to one, and to the next when it ends. */
+  addresses: string[];
   /** node.cluster in the xDS node (a group of like sidecars); default the node id. */
   cluster: string;
 }
@@ -193,6 +196,8 @@ export type PeerTlsSettings =
       originate: boolean;
       /** Where the PROXY v2 header travels: inside TLS, or in the clear before it (HAProxy's form). */
       proxyHeader: 'inside_tls' | 'before_tls';
+      /** Peer-hop TLS connections older than this (jittered) are cut; null: no limit (the default). */
+      maxConnectionAge: ConnectionAgeSettings | null;
     };
 
 export interface SidecarConfig {

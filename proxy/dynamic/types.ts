@@ -113,6 +113,8 @@ export interface XdsCounters {
   nacks: number;
   reconnects: number;
   connected: number;
+  /** The control-plane replica the stream is open to (as configured), null while none is. */
+  controlPlane: string | null;
   /** Resources refused (invalid, or could not be applied), counted per response, by type short name. */
   refused: Record<string, number>;
 }
@@ -128,7 +130,8 @@ export interface ConfigSource {
 }
 
 export interface ConfigSourceInit {
-  address: string;
+  /** The control-plane replicas, in the order they are tried. */
+  addresses: string[];
   node: { id: string; cluster: string };
   logger: Logger;
   config: PushedConfig;

@@ -28,3 +28,19 @@ export function renewalTime(validity: Validity, random: number): number {
 export function renewalDelay(validity: Validity, now: number, random: () => number): number {
   return Math.max(0, renewalTime(validity, random()) - now);
 }
+
+/** The shortest wait between two failed renewals near the expiry. */
+export const MIN_RETRY_MS = 250;
+
+/**
+ * How long to wait after a failed renewal: the backoff's delay, but while the
+ * certificate is still valid never past halfway to its expiry (and not under
+ * MIN_RETRY_MS), so a control plane that comes back before the expiry is always
+ * tried in time: a backoff grown during an outage must not let the certificate
+ * lapse (an expired one can no longer renew itself).
+ */
+export function retryDelay(backoffMs: number, notAfter: number, now: number): number {
+  const left = notAfter - now;
+  if (left <= 0) return backoffMs;
+  return Math.min(backoffMs, Math.max(MIN_RETRY_MS, Math.floor(left / 2)));
+}

@@ -25,7 +25,7 @@ import { samePublicKey, validityOf } from './certificate-facts.js';
 import type { CertificateSource, IdentityMaterial } from './certificate-source.js';
 import { describeCertificate, describeChain, type CertificateDescription, type ChainDescription } from './describe.js';
 import { createCsr, generateWorkloadKeys } from './keys-and-csr.js';
-import { renewalDelay } from './renewal.js';
+import { renewalDelay, retryDelay } from './renewal.js';
 import { parseSpiffeId } from './spiffe.js';
 import { trustBundle, verifySvid } from './svid.js';
 
@@ -248,7 +248,7 @@ export class RenewingSource implements CertificateSource, RenewalCounters {
       this.schedule();
     } catch (err) {
       if (this.stopped) return;
-      const delay = this.backoff.next();
+      const delay = retryDelay(this.backoff.next(), this.material.notAfter.getTime(), this.now());
       this.failure(err, delay);
       this.renewAt = this.now() + delay;
       this.wait(delay);

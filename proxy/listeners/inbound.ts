@@ -14,7 +14,7 @@ import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { inboundClusterName } from '../dynamic/names.js';
-import { FIXED_LENGTH, TLV, decodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
+import { FIXED_LENGTH, TLV, decodeProxyHeader, encodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
@@ -304,6 +304,7 @@ export class InboundListener extends Listener {
       refusals,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
+      ageLimit: this.options.peerTls?.ageLimit ?? null,
       fields: {
         listener: this.name,
         direction: 'inbound',
@@ -325,7 +326,8 @@ export class InboundListener extends Listener {
           transport: 'tcp',
           target: { family: ipFamily(target.address), host: target.address, port: target.port, connectTimeoutMs: this.config.connectTimeoutMs },
           label: formatAddress(target.address, target.port),
-          preamble: null,
+          // The app learns the original client from the header, as it would behind HAProxy; the peer's TLVs stay with the mesh.
+          preamble: declared.proxyProtocol ? encodeProxyHeader({ command: 'proxy', addresses, tlvs: [] }) : null,
         },
       ],
       early,

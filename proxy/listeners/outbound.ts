@@ -216,6 +216,7 @@ export class OutboundListener extends Listener {
       refusals: this.context.refusals,
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
+      ageLimit: this.options.peerTls?.ageLimit ?? null,
       fields: {
         listener: this.name,
         direction: 'outbound',

@@ -9,6 +9,10 @@ import { native, type RelayOutcomeName } from '../native/index.js';
 import type { TransportName } from '../metrics.js';
 import type { TrackedConnection } from './listener.js';
 import { dial, type Dial, type UpstreamAttempt, type UpstreamTarget } from '../upstream/dial.js';
+import type { AgedConnection, ConnectionAgeLimit } from '../peer-tls/connection-age.js';
+
+/** Why the sidecar cut a relaying connection on its own (the access line's outcome then). */
+export type CutReason = Parameters<AgedConnection['cut']>[0];
 
 export interface AccessLogFields {
   listener: string;
@@ -33,18 +37,20 @@ export interface ProxiedConnectionOptions {
   idleTimeoutMs: number;
   fields: AccessLogFields;
   onClosed: (connection: ProxiedConnection) => void;
+  /** peer_tls.max_connection_age: followed once the relay starts, if the peer hop is TLS. */
+  ageLimit?: ConnectionAgeLimit | null;
 }
 
 export type { UpstreamAttempt, UpstreamTarget };
 
 export interface ConnectionResult {
-  outcome: RelayOutcomeName;
+  outcome: RelayOutcomeName | CutReason;
   bytesToUpstream: number;
   bytesToDownstream: number;
   errorCode?: string;
 }
 
-export class ProxiedConnection implements TrackedConnection, LiveBytes {
+export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConnection {
   private readonly startedAt = performance.now();
   private dialing: Dial | undefined;
   private relayId = -1;
@@ -54,6 +60,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
   private early: Buffer | null = null;
   private stats: ConnectionStats | undefined;
   private fallback: string | undefined;
+  private cutReason: CutReason | undefined;
+  private stopAgeing: (() => void) | undefined;
 
   constructor(private readonly options: ProxiedConnectionOptions) {}
 
@@ -107,6 +115,18 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     this.finish({ outcome: 'aborted', bytesToUpstream: 0, bytesToDownstream: 0 });
   }
 
+  /**
+   * Cuts a relaying connection now, both sides with a reset (relayReset):
+   * each end must learn that its stream was cut, not finished. Counted.
+   */
+  cut(reason: CutReason): void {
+    if (this.relayId < 0) return;
+    const { fields, metrics } = this.options;
+    this.cutReason = reason;
+    metrics.connectionsCut.inc({ listener: fields.listener, direction: fields.direction, reason });
+    native.relayReset(this.relayId);
+  }
+
   private connectFailed(attempt: UpstreamAttempt, code: string): void {
     const { fields, metrics, refusals } = this.options;
     if (fields.direction === 'outbound') fields.transport = attempt.transport;
@@ -137,16 +157,18 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes {
     this.stats = this.options.statsFor(attempt.transport);
     this.stats.opened(this);
     this.relayId = native.relay(this.options.downstreamFd, upstreamFd, toUpstream, null, this.options.idleTimeoutMs, (outcome, up, down, error) => {
-      const result: ConnectionResult = { outcome: native.RELAY_OUTCOMES[outcome]!, bytesToUpstream: this.earlyBytes + up, bytesToDownstream: down };
+      const result: ConnectionResult = { outcome: this.cutReason ?? native.RELAY_OUTCOMES[outcome]!, bytesToUpstream: this.earlyBytes + up, bytesToDownstream: down };
       if (error !== null) result.errorCode = error;
       this.relayId = -1;
       this.finish(result);
     });
+    if (this.options.fields.tls_version !== undefined) this.stopAgeing = this.options.ageLimit?.watch(this);
   }
 
   private finish(result: ConnectionResult): void {
     if (this.done) return;
     this.done = true;
+    this.stopAgeing?.();
     const { accessLogger, fields } = this.options;
     this.stats?.closed(this, result);
     if (accessLogger) {

@@ -35,6 +35,8 @@ export interface NativeCore {
   ): number;
   relayBytes(relayId: number): [number, number] | undefined;
   relayAbort(relayId: number): void;
+  /** Cuts both sides of a relay now with RST; onDone reports "aborted" before this returns. */
+  relayReset(relayId: number): void;
   /** Sockets the core holds open (leak checks). */
   openCount(): number;
   /** Accepts that failed for lack of a resource since the process started, by errno name (EMFILE, ENFILE, ENOBUFS, ENOMEM). */

@@ -9,7 +9,8 @@
  *   other once that side's pending bytes are written (TLS: close_notify, then
  *   FIN; a TLS side that ends without close_notify counts as a reset).
  * - Either side may be TLS (stream.h): the relay sees bytes either way.
- * - Resets: an error on one side closes the other with RST (SO_LINGER 0).
+ * - Resets: an error on one side closes the other with RST (SO_LINGER 0);
+ *   relayReset cuts both sides so (a connection past its maximum age).
  * - Idle timeout: one timer per relay, re-armed lazily from the last activity.
  */
 #include <errno.h>
@@ -45,11 +46,12 @@ enum {
 static const char *const outcome_names[] = {"closed", "downstream_error", "upstream_error", "idle_timeout", "aborted"};
 #define OUTCOMES (sizeof outcome_names / sizeof outcome_names[0])
 
-static void relay_finish(core_relay *r, int outcome, int err, int reset_side);
+/* reset_mask: bit k set closes side k with RST. */
+static void relay_finish(core_relay *r, int outcome, int err, int reset_mask);
 
 /* Side k failed with err: reset the other side, report the error of side k. */
 static void fail(core_relay *r, int k, int err) {
-  relay_finish(r, k == 0 ? OUTCOME_DOWNSTREAM_ERROR : OUTCOME_UPSTREAM_ERROR, err, 1 - k);
+  relay_finish(r, k == 0 ? OUTCOME_DOWNSTREAM_ERROR : OUTCOME_UPSTREAM_ERROR, err, 1 << (1 - k));
 }
 
 static int socket_error(int fd) {
@@ -146,14 +148,14 @@ static void relay_progress(core_relay *r) {
       if (!r->finished) progress |= pump(r, k);
     }
   }
-  if (!r->finished && r->eof[0] && r->eof[1] && r->shut[0] && r->shut[1]) relay_finish(r, OUTCOME_CLOSED, 0, -1);
+  if (!r->finished && r->eof[0] && r->eof[1] && r->shut[0] && r->shut[1]) relay_finish(r, OUTCOME_CLOSED, 0, 0);
 }
 
 static void on_idle_timer(uv_timer_t *t) {
   core_relay *r = t->data;
   uint64_t idle = uv_now(uv_default_loop()) - r->last_activity;
   if (idle >= r->idle_ms) {
-    relay_finish(r, OUTCOME_IDLE_TIMEOUT, 0, -1);
+    relay_finish(r, OUTCOME_IDLE_TIMEOUT, 0, 0);
     return;
   }
   uv_timer_start(&r->idle_timer, on_idle_timer, r->idle_ms - idle, 0);
@@ -161,7 +163,7 @@ static void on_idle_timer(uv_timer_t *t) {
 
 static void free_relay(uv_handle_t *h) { free(h->data); }
 
-static void relay_finish(core_relay *r, int outcome, int err, int reset_side) {
+static void relay_finish(core_relay *r, int outcome, int err, int reset_mask) {
   if (r->finished) return;
   r->finished = 1;
   uv_timer_stop(&r->idle_timer);
@@ -169,7 +171,7 @@ static void relay_finish(core_relay *r, int outcome, int err, int reset_side) {
     core_sock *s = r->s[k];
     s->relay = NULL;
     core_sock_set_job(s, SOCK_IDLE, NULL);
-    core_sock_close(s, k == reset_side);
+    core_sock_close(s, (reset_mask >> k) & 1);
   }
   napi_handle_scope scope;
   NAPI_MUST(napi_open_handle_scope(core_env, &scope));
@@ -275,7 +277,17 @@ static napi_value js_relay_bytes(napi_env env, napi_callback_info info) {
 /* relayAbort(id): closes both sides now (drain timeout, stop); onDone reports "aborted" before this returns. */
 static napi_value js_relay_abort(napi_env env, napi_callback_info info) {
   core_relay *r;
-  if (relay_arg(env, info, "relayAbort(id)", &r) && r) relay_finish(r, OUTCOME_ABORTED, 0, -1);
+  if (relay_arg(env, info, "relayAbort(id)", &r) && r) relay_finish(r, OUTCOME_ABORTED, 0, 0);
+  return NULL;
+}
+
+/*
+ * relayReset(id): cuts both sides now with RST; onDone reports "aborted" before this returns.
+ * Each peer learns that the stream was cut, not ended: a FIN would pass for a complete transfer.
+ */
+static napi_value js_relay_reset(napi_env env, napi_callback_info info) {
+  core_relay *r;
+  if (relay_arg(env, info, "relayReset(id)", &r) && r) relay_finish(r, OUTCOME_ABORTED, 0, 3);
   return NULL;
 }
 
@@ -284,6 +296,7 @@ bool core_relay_register(napi_env env, napi_value exports) {
       CORE_FUNCTION("relay", js_relay),
       CORE_FUNCTION("relayBytes", js_relay_bytes),
       CORE_FUNCTION("relayAbort", js_relay_abort),
+      CORE_FUNCTION("relayReset", js_relay_reset),
   };
   napi_value names, v;
   if (!core_export_functions(env, exports, props, sizeof props / sizeof props[0]) || !JS_OK(env, napi_create_array_with_length(env, OUTCOMES, &names))) {

@@ -11,6 +11,7 @@ import type { ProxyMetrics } from '../metrics.js';
 import { native } from '../native/index.js';
 import type { Logger } from '../runtime/log.js';
 import { UNAUTHENTICATED, admitInbound, expectedPeerId, type Admission } from './peer-policy.js';
+import { ConnectionAgeLimit } from './connection-age.js';
 
 export type EnabledPeerTls = Exclude<PeerTlsSettings, { mode: 'disable' }>;
 
@@ -29,12 +30,16 @@ export type SecureOutcome = { ok: true; fields: PeerFields } | { ok: false; reas
 export class PeerTls {
   private contextId = 0;
   private stopWatching: (() => void) | undefined;
+  /** Cuts TLS connections of both directions past peer_tls.max_connection_age; null: no limit. */
+  readonly ageLimit: ConnectionAgeLimit | null;
 
   constructor(
     readonly settings: EnabledPeerTls,
     private readonly metrics: ProxyMetrics,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.ageLimit = settings.maxConnectionAge === null ? null : new ConnectionAgeLimit(settings.maxConnectionAge);
+  }
 
   /** Takes the source's identity (throws when it does not make a TLS context) and follows its changes. */
   start(source: CertificateSource): void {

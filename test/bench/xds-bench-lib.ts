@@ -82,7 +82,7 @@ export interface Sized<T> {
  * channel is its own HTTP/2 connection (grpc-js otherwise shares one
  * connection between channels with the same target and options).
  */
-export function adsChannel(address: string, options: grpc.ChannelOptions = {}, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): grpc.Client {
+export function adsChannel(address: string, options: grpc.ClientOptions = {}, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): grpc.Client {
   return new grpc.Client(address, credentials, {
     'grpc.use_local_subchannel_pool': 1,
     'grpc.max_receive_message_length': 256 * 1024 * 1024,

@@ -3,9 +3,9 @@
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 
@@ -113,12 +113,19 @@ export async function writeConfig(config: unknown): Promise<{ path: string; clea
 
 /**
  * A sidecar process from `config`, once it logged `sidecar ready`: its process and admin port.
- * The config file and the process go with the test.
+ * The config file and the process go with the test. `wrapper` execs the CLI (e.g. in a network
+ * namespace, as another user); `owner` (a uid, with the same gid) then owns the config file.
  */
-export async function startSidecarCli(t: ExecutionContext, config: unknown): Promise<{ proc: CliProcess; admin: number }> {
+export async function startSidecarCli(
+  t: ExecutionContext,
+  config: unknown,
+  options: { wrapper?: string[]; owner?: number } = {},
+): Promise<{ proc: CliProcess; admin: number }> {
   const file = await writeConfig(config);
   t.teardown(() => file.cleanup());
-  const proc = startCli(['sidecar', '-c', file.path]);
+  // A sidecar run as another user (`wrapper` switches to it) must read its config.
+  if (options.owner !== undefined) for (const p of [dirname(file.path), file.path]) await chown(p, options.owner, options.owner);
+  const proc = startCli(['sidecar', '-c', file.path], { wrapper: options.wrapper });
   t.teardown(() => proc.kill('SIGKILL'));
   const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
   return { proc, admin: (ready.admin as { port: number }).port };

@@ -22,6 +22,11 @@ export interface MeshTls {
   cleanup(): Promise<void>;
 }
 
+/** A certificate serial as hex the same way from every printer (the access log, Node, @peculiar/x509): upper case, no leading zeros. */
+export function serialHex(hex: string): string {
+  return hex.toUpperCase().replace(/^0+/, '');
+}
+
 /** Writes (or atomically replaces, as certificate tools do) a VM's identity files under `dir`. */
 export async function writeIdentity(dir: string, name: string, identity: PemIdentity): Promise<IdentityFiles> {
   const files = { key_file: join(dir, `${name}-key.pem`), chain_file: join(dir, `${name}-chain.pem`), bundle_file: join(dir, `${name}-bundle.pem`) };

@@ -179,9 +179,10 @@ test('the capture init container\'s arguments are ones capture.sh accepts, and e
   const init = podContainers(pod).find(({ c }) => c.name === 'vsockmesh-capture')!.c;
   const sidecar = podContainers(pod).find(({ c }) => c.name === 'vsockmesh')!.c;
   t.is(init.args![init.args!.indexOf('--uid') + 1], String(sidecar.securityContext!.runAsUser));
-  // `show` parses and checks every option as `apply` does, without touching any rule.
-  const result = spawnSync('sh', [join(deploy, 'iptables/capture.sh'), 'show', ...init.args!.slice(1)], { encoding: 'utf8' });
+  // `print` parses and checks every option as `apply` does, without touching any rule.
+  const result = spawnSync('sh', [join(deploy, 'iptables/capture.sh'), 'print', ...init.args!.slice(1)], { encoding: 'utf8' });
   t.is(result.status, 0, result.stderr);
+  t.regex(result.stdout, /-A VSOCKMESH_OUTPUT -m owner --uid-owner 10001 -j RETURN\n/);
 });
 
 test('the sidecar configs the manifests and the compose mesh carry pass validate-config', async (t) => {

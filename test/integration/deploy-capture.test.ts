@@ -1,5 +1,5 @@
-// deploy/iptables/capture.sh, the capture rules the Kubernetes init container,
-// the capture unit and cloud-init apply: in a network namespace the test
+// deploy/iptables/capture.sh (a wrapper over `vsockmesh iptables`), the capture
+// rules the Kubernetes init container, the capture unit and cloud-init apply: in a network namespace the test
 // creates, an unchanged app (uid 65534) is REDIRECTed to the sidecar's
 // transparent listener (the mesh of test/fixtures/transparent-mesh.mjs, whose
 // sidecar runs as root: --uid 0 is "the sidecar's user"), except what the
@@ -107,7 +107,7 @@ if (need !== undefined && process.env.CI !== 'true') {
       [['apply', '--uid', 'no-such-user-here'], /--uid: no such user/],
       [['apply', '--exclude-cidr', '10.0.0.1'], /--exclude-cidr: must be an address\/prefix/],
       [['apply', '--ipv6', 'maybe'], /--ipv6: must be auto, on or off/],
-      [['flush'], /unknown action/],
+      [['flush'], /unknown command 'flush'/],
     ] as const) {
       const err = await inNs([capture, ...args]).then(
         () => undefined,

@@ -104,7 +104,7 @@ if (need !== undefined && process.env.CI !== 'true') {
         checked++;
       }
     }
-    t.is(checked, 6, 'every unit but the capture unit runs the CLI (ExecStartPre validations included)');
+    t.is(checked, 7, 'every unit runs the CLI (ExecStartPre validations included)');
   });
 
   /**

@@ -127,6 +127,33 @@ test.serial('arguments of the wrong type are refused with EINVAL, and nothing is
   t.is(await done, 'aborted');
 });
 
+test.serial('relayReset cuts both sides of a relay with RST: each peer sees ECONNRESET, not an end', async (t) => {
+  let accepted!: (fd: number) => void;
+  const downstreamFd = new Promise<number>((r) => (accepted = r));
+  const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 16, (fd) => accepted(fd));
+  t.teardown(() => native.close(lfd));
+  let appSide!: (s: net.Socket) => void;
+  const appSocket = new Promise<net.Socket>((r) => (appSide = r));
+  const app = await startServer((s) => appSide(s));
+  t.teardown(() => app.close());
+  const client = await connect(port);
+  const up = await nativeConnect('inet', '127.0.0.1', app.port, 5_000);
+  t.is(up.error, null);
+  const down = await downstreamFd;
+  const server = await appSocket;
+  const clientSaw = collect(client);
+  const appSaw = collect(server);
+  const done = new Promise<string>((resolve) => native.relay(down, up.fd, null, null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
+  client.write('hello');
+  await waitFor(() => native.relayBytes(down)?.[0] === 5, 'the relay to carry bytes');
+  native.relayReset(down);
+  t.is(await done, 'aborted');
+  const [c, a] = await Promise.all([clientSaw, appSaw]);
+  t.like(c, { errorCode: 'ECONNRESET', ended: false });
+  t.like(a, { errorCode: 'ECONNRESET', ended: false });
+  t.is(a.data.toString(), 'hello');
+});
+
 test.serial('a listener out of descriptors counts the failed accepts, then accepts every waiting connection once descriptors are free', async (t) => {
   // A child with a small descriptor limit holds every connection it accepts until told how many to expect;
   // then it lets go of them and closes each one it accepts from then on.

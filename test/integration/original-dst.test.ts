@@ -79,7 +79,7 @@ if (need !== undefined && process.env.CI !== 'true') {
 
 test('the native core loads with its whole API (a Node upgrade that breaks N-API fails here)', async (t) => {
   const { native } = await import('../../proxy/native/index.js');
-  for (const fn of ['listen', 'connect', 'readStart', 'readStop', 'close', 'reset', 'relay', 'relayBytes', 'relayAbort', 'openCount', 'acceptFailures', 'pendingBytes', 'ref', 'duplexOpen', 'duplexRead', 'duplexWrite', 'duplexShutdown', 'localCid', 'originalDst']) {
+  for (const fn of ['listen', 'connect', 'readStart', 'readStop', 'close', 'reset', 'relay', 'relayBytes', 'relayAbort', 'relayReset', 'openCount', 'acceptFailures', 'pendingBytes', 'ref', 'duplexOpen', 'duplexRead', 'duplexWrite', 'duplexShutdown', 'localCid', 'originalDst']) {
     t.is(typeof (native as unknown as Record<string, unknown>)[fn], 'function', fn);
   }
   t.is(native.VMADDR_CID_ANY, 0xffffffff);

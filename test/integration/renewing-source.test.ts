@@ -75,6 +75,23 @@ function newSource(t: ExecutionContext, certify: Certify, token: string): Renewi
 
 const serialOf = (m: IdentityMaterial) => new X509Certificate(m.chainPem).serialNumber;
 
+test('a backoff grown during a control-plane outage does not let the certificate lapse: the retry comes before the expiry', async (t) => {
+  const { token, certify: real } = await keptSetup(t, 6_000);
+  let away = false;
+  const certify: Certify = (csr, credential) => (away ? Promise.reject(new Error('UNAVAILABLE: the control plane is away')) : real(csr, credential));
+  // A backoff already at 30 s, as after a long outage: without the cut, the first retry comes after the 6 s leaf expired.
+  const source = new RenewingSource({ spiffeId: ID, certify, joinToken: async () => token, logger: createLogger({ level: 'silent' }), retry: { initialMs: 30_000, maxMs: 60_000 } });
+  t.teardown(() => source.stop());
+  await source.start();
+  const first = source.current().notAfter.getTime();
+  const renewed = source.succeeded;
+  away = true;
+  await waitFor(() => source.failed >= 1, 'a failed renewal', 30_000);
+  away = false;
+  await waitFor(() => source.succeeded > renewed, 'a renewal once the control plane is back', 30_000);
+  t.true(source.current().notAfter.getTime() > first, 'a new certificate');
+});
+
 test('a short-lived leaf renews (onChange fires) while a TLS server keeps serving with the current one: no connection fails', async (t) => {
   const dir = await tempDir(t);
   const upstream = { dir: join(dir, 'ca') };

@@ -10,8 +10,9 @@
 // wait for the connection (waitForReady) as long as their deadline, so a
 // restart delays them and only a refused handshake (a root not trusted) or a
 // refused call fails them. Calls the stopping replica refused (REFUSED_STREAM)
-// are retried by the clients' retry policy (security/transport.ts); without
-// it some of them fail here.
+// are retried by the clients' retry policy (security/transport.ts), and so are
+// unary calls it ended before answering (security/unanswered-retry.ts); without
+// them some calls fail here.
 
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
@@ -35,7 +36,7 @@ import { channelCredentials, channelOptions } from '../../xds/security/transport
 
 const TD = 'vsockmesh.local';
 /** Long enough that a renewal outlives a restart of the control plane on a loaded machine, short enough to watch three. */
-const LEAF_LIFETIME_S = 20;
+const LEAF_LIFETIME_S = 30;
 const CALL_EVERY_MS = 10;
 const CALL_DEADLINE_MS = 30_000;
 const OLD = 'O=test, CN=old root';

@@ -62,6 +62,17 @@ test('listener and cluster defaults are filled in and durations become milliseco
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
 });
 
+test('an inbound port may send the app a PROXY v2 header (proxy_protocol); off unless set, and only a boolean', (t) => {
+  const config = parseSidecarConfig({ ...minimal, listeners: [inbound({ ports: [8080, { port: 9000, proxy_protocol: true }, { port: 9001, proxy_protocol: false }] })] });
+  const listener = config.listeners[0]!;
+  t.deepEqual(listener.kind === 'inbound' && listener.ports, [
+    { port: 8080, target: { address: '127.0.0.1', port: 8080 } },
+    { port: 9000, target: { address: '127.0.0.1', port: 9000 }, proxyProtocol: true },
+    { port: 9001, target: { address: '127.0.0.1', port: 9001 } },
+  ]);
+  t.deepEqual(problems({ ...minimal, listeners: [inbound({ ports: [{ port: 9000, proxy_protocol: 'yes' }] })] }), ['listeners[0].ports[0]: must be a port number or {port, target: {address, port}, proxy_protocol: true|false}']);
+});
+
 test('vsock endpoints default to direct mode; host-relay defaults its relay to CID 2 port 15100', (t) => {
   const config = parseSidecarConfig({
     ...minimal,
@@ -337,10 +348,22 @@ test('a cluster can resolve the original destination (transparent mode); other s
 });
 
 test('an xds section names the control plane; node.cluster defaults to the node id', (t) => {
-  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200' } }).xds, { address: '10.0.0.2:15200', cluster: 'vm-a' });
-  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200' } }).xds, { addresses: ['10.0.0.2:15200'], cluster: 'vm-a' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { addresses: ['10.0.0.2:15200'], cluster: 'web' });
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
+});
+
+test('an xds section may list several control-plane replicas (addresses), in the order they are tried; address or addresses, not both, none twice', (t) => {
+  const replicas = ['10.0.0.2:15200', '10.0.0.3:15200', 'cp.mesh:15200'];
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { addresses: replicas } }).xds, { addresses: replicas, cluster: 'vm-a' });
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', addresses: replicas } }), ['xds.addresses: give address or addresses, not both']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: {} }), ['xds.address: required (or addresses: [host:port, ...] for several replicas)']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: [] } }), ['xds.addresses: must list at least one host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: ['10.0.0.2:15200', '10.0.0.2:15200'] } }), ['xds.addresses: "10.0.0.2:15200" is listed twice']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: ['10.0.0.2:15200', 'cp'] } }), ['xds.addresses[1]: must be host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: Array.from({ length: 17 }, (_, i) => `10.0.0.${i}:15200`) } }), ['xds.addresses: must list at most 16 host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: '10.0.0.2:15200' } }), ['xds.addresses: must be a list of host:port']);
 });
 
 test('control-plane clients take their identity from exactly one of tls, identity or insecure: true; never none, never two', (t) => {
@@ -423,7 +446,20 @@ test('peer_tls strict with its files gets the documented defaults', (t) => {
     reloadIntervalMs: 10_000,
     originate: true,
     proxyHeader: 'inside_tls',
+    maxConnectionAge: null,
   });
+});
+
+test('peer_tls max_connection_age: off by default; given, with its grace (default 30s, 0 allowed)', (t) => {
+  const aged = (extra: Record<string, unknown>): unknown => (parseSidecarConfig({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, ...extra } }).peerTls as { maxConnectionAge: unknown }).maxConnectionAge;
+  t.deepEqual(aged({ max_connection_age: '30m' }), { maxAgeMs: 1_800_000, graceMs: 30_000 });
+  t.deepEqual(aged({ max_connection_age: '1h', max_connection_age_grace: '0s' }), { maxAgeMs: 3_600_000, graceMs: 0 });
+  t.is(aged({ max_connection_age_grace: '5s' }), null);
+});
+
+test('peer_tls max_connection_age below 1s, or not a duration, is refused by path', (t) => {
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, max_connection_age: '500ms' } }), ['peer_tls.max_connection_age: must be at least 1000ms']);
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, max_connection_age_grace: 'soon' } }), ['peer_tls.max_connection_age_grace: "soon" is not a duration such as "250ms", "5s", "1m" or "1h"']);
 });
 
 test('peer_tls permissive or strict needs all three PEM files, each named by its path', (t) => {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { RENEW_FROM, RENEW_TO, renewalDelay, renewalTime } from '../../proxy/identity/renewal.js';
+import { MIN_RETRY_MS, RENEW_FROM, RENEW_TO, renewalDelay, renewalTime, retryDelay } from '../../proxy/identity/renewal.js';
 
 const HOUR = 3_600_000;
 const day = { notBefore: 1_000 * HOUR, notAfter: 1_024 * HOUR };
@@ -43,4 +43,31 @@ test('the jitter spreads a fleet: 1,000 sidecars issued at once renew over the w
   const delays = Array.from({ length: 1000 }, () => renewalDelay(day, day.notBefore, random));
   const spread = Math.max(...delays) - Math.min(...delays);
   t.true(spread > 0.19 * 24 * HOUR, `spread ${spread / HOUR} h`);
+});
+
+test('a failed renewal is retried after the backoff while that leaves time before the expiry', (t) => {
+  t.is(retryDelay(4_000, 100_000, 50_000), 4_000);
+  t.is(retryDelay(1_000, 100_000, 97_000), 1_000);
+});
+
+test('a backoff that would reach past halfway to the expiry is cut there, so a returning control plane is tried in time', (t) => {
+  t.is(retryDelay(60_000, 100_000, 90_000), 5_000);
+  t.is(retryDelay(8_000, 100_000, 90_000), 5_000);
+  // Repeated failures approach the expiry in halves, never reaching it before MIN_RETRY_MS.
+  let now = 90_000;
+  const waits: number[] = [];
+  while (now < 100_000) {
+    const wait = retryDelay(60_000, 100_000, now);
+    waits.push(wait);
+    now += wait;
+  }
+  t.true(waits.every((w, i) => i === 0 || w <= waits[i - 1]!), waits.join(','));
+  t.true(waits.at(-1)! <= MIN_RETRY_MS);
+});
+
+test('never under MIN_RETRY_MS before the expiry, and the plain backoff once the certificate has expired', (t) => {
+  t.is(retryDelay(60_000, 100_000, 99_900), MIN_RETRY_MS);
+  t.is(retryDelay(100, 100_000, 99_900), 100);
+  t.is(retryDelay(60_000, 100_000, 100_000), 60_000);
+  t.is(retryDelay(60_000, 100_000, 120_000), 60_000);
 });

@@ -12,6 +12,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { CertificateSource, IdentityMaterial } from '../../proxy/identity/certificate-source.js';
 import { parseMeshIdentity, parseSpiffeId, type MeshIdentity } from '../../proxy/identity/spiffe.js';
 import { trustBundle, verifySvidLeaf, type SvidRefusal, type TrustBundle } from '../../proxy/identity/svid.js';
+import { retryUnanswered } from './unanswered-retry.js';
 
 /** How a control API server or client talks: mutual TLS with an identity, or plain text (--insecure). */
 export type ControlTransport = { readonly insecure: true } | { readonly source: CertificateSource };
@@ -116,12 +117,12 @@ const RETRY_UNAVAILABLE = JSON.stringify({
 });
 
 /**
- * Channel options for a client of `transport`: calls refused as unavailable are retried (RETRY_UNAVAILABLE);
- * with TLS, the name sent as SNI is a fixed word instead of the target's host (an IP address there is not
- * allowed by RFC 6066, and an SVID names no host anyway).
+ * Client options for a client of `transport`: calls refused as unavailable are retried (RETRY_UNAVAILABLE),
+ * unary calls no server answered too (unanswered-retry.ts); with TLS, the name sent as SNI is a fixed word
+ * instead of the target's host (an IP address there is not allowed by RFC 6066, and an SVID names no host anyway).
  */
-export function channelOptions(transport: ControlTransport): grpc.ChannelOptions {
-  const retry = { 'grpc.service_config': RETRY_UNAVAILABLE };
+export function channelOptions(transport: ControlTransport): grpc.ClientOptions {
+  const retry = { 'grpc.service_config': RETRY_UNAVAILABLE, interceptors: [retryUnanswered] };
   return 'insecure' in transport ? retry : { ...retry, 'grpc.ssl_target_name_override': 'vsockmesh' };
 }
 
