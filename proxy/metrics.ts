@@ -1,7 +1,7 @@
 // Prometheus metrics of one sidecar (its own registry, so several sidecars can
 // live in one process, as in tests and the demo).
 
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { XdsCounters } from './dynamic/types.js';
 import type { RenewalCounters } from './identity/renewing-source.js';
 import { logLinesDropped } from './runtime/log.js';
@@ -79,6 +79,8 @@ export class ProxyMetrics {
   readonly rbacDenied: Counter<'listener' | 'policy'>;
   readonly rbacShadowDenied: Counter<'listener' | 'policy'>;
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
+  readonly httpRequests: Counter<'listener' | 'route' | 'cluster' | 'status_class' | 'transport'>;
+  readonly httpDuration: Histogram<'listener' | 'route' | 'cluster'>;
   readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
   readonly forwardProxyRequests: Counter<'listener' | 'outcome'>;
 
@@ -135,6 +137,19 @@ export class ProxyMetrics {
       name: 'vsockmesh_connections_refused_total',
       help: 'Connections refused by policy (undeclared destination port, no endpoint, draining) or by a limit (listener_max_connections, max_connections, overload)',
       labelNames: ['listener', 'reason'],
+      registers,
+    });
+    this.httpRequests = new Counter({
+      name: 'vsockmesh_http_requests_total',
+      help: 'Requests an HTTP listener answered, by route (<virtual host>/<index>, "" when none matched), cluster, status class (2xx..5xx) and the transport of the upstream connection ("none": not sent upstream)',
+      labelNames: ['listener', 'route', 'cluster', 'status_class', 'transport'],
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: 'vsockmesh_http_request_duration_seconds',
+      help: 'From the request headers to the end of the response, per route and cluster',
+      labelNames: ['listener', 'route', 'cluster'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
     this.drains = new Counter({ name: 'vsockmesh_drains_total', help: 'Drains started (SIGTERM or POST /drain)', registers });
@@ -287,6 +302,16 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.set(counters.connected);
+      },
+    });
+    new Gauge({
+      name: 'vsockmesh_xds_control_plane',
+      help: 'The control-plane replica the ADS stream is open to (1, labelled with its address as configured); none while disconnected',
+      labelNames: ['address'],
+      registers,
+      collect() {
+        this.reset();
+        if (counters.controlPlane !== null) this.labels({ address: counters.controlPlane }).set(1);
       },
     });
   }

@@ -11,6 +11,7 @@ import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
 import { ForwardProxyListener } from './listeners/forward-proxy.js';
+import { HttpOutboundListener } from './http/listener.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
@@ -115,6 +116,10 @@ export class Sidecar extends ProxyServer {
     for (const l of config.listeners) if (l.kind === 'inbound') this.listeners.push(new InboundListener(l, this.context, listenerOptions));
     for (const l of config.listeners) {
       if (l.kind !== 'outbound') continue;
+      if (l.http) {
+        this.listeners.push(new HttpOutboundListener(l, l.http.routes, clusters, this.context, outboundOptions));
+        continue;
+      }
       const cluster = clusters.get(l.cluster);
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions));
@@ -130,7 +135,7 @@ export class Sidecar extends ProxyServer {
     await this.startPeerTls();
     await super.start();
     if (this.config.xds && this.xds && this.configSource) {
-      const ads = this.configSource({ address: this.config.xds.address, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
+      const ads = this.configSource({ addresses: this.config.xds.addresses, node: { id: this.config.node.id, cluster: this.config.xds.cluster }, logger: this.logger, config: this.pushedConfig(this.xds) });
       this.ads = ads;
       this.metrics.addXds(ads.counters, () => this.xds!.nodeKnown);
       ads.start();
@@ -201,7 +206,7 @@ export class Sidecar extends ProxyServer {
     const reason = `node_unknown: the listener state names none of the listeners of node ${JSON.stringify(this.config.node.id)} and carries no placement for it (is it registered with the control plane?); its ${kept.length} listener(s) keep serving${kept.length > 0 ? ` (${kept.join(', ')})` : ''} until a state names them again or the sidecar drains`;
     if (this.unknownSince !== version) {
       this.unknownSince = version;
-      this.logger.warn({ reason: 'node_unknown', version, kept, control_plane: this.config.xds?.address }, `the control plane does not know node ${this.config.node.id}: keeping its last listeners`);
+      this.logger.warn({ reason: 'node_unknown', version, kept, control_plane: this.ads?.counters.controlPlane ?? null }, `the control plane does not know node ${this.config.node.id}: keeping its last listeners`);
     }
     return reason;
   }
@@ -241,7 +246,7 @@ export class Sidecar extends ProxyServer {
       vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),
       clusters: this.config.clusters,
-      xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },
+      xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, control_plane: this.ads?.counters.controlPlane ?? null, reconnects: this.ads?.counters.reconnects ?? 0, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },
       admin: this.adminAddress() ?? null,
       log: this.config.log,
       drainTimeoutMs: this.config.drainTimeoutMs,

@@ -70,6 +70,16 @@ function controlIdentityOptions(command: Command): Command {
     .option('--insecure', 'serve the control APIs in plain text: no caller is authenticated (a warning at start, vsockmesh_insecure 1 on /stats)');
 }
 
+/** etcd as the store (`what`: what lives there): the same flags, TLS default and parsing (xds/store/store-flags.ts) for every role. */
+function storeOptions(command: Command, what: string): Command {
+  return command
+    .option('--store <url>', `keep ${what} in etcd instead (etcd://host:2379[,host:2379], ?cert=&key=&ca= or the flags below); replicas on one etcd share it; see README "Store"`)
+    .option('--store-cert <file>', 'client certificate (PEM) for etcd')
+    .option('--store-key <file>', 'the private key of --store-cert (PEM)')
+    .option('--store-ca <file>', 'the CA (PEM) etcd\'s server certificate is verified against')
+    .option('--store-insecure', 'speak to etcd in plain text (no TLS): only where the network is trusted');
+}
+
 function storeFlags(o: StoreFlags): StoreFlags {
   const { store, storeCert, storeKey, storeCa, storeInsecure } = o;
   return Object.fromEntries(Object.entries({ store, storeCert, storeKey, storeCa, storeInsecure }).filter(([, v]) => v !== undefined));
@@ -127,7 +137,7 @@ export function buildCli(): Command {
         const forwardProxies = count('forward_proxy');
         process.stdout.write(
           `${file}: valid (node ${config.node.id}, ${count('outbound')} outbound and ${count('inbound')} inbound listeners, ${forwardProxies > 0 ? `${forwardProxies} forward proxies, ` : ''}${config.clusters.length} clusters` +
-            `${config.xds ? `; more from the control plane at ${config.xds.address}` : ''})\n`,
+            `${config.xds ? `; more from the control plane at ${config.xds.addresses.join(', ')}` : ''})\n`,
         );
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
@@ -151,8 +161,8 @@ export function buildCli(): Command {
       await runDemo({ once: opts.once ?? false, echoBytes: opts.echoBytes, vsock: opts.vsock ? 'auto' : 'off' });
     });
 
-  controlIdentityOptions(program
-    .command('vm-manager'))
+  storeOptions(controlIdentityOptions(program
+    .command('vm-manager')), 'the registry')
     .description('the VM manager: registry of VMs (hypervisor, vsock CID, addresses) with the gRPC API sidecars resolve destinations with')
     .option('--listen <host:port>', 'gRPC address', '127.0.0.1:15200')
     .option('--inventory <file>', 'inventory YAML (hypervisors and VMs) loaded at start when there is no state file; see README "VM manager"')
@@ -161,29 +171,25 @@ export function buildCli(): Command {
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15400)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
-    .action(async (opts: IdentityFlags & { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
+    .action(async (opts: IdentityFlags & StoreFlags & { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
       const { runVmManager } = await import('../../xds/vm-manager/run.js');
       await runVmManager({
         listen: opts.listen,
         ...(opts.inventory !== undefined && { inventoryPath: opts.inventory }),
         ...(opts.stateFile !== undefined && { statePath: opts.stateFile }),
+        store: storeFlags(opts),
         resolveTtlMs: opts.resolveTtlMs,
         adminPort: opts.admin ? opts.adminPort : null,
         logLevel: opts.logLevel,
         controlIdentity: controlIdentityFlags(opts),
       });
     });
-  controlIdentityOptions(program
-    .command('control-plane'))
+  storeOptions(controlIdentityOptions(program
+    .command('control-plane')), 'the mesh')
     .description('xDS control plane (ADS, state of the world and delta) with the config API; serves the VM manager API on the same port unless --vm-manager names one')
     .option('--listen <host:port>', 'gRPC address (ADS, config API, VM manager API)', '127.0.0.1:15200')
     .option('--mesh <file>', 'mesh config YAML (services, routes) loaded at start when there is no mesh state file; see README "Control plane"')
     .option('--mesh-state-file <file>', 'persist config API changes here; a restart starts from it')
-    .option('--store <url>', 'keep the mesh in etcd instead (etcd://host:2379[,host:2379], ?cert=&key=&ca= or the flags below); replicas on one etcd share it; see README "Store"')
-    .option('--store-cert <file>', 'client certificate (PEM) for etcd')
-    .option('--store-key <file>', 'the private key of --store-cert (PEM)')
-    .option('--store-ca <file>', 'the CA (PEM) etcd\'s server certificate is verified against')
-    .option('--store-insecure', 'speak to etcd in plain text (no TLS): only where the network is trusted')
     .option('--vm-manager <host:port>', 'follow this VM manager (Watch) instead of serving one in this process')
     .option('--inventory <file>', 'in-process VM manager: inventory YAML loaded at start when there is no state file')
     .option('--state-file <file>', 'in-process VM manager: keep the registry here (a snapshot, with its change log in <file>.log.N beside it)')

@@ -127,6 +127,35 @@ export function controlTransportIssue(c: { tls?: unknown; identity?: unknown; in
 /** A gRPC target: `host:port` or `[IPv6]:port`. */
 export const hostPort = z.string().regex(/^[^\s:[\]]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, { message: 'must be host:port' });
 
+/** Replicas a control-plane client may name (`addresses:`). */
+export const MAX_CONTROL_PLANE_ADDRESSES = 16;
+
+/**
+ * A control-plane client's servers: `address: host:port` (one), or
+ * `addresses: [..]` (replicas, tried in order, the next when one fails);
+ * not both. A host name may have several DNS records: grpc-js tries each.
+ */
+export const replicaAddresses = {
+  address: hostPort.optional(),
+  addresses: z
+    .array(hostPort, { invalid_type_error: 'must be a list of host:port' })
+    .min(1, { message: 'must list at least one host:port' })
+    .max(MAX_CONTROL_PLANE_ADDRESSES, { message: `must list at most ${MAX_CONTROL_PLANE_ADDRESSES} host:port` })
+    .optional(),
+};
+
+/** The issue with `address`/`addresses`, if any (for a superRefine). */
+export function replicaAddressesIssue(v: { address?: string | undefined; addresses?: string[] | undefined }): { path: string[]; message: string } | undefined {
+  if (v.address === undefined && v.addresses === undefined) return { path: ['address'], message: 'required (or addresses: [host:port, ...] for several replicas)' };
+  if (v.address !== undefined && v.addresses !== undefined) return { path: ['addresses'], message: 'give address or addresses, not both' };
+  const seen = new Set<string>();
+  for (const a of v.addresses ?? []) {
+    if (seen.has(a)) return { path: ['addresses'], message: `"${a}" is listed twice` };
+    seen.add(a);
+  }
+  return undefined;
+}
+
 const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';
 
 /** A connection limit; leaving it out means none. */

@@ -27,6 +27,7 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     cluster: l.cluster,
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
+    ...(l.http !== undefined && { http: l.http }),
   };
 }
 

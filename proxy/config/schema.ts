@@ -1,8 +1,9 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, replicaAddresses, replicaAddressesIssue, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { forwardProxyListenerConfig, inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
+import { listenerRoutes, routeConfigSchema } from './route-config.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
 
@@ -80,7 +81,10 @@ const outboundListener = z
     name,
     addresses: z.array(loopbackAddress).min(1, { message: 'must list at least one address' }).default(['127.0.0.1']),
     port,
-    cluster: name,
+    /** tcp: the cluster of every connection. http: of every request, unless route_config routes them. */
+    cluster: name.optional(),
+    protocol: z.enum(['tcp', 'http']).default('tcp'),
+    route_config: routeConfigSchema.optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -190,7 +194,14 @@ const peerTls = z
           },
   );
 
-const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener, forwardProxyListener]).transform(
+const listener = z
+  .discriminatedUnion('kind', [outboundListener, inboundListener, forwardProxyListener])
+  .superRefine((l, ctx) => {
+    if (l.kind !== 'outbound') return;
+    if (l.route_config !== undefined && l.protocol !== 'http') ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http' });
+    if (l.cluster === undefined && l.route_config === undefined) ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'required (or, with protocol: http, a route_config)' });
+  })
+  .transform(
   (l): ListenerConfig =>
     l.kind === 'forward_proxy'
       ? forwardProxyListenerConfig({
@@ -204,7 +215,15 @@ const listener = z.discriminatedUnion('kind', [outboundListener, inboundListener
           maxConnections: l.max_connections,
         })
       : l.kind === 'outbound'
-      ? outboundListenerConfig({ name: l.name, addresses: l.addresses, port: l.port, cluster: l.cluster, idleTimeoutMs: l.idle_timeout, maxConnections: l.max_connections })
+      ? outboundListenerConfig({
+          name: l.name,
+          addresses: l.addresses,
+          port: l.port,
+          cluster: l.cluster ?? '',
+          idleTimeoutMs: l.idle_timeout,
+          maxConnections: l.max_connections,
+          http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,
+        })
       : inboundListenerConfig({
           name: l.name,
           transport: l.transport,
@@ -252,7 +271,14 @@ export const sidecarConfigSchema = z
           ? null
           : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
-    xds: z.object({ address: hostPort, cluster: name.optional() }).strict().optional(),
+    xds: z
+      .object({ ...replicaAddresses, cluster: name.optional() })
+      .strict()
+      .superRefine((x, ctx) => {
+        const issue = replicaAddressesIssue(x);
+        if (issue !== undefined) ctx.addIssue({ code: 'custom', ...issue });
+      })
+      .optional(),
     tls: controlTls,
     identity: identitySettings,
     insecure: controlInsecure,
@@ -269,7 +295,7 @@ export const sidecarConfigSchema = z
     (c): SidecarConfig => ({
       node: c.node,
       identity: c.identity,
-      xds: c.xds ? { address: c.xds.address, cluster: c.xds.cluster ?? c.node.id } : null,
+      xds: c.xds ? { addresses: c.xds.addresses ?? [c.xds.address!], cluster: c.xds.cluster ?? c.node.id } : null,
       controlTls: c.tls,
       vsock: c.vsock,
       vmManager: c.vm_manager && { ...c.vm_manager, policy: c.vm_manager.policy ?? c.vsock.policy },
@@ -323,6 +349,7 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     if (l.kind === 'outbound' && typeof l.cluster === 'string' && !clusterNames.has(l.cluster)) {
       issues.push({ path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
     }
+    if (l.kind === 'outbound' && l.protocol === 'http') issues.push(...httpClusterIssues(l, i, clusters));
     if (l.kind === 'inbound' && l.transport === 'vsock') {
       if (l.allowed_peer_ids !== undefined) issues.push({ path: ['listeners', i, 'allowed_peer_ids'], message: 'only for transport: tcp (vsock peers are known by CID)' });
       if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
@@ -360,6 +387,29 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
       if (other !== undefined) issues.push({ path: ['listeners', i, 'port'], message: `${key} is also bound by listeners[${other}]` });
       binds.set(key, i);
     }
+  });
+  return issues;
+}
+
+/** An HTTP listener's routes name clusters of the file, each with static endpoints (resolving per request is not supported yet). */
+function httpClusterIssues(l: Record<string, unknown>, i: number, clusters: ReadonlyArray<{ name?: unknown } | null>): CrossReferenceIssue[] {
+  const issues: CrossReferenceIssue[] = [];
+  const byName = new Map(clusters.map((c) => [c?.name, c as { resolve?: unknown } | null]));
+  const check = (name: unknown, path: Array<string | number>): void => {
+    if (typeof name !== 'string') return;
+    if (!byName.has(name)) issues.push({ path, message: `unknown cluster "${name}"` });
+    else if (byName.get(name)?.resolve !== undefined) issues.push({ path, message: `cluster "${name}" resolves its destination per connection: HTTP listeners route to clusters with endpoints` });
+  };
+  if (typeof l.cluster === 'string' && byName.get(l.cluster)?.resolve !== undefined) check(l.cluster, ['listeners', i, 'cluster']);
+  const hosts = (l.route_config as { virtual_hosts?: unknown } | undefined)?.virtual_hosts;
+  if (!Array.isArray(hosts)) return issues;
+  hosts.forEach((h: { routes?: unknown } | null, j) => {
+    if (!Array.isArray(h?.routes)) return;
+    h.routes.forEach((r: { cluster?: unknown; weighted_clusters?: unknown } | null, k) => {
+      const at = ['listeners', i, 'route_config', 'virtual_hosts', j, 'routes', k];
+      check(r?.cluster, [...at, 'cluster']);
+      if (Array.isArray(r?.weighted_clusters)) r.weighted_clusters.forEach((w: { name?: unknown } | null, m) => check(w?.name, [...at, 'weighted_clusters', m, 'name']));
+    });
   });
   return issues;
 }

@@ -3,6 +3,7 @@
 
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
+import type { RouteConfig } from '../http/route-table.js';
 import type { ConnectionAgeSettings } from '../peer-tls/connection-age.js';
 
 export type { LogLevel };
@@ -70,6 +71,8 @@ export interface OutboundListenerConfig {
   idleTimeoutMs: number;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
+  /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
+  http?: { routes: RouteConfig };
 }
 
 /** A local destination the inbound listener may connect to, keyed by the destination port peers name. */
@@ -154,8 +157,8 @@ export interface VmManagerSettings {
 export type TransportPolicy = 'prefer-vsock' | 'tcp-only' | 'vsock-only';
 
 export interface XdsSettings {
-  /** host:port of the control plane's ADS. */
-  address: string;
+  /** host:port of each control-plane replica's ADS (`address:` is a list of one): the stream goes to one, and to the next when it ends. */
+  addresses: string[];
   /** node.cluster in the xDS node (a group of like sidecars); default the node id. */
   cluster: string;
 }

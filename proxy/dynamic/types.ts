@@ -7,6 +7,7 @@ import type { Logger } from '../runtime/log.js';
 import type { VsockMode } from '../resolve/types.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import type { PortRbac } from '../policy/rbac.js';
+import type { RouteConfig } from '../http/route-table.js';
 
 /** The longest connect timeout a mesh service may declare and a sidecar accepts from the control plane (5 minutes). */
 export const MAX_CONNECT_TIMEOUT_MS = 300_000;
@@ -59,15 +60,8 @@ export interface XdsClusterLoadAssignment {
   endpoints: XdsEndpoint[];
 }
 
-/** An HTTP route configuration: requests for `domains` whose path starts with `prefix` go to the clusters by weight. */
-export interface XdsRouteConfig {
-  name: string;
-  virtualHosts: Array<{
-    name: string;
-    domains: string[];
-    routes: Array<{ prefix: string; clusters: Array<{ name: string; weight: number }> }>;
-  }>;
-}
+/** An HTTP route configuration: virtual hosts by domain, routes by path and headers, to clusters by weight (proxy/http/route-table.ts). */
+export type XdsRouteConfig = RouteConfig;
 
 // ---- The seam between the ADS client (xds/client) and the sidecar ----
 
@@ -119,6 +113,8 @@ export interface XdsCounters {
   nacks: number;
   reconnects: number;
   connected: number;
+  /** The control-plane replica the stream is open to (as configured), null while none is. */
+  controlPlane: string | null;
   /** Resources refused (invalid, or could not be applied), counted per response, by type short name. */
   refused: Record<string, number>;
 }
@@ -134,7 +130,8 @@ export interface ConfigSource {
 }
 
 export interface ConfigSourceInit {
-  address: string;
+  /** The control-plane replicas, in the order they are tried. */
+  addresses: string[];
   node: { id: string; cluster: string };
   logger: Logger;
   config: PushedConfig;

@@ -10,21 +10,18 @@ import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats, TransportName } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { getOriginalDst } from '../native/original-dst.js';
-import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
-import { encodeRelayHeader } from '../relay-header.js';
 import { destinationKey, type Resolver } from '../resolve/resolver.js';
-import type { VsockBreakerKey, VsockBreakers } from '../upstream/breakers.js';
+import type { VsockBreakers } from '../upstream/breakers.js';
+import { UpstreamConnector, type UpstreamPlan } from '../upstream/connector.js';
 import type { Cluster } from '../upstream/cluster.js';
 import { UpstreamEndpoint } from '../upstream/endpoint.js';
 import { factsFromResolution, factsWithoutResolution, wantedOf } from '../upstream/endpoint-facts.js';
 import type { PlacementSource } from '../upstream/placement.js';
-import type { Hop, SelectionReason, TransportPolicy, VsockHealth } from '../upstream/select.js';
+import type { TransportPolicy } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
-import { ProxiedConnection, type UpstreamAttempt } from './proxied-connection.js';
+import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
-import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
-import { originatesTls } from '../peer-tls/peer-modes.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
@@ -64,20 +61,6 @@ export interface Tunnel {
 /** A resolve target with the original destination filled in. */
 type ConcreteTarget = Exclude<ResolveTarget, { kind: 'original_dst' }>;
 
-/** How one connection goes: the decision and what the PROXY v2 header names. */
-interface Upstream {
-  hops: Hop[];
-  reason: SelectionReason;
-  /** The breaker a failed vsock connect opens; null: no vsock address. */
-  breaker: VsockBreakerKey | null;
-  /** The destination app, named in the PROXY v2 header. */
-  dst: SocketAddress;
-  /** Sent in the destination-VM TLV; null: no VM is known. */
-  vmId: string | null;
-  /** The destination port's peer mode, when the control plane said it. */
-  peerMode: PeerTlsMode | undefined;
-}
-
 interface HowDecided {
   policy: TransportPolicy;
   /** The resolve target, when the cluster resolves its destination (its connections are tracked by VM for migration drains). */
@@ -92,6 +75,7 @@ const NO_DESTINATION: SocketAddress = { address: '0.0.0.0', port: 0 };
 
 export class OutboundListener extends Listener {
   private readonly stats: Record<TransportName, ConnectionStats>;
+  private readonly upstream: UpstreamConnector;
   /** Open connections by destination VM, for draining vsock connections after a move. */
   private readonly byVm = new Map<string, Set<ProxiedConnection>>();
   private readonly drainTimers = new Set<NodeJS.Timeout>();
@@ -114,6 +98,7 @@ export class OutboundListener extends Listener {
       tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),
       vsock: context.metrics.connectionStats({ ...labels, transport: 'vsock' }),
     };
+    this.upstream = new UpstreamConnector(config.name, cluster, context, options);
     if (cluster.settings.resolve && !options.resolver) throw new Error(`cluster "${cluster.name}" resolves its destination but the sidecar has no vm_manager`);
     const resolve = cluster.settings.resolve;
     if (resolve && resolve.kind !== 'original_dst') {
@@ -214,7 +199,7 @@ export class OutboundListener extends Listener {
   /** The transport decision for one connection, counted by reason, then the connection or its refusal. */
   private decide(fd: number, src: { address: string; port: number }, endpoint: UpstreamEndpoint, how: HowDecided): ProxiedConnection | undefined {
     const { policy, target, unresolved, tunnel } = how;
-    const selection = endpoint.decide(this.options.placement.current(), this.vsockHealth(endpoint.breaker), policy);
+    const selection = endpoint.decide(this.options.placement.current(), this.upstream.vsockHealth(endpoint.breaker), policy);
     this.decisionCounter(selection.reason).inc();
     const { app, vm } = endpoint.facts;
     if (!selection.ok) {
@@ -226,11 +211,6 @@ export class OutboundListener extends Listener {
     const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, tunnel);
     if (target && vmId !== null) this.remember(vmId, connection);
     return connection;
-  }
-
-  private vsockHealth(breaker: VsockBreakerKey | null): VsockHealth {
-    if (!this.options.vsock.enabled) return 'disabled';
-    return breaker !== null && this.options.breakers.isOpen(breaker, Date.now()) ? 'breaker_open' : 'available';
   }
 
   /** The decisions counter for one reason, labels bound once. */
@@ -245,10 +225,9 @@ export class OutboundListener extends Listener {
 
   // ---- shared ----------------------------------------------------------------
 
-  private connect(fd: number, src: { address: string; port: number }, upstream: Upstream, tunnel: Tunnel | undefined): ProxiedConnection {
-    const { hops, dst, vmId } = upstream;
-    const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
-    const attempts = hops.map((hop) => this.attempt(hop, header, upstream.breaker, vmId, upstream.peerMode));
+  private connect(fd: number, src: { address: string; port: number }, upstream: UpstreamPlan, tunnel: Tunnel | undefined): ProxiedConnection {
+    const { dst, vmId } = upstream;
+    const attempts = this.upstream.attempts(upstream, src);
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
@@ -325,53 +304,6 @@ export class OutboundListener extends Listener {
     }, graceMs);
     timer.unref();
     this.drainTimers.add(timer);
-  }
-
-  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null, vmId: string | null, peerMode: PeerTlsMode | undefined): UpstreamAttempt {
-    if (hop.kind !== 'vsock') {
-      const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.settings.connectTimeoutMs };
-      const label = formatAddress(hop.address, hop.port);
-      const own = this.options.peerTls;
-      const peerTls = hop.kind === 'tcp' && originatesTls(own !== undefined, own?.originating ?? false, peerMode) ? own : undefined;
-      if (!peerTls) return { transport: 'tcp', target, label, preamble: hop.kind === 'tcp' ? proxyHeader : null };
-      const before = peerTls.settings.proxyHeader === 'before_tls';
-      return {
-        transport: 'tcp',
-        target,
-        label,
-        preamble: before ? null : proxyHeader,
-        secure: (fd, done) => peerTls.originate(fd, this.name, vmId, label, before ? proxyHeader : null, done),
-      };
-    }
-    const { connectTimeoutMs } = this.options.vsock;
-    const onFallback = (code: string, next: UpstreamAttempt): void => {
-      if (breaker !== null) this.options.breakers.open(breaker, Date.now());
-      const vsock = `${hop.cid}:${hop.port}`;
-      this.context.metrics.fallbacks.inc({ listener: this.name, cluster: this.cluster.name, from: 'vsock', to: next.transport, code });
-      this.context.logger.warn(
-        { listener: this.name, cluster: this.cluster.name, reason: 'vsock_fallback', code, vsock, fallback: next.label, breaker_ms: this.options.vsock.breakerWindowMs },
-        `vsock connect to ${vsock} failed (${code}); falling back to ${next.transport} ${next.label}, vsock skipped for ${this.options.vsock.breakerWindowMs}ms`,
-      );
-    };
-    const relayHeader = hop.relay ? encodeRelayHeader({ cid: hop.cid, port: hop.port }) : null;
-    const preamble = relayHeader && proxyHeader ? Buffer.concat([relayHeader, proxyHeader]) : (relayHeader ?? proxyHeader);
-    const to = hop.relay ?? hop;
-    return {
-      transport: 'vsock',
-      target: { family: 'vsock', host: to.cid, port: to.port, connectTimeoutMs },
-      label: hop.relay ? `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}` : `vsock:${hop.cid}:${hop.port}`,
-      preamble,
-      onFallback,
-    };
-  }
-
-  private peerHeader(src: SocketAddress, dst: SocketAddress, vmId: string | null): Buffer {
-    const tlvs: Tlv[] = [];
-    const { authority } = this.cluster.settings;
-    if (authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, authority));
-    tlvs.push(textTlv(TLV.VSOCKMESH_SOURCE_VM, this.context.nodeId));
-    if (vmId !== null) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, vmId));
-    return encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(src, dst), tlvs });
   }
 }
 

@@ -5,11 +5,10 @@
 import type { Logger } from '../runtime/log.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
-import { native, type RelayOutcomeName, type SocketFamily, type SocketHost } from '../native/index.js';
+import { native, type RelayOutcomeName } from '../native/index.js';
 import type { TransportName } from '../metrics.js';
-import { vsockConnectCode } from '../native/vsock.js';
 import type { TrackedConnection } from './listener.js';
-import type { SecureOutcome } from '../peer-tls/peer-tls.js';
+import { dial, type Dial, type UpstreamAttempt, type UpstreamTarget } from '../upstream/dial.js';
 import type { AgedConnection, ConnectionAgeLimit } from '../peer-tls/connection-age.js';
 
 /** Why the sidecar cut a relaying connection on its own (the access line's outcome then). */
@@ -46,26 +45,7 @@ export interface ProxiedConnectionOptions {
   failDownstream?: (fd: number, code: string) => void;
 }
 
-export interface UpstreamTarget {
-  family: SocketFamily;
-  host: SocketHost;
-  port: number;
-  connectTimeoutMs: number;
-}
-
-/** One way to reach the upstream; a connection tries its attempts in order. */
-export interface UpstreamAttempt {
-  transport: TransportName;
-  target: UpstreamTarget;
-  /** For logs: `127.0.0.1:15006`, `vsock:5:15007`, `vsock:2:15100>5:15007`. */
-  label: string;
-  /** Ours, written ahead of everything (relay header, PROXY v2 header). */
-  preamble: Buffer | null;
-  /** Called when this attempt fails and a later one will be tried. */
-  onFallback?: (code: string, next: UpstreamAttempt) => void;
-  /** Makes the connected socket secure (peer TLS) before anything is written; a failure ends the connection with its reason. */
-  secure?: (fd: number, done: (outcome: SecureOutcome) => void) => void;
-}
+export type { UpstreamAttempt, UpstreamTarget };
 
 export interface ConnectionResult {
   outcome: RelayOutcomeName | CutReason;
@@ -76,7 +56,7 @@ export interface ConnectionResult {
 
 export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConnection {
   private readonly startedAt = performance.now();
-  private connectingFd = -1;
+  private dialing: Dial | undefined;
   private relayId = -1;
   private done = false;
   /** Downstream bytes read before the relay started (after the inbound header); relayed as preamble. */
@@ -113,33 +93,19 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
   connect(attempts: UpstreamAttempt[], early: Buffer | null = null): void {
     this.early = early;
     this.earlyBytes = early?.length ?? 0;
-    this.tryAttempt(attempts, 0);
-  }
-
-  private tryAttempt(attempts: UpstreamAttempt[], index: number): void {
-    const attempt = attempts[index]!;
-    const { target } = attempt;
-    const failed = (raw: string): void => {
-      const code = attempt.transport === 'vsock' ? vsockConnectCode(raw) : raw;
-      const next = attempts[index + 1];
-      if (next === undefined) {
-        this.connectFailed(attempt, code);
-        return;
-      }
-      this.fallback = `${attempt.transport}->${next.transport}`;
-      attempt.onFallback?.(code, next);
-      this.tryAttempt(attempts, index + 1);
-    };
-    try {
-      this.connectingFd = native.connect(target.family, target.host, target.port, target.connectTimeoutMs, (error, fd) => {
-        this.connectingFd = -1;
-        if (error !== null) failed(error);
-        else if (attempt.secure) this.secureThenRelay(attempt, attempt.secure, fd);
-        else this.startRelay(attempt, fd);
-      });
-    } catch (err) {
-      failed((err as NodeJS.ErrnoException).code ?? 'EINVAL');
-    }
+    this.dialing = dial(attempts, {
+      onFallback: (from, next) => {
+        this.fallback = `${from.transport}->${next.transport}`;
+      },
+      done: (outcome) => {
+        this.dialing = undefined;
+        if (outcome.kind === 'connected') {
+          if (outcome.peer) Object.assign(this.options.fields, outcome.peer);
+          this.startRelay(outcome.attempt, outcome.fd);
+        } else if (outcome.kind === 'connect_failed') this.connectFailed(outcome.attempt, outcome.code);
+        else this.secureFailed(outcome.attempt, outcome.reason, outcome.detail);
+      },
+    });
   }
 
   abort(): void {
@@ -147,8 +113,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
       native.relayAbort(this.relayId);
       return;
     }
-    if (this.connectingFd >= 0) native.close(this.connectingFd);
-    this.connectingFd = -1;
+    this.dialing?.abort();
+    this.dialing = undefined;
     native.close(this.options.downstreamFd);
     this.finish({ outcome: 'aborted', bytesToUpstream: 0, bytesToDownstream: 0 });
   }
@@ -181,23 +147,13 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     else native.reset(downstreamFd);
   }
 
-  private secureThenRelay(attempt: UpstreamAttempt, secure: NonNullable<UpstreamAttempt['secure']>, fd: number): void {
-    this.connectingFd = fd; // an abort meanwhile closes it, and the handshake's callback never comes
-    secure(fd, (outcome) => {
-      this.connectingFd = -1;
-      if (outcome.ok) {
-        Object.assign(this.options.fields, outcome.fields);
-        this.startRelay(attempt, fd);
-        return;
-      }
-      native.close(fd);
-      const { fields, refusals } = this.options;
-      if (fields.direction === 'outbound') fields.transport = attempt.transport;
-      fields.upstream = attempt.label;
-      refusals.warn({ ...fields, reason: outcome.reason, detail: outcome.detail }, `peer TLS with ${attempt.label} refused (${outcome.reason}): ${outcome.detail}; ending downstream`);
-      this.failDownstream(outcome.reason);
-      this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: outcome.reason });
-    });
+  private secureFailed(attempt: UpstreamAttempt, reason: string, detail: string): void {
+    const { fields, refusals } = this.options;
+    if (fields.direction === 'outbound') fields.transport = attempt.transport;
+    fields.upstream = attempt.label;
+    refusals.warn({ ...fields, reason, detail }, `peer TLS with ${attempt.label} refused (${reason}): ${detail}; ending downstream`);
+    this.failDownstream(reason);
+    this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: reason });
   }
 
   private startRelay(attempt: UpstreamAttempt, upstreamFd: number): void {

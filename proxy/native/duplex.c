@@ -11,6 +11,7 @@
 
 #include "core.h"
 #include "exports.h"
+#include "stream.h"
 
 #define DUPLEX_OPEN_USAGE "duplexOpen(fd, onRead, onWritten)"
 #define DUPLEX_READ_USAGE "duplexRead(fd, on)"
@@ -47,13 +48,9 @@ static void on_duplex_ready(core_sock *s) {
   /* Writes first: a finished write lets JS send the next one in the same turn. */
   if (s->out_len > 0 && s->writable) {
     while (s->out_len > 0) {
-      ssize_t w = send(fd, s->out + s->out_off, s->out_len, MSG_NOSIGNAL);
+      ssize_t w = core_stream_write(s, s->out + s->out_off, s->out_len);
       if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          s->writable = 0;
-          break;
-        }
+        if (errno == EAGAIN) break; /* the stream layer cleared what it waits for */
         int err = errno;
         free(s->out);
         s->out = NULL;
@@ -72,16 +69,12 @@ static void on_duplex_ready(core_sock *s) {
       if (!alive(s, fd, gen)) return;
     }
   }
+  /* Through the stream layer: plain reads, or TLS records once a handshake attached TLS (peer TLS under HTTP). It keeps `readable`. */
   while (s->reading && s->readable && !s->eof) {
-    ssize_t n = read(fd, core_scratch, CORE_SCRATCH_SIZE);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) {
-      s->readable = 0;
-      return;
-    }
+    ssize_t n = core_stream_read(s, core_scratch, CORE_SCRATCH_SIZE);
+    if (n < 0 && errno == EAGAIN) return;
     int err = n < 0 ? errno : 0;
     if (!deliver_read(s, n, err) || !alive(s, fd, gen)) return;
-    if (n < CORE_SCRATCH_SIZE && !s->hup) s->readable = 0;
   }
 }
 
@@ -149,13 +142,9 @@ static napi_value js_duplex_write(napi_env env, napi_callback_info info) {
   }
   size_t off = 0;
   while (off < len && s->writable) {
-    ssize_t w = send(s->fd, data + off, len - off, MSG_NOSIGNAL);
+    ssize_t w = core_stream_write(s, data + off, len - off);
     if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        s->writable = 0;
-        break;
-      }
+      if (errno == EAGAIN) break;
       return core_throw_errno(env, errno, "write");
     }
     off += (size_t)w;
@@ -174,7 +163,11 @@ static napi_value js_duplex_shutdown(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   core_sock *s;
   if (!core_args(env, info, 1, argv) || !duplex_arg(env, argv[0], DUPLEX_SHUTDOWN_USAGE, &s)) return NULL;
-  if (s && shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) return core_throw_errno(env, errno, "shutdown");
+  if (!s) return NULL;
+  int r = core_stream_shutdown(s);
+  /* TLS whose close_notify cannot go now: the FIN goes anyway (the peer sees a truncation, as after a reset). */
+  if (r == -EAGAIN && shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN) r = -errno;
+  if (r < 0 && r != -EAGAIN) return core_throw_errno(env, -r, "shutdown");
   return NULL;
 }
 

@@ -4,7 +4,9 @@
 // kernel-given CID.
 //
 // Node's net cannot adopt an AF_VSOCK descriptor (uv_guess_handle does not
-// know the family); the core's own sockets need no Node internals.
+// know the family); the core's own sockets need no Node internals. The same
+// Duplex carries the core's TCP sockets, plain or under peer TLS, where Node's
+// http/http2 run on them (HTTP listeners: http/listener.ts, upstream-pool.ts).
 
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
@@ -72,6 +74,7 @@ export class VsockSocket extends Duplex {
   private keepsLoopAlive = true;
   private idleMs = 0;
   private idleTimer: NodeJS.Timeout | undefined;
+  private cancelConnect: (() => void) | undefined;
 
   /** Use connectVsock() or a VsockServer; this wraps a connected socket of the core. */
   constructor(options: { fd?: number; remoteCid: number; remotePort: number }) {
@@ -100,15 +103,35 @@ export class VsockSocket extends Duplex {
           this.destroy(vsockError(error, 'connect', cid, port));
           return;
         }
-        this.connecting = false;
-        this.attach(fd);
-        this.emit('connect');
-        this.emit('ready');
-        for (const run of this.afterConnect.splice(0)) run();
+        this.connected(fd);
       });
     } catch (err) {
       process.nextTick(() => this.destroy(vsockError(codeOf(err), 'connect', cid, port)));
     }
+  }
+
+  /**
+   * A pending socket whose connect someone else runs (upstream/dial.ts, over
+   * any transport of the core): `cancel` stops it if the socket is destroyed
+   * first; connected(fd) or destroy(error) ends it.
+   */
+  connectingBy(cancel: () => void): void {
+    this.cancelConnect = cancel;
+  }
+
+  /** `preamble`: written before anything written while connecting (a PROXY v2 header). */
+  connected(fd: number, preamble: Buffer | null = null): void {
+    this.cancelConnect = undefined;
+    this.connecting = false;
+    this.attach(fd);
+    this.emit('connect');
+    this.emit('ready');
+    const waiting = this.afterConnect.splice(0);
+    const resume = (): void => {
+      for (const run of waiting) run();
+    };
+    if (preamble === null) resume();
+    else this._write(preamble, 'binary', (err) => (err ? this.destroy(err) : resume()));
   }
 
   private attach(fd: number): void {
@@ -185,6 +208,8 @@ export class VsockSocket extends Duplex {
     this.idleTimer = undefined;
     if (this.connectingFd >= 0) native.close(this.connectingFd);
     this.connectingFd = -1;
+    this.cancelConnect?.();
+    this.cancelConnect = undefined;
     if (this.fd >= 0) native.close(this.fd);
     this.fd = -1;
     this.afterConnect = [];

@@ -7,7 +7,8 @@
 //            without their own; a failure is logged, what started is stopped,
 //            exit 1;
 //   ready    signals handled from here; one `<role> ready` line (role, pid, admin address, the role's
-//            own fields);
+//            own fields); /ready answers 200 from here on unless the role says why it is not
+//            ready (e.g. its store is out of reach);
 //   end      the first SIGTERM/SIGINT or an admin drain drains, stops, exit 0;
 //            a second signal stops at once, exit 1 (process-drain.ts).
 
@@ -30,6 +31,8 @@ export interface PreparedRole {
   admin?: { address: string; port: number | null; target: Pick<AdminTarget, 'renderStats' | 'statsContentType' | 'configDump'> };
   /** The role's own fields of the ready line (they win over the runner's: a server with its own admin endpoint names it). */
   ready?(): Record<string, unknown>;
+  /** Why the serving role is not ready now (the runner's /ready answers 503 with it), undefined when it is. */
+  notReady?(): string | undefined;
 }
 
 export interface Role {
@@ -97,7 +100,21 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     io,
   );
   control.drainThenExit = ending.drainThenExit;
-  if (adminAt) admin = new AdminServer({ ...adminAt.target, isReady: () => state === 'serving', state: () => state, drain: ending.drainThenExit }, logger);
+  const notReady = (): string | undefined => (state === 'serving' ? prepared.notReady?.() : undefined);
+  if (adminAt) {
+    admin = new AdminServer(
+      {
+        ...adminAt.target,
+        isReady: () => state === 'serving' && notReady() === undefined,
+        state: () => {
+          const why = notReady();
+          return why === undefined ? state : `not ready: ${why}`;
+        },
+        drain: ending.drainThenExit,
+      },
+      logger,
+    );
+  }
   try {
     await server.start();
     if (admin && adminAt) await admin.start(adminAt.address, adminAt.port);

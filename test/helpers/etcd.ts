@@ -41,11 +41,12 @@ export interface EtcdTls {
   ca: string;
 }
 
-export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls } = {}): Promise<EtcdServer> {
+/** `clientPort`: where it serves clients (a port chosen beforehand, e.g. for a process started before etcd). */
+export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls; clientPort?: number } = {}): Promise<EtcdServer> {
   const binary = etcdBinary();
   if (binary === undefined) throw new Error(ETCD_MISSING);
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-etcd-'));
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const [clientPort, peerPort] = [options.clientPort ?? (await freePort()), await freePort()];
   const scheme = options.tls === undefined ? 'http' : 'https';
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [

@@ -8,12 +8,13 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
 import { waitFor } from '../helpers/apps.js';
-import { runCli, startControlPlane } from '../helpers/cli.js';
+import { runCli, startCli, startControlPlane } from '../helpers/cli.js';
 import { startEtcd, type EtcdTls } from '../helpers/etcd.js';
 import { freePort } from '../helpers/haproxy.js';
 import { leafExtensions, makeCert, makeRoot } from '../helpers/pki.js';
@@ -104,6 +105,13 @@ test('--store without a client certificate refuses to start, naming the flags; -
   const bad = await runCli(['control-plane', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--store', 'http://127.0.0.1:2379', '--store-insecure']);
   t.is(bad.code, 2);
   t.regex(bad.stderr, /--store: "http:\/\/127\.0\.0\.1:2379" is not etcd:\/\/host:port/);
+  // Replicas on one store must share one CA: an embedded root per replica is refused before anything is made.
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-cas-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const embedded = await runCli(['control-plane', '--identity-dir', join(dir, 'identity'), '--no-admin', '--listen', '127.0.0.1:0', '--store', 'etcd://127.0.0.1:2379', '--store-insecure']);
+  t.is(embedded.code, 2);
+  t.regex(embedded.stderr, /--store with an embedded root .* give each replica the same CA files \(--ca-cert\/--ca-key/);
+  t.false(existsSync(join(dir, 'identity')), 'no root was made');
 });
 
 
@@ -144,8 +152,9 @@ test('two control-plane replicas on one etcd (TLS, client certificates): a chang
   }
   t.is(first.proc.lines.filter((l) => l.reason === 'mesh_change_conflict').length + second.proc.lines.filter((l) => l.reason === 'mesh_change_conflict').length, 1);
 
-  // A client without a certificate etcd trusts is refused: the store is not reachable in plain text.
-  const plain = await runCli(['control-plane', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--mesh', mesh, '--store', `etcd://localhost:${port}`, '--store-insecure']);
-  t.is(plain.code, 2);
-  t.regex(plain.stderr, /not starting: .*etcd at localhost:\d+/);
+  // A client without a certificate etcd trusts is refused: the store is not reachable in plain text (not ready, saying so, retrying).
+  const plain = startCli(['control-plane', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--mesh', mesh, '--store', `etcd://localhost:${port}`, '--store-insecure']);
+  t.teardown(() => plain.kill('SIGKILL'));
+  const unavailable = await plain.waitForLine((l) => l.reason === 'mesh_store_unavailable', 'the store out of reach', 30_000);
+  t.regex(String(unavailable.error), /etcd at localhost:\d+/);
 });

@@ -96,6 +96,29 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.is(listed.revision, deleted.revision);
   });
 
+  storeTest('a prefix check: a put under the prefix after the revision fails the transaction, a delete or a put elsewhere does not', async (t, { store }) => {
+    const r1 = await store.commit({ puts: [{ key: 'reg/a', value: '1' }, { key: 'reg/b', value: '1' }] });
+    await store.commit({ puts: [{ key: 'other/x', value: 'x' }], deletes: ['reg/b'] });
+    const ok = await store.commit({ checks: [{ prefix: 'reg/', notModifiedAfter: r1.revision }], puts: [{ key: 'reg/c', value: '1' }] });
+    t.true(ok.ok, 'only a delete and a put under another prefix came after r1');
+    const stale = await store.commit({ checks: [{ prefix: 'reg/', notModifiedAfter: r1.revision }], puts: [{ key: 'reg/d', value: '1' }] });
+    t.false(stale.ok, 'reg/c was put after r1');
+    t.is(await store.get('reg/d'), undefined, 'nothing of it applied');
+    t.true((await store.commit({ checks: [{ prefix: 'reg/', notModifiedAfter: ok.revision }], puts: [{ key: 'reg/d', value: '1' }] })).ok);
+  });
+
+  storeTest('hasHistoryAfter: true up to the current revision and beyond, false once compacted', async (t, { store }) => {
+    const r1 = await store.commit({ puts: [{ key: 'svc/a', value: '1' }] });
+    const r2 = await store.commit({ puts: [{ key: 'svc/a', value: '2' }] });
+    const r3 = await store.commit({ puts: [{ key: 'svc/a', value: '3' }] });
+    t.true(await store.hasHistoryAfter(r1.revision));
+    await store.compact(r3.revision);
+    t.false(await store.hasHistoryAfter(r1.revision), 'revisions after r1 are compacted');
+    t.is(await store.hasHistoryAfter(r2.revision), await hasWatch(store, r2.revision), 'answers as a watch would');
+    t.true(await store.hasHistoryAfter(r3.revision));
+    t.true(await store.hasHistoryAfter(r3.revision + 5), 'a revision not reached yet is waited for, not compacted');
+  });
+
   storeTest('watch from a revision: every later change under the prefix, in order, one transaction per call, then new ones', async (t, { store }) => {
     const r1 = await store.commit({ puts: [{ key: 'svc/a', value: '1' }] });
     await store.commit({ puts: [{ key: 'svc/b', value: '2' }, { key: 'other/x', value: 'x' }] });
@@ -177,6 +200,15 @@ for (const [kind, open] of Object.entries(kinds)) {
       t.deepEqual(seen.events.map(describe), [`put svc/b=3@${next.revision}`]);
     });
   }
+}
+
+/** Whether a watch from `after` starts (true) or gets OUT_OF_RANGE (false). */
+async function hasWatch(store: Store, after: number): Promise<boolean> {
+  const probe = collect(store, 'svc/', after);
+  const put = await store.commit({ puts: [{ key: 'svc/probe', value: String(after) }] });
+  await waitFor(() => probe.seen.error !== undefined || probe.seen.events.some((e) => e.revision === put.revision), 'the watch to start or fail', 10_000);
+  probe.watch.cancel();
+  return probe.seen.error === undefined;
 }
 
 test('etcd: a watch survives an etcd restart, resuming from its last revision: no event lost or repeated', async (t) => {

@@ -372,10 +372,22 @@ test('a cluster can resolve the original destination (transparent mode); other s
 });
 
 test('an xds section names the control plane; node.cluster defaults to the node id', (t) => {
-  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200' } }).xds, { address: '10.0.0.2:15200', cluster: 'vm-a' });
-  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { address: '10.0.0.2:15200', cluster: 'web' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200' } }).xds, { addresses: ['10.0.0.2:15200'], cluster: 'vm-a' });
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', cluster: 'web' } }).xds, { addresses: ['10.0.0.2:15200'], cluster: 'web' });
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: 'control-plane' } }), ['xds.address: must be host:port']);
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', nodes: 1 } }), ['xds: unknown field "nodes"']);
+});
+
+test('an xds section may list several control-plane replicas (addresses), in the order they are tried; address or addresses, not both, none twice', (t) => {
+  const replicas = ['10.0.0.2:15200', '10.0.0.3:15200', 'cp.mesh:15200'];
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, xds: { addresses: replicas } }).xds, { addresses: replicas, cluster: 'vm-a' });
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { address: '10.0.0.2:15200', addresses: replicas } }), ['xds.addresses: give address or addresses, not both']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: {} }), ['xds.address: required (or addresses: [host:port, ...] for several replicas)']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: [] } }), ['xds.addresses: must list at least one host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: ['10.0.0.2:15200', '10.0.0.2:15200'] } }), ['xds.addresses: "10.0.0.2:15200" is listed twice']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: ['10.0.0.2:15200', 'cp'] } }), ['xds.addresses[1]: must be host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: Array.from({ length: 17 }, (_, i) => `10.0.0.${i}:15200`) } }), ['xds.addresses: must list at most 16 host:port']);
+  t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: '10.0.0.2:15200' } }), ['xds.addresses: must be a list of host:port']);
 });
 
 test('control-plane clients take their identity from exactly one of tls, identity or insecure: true; never none, never two', (t) => {

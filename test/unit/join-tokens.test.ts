@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileTokenStore, memoryTokenStore, type JoinTokenRecord, type JoinTokenStore } from '../../xds/identity/join-token-store.js';
+import { fileTokenStore, JoinTokenStore, memoryTokenStore, type JoinTokenRecord } from '../../xds/identity/join-token-store.js';
+import { MemoryStore } from '../../xds/store/memory-store.js';
+import type { StoreTxn, StoreTxnResult } from '../../xds/store/store.js';
 import { DEFAULT_JOIN_TOKEN_TTL_MS, EXPIRED_RETENTION_MS, JoinTokens, MAX_JOIN_TOKEN_TTL_MS, MIN_JOIN_TOKEN_TTL_MS, consumeVerdict } from '../../xds/identity/join-tokens.js';
 
 const MINUTE = 60_000;
@@ -130,7 +132,7 @@ test('expired records are dropped an hour after expiry, making room under the bo
   c.advance(1);
   await bounded.create(vmB, MINUTE);
   t.deepEqual(
-    bounded.list().map((l) => l.name),
+    (await bounded.list()).map((l) => l.name),
     ['vm-b'],
   );
 });
@@ -140,7 +142,7 @@ test('the token file holds the hash of the secret, never the token; it is mode 0
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const path = join(dir, 'join-tokens.json');
   const c = clock();
-  const first = await JoinTokens.open({ store: fileTokenStore(path), now: c.now });
+  const first = await JoinTokens.open({ store: await fileTokenStore(path), now: c.now });
   const used = await first.create(vmA, 10 * MINUTE);
   const pending = await first.create(vmB, 10 * MINUTE);
   t.true((await first.consume(used.token, vmA)).ok);
@@ -155,19 +157,22 @@ test('the token file holds the hash of the secret, never the token; it is mode 0
     t.true(text.includes(createHash('sha256').update(Buffer.from(secret, 'base64url')).digest('hex')));
   }
 
-  const second = await JoinTokens.open({ store: fileTokenStore(path), now: c.now });
+  const second = await JoinTokens.open({ store: await fileTokenStore(path), now: c.now });
   const replay = await second.consume(used.token, vmA);
   t.false(replay.ok);
   if (!replay.ok) t.is(replay.reason, 'token_used');
   t.true((await second.consume(pending.token, vmB)).ok);
-  t.deepEqual(second.list().map((l) => [l.name, l.used]), [['vm-a', true], ['vm-b', true]]);
+  t.deepEqual((await second.list()).map((l) => [l.name, l.used]).sort(), [['vm-a', true], ['vm-b', true]]);
 });
 
 test('a consume whose write fails is refused with the error and leaves the token usable', async (t) => {
-  const inner = memoryTokenStore();
   let failing = false;
-  const store: JoinTokenStore = { load: inner.load, save: async (r) => (failing ? Promise.reject(new Error('ENOSPC (write)')) : inner.save(r)) };
-  const { tokens: jt } = await tokens(store);
+  class FailingStore extends MemoryStore {
+    override commit(txn: StoreTxn): Promise<StoreTxnResult> {
+      return failing ? Promise.reject(new Error('ENOSPC (write)')) : super.commit(txn);
+    }
+  }
+  const { tokens: jt } = await tokens(new JoinTokenStore(new FailingStore()));
   const { token } = await jt.create(vmA, 10 * MINUTE);
   failing = true;
   await t.throwsAsync(jt.consume(token, vmA), { message: 'ENOSPC (write)' });
@@ -179,11 +184,11 @@ test('a token file that does not read is an error naming the file and the field'
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-tokens-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const path = join(dir, 'join-tokens.json');
-  t.deepEqual(await fileTokenStore(path).load(), []);
+  t.deepEqual(await (await fileTokenStore(path)).list(), []);
   await writeFile(path, '{');
-  await t.throwsAsync(fileTokenStore(path).load(), { message: `join token file ${path}: not JSON` });
+  await t.throwsAsync(fileTokenStore(path), { message: `join token file ${path}: not JSON` });
   await writeFile(path, JSON.stringify({ format: 'vsockmesh-join-tokens', version: 1, tokens: [{ id: 'x', sha256: 'y', kind: 'vm', name: 'a', expiresAt: 'z', used: false }] }));
-  await t.throwsAsync(fileTokenStore(path).load(), { message: /tokens\[0\]\.id/ });
+  await t.throwsAsync(fileTokenStore(path), { message: /tokens\[0\]\.id/ });
 });
 
 test('a revoked token is gone: its use is refused as unknown, the list no longer shows it, a second revoke finds nothing', async (t) => {
@@ -192,12 +197,43 @@ test('a revoked token is gone: its use is refused as unknown, the list no longer
   const other = await jt.create(vmB, 10 * MINUTE);
   t.true(await jt.revoke(id));
   t.deepEqual(
-    jt.list().map((l) => l.id),
+    (await jt.list()).map((l) => l.id),
     [other.id],
   );
-  t.deepEqual((await store.load()).map((r) => r.id), [other.id]);
+  t.deepEqual((await store.list()).map((r) => r.record.id), [other.id]);
   const verdict = await jt.consume(token, vmA);
   t.false(verdict.ok);
   if (!verdict.ok) t.is(verdict.reason, 'unknown_token');
   t.false(await jt.revoke(id));
+});
+
+test('two replicas on one store: a token presented to both at once is spent by one; the other answers token_used', async (t) => {
+  const shared = memoryTokenStore();
+  const c = clock();
+  const one = await JoinTokens.open({ store: shared, now: c.now });
+  const two = await JoinTokens.open({ store: shared, now: c.now });
+  for (let i = 0; i < 20; i++) {
+    const { token } = await one.create(vmA, 10 * MINUTE);
+    const verdicts = await Promise.all([one.consume(token, vmA), two.consume(token, vmA)]);
+    t.is(verdicts.filter((v) => v.ok).length, 1, `round ${i}`);
+    t.deepEqual(verdicts.filter((v) => !v.ok).map((v) => (v.ok ? '' : v.reason)), ['token_used']);
+  }
+  // What one replica made, the other lists and can revoke.
+  const { id } = await two.create(vmB, 10 * MINUTE);
+  t.true((await one.list()).some((l) => l.id === id));
+  t.true(await one.revoke(id));
+  t.false((await two.list()).some((l) => l.id === id));
+});
+
+test('a join-tokens file of the older format is taken over: its tokens work, and it is rewritten as a store file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-tokens-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'join-tokens.json');
+  const secret = Buffer.alloc(32, 7);
+  const old = { id: '0123456789abcdef', sha256: createHash('sha256').update(secret).digest('hex'), kind: 'vm', name: 'vm-a', expiresAt: new Date(Date.UTC(2026, 0, 1) + 10 * MINUTE).toISOString(), used: false };
+  await writeFile(path, JSON.stringify({ format: 'vsockmesh-join-tokens', version: 1, tokens: [old] }));
+  const { tokens: jt } = await tokens(await fileTokenStore(path));
+  t.true((await jt.consume(`vjt1.${old.id}.${secret.toString('base64url')}`, vmA)).ok);
+  t.notRegex(await readFile(path, 'utf8'), /vsockmesh-join-tokens/);
+  t.deepEqual((await (await fileTokenStore(path)).list()).map((r) => [r.record.id, r.record.used]), [[old.id, true]]);
 });

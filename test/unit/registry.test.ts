@@ -447,6 +447,80 @@ test('eventsSince: a small log forgets old events and says so with null', (t) =>
   t.is(registry.eventsSince(23), null);
 });
 
+test('applyStored: the store revisions (gaps, several changes at one), eventsSince by revision, a small log and a re-read forget what came before', (t) => {
+  const registry = Registry.restore({ epoch: 'etcd-1', revision: 40 }, { eventLogSize: 3 });
+  registry.applyStored({ hypervisor: { hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 } }, 42);
+  registry.applyStored({ vm: { ...vm('a', { hypervisorId: 'hv-1', vsockCid: 3 }), generation: 1, leaseExpiresAt: null } }, 45);
+  registry.applyStored({ vm: { ...vm('b', { hypervisorId: 'hv-1', vsockCid: 4 }), generation: 1, leaseExpiresAt: null } }, 45);
+  t.is(registry.revision, 45);
+  t.deepEqual(
+    registry.eventsSince(40)!.map((e) => [e.type, e.revision]),
+    [
+      ['hypervisor', 42],
+      ['added', 45],
+      ['added', 45],
+    ],
+  );
+  t.deepEqual(
+    registry.eventsSince(43)!.map((e) => [e.type, e.revision]),
+    [
+      ['added', 45],
+      ['added', 45],
+    ],
+    'a revision in a gap: what came after it',
+  );
+  t.is(registry.eventsSince(39), null, 'before the registry was read');
+  // A record that breaks a rule applies nothing, but the revision moves on.
+  t.throws(() => registry.applyStored({ vm: { ...vm('c', { hypervisorId: 'hv-1', vsockCid: 3 }), generation: 1, leaseExpiresAt: null } }, 50), { message: /vsock_cid: 3 is already used by VM "a"/ });
+  t.is(registry.revision, 50);
+  t.is(registry.getVm('c'), undefined);
+  registry.applyStored({ removed: 'a' }, 52);
+  t.deepEqual(
+    registry.eventsSince(45)!.map((e) => [e.type, e.revision]),
+    [['removed', 52]],
+  );
+  t.deepEqual(
+    registry.eventsSince(42)!.map((e) => e.revision),
+    [45, 45, 52],
+  );
+  t.is(registry.eventsSince(41), null, 'the ring of 3 dropped the event of revision 42: what came after 41 is no longer complete');
+  registry.advanceTo(60, true);
+  t.is(registry.revision, 60);
+  t.is(registry.eventsSince(52), null, 'read again as a whole: what came before is not in the log');
+  t.deepEqual(registry.eventsSince(60), []);
+});
+
+test('eventsFrom: the events that take a past state to this one, at the current revision; none between equal states', (t) => {
+  const { registry } = setup();
+  const a = vm('a', { vsockCid: 3 });
+  const b = vm('b', { vsockCid: 4 });
+  const c = vm('c', { vsockCid: 5 });
+  registry.registerVm(a);
+  registry.registerVm(b);
+  registry.registerVm(c, 60_000);
+  const past = registry.clone();
+  t.deepEqual(registry.eventsFrom(past), [], 'the same state: no event');
+  registry.registerHypervisor({ hypervisorId: 'hv-2', vsockMode: 'host-relay', relayPort: 15200 });
+  registry.moveVm('a', 'hv-2');
+  registry.registerVm({ ...b, labels: { team: 'x' } });
+  registry.registerVm(c, 60_000); // a renewal: no event
+  registry.deregisterVm('c');
+  registry.registerVm(vm('d', { vsockCid: 6 }));
+  const revision = registry.revision;
+  t.deepEqual(
+    registry.eventsFrom(past).map((e) => [e.type, e.type === 'hypervisor' ? e.hypervisor.hypervisorId : e.vm.vmId, e.revision]),
+    [
+      ['hypervisor', 'hv-2', revision],
+      ['moved', 'a', revision],
+      ['updated', 'b', revision],
+      ['added', 'd', revision],
+      ['removed', 'c', revision],
+    ],
+  );
+  const moved = registry.eventsFrom(past)[1]!;
+  t.like(moved, { type: 'moved', vm: { hypervisorId: 'hv-2' }, previous: { hypervisorId: 'hv-1' } });
+});
+
 test('eventLogSize must be a positive integer', (t) => {
   t.throws(() => new Registry({ eventLogSize: 0 }), { instanceOf: RangeError });
 });

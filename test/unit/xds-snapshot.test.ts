@@ -370,7 +370,7 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
     { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], rbac: [], peerModes: { 9090: 'strict', 9091: 'strict' } },
   ]);
   const routes = validated(TYPE_URLS.RouteConfiguration);
-  t.deepEqual(routes[0], { name: 'api', virtualHosts: [{ name: 'api', domains: ['*'], routes: [{ prefix: '/', clusters: [{ name: 'api', weight: 1 }] }] }] });
+  t.deepEqual(routes[0], { name: 'api', virtualHosts: [{ name: 'api', domains: ['*'], routes: [{ path: { kind: 'prefix', value: '/' }, headers: [], clusters: [{ name: 'api', weight: 1 }], timeoutMs: 15_000 }] }] });
   t.deepEqual(routes[4], {
     name: 'web-routes',
     virtualHosts: [
@@ -378,8 +378,8 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
         name: 'web-routes',
         domains: ['web', 'web.mesh'],
         routes: [
-          { prefix: '/api', clusters: [{ name: 'api', weight: 90 }, { name: 'api-canary', weight: 10 }] },
-          { prefix: '/', clusters: [{ name: 'web', weight: 1 }] },
+          { path: { kind: 'prefix', value: '/api' }, headers: [], clusters: [{ name: 'api', weight: 90 }, { name: 'api-canary', weight: 10 }], timeoutMs: 15_000 },
+          { path: { kind: 'prefix', value: '/' }, headers: [], clusters: [{ name: 'web', weight: 1 }], timeoutMs: 15_000 },
         ],
       },
     ],

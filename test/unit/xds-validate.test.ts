@@ -283,8 +283,8 @@ test('valid route configuration: prefixes to a cluster or weighted clusters', (t
           name: 'web',
           domains: ['web', 'web.mesh'],
           routes: [
-            { prefix: '/api', clusters: [{ name: 'api', weight: 90 }, { name: 'api-canary', weight: 10 }] },
-            { prefix: '/', clusters: [{ name: 'web', weight: 1 }] },
+            { path: { kind: 'prefix', value: '/api' }, headers: [], clusters: [{ name: 'api', weight: 90 }, { name: 'api-canary', weight: 10 }], timeoutMs: 15_000 },
+            { path: { kind: 'prefix', value: '/' }, headers: [], clusters: [{ name: 'web', weight: 1 }], timeoutMs: 15_000 },
           ],
         },
       ],
@@ -302,8 +302,8 @@ test('route configuration: names, domains, matches, actions and weights', (t) =>
   t.deepEqual(routeErrors(routeConfig({ virtual_hosts: [vhost([]), vhost([], { name: 'w', domains: ['w', 'v'] })] })), [
     'route_configuration "web-routes": virtual_hosts[1].domains[1]: duplicate domain "v" (also in virtual_hosts[0])',
   ]);
-  t.deepEqual(routeErrors(routeConfig({ virtual_hosts: [vhost([{ match: { path: '/exact' }, route: { cluster: 'web' } }])] })), [
-    'route_configuration "web-routes": virtual_hosts[0].routes[0].match: only prefix matches are supported (got path)',
+  t.deepEqual(routeErrors(routeConfig({ virtual_hosts: [vhost([{ match: { path_separated_prefix: '/x' }, route: { cluster: 'web' } }])] })), [
+    'route_configuration "web-routes": virtual_hosts[0].routes[0].match: must match by prefix, path or safe_regex (got path_separated_prefix)',
   ]);
   t.deepEqual(routeErrors(routeConfig({ virtual_hosts: [vhost([{ match: { prefix: '/' }, redirect: { host_redirect: 'elsewhere' } }])] })), [
     'route_configuration "web-routes": virtual_hosts[0].routes[0]: must be a route action (got redirect)',
@@ -330,6 +330,100 @@ test('route configuration: names, domains, matches, actions and weights', (t) =>
       'route_configuration "web-routes": virtual_hosts[0].routes[1].route.weighted_clusters.clusters[0].weight: must be at least 1 (got 0)',
       'route_configuration "web-routes": virtual_hosts[0].routes[1].route.weighted_clusters.clusters[1].name: must not be empty',
       'route_configuration "web-routes": virtual_hosts[0].routes[1].route.weighted_clusters.clusters[2].weight: must be at least 1 (got 0)',
+    ],
+  );
+});
+
+test('route configuration: exact paths, whole-path regexes, header matches and timeouts', (t) => {
+  const result = validateRouteConfiguration(
+    packAny(
+      TYPE_URLS.RouteConfiguration,
+      routeConfig({
+        virtual_hosts: [
+          vhost(
+            [
+              { match: { path: '/healthz' }, route: { cluster: 'health', timeout: { seconds: 0 } } },
+              { match: { safe_regex: { regex: '/users/[0-9]+' } }, route: { cluster: 'users', timeout: { seconds: 2, nanos: 500_000_000 } } },
+              {
+                match: {
+                  prefix: '/',
+                  headers: [
+                    { name: 'X-Canary', exact_match: 'yes' },
+                    { name: 'x-user', prefix_match: 'beta-', invert_match: true },
+                    { name: 'x-trace', present_match: true },
+                    { name: 'x-debug', present_match: false },
+                    { name: 'x-env', string_match: { exact: 'prod' } },
+                    { name: 'x-tenant', string_match: { prefix: 'acme-' } },
+                  ],
+                },
+                route: { cluster: 'canary' },
+              },
+            ],
+            { domains: ['*.Mesh', '*'] },
+          ),
+        ],
+      }),
+    ),
+  );
+  t.deepEqual(result, {
+    ok: true,
+    value: {
+      name: 'web-routes',
+      virtualHosts: [
+        {
+          name: 'v',
+          domains: ['*.mesh', '*'],
+          routes: [
+            { path: { kind: 'exact', value: '/healthz' }, headers: [], clusters: [{ name: 'health', weight: 1 }], timeoutMs: 0 },
+            { path: { kind: 'regex', value: '/users/[0-9]+' }, headers: [], clusters: [{ name: 'users', weight: 1 }], timeoutMs: 2_500 },
+            {
+              path: { kind: 'prefix', value: '/' },
+              headers: [
+                { name: 'x-canary', kind: 'exact', value: 'yes', invert: false },
+                { name: 'x-user', kind: 'prefix', value: 'beta-', invert: true },
+                { name: 'x-trace', kind: 'present', invert: false },
+                { name: 'x-debug', kind: 'present', invert: true },
+                { name: 'x-env', kind: 'exact', value: 'prod', invert: false },
+                { name: 'x-tenant', kind: 'prefix', value: 'acme-', invert: false },
+              ],
+              clusters: [{ name: 'canary', weight: 1 }],
+              timeoutMs: 15_000,
+            },
+          ],
+        },
+      ],
+    },
+  });
+});
+
+test('route configuration: a bad regex, path, header matcher or domain is refused by field path', (t) => {
+  t.deepEqual(
+    routeErrors(
+      routeConfig({
+        virtual_hosts: [
+          vhost(
+            [
+              { match: { safe_regex: { regex: '/users/(' } }, route: { cluster: 'users' } },
+              { match: { safe_regex: { regex: '(a)\\1' } }, route: { cluster: 'users' } },
+              { match: { path: 'healthz' }, route: { cluster: 'health' } },
+              { match: { prefix: '/', headers: [{ name: 'x', suffix_match: 'z' }, { name: '', exact_match: 'a' }, { name: 'y', string_match: { suffix: 'q' } }] }, route: { cluster: 'web' } },
+              { match: { prefix: '/', case_sensitive: { value: false } }, route: { cluster: 'web', timeout: { seconds: -1 } } },
+            ],
+            { domains: ['a.*.mesh'] },
+          ),
+        ],
+      }),
+    ),
+    [
+      'route_configuration "web-routes": virtual_hosts[0].domains[0]: wildcard only as a whole prefix or suffix (got "a.*.mesh")',
+      'route_configuration "web-routes": virtual_hosts[0].routes[0].match.safe_regex.regex: not a valid regular expression: Unterminated group',
+      'route_configuration "web-routes": virtual_hosts[0].routes[1].match.safe_regex.regex: backreferences and lookaround are not supported (RE2 syntax)',
+      'route_configuration "web-routes": virtual_hosts[0].routes[2].match.path: must start with "/" (got "healthz")',
+      'route_configuration "web-routes": virtual_hosts[0].routes[3].match.headers[0]: only exact_match, prefix_match, present_match and string_match are supported (got suffix_match)',
+      'route_configuration "web-routes": virtual_hosts[0].routes[3].match.headers[1].name: must not be empty',
+      'route_configuration "web-routes": virtual_hosts[0].routes[3].match.headers[2].string_match: only exact and prefix are supported (got suffix)',
+      'route_configuration "web-routes": virtual_hosts[0].routes[4].match.case_sensitive: only case-sensitive matches are supported',
+      'route_configuration "web-routes": virtual_hosts[0].routes[4].route.timeout: must not be negative (got -1s)',
     ],
   );
 });

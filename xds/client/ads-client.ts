@@ -8,8 +8,13 @@
 // each refused resource, with version_info still the last version accepted in
 // full (as the xDS protocol asks of a NACK). Each type's resources reach the
 // sidecar typed, through its entry in resource-types.ts. The stream
-// reconnects with exponential backoff and jitter (proxy/runtime/backoff.ts);
-// the sidecar keeps serving meanwhile.
+// reconnects with exponential backoff and jitter (proxy/runtime/backoff.ts),
+// each time to the next control-plane replica of the list (the one it lost
+// may be gone for good); the sidecar keeps serving meanwhile. A new stream
+// sends, per type, the names and the version last accepted in full; replicas
+// compute the same content-hash versions, so the first response of a type
+// that carries that version again is what the sidecar has: ACKed, not
+// applied again.
 
 import * as grpc from '@grpc/grpc-js';
 import { TYPE_SHORT_NAMES, createAdsClient, type AggregatedDiscoveryServiceClient, type ResourceTypeUrl } from '../envoy/proto.js';
@@ -33,6 +38,8 @@ export interface TypeState {
   names: string[] | null;
   /** Last version applied in full and ACKed (what a NACK and a new stream send as version_info). */
   acceptedVersion: string | null;
+  /** The names subscribed when acceptedVersion was accepted (a version is per type: other names, other resources). */
+  acceptedNames: string[] | null;
   acceptedAt: number | null;
   /** Last version whose valid resources were applied, in full or in part. */
   appliedVersion: string | null;
@@ -43,7 +50,10 @@ export interface TypeState {
 }
 
 export class AdsClient implements ConfigSource {
-  private readonly client: AggregatedDiscoveryServiceClient;
+  /** One client per replica (a channel connects when first used). */
+  private readonly clients: AggregatedDiscoveryServiceClient[];
+  /** The replica the stream goes to (index in options.addresses). */
+  private current = 0;
   private stream: grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse__Output> | undefined;
   private readonly types = new Map<ResourceTypeUrl, TypeState>();
   private readonly backoff: Backoff;
@@ -52,15 +62,19 @@ export class AdsClient implements ConfigSource {
   /** Responses are applied one at a time, in order (applying listeners is asynchronous). */
   private queue: Promise<void> = Promise.resolve();
   /** Counters for /stats. */
-  readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0, refused: { cds: 0, eds: 0, lds: 0, rds: 0 } };
+  readonly counters = { acks: 0, nacks: 0, reconnects: 0, connected: 0, controlPlane: null as string | null, refused: { cds: 0, eds: 0, lds: 0, rds: 0 } };
 
   constructor(private readonly options: AdsClientOptions) {
-    this.client = createAdsClient(options.address, channelCredentials(options.transport), {
-      ...channelOptions(options.transport),
-      'grpc.initial_reconnect_backoff_ms': 200,
-      'grpc.max_reconnect_backoff_ms': 5_000,
-      'grpc.keepalive_time_ms': 30_000,
-    });
+    if (options.addresses.length === 0) throw new RangeError('ADS client: no control-plane address');
+    const credentials = channelCredentials(options.transport);
+    this.clients = options.addresses.map((address) =>
+      createAdsClient(address, credentials, {
+        ...channelOptions(options.transport),
+        'grpc.initial_reconnect_backoff_ms': 200,
+        'grpc.max_reconnect_backoff_ms': 5_000,
+        'grpc.keepalive_time_ms': 30_000,
+      }),
+    );
     this.backoff = new Backoff({ initialMs: options.initialBackoffMs ?? 500, maxMs: options.maxBackoffMs ?? 10_000 });
     for (const t of RESOURCE_TYPES.values()) if (t.wildcard) this.types.set(t.typeUrl, emptyState(null));
   }
@@ -75,12 +89,12 @@ export class AdsClient implements ConfigSource {
     clearTimeout(this.retryTimer);
     this.stream?.cancel();
     this.stream = undefined;
-    this.client.close();
+    for (const client of this.clients) client.close();
   }
 
   /** Per type: what is subscribed, accepted and refused (config_dump, status). */
   state(): Record<string, TypeState> {
-    return Object.fromEntries([...this.types].map(([t, s]) => [t, { ...s, names: s.names && [...s.names], refused: s.refused.map((r) => ({ ...r })) }]));
+    return Object.fromEntries([...this.types].map(([t, s]) => [t, { ...s, names: s.names && [...s.names], acceptedNames: s.acceptedNames && [...s.acceptedNames], refused: s.refused.map((r) => ({ ...r })) }]));
   }
 
   get connected(): boolean {
@@ -89,28 +103,40 @@ export class AdsClient implements ConfigSource {
 
   private open(): void {
     if (this.stopped) return;
-    const stream = this.client.StreamAggregatedResources();
+    const address = this.options.addresses[this.current]!;
+    const stream = this.clients[this.current]!.StreamAggregatedResources();
     this.stream = stream;
+    // Types subscribed when the stream opens that got no response on it yet (a resumed version is recognised on the first).
+    const awaitingFirst = new Set(this.types.keys());
     let seen = false;
     stream.on('metadata', () => {
       this.counters.connected = 1;
+      this.counters.controlPlane = address;
       this.backoff.reset();
     });
     stream.on('data', (response: DiscoveryResponse__Output) => {
       if (!seen) {
         seen = true;
-        this.options.logger.info({ control_plane: this.options.address }, 'xDS stream open');
+        this.options.logger.info({ control_plane: address, reconnects: this.counters.reconnects }, `xDS stream open to ${address}`);
       }
-      this.queue = this.queue.then(() => this.onResponse(response)).catch((err: Error) => this.options.logger.error({ err }, 'xDS response handling failed'));
+      const first = awaitingFirst.delete(response.type_url as ResourceTypeUrl);
+      this.queue = this.queue.then(() => this.onResponse(response, first)).catch((err: Error) => this.options.logger.error({ err }, 'xDS response handling failed'));
     });
     const ended = (why: string): void => {
       if (this.stream !== stream) return;
       this.stream = undefined;
       this.counters.connected = 0;
+      this.counters.controlPlane = null;
       if (this.stopped) return;
       const delay = this.backoff.next();
       this.counters.reconnects++;
-      this.options.logger.warn({ reason: 'xds_stream_ended', error: why, retry_ms: delay, control_plane: this.options.address }, `xDS stream ended (${why}); keeping the last configuration, reconnecting in ${delay} ms`);
+      // The replica that ended the stream may be gone (killed, drained): the next one is tried first.
+      this.current = (this.current + 1) % this.clients.length;
+      const next = this.options.addresses[this.current]!;
+      this.options.logger.warn(
+        { reason: 'xds_stream_ended', error: why, retry_ms: delay, control_plane: address, next_control_plane: next },
+        `xDS stream to ${address} ended (${why}); keeping the last configuration, connecting to ${next} in ${delay} ms`,
+      );
       this.retryTimer = setTimeout(() => this.open(), delay);
       this.retryTimer.unref();
     };
@@ -134,7 +160,8 @@ export class AdsClient implements ConfigSource {
     this.stream?.write(request);
   }
 
-  private async onResponse(response: DiscoveryResponse__Output): Promise<void> {
+  /** `first`: the first response of its type on its stream. */
+  private async onResponse(response: DiscoveryResponse__Output, first: boolean): Promise<void> {
     const typeUrl = response.type_url as ResourceTypeUrl;
     const state = this.types.get(typeUrl);
     const type = RESOURCE_TYPES.get(typeUrl);
@@ -144,6 +171,13 @@ export class AdsClient implements ConfigSource {
     }
     state.lastNonce = response.nonce;
     const version = response.version_info;
+    if (first && version === state.acceptedVersion && state.refused.length === 0 && sameNames(state.acceptedNames, state.names)) {
+      // A new stream (maybe another replica) sends what the sidecar already has in full: nothing to apply.
+      this.counters.acks++;
+      this.options.logger.info({ type_url: typeUrl, version, control_plane: this.counters.controlPlane }, `xDS ${shortType(typeUrl)} version ${version} resumed (already applied)`);
+      this.send(typeUrl, state, response.nonce);
+      return;
+    }
     const validated = type.validate(response.resources);
     const refused: RefusalDetail[] = validated.refused.map((r) => ({ name: r.name, error: r.errors.join('; ') }));
     let problem: string | undefined;
@@ -178,6 +212,7 @@ export class AdsClient implements ConfigSource {
       this.send(typeUrl, state, response.nonce, error);
     } else {
       state.acceptedVersion = version;
+      state.acceptedNames = state.names && [...state.names];
       state.acceptedAt = Date.now();
       this.counters.acks++;
       this.options.logger.info({ type_url: typeUrl, version, resources: response.resources.length }, `xDS ${short} version ${version} applied`);
@@ -200,11 +235,16 @@ export class AdsClient implements ConfigSource {
 }
 
 function emptyState(names: string[] | null): TypeState {
-  return { names, acceptedVersion: null, acceptedAt: null, appliedVersion: null, refused: [], lastNonce: '', lastNack: null };
+  return { names, acceptedVersion: null, acceptedNames: null, acceptedAt: null, appliedVersion: null, refused: [], lastNonce: '', lastNack: null };
 }
 
 function sameList(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Both wildcard, or the same names. */
+function sameNames(a: string[] | null, b: string[] | null): boolean {
+  return a === null || b === null ? a === b : sameList(a, b);
 }
 
 export function shortType(typeUrl: string): string {

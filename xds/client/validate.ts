@@ -30,6 +30,7 @@ import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js
 import { PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
 import { isRbacFilter, rbacFilter } from './validate-rbac.js';
+import { DEFAULT_ROUTE_TIMEOUT_MS, domainProblem, regexProblem, type HeaderMatch, type PathMatch, type Route } from '../../proxy/http/route-table.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; errors: string[] };
@@ -421,7 +422,79 @@ function routeClusters(action: RouteAction, path: string, report: Report): Array
   });
 }
 
-/** A RouteConfiguration (an Any or a decoded message): virtual hosts with prefix routes to a cluster or weighted clusters. */
+type RouteMessage = RouteConfiguration__Output['virtual_hosts'][number]['routes'][number];
+type HeaderMatcherMessage = NonNullable<RouteMessage['match']>['headers'][number];
+
+/** A route's path match: prefix, exact path or a whole-path safe_regex. */
+function pathMatch(match: RouteMessage['match'], path: string, report: Report): PathMatch | undefined {
+  switch (match?.path_specifier) {
+    case 'prefix':
+      return { kind: 'prefix', value: match.prefix ?? '' };
+    case 'path':
+      if (!match.path?.startsWith('/')) report(`${path}.path`, `must start with "/" (got ${JSON.stringify(match.path ?? '')})`);
+      return { kind: 'exact', value: match.path ?? '' };
+    case 'safe_regex': {
+      const regex = match.safe_regex?.regex ?? '';
+      const problem = regexProblem(regex);
+      if (problem) report(`${path}.safe_regex.regex`, problem);
+      return { kind: 'regex', value: regex };
+    }
+    default:
+      report(path, `must match by prefix, path or safe_regex (got ${match?.path_specifier ?? 'nothing'})`);
+      return undefined;
+  }
+}
+
+/** A header matcher: exact, prefix or present (string_match exact or prefix too), optionally inverted. */
+function headerMatch(h: HeaderMatcherMessage, path: string, report: Report): HeaderMatch | undefined {
+  const name = h.name.toLowerCase();
+  if (name === '') report(`${path}.name`, 'must not be empty');
+  const invert = h.invert_match;
+  const string = h.string_match;
+  switch (h.header_match_specifier) {
+    case 'exact_match':
+      return { name, kind: 'exact', value: h.exact_match ?? '', invert };
+    case 'prefix_match':
+      return { name, kind: 'prefix', value: h.prefix_match ?? '', invert };
+    case 'present_match':
+      // present_match: false matches a missing header, as in Envoy.
+      return { name, kind: 'present', invert: h.present_match === false ? !invert : invert };
+    case 'string_match':
+      if (string?.ignore_case) report(`${path}.string_match.ignore_case`, 'not supported');
+      if (string?.match_pattern === 'exact') return { name, kind: 'exact', value: string.exact ?? '', invert };
+      if (string?.match_pattern === 'prefix') return { name, kind: 'prefix', value: string.prefix ?? '', invert };
+      report(`${path}.string_match`, `only exact and prefix are supported (got ${string?.match_pattern ?? 'nothing'})`);
+      return undefined;
+    default:
+      report(path, `only exact_match, prefix_match, present_match and string_match are supported (got ${h.header_match_specifier ?? 'nothing'})`);
+      return undefined;
+  }
+}
+
+/** A route's timeout: unset → Envoy's 15 s; 0 → none. */
+function routeTimeout(action: RouteAction, path: string, report: Report): number {
+  const d = action.timeout;
+  if (!d) return DEFAULT_ROUTE_TIMEOUT_MS;
+  if (d.seconds < 0 || d.nanos < 0) {
+    report(`${path}.timeout`, `must not be negative (got ${formatSeconds(d)})`);
+    return 0;
+  }
+  return Math.ceil(d.seconds * 1000 + d.nanos / 1e6);
+}
+
+function route(r: RouteMessage, path: string, report: Report): Route {
+  const match = pathMatch(r.match, `${path}.match`, report);
+  if (r.match?.case_sensitive?.value === false) report(`${path}.match.case_sensitive`, 'only case-sensitive matches are supported');
+  if ((r.match?.query_parameters.length ?? 0) > 0) report(`${path}.match.query_parameters`, 'not supported');
+  const headers = (r.match?.headers ?? []).flatMap((h, k) => headerMatch(h, `${path}.match.headers[${k}]`, report) ?? []);
+  if (r.action !== 'route' || !r.route) {
+    report(path, `must be a route action (got ${r.action ?? 'nothing'})`);
+    return { path: match ?? { kind: 'prefix', value: '' }, headers, clusters: [], timeoutMs: 0 };
+  }
+  return { path: match ?? { kind: 'prefix', value: '' }, headers, clusters: routeClusters(r.route, `${path}.route`, report), timeoutMs: routeTimeout(r.route, `${path}.route`, report) };
+}
+
+/** A RouteConfiguration (an Any or a decoded message): virtual hosts with routes by path and headers to a cluster or weighted clusters. */
 export function validateRouteConfiguration(input: Any | Any__Output | RouteConfiguration__Output): Validation<XdsRouteConfig> {
   const decoded = decode(input, TYPE_URLS.RouteConfiguration);
   if (!decoded.ok) return decoded;
@@ -434,20 +507,13 @@ export function validateRouteConfiguration(input: Any | Any__Output | RouteConfi
     nonEmpty(host.name, `${at}.name`, report);
     if (host.domains.length === 0) report(`${at}.domains`, 'must list at least one domain');
     host.domains.forEach((d, j) => {
-      if (d === '') report(`${at}.domains[${j}]`, 'must not be empty');
-      else if (domainAt.has(d)) report(`${at}.domains[${j}]`, `duplicate domain ${JSON.stringify(d)} (also in virtual_hosts[${domainAt.get(d)}])`);
-      else domainAt.set(d, i);
+      const problem = domainProblem(d);
+      if (problem) report(`${at}.domains[${j}]`, problem);
+      else if (domainAt.has(d.toLowerCase())) report(`${at}.domains[${j}]`, `duplicate domain ${JSON.stringify(d)} (also in virtual_hosts[${domainAt.get(d.toLowerCase())}])`);
+      else domainAt.set(d.toLowerCase(), i);
     });
-    const routes = host.routes.map((route, j) => {
-      const rat = `${at}.routes[${j}]`;
-      if (route.match?.path_specifier !== 'prefix') report(`${rat}.match`, `only prefix matches are supported (got ${route.match?.path_specifier ?? 'nothing'})`);
-      if (route.action !== 'route' || !route.route) {
-        report(rat, `must be a route action (got ${route.action ?? 'nothing'})`);
-        return { prefix: route.match?.prefix ?? '', clusters: [] };
-      }
-      return { prefix: route.match?.prefix ?? '', clusters: routeClusters(route.route, `${rat}.route`, report) };
-    });
-    return { name: host.name, domains: [...host.domains], routes };
+    const routes = host.routes.map((r, j) => route(r, `${at}.routes[${j}]`, report));
+    return { name: host.name, domains: host.domains.map((d) => d.toLowerCase()), routes };
   });
   return finish('route_configuration', rc.name, errors, () => ({ name: rc.name, virtualHosts }));
 }

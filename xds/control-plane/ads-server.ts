@@ -38,6 +38,8 @@ export interface AdsServerOptions {
   onNodeSeen?: (nodeId: string) => void;
   /** A disconnected node was forgotten (its status is gone): drop anything else kept for it. */
   onNodeForgotten?: (nodeId: string) => void;
+  /** Why there is nothing to serve yet (new streams are refused with UNAVAILABLE, clients try another replica), or undefined. */
+  notServing?: () => string | undefined;
 }
 
 interface Metrics {
@@ -358,6 +360,11 @@ export class AdsServer {
   private open(stream: AdsCall): void {
     if (this.draining) {
       stream.fail({ code: grpc.status.UNAVAILABLE, details: 'the control plane is draining' });
+      return;
+    }
+    const why = this.options.notServing?.();
+    if (why !== undefined) {
+      stream.fail({ code: grpc.status.UNAVAILABLE, details: `the control plane is not ready: ${why}` });
       return;
     }
     this.streams.add(stream);

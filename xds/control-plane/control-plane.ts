@@ -6,6 +6,9 @@
 // default. This file wires the pieces: translate.ts (resources),
 // removal-delay.ts (make before break), node-snapshots.ts (per-node memo),
 // snapshot-cache.ts, registry-source.ts, debounce.ts and ads-server.ts.
+// Readiness (notReady(), and the gRPC health service) follows the mesh
+// store: until the mesh is read nothing is built and ADS streams are refused;
+// once it was, its last snapshots are served even while the store is away.
 
 import * as grpc from '@grpc/grpc-js';
 import { systemClock, type CancelTimer } from '../../proxy/runtime/clock.js';
@@ -13,10 +16,11 @@ import type { VmRecord } from '../../proxy/resolve/types.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
 import type { IdentityService } from '../identity/certify-server.js';
+import { HealthService, type HealthStatus } from '../health-service.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import type { Registry } from '../vm-manager/registry.js';
-import { VmManagerServer } from '../vm-manager/server.js';
+import { VM_MANAGER_SERVICE, VmManagerServer } from '../vm-manager/server.js';
 import { AdsServer } from './ads-server.js';
 import { MAX_GRPC_RECEIVE_BYTES } from './bounds.js';
 import { configApiHandlers, type SyncStatusSource } from './config-api.js';
@@ -48,6 +52,10 @@ export interface ControlPlaneOptions {
   identity?: IdentityService;
 }
 
+/** The services whose health the control plane reports ('' is the whole server). */
+const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+const MESH_CONFIG_SERVICE = 'vsockmesh.config.v1.MeshConfig';
+
 export class ControlPlane {
   readonly server: grpc.Server;
   readonly ads: AdsServer;
@@ -63,6 +71,8 @@ export class ControlPlane {
   private removal: DelayedRemoval | undefined;
   private cancelWake: CancelTimer | undefined;
   private boundPort = 0;
+  private draining = false;
+  private readonly health = new HealthService((service) => this.healthStatus(service));
   /** Rebuilds done (for tests and /stats). */
   rebuilds = 0;
 
@@ -83,12 +93,14 @@ export class ControlPlane {
       onNodeSeen: (nodeId) => this.serveNode(nodeId),
       // A node gone longer than the retention is rebuilt no more: its snapshot is made again if it comes back.
       onNodeForgotten: (nodeId) => this.forgetNode(nodeId),
+      notServing: () => (options.mesh.loaded ? undefined : options.mesh.notReady()),
     });
     const { vms } = options;
     // The registry this process serves, or its mirror of a remote one (made below; calls come after construction).
     this.guard = new ControlGuard({ transport: options.transport, logger, metrics: this.ads.metrics, server: 'control-plane', vmHypervisor: (id: string) => this.vmRecord(id)?.hypervisorId ?? null });
     this.server = new grpc.Server({ 'grpc.max_send_message_length': 64 * 1024 * 1024, 'grpc.max_receive_message_length': MAX_GRPC_RECEIVE_BYTES, interceptors: this.guard.interceptors() });
     this.ads.addTo(this.server);
+    this.health.addTo(this.server);
     this.debouncer = new Debouncer(() => this.rebuild(), {
       quietMs: options.debounce?.quietMs ?? 100,
       maxMs: options.debounce?.maxMs ?? 1_000,
@@ -102,6 +114,7 @@ export class ControlPlane {
       this.registry = new RegistryMirror(new VmManagerClient(vms.remote, { transport: options.transport }), vms.remote, changed, logger);
     }
     options.mesh.on('change', changed);
+    options.mesh.on('health', () => this.health.changed());
     this.server.addService(configProto().vsockmesh.config.v1.MeshConfig.service, configApiHandlers(options.mesh, this.syncSource(), logger, (call) => {
       const seen = this.guard.identify(call);
       if (seen === 'insecure') return { spiffe_id: '', role: '', insecure: true };
@@ -119,6 +132,23 @@ export class ControlPlane {
     return this.boundPort;
   }
 
+  /** Why this replica is not ready (admin /ready, gRPC health), or undefined when it is. */
+  notReady(): string | undefined {
+    if (this.draining) return 'draining';
+    const mesh = this.options.mesh.notReady();
+    if (mesh !== undefined) return mesh;
+    if (this.vmManager !== undefined && this.vmManager.state !== 'serving') return `the VM manager is ${this.vmManager.state}`;
+    return undefined;
+  }
+
+  private healthStatus(service: string): HealthStatus | undefined {
+    if (service === VM_MANAGER_SERVICE) return this.vmManager?.healthStatus(service);
+    // ADS serves the last snapshots while the store is away: serving once the mesh was read.
+    if (service === ADS_SERVICE) return this.draining || !this.options.mesh.loaded ? 'NOT_SERVING' : 'SERVING';
+    if (service === '' || service === MESH_CONFIG_SERVICE) return this.notReady() === undefined ? 'SERVING' : 'NOT_SERVING';
+    return undefined;
+  }
+
   async start(address: string): Promise<number> {
     this.rebuild();
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -132,6 +162,9 @@ export class ControlPlane {
 
   /** Ends the ADS and Watch streams (clients reconnect elsewhere or later), lets unary calls finish. */
   async drain(timeoutMs = 5_000): Promise<void> {
+    this.draining = true;
+    this.health.changed();
+    this.health.end();
     this.ads.closeStreams();
     await this.vmManager?.drain(timeoutMs);
     await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
@@ -142,6 +175,7 @@ export class ControlPlane {
     this.debouncer.close();
     this.registry.stop();
     this.ads.stop();
+    this.health.end();
     await this.vmManager?.stop();
     this.server.forceShutdown();
     this.guard.stop();
@@ -182,6 +216,8 @@ export class ControlPlane {
    * inconsistent snapshot is refused (logged) and the previous one kept.
    */
   private rebuild(): void {
+    // No mesh read yet: nothing to build (an empty snapshot would tell sidecars to drop every listener).
+    if (!this.options.mesh.loaded) return;
     this.rebuilds++;
     const registry = this.registry.state();
     const now = systemClock.now();

@@ -16,15 +16,22 @@
 //
 // Changes from this process run one at a time (a queue). Entries are listed
 // in the order they were created (a replaced entry keeps its place).
+//
+// etcd out of reach: at start, the mesh is read again after 250 ms doubling
+// to 5 s until it is (until then there is no mesh: `loaded` is false and
+// nothing is served); later, the mesh last read stays in service while the
+// watch reconnects. Either way the store is not ready (notReady() says why),
+// changes are refused with UNAVAILABLE and 'health' is emitted on each turn.
 
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { Backoff } from '../../proxy/runtime/backoff.js';
 import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { FileStore } from '../store/file-store.js';
 import { MemoryStore } from '../store/memory-store.js';
-import type { Store, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
+import { StoreUnavailableError, type Store, type StoreEvent, type StoreRecord, type StoreWatch } from '../store/store.js';
 import { MAX_MESH_FILE_BYTES, quoteBounded } from './bounds.js';
 import { parseMeshConfig } from './mesh.js';
 import type { MeshConfig } from './types.js';
@@ -71,7 +78,10 @@ const entryKey = (kind: keyof RawMesh, name: string): string => `${MESH_PREFIX}$
 const SINGULAR: Record<keyof RawMesh, string> = { services: 'service', routes: 'route', policies: 'policy', peer_authentication: 'peer authentication' };
 const what = (kind: keyof RawMesh, name: string): string => `${SINGULAR[kind]} ${quoteBounded(name)}`;
 
-/** Emits 'change' (MeshConfig) after every change, this process's once durable, another replica's once seen. */
+/**
+ * Emits 'change' (MeshConfig) after every change, this process's once durable, another replica's once seen;
+ * 'health' when the store goes out of reach or comes back (see notReady()).
+ */
 export class MeshStore extends EventEmitter {
   private entries: Record<keyof RawMesh, Map<string, Entry>> = emptyEntries();
   private current: MeshConfig;
@@ -82,6 +92,13 @@ export class MeshStore extends EventEmitter {
   private watch: StoreWatch | undefined;
   /** The tail of the change queue (never rejects). */
   private writes: Promise<unknown> = Promise.resolve();
+  /** False until the mesh was read from the store (etcd out of reach at start). */
+  private read = true;
+  /** Why the store is out of reach, null while it answers. */
+  private unavailable: string | null = null;
+  private readonly retry = new Backoff({ initialMs: 250, maxMs: 5_000 });
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   /** Throws ConfigError listing every problem of the records (by path, named after `source`). */
   private constructor(
@@ -104,14 +121,22 @@ export class MeshStore extends EventEmitter {
     const store =
       options.store ??
       (options.statePath !== undefined ? await FileStore.open(options.statePath, { what: 'mesh state file', legacy: (text) => legacyRecords(options.statePath!, text) }) : new MemoryStore());
-    let listed = await store.list(MESH_PREFIX);
-    if (!listed.records.some((r) => r.key === CHANGED_KEY)) {
-      const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh();
-      // Another replica may seed first: then its mesh is the one.
-      await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
-      listed = await store.list(MESH_PREFIX);
+    // Read first: a mesh file that breaks a bound does not start the control plane, whether or not it seeds.
+    const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh();
+    const source = store.kind === 'etcd' ? 'the mesh in etcd' : (options.statePath ?? options.meshPath ?? 'mesh config');
+    let listed: { records: StoreRecord[]; revision: number };
+    try {
+      listed = await readOrSeed(store, seed);
+    } catch (err) {
+      // Only etcd can be out of reach for a while; a file that cannot be read is an input error.
+      if (store.kind !== 'etcd' || !(err instanceof StoreUnavailableError)) throw err;
+      const mesh = new MeshStore(store, [], 0, source, options.logger);
+      mesh.read = false;
+      mesh.unavailable = err.message;
+      mesh.readLater(seed);
+      return mesh;
     }
-    const mesh = new MeshStore(store, listed.records, listed.revision, store.kind === 'etcd' ? 'the mesh in etcd' : (options.statePath ?? options.meshPath ?? 'mesh config'), options.logger);
+    const mesh = new MeshStore(store, listed.records, listed.revision, source, options.logger);
     mesh.follow();
     return mesh;
   }
@@ -126,6 +151,18 @@ export class MeshStore extends EventEmitter {
 
   get config(): MeshConfig {
     return this.current;
+  }
+
+  /** False until the mesh was read from the store: there is nothing to serve yet. */
+  get loaded(): boolean {
+    return this.read;
+  }
+
+  /** Why the mesh is not ready (the store is out of reach), or undefined when it is. */
+  notReady(): string | undefined {
+    if (!this.read) return `mesh store unavailable, no mesh read yet (retrying): ${this.unavailable ?? ''}`;
+    if (this.unavailable !== null) return `mesh store unavailable, serving the mesh as of revision ${this.revision} (reconnecting): ${this.unavailable}`;
+    return undefined;
   }
 
   rawServices(): StoredEntry[] {
@@ -160,6 +197,8 @@ export class MeshStore extends EventEmitter {
 
   /** Stops following the store and closes it. */
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
     this.watch?.cancel();
     this.watch = undefined;
     await this.writes;
@@ -182,6 +221,9 @@ export class MeshStore extends EventEmitter {
    */
   private change(kind: keyof RawMesh, name: string, expectedRevision: number, next: () => RawEntry | undefined): Promise<number> {
     const run = this.writes.then(async () => {
+      // Known to fail: refused at once, saying what is served meanwhile (a commit would only time out or be refused).
+      const why = this.notReady();
+      if (why !== undefined) throw new StoreUnavailableError(`not applied: ${why}: retry once the control plane is ready`);
       for (let attempt = 1; ; attempt++) {
         const entry = this.entries[kind].get(name);
         const now = entry?.modRevision ?? 0;
@@ -221,10 +263,46 @@ export class MeshStore extends EventEmitter {
     return run;
   }
 
+  /** Reads (or seeds) the mesh again after a backoff until the store answers; then follows it. */
+  private readLater(seed: RawMesh): void {
+    const delay = this.retry.next();
+    this.logger?.warn({ reason: 'mesh_store_unavailable', error: this.unavailable, retry_ms: delay }, `cannot read the mesh from the store (${this.unavailable}): not ready, retrying in ${delay} ms`);
+    this.retryTimer = setTimeout(() => {
+      readOrSeed(this.store, seed).then(
+        (listed) => {
+          if (this.closed) return;
+          this.load(listed.records, listed.revision);
+          this.read = true;
+          this.setAvailability(null);
+          this.publish();
+          this.follow();
+        },
+        (err: unknown) => {
+          if (this.closed) return;
+          this.unavailable = (err as Error).message;
+          this.readLater(seed);
+        },
+      );
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private setAvailability(unavailable: string | null): void {
+    if ((unavailable === null) === (this.unavailable === null)) {
+      this.unavailable = unavailable;
+      return;
+    }
+    this.unavailable = unavailable;
+    if (unavailable === null) this.logger?.info({ revision: this.revision }, 'mesh store reachable again: ready');
+    else this.logger?.warn({ reason: 'mesh_store_unavailable', error: unavailable, revision: this.revision }, `mesh store out of reach (${unavailable}): serving the mesh as of revision ${this.revision}, refusing changes, reconnecting`);
+    this.emit('health');
+  }
+
   /** Follows the store from the view's revision: other replicas' changes, in order. */
   private follow(): void {
     this.watch = this.store.watch(MESH_PREFIX, this.revision, {
       onEvents: (events) => this.applyEvents(events),
+      onAvailability: (unavailable) => this.setAvailability(unavailable),
       onError: (err) => {
         // Compacted past the view (this replica was cut off long enough): read the mesh again and follow from there.
         if (err.code !== 'OUT_OF_RANGE' || this.watch === undefined) return;
@@ -281,6 +359,14 @@ export class MeshStore extends EventEmitter {
     }
     this.emit('change', this.current);
   }
+}
+
+/** The mesh records in `store`; a store that holds no mesh yet gets `seed` first (unless another replica seeds first: then its mesh is the one). */
+async function readOrSeed(store: Store, seed: RawMesh): Promise<{ records: StoreRecord[]; revision: number }> {
+  const listed = await store.list(MESH_PREFIX);
+  if (listed.records.some((r) => r.key === CHANGED_KEY)) return listed;
+  await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
+  return store.list(MESH_PREFIX);
 }
 
 function emptyMesh(): RawMesh {

@@ -36,6 +36,9 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
     name: 'control-plane',
     prepare: async () => {
       const logger = createLogger({ level: options.logLevel });
+      if (options.store?.store !== undefined && options.controlIdentity.identityDir !== undefined && options.controlIdentity.caCert === undefined) {
+        throw new StoreFlagsError('--store with an embedded root (--identity-dir without --ca-cert/--ca-key): every replica would make its own root; give each replica the same CA files (--ca-cert/--ca-key, e.g. a mounted Secret)');
+      }
       const store = await openStore(options.store ?? {});
       if (store !== undefined && options.meshStatePath !== undefined) {
         await store.close();
@@ -52,11 +55,12 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           ? { remote: options.vmManager }
           : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
       const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
-      const identityApi = identity.ca === undefined ? undefined : await openIdentity(identity.ca, identity.dir, logger);
+      const identityApi = identity.ca === undefined ? undefined : await openIdentity(identity.ca, identity.dir, logger, store);
       const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, ...(identityApi !== undefined && { identity: identityApi }), debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
       addLogDropped(plane.ads.metrics);
       return {
         logger,
+        notReady: () => plane.notReady(),
         server: {
           start: () => plane.start(options.listen),
           drain: () => plane.drain(),

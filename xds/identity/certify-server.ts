@@ -110,7 +110,7 @@ export class IdentityService {
 
   /** For /config_dump: the CA's certificates and the tokens outstanding (never a secret). */
   describe(): unknown {
-    const tokens = this.options.tokens.list();
+    const tokens = this.options.tokens.lastListed();
     return { ca: this.ca.describe(), joinTokens: { outstanding: tokens.filter((l) => !l.used && Date.parse(l.expiresAt) > Date.now()).length, kept: tokens.length } };
   }
 
@@ -272,7 +272,7 @@ export class IdentityService {
           callback,
         ),
       ListJoinTokens: (_call, callback) =>
-        run('ListJoinTokens', async () => ({ tokens: tokens.list().map((l) => ({ id: l.id, kind: l.kind, name: l.name, expires_at_ms: Date.parse(l.expiresAt), used: l.used })) }), callback),
+        run('ListJoinTokens', async () => ({ tokens: (await tokens.list()).map((l) => ({ id: l.id, kind: l.kind, name: l.name, expires_at_ms: Date.parse(l.expiresAt), used: l.used })) }), callback),
       RevokeJoinToken: (call, callback) =>
         run(
           'RevokeJoinToken',

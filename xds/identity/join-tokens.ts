@@ -8,7 +8,8 @@
 // the token itself is returned once, by create(), and held nowhere. A token
 // presented for another VM than its own is refused and spent (it has leaked
 // or been misdirected). Time is the injected wall clock (expiry outlives a
-// restart). Every change is written through the store before it is answered.
+// restart). Every change is written through the store before it is answered,
+// as a compare-and-swap, so replicas sharing a store agree (join-token-store.ts).
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { segmentProblem } from '../../proxy/identity/spiffe.js';
@@ -82,87 +83,85 @@ export function consumeVerdict(record: JoinTokenRecord | undefined, secretHash: 
 }
 
 export class JoinTokens {
-  private readonly records: Map<string, JoinTokenRecord>;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** The tokens as this replica last read them (for /config_dump; other replicas may have changed them since). */
+  private known: JoinTokenListing[] = [];
 
   private constructor(
     private readonly store: JoinTokenStore,
     private readonly now: () => number,
     private readonly maxTokens: number,
-    records: readonly JoinTokenRecord[],
-  ) {
-    this.records = new Map(records.map((r) => [r.id, r]));
-  }
+  ) {}
 
   static async open(options: JoinTokensOptions): Promise<JoinTokens> {
-    return new JoinTokens(options.store, options.now ?? Date.now, options.maxTokens ?? DEFAULT_MAX_JOIN_TOKENS, await options.store.load());
+    const tokens = new JoinTokens(options.store, options.now ?? Date.now, options.maxTokens ?? DEFAULT_MAX_JOIN_TOKENS);
+    await tokens.list();
+    return tokens;
   }
 
-  create(subject: JoinTokenSubject, ttlMs: number = DEFAULT_JOIN_TOKEN_TTL_MS): Promise<CreatedJoinToken> {
-    return this.serially(async () => {
-      const problem = JOIN_TOKEN_KINDS.includes(subject.kind) ? segmentProblem(subject.name) : { message: `kind must be one of ${JOIN_TOKEN_KINDS.join(', ')}` };
-      if (problem !== undefined) throw new JoinTokenError('bad_subject', `join token subject: ${problem.message}`);
-      if (!Number.isInteger(ttlMs) || ttlMs < MIN_JOIN_TOKEN_TTL_MS || ttlMs > MAX_JOIN_TOKEN_TTL_MS) {
-        throw new JoinTokenError('bad_ttl', `join token ttl: ${MIN_JOIN_TOKEN_TTL_MS} to ${MAX_JOIN_TOKEN_TTL_MS} ms, got ${ttlMs}`);
-      }
+  async create(subject: JoinTokenSubject, ttlMs: number = DEFAULT_JOIN_TOKEN_TTL_MS): Promise<CreatedJoinToken> {
+    const problem = JOIN_TOKEN_KINDS.includes(subject.kind) ? segmentProblem(subject.name) : { message: `kind must be one of ${JOIN_TOKEN_KINDS.join(', ')}` };
+    if (problem !== undefined) throw new JoinTokenError('bad_subject', `join token subject: ${problem.message}`);
+    if (!Number.isInteger(ttlMs) || ttlMs < MIN_JOIN_TOKEN_TTL_MS || ttlMs > MAX_JOIN_TOKEN_TTL_MS) {
+      throw new JoinTokenError('bad_ttl', `join token ttl: ${MIN_JOIN_TOKEN_TTL_MS} to ${MAX_JOIN_TOKEN_TTL_MS} ms, got ${ttlMs}`);
+    }
+    for (;;) {
       const now = this.now();
-      const kept = this.retained(now);
-      if (kept.length >= this.maxTokens) throw new JoinTokenError('too_many_tokens', `${kept.length} join tokens are outstanding, at most ${this.maxTokens}`);
-      let id: string;
-      do id = randomBytes(8).toString('hex');
-      while (this.records.has(id));
+      const all = await this.store.list();
+      const stale = all.filter((t) => !retained(t.record, now));
+      const kept = all.length - stale.length;
+      if (kept >= this.maxTokens) throw new JoinTokenError('too_many_tokens', `${kept} join tokens are outstanding, at most ${this.maxTokens}`);
       const secret = randomBytes(32);
-      const record: JoinTokenRecord = { id, sha256: sha256(secret).toString('hex'), kind: subject.kind, name: subject.name, expiresAt: now + ttlMs, used: false };
-      await this.commit([...kept, record]);
-      return { token: `vjt1.${id}.${secret.toString('base64url')}`, id, expiresAt: new Date(record.expiresAt) };
-    });
+      const record: JoinTokenRecord = { id: randomBytes(8).toString('hex'), sha256: sha256(secret).toString('hex'), kind: subject.kind, name: subject.name, expiresAt: now + ttlMs, used: false };
+      // The new id must not exist yet and the records past retention go with the same commit; another replica's change meanwhile means read again.
+      if (await this.store.put(record, 0, stale)) {
+        await this.list();
+        return { token: `vjt1.${record.id}.${secret.toString('base64url')}`, id: record.id, expiresAt: new Date(record.expiresAt) };
+      }
+    }
   }
 
-  /** Spends `token` if it is valid for `subject`; a spent token never works again. */
-  consume(token: string, subject: JoinTokenSubject): Promise<JoinTokenVerdict> {
-    return this.serially(async () => {
-      const match = TOKEN.exec(token);
-      if (match === null) return { ok: false, reason: 'malformed_token', message: 'not a join token (vjt1.<id>.<secret>)' } satisfies JoinTokenVerdict;
-      const [, id, secret] = match as unknown as [string, string, string];
-      const record = this.records.get(id);
-      const now = this.now();
-      const verdict = consumeVerdict(record, sha256(Buffer.from(secret, 'base64url')), subject, now);
+  /** Spends `token` if it is valid for `subject`; a spent token never works again, whichever replica is asked. */
+  async consume(token: string, subject: JoinTokenSubject): Promise<JoinTokenVerdict> {
+    const match = TOKEN.exec(token);
+    if (match === null) return { ok: false, reason: 'malformed_token', message: 'not a join token (vjt1.<id>.<secret>)' };
+    const [, id, secret] = match as unknown as [string, string, string];
+    const hash = sha256(Buffer.from(secret, 'base64url'));
+    for (;;) {
+      const stored = await this.store.get(id);
+      const verdict = consumeVerdict(stored?.record, hash, subject, this.now());
       const spends = verdict.ok || verdict.reason === 'wrong_subject';
-      if (spends) await this.commit(this.retained(now).map((r) => (r.id === id ? { ...r, used: true } : r)));
-      return verdict;
-    });
+      if (!spends) return verdict;
+      // Spent only if no one spent it first: two replicas asked at once, one wins, the other reads it used.
+      if (await this.store.put({ ...stored!.record, used: true }, stored!.modRevision)) return verdict;
+    }
   }
 
   /** Removes a token: a later use is refused as unknown. False when there is no such token. */
-  revoke(id: string): Promise<boolean> {
-    return this.serially(async () => {
-      if (!this.records.has(id)) return false;
-      await this.commit([...this.records.values()].filter((r) => r.id !== id));
-      return true;
-    });
+  async revoke(id: string): Promise<boolean> {
+    for (;;) {
+      const stored = await this.store.get(id);
+      if (stored === undefined) return false;
+      if (await this.store.delete(stored)) {
+        await this.list();
+        return true;
+      }
+    }
   }
 
-  list(): JoinTokenListing[] {
-    return [...this.records.values()].map((r) => ({ id: r.id, kind: r.kind, name: r.name, expiresAt: new Date(r.expiresAt).toISOString(), used: r.used }));
+  async list(): Promise<JoinTokenListing[]> {
+    this.known = (await this.store.list()).map(({ record: r }) => ({ id: r.id, kind: r.kind, name: r.name, expiresAt: new Date(r.expiresAt).toISOString(), used: r.used }));
+    return this.known;
   }
 
-  /** The records still worth keeping at `now`. */
-  private retained(now: number): JoinTokenRecord[] {
-    return [...this.records.values()].filter((r) => now < r.expiresAt + EXPIRED_RETENTION_MS);
+  /** The tokens as last read here, without asking the store. */
+  lastListed(): JoinTokenListing[] {
+    return this.known;
   }
+}
 
-  /** Durable first, then in memory: a failed write changes nothing. */
-  private async commit(records: JoinTokenRecord[]): Promise<void> {
-    await this.store.save(records);
-    this.records.clear();
-    for (const r of records) this.records.set(r.id, r);
-  }
-
-  private serially<T>(op: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(op);
-    this.queue = result.catch(() => undefined);
-    return result;
-  }
+/** Whether a record is still worth keeping at `now`. */
+function retained(record: JoinTokenRecord, now: number): boolean {
+  return now < record.expiresAt + EXPIRED_RETENTION_MS;
 }
 
 function sha256(data: Buffer): Buffer {

@@ -76,11 +76,11 @@ export class EtcdStore implements Store {
     return `etcd-${this.clusterId}`;
   }
 
-  async list(prefix: string): Promise<{ records: StoreRecord[]; revision: number }> {
+  async list(prefix: string, atRevision?: number): Promise<{ records: StoreRecord[]; revision: number }> {
     const records: StoreRecord[] = [];
     const end = prefixEnd(prefix);
     let from = Buffer.from(prefix);
-    let revision = 0;
+    let revision = atRevision ?? 0;
     for (;;) {
       const page = await this.unary<RangeResponse__Output>((m, o, cb) => m.kv.Range({ key: from, range_end: end, limit: LIST_PAGE, revision, sort_order: 'ASCEND', sort_target: 'KEY' }, o, cb));
       revision ||= Number(page.header?.revision ?? 0);
@@ -97,7 +97,11 @@ export class EtcdStore implements Store {
 
   async commit(txn: StoreTxn): Promise<StoreTxnResult> {
     const compare = (txn.checks ?? []).map((c) =>
-      c.modRevision === 0 ? { key: Buffer.from(c.key), result: 'EQUAL' as const, target: 'VERSION' as const, version: 0 } : { key: Buffer.from(c.key), result: 'EQUAL' as const, target: 'MOD' as const, mod_revision: c.modRevision },
+      'prefix' in c
+        ? { key: Buffer.from(c.prefix), range_end: prefixEnd(c.prefix), result: 'LESS' as const, target: 'MOD' as const, mod_revision: c.notModifiedAfter + 1 }
+        : c.modRevision === 0
+          ? { key: Buffer.from(c.key), result: 'EQUAL' as const, target: 'VERSION' as const, version: 0 }
+          : { key: Buffer.from(c.key), result: 'EQUAL' as const, target: 'MOD' as const, mod_revision: c.modRevision },
     );
     const success: RequestOp[] = [
       ...(txn.deletes ?? []).map((key) => ({ request_delete_range: { key: Buffer.from(key) } })),
@@ -105,6 +109,18 @@ export class EtcdStore implements Store {
     ];
     const res = await this.unary<TxnResponse__Output>((m, o, cb) => m.kv.Txn({ compare, success }, o, cb));
     return { ok: res.succeeded, revision: Number(res.header?.revision ?? 0) };
+  }
+
+  async hasHistoryAfter(afterRevision: number): Promise<boolean> {
+    try {
+      // Reading as of the first revision a watch would deliver: etcd refuses it once that is compacted.
+      await this.unary<RangeResponse__Output>((m, o, cb) => m.kv.Range({ key: Buffer.from([0]), revision: afterRevision + 1, count_only: true }, o, cb));
+      return true;
+    } catch (err) {
+      if ((err as VsockmeshError).code !== 'OUT_OF_RANGE') throw err;
+      // A revision not reached yet is not compacted: the watch waits for it.
+      return /future revision/.test((err as Error).message);
+    }
   }
 
   watch(prefix: string, afterRevision: number, handlers: StoreWatchHandlers): StoreWatch {
@@ -130,22 +146,26 @@ export class EtcdStore implements Store {
           handlers.onError(Number(res.compact_revision) > 0 ? new StoreCompactedError(last, Number(res.compact_revision)) : new StoreUnavailableError(`etcd cancelled the watch: ${res.cancel_reason}`));
           return;
         }
-        if (res.created) backoff.reset();
+        if (res.created) {
+          backoff.reset();
+          handlers.onAvailability?.(null);
+        }
         deliverByRevision(res, (revision, events) => {
           last = revision;
           handlers.onEvents(events);
         });
       });
       // The stream's end is reported by 'error' or 'end' (a cancel of ours is 'error' CANCELLED): reopen unless we ended it.
-      const broken = (): void => {
+      const broken = (err?: grpc.ServiceError): void => {
         if (ended || call !== stream) return;
         call = undefined;
+        handlers.onAvailability?.(`etcd at ${member.endpoint}: ${err === undefined ? 'the watch stream ended' : `${grpc.status[err.code] ?? err.code}: ${err.details}`}`);
         this.current = (this.current + 1) % this.members.length;
         timer = setTimeout(open, backoff.next());
         timer.unref();
       };
       stream.on('error', broken);
-      stream.on('end', broken);
+      stream.on('end', () => broken());
       stream.write({ create_request: { key: Buffer.from(prefix), range_end: prefixEnd(prefix), start_revision: last + 1 } });
     };
     this.watches.add(end);

@@ -9,7 +9,7 @@
 
 import { randomBytes, randomUUID } from 'node:crypto';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
-import { StoreCompactedError, type Store, type StoreEvent, type StoreRecord, type StoreTxn, type StoreTxnResult, type StoreWatch, type StoreWatchHandlers } from './store.js';
+import { StoreCompactedError, type Store, type StoreCheck, type StoreEvent, type StoreRecord, type StoreTxn, type StoreTxnResult, type StoreWatch, type StoreWatchHandlers } from './store.js';
 
 /** Revisions of history kept for watches. */
 export const MAX_HISTORY = 10_000;
@@ -68,7 +68,8 @@ export class MemoryStore implements Store {
     return Promise.resolve(this.epochId);
   }
 
-  list(prefix: string): Promise<{ records: StoreRecord[]; revision: number }> {
+  list(prefix: string, atRevision?: number): Promise<{ records: StoreRecord[]; revision: number }> {
+    if (atRevision !== undefined && atRevision !== this.revision) return Promise.reject(new VsockmeshError('OUT_OF_RANGE', `revision ${atRevision}: this store keeps only its current state (revision ${this.revision})`));
     const records = [...this.records.values()].filter((r) => r.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     return Promise.resolve({ records: records.map((r) => ({ ...r })), revision: this.revision });
   }
@@ -80,9 +81,7 @@ export class MemoryStore implements Store {
 
   commit(txn: StoreTxn): Promise<StoreTxnResult> {
     return this.serial(async () => {
-      for (const check of txn.checks ?? []) {
-        if ((this.records.get(check.key)?.modRevision ?? 0) !== check.modRevision) return { ok: false, revision: this.revision };
-      }
+      for (const check of txn.checks ?? []) if (!this.holds(check)) return { ok: false, revision: this.revision };
       for (const put of txn.puts ?? []) {
         if (put.lease !== undefined && put.lease !== '' && !this.leases.has(put.lease)) throw new VsockmeshError('NOT_FOUND', `lease ${put.lease} not found (expired or revoked)`);
       }
@@ -100,13 +99,17 @@ export class MemoryStore implements Store {
     });
   }
 
+  hasHistoryAfter(afterRevision: number): Promise<boolean> {
+    return Promise.resolve(!this.compactedAfter(afterRevision));
+  }
+
   watch(prefix: string, afterRevision: number, handlers: StoreWatchHandlers): StoreWatch {
     const watcher: Watcher = { prefix, last: afterRevision, live: false, handlers };
     this.watchers.add(watcher);
     // Never from inside the caller: the history is replayed on the next turn, then changes follow as they are applied.
     setImmediate(() => {
       if (!this.watchers.has(watcher)) return;
-      if (afterRevision + 1 < this.historyStart && afterRevision < this.revision) {
+      if (this.compactedAfter(afterRevision)) {
         this.watchers.delete(watcher);
         handlers.onError(new StoreCompactedError(afterRevision, this.historyStart));
         return;
@@ -162,6 +165,16 @@ export class MemoryStore implements Store {
     });
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private holds(check: StoreCheck): boolean {
+    if ('key' in check) return (this.records.get(check.key)?.modRevision ?? 0) === check.modRevision;
+    for (const record of this.records.values()) if (record.key.startsWith(check.prefix) && record.modRevision > check.notModifiedAfter) return false;
+    return true;
+  }
+
+  private compactedAfter(afterRevision: number): boolean {
+    return afterRevision + 1 < this.historyStart && afterRevision < this.revision;
   }
 
   private leaseList(): Array<{ id: string; ttlMs: number }> {

@@ -253,11 +253,16 @@ export class Registry {
   /** Ids in order, for ListVms; remade when an id comes or goes. */
   private sortedVmIds: string[] | undefined;
   private sortedHypervisorIds: string[] | undefined;
-  // Event log: a ring of the newest events. Every event is exactly one
-  // revision, so the kept events are revisions (current - logCount, current].
+  // Event log: a ring of the newest events, in revision order. On its own a
+  // registry makes one revision per event; fed by a store (applyStored) the
+  // revisions are the store's, with gaps. The log holds every event after
+  // `logStart`.
   private readonly log: VmEvent[];
   private logNext = 0;
   private logCount = 0;
+  private logStart = 0;
+  /** The store revision the change being applied carries (applyStored). */
+  private storedRevision: number | undefined;
   private readonly listeners = new Set<(e: VmEvent) => void>();
   private currentRevision = 0;
   private recorder: ((change: RegistryChange) => void) | undefined;
@@ -331,6 +336,33 @@ export class Registry {
   }
 
   /**
+   * Applies a record read from a store (registry-store.ts), checked like a
+   * replayed change, at the store's revision (revisions then have gaps, and
+   * may be shared by the changes of one transaction). A change that breaks a
+   * rule applies nothing; the revision still moves on (advanceTo).
+   */
+  applyStored(input: unknown, revision: number): void {
+    this.storedRevision = revision;
+    try {
+      const body = this.checkedChange(input);
+      this.applyBody(body);
+    } finally {
+      this.storedRevision = undefined;
+      this.advanceTo(revision);
+    }
+  }
+
+  /**
+   * The registry is now at store revision `revision` (events under other
+   * prefixes, or none of ours). `forget`: what came before is not in the
+   * event log (the store's history was read again as a whole).
+   */
+  advanceTo(revision: number, forget = false): void {
+    if (revision > this.currentRevision) this.currentRevision = revision;
+    if (forget) this.logStart = this.currentRevision;
+  }
+
+  /**
    * Applies a change read from the state log, checked against every rule
    * first (the file may have been edited or damaged); errors name the field.
    */
@@ -338,6 +370,17 @@ export class Registry {
     if (!isPlainObject(input)) throw new ValidationError('change', 'must be an object');
     const { revision } = input;
     if (!Number.isSafeInteger(revision)) throw new ValidationError('revision', `must be an integer (got ${show(revision)})`);
+    const body = this.checkedChange(input);
+    const before = this.currentRevision;
+    this.applyBody(body);
+    if (this.currentRevision !== revision) {
+      throw new ValidationError('revision', `is ${revision}, but the change brings the registry from ${before} to ${this.currentRevision}`);
+    }
+  }
+
+  /** A stored change (state log line, store record) checked against every rule; errors name the field. */
+  private checkedChange(input: unknown): ChangeBody {
+    if (!isPlainObject(input)) throw new ValidationError('change', 'must be an object');
     let body: ChangeBody;
     if ('hypervisor' in input) {
       const record = within('hypervisor', () => this.validateHypervisor(input.hypervisor as HypervisorRecord));
@@ -351,11 +394,7 @@ export class Registry {
     } else {
       throw new ValidationError('change', 'must hold one of hypervisor, vm, removed');
     }
-    const before = this.currentRevision;
-    this.applyBody(body);
-    if (this.currentRevision !== revision) {
-      throw new ValidationError('revision', `is ${revision}, but the change brings the registry from ${before} to ${this.currentRevision}`);
-    }
+    return body;
   }
 
   /** The one place state changes: stores the record, emits its event, tells the recorder. */
@@ -758,8 +797,10 @@ export class Registry {
 
   /** Stamps the next revision on `event`, logs it, tells subscribers. */
   private emit(event: VmEvent): void {
-    this.currentRevision++;
+    this.currentRevision = this.storedRevision ?? this.currentRevision + 1;
     event.revision = this.currentRevision;
+    // The event it overwrites leaves the log: resuming after its revision is no longer possible.
+    if (this.logCount === this.log.length) this.logStart = this.log[this.logNext]!.revision;
     this.log[this.logNext] = event;
     this.logNext = (this.logNext + 1) % this.log.length;
     this.logCount = Math.min(this.logCount + 1, this.log.length);
@@ -782,13 +823,43 @@ export class Registry {
    * (the watcher must start over from a snapshot).
    */
   eventsSince(revision: number): VmEvent[] | null {
-    if (!Number.isInteger(revision) || revision < 0 || revision > this.currentRevision) return null;
-    const wanted = this.currentRevision - revision;
-    if (wanted > this.logCount) return null;
+    if (!this.hasEventsSince(revision)) return null;
     const size = this.log.length;
+    let wanted = 0;
+    while (wanted < this.logCount && this.log[(this.logNext - wanted - 1 + size) % size]!.revision > revision) wanted++;
     const out: VmEvent[] = [];
     for (let i = wanted; i > 0; i--) out.push(copyEvent(this.log[(this.logNext - i + size) % size]!));
     return out;
+  }
+
+  /**
+   * The events that take `past` (this registry's state at an earlier
+   * revision) to this one, all at the current revision: changed or new
+   * hypervisors, VMs added, moved, updated (in vmId order), then removed.
+   * What a Watch from a revision whose events were not seen one by one gets.
+   */
+  eventsFrom(past: Registry): VmEvent[] {
+    const revision = this.currentRevision;
+    const events: VmEvent[] = [];
+    for (const id of this.hypervisorIdsInOrder()) {
+      const now = this.hypervisors.get(id)!;
+      const then = past.hypervisors.get(id);
+      if (!then || then.vsockMode !== now.vsockMode || then.relayPort !== now.relayPort) events.push({ type: 'hypervisor', hypervisor: copyHypervisor(now), revision });
+    }
+    for (const id of this.vmIdsInOrder()) {
+      const now = this.vms.get(id)!;
+      const then = past.vms.get(id);
+      if (!then) events.push({ type: 'added', vm: copyVm(now), revision });
+      else if (then.hypervisorId !== now.hypervisorId || then.vsockCid !== now.vsockCid) events.push({ type: 'moved', vm: copyVm(now), previous: copyVm(then), revision });
+      else if (!sameContent(then, now)) events.push({ type: 'updated', vm: copyVm(now), revision });
+    }
+    for (const id of past.vmIdsInOrder()) if (!this.vms.has(id)) events.push({ type: 'removed', vm: copyVm(past.vms.get(id)!), revision });
+    return events;
+  }
+
+  /** Whether eventsSince(revision) answers (the log reaches back to it, and it is not in the future). */
+  hasEventsSince(revision: number): boolean {
+    return Number.isInteger(revision) && revision >= this.logStart && revision <= this.currentRevision;
   }
 
   /** The whole registry as events at the current revision: every hypervisor, then every VM as `added`. */
@@ -814,6 +885,7 @@ export class Registry {
     if (!Number.isSafeInteger(header.revision) || (header.revision as number) < 0) throw new ValidationError('revision', `must be an integer >= 0 (got ${show(header.revision)})`);
     const registry = new Registry(options);
     registry.currentRevision = header.revision as number;
+    registry.logStart = registry.currentRevision;
     if (typeof header.epoch === 'string' && header.epoch !== '') {
       checkLength('epoch', header.epoch, MAX_EPOCH_CHARS);
       registry.epoch = header.epoch;

@@ -1,21 +1,27 @@
 // Running the VM manager as a process (proxy/runtime/role.ts): registry from
-// the state files (if they exist) or the inventory, gRPC API, admin endpoint.
+// the state files (if they exist) or the inventory, or kept in etcd
+// (--store, shared with other replicas), gRPC API, admin endpoint.
 
 import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
 import { addLogDropped } from '../../proxy/metrics.js';
-import { loadInventory, parseInventory } from './inventory.js';
+import { loadInventory, parseInventory, type Inventory } from './inventory.js';
 import { Registry } from './registry.js';
 import { VmManagerServer } from './server.js';
 import { loadState } from './state-load.js';
+import { RegistryStore } from './registry-store.js';
+import { openStore, StoreFlagsError, type StoreFlags } from '../store/store-flags.js';
+import type { Store } from '../store/store.js';
 import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
 
 export interface VmManagerRunOptions {
   listen: string;
   inventoryPath?: string;
   statePath?: string;
+  /** --store and its TLS flags: the registry lives in etcd. */
+  store?: StoreFlags;
   resolveTtlMs: number;
   adminPort: number | null;
   logLevel: LogLevel;
@@ -40,14 +46,51 @@ export async function initialRegistry(options: { inventoryPath?: string; statePa
   }
   const registry = new Registry(registryOptions);
   if (options.inventoryPath !== undefined) {
-    const inventory = parseInventory(await readFile(options.inventoryPath, 'utf8'), options.inventoryPath);
-    try {
-      loadInventory(registry, inventory);
-    } catch (err) {
-      throw new Error(`${options.inventoryPath}: ${(err as Error).message}`, { cause: err });
-    }
+    const inventory = await readInventory(options.inventoryPath);
+    seedInventory(registry, inventory, options.inventoryPath);
   }
   return registry;
+}
+
+async function readInventory(path: string): Promise<Inventory> {
+  return parseInventory(await readFile(path, 'utf8'), path);
+}
+
+/** Registers the inventory's hypervisors and VMs in `registry`; errors name the file and entry. */
+function seedInventory(registry: Registry, inventory: Inventory, path: string): void {
+  try {
+    loadInventory(registry, inventory);
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * The registry in the store --store names: the inventory is written only
+ * when the store holds no registry yet (the first replica to start writes it,
+ * in one transaction that fails if another did meanwhile).
+ */
+async function storedRegistry(options: VmManagerRunOptions, logger: Logger): Promise<{ registryStore: RegistryStore; store: Store } | undefined> {
+  const store = await openStore(options.store ?? {});
+  if (store === undefined) return undefined;
+  try {
+    if (options.statePath !== undefined) throw new StoreFlagsError('--state-file and --store: give one (with --store the registry lives in etcd)');
+    const registryStore = await RegistryStore.open({ store, logger, resolveTtlMs: options.resolveTtlMs });
+    const inventoryPath = options.inventoryPath;
+    if (inventoryPath !== undefined) {
+      const inventory = await readInventory(inventoryPath);
+      const seeded = await registryStore.mutate((r) => {
+        if (r.size > 0 || r.list().hypervisors.length > 0) return false;
+        seedInventory(r, inventory, inventoryPath);
+        return true;
+      });
+      logger.info({ inventory: inventoryPath }, seeded ? 'the store held no registry: the inventory was written to it' : 'the store holds a registry: the inventory is not applied again');
+    }
+    return { registryStore, store };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 }
 
 export function runVmManager(options: VmManagerRunOptions): Promise<void> {
@@ -55,9 +98,18 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
     name: 'vm-manager',
     prepare: async () => {
       const logger = createLogger({ level: options.logLevel });
-      const registry = await initialRegistry(options, logger);
+      const stored = await storedRegistry(options, logger);
+      const registryStore = stored?.registryStore;
+      const registry = registryStore?.registry ?? (await initialRegistry(options, logger));
       const identity = await processIdentity(options.controlIdentity, logger, 'vm-manager');
-      const server = new VmManagerServer({ registry, logger, transport: identity.transport, ...(options.statePath !== undefined && { statePath: options.statePath }), processMetrics: true });
+      const server = new VmManagerServer({
+        registry,
+        logger,
+        transport: identity.transport,
+        ...(options.statePath !== undefined && { statePath: options.statePath }),
+        ...(registryStore !== undefined && { registryStore }),
+        processMetrics: true,
+      });
       addLogDropped(server.metrics);
       return {
         logger,
@@ -66,6 +118,8 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
           drain: () => server.drain(),
           stop: async () => {
             await server.stop();
+            await registryStore?.close();
+            await stored?.store.close();
             identity.close();
           },
         },
@@ -75,7 +129,7 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
           target: {
             renderStats: () => server.metrics.metrics(),
             statsContentType: server.metrics.contentType,
-            configDump: () => ({ state: server.state, listen: options.listen, port: server.port, state_file: options.statePath ?? null, resolve_ttl_ms: options.resolveTtlMs, ...registry.list() }),
+            configDump: () => ({ state: server.state, listen: options.listen, port: server.port, state_file: options.statePath ?? null, store: registryStore === undefined ? null : 'etcd', resolve_ttl_ms: options.resolveTtlMs, ...registry.list() }),
           },
         },
       };

@@ -10,6 +10,11 @@
 // "not applied: ...", and the changes planned on top of it fail with it.
 // Mutations that arrive while a write is in flight share the next one (group
 // commit). Lease expiry takes the same path.
+//
+// With a store (registry-store.ts, e.g. etcd shared by replicas) the store
+// does all of that: a mutation is one compare-and-swap transaction, leases
+// are the store's, revisions and epoch the store's, and a Watch from a
+// revision the store compacted gets OUT_OF_RANGE.
 
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
@@ -17,12 +22,11 @@ import type { Logger } from '../../proxy/runtime/log.js';
 import { fileErrorText } from '../../proxy/runtime/durable-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
-import type { HealthCheckRequest__Output } from '../generated/grpc/health/v1/HealthCheckRequest.js';
-import type { HealthCheckResponse } from '../generated/grpc/health/v1/HealthCheckResponse.js';
-import type { HealthHandlers } from '../generated/grpc/health/v1/Health.js';
 import type { VmManagerHandlers } from '../generated/vsockmesh/vmmanager/v1/VmManager.js';
+import type { WatchRequest__Output } from '../generated/vsockmesh/vmmanager/v1/WatchRequest.js';
 import { statusOf, statusName } from '../grpc-status.js';
-import { healthProto, vmManagerProto } from '../proto.js';
+import { HealthService, type HealthStatus } from '../health-service.js';
+import { vmManagerProto } from '../proto.js';
 import { MAX_REQUEST_BYTES } from './bounds.js';
 import {
   destinationFromWire,
@@ -37,6 +41,7 @@ import {
 import { EPOCH_HEADER } from './client.js';
 import { listPage } from './pagination.js';
 import { Registry, checkEpoch, type RegistryChange } from './registry.js';
+import type { RegistryStore } from './registry-store.js';
 import { StateLog } from './state-log.js';
 import { ControlGuard } from '../security/guard.js';
 import { serverCredentials, type ControlTransport } from '../security/transport.js';
@@ -54,6 +59,8 @@ export interface VmManagerServerOptions {
   logger: Logger;
   /** The snapshot of the registry; its log is beside it (state-log.ts). undefined: memory only. */
   statePath?: string;
+  /** The registry is kept in this store (`registry` must be its registry); excludes statePath. */
+  registryStore?: RegistryStore;
   /** Compact the log once it is larger than this (default 8 MiB, or the snapshot's size if larger). */
   compactAfterBytes?: number;
   /** Collect Node process metrics (the CLI does; tests do not). */
@@ -85,7 +92,8 @@ export class VmManagerServer {
   private readonly shared: boolean;
   private readonly guard: ControlGuard | undefined;
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  private readonly healthWatches = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
+  /** Its own server's health service; a shared server's owner serves health (and asks healthStatus()). */
+  private readonly health: HealthService | undefined;
   private readonly requests: Counter<'method' | 'code'>;
   private readonly resolveSeconds: Histogram<string>;
   private readonly stateWrites: Counter<'result'>;
@@ -152,6 +160,20 @@ export class VmManagerServer {
         this.set(registry.revision);
       },
     });
+    const registryStore = options.registryStore;
+    if (registryStore !== undefined) {
+      new Counter({
+        name: 'vsockmesh_vm_manager_store_commits_total',
+        help: 'Registry transactions sent to the store, by result (conflict: another replica wrote first, planned again)',
+        labelNames: ['result'],
+        registers,
+        collect() {
+          // Counted where the transactions are made: copied here when scraped.
+          this.reset();
+          for (const [result, count] of Object.entries(registryStore.commits)) this.inc({ result }, count);
+        },
+      });
+    }
     new Gauge({
       name: 'vsockmesh_vm_manager_watch_streams',
       help: 'Open Watch streams',
@@ -161,7 +183,10 @@ export class VmManagerServer {
       },
     });
     this.server.addService(vmManagerProto().vsockmesh.vmmanager.v1.VmManager.service, this.handlers());
-    this.server.addService(healthProto().grpc.health.v1.Health.service, this.healthHandlers());
+    if (!this.shared) {
+      this.health = new HealthService((service) => this.healthStatus(service));
+      this.health.addTo(this.server);
+    }
   }
 
   /** The registry as durable: what every reader sees. */
@@ -198,7 +223,8 @@ export class VmManagerServer {
       });
     });
     this.state = 'serving';
-    this.expireLeases();
+    // A store ends its leases itself.
+    if (this.options.registryStore === undefined) this.expireLeases();
     this.options.logger.info({ address, port: this.boundPort, vms: this.registry.size, revision: this.registry.revision, state_file: statePath ?? null }, 'vm-manager serving');
     return this.boundPort;
   }
@@ -207,11 +233,10 @@ export class VmManagerServer {
   async drain(timeoutMs = 5_000): Promise<void> {
     if (this.state !== 'serving') return;
     this.state = 'draining';
-    this.sendHealth();
+    this.health?.changed();
     for (const call of this.watches) call.end();
     this.watches.clear();
-    for (const call of this.healthWatches) call.end();
-    this.healthWatches.clear();
+    this.health?.end();
     if (!this.shared) await settledWithin(new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), timeoutMs);
     await this.flushing;
   }
@@ -219,9 +244,9 @@ export class VmManagerServer {
   async stop(): Promise<void> {
     this.closing = true;
     clearTimeout(this.leaseTimer);
-    for (const call of [...this.watches, ...this.healthWatches]) call.end();
+    for (const call of this.watches) call.end();
     this.watches.clear();
-    this.healthWatches.clear();
+    this.health?.end();
     if (!this.shared) this.server.forceShutdown();
     this.guard?.stop();
     await this.flushing;
@@ -237,6 +262,10 @@ export class VmManagerServer {
    * applied at once.
    */
   async mutate<T>(fn: (registry: Registry) => T): Promise<T> {
+    if (this.options.registryStore !== undefined) {
+      if (this.closing) throw new UnavailableError('not applied: the VM manager is stopping');
+      return this.options.registryStore.mutate(fn);
+    }
     if (this.options.statePath === undefined) return fn(this.registry);
     if (this.closing) throw new UnavailableError('not applied: the VM manager is stopping');
     if (!this.log) throw new UnavailableError('not applied: the VM manager is starting (its state file is not open yet)');
@@ -326,6 +355,7 @@ export class VmManagerServer {
 
   /** A new or renewed lease that ends before the timer fires re-arms it (without scanning the registry on every change). */
   private leaseMayExpireSooner(response: unknown): void {
+    if (this.options.registryStore !== undefined) return;
     const at = Number((response as { lease_expires_at_ms?: number } | null)?.lease_expires_at_ms ?? 0);
     if (at > 0 && (this.leaseTimerAt === null || at < this.leaseTimerAt)) this.armLeaseTimer(at);
   }
@@ -461,10 +491,6 @@ export class VmManagerServer {
       }),
       Watch: (call) => {
         const stream = call as grpc.ServerWritableStream<unknown, unknown>;
-        if (this.state !== 'serving') {
-          call.emit('error', statusOf(new UnavailableError('vm-manager is draining')));
-          return;
-        }
         try {
           checkEpoch(call.request.epoch);
         } catch (err) {
@@ -476,57 +502,61 @@ export class VmManagerServer {
           this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is from another epoch of the registry (restarted without its state); watch from 0`));
           return;
         }
-        const send = (e: VmEvent): void => {
-          call.write(eventToWire(e));
-        };
-        // Subscribing and replaying happen in one tick: no event can fall between them.
-        const backlog = from === 0 ? registry.snapshotEvents() : registry.eventsSince(from);
-        if (backlog === null) {
-          this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is no longer kept (current ${registry.revision}); watch from 0`));
+        const registryStore = this.options.registryStore;
+        if (registryStore !== undefined && from !== 0) {
+          // Every replica answers alike: a revision the store compacted is gone, whatever this one still holds;
+          // one it still has but this replica did not see (it started later) is answered with the difference since.
+          (async () => {
+            if (!(await registryStore.hasHistoryAfter(from))) throw new VsockmeshError('OUT_OF_RANGE', `revision ${from} is compacted in the store (current ${registry.revision}); watch from 0`);
+            const past = registry.hasEventsSince(from) || from > registry.revision ? undefined : await registryStore.pastRegistry(from);
+            if (!call.cancelled) this.follow(call, from, past);
+          })().catch((err: unknown) => this.refuseWatch(stream, err));
           return;
         }
-        this.requests.inc({ method: 'Watch', code: 'OK' });
-        // Headers now, so the client knows the stream is open even when no event follows for a while.
-        const metadata = new grpc.Metadata();
-        metadata.set(EPOCH_HEADER, registry.epoch);
-        call.sendMetadata(metadata);
-        const unsubscribe = registry.subscribe(send);
-        this.watches.add(stream);
-        const done = (): void => {
-          unsubscribe();
-          this.watches.delete(stream);
-        };
-        call.on('cancelled', done);
-        call.on('close', done);
-        call.on('finish', done);
-        for (const e of backlog) send(e);
+        this.follow(call, from);
       },
     };
+  }
+
+  /** Sends the events after `from` (0: the whole registry; with `past`, the registry then: the difference), then every change, on a Watch stream. */
+  private follow(call: grpc.ServerWritableStream<WatchRequest__Output, unknown>, from: number, past?: Registry): void {
+    const stream = call as grpc.ServerWritableStream<unknown, unknown>;
+    const registry = this.registry;
+    if (this.state !== 'serving') {
+      call.emit('error', statusOf(new UnavailableError('vm-manager is draining')));
+      return;
+    }
+    const send = (e: VmEvent): void => {
+      call.write(eventToWire(e));
+    };
+    // Subscribing and replaying happen in one tick: no event can fall between them.
+    const backlog = from === 0 ? registry.snapshotEvents() : past !== undefined ? registry.eventsFrom(past) : registry.eventsSince(from);
+    if (backlog === null) {
+      this.refuseWatch(stream, new VsockmeshError('OUT_OF_RANGE', `revision ${from} is no longer kept (current ${registry.revision}); watch from 0`));
+      return;
+    }
+    this.requests.inc({ method: 'Watch', code: 'OK' });
+    // Headers now, so the client knows the stream is open even when no event follows for a while.
+    const metadata = new grpc.Metadata();
+    metadata.set(EPOCH_HEADER, registry.epoch);
+    call.sendMetadata(metadata);
+    const unsubscribe = registry.subscribe(send);
+    this.watches.add(stream);
+    const done = (): void => {
+      unsubscribe();
+      this.watches.delete(stream);
+    };
+    call.on('cancelled', done);
+    call.on('close', done);
+    call.on('finish', done);
+    for (const e of backlog) send(e);
   }
 
   // ---- health ------------------------------------------------------------------
 
-  private healthStatus(service: string): HealthCheckResponse['status'] | undefined {
+  /** The VM manager's status for `service` ('' or its own), undefined for any other. */
+  healthStatus(service: string): HealthStatus | undefined {
     if (service !== '' && service !== VM_MANAGER_SERVICE) return undefined;
     return this.state === 'serving' ? 'SERVING' : 'NOT_SERVING';
-  }
-
-  private sendHealth(): void {
-    for (const call of this.healthWatches) call.write({ status: this.healthStatus(call.request.service) ?? 'SERVICE_UNKNOWN' });
-  }
-
-  private healthHandlers(): HealthHandlers {
-    return {
-      Check: (call, callback) => {
-        const status = this.healthStatus(call.request.service);
-        if (status === undefined) callback({ code: grpc.status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
-        else callback(null, { status });
-      },
-      Watch: (call) => {
-        this.healthWatches.add(call);
-        call.on('cancelled', () => this.healthWatches.delete(call));
-        call.write({ status: this.healthStatus(call.request.service) ?? 'SERVICE_UNKNOWN' });
-      },
-    };
   }
 }

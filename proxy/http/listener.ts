@@ -1,0 +1,324 @@
+// HTTP outbound listener: a local app speaks HTTP/1.1 or h2c (HTTP/2 with
+// prior knowledge, what gRPC uses) to 127.0.0.1:PORT; each REQUEST is routed
+// (route-table.ts) to a cluster and sent to one of its endpoints in turn, so
+// the calls of one client connection spread over the backends. Upstream
+// connections are pooled per endpoint (upstream-pool.ts) and opened like L4
+// ones (upstream/connector.ts, upstream/dial.ts). Node's http and http2 parse
+// both sides: the core's accepted socket is handed to them as a Duplex.
+
+import http from 'node:http';
+import http2 from 'node:http2';
+import { randomUUID } from 'node:crypto';
+import type { OutboundListenerConfig } from '../config/types.js';
+import { formatAddress } from '../runtime/log.js';
+import type { SocketHost } from '../native/index.js';
+import { VsockSocket } from '../native/vsock.js';
+import type { Cluster } from '../upstream/cluster.js';
+import { UpstreamConnector } from '../upstream/connector.js';
+import { describeHop } from '../upstream/select.js';
+import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
+import type { OutboundListenerOptions } from '../listeners/outbound.js';
+import { RouteTable, type RouteConfig } from './route-table.js';
+import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
+import { forwardedHeaders, hopByHop } from './headers.js';
+
+/** The header that says why the sidecar answered itself. */
+export const REASON_HEADER = 'x-vsockmesh-reason';
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+type Src = { address: string; port: number };
+
+/** Where one request goes, or the answer the sidecar gives itself. */
+type Target =
+  | { ok: true; route: string; cluster: string; timeoutMs: number; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
+  | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
+
+/** What one request's access-log line and metrics say. */
+interface RequestRecord {
+  protocol: 'http/1.1' | 'h2';
+  src: Src;
+  method: string;
+  authority: string;
+  path: string;
+  requestId: string;
+  startedAt: number;
+}
+
+export class HttpOutboundListener extends Listener {
+  private readonly table: RouteTable;
+  private readonly connectors = new Map<string, UpstreamConnector>();
+  private readonly pools = new UpstreamPools();
+  private readonly http1 = http.createServer();
+  private readonly http2 = http2.createServer();
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
+  private readonly http1Connections = new Map<VsockSocket, number>();
+  private readonly sources = new WeakMap<object, Src>();
+  /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
+  private handingOver: Src = { address: '', port: 0 };
+
+  constructor(
+    readonly config: OutboundListenerConfig,
+    routes: RouteConfig,
+    private readonly clusters: ReadonlyMap<string, Cluster>,
+    context: ListenerContext,
+    private readonly options: OutboundListenerOptions,
+  ) {
+    super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
+    this.table = new RouteTable(routes);
+    for (const [name, cluster] of clusters) this.connectors.set(name, new UpstreamConnector(config.name, cluster, context, options));
+    this.http1.keepAliveTimeout = config.idleTimeoutMs;
+    this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
+    this.http2.on('session', (session) => {
+      this.sources.set(session, this.handingOver);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      if (this.draining) session.close();
+    });
+    this.http2.on('stream', (stream, headers) => this.onHttp2Stream(stream, headers));
+  }
+
+  /** The route configuration this listener serves (config_dump). */
+  get routes(): RouteConfig {
+    return this.table.config;
+  }
+
+  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
+    const src = { address: String(peerHost), port: peerPort };
+    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: peerPort });
+    const tracked: TrackedConnection = { abort: () => socket.destroy() };
+    this.track(tracked);
+    socket.once('close', () => this.untrack(tracked));
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(this.config.idleTimeoutMs, () => socket.destroy());
+    this.sources.set(socket, src);
+    this.sniff(socket, src);
+  }
+
+  /** HTTP/2 with prior knowledge starts with the connection preface; anything else is HTTP/1.x. */
+  private sniff(socket: VsockSocket, src: Src): void {
+    let seen = Buffer.alloc(0);
+    // A client that leaves before saying which protocol it speaks: nothing will end our side (the socket allows half-open).
+    const onEnd = (): void => void socket.destroy();
+    socket.once('end', onEnd);
+    const onData = (chunk: Buffer): void => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const h2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (h2 && seen.length < H2_PREFACE.length) return;
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+      socket.unshift(seen);
+      this.handingOver = src;
+      if (h2) this.http2.emit('connection', socket);
+      else {
+        this.http1Connections.set(socket, 0);
+        socket.once('close', () => this.http1Connections.delete(socket));
+        this.http1.emit('connection', socket);
+      }
+      socket.resume();
+    };
+    socket.on('data', onData);
+  }
+
+  private srcOf(socket: object | null | undefined): Src {
+    return (socket && this.sources.get(socket)) ?? { address: '', port: 0 };
+  }
+
+  /** The route, cluster, endpoint and transport plan of one request. */
+  private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, src: Src): Target {
+    const decision = this.table.route({ authority, path, headers }, Math.random());
+    if (!decision.ok) return { ok: false, status: 404, reason: decision.reason, route: '', cluster: '' };
+    const { route, cluster: name } = decision;
+    const cluster = this.clusters.get(name);
+    const connector = this.connectors.get(name);
+    const endpoint = cluster?.pick();
+    if (cluster === undefined || connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
+    const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), this.options.vsock.policy);
+    this.context.metrics.decisions.inc({ listener: this.name, cluster: name, reason: selection.reason });
+    // The access log's transport_reason says why no transport fits the endpoint.
+    if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
+    const { app, vm } = endpoint.facts;
+    const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
+    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
+    const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
+    return { ok: true, route, cluster: name, timeoutMs: decision.timeoutMs, key, attempts: () => connector.attempts(plan, src) };
+  }
+
+  // ---- HTTP/1.1 ------------------------------------------------------------
+
+  private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const src = this.srcOf(req.socket);
+    const record = this.record('http/1.1', src, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/', req.headers['x-request-id']);
+    const connection = req.socket as unknown as VsockSocket;
+    this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
+    res.once('close', () => {
+      const left = (this.http1Connections.get(connection) ?? 1) - 1;
+      this.http1Connections.set(connection, left);
+      if (this.draining && left === 0) connection.end();
+    });
+    if (this.draining) res.shouldKeepAlive = false;
+    const target = this.target(record.authority, record.path, req.headers, src);
+    if (!target.ok) {
+      this.answerHttp1(res, target.status, target.reason);
+      res.once('close', () => this.finish(record, target, res.statusCode, 'none', null, target.reason));
+      req.resume();
+      return;
+    }
+    let socket: UpstreamSocket | null = null;
+    let reason: string | undefined;
+    const headers = forwardedHeaders(req.headers, src.address, record.requestId);
+    const upstream = http.request({ agent: this.pools.agent(target.key, target.attempts), method: record.method, path: record.path, headers, setHost: false });
+    upstream.on('socket', (s) => {
+      socket = s as unknown as UpstreamSocket;
+    });
+    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const fail = (status: number, why: string): void => {
+      reason ??= why;
+      upstream.destroy();
+      if (!res.headersSent) this.answerHttp1(res, status, why);
+      else res.destroy();
+    };
+    upstream.on('response', (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, stripHopByHop(answer.headers));
+      answer.pipe(res);
+      answer.on('error', () => fail(502, 'upstream_reset'));
+    });
+    upstream.on('error', (err) => fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset'));
+    req.pipe(upstream);
+    res.once('close', () => {
+      clearTimeout(timer);
+      if (!res.writableFinished) upstream.destroy();
+      this.finish(record, target, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason);
+    });
+  }
+
+  private answerHttp1(res: http.ServerResponse, status: number, reason: string): void {
+    const body = `${reason}\n`;
+    res.writeHead(status, { [REASON_HEADER]: reason, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  // ---- HTTP/2 (h2c) --------------------------------------------------------
+
+  private onHttp2Stream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const src = this.srcOf(stream.session);
+    const method = String(headers[':method'] ?? 'GET');
+    const record = this.record('h2', src, method, String(headers[':authority'] ?? headers.host ?? ''), String(headers[':path'] ?? '/'), headers['x-request-id']);
+    const target = this.target(record.authority, record.path, headers, src);
+    let status = 0;
+    const respond = (code: number, reason: string): void => {
+      status = code;
+      if (stream.destroyed || stream.headersSent) {
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      stream.respond({ ':status': code, [REASON_HEADER]: reason, 'content-type': 'text/plain' });
+      stream.end(`${reason}\n`);
+    };
+    if (!target.ok) {
+      respond(target.status, target.reason);
+      stream.resume();
+      stream.once('close', () => this.finish(record, target, status, 'none', null, target.reason));
+      return;
+    }
+    const upstream = this.pools.session(target.key, target.attempts);
+    let reason: string | undefined;
+    const forward = forwardedHeaders(headers, src.address, record.requestId);
+    const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
+    const fail = (code: number, why: string): void => {
+      reason ??= why;
+      request.close(http2.constants.NGHTTP2_CANCEL);
+      respond(code, why);
+    };
+    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    request.on('response', (answer) => {
+      status = Number(answer[':status'] ?? 502);
+      if (stream.destroyed) return;
+      stream.respond(stripHopByHop(answer), { waitForTrailers: true });
+      // Only now: body bytes written earlier would make http2 send default headers.
+      request.pipe(stream);
+    });
+    stream.on('wantTrailers', () => {
+      if (trailers) stream.sendTrailers(trailers);
+      else stream.close();
+    });
+    let trailers: http2.OutgoingHttpHeaders | undefined;
+    request.on('trailers', (t) => {
+      trailers = stripHopByHop(t);
+    });
+    request.on('error', () => fail(502, upstream.dialError?.reason ?? 'upstream_reset'));
+    request.on('close', () => {
+      if (status === 0 && reason === undefined) fail(502, upstream.dialError?.reason ?? 'upstream_reset');
+    });
+    stream.pipe(request);
+    stream.on('error', () => request.close(http2.constants.NGHTTP2_CANCEL));
+    stream.once('close', () => {
+      clearTimeout(timer);
+      if (!request.closed) request.close(http2.constants.NGHTTP2_CANCEL);
+      this.finish(record, target, status, upstream.socket.transport, upstream.socket.label, reason);
+    });
+  }
+
+  // ---- shared --------------------------------------------------------------
+
+  private record(protocol: RequestRecord['protocol'], src: Src, method: string, authority: string, path: string, requestId: string | string[] | undefined): RequestRecord {
+    const given = Array.isArray(requestId) ? requestId[0] : requestId;
+    return { protocol, src, method, authority, path, requestId: given || randomUUID(), startedAt: performance.now() };
+  }
+
+  /** One request done: its metrics and access-log line. */
+  private finish(record: RequestRecord, target: Target, status: number, transport: string, upstream: string | null, reason: string | undefined): void {
+    const seconds = (performance.now() - record.startedAt) / 1000;
+    const { route, cluster } = target;
+    const statusClass = status >= 100 ? `${Math.floor(status / 100)}xx` : 'none';
+    this.context.metrics.httpRequests.inc({ listener: this.name, route, cluster, status_class: statusClass, transport });
+    this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
+    if (!this.options.accessLog) return;
+    const query = record.path.indexOf('?');
+    this.context.accessLogger.info(
+      {
+        log: 'access',
+        listener: this.name,
+        direction: 'outbound',
+        protocol: record.protocol,
+        src: formatAddress(record.src.address, record.src.port),
+        method: record.method,
+        authority: record.authority,
+        // The query string may carry secrets: not logged.
+        path: query < 0 ? record.path : record.path.slice(0, query),
+        status,
+        route,
+        cluster,
+        transport,
+        ...(upstream !== null && { upstream }),
+        request_id: record.requestId,
+        duration_ms: Math.round(seconds * 1000),
+        ...(reason !== undefined && { reason }),
+        ...(!target.ok && target.detail !== undefined && { transport_reason: target.detail }),
+      },
+      'request',
+    );
+  }
+
+  override async drain(): Promise<void> {
+    this.draining = true;
+    for (const [socket, inFlight] of this.http1Connections) if (inFlight === 0) socket.end();
+    for (const session of this.sessions) session.close();
+    await super.drain();
+  }
+
+  override async stop(): Promise<void> {
+    for (const session of this.sessions) session.destroy();
+    this.pools.destroy();
+    await super.stop();
+  }
+}
+
+function stripHopByHop<T extends Record<string, unknown>>(headers: T): T {
+  const out = { ...headers };
+  for (const name of Object.keys(out)) if (hopByHop(name)) delete out[name];
+  return out;
+}

@@ -1,0 +1,260 @@
+// The VM registry on the store (xds/vm-manager/registry-store.ts) held to one
+// contract on memory, file and a real etcd (test/helpers/etcd.ts): two
+// replicas on one store see each other's changes, race through
+// compare-and-swap (exactly one wins), carry the store's revisions (a Watch
+// resumes across the revisions of other prefixes, a compacted one is gone)
+// and epoch, lose a VM whose store lease is not renewed, renew one without a
+// write, and (file, etcd) keep everything across a restart.
+
+import test, { type ExecutionContext } from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '../../proxy/runtime/log.js';
+import type { VmEvent } from '../../proxy/resolve/types.js';
+import { EtcdStore } from '../../xds/store/etcd-store.js';
+import { FileStore } from '../../xds/store/file-store.js';
+import { MemoryStore } from '../../xds/store/memory-store.js';
+import type { Store } from '../../xds/store/store.js';
+import { REGISTRY_PREFIX, RegistryStore } from '../../xds/vm-manager/registry-store.js';
+import { startEtcd } from '../helpers/etcd.js';
+import { waitFor } from '../helpers/apps.js';
+import { LogCapture } from '../helpers/log-capture.js';
+import { vm } from '../helpers/vm-manager.js';
+
+interface Subject {
+  /** A store for one replica: the same backing store each time (memory and file: the one instance; etcd: a client of its own). */
+  replicaStore(): Store;
+  /** Closes the stores, (etcd) restarts the server, and gives a store on the same data. */
+  reopen?: () => Promise<Store>;
+}
+
+const kinds: Record<string, (t: ExecutionContext) => Promise<Subject>> = {
+  memory: async () => {
+    const store = new MemoryStore();
+    return { replicaStore: () => store };
+  },
+  file: async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-registry-store-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const path = join(dir, 'registry.json');
+    let store = await FileStore.open(path);
+    return {
+      replicaStore: () => store,
+      reopen: async () => {
+        await store.close();
+        store = await FileStore.open(path);
+        return store;
+      },
+    };
+  },
+  etcd: async (t) => {
+    const etcd = await startEtcd(t);
+    const clients: EtcdStore[] = [];
+    const client = (): EtcdStore => {
+      const store = new EtcdStore({ endpoints: [etcd.endpoint], transport: { insecure: true } });
+      clients.push(store);
+      return store;
+    };
+    return {
+      replicaStore: client,
+      reopen: async () => {
+        for (const c of clients.splice(0)) await c.close();
+        await etcd.restart();
+        return client();
+      },
+    };
+  },
+};
+
+const hv1 = { hypervisorId: 'hv-1', vsockMode: 'direct' as const, relayPort: 0 };
+const hv2 = { hypervisorId: 'hv-2', vsockMode: 'direct' as const, relayPort: 0 };
+const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], services: [{ name: 'web', port: 8080 }] });
+
+async function replica(t: ExecutionContext, store: Store): Promise<{ registryStore: RegistryStore; logs: LogCapture }> {
+  const logs = new LogCapture();
+  const registryStore = await RegistryStore.open({ store, logger: createLogger({ level: 'debug', destination: logs }) });
+  t.teardown(() => registryStore.close());
+  return { registryStore, logs };
+}
+
+for (const [kind, open] of Object.entries(kinds)) {
+  // Without etcd (bash .ci/deps installs it) the etcd tests fail, saying so: they never skip.
+  const registryTest = (title: string, body: (t: ExecutionContext, subject: Subject, stores: Store[]) => Promise<void>): void => {
+    test(`${kind}: ${title}`, async (t) => {
+      const subject = await open(t);
+      const stores: Store[] = [];
+      const replicaStore = (): Store => {
+        const store = subject.replicaStore();
+        if (!stores.includes(store)) stores.push(store);
+        return store;
+      };
+      // Registries close first (their teardowns run before this one, registered earlier), then the stores.
+      t.teardown(async () => {
+        for (const store of stores) await store.close();
+      });
+      await body(t, { ...subject, replicaStore }, stores);
+    });
+  };
+
+  registryTest('a change through one replica is seen by the other, at the store revision it was committed at, in the store epoch', async (t, subject) => {
+    const a = (await replica(t, subject.replicaStore())).registryStore;
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    const store = subject.replicaStore();
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    const registered = await a.mutate((r) => r.registerVm(web1));
+    t.like(a.registry.getVm('web-1'), { hypervisorId: 'hv-1', vsockCid: 3, generation: 1 }, 'visible on the replica that wrote it once answered');
+    const record = await store.get(`${REGISTRY_PREFIX}vms/web-1`);
+    t.is(a.registry.revision, record!.modRevision, "the registry's revision is the store's");
+    t.is(registered.generation, 1);
+    await waitFor(() => b.registry.revision >= a.registry.revision, 'replica b to see the registration', 10_000);
+    t.deepEqual(b.registry.resolve('', { kind: 'service', name: 'web' }), a.registry.resolve('', { kind: 'service', name: 'web' }), 'the same Resolve answer from both');
+    t.is(a.registry.epoch, await store.epoch());
+    t.is(b.registry.epoch, a.registry.epoch);
+
+    const seen: VmEvent[] = [];
+    b.registry.subscribe((e) => seen.push(e));
+    const moved = await a.mutate((r) => r.moveVm('web-1', 'hv-2', 4));
+    await waitFor(() => seen.length >= 1, 'the move on replica b', 10_000);
+    t.like(seen[0], { type: 'moved', vm: { vmId: 'web-1', hypervisorId: 'hv-2', vsockCid: 4, generation: 2 }, previous: { hypervisorId: 'hv-1', vsockCid: 3 }, revision: a.registry.revision });
+    t.is(moved.generation, 2);
+    await b.mutate((r) => r.deregisterVm('web-1'));
+    t.is(b.registry.getVm('web-1'), undefined);
+    await waitFor(() => a.registry.getVm('web-1') === undefined, 'the deregistration through b on a', 10_000);
+    t.is(a.registry.revision, b.registry.revision);
+  });
+
+  registryTest('two replicas racing for one CID: exactly one wins, the other is refused naming the field, and both hold the winner', async (t, subject) => {
+    const a = (await replica(t, subject.replicaStore())).registryStore;
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await waitFor(() => b.registry.list().hypervisors.length === 1, 'the hypervisor on b', 10_000);
+    const results = await Promise.allSettled([
+      a.mutate((r) => r.registerVm(vm({ vmId: 'vm-a', hypervisorId: 'hv-1', vsockCid: 7, addresses: ['10.0.0.1'] }))),
+      b.mutate((r) => r.registerVm(vm({ vmId: 'vm-b', hypervisorId: 'hv-1', vsockCid: 7, addresses: ['10.0.0.2'] }))),
+    ]);
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1, 'exactly one wins');
+    const refused = results.find((r) => r.status === 'rejected')!;
+    t.like(refused.reason, { code: 'INVALID_ARGUMENT' });
+    t.regex((refused.reason as Error).message, /vsock_cid: 7 is already used by VM "vm-[ab]"/);
+    const winner = results[0]!.status === 'fulfilled' ? 'vm-a' : 'vm-b';
+    await waitFor(() => a.registry.revision === b.registry.revision, 'both replicas at one revision', 10_000);
+    for (const r of [a, b]) t.deepEqual(r.registry.list().vms.map((v) => v.vmId), [winner]);
+    t.is(a.commits.conflict + b.commits.conflict, 1, 'the loser planned again once, after a conflict');
+  });
+
+  registryTest('Watch resumes from a store revision across the revisions of other prefixes; a compacted revision is gone', async (t, subject) => {
+    const store = subject.replicaStore();
+    const a = (await replica(t, store)).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerVm(web1));
+    const r1 = a.registry.revision;
+    // The mesh (another prefix) moves the store's revision on.
+    const mesh = await store.commit({ puts: [{ key: '/vsockmesh/mesh/services/web', value: '{}' }] });
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    const r2 = a.registry.revision;
+    t.true(r2 > mesh.revision, 'the registration after the mesh change has a later store revision');
+    for (const from of [r1, mesh.revision]) {
+      t.deepEqual(
+        a.registry.eventsSince(from)!.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`),
+        [`added db-1@${r2}`],
+        `from ${from}`,
+      );
+    }
+    t.deepEqual(a.registry.eventsSince(r2), []);
+    t.true(await a.hasHistoryAfter(r1));
+    await store.compact(r2);
+    t.false(await a.hasHistoryAfter(r1), 'compacted in the store: a Watch from it gets OUT_OF_RANGE');
+    t.true(await a.hasHistoryAfter(r2));
+  });
+
+  registryTest('a VM whose store lease is not renewed is removed on every replica; renewing it writes nothing', async (t, subject) => {
+    const store = subject.replicaStore();
+    const a = (await replica(t, store)).registryStore;
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    const leased = await a.mutate((r) => r.registerVm(web1, 1_000));
+    t.not(leased.leaseExpiresAt, null);
+    const key = `${REGISTRY_PREFIX}vms/web-1`;
+    const written = await store.get(key);
+    t.not(written!.lease, '', 'put with a store lease');
+    const renewed = await a.mutate((r) => r.registerVm(web1, 1_000));
+    t.is(renewed.generation, 1, 'a renewal keeps the generation');
+    t.is((await store.get(key))!.modRevision, written!.modRevision, 'a renewal is a keep-alive, not a write');
+    await waitFor(() => b.registry.getVm('web-1') !== undefined, 'the leased VM on b', 10_000);
+    const removed: VmEvent[] = [];
+    b.registry.subscribe((e) => removed.push(e));
+    await waitFor(() => a.registry.getVm('web-1') === undefined && b.registry.getVm('web-1') === undefined, 'the lease to end on both replicas', 20_000);
+    t.like(removed[0], { type: 'removed', vm: { vmId: 'web-1' } });
+    t.is(await store.get(key), undefined);
+    // Registered again after it ended: a new lease, and it is back on both.
+    await a.mutate((r) => r.registerVm(web1));
+    await waitFor(() => b.registry.getVm('web-1') !== undefined, 'the VM registered again, on b', 10_000);
+    t.is((await store.get(key))!.lease, '', 'no lease asked for, none held');
+  });
+
+  registryTest('pastRegistry: the registry as it was at a revision where the store keeps past states (etcd), else OUT_OF_RANGE; eventsFrom it: the difference', async (t, subject) => {
+    const a = (await replica(t, subject.replicaStore())).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    await a.mutate((r) => r.registerVm(web1));
+    const then = a.registry.revision;
+    await a.mutate((r) => r.moveVm('web-1', 'hv-2', 4));
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    const current = await a.pastRegistry(a.registry.revision);
+    t.deepEqual(current.list(), a.registry.list(), 'at the current revision: the registry');
+    if (kind !== 'etcd') {
+      const refused = await t.throwsAsync(a.pastRegistry(then));
+      t.like(refused, { code: 'OUT_OF_RANGE' });
+      return;
+    }
+    const past = await a.pastRegistry(then);
+    t.deepEqual(past.list().vms.map((v) => `${v.vmId}@${v.hypervisorId}/${v.vsockCid}`), ['web-1@hv-1/3']);
+    t.deepEqual(
+      a.registry.eventsFrom(past).map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`),
+      [`added db-1@${a.registry.revision}`, `moved web-1@${a.registry.revision}`],
+      'in vmId order, at the current revision',
+    );
+  });
+
+  registryTest('a record another writer left invalid is logged and left out; the rest is served and its key can be written again', async (t, subject) => {
+    const store = subject.replicaStore();
+    const { registryStore: a, logs } = await replica(t, store);
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await store.commit({ puts: [{ key: `${REGISTRY_PREFIX}vms/web-1`, value: '{"vmId":"web-1","vsockCid":"three"}' }] });
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    t.is(a.registry.getVm('web-1'), undefined);
+    t.truthy(a.registry.getVm('db-1'));
+    t.true(logs.withReason('invalid_registry_record_in_store').some((l) => l.key === `${REGISTRY_PREFIX}vms/web-1`));
+    await a.mutate((r) => r.registerVm(web1));
+    t.like(a.registry.getVm('web-1'), { vsockCid: 3 }, 'the invalid record is replaced');
+  });
+
+  if (kind !== 'memory') {
+    registryTest('a restart keeps every VM, the revision and the epoch', async (t, subject) => {
+      const a = (await replica(t, subject.replicaStore())).registryStore;
+      await a.mutate((r) => r.registerHypervisor(hv1));
+      await a.mutate((r) => r.registerVm(web1));
+      const before = { ...a.registry.list(), epoch: a.registry.epoch };
+      await a.close();
+      const again = await subject.reopen!();
+      t.teardown(() => again.close());
+      const b = await waitForOpen(again);
+      t.teardown(() => b.close());
+      t.deepEqual({ ...b.registry.list(), epoch: b.registry.epoch }, before);
+    });
+  }
+}
+
+/** The registry on a store just restarted (etcd may take a moment to answer). */
+async function waitForOpen(store: Store): Promise<RegistryStore> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await RegistryStore.open({ store, logger: createLogger({ level: 'silent' }) });
+    } catch (err) {
+      if (attempt >= 40 || (err as { code?: string }).code !== 'UNAVAILABLE') throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}

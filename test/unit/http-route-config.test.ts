@@ -1,0 +1,132 @@
+import test from 'ava';
+import { parseSidecarConfig } from '../../proxy/config/load.js';
+import { ConfigError } from '../../proxy/runtime/config-file.js';
+
+function problems(data: unknown): string[] {
+  try {
+    parseSidecarConfig(data);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('config was accepted');
+}
+
+const clusters = ['a', 'b', 'c'].map((name) => ({ name, endpoints: [{ address: '10.0.0.2', port: 8080 }] }));
+const withListener = (listener: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+  node: { id: 'vm-a' },
+  listeners: [{ kind: 'outbound', name: 'web', port: 15001, ...listener }],
+  clusters,
+  ...extra,
+});
+
+test('protocol: http without route_config routes every request to its cluster, with the default 15 s timeout', (t) => {
+  const [listener] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a' })).listeners;
+  t.like(listener, { kind: 'outbound', cluster: 'a' });
+  t.deepEqual(listener!.kind === 'outbound' && listener.http, {
+    routes: { name: 'web', virtualHosts: [{ name: 'web', domains: ['*'], routes: [{ path: { kind: 'prefix', value: '/' }, headers: [], clusters: [{ name: 'a', weight: 1 }], timeoutMs: 15_000 }] }] },
+  });
+});
+
+test('a TCP outbound listener has no http settings', (t) => {
+  const [listener] = parseSidecarConfig(withListener({ cluster: 'a' })).listeners;
+  t.false(listener!.kind === 'outbound' && 'http' in listener);
+});
+
+test('route_config parses into the route model: matches, header conditions, weights and timeouts', (t) => {
+  const [listener] = parseSidecarConfig(
+    withListener({
+      protocol: 'http',
+      route_config: {
+        virtual_hosts: [
+          {
+            name: 'web',
+            domains: ['Web.Mesh', '*.web.mesh'],
+            routes: [
+              { match: { path: '/healthz' }, cluster: 'c', timeout: '0s' },
+              { match: { safe_regex: '/users/[0-9]+' }, cluster: 'b', timeout: '2s' },
+              { match: { prefix: '/', headers: [{ name: 'X-Canary', exact: 'yes' }, { name: 'x-debug', present: true, invert: true }, { name: 'x-user', prefix: 'beta-' }] }, weighted_clusters: [{ name: 'a', weight: 9 }, { name: 'b', weight: 1 }] },
+            ],
+          },
+        ],
+      },
+    }),
+  ).listeners;
+  t.deepEqual(listener!.kind === 'outbound' && listener.http?.routes.virtualHosts, [
+    {
+      name: 'web',
+      domains: ['web.mesh', '*.web.mesh'],
+      routes: [
+        { path: { kind: 'exact', value: '/healthz' }, headers: [], clusters: [{ name: 'c', weight: 1 }], timeoutMs: 0 },
+        { path: { kind: 'regex', value: '/users/[0-9]+' }, headers: [], clusters: [{ name: 'b', weight: 1 }], timeoutMs: 2_000 },
+        {
+          path: { kind: 'prefix', value: '/' },
+          headers: [
+            { name: 'x-canary', kind: 'exact', value: 'yes', invert: false },
+            { name: 'x-debug', kind: 'present', invert: true },
+            { name: 'x-user', kind: 'prefix', value: 'beta-', invert: false },
+          ],
+          clusters: [
+            { name: 'a', weight: 9 },
+            { name: 'b', weight: 1 },
+          ],
+          timeoutMs: 15_000,
+        },
+      ],
+    },
+  ]);
+});
+
+test('route_config problems are reported by path: regex, matches, actions, domains, unknown and resolved clusters', (t) => {
+  const at = 'listeners[0].route_config.virtual_hosts[0]';
+  t.deepEqual(
+    problems(
+      withListener(
+        {
+          protocol: 'http',
+          route_config: {
+            virtual_hosts: [
+              {
+                name: 'web',
+                domains: ['a.*.mesh', 'web'],
+                routes: [
+                  { match: { safe_regex: '/users/(' }, cluster: 'a' },
+                  { match: { prefix: '/', path: '/x' }, cluster: 'a' },
+                  { match: { prefix: '/', headers: [{ name: 'x', exact: 'a', prefix: 'b' }] }, cluster: 'a' },
+                  { match: { prefix: '/' }, cluster: 'a', weighted_clusters: [{ name: 'b', weight: 1 }] },
+                  { match: { prefix: '/' }, weighted_clusters: [{ name: 'nope', weight: 0 }] },
+                  { match: { prefix: '/' }, cluster: 'resolved' },
+                ],
+              },
+            ],
+          },
+        },
+        { clusters: [...clusters, { name: 'resolved', resolve: { service: 'web' } }], vm_manager: { address: '127.0.0.1:9000' }, insecure: true },
+      ),
+    ),
+    [
+      `${at}.domains[0]: wildcard only as a whole prefix or suffix (got "a.*.mesh")`,
+      `${at}.routes[0].match.safe_regex: not a valid regular expression: Unterminated group`,
+      `${at}.routes[1].match: must have exactly one of prefix, path or safe_regex`,
+      `${at}.routes[2].match.headers[0]: must have exactly one of exact, prefix or present: true`,
+      `${at}.routes[3]: must have exactly one of cluster or weighted_clusters`,
+      `${at}.routes[4].weighted_clusters[0].weight: must be an integer 1..1000000`,
+      `${at}.routes[4].weighted_clusters[0].name: unknown cluster "nope"`,
+      `${at}.routes[5].cluster: cluster "resolved" resolves its destination per connection: HTTP listeners route to clusters with endpoints`,
+    ],
+  );
+});
+
+test('a domain in two virtual hosts is refused', (t) => {
+  const host = (name: string, domains: string[]) => ({ name, domains, routes: [{ match: { prefix: '/' }, cluster: 'a' }] });
+  t.deepEqual(problems(withListener({ protocol: 'http', route_config: { virtual_hosts: [host('one', ['web', '*']), host('two', ['Web'])] } })), [
+    'listeners[0].route_config.virtual_hosts[1].domains[0]: duplicate domain "web" (also in virtual_hosts[0])',
+  ]);
+});
+
+test('route_config needs protocol: http, and an outbound listener needs a cluster or a route_config', (t) => {
+  t.deepEqual(problems(withListener({ cluster: 'a', route_config: { virtual_hosts: [{ name: 'w', domains: ['*'], routes: [{ match: { prefix: '/' }, cluster: 'a' }] }] } })), [
+    'listeners[0].route_config: only for protocol: http',
+  ]);
+  t.deepEqual(problems(withListener({ protocol: 'http' })), ['listeners[0].cluster: required (or, with protocol: http, a route_config)']);
+});

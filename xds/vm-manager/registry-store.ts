@@ -1,0 +1,384 @@
+// The VM registry kept in a store (xds/store/store.ts: memory, file or etcd),
+// so that VM manager replicas on one etcd serve one registry.
+//
+//   <prefix>hypervisors/<id>   a hypervisor record (JSON)
+//   <prefix>vms/<id>           a VM record (JSON, with its lease TTL), put
+//                              with a store lease when it has one: the store
+//                              deletes it once the lease is not renewed
+//
+// Each replica holds the registry in memory (registry.ts), fed only by the
+// store's watch: its revision is the store's, its epoch the store's, and a
+// change is visible (Resolve, Watch, ...) once the store committed it and the
+// watch brought it back. A mutation is planned on a copy of that registry
+// and committed as one transaction that holds only if nothing under the
+// prefix was put since the revision it was planned at and every key it
+// touches is as it was (two replicas racing: one commits, the other plans
+// again on what the first wrote, up to MAX_ATTEMPTS times, then ABORTED).
+// A lease renewal with nothing else changed is a keep-alive, not a write.
+
+import { Backoff } from '../../proxy/runtime/backoff.js';
+import { VsockmeshError } from '../../proxy/runtime/errors.js';
+import type { Logger } from '../../proxy/runtime/log.js';
+import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
+import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
+import { Registry, ValidationError, type RegistryChange } from './registry.js';
+
+export const REGISTRY_PREFIX = '/vsockmesh/vm-registry/';
+
+/** Plans of one mutation before it gives up with ABORTED (each retry follows a change by another replica). */
+const MAX_ATTEMPTS = 10;
+/** How long a committed change may take to come back through the watch before the caller is told UNAVAILABLE. */
+const SEEN_TIMEOUT_MS = 10_000;
+
+export interface RegistryStoreOptions {
+  store: Store;
+  logger: Logger;
+  resolveTtlMs?: number;
+  prefix?: string;
+  /** Registry capacity (tests). */
+  capacity?: { vms?: number; hypervisors?: number };
+}
+
+/** A VM record as stored: the record without its expiry, with the lease's TTL (0: none). */
+type StoredVm = Omit<VmRecord, 'leaseExpiresAt'> & { leaseTtlMs: number };
+
+interface Waiter {
+  revision: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RegistryStore {
+  /** What every reader sees: the store's records as of the last event the watch delivered. */
+  readonly registry: Registry;
+  private readonly store: Store;
+  private readonly logger: Logger;
+  private readonly prefix: string;
+  private readonly modRevisions = new Map<string, number>();
+  /** The store lease each VM lives by. */
+  private readonly leases = new Map<string, { lease: string; ttlMs: number }>();
+  /** Store transactions by result (`conflict`: another replica wrote first; planned again). */
+  readonly commits = { ok: 0, conflict: 0, failed: 0 };
+  private waiters: Waiter[] = [];
+  private watch: StoreWatch | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private readonly backoff = new Backoff({ initialMs: 250, maxMs: 5_000 });
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  /** The clock mutations are planned with, frozen while one is planned (a lease's TTL is its expiry minus it). */
+  private frozenNow: number | undefined;
+
+  private constructor(
+    private readonly options: RegistryStoreOptions,
+    epoch: string,
+    listed: { records: StoreRecord[]; revision: number },
+  ) {
+    this.store = options.store;
+    this.logger = options.logger;
+    this.prefix = options.prefix ?? REGISTRY_PREFIX;
+    this.registry = this.restored(epoch, listed, true);
+  }
+
+  /** A registry holding `listed` (`follow`: this replica's, whose leases and mod revisions are tracked). */
+  private restored(epoch: string, listed: { records: StoreRecord[]; revision: number }, follow: boolean): Registry {
+    const options = this.options;
+    const registry = Registry.restore(
+      { epoch, revision: listed.revision },
+      { now: () => this.frozenNow ?? Date.now(), ...(options.resolveTtlMs !== undefined && { resolveTtlMs: options.resolveTtlMs }), ...(options.capacity !== undefined && { capacity: options.capacity }) },
+    );
+    // Hypervisors sort before VMs (the keys say so): a VM's hypervisor is there first.
+    for (const record of listed.records) {
+      this.stored(
+        record,
+        (change) => {
+          if ('hypervisor' in change) registry.restoreHypervisor(change.hypervisor);
+          else registry.restoreVm(change.vm);
+        },
+        follow,
+      );
+    }
+    return registry;
+  }
+
+  /**
+   * The registry as it was at `revision` (read from the store: etcd keeps
+   * past states until it compacts; OUT_OF_RANGE when it no longer has it).
+   * A Watch from a revision older than this replica's events gets the
+   * difference to now (Registry.eventsFrom).
+   */
+  async pastRegistry(revision: number): Promise<Registry> {
+    return this.restored(this.registry.epoch, await this.store.list(this.prefix, revision), false);
+  }
+
+  /** The registry the store holds, followed from then on. */
+  static async open(options: RegistryStoreOptions): Promise<RegistryStore> {
+    const prefix = options.prefix ?? REGISTRY_PREFIX;
+    const epoch = await options.store.epoch();
+    const registry = new RegistryStore(options, epoch, await options.store.list(prefix));
+    registry.follow();
+    return registry;
+  }
+
+  /** Whether a Watch from `revision` can be answered: the store still has its history (not compacted). */
+  hasHistoryAfter(revision: number): Promise<boolean> {
+    return this.store.hasHistoryAfter(revision);
+  }
+
+  /**
+   * Runs a mutation (one at a time in this process): planned on the registry
+   * as seen, committed to the store, answered once the watch brought it back.
+   */
+  mutate<T>(fn: (registry: Registry) => T): Promise<T> {
+    const run = this.queue.then(() => this.attempt(fn, 1));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    this.watch?.cancel();
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new VsockmeshError('UNAVAILABLE', 'the VM manager is stopping'));
+    }
+    await this.queue;
+  }
+
+  // ---- writes --------------------------------------------------------------------
+
+  private async attempt<T>(fn: (registry: Registry) => T, attempt: number): Promise<T> {
+    if (this.closed) throw new VsockmeshError('UNAVAILABLE', 'not applied: the VM manager is stopping');
+    const planning = this.registry.clone();
+    const at = planning.revision;
+    const now = Date.now();
+    this.frozenNow = now;
+    let planned: { result: T; changes: RegistryChange[] };
+    try {
+      planned = planning.recordChanges(() => fn(planning));
+    } finally {
+      this.frozenNow = undefined;
+    }
+    const txn = await this.transaction(planned.changes, now);
+    if (txn === undefined) return planned.result;
+    let result: { ok: boolean; revision: number };
+    try {
+      result = await this.store.commit({ checks: [{ prefix: this.prefix, notModifiedAfter: at }, ...txn.checks], puts: txn.puts, deletes: txn.deletes });
+    } catch (err) {
+      this.commits.failed++;
+      await this.revoke(txn.granted);
+      throw err;
+    }
+    if (!result.ok) {
+      this.commits.conflict++;
+      await this.revoke(txn.granted);
+      if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the registry changed under this request ${attempt} times (other replicas writing); try again`);
+      // Another replica wrote under the prefix since `at`: plan again once its change is seen.
+      await this.seen(at + 1, 'not applied: another replica changed the registry, and that change was not seen back from the store');
+      return this.attempt(fn, attempt + 1);
+    }
+    this.commits.ok++;
+    await this.revoke(txn.released);
+    await this.seen(result.revision, `committed to the store at revision ${result.revision}, but not seen back from it`);
+    return planned.result;
+  }
+
+  /**
+   * The store transaction for planned changes: the last change of each key,
+   * leases granted, renewed (a renewal alone is a keep-alive, applied here)
+   * or released. undefined: nothing to commit.
+   */
+  private async transaction(changes: RegistryChange[], now: number): Promise<{ checks: StoreCheck[]; puts: Array<{ key: string; value: string; lease?: string }>; deletes: string[]; granted: string[]; released: string[] } | undefined> {
+    const last = new Map<string, RegistryChange>();
+    for (const change of changes) last.set(this.keyOf(change), change);
+    const checks: StoreCheck[] = [];
+    const puts: Array<{ key: string; value: string; lease?: string }> = [];
+    const deletes: string[] = [];
+    const granted: string[] = [];
+    const released: string[] = [];
+    try {
+      for (const [key, change] of last) {
+        checks.push({ key, modRevision: this.modRevisions.get(key) ?? 0 });
+        if ('hypervisor' in change) {
+          puts.push({ key, value: JSON.stringify(change.hypervisor) });
+          continue;
+        }
+        const vmId = 'vm' in change ? change.vm.vmId : change.removed;
+        const held = this.leases.get(vmId);
+        if ('removed' in change) {
+          deletes.push(key);
+          if (held) released.push(held.lease);
+          continue;
+        }
+        const vm = change.vm;
+        const existing = this.registry.getVm(vmId);
+        const ttlMs = vm.leaseExpiresAt === null ? 0 : vm.leaseExpiresAt - now;
+        let lease = '';
+        if (vm.leaseExpiresAt !== null && held && existing?.leaseExpiresAt === vm.leaseExpiresAt) {
+          lease = held.lease; // moved: the same lease goes on
+        } else if (vm.leaseExpiresAt !== null && held && existing?.generation === vm.generation && held.ttlMs === ttlMs && (await this.store.keepAlive(held.lease))) {
+          // Registered again unchanged: the lease is renewed, nothing is written.
+          this.registry.applyStored({ vm }, this.registry.revision);
+          checks.pop();
+          continue;
+        } else if (vm.leaseExpiresAt !== null) {
+          lease = await this.store.grantLease(ttlMs);
+          granted.push(lease);
+        }
+        if (held && held.lease !== lease) released.push(held.lease);
+        const stored: StoredVm = { vmId, hypervisorId: vm.hypervisorId, vsockCid: vm.vsockCid, addresses: vm.addresses, sidecar: vm.sidecar, services: vm.services, labels: vm.labels, generation: vm.generation, leaseTtlMs: ttlMs };
+        puts.push({ key, value: JSON.stringify(stored), ...(lease !== '' && { lease }) });
+      }
+    } catch (err) {
+      await this.revoke(granted);
+      throw err;
+    }
+    return puts.length === 0 && deletes.length === 0 ? undefined : { checks, puts, deletes, granted, released };
+  }
+
+  private keyOf(change: RegistryChange): string {
+    if ('hypervisor' in change) return `${this.prefix}hypervisors/${change.hypervisor.hypervisorId}`;
+    return `${this.prefix}vms/${'vm' in change ? change.vm.vmId : change.removed}`;
+  }
+
+  /** Ends leases nothing lives by any more (their records were rewritten, deleted, or never written); best effort: an unrenewed lease ends by itself. */
+  private async revoke(leases: string[]): Promise<void> {
+    for (const lease of leases) {
+      try {
+        await this.store.revokeLease(lease);
+      } catch (err) {
+        this.logger.warn({ err, reason: 'lease_revoke_failed' }, `cannot revoke store lease ${lease}: it ends with its TTL`);
+      }
+    }
+  }
+
+  /** Resolves once the registry is at `revision` or later; else UNAVAILABLE (`what`) after SEEN_TIMEOUT_MS. */
+  private seen(revision: number, what: string): Promise<void> {
+    if (this.registry.revision >= revision) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        revision,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          reject(new VsockmeshError('UNAVAILABLE', `${what} within ${SEEN_TIMEOUT_MS} ms (the store's watch is behind)`));
+        }, SEEN_TIMEOUT_MS),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  // ---- following the store -----------------------------------------------------------
+
+  private follow(): void {
+    if (this.closed) return;
+    this.watch = this.store.watch(this.prefix, this.registry.revision, {
+      onEvents: (events) => this.applyEvents(events),
+      onError: (err) => {
+        const compacted = err.code === 'OUT_OF_RANGE';
+        this.logger.warn({ err, reason: compacted ? 'registry_watch_compacted' : 'registry_watch_failed' }, `the registry's store watch ended (${err.message}): reading the registry again`);
+        this.retry = setTimeout(() => void this.resync(), compacted ? 0 : this.backoff.next());
+        this.retry.unref();
+      },
+    });
+  }
+
+  /** One store transaction's events (one revision). */
+  private applyEvents(events: StoreEvent[]): void {
+    const revision = events[0]!.revision;
+    for (const event of events) {
+      try {
+        if (event.type === 'put') {
+          this.stored(event.record, (change) => this.registry.applyStored(change, revision));
+          continue;
+        }
+        this.modRevisions.delete(event.key);
+        const vmId = this.idOf(event.key, 'vms/');
+        if (vmId === undefined || this.registry.getVm(vmId) === undefined) continue;
+        this.leases.delete(vmId);
+        this.registry.applyStored({ removed: vmId }, revision);
+      } catch (err) {
+        // A subscriber that throws (the change itself is applied): the others still heard of it.
+        this.logger.error({ err, reason: 'apply_failed' }, `applying a store change: ${(err as Error).message}`);
+      }
+    }
+    this.registry.advanceTo(revision);
+    this.backoff.reset();
+    this.release();
+  }
+
+  private release(): void {
+    const due = this.waiters.filter((w) => w.revision <= this.registry.revision);
+    if (due.length === 0) return;
+    this.waiters = this.waiters.filter((w) => w.revision > this.registry.revision);
+    for (const w of due) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  /** After a watch that ended (compacted, cancelled): the whole registry read again, the differences applied as events, followed from there. */
+  private async resync(): Promise<void> {
+    if (this.closed) return;
+    let listed: { records: StoreRecord[]; revision: number };
+    try {
+      listed = await this.store.list(this.prefix);
+    } catch (err) {
+      this.logger.warn({ err, reason: 'registry_store_unavailable' }, `cannot read the registry from the store: ${(err as Error).message}; serving the last one read`);
+      this.retry = setTimeout(() => void this.resync(), this.backoff.next());
+      this.retry.unref();
+      return;
+    }
+    const present = new Set(listed.records.map((r) => this.idOf(r.key, 'vms/')).filter((id) => id !== undefined));
+    for (const vm of this.registry.list().vms) {
+      if (present.has(vm.vmId)) continue;
+      this.leases.delete(vm.vmId);
+      this.modRevisions.delete(`${this.prefix}vms/${vm.vmId}`);
+      this.registry.applyStored({ removed: vm.vmId }, listed.revision);
+    }
+    for (const record of listed.records) {
+      if (this.modRevisions.get(record.key) === record.modRevision) continue;
+      this.stored(record, (change) => this.registry.applyStored(change, listed.revision));
+    }
+    // The events in between were not seen one by one: a Watch from before this revision must start over.
+    this.registry.advanceTo(listed.revision, true);
+    this.release();
+    this.follow();
+  }
+
+  /** A stored record as a registry change, handed to `use`; a record that does not read or breaks a rule is logged and left out. */
+  private stored(record: StoreRecord, use: (change: { hypervisor: HypervisorRecord } | { vm: VmRecord }) => void, follow = true): void {
+    // Kept even for a record left out: a write to its key must compare against what the store holds.
+    if (follow) this.modRevisions.set(record.key, record.modRevision);
+    try {
+      const value = JSON.parse(record.value) as unknown;
+      const hypervisorId = this.idOf(record.key, 'hypervisors/');
+      const vmId = this.idOf(record.key, 'vms/');
+      if (hypervisorId !== undefined) {
+        if ((value as HypervisorRecord | null)?.hypervisorId !== hypervisorId) throw new ValidationError('hypervisor_id', `is not the key's ${JSON.stringify(hypervisorId)}`);
+        use({ hypervisor: value as HypervisorRecord });
+      } else if (vmId !== undefined) {
+        const { leaseTtlMs, ...vm } = value as StoredVm;
+        if (vm.vmId !== vmId) throw new ValidationError('vm_id', `is not the key's ${JSON.stringify(vmId)}`);
+        if (!Number.isSafeInteger(leaseTtlMs) || leaseTtlMs < 0) throw new ValidationError('lease_ttl_ms', 'must be an integer >= 0');
+        const hasLease = leaseTtlMs > 0 && record.lease !== '';
+        use({ vm: { ...vm, leaseExpiresAt: hasLease ? Date.now() + leaseTtlMs : null } });
+        if (!follow) return;
+        if (hasLease) this.leases.set(vmId, { lease: record.lease, ttlMs: leaseTtlMs });
+        else this.leases.delete(vmId);
+      } else {
+        throw new ValidationError('key', 'is neither hypervisors/<id> nor vms/<id>');
+      }
+    } catch (err) {
+      if (!(err instanceof VsockmeshError) && !(err instanceof SyntaxError)) throw err;
+      if (follow) this.logger.warn({ key: record.key, mod_revision: record.modRevision, reason: 'invalid_registry_record_in_store' }, `store record ${record.key} left out: ${err.message}`);
+    }
+  }
+
+  private idOf(key: string, kind: 'hypervisors/' | 'vms/'): string | undefined {
+    const head = `${this.prefix}${kind}`;
+    return key.startsWith(head) && key.length > head.length ? key.slice(head.length) : undefined;
+  }
+}
