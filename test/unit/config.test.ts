@@ -3,18 +3,11 @@ import { formatDuration, parseDuration } from '../../proxy/runtime/duration.js';
 import { parseHostRelayConfig, parseSidecarConfig, parseSidecarConfigText } from '../../proxy/config/load.js';
 import { ConfigError, formatPath } from '../../proxy/runtime/config-file.js';
 import { parseSize } from '../../proxy/runtime/size.js';
+import { sidecarProblems } from '../helpers/config-problems.js';
 
 const minimal = { node: { id: 'vm-a' } };
 
-function problems(data: unknown): string[] {
-  try {
-    parseSidecarConfig(data);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('config was accepted');
-}
+const problems = sidecarProblems;
 
 const outbound = (extra: Record<string, unknown> = {}) => ({ kind: 'outbound', name: 'out', port: 15001, cluster: 'c', ...extra });
 const inbound = (extra: Record<string, unknown> = {}) => ({ kind: 'inbound', name: 'in', port: 15006, ports: [8080], ...extra });

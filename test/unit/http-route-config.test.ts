@@ -1,16 +1,8 @@
 import test from 'ava';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
-import { ConfigError } from '../../proxy/runtime/config-file.js';
+import { sidecarProblems } from '../helpers/config-problems.js';
 
-function problems(data: unknown): string[] {
-  try {
-    parseSidecarConfig(data);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error('config was accepted');
-}
+const problems = sidecarProblems;
 
 const clusters = ['a', 'b', 'c'].map((name) => ({ name, endpoints: [{ address: '10.0.0.2', port: 8080 }] }));
 const withListener = (listener: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { meshProblems } from '../helpers/mesh-problems.js';
+import { meshProblems } from '../helpers/config-problems.js';
 import { ConfigError } from '../../proxy/runtime/config-file.js';
 import {
   MAX_CLUSTERS_PER_RULE,

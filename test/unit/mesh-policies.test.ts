@@ -1,5 +1,5 @@
 import test from 'ava';
-import { meshProblems } from '../helpers/mesh-problems.js';
+import { meshProblems } from '../helpers/config-problems.js';
 import type { VmRecord } from '../../proxy/resolve/types.js';
 import { MAX_POLICIES, MAX_PORTS_PER_POLICY, MAX_PRINCIPALS_PER_POLICY } from '../../xds/control-plane/bounds.js';
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
