@@ -81,6 +81,7 @@ export class ProxyMetrics {
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
   readonly httpRequests: Counter<'listener' | 'route' | 'cluster' | 'status_class' | 'transport'>;
   readonly httpDuration: Histogram<'listener' | 'route' | 'cluster'>;
+  readonly httpRetries: Counter<'listener' | 'route' | 'cluster' | 'reason'>;
   readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
   readonly forwardProxyRequests: Counter<'listener' | 'outcome'>;
 
@@ -143,6 +144,12 @@ export class ProxyMetrics {
       name: 'vsockmesh_http_requests_total',
       help: 'Requests an HTTP listener answered, by route (<virtual host>/<index>, "" when none matched), cluster, status class (2xx..5xx) and the transport of the upstream connection ("none": not sent upstream)',
       labelNames: ['listener', 'route', 'cluster', 'status_class', 'transport'],
+      registers,
+    });
+    this.httpRetries = new Counter({
+      name: 'vsockmesh_http_retries_total',
+      help: 'Requests an HTTP listener sent again to the next endpoint, by route, cluster and the failure retried (connect_failure, reset or the status code)',
+      labelNames: ['listener', 'route', 'cluster', 'reason'],
       registers,
     });
     this.httpDuration = new Histogram({

@@ -3,6 +3,7 @@
 // the same model the control plane's routes become (http/route-table.ts).
 
 import { duration, name, z } from './fields.js';
+import { MAX_ATTEMPTS, MIN_ATTEMPTS, type RetryPolicy } from '../http/retry.js';
 import { DEFAULT_ROUTE_TIMEOUT_MS, domainProblem, regexProblem, type HeaderMatch, type PathMatch, type RouteConfig } from '../http/route-table.js';
 
 const headerName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { message: 'must be an HTTP header name' });
@@ -45,18 +46,43 @@ const match = z
 
 const weight = z.number().int({ message: 'must be an integer 1..1000000' }).min(1, { message: 'must be an integer 1..1000000' }).max(1_000_000, { message: 'must be an integer 1..1000000' });
 
+const retryOn = z.union([z.literal('connect_failure'), z.literal('reset'), z.number(), z.string()]).superRefine((v, ctx) => {
+  if (v === 'connect_failure' || v === 'reset') return;
+  const code = typeof v === 'number' ? v : /^[0-9]+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(code) || code < 400 || code > 599)
+    ctx.addIssue({ code: 'custom', message: `must be connect_failure, reset or a status code 400..599 (got ${JSON.stringify(v)})` });
+});
+
+const attemptsMessage = `must be an integer ${MIN_ATTEMPTS}..${MAX_ATTEMPTS}`;
+
+const retry = z
+  .object({
+    attempts: z.number().int({ message: attemptsMessage }).min(MIN_ATTEMPTS, { message: attemptsMessage }).max(MAX_ATTEMPTS, { message: attemptsMessage }).default(MIN_ATTEMPTS),
+    on: z.array(retryOn).min(1, { message: 'must list at least one of connect_failure, reset or a status code' }),
+  })
+  .strict()
+  .transform(
+    (r): RetryPolicy => ({
+      attempts: r.attempts,
+      connectFailure: r.on.includes('connect_failure'),
+      reset: r.on.includes('reset'),
+      statuses: [...new Set(r.on.filter((v) => v !== 'connect_failure' && v !== 'reset').map(Number))],
+    }),
+  );
+
 const route = z
   .object({
     match,
     cluster: name.optional(),
     weighted_clusters: z.array(z.object({ name, weight }).strict()).min(1, { message: 'must list at least one cluster' }).optional(),
     timeout: duration(`${DEFAULT_ROUTE_TIMEOUT_MS / 1000}s`, 0),
+    retry: retry.optional(),
   })
   .strict()
   .superRefine((r, ctx) => {
     if ((r.cluster === undefined) === (r.weighted_clusters === undefined)) ctx.addIssue({ code: 'custom', message: 'must have exactly one of cluster or weighted_clusters' });
   })
-  .transform((r) => ({ ...r.match, clusters: r.weighted_clusters ?? [{ name: r.cluster!, weight: 1 }], timeoutMs: r.timeout }));
+  .transform((r) => ({ ...r.match, clusters: r.weighted_clusters ?? [{ name: r.cluster!, weight: 1 }], timeoutMs: r.timeout, ...(r.retry && { retry: r.retry }) }));
 
 const domain = z.string().superRefine((d, ctx) => {
   const problem = domainProblem(d);

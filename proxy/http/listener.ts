@@ -21,6 +21,7 @@ import type { OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
 import { forwardedHeaders, hopByHop } from './headers.js';
+import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type RetryCause, type RetryPolicy } from './retry.js';
 
 /** The header that says why the sidecar answered itself. */
 export const REASON_HEADER = 'x-vsockmesh-reason';
@@ -31,7 +32,7 @@ type Src = { address: string; port: number };
 
 /** Where one request goes, or the answer the sidecar gives itself. */
 type Target =
-  | { ok: true; route: string; cluster: string; timeoutMs: number; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
+  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
   | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
 
 /** What one request's access-log line and metrics say. */
@@ -49,6 +50,7 @@ export class HttpOutboundListener extends Listener {
   private readonly table: RouteTable;
   private readonly connectors = new Map<string, UpstreamConnector>();
   private readonly pools = new UpstreamPools();
+  private readonly budgets = new Map<string, RetryBudget>();
   private readonly http1 = http.createServer();
   private readonly http2 = http2.createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -67,7 +69,10 @@ export class HttpOutboundListener extends Listener {
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.table = new RouteTable(routes);
-    for (const [name, cluster] of clusters) this.connectors.set(name, new UpstreamConnector(config.name, cluster, context, options));
+    for (const [name, cluster] of clusters) {
+      this.connectors.set(name, new UpstreamConnector(config.name, cluster, context, options));
+      this.budgets.set(name, new RetryBudget());
+    }
     this.http1.keepAliveTimeout = config.idleTimeoutMs;
     this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
     this.http2.on('session', (session) => {
@@ -131,7 +136,11 @@ export class HttpOutboundListener extends Listener {
   private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, src: Src): Target {
     const decision = this.table.route({ authority, path, headers }, Math.random());
     if (!decision.ok) return { ok: false, status: 404, reason: decision.reason, route: '', cluster: '' };
-    const { route, cluster: name } = decision;
+    return this.endpointTarget(decision.route, decision.cluster, decision.timeoutMs, decision.retry, src);
+  }
+
+  /** The next endpoint of cluster `name` (round robin) and its transport plan: each attempt of a request asks again. */
+  private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src): Target {
     const cluster = this.clusters.get(name);
     const connector = this.connectors.get(name);
     const endpoint = cluster?.pick();
@@ -144,7 +153,7 @@ export class HttpOutboundListener extends Listener {
     const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
     // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
     const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
-    return { ok: true, route, cluster: name, timeoutMs: decision.timeoutMs, key, attempts: () => connector.attempts(plan, src) };
+    return { ok: true, route, cluster: name, timeoutMs, retry, key, attempts: () => connector.attempts(plan, src) };
   }
 
   // ---- HTTP/1.1 ------------------------------------------------------------
@@ -167,31 +176,79 @@ export class HttpOutboundListener extends Listener {
       req.resume();
       return;
     }
+    const policy = target.retry;
+    const budget = this.budgets.get(target.cluster)!;
+    budget.requestStarted();
     let socket: UpstreamSocket | null = null;
     let reason: string | undefined;
+    let current = target;
+    let upstream: http.ClientRequest | undefined;
+    let attempts = 0;
+    let retries = 0;
+    let budgetExhausted = false;
     const headers = forwardedHeaders(req.headers, src.address, record.requestId);
-    const upstream = http.request({ agent: this.pools.agent(target.key, target.attempts), method: record.method, path: record.path, headers, setHost: false });
-    upstream.on('socket', (s) => {
-      socket = s as unknown as UpstreamSocket;
-    });
-    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
     const fail = (status: number, why: string): void => {
       reason ??= why;
-      upstream.destroy();
+      upstream?.destroy();
       if (!res.headersSent) this.answerHttp1(res, status, why);
       else res.destroy();
     };
-    upstream.on('response', (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, stripHopByHop(answer.headers));
-      answer.pipe(res);
-      answer.on('error', () => fail(502, 'upstream_reset'));
-    });
-    upstream.on('error', (err) => fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset'));
-    req.pipe(upstream);
+    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
+    const send = (body: Buffer | null): void => {
+      attempts++;
+      const up = http.request({ agent: this.pools.agent(current.key, current.attempts), method: record.method, path: record.path, headers, setHost: false });
+      upstream = up;
+      up.on('socket', (s) => {
+        socket = s as unknown as UpstreamSocket;
+      });
+      /** Sends the request again to the next endpoint if the policy and the cluster's budget allow it. */
+      const retried = (cause: RetryCause): boolean => {
+        if (reason !== undefined || res.destroyed || !mayRetry(policy, { attempt: attempts, method: record.method, replayable: body !== null, responseStarted: res.headersSent, cause })) return false;
+        if (!budget.tryRetry()) {
+          budgetExhausted = true;
+          return false;
+        }
+        retries++;
+        this.context.metrics.httpRetries.inc({ listener: this.name, route: target.route, cluster: target.cluster, reason: causeLabel(cause) });
+        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src);
+        if (!next.ok) {
+          fail(next.status, next.reason);
+          return true;
+        }
+        current = next;
+        send(body);
+        return true;
+      };
+      up.on('response', (answer) => {
+        if (upstream !== up) return;
+        // A retried answer is read to its end so that its connection stays in the pool.
+        if (retried({ kind: 'status', status: answer.statusCode ?? 502 })) return void answer.resume();
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, stripHopByHop(answer.headers));
+        answer.pipe(res);
+        answer.on('error', () => fail(502, 'upstream_reset'));
+      });
+      up.on('error', (err) => {
+        if (upstream !== up || reason !== undefined) return;
+        // A failed dial or peer handshake sent nothing to the app.
+        if (retried(err instanceof UpstreamDialError ? { kind: 'connect_failure' } : { kind: 'reset' })) return;
+        fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset');
+      });
+      if (body === null) req.pipe(up);
+      else up.end(body);
+    };
+    if (policy !== undefined && policy.attempts > 1 && replayableLength(req.headers) !== undefined) {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.once('end', () => {
+        if (!res.destroyed && reason === undefined) send(Buffer.concat(chunks));
+      });
+    } else send(null);
     res.once('close', () => {
       clearTimeout(timer);
-      if (!res.writableFinished) upstream.destroy();
-      this.finish(record, target, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason);
+      budget.requestEnded(retries);
+      if (!res.writableFinished) upstream?.destroy();
+      this.finish(record, current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, { attempts, budgetExhausted });
     });
   }
 
@@ -270,7 +327,15 @@ export class HttpOutboundListener extends Listener {
   }
 
   /** One request done: its metrics and access-log line. */
-  private finish(record: RequestRecord, target: Target, status: number, transport: string, upstream: string | null, reason: string | undefined): void {
+  private finish(
+    record: RequestRecord,
+    target: Target,
+    status: number,
+    transport: string,
+    upstream: string | null,
+    reason: string | undefined,
+    retry: { attempts: number; budgetExhausted: boolean } = { attempts: target.ok ? 1 : 0, budgetExhausted: false },
+  ): void {
     const seconds = (performance.now() - record.startedAt) / 1000;
     const { route, cluster } = target;
     const statusClass = status >= 100 ? `${Math.floor(status / 100)}xx` : 'none';
@@ -296,6 +361,8 @@ export class HttpOutboundListener extends Listener {
         ...(upstream !== null && { upstream }),
         request_id: record.requestId,
         duration_ms: Math.round(seconds * 1000),
+        attempts: retry.attempts,
+        ...(retry.budgetExhausted && { retry_budget_exhausted: true }),
         ...(reason !== undefined && { reason }),
         ...(!target.ok && target.detail !== undefined && { transport_reason: target.detail }),
       },
@@ -315,6 +382,13 @@ export class HttpOutboundListener extends Listener {
     this.pools.destroy();
     await super.stop();
   }
+}
+
+/** The body length of a request the listener may hold whole to send again (0: none), or undefined: too long or of unknown length (chunked). */
+function replayableLength(headers: http.IncomingHttpHeaders): number | undefined {
+  if (headers['transfer-encoding'] !== undefined) return undefined;
+  const length = Number(headers['content-length'] ?? 0);
+  return length <= MAX_REPLAY_BODY_BYTES ? length : undefined;
 }
 
 function stripHopByHop<T extends Record<string, unknown>>(headers: T): T {

@@ -4,6 +4,8 @@
 // a virtual host, its path and headers the first route that matches, and the
 // route's clusters by weight. Pure: no I/O, the random number is given.
 
+import type { RetryPolicy } from './retry.js';
+
 /** How a route matches the path (the query string never counts): a prefix, the exact path, or a regular expression that must match all of it. */
 export type PathMatch = { kind: 'prefix'; value: string } | { kind: 'exact'; value: string } | { kind: 'regex'; value: string };
 
@@ -25,6 +27,8 @@ export interface Route {
   clusters: WeightedCluster[];
   /** The whole request's deadline (504 after it); 0: none. */
   timeoutMs: number;
+  /** Retries (http/retry.ts); none when absent. */
+  retry?: RetryPolicy;
 }
 
 export interface VirtualHost {
@@ -79,7 +83,7 @@ export interface RouteRequest {
 
 export type RouteDecision =
   /** `route`: the route's label, `<virtual host>/<index>` (metrics, access log). */
-  | { ok: true; virtualHost: string; route: string; cluster: string; timeoutMs: number }
+  | { ok: true; virtualHost: string; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined }
   | { ok: false; reason: 'no_virtual_host' | 'no_route_match' };
 
 interface CompiledRoute {
@@ -185,7 +189,7 @@ export class RouteTable {
     const index = host.routes.findIndex((r) => pathMatches(r, path) && r.route.headers.every((h) => headerMatches(h, request.headers)));
     if (index < 0) return { ok: false, reason: 'no_route_match' };
     const { route } = host.routes[index]!;
-    return { ok: true, virtualHost: host.host.name, route: `${host.host.name}/${index}`, cluster: pickWeighted(route.clusters, random), timeoutMs: route.timeoutMs };
+    return { ok: true, virtualHost: host.host.name, route: `${host.host.name}/${index}`, cluster: pickWeighted(route.clusters, random), timeoutMs: route.timeoutMs, retry: route.retry };
   }
 }
 
