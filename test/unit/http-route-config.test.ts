@@ -122,3 +122,27 @@ test('route_config needs protocol: http, and an outbound listener needs a cluste
   ]);
   t.deepEqual(problems(withListener({ protocol: 'http' })), ['listeners[0].cluster: required (or, with protocol: http, a route_config)']);
 });
+
+const retryRoute = (retry: unknown) => withListener({ protocol: 'http', route_config: { virtual_hosts: [{ name: 'w', domains: ['*'], routes: [{ match: { prefix: '/' }, cluster: 'a', retry }] }] } });
+
+test('a route retry policy parses into the route model; without one a route has none', (t) => {
+  const [listener] = parseSidecarConfig(retryRoute({ attempts: 3, on: ['connect_failure', 'reset', '503', 502, 503] })).listeners;
+  const route = listener!.kind === 'outbound' ? listener.http?.routes.virtualHosts[0]?.routes[0] : undefined;
+  t.deepEqual(route?.retry, { attempts: 3, connectFailure: true, reset: true, statuses: [503, 502] });
+  const [plain] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a' })).listeners;
+  t.is(plain!.kind === 'outbound' ? plain.http?.routes.virtualHosts[0]?.routes[0]?.retry : 'tcp', undefined);
+  const [defaulted] = parseSidecarConfig(retryRoute({ on: ['connect_failure'] })).listeners;
+  t.is(defaulted!.kind === 'outbound' ? defaulted.http?.routes.virtualHosts[0]?.routes[0]?.retry?.attempts : 0, 1);
+});
+
+test('a bad retry policy is refused with the field path', (t) => {
+  const at = 'listeners[0].route_config.virtual_hosts[0].routes[0].retry';
+  t.deepEqual(problems(retryRoute({ attempts: 6, on: ['reset'] })), [`${at}.attempts: must be an integer 1..5`]);
+  t.deepEqual(problems(retryRoute({ attempts: 0, on: ['reset'] })), [`${at}.attempts: must be an integer 1..5`]);
+  t.deepEqual(problems(retryRoute({ attempts: 2, on: ['5xx', 200, 'reset'] })), [
+    `${at}.on[0]: must be connect_failure, reset or a status code 400..599 (got "5xx")`,
+    `${at}.on[1]: must be connect_failure, reset or a status code 400..599 (got 200)`,
+  ]);
+  t.deepEqual(problems(retryRoute({ attempts: 2, on: [] })), [`${at}.on: must list at least one of connect_failure, reset or a status code`]);
+  t.deepEqual(problems(retryRoute({ attempts: 2, on: ['reset'], per_try: '1s' })), [`${at}: unknown field "per_try"`]);
+});
