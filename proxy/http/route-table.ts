@@ -83,7 +83,7 @@ export interface RouteRequest {
 
 export type RouteDecision =
   /** `route`: the route's label, `<virtual host>/<index>` (metrics, access log). */
-  | { ok: true; virtualHost: string; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined }
+  | { ok: true; virtualHost: string; route: string; cluster: string; timeoutMs: number; retry?: RetryPolicy }
   | { ok: false; reason: 'no_virtual_host' | 'no_route_match' };
 
 interface CompiledRoute {
@@ -189,7 +189,7 @@ export class RouteTable {
     const index = host.routes.findIndex((r) => pathMatches(r, path) && r.route.headers.every((h) => headerMatches(h, request.headers)));
     if (index < 0) return { ok: false, reason: 'no_route_match' };
     const { route } = host.routes[index]!;
-    return { ok: true, virtualHost: host.host.name, route: `${host.host.name}/${index}`, cluster: pickWeighted(route.clusters, random), timeoutMs: route.timeoutMs, retry: route.retry };
+    return { ok: true, virtualHost: host.host.name, route: `${host.host.name}/${index}`, cluster: pickWeighted(route.clusters, random), timeoutMs: route.timeoutMs, ...(route.retry && { retry: route.retry }) };
   }
 }
 

@@ -101,6 +101,13 @@ test('a decision names the virtual host, the route label and the route timeout',
   t.deepEqual(decide('web', '/healthz'), { ok: true, virtualHost: 'web', route: 'web/0', cluster: 'health', timeoutMs: 15_000 });
 });
 
+test('a decision carries its route retry policy, and none when the route has none', (t) => {
+  const retry = { attempts: 2, connectFailure: true, reset: false, statuses: [503] };
+  const withRetry = new RouteTable({ name: 'r', virtualHosts: [{ name: 'h', domains: ['*'], routes: [{ ...route(prefix('/a'), 'a'), retry }, route(prefix('/'), 'b')] }] });
+  t.like(withRetry.route({ authority: 'x', path: '/a', headers: {} }, 0), { ok: true, cluster: 'a', retry });
+  t.false('retry' in withRetry.route({ authority: 'x', path: '/b', headers: {} }, 0));
+});
+
 test('pickWeighted shares [0, 1) by weight, in order', (t) => {
   const split = [
     { name: 'stable', weight: 90 },
