@@ -2,7 +2,8 @@
 // processes: two `vsockmesh vm-manager` on one real etcd and a sidecar. SIGKILL
 // the replica the sidecar uses: its Watch follower reconnects to the other and
 // a VM moved through the survivor reaches its resolver; a Resolve whose
-// replica is gone is answered by the next one within its deadline.
+// replica is gone is answered by the next one within its deadline; an
+// answered error stays where it was.
 
 import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -16,7 +17,9 @@ import { adminRequest } from '../helpers/admin.js';
 import { waitFor } from '../helpers/apps.js';
 import { startSidecarCli } from '../helpers/cli.js';
 import { startEtcd } from '../helpers/etcd.js';
-import { startVmManagerProcess, vm } from '../helpers/vm-manager.js';
+import { freePort } from '../helpers/haproxy.js';
+import { metricValue } from '../helpers/sidecars.js';
+import { HV1, rejection, startVmManager, startVmManagerProcess, vm } from '../helpers/vm-manager.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 
@@ -68,4 +71,21 @@ test('a sidecar listing two vm-manager replicas on one etcd: SIGKILL its replica
   t.true(answer.found);
   t.is(answer.vm?.hypervisorId, 'hv-2');
   t.is(replicas.replica, b.address);
+});
+
+test('the replica client: a call its replica cannot take moves to the next one and is answered there; an answer, even an error, is not retried elsewhere', async (t) => {
+  const vmm = await startVmManager({ hypervisors: [HV1], vms: [web1] });
+  t.teardown(() => vmm.stop());
+  const dead = `127.0.0.1:${await freePort()}`;
+  const replicas = new ReplicaVmManagerClient([dead, vmm.address], { transport: { insecure: true } });
+  t.teardown(() => replicas.close());
+  t.is(replicas.replica, dead);
+  t.is((await replicas.resolve('', { kind: 'vm', vmId: 'web-1' }, { timeoutMs: 10_000 })).vm?.vsockCid, 3, 'answered by the live replica');
+  t.is(replicas.replica, vmm.address);
+  const moves = () => metricValue({ metrics: { render: () => vmm.server.metrics.metrics() } } as never, 'vsockmesh_vm_manager_requests_total', { method: 'MoveVm' });
+  const before = await moves();
+  const refused = await rejection(replicas.moveVm('web-1', 'hv-9'));
+  t.not(refused.code, 'UNAVAILABLE');
+  t.is(replicas.replica, vmm.address, 'an answered error does not move the client');
+  t.is(await moves(), before + 1, 'asked once');
 });
