@@ -33,6 +33,7 @@ export class HostRelay extends ProxyServer {
       this.vmManager = options.vmManager;
       this.authorizer = new RelayAuthorizer({ api: this.vmManager.client, hypervisorId: settings.hypervisorId, queryTimeoutMs: settings.queryTimeoutMs, cacheTtlMs: settings.cacheTtlMs });
       this.metrics.addRelayAuthorizer(this.authorizer);
+      this.metrics.addVmManagerReplica(this.vmManager.client);
     }
     this.listeners.push(new RelayListener(config, this.context, this.authorizer, settings?.assertSource === false ? undefined : options.assertionIdentity));
     const attestation = config.attestation;

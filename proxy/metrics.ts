@@ -323,6 +323,20 @@ export class ProxyMetrics {
     });
   }
 
+  /** Reports the VM manager replica the client calls now, at scrape time. */
+  addVmManagerReplica(api: { readonly replica?: string }): void {
+    new Gauge({
+      name: 'vsockmesh_vm_manager_replica',
+      help: 'The VM manager replica queries and watches go to (1, labelled with its address as configured)',
+      labelNames: ['address'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        if (api.replica !== undefined) this.labels({ address: api.replica }).set(1);
+      },
+    });
+  }
+
   /** Reports the resolver's counters at scrape time. */
   addResolver(counters: ResolverCounters): void {
     const registers = [this.registry];

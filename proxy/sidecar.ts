@@ -75,6 +75,7 @@ export class Sidecar extends ProxyServer {
         logger: this.logger,
       });
       this.metrics.addResolver(this.resolver.counters);
+      this.metrics.addVmManagerReplica(this.vmManager.client);
     }
     if ('files' in config.peerTls) this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
     this.certificateSource = options.certificateSource;
@@ -243,7 +244,7 @@ export class Sidecar extends ProxyServer {
       node: this.config.node,
       identity: this.identityDump(),
       vsock: this.config.vsock,
-      vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, local: this.resolver?.local() ?? null },
+      vmManager: this.config.vmManager && { ...this.config.vmManager, reachable: this.resolver ? !this.resolver.vmManagerDown : null, replica: this.vmManager?.client.replica ?? null, local: this.resolver?.local() ?? null },
       listeners: this.config.listeners.map((l) => ({ ...l, bound: bound.get(l.name) ?? [] })),
       clusters: this.config.clusters,
       xds: this.config.xds && { ...this.config.xds, connected: this.ads?.connected ?? false, control_plane: this.ads?.counters.controlPlane ?? null, reconnects: this.ads?.counters.reconnects ?? 0, types: this.ads?.state() ?? {}, applied: this.xds?.dump() ?? null },

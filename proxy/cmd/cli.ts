@@ -129,7 +129,7 @@ export function buildCli(): Command {
       try {
         if (opts.role === 'host-relay') {
           const relay = await loadHostRelayConfig(file);
-          process.stdout.write(`${file}: valid host-relay config (node ${relay.node.id}, vsock port ${relay.listen.port}, ${relay.policy ? `${relay.policy.length} policy rules` : `policy from the VM manager at ${relay.vmManager?.address}`})\n`);
+          process.stdout.write(`${file}: valid host-relay config (node ${relay.node.id}, vsock port ${relay.listen.port}, ${relay.policy ? `${relay.policy.length} policy rules` : `policy from the VM manager at ${relay.vmManager?.addresses.join(', ')}`})\n`);
           return;
         }
         const config = await loadSidecarConfig(file);

@@ -41,10 +41,10 @@ async function controlTransport(config: ControlIdentity, renewing: RenewingSourc
   return { transport: { source: files }, owned: [files] };
 }
 
-/** A gRPC client to the VM manager at `address`, owned (closed) by the server that uses it. */
-async function vmManagerClient(address: string, transport: ControlTransport): Promise<OwnedClient<VmManagerApi>> {
-  const { VmManagerClient } = await import('../../xds/vm-manager/client.js');
-  const client = new VmManagerClient(address, { transport });
+/** A gRPC client to the VM manager's replicas at `addresses`, owned (closed) by the server that uses it. */
+async function vmManagerClient(addresses: string[], transport: ControlTransport): Promise<OwnedClient<VmManagerApi>> {
+  const { ReplicaVmManagerClient } = await import('../../xds/vm-manager/replicas.js');
+  const client = new ReplicaVmManagerClient(addresses, { transport });
   client.connect();
   return { client, closeOnStop: true };
 }
@@ -73,7 +73,7 @@ async function identitySource(settings: IdentitySettings, kind: 'vm' | 'hv', nam
 }
 
 export interface ProxyClients {
-  /** A VM manager to use instead of a gRPC client to vm_manager.address (the demo runs one in process). */
+  /** A VM manager to use instead of a gRPC client to vm_manager.addresses (the demo runs one in process). */
   vmManager?: OwnedClient<VmManagerApi>;
 }
 
@@ -86,7 +86,7 @@ async function attestationClient(controlPlane: string, transport: ControlTranspo
 export async function createSidecar(config: SidecarConfig, options: ServerOptions & ProxyClients = {}): Promise<Sidecar> {
   const identity = config.identity ? await identitySource(config.identity, 'vm', config.node.id, options) : undefined;
   const control = config.vmManager || config.xds ? await controlTransport(config, identity, options) : undefined;
-  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
+  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.addresses, control!.transport) : undefined);
   const configSource = config.xds ? await adsConfigSource(control!.transport) : undefined;
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
   return new Sidecar(config, { ...options, owned, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
@@ -96,7 +96,7 @@ export async function createHostRelay(config: HostRelayConfig, options: ServerOp
   const hypervisorId = config.vmManager?.hypervisorId ?? config.node.id;
   const identity = config.identity ? await identitySource(config.identity, 'hv', hypervisorId, options) : undefined;
   const control = config.vmManager && (!options.vmManager || config.attestation) ? await controlTransport(config, identity, options) : undefined;
-  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.address, control!.transport) : undefined);
+  const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.addresses, control!.transport) : undefined);
   const attestation = config.attestation ? await attestationClient(config.attestation.controlPlane, control!.transport) : undefined;
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
   // The relay signs its source assertions with the identity its control-plane clients present (an hv/ SVID).

@@ -156,6 +156,12 @@ export function replicaAddressesIssue(v: { address?: string | undefined; address
   return undefined;
 }
 
+/** replicaAddressesIssue as a zod superRefine. */
+export function checkReplicaAddresses(v: { address?: string | undefined; addresses?: string[] | undefined }, ctx: z.RefinementCtx): void {
+  const issue = replicaAddressesIssue(v);
+  if (issue !== undefined) ctx.addIssue({ code: 'custom', ...issue });
+}
+
 const MAX_CONNECTIONS = 'must be an integer 1..16777216 (leave it out for no limit)';
 
 /** A connection limit; leaving it out means none. */

@@ -1,7 +1,7 @@
 // The host relay's config (YAML, like the sidecar's) and its policy: which
 // source CID (as the kernel reports it) may reach which destination CID and ports.
 
-import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, duration, hostPort, identitySettings, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
+import { adminSettings, bindCid, cid, controlInsecure, controlTls, controlTransportIssue, checkReplicaAddresses, duration, hostPort, replicaAddresses, identitySettings, logSettings, maxConnections, name, overloadSettings, vsockPort, z } from './fields.js';
 import type { ControlTlsFiles, IdentitySettings, LogLevel, OverloadSettings, SocketAddress } from './types.js';
 
 export interface RelayDestinationRule {
@@ -54,7 +54,8 @@ export interface AttestationSettings {
 export const DEFAULT_ATTESTATION_PORT = 15101;
 
 export interface RelayVmManagerSettings {
-  address: string;
+  /** host:port of the VM manager's gRPC API, one per replica. */
+  addresses: string[];
   /** This relay's hypervisor, as the VM manager knows it. */
   hypervisorId: string;
   queryTimeoutMs: number;
@@ -113,8 +114,9 @@ export const hostRelayConfigSchema = z
       .min(1, { message: 'must have at least one rule: the relay denies everything else' })
       .optional(),
     vm_manager: z
-      .object({ address: hostPort, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0), assert_source: z.boolean().default(true) })
+      .object({ ...replicaAddresses, hypervisor_id: name, query_timeout: duration('500ms'), cache_ttl: duration('2s', 0), assert_source: z.boolean().default(true) })
       .strict()
+      .superRefine(checkReplicaAddresses)
       .optional(),
     tls: controlTls,
     identity: identitySettings,
@@ -160,7 +162,7 @@ export const hostRelayConfigSchema = z
       idleTimeoutMs: c.idle_timeout,
       policy: c.policy?.map((r) => ({ sourceCid: r.source_cid, destinations: r.destinations.map((d) => ({ cid: d.cid, ports: d.ports ?? null })) })) ?? null,
       vmManager: c.vm_manager
-        ? { address: c.vm_manager.address, hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl, assertSource: c.vm_manager.assert_source }
+        ? { addresses: c.vm_manager.addresses ?? [c.vm_manager.address!], hypervisorId: c.vm_manager.hypervisor_id, queryTimeoutMs: c.vm_manager.query_timeout, cacheTtlMs: c.vm_manager.cache_ttl, assertSource: c.vm_manager.assert_source }
         : null,
       controlTls: c.tls,
       attestation: c.attestation

@@ -1,7 +1,7 @@
 // YAML/JSON shape of the sidecar config (snake_case, like Envoy) and its
 // validation into domain types. Every problem is reported with its path.
 //
-import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, hostPort, replicaAddresses, replicaAddressesIssue, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
+import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, replicaAddresses, checkReplicaAddresses, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { forwardProxyListenerConfig, inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { listenerRoutes, routeConfigSchema } from './route-config.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -257,7 +257,7 @@ export const sidecarConfigSchema = z
       .transform((v) => ({ enabled: v.enabled, breakerWindowMs: v.breaker_window, connectTimeoutMs: v.connect_timeout, policy: v.policy })),
     vm_manager: z
       .object({
-        address: hostPort,
+        ...replicaAddresses,
         query_timeout: duration('500ms'),
         negative_ttl: duration('5s'),
         migration_grace: duration('5s', 0),
@@ -265,19 +265,17 @@ export const sidecarConfigSchema = z
         policy: transportPolicy.optional(),
       })
       .strict()
+      .superRefine(checkReplicaAddresses)
       .optional()
       .transform((v) =>
         v === undefined
           ? null
-          : { address: v.address, queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
+          : { addresses: v.addresses ?? [v.address!], queryTimeoutMs: v.query_timeout, negativeTtlMs: v.negative_ttl, migrationGraceMs: v.migration_grace, policy: v.policy },
       ),
     xds: z
       .object({ ...replicaAddresses, cluster: name.optional() })
       .strict()
-      .superRefine((x, ctx) => {
-        const issue = replicaAddressesIssue(x);
-        if (issue !== undefined) ctx.addIssue({ code: 'custom', ...issue });
-      })
+      .superRefine(checkReplicaAddresses)
       .optional(),
     tls: controlTls,
     identity: identitySettings,

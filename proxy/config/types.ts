@@ -143,8 +143,8 @@ export interface VsockSettings {
 }
 
 export interface VmManagerSettings {
-  /** host:port of the VM manager's gRPC API. */
-  address: string;
+  /** host:port of the VM manager's gRPC API, one per replica (tried in order, the next when one fails). */
+  addresses: string[];
   queryTimeoutMs: number;
   negativeTtlMs: number;
   /** After a VM moves, its vsock connections get this long to finish before they are closed. */

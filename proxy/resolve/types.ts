@@ -112,4 +112,6 @@ export interface VmManagerApi {
   /** Events after `fromRevision` (0: the whole registry as `added`, then changes). */
   watch(fromRevision: number, handlers: WatchHandlers, epoch?: string): { cancel(): void };
   close(): void;
+  /** The address of the replica calls go to now (a gRPC client; absent in process). */
+  readonly replica?: string;
 }

@@ -125,7 +125,7 @@ test('a resolved cluster and the VM manager section parse into domain form with 
       { name: 'ip', resolve: { address: '10.0.0.2', port: 80 } },
     ],
   });
-  t.deepEqual(config.vmManager, { address: '127.0.0.1:15400', queryTimeoutMs: 500, negativeTtlMs: 5000, migrationGraceMs: 5000, policy: 'prefer-vsock' });
+  t.deepEqual(config.vmManager, { addresses: ['127.0.0.1:15400'], queryTimeoutMs: 500, negativeTtlMs: 5000, migrationGraceMs: 5000, policy: 'prefer-vsock' });
   // One policy for every cluster (vsock.policy); vm_manager.policy, older, still decides resolved clusters when given.
   const policies = (data: Record<string, unknown>): [string, string | undefined] => {
     const c = parseSidecarConfig({ ...minimal, ...data });
@@ -345,7 +345,7 @@ test('a host relay takes either a static policy or a vm_manager section, exactly
   t.deepEqual(relayProblems({ ...base, policy: rule, insecure: true, vm_manager: { address: '10.0.0.1:15200', hypervisor_id: 'hv-1' } }), ['vm_manager: give either a static policy or a vm_manager, not both']);
   t.deepEqual(relayProblems({ ...base, insecure: true, vm_manager: { address: 'nowhere', hypervisor_id: 'hv-1' } }), ['vm_manager.address: must be host:port']);
   const parsed = parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', cache_ttl: '0s' } });
-  t.deepEqual(parsed.vmManager, { address: '[fd00::1]:15200', hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0, assertSource: true });
+  t.deepEqual(parsed.vmManager, { addresses: ['[fd00::1]:15200'], hypervisorId: 'hv-1', queryTimeoutMs: 500, cacheTtlMs: 0, assertSource: true });
   const quiet = parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', assert_source: false } });
   t.false(quiet.vmManager!.assertSource, 'the source assertion can be turned off while destination sidecars are upgraded');
   t.throws(() => parseHostRelayConfig({ ...base, insecure: true, vm_manager: { address: '[fd00::1]:15200', hypervisor_id: 'hv-1', assert_source: 'no' } }), { message: /vm_manager\.assert_source/ });
@@ -381,6 +381,18 @@ test('an xds section may list several control-plane replicas (addresses), in the
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: ['10.0.0.2:15200', 'cp'] } }), ['xds.addresses[1]: must be host:port']);
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: Array.from({ length: 17 }, (_, i) => `10.0.0.${i}:15200`) } }), ['xds.addresses: must list at most 16 host:port']);
   t.deepEqual(problems({ ...minimal, insecure: true, xds: { addresses: '10.0.0.2:15200' } }), ['xds.addresses: must be a list of host:port']);
+});
+
+test('a vm_manager section may list several VM manager replicas (addresses), as xds does; so may a host relay\'s', (t) => {
+  const replicas = ['10.0.0.2:15400', 'vmm.mesh:15400'];
+  t.deepEqual(parseSidecarConfig({ ...minimal, insecure: true, vm_manager: { addresses: replicas } }).vmManager?.addresses, replicas);
+  t.deepEqual(problems({ ...minimal, insecure: true, vm_manager: { address: '10.0.0.2:15400', addresses: replicas } }), ['vm_manager.addresses: give address or addresses, not both']);
+  t.deepEqual(problems({ ...minimal, insecure: true, vm_manager: {} }), ['vm_manager.address: required (or addresses: [host:port, ...] for several replicas)']);
+  t.deepEqual(problems({ ...minimal, insecure: true, vm_manager: { addresses: ['10.0.0.2:15400', '10.0.0.2:15400'] } }), ['vm_manager.addresses: "10.0.0.2:15400" is listed twice']);
+  t.deepEqual(problems({ ...minimal, insecure: true, vm_manager: { addresses: ['vmm'] } }), ['vm_manager.addresses[0]: must be host:port']);
+  const relay = { node: { id: 'hv-1' }, insecure: true };
+  t.deepEqual(parseHostRelayConfig({ ...relay, vm_manager: { addresses: replicas, hypervisor_id: 'hv-1' } }).vmManager?.addresses, replicas);
+  t.throws(() => parseHostRelayConfig({ ...relay, vm_manager: { address: '10.0.0.2:15400', addresses: replicas, hypervisor_id: 'hv-1' } }), { message: /vm_manager\.addresses: give address or addresses, not both/ });
 });
 
 test('control-plane clients take their identity from exactly one of tls, identity or insecure: true; never none, never two', (t) => {
