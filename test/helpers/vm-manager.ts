@@ -1,6 +1,11 @@
 // A VM manager for tests: the real gRPC server in the test process (port 0)
 // or the real CLI as a child process, plus inventory builders.
 
+import type { ExecutionContext } from 'ava';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { CallError } from '../../xds/call-error.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
@@ -10,6 +15,7 @@ import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { startCli, type CliProcess } from './cli.js';
 import type { ControlTransport } from '../../xds/security/transport.js';
 import { LogCapture } from './sidecars.js';
+import { startEtcd, type EtcdServer } from './etcd.js';
 
 export type VmSpec = Omit<VmRecord, 'generation' | 'leaseExpiresAt' | 'services' | 'labels' | 'sidecar'> & Partial<Pick<VmRecord, 'services' | 'labels' | 'sidecar'>>;
 
@@ -59,8 +65,10 @@ export async function startVmManager(
   };
 }
 
+export type VmManagerProcess = { proc: CliProcess; address: string };
+
 /** `vsockmesh vm-manager` as a child process on a free port; resolves once it serves. */
-export async function startVmManagerProcess(args: string[]): Promise<{ proc: CliProcess; address: string }> {
+export async function startVmManagerProcess(args: string[]): Promise<VmManagerProcess> {
   // Plain text unless the test gives the process an identity.
   const identity = args.some((a) => ['--cert', '--ca-cert', '--identity-dir', '--insecure'].includes(a)) ? [] : ['--insecure'];
   const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...identity, ...args]);
@@ -80,4 +88,23 @@ export async function rejection(p: Promise<unknown>): Promise<CallError> {
     throw new Error(`expected a CallError, got ${String(err)}`, { cause: err });
   }
   throw new Error('expected the call to fail');
+}
+
+/**
+ * Two `vm-manager` processes on one real etcd (plain text), started from an
+ * inventory of hv-1 and hv-2 with no VM, a (the first) seeding it; `store` is
+ * their flags, to start another replica alike. Everything ends with the test.
+ */
+export async function startVmManagerReplicas(t: ExecutionContext): Promise<{ etcd: EtcdServer; store: string[]; a: VmManagerProcess; b: VmManagerProcess }> {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-vmm-replicas-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const etcd = await startEtcd(t);
+  const inventory = join(dir, 'inventory.yaml');
+  await writeFile(inventory, stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }, { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 }], vms: [] }));
+  const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure', '--inventory', inventory];
+  const a = await startVmManagerProcess(store);
+  t.teardown(() => a.proc.kill('SIGKILL'));
+  const b = await startVmManagerProcess(store);
+  t.teardown(() => b.proc.kill('SIGKILL'));
+  return { etcd, store, a, b };
 }

@@ -6,20 +6,15 @@
 // answered error stays where it was.
 
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { stringify } from 'yaml';
 import type { VmRecord } from '../../proxy/resolve/types.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { ReplicaVmManagerClient } from '../../xds/vm-manager/replicas.js';
 import { adminRequest } from '../helpers/admin.js';
 import { waitFor } from '../helpers/apps.js';
 import { startSidecarCli } from '../helpers/cli.js';
-import { startEtcd } from '../helpers/etcd.js';
 import { freePort } from '../helpers/haproxy.js';
 import { metricValue } from '../helpers/sidecars.js';
-import { HV1, rejection, startVmManager, startVmManagerProcess, vm } from '../helpers/vm-manager.js';
+import { HV1, rejection, startVmManager, startVmManagerReplicas, vm } from '../helpers/vm-manager.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 
@@ -27,16 +22,7 @@ const replicaGauge = (stats: string, address: string): string | undefined =>
   new RegExp(`^vsockmesh_vm_manager_replica\\{address="${address.replace(/\./g, '\\.')}"\\} (\\S+)$`, 'm').exec(stats)?.[1];
 
 test('a sidecar listing two vm-manager replicas on one etcd: SIGKILL its replica, a move made through the survivor reaches its resolver', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-vmm-failover-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const etcd = await startEtcd(t);
-  const inventory = join(dir, 'inventory.yaml');
-  await writeFile(inventory, stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }, { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 }], vms: [] }));
-  const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure', '--inventory', inventory];
-  const a = await startVmManagerProcess(store);
-  t.teardown(() => a.proc.kill('SIGKILL'));
-  const b = await startVmManagerProcess(store);
-  t.teardown(() => b.proc.kill('SIGKILL'));
+  const { a, b } = await startVmManagerReplicas(t);
   const onB = new VmManagerClient(b.address, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
   t.teardown(() => onB.close());
   await onB.registerVm(web1);

@@ -8,17 +8,12 @@
 // are the control plane's (same parsing, same TLS default).
 
 import test from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { stringify } from 'yaml';
 import type { VmEvent } from '../../proxy/resolve/types.js';
 import { EtcdStore } from '../../xds/store/etcd-store.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { waitFor } from '../helpers/apps.js';
 import { runCli } from '../helpers/cli.js';
-import { startEtcd } from '../helpers/etcd.js';
-import { HV1, HV2, startVmManagerProcess, vm } from '../helpers/vm-manager.js';
+import { HV1, HV2, startVmManagerProcess, startVmManagerReplicas, vm } from '../helpers/vm-manager.js';
 
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'web', port: 8080 }] });
 const db1 = vm({ vmId: 'db-1', hypervisorId: 'hv-2', vsockCid: 3, addresses: ['10.0.1.21'], sidecar: { tcpPort: 15001, vsockPort: 15001 }, services: [{ name: 'db', port: 5432 }] });
@@ -33,16 +28,7 @@ function watching(client: VmManagerClient, from: number) {
 }
 
 test('two vm-manager replicas on one etcd: one registry, the same answers, watches see changes made through the other, leases end on both, compaction is OUT_OF_RANGE on both', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-vmm-replicas-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const etcd = await startEtcd(t);
-  const inventory = join(dir, 'inventory.yaml');
-  await writeFile(inventory, stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }, { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 }], vms: [] }));
-  const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure', '--inventory', inventory];
-  const a = await startVmManagerProcess(store);
-  t.teardown(() => a.proc.kill('SIGKILL'));
-  const b = await startVmManagerProcess(store);
-  t.teardown(() => b.proc.kill('SIGKILL'));
+  const { etcd, store, a, b } = await startVmManagerReplicas(t);
   t.true(a.proc.lines.some((l) => /the store held no registry: the inventory was written/.test(String(l.msg))), 'the first replica seeds the inventory');
   t.true(b.proc.lines.some((l) => /the store holds a registry: the inventory is not applied again/.test(String(l.msg))), 'the second finds it');
   const ca = new VmManagerClient(a.address, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
