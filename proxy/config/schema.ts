@@ -6,8 +6,9 @@ import { forwardProxyListenerConfig, inboundListenerConfig, localPort, outboundL
 import { listenerRoutes, routeConfigSchema } from './route-config.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
+import { isLoopbackAddress } from '../runtime/loopback.js';
 
-const loopbackAddress = ipAddress.refine((s) => s === '::1' || /^127\.\d+\.\d+\.\d+$/.test(s), {
+const loopbackAddress = ipAddress.refine(isLoopbackAddress, {
   message: 'must be a loopback address (127.0.0.0/8 or ::1): outbound listeners serve only local apps',
 });
 

@@ -15,7 +15,8 @@ import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { OutboundListener, type OutboundListenerOptions, type Tunnel } from './outbound.js';
 import { readPreamble } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
-import { CONNECTION_ESTABLISHED, decodeProxyRequest, isLoopbackClient, meshClusterName, proxyReply, type ProxyRequest } from './proxy-request.js';
+import { CONNECTION_ESTABLISHED, decodeProxyRequest, meshClusterName, proxyReply, type ProxyRequest } from './proxy-request.js';
+import { isLoopbackAddress } from '../runtime/loopback.js';
 
 type Src = { address: string; port: number };
 
@@ -63,7 +64,7 @@ export class ForwardProxyListener extends Listener {
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const src = { address: String(peerHost), port: peerPort };
-    if (!isLoopbackClient(src.address)) {
+    if (!isLoopbackAddress(src.address)) {
       // No answer: a client from elsewhere learns nothing of the mesh.
       this.count('not_loopback');
       this.context.metrics.refused.inc({ listener: this.name, reason: 'not_loopback' });

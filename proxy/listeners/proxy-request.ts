@@ -82,12 +82,6 @@ export function meshClusterName(host: string): string {
   return lower.endsWith('.mesh') ? lower.slice(0, -'.mesh'.length) : lower;
 }
 
-/** Whether a client address is this machine's loopback (IPv4 127/8, ::1, or either mapped). */
-export function isLoopbackClient(address: string): boolean {
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
-}
-
 /** A complete HTTP/1.1 response that ends the connection; `reason` goes in a header and the body. */
 export function proxyReply(status: number, statusText: string, reason: string, message: string): Buffer {
   const body = `${message}\n`;

@@ -9,6 +9,8 @@
 //   sites without a CORS preflight, which this endpoint never grants: it
 //   carries `x-vsockmesh-admin: 1` or `content-type: application/json`.
 
+import { isLoopbackAddress } from './loopback.js';
+
 export const ADMIN_HEADER = 'x-vsockmesh-admin';
 
 export interface AdminRequestFacts {
@@ -32,7 +34,7 @@ export interface AdminRefusal {
 
 export function adminRequestRefusal(facts: AdminRequestFacts): AdminRefusal | undefined {
   const local = canonicalHost(facts.localAddress.startsWith('::ffff:') ? facts.localAddress.slice(7) : facts.localAddress);
-  const allowed = local === undefined ? [] : isLoopback(local) ? [local, 'localhost'] : [local];
+  const allowed = local === undefined ? [] : isLoopbackAddress(local) ? [local, 'localhost'] : [local];
   const host = facts.host === undefined ? undefined : hostOf(facts.host);
   if (host === undefined || !allowed.includes(host.name)) {
     return {
@@ -72,10 +74,6 @@ function originOf(header: string): string | undefined {
 function canonicalHost(address: string): string | undefined {
   const url = parse(address.includes(':') ? `http://[${address}]` : `http://${address}`);
   return url === undefined ? undefined : unbracket(url.hostname);
-}
-
-function isLoopback(address: string): boolean {
-  return address === '::1' || /^127\.\d+\.\d+\.\d+$/.test(address);
 }
 
 function mediaType(contentType: string | undefined): string | undefined {

@@ -2,7 +2,8 @@
 // every refusal with its reason, and the size bound.
 
 import test from 'ava';
-import { decodeProxyRequest, isLoopbackClient, meshClusterName, parseAuthority, proxyReply } from '../../proxy/listeners/proxy-request.js';
+import { decodeProxyRequest, meshClusterName, parseAuthority, proxyReply } from '../../proxy/listeners/proxy-request.js';
+import { isLoopbackAddress as isLoopbackClient } from '../../proxy/runtime/loopback.js';
 
 const MAX = 1024;
 const decode = (head: string, max = MAX) => decodeProxyRequest(Buffer.from(head, 'latin1'), max);
