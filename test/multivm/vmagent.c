@@ -8,8 +8,9 @@
 //                                         on CONTROL_PORT and says INNER_READY on the console (no shell, no
 //                                         insmod: every exec costs seconds under TCG inside TCG)
 //   vmagent control PORT                  one shell command per vsock connection (protocol below)
-//   vmagent listen PORT echo|sink [LOG]   a vsock server, one process per connection; LOG gets a line per connection;
-//                                         a sink answers "received N sha256 HEX" after the sender's EOF
+//   vmagent listen PORT echo|sink [LOG]   a vsock server, one process per connection; LOG gets a line per connection
+//                                         and LOG.<peer_cid>-<peer_port>.head its first HEAD bytes (what a relay wrote
+//                                         first); a sink answers "received N sha256 HEX" after the sender's EOF
 //   vmagent connect CID PORT [--timeout-ms N] [--send FILE]... [--pattern BYTES SEED] [--sha256]
 //                                         sends the files, then the pattern (or stdin), half-closes, reads to EOF;
 //                                         received bytes go to stdout unless --sha256 (then only their hash)
@@ -47,6 +48,8 @@
 #include <unistd.h>
 
 #define BUF (64 * 1024)
+/** Enough for a relay's source assertion (about 2 KiB) and the PROXY v2 header after it. */
+#define HEAD (8 * 1024)
 
 #if !defined(INNER_CMDLINE_MARK) || !defined(INNER_SAY) || !defined(INNER_READY) || !defined(CONTROL_PORT)
 #error "build with -DINNER_CMDLINE_MARK=... -DINNER_SAY=... -DINNER_READY=... -DCONTROL_PORT=... (test/multivm/inner-image.mjs does)"
@@ -213,8 +216,20 @@ static unsigned local_cid(void) {
 
 // ---------------------------------------------------------------- listen: echo | sink
 
+/** The first bytes of a connection, for the test to read what came before the payload. */
+static void write_head(const char *log, const struct sockaddr_vm *peer, const char *head, size_t len) {
+  char path[512];
+  snprintf(path, sizeof path, "%s.%u-%u.head", log, peer->svm_cid, peer->svm_port);
+  int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  write_all(fd, head, len);
+  close(fd);
+}
+
 static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, const char *log) {
   static char buf[BUF];
+  static char head[HEAD];
+  size_t head_len = 0;
   uint64_t in = 0, out = 0, t0 = now_ms();
   const char *end = "eof";
   sha256_ctx sha;
@@ -232,6 +247,11 @@ static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, c
     }
     if (r == 0) break;
     in += (uint64_t)r;
+    if (head_len < HEAD) {
+      size_t take = (size_t)r < HEAD - head_len ? (size_t)r : HEAD - head_len;
+      memcpy(head + head_len, buf, take);
+      head_len += take;
+    }
     if (sink) sha256_update(&sha, (unsigned char *)buf, (size_t)r);
     else {
       if (write_all(fd, buf, (size_t)r) < 0) {
@@ -250,6 +270,7 @@ static void serve_connection(int fd, const struct sockaddr_vm *peer, int sink, c
   shutdown(fd, SHUT_WR);
   n = snprintf(line, sizeof line, "close peer_cid=%u peer_port=%u in=%llu out=%llu end=%s ms=%llu\n", peer->svm_cid, peer->svm_port,
                (unsigned long long)in, (unsigned long long)out, end, (unsigned long long)(now_ms() - t0));
+  if (log) write_head(log, peer, head, head_len);
   if (logfd >= 0) write_all(logfd, line, (size_t)n);
   close(fd);
 }
