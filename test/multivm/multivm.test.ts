@@ -11,6 +11,9 @@ import test, { type ExecutionContext } from 'ava';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeRelayHeader } from '../../proxy/relay-header.js';
+import { TLV, tlvText } from '../../proxy/proxy-protocol.js';
+import { decodeRelayAssertion, type RelayAssertion } from '../../proxy/relay-assertion.js';
+import { admitRelayed, decodeRelayedPreamble } from '../../proxy/listeners/relayed-preamble.js';
 import { decodeAttestationResponse, encodeAttestationRequest, type AttestationResponse } from '../../proxy/identity/attestation-wire.js';
 import { samePublicKey } from '../../proxy/identity/certificate-facts.js';
 import { createCsr, generateWorkloadKeys } from '../../proxy/identity/keys-and-csr.js';
@@ -34,6 +37,8 @@ import {
   serverLog,
   sha256,
   sinkAnswer,
+  serverHead,
+  meshTrust,
   startRelay,
   startServers,
   startControlPlane,
@@ -194,6 +199,52 @@ async function newAccepts(vm: InnerVm, port: number, before: number): Promise<Ar
   return (await serverLog(vm, port)).slice(before).filter((e) => e.event === 'accept');
 }
 
+/** The first connection vm-b's sink logged as closed after its log entry `from`, once it has. */
+async function closedAfter(from: number): Promise<Record<string, string>> {
+  let close: Record<string, string> | undefined;
+  await waitFor(
+    async () => {
+      close = (await serverLog(the().b, SIDECAR_PORT)).slice(from).find((e) => e.event === 'close');
+      return close !== undefined;
+    },
+    'vm-b\'s sink logged the connection',
+    60_000,
+  );
+  return close!;
+}
+
+/** The last connection vm-b's sink got from the relay (CID 2); vm-a makes one through the relay if there is none yet. */
+async function lastRelayed(): Promise<Record<string, string>> {
+  const { a, b, fromA } = the();
+  const log = await serverLog(b, SIDECAR_PORT);
+  const last = log.filter((e) => e.event === 'close' && e.peer_cid === '2').at(-1);
+  if (last) return last;
+  await upload(a, '/run/to-b.bin', Buffer.concat([fromA.relayHeader, fromA.proxyHeader]));
+  await a.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin`);
+  return closedAfter(log.length);
+}
+
+/** The relay's signed assertion that opened a connection vm-b's sink got (its first bytes, before the sidecar's PROXY v2 header). */
+async function relayAssertion(close: Record<string, string>): Promise<{ bytes: Buffer; assertion: RelayAssertion; head: Buffer }> {
+  const head = await serverHead(the().b, SIDECAR_PORT, close);
+  const decoded = decodeRelayAssertion(head);
+  if (decoded.kind !== 'assertion') throw new Error(`vm-b's connection from CID ${close.peer_cid} does not start with a relay assertion: ${decoded.kind === 'invalid' ? decoded.reason : 'cut short'}`);
+  return { bytes: head.subarray(0, decoded.length), assertion: decoded.assertion, head };
+}
+
+/**
+ * What the destination sidecar (vm-b: CID 4, vsock port 15006, on hv-1) makes
+ * of a relayed connection's first bytes: the decoding and admission
+ * inbound.ts runs on a connection from CID 2, at `now` (vm-b's sink is C).
+ */
+function destinationVerdict(head: Buffer, now: Date): ReturnType<typeof admitRelayed> | { kind: 'invalid'; code: string } {
+  const preamble = decodeRelayedPreamble(head, 4096);
+  if (preamble.kind === 'invalid') return { kind: 'invalid', code: preamble.code };
+  if (preamble.kind !== 'done') throw new Error('the relayed preamble was cut short');
+  const claimed = tlvText(preamble.value.header, TLV.VSOCKMESH_SOURCE_VM);
+  return admitRelayed(preamble.value.assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now }, claimed);
+}
+
 function logTiming(t: ExecutionContext, started: number): void {
   t.log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
@@ -217,14 +268,65 @@ test.serial(`vm-a (CID 3) -> host relay -> vm-b (CID 4) over vhost-vsock: the si
   const r = await a.run(`vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin --pattern ${TRANSFER} ${seed}`, { timeoutMs: 15 * 60_000 });
   t.is(r.code, 0, r.stderr);
   const stream = fromA.proxyHeader.length + TRANSFER;
-  const answer = sinkAnswer(fromA.proxyHeader, pattern(TRANSFER, seed));
-  t.is(r.stdout, answer, 'vm-b got the PROXY v2 header and the payload byte for byte (the relay header went to the relay only)');
+  const close = await closedAfter(before);
+  const asserted = await relayAssertion(close);
+  const answer = sinkAnswer(asserted.bytes, fromA.proxyHeader, pattern(TRANSFER, seed));
+  t.is(r.stdout, answer, 'vm-b got the relay\'s assertion, then the PROXY v2 header and the payload byte for byte (the relay header went to the relay only)');
   t.like(agentResult(r.stderr), { result: 'ok', sent: String(preamble.length + TRANSFER), received: String(answer.length) });
-  const served = (await serverLog(b, SIDECAR_PORT)).slice(before);
-  t.like(served.find((e) => e.event === 'close'), { peer_cid: '2', in: String(stream), end: 'eof' }, 'vm-b got the stream from the relay (CID 2)');
+  t.like(close, { peer_cid: '2', in: String(asserted.bytes.length + stream), end: 'eof' }, 'vm-b got the stream from the relay (CID 2)');
   const line = await relayAccessLine((l) => l.source_cid === GUESTS.a.cid && l.dst === `vsock:${GUESTS.b.cid}:${SIDECAR_PORT}`, 'the relay\'s access line');
   t.like(line, { direction: 'relay', outcome: 'closed', bytes_to_upstream: stream, bytes_to_downstream: answer.length });
   t.regex(String(line.src), new RegExp(`^vsock:${GUESTS.a.cid}:\\d+$`), 'the relay names the kernel-given source CID');
+  logTiming(t, started);
+});
+
+test.serial('the relay asserts the kernel-given source: vm-b\'s sidecar check accepts what the relay signed for vm-a (CID 3) and CID 4 port 15006, refuses it for any other destination, and refuses vm-a\'s PROXY header claiming vm-b', async (t) => {
+  const started = Date.now();
+  const { a, fromA, asB } = the();
+  await upload(a, '/run/to-b.bin', Buffer.concat([fromA.relayHeader, fromA.proxyHeader]));
+  await upload(a, '/run/to-b-as-b.bin', relayed(asB, { cid: GUESTS.b.cid, port: SIDECAR_PORT }));
+  const sentAt = Date.now();
+  const before = (await serverLog(the().b, SIDECAR_PORT)).length;
+  const r = await a.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin`);
+  t.like(agentResult(r.stderr), { result: 'ok' });
+  const doneAt = Date.now();
+  const { assertion, head } = await relayAssertion(await closedAfter(before));
+  t.like(assertion, { sourceCid: GUESTS.a.cid, sourceVmId: GUESTS.a.vmId, destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT } });
+  t.true(assertion.issuedAtMs >= sentAt && assertion.issuedAtMs <= doneAt, 'the relay signed it for this connection');
+  // Judged as vm-b's sidecar would on arrival (freshness is relay-assertion.test.ts's).
+  const at = new Date(assertion.issuedAtMs);
+  t.like(destinationVerdict(head, at), { kind: 'asserted', principal: `spiffe://vsockmesh.local/vm/${GUESTS.a.vmId}`, relay: `spiffe://vsockmesh.local/hv/${HYPERVISOR}` });
+  const elsewhere = admitRelayed(assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.c.cid, port: SIDECAR_PORT }, now: at }, undefined);
+  t.like(elsewhere, { kind: 'refused', reason: 'wrong_destination' }, 'replayed to another guest, it is refused');
+  const otherRelay = admitRelayed(assertion, meshTrust(), { hypervisorId: 'hv-2', destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now: at }, undefined);
+  t.like(otherRelay, { kind: 'refused', reason: 'wrong_relay' }, 'a guest on hv-2 trusts only hv-2\'s relay');
+
+  const claimingB = (await serverLog(the().b, SIDECAR_PORT)).length;
+  await a.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/to-b-as-b.bin`);
+  const claimed = await relayAssertion(await closedAfter(claimingB));
+  t.is(claimed.assertion.sourceVmId, GUESTS.a.vmId, 'the relay asserts the VM behind CID 3 whatever the PROXY header claims');
+  t.like(destinationVerdict(claimed.head, new Date(claimed.assertion.issuedAtMs)), { kind: 'refused', reason: 'source_vm_mismatch' });
+  logTiming(t, started);
+});
+
+test.serial('a guest cannot assert a source itself: vm-a replaying the relay\'s genuine assertion straight to a sidecar (CID 2, not through the relay) is refused and counted, and through the relay it arrives after the relay\'s own and is refused', async (t) => {
+  const started = Date.now();
+  const { a, sidecarB, app, fromA } = the();
+  const genuine = (await relayAssertion(await lastRelayed())).bytes;
+  await upload(a, '/run/forged.bin', Buffer.concat([genuine, fromA.proxyHeader]));
+  await upload(a, '/run/forged-relayed.bin', Buffer.concat([fromA.relayHeader, genuine, fromA.proxyHeader]));
+
+  const refusedBefore = await sidecarB.metric('vsockmesh_header_errors_total', { listener: 'in-vsock', reason: 'not_proxy_v2' });
+  const appBefore = app.accepted;
+  const direct = await a.run(`echo hello | vmagent connect 2 ${SIDECAR_B.vsockPort} --send /run/forged.bin`);
+  t.is(agentResult(direct.stderr).received, '0', 'no byte came back');
+  await waitFor(async () => (await sidecarB.metric('vsockmesh_header_errors_total', { listener: 'in-vsock', reason: 'not_proxy_v2' })) === refusedBefore + 1, 'the refusal counted', 60_000);
+  t.is(app.accepted, appBefore, 'the app behind sidecar vm-b never saw it');
+
+  const forgedFrom = (await serverLog(the().b, SIDECAR_PORT)).length;
+  await a.run(`echo hello | vmagent connect 2 ${RELAY_PORT} --send /run/forged-relayed.bin`);
+  const { assertion, head } = await relayAssertion(await closedAfter(forgedFrom));
+  t.like(destinationVerdict(head, new Date(assertion.issuedAtMs)), { kind: 'invalid', code: 'not_proxy_v2' }, 'the guest\'s copy comes where the PROXY v2 header must be');
   logTiming(t, started);
 });
 
@@ -438,10 +540,13 @@ test.serial('the relay\'s destination guest is killed mid-transfer: the source g
   t.is((await httpGet(relay.adminPort, '/ready')).status, 200, 'the relay is still ready');
   held.end('after\n');
   const heldResult = await held.done;
-  t.is(heldResult.stdout, sinkAnswer(fromA.proxyHeader, Buffer.from('before\nafter\n')), 'the connection held across the kill carried every byte');
+  const heldAssertion = (await relayAssertion(await closedAfter(heldFrom))).bytes;
+  t.is(heldResult.stdout, sinkAnswer(heldAssertion, fromA.proxyHeader, Buffer.from('before\nafter\n')), 'the connection held across the kill carried every byte');
   t.like(agentResult(heldResult.stderr), { result: 'ok' });
+  const againFrom = (await serverLog(b, SIDECAR_PORT)).length;
   const again = await a.run(`vmagent connect 2 ${RELAY_PORT} --send /run/to-b.bin --pattern ${MiB} 11`, { timeoutMs: 10 * 60_000 });
-  t.is(again.stdout, sinkAnswer(fromA.proxyHeader, pattern(MiB, 11)), 'a new relayed transfer to vm-b is intact');
+  const againAssertion = (await relayAssertion(await closedAfter(againFrom))).bytes;
+  t.is(again.stdout, sinkAnswer(againAssertion, fromA.proxyHeader, pattern(MiB, 11)), 'a new relayed transfer to vm-b is intact');
   await waitFor(async () => (await relay.metric('vsockmesh_connections_active', { listener: 'relay' })) === 0, 'no relayed connection left open', 60_000);
   logTiming(t, started);
 });

@@ -152,8 +152,13 @@ export async function startControlPlane(guests: GuestPlan[]): Promise<Daemon> {
   return daemon;
 }
 
-/** `vsockmesh host-relay` as host agent hv-1 (its identity from files), asking the VM manager and attesting guests; deadlines sized for guests emulated twice over. */
-export async function startRelay(): Promise<Daemon> {
+/**
+ * `vsockmesh host-relay` as host agent hv-1 (its identity from files), asking
+ * the VM manager and attesting guests; deadlines sized for guests emulated
+ * twice over. `assertSource: false` only for the benchmark, whose figures
+ * compare with a relay that asserts nothing.
+ */
+export async function startRelay(options: { assertSource?: boolean } = {}): Promise<Daemon> {
   const config = writeYaml('relay.yaml', {
     node: { id: HYPERVISOR },
     admin: { address: '127.0.0.1', port: RELAY_ADMIN },
@@ -161,9 +166,8 @@ export async function startRelay(): Promise<Daemon> {
     header_timeout: '60s',
     connect_timeout: '30s',
     // The first query also brings up the mutual-TLS channel: 14 s in one run, while two inner guests kept the outer one busy.
-    // The inner guests' C agents stand in for destination sidecars and count every byte: they do not
-    // read the relay's signed source assertion (relay-assertion.test.ts covers it), so it stays off here.
-    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '60s', cache_ttl: '2s', assert_source: false },
+    // assert_source on (the default): every relayed connection starts with the relay's signed assertion of the source VM.
+    vm_manager: { address: VM_MANAGER.address, hypervisor_id: HYPERVISOR, query_timeout: '60s', cache_ttl: '2s', assert_source: options.assertSource ?? true },
     tls: await identityFiles('hv', HYPERVISOR),
     attestation: { port: ATTESTATION_PORT, control_plane: VM_MANAGER.address, request_timeout: '120s' },
   });
@@ -208,6 +212,18 @@ export async function serverLog(vm: InnerVm, port: number): Promise<Array<Record
       const [event, ...fields] = line.split(' ');
       return { event: event!, ...Object.fromEntries(fields.map((f) => f.split('=') as [string, string])) };
     });
+}
+
+/** The first bytes (up to 8 KiB) of one connection a vmagent server saw, as its `accept` or `close` entry names it. */
+export async function serverHead(vm: InnerVm, port: number, entry: Record<string, string>): Promise<Buffer> {
+  const text = await vm.check(`cat /run/${port}.log.${entry.peer_cid}-${entry.peer_port}.head`);
+  return Buffer.from(text, 'latin1');
+}
+
+/** The mesh's trust bundle (the CA's root, PEM), as every sidecar holds it. */
+export function meshTrust(): { trustDomain: string; bundlePem: string } {
+  if (!pki) throw new Error('the control plane (and its CA) is not up yet');
+  return { trustDomain: pki.trustDomain, bundlePem: pki.ca.trustBundlePem().join('') };
 }
 
 /** What a vmagent sink answers once the sender half-closes. */
