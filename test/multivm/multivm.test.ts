@@ -179,7 +179,7 @@ function startSidecarDirect(): Promise<Daemon> {
       { name: 'vsock-only', endpoints: [endpoint(SIDECAR_DIRECT.silentPorts[1]!, false)] },
     ],
   });
-  return Daemon.start('sidecar-direct', ['sidecar', '-c', config], SIDECAR_DIRECT.admin);
+  return Daemon.start('sidecar-direct', ['sidecar', '-c', config], SIDECAR_DIRECT.admin, 6 * 60_000);
 }
 
 /** Puts bytes into a file in an inner guest (over its control channel). */
