@@ -136,6 +136,18 @@ async function deploy(topology: Topology, files: Fixtures, cli: string): Promise
   let remove: () => Promise<void> = async () => {};
   // The VM manager seeds the inventory in one transaction (every record, and a check per key): beyond etcd's defaults of 128 operations and 1.5 MiB per request.
   const etcd = await launchEtcd({ args: ['--max-txn-ops', String(4 * VMS + 1_000), '--max-request-bytes', String(64 * 1024 * 1024)] }, (r) => (remove = r));
+  // The last resort when the cleanups are cut short (a signal): etcd is not a startDaemon child.
+  const killEtcd = (): void => {
+    const pid = etcd.pid();
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  };
+  process.on('exit', killEtcd);
+  onCleanup(() => process.off('exit', killEtcd));
   onCleanup(remove);
   const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure'];
   const t = nowMs();
@@ -233,12 +245,14 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
       await sleep(100);
       const peaks = samplers.map((s) => s.stop());
       const m = meter.stop();
+      // A figure the load process could not give (no sidecar updated) comes as null in its JSON.
+      const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
       const cpuOf = (pid: number | undefined): number => (pid === undefined ? 0 : (m.cpu[pids.indexOf(pid)] ?? 0));
       const r: Round = {
         round,
-        lastAckMs: Math.max(...results.map((x) => Number(x.lastAckMs))),
+        lastAckMs: Math.max(...results.map((x) => num(x.lastAckMs))),
         // The clients' p50 is per process; their median is close enough for a report line.
-        ackP50Ms: median(results.map((x) => Number(x.ackP50Ms))),
+        ackP50Ms: median(results.map((x) => num(x.ackP50Ms))),
         updated: results.reduce((a, x) => a + Number(x.updated), 0),
         errors: results.reduce((a, x) => a + Number(x.errors), 0),
         callMs: t0 - callStart,
