@@ -147,7 +147,9 @@ async function deploy(topology: Topology, files: Fixtures, cli: string): Promise
     }
   };
   process.on('exit', killEtcd);
-  onCleanup(() => process.off('exit', killEtcd));
+  onCleanup(() => {
+    process.off('exit', killEtcd);
+  });
   onCleanup(remove);
   const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure'];
   const t = nowMs();
