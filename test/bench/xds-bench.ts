@@ -43,7 +43,10 @@
 // connection, the VM manager client an operator SVID; then a table of the
 // two side by side (mTLS / plain ratios).
 //
-// Run: npm run bench:xds   (env: BENCH_XDS=fanout|endpoints|both (both),
+// 3. BENCH_XDS=replicas: control-plane replicas on etcd beside the one
+//    process (xds-replicas-bench.ts, which says what it measures).
+//
+// Run: npm run bench:xds   (env: BENCH_XDS=fanout|endpoints|both|replicas (both),
 //      BENCH_XDS_SECURITY=plain|mtls|both (both; the fan-out's control APIs),
 //      BENCH_CLIENTS=1000, BENCH_HYPERVISORS=20, BENCH_SERVICES=50, BENCH_CHANNELS=1000
 //      (HTTP/2 connections the clients share; 1000: one each), BENCH_ROUNDS=5,
@@ -54,7 +57,6 @@
 //      BENCH_MAX_OTHER_CORES=0.3 and BENCH_MAX_REPEATS=3: rounds disturbed by other work are repeated)
 // Not a test: `npm test` does not run it.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,11 +69,9 @@ import {
   CLI,
   ROOT,
   cliNodeFlags,
-  cpuSeconds,
   fmt,
   intEnv,
   log,
-  machineBusySeconds,
   machineLine,
   mdTable,
   median,
@@ -106,6 +106,8 @@ import {
   type Sized,
   type SotwStream,
 } from './xds-bench-lib.js';
+import { apiProbe, cpuMeter, rssSampler, startLoadChild } from './xds-bench-load.js';
+import { replicated } from './xds-replicas-bench.js';
 
 function numEnv(name: string, fallback: number, min = 0): number {
   const raw = process.env[name];
@@ -134,7 +136,6 @@ const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 
 const REPEATS = 3;
 const ACK_TARGET_MS = 1_000;
 const RSS_TARGET_MIB = 300;
-const CHILD = path.join(ROOT, 'test/bench/xds-bench-child.ts');
 /** The CLI the control plane runs from: this checkout's build, or BENCH_CLI (another build to compare, e.g. a candidate fix in a copy of dist/). */
 const CP_CLI = process.env.BENCH_CLI ? path.resolve(process.env.BENCH_CLI) : CLI;
 const BIG_SERVICE = 'big';
@@ -254,145 +255,6 @@ async function startControlPlane(name: string, files: Files, debounceMs: number,
     await daemon.stop();
   };
   return { daemon, port: Number(serving.port), startMs, profileDir, stopAndWait };
-}
-
-// ---- the load process (stdin commands, stdout JSON lines) -------------------------------
-
-interface LoadChild {
-  child: ChildProcess;
-  pid: number;
-  send(cmd: Record<string, unknown>): void;
-  next(match: (e: LogLine) => boolean, what: string, timeoutMs: number): Promise<LogLine>;
-  stop(): Promise<void>;
-}
-
-function startLoadChild(options: Record<string, unknown>): LoadChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const pid = child.pid!;
-  const killHard = (): void => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  };
-  process.on('exit', killHard);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => {
-    stderr = (stderr + c).slice(-8192);
-    for (const line of c.split('\n')) if (line.trim() !== '') process.stderr.write(`  ${line}\n`);
-  });
-  const queue: LogLine[] = [];
-  const waiters = new Set<() => void>();
-  let exited = false;
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop() ?? '';
-    for (const p of parts) {
-      if (!p.startsWith('{')) continue;
-      const e = JSON.parse(p) as LogLine;
-      if (e.event === 'stream_error') log(`load process: stream of ${String(e.node)} ended: ${String(e.message)}`);
-      if (e.event === 'fatal') log(`load process failed: ${String(e.message)}`);
-      if (e.event === 'progress') continue;
-      queue.push(e);
-    }
-    for (const w of [...waiters]) w();
-  });
-  const closed = new Promise<void>((resolve) =>
-    child.once('close', () => {
-      exited = true;
-      process.off('exit', killHard);
-      for (const w of [...waiters]) w();
-      resolve();
-    }),
-  );
-  const next = (match: (e: LogLine) => boolean, what: string, timeoutMs: number): Promise<LogLine> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const i = queue.findIndex(match);
-        if (i >= 0) {
-          const [e] = queue.splice(i, 1);
-          done(() => resolve(e!));
-        } else if (exited) done(() => reject(new Error(`load process exited (${child.exitCode ?? child.signalCode}) before ${what}\nstderr:\n${stderr}`)));
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`timed out waiting for ${what} from the load process\nstderr:\n${stderr}`))), timeoutMs);
-      const done = (then: () => void): void => {
-        clearTimeout(timer);
-        waiters.delete(check);
-        then();
-      };
-      waiters.add(check);
-      check();
-    });
-  const stop = async (): Promise<void> => {
-    if (exited) return;
-    child.stdin!.end(`${JSON.stringify({ cmd: 'exit' })}\n`);
-    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await closed;
-    clearTimeout(t);
-  };
-  onCleanup(stop);
-  return { child, pid, send: (cmd) => child.stdin!.write(`${JSON.stringify(cmd)}\n`), next, stop };
-}
-
-/** Samples a process's VmRSS every `everyMs` until stopped; returns the largest (KiB). */
-function rssSampler(pid: number, everyMs = 10): { stop(): number } {
-  let max = rssKiB(pid);
-  const timer = setInterval(() => {
-    const v = rssKiB(pid);
-    if (v > max) max = v;
-  }, everyMs);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      return Math.max(max, rssKiB(pid));
-    },
-  };
-}
-
-/**
- * Calls GetVm every `everyMs` (one at a time) until stopped; returns the
- * slowest call: how long the VM manager API (same process, same event loop)
- * kept a caller waiting.
- */
-function apiProbe(vmm: VmManagerClient, vm: string, everyMs = 25): { stop(): Promise<{ maxMs: number; calls: number }> } {
-  let stopped = false;
-  let maxMs = 0;
-  let calls = 0;
-  const loop = (async () => {
-    while (!stopped) {
-      const t = nowMs();
-      await vmm.getVm(vm);
-      maxMs = Math.max(maxMs, nowMs() - t);
-      calls++;
-      await sleep(everyMs);
-    }
-  })();
-  return {
-    stop: async () => {
-      stopped = true;
-      await loop;
-      return { maxMs, calls };
-    },
-  };
-}
-
-/** CPU readings around a measured stretch, to tell how busy other processes kept the machine. */
-function cpuMeter(pids: number[]): { stop(): { cpu: number[]; wallS: number; otherCores: number } } {
-  const at = nowMs();
-  const before = pids.map((pid) => cpuSeconds(pid));
-  const self = process.cpuUsage();
-  const machine = machineBusySeconds();
-  return {
-    stop: () => {
-      const wallS = (nowMs() - at) / 1000;
-      const cpu = pids.map((p, i) => cpuSeconds(p) - before[i]!);
-      const own = process.cpuUsage(self);
-      const ours = cpu.reduce((a, b) => a + b, 0) + (own.user + own.system) / 1e6;
-      return { cpu, wallS, otherCores: Math.max(0, (machineBusySeconds() - machine - ours) / wallS) };
-    },
-  };
 }
 
 function profileSection(p: ProfileSummary | null, what: string): string[] {
@@ -1019,10 +881,17 @@ function securityComparison(plain: FanoutFigures, mtls: FanoutFigures): string {
 
 async function main(): Promise<void> {
   accessSync(CP_CLI, constants.R_OK);
-  if (!['fanout', 'endpoints', 'both'].includes(WHICH)) throw new Error(`BENCH_XDS must be fanout, endpoints or both (got "${WHICH}")`);
+  if (!['fanout', 'endpoints', 'both', 'replicas'].includes(WHICH)) throw new Error(`BENCH_XDS must be fanout, endpoints, both or replicas (got "${WHICH}")`);
   log(`${machineLine()}; control plane: ${path.relative(ROOT, CP_CLI) || CP_CLI}, node flags: ${cliNodeFlags().join(' ') || '(none)'}`);
   const out: string[] = [];
   if (!['plain', 'mtls', 'both'].includes(SECURITY)) throw new Error(`BENCH_XDS_SECURITY must be plain, mtls or both (got "${SECURITY}")`);
+  if (WHICH === 'replicas') {
+    const t = nowMs();
+    const r = await replicated(CP_CLI);
+    const file = writeReport('xds-replicas', r.md, { date: new Date().toISOString(), ...(r.json as object), markdown: r.md });
+    process.stdout.write(`\n${r.md}\n\nwritten to ${file} (and .json); ${fmt((nowMs() - t) / 1000)} s\n`);
+    return;
+  }
   if (WHICH !== 'endpoints') {
     const figures: FanoutFigures[] = [];
     for (const security of (SECURITY === 'both' ? ['plain', 'mtls'] : [SECURITY]) as Security[]) {

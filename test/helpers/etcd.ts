@@ -2,6 +2,8 @@
 // member on loopback ports of its own, in a temporary data directory, with
 // short raft timers (leases of 1 s then expire on time); stopped and removed
 // when the test ends. restart() stops it and starts it again on the same data.
+// launchEtcd is the same without a test (the benchmarks' etcd): the caller
+// stops it with remove().
 
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,6 +32,8 @@ export function etcdBinary(): string | undefined {
 export interface EtcdServer {
   /** host:port of its client URL. */
   endpoint: string;
+  /** The etcd process's pid (changes on restart). */
+  pid(): number | undefined;
   restart(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -41,8 +45,13 @@ export interface EtcdTls {
   ca: string;
 }
 
-/** `clientPort`: where it serves clients (a port chosen beforehand, e.g. for a process started before etcd). */
-export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls; clientPort?: number } = {}): Promise<EtcdServer> {
+/** `clientPort`: where it serves clients (a port chosen beforehand, e.g. for a process started before etcd); `args`: more etcd flags. */
+export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls; clientPort?: number; args?: string[] } = {}): Promise<EtcdServer> {
+  return launchEtcd(options, (remove) => t.teardown(remove));
+}
+
+/** A one-member etcd in a temporary data directory; `onRemove` receives what stops it and removes the directory (call it at the end). */
+export async function launchEtcd(options: { tls?: EtcdTls; clientPort?: number; args?: string[] }, onRemove: (remove: () => Promise<void>) => void): Promise<EtcdServer> {
   const binary = etcdBinary();
   if (binary === undefined) throw new Error(ETCD_MISSING);
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-etcd-'));
@@ -57,6 +66,7 @@ export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls; c
     ...['--heartbeat-interval', '10', '--election-timeout', '100'],
     ...['--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'info'],
     ...(options.tls === undefined ? [] : ['--cert-file', options.tls.cert, '--key-file', options.tls.key, '--trusted-ca-file', options.tls.ca, '--client-cert-auth']),
+    ...(options.args ?? []),
   ];
   let proc: ChildProcess | undefined;
   let output = '';
@@ -83,13 +93,14 @@ export async function startEtcd(t: ExecutionContext, options: { tls?: EtcdTls; c
     child.kill('SIGTERM');
     await exited;
   };
-  t.teardown(async () => {
+  onRemove(async () => {
     await stop();
     await rm(dir, { recursive: true, force: true });
   });
   await start();
   return {
     endpoint: `127.0.0.1:${clientPort}`,
+    pid: () => proc?.pid,
     restart: async () => {
       await stop();
       await start();

@@ -38,13 +38,17 @@ interface Harness {
   delta(): Stream<DeltaDiscoveryRequest, DeltaDiscoveryResponse__Output>;
 }
 
-async function start(t: { teardown(fn: () => void | Promise<void>): void }, options: { onNodeSeen?: (nodeId: string, cache: SnapshotCache) => void } = {}): Promise<Harness> {
+async function start(
+  t: { teardown(fn: () => void | Promise<void>): void },
+  options: { onNodeSeen?: (nodeId: string, cache: SnapshotCache) => void; writeSlots?: { limit: number; holdMs: number } } = {},
+): Promise<Harness> {
   const cache = new SnapshotCache();
   const logs = new LogCapture();
   const ads = new AdsServer({
     cache,
     logger: createLogger({ level: 'debug', destination: logs }),
     ...(options.onNodeSeen && { onNodeSeen: (nodeId: string) => options.onNodeSeen!(nodeId, cache) }),
+    ...(options.writeSlots && { writeSlots: options.writeSlots }),
   });
   const server = new grpc.Server();
   ads.addTo(server);
@@ -333,6 +337,33 @@ test('sotw: a stream that cannot write coalesces pushes: the latest state arrive
   t.true(received < versions / 2, `${received} responses for ${versions} versions`);
   t.is(unpackAny(last.resources[0]!, CDS).alt_stat_name, `${big}${versions}`);
   t.like(statusOf(h.ads, 'node-a', CDS), { lastSentVersion: `v${versions}` });
+});
+
+test('sotw: with one write slot for the whole server, every stream still gets the first response and every change, one write at a time', async (t) => {
+  // holdMs of an hour: each slot comes back only when its write completed, so this runs on the write callbacks alone.
+  const h = await start(t, { writeSlots: { limit: 1, holdMs: 3_600_000 } });
+  const nodes = Array.from({ length: 12 }, (_, i) => `node-${i}`);
+  const big = 'x'.repeat(32 * 1024);
+  for (const n of nodes) h.cache.setSnapshot(n, snap({ [CDS]: [cluster('c1', 1, `${big}${n}`)] }, 'v0'));
+  const streams = nodes.map((n) => {
+    const s = h.sotw();
+    s.send({ node: { id: n, cluster: 'test' }, type_url: CDS });
+    return s;
+  });
+  for (const [i, s] of streams.entries()) {
+    const first = await s.next(WAIT_MS);
+    t.is(first.version_info, 'v0');
+    t.is(unpackAny(first.resources[0]!, CDS).alt_stat_name, `${big}${nodes[i]}`);
+    s.send(ack(first));
+  }
+  await waitFor(() => nodes.every((n) => statusOf(h.ads, n, CDS)?.lastAckVersion === 'v0'), 'every ACK', WAIT_MS);
+  for (const n of nodes) h.cache.setSnapshot(n, snap({ [CDS]: [cluster('c1', 1, `${big}${n}-1`)] }, 'v1'));
+  for (const [i, s] of streams.entries()) {
+    const pushed = await s.next(WAIT_MS);
+    t.is(pushed.version_info, 'v1');
+    t.is(unpackAny(pushed.resources[0]!, CDS).alt_stat_name, `${big}${nodes[i]}-1`);
+  }
+  t.is(await written(h.ads), 2 * nodes.length, 'one response per stream and version');
 });
 
 // ---- delta -------------------------------------------------------------------------------

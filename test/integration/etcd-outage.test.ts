@@ -4,7 +4,8 @@
 // (it keeps serving the mesh it has, a sidecar that connects meanwhile gets
 // its listeners, changes are refused with UNAVAILABLE saying why, and it
 // recovers by itself when etcd is back). Readiness as the admin /ready and
-// the gRPC health service report it.
+// the gRPC health service report it. The same for a VM manager whose
+// registry lives in etcd (vm-manager --store).
 
 import test, { type ExecutionContext } from 'ava';
 import * as grpc from '@grpc/grpc-js';
@@ -20,6 +21,7 @@ import { waitFor } from '../helpers/apps.js';
 import { runCli, startCli, startSidecarCli, type CliProcess } from '../helpers/cli.js';
 import { startEtcd } from '../helpers/etcd.js';
 import { freePort } from '../helpers/haproxy.js';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
 
 interface Plane {
   proc: CliProcess;
@@ -124,4 +126,45 @@ test('etcd goes away later: the last mesh is still served (a sidecar connecting 
   t.is(put.code, 0, put.stderr);
   t.deepEqual((await p.api.listServices()).map((s) => s.name), ['web', 'api']);
   t.truthy(p.proc.lines.find((l) => l.msg === 'mesh store reachable again: ready'));
+});
+
+test('a VM manager on etcd: etcd goes away, it is not ready (saying why), still answers reads, refuses writes; ready again by itself once etcd is back', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-vmm-outage-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const etcd = await startEtcd(t);
+  const inventory = join(dir, 'inventory.yaml');
+  await writeFile(inventory, stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }, { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 }], vms: [{ id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] }] }));
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const address = `127.0.0.1:${port}`;
+  const proc = startCli(['vm-manager', '--insecure', '--listen', address, '--admin-port', String(adminPort), '--inventory', inventory, '--store', `etcd://${etcd.endpoint}`, '--store-insecure']);
+  t.teardown(() => proc.kill('SIGKILL'));
+  await proc.waitForLine((l) => l.msg === 'vm-manager ready', 'vm-manager ready', 60_000);
+  const ready = async () => {
+    const r = await adminRequest(adminPort, 'GET', '/ready');
+    return { status: r.status, body: r.body };
+  };
+  const healthClient = new (healthProto().grpc.health.v1.Health)(address, grpc.credentials.createInsecure());
+  t.teardown(() => healthClient.close());
+  const health = (service = ''): Promise<string> =>
+    new Promise((resolve) => healthClient.Check({ service }, (err, res) => resolve(err ? `error ${grpc.status[err.code]}` : String(res!.status))));
+  const vmm = new VmManagerClient(address, { defaultTimeoutMs: 30_000, transport: { insecure: true } });
+  t.teardown(() => vmm.close());
+  t.is((await ready()).status, 200);
+  t.is(await health(), 'SERVING');
+
+  await etcd.stop();
+  await waitFor(async () => (await ready()).status === 503, '/ready 503 once etcd is gone', 60_000);
+  t.regex((await ready()).body, /^not ready: registry store unavailable, serving the registry as of revision \d+ \(reconnecting\): /);
+  t.is(await health(), 'NOT_SERVING');
+  t.is(await health('vsockmesh.vmmanager.v1.VmManager'), 'SERVING', 'the VM manager API still answers reads');
+  t.is((await vmm.getVm('vm-a'))?.hypervisorId, 'hv-1', 'reads answer from the registry it has');
+  await t.throwsAsync(vmm.moveVm('vm-a', 'hv-2'), { message: /UNAVAILABLE/ });
+  t.like(proc.lines.find((l) => l.reason === 'registry_store_unavailable'), { level: 'warn' });
+
+  await etcd.restart();
+  await waitFor(async () => (await ready()).status === 200, '/ready 200 once etcd is back', 60_000);
+  t.is(await health(), 'SERVING');
+  await vmm.moveVm('vm-a', 'hv-2');
+  t.is((await vmm.getVm('vm-a'))?.hypervisorId, 'hv-2');
+  t.truthy(proc.lines.find((l) => l.msg === 'registry store reachable again: ready'));
 });

@@ -6,7 +6,9 @@
 // observe becomes sync status, metrics and log lines, and the responses they
 // owe are written while the stream's write buffer has room (a full buffer
 // waits for 'drain', then gets the latest state: nothing queues without
-// bound). SotW responses go out pre-encoded (xds/envoy/sotw-encoding.ts).
+// bound). SotW responses go out pre-encoded (xds/envoy/sotw-encoding.ts), and
+// in batches over all streams (write-slots.ts): at most so many responses in
+// flight at once.
 //
 // Sync status (per node and type: sent, ACKed, NACKed) is kept while a node
 // has a stream open and for the status retention after its last one closed
@@ -18,12 +20,13 @@ import type { Logger } from '../../proxy/runtime/log.js';
 import { TYPE_SHORT_NAMES, type DeltaDiscoveryRequest__Output, type DeltaDiscoveryResponse, type DiscoveryRequest__Output } from '../envoy/proto.js';
 import { preEncodedAdsService, SotwEncoder, type PreEncodedAdsHandlers } from '../envoy/sotw-encoding.js';
 import { applyRequest, newStream, nextResponse, snapshotChanged, type AdsStreamKind, type DeltaResponse, type Failure, type SotwResponse, type StreamEvent, type StreamState } from './ads-stream.js';
-import { DEFAULT_STATUS_RETENTION_MS, MAX_DISCONNECTED_NODES, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from './bounds.js';
+import { DEFAULT_STATUS_RETENTION_MS, MAX_DISCONNECTED_NODES, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, WRITE_SLOT_HOLD_MS, XDS_WRITES_IN_FLIGHT } from './bounds.js';
 import { NodeRetention } from './node-retention.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import type { Snapshot } from './snapshot.js';
 import { SyncStatuses } from './sync-status.js';
 import type { SyncStatus } from './types.js';
+import { WriteSlots, type WriteSlotsOptions } from './write-slots.js';
 
 export interface AdsServerOptions {
   cache: SnapshotCache;
@@ -40,6 +43,8 @@ export interface AdsServerOptions {
   onNodeForgotten?: (nodeId: string) => void;
   /** Why there is nothing to serve yet (new streams are refused with UNAVAILABLE, clients try another replica), or undefined. */
   notServing?: () => string | undefined;
+  /** Responses in flight over all streams at once (default XDS_WRITES_IN_FLIGHT, WRITE_SLOT_HOLD_MS). */
+  writeSlots?: WriteSlotsOptions;
 }
 
 interface Metrics {
@@ -59,6 +64,7 @@ interface StreamContext {
   metrics: Metrics;
   statuses: SyncStatuses;
   encoder: SotwEncoder;
+  slots: WriteSlots;
   /** The stream learnt its node id (its first request). */
   identified(stream: AdsCall): void;
   closed(stream: AdsCall): void;
@@ -86,6 +92,8 @@ class AdsCall {
   private ended = false;
   private cleaned = false;
   private unwatch: (() => void) | undefined;
+  /** Runs when a write slot is free for this stream. */
+  private readonly wake = (): void => this.flush();
 
   constructor(
     private readonly ctx: StreamContext,
@@ -128,6 +136,7 @@ class AdsCall {
     this.cleaned = true;
     this.unwatch?.();
     this.unwatch = undefined;
+    this.ctx.slots.forget(this.wake);
     this.ctx.closed(this);
   }
 
@@ -213,20 +222,22 @@ class AdsCall {
     this.fail({ code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` });
   }
 
-  /** Writes owed responses in push order until none is owed or the stream's buffer is full. */
+  /** Writes owed responses in push order until none is owed, the stream's buffer is full or no write slot is free (then it waits for one). */
   private flush(): void {
     while (!this.blocked && !this.ended && this.nodeId !== null) {
       const snapshot = this.ctx.cache.get(this.nodeId);
       if (snapshot === undefined) return;
       const next = nextResponse(this.state, snapshot);
       if (next === null) return;
+      const release = this.ctx.slots.take(this.wake);
+      if (release === null) return;
       this.state = next.state;
       const { typeUrl, version } = next.response;
       const status = this.ctx.statuses.of(this.nodeId, typeUrl);
       status.lastSentVersion = version;
       status.lastSentAt = Date.now();
       this.ctx.metrics.responses.inc({ kind: this.kind, type: TYPE_SHORT_NAMES[typeUrl] });
-      if (!this.call.write(wire(next.response, snapshot, this.ctx.encoder))) {
+      if (!this.call.write(wire(next.response, snapshot, this.ctx.encoder), release)) {
         this.blocked = true;
         this.call.once('drain', () => {
           this.blocked = false;
@@ -303,6 +314,7 @@ export class AdsServer {
       metrics,
       statuses: this.statuses,
       encoder: new SotwEncoder(),
+      slots: new WriteSlots(options.writeSlots ?? { limit: XDS_WRITES_IN_FLIGHT, holdMs: WRITE_SLOT_HOLD_MS }),
       identified: (stream) => {
         this.nodes.opened(stream.nodeId!);
         options.onNodeSeen?.(stream.nodeId!);

@@ -32,6 +32,11 @@ export const MAX_MESH_BYTES = 2 * 1024 * 1024;
 /** A mesh file or mesh state file is not even parsed beyond this (YAML is at most ~3x its JSON). */
 export const MAX_MESH_FILE_BYTES = 4 * MAX_MESH_BYTES;
 
+/** xDS responses written at once over all streams (a batch); the others wait their turn (write-slots.ts). */
+export const XDS_WRITES_IN_FLIGHT = 64;
+/** The longest a response keeps its slot when its client does not read it. */
+export const WRITE_SLOT_HOLD_MS = 1_000;
+
 /** What the control plane's gRPC server accepts in one message (config API, ADS, VM manager). */
 export const MAX_GRPC_RECEIVE_BYTES = 4 * 1024 * 1024;
 

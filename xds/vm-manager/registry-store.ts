@@ -66,6 +66,9 @@ export class RegistryStore {
   private readonly backoff = new Backoff({ initialMs: 250, maxMs: 5_000 });
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** Why the store is out of reach (null: it answers); readiness follows it. */
+  private unavailable: string | null = null;
+  private readonly readinessListeners = new Set<() => void>();
   /** The clock mutations are planned with, frozen while one is planned (a lease's TTL is its expiry minus it). */
   private frozenNow: number | undefined;
 
@@ -118,6 +121,18 @@ export class RegistryStore {
     const registry = new RegistryStore(options, epoch, await options.store.list(prefix));
     registry.follow();
     return registry;
+  }
+
+  /** Why this replica is not ready (the store out of reach: it serves the registry it has, writes fail), or undefined. */
+  notReady(): string | undefined {
+    if (this.unavailable === null) return undefined;
+    return `registry store unavailable, serving the registry as of revision ${this.registry.revision} (reconnecting): ${this.unavailable}`;
+  }
+
+  /** `listener` runs whenever notReady() changes; returns the unsubscribe. */
+  onReadinessChange(listener: () => void): () => void {
+    this.readinessListeners.add(listener);
+    return () => this.readinessListeners.delete(listener);
   }
 
   /** Whether a Watch from `revision` can be answered: the store still has its history (not compacted). */
@@ -276,8 +291,10 @@ export class RegistryStore {
     if (this.closed) return;
     this.watch = this.store.watch(this.prefix, this.registry.revision, {
       onEvents: (events) => this.applyEvents(events),
+      onAvailability: (unavailable) => this.setAvailability(unavailable),
       onError: (err) => {
         const compacted = err.code === 'OUT_OF_RANGE';
+        if (!compacted) this.setAvailability(err.message);
         this.logger.warn({ err, reason: compacted ? 'registry_watch_compacted' : 'registry_watch_failed' }, `the registry's store watch ended (${err.message}): reading the registry again`);
         this.retry = setTimeout(() => void this.resync(), compacted ? 0 : this.backoff.next());
         this.retry.unref();
@@ -306,7 +323,17 @@ export class RegistryStore {
     }
     this.registry.advanceTo(revision);
     this.backoff.reset();
+    this.setAvailability(null);
     this.release();
+  }
+
+  private setAvailability(unavailable: string | null): void {
+    const changed = (unavailable === null) !== (this.unavailable === null);
+    this.unavailable = unavailable;
+    if (!changed) return;
+    if (unavailable === null) this.logger.info({ revision: this.registry.revision }, 'registry store reachable again: ready');
+    else this.logger.warn({ reason: 'registry_store_unavailable', error: unavailable, revision: this.registry.revision }, `registry store out of reach (${unavailable}): serving the registry as of revision ${this.registry.revision}, writes fail, reconnecting`);
+    for (const listener of this.readinessListeners) listener();
   }
 
   private release(): void {
@@ -327,6 +354,7 @@ export class RegistryStore {
       listed = await this.store.list(this.prefix);
     } catch (err) {
       this.logger.warn({ err, reason: 'registry_store_unavailable' }, `cannot read the registry from the store: ${(err as Error).message}; serving the last one read`);
+      this.setAvailability((err as Error).message);
       this.retry = setTimeout(() => void this.resync(), this.backoff.next());
       this.retry.unref();
       return;
@@ -344,6 +372,7 @@ export class RegistryStore {
     }
     // The events in between were not seen one by one: a Watch from before this revision must start over.
     this.registry.advanceTo(listed.revision, true);
+    this.setAvailability(null);
     this.release();
     this.follow();
   }

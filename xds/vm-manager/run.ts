@@ -113,6 +113,7 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
       addLogDropped(server.metrics);
       return {
         logger,
+        ...(registryStore !== undefined && { notReady: () => registryStore.notReady() }),
         server: {
           start: () => server.start(options.listen),
           drain: () => server.drain(),

@@ -184,8 +184,10 @@ export class VmManagerServer {
     });
     this.server.addService(vmManagerProto().vsockmesh.vmmanager.v1.VmManager.service, this.handlers());
     if (!this.shared) {
-      this.health = new HealthService((service) => this.healthStatus(service));
-      this.health.addTo(this.server);
+      const health = new HealthService((service) => this.healthStatus(service));
+      health.addTo(this.server);
+      this.health = health;
+      options.registryStore?.onReadinessChange(() => health.changed());
     }
   }
 
@@ -554,9 +556,14 @@ export class VmManagerServer {
 
   // ---- health ------------------------------------------------------------------
 
-  /** The VM manager's status for `service` ('' or its own), undefined for any other. */
+  /**
+   * The VM manager's status for `service` ('' or its own), undefined for any
+   * other. With its registry store out of reach, '' is NOT_SERVING while the
+   * VM manager service stays SERVING: it answers reads from the registry it has.
+   */
   healthStatus(service: string): HealthStatus | undefined {
     if (service !== '' && service !== VM_MANAGER_SERVICE) return undefined;
-    return this.state === 'serving' ? 'SERVING' : 'NOT_SERVING';
+    if (this.state !== 'serving') return 'NOT_SERVING';
+    return service === '' && this.options.registryStore?.notReady() !== undefined ? 'NOT_SERVING' : 'SERVING';
   }
 }

@@ -1,0 +1,344 @@
+// The xDS fan-out beyond one process (issue 15): `BENCH_XDS=replicas npm run bench:xds`.
+//
+// One inventory of BENCH_VMS VMs (default 10,000) on 20 hypervisors in 50
+// services, and BENCH_SIDECARS simulated sidecars (default "1000,10000"; the
+// first that many VMs, node id = VM id, each a state-of-the-world ADS stream
+// that ACKs everything, xds-bench-child.ts) over each topology of
+// BENCH_TOPOLOGIES (default "memory,1,2,4"):
+//
+// - memory: one `vsockmesh control-plane --inventory` (the registry in
+//   process, the in-memory store), as before issue 15; a change is MoveVm on
+//   the control plane itself.
+// - N (1, 2, 4): a real etcd (Debian's etcd-server, started here on loopback
+//   with a data directory of its own), one `vsockmesh vm-manager --store` that
+//   seeds the registry from the inventory, and N `vsockmesh control-plane
+//   --store --vm-manager` replicas following it. Sidecar i connects to replica
+//   i mod N. A change is MoveVm on the VM manager: etcd commits it, the VM
+//   manager's watch brings it back, every replica's Watch mirror gets it,
+//   rebuilds and pushes.
+//
+// The sidecars are spread over BENCH_LOAD_PROCESSES child processes (default
+// 4, at least one per replica, each connected to one replica) so that the
+// client side is not one event loop. Measured per change: from MoveVm's return
+// to the last ACK over all children (system-wide monotonic clock), the
+// replicas' CPU and peak RSS, the VM manager's and etcd's CPU; after the
+// initial sync, every replica's idle RSS with its streams and etcd's RSS. The
+// machine is shared: compare topologies within one run (the load average and
+// the cores other processes used are in the report). Not a test.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
+import { etcdBinary, launchEtcd, type EtcdServer } from '../helpers/etcd.js';
+import { cliNodeFlags, fmt, intEnv, log, machineLine, mdTable, median, onCleanup, rssKiB, sleep, startDaemon, startVmManagerCli, type Daemon, type LogLine } from './bench-common.js';
+import { hvId, inventoryYaml, meshYaml, nowMs, serviceName, vmId, type Placement } from './xds-bench-lib.js';
+import { cpuMeter, rssSampler, startLoadChild, type LoadChild } from './xds-bench-load.js';
+
+const VMS = intEnv('BENCH_VMS', 10_000);
+const HYPERVISORS = 20;
+const SERVICES = 50;
+const ROUNDS = intEnv('BENCH_ROUNDS', 3);
+const DEBOUNCE_MS = intEnv('BENCH_DEBOUNCE_MS', 100);
+const LOAD_PROCESSES = intEnv('BENCH_LOAD_PROCESSES', 4);
+const ACK_TARGET_MS = 500;
+const RSS_TARGET_MIB = 250;
+
+function listEnv(name: string, fallback: string): string[] {
+  return (process.env[name] ?? fallback)
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+}
+
+/** "memory" or a replica count. */
+type Topology = 'memory' | number;
+
+function topologies(): Topology[] {
+  return listEnv('BENCH_TOPOLOGIES', 'memory,1,2,4').map((x) => {
+    if (x === 'memory') return x;
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_TOPOLOGIES: "${x}" is neither memory nor a replica count`);
+    return n;
+  });
+}
+
+function sidecarCounts(): number[] {
+  return listEnv('BENCH_SIDECARS', '1000,10000').map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1 || n > VMS) throw new Error(`BENCH_SIDECARS: "${x}" must be 1..BENCH_VMS (${VMS})`);
+    return n;
+  });
+}
+
+const mib = (kib: number): number => kib / 1024;
+const mibText = (kib: number): string => `${fmt(mib(kib), 1)} MiB`;
+const msText = (v: number): string => (Number.isFinite(v) ? `${fmt(v)} ms` : 'n/a');
+const topologyName = (t: Topology): string => (t === 'memory' ? 'memory (one process, registry in process)' : `etcd, ${t} replica${t === 1 ? '' : 's'}`);
+
+interface Fixtures {
+  dir: string;
+  mesh: string;
+  inventory: string;
+  placements: Placement[];
+  hypervisors: string[];
+}
+
+function writeFixtures(): Fixtures {
+  const hypervisors = Array.from({ length: HYPERVISORS }, (_, h) => hvId(h));
+  const services = Array.from({ length: SERVICES }, (_, s) => serviceName(s));
+  const width = String(VMS - 1).length;
+  const placements: Placement[] = Array.from({ length: VMS }, (_, i) => ({
+    vm: vmId(i, width),
+    hypervisor: hypervisors[Math.floor(i / SERVICES) % HYPERVISORS]!,
+    service: services[i % SERVICES]!,
+    cid: 3 + i,
+  }));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vsockmesh-xds-replicas-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const files = { dir, mesh: path.join(dir, 'mesh.yaml'), inventory: path.join(dir, 'inventory.yaml'), placements, hypervisors };
+  writeFileSync(files.mesh, meshYaml(services));
+  writeFileSync(files.inventory, inventoryYaml(placements, hypervisors));
+  return files;
+}
+
+async function startControlPlane(cli: string, args: string[]): Promise<{ daemon: Daemon; port: number }> {
+  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
+  const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', 180_000);
+  return { daemon, port: Number(serving.port) };
+}
+
+/** The processes of one topology, up and serving. */
+interface Deployment {
+  replicas: Array<{ daemon: Daemon; port: number }>;
+  /** Where MoveVm goes: the VM manager (etcd) or the one control plane (memory). */
+  changes: VmManagerClient;
+  vmManager: Daemon | null;
+  etcd: EtcdServer | null;
+  stop(): Promise<void>;
+}
+
+async function deploy(topology: Topology, files: Fixtures, cli: string): Promise<Deployment> {
+  if (topology === 'memory') {
+    const cp = await startControlPlane(cli, ['--mesh', files.mesh, '--inventory', files.inventory]);
+    const changes = new VmManagerClient(`127.0.0.1:${cp.port}`, { defaultTimeoutMs: 60_000, transport: { insecure: true } });
+    return {
+      replicas: [cp],
+      changes,
+      vmManager: null,
+      etcd: null,
+      stop: async () => {
+        changes.close();
+        await cp.daemon.stop();
+      },
+    };
+  }
+  let remove: () => Promise<void> = async () => {};
+  // The VM manager seeds the inventory in one transaction (every record, and a check per key): beyond etcd's defaults of 128 operations and 1.5 MiB per request.
+  const etcd = await launchEtcd({ args: ['--max-txn-ops', String(4 * VMS + 1_000), '--max-request-bytes', String(64 * 1024 * 1024)] }, (r) => (remove = r));
+  // The last resort when the cleanups are cut short (a signal): etcd is not a startDaemon child.
+  const killEtcd = (): void => {
+    const pid = etcd.pid();
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  };
+  process.on('exit', killEtcd);
+  onCleanup(() => {
+    process.off('exit', killEtcd);
+  });
+  onCleanup(remove);
+  const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure'];
+  const t = nowMs();
+  const vmm = await startVmManagerCli(['--no-admin', '--inventory', files.inventory, ...store]);
+  log(`  etcd ${etcd.endpoint} (pid ${etcd.pid()}), vm-manager --store on :${vmm.port} (seeded ${fmt(VMS)} VMs) in ${fmt(nowMs() - t)} ms`);
+  const replicas: Deployment['replicas'] = [];
+  for (let r = 0; r < topology; r++) replicas.push(await startControlPlane(cli, ['--mesh', files.mesh, ...store, '--vm-manager', `127.0.0.1:${vmm.port}`]));
+  const changes = new VmManagerClient(`127.0.0.1:${vmm.port}`, { defaultTimeoutMs: 60_000, transport: { insecure: true } });
+  return {
+    replicas,
+    changes,
+    vmManager: vmm.daemon,
+    etcd,
+    stop: async () => {
+      changes.close();
+      for (const r of replicas) await r.daemon.stop();
+      await vmm.daemon.stop();
+      await remove();
+    },
+  };
+}
+
+interface Round {
+  round: number;
+  lastAckMs: number;
+  ackP50Ms: number;
+  updated: number;
+  errors: number;
+  callMs: number;
+  /** CPU seconds per replica, the VM manager's, etcd's and all load processes'. */
+  replicaCpuS: number[];
+  vmManagerCpuS: number;
+  etcdCpuS: number;
+  loadCpuS: number;
+  replicaPeakKiB: number[];
+  otherCores: number;
+}
+
+export interface ReplicaRun {
+  topology: Topology;
+  sidecars: number;
+  loadProcesses: number;
+  syncMs: number;
+  replicaIdleKiB: number[];
+  etcdKiB: number;
+  vmManagerKiB: number;
+  rounds: Round[];
+  loadAverage: number;
+  error?: string;
+}
+
+/** One topology with `sidecars` simulated sidecars: sync, then ROUNDS changes after a warm-up. */
+async function measure(topology: Topology, sidecars: number, files: Fixtures, cli: string): Promise<ReplicaRun> {
+  log(`${topologyName(topology)}: ${fmt(VMS)} VMs, ${fmt(sidecars)} sidecars`);
+  const d = await deploy(topology, files, cli);
+  try {
+    await d.changes.waitForReady(30_000);
+    const n = d.replicas.length;
+    const perReplica = Math.max(1, Math.ceil(LOAD_PROCESSES / n));
+    const loads: LoadChild[] = [];
+    const t = nowMs();
+    for (let r = 0; r < n; r++) {
+      const mine = files.placements.slice(0, sidecars).filter((_, i) => i % n === r);
+      for (let c = 0; c < perReplica; c++) {
+        const nodes = mine.filter((_, i) => i % perReplica === c).map((p) => p.vm);
+        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels: Math.min(100, nodes.length) }));
+      }
+    }
+    await Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 900_000)));
+    const syncMs = nowMs() - t;
+    await sleep(2_000);
+    const replicaPids = d.replicas.map((r) => r.daemon.pid);
+    const replicaIdleKiB = replicaPids.map((pid) => rssKiB(pid));
+    const etcdPid = d.etcd?.pid();
+    const etcdKiB = etcdPid === undefined ? 0 : rssKiB(etcdPid);
+    const vmManagerKiB = d.vmManager === null ? 0 : rssKiB(d.vmManager.pid);
+    log(`  synced in ${fmt(syncMs)} ms over ${loads.length} load processes; replica RSS ${replicaIdleKiB.map(mibText).join(', ')}; etcd ${mibText(etcdKiB)}; vm-manager ${mibText(vmManagerKiB)}`);
+
+    const where = new Map(files.placements.map((p) => [p.vm, p.hypervisor]));
+    const rounds: Round[] = [];
+    for (let round = 0; round <= ROUNDS; round++) {
+      const p = files.placements[(round * 211 + 7) % sidecars]!;
+      const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
+      for (const l of loads) l.send({ cmd: 'arm', round });
+      await Promise.all(loads.map((l) => l.next((e) => e.event === 'armed' && e.round === round, `round ${round} armed`, 30_000)));
+      const pids = [...replicaPids, d.vmManager?.pid ?? 0, etcdPid ?? 0, ...loads.map((l) => l.pid)].filter((pid) => pid > 0);
+      const meter = cpuMeter(pids);
+      const samplers = replicaPids.map((pid) => rssSampler(pid));
+      const callStart = nowMs();
+      await d.changes.moveVm(p.vm, to);
+      const t0 = nowMs();
+      where.set(p.vm, to);
+      for (const l of loads) l.send({ cmd: 'wait', round, t0, callStart, timeoutMs: 120_000 });
+      const results = await Promise.all(loads.map((l) => l.next((e) => e.event === 'round' && e.round === round, `round ${round} result`, 180_000)));
+      await sleep(100);
+      const peaks = samplers.map((s) => s.stop());
+      const m = meter.stop();
+      // A figure the load process could not give (no sidecar updated) comes as null in its JSON.
+      const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
+      const cpuOf = (pid: number | undefined): number => (pid === undefined ? 0 : (m.cpu[pids.indexOf(pid)] ?? 0));
+      const r: Round = {
+        round,
+        lastAckMs: Math.max(...results.map((x) => num(x.lastAckMs))),
+        // The clients' p50 is per process; their median is close enough for a report line.
+        ackP50Ms: median(results.map((x) => num(x.ackP50Ms))),
+        updated: results.reduce((a, x) => a + Number(x.updated), 0),
+        errors: results.reduce((a, x) => a + Number(x.errors), 0),
+        callMs: t0 - callStart,
+        replicaCpuS: replicaPids.map(cpuOf),
+        vmManagerCpuS: cpuOf(d.vmManager?.pid),
+        etcdCpuS: cpuOf(etcdPid),
+        loadCpuS: loads.reduce((a, l) => a + cpuOf(l.pid), 0),
+        replicaPeakKiB: peaks,
+        otherCores: m.otherCores,
+      };
+      log(
+        `  ${round === 0 ? 'warm-up' : `round ${round}`}: ${p.vm} → ${to}: ${r.updated}/${sidecars} ACKed, last ACK ${msText(r.lastAckMs)} (p50 ${msText(r.ackP50Ms)}), MoveVm ${msText(r.callMs)}; ` +
+          `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores`,
+      );
+      if (round > 0) rounds.push(r);
+      await sleep(500);
+    }
+    await Promise.all(loads.map((l) => l.stop()));
+    return { topology, sidecars, loadProcesses: loads.length, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
+  } finally {
+    await d.stop();
+  }
+}
+
+function report(runs: ReplicaRun[]): string {
+  const rows = runs.map((r) => {
+    if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', ''];
+    const worst = Math.max(...r.rounds.map((x) => x.lastAckMs));
+    const allUpdated = r.rounds.every((x) => x.updated === r.sidecars && x.errors === 0);
+    return [
+      topologyName(r.topology),
+      fmt(r.sidecars),
+      `${msText(median(r.rounds.map((x) => x.lastAckMs)))} / ${msText(worst)}${allUpdated ? '' : ' (not all updated)'}`,
+      msText(median(r.rounds.map((x) => x.ackP50Ms))),
+      `${(r.syncMs / 1000).toFixed(1)} s`,
+      r.replicaIdleKiB.map((k) => fmt(mib(k))).join(' / ') + ' MiB',
+      `${fmt(mib(Math.max(...r.rounds.flatMap((x) => x.replicaPeakKiB))))} MiB`,
+      median(r.rounds.map((x) => x.replicaCpuS.reduce((a, b) => a + b, 0))).toFixed(2) + ' s',
+      r.topology === 'memory' ? '—' : `${median(r.rounds.map((x) => x.vmManagerCpuS)).toFixed(2)} s / ${median(r.rounds.map((x) => x.etcdCpuS)).toFixed(2)} s`,
+      r.topology === 'memory' ? '—' : `${mibText(r.etcdKiB)}`,
+      `${median(r.rounds.map((x) => x.otherCores)).toFixed(2)} (load ${r.loadAverage.toFixed(1)})`,
+    ];
+  });
+  const met = runs
+    .filter((r) => r.error === undefined && r.sidecars === 1000)
+    .map((r) => {
+      const worst = Math.max(...r.rounds.map((x) => x.lastAckMs));
+      const rss = Math.max(...r.replicaIdleKiB);
+      return `- ${topologyName(r.topology)}, 1,000 sidecars: last ACK ${msText(worst)} at worst (target < ${ACK_TARGET_MS} ms: ${worst < ACK_TARGET_MS ? 'met' : 'missed'}); largest replica ${mibText(rss)} with its streams (target < ${RSS_TARGET_MIB} MiB: ${mib(rss) < RSS_TARGET_MIB ? 'met' : 'missed'}).`;
+    });
+  return [
+    `## vsockmesh xDS over control-plane replicas on etcd (${new Date().toISOString()})`,
+    '',
+    `${machineLine()}. ${fmt(VMS)} VMs on ${HYPERVISORS} hypervisors in ${SERVICES} services (${fmt(VMS / SERVICES)} endpoints each); the sidecars are the first VMs (node id = VM id), state-of-the-world ADS, ` +
+      `spread over load processes (at least one per replica); sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
+    '',
+    mdTable(
+      ['topology', 'sidecars', 'change → last ACK (median / worst)', 'ACK p50', 'initial sync', 'replica RSS, streams open, idle', 'replica peak RSS in a change', 'replicas CPU per change (sum)', 'vm-manager / etcd CPU per change', 'etcd RSS', 'other cores (load avg)'],
+      rows,
+    ),
+    '',
+    ...met,
+  ].join('\n');
+}
+
+/**
+ * Every topology × sidecar count of this invocation; a combination that fails
+ * or times out is reported as such, the others still run. `cli`: the control
+ * plane's build (BENCH_CLI); the VM manager is always this checkout's.
+ */
+export async function replicated(cli: string): Promise<{ md: string; json: unknown }> {
+  if (etcdBinary() === undefined) throw new Error('etcd not installed (apt-get install -y etcd-server): the replicated xDS benchmark needs it');
+  const files = writeFixtures();
+  const runs: ReplicaRun[] = [];
+  for (const sidecars of sidecarCounts()) {
+    for (const topology of topologies()) {
+      try {
+        runs.push(await measure(topology, sidecars, files, cli));
+      } catch (err) {
+        log(`  ${topologyName(topology)} with ${sidecars} sidecars did not complete: ${(err as Error).message.slice(-2_000)}`);
+        runs.push({ topology, sidecars, loadProcesses: 0, syncMs: NaN, replicaIdleKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
+      }
+      process.stdout.write(`\n${report(runs)}\n`);
+    }
+  }
+  return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES }, runs } };
+}
