@@ -20,7 +20,7 @@
 // chain's proxy processes (from /proc).
 //
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
-//   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before],
+//   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before], BENCH_LOADS=http1,grpc,
 //   BENCH_BASELINE_CLI, BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars)
 // Not a test: `npm test` does not run it.
 
@@ -204,7 +204,12 @@ async function h2load(bin: string, port: number, dir: string, body: string): Pro
   return { rps, requests, failed, p50us: percentile(micros, 50), p99us: percentile(micros, 99) };
 }
 
-type Load = 'http1' | 'grpc';
+const ALL_LOADS = ['http1', 'grpc'] as const;
+type Load = (typeof ALL_LOADS)[number];
+const LOADS: Load[] = (process.env.BENCH_LOADS?.split(',').map((s) => s.trim()) ?? [...ALL_LOADS]).filter((l): l is Load => {
+  if (!(ALL_LOADS as readonly string[]).includes(l)) throw new Error(`BENCH_LOADS: unknown load "${l}" (known: ${ALL_LOADS.join(', ')})`);
+  return true;
+});
 type Metric = `${Load}_${'rps' | 'p50' | 'p99' | 'cpu'}`;
 const samples = new RoundSamples<ChainName, Metric>();
 const notes: string[] = [];
@@ -257,9 +262,10 @@ function table(): string {
 }
 
 function targets(): string {
-  if (!CHAINS.includes('vsockmesh') || !CHAINS.includes('haproxy')) return 'Targets: need both the vsockmesh and HAProxy chains.';
-  const out = ['Targets for vsockmesh 2-hop (paired ratios to HAProxy 2-hop in HTTP mode, same round):', ''];
-  for (const load of ['http1', 'grpc'] as const) {
+  const out: string[] = [];
+  if (!CHAINS.includes('vsockmesh') || !CHAINS.includes('haproxy')) out.push('Targets: need both the vsockmesh and HAProxy chains.');
+  else out.push('Targets for vsockmesh 2-hop (paired ratios to HAProxy 2-hop in HTTP mode, same round):', '');
+  for (const load of CHAINS.includes('haproxy') ? LOADS : []) {
     const rps = samples.pairedRatio('vsockmesh', `${load}_rps`, 'haproxy', `${load}_rps`);
     const p99 = samples.pairedRatio('vsockmesh', `${load}_p99`, 'haproxy', `${load}_p99`);
     const name = load === 'http1' ? 'HTTP/1.1' : 'gRPC';
@@ -268,7 +274,7 @@ function targets(): string {
   }
   if (CHAINS.includes('vsockmesh-before')) {
     out.push('', 'This build against the baseline build (paired, same round; requests/s higher is better, CPU per request lower):', '');
-    for (const load of ['http1', 'grpc'] as const) {
+    for (const load of LOADS) {
       const rps = samples.pairedRatio('vsockmesh', `${load}_rps`, 'vsockmesh-before', `${load}_rps`);
       const cpu = samples.pairedRatio('vsockmesh', `${load}_cpu`, 'vsockmesh-before', `${load}_cpu`);
       const p99 = samples.pairedRatio('vsockmesh', `${load}_p99`, 'vsockmesh-before', `${load}_p99`);
@@ -319,16 +325,19 @@ async function main(): Promise<void> {
     const order = chains.map((_, i) => chains[(i + round) % chains.length]!);
     log(`round ${round + 1}/${ROUNDS}: ${order.map((c) => LABEL[c.name]).join(' → ')}; load average ${os.loadavg()[0]!.toFixed(2)}`);
     for (const chain of order) {
-      const h1 = await measure(chain, 'http1', async () => {
-        const w = await wrk(tools.wrk, chain.entry.http1, 2, 64, PACE);
-        return { ...w, failed: w.errors + w.non2xx };
-      });
-      await sleep(300);
-      const g = await measure(chain, 'grpc', () => h2load(tools.h2load, chain.entry.grpc, dir, body));
-      log(
-        `  ${LABEL[chain.name].padEnd(20)} http/1.1 ${fmt(h1.rps, 0)} req/s p50/p99 ${fmt(h1.p50us / 1e3, 2)}/${fmt(h1.p99us / 1e3, 2)} ms ${fmt(h1.cpuUs, 0)} CPU-µs/req; ` +
-          `grpc ${fmt(g.rps, 0)} req/s p50/p99 ${fmt(g.p50us / 1e3, 2)}/${fmt(g.p99us / 1e3, 2)} ms ${fmt(g.cpuUs, 0)} CPU-µs/req`,
-      );
+      const line: string[] = [];
+      for (const load of LOADS) {
+        const r =
+          load === 'http1'
+            ? await measure(chain, load, async () => {
+                const w = await wrk(tools.wrk, chain.entry.http1, 2, 64, PACE);
+                return { ...w, failed: w.errors + w.non2xx };
+              })
+            : await measure(chain, load, () => h2load(tools.h2load, chain.entry.grpc, dir, body));
+        line.push(`${load} ${fmt(r.rps, 0)} req/s p50/p99 ${fmt(r.p50us / 1e3, 2)}/${fmt(r.p99us / 1e3, 2)} ms ${fmt(r.cpuUs, 0)} CPU-µs/req`);
+        await sleep(300);
+      }
+      log(`  ${LABEL[chain.name].padEnd(20)} ${line.join('; ')}`);
       await sleep(300);
     }
   }
