@@ -165,25 +165,20 @@ interface LoadResult {
   failed: number;
 }
 
-/** h2load: unary gRPC calls (an empty message each) over h2c; latency from its per-request log. */
-async function h2load(bin: string, port: number, dir: string, body: string): Promise<Omit<LoadResult, 'cpuUs'> & { requests: number }> {
-  const logFile = path.join(dir, `h2load-${port}.log`);
-  const args = [
-    '-D',
-    String(SECONDS),
-    '-t1',
-    `-c${GRPC_CONNECTIONS}`,
-    `-m${GRPC_STREAMS}`,
-    '-d',
-    body,
-    '-H',
-    'content-type: application/grpc',
-    '-H',
-    'te: trailers',
-    '--log-file',
-    logFile,
+/** h2load's arguments for `seconds` of unary gRPC calls (an empty message each) over h2c to `port`. */
+function h2loadArgs(port: number, body: string, seconds: number, logFile?: string): string[] {
+  return [
+    ...['-D', String(seconds), '-t1', `-c${GRPC_CONNECTIONS}`, `-m${GRPC_STREAMS}`, '-d', body],
+    ...['-H', 'content-type: application/grpc', '-H', 'te: trailers'],
+    ...(logFile ? ['--log-file', logFile] : []),
     `http://127.0.0.1:${port}${GRPC_PATH}`,
   ];
+}
+
+/** h2load: unary gRPC calls over h2c; latency from its per-request log. */
+async function h2load(bin: string, port: number, dir: string, body: string): Promise<Omit<LoadResult, 'cpuUs'> & { requests: number }> {
+  const logFile = path.join(dir, `h2load-${port}.log`);
+  const args = h2loadArgs(port, body, SECONDS, logFile);
   const r = await runChild(bin, args, (SECONDS + 30) * 1000);
   const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(r.stdout)?.[1] ?? NaN);
   const done = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(r.stdout);
@@ -318,6 +313,13 @@ async function main(): Promise<void> {
   if (CHAINS.includes('nginx')) chains.push(await startNginxChain(nginx, app, dir));
   if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain('vsockmesh', CLI, app, dir));
   if (CHAINS.includes('vsockmesh-before')) chains.push(await startVsockmeshChain('vsockmesh-before', BASELINE_CLI, app, dir));
+
+  // A Node sidecar's first seconds run cold code (JIT): 2 s of each load through every chain first, not recorded.
+  log('warm-up: 2 s of each load through every chain');
+  for (const chain of chains) {
+    if (LOADS.includes('http1')) await wrk(tools.wrk, chain.entry.http1, 2, 64, { seconds: 2, slow: 1 });
+    if (LOADS.includes('grpc')) await runChild(tools.h2load, h2loadArgs(chain.entry.grpc, body, 2), 30_000);
+  }
 
   const started = Date.now();
   for (let round = 0; round < ROUNDS; round++) {
