@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
 import { httpGet, httpReady, metricSum } from '../helpers/admin-http.js';
 
 /** The checkout: the nearest directory up from this file with a package.json (this file runs from test/bench/ or dist/test/bench/). */
@@ -50,6 +51,15 @@ export function intEnv(name: string, fallback: number): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
   return n;
+}
+
+/** The chains BENCH_CHAINS names (comma-separated, each one of `all`), or `defaults`. */
+export function chainsFromEnv<C extends string>(all: readonly C[], defaults: readonly C[]): C[] {
+  const named = process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()) ?? [...defaults];
+  return named.filter((c): c is C => {
+    if (!(all as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${all.join(', ')})`);
+    return true;
+  });
 }
 
 export function log(msg: string): void {
@@ -244,12 +254,17 @@ export async function startVmManagerCli(args: string[]): Promise<{ daemon: Daemo
  * `vsockmesh <role> -c <config>` as a child, as production runs the bin (with
  * `nodeFlags`, default the shebang's and BENCH_NODE_ARGS; stdout, JSON logs
  * with the access lines, to /dev/null); resolves once its admin endpoint at
- * `adminPort` answers /ready with 200. `slow` stretches the deadlines.
+ * `adminPort` answers /ready with 200. `slow` stretches the deadlines; `cli`:
+ * another build of the bin (a baseline measured in the same run).
  */
-export async function startProxyCli(role: 'sidecar' | 'host-relay', configFile: string, options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number }): Promise<Daemon> {
+export async function startProxyCli(
+  role: 'sidecar' | 'host-relay',
+  configFile: string,
+  options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number; cli?: string },
+): Promise<Daemon> {
   const slow = options.slow ?? 1;
   const what = `${role} ${path.basename(configFile)}`;
-  const daemon = startDaemon(process.execPath, [...(options.nodeFlags ?? cliNodeFlags()), CLI, role, '-c', configFile], { stdout: 'ignore' });
+  const daemon = startDaemon(process.execPath, [...(options.nodeFlags ?? cliNodeFlags()), options.cli ?? CLI, role, '-c', configFile], { stdout: 'ignore' });
   try {
     await waitUntil(
       async () => {
@@ -263,6 +278,60 @@ export async function startProxyCli(role: 'sidecar' | 'host-relay', configFile: 
     throw new Error(`${(err as Error).message}\n${daemon.stderr()}`, { cause: err });
   }
   return daemon;
+}
+
+/**
+ * The vsockmesh 2-hop chain of the loopback benchmarks (tcp, http): sidecar B
+ * with one inbound listener on `inboundPort` in front of the `backends`, then
+ * sidecar A with one outbound listener per backend on its `entry` port
+ * (plus `listener`, e.g. `protocol: http`), whose cluster is that backend
+ * behind B. Both log one access line per connection or request (to
+ * /dev/null). Returns the two hops, A first.
+ */
+export async function startSidecarPair(options: {
+  dir: string;
+  name: string;
+  backends: Record<string, number>;
+  entry: Record<string, number>;
+  ports: { inbound: number; adminA: number; adminB: number };
+  listener?: Record<string, unknown>;
+  peerTls?: { a: Record<string, string>; b: Record<string, string> };
+  nodeFlags: string[];
+  cli?: string;
+}): Promise<Hop[]> {
+  const { backends, entry, ports, peerTls } = options;
+  const keys = Object.keys(backends);
+  const common = { log: { level: 'info', access_log: true }, drain_timeout: '1s' };
+  const b = {
+    node: { id: 'bench-b' },
+    ...(peerTls && { peer_tls: { mode: 'strict', ...peerTls.b } }),
+    admin: { address: '127.0.0.1', port: ports.adminB },
+    ...common,
+    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: ports.inbound, ports: keys.map((k) => backends[k]) }],
+  };
+  const a = {
+    node: { id: 'bench-a' },
+    ...(peerTls && { peer_tls: { mode: 'strict', ...peerTls.a } }),
+    admin: { address: '127.0.0.1', port: ports.adminA },
+    ...common,
+    listeners: keys.map((k) => ({ kind: 'outbound', name: `out-${k}`, addresses: ['127.0.0.1'], port: entry[k], cluster: k, ...options.listener })),
+    clusters: keys.map((k) => ({
+      name: k,
+      authority: `${k}.bench`,
+      endpoints: [{ address: '127.0.0.1', port: backends[k], vm_id: 'bench-b', peer: { address: '127.0.0.1', port: ports.inbound } }],
+    })),
+  };
+  const pids: number[] = [];
+  for (const [side, config, admin] of [['b', b, ports.adminB], ['a', a, ports.adminA]] as const) {
+    const file = path.join(options.dir, `${options.name}-${side}.yaml`);
+    writeFileSync(file, toYaml(config));
+    pids.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: options.nodeFlags, ...(options.cli !== undefined && { cli: options.cli }) })).pid);
+  }
+  const [pidB, pidA] = pids as [number, number];
+  return [
+    { pids: [pidA], group: false },
+    { pids: [pidB], group: false },
+  ];
 }
 
 /** Runs a child to completion; stdout and stderr as text. Killed at cleanup if still running. */

@@ -30,12 +30,12 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { stringify as toYaml } from 'yaml';
 import { acceptProxyListen, freePort, httpOkListen, sendProxyV2Listen, startHaproxy, type Haproxy } from '../helpers/haproxy.js';
 import { makeRoot, vmIdentity } from '../helpers/pki.js';
 import {
   CLI,
   RoundSamples,
+  chainsFromEnv,
   cliNodeFlags,
   fmt,
   hopsRssKiB,
@@ -49,7 +49,7 @@ import {
   runWorkloads,
   sleep,
   startDaemon,
-  startProxyCli,
+  startSidecarPair,
   waitUntil,
   writeReport,
   type Hop,
@@ -62,10 +62,7 @@ const IDLE_CONNS = intEnv('BENCH_IDLE_CONNS', 1000);
 const PACE = { seconds: SECONDS, slow: 1 };
 const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh', 'haproxy-mtls', 'vsockmesh-mtls'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
-const CHAINS: ChainName[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()) ?? [...ALL_CHAINS]).filter((c): c is ChainName => {
-  if (!(ALL_CHAINS as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL_CHAINS.join(', ')})`);
-  return true;
-});
+const CHAINS: ChainName[] = chainsFromEnv(ALL_CHAINS, ALL_CHAINS);
 /** Node flags of the sidecars: the bin's shebang's, as production runs it, then BENCH_NODE_ARGS. */
 const SIDECAR_NODE_FLAGS = cliNodeFlags();
 const LABEL: Record<ChainName, string> = {
@@ -188,42 +185,11 @@ async function startHaproxyChain(backend: Ports, certs?: MeshCerts): Promise<{ c
 }
 
 async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCerts): Promise<Chain> {
-  const inbound = await freePort();
-  const adminA = await freePort();
-  const adminB = await freePort();
-  const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
-  const keys = ['iperf', 'http', 'hold'] as const;
-  const logConfig = { level: 'info', access_log: true };
   const name: ChainName = certs ? 'vsockmesh-mtls' : 'vsockmesh';
-  const b = {
-    node: { id: 'bench-b' },
-    ...(certs && { peer_tls: { mode: 'strict', ...certs.b } }),
-    admin: { address: '127.0.0.1', port: adminB },
-    log: logConfig,
-    drain_timeout: '1s',
-    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: inbound, ports: keys.map((k) => backend[k]) }],
-  };
-  const a = {
-    node: { id: 'bench-a' },
-    ...(certs && { peer_tls: { mode: 'strict', ...certs.a } }),
-    admin: { address: '127.0.0.1', port: adminA },
-    log: logConfig,
-    drain_timeout: '1s',
-    listeners: keys.map((k) => ({ kind: 'outbound', name: `out-${k}`, addresses: ['127.0.0.1'], port: entry[k], cluster: k })),
-    clusters: keys.map((k) => ({
-      name: k,
-      authority: `${k}.bench`,
-      endpoints: [{ address: '127.0.0.1', port: backend[k], vm_id: 'bench-b', peer: { address: '127.0.0.1', port: inbound } }],
-    })),
-  };
-  const started = [];
-  for (const [side, config, admin] of [['b', b, adminB], ['a', a, adminA]] as const) {
-    const file = path.join(dir, `sidecar-${side}${certs ? '-mtls' : ''}.yaml`);
-    writeFileSync(file, toYaml(config));
-    started.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS })).pid);
-  }
-  const [pidB, pidA] = started as [number, number];
-  return { name, entry, hops: [{ pids: [pidA], group: false }, { pids: [pidB], group: false }] };
+  const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
+  const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
+  const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: SIDECAR_NODE_FLAGS });
+  return { name, entry, hops };
 }
 
 function hopRssKiB(chain: Chain): { max: number; detail: string } {
