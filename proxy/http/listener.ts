@@ -4,17 +4,15 @@
 // the calls of one client connection spread over the backends. Upstream
 // connections are pooled per endpoint (upstream-pool.ts) and opened like L4
 // ones (upstream/connector.ts, upstream/dial.ts). Node's http and http2 parse
-// both sides: the core hands each accepted app connection over to Node's own
-// net (native.release), so that they parse and write on their native stream
-// paths; upstream sockets stay the core's (vsock, PROXY v2, peer TLS).
+// both sides: the core's accepted socket is handed to them as a Duplex.
 
 import http from 'node:http';
 import http2 from 'node:http2';
-import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { OutboundListenerConfig } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
-import { native, type SocketHost } from '../native/index.js';
+import type { SocketHost } from '../native/index.js';
+import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
 import { UpstreamConnector } from '../upstream/connector.js';
 import { describeHop } from '../upstream/select.js';
@@ -57,7 +55,7 @@ export class HttpOutboundListener extends Listener {
   private readonly http2 = http2.createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
-  private readonly http1Connections = new Map<net.Socket, number>();
+  private readonly http1Connections = new Map<VsockSocket, number>();
   private readonly sources = new WeakMap<object, Src>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
   private handingOver: Src = { address: '', port: 0 };
@@ -93,8 +91,7 @@ export class HttpOutboundListener extends Listener {
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const src = { address: String(peerHost), port: peerPort };
-    // Half-open as http.Server's own sockets are: the HTTP server decides what a client's FIN ends.
-    const socket = new net.Socket({ fd: native.release(fd), readable: true, writable: true, allowHalfOpen: true });
+    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: peerPort });
     const tracked: TrackedConnection = { abort: () => socket.destroy() };
     this.track(tracked);
     socket.once('close', () => this.untrack(tracked));
@@ -105,7 +102,7 @@ export class HttpOutboundListener extends Listener {
   }
 
   /** HTTP/2 with prior knowledge starts with the connection preface; anything else is HTTP/1.x. */
-  private sniff(socket: net.Socket, src: Src): void {
+  private sniff(socket: VsockSocket, src: Src): void {
     let seen = Buffer.alloc(0);
     // A client that leaves before saying which protocol it speaks: nothing will end our side (the socket allows half-open).
     const onEnd = (): void => void socket.destroy();
@@ -120,14 +117,13 @@ export class HttpOutboundListener extends Listener {
       socket.pause();
       socket.unshift(seen);
       this.handingOver = src;
-      // The HTTP/2 session reads what is buffered itself and then reads the socket natively: a resume here would hand its bytes to no one.
       if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
         socket.once('close', () => this.http1Connections.delete(socket));
         this.http1.emit('connection', socket);
-        socket.resume();
       }
+      socket.resume();
     };
     socket.on('data', onData);
   }
@@ -165,7 +161,7 @@ export class HttpOutboundListener extends Listener {
   private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
     const src = this.srcOf(req.socket);
     const record = this.record('http/1.1', src, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/', req.headers['x-request-id']);
-    const connection = req.socket;
+    const connection = req.socket as unknown as VsockSocket;
     this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
     res.once('close', () => {
       const left = (this.http1Connections.get(connection) ?? 1) - 1;

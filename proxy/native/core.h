@@ -93,8 +93,6 @@ core_sock *core_sock_get(int fd);
 core_sock *core_sock_adopt(int fd, int family);
 /* Closes the fd now (its number may be reused at once); the struct is freed when no C frame can hold it. */
 void core_sock_close(core_sock *s, bool reset);
-/* Hands the fd over (to Node's own net): out of the epoll set and the table, left open and blocking mode unchanged; returns it. */
-int core_sock_release(core_sock *s);
 /* Runs the socket's handler on the next loop turn (work found ready during a JS call). */
 void core_sock_kick(core_sock *s);
 /* Keeps a copy of bytes the socket did not take yet (out must be empty); its job writes them. -1 without memory. */

@@ -22,8 +22,6 @@ export interface NativeCore {
   readStart(fd: number, maxBytes: number, callback: (error: string | null, chunk: Buffer | null) => number | void): void;
   readStop(fd: number): void;
   close(fd: number): void;
-  /** An idle plain socket leaves the core, open, for Node's net (new net.Socket({ fd })); throws EBUSY otherwise. */
-  release(fd: number): number;
   /** Closes with RST (SO_LINGER 0) on TCP. */
   reset(fd: number): void;
   /** Relays between two idle sockets of the core; the buffers are written first. Returns the relay id. */

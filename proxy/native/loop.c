@@ -145,15 +145,21 @@ core_sock *core_sock_adopt(int fd, int family) {
   return s;
 }
 
-/* Takes the socket out of the table and the epoll set and frees what it holds, except its fd. */
-static void forget(core_sock *s) {
+void core_sock_close(core_sock *s, bool reset) {
+  if (s->closed) return;
   s->closed = 1;
   if (table[s->fd] == s) table[s->fd] = NULL;
   core_sock_timer_stop(s);
   core_delete_ref(&s->callback);
   core_delete_ref(&s->write_callback);
+  if (reset && s->family != AF_VSOCK) {
+    /* SO_LINGER {on, 0}: close() sends RST instead of FIN. */
+    struct linger lg = {1, 0};
+    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   core_tls_free(s->tls);
   s->tls = NULL;
+  close(s->fd); /* also leaves the epoll set: no other fd refers to this socket */
   s->fd = -1;
   free(s->out);
   s->out = NULL;
@@ -165,25 +171,6 @@ static void forget(core_sock *s) {
   }
   open_count--;
   if (!s->unref) count_ref(false);
-}
-
-void core_sock_close(core_sock *s, bool reset) {
-  if (s->closed) return;
-  int fd = s->fd;
-  if (reset && s->family != AF_VSOCK) {
-    /* SO_LINGER {on, 0}: close() sends RST instead of FIN. */
-    struct linger lg = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-  }
-  forget(s);
-  close(fd); /* also leaves the epoll set: no other fd refers to this socket */
-}
-
-int core_sock_release(core_sock *s) {
-  int fd = s->fd;
-  epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-  forget(s);
-  return fd;
 }
 
 /* The queue holds a socket once; a closed one is skipped. */

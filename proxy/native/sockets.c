@@ -25,25 +25,6 @@ static napi_value js_close(napi_env env, napi_callback_info info) { return close
 /* reset(fd): close with RST (SO_LINGER 0) on TCP. */
 static napi_value js_reset(napi_env env, napi_callback_info info) { return close_impl(env, info, "reset(fd)", true); }
 
-/*
- * release(fd) -> fd: an idle plain socket leaves the core open, for Node's net
- * to adopt (new net.Socket({ fd })): the HTTP listener parses an app's TCP
- * connection there, on Node's native stream paths instead of a JS Duplex.
- */
-static napi_value js_release(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int32_t fd;
-  if (!core_args(env, info, 1, argv) || !core_arg_int32(env, argv[0], "release(fd)", &fd)) return NULL;
-  core_sock *s = core_sock_get(fd);
-  if (!s || s->mode != SOCK_IDLE || s->tls || s->out_len > 0) {
-    NAPI_MUST(napi_throw_error(env, "EBUSY", "release: not an idle plain socket of the core"));
-    return NULL;
-  }
-  napi_value v;
-  JS_CHECK(env, napi_create_int32(env, core_sock_release(s), &v));
-  return v;
-}
-
 /* ref(fd, on): whether the socket keeps the event loop alive (like net.Socket ref/unref). */
 static napi_value js_ref(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -75,7 +56,6 @@ bool core_sockets_register(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       CORE_FUNCTION("close", js_close),
       CORE_FUNCTION("reset", js_reset),
-      CORE_FUNCTION("release", js_release),
       CORE_FUNCTION("ref", js_ref),
       CORE_FUNCTION("openCount", js_open_count),
       CORE_FUNCTION("pendingBytes", js_pending_bytes),

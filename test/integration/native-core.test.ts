@@ -213,24 +213,6 @@ test.serial('a listener out of descriptors counts the failed accepts, then accep
   t.deepEqual(Object.keys(failures).sort(), ['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
 });
 
-test.serial('release hands an idle socket over to Node net open, leaves the core, and refuses a socket with a job', async (t) => {
-  const [accepted, connected] = await idlePair(t);
-  const before = native.openCount();
-  const adopted = new net.Socket({ fd: native.release(accepted), readable: true, writable: true });
-  t.teardown(() => adopted.destroy());
-  t.is(native.openCount(), before - 1);
-  t.is((t.throws(() => native.release(accepted)) as NodeJS.ErrnoException).code, 'EBUSY', 'released once');
-  // Bytes both ways: the core's side in duplex mode (it then has a job and cannot be released), Node's side on the adopted fd.
-  const fromNode = new Promise<Buffer>((resolve) => native.duplexOpen(connected, (_error, chunk) => chunk && resolve(chunk), () => {}));
-  native.duplexRead(connected, true);
-  t.is((t.throws(() => native.release(connected)) as NodeJS.ErrnoException).code, 'EBUSY', 'a duplex socket is not idle');
-  const fromCore = new Promise<Buffer>((resolve) => adopted.once('data', resolve));
-  adopted.write('ping');
-  native.duplexWrite(connected, Buffer.from('pong'));
-  t.is((await fromNode).toString(), 'ping');
-  t.is((await fromCore).toString(), 'pong');
-});
-
 test.serial('an accepted socket reads its data, then EOF as (null, null)', async (t) => {
   const chunks: Buffer[] = [];
   let eof!: () => void;
