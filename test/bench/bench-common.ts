@@ -246,10 +246,14 @@ export async function startVmManagerCli(args: string[]): Promise<{ daemon: Daemo
  * with the access lines, to /dev/null); resolves once its admin endpoint at
  * `adminPort` answers /ready with 200. `slow` stretches the deadlines.
  */
-export async function startProxyCli(role: 'sidecar' | 'host-relay', configFile: string, options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number }): Promise<Daemon> {
+export async function startProxyCli(
+  role: 'sidecar' | 'host-relay',
+  configFile: string,
+  options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number; /** Another build of the bin (a before/after run); default this checkout's. */ cli?: string },
+): Promise<Daemon> {
   const slow = options.slow ?? 1;
   const what = `${role} ${path.basename(configFile)}`;
-  const daemon = startDaemon(process.execPath, [...(options.nodeFlags ?? cliNodeFlags()), CLI, role, '-c', configFile], { stdout: 'ignore' });
+  const daemon = startDaemon(process.execPath, [...(options.nodeFlags ?? cliNodeFlags()), options.cli ?? CLI, role, '-c', configFile], { stdout: 'ignore' });
   try {
     await waitUntil(
       async () => {
