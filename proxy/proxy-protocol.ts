@@ -295,6 +295,47 @@ function asIPv6(address: string): string {
   return parseIPv4(address) !== undefined ? `::ffff:${address}` : address;
 }
 
+/**
+ * The PROXY v2 header of one destination with fixed TLVs, encoded once: each
+ * connection only fills in its source (the warm path of an outbound
+ * connection). Equal, byte for byte, to encodeProxyHeader({command: 'proxy',
+ * addresses: tcpAddresses(source, destination), tlvs}).
+ */
+export class ProxyHeaderTemplate {
+  /** Per family, made on first use: an IPv4 destination gets an IPv6 header for an IPv6 source. */
+  private readonly encoded: { inet?: Buffer; inet6?: Buffer } = {};
+  /** The last source address and its bytes: a listener's clients mostly come from one address. */
+  private lastSource: { address: string; family: 'inet' | 'inet6'; bytes: Uint8Array } | undefined;
+
+  constructor(
+    private readonly destination: IpEndpoint,
+    private readonly tlvs: Tlv[],
+  ) {
+    ipBytes(destination.address, parseIPv4(destination.address) !== undefined ? 'inet' : 'inet6');
+    checkPort(destination.port);
+  }
+
+  forSource(source: IpEndpoint): Buffer {
+    let last = this.lastSource;
+    if (last === undefined || last.address !== source.address) {
+      const v4 = parseIPv4(source.address);
+      const family = v4 !== undefined && parseIPv4(this.destination.address) !== undefined ? 'inet' : 'inet6';
+      last = { address: source.address, family, bytes: family === 'inet' ? v4! : ipBytes(asIPv6(source.address), 'inet6') };
+      this.lastSource = last;
+    }
+    let template = this.encoded[last.family];
+    if (template === undefined) {
+      template = encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses({ address: source.address, port: 0 }, this.destination), tlvs: this.tlvs });
+      this.encoded[last.family] = template;
+    }
+    const out = Buffer.allocUnsafe(template.length);
+    template.copy(out);
+    out.set(last.bytes, 16);
+    out.writeUInt16BE(checkPort(source.port), last.family === 'inet' ? 24 : 48);
+    return out;
+  }
+}
+
 /** First TLV of a type as UTF-8 text, if present. */
 export function tlvText(header: ProxyHeader, type: number): string | undefined {
   const tlv = header.tlvs.find((t) => t.type === type);

@@ -9,14 +9,14 @@ import type { SocketAddress, VsockSettings } from '../config/types.js';
 import { formatAddress, type Logger } from '../runtime/log.js';
 import type { ProxyMetrics } from '../metrics.js';
 import { ipFamily } from '../native/index.js';
-import { TLV, encodeProxyHeader, tcpAddresses, textTlv, type Tlv } from '../proxy-protocol.js';
+import { ProxyHeaderTemplate, TLV, textTlv, type Tlv } from '../proxy-protocol.js';
 import { encodeRelayHeader } from '../relay-header.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import { originatesTls } from '../peer-tls/peer-modes.js';
 import type { VsockBreakerKey, VsockBreakers } from './breakers.js';
-import type { Cluster } from './cluster.js';
-import type { UpstreamAttempt } from './dial.js';
+import type { Cluster, ClusterSettings } from './cluster.js';
+import type { UpstreamAttempt, UpstreamTarget } from './dial.js';
 import type { Hop, SelectionReason, VsockHealth } from './select.js';
 
 /** How one connection goes: the decision and what the PROXY v2 header names. */
@@ -41,7 +41,25 @@ export interface ConnectorOptions {
   peerTls?: PeerTls;
 }
 
+/**
+ * What a kept decision's connections share (select.ts decisions are kept per
+ * endpoint, so their hops array is the same object each time): the PROXY v2
+ * header but its source, and each IP hop's target and label. Made for the
+ * first connection; valid while the cluster's settings and the plan's
+ * destination and VM are the ones it was made for.
+ */
+interface PlanParts {
+  settings: ClusterSettings;
+  dst: SocketAddress;
+  vmId: string | null;
+  header: ProxyHeaderTemplate | null;
+  /** Per hop; null for vsock hops (built per connection). */
+  ipHops: Array<{ target: UpstreamTarget; label: string } | null>;
+}
+
 export class UpstreamConnector {
+  private readonly plans = new WeakMap<Hop[], PlanParts>();
+
   constructor(
     private readonly listener: string,
     private readonly cluster: Cluster,
@@ -51,15 +69,41 @@ export class UpstreamConnector {
 
   /** The attempts for a plan's hops, in order; `src` is the app's address the PROXY v2 header names. */
   attempts(plan: UpstreamPlan, src: SocketAddress): UpstreamAttempt[] {
-    const { hops, dst, vmId } = plan;
-    const header = hops.some((h) => h.kind !== 'direct') ? this.peerHeader(src, dst, vmId) : null;
-    return hops.map((hop) => this.attempt(hop, header, plan.breaker, vmId, plan.peerMode));
+    const parts = this.parts(plan);
+    const header = parts.header?.forSource(src) ?? null;
+    const attempts: UpstreamAttempt[] = [];
+    for (let i = 0; i < plan.hops.length; i++) attempts.push(this.attempt(plan.hops[i]!, parts.ipHops[i] ?? null, header, plan.breaker, plan.vmId, plan.peerMode));
+    return attempts;
   }
 
-  private attempt(hop: Hop, proxyHeader: Buffer | null, breaker: VsockBreakerKey | null, vmId: string | null, peerMode: PeerTlsMode | undefined): UpstreamAttempt {
+  private parts(plan: UpstreamPlan): PlanParts {
+    const { hops, dst, vmId } = plan;
+    const { settings } = this.cluster;
+    const kept = this.plans.get(hops);
+    if (kept !== undefined && kept.settings === settings && kept.vmId === vmId && kept.dst.address === dst.address && kept.dst.port === dst.port) return kept;
+    const parts: PlanParts = {
+      settings,
+      dst: { address: dst.address, port: dst.port },
+      vmId,
+      header: hops.some((h) => h.kind !== 'direct') ? new ProxyHeaderTemplate(dst, this.peerTlvs(settings, vmId)) : null,
+      ipHops: hops.map((hop) =>
+        hop.kind === 'vsock' ? null : { target: { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: settings.connectTimeoutMs }, label: formatAddress(hop.address, hop.port) },
+      ),
+    };
+    this.plans.set(hops, parts);
+    return parts;
+  }
+
+  private attempt(
+    hop: Hop,
+    ip: PlanParts['ipHops'][number],
+    proxyHeader: Buffer | null,
+    breaker: VsockBreakerKey | null,
+    vmId: string | null,
+    peerMode: PeerTlsMode | undefined,
+  ): UpstreamAttempt {
     if (hop.kind !== 'vsock') {
-      const target = { family: ipFamily(hop.address), host: hop.address, port: hop.port, connectTimeoutMs: this.cluster.settings.connectTimeoutMs };
-      const label = formatAddress(hop.address, hop.port);
+      const { target, label } = ip!;
       const own = this.options.peerTls;
       const peerTls = hop.kind === 'tcp' && originatesTls(own !== undefined, own?.originating ?? false, peerMode) ? own : undefined;
       if (!peerTls) return { transport: 'tcp', target, label, preamble: hop.kind === 'tcp' ? proxyHeader : null };
@@ -94,13 +138,12 @@ export class UpstreamConnector {
     };
   }
 
-  private peerHeader(src: SocketAddress, dst: SocketAddress, vmId: string | null): Buffer {
+  private peerTlvs(settings: ClusterSettings, vmId: string | null): Tlv[] {
     const tlvs: Tlv[] = [];
-    const { authority } = this.cluster.settings;
-    if (authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, authority));
+    if (settings.authority !== undefined) tlvs.push(textTlv(TLV.AUTHORITY, settings.authority));
     tlvs.push(textTlv(TLV.VSOCKMESH_SOURCE_VM, this.context.nodeId));
     if (vmId !== null) tlvs.push(textTlv(TLV.VSOCKMESH_DESTINATION_VM, vmId));
-    return encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(src, dst), tlvs });
+    return tlvs;
   }
 
   vsockHealth(breaker: VsockBreakerKey | null): VsockHealth {

@@ -260,7 +260,7 @@ export async function startVmManagerCli(args: string[]): Promise<{ daemon: Daemo
 export async function startProxyCli(
   role: 'sidecar' | 'host-relay',
   configFile: string,
-  options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number; cli?: string },
+  options: { adminPort: number; nodeFlags?: string[]; timeoutMs?: number; slow?: number; /** Another build of the bin (a before/after run); default this checkout's. */ cli?: string },
 ): Promise<Daemon> {
   const slow = options.slow ?? 1;
   const what = `${role} ${path.basename(configFile)}`;

@@ -22,7 +22,10 @@
 //
 // Run: npm run bench   (env: BENCH_ROUNDS=3, BENCH_SECONDS=5, BENCH_IDLE_CONNS=1000,
 //                       BENCH_CHAINS=direct,socat,haproxy,vsockmesh,haproxy-mtls,vsockmesh-mtls,
-//                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars)
+//                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars,
+//                       BENCH_BEFORE=/path/to/other/checkout/dist/proxy/cmd/cli.js: adds the chains
+//                       vsockmesh-before and vsockmesh-mtls-before run by that build, for before/after
+//                       figures of a change in the same run, in the same interleaved rounds)
 // Not a test: `npm test` does not run it.
 
 import { spawnSync } from 'node:child_process';
@@ -60,21 +63,37 @@ const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 5);
 const IDLE_CONNS = intEnv('BENCH_IDLE_CONNS', 1000);
 const PACE = { seconds: SECONDS, slow: 1 };
-const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh', 'haproxy-mtls', 'vsockmesh-mtls'] as const;
+const BEFORE_CLI = process.env.BENCH_BEFORE;
+const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh-before', 'vsockmesh', 'haproxy-mtls', 'vsockmesh-mtls-before', 'vsockmesh-mtls'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
-const CHAINS: ChainName[] = chainsFromEnv(ALL_CHAINS, ALL_CHAINS);
+const CHAINS: ChainName[] = chainsFromEnv(ALL_CHAINS, ALL_CHAINS.filter((c) => !c.endsWith('-before')));
+if (BEFORE_CLI !== undefined) {
+  for (const c of ['vsockmesh', 'vsockmesh-mtls'] as const) if (CHAINS.includes(c) && !CHAINS.includes(`${c}-before`)) CHAINS.splice(CHAINS.indexOf(c), 0, `${c}-before`);
+}
+if (CHAINS.some((c) => c.endsWith('-before')) && BEFORE_CLI === undefined) throw new Error('BENCH_CHAINS: the -before chains need BENCH_BEFORE (the other build\'s cli.js)');
 /** Node flags of the sidecars: the bin's shebang's, as production runs it, then BENCH_NODE_ARGS. */
 const SIDECAR_NODE_FLAGS = cliNodeFlags();
 const LABEL: Record<ChainName, string> = {
   direct: 'direct',
   socat: 'socat 2-hop',
   haproxy: 'HAProxy 2-hop',
+  'vsockmesh-before': 'vsockmesh before',
   vsockmesh: 'vsockmesh 2-hop',
   'haproxy-mtls': 'HAProxy mTLS',
+  'vsockmesh-mtls-before': 'vsockmesh mTLS before',
   'vsockmesh-mtls': 'vsockmesh mTLS',
 };
 /** What a chain's ratios are to: the HAProxy chain with the same hop security. */
-const PEER: Record<ChainName, ChainName> = { direct: 'haproxy', socat: 'haproxy', haproxy: 'haproxy', vsockmesh: 'haproxy', 'haproxy-mtls': 'haproxy-mtls', 'vsockmesh-mtls': 'haproxy-mtls' };
+const PEER: Record<ChainName, ChainName> = {
+  direct: 'haproxy',
+  socat: 'haproxy',
+  haproxy: 'haproxy',
+  'vsockmesh-before': 'haproxy',
+  vsockmesh: 'haproxy',
+  'haproxy-mtls': 'haproxy-mtls',
+  'vsockmesh-mtls-before': 'haproxy-mtls',
+  'vsockmesh-mtls': 'haproxy-mtls',
+};
 
 // ---- backends -----------------------------------------------------------------
 
@@ -184,11 +203,11 @@ async function startHaproxyChain(backend: Ports, certs?: MeshCerts): Promise<{ c
   return { chain: { name: certs ? 'haproxy-mtls' : 'haproxy', entry, hops: [{ pids: [hop1.pid], group: false }, { pids: [hop2.pid], group: false }] }, stop };
 }
 
-async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCerts): Promise<Chain> {
-  const name: ChainName = certs ? 'vsockmesh-mtls' : 'vsockmesh';
+async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCerts, before = false): Promise<Chain> {
+  const name: ChainName = `${certs ? 'vsockmesh-mtls' : 'vsockmesh'}${before ? '-before' : ''}`;
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
-  const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: SIDECAR_NODE_FLAGS });
+  const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: SIDECAR_NODE_FLAGS, ...(before && BEFORE_CLI !== undefined && { cli: BEFORE_CLI }) });
   return { name, entry, hops };
 }
 
@@ -288,7 +307,7 @@ function targets(): string {
   ratioTarget('throughput, 1 stream', 'tput1', 0.9);
   ratioTarget('throughput, 4 streams', 'tput4', 0.9);
   ratioTarget('requests/s, 64 connections', 'rps64', 0.7);
-  ratioTarget('new connections/s', 'cps32', 0.7);
+  ratioTarget('new connections/s', 'cps32', 1.0);
   if (CHAINS.includes('direct')) {
     const direct = med('direct', 'p99');
     const v = med('vsockmesh', 'p99') - direct;
@@ -308,6 +327,8 @@ function targets(): string {
     `- ${pass ? 'PASS' : 'MISS'} RSS per sidecar with ${IDLE_CONNS.toLocaleString('en-US')} idle connections: ${fmt(rss, 1)} MiB (target ≤ 64 MiB)` +
       (pass ? `, margin ${fmt(64 - rss, 1)} MiB` : `, gap ${fmt(rss - 64, 1)} MiB over`),
   );
+  const idle = med('vsockmesh', 'rssIdle') / 1024;
+  out.push(`- ${idle <= 50 ? 'PASS' : 'MISS'} RSS per sidecar, idle: ${fmt(idle, 1)} MiB (target ≤ 50 MiB)`);
   if (CHAINS.includes('vsockmesh-mtls') && CHAINS.includes('haproxy-mtls')) {
     out.push('', 'Targets for vsockmesh mTLS (vs HAProxy mTLS, same certificates, TLS 1.3):', '');
     ratioTarget('throughput, 1 stream', 'tput1', 1.0, 'vsockmesh-mtls', 'haproxy-mtls');
@@ -315,6 +336,12 @@ function targets(): string {
     ratioTarget('new connections/s', 'cps32', 1.0, 'vsockmesh-mtls', 'haproxy-mtls');
     const p99 = med('vsockmesh-mtls', 'p99') / med('haproxy-mtls', 'p99');
     out.push(`- ${p99 <= 1.2 ? 'PASS' : 'MISS'} p99 latency, 1 connection: ${p99.toFixed(2)}× HAProxy mTLS (target ≤ 1.20×)`);
+  }
+  for (const ours of ['vsockmesh', 'vsockmesh-mtls'] as const) {
+    const before = `${ours}-before` as const;
+    if (!CHAINS.includes(ours) || !CHAINS.includes(before)) continue;
+    const change = (metric: Metric): string => `${(med(ours, metric) / med(before, metric)).toFixed(2)}×`;
+    out.push('', `${LABEL[ours]} after / before (BENCH_BEFORE): new connections/s ${change('cps32')}, requests/s (64) ${change('rps64')}, CPU per new connection ${change('cpuPerConn')}, idle RSS ${change('rssIdle')}`);
   }
   return out.join('\n');
 }
@@ -346,9 +373,11 @@ async function main(): Promise<void> {
   if (CHAINS.includes('direct')) chains.push({ name: 'direct', entry: { ...backend }, hops: [] });
   if (CHAINS.includes('socat')) chains.push(await startSocatChain(backend, socat));
   if (CHAINS.includes('haproxy')) chains.push((await startHaproxyChain(backend)).chain);
+  if (CHAINS.includes('vsockmesh-before')) chains.push(await startVsockmeshChain(backend, dir, undefined, true));
   if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain(backend, dir));
   const certs = CHAINS.some((c) => c.endsWith('-mtls')) ? await writeMeshCerts(dir) : undefined;
   if (CHAINS.includes('haproxy-mtls')) chains.push((await startHaproxyChain(backend, certs)).chain);
+  if (CHAINS.includes('vsockmesh-mtls-before')) chains.push(await startVsockmeshChain(backend, dir, certs, true));
   if (CHAINS.includes('vsockmesh-mtls')) chains.push(await startVsockmeshChain(backend, dir, certs));
   // iperf3 last: no readiness probe of a proxy can reach it as a stray test connection.
   startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)], { stdout: 'ignore' });

@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import {
   FIXED_LENGTH,
   MAX_PAYLOAD_LENGTH,
+  ProxyHeaderTemplate,
   SIGNATURE,
   TLV,
   crc32c,
@@ -1169,4 +1170,28 @@ for (const [command, byte, accepted] of STREAM_ONLY_TABLE) {
 test('streamOnly: a UDP header is refused as soon as its family/transport byte arrives', (t) => {
   const bytes = rawHeader(0x21, 0x12, IPV4_BLOCK).subarray(0, 14);
   t.is(invalidCode(decodeProxyHeader(bytes, { streamOnly: true })), 'not_stream');
+});
+
+const anyIp = fc.oneof(fc.ipV4(), canonicalIPv6);
+const anyEndpoint = fc.record({ address: anyIp, port: anyPort });
+
+test('property: a header template gives, for every source in turn, the bytes encodeProxyHeader gives', (t) => {
+  holds(
+    t,
+    fc.property(anyEndpoint, fc.array(anyTlv, { maxLength: 4 }), fc.array(anyEndpoint, { minLength: 1, maxLength: 6 }), (destination, tlvs, sources) => {
+      const template = new ProxyHeaderTemplate(destination, tlvs);
+      // Each source twice in a row: the second use is served from the template's last-source cache.
+      for (const source of sources.flatMap((s) => [s, s])) {
+        deepStrictEqual(template.forSource(source), encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses(source, destination), tlvs }));
+      }
+    }),
+  );
+});
+
+test('a header template refuses what encodeProxyHeader refuses: a bad destination at once, a bad source port per connection', (t) => {
+  t.throws(() => new ProxyHeaderTemplate({ address: 'example.com', port: 80 }, []), { instanceOf: RangeError });
+  t.throws(() => new ProxyHeaderTemplate({ address: '10.0.0.2', port: 70000 }, []), { instanceOf: RangeError });
+  const template = new ProxyHeaderTemplate({ address: '10.0.0.2', port: 80 }, []);
+  t.throws(() => template.forSource({ address: '127.0.0.1', port: -1 }), { instanceOf: RangeError });
+  t.deepEqual(template.forSource({ address: '127.0.0.1', port: 1234 }), V4_TCP);
 });
