@@ -181,7 +181,10 @@ export class Sidecar extends ProxyServer {
       clusters: (clusters, refused) => ({ assignmentNames: applier.applyClusters(clusters, refused) }),
       assignments: (assignments) => applier.applyAssignments(assignments),
       listeners: (listeners, refused, version) => this.applyListeners(applier, listeners, refused, version),
-      routes: (routes) => applier.applyRoutes(routes),
+      routes: async (routes) => {
+        // A listener that warmed but could not open (its port taken): it stays out, as one refused by LDS would.
+        for (const r of await applier.applyRoutes(routes)) this.logger.warn({ reason: 'listener_open_failed', listener: r.name, source: 'xds' }, `listener ${r.name} could not be opened: ${r.error}`);
+      },
     };
   }
 
