@@ -28,6 +28,7 @@ import { factsFromXds, type LocalPlacement } from './upstream/endpoint-facts.js'
 import { inboundPolicies, type InboundPolicies, type RbacFilter } from './policy/rbac.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
 import { HttpOutboundListener } from './http/listener.js';
+import { outboundListenerName } from './dynamic/names.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
 function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>, routes: ReadonlyMap<string, XdsRouteConfig>): OutboundListenerConfig | InboundListenerConfig {
@@ -78,6 +79,8 @@ export class XdsApplier {
   readonly routes = new Map<string, XdsRouteConfig>();
   private local: LocalPlacement | null = null;
   private known = false;
+  /** Counts the states applied: what is derived from clusters, listeners and routes is made again when it moves. */
+  generation = 0;
 
   constructor(private readonly host: XdsApplierHost) {}
 
@@ -93,6 +96,7 @@ export class XdsApplier {
 
   /** CDS: the whole set of clusters. Returns the EDS names to subscribe to (a refused cluster's last good one included). */
   applyClusters(clusters: XdsCluster[], refused: StateRefusals = NONE): string[] {
+    this.generation++;
     const present = new Set([...clusters.map((c) => c.name), ...refused.names]);
     for (const c of clusters) {
       this.clusterSpecs.set(c.name, c);
@@ -117,6 +121,7 @@ export class XdsApplier {
    * unless the state does not know this node (see ListenersApplied).
    */
   async applyListeners(state: XdsListener[], refused: StateRefusals = NONE): Promise<ListenersApplied> {
+    this.generation++;
     const placement = state.find((l): l is Extract<XdsListener, { kind: 'outbound' | 'http_outbound' }> => (l.kind === 'outbound' || l.kind === 'http_outbound') && l.local !== undefined)?.local;
     const all = state.filter((l): l is ServedListener['spec'] => l.kind !== 'api');
     // A (new or changed) HTTP listener whose routes have not come yet warms instead.
@@ -155,6 +160,7 @@ export class XdsApplier {
    * configuration is here. Returns the warmed listeners that could not be opened.
    */
   async applyRoutes(routes: XdsRouteConfig[]): Promise<Refusal[]> {
+    this.generation++;
     const named = new Set(this.routeNames());
     for (const r of routes) if (named.has(r.name)) this.routes.set(r.name, r);
     for (const { spec, listener } of this.listeners.values()) {
@@ -171,6 +177,12 @@ export class XdsApplier {
   routeNames(): string[] {
     const http = [...[...this.listeners.values()].map((l) => l.spec), ...this.warming.values()].flatMap((l) => (l.kind === 'http_outbound' ? [l.routeConfigName] : []));
     return [...new Set([...this.apiListeners, ...http])];
+  }
+
+  /** The route configuration the HTTP listener of `service` (outbound|<service>) runs, if it has one. */
+  serviceRoutes(service: string): XdsRouteConfig | undefined {
+    const spec = this.listeners.get(outboundListenerName(service))?.spec;
+    return spec?.kind === 'http_outbound' ? this.routes.get(spec.routeConfigName) : undefined;
   }
 
   /** The RBAC of the inbound listeners in service, by destination port (filters of two listeners on one port both apply). */
