@@ -174,7 +174,7 @@ export class ProxyMetrics {
     });
     this.forwardProxyRequests = new Counter({
       name: 'vsockmesh_forward_proxy_requests_total',
-      help: 'Request heads a forward-proxy listener answered, by outcome (cluster, pass_through, unknown_destination, bad_request, not_loopback, not_implemented)',
+      help: 'Request heads a forward-proxy listener answered, by outcome (cluster, http, pass_through, unknown_destination, bad_request, not_loopback)',
       labelNames: ['listener', 'outcome'],
       registers,
     });

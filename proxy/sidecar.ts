@@ -10,7 +10,9 @@ import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
-import { ForwardProxyListener } from './listeners/forward-proxy.js';
+import { ForwardProxyListener, type ForwardProxyTargets } from './listeners/forward-proxy.js';
+import { forwardProxyRoutes } from './listeners/forward-proxy-routes.js';
+import type { RouteConfig } from './http/route-table.js';
 import { HttpOutboundListener } from './http/listener.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
@@ -125,7 +127,24 @@ export class Sidecar extends ProxyServer {
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions));
     }
-    for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, clusters.values(), this.context, outboundOptions));
+    for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, this.forwardProxyTargets(l.name, clusters), this.context, outboundOptions));
+  }
+
+  /** What a forward proxy reaches: the file's clusters, then the control plane's; plain requests by each service's routes, made again when a pushed state changes them. */
+  private forwardProxyTargets(name: string, clusters: ReadonlyMap<string, Cluster>): ForwardProxyTargets {
+    let made: { generation: number; config: RouteConfig } | undefined;
+    return {
+      get: (cluster) => clusters.get(cluster) ?? this.xds?.clusters.get(cluster),
+      routes: () => {
+        const generation = this.xds?.generation ?? 0;
+        if (made?.generation !== generation) {
+          const names = new Set([...clusters.keys(), ...(this.xds?.clusters.keys() ?? [])]);
+          const reachable = [...names].filter((n) => (clusters.get(n) ?? this.xds?.clusters.get(n))?.settings.resolve?.kind !== 'original_dst');
+          made = { generation, config: forwardProxyRoutes(name, reachable, (service) => this.xds?.serviceRoutes(service)) };
+        }
+        return made.config;
+      },
+    };
   }
 
   protected override startClients(): void {
@@ -181,7 +200,10 @@ export class Sidecar extends ProxyServer {
       clusters: (clusters, refused) => ({ assignmentNames: applier.applyClusters(clusters, refused) }),
       assignments: (assignments) => applier.applyAssignments(assignments),
       listeners: (listeners, refused, version) => this.applyListeners(applier, listeners, refused, version),
-      routes: (routes) => applier.applyRoutes(routes),
+      routes: async (routes) => {
+        // A listener that warmed but could not open (its port taken): it stays out, as one refused by LDS would.
+        for (const r of await applier.applyRoutes(routes)) this.logger.warn({ reason: 'listener_open_failed', listener: r.name, source: 'xds' }, `listener ${r.name} could not be opened: ${r.error}`);
+      },
     };
   }
 

@@ -13,6 +13,10 @@
 // after the control plane had told us our placement, means the control plane
 // does not know this node (deregistered, or restarted from an older
 // inventory): nothing is removed.
+// An HTTP outbound listener routes by a route configuration that comes over
+// RDS: until it is there the listener warms (is not opened, its previous
+// version serves on), as in Envoy; a new version of the configuration is
+// swapped into the running listener, which keeps its connections.
 
 import { inboundListenerConfig, localPort, outboundListenerConfig } from './config/listener-defaults.js';
 import type { InboundListenerConfig, OutboundListenerConfig } from './config/types.js';
@@ -23,13 +27,22 @@ import { Cluster, type ClusterSettings } from './upstream/cluster.js';
 import { factsFromXds, type LocalPlacement } from './upstream/endpoint-facts.js';
 import { inboundPolicies, type InboundPolicies, type RbacFilter } from './policy/rbac.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
+import { HttpOutboundListener } from './http/listener.js';
+import { outboundListenerName } from './dynamic/names.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
-function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>): OutboundListenerConfig | InboundListenerConfig {
-  return l.kind === 'outbound'
-    ? outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: l.cluster })
-    : inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => ({ ...localPort(port), ...(l.peerModes?.[port] && { peerMode: l.peerModes[port] }) })) });
+function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>, routes: ReadonlyMap<string, XdsRouteConfig>): OutboundListenerConfig | InboundListenerConfig {
+  switch (l.kind) {
+    case 'outbound':
+      return outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: l.cluster });
+    case 'http_outbound':
+      return outboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, cluster: '', http: { routes: routes.get(l.routeConfigName)! } });
+    case 'inbound':
+      return inboundListenerConfig({ name: l.name, addresses: [l.address], port: l.port, ports: l.ports.map((port) => ({ ...localPort(port), ...(l.peerModes?.[port] && { peerMode: l.peerModes[port] }) })) });
+  }
 }
+
+type HttpSpec = Extract<XdsListener, { kind: 'http_outbound' }>;
 
 const NONE: StateRefusals = { names: new Set(), unnamed: false };
 
@@ -59,11 +72,15 @@ export class XdsApplier {
   private readonly clusterSpecs = new Map<string, XdsCluster>();
   private readonly assignments = new Map<string, XdsEndpoint[]>();
   private readonly listeners = new Map<string, ServedListener>();
+  /** HTTP listeners waiting for their route configuration (a previous version, if any, serves meanwhile). */
+  private readonly warming = new Map<string, HttpSpec>();
   /** API listeners (gRPC clients'): not served, but their route configurations are subscribed. */
   private apiListeners = new Set<string>();
   readonly routes = new Map<string, XdsRouteConfig>();
   private local: LocalPlacement | null = null;
   private known = false;
+  /** Counts the states applied: what is derived from clusters, listeners and routes is made again when it moves. */
+  generation = 0;
 
   constructor(private readonly host: XdsApplierHost) {}
 
@@ -79,6 +96,7 @@ export class XdsApplier {
 
   /** CDS: the whole set of clusters. Returns the EDS names to subscribe to (a refused cluster's last good one included). */
   applyClusters(clusters: XdsCluster[], refused: StateRefusals = NONE): string[] {
+    this.generation++;
     const present = new Set([...clusters.map((c) => c.name), ...refused.names]);
     for (const c of clusters) {
       this.clusterSpecs.set(c.name, c);
@@ -103,8 +121,15 @@ export class XdsApplier {
    * unless the state does not know this node (see ListenersApplied).
    */
   async applyListeners(state: XdsListener[], refused: StateRefusals = NONE): Promise<ListenersApplied> {
-    const placement = state.find((l): l is Extract<XdsListener, { kind: 'outbound' }> => l.kind === 'outbound' && l.local !== undefined)?.local;
-    const wanted = state.filter((l): l is ServedListener['spec'] => l.kind !== 'api');
+    this.generation++;
+    const placement = state.find((l): l is Extract<XdsListener, { kind: 'outbound' | 'http_outbound' }> => (l.kind === 'outbound' || l.kind === 'http_outbound') && l.local !== undefined)?.local;
+    const all = state.filter((l): l is ServedListener['spec'] => l.kind !== 'api');
+    // A (new or changed) HTTP listener whose routes have not come yet warms instead.
+    const warm = (l: ServedListener['spec']): l is HttpSpec => l.kind === 'http_outbound' && !this.routes.has(l.routeConfigName) && !sameListener(this.listeners.get(l.name)?.spec, l);
+    for (const name of [...this.warming.keys()]) if (!all.some((l) => l.name === name) && !refused.names.has(name)) this.warming.delete(name);
+    for (const l of all) if (warm(l)) this.warming.set(l.name, l);
+    else this.warming.delete(l.name);
+    const wanted = all.filter((l) => !this.warming.has(l.name));
     const present = new Set([...state.map((l) => l.name), ...refused.names]);
     const left = [...this.listeners.keys()].filter((name) => !present.has(name));
     // Unknown: we were placed before, and the state has listeners (the mesh has services) but none of ours and no placement.
@@ -128,14 +153,36 @@ export class XdsApplier {
     return result;
   }
 
-  /** RDS: kept for the HTTP layer and shown in /config_dump (only those a listener names: one that crossed our unsubscribe is dropped). */
-  applyRoutes(routes: XdsRouteConfig[]): void {
-    for (const r of routes) if (this.apiListeners.has(r.name)) this.routes.set(r.name, r);
+  /**
+   * RDS: the route configurations the listeners name (one that crossed our
+   * unsubscribe is dropped), shown in /config_dump. A running HTTP listener
+   * takes its new version in place; a warming one opens now that its
+   * configuration is here. Returns the warmed listeners that could not be opened.
+   */
+  async applyRoutes(routes: XdsRouteConfig[]): Promise<Refusal[]> {
+    this.generation++;
+    const named = new Set(this.routeNames());
+    for (const r of routes) if (named.has(r.name)) this.routes.set(r.name, r);
+    for (const { spec, listener } of this.listeners.values()) {
+      if (spec.kind === 'http_outbound' && listener instanceof HttpOutboundListener) listener.setRoutes(this.routes.get(spec.routeConfigName)!);
+    }
+    const warmed = [...this.warming.values()].filter((l) => this.routes.has(l.routeConfigName));
+    for (const l of warmed) this.warming.delete(l.name);
+    const refused = await this.openListeners(warmed, []);
+    this.free();
+    return refused;
   }
 
-  /** Route configurations the listeners name (API listeners use their own name). */
+  /** Route configurations the listeners name (API listeners use their own name), warming ones' included. */
   routeNames(): string[] {
-    return [...this.apiListeners];
+    const http = [...[...this.listeners.values()].map((l) => l.spec), ...this.warming.values()].flatMap((l) => (l.kind === 'http_outbound' ? [l.routeConfigName] : []));
+    return [...new Set([...this.apiListeners, ...http])];
+  }
+
+  /** The route configuration the HTTP listener of `service` (outbound|<service>) runs, if it has one. */
+  serviceRoutes(service: string): XdsRouteConfig | undefined {
+    const spec = this.listeners.get(outboundListenerName(service))?.spec;
+    return spec?.kind === 'http_outbound' ? this.routes.get(spec.routeConfigName) : undefined;
   }
 
   /** The RBAC of the inbound listeners in service, by destination port (filters of two listeners on one port both apply). */
@@ -153,7 +200,7 @@ export class XdsApplier {
       local: this.local,
       nodeKnown: this.known,
       clusters: [...this.clusters.values()].map((c) => ({ ...c.settings, endpoints: c.endpoints })),
-      listeners: [...this.listeners.values()].map((l) => ({ ...l.spec, bound: l.listener.addresses() })),
+      listeners: [...[...this.listeners.values()].map((l) => ({ ...l.spec, bound: l.listener.addresses() })), ...[...this.warming.values()].map((l) => ({ ...l, warming: true, bound: [] }))],
       routes: [...this.routes.values()],
     };
   }
@@ -203,11 +250,13 @@ export class XdsApplier {
   }
 
   private async open(spec: ServedListener['spec']): Promise<Listener> {
-    const config = listenerConfig(spec);
+    const config = listenerConfig(spec, this.routes);
     const listener =
-      config.kind === 'outbound'
-        ? new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions)
-        : new InboundListener(config, this.host.listenerContext, this.host.inboundOptions);
+      config.kind === 'inbound'
+        ? new InboundListener(config, this.host.listenerContext, this.host.inboundOptions)
+        : config.http
+          ? new HttpOutboundListener(config, config.http.routes, this.clusters, this.host.listenerContext, this.host.outboundOptions)
+          : new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions);
     await this.host.addListener(listener);
     return listener;
   }
@@ -227,6 +276,7 @@ export class XdsApplier {
    */
   private free(): void {
     const named = new Set([...this.listeners.values()].flatMap((l) => (l.spec.kind === 'outbound' ? [l.spec.cluster] : [])));
+    const routeNames = new Set(this.routeNames());
     for (const [name, cluster] of this.clusters) {
       if (this.clusterSpecs.has(name)) continue;
       if (named.has(name)) cluster.update(cluster.settings, []);
@@ -234,7 +284,7 @@ export class XdsApplier {
     }
     const used = this.edsNames();
     for (const name of [...this.assignments.keys()]) if (!used.has(name)) this.assignments.delete(name);
-    for (const name of [...this.routes.keys()]) if (!this.apiListeners.has(name)) this.routes.delete(name);
+    for (const name of [...this.routes.keys()]) if (!routeNames.has(name)) this.routes.delete(name);
   }
 
   private edsNames(): Set<string> {

@@ -15,7 +15,9 @@ export const MAX_CONNECT_TIMEOUT_MS = 300_000;
 
 /**
  * A listener pushed to a sidecar. `outbound`: apps connect on a loopback
- * address and every connection goes to `cluster`. `inbound`: peers' PROXY v2
+ * address and every connection goes to `cluster`. `http_outbound`: the same,
+ * but each HTTP request is routed by the route configuration
+ * `routeConfigName` (RDS); it is opened once that configuration is there. `inbound`: peers' PROXY v2
  * hops arrive here and go to the local `ports` (127.0.0.1:port), each under
  * its peer mode when the control plane says one (`peerModes`), authorized by
  * the RBAC filters of each port's chains (`rbac`). `api`: a gRPC
@@ -23,6 +25,7 @@ export const MAX_CONNECT_TIMEOUT_MS = 300_000;
  */
 export type XdsListener =
   | { name: string; kind: 'outbound'; address: string; port: number; cluster: string; local?: { vmId: string; hypervisorId: string } }
+  | { name: string; kind: 'http_outbound'; address: string; port: number; routeConfigName: string; local?: { vmId: string; hypervisorId: string } }
   | { name: string; kind: 'inbound'; address: string; port: number; ports: number[]; rbac: PortRbac[]; peerModes?: Record<number, PeerTlsMode> }
   | { name: string; kind: 'api' };
 
@@ -104,8 +107,8 @@ export interface PushedConfig {
   assignments(assignments: XdsClusterLoadAssignment[]): void;
   /** LDS, the whole set. */
   listeners(listeners: XdsListener[], refused: StateRefusals, version: string): Promise<ListenersOutcome>;
-  /** RDS: the route configurations the listeners name. */
-  routes(routes: XdsRouteConfig[]): void;
+  /** RDS: the route configurations the listeners name (HTTP listeners that waited for theirs open now). */
+  routes(routes: XdsRouteConfig[]): Promise<void>;
 }
 
 export interface XdsCounters {

@@ -30,6 +30,11 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 type Src = { address: string; port: number };
 
+/** The clusters a listener's routes may name, looked up per request (a pushed route may name a cluster that came later). */
+export interface ClusterLookup {
+  get(name: string): Cluster | undefined;
+}
+
 /** Where one request goes, or the answer the sidecar gives itself. */
 type Target =
   | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
@@ -47,8 +52,9 @@ interface RequestRecord {
 }
 
 export class HttpOutboundListener extends Listener {
-  private readonly table: RouteTable;
-  private readonly connectors = new Map<string, UpstreamConnector>();
+  private table: RouteTable;
+  /** By cluster name, with the cluster it was made for (a cluster removed and pushed again is another object). */
+  private readonly connectors = new Map<string, { cluster: Cluster; connector: UpstreamConnector }>();
   private readonly pools = new UpstreamPools();
   private readonly budgets = new Map<string, RetryBudget>();
   private readonly http1 = http.createServer();
@@ -63,16 +69,12 @@ export class HttpOutboundListener extends Listener {
   constructor(
     readonly config: OutboundListenerConfig,
     routes: RouteConfig,
-    private readonly clusters: ReadonlyMap<string, Cluster>,
+    private readonly clusters: ClusterLookup,
     context: ListenerContext,
     private readonly options: OutboundListenerOptions,
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.table = new RouteTable(routes);
-    for (const [name, cluster] of clusters) {
-      this.connectors.set(name, new UpstreamConnector(config.name, cluster, context, options));
-      this.budgets.set(name, new RetryBudget());
-    }
     this.http1.keepAliveTimeout = config.idleTimeoutMs;
     this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
     this.http2.on('session', (session) => {
@@ -89,9 +91,19 @@ export class HttpOutboundListener extends Listener {
     return this.table.config;
   }
 
+  /** A new route configuration (RDS): requests from now on are routed by it; connections and requests in flight carry on. */
+  setRoutes(routes: RouteConfig): void {
+    if (routes !== this.table.config) this.table = new RouteTable(routes);
+  }
+
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
-    const src = { address: String(peerHost), port: peerPort };
-    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: peerPort });
+    this.adopt(fd, { address: String(peerHost), port: peerPort }, null);
+  }
+
+  /** A connection accepted here, or handed over (by a forward proxy) with the bytes already read from it; owns `fd` from here on. */
+  adopt(fd: number, src: Src, read: Buffer | null): void {
+    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: src.port });
+    if (read !== null) socket.unshift(read);
     const tracked: TrackedConnection = { abort: () => socket.destroy() };
     this.track(tracked);
     socket.once('close', () => this.untrack(tracked));
@@ -132,6 +144,26 @@ export class HttpOutboundListener extends Listener {
     return (socket && this.sources.get(socket)) ?? { address: '', port: 0 };
   }
 
+  /** Cluster `name`'s connector, made on its first request (undefined: no such cluster). */
+  private connector(name: string): UpstreamConnector | undefined {
+    const cluster = this.clusters.get(name);
+    if (cluster === undefined) return undefined;
+    const made = this.connectors.get(name);
+    if (made?.cluster === cluster) return made.connector;
+    const connector = new UpstreamConnector(this.config.name, cluster, this.context, this.options);
+    this.connectors.set(name, { cluster, connector });
+    return connector;
+  }
+
+  private budget(cluster: string): RetryBudget {
+    let budget = this.budgets.get(cluster);
+    if (budget === undefined) {
+      budget = new RetryBudget();
+      this.budgets.set(cluster, budget);
+    }
+    return budget;
+  }
+
   /** The route, cluster, endpoint and transport plan of one request. */
   private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, src: Src): Target {
     const decision = this.table.route({ authority, path, headers }, Math.random());
@@ -142,7 +174,7 @@ export class HttpOutboundListener extends Listener {
   /** The next endpoint of cluster `name` (round robin) and its transport plan: each attempt of a request asks again. */
   private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src): Target {
     const cluster = this.clusters.get(name);
-    const connector = this.connectors.get(name);
+    const connector = this.connector(name);
     const endpoint = cluster?.pick();
     if (cluster === undefined || connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
     const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), this.options.vsock.policy);
@@ -160,7 +192,8 @@ export class HttpOutboundListener extends Listener {
 
   private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
     const src = this.srcOf(req.socket);
-    const record = this.record('http/1.1', src, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/', req.headers['x-request-id']);
+    const { authority, path } = requestTarget(req.url ?? '/', req.headers.host ?? '');
+    const record = this.record('http/1.1', src, req.method ?? 'GET', authority, path, req.headers['x-request-id']);
     const connection = req.socket as unknown as VsockSocket;
     this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
     res.once('close', () => {
@@ -177,7 +210,7 @@ export class HttpOutboundListener extends Listener {
       return;
     }
     const policy = target.retry;
-    const budget = this.budgets.get(target.cluster)!;
+    const budget = this.budget(target.cluster);
     budget.requestStarted();
     let socket: UpstreamSocket | null = null;
     let reason: string | undefined;
@@ -382,6 +415,18 @@ export class HttpOutboundListener extends Listener {
     this.pools.destroy();
     await super.stop();
   }
+}
+
+/**
+ * A request's authority and origin-form path. A request through a forward
+ * proxy names its target whole (`GET http://web.mesh/a`, RFC 9112 3.2.2): its
+ * authority is the URI's, and the path alone goes upstream.
+ */
+export function requestTarget(url: string, host: string): { authority: string; path: string } {
+  const match = /^http:\/\/([^/?#]*)([^#]*)/i.exec(url);
+  if (match === null) return { authority: host, path: url };
+  const rest = match[2]!;
+  return { authority: match[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
 }
 
 /** The body length of a request the listener may hold whole to send again (0: none), or undefined: too long or of unknown length (chunked). */

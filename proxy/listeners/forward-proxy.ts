@@ -3,7 +3,12 @@
 // through that cluster's outbound path (the same resolution, transport
 // decision, PROXY v2 header and native relay as an outbound listener: one
 // unbound OutboundListener per cluster does it). The client hears
-// `200 Connection established` only once the upstream is up.
+// `200 Connection established` only once the upstream is up. A plain request
+// (`GET http://web.mesh/a`, what HTTP_PROXY clients send) is routed request by
+// request like an HTTP listener's: one unbound HttpOutboundListener takes the
+// connection, with a route table of every reachable service
+// (forward-proxy-routes.ts). Clusters are looked up when asked for, so those
+// the control plane pushes later are reachable too.
 
 import { lookup } from 'node:dns/promises';
 import type { ForwardProxyListenerConfig } from '../config/types.js';
@@ -11,55 +16,84 @@ import { LISTENER_DEFAULTS, outboundListenerConfig } from '../config/listener-de
 import { formatAddress } from '../runtime/log.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import type { Cluster } from '../upstream/cluster.js';
+import { HttpOutboundListener } from '../http/listener.js';
+import type { RouteConfig } from '../http/route-table.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { OutboundListener, type OutboundListenerOptions, type Tunnel } from './outbound.js';
-import { readPreamble } from './preamble.js';
+import { readPreamble, type PreambleDecode } from './preamble.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import { CONNECTION_ESTABLISHED, decodeProxyRequest, meshClusterName, proxyReply, type ProxyRequest } from './proxy-request.js';
 import { isLoopbackAddress } from '../runtime/loopback.js';
 
 type Src = { address: string; port: number };
 
+/** What a forward proxy reaches: the sidecar's clusters (its file's and the control plane's) and the routes of plain requests. */
+export interface ForwardProxyTargets {
+  /** Cluster `name`, or undefined. */
+  get(name: string): Cluster | undefined;
+  /** The route configuration plain requests are routed by (the same object until something changes). */
+  routes(): RouteConfig;
+}
+
 export class ForwardProxyListener extends Listener {
-  /** By cluster name: each cluster's outbound path, bound to no address. */
-  private readonly routes = new Map<string, OutboundListener>();
+  /** By cluster name: each cluster's outbound path, bound to no address, made on its first tunnel for the cluster it was made for. */
+  private readonly tunnels = new Map<string, { cluster: Cluster; path: OutboundListener }>();
+  /** Plain requests, routed one by one. */
+  private readonly http: HttpOutboundListener;
 
   constructor(
     readonly config: ForwardProxyListenerConfig,
-    clusters: Iterable<Cluster>,
+    private readonly targets: ForwardProxyTargets,
     context: ListenerContext,
     private readonly options: OutboundListenerOptions,
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
-    for (const cluster of clusters) {
-      // A transparent cluster's destination is the redirected one; a tunnel has none.
-      if (cluster.settings.resolve?.kind === 'original_dst') continue;
-      const route = outboundListenerConfig({ name: config.name, addresses: [], port: 0, cluster: cluster.name, idleTimeoutMs: config.idleTimeoutMs });
-      this.routes.set(cluster.name, new OutboundListener(route, cluster, context, options));
-    }
+    const routes = targets.routes();
+    this.http = new HttpOutboundListener(outboundListenerConfig({ name: config.name, addresses: [], port: 0, cluster: '', idleTimeoutMs: config.idleTimeoutMs, http: { routes } }), routes, targets, context, options);
+  }
+
+  private get paths(): Listener[] {
+    return [this.http, ...[...this.tunnels.values()].map((t) => t.path)];
   }
 
   override async start(): Promise<void> {
     await super.start();
-    for (const route of this.routes.values()) await route.start();
+    await this.http.start();
   }
 
   override get activeConnections(): number {
-    return super.activeConnections + [...this.routes.values()].reduce((n, r) => n + r.activeConnections, 0);
+    return super.activeConnections + this.paths.reduce((n, r) => n + r.activeConnections, 0);
   }
 
   override async drain(): Promise<void> {
-    await Promise.all([super.drain(), ...[...this.routes.values()].map((r) => r.drain())]);
+    await Promise.all([super.drain(), ...this.paths.map((r) => r.drain())]);
   }
 
   override abortConnections(): void {
     super.abortConnections();
-    for (const route of this.routes.values()) route.abortConnections();
+    for (const path of this.paths) path.abortConnections();
   }
 
   override async stop(): Promise<void> {
     await super.stop();
-    for (const route of this.routes.values()) await route.stop();
+    for (const path of this.paths) await path.stop();
+  }
+
+  /** The outbound path of the cluster `host` names, made on first use (undefined: no such cluster, or one a tunnel cannot reach). */
+  private tunnel(host: string): OutboundListener | undefined {
+    const name = meshClusterName(host);
+    const cluster = this.targets.get(name);
+    // A transparent cluster's destination is the redirected one; a tunnel has none.
+    if (cluster === undefined || cluster.settings.resolve?.kind === 'original_dst') return undefined;
+    const made = this.tunnels.get(name);
+    if (made?.cluster === cluster) return made.path;
+    const path = new OutboundListener(outboundListenerConfig({ name: this.config.name, addresses: [], port: 0, cluster: name, idleTimeoutMs: this.config.idleTimeoutMs }), cluster, this.context, this.options);
+    // Bound to nothing: starting it only subscribes it to the resolver's moves.
+    void path.start();
+    this.tunnels.set(name, { cluster, path });
+    // A cluster pushed again is a new object: the path made for the old one goes once its tunnels end.
+    if (made !== undefined) void made.path.drain().then(() => made.path.stop());
+    return path;
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -79,7 +113,7 @@ export class ForwardProxyListener extends Listener {
         maxBytes: maxHeaderBytes,
         timeoutMs: headerTimeoutMs,
         what: 'HTTP request head',
-        decode: (bytes) => decodeProxyRequest(bytes, maxHeaderBytes),
+        decode: (bytes) => withHead(decodeProxyRequest(bytes, maxHeaderBytes), bytes),
         track: (c) => this.track(c),
         untrack: (c) => this.untrack(c),
       },
@@ -92,7 +126,7 @@ export class ForwardProxyListener extends Listener {
     );
   }
 
-  private onRequest(fd: number, src: Src, request: ProxyRequest, early: Buffer | null): void {
+  private onRequest(fd: number, src: Src, request: ProxyRequest & { head: Buffer }, early: Buffer | null): void {
     const target = formatAddress(request.host, request.port);
     if (this.draining) {
       // The head finished after a drain began: no new tunnel (the drain may already have found the cluster's path idle).
@@ -100,14 +134,21 @@ export class ForwardProxyListener extends Listener {
       return;
     }
     if (request.kind === 'absolute') {
-      const message = `vsockmesh: plain requests through the proxy (${request.method} http://${target}${request.path}) are not served yet; use CONNECT (curl --proxytunnel, HTTPS_PROXY)`;
-      this.refuse(fd, src, 'not_implemented', 'absolute_uri_not_implemented', message, proxyReply(501, 'Not Implemented', 'absolute_uri_not_implemented', message));
+      if (this.targets.get(meshClusterName(request.host)) === undefined) {
+        const message = `vsockmesh: ${target} names no cluster of this sidecar (plain requests go to mesh services only)`;
+        this.refuse(fd, src, 'unknown_destination', 'unknown_destination', message, proxyReply(403, 'Forbidden', 'unknown_destination', message));
+        return;
+      }
+      this.count('http');
+      this.http.setRoutes(this.targets.routes());
+      // The HTTP listener reads the request again, head first: it routes this one and whatever follows on the connection.
+      this.http.adopt(fd, src, early === null ? request.head : Buffer.concat([request.head, early]));
       return;
     }
-    const route = this.routes.get(meshClusterName(request.host));
-    if (route !== undefined) {
+    const path = this.tunnel(request.host);
+    if (path !== undefined) {
       this.count('cluster');
-      route.adopt(fd, src, this.tunnel(early));
+      path.adopt(fd, src, this.tunnelAnswers(early));
       return;
     }
     if (this.config.passThrough) {
@@ -120,7 +161,7 @@ export class ForwardProxyListener extends Listener {
   }
 
   /** How a cluster's outbound path answers the client: 200 once up, 503 when no way to reach the cluster, 502 when the upstream failed. */
-  private tunnel(early: Buffer | null): Tunnel {
+  private tunnelAnswers(early: Buffer | null): Tunnel {
     return {
       greeting: CONNECTION_ESTABLISHED,
       early,
@@ -176,6 +217,11 @@ export class ForwardProxyListener extends Listener {
   private count(outcome: string): void {
     this.context.metrics.forwardProxyRequests.inc({ listener: this.name, outcome });
   }
+}
+
+/** A decoded head with its bytes (a plain request is read again by the HTTP listener). */
+function withHead(decoded: PreambleDecode<ProxyRequest>, bytes: Buffer): PreambleDecode<ProxyRequest & { head: Buffer }> {
+  return decoded.kind === 'done' ? { ...decoded, value: { ...decoded.value, head: Buffer.from(bytes.subarray(0, decoded.length)) } } : decoded;
 }
 
 /** Writes a short answer and closes; it fits the socket's send buffer, so the write completes at once in practice. */

@@ -1,9 +1,10 @@
 // Forward proxy (kind: forward_proxy): curl with --proxytunnel sends CONNECT
 // app.mesh:80 to sidecar a, which opens the tunnel through cluster "app"'s
 // outbound path (PROXY v2 header to sidecar b's inbound listener, then the
-// app) and answers 200 only once it is up. Unknown hosts get 403, a dead
-// upstream 502, a plain absolute-URI request 501, a bad head 400, and a
-// client from a non-loopback address nothing at all.
+// app) and answers 200 only once it is up. A plain absolute-URI request
+// (HTTP_PROXY) is routed by the L7 table, several on one connection. Unknown
+// hosts get 403, a dead upstream 502, a bad head 400, and a client from a
+// non-loopback address nothing at all.
 
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -113,11 +114,28 @@ test('upstream down: 502 after the connect failed, counted as a connect error', 
   t.is(metricSum(await a.sidecar.metrics.registry.metrics(), 'vsockmesh_upstream_connect_errors_total', { listener: 'egress', cluster: 'down', code: 'ECONNREFUSED' }), 1);
 });
 
-test('a plain absolute-URI request gets 501 (not served yet); a bad head gets 400 with its reason', async (t) => {
+test('HTTP_PROXY: plain absolute-URI requests are routed request by request to the cluster their host names; the access line has the requested authority', async (t) => {
+  const { a, b, proxyPort, seen } = await setup(t);
+  const { stdout } = await run('curl', ['-sS', '--max-time', '60', 'http://app.mesh/x?q=1', 'http://app/y'], { timeout: 90_000, env: { ...process.env, http_proxy: `http://127.0.0.1:${proxyPort}`, HTTP_PROXY: `http://127.0.0.1:${proxyPort}` } });
+  t.is(stdout, 'hello from the app: /x?q=1\nhello from the app: /y\n');
+  t.deepEqual(seen, [
+    { url: '/x?q=1', host: 'app.mesh' },
+    { url: '/y', host: 'app' },
+  ], 'the app got origin-form requests');
+  await waitFor(() => a.logs.access().length >= 2, 'an access line per request', 30_000);
+  t.like(a.logs.access()[0], { listener: 'egress', direction: 'outbound', method: 'GET', authority: 'app.mesh', path: '/x', status: 200, route: 'app/0', cluster: 'app', transport: 'tcp' });
+  t.like(a.logs.access()[1], { authority: 'app', path: '/y', cluster: 'app' });
+  const inbound = b.sidecar.listenerAddress('inbound');
+  t.is(a.logs.access()[0]!.upstream, `${inbound.address}:${inbound.port}`, 'through sidecar b');
+  t.is(await forwardRequests(a, 'http'), 1, 'one connection: curl sent both requests on it');
+  // A host that names no cluster: 403, never an open proxy.
+  const unknown = await exchange(proxyPort, 'GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n');
+  t.regex(unknown.text, /^HTTP\/1\.1 403 Forbidden\r\n/);
+  t.regex(unknown.text, /X-Vsockmesh-Reason: unknown_destination/);
+});
+
+test('a bad head gets 400 with its reason', async (t) => {
   const { a, proxyPort, seen } = await setup(t);
-  const plain = await exchange(proxyPort, 'GET http://app.mesh/x HTTP/1.1\r\nHost: app.mesh\r\n\r\n');
-  t.regex(plain.text, /^HTTP\/1\.1 501 Not Implemented\r\n/);
-  t.regex(plain.text, /X-Vsockmesh-Reason: absolute_uri_not_implemented/);
   const bad = await exchange(proxyPort, 'CONNECT app.mesh HTTP/1.1\r\n\r\n');
   t.regex(bad.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
   t.regex(bad.text, /X-Vsockmesh-Reason: bad_authority/);
@@ -127,7 +145,6 @@ test('a plain absolute-URI request gets 501 (not served yet); a bad head gets 40
   t.regex(huge.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
   t.regex(huge.text, /X-Vsockmesh-Reason: head_too_large/);
   t.deepEqual(seen, [], 'nothing reached the app');
-  t.is(await forwardRequests(a, 'not_implemented'), 1);
   t.is(await forwardRequests(a, 'bad_request'), 2);
 });
 

@@ -54,8 +54,8 @@ test('the documented example parses, with defaults filled in and durations in mi
         name: 'web-routes',
         domains: ['web', 'web.mesh'],
         routes: [
-          { prefix: '/api', clusters: [{ service: 'api', weight: 90 }, { service: 'api-canary', weight: 10 }] },
-          { prefix: '/', clusters: [{ service: 'web', weight: 1 }] },
+          { prefix: '/api', headers: [], clusters: [{ service: 'api', weight: 90 }, { service: 'api-canary', weight: 10 }] },
+          { prefix: '/', headers: [], clusters: [{ service: 'web', weight: 1 }] },
         ],
       },
     ],
@@ -119,6 +119,30 @@ test('route field errors are reported by path', (t) => {
       'routes[1].routes[1].clusters[1].service: "web" is listed twice in this route',
     ],
   );
+});
+
+test('header matches: one of exact, prefix or present per header, names lower-cased; bad ones by path', (t) => {
+  const withHeaders = (headers: unknown) => rt({ routes: [{ prefix: '/', headers, clusters: [{ service: 'web' }] }] });
+  t.deepEqual(parseMeshConfig({ services: [svc()], routes: [withHeaders([{ name: 'X-Canary', exact: '1' }, { name: 'x-user', prefix: '' }, { name: 'x-debug', present: true }])] }).routes[0]!.routes[0]!.headers, [
+    { name: 'x-canary', exact: '1' },
+    { name: 'x-user', prefix: '' },
+    { name: 'x-debug', present: true },
+  ]);
+  t.deepEqual(
+    problems({
+      services: [svc()],
+      routes: [withHeaders([{ name: 'x-a' }, { name: 'x-b', exact: '1', prefix: '1' }, { name: 'bad name', exact: '1' }, { name: 'x-c', present: false }, { name: 'x-d', exact: 1 }, { name: 'x-e', exact: '1', regex: '.*' }])],
+    }),
+    [
+      'routes[0].routes[0].headers[0]: must have exactly one of exact, prefix or present: true',
+      'routes[0].routes[0].headers[1]: must have exactly one of exact, prefix or present: true',
+      "routes[0].routes[0].headers[2].name: must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+      'routes[0].routes[0].headers[3].present: must be true',
+      'routes[0].routes[0].headers[4].exact: must be a string',
+      'routes[0].routes[0].headers[5]: unknown field "regex"',
+    ],
+  );
+  t.deepEqual(problems({ services: [svc()], routes: [withHeaders(Array.from({ length: 17 }, (_, i) => ({ name: `x-${i}`, present: true })))] }), ['routes[0].routes[0].headers: must list at most 16 header matches']);
 });
 
 test('cross-checks: unique service and route names, declared services, unique outbound ports, no route named like a service', (t) => {

@@ -14,6 +14,7 @@ import type { Cluster } from '../../proxy/upstream/cluster.js';
 import { factsFromXds } from '../../proxy/upstream/endpoint-facts.js';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { XdsApplier } from '../../proxy/xds-applier.js';
+import { HttpOutboundListener } from '../../proxy/http/listener.js';
 import type { StateRefusals } from '../../proxy/dynamic/types.js';
 import type { XdsCluster, XdsListener } from '../../proxy/dynamic/types.js';
 import type { InboundPolicies, RbacFilter } from '../../proxy/policy/rbac.js';
@@ -255,7 +256,7 @@ test('route configurations follow the API listeners; a refused API listener keep
   const route = (name: string) => ({ name, virtualHosts: [] });
   await h.applier.applyListeners([api('web'), api('db')]);
   t.deepEqual(h.applier.routeNames().sort(), ['db', 'web']);
-  h.applier.applyRoutes([route('web'), route('db'), route('other')]);
+  await h.applier.applyRoutes([route('web'), route('db'), route('other')]);
   t.deepEqual([...h.applier.routes.keys()].sort(), ['db', 'web'], 'one no listener names is dropped');
   await h.applier.applyListeners([api('web')], refusedNames('db'));
   t.deepEqual(h.applier.routeNames().sort(), ['db', 'web']);
@@ -316,4 +317,53 @@ test('a listener whose policies alone change keeps serving; the new policies are
   t.deepEqual([...host.policies.at(-1)!], [[8080, [allowA]]], 'with its policies');
   await host.applier.applyListeners([]);
   t.deepEqual([...host.policies.at(-1)!], [], 'a removed inbound listener takes its policies with it');
+});
+
+const httpOutbound = (service: string, port: number): XdsListener => ({ name: `outbound|${service}`, kind: 'http_outbound', address: '127.0.0.1', port, routeConfigName: `outbound|${service}`, local: here });
+const toCluster = (name: string, cluster: string) => ({ name, virtualHosts: [{ name, domains: ['*'], routes: [{ path: { kind: 'prefix' as const, value: '/' }, headers: [], clusters: [{ name: cluster, weight: 1 }], timeoutMs: 0 }] }] });
+
+test('an HTTP listener warms until its route configuration comes, then opens with it; a new version is swapped into the same listener', async (t) => {
+  const h = new FakeHost();
+  await h.applier.applyListeners([httpOutbound('web', 18080)]);
+  t.deepEqual(h.names(), [], 'not opened without its routes');
+  t.deepEqual(h.applier.routeNames(), ['outbound|web'], 'its routes are subscribed while it warms');
+  t.like(h.dumped().listeners[0], { name: 'outbound|web', warming: true });
+  await h.applier.applyRoutes([toCluster('outbound|web', 'web')]);
+  t.deepEqual(h.names(), ['outbound|web']);
+  const listener = h.open.get('outbound|web') as HttpOutboundListener;
+  t.true(listener instanceof HttpOutboundListener);
+  t.is(listener.routes.virtualHosts[0]!.routes[0]!.clusters[0]!.name, 'web');
+  await h.applier.applyRoutes([toCluster('outbound|web', 'web-canary')]);
+  t.is(h.open.get('outbound|web'), listener, 'the same listener (its connections stay)');
+  t.is(listener.routes.virtualHosts[0]!.routes[0]!.clusters[0]!.name, 'web-canary');
+  t.deepEqual(h.retired, []);
+  // The same listener state again: nothing reopens.
+  await h.applier.applyListeners([httpOutbound('web', 18080)]);
+  t.is(h.open.get('outbound|web'), listener);
+});
+
+test('a changed HTTP listener warms while its previous version serves; a warming listener the state drops is forgotten', async (t) => {
+  const h = new FakeHost();
+  await h.applier.applyListeners([outbound('web', 18080)]);
+  const tcp = h.open.get('outbound|web');
+  await h.applier.applyListeners([httpOutbound('web', 18080)]);
+  t.is(h.open.get('outbound|web'), tcp, 'the TCP version serves until the routes come');
+  await h.applier.applyRoutes([toCluster('outbound|web', 'web')]);
+  t.true(h.open.get('outbound|web') instanceof HttpOutboundListener);
+  t.deepEqual(h.retired, [tcp]);
+  await h.applier.applyListeners([httpOutbound('api', 18081)]);
+  await h.applier.applyListeners([]);
+  t.deepEqual(h.applier.routeNames(), []);
+  await h.applier.applyRoutes([toCluster('outbound|api', 'api')]);
+  t.deepEqual(h.names(), [], 'a dropped warming listener does not open later');
+});
+
+test('a warmed HTTP listener that cannot open is refused; its routes stay subscribed', async (t) => {
+  const h = new FakeHost();
+  h.taken.add(18080);
+  await h.applier.applyListeners([httpOutbound('web', 18080)]);
+  const refused = await h.applier.applyRoutes([toCluster('outbound|web', 'web')]);
+  t.is(refused.length, 1);
+  t.regex(refused[0]!.error, /EADDRINUSE/);
+  t.deepEqual(h.names(), []);
 });

@@ -21,7 +21,7 @@ function recorder(outcome: Partial<ListenersOutcome> = {}) {
       got.push(['listeners', listeners, refused, version]);
       return { refused: [], routeNames: ['r1'], ...outcome };
     },
-    routes: (rs: XdsRouteConfig[]) => void got.push(['routes', rs, undefined, undefined]),
+    routes: async (rs: XdsRouteConfig[]) => void got.push(['routes', rs, undefined, undefined]),
   };
   return { config, got };
 }

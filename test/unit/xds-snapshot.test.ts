@@ -81,7 +81,7 @@ test('every mesh service gets an EDS cluster, an assignment, an API listener and
     clusters: ['api', 'api-canary', 'db', 'web'],
     endpoints: ['api', 'api-canary', 'db', 'web'],
     listeners: ['api', 'api-canary', 'db', 'web'],
-    routes: ['api', 'api-canary', 'db', 'web', 'web-routes'],
+    routes: ['api', 'api-canary', 'db', 'web', 'web-routes', 'outbound|web'],
   });
   t.deepEqual(resources.clusters[3], {
     name: 'web',
@@ -161,20 +161,37 @@ test('a registered VM gets outbound listeners per service, and an inbound listen
     clusters: ['api', 'api-canary', 'db', 'web', 'inbound|9090', 'inbound|9091'],
     endpoints: ['api', 'api-canary', 'db', 'web'],
     listeners: ['api', 'api-canary', 'db', 'web', 'outbound|api', 'outbound|api-canary', 'outbound|db', 'outbound|web', 'inbound|api-1'],
-    routes: ['api', 'api-canary', 'db', 'web', 'web-routes'],
+    routes: ['api', 'api-canary', 'db', 'web', 'web-routes', 'outbound|web'],
   });
   const snapshot = toSnapshot(resources);
 
-  const out = decoded(snapshot, TYPE_URLS.Listener, 'outbound|web');
-  t.deepEqual([out.address?.socket_address?.address, out.address?.socket_address?.port_value], ['127.0.0.1', 18080]);
+  const out = decoded(snapshot, TYPE_URLS.Listener, 'outbound|api');
+  t.deepEqual([out.address?.socket_address?.address, out.address?.socket_address?.port_value], ['127.0.0.1', 19090]);
   t.deepEqual(out.listener_filters, []);
   t.is(out.filter_chains.length, 1);
   const outFilter = out.filter_chains[0]!.filters[0]!;
   t.is(outFilter.name, 'envoy.filters.network.tcp_proxy');
   const outTcp = unpackAny(outFilter.typed_config!, TYPE_URLS.TcpProxy);
-  t.is(outTcp.cluster, 'web');
-  t.is(outTcp.stat_prefix, 'outbound|web');
+  t.is(outTcp.cluster, 'api');
+  t.is(outTcp.stat_prefix, 'outbound|api');
   t.is(decoded(snapshot, TYPE_URLS.Listener, 'outbound|db').address?.socket_address?.port_value, 5432);
+
+  // web is an HTTP service: an HTTP connection manager taking RouteConfiguration outbound|web over ADS.
+  const http = decoded(snapshot, TYPE_URLS.Listener, 'outbound|web');
+  t.deepEqual([http.address?.socket_address?.address, http.address?.socket_address?.port_value], ['127.0.0.1', 18080]);
+  t.deepEqual(
+    http.filter_chains.map((c) => c.filters.map((f) => f.name)),
+    [['envoy.filters.network.http_connection_manager']],
+  );
+  const hcm = unpackAny(http.filter_chains[0]!.filters[0]!.typed_config!, TYPE_URLS.HttpConnectionManager);
+  t.is(hcm.stat_prefix, 'outbound|web');
+  t.is(hcm.route_specifier, 'rds');
+  t.is(hcm.rds?.route_config_name, 'outbound|web');
+  t.is(hcm.rds?.config_source?.config_source_specifier, 'ads');
+  t.deepEqual(
+    hcm.http_filters.map((f) => [f.name, f.typed_config?.type_url]),
+    [['envoy.filters.http.router', TYPE_URLS.Router]],
+  );
 
   const inbound = decoded(snapshot, TYPE_URLS.Listener, 'inbound|api-1');
   t.deepEqual([inbound.address?.socket_address?.address, inbound.address?.socket_address?.port_value], ['0.0.0.0', 15006]);
@@ -310,6 +327,7 @@ test('inconsistencies: a built snapshot is consistent; hand-broken ones are name
   t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'api-canary')), [
     'route_configuration "api-canary": virtual_hosts[0].routes[0]: cluster "api-canary" is not in the snapshot',
     'route_configuration "web-routes": virtual_hosts[0].routes[0]: cluster "api-canary" is not in the snapshot',
+    'route_configuration "outbound|web": virtual_hosts[0].routes[0]: cluster "api-canary" is not in the snapshot',
     'listener "outbound|api-canary": filter_chains[0].filters[0]: tcp_proxy cluster "api-canary" is not in the snapshot',
   ]);
   t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'inbound|9091')), [
@@ -320,7 +338,10 @@ test('inconsistencies: a built snapshot is consistent; hand-broken ones are name
   t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.Cluster, 'web')), [
     'route_configuration "web": virtual_hosts[0].routes[0]: cluster "web" is not in the snapshot',
     'route_configuration "web-routes": virtual_hosts[0].routes[1]: cluster "web" is not in the snapshot',
-    'listener "outbound|web": filter_chains[0].filters[0]: tcp_proxy cluster "web" is not in the snapshot',
+    'route_configuration "outbound|web": virtual_hosts[0].routes[1]: cluster "web" is not in the snapshot',
+  ]);
+  t.deepEqual(inconsistencies(without(snapshot, TYPE_URLS.RouteConfiguration, 'outbound|web')), [
+    'listener "outbound|web": filter_chains[0].filters[0]: route configuration "outbound|web" is not in the snapshot',
   ]);
 });
 
@@ -366,7 +387,7 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
     { name: 'outbound|api', kind: 'outbound', address: '127.0.0.1', port: 19090, cluster: 'api', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|api-canary', kind: 'outbound', address: '127.0.0.1', port: 19091, cluster: 'api-canary', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'outbound|db', kind: 'outbound', address: '127.0.0.1', port: 5432, cluster: 'db', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
-    { name: 'outbound|web', kind: 'outbound', address: '127.0.0.1', port: 18080, cluster: 'web', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
+    { name: 'outbound|web', kind: 'http_outbound', address: '127.0.0.1', port: 18080, routeConfigName: 'outbound|web', local: { vmId: 'api-1', hypervisorId: 'hv-2' } },
     { name: 'inbound|api-1', kind: 'inbound', address: '0.0.0.0', port: 15006, ports: [9090, 9091], rbac: [], peerModes: { 9090: 'strict', 9091: 'strict' } },
   ]);
   const routes = validated(TYPE_URLS.RouteConfiguration);
@@ -384,5 +405,76 @@ test('round trip: built, packed, unpacked and validated as a sidecar would, the 
       },
     ],
   });
-  t.is(routes.length, 5);
+  // web's outbound listeners route by web-routes (its domains name web), for any Host.
+  t.deepEqual(routes[5], {
+    name: 'outbound|web',
+    virtualHosts: [
+      {
+        name: 'web-routes',
+        domains: ['*'],
+        routes: [
+          { path: { kind: 'prefix', value: '/api' }, headers: [], clusters: [{ name: 'api', weight: 90 }, { name: 'api-canary', weight: 10 }], timeoutMs: 15_000 },
+          { path: { kind: 'prefix', value: '/' }, headers: [], clusters: [{ name: 'web', weight: 1 }], timeoutMs: 15_000 },
+        ],
+      },
+    ],
+  });
+  t.is(routes.length, 6);
+});
+
+test('an HTTP service follows the first mesh route (by name) whose domains name it (S, S.<domain>, with or without a port); header matches become Envoy header matchers; otherwise every path goes to the service', (t) => {
+  const routed = parseMeshConfig({
+    services: [
+      { name: 'web', port: 8080, protocol: 'http' },
+      { name: 'web-canary', port: 8081 },
+      { name: 'webby', port: 8082, protocol: 'http' },
+      { name: 'db', port: 5432, protocol: 'http' },
+    ],
+    routes: [
+      { name: 'b-web', domains: ['web.mesh:8080'], routes: [{ prefix: '/', clusters: [{ service: 'web-canary' }] }] },
+      {
+        name: 'a-web',
+        domains: ['web'],
+        routes: [
+          { prefix: '/', headers: [{ name: 'X-Canary', exact: '1' }, { name: 'x-user', prefix: 'test-' }, { name: 'x-debug', present: true }], clusters: [{ service: 'web-canary' }] },
+          { prefix: '/', clusters: [{ service: 'web', weight: 3 }, { service: 'web-canary', weight: 1 }] },
+        ],
+      },
+    ],
+  });
+  const resources = buildSharedResources(routed, { vms: [], hypervisors: [] });
+  const byName = new Map(resources.routes.map((r) => [r.name, r]));
+  t.deepEqual(byName.get('outbound|web'), {
+    name: 'outbound|web',
+    virtual_hosts: [
+      {
+        name: 'a-web',
+        domains: ['*'],
+        routes: [
+          {
+            match: {
+              prefix: '/',
+              headers: [
+                { name: 'x-canary', string_match: { exact: '1' } },
+                { name: 'x-user', string_match: { prefix: 'test-' } },
+                { name: 'x-debug', present_match: true },
+              ],
+            },
+            route: { cluster: 'web-canary' },
+          },
+          { match: { prefix: '/' }, route: { weighted_clusters: { clusters: [{ name: 'web', weight: { value: 3 } }, { name: 'web-canary', weight: { value: 1 } }] } } },
+        ],
+      },
+    ],
+  });
+  t.deepEqual(byName.get('outbound|webby'), { name: 'outbound|webby', virtual_hosts: [{ name: 'webby', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'webby' } }] }] }, '"web" names web, not webby');
+  t.deepEqual(byName.get('outbound|db')?.virtual_hosts?.[0]?.routes, [{ match: { prefix: '/' }, route: { cluster: 'db' } }]);
+  t.false(byName.has('outbound|web-canary'), 'a TCP service has none');
+  // Validated as the sidecar does: the header matches are what the route table runs.
+  const result = validateResources(TYPE_URLS.RouteConfiguration, [toSnapshot(resources).resources[TYPE_URLS.RouteConfiguration].get('outbound|web')!.resource]);
+  t.deepEqual(result.values[0]!.virtualHosts[0]!.routes[0]!.headers, [
+    { name: 'x-canary', kind: 'exact', value: '1', invert: false },
+    { name: 'x-user', kind: 'prefix', value: 'test-', invert: false },
+    { name: 'x-debug', kind: 'present', invert: false },
+  ]);
 });

@@ -68,8 +68,8 @@ test('outbound listener: loopback only, one TCP proxy to a cluster, no other fil
     'listener "outbound|web": address.socket_address.address: must be a loopback address (127.0.0.0/8 or ::1): outbound listeners serve only local apps (got "10.0.0.1")',
   ]);
   t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [tcpProxy()] }] })), ['listener "outbound|web": filter_chains[0].filters[0].typed_config.cluster: must name a cluster']);
-  t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: packAny(TYPE_URLS.HttpConnectionManager, {}) }] }] })), [
-    'listener "outbound|web": filter_chains[0].filters[0].name: unsupported filter "envoy.filters.network.http_connection_manager" (only envoy.filters.network.tcp_proxy)',
+  t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [{ name: 'envoy.filters.network.echo' }] }] })), [
+    'listener "outbound|web": filter_chains[0].filters[0].name: unsupported filter "envoy.filters.network.echo" (only envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager)',
   ]);
   t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: packAny(TYPE_URLS.Router, {}) }] }] })), [
     'listener "outbound|web": filter_chains[0].filters[0].typed_config: must be a type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy (got "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")',
@@ -81,7 +81,36 @@ test('outbound listener: loopback only, one TCP proxy to a cluster, no other fil
     'listener "outbound|web": filter_chains: an outbound listener must have exactly one filter chain (got 2)',
   ]);
   t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [tcpProxy('web'), tcpProxy('api')] }] })), [
-    'listener "outbound|web": filter_chains[0].filters: must be exactly one envoy.filters.network.tcp_proxy filter (got 2 filters)',
+    'listener "outbound|web": filter_chains[0].filters: must be exactly one envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager filter (got 2 filters)',
+  ]);
+});
+
+const ADS_SOURCE = { ads: {}, resource_api_version: 'V3' as const };
+const router = { name: 'envoy.filters.http.router', typed_config: packAny(TYPE_URLS.Router, {}) };
+const hcm = (config: Record<string, unknown>) => ({ name: 'envoy.filters.network.http_connection_manager', typed_config: packAny(TYPE_URLS.HttpConnectionManager, config) });
+const rdsHcm = (over: Record<string, unknown> = {}) => hcm({ stat_prefix: 'outbound|web', rds: { route_config_name: 'outbound|web', config_source: ADS_SOURCE }, http_filters: [router], ...over });
+
+test('outbound listener with an HTTP connection manager: routes by RDS over ADS, the router its only HTTP filter', (t) => {
+  t.deepEqual(validateListener(packAny(TYPE_URLS.Listener, outbound({ filter_chains: [{ filters: [rdsHcm()] }] }))), {
+    ok: true,
+    value: { name: 'outbound|web', kind: 'http_outbound', address: '127.0.0.1', port: 18080, routeConfigName: 'outbound|web' },
+  });
+  const self = rdsHcm({ rds: { route_config_name: 'r', config_source: { self: {} } } });
+  t.like(validateListener(packAny(TYPE_URLS.Listener, outbound({ filter_chains: [{ filters: [self] }] }))), { ok: true, value: { routeConfigName: 'r' } });
+  const chainOf = (filter: object) => outbound({ filter_chains: [{ filters: [filter] }] });
+  const p = 'listener "outbound|web": filter_chains[0].filters[0].typed_config';
+  t.deepEqual(listenerErrors(chainOf(rdsHcm({ rds: undefined, route_config: { name: 'inline' } }))), [`${p}.rds: required: routes come over RDS (got route_config)`]);
+  t.deepEqual(listenerErrors(chainOf(rdsHcm({ rds: { route_config_name: '', config_source: { path: '/etc/routes.yaml' } } }))), [
+    `${p}.rds.config_source: must be ads or self (the sidecar has one ADS stream) (got path)`,
+    `${p}.rds.route_config_name: must not be empty`,
+  ]);
+  t.deepEqual(listenerErrors(chainOf(rdsHcm({ http_filters: [{ name: 'envoy.filters.http.fault' }, router] }))), [`${p}.http_filters[0].name: unsupported HTTP filter "envoy.filters.http.fault" (only envoy.filters.http.router)`]);
+  t.deepEqual(listenerErrors(chainOf(rdsHcm({ http_filters: [] }))), [`${p}.http_filters: must hold exactly one envoy.filters.http.router filter (got 0)`]);
+  t.deepEqual(listenerErrors(chainOf({ name: 'envoy.filters.network.http_connection_manager', typed_config: packAny(TYPE_URLS.TcpProxy, { cluster: 'web' }) })), [
+    `${p}: must be a ${TYPE_URLS.HttpConnectionManager} (got "${TYPE_URLS.TcpProxy}")`,
+  ]);
+  t.deepEqual(listenerErrors(outbound({ filter_chains: [{ filters: [rdsHcm(), tcpProxy('web')] }] })), [
+    'listener "outbound|web": filter_chains[0].filters: must be exactly one envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager filter (got 2 filters)',
   ]);
 });
 
@@ -107,7 +136,7 @@ test('listener: every problem is reported at once', (t) => {
     'listener "": name: must not be empty',
     'listener "": address.socket_address.address: must be an IP address (got "example.com")',
     'listener "": address.socket_address.port_value: must be 1..65535 (got 0)',
-    'listener "": filter_chains[0].filters[0].name: unsupported filter "envoy.filters.network.echo" (only envoy.filters.network.tcp_proxy)',
+    'listener "": filter_chains[0].filters[0].name: unsupported filter "envoy.filters.network.echo" (only envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager)',
   ]);
 });
 

@@ -64,8 +64,8 @@ export const RESOURCE_TYPES: ReadonlyMap<ResourceTypeUrl, ResourceType> = new Ma
       const outcome = await config.listeners(listeners, refused, version);
       return { subscribe: { typeUrl: TYPE_URLS.RouteConfiguration, names: outcome.routeNames }, refused: outcome.refused, ...(outcome.problem !== undefined && { problem: outcome.problem }) };
     }),
-    resourceType(TYPE_URLS.RouteConfiguration, false, (config, routes) => {
-      config.routes(routes);
+    resourceType(TYPE_URLS.RouteConfiguration, false, async (config, routes) => {
+      await config.routes(routes);
       return {};
     }),
   ].map((t) => [t.typeUrl, t]),

@@ -27,7 +27,7 @@ import type { Value__Output } from '../generated/envoy/google/protobuf/Value.js'
 import type { VsockMode } from '../../proxy/resolve/types.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
 import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js';
-import { PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import { HTTP_CONNECTION_MANAGER_FILTER, PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
 import { isRbacFilter, rbacFilter } from './validate-rbac.js';
 import { DEFAULT_ROUTE_TIMEOUT_MS, domainProblem, regexProblem, type HeaderMatch, type PathMatch, type Route } from '../../proxy/http/route-table.js';
@@ -139,24 +139,29 @@ function connectTimeout(d: Duration__Output | null | undefined, path: string, re
   return Math.ceil(ms);
 }
 
+/** A network filter's typed_config, which must be a `typeUrl` message; `path` names the filter. */
+function filterConfig<U extends typeof TYPE_URLS.TcpProxy | typeof TYPE_URLS.HttpConnectionManager>(filter: Filter__Output, typeUrl: U, path: string, report: Report): EnvoyMessageOutput<U> | undefined {
+  const config = filter.typed_config;
+  if (!config || config.type_url !== typeUrl) {
+    report(join(path, 'typed_config'), `must be a ${typeUrl} (got ${JSON.stringify(config?.type_url ?? 'nothing')})`);
+    return undefined;
+  }
+  try {
+    return unpackAny(config, typeUrl);
+  } catch (err) {
+    report(join(path, 'typed_config'), err instanceof Error ? err.message : String(err));
+    return undefined;
+  }
+}
+
 /** The TCP proxy's cluster of a network filter that must be envoy.filters.network.tcp_proxy. */
 function tcpProxyCluster(filter: Filter__Output, path: string, report: Report): string | undefined {
   if (filter.name !== TCP_PROXY_FILTER) {
     report(join(path, 'name'), `unsupported filter ${JSON.stringify(filter.name)} (only ${TCP_PROXY_FILTER})`);
     return undefined;
   }
-  const config = filter.typed_config;
-  if (!config || config.type_url !== TYPE_URLS.TcpProxy) {
-    report(join(path, 'typed_config'), `must be a ${TYPE_URLS.TcpProxy} (got ${JSON.stringify(config?.type_url ?? 'nothing')})`);
-    return undefined;
-  }
-  let tcp: EnvoyMessageOutput<typeof TYPE_URLS.TcpProxy>;
-  try {
-    tcp = unpackAny(config, TYPE_URLS.TcpProxy);
-  } catch (err) {
-    report(join(path, 'typed_config'), err instanceof Error ? err.message : String(err));
-    return undefined;
-  }
+  const tcp = filterConfig(filter, TYPE_URLS.TcpProxy, path, report);
+  if (tcp === undefined) return undefined;
   if (tcp.cluster_specifier !== 'cluster' || !tcp.cluster) {
     report(join(path, 'typed_config.cluster'), tcp.cluster_specifier === 'weighted_clusters' ? 'must name one cluster (weighted_clusters is not supported)' : 'must name a cluster');
     return undefined;
@@ -164,13 +169,47 @@ function tcpProxyCluster(filter: Filter__Output, path: string, report: Report): 
   return tcp.cluster;
 }
 
-/** The cluster of the one filter chain's one filter, a TCP proxy. */
-function onlyTcpProxy(chain: { filters: Filter__Output[] }, path: string, report: Report): string | undefined {
-  if (chain.filters.length !== 1) {
-    report(join(path, 'filters'), `must be exactly one ${TCP_PROXY_FILTER} filter (got ${chain.filters.length} filters)`);
-    return chain.filters.length === 0 ? undefined : tcpProxyCluster(chain.filters[0]!, join(path, 'filters[0]'), report);
+/**
+ * The route configuration of an envoy.filters.network.http_connection_manager
+ * filter: RDS over the ADS stream, the router as its only HTTP filter (the
+ * sidecar runs no other). Inline route_config is refused: the control plane
+ * sends routes over RDS, so that a route change keeps the listener.
+ */
+function httpRouteConfigName(filter: Filter__Output, path: string, report: Report): string | undefined {
+  const hcm = filterConfig(filter, TYPE_URLS.HttpConnectionManager, path, report);
+  if (hcm === undefined) return undefined;
+  const at = join(path, 'typed_config');
+  const routers = hcm.http_filters.filter((f) => f.name === ROUTER_FILTER).length;
+  hcm.http_filters.forEach((f, i) => {
+    if (f.name !== ROUTER_FILTER) report(`${at}.http_filters[${i}].name`, `unsupported HTTP filter ${JSON.stringify(f.name.slice(0, 128))} (only ${ROUTER_FILTER})`);
+  });
+  if (routers !== 1) report(`${at}.http_filters`, `must hold exactly one ${ROUTER_FILTER} filter (got ${routers})`);
+  if (hcm.route_specifier !== 'rds' || !hcm.rds) {
+    report(`${at}.rds`, `required: routes come over RDS (got ${hcm.route_specifier ?? 'nothing'})`);
+    return undefined;
   }
-  return tcpProxyCluster(chain.filters[0]!, join(path, 'filters[0]'), report);
+  const source = hcm.rds.config_source?.config_source_specifier;
+  if (source !== 'ads' && source !== 'self') report(`${at}.rds.config_source`, `must be ads or self (the sidecar has one ADS stream) (got ${source ?? 'nothing'})`);
+  if (hcm.rds.route_config_name === '') report(`${at}.rds.route_config_name`, 'must not be empty');
+  return hcm.rds.route_config_name || undefined;
+}
+
+/** What the one filter chain's one filter does: a TCP proxy to a cluster, or HTTP routing by a route configuration. */
+function onlyFilter(chain: { filters: Filter__Output[] }, path: string, report: Report): { cluster: string } | { routeConfigName: string } | undefined {
+  if (chain.filters.length !== 1) report(join(path, 'filters'), `must be exactly one ${TCP_PROXY_FILTER} or ${HTTP_CONNECTION_MANAGER_FILTER} filter (got ${chain.filters.length} filters)`);
+  const filter = chain.filters[0];
+  if (filter === undefined) return undefined;
+  const at = join(path, 'filters[0]');
+  if (filter.name !== HTTP_CONNECTION_MANAGER_FILTER && filter.name !== TCP_PROXY_FILTER) {
+    report(join(at, 'name'), `unsupported filter ${JSON.stringify(filter.name)} (only ${TCP_PROXY_FILTER} or ${HTTP_CONNECTION_MANAGER_FILTER})`);
+    return undefined;
+  }
+  if (filter.name === HTTP_CONNECTION_MANAGER_FILTER) {
+    const routeConfigName = httpRouteConfigName(filter, at, report);
+    return routeConfigName === undefined ? undefined : { routeConfigName };
+  }
+  const cluster = tcpProxyCluster(filter, at, report);
+  return cluster === undefined ? undefined : { cluster };
 }
 
 function validateOutbound(l: Listener__Output, report: Report): XdsListener | undefined {
@@ -183,7 +222,7 @@ function validateOutbound(l: Listener__Output, report: Report): XdsListener | un
     report('filter_chains', `an outbound listener must have exactly one filter chain (got ${l.filter_chains.length})`);
     return undefined;
   }
-  const cluster = onlyTcpProxy(l.filter_chains[0]!, 'filter_chains[0]', report);
+  const does = onlyFilter(l.filter_chains[0]!, 'filter_chains[0]', report);
   // The node's own placement, when the control plane knows it.
   const facts = l.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY]?.fields ?? {};
   const vmId = facts.vm_id?.kind === 'stringValue' ? facts.vm_id.stringValue : undefined;
@@ -191,8 +230,10 @@ function validateOutbound(l: Listener__Output, report: Report): XdsListener | un
   if (l.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY] && (!vmId || !hypervisorId)) {
     report(`metadata.filter_metadata.${VSOCKMESH_METADATA_KEY}`, 'must have non-empty vm_id and hypervisor_id strings');
   }
-  if (!bind || cluster === undefined) return undefined;
-  return { name: l.name, kind: 'outbound', address: bind.address, port: bind.port, cluster, ...(vmId && hypervisorId && { local: { vmId, hypervisorId } }) };
+  if (!bind || does === undefined) return undefined;
+  const local = vmId && hypervisorId ? { local: { vmId, hypervisorId } } : {};
+  if ('routeConfigName' in does) return { name: l.name, kind: 'http_outbound', address: bind.address, port: bind.port, routeConfigName: does.routeConfigName, ...local };
+  return { name: l.name, kind: 'outbound', address: bind.address, port: bind.port, cluster: does.cluster, ...local };
 }
 
 function validateInbound(l: Listener__Output, report: Report): XdsListener | undefined {
@@ -258,7 +299,8 @@ function validateInbound(l: Listener__Output, report: Report): XdsListener | und
  * (gRPC clients' listener; sidecars ignore it). With the proxy_protocol
  * listener filter: kind "inbound" (one TCP-proxy filter chain per
  * destination port). Otherwise "outbound": a loopback address and one filter
- * chain with one TCP proxy to a cluster.
+ * chain with one TCP proxy to a cluster, or "http_outbound" when that filter
+ * is an HTTP connection manager taking its routes over RDS.
  */
 export function validateListener(input: Any | Any__Output | Listener__Output): Validation<XdsListener> {
   const decoded = decode(input, TYPE_URLS.Listener);

@@ -25,6 +25,12 @@ export const MAX_RULES_PER_ROUTE = 128;
 export const MAX_CLUSTERS_PER_RULE = 16;
 /** A rule's path prefix (Gateway API's bound for a path). */
 export const MAX_PREFIX_LENGTH = 1_024;
+/** Header matches of one rule (Gateway API's bound). */
+export const MAX_HEADERS_PER_RULE = 16;
+/** A header match's name (Gateway API's bound). */
+export const MAX_HEADER_NAME_LENGTH = 256;
+/** A header match's value (Gateway API's bound). */
+export const MAX_HEADER_VALUE_LENGTH = 4_096;
 /** One rule's weights may add up to this at most (Envoy and gRPC refuse a larger sum). */
 export const MAX_TOTAL_WEIGHT = 0xffffffff;
 /** The whole mesh, encoded as JSON: what every node is sent derives from it. */

@@ -60,14 +60,24 @@ export function peerAuthenticationFromRaw(raw: RawEntry): PeerAuthentication {
 
 interface RawRule {
   prefix: string;
+  headers?: Array<{ name: string; exact?: string; prefix?: string; present?: boolean }>;
   clusters: Array<{ service: string; weight?: number }>;
+}
+
+/** A header match on the wire: the one condition it sets (none set: left for the mesh validation to refuse). */
+function headerToRaw(h: { name: string; exact: string; prefix: string; present: boolean }): NonNullable<RawRule['headers']>[number] {
+  return { name: h.name, ...(h.exact !== '' && { exact: h.exact }), ...(h.prefix !== '' && { prefix: h.prefix }), ...(h.present && { present: true }) };
 }
 
 export function routeToRaw(r: Route__Output): RawEntry {
   return {
     name: r.name,
     domains: [...r.domains],
-    routes: r.rules.map((rule) => ({ prefix: rule.prefix, clusters: rule.services.map((s) => ({ service: s.service, weight: s.weight || 1 })) })),
+    routes: r.rules.map((rule) => ({
+      prefix: rule.prefix,
+      ...(rule.headers.length > 0 && { headers: rule.headers.map(headerToRaw) }),
+      clusters: rule.services.map((s) => ({ service: s.service, weight: s.weight || 1 })),
+    })),
   };
 }
 
@@ -75,7 +85,11 @@ export function routeFromRaw(raw: RawEntry): Route {
   return {
     name: raw.name,
     domains: (raw.domains as string[] | undefined) ?? [],
-    rules: ((raw.routes as RawRule[] | undefined) ?? []).map((rule) => ({ prefix: rule.prefix, services: rule.clusters.map((c) => ({ service: c.service, weight: c.weight ?? 1 })) })),
+    rules: ((raw.routes as RawRule[] | undefined) ?? []).map((rule) => ({
+      prefix: rule.prefix,
+      headers: (rule.headers ?? []).map((h) => ({ name: h.name, exact: h.exact ?? '', prefix: h.prefix ?? '', present: h.present === true })),
+      services: rule.clusters.map((c) => ({ service: c.service, weight: c.weight ?? 1 })),
+    })),
   };
 }
 

@@ -9,6 +9,7 @@
 //     - name: web-routes
 //       domains: [web, web.mesh]
 //       routes:
+//         - { prefix: /api, headers: [{ name: x-canary, exact: "1" }], clusters: [{ service: api-canary }] }
 //         - { prefix: /api, clusters: [{ service: api, weight: 90 }, { service: api-canary, weight: 10 }] }
 //         - { prefix: /, clusters: [{ service: web }] }
 
@@ -19,6 +20,9 @@ import {
   MAX_CLUSTERS_PER_RULE,
   MAX_DOMAIN_LENGTH,
   MAX_DOMAINS_PER_ROUTE,
+  MAX_HEADER_NAME_LENGTH,
+  MAX_HEADER_VALUE_LENGTH,
+  MAX_HEADERS_PER_RULE,
   MAX_MESH_BYTES,
   MAX_NAME_LENGTH,
   MAX_POLICIES,
@@ -30,7 +34,7 @@ import {
   quoteBounded,
 } from './bounds.js';
 import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
-import type { MeshConfig } from './types.js';
+import type { MeshConfig, MeshHeaderMatch } from './types.js';
 import { peerAuthenticationIssues, peerAuthenticationSchema } from './peer-authentication.js';
 import { policySchema } from './policies.js';
 
@@ -93,6 +97,21 @@ const clusters = z
     if (total > MAX_TOTAL_WEIGHT) ctx.addIssue({ code: 'custom', message: `weights add up to ${total}, more than ${MAX_TOTAL_WEIGHT}` });
   });
 
+const HEADER_MATCH = 'must have exactly one of exact, prefix or present: true';
+const headerName = z
+  .string({ invalid_type_error: 'must be a string' })
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'must be an HTTP header name (letters, digits and !#$%&\'*+-.^_`|~)' })
+  .max(MAX_HEADER_NAME_LENGTH, { message: `must be at most ${MAX_HEADER_NAME_LENGTH} characters` })
+  .transform((n) => n.toLowerCase());
+const headerValue = z.string({ invalid_type_error: 'must be a string' }).max(MAX_HEADER_VALUE_LENGTH, { message: `must be at most ${MAX_HEADER_VALUE_LENGTH} characters` });
+const headerMatch = z
+  .object({ name: headerName, exact: headerValue.optional(), prefix: headerValue.optional(), present: z.literal(true, { errorMap: () => ({ message: 'must be true' }) }).optional() })
+  .strict()
+  .superRefine((h, ctx) => {
+    if ([h.exact, h.prefix, h.present].filter((v) => v !== undefined).length !== 1) ctx.addIssue({ code: 'custom', message: HEADER_MATCH });
+  })
+  .transform((h): MeshHeaderMatch => (h.exact !== undefined ? { name: h.name, exact: h.exact } : h.prefix !== undefined ? { name: h.name, prefix: h.prefix } : { name: h.name, present: true }));
+
 const route = z
   .object({
     name: meshName,
@@ -105,6 +124,7 @@ const route = z
               .string({ invalid_type_error: 'must be a string' })
               .startsWith('/', { message: 'must start with "/"' })
               .max(MAX_PREFIX_LENGTH, { message: `must be at most ${MAX_PREFIX_LENGTH} characters` }),
+            headers: z.array(headerMatch).max(MAX_HEADERS_PER_RULE, atMost(MAX_HEADERS_PER_RULE, 'header matches')).default([]),
             clusters,
           })
           .strict(),

@@ -146,22 +146,23 @@ export function inconsistencies(snapshot: Snapshot): string[] {
   }
 
   for (const { name, message } of decodeAll(snapshot, TYPE_URLS.Listener, problems, 'listener')) {
-    const api = message.api_listener?.api_listener;
-    if (api) {
+    /** An HTTP connection manager's RDS route configuration must be served too. */
+    const rdsRoutes = (any: NonNullable<typeof message.api_listener>['api_listener'], at: string): void => {
       try {
-        const hcm = unpackAny(api, TYPE_URLS.HttpConnectionManager);
+        const hcm = unpackAny(any!, TYPE_URLS.HttpConnectionManager);
         const rds = hcm.rds?.route_config_name;
-        if (hcm.route_specifier === 'rds' && rds !== undefined && !routes.has(rds)) {
-          problems.push(`listener "${name}": api_listener: route configuration "${rds}" is not in the snapshot`);
-        }
+        if (hcm.route_specifier === 'rds' && rds !== undefined && !routes.has(rds)) problems.push(`${at}: route configuration "${rds}" is not in the snapshot`);
       } catch (err) {
-        problems.push(`listener "${name}": api_listener: ${err instanceof Error ? err.message : String(err)}`);
+        problems.push(`${at}: ${err instanceof Error ? err.message : String(err)}`);
       }
-    }
+    };
+    const api = message.api_listener?.api_listener;
+    if (api) rdsRoutes(api, `listener "${name}": api_listener`);
     message.filter_chains.forEach((chain, i) =>
       chain.filters.forEach((filter, j) => {
-        if (filter.typed_config?.type_url !== TYPE_URLS.TcpProxy) return;
         const at = `listener "${name}": filter_chains[${i}].filters[${j}]`;
+        if (filter.typed_config?.type_url === TYPE_URLS.HttpConnectionManager) rdsRoutes(filter.typed_config, at);
+        if (filter.typed_config?.type_url !== TYPE_URLS.TcpProxy) return;
         try {
           const cluster = unpackAny(filter.typed_config, TYPE_URLS.TcpProxy).cluster;
           if (cluster !== undefined && !clusters.has(cluster)) problems.push(`${at}: tcp_proxy cluster "${cluster}" is not in the snapshot`);

@@ -6,9 +6,12 @@
 // - shared by every node, per mesh service S: Cluster "S" (EDS over ADS),
 //   ClusterLoadAssignment "S", Listener "S" (an API listener, what `xds:///S`
 //   asks LDS for) and its RouteConfiguration "S" (every domain, prefix "/" to
-//   cluster S); per mesh route R: RouteConfiguration "R";
+//   cluster S); per mesh route R: RouteConfiguration "R"; per HTTP service S:
+//   RouteConfiguration "outbound|S", what its outbound listeners route by;
 // - a node's own, when it is a registered VM: Listener "outbound|S" per
-//   service on 127.0.0.1:<outbound port>, and when its sidecar has a TCP
+//   service on 127.0.0.1:<outbound port> (a TCP proxy to cluster S, or for an
+//   HTTP service an HTTP connection manager taking RouteConfiguration
+//   "outbound|S" over ADS), and when its sidecar has a TCP
 //   inbound port and it serves mesh services, Listener "inbound|<vm id>" with
 //   filter chains per served port P (one per transport protocol its peer
 //   mode accepts: peer-authentication.ts), to the STATIC Cluster
@@ -16,13 +19,13 @@
 //   (`peer_mode`), so a client knows whether to originate TLS.
 
 import { packAny, TYPE_URLS, type Cluster, type ClusterLoadAssignment, type Listener, type RouteConfiguration } from '../envoy/proto.js';
-import { PROXY_PROTOCOL_LISTENER_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import { HTTP_CONNECTION_MANAGER_FILTER, PROXY_PROTOCOL_LISTENER_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbEndpoint.js';
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { makeSnapshot, type Snapshot } from './snapshot.js';
-import type { MeshConfig, MeshPolicy, MeshRoute, MeshService, PeerAuthentication } from './types.js';
+import type { MeshConfig, MeshHeaderMatch, MeshPolicy, MeshRoute, MeshService, PeerAuthentication } from './types.js';
 import { portMode, transportProtocols } from './peer-authentication.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
 import { rbacFilters } from './translate-rbac.js';
@@ -113,12 +116,7 @@ export function serviceAssignment(service: string, view: RegistryView, peerAuthe
 
 /** Listener S for gRPC xDS clients: an API listener whose HTTP connection manager takes RouteConfiguration S over ADS. */
 export function apiListener(service: string): Listener {
-  const hcm = packAny(TYPE_URLS.HttpConnectionManager, {
-    stat_prefix: service,
-    rds: { route_config_name: service, config_source: ADS },
-    http_filters: [{ name: ROUTER_FILTER, typed_config: packAny(TYPE_URLS.Router, {}) }],
-  });
-  return { name: service, api_listener: { api_listener: hcm } };
+  return { name: service, api_listener: { api_listener: httpConnectionManager(service, service) } };
 }
 
 /** RouteConfiguration S: any domain, every path to cluster S. */
@@ -129,27 +127,66 @@ export function serviceRouteConfiguration(service: string): RouteConfiguration {
   };
 }
 
-/** RouteConfiguration R: one virtual host with R's domains and routes (weighted clusters when a route splits). */
-export function meshRouteConfiguration(route: MeshRoute): RouteConfiguration {
-  return {
-    name: route.name,
-    virtual_hosts: [
-      {
-        name: route.name,
-        domains: [...route.domains],
-        routes: route.routes.map((r) => ({
-          match: { prefix: r.prefix },
-          route:
-            r.clusters.length === 1
-              ? { cluster: r.clusters[0]!.service }
-              : { weighted_clusters: { clusters: r.clusters.map((c) => ({ name: c.service, weight: { value: c.weight } })) } },
-        })),
-      },
-    ],
-  };
+function headerMatcher(h: MeshHeaderMatch) {
+  if ('present' in h) return { name: h.name, present_match: true };
+  return { name: h.name, string_match: 'exact' in h ? { exact: h.exact } : { prefix: h.prefix } };
 }
 
-/** Listener outbound|S: apps on the node connect to 127.0.0.1:<outbound port>, the sidecar proxies to cluster S. */
+/** R's rules as Envoy routes (weighted clusters when a rule splits). */
+function meshRoutes(route: MeshRoute) {
+  return route.routes.map((r) => ({
+    match: { prefix: r.prefix, ...(r.headers.length > 0 && { headers: r.headers.map(headerMatcher) }) },
+    route:
+      r.clusters.length === 1
+        ? { cluster: r.clusters[0]!.service }
+        : { weighted_clusters: { clusters: r.clusters.map((c) => ({ name: c.service, weight: { value: c.weight } })) } },
+  }));
+}
+
+/** RouteConfiguration R: one virtual host with R's domains and routes. */
+export function meshRouteConfiguration(route: MeshRoute): RouteConfiguration {
+  return { name: route.name, virtual_hosts: [{ name: route.name, domains: [...route.domains], routes: meshRoutes(route) }] };
+}
+
+/** Whether one of R's domains names service S: `S`, or `S.` followed by a domain (`web.mesh`), with or without a port. */
+const routesService = (route: MeshRoute, service: string): boolean =>
+  route.domains.some((d) => {
+    const host = d.toLowerCase().replace(/:\d+$/, '');
+    return host === service || host.startsWith(`${service}.`);
+  });
+
+/** The mesh route an HTTP service's outbound listeners follow: the first by name whose domains name the service. */
+export function serviceMeshRoute(service: string, routes: readonly MeshRoute[]): MeshRoute | undefined {
+  return [...routes].sort(byKey((r) => r.name)).find((r) => routesService(r, service));
+}
+
+/**
+ * RouteConfiguration outbound|S: what S's outbound listeners route by. Every
+ * request there is for S whatever its Host (apps reach it as 127.0.0.1 too),
+ * so one virtual host of any domain: the rules of the mesh route that names S
+ * (serviceMeshRoute), or else every path to cluster S.
+ */
+export function outboundRouteConfiguration(service: string, routes: readonly MeshRoute[]): RouteConfiguration {
+  const route = serviceMeshRoute(service, routes);
+  const name = outboundListenerName(service);
+  if (route === undefined) return { name, virtual_hosts: [{ name: service, domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: service } }] }] };
+  return { name, virtual_hosts: [{ name: route.name, domains: ['*'], routes: meshRoutes(route) }] };
+}
+
+/** An HTTP connection manager whose routes come over ADS (RDS), with the router as its one HTTP filter. */
+function httpConnectionManager(statPrefix: string, routeConfigName: string) {
+  return packAny(TYPE_URLS.HttpConnectionManager, {
+    stat_prefix: statPrefix,
+    rds: { route_config_name: routeConfigName, config_source: ADS },
+    http_filters: [{ name: ROUTER_FILTER, typed_config: packAny(TYPE_URLS.Router, {}) }],
+  });
+}
+
+/**
+ * Listener outbound|S: apps on the node connect to 127.0.0.1:<outbound port>;
+ * the sidecar proxies each connection to cluster S, or for an HTTP service
+ * routes each request by RouteConfiguration outbound|S.
+ */
 export function outboundListener(service: MeshService, local: VmRecord): Listener {
   const name = outboundListenerName(service.name);
   return {
@@ -158,7 +195,9 @@ export function outboundListener(service: MeshService, local: VmRecord): Listene
     traffic_direction: 'OUTBOUND',
     // Where this node runs, so its sidecar can tell which endpoints share its hypervisor without asking the VM manager.
     metadata: { filter_metadata: { [VSOCKMESH_METADATA_KEY]: { fields: { vm_id: { stringValue: local.vmId }, hypervisor_id: { stringValue: local.hypervisorId } } } } },
-    filter_chains: [{ filters: [tcpProxyFilter(name, service.name)] }],
+    filter_chains: [
+      { filters: [service.protocol === 'http' ? { name: HTTP_CONNECTION_MANAGER_FILTER, typed_config: httpConnectionManager(name, name) } : tcpProxyFilter(name, service.name)] },
+    ],
   };
 }
 
@@ -206,14 +245,18 @@ export function inboundCluster(port: number, connectTimeoutMs: number): Cluster 
 
 const servicesOf = (mesh: MeshConfig): MeshService[] => [...mesh.services].sort(byKey((s) => s.name));
 
-/** What every node is served (all a node that is not a registered VM gets): per service its cluster, assignment, API listener and route configuration, and the mesh routes. */
+/** What every node is served (all a node that is not a registered VM gets): per service its cluster, assignment, API listener and route configuration, the mesh routes, and per HTTP service its outbound listeners' route configuration. */
 export function buildSharedResources(mesh: MeshConfig, view: RegistryView): MeshResources {
   const services = servicesOf(mesh);
   return {
     clusters: services.map(serviceCluster),
     endpoints: services.map((s) => serviceAssignment(s.name, view, mesh.peerAuthentication)),
     listeners: services.map((s) => apiListener(s.name)),
-    routes: [...services.map((s) => serviceRouteConfiguration(s.name)), ...[...mesh.routes].sort(byKey((r) => r.name)).map(meshRouteConfiguration)],
+    routes: [
+      ...services.map((s) => serviceRouteConfiguration(s.name)),
+      ...[...mesh.routes].sort(byKey((r) => r.name)).map(meshRouteConfiguration),
+      ...services.filter((s) => s.protocol === 'http').map((s) => outboundRouteConfiguration(s.name, mesh.routes)),
+    ],
   };
 }
 

@@ -17,11 +17,17 @@ export interface MeshService {
   connectTimeoutMs: number;
 }
 
-/** An HTTP route: requests for `domains` whose path starts with `prefix` go to `service` (or split by weight). */
+/** A request header condition of a mesh route rule (names lower case). */
+export type MeshHeaderMatch = { name: string; exact: string } | { name: string; prefix: string } | { name: string; present: true };
+
+/**
+ * An HTTP route: requests for `domains` whose path starts with `prefix` (and
+ * whose headers match every one of `headers`) go to `service` (or split by weight).
+ */
 export interface MeshRoute {
   name: string;
   domains: string[];
-  routes: Array<{ prefix: string; clusters: Array<{ service: string; weight: number }> }>;
+  routes: Array<{ prefix: string; headers: MeshHeaderMatch[]; clusters: Array<{ service: string; weight: number }> }>;
 }
 
 /**

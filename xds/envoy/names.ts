@@ -6,6 +6,8 @@
 export const VSOCKMESH_METADATA_KEY = 'vsockmesh';
 export const TCP_PROXY_FILTER = 'envoy.filters.network.tcp_proxy';
 export const PROXY_PROTOCOL_LISTENER_FILTER = 'envoy.filters.listener.proxy_protocol';
+/** An outbound listener of an HTTP service: routes each request (by a RouteConfiguration over RDS). */
+export const HTTP_CONNECTION_MANAGER_FILTER = 'envoy.filters.network.http_connection_manager';
 export const ROUTER_FILTER = 'envoy.filters.http.router';
 /** Authorization of a connection by its peer's principal (the inbound listener's policies). */
 export const RBAC_NETWORK_FILTER = 'envoy.filters.network.rbac';

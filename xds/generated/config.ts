@@ -4,6 +4,7 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { DeleteRequest as _vsockmesh_config_v1_DeleteRequest, DeleteRequest__Output as _vsockmesh_config_v1_DeleteRequest__Output } from './vsockmesh/config/v1/DeleteRequest.js';
 import type { DeleteResponse as _vsockmesh_config_v1_DeleteResponse, DeleteResponse__Output as _vsockmesh_config_v1_DeleteResponse__Output } from './vsockmesh/config/v1/DeleteResponse.js';
+import type { HeaderMatch as _vsockmesh_config_v1_HeaderMatch, HeaderMatch__Output as _vsockmesh_config_v1_HeaderMatch__Output } from './vsockmesh/config/v1/HeaderMatch.js';
 import type { ListPeerAuthenticationsResponse as _vsockmesh_config_v1_ListPeerAuthenticationsResponse, ListPeerAuthenticationsResponse__Output as _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output } from './vsockmesh/config/v1/ListPeerAuthenticationsResponse.js';
 import type { ListPoliciesResponse as _vsockmesh_config_v1_ListPoliciesResponse, ListPoliciesResponse__Output as _vsockmesh_config_v1_ListPoliciesResponse__Output } from './vsockmesh/config/v1/ListPoliciesResponse.js';
 import type { ListRequest as _vsockmesh_config_v1_ListRequest, ListRequest__Output as _vsockmesh_config_v1_ListRequest__Output } from './vsockmesh/config/v1/ListRequest.js';
@@ -32,6 +33,7 @@ export interface ProtoGrpcType {
       v1: {
         DeleteRequest: MessageTypeDefinition<_vsockmesh_config_v1_DeleteRequest, _vsockmesh_config_v1_DeleteRequest__Output>
         DeleteResponse: MessageTypeDefinition<_vsockmesh_config_v1_DeleteResponse, _vsockmesh_config_v1_DeleteResponse__Output>
+        HeaderMatch: MessageTypeDefinition<_vsockmesh_config_v1_HeaderMatch, _vsockmesh_config_v1_HeaderMatch__Output>
         ListPeerAuthenticationsResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListPeerAuthenticationsResponse, _vsockmesh_config_v1_ListPeerAuthenticationsResponse__Output>
         ListPoliciesResponse: MessageTypeDefinition<_vsockmesh_config_v1_ListPoliciesResponse, _vsockmesh_config_v1_ListPoliciesResponse__Output>
         ListRequest: MessageTypeDefinition<_vsockmesh_config_v1_ListRequest, _vsockmesh_config_v1_ListRequest__Output>

@@ -2,13 +2,22 @@
 // Original file: proto/vsockmesh/config/v1/config.proto
 
 import type { WeightedService as _vsockmesh_config_v1_WeightedService, WeightedService__Output as _vsockmesh_config_v1_WeightedService__Output } from '../../../vsockmesh/config/v1/WeightedService.js';
+import type { HeaderMatch as _vsockmesh_config_v1_HeaderMatch, HeaderMatch__Output as _vsockmesh_config_v1_HeaderMatch__Output } from '../../../vsockmesh/config/v1/HeaderMatch.js';
 
 export interface RouteRule {
   'prefix'?: (string);
   'services'?: (_vsockmesh_config_v1_WeightedService)[];
+  /**
+   * Every one must hold for the rule to match.
+   */
+  'headers'?: (_vsockmesh_config_v1_HeaderMatch)[];
 }
 
 export interface RouteRule__Output {
   'prefix': (string);
   'services': (_vsockmesh_config_v1_WeightedService__Output)[];
+  /**
+   * Every one must hold for the rule to match.
+   */
+  'headers': (_vsockmesh_config_v1_HeaderMatch__Output)[];
 }
