@@ -143,7 +143,8 @@ interface SidecarProcess {
 async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
-  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW });
+  // A Node process starting in an emulated guest on a loaded host can take minutes.
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 60_000 });
   return { pid: daemon.pid, admin };
 }
 
