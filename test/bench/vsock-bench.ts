@@ -144,7 +144,7 @@ async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', nam
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
   // A Node process starting in an emulated guest on a loaded host can take minutes.
-  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 60_000 });
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 120_000 });
   return { pid: daemon.pid, admin };
 }
 
