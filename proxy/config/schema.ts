@@ -166,6 +166,7 @@ const peerTls = z
     reload_interval: duration('10s', 10),
     originate: z.boolean({ invalid_type_error: 'must be true or false' }).default(true),
     proxy_header: z.enum(['inside_tls', 'before_tls']).default('inside_tls'),
+    over_vsock: z.boolean({ invalid_type_error: 'must be true or false' }).default(false),
     max_connection_age: optionalDuration(1_000),
     max_connection_age_grace: duration('30s', 0),
   })
@@ -173,6 +174,9 @@ const peerTls = z
   .default({})
   .superRefine((p, ctx) => {
     const files = ['key_file', 'chain_file', 'bundle_file'] as const;
+    if (p.over_vsock && files.some((field) => p[field] === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['over_vsock'], message: 'needs the peer identity files (key_file, chain_file, bundle_file)' });
+    }
     // Under disable the files are optional (they serve the modes the control plane pushes), but all three or none.
     if (p.mode === 'disable' && files.every((field) => p[field] === undefined)) return;
     for (const field of files) {
@@ -191,6 +195,7 @@ const peerTls = z
             reloadIntervalMs: p.reload_interval,
             originate: p.originate,
             proxyHeader: p.proxy_header,
+            overVsock: p.over_vsock,
             maxConnectionAge: p.max_connection_age === undefined ? null : { maxAgeMs: p.max_connection_age, graceMs: p.max_connection_age_grace },
           },
   );

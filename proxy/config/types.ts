@@ -212,6 +212,8 @@ export type PeerTlsSettings =
       originate: boolean;
       /** Where the PROXY v2 header travels: inside TLS, or in the clear before it (HAProxy's form). */
       proxyHeader: 'inside_tls' | 'before_tls';
+      /** TLS on the vsock hop too (confidential VMs: the host is not trusted): vsock inbound listeners take TLS peers only, outbound vsock hops originate it. */
+      overVsock: boolean;
       /** Peer-hop TLS connections older than this (jittered) are cut; null: no limit (the default). */
       maxConnectionAge: ConnectionAgeSettings | null;
     };

@@ -2,9 +2,11 @@
 // HAProxy) connect here. Each connection must start with a PROXY v2 header,
 // read within a size limit and a deadline; its destination port must be one
 // the config declares. Anything else is refused: never an open proxy.
-// Under peer TLS (TCP only) the peer first completes a TLS handshake and its
-// identity is admitted before the header is read (or, proxy_header:
-// before_tls, right after the header and before anything else).
+// Under peer TLS (TCP; vsock too under peer_tls.over_vsock) the peer first
+// completes a TLS handshake and its identity is admitted before the header is
+// read (or, proxy_header: before_tls, TCP only, right after the header and
+// before anything else); over vsock its certificate must name the VM its CID
+// belongs to (peer-tls/vsock-peer.ts).
 // Once the header is read, the connection's principal (policy/principal.ts)
 // and destination port go through the pushed authorization policies before
 // any byte is relayed; a policy change may close it later.
@@ -24,6 +26,7 @@ import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
+import { cidAgreement, vmOfIdentity, vsockHandshake } from '../peer-tls/vsock-peer.js';
 import type { RelayAssertion } from '../relay-assertion.js';
 import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
 import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
@@ -36,7 +39,7 @@ export interface InboundListenerOptions {
   resolver?: Resolver;
   /** The trust domain and roots a host relay's source assertion is checked against (vsock, peer_authorization: registry). */
   relayTrust?: () => { trustDomain: string; bundlePem: string } | null;
-  /** Present when the sidecar has a peer identity (TCP listeners only). */
+  /** Present when the sidecar has a peer identity (vsock listeners use it under peer_tls.over_vsock). */
   peerTls?: PeerTls;
   /** The pushed authorization policies, checked once a connection's principal is known (none: everything allowed). */
   authorization?: InboundAuthorization;
@@ -60,6 +63,12 @@ export class InboundListener extends Listener {
     this.ports = new Map(config.ports.map((p) => [p.port, p]));
     this.allowedPeerCids = new Set(config.allowedPeerCids);
     this.peerModes = new InboundPeerModes(config.name, config.ports, options.peerTls?.settings.mode ?? 'disable', options.peerTls !== undefined, context.logger);
+    if (config.transport === 'vsock' && options.peerTls?.settings.overVsock && config.peerAuthorization !== 'registry') {
+      context.logger.warn(
+        { listener: config.name, reason: 'over_vsock_without_registry' },
+        'peer_tls.over_vsock on a vsock listener without peer_authorization: registry: the certificate and the CID are each checked, but not against each other (no VM manager to say which VM a CID is)',
+      );
+    }
     for (const p of config.ports) {
       this.stats.set(p.port, context.metrics.connectionStats({ listener: config.name, direction: 'inbound', cluster: inboundClusterName(p.port), transport: config.transport }));
     }
@@ -76,8 +85,8 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    const handshake = vsock ? { kind: 'plain' as const } : this.peerModes.handshake();
     const peerTls = this.options.peerTls;
+    const handshake = vsock ? vsockHandshake(peerTls?.settings.overVsock ?? false, peerCid!) : this.peerModes.handshake();
     if (handshake.kind === 'refuse') {
       this.peerRefused(fd, src, handshake.reason, handshake.detail);
     } else if (peerCid === HOST_CID) {
@@ -88,15 +97,15 @@ export class InboundListener extends Listener {
       );
     } else if (handshake.kind === 'plain' || peerTls === undefined) {
       this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, null, header, early));
-    } else if (peerTls.settings.proxyHeader === 'before_tls') {
+    } else if (peerTls.settings.proxyHeader === 'before_tls' && !vsock) {
       // HAProxy's form: the header in the clear, read exactly, then the handshake.
       this.readHeader(fd, src, true, (header) => this.secure(peerTls, handshake.plain, fd, src, (peer) => this.admitted(fd, src, undefined, peer, header, null)));
     } else {
-      this.secure(peerTls, handshake.plain, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, undefined, peer, header, early)));
+      this.secure(peerTls, handshake.plain, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, peer, header, early)));
     }
   }
 
-  /** A TCP peer its port's mode does not let in: counted with the handshake failures (same reasons), logged, closed. */
+  /** A peer its port's mode (TCP) or over_vsock (vsock) does not let in: counted with the handshake failures (same reasons), logged, closed. */
   private peerRefused(fd: number, src: string, reason: string, detail: string): void {
     this.context.metrics.peerTlsFailures.inc({ listener: this.name, direction: 'inbound', reason });
     this.context.refusals.warn({ listener: this.name, src, reason }, `refused: ${detail}`);
@@ -111,7 +120,8 @@ export class InboundListener extends Listener {
         then(outcome.fields);
         return;
       }
-      this.context.refusals.warn({ listener: this.name, src, reason: outcome.reason, detail: outcome.detail }, `refused: peer TLS: ${outcome.detail}`);
+      const detail = this.config.transport === 'vsock' && outcome.reason === 'plain_text' ? 'a plain-text peer is refused: peer_tls.over_vsock requires TLS on the vsock hop' : outcome.detail;
+      this.context.refusals.warn({ listener: this.name, src, reason: outcome.reason, detail }, `refused: peer TLS: ${detail}`);
       native.close(fd);
     });
   }
@@ -163,7 +173,7 @@ export class InboundListener extends Listener {
 
   /** A header read from an admitted peer: its source-VM claim checked against the certificate, then authorized and routed. */
   private admitted(fd: number, src: string, peerCid: number | undefined, tlsPeer: PeerFields | null, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null = null): void {
-    const peer = peerCid === undefined ? this.portAdmitted(fd, src, tlsPeer, header) : null;
+    const peer = peerCid === undefined ? this.portAdmitted(fd, src, tlsPeer, header) : tlsPeer;
     if (peer === false) return;
     const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const problem = peer && this.options.peerTls ? sourceVmProblem(peer.peer_identity, claimed, this.options.peerTls.settings.trustDomain) : undefined;
@@ -173,7 +183,8 @@ export class InboundListener extends Listener {
       native.close(fd);
       return;
     }
-    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early, assertion);
+    if (peerCid !== undefined && this.config.peerAuthorization === 'registry') this.authorize(fd, src, peerCid, header, early, assertion, peer);
+    else if (peerCid !== undefined && peer !== null) this.route(fd, src, header, early, { hop: 'vsock-tls', tlsIdentity: peer.peer_identity }, peer);
     else if (peerCid !== undefined) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: null });
     else this.route(fd, src, header, early, { hop: 'tcp', tlsIdentity: peer && peer.peer_identity !== UNAUTHENTICATED ? peer.peer_identity : null }, peer);
   }
@@ -202,11 +213,13 @@ export class InboundListener extends Listener {
    * peer_authorization: registry. The kernel-given CID must belong, in the VM
    * manager's records, to the VM the header names, on our hypervisor. A
    * connection from the host (CID 2) on a host-relay hypervisor was checked by
-   * the relay. Fails closed: no answer from the VM manager, no connection.
+   * the relay. A TLS peer (over_vsock) claims the VM of its certificate,
+   * which must be at its CID (cid_identity_mismatch). Fails closed: no answer
+   * from the VM manager, no connection.
    */
-  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null): void {
+  private authorize(fd: number, src: string, peerCid: number, header: ProxyHeader, early: Buffer | null, assertion: RelayAssertion | null, tlsPeer: PeerFields | null): void {
     const resolver = this.options.resolver!;
-    const claimed = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
+    const claimed = tlsPeer ? vmOfIdentity(tlsPeer.peer_identity) : tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
     const refuse = (reason: string, detail: string): void => {
       this.context.metrics.refused.inc({ listener: this.name, reason });
       this.context.refusals.warn({ listener: this.name, src, peer_cid: peerCid, source_vm: claimed ?? null, reason }, `refused: ${detail}`);
@@ -217,7 +230,7 @@ export class InboundListener extends Listener {
       // Not told yet (the Watch snapshot may still be on its way): ask once for ourselves.
       this.whenLocalKnown(fd, () => {
         if (resolver.local() === null) refuse('local_vm_unknown', 'this VM is not known to the VM manager (or it cannot be reached), so no vsock peer can be checked');
-        else this.authorize(fd, src, peerCid, header, early, assertion);
+        else this.authorize(fd, src, peerCid, header, early, assertion, tlsPeer);
       });
       return;
     }
@@ -230,14 +243,20 @@ export class InboundListener extends Listener {
       return;
     }
     if (claimed === undefined) {
-      refuse('peer_identity_unknown', `vsock peer CID ${peerCid} sent no source-VM TLV`);
+      if (tlsPeer) refuse('cid_identity_mismatch', `vsock peer CID ${peerCid} presented ${tlsPeer.peer_identity}, which is not a VM's identity`);
+      else refuse('peer_identity_unknown', `vsock peer CID ${peerCid} sent no source-VM TLV`);
       return;
     }
+    const trustDomain = this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const check = (vm: VmRecord | undefined): void => {
-      if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);
+      if (tlsPeer) {
+        const agreement = cidAgreement(tlsPeer.peer_identity, peerCid, local.hypervisorId, vm);
+        if (agreement.ok) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: agreement.vmId, trustDomain }, tlsPeer);
+        else refuse(agreement.reason, agreement.detail);
+      } else if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);
       else if (vm.vsockCid !== peerCid || vm.hypervisorId !== local.hypervisorId) {
         refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which is CID ${vm.vsockCid} on ${vm.hypervisorId} (we are on ${local.hypervisorId})`);
-      } else this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: claimed, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
+      } else this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: claimed, trustDomain });
     };
     const destination = { kind: 'vm', vmId: claimed } as const;
     const cached = resolver.lookup(destination);

@@ -15,12 +15,15 @@ export type InboundPeer =
   | { hop: 'vsock'; registryVerifiedVm: string; trustDomain: string }
   /** vsock hop from the host relay (CID 2 on a host-relay hypervisor): the relay checked the source CID; `verdict` on its signed assertion of the source VM (null: it asserted none). */
   | { hop: 'vsock-relayed'; verdict: RelayAssertionVerdict | null; trustDomain: string }
+  /** vsock hop under peer_tls.over_vsock checked against allowed_peer_cids: the TLS peer's verified SPIFFE ID (no VM manager to tie it to the CID). */
+  | { hop: 'vsock-tls'; tlsIdentity: string }
   /** vsock hop checked only against allowed_peer_cids: a CID, not a VM identity. */
   | { hop: 'vsock'; registryVerifiedVm: null };
 
 export function inboundPrincipal(peer: InboundPeer): string {
   switch (peer.hop) {
     case 'tcp':
+    case 'vsock-tls':
       return peer.tlsIdentity ?? UNAUTHENTICATED;
     case 'vsock':
       // The same string the VM's certificate carries: a policy naming a VM holds on either hop.

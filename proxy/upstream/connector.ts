@@ -1,7 +1,8 @@
 // How a listener reaches one endpoint of a cluster once the transport
 // decision (select.ts) chose its hops: the attempts in order, each with its
 // preamble (relay header, PROXY v2 header naming source and destination), its
-// peer TLS when peer-modes.ts says to originate it, and what a vsock fallback
+// peer TLS when peer-modes.ts says to originate it (on vsock hops: under
+// peer_tls.over_vsock), and what a vsock fallback
 // does (breaker, metric, log). Shared by the L4 outbound listener and the HTTP
 // listener, so a request and a connection to the same endpoint go the same way.
 
@@ -127,15 +128,16 @@ export class UpstreamConnector {
       );
     };
     const relayHeader = hop.relay ? encodeRelayHeader({ cid: hop.cid, port: hop.port }) : null;
-    const preamble = relayHeader && proxyHeader ? Buffer.concat([relayHeader, proxyHeader]) : (relayHeader ?? proxyHeader);
     const to = hop.relay ?? hop;
-    return {
-      transport: 'vsock',
-      target: { family: 'vsock', host: to.cid, port: to.port, connectTimeoutMs },
-      label: hop.relay ? `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}` : `vsock:${hop.cid}:${hop.port}`,
-      preamble,
-      onFallback,
-    };
+    const label = hop.relay ? `vsock:${hop.relay.cid}:${hop.relay.port}>${hop.cid}:${hop.port}` : `vsock:${hop.cid}:${hop.port}`;
+    const target = { family: 'vsock', host: to.cid, port: to.port, connectTimeoutMs } as const;
+    const peerTls = this.options.peerTls;
+    if (peerTls?.settings.overVsock) {
+      // The relay header alone in the clear (the relay reads it); the PROXY header inside TLS.
+      return { transport: 'vsock', target, label, preamble: proxyHeader, onFallback, secure: (fd, done) => peerTls.originate(fd, this.listener, vmId, label, relayHeader, done) };
+    }
+    const preamble = relayHeader && proxyHeader ? Buffer.concat([relayHeader, proxyHeader]) : (relayHeader ?? proxyHeader);
+    return { transport: 'vsock', target, label, preamble, onFallback };
   }
 
   private peerTlvs(settings: ClusterSettings, vmId: string | null): Tlv[] {

@@ -7,6 +7,7 @@
 // The host opens no AF_VSOCK socket: everything vsock runs in the guest.
 //
 // env: BENCH_ROUNDS, BENCH_SECONDS, BENCH_CHAINS (passed to the guest),
+//      BENCH_GUEST_TIMEOUT (seconds; default 3x the expected length),
 //      VSOCKMESH_GUEST_ACCEL=kvm|tcg (guest.mjs picks otherwise).
 
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -36,10 +37,14 @@ async function main() {
   const { accel, reason } = chooseAccel();
   const rounds = positiveEnv('BENCH_ROUNDS', 3);
   const seconds = positiveEnv('BENCH_SECONDS', accel === 'kvm' ? 5 : 3);
-  // Expected length: setup, then per round 5 chains x 5 runs and 2 raw transfers, with per-run overheads (larger under emulation).
+  // Expected length: setup, then per round each chain's 5 runs and 2 raw transfers, with per-run overheads (larger under emulation).
   const slack = accel === 'kvm' ? 1 : 3;
-  const expectedS = 30 * slack + rounds * (5 * (5 * seconds + 1.5 * slack) + 2 * (seconds + 1.5 * slack));
-  const timeoutMs = Math.max(600, Math.round(3 * expectedS)) * 1000;
+  const selected = process.env.BENCH_CHAINS ? process.env.BENCH_CHAINS.split(',').map((c) => c.trim()) : null;
+  const chains = selected ? selected.filter((c) => c !== 'raw').length : 7;
+  const raw = !selected || selected.includes('raw') ? 2 : 0;
+  const expectedS = 30 * slack + rounds * (chains * (5 * seconds + 1.5 * slack) + raw * (seconds + 1.5 * slack));
+  // BENCH_GUEST_TIMEOUT (s): when other work starves the emulated guest, sidecars take minutes to start.
+  const timeoutMs = positiveEnv('BENCH_GUEST_TIMEOUT', Math.max(600, Math.round(3 * expectedS))) * 1000;
   process.stderr.write(`[vsock-bench host] booting the guest (${accel}: ${reason}); ${rounds} rounds, ${seconds} s per run; about ${Math.round(expectedS / 60)} min expected, guest timeout ${Math.round(timeoutMs / 1000)} s\n`);
 
   const abort = new globalThis.AbortController();

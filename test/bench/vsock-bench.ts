@@ -13,17 +13,24 @@
 //   (d) socat-vsock   client -> socat TCP-LISTEN,fork -> VSOCK-CONNECT -> socat VSOCK-LISTEN,fork -> backend
 //   (e) raw           socat alone, one stream, sender -> receiver over vsock loopback and over TCP loopback
 //   (f) mesh-relay    client -> sidecar A'' -> host relay (`vsockmesh host-relay`) -> sidecar B vsock inbound -> backend
+//   (g) mesh-vsock-tls   as (b), mutual TLS on the vsock hop (peer_tls.over_vsock) into sidecar B-tls
+//   (h) mesh-tcp-mtls    as (c), mutual TLS on the TCP hop (peer_tls strict) into sidecar B-tls
+//
+// (b) vs (h) is what skipping crypto on vsock buys (the CID as the identity
+// against mTLS on TCP); (g) is what a confidential VM pays for not trusting
+// the host.
 //
 // Sidecars and the relay are processes of the compiled CLI (dist/proxy/cmd/cli.js),
 // run with the node flags of its shebang, access logs on, stdout to /dev/null.
-// One sidecar B serves (b), (c) and (f).
+// One sidecar B serves (b), (c) and (f); sidecar B-tls (ECDSA P-256 X509-SVIDs
+// of vm-a and vm-b under one root, TLS 1.3) serves (g) and (h).
 //
 // Workloads: iperf3 bulk (1 and 4 streams), wrk latency with 1 connection,
 // wrk requests/s with 64 connections, wrk new connections/s (Connection: close);
 // the HTTP backend is an HAProxy in HTTP mode answering 200 itself.
 //
 // env: BENCH_ROUNDS (3), BENCH_SECONDS (5 under KVM, 3 under TCG),
-//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,raw,mesh-relay (default all)
+//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,raw,mesh-relay,mesh-vsock-tls,mesh-tcp-mtls (default all)
 // Output: progress on stderr; the Markdown report on stdout between the
 // REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
 
@@ -33,6 +40,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { freePort, haproxyBinary, httpOkListen, startHaproxy } from '../helpers/haproxy.js';
+import { meshTls, type MeshTls } from '../helpers/peer-tls.js';
 import { assertInGuest, underKvm } from '../vm/guest-env.js';
 import {
   CLI,
@@ -76,19 +84,19 @@ const PACE = { seconds: SECONDS, slow: SLOW };
 /** socat buffer for the raw measurement: iperf3's default write size (socat's own default is 8 KiB). */
 const RAW_BUFFER = 131072;
 /** vsock ports inside the guest (nothing else runs there). */
-const VPORT = { bInbound: 15007, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
+const VPORT = { bInbound: 15007, bTlsInbound: 15008, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
 
-const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'raw', 'mesh-relay'] as const;
+const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'] as const;
 type Selectable = (typeof ALL)[number];
 const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...ALL]).filter((c): c is Selectable => {
   if (!(ALL as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL.join(', ')})`);
   return true;
 });
 
-type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'mesh-relay';
+type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'mesh-relay' | 'mesh-vsock-tls' | 'mesh-tcp-mtls';
 type RawName = 'raw-tcp' | 'raw-vsock';
 type EntryName = ChainName | RawName;
-const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'mesh-relay'];
+const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'];
 const CHAINS = CHAIN_ORDER.filter((c) => SELECTED.includes(c));
 const LABEL: Record<EntryName, string> = {
   direct: '(a) direct TCP',
@@ -96,6 +104,8 @@ const LABEL: Record<EntryName, string> = {
   'mesh-tcp': '(c) vsockmesh 2-hop TCP',
   'socat-vsock': '(d) socat vsock 2-hop',
   'mesh-relay': '(f) vsockmesh host-relay 3-hop',
+  'mesh-vsock-tls': '(g) vsockmesh 2-hop vsock + mTLS',
+  'mesh-tcp-mtls': '(h) vsockmesh 2-hop TCP + mTLS',
   'raw-tcp': '(e) raw TCP loopback (socat)',
   'raw-vsock': '(e) raw vsock loopback (socat)',
 };
@@ -133,37 +143,45 @@ interface SidecarProcess {
 async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
-  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW });
+  // A Node process starting in an emulated guest on a loaded host can take minutes.
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 120_000 });
   return { pid: daemon.pid, admin };
 }
 
 const LOG_CONFIG = { level: 'info', access_log: true };
 
-async function startSidecarB(dir: string, backend: Ports): Promise<{ b: SidecarProcess; tcpInbound: number }> {
+/**
+ * Sidecar B: a TCP inbound and a vsock inbound (CID 1 allowed: sidecar A and
+ * the host relay, under vsock_loopback). With `tls` it is B-tls, vm-b: the TCP
+ * inbound STRICT, the vsock inbound under peer_tls.over_vsock (no VM manager
+ * in the bench, so allowed_peer_cids rather than registry).
+ */
+async function startSidecarB(dir: string, backend: Ports, tls?: MeshTls): Promise<{ b: SidecarProcess; tcpInbound: number }> {
   const tcpInbound = await freePort();
   const admin = await freePort();
   const ports = [backend.iperf, backend.http];
-  const b = await startMeshProcess(dir, 'sidecar', 'sidecar-b', {
-    node: { id: 'bench-b' },
+  const b = await startMeshProcess(dir, 'sidecar', tls ? 'sidecar-b-tls' : 'sidecar-b', {
+    node: { id: tls ? 'vm-b' : 'bench-b' },
     admin: { address: '127.0.0.1', port: admin },
     log: LOG_CONFIG,
     drain_timeout: '1s',
+    ...(tls && { peer_tls: { ...tls.b, handshake_timeout: `${5 * SLOW}s` } }),
     listeners: [
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: tcpInbound, ports },
-      // CID 1: sidecar A and the host relay, under vsock_loopback.
-      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: VPORT.bInbound, allowed_peer_cids: [1], ports },
+      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: tls ? VPORT.bTlsInbound : VPORT.bInbound, allowed_peer_cids: [1], ports },
     ],
   }, admin);
   return { b, tcpInbound };
 }
 
-/** Sidecar A of one chain: outbound listeners for iperf and http, each to one endpoint of `how`. */
-async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: SidecarProcess, how: { vsockEnabled: boolean; endpoint: Record<string, unknown> }, extraHops: Hop[] = [], extraAdmins: Chain['admins'] = []): Promise<Chain> {
+/** Sidecar A of one chain: outbound listeners for iperf and http, each to one endpoint of `how` (with `peerTls`: as vm-a, to vm-b). */
+async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: SidecarProcess, how: { vsockEnabled: boolean; endpoint: Record<string, unknown>; peerTls?: Record<string, unknown> }, extraHops: Hop[] = [], extraAdmins: Chain['admins'] = []): Promise<Chain> {
   const admin = await freePort();
   const entry = { iperf: await freePort(), http: await freePort() };
   const keys = ['iperf', 'http'] as const;
   const a = await startMeshProcess(dir, 'sidecar', `sidecar-a-${name}`, {
-    node: { id: `bench-a-${name}` },
+    node: { id: how.peerTls ? 'vm-a' : `bench-a-${name}` },
+    ...(how.peerTls && { peer_tls: { ...how.peerTls, handshake_timeout: `${5 * SLOW}s` } }),
     // A generous vsock connect deadline: 64 connections at once on an emulated CPU.
     vsock: { enabled: how.vsockEnabled, connect_timeout: `${5 * SLOW}s` },
     admin: { address: '127.0.0.1', port: admin },
@@ -173,7 +191,7 @@ async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: Si
     clusters: keys.map((k) => ({
       name: k,
       authority: `${k}.bench`,
-      endpoints: [{ address: '127.0.0.1', port: backend[k], vm_id: 'bench-b', ...how.endpoint }],
+      endpoints: [{ address: '127.0.0.1', port: backend[k], vm_id: how.peerTls ? 'vm-b' : 'bench-b', ...how.endpoint }],
     })),
   }, admin);
   return {
@@ -304,7 +322,7 @@ async function checkMeshPaths(chains: Chain[]): Promise<void> {
       const tcpBytes = metricSum(stats, 'vsockmesh_bytes_total', { transport: 'tcp' });
       const line = `${LABEL[chain.name]}: ${admin.what} relayed ${fmt(vsockBytes / 1e6, 0)} MB over vsock, ${fmt(tcpBytes / 1e6, 0)} MB over TCP; fallbacks ${fallbacks}, upstream connect errors ${connectErrors}, refused ${refused}`;
       log(line);
-      const expectVsock = chain.name !== 'mesh-tcp';
+      const expectVsock = !chain.name.startsWith('mesh-tcp');
       if (fallbacks > 0 || connectErrors > 0 || refused > 0 || (admin.what.startsWith('sidecar A') && (expectVsock ? tcpBytes > 0 || vsockBytes === 0 : vsockBytes > 0 || tcpBytes === 0))) {
         notes.push(`CHECK ${line}`);
       }
@@ -345,6 +363,29 @@ function chainTable(): string {
     return `| ${row.label} | ${cells.join(' | ')} |`;
   });
   return [head, sep, ...lines].join('\n');
+}
+
+/** The issue's figure: what the vsock hop's CID identity saves against mTLS, and what TLS over vsock costs; ratios to (h) TCP + mTLS. */
+function hopIdentityTable(): string | undefined {
+  const columns: ChainName[] = ['mesh-vsock', 'mesh-vsock-tls', 'mesh-tcp-mtls', 'mesh-tcp'];
+  if (!columns.every((c) => CHAINS.includes(c))) return undefined;
+  const ref: ChainName = 'mesh-tcp-mtls';
+  const rows: Array<{ label: string; unit: string; digits: number; metric: Metric }> = [
+    { label: 'Bulk, 1 stream', unit: 'MB/s', digits: 1, metric: 'tput1' },
+    { label: 'Requests/s, 64 connections', unit: 'req/s', digits: 0, metric: 'rps64' },
+    { label: 'New connections/s', unit: 'conn/s', digits: 0, metric: 'cps32' },
+  ];
+  const head = '| peer hop | vsock, CID identity (b) | vsock + mTLS, over_vsock (g) | TCP + mTLS (h) | TCP plain (c) |';
+  const lines = rows.map((row) => {
+    const r = med(ref, row.metric);
+    const cells = columns.map((c) => {
+      const v = med(c, row.metric);
+      const paired = c === ref || ROUNDS < 2 ? '' : `, per-round ${ratio(pairedRatio(c, row.metric, ref, row.metric))}`;
+      return Number.isFinite(v) ? `${fmt(v, row.digits)} ${row.unit} (${ratio(v / r)}${paired})` : 'n/a';
+    });
+    return `| ${row.label} | ${cells.join(' | ')} |`;
+  });
+  return [head, '|---|---:|---:|---:|---:|', ...lines].join('\n');
 }
 
 function rawTable(plans: RawPlan[]): string {
@@ -439,7 +480,7 @@ async function main(): Promise<string> {
   onCleanup(() => httpBackend.stop());
   if (CHAINS.includes('direct')) chains.unshift({ name: 'direct', entry: { ...backend }, hops: [], admins: [] });
 
-  const needB = CHAINS.some((c) => c.startsWith('mesh-'));
+  const needB = CHAINS.some((c) => ['mesh-vsock', 'mesh-tcp', 'mesh-relay'].includes(c));
   if (needB) {
     const { b, tcpInbound } = await startSidecarB(dir, backend);
     log(`sidecar B up (TCP inbound :${tcpInbound}, vsock inbound 1:${VPORT.bInbound})`);
@@ -459,6 +500,20 @@ async function main(): Promise<string> {
       );
     }
     log('sidecars up');
+  }
+  if (CHAINS.includes('mesh-vsock-tls') || CHAINS.includes('mesh-tcp-mtls')) {
+    const tls = await meshTls('strict', { over_vsock: true });
+    onCleanup(() => tls.cleanup());
+    const { b, tcpInbound } = await startSidecarB(dir, backend, tls);
+    log(`sidecar B-tls up (TCP inbound :${tcpInbound} STRICT, vsock inbound 1:${VPORT.bTlsInbound} over_vsock)`);
+    const bAdmin = { what: 'sidecar B-tls', port: b.admin };
+    if (CHAINS.includes('mesh-vsock-tls')) {
+      chains.push(await startSidecarA(dir, 'mesh-vsock-tls', backend, b, { vsockEnabled: true, endpoint: { vsock: { mode: 'direct', cid: 1, port: VPORT.bTlsInbound } }, peerTls: tls.a }, [], [bAdmin]));
+    }
+    if (CHAINS.includes('mesh-tcp-mtls')) {
+      chains.push(await startSidecarA(dir, 'mesh-tcp-mtls', backend, b, { vsockEnabled: false, endpoint: { peer: { address: '127.0.0.1', port: tcpInbound } }, peerTls: tls.a }));
+    }
+    log('TLS sidecars up');
   }
   // iperf3 last: no readiness probe can reach it as a stray connection.
   startDaemon(iperf3, ['-s', '-B', '127.0.0.1', '-p', String(backend.iperf)], { stdout: 'ignore' });
@@ -508,6 +563,7 @@ async function main(): Promise<string> {
   const elapsed = Math.round((Date.now() - started) / 1000);
   await checkMeshPaths(chains);
 
+  const hopTable = hopIdentityTable();
   const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
   return [
     `## vsockmesh vsock benchmark (${new Date().toISOString()})`,
@@ -519,12 +575,14 @@ async function main(): Promise<string> {
     '',
     chainTable(),
     '',
+    ...(hopTable ? ['What each peer hop proves, and what it costs (ratios to (h) TCP + mTLS; per-round: median of the ratios of runs in the same round):', '', hopTable, ''] : []),
     ...(plans.length > 0 ? [rawTable(plans), ''] : []),
     ...targets(),
     '',
     'Notes:',
     `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
       `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
+    `- (g), (h): one sidecar B-tls (vm-b, ECDSA P-256 X509-SVIDs under one root, TLS 1.3, session tickets on; \`in-tcp\` STRICT, \`in-vsock\` 1:${VPORT.bTlsInbound} with peer_tls.over_vsock and allowed_peer_cids [1]: no VM manager, so the certificate is not checked against the CID's VM, a cached lookup under peer_authorization: registry); a sidecar A (vm-a) per chain with the same peer_tls: (g) endpoint vsock direct, (h) \`vsock: {enabled: false}\` and a TCP peer.`,
     `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
     `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
     `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,

@@ -475,8 +475,21 @@ test('peer_tls strict with its files gets the documented defaults', (t) => {
     reloadIntervalMs: 10_000,
     originate: true,
     proxyHeader: 'inside_tls',
+    overVsock: false,
     maxConnectionAge: null,
   });
+});
+
+test('peer_tls over_vsock: off by default; on, with the identity files, under any mode', (t) => {
+  const over = (section: Record<string, unknown>): unknown => (parseSidecarConfig({ ...minimal, peer_tls: section }).peerTls as { overVsock?: unknown }).overVsock;
+  t.is(over({ mode: 'strict', ...pemFiles }), false);
+  t.is(over({ mode: 'strict', ...pemFiles, over_vsock: true }), true);
+  t.is(over({ mode: 'disable', ...pemFiles, over_vsock: true }), true, 'TCP modes and the vsock hop are separate choices');
+});
+
+test('peer_tls over_vsock without identity files, or not a boolean, is refused by path', (t) => {
+  t.deepEqual(problems({ ...minimal, peer_tls: { over_vsock: true } }), ['peer_tls.over_vsock: needs the peer identity files (key_file, chain_file, bundle_file)']);
+  t.deepEqual(problems({ ...minimal, peer_tls: { mode: 'strict', ...pemFiles, over_vsock: 'yes' } }), ['peer_tls.over_vsock: must be true or false']);
 });
 
 test('peer_tls max_connection_age: off by default; given, with its grace (default 30s, 0 allowed)', (t) => {
