@@ -119,7 +119,7 @@ export async function writeConfig(config: unknown): Promise<{ path: string; clea
 export async function startSidecarCli(
   t: ExecutionContext,
   config: unknown,
-  options: { wrapper?: string[]; owner?: number } = {},
+  options: { wrapper?: string[]; owner?: number; readyTimeoutMs?: number } = {},
 ): Promise<{ proc: CliProcess; admin: number }> {
   const file = await writeConfig(config);
   t.teardown(() => file.cleanup());
@@ -127,7 +127,7 @@ export async function startSidecarCli(
   if (options.owner !== undefined) for (const p of [dirname(file.path), file.path]) await chown(p, options.owner, options.owner);
   const proc = startCli(['sidecar', '-c', file.path], { wrapper: options.wrapper });
   t.teardown(() => proc.kill('SIGKILL'));
-  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
+  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', options.readyTimeoutMs ?? 60_000);
   return { proc, admin: (ready.admin as { port: number }).port };
 }
 

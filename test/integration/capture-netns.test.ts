@@ -9,70 +9,28 @@
 // instead of the app, and is refused there (it sends no PROXY header).
 
 import test, { type ExecutionContext } from 'ava';
-import { execFile, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { stringify } from 'yaml';
-import { CLI, startCommand, startSidecarCli, type CliProcess } from '../helpers/cli.js';
+import { CLI, startSidecarCli, type CliProcess } from '../helpers/cli.js';
 import { waitFor } from '../helpers/apps.js';
 import { metricSum } from '../helpers/admin-http.js';
+import {
+  A_IP,
+  APP_PORT,
+  B_IP,
+  CAPTURE_PORT,
+  NOBODY,
+  accessLines as access,
+  asNobody,
+  curlApp,
+  iptablesIn,
+  missingNetnsTools,
+  startClientAddressApp,
+  startVmManagerIn,
+  statsIn,
+  twoVms,
+  type Vm,
+} from '../helpers/netns.js';
 
-const run = promisify(execFile);
-const NOBODY = 65534;
-const A_IP = '10.88.0.1';
-const B_IP = '10.88.0.2';
-const APP_PORT = 8080;
 const PEER_PORT = 15006;
-const CAPTURE_PORT = 15001;
-
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'root (network namespaces and iptables)';
-  for (const [tool, pkg] of [['ip', 'iproute2'], ['iptables-restore', 'iptables'], ['curl', 'curl'], ['setpriv', 'util-linux']]) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} (apt-get install -y ${pkg})`;
-  }
-  return undefined;
-}
-
-interface Vm {
-  ns: string;
-  /** Runs a command in the namespace (as root) to completion. */
-  exec(args: string[]): Promise<{ stdout: string; stderr: string }>;
-  /** `ip netns exec <ns>`, to put in front of a long-running command. */
-  wrapper: string[];
-}
-
-/** Namespaces A and B joined by a veth pair (A_IP, B_IP); both go in teardown, whatever happened. */
-async function twoVms(t: ExecutionContext): Promise<{ a: Vm; b: Vm }> {
-  const id = randomBytes(3).toString('hex');
-  const vms: Vm[] = [];
-  for (const name of [`vsm-a-${id}`, `vsm-b-${id}`]) {
-    await run('ip', ['netns', 'add', name]);
-    t.teardown(() => run('ip', ['netns', 'delete', name]).then(() => undefined));
-    await run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-    vms.push({ ns: name, exec: (args) => run('ip', ['netns', 'exec', name, ...args], { timeout: 60_000 }), wrapper: ['ip', 'netns', 'exec', name] });
-  }
-  const [a, b] = vms as [Vm, Vm];
-  await run('ip', ['link', 'add', `va-${id}`, 'netns', a.ns, 'type', 'veth', 'peer', 'name', `vb-${id}`, 'netns', b.ns]);
-  for (const [vm, dev, ip] of [[a, `va-${id}`, A_IP], [b, `vb-${id}`, B_IP]] as const) {
-    await run('ip', ['-n', vm.ns, 'addr', 'add', `${ip}/24`, 'dev', dev]);
-    await run('ip', ['-n', vm.ns, 'link', 'set', dev, 'up']);
-  }
-  return { a, b };
-}
-
-/** A long-running process in a namespace, killed with the test. */
-function spawnIn(t: ExecutionContext, vm: Vm, argv: string[]): CliProcess {
-  const proc = startCommand([...vm.wrapper, ...argv]);
-  t.teardown(() => proc.kill('SIGKILL'));
-  return proc;
-}
-
-/** B's app: an HTTP server on every address of B that answers with the client address it was given, and how. */
-const APP = fileURLToPath(new URL('../fixtures/client-address-app.mjs', import.meta.url));
 
 interface Mesh {
   a: Vm;
@@ -90,27 +48,18 @@ interface Mesh {
 
 async function mesh(t: ExecutionContext): Promise<Mesh> {
   const { a, b } = await twoVms(t);
-  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-capture-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const inventory = join(dir, 'inventory.yaml');
-  await writeFile(
-    inventory,
-    stringify({
-      hypervisors: [
-        { id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 },
-        { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 },
-      ],
-      vms: [
-        { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: [A_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT } },
-        { id: 'vm-b', hypervisor: 'hv-2', cid: 3, addresses: [B_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT }, services: [{ name: 'web', port: APP_PORT }] },
-      ],
-    }),
-  );
   // A's VM manager, in A on loopback.
-  const vmm = spawnIn(t, a, [process.execPath, CLI, 'vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--inventory', inventory]);
-  const vmmPort = (await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 60_000)).port as number;
-  const app = spawnIn(t, b, [process.execPath, APP, String(APP_PORT)]);
-  await app.waitForLine((l) => l.msg === 'app listening', 'app listening', 60_000);
+  const vmmPort = await startVmManagerIn(t, a, {
+    hypervisors: [
+      { id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 },
+      { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 },
+    ],
+    vms: [
+      { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: [A_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT } },
+      { id: 'vm-b', hypervisor: 'hv-2', cid: 3, addresses: [B_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT }, services: [{ name: 'web', port: APP_PORT }] },
+    ],
+  });
+  await startClientAddressApp(t, b);
 
   const admin = { address: '127.0.0.1', port: 0 };
   // Plain text on the peer hop (peer_tls defaults to disable): this test is about capture, not TLS.
@@ -136,7 +85,7 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
       listeners: [{ kind: 'outbound', name: 'capture', addresses: ['127.0.0.1'], port: CAPTURE_PORT, cluster: 'original' }],
       clusters: [{ name: 'original', resolve: { original_destination: true } }],
     },
-    { wrapper: [...a.wrapper, 'setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups'], owner: NOBODY },
+    { wrapper: asNobody(a), owner: NOBODY },
   );
   return {
     a,
@@ -145,20 +94,15 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
     sidecarB: b1.proc,
     adminA: a1.admin,
     adminB: b1.admin,
-    stats: async (vm, port) => (await vm.exec(['curl', '-sS', '--max-time', '30', `http://127.0.0.1:${port}/stats`])).stdout,
-    curl: () =>
-      a.exec(['curl', '-sS', '--max-time', '30', `http://${B_IP}:${APP_PORT}/`]).then(
-        (r) => JSON.parse(r.stdout) as { client: string; via: string },
-        (err: { code?: number }) => ({ code: err.code }),
-      ),
-    iptables: async (vm, args) => (await vm.exec([process.execPath, CLI, 'iptables', ...args])).stdout,
+    stats: statsIn,
+    curl: () => curlApp(a),
+    iptables: iptablesIn,
   };
 }
 
 const connections = (stats: string, listener: string) => metricSum(stats, 'vsockmesh_connections_total', { listener });
-const access = (proc: CliProcess) => proc.lines.filter((l) => l.log === 'access');
 
-const need = missing();
+const need = missingNetnsTools();
 if (need !== undefined && process.env.CI !== 'true') {
   test('transparent capture between two network namespaces: NOT RUN, this machine lacks ' + need, (t) => {
     t.log(`!!! the capture test needs ${need}; it did not run`);

@@ -49,8 +49,12 @@ export const EXIT_NO_STATUS = 125;
 export const APT_PACKAGES = ['qemu-system-x86', 'linux-image-amd64', 'busybox-static'];
 export const INSTALL_HINT = `apt-get update && apt-get install -y ${APT_PACKAGES.join(' ')}`;
 
-/** Kernel modules the guest needs; each is resolved with its dependencies, in load order. */
-const MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'vsock_loopback', 'overlay', 'virtio_rng'];
+/**
+ * Kernel modules the guest needs; each is resolved with its dependencies, in load order.
+ * veth and the nat table for the host's iptables (nf_tables backend: owner, tcp and REDIRECT
+ * through nft_compat) are for transparent capture between namespaces (capture-vsock.test.ts).
+ */
+const MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'vsock_loopback', 'overlay', 'virtio_rng', 'veth', 'nf_tables', 'nft_compat', 'nft_chain_nat', 'nf_nat', 'xt_REDIRECT', 'xt_owner', 'xt_tcpudp'];
 /** Printed by the guest's /init on the console; the host watches for these. */
 const MARK = 'vsockmesh-guest:';
 /** Kernel command-line token the guest tests check (an env var alone could leak onto a host). */
