@@ -28,6 +28,7 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
     ...(l.http !== undefined && { http: l.http }),
+    ...(l.httpInspector !== undefined && { httpInspector: l.httpInspector }),
   };
 }
 

@@ -73,6 +73,13 @@ export interface OutboundListenerConfig {
   maxConnections: number | null;
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
+  /**
+   * A capture listener (its cluster resolves the original destination) that
+   * inspects each connection's first bytes (http/inspector.ts): HTTP goes
+   * request by request through `routes`, or to the original destination when
+   * no virtual host matches; anything else is relayed whole as before.
+   */
+  httpInspector?: { maxBytes: number; timeoutMs: number; routes: RouteConfig };
 }
 
 /** A local destination the inbound listener may connect to, keyed by the destination port peers name. */

@@ -17,18 +17,26 @@ import type { Cluster } from '../upstream/cluster.js';
 import { UpstreamConnector } from '../upstream/connector.js';
 import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
-import type { OutboundListenerOptions } from '../listeners/outbound.js';
+import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
 import { forwardedHeaders, hopByHop } from './headers.js';
+import { H2_PREFACE } from './inspector.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type RetryCause, type RetryPolicy } from './retry.js';
 
 /** The header that says why the sidecar answered itself. */
 export const REASON_HEADER = 'x-vsockmesh-reason';
 
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-
 type Src = { address: string; port: number };
+
+/** A client connection's facts: who it is, and (captured connections) where it was headed. */
+interface Downstream {
+  src: Src;
+  fallback?: OriginalDestinationRoute | undefined;
+}
+
+/** The route label of captured requests no virtual host matched: they go where the connection was headed. */
+export const ORIGINAL_DESTINATION_ROUTE = 'original_destination';
 
 /** Where one request goes, or the answer the sidecar gives itself. */
 type Target =
@@ -56,9 +64,9 @@ export class HttpOutboundListener extends Listener {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
   private readonly http1Connections = new Map<VsockSocket, number>();
-  private readonly sources = new WeakMap<object, Src>();
+  private readonly sources = new WeakMap<object, Downstream>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
-  private handingOver: Src = { address: '', port: 0 };
+  private handingOver: Downstream = { src: { address: '', port: 0 } };
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -90,19 +98,29 @@ export class HttpOutboundListener extends Listener {
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
-    const src = { address: String(peerHost), port: peerPort };
-    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: peerPort });
+    this.adopt(fd, { address: String(peerHost), port: peerPort }, null);
+  }
+
+  /**
+   * A connection accepted here, or handed over by a capture listener that
+   * found it speaks HTTP: `early`, the bytes it read, come first; `fallback`,
+   * where requests go that no virtual host matches. Owns `fd` from here on.
+   */
+  adopt(fd: number, src: Src, early: Buffer | null, fallback?: OriginalDestinationRoute): void {
+    const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: src.port });
     const tracked: TrackedConnection = { abort: () => socket.destroy() };
     this.track(tracked);
     socket.once('close', () => this.untrack(tracked));
     socket.on('error', () => socket.destroy());
     socket.setTimeout(this.config.idleTimeoutMs, () => socket.destroy());
-    this.sources.set(socket, src);
-    this.sniff(socket, src);
+    const downstream = { src, fallback };
+    this.sources.set(socket, downstream);
+    if (early !== null) socket.unshift(early);
+    this.sniff(socket, downstream);
   }
 
   /** HTTP/2 with prior knowledge starts with the connection preface; anything else is HTTP/1.x. */
-  private sniff(socket: VsockSocket, src: Src): void {
+  private sniff(socket: VsockSocket, downstream: Downstream): void {
     let seen = Buffer.alloc(0);
     // A client that leaves before saying which protocol it speaks: nothing will end our side (the socket allows half-open).
     const onEnd = (): void => void socket.destroy();
@@ -116,7 +134,7 @@ export class HttpOutboundListener extends Listener {
       socket.off('end', onEnd);
       socket.pause();
       socket.unshift(seen);
-      this.handingOver = src;
+      this.handingOver = downstream;
       if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
@@ -128,24 +146,31 @@ export class HttpOutboundListener extends Listener {
     socket.on('data', onData);
   }
 
-  private srcOf(socket: object | null | undefined): Src {
-    return (socket && this.sources.get(socket)) ?? { address: '', port: 0 };
+  private downstreamOf(socket: object | null | undefined): Downstream {
+    return (socket && this.sources.get(socket)) ?? { src: { address: '', port: 0 } };
   }
 
   /** The route, cluster, endpoint and transport plan of one request. */
-  private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, src: Src): Target {
+  private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, downstream: Downstream): Target {
     const decision = this.table.route({ authority, path, headers }, Math.random());
+    const { src, fallback } = downstream;
+    // No route timeout: the connection's own protocol, as at L4, decides how long a request may take.
+    if (!decision.ok && decision.reason === 'no_virtual_host' && fallback) return this.endpointTarget(ORIGINAL_DESTINATION_ROUTE, fallback.cluster, 0, undefined, src, fallback);
     if (!decision.ok) return { ok: false, status: 404, reason: decision.reason, route: '', cluster: '' };
     return this.endpointTarget(decision.route, decision.cluster, decision.timeoutMs, decision.retry, src);
   }
 
-  /** The next endpoint of cluster `name` (round robin) and its transport plan: each attempt of a request asks again. */
-  private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src): Target {
-    const cluster = this.clusters.get(name);
-    const connector = this.connectors.get(name);
-    const endpoint = cluster?.pick();
-    if (cluster === undefined || connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
-    const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), this.options.vsock.policy);
+  /**
+   * The next endpoint of cluster `name` (round robin) and its transport plan:
+   * each attempt of a request asks again. `fallback`: the one endpoint of a
+   * captured connection's original destination instead.
+   */
+  private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src, fallback?: OriginalDestinationRoute): Target {
+    const cluster = fallback ? undefined : this.clusters.get(name);
+    const connector = fallback?.connector ?? this.connectors.get(name);
+    const endpoint = fallback?.endpoint ?? cluster?.pick();
+    if (connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
+    const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), fallback?.policy ?? this.options.vsock.policy);
     this.context.metrics.decisions.inc({ listener: this.name, cluster: name, reason: selection.reason });
     // The access log's transport_reason says why no transport fits the endpoint.
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
@@ -159,7 +184,8 @@ export class HttpOutboundListener extends Listener {
   // ---- HTTP/1.1 ------------------------------------------------------------
 
   private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const src = this.srcOf(req.socket);
+    const downstream = this.downstreamOf(req.socket);
+    const { src } = downstream;
     const record = this.record('http/1.1', src, req.method ?? 'GET', req.headers.host ?? '', req.url ?? '/', req.headers['x-request-id']);
     const connection = req.socket as unknown as VsockSocket;
     this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
@@ -169,7 +195,7 @@ export class HttpOutboundListener extends Listener {
       if (this.draining && left === 0) connection.end();
     });
     if (this.draining) res.shouldKeepAlive = false;
-    const target = this.target(record.authority, record.path, req.headers, src);
+    const target = this.target(record.authority, record.path, req.headers, downstream);
     if (!target.ok) {
       this.answerHttp1(res, target.status, target.reason);
       res.once('close', () => this.finish(record, target, res.statusCode, 'none', null, target.reason));
@@ -211,7 +237,7 @@ export class HttpOutboundListener extends Listener {
         }
         retries++;
         this.context.metrics.httpRetries.inc({ listener: this.name, route: target.route, cluster: target.cluster, reason: causeLabel(cause) });
-        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src);
+        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src, downstream.fallback);
         if (!next.ok) {
           fail(next.status, next.reason);
           return true;
@@ -261,10 +287,11 @@ export class HttpOutboundListener extends Listener {
   // ---- HTTP/2 (h2c) --------------------------------------------------------
 
   private onHttp2Stream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    const src = this.srcOf(stream.session);
+    const downstream = this.downstreamOf(stream.session);
+    const { src } = downstream;
     const method = String(headers[':method'] ?? 'GET');
     const record = this.record('h2', src, method, String(headers[':authority'] ?? headers.host ?? ''), String(headers[':path'] ?? '/'), headers['x-request-id']);
-    const target = this.target(record.authority, record.path, headers, src);
+    const target = this.target(record.authority, record.path, headers, downstream);
     let status = 0;
     const respond = (code: number, reason: string): void => {
       status = code;
