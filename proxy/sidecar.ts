@@ -128,7 +128,7 @@ export class Sidecar extends ProxyServer {
       const inspector = l.httpInspector;
       const captured = inspector && {
         inspect: inspector,
-        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs }), inspector.routes, clusters, this.context, outboundOptions),
+        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, clusters, this.context, outboundOptions),
       };
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions, captured));
     }

@@ -103,6 +103,7 @@ const outboundListener = z
     protocol: z.enum(['tcp', 'http']).default('tcp'),
     route_config: routeConfigSchema.optional(),
     http_inspector: httpInspector.optional(),
+    forwarded: z.enum(['append', 'none']).optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -217,6 +218,7 @@ const listener = z
   .superRefine((l, ctx) => {
     if (l.kind !== 'outbound') return;
     if (l.route_config !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http (or with http_inspector)' });
+    if (l.forwarded !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['forwarded'], message: 'only for protocol: http (or with http_inspector)' });
     if (l.http_inspector !== undefined && l.protocol === 'http') ctx.addIssue({ code: 'custom', path: ['http_inspector'], message: 'only for protocol: tcp (a capture listener); protocol: http parses every connection already' });
     if (l.cluster === undefined && l.route_config === undefined) ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'required (or, with protocol: http, a route_config)' });
   })
@@ -241,6 +243,7 @@ const listener = z
           cluster: l.cluster ?? '',
           idleTimeoutMs: l.idle_timeout,
           maxConnections: l.max_connections,
+          forwarded: l.forwarded,
           http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,
           httpInspector:
             l.http_inspector === undefined

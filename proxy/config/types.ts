@@ -4,6 +4,7 @@
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import type { RouteConfig } from '../http/route-table.js';
+import type { ForwardedMode } from '../http/headers.js';
 import type { ConnectionAgeSettings } from '../peer-tls/connection-age.js';
 
 export type { LogLevel };
@@ -71,6 +72,8 @@ export interface OutboundListenerConfig {
   idleTimeoutMs: number;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
+  /** HTTP requests (protocol: http, or found by the HTTP inspector): whether the `forwarded` header (RFC 7239) gets this hop appended. */
+  forwarded: ForwardedMode;
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
   /**

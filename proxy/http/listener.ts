@@ -212,7 +212,7 @@ export class HttpOutboundListener extends Listener {
     let attempts = 0;
     let retries = 0;
     let budgetExhausted = false;
-    const headers = forwardedHeaders(req.headers, src.address, record.requestId);
+    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.config.forwarded, host: record.authority });
     const fail = (status: number, why: string): void => {
       reason ??= why;
       upstream?.destroy();
@@ -310,7 +310,7 @@ export class HttpOutboundListener extends Listener {
     }
     const upstream = this.pools.session(target.key, target.attempts);
     let reason: string | undefined;
-    const forward = forwardedHeaders(headers, src.address, record.requestId);
+    const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.config.forwarded, host: record.authority });
     const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
     const fail = (code: number, why: string): void => {
       reason ??= why;

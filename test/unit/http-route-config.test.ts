@@ -176,3 +176,14 @@ test('http_inspector problems by path: bounds, a cluster that is not the origina
     'listeners[0].route_config.virtual_hosts[0].routes[0].cluster: cluster "original" resolves its destination per connection: HTTP listeners route to clusters with endpoints',
   ]);
 });
+
+test('forwarded: append by default, none when configured; only where HTTP is parsed', (t) => {
+  const [byDefault] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a' })).listeners;
+  t.is(byDefault!.kind === 'outbound' && byDefault.forwarded, 'append');
+  const [none] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a', forwarded: 'none' })).listeners;
+  t.is(none!.kind === 'outbound' && none.forwarded, 'none');
+  const [captured] = parseSidecarConfig(capture({}, { forwarded: 'none' })).listeners;
+  t.is(captured!.kind === 'outbound' && captured.forwarded, 'none');
+  t.deepEqual(problems(withListener({ cluster: 'a', forwarded: 'none' })), ['listeners[0].forwarded: only for protocol: http (or with http_inspector)']);
+  t.is(problems(withListener({ protocol: 'http', cluster: 'a', forwarded: 'replace' })).length, 1);
+});
