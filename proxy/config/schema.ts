@@ -59,6 +59,7 @@ const cluster = z
     authority: z.string().min(1).max(255).optional(),
     endpoints: z.array(endpoint).optional(),
     resolve: resolveTarget.optional(),
+    lb_policy: z.enum(['round_robin', 'least_request']).default('round_robin'),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -75,6 +76,7 @@ const cluster = z
     ...(c.authority !== undefined && { authority: c.authority }),
     endpoints: c.endpoints ?? [],
     ...(c.resolve !== undefined && { resolve: c.resolve }),
+    ...(c.lb_policy === 'least_request' && { lbPolicy: 'least_request' as const }),
   }));
 
 const INSPECT_BYTES = `must be ${MIN_INSPECT_MAX_BYTES}..${MAX_INSPECT_MAX_BYTES}`;

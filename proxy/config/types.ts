@@ -60,6 +60,8 @@ export interface ClusterConfig {
   endpoints: EndpointConfig[];
   /** Resolved through the VM manager for every connection (cached); the transport follows from the same-hypervisor decision. */
   resolve?: ResolveTarget;
+  /** How HTTP requests pick an endpoint: round robin (absent), or least_request (power of two choices over active requests). L4 connections go round robin. */
+  lbPolicy?: 'least_request';
 }
 
 export interface OutboundListenerConfig {

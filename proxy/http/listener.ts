@@ -14,6 +14,7 @@ import { formatAddress } from '../runtime/log.js';
 import type { SocketHost } from '../native/index.js';
 import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
+import type { UpstreamEndpoint } from '../upstream/endpoint.js';
 import { UpstreamConnector } from '../upstream/connector.js';
 import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
@@ -40,7 +41,7 @@ export const ORIGINAL_DESTINATION_ROUTE = 'original_destination';
 
 /** Where one request goes, or the answer the sidecar gives itself. */
 type Target =
-  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
+  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; endpoint: UpstreamEndpoint; attempts: () => ReturnType<UpstreamConnector['attempts']> }
   | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
 
 /** What one request's access-log line and metrics say. */
@@ -59,6 +60,8 @@ export class HttpOutboundListener extends Listener {
   private readonly connectors = new Map<string, UpstreamConnector>();
   private readonly pools = new UpstreamPools();
   private readonly budgets = new Map<string, RetryBudget>();
+  /** Requests in flight per endpoint, for lb_policy: least_request. */
+  private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
   private readonly http1 = http.createServer();
   private readonly http2 = http2.createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
@@ -168,7 +171,7 @@ export class HttpOutboundListener extends Listener {
   private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src, fallback?: OriginalDestinationRoute): Target {
     const cluster = fallback ? undefined : this.clusters.get(name);
     const connector = fallback?.connector ?? this.connectors.get(name);
-    const endpoint = fallback?.endpoint ?? cluster?.pick();
+    const endpoint = fallback?.endpoint ?? cluster?.pick((e) => this.activeRequests.get(e) ?? 0);
     if (connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
     const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), fallback?.policy ?? this.options.vsock.policy);
     this.context.metrics.decisions.inc({ listener: this.name, cluster: name, reason: selection.reason });
@@ -178,7 +181,7 @@ export class HttpOutboundListener extends Listener {
     const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
     // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
     const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
-    return { ok: true, route, cluster: name, timeoutMs, retry, key, attempts: () => connector.attempts(plan, src) };
+    return { ok: true, route, cluster: name, timeoutMs, retry, key, endpoint, attempts: () => connector.attempts(plan, src) };
   }
 
   // ---- HTTP/1.1 ------------------------------------------------------------
@@ -225,6 +228,7 @@ export class HttpOutboundListener extends Listener {
       attempts++;
       const up = http.request({ agent: this.pools.agent(current.key, current.attempts), method: record.method, path: record.path, headers, setHost: false });
       upstream = up;
+      up.once('close', this.holdEndpoint(current.endpoint));
       up.on('socket', (s) => {
         socket = s as unknown as UpstreamSocket;
       });
@@ -310,6 +314,7 @@ export class HttpOutboundListener extends Listener {
     }
     const upstream = this.pools.session(target.key, target.attempts);
     let reason: string | undefined;
+    const release = this.holdEndpoint(target.endpoint);
     const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.config.forwarded, host: record.authority });
     const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
     const fail = (code: number, why: string): void => {
@@ -335,6 +340,7 @@ export class HttpOutboundListener extends Listener {
     });
     request.on('error', () => fail(502, upstream.dialError?.reason ?? 'upstream_reset'));
     request.on('close', () => {
+      release();
       if (status === 0 && reason === undefined) fail(502, upstream.dialError?.reason ?? 'upstream_reset');
     });
     stream.pipe(request);
@@ -347,6 +353,17 @@ export class HttpOutboundListener extends Listener {
   }
 
   // ---- shared --------------------------------------------------------------
+
+  /** Counts one request in flight at `endpoint`; the function returned ends it (once). */
+  private holdEndpoint(endpoint: UpstreamEndpoint): () => void {
+    this.activeRequests.set(endpoint, (this.activeRequests.get(endpoint) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.activeRequests.set(endpoint, (this.activeRequests.get(endpoint) ?? 1) - 1);
+    };
+  }
 
   private record(protocol: RequestRecord['protocol'], src: Src, method: string, authority: string, path: string, requestId: string | string[] | undefined): RequestRecord {
     const given = Array.isArray(requestId) ? requestId[0] : requestId;

@@ -187,3 +187,13 @@ test('forwarded: append by default, none when configured; only where HTTP is par
   t.deepEqual(problems(withListener({ cluster: 'a', forwarded: 'none' })), ['listeners[0].forwarded: only for protocol: http (or with http_inspector)']);
   t.is(problems(withListener({ protocol: 'http', cluster: 'a', forwarded: 'replace' })).length, 1);
 });
+
+test('lb_policy: round_robin by default (no field in the model), least_request when configured, anything else refused by path', (t) => {
+  const policy = (lb: unknown) => parseSidecarConfig({ node: { id: 'vm-a' }, clusters: [{ name: 'a', endpoints: [{ address: '10.0.0.2', port: 8080 }], ...(lb !== undefined && { lb_policy: lb }) }] }).clusters[0]!;
+  t.false('lbPolicy' in policy(undefined));
+  t.false('lbPolicy' in policy('round_robin'));
+  t.is(policy('least_request').lbPolicy, 'least_request');
+  const wrong = problems({ node: { id: 'vm-a' }, clusters: [{ name: 'a', endpoints: [{ address: '10.0.0.2', port: 8080 }], lb_policy: 'random' }] });
+  t.is(wrong.length, 1);
+  t.regex(wrong[0]!, /^clusters\[0\]\.lb_policy: /);
+});
