@@ -229,6 +229,16 @@ export class HttpOutboundListener extends Listener {
       const up = http.request({ agent: this.pools.agent(current.key, current.attempts), method: record.method, path: record.path, headers, setHost: false });
       upstream = up;
       up.once('close', this.holdEndpoint(current.endpoint));
+      // The attempt's own deadline for its response head: abandoned, then retried as a reset would be, or 504.
+      const perTry =
+        policy?.perTryTimeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              if (upstream !== up || reason !== undefined) return;
+              up.destroy();
+              if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
+            }, policy.perTryTimeoutMs);
+      up.once('close', () => clearTimeout(perTry));
       up.on('socket', (s) => {
         socket = s as unknown as UpstreamSocket;
       });
@@ -251,6 +261,7 @@ export class HttpOutboundListener extends Listener {
         return true;
       };
       up.on('response', (answer) => {
+        clearTimeout(perTry);
         if (upstream !== up) return;
         // A retried answer is read to its end so that its connection stays in the pool.
         if (retried({ kind: 'status', status: answer.statusCode ?? 502 })) return void answer.resume();

@@ -197,3 +197,11 @@ test('lb_policy: round_robin by default (no field in the model), least_request w
   t.is(wrong.length, 1);
   t.regex(wrong[0]!, /^clusters\[0\]\.lb_policy: /);
 });
+
+test('a retry per_try_timeout parses into milliseconds; a bad one is refused by path', (t) => {
+  const [listener] = parseSidecarConfig(retryRoute({ attempts: 2, on: ['reset'], per_try_timeout: '250ms' })).listeners;
+  t.like(listener!.kind === 'outbound' ? listener.http?.routes.virtualHosts[0]?.routes[0]?.retry : undefined, { attempts: 2, reset: true, perTryTimeoutMs: 250 });
+  const problem = problems(retryRoute({ on: ['reset'], per_try_timeout: 'later' }));
+  t.is(problem.length, 1);
+  t.regex(problem[0]!, /^listeners\[0\]\.route_config\.virtual_hosts\[0\]\.routes\[0\]\.retry\.per_try_timeout: /);
+});
