@@ -29,7 +29,7 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     cluster: l.cluster,
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
-    forwarded: l.forwarded ?? LISTENER_DEFAULTS.forwarded,
+    ...(l.forwarded !== undefined && { forwarded: l.forwarded }),
     ...(l.http !== undefined && { http: l.http }),
     ...(l.httpInspector !== undefined && { httpInspector: l.httpInspector }),
   };

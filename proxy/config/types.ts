@@ -74,8 +74,8 @@ export interface OutboundListenerConfig {
   idleTimeoutMs: number;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
-  /** HTTP requests (protocol: http, or found by the HTTP inspector): whether the `forwarded` header (RFC 7239) gets this hop appended. */
-  forwarded: ForwardedMode;
+  /** HTTP requests (protocol: http, or found by the HTTP inspector): whether the `forwarded` header (RFC 7239) gets this hop appended; absent: LISTENER_DEFAULTS.forwarded. */
+  forwarded?: ForwardedMode;
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
   /**

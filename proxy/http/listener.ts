@@ -21,7 +21,8 @@ import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from 
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
-import { forwardedHeaders, hopByHop } from './headers.js';
+import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
+import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type RetryCause, type RetryPolicy } from './retry.js';
 
@@ -60,6 +61,7 @@ export class HttpOutboundListener extends Listener {
   private readonly connectors = new Map<string, UpstreamConnector>();
   private readonly pools = new UpstreamPools();
   private readonly budgets = new Map<string, RetryBudget>();
+  private readonly forwarded: ForwardedMode;
   /** Requests in flight per endpoint, for lb_policy: least_request. */
   private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
   private readonly http1 = http.createServer();
@@ -80,6 +82,7 @@ export class HttpOutboundListener extends Listener {
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.table = new RouteTable(routes);
+    this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
     for (const [name, cluster] of clusters) {
       this.connectors.set(name, new UpstreamConnector(config.name, cluster, context, options));
       this.budgets.set(name, new RetryBudget());
@@ -215,7 +218,7 @@ export class HttpOutboundListener extends Listener {
     let attempts = 0;
     let retries = 0;
     let budgetExhausted = false;
-    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.config.forwarded, host: record.authority });
+    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const fail = (status: number, why: string): void => {
       reason ??= why;
       upstream?.destroy();
@@ -326,7 +329,7 @@ export class HttpOutboundListener extends Listener {
     const upstream = this.pools.session(target.key, target.attempts);
     let reason: string | undefined;
     const release = this.holdEndpoint(target.endpoint);
-    const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.config.forwarded, host: record.authority });
+    const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
     const fail = (code: number, why: string): void => {
       reason ??= why;
