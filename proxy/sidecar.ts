@@ -14,6 +14,7 @@ import { ForwardProxyListener, type ForwardProxyTargets } from './listeners/forw
 import { forwardProxyRoutes } from './listeners/forward-proxy-routes.js';
 import type { RouteConfig } from './http/route-table.js';
 import { HttpOutboundListener } from './http/listener.js';
+import { outboundListenerConfig } from './config/listener-defaults.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
 import { VsockBreakers } from './upstream/breakers.js';
@@ -125,7 +126,13 @@ export class Sidecar extends ProxyServer {
       }
       const cluster = clusters.get(l.cluster);
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
-      this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions));
+      // The capture listener's L7 path: an HTTP listener bound to nothing, under the capture listener's name.
+      const inspector = l.httpInspector;
+      const captured = inspector && {
+        inspect: inspector,
+        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, clusters, this.context, outboundOptions),
+      };
+      this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions, captured));
     }
     for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, this.forwardProxyTargets(l.name, clusters), this.context, outboundOptions));
   }

@@ -13,6 +13,8 @@ export const LISTENER_DEFAULTS = {
   maxHeaderBytes: 4096,
   /** Inbound: connecting to the local app. */
   connectTimeoutMs: 5_000,
+  /** HTTP: RFC 7239 `forwarded` beside `x-forwarded-for`. */
+  forwarded: 'append',
 } as const;
 
 type Given<T, Required extends keyof T> = Pick<T, Required> & { [K in Exclude<keyof T, Required | 'kind'>]?: T[K] | undefined };
@@ -27,7 +29,9 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     cluster: l.cluster,
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
+    ...(l.forwarded !== undefined && { forwarded: l.forwarded }),
     ...(l.http !== undefined && { http: l.http }),
+    ...(l.httpInspector !== undefined && { httpInspector: l.httpInspector }),
   };
 }
 

@@ -2,7 +2,7 @@
 // shape of Envoy's RouteConfiguration in the file's snake_case, validated into
 // the same model the control plane's routes become (http/route-table.ts).
 
-import { duration, name, z } from './fields.js';
+import { duration, name, optionalDuration, z } from './fields.js';
 import { MAX_ATTEMPTS, MIN_ATTEMPTS, type RetryPolicy } from '../http/retry.js';
 import { DEFAULT_ROUTE_TIMEOUT_MS, domainProblem, regexProblem, type HeaderMatch, type PathMatch, type RouteConfig } from '../http/route-table.js';
 
@@ -59,6 +59,7 @@ const retry = z
   .object({
     attempts: z.number().int({ message: attemptsMessage }).min(MIN_ATTEMPTS, { message: attemptsMessage }).max(MAX_ATTEMPTS, { message: attemptsMessage }).default(MIN_ATTEMPTS),
     on: z.array(retryOn).min(1, { message: 'must list at least one of connect_failure, reset or a status code' }),
+    per_try_timeout: optionalDuration(),
   })
   .strict()
   .transform(
@@ -67,6 +68,7 @@ const retry = z
       connectFailure: r.on.includes('connect_failure'),
       reset: r.on.includes('reset'),
       statuses: [...new Set(r.on.filter((v) => v !== 'connect_failure' && v !== 'reset').map(Number))],
+      ...(r.per_try_timeout !== undefined && { perTryTimeoutMs: r.per_try_timeout }),
     }),
   );
 

@@ -4,6 +4,7 @@
 import { U32, PORT, adminSettings, controlInsecure, controlTls, controlTransportIssue, replicaAddresses, checkReplicaAddresses, bindCid, cid, destinationPort, duration, identitySettings, ipAddress, logSettings, maxConnections, name, optionalDuration, overloadSettings, port, vsockPort, z } from './fields.js';
 import { forwardProxyListenerConfig, inboundListenerConfig, localPort, outboundListenerConfig } from './listener-defaults.js';
 import { listenerRoutes, routeConfigSchema } from './route-config.js';
+import { DEFAULT_INSPECT_MAX_BYTES, DEFAULT_INSPECT_TIMEOUT_MS, MAX_INSPECT_MAX_BYTES, MIN_INSPECT_MAX_BYTES } from '../http/inspector.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type { ListenerConfig, PeerTlsSettings, SidecarConfig } from './types.js';
 import { isLoopbackAddress } from '../runtime/loopback.js';
@@ -58,6 +59,7 @@ const cluster = z
     authority: z.string().min(1).max(255).optional(),
     endpoints: z.array(endpoint).optional(),
     resolve: resolveTarget.optional(),
+    lb_policy: z.enum(['round_robin', 'least_request']).default('round_robin'),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -74,7 +76,23 @@ const cluster = z
     ...(c.authority !== undefined && { authority: c.authority }),
     endpoints: c.endpoints ?? [],
     ...(c.resolve !== undefined && { resolve: c.resolve }),
+    ...(c.lb_policy === 'least_request' && { lbPolicy: 'least_request' as const }),
   }));
+
+const INSPECT_BYTES = `must be ${MIN_INSPECT_MAX_BYTES}..${MAX_INSPECT_MAX_BYTES}`;
+
+/** A capture listener's HTTP inspector: how many first bytes, and how long, it waits for a request line or the h2 preface. */
+const httpInspector = z
+  .object({
+    max_bytes: z
+      .number({ invalid_type_error: 'must be a number' })
+      .int({ message: INSPECT_BYTES })
+      .min(MIN_INSPECT_MAX_BYTES, { message: INSPECT_BYTES })
+      .max(MAX_INSPECT_MAX_BYTES, { message: INSPECT_BYTES })
+      .default(DEFAULT_INSPECT_MAX_BYTES),
+    timeout: duration(`${DEFAULT_INSPECT_TIMEOUT_MS}ms`),
+  })
+  .strict();
 
 const outboundListener = z
   .object({
@@ -86,6 +104,8 @@ const outboundListener = z
     cluster: name.optional(),
     protocol: z.enum(['tcp', 'http']).default('tcp'),
     route_config: routeConfigSchema.optional(),
+    http_inspector: httpInspector.optional(),
+    forwarded: z.enum(['append', 'none']).optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -204,7 +224,9 @@ const listener = z
   .discriminatedUnion('kind', [outboundListener, inboundListener, forwardProxyListener])
   .superRefine((l, ctx) => {
     if (l.kind !== 'outbound') return;
-    if (l.route_config !== undefined && l.protocol !== 'http') ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http' });
+    if (l.route_config !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http (or with http_inspector)' });
+    if (l.forwarded !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['forwarded'], message: 'only for protocol: http (or with http_inspector)' });
+    if (l.http_inspector !== undefined && l.protocol === 'http') ctx.addIssue({ code: 'custom', path: ['http_inspector'], message: 'only for protocol: tcp (a capture listener); protocol: http parses every connection already' });
     if (l.cluster === undefined && l.route_config === undefined) ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'required (or, with protocol: http, a route_config)' });
   })
   .transform(
@@ -228,7 +250,12 @@ const listener = z
           cluster: l.cluster ?? '',
           idleTimeoutMs: l.idle_timeout,
           maxConnections: l.max_connections,
+          forwarded: l.forwarded,
           http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,
+          httpInspector:
+            l.http_inspector === undefined
+              ? undefined
+              : { maxBytes: l.http_inspector.max_bytes, timeoutMs: l.http_inspector.timeout, routes: { name: l.name, virtualHosts: l.route_config?.virtual_hosts ?? [] } },
         })
       : inboundListenerConfig({
           name: l.name,
@@ -353,7 +380,11 @@ export function crossReferences(raw: unknown): CrossReferenceIssue[] {
     if (l.kind === 'outbound' && typeof l.cluster === 'string' && !clusterNames.has(l.cluster)) {
       issues.push({ path: ['listeners', i, 'cluster'], message: `unknown cluster "${l.cluster}"` });
     }
-    if (l.kind === 'outbound' && l.protocol === 'http') issues.push(...httpClusterIssues(l, i, clusters));
+    if (l.kind === 'outbound' && (l.protocol === 'http' || l.http_inspector !== undefined)) issues.push(...httpClusterIssues(l, i, clusters));
+    if (l.kind === 'outbound' && l.http_inspector !== undefined && typeof l.cluster === 'string') {
+      const resolve = (clusters.find((c) => c?.name === l.cluster) as { resolve?: { original_destination?: unknown } } | undefined)?.resolve;
+      if (resolve?.original_destination !== true) issues.push({ path: ['listeners', i, 'http_inspector'], message: `only for a capture listener: cluster "${l.cluster}" must resolve the original destination` });
+    }
     if (l.kind === 'inbound' && l.transport === 'vsock') {
       if (l.allowed_peer_ids !== undefined) issues.push({ path: ['listeners', i, 'allowed_peer_ids'], message: 'only for transport: tcp (vsock peers are known by CID)' });
       if (!vsockEnabled) issues.push({ path: ['listeners', i, 'transport'], message: 'vsock is disabled (vsock.enabled: false)' });
@@ -404,7 +435,8 @@ function httpClusterIssues(l: Record<string, unknown>, i: number, clusters: Read
     if (!byName.has(name)) issues.push({ path, message: `unknown cluster "${name}"` });
     else if (byName.get(name)?.resolve !== undefined) issues.push({ path, message: `cluster "${name}" resolves its destination per connection: HTTP listeners route to clusters with endpoints` });
   };
-  if (typeof l.cluster === 'string' && byName.get(l.cluster)?.resolve !== undefined) check(l.cluster, ['listeners', i, 'cluster']);
+  // A capture listener's own cluster resolves the original destination: only its routes must name clusters with endpoints.
+  if (typeof l.cluster === 'string' && l.http_inspector === undefined && byName.get(l.cluster)?.resolve !== undefined) check(l.cluster, ['listeners', i, 'cluster']);
   const hosts = (l.route_config as { virtual_hosts?: unknown } | undefined)?.virtual_hosts;
   if (!Array.isArray(hosts)) return issues;
   hosts.forEach((h: { routes?: unknown } | null, j) => {

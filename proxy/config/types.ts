@@ -4,6 +4,7 @@
 import type { LogLevel } from '../runtime/log.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import type { RouteConfig } from '../http/route-table.js';
+import type { ForwardedMode } from '../http/headers.js';
 import type { ConnectionAgeSettings } from '../peer-tls/connection-age.js';
 
 export type { LogLevel };
@@ -59,6 +60,8 @@ export interface ClusterConfig {
   endpoints: EndpointConfig[];
   /** Resolved through the VM manager for every connection (cached); the transport follows from the same-hypervisor decision. */
   resolve?: ResolveTarget;
+  /** How HTTP requests pick an endpoint: round robin (absent), or least_request (power of two choices over active requests). L4 connections go round robin. */
+  lbPolicy?: 'least_request';
 }
 
 export interface OutboundListenerConfig {
@@ -71,8 +74,17 @@ export interface OutboundListenerConfig {
   idleTimeoutMs: number;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
+  /** HTTP requests (protocol: http, or found by the HTTP inspector): whether the `forwarded` header (RFC 7239) gets this hop appended; absent: LISTENER_DEFAULTS.forwarded. */
+  forwarded?: ForwardedMode;
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
+  /**
+   * A capture listener (its cluster resolves the original destination) that
+   * inspects each connection's first bytes (http/inspector.ts): HTTP goes
+   * request by request through `routes`, or to the original destination when
+   * no virtual host matches; anything else is relayed whole as before.
+   */
+  httpInspector?: { maxBytes: number; timeoutMs: number; routes: RouteConfig };
 }
 
 /** A local destination the inbound listener may connect to, keyed by the destination port peers name. */

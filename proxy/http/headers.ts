@@ -1,6 +1,7 @@
 // The headers the HTTP listener forwards: hop-by-hop ones dropped (RFC 9110
 // 7.6.1, and what the Connection header names), `x-forwarded-for` with the
-// client appended, and an `x-request-id` (the client's own one kept). Pure.
+// client appended, `forwarded` (RFC 7239) with this hop appended unless
+// configured off, and an `x-request-id` (the client's own one kept). Pure.
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'http2-settings']);
 
@@ -11,8 +12,32 @@ export function hopByHop(name: string): boolean {
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
-/** The request headers to send upstream: no pseudo-headers (HTTP/2 sets its own), no hop-by-hop ones. */
-export function forwardedHeaders(headers: Headers, client: string, requestId: string): Record<string, string | string[]> {
+/** `append`: the `forwarded` header gets this hop's element; `none`: it is passed on as the client sent it. */
+export type ForwardedMode = 'append' | 'none';
+
+const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+/** A forwarded-pair value (RFC 7239 4): a token as is, anything else a quoted-string. */
+function pairValue(value: string): string {
+  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** A client address as a node (RFC 7239 6): IPv6 in brackets (so quoted), an IPv4-mapped one as IPv4. */
+function node(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  return address.includes(':') ? `[${address}]` : address;
+}
+
+/** This hop's `forwarded` element: the client, the protocol it spoke to us (always plain http here), and the host it asked for. */
+export function forwardedElement(client: string, host: string): string {
+  const pairs = [`for=${pairValue(node(client))}`, 'proto=http'];
+  if (host !== '') pairs.push(`host=${pairValue(host)}`);
+  return pairs.join(';');
+}
+
+/** The request headers to send upstream: no pseudo-headers (HTTP/2 sets its own), no hop-by-hop ones. `hop.host`: the request's Host/:authority. */
+export function forwardedHeaders(headers: Headers, client: string, requestId: string, hop: { forwarded: ForwardedMode; host: string }): Record<string, string | string[]> {
   const named = new Set(
     String(headers.connection ?? '')
       .split(',')
@@ -31,6 +56,12 @@ export function forwardedHeaders(headers: Headers, client: string, requestId: st
   const before = headers['x-forwarded-for'];
   const chain = Array.isArray(before) ? before.join(', ') : before;
   out['x-forwarded-for'] = chain ? `${chain}, ${client}` : client;
+  if (hop.forwarded === 'append') {
+    const earlier = headers.forwarded;
+    const elements = Array.isArray(earlier) ? earlier.join(', ') : earlier;
+    const element = forwardedElement(client, hop.host);
+    out.forwarded = elements ? `${elements}, ${element}` : element;
+  }
   out['x-request-id'] = requestId;
   return out;
 }

@@ -14,19 +14,20 @@ import { formatAddress } from '../runtime/log.js';
 import type { SocketHost } from '../native/index.js';
 import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
+import type { UpstreamEndpoint } from '../upstream/endpoint.js';
 import { UpstreamConnector } from '../upstream/connector.js';
 import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
-import type { OutboundListenerOptions } from '../listeners/outbound.js';
+import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
-import { forwardedHeaders, hopByHop } from './headers.js';
+import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
+import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
+import { H2_PREFACE } from './inspector.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type RetryCause, type RetryPolicy } from './retry.js';
 
 /** The header that says why the sidecar answered itself. */
 export const REASON_HEADER = 'x-vsockmesh-reason';
-
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 type Src = { address: string; port: number };
 
@@ -35,9 +36,18 @@ export interface ClusterLookup {
   get(name: string): Cluster | undefined;
 }
 
+/** A client connection's facts: who it is, and (captured connections) where it was headed. */
+interface Downstream {
+  src: Src;
+  fallback?: OriginalDestinationRoute | undefined;
+}
+
+/** The route label of captured requests no virtual host matched: they go where the connection was headed. */
+export const ORIGINAL_DESTINATION_ROUTE = 'original_destination';
+
 /** Where one request goes, or the answer the sidecar gives itself. */
 type Target =
-  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; attempts: () => ReturnType<UpstreamConnector['attempts']> }
+  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; endpoint: UpstreamEndpoint; attempts: () => ReturnType<UpstreamConnector['attempts']> }
   | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
 
 /** What one request's access-log line and metrics say. */
@@ -57,14 +67,17 @@ export class HttpOutboundListener extends Listener {
   private readonly connectors = new Map<string, { cluster: Cluster; connector: UpstreamConnector }>();
   private readonly pools = new UpstreamPools();
   private readonly budgets = new Map<string, RetryBudget>();
+  private readonly forwarded: ForwardedMode;
+  /** Requests in flight per endpoint, for lb_policy: least_request. */
+  private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
   private readonly http1 = http.createServer();
   private readonly http2 = http2.createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
   private readonly http1Connections = new Map<VsockSocket, number>();
-  private readonly sources = new WeakMap<object, Src>();
+  private readonly sources = new WeakMap<object, Downstream>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
-  private handingOver: Src = { address: '', port: 0 };
+  private handingOver: Downstream = { src: { address: '', port: 0 } };
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -75,6 +88,7 @@ export class HttpOutboundListener extends Listener {
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.table = new RouteTable(routes);
+    this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
     this.http1.keepAliveTimeout = config.idleTimeoutMs;
     this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
     this.http2.on('session', (session) => {
@@ -100,21 +114,27 @@ export class HttpOutboundListener extends Listener {
     this.adopt(fd, { address: String(peerHost), port: peerPort }, null);
   }
 
-  /** A connection accepted here, or handed over (by a forward proxy) with the bytes already read from it; owns `fd` from here on. */
-  adopt(fd: number, src: Src, read: Buffer | null): void {
+  /**
+   * A connection accepted here, or handed over with the bytes already read
+   * from it (`early`: by a forward proxy, or by a capture listener that found
+   * it speaks HTTP); `fallback`, where requests go that no virtual host
+   * matches (captured connections). Owns `fd` from here on.
+   */
+  adopt(fd: number, src: Src, early: Buffer | null, fallback?: OriginalDestinationRoute): void {
     const socket = new VsockSocket({ fd, remoteCid: 0, remotePort: src.port });
-    if (read !== null) socket.unshift(read);
     const tracked: TrackedConnection = { abort: () => socket.destroy() };
     this.track(tracked);
     socket.once('close', () => this.untrack(tracked));
     socket.on('error', () => socket.destroy());
     socket.setTimeout(this.config.idleTimeoutMs, () => socket.destroy());
-    this.sources.set(socket, src);
-    this.sniff(socket, src);
+    const downstream = { src, fallback };
+    this.sources.set(socket, downstream);
+    if (early !== null) socket.unshift(early);
+    this.sniff(socket, downstream);
   }
 
   /** HTTP/2 with prior knowledge starts with the connection preface; anything else is HTTP/1.x. */
-  private sniff(socket: VsockSocket, src: Src): void {
+  private sniff(socket: VsockSocket, downstream: Downstream): void {
     let seen = Buffer.alloc(0);
     // A client that leaves before saying which protocol it speaks: nothing will end our side (the socket allows half-open).
     const onEnd = (): void => void socket.destroy();
@@ -128,7 +148,7 @@ export class HttpOutboundListener extends Listener {
       socket.off('end', onEnd);
       socket.pause();
       socket.unshift(seen);
-      this.handingOver = src;
+      this.handingOver = downstream;
       if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
@@ -140,8 +160,8 @@ export class HttpOutboundListener extends Listener {
     socket.on('data', onData);
   }
 
-  private srcOf(socket: object | null | undefined): Src {
-    return (socket && this.sources.get(socket)) ?? { address: '', port: 0 };
+  private downstreamOf(socket: object | null | undefined): Downstream {
+    return (socket && this.sources.get(socket)) ?? { src: { address: '', port: 0 } };
   }
 
   /** Cluster `name`'s connector, made on its first request (undefined: no such cluster). */
@@ -165,19 +185,26 @@ export class HttpOutboundListener extends Listener {
   }
 
   /** The route, cluster, endpoint and transport plan of one request. */
-  private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, src: Src): Target {
+  private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, downstream: Downstream): Target {
     const decision = this.table.route({ authority, path, headers }, Math.random());
+    const { src, fallback } = downstream;
+    // No route timeout: the connection's own protocol, as at L4, decides how long a request may take.
+    if (!decision.ok && decision.reason === 'no_virtual_host' && fallback) return this.endpointTarget(ORIGINAL_DESTINATION_ROUTE, fallback.cluster, 0, undefined, src, fallback);
     if (!decision.ok) return { ok: false, status: 404, reason: decision.reason, route: '', cluster: '' };
     return this.endpointTarget(decision.route, decision.cluster, decision.timeoutMs, decision.retry, src);
   }
 
-  /** The next endpoint of cluster `name` (round robin) and its transport plan: each attempt of a request asks again. */
-  private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src): Target {
-    const cluster = this.clusters.get(name);
-    const connector = this.connector(name);
-    const endpoint = cluster?.pick();
-    if (cluster === undefined || connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
-    const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), this.options.vsock.policy);
+  /**
+   * The next endpoint of cluster `name` (by its lb_policy) and its transport
+   * plan: each attempt of a request asks again. `fallback`: the one endpoint
+   * of a captured connection's original destination instead.
+   */
+  private endpointTarget(route: string, name: string, timeoutMs: number, retry: RetryPolicy | undefined, src: Src, fallback?: OriginalDestinationRoute): Target {
+    const cluster = fallback ? undefined : this.clusters.get(name);
+    const connector = fallback?.connector ?? this.connector(name);
+    const endpoint = fallback?.endpoint ?? cluster?.pick((e) => this.activeRequests.get(e) ?? 0);
+    if (connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
+    const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), fallback?.policy ?? this.options.vsock.policy);
     this.context.metrics.decisions.inc({ listener: this.name, cluster: name, reason: selection.reason });
     // The access log's transport_reason says why no transport fits the endpoint.
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
@@ -185,13 +212,14 @@ export class HttpOutboundListener extends Listener {
     const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
     // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
     const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
-    return { ok: true, route, cluster: name, timeoutMs, retry, key, attempts: () => connector.attempts(plan, src) };
+    return { ok: true, route, cluster: name, timeoutMs, retry, key, endpoint, attempts: () => connector.attempts(plan, src) };
   }
 
   // ---- HTTP/1.1 ------------------------------------------------------------
 
   private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const src = this.srcOf(req.socket);
+    const downstream = this.downstreamOf(req.socket);
+    const { src } = downstream;
     const { authority, path } = requestTarget(req.url ?? '/', req.headers.host ?? '');
     const record = this.record('http/1.1', src, req.method ?? 'GET', authority, path, req.headers['x-request-id']);
     const connection = req.socket as unknown as VsockSocket;
@@ -202,7 +230,7 @@ export class HttpOutboundListener extends Listener {
       if (this.draining && left === 0) connection.end();
     });
     if (this.draining) res.shouldKeepAlive = false;
-    const target = this.target(record.authority, record.path, req.headers, src);
+    const target = this.target(record.authority, record.path, req.headers, downstream);
     if (!target.ok) {
       this.answerHttp1(res, target.status, target.reason);
       res.once('close', () => this.finish(record, target, res.statusCode, 'none', null, target.reason));
@@ -219,7 +247,7 @@ export class HttpOutboundListener extends Listener {
     let attempts = 0;
     let retries = 0;
     let budgetExhausted = false;
-    const headers = forwardedHeaders(req.headers, src.address, record.requestId);
+    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const fail = (status: number, why: string): void => {
       reason ??= why;
       upstream?.destroy();
@@ -232,6 +260,17 @@ export class HttpOutboundListener extends Listener {
       attempts++;
       const up = http.request({ agent: this.pools.agent(current.key, current.attempts), method: record.method, path: record.path, headers, setHost: false });
       upstream = up;
+      up.once('close', this.holdEndpoint(current.endpoint));
+      // The attempt's own deadline for its response head: abandoned, then retried as a reset would be, or 504.
+      const perTry =
+        policy?.perTryTimeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              if (upstream !== up || reason !== undefined) return;
+              up.destroy();
+              if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
+            }, policy.perTryTimeoutMs);
+      up.once('close', () => clearTimeout(perTry));
       up.on('socket', (s) => {
         socket = s as unknown as UpstreamSocket;
       });
@@ -244,7 +283,7 @@ export class HttpOutboundListener extends Listener {
         }
         retries++;
         this.context.metrics.httpRetries.inc({ listener: this.name, route: target.route, cluster: target.cluster, reason: causeLabel(cause) });
-        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src);
+        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src, downstream.fallback);
         if (!next.ok) {
           fail(next.status, next.reason);
           return true;
@@ -254,6 +293,7 @@ export class HttpOutboundListener extends Listener {
         return true;
       };
       up.on('response', (answer) => {
+        clearTimeout(perTry);
         if (upstream !== up) return;
         // A retried answer is read to its end so that its connection stays in the pool.
         if (retried({ kind: 'status', status: answer.statusCode ?? 502 })) return void answer.resume();
@@ -294,10 +334,11 @@ export class HttpOutboundListener extends Listener {
   // ---- HTTP/2 (h2c) --------------------------------------------------------
 
   private onHttp2Stream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    const src = this.srcOf(stream.session);
+    const downstream = this.downstreamOf(stream.session);
+    const { src } = downstream;
     const method = String(headers[':method'] ?? 'GET');
     const record = this.record('h2', src, method, String(headers[':authority'] ?? headers.host ?? ''), String(headers[':path'] ?? '/'), headers['x-request-id']);
-    const target = this.target(record.authority, record.path, headers, src);
+    const target = this.target(record.authority, record.path, headers, downstream);
     let status = 0;
     const respond = (code: number, reason: string): void => {
       status = code;
@@ -316,7 +357,8 @@ export class HttpOutboundListener extends Listener {
     }
     const upstream = this.pools.session(target.key, target.attempts);
     let reason: string | undefined;
-    const forward = forwardedHeaders(headers, src.address, record.requestId);
+    const release = this.holdEndpoint(target.endpoint);
+    const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
     const fail = (code: number, why: string): void => {
       reason ??= why;
@@ -341,6 +383,7 @@ export class HttpOutboundListener extends Listener {
     });
     request.on('error', () => fail(502, upstream.dialError?.reason ?? 'upstream_reset'));
     request.on('close', () => {
+      release();
       if (status === 0 && reason === undefined) fail(502, upstream.dialError?.reason ?? 'upstream_reset');
     });
     stream.pipe(request);
@@ -353,6 +396,17 @@ export class HttpOutboundListener extends Listener {
   }
 
   // ---- shared --------------------------------------------------------------
+
+  /** Counts one request in flight at `endpoint`; the function returned ends it (once). */
+  private holdEndpoint(endpoint: UpstreamEndpoint): () => void {
+    this.activeRequests.set(endpoint, (this.activeRequests.get(endpoint) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.activeRequests.set(endpoint, (this.activeRequests.get(endpoint) ?? 1) - 1);
+    };
+  }
 
   private record(protocol: RequestRecord['protocol'], src: Src, method: string, authority: string, path: string, requestId: string | string[] | undefined): RequestRecord {
     const given = Array.isArray(requestId) ? requestId[0] : requestId;

@@ -5,7 +5,7 @@
 // Pure: the listener reports the facts, these functions decide.
 
 /** What went wrong with one attempt. */
-export type RetryCause = { kind: 'connect_failure' } | { kind: 'reset' } | { kind: 'status'; status: number };
+export type RetryCause = { kind: 'connect_failure' } | { kind: 'reset' } | { kind: 'per_try_timeout' } | { kind: 'status'; status: number };
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (1: no retry). */
@@ -14,6 +14,8 @@ export interface RetryPolicy {
   reset: boolean;
   /** Response status codes retried (a 503 or 502 the upstream sent). */
   statuses: number[];
+  /** How long one attempt may wait for its response head (then it is abandoned, and retried as a reset); absent: no limit of its own. */
+  perTryTimeoutMs?: number;
 }
 
 export const MIN_ATTEMPTS = 1;
@@ -23,7 +25,7 @@ export const MAX_REPLAY_BODY_BYTES = 64 * 1024;
 /** Methods that mean the same when sent twice (RFC 9110 9.2.2, minus TRACE). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
-/** The label of a cause in `vsockmesh_http_retries_total{reason}`: `connect_failure`, `reset` or the status code. */
+/** The label of a cause in `vsockmesh_http_retries_total{reason}`: `connect_failure`, `reset`, `per_try_timeout` or the status code. */
 export function causeLabel(cause: RetryCause): string {
   return cause.kind === 'status' ? String(cause.status) : cause.kind;
 }
@@ -51,7 +53,8 @@ export function mayRetry(policy: RetryPolicy | undefined, facts: AttemptFacts): 
   const { cause } = facts;
   if (cause.kind === 'connect_failure') return policy.connectFailure;
   if (!IDEMPOTENT.has(facts.method.toUpperCase())) return false;
-  return cause.kind === 'reset' ? policy.reset : policy.statuses.includes(cause.status);
+  // An attempt abandoned at its per-try timeout is, to the upstream, a reset.
+  return cause.kind === 'status' ? policy.statuses.includes(cause.status) : policy.reset;
 }
 
 /** Envoy's retry budget defaults: retries at most 20 % of the active requests, but 3 are always allowed. */

@@ -22,6 +22,9 @@ import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
+import { inspectHttp, type InspectVerdict } from '../http/inspector.js';
+import type { HttpOutboundListener } from '../http/listener.js';
+import { readPreamble } from './preamble.js';
 
 export interface OutboundListenerOptions {
   accessLog: boolean;
@@ -58,6 +61,33 @@ export interface Tunnel {
   failed(fd: number, code: string): void;
 }
 
+/** How an accepted connection reaches the decision: through a tunnel, with bytes already read, or found to speak HTTP. */
+interface Handover {
+  tunnel?: Tunnel | undefined;
+  /** Client bytes read before the decision (a tunnel's early bytes, or what the HTTP inspector read); they go first, untouched. */
+  early: Buffer | null;
+  /** The HTTP inspector found HTTP: the requests take the L7 path (captured.http), not the connection. */
+  http?: boolean;
+}
+
+/**
+ * A capture listener's L7 path: connections whose first bytes are HTTP
+ * (http/inspector.ts) go to an unbound HTTP listener that routes each request
+ * by Host among the mesh's services, or else to the original destination.
+ */
+export interface CapturedHttp {
+  inspect: { maxBytes: number; timeoutMs: number };
+  listener: HttpOutboundListener;
+}
+
+/** Where a captured HTTP request goes when no virtual host matches its Host: the connection's original destination, as L4 would. */
+export interface OriginalDestinationRoute {
+  cluster: string;
+  endpoint: UpstreamEndpoint;
+  policy: TransportPolicy;
+  connector: UpstreamConnector;
+}
+
 /** A resolve target with the original destination filled in. */
 type ConcreteTarget = Exclude<ResolveTarget, { kind: 'original_dst' }>;
 
@@ -67,7 +97,7 @@ interface HowDecided {
   target?: ConcreteTarget;
   /** Why the VM manager's answer is missing, for a refusal's message. */
   unresolved?: string;
-  tunnel?: Tunnel | undefined;
+  handover: Handover;
 }
 
 /** The header's destination when none is known (a hop is chosen only with one in practice: a VM always has an address). */
@@ -91,8 +121,10 @@ export class OutboundListener extends Listener {
     private readonly cluster: Cluster,
     context: ListenerContext,
     private readonly options: OutboundListenerOptions,
+    private readonly captured?: CapturedHttp,
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
+    if (captured && cluster.settings.resolve?.kind !== 'original_dst') throw new Error(`listener "${config.name}": the HTTP inspector needs a cluster that resolves the original destination`);
     const labels = { listener: config.name, direction: 'outbound', cluster: cluster.name } as const;
     this.stats = {
       tcp: context.metrics.connectionStats({ ...labels, transport: 'tcp' }),
@@ -109,6 +141,7 @@ export class OutboundListener extends Listener {
 
   override async start(): Promise<void> {
     await super.start();
+    await this.captured?.listener.start();
     if (this.cluster.settings.resolve && this.options.resolver) {
       this.options.resolver.resolver.on('moved', this.onMoved);
       this.options.resolver.resolver.on('local-moved', this.onLocalMoved);
@@ -121,6 +154,20 @@ export class OutboundListener extends Listener {
     for (const t of this.drainTimers) clearTimeout(t);
     this.drainTimers.clear();
     await super.stop();
+    await this.captured?.listener.stop();
+  }
+
+  override get activeConnections(): number {
+    return super.activeConnections + (this.captured?.listener.activeConnections ?? 0);
+  }
+
+  override async drain(): Promise<void> {
+    await Promise.all([super.drain(), this.captured?.listener.drain()]);
+  }
+
+  override abortConnections(): void {
+    super.abortConnections();
+    this.captured?.listener.abortConnections();
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -130,25 +177,56 @@ export class OutboundListener extends Listener {
   /** A connection to this listener's cluster, accepted here or handed over with a tunnel to answer through; owns `fd` from here on. */
   adopt(fd: number, src: { address: string; port: number }, tunnel?: Tunnel): void {
     const { resolve } = this.cluster.settings;
-    if (resolve) this.onResolvedConnection(fd, src, resolve, tunnel);
-    else this.onStaticConnection(fd, src, tunnel);
+    const handover = { tunnel, early: tunnel?.early ?? null };
+    if (resolve && this.captured && !tunnel) this.inspect(fd, src, resolve, this.captured);
+    else if (resolve) this.onResolvedConnection(fd, src, resolve, handover);
+    else this.onStaticConnection(fd, src, handover);
+  }
+
+  /**
+   * Reads the first bytes (bounded in bytes and time) for the HTTP verdict:
+   * HTTP takes the L7 path; anything else, a timeout (a server-first
+   * protocol) or an early close takes the L4 path with what was read.
+   */
+  private inspect(fd: number, src: { address: string; port: number }, resolve: ResolveTarget, captured: CapturedHttp): void {
+    const { maxBytes, timeoutMs } = captured.inspect;
+    readPreamble<InspectVerdict>(
+      fd,
+      {
+        maxBytes,
+        timeoutMs,
+        what: 'HTTP request line',
+        decode: (bytes) => {
+          const verdict = inspectHttp(bytes, maxBytes);
+          return verdict.kind === 'incomplete' ? { kind: 'incomplete', needed: verdict.needed } : { kind: 'done', value: verdict, length: 0 };
+        },
+        track: (c) => this.track(c),
+        untrack: (c) => this.untrack(c),
+      },
+      (result) => {
+        if (result.ok) this.onResolvedConnection(fd, src, resolve, { early: result.early, http: result.value.kind !== 'other' });
+        else if (result.code === 'timeout' || result.code === 'truncated') this.onResolvedConnection(fd, src, resolve, { early: result.received.length > 0 ? result.received : null });
+        else native.close(fd);
+      },
+    );
   }
 
   // ---- endpoints of the config file or the control plane ----------------------
 
-  private onStaticConnection(fd: number, src: { address: string; port: number }, tunnel: Tunnel | undefined): void {
+  private onStaticConnection(fd: number, src: { address: string; port: number }, handover: Handover): void {
     const endpoint = this.cluster.pick();
     if (endpoint === undefined) {
-      this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint', tunnel);
+      this.refuse(fd, src, 'no_endpoint', 'refused: cluster has no endpoint', handover.tunnel);
       return;
     }
-    this.decide(fd, src, endpoint, { policy: this.options.vsock.policy, tunnel });
+    this.decide(fd, src, endpoint, { policy: this.options.vsock.policy, handover });
   }
 
   // ---- resolved through the VM manager --------------------------------------
 
-  private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget, tunnel: Tunnel | undefined): void {
+  private onResolvedConnection(fd: number, src: { address: string; port: number }, configured: ResolveTarget, handover: Handover): void {
     const { resolver } = this.options.resolver!;
+    const { tunnel } = handover;
     let target: ConcreteTarget;
     if (configured.kind === 'original_dst') {
       // Transparent mode: the destination is where the app was connecting (iptables REDIRECT).
@@ -170,35 +248,41 @@ export class OutboundListener extends Listener {
     const destination = fixed?.destination ?? toDestination(target);
     const cached = fixed ? resolver.lookupKey(fixed.key) : resolver.lookup(destination);
     if (cached) {
-      this.decideResolved(fd, src, target, cached, tunnel);
+      this.decideResolved(fd, src, target, cached, handover);
       return;
     }
     this.whilePending(fd, resolver.resolve(destination), (outcome) => {
-      if (outcome.kind === 'resolved') this.decideResolved(fd, src, target, outcome.resolution, tunnel);
-      else this.decideUnresolved(fd, src, target, outcome.code, tunnel);
+      if (outcome.kind === 'resolved') this.decideResolved(fd, src, target, outcome.resolution, handover);
+      else this.decideUnresolved(fd, src, target, outcome.code, handover);
     });
   }
 
-  private decideResolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution, tunnel: Tunnel | undefined): void {
+  private decideResolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, resolution: Resolution, handover: Handover): void {
     // The hot path: the same cached answer as last time reuses its endpoint and the decisions kept on it.
     let last = this.lastResolved;
     if (last === undefined || last.resolution !== resolution || last.target !== target) {
       last = { resolution, target, endpoint: new UpstreamEndpoint(factsFromResolution(resolution, wantedOf(target))) };
       this.lastResolved = last;
     }
-    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, tunnel });
+    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, handover });
   }
 
   /** The VM manager could not answer and nothing fresh is cached: only the address the target names, if it names one, is known. */
-  private decideUnresolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string, tunnel: Tunnel | undefined): void {
+  private decideUnresolved(fd: number, src: { address: string; port: number }, target: ConcreteTarget, code: string, handover: Handover): void {
     const endpoint = new UpstreamEndpoint(factsWithoutResolution(wantedOf(target)));
-    const connection = this.decide(fd, src, endpoint, { policy: this.options.resolver!.settings.policy, target, unresolved: `the VM manager is unavailable (${code})`, tunnel });
+    const connection = this.decide(fd, src, endpoint, { policy: this.options.resolver!.settings.policy, target, unresolved: `the VM manager is unavailable (${code})`, handover });
     if (connection) this.options.resolver!.resolver.notePlainTcp();
   }
 
   /** The transport decision for one connection, counted by reason, then the connection or its refusal. */
   private decide(fd: number, src: { address: string; port: number }, endpoint: UpstreamEndpoint, how: HowDecided): ProxiedConnection | undefined {
-    const { policy, target, unresolved, tunnel } = how;
+    const { policy, target, unresolved, handover } = how;
+    const { tunnel } = handover;
+    if (handover.http && this.captured) {
+      // Each request decides its own transport (to this endpoint or a routed cluster's).
+      this.captured.listener.adopt(fd, src, handover.early, { cluster: this.cluster.name, endpoint, policy, connector: this.upstream });
+      return undefined;
+    }
     const selection = endpoint.decide(this.options.placement.current(), this.upstream.vsockHealth(endpoint.breaker), policy);
     this.decisionCounter(selection.reason).inc();
     const { app, vm } = endpoint.facts;
@@ -208,7 +292,7 @@ export class OutboundListener extends Listener {
       return undefined;
     }
     const vmId = vm?.vmId ?? null;
-    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, tunnel);
+    const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, handover);
     if (target && vmId !== null) this.remember(vmId, connection);
     return connection;
   }
@@ -225,7 +309,7 @@ export class OutboundListener extends Listener {
 
   // ---- shared ----------------------------------------------------------------
 
-  private connect(fd: number, src: { address: string; port: number }, upstream: UpstreamPlan, tunnel: Tunnel | undefined): ProxiedConnection {
+  private connect(fd: number, src: { address: string; port: number }, upstream: UpstreamPlan, { tunnel, early }: Handover): ProxiedConnection {
     const { dst, vmId } = upstream;
     const attempts = this.upstream.attempts(upstream, src);
     const connection = new ProxiedConnection({
@@ -254,7 +338,7 @@ export class OutboundListener extends Listener {
       },
     });
     this.track(connection);
-    connection.connect(attempts, tunnel?.early ?? null);
+    connection.connect(attempts, early);
     return connection;
   }
 

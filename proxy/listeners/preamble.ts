@@ -26,8 +26,8 @@ export interface PreambleOptions<T> {
 export type PreambleResult<T> =
   /** `early`: bytes that followed the preamble in the same reads; they belong to the stream. */
   | { ok: true; value: T; early: Buffer | null }
-  /** code: the decoder's, or timeout / truncated / peer_error. The caller closes fd. */
-  | { ok: false; code: string; detail: string };
+  /** code: the decoder's, or timeout / truncated / peer_error / aborted. The caller closes fd (or relays `received`, what was read, as is). */
+  | { ok: false; code: string; detail: string; received: Buffer };
 
 export function readPreamble<T>(fd: number, options: PreambleOptions<T>, done: (result: PreambleResult<T>) => void): void {
   let buffered: Buffer = Buffer.alloc(0);
@@ -35,8 +35,9 @@ export function readPreamble<T>(fd: number, options: PreambleOptions<T>, done: (
   const pending: TrackedConnection = {
     abort: () => settle({ ok: false, code: 'aborted', detail: 'closed by drain or stop' }),
   };
-  const settle = (result: PreambleResult<T>): void => {
+  const settle = (outcome: { ok: false; code: string; detail: string } | Extract<PreambleResult<T>, { ok: true }>): void => {
     if (settled) return;
+    const result: PreambleResult<T> = outcome.ok ? outcome : { ...outcome, received: buffered };
     settled = true;
     clearTimeout(deadline);
     native.readStop(fd);

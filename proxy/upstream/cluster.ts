@@ -6,6 +6,7 @@
 import type { ClusterConfig } from '../config/types.js';
 import { UpstreamEndpoint } from './endpoint.js';
 import { factsFromConfig, type EndpointFacts } from './endpoint-facts.js';
+import { pickLeastRequest } from './least-request.js';
 
 /** A cluster's settings: everything but its endpoints. */
 export type ClusterSettings = Omit<ClusterConfig, 'endpoints'>;
@@ -45,9 +46,14 @@ export class Cluster {
     this.members = endpoints.map((e) => new UpstreamEndpoint(e));
   }
 
-  /** Round robin over the endpoints. */
-  pick(): UpstreamEndpoint | undefined {
+  /**
+   * The next endpoint: round robin, or with `lb_policy: least_request` and
+   * the caller's count of active requests (HTTP), the less busy of two drawn
+   * at random.
+   */
+  pick(activeRequests?: (endpoint: UpstreamEndpoint) => number, random: () => number = Math.random): UpstreamEndpoint | undefined {
     const endpoints = this.members;
+    if (this.current.lbPolicy === 'least_request' && activeRequests) return pickLeastRequest(endpoints, activeRequests, random);
     if (endpoints.length === 0) return undefined;
     const endpoint = endpoints[this.next % endpoints.length];
     this.next = (this.next + 1) % endpoints.length;

@@ -46,7 +46,8 @@ interface Mesh {
   iptables(vm: Vm, args: string[]): Promise<string>;
 }
 
-async function mesh(t: ExecutionContext): Promise<Mesh> {
+/** `inspect`: A's capture listener inspects for HTTP (http_inspector), so curl's requests take the L7 path. */
+async function mesh(t: ExecutionContext, { inspect = false } = {}): Promise<Mesh> {
   const { a, b } = await twoVms(t);
   // A's VM manager, in A on loopback.
   const vmmPort = await startVmManagerIn(t, a, {
@@ -82,7 +83,8 @@ async function mesh(t: ExecutionContext): Promise<Mesh> {
       vsock: { enabled: false },
       vm_manager: { address: `127.0.0.1:${vmmPort}` },
       insecure: true,
-      listeners: [{ kind: 'outbound', name: 'capture', addresses: ['127.0.0.1'], port: CAPTURE_PORT, cluster: 'original' }],
+      // A generous inspection timeout: curl's request line decides, not a loaded machine's clock.
+      listeners: [{ kind: 'outbound', name: 'capture', addresses: ['127.0.0.1'], port: CAPTURE_PORT, cluster: 'original', ...(inspect && { http_inspector: { timeout: '5s' } }) }],
       clusters: [{ name: 'original', resolve: { original_destination: true } }],
     },
     { wrapper: asNobody(a), owner: NOBODY },
@@ -141,6 +143,18 @@ if (need !== undefined && process.env.CI !== 'true') {
     t.deepEqual(await m.curl(), { client: A_IP, via: 'socket' }, 'straight to B\'s app again');
     t.is(connections(await m.stats(m.a, m.adminA), 'capture'), 1, 'A\'s sidecar counted nothing more');
     t.is(connections(await m.stats(m.b, m.adminB), 'inbound'), 1, 'B\'s sidecar counted nothing more');
+  });
+
+  test('with http_inspector, curl through capture takes the L7 path: one HTTP request counted and logged on A, still carried to B with A\'s address', async (t) => {
+    const m = await mesh(t, { inspect: true });
+    await m.iptables(m.a, ['apply', '--uid', String(NOBODY), '--port', String(CAPTURE_PORT)]);
+    const viaMesh = await m.curl();
+    t.deepEqual(viaMesh, { client: A_IP, via: 'proxy-header' }, `${JSON.stringify(viaMesh)}\n${m.sidecarA.stdout()}`);
+    await waitFor(() => access(m.sidecarA).length === 1, 'an access line from A', 30_000);
+    t.like(access(m.sidecarA)[0], { listener: 'capture', protocol: 'http/1.1', method: 'GET', authority: `${B_IP}:${APP_PORT}`, route: 'original_destination', cluster: 'original', status: 200, upstream: `${B_IP}:${PEER_PORT}` });
+    const stats = await m.stats(m.a, m.adminA);
+    t.is(metricSum(stats, 'vsockmesh_http_requests_total', { listener: 'capture', route: 'original_destination', status_class: '2xx', transport: 'tcp' }), 1, stats);
+    t.is(connections(stats, 'capture'), 0, 'no connection was relayed whole');
   });
 
   test('vsockmesh iptables apply and remove without CAP_NET_ADMIN: exit 1, one line saying so, nothing changed', async (t) => {

@@ -196,6 +196,8 @@ test('the backend sees x-forwarded-for with the client, an x-request-id (the cli
     t.is(first!.headers.host, 'web.mesh');
     t.regex(String(second!.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     t.is(second!.headers['x-forwarded-for'], '127.0.0.1');
+    // RFC 7239 beside it (forwarded: append, the default).
+    t.is(first!.headers.forwarded, 'for=127.0.0.1;proto=http;host=web.mesh');
   } finally {
     await s.stop();
   }

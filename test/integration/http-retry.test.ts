@@ -199,3 +199,28 @@ test('when the cluster retry budget is spent, the failure passes through', async
     await backend.close();
   }
 });
+
+test('per_try_timeout: an attempt that gets no response head in time is abandoned and a GET goes again (a POST gets 504 per_try_timeout)', async (t) => {
+  // The first attempt of each request hangs; the next is answered.
+  const backend = await startBackend((_q, res, before) => {
+    if (before > 0) res.end('ok');
+  });
+  const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'], per_try_timeout: '1s' });
+  try {
+    t.deepEqual(await request(s.port, '/retry/get', 'hang-get'), { status: 200, body: 'ok' });
+    t.is(await retries(s.sidecar, 'per_try_timeout'), 1);
+    const post = await request(s.port, '/retry/post', 'hang-post', { method: 'POST', body: 'x' });
+    t.is(post.status, 504);
+    t.is(post.body, 'per_try_timeout\n');
+    t.deepEqual(
+      backend.seen.map((r) => r.id),
+      ['hang-get', 'hang-get', 'hang-post'],
+      'the POST was sent once',
+    );
+    await until('2 access lines', () => s.sidecar.logs.access().length >= 2);
+    t.like(s.sidecar.logs.access().find((l) => l.method === 'POST'), { status: 504, attempts: 1, reason: 'per_try_timeout' });
+  } finally {
+    await s.sidecar.sidecar.stop();
+    await backend.close();
+  }
+});

@@ -5,25 +5,13 @@
 // only that uid, as a production rule excludes the sidecar's own). TCP only.
 
 import test from 'ava';
-import { execFile, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
-const root = fileURLToPath(new URL('../..', import.meta.url));
-
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'root (network namespaces and iptables)';
-  for (const tool of ['ip', 'iptables']) if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} (apt-get install -y iproute2 iptables)`;
-  return undefined;
-}
+import { missingForRedirect, runInRedirectNamespace } from '../helpers/redirect-namespace.js';
 
 interface LogLine {
   [key: string]: unknown;
 }
 
-const need = missing();
+const need = missingForRedirect();
 if (need !== undefined && process.env.CI !== 'true') {
   test('transparent outbound in a network namespace: NOT RUN, this machine lacks ' + need, (t) => {
     t.log(`!!! the transparent-mode test needs ${need}; it did not run`);
@@ -31,17 +19,7 @@ if (need !== undefined && process.env.CI !== 'true') {
   });
 } else {
   test('a REDIRECTed connection is resolved by its original destination: a known VM via its sidecar, an unknown address direct; a connection not redirected is refused', async (t) => {
-    const ns = `vsm-tp-${randomBytes(3).toString('hex')}`;
-    await run('ip', ['netns', 'add', ns]);
-    t.teardown(() => run('ip', ['netns', 'delete', ns]).then(() => undefined));
-    const inNs = (...args: string[]) => run('ip', ['netns', 'exec', ns, ...args]);
-    await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    for (const a of ['10.99.0.2/32', '10.99.0.5/32', '10.99.0.7/32']) await run('ip', ['-n', ns, 'addr', 'add', a, 'dev', 'lo']);
-    await inNs('iptables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-m', 'owner', '--uid-owner', '65534', '-j', 'REDIRECT', '--to-ports', '15001');
-    const { stdout } = await run('ip', ['netns', 'exec', ns, process.execPath, 'test/fixtures/transparent-mesh.mjs'], { cwd: root, timeout: 60_000 }).catch((err: { stdout?: string; stderr?: string }) => {
-      throw new Error(`mesh in the namespace failed: ${err.stderr ?? ''}${err.stdout ?? ''}`);
-    });
-    const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as { app: Array<{ host: string; port: number; intact?: boolean; error?: string }>; logs: LogLine[] };
+    const result = await runInRedirectNamespace<{ app: Array<{ host: string; port: number; intact?: boolean; error?: string }>; logs: LogLine[] }>(t, ['10.99.0.2', '10.99.0.5', '10.99.0.7'], 'test/fixtures/transparent-mesh.mjs');
     t.deepEqual(
       result.app.map((r) => [r.host, r.port, r.intact ?? r.error]),
       [

@@ -56,3 +56,12 @@ test('a request that ends gives its retries back', (t) => {
   budget.requestEnded(1);
   t.true(budget.tryRetry());
 });
+
+test('a per-try timeout is retried as a reset: when the policy lists reset, for an idempotent method only', (t) => {
+  const cause = { kind: 'per_try_timeout' } as const;
+  t.true(mayRetry(policy, facts({ cause })));
+  t.false(mayRetry({ ...policy, reset: false }, facts({ cause })));
+  t.false(mayRetry(policy, facts({ cause, method: 'POST' })));
+  t.false(mayRetry(policy, facts({ cause, responseStarted: true })));
+  t.is(causeLabel(cause), 'per_try_timeout');
+});

@@ -118,7 +118,7 @@ test('a domain in two virtual hosts is refused', (t) => {
 
 test('route_config needs protocol: http, and an outbound listener needs a cluster or a route_config', (t) => {
   t.deepEqual(problems(withListener({ cluster: 'a', route_config: { virtual_hosts: [{ name: 'w', domains: ['*'], routes: [{ match: { prefix: '/' }, cluster: 'a' }] }] } })), [
-    'listeners[0].route_config: only for protocol: http',
+    'listeners[0].route_config: only for protocol: http (or with http_inspector)',
   ]);
   t.deepEqual(problems(withListener({ protocol: 'http' })), ['listeners[0].cluster: required (or, with protocol: http, a route_config)']);
 });
@@ -145,4 +145,63 @@ test('a bad retry policy is refused with the field path', (t) => {
   ]);
   t.deepEqual(problems(retryRoute({ attempts: 2, on: [] })), [`${at}.on: must list at least one of connect_failure, reset or a status code`]);
   t.deepEqual(problems(retryRoute({ attempts: 2, on: ['reset'], per_try: '1s' })), [`${at}: unknown field "per_try"`]);
+});
+
+const capture = (inspector: unknown, extra: Record<string, unknown> = {}) => ({
+  node: { id: 'vm-a' },
+  vm_manager: { address: '127.0.0.1:15200' },
+  insecure: true,
+  listeners: [{ kind: 'outbound', name: 'capture', port: 15001, cluster: 'original', http_inspector: inspector, ...extra }],
+  clusters: [...clusters, { name: 'original', resolve: { original_destination: true } }],
+});
+
+test('http_inspector on a capture listener: defaults 8192 bytes and 100ms, with or without routes among the mesh clusters', (t) => {
+  const [plain] = parseSidecarConfig(capture({})).listeners;
+  t.deepEqual(plain!.kind === 'outbound' && plain.httpInspector, { maxBytes: 8192, timeoutMs: 100, routes: { name: 'capture', virtualHosts: [] } });
+  t.false(plain!.kind === 'outbound' && 'http' in plain, 'still a TCP listener: HTTP is found per connection');
+  const [routed] = parseSidecarConfig(capture({ max_bytes: 64, timeout: '2s' }, { route_config: { virtual_hosts: [{ name: 'w', domains: ['web.mesh'], routes: [{ match: { prefix: '/' }, cluster: 'a' }] }] } })).listeners;
+  t.like(routed!.kind === 'outbound' && routed.httpInspector, { maxBytes: 64, timeoutMs: 2000, routes: { virtualHosts: [{ name: 'w', domains: ['web.mesh'] }] } });
+});
+
+test('http_inspector problems by path: bounds, a cluster that is not the original destination, protocol: http, routes to resolved clusters', (t) => {
+  t.deepEqual(problems(capture({ max_bytes: 63, timeout: 'soon', extra: 1 })), [
+    'listeners[0].http_inspector.max_bytes: must be 64..65536',
+    'listeners[0].http_inspector.timeout: "soon" is not a duration such as "250ms", "5s", "1m" or "1h"',
+    'listeners[0].http_inspector: unknown field "extra"',
+  ]);
+  t.deepEqual(problems(capture({ max_bytes: 65537 })), ['listeners[0].http_inspector.max_bytes: must be 64..65536']);
+  t.deepEqual(problems(capture({}, { cluster: 'a' })), ['listeners[0].http_inspector: only for a capture listener: cluster "a" must resolve the original destination']);
+  t.deepEqual(problems(capture({}, { protocol: 'http' })), ['listeners[0].http_inspector: only for protocol: tcp (a capture listener); protocol: http parses every connection already']);
+  t.deepEqual(problems(capture({}, { route_config: { virtual_hosts: [{ name: 'w', domains: ['*'], routes: [{ match: { prefix: '/' }, cluster: 'original' }] }] } })), [
+    'listeners[0].route_config.virtual_hosts[0].routes[0].cluster: cluster "original" resolves its destination per connection: HTTP listeners route to clusters with endpoints',
+  ]);
+});
+
+test('forwarded: append by default, none when configured; only where HTTP is parsed', (t) => {
+  const [byDefault] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a' })).listeners;
+  t.false('forwarded' in byDefault!, 'absent: the listener appends (LISTENER_DEFAULTS.forwarded)');
+  const [none] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a', forwarded: 'none' })).listeners;
+  t.is(none!.kind === 'outbound' && none.forwarded, 'none');
+  const [captured] = parseSidecarConfig(capture({}, { forwarded: 'none' })).listeners;
+  t.is(captured!.kind === 'outbound' && captured.forwarded, 'none');
+  t.deepEqual(problems(withListener({ cluster: 'a', forwarded: 'none' })), ['listeners[0].forwarded: only for protocol: http (or with http_inspector)']);
+  t.is(problems(withListener({ protocol: 'http', cluster: 'a', forwarded: 'replace' })).length, 1);
+});
+
+test('lb_policy: round_robin by default (no field in the model), least_request when configured, anything else refused by path', (t) => {
+  const policy = (lb: unknown) => parseSidecarConfig({ node: { id: 'vm-a' }, clusters: [{ name: 'a', endpoints: [{ address: '10.0.0.2', port: 8080 }], ...(lb !== undefined && { lb_policy: lb }) }] }).clusters[0]!;
+  t.false('lbPolicy' in policy(undefined));
+  t.false('lbPolicy' in policy('round_robin'));
+  t.is(policy('least_request').lbPolicy, 'least_request');
+  const wrong = problems({ node: { id: 'vm-a' }, clusters: [{ name: 'a', endpoints: [{ address: '10.0.0.2', port: 8080 }], lb_policy: 'random' }] });
+  t.is(wrong.length, 1);
+  t.regex(wrong[0]!, /^clusters\[0\]\.lb_policy: /);
+});
+
+test('a retry per_try_timeout parses into milliseconds; a bad one is refused by path', (t) => {
+  const [listener] = parseSidecarConfig(retryRoute({ attempts: 2, on: ['reset'], per_try_timeout: '250ms' })).listeners;
+  t.like(listener!.kind === 'outbound' ? listener.http?.routes.virtualHosts[0]?.routes[0]?.retry : undefined, { attempts: 2, reset: true, perTryTimeoutMs: 250 });
+  const problem = problems(retryRoute({ on: ['reset'], per_try_timeout: 'later' }));
+  t.is(problem.length, 1);
+  t.regex(problem[0]!, /^listeners\[0\]\.route_config\.virtual_hosts\[0\]\.routes\[0\]\.retry\.per_try_timeout: /);
 });
