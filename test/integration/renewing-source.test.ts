@@ -76,11 +76,12 @@ function newSource(t: ExecutionContext, certify: Certify, token: string): Renewi
 const serialOf = (m: IdentityMaterial) => new X509Certificate(m.chainPem).serialNumber;
 
 test('a backoff grown during a control-plane outage does not let the certificate lapse: the retry comes before the expiry', async (t) => {
-  const { token, certify: real } = await keptSetup(t, 6_000);
+  // A 20 s leaf: on a loaded machine the test must see the failure and bring the CA back well before the leaf's second half ends.
+  const { token, certify: real } = await keptSetup(t, 20_000);
   let away = false;
   const certify: Certify = (csr, credential) => (away ? Promise.reject(new Error('UNAVAILABLE: the control plane is away')) : real(csr, credential));
-  // A backoff already at 30 s, as after a long outage: without the cut, the first retry comes after the 6 s leaf expired.
-  const source = new RenewingSource({ spiffeId: ID, certify, joinToken: async () => token, logger: createLogger({ level: 'silent' }), retry: { initialMs: 30_000, maxMs: 60_000 } });
+  // A backoff already at 120 s, as after a long outage: without the cut, the first retry comes after the 20 s leaf expired.
+  const source = new RenewingSource({ spiffeId: ID, certify, joinToken: async () => token, logger: createLogger({ level: 'silent' }), retry: { initialMs: 120_000, maxMs: 240_000 } });
   t.teardown(() => source.stop());
   await source.start();
   const first = source.current().notAfter.getTime();
