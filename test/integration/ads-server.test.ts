@@ -15,8 +15,11 @@ import { assignment, baseResources, CDS, cluster, EDS, LDS, listener, names, RDS
 import { AdsServer } from '../../xds/control-plane/ads-server.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from '../../xds/control-plane/bounds.js';
 import { SnapshotCache } from '../../xds/control-plane/snapshot-cache.js';
+import { AdsClient } from '../../xds/client/ads-client.js';
+import { XdsApplier, type XdsApplierHost } from '../../proxy/xds-applier.js';
 import {
   createAdsClient,
+  packAny,
   unpackAny,
   type AggregatedDiscoveryServiceClient,
   type DeltaDiscoveryRequest,
@@ -233,6 +236,69 @@ test('sotw: a snapshot change is written in the order CDS, EDS, LDS, RDS', async
   );
   t.deepEqual(names(pushed[2]!.resources), ['l1', 'l2']);
   t.is(await written(h.ads), 9, 'four subscriptions, the EDS after the first CDS, four pushes');
+});
+
+test('sotw: a change to one service\'s endpoints sends only its assignment; our ADS client keeps the others', async (t) => {
+  const h = await start(t);
+  const services = ['s1', 's2', 's3'];
+  // Endpoints our sidecar accepts (the transport facts it needs are in their metadata).
+  const endpoint = (name: string, ip: string) => {
+    const a = unpackAny(assignment(name, ip).resource, EDS);
+    a.endpoints[0]!.lb_endpoints[0]!.metadata!.filter_metadata.vsockmesh!.fields = {
+      ...a.endpoints[0]!.lb_endpoints[0]!.metadata!.filter_metadata.vsockmesh!.fields,
+      vsock_mode: { stringValue: 'direct' },
+      relay_port: { numberValue: 0 },
+    };
+    return { name, resource: packAny(EDS, a) };
+  };
+  const resources = (s2ip: string) => ({ [CDS]: services.map((s) => cluster(s)), [EDS]: services.map((s) => endpoint(s, s === 's2' ? s2ip : `10.0.0.${s.slice(1)}`)) });
+  h.cache.setSnapshot('node-a', snap(resources('10.0.0.2'), 'v1'));
+
+  // A raw client: subscribed to every assignment, everything ACKed.
+  const s = h.sotw();
+  s.send({ node: NODE, type_url: CDS });
+  s.send(ack(await s.next()));
+  s.send({ type_url: EDS, resource_names: services });
+  const first = await s.next();
+  t.deepEqual(names(first.resources), services, 'a new subscription gets every assignment');
+  s.send(ack(first, services));
+  await waitFor(() => statusOf(h.ads, 'node-a', EDS)?.lastAckVersion === 'v1', 'the EDS ACK', WAIT_MS);
+
+  // Our sidecar's client, applying into the sidecar's XdsApplier.
+  const applier = new XdsApplier({
+    addListener: () => Promise.reject(new Error('no listener in this test')),
+    retireListener: () => undefined,
+    applyPolicies: () => undefined,
+  } as unknown as XdsApplierHost);
+  const client = new AdsClient({
+    addresses: [h.address],
+    node: { id: 'node-b', cluster: 'test' },
+    logger: createLogger({ level: 'silent' }),
+    transport: { insecure: true },
+    config: {
+      clusters: (clusters, refused) => ({ assignmentNames: applier.applyClusters(clusters, refused) }),
+      assignments: (assignments) => applier.applyAssignments(assignments),
+      listeners: async (listeners, refused) => ({ refused: (await applier.applyListeners(listeners, refused)).refused, routeNames: applier.routeNames() }),
+      routes: async (routes) => void (await applier.applyRoutes(routes)),
+    },
+  });
+  t.teardown(() => client.stop());
+  h.cache.setSnapshot('node-b', h.cache.get('node-a')!);
+  const endpoints = () => services.map((name) => applier.clusters.get(name)?.endpoints.map((e) => e.app?.address) ?? []);
+  client.start();
+  await waitFor(() => statusOf(h.ads, 'node-b', EDS)?.lastAckVersion === 'v1', 'the client\'s EDS ACK', WAIT_MS);
+  t.deepEqual(endpoints(), [['10.0.0.1'], ['10.0.0.2'], ['10.0.0.3']]);
+
+  const before = await counter(h.ads, 'vsockmesh_xds_responses_total', { type: 'eds' });
+  const next = snap(resources('10.0.9.2'), 'v1', { [EDS]: 'v2' });
+  h.cache.setSnapshot('node-a', next);
+  h.cache.setSnapshot('node-b', next);
+  const pushed = await s.next();
+  t.deepEqual([pushed.type_url, pushed.version_info, names(pushed.resources)], [EDS, 'v2', ['s2']], 'only the changed assignment');
+  await waitFor(() => statusOf(h.ads, 'node-b', EDS)?.lastAckVersion === 'v2', 'the client\'s ACK of v2', WAIT_MS);
+  t.deepEqual(endpoints(), [['10.0.0.1'], ['10.0.9.2'], ['10.0.0.3']], 'the client has s1 and s3 still, and the new s2');
+  t.is((await counter(h.ads, 'vsockmesh_xds_responses_total', { type: 'eds' })) - before, 2, 'one EDS response per stream');
+  t.is(s.unread, 0);
 });
 
 test('sotw: a NACK is recorded with its message, counted and logged, and the version is not resent', async (t) => {

@@ -3,7 +3,8 @@
 // with the snapshot of the moment; or, while "blocked", only note snapshot
 // changes) and looks at what comes out. State of the world and delta: ACK,
 // NACK, stale nonces, wildcard and named subscriptions, unsubscribe,
-// initial_resource_versions, push order, EDS after CDS, coalescing, bounds.
+// initial_resource_versions, push order, EDS after CDS, SotW EDS/RDS with
+// only what the client may not have, coalescing, bounds.
 
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
@@ -17,6 +18,7 @@ import {
   type Failure,
   type SotwRequest,
   type StreamEvent,
+  owedNames,
   type StreamState,
 } from '../../xds/control-plane/ads-stream.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from '../../xds/control-plane/bounds.js';
@@ -68,6 +70,11 @@ class Stream {
 
   unblock(): Sent[] {
     this.blocked = false;
+    return this.flush();
+  }
+
+  /** Whatever is owed now. */
+  flushNow(): Sent[] {
     return this.flush();
   }
 
@@ -263,16 +270,18 @@ test('sotw: changing the EDS subscription is answered with the assignments of th
   const r1 = only(s.send({ node: NODE, type_url: EDS, resource_names: ['c1'] }).sent);
   t.deepEqual(r1.names, ['c1']);
   const r2 = only(s.send(ack(r1, ['c1', 'c2'])).sent);
-  t.deepEqual(r2.names, ['c1', 'c2']);
+  t.deepEqual(r2.names, ['c2'], 'the client has c1 (ACKed): only the new name');
   t.is(r2.version, 'v1');
   const r3 = only(s.send(ack(r2, ['c2'])).sent);
-  t.deepEqual(r3.names, ['c2']);
+  t.deepEqual(r3.names, [], 'c1 dropped: answered, the client keeps c2');
   const same = s.send(ack(r3, ['c2']));
   t.deepEqual(same.sent, [], 'the same names again: an ACK, no answer');
   t.deepEqual(acks(same.events), [{ type: 'ack', typeUrl: EDS, version: 'v1' }]);
-  // Only c2 is subscribed now: a change of c1 still bumps the type version, so EDS is pushed with c2.
+  // Only c2 is subscribed now: a change of c1 still bumps the type version, pushed without a resource.
   const r4 = only(s.set(snap({ ...baseResources(), [EDS]: [assignment('c1', '10.9.9.9'), assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v2' })));
-  t.deepEqual(r4.names, ['c2']);
+  t.deepEqual([r4.version, r4.names], ['v2', []]);
+  s.send(ack(r4, ['c2']));
+  t.deepEqual(only(s.send(ack(r4, ['c1', 'c2'])).sent).names, ['c1'], 'subscribed again: c1 is sent again');
 });
 
 test('sotw: wildcard: an empty first list or "*" for CDS and LDS, kept by later empty lists, ended by names; EDS and RDS are never wildcard', (t) => {
@@ -327,6 +336,124 @@ test('sotw: a stream that cannot write owes at most one response per type, built
     'the latest CDS version, once, then EDS after it',
   );
   t.deepEqual(s.unblock(), []);
+});
+
+// ---- state of the world: EDS and RDS carry only what the client may not have ----------------
+
+test('owedNames: a subscribed name that exists is owed when its ACKed version differs or it went out since the last ACK', (t) => {
+  const all = snap(baseResources(), 'v1').resources[EDS];
+  const v = (name: string) => all.get(name)!.version;
+  const none = new Map<string, string>();
+  const owed = (names: string[], known: Map<string, string>, unacked: Map<string, string>) => owedNames({ names: new Set(names), known, unacked }, all);
+
+  t.deepEqual(owed(['c1', 'c2', 'gone'], none, none).names, ['c1', 'c2'], 'nothing known: every subscribed name that exists');
+  t.deepEqual(owed(['c1', 'c2'], new Map([['c1', v('c1')], ['c2', v('c2')]]), none).names, [], 'everything ACKed at its version: nothing');
+  t.deepEqual(owed(['c1', 'c2'], new Map([['c1', v('c1')], ['c2', 'old']]), none).names, ['c2'], 'another version ACKed');
+  t.deepEqual(owed(['c1', 'c2'], new Map([['c1', v('c1')], ['c2', v('c2')]]), new Map([['c1', 'other']])).names, ['c1'], 'sent since the last ACK, even at the ACKed version');
+  t.deepEqual(owed(['c2'], new Map([['c1', 'old']]), none).names, ['c2'], 'names not subscribed are not sent');
+
+  const out = owed(['c1', 'c2'], new Map([['c1', v('c1')], ['c9', 'x']]), new Map([['c7', 'y']]));
+  t.deepEqual([...out.unacked], [['c7', 'y'], ['c2', v('c2')]], 'what is sent joins the unacked, at its version');
+  t.deepEqual([...out.known], [['c1', v('c1')]], 'an ACKed name gone from the snapshot is forgotten');
+  const same = { names: new Set(['c1']), known: new Map([['c1', v('c1')]]), unacked: none };
+  const kept = owedNames(same, all);
+  t.true(kept.known === same.known && kept.unacked === same.unacked, 'nothing owed: the maps are kept as they are');
+});
+
+/** A SotW stream subscribed to EDS c1, c2 and RDS r1, r2, everything ACKed. */
+function partialSotw(): { s: Stream; resources: Record<string, ReturnType<typeof baseResources>[typeof EDS]> } {
+  const resources = { ...baseResources(), [RDS]: [routes('r1'), routes('r2', 'c2')] };
+  const s = new Stream('sotw', snap(resources, 'v1'));
+  s.send(ack(only(s.send({ node: NODE, type_url: EDS, resource_names: ['c1', 'c2'] }).sent), ['c1', 'c2']));
+  s.send(ack(only(s.send({ type_url: RDS, resource_names: ['r1', 'r2'] }).sent), ['r1', 'r2']));
+  return { s, resources };
+}
+
+const EDS_NAMES = ['c1', 'c2'];
+
+/** ACKs each response with the names partialSotw subscribed to. */
+function ackAll(s: Stream, sent: Sent[]): void {
+  for (const r of sent) ackOne(s, r);
+}
+
+function ackOne(s: Stream, r: Sent): void {
+  const steps = s.send(ack(r, r.typeUrl === EDS ? EDS_NAMES : r.typeUrl === RDS ? ['r1', 'r2'] : []));
+  if (steps.sent.length > 0 || !steps.events.some((e) => e.type === 'ack')) throw new Error(`${r.typeUrl} ${r.nonce}: not a plain ACK`);
+}
+
+test('sotw: an EDS or RDS push carries only the resources whose version differs from the one ACKed; CDS and LDS stay complete', (t) => {
+  const { s, resources } = partialSotw();
+  ackAll(s, s.send({ type_url: CDS }).sent);
+  ackAll(s, s.send({ type_url: LDS }).sent);
+  const next = { ...resources, [CDS]: [cluster('c1'), cluster('c2', 7)], [EDS]: [assignment('c1', '10.0.0.1'), assignment('c2', '10.0.9.2')], [LDS]: [listener('l1', 15001), listener('l2', 15002)], [RDS]: [routes('r1', 'c2'), routes('r2', 'c2')] };
+  const pushed = s.set(snap(next, 'v2'));
+  t.deepEqual(
+    pushed.map((r) => [r.typeUrl, r.names]),
+    [
+      [CDS, ['c1', 'c2']],
+      [EDS, ['c1', 'c2']],
+      [LDS, ['l1', 'l2']],
+      [RDS, ['r1']],
+    ],
+    'CDS and LDS whole, EDS whole after CDS, RDS only the changed one',
+  );
+  ackAll(s, pushed);
+  const eds = only(s.set(snap({ ...next, [EDS]: [assignment('c1', '10.0.9.1'), assignment('c2', '10.0.9.2')] }, 'v2', { [EDS]: 'v3' })));
+  t.deepEqual([eds.version, eds.names], ['v3', ['c1']], 'one assignment changed: only it, with the new type version');
+  t.deepEqual(acks(s.send(ack(eds, EDS_NAMES)).events), [{ type: 'ack', typeUrl: EDS, version: 'v3' }]);
+  const back = only(s.set(snap({ ...next, [EDS]: [assignment('c1', '10.0.9.1'), assignment('c2', '10.0.0.2')] }, 'v2', { [EDS]: 'v4' })));
+  t.deepEqual(back.names, ['c2']);
+});
+
+test('sotw: EDS resources sent since the last ACK go out again until a response carrying them is ACKed (a NACK of theirs may come back stale)', (t) => {
+  const { s, resources } = partialSotw();
+  const changed = (c1: string, c2: string, v: string) => snap({ ...resources, [EDS]: [assignment('c1', c1), assignment('c2', c2)] }, 'v1', { [EDS]: v });
+  const first = only(s.set(changed('10.0.1.1', '10.0.0.2', 'v2')));
+  t.deepEqual(first.names, ['c1']);
+  // c2 changes before the client answered; its NACK of the first response then comes back stale.
+  const second = only(s.set(changed('10.0.1.1', '10.0.2.2', 'v3')));
+  t.deepEqual(second.names, ['c1', 'c2'], 'c1 again: the client may have refused it');
+  const stale = s.send({ type_url: EDS, version_info: 'v1', response_nonce: first.nonce, resource_names: EDS_NAMES, error_detail: { code: 3, message: 'c1: bad' } });
+  t.is(stale.events.at(-1)?.type, 'stale');
+  s.send(ack(second, EDS_NAMES));
+  const third = only(s.set(changed('10.0.1.1', '10.0.3.2', 'v4')));
+  t.deepEqual(third.names, ['c2'], 'once ACKed, c1 is not sent again');
+  s.send(ack(third, EDS_NAMES));
+
+  // A resource changed and changed back before the ACK: the client may hold the middle version, it is sent.
+  const mid = only(s.set(changed('10.0.4.1', '10.0.3.2', 'v5')));
+  t.deepEqual(mid.names, ['c1']);
+  t.deepEqual(only(s.set(changed('10.0.1.1', '10.0.3.2', 'v6'))).names, ['c1']);
+});
+
+test('sotw: after a NACK, an ACK of another version, a request without a nonce, or a CDS push, the next EDS response carries every subscribed assignment', (t) => {
+  const cases: Array<[string, (s: Stream, last: Sent) => void]> = [
+    ['NACK', (s, last) => s.send({ type_url: EDS, version_info: 'v1', response_nonce: last.nonce, resource_names: EDS_NAMES, error_detail: { code: 3, message: 'c1: bad' } })],
+    ['ACK of another version', (s, last) => s.send({ ...ack(last, EDS_NAMES), version_info: 'v0' })],
+    ['request without a nonce', (s) => s.send({ type_url: EDS, version_info: 'v2', resource_names: EDS_NAMES })],
+  ];
+  for (const [what, answer] of cases) {
+    const { s, resources } = partialSotw();
+    const last = only(s.set(snap({ ...resources, [EDS]: [assignment('c1', '10.0.1.1'), assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v2' })));
+    t.deepEqual(last.names, ['c1']);
+    answer(s, last);
+    const next = s.set(snap({ ...resources, [EDS]: [assignment('c1', '10.0.1.1'), assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v3' }));
+    const all = [...s.flushNow(), ...next].filter((r) => r.typeUrl === EDS);
+    t.deepEqual(all.at(-1)?.names, EDS_NAMES, what);
+  }
+  const { s, resources } = partialSotw();
+  ackAll(s, s.send({ type_url: CDS }).sent);
+  const [cds, eds] = s.set(snap({ ...resources, [CDS]: [cluster('c1', 3), cluster('c2')] }, 'v1', { [CDS]: 'v2' }));
+  t.is(cds!.typeUrl, CDS);
+  t.deepEqual([eds!.typeUrl, eds!.names], [EDS, EDS_NAMES], 'after CDS: every assignment (Envoy warms the clusters on them)');
+});
+
+test('sotw: an EDS resource gone from the snapshot and back is sent again', (t) => {
+  const { s, resources } = partialSotw();
+  const gone = only(s.set(snap({ ...resources, [EDS]: [assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v2' })));
+  t.deepEqual(gone.names, []);
+  s.send(ack(gone, EDS_NAMES));
+  t.deepEqual(only(s.set(snap(resources, 'v1', { [EDS]: 'v3' }))).names, ['c1']);
 });
 
 test('sotw and delta: the first request must name the node; later ones may omit it, another id is ignored; type_url is required; other types are ignored', (t) => {

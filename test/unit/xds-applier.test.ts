@@ -251,6 +251,28 @@ test('a cluster refused by validation keeps its last good version and its EDS su
   t.deepEqual(h.applier.applyClusters([], { names: new Set(), unnamed: true }), ['web', 'db-v1']);
 });
 
+test('an EDS or RDS response that leaves some subscribed resources out keeps theirs (the control plane sends only what changed)', async (t) => {
+  const h = new FakeHost();
+  h.applier.applyClusters([eds('web'), eds('db')]);
+  h.applier.applyAssignments([
+    { clusterName: 'web', endpoints: [{ address: '10.0.0.1', port: 80 }] },
+    { clusterName: 'db', endpoints: [{ address: '10.0.0.2', port: 5432 }] },
+  ]);
+  h.applier.applyAssignments([{ clusterName: 'web', endpoints: [{ address: '10.0.0.9', port: 80 }] }]);
+  t.deepEqual(apps(h.applier.clusters.get('web')!), [{ address: '10.0.0.9', port: 80 }]);
+  t.deepEqual(apps(h.applier.clusters.get('db')!), [{ address: '10.0.0.2', port: 5432 }], 'db is not in the response: its endpoints stay');
+  h.applier.applyAssignments([]);
+  t.deepEqual(apps(h.applier.clusters.get('db')!), [{ address: '10.0.0.2', port: 5432 }], 'an empty response removes nothing');
+
+  await h.applier.applyListeners([api('web'), api('db')]);
+  const db = { name: 'db', virtualHosts: [] };
+  const web2 = { name: 'web', virtualHosts: [] };
+  await h.applier.applyRoutes([{ name: 'web', virtualHosts: [] }, db]);
+  await h.applier.applyRoutes([web2]);
+  t.is(h.applier.routes.get('web'), web2);
+  t.is(h.applier.routes.get('db'), db, 'db is not in the response: its route configuration stays');
+});
+
 test('route configurations follow the API listeners; a refused API listener keeps its subscription; a route configuration goes with its listener', async (t) => {
   const h = new FakeHost();
   const route = (name: string) => ({ name, virtualHosts: [] });

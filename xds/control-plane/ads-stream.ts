@@ -27,6 +27,17 @@
 //   the one last sent, in the order CDS, EDS, LDS, RDS, and every CDS
 //   response is followed by an EDS response when EDS is subscribed (even an
 //   unchanged or NACKed EDS version: Envoy warms clusters on it).
+// - SotW EDS and RDS responses carry only what the client may not have: the
+//   xDS protocol lets them leave resources out (only LDS and CDS must be
+//   complete; an EDS or RDS resource absent from a response is kept, not
+//   deleted, by Envoy, grpc-js-xds and our client), so one service's endpoint
+//   change is one assignment on the wire, not all of them (issue 15). A name
+//   is sent when the version the stream last had ACKed for it differs from
+//   the snapshot's, or when it went out since the last ACK (a NACK of that
+//   response may have come back stale: its resource is sent until a
+//   response carrying it is ACKed). A request without a nonce, a NACK, an
+//   ACK of another version and the EDS response after a CDS response start
+//   over: that response carries every subscribed resource (see owedNames).
 // - LDS/CDS: an empty first resource_names, or "*", is a wildcard (the full
 //   state is sent); EDS/RDS: the named resources that exist.
 // - Delta: subscribe/unsubscribe always apply (they are deltas; dropping one
@@ -82,8 +93,10 @@ export interface TypeState {
   readonly wildcard: boolean;
   /** Explicitly subscribed names (besides the wildcard). */
   readonly names: ReadonlySet<string>;
-  /** Delta: versions of the resources the client has (as far as we know), by name. */
+  /** Delta: versions of the resources the client has (as far as we know), by name; SotW EDS/RDS: the versions it ACKed. */
   readonly known: ReadonlyMap<string, string>;
+  /** SotW EDS/RDS: resources sent since the last ACK (their latest version), by name. */
+  readonly unacked: ReadonlyMap<string, string>;
   /** Delta: the next response goes out even if empty (first request of the type). */
   readonly mustRespond: boolean;
 }
@@ -144,11 +157,14 @@ export interface DeltaResponse {
 /** Types with a wildcard subscription (an empty first request asks for all). */
 const WILDCARD_TYPES: ReadonlySet<string> = new Set([TYPE_URLS.Listener, TYPE_URLS.Cluster]);
 
+/** Types whose SotW responses carry only the resources the client may not have (the others are the full state). */
+const PARTIAL_TYPES: ReadonlySet<string> = new Set([TYPE_URLS.ClusterLoadAssignment, TYPE_URLS.RouteConfiguration]);
+
 const EMPTY_NAMES: ReadonlySet<string> = new Set();
 const EMPTY_KNOWN: ReadonlyMap<string, string> = new Map();
 const EMPTY_RESOURCES: ReadonlyMap<string, VersionedResource> = new Map();
 
-const NEW_TYPE: TypeState = { requested: false, nonce: '', sentVersion: null, dirty: false, wildcard: false, names: EMPTY_NAMES, known: EMPTY_KNOWN, mustRespond: false };
+const NEW_TYPE: TypeState = { requested: false, nonce: '', sentVersion: null, dirty: false, wildcard: false, names: EMPTY_NAMES, known: EMPTY_KNOWN, unacked: EMPTY_KNOWN, mustRespond: false };
 
 export function newStream(kind: AdsStreamKind): StreamState {
   return { kind, nodeId: null, sent: 0, types: new Map() };
@@ -172,7 +188,7 @@ function versionOf(snapshot: Snapshot, typeUrl: ResourceTypeUrl): string {
   return snapshot.versions[typeUrl] ?? '';
 }
 
-function someMissing(names: Iterable<string>, from: ReadonlySet<string>): boolean {
+function someMissing(names: Iterable<string>, from: { has(name: string): boolean }): boolean {
   for (const name of names) if (!from.has(name)) return true;
   return false;
 }
@@ -244,10 +260,15 @@ function answer(typeUrl: ResourceTypeUrl, st: TypeState, nonce: string, req: Sot
 
 function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, events: StreamEvent[]): TypeState {
   const nonce = req.response_nonce ?? '';
+  // What the client holds: on an ACK, what it had and everything sent since; otherwise unknown (the next response carries everything).
+  let known = EMPTY_KNOWN;
   if (nonce !== '') {
     const said = answer(typeUrl, st, nonce, req, events);
     if (said === 'stale') return st;
-    if (said === 'ack' && (req.version_info ?? '') === st.sentVersion) events.push({ type: 'ack', typeUrl, version: st.sentVersion });
+    if (said === 'ack' && (req.version_info ?? '') === st.sentVersion) {
+      events.push({ type: 'ack', typeUrl, version: st.sentVersion });
+      known = st.unacked.size === 0 ? st.known : new Map([...st.known, ...st.unacked]);
+    }
   }
   const first = !st.requested;
   const names = new Set(req.resource_names ?? []);
@@ -258,8 +279,10 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
   else if (names.size === 0) wildcard = first || st.wildcard; // legacy wildcard: an empty list, first or kept
   else wildcard = false;
   const changed = wildcard !== st.wildcard || !sameSet(names, st.names);
+  // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again).
+  if (!wildcard && someMissing(known.keys(), names)) known = new Map([...known].filter(([name]) => names.has(name)));
   // No nonce: an initial request (or a re-request): always answered.
-  return { ...st, requested: true, wildcard, names, dirty: st.dirty || nonce === '' || changed };
+  return { ...st, requested: true, wildcard, names, known, unacked: EMPTY_KNOWN, dirty: st.dirty || nonce === '' || changed };
 }
 
 function deltaType(typeUrl: ResourceTypeUrl, st: TypeState, req: DeltaRequest, events: StreamEvent[]): TypeState {
@@ -338,6 +361,29 @@ export function snapshotChanged(state: StreamState, snapshot: Snapshot): StreamS
   return types === undefined ? state : { ...state, types };
 }
 
+/**
+ * SotW EDS/RDS: the subscribed names a response carries (those that exist
+ * and that the client may not have at the snapshot's version: another
+ * version ACKed, or sent since the last ACK), and what the stream then
+ * remembers (they are unacked; ACKed versions of names gone from the
+ * snapshot are forgotten, so that one coming back is sent).
+ */
+export function owedNames(
+  st: Pick<TypeState, 'names' | 'known' | 'unacked'>,
+  all: ReadonlyMap<string, VersionedResource>,
+): { names: string[]; known: ReadonlyMap<string, string>; unacked: ReadonlyMap<string, string> } {
+  const names: string[] = [];
+  let unacked: Map<string, string> | undefined;
+  for (const name of st.names) {
+    const r = all.get(name);
+    if (r === undefined || (st.known.get(name) === r.version && !st.unacked.has(name))) continue;
+    names.push(name);
+    (unacked ??= new Map(st.unacked)).set(name, r.version);
+  }
+  const known = someMissing(st.known.keys(), all) ? new Map([...st.known].filter(([name]) => all.has(name))) : st.known;
+  return { names, known, unacked: unacked ?? st.unacked };
+}
+
 function deltaResponse(typeUrl: ResourceTypeUrl, st: TypeState, snapshot: Snapshot, nonce: string): { st: TypeState; response: DeltaResponse } | null {
   const all = resourcesOf(snapshot, typeUrl);
   const resources: VersionedResource[] = [];
@@ -366,7 +412,11 @@ export function nextResponse(state: StreamState, snapshot: Snapshot): { state: S
     const nonce = String(state.sent + 1);
     const version = versionOf(snapshot, typeUrl);
     let response: SotwResponse | DeltaResponse;
-    if (state.kind === 'sotw') {
+    if (state.kind === 'sotw' && PARTIAL_TYPES.has(typeUrl)) {
+      const owed = owedNames(st, resourcesOf(snapshot, typeUrl));
+      st = { ...st, known: owed.known, unacked: owed.unacked };
+      response = { typeUrl, version, nonce, names: owed.names };
+    } else if (state.kind === 'sotw') {
       response = { typeUrl, version, nonce, names: st.wildcard ? null : [...st.names] };
     } else {
       const built = deltaResponse(typeUrl, st, snapshot, nonce);
@@ -380,7 +430,8 @@ export function nextResponse(state: StreamState, snapshot: Snapshot): { state: S
     state = { ...withType(state, typeUrl, { ...st, nonce, sentVersion: version }), sent: state.sent + 1 };
     if (state.kind === 'sotw' && typeUrl === TYPE_URLS.Cluster) {
       const eds = state.types.get(TYPE_URLS.ClusterLoadAssignment);
-      if (eds !== undefined && subscribed(eds)) state = withType(state, TYPE_URLS.ClusterLoadAssignment, { ...eds, dirty: true });
+      // In full: a cluster Envoy warms waits for its assignment, even unchanged.
+      if (eds !== undefined && subscribed(eds)) state = withType(state, TYPE_URLS.ClusterLoadAssignment, { ...eds, dirty: true, known: EMPTY_KNOWN });
     }
     return { state, response };
   }
