@@ -15,13 +15,27 @@
 // touches is as it was (two replicas racing: one commits, the other plans
 // again on what the first wrote, up to MAX_ATTEMPTS times, then ABORTED).
 // A lease renewal with nothing else changed is a keep-alive, not a write.
+//
+//   <prefix>seed               the inventory's seed: {state: seeding|seeded, owner}
+//   <prefix>seed-owner         the replica writing it ({owner}), on a lease it keeps alive
+//
+// An inventory is written in chunks etcd takes with its default limits
+// (seed-plan.ts): the first replica claims the seed (both keys, compare-and-
+// swap on an empty registry), writes the chunks, each checked against its
+// owner key, and the last one sets `seeded` and deletes the owner key. Other
+// replicas wait for `seeded` before they serve; when the owner key goes (its
+// lease ended: the seeder died), one with an inventory claims the seed and
+// writes what is not there yet.
 
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Backoff } from '../../proxy/runtime/backoff.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
-import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
+import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreTxn, StoreWatch } from '../store/store.js';
 import { Registry, ValidationError, type RegistryChange } from './registry.js';
+import { planSeedChunks, SEED_TXN_BYTES, SEED_TXN_OPS, type SeedRecord } from './seed-plan.js';
 
 export const REGISTRY_PREFIX = '/vsockmesh/vm-registry/';
 
@@ -29,6 +43,14 @@ export const REGISTRY_PREFIX = '/vsockmesh/vm-registry/';
 const MAX_ATTEMPTS = 10;
 /** How long a committed change may take to come back through the watch before the caller is told UNAVAILABLE. */
 const SEEN_TIMEOUT_MS = 10_000;
+/** The seeder's lease: a seeder that died is taken over once it ends. */
+const SEED_LEASE_MS = 10_000;
+/** How long a replica waits for another's seed with no change under the prefix before it gives up (exits). */
+const SEED_STALL_MS = 60_000;
+/** What a seed chunk holds beside its records: the owner check, and in the last one the marker put and the owner delete. */
+const SEED_CHUNK_OWN_OPS = 3;
+
+export type SeedOutcome = 'seeded' | 'present' | 'empty';
 
 export interface RegistryStoreOptions {
   store: Store;
@@ -41,6 +63,16 @@ export interface RegistryStoreOptions {
 
 /** A VM record as stored: the record without its expiry, with the lease's TTL (0: none). */
 type StoredVm = Omit<VmRecord, 'leaseExpiresAt'> & { leaseTtlMs: number };
+
+function storedVm(vm: VmRecord, leaseTtlMs: number): StoredVm {
+  return { vmId: vm.vmId, hypervisorId: vm.hypervisorId, vsockCid: vm.vsockCid, addresses: vm.addresses, sidecar: vm.sidecar, services: vm.services, labels: vm.labels, generation: vm.generation, leaseTtlMs };
+}
+
+interface SeedMarker {
+  state: 'seeding' | 'seeded';
+  owner: string;
+  modRevision: number;
+}
 
 interface Waiter {
   revision: number;
@@ -71,6 +103,13 @@ export class RegistryStore {
   private readonly readinessListeners = new Set<() => void>();
   /** The clock mutations are planned with, frozen while one is planned (a lease's TTL is its expiry minus it). */
   private frozenNow: number | undefined;
+  /** The seed marker and the seeder holding it, as the watch brought them (undefined: absent). */
+  private seedMarker: SeedMarker | undefined;
+  private seedOwner: string | undefined;
+  /** Run after every change under the prefix (what a replica waiting for a seed follows). */
+  private readonly changeListeners = new Set<() => void>();
+  /** This process, as a seed's owner. */
+  private readonly self = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
 
   private constructor(
     private readonly options: RegistryStoreOptions,
@@ -152,6 +191,7 @@ export class RegistryStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const listener of [...this.changeListeners]) listener();
     clearTimeout(this.retry);
     this.watch?.cancel();
     for (const w of this.waiters.splice(0)) {
@@ -242,14 +282,154 @@ export class RegistryStore {
           granted.push(lease);
         }
         if (held && held.lease !== lease) released.push(held.lease);
-        const stored: StoredVm = { vmId, hypervisorId: vm.hypervisorId, vsockCid: vm.vsockCid, addresses: vm.addresses, sidecar: vm.sidecar, services: vm.services, labels: vm.labels, generation: vm.generation, leaseTtlMs: ttlMs };
-        puts.push({ key, value: JSON.stringify(stored), ...(lease !== '' && { lease }) });
+        puts.push({ key, value: JSON.stringify(storedVm(vm, ttlMs)), ...(lease !== '' && { lease }) });
       }
     } catch (err) {
       await this.revoke(granted);
       throw err;
     }
     return puts.length === 0 && deletes.length === 0 ? undefined : { checks, puts, deletes, granted, released };
+  }
+
+  // ---- seeding -------------------------------------------------------------------
+
+  /**
+   * Makes the registry whole before this replica serves: an empty store
+   * without a seed gets `load`'s registry (the inventory) written to it; a
+   * seed another replica is writing is waited for (taken over, with `load`,
+   * when that replica went away); a registry there already is kept.
+   */
+  async seed(load: ((registry: Registry) => void) | undefined): Promise<SeedOutcome> {
+    let waiting = '';
+    for (;;) {
+      if (this.closed) throw new VsockmeshError('UNAVAILABLE', 'not seeded: the VM manager is stopping');
+      const marker = this.seedMarker;
+      if (marker?.state === 'seeded') return 'present';
+      if (marker === undefined) {
+        if (this.registry.size > 0 || this.registry.list().hypervisors.length > 0) return 'present';
+        if (load === undefined) return 'empty';
+        if (await this.seedAsOwner(load, undefined)) return 'seeded';
+        continue;
+      }
+      if (this.seedOwner === undefined && load !== undefined) {
+        this.logger.warn({ reason: 'seed_taken_over', owner: marker.owner }, `replica ${marker.owner} went away while seeding the registry: this replica writes what is not there yet`);
+        if (await this.seedAsOwner(load, marker)) return 'seeded';
+        continue;
+      }
+      const why = this.seedOwner === undefined ? `replica ${marker.owner} went away while seeding it, and only a replica with --inventory takes it over` : `replica ${this.seedOwner} is seeding it`;
+      if (why !== waiting) {
+        waiting = why;
+        this.logger.info({ owner: this.seedOwner ?? marker.owner, revision: this.registry.revision }, `the registry in the store is not whole yet (${why}): waiting before serving (at most ${SEED_STALL_MS / 1000} s without a change)`);
+      }
+      await this.nextChange(`the registry in the store is not whole (${why}), and nothing changed in ${SEED_STALL_MS / 1000} s: not serving a part of it`);
+    }
+  }
+
+  /** Claims the seed (`previous`: the marker of a seeder that went away) and writes it; false: another replica claimed it first. */
+  private async seedAsOwner(load: (registry: Registry) => void, previous: SeedMarker | undefined): Promise<boolean> {
+    const now = Date.now();
+    const planned = new Registry({ now: () => now, ...(this.options.capacity !== undefined && { capacity: this.options.capacity }) });
+    load(planned);
+    const lease = await this.store.grantLease(SEED_LEASE_MS);
+    const claim = await this.commitOrRevoke([lease], {
+      checks: [
+        { key: this.seedKey, modRevision: previous?.modRevision ?? 0 },
+        { key: this.ownerKey, modRevision: 0 },
+        // A first seed only into an empty registry (a delete leaves no record: what was seen empty still is).
+        ...(previous === undefined ? [{ prefix: this.prefix, notModifiedAfter: this.registry.revision }] : []),
+      ],
+      puts: [this.markerPut('seeding'), { key: this.ownerKey, value: JSON.stringify({ owner: this.self }), lease }],
+    });
+    if (!claim.ok) {
+      await this.seen(claim.revision, 'not seeded: another replica claimed the seed, and its claim was not seen back from the store');
+      return false;
+    }
+    try {
+      const { hypervisors, vms } = planned.list();
+      const wanted: SeedRecord[] = [
+        ...hypervisors.map((h) => ({ key: `${this.prefix}hypervisors/${h.hypervisorId}`, value: JSON.stringify(h), leaseTtlMs: 0 })),
+        ...vms.map((vm) => {
+          const ttlMs = vm.leaseExpiresAt === null ? 0 : vm.leaseExpiresAt - now;
+          return { key: `${this.prefix}vms/${vm.vmId}`, value: JSON.stringify(storedVm(vm, ttlMs)), leaseTtlMs: ttlMs };
+        }),
+      ];
+      const present = new Map((await this.store.list(this.prefix)).records.map((r) => [r.key, r.value]));
+      const chunks = planSeedChunks(wanted, present, { maxRecords: SEED_TXN_OPS - SEED_CHUNK_OWN_OPS, maxBytes: SEED_TXN_BYTES });
+      let revision = claim.revision;
+      for (const [i, chunk] of chunks.entries()) {
+        const last = i === chunks.length - 1;
+        if (!(await this.store.keepAlive(lease))) throw new VsockmeshError('ABORTED', 'not seeded: this replica\'s seed lease ended (the store was out of reach too long); another replica takes the seed over');
+        const granted: string[] = [];
+        const puts: Array<{ key: string; value: string; lease?: string }> = [];
+        for (const record of chunk) {
+          const recordLease = record.leaseTtlMs > 0 ? await this.store.grantLease(record.leaseTtlMs) : '';
+          if (recordLease !== '') granted.push(recordLease);
+          puts.push({ key: record.key, value: record.value, ...(recordLease !== '' && { lease: recordLease }) });
+        }
+        const result = await this.commitOrRevoke(granted, { checks: [{ key: this.ownerKey, modRevision: claim.revision }], puts: last ? [...puts, this.markerPut('seeded')] : puts, deletes: last ? [this.ownerKey] : [] });
+        if (!result.ok) throw new VsockmeshError('ABORTED', 'not seeded: another replica took the seed over (this one was too slow to keep its lease)');
+        revision = result.revision;
+      }
+      this.logger.info({ records: wanted.length, written: chunks.reduce((n, c) => n + c.length, 0), transactions: chunks.length + 1 }, `registry seeded in ${chunks.length + 1} store transactions`);
+      await this.seen(revision, `seeded at store revision ${revision}, but not seen back from it`);
+    } finally {
+      await this.revoke([lease]);
+    }
+    return true;
+  }
+
+  /** A commit; when it fails or is refused, `leases` (granted for it) are revoked. */
+  private async commitOrRevoke(leases: string[], txn: StoreTxn): Promise<{ ok: boolean; revision: number }> {
+    let result: { ok: boolean; revision: number };
+    try {
+      result = await this.store.commit(txn);
+    } catch (err) {
+      await this.revoke(leases);
+      throw err;
+    }
+    if (!result.ok) await this.revoke(leases);
+    return result;
+  }
+
+  private markerPut(state: SeedMarker['state']): { key: string; value: string } {
+    return { key: this.seedKey, value: JSON.stringify({ state, owner: this.self }) };
+  }
+
+  private get seedKey(): string {
+    return `${this.prefix}seed`;
+  }
+
+  private get ownerKey(): string {
+    return `${this.prefix}seed-owner`;
+  }
+
+  /** Resolves on the next change under the prefix (or once closing); UNAVAILABLE (`what`) after SEED_STALL_MS without one. */
+  private nextChange(what: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.changeListeners.delete(listener);
+        reject(new VsockmeshError('UNAVAILABLE', what));
+      }, SEED_STALL_MS);
+      const listener = (): void => {
+        clearTimeout(timer);
+        this.changeListeners.delete(listener);
+        resolve();
+      };
+      this.changeListeners.add(listener);
+    });
+  }
+
+  /** A seed key's record taken in (true), or false: not a seed key. */
+  private seedRecord(key: string, record: StoreRecord | undefined): boolean {
+    if (key === this.ownerKey) {
+      this.seedOwner = record === undefined ? undefined : (parseJson(record.value) as { owner?: string } | undefined)?.owner ?? '(unknown)';
+      return true;
+    }
+    if (key !== this.seedKey) return false;
+    const value = record === undefined ? undefined : (parseJson(record.value) as Partial<SeedMarker> | undefined);
+    // A marker that does not read (written by hand) is a seed in progress: the registry is not served as whole on a guess.
+    this.seedMarker = record === undefined ? undefined : { state: value?.state === 'seeded' ? 'seeded' : 'seeding', owner: typeof value?.owner === 'string' ? value.owner : '(unknown)', modRevision: record.modRevision };
+    return true;
   }
 
   private keyOf(change: RegistryChange): string {
@@ -312,6 +492,7 @@ export class RegistryStore {
           continue;
         }
         this.modRevisions.delete(event.key);
+        if (this.seedRecord(event.key, undefined)) continue;
         const vmId = this.idOf(event.key, 'vms/');
         if (vmId === undefined || this.registry.getVm(vmId) === undefined) continue;
         this.leases.delete(vmId);
@@ -325,6 +506,7 @@ export class RegistryStore {
     this.backoff.reset();
     this.setAvailability(null);
     this.release();
+    for (const listener of [...this.changeListeners]) listener();
   }
 
   private setAvailability(unavailable: string | null): void {
@@ -360,6 +542,7 @@ export class RegistryStore {
       return;
     }
     const present = new Set(listed.records.map((r) => this.idOf(r.key, 'vms/')).filter((id) => id !== undefined));
+    for (const key of [this.seedKey, this.ownerKey]) if (!listed.records.some((r) => r.key === key)) this.seedRecord(key, undefined);
     for (const vm of this.registry.list().vms) {
       if (present.has(vm.vmId)) continue;
       this.leases.delete(vm.vmId);
@@ -374,11 +557,16 @@ export class RegistryStore {
     this.registry.advanceTo(listed.revision, true);
     this.setAvailability(null);
     this.release();
+    for (const listener of [...this.changeListeners]) listener();
     this.follow();
   }
 
   /** A stored record as a registry change, handed to `use`; a record that does not read or breaks a rule is logged and left out. */
   private stored(record: StoreRecord, use: (change: { hypervisor: HypervisorRecord } | { vm: VmRecord }) => void, follow = true): void {
+    if (record.key === this.seedKey || record.key === this.ownerKey) {
+      if (follow) this.seedRecord(record.key, record);
+      return;
+    }
     // Kept even for a record left out: a write to its key must compare against what the store holds.
     if (follow) this.modRevisions.set(record.key, record.modRevision);
     try {
@@ -409,5 +597,13 @@ export class RegistryStore {
   private idOf(key: string, kind: 'hypervisors/' | 'vms/'): string | undefined {
     const head = `${this.prefix}${kind}`;
     return key.startsWith(head) && key.length > head.length ? key.slice(head.length) : undefined;
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
   }
 }

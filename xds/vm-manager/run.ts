@@ -66,9 +66,9 @@ function seedInventory(registry: Registry, inventory: Inventory, path: string): 
 }
 
 /**
- * The registry in the store --store names: the inventory is written only
- * when the store holds no registry yet (the first replica to start writes it,
- * in one transaction that fails if another did meanwhile).
+ * The registry in the store --store names, whole: the inventory is written
+ * only when the store holds no registry yet (the first replica to start
+ * claims the seed and writes it in chunks; the others wait until it is done).
  */
 async function storedRegistry(options: VmManagerRunOptions, logger: Logger): Promise<{ registryStore: RegistryStore; store: Store } | undefined> {
   const store = await openStore(options.store ?? {});
@@ -77,14 +77,15 @@ async function storedRegistry(options: VmManagerRunOptions, logger: Logger): Pro
     if (options.statePath !== undefined) throw new StoreFlagsError('--state-file and --store: give one (with --store the registry lives in etcd)');
     const registryStore = await RegistryStore.open({ store, logger, resolveTtlMs: options.resolveTtlMs });
     const inventoryPath = options.inventoryPath;
-    if (inventoryPath !== undefined) {
-      const inventory = await readInventory(inventoryPath);
-      const seeded = await registryStore.mutate((r) => {
-        if (r.size > 0 || r.list().hypervisors.length > 0) return false;
-        seedInventory(r, inventory, inventoryPath);
-        return true;
-      });
-      logger.info({ inventory: inventoryPath }, seeded ? 'the store held no registry: the inventory was written to it' : 'the store holds a registry: the inventory is not applied again');
+    try {
+      const inventory = inventoryPath === undefined ? undefined : { path: inventoryPath, content: await readInventory(inventoryPath) };
+      const outcome = await registryStore.seed(inventory && ((r) => seedInventory(r, inventory.content, inventory.path)));
+      if (inventory !== undefined) {
+        logger.info({ inventory: inventory.path }, outcome === 'seeded' ? 'the store held no registry: the inventory was written to it' : 'the store holds a registry: the inventory is not applied again');
+      }
+    } catch (err) {
+      await registryStore.close();
+      throw err;
     }
     return { registryStore, store };
   } catch (err) {
