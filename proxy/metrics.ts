@@ -148,7 +148,7 @@ export class ProxyMetrics {
     });
     this.httpRetries = new Counter({
       name: 'vsockmesh_http_retries_total',
-      help: 'Requests an HTTP listener sent again to the next endpoint, by route, cluster and the failure retried (connect_failure, reset or the status code)',
+      help: 'Requests an HTTP listener sent again to the next endpoint, by route, cluster and the failure retried (connect_failure, refused_stream, reset, per_try_timeout or the status code)',
       labelNames: ['listener', 'route', 'cluster', 'reason'],
       registers,
     });

@@ -20,11 +20,12 @@ import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
-import { UpstreamDialError, UpstreamPools, type UpstreamSocket } from './upstream-pool.js';
+import { UpstreamDialError, UpstreamPools, type Http2Upstream, type UpstreamSocket } from './upstream-pool.js';
+import { ReplayBody } from './replay-body.js';
 import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
-import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type RetryCause, type RetryPolicy } from './retry.js';
+import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
 
 /** The header that says why the sidecar answered itself. */
 export const REASON_HEADER = 'x-vsockmesh-reason';
@@ -46,9 +47,23 @@ interface Downstream {
 export const ORIGINAL_DESTINATION_ROUTE = 'original_destination';
 
 /** Where one request goes, or the answer the sidecar gives itself. */
-type Target =
-  | { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; endpoint: UpstreamEndpoint; attempts: () => ReturnType<UpstreamConnector['attempts']> }
-  | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
+type Target = RoutedTarget | { ok: false; status: number; reason: string; detail?: string; route: string; cluster: string };
+
+type RoutedTarget = { ok: true; route: string; cluster: string; timeoutMs: number; retry: RetryPolicy | undefined; key: string; endpoint: UpstreamEndpoint; attempts: () => ReturnType<UpstreamConnector['attempts']> };
+
+/** One request's attempts: the first target, the current one, and what the access line says of them. */
+interface Attempts {
+  readonly first: RoutedTarget;
+  current: RoutedTarget;
+  readonly method: string;
+  readonly downstream: Downstream;
+  readonly budget: RetryBudget;
+  /** Attempts sent so far. */
+  count: number;
+  /** Retries granted by the budget (given back when the request ends). */
+  retries: number;
+  budgetExhausted: boolean;
+}
 
 /** What one request's access-log line and metrics say. */
 interface RequestRecord {
@@ -65,7 +80,7 @@ export class HttpOutboundListener extends Listener {
   private table: RouteTable;
   /** By cluster name, with the cluster it was made for (a cluster removed and pushed again is another object). */
   private readonly connectors = new Map<string, { cluster: Cluster; connector: UpstreamConnector }>();
-  private readonly pools = new UpstreamPools();
+  private readonly pools: UpstreamPools;
   private readonly budgets = new Map<string, RetryBudget>();
   private readonly forwarded: ForwardedMode;
   /** Requests in flight per endpoint, for lb_policy: least_request. */
@@ -88,6 +103,7 @@ export class HttpOutboundListener extends Listener {
   ) {
     super(config.name, ipBinds(config.addresses), config.port, context, config.maxConnections);
     this.table = new RouteTable(routes);
+    this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
     this.http1.keepAliveTimeout = config.idleTimeoutMs;
     this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
@@ -175,13 +191,35 @@ export class HttpOutboundListener extends Listener {
     return connector;
   }
 
-  private budget(cluster: string): RetryBudget {
-    let budget = this.budgets.get(cluster);
+  /** A routed request's attempts, counted as active in its cluster's retry budget from now until `budget.requestEnded`. */
+  private startAttempts(target: RoutedTarget, method: string, downstream: Downstream): Attempts {
+    let budget = this.budgets.get(target.cluster);
     if (budget === undefined) {
       budget = new RetryBudget();
-      this.budgets.set(cluster, budget);
+      this.budgets.set(target.cluster, budget);
     }
-    return budget;
+    budget.requestStarted();
+    return { first: target, current: target, method, downstream, budget, count: 0, retries: 0, budgetExhausted: false };
+  }
+
+  /**
+   * After a failed attempt: the target of the next one (the cluster's next
+   * endpoint, or the answer to give when there is none), or undefined when
+   * the route's policy or the cluster's budget allow no retry. The same rules
+   * for HTTP/1.1 and HTTP/2.
+   */
+  private retry(tries: Attempts, facts: Omit<AttemptFacts, 'attempt' | 'method'>): Target | undefined {
+    const { first, downstream } = tries;
+    if (!mayRetry(first.retry, { attempt: tries.count, method: tries.method, ...facts })) return undefined;
+    if (!tries.budget.tryRetry()) {
+      tries.budgetExhausted = true;
+      return undefined;
+    }
+    tries.retries++;
+    this.context.metrics.httpRetries.inc({ listener: this.name, route: first.route, cluster: first.cluster, reason: causeLabel(facts.cause) });
+    const next = this.endpointTarget(first.route, first.cluster, first.timeoutMs, first.retry, downstream.src, downstream.fallback);
+    if (next.ok) tries.current = next;
+    return next;
   }
 
   /** The route, cluster, endpoint and transport plan of one request. */
@@ -238,15 +276,10 @@ export class HttpOutboundListener extends Listener {
       return;
     }
     const policy = target.retry;
-    const budget = this.budget(target.cluster);
-    budget.requestStarted();
+    const tries = this.startAttempts(target, record.method, downstream);
     let socket: UpstreamSocket | null = null;
     let reason: string | undefined;
-    let current = target;
     let upstream: http.ClientRequest | undefined;
-    let attempts = 0;
-    let retries = 0;
-    let budgetExhausted = false;
     const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const fail = (status: number, why: string): void => {
       reason ??= why;
@@ -257,10 +290,10 @@ export class HttpOutboundListener extends Listener {
     const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
     /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
     const send = (body: Buffer | null): void => {
-      attempts++;
-      const up = http.request({ agent: this.pools.agent(current.key, current.attempts), method: record.method, path: record.path, headers, setHost: false });
+      tries.count++;
+      const up = http.request({ agent: this.pools.agent(tries.current.key, tries.current.attempts), method: record.method, path: record.path, headers, setHost: false });
       upstream = up;
-      up.once('close', this.holdEndpoint(current.endpoint));
+      up.once('close', this.holdEndpoint(tries.current.endpoint));
       // The attempt's own deadline for its response head: abandoned, then retried as a reset would be, or 504.
       const perTry =
         policy?.perTryTimeoutMs === undefined
@@ -276,20 +309,11 @@ export class HttpOutboundListener extends Listener {
       });
       /** Sends the request again to the next endpoint if the policy and the cluster's budget allow it. */
       const retried = (cause: RetryCause): boolean => {
-        if (reason !== undefined || res.destroyed || !mayRetry(policy, { attempt: attempts, method: record.method, replayable: body !== null, responseStarted: res.headersSent, cause })) return false;
-        if (!budget.tryRetry()) {
-          budgetExhausted = true;
-          return false;
-        }
-        retries++;
-        this.context.metrics.httpRetries.inc({ listener: this.name, route: target.route, cluster: target.cluster, reason: causeLabel(cause) });
-        const next = this.endpointTarget(target.route, target.cluster, target.timeoutMs, policy, src, downstream.fallback);
-        if (!next.ok) {
-          fail(next.status, next.reason);
-          return true;
-        }
-        current = next;
-        send(body);
+        if (reason !== undefined || res.destroyed) return false;
+        const next = this.retry(tries, { replayable: body !== null, responseStarted: res.headersSent, cause });
+        if (next === undefined) return false;
+        if (!next.ok) fail(next.status, next.reason);
+        else send(body);
         return true;
       };
       up.on('response', (answer) => {
@@ -319,9 +343,9 @@ export class HttpOutboundListener extends Listener {
     } else send(null);
     res.once('close', () => {
       clearTimeout(timer);
-      budget.requestEnded(retries);
+      tries.budget.requestEnded(tries.retries);
       if (!res.writableFinished) upstream?.destroy();
-      this.finish(record, current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, { attempts, budgetExhausted });
+      this.finish(record, tries.current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, tries);
     });
   }
 
@@ -355,44 +379,95 @@ export class HttpOutboundListener extends Listener {
       stream.once('close', () => this.finish(record, target, status, 'none', null, target.reason));
       return;
     }
-    const upstream = this.pools.session(target.key, target.attempts);
-    let reason: string | undefined;
-    const release = this.holdEndpoint(target.endpoint);
+    const policy = target.retry;
+    const tries = this.startAttempts(target, method, downstream);
     const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
-    const request = upstream.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: stream.readableEnded });
+    const body = new ReplayBody(stream, policy !== undefined && policy.attempts > 1);
+    let upstream: Http2Upstream | undefined;
+    let request: http2.ClientHttp2Stream | undefined;
+    let trailers: http2.OutgoingHttpHeaders | undefined;
+    let reason: string | undefined;
     const fail = (code: number, why: string): void => {
       reason ??= why;
-      request.close(http2.constants.NGHTTP2_CANCEL);
+      request?.close(http2.constants.NGHTTP2_CANCEL);
       respond(code, why);
     };
     const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
-    request.on('response', (answer) => {
-      status = Number(answer[':status'] ?? 502);
-      if (stream.destroyed) return;
-      stream.respond(stripHopByHop(answer), { waitForTrailers: true });
-      // Only now: body bytes written earlier would make http2 send default headers.
-      request.pipe(stream);
-    });
+    /** Sends the request to the current endpoint, on its pooled session. */
+    const send = (): void => {
+      tries.count++;
+      const up = this.pools.session(tries.current.key, tries.current.attempts);
+      upstream = up;
+      const release = this.holdEndpoint(tries.current.endpoint);
+      let req: http2.ClientHttp2Stream;
+      try {
+        req = up.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: body.endedEmpty });
+      } catch {
+        // A session that is going away takes no new stream: nothing was sent.
+        release();
+        if (!retried({ kind: 'refused_stream' })) fail(502, 'upstream_reset');
+        return;
+      }
+      request = req;
+      let answered = false;
+      const perTry =
+        policy?.perTryTimeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              if (request !== req || reason !== undefined) return;
+              req.close(http2.constants.NGHTTP2_CANCEL);
+              if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
+            }, policy.perTryTimeoutMs);
+      req.on('response', (answer) => {
+        clearTimeout(perTry);
+        if (request !== req || reason !== undefined) return;
+        const code = Number(answer[':status'] ?? 502);
+        if (retried({ kind: 'status', status: code })) return void req.close(http2.constants.NGHTTP2_CANCEL);
+        answered = true;
+        status = code;
+        if (stream.destroyed) return;
+        stream.respond(stripHopByHop(answer), { waitForTrailers: true });
+        // Only now: body bytes written earlier would make http2 send default headers.
+        req.pipe(stream);
+      });
+      req.on('trailers', (t) => {
+        if (request === req) trailers = stripHopByHop(t);
+      });
+      req.on('error', () => {
+        if (request === req && answered) fail(502, 'upstream_reset');
+      });
+      req.on('close', () => {
+        clearTimeout(perTry);
+        release();
+        if (request !== req || reason !== undefined || answered) return;
+        // No response head: the session never connected, the upstream refused the stream unprocessed, or it was reset.
+        const refused = req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+        const cause: RetryCause = up.dialError ? { kind: 'connect_failure' } : refused ? { kind: 'refused_stream' } : { kind: 'reset' };
+        if (!retried(cause)) fail(502, up.dialError?.reason ?? 'upstream_reset');
+      });
+      body.sendTo(req);
+    };
+    /** Sends the request again to the next endpoint if the policy and the cluster's budget allow it. */
+    const retried = (cause: RetryCause): boolean => {
+      if (reason !== undefined || stream.destroyed) return false;
+      const next = this.retry(tries, { replayable: body.replayable, responseStarted: stream.headersSent, cause });
+      if (next === undefined) return false;
+      if (!next.ok) fail(next.status, next.reason);
+      else send();
+      return true;
+    };
     stream.on('wantTrailers', () => {
       if (trailers) stream.sendTrailers(trailers);
       else stream.close();
     });
-    let trailers: http2.OutgoingHttpHeaders | undefined;
-    request.on('trailers', (t) => {
-      trailers = stripHopByHop(t);
-    });
-    request.on('error', () => fail(502, upstream.dialError?.reason ?? 'upstream_reset'));
-    request.on('close', () => {
-      release();
-      if (status === 0 && reason === undefined) fail(502, upstream.dialError?.reason ?? 'upstream_reset');
-    });
-    stream.pipe(request);
-    stream.on('error', () => request.close(http2.constants.NGHTTP2_CANCEL));
+    stream.on('error', () => request?.close(http2.constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
       clearTimeout(timer);
-      if (!request.closed) request.close(http2.constants.NGHTTP2_CANCEL);
-      this.finish(record, target, status, upstream.socket.transport, upstream.socket.label, reason);
+      tries.budget.requestEnded(tries.retries);
+      if (request !== undefined && !request.closed) request.close(http2.constants.NGHTTP2_CANCEL);
+      this.finish(record, tries.current, status, upstream?.socket.transport ?? 'none', upstream?.socket.label ?? null, reason, tries);
     });
+    send();
   }
 
   // ---- shared --------------------------------------------------------------
@@ -421,7 +496,7 @@ export class HttpOutboundListener extends Listener {
     transport: string,
     upstream: string | null,
     reason: string | undefined,
-    retry: { attempts: number; budgetExhausted: boolean } = { attempts: target.ok ? 1 : 0, budgetExhausted: false },
+    retry: { count: number; budgetExhausted: boolean } = { count: target.ok ? 1 : 0, budgetExhausted: false },
   ): void {
     const seconds = (performance.now() - record.startedAt) / 1000;
     const { route, cluster } = target;
@@ -448,7 +523,7 @@ export class HttpOutboundListener extends Listener {
         ...(upstream !== null && { upstream }),
         request_id: record.requestId,
         duration_ms: Math.round(seconds * 1000),
-        attempts: retry.attempts,
+        attempts: retry.count,
         ...(retry.budgetExhausted && { retry_budget_exhausted: true }),
         ...(reason !== undefined && { reason }),
         ...(!target.ok && target.detail !== undefined && { transport_reason: target.detail }),

@@ -5,7 +5,7 @@
 // Pure: the listener reports the facts, these functions decide.
 
 /** What went wrong with one attempt. */
-export type RetryCause = { kind: 'connect_failure' } | { kind: 'reset' } | { kind: 'per_try_timeout' } | { kind: 'status'; status: number };
+export type RetryCause = { kind: 'connect_failure' } | { kind: 'refused_stream' } | { kind: 'reset' } | { kind: 'per_try_timeout' } | { kind: 'status'; status: number };
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (1: no retry). */
@@ -20,12 +20,12 @@ export interface RetryPolicy {
 
 export const MIN_ATTEMPTS = 1;
 export const MAX_ATTEMPTS = 5;
-/** The largest request body the listener holds to send it again; a larger one is streamed and never retried. */
+/** The largest request body the listener holds to send it again; a larger one is streamed and never retried (HTTP/2: one that grows past it). */
 export const MAX_REPLAY_BODY_BYTES = 64 * 1024;
 /** Methods that mean the same when sent twice (RFC 9110 9.2.2, minus TRACE). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
-/** The label of a cause in `vsockmesh_http_retries_total{reason}`: `connect_failure`, `reset`, `per_try_timeout` or the status code. */
+/** The label of a cause in `vsockmesh_http_retries_total{reason}`: `connect_failure`, `refused_stream`, `reset`, `per_try_timeout` or the status code. */
 export function causeLabel(cause: RetryCause): string {
   return cause.kind === 'status' ? String(cause.status) : cause.kind;
 }
@@ -52,6 +52,8 @@ export function mayRetry(policy: RetryPolicy | undefined, facts: AttemptFacts): 
   if (facts.responseStarted || !facts.replayable) return false;
   const { cause } = facts;
   if (cause.kind === 'connect_failure') return policy.connectFailure;
+  // An HTTP/2 stream the upstream refused unprocessed (RST_STREAM REFUSED_STREAM, or a GOAWAY below it) is a reset that, like a connect failure, left nothing done: any method.
+  if (cause.kind === 'refused_stream') return policy.reset;
   if (!IDEMPOTENT.has(facts.method.toUpperCase())) return false;
   // An attempt abandoned at its per-try timeout is, to the upstream, a reset.
   return cause.kind === 'status' ? policy.statuses.includes(cause.status) : policy.reset;

@@ -3,13 +3,16 @@
 // (h2c) per key. Their sockets are opened by upstream/dial.ts with the
 // attempts of upstream/connector.ts, so a request reaches an endpoint the way
 // an L4 connection does (vsock or TCP, PROXY v2 header first); Node's http
-// and http2 run on the core's socket through createConnection.
+// and http2 run on the core's socket through createConnection. A pooled peer
+// TLS connection past peer_tls.max_connection_age is retired, not cut: it
+// takes no new request and closes once idle (HTTP/2: GOAWAY, then close).
 
 import http from 'node:http';
 import http2 from 'node:http2';
 import { VsockSocket } from '../native/vsock.js';
 import type { TransportName } from '../metrics.js';
 import { dial, type UpstreamAttempt } from '../upstream/dial.js';
+import type { ConnectionAgeLimit } from '../peer-tls/connection-age.js';
 
 /** Why an upstream socket never carried a request: the 502's reason. */
 export class UpstreamDialError extends Error {
@@ -26,6 +29,8 @@ export class UpstreamDialError extends Error {
 export class UpstreamSocket extends VsockSocket {
   transport: TransportName;
   label: string;
+  /** Made secure (peer TLS) when it connected: only such a connection has an age to follow. */
+  secured = false;
 
   constructor(attempts: readonly UpstreamAttempt[]) {
     super({ remoteCid: 0, remotePort: 0 });
@@ -38,6 +43,7 @@ export class UpstreamSocket extends VsockSocket {
       done: (outcome) => {
         this.transport = outcome.attempt.transport;
         this.label = outcome.attempt.label;
+        this.secured = outcome.attempt.secure !== undefined;
         if (outcome.kind === 'connected') this.connected(outcome.fd, outcome.attempt.preamble);
         else if (outcome.kind === 'connect_failed')
           this.destroy(new UpstreamDialError('upstream_connect_failed', outcome.code, `upstream connect to ${outcome.attempt.label} failed (${outcome.code})`));
@@ -60,15 +66,41 @@ export class UpstreamPools {
   private readonly agents = new Map<string, http.Agent>();
   private readonly sessions = new Map<string, Http2Upstream>();
 
+  /** `ageLimit`: peer_tls.max_connection_age, followed by the pooled TLS connections (null: none). */
+  constructor(private readonly ageLimit: ConnectionAgeLimit | null = null) {}
+
   /** The keep-alive agent for `key`; `attempts` opens each new connection. */
   agent(key: string, attempts: () => UpstreamAttempt[]): http.Agent {
     let agent = this.agents.get(key);
     if (agent === undefined) {
-      agent = new http.Agent({ keepAlive: true });
-      agent.createConnection = () => new UpstreamSocket(attempts()) as unknown as ReturnType<http.Agent['createConnection']>;
-      this.agents.set(key, agent);
+      const pool = new http.Agent({ keepAlive: true });
+      const aged = new WeakSet<object>();
+      pool.createConnection = () => {
+        const socket = new UpstreamSocket(attempts());
+        this.followAge(socket, () => {
+          aged.add(socket);
+          // An idle one leaves the pool now ('agentRemove' is the Agent's documented way); a busy one when its response is done.
+          if (!Object.values(pool.freeSockets).some((free) => free?.includes(socket as never))) return;
+          socket.emit('agentRemove');
+          socket.end();
+        });
+        return socket as unknown as ReturnType<http.Agent['createConnection']>;
+      };
+      const keep = pool.keepSocketAlive.bind(pool);
+      pool.keepSocketAlive = (socket) => !aged.has(socket) && keep(socket);
+      this.agents.set(key, pool);
+      agent = pool;
     }
     return agent;
+  }
+
+  /** Calls `aged` at a secured socket's age deadline (never, without peer_tls.max_connection_age). */
+  private followAge(socket: UpstreamSocket, aged: () => void): void {
+    const limit = this.ageLimit;
+    if (limit === null) return;
+    socket.once('connect', () => {
+      if (socket.secured) socket.once('close', limit.retire(aged));
+    });
   }
 
   /** The open h2c session for `key`, or a new one; a session that closes or is told to go away is forgotten. */
@@ -86,6 +118,11 @@ export class UpstreamPools {
     upstream.session.on('error', forget);
     upstream.session.on('goaway', forget);
     upstream.session.on('close', forget);
+    this.followAge(socket, () => {
+      forget();
+      // close(): GOAWAY, the streams in flight finish, then the session and its socket close.
+      upstream.session.close();
+    });
     this.sessions.set(key, upstream);
     return upstream;
   }

@@ -63,4 +63,14 @@ export class ConnectionAgeLimit {
     timer = setTimeout(look, deadline - performance.now()).unref();
     return () => clearTimeout(timer);
   }
+
+  /**
+   * Calls `aged` once at a new connection's deadline, for connections that
+   * can be retired without a cut (a pooled HTTP connection: it takes no new
+   * request and closes once idle); call the returned function when it closes.
+   */
+  retire(aged: () => void): () => void {
+    const timer = setTimeout(aged, ageDeadlineMs(this.settings.maxAgeMs, this.random())).unref();
+    return () => clearTimeout(timer);
+  }
 }

@@ -1,6 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import http2 from 'node:http2';
+import type { AddressInfo, Server } from 'node:net';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 /** An HTTP/1.1 backend run by `handle`, which is told how many times this request id came before (0: the first attempt). */
@@ -19,13 +20,18 @@ async function startBackend(handle: (req: http.IncomingMessage, res: http.Server
     req.resume();
     req.once('end', () => handle(req, res, before));
   });
+  return listening(server, seen, () => server.closeAllConnections());
+}
+
+/** `server` listening on loopback: its port, what it saw, and a close that drops its connections first. */
+async function listening<T>(server: Server, seen: T, dropConnections: () => void): Promise<{ port: number; seen: T; close(): Promise<void> }> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as AddressInfo).port,
     seen,
     close: () =>
       new Promise<void>((resolve) => {
-        server.closeAllConnections();
+        dropConnections();
         server.close(() => resolve());
       }),
   };
@@ -101,16 +107,21 @@ async function closedPort(): Promise<number> {
   return b.port;
 }
 
-test('a dead endpoint and a live one: every GET succeeds through a retry on connect failure, counted and logged', async (t) => {
-  const live = await startBackend((_q, res) => res.end('ok'));
+/** A sidecar whose cluster has a dead endpoint, then the live one on `livePort`; `/retry` retries on connect failure. */
+async function besideDeadEndpoint(livePort: number): Promise<{ sidecar: TestSidecar; port: number }> {
   const dead = await closedPort();
-  const s = await sidecarFor(
+  return sidecarFor(
     [
       { address: '127.0.0.1', port: dead },
-      { address: '127.0.0.1', port: live.port },
+      { address: '127.0.0.1', port: livePort },
     ],
     { attempts: 2, on: ['connect_failure'] },
   );
+}
+
+test('a dead endpoint and a live one: every GET succeeds through a retry on connect failure, counted and logged', async (t) => {
+  const live = await startBackend((_q, res) => res.end('ok'));
+  const s = await besideDeadEndpoint(live.port);
   try {
     const replies: Reply[] = [];
     for (let i = 0; i < 4; i++) replies.push(await request(s.port, '/retry/x', `dead-${i}`));
@@ -222,5 +233,154 @@ test('per_try_timeout: an attempt that gets no response head in time is abandone
   } finally {
     await s.sidecar.sidecar.stop();
     await backend.close();
+  }
+});
+
+// ---- HTTP/2 (h2c) ------------------------------------------------------------
+
+/** An h2c backend run by `handle`, told the request id and how many times it came before (0: the first attempt). */
+interface Http2Backend {
+  port: number;
+  seen: Array<{ method: string; id: string; body: string }>;
+  close(): Promise<void>;
+}
+
+async function startHttp2Backend(handle: (stream: http2.ServerHttp2Stream, before: number, id: string) => void): Promise<Http2Backend> {
+  const seen: Http2Backend['seen'] = [];
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const id = String(headers['x-request-id']);
+    const before = seen.filter((s) => s.id === id).length;
+    const entry = { method: String(headers[':method']), id, body: '' };
+    seen.push(entry);
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('error', () => undefined);
+    stream.once('end', () => {
+      entry.body = Buffer.concat(chunks).toString();
+      if (!stream.destroyed) handle(stream, before, id);
+    });
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  });
+  return listening(server, seen, () => {
+    for (const s of sessions) s.destroy();
+  });
+}
+
+const answerOk = (stream: http2.ServerHttp2Stream): void => {
+  stream.respond({ ':status': 200 });
+  stream.end('ok');
+};
+
+/** One h2c request on `session`: its status and body (status 0 and the error code when the stream failed). */
+function h2request(session: http2.ClientHttp2Session, path: string, id: string, method = 'GET', body?: string): Promise<Reply> {
+  return new Promise((resolve) => {
+    const stream = session.request({ ':path': path, ':method': method, ':authority': 'web.mesh', 'x-request-id': id }, { endStream: body === undefined });
+    let status = 0;
+    const chunks: Buffer[] = [];
+    stream.on('response', (h) => (status = Number(h[':status'])));
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('error', () => undefined);
+    stream.once('close', () => resolve({ status, body: Buffer.concat(chunks).toString() }));
+    if (body !== undefined) stream.end(body);
+  });
+}
+
+async function withH2Client<T>(port: number, use: (session: http2.ClientHttp2Session) => Promise<T>): Promise<T> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => undefined);
+  try {
+    return await use(session);
+  } finally {
+    session.close();
+  }
+}
+
+test('h2c: a stream the upstream resets is retried for a GET, not for a POST; a refused stream is retried for a POST too', async (t) => {
+  // The first attempt of each request is reset: REFUSED_STREAM for the `refused-` ones, INTERNAL_ERROR for the others.
+  const backend = await startHttp2Backend((stream, before, id) => {
+    if (before > 0) return answerOk(stream);
+    stream.close(id.startsWith('refused') ? http2.constants.NGHTTP2_REFUSED_STREAM : http2.constants.NGHTTP2_INTERNAL_ERROR);
+  });
+  const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] });
+  try {
+    await withH2Client(s.port, async (session) => {
+      t.deepEqual(await h2request(session, '/retry/get', 'reset-get'), { status: 200, body: 'ok' });
+      const post = await h2request(session, '/retry/post', 'reset-post', 'POST', 'order=1');
+      t.is(post.status, 502, 'a POST the upstream may have acted on is not sent again');
+      t.is(post.body, 'upstream_reset\n');
+      t.deepEqual(await h2request(session, '/retry/refused', 'refused-post', 'POST', 'order=2'), { status: 200, body: 'ok' });
+    });
+    t.deepEqual(
+      backend.seen.map((x) => `${x.method} ${x.id} ${x.body}`),
+      ['GET reset-get ', 'GET reset-get ', 'POST reset-post order=1', 'POST refused-post order=2', 'POST refused-post order=2'],
+      'the refused POST was sent again with its whole body',
+    );
+    t.is(await retries(s.sidecar, 'reset'), 1);
+    t.is(await retries(s.sidecar, 'refused_stream'), 1);
+    await until('3 access lines', () => s.sidecar.logs.access().length >= 3);
+    const lines = new Map(s.sidecar.logs.access().map((l) => [l.request_id, l]));
+    t.like(lines.get('reset-get'), { protocol: 'h2', status: 200, attempts: 2 });
+    t.like(lines.get('reset-post'), { protocol: 'h2', status: 502, attempts: 1, reason: 'upstream_reset' });
+    t.like(lines.get('refused-post'), { protocol: 'h2', status: 200, attempts: 2 });
+  } finally {
+    await s.sidecar.sidecar.stop();
+    await backend.close();
+  }
+});
+
+test('h2c: a POST on a stream above a GOAWAY\'s last stream id (never processed) is sent again on a new session', async (t) => {
+  const backend = await startHttp2Backend((stream, before, id) => {
+    if (before > 0 || id === 'warm') return answerOk(stream);
+    // Goes away saying it processed the session's streams up to the one before this (the warm-up's), then closes.
+    stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id! - 2);
+    stream.session?.destroy();
+  });
+  const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] });
+  try {
+    const replies = await withH2Client(s.port, async (session) => [await h2request(session, '/retry/warm', 'warm', 'POST', 'order=2'), await h2request(session, '/retry/goaway', 'goaway-post', 'POST', 'order=3')]);
+    t.deepEqual(replies, [
+      { status: 200, body: 'ok' },
+      { status: 200, body: 'ok' },
+    ]);
+    t.deepEqual(
+      backend.seen.map((x) => `${x.method} ${x.body}`),
+      ['POST order=2', 'POST order=3', 'POST order=3'],
+    );
+    t.is(await retries(s.sidecar, 'refused_stream'), 1);
+  } finally {
+    await s.sidecar.sidecar.stop();
+    await backend.close();
+  }
+});
+
+test('h2c: a dead endpoint and a live one: every request (GET and gRPC-like POST) is answered through a retry on connect failure', async (t) => {
+  const live = await startHttp2Backend(answerOk);
+  const s = await besideDeadEndpoint(live.port);
+  try {
+    const replies = await withH2Client(s.port, async (session) => {
+      const out: Reply[] = [];
+      for (let i = 0; i < 6; i++) out.push(await (i % 2 === 0 ? h2request(session, '/retry/x', `h2-dead-${i}`) : h2request(session, '/retry/x', `h2-dead-${i}`, 'POST', `call-${i}`)));
+      return out;
+    });
+    t.deepEqual(
+      replies.map((r) => r.status),
+      [200, 200, 200, 200, 200, 200],
+    );
+    t.deepEqual(
+      live.seen.filter((x) => x.method === 'POST').map((x) => x.body),
+      ['call-1', 'call-3', 'call-5'],
+    );
+    await until('6 access lines', () => s.sidecar.logs.access().length >= 6);
+    const retried = s.sidecar.logs.access().filter((l) => l.attempts === 2).length;
+    t.true(retried >= 1, 'round robin gave the dead endpoint at least one first attempt');
+    t.is(await retries(s.sidecar, 'connect_failure'), retried);
+  } finally {
+    await s.sidecar.sidecar.stop();
+    await live.close();
   }
 });

@@ -65,3 +65,12 @@ test('a per-try timeout is retried as a reset: when the policy lists reset, for 
   t.false(mayRetry(policy, facts({ cause, responseStarted: true })));
   t.is(causeLabel(cause), 'per_try_timeout');
 });
+
+test('a refused HTTP/2 stream is retried under `reset` for any method, as nothing was processed', (t) => {
+  const cause = { kind: 'refused_stream' } as const;
+  for (const method of ['GET', 'POST', 'PATCH']) t.true(mayRetry(policy, facts({ cause, method })), method);
+  t.false(mayRetry({ ...policy, reset: false }, facts({ cause, method: 'POST' })));
+  t.false(mayRetry(policy, facts({ cause, replayable: false })));
+  t.false(mayRetry(policy, facts({ cause, attempt: 3 })));
+  t.is(causeLabel(cause), 'refused_stream');
+});
