@@ -60,17 +60,27 @@ SSL_SESSION *core_tls_session_get(uint32_t context_id, const char *key) {
         slot_clear(slot);
         return NULL;
       }
-      SSL_SESSION_up_ref(slot->session);
-      return slot->session;
+      return SSL_SESSION_dup(slot->session);
     }
   }
   return NULL;
 }
 
-/* OpenSSL hands a client every new session (TLS 1.3: each ticket the server sends); returns 1 when it keeps the reference. */
+/*
+ * OpenSSL hands a client every new session (TLS 1.3: each ticket the server
+ * sends); the slot keeps a copy. Never the connection's own object: SSL_free
+ * of a connection that ends without close_notify (a reset, a truncation)
+ * marks its session not resumable, which would cost every connection to that
+ * peer a full handshake until the next ticket.
+ */
 static int on_new_session(SSL *ssl, SSL_SESSION *session) {
   core_tls *t = SSL_get_app_data(ssl);
   if (!t || !t->session_key || !SSL_SESSION_is_resumable(session)) return 0;
+  SSL_SESSION *copy = SSL_SESSION_dup(session);
+  if (!copy) {
+    ERR_clear_error();
+    return 0;
+  }
   struct session_slot *slot = NULL, *oldest = &sessions[0];
   for (size_t i = 0; i < SESSION_SLOTS && !slot; i++) {
     struct session_slot *s = &sessions[i];
@@ -79,14 +89,17 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
   }
   if (!slot) slot = oldest;
   char *key = strdup(t->session_key);
-  if (!key) return 0;
+  if (!key) {
+    SSL_SESSION_free(copy);
+    return 0;
+  }
   slot_clear(slot);
   slot->key = key;
   slot->context_id = t->context_id;
-  slot->session = session;
+  slot->session = copy;
   slot->stamp = ++session_clock;
   session_count++;
-  return 1;
+  return 0;
 }
 
 /* Throws ERR_VSOCKMESH_TLS naming what was wrong and OpenSSL's first reason; returns NULL. */

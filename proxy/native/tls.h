@@ -27,7 +27,7 @@ void core_tls_free(core_tls *t);
 
 /* tls-context.c: the SSL_CTX a JS context id names (NULL: none). */
 SSL_CTX *core_tls_context(uint32_t id);
-/* Client side: the session kept for this peer under this context, as a new reference (NULL: none). */
+/* Client side: a copy of the session kept for this peer under this context, the caller's to free (NULL: none). */
 SSL_SESSION *core_tls_session_get(uint32_t context_id, const char *key);
 
 #endif

@@ -138,6 +138,24 @@ test.serial('a second connection to a known peer resumes its TLS session (a tick
   t.is(h.server.handshakes[1]!.text, h.server.handshakes[0]!.text, 'a resumed session still names the peer');
 });
 
+test.serial('a connection that ends in a reset leaves the peer\'s session resumable for the next one', async (t) => {
+  const h = await hop(t, await pki());
+  await echoTransfer(h.port, 1024);
+  await waitFor(() => native.tlsCounts()[1] === 1, 'a session kept');
+  const client = await connect(h.port);
+  const echoed = new Promise<void>((resolve) => client.once('data', () => resolve()));
+  client.write('x');
+  await echoed; // the resumed connection has read its own new ticket too
+  client.resetAndDestroy();
+  t.like(await h.client.relays[1], { outcome: 'downstream_error' }, 'its TLS side is freed without close_notify');
+  await echoTransfer(h.port, 1024);
+  t.deepEqual(
+    h.client.handshakes.map((s) => s.resumed),
+    [false, true, true],
+  );
+  t.true(h.server.handshakes[2]!.resumed);
+});
+
 test.serial('the client half-closes first over TLS: the app sees EOF, answers, and its FIN comes back', async (t) => {
   const app = await startServer((socket) => {
     const chunks: Buffer[] = [];
