@@ -9,7 +9,8 @@
 //   HAProxy mTLS    the HAProxy chain with `ssl crt ... ca-file ... verify required` between the hops
 //   vsockmesh mTLS  the vsockmesh chain with peer_tls strict between the sidecars
 // Both mTLS chains use the same certificates (ECDSA P-256 X509-SVIDs under one
-// root) and TLS 1.3 only; HAProxy keeps its default session reuse.
+// root) and TLS 1.3 only; HAProxy keeps its default session reuse. The report
+// notes how many of each vsockmesh mTLS chain's peer-hop handshakes resumed.
 //
 // Each proxy is one process with one thread (HAProxy nbthread 1; a sidecar is
 // one Node process). Both HAProxy and the sidecars log one line per connection
@@ -42,9 +43,11 @@ import {
   cliNodeFlags,
   fmt,
   hopsRssKiB,
+  httpGet,
   intEnv,
   listeningPorts,
   log,
+  metricSum,
   onCleanup,
   requireBinary,
   runBench,
@@ -129,6 +132,8 @@ interface Chain {
   entry: Ports;
   /** Proxy processes per hop (socat: process group leaders; their forks are counted too). */
   hops: Hop[];
+  /** vsockmesh: the originating sidecar's admin port (its handshake counters). */
+  adminA?: number;
 }
 
 async function startSocatChain(backend: Ports, socat: string): Promise<Chain> {
@@ -208,7 +213,14 @@ async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCert
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
   const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: SIDECAR_NODE_FLAGS, ...(before && BEFORE_CLI !== undefined && { cli: BEFORE_CLI }) });
-  return { name, entry, hops };
+  return { name, entry, hops, adminA: ports.adminA };
+}
+
+/** The originating sidecar's peer-hop handshakes so far, resumed and full (TLS 1.3 tickets in use or not). */
+async function handshakeCounts(adminA: number): Promise<{ resumed: number; full: number }> {
+  const stats = (await httpGet(adminA, '/stats')).body;
+  const count = (resumed: string): number => metricSum(stats, 'vsockmesh_peer_tls_handshakes_total', { direction: 'outbound', resumed });
+  return { resumed: count('true'), full: count('false') };
 }
 
 function hopRssKiB(chain: Chain): { max: number; detail: string } {
@@ -421,6 +433,11 @@ async function main(): Promise<void> {
   }
 
   const elapsed = Math.round((Date.now() - started) / 1000);
+  for (const chain of chains) {
+    if (chain.adminA === undefined || !chain.name.includes('mtls')) continue;
+    const { resumed, full } = await handshakeCounts(chain.adminA);
+    notes.push(`${LABEL[chain.name]}: ${resumed} of ${resumed + full} peer-hop TLS handshakes resumed, ${full} full (all workloads, vsockmesh_peer_tls_handshakes_total of the originating sidecar)`);
+  }
   const cpus = os.cpus();
   const md = [
     `## vsockmesh TCP benchmark (${new Date().toISOString()})`,
