@@ -7,7 +7,7 @@
 // both sides: the core's accepted socket is handed to them as a Duplex.
 
 import http from 'node:http';
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import { randomUUID } from 'node:crypto';
 import type { OutboundListenerConfig } from '../config/types.js';
 import { formatAddress } from '../runtime/log.js';
@@ -22,6 +22,7 @@ import type { OriginalDestinationRoute, OutboundListenerOptions } from '../liste
 import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type Http2Upstream, type UpstreamSocket } from './upstream-pool.js';
 import { ReplayBody } from './replay-body.js';
+import { http2Module } from './http2-module.js';
 import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
@@ -86,7 +87,7 @@ export class HttpOutboundListener extends Listener {
   /** Requests in flight per endpoint, for lb_policy: least_request. */
   private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
   private readonly http1 = http.createServer();
-  private readonly http2 = http2.createServer();
+  private readonly http2 = http2Module().createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
   private readonly http1Connections = new Map<VsockSocket, number>();
@@ -367,7 +368,7 @@ export class HttpOutboundListener extends Listener {
     const respond = (code: number, reason: string): void => {
       status = code;
       if (stream.destroyed || stream.headersSent) {
-        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        stream.close(http2Module().constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
       stream.respond({ ':status': code, [REASON_HEADER]: reason, 'content-type': 'text/plain' });
@@ -389,7 +390,7 @@ export class HttpOutboundListener extends Listener {
     let reason: string | undefined;
     const fail = (code: number, why: string): void => {
       reason ??= why;
-      request?.close(http2.constants.NGHTTP2_CANCEL);
+      request?.close(http2Module().constants.NGHTTP2_CANCEL);
       respond(code, why);
     };
     const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
@@ -415,14 +416,14 @@ export class HttpOutboundListener extends Listener {
           ? undefined
           : setTimeout(() => {
               if (request !== req || reason !== undefined) return;
-              req.close(http2.constants.NGHTTP2_CANCEL);
+              req.close(http2Module().constants.NGHTTP2_CANCEL);
               if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
             }, policy.perTryTimeoutMs);
       req.on('response', (answer) => {
         clearTimeout(perTry);
         if (request !== req || reason !== undefined) return;
         const code = Number(answer[':status'] ?? 502);
-        if (retried({ kind: 'status', status: code })) return void req.close(http2.constants.NGHTTP2_CANCEL);
+        if (retried({ kind: 'status', status: code })) return void req.close(http2Module().constants.NGHTTP2_CANCEL);
         answered = true;
         status = code;
         if (stream.destroyed) return;
@@ -441,7 +442,7 @@ export class HttpOutboundListener extends Listener {
         release();
         if (request !== req || reason !== undefined || answered) return;
         // No response head: the session never connected, the upstream refused the stream unprocessed, or it was reset.
-        const refused = req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+        const refused = req.rstCode === http2Module().constants.NGHTTP2_REFUSED_STREAM;
         const cause: RetryCause = up.dialError ? { kind: 'connect_failure' } : refused ? { kind: 'refused_stream' } : { kind: 'reset' };
         if (!retried(cause)) fail(502, up.dialError?.reason ?? 'upstream_reset');
       });
@@ -460,11 +461,11 @@ export class HttpOutboundListener extends Listener {
       if (trailers) stream.sendTrailers(trailers);
       else stream.close();
     });
-    stream.on('error', () => request?.close(http2.constants.NGHTTP2_CANCEL));
+    stream.on('error', () => request?.close(http2Module().constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
       clearTimeout(timer);
       tries.budget.requestEnded(tries.retries);
-      if (request !== undefined && !request.closed) request.close(http2.constants.NGHTTP2_CANCEL);
+      if (request !== undefined && !request.closed) request.close(http2Module().constants.NGHTTP2_CANCEL);
       this.finish(record, tries.current, status, upstream?.socket.transport ?? 'none', upstream?.socket.label ?? null, reason, tries);
     });
     send();

@@ -8,8 +8,9 @@
 // takes no new request and closes once idle (HTTP/2: GOAWAY, then close).
 
 import http from 'node:http';
-import http2 from 'node:http2';
+import type http2 from 'node:http2';
 import { VsockSocket } from '../native/vsock.js';
+import { http2Module } from './http2-module.js';
 import type { TransportName } from '../metrics.js';
 import { dial, type UpstreamAttempt } from '../upstream/dial.js';
 import type { ConnectionAgeLimit } from '../peer-tls/connection-age.js';
@@ -108,7 +109,7 @@ export class UpstreamPools {
     const open = this.sessions.get(key);
     if (open && !open.session.closed && !open.session.destroyed) return open;
     const socket = new UpstreamSocket(attempts());
-    const upstream: Http2Upstream = { socket, session: http2.connect('http://upstream', { createConnection: () => socket as never }) };
+    const upstream: Http2Upstream = { socket, session: http2Module().connect('http://upstream', { createConnection: () => socket as never }) };
     socket.once('error', (err) => {
       if (err instanceof UpstreamDialError) upstream.dialError = err;
     });

@@ -40,9 +40,9 @@ export function shebangNodeFlags(file: string = CLI): string[] {
   return node === -1 ? [] : words.slice(node + 1).filter((w) => w.startsWith('-'));
 }
 
-/** Node flags for the CLI children: the shebang's, then BENCH_NODE_ARGS (e.g. "--max-semi-space-size=16", later flags win). */
-export function cliNodeFlags(): string[] {
-  return [...shebangNodeFlags(), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+/** Node flags for the CLI children: the shebang's of `cli` (default this build's), then BENCH_NODE_ARGS (e.g. "--max-semi-space-size=16", later flags win). */
+export function cliNodeFlags(cli: string = CLI): string[] {
+  return [...shebangNodeFlags(cli), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
 }
 
 export function intEnv(name: string, fallback: number): number {

@@ -25,7 +25,8 @@
 //                       BENCH_CHAINS=direct,socat,haproxy,vsockmesh,haproxy-mtls,vsockmesh-mtls,
 //                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars,
 //                       BENCH_BEFORE=/path/to/other/checkout/dist/proxy/cmd/cli.js: adds the chains
-//                       vsockmesh-before and vsockmesh-mtls-before run by that build, for before/after
+//                       vsockmesh-before and vsockmesh-mtls-before run by that build with its own
+//                       shebang's node flags, for before/after
 //                       figures of a change in the same run, in the same interleaved rounds)
 // Not a test: `npm test` does not run it.
 
@@ -212,7 +213,7 @@ async function startVsockmeshChain(backend: Ports, dir: string, certs?: MeshCert
   const name: ChainName = `${certs ? 'vsockmesh-mtls' : 'vsockmesh'}${before ? '-before' : ''}`;
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { iperf: await freePort(), http: await freePort(), hold: await freePort() };
-  const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: SIDECAR_NODE_FLAGS, ...(before && BEFORE_CLI !== undefined && { cli: BEFORE_CLI }) });
+  const hops = await startSidecarPair({ dir, name: `sidecar-${name}`, backends: { ...backend }, entry, ports, ...(certs && { peerTls: certs }), nodeFlags: before && BEFORE_CLI !== undefined ? cliNodeFlags(BEFORE_CLI) : SIDECAR_NODE_FLAGS, ...(before && BEFORE_CLI !== undefined && { cli: BEFORE_CLI }) });
   return { name, entry, hops, adminA: ports.adminA };
 }
 
