@@ -14,7 +14,7 @@ import { MeshConfigApiClient } from '../../xds/control-plane/config-api.js';
 import { MESH_PREFIX } from '../../xds/control-plane/mesh-store.js';
 import { EtcdStore } from '../../xds/store/etcd-store.js';
 import { startCli, type CliProcess } from '../helpers/cli.js';
-import { startEtcd } from '../helpers/etcd.js';
+import { claimSeedAndDie, startEtcd } from '../helpers/etcd.js';
 
 const SERVICES = 500;
 const SEEDED = /^mesh seeded in \d+ store transactions$/;
@@ -68,15 +68,7 @@ test('a mesh seed whose seeder died half-way: a replica without --mesh waits, on
   // A seeder that claimed the seed, wrote 120 entries as the seed writes them, and died: its lease ends unrenewed.
   const etcd = new EtcdStore({ endpoints: [endpoint], transport: { insecure: true } });
   t.teardown(() => etcd.close());
-  const lease = await etcd.grantLease(3_000);
-  const claim = await etcd.commit({
-    checks: [{ key: `${MESH_PREFIX}seed`, modRevision: 0 }],
-    puts: [
-      { key: `${MESH_PREFIX}seed`, value: JSON.stringify({ state: 'seeding', owner: 'dead-seeder' }) },
-      { key: `${MESH_PREFIX}seed-owner`, value: JSON.stringify({ owner: 'dead-seeder' }), lease },
-    ],
-  });
-  t.true(claim.ok);
+  t.true(await claimSeedAndDie(etcd, MESH_PREFIX, 3_000));
   const half = Array.from({ length: 120 }, (_, i) => ({ key: `${MESH_PREFIX}services/svc-${i}`, value: JSON.stringify({ name: `svc-${i}`, port: 20_000 + i }) }));
   for (let i = 0; i < half.length; i += 60) t.true((await etcd.commit({ puts: half.slice(i, i + 60) })).ok);
   const before = new Map((await etcd.list(MESH_PREFIX)).records.map((r) => [r.key, r.modRevision]));
