@@ -149,6 +149,30 @@ export async function runBench(main: () => Promise<void>): Promise<void> {
 
 export type LogLine = Record<string, unknown>;
 
+/**
+ * Splits `stream` into lines and hands each chunk's JSON-object lines to
+ * `onLines` (a line split across chunks is joined first; other lines, and
+ * lines that do not parse, are skipped).
+ */
+export function onJsonLines(stream: NodeJS.ReadableStream, onLines: (lines: LogLine[]) => void): void {
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n');
+    partial = parts.pop() ?? '';
+    const lines: LogLine[] = [];
+    for (const p of parts) {
+      if (!p.startsWith('{')) continue;
+      try {
+        lines.push(JSON.parse(p) as LogLine);
+      } catch {
+        continue;
+      }
+    }
+    onLines(lines);
+  });
+}
+
 export interface Daemon {
   child: ChildProcess;
   pid: number;
@@ -174,17 +198,9 @@ export function startDaemon(cmd: string, args: string[], options: { stdout: 'ign
   const recent: LogLine[] = [];
   const waiters = new Set<() => void>();
   if (options.stdout === 'lines') {
-    let partial = '';
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      const parts = (partial + chunk).split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) {
-        if (!p.startsWith('{')) continue;
-        try {
-          recent.push(JSON.parse(p) as LogLine);
-        } catch {
-          continue;
-        }
+    onJsonLines(child.stdout!, (lines) => {
+      for (const line of lines) {
+        recent.push(line);
         if (recent.length > 200) recent.shift();
       }
       for (const w of waiters) w();

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
-import { ROOT, cpuSeconds, log, machineBusySeconds, onCleanup, rssKiB, sleep, type LogLine } from './bench-common.js';
+import { ROOT, cpuSeconds, log, machineBusySeconds, onCleanup, onJsonLines, rssKiB, sleep, type LogLine } from './bench-common.js';
 import { nowMs } from './xds-bench-lib.js';
 
 const CHILD = path.join(ROOT, 'test/bench/xds-bench-child.ts');
@@ -37,13 +37,8 @@ export function startLoadChild(options: Record<string, unknown>): LoadChild {
   const queue: LogLine[] = [];
   const waiters = new Set<() => void>();
   let exited = false;
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop() ?? '';
-    for (const p of parts) {
-      if (!p.startsWith('{')) continue;
-      const e = JSON.parse(p) as LogLine;
+  onJsonLines(child.stdout!, (lines) => {
+    for (const e of lines) {
       if (e.event === 'stream_error') log(`load process: stream of ${String(e.node)} ended: ${String(e.message)}`);
       if (e.event === 'fatal') log(`load process failed: ${String(e.message)}`);
       if (e.event === 'progress') continue;

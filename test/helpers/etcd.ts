@@ -3,7 +3,7 @@
 // short raft timers (leases of 1 s then expire on time); stopped and removed
 // when the test ends. restart() stops it and starts it again on the same data.
 // launchEtcd is the same without a test (the benchmarks' etcd): the caller
-// stops it with remove().
+// stops it with remove(). claimSeedAndDie leaves a seed half-done.
 
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -11,6 +11,8 @@ import { accessSync, constants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { seedKeys } from '../../xds/store/seed.js';
+import type { Store } from '../../xds/store/store.js';
 import { freePort } from './haproxy.js';
 
 export const ETCD_MISSING = 'etcd not installed (apt-get install -y etcd-server): the etcd store suites did not run';
@@ -107,4 +109,23 @@ export async function launchEtcd(options: { tls?: EtcdTls; clientPort?: number; 
     },
     stop,
   };
+}
+
+/**
+ * What a seeder (xds/store/seed.ts) that claimed the seed under `prefix` as
+ * 'dead-seeder' and died leaves: the marker, and the owner key on a lease of
+ * `leaseMs` that nobody renews. The caller writes the part of the seed it
+ * wants left behind.
+ */
+export async function claimSeedAndDie(store: Store, prefix: string, leaseMs: number): Promise<boolean> {
+  const keys = seedKeys(prefix);
+  const lease = await store.grantLease(leaseMs);
+  const claim = await store.commit({
+    checks: [{ key: keys.seed, modRevision: 0 }],
+    puts: [
+      { key: keys.seed, value: JSON.stringify({ state: 'seeding', owner: 'dead-seeder' }) },
+      { key: keys.owner, value: JSON.stringify({ owner: 'dead-seeder' }), lease },
+    ],
+  });
+  return claim.ok;
 }

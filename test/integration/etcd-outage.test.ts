@@ -5,7 +5,9 @@
 // its listeners, changes are refused with UNAVAILABLE saying why, and it
 // recovers by itself when etcd is back). Readiness as the admin /ready and
 // the gRPC health service report it. The same for a VM manager whose
-// registry lives in etcd (vm-manager --store).
+// registry lives in etcd (vm-manager --store). Starting without etcd is the
+// control plane's whose registry is not in etcd (--vm-manager): one whose
+// in-process registry is waits for etcd (cp-registry-store.test.ts).
 
 import test, { type ExecutionContext } from 'ava';
 import * as grpc from '@grpc/grpc-js';
@@ -32,17 +34,26 @@ interface Plane {
   api: MeshConfigApiClient;
 }
 
-/** A control plane on etcd at `etcdPort` (maybe not serving yet), with its admin endpoint; once it listens. */
-async function plane(t: ExecutionContext, etcdPort: number): Promise<Plane> {
+/**
+ * A control plane on etcd at `etcdPort` (maybe not serving yet), with its admin endpoint; once it listens.
+ * `remoteVmManager`: its registry in a `vsockmesh vm-manager` of its own (memory) instead of in process (in etcd).
+ */
+async function plane(t: ExecutionContext, etcdPort: number, options: { remoteVmManager?: boolean } = {}): Promise<Plane> {
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-outage-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [{ name: 'web', port: 8080, outbound_port: await freePort() }] }));
   await writeFile(join(dir, 'inventory.yaml'), stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }], vms: [{ id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] }] }));
   const [port, adminPort] = [await freePort(), await freePort()];
   const address = `127.0.0.1:${port}`;
+  let registry = ['--inventory', join(dir, 'inventory.yaml')];
+  if (options.remoteVmManager === true) {
+    const vmm = startCli(['vm-manager', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', ...registry]);
+    t.teardown(() => vmm.kill('SIGKILL'));
+    registry = ['--vm-manager', `127.0.0.1:${String((await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 60_000)).port)}`];
+  }
   const proc = startCli([
     ...['control-plane', '--insecure', '--listen', address, '--admin-port', String(adminPort)],
-    ...['--mesh', join(dir, 'mesh.yaml'), '--inventory', join(dir, 'inventory.yaml'), '--store', `etcd://127.0.0.1:${etcdPort}`, '--store-insecure'],
+    ...['--mesh', join(dir, 'mesh.yaml'), ...registry, '--store', `etcd://127.0.0.1:${etcdPort}`, '--store-insecure'],
   ]);
   t.teardown(() => proc.kill('SIGKILL'));
   await proc.waitForLine((l) => l.msg === 'control-plane ready', 'control-plane ready', 60_000);
@@ -65,9 +76,9 @@ async function plane(t: ExecutionContext, etcdPort: number): Promise<Plane> {
   };
 }
 
-test('etcd down at start: the control plane starts not ready, refuses changes and ADS with UNAVAILABLE, and becomes ready by itself once etcd serves', async (t) => {
+test('etcd down at start: the control plane (its registry in a VM manager) starts not ready, refuses changes and ADS with UNAVAILABLE, and becomes ready by itself once etcd serves', async (t) => {
   const etcdPort = await freePort();
-  const p = await plane(t, etcdPort);
+  const p = await plane(t, etcdPort, { remoteVmManager: true });
   const notReady = await p.ready();
   t.is(notReady.status, 503);
   t.regex(notReady.body, /^not ready: mesh store unavailable, no mesh read yet \(retrying\): etcd at 127\.0\.0\.1:\d+ did not answer/);

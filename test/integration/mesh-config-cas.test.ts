@@ -152,9 +152,9 @@ test('two control-plane replicas on one etcd (TLS, client certificates): a chang
   }
   t.is(first.proc.lines.filter((l) => l.reason === 'mesh_change_conflict').length + second.proc.lines.filter((l) => l.reason === 'mesh_change_conflict').length, 1);
 
-  // A client without a certificate etcd trusts is refused: the store is not reachable in plain text (not ready, saying so, retrying).
+  // A client without a certificate etcd trusts is refused: the store is not reachable in plain text (saying so, retrying; the in-process VM manager's registry is read first).
   const plain = startCli(['control-plane', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--mesh', mesh, '--store', `etcd://localhost:${port}`, '--store-insecure']);
   t.teardown(() => plain.kill('SIGKILL'));
-  const unavailable = await plain.waitForLine((l) => l.reason === 'mesh_store_unavailable', 'the store out of reach', 30_000);
+  const unavailable = await plain.waitForLine((l) => l.reason === 'registry_store_unavailable', 'the store out of reach', 30_000);
   t.regex(String(unavailable.error), /etcd at localhost:\d+/);
 });

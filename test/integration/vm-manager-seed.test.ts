@@ -17,7 +17,7 @@ import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { loadInventory, parseInventory } from '../../xds/vm-manager/inventory.js';
 import { REGISTRY_PREFIX, RegistryStore } from '../../xds/vm-manager/registry-store.js';
 import { startCli, type CliProcess } from '../helpers/cli.js';
-import { startEtcd } from '../helpers/etcd.js';
+import { claimSeedAndDie, startEtcd } from '../helpers/etcd.js';
 import { LogCapture } from '../helpers/log-capture.js';
 
 const VMS = 300;
@@ -113,18 +113,10 @@ test('a seed whose seeder died half-way: a replica without inventory waits, one 
   await memory.close();
   t.is(records.length, VMS + 3);
 
-  // A seeder that claimed the seed, wrote two chunks and died: its lease (1 s) ends unrenewed.
+  // A seeder that claimed the seed, wrote two chunks and died: its lease (3 s: it must outlive the claim on a loaded machine) ends unrenewed.
   const etcdClient = new EtcdStore({ endpoints: [etcd.endpoint], transport: { insecure: true } });
   t.teardown(() => etcdClient.close());
-  const lease = await etcdClient.grantLease(1_000);
-  const claim = await etcdClient.commit({
-    checks: [{ key: `${REGISTRY_PREFIX}seed`, modRevision: 0 }],
-    puts: [
-      { key: `${REGISTRY_PREFIX}seed`, value: JSON.stringify({ state: 'seeding', owner: 'dead-seeder' }) },
-      { key: `${REGISTRY_PREFIX}seed-owner`, value: JSON.stringify({ owner: 'dead-seeder' }), lease },
-    ],
-  });
-  t.true(claim.ok);
+  t.true(await claimSeedAndDie(etcdClient, REGISTRY_PREFIX, 3_000));
   const half = records.slice(0, 120);
   for (let i = 0; i < half.length; i += 60) t.true((await etcdClient.commit({ puts: half.slice(i, i + 60).map((r) => ({ key: r.key, value: r.value })) })).ok);
   const before = new Map((await etcdClient.list(REGISTRY_PREFIX)).records.map((r) => [r.key, r.modRevision]));

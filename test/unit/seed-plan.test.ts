@@ -2,7 +2,7 @@
 // records are written, in what order, and how they are split.
 
 import test from 'ava';
-import { planSeedChunks, recordBytes, SEED_TXN_BYTES, SEED_TXN_OPS, type SeedRecord } from '../../xds/vm-manager/seed-plan.js';
+import { planSeedChunks, recordBytes, SEED_TXN_BYTES, SEED_TXN_OPS, type SeedRecord } from '../../xds/store/seed-plan.js';
 
 const record = (i: number, valueBytes = 100, leaseTtlMs = 0): SeedRecord => ({ key: `/r/vms/vm-${String(i).padStart(5, '0')}`, value: 'x'.repeat(valueBytes), leaseTtlMs });
 const records = (n: number, valueBytes = 100): SeedRecord[] => Array.from({ length: n }, (_, i) => record(i, valueBytes));

@@ -7,8 +7,9 @@
 // removal-delay.ts (make before break), node-snapshots.ts (per-node memo),
 // snapshot-cache.ts, registry-source.ts, debounce.ts and ads-server.ts.
 // Readiness (notReady(), and the gRPC health service) follows the mesh
-// store: until the mesh is read nothing is built and ADS streams are refused;
-// once it was, its last snapshots are served even while the store is away.
+// store (and the in-process VM manager's registry store): until the mesh is
+// read nothing is built and ADS streams are refused; once it was, its last
+// snapshots are served even while the store is away.
 
 import * as grpc from '@grpc/grpc-js';
 import { systemClock, type CancelTimer } from '../../proxy/runtime/clock.js';
@@ -20,6 +21,7 @@ import { HealthService, type HealthStatus } from '../health-service.js';
 import { configProto } from '../proto.js';
 import { VmManagerClient } from '../vm-manager/client.js';
 import type { Registry } from '../vm-manager/registry.js';
+import type { RegistryStore } from '../vm-manager/registry-store.js';
 import { VM_MANAGER_SERVICE, VmManagerServer } from '../vm-manager/server.js';
 import { AdsServer } from './ads-server.js';
 import { MAX_GRPC_RECEIVE_BYTES } from './bounds.js';
@@ -41,8 +43,8 @@ export interface ControlPlaneOptions {
   logger: Logger;
   /** Mutual TLS with this process's identity for the server and the VM manager client, or plain text when asked for by name. */
   transport: ControlTransport;
-  /** Serve this registry's VM manager API too (the default), or follow a VM manager elsewhere. */
-  vms: { registry: Registry; statePath?: string } | { remote: string };
+  /** Serve this registry's VM manager API too (the default; kept in a state file or a store), or follow a VM manager elsewhere. */
+  vms: { registry: Registry; statePath?: string; registryStore?: RegistryStore } | { remote: string };
   debounce?: { quietMs: number; maxMs: number };
   /** How long a removed cluster is still served after the listeners and routes naming it are gone (default 1 s). */
   clusterRemovalDelayMs?: number;
@@ -108,7 +110,8 @@ export class ControlPlane {
     });
     const changed = (): void => this.debouncer.trigger();
     if ('registry' in vms) {
-      this.vmManager = new VmManagerServer({ registry: vms.registry, logger, grpcServer: this.server, ...(vms.statePath !== undefined && { statePath: vms.statePath }) });
+      this.vmManager = new VmManagerServer({ registry: vms.registry, logger, grpcServer: this.server, ...(vms.statePath !== undefined && { statePath: vms.statePath }), ...(vms.registryStore !== undefined && { registryStore: vms.registryStore }) });
+      vms.registryStore?.onReadinessChange(() => this.health.changed());
       this.registry = new LocalRegistry(vms.registry, changed);
     } else {
       this.registry = new RegistryMirror(new VmManagerClient(vms.remote, { transport: options.transport }), vms.remote, changed, logger);
@@ -137,6 +140,8 @@ export class ControlPlane {
     if (this.draining) return 'draining';
     const mesh = this.options.mesh.notReady();
     if (mesh !== undefined) return mesh;
+    const registry = 'registryStore' in this.options.vms ? this.options.vms.registryStore?.notReady() : undefined;
+    if (registry !== undefined) return registry;
     if (this.vmManager !== undefined && this.vmManager.state !== 'serving') return `the VM manager is ${this.vmManager.state}`;
     return undefined;
   }

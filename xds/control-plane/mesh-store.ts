@@ -17,6 +17,12 @@
 // Changes from this process run one at a time (a queue). Entries are listed
 // in the order they were created (a replaced entry keeps its place).
 //
+// A store without `changed` holds no mesh yet: the mesh file is written to it
+// in chunks etcd takes with its default limits (xds/store/seed.ts, shared
+// with the VM registry: one replica claims the seed, the last chunk writes
+// `changed`; replicas starting meanwhile wait for it, and one with a mesh
+// file takes over from a seeder that died).
+//
 // etcd out of reach: at start, the mesh is read again after 250 ms doubling
 // to 5 s until it is (until then there is no mesh: `loaded` is false and
 // nothing is served); later, the mesh last read stays in service while the
@@ -28,8 +34,9 @@ import { readFile } from 'node:fs/promises';
 import { Backoff } from '../../proxy/runtime/backoff.js';
 import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
-import type { Logger } from '../../proxy/runtime/log.js';
+import { silentLogger, type Logger } from '../../proxy/runtime/log.js';
 import { FileStore } from '../store/file-store.js';
+import { nextSeedChange, readSeedMarker, readSeedOwner, SEED_STALL_MS, seedKeys, seedOwnerName, writeSeed } from '../store/seed.js';
 import { MemoryStore } from '../store/memory-store.js';
 import { StoreUnavailableError, type Store, type StoreEvent, type StoreRecord, type StoreWatch } from '../store/store.js';
 import { MAX_MESH_FILE_BYTES, quoteBounded } from './bounds.js';
@@ -122,7 +129,7 @@ export class MeshStore extends EventEmitter {
       options.store ??
       (options.statePath !== undefined ? await FileStore.open(options.statePath, { what: 'mesh state file', legacy: (text) => legacyRecords(options.statePath!, text) }) : new MemoryStore());
     // Read first: a mesh file that breaks a bound does not start the control plane, whether or not it seeds.
-    const seed = options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh();
+    const seed: Seed = { mesh: options.meshPath !== undefined ? parseMeshText(options.meshPath, await readFile(options.meshPath, 'utf8')) : emptyMesh(), fromFile: options.meshPath !== undefined, logger: options.logger };
     const source = store.kind === 'etcd' ? 'the mesh in etcd' : (options.statePath ?? options.meshPath ?? 'mesh config');
     let listed: { records: StoreRecord[]; revision: number };
     try {
@@ -264,7 +271,7 @@ export class MeshStore extends EventEmitter {
   }
 
   /** Reads (or seeds) the mesh again after a backoff until the store answers; then follows it. */
-  private readLater(seed: RawMesh): void {
+  private readLater(seed: Seed): void {
     const delay = this.retry.next();
     this.logger?.warn({ reason: 'mesh_store_unavailable', error: this.unavailable, retry_ms: delay }, `cannot read the mesh from the store (${this.unavailable}): not ready, retrying in ${delay} ms`);
     this.retryTimer = setTimeout(() => {
@@ -361,12 +368,43 @@ export class MeshStore extends EventEmitter {
   }
 }
 
-/** The mesh records in `store`; a store that holds no mesh yet gets `seed` first (unless another replica seeds first: then its mesh is the one). */
-async function readOrSeed(store: Store, seed: RawMesh): Promise<{ records: StoreRecord[]; revision: number }> {
-  const listed = await store.list(MESH_PREFIX);
-  if (listed.records.some((r) => r.key === CHANGED_KEY)) return listed;
-  await store.commit({ checks: [{ key: CHANGED_KEY, modRevision: 0 }], puts: [...seedPuts(seed), { key: CHANGED_KEY, value: 'seed' }] });
-  return store.list(MESH_PREFIX);
+/** What a store without a mesh gets: the mesh file's (fromFile), or an empty mesh. */
+interface Seed {
+  mesh: RawMesh;
+  fromFile: boolean;
+  logger: Logger | undefined;
+}
+
+const SEED_KEYS = seedKeys(MESH_PREFIX);
+
+/**
+ * The mesh records in `store`; a store that holds no mesh yet gets `seed`
+ * first, in chunks (unless another replica claims the seed first: then its
+ * mesh is the one, waited for until it is whole).
+ */
+async function readOrSeed(store: Store, seed: Seed): Promise<{ records: StoreRecord[]; revision: number }> {
+  const self = seedOwnerName();
+  let waiting = '';
+  for (;;) {
+    const listed = await store.list(MESH_PREFIX);
+    const marker = readSeedMarker(listed.records.find((r) => r.key === SEED_KEYS.seed));
+    if (listed.records.some((r) => r.key === CHANGED_KEY) || marker?.state === 'seeded') return listed;
+    const owner = readSeedOwner(listed.records.find((r) => r.key === SEED_KEYS.owner));
+    // A first seed (none claimed), or a takeover from a seeder that died (its owner key gone) by a replica with the mesh file.
+    if (marker === undefined || (owner === undefined && seed.fromFile)) {
+      if (marker !== undefined) seed.logger?.warn({ reason: 'seed_taken_over', owner: marker.owner }, `replica ${marker.owner} went away while seeding the mesh: this replica writes what is not there yet`);
+      const wanted = seedPuts(seed.mesh).map((p) => ({ ...p, leaseTtlMs: 0 }));
+      const written = await writeSeed({ store, prefix: MESH_PREFIX, self, previous: marker, firstChecks: [{ key: CHANGED_KEY, modRevision: 0 }], wanted, finalPuts: [{ key: CHANGED_KEY, value: 'seed' }], logger: seed.logger ?? silentLogger() });
+      if (written.claimed) seed.logger?.info({ entries: wanted.length, written: written.written, transactions: written.transactions }, `mesh seeded in ${written.transactions} store transactions`);
+      continue;
+    }
+    const why = owner === undefined ? `replica ${marker.owner} went away while seeding it, and only a replica with --mesh takes it over` : `replica ${owner} is seeding it`;
+    if (why !== waiting) {
+      waiting = why;
+      seed.logger?.info({ owner: owner ?? marker.owner, revision: listed.revision }, `the mesh in the store is not whole yet (${why}): waiting before serving (at most ${SEED_STALL_MS / 1000} s without a change)`);
+    }
+    await nextSeedChange(store, MESH_PREFIX, listed.revision, `the mesh in the store is not whole (${why}), and nothing changed in ${SEED_STALL_MS / 1000} s: not serving a part of it`);
+  }
 }
 
 function emptyMesh(): RawMesh {

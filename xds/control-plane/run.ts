@@ -1,16 +1,20 @@
 // Running the control plane as a process (proxy/runtime/role.ts): mesh and
-// registry from their files, one gRPC port, admin endpoint.
+// registry from their files, or both in etcd (--store, shared with other
+// replicas), one gRPC port, admin endpoint.
 
 import type { LogLevel } from '../../proxy/config/types.js';
-import { createLogger } from '../../proxy/runtime/log.js';
+import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
 import { addLogDropped } from '../../proxy/metrics.js';
-import { initialRegistry } from '../vm-manager/run.js';
+import { initialRegistry, openRegistryStore } from '../vm-manager/run.js';
+import type { RegistryStore } from '../vm-manager/registry-store.js';
 import { DEFAULT_STATUS_PAGE_SIZE } from './bounds.js';
 import { openIdentity } from '../identity/open-identity.js';
 import { ControlPlane } from './control-plane.js';
 import { MeshStore } from './mesh-store.js';
 import { openStore, StoreFlagsError, type StoreFlags } from '../store/store-flags.js';
+import { StoreUnavailableError, type Store } from '../store/store.js';
+import { Backoff } from '../../proxy/runtime/backoff.js';
 import { processIdentity, type IdentityFlags } from '../security/process-identity.js';
 
 export interface ControlPlaneRunOptions {
@@ -44,6 +48,18 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
         await store.close();
         throw new StoreFlagsError('--mesh-state-file and --store: give one (with --store the mesh lives in etcd)');
       }
+      if (store !== undefined && options.vmManager === undefined && options.statePath !== undefined) {
+        await store.close();
+        throw new StoreFlagsError('--state-file and --store: give one (with --store the in-process VM manager keeps the registry in etcd)');
+      }
+      // The in-process VM manager's registry in the same store: replicas on one etcd serve one registry, as vm-manager --store replicas do.
+      let registryStore: RegistryStore | undefined;
+      try {
+        registryStore = store !== undefined && options.vmManager === undefined ? await registryWhenReachable(store, options, logger) : undefined;
+      } catch (err) {
+        await store?.close();
+        throw err;
+      }
       const mesh = await MeshStore.open({
         logger,
         ...(options.meshPath !== undefined && { meshPath: options.meshPath }),
@@ -53,7 +69,9 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       const vms =
         options.vmManager !== undefined
           ? { remote: options.vmManager }
-          : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
+          : registryStore !== undefined
+            ? { registry: registryStore.registry, registryStore }
+            : { registry: await initialRegistry(options, logger), ...(options.statePath !== undefined && { statePath: options.statePath }) };
       const identity = await processIdentity(options.controlIdentity, logger, 'control-plane');
       const identityApi = identity.ca === undefined ? undefined : await openIdentity(identity.ca, identity.dir, logger, store);
       const plane = new ControlPlane({ mesh, logger, vms, transport: identity.transport, ...(identityApi !== undefined && { identity: identityApi }), debounce: { quietMs: options.debounceMs, maxMs: options.debounceMs * 10 }, ...(options.statusRetentionMs !== undefined && { statusRetentionMs: options.statusRetentionMs }) });
@@ -66,6 +84,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
           drain: () => plane.drain(),
           stop: async () => {
             await plane.stop();
+            await registryStore?.close();
             await mesh.close();
             identity.close();
           },
@@ -92,4 +111,24 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       };
     },
   });
+}
+
+/**
+ * The in-process VM manager's registry in `store`, seeded from the inventory
+ * when the store holds none. Without the registry there is nothing to serve
+ * (an empty one would answer every Resolve "not found"): while etcd does not
+ * answer, read again after 250 ms doubling to 5 s, before listening.
+ */
+async function registryWhenReachable(store: Store, options: ControlPlaneRunOptions, logger: Logger): Promise<RegistryStore> {
+  const backoff = new Backoff({ initialMs: 250, maxMs: 5_000 });
+  for (;;) {
+    try {
+      return await openRegistryStore(store, options, logger);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      const delay = backoff.next();
+      logger.warn({ reason: 'registry_store_unavailable', error: err.message, retry_ms: delay }, `cannot read the VM registry from the store (${err.message}): not serving yet, retrying in ${delay} ms`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }

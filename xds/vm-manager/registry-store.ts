@@ -20,22 +20,22 @@
 //   <prefix>seed-owner         the replica writing it ({owner}), on a lease it keeps alive
 //
 // An inventory is written in chunks etcd takes with its default limits
-// (seed-plan.ts): the first replica claims the seed (both keys, compare-and-
-// swap on an empty registry), writes the chunks, each checked against its
-// owner key, and the last one sets `seeded` and deletes the owner key. Other
-// replicas wait for `seeded` before they serve; when the owner key goes (its
-// lease ended: the seeder died), one with an inventory claims the seed and
-// writes what is not there yet.
+// (xds/store/seed.ts, which the mesh's seed shares): the first replica claims
+// the seed (both keys, compare-and-swap on an empty registry), writes the
+// chunks, each checked against its owner key, and the last one sets `seeded`
+// and deletes the owner key. Other replicas wait for `seeded` (following the
+// registry's watch) before they serve; when the owner key goes (its lease
+// ended: the seeder died), one with an inventory claims the seed and writes
+// what is not there yet.
 
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
 import { Backoff } from '../../proxy/runtime/backoff.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
-import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreTxn, StoreWatch } from '../store/store.js';
+import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
 import { Registry, ValidationError, type RegistryChange } from './registry.js';
-import { planSeedChunks, SEED_TXN_BYTES, SEED_TXN_OPS, type SeedRecord } from './seed-plan.js';
+import type { SeedRecord } from '../store/seed-plan.js';
+import { readSeedMarker, readSeedOwner, revokeLeases, SEED_STALL_MS, seedKeys, seedOwnerName, writeSeed, type SeedMarker } from '../store/seed.js';
 
 export const REGISTRY_PREFIX = '/vsockmesh/vm-registry/';
 
@@ -43,12 +43,6 @@ export const REGISTRY_PREFIX = '/vsockmesh/vm-registry/';
 const MAX_ATTEMPTS = 10;
 /** How long a committed change may take to come back through the watch before the caller is told UNAVAILABLE. */
 const SEEN_TIMEOUT_MS = 10_000;
-/** The seeder's lease: a seeder that died is taken over once it ends. */
-const SEED_LEASE_MS = 10_000;
-/** How long a replica waits for another's seed with no change under the prefix before it gives up (exits). */
-const SEED_STALL_MS = 60_000;
-/** What a seed chunk holds beside its records: the owner check, and in the last one the marker put and the owner delete. */
-const SEED_CHUNK_OWN_OPS = 3;
 
 export type SeedOutcome = 'seeded' | 'present' | 'empty';
 
@@ -66,12 +60,6 @@ type StoredVm = Omit<VmRecord, 'leaseExpiresAt'> & { leaseTtlMs: number };
 
 function storedVm(vm: VmRecord, leaseTtlMs: number): StoredVm {
   return { vmId: vm.vmId, hypervisorId: vm.hypervisorId, vsockCid: vm.vsockCid, addresses: vm.addresses, sidecar: vm.sidecar, services: vm.services, labels: vm.labels, generation: vm.generation, leaseTtlMs };
-}
-
-interface SeedMarker {
-  state: 'seeding' | 'seeded';
-  owner: string;
-  modRevision: number;
 }
 
 interface Waiter {
@@ -109,7 +97,7 @@ export class RegistryStore {
   /** Run after every change under the prefix (what a replica waiting for a seed follows). */
   private readonly changeListeners = new Set<() => void>();
   /** This process, as a seed's owner. */
-  private readonly self = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
+  private readonly self = seedOwnerName();
 
   private constructor(
     private readonly options: RegistryStoreOptions,
@@ -330,77 +318,39 @@ export class RegistryStore {
     const now = Date.now();
     const planned = new Registry({ now: () => now, ...(this.options.capacity !== undefined && { capacity: this.options.capacity }) });
     load(planned);
-    const lease = await this.store.grantLease(SEED_LEASE_MS);
-    const claim = await this.commitOrRevoke([lease], {
-      checks: [
-        { key: this.seedKey, modRevision: previous?.modRevision ?? 0 },
-        { key: this.ownerKey, modRevision: 0 },
-        // A first seed only into an empty registry (a delete leaves no record: what was seen empty still is).
-        ...(previous === undefined ? [{ prefix: this.prefix, notModifiedAfter: this.registry.revision }] : []),
-      ],
-      puts: [this.markerPut('seeding'), { key: this.ownerKey, value: JSON.stringify({ owner: this.self }), lease }],
+    const { hypervisors, vms } = planned.list();
+    const wanted: SeedRecord[] = [
+      ...hypervisors.map((h) => ({ key: `${this.prefix}hypervisors/${h.hypervisorId}`, value: JSON.stringify(h), leaseTtlMs: 0 })),
+      ...vms.map((vm) => {
+        const ttlMs = vm.leaseExpiresAt === null ? 0 : vm.leaseExpiresAt - now;
+        return { key: `${this.prefix}vms/${vm.vmId}`, value: JSON.stringify(storedVm(vm, ttlMs)), leaseTtlMs: ttlMs };
+      }),
+    ];
+    const result = await writeSeed({
+      store: this.store,
+      prefix: this.prefix,
+      self: this.self,
+      previous,
+      // A first seed only into an empty registry (a delete leaves no record: what was seen empty still is).
+      firstChecks: [{ prefix: this.prefix, notModifiedAfter: this.registry.revision }],
+      wanted,
+      logger: this.logger,
     });
-    if (!claim.ok) {
-      await this.seen(claim.revision, 'not seeded: another replica claimed the seed, and its claim was not seen back from the store');
+    if (!result.claimed) {
+      await this.seen(result.revision, 'not seeded: another replica claimed the seed, and its claim was not seen back from the store');
       return false;
     }
-    try {
-      const { hypervisors, vms } = planned.list();
-      const wanted: SeedRecord[] = [
-        ...hypervisors.map((h) => ({ key: `${this.prefix}hypervisors/${h.hypervisorId}`, value: JSON.stringify(h), leaseTtlMs: 0 })),
-        ...vms.map((vm) => {
-          const ttlMs = vm.leaseExpiresAt === null ? 0 : vm.leaseExpiresAt - now;
-          return { key: `${this.prefix}vms/${vm.vmId}`, value: JSON.stringify(storedVm(vm, ttlMs)), leaseTtlMs: ttlMs };
-        }),
-      ];
-      const present = new Map((await this.store.list(this.prefix)).records.map((r) => [r.key, r.value]));
-      const chunks = planSeedChunks(wanted, present, { maxRecords: SEED_TXN_OPS - SEED_CHUNK_OWN_OPS, maxBytes: SEED_TXN_BYTES });
-      let revision = claim.revision;
-      for (const [i, chunk] of chunks.entries()) {
-        const last = i === chunks.length - 1;
-        if (!(await this.store.keepAlive(lease))) throw new VsockmeshError('ABORTED', 'not seeded: this replica\'s seed lease ended (the store was out of reach too long); another replica takes the seed over');
-        const granted: string[] = [];
-        const puts: Array<{ key: string; value: string; lease?: string }> = [];
-        for (const record of chunk) {
-          const recordLease = record.leaseTtlMs > 0 ? await this.store.grantLease(record.leaseTtlMs) : '';
-          if (recordLease !== '') granted.push(recordLease);
-          puts.push({ key: record.key, value: record.value, ...(recordLease !== '' && { lease: recordLease }) });
-        }
-        const result = await this.commitOrRevoke(granted, { checks: [{ key: this.ownerKey, modRevision: claim.revision }], puts: last ? [...puts, this.markerPut('seeded')] : puts, deletes: last ? [this.ownerKey] : [] });
-        if (!result.ok) throw new VsockmeshError('ABORTED', 'not seeded: another replica took the seed over (this one was too slow to keep its lease)');
-        revision = result.revision;
-      }
-      this.logger.info({ records: wanted.length, written: chunks.reduce((n, c) => n + c.length, 0), transactions: chunks.length + 1 }, `registry seeded in ${chunks.length + 1} store transactions`);
-      await this.seen(revision, `seeded at store revision ${revision}, but not seen back from it`);
-    } finally {
-      await this.revoke([lease]);
-    }
+    this.logger.info({ records: wanted.length, written: result.written, transactions: result.transactions }, `registry seeded in ${result.transactions} store transactions`);
+    await this.seen(result.revision, `seeded at store revision ${result.revision}, but not seen back from it`);
     return true;
   }
 
-  /** A commit; when it fails or is refused, `leases` (granted for it) are revoked. */
-  private async commitOrRevoke(leases: string[], txn: StoreTxn): Promise<{ ok: boolean; revision: number }> {
-    let result: { ok: boolean; revision: number };
-    try {
-      result = await this.store.commit(txn);
-    } catch (err) {
-      await this.revoke(leases);
-      throw err;
-    }
-    if (!result.ok) await this.revoke(leases);
-    return result;
-  }
-
-  private markerPut(state: SeedMarker['state']): { key: string; value: string } {
-    return { key: this.seedKey, value: JSON.stringify({ state, owner: this.self }) };
-  }
-
   private get seedKey(): string {
-    return `${this.prefix}seed`;
+    return seedKeys(this.prefix).seed;
   }
 
   private get ownerKey(): string {
-    return `${this.prefix}seed-owner`;
+    return seedKeys(this.prefix).owner;
   }
 
   /** Resolves on the next change under the prefix (or once closing); UNAVAILABLE (`what`) after SEED_STALL_MS without one. */
@@ -422,13 +372,11 @@ export class RegistryStore {
   /** A seed key's record taken in (true), or false: not a seed key. */
   private seedRecord(key: string, record: StoreRecord | undefined): boolean {
     if (key === this.ownerKey) {
-      this.seedOwner = record === undefined ? undefined : (parseJson(record.value) as { owner?: string } | undefined)?.owner ?? '(unknown)';
+      this.seedOwner = readSeedOwner(record);
       return true;
     }
     if (key !== this.seedKey) return false;
-    const value = record === undefined ? undefined : (parseJson(record.value) as Partial<SeedMarker> | undefined);
-    // A marker that does not read (written by hand) is a seed in progress: the registry is not served as whole on a guess.
-    this.seedMarker = record === undefined ? undefined : { state: value?.state === 'seeded' ? 'seeded' : 'seeding', owner: typeof value?.owner === 'string' ? value.owner : '(unknown)', modRevision: record.modRevision };
+    this.seedMarker = readSeedMarker(record);
     return true;
   }
 
@@ -437,15 +385,9 @@ export class RegistryStore {
     return `${this.prefix}vms/${'vm' in change ? change.vm.vmId : change.removed}`;
   }
 
-  /** Ends leases nothing lives by any more (their records were rewritten, deleted, or never written); best effort: an unrenewed lease ends by itself. */
-  private async revoke(leases: string[]): Promise<void> {
-    for (const lease of leases) {
-      try {
-        await this.store.revokeLease(lease);
-      } catch (err) {
-        this.logger.warn({ err, reason: 'lease_revoke_failed' }, `cannot revoke store lease ${lease}: it ends with its TTL`);
-      }
-    }
+  /** Ends leases nothing lives by any more (their records were rewritten, deleted, or never written). */
+  private revoke(leases: string[]): Promise<void> {
+    return revokeLeases(this.store, this.logger, leases);
   }
 
   /** Resolves once the registry is at `revision` or later; else UNAVAILABLE (`what`) after SEEN_TIMEOUT_MS. */
@@ -597,13 +539,5 @@ export class RegistryStore {
   private idOf(key: string, kind: 'hypervisors/' | 'vms/'): string | undefined {
     const head = `${this.prefix}${kind}`;
     return key.startsWith(head) && key.length > head.length ? key.slice(head.length) : undefined;
-  }
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return undefined;
   }
 }

@@ -75,23 +75,32 @@ async function storedRegistry(options: VmManagerRunOptions, logger: Logger): Pro
   if (store === undefined) return undefined;
   try {
     if (options.statePath !== undefined) throw new StoreFlagsError('--state-file and --store: give one (with --store the registry lives in etcd)');
-    const registryStore = await RegistryStore.open({ store, logger, resolveTtlMs: options.resolveTtlMs });
-    const inventoryPath = options.inventoryPath;
-    try {
-      const inventory = inventoryPath === undefined ? undefined : { path: inventoryPath, content: await readInventory(inventoryPath) };
-      const outcome = await registryStore.seed(inventory && ((r) => seedInventory(r, inventory.content, inventory.path)));
-      if (inventory !== undefined) {
-        logger.info({ inventory: inventory.path }, outcome === 'seeded' ? 'the store held no registry: the inventory was written to it' : 'the store holds a registry: the inventory is not applied again');
-      }
-    } catch (err) {
-      await registryStore.close();
-      throw err;
-    }
-    return { registryStore, store };
+    return { registryStore: await openRegistryStore(store, options, logger), store };
   } catch (err) {
     await store.close();
     throw err;
   }
+}
+
+/**
+ * The registry kept in `store` (the VM manager's --store, or the control
+ * plane's in-process VM manager on its --store), made whole before it is
+ * served: seeded from the inventory when the store holds no registry yet.
+ */
+export async function openRegistryStore(store: Store, options: { inventoryPath?: string; resolveTtlMs: number }, logger: Logger): Promise<RegistryStore> {
+  const registryStore = await RegistryStore.open({ store, logger, resolveTtlMs: options.resolveTtlMs });
+  const inventoryPath = options.inventoryPath;
+  try {
+    const inventory = inventoryPath === undefined ? undefined : { path: inventoryPath, content: await readInventory(inventoryPath) };
+    const outcome = await registryStore.seed(inventory && ((r) => seedInventory(r, inventory.content, inventory.path)));
+    if (inventory !== undefined) {
+      logger.info({ inventory: inventory.path }, outcome === 'seeded' ? 'the store held no registry: the inventory was written to it' : 'the store holds a registry: the inventory is not applied again');
+    }
+  } catch (err) {
+    await registryStore.close();
+    throw err;
+  }
+  return registryStore;
 }
 
 export function runVmManager(options: VmManagerRunOptions): Promise<void> {

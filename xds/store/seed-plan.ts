@@ -1,8 +1,8 @@
-// Seeding a store with an inventory in transactions etcd takes with its
-// default limits (--max-txn-ops 128, --max-request-bytes 1.5 MiB), whatever
-// the inventory's size: the records to write, split into chunks of at most
-// SEED_TXN_OPS operations and SEED_TXN_BYTES bytes. Pure: registry-store.ts
-// claims the seed, commits the chunks and marks the registry seeded.
+// Seeding a store (the VM inventory, the mesh file) in transactions etcd
+// takes with its default limits (--max-txn-ops 128, --max-request-bytes
+// 1.5 MiB), whatever the seed's size: the records to write, split into chunks
+// of at most SEED_TXN_OPS operations and SEED_TXN_BYTES bytes. Pure: seed.ts
+// claims the seed, commits the chunks and marks it seeded.
 
 /** Operations (compares and requests) in one seeding transaction: half of etcd's default --max-txn-ops. */
 export const SEED_TXN_OPS = 64;
