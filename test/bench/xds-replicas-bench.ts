@@ -19,7 +19,10 @@
 //
 // The sidecars are spread over BENCH_LOAD_PROCESSES child processes (default
 // 4, at least one per replica, each connected to one replica) so that the
-// client side is not one event loop. Measured per change: from MoveVm's return
+// client side is not one event loop; each process carries its streams over
+// at most BENCH_CHANNELS HTTP/2 connections (default 100): 10,000 simulated
+// sidecars are 10,000 streams with 10,000 node ids, but not 10,000
+// connections as real sidecars would hold (the report says how many). Measured per change: from MoveVm's return
 // to the last ACK over all children (system-wide monotonic clock), the
 // replicas' CPU and peak RSS, the VM manager's and etcd's CPU; after the
 // initial sync, every replica's idle RSS with its streams and etcd's RSS. The
@@ -41,6 +44,7 @@ const SERVICES = 50;
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const DEBOUNCE_MS = intEnv('BENCH_DEBOUNCE_MS', 100);
 const LOAD_PROCESSES = intEnv('BENCH_LOAD_PROCESSES', 4);
+const CHANNELS = intEnv('BENCH_CHANNELS', 100);
 const ACK_TARGET_MS = 500;
 const RSS_TARGET_MIB = 250;
 
@@ -192,6 +196,8 @@ export interface ReplicaRun {
   topology: Topology;
   sidecars: number;
   loadProcesses: number;
+  /** HTTP/2 connections the sidecars' streams shared. */
+  connections: number;
   syncMs: number;
   replicaIdleKiB: number[];
   etcdKiB: number;
@@ -210,12 +216,15 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
     const n = d.replicas.length;
     const perReplica = Math.max(1, Math.ceil(LOAD_PROCESSES / n));
     const loads: LoadChild[] = [];
+    let connections = 0;
     const t = nowMs();
     for (let r = 0; r < n; r++) {
       const mine = files.placements.slice(0, sidecars).filter((_, i) => i % n === r);
       for (let c = 0; c < perReplica; c++) {
         const nodes = mine.filter((_, i) => i % perReplica === c).map((p) => p.vm);
-        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels: Math.min(100, nodes.length) }));
+        const channels = Math.min(CHANNELS, nodes.length);
+        connections += channels;
+        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels }));
       }
     }
     await Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 900_000)));
@@ -226,7 +235,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
     const etcdPid = d.etcd?.pid();
     const etcdKiB = etcdPid === undefined ? 0 : rssKiB(etcdPid);
     const vmManagerKiB = d.vmManager === null ? 0 : rssKiB(d.vmManager.pid);
-    log(`  synced in ${fmt(syncMs)} ms over ${loads.length} load processes; replica RSS ${replicaIdleKiB.map(mibText).join(', ')}; etcd ${mibText(etcdKiB)}; vm-manager ${mibText(vmManagerKiB)}`);
+    log(`  synced in ${fmt(syncMs)} ms over ${loads.length} load processes, ${fmt(connections)} HTTP/2 connections (${fmt(sidecars / connections, 1)} streams each); replica RSS ${replicaIdleKiB.map(mibText).join(', ')}; etcd ${mibText(etcdKiB)}; vm-manager ${mibText(vmManagerKiB)}`);
 
     const where = new Map(files.placements.map((p) => [p.vm, p.hypervisor]));
     const rounds: Round[] = [];
@@ -273,7 +282,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
       await sleep(500);
     }
     await Promise.all(loads.map((l) => l.stop()));
-    return { topology, sidecars, loadProcesses: loads.length, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
+    return { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
   } finally {
     await d.stop();
   }
@@ -286,7 +295,7 @@ function report(runs: ReplicaRun[]): string {
     const allUpdated = r.rounds.every((x) => x.updated === r.sidecars && x.errors === 0);
     return [
       topologyName(r.topology),
-      fmt(r.sidecars),
+      `${fmt(r.sidecars)} (${fmt(r.connections)} conn.)`,
       `${msText(median(r.rounds.map((x) => x.lastAckMs)))} / ${msText(worst)}${allUpdated ? '' : ' (not all updated)'}`,
       msText(median(r.rounds.map((x) => x.ackP50Ms))),
       `${(r.syncMs / 1000).toFixed(1)} s`,
@@ -309,7 +318,7 @@ function report(runs: ReplicaRun[]): string {
     `## vsockmesh xDS over control-plane replicas on etcd (${new Date().toISOString()})`,
     '',
     `${machineLine()}. ${fmt(VMS)} VMs on ${HYPERVISORS} hypervisors in ${SERVICES} services (${fmt(VMS / SERVICES)} endpoints each); the sidecars are the first VMs (node id = VM id), state-of-the-world ADS, ` +
-      `spread over load processes (at least one per replica); sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
+      `spread over load processes (at least one per replica), each process's streams over at most ${CHANNELS} HTTP/2 connections (real sidecars hold one each); sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
     '',
     mdTable(
       ['topology', 'sidecars', 'change → last ACK (median / worst)', 'ACK p50', 'initial sync', 'replica RSS, streams open, idle', 'replica peak RSS in a change', 'replicas CPU per change (sum)', 'vm-manager / etcd CPU per change', 'etcd RSS', 'other cores (load avg)'],
@@ -335,10 +344,10 @@ export async function replicated(cli: string): Promise<{ md: string; json: unkno
         runs.push(await measure(topology, sidecars, files, cli));
       } catch (err) {
         log(`  ${topologyName(topology)} with ${sidecars} sidecars did not complete: ${(err as Error).message.slice(-2_000)}`);
-        runs.push({ topology, sidecars, loadProcesses: 0, syncMs: NaN, replicaIdleKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
+        runs.push({ topology, sidecars, loadProcesses: 0, connections: 0, syncMs: NaN, replicaIdleKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
       }
       process.stdout.write(`\n${report(runs)}\n`);
     }
   }
-  return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES }, runs } };
+  return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES, channels: CHANNELS }, runs } };
 }

@@ -3,6 +3,7 @@
 
 import test from 'ava';
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
+import { LayeredMap } from '../../xds/control-plane/layered-map.js';
 import { NodeSnapshots } from '../../xds/control-plane/node-snapshots.js';
 import { makeSnapshot, type Snapshot } from '../../xds/control-plane/snapshot.js';
 import { buildSharedResources, toSnapshot, type RegistryView } from '../../xds/control-plane/translate.js';
@@ -72,4 +73,24 @@ test('an inconsistent node snapshot throws, naming the problem, and is checked a
   t.throws(() => nodes.snapshotFor(web1, mesh, broken), problem);
   t.throws(() => nodes.snapshotFor(web1, mesh, broken), problem, 'not taken as checked');
   t.notThrows(() => nodes.snapshotFor(web1, mesh, shared));
+});
+
+test("two nodes share the shared snapshot's resource objects, and lay their own over its maps instead of copying them", (t) => {
+  const web2: VmRecord = { ...web1, vmId: 'web-2', vsockCid: 4, addresses: ['10.0.0.12'] };
+  const nodes = new NodeSnapshots();
+  const s1 = nodes.snapshotFor(web1, mesh, shared);
+  const s2 = nodes.snapshotFor(web2, mesh, shared);
+  for (const url of RESOURCE_TYPE_URLS) {
+    for (const [name, r] of shared.resources[url]) {
+      t.is(s1.resources[url].get(name), r, `${url} ${name}: the shared object itself`);
+      t.is(s2.resources[url].get(name), r, `${url} ${name}: the shared object itself`);
+    }
+  }
+  // The types a node adds to (its listeners, its inbound cluster) are a layer, not a copy of the shared entries.
+  for (const url of [TYPE_URLS.Listener, TYPE_URLS.Cluster]) {
+    t.true(s1.resources[url] instanceof LayeredMap, url);
+    t.true(s2.resources[url] instanceof LayeredMap, url);
+  }
+  t.is(s1.resources[TYPE_URLS.ClusterLoadAssignment], shared.resources[TYPE_URLS.ClusterLoadAssignment], 'a type the node adds nothing to: the shared map itself');
+  t.not(s1.resources[TYPE_URLS.Listener].get('outbound|db'), s2.resources[TYPE_URLS.Listener].get('outbound|db'), 'the outbound listeners name their own VM');
 });

@@ -78,3 +78,59 @@ test('a slot whose write never completes comes back after holdMs', async (t) => 
   clearInterval(keepAlive);
   t.is(slots.inFlight, 0, 'the held slot was given back, the waiter woken');
 });
+
+test('slots are bounded in bytes too: what would go beyond the budget waits, in order, and one response larger than the budget goes alone', (t) => {
+  const slots = new WriteSlots({ limit: 10, bytes: 100, holdMs: HOUR });
+  const a = slots.take(() => {}, 60);
+  t.not(a, null);
+  const woken: string[] = [];
+  let big: (() => void) | null = null;
+  const bigWake = (): void => {
+    woken.push('big');
+    big = slots.take(bigWake, 250);
+  };
+  let small: (() => void) | null = null;
+  const smallWake = (): void => {
+    woken.push('small');
+    small = slots.take(smallWake, 10);
+  };
+  t.is(slots.take(bigWake, 250), null, 'beyond the budget while another response is in flight');
+  t.is(slots.take(smallWake, 10), null, 'fits, but waits behind the one that came first');
+  t.is(slots.bytesInFlight, 60);
+  t.is(slots.queued, 2);
+  a!();
+  t.deepEqual(woken, ['big', 'small'], 'nothing in flight: the big one goes alone; the small one, woken next, waits again');
+  t.not(big, null);
+  t.is(small, null);
+  t.is(slots.bytesInFlight, 250);
+  t.is(slots.queued, 1);
+  big!();
+  t.deepEqual(woken, ['big', 'small', 'small']);
+  t.not(small, null);
+  t.is(slots.bytesInFlight, 10);
+  t.is(slots.queued, 0);
+});
+
+test('a woken waiter still too big for the bytes left keeps its place at the head', (t) => {
+  const slots = new WriteSlots({ limit: 10, bytes: 100, holdMs: HOUR });
+  const a = slots.take(() => {}, 50);
+  const b = slots.take(() => {}, 50);
+  const woken: string[] = [];
+  const bigWake = (): void => {
+    woken.push('big');
+    slots.take(bigWake, 80);
+  };
+  const laterWake = (): void => {
+    woken.push('later');
+    slots.take(laterWake, 10);
+  };
+  t.is(slots.take(bigWake, 80), null);
+  t.is(slots.take(laterWake, 10), null);
+  a!();
+  t.deepEqual(woken, ['big'], 'woken, refused again (50 + 80 > 100), and the one behind it is not woken');
+  t.is(slots.queued, 2);
+  t.is(slots.take(() => {}, 1), null, 'a newcomer waits behind them');
+  b!();
+  t.deepEqual(woken, ['big', 'big', 'later'], 'the big one again first, it fits now, and so does the one behind it');
+  t.is(slots.bytesInFlight, 90);
+});

@@ -314,9 +314,9 @@ test('makeSnapshot is the one constructor: toSnapshot gives what makeSnapshot gi
 });
 
 function without(snapshot: Snapshot, typeUrl: ResourceTypeUrl, name: string): Snapshot {
-  const resources = { ...snapshot.resources, [typeUrl]: new Map(snapshot.resources[typeUrl]) };
-  resources[typeUrl].delete(name);
-  return { ...snapshot, resources };
+  const map = new Map(snapshot.resources[typeUrl]);
+  map.delete(name);
+  return { ...snapshot, resources: { ...snapshot.resources, [typeUrl]: map } };
 }
 
 test('inconsistencies: a built snapshot is consistent; hand-broken ones are named', (t) => {

@@ -20,10 +20,10 @@ import type { Logger } from '../../proxy/runtime/log.js';
 import { TYPE_SHORT_NAMES, type DeltaDiscoveryRequest__Output, type DeltaDiscoveryResponse, type DiscoveryRequest__Output } from '../envoy/proto.js';
 import { preEncodedAdsService, SotwEncoder, type PreEncodedAdsHandlers } from '../envoy/sotw-encoding.js';
 import { applyRequest, newStream, nextResponse, snapshotChanged, type AdsStreamKind, type DeltaResponse, type Failure, type SotwResponse, type StreamEvent, type StreamState } from './ads-stream.js';
-import { DEFAULT_STATUS_RETENTION_MS, MAX_DISCONNECTED_NODES, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, WRITE_SLOT_HOLD_MS, XDS_WRITES_IN_FLIGHT } from './bounds.js';
+import { DEFAULT_STATUS_RETENTION_MS, MAX_DISCONNECTED_NODES, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, WRITE_SLOT_HOLD_MS, XDS_WRITE_BYTES_IN_FLIGHT, XDS_WRITES_IN_FLIGHT } from './bounds.js';
 import { NodeRetention } from './node-retention.js';
 import type { SnapshotCache } from './snapshot-cache.js';
-import type { Snapshot } from './snapshot.js';
+import type { Snapshot, VersionedResource } from './snapshot.js';
 import { SyncStatuses } from './sync-status.js';
 import type { SyncStatus } from './types.js';
 import { WriteSlots, type WriteSlotsOptions } from './write-slots.js';
@@ -43,7 +43,7 @@ export interface AdsServerOptions {
   onNodeForgotten?: (nodeId: string) => void;
   /** Why there is nothing to serve yet (new streams are refused with UNAVAILABLE, clients try another replica), or undefined. */
   notServing?: () => string | undefined;
-  /** Responses in flight over all streams at once (default XDS_WRITES_IN_FLIGHT, WRITE_SLOT_HOLD_MS). */
+  /** Responses in flight over all streams at once (default XDS_WRITES_IN_FLIGHT, XDS_WRITE_BYTES_IN_FLIGHT, WRITE_SLOT_HOLD_MS). */
   writeSlots?: WriteSlotsOptions;
 }
 
@@ -83,6 +83,18 @@ function wire(response: SotwResponse | DeltaResponse, snapshot: Snapshot, encode
     resources: response.resources.map((r) => ({ name: r.name, version: r.version, resource: r.resource })),
     removed_resources: response.removed,
   };
+}
+
+/** About the bytes a response is written as (its resources' Any; the few header fields left out): what it weighs against the write budget. */
+function wireBytes(response: SotwResponse | DeltaResponse, snapshot: Snapshot): number {
+  let bytes = 0;
+  const add = (r: VersionedResource | undefined): void => {
+    if (r !== undefined) bytes += r.resource.value.length + r.resource.type_url.length + r.name.length + r.version.length;
+  };
+  if (!('names' in response)) response.resources.forEach(add);
+  else if (response.names === null) for (const r of snapshot.resources[response.typeUrl].values()) add(r);
+  else for (const name of response.names) add(snapshot.resources[response.typeUrl].get(name));
+  return bytes;
 }
 
 /** One ADS stream: its requests through the rules, its responses written with coalescing under backpressure. */
@@ -229,7 +241,7 @@ class AdsCall {
       if (snapshot === undefined) return;
       const next = nextResponse(this.state, snapshot);
       if (next === null) return;
-      const release = this.ctx.slots.take(this.wake);
+      const release = this.ctx.slots.take(this.wake, wireBytes(next.response, snapshot));
       if (release === null) return;
       this.state = next.state;
       const { typeUrl, version } = next.response;
@@ -314,7 +326,7 @@ export class AdsServer {
       metrics,
       statuses: this.statuses,
       encoder: new SotwEncoder(),
-      slots: new WriteSlots(options.writeSlots ?? { limit: XDS_WRITES_IN_FLIGHT, holdMs: WRITE_SLOT_HOLD_MS }),
+      slots: new WriteSlots(options.writeSlots ?? { limit: XDS_WRITES_IN_FLIGHT, bytes: XDS_WRITE_BYTES_IN_FLIGHT, holdMs: WRITE_SLOT_HOLD_MS }),
       identified: (stream) => {
         this.nodes.opened(stream.nodeId!);
         options.onNodeSeen?.(stream.nodeId!);

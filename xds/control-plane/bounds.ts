@@ -40,6 +40,8 @@ export const MAX_MESH_FILE_BYTES = 4 * MAX_MESH_BYTES;
 
 /** xDS responses written at once over all streams (a batch); the others wait their turn (write-slots.ts). */
 export const XDS_WRITES_IN_FLIGHT = 64;
+/** Bytes of xDS responses written at once over all streams (a larger response goes alone): what bounds the memory of a sync. */
+export const XDS_WRITE_BYTES_IN_FLIGHT = 8 * 1024 * 1024;
 /** The longest a response keeps its slot when its client does not read it. */
 export const WRITE_SLOT_HOLD_MS = 1_000;
 

@@ -6,6 +6,7 @@
 // serves the versions its sidecars already ACKed.
 
 import { createHash } from 'node:crypto';
+import { LayeredMap } from './layered-map.js';
 import { messageNameOf, RESOURCE_TYPE_URLS, TYPE_URLS, unpackAny, type Any__Output, type EnvoyMessageOutput, type ResourceTypeUrl } from '../envoy/proto.js';
 
 /** One resource as served: its name, a content version (hash of its bytes), and the encoded Any. */
@@ -21,7 +22,7 @@ export interface VersionedResource {
  * new Snapshot (the cache and the streams compare them by identity).
  */
 export interface Snapshot {
-  resources: Record<ResourceTypeUrl, Map<string, VersionedResource>>;
+  resources: Record<ResourceTypeUrl, ReadonlyMap<string, VersionedResource>>;
   versions: Record<ResourceTypeUrl, string>;
 }
 
@@ -31,9 +32,13 @@ export interface NamedResource {
   resource: Any__Output;
 }
 
-/** The first 16 hex digits of the SHA-256 of `data`: resource and type versions. */
+/**
+ * The first 16 hex digits of the SHA-256 of `data`: resource and type
+ * versions. Made from the first 8 bytes, not cut from the 64 digits: a cut
+ * string would keep its whole parent alive, once per resource of every node.
+ */
 export function shortHash(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex').slice(0, 16);
+  return createHash('sha256').update(data).digest().toString('hex', 0, 8);
 }
 
 /** A resource's version: a hash of its encoded bytes (same content, same version, across restarts). */
@@ -75,7 +80,8 @@ export function makeSnapshot(resources: Partial<Record<ResourceTypeUrl, readonly
 /**
  * `base` with `extra` resources added to some types (an extra one of a name
  * `base` has replaces it); the types it adds nothing to keep `base`'s map
- * itself and its version (the ADS server encodes a shared map once for every node).
+ * itself and its version (the ADS server encodes a shared map once for every
+ * node), the others lay `extra` over `base`'s map without copying it.
  */
 export function withResources(base: Snapshot, extra: Partial<Record<ResourceTypeUrl, ReadonlyMap<string, VersionedResource>>>): Snapshot {
   const resources = {} as Snapshot['resources'];
@@ -86,7 +92,7 @@ export function withResources(base: Snapshot, extra: Partial<Record<ResourceType
       resources[typeUrl] = base.resources[typeUrl];
       versions[typeUrl] = base.versions[typeUrl];
     } else {
-      resources[typeUrl] = new Map([...base.resources[typeUrl], ...add]);
+      resources[typeUrl] = new LayeredMap(base.resources[typeUrl], add);
       versions[typeUrl] = typeVersion(resources[typeUrl]);
     }
   }
