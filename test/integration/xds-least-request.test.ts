@@ -118,6 +118,7 @@ test('ctl switches an HTTP service to least_request: the same sidecar then sends
   t.regex(listed.stdout, /^web\t.*\tlb_policy=least_request\t/m);
   t.is(proc.child.exitCode, null, 'the sidecar was not restarted');
   t.is(proc.lines.filter((l) => l.msg === 'sidecar ready').length, 1);
+  t.log(`requests to the slow VM, of 20 per round: round robin ${roundRobin}, least_request ${leastRequest}`);
   t.true(roundRobin >= 8, `round robin sent the slow VM ${roundRobin} of 20`);
   t.true(leastRequest <= 2, `least_request sent the slow VM ${leastRequest} of 20 (round robin: ${roundRobin})`);
 });
