@@ -30,6 +30,8 @@ export const ENVOY_ROOTS = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
   'envoy/extensions/filters/network/rbac/v3/rbac.proto',
+  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
+  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
 ];
 
 /** Include directories under the package's deps/, in the order protoc would search them. */

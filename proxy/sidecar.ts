@@ -12,7 +12,7 @@ import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
 import { ForwardProxyListener, type ForwardProxyTargets } from './listeners/forward-proxy.js';
 import { forwardProxyRoutes } from './listeners/forward-proxy-routes.js';
-import type { RouteConfig } from './http/route-table.js';
+import { RouteTable, type RouteConfig } from './http/route-table.js';
 import { HttpOutboundListener } from './http/listener.js';
 import { outboundListenerConfig } from './config/listener-defaults.js';
 import { ProxyServer, type ServerOptions } from './server.js';
@@ -128,13 +128,30 @@ export class Sidecar extends ProxyServer {
       if (cluster === undefined) throw new Error(`listener "${l.name}": unknown cluster "${l.cluster}"`);
       // The capture listener's L7 path: an HTTP listener bound to nothing, under the capture listener's name.
       const inspector = l.httpInspector;
+      // Its requests may follow a service's pushed routes: the file's clusters, then the control plane's.
+      const reachable = { get: (name: string) => clusters.get(name) ?? this.xds?.clusters.get(name) };
       const captured = inspector && {
         inspect: inspector,
-        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, clusters, this.context, outboundOptions),
+        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, reachable, this.context, outboundOptions),
+        serviceRoutes: this.serviceRouteTables(),
       };
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions, captured));
     }
     for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, this.forwardProxyTargets(l.name, clusters), this.context, outboundOptions));
+  }
+
+  /** The route tables of the services' pushed route configurations, compiled once per pushed state. */
+  private serviceRouteTables(): (service: string) => RouteTable | undefined {
+    let made: { generation: number; tables: Map<string, RouteTable | undefined> } | undefined;
+    return (service) => {
+      const generation = this.xds?.generation ?? 0;
+      if (made?.generation !== generation) made = { generation, tables: new Map() };
+      if (!made.tables.has(service)) {
+        const config = this.xds?.serviceRoutes(service);
+        made.tables.set(service, config && new RouteTable(config));
+      }
+      return made.tables.get(service);
+    };
   }
 
   /** What a forward proxy reaches: the file's clusters, then the control plane's; plain requests by each service's routes, made again when a pushed state changes them. */

@@ -302,7 +302,7 @@ export class XdsApplier {
 
   private update(c: XdsCluster): void {
     const endpoints = c.kind === 'eds' ? (this.assignments.get(c.edsServiceName) ?? []) : c.endpoints;
-    const settings: ClusterSettings = { name: c.name, connectTimeoutMs: c.connectTimeoutMs };
+    const settings: ClusterSettings = { name: c.name, connectTimeoutMs: c.connectTimeoutMs, ...(c.lbPolicy && { lbPolicy: c.lbPolicy }) };
     this.cluster(c.name).update(settings, endpoints.map(factsFromXds));
   }
 

@@ -310,7 +310,7 @@ export function ctlCommand(): Command {
     .action(() =>
       withConfig(globals(), async (c) => {
         const list = await c.listServices();
-        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms\trevision=${s.mod_revision}`).join('\n'));
+        print(globals(), list, list.length === 0 ? 'no services' : list.map((s) => `${s.name}\tport=${s.port}\toutbound_port=${s.outbound_port}\t${s.protocol}\tconnect_timeout=${s.connect_timeout_ms}ms\tlb_policy=${s.lb_policy}\trevision=${s.mod_revision}`).join('\n'));
       }),
     );
   services
@@ -320,12 +320,13 @@ export function ctlCommand(): Command {
     .option('--outbound-port <port>', 'where local apps connect on 127.0.0.1 (default: --port)', intArg(1, 65535))
     .addOption(new Option('--protocol <protocol>', 'tcp or http').choices(['tcp', 'http']).default('tcp'))
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', intArg(1, 3_600_000), 5_000)
+    .addOption(new Option('--lb-policy <policy>', 'how HTTP requests pick an endpoint').choices(['round_robin', 'least_request']).default('round_robin'))
     .addOption(expectRevision())
     .description('add or replace a service')
-    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number; expectRevision?: number }) =>
+    .action((name: string, opts: { port: number; outboundPort?: number; protocol: string; connectTimeoutMs: number; lbPolicy: string; expectRevision?: number }) =>
       withConfig(globals(), async (c) => {
-        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs, mod_revision: opts.expectRevision ?? 0 });
-        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol} revision=${s.mod_revision}`);
+        const s = await c.putService({ name, port: opts.port, outbound_port: opts.outboundPort ?? opts.port, protocol: opts.protocol, connect_timeout_ms: opts.connectTimeoutMs, lb_policy: opts.lbPolicy, mod_revision: opts.expectRevision ?? 0 });
+        print(globals(), s, `service ${s.name} port=${s.port} outbound_port=${s.outbound_port} ${s.protocol} lb_policy=${s.lb_policy} revision=${s.mod_revision}`);
       }),
     );
   services

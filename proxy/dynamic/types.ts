@@ -52,10 +52,14 @@ export interface XdsEndpoint {
   vm?: XdsEndpointVm;
 }
 
-/** A cluster: endpoints come from EDS (the ClusterLoadAssignment named `edsServiceName`) or are static. */
+/**
+ * A cluster: endpoints come from EDS (the ClusterLoadAssignment named
+ * `edsServiceName`) or are static. `lbPolicy`: HTTP requests go to the less
+ * busy of two endpoints drawn at random (absent: round robin, as L4 connections always do).
+ */
 export type XdsCluster =
-  | { name: string; kind: 'eds'; connectTimeoutMs: number; edsServiceName: string }
-  | { name: string; kind: 'static'; connectTimeoutMs: number; endpoints: XdsEndpoint[] };
+  | { name: string; kind: 'eds'; connectTimeoutMs: number; edsServiceName: string; lbPolicy?: 'least_request' }
+  | { name: string; kind: 'static'; connectTimeoutMs: number; endpoints: XdsEndpoint[]; lbPolicy?: 'least_request' };
 
 /** A ClusterLoadAssignment: the endpoints of the EDS cluster `clusterName` (unhealthy and draining ones left out). */
 export interface XdsClusterLoadAssignment {

@@ -225,7 +225,7 @@ export class HttpOutboundListener extends Listener {
 
   /** The route, cluster, endpoint and transport plan of one request. */
   private target(authority: string, path: string, headers: http.IncomingHttpHeaders | http2.IncomingHttpHeaders, downstream: Downstream): Target {
-    const decision = this.table.route({ authority, path, headers }, Math.random());
+    const decision = (downstream.fallback?.routes ?? this.table).route({ authority, path, headers }, Math.random());
     const { src, fallback } = downstream;
     // No route timeout: the connection's own protocol, as at L4, decides how long a request may take.
     if (!decision.ok && decision.reason === 'no_virtual_host' && fallback) return this.endpointTarget(ORIGINAL_DESTINATION_ROUTE, fallback.cluster, 0, undefined, src, fallback);

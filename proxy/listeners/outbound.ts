@@ -24,6 +24,7 @@ import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
 import { inspectHttp, type InspectVerdict } from '../http/inspector.js';
 import type { HttpOutboundListener } from '../http/listener.js';
+import type { RouteTable } from '../http/route-table.js';
 import { readPreamble } from './preamble.js';
 
 export interface OutboundListenerOptions {
@@ -72,17 +73,24 @@ interface Handover {
 
 /**
  * A capture listener's L7 path: connections whose first bytes are HTTP
- * (http/inspector.ts) go to an unbound HTTP listener that routes each request
- * by Host among the mesh's services, or else to the original destination.
+ * (http/inspector.ts) go to an unbound HTTP listener. A connection to a mesh
+ * service (its original destination's VM serves one on that port) whose
+ * routes the control plane pushed is routed by them, as on the service's
+ * outbound listener; others by Host among the mesh's services, or else to
+ * the original destination.
  */
 export interface CapturedHttp {
   inspect: { maxBytes: number; timeoutMs: number };
   listener: HttpOutboundListener;
+  /** The pushed route table of `service`, if any. */
+  serviceRoutes(service: string): RouteTable | undefined;
 }
 
 /** Where a captured HTTP request goes when no virtual host matches its Host: the connection's original destination, as L4 would. */
 export interface OriginalDestinationRoute {
   cluster: string;
+  /** The routes of the mesh service the connection was headed for, when the control plane pushed them: every request follows them. */
+  routes?: RouteTable | undefined;
   endpoint: UpstreamEndpoint;
   policy: TransportPolicy;
   connector: UpstreamConnector;
@@ -97,6 +105,8 @@ interface HowDecided {
   target?: ConcreteTarget;
   /** Why the VM manager's answer is missing, for a refusal's message. */
   unresolved?: string;
+  /** The mesh service the VM manager says the destination serves. */
+  service?: string | undefined;
   handover: Handover;
 }
 
@@ -264,7 +274,9 @@ export class OutboundListener extends Listener {
       last = { resolution, target, endpoint: new UpstreamEndpoint(factsFromResolution(resolution, wantedOf(target))) };
       this.lastResolved = last;
     }
-    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, handover });
+    const port = target.kind === 'ip_port' ? target.port : undefined;
+    const service = port === undefined ? undefined : resolution.vm?.services.find((s) => s.port === port)?.name;
+    this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, service, handover });
   }
 
   /** The VM manager could not answer and nothing fresh is cached: only the address the target names, if it names one, is known. */
@@ -276,11 +288,12 @@ export class OutboundListener extends Listener {
 
   /** The transport decision for one connection, counted by reason, then the connection or its refusal. */
   private decide(fd: number, src: { address: string; port: number }, endpoint: UpstreamEndpoint, how: HowDecided): ProxiedConnection | undefined {
-    const { policy, target, unresolved, handover } = how;
+    const { policy, target, unresolved, service, handover } = how;
     const { tunnel } = handover;
     if (handover.http && this.captured) {
       // Each request decides its own transport (to this endpoint or a routed cluster's).
-      this.captured.listener.adopt(fd, src, handover.early, { cluster: this.cluster.name, endpoint, policy, connector: this.upstream });
+      const routes = service === undefined ? undefined : this.captured.serviceRoutes(service);
+      this.captured.listener.adopt(fd, src, handover.early, { cluster: this.cluster.name, endpoint, policy, connector: this.upstream, routes });
       return undefined;
     }
     const selection = endpoint.decide(this.options.placement.current(), this.upstream.vsockHealth(endpoint.breaker), policy);

@@ -6,7 +6,9 @@
 //   1. only vm-a (backend-a) serves greeter: every call reaches backend-a;
 //   2. the registry moves greeter to vm-b: new EDS, every call reaches backend-b
 //      (backend-a still runs, so only the push can explain the move), none fails;
-//   3. greeter leaves the mesh: listener and cluster are no longer served, calls
+//   3. greeter balances by least_request: the client ACKs the cluster (it runs
+//      round robin, listed after least_request) and every call still succeeds;
+//   4. greeter leaves the mesh: listener and cluster are no longer served, calls
 //      fail with UNAVAILABLE.
 
 import test, { type ExecutionContext } from 'ava';
@@ -21,10 +23,13 @@ import { MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { Registry } from '../../xds/vm-manager/registry.js';
 import { LogCapture } from '../helpers/sidecars.js';
 import { HV1, vm } from '../helpers/vm-manager.js';
+import { waitFor } from '../helpers/apps.js';
+import { TYPE_URLS } from '../../xds/envoy/proto.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/xds-client.mjs', import.meta.url));
 const PROTO = fileURLToPath(new URL('../fixtures/greeter.proto', import.meta.url));
 const UNAVAILABLE = grpc.status.UNAVAILABLE; // 14
+const CLIENT_NODE = 'grpc-xds-interop-client';
 /** What the client traces on stderr (kept for assertion messages). */
 const GRPC_TRACE = 'xds_client,xds_resolver,xds_dependency_manager,cds_balancer,xds_cluster_impl,priority,weighted_target,round_robin,resolving_load_balancer';
 
@@ -93,7 +98,7 @@ class XdsClientProcess {
     const bootstrap = {
       xds_servers: [{ server_uri: `127.0.0.1:${controlPlanePort}`, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
       // grpc-js-xds 1.14.1 needs a locality (even empty) or fails with a misleading null-property error.
-      node: { id: 'grpc-xds-interop-client', cluster: 'interop', locality: {} },
+      node: { id: CLIENT_NODE, cluster: 'interop', locality: {} },
     };
     this.child = spawn(process.execPath, [FIXTURE, target], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -257,7 +262,20 @@ test('a real, unmodified xDS client (@grpc/grpc-js-xds) follows EDS pushes betwe
     t.deepEqual(after.ok, Array<string>(10).fill('backend-b'), `expected every call at backend-b after the switch: ${summary([after])}\nclient stderr:\n${client.stderr()}`);
     t.is(backendA.hits, aHits, 'backend-a still got calls after it left the endpoints');
 
-    // 6. greeter leaves the mesh: its listener, route, cluster and endpoints are no longer served.
+    // 6. greeter balances by least_request: grpc-js-xds has no such policy, and the cluster lists round robin after it
+    // (load_balancing_policy): the client ACKs the new cluster version (a NACK would keep the old one, calls would still work).
+    const cdsBefore = plane.ads.syncStatus().find((s) => s.nodeId === CLIENT_NODE && s.typeUrl === TYPE_URLS.Cluster)?.lastAckVersion;
+    await mesh.put('services', { name: 'greeter', port: 50051, lb_policy: 'least_request' });
+    await plane.flush();
+    const cds = () => plane.ads.syncStatus().find((s) => s.nodeId === CLIENT_NODE && s.typeUrl === TYPE_URLS.Cluster);
+    await waitFor(() => (cds()?.lastAckVersion ?? cdsBefore) !== cdsBefore || cds()?.lastNack != null, 'the client to answer the least_request cluster', 20_000);
+    t.is(cds()?.lastNack ?? null, null, `the client NACKed the least_request cluster\nclient stderr:\n${client.stderr()}`);
+    t.is(cds()?.lastAckVersion, cds()?.lastSentVersion);
+    const balanced = await client.call(10);
+    t.deepEqual(balanced.errors, [], `calls failed under least_request: ${summary([balanced])}\nclient stderr:\n${client.stderr()}`);
+    t.deepEqual(balanced.ok, Array<string>(10).fill('backend-b'));
+
+    // 7. greeter leaves the mesh: its listener, route, cluster and endpoints are no longer served.
     t.true(await mesh.delete('services', 'greeter'));
     await plane.flush();
     const removed = await pollCalls(client, (r) => r.errors.includes(UNAVAILABLE), { batch: 1, deadlineMs: 20_000, callDeadlineMs: 1_000 });
@@ -270,7 +288,7 @@ test('a real, unmodified xDS client (@grpc/grpc-js-xds) follows EDS pushes betwe
     t.is(backendA.hits + backendB.hits, hitsAtFirstFailure, 'a backend still got calls after greeter left the mesh');
     t.log(`after removal the client says: ${[...new Set(gone.details)].join(' | ')}`);
 
-    // 7. The client quits cleanly.
+    // 8. The client quits cleanly.
     await client.quit();
     const exit = await client.exited;
     t.deepEqual(exit, { code: 0, signal: null }, `xds client did not exit cleanly\nstderr:\n${client.stderr()}`);

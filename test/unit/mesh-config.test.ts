@@ -94,6 +94,18 @@ test('service field errors are reported by path, all at once', (t) => {
   );
 });
 
+test('lb_policy: least_request is carried, round_robin (the default) is not; anything else is refused by path', (t) => {
+  const services = parseMeshConfig({ services: [svc({ lb_policy: 'least_request' }), svc({ name: 'api', port: 9090, lb_policy: 'round_robin' })] }).services;
+  t.deepEqual(services, [
+    { name: 'web', outboundPort: 8080, protocol: 'tcp', connectTimeoutMs: 5_000, lbPolicy: 'least_request' },
+    { name: 'api', outboundPort: 9090, protocol: 'tcp', connectTimeoutMs: 5_000 },
+  ]);
+  t.deepEqual(problems({ services: [svc({ lb_policy: 'LEAST_REQUEST' }), svc({ name: 'api', port: 9090, lb_policy: 2 })] }), [
+    'services[0].lb_policy: must be one of "round_robin", "least_request" (got "LEAST_REQUEST")',
+    'services[1].lb_policy: must be "round_robin" or "least_request"',
+  ]);
+});
+
 test('route field errors are reported by path', (t) => {
   t.deepEqual(
     problems({

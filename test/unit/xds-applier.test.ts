@@ -11,6 +11,7 @@ import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { Listener } from '../../proxy/listeners/listener.js';
 import { VsockBreakers } from '../../proxy/upstream/breakers.js';
 import type { Cluster } from '../../proxy/upstream/cluster.js';
+import type { UpstreamEndpoint } from '../../proxy/upstream/endpoint.js';
 import { factsFromXds } from '../../proxy/upstream/endpoint-facts.js';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { XdsApplier } from '../../proxy/xds-applier.js';
@@ -237,6 +238,24 @@ test('a cluster still named by a listener gets its endpoints back when CDS bring
   h.applier.applyAssignments([{ clusterName: 'db', endpoints: [{ address: '10.0.0.2', port: 5432 }] }]);
   t.is(h.applier.clusters.get('db'), cluster);
   t.deepEqual(apps(cluster), [{ address: '10.0.0.2', port: 5432 }]);
+});
+
+test("a cluster's lb_policy is applied in place: the same cluster object balances by least_request, then round robin again", (t) => {
+  const h = new FakeHost();
+  h.applier.applyClusters([eds('web')]);
+  const cluster = h.applier.clusters.get('web')!;
+  h.applier.applyAssignments([{ clusterName: 'web', endpoints: [{ address: '10.0.0.1', port: 80 }, { address: '10.0.0.2', port: 80 }] }]);
+  // One endpoint is busy: least_request never picks it (two endpoints are always both drawn), round robin alternates.
+  const busy = (e: UpstreamEndpoint) => (e.facts.app?.address === '10.0.0.1' ? 5 : 0);
+  const picks = () => Array.from({ length: 4 }, () => cluster.pick(busy)!.facts.app?.address);
+  t.deepEqual(picks(), ['10.0.0.1', '10.0.0.2', '10.0.0.1', '10.0.0.2']);
+  h.applier.applyClusters([{ ...eds('web'), lbPolicy: 'least_request' }]);
+  t.is(h.applier.clusters.get('web'), cluster);
+  t.is(cluster.settings.lbPolicy, 'least_request');
+  t.deepEqual(picks(), ['10.0.0.2', '10.0.0.2', '10.0.0.2', '10.0.0.2']);
+  h.applier.applyClusters([eds('web')]);
+  t.is(cluster.settings.lbPolicy, undefined);
+  t.deepEqual(new Set(picks()), new Set(['10.0.0.1', '10.0.0.2']));
 });
 
 test('a cluster refused by validation keeps its last good version and its EDS subscription; an assignment for a cluster we do not have is dropped', (t) => {

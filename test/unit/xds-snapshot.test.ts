@@ -131,6 +131,31 @@ test('every mesh service gets an EDS cluster, an assignment, an API listener and
   t.is(rest!.route?.cluster, 'web');
 });
 
+test('a least_request service gets a LEAST_REQUEST cluster in both Envoy shapes, round robin listed after it for gRPC clients; sidecars read least_request', (t) => {
+  const lr = parseMeshConfig({ services: [{ name: 'web', port: 8080, protocol: 'http', lb_policy: 'least_request' }, { name: 'db', port: 5432 }] });
+  const snapshot = toSnapshot(nodeResources(lr, view, 'grpc-client'));
+  const web = decoded(snapshot, TYPE_URLS.Cluster, 'web');
+  t.is(web.lb_policy, 'LEAST_REQUEST');
+  t.is(web.least_request_lb_config?.choice_count?.value, 2);
+  const policies = web.load_balancing_policy?.policies.map((p) => p.typed_extension_config!);
+  t.deepEqual(
+    policies?.map((p) => [p.name, p.typed_config?.type_url]),
+    [
+      ['envoy.load_balancing_policies.least_request', TYPE_URLS.LeastRequest],
+      ['envoy.load_balancing_policies.round_robin', TYPE_URLS.RoundRobin],
+    ],
+  );
+  t.is(unpackAny(policies![0]!.typed_config!, TYPE_URLS.LeastRequest).choice_count?.value, 2);
+  const db = decoded(snapshot, TYPE_URLS.Cluster, 'db');
+  t.is(db.lb_policy, 'ROUND_ROBIN');
+  t.is(db.load_balancing_policy, null);
+  const result = validateResources(TYPE_URLS.Cluster, [...snapshot.resources[TYPE_URLS.Cluster].values()].map((r) => r.resource));
+  t.deepEqual(result.values, [
+    { name: 'db', kind: 'eds', connectTimeoutMs: 5_000, edsServiceName: 'db' },
+    { name: 'web', kind: 'eds', connectTimeoutMs: 5_000, edsServiceName: 'web', lbPolicy: 'least_request' },
+  ]);
+});
+
 test('assignments list the serving VMs by VM id, at their first address and service port, with exact VM facts', (t) => {
   const snapshot = toSnapshot(nodeResources(mesh, view, 'grpc-client'));
   const web = decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, 'web');

@@ -181,10 +181,43 @@ test('cluster: empty name, unsupported types and policies', (t) => {
   t.deepEqual(clusterErrors(eds({ name: '' })), ['cluster "": name: must not be empty']);
   t.deepEqual(clusterErrors(eds({ type: 'STRICT_DNS' })), ['cluster "web": type: unsupported cluster type "STRICT_DNS" (only EDS and STATIC)']);
   t.deepEqual(clusterErrors(eds({ type: 'ORIGINAL_DST', lb_policy: 'CLUSTER_PROVIDED' })), [
-    'cluster "web": lb_policy: unsupported load balancing policy "CLUSTER_PROVIDED" (only ROUND_ROBIN)',
+    'cluster "web": lb_policy: unsupported load balancing policy "CLUSTER_PROVIDED" (only ROUND_ROBIN and LEAST_REQUEST)',
     'cluster "web": type: unsupported cluster type "ORIGINAL_DST" (only EDS and STATIC)',
   ]);
   t.deepEqual(clusterErrors(eds({ type: undefined, cluster_type: { name: 'envoy.clusters.aggregate' } })), ['cluster "web": cluster_type: custom cluster types are not supported (only EDS and STATIC)']);
+});
+
+const policy = (name: string, typed_config: ReturnType<typeof packAny>) => ({ typed_extension_config: { name, typed_config } });
+const leastRequestPolicy = (choices?: number) => policy('envoy.load_balancing_policies.least_request', packAny(TYPE_URLS.LeastRequest, choices === undefined ? {} : { choice_count: { value: choices } }));
+const roundRobinPolicy = policy('envoy.load_balancing_policies.round_robin', packAny(TYPE_URLS.RoundRobin, {}));
+const otherPolicy = policy('envoy.load_balancing_policies.maglev', packAny(TYPE_URLS.Router, {}));
+const lbOf = (c: Cluster) => {
+  const result = validateCluster(packAny(TYPE_URLS.Cluster, c));
+  return result.ok ? (result.value.lbPolicy ?? 'round_robin') : result.errors;
+};
+
+test('cluster: least_request from lb_policy (two choices), or the first known policy of load_balancing_policy, which wins', (t) => {
+  t.deepEqual(validateCluster(packAny(TYPE_URLS.Cluster, eds({ lb_policy: 'LEAST_REQUEST' }))), {
+    ok: true,
+    value: { name: 'web', kind: 'eds', connectTimeoutMs: 2_000, edsServiceName: 'web', lbPolicy: 'least_request' },
+  });
+  t.is(lbOf(staticCluster({ lb_policy: 'LEAST_REQUEST', least_request_lb_config: { choice_count: { value: 2 } } })), 'least_request');
+  t.is(lbOf(eds({ load_balancing_policy: { policies: [otherPolicy, leastRequestPolicy(2), roundRobinPolicy] } })), 'least_request');
+  t.is(lbOf(eds({ load_balancing_policy: { policies: [leastRequestPolicy()] } })), 'least_request');
+  t.is(lbOf(eds({ lb_policy: 'LEAST_REQUEST', load_balancing_policy: { policies: [roundRobinPolicy, leastRequestPolicy()] } })), 'round_robin');
+  t.is(lbOf(eds({ lb_policy: 'MAGLEV', load_balancing_policy: { policies: [roundRobinPolicy] } })), 'round_robin');
+});
+
+test('cluster: least_request with other than two choices, or a policy list the sidecar cannot run, is refused by field path', (t) => {
+  t.deepEqual(lbOf(eds({ lb_policy: 'LEAST_REQUEST', least_request_lb_config: { choice_count: { value: 3 } } })), [
+    'cluster "web": least_request_lb_config.choice_count: unsupported choice count 3 (only 2)',
+  ]);
+  t.deepEqual(lbOf(eds({ load_balancing_policy: { policies: [otherPolicy, leastRequestPolicy(5)] } })), [
+    'cluster "web": load_balancing_policy.policies[1].typed_extension_config.typed_config.choice_count: unsupported choice count 5 (only 2)',
+  ]);
+  t.deepEqual(lbOf(eds({ load_balancing_policy: { policies: [otherPolicy, { typed_extension_config: { name: 'x' } }] } })), [
+    `cluster "web": load_balancing_policy.policies: lists no policy the sidecar runs (only ${TYPE_URLS.LeastRequest} and ${TYPE_URLS.RoundRobin})`,
+  ]);
 });
 
 test('cluster: negative, zero and absurd connect timeouts', (t) => {

@@ -30,6 +30,7 @@ import { PEER_MODES, modeOfTransports } from '../../proxy/peer-tls/peer-modes.js
 import { HTTP_CONNECTION_MANAGER_FILTER, PROXY_PROTOCOL_LISTENER_FILTER, RBAC_NETWORK_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
 import type { PortRbac, RbacFilter } from '../../proxy/policy/rbac.js';
 import { isRbacFilter, rbacFilter } from './validate-rbac.js';
+import { clusterLbPolicy } from './validate-lb-policy.js';
 import { DEFAULT_ROUTE_TIMEOUT_MS, domainProblem, regexProblem, type HeaderMatch, type PathMatch, type Route } from '../../proxy/http/route-table.js';
 import { MAX_CONNECT_TIMEOUT_MS, type XdsCluster, type XdsClusterLoadAssignment, type XdsEndpoint, type XdsEndpointVm, type XdsListener, type XdsRouteConfig } from '../../proxy/dynamic/types.js';
 
@@ -409,7 +410,7 @@ export function validateClusterLoadAssignment(input: Any | Any__Output | Cluster
   return finish('cluster_load_assignment', cla.cluster_name, errors, () => ({ clusterName: cla.cluster_name, endpoints }));
 }
 
-/** A Cluster (an Any or a decoded message): EDS over ADS, or STATIC with its endpoints; round robin. */
+/** A Cluster (an Any or a decoded message): EDS over ADS, or STATIC with its endpoints; round robin or least_request (validate-lb-policy.ts). */
 export function validateCluster(input: Any | Any__Output | Cluster__Output): Validation<XdsCluster> {
   const decoded = decode(input, TYPE_URLS.Cluster);
   if (!decoded.ok) return decoded;
@@ -417,7 +418,8 @@ export function validateCluster(input: Any | Any__Output | Cluster__Output): Val
   const { errors, report } = collector();
   nonEmpty(c.name, 'name', report);
   const connectTimeoutMs = connectTimeout(c.connect_timeout, 'connect_timeout', report);
-  if (c.lb_policy !== 'ROUND_ROBIN') report('lb_policy', `unsupported load balancing policy ${JSON.stringify(c.lb_policy)} (only ROUND_ROBIN)`);
+  const policy = clusterLbPolicy(c, report);
+  const lb = policy === 'least_request' ? { lbPolicy: policy } : {};
   // An unset discovery type is STATIC (proto3 default), as in Envoy.
   const type = c.type ?? 'STATIC';
   let value: (() => XdsCluster) | undefined;
@@ -430,12 +432,12 @@ export function validateCluster(input: Any | Any__Output | Cluster__Output): Val
       report('eds_cluster_config.eds_config', `must be ads or self (the sidecar has one ADS stream) (got ${source?.config_source_specifier ?? 'nothing'})`);
     }
     const edsServiceName = c.eds_cluster_config?.service_name || c.name;
-    value = () => ({ name: c.name, kind: 'eds', connectTimeoutMs, edsServiceName });
+    value = () => ({ name: c.name, kind: 'eds', connectTimeoutMs, edsServiceName, ...lb });
   } else if (type === 'STATIC') {
     let endpoints: XdsEndpoint[] = [];
     if (!c.load_assignment) report('load_assignment', 'required for a STATIC cluster');
     else endpoints = endpointsOf(c.load_assignment, 'load_assignment', report);
-    value = () => ({ name: c.name, kind: 'static', connectTimeoutMs, endpoints });
+    value = () => ({ name: c.name, kind: 'static', connectTimeoutMs, endpoints, ...lb });
   } else {
     report('type', `unsupported cluster type ${JSON.stringify(type)} (only EDS and STATIC)`);
   }

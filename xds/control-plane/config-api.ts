@@ -36,6 +36,8 @@ export function serviceToRaw(s: Service__Output): RawEntry {
     ...(s.outbound_port > 0 && s.outbound_port !== s.port && { outbound_port: s.outbound_port }),
     ...(s.protocol !== '' && { protocol: s.protocol }),
     ...(s.connect_timeout_ms > 0 && { connect_timeout: `${s.connect_timeout_ms}ms` }),
+    // Round robin is the default: stored entries name only another policy.
+    ...(s.lb_policy !== '' && s.lb_policy !== 'round_robin' && { lb_policy: s.lb_policy }),
   };
 }
 
@@ -47,6 +49,7 @@ export function serviceFromRaw(raw: RawEntry): Service {
     outbound_port: Number(raw.outbound_port ?? port),
     protocol: String(raw.protocol ?? 'tcp'),
     connect_timeout_ms: parseDuration(String(raw.connect_timeout ?? '5s')) ?? 0,
+    lb_policy: String(raw.lb_policy ?? 'round_robin'),
   };
 }
 

@@ -4,7 +4,7 @@
 // its path, like the sidecar's config (proxy/config/).
 //
 //   services:
-//     - { name: web, port: 8080, outbound_port: 18080, protocol: http, connect_timeout: 2s }
+//     - { name: web, port: 8080, outbound_port: 18080, protocol: http, connect_timeout: 2s, lb_policy: least_request }
 //   routes:
 //     - name: web-routes
 //       domains: [web, web.mesh]
@@ -34,7 +34,7 @@ import {
   quoteBounded,
 } from './bounds.js';
 import { MAX_CONNECT_TIMEOUT_MS } from '../../proxy/dynamic/types.js';
-import type { MeshConfig, MeshHeaderMatch } from './types.js';
+import type { MeshConfig, MeshHeaderMatch, MeshService } from './types.js';
 import { peerAuthenticationIssues, peerAuthenticationSchema } from './peer-authentication.js';
 import { policySchema } from './policies.js';
 
@@ -74,9 +74,24 @@ const service = z
         (p) => ({ message: `must be one of "tcp", "http" (got ${quoteBounded(p)})` }),
       ),
     connect_timeout: connectTimeout,
+    lb_policy: z
+      .string({ invalid_type_error: 'must be "round_robin" or "least_request"' })
+      .default('round_robin')
+      .refine(
+        (p): p is 'round_robin' | 'least_request' => p === 'round_robin' || p === 'least_request',
+        (p) => ({ message: `must be one of "round_robin", "least_request" (got ${quoteBounded(p)})` }),
+      ),
   })
   .strict()
-  .transform((s) => ({ name: s.name, outboundPort: s.outbound_port ?? s.port, protocol: s.protocol, connectTimeoutMs: s.connect_timeout }));
+  .transform(
+    (s): MeshService => ({
+      name: s.name,
+      outboundPort: s.outbound_port ?? s.port,
+      protocol: s.protocol,
+      connectTimeoutMs: s.connect_timeout,
+      ...(s.lb_policy === 'least_request' && { lbPolicy: 'least_request' as const }),
+    }),
+  );
 
 const WEIGHT = `must be an integer 1..${U32}`;
 const weight = z.number({ invalid_type_error: 'must be a number' }).int({ message: WEIGHT }).min(1, { message: WEIGHT }).max(U32, { message: WEIGHT });

@@ -19,7 +19,16 @@
 //   (`peer_mode`), so a client knows whether to originate TLS.
 
 import { packAny, TYPE_URLS, type Cluster, type ClusterLoadAssignment, type Listener, type RouteConfiguration } from '../envoy/proto.js';
-import { HTTP_CONNECTION_MANAGER_FILTER, PROXY_PROTOCOL_LISTENER_FILTER, ROUTER_FILTER, TCP_PROXY_FILTER, VSOCKMESH_METADATA_KEY } from '../envoy/names.js';
+import {
+  HTTP_CONNECTION_MANAGER_FILTER,
+  LEAST_REQUEST_CHOICES,
+  LEAST_REQUEST_POLICY,
+  PROXY_PROTOCOL_LISTENER_FILTER,
+  ROUND_ROBIN_POLICY,
+  ROUTER_FILTER,
+  TCP_PROXY_FILTER,
+  VSOCKMESH_METADATA_KEY,
+} from '../envoy/names.js';
 import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbEndpoint.js';
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
@@ -78,16 +87,28 @@ function vmFacts(vm: VmRecord, hypervisor: HypervisorRecord): Struct {
   };
 }
 
-/** Cluster S: endpoints from EDS over the ADS stream. */
+/** Cluster S: endpoints from EDS over the ADS stream, balanced as the service says. */
 export function serviceCluster(service: MeshService): Cluster {
-  return {
-    name: service.name,
-    type: 'EDS',
-    eds_cluster_config: { eds_config: ADS },
-    connect_timeout: duration(service.connectTimeoutMs),
-    lb_policy: 'ROUND_ROBIN',
-  };
+  const cluster: Cluster = { name: service.name, type: 'EDS', eds_cluster_config: { eds_config: ADS }, connect_timeout: duration(service.connectTimeoutMs), lb_policy: 'ROUND_ROBIN' };
+  return service.lbPolicy === 'least_request' ? { ...cluster, ...leastRequest() } : cluster;
 }
+
+/**
+ * least_request in both of Envoy's shapes. gRPC xDS clients (grpc-js-xds) have
+ * no least_request and NACK a bare lb_policy LEAST_REQUEST, but read
+ * load_balancing_policy first and take its first policy they know (gRFC A52):
+ * round robin for them, least_request for Envoy and our sidecars.
+ */
+const leastRequest = (): Pick<Cluster, 'lb_policy' | 'least_request_lb_config' | 'load_balancing_policy'> => ({
+  lb_policy: 'LEAST_REQUEST',
+  least_request_lb_config: { choice_count: { value: LEAST_REQUEST_CHOICES } },
+  load_balancing_policy: {
+    policies: [
+      { typed_extension_config: { name: LEAST_REQUEST_POLICY, typed_config: packAny(TYPE_URLS.LeastRequest, { choice_count: { value: LEAST_REQUEST_CHOICES } }) } },
+      { typed_extension_config: { name: ROUND_ROBIN_POLICY, typed_config: packAny(TYPE_URLS.RoundRobin, {}) } },
+    ],
+  },
+});
 
 /**
  * ClusterLoadAssignment S: every VM whose record lists S (at its first

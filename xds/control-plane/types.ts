@@ -15,6 +15,8 @@ export interface MeshService {
   outboundPort: number;
   protocol: 'tcp' | 'http';
   connectTimeoutMs: number;
+  /** How HTTP requests pick an endpoint (Cluster lb_policy): round robin (absent), or least_request (power of two choices). */
+  lbPolicy?: 'least_request';
 }
 
 /** A request header condition of a mesh route rule (names lower case). */

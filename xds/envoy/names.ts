@@ -11,3 +11,8 @@ export const HTTP_CONNECTION_MANAGER_FILTER = 'envoy.filters.network.http_connec
 export const ROUTER_FILTER = 'envoy.filters.http.router';
 /** Authorization of a connection by its peer's principal (the inbound listener's policies). */
 export const RBAC_NETWORK_FILTER = 'envoy.filters.network.rbac';
+/** Load balancing policies of a Cluster's load_balancing_policy list. */
+export const LEAST_REQUEST_POLICY = 'envoy.load_balancing_policies.least_request';
+export const ROUND_ROBIN_POLICY = 'envoy.load_balancing_policies.round_robin';
+/** The endpoints least_request draws and compares per request: two, as Envoy's default (the sidecar implements only this). */
+export const LEAST_REQUEST_CHOICES = 2;

@@ -26,6 +26,8 @@ import type { ProtoGrpcType as HcmProto } from '../generated/envoy/http_connecti
 import type { ProtoGrpcType as RouterProto } from '../generated/envoy/router.js';
 import type { ProtoGrpcType as TcpProxyProto } from '../generated/envoy/tcp_proxy.js';
 import type { ProtoGrpcType as RbacProto } from '../generated/envoy/rbac.js';
+import type { ProtoGrpcType as LeastRequestProto } from '../generated/envoy/least_request.js';
+import type { ProtoGrpcType as RoundRobinProto } from '../generated/envoy/round_robin.js';
 import type { Any, Any__Output } from '../generated/envoy/google/protobuf/Any.js';
 import type {
   AggregatedDiscoveryServiceClient,
@@ -45,12 +47,15 @@ import type {
 import type { Router, Router__Output } from '../generated/envoy/envoy/extensions/filters/http/router/v3/Router.js';
 import type { TcpProxy, TcpProxy__Output } from '../generated/envoy/envoy/extensions/filters/network/tcp_proxy/v3/TcpProxy.js';
 import type { RBAC as NetworkRbac, RBAC__Output as NetworkRbac__Output } from '../generated/envoy/envoy/extensions/filters/network/rbac/v3/RBAC.js';
+import type { LeastRequest, LeastRequest__Output } from '../generated/envoy/envoy/extensions/load_balancing_policies/least_request/v3/LeastRequest.js';
+import type { RoundRobin, RoundRobin__Output } from '../generated/envoy/envoy/extensions/load_balancing_policies/round_robin/v3/RoundRobin.js';
 
 export type { Any, Any__Output };
 export type { AggregatedDiscoveryServiceClient, AggregatedDiscoveryServiceDefinition };
 export type { Listener, Listener__Output, RouteConfiguration, RouteConfiguration__Output, Cluster, Cluster__Output };
 export type { ClusterLoadAssignment, ClusterLoadAssignment__Output, HttpConnectionManager, HttpConnectionManager__Output };
 export type { Router, Router__Output, TcpProxy, TcpProxy__Output, NetworkRbac, NetworkRbac__Output };
+export type { LeastRequest, LeastRequest__Output, RoundRobin, RoundRobin__Output };
 export type {
   DiscoveryRequest,
   DiscoveryRequest__Output,
@@ -80,6 +85,8 @@ export const ENVOY_PROTO_FILES = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
   'envoy/extensions/filters/network/rbac/v3/rbac.proto',
+  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
+  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
 ] as const;
 
 const TYPE_URL_PREFIX = 'type.googleapis.com/';
@@ -94,6 +101,8 @@ export const TYPE_URLS = {
   Router: 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
   TcpProxy: 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy',
   NetworkRbac: 'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC',
+  LeastRequest: 'type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest',
+  RoundRobin: 'type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin',
 } as const;
 
 /** The four xDS resource types, in the order a control plane pushes them (CDS, EDS, LDS, RDS). */
@@ -123,12 +132,14 @@ export interface EnvoyMessages {
   'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router': { input: Router; output: Router__Output };
   'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy': { input: TcpProxy; output: TcpProxy__Output };
   'type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC': { input: NetworkRbac; output: NetworkRbac__Output };
+  'type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest': { input: LeastRequest; output: LeastRequest__Output };
+  'type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin': { input: RoundRobin; output: RoundRobin__Output };
 }
 export type EnvoyMessage<U extends EnvoyTypeUrl> = EnvoyMessages[U]['input'];
 export type EnvoyMessageOutput<U extends EnvoyTypeUrl> = EnvoyMessages[U]['output'];
 
 /** What grpc.loadPackageDefinition returns for the loaded files (all roots' namespaces merged). */
-export type EnvoyProtoGrpcType = AdsProto & ListenerProto & RouteProto & ClusterProto & EndpointProto & HcmProto & RouterProto & TcpProxyProto & RbacProto;
+export type EnvoyProtoGrpcType = AdsProto & ListenerProto & RouteProto & ClusterProto & EndpointProto & HcmProto & RouterProto & TcpProxyProto & RbacProto & LeastRequestProto & RoundRobinProto;
 
 // Must match OPTIONS in proto/generate.mjs and LOADER_OPTIONS in xds/proto.ts.
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };

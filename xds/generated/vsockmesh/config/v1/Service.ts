@@ -27,6 +27,10 @@ export interface Service {
    * that revision, else ABORTED; 0 applies it whatever the service is.
    */
   'mod_revision'?: (number | string | Long);
+  /**
+   * How HTTP requests pick an endpoint: "round_robin" (default, also "") or "least_request".
+   */
+  'lb_policy'?: (string);
 }
 
 export interface Service__Output {
@@ -53,4 +57,8 @@ export interface Service__Output {
    * that revision, else ABORTED; 0 applies it whatever the service is.
    */
   'mod_revision': (number);
+  /**
+   * How HTTP requests pick an endpoint: "round_robin" (default, also "") or "least_request".
+   */
+  'lb_policy': (string);
 }
