@@ -40,9 +40,12 @@ export function shebangNodeFlags(file: string = CLI): string[] {
   return node === -1 ? [] : words.slice(node + 1).filter((w) => w.startsWith('-'));
 }
 
-/** Node flags for the CLI children: the shebang's of `cli` (default this build's), then BENCH_NODE_ARGS (e.g. "--max-semi-space-size=16", later flags win). */
-export function cliNodeFlags(cli: string = CLI): string[] {
-  return [...shebangNodeFlags(cli), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+/**
+ * Node flags for the CLI children: the shebang's of `cli`, then the words of
+ * the environment variable `extra` (e.g. BENCH_NODE_ARGS="--max-semi-space-size=16", later flags win).
+ */
+export function cliNodeFlags(cli: string = CLI, extra = 'BENCH_NODE_ARGS'): string[] {
+  return [...shebangNodeFlags(cli), ...(process.env[extra]?.split(' ').filter(Boolean) ?? [])];
 }
 
 export function intEnv(name: string, fallback: number): number {

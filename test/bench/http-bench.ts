@@ -6,8 +6,9 @@
 //   HAProxy 2-hop   client -> haproxy (mode http) -> haproxy (mode http) -> app
 //   nginx 2-hop     client -> nginx (proxy_pass / grpc_pass, keepalive upstreams) -> nginx -> app
 //   vsockmesh 2-hop client -> sidecar A (outbound listener, protocol: http) -> PROXY v2 -> sidecar B (inbound) -> app
-//   vsockmesh before  the vsockmesh chain run by another build (BENCH_BASELINE_CLI=<path>/dist/proxy/cmd/cli.js):
-//                   a before/after comparison measured in the same rounds
+//   vsockmesh before  the vsockmesh chain run by another build (BENCH_BASELINE_CLI=<path>/dist/proxy/cmd/cli.js)
+//                   with its own shebang's node flags, or the same build with other flags
+//                   (BENCH_BASELINE_NODE_ARGS): a before/after comparison measured in the same rounds
 //
 // Each proxy is one process with one thread doing the work (HAProxy nbthread
 // 1; nginx worker_processes 1, its master counted too; a sidecar is one Node
@@ -17,11 +18,15 @@
 // itself (a fast C app); gRPC unary calls over h2c, h2load with 4 connections
 // and 16 streams each against an h2c app (http-bench-backend.ts). Per chain
 // and load: requests/s, p50/p99 latency, and CPU seconds per request of the
-// chain's proxy processes (from /proc).
+// chain's proxy processes (from /proc), and for the vsockmesh chains sidecar
+// A's minor GCs (scavenges) per 1,000 requests (its /stats): how much it
+// allocates per request, a figure that a loaded machine hardly moves, unlike
+// the timings.
 //
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
 //   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before], BENCH_LOADS=http1,grpc,
-//   BENCH_BASELINE_CLI, BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars)
+//   BENCH_BASELINE_CLI, BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
+//   BENCH_BASELINE_NODE_ARGS for the baseline's sidecars, default BENCH_NODE_ARGS)
 // Not a test: `npm test` does not run it.
 
 import { spawnSync } from 'node:child_process';
@@ -37,9 +42,11 @@ import {
   cliNodeFlags,
   fmt,
   hopsCpuSeconds,
+  httpGet,
   intEnv,
   listeningPorts,
   log,
+  metricSum,
   onCleanup,
   percentile,
   requireBinary,
@@ -64,6 +71,7 @@ const DEFAULT_CHAINS: ChainName[] = ['direct', 'haproxy', 'nginx', 'vsockmesh', 
 const CHAINS: ChainName[] = chainsFromEnv(ALL_CHAINS, DEFAULT_CHAINS);
 if (CHAINS.includes('vsockmesh-before') && !BASELINE_CLI) throw new Error('BENCH_CHAINS: vsockmesh-before needs BENCH_BASELINE_CLI=<another checkout>/dist/proxy/cmd/cli.js');
 const SIDECAR_NODE_FLAGS = cliNodeFlags();
+const BASELINE_NODE_FLAGS = BASELINE_CLI ? cliNodeFlags(BASELINE_CLI, process.env.BENCH_BASELINE_NODE_ARGS === undefined ? 'BENCH_NODE_ARGS' : 'BENCH_BASELINE_NODE_ARGS') : [];
 const LABEL: Record<ChainName, string> = {
   direct: 'direct',
   haproxy: 'HAProxy 2-hop (http)',
@@ -85,6 +93,8 @@ interface Chain {
   name: ChainName;
   entry: Ports;
   hops: Hop[];
+  /** Sidecar A's admin port (vsockmesh chains): its GC counts. */
+  adminPort?: number;
 }
 
 // ---- chains ---------------------------------------------------------------------
@@ -147,11 +157,11 @@ async function startNginxChain(nginx: string, app: Ports, dir: string): Promise<
   return { name: 'nginx', entry, hops: [a, b] };
 }
 
-async function startVsockmeshChain(name: 'vsockmesh' | 'vsockmesh-before', cli: string, app: Ports, dir: string): Promise<Chain> {
+async function startVsockmeshChain(name: 'vsockmesh' | 'vsockmesh-before', cli: string, nodeFlags: string[], app: Ports, dir: string): Promise<Chain> {
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { http1: await freePort(), grpc: await freePort() };
-  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener: { protocol: 'http' }, nodeFlags: SIDECAR_NODE_FLAGS, cli });
-  return { name, entry, hops };
+  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener: { protocol: 'http' }, nodeFlags, cli });
+  return { name, entry, hops, adminPort: ports.adminA };
 }
 
 // ---- loads ------------------------------------------------------------------------
@@ -162,6 +172,8 @@ interface LoadResult {
   p99us: number;
   /** Proxy CPU (all hops) per request, µs; NaN without hops. */
   cpuUs: number;
+  /** Sidecar A's scavenges per 1,000 requests; NaN for other chains. */
+  scavenges: number;
   failed: number;
 }
 
@@ -176,7 +188,7 @@ function h2loadArgs(port: number, body: string, seconds: number, logFile?: strin
 }
 
 /** h2load: unary gRPC calls over h2c; latency from its per-request log. */
-async function h2load(bin: string, port: number, dir: string, body: string): Promise<Omit<LoadResult, 'cpuUs'> & { requests: number }> {
+async function h2load(bin: string, port: number, dir: string, body: string): Promise<Omit<LoadResult, 'cpuUs' | 'scavenges'> & { requests: number }> {
   const logFile = path.join(dir, `h2load-${port}.log`);
   const args = h2loadArgs(port, body, SECONDS, logFile);
   const r = await runChild(bin, args, (SECONDS + 30) * 1000);
@@ -205,25 +217,30 @@ const LOADS: Load[] = (process.env.BENCH_LOADS?.split(',').map((s) => s.trim()) 
   if (!(ALL_LOADS as readonly string[]).includes(l)) throw new Error(`BENCH_LOADS: unknown load "${l}" (known: ${ALL_LOADS.join(', ')})`);
   return true;
 });
-type Metric = `${Load}_${'rps' | 'p50' | 'p99' | 'cpu'}`;
+type Metric = `${Load}_${'rps' | 'p50' | 'p99' | 'cpu' | 'gc'}`;
 const samples = new RoundSamples<ChainName, Metric>();
 const notes: string[] = [];
 
 async function measure(chain: Chain, load: Load, run: () => Promise<{ rps: number; p50us: number; p99us: number; requests: number; failed: number }>): Promise<LoadResult> {
   const cpu = (): number => (chain.hops.length > 0 ? hopsCpuSeconds(chain.hops) : NaN);
+  const minorGcs = async (): Promise<number> =>
+    chain.adminPort === undefined ? NaN : metricSum((await httpGet(chain.adminPort, '/stats')).body, 'vsockmesh_process_nodejs_gc_duration_seconds_count', { kind: 'minor' });
+  const gc0 = await minorGcs();
   const cpu0 = cpu();
   const r = await run();
   const cpuUs = ((cpu() - cpu0) / r.requests) * 1e6;
+  const scavenges = (((await minorGcs()) - gc0) / r.requests) * 1000;
   samples.record(chain.name, `${load}_rps`, r.rps);
   samples.record(chain.name, `${load}_p50`, r.p50us);
   samples.record(chain.name, `${load}_p99`, r.p99us);
   samples.record(chain.name, `${load}_cpu`, cpuUs);
+  samples.record(chain.name, `${load}_gc`, scavenges);
   if (r.failed > 0) {
     const note = `${LABEL[chain.name]} round ${samples.round + 1}, ${load}: ${r.failed} failed requests`;
     notes.push(note);
     log(note);
   }
-  return { rps: r.rps, p50us: r.p50us, p99us: r.p99us, cpuUs, failed: r.failed };
+  return { rps: r.rps, p50us: r.p50us, p99us: r.p99us, cpuUs, scavenges, failed: r.failed };
 }
 
 // ---- report -----------------------------------------------------------------------------
@@ -236,10 +253,12 @@ function table(): string {
     { label: 'HTTP/1.1 latency p50', metric: 'http1_p50', unit: 'ms', digits: 2 },
     { label: 'HTTP/1.1 latency p99', metric: 'http1_p99', unit: 'ms', digits: 2 },
     { label: 'HTTP/1.1 proxy CPU per request (all hops)', metric: 'http1_cpu', unit: 'CPU-µs', digits: 0 },
+    { label: 'HTTP/1.1 sidecar A scavenges per 1,000 requests', metric: 'http1_gc', unit: '', digits: 1 },
     { label: `gRPC unary calls/s (h2load, ${GRPC_CONNECTIONS} conns × ${GRPC_STREAMS} streams)`, metric: 'grpc_rps', unit: 'req/s', digits: 0 },
     { label: 'gRPC latency p50', metric: 'grpc_p50', unit: 'ms', digits: 2 },
     { label: 'gRPC latency p99', metric: 'grpc_p99', unit: 'ms', digits: 2 },
     { label: 'gRPC proxy CPU per call (all hops)', metric: 'grpc_cpu', unit: 'CPU-µs', digits: 0 },
+    { label: 'gRPC sidecar A scavenges per 1,000 calls', metric: 'grpc_gc', unit: '', digits: 1 },
   ];
   const head = `| load / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
   const sep = `|---|${CHAINS.map(() => '---:').join('|')}|`;
@@ -247,9 +266,9 @@ function table(): string {
     const scale = row.unit === 'ms' ? 1e-3 : 1;
     const cells = CHAINS.map((c) => {
       const v = med(c, row.metric);
-      if (!Number.isFinite(v)) return c === 'direct' ? '—' : 'n/a';
-      const ratio = CHAINS.includes('haproxy') && c !== 'haproxy' && c !== 'direct' ? ` (${samples.pairedRatio(c, row.metric, 'haproxy', row.metric).toFixed(2)}×)` : '';
-      return `${fmt(v * scale, row.digits)} ${row.unit}${ratio}`;
+      if (!Number.isFinite(v)) return c === 'direct' || row.metric.endsWith('_gc') ? '—' : 'n/a';
+      const ratio = CHAINS.includes('haproxy') && c !== 'haproxy' && c !== 'direct' && !row.metric.endsWith('_gc') ? ` (${samples.pairedRatio(c, row.metric, 'haproxy', row.metric).toFixed(2)}×)` : '';
+      return `${fmt(v * scale, row.digits)}${row.unit ? ` ${row.unit}` : ''}${ratio}`;
     });
     return `| ${row.label} | ${cells.join(' | ')} |`;
   });
@@ -273,7 +292,8 @@ function targets(): string {
       const rps = samples.pairedRatio('vsockmesh', `${load}_rps`, 'vsockmesh-before', `${load}_rps`);
       const cpu = samples.pairedRatio('vsockmesh', `${load}_cpu`, 'vsockmesh-before', `${load}_cpu`);
       const p99 = samples.pairedRatio('vsockmesh', `${load}_p99`, 'vsockmesh-before', `${load}_p99`);
-      out.push(`- ${load === 'http1' ? 'HTTP/1.1' : 'gRPC'}: requests/s ${rps.toFixed(2)}×, CPU per request ${cpu.toFixed(2)}×, p99 ${p99.toFixed(2)}×`);
+      const gc = samples.pairedRatio('vsockmesh', `${load}_gc`, 'vsockmesh-before', `${load}_gc`);
+      out.push(`- ${load === 'http1' ? 'HTTP/1.1' : 'gRPC'}: requests/s ${rps.toFixed(2)}×, CPU per request ${cpu.toFixed(2)}×, p99 ${p99.toFixed(2)}×, scavenges per request ${gc.toFixed(2)}×`);
     }
   }
   return out.join('\n');
@@ -311,8 +331,8 @@ async function main(): Promise<void> {
   if (CHAINS.includes('direct')) chains.push({ name: 'direct', entry: { ...app }, hops: [] });
   if (CHAINS.includes('haproxy')) chains.push(await startHaproxyChain(app));
   if (CHAINS.includes('nginx')) chains.push(await startNginxChain(nginx, app, dir));
-  if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain('vsockmesh', CLI, app, dir));
-  if (CHAINS.includes('vsockmesh-before')) chains.push(await startVsockmeshChain('vsockmesh-before', BASELINE_CLI, app, dir));
+  if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain('vsockmesh', CLI, SIDECAR_NODE_FLAGS, app, dir));
+  if (CHAINS.includes('vsockmesh-before')) chains.push(await startVsockmeshChain('vsockmesh-before', BASELINE_CLI, BASELINE_NODE_FLAGS, app, dir));
 
   // A Node sidecar's first seconds run cold code (JIT): 2 s of each load through every chain first, not recorded.
   log('warm-up: 2 s of each load through every chain');
@@ -336,7 +356,7 @@ async function main(): Promise<void> {
                 return { ...w, failed: w.errors + w.non2xx };
               })
             : await measure(chain, load, () => h2load(tools.h2load, chain.entry.grpc, dir, body));
-        line.push(`${load} ${fmt(r.rps, 0)} req/s p50/p99 ${fmt(r.p50us / 1e3, 2)}/${fmt(r.p99us / 1e3, 2)} ms ${fmt(r.cpuUs, 0)} CPU-µs/req`);
+        line.push(`${load} ${fmt(r.rps, 0)} req/s p50/p99 ${fmt(r.p50us / 1e3, 2)}/${fmt(r.p99us / 1e3, 2)} ms ${fmt(r.cpuUs, 0)} CPU-µs/req${Number.isFinite(r.scavenges) ? ` ${fmt(r.scavenges, 1)} scavenges/1k` : ''}`);
         await sleep(300);
       }
       log(`  ${LABEL[chain.name].padEnd(20)} ${line.join('; ')}`);
@@ -361,11 +381,13 @@ async function main(): Promise<void> {
     'Notes:',
     `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop, \`mode http\`, default keep-alive and connection reuse (${haproxyVersion}); ` +
       `nginx \`worker_processes 1\` per hop, \`proxy_pass\` with \`proxy_http_version 1.1\` and \`grpc_pass\` to \`keepalive\` upstreams (${nginxVersion}), master and worker counted; ` +
-      `a vsockmesh sidecar is one Node ${process.version} process (\`node ${SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('')}cli.js sidecar\`): sidecar A's outbound listener has \`protocol: http\`, sidecar B's inbound listener is L4.`,
+      `a vsockmesh sidecar is one Node ${process.version} process (\`node ${SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('')}cli.js sidecar\`): sidecar A's outbound listener has \`protocol: http\`, sidecar B's inbound listener is L4.` +
+      (BASELINE_CLI ? ` The baseline's sidecars: \`node ${BASELINE_NODE_FLAGS.map((f) => `${f} `).join('')}${BASELINE_CLI} sidecar\`.` : ''),
     '- HAProxy and nginx hops speak plain HTTP to each other; the vsockmesh hop carries a PROXY v2 header first (as in production).',
     '- Access logs on everywhere, to /dev/null: vsockmesh `log: {level: info, access_log: true}`, HAProxy one line per request, nginx `access_log /dev/null`.',
     `- Apps: an HAProxy answering 200 "ok" itself (HTTP/1.1); a node:http2 server answering each unary call with an empty message and \`grpc-status: 0\` (http-bench-backend.ts). Clients: wrk 4.1, ${h2loadVersion} (latency percentiles from its per-request log).`,
     '- CPU per request: CPU seconds (user + system) of all proxy processes of the chain during the run, divided by the requests done.',
+    "- Scavenges per 1,000 requests: sidecar A's minor GCs during the run (`vsockmesh_process_nodejs_gc_duration_seconds_count{kind=\"minor\"}` of its /stats) per 1,000 requests done: with the young generation's fixed size, proportional to what it allocates per request.",
     '- Not measured: a transparent listener against an explicit one (it needs a network namespace with the capture rules in front of the client; not built into this benchmark).',
     ...notes.map((n) => `- ${n}`),
   ].join('\n');
