@@ -44,6 +44,8 @@ export interface SidecarOptions extends ServerOptions {
   configSource?: ConfigSourceFactory;
   /** The peer hop's identity when peer_tls names files; default: those PEM files, watched. */
   certificateSource?: CertificateSource;
+  /** The CID relayed vsock connections come from (default 2, the host's): only a test guest under vsock_loopback, where the relay too is at CID 1, sets it. */
+  relayCid?: number;
 }
 
 export class Sidecar extends ProxyServer {
@@ -94,6 +96,7 @@ export class Sidecar extends ProxyServer {
       relayTrust: () => this.relayTrust(),
       authorization: this.authorization,
       trustDomain,
+      ...(options.relayCid !== undefined && { relayCid: options.relayCid }),
     };
     const placement = ourPlacement(
       () => this.resolver?.local() ?? null,

@@ -6,7 +6,8 @@
 // completes a TLS handshake and its identity is admitted before the header is
 // read (or, proxy_header: before_tls, TCP only, right after the header and
 // before anything else); over vsock its certificate must name the VM its CID
-// belongs to (peer-tls/vsock-peer.ts).
+// belongs to, or, through the host relay, the VM the relay's assertion (read
+// in the clear before the handshake) names (peer-tls/vsock-peer.ts).
 // Once the header is read, the connection's principal (policy/principal.ts)
 // and destination port go through the pushed authorization policies before
 // any byte is relayed; a policy change may close it later.
@@ -26,9 +27,9 @@ import { ProxiedConnection } from './proxied-connection.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
-import { cidAgreement, vmOfIdentity, vsockHandshake } from '../peer-tls/vsock-peer.js';
-import type { RelayAssertion } from '../relay-assertion.js';
-import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
+import { vmOfIdentity, vsockHandshake, vsockPeerAgreement } from '../peer-tls/vsock-peer.js';
+import { ASSERTION_PREFIX_LENGTH, type RelayAssertion } from '../relay-assertion.js';
+import { admitRelayed, decodeRelayAssertionAlone, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
 import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
 import type { InboundAuthorization } from '../policy/inbound-authorization.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -45,6 +46,12 @@ export interface InboundListenerOptions {
   authorization?: InboundAuthorization;
   /** The trust domain of the principal of a registry-verified vsock peer (default vsockmesh.local). */
   trustDomain?: string;
+  /**
+   * The CID relayed connections come from: the host's (2, the default). A
+   * test guest under vsock_loopback has CID 1 only, and sets 1 to have its
+   * relay taken for the host's.
+   */
+  relayCid?: number;
 }
 
 export class InboundListener extends Listener {
@@ -86,10 +93,16 @@ export class InboundListener extends Listener {
       return;
     }
     const peerTls = this.options.peerTls;
-    const handshake = vsock ? vsockHandshake(peerTls?.settings.overVsock ?? false, peerCid!) : this.peerModes.handshake();
+    const relayed = peerCid === (this.options.relayCid ?? HOST_CID);
+    const handshake = vsock ? vsockHandshake(peerTls?.settings.overVsock ?? false, relayed, this.config.peerAuthorization === 'registry') : this.peerModes.handshake();
     if (handshake.kind === 'refuse') {
       this.peerRefused(fd, src, handshake.reason, handshake.detail);
-    } else if (peerCid === HOST_CID) {
+    } else if (relayed && handshake.kind === 'tls' && peerTls !== undefined) {
+      // The relay's assertion in the clear, then TLS end to end with the source sidecar, then the PROXY header inside it.
+      this.readFirst(fd, src, ASSERTION_PREFIX_LENGTH, 'relay assertion', decodeRelayAssertionAlone, (assertion) =>
+        this.secure(peerTls, false, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, peer, header, early, assertion))),
+      );
+    } else if (relayed) {
       // From the host relay: its signed assertion of the source VM may come first (checked under peer_authorization: registry).
       const { maxHeaderBytes } = this.config;
       this.readFirst(fd, src, maxRelayedPreambleBytes(maxHeaderBytes), 'relay assertion and PROXY v2 header', (bytes) => decodeRelayedPreamble(bytes, maxHeaderBytes), (relayed, early) =>
@@ -234,11 +247,12 @@ export class InboundListener extends Listener {
       });
       return;
     }
-    if (peerCid === HOST_CID && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
-      // Checked by the relay, which may assert the source VM (relayed-preamble.ts): the asserted VM is the principal.
-      const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claimed);
+    if (peerCid === (this.options.relayCid ?? HOST_CID) && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
+      // Checked by the relay, which may assert the source VM (relayed-preamble.ts): the asserted VM is the principal; a TLS peer's certificate must name it.
+      const claim = tlsPeer ? ({ kind: 'certificate', identity: tlsPeer.peer_identity } as const) : ({ kind: 'header', vmId: claimed } as const);
+      const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claim);
       if (admission.kind === 'refused') refuse(admission.reason, admission.detail);
-      else if (admission.kind === 'asserted') this.route(fd, src, header, early, admission.peer, { peer_identity: admission.principal, relay: admission.relay });
+      else if (admission.kind === 'asserted') this.route(fd, src, header, early, admission.peer, { ...tlsPeer, peer_identity: admission.principal, relay: admission.relay });
       else this.route(fd, src, header, early, { hop: 'vsock-relayed', verdict: null, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });
       return;
     }
@@ -250,7 +264,7 @@ export class InboundListener extends Listener {
     const trustDomain = this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const check = (vm: VmRecord | undefined): void => {
       if (tlsPeer) {
-        const agreement = cidAgreement(tlsPeer.peer_identity, peerCid, local.hypervisorId, vm);
+        const agreement = vsockPeerAgreement(tlsPeer.peer_identity, { kind: 'cid', peerCid, localHypervisor: local.hypervisorId, placed: vm });
         if (agreement.ok) this.route(fd, src, header, early, { hop: 'vsock', registryVerifiedVm: agreement.vmId, trustDomain }, tlsPeer);
         else refuse(agreement.reason, agreement.detail);
       } else if (vm === undefined) refuse('peer_identity_mismatch', `vsock peer CID ${peerCid} claims VM ${claimed}, which the VM manager does not know`);

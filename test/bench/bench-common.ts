@@ -518,7 +518,7 @@ export async function wrk(bin: string, port: number, threads: number, connection
   const se = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
   const errors = se ? se.slice(1).reduce((sum, x) => sum + Number(x), 0) : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  if (!Number.isFinite(rps)) log(`wrk via :${port} failed (exit ${r.code}): ${r.stdout.slice(0, 300)} ${r.stderr.slice(0, 300)}`);
+  if (!Number.isFinite(rps) || requests === 0) log(`wrk via :${port} failed (exit ${r.code}): ${r.stdout.slice(0, 600)} ${r.stderr.slice(0, 300)}`);
   return { rps, requests, p50us, p99us, errors, non2xx };
 }
 
@@ -704,6 +704,12 @@ export class RoundSamples<Entry extends string, Metric extends string> {
 
   median(entry: Entry, metric: Metric): number {
     return median(this.values(entry, metric));
+  }
+
+  /** The smallest and largest value over rounds (NaN, NaN without any). */
+  range(entry: Entry, metric: Metric): { min: number; max: number } {
+    const values = this.values(entry, metric);
+    return values.length === 0 ? { min: NaN, max: NaN } : { min: Math.min(...values), max: Math.max(...values) };
   }
 
   /** Median over rounds of x/y, both measured in the same round. */

@@ -143,8 +143,8 @@ interface SidecarProcess {
 async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
-  // A Node process starting in an emulated guest on a loaded host can take minutes.
-  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 120_000 });
+  // A Node process starting in an emulated guest on a loaded host can take minutes (a run of 2026-12-06: over 2 under TCG).
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 150_000 * SLOW });
   return { pid: daemon.pid, admin };
 }
 
@@ -337,6 +337,15 @@ const pairedRatio = (x: EntryName, xMetric: Metric, y: EntryName, yMetric: Metri
 
 const ratio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}×` : 'n/a');
 
+/** The median and, over several rounds, the spread: `12.3 MB/s [11.0–13.9, 3 rounds]`. */
+function withSpread(entry: EntryName, metric: Metric, unit: string, digits: number): string {
+  const values = samples.values(entry, metric);
+  const v = fmt(med(entry, metric), digits);
+  if (values.length < 2) return `${v} ${unit}`;
+  const { min, max } = samples.range(entry, metric);
+  return `${v} ${unit} [${fmt(min, digits)}–${fmt(max, digits)}, ${values.length} rounds]`;
+}
+
 function chainTable(): string {
   const rows: Array<{ label: string; unit: string; digits: number; metric: Metric; proxiesOnly?: boolean }> = [
     { label: 'Throughput, 1 stream (iperf3)', unit: 'MB/s', digits: 1, metric: 'tput1' },
@@ -358,7 +367,7 @@ function chainTable(): string {
       const v = med(c, row.metric);
       if (!Number.isFinite(v)) return 'n/a';
       const rel = Number.isFinite(r) && r !== 0 ? ` (${ratio(v / r)})` : '';
-      return `${fmt(v, row.digits)} ${row.unit}${rel}`;
+      return `${withSpread(c, row.metric, row.unit, row.digits)}${rel}`;
     });
     return `| ${row.label} | ${cells.join(' | ')} |`;
   });
@@ -453,6 +462,48 @@ function targets(): string[] {
   return out;
 }
 
+interface ReportContext {
+  guestInfo: string;
+  elapsed: number;
+  plans: RawPlan[];
+  socatVersion: string;
+  iperfVersion: string;
+  haproxyVersion: string;
+}
+
+/** The report after `rounds` rounds. */
+function report(rounds: number, context: ReportContext): string {
+  const { guestInfo, elapsed, plans, socatVersion, iperfVersion, haproxyVersion } = context;
+  const hopTable = hopIdentityTable();
+  const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
+  return [
+    `## vsockmesh vsock benchmark (${new Date().toISOString()})${rounds < ROUNDS ? `: partial, ${rounds} of ${ROUNDS} rounds (the guest stopped before the rest)` : ''}`,
+    '',
+    `**${ACCEL}**: ${guestInfo}; vsock_loopback (every socket at CID 1). ` +
+      (KVM ? '' : '**Under TCG the absolute numbers measure the emulator, not the network stack: compare ratios only.** ') +
+      `Clients, proxies and backends share the guest's CPU. Medians of ${rounds} round${rounds > 1 ? 's' : ''} (order rotated per round; in brackets the lowest and highest round), ${SECONDS} s per run${KVM ? '' : ' (TCG default: 3 s instead of 5 s)'}, ${elapsed} s of measurement. ` +
+      'Ratios in parentheses are to (c) vsockmesh 2-hop over TCP (for latency and CPU lower is better).',
+    '',
+    chainTable(),
+    '',
+    ...(hopTable ? ['What each peer hop proves, and what it costs (ratios to (h) TCP + mTLS; per-round: median of the ratios of runs in the same round):', '', hopTable, ''] : []),
+    ...(plans.length > 0 ? [rawTable(plans), ''] : []),
+    ...targets(),
+    '',
+    'Notes:',
+    `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
+      `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
+    `- (g), (h): one sidecar B-tls (vm-b, ECDSA P-256 X509-SVIDs under one root, TLS 1.3, session tickets on; \`in-tcp\` STRICT, \`in-vsock\` 1:${VPORT.bTlsInbound} with peer_tls.over_vsock and allowed_peer_cids [1]: no VM manager, so the certificate is not checked against the CID's VM, a cached lookup under peer_authorization: registry); a sidecar A (vm-a) per chain with the same peer_tls: (g) endpoint vsock direct, (h) \`vsock: {enabled: false}\` and a TCP peer.`,
+    `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
+    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
+    `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,
+    `- Backends: ${iperfVersion} server (throughput, \`-t ${SECONDS}\`); ${haproxyVersion.split(' - ')[0]} in HTTP mode answering 200 itself, nbthread 1 (wrk).`,
+    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, and during the Connection: close run per request.',
+    '- PASS/MISS is decided on the medians in the tables; the per-round ratios (x/y of runs in the same round, median over rounds) are shown as a check against drifts of the host\'s load. Target (1) compares the sidecar\'s vsock/TCP ratio (b)/(c) with the kernel\'s raw vsock/TCP ratio (e) measured in the same guest (one stream; (1b) holds the 4-stream ratio to the same reference): the sidecar should lose no more on vsock than the transport itself does. Target (2) compares (b) with raw vsock loopback: (b) has two more loopback TCP hops and two proxies in its path.',
+    ...notes.map((n) => `- ${n}`),
+  ].join('\n');
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 async function main(): Promise<string> {
@@ -532,6 +583,7 @@ async function main(): Promise<string> {
   if (!chains.some((c) => c.name === 'direct')) for (const plan of plans) items.unshift({ kind: 'raw', plan });
 
   const started = Date.now();
+  const context = { guestInfo, plans, socatVersion, iperfVersion, haproxyVersion };
   for (let round = 0; round < ROUNDS; round++) {
     samples.round = round;
     const order = items.map((_, i) => items[(i + round) % items.length]!);
@@ -559,38 +611,12 @@ async function main(): Promise<string> {
       );
       await sleep(300);
     }
+    // Each finished round's report: a guest stopped later (its timeout) still leaves these rounds (the host keeps the last report).
+    if (round + 1 < ROUNDS) process.stdout.write(`${REPORT_BEGIN}\n${report(round + 1, { ...context, elapsed: Math.round((Date.now() - started) / 1000) })}\n${REPORT_END}\n`);
   }
   const elapsed = Math.round((Date.now() - started) / 1000);
   await checkMeshPaths(chains);
-
-  const hopTable = hopIdentityTable();
-  const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
-  return [
-    `## vsockmesh vsock benchmark (${new Date().toISOString()})`,
-    '',
-    `**${ACCEL}**: ${guestInfo}; vsock_loopback (every socket at CID 1). ` +
-      (KVM ? '' : '**Under TCG the absolute numbers measure the emulator, not the network stack: compare ratios only.** ') +
-      `Clients, proxies and backends share the guest's CPU. Medians of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} (order rotated per round), ${SECONDS} s per run${KVM ? '' : ' (TCG default: 3 s instead of 5 s)'}, ${elapsed} s of measurement. ` +
-      'Ratios in parentheses are to (c) vsockmesh 2-hop over TCP (for latency and CPU lower is better).',
-    '',
-    chainTable(),
-    '',
-    ...(hopTable ? ['What each peer hop proves, and what it costs (ratios to (h) TCP + mTLS; per-round: median of the ratios of runs in the same round):', '', hopTable, ''] : []),
-    ...(plans.length > 0 ? [rawTable(plans), ''] : []),
-    ...targets(),
-    '',
-    'Notes:',
-    `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
-      `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
-    `- (g), (h): one sidecar B-tls (vm-b, ECDSA P-256 X509-SVIDs under one root, TLS 1.3, session tickets on; \`in-tcp\` STRICT, \`in-vsock\` 1:${VPORT.bTlsInbound} with peer_tls.over_vsock and allowed_peer_cids [1]: no VM manager, so the certificate is not checked against the CID's VM, a cached lookup under peer_authorization: registry); a sidecar A (vm-a) per chain with the same peer_tls: (g) endpoint vsock direct, (h) \`vsock: {enabled: false}\` and a TCP peer.`,
-    `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
-    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
-    `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,
-    `- Backends: ${iperfVersion} server (throughput, \`-t ${SECONDS}\`); ${haproxyVersion.split(' - ')[0]} in HTTP mode answering 200 itself, nbthread 1 (wrk).`,
-    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, and during the Connection: close run per request.',
-    '- PASS/MISS is decided on the medians in the tables; the per-round ratios (x/y of runs in the same round, median over rounds) are shown as a check against drifts of the host\'s load. Target (1) compares the sidecar\'s vsock/TCP ratio (b)/(c) with the kernel\'s raw vsock/TCP ratio (e) measured in the same guest (one stream; (1b) holds the 4-stream ratio to the same reference): the sidecar should lose no more on vsock than the transport itself does. Target (2) compares (b) with raw vsock loopback: (b) has two more loopback TCP hops and two proxies in its path.',
-    ...notes.map((n) => `- ${n}`),
-  ].join('\n');
+  return report(ROUNDS, { ...context, elapsed });
 }
 
 await runBench(async () => {

@@ -242,7 +242,7 @@ function destinationVerdict(head: Buffer, now: Date): ReturnType<typeof admitRel
   if (preamble.kind === 'invalid') return { kind: 'invalid', code: preamble.code };
   if (preamble.kind !== 'done') throw new Error('the relayed preamble was cut short');
   const claimed = tlvText(preamble.value.header, TLV.VSOCKMESH_SOURCE_VM);
-  return admitRelayed(preamble.value.assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now }, claimed);
+  return admitRelayed(preamble.value.assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now }, { kind: 'header', vmId: claimed });
 }
 
 function logTiming(t: ExecutionContext, started: number): void {
@@ -296,9 +296,9 @@ test.serial('the relay asserts the kernel-given source: vm-b\'s sidecar check ac
   // Judged as vm-b's sidecar would on arrival (freshness is relay-assertion.test.ts's).
   const at = new Date(assertion.issuedAtMs);
   t.like(destinationVerdict(head, at), { kind: 'asserted', principal: `spiffe://vsockmesh.local/vm/${GUESTS.a.vmId}`, relay: `spiffe://vsockmesh.local/hv/${HYPERVISOR}` });
-  const elsewhere = admitRelayed(assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.c.cid, port: SIDECAR_PORT }, now: at }, undefined);
+  const elsewhere = admitRelayed(assertion, meshTrust(), { hypervisorId: HYPERVISOR, destination: { cid: GUESTS.c.cid, port: SIDECAR_PORT }, now: at }, { kind: 'header', vmId: undefined });
   t.like(elsewhere, { kind: 'refused', reason: 'wrong_destination' }, 'replayed to another guest, it is refused');
-  const otherRelay = admitRelayed(assertion, meshTrust(), { hypervisorId: 'hv-2', destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now: at }, undefined);
+  const otherRelay = admitRelayed(assertion, meshTrust(), { hypervisorId: 'hv-2', destination: { cid: GUESTS.b.cid, port: SIDECAR_PORT }, now: at }, { kind: 'header', vmId: undefined });
   t.like(otherRelay, { kind: 'refused', reason: 'wrong_relay' }, 'a guest on hv-2 trusts only hv-2\'s relay');
 
   const claimingB = (await serverLog(the().b, SIDECAR_PORT)).length;

@@ -8,7 +8,7 @@ import { ASSERTION_PREFIX_LENGTH, MAX_ASSERTION_AGE_MS, MAX_ASSERTION_BODY, deco
 import { UNAUTHENTICATED, inboundPrincipal, relayedPrincipal } from '../../proxy/policy/principal.js';
 import { makeRoot, vmIdentity, type Issued, type PemIdentity } from '../helpers/pki.js';
 import { TLV, encodeProxyHeader, textTlv } from '../../proxy/proxy-protocol.js';
-import { admitRelayed, decodeRelayedPreamble, maxRelayedPreambleBytes } from '../../proxy/listeners/relayed-preamble.js';
+import { admitRelayed, decodeRelayAssertionAlone, decodeRelayedPreamble, maxRelayedPreambleBytes } from '../../proxy/listeners/relayed-preamble.js';
 import { relayPreamble } from '../../proxy/listeners/relay.js';
 
 const NOW = Date.now();
@@ -155,12 +155,37 @@ test('a relayed connection: asserted (principal and relay), unasserted, or refus
   const a = decoded(encodeRelayAssertion(FIELDS, relay));
   const trust = { trustDomain: 'vsockmesh.local', bundlePem: relay.bundlePem };
   const where = { hypervisorId: 'hv-1', destination: { cid: 4, port: 15007 }, now: new Date(NOW) };
-  const asserted = admitRelayed(a, trust, where, 'vm-a');
+  const asserted = admitRelayed(a, trust, where, { kind: 'header', vmId: 'vm-a' });
   t.like(asserted, { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' });
   t.is(asserted.kind === 'asserted' ? inboundPrincipal(asserted.peer) : undefined, 'spiffe://vsockmesh.local/vm/vm-a', 'the policies see the asserted VM');
-  t.like(admitRelayed(a, trust, where, undefined), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' }, 'HAProxy sends no TLV: no claim');
-  t.deepEqual(admitRelayed(a, trust, where, 'vm-b'), { kind: 'refused', reason: 'source_vm_mismatch', detail: 'the PROXY header claims source VM vm-b but the relay asserts vm-a (CID 3)' });
-  t.like(admitRelayed(a, trust, { ...where, hypervisorId: 'hv-2' }, 'vm-a'), { kind: 'refused', reason: 'wrong_relay' });
-  t.deepEqual(admitRelayed(null, trust, where, 'vm-b'), { kind: 'unasserted' });
-  t.deepEqual(admitRelayed(a, null, where, 'vm-a'), { kind: 'unasserted' });
+  t.like(admitRelayed(a, trust, where, { kind: 'header', vmId: undefined }), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' }, 'HAProxy sends no TLV: no claim');
+  t.deepEqual(admitRelayed(a, trust, where, { kind: 'header', vmId: 'vm-b' }), { kind: 'refused', reason: 'source_vm_mismatch', detail: 'the PROXY header claims source VM vm-b but the relay asserts vm-a (CID 3)' });
+  t.like(admitRelayed(a, trust, { ...where, hypervisorId: 'hv-2' }, { kind: 'header', vmId: 'vm-a' }), { kind: 'refused', reason: 'wrong_relay' });
+  t.deepEqual(admitRelayed(null, trust, where, { kind: 'header', vmId: 'vm-b' }), { kind: 'unasserted' });
+  t.deepEqual(admitRelayed(a, null, where, { kind: 'header', vmId: 'vm-a' }), { kind: 'unasserted' });
+});
+
+test('through the relay under peer_tls.over_vsock: the certificate must name the asserted VM (relay_identity_mismatch), an assertion is required, and a failing assertion is refused first', (t) => {
+  const a = decoded(encodeRelayAssertion(FIELDS, relay));
+  const trust = { trustDomain: 'vsockmesh.local', bundlePem: relay.bundlePem };
+  const where = { hypervisorId: 'hv-1', destination: { cid: 4, port: 15007 }, now: new Date(NOW) };
+  const certificate = (vm: string) => ({ kind: 'certificate', identity: `spiffe://vsockmesh.local/vm/${vm}` }) as const;
+  t.like(admitRelayed(a, trust, where, certificate('vm-a')), { kind: 'asserted', principal: 'spiffe://vsockmesh.local/vm/vm-a', relay: 'spiffe://vsockmesh.local/hv/hv-1' });
+  t.deepEqual(admitRelayed(a, trust, where, certificate('vm-b')), {
+    kind: 'refused',
+    reason: 'relay_identity_mismatch',
+    detail: 'the peer through the host relay presented the certificate of VM vm-b, but the relay asserts the source is VM vm-a (CID 3)',
+  });
+  t.like(admitRelayed(null, trust, where, certificate('vm-a')), { kind: 'refused', reason: 'relay_identity_mismatch' }, 'no assertion: nothing to check the certificate against');
+  t.like(admitRelayed(a, trust, { ...where, destination: { cid: 5, port: 15007 } }, certificate('vm-a')), { kind: 'refused', reason: 'wrong_destination' });
+});
+
+test('the assertion ahead of a TLS handshake is read to its last byte, and a relayed stream without one is refused (relay_unasserted)', (t) => {
+  const assertion = encodeRelayAssertion(FIELDS, relay);
+  const clientHello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x10]);
+  const r = decodeRelayAssertionAlone(Buffer.concat([assertion, clientHello]));
+  t.like(r, { kind: 'done', length: assertion.length, value: { sourceVmId: 'vm-a', sourceCid: 3 } });
+  t.like(decodeRelayAssertionAlone(assertion.subarray(0, 8)), { kind: 'incomplete', needed: assertion.length }, 'the prefix says how many bytes are left: none past it is read');
+  t.like(decodeRelayAssertionAlone(clientHello), { kind: 'invalid', code: 'relay_unasserted' });
+  t.like(decodeRelayAssertionAlone(Buffer.from('VMRX')), { kind: 'invalid', code: 'bad_assertion' });
 });
