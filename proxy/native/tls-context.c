@@ -41,6 +41,7 @@ struct session_slot {
 static struct session_slot sessions[SESSION_SLOTS];
 static uint64_t session_clock;
 static size_t session_count;
+static uint32_t tickets_received; /* by clients, ever (wraps): how often servers sent one */
 
 SSL_CTX *core_tls_context(uint32_t id) { return id >= 1 && id <= context_cap ? contexts[id - 1] : NULL; }
 
@@ -74,6 +75,7 @@ SSL_SESSION *core_tls_session_get(uint32_t context_id, const char *key) {
  * peer a full handshake until the next ticket.
  */
 static int on_new_session(SSL *ssl, SSL_SESSION *session) {
+  tickets_received++;
   core_tls *t = SSL_get_app_data(ssl);
   if (!t || !t->session_key || !SSL_SESSION_is_resumable(session)) return 0;
   SSL_SESSION *copy = SSL_SESSION_dup(session);
@@ -100,6 +102,20 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
   slot->stamp = ++session_clock;
   session_count++;
   return 0;
+}
+
+/*
+ * A server issues a ticket after a full handshake only: OpenSSL's stateless
+ * tickets stay valid for their lifetime however often they are used, so the
+ * client keeps resuming with the one it has, and a fresh ticket after every
+ * resumption (encrypting the session with the peer's certificate again) would
+ * cost each new connection without making anything safer. Whether the
+ * handshake resumes is known once the ClientHello is processed, before the
+ * server's Finished and long before it would write the ticket.
+ */
+static void on_handshake_state(const SSL *ssl, int where, int ret) {
+  (void)ret;
+  if ((where & SSL_CB_ACCEPT_LOOP) && SSL_session_reused(ssl) == 1 && SSL_get_num_tickets(ssl) != 0) SSL_set_num_tickets((SSL *)ssl, 0);
 }
 
 /* Throws ERR_VSOCKMESH_TLS naming what was wrong and OpenSSL's first reason; returns NULL. */
@@ -203,8 +219,9 @@ static SSL_CTX *make_context(napi_env env, const char *key, size_t key_len, cons
   /* Idle connections hold no buffers; a write the socket did not take is retried from the relay's own copy. */
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-  /* Servers issue one stateless ticket; clients keep sessions here, not in OpenSSL's cache. */
+  /* Servers issue one stateless ticket per full handshake; clients keep sessions here, not in OpenSSL's cache. */
   SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_info_callback(ctx, on_handshake_state);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(ctx, on_new_session);
   return ctx;
@@ -266,15 +283,17 @@ static napi_value js_tls_context_free(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* tlsCounts() -> [contexts, sessions kept] (leak checks). */
+/* tlsCounts() -> [contexts, sessions kept, tickets clients received ever] (leak and cost checks). */
 static napi_value js_tls_counts(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, v;
-  JS_CHECK(env, napi_create_array_with_length(env, 2, &result));
+  JS_CHECK(env, napi_create_array_with_length(env, 3, &result));
   JS_CHECK(env, napi_create_uint32(env, context_count, &v));
   JS_CHECK(env, napi_set_element(env, result, 0, v));
   JS_CHECK(env, napi_create_uint32(env, (uint32_t)session_count, &v));
   JS_CHECK(env, napi_set_element(env, result, 1, v));
+  JS_CHECK(env, napi_create_uint32(env, tickets_received, &v));
+  JS_CHECK(env, napi_set_element(env, result, 2, v));
   return result;
 }
 

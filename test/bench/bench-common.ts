@@ -300,12 +300,21 @@ export async function startProxyCli(
 }
 
 /**
+ * How much longer than on an idle machine a start may take: the load average
+ * per core, at least 1 (a sidecar once missed 15 s to /ready at load 23 on 2
+ * cores, where it waits for its share of the CPU).
+ */
+function loadSlowness(): number {
+  return Math.max(1, os.loadavg()[0]! / os.cpus().length);
+}
+
+/**
  * The vsockmesh 2-hop chain of the loopback benchmarks (tcp, http): sidecar B
  * with one inbound listener on `inboundPort` in front of the `backends`, then
  * sidecar A with one outbound listener per backend on its `entry` port
  * (plus `listener`, e.g. `protocol: http`), whose cluster is that backend
  * behind B. Both log one access line per connection or request (to
- * /dev/null). Returns the two hops, A first.
+ * /dev/null). The wait for /ready grows with the load. Returns the two hops, A first.
  */
 export async function startSidecarPair(options: {
   dir: string;
@@ -344,7 +353,7 @@ export async function startSidecarPair(options: {
   for (const [side, config, admin] of [['b', b, ports.adminB], ['a', a, ports.adminA]] as const) {
     const file = path.join(options.dir, `${options.name}-${side}.yaml`);
     writeFileSync(file, toYaml(config));
-    pids.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: options.nodeFlags, ...(options.cli !== undefined && { cli: options.cli }) })).pid);
+    pids.push((await startProxyCli('sidecar', file, { adminPort: admin, nodeFlags: options.nodeFlags, slow: loadSlowness(), ...(options.cli !== undefined && { cli: options.cli }) })).pid);
   }
   const [pidB, pidA] = pids as [number, number];
   return [
