@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { freePort } from './haproxy.js';
 
 /** dist/proxy/cmd/cli.js, from the sources (test/helpers) and from the compiled guest tests (dist/test/helpers). */
 export const CLI = [fileURLToPath(new URL('../../dist/proxy/cmd/cli.js', import.meta.url)), fileURLToPath(new URL('../../proxy/cmd/cli.js', import.meta.url))].find((p) => p.includes('/dist/') && existsSync(p)) ?? fileURLToPath(new URL('../../dist/proxy/cmd/cli.js', import.meta.url));
@@ -141,4 +142,21 @@ export async function startControlPlane(args: string[]): Promise<{ proc: CliProc
     proc.kill('SIGKILL');
     throw err;
   }
+}
+
+/**
+ * A plain-text control plane in `dir` with an empty mesh file (its state kept in
+ * `dir`) and an inventory of `vms` on one host-relay hypervisor `hv-1`, killed
+ * at the test's end; `ctl` runs `vsockmesh ctl` against it.
+ */
+export async function startInventoryPlane(
+  t: ExecutionContext,
+  dir: string,
+  vms: Array<Record<string, unknown>>,
+): Promise<{ address: string; ctl: (...args: string[]) => ReturnType<typeof runCli> }> {
+  await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [] }));
+  await writeFile(join(dir, 'inventory.yaml'), stringify({ hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }], vms }));
+  const plane = await startControlPlane(['--insecure', '--listen', `127.0.0.1:${await freePort()}`, '--mesh', join(dir, 'mesh.yaml'), '--inventory', join(dir, 'inventory.yaml'), '--mesh-state-file', join(dir, 'mesh-state.json')]);
+  t.teardown(() => plane.proc.kill('SIGKILL'));
+  return { address: plane.address, ctl: (...args: string[]) => runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '30000', ...args]) };
 }

@@ -19,7 +19,7 @@ import type { AddressInfo } from 'node:net';
 import { stringify } from 'yaml';
 import { adminRequest } from '../helpers/admin.js';
 import { waitFor } from '../helpers/apps.js';
-import { runCli, startControlPlane, startSidecarCli } from '../helpers/cli.js';
+import { startInventoryPlane, startSidecarCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { ControlPlane } from '../../xds/control-plane/control-plane.js';
@@ -73,21 +73,12 @@ async function world(t: ExecutionContext, sidecarExtra: Record<string, unknown> 
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const web = await backend(t, 'web', '127.0.0.3');
   const canary = await backend(t, 'web-canary', '127.0.0.4');
-  await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [] }));
-  await writeFile(
-    join(dir, 'inventory.yaml'),
-    stringify({
-      hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }],
-      vms: [
-        { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] },
-        { id: 'vm-b', hypervisor: 'hv-1', cid: 4, addresses: ['127.0.0.3'], services: [{ name: 'web', port: web.port }] },
-        { id: 'vm-c', hypervisor: 'hv-1', cid: 5, addresses: ['127.0.0.4'], services: [{ name: 'web-canary', port: canary.port }] },
-      ],
-    }),
-  );
-  const plane = await startControlPlane(['--insecure', '--listen', `127.0.0.1:${await freePort()}`, '--mesh', join(dir, 'mesh.yaml'), '--inventory', join(dir, 'inventory.yaml'), '--mesh-state-file', join(dir, 'mesh-state.json')]);
-  t.teardown(() => plane.proc.kill('SIGKILL'));
-  const ctl = (...args: string[]) => runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '30000', ...args]);
+  const plane = await startInventoryPlane(t, dir, [
+    { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] },
+    { id: 'vm-b', hypervisor: 'hv-1', cid: 4, addresses: ['127.0.0.3'], services: [{ name: 'web', port: web.port }] },
+    { id: 'vm-c', hypervisor: 'hv-1', cid: 5, addresses: ['127.0.0.4'], services: [{ name: 'web-canary', port: canary.port }] },
+  ]);
+  const { ctl } = plane;
   const [webPort, canaryPort] = [await freePort(), await freePort()];
   for (const put of [
     ['services', 'put', 'web', '--port', String(web.port), '--outbound-port', String(webPort), '--protocol', 'http'],

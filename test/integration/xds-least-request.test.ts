@@ -8,14 +8,13 @@
 
 import test, { type ExecutionContext } from 'ava';
 import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { stringify } from 'yaml';
 import { adminRequest } from '../helpers/admin.js';
 import { waitFor } from '../helpers/apps.js';
-import { runCli, startControlPlane, startSidecarCli } from '../helpers/cli.js';
+import { startInventoryPlane, startSidecarCli } from '../helpers/cli.js';
 import { freePort } from '../helpers/haproxy.js';
 
 interface Backend {
@@ -83,21 +82,12 @@ test('ctl switches an HTTP service to least_request: the same sidecar then sends
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const slow = await backend(t, '127.0.0.3', true);
   const fast = await backend(t, '127.0.0.4', false);
-  await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [] }));
-  await writeFile(
-    join(dir, 'inventory.yaml'),
-    stringify({
-      hypervisors: [{ id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }],
-      vms: [
-        { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] },
-        { id: 'vm-b', hypervisor: 'hv-1', cid: 4, addresses: ['127.0.0.3'], services: [{ name: 'web', port: slow.port }] },
-        { id: 'vm-c', hypervisor: 'hv-1', cid: 5, addresses: ['127.0.0.4'], services: [{ name: 'web', port: fast.port }] },
-      ],
-    }),
-  );
-  const plane = await startControlPlane(['--insecure', '--listen', `127.0.0.1:${await freePort()}`, '--mesh', join(dir, 'mesh.yaml'), '--inventory', join(dir, 'inventory.yaml'), '--mesh-state-file', join(dir, 'mesh-state.json')]);
-  t.teardown(() => plane.proc.kill('SIGKILL'));
-  const ctl = (...args: string[]) => runCli(['ctl', '--insecure', '--control-plane', plane.address, '--timeout-ms', '30000', ...args]);
+  const plane = await startInventoryPlane(t, dir, [
+    { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: ['127.0.0.2'] },
+    { id: 'vm-b', hypervisor: 'hv-1', cid: 4, addresses: ['127.0.0.3'], services: [{ name: 'web', port: slow.port }] },
+    { id: 'vm-c', hypervisor: 'hv-1', cid: 5, addresses: ['127.0.0.4'], services: [{ name: 'web', port: fast.port }] },
+  ]);
+  const { ctl } = plane;
   const webPort = await freePort();
   const put = (policy: string) => ctl('services', 'put', 'web', '--port', String(fast.port), '--outbound-port', String(webPort), '--protocol', 'http', '--lb-policy', policy);
 
