@@ -4,6 +4,10 @@
 // mesh that moved on meanwhile is validated again against the new one.
 
 import test from 'ava';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { MeshChangeConflictError, MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { MemoryStore } from '../../xds/store/memory-store.js';
 import { waitFor } from '../helpers/apps.js';
@@ -61,4 +65,13 @@ test('peer authentication entries are records like services: seen by the other r
   t.is(stale.code, 'ABORTED');
   t.regex(stale.message, /peer authentication "mesh" was changed by someone else/);
   t.deepEqual(first.rawPeerAuthentication().map((p) => p.mode), ['STRICT'], 'nothing changed');
+});
+
+test('a mesh file seeded in several chunks lists its entries in name order, as one transaction did, whatever the file order', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-mesh-order-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const names = Array.from({ length: 150 }, (_, i) => `svc-${String(i).padStart(3, '0')}`);
+  await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [...names].reverse().map((name, i) => ({ name, port: 10_000 + i })) }));
+  const mesh = await MeshStore.open({ store: new MemoryStore(), meshPath: join(dir, 'mesh.yaml') });
+  t.deepEqual(mesh.rawServices().map((s) => s.name), names);
 });

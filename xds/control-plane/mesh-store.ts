@@ -443,8 +443,14 @@ function toEntry(record: StoreRecord): Entry {
   return { raw, createRevision: record.createRevision, modRevision: record.modRevision };
 }
 
+/**
+ * A mesh's records in name order per kind: entries list by creation, then
+ * name, so a seed written in chunks lists in name order as one transaction did
+ * (file order would interleave with the chunk boundaries).
+ */
 function seedPuts(mesh: RawMesh): Array<{ key: string; value: string }> {
-  return KINDS.flatMap((kind) => mesh[kind].map((e) => ({ key: entryKey(kind, String(e.name)), value: JSON.stringify(e) })));
+  const byName = (a: RawEntry, b: RawEntry): number => (String(a.name) < String(b.name) ? -1 : String(a.name) > String(b.name) ? 1 : 0);
+  return KINDS.flatMap((kind) => [...mesh[kind]].sort(byName).map((e) => ({ key: entryKey(kind, String(e.name)), value: JSON.stringify(e) })));
 }
 
 /** A mesh file: bounded, YAML, every problem named (an unknown top-level key is one). */
