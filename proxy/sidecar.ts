@@ -132,7 +132,7 @@ export class Sidecar extends ProxyServer {
       // The capture listener's L7 path: an HTTP listener bound to nothing, under the capture listener's name.
       const inspector = l.httpInspector;
       // Its requests may follow a service's pushed routes: the file's clusters, then the control plane's.
-      const reachable = { get: (name: string) => clusters.get(name) ?? this.xds?.clusters.get(name) };
+      const reachable = { get: (name: string) => this.reachableCluster(clusters, name) };
       const captured = inspector && {
         inspect: inspector,
         listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, reachable, this.context, outboundOptions),
@@ -157,16 +157,21 @@ export class Sidecar extends ProxyServer {
     };
   }
 
+  /** A cluster by name: the file's, then the control plane's. */
+  private reachableCluster(clusters: ReadonlyMap<string, Cluster>, name: string): Cluster | undefined {
+    return clusters.get(name) ?? this.xds?.clusters.get(name);
+  }
+
   /** What a forward proxy reaches: the file's clusters, then the control plane's; plain requests by each service's routes, made again when a pushed state changes them. */
   private forwardProxyTargets(name: string, clusters: ReadonlyMap<string, Cluster>): ForwardProxyTargets {
     let made: { generation: number; config: RouteConfig } | undefined;
     return {
-      get: (cluster) => clusters.get(cluster) ?? this.xds?.clusters.get(cluster),
+      get: (cluster) => this.reachableCluster(clusters, cluster),
       routes: () => {
         const generation = this.xds?.generation ?? 0;
         if (made?.generation !== generation) {
           const names = new Set([...clusters.keys(), ...(this.xds?.clusters.keys() ?? [])]);
-          const reachable = [...names].filter((n) => (clusters.get(n) ?? this.xds?.clusters.get(n))?.settings.resolve?.kind !== 'original_dst');
+          const reachable = [...names].filter((n) => this.reachableCluster(clusters, n)?.settings.resolve?.kind !== 'original_dst');
           made = { generation, config: forwardProxyRoutes(name, reachable, (service) => this.xds?.serviceRoutes(service)) };
         }
         return made.config;

@@ -274,7 +274,8 @@ export class OutboundListener extends Listener {
       last = { resolution, target, endpoint: new UpstreamEndpoint(factsFromResolution(resolution, wantedOf(target))) };
       this.lastResolved = last;
     }
-    const port = target.kind === 'ip_port' ? target.port : undefined;
+    // Only captured HTTP routes by the destination's service: L4 connections skip the lookup.
+    const port = handover.http && this.captured && target.kind === 'ip_port' ? target.port : undefined;
     const service = port === undefined ? undefined : resolution.vm?.services.find((s) => s.port === port)?.name;
     this.decide(fd, src, last.endpoint, { policy: this.options.resolver!.settings.policy, target, service, handover });
   }
