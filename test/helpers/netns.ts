@@ -1,7 +1,9 @@
 // Two "VMs" for transparent-capture tests: network namespaces A and B joined
 // by a veth pair, B running an app that answers with the client address it was
 // given. Shared by the host test (test/integration/capture-netns.test.ts, the
-// hop over TCP) and the guest one (test/vm/capture-vsock.test.ts, over vsock).
+// hop over TCP), the guest one (test/vm/capture-vsock.test.ts, over vsock) and
+// the capture rows of the HTTP benchmark (test/bench/http-capture-bench.ts,
+// which passes its own cleanup list as `t`).
 
 import type { ExecutionContext } from 'ava';
 import { execFile, spawnSync } from 'node:child_process';
@@ -31,6 +33,9 @@ export function missingNetnsTools(): string | undefined {
   return undefined;
 }
 
+/** Where what is made is undone, whatever happens: a test's context, or a benchmark's cleanup list. */
+export type Teardown = Pick<ExecutionContext, 'teardown'>;
+
 export interface Vm {
   ns: string;
   /** Runs a command in the namespace (as root) to completion. */
@@ -42,7 +47,7 @@ export interface Vm {
 }
 
 /** Namespaces A and B joined by a veth pair (A_IP, B_IP); both go in teardown, whatever happened. */
-export async function twoVms(t: ExecutionContext, deadlineMs = 60_000): Promise<{ a: Vm; b: Vm }> {
+export async function twoVms(t: Teardown, deadlineMs = 60_000): Promise<{ a: Vm; b: Vm }> {
   const id = randomBytes(3).toString('hex');
   const vms: Vm[] = [];
   for (const name of [`vsm-a-${id}`, `vsm-b-${id}`]) {
@@ -61,20 +66,40 @@ export async function twoVms(t: ExecutionContext, deadlineMs = 60_000): Promise<
 }
 
 /** A long-running process in a namespace, killed with the test. */
-export function spawnIn(t: ExecutionContext, vm: Vm, argv: string[]): CliProcess {
+export function spawnIn(t: Teardown, vm: Vm, argv: string[]): CliProcess {
   const proc = startCommand([...vm.wrapper, ...argv]);
   t.teardown(() => proc.kill('SIGKILL'));
   return proc;
 }
 
+/** The VM manager's inventory of the two VMs: vm-a (A_IP) and vm-b (B_IP, serving `web` on APP_PORT) on two hypervisors, so their hop is TCP to `peerPort`. */
+export function twoVmInventory(peerPort: number): unknown {
+  return {
+    hypervisors: [
+      { id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 },
+      { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 },
+    ],
+    vms: [
+      { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: [A_IP], sidecar: { tcp_port: peerPort, vsock_port: peerPort } },
+      { id: 'vm-b', hypervisor: 'hv-2', cid: 3, addresses: [B_IP], sidecar: { tcp_port: peerPort, vsock_port: peerPort }, services: [{ name: 'web', port: APP_PORT }] },
+    ],
+  };
+}
+
 /** `vsockmesh vm-manager` in `vm` on its loopback with `inventory` (the YAML shape), once it serves; its port. */
-export async function startVmManagerIn(t: ExecutionContext, vm: Vm, inventory: unknown): Promise<number> {
+export async function startVmManagerIn(t: Teardown, vm: Vm, inventory: unknown): Promise<number> {
+  return (await startVmManagerProcessIn(t, vm, inventory)).port;
+}
+
+/** startVmManagerIn's VM manager: its port and its process id (for its CPU). */
+export async function startVmManagerProcessIn(t: Teardown, vm: Vm, inventory: unknown): Promise<{ port: number; pid: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'vsockmesh-capture-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'inventory.yaml');
   await writeFile(file, stringify(inventory));
   const vmm = spawnIn(t, vm, [process.execPath, CLI, 'vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--inventory', file]);
-  return (await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', vm.deadlineMs)).port as number;
+  const serving = await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', vm.deadlineMs);
+  return { port: serving.port as number, pid: vmm.child.pid! };
 }
 
 /** test/fixtures/client-address-app.mjs, from the sources or from their build in dist/test/helpers. */
@@ -104,6 +129,14 @@ export async function iptablesIn(vm: Vm, args: string[]): Promise<string> {
 /** /stats of a sidecar, read from inside its namespace (loopback: never captured). */
 export async function statsIn(vm: Vm, adminPort: number): Promise<string> {
   return (await vm.exec(['curl', '-sS', '--max-time', String(vm.deadlineMs / 2000), `http://127.0.0.1:${adminPort}/stats`])).stdout;
+}
+
+/** Whether a sidecar in `vm` answers /ready with 200, asked from inside its namespace. */
+export function readyIn(vm: Vm, adminPort: number): Promise<boolean> {
+  return vm.exec(['curl', '-sf', '-o', '/dev/null', '--max-time', String(vm.deadlineMs / 2000), `http://127.0.0.1:${adminPort}/ready`]).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The access lines a sidecar process has printed so far. */

@@ -26,6 +26,7 @@ import {
   startClientAddressApp,
   startVmManagerIn,
   statsIn,
+  twoVmInventory,
   twoVms,
   type Vm,
 } from '../helpers/netns.js';
@@ -50,16 +51,7 @@ interface Mesh {
 async function mesh(t: ExecutionContext, { inspect = false } = {}): Promise<Mesh> {
   const { a, b } = await twoVms(t);
   // A's VM manager, in A on loopback.
-  const vmmPort = await startVmManagerIn(t, a, {
-    hypervisors: [
-      { id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 },
-      { id: 'hv-2', vsock_mode: 'host-relay', relay_port: 15100 },
-    ],
-    vms: [
-      { id: 'vm-a', hypervisor: 'hv-1', cid: 3, addresses: [A_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT } },
-      { id: 'vm-b', hypervisor: 'hv-2', cid: 3, addresses: [B_IP], sidecar: { tcp_port: PEER_PORT, vsock_port: PEER_PORT }, services: [{ name: 'web', port: APP_PORT }] },
-    ],
-  });
+  const vmmPort = await startVmManagerIn(t, a, twoVmInventory(PEER_PORT));
   await startClientAddressApp(t, b);
 
   const admin = { address: '127.0.0.1', port: 0 };
