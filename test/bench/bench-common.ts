@@ -56,9 +56,9 @@ export function intEnv(name: string, fallback: number): number {
   return n;
 }
 
-/** The chains BENCH_CHAINS names (comma-separated, each one of `all`), or `defaults`. */
+/** The chains BENCH_CHAINS names (comma-separated, each one of `all`; empty: none), or `defaults`. */
 export function chainsFromEnv<C extends string>(all: readonly C[], defaults: readonly C[]): C[] {
-  const named = process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()) ?? [...defaults];
+  const named = process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...defaults];
   return named.filter((c): c is C => {
     if (!(all as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${all.join(', ')})`);
     return true;
@@ -516,10 +516,17 @@ function toMicros(value: string): number {
   return m[2] === 'us' ? n : m[2] === 'ms' ? n * 1e3 : m[2] === 's' ? n * 1e6 : n * 60e6;
 }
 
-/** wrk against http://127.0.0.1:port/ (a request times out after 2 s, times `slow`). */
-export async function wrk(bin: string, port: number, threads: number, connections: number, pace: LoadPace, extra: string[] = []): Promise<WrkResult> {
-  const args = [`-t${threads}`, `-c${connections}`, `-d${pace.seconds}s`, '--latency', '--timeout', `${2 * pace.slow}s`, ...extra, `http://127.0.0.1:${port}/`];
-  const r = await runChild(bin, args, (pace.seconds + 30) * 1000 * pace.slow);
+/** Where wrk runs and what it dials: `wrapper` execs it (e.g. `ip netns exec <ns>`), `host` (default 127.0.0.1). */
+export interface WrkTarget {
+  host?: string;
+  wrapper?: string[];
+}
+
+/** wrk against http://<host>:port/ (a request times out after 2 s, times `slow`). */
+export async function wrk(bin: string, port: number, threads: number, connections: number, pace: LoadPace, extra: string[] = [], target: WrkTarget = {}): Promise<WrkResult> {
+  const args = [`-t${threads}`, `-c${connections}`, `-d${pace.seconds}s`, '--latency', '--timeout', `${2 * pace.slow}s`, ...extra, `http://${target.host ?? '127.0.0.1'}:${port}/`];
+  const [cmd, ...argv] = [...(target.wrapper ?? []), bin, ...args];
+  const r = await runChild(cmd!, argv, (pace.seconds + 30) * 1000 * pace.slow);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1] ?? NaN);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
   const p50us = toMicros(/^\s+50%\s+(\S+)/m.exec(r.stdout)?.[1] ?? '');
