@@ -23,8 +23,18 @@
 // allocates per request, a figure that a loaded machine hardly moves, unlike
 // the timings.
 //
+// Capture mode (BENCH_CAPTURE=1, or l4 / http for one pair; as root): the
+// cost of transparent capture (`vsockmesh iptables apply`, nat REDIRECT to a
+// capture listener) against an explicit listener on the same sidecars, in
+// network namespaces, measured in the same rounds: (a) L4, capture without
+// an inspector against an explicit L4 listener; (b) HTTP, capture with
+// http_inspector (L7) against an explicit `protocol: http` listener; each with
+// keep-alive requests and new connections. See http-capture-bench.ts. Without
+// root it says why and leaves the rows out.
+//
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
-//   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before], BENCH_LOADS=http1,grpc,
+//   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before] (empty: none), BENCH_LOADS=http1,grpc,
+//   BENCH_CAPTURE=1|l4|http,
 //   BENCH_BASELINE_CLI, BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
 //   BENCH_BASELINE_NODE_ARGS for the baseline's sidecars, default BENCH_NODE_ARGS)
 // Not a test: `npm test` does not run it.
@@ -60,6 +70,7 @@ import {
   writeReport,
   type Hop,
 } from './bench-common.js';
+import { CaptureRows, captureChainsFromEnv } from './http-capture-bench.js';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 8);
@@ -318,6 +329,9 @@ async function main(): Promise<void> {
   const body = path.join(dir, 'grpc-request.bin');
   writeFileSync(body, Buffer.alloc(5));
 
+  const capture = captureChainsFromEnv();
+  if (capture && 'skipped' in capture) log(`BENCH_CAPTURE: not measured, ${capture.skipped}`);
+
   const loadAtStart = os.loadavg();
   log(`rounds ${ROUNDS}, ${SECONDS}s per run, chains: ${CHAINS.join(', ')}; load average ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`);
 
@@ -334,12 +348,15 @@ async function main(): Promise<void> {
   if (CHAINS.includes('vsockmesh')) chains.push(await startVsockmeshChain('vsockmesh', CLI, SIDECAR_NODE_FLAGS, app, dir));
   if (CHAINS.includes('vsockmesh-before')) chains.push(await startVsockmeshChain('vsockmesh-before', BASELINE_CLI, BASELINE_NODE_FLAGS, app, dir));
 
+  const captureRows = capture && 'chains' in capture ? await CaptureRows.start(capture.chains, dir, tools.wrk, PACE) : undefined;
+
   // A Node sidecar's first seconds run cold code (JIT): 2 s of each load through every chain first, not recorded.
   log('warm-up: 2 s of each load through every chain');
   for (const chain of chains) {
     if (LOADS.includes('http1')) await wrk(tools.wrk, chain.entry.http1, 2, 64, { seconds: 2, slow: 1 });
     if (LOADS.includes('grpc')) await runChild(tools.h2load, h2loadArgs(chain.entry.grpc, body, 2), 30_000);
   }
+  await captureRows?.warmUp();
 
   const started = Date.now();
   for (let round = 0; round < ROUNDS; round++) {
@@ -362,6 +379,7 @@ async function main(): Promise<void> {
       log(`  ${LABEL[chain.name].padEnd(20)} ${line.join('; ')}`);
       await sleep(300);
     }
+    await captureRows?.runRound(round);
   }
 
   const elapsed = Math.round((Date.now() - started) / 1000);
@@ -388,11 +406,13 @@ async function main(): Promise<void> {
     `- Apps: an HAProxy answering 200 "ok" itself (HTTP/1.1); a node:http2 server answering each unary call with an empty message and \`grpc-status: 0\` (http-bench-backend.ts). Clients: wrk 4.1, ${h2loadVersion} (latency percentiles from its per-request log).`,
     '- CPU per request: CPU seconds (user + system) of all proxy processes of the chain during the run, divided by the requests done.',
     "- Scavenges per 1,000 requests: sidecar A's minor GCs during the run (`vsockmesh_process_nodejs_gc_duration_seconds_count{kind=\"minor\"}` of its /stats) per 1,000 requests done: with the young generation's fixed size, proportional to what it allocates per request.",
-    '- Not measured: a transparent listener against an explicit one (it needs a network namespace with the capture rules in front of the client; not built into this benchmark).',
     ...notes.map((n) => `- ${n}`),
+    '',
+    captureRows?.markdown(ROUNDS) ??
+      (capture && 'skipped' in capture ? `Transparent capture against an explicit listener: not measured, ${capture.skipped}.` : 'Transparent capture against an explicit listener: not measured (BENCH_CAPTURE=1, as root).'),
   ].join('\n');
 
-  const file = writeReport('http', md, { rounds: ROUNDS, seconds: SECONDS, chains: CHAINS, samples, notes, loadAtStart, loadAtEnd });
+  const file = writeReport('http', md, { rounds: ROUNDS, seconds: SECONDS, chains: CHAINS, samples, notes, loadAtStart, loadAtEnd, capture: captureRows && { chains: captureRows.chains, samples: captureRows.samples, notes: captureRows.notes } });
   process.stdout.write(`\n${md}\n\nwritten to ${file}\n`);
 }
 
