@@ -100,6 +100,8 @@ const cleanups: Array<() => Promise<void> | void> = [];
 const groups = new Set<number>();
 const pids = new Set<number>();
 let cleaningUp: Promise<void> | undefined;
+/** A signal stops the benchmark: the failures it causes in the children (a killed wrk, iptables) are not the benchmark's. */
+let stoppedBy: NodeJS.Signals | undefined;
 
 export function onCleanup(fn: () => Promise<void> | void): void {
   cleanups.push(fn);
@@ -129,6 +131,7 @@ process.on('exit', () => {
 });
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
+    stoppedBy = signal;
     log(`${signal}: stopping everything`);
     const hard = setTimeout(() => process.exit(130), 8_000);
     void cleanup().finally(() => {
@@ -144,7 +147,7 @@ export async function runBench(main: () => Promise<void>): Promise<void> {
     await main();
   } catch (err) {
     process.exitCode = 1;
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    if (stoppedBy === undefined) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
   } finally {
     await cleanup();
   }
