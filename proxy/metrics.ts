@@ -1,7 +1,7 @@
 // Prometheus metrics of one sidecar (its own registry, so several sidecars can
 // live in one process, as in tests and the demo).
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './runtime/prom-client.js';
 import type { XdsCounters } from './dynamic/types.js';
 import type { RenewalCounters } from './identity/renewing-source.js';
 import { logLinesDropped } from './runtime/log.js';

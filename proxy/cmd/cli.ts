@@ -1,12 +1,15 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8 --interrupt-budget=4000000
+#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8 --interrupt-budget=4000000 --no-sparkplug
 // The one vsockmesh binary; each role is a subcommand. Every role's module is
 // loaded with a dynamic import when its subcommand runs: the control plane and
 // the VM manager never load the data plane's native core, a sidecar never
-// loads the control plane, and `--help` loads neither.
+// loads the control plane, and `--help` loads neither. The operator commands
+// (ctl, iptables) are loaded unless a long-running role runs (SERVING_ROLES).
 // --interrupt-budget (60× V8's default): start-up alone (module resolution,
 // config parsing) made V8 optimise ~20 functions, and the first optimisation
 // pages in TurboFan and its zones (~6 MiB of an idle sidecar's RSS); traffic
-// still makes its hot paths optimised, a little later.
+// still makes its hot paths optimised, a little later. --no-sparkplug: V8's
+// baseline compiler compiled the start-up functions in batches (~1.5 MiB of
+// an idle sidecar's RSS); hot paths still reach TurboFan.
 
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -15,10 +18,11 @@ import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
-import { ctlCommand } from '../../xds/ctl.js';
-import { iptablesCommand } from './iptables.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
+
+/** The subcommands that serve until stopped: their command line cannot reach ctl or iptables. */
+const SERVING_ROLES: readonly string[] = ['sidecar', 'host-relay', 'vm-manager', 'control-plane'];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -114,7 +118,7 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     });
 }
 
-export function buildCli(): Command {
+export async function buildCli(argv: readonly string[]): Promise<Command> {
   const program = new Command('vsockmesh')
     .description(
       'Service-mesh sidecar for virtual machines: app TCP connections go over vsock when the peer VM ' +
@@ -228,10 +232,13 @@ export function buildCli(): Command {
     'run on the hypervisor: relay guest-to-guest vsock (a KVM guest reaches only its host, CID 2); checks each source CID against the policy',
     'Host relay',
   );
-  program.addCommand(ctlCommand());
-  program.addCommand(iptablesCommand());
+  if (!SERVING_ROLES.includes(argv[2] ?? '')) {
+    const [{ ctlCommand }, { iptablesCommand }] = await Promise.all([import('../../xds/ctl.js'), import('./iptables.js')]);
+    program.addCommand(ctlCommand());
+    program.addCommand(iptablesCommand());
+  }
 
   return program;
 }
 
-await buildCli().parseAsync(process.argv);
+await (await buildCli(process.argv)).parseAsync(process.argv);

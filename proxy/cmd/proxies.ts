@@ -4,7 +4,8 @@
 //
 // The client modules are loaded with a dynamic import, and only when the
 // config names a VM manager, a control plane or an identity: a sidecar with static
-// listeners does not load gRPC and protobuf at all.
+// listeners does not load gRPC and protobuf at all. The host relay's module is
+// loaded only by a host relay (a sidecar's idle RSS is its budget).
 
 import { readFile } from 'node:fs/promises';
 import type { HostRelayConfig } from '../config/relay.js';
@@ -15,7 +16,7 @@ import { meshIdentityId } from '../identity/spiffe.js';
 import { silentLogger } from '../runtime/log.js';
 import type { ControlTransport } from '../../xds/security/transport.js';
 import type { ConfigSourceFactory } from '../dynamic/types.js';
-import { HostRelay } from '../host-relay.js';
+import type { HostRelay } from '../host-relay.js';
 import type { VmManagerApi } from '../resolve/types.js';
 import type { ServerOptions } from '../server.js';
 import { Sidecar, type OwnedClient } from '../sidecar.js';
@@ -101,5 +102,6 @@ export async function createHostRelay(config: HostRelayConfig, options: ServerOp
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
   // The relay signs its source assertions with the identity its control-plane clients present (an hv/ SVID).
   const signer = identity ?? (control && 'source' in control.transport ? control.transport.source : undefined);
+  const { HostRelay } = await import('../host-relay.js');
   return new HostRelay(config, { ...options, owned, ...(vmManager && { vmManager }), ...(identity && { identity }), ...(signer && { assertionIdentity: signer }), ...(attestation && { attestation }) });
 }

@@ -10,7 +10,7 @@
 // VsockSocket and the kernel's CID, tests any Duplex and a CID of their choice.
 
 import type { Duplex } from 'node:stream';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from '../runtime/prom-client.js';
 import type { VmRecord } from '../resolve/types.js';
 import { errorCode } from '../runtime/errors.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';

@@ -35,8 +35,9 @@ async function startDirectSidecar(t: import('ava').ExecutionContext, drainTimeou
     await app.close();
     await config.cleanup();
   });
-  const started = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'listener started');
-  const serving = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready');
+  // Generous: at load average 30+ on 2 cores a sidecar's start alone took over 10 s.
+  const started = await proc.waitForLine((l) => l.msg === 'listener started' && l.listener === 'out', 'listener started', 60_000);
+  const serving = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
   const [bound] = started.addresses as Array<{ port: number }>;
   return { proc, port: bound!.port, admin: (serving.admin as { port: number }).port };
 }

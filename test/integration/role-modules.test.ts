@@ -1,11 +1,14 @@
 // The control plane and the VM manager are not the data plane: their processes
 // never load the native core (vsockmesh_native.node). Read from the running
 // process's memory map; a sidecar process, which does load it, shows that the
-// check sees it.
+// check sees it. A sidecar loads neither the host relay's module, the operator
+// commands (ctl, iptables) nor prom-client's push gateway (https, zlib): read
+// from Node's module loader's debug log (NODE_DEBUG), which names every file
+// it loads.
 
 import test, { type ExecutionContext } from 'ava';
 import { readFile } from 'node:fs/promises';
-import { startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
+import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
 
 const ADDON = 'vsockmesh_native.node';
 
@@ -13,8 +16,8 @@ async function mapsOf(proc: CliProcess): Promise<string> {
   return readFile(`/proc/${proc.child.pid}/maps`, 'utf8');
 }
 
-async function running(t: ExecutionContext, args: string[], serving: string): Promise<CliProcess> {
-  const proc = startCli(args);
+async function running(t: ExecutionContext, args: string[], serving: string, wrapper: string[] = []): Promise<CliProcess> {
+  const proc = startCli(args, { wrapper });
   t.teardown(() => proc.kill('SIGKILL'));
   await proc.waitForLine((l) => l.msg === serving, serving, 30_000);
   return proc;
@@ -30,9 +33,29 @@ test('vsockmesh vm-manager serves without loading the native core', async (t) =>
   t.false((await mapsOf(proc)).includes(ADDON));
 });
 
-test('a sidecar process does load it (the check above can see the addon)', async (t) => {
+async function sidecarConfig(t: ExecutionContext): Promise<string> {
   const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'c' }], clusters: [{ name: 'c', endpoints: [{ address: '127.0.0.1', port: 9 }] }] });
   t.teardown(config.cleanup);
-  const proc = await running(t, ['sidecar', '-c', config.path], 'sidecar ready');
+  return config.path;
+}
+
+test('a sidecar process does load it (the check above can see the addon)', async (t) => {
+  const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t)], 'sidecar ready');
   t.true((await mapsOf(proc)).includes(ADDON));
+});
+
+test('a sidecar loads neither the host relay, ctl, iptables nor prom-client\'s push gateway', async (t) => {
+  const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t)], 'sidecar ready', ['env', 'NODE_DEBUG=esm,module']);
+  const loaded = proc.stderr();
+  // The log does name the modules a sidecar needs (the check can see a file load).
+  t.regex(loaded, /\/dist\/proxy\/sidecar\.js/);
+  t.regex(loaded, /prom-client\/lib\/registry\.js/);
+  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /]) t.notRegex(loaded, file);
+});
+
+test('the operator commands are still there when the command line may reach them', async (t) => {
+  const help = await runCli(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /^\s+ctl\b/m);
+  t.regex(help.stdout, /^\s+iptables\b/m);
 });

@@ -15,7 +15,7 @@
 // (node-retention.ts).
 
 import * as grpc from '@grpc/grpc-js';
-import { Counter, Gauge, Registry as MetricsRegistry } from 'prom-client';
+import { Counter, Gauge, Registry as MetricsRegistry } from '../../proxy/runtime/prom-client.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { TYPE_SHORT_NAMES, type DeltaDiscoveryRequest__Output, type DeltaDiscoveryResponse, type DiscoveryRequest__Output } from '../envoy/proto.js';
 import { preEncodedAdsService, SotwEncoder, type PreEncodedAdsHandlers } from '../envoy/sotw-encoding.js';

@@ -17,7 +17,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
-import { Counter, Registry as MetricsRegistry } from 'prom-client';
+import { Counter, Registry as MetricsRegistry } from '../../proxy/runtime/prom-client.js';
 import { parseMeshIdentity } from '../../proxy/identity/spiffe.js';
 import { pemCertificates } from '../../proxy/identity/certificate-facts.js';
 import { MAX_CHAIN_CERTIFICATES, verifySvid } from '../../proxy/identity/svid.js';

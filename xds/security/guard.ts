@@ -9,7 +9,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
-import { Counter, Gauge, type Registry as MetricsRegistry } from 'prom-client';
+import { Counter, Gauge, type Registry as MetricsRegistry } from '../../proxy/runtime/prom-client.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { RefusalLog } from '../../proxy/runtime/refusal-log.js';
 import type { MeshIdentity } from '../../proxy/identity/spiffe.js';

@@ -17,7 +17,7 @@
 // revision the store compacted gets OUT_OF_RANGE.
 
 import * as grpc from '@grpc/grpc-js';
-import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry as MetricsRegistry, collectDefaultMetrics } from '../../proxy/runtime/prom-client.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { fileErrorText } from '../../proxy/runtime/durable-file.js';
 import { NotFoundError, VsockmeshError } from '../../proxy/runtime/errors.js';
