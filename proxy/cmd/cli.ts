@@ -105,7 +105,7 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
     .addOption(
-      new Option('--heap-profile <profile>', 'young generation for the work: idle (1 MiB, the smallest RSS) or http (8 MiB: less GC per HTTP request, a few MiB more RSS); see README "Benchmarks"')
+      new Option('--heap-profile <profile>', 'young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS) or http (re-executes with 8 MiB: less GC per HTTP request, more RSS); see README "Running a sidecar"')
         .choices(HEAP_PROFILE_NAMES)
         .default('idle'),
     )

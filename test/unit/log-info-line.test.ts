@@ -34,7 +34,7 @@ test('logInfoLine writes an ISO time and one newline-terminated JSON line', (t) 
   logInfoLine(logger, { log: 'access', status: 200 }, 'request');
   const line = JSON.parse(lines[0]!) as Record<string, unknown>;
   t.true(lines[0]!.endsWith('}\n'));
-  t.is(new Date(String(line.time)).toISOString(), line.time);
+  t.is(new Date(String(line.time)).toISOString(), String(line.time));
   t.deepEqual({ ...line, time: '-' }, { level: 'info', time: '-', log: 'access', status: 200, msg: 'request' });
 });
 
