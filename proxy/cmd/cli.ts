@@ -18,6 +18,7 @@ import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
+import { HEAP_PROFILE_NAMES, applyHeapProfile, type HeapProfile } from './heap-profile.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
 
@@ -107,7 +108,13 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .addOption(new Option('--log-level <level>', 'override log.level from the config').choices(LOG_LEVELS))
     .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
-    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number }) => {
+    .addOption(
+      new Option('--heap-profile <profile>', 'young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS) or http (re-executes with 8 MiB: less GC per HTTP request, more RSS); see README "Running a sidecar"')
+        .choices(HEAP_PROFILE_NAMES)
+        .default('idle'),
+    )
+    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number; heapProfile: HeapProfile }) => {
+      await applyHeapProfile(opts.heapProfile);
       const { runServer } = await import('./run-proxy.js');
       await runServer(role, {
         configPath: opts.config,

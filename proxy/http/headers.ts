@@ -38,15 +38,20 @@ export function forwardedElement(client: string, host: string): string {
 
 /** The request headers to send upstream: no pseudo-headers (HTTP/2 sets its own), no hop-by-hop ones. `hop.host`: the request's Host/:authority. */
 export function forwardedHeaders(headers: Headers, client: string, requestId: string, hop: { forwarded: ForwardedMode; host: string }): Record<string, string | string[]> {
-  const named = new Set(
-    String(headers.connection ?? '')
-      .split(',')
-      .map((n) => n.trim().toLowerCase())
-      .filter((n) => n !== ''),
-  );
+  // Most requests name nothing in Connection (HTTP/1.1 keep-alive is the default; HTTP/2 has no such header): no set for those.
+  const named =
+    headers.connection === undefined
+      ? undefined
+      : new Set(
+          String(headers.connection)
+            .split(',')
+            .map((n) => n.trim().toLowerCase())
+            .filter((n) => n !== ''),
+        );
   const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(':') || hopByHop(name) || named.has(name)) continue;
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (value === undefined || name.startsWith(':') || hopByHop(name) || named?.has(name)) continue;
     if (name === 'te') {
       if (String(value).toLowerCase().includes('trailers')) out.te = 'trailers';
       continue;

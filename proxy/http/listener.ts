@@ -10,7 +10,7 @@ import http from 'node:http';
 import type http2 from 'node:http2';
 import { randomUUID } from 'node:crypto';
 import type { OutboundListenerConfig } from '../config/types.js';
-import { formatAddress } from '../runtime/log.js';
+import { formatAddress, logInfoLine } from '../runtime/log.js';
 import type { SocketHost } from '../native/index.js';
 import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
@@ -263,16 +263,14 @@ export class HttpOutboundListener extends Listener {
     const record = this.record('http/1.1', src, req.method ?? 'GET', authority, path, req.headers['x-request-id']);
     const connection = req.socket as unknown as VsockSocket;
     this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
-    res.once('close', () => {
-      const left = (this.http1Connections.get(connection) ?? 1) - 1;
-      this.http1Connections.set(connection, left);
-      if (this.draining && left === 0) connection.end();
-    });
     if (this.draining) res.shouldKeepAlive = false;
     const target = this.target(record.authority, record.path, req.headers, downstream);
     if (!target.ok) {
       this.answerHttp1(res, target.status, target.reason);
-      res.once('close', () => this.finish(record, target, res.statusCode, 'none', null, target.reason));
+      res.once('close', () => {
+        this.http1RequestClosed(connection);
+        this.finish(record, target, res.statusCode, 'none', null, target.reason);
+      });
       req.resume();
       return;
     }
@@ -304,7 +302,7 @@ export class HttpOutboundListener extends Listener {
               up.destroy();
               if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
             }, policy.perTryTimeoutMs);
-      up.once('close', () => clearTimeout(perTry));
+      if (perTry !== undefined) up.once('close', () => clearTimeout(perTry));
       up.on('socket', (s) => {
         socket = s as unknown as UpstreamSocket;
       });
@@ -343,11 +341,19 @@ export class HttpOutboundListener extends Listener {
       });
     } else send(null);
     res.once('close', () => {
+      this.http1RequestClosed(connection);
       clearTimeout(timer);
       tries.budget.requestEnded(tries.retries);
       if (!res.writableFinished) upstream?.destroy();
       this.finish(record, tries.current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, tries);
     });
+  }
+
+  /** One request of an HTTP/1.1 connection done: a draining listener ends the connection once it has none in flight. */
+  private http1RequestClosed(connection: VsockSocket): void {
+    const left = (this.http1Connections.get(connection) ?? 1) - 1;
+    this.http1Connections.set(connection, left);
+    if (this.draining && left === 0) connection.end();
   }
 
   private answerHttp1(res: http.ServerResponse, status: number, reason: string): void {
@@ -506,7 +512,8 @@ export class HttpOutboundListener extends Listener {
     this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
     if (!this.options.accessLog) return;
     const query = record.path.indexOf('?');
-    this.context.accessLogger.info(
+    logInfoLine(
+      this.context.accessLogger,
       {
         log: 'access',
         listener: this.name,
@@ -566,8 +573,13 @@ function replayableLength(headers: http.IncomingHttpHeaders): number | undefined
   return length <= MAX_REPLAY_BODY_BYTES ? length : undefined;
 }
 
+/** `headers` itself when it has no hop-by-hop header (every HTTP/2 answer), else a copy without them (symbol keys too: http2's sensitiveHeaders). */
 function stripHopByHop<T extends Record<string, unknown>>(headers: T): T {
-  const out = { ...headers };
-  for (const name of Object.keys(out)) if (hopByHop(name)) delete out[name];
-  return out;
+  const names = Object.keys(headers);
+  if (!names.some(hopByHop)) return headers;
+  // Copied key by key, not copied whole then deleted from: a delete turns the object into a slow dictionary.
+  const out: Record<string | symbol, unknown> = {};
+  for (const name of names) if (!hopByHop(name)) out[name] = headers[name];
+  for (const symbol of Object.getOwnPropertySymbols(headers)) out[symbol] = (headers as Record<symbol, unknown>)[symbol];
+  return out as T;
 }

@@ -17,5 +17,6 @@ bool core_vsock_register(napi_env env, napi_value exports);        /* vsock.c: l
 bool core_original_dst_register(napi_env env, napi_value exports); /* original-dst.c: originalDst */
 bool core_tls_context_register(napi_env env, napi_value exports);  /* tls-context.c: tlsContext, tlsContextFree, tlsCounts */
 bool core_tls_register(napi_env env, napi_value exports);          /* tls.c: tlsStart */
+bool core_exec_register(napi_env env, napi_value exports);         /* exec.c: exec */
 
 #endif

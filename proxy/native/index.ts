@@ -80,6 +80,8 @@ export interface NativeCore {
     timeoutMs: number,
     callback: (reason: string | null, identityOrDetail: string, resumed: boolean, version: string, serial: string) => void,
   ): void;
+  /** Replaces this process's program (execv: same pid, stdio kept, the core's and Node's fds closed); returns only by throwing. */
+  exec(path: string, args: string[]): never;
   RELAY_OUTCOMES: RelayOutcomeName[];
   VMADDR_CID_ANY: number;
   VMADDR_CID_LOCAL: number;

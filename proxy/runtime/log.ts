@@ -22,8 +22,11 @@ export interface LoggerOptions {
   name?: string;
 }
 
+/** The loggers build() made: where their lines go, and their base fields as pino writes them after `time`. */
+const lineWriters = new WeakMap<Logger, { destination: DestinationStream; base: string }>();
+
 function build(options: LoggerOptions, destination: DestinationStream): Logger {
-  return pino(
+  const logger = pino(
     {
       level: options.level,
       base: options.name === undefined ? null : { name: options.name },
@@ -32,6 +35,24 @@ function build(options: LoggerOptions, destination: DestinationStream): Logger {
     },
     destination,
   );
+  // A multistream wants each line's level set first, by pino.
+  if (!(pino.symbols.needsMetadataGsym in destination)) lineWriters.set(logger, { destination, base: options.name === undefined ? '' : `,"name":${JSON.stringify(options.name)}` });
+  return logger;
+}
+
+/**
+ * `logger.info(fields, msg)` for a line per request: the same JSON line pino
+ * writes, but made by one JSON.stringify of `fields` instead of pino's
+ * serialisation key by key (a third of an HTTP request's own allocation).
+ * A logger made elsewhere (a child, a test's) logs through pino.
+ */
+export function logInfoLine(logger: Logger, fields: Readonly<Record<string, unknown>>, msg: string): void {
+  const writer = lineWriters.get(logger);
+  if (writer === undefined) return void logger.info(fields, msg);
+  if (!logger.isLevelEnabled('info')) return;
+  const body = JSON.stringify(fields);
+  const fieldsPart = body.length > 2 ? `,${body.slice(1, -1)}` : '';
+  writer.destination.write(`{"level":"info","time":"${new Date().toISOString()}"${writer.base}${fieldsPart},"msg":${JSON.stringify(msg)}}\n`);
 }
 
 /** The operational log: starts, stops, refusals, errors. Each line is written at once (asynchronously). */

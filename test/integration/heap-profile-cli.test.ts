@@ -1,0 +1,45 @@
+import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { CLI, runCli, startCommand, writeConfig } from '../helpers/cli.js';
+
+const CONFIG = { node: { id: 'vm-a' }, vsock: { enabled: false }, insecure: true, admin: { port: 0 } };
+
+/** The bin run as an operator runs it (its shebang's node flags), with `args`; its node flags once it is ready, and its pid before and after. */
+async function runBin(t: import('ava').ExecutionContext, args: string[]): Promise<{ nodeFlags: string[]; spawnedPid: number; readyPid: number; exit: Promise<{ code: number | null }>; stop: () => void; lines: Array<Record<string, unknown>> }> {
+  const file = await writeConfig(CONFIG);
+  t.teardown(() => file.cleanup());
+  const proc = startCommand([CLI, 'sidecar', '-c', file.path, ...args]);
+  t.teardown(() => proc.kill('SIGKILL'));
+  const ready = await proc.waitForLine((l) => l.msg === 'sidecar ready', 'sidecar ready', 60_000);
+  const argv = readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8').split('\0');
+  return { nodeFlags: argv.slice(1, argv.indexOf(CLI)), spawnedPid: proc.child.pid!, readyPid: Number(ready.pid), exit: proc.exited, stop: () => proc.kill('SIGTERM'), lines: proc.lines };
+}
+
+const semiSpace = (flags: string[]): string | undefined => flags.findLast((f) => f.startsWith('--max-semi-space-size='));
+
+test('--heap-profile http: the same process (pid) runs on with an 8 MiB semi-space after the shebang flags, and drains on SIGTERM', async (t) => {
+  const run = await runBin(t, ['--heap-profile', 'http']);
+  t.is(run.readyPid, run.spawnedPid);
+  t.true(run.nodeFlags.includes('--max-semi-space-size=1'), run.nodeFlags.join(' '));
+  t.is(semiSpace(run.nodeFlags), '--max-semi-space-size=8');
+  t.is(run.nodeFlags.filter((f) => f === '--max-semi-space-size=8').length, 1);
+  run.stop();
+  t.is((await run.exit).code, 0);
+  t.true(run.lines.some((l) => l.msg === 'drain finished'));
+});
+
+test("without --heap-profile a sidecar keeps the shebang's 1 MiB semi-space", async (t) => {
+  const run = await runBin(t, []);
+  t.is(run.readyPid, run.spawnedPid);
+  t.is(semiSpace(run.nodeFlags), '--max-semi-space-size=1');
+  run.stop();
+  t.is((await run.exit).code, 0);
+});
+
+test('--heap-profile names its choices when given another', async (t) => {
+  const file = await writeConfig(CONFIG);
+  t.teardown(() => file.cleanup());
+  const r = await runCli(['sidecar', '-c', file.path, '--heap-profile', 'big']);
+  t.not(r.code, 0);
+  t.regex(r.stderr, /--heap-profile.*big.*idle, http/s);
+});
