@@ -218,6 +218,8 @@ static SSL_CTX *make_context(napi_env env, const char *key, size_t key_len, cons
   }
   /* Idle connections hold no buffers; a write the socket did not take is retried from the relay's own copy. */
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  /* One read of the socket per buffer, not two per record (header, body); a short one tells the stream the socket is drained (tls-bio.c). */
+  SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
   /* Servers issue one stateless ticket per full handshake; clients keep sessions here, not in OpenSSL's cache. */
   SSL_CTX_set_num_tickets(ctx, 1);

@@ -248,12 +248,16 @@ static core_tls *tls_new(core_sock *s, SSL_CTX *ctx, uint32_t context_id, bool s
   core_tls *t = calloc(1, sizeof *t);
   if (!t) return NULL;
   t->context_id = context_id;
+  t->fd = s->fd;
   t->ssl = SSL_new(ctx);
-  if (!t->ssl || SSL_set_fd(t->ssl, s->fd) != 1 || (session_key && !(t->session_key = strdup(session_key)))) {
+  BIO *bio = t->ssl ? core_tls_bio(t) : NULL;
+  if (!bio || (session_key && !(t->session_key = strdup(session_key)))) {
+    BIO_free(bio);
     core_tls_free(t);
     ERR_clear_error();
     return NULL;
   }
+  SSL_set_bio(t->ssl, bio, bio); /* one reference for both directions, freed with the SSL */
   SSL_set_app_data(t->ssl, t);
   if (server) {
     SSL_set_accept_state(t->ssl);
