@@ -35,6 +35,9 @@
 
 void core_tls_free(core_tls *t) {
   if (!t) return;
+  /* However the connection ended (a reset, no close_notify), its session stays resumable:
+     SSL_free would otherwise drop it from a server's cache, as a stateless ticket never was. */
+  if (t->ssl && SSL_is_server(t->ssl)) SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) | SSL_SENT_SHUTDOWN);
   SSL_free(t->ssl);
   free(t->session_key);
   free(t);
@@ -260,6 +263,7 @@ static core_tls *tls_new(core_sock *s, SSL_CTX *ctx, uint32_t context_id, bool s
   SSL_set_bio(t->ssl, bio, bio); /* one reference for both directions, freed with the SSL */
   SSL_set_app_data(t->ssl, t);
   if (server) {
+    SSL_set_options(t->ssl, SSL_OP_NO_TICKET); /* TLS 1.3: stateful tickets, naming a session of the context's cache (tls-context.c) */
     SSL_set_accept_state(t->ssl);
     return t;
   }

@@ -153,6 +153,40 @@ test.serial('a server sends a ticket after a full handshake only: resumed connec
   t.is(native.tlsCounts()[2] - before, 1, 'no ticket after a resumption');
 });
 
+test.serial('a server resumes from its own session cache: one session per full handshake, none per resumption, none from before its context was replaced', async (t) => {
+  const p = await pki();
+  const echo = await startEchoServer();
+  let ctxB = context(p.b);
+  const ctxA = context(p.a);
+  const server = terminator(() => ctxB, echo.port);
+  const client = originator(() => ctxA, server.port, p.b.spiffeId);
+  t.teardown(async () => {
+    client.close();
+    server.close();
+    native.tlsContextFree(ctxA);
+    native.tlsContextFree(ctxB);
+    await echo.close();
+  });
+  t.is(native.tlsCounts()[3], 0, 'no server session cached yet');
+  await echoTransfer(client.port, 1024); // reading the reply also reads the server's ticket
+  await waitFor(() => native.tlsCounts()[1] === 1, 'a session kept');
+  t.is(native.tlsCounts()[3], 1, 'the server cached the session its ticket names');
+  for (let i = 0; i < 3; i++) await echoTransfer(client.port, 1024);
+  t.deepEqual(
+    server.handshakes.map((s) => s.resumed),
+    [false, true, true, true],
+  );
+  t.true(server.handshakes.every((s) => s.text === p.a.spiffeId), 'each resumed session still names the peer');
+  t.is(native.tlsCounts()[3], 1, 'a resumption caches nothing more');
+  const old = ctxB;
+  ctxB = context(p.b); // the same identity again: a new context, as a rotation makes
+  native.tlsContextFree(old);
+  t.is(native.tlsCounts()[3], 0, 'the replaced context\'s sessions are gone with it');
+  await echoTransfer(client.port, 1024);
+  t.false(server.handshakes[4]!.resumed, 'the client\'s session from before the replacement does not resume');
+  t.is(native.tlsCounts()[3], 1);
+});
+
 test.serial('a connection that ends in a reset leaves the peer\'s session resumable for the next one', async (t) => {
   const h = await hop(t, await pki());
   await echoTransfer(h.port, 1024);
@@ -467,5 +501,6 @@ async function freeLoopbackPort(): Promise<number> {
 
 test.serial('after all of the above, no socket, context or session is left', async (t) => {
   await waitFor(() => native.openCount() === 0, 'every socket closed', 20_000);
-  t.deepEqual(native.tlsCounts().slice(0, 2), [0, 0]);
+  const [contexts, clientSessions, , serverSessions] = native.tlsCounts();
+  t.deepEqual([contexts, clientSessions, serverSessions], [0, 0, 0]);
 });
