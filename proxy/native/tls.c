@@ -221,6 +221,9 @@ static void on_handshake_ready(core_sock *s) {
   char text[512];
   if (r == 1) {
     t->handshaken = 1;
+    /* Read ahead may have taken the peer's first bytes with its last handshake message, in a call
+       that began without a readable edge: they wait in OpenSSL, and no edge will announce them. */
+    if (SSL_has_pending(t->ssl)) s->readable = 1;
     const char *problem = peer_identity(t->ssl, text, sizeof text);
     handshake_finish(s, problem, text, SSL_session_reused(t->ssl) == 1);
     return;

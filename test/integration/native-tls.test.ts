@@ -180,6 +180,13 @@ test.serial('a server resumes from its own session cache: one session per full h
   t.is(native.tlsCounts()[3], 1);
 });
 
+test.serial('50 connections at once each relay their first bytes, however they arrived with the handshake\'s last message', async (t) => {
+  const h = await hop(t, await pki());
+  const transfers = await Promise.all(Array.from({ length: 50 }, () => echoTransfer(h.port, 100)));
+  t.true(transfers.every((x) => x.received === x.sent && x.receivedSha256 === x.sentSha256));
+  t.is(h.server.handshakes.length, 50);
+});
+
 test.serial('a connection that ends in a reset leaves the peer\'s session resumable for the next one', async (t) => {
   const h = await hop(t, await pki());
   await echoTransfer(h.port, 1024);
