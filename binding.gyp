@@ -17,6 +17,7 @@
         "proxy/native/stream.c",
         "proxy/native/tls-context.c",
         "proxy/native/tls.c",
+        "proxy/native/tls-bio.c",
         "proxy/native/exec.c",
         "proxy/native/module.c"
       ],

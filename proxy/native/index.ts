@@ -59,8 +59,8 @@ export interface NativeCore {
   tlsContext(keyPem: string, chainPem: string, bundlePem: string): number;
   /** No new handshake uses the context; connections made with it keep it until they close. Its kept sessions go. */
   tlsContextFree(id: number): void;
-  /** [contexts, sessions kept, tickets clients were sent ever] (leak and cost checks). */
-  tlsCounts(): [number, number, number];
+  /** [contexts, sessions kept by clients, tickets clients were sent ever, sessions cached by servers] (leak and cost checks). */
+  tlsCounts(): [number, number, number, number];
   /**
    * A TLS 1.3 handshake on an idle socket (client certificates required by
    * servers). Success: (null, the peer certificate's one URI SAN, resumed,

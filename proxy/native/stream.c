@@ -43,11 +43,18 @@ static ssize_t tls_read(core_sock *s, char *buf, size_t len) {
     return -1;
   }
   size_t got = 0;
+  /* Only a read of the socket in this call says it is drained: data that came after an earlier one may have had its edge already. */
+  t->drained = 0;
   while (got < len) {
     ERR_clear_error();
     int r = SSL_read(t->ssl, buf + got, clamp_int(len - got));
     if (r > 0) {
       got += (size_t)r;
+      /* The last read of the socket was short and OpenSSL holds nothing more: drained, as on the plain path (a FIN stays pending). */
+      if (t->drained && !s->hup && !SSL_has_pending(t->ssl)) {
+        s->readable = 0;
+        break;
+      }
       continue;
     }
     int e = SSL_get_error(t->ssl, r);

@@ -35,6 +35,9 @@
 
 void core_tls_free(core_tls *t) {
   if (!t) return;
+  /* However the connection ended (a reset, no close_notify), its session stays resumable:
+     SSL_free would otherwise drop it from a server's cache, as a stateless ticket never was. */
+  if (t->ssl && SSL_is_server(t->ssl)) SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) | SSL_SENT_SHUTDOWN);
   SSL_free(t->ssl);
   free(t->session_key);
   free(t);
@@ -218,6 +221,9 @@ static void on_handshake_ready(core_sock *s) {
   char text[512];
   if (r == 1) {
     t->handshaken = 1;
+    /* Read ahead may have taken the peer's first bytes with its last handshake message, in a call
+       that began without a readable edge: they wait in OpenSSL, and no edge will announce them. */
+    if (SSL_has_pending(t->ssl)) s->readable = 1;
     const char *problem = peer_identity(t->ssl, text, sizeof text);
     handshake_finish(s, problem, text, SSL_session_reused(t->ssl) == 1);
     return;
@@ -248,14 +254,19 @@ static core_tls *tls_new(core_sock *s, SSL_CTX *ctx, uint32_t context_id, bool s
   core_tls *t = calloc(1, sizeof *t);
   if (!t) return NULL;
   t->context_id = context_id;
+  t->fd = s->fd;
   t->ssl = SSL_new(ctx);
-  if (!t->ssl || SSL_set_fd(t->ssl, s->fd) != 1 || (session_key && !(t->session_key = strdup(session_key)))) {
+  BIO *bio = t->ssl ? core_tls_bio(t) : NULL;
+  if (!bio || (session_key && !(t->session_key = strdup(session_key)))) {
+    BIO_free(bio);
     core_tls_free(t);
     ERR_clear_error();
     return NULL;
   }
+  SSL_set_bio(t->ssl, bio, bio); /* one reference for both directions, freed with the SSL */
   SSL_set_app_data(t->ssl, t);
   if (server) {
+    SSL_set_options(t->ssl, SSL_OP_NO_TICKET); /* TLS 1.3: stateful tickets, naming a session of the context's cache (tls-context.c) */
     SSL_set_accept_state(t->ssl);
     return t;
   }

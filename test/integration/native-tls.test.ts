@@ -90,7 +90,7 @@ async function pki(): Promise<Pki> {
 async function hop(t: import('ava').ExecutionContext, p: Pki, app?: { port: number; close(): Promise<void> }) {
   const echo = app ?? (await startEchoServer());
   const ctxA = context(p.a);
-  const ctxB = context(p.b);
+  let ctxB = context(p.b);
   const server = terminator(() => ctxB, echo.port);
   const client = originator(() => ctxA, server.port, p.b.spiffeId);
   t.teardown(async () => {
@@ -101,7 +101,13 @@ async function hop(t: import('ava').ExecutionContext, p: Pki, app?: { port: numb
     native.tlsContextFree(ctxB);
     await echo.close();
   });
-  return { server, client, port: client.port };
+  /** A new server context, as a rotation makes one: new handshakes use it; the old one is freed. */
+  const replaceServerIdentity = (id: PemIdentity): void => {
+    const old = ctxB;
+    ctxB = context(id);
+    native.tlsContextFree(old);
+  };
+  return { server, client, port: client.port, replaceServerIdentity };
 }
 
 test.serial('two cores do a TLS 1.3 handshake with client certificates and each learns the other one\'s identity', async (t) => {
@@ -151,6 +157,34 @@ test.serial('a server sends a ticket after a full handshake only: resumed connec
   );
   t.true(h.server.handshakes.slice(1).every((s) => s.resumed && s.text === h.server.handshakes[0]!.text), 'each resumed session still names the peer');
   t.is(native.tlsCounts()[2] - before, 1, 'no ticket after a resumption');
+});
+
+test.serial('a server resumes from its own session cache: one session per full handshake, none per resumption, none from before its context was replaced', async (t) => {
+  const p = await pki();
+  const h = await hop(t, p);
+  t.is(native.tlsCounts()[3], 0, 'no server session cached yet');
+  await echoTransfer(h.port, 1024); // reading the reply also reads the server's ticket
+  await waitFor(() => native.tlsCounts()[1] === 1, 'a session kept');
+  t.is(native.tlsCounts()[3], 1, 'the server cached the session its ticket names');
+  for (let i = 0; i < 3; i++) await echoTransfer(h.port, 1024);
+  t.deepEqual(
+    h.server.handshakes.map((s) => s.resumed),
+    [false, true, true, true],
+  );
+  t.true(h.server.handshakes.every((s) => s.text === p.a.spiffeId), 'each resumed session still names the peer');
+  t.is(native.tlsCounts()[3], 1, 'a resumption caches nothing more');
+  h.replaceServerIdentity(p.b); // the same identity again: a new context
+  t.is(native.tlsCounts()[3], 0, 'the replaced context\'s sessions are gone with it');
+  await echoTransfer(h.port, 1024);
+  t.false(h.server.handshakes[4]!.resumed, 'the client\'s session from before the replacement does not resume');
+  t.is(native.tlsCounts()[3], 1);
+});
+
+test.serial('50 connections at once each relay their first bytes, however they arrived with the handshake\'s last message', async (t) => {
+  const h = await hop(t, await pki());
+  const transfers = await Promise.all(Array.from({ length: 50 }, () => echoTransfer(h.port, 100)));
+  t.true(transfers.every((x) => x.received === x.sent && x.receivedSha256 === x.sentSha256));
+  t.is(h.server.handshakes.length, 50);
 });
 
 test.serial('a connection that ends in a reset leaves the peer\'s session resumable for the next one', async (t) => {
@@ -341,27 +375,14 @@ test.serial('a client may send a plain preamble before its ClientHello; the serv
 
 test.serial('a new context replaces an identity: an open connection keeps flowing, new handshakes present the new certificate', async (t) => {
   const p = await pki();
-  const echo = await startEchoServer();
-  let ctxB = context(p.b);
-  const ctxA = context(p.a);
-  const server = terminator(() => ctxB, echo.port);
-  const client = originator(() => ctxA, server.port, p.b.spiffeId);
-  t.teardown(async () => {
-    client.close();
-    server.close();
-    native.tlsContextFree(ctxA);
-    native.tlsContextFree(ctxB);
-    await echo.close();
-  });
+  const { client, replaceServerIdentity } = await hop(t, p);
   const open = await connect(client.port);
   const chunks: Buffer[] = [];
   open.on('data', (c: Buffer) => chunks.push(c));
   open.write('before;');
   await waitFor(() => Buffer.concat(chunks).toString() === 'before;', 'the first echo');
   const rotated = await vmIdentity(p.root, 'vm-b');
-  const old = ctxB;
-  ctxB = context(rotated);
-  native.tlsContextFree(old);
+  replaceServerIdentity(rotated);
   open.write('after;');
   await waitFor(() => Buffer.concat(chunks).toString() === 'before;after;', 'the open connection still echoes');
   await echoTransfer(client.port, 1024);
@@ -467,5 +488,6 @@ async function freeLoopbackPort(): Promise<number> {
 
 test.serial('after all of the above, no socket, context or session is left', async (t) => {
   await waitFor(() => native.openCount() === 0, 'every socket closed', 20_000);
-  t.deepEqual(native.tlsCounts().slice(0, 2), [0, 0]);
+  const [contexts, clientSessions, , serverSessions] = native.tlsCounts();
+  t.deepEqual([contexts, clientSessions, serverSessions], [0, 0, 0]);
 });
