@@ -22,7 +22,8 @@
 // client side is not one event loop; each process carries its streams over
 // at most BENCH_CHANNELS HTTP/2 connections (default 100): 10,000 simulated
 // sidecars are 10,000 streams with 10,000 node ids, but not 10,000
-// connections as real sidecars would hold (the report says how many). Measured per change: from MoveVm's return
+// connections as real sidecars would hold (the report says how many;
+// BENCH_FLOW_WINDOW sets their HTTP/2 flow-control window). Measured per change: from MoveVm's return
 // to the last ACK over all children (system-wide monotonic clock), the
 // replicas' CPU and peak RSS, the VM manager's and etcd's CPU; after the
 // initial sync, every replica's idle RSS with its streams and etcd's RSS. The
@@ -45,6 +46,8 @@ const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const DEBOUNCE_MS = intEnv('BENCH_DEBOUNCE_MS', 100);
 const LOAD_PROCESSES = intEnv('BENCH_LOAD_PROCESSES', 4);
 const CHANNELS = intEnv('BENCH_CHANNELS', 100);
+/** The load processes' HTTP/2 flow-control window per connection (BENCH_FLOW_WINDOW; default grpc-js's 64 KiB; Envoy's default is 256 MiB). */
+const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 65_535) : undefined;
 const ACK_TARGET_MS = 500;
 const RSS_TARGET_MIB = 250;
 
@@ -224,7 +227,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
         const nodes = mine.filter((_, i) => i % perReplica === c).map((p) => p.vm);
         const channels = Math.min(CHANNELS, nodes.length);
         connections += channels;
-        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels }));
+        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels, ...(FLOW_WINDOW !== undefined && { flowControlWindow: FLOW_WINDOW }) }));
       }
     }
     await Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 900_000)));
@@ -318,7 +321,7 @@ function report(runs: ReplicaRun[]): string {
     `## vsockmesh xDS over control-plane replicas on etcd (${new Date().toISOString()})`,
     '',
     `${machineLine()}. ${fmt(VMS)} VMs on ${HYPERVISORS} hypervisors in ${SERVICES} services (${fmt(VMS / SERVICES)} endpoints each); the sidecars are the first VMs (node id = VM id), state-of-the-world ADS, ` +
-      `spread over load processes (at least one per replica), each process's streams over at most ${CHANNELS} HTTP/2 connections (real sidecars hold one each); sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
+      `spread over load processes (at least one per replica), each process's streams over at most ${CHANNELS} HTTP/2 connections (real sidecars hold one each)${FLOW_WINDOW ? `, flow-control window ${FLOW_WINDOW} B` : ''}; sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
     '',
     mdTable(
       ['topology', 'sidecars', 'change → last ACK (median / worst)', 'ACK p50', 'initial sync', 'replica RSS, streams open, idle', 'replica peak RSS in a change', 'replicas CPU per change (sum)', 'vm-manager / etcd CPU per change', 'etcd RSS', 'other cores (load avg)'],
@@ -349,5 +352,5 @@ export async function replicated(cli: string): Promise<{ md: string; json: unkno
       process.stdout.write(`\n${report(runs)}\n`);
     }
   }
-  return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES, channels: CHANNELS }, runs } };
+  return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES, channels: CHANNELS, flowControlWindow: FLOW_WINDOW ?? null }, runs } };
 }

@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry as MetricsRegistry } from '../../proxy/runtime/prom-client.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import { TYPE_SHORT_NAMES, type DeltaDiscoveryRequest__Output, type DeltaDiscoveryResponse, type DiscoveryRequest__Output } from '../envoy/proto.js';
-import { preEncodedAdsService, SotwEncoder, type PreEncodedAdsHandlers } from '../envoy/sotw-encoding.js';
+import { preEncodedAdsService, SotwEncoder, type EncodedSotwResponse, type PreEncodedAdsHandlers } from '../envoy/sotw-encoding.js';
 import { applyRequest, newStream, nextResponse, snapshotChanged, type AdsStreamKind, type DeltaResponse, type Failure, type SotwResponse, type StreamEvent, type StreamState } from './ads-stream.js';
 import { DEFAULT_STATUS_RETENTION_MS, MAX_DISCONNECTED_NODES, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, WRITE_SLOT_HOLD_MS, XDS_WRITE_BYTES_IN_FLIGHT, XDS_WRITES_IN_FLIGHT } from './bounds.js';
 import { NodeRetention } from './node-retention.js';
@@ -71,7 +71,7 @@ interface StreamContext {
 }
 
 type AnyRequest = DiscoveryRequest__Output | DeltaDiscoveryRequest__Output;
-type AnyResponse = Buffer | DeltaDiscoveryResponse;
+type AnyResponse = EncodedSotwResponse | DeltaDiscoveryResponse;
 
 /** The bytes or message a response is written as. */
 function wire(response: SotwResponse | DeltaResponse, snapshot: Snapshot, encoder: SotwEncoder): AnyResponse {

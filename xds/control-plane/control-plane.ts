@@ -33,7 +33,8 @@ import { LocalRegistry, RegistryMirror, type RegistrySource } from './registry-s
 import { delayClusterRemoval, type DelayedRemoval } from './removal-delay.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { assertConsistent, type Snapshot } from './snapshot.js';
-import { buildSharedResources, toSnapshot, type RegistryView } from './translate.js';
+import type { RegistryView } from './translate.js';
+import { SharedSnapshots } from './shared-snapshot.js';
 import { ROLES } from '../security/authorize.js';
 import { ControlGuard } from '../security/guard.js';
 import { serverCredentials, type ControlTransport } from '../security/transport.js';
@@ -70,6 +71,7 @@ export class ControlPlane {
   private readonly removalDelayMs: number;
   /** What every node shares (the default snapshot), as of the last rebuild. */
   private shared: Snapshot | undefined;
+  private readonly sharedSnapshots = new SharedSnapshots();
   private removal: DelayedRemoval | undefined;
   private cancelWake: CancelTimer | undefined;
   private boundPort = 0;
@@ -210,7 +212,7 @@ export class ControlPlane {
 
   private nodeSnapshot(vm: VmRecord, registry: RegistryView): Snapshot {
     const mesh = this.options.mesh.config;
-    this.shared ??= toSnapshot(buildSharedResources(mesh, registry));
+    this.shared ??= this.sharedSnapshots.snapshot(mesh, registry);
     return this.nodes.snapshotFor(vm, mesh, this.shared);
   }
 
@@ -226,7 +228,7 @@ export class ControlPlane {
     this.rebuilds++;
     const registry = this.registry.state();
     const now = systemClock.now();
-    this.removal = delayClusterRemoval(this.removal, toSnapshot(buildSharedResources(this.options.mesh.config, registry)), now, this.removalDelayMs);
+    this.removal = delayClusterRemoval(this.removal, this.sharedSnapshots.snapshot(this.options.mesh.config, registry), now, this.removalDelayMs);
     this.shared = this.removal.snapshot;
     this.wakeAt(this.removal.wakeAt, now);
     const serve = (what: string, set: () => void): void => {

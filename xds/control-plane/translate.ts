@@ -18,7 +18,7 @@
 //   "inbound|P" (127.0.0.1:P). Endpoints carry their port's mode too
 //   (`peer_mode`), so a client knows whether to originate TLS.
 
-import { packAny, TYPE_URLS, type Cluster, type ClusterLoadAssignment, type Listener, type RouteConfiguration } from '../envoy/proto.js';
+import { packAny, TYPE_URLS, type ResourceTypeUrl, type Cluster, type ClusterLoadAssignment, type Listener, type RouteConfiguration } from '../envoy/proto.js';
 import {
   HTTP_CONNECTION_MANAGER_FILTER,
   LEAST_REQUEST_CHOICES,
@@ -33,7 +33,7 @@ import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbE
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
-import { makeSnapshot, type Snapshot } from './snapshot.js';
+import { makeSnapshot, type NamedResource, type Snapshot } from './snapshot.js';
 import type { MeshConfig, MeshHeaderMatch, MeshPolicy, MeshRoute, MeshService, PeerAuthentication } from './types.js';
 import { portMode, transportProtocols } from './peer-authentication.js';
 import type { PeerTlsMode } from '../../proxy/peer-tls/peer-policy.js';
@@ -110,16 +110,34 @@ const leastRequest = (): Pick<Cluster, 'lb_policy' | 'least_request_lb_config' |
   },
 });
 
+/** Per service name, the VMs whose record lists it, by VM id: one pass over the registry for every assignment. */
+export function vmsByService(view: RegistryView): Map<string, VmRecord[]> {
+  const out = new Map<string, VmRecord[]>();
+  for (const vm of view.vms) {
+    for (const name of new Set(vm.services.map((s) => s.name))) {
+      let list = out.get(name);
+      if (list === undefined) out.set(name, (list = []));
+      list.push(vm);
+    }
+  }
+  for (const list of out.values()) list.sort(byKey((v) => v.vmId));
+  return out;
+}
+
 /**
- * ClusterLoadAssignment S: every VM whose record lists S (at its first
- * address and its port for S), by VM id, in one locality. A VM without an
- * address is left out; a VM on a hypervisor the view lacks gets no VM facts
- * (its clients go plain TCP to the app).
+ * ClusterLoadAssignment S: every VM of `vms` (those whose record lists S, by
+ * VM id: vmsByService) at its first address and its port for S, in one
+ * locality. A VM without an address is left out; a VM on a hypervisor not in
+ * `hypervisors` gets no VM facts (its clients go plain TCP to the app).
  */
-export function serviceAssignment(service: string, view: RegistryView, peerAuthentication: readonly PeerAuthentication[] = []): ClusterLoadAssignment {
-  const hypervisors = new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
+export function serviceAssignment(
+  service: string,
+  vms: readonly VmRecord[],
+  hypervisors: ReadonlyMap<string, HypervisorRecord>,
+  peerAuthentication: readonly PeerAuthentication[] = [],
+): ClusterLoadAssignment {
   const lbEndpoints: LbEndpoint[] = [];
-  for (const vm of [...view.vms].sort(byKey((v) => v.vmId))) {
+  for (const vm of vms) {
     const served = vm.services.find((s) => s.name === service);
     const address = vm.addresses[0];
     if (served === undefined || address === undefined) continue;
@@ -264,14 +282,23 @@ export function inboundCluster(port: number, connectTimeoutMs: number): Cluster 
   };
 }
 
-const servicesOf = (mesh: MeshConfig): MeshService[] => [...mesh.services].sort(byKey((s) => s.name));
+/** The mesh's services by name: the order of every per-service resource. */
+export const servicesOf = (mesh: MeshConfig): MeshService[] => [...mesh.services].sort(byKey((s) => s.name));
 
 /** What every node is served (all a node that is not a registered VM gets): per service its cluster, assignment, API listener and route configuration, the mesh routes, and per HTTP service its outbound listeners' route configuration. */
 export function buildSharedResources(mesh: MeshConfig, view: RegistryView): MeshResources {
+  const byService = vmsByService(view);
+  const hypervisors = new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
+  const endpoints = servicesOf(mesh).map((s) => serviceAssignment(s.name, byService.get(s.name) ?? [], hypervisors, mesh.peerAuthentication));
+  return { ...buildMeshResources(mesh), endpoints };
+}
+
+/** The shared resources the registry has no part in: all but the assignments (empty). */
+export function buildMeshResources(mesh: MeshConfig): MeshResources {
   const services = servicesOf(mesh);
   return {
     clusters: services.map(serviceCluster),
-    endpoints: services.map((s) => serviceAssignment(s.name, view, mesh.peerAuthentication)),
+    endpoints: [],
     listeners: services.map((s) => apiListener(s.name)),
     routes: [
       ...services.map((s) => serviceRouteConfiguration(s.name)),
@@ -316,12 +343,21 @@ export function buildNodeResources(mesh: MeshConfig, vm: VmRecord): MeshResource
   return { clusters, endpoints: [], listeners, routes: [] };
 }
 
-/** Packs every resource into an Any and makes a Snapshot of them (versions from their bytes). */
-export function toSnapshot(resources: MeshResources): Snapshot {
-  return makeSnapshot({
+/** Every resource packed into an Any, by type. */
+export function packResources(resources: MeshResources): Record<ResourceTypeUrl, NamedResource[]> {
+  return {
     [TYPE_URLS.Cluster]: resources.clusters.map((c) => ({ name: c.name ?? '', resource: packAny(TYPE_URLS.Cluster, c) })),
-    [TYPE_URLS.ClusterLoadAssignment]: resources.endpoints.map((e) => ({ name: e.cluster_name ?? '', resource: packAny(TYPE_URLS.ClusterLoadAssignment, e) })),
+    [TYPE_URLS.ClusterLoadAssignment]: resources.endpoints.map(packAssignment),
     [TYPE_URLS.Listener]: resources.listeners.map((l) => ({ name: l.name ?? '', resource: packAny(TYPE_URLS.Listener, l) })),
     [TYPE_URLS.RouteConfiguration]: resources.routes.map((r) => ({ name: r.name ?? '', resource: packAny(TYPE_URLS.RouteConfiguration, r) })),
-  });
+  };
+}
+
+export function packAssignment(assignment: ClusterLoadAssignment): NamedResource {
+  return { name: assignment.cluster_name ?? '', resource: packAny(TYPE_URLS.ClusterLoadAssignment, assignment) };
+}
+
+/** Packs every resource into an Any and makes a Snapshot of them (versions from their bytes). */
+export function toSnapshot(resources: MeshResources): Snapshot {
+  return makeSnapshot(packResources(resources));
 }

@@ -22,6 +22,7 @@ import { ipAddress } from '../../proxy/config/fields.js';
 import { formatIssue } from '../../proxy/runtime/config-file.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { ValidationError, type Registry, type VmInput } from './registry.js';
+import { parseByItem } from './yaml-items.js';
 import type { HypervisorRecord } from '../../proxy/resolve/types.js';
 
 export const DEFAULT_RELAY_PORT = 15100;
@@ -160,9 +161,15 @@ function validate<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, data: unknown,
   return result.data;
 }
 
-/** An inventory file (an empty file is an empty inventory); throws InventoryError listing every problem. */
+/**
+ * An inventory file (an empty file is an empty inventory); throws
+ * InventoryError listing every problem. Parsed VM by VM when it is in the
+ * plain block layout (yaml-items.ts): 10,000 VMs parsed whole would hold a
+ * document several times the size of their records.
+ */
 export function parseInventory(textIn: string, source: string): Inventory {
-  return validate(inventorySchema, parseYaml(textIn, source) ?? {}, source);
+  const data = parseByItem(textIn);
+  return validate(inventorySchema, (data === undefined ? parseYaml(textIn, source) : data) ?? {}, source);
 }
 
 /** One VM in the inventory's per-VM format (`vsockmesh ctl vms register -f vm.yaml`). */
