@@ -468,6 +468,16 @@ export function machineBusySeconds(): number {
   }
 }
 
+/** Context switches the whole machine has made so far (/proc/stat `ctxt`). */
+export function machineContextSwitches(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('ctxt '));
+    return line ? Number(line.slice(5)) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 // ---- load generators and the proxy workloads -----------------------------------------
 
 /**
@@ -532,7 +542,7 @@ export async function wrk(bin: string, port: number, threads: number, connection
 }
 
 /** What runWorkloads measures, as the metric names of a RoundSamples. */
-export type WorkloadMetric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn';
+export type WorkloadMetric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn' | 'cpuPerReq' | 'machineCpuPerReq' | 'machineCtxPerReq';
 
 export interface WorkloadResults {
   /** MB/s, 1 and 4 iperf3 streams. */
@@ -545,6 +555,14 @@ export interface WorkloadResults {
   /** CPU seconds of the hops per GB of the 1-stream run, and CPU-µs per request of the close run (NaN without hops). */
   cpuPerGB: number;
   cpuPerConn: number;
+  /**
+   * CPU-µs per request of the 64-connection run: of the hops, and of the whole machine (/proc/stat: every
+   * process and the kernel's own threads, e.g. vsock_loopback's worker; meaningful only where nothing else runs, as in the guest).
+   */
+  cpuPerReq: number;
+  machineCpuPerReq: number;
+  /** Context switches of the whole machine per request of the 64-connection run (as machineCpuPerReq: the guest's alone). */
+  machineCtxPerReq: number;
 }
 
 /** The workloads of the proxy benchmarks (tcp-bench, vsock-bench) through one chain, one after the other. */
@@ -558,12 +576,18 @@ export async function runWorkloads(tools: { iperf3: string; wrk: string }, entry
   await sleep(300);
   const latency = await wrk(tools.wrk, entry.http, 1, 1, pace);
   await sleep(300);
+  const cpu2 = cpu();
+  const busy2 = machineBusySeconds();
+  const ctx2 = machineContextSwitches();
   const rps64 = await wrk(tools.wrk, entry.http, 2, 64, pace);
+  const cpuPerReq = ((cpu() - cpu2) / rps64.requests) * 1e6;
+  const machineCpuPerReq = ((machineBusySeconds() - busy2) / rps64.requests) * 1e6;
+  const machineCtxPerReq = (machineContextSwitches() - ctx2) / rps64.requests;
   await sleep(300);
   const cpu1 = cpu();
   const cps32 = await wrk(tools.wrk, entry.http, 2, 32, pace, ['-H', 'Connection: close']);
   const cpuPerConn = ((cpu() - cpu1) / cps32.requests) * 1e6;
-  return { tput1: one.mbps, tput4, latency, rps64, cps32, cpuPerGB, cpuPerConn };
+  return { tput1: one.mbps, tput4, latency, rps64, cps32, cpuPerGB, cpuPerConn, cpuPerReq, machineCpuPerReq, machineCtxPerReq };
 }
 
 /** Keeps one chain's workload results for the current round. */
@@ -576,6 +600,9 @@ export function recordWorkloads<Entry extends string>(samples: RoundSamples<Entr
   samples.record(entry, 'cps32', w.cps32.rps);
   samples.record(entry, 'cpuPerGB', w.cpuPerGB);
   samples.record(entry, 'cpuPerConn', w.cpuPerConn);
+  samples.record(entry, 'cpuPerReq', w.cpuPerReq);
+  samples.record(entry, 'machineCpuPerReq', w.machineCpuPerReq);
+  samples.record(entry, 'machineCtxPerReq', w.machineCtxPerReq);
 }
 
 // ---- HTTP (admin endpoints) and Prometheus text ----------------------------------------

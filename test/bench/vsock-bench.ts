@@ -11,6 +11,8 @@
 //   (b) mesh-vsock    client -> sidecar A -> vsock (direct, CID 1) -> sidecar B vsock inbound -> backend
 //   (c) mesh-tcp      client -> sidecar A' (vsock.enabled: false) -> TCP peer -> sidecar B TCP inbound -> backend
 //   (d) socat-vsock   client -> socat TCP-LISTEN,fork -> VSOCK-CONNECT -> socat VSOCK-LISTEN,fork -> backend
+//   (d') socat-tcp    as (d) with TCP loopback in the middle: (d)/(d') is the kernel's vsock_loopback against
+//                     its TCP under the same relay, the reference for (b)/(c)
 //   (e) raw           socat alone, one stream, sender -> receiver over vsock loopback and over TCP loopback
 //   (f) mesh-relay    client -> sidecar A'' -> host relay (`vsockmesh host-relay`) -> sidecar B vsock inbound -> backend
 //   (g) mesh-vsock-tls   as (b), mutual TLS on the vsock hop (peer_tls.over_vsock) into sidecar B-tls
@@ -30,7 +32,7 @@
 // the HTTP backend is an HAProxy in HTTP mode answering 200 itself.
 //
 // env: BENCH_ROUNDS (3), BENCH_SECONDS (5 under KVM, 3 under TCG),
-//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,raw,mesh-relay,mesh-vsock-tls,mesh-tcp-mtls (default all)
+//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,socat-tcp,raw,mesh-relay,mesh-vsock-tls,mesh-tcp-mtls (default all)
 // Output: progress on stderr; the Markdown report on stdout between the
 // REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
 
@@ -86,23 +88,24 @@ const RAW_BUFFER = 131072;
 /** vsock ports inside the guest (nothing else runs there). */
 const VPORT = { bInbound: 15007, bTlsInbound: 15008, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
 
-const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'] as const;
+const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'socat-tcp', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'] as const;
 type Selectable = (typeof ALL)[number];
 const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...ALL]).filter((c): c is Selectable => {
   if (!(ALL as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL.join(', ')})`);
   return true;
 });
 
-type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'mesh-relay' | 'mesh-vsock-tls' | 'mesh-tcp-mtls';
+type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'socat-tcp' | 'mesh-relay' | 'mesh-vsock-tls' | 'mesh-tcp-mtls';
 type RawName = 'raw-tcp' | 'raw-vsock';
 type EntryName = ChainName | RawName;
-const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'];
+const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'socat-tcp', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'];
 const CHAINS = CHAIN_ORDER.filter((c) => SELECTED.includes(c));
 const LABEL: Record<EntryName, string> = {
   direct: '(a) direct TCP',
   'mesh-vsock': '(b) vsockmesh 2-hop vsock',
   'mesh-tcp': '(c) vsockmesh 2-hop TCP',
   'socat-vsock': '(d) socat vsock 2-hop',
+  'socat-tcp': '(d\') socat TCP 2-hop',
   'mesh-relay': '(f) vsockmesh host-relay 3-hop',
   'mesh-vsock-tls': '(g) vsockmesh 2-hop vsock + mTLS',
   'mesh-tcp-mtls': '(h) vsockmesh 2-hop TCP + mTLS',
@@ -217,22 +220,31 @@ async function startRelay(dir: string): Promise<SidecarProcess> {
   }, admin);
 }
 
-/** socat TCP-LISTEN,fork -> VSOCK-CONNECT:1:p ; socat VSOCK-LISTEN:p,fork -> TCP backend (socat's default 8 KiB buffer, as in tcp-bench). Started before the backends. */
-async function startSocatVsockChain(socat: string, backend: Ports): Promise<Chain> {
+/**
+ * socat 2-hop with the middle hop over `hop`, socat's default 8 KiB buffer (as in tcp-bench), started before the backends:
+ * vsock: TCP-LISTEN,fork -> VSOCK-CONNECT:1:p ; VSOCK-LISTEN:p,fork -> TCP backend;
+ * tcp:   TCP-LISTEN,fork -> TCP:127.0.0.1:p  ; TCP-LISTEN:p,fork -> TCP backend (the same processes, the kernel's TCP in the middle).
+ */
+async function startSocatChain(socat: string, backend: Ports, hop: 'vsock' | 'tcp'): Promise<Chain> {
   const hop1: number[] = [];
   const hop2: number[] = [];
   const entry = { iperf: await freePort(), http: await freePort() };
-  const vports = { iperf: VPORT.socatIperf, http: VPORT.socatHttp };
+  const middle = hop === 'vsock' ? { iperf: VPORT.socatIperf, http: VPORT.socatHttp } : { iperf: await freePort(), http: await freePort() };
+  const tcpListen = (p: number) => `TCP-LISTEN:${p},bind=127.0.0.1,fork,reuseaddr,backlog=4096`;
   for (const k of ['iperf', 'http'] as const) {
-    hop2.push(startDaemon(socat, [`VSOCK-LISTEN:${vports[k]},fork,backlog=4096`, `TCP:127.0.0.1:${backend[k]}`], { stdout: 'ignore', group: true }).pid);
-    hop1.push(startDaemon(socat, [`TCP-LISTEN:${entry[k]},bind=127.0.0.1,fork,reuseaddr,backlog=4096`, `VSOCK-CONNECT:1:${vports[k]}`], { stdout: 'ignore', group: true }).pid);
+    const [listen, connect] = hop === 'vsock' ? [`VSOCK-LISTEN:${middle[k]},fork,backlog=4096`, `VSOCK-CONNECT:1:${middle[k]}`] : [tcpListen(middle[k]), `TCP:127.0.0.1:${middle[k]}`];
+    hop2.push(startDaemon(socat, [listen, `TCP:127.0.0.1:${backend[k]}`], { stdout: 'ignore', group: true }).pid);
+    hop1.push(startDaemon(socat, [tcpListen(entry[k]), connect], { stdout: 'ignore', group: true }).pid);
   }
-  await waitSlowly(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http), 'socat TCP listeners');
+  const tcpPorts = hop === 'vsock' ? [entry.iperf, entry.http] : [entry.iperf, entry.http, middle.iperf, middle.http];
+  await waitSlowly(() => tcpPorts.every((p) => listeningPorts().has(p)), `socat ${hop} chain's TCP listeners`);
   // The vsock listeners: a probe connection is fine now, the backends do not exist yet (hop 2's fork fails to connect and closes).
-  for (const k of ['iperf', 'http'] as const) {
-    await waitSlowly(async () => (await runChild(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${vports[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${vports[k]}`);
+  if (hop === 'vsock') {
+    for (const k of ['iperf', 'http'] as const) {
+      await waitSlowly(async () => (await runChild(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${middle[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${middle[k]}`);
+    }
   }
-  return { name: 'socat-vsock', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
+  return { name: hop === 'vsock' ? 'socat-vsock' : 'socat-tcp', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
 }
 
 // ---- measurements -------------------------------------------------------------------------
@@ -356,6 +368,9 @@ function chainTable(): string {
     { label: 'New connections/s (wrk -t2 -c32, Connection: close)', unit: 'conn/s', digits: 0, metric: 'cps32' },
     { label: 'Proxy CPU per GB relayed, 1 stream (sum of hops)', unit: 'CPU-s/GB', digits: 2, metric: 'cpuPerGB', proxiesOnly: true },
     { label: 'Proxy CPU per new connection (sum of hops)', unit: 'CPU-µs', digits: 0, metric: 'cpuPerConn', proxiesOnly: true },
+    { label: 'Proxy CPU per request, 64 connections (sum of hops)', unit: 'CPU-µs', digits: 0, metric: 'cpuPerReq', proxiesOnly: true },
+    { label: 'Guest CPU per request, 64 connections (all of it: wrk, proxies, backend, kernel threads)', unit: 'CPU-µs', digits: 0, metric: 'machineCpuPerReq' },
+    { label: 'Guest context switches per request, 64 connections', unit: 'switches', digits: 1, metric: 'machineCtxPerReq' },
   ];
   const ref: EntryName | undefined = CHAINS.includes('mesh-tcp') ? 'mesh-tcp' : undefined;
   const head = `| workload / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
@@ -395,6 +410,33 @@ function hopIdentityTable(): string | undefined {
     return `| ${row.label} | ${cells.join(' | ')} |`;
   });
   return [head, '|---|---:|---:|---:|---:|', ...lines].join('\n');
+}
+
+/**
+ * vsock against TCP under the same relay: ours (b)/(c), socat's (d)/(d'), and what the CID identity saves
+ * against mTLS (b)/(h); medians of the per-round ratios (runs of the same round), with the raw transfer's ratio for bulk.
+ */
+function vsockTcpTable(): string | undefined {
+  const pairs: Array<{ head: string; x: ChainName; y: ChainName }> = [
+    { head: 'vsockmesh vsock / TCP plain, (b)/(c)', x: 'mesh-vsock', y: 'mesh-tcp' },
+    { head: 'socat vsock / TCP, (d)/(d\')', x: 'socat-vsock', y: 'socat-tcp' },
+    { head: 'vsockmesh vsock CID / TCP mTLS, (b)/(h)', x: 'mesh-vsock', y: 'mesh-tcp-mtls' },
+  ];
+  const present = pairs.filter((p) => CHAINS.includes(p.x) && CHAINS.includes(p.y));
+  if (present.length === 0) return undefined;
+  const rows: Array<{ label: string; metric: Metric }> = [
+    { label: 'Throughput, 1 stream', metric: 'tput1' },
+    { label: 'Throughput, 4 streams', metric: 'tput4' },
+    { label: 'Latency p99, 1 connection', metric: 'p99' },
+    { label: 'Requests/s, 64 connections', metric: 'rps64' },
+    { label: 'New connections/s', metric: 'cps32' },
+    { label: 'Proxy CPU per request, 64 connections', metric: 'cpuPerReq' },
+    { label: 'Guest CPU per request, 64 connections', metric: 'machineCpuPerReq' },
+    { label: 'Guest context switches per request', metric: 'machineCtxPerReq' },
+  ];
+  const cell = (x: ChainName, y: ChainName, metric: Metric) => (ROUNDS > 1 ? ratio(pairedRatio(x, metric, y, metric)) : ratio(med(x, metric) / med(y, metric)));
+  const lines = rows.map((row) => `| ${row.label} | ${present.map((p) => cell(p.x, p.y, row.metric)).join(' | ')} |`);
+  return [`| ratio | ${present.map((p) => p.head).join(' | ')} |`, `|---|${present.map(() => '---:').join('|')}|`, ...lines].join('\n');
 }
 
 function rawTable(plans: RawPlan[]): string {
@@ -475,6 +517,7 @@ interface ReportContext {
 function report(rounds: number, context: ReportContext): string {
   const { guestInfo, elapsed, plans, socatVersion, iperfVersion, haproxyVersion } = context;
   const hopTable = hopIdentityTable();
+  const transportTable = vsockTcpTable();
   const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
   return [
     `## vsockmesh vsock benchmark (${new Date().toISOString()})${rounds < ROUNDS ? `: partial, ${rounds} of ${ROUNDS} rounds (the guest stopped before the rest)` : ''}`,
@@ -486,6 +529,7 @@ function report(rounds: number, context: ReportContext): string {
     '',
     chainTable(),
     '',
+    ...(transportTable ? ['vsock against TCP under the same relay (medians of the per-round ratios; for latency and CPU lower is better):', '', transportTable, ''] : []),
     ...(hopTable ? ['What each peer hop proves, and what it costs (ratios to (h) TCP + mTLS; per-round: median of the ratios of runs in the same round):', '', hopTable, ''] : []),
     ...(plans.length > 0 ? [rawTable(plans), ''] : []),
     ...targets(),
@@ -495,10 +539,10 @@ function report(rounds: number, context: ReportContext): string {
       `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
     `- (g), (h): one sidecar B-tls (vm-b, ECDSA P-256 X509-SVIDs under one root, TLS 1.3, session tickets on; \`in-tcp\` STRICT, \`in-vsock\` 1:${VPORT.bTlsInbound} with peer_tls.over_vsock and allowed_peer_cids [1]: no VM manager, so the certificate is not checked against the CID's VM, a cached lookup under peer_authorization: registry); a sidecar A (vm-a) per chain with the same peer_tls: (g) endpoint vsock direct, (h) \`vsock: {enabled: false}\` and a TCP peer.`,
     `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
-    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
+    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain); (d') the same with \`TCP:127.0.0.1:p\` and \`TCP-LISTEN:p,fork\` in the middle, so (d)/(d') is what the kernel's vsock costs against its TCP under the same relay.`,
     `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,
     `- Backends: ${iperfVersion} server (throughput, \`-t ${SECONDS}\`); ${haproxyVersion.split(' - ')[0]} in HTTP mode answering 200 itself, nbthread 1 (wrk).`,
-    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, and during the Connection: close run per request.',
+    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, during the Connection: close run per request and during the 64-connection run per request; the guest rows count every busy CPU second and every context switch of the guest (/proc/stat) during the 64-connection run per request: it includes the kernel threads, where vsock_loopback delivers every packet (a kworker), which no process row counts.',
     '- PASS/MISS is decided on the medians in the tables; the per-round ratios (x/y of runs in the same round, median over rounds) are shown as a check against drifts of the host\'s load. Target (1) compares the sidecar\'s vsock/TCP ratio (b)/(c) with the kernel\'s raw vsock/TCP ratio (e) measured in the same guest (one stream; (1b) holds the 4-stream ratio to the same reference): the sidecar should lose no more on vsock than the transport itself does. Target (2) compares (b) with raw vsock loopback: (b) has two more loopback TCP hops and two proxies in its path.',
     ...notes.map((n) => `- ${n}`),
   ].join('\n');
@@ -526,7 +570,7 @@ async function main(): Promise<string> {
   const backend: Ports = { iperf: await freePort(), http: await freePort() };
   const chains: Chain[] = [];
   // socat first: its vsock listeners are probed with a real connection, before any backend exists.
-  if (CHAINS.includes('socat-vsock')) chains.push(await startSocatVsockChain(socat, backend));
+  for (const hop of ['vsock', 'tcp'] as const) if (CHAINS.includes(`socat-${hop}`)) chains.push(await startSocatChain(socat, backend, hop));
   const httpBackend = await startHaproxy({ sections: [httpOkListen('http_ok', { bindPort: backend.http, log: false })], nbthread: 1, captureOutput: false, log: false, readyTimeoutMs: 30_000 * SLOW });
   onCleanup(() => httpBackend.stop());
   if (CHAINS.includes('direct')) chains.unshift({ name: 'direct', entry: { ...backend }, hops: [], admins: [] });
