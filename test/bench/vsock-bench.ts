@@ -39,7 +39,7 @@
 // REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
 
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -257,8 +257,18 @@ async function startSocatChain(socat: string, backend: Ports, hop: 'vsock' | 'tc
 
 // ---- measurements -------------------------------------------------------------------------
 
-/** busyBefore: % of the guest's CPU busy in the second before a chain's runs (what the previous one left behind). */
-type Metric = WorkloadMetric | 'rawCpuPerGB' | 'busyBefore';
+/**
+ * busyBefore: % of the guest's CPU busy in the second before a chain's runs (what the previous one left behind);
+ * compactStalls: the kernel's direct compactions (/proc/vmstat compact_stall) during a chain's runs: an
+ * allocation of several pages (vsock_loopback copies each packet, up to 64 KiB, into one kmalloc) that had to wait for it.
+ */
+type Metric = WorkloadMetric | 'rawCpuPerGB' | 'busyBefore' | 'compactStalls';
+
+/** The guest's direct compactions so far. */
+function compactStalls(): number {
+  const m = /^compact_stall (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
 const samples = new RoundSamples<EntryName, Metric>();
 const notes: string[] = [];
 
@@ -324,7 +334,9 @@ async function planRaw(socat: string, name: RawName): Promise<RawPlan> {
 }
 
 async function measureRaw(socat: string, plan: RawPlan): Promise<number> {
+  const stalls0 = compactStalls();
   const r = await rawTransfer(socat, plan.transport, plan.bytes);
+  samples.record(plan.transport.name, 'compactStalls', compactStalls() - stalls0);
   const mbps = plan.bytes / Math.max(0.001, r.seconds - plan.fixed) / 1e6;
   samples.record(plan.transport.name, 'tput1', mbps);
   samples.record(plan.transport.name, 'rawCpuPerGB', r.cpu / (plan.bytes / 1e9));
@@ -382,6 +394,7 @@ function chainTable(): string {
     { label: 'Guest CPU per request, 64 connections (all of it: wrk, proxies, backend, kernel threads)', unit: 'CPU-µs', digits: 0, metric: 'machineCpuPerReq' },
     { label: 'Guest context switches per request, 64 connections', unit: 'switches', digits: 1, metric: 'machineCtxPerReq' },
     { label: 'Guest CPU busy in the second before the chain\'s runs', unit: '%', digits: 0, metric: 'busyBefore' },
+    { label: 'Direct compactions during the chain\'s runs (/proc/vmstat compact_stall)', unit: 'stalls', digits: 0, metric: 'compactStalls' },
   ];
   const ref: EntryName | undefined = CHAINS.includes('mesh-tcp') ? 'mesh-tcp' : undefined;
   const head = `| workload / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
@@ -660,7 +673,7 @@ async function main(): Promise<string> {
     for (const item of order) {
       if (item.kind === 'raw') {
         const mbps = await measureRaw(socat, item.plan);
-        log(`  ${LABEL[item.plan.transport.name].padEnd(32)} ${fmt(mbps, 1)} MB/s`);
+        log(`  ${LABEL[item.plan.transport.name].padEnd(32)} ${fmt(mbps, 1)} MB/s, compaction stalls ${samples.values(item.plan.transport.name, 'compactStalls').at(-1) ?? NaN}`);
         await sleep(300);
         continue;
       }
@@ -669,8 +682,10 @@ async function main(): Promise<string> {
       const busy0 = machineBusySeconds();
       await sleep(1000);
       samples.record(c, 'busyBefore', (machineBusySeconds() - busy0) * 100);
+      const stalls0 = compactStalls();
       const w = await runWorkloads(tools, chain.entry, chain.hops, PACE);
       recordWorkloads(samples, c, w);
+      samples.record(c, 'compactStalls', compactStalls() - stalls0);
       const { latency: lat, rps64: rps, cps32: cps } = w;
       if (lat.errors + rps.errors + cps.errors > 0 || lat.non2xx + rps.non2xx + cps.non2xx > 0) {
         const note = `${LABEL[c]} round ${round + 1}: wrk socket errors ${lat.errors} (c1) / ${rps.errors} (c64) / ${cps.errors} (close), non-2xx ${lat.non2xx} / ${rps.non2xx} / ${cps.non2xx}`;
@@ -679,7 +694,7 @@ async function main(): Promise<string> {
       }
       log(
         `  ${LABEL[c].padEnd(32)} 1s ${fmt(w.tput1, 1)} MB/s, 4s ${fmt(w.tput4, 1)} MB/s, p50/p99 ${fmt(lat.p50us, 0)}/${fmt(lat.p99us, 0)} µs, ` +
-          `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s; CPU/GB ${fmt(w.cpuPerGB, 1)}, B/read ${fmt(w.bytesPerRead, 0)}, guest busy before ${fmt(samples.values(c, 'busyBefore').at(-1) ?? NaN, 0)} %`,
+          `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s; CPU/GB ${fmt(w.cpuPerGB, 1)}, B/read ${fmt(w.bytesPerRead, 0)}, guest busy before ${fmt(samples.values(c, 'busyBefore').at(-1) ?? NaN, 0)} %, compaction stalls ${samples.values(c, 'compactStalls').at(-1) ?? NaN}`,
       );
       await sleep(300);
     }
