@@ -450,6 +450,25 @@ export function hopsCpuSeconds(hops: Hop[]): number {
   return sum;
 }
 
+/**
+ * Bytes and calls of read(2) so far, summed over the hops' live processes (/proc/<pid>/io rchar, syscr: the
+ * relay's reads; send(2) does not count there). Reaped socat forks are not counted.
+ */
+export function hopsReads(hops: Hop[]): { bytes: number; calls: number } {
+  let bytes = 0;
+  let calls = 0;
+  for (const { pid } of hopProcesses(hops)) {
+    try {
+      const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+      bytes += Number(/^rchar:\s+(\d+)/m.exec(io)?.[1] ?? 0);
+      calls += Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? 0);
+    } catch {
+      // gone (a socat fork that ended)
+    }
+  }
+  return { bytes, calls };
+}
+
 /** VmRSS of each hop (the sum over its processes) and how many processes it has. */
 export function hopsRssKiB(hops: Hop[]): Array<{ kib: number; processes: number }> {
   const per = hops.map(() => ({ kib: 0, processes: 0 }));
@@ -466,6 +485,16 @@ export function machineBusySeconds(): number {
     const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
     // user nice system idle iowait irq softirq steal ...
     return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Context switches the whole machine has made so far (/proc/stat `ctxt`). */
+export function machineContextSwitches(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('ctxt '));
+    return line ? Number(line.slice(5)) : NaN;
   } catch {
     return NaN;
   }
@@ -542,7 +571,7 @@ export async function wrk(bin: string, port: number, threads: number, connection
 }
 
 /** What runWorkloads measures, as the metric names of a RoundSamples. */
-export type WorkloadMetric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn';
+export type WorkloadMetric = 'tput1' | 'tput4' | 'p50' | 'p99' | 'rps64' | 'cps32' | 'cpuPerGB' | 'cpuPerConn' | 'cpuPerReq' | 'machineCpuPerReq' | 'machineCtxPerReq' | 'bytesPerRead';
 
 export interface WorkloadResults {
   /** MB/s, 1 and 4 iperf3 streams. */
@@ -555,25 +584,44 @@ export interface WorkloadResults {
   /** CPU seconds of the hops per GB of the 1-stream run, and CPU-µs per request of the close run (NaN without hops). */
   cpuPerGB: number;
   cpuPerConn: number;
+  /**
+   * CPU-µs per request of the 64-connection run: of the hops, and of the whole machine (/proc/stat: every
+   * process and the kernel's own threads, e.g. vsock_loopback's worker; meaningful only where nothing else runs, as in the guest).
+   */
+  cpuPerReq: number;
+  machineCpuPerReq: number;
+  /** Bytes per read(2) of the hops' processes during the 1-stream run (how much each relay read moves). */
+  bytesPerRead: number;
+  /** Context switches of the whole machine per request of the 64-connection run (as machineCpuPerReq: the guest's alone). */
+  machineCtxPerReq: number;
 }
 
 /** The workloads of the proxy benchmarks (tcp-bench, vsock-bench) through one chain, one after the other. */
 export async function runWorkloads(tools: { iperf3: string; wrk: string }, entry: { iperf: number; http: number }, hops: Hop[], pace: LoadPace): Promise<WorkloadResults> {
   const cpu = (): number => (hops.length > 0 ? hopsCpuSeconds(hops) : NaN);
   const cpu0 = cpu();
+  const reads0 = hopsReads(hops);
   const one = await iperf3(tools.iperf3, entry.iperf, 1, pace);
   const cpuPerGB = (cpu() - cpu0) / (one.bytes / 1e9);
+  const reads1 = hopsReads(hops);
+  const bytesPerRead = hops.length > 0 ? (reads1.bytes - reads0.bytes) / (reads1.calls - reads0.calls) : NaN;
   await sleep(300);
   const tput4 = (await iperf3(tools.iperf3, entry.iperf, 4, pace)).mbps;
   await sleep(300);
   const latency = await wrk(tools.wrk, entry.http, 1, 1, pace);
   await sleep(300);
+  const cpu2 = cpu();
+  const busy2 = machineBusySeconds();
+  const ctx2 = machineContextSwitches();
   const rps64 = await wrk(tools.wrk, entry.http, 2, 64, pace);
+  const cpuPerReq = ((cpu() - cpu2) / rps64.requests) * 1e6;
+  const machineCpuPerReq = ((machineBusySeconds() - busy2) / rps64.requests) * 1e6;
+  const machineCtxPerReq = (machineContextSwitches() - ctx2) / rps64.requests;
   await sleep(300);
   const cpu1 = cpu();
   const cps32 = await wrk(tools.wrk, entry.http, 2, 32, pace, ['-H', 'Connection: close']);
   const cpuPerConn = ((cpu() - cpu1) / cps32.requests) * 1e6;
-  return { tput1: one.mbps, tput4, latency, rps64, cps32, cpuPerGB, cpuPerConn };
+  return { tput1: one.mbps, tput4, latency, rps64, cps32, cpuPerGB, cpuPerConn, cpuPerReq, machineCpuPerReq, machineCtxPerReq, bytesPerRead };
 }
 
 /** Keeps one chain's workload results for the current round. */
@@ -586,6 +634,10 @@ export function recordWorkloads<Entry extends string>(samples: RoundSamples<Entr
   samples.record(entry, 'cps32', w.cps32.rps);
   samples.record(entry, 'cpuPerGB', w.cpuPerGB);
   samples.record(entry, 'cpuPerConn', w.cpuPerConn);
+  samples.record(entry, 'cpuPerReq', w.cpuPerReq);
+  samples.record(entry, 'machineCpuPerReq', w.machineCpuPerReq);
+  samples.record(entry, 'machineCtxPerReq', w.machineCtxPerReq);
+  samples.record(entry, 'bytesPerRead', w.bytesPerRead);
 }
 
 // ---- HTTP (admin endpoints) and Prometheus text ----------------------------------------

@@ -41,7 +41,7 @@ async function main() {
   // Setup: up to 10 vsockmesh processes, each taking a minute or more to start in an emulated guest on a loaded host.
   const slack = accel === 'kvm' ? 1 : 3;
   const selected = process.env.BENCH_CHAINS ? process.env.BENCH_CHAINS.split(',').map((c) => c.trim()) : null;
-  const chains = selected ? selected.filter((c) => c !== 'raw').length : 7;
+  const chains = selected ? selected.filter((c) => c !== 'raw').length : 8;
   const raw = !selected || selected.includes('raw') ? 2 : 0;
   const expectedS = 10 * 20 * slack + rounds * (chains * (5 * seconds + 1.5 * slack) + raw * (seconds + 1.5 * slack));
   // BENCH_GUEST_TIMEOUT (s): when other work starves the emulated guest, sidecars take minutes to start.

@@ -11,10 +11,13 @@
 //   (b) mesh-vsock    client -> sidecar A -> vsock (direct, CID 1) -> sidecar B vsock inbound -> backend
 //   (c) mesh-tcp      client -> sidecar A' (vsock.enabled: false) -> TCP peer -> sidecar B TCP inbound -> backend
 //   (d) socat-vsock   client -> socat TCP-LISTEN,fork -> VSOCK-CONNECT -> socat VSOCK-LISTEN,fork -> backend
+//   (d') socat-tcp    as (d) with TCP loopback in the middle: (d)/(d') is the kernel's vsock_loopback against
+//                     its TCP under the same relay, the reference for (b)/(c)
 //   (e) raw           socat alone, one stream, sender -> receiver over vsock loopback and over TCP loopback
 //   (f) mesh-relay    client -> sidecar A'' -> host relay (`vsockmesh host-relay`) -> sidecar B vsock inbound -> backend
 //   (g) mesh-vsock-tls   as (b), mutual TLS on the vsock hop (peer_tls.over_vsock) into sidecar B-tls
 //   (h) mesh-tcp-mtls    as (c), mutual TLS on the TCP hop (peer_tls strict) into sidecar B-tls
+//   (b0) mesh-vsock-before  as (b), sidecars A and B of another build (BENCH_BEFORE: its cli.js), for before/after
 //
 // (b) vs (h) is what skipping crypto on vsock buys (the CID as the identity
 // against mTLS on TCP); (g) is what a confidential VM pays for not trusting
@@ -30,12 +33,13 @@
 // the HTTP backend is an HAProxy in HTTP mode answering 200 itself.
 //
 // env: BENCH_ROUNDS (3), BENCH_SECONDS (5 under KVM, 3 under TCG),
-//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,raw,mesh-relay,mesh-vsock-tls,mesh-tcp-mtls (default all)
+//      BENCH_CHAINS=direct,mesh-vsock,mesh-tcp,socat-vsock,socat-tcp,raw,mesh-relay,mesh-vsock-tls,mesh-tcp-mtls (default all),
+//      plus mesh-vsock-before with BENCH_BEFORE=/path/to/other/build/dist/proxy/cmd/cli.js (seen by the guest: /tmp is shared)
 // Output: progress on stderr; the Markdown report on stdout between the
 // REPORT_BEGIN / REPORT_END marker lines (the host launcher saves it).
 
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -46,10 +50,12 @@ import {
   CLI,
   RoundSamples,
   childrenCpuSeconds,
+  cliNodeFlags,
   fmt,
   httpGet,
   intEnv,
   listeningPorts,
+  machineBusySeconds,
   log,
   median,
   metricSum,
@@ -84,25 +90,29 @@ const PACE = { seconds: SECONDS, slow: SLOW };
 /** socat buffer for the raw measurement: iperf3's default write size (socat's own default is 8 KiB). */
 const RAW_BUFFER = 131072;
 /** vsock ports inside the guest (nothing else runs there). */
-const VPORT = { bInbound: 15007, bTlsInbound: 15008, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
+const VPORT = { bInbound: 15007, bTlsInbound: 15008, bBeforeInbound: 15009, relay: 15100, socatIperf: 16001, socatHttp: 16002, rawBase: 16100 };
 
-const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'] as const;
+const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'socat-tcp', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls', 'mesh-vsock-before'] as const;
 type Selectable = (typeof ALL)[number];
 const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...ALL]).filter((c): c is Selectable => {
   if (!(ALL as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL.join(', ')})`);
   return true;
 });
+const BEFORE_CLI = process.env.BENCH_BEFORE;
+if (SELECTED.includes('mesh-vsock-before') && !BEFORE_CLI) throw new Error('BENCH_CHAINS: mesh-vsock-before needs BENCH_BEFORE (the other build\'s cli.js)');
 
-type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'mesh-relay' | 'mesh-vsock-tls' | 'mesh-tcp-mtls';
+type ChainName = 'direct' | 'mesh-vsock' | 'mesh-tcp' | 'socat-vsock' | 'socat-tcp' | 'mesh-relay' | 'mesh-vsock-tls' | 'mesh-tcp-mtls' | 'mesh-vsock-before';
 type RawName = 'raw-tcp' | 'raw-vsock';
 type EntryName = ChainName | RawName;
-const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'];
+const CHAIN_ORDER: ChainName[] = ['direct', 'mesh-vsock', 'mesh-vsock-before', 'mesh-tcp', 'socat-vsock', 'socat-tcp', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls'];
 const CHAINS = CHAIN_ORDER.filter((c) => SELECTED.includes(c));
 const LABEL: Record<EntryName, string> = {
   direct: '(a) direct TCP',
   'mesh-vsock': '(b) vsockmesh 2-hop vsock',
+  'mesh-vsock-before': '(b0) vsockmesh 2-hop vsock, before',
   'mesh-tcp': '(c) vsockmesh 2-hop TCP',
   'socat-vsock': '(d) socat vsock 2-hop',
+  'socat-tcp': '(d\') socat TCP 2-hop',
   'mesh-relay': '(f) vsockmesh host-relay 3-hop',
   'mesh-vsock-tls': '(g) vsockmesh 2-hop vsock + mTLS',
   'mesh-tcp-mtls': '(h) vsockmesh 2-hop TCP + mTLS',
@@ -140,11 +150,11 @@ interface SidecarProcess {
   admin: number;
 }
 
-async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number): Promise<SidecarProcess> {
+async function startMeshProcess(dir: string, role: 'sidecar' | 'host-relay', name: string, config: Record<string, unknown>, admin: number, cli?: string): Promise<SidecarProcess> {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, toYaml(config));
   // A Node process starting in an emulated guest on a loaded host can take minutes (a run of 2026-12-06: over 2 under TCG).
-  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 150_000 * SLOW });
+  const daemon = await startProxyCli(role, file, { adminPort: admin, nodeFlags: cli ? cliNodeFlags(cli) : SIDECAR_NODE_FLAGS, slow: SLOW, timeoutMs: 150_000 * SLOW, ...(cli && { cli }) });
   return { pid: daemon.pid, admin };
 }
 
@@ -156,11 +166,12 @@ const LOG_CONFIG = { level: 'info', access_log: true };
  * inbound STRICT, the vsock inbound under peer_tls.over_vsock (no VM manager
  * in the bench, so allowed_peer_cids rather than registry).
  */
-async function startSidecarB(dir: string, backend: Ports, tls?: MeshTls): Promise<{ b: SidecarProcess; tcpInbound: number }> {
+async function startSidecarB(dir: string, backend: Ports, tls?: MeshTls, cli?: string): Promise<{ b: SidecarProcess; tcpInbound: number; vsockPort: number }> {
   const tcpInbound = await freePort();
   const admin = await freePort();
   const ports = [backend.iperf, backend.http];
-  const b = await startMeshProcess(dir, 'sidecar', tls ? 'sidecar-b-tls' : 'sidecar-b', {
+  const vsockPort = tls ? VPORT.bTlsInbound : cli ? VPORT.bBeforeInbound : VPORT.bInbound;
+  const b = await startMeshProcess(dir, 'sidecar', tls ? 'sidecar-b-tls' : cli ? 'sidecar-b-before' : 'sidecar-b', {
     node: { id: tls ? 'vm-b' : 'bench-b' },
     admin: { address: '127.0.0.1', port: admin },
     log: LOG_CONFIG,
@@ -168,14 +179,14 @@ async function startSidecarB(dir: string, backend: Ports, tls?: MeshTls): Promis
     ...(tls && { peer_tls: { ...tls.b, handshake_timeout: `${5 * SLOW}s` } }),
     listeners: [
       { kind: 'inbound', name: 'in-tcp', addresses: ['127.0.0.1'], port: tcpInbound, ports },
-      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: tls ? VPORT.bTlsInbound : VPORT.bInbound, allowed_peer_cids: [1], ports },
+      { kind: 'inbound', name: 'in-vsock', transport: 'vsock', port: vsockPort, allowed_peer_cids: [1], ports },
     ],
-  }, admin);
-  return { b, tcpInbound };
+  }, admin, cli);
+  return { b, tcpInbound, vsockPort };
 }
 
 /** Sidecar A of one chain: outbound listeners for iperf and http, each to one endpoint of `how` (with `peerTls`: as vm-a, to vm-b). */
-async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: SidecarProcess, how: { vsockEnabled: boolean; endpoint: Record<string, unknown>; peerTls?: Record<string, unknown> }, extraHops: Hop[] = [], extraAdmins: Chain['admins'] = []): Promise<Chain> {
+async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: SidecarProcess, how: { vsockEnabled: boolean; endpoint: Record<string, unknown>; peerTls?: Record<string, unknown>; cli?: string }, extraHops: Hop[] = [], extraAdmins: Chain['admins'] = []): Promise<Chain> {
   const admin = await freePort();
   const entry = { iperf: await freePort(), http: await freePort() };
   const keys = ['iperf', 'http'] as const;
@@ -193,7 +204,7 @@ async function startSidecarA(dir: string, name: ChainName, backend: Ports, b: Si
       authority: `${k}.bench`,
       endpoints: [{ address: '127.0.0.1', port: backend[k], vm_id: how.peerTls ? 'vm-b' : 'bench-b', ...how.endpoint }],
     })),
-  }, admin);
+  }, admin, how.cli);
   return {
     name,
     entry,
@@ -217,27 +228,47 @@ async function startRelay(dir: string): Promise<SidecarProcess> {
   }, admin);
 }
 
-/** socat TCP-LISTEN,fork -> VSOCK-CONNECT:1:p ; socat VSOCK-LISTEN:p,fork -> TCP backend (socat's default 8 KiB buffer, as in tcp-bench). Started before the backends. */
-async function startSocatVsockChain(socat: string, backend: Ports): Promise<Chain> {
+/**
+ * socat 2-hop with the middle hop over `hop`, socat's default 8 KiB buffer (as in tcp-bench), started before the backends:
+ * vsock: TCP-LISTEN,fork -> VSOCK-CONNECT:1:p ; VSOCK-LISTEN:p,fork -> TCP backend;
+ * tcp:   TCP-LISTEN,fork -> TCP:127.0.0.1:p  ; TCP-LISTEN:p,fork -> TCP backend (the same processes, the kernel's TCP in the middle).
+ */
+async function startSocatChain(socat: string, backend: Ports, hop: 'vsock' | 'tcp'): Promise<Chain> {
   const hop1: number[] = [];
   const hop2: number[] = [];
   const entry = { iperf: await freePort(), http: await freePort() };
-  const vports = { iperf: VPORT.socatIperf, http: VPORT.socatHttp };
+  const middle = hop === 'vsock' ? { iperf: VPORT.socatIperf, http: VPORT.socatHttp } : { iperf: await freePort(), http: await freePort() };
+  const tcpListen = (p: number) => `TCP-LISTEN:${p},bind=127.0.0.1,fork,reuseaddr,backlog=4096`;
   for (const k of ['iperf', 'http'] as const) {
-    hop2.push(startDaemon(socat, [`VSOCK-LISTEN:${vports[k]},fork,backlog=4096`, `TCP:127.0.0.1:${backend[k]}`], { stdout: 'ignore', group: true }).pid);
-    hop1.push(startDaemon(socat, [`TCP-LISTEN:${entry[k]},bind=127.0.0.1,fork,reuseaddr,backlog=4096`, `VSOCK-CONNECT:1:${vports[k]}`], { stdout: 'ignore', group: true }).pid);
+    const [listen, connect] = hop === 'vsock' ? [`VSOCK-LISTEN:${middle[k]},fork,backlog=4096`, `VSOCK-CONNECT:1:${middle[k]}`] : [tcpListen(middle[k]), `TCP:127.0.0.1:${middle[k]}`];
+    hop2.push(startDaemon(socat, [listen, `TCP:127.0.0.1:${backend[k]}`], { stdout: 'ignore', group: true }).pid);
+    hop1.push(startDaemon(socat, [tcpListen(entry[k]), connect], { stdout: 'ignore', group: true }).pid);
   }
-  await waitSlowly(() => listeningPorts().has(entry.iperf) && listeningPorts().has(entry.http), 'socat TCP listeners');
+  const tcpPorts = hop === 'vsock' ? [entry.iperf, entry.http] : [entry.iperf, entry.http, middle.iperf, middle.http];
+  await waitSlowly(() => tcpPorts.every((p) => listeningPorts().has(p)), `socat ${hop} chain's TCP listeners`);
   // The vsock listeners: a probe connection is fine now, the backends do not exist yet (hop 2's fork fails to connect and closes).
-  for (const k of ['iperf', 'http'] as const) {
-    await waitSlowly(async () => (await runChild(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${vports[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${vports[k]}`);
+  if (hop === 'vsock') {
+    for (const k of ['iperf', 'http'] as const) {
+      await waitSlowly(async () => (await runChild(socat, ['-u', 'OPEN:/dev/null', `VSOCK-CONNECT:1:${middle[k]}`], 10_000 * SLOW)).code === 0, `socat VSOCK-LISTEN:${middle[k]}`);
+    }
   }
-  return { name: 'socat-vsock', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
+  return { name: hop === 'vsock' ? 'socat-vsock' : 'socat-tcp', entry, hops: [{ pids: hop1, group: true }, { pids: hop2, group: true }], admins: [] };
 }
 
 // ---- measurements -------------------------------------------------------------------------
 
-type Metric = WorkloadMetric | 'rawCpuPerGB';
+/**
+ * busyBefore: % of the guest's CPU busy in the second before a chain's runs (what the previous one left behind);
+ * compactStalls: the kernel's direct compactions (/proc/vmstat compact_stall) during a chain's runs: an
+ * allocation of several pages (vsock_loopback copies each packet, up to 64 KiB, into one kmalloc) that had to wait for it.
+ */
+type Metric = WorkloadMetric | 'rawCpuPerGB' | 'busyBefore' | 'compactStalls';
+
+/** The guest's direct compactions so far. */
+function compactStalls(): number {
+  const m = /^compact_stall (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
 const samples = new RoundSamples<EntryName, Metric>();
 const notes: string[] = [];
 
@@ -303,7 +334,9 @@ async function planRaw(socat: string, name: RawName): Promise<RawPlan> {
 }
 
 async function measureRaw(socat: string, plan: RawPlan): Promise<number> {
+  const stalls0 = compactStalls();
   const r = await rawTransfer(socat, plan.transport, plan.bytes);
+  samples.record(plan.transport.name, 'compactStalls', compactStalls() - stalls0);
   const mbps = plan.bytes / Math.max(0.001, r.seconds - plan.fixed) / 1e6;
   samples.record(plan.transport.name, 'tput1', mbps);
   samples.record(plan.transport.name, 'rawCpuPerGB', r.cpu / (plan.bytes / 1e9));
@@ -355,7 +388,13 @@ function chainTable(): string {
     { label: 'Requests/s, 64 connections (wrk -t2 -c64)', unit: 'req/s', digits: 0, metric: 'rps64' },
     { label: 'New connections/s (wrk -t2 -c32, Connection: close)', unit: 'conn/s', digits: 0, metric: 'cps32' },
     { label: 'Proxy CPU per GB relayed, 1 stream (sum of hops)', unit: 'CPU-s/GB', digits: 2, metric: 'cpuPerGB', proxiesOnly: true },
+    { label: 'Bytes per read(2) of the proxies, 1 stream', unit: 'B', digits: 0, metric: 'bytesPerRead', proxiesOnly: true },
     { label: 'Proxy CPU per new connection (sum of hops)', unit: 'CPU-µs', digits: 0, metric: 'cpuPerConn', proxiesOnly: true },
+    { label: 'Proxy CPU per request, 64 connections (sum of hops)', unit: 'CPU-µs', digits: 0, metric: 'cpuPerReq', proxiesOnly: true },
+    { label: 'Guest CPU per request, 64 connections (all of it: wrk, proxies, backend, kernel threads)', unit: 'CPU-µs', digits: 0, metric: 'machineCpuPerReq' },
+    { label: 'Guest context switches per request, 64 connections', unit: 'switches', digits: 1, metric: 'machineCtxPerReq' },
+    { label: 'Guest CPU busy in the second before the chain\'s runs', unit: '%', digits: 0, metric: 'busyBefore' },
+    { label: 'Direct compactions during the chain\'s runs (/proc/vmstat compact_stall)', unit: 'stalls', digits: 0, metric: 'compactStalls' },
   ];
   const ref: EntryName | undefined = CHAINS.includes('mesh-tcp') ? 'mesh-tcp' : undefined;
   const head = `| workload / metric | ${CHAINS.map((c) => LABEL[c]).join(' | ')} |`;
@@ -395,6 +434,36 @@ function hopIdentityTable(): string | undefined {
     return `| ${row.label} | ${cells.join(' | ')} |`;
   });
   return [head, '|---|---:|---:|---:|---:|', ...lines].join('\n');
+}
+
+/**
+ * vsock against TCP under the same relay: ours (b)/(c), socat's (d)/(d'), and what the CID identity saves
+ * against mTLS (b)/(h); medians of the per-round ratios (runs of the same round), with the raw transfer's ratio for bulk.
+ */
+function vsockTcpTable(): string | undefined {
+  const pairs: Array<{ head: string; x: ChainName; y: ChainName }> = [
+    { head: 'vsockmesh vsock / TCP plain, (b)/(c)', x: 'mesh-vsock', y: 'mesh-tcp' },
+    { head: 'socat vsock / TCP, (d)/(d\')', x: 'socat-vsock', y: 'socat-tcp' },
+    { head: 'vsockmesh vsock CID / TCP mTLS, (b)/(h)', x: 'mesh-vsock', y: 'mesh-tcp-mtls' },
+    { head: 'vsock, this build / before, (b)/(b0)', x: 'mesh-vsock', y: 'mesh-vsock-before' },
+  ];
+  const present = pairs.filter((p) => CHAINS.includes(p.x) && CHAINS.includes(p.y));
+  if (present.length === 0) return undefined;
+  const rows: Array<{ label: string; metric: Metric }> = [
+    { label: 'Throughput, 1 stream', metric: 'tput1' },
+    { label: 'Throughput, 4 streams', metric: 'tput4' },
+    { label: 'Latency p99, 1 connection', metric: 'p99' },
+    { label: 'Requests/s, 64 connections', metric: 'rps64' },
+    { label: 'New connections/s', metric: 'cps32' },
+    { label: 'Proxy CPU per GB, 1 stream', metric: 'cpuPerGB' },
+    { label: 'Bytes per read(2) of the proxies, 1 stream', metric: 'bytesPerRead' },
+    { label: 'Proxy CPU per request, 64 connections', metric: 'cpuPerReq' },
+    { label: 'Guest CPU per request, 64 connections', metric: 'machineCpuPerReq' },
+    { label: 'Guest context switches per request', metric: 'machineCtxPerReq' },
+  ];
+  const cell = (x: ChainName, y: ChainName, metric: Metric) => (ROUNDS > 1 ? ratio(pairedRatio(x, metric, y, metric)) : ratio(med(x, metric) / med(y, metric)));
+  const lines = rows.map((row) => `| ${row.label} | ${present.map((p) => cell(p.x, p.y, row.metric)).join(' | ')} |`);
+  return [`| ratio | ${present.map((p) => p.head).join(' | ')} |`, `|---|${present.map(() => '---:').join('|')}|`, ...lines].join('\n');
 }
 
 function rawTable(plans: RawPlan[]): string {
@@ -475,17 +544,19 @@ interface ReportContext {
 function report(rounds: number, context: ReportContext): string {
   const { guestInfo, elapsed, plans, socatVersion, iperfVersion, haproxyVersion } = context;
   const hopTable = hopIdentityTable();
+  const transportTable = vsockTcpTable();
   const nodeFlags = SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('');
   return [
     `## vsockmesh vsock benchmark (${new Date().toISOString()})${rounds < ROUNDS ? `: partial, ${rounds} of ${ROUNDS} rounds (the guest stopped before the rest)` : ''}`,
     '',
     `**${ACCEL}**: ${guestInfo}; vsock_loopback (every socket at CID 1). ` +
       (KVM ? '' : '**Under TCG the absolute numbers measure the emulator, not the network stack: compare ratios only.** ') +
-      `Clients, proxies and backends share the guest's CPU. Medians of ${rounds} round${rounds > 1 ? 's' : ''} (order rotated per round; in brackets the lowest and highest round), ${SECONDS} s per run${KVM ? '' : ' (TCG default: 3 s instead of 5 s)'}, ${elapsed} s of measurement. ` +
+      `Clients, proxies and backends share the guest's CPU. Medians of ${rounds} round${rounds > 1 ? 's' : ''} (order rotated per round, backwards in odd rounds; in brackets the lowest and highest round), ${SECONDS} s per run${KVM ? '' : ' (TCG default: 3 s instead of 5 s)'}, ${elapsed} s of measurement. ` +
       'Ratios in parentheses are to (c) vsockmesh 2-hop over TCP (for latency and CPU lower is better).',
     '',
     chainTable(),
     '',
+    ...(transportTable ? ['vsock against TCP under the same relay (medians of the per-round ratios; for latency and CPU lower is better):', '', transportTable, ''] : []),
     ...(hopTable ? ['What each peer hop proves, and what it costs (ratios to (h) TCP + mTLS; per-round: median of the ratios of runs in the same round):', '', hopTable, ''] : []),
     ...(plans.length > 0 ? [rawTable(plans), ''] : []),
     ...targets(),
@@ -494,11 +565,12 @@ function report(rounds: number, context: ReportContext): string {
     `- (b), (c), (f): one sidecar B (\`in-tcp\` TCP inbound and \`in-vsock\` vsock inbound 1:${VPORT.bInbound}, allowed_peer_cids [1]); a separate sidecar A per chain: (b) endpoint vsock direct 1:${VPORT.bInbound}, no TCP peer; (c) \`vsock: {enabled: false}\` and a TCP peer; (f) endpoint vsock host-relay 1:${VPORT.bInbound} via relay 1:${VPORT.relay}, no TCP peer. ` +
       `Every vsockmesh process is one Node ${process.version} process (\`node ${nodeFlags}dist/proxy/cmd/cli.js sidecar|host-relay -c <yaml>\`, flags from the bin's shebang), log level info with access logs on, stdout to /dev/null.`,
     `- (g), (h): one sidecar B-tls (vm-b, ECDSA P-256 X509-SVIDs under one root, TLS 1.3, session tickets on; \`in-tcp\` STRICT, \`in-vsock\` 1:${VPORT.bTlsInbound} with peer_tls.over_vsock and allowed_peer_cids [1]: no VM manager, so the certificate is not checked against the CID's VM, a cached lookup under peer_authorization: registry); a sidecar A (vm-a) per chain with the same peer_tls: (g) endpoint vsock direct, (h) \`vsock: {enabled: false}\` and a TCP peer.`,
+    ...(BEFORE_CLI && CHAINS.includes('mesh-vsock-before') ? [`- (b0): sidecars A and B (a separate B, vsock inbound 1:${VPORT.bBeforeInbound}) run by the other build \`${BEFORE_CLI}\` (BENCH_BEFORE), configured as (b).`] : []),
     `- (f) host relay: \`vsockmesh host-relay\` listening on vsock port ${VPORT.relay}, policy source_cid 1 -> cid 1 port ${VPORT.bInbound} (under vsock_loopback the relay is at CID 1 like everyone).`,
-    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain).`,
+    `- (d) ${socatVersion || 'socat'}: \`TCP-LISTEN,fork -> VSOCK-CONNECT:1:p\` and \`VSOCK-LISTEN:p,fork -> TCP\`, one process per connection per hop, socat's default 8 KiB buffer (as tcp-bench's socat chain); (d') the same with \`TCP:127.0.0.1:p\` and \`TCP-LISTEN:p,fork\` in the middle, so (d)/(d') is what the kernel's vsock costs against its TCP under the same relay.`,
     `- (e) raw: \`socat -b ${RAW_BUFFER} -u OPEN:/dev/zero,readbytes=N <VSOCK-CONNECT:1:p | TCP:127.0.0.1:p>\` into \`socat -b ${RAW_BUFFER} -u <VSOCK-LISTEN:p | TCP-LISTEN:p> OPEN:/dev/null\`; timed from the sender's start until the receiver has exited, minus the time a 1-byte transfer takes the same way (${plans.map((p) => `${p.transport.name === 'raw-tcp' ? 'TCP' : 'vsock'} ${(p.fixed * 1000).toFixed(0)} ms`).join(', ')}); N sized from a probe to last about ${SECONDS} s.`,
     `- Backends: ${iperfVersion} server (throughput, \`-t ${SECONDS}\`); ${haproxyVersion.split(' - ')[0]} in HTTP mode answering 200 itself, nbthread 1 (wrk).`,
-    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, and during the Connection: close run per request.',
+    '- CPU rows (informational): CPU seconds (user + system, socat forks included) of the proxy processes of the chain during the 1-stream iperf3 run per GB received, during the Connection: close run per request and during the 64-connection run per request; the guest rows count every busy CPU second and every context switch of the guest (/proc/stat) during the 64-connection run per request: it includes the kernel threads, where vsock_loopback delivers every packet (a kworker), which no process row counts.',
     '- PASS/MISS is decided on the medians in the tables; the per-round ratios (x/y of runs in the same round, median over rounds) are shown as a check against drifts of the host\'s load. Target (1) compares the sidecar\'s vsock/TCP ratio (b)/(c) with the kernel\'s raw vsock/TCP ratio (e) measured in the same guest (one stream; (1b) holds the 4-stream ratio to the same reference): the sidecar should lose no more on vsock than the transport itself does. Target (2) compares (b) with raw vsock loopback: (b) has two more loopback TCP hops and two proxies in its path.',
     ...notes.map((n) => `- ${n}`),
   ].join('\n');
@@ -526,7 +598,7 @@ async function main(): Promise<string> {
   const backend: Ports = { iperf: await freePort(), http: await freePort() };
   const chains: Chain[] = [];
   // socat first: its vsock listeners are probed with a real connection, before any backend exists.
-  if (CHAINS.includes('socat-vsock')) chains.push(await startSocatVsockChain(socat, backend));
+  for (const hop of ['vsock', 'tcp'] as const) if (CHAINS.includes(`socat-${hop}`)) chains.push(await startSocatChain(socat, backend, hop));
   const httpBackend = await startHaproxy({ sections: [httpOkListen('http_ok', { bindPort: backend.http, log: false })], nbthread: 1, captureOutput: false, log: false, readyTimeoutMs: 30_000 * SLOW });
   onCleanup(() => httpBackend.stop());
   if (CHAINS.includes('direct')) chains.unshift({ name: 'direct', entry: { ...backend }, hops: [], admins: [] });
@@ -551,6 +623,13 @@ async function main(): Promise<string> {
       );
     }
     log('sidecars up');
+  }
+  if (CHAINS.includes('mesh-vsock-before') && BEFORE_CLI) {
+    const { b, vsockPort } = await startSidecarB(dir, backend, undefined, BEFORE_CLI);
+    log(`sidecar B-before up (${BEFORE_CLI}; vsock inbound 1:${vsockPort})`);
+    chains.push(
+      await startSidecarA(dir, 'mesh-vsock-before', backend, b, { vsockEnabled: true, endpoint: { vsock: { mode: 'direct', cid: 1, port: vsockPort } }, cli: BEFORE_CLI }, [], [{ what: 'sidecar B-before', port: b.admin }]),
+    );
   }
   if (CHAINS.includes('mesh-vsock-tls') || CHAINS.includes('mesh-tcp-mtls')) {
     const tls = await meshTls('strict', { over_vsock: true });
@@ -586,19 +665,27 @@ async function main(): Promise<string> {
   const context = { guestInfo, plans, socatVersion, iperfVersion, haproxyVersion };
   for (let round = 0; round < ROUNDS; round++) {
     samples.round = round;
-    const order = items.map((_, i) => items[(i + round) % items.length]!);
+    // Odd rounds run the rotation backwards: what a chain leaves behind (socat's forks exiting, sockets
+    // closing) lands on a different chain each round instead of always on the one after it.
+    const rotated = items.map((_, i) => items[(i + round) % items.length]!);
+    const order = round % 2 === 1 ? rotated.reverse() : rotated;
     log(`round ${round + 1}/${ROUNDS}: ${order.map((it) => LABEL[it.kind === 'chain' ? it.chain.name : it.plan.transport.name]).join(' → ')}`);
     for (const item of order) {
       if (item.kind === 'raw') {
         const mbps = await measureRaw(socat, item.plan);
-        log(`  ${LABEL[item.plan.transport.name].padEnd(32)} ${fmt(mbps, 1)} MB/s`);
+        log(`  ${LABEL[item.plan.transport.name].padEnd(32)} ${fmt(mbps, 1)} MB/s, compaction stalls ${samples.values(item.plan.transport.name, 'compactStalls').at(-1) ?? NaN}`);
         await sleep(300);
         continue;
       }
       const chain = item.chain;
       const c = chain.name;
+      const busy0 = machineBusySeconds();
+      await sleep(1000);
+      samples.record(c, 'busyBefore', (machineBusySeconds() - busy0) * 100);
+      const stalls0 = compactStalls();
       const w = await runWorkloads(tools, chain.entry, chain.hops, PACE);
       recordWorkloads(samples, c, w);
+      samples.record(c, 'compactStalls', compactStalls() - stalls0);
       const { latency: lat, rps64: rps, cps32: cps } = w;
       if (lat.errors + rps.errors + cps.errors > 0 || lat.non2xx + rps.non2xx + cps.non2xx > 0) {
         const note = `${LABEL[c]} round ${round + 1}: wrk socket errors ${lat.errors} (c1) / ${rps.errors} (c64) / ${cps.errors} (close), non-2xx ${lat.non2xx} / ${rps.non2xx} / ${cps.non2xx}`;
@@ -607,7 +694,7 @@ async function main(): Promise<string> {
       }
       log(
         `  ${LABEL[c].padEnd(32)} 1s ${fmt(w.tput1, 1)} MB/s, 4s ${fmt(w.tput4, 1)} MB/s, p50/p99 ${fmt(lat.p50us, 0)}/${fmt(lat.p99us, 0)} µs, ` +
-          `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s`,
+          `c64 ${fmt(rps.rps, 0)} req/s, close ${fmt(cps.rps, 0)} conn/s; CPU/GB ${fmt(w.cpuPerGB, 1)}, B/read ${fmt(w.bytesPerRead, 0)}, guest busy before ${fmt(samples.values(c, 'busyBefore').at(-1) ?? NaN, 0)} %, compaction stalls ${samples.values(c, 'compactStalls').at(-1) ?? NaN}`,
       );
       await sleep(300);
     }
