@@ -42,6 +42,7 @@ function version(): string {
 
 interface ControlPlaneCliOptions extends IdentityFlags, StoreFlags {
   listen: string;
+  heapProfile: HeapProfile;
   mesh?: string;
   meshStateFile?: string;
   vmManager?: string;
@@ -99,6 +100,13 @@ function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
   return Object.fromEntries(Object.entries({ insecure, cert, key, ca, caCert, caKey, caBundle, identityDir, name, trustDomain, leafLifetimeMs }).filter(([, v]) => v !== undefined));
 }
 
+/** --heap-profile: the young generation for the role's work (proxy/cmd/heap-profile.ts). */
+function heapProfileOption(profile: HeapProfile): Option {
+  return new Option('--heap-profile <profile>', 'young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS), http (re-executes with 8 MiB: less GC per HTTP request, more RSS) or server (16 MiB, for the control plane and the VM manager); see README "Running a sidecar"')
+    .choices(HEAP_PROFILE_NAMES)
+    .default(profile);
+}
+
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
 function serverCommand(program: Command, role: ServerRole, description: string, readmeSection: string): void {
   program
@@ -108,11 +116,7 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .addOption(new Option('--log-level <level>', 'override log.level from the config').choices(LOG_LEVELS))
     .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
-    .addOption(
-      new Option('--heap-profile <profile>', 'young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS) or http (re-executes with 8 MiB: less GC per HTTP request, more RSS); see README "Running a sidecar"')
-        .choices(HEAP_PROFILE_NAMES)
-        .default('idle'),
-    )
+    .addOption(heapProfileOption('idle'))
     .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number; heapProfile: HeapProfile }) => {
       await applyHeapProfile(opts.heapProfile);
       const { runServer } = await import('./run-proxy.js');
@@ -186,7 +190,9 @@ export async function buildCli(argv: readonly string[]): Promise<Command> {
     .option('--admin-port <port>', 'admin endpoint on 127.0.0.1 (/ready, /stats, /config_dump); 0 picks a free port', intOption(0, 65535), 15400)
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
-    .action(async (opts: IdentityFlags & StoreFlags & { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number] }) => {
+    .addOption(heapProfileOption('server'))
+    .action(async (opts: IdentityFlags & StoreFlags & { listen: string; inventory?: string; stateFile?: string; resolveTtlMs: number; adminPort: number; admin: boolean; logLevel: (typeof LOG_LEVELS)[number]; heapProfile: HeapProfile }) => {
+      await applyHeapProfile(opts.heapProfile);
       const { runVmManager } = await import('../../xds/vm-manager/run.js');
       await runVmManager({
         listen: opts.listen,
@@ -215,7 +221,9 @@ export async function buildCli(argv: readonly string[]): Promise<Command> {
     .option('--no-admin', 'no admin endpoint')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .option('--leaf-lifetime <duration>', 'lifetime of the certificates the CA issues: Certify\'s and this process\'s own (default 24h)', durationOption(1_000, 30 * 24 * 3_600_000))
+    .addOption(heapProfileOption('server'))
     .action(async (opts: ControlPlaneCliOptions) => {
+      await applyHeapProfile(opts.heapProfile);
       const { runControlPlane } = await import('../../xds/control-plane/run.js');
       await runControlPlane({
         listen: opts.listen,

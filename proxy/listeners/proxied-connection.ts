@@ -2,7 +2,7 @@
 // native core, preamble such as the PROXY v2 header first), then one
 // access-log line.
 
-import type { Logger } from '../runtime/log.js';
+import { logInfoLine, type Logger } from '../runtime/log.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';
 import type { ConnectionStats, LiveBytes, ProxyMetrics } from '../metrics.js';
 import { native, type RelayOutcomeName } from '../native/index.js';
@@ -182,7 +182,8 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     const { accessLogger, fields } = this.options;
     this.stats?.closed(this, result);
     if (accessLogger) {
-      accessLogger.info(
+      logInfoLine(
+        accessLogger,
         {
           log: 'access',
           ...fields,

@@ -41,7 +41,7 @@ function build(options: LoggerOptions, destination: DestinationStream): Logger {
 }
 
 /**
- * `logger.info(fields, msg)` for a line per request: the same JSON line pino
+ * `logger.info(fields, msg)` for a line per request or connection: the same JSON line pino
  * writes, but made by one JSON.stringify of `fields` instead of pino's
  * serialisation key by key (a third of an HTTP request's own allocation).
  * A logger made elsewhere (a child, a test's) logs through pino.

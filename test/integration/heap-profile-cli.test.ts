@@ -1,6 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { CLI, runCli, startCommand, writeConfig } from '../helpers/cli.js';
+import { freePort } from '../helpers/haproxy.js';
 
 const CONFIG = { node: { id: 'vm-a' }, vsock: { enabled: false }, insecure: true, admin: { port: 0 } };
 
@@ -42,4 +43,17 @@ test('--heap-profile names its choices when given another', async (t) => {
   const r = await runCli(['sidecar', '-c', file.path, '--heap-profile', 'big']);
   t.not(r.code, 0);
   t.regex(r.stderr, /--heap-profile.*big.*idle, http/s);
+});
+
+test("a control plane started through the bin runs on (same pid) with V8's 16 MiB semi-space, not the sidecar's 1 MiB", async (t) => {
+  const proc = startCommand([CLI, 'control-plane', '--insecure', '--no-admin', '--listen', `127.0.0.1:${await freePort()}`]);
+  t.teardown(() => proc.kill('SIGKILL'));
+  await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
+  // The spawned pid's command line shows the re-executed flags: the same process runs on.
+  const argv = readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8').split('\0');
+  const nodeFlags = argv.slice(1, argv.indexOf(CLI));
+  t.true(nodeFlags.includes('--max-semi-space-size=1'), nodeFlags.join(' '));
+  t.is(semiSpace(nodeFlags), '--max-semi-space-size=16');
+  proc.kill('SIGTERM');
+  t.is((await proc.exited).code, 0);
 });
