@@ -63,5 +63,7 @@ EXPOSE 15001 15006 15200
 ENV VSOCKMESH_ADMIN=127.0.0.1:15000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "/opt/vsockmesh/deploy/container/ready.mjs"]
-ENTRYPOINT ["node", "/opt/vsockmesh/dist/proxy/cmd/cli.js"]
+# The bin itself, so its shebang's node flags apply (a sidecar's 1 MiB young generation and the rest;
+# the control plane and the VM manager re-execute with their own, see README "Running a sidecar").
+ENTRYPOINT ["/opt/vsockmesh/dist/proxy/cmd/cli.js"]
 CMD ["--help"]
