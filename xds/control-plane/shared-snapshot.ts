@@ -7,10 +7,9 @@
 // and made again only when that changed: the snapshot is the one
 // buildSharedResources would give, byte for byte. No I/O.
 
-import type { HypervisorRecord } from '../../proxy/resolve/types.js';
 import { TYPE_URLS } from '../envoy/proto.js';
 import { makeSnapshot, shortHash, type NamedResource, type Snapshot } from './snapshot.js';
-import { buildMeshResources, packAssignment, packResources, serviceAssignment, servicesOf, vmsByService, type RegistryView } from './translate.js';
+import { buildMeshResources, hypervisorsById, packAssignment, packResources, serviceAssignment, servicesOf, vmsByService, type RegistryView } from './translate.js';
 import type { MeshConfig } from './types.js';
 
 export class SharedSnapshots {
@@ -22,7 +21,7 @@ export class SharedSnapshots {
   snapshot(mesh: MeshConfig, view: RegistryView): Snapshot {
     const resources = packResources(buildMeshResources(mesh));
     const byService = vmsByService(view);
-    const hypervisors = new Map<string, HypervisorRecord>(view.hypervisors.map((h) => [h.hypervisorId, h]));
+    const hypervisors = hypervisorsById(view);
     const kept = new Map<string, { inputs: string; resource: NamedResource }>();
     for (const { name } of servicesOf(mesh)) {
       const vms = byService.get(name) ?? [];

@@ -110,6 +110,11 @@ const leastRequest = (): Pick<Cluster, 'lb_policy' | 'least_request_lb_config' |
   },
 });
 
+/** The view's hypervisors by id. */
+export function hypervisorsById(view: RegistryView): Map<string, HypervisorRecord> {
+  return new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
+}
+
 /** Per service name, the VMs whose record lists it, by VM id: one pass over the registry for every assignment. */
 export function vmsByService(view: RegistryView): Map<string, VmRecord[]> {
   const out = new Map<string, VmRecord[]>();
@@ -288,7 +293,7 @@ export const servicesOf = (mesh: MeshConfig): MeshService[] => [...mesh.services
 /** What every node is served (all a node that is not a registered VM gets): per service its cluster, assignment, API listener and route configuration, the mesh routes, and per HTTP service its outbound listeners' route configuration. */
 export function buildSharedResources(mesh: MeshConfig, view: RegistryView): MeshResources {
   const byService = vmsByService(view);
-  const hypervisors = new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
+  const hypervisors = hypervisorsById(view);
   const endpoints = servicesOf(mesh).map((s) => serviceAssignment(s.name, byService.get(s.name) ?? [], hypervisors, mesh.peerAuthentication));
   return { ...buildMeshResources(mesh), endpoints };
 }
