@@ -18,6 +18,7 @@
 #include "tls.h"
 
 static BIO_METHOD *method;
+static int method_type;
 
 static int bio_read(BIO *b, char *buf, int len) {
   core_tls *t = BIO_get_data(b);
@@ -54,15 +55,22 @@ static int bio_create(BIO *b) {
   return 1;
 }
 
+core_tls *core_tls_of(const SSL *ssl) {
+  BIO *b = SSL_get_rbio(ssl);
+  return b && method && BIO_method_type(b) == method_type ? BIO_get_data(b) : NULL;
+}
+
 BIO *core_tls_bio(core_tls *t) {
   if (!method) {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "vsockmesh socket");
+    int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+    BIO_METHOD *m = BIO_meth_new(type, "vsockmesh socket");
     if (!m || BIO_meth_set_read(m, bio_read) != 1 || BIO_meth_set_write(m, bio_write) != 1 || BIO_meth_set_ctrl(m, bio_ctrl) != 1 ||
         BIO_meth_set_create(m, bio_create) != 1) {
       BIO_meth_free(m);
       return NULL;
     }
     method = m;
+    method_type = type;
   }
   BIO *b = BIO_new(method);
   if (b) BIO_set_data(b, t);

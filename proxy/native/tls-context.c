@@ -90,8 +90,8 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
     return 0;
   }
   tickets_received++;
-  core_tls *t = SSL_get_app_data(ssl);
-  if (!t || !t->session_key || !SSL_SESSION_is_resumable(session)) return 0;
+  core_tls *t = core_tls_of(ssl);
+  if (!t || !t->keyed || !SSL_SESSION_is_resumable(session)) return 0;
   SSL_SESSION *copy = SSL_SESSION_dup(session);
   if (!copy) {
     ERR_clear_error();

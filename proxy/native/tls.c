@@ -39,7 +39,6 @@ void core_tls_free(core_tls *t) {
      SSL_free would otherwise drop it from a server's cache, as a stateless ticket never was. */
   if (t->ssl && SSL_is_server(t->ssl)) SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) | SSL_SENT_SHUTDOWN);
   SSL_free(t->ssl);
-  free(t->session_key);
   free(t);
 }
 
@@ -251,27 +250,30 @@ static bool session_key_arg(napi_env env, napi_value v, char *buf, size_t size, 
 }
 
 static core_tls *tls_new(core_sock *s, SSL_CTX *ctx, uint32_t context_id, bool server, const char *session_key) {
-  core_tls *t = calloc(1, sizeof *t);
+  size_t key_size = session_key ? strlen(session_key) + 1 : 0;
+  core_tls *t = calloc(1, sizeof *t + key_size);
   if (!t) return NULL;
   t->context_id = context_id;
   t->fd = s->fd;
+  if (session_key) {
+    memcpy(t->session_key, session_key, key_size);
+    t->keyed = 1;
+  }
   t->ssl = SSL_new(ctx);
   BIO *bio = t->ssl ? core_tls_bio(t) : NULL;
-  if (!bio || (session_key && !(t->session_key = strdup(session_key)))) {
-    BIO_free(bio);
+  if (!bio) {
     core_tls_free(t);
     ERR_clear_error();
     return NULL;
   }
   SSL_set_bio(t->ssl, bio, bio); /* one reference for both directions, freed with the SSL */
-  SSL_set_app_data(t->ssl, t);
   if (server) {
     SSL_set_options(t->ssl, SSL_OP_NO_TICKET); /* TLS 1.3: stateful tickets, naming a session of the context's cache (tls-context.c) */
     SSL_set_accept_state(t->ssl);
     return t;
   }
   SSL_set_connect_state(t->ssl);
-  SSL_SESSION *session = session_key ? core_tls_session_get(context_id, session_key) : NULL;
+  SSL_SESSION *session = t->keyed ? core_tls_session_get(context_id, session_key) : NULL;
   if (session) {
     SSL_set_session(t->ssl, session); /* takes its own reference */
     SSL_SESSION_free(session);
