@@ -19,6 +19,7 @@
         "proxy/native/tls.c",
         "proxy/native/tls-bio.c",
         "proxy/native/exec.c",
+        "proxy/native/trim.c",
         "proxy/native/module.c"
       ],
       "cflags!": ["-Wno-unused-parameter"],

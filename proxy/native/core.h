@@ -20,6 +20,7 @@
  *   stream.c                       a socket's bytes, plain or through TLS
  *   address.c                      JS values <-> socket addresses
  *   loop.c (this header)           epoll set, fd table, kick queue
+ *   trim.c                         freed memory back to the system when quiet
  *   js.c                           the N-API boundary, status checks
  *
  * The loop knows no job: a job sets the socket's on_ready handler, and the

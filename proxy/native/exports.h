@@ -18,5 +18,6 @@ bool core_original_dst_register(napi_env env, napi_value exports); /* original-d
 bool core_tls_context_register(napi_env env, napi_value exports);  /* tls-context.c: tlsContext, tlsContextFree, tlsCounts */
 bool core_tls_register(napi_env env, napi_value exports);          /* tls.c: tlsStart */
 bool core_exec_register(napi_env env, napi_value exports);         /* exec.c: exec */
+bool core_trim_register(napi_env env, napi_value exports);         /* trim.c: trimCount */
 
 #endif

@@ -61,6 +61,8 @@ export interface NativeCore {
   tlsContextFree(id: number): void;
   /** [contexts, sessions kept by clients, tickets clients were sent ever, sessions cached by servers] (leak and cost checks). */
   tlsCounts(): [number, number, number, number];
+  /** How often the core returned freed memory to the system (malloc_trim once quiet after closes and handshakes). */
+  trimCount(): number;
   /**
    * A TLS 1.3 handshake on an idle socket (client certificates required by
    * servers). Success: (null, the peer certificate's one URI SAN, resumed,

@@ -14,6 +14,7 @@
  */
 #include "core.h"
 #include "tls.h"
+#include "trim.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -171,6 +172,7 @@ void core_sock_close(core_sock *s, bool reset) {
   }
   open_count--;
   if (!s->unref) count_ref(false);
+  core_trim_note();
 }
 
 /* The queue holds a socket once; a closed one is skipped. */

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "exports.h"
+#include "trim.h"
 
 #define TLS_START_USAGE "tlsStart(fd, contextId, server, sessionKey, plainPreamble, timeoutMs, callback)"
 #define MAX_SESSION_KEY 512
@@ -137,6 +138,7 @@ static void handshake_finish(core_sock *s, const char *reason, const char *text,
   s->callback = NULL;
   core_sock_timer_stop(s);
   core_sock_set_job(s, SOCK_IDLE, NULL);
+  core_trim_note(); /* the handshake's buffers are freed */
   if (reason && strcmp(reason, "plain_text") == 0) {
     core_tls_free(s->tls); /* the peer speaks plain: its bytes are read as they are */
     s->tls = NULL;

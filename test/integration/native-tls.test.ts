@@ -187,6 +187,15 @@ test.serial('50 connections at once each relay their first bytes, however they a
   t.is(h.server.handshakes.length, 50);
 });
 
+test.serial('once handshakes and closes stop, the core returns the memory they freed to the system (malloc_trim)', async (t) => {
+  const h = await hop(t, await pki());
+  const before = native.trimCount();
+  const transfers = await Promise.all(Array.from({ length: 20 }, () => echoTransfer(h.port, 100)));
+  t.true(transfers.every((x) => x.receivedSha256 === x.sentSha256));
+  await waitFor(() => native.trimCount() > before, 'a trim once the burst is over', 20_000); // at most one trim per 5 s (trim.c)
+  t.true(native.trimCount() > before);
+});
+
 test.serial('a connection that ends in a reset leaves the peer\'s session resumable for the next one', async (t) => {
   const h = await hop(t, await pki());
   await echoTransfer(h.port, 1024);

@@ -1,0 +1,11 @@
+/*
+ * Freed memory back to the system when the core goes quiet (trim.c): the
+ * loop notes each socket closed, the TLS job each handshake finished.
+ */
+#ifndef VSOCKMESH_TRIM_H
+#define VSOCKMESH_TRIM_H
+
+/* Activity that frees memory: a trim follows once the core has been quiet for a while. */
+void core_trim_note(void);
+
+#endif
