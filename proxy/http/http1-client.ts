@@ -226,6 +226,8 @@ export class Http1Connection {
   }
 
   private onComplete(): void {
+    // Trailers (after a chunked body) are not passed on; they must not pass for the next head's first lines.
+    this.pendingHeaders = [];
     if (this.informational) {
       this.informational = false;
       return;

@@ -204,3 +204,31 @@ test('an answer that comes before the request was sent whole ends the exchange, 
   await new Promise((resolve) => setImmediate(resolve));
   t.true(opened[0]!.destroyed);
 });
+
+test('trailers after a chunked body are not passed on, nor taken for the next response\'s header lines when its head comes in pieces', async (t) => {
+  let requests = 0;
+  const server = net.createServer((socket) => {
+    socket.on('data', () => {
+      requests++;
+      if (requests === 1) socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n');
+      else {
+        socket.write('HTTP/1.1 200 OK\r\nX-Second: 1\r\n');
+        setTimeout(() => socket.write('Content-Length: 0\r\n\r\n'), 50);
+      }
+    });
+  });
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const { pool, opened } = poolTo(port);
+  t.teardown(() => pool.destroy());
+  const first = recorder();
+  pool.request(GET, first.handlers, Buffer.alloc(0));
+  t.like(await first.done, { status: 200, body: 'ok', ended: true, headers: ['Transfer-Encoding', 'chunked'] });
+  await new Promise((resolve) => setImmediate(resolve));
+  const second = recorder();
+  pool.request(GET, second.handlers, Buffer.alloc(0));
+  const answer = await second.done;
+  t.like(answer, { status: 200, ended: true, error: undefined });
+  t.deepEqual(answer.headers, ['X-Second', '1', 'Content-Length', '0']);
+  t.is(opened.length, 1);
+});
