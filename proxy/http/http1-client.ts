@@ -162,7 +162,13 @@ export class Http1Connection {
     };
     parser[HTTPParser.kOnMessageComplete] = () => this.onComplete();
     socket.on('data', (chunk: Buffer) => {
-      const result = parser.execute(chunk);
+      let result: number | Error;
+      try {
+        result = parser.execute(chunk);
+      } catch (err) {
+        // A handler threw (the parser calls them from execute): this exchange fails, the process goes on.
+        result = err instanceof Error ? err : new Error(String(err));
+      }
       if (result instanceof Error) socket.destroy(result);
     });
     socket.on('error', (err) => {

@@ -232,3 +232,17 @@ test('trailers after a chunked body are not passed on, nor taken for the next re
   t.deepEqual(answer.headers, ['X-Second', '1', 'Content-Length', '0']);
   t.is(opened.length, 1);
 });
+
+test('a handler that throws fails its exchange with that error instead of taking the process down, and its connection is closed', async (t) => {
+  const server = http.createServer((_req, res) => res.end('ok'));
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const { pool, opened } = poolTo(port);
+  t.teardown(() => pool.destroy());
+  const throwing = recorder();
+  pool.request(GET, { ...throwing.handlers, response: () => { throw new Error('handler broke'); } }, Buffer.alloc(0));
+  const answer = await throwing.done;
+  t.is(answer.error?.message, 'handler broke');
+  t.like(answer, { ended: false, closes: 1 });
+  t.true(opened[0]!.destroyed);
+});
