@@ -10,6 +10,16 @@ export function hopByHop(name: string): boolean {
   return HOP_BY_HOP.has(name);
 }
 
+/** Header lines as received (name, value, name, value, …: an HTTP/1.1 answer's) without the hop-by-hop ones; the same array when it has none. */
+export function stripHopByHopLines(lines: string[]): string[] {
+  let hop = false;
+  for (let i = 0; i < lines.length && !hop; i += 2) hop = hopByHop(lines[i]!.toLowerCase());
+  if (!hop) return lines;
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i += 2) if (!hopByHop(lines[i]!.toLowerCase())) out.push(lines[i]!, lines[i + 1]!);
+  return out;
+}
+
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
 /** `append`: the `forwarded` header gets this hop's element; `none`: it is passed on as the client sent it. */

@@ -3,8 +3,10 @@
 // (route-table.ts) to a cluster and sent to one of its endpoints in turn, so
 // the calls of one client connection spread over the backends. Upstream
 // connections are pooled per endpoint (upstream-pool.ts) and opened like L4
-// ones (upstream/connector.ts, upstream/dial.ts). Node's http and http2 parse
-// both sides: the core's accepted socket is handed to them as a Duplex.
+// ones (upstream/connector.ts, upstream/dial.ts). Node's http and http2 serve
+// the client side (the core's accepted socket handed to them as a Duplex);
+// upstream, HTTP/1.1 goes through our own client (http1-client.ts), HTTP/2
+// through Node's http2.
 
 import http from 'node:http';
 import type http2 from 'node:http2';
@@ -20,10 +22,11 @@ import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
-import { UpstreamDialError, UpstreamPools, type Http2Upstream, type UpstreamSocket } from './upstream-pool.js';
+import { UpstreamDialError, UpstreamPools, type Http2Upstream } from './upstream-pool.js';
+import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
 import { http2Module } from './http2-module.js';
-import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
+import { forwardedHeaders, hopByHop, stripHopByHopLines, type ForwardedMode } from './headers.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
@@ -276,10 +279,15 @@ export class HttpOutboundListener extends Listener {
     }
     const policy = target.retry;
     const tries = this.startAttempts(target, record.method, downstream);
-    let socket: UpstreamSocket | null = null;
     let reason: string | undefined;
-    let upstream: http.ClientRequest | undefined;
-    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    let upstream: Http1Exchange | undefined;
+    const head: Http1RequestHead = {
+      method: record.method,
+      path: record.path,
+      headers: forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority }),
+      // A body of unknown length goes on in chunks; hop-by-hop, its Transfer-Encoding is not among the forwarded headers.
+      chunked: req.headers['transfer-encoding'] !== undefined,
+    };
     const fail = (status: number, why: string): void => {
       reason ??= why;
       upstream?.destroy();
@@ -290,22 +298,8 @@ export class HttpOutboundListener extends Listener {
     /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
     const send = (body: Buffer | null): void => {
       tries.count++;
-      const up = http.request({ agent: this.pools.agent(tries.current.key, tries.current.attempts), method: record.method, path: record.path, headers, setHost: false });
-      upstream = up;
-      up.once('close', this.holdEndpoint(tries.current.endpoint));
-      // The attempt's own deadline for its response head: abandoned, then retried as a reset would be, or 504.
-      const perTry =
-        policy?.perTryTimeoutMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              if (upstream !== up || reason !== undefined) return;
-              up.destroy();
-              if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
-            }, policy.perTryTimeoutMs);
-      if (perTry !== undefined) up.once('close', () => clearTimeout(perTry));
-      up.on('socket', (s) => {
-        socket = s as unknown as UpstreamSocket;
-      });
+      const release = this.holdEndpoint(tries.current.endpoint);
+      let perTry: NodeJS.Timeout | undefined;
       /** Sends the request again to the next endpoint if the policy and the cluster's budget allow it. */
       const retried = (cause: RetryCause): boolean => {
         if (reason !== undefined || res.destroyed) return false;
@@ -315,23 +309,50 @@ export class HttpOutboundListener extends Listener {
         else send(body);
         return true;
       };
-      up.on('response', (answer) => {
-        clearTimeout(perTry);
-        if (upstream !== up) return;
-        // A retried answer is read to its end so that its connection stays in the pool.
-        if (retried({ kind: 'status', status: answer.statusCode ?? 502 })) return void answer.resume();
-        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, stripHopByHop(answer.headers));
-        answer.pipe(res);
-        answer.on('error', () => fail(502, 'upstream_reset'));
-      });
-      up.on('error', (err) => {
-        if (upstream !== up || reason !== undefined) return;
-        // A failed dial or peer handshake sent nothing to the app.
-        if (retried(err instanceof UpstreamDialError ? { kind: 'connect_failure' } : { kind: 'reset' })) return;
-        fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset');
-      });
-      if (body === null) req.pipe(up);
-      else up.end(body);
+      const up: Http1Exchange = this.pools.http1(tries.current.key, tries.current.attempts).request(
+        head,
+        {
+          response: (status, message, raw) => {
+            clearTimeout(perTry);
+            if (upstream !== up) return;
+            // A retried answer is read to its end (passed on to no one) so that its connection stays in the pool.
+            if (retried({ kind: 'status', status })) return;
+            res.writeHead(status, message, stripHopByHopLines(raw));
+          },
+          body: (chunk) => {
+            if (upstream !== up || reason !== undefined) return;
+            if (!res.write(chunk)) {
+              up.pause();
+              res.once('drain', () => up.resume());
+            }
+          },
+          end: () => {
+            if (upstream === up && reason === undefined) res.end();
+          },
+          error: (err) => {
+            if (upstream !== up || reason !== undefined) return;
+            if (res.headersSent) return fail(502, 'upstream_reset');
+            // A failed dial or peer handshake sent nothing to the app.
+            if (retried(err instanceof UpstreamDialError ? { kind: 'connect_failure' } : { kind: 'reset' })) return;
+            fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset');
+          },
+          close: () => {
+            clearTimeout(perTry);
+            release();
+          },
+        },
+        body,
+      );
+      upstream = up;
+      // The attempt's own deadline for its response head: abandoned, then retried as a reset would be, or 504.
+      if (policy?.perTryTimeoutMs !== undefined && !up.done) {
+        perTry = setTimeout(() => {
+          if (upstream !== up || reason !== undefined) return;
+          up.destroy();
+          if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
+        }, policy.perTryTimeoutMs);
+      }
+      if (body === null) streamBody(req, up);
     };
     if (policy !== undefined && policy.attempts > 1 && replayableLength(req.headers) !== undefined) {
       const chunks: Buffer[] = [];
@@ -345,6 +366,7 @@ export class HttpOutboundListener extends Listener {
       clearTimeout(timer);
       tries.budget.requestEnded(tries.retries);
       if (!res.writableFinished) upstream?.destroy();
+      const socket = upstream?.socket;
       this.finish(record, tries.current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, tries);
     });
   }
@@ -571,6 +593,17 @@ function replayableLength(headers: http.IncomingHttpHeaders): number | undefined
   if (headers['transfer-encoding'] !== undefined) return undefined;
   const length = Number(headers['content-length'] ?? 0);
   return length <= MAX_REPLAY_BODY_BYTES ? length : undefined;
+}
+
+/** A request's body sent on as it comes, with the client's backpressure. */
+function streamBody(req: http.IncomingMessage, up: Http1Exchange): void {
+  req.on('data', (chunk: Buffer) => {
+    if (!up.write(chunk)) {
+      req.pause();
+      up.onDrain(() => req.resume());
+    }
+  });
+  req.once('end', () => up.end());
 }
 
 /** `headers` itself when it has no hop-by-hop header (every HTTP/2 answer), else a copy without them (symbol keys too: http2's sensitiveHeaders). */

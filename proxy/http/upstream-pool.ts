@@ -1,16 +1,17 @@
 // Upstream connections of an HTTP listener, kept alive per endpoint and
-// transport plan: an http.Agent (HTTP/1.1) or one multiplexed HTTP/2 session
-// (h2c) per key. Their sockets are opened by upstream/dial.ts with the
-// attempts of upstream/connector.ts, so a request reaches an endpoint the way
-// an L4 connection does (vsock or TCP, PROXY v2 header first); Node's http
-// and http2 run on the core's socket through createConnection. A pooled peer
+// transport plan: a pool of HTTP/1.1 connections (http1-client.ts) or one
+// multiplexed HTTP/2 session (h2c) per key. Their sockets are opened by
+// upstream/dial.ts with the attempts of upstream/connector.ts, so a request
+// reaches an endpoint the way an L4 connection does (vsock or TCP, PROXY v2
+// header first); Node's http2 runs on the core's socket through
+// createConnection. A pooled peer
 // TLS connection past peer_tls.max_connection_age is retired, not cut: it
 // takes no new request and closes once idle (HTTP/2: GOAWAY, then close).
 
-import http from 'node:http';
 import type http2 from 'node:http2';
 import { VsockSocket } from '../native/vsock.js';
 import { http2Module } from './http2-module.js';
+import { Http1Pool } from './http1-client.js';
 import type { TransportName } from '../metrics.js';
 import { dial, type UpstreamAttempt } from '../upstream/dial.js';
 import type { ConnectionAgeLimit } from '../peer-tls/connection-age.js';
@@ -64,35 +65,23 @@ export interface Http2Upstream {
 }
 
 export class UpstreamPools {
-  private readonly agents = new Map<string, http.Agent>();
+  private readonly http1Pools = new Map<string, Http1Pool>();
   private readonly sessions = new Map<string, Http2Upstream>();
 
   /** `ageLimit`: peer_tls.max_connection_age, followed by the pooled TLS connections (null: none). */
   constructor(private readonly ageLimit: ConnectionAgeLimit | null = null) {}
 
-  /** The keep-alive agent for `key`; `attempts` opens each new connection. */
-  agent(key: string, attempts: () => UpstreamAttempt[]): http.Agent {
-    let agent = this.agents.get(key);
-    if (agent === undefined) {
-      const pool = new http.Agent({ keepAlive: true });
-      const aged = new WeakSet<object>();
-      pool.createConnection = () => {
-        const socket = new UpstreamSocket(attempts());
-        this.followAge(socket, () => {
-          aged.add(socket);
-          // An idle one leaves the pool now ('agentRemove' is the Agent's documented way); a busy one when its response is done.
-          if (!Object.values(pool.freeSockets).some((free) => free?.includes(socket as never))) return;
-          socket.emit('agentRemove');
-          socket.end();
-        });
-        return socket as unknown as ReturnType<http.Agent['createConnection']>;
-      };
-      const keep = pool.keepSocketAlive.bind(pool);
-      pool.keepSocketAlive = (socket) => !aged.has(socket) && keep(socket);
-      this.agents.set(key, pool);
-      agent = pool;
+  /** The keep-alive connections for `key`; `attempts` opens each new one. */
+  http1(key: string, attempts: () => UpstreamAttempt[]): Http1Pool {
+    let pool = this.http1Pools.get(key);
+    if (pool === undefined) {
+      pool = new Http1Pool(
+        () => new UpstreamSocket(attempts()),
+        (socket, aged) => this.followAge(socket, aged),
+      );
+      this.http1Pools.set(key, pool);
     }
-    return agent;
+    return pool;
   }
 
   /** Calls `aged` at a secured socket's age deadline (never, without peer_tls.max_connection_age). */
@@ -130,9 +119,9 @@ export class UpstreamPools {
 
   /** Closes every connection now (stop). */
   destroy(): void {
-    for (const agent of this.agents.values()) agent.destroy();
+    for (const pool of this.http1Pools.values()) pool.destroy();
     for (const { session } of this.sessions.values()) session.destroy();
-    this.agents.clear();
+    this.http1Pools.clear();
     this.sessions.clear();
   }
 }

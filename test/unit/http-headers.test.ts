@@ -1,5 +1,5 @@
 import test from 'ava';
-import { forwardedElement, forwardedHeaders, hopByHop } from '../../proxy/http/headers.js';
+import { forwardedElement, forwardedHeaders, hopByHop, stripHopByHopLines } from '../../proxy/http/headers.js';
 
 /** The tests of other headers: no `forwarded` element of our own. */
 const OFF = { forwarded: 'none', host: '' } as const;
@@ -61,4 +61,11 @@ test('forwarded element: IPv6 bracketed and quoted, IPv4-mapped as IPv4, a host 
   t.is(forwardedElement('fd00::5', '[fd00::6]:8080'), 'for="[fd00::5]";proto=http;host="[fd00::6]:8080"');
   t.is(forwardedElement('::ffff:10.0.0.3', 'web.mesh:80'), 'for=10.0.0.3;proto=http;host="web.mesh:80"');
   t.is(forwardedElement('10.0.0.3', 'we"b\\'), 'for=10.0.0.3;proto=http;host="we\\"b\\\\"', 'quote and backslash escaped');
+});
+
+test('stripHopByHopLines drops hop-by-hop lines in any case, keeps duplicates and order, and returns the same array when there is none', (t) => {
+  const clean = ['Content-Length', '2', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'];
+  t.is(stripHopByHopLines(clean), clean);
+  t.deepEqual(stripHopByHopLines(['Connection', 'keep-alive', 'X-A', '1', 'Transfer-Encoding', 'chunked', 'KEEP-ALIVE', 'timeout=5', 'X-A', '2']), ['X-A', '1', 'X-A', '2']);
+  t.deepEqual(stripHopByHopLines([]), []);
 });
