@@ -1,13 +1,13 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8 --interrupt-budget=4000000 --no-sparkplug
+#!/usr/bin/env -S node --max-semi-space-size=1 --initial-old-space-size=8 --no-turbofan --no-sparkplug
 // The one vsockmesh binary; each role is a subcommand. Every role's module is
 // loaded with a dynamic import when its subcommand runs: the control plane and
 // the VM manager never load the data plane's native core, a sidecar never
 // loads the control plane, and `--help` loads neither. The operator commands
 // (ctl, iptables) are loaded unless a long-running role runs (SERVING_ROLES).
-// --interrupt-budget (60× V8's default): start-up alone (module resolution,
-// config parsing) made V8 optimise ~20 functions, and the first optimisation
-// pages in TurboFan and its zones (~6 MiB of an idle sidecar's RSS); traffic
-// still makes its hot paths optimised, a little later. --no-sparkplug: V8's
+// --no-turbofan: start-up alone (module resolution, config parsing) made V8
+// optimise ~20 functions, and the first optimisation pages in TurboFan and
+// its zones (~6 MiB of an idle sidecar's RSS); TurboFan is turned on once the
+// command has started (a serving role is ready): tiering.ts. --no-sparkplug: V8's
 // baseline compiler compiled the start-up functions in batches (~1.5 MiB of
 // an idle sidecar's RSS); hot paths still reach TurboFan.
 
@@ -19,6 +19,7 @@ import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
 import { HEAP_PROFILE_NAMES, applyHeapProfile, type HeapProfile } from './heap-profile.js';
+import { endStartUp } from './tiering.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
 
@@ -257,3 +258,4 @@ export async function buildCli(argv: readonly string[]): Promise<Command> {
 }
 
 await (await buildCli(process.argv)).parseAsync(process.argv);
+endStartUp();

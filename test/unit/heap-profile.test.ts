@@ -1,7 +1,7 @@
 import test from 'ava';
 import { HEAP_PROFILES, heapProfileExecArgv } from '../../proxy/cmd/heap-profile.js';
 
-const SHEBANG = ['--max-semi-space-size=1', '--initial-old-space-size=8', '--interrupt-budget=4000000'];
+const SHEBANG = ['--max-semi-space-size=1', '--initial-old-space-size=8', '--no-turbofan'];
 
 test('idle keeps the node flags the process runs with', (t) => {
   t.is(heapProfileExecArgv('idle', SHEBANG), null);
