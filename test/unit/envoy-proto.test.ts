@@ -5,7 +5,6 @@ import {
   createAdsClient,
   envoyPackageDefinition,
   envoyProto,
-  ENVOY_PROTO_FILES,
   packAny,
   RESOURCE_TYPE_URLS,
   TYPE_URLS,
@@ -82,7 +81,6 @@ const routeConfiguration: RouteConfiguration = {
 
 test('the package definition has the ADS service and every root type', (t) => {
   const definition = envoyPackageDefinition();
-  t.true(ENVOY_PROTO_FILES.length >= 8);
   for (const url of Object.values(TYPE_URLS)) t.truthy(definition[url.slice(url.lastIndexOf('/') + 1)], url);
   const service = adsServiceDefinition();
   t.is(service.StreamAggregatedResources.path, '/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources');

@@ -1,6 +1,6 @@
 // Envoy's v3 xDS API at run time: loads the pinned subset in proto/vendor/
-// (see proto/vendor/VERSION; refreshed by proto/sync-envoy.mjs) with
-// @grpc/proto-loader, and exposes the ADS service and typed google.protobuf.Any
+// (see proto/vendor/VERSION; refreshed by proto/sync-envoy.mjs) from its JSON
+// descriptors, proto/json/envoy.json (xds/proto-json.ts), and exposes the ADS service and typed google.protobuf.Any
 // packing for the resource types and filter configs vsockmesh uses.
 // The loader options must match proto/generate.mjs, which generates the typed
 // messages in xds/generated/envoy/ from the same files.
@@ -13,10 +13,8 @@
 // (Value is { stringValue, numberValue, boolValue, structValue, listValue,
 // nullValue, kind }); the wire encoding is the standard one.
 
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { asGrpcObject, loadJsonDefinitions, type JsonPackageDefinition, type MessageDefinition } from '../proto-json.js';
 import type { ProtoGrpcType as AdsProto } from '../generated/envoy/ads.js';
 import type { ProtoGrpcType as ListenerProto } from '../generated/envoy/listener.js';
 import type { ProtoGrpcType as RouteProto } from '../generated/envoy/route.js';
@@ -74,21 +72,6 @@ export type {
 } from '../generated/envoy/envoy/service/discovery/v3/DeltaDiscoveryResponse.js';
 export type { Resource, Resource__Output } from '../generated/envoy/envoy/service/discovery/v3/Resource.js';
 
-/** The root files loaded (and generated); must match proto/sync-envoy.mjs and proto/generate.mjs. */
-export const ENVOY_PROTO_FILES = [
-  'envoy/service/discovery/v3/ads.proto',
-  'envoy/config/listener/v3/listener.proto',
-  'envoy/config/route/v3/route.proto',
-  'envoy/config/cluster/v3/cluster.proto',
-  'envoy/config/endpoint/v3/endpoint.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
-  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
-  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
-  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
-] as const;
-
 const TYPE_URL_PREFIX = 'type.googleapis.com/';
 
 /** Type URLs of the xDS resources and typed filter configs vsockmesh uses. */
@@ -141,31 +124,18 @@ export type EnvoyMessageOutput<U extends EnvoyTypeUrl> = EnvoyMessages[U]['outpu
 /** What grpc.loadPackageDefinition returns for the loaded files (all roots' namespaces merged). */
 export type EnvoyProtoGrpcType = AdsProto & ListenerProto & RouteProto & ClusterProto & EndpointProto & HcmProto & RouterProto & TcpProxyProto & RbacProto & LeastRequestProto & RoundRobinProto;
 
-// Must match OPTIONS in proto/generate.mjs and LOADER_OPTIONS in xds/proto.ts.
-const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
-
-/** proto/vendor/ from the sources (xds/envoy/) and from the build output (dist/xds/envoy/). */
-export function envoyProtoRoot(): string {
-  const candidates = ['../../proto/vendor', '../../../proto/vendor'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
-  const root = candidates.find((p) => existsSync(`${p}/${ENVOY_PROTO_FILES[0]}`));
-  if (root === undefined) {
-    throw new Error(`vendored Envoy .proto files not found (looked in ${candidates.join(', ')}; run npm run gen:envoy)`);
-  }
-  return root;
-}
-
-let packageDefinition: protoLoader.PackageDefinition | undefined;
+let packageDefinition: JsonPackageDefinition | undefined;
 let grpcObject: EnvoyProtoGrpcType | undefined;
 
-/** The proto-loader package definition of all the roots (loaded once, synchronously; ~0.2 s). */
-export function envoyPackageDefinition(): protoLoader.PackageDefinition {
-  packageDefinition ??= protoLoader.loadSync([...ENVOY_PROTO_FILES], { ...LOADER_OPTIONS, includeDirs: [envoyProtoRoot()] });
+/** The package definition of all the roots (loaded once, synchronously). */
+export function envoyPackageDefinition(): JsonPackageDefinition {
+  packageDefinition ??= loadJsonDefinitions('envoy');
   return packageDefinition;
 }
 
 /** The loaded namespaces as @grpc/grpc-js objects (service client constructors, message type definitions). */
 export function envoyProto(): EnvoyProtoGrpcType {
-  grpcObject ??= grpc.loadPackageDefinition(envoyPackageDefinition()) as unknown as EnvoyProtoGrpcType;
+  grpcObject ??= asGrpcObject<EnvoyProtoGrpcType>(envoyPackageDefinition());
   return grpcObject;
 }
 
@@ -194,13 +164,13 @@ export function typeUrlOf(messageName: string): string {
   return `${TYPE_URL_PREFIX}${messageName}`;
 }
 
-function messageType(typeUrl: string): protoLoader.MessageTypeDefinition<object, object> {
+function messageType(typeUrl: string): MessageDefinition {
   const name = messageNameOf(typeUrl);
   const definition = name === '' ? undefined : envoyPackageDefinition()[name];
   if (definition === undefined || !('format' in definition) || definition.format !== 'Protocol Buffer 3 DescriptorProto') {
     throw new Error(`unknown message type ${JSON.stringify(typeUrl)}`);
   }
-  return definition as protoLoader.MessageTypeDefinition<object, object>;
+  return definition;
 }
 
 function asBuffer(bytes: Buffer | Uint8Array | string): Buffer {
