@@ -317,6 +317,61 @@ export function summarizeProfile(
   };
 }
 
+/** Where one change went in a control plane, from its CPU profile (ms on nowMs()'s clock; NaN: no such sample in the window). */
+export interface ChangeTimeline {
+  /** First and last sample of the rebuild (the snapshots made and handed to the streams). */
+  rebuildFromMs: number;
+  rebuildToMs: number;
+  /** The last sample that encoded a state-of-the-world response (SotwEncoder.encode): about when the last push was handed to gRPC. */
+  lastPushMs: number;
+  /** Samples not idle in the window, and of them the garbage collector's. */
+  busyMs: number;
+  gcMs: number;
+}
+
+/** Per window (a change: from its call to its last ACK), the timeline of the change in the profile `file`. */
+export function changeTimelines(file: string, windows: ReadonlyArray<{ fromMs: number; toMs: number }>): ChangeTimeline[] {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const onStack = new Map<number, { rebuild: boolean; encode: boolean }>();
+  const marks = (id: number): { rebuild: boolean; encode: boolean } => {
+    let m = onStack.get(id);
+    if (m === undefined) {
+      m = { rebuild: false, encode: false };
+      for (let n = byId.get(id); n !== undefined; n = byId.get(parent.get(n.id) ?? -1)) {
+        if (n.callFrame.functionName === 'rebuild') m.rebuild = true;
+        if (n.callFrame.functionName === 'encode' && n.callFrame.url.endsWith('sotw-encoding.js')) m.encode = true;
+      }
+      onStack.set(id, m);
+    }
+    return m;
+  };
+  const out = windows.map(() => ({ rebuildFromMs: NaN, rebuildToMs: NaN, lastPushMs: NaN, busyMs: 0, gcMs: 0 }));
+  let t = profile.startTime;
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += profile.timeDeltas[i] ?? 0;
+    const ms = t / 1000;
+    const w = windows.findIndex((x) => ms >= x.fromMs && ms <= x.toMs);
+    if (w < 0) continue;
+    const id = profile.samples[i]!;
+    const fn = byId.get(id)!.callFrame.functionName;
+    if (fn === '(idle)') continue;
+    const weight = (profile.timeDeltas[i + 1] ?? 0) / 1000;
+    const o = out[w]!;
+    o.busyMs += weight;
+    if (fn === '(garbage collector)') o.gcMs += weight;
+    const m = marks(id);
+    if (m.rebuild) {
+      if (!Number.isFinite(o.rebuildFromMs)) o.rebuildFromMs = ms;
+      o.rebuildToMs = ms;
+    }
+    if (m.encode) o.lastPushMs = ms;
+  }
+  return out;
+}
+
 /** The newest .cpuprofile in `dir` (undefined if none). */
 export function newestProfile(dir: string): string | undefined {
   let files: string[];

@@ -28,15 +28,20 @@
 // replicas' CPU and peak RSS, the VM manager's and etcd's CPU; after the
 // initial sync, every replica's idle RSS with its streams and etcd's RSS. The
 // machine is shared: compare topologies within one run (the load average and
-// the cores other processes used are in the report). Not a test.
+// the cores other processes used are in the report). With BENCH_CPU_PROF=1
+// the replicas run with --cpu-prof and the report adds, per change, the
+// control plane's own part (from its profile, same clock): change → rebuild
+// started (the debounce), → rebuild done, → the last push handed to gRPC,
+// and how long it was busy; what comes after the last push until the last
+// ACK is the sidecars' side (the load processes and the scheduler). Not a test.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { etcdBinary, launchEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { cliNodeFlags, fmt, intEnv, log, machineLine, mdTable, median, onCleanup, rssKiB, sleep, startDaemon, startVmManagerCli, type Daemon, type LogLine } from './bench-common.js';
-import { hvId, inventoryYaml, meshYaml, nowMs, serviceName, vmId, type Placement } from './xds-bench-lib.js';
+import { ROOT, cliNodeFlags, fmt, intEnv, log, machineLine, mdTable, median, onCleanup, rssKiB, sleep, startDaemon, startVmManagerCli, type Daemon, type LogLine } from './bench-common.js';
+import { changeTimelines, hvId, inventoryYaml, meshYaml, newestProfile, nowMs, serviceName, vmId, type ChangeTimeline, type Placement } from './xds-bench-lib.js';
 import { cpuMeter, rssSampler, startLoadChild, type LoadChild } from './xds-bench-load.js';
 
 const VMS = intEnv('BENCH_VMS', 10_000);
@@ -48,6 +53,7 @@ const LOAD_PROCESSES = intEnv('BENCH_LOAD_PROCESSES', 4);
 const CHANNELS = intEnv('BENCH_CHANNELS', 100);
 /** The load processes' HTTP/2 flow-control window per connection (BENCH_FLOW_WINDOW; default grpc-js's 64 KiB; Envoy's default is 256 MiB). */
 const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 65_535) : undefined;
+const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const ACK_TARGET_MS = 500;
 const RSS_TARGET_MIB = 250;
 
@@ -109,15 +115,25 @@ function writeFixtures(): Fixtures {
   return files;
 }
 
-async function startControlPlane(cli: string, args: string[]): Promise<{ daemon: Daemon; port: number }> {
-  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
+interface Replica {
+  daemon: Daemon;
+  port: number;
+  /** BENCH_CPU_PROF: where its CPU profile is written when it exits. */
+  profileDir: string | null;
+}
+
+async function startControlPlane(cli: string, args: string[]): Promise<Replica> {
+  const profileDir = CPU_PROF ? path.join(ROOT, '.bench', `xds-replica-prof-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`) : null;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-interval=1000'] : [];
+  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), ...prof, cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
   const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', 180_000);
-  return { daemon, port: Number(serving.port) };
+  return { daemon, port: Number(serving.port), profileDir };
 }
 
 /** The processes of one topology, up and serving. */
 interface Deployment {
-  replicas: Array<{ daemon: Daemon; port: number }>;
+  replicas: Replica[];
   /** Where MoveVm goes: the VM manager (etcd) or the one control plane (memory). */
   changes: VmManagerClient;
   vmManager: Daemon | null;
@@ -193,6 +209,8 @@ interface Round {
   loadCpuS: number;
   replicaPeakKiB: number[];
   otherCores: number;
+  /** BENCH_CPU_PROF: per replica, the change in its profile, relative to the MoveVm call's return (ms). */
+  cp?: Array<{ rebuildFromMs: number; rebuildToMs: number; lastPushMs: number; busyMs: number; gcMs: number }>;
 }
 
 export interface ReplicaRun {
@@ -214,6 +232,12 @@ export interface ReplicaRun {
 async function measure(topology: Topology, sidecars: number, files: Fixtures, cli: string): Promise<ReplicaRun> {
   log(`${topologyName(topology)}: ${fmt(VMS)} VMs, ${fmt(sidecars)} sidecars`);
   const d = await deploy(topology, files, cli);
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await d.stop();
+  };
   try {
     await d.changes.waitForReady(30_000);
     const n = d.replicas.length;
@@ -242,6 +266,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
 
     const where = new Map(files.placements.map((p) => [p.vm, p.hypervisor]));
     const rounds: Round[] = [];
+    const windows: Array<{ fromMs: number; toMs: number; t0: number }> = [];
     for (let round = 0; round <= ROUNDS; round++) {
       const p = files.placements[(round * 211 + 7) % sidecars]!;
       const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
@@ -257,6 +282,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
       for (const l of loads) l.send({ cmd: 'wait', round, t0, callStart, timeoutMs: 120_000 });
       const results = await Promise.all(loads.map((l) => l.next((e) => e.event === 'round' && e.round === round, `round ${round} result`, 180_000)));
       await sleep(100);
+      if (round > 0) windows.push({ fromMs: callStart, toMs: nowMs(), t0 });
       const peaks = samplers.map((s) => s.stop());
       const m = meter.stop();
       // A figure the load process could not give (no sidecar updated) comes as null in its JSON.
@@ -285,15 +311,38 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
       await sleep(500);
     }
     await Promise.all(loads.map((l) => l.stop()));
-    return { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
+    const run: ReplicaRun = { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
+    await stop();
+    // The profiles are written as the replicas exit.
+    if (CPU_PROF) {
+      const timelines = d.replicas.map((r) => {
+        const file = r.profileDir === null ? undefined : newestProfile(r.profileDir);
+        return file === undefined ? null : changeTimelines(file, windows);
+      });
+      rounds.forEach((r, i) => {
+        const rel = (v: number): number => v - windows[i]!.t0;
+        r.cp = timelines.map((tl) => {
+          const x: ChangeTimeline | undefined = tl?.[i];
+          return x === undefined ? { rebuildFromMs: NaN, rebuildToMs: NaN, lastPushMs: NaN, busyMs: NaN, gcMs: NaN } : { rebuildFromMs: rel(x.rebuildFromMs), rebuildToMs: rel(x.rebuildToMs), lastPushMs: rel(x.lastPushMs), busyMs: x.busyMs, gcMs: x.gcMs };
+        });
+        log(`  round ${r.round}: control plane${r.cp.length > 1 ? 's' : ''}: ${r.cp.map((c) => `rebuild ${msText(c.rebuildFromMs)} → ${msText(c.rebuildToMs)}, last push ${msText(c.lastPushMs)}, busy ${msText(c.busyMs)} (GC ${msText(c.gcMs)})`).join('; ')}; last ACK ${msText(r.lastAckMs)}`);
+      });
+    }
+    return run;
   } finally {
-    await d.stop();
+    await stop();
   }
+}
+
+/** BENCH_CPU_PROF: the control plane's part of a change (the slowest replica per round, medians over rounds). */
+function cpColumn(r: ReplicaRun): string {
+  const worst = (f: (c: NonNullable<Round['cp']>[number]) => number) => median(r.rounds.map((x) => Math.max(...(x.cp ?? []).map(f))));
+  return `${msText(worst((c) => c.rebuildFromMs))} / ${msText(worst((c) => c.rebuildToMs))} / ${msText(worst((c) => c.lastPushMs))}; ${msText(worst((c) => c.busyMs))}`;
 }
 
 function report(runs: ReplicaRun[]): string {
   const rows = runs.map((r) => {
-    if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', ''];
+    if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', '', ...(CPU_PROF ? [''] : [])];
     const worst = Math.max(...r.rounds.map((x) => x.lastAckMs));
     const allUpdated = r.rounds.every((x) => x.updated === r.sidecars && x.errors === 0);
     return [
@@ -308,6 +357,7 @@ function report(runs: ReplicaRun[]): string {
       r.topology === 'memory' ? '—' : `${median(r.rounds.map((x) => x.vmManagerCpuS)).toFixed(2)} s / ${median(r.rounds.map((x) => x.etcdCpuS)).toFixed(2)} s`,
       r.topology === 'memory' ? '—' : `${mibText(r.etcdKiB)}`,
       `${median(r.rounds.map((x) => x.otherCores)).toFixed(2)} (load ${r.loadAverage.toFixed(1)})`,
+      ...(CPU_PROF ? [cpColumn(r)] : []),
     ];
   });
   const met = runs
@@ -324,7 +374,20 @@ function report(runs: ReplicaRun[]): string {
       `spread over load processes (at least one per replica), each process's streams over at most ${CHANNELS} HTTP/2 connections (real sidecars hold one each)${FLOW_WINDOW ? `, flow-control window ${FLOW_WINDOW} B` : ''}; sidecar i on replica i mod N. A change is one MoveVm; ${ROUNDS} rounds after a warm-up, debounce ${DEBOUNCE_MS} ms.`,
     '',
     mdTable(
-      ['topology', 'sidecars', 'change → last ACK (median / worst)', 'ACK p50', 'initial sync', 'replica RSS, streams open, idle', 'replica peak RSS in a change', 'replicas CPU per change (sum)', 'vm-manager / etcd CPU per change', 'etcd RSS', 'other cores (load avg)'],
+      [
+        'topology',
+        'sidecars',
+        'change → last ACK (median / worst)',
+        'ACK p50',
+        'initial sync',
+        'replica RSS, streams open, idle',
+        'replica peak RSS in a change',
+        'replicas CPU per change (sum)',
+        'vm-manager / etcd CPU per change',
+        'etcd RSS',
+        'other cores (load avg)',
+        ...(CPU_PROF ? ['control plane, from its profile (median): change → rebuild started / done / last push handed to gRPC; busy'] : []),
+      ],
       rows,
     ),
     '',

@@ -35,7 +35,21 @@ test("a node's snapshot is the shared one plus its own listeners and clusters, t
   t.deepEqual(s.versions, whole.versions);
   t.deepEqual(versions(s), versions(whole));
   t.true(nodes.madeHere(s));
-  t.false(nodes.madeHere(shared));
+  t.true(nodes.madeHere(shared), 'the shared snapshot was checked on the way: the cache need not check it again');
+  t.false(nodes.madeHere(toSnapshot(buildSharedResources(mesh, view))), 'another snapshot, even of the same content, was not');
+});
+
+test('an inconsistent shared snapshot: every node is refused with its problem (found once), though its own part is fine', (t) => {
+  const nodes = new NodeSnapshots();
+  const routes = makeSnapshot({
+    [TYPE_URLS.RouteConfiguration]: [{ name: 'to-nowhere', resource: toSnapshot({ clusters: [], endpoints: [], listeners: [], routes: [{ name: 'to-nowhere', virtual_hosts: [{ name: 'x', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'nowhere' } }] }] }] }).resources[TYPE_URLS.RouteConfiguration].get('to-nowhere')!.resource }],
+  });
+  const broken: Snapshot = { resources: { ...shared.resources, [TYPE_URLS.RouteConfiguration]: routes.resources[TYPE_URLS.RouteConfiguration] }, versions: { ...shared.versions, [TYPE_URLS.RouteConfiguration]: routes.versions[TYPE_URLS.RouteConfiguration] } };
+  const problem = { message: /^inconsistent snapshot: route_configuration "to-nowhere": virtual_hosts\[0\]\.routes\[0\]: cluster "nowhere" is not in the snapshot/ };
+  t.throws(() => nodes.snapshotFor(web1, mesh, broken), problem);
+  t.throws(() => nodes.snapshotFor({ ...web1, vmId: 'web-2', vsockCid: 4 }, mesh, broken), problem);
+  t.false(nodes.madeHere(broken));
+  t.notThrows(() => nodes.snapshotFor(web1, mesh, shared));
 });
 
 test('remade only when the VM record, the mesh or the shared snapshot changes', (t) => {
@@ -93,4 +107,30 @@ test("two nodes share the shared snapshot's resource objects, and lay their own 
   }
   t.is(s1.resources[TYPE_URLS.ClusterLoadAssignment], shared.resources[TYPE_URLS.ClusterLoadAssignment], 'a type the node adds nothing to: the shared map itself');
   t.not(s1.resources[TYPE_URLS.Listener].get('outbound|db'), s2.resources[TYPE_URLS.Listener].get('outbound|db'), 'the outbound listeners name their own VM');
+});
+
+test('a new shared snapshot that changed only the assignments: the node keeps its listener and cluster layers and their versions', (t) => {
+  const nodes = new NodeSnapshots();
+  const s1 = nodes.snapshotFor(web1, mesh, shared);
+  const otherEndpoints = toSnapshot(buildSharedResources(mesh, { ...view, vms: [{ ...web1, addresses: ['10.0.0.99'] }] }));
+  const next: Snapshot = {
+    resources: { ...shared.resources, [TYPE_URLS.ClusterLoadAssignment]: otherEndpoints.resources[TYPE_URLS.ClusterLoadAssignment] },
+    versions: { ...shared.versions, [TYPE_URLS.ClusterLoadAssignment]: otherEndpoints.versions[TYPE_URLS.ClusterLoadAssignment] },
+  };
+  const s2 = nodes.snapshotFor(web1, mesh, next);
+  t.not(s2, s1);
+  for (const url of [TYPE_URLS.Listener, TYPE_URLS.Cluster]) {
+    t.is(s2.resources[url], s1.resources[url], `${url}: the same layer`);
+    t.is(s2.versions[url], s1.versions[url]);
+  }
+  t.is(s2.resources[TYPE_URLS.ClusterLoadAssignment], next.resources[TYPE_URLS.ClusterLoadAssignment]);
+  t.not(s2.versions[TYPE_URLS.ClusterLoadAssignment], s1.versions[TYPE_URLS.ClusterLoadAssignment]);
+  // The same as merging from scratch.
+  t.deepEqual(versions(s2), versions(new NodeSnapshots().snapshotFor(web1, mesh, next)));
+  t.deepEqual(s2.versions, new NodeSnapshots().snapshotFor(web1, mesh, next).versions);
+  // A shared map the node lays its own over is another object (the same content made anew): that layer is made again.
+  const remade = makeSnapshot({ ...Object.fromEntries(RESOURCE_TYPE_URLS.map((url) => [url, [...next.resources[url].values()]])) });
+  const s3 = nodes.snapshotFor(web1, mesh, remade);
+  t.not(s3.resources[TYPE_URLS.Cluster], s2.resources[TYPE_URLS.Cluster]);
+  t.deepEqual(s3.versions, s2.versions);
 });

@@ -7,7 +7,7 @@ import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
 import { SharedSnapshots } from '../../xds/control-plane/shared-snapshot.js';
 import type { Snapshot } from '../../xds/control-plane/snapshot.js';
 import { buildSharedResources, toSnapshot, type RegistryView } from '../../xds/control-plane/translate.js';
-import { RESOURCE_TYPE_URLS } from '../../xds/envoy/proto.js';
+import { RESOURCE_TYPE_URLS, TYPE_URLS } from '../../xds/envoy/proto.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
 const SERVICES = ['api', 'db', 'web'];
@@ -94,4 +94,34 @@ test('a service leaving the mesh is forgotten; coming back, it is packed again',
   const before = shared.packed;
   shared.snapshot(mesh, view);
   t.is(shared.packed - before, 2);
+});
+
+test('the same record objects again: nothing is hashed or packed, and the snapshot is the same object', (t) => {
+  const shared = new SharedSnapshots();
+  const first = shared.snapshot(mesh, view);
+  const { hashed, packed } = shared;
+  t.is(shared.snapshot(mesh, { vms: [...vms], hypervisors: [...hypervisors] }), first);
+  t.is(shared.hashed, hashed);
+  t.is(shared.packed, packed);
+});
+
+test("a VM moving (a new record) hashes its service's inputs only; the clusters, listeners and routes keep their maps", (t) => {
+  const shared = new SharedSnapshots();
+  const first = shared.snapshot(mesh, view);
+  const { hashed } = shared;
+  const moved: RegistryView = { vms: vms.map((v) => (v.vmId === 'vm-4' ? { ...v, hypervisorId: 'hv-1' } : v)), hypervisors };
+  const s = shared.snapshot(mesh, moved);
+  t.is(shared.hashed - hashed, 1);
+  t.deepEqual(wire(s), wire(toSnapshot(buildSharedResources(mesh, moved))));
+  for (const url of [TYPE_URLS.Cluster, TYPE_URLS.Listener, TYPE_URLS.RouteConfiguration]) t.is(s.resources[url], first.resources[url], url);
+  t.not(s.resources[TYPE_URLS.ClusterLoadAssignment], first.resources[TYPE_URLS.ClusterLoadAssignment]);
+});
+
+test('a new mesh object with the same content: the same snapshot on the wire, the mesh resources packed anew', (t) => {
+  const shared = new SharedSnapshots();
+  const first = shared.snapshot(mesh, view);
+  const again = parseMeshConfig({ services: SERVICES.map((name, i) => ({ name, port: 8080, outbound_port: 18080 + i })) });
+  const s = shared.snapshot(again, view);
+  t.not(s, first);
+  t.deepEqual(wire(s), wire(first));
 });

@@ -193,6 +193,13 @@ function someMissing(names: Iterable<string>, from: { has(name: string): boolean
   return false;
 }
 
+/** `a` with the entries of `b` set over it (a new map). */
+function withEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): Map<string, string> {
+  const out = new Map(a);
+  for (const [k, v] of b) out.set(k, v);
+  return out;
+}
+
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
@@ -267,20 +274,22 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
     if (said === 'stale') return st;
     if (said === 'ack' && (req.version_info ?? '') === st.sentVersion) {
       events.push({ type: 'ack', typeUrl, version: st.sentVersion });
-      known = st.unacked.size === 0 ? st.known : new Map([...st.known, ...st.unacked]);
+      known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
     }
   }
   const first = !st.requested;
-  const names = new Set(req.resource_names ?? []);
-  const star = names.delete('*');
+  // An ACK mostly lists the names subscribed already: the stream keeps its set (one set per stream, not one per ACK).
+  const listed = new Set(req.resource_names ?? []);
+  const star = listed.delete('*');
+  const names = sameSet(listed, st.names) ? st.names : listed;
   let wildcard: boolean;
   if (!WILDCARD_TYPES.has(typeUrl)) wildcard = false;
   else if (star) wildcard = true;
   else if (names.size === 0) wildcard = first || st.wildcard; // legacy wildcard: an empty list, first or kept
   else wildcard = false;
-  const changed = wildcard !== st.wildcard || !sameSet(names, st.names);
-  // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again).
-  if (!wildcard && someMissing(known.keys(), names)) known = new Map([...known].filter(([name]) => names.has(name)));
+  const changed = wildcard !== st.wildcard || names !== st.names;
+  // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again). The same names as before: nothing to drop (what it knows was kept to them).
+  if (!wildcard && (names !== st.names || st.wildcard) && someMissing(known.keys(), names)) known = new Map([...known].filter(([name]) => names.has(name)));
   // No nonce: an initial request (or a re-request): always answered.
   return { ...st, requested: true, wildcard, names, known, unacked: EMPTY_KNOWN, dirty: st.dirty || nonce === '' || changed };
 }

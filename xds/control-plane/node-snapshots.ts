@@ -2,9 +2,12 @@
 // part (its listeners and inbound clusters), remembered per node so that a
 // change costs only what it touches. The own part is rebuilt only when the
 // VM's record or the mesh changes; the merge is redone only when the shared
-// snapshot changes; the consistency check runs again only when the names the
-// node's listeners may refer to change. A VM moving then costs one node's
-// part, not every node's. No I/O.
+// snapshot changes, and then only for the types whose shared map changed
+// (mostly none the node adds to: the assignments); the consistency check
+// runs again only when the names the node's listeners may refer to change,
+// and looks at the shared snapshot once (per shared snapshot) and at each
+// node's own resources, not at every node's copy of the shared ones. A VM
+// moving then costs one node's part, not every node's. No I/O.
 
 import type { VmRecord } from '../../proxy/resolve/types.js';
 import { TYPE_URLS } from '../envoy/proto.js';
@@ -27,8 +30,10 @@ export class NodeSnapshots {
   private readonly parts = new Map<string, NodePart>();
   /** The names a node's own listeners may refer to, for the shared snapshot they were read from. */
   private sharedNames: { shared: Snapshot; names: string } | undefined;
-  /** Snapshots this made and found consistent. */
+  /** Snapshots this made (or was given as shared) and found consistent. */
   private readonly consistent = new WeakSet<Snapshot>();
+  /** The last shared snapshot checked, and why it is inconsistent (undefined: checking or consistent). */
+  private sharedProblems: { shared: Snapshot; error: Error | undefined } | undefined;
 
   /** The snapshot of the node of `vm`: `shared` and its own part, checked. Throws `inconsistent snapshot: ...` (checked again on the next call). */
   snapshotFor(vm: VmRecord, mesh: MeshConfig, shared: Snapshot): Snapshot {
@@ -39,19 +44,36 @@ export class NodeSnapshots {
       this.parts.set(vm.vmId, part);
     }
     if (part.shared !== shared || part.merged === undefined) {
-      part.merged = mergeSnapshots(shared, part.own);
+      // The same own part over the previous shared snapshot: the types whose shared map did not change keep their layer and version.
+      part.merged = mergeSnapshots(shared, part.own, part.shared && part.merged && { base: part.shared, merged: part.merged });
       part.shared = shared;
     }
     const names = this.namesOf(shared);
     if (part.checkedAgainst !== names) {
-      assertConsistent(part.merged);
+      // The shared part is checked once per shared snapshot, not once per node: then the node's own resources are all there is to check.
+      this.checkShared(shared);
+      assertConsistent(part.merged, part.own.resources);
       part.checkedAgainst = names;
     }
     this.consistent.add(part.merged);
     return part.merged;
   }
 
-  /** Whether `snapshot` is one this made (hence checked already). */
+  /** Throws as assertConsistent would for `shared` (checked once per snapshot; found consistent, it counts as checked: madeHere). */
+  private checkShared(shared: Snapshot): void {
+    if (this.consistent.has(shared)) return;
+    if (this.sharedProblems?.shared !== shared) this.sharedProblems = { shared, error: undefined };
+    else if (this.sharedProblems.error !== undefined) throw this.sharedProblems.error;
+    try {
+      assertConsistent(shared);
+    } catch (err) {
+      this.sharedProblems.error = err as Error;
+      throw err;
+    }
+    this.consistent.add(shared);
+  }
+
+  /** Whether `snapshot` is one this made or checked (hence checked already). */
   madeHere(snapshot: Snapshot): boolean {
     return this.consistent.has(snapshot);
   }

@@ -45,7 +45,8 @@ export class LocalRegistry implements RegistrySource {
 
   state(): RegistryState {
     if (this.cached?.revision !== this.registry.revision) {
-      const { vms, hypervisors, revision } = this.registry.list();
+      // The stored records, frozen, not copies: unchanged VMs stay the same objects from one change to the next (shared-snapshot.ts).
+      const { vms, hypervisors, revision } = this.registry.records();
       this.cached = { revision, state: { vms, hypervisors, byId: new Map(vms.map((vm) => [vm.vmId, vm])) } };
     }
     return this.cached.state;

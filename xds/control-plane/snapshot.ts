@@ -77,13 +77,22 @@ export function makeSnapshot(resources: Partial<Record<ResourceTypeUrl, readonly
   return { resources: out, versions: outVersions };
 }
 
+/** A merge made before: `merged` is `base` with the same extra resources, so a type whose base map is still the same object keeps its merged map and version. */
+export interface EarlierMerge {
+  base: Snapshot;
+  merged: Snapshot;
+}
+
 /**
  * `base` with `extra` resources added to some types (an extra one of a name
  * `base` has replaces it); the types it adds nothing to keep `base`'s map
  * itself and its version (the ADS server encodes a shared map once for every
- * node), the others lay `extra` over `base`'s map without copying it.
+ * node), the others lay `extra` over `base`'s map without copying it. With
+ * `earlier` (the same `extra` over an earlier base), a type whose base map is
+ * the one it had then keeps the earlier layer and version: a change of the
+ * assignments alone does not re-hash every node's listeners and clusters.
  */
-export function withResources(base: Snapshot, extra: Partial<Record<ResourceTypeUrl, ReadonlyMap<string, VersionedResource>>>): Snapshot {
+export function withResources(base: Snapshot, extra: Partial<Record<ResourceTypeUrl, ReadonlyMap<string, VersionedResource>>>, earlier?: EarlierMerge): Snapshot {
   const resources = {} as Snapshot['resources'];
   const versions = {} as Snapshot['versions'];
   for (const typeUrl of RESOURCE_TYPE_URLS) {
@@ -91,6 +100,9 @@ export function withResources(base: Snapshot, extra: Partial<Record<ResourceType
     if (add === undefined || add.size === 0) {
       resources[typeUrl] = base.resources[typeUrl];
       versions[typeUrl] = base.versions[typeUrl];
+    } else if (earlier !== undefined && earlier.base.resources[typeUrl] === base.resources[typeUrl]) {
+      resources[typeUrl] = earlier.merged.resources[typeUrl];
+      versions[typeUrl] = earlier.merged.versions[typeUrl];
     } else {
       resources[typeUrl] = new LayeredMap(base.resources[typeUrl], add);
       versions[typeUrl] = typeVersion(resources[typeUrl]);
@@ -99,14 +111,17 @@ export function withResources(base: Snapshot, extra: Partial<Record<ResourceType
   return { resources, versions };
 }
 
-/** A node's snapshot from the shared one and its own part; shared resources are the same objects, not copies. */
-export function mergeSnapshots(shared: Snapshot, own: Snapshot): Snapshot {
-  return withResources(shared, own.resources);
+/** A node's snapshot from the shared one and its own part; shared resources are the same objects, not copies. `earlier`: the same own part merged over an earlier shared snapshot (see withResources). */
+export function mergeSnapshots(shared: Snapshot, own: Snapshot, earlier?: EarlierMerge): Snapshot {
+  return withResources(shared, own.resources, earlier);
 }
 
-function decodeAll<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, problems: string[], kind: string) {
+/** Some of a snapshot's resources by type (a type left out: none of it). */
+export type SomeResources = Partial<Record<ResourceTypeUrl, ReadonlyMap<string, VersionedResource>>>;
+
+function decodeAll<U extends ResourceTypeUrl>(resources: SomeResources, typeUrl: U, problems: string[], kind: string) {
   const out: Array<{ name: string; message: EnvoyMessageOutput<U> }> = [];
-  for (const r of snapshot.resources[typeUrl].values()) {
+  for (const r of resources[typeUrl]?.values() ?? []) {
     try {
       out.push({ name: r.name, message: unpackAny(r.resource, typeUrl) });
     } catch (err) {
@@ -121,20 +136,24 @@ function decodeAll<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, pr
  * route to a cluster not in it, an EDS cluster without its
  * ClusterLoadAssignment, a listener's TCP proxy to a missing cluster, an API
  * listener's RDS to a missing route configuration. Empty: consistent.
+ * With `only`, only those resources are looked at (what they refer to is
+ * looked up in the whole snapshot): a node's own part laid over a shared
+ * snapshot known to be consistent is all there is to check, since laying
+ * resources over a snapshot removes no name its resources refer to.
  */
-export function inconsistencies(snapshot: Snapshot): string[] {
+export function inconsistencies(snapshot: Snapshot, only: SomeResources = snapshot.resources): string[] {
   const problems: string[] = [];
   const clusters = snapshot.resources[TYPE_URLS.Cluster];
   const assignments = snapshot.resources[TYPE_URLS.ClusterLoadAssignment];
   const routes = snapshot.resources[TYPE_URLS.RouteConfiguration];
 
-  for (const { name, message } of decodeAll(snapshot, TYPE_URLS.Cluster, problems, 'cluster')) {
+  for (const { name, message } of decodeAll(only, TYPE_URLS.Cluster, problems, 'cluster')) {
     if (message.type !== 'EDS') continue;
     const edsName = message.eds_cluster_config?.service_name || name;
     if (!assignments.has(edsName)) problems.push(`cluster "${name}": EDS cluster has no ClusterLoadAssignment "${edsName}"`);
   }
 
-  for (const { name, message } of decodeAll(snapshot, TYPE_URLS.RouteConfiguration, problems, 'route_configuration')) {
+  for (const { name, message } of decodeAll(only, TYPE_URLS.RouteConfiguration, problems, 'route_configuration')) {
     message.virtual_hosts.forEach((host, i) =>
       host.routes.forEach((route, j) => {
         const action = route.route;
@@ -151,7 +170,7 @@ export function inconsistencies(snapshot: Snapshot): string[] {
     );
   }
 
-  for (const { name, message } of decodeAll(snapshot, TYPE_URLS.Listener, problems, 'listener')) {
+  for (const { name, message } of decodeAll(only, TYPE_URLS.Listener, problems, 'listener')) {
     /** An HTTP connection manager's RDS route configuration must be served too. */
     const rdsRoutes = (any: NonNullable<typeof message.api_listener>['api_listener'], at: string): void => {
       try {
@@ -182,7 +201,7 @@ export function inconsistencies(snapshot: Snapshot): string[] {
 }
 
 /** Throws `inconsistent snapshot: <every problem>` unless the snapshot is consistent. */
-export function assertConsistent(snapshot: Snapshot): void {
-  const problems = inconsistencies(snapshot);
+export function assertConsistent(snapshot: Snapshot, only?: SomeResources): void {
+  const problems = inconsistencies(snapshot, only);
   if (problems.length > 0) throw new Error(`inconsistent snapshot: ${problems.join('; ')}`);
 }
