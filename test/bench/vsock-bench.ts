@@ -94,7 +94,9 @@ const VPORT = { bInbound: 15007, bTlsInbound: 15008, bBeforeInbound: 15009, rela
 
 const ALL = ['direct', 'mesh-vsock', 'mesh-tcp', 'socat-vsock', 'socat-tcp', 'raw', 'mesh-relay', 'mesh-vsock-tls', 'mesh-tcp-mtls', 'mesh-vsock-before'] as const;
 type Selectable = (typeof ALL)[number];
-const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...ALL]).filter((c): c is Selectable => {
+// Without BENCH_CHAINS: every chain, the before chain only when BENCH_BEFORE names the other build.
+const DEFAULT_CHAINS: readonly Selectable[] = process.env.BENCH_BEFORE ? ALL : ALL.filter((c) => c !== 'mesh-vsock-before');
+const SELECTED: Selectable[] = (process.env.BENCH_CHAINS?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...DEFAULT_CHAINS]).filter((c): c is Selectable => {
   if (!(ALL as readonly string[]).includes(c)) throw new Error(`BENCH_CHAINS: unknown chain "${c}" (known: ${ALL.join(', ')})`);
   return true;
 });
