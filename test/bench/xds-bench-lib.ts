@@ -214,6 +214,18 @@ const frameName = (n: ProfileNode): string => {
   return `${f.functionName || '(anonymous)'}${file}`;
 };
 
+/** A CPU profile with its nodes by id, and `stack(id)`: the node and its callers up to the root. */
+function readProfile(file: string) {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  function* stack(id: number) {
+    for (let n = byId.get(id); n !== undefined; n = byId.get(parent.get(n.id) ?? -1)) yield n;
+  }
+  return { profile, byId, stack };
+}
+
 /**
  * Self and inclusive time from a .cpuprofile, optionally only the samples
  * taken within `window` (same clock as nowMs(): V8 stamps samples with the
@@ -227,16 +239,13 @@ export function summarizeProfile(
   spanOf = 'rebuild',
   top = 15,
 ): ProfileSummary {
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const parent = new Map<number, number>();
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const { profile, byId, stack } = readProfile(file);
   const hits = new Map<number, number>();
   let t = profile.startTime;
   let sampledUs = 0;
   let useWindow = window !== null && window.toMs * 1000 > profile.startTime && window.fromMs * 1000 < profile.endTime;
   const onStack = (id: number, fn: string): boolean => {
-    for (let n = byId.get(id); n !== undefined; n = byId.get(parent.get(n.id) ?? -1)) if (n.callFrame.functionName === fn) return true;
+    for (const n of stack(id)) if (n.callFrame.functionName === fn) return true;
     return false;
   };
   const spans: ProfileSummary['spans']['stretches'] = [];
@@ -295,7 +304,7 @@ export function summarizeProfile(
     const name = frameName(node);
     selfBy.set(name, (selfBy.get(name) ?? 0) + us);
     const seen = new Set<string>();
-    for (let n: ProfileNode | undefined = node; n !== undefined; n = byId.get(parent.get(n.id) ?? -1)) {
+    for (const n of stack(id)) {
       const fn = n.callFrame.functionName;
       if (inclusiveBy.has(fn) && !seen.has(fn)) {
         seen.add(fn);
@@ -331,16 +340,13 @@ export interface ChangeTimeline {
 
 /** Per window (a change: from its call to its last ACK), the timeline of the change in the profile `file`. */
 export function changeTimelines(file: string, windows: ReadonlyArray<{ fromMs: number; toMs: number }>): ChangeTimeline[] {
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-  const parent = new Map<number, number>();
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const { profile, byId, stack } = readProfile(file);
   const onStack = new Map<number, { rebuild: boolean; encode: boolean }>();
   const marks = (id: number): { rebuild: boolean; encode: boolean } => {
     let m = onStack.get(id);
     if (m === undefined) {
       m = { rebuild: false, encode: false };
-      for (let n = byId.get(id); n !== undefined; n = byId.get(parent.get(n.id) ?? -1)) {
+      for (const n of stack(id)) {
         if (n.callFrame.functionName === 'rebuild') m.rebuild = true;
         if (n.callFrame.functionName === 'encode' && n.callFrame.url.endsWith('sotw-encoding.js')) m.encode = true;
       }
