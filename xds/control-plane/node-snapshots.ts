@@ -32,8 +32,8 @@ export class NodeSnapshots {
   private sharedNames: { shared: Snapshot; names: string } | undefined;
   /** Snapshots this made (or was given as shared) and found consistent. */
   private readonly consistent = new WeakSet<Snapshot>();
-  /** The last shared snapshot checked, and why it is inconsistent (undefined: checking or consistent). */
-  private sharedProblems: { shared: Snapshot; error: Error | undefined } | undefined;
+  /** The last shared snapshot found inconsistent, and why. */
+  private sharedProblems: { shared: Snapshot; error: Error } | undefined;
 
   /** The snapshot of the node of `vm`: `shared` and its own part, checked. Throws `inconsistent snapshot: ...` (checked again on the next call). */
   snapshotFor(vm: VmRecord, mesh: MeshConfig, shared: Snapshot): Snapshot {
@@ -62,12 +62,11 @@ export class NodeSnapshots {
   /** Throws as assertConsistent would for `shared` (checked once per snapshot; found consistent, it counts as checked: madeHere). */
   private checkShared(shared: Snapshot): void {
     if (this.consistent.has(shared)) return;
-    if (this.sharedProblems?.shared !== shared) this.sharedProblems = { shared, error: undefined };
-    else if (this.sharedProblems.error !== undefined) throw this.sharedProblems.error;
+    if (this.sharedProblems?.shared === shared) throw this.sharedProblems.error;
     try {
       assertConsistent(shared);
     } catch (err) {
-      this.sharedProblems.error = err as Error;
+      this.sharedProblems = { shared, error: err as Error };
       throw err;
     }
     this.consistent.add(shared);

@@ -2,7 +2,7 @@
 // (see proto/vendor/VERSION; refreshed by proto/sync-envoy.mjs) from its JSON
 // descriptors, proto/json/envoy.json (xds/proto-json.ts), and exposes the ADS service and typed google.protobuf.Any
 // packing for the resource types and filter configs vsockmesh uses.
-// The loader options must match proto/generate.mjs, which generates the typed
+// The conversion (CONVERSION in xds/proto-json.ts) must match proto/generate.mjs, which generates the typed
 // messages in xds/generated/envoy/ from the same files.
 //
 // Wire shapes follow the loader options: field names as in the .proto
