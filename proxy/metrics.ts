@@ -61,6 +61,59 @@ export class ConnectionStats {
   }
 }
 
+/** One label set of a CounterTally and its count not yet added to the counter. */
+interface TallyLeaf<T extends string> {
+  labels: Record<T, string>;
+  n: number;
+}
+
+/**
+ * Counts by label values in plain numbers, added to a prom-client counter
+ * when it is collected (a scrape, or get()): prom-client hashes and checks the
+ * label object of every inc(), a few microseconds a request for a listener's
+ * per-request counters; here a count walks maps keyed by the values
+ * themselves (strings whose hash V8 keeps). `names`: the counter's label
+ * names, in the order add() takes the values.
+ */
+export class CounterTally<T extends string> {
+  private readonly root = new Map<string, unknown>();
+  private readonly leaves: TallyLeaf<T>[] = [];
+
+  constructor(private readonly names: readonly T[]) {}
+
+  /** One more for the label set with these values (one per name, in order). */
+  add(values: readonly string[]): void {
+    let level = this.root;
+    const last = this.names.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]!) as Map<string, unknown> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        level.set(values[i]!, next);
+      }
+      level = next;
+    }
+    let leaf = level.get(values[last]!) as TallyLeaf<T> | undefined;
+    if (leaf === undefined) {
+      const labels = {} as Record<T, string>;
+      this.names.forEach((name, i) => (labels[name] = values[i]!));
+      leaf = { labels, n: 0 };
+      level.set(values[last]!, leaf);
+      this.leaves.push(leaf);
+    }
+    leaf.n++;
+  }
+
+  /** Adds the counts gathered since the last call to `counter`. */
+  flushInto(counter: Counter<T>): void {
+    for (const leaf of this.leaves) {
+      if (leaf.n === 0) continue;
+      counter.inc(leaf.labels, leaf.n);
+      leaf.n = 0;
+    }
+  }
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   private readonly stats = new Map<string, ConnectionStats>();
@@ -80,6 +133,8 @@ export class ProxyMetrics {
   readonly rbacShadowDenied: Counter<'listener' | 'policy'>;
   readonly rbacRevoked: Counter<'listener' | 'policy'>;
   readonly httpRequests: Counter<'listener' | 'route' | 'cluster' | 'status_class' | 'transport'>;
+  private readonly httpRequestTally = new CounterTally(['listener', 'route', 'cluster', 'status_class', 'transport'] as const);
+  private readonly decisionTally = new CounterTally(['listener', 'cluster', 'reason'] as const);
   readonly httpDuration: Histogram<'listener' | 'route' | 'cluster'>;
   readonly httpRetries: Counter<'listener' | 'route' | 'cluster' | 'reason'>;
   readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
@@ -140,11 +195,15 @@ export class ProxyMetrics {
       labelNames: ['listener', 'reason'],
       registers,
     });
+    const httpRequestTally = this.httpRequestTally;
     this.httpRequests = new Counter({
       name: 'vsockmesh_http_requests_total',
       help: 'Requests an HTTP listener answered, by route (<virtual host>/<index>, "" when none matched), cluster, status class (2xx..5xx) and the transport of the upstream connection ("none": not sent upstream)',
       labelNames: ['listener', 'route', 'cluster', 'status_class', 'transport'],
       registers,
+      collect() {
+        httpRequestTally.flushInto(this);
+      },
     });
     this.httpRetries = new Counter({
       name: 'vsockmesh_http_retries_total',
@@ -178,11 +237,15 @@ export class ProxyMetrics {
       labelNames: ['listener', 'outcome'],
       registers,
     });
+    const decisionTally = this.decisionTally;
     this.decisions = new Counter({
       name: 'vsockmesh_transport_decisions_total',
       help: 'Transport decisions of outbound connections (static, xDS and resolved clusters), by reason (same_hypervisor, other_hypervisor, unknown_destination, ...)',
       labelNames: ['listener', 'cluster', 'reason'],
       registers,
+      collect() {
+        decisionTally.flushInto(this);
+      },
     });
     this.peerTlsHandshakes = new Counter({
       name: 'vsockmesh_peer_tls_handshakes_total',
@@ -376,6 +439,16 @@ export class ProxyMetrics {
         this.inc(counters.plainTcp);
       },
     });
+  }
+
+  /** One request an HTTP listener answered (vsockmesh_http_requests_total), counted without hashing its labels. */
+  countHttpRequest(listener: string, route: string, cluster: string, statusClass: string, transport: string): void {
+    this.httpRequestTally.add([listener, route, cluster, statusClass, transport]);
+  }
+
+  /** One transport decision (vsockmesh_transport_decisions_total) of a request, counted without hashing its labels. */
+  countDecision(listener: string, cluster: string, reason: string): void {
+    this.decisionTally.add([listener, cluster, reason]);
   }
 
   /** The host relay's authorizer: its questions to the VM manager and the decisions it holds. */

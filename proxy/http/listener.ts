@@ -247,7 +247,7 @@ export class HttpOutboundListener extends Listener {
     const endpoint = fallback?.endpoint ?? cluster?.pick((e) => this.activeRequests.get(e) ?? 0);
     if (connector === undefined || endpoint === undefined) return { ok: false, status: 503, reason: 'no_healthy_endpoint', route, cluster: name };
     const selection = endpoint.decide(this.options.placement.current(), connector.vsockHealth(endpoint.breaker), fallback?.policy ?? this.options.vsock.policy);
-    this.context.metrics.decisions.inc({ listener: this.name, cluster: name, reason: selection.reason });
+    this.context.metrics.countDecision(this.name, name, selection.reason);
     // The access log's transport_reason says why no transport fits the endpoint.
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
     const { app, vm } = endpoint.facts;
@@ -530,7 +530,7 @@ export class HttpOutboundListener extends Listener {
     const seconds = (performance.now() - record.startedAt) / 1000;
     const { route, cluster } = target;
     const statusClass = status >= 100 ? `${Math.floor(status / 100)}xx` : 'none';
-    this.context.metrics.httpRequests.inc({ listener: this.name, route, cluster, status_class: statusClass, transport });
+    this.context.metrics.countHttpRequest(this.name, route, cluster, statusClass, transport);
     this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
     if (!this.options.accessLog) return;
     const query = record.path.indexOf('?');
