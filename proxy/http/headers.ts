@@ -39,8 +39,18 @@ function node(address: string): string {
   return address.includes(':') ? `[${address}]` : address;
 }
 
+/** The last element made: the requests of a connection, and of most clients, repeat their client and host. */
+let lastElement = { client: '', host: '', element: '' };
+
 /** This hop's `forwarded` element: the client, the protocol it spoke to us (always plain http here), and the host it asked for. */
 export function forwardedElement(client: string, host: string): string {
+  if (client === lastElement.client && host === lastElement.host && lastElement.element !== '') return lastElement.element;
+  const element = makeForwardedElement(client, host);
+  lastElement = { client, host, element };
+  return element;
+}
+
+function makeForwardedElement(client: string, host: string): string {
   const pairs = [`for=${pairValue(node(client))}`, 'proto=http'];
   if (host !== '') pairs.push(`host=${pairValue(host)}`);
   return pairs.join(';');

@@ -316,7 +316,7 @@ export class HttpOutboundListener extends Listener {
             clearTimeout(perTry);
             if (upstream !== up) return;
             // A retried answer is read to its end (passed on to no one) so that its connection stays in the pool.
-            if (retried({ kind: 'status', status })) return;
+            if (policy !== undefined && retried({ kind: 'status', status })) return;
             res.writeHead(status, message, stripHopByHopLines(raw));
           },
           body: (chunk) => {
@@ -582,6 +582,8 @@ export class HttpOutboundListener extends Listener {
  * authority is the URI's, and the path alone goes upstream.
  */
 export function requestTarget(url: string, host: string): { authority: string; path: string } {
+  // Origin form (`/path`), what nearly every request has: no URI to take apart.
+  if (url.charCodeAt(0) === 0x2f) return { authority: host, path: url };
   const match = /^http:\/\/([^/?#]*)([^#]*)/i.exec(url);
   if (match === null) return { authority: host, path: url };
   const rest = match[2]!;

@@ -63,6 +63,16 @@ test('forwarded element: IPv6 bracketed and quoted, IPv4-mapped as IPv4, a host 
   t.is(forwardedElement('10.0.0.3', 'we"b\\'), 'for=10.0.0.3;proto=http;host="we\\"b\\\\"', 'quote and backslash escaped');
 });
 
+test('forwarded element: the same client and host again give the same element, and a change of either one a new element', (t) => {
+  const a = forwardedElement('10.0.0.3', 'web.mesh');
+  t.is(forwardedElement('10.0.0.3', 'web.mesh'), a);
+  t.is(forwardedElement('10.0.0.4', 'web.mesh'), 'for=10.0.0.4;proto=http;host=web.mesh', 'another client');
+  t.is(forwardedElement('10.0.0.4', 'api.mesh'), 'for=10.0.0.4;proto=http;host=api.mesh', 'another host');
+  t.is(forwardedElement('10.0.0.4', ''), 'for=10.0.0.4;proto=http', 'no host');
+  t.is(forwardedElement('', ''), 'for="";proto=http', 'an empty client is made, not taken for the empty memo');
+  t.is(forwardedElement('10.0.0.3', 'web.mesh'), a);
+});
+
 test('stripHopByHopLines drops hop-by-hop lines in any case, keeps duplicates and order, and returns the same array when there is none', (t) => {
   const clean = ['Content-Length', '2', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'];
   t.is(stripHopByHopLines(clean), clean);
