@@ -8,6 +8,7 @@
  * - Half-close: a FIN read from one side becomes shutdown(SHUT_WR) on the
  *   other once that side's pending bytes are written (TLS: close_notify, then
  *   FIN; a TLS side that ends without close_notify counts as a reset).
+ *   The last FIN of a plain TCP relay goes with the close of both sides.
  * - Either side may be TLS (stream.h): the relay sees bytes either way.
  * - Resets: an error on one side closes the other with RST (SO_LINGER 0);
  *   relayReset cuts both sides so (a connection past its maximum age).
@@ -63,6 +64,17 @@ static int socket_error(int fd) {
 
 static void send_fin(core_relay *r, int k) {
   if (r->shut[k]) return;
+  if (r->eof[k] && r->eof[1 - k] && r->shut[1 - k] && !r->s[k]->tls && r->s[k]->family != AF_VSOCK) {
+    /*
+     * The relay's last FIN: both sides ended and the other one has its FIN, so
+     * relay_progress closes both now, and close() sends this FIN (the side was
+     * read to its end: no unread byte turns it into a RST). One shutdown per
+     * connection instead of two, as HAProxy. TLS still sends close_notify;
+     * vsock keeps its explicit shutdown.
+     */
+    r->shut[k] = 1;
+    return;
+  }
   /* An error (a peer reset) is reported by the next read or write. */
   r->fin_wanted[k] = core_stream_shutdown(r->s[k]) == -EAGAIN;
   r->shut[k] = !r->fin_wanted[k];

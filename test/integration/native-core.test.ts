@@ -1,7 +1,7 @@
 // The native core directly: sockets, connect errors and deadlines, the relay's
 // bounded buffering, and no leaked descriptors.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
@@ -127,7 +127,8 @@ test.serial('arguments of the wrong type are refused with EINVAL, and nothing is
   t.is(await done, 'aborted');
 });
 
-test.serial('relayReset cuts both sides of a relay with RST: each peer sees ECONNRESET, not an end', async (t) => {
+/** A client connected to a core listener (downstream fd) and a core socket connected to an app (upstream fd): what a relay joins. */
+async function relayEnds(t: ExecutionContext): Promise<{ client: net.Socket; server: net.Socket; down: number; up: number }> {
   let accepted!: (fd: number) => void;
   const downstreamFd = new Promise<number>((r) => (accepted = r));
   const [lfd, port] = native.listen('inet', '127.0.0.1', 0, 16, (fd) => accepted(fd));
@@ -139,11 +140,14 @@ test.serial('relayReset cuts both sides of a relay with RST: each peer sees ECON
   const client = await connect(port);
   const up = await nativeConnect('inet', '127.0.0.1', app.port, 5_000);
   t.is(up.error, null);
-  const down = await downstreamFd;
-  const server = await appSocket;
+  return { client, down: await downstreamFd, up: up.fd, server: await appSocket };
+}
+
+test.serial('relayReset cuts both sides of a relay with RST: each peer sees ECONNRESET, not an end', async (t) => {
+  const { client, server, down, up } = await relayEnds(t);
   const clientSaw = collect(client);
   const appSaw = collect(server);
-  const done = new Promise<string>((resolve) => native.relay(down, up.fd, null, null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
+  const done = new Promise<string>((resolve) => native.relay(down, up, null, null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
   client.write('hello');
   await waitFor(() => native.relayBytes(down)?.[0] === 5, 'the relay to carry bytes');
   native.relayReset(down);
@@ -153,6 +157,25 @@ test.serial('relayReset cuts both sides of a relay with RST: each peer sees ECON
   t.like(a, { errorCode: 'ECONNRESET', ended: false });
   t.is(a.data.toString(), 'hello');
 });
+
+for (const first of ['client', 'app'] as const) {
+  test.serial(`a relay ended by both peers (the ${first} first) closes each side with an end, never a reset, and reports closed`, async (t) => {
+    const { client, server, down, up } = await relayEnds(t);
+    const openBefore = native.openCount();
+    const [ender, answerer] = first === 'client' ? [client, server] : [server, client];
+    // The one that hears the end answers, then ends too: the relay's last FIN goes with the close of both sides.
+    answerer.on('end', () => answerer.end('answer'));
+    const enderSaw = collect(ender);
+    const answererSaw = collect(answerer);
+    const done = new Promise<string>((resolve) => native.relay(down, up, null, null, 0, (outcome) => resolve(native.RELAY_OUTCOMES[outcome]!)));
+    ender.end('question');
+    t.is(await done, 'closed');
+    const [e, a] = await Promise.all([enderSaw, answererSaw]);
+    t.deepEqual(e, { data: Buffer.from('answer'), ended: true });
+    t.deepEqual(a, { data: Buffer.from('question'), ended: true });
+    t.is(native.openCount(), openBefore - 2);
+  });
+}
 
 test.serial('a listener out of descriptors counts the failed accepts, then accepts every waiting connection once descriptors are free', async (t) => {
   // A child with a small descriptor limit holds every connection it accepts until told how many to expect;
