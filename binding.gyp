@@ -20,13 +20,13 @@
         "proxy/native/tls-bio.c",
         "proxy/native/exec.c",
         "proxy/native/trim.c",
+        "proxy/native/settle.cc",
         "proxy/native/module.c"
       ],
       "cflags!": ["-Wno-unused-parameter"],
-      "cflags": [
-        "-std=gnu11", "-fvisibility=hidden",
-        "-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Wstrict-prototypes", "-Wmissing-prototypes"
-      ],
+      "cflags": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Wshadow", "-Wconversion"],
+      "cflags_c": ["-std=gnu11", "-Wstrict-prototypes", "-Wmissing-prototypes"],
+      "cflags_cc": ["-Wmissing-declarations"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]

@@ -30,6 +30,8 @@ export interface ServerOptions {
   identity?: RenewingSource;
   /** What the composition root made for this server and it closes when it stops (e.g. the identity files its control-plane clients poll). */
   owned?: Array<{ close(): void }>;
+  /** Told each time the server has applied a control-plane change (work that leaves garbage behind); the CLI settles the process's memory once quiet (runtime/settle-memory.ts). */
+  onConfigApplied?: () => void;
 }
 
 export interface ServerBasics {

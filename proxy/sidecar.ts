@@ -62,6 +62,7 @@ export class Sidecar extends ProxyServer {
   private fileSource: FileCertificateSource | undefined;
   /** The pushed authorization policies, enforced by every inbound listener (static ones too). */
   readonly authorization: InboundAuthorization;
+  private readonly onConfigApplied: () => void;
 
   constructor(
     readonly config: SidecarConfig,
@@ -84,6 +85,7 @@ export class Sidecar extends ProxyServer {
     }
     if ('files' in config.peerTls) this.peerTls = new PeerTls(config.peerTls, this.metrics, this.logger);
     this.certificateSource = options.certificateSource;
+    this.onConfigApplied = options.onConfigApplied ?? (() => {});
     const peerTls = this.peerTls && { peerTls: this.peerTls };
     const resolver = this.resolver && settings ? { resolver: this.resolver, settings } : undefined;
     const clusters = new Map(config.clusters.map((c) => [c.name, Cluster.fromConfig(c)]));
@@ -228,13 +230,19 @@ export class Sidecar extends ProxyServer {
 
   /** What the control plane's stream applies: each resource type to the applier. */
   private pushedConfig(applier: XdsApplier): PushedConfig {
+    // Each applied state is noted (after it is applied: a refused one leaves garbage too).
+    const noted = <T>(result: T): T => {
+      this.onConfigApplied();
+      return result;
+    };
     return {
-      clusters: (clusters, refused) => ({ assignmentNames: applier.applyClusters(clusters, refused) }),
-      assignments: (assignments) => applier.applyAssignments(assignments),
-      listeners: (listeners, refused, version) => this.applyListeners(applier, listeners, refused, version),
+      clusters: (clusters, refused) => noted({ assignmentNames: applier.applyClusters(clusters, refused) }),
+      assignments: (assignments) => noted(applier.applyAssignments(assignments)),
+      listeners: async (listeners, refused, version) => noted(await this.applyListeners(applier, listeners, refused, version)),
       routes: async (routes) => {
         // A listener that warmed but could not open (its port taken): it stays out, as one refused by LDS would.
         for (const r of await applier.applyRoutes(routes)) this.logger.warn({ reason: 'listener_open_failed', listener: r.name, source: 'xds' }, `listener ${r.name} could not be opened: ${r.error}`);
+        this.onConfigApplied();
       },
     };
   }

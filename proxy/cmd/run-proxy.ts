@@ -1,12 +1,17 @@
 // Running a sidecar or a host relay as a process (runtime/role.ts): config
 // file in, overrides from the command line; the server has its own admin
-// endpoint, whose POST /drain ends the process.
+// endpoint, whose POST /drain ends the process. The process's memory is
+// settled once quiet after it is ready and after each control-plane change it
+// applies (runtime/settle-memory.ts).
 
 import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
 import type { HostRelayConfig } from '../config/relay.js';
 import type { LogLevel, SidecarConfig } from '../config/types.js';
 import { createAccessLogger, createLogger } from '../runtime/log.js';
 import { runRole } from '../runtime/role.js';
+import { MemorySettler } from '../runtime/settle-memory.js';
+import { native } from '../native/index.js';
+import type { ProxyServer } from '../server.js';
 import { createHostRelay, createSidecar } from './proxies.js';
 
 export interface RunServerOptions {
@@ -36,9 +41,28 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       const loaded = await load(role, options);
       const { config } = loaded;
       const logger = createLogger({ level: config.log.level });
-      const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit() };
+      // The server once made: settling waits until it has no connection open.
+      const made: { server?: ProxyServer } = {};
+      const settler = new MemorySettler(
+        () => {
+          const started = performance.now();
+          const rssBefore = process.memoryUsage.rss();
+          native.settleMemory();
+          logger.debug({ ms: Math.round(performance.now() - started), rss_before: rssBefore, rss_after: process.memoryUsage.rss() }, 'memory settled');
+        },
+        () => made.server !== undefined && made.server.activeConnections === 0,
+      );
+      const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit(), onConfigApplied: () => settler.note() };
       const server = loaded.role === 'sidecar' ? await createSidecar(loaded.config, serverOptions) : await createHostRelay(loaded.config, serverOptions);
-      return { logger, server, ready: () => ({ node: config.node.id, admin: server.adminAddress() ?? null }) };
+      made.server = server;
+      return {
+        logger,
+        server,
+        ready: () => {
+          settler.note();
+          return { node: config.node.id, admin: server.adminAddress() ?? null };
+        },
+      };
     },
   });
 }

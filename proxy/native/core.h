@@ -21,6 +21,7 @@
  *   address.c                      JS values <-> socket addresses
  *   loop.c (this header)           epoll set, fd table, kick queue
  *   trim.c                         freed memory back to the system when quiet
+ *   settle.cc                      V8's memory-reducing GCs + malloc_trim, on request (C++ for V8's API)
  *   js.c                           the N-API boundary, status checks
  *
  * The loop knows no job: a job sets the socket's on_ready handler, and the

@@ -19,5 +19,6 @@ bool core_tls_context_register(napi_env env, napi_value exports);  /* tls-contex
 bool core_tls_register(napi_env env, napi_value exports);          /* tls.c: tlsStart */
 bool core_exec_register(napi_env env, napi_value exports);         /* exec.c: exec */
 bool core_trim_register(napi_env env, napi_value exports);         /* trim.c: trimCount */
+bool core_settle_register(napi_env env, napi_value exports);       /* settle.cc: settleMemory, settleCount */
 
 #endif

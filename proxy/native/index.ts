@@ -63,6 +63,10 @@ export interface NativeCore {
   tlsCounts(): [number, number, number, number];
   /** How often the core returned freed memory to the system (malloc_trim once quiet after closes and handshakes). */
   trimCount(): number;
+  /** V8's memory-reducing GCs, then malloc_trim: what start-up or a config change left behind goes back to the system (blocks for the GCs: for quiet moments). */
+  settleMemory(): void;
+  /** How often settleMemory ran. */
+  settleCount(): number;
   /**
    * A TLS 1.3 handshake on an idle socket (client certificates required by
    * servers). Success: (null, the peer certificate's one URI SAN, resumed,
