@@ -63,6 +63,8 @@ export interface NativeCore {
   tlsCounts(): [number, number, number, number];
   /** How often the core returned freed memory to the system (malloc_trim once quiet after closes and handshakes). */
   trimCount(): number;
+  /** Returns freed memory to the system now (malloc_trim); true when malloc gave some back. Walks malloc's free lists on the loop thread: for a caller that knows it is quiet. */
+  trimNow(): boolean;
   /**
    * A TLS 1.3 handshake on an idle socket (client certificates required by
    * servers). Success: (null, the peer certificate's one URI SAN, resumed,

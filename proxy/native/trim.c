@@ -74,7 +74,25 @@ static napi_value js_trim_count(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * trimNow() -> whether malloc gave memory back: a trim the caller decides on
+ * (the control plane and the VM manager once quiet after a burst of pushes,
+ * proxy/runtime/quiet-trim.ts). Counted with the core's own.
+ */
+static napi_value js_trim_now(napi_env env, napi_callback_info info) {
+  (void)info;
+  int released = 0;
+  trims++;
+  last_trim = uv_now(uv_default_loop());
+#ifdef __GLIBC__
+  released = malloc_trim(0);
+#endif
+  napi_value v;
+  JS_CHECK(env, napi_get_boolean(env, released != 0, &v));
+  return v;
+}
+
 bool core_trim_register(napi_env env, napi_value exports) {
-  const napi_property_descriptor props[] = {CORE_FUNCTION("trimCount", js_trim_count)};
-  return core_export_functions(env, exports, props, 1);
+  const napi_property_descriptor props[] = {CORE_FUNCTION("trimCount", js_trim_count), CORE_FUNCTION("trimNow", js_trim_now)};
+  return core_export_functions(env, exports, props, 2);
 }
