@@ -9,7 +9,7 @@ import type { HostRelayConfig } from '../config/relay.js';
 import type { LogLevel, SidecarConfig } from '../config/types.js';
 import { createAccessLogger, createLogger } from '../runtime/log.js';
 import { runRole } from '../runtime/role.js';
-import { MemorySettler } from '../runtime/settle-memory.js';
+import { MemorySettler, settleNow } from '../runtime/settle-memory.js';
 import { native } from '../native/index.js';
 import type { ProxyServer } from '../server.js';
 import { createHostRelay, createSidecar } from './proxies.js';
@@ -44,12 +44,7 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       // The server once made: settling waits until it has no connection open.
       const made: { server?: ProxyServer } = {};
       const settler = new MemorySettler(
-        () => {
-          const started = performance.now();
-          const rssBefore = process.memoryUsage.rss();
-          native.settleMemory();
-          logger.debug({ ms: Math.round(performance.now() - started), rss_before: rssBefore, rss_after: process.memoryUsage.rss() }, 'memory settled');
-        },
+        () => settleNow(logger, native.settleMemory, 'quiet'),
         () => made.server !== undefined && made.server.activeConnections === 0,
       );
       const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit(), onConfigApplied: () => settler.note() };

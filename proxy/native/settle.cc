@@ -24,12 +24,9 @@
 #include <v8.h>
 #pragma GCC diagnostic pop
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
 extern "C" {
 #include "exports.h"
+#include "trim.h"
 }
 
 static uint32_t settles; /* since load (tests: settleCount) */
@@ -40,9 +37,7 @@ static napi_value js_settle_memory(napi_env env, napi_callback_info info) {
   (void)info;
   v8::Isolate *isolate = v8::Isolate::GetCurrent();
   if (isolate != nullptr) isolate->LowMemoryNotification();
-#ifdef __GLIBC__
-  malloc_trim(0);
-#endif
+  core_trim_now();
   settles++;
   return nullptr;
 }

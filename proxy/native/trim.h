@@ -8,4 +8,7 @@
 /* Activity that frees memory: a trim follows once the core has been quiet for a while. */
 void core_trim_note(void);
 
+/* A trim now (the caller knows the process is quiet: settle.cc); counted with the core's own. */
+void core_trim_now(void);
+
 #endif

@@ -16,6 +16,7 @@ import { AdminServer, type AdminTarget } from './admin.js';
 import { ConfigError } from './config-file.js';
 import type { Logger } from './log.js';
 import { exitAfterFlush, processDrain, type DrainableServer, type ProcessIo } from './process-drain.js';
+import { startQuietTrim } from './quiet-trim.js';
 
 export interface RoleServer extends DrainableServer {
   start(): Promise<unknown>;
@@ -33,6 +34,8 @@ export interface PreparedRole {
   ready?(): Record<string, unknown>;
   /** Why the serving role is not ready now (the runner's /ready answers 503 with it), undefined when it is. */
   notReady?(): string | undefined;
+  /** Settle memory after each burst of work once the event loop is quiet (quiet-trim.ts) with this (the native core's settleMemory): roles whose work comes in large bursts (the control plane's syncs, the VM manager's seeding). */
+  settleWhenQuiet?: () => void;
 }
 
 export interface Role {
@@ -83,8 +86,10 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
   const { logger, server } = prepared;
   const adminAt = prepared.admin && prepared.admin.port !== null ? { ...prepared.admin, port: prepared.admin.port } : undefined;
   let admin: AdminServer | undefined;
+  let trim: { stop(): void } | undefined;
   const stop = async (): Promise<void> => {
     state = 'stopped';
+    trim?.stop();
     await server.stop();
     await admin?.stop();
   };
@@ -125,6 +130,7 @@ export async function runRole(role: Role, io: RoleIo = processIo): Promise<void>
     return;
   }
   state = 'serving';
+  if (prepared.settleWhenQuiet !== undefined) trim = startQuietTrim(logger, prepared.settleWhenQuiet);
   // Before the ready line: a supervisor that reads it may signal at once, and must find the handlers.
   ending.handleSignals();
   logger.info(readyFields(role.name, process.pid, admin?.address(), prepared.ready?.() ?? {}), `${role.name} ready`);

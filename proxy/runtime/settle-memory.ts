@@ -11,7 +11,23 @@
 // while the data path is idle (no connection open): until then it looks again
 // every QUIET_MS.
 
+import { performance } from 'node:perf_hooks';
+import type { Logger } from './log.js';
+
 export const QUIET_MS = 2_000;
+
+/**
+ * Settles now (`settle`: the native core's settleMemory) and logs what it
+ * took and gave back (debug, 'memory settled'): the one action behind both
+ * triggers, a MemorySettler's (sidecar, host relay) and a burst's end
+ * (quiet-trim.ts: the control plane, the VM manager).
+ */
+export function settleNow(logger: Logger, settle: () => void, trigger: 'quiet' | 'burst_over'): void {
+  const started = performance.now();
+  const rssBefore = process.memoryUsage.rss();
+  settle();
+  logger.debug({ trigger, ms: Math.round(performance.now() - started), rss_before: rssBefore, rss_after: process.memoryUsage.rss() }, 'memory settled');
+}
 
 export interface SettleTimers {
   set(fn: () => void, ms: number): unknown;

@@ -55,6 +55,8 @@ const CHANNELS = intEnv('BENCH_CHANNELS', 100);
 const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 65_535) : undefined;
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const ACK_TARGET_MS = 500;
+/** How long the replicas are left alone before their idle RSS is read: long enough for the trim after a burst (proxy/runtime/quiet-trim.ts: 2 quiet seconds). */
+const QUIET_WAIT_MS = 5_000;
 const RSS_TARGET_MIB = 250;
 
 function listEnv(name: string, fallback: string): string[] {
@@ -221,6 +223,8 @@ export interface ReplicaRun {
   connections: number;
   syncMs: number;
   replicaIdleKiB: number[];
+  /** The same, QUIET_WAIT_MS after the last change. */
+  replicaAfterKiB: number[];
   etcdKiB: number;
   vmManagerKiB: number;
   rounds: Round[];
@@ -256,7 +260,7 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
     }
     await Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 900_000)));
     const syncMs = nowMs() - t;
-    await sleep(2_000);
+    await sleep(QUIET_WAIT_MS);
     const replicaPids = d.replicas.map((r) => r.daemon.pid);
     const replicaIdleKiB = replicaPids.map((pid) => rssKiB(pid));
     const etcdPid = d.etcd?.pid();
@@ -310,8 +314,11 @@ async function measure(topology: Topology, sidecars: number, files: Fixtures, cl
       if (round > 0) rounds.push(r);
       await sleep(500);
     }
+    await sleep(QUIET_WAIT_MS);
+    const replicaAfterKiB = replicaPids.map((pid) => rssKiB(pid));
+    log(`  replica RSS ${fmt(QUIET_WAIT_MS)} ms after the last change: ${replicaAfterKiB.map(mibText).join(', ')}`);
     await Promise.all(loads.map((l) => l.stop()));
-    const run: ReplicaRun = { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
+    const run: ReplicaRun = { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, replicaAfterKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
     await stop();
     // The profiles are written as the replicas exit.
     if (CPU_PROF) {
@@ -342,7 +349,7 @@ function cpColumn(r: ReplicaRun): string {
 
 function report(runs: ReplicaRun[]): string {
   const rows = runs.map((r) => {
-    if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', '', ...(CPU_PROF ? [''] : [])];
+    if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', '', '', ...(CPU_PROF ? [''] : [])];
     const worst = Math.max(...r.rounds.map((x) => x.lastAckMs));
     const allUpdated = r.rounds.every((x) => x.updated === r.sidecars && x.errors === 0);
     return [
@@ -352,6 +359,7 @@ function report(runs: ReplicaRun[]): string {
       msText(median(r.rounds.map((x) => x.ackP50Ms))),
       `${(r.syncMs / 1000).toFixed(1)} s`,
       r.replicaIdleKiB.map((k) => fmt(mib(k))).join(' / ') + ' MiB',
+      r.replicaAfterKiB.map((k) => fmt(mib(k))).join(' / ') + ' MiB',
       `${fmt(mib(Math.max(...r.rounds.flatMap((x) => x.replicaPeakKiB))))} MiB`,
       median(r.rounds.map((x) => x.replicaCpuS.reduce((a, b) => a + b, 0))).toFixed(2) + ' s',
       r.topology === 'memory' ? '—' : `${median(r.rounds.map((x) => x.vmManagerCpuS)).toFixed(2)} s / ${median(r.rounds.map((x) => x.etcdCpuS)).toFixed(2)} s`,
@@ -380,7 +388,8 @@ function report(runs: ReplicaRun[]): string {
         'change → last ACK (median / worst)',
         'ACK p50',
         'initial sync',
-        'replica RSS, streams open, idle',
+        'replica RSS, streams open, idle after the sync',
+        'replica RSS after the changes',
         'replica peak RSS in a change',
         'replicas CPU per change (sum)',
         'vm-manager / etcd CPU per change',
@@ -410,7 +419,7 @@ export async function replicated(cli: string): Promise<{ md: string; json: unkno
         runs.push(await measure(topology, sidecars, files, cli));
       } catch (err) {
         log(`  ${topologyName(topology)} with ${sidecars} sidecars did not complete: ${(err as Error).message.slice(-2_000)}`);
-        runs.push({ topology, sidecars, loadProcesses: 0, connections: 0, syncMs: NaN, replicaIdleKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
+        runs.push({ topology, sidecars, loadProcesses: 0, connections: 0, syncMs: NaN, replicaIdleKiB: [], replicaAfterKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
       }
       process.stdout.write(`\n${report(runs)}\n`);
     }

@@ -45,10 +45,14 @@ test('--heap-profile names its choices when given another', async (t) => {
   t.regex(r.stderr, /--heap-profile.*big.*idle, http/s);
 });
 
-test("a control plane started through the bin runs on (same pid) with V8's 16 MiB semi-space, not the sidecar's 1 MiB", async (t) => {
-  const proc = startCommand([CLI, 'control-plane', '--insecure', '--no-admin', '--listen', `127.0.0.1:${await freePort()}`]);
+test("a control plane started through the bin runs on (same pid) with V8's 16 MiB semi-space, not the sidecar's 1 MiB, and settles its memory once quiet after starting", async (t) => {
+  const proc = startCommand([CLI, 'control-plane', '--insecure', '--no-admin', '--log-level', 'debug', '--listen', `127.0.0.1:${await freePort()}`]);
   t.teardown(() => proc.kill('SIGKILL'));
   await proc.waitForLine((l) => l.msg === 'control-plane serving', 'control-plane serving', 60_000);
+  // Starting up is the first burst (quiet-trim.ts): V8's memory-reducing GCs and malloc_trim follow once quiet.
+  const settled = await proc.waitForLine((l) => l.msg === 'memory settled', 'the settle after start-up', 30_000);
+  t.is(settled.trigger, 'burst_over');
+  t.is(typeof settled.rss_after, 'number');
   // The spawned pid's command line shows the re-executed flags: the same process runs on.
   const argv = readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8').split('\0');
   const nodeFlags = argv.slice(1, argv.indexOf(CLI));
