@@ -2,7 +2,7 @@ import test from 'ava';
 import { RESOURCE_TYPE_URLS, TYPE_URLS, unpackAny, type ResourceTypeUrl } from '../../xds/envoy/proto.js';
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
 import { inconsistencies, makeSnapshot, mergeSnapshots, shortHash, typeVersion, type Snapshot } from '../../xds/control-plane/snapshot.js';
-import { buildNodeResources, buildSharedResources, toSnapshot, type MeshResources, type RegistryView } from '../../xds/control-plane/translate.js';
+import { buildNodeResources, buildSharedResources, serviceAssignment, toSnapshot, type MeshResources, type RegistryView } from '../../xds/control-plane/translate.js';
 import { nodeResources } from '../helpers/xds-resources.js';
 import { validateResources } from '../../xds/client/validate.js';
 import type { VmRecord } from '../../proxy/resolve/types.js';
@@ -62,16 +62,23 @@ function decoded<U extends ResourceTypeUrl>(snapshot: Snapshot, typeUrl: U, name
   return unpackAny(r.resource, typeUrl);
 }
 
-const facts = (f: { vm_id: string; hypervisor_id: string; vsock_cid: number; vsock_port: number; tcp_port: number; vsock_mode: string; relay_port: number; peer_mode?: string }) => ({
+/** A VM's own facts, as its endpoint's metadata carries them. */
+const facts = (f: { vm_id: string; vsock_cid: number; vsock_port: number; tcp_port: number; peer_mode?: string }) => ({
   fields: {
     vm_id: { stringValue: f.vm_id, kind: 'stringValue' },
-    hypervisor_id: { stringValue: f.hypervisor_id, kind: 'stringValue' },
     vsock_cid: { numberValue: f.vsock_cid, kind: 'numberValue' },
     vsock_port: { numberValue: f.vsock_port, kind: 'numberValue' },
     tcp_port: { numberValue: f.tcp_port, kind: 'numberValue' },
+    peer_mode: { stringValue: f.peer_mode ?? 'strict', kind: 'stringValue' },
+  },
+});
+
+/** A hypervisor's facts, as the metadata of the locality of its VMs' endpoints carries them. */
+const hypervisorFacts = (f: { hypervisor_id: string; vsock_mode: string; relay_port: number }) => ({
+  fields: {
+    hypervisor_id: { stringValue: f.hypervisor_id, kind: 'stringValue' },
     vsock_mode: { stringValue: f.vsock_mode, kind: 'stringValue' },
     relay_port: { numberValue: f.relay_port, kind: 'numberValue' },
-    peer_mode: { stringValue: f.peer_mode ?? 'strict', kind: 'stringValue' },
   },
 });
 
@@ -156,28 +163,63 @@ test('a least_request service gets a LEAST_REQUEST cluster in both Envoy shapes,
   ]);
 });
 
-test('assignments list the serving VMs by VM id, at their first address and service port, with exact VM facts', (t) => {
+test('assignments list the serving VMs in one locality per hypervisor (weighing its endpoints), by VM id, at their first address and service port; the hypervisor facts are the locality\'s, the VM\'s its endpoint\'s', (t) => {
   const snapshot = toSnapshot(nodeResources(mesh, view, 'grpc-client'));
   const web = decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, 'web');
   t.is(web.cluster_name, 'web');
-  t.is(web.endpoints.length, 1);
-  t.is(web.endpoints[0]!.load_balancing_weight?.value, 1);
-  t.truthy(web.endpoints[0]!.locality);
-  const [one, two] = web.endpoints[0]!.lb_endpoints;
+  t.deepEqual(
+    web.endpoints.map((l) => [l.locality?.sub_zone, l.load_balancing_weight?.value, l.lb_endpoints.length]),
+    [
+      ['hv-1', 1, 1],
+      ['hv-2', 1, 1],
+    ],
+  );
+  const [hv1, hv2] = web.endpoints;
+  t.deepEqual(hv1!.metadata?.filter_metadata['vsockmesh'], hypervisorFacts({ hypervisor_id: 'hv-1', vsock_mode: 'host-relay', relay_port: 15100 }));
+  t.deepEqual(hv2!.metadata?.filter_metadata['vsockmesh'], hypervisorFacts({ hypervisor_id: 'hv-2', vsock_mode: 'direct', relay_port: 0 }));
+  const [one] = hv1!.lb_endpoints;
+  const [two] = hv2!.lb_endpoints;
   t.deepEqual(one!.endpoint?.address?.socket_address && [one.endpoint.address.socket_address.address, one.endpoint.address.socket_address.port_value], ['10.0.0.11', 8080]);
-  t.deepEqual(one!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'web-1', hypervisor_id: 'hv-1', vsock_cid: 3, vsock_port: 15007, tcp_port: 15006, vsock_mode: 'host-relay', relay_port: 15100 }));
+  t.deepEqual(one!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'web-1', vsock_cid: 3, vsock_port: 15007, tcp_port: 15006 }));
   t.deepEqual(two!.endpoint?.address?.socket_address && [two.endpoint.address.socket_address.address, two.endpoint.address.socket_address.port_value], ['10.0.1.12', 8081]);
   // No sidecar: both sidecar ports 0.
-  t.deepEqual(two!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'web-2', hypervisor_id: 'hv-2', vsock_cid: 3, vsock_port: 0, tcp_port: 0, vsock_mode: 'direct', relay_port: 0 }));
+  t.deepEqual(two!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'web-2', vsock_cid: 3, vsock_port: 0, tcp_port: 0 }));
+  // A client gets every fact of each endpoint: the locality's and the endpoint's together.
+  const validated = validateResources(TYPE_URLS.ClusterLoadAssignment, [snapshot.resources[TYPE_URLS.ClusterLoadAssignment].get('web')!.resource]);
+  t.deepEqual(validated.refused, []);
+  t.deepEqual(validated.values[0]?.endpoints, [
+    { address: '10.0.0.11', port: 8080, vm: { vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100, peerMode: 'strict' } },
+    { address: '10.0.1.12', port: 8081, vm: { vmId: 'web-2', hypervisorId: 'hv-2', vsockCid: 3, vsockPort: 0, tcpPort: 0, vsockMode: 'direct', relayPort: 0, peerMode: 'strict' } },
+  ]);
 
   // One VM serving two services is an endpoint of each, on each service's port.
   for (const [service, port] of [['api', 9090], ['api-canary', 9091]] as const) {
-    const lbs = decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, service).endpoints[0]!.lb_endpoints;
+    const localities = decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, service).endpoints;
+    t.deepEqual(localities.map((l) => l.locality?.sub_zone), ['hv-2']);
+    const lbs = localities[0]!.lb_endpoints;
     t.deepEqual(lbs.map((lb) => lb.endpoint?.address?.socket_address?.port_value), [port]);
-    t.deepEqual(lbs[0]!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'api-1', hypervisor_id: 'hv-2', vsock_cid: 4, vsock_port: 15016, tcp_port: 15006, vsock_mode: 'direct', relay_port: 0 }));
+    t.deepEqual(lbs[0]!.metadata?.filter_metadata['vsockmesh'], facts({ vm_id: 'api-1', vsock_cid: 4, vsock_port: 15016, tcp_port: 15006 }));
   }
   // A service nobody serves still has its (empty) assignment.
   t.deepEqual(decoded(snapshot, TYPE_URLS.ClusterLoadAssignment, 'db').endpoints, []);
+});
+
+test('an assignment\'s localities: hypervisors in id order, each weighing its endpoints; VMs on a hypervisor not in the registry first, in a locality without metadata and without VM facts', (t) => {
+  const hypervisors = new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
+  const serving = (vmId: string, hypervisorId: string, cid: number) => vm({ vmId, hypervisorId, vsockCid: cid, addresses: [`10.0.9.${cid}`], services: [{ name: 'web', port: 8080 }] });
+  const vms = [serving('a', 'hv-2', 3), serving('b', 'hv-gone', 4), serving('c', 'hv-1', 5), serving('d', 'hv-2', 6)];
+  const cla = serviceAssignment('web', vms, hypervisors);
+  t.deepEqual(
+    cla.endpoints?.map((l) => [l.locality, l.load_balancing_weight?.value, l.lb_endpoints?.map((lb) => lb.endpoint?.address?.socket_address?.address), l.metadata?.filter_metadata?.['vsockmesh']?.fields?.['hypervisor_id']]),
+    [
+      [{}, 1, ['10.0.9.4'], undefined],
+      [{ sub_zone: 'hv-1' }, 1, ['10.0.9.5'], { stringValue: 'hv-1' }],
+      [{ sub_zone: 'hv-2' }, 2, ['10.0.9.3', '10.0.9.6'], { stringValue: 'hv-2' }],
+    ],
+  );
+  t.is(cla.endpoints?.[0]?.lb_endpoints?.[0]?.metadata, undefined);
+  t.is(cla.endpoints?.[0]?.metadata, undefined);
+  t.deepEqual(serviceAssignment('web', [], hypervisors).endpoints, []);
 });
 
 test('a registered VM gets outbound listeners per service, and an inbound listener with a static cluster per served port', (t) => {

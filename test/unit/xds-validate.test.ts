@@ -316,6 +316,29 @@ test('assignment: vsockmesh metadata of the wrong type or range is an error nami
   ]);
 });
 
+test('assignment: an endpoint\'s VM facts are its own over its locality\'s (a hypervisor\'s facts sent once per locality); a fact in neither is an error naming the endpoint', (t) => {
+  const { hypervisor_id, vsock_mode, relay_port, ...own } = goodFacts;
+  const hypervisor = { hypervisor_id: hypervisor_id!, vsock_mode: vsock_mode!, relay_port: relay_port! };
+  const split = (localityFields: Record<string, Value>, ...lbs: LbEndpoint[]): ClusterLoadAssignment => ({
+    cluster_name: 'web',
+    endpoints: [{ locality: { sub_zone: 'hv-1' }, metadata: { filter_metadata: { vsockmesh: { fields: localityFields } } }, lb_endpoints: lbs }],
+  });
+  const whole = { vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, vsockPort: 15007, tcpPort: 15006, vsockMode: 'host-relay', relayPort: 15100 };
+  const valid = validateClusterLoadAssignment(packAny(TYPE_URLS.ClusterLoadAssignment, split(hypervisor, lbEndpoint('10.0.0.11', 8080, own), lbEndpoint('10.0.0.12', 8080))));
+  // The locality's facts make no VM of an endpoint without its own (a plain endpoint).
+  t.deepEqual(valid, { ok: true, value: { clusterName: 'web', endpoints: [{ address: '10.0.0.11', port: 8080, vm: whole }, { address: '10.0.0.12', port: 8080 }] } });
+  // The endpoint's own field wins over its locality's.
+  const over = validateClusterLoadAssignment(packAny(TYPE_URLS.ClusterLoadAssignment, split(hypervisor, lbEndpoint('10.0.0.11', 8080, { ...own, vsock_mode: str('direct') }))));
+  t.deepEqual(over.ok && over.value.endpoints[0]!.vm, { ...whole, vsockMode: 'direct' });
+  const meta = 'cluster_load_assignment "web": endpoints[0].lb_endpoints[0].metadata.filter_metadata.vsockmesh';
+  t.deepEqual(claErrors(split({ hypervisor_id, relay_port: relay_port! }, lbEndpoint('10.0.0.11', 8080, own))), [
+    `${meta}.vsock_mode: must be one of "host-relay", "direct", "loopback" (got nothing) (endpoint 10.0.0.11:8080)`,
+  ]);
+  t.deepEqual(claErrors(split({ ...hypervisor, relay_port: num(-1) }, lbEndpoint('10.0.0.11', 8080, own))), [
+    `${meta}.relay_port: must be an integer 0..4294967294 (got -1) (endpoint 10.0.0.11:8080)`,
+  ]);
+});
+
 // ---- route configurations ----------------------------------------------------------
 
 const routeConfig = (over: Partial<RouteConfiguration> = {}): RouteConfiguration => ({

@@ -339,19 +339,21 @@ function describe(v: Value__Output | undefined): string {
   }
 }
 
-/** The VM facts in an endpoint's vsockmesh metadata. */
-function vmFacts(struct: Struct__Output, path: string, report: Report): XdsEndpointVm | undefined {
-  const fields = struct.fields ?? {};
+/** The VM facts in an endpoint's vsockmesh metadata (`own`), a field it lacks taken from its locality's (`shared`). */
+function vmFacts(own: Struct__Output, shared: Struct__Output | undefined, path: string, report: Report): XdsEndpointVm | undefined {
+  const ownFields = own.fields ?? {};
+  const sharedFields = shared?.fields ?? {};
+  const field = (key: string): Value__Output | undefined => ownFields[key] ?? sharedFields[key];
   let ok = true;
   const text = (key: string, rule: string, allowed?: readonly string[]): string => {
-    const v = fields[key];
+    const v = field(key);
     if (v?.kind === 'stringValue' && v.stringValue !== '' && (allowed === undefined || allowed.includes(v.stringValue!))) return v.stringValue!;
     report(`${path}.${key}`, `${rule} (got ${describe(v)})`);
     ok = false;
     return '';
   };
   const int = (key: string, min: number, max: number): number => {
-    const v = fields[key];
+    const v = field(key);
     const n = v?.kind === 'numberValue' ? v.numberValue! : NaN;
     if (Number.isInteger(n) && n >= min && n <= max) return n;
     report(`${path}.${key}`, `must be an integer ${min}..${max} (got ${describe(v)})`);
@@ -367,20 +369,25 @@ function vmFacts(struct: Struct__Output, path: string, report: Report): XdsEndpo
     vsockMode: text('vsock_mode', `must be one of ${VSOCK_MODES.map((m) => JSON.stringify(m)).join(', ')}`, VSOCK_MODES) as VsockMode,
     relayPort: int('relay_port', 0, U32_MAX - 1),
   };
-  if (fields.peer_mode !== undefined) vm.peerMode = text('peer_mode', `must be one of ${PEER_MODES.map((m) => JSON.stringify(m)).join(', ')}`, PEER_MODES) as PeerTlsMode;
+  if (field('peer_mode') !== undefined) vm.peerMode = text('peer_mode', `must be one of ${PEER_MODES.map((m) => JSON.stringify(m)).join(', ')}`, PEER_MODES) as PeerTlsMode;
   return ok ? vm : undefined;
 }
 
-/** An endpoint with its VM facts, when it carries vsockmesh metadata. Metadata errors name the endpoint's address. */
-function endpoint(lb: LbEndpoint__Output, path: string, report: Report): XdsEndpoint | undefined {
+/**
+ * An endpoint with its VM facts, when it carries vsockmesh metadata: its own
+ * fields over its locality's (`shared`: the hypervisor's facts, which a
+ * control plane sends once per locality; one that sends every fact per
+ * endpoint sends no locality metadata). Metadata errors name the endpoint's address.
+ */
+function endpoint(lb: LbEndpoint__Output, shared: Struct__Output | undefined, path: string, report: Report): XdsEndpoint | undefined {
   const at = lb.endpoint?.address ? socketAddress(lb.endpoint.address, `${path}.endpoint.address`, report) : undefined;
   if (!lb.endpoint?.address) report(`${path}.endpoint.address`, 'required');
-  const facts = lb.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY];
+  const own = lb.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY];
   let vm: XdsEndpointVm | undefined;
   let factsOk = true;
-  if (facts) {
+  if (own) {
     const name = at ? ` (endpoint ${at.address}:${at.port})` : '';
-    vm = vmFacts(facts, `${path}.metadata.filter_metadata.${VSOCKMESH_METADATA_KEY}`, (p, m) => report(p, `${m}${name}`));
+    vm = vmFacts(own, shared, `${path}.metadata.filter_metadata.${VSOCKMESH_METADATA_KEY}`, (p, m) => report(p, `${m}${name}`));
     factsOk = vm !== undefined;
   }
   if (!at || !factsOk) return undefined;
@@ -392,7 +399,7 @@ function endpointsOf(cla: ClusterLoadAssignment__Output, path: string, report: R
   const out: XdsEndpoint[] = [];
   cla.endpoints.forEach((locality, i) =>
     locality.lb_endpoints.forEach((lb, j) => {
-      const e = endpoint(lb, join(path, `endpoints[${i}].lb_endpoints[${j}]`), report);
+      const e = endpoint(lb, locality.metadata?.filter_metadata?.[VSOCKMESH_METADATA_KEY], join(path, `endpoints[${i}].lb_endpoints[${j}]`), report);
       if (e !== undefined && !EXCLUDED_HEALTH.has(lb.health_status)) out.push(e);
     }),
   );

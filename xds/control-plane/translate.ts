@@ -30,6 +30,7 @@ import {
   VSOCKMESH_METADATA_KEY,
 } from '../envoy/names.js';
 import type { LbEndpoint } from '../generated/envoy/envoy/config/endpoint/v3/LbEndpoint.js';
+import type { LocalityLbEndpoints } from '../generated/envoy/envoy/config/endpoint/v3/LocalityLbEndpoints.js';
 import type { Struct } from '../generated/envoy/google/protobuf/Struct.js';
 import { inboundClusterName, inboundListenerName, outboundListenerName } from '../../proxy/dynamic/names.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
@@ -73,14 +74,23 @@ function tcpProxyFilter(statPrefix: string, cluster: string) {
   return { name: TCP_PROXY_FILTER, typed_config: packAny(TYPE_URLS.TcpProxy, { stat_prefix: statPrefix, cluster }) };
 }
 
-function vmFacts(vm: VmRecord, hypervisor: HypervisorRecord): Struct {
+/** The facts of one VM in an endpoint's metadata; its hypervisor's are its locality's (hypervisorFacts). */
+function vmFacts(vm: VmRecord): Struct {
   return {
     fields: {
       vm_id: { stringValue: vm.vmId },
-      hypervisor_id: { stringValue: vm.hypervisorId },
       vsock_cid: { numberValue: vm.vsockCid },
       vsock_port: { numberValue: vm.sidecar?.vsockPort ?? 0 },
       tcp_port: { numberValue: vm.sidecar?.tcpPort ?? 0 },
+    },
+  };
+}
+
+/** The facts of a hypervisor, once in the metadata of the locality of its VMs' endpoints. */
+function hypervisorFacts(hypervisor: HypervisorRecord): Struct {
+  return {
+    fields: {
+      hypervisor_id: { stringValue: hypervisor.hypervisorId },
       vsock_mode: { stringValue: hypervisor.vsockMode },
       relay_port: { numberValue: hypervisor.relayPort },
     },
@@ -131,9 +141,17 @@ export function vmsByService(view: RegistryView): Map<string, VmRecord[]> {
 
 /**
  * ClusterLoadAssignment S: every VM of `vms` (those whose record lists S, by
- * VM id: vmsByService) at its first address and its port for S, in one
- * locality. A VM without an address is left out; a VM on a hypervisor not in
- * `hypervisors` gets no VM facts (its clients go plain TCP to the app).
+ * VM id: vmsByService) at its first address and its port for S, one locality
+ * per hypervisor (sub_zone: its id; in hypervisor id order). The VM facts are
+ * split: the hypervisor's (id, vsock mode, relay port) once in its locality's
+ * metadata, the VM's own (id, CID, sidecar ports, the port's peer mode) in its
+ * endpoint's; a client merges the two (xds/client/validate.ts). Per endpoint
+ * the hypervisor's facts were about a third of the bytes, sent to every
+ * client of S on every change of S. A locality weighs its endpoint count, so
+ * that clients that weigh localities (gRPC's weighted_target) still spread
+ * over endpoints evenly. A VM without an address is left out; VMs on a
+ * hypervisor not in `hypervisors` get no VM facts (their clients go plain TCP
+ * to the app), in a locality of their own without metadata, first.
  */
 export function serviceAssignment(
   service: string,
@@ -141,21 +159,39 @@ export function serviceAssignment(
   hypervisors: ReadonlyMap<string, HypervisorRecord>,
   peerAuthentication: readonly PeerAuthentication[] = [],
 ): ClusterLoadAssignment {
-  const lbEndpoints: LbEndpoint[] = [];
+  /** Endpoints by hypervisor id ('' : VMs on no known hypervisor). */
+  const byHypervisor = new Map<string, LbEndpoint[]>();
   for (const vm of vms) {
     const served = vm.services.find((s) => s.name === service);
     const address = vm.addresses[0];
     if (served === undefined || address === undefined) continue;
-    const hypervisor = hypervisors.get(vm.hypervisorId);
-    const facts = hypervisor && vmFacts(vm, hypervisor);
-    if (facts) facts.fields!.peer_mode = { stringValue: portMode(peerAuthentication, vm, served.port) };
-    lbEndpoints.push({
+    const known = hypervisors.has(vm.hypervisorId);
+    let facts: Struct | undefined;
+    if (known) {
+      facts = vmFacts(vm);
+      facts.fields!.peer_mode = { stringValue: portMode(peerAuthentication, vm, served.port) };
+    }
+    const key = known ? vm.hypervisorId : '';
+    let list = byHypervisor.get(key);
+    if (list === undefined) byHypervisor.set(key, (list = []));
+    list.push({
       endpoint: { address: socketAddress(address, served.port) },
       ...(facts !== undefined && { metadata: { filter_metadata: { [VSOCKMESH_METADATA_KEY]: facts } } }),
     });
   }
-  // gRPC xDS clients skip a locality without a weight.
-  return { cluster_name: service, endpoints: lbEndpoints.length === 0 ? [] : [{ locality: {}, load_balancing_weight: { value: 1 }, lb_endpoints: lbEndpoints }] };
+  const localities: LocalityLbEndpoints[] = [];
+  for (const id of [...byHypervisor.keys()].sort()) {
+    const lbEndpoints = byHypervisor.get(id)!;
+    const hypervisor = hypervisors.get(id);
+    // gRPC xDS clients skip a locality without a weight.
+    localities.push({
+      locality: id === '' ? {} : { sub_zone: id },
+      load_balancing_weight: { value: lbEndpoints.length },
+      lb_endpoints: lbEndpoints,
+      ...(hypervisor !== undefined && id !== '' && { metadata: { filter_metadata: { [VSOCKMESH_METADATA_KEY]: hypervisorFacts(hypervisor) } } }),
+    });
+  }
+  return { cluster_name: service, endpoints: localities };
 }
 
 /** Listener S for gRPC xDS clients: an API listener whose HTTP connection manager takes RouteConfiguration S over ADS. */
