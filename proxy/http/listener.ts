@@ -485,9 +485,15 @@ export class HttpOutboundListener extends Listener {
       else send();
       return true;
     };
+    // Trailers end the stream (an empty set: an empty DATA frame with END_STREAM). Not close(): its RST_STREAM goes out
+    // only on the session's next read, so a client waiting for the end of an answer without trailers hangs. Trailers not
+    // in yet: they come before the upstream stream closes.
+    const sendTrailers = (): void => {
+      if (!stream.destroyed) stream.sendTrailers(trailers ?? {});
+    };
     stream.on('wantTrailers', () => {
-      if (trailers) stream.sendTrailers(trailers);
-      else stream.close();
+      if (trailers !== undefined || request === undefined || request.closed) sendTrailers();
+      else request.once('close', sendTrailers);
     });
     stream.on('error', () => request?.close(http2Module().constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
