@@ -410,7 +410,12 @@ export class HttpOutboundListener extends Listener {
     }
     const policy = target.retry;
     const tries = this.startAttempts(target, method, downstream);
-    const forward = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    // The headers of every attempt: forwardedHeaders' own object, the pseudo-headers added to it (not copied again per attempt).
+    const forward: http2.OutgoingHttpHeaders = forwardedHeaders(headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    forward[':method'] = method;
+    forward[':path'] = record.path;
+    forward[':authority'] = record.authority;
+    forward[':scheme'] = 'http';
     const body = new ReplayBody(stream, policy !== undefined && policy.attempts > 1);
     let upstream: Http2Upstream | undefined;
     let request: http2.ClientHttp2Stream | undefined;
@@ -430,7 +435,7 @@ export class HttpOutboundListener extends Listener {
       const release = this.holdEndpoint(tries.current.endpoint);
       let req: http2.ClientHttp2Stream;
       try {
-        req = up.session.request({ ...forward, ':method': method, ':path': record.path, ':authority': record.authority, ':scheme': 'http' }, { endStream: body.endedEmpty });
+        req = up.session.request(forward, { endStream: body.endedEmpty });
       } catch {
         // A session that is going away takes no new stream: nothing was sent.
         release();
@@ -457,7 +462,7 @@ export class HttpOutboundListener extends Listener {
         if (stream.destroyed) return;
         stream.respond(stripHopByHop(answer), { waitForTrailers: true });
         // Only now: body bytes written earlier would make http2 send default headers.
-        req.pipe(stream);
+        forwardBody(req, stream);
       });
       req.on('trailers', (t) => {
         if (request === req) trailers = stripHopByHop(t);
@@ -485,9 +490,15 @@ export class HttpOutboundListener extends Listener {
       else send();
       return true;
     };
+    // Trailers end the stream (an empty set: an empty DATA frame with END_STREAM). Not close(): its RST_STREAM goes out
+    // only on the session's next read, so a client waiting for the end of an answer without trailers hangs. Trailers not
+    // in yet: they come before the upstream stream closes.
+    const sendTrailers = (): void => {
+      if (!stream.destroyed) stream.sendTrailers(trailers ?? {});
+    };
     stream.on('wantTrailers', () => {
-      if (trailers) stream.sendTrailers(trailers);
-      else stream.close();
+      if (trailers !== undefined || request === undefined || request.closed) sendTrailers();
+      else request.once('close', sendTrailers);
     });
     stream.on('error', () => request?.close(http2Module().constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
@@ -606,6 +617,25 @@ function streamBody(req: http.IncomingMessage, up: Http1Exchange): void {
     }
   });
   req.once('end', () => up.end());
+}
+
+/**
+ * An upstream answer's body written on to the client's stream as it comes,
+ * with the client's backpressure, then ended (which asks for the trailers).
+ * What pipe() does for this one source and destination, without its
+ * listeners on both streams set up and taken down again for every call.
+ */
+function forwardBody(from: http2.ClientHttp2Stream, to: http2.ServerHttp2Stream): void {
+  from.on('data', (chunk: Buffer) => {
+    if (to.destroyed) return;
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  from.once('end', () => {
+    if (!to.destroyed) to.end();
+  });
 }
 
 /** `headers` itself when it has no hop-by-hop header (every HTTP/2 answer), else a copy without them (symbol keys too: http2's sensitiveHeaders). */

@@ -431,6 +431,105 @@ test('HTTP/2: a dead endpoint gives 502 upstream_connect_failed, a hanging one 5
   }
 });
 
+/** A frame's type, flags and stream as a raw HTTP/2 client sees it. */
+interface FrameSeen {
+  type: number;
+  flags: number;
+  stream: number;
+}
+
+const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4 } as const;
+const END_STREAM = 0x1;
+
+/**
+ * One GET on stream 1 of a raw h2c connection (no client library between the
+ * test and the frames): the frames the listener sends on it, up to the one
+ * that ends the stream (END_STREAM, or RST_STREAM).
+ */
+function rawH2Get(port: number, authority: string, path: string): Promise<FrameSeen[]> {
+  const literal = (index: number, value: string): Buffer => Buffer.concat([Buffer.from([0x40 | index, value.length]), Buffer.from(value)]);
+  // :method GET, :scheme http (static table 2, 6), :authority and :path as literals with indexed names (1, 4), no Huffman.
+  const block = Buffer.concat([Buffer.from([0x82, 0x86]), literal(1, authority), literal(4, path)]);
+  const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const seen: FrameSeen[] = [];
+    let pending = Buffer.alloc(0);
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`connection closed before stream 1 ended: ${JSON.stringify(seen)}`)));
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0)), frame(FRAME.HEADERS, 0x4 | END_STREAM, 1, block)]));
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
+        const f = { type: pending[3]!, flags: pending[4]!, stream: pending.readUInt32BE(5) & 0x7fffffff };
+        pending = pending.subarray(9 + pending.readUIntBE(0, 3));
+        if (f.type === FRAME.SETTINGS && (f.flags & 0x1) === 0) socket.write(frame(FRAME.SETTINGS, 0x1, 0, Buffer.alloc(0)));
+        if (f.stream !== 1) continue;
+        seen.push(f);
+        const ends = f.type === FRAME.RST_STREAM || ((f.type === FRAME.DATA || f.type === FRAME.HEADERS) && (f.flags & END_STREAM) !== 0);
+        if (ends) {
+          socket.removeAllListeners('close');
+          socket.destroy();
+          resolve(seen);
+        }
+      }
+    });
+  });
+}
+
+test('HTTP/2: an answer without trailers ends its stream with END_STREAM, not RST_STREAM; one with trailers passes them on', async (t) => {
+  const backend = http2.createServer();
+  backend.on('stream', (stream, headers) => {
+    if (headers[':path'] === '/trailers') {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'fine' }));
+    } else stream.respond({ ':status': 200 });
+    stream.end('answer');
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', route_config: everything('h2') }],
+    clusters: [{ name: 'h2', endpoints: [{ address: '127.0.0.1', port: (backend.address() as AddressInfo).port }] }],
+  });
+  const port = sidecar.sidecar.listenerAddress('http').port;
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    // A client may take a reset stream as a failed one (curl, gRPC clients) and it only went out on the session's next read.
+    const frames = await rawH2Get(port, 'web.mesh', '/plain');
+    t.deepEqual(
+      frames.filter((f) => f.type === FRAME.RST_STREAM),
+      [],
+    );
+    const last = frames.at(-1)!;
+    t.is(last.type, FRAME.DATA);
+    t.is(last.flags & END_STREAM, END_STREAM);
+    const grpcLike = await new Promise<{ body: string; trailers: http2.IncomingHttpHeaders | undefined }>((resolve, reject) => {
+      const stream = session.request({ ':path': '/trailers', ':authority': 'web.mesh' });
+      const chunks: Buffer[] = [];
+      let trailers: http2.IncomingHttpHeaders | undefined;
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('trailers', (h) => (trailers = h));
+      stream.on('end', () => resolve({ body: Buffer.concat(chunks).toString(), trailers }));
+      stream.on('error', reject);
+    });
+    t.is(grpcLike.body, 'answer');
+    t.is(grpcLike.trailers?.['grpc-status'], '0');
+    t.is(grpcLike.trailers?.['grpc-message'], 'fine');
+  } finally {
+    session.destroy();
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => backend.close(() => resolve()));
+  }
+});
+
 test('drain closes idle keep-alive HTTP/1.1 connections and HTTP/2 sessions, so it finishes without aborting any', async (t) => {
   // Requests go upstream in their own protocol: HTTP/2 ones to an HTTP/2 backend.
   const h2backend = http2.createServer((_req, res) => res.end('h2'));
