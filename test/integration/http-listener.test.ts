@@ -213,7 +213,8 @@ test('an endpoint that refuses the connection gives 502 upstream_connect_failed;
           domains: ['*'],
           routes: [
             { match: { prefix: '/dead' }, cluster: 'dead' },
-            { match: { prefix: '/hang' }, cluster: 'a', timeout: '300ms' },
+            // Long enough for the request to reach the backend on a loaded machine before the timeout fires.
+            { match: { prefix: '/hang' }, cluster: 'a', timeout: '2s' },
           ],
         },
       ],
