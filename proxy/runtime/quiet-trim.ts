@@ -1,15 +1,16 @@
 // When a server role whose work comes in bursts settles its memory
 // (settle-memory.ts: V8's memory-reducing GCs, then malloc_trim): the control
-// plane and the VM manager. (A sidecar settles on its own triggers:
-// MemorySettler; the data plane's core trims after TLS work: native/trim.c.) A control plane's initial sync encodes and writes
-// megabytes per stream; V8 keeps the dead objects until its next major
+// plane and the VM manager (a sidecar settles on its own triggers:
+// MemorySettler; the data plane's core trims after TLS work: native/trim.c).
+// A control plane's initial sync encodes and writes megabytes per stream; V8 keeps the dead objects until its next major
 // collection, and glibc keeps what was freed between live allocations: a
 // control plane with 1,000 streams at 10,000 VMs held ~260 MiB after its
 // sync, ~58 MiB of it freed memory malloc_trim alone gave back; with a major
 // collection first, 161 MiB against 230 MiB without (README, "Running at
 // scale"). So: the event loop is sampled once a second; after a busy second,
-// once it has been quiet for `quietSamples` in a row, a settle, at most
-// once per `spacingMs`. A collection is
+// once it has been quiet for `quietSamples` in a row, a settle; settles
+// pause the loop at most `maxPauseShare` of the time (after a 300 ms settle
+// the next waits 6 s), and are `minSpacingMs` apart at least. A collection is
 // a pause of the event loop (tens to a few hundred ms with a large
 // registry), so never while it is busy, and not after every change of a
 // busy mesh.
@@ -19,41 +20,48 @@ import type { Logger } from './log.js';
 import { settleNow } from './settle-memory.js';
 
 export interface QuietTrimPolicy {
-  /** A sample at or above this event-loop utilization is a burst worth a trim once it is over. */
+  /** A sample at or above this event-loop utilization is a burst worth a settle once it is over. */
   busyUtilization: number;
   /** A sample at or below this is quiet. */
   quietUtilization: number;
-  /** Quiet samples in a row after a burst before the trim. */
+  /** Quiet samples in a row after a burst before the settle. */
   quietSamples: number;
-  /** At most one trim per this long. */
-  spacingMs: number;
+  /** At least this long from one settle to the next. */
+  minSpacingMs: number;
+  /** The share of the time settles may pause the loop: after a pause of p ms, the next settle waits p / maxPauseShare. */
+  maxPauseShare: number;
 }
 
-export const QUIET_TRIM_POLICY: QuietTrimPolicy = { busyUtilization: 0.25, quietUtilization: 0.05, quietSamples: 2, spacingMs: 30_000 };
+export const QUIET_TRIM_POLICY: QuietTrimPolicy = { busyUtilization: 0.25, quietUtilization: 0.05, quietSamples: 2, minSpacingMs: 2_000, maxPauseShare: 0.05 };
 
 /** How often the event loop is sampled. */
 export const QUIET_TRIM_SAMPLE_MS = 1_000;
 
 export interface QuietTrimState {
-  /** A busy sample since the last trim. */
+  /** A busy sample since the last settle. */
   burst: boolean;
   /** Quiet samples in a row since the last busy or middling one. */
   quiet: number;
-  /** When the last trim ran (ms, any monotonic clock); undefined: never. */
-  lastTrimMs: number | undefined;
+  /** No settle before this (ms, any monotonic clock); undefined: none yet. */
+  notBeforeMs: number | undefined;
 }
 
 /** Starting up (reading or seeding a registry, building the first snapshots) is the first burst. */
-export const QUIET_TRIM_START: QuietTrimState = { burst: true, quiet: 0, lastTrimMs: undefined };
+export const QUIET_TRIM_START: QuietTrimState = { burst: true, quiet: 0, notBeforeMs: undefined };
 
-/** The state after one sample (the event loop's utilization over the last interval) and whether to trim now. */
+/** The state after one sample (the event loop's utilization over the last interval) and whether to settle now. */
 export function quietTrimStep(state: QuietTrimState, utilization: number, nowMs: number, policy: QuietTrimPolicy = QUIET_TRIM_POLICY): { state: QuietTrimState; trim: boolean } {
   if (utilization >= policy.busyUtilization) return { state: { ...state, burst: true, quiet: 0 }, trim: false };
   if (utilization > policy.quietUtilization) return { state: { ...state, quiet: 0 }, trim: false };
   const quiet = state.quiet + 1;
-  const spaced = state.lastTrimMs === undefined || nowMs - state.lastTrimMs >= policy.spacingMs;
-  if (state.burst && quiet >= policy.quietSamples && spaced) return { state: { burst: false, quiet: 0, lastTrimMs: nowMs }, trim: true };
+  const spaced = state.notBeforeMs === undefined || nowMs >= state.notBeforeMs;
+  if (state.burst && quiet >= policy.quietSamples && spaced) return { state: { burst: false, quiet: 0, notBeforeMs: nowMs + policy.minSpacingMs }, trim: true };
   return { state: { ...state, quiet }, trim: false };
+}
+
+/** The state after a settle that ended at `endMs` and paused the loop `pauseMs`: the next one waits so that settles pause it at most maxPauseShare of the time. */
+export function afterSettle(state: QuietTrimState, endMs: number, pauseMs: number, policy: QuietTrimPolicy = QUIET_TRIM_POLICY): QuietTrimState {
+  return { ...state, notBeforeMs: Math.max(state.notBeforeMs ?? endMs, endMs + pauseMs / policy.maxPauseShare) };
 }
 
 /**
@@ -69,7 +77,12 @@ export function startQuietTrim(logger: Logger, settle: () => void, policy: Quiet
     const now = performance.eventLoopUtilization();
     const step = quietTrimStep(state, performance.eventLoopUtilization(now, last).utilization, performance.now(), policy);
     state = step.state;
-    if (step.trim) settleNow(logger, settle, 'burst_over');
+    if (step.trim) {
+      const started = performance.now();
+      settleNow(logger, settle, 'burst_over');
+      const ended = performance.now();
+      state = afterSettle(state, ended, ended - started, policy);
+    }
     // The settle's own work is not a burst.
     last = step.trim ? performance.eventLoopUtilization() : now;
   }, QUIET_TRIM_SAMPLE_MS);
