@@ -1,7 +1,10 @@
-// When a server role whose work comes in bursts settles its memory
-// (settle-memory.ts: V8's memory-reducing GCs, then malloc_trim): the control
-// plane and the VM manager (a sidecar settles on its own triggers:
-// MemorySettler; the data plane's core trims after TLS work: native/trim.c).
+// When a server role whose work comes in bursts settles its memory: the
+// control plane and the VM manager (a sidecar settles on its own triggers,
+// MemorySettler, with the native core's settleMemory; the data plane's core
+// trims after TLS work: native/trim.c). These roles never load the native
+// core (role-modules test), so their settle is a major collection, exposed by
+// the `server` heap profile's --expose-gc (majorCollection), logged by the
+// same settleNow.
 // A control plane's initial sync encodes and writes megabytes per stream; V8 keeps the dead objects until its next major
 // collection, and glibc keeps what was freed between live allocations: a
 // control plane with 1,000 streams at 10,000 VMs held ~260 MiB after its
@@ -64,11 +67,16 @@ export function afterSettle(state: QuietTrimState, endMs: number, pauseMs: numbe
   return { ...state, notBeforeMs: Math.max(state.notBeforeMs ?? endMs, endMs + pauseMs / policy.maxPauseShare) };
 }
 
+/** A major collection when the process exposes one (--expose-gc: the `server` heap profile); undefined otherwise. */
+export function majorCollection(): (() => void) | undefined {
+  const gc = (globalThis as { gc?: (options?: { type: 'major'; execution: 'sync' }) => void }).gc;
+  return gc === undefined ? undefined : () => gc({ type: 'major', execution: 'sync' });
+}
+
 /**
  * Samples the event loop and, after each burst once quiet, settles the
- * process's memory (`settle`: the native core's settleMemory, V8's
- * memory-reducing GCs then malloc_trim; logged by settleNow); stop() ends it
- * (the timer never keeps the process alive).
+ * process's memory (`settle`: majorCollection; logged by settleNow); stop()
+ * ends it (the timer never keeps the process alive).
  */
 export function startQuietTrim(logger: Logger, settle: () => void, policy: QuietTrimPolicy = QUIET_TRIM_POLICY): { stop(): void } {
   let state = QUIET_TRIM_START;

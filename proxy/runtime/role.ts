@@ -34,7 +34,7 @@ export interface PreparedRole {
   ready?(): Record<string, unknown>;
   /** Why the serving role is not ready now (the runner's /ready answers 503 with it), undefined when it is. */
   notReady?(): string | undefined;
-  /** Settle memory after each burst of work once the event loop is quiet (quiet-trim.ts) with this (the native core's settleMemory): roles whose work comes in large bursts (the control plane's syncs, the VM manager's seeding). */
+  /** Settle memory after each burst of work once the event loop is quiet (quiet-trim.ts) with this (quiet-trim's majorCollection: these roles never load the native core): roles whose work comes in large bursts (the control plane's syncs, the VM manager's seeding); undefined: never. */
   settleWhenQuiet?: () => void;
 }
 
