@@ -41,15 +41,15 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       const loaded = await load(role, options);
       const { config } = loaded;
       const logger = createLogger({ level: config.log.level });
-      // The server once made: settling waits until it has no connection open.
-      const made: { server?: ProxyServer } = {};
+      // Settling waits until the server, once made, has no connection open.
+      let made: ProxyServer | undefined;
       const settler = new MemorySettler(
         () => settleNow(logger, native.settleMemory, 'quiet'),
-        () => made.server !== undefined && made.server.activeConnections === 0,
+        () => made !== undefined && made.activeConnections === 0,
       );
       const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit(), onConfigApplied: () => settler.note() };
       const server = loaded.role === 'sidecar' ? await createSidecar(loaded.config, serverOptions) : await createHostRelay(loaded.config, serverOptions);
-      made.server = server;
+      made = server;
       return {
         logger,
         server,

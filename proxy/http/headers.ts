@@ -40,14 +40,12 @@ function node(address: string): string {
 }
 
 /** The last element made: the requests of a connection, and of most clients, repeat their client and host. */
-let lastElement = { client: '', host: '', element: '' };
+let lastElement: { client: string; host: string; element: string } | undefined;
 
 /** This hop's `forwarded` element: the client, the protocol it spoke to us (always plain http here), and the host it asked for. */
 export function forwardedElement(client: string, host: string): string {
-  if (client === lastElement.client && host === lastElement.host && lastElement.element !== '') return lastElement.element;
-  const element = makeForwardedElement(client, host);
-  lastElement = { client, host, element };
-  return element;
+  if (lastElement?.client !== client || lastElement.host !== host) lastElement = { client, host, element: makeForwardedElement(client, host) };
+  return lastElement.element;
 }
 
 function makeForwardedElement(client: string, host: string): string {

@@ -17,10 +17,10 @@ import type { Logger } from './log.js';
 export const QUIET_MS = 2_000;
 
 /**
- * Settles now (`settle`: the native core's settleMemory) and logs what it
- * took and gave back (debug, 'memory settled'): the one action behind both
- * triggers, a MemorySettler's (sidecar, host relay) and a burst's end
- * (quiet-trim.ts: the control plane, the VM manager).
+ * Settles now and logs what it took and gave back (debug, 'memory settled'):
+ * behind both triggers, a MemorySettler's (sidecar, host relay; `settle`: the
+ * native core's settleMemory) and a burst's end (quiet-trim.ts: the control
+ * plane, the VM manager; `settle`: a major collection).
  */
 export function settleNow(logger: Logger, settle: () => void, trigger: 'quiet' | 'burst_over'): void {
   const started = performance.now();
