@@ -42,7 +42,7 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       const { config } = loaded;
       const logger = createLogger({ level: config.log.level });
       // Settling waits until the server, once made, has no connection open.
-      let made: ProxyServer | undefined;
+      let made: ProxyServer | undefined = undefined;
       const settler = new MemorySettler(
         () => settleNow(logger, native.settleMemory, 'quiet'),
         () => made !== undefined && made.activeConnections === 0,
