@@ -123,6 +123,8 @@ export class Http1Connection {
   /** The raw exchange whose bytes are being parsed, and the one whose response ended in them (its end waits for its bytes). */
   private rawExchange: Http1Exchange | null = null;
   private completed: Http1Exchange | null = null;
+  /** Another message began after the raw exchange's answer ended, in the same read. */
+  private overrun = false;
   /** False once it must take no further request (retired, or the upstream closes it). */
   reusable = true;
 
@@ -152,6 +154,9 @@ export class Http1Connection {
       if (exchange !== null && !exchange.done) exchange.handlers.body(chunk);
     };
     parser[HTTPParser.kOnMessageComplete] = () => this.onComplete();
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      if (this.completed !== null) this.overrun = true;
+    };
     socket.on('data', (chunk: Buffer) => {
       const raw = this.exchange?.handlers.raw;
       if (raw !== undefined) this.rawExchange = this.exchange;
@@ -163,13 +168,25 @@ export class Http1Connection {
         result = err instanceof Error ? err : new Error(String(err));
       }
       if (result instanceof Error) {
-        this.rawExchange = null;
+        // A raw exchange whose answer ended in this read is failed with the read: none of it was handed on.
+        const ended = this.completed;
+        this.rawExchange = this.completed = null;
+        this.overrun = false;
         socket.destroy(result);
+        ended?.fail(result);
         return;
       }
       if (raw === undefined) return;
       const exchange = this.rawExchange!;
       this.rawExchange = null;
+      if (this.overrun) {
+        // Bytes after the answer in the same read: the read cannot pass as it is, and the upstream does not speak HTTP as asked.
+        this.overrun = false;
+        this.completed = null;
+        exchange.fail(new UpstreamResetError('upstream sent bytes after its answer'));
+        socket.destroy();
+        return;
+      }
       if (!exchange.done) raw(chunk);
       if (this.completed === exchange) {
         this.completed = null;

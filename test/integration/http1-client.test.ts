@@ -285,3 +285,23 @@ test('raw: every byte of the answer is handed on as read, after response() of it
   }
   t.is(opened.length, 1);
 });
+
+test('raw: bytes after the answer in the same read are not handed on; the exchange fails and the connection is closed', async (t) => {
+  const server = net.createServer((socket) => {
+    socket.on('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsmug'));
+  });
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const { pool, opened } = poolTo(port);
+  t.teardown(() => pool.destroy());
+  const passed: string[] = [];
+  const { handlers, done } = recorder();
+  pool.request(GET, { ...handlers, raw: (chunk) => void passed.push(chunk.toString('latin1')) }, Buffer.alloc(0));
+  const answer = await done;
+  t.deepEqual(passed, []);
+  t.false(answer.ended);
+  t.true(answer.error instanceof Error, "failed, not ended");
+  t.is(answer.closes, 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.true(opened[0]!.destroyed);
+});
