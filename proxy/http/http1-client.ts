@@ -7,26 +7,8 @@
 // connection; a connection goes back to its pool when its response has ended,
 // the request was sent whole and the upstream keeps it alive.
 
-import { createRequire } from 'node:module';
+import { HTTPParser } from './llhttp.js';
 import type { UpstreamSocket } from './upstream-pool.js';
-
-/** The parts of node:_http_common's HTTPParser used here. */
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): undefined | Error;
-  close(): void;
-  [callback: number]: unknown;
-}
-interface ParserClass {
-  new (): Parser;
-  RESPONSE: number;
-  kOnHeaders: number;
-  kOnHeadersComplete: number;
-  kOnBody: number;
-  kOnMessageComplete: number;
-}
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass };
 
 /** What goes upstream: `headers` as they are sent; `chunked`: the body is framed in chunks (its length unknown: the client sent it chunked). */
 export interface Http1RequestHead {
@@ -46,6 +28,12 @@ export interface Http1Handlers {
   error(err: Error): void;
   /** Once, when the exchange is over (ended, failed or destroyed). */
   close(): void;
+  /**
+   * Set: every byte the upstream sent for this exchange as read (head and
+   * body, framing included), handed on after the parser saw it (so after
+   * response() of a head in it, and before end() of a response that ends in it).
+   */
+  raw?: (chunk: Buffer) => void;
 }
 
 /** An upstream that ended or reset the connection before its response ended. */
@@ -132,6 +120,11 @@ export class Http1Connection {
   private informational = false;
   private keepAlive = false;
   private failure: Error | undefined;
+  /** The raw exchange whose bytes are being parsed, and the one whose response ended in them (its end waits for its bytes). */
+  private rawExchange: Http1Exchange | null = null;
+  private completed: Http1Exchange | null = null;
+  /** Another message began after the raw exchange's answer ended, in the same read. */
+  private overrun = false;
   /** False once it must take no further request (retired, or the upstream closes it). */
   reusable = true;
 
@@ -161,7 +154,12 @@ export class Http1Connection {
       if (exchange !== null && !exchange.done) exchange.handlers.body(chunk);
     };
     parser[HTTPParser.kOnMessageComplete] = () => this.onComplete();
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      if (this.completed !== null) this.overrun = true;
+    };
     socket.on('data', (chunk: Buffer) => {
+      const raw = this.exchange?.handlers.raw;
+      if (raw !== undefined) this.rawExchange = this.exchange;
       let result: number | Error;
       try {
         result = parser.execute(chunk);
@@ -169,7 +167,31 @@ export class Http1Connection {
         // A handler threw (the parser calls them from execute): this exchange fails, the process goes on.
         result = err instanceof Error ? err : new Error(String(err));
       }
-      if (result instanceof Error) socket.destroy(result);
+      if (result instanceof Error) {
+        // A raw exchange whose answer ended in this read is failed with the read: none of it was handed on.
+        const ended = this.completed;
+        this.rawExchange = this.completed = null;
+        this.overrun = false;
+        socket.destroy(result);
+        ended?.fail(result);
+        return;
+      }
+      if (raw === undefined) return;
+      const exchange = this.rawExchange!;
+      this.rawExchange = null;
+      if (this.overrun) {
+        // Bytes after the answer in the same read: the read cannot pass as it is, and the upstream does not speak HTTP as asked.
+        this.overrun = false;
+        this.completed = null;
+        exchange.fail(new UpstreamResetError('upstream sent bytes after its answer'));
+        socket.destroy();
+        return;
+      }
+      if (!exchange.done) raw(chunk);
+      if (this.completed === exchange) {
+        this.completed = null;
+        this.completeExchange(exchange);
+      }
     });
     socket.on('error', (err) => {
       this.failure ??= err;
@@ -241,6 +263,16 @@ export class Http1Connection {
     const exchange = this.exchange;
     if (exchange === null) return;
     if (!this.keepAlive) this.reusable = false;
+    if (exchange === this.rawExchange) {
+      // Its end waits for its bytes to be handed on; bytes after it in this read are no answer of it.
+      this.completed = exchange;
+      this.exchange = null;
+      return;
+    }
+    this.completeExchange(exchange);
+  }
+
+  private completeExchange(exchange: Http1Exchange): void {
     const wasDone = exchange.done;
     exchange.done = true;
     if (!wasDone) {

@@ -3,12 +3,13 @@
 // (route-table.ts) to a cluster and sent to one of its endpoints in turn, so
 // the calls of one client connection spread over the backends. Upstream
 // connections are pooled per endpoint (upstream-pool.ts) and opened like L4
-// ones (upstream/connector.ts, upstream/dial.ts). Node's http and http2 serve
-// the client side (the core's accepted socket handed to them as a Duplex);
-// upstream, HTTP/1.1 goes through our own client (http1-client.ts), HTTP/2
-// through Node's http2.
+// ones (upstream/connector.ts, upstream/dial.ts). HTTP/1.1 is served by our
+// own server side (http1-server.ts: the connection's bytes parsed by llhttp,
+// no http.Server) and client (http1-client.ts), and an answer goes back byte
+// for byte when it may (http1-answer.ts); HTTP/2 by Node's http2 (the core's
+// accepted socket handed to it as a Duplex).
 
-import http from 'node:http';
+import type http from 'node:http';
 import type http2 from 'node:http2';
 import { randomUUID } from 'node:crypto';
 import type { OutboundListenerConfig } from '../config/types.js';
@@ -25,11 +26,16 @@ import { RouteTable, type RouteConfig } from './route-table.js';
 import { UpstreamDialError, UpstreamPools, type Http2Upstream } from './upstream-pool.js';
 import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
+import { Http1ServerConnection, type Http1ServerRequest } from './http1-server.js';
+
 import { http2Module } from './http2-module.js';
-import { forwardedHeaders, hopByHop, stripHopByHopLines, type ForwardedMode } from './headers.js';
+import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
+import { answerHead, bodyFraming, type BodyFraming } from './http1-answer.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
+
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /** The header that says why the sidecar answered itself. */
 export const REASON_HEADER = 'x-vsockmesh-reason';
@@ -89,7 +95,6 @@ export class HttpOutboundListener extends Listener {
   private readonly forwarded: ForwardedMode;
   /** Requests in flight per endpoint, for lb_policy: least_request. */
   private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
-  private readonly http1 = http.createServer();
   private readonly http2 = http2Module().createServer();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
@@ -109,8 +114,6 @@ export class HttpOutboundListener extends Listener {
     this.table = new RouteTable(routes);
     this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
-    this.http1.keepAliveTimeout = config.idleTimeoutMs;
-    this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
     this.http2.on('session', (session) => {
       this.sources.set(session, this.handingOver);
       this.sessions.add(session);
@@ -173,7 +176,7 @@ export class HttpOutboundListener extends Listener {
       else {
         this.http1Connections.set(socket, 0);
         socket.once('close', () => this.http1Connections.delete(socket));
-        this.http1.emit('connection', socket);
+        new Http1ServerConnection(socket, (request) => this.onHttp1Request(request, downstream));
       }
       socket.resume();
     };
@@ -259,28 +262,41 @@ export class HttpOutboundListener extends Listener {
 
   // ---- HTTP/1.1 ------------------------------------------------------------
 
-  private onHttp1Request(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const downstream = this.downstreamOf(req.socket);
+  /**
+   * One HTTP/1.1 request: routed, its head sent upstream with this hop's
+   * headers (with its body, when held for a replay), and the answer's bytes
+   * written back to the client as read when they may pass as they are
+   * (http1-answer.ts), else its head written again and its body framed.
+   */
+  private onHttp1Request(req: Http1ServerRequest, downstream: Downstream): void {
     const { src } = downstream;
-    const { authority, path } = requestTarget(req.url ?? '/', req.headers.host ?? '');
-    const record = this.record('http/1.1', src, req.method ?? 'GET', authority, path, req.headers['x-request-id']);
-    const connection = req.socket as unknown as VsockSocket;
+    const host = req.headers.host;
+    const { authority, path } = requestTarget(req.url, typeof host === 'string' ? host : '');
+    const record = this.record('http/1.1', src, req.method, authority, path, req.headers['x-request-id']);
+    const connection = req.connection.socket;
     this.http1Connections.set(connection, (this.http1Connections.get(connection) ?? 0) + 1);
-    if (this.draining) res.shouldKeepAlive = false;
+    let status = 0;
+    const answer = (code: number, why: string): void => {
+      status = code;
+      req.answer(code, { [REASON_HEADER]: why, 'content-type': 'text/plain' }, `${why}\n`, this.draining);
+    };
     const target = this.target(record.authority, record.path, req.headers, downstream);
     if (!target.ok) {
-      this.answerHttp1(res, target.status, target.reason);
-      res.once('close', () => {
+      req.onClose(() => {
         this.http1RequestClosed(connection);
-        this.finish(record, target, res.statusCode, 'none', null, target.reason);
+        this.finish(record, target, status, 'none', null, target.reason);
       });
-      req.resume();
+      req.discardBody();
+      answer(target.status, target.reason);
       return;
     }
     const policy = target.retry;
     const tries = this.startAttempts(target, record.method, downstream);
     let reason: string | undefined;
     let upstream: Http1Exchange | undefined;
+    /** How the answer's body goes to the client, once its head has gone (undefined: not yet). */
+    let framing: BodyFraming | undefined;
+    let keepAlive = false;
     const head: Http1RequestHead = {
       method: record.method,
       path: record.path,
@@ -288,11 +304,11 @@ export class HttpOutboundListener extends Listener {
       // A body of unknown length goes on in chunks; hop-by-hop, its Transfer-Encoding is not among the forwarded headers.
       chunked: req.headers['transfer-encoding'] !== undefined,
     };
-    const fail = (status: number, why: string): void => {
+    const fail = (code: number, why: string): void => {
       reason ??= why;
       upstream?.destroy();
-      if (!res.headersSent) this.answerHttp1(res, status, why);
-      else res.destroy();
+      if (framing === undefined) answer(code, why);
+      else connection.destroy();
     };
     const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
     /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
@@ -302,36 +318,49 @@ export class HttpOutboundListener extends Listener {
       let perTry: NodeJS.Timeout | undefined;
       /** Sends the request again to the next endpoint if the policy and the cluster's budget allow it. */
       const retried = (cause: RetryCause): boolean => {
-        if (reason !== undefined || res.destroyed) return false;
-        const next = this.retry(tries, { replayable: body !== null, responseStarted: res.headersSent, cause });
+        if (reason !== undefined || connection.destroyed) return false;
+        const next = this.retry(tries, { replayable: body !== null, responseStarted: framing !== undefined, cause });
         if (next === undefined) return false;
         if (!next.ok) fail(next.status, next.reason);
         else send(body);
         return true;
       };
+      /** Answer bytes to the client, with its backpressure on the upstream connection. */
+      const toClient = (data: Buffer | string): void => {
+        if (!req.write(data)) {
+          up.pause();
+          connection.once('drain', () => up.resume());
+        }
+      };
       const up: Http1Exchange = this.pools.http1(tries.current.key, tries.current.attempts).request(
         head,
         {
-          response: (status, message, raw) => {
+          response: (code, message, lines) => {
             clearTimeout(perTry);
             if (upstream !== up) return;
             // A retried answer is read to its end (passed on to no one) so that its connection stays in the pool.
-            if (policy !== undefined && retried({ kind: 'status', status })) return;
-            res.writeHead(status, message, stripHopByHopLines(raw));
+            if (policy !== undefined && retried({ kind: 'status', status: code })) return;
+            status = code;
+            keepAlive = req.keepAlive && !this.draining;
+            const bodiless = record.method === 'HEAD' || code === 204 || code === 304;
+            framing = bodyFraming(lines, { http11: req.versionMinor === 1, keepAlive, bodiless });
+            if (framing !== 'verbatim') toClient(answerHead(code, message, lines, framing, keepAlive));
+          },
+          raw: (chunk) => {
+            if (upstream === up && reason === undefined && framing === 'verbatim') toClient(chunk);
           },
           body: (chunk) => {
-            if (upstream !== up || reason !== undefined) return;
-            if (!res.write(chunk)) {
-              up.pause();
-              res.once('drain', () => up.resume());
-            }
+            if (upstream !== up || reason !== undefined || framing === 'verbatim') return;
+            toClient(framing === 'chunked' ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1'), chunk, CRLF]) : chunk);
           },
           end: () => {
-            if (upstream === up && reason === undefined) res.end();
+            if (upstream !== up || reason !== undefined) return;
+            if (framing === 'chunked') toClient('0\r\n\r\n');
+            req.finish(!keepAlive || framing === 'close');
           },
           error: (err) => {
             if (upstream !== up || reason !== undefined) return;
-            if (res.headersSent) return fail(502, 'upstream_reset');
+            if (framing !== undefined) return fail(502, 'upstream_reset');
             // A failed dial or peer handshake sent nothing to the app.
             if (retried(err instanceof UpstreamDialError ? { kind: 'connect_failure' } : { kind: 'reset' })) return;
             fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset');
@@ -352,22 +381,33 @@ export class HttpOutboundListener extends Listener {
           if (!retried({ kind: 'per_try_timeout' })) fail(504, 'per_try_timeout');
         }, policy.perTryTimeoutMs);
       }
-      if (body === null) streamBody(req, up);
+      if (body === null)
+        req.read(
+          (chunk) => {
+            if (!up.write(chunk)) {
+              connection.pause();
+              up.onDrain(() => connection.resume());
+            }
+          },
+          () => up.end(),
+        );
     };
     if (policy !== undefined && policy.attempts > 1 && replayableLength(req.headers) !== undefined) {
       const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.once('end', () => {
-        if (!res.destroyed && reason === undefined) send(Buffer.concat(chunks));
-      });
+      req.read(
+        (c) => chunks.push(c),
+        () => {
+          if (!connection.destroyed && reason === undefined) send(Buffer.concat(chunks));
+        },
+      );
     } else send(null);
-    res.once('close', () => {
+    req.onClose(() => {
       this.http1RequestClosed(connection);
       clearTimeout(timer);
       tries.budget.requestEnded(tries.retries);
-      if (!res.writableFinished) upstream?.destroy();
+      if (!req.answered) upstream?.destroy();
       const socket = upstream?.socket;
-      this.finish(record, tries.current, res.statusCode, socket?.transport ?? 'none', socket?.label ?? null, reason, tries);
+      this.finish(record, tries.current, status, socket?.transport ?? 'none', socket?.label ?? null, reason, tries);
     });
   }
 
@@ -376,12 +416,6 @@ export class HttpOutboundListener extends Listener {
     const left = (this.http1Connections.get(connection) ?? 1) - 1;
     this.http1Connections.set(connection, left);
     if (this.draining && left === 0) connection.end();
-  }
-
-  private answerHttp1(res: http.ServerResponse, status: number, reason: string): void {
-    const body = `${reason}\n`;
-    res.writeHead(status, { [REASON_HEADER]: reason, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
   }
 
   // ---- HTTP/2 (h2c) --------------------------------------------------------
@@ -606,17 +640,6 @@ function replayableLength(headers: http.IncomingHttpHeaders): number | undefined
   if (headers['transfer-encoding'] !== undefined) return undefined;
   const length = Number(headers['content-length'] ?? 0);
   return length <= MAX_REPLAY_BODY_BYTES ? length : undefined;
-}
-
-/** A request's body sent on as it comes, with the client's backpressure. */
-function streamBody(req: http.IncomingMessage, up: Http1Exchange): void {
-  req.on('data', (chunk: Buffer) => {
-    if (!up.write(chunk)) {
-      req.pause();
-      up.onDrain(() => req.resume());
-    }
-  });
-  req.once('end', () => up.end());
 }
 
 /**

@@ -246,3 +246,62 @@ test('a handler that throws fails its exchange with that error instead of taking
   t.like(answer, { ended: false, closes: 1 });
   t.true(opened[0]!.destroyed);
 });
+
+test('raw: every byte of the answer is handed on as read, after response() of its head and before end(); the connection is reused after', async (t) => {
+  const answers = ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n', '3\r\ntwo\r\n0\r\n\r\n'];
+  const server = net.createServer((socket) => {
+    socket.on('data', () => {
+      socket.write(answers[0]!);
+      setTimeout(() => socket.write(answers[1]!), 20);
+    });
+  });
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const { pool, opened } = poolTo(port);
+  t.teardown(() => pool.destroy());
+  for (let i = 0; i < 2; i++) {
+    const events: string[] = [];
+    const { handlers, done } = recorder();
+    pool.request(
+      GET,
+      {
+        ...handlers,
+        response: (status, message, headers) => {
+          events.push(`response ${status}`);
+          handlers.response(status, message, headers);
+        },
+        end: () => {
+          events.push('end');
+          handlers.end();
+        },
+        raw: (chunk) => void events.push(chunk.toString('latin1')),
+      },
+      Buffer.alloc(0),
+    );
+    const answer = await done;
+    t.like(answer, { status: 200, body: 'onetwo', ended: true, error: undefined });
+    t.deepEqual(events, ['response 200', answers[0], answers[1], 'end']);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  t.is(opened.length, 1);
+});
+
+test('raw: bytes after the answer in the same read are not handed on; the exchange fails and the connection is closed', async (t) => {
+  const server = net.createServer((socket) => {
+    socket.on('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsmug'));
+  });
+  const port = await listen(server);
+  t.teardown(() => server.close());
+  const { pool, opened } = poolTo(port);
+  t.teardown(() => pool.destroy());
+  const passed: string[] = [];
+  const { handlers, done } = recorder();
+  pool.request(GET, { ...handlers, raw: (chunk) => void passed.push(chunk.toString('latin1')) }, Buffer.alloc(0));
+  const answer = await done;
+  t.deepEqual(passed, []);
+  t.false(answer.ended);
+  t.true(answer.error instanceof Error, "failed, not ended");
+  t.is(answer.closes, 1);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.true(opened[0]!.destroyed);
+});

@@ -1,0 +1,307 @@
+// The client side of an HTTP/1.1 listener without Node's http server: the
+// connection's bytes are read as they come and parsed by the llhttp binding
+// Node's own server uses (HTTPParser of node:_http_common, strict, no
+// lenient flags: the same 400s), each request handed on with its head as
+// received; the answers go back in request order, a later answer held until
+// the earlier ones are written. No IncomingMessage, ServerResponse or
+// Readable per request.
+
+import { STATUS_CODES } from 'node:http';
+import type { VsockSocket } from '../native/vsock.js';
+import { HTTPParser, methods } from './llhttp.js';
+
+/** Node's http server's defaults: a request head of at most 16 KiB, in at most 60 s; the whole request in at most 300 s. */
+const MAX_HEADER_SIZE = 16 * 1024;
+const HEADERS_TIMEOUT_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 300_000;
+/** Requests of one connection waiting for their answers before it reads no further (pipelining). */
+const MAX_QUEUED = 32;
+
+/** One request as received: its head, and its body as it comes. */
+export class Http1ServerRequest {
+  /** Lower-case names; repeated ones joined as Node's IncomingMessage does. */
+  readonly headers: Record<string, string | string[]> = {};
+  /** Set when its body has come whole. */
+  complete = false;
+  /** The answer is written whole. */
+  answered = false;
+  /** The connection ends after the answer. */
+  closeAfter = false;
+  /** The answer's bytes held while an earlier answer is still being written. */
+  held: Buffer[] | null = null;
+  private onBody: ((chunk: Buffer) => void) | null = null;
+  private onEnd: (() => void) | null = null;
+  /** Body bytes that came before read(). */
+  private early: Buffer[] | null = null;
+  private closeHandlers: Array<() => void> = [];
+
+  constructor(
+    readonly connection: Http1ServerConnection,
+    readonly method: string,
+    readonly url: string,
+    readonly versionMinor: number,
+    rawHeaders: string[],
+    /** The client's connection may carry on after this request (HTTP/1.1 without Connection: close, or HTTP/1.0 with keep-alive). */
+    readonly keepAlive: boolean,
+  ) {
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!.toLowerCase();
+      const value = rawHeaders[i + 1]!;
+      const had = this.headers[name];
+      if (had === undefined) this.headers[name] = name === 'set-cookie' ? [value] : value;
+      else if (Array.isArray(had)) had.push(value);
+      else this.headers[name] = name === 'cookie' ? `${had}; ${value}` : `${had}, ${value}`;
+    }
+  }
+
+  /** Body bytes from the parser (a slice of the read: copied when held). */
+  body(chunk: Buffer): void {
+    if (this.onBody !== null) this.onBody(chunk);
+    else (this.early ??= []).push(Buffer.from(chunk));
+  }
+
+  end(): void {
+    this.complete = true;
+    if (this.onBody !== null) this.onEnd?.();
+  }
+
+  /** Takes the body as it comes (what came already first), then its end. */
+  read(onBody: (chunk: Buffer) => void, onEnd: () => void): void {
+    this.onBody = onBody;
+    this.onEnd = onEnd;
+    const early = this.early;
+    this.early = null;
+    if (early !== null) for (const c of early) onBody(c);
+    if (this.complete) onEnd();
+  }
+
+  /** The body is read and dropped. */
+  discardBody(): void {
+    this.read(noop, noop);
+  }
+
+  /** Bytes of the answer: written now if it is first in line, else held. False: wait for the socket's 'drain'. */
+  write(data: Buffer | string): boolean {
+    return this.connection.writeAnswer(this, typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  /** The answer is whole; `close`: the connection ends after it. */
+  finish(close: boolean): void {
+    if (this.answered) return;
+    if (close) this.closeAfter = true;
+    this.answered = true;
+    this.connection.answerDone(this);
+  }
+
+  /** A whole answer made here: `status`, `headers`, and a short text body. */
+  answer(status: number, headers: Record<string, string>, body: string, close: boolean): void {
+    const keepAlive = this.keepAlive && !close;
+    this.write(answerText(status, headers, this.method === 'HEAD' ? null : body, keepAlive, this.versionMinor));
+    this.finish(!keepAlive);
+  }
+
+  /** `handler` runs once, when the answer is written whole or the connection closed first. */
+  onClose(handler: () => void): void {
+    this.closeHandlers.push(handler);
+  }
+
+  closed(): void {
+    const handlers = this.closeHandlers;
+    this.closeHandlers = [];
+    for (const h of handlers) h();
+  }
+}
+
+function noop(): void {}
+
+/** A whole answer's bytes: status line, headers, length, Connection, body. */
+export function answerText(status: number, headers: Record<string, string>, body: string | null, keepAlive: boolean, versionMinor: number): string {
+  let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+  for (const name in headers) text += `${name}: ${headers[name]!}\r\n`;
+  text += `content-length: ${Buffer.byteLength(body ?? '')}\r\n`;
+  if (!keepAlive) text += 'connection: close\r\n';
+  else if (versionMinor === 0) text += 'connection: keep-alive\r\n';
+  return `${text}\r\n${body ?? ''}`;
+}
+
+/** The answer to a request that is not HTTP as this listener takes it (Node's http server's). */
+function refusal(code: string | undefined): string {
+  const status = code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? '413 Payload Too Large' : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+  return `HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`;
+}
+
+/**
+ * A client connection of an HTTP listener: its requests parsed as they
+ * come, each handed to `onRequest` once its head is whole; answers written
+ * in request order. What Node's http server checks is checked here the
+ * same way: strict parsing (400; 431 for a head over 16 KiB), a Host header
+ * on HTTP/1.1 (400), Expect (100 Continue at once, 417 for anything else),
+ * a head whole within 60 s and a request within 300 s (408). An upgrade is
+ * not carried on: the request is answered as a plain one and the connection
+ * closed after it; CONNECT closes the connection (a forward proxy takes it
+ * before it gets here).
+ */
+export class Http1ServerConnection {
+  private readonly parser = new HTTPParser();
+  private pendingHeaders: string[] = [];
+  private current: Http1ServerRequest | null = null;
+  /** Requests in order whose answers are not written whole yet. */
+  private readonly queue: Http1ServerRequest[] = [];
+  /** The client ended its side: the connection ends once every answer is written. */
+  private ending = false;
+  /** Nothing more is parsed (after an error, or an upgrade request). */
+  private stopped = false;
+  private pausedForQueue = false;
+  private deadline: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly socket: VsockSocket,
+    private readonly onRequest: (request: Http1ServerRequest) => void,
+  ) {
+    const parser = this.parser;
+    parser.initialize(HTTPParser.REQUEST, this, MAX_HEADER_SIZE, 0);
+    parser[HTTPParser.kOnMessageBegin] = () => this.expire(HEADERS_TIMEOUT_MS);
+    parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      this.pendingHeaders.push(...headers);
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (
+      _major: number,
+      minor: number,
+      headers: string[] | undefined,
+      method: number,
+      url: string,
+      _status: unknown,
+      _message: unknown,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ): number => {
+      const lines = headers ?? this.pendingHeaders;
+      this.pendingHeaders = [];
+      return this.onHead(methods[method] ?? '', url, minor, lines, upgrade, keepAlive);
+    };
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.current?.body(chunk);
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      clearTimeout(this.deadline);
+      this.deadline = undefined;
+      const request = this.current;
+      this.current = null;
+      request?.end();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (this.stopped) return;
+      let result: number | Error;
+      try {
+        result = parser.execute(chunk);
+      } catch (err) {
+        result = err instanceof Error ? err : new Error(String(err));
+      }
+      if (result instanceof Error) this.refuse((result as { code?: string }).code);
+    });
+    socket.once('end', () => {
+      this.ending = true;
+      if (this.queue.length === 0) socket.end();
+    });
+    socket.once('close', () => {
+      this.stopped = true;
+      clearTimeout(this.deadline);
+      for (const request of this.queue.splice(0)) request.closed();
+      // Freed once the stack that may still be in execute() has unwound, as Node's http does.
+      setImmediate(() => parser.close());
+    });
+  }
+
+  private onHead(method: string, url: string, minor: number, lines: string[], upgrade: boolean, keepAlive: boolean): number {
+    clearTimeout(this.deadline);
+    this.deadline = undefined;
+    if (method === 'CONNECT') {
+      this.stopped = true;
+      this.socket.destroy();
+      return 1;
+    }
+    this.expire(REQUEST_TIMEOUT_MS);
+    const request = new Http1ServerRequest(this, method, url, minor, lines, keepAlive && !upgrade);
+    this.current = request;
+    this.queue.push(request);
+    if (this.queue.length >= MAX_QUEUED && !this.pausedForQueue) {
+      this.pausedForQueue = true;
+      this.socket.pause();
+    }
+    // The bytes after an upgrade request are no HTTP of ours.
+    if (upgrade) this.stopped = true;
+    const { headers } = request;
+    if (minor === 1 && headers.host === undefined) {
+      request.discardBody();
+      request.write('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      request.finish(true);
+      return 0;
+    }
+    const expect = headers.expect;
+    if (minor === 1 && expect !== undefined) {
+      if (!/^100-continue$/i.test(String(expect).trim())) {
+        request.discardBody();
+        request.answer(417, {}, '', false);
+        return 0;
+      }
+      request.write('HTTP/1.1 100 Continue\r\n\r\n');
+    }
+    this.onRequest(request);
+    return 0;
+  }
+
+  /** After `ms` the request being read is refused with 408 (a client that sends its head or body too slowly: slowloris). */
+  private expire(ms: number): void {
+    if (this.deadline !== undefined && ms === HEADERS_TIMEOUT_MS) return;
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => {
+      this.deadline = undefined;
+      this.refuse('ERR_HTTP_REQUEST_TIMEOUT');
+    }, ms);
+  }
+
+  /** A request that is not HTTP as taken here, or too slow: refused, and the connection closed after it (earlier answers in flight are lost). */
+  private refuse(code: string | undefined): void {
+    this.stopped = true;
+    clearTimeout(this.deadline);
+    if (this.socket.destroyed) return;
+    const answered = this.queue.length === 0 || (this.queue.length === 1 && this.queue[0] === this.current);
+    if (answered) this.socket.end(refusal(code), 'latin1');
+    // Closed a little later, as Node's server does: a client still sending may otherwise miss the answer.
+    setTimeout(() => this.socket.destroy(), answered ? 1000 : 0).unref();
+  }
+
+  writeAnswer(request: Http1ServerRequest, data: Buffer): boolean {
+    if (this.queue[0] !== request) {
+      (request.held ??= []).push(data);
+      return true;
+    }
+    if (this.socket.destroyed || this.socket.writableEnded) return true;
+    return this.socket.write(data);
+  }
+
+  answerDone(request: Http1ServerRequest): void {
+    if (this.queue[0] !== request) return;
+    this.queue.shift();
+    request.closed();
+    if (request.closeAfter) {
+      this.stopped = true;
+      this.socket.end();
+      return;
+    }
+    if (this.pausedForQueue && this.queue.length < MAX_QUEUED) {
+      this.pausedForQueue = false;
+      this.socket.resume();
+    }
+    const next = this.queue[0];
+    if (next === undefined) {
+      if (this.ending || this.stopped) this.socket.end();
+      return;
+    }
+    const held = next.held;
+    next.held = null;
+    if (held !== null) for (const data of held) this.socket.write(data);
+    if (next.answered) {
+      next.answered = false;
+      next.finish(next.closeAfter);
+    }
+  }
+}

@@ -1,0 +1,241 @@
+// The HTTP listener's own HTTP/1.1 server side (http1-server.ts) and how an
+// answer goes back (http1-answer.ts): byte for byte when it may, else its
+// head written again and its body framed for the client. Raw bytes on a TCP
+// socket on the client side, so that what is asserted is what was sent.
+
+import test from 'ava';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
+
+/** A backend: `/chunked` answers without a length, `/close` with Connection: close, `/hold/NAME` waits for release(NAME); anything else echoes its path and body. */
+interface Backend {
+  port: number;
+  seen: string[];
+  release(name: string): void;
+  close(): Promise<void>;
+}
+
+async function startBackend(): Promise<Backend> {
+  const seen: string[] = [];
+  const held = new Map<string, () => void>();
+  const releases = new Map<string, () => void>();
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '';
+    seen.push(url);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      if (url === '/chunked') {
+        res.write('one,');
+        res.end('two');
+        return;
+      }
+      if (url === '/close') {
+        res.setHeader('connection', 'close');
+        res.setHeader('keep-alive', 'timeout=1');
+        res.end('closing');
+        return;
+      }
+      const answer = (): void => void res.end(`${url} ${body}`);
+      if (!url.startsWith('/hold/')) return answer();
+      const name = url.slice('/hold/'.length);
+      if (releases.has(name)) return answer();
+      held.set(name, answer);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    release(name) {
+      releases.set(name, () => undefined);
+      held.get(name)?.();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function setup(): Promise<{ backend: Backend; sidecar: TestSidecar; port: number; stop(): Promise<void> }> {
+  const backend = await startBackend();
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', route_config: { virtual_hosts: [{ name: 'web', domains: ['*'], routes: [{ match: { prefix: '/' }, cluster: 'app' }] }] } }],
+    clusters: [{ name: 'app', endpoints: [{ address: '127.0.0.1', port: backend.port }] }],
+  });
+  return {
+    backend,
+    sidecar,
+    port: sidecar.sidecar.listenerAddress('http').port,
+    stop: async () => {
+      await sidecar.sidecar.stop();
+      await backend.close();
+    },
+  };
+}
+
+/** A raw client connection: what it has received so far, and a wait for more. */
+class Client {
+  readonly socket: net.Socket;
+  text = '';
+  ended = false;
+  private waiters: Array<() => void> = [];
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.on('data', (c: Buffer) => {
+      this.text += c.toString('latin1');
+      this.wake();
+    });
+    this.socket.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
+    this.socket.on('error', () => undefined);
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Resolves once what was received satisfies `done`. */
+  async until(done: (text: string, ended: boolean) => boolean): Promise<string> {
+    while (!done(this.text, this.ended)) {
+      if (this.ended) throw new Error(`connection ended with: ${JSON.stringify(this.text)}`);
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    return this.text;
+  }
+
+  /** Resolves once `n` whole answers with a content-length came. */
+  answers(n: number): Promise<string> {
+    return this.until((text) => [...text.matchAll(/content-length: (\d+)\r\n(?:.*\r\n)*?\r\n/gi)].length >= n && text.split('HTTP/1.1 ').length - 1 >= n && lastBodyWhole(text));
+  }
+}
+
+/** The last answer in `text` (with a content-length) has its whole body. */
+function lastBodyWhole(text: string): boolean {
+  const at = text.lastIndexOf('HTTP/1.1 ');
+  const end = text.indexOf('\r\n\r\n', at);
+  if (end < 0) return false;
+  const length = /content-length: (\d+)/i.exec(text.slice(at, end));
+  return length !== null && text.length - (end + 4) >= Number(length[1]);
+}
+
+test('pipelined requests are answered in request order, a later answer held until the earlier one is written', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('GET /hold/first HTTP/1.1\r\nHost: web.mesh\r\n\r\nPOST /second HTTP/1.1\r\nHost: web.mesh\r\nContent-Length: 2\r\n\r\nhi');
+    // The second is answered upstream while the first is held there.
+    await waitFor(() => s.backend.seen.includes('/second'));
+    s.backend.release('first');
+    const text = await client.answers(2);
+    const bodies = text.split('HTTP/1.1 ').slice(1).map((a) => a.slice(a.indexOf('\r\n\r\n') + 4));
+    t.deepEqual(bodies, ['/hold/first ', '/second hi']);
+    t.deepEqual(s.backend.seen.sort(), ['/hold/first', '/second']);
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+test('an HTTP/1.0 client gets an answer of unknown length without chunks, ended by the close of its connection', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('GET /chunked HTTP/1.0\r\nHost: web.mesh\r\n\r\n');
+    const text = await client.until((_, ended) => ended);
+    const [head, body] = text.split('\r\n\r\n');
+    t.regex(head!, /^HTTP\/1\.1 200 OK\r\n/);
+    t.notRegex(head!, /transfer-encoding/i);
+    t.regex(head!, /\r\nConnection: close$/i);
+    t.is(body, 'one,two');
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+test('an HTTP/1.1 client gets the upstream answer byte for byte; hop-by-hop headers of the upstream hop are dropped and the connection carries on', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('GET /chunked HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
+    const chunked = await client.until((text) => text.endsWith('0\r\n\r\n'));
+    t.regex(chunked, /\r\nTransfer-Encoding: chunked\r\n/i);
+    t.true(chunked.endsWith('\r\n\r\n4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n'), chunked);
+    client.text = '';
+    client.socket.write('GET /close HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
+    const closing = await client.answers(1);
+    t.notRegex(closing, /keep-alive: timeout/i, 'the upstream hop\'s Keep-Alive');
+    t.notRegex(closing, /connection: close/i, 'the upstream hop\'s Connection');
+    t.true(closing.endsWith('\r\n\r\nclosing'));
+    client.text = '';
+    client.socket.write('GET /again HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
+    t.true((await client.answers(1)).endsWith('/again '), 'the client connection carries on');
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+test('Expect: 100-continue is answered with 100 Continue before the body is sent; another expectation gets 417', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('POST /upload HTTP/1.1\r\nHost: web.mesh\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n');
+    await client.until((text) => text.includes('\r\n\r\n'));
+    t.is(client.text, 'HTTP/1.1 100 Continue\r\n\r\n');
+    client.socket.write('data');
+    t.true((await client.answers(1)).endsWith('/upload data'));
+    client.text = '';
+    client.socket.write('GET /odd HTTP/1.1\r\nHost: web.mesh\r\nExpect: something-else\r\n\r\n');
+    t.regex(await client.answers(1), /^HTTP\/1\.1 417 /);
+    t.false(s.backend.seen.includes('/odd'));
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+test('an HTTP/1.1 request without Host gets 400 and never reaches the app', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('GET /nohost HTTP/1.1\r\n\r\n');
+    t.regex(await client.until((_, ended) => ended), /^HTTP\/1\.1 400 /);
+    t.deepEqual(s.backend.seen, []);
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+test('a drain puts Connection: close on the answer of a request in flight and closes the connection after it', async (t) => {
+  const s = await setup();
+  const client = new Client(s.port);
+  try {
+    client.socket.write('GET /hold/drain HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
+    await waitFor(() => s.backend.seen.includes('/hold/drain'));
+    const drained = s.sidecar.sidecar.drain(20_000);
+    s.backend.release('drain');
+    const text = await client.until((_, ended) => ended);
+    t.regex(text, /^HTTP\/1\.1 200 OK\r\n/);
+    t.regex(text, /\r\nConnection: close\r\n/i);
+    t.true(text.endsWith('/hold/drain '));
+    t.is((await drained).aborted, 0);
+  } finally {
+    client.socket.destroy();
+    await s.stop();
+  }
+});
+
+async function waitFor(check: () => boolean): Promise<void> {
+  while (!check()) await new Promise((resolve) => setTimeout(resolve, 10));
+}
