@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { stringify as toYaml } from 'yaml';
+import { HEAP_PROFILES } from '../../proxy/cmd/heap-profile.js';
 import {
   adsServiceDefinition,
   type DeltaDiscoveryRequest,
@@ -376,6 +377,17 @@ export function changeTimelines(file: string, windows: ReadonlyArray<{ fromMs: n
     if (m.encode) o.lastPushMs = ms;
   }
   return out;
+}
+
+/**
+ * Node flags for a control plane profiled into `dir` (V8's --cpu-prof, a
+ * sample every `intervalUs`). The `server` heap profile's flags come first,
+ * so the CLI has nothing to re-execute: its re-exec (execv) keeps the
+ * profiler's SIGPROF interval timer, and the new image, without the
+ * profiler's handler, dies of the first SIGPROF before it serves.
+ */
+export function cpuProfileFlags(dir: string, intervalUs: number): string[] {
+  return [...HEAP_PROFILES.server, '--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-interval=${intervalUs}`];
 }
 
 /** The newest .cpuprofile in `dir` (undefined if none). */

@@ -87,6 +87,7 @@ import {
 } from './bench-common.js';
 import {
   adsChannel,
+  cpuProfileFlags,
   hvId,
   hwmKiB,
   inventoryYaml,
@@ -227,7 +228,7 @@ async function startControlPlane(name: string, files: Files, debounceMs: number,
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const args = [
     ...cliNodeFlags(),
-    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-interval=500'] : []),
+    ...(profileDir ? cpuProfileFlags(profileDir, 500) : []),
     CP_CLI,
     'control-plane',
     '--listen',

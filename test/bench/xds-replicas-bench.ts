@@ -41,7 +41,7 @@ import path from 'node:path';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { etcdBinary, launchEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { ROOT, cliNodeFlags, fmt, intEnv, log, machineLine, mdTable, median, onCleanup, rssKiB, sleep, startDaemon, startVmManagerCli, type Daemon, type LogLine } from './bench-common.js';
-import { changeTimelines, hvId, inventoryYaml, meshYaml, newestProfile, nowMs, serviceName, vmId, type ChangeTimeline, type Placement } from './xds-bench-lib.js';
+import { changeTimelines, cpuProfileFlags, hvId, inventoryYaml, meshYaml, newestProfile, nowMs, serviceName, vmId, type ChangeTimeline, type Placement } from './xds-bench-lib.js';
 import { cpuMeter, rssSampler, startLoadChild, type LoadChild } from './xds-bench-load.js';
 
 const VMS = intEnv('BENCH_VMS', 10_000);
@@ -127,7 +127,7 @@ interface Replica {
 async function startControlPlane(cli: string, args: string[]): Promise<Replica> {
   const profileDir = CPU_PROF ? path.join(ROOT, '.bench', `xds-replica-prof-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`) : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
-  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-interval=1000'] : [];
+  const prof = profileDir ? cpuProfileFlags(profileDir, 1000) : [];
   const daemon = startDaemon(process.execPath, [...cliNodeFlags(), ...prof, cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
   const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', 180_000);
   return { daemon, port: Number(serving.port), profileDir };

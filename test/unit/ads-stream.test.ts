@@ -21,6 +21,7 @@ import {
   owedNames,
   type StreamState,
 } from '../../xds/control-plane/ads-stream.js';
+import { ackedOf, versionChanges, versionsOf } from '../../xds/control-plane/acked-versions.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH } from '../../xds/control-plane/bounds.js';
 import type { Snapshot } from '../../xds/control-plane/snapshot.js';
 import { assignment, baseResources, CDS, cluster, EDS, LDS, listener, RDS, routes, snap } from '../helpers/xds-resources.js';
@@ -446,6 +447,58 @@ test('sotw: after a NACK, an ACK of another version, a request without a nonce, 
   const [cds, eds] = s.set(snap({ ...resources, [CDS]: [cluster('c1', 3), cluster('c2')] }, 'v1', { [CDS]: 'v2' }));
   t.is(cds!.typeUrl, CDS);
   t.deepEqual([eds!.typeUrl, eds!.names], [EDS, EDS_NAMES], 'after CDS: every assignment (Envoy warms the clusters on them)');
+});
+
+test('sotw: streams that ACKed responses built from the same assignments share what they hold (no copy per ACK), and a change is compared once for all of them', (t) => {
+  const a = partialSotw();
+  const b = partialSotw();
+  const base = a.resources;
+  const next = snap({ ...base, [EDS]: [assignment('c1', '10.0.7.1'), assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v2' });
+  const [ea, eb] = [only(a.s.set(next)), only(b.s.set(next))];
+  t.deepEqual([ea.names, eb.names], [['c1'], ['c1']]);
+  a.s.send(ack(ea, EDS_NAMES));
+  b.s.send(ack(eb, EDS_NAMES));
+  const [ka, kb] = [a.s.state.types.get(EDS)!.known, b.s.state.types.get(EDS)!.known];
+  t.is(ka, kb, 'one view of the ACKed assignments for both streams');
+  t.deepEqual([ka.get('c1'), ka.get('c2')], [next.resources[EDS].get('c1')!.version, next.resources[EDS].get('c2')!.version]);
+  const later = snap({ ...base, [EDS]: [assignment('c1', '10.0.7.1'), assignment('c2', '10.0.8.2')] }, 'v1', { [EDS]: 'v3' });
+  t.deepEqual([only(a.s.set(later)).names, only(b.s.set(later)).names], [['c2'], ['c2']]);
+  t.is(versionChanges(next.resources[EDS], later.resources[EDS]), versionChanges(next.resources[EDS], later.resources[EDS]), 'the pair is compared once');
+});
+
+test('sotw: a name subscribed in an ACK after a response built from a map that has it is sent (the client held only the names it had asked for)', (t) => {
+  const resources = baseResources();
+  const s = new Stream('sotw', snap(resources, 'v1'));
+  const first = only(s.send({ node: NODE, type_url: EDS, resource_names: ['c1'] }).sent);
+  t.deepEqual(first.names, ['c1']);
+  const more = s.send(ack(first, ['c1', 'c2']));
+  t.deepEqual(acks(more.events).length, 1);
+  t.deepEqual(only(more.sent).names, ['c2'], 'c2 was in the map the ACKed response came from, but not subscribed then');
+  s.send(ack(only(more.sent), ['c1', 'c2']));
+  // c1 changes; the ACK of its response drops c2, the ACK of the next asks for it again: sent again.
+  const changed = only(s.set(snap({ ...resources, [EDS]: [assignment('c1', '10.0.3.1'), assignment('c2', '10.0.0.2')] }, 'v1', { [EDS]: 'v9' })));
+  t.deepEqual(changed.names, ['c1']);
+  const dropped = only(s.send(ack(changed, ['c1'])).sent);
+  t.deepEqual(dropped.names, [], 'nothing the client may not have');
+  t.deepEqual(only(s.send(ack(dropped, ['c1', 'c2'])).sent).names, ['c2'], 'dropped, then asked for again: sent again');
+});
+
+test('acked versions: a view of a map reads as the map of its versions; changes between two maps; a view cut to the names subscribed', (t) => {
+  const from = snap(baseResources(), 'v1').resources[EDS];
+  const to = snap({ ...baseResources(), [EDS]: [assignment('c1', '10.0.5.1'), assignment('c3', '10.0.0.3')] }, 'v1').resources[EDS];
+  const view = versionsOf(from);
+  t.is(versionsOf(from), view, 'one view per map');
+  const plain = new Map([...from].map(([name, r]) => [name, r.version]));
+  t.deepEqual([...view], [...plain]);
+  t.deepEqual([[...view.keys()], [...view.values()], view.size, view.has('c2'), view.has('zz'), view.get('zz')], [[...plain.keys()], [...plain.values()], plain.size, true, false, undefined]);
+  const seen: string[] = [];
+  view.forEach((v, k) => seen.push(`${k}=${v}`));
+  t.deepEqual(seen, [...plain].map(([k, v]) => `${k}=${v}`));
+  t.deepEqual(versionChanges(from, to), { changed: ['c1', 'c3'], removed: ['c2'] });
+  t.deepEqual(versionChanges(from, from), { changed: [], removed: [] });
+  t.deepEqual([...ackedOf(view, ['c2', 'zz'])], [['c2', plain.get('c2')]]);
+  const explicit = new Map([['c9', 'x']]);
+  t.is(ackedOf(explicit, ['c1']), explicit, 'a plain map is what it is');
 });
 
 test('sotw: an EDS resource gone from the snapshot and back is sent again', (t) => {

@@ -134,3 +134,18 @@ test('a new shared snapshot that changed only the assignments: the node keeps it
   t.not(s3.resources[TYPE_URLS.Cluster], s2.resources[TYPE_URLS.Cluster]);
   t.deepEqual(s3.versions, s2.versions);
 });
+
+test('a shared snapshot with the clusters, listeners and routes of the last consistent one and assignments of the same names passes the check; one missing an assignment does not', (t) => {
+  const nodes = new NodeSnapshots();
+  nodes.checkShared(shared);
+  const eds = shared.resources[TYPE_URLS.ClusterLoadAssignment];
+  const moved = toSnapshot(buildSharedResources(mesh, { ...view, vms: [{ ...web1, addresses: ['10.0.0.99'] }] })).resources[TYPE_URLS.ClusterLoadAssignment];
+  t.notDeepEqual([...moved.values()].map((r) => r.version), [...eds.values()].map((r) => r.version));
+  const next: Snapshot = { resources: { ...shared.resources, [TYPE_URLS.ClusterLoadAssignment]: moved }, versions: shared.versions };
+  t.notThrows(() => nodes.checkShared(next));
+  t.true(nodes.madeHere(next));
+  const fewer = new Map([...moved].filter(([name]) => name !== 'web'));
+  const missing: Snapshot = { resources: { ...next.resources, [TYPE_URLS.ClusterLoadAssignment]: fewer }, versions: shared.versions };
+  t.throws(() => nodes.checkShared(missing), { message: /EDS cluster has no ClusterLoadAssignment "web"/ });
+  t.false(nodes.madeHere(missing));
+});

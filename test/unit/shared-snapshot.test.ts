@@ -6,7 +6,7 @@ import test from 'ava';
 import { parseMeshConfig } from '../../xds/control-plane/mesh.js';
 import { SharedSnapshots } from '../../xds/control-plane/shared-snapshot.js';
 import type { Snapshot } from '../../xds/control-plane/snapshot.js';
-import { buildSharedResources, toSnapshot, type RegistryView } from '../../xds/control-plane/translate.js';
+import { buildSharedResources, MAX_REGROUPED_VMS, toSnapshot, vmsByService, vmsByServiceSince, type RegistryView } from '../../xds/control-plane/translate.js';
 import { RESOURCE_TYPE_URLS, TYPE_URLS } from '../../xds/envoy/proto.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 
@@ -124,4 +124,34 @@ test('a new mesh object with the same content: the same snapshot on the wire, th
   const s = shared.snapshot(again, view);
   t.not(s, first);
   t.deepEqual(wire(s), wire(first));
+});
+
+test('grouping by service again after records were replaced: the lists vmsByService gives, the untouched ones the same arrays; anything else groups anew', (t) => {
+  const before = { vms, byService: vmsByService(view) };
+  const changedService = (v: VmRecord): VmRecord => ({ ...v, services: [{ name: 'db', port: 8080 }, { name: 'db', port: 9090 }] });
+  // vm-0 is an api VM that now serves db; vm-4 (api too) moves.
+  const next = vms.map((v) => (v.vmId === 'vm-0' ? changedService(v) : v.vmId === 'vm-4' ? { ...v, hypervisorId: 'hv-1' } : v));
+  const regrouped = vmsByServiceSince(before, next)!;
+  t.deepEqual([...regrouped].sort(), [...vmsByService({ vms: next, hypervisors })].sort());
+  t.is(regrouped.get('web'), before.byService.get('web'), 'a service no replaced record is in: the same array');
+  t.not(regrouped.get('api'), before.byService.get('api'));
+  const emptied = vmsByServiceSince(before, vms.map((v) => (v.services[0]!.name === 'web' ? changedService(v) : v)))!;
+  t.false(emptied.has('web'), 'a service left without VMs has no list, as with vmsByService');
+  t.is(vmsByServiceSince(before, vms.slice(1)), null, 'a VM removed');
+  t.is(vmsByServiceSince(before, [...vms.slice(1), vms[0]!]), null, 'reordered');
+  const many = Array.from({ length: MAX_REGROUPED_VMS + 1 }, (_, i) => vm(i, 'hv-1'));
+  t.is(vmsByServiceSince({ vms: many, byService: vmsByService({ vms: many, hypervisors }) }, many.map((v) => ({ ...v }))), null, 'more replaced than MAX_REGROUPED_VMS');
+});
+
+test('a VM moving, grouped from the last change: only its service is hashed and packed, and the snapshot is the one translated anew', (t) => {
+  const shared = new SharedSnapshots();
+  shared.snapshot(mesh, view);
+  const moved: RegistryView = { vms: vms.map((v) => (v.vmId === 'vm-4' ? { ...v, hypervisorId: 'hv-1' } : v)), hypervisors };
+  const [hashed, packed] = [shared.hashed, shared.packed];
+  t.deepEqual(wire(shared.snapshot(mesh, moved)), wire(toSnapshot(buildSharedResources(mesh, moved))));
+  t.deepEqual([shared.hashed - hashed, shared.packed - packed], [1, 1]);
+  // The hypervisor records replaced (same content): every assignment is looked at again (hashed), none packed.
+  const again = shared.snapshot(mesh, { vms: moved.vms, hypervisors: hypervisors.map((h) => ({ ...h })) });
+  t.deepEqual([shared.hashed - hashed, shared.packed - packed], [1 + SERVICES.length, 1]);
+  t.deepEqual(wire(again), wire(toSnapshot(buildSharedResources(mesh, moved))));
 });

@@ -54,6 +54,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { RESOURCE_TYPE_URLS, TYPE_URLS, type ResourceTypeUrl } from '../envoy/proto.js';
+import { ackedOf, versionChanges, versionsOf, VersionsOf } from './acked-versions.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, truncateUtf8 } from './bounds.js';
 import type { Snapshot, VersionedResource } from './snapshot.js';
 
@@ -93,10 +94,17 @@ export interface TypeState {
   readonly wildcard: boolean;
   /** Explicitly subscribed names (besides the wildcard). */
   readonly names: ReadonlySet<string>;
-  /** Delta: versions of the resources the client has (as far as we know), by name; SotW EDS/RDS: the versions it ACKed. */
+  /**
+   * Delta: versions of the resources the client has (as far as we know), by
+   * name; SotW EDS/RDS: the versions it ACKed, of its subscribed names only
+   * (once it ACKed a response built from a resource map, a view of that map's
+   * versions, acked-versions.ts: it also has names the stream is not subscribed to).
+   */
   readonly known: ReadonlyMap<string, string>;
   /** SotW EDS/RDS: resources sent since the last ACK (their latest version), by name. */
   readonly unacked: ReadonlyMap<string, string>;
+  /** SotW EDS/RDS: the resource map the last response was built from (an ACK of it: the client holds its versions); null: none, or unknown (the next response is full). */
+  readonly sentFrom: ReadonlyMap<string, VersionedResource> | null;
   /** Delta: the next response goes out even if empty (first request of the type). */
   readonly mustRespond: boolean;
 }
@@ -164,7 +172,7 @@ const EMPTY_NAMES: ReadonlySet<string> = new Set();
 const EMPTY_KNOWN: ReadonlyMap<string, string> = new Map();
 const EMPTY_RESOURCES: ReadonlyMap<string, VersionedResource> = new Map();
 
-const NEW_TYPE: TypeState = { requested: false, nonce: '', sentVersion: null, dirty: false, wildcard: false, names: EMPTY_NAMES, known: EMPTY_KNOWN, unacked: EMPTY_KNOWN, mustRespond: false };
+const NEW_TYPE: TypeState = { requested: false, nonce: '', sentVersion: null, dirty: false, wildcard: false, names: EMPTY_NAMES, known: EMPTY_KNOWN, unacked: EMPTY_KNOWN, sentFrom: null, mustRespond: false };
 
 export function newStream(kind: AdsStreamKind): StreamState {
   return { kind, nodeId: null, sent: 0, types: new Map() };
@@ -269,12 +277,16 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
   const nonce = req.response_nonce ?? '';
   // What the client holds: on an ACK, what it had and everything sent since; otherwise unknown (the next response carries everything).
   let known = EMPTY_KNOWN;
+  let acked = false;
   if (nonce !== '') {
     const said = answer(typeUrl, st, nonce, req, events);
     if (said === 'stale') return st;
     if (said === 'ack' && (req.version_info ?? '') === st.sentVersion) {
       events.push({ type: 'ack', typeUrl, version: st.sentVersion });
-      known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
+      acked = true;
+      // EDS/RDS: the response carried every subscribed name the client might not have at the map's version (owedNames), so it now holds that map's version of each.
+      if (st.sentFrom !== null) known = versionsOf(st.sentFrom);
+      else known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
     }
   }
   const first = !st.requested;
@@ -288,10 +300,13 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
   else if (names.size === 0) wildcard = first || st.wildcard; // legacy wildcard: an empty list, first or kept
   else wildcard = false;
   const changed = wildcard !== st.wildcard || names !== st.names;
+  // What the client holds is of the names it was subscribed to: a view of a whole map, cut to them before the subscription changes.
+  if (names !== st.names) known = ackedOf(known, st.names);
   // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again). The same names as before: nothing to drop (what it knows was kept to them).
   if (!wildcard && (names !== st.names || st.wildcard) && someMissing(known.keys(), names)) known = new Map([...known].filter(([name]) => names.has(name)));
   // No nonce: an initial request (or a re-request): always answered.
-  return { ...st, requested: true, wildcard, names, known, unacked: EMPTY_KNOWN, dirty: st.dirty || nonce === '' || changed };
+  // Unless ACKed, what the client holds is not what the last response was built from.
+  return { ...st, requested: true, wildcard, names, known, unacked: EMPTY_KNOWN, sentFrom: acked ? st.sentFrom : null, dirty: st.dirty || nonce === '' || changed };
 }
 
 function deltaType(typeUrl: ResourceTypeUrl, st: TypeState, req: DeltaRequest, events: StreamEvent[]): TypeState {
@@ -381,15 +396,24 @@ export function owedNames(
   st: Pick<TypeState, 'names' | 'known' | 'unacked'>,
   all: ReadonlyMap<string, VersionedResource>,
 ): { names: string[]; known: ReadonlyMap<string, string>; unacked: ReadonlyMap<string, string> } {
+  if (st.known instanceof VersionsOf && st.unacked.size === 0) {
+    // Synced to a map (its response ACKed, nothing sent since): the names that changed from it, compared once for every stream synced to it.
+    const { changed, removed } = versionChanges(st.known.resources, all);
+    if (!removed.some((name) => st.names.has(name))) {
+      const names = changed.filter((name) => st.names.has(name));
+      return { names, known: st.known, unacked: names.length === 0 ? st.unacked : new Map(names.map((name) => [name, all.get(name)!.version])) };
+    }
+  }
+  const acked = ackedOf(st.known, st.names);
   const names: string[] = [];
   let unacked: Map<string, string> | undefined;
   for (const name of st.names) {
     const r = all.get(name);
-    if (r === undefined || (st.known.get(name) === r.version && !st.unacked.has(name))) continue;
+    if (r === undefined || (acked.get(name) === r.version && !st.unacked.has(name))) continue;
     names.push(name);
     (unacked ??= new Map(st.unacked)).set(name, r.version);
   }
-  const known = someMissing(st.known.keys(), all) ? new Map([...st.known].filter(([name]) => all.has(name))) : st.known;
+  const known = someMissing(acked.keys(), all) ? new Map([...acked].filter(([name]) => all.has(name))) : acked;
   return { names, known, unacked: unacked ?? st.unacked };
 }
 
@@ -422,8 +446,9 @@ export function nextResponse(state: StreamState, snapshot: Snapshot): { state: S
     const version = versionOf(snapshot, typeUrl);
     let response: SotwResponse | DeltaResponse;
     if (state.kind === 'sotw' && PARTIAL_TYPES.has(typeUrl)) {
-      const owed = owedNames(st, resourcesOf(snapshot, typeUrl));
-      st = { ...st, known: owed.known, unacked: owed.unacked };
+      const all = resourcesOf(snapshot, typeUrl);
+      const owed = owedNames(st, all);
+      st = { ...st, known: owed.known, unacked: owed.unacked, sentFrom: all };
       response = { typeUrl, version, nonce, names: owed.names };
     } else if (state.kind === 'sotw') {
       response = { typeUrl, version, nonce, names: st.wildcard ? null : [...st.names] };
@@ -440,7 +465,7 @@ export function nextResponse(state: StreamState, snapshot: Snapshot): { state: S
     if (state.kind === 'sotw' && typeUrl === TYPE_URLS.Cluster) {
       const eds = state.types.get(TYPE_URLS.ClusterLoadAssignment);
       // In full: a cluster Envoy warms waits for its assignment, even unchanged.
-      if (eds !== undefined && subscribed(eds)) state = withType(state, TYPE_URLS.ClusterLoadAssignment, { ...eds, dirty: true, known: EMPTY_KNOWN });
+      if (eds !== undefined && subscribed(eds)) state = withType(state, TYPE_URLS.ClusterLoadAssignment, { ...eds, dirty: true, known: EMPTY_KNOWN, sentFrom: null });
     }
     return { state, response };
   }

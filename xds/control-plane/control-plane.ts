@@ -32,7 +32,7 @@ import { NodeSnapshots } from './node-snapshots.js';
 import { LocalRegistry, RegistryMirror, type RegistrySource } from './registry-source.js';
 import { delayClusterRemoval, type DelayedRemoval } from './removal-delay.js';
 import { SnapshotCache } from './snapshot-cache.js';
-import { assertConsistent, type Snapshot } from './snapshot.js';
+import type { Snapshot } from './snapshot.js';
 import type { RegistryView } from './translate.js';
 import { SharedSnapshots } from './shared-snapshot.js';
 import { ROLES } from '../security/authorize.js';
@@ -85,9 +85,7 @@ export class ControlPlane {
     this.removalDelayMs = options.clusterRemovalDelayMs ?? 1_000;
     this.cache = new SnapshotCache({
       // Node snapshots are checked as they are made (node-snapshots.ts); anything else here.
-      check: (s) => {
-        if (!this.nodes.madeHere(s)) assertConsistent(s);
-      },
+      check: (s) => this.nodes.checkShared(s),
       onListenerError: (err, nodeId) => logger.error({ err, node_id: nodeId }, 'a snapshot watcher failed'),
     });
     this.ads = new AdsServer({

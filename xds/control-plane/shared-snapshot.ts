@@ -15,7 +15,7 @@
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
 import { TYPE_URLS } from '../envoy/proto.js';
 import { makeSnapshot, resourceVersion, shortHash, typeVersion, type Snapshot, type VersionedResource } from './snapshot.js';
-import { buildMeshResources, hypervisorsById, packAssignment, packResources, serviceAssignment, servicesOf, vmsByService, type RegistryView } from './translate.js';
+import { buildMeshResources, hypervisorsById, packAssignment, packResources, serviceAssignment, servicesOf, vmsByService, vmsByServiceSince, type RegistryView } from './translate.js';
 import type { MeshConfig, PeerAuthentication } from './types.js';
 
 interface Assignment {
@@ -37,12 +37,22 @@ function sameObjects(a: Assignment, vms: readonly VmRecord[], hypervisors: Reado
   return true;
 }
 
+/** Whether two lists hold the very same records in the same order. */
+function sameRecords<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export class SharedSnapshots {
   /** Per service of the last snapshot, its packed assignment and what it was made of (only the mesh's services: bounded as they are). */
   private assignments = new Map<string, Assignment>();
   /** The mesh the last snapshot was made from, with its packed clusters, listeners and routes (no assignments). */
   private meshPart: { mesh: MeshConfig; snapshot: Snapshot } | undefined;
   private last: Snapshot | undefined;
+  /** The registry the last snapshot was made from, its VMs grouped by service. */
+  private grouped: { vms: readonly VmRecord[]; hypervisors: readonly HypervisorRecord[]; byService: Map<string, VmRecord[]> } | undefined;
   /** Assignments translated and packed (not reused), for the tests. */
   packed = 0;
   /** Assignments whose inputs were hashed (their objects were not the same as last time), for the tests. */
@@ -51,14 +61,20 @@ export class SharedSnapshots {
   snapshot(mesh: MeshConfig, view: RegistryView): Snapshot {
     const meshChanged = this.meshPart?.mesh !== mesh;
     if (meshChanged) this.meshPart = { mesh, snapshot: makeSnapshot(packResources(buildMeshResources(mesh))) };
-    const byService = vmsByService(view);
+    // Mostly one VM's record changed: only its services are grouped again, the other lists are the same arrays as last time.
+    const before = this.grouped;
+    const byService = (before && vmsByServiceSince(before, view.vms)) ?? vmsByService(view);
     const hypervisors = hypervisorsById(view);
+    // The same hypervisor records as last time: an assignment made of the same VM list (the same array) is made of the same objects.
+    const sameHypervisors = before !== undefined && sameRecords(before.hypervisors, view.hypervisors);
+    this.grouped = { vms: view.vms, hypervisors: view.hypervisors, byService };
     const kept = new Map<string, Assignment>();
     let changed = meshChanged || this.last === undefined;
     for (const { name } of servicesOf(mesh)) {
       const vms = byService.get(name) ?? [];
       let entry = this.assignments.get(name);
-      if (entry === undefined || !sameObjects(entry, vms, hypervisors, mesh.peerAuthentication)) {
+      const sameList = entry !== undefined && sameHypervisors && entry.vms === vms && entry.peerAuthentication === mesh.peerAuthentication;
+      if (entry === undefined || (!sameList && !sameObjects(entry, vms, hypervisors, mesh.peerAuthentication))) {
         const onHypervisors = vms.map((vm) => hypervisors.get(vm.hypervisorId) ?? null);
         const inputs = shortHash(JSON.stringify([mesh.peerAuthentication, vms, onHypervisors]));
         this.hashed++;

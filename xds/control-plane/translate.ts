@@ -125,17 +125,55 @@ export function hypervisorsById(view: RegistryView): Map<string, HypervisorRecor
   return new Map(view.hypervisors.map((h) => [h.hypervisorId, h]));
 }
 
+const serviceNamesOf = (vm: VmRecord): Set<string> => new Set(vm.services.map((s) => s.name));
+const byVmId = byKey((v: VmRecord) => v.vmId);
+
 /** Per service name, the VMs whose record lists it, by VM id: one pass over the registry for every assignment. */
 export function vmsByService(view: RegistryView): Map<string, VmRecord[]> {
   const out = new Map<string, VmRecord[]>();
   for (const vm of view.vms) {
-    for (const name of new Set(vm.services.map((s) => s.name))) {
+    for (const name of serviceNamesOf(vm)) {
       let list = out.get(name);
       if (list === undefined) out.set(name, (list = []));
       list.push(vm);
     }
   }
-  for (const list of out.values()) list.sort(byKey((v) => v.vmId));
+  for (const list of out.values()) list.sort(byVmId);
+  return out;
+}
+
+/** Records replaced at most for vmsByServiceSince to regroup only their services (more: vmsByService). */
+export const MAX_REGROUPED_VMS = 64;
+
+/**
+ * vmsByService of `vms`, from the grouping `before` of an earlier list of
+ * the same VMs in the same order (the registry's records: a change replaces
+ * a VM's record where it stands). Only the services of a replaced record
+ * (before or after) get a new list; every other list is the very array of
+ * `before`, so an unchanged service is seen as such without looking at its
+ * VMs (shared-snapshot.ts). Null when VMs were added, removed or reordered,
+ * or more than MAX_REGROUPED_VMS replaced: group anew. The lists are the
+ * same as vmsByService's (same VMs, same order).
+ */
+export function vmsByServiceSince(before: { vms: readonly VmRecord[]; byService: ReadonlyMap<string, VmRecord[]> }, vms: readonly VmRecord[]): Map<string, VmRecord[]> | null {
+  if (vms.length !== before.vms.length) return null;
+  const replaced = new Map<VmRecord, VmRecord>();
+  for (let i = 0; i < vms.length; i++) {
+    const was = before.vms[i]!;
+    const now = vms[i]!;
+    if (was === now) continue;
+    if (was.vmId !== now.vmId || replaced.size >= MAX_REGROUPED_VMS) return null;
+    replaced.set(was, now);
+  }
+  const out = new Map(before.byService);
+  const touched = new Set<string>();
+  for (const [was, now] of replaced) for (const name of [...serviceNamesOf(was), ...serviceNamesOf(now)]) touched.add(name);
+  for (const name of touched) {
+    const list = (before.byService.get(name) ?? []).filter((vm) => !replaced.has(vm));
+    for (const now of replaced.values()) if (serviceNamesOf(now).has(name)) list.push(now);
+    if (list.length === 0) out.delete(name);
+    else out.set(name, list.sort(byVmId));
+  }
   return out;
 }
 
