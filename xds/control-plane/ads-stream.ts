@@ -56,6 +56,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RESOURCE_TYPE_URLS, TYPE_URLS, type ResourceTypeUrl } from '../envoy/proto.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, truncateUtf8 } from './bounds.js';
 import type { Snapshot, VersionedResource } from './snapshot.js';
+import { sharedMerge, sharedNameSet } from './stream-sharing.js';
 
 export type AdsStreamKind = 'sotw' | 'delta';
 
@@ -193,13 +194,6 @@ function someMissing(names: Iterable<string>, from: { has(name: string): boolean
   return false;
 }
 
-/** `a` with the entries of `b` set over it (a new map). */
-function withEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): Map<string, string> {
-  const out = new Map(a);
-  for (const [k, v] of b) out.set(k, v);
-  return out;
-}
-
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
@@ -274,14 +268,14 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
     if (said === 'stale') return st;
     if (said === 'ack' && (req.version_info ?? '') === st.sentVersion) {
       events.push({ type: 'ack', typeUrl, version: st.sentVersion });
-      known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
+      known = sharedMerge(st.known, st.unacked);
     }
   }
   const first = !st.requested;
-  // An ACK mostly lists the names subscribed already: the stream keeps its set (one set per stream, not one per ACK).
+  // An ACK mostly lists the names subscribed already: the stream keeps its set (one set per stream, not one per ACK; a new one equal to another stream's is that one: stream-sharing.ts).
   const listed = new Set(req.resource_names ?? []);
   const star = listed.delete('*');
-  const names = sameSet(listed, st.names) ? st.names : listed;
+  const names = sameSet(listed, st.names) ? st.names : sharedNameSet(listed);
   let wildcard: boolean;
   if (!WILDCARD_TYPES.has(typeUrl)) wildcard = false;
   else if (star) wildcard = true;
@@ -316,7 +310,7 @@ function deltaType(typeUrl: ResourceTypeUrl, st: TypeState, req: DeltaRequest, e
       if (name === '*') wildcard = false;
       else next.delete(name);
     }
-    names = next;
+    names = sharedNameSet(next);
     dirty = true;
   }
   // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again).
