@@ -263,11 +263,16 @@ export function startDaemon(cmd: string, args: string[], options: { stdout: 'ign
   return { child, pid, stderr: () => err, waitForLine, stop };
 }
 
-/** `vsockmesh vm-manager` as a child (the built CLI, with its shebang's node flags); resolves once it serves (admin port: null with --no-admin). */
-export async function startVmManagerCli(args: string[]): Promise<{ daemon: Daemon; port: number; adminPort: number | null }> {
+/**
+ * `vsockmesh vm-manager` as a child (the built CLI, with its shebang's node
+ * flags); resolves once it serves (admin port: null with --no-admin), or fails
+ * after `timeoutMs` (seeding a large --inventory into etcd on a loaded
+ * machine takes longer than the default).
+ */
+export async function startVmManagerCli(args: string[], timeoutMs = 30_000): Promise<{ daemon: Daemon; port: number; adminPort: number | null }> {
   const daemon = startDaemon(process.execPath, [...cliNodeFlags(), CLI, 'vm-manager', '--listen', '127.0.0.1:0', '--insecure', ...args], { stdout: 'lines' });
-  const ready = await daemon.waitForLine((l) => l.msg === 'vm-manager ready', 'vm-manager ready', 30_000);
-  const serving = await daemon.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving');
+  const ready = await daemon.waitForLine((l) => l.msg === 'vm-manager ready', 'vm-manager ready', timeoutMs);
+  const serving = await daemon.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', timeoutMs);
   const admin = ready.admin as { port?: number } | null;
   return { daemon, port: Number(serving.port), adminPort: admin?.port ?? null };
 }

@@ -13,35 +13,47 @@ const CHILD = path.join(ROOT, 'test/bench/xds-bench-child.ts');
 export interface LoadChild {
   child: ChildProcess;
   pid: number;
+  /** Its last progress event (every 2 s): clients that have ACKed all four types, streams that ended. */
+  progress: { synced: number; errors: number };
   send(cmd: Record<string, unknown>): void;
   next(match: (e: LogLine) => boolean, what: string, timeoutMs: number): Promise<LogLine>;
   stop(): Promise<void>;
 }
 
-export function startLoadChild(options: Record<string, unknown>): LoadChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const pid = child.pid!;
-  const killHard = (): void => {
+/** Load processes still running: killed if the bench exits before stopping them (one exit listener for all, however many there are). */
+const running = new Set<number>();
+process.on('exit', () => {
+  for (const pid of running) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
       // gone
     }
-  };
-  process.on('exit', killHard);
+  }
+});
+
+export function startLoadChild(options: Record<string, unknown>): LoadChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const pid = child.pid!;
+  running.add(pid);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => {
     stderr = (stderr + c).slice(-8192);
     for (const line of c.split('\n')) if (line.trim() !== '') process.stderr.write(`  ${line}\n`);
   });
   const queue: LogLine[] = [];
+  const progress = { synced: 0, errors: 0 };
   const waiters = new Set<() => void>();
   let exited = false;
   onJsonLines(child.stdout!, (lines) => {
     for (const e of lines) {
       if (e.event === 'stream_error') log(`load process: stream of ${String(e.node)} ended: ${String(e.message)}`);
       if (e.event === 'fatal') log(`load process failed: ${String(e.message)}`);
-      if (e.event === 'progress') continue;
+      if (e.event === 'progress') {
+        progress.synced = Number(e.synced);
+        progress.errors = Number(e.errors);
+        continue;
+      }
       queue.push(e);
     }
     for (const w of [...waiters]) w();
@@ -49,7 +61,7 @@ export function startLoadChild(options: Record<string, unknown>): LoadChild {
   const closed = new Promise<void>((resolve) =>
     child.once('close', () => {
       exited = true;
-      process.off('exit', killHard);
+      running.delete(pid);
       for (const w of [...waiters]) w();
       resolve();
     }),
@@ -80,7 +92,46 @@ export function startLoadChild(options: Record<string, unknown>): LoadChild {
     clearTimeout(t);
   };
   onCleanup(stop);
-  return { child, pid, send: (cmd) => child.stdin!.write(`${JSON.stringify(cmd)}\n`), next, stop };
+  return { child, pid, progress, send: (cmd) => child.stdin!.write(`${JSON.stringify(cmd)}\n`), next, stop };
+}
+
+/**
+ * Waits until every one of `loads` has its clients in sync ("synced"), for as
+ * long as they make progress: fails only when no more client got in sync for
+ * `stallMs` (an initial sync of 10,000 simulated sidecars takes minutes on a
+ * quiet 2-core machine and many more on a loaded one: a fixed deadline either
+ * cuts a slow run short or waits long for a stuck one). Logs the count every
+ * `logEveryMs`. Resolves with how long it took (ms).
+ */
+export async function waitSynced(loads: readonly LoadChild[], clients: number, stallMs: number, logEveryMs = 30_000): Promise<number> {
+  const t = nowMs();
+  let done = false;
+  const all = Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 24 * 3_600_000))).finally(() => {
+    done = true;
+  });
+  all.catch(() => {}); // awaited below; a rejection after a stall is not left unhandled
+  let best = -1;
+  let bestAt = t;
+  let loggedAt = t;
+  while (!done) {
+    await Promise.race([all, sleep(1_000)]);
+    if (done) break;
+    const synced = loads.reduce((a, l) => a + l.progress.synced, 0);
+    const errors = loads.reduce((a, l) => a + l.progress.errors, 0);
+    const now = nowMs();
+    if (synced > best) {
+      best = synced;
+      bestAt = now;
+    } else if (now - bestAt > stallMs) {
+      throw new Error(`initial sync stalled: ${synced}/${clients} sidecars in sync (${errors} streams ended), none more in ${Math.round(stallMs / 1000)} s, ${Math.round((now - t) / 1000)} s after the start`);
+    }
+    if (now - loggedAt >= logEveryMs) {
+      loggedAt = now;
+      log(`  initial sync: ${synced}/${clients} sidecars in sync after ${Math.round((now - t) / 1000)} s (${errors} streams ended)`);
+    }
+  }
+  await all;
+  return nowMs() - t;
 }
 
 /** Samples a process's VmRSS every `everyMs` until stopped; returns the largest (KiB). */

@@ -17,8 +17,18 @@
 //   manager's watch brings it back, every replica's Watch mirror gets it,
 //   rebuilds and pushes.
 //
-// The sidecars are spread over BENCH_LOAD_PROCESSES child processes (default
-// 4, at least one per replica, each connected to one replica) so that the
+// Each topology is deployed once and grows through the sidecar counts: the
+// first count's sidecars sync and its changes are measured, then the sidecars
+// up to the next count join (the 10,000 are the 1,000 and 9,000 more on the
+// same processes), sync, and the changes are measured again: one initial sync
+// of 10,000 per topology, not 1,000 and then 10,000 from scratch. The initial
+// sync is waited for as long as sidecars keep getting in sync; the run gives
+// up when none more did for BENCH_SYNC_STALL_S (default 180 s). A process of
+// the deployment gets 10 minutes to start (seeding 10,000 VMs into etcd on a
+// loaded machine).
+//
+// The sidecars joining at a count are spread over BENCH_LOAD_PROCESSES child
+// processes (default 4, at least one per replica, each connected to one replica) so that the
 // client side is not one event loop; each process carries its streams over
 // at most BENCH_CHANNELS HTTP/2 connections (default 100): 10,000 simulated
 // sidecars are 10,000 streams with 10,000 node ids, but not 10,000
@@ -42,7 +52,7 @@ import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { etcdBinary, launchEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { ROOT, cliNodeFlags, fmt, intEnv, log, machineLine, mdTable, median, onCleanup, rssKiB, sleep, startDaemon, startVmManagerCli, type Daemon, type LogLine } from './bench-common.js';
 import { changeTimelines, cpuProfileFlags, hvId, inventoryYaml, meshYaml, newestProfile, nowMs, serviceName, vmId, type ChangeTimeline, type Placement } from './xds-bench-lib.js';
-import { cpuMeter, rssSampler, startLoadChild, type LoadChild } from './xds-bench-load.js';
+import { cpuMeter, rssSampler, startLoadChild, waitSynced, type LoadChild } from './xds-bench-load.js';
 
 const VMS = intEnv('BENCH_VMS', 10_000);
 const HYPERVISORS = 20;
@@ -58,6 +68,10 @@ const ACK_TARGET_MS = 500;
 /** How long the replicas are left alone before their idle RSS is read: long enough for the trim after a burst (proxy/runtime/quiet-trim.ts: 2 quiet seconds). */
 const QUIET_WAIT_MS = 5_000;
 const RSS_TARGET_MIB = 250;
+/** How long the initial sync may go without one more sidecar in sync before the run is given up (BENCH_SYNC_STALL_S). */
+const SYNC_STALL_MS = intEnv('BENCH_SYNC_STALL_S', 180) * 1000;
+/** Starting a process of the deployment (seeding etcd, a control plane reading 10,000 VMs) on a loaded machine. */
+const START_TIMEOUT_MS = 600_000;
 
 function listEnv(name: string, fallback: string): string[] {
   return (process.env[name] ?? fallback)
@@ -129,7 +143,7 @@ async function startControlPlane(cli: string, args: string[]): Promise<Replica> 
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const prof = profileDir ? cpuProfileFlags(profileDir, 1000) : [];
   const daemon = startDaemon(process.execPath, [...cliNodeFlags(), ...prof, cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
-  const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', 180_000);
+  const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', START_TIMEOUT_MS);
   return { daemon, port: Number(serving.port), profileDir };
 }
 
@@ -178,7 +192,7 @@ async function deploy(topology: Topology, files: Fixtures, cli: string): Promise
   onCleanup(remove);
   const store = ['--store', `etcd://${etcd.endpoint}`, '--store-insecure'];
   const t = nowMs();
-  const vmm = await startVmManagerCli(['--no-admin', '--inventory', files.inventory, ...store]);
+  const vmm = await startVmManagerCli(['--no-admin', '--inventory', files.inventory, ...store], START_TIMEOUT_MS);
   log(`  etcd ${etcd.endpoint} (pid ${etcd.pid()}), vm-manager --store on :${vmm.port} (seeded ${fmt(VMS)} VMs) in ${fmt(nowMs() - t)} ms`);
   const replicas: Deployment['replicas'] = [];
   for (let r = 0; r < topology; r++) replicas.push(await startControlPlane(cli, ['--mesh', files.mesh, ...store, '--vm-manager', `127.0.0.1:${vmm.port}`]));
@@ -228,117 +242,148 @@ export interface ReplicaRun {
   etcdKiB: number;
   vmManagerKiB: number;
   rounds: Round[];
+  /** BENCH_CPU_PROF: the measured changes' windows (ms on nowMs()'s clock), read from the profiles once the replicas exit. */
+  windows?: Array<{ fromMs: number; toMs: number; t0: number }>;
   loadAverage: number;
   error?: string;
 }
 
-/** One topology with `sidecars` simulated sidecars: sync, then ROUNDS changes after a warm-up. */
-async function measure(topology: Topology, sidecars: number, files: Fixtures, cli: string): Promise<ReplicaRun> {
-  log(`${topologyName(topology)}: ${fmt(VMS)} VMs, ${fmt(sidecars)} sidecars`);
+/** A run that did not complete. */
+function failedRun(topology: Topology, sidecars: number, error: string): ReplicaRun {
+  return { topology, sidecars, loadProcesses: 0, connections: 0, syncMs: NaN, replicaIdleKiB: [], replicaAfterKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error };
+}
+
+/**
+ * One topology, deployed once, with each of `counts` simulated sidecars in
+ * turn (ascending): the first count's sidecars connect and sync, ROUNDS
+ * changes after a warm-up are measured; then the sidecars up to the next
+ * count join (their own load processes), sync, and the changes are measured
+ * with all of them; and so on. A count that fails ends the topology (the
+ * larger ones are reported as not run).
+ */
+async function measure(topology: Topology, counts: readonly number[], files: Fixtures, cli: string): Promise<ReplicaRun[]> {
+  log(`${topologyName(topology)}: ${fmt(VMS)} VMs, ${counts.map((c) => fmt(c)).join(' then ')} sidecars`);
+  const runs: ReplicaRun[] = [];
   const d = await deploy(topology, files, cli);
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    await d.stop();
-  };
+  const loads: LoadChild[] = [];
   try {
-    await d.changes.waitForReady(30_000);
+    await d.changes.waitForReady(START_TIMEOUT_MS);
     const n = d.replicas.length;
     const perReplica = Math.max(1, Math.ceil(LOAD_PROCESSES / n));
-    const loads: LoadChild[] = [];
+    const replicaPids = d.replicas.map((r) => r.daemon.pid);
+    const etcdPid = d.etcd?.pid();
+    const where = new Map(files.placements.map((p) => [p.vm, p.hypervisor]));
     let connections = 0;
-    const t = nowMs();
-    for (let r = 0; r < n; r++) {
-      const mine = files.placements.slice(0, sidecars).filter((_, i) => i % n === r);
-      for (let c = 0; c < perReplica; c++) {
-        const nodes = mine.filter((_, i) => i % perReplica === c).map((p) => p.vm);
-        const channels = Math.min(CHANNELS, nodes.length);
-        connections += channels;
-        if (nodes.length > 0) loads.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels, ...(FLOW_WINDOW !== undefined && { flowControlWindow: FLOW_WINDOW }) }));
+    let have = 0;
+    // Rounds are numbered over the whole topology (the load processes tell them apart by number).
+    let seq = 0;
+    for (const sidecars of counts) {
+      try {
+        // Sidecar i (over the whole run) on replica i mod N; the ones joining now over their own load processes.
+        const joining: LoadChild[] = [];
+        for (let r = 0; r < n; r++) {
+          const mine = files.placements.slice(0, sidecars).filter((_, i) => i >= have && i % n === r);
+          for (let c = 0; c < perReplica; c++) {
+            const nodes = mine.filter((_, i) => i % perReplica === c).map((p) => p.vm);
+            if (nodes.length === 0) continue;
+            const channels = Math.min(CHANNELS, nodes.length);
+            connections += channels;
+            joining.push(startLoadChild({ address: `127.0.0.1:${d.replicas[r]!.port}`, nodes, channels, ...(FLOW_WINDOW !== undefined && { flowControlWindow: FLOW_WINDOW }) }));
+          }
+        }
+        loads.push(...joining);
+        const syncMs = await waitSynced(joining, sidecars - have, SYNC_STALL_MS);
+        const joined = sidecars - have;
+        have = sidecars;
+        await sleep(QUIET_WAIT_MS);
+        const replicaIdleKiB = replicaPids.map((pid) => rssKiB(pid));
+        const etcdKiB = etcdPid === undefined ? 0 : rssKiB(etcdPid);
+        const vmManagerKiB = d.vmManager === null ? 0 : rssKiB(d.vmManager.pid);
+        log(
+          `  ${fmt(joined)} sidecars${joined === sidecars ? '' : ` (of ${fmt(sidecars)})`} synced in ${fmt(syncMs)} ms over ${joining.length} load processes; ${loads.length} processes, ${fmt(connections)} HTTP/2 connections (${fmt(sidecars / connections, 1)} streams each); ` +
+            `replica RSS ${replicaIdleKiB.map(mibText).join(', ')}; etcd ${mibText(etcdKiB)}; vm-manager ${mibText(vmManagerKiB)}`,
+        );
+        const rounds: Round[] = [];
+        const windows: Array<{ fromMs: number; toMs: number; t0: number }> = [];
+        for (let round = 0; round <= ROUNDS; round++) {
+          const id = seq++;
+          const p = files.placements[(round * 211 + 7) % sidecars]!;
+          const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
+          for (const l of loads) l.send({ cmd: 'arm', round: id });
+          await Promise.all(loads.map((l) => l.next((e) => e.event === 'armed' && e.round === id, `round ${round} armed`, 120_000)));
+          const pids = [...replicaPids, d.vmManager?.pid ?? 0, etcdPid ?? 0, ...loads.map((l) => l.pid)].filter((pid) => pid > 0);
+          const meter = cpuMeter(pids);
+          const samplers = replicaPids.map((pid) => rssSampler(pid));
+          const callStart = nowMs();
+          await d.changes.moveVm(p.vm, to);
+          const t0 = nowMs();
+          where.set(p.vm, to);
+          for (const l of loads) l.send({ cmd: 'wait', round: id, t0, callStart, timeoutMs: 120_000 });
+          const results = await Promise.all(loads.map((l) => l.next((e) => e.event === 'round' && e.round === id, `round ${round} result`, 180_000)));
+          await sleep(100);
+          if (round > 0) windows.push({ fromMs: callStart, toMs: nowMs(), t0 });
+          const peaks = samplers.map((x) => x.stop());
+          const m = meter.stop();
+          // A figure the load process could not give (no sidecar updated) comes as null in its JSON.
+          const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
+          const cpuOf = (pid: number | undefined): number => (pid === undefined ? 0 : (m.cpu[pids.indexOf(pid)] ?? 0));
+          const r: Round = {
+            round,
+            lastAckMs: Math.max(...results.map((x) => num(x.lastAckMs))),
+            // The clients' p50 is per process; their median is close enough for a report line.
+            ackP50Ms: median(results.map((x) => num(x.ackP50Ms))),
+            updated: results.reduce((a, x) => a + Number(x.updated), 0),
+            errors: results.reduce((a, x) => a + Number(x.errors), 0),
+            callMs: t0 - callStart,
+            replicaCpuS: replicaPids.map(cpuOf),
+            vmManagerCpuS: cpuOf(d.vmManager?.pid),
+            etcdCpuS: cpuOf(etcdPid),
+            loadCpuS: loads.reduce((a, l) => a + cpuOf(l.pid), 0),
+            replicaPeakKiB: peaks,
+            otherCores: m.otherCores,
+          };
+          log(
+            `  ${round === 0 ? 'warm-up' : `round ${round}`}: ${p.vm} → ${to}: ${r.updated}/${sidecars} ACKed, last ACK ${msText(r.lastAckMs)} (p50 ${msText(r.ackP50Ms)}), MoveVm ${msText(r.callMs)}; ` +
+              `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores`,
+          );
+          if (round > 0) rounds.push(r);
+          await sleep(500);
+        }
+        await sleep(QUIET_WAIT_MS);
+        const replicaAfterKiB = replicaPids.map((pid) => rssKiB(pid));
+        log(`  replica RSS ${fmt(QUIET_WAIT_MS)} ms after the last change: ${replicaAfterKiB.map(mibText).join(', ')}`);
+        runs.push({ topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, replicaAfterKiB, etcdKiB, vmManagerKiB, rounds, windows, loadAverage: os.loadavg()[0]! });
+      } catch (err) {
+        log(`  ${topologyName(topology)} with ${fmt(sidecars)} sidecars did not complete: ${(err as Error).message.slice(-2_000)}`);
+        runs.push(failedRun(topology, sidecars, (err as Error).message));
+        for (const rest of counts.filter((c) => c > sidecars)) runs.push(failedRun(topology, rest, `not run: ${fmt(sidecars)} sidecars did not complete`));
+        break;
       }
     }
-    await Promise.all(loads.map((l) => l.next((e) => e.event === 'synced', 'every sidecar to ACK all four types', 900_000)));
-    const syncMs = nowMs() - t;
-    await sleep(QUIET_WAIT_MS);
-    const replicaPids = d.replicas.map((r) => r.daemon.pid);
-    const replicaIdleKiB = replicaPids.map((pid) => rssKiB(pid));
-    const etcdPid = d.etcd?.pid();
-    const etcdKiB = etcdPid === undefined ? 0 : rssKiB(etcdPid);
-    const vmManagerKiB = d.vmManager === null ? 0 : rssKiB(d.vmManager.pid);
-    log(`  synced in ${fmt(syncMs)} ms over ${loads.length} load processes, ${fmt(connections)} HTTP/2 connections (${fmt(sidecars / connections, 1)} streams each); replica RSS ${replicaIdleKiB.map(mibText).join(', ')}; etcd ${mibText(etcdKiB)}; vm-manager ${mibText(vmManagerKiB)}`);
-
-    const where = new Map(files.placements.map((p) => [p.vm, p.hypervisor]));
-    const rounds: Round[] = [];
-    const windows: Array<{ fromMs: number; toMs: number; t0: number }> = [];
-    for (let round = 0; round <= ROUNDS; round++) {
-      const p = files.placements[(round * 211 + 7) % sidecars]!;
-      const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
-      for (const l of loads) l.send({ cmd: 'arm', round });
-      await Promise.all(loads.map((l) => l.next((e) => e.event === 'armed' && e.round === round, `round ${round} armed`, 30_000)));
-      const pids = [...replicaPids, d.vmManager?.pid ?? 0, etcdPid ?? 0, ...loads.map((l) => l.pid)].filter((pid) => pid > 0);
-      const meter = cpuMeter(pids);
-      const samplers = replicaPids.map((pid) => rssSampler(pid));
-      const callStart = nowMs();
-      await d.changes.moveVm(p.vm, to);
-      const t0 = nowMs();
-      where.set(p.vm, to);
-      for (const l of loads) l.send({ cmd: 'wait', round, t0, callStart, timeoutMs: 120_000 });
-      const results = await Promise.all(loads.map((l) => l.next((e) => e.event === 'round' && e.round === round, `round ${round} result`, 180_000)));
-      await sleep(100);
-      if (round > 0) windows.push({ fromMs: callStart, toMs: nowMs(), t0 });
-      const peaks = samplers.map((s) => s.stop());
-      const m = meter.stop();
-      // A figure the load process could not give (no sidecar updated) comes as null in its JSON.
-      const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
-      const cpuOf = (pid: number | undefined): number => (pid === undefined ? 0 : (m.cpu[pids.indexOf(pid)] ?? 0));
-      const r: Round = {
-        round,
-        lastAckMs: Math.max(...results.map((x) => num(x.lastAckMs))),
-        // The clients' p50 is per process; their median is close enough for a report line.
-        ackP50Ms: median(results.map((x) => num(x.ackP50Ms))),
-        updated: results.reduce((a, x) => a + Number(x.updated), 0),
-        errors: results.reduce((a, x) => a + Number(x.errors), 0),
-        callMs: t0 - callStart,
-        replicaCpuS: replicaPids.map(cpuOf),
-        vmManagerCpuS: cpuOf(d.vmManager?.pid),
-        etcdCpuS: cpuOf(etcdPid),
-        loadCpuS: loads.reduce((a, l) => a + cpuOf(l.pid), 0),
-        replicaPeakKiB: peaks,
-        otherCores: m.otherCores,
-      };
-      log(
-        `  ${round === 0 ? 'warm-up' : `round ${round}`}: ${p.vm} → ${to}: ${r.updated}/${sidecars} ACKed, last ACK ${msText(r.lastAckMs)} (p50 ${msText(r.ackP50Ms)}), MoveVm ${msText(r.callMs)}; ` +
-          `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores`,
-      );
-      if (round > 0) rounds.push(r);
-      await sleep(500);
-    }
-    await sleep(QUIET_WAIT_MS);
-    const replicaAfterKiB = replicaPids.map((pid) => rssKiB(pid));
-    log(`  replica RSS ${fmt(QUIET_WAIT_MS)} ms after the last change: ${replicaAfterKiB.map(mibText).join(', ')}`);
+  } finally {
     await Promise.all(loads.map((l) => l.stop()));
-    const run: ReplicaRun = { topology, sidecars, loadProcesses: loads.length, connections, syncMs, replicaIdleKiB, replicaAfterKiB, etcdKiB, vmManagerKiB, rounds, loadAverage: os.loadavg()[0]! };
-    await stop();
-    // The profiles are written as the replicas exit.
-    if (CPU_PROF) {
+    await d.stop();
+  }
+  // The profiles are written as the replicas exit.
+  if (CPU_PROF) {
+    for (const run of runs) {
+      if (run.windows === undefined) continue;
+      const windows = run.windows;
       const timelines = d.replicas.map((r) => {
         const file = r.profileDir === null ? undefined : newestProfile(r.profileDir);
         return file === undefined ? null : changeTimelines(file, windows);
       });
-      rounds.forEach((r, i) => {
+      run.rounds.forEach((r, i) => {
         const rel = (v: number): number => v - windows[i]!.t0;
         r.cp = timelines.map((tl) => {
           const x: ChangeTimeline | undefined = tl?.[i];
           return x === undefined ? { rebuildFromMs: NaN, rebuildToMs: NaN, lastPushMs: NaN, busyMs: NaN, gcMs: NaN } : { rebuildFromMs: rel(x.rebuildFromMs), rebuildToMs: rel(x.rebuildToMs), lastPushMs: rel(x.lastPushMs), busyMs: x.busyMs, gcMs: x.gcMs };
         });
-        log(`  round ${r.round}: control plane${r.cp.length > 1 ? 's' : ''}: ${r.cp.map((c) => `rebuild ${msText(c.rebuildFromMs)} → ${msText(c.rebuildToMs)}, last push ${msText(c.lastPushMs)}, busy ${msText(c.busyMs)} (GC ${msText(c.gcMs)})`).join('; ')}; last ACK ${msText(r.lastAckMs)}`);
+        log(`  ${fmt(run.sidecars)} sidecars, round ${r.round}: control plane${r.cp.length > 1 ? 's' : ''}: ${r.cp.map((c) => `rebuild ${msText(c.rebuildFromMs)} → ${msText(c.rebuildToMs)}, last push ${msText(c.lastPushMs)}, busy ${msText(c.busyMs)} (GC ${msText(c.gcMs)})`).join('; ')}; last ACK ${msText(r.lastAckMs)}`);
       });
     }
-    return run;
-  } finally {
-    await stop();
   }
+  return runs;
 }
 
 /** BENCH_CPU_PROF: the control plane's part of a change (the slowest replica per round, medians over rounds). */
@@ -347,7 +392,9 @@ function cpColumn(r: ReplicaRun): string {
   return `${msText(worst((c) => c.rebuildFromMs))} / ${msText(worst((c) => c.rebuildToMs))} / ${msText(worst((c) => c.lastPushMs))}; ${msText(worst((c) => c.busyMs))}`;
 }
 
-function report(runs: ReplicaRun[]): string {
+function report(all: ReplicaRun[]): string {
+  // By sidecar count, then topology (the runs come topology by topology).
+  const runs = [...all].sort((a, b) => a.sidecars - b.sidecars);
   const rows = runs.map((r) => {
     if (r.error !== undefined) return [topologyName(r.topology), fmt(r.sidecars), `did not complete: ${r.error.split('\n')[0]!.slice(0, 120)}`, '', '', '', '', '', '', '', '', '', ...(CPU_PROF ? [''] : [])];
     const worst = Math.max(...r.rounds.map((x) => x.lastAckMs));
@@ -413,16 +460,15 @@ export async function replicated(cli: string): Promise<{ md: string; json: unkno
   if (etcdBinary() === undefined) throw new Error('etcd not installed (apt-get install -y etcd-server): the replicated xDS benchmark needs it');
   const files = writeFixtures();
   const runs: ReplicaRun[] = [];
-  for (const sidecars of sidecarCounts()) {
-    for (const topology of topologies()) {
-      try {
-        runs.push(await measure(topology, sidecars, files, cli));
-      } catch (err) {
-        log(`  ${topologyName(topology)} with ${sidecars} sidecars did not complete: ${(err as Error).message.slice(-2_000)}`);
-        runs.push({ topology, sidecars, loadProcesses: 0, connections: 0, syncMs: NaN, replicaIdleKiB: [], replicaAfterKiB: [], etcdKiB: 0, vmManagerKiB: 0, rounds: [], loadAverage: os.loadavg()[0]!, error: (err as Error).message });
-      }
-      process.stdout.write(`\n${report(runs)}\n`);
+  const counts = [...new Set(sidecarCounts())].sort((a, b) => a - b);
+  for (const topology of topologies()) {
+    try {
+      runs.push(...(await measure(topology, counts, files, cli)));
+    } catch (err) {
+      log(`  ${topologyName(topology)} did not start: ${(err as Error).message.slice(-2_000)}`);
+      for (const sidecars of counts) runs.push(failedRun(topology, sidecars, (err as Error).message));
     }
+    process.stdout.write(`\n${report(runs)}\n`);
   }
   return { md: report(runs), json: { settings: { vms: VMS, hypervisors: HYPERVISORS, services: SERVICES, rounds: ROUNDS, debounceMs: DEBOUNCE_MS, loadProcesses: LOAD_PROCESSES, channels: CHANNELS, flowControlWindow: FLOW_WINDOW ?? null }, runs } };
 }

@@ -568,6 +568,36 @@ test('bounds: a request naming, or a stream subscribed to, more resource names t
   });
 });
 
+test('sotw: streams that subscribe to the same names and ACK the same responses share their name set and ACKed versions (one of each, not one per stream)', (t) => {
+  const v1 = snap(baseResources(), 'v1');
+  const a = subscribedSotw(v1);
+  const b = subscribedSotw(v1);
+  const ea = a.s.state.types.get(EDS)!;
+  const eb = b.s.state.types.get(EDS)!;
+  t.deepEqual([...ea.names], ['c1']);
+  t.is(ea.names, eb.names, 'one name set');
+  // What the client holds: the ACKed response's map of versions (a view of the whole map, acked-versions.ts).
+  t.is(ea.known.get('c1'), v1.resources[EDS].get('c1')!.version);
+  t.is(ea.known, eb.known, 'one map of ACKed versions');
+  // A change: both get the new assignment, ACK it and again share one map, with the new version.
+  const v2 = snap({ ...baseResources(), [EDS]: [assignment('c1', '10.0.0.9'), assignment('c2', '10.0.0.2')] }, 'v2');
+  for (const x of [a, b]) {
+    const eds = only(x.s.set(v2).filter((r) => r.typeUrl === EDS));
+    t.deepEqual(eds.names, ['c1']);
+    x.s.send(ack(eds, ['c1']));
+  }
+  const ka = a.s.state.types.get(EDS)!.known;
+  t.is(ka.get('c1'), v2.resources[EDS].get('c1')!.version);
+  t.is(ka, b.s.state.types.get(EDS)!.known);
+  t.not(ka, ea.known, 'the earlier map is left as it was');
+  t.is(ea.known.get('c1'), v1.resources[EDS].get('c1')!.version);
+  // A stream with another subscription keeps a set of its own.
+  const c = new Stream('sotw', v1);
+  c.send({ node: NODE, type_url: EDS, resource_names: ['c1', 'c2'] });
+  t.deepEqual([...c.state.types.get(EDS)!.names], ['c1', 'c2']);
+  t.not(c.state.types.get(EDS)!.names, ea.names);
+});
+
 // ---- delta -------------------------------------------------------------------------------
 
 test('delta: subscribe, only changed resources, unsubscribe, removal, ACK and NACK', (t) => {

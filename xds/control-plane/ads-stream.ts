@@ -57,6 +57,7 @@ import { RESOURCE_TYPE_URLS, TYPE_URLS, type ResourceTypeUrl } from '../envoy/pr
 import { ackedOf, versionChanges, versionsOf, VersionsOf } from './acked-versions.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, truncateUtf8 } from './bounds.js';
 import type { Snapshot, VersionedResource } from './snapshot.js';
+import { sharedMerge, sharedNameSet } from './stream-sharing.js';
 
 export type AdsStreamKind = 'sotw' | 'delta';
 
@@ -201,13 +202,6 @@ function someMissing(names: Iterable<string>, from: { has(name: string): boolean
   return false;
 }
 
-/** `a` with the entries of `b` set over it (a new map). */
-function withEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): Map<string, string> {
-  const out = new Map(a);
-  for (const [k, v] of b) out.set(k, v);
-  return out;
-}
-
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
@@ -286,14 +280,14 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
       acked = true;
       // EDS/RDS: the response carried every subscribed name the client might not have at the map's version (owedNames), so it now holds that map's version of each.
       if (st.sentFrom !== null) known = versionsOf(st.sentFrom);
-      else known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
+      else known = sharedMerge(st.known, st.unacked);
     }
   }
   const first = !st.requested;
-  // An ACK mostly lists the names subscribed already: the stream keeps its set (one set per stream, not one per ACK).
+  // An ACK mostly lists the names subscribed already: the stream keeps its set (one set per stream, not one per ACK; a new one equal to another stream's is that one: stream-sharing.ts).
   const listed = new Set(req.resource_names ?? []);
   const star = listed.delete('*');
-  const names = sameSet(listed, st.names) ? st.names : listed;
+  const names = sameSet(listed, st.names) ? st.names : sharedNameSet(listed);
   let wildcard: boolean;
   if (!WILDCARD_TYPES.has(typeUrl)) wildcard = false;
   else if (star) wildcard = true;
@@ -331,7 +325,7 @@ function deltaType(typeUrl: ResourceTypeUrl, st: TypeState, req: DeltaRequest, e
       if (name === '*') wildcard = false;
       else next.delete(name);
     }
-    names = next;
+    names = sharedNameSet(next);
     dirty = true;
   }
   // The client drops what it unsubscribed from: forget it (it is sent again if subscribed again).
