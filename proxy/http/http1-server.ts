@@ -16,6 +16,8 @@ const HEADERS_TIMEOUT_MS = 60_000;
 const REQUEST_TIMEOUT_MS = 300_000;
 /** Requests of one connection waiting for their answers before it reads no further (pipelining). */
 const MAX_QUEUED = 32;
+/** Bytes of a later answer held while an earlier one is written, above which its writer is asked to wait (as a socket's high-water mark asks). */
+export const HELD_HIGH_WATER = 64 * 1024;
 
 /** One request as received: its head, and its body as it comes. */
 export class Http1ServerRequest {
@@ -27,8 +29,11 @@ export class Http1ServerRequest {
   answered = false;
   /** The connection ends after the answer. */
   closeAfter = false;
-  /** The answer's bytes held while an earlier answer is still being written. */
+  /** The answer's bytes held while an earlier answer is still being written, and how many. */
   held: Buffer[] | null = null;
+  heldBytes = 0;
+  /** Its writer, told to wait by write(), resumes once the answer comes first and its held bytes are written. */
+  waiting: (() => void) | null = null;
   private onBody: ((chunk: Buffer) => void) | null = null;
   private onEnd: (() => void) | null = null;
   /** Body bytes that came before read(). */
@@ -80,9 +85,14 @@ export class Http1ServerRequest {
     this.read(noop, noop);
   }
 
-  /** Bytes of the answer: written now if it is first in line, else held. False: wait for the socket's 'drain'. */
+  /** Bytes of the answer: written now if it is first in line, else held. False: write no more until whenWritable()'s callback. */
   write(data: Buffer | string): boolean {
     return this.connection.writeAnswer(this, typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  /** After write() said false: `resume` runs once more bytes may be written (the socket drained, or a held answer came first and was written). */
+  whenWritable(resume: () => void): void {
+    this.connection.whenWritable(this, resume);
   }
 
   /** The answer is whole; `close`: the connection ends after it. */
@@ -271,11 +281,18 @@ export class Http1ServerConnection {
 
   writeAnswer(request: Http1ServerRequest, data: Buffer): boolean {
     if (this.queue[0] !== request) {
+      // Held in memory until the earlier answers are written: bounded by asking the writer to wait.
       (request.held ??= []).push(data);
-      return true;
+      request.heldBytes += data.length;
+      return request.heldBytes < HELD_HIGH_WATER;
     }
     if (this.socket.destroyed || this.socket.writableEnded) return true;
     return this.socket.write(data);
+  }
+
+  whenWritable(request: Http1ServerRequest, resume: () => void): void {
+    if (this.queue[0] === request) this.socket.once('drain', resume);
+    else request.waiting = resume;
   }
 
   answerDone(request: Http1ServerRequest): void {
@@ -298,7 +315,15 @@ export class Http1ServerConnection {
     }
     const held = next.held;
     next.held = null;
-    if (held !== null) for (const data of held) this.socket.write(data);
+    next.heldBytes = 0;
+    let flowing = true;
+    if (held !== null) for (const data of held) flowing = this.socket.write(data);
+    const waiting = next.waiting;
+    next.waiting = null;
+    if (waiting !== null) {
+      if (flowing) waiting();
+      else this.socket.once('drain', waiting);
+    }
     if (next.answered) {
       next.answered = false;
       next.finish(next.closeAfter);

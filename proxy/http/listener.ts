@@ -329,7 +329,7 @@ export class HttpOutboundListener extends Listener {
       const toClient = (data: Buffer | string): void => {
         if (!req.write(data)) {
           up.pause();
-          connection.once('drain', () => up.resume());
+          req.whenWritable(() => up.resume());
         }
       };
       const up: Http1Exchange = this.pools.http1(tries.current.key, tries.current.attempts).request(

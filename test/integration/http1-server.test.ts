@@ -6,6 +6,8 @@
 import test from 'ava';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
+import { HELD_HIGH_WATER, Http1ServerConnection, type Http1ServerRequest } from '../../proxy/http/http1-server.js';
+import type { VsockSocket } from '../../proxy/native/vsock.js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 /** A backend: `/chunked` answers without a length, `/close` with Connection: close, `/hold/NAME` waits for release(NAME); anything else echoes its path and body. */
@@ -142,6 +144,47 @@ test('pipelined requests are answered in request order, a later answer held unti
   } finally {
     client.socket.destroy();
     await s.stop();
+  }
+});
+
+test('a later answer held behind an earlier one asks its writer to wait past the high-water mark (memory stays bounded) and resumes once written in order', async (t) => {
+  const requests: Http1ServerRequest[] = [];
+  let bothIn!: () => void;
+  const both = new Promise<void>((resolve) => (bothIn = resolve));
+  // The server side on a plain TCP socket: the same Duplex interface as the core's sockets.
+  const server = net.createServer((socket) => {
+    new Http1ServerConnection(socket as unknown as VsockSocket, (request) => {
+      requests.push(request);
+      if (requests.length === 2) bothIn();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const client = new Client((server.address() as AddressInfo).port);
+  try {
+    client.socket.write('GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n');
+    await both;
+    const [one, two] = requests as [Http1ServerRequest, Http1ServerRequest];
+    const chunk = Buffer.alloc(HELD_HIGH_WATER / 4, 'b');
+    const chunks = 6;
+    t.true(two.write(`HTTP/1.1 200 OK\r\ncontent-length: ${chunk.length * chunks}\r\n\r\n`));
+    // Held behind /one: true while under the mark, false once it is reached.
+    const said = [0, 1, 2, 3].map(() => two.write(chunk));
+    t.deepEqual(said, [true, true, true, false]);
+    let resumed = false;
+    const resumedOnce = new Promise<void>((resolve) => two.whenWritable(() => ((resumed = true), resolve())));
+    t.false(resumed, 'held: its writer waits');
+    t.is(client.text, '', 'nothing of the later answer before the earlier one');
+    one.write('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none');
+    one.finish(false);
+    await resumedOnce;
+    for (let i = 4; i < chunks; i++) two.write(chunk);
+    two.finish(false);
+    const text = await client.answers(2);
+    t.true(text.startsWith('HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\noneHTTP/1.1 200 OK\r\n'));
+    t.is(text.length, 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none'.length + `HTTP/1.1 200 OK\r\ncontent-length: ${chunk.length * chunks}\r\n\r\n`.length + chunk.length * chunks);
+  } finally {
+    client.socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
 
