@@ -29,6 +29,7 @@ import { http2Module } from './http2-module.js';
 import { forwardedHeaders, hopByHop, stripHopByHopLines, type ForwardedMode } from './headers.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
+import { DownstreamH2, UpstreamH2Pool, type Call, type H2Request } from './h2/forwarder.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
 
 /** The header that says why the sidecar answered itself. */
@@ -169,7 +170,8 @@ export class HttpOutboundListener extends Listener {
       socket.pause();
       socket.unshift(seen);
       this.handingOver = downstream;
-      if (h2) this.http2.emit('connection', socket);
+      if (h2 && process.env.VSOCKMESH_H2_FRAMES !== '0') this.adoptFrames(socket, downstream);
+      else if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
         socket.once('close', () => this.http1Connections.delete(socket));
@@ -178,6 +180,48 @@ export class HttpOutboundListener extends Listener {
       socket.resume();
     };
     socket.on('data', onData);
+  }
+
+  private readonly framePool = new UpstreamH2Pool();
+  private readonly frameConnections = new Set<DownstreamH2>();
+
+  /** PROTOTYPE: an h2c connection forwarded frame by frame. */
+  private adoptFrames(socket: VsockSocket, downstream: Downstream): void {
+    const conn = new DownstreamH2(socket, {
+      start: (call, request) => this.startFrameCall(call, request, downstream),
+      protocolError: (code, reason) => logInfoLine(this.context.accessLogger, { log: 'h2', listener: this.name, src: formatAddress(downstream.src.address, downstream.src.port), code, reason }, 'HTTP/2 connection error'),
+    });
+    this.frameConnections.add(conn);
+    socket.once('close', () => this.frameConnections.delete(conn));
+    if (this.draining) conn.drain();
+  }
+
+  private startFrameCall(call: Call, request: H2Request, downstream: Downstream): void {
+    const { src } = downstream;
+    const authority = request.authority || request.headers.host || '';
+    const record = this.record('h2', src, request.method, authority, request.path, request.headers['x-request-id']);
+    const target = this.target(record.authority, record.path, request.headers, downstream);
+    if (!target.ok) {
+      call.onEnd = () => this.finish(record, target, call.status, 'none', null, target.reason);
+      call.answer(target.status, target.reason);
+      return;
+    }
+    const up = this.framePool.get(target.key, target.attempts);
+    const release = this.holdEndpoint(target.endpoint);
+    const fwd = forwardedHeaders(request.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    const fields: Array<readonly [string, string]> = [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
+    for (const name of Object.keys(fwd)) {
+      const v = fwd[name]!;
+      if (Array.isArray(v)) for (const x of v) fields.push([name, x]);
+      else fields.push([name, v]);
+    }
+    const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    call.onEnd = () => {
+      clearTimeout(timer);
+      release();
+      this.finish(record, target, call.status, up.socket.transport, up.socket.label, call.reason);
+    };
+    call.attach(up, fields, request.endStream);
   }
 
   private downstreamOf(socket: object | null | undefined): Downstream {
@@ -577,12 +621,14 @@ export class HttpOutboundListener extends Listener {
     this.draining = true;
     for (const [socket, inFlight] of this.http1Connections) if (inFlight === 0) socket.end();
     for (const session of this.sessions) session.close();
+    for (const conn of this.frameConnections) conn.drain();
     await super.drain();
   }
 
   override async stop(): Promise<void> {
     for (const session of this.sessions) session.destroy();
     this.pools.destroy();
+    this.framePool.destroy();
     await super.stop();
   }
 }
