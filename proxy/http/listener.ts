@@ -190,6 +190,7 @@ export class HttpOutboundListener extends Listener {
     const conn = new DownstreamH2(socket, {
       start: (call, request) => this.startFrameCall(call, request, downstream),
       protocolError: (code, reason) => logInfoLine(this.context.accessLogger, { log: 'h2', listener: this.name, src: formatAddress(downstream.src.address, downstream.src.port), code, reason }, 'HTTP/2 connection error'),
+      streamError: (stream, code, reason) => logInfoLine(this.context.accessLogger, { log: 'h2', listener: this.name, src: formatAddress(downstream.src.address, downstream.src.port), stream, code, reason }, 'HTTP/2 stream error'),
     });
     this.frameConnections.add(conn);
     socket.once('close', () => this.frameConnections.delete(conn));

@@ -3,7 +3,10 @@
 // toward one pooled upstream h2c connection per endpoint with the stream id
 // mapped; DATA goes on as slices; the answer's HEADERS/trailers are decoded
 // and re-encoded for the client. Not yet: send-side flow control, retries,
-// per-try timeouts, max_connection_age, rapid-reset accounting.
+// per-try timeouts, max_connection_age. Flow control both ways (flow.ts):
+// DATA goes to a peer within its windows, the rest waits per stream, and a
+// peer's credit comes back only once its DATA has gone on, so what waits is
+// bounded by the windows we give.
 
 import type { Duplex } from 'node:stream';
 import { hopByHop } from '../headers.js';
@@ -16,6 +19,9 @@ import {
   SETTINGS, SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE,
   STREAM_CLOSED, WINDOW_UPDATE, frame, frameHeader, goawayFrame, headerFrames, rstStreamFrame, settingsFrame, unpad, windowUpdateFrame,
 } from './frames.js';
+import { H2StreamError, ReceiveWindows, SendWindows, type SendPiece } from './flow.js';
+import { checkRequest, checkTrailers, type H2Request } from './request-check.js';
+import { ResetBudget } from './reset-budget.js';
 
 const MAX_HEADER_LIST = 65536;
 /** A header block (HEADERS and its CONTINUATIONs) may be this long at most, in this many frames. */
@@ -24,6 +30,9 @@ const MAX_CONTINUATIONS = 64;
 const MAX_CONCURRENT = 1000;
 const STREAM_WINDOW = 1 << 20;
 const CONNECTION_WINDOW = 1 << 30;
+/** Streams a client may cancel (or have refused) at once, and per second after (rapid reset, CVE-2023-44487). */
+const RESET_BURST = 200;
+const RESETS_PER_SECOND = 100;
 
 /** Frames queued on one connection, written together once per tick. */
 class FrameOutput {
@@ -44,20 +53,6 @@ class FrameOutput {
     if (q.length === 0 || this.socket.destroyed) return;
     this.socket.write(q.length === 1 ? q[0]! : Buffer.concat(q));
   };
-}
-
-/** Receive-side flow control: credit given back in batches. */
-class Credit {
-  private owed = 0;
-  constructor(private readonly window: number) {}
-  /** The increment to send now, or 0. */
-  take(n: number): number {
-    this.owed += n;
-    if (this.owed < this.window / 2) return 0;
-    const give = this.owed;
-    this.owed = 0;
-    return give;
-  }
 }
 
 type HeaderBlock = { streamId: number; flags: number; parts: Buffer[]; size: number };
@@ -85,15 +80,7 @@ function decodeBlock(decoder: HpackDecoder, block: HeaderBlock): { fields: Heade
   }
 }
 
-export interface H2Request {
-  method: string;
-  scheme: string;
-  authority: string;
-  path: string;
-  /** Regular headers by name: repeats joined (`cookie` with "; "). */
-  headers: Record<string, string>;
-  endStream: boolean;
-}
+export type { H2Request } from './request-check.js';
 
 /** One client stream and the upstream stream it is forwarded on. */
 export class Call {
@@ -104,6 +91,9 @@ export class Call {
   private responded = false;
   private requestEnded = false;
   private closed = false;
+  /** The request's content-length (-1: none) and the body octets seen. */
+  contentLength = -1;
+  private bodySeen = 0;
   /** Set by the host: the call's end (its metrics and access line). */
   onEnd: () => void = () => {};
 
@@ -119,14 +109,38 @@ export class Call {
     this.upStreamId = up.open(this, fields, endStream);
   }
 
+  /** Counts request body octets against content-length: the reason they disagree, or undefined. */
+  countBody(n: number, end: boolean): string | undefined {
+    this.bodySeen += n;
+    if (this.contentLength < 0) return undefined;
+    if (this.bodySeen > this.contentLength || (end && this.bodySeen !== this.contentLength)) return `content-length ${this.contentLength}, DATA ${this.bodySeen}${end ? '' : '+'}`;
+    return undefined;
+  }
+
+  get ended(): boolean {
+    return this.closed;
+  }
+
   requestData(data: Buffer, end: boolean): void {
     if (end) this.requestEnded = true;
-    if (this.up !== undefined && !this.closed) this.up.data(this.upStreamId, data, end);
+    // Data with nowhere to go is consumed here: the client's credit comes back.
+    if (this.up === undefined || this.closed || !this.up.data(this.upStreamId, data, end)) this.requestSent(data.length);
   }
 
   requestTrailers(fields: HeaderField[]): void {
     this.requestEnded = true;
     if (this.up !== undefined && !this.closed) this.up.headers(this.upStreamId, fields, true);
+  }
+
+  /** `n` octets of the request went upstream (or were dropped): the client may send as much again. */
+  requestSent(n: number): void {
+    this.down.consumed(this.streamId, n);
+  }
+
+  /** `n` octets of the answer went to the client (or were dropped): the upstream may send as much again. */
+  responseSent(n: number): void {
+    if (this.up === undefined) return;
+    this.up.consumed(this.upStreamId, n);
   }
 
   clientReset(): void {
@@ -149,15 +163,21 @@ export class Call {
     if (end) this.responseEnded();
   }
 
-  responseData(data: Buffer, end: boolean): void {
-    if (this.closed) return;
+  /** Answer data; false when the call is gone (its credit is the caller's to give back). */
+  responseData(data: Buffer, end: boolean): boolean {
+    if (this.closed) return false;
     this.down.sendData(this.streamId, data, end);
     if (end) this.responseEnded();
+    return true;
   }
 
   private responseEnded(): void {
-    // The answer is whole: a client still sending is told to stop (RFC 9113 8.1).
-    if (!this.requestEnded) this.down.sendReset(this.streamId, NO_ERROR);
+    // The answer is whole: a client still sending is told to stop (RFC 9113 8.1),
+    // and the upstream stream, half open on its side, is closed.
+    if (!this.requestEnded) {
+      this.down.sendReset(this.streamId, NO_ERROR);
+      this.up?.reset(this.upStreamId, CANCEL);
+    }
     this.close();
   }
 
@@ -177,6 +197,7 @@ export class Call {
     this.reason ??= reason;
     if (this.responded) {
       this.down.sendReset(this.streamId, INTERNAL_ERROR);
+      this.up?.reset(this.upStreamId, CANCEL);
       this.close();
       return;
     }
@@ -197,31 +218,144 @@ export class Call {
   }
 }
 
+/**
+ * What both ends of the forwarder share: queued frame output, the peer's
+ * windows (send) and ours (receive), the peer's frame size.
+ */
+abstract class H2Connection {
+  protected readonly out: FrameOutput;
+  protected readonly sendWindows = new SendWindows();
+  protected readonly receiveWindows = new ReceiveWindows(CONNECTION_WINDOW, STREAM_WINDOW);
+  protected peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
+
+  constructor(socket: Duplex) {
+    this.out = new FrameOutput(socket);
+  }
+
+  /** The call on this connection's `streamId`, if still there. */
+  protected abstract callOf(streamId: number): Call | undefined;
+  /** `n` octets went to this peer on `call`: the other side's credit. */
+  protected abstract sent(call: Call, n: number): void;
+  /** A stream error on `streamId` (flow control): reset it, end its call. */
+  protected abstract streamFailed(streamId: number, code: number, reason: string): void;
+
+  protected write(pieces: SendPiece[]): void {
+    for (const p of pieces) {
+      if (p.then !== undefined) {
+        p.then();
+        continue;
+      }
+      this.out.push(frameHeader(DATA, p.end ? FLAG_END_STREAM : 0, p.streamId, p.data.length));
+      if (p.data.length > 0) {
+        this.out.push(p.data);
+        const call = this.callOf(p.streamId);
+        if (call !== undefined) this.sent(call, p.data.length);
+      }
+    }
+  }
+
+  /** Data for the peer on `streamId`, within its windows; false when the stream is not open here. */
+  protected sendOn(streamId: number, data: Buffer, end: boolean): boolean {
+    if (!this.sendWindows.has(streamId)) return false;
+    this.write(this.sendWindows.send(streamId, data, end));
+    return true;
+  }
+
+  /** `then` once what is queued on `streamId` has gone. */
+  protected afterQueued(streamId: number, then: () => void): void {
+    this.write(this.sendWindows.after(streamId, then));
+  }
+
+  /** Drops what waits on `streamId`, giving its credit back on the other side. */
+  protected dropQueued(streamId: number): void {
+    const n = this.sendWindows.close(streamId);
+    const call = this.callOf(streamId);
+    if (n > 0 && call !== undefined) this.sent(call, n);
+  }
+
+  protected openWindows(streamId: number): void {
+    this.sendWindows.open(streamId);
+    this.receiveWindows.open(streamId);
+  }
+
+  /** `n` octets received from this peer on `streamId` have gone on (or were dropped): credit back. */
+  consumed(streamId: number, n: number): void {
+    const [connection, stream] = this.receiveWindows.consumed(streamId, n);
+    if (connection > 0) this.out.push(windowUpdateFrame(0, connection));
+    if (stream > 0) this.out.push(windowUpdateFrame(streamId, stream));
+  }
+
+  /** A DATA frame's flow-control part: checked against our windows, padding credited back. The data, or null when its stream failed. */
+  protected receiveData(streamId: number, flags: number, payload: Buffer): Buffer | null {
+    try {
+      this.receiveWindows.received(streamId, payload.length);
+    } catch (err) {
+      if (!(err instanceof H2StreamError)) throw err;
+      this.consumed(streamId, payload.length);
+      this.streamFailed(streamId, err.code, err.message);
+      return null;
+    }
+    const data = unpad(DATA, flags, payload);
+    if (data.length < payload.length) this.consumed(streamId, payload.length - data.length);
+    return data;
+  }
+
+  protected windowUpdate(streamId: number, payload: Buffer): void {
+    if (payload.length !== 4) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE not 4 octets');
+    try {
+      this.write(this.sendWindows.update(streamId, payload.readUInt32BE(0) & 0x7fffffff));
+    } catch (err) {
+      if (!(err instanceof H2StreamError)) throw err;
+      this.streamFailed(streamId, err.code, err.message);
+    }
+  }
+
+  /** A peer's SETTINGS (not ACK): frame size and initial window applied, acknowledged. Returns SETTINGS_MAX_CONCURRENT_STREAMS when given. */
+  protected settings(streamId: number, payload: Buffer): number | undefined {
+    if (streamId !== 0) throw new H2ConnectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if (payload.length % 6 !== 0) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS not a multiple of 6 octets');
+    let maxConcurrent: number | undefined;
+    for (let i = 0; i < payload.length; i += 6) {
+      const id = payload.readUInt16BE(i);
+      const value = payload.readUInt32BE(i + 2);
+      if (id === SETTINGS_MAX_FRAME_SIZE) {
+        if (value < DEFAULT_MAX_FRAME_SIZE || value > 0xffffff) throw new H2ConnectionError(PROTOCOL_ERROR, 'bad SETTINGS_MAX_FRAME_SIZE');
+        this.peerMaxFrame = value;
+        this.sendWindows.setMaxFrame(value);
+      } else if (id === SETTINGS_INITIAL_WINDOW_SIZE) this.write(this.sendWindows.setInitial(value));
+      else if (id === SETTINGS_MAX_CONCURRENT_STREAMS) maxConcurrent = value;
+    }
+    this.out.push(frame(SETTINGS, FLAG_ACK, 0));
+    return maxConcurrent;
+  }
+}
+
 export interface DownstreamHost {
   /** A new request: route it, then `call.attach` or `call.answer`. */
   start(call: Call, request: H2Request): void;
   /** A connection error sent as GOAWAY (logged by the host). */
   protocolError(code: number, reason: string): void;
+  /** A stream error sent as RST_STREAM: a malformed request, a flow-control fault (logged by the host). */
+  streamError(streamId: number, code: number, reason: string): void;
 }
 
 /** A client's h2c connection (the preface still unread). */
-export class DownstreamH2 {
+export class DownstreamH2 extends H2Connection {
   private readonly reader: FrameReader;
-  private readonly out: FrameOutput;
   private readonly decoder = new HpackDecoder(4096, MAX_HEADER_LIST);
   private readonly calls = new Map<number, Call>();
-  private readonly credit = new Credit(CONNECTION_WINDOW);
   private block: HeaderBlock | null = null;
   private lastStreamId = 0;
   private prefaceLeft = PREFACE.length;
-  private peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
   private draining = false;
+  private readonly resets: ResetBudget;
 
   constructor(
     private readonly socket: Duplex,
     private readonly host: DownstreamHost,
   ) {
-    this.out = new FrameOutput(socket);
+    super(socket);
+    this.resets = new ResetBudget(RESET_BURST, RESETS_PER_SECOND, Date.now());
     this.reader = new FrameReader((type, flags, id, payload) => this.onFrame(type, flags, id, payload));
     this.out.push(
       settingsFrame([
@@ -235,6 +369,22 @@ export class DownstreamH2 {
     socket.once('close', () => {
       for (const call of [...this.calls.values()]) call.clientReset();
     });
+  }
+
+  protected callOf(streamId: number): Call | undefined {
+    return this.calls.get(streamId);
+  }
+
+  protected sent(call: Call, n: number): void {
+    call.responseSent(n);
+  }
+
+  protected streamFailed(streamId: number, code: number, reason: string): void {
+    this.host.streamError(streamId, code, reason);
+    const call = this.calls.get(streamId);
+    this.dropQueued(streamId);
+    this.out.push(rstStreamFrame(streamId, code));
+    call?.clientReset();
   }
 
   /** GOAWAY: no new stream; the connection ends once its calls have. */
@@ -279,55 +429,62 @@ export class DownstreamH2 {
     switch (type) {
       case DATA: {
         if (streamId === 0) throw new H2ConnectionError(PROTOCOL_ERROR, 'DATA on stream 0');
-        const give = this.credit.take(payload.length);
-        if (give > 0) this.out.push(windowUpdateFrame(0, give));
         const call = this.calls.get(streamId);
         if (call === undefined) {
           if (streamId > this.lastStreamId) throw new H2ConnectionError(PROTOCOL_ERROR, 'DATA on an idle stream');
+          this.receiveWindows.received(streamId, payload.length);
+          this.consumed(streamId, payload.length);
           this.out.push(rstStreamFrame(streamId, STREAM_CLOSED));
           return;
         }
-        call.requestData(unpad(DATA, flags, payload), (flags & FLAG_END_STREAM) !== 0);
+        const data = this.receiveData(streamId, flags, payload);
+        if (data === null) return;
+        const end = (flags & FLAG_END_STREAM) !== 0;
+        const mismatch = call.countBody(data.length, end);
+        if (mismatch !== undefined) {
+          this.consumed(streamId, data.length);
+          this.streamFailed(streamId, PROTOCOL_ERROR, mismatch);
+          return;
+        }
+        call.requestData(data, end);
         return;
       }
       case HEADERS:
       case CONTINUATION:
         if (type === HEADERS && (streamId === 0 || streamId % 2 === 0)) throw new H2ConnectionError(PROTOCOL_ERROR, `HEADERS on stream ${streamId}`);
         this.block = blockFrame(this.block, type, flags, streamId, payload);
-        if ((this.block.flags & FLAG_END_HEADERS) !== 0 || (flags & FLAG_END_HEADERS) !== 0) {
+        if ((flags & FLAG_END_HEADERS) !== 0) {
           const block = this.block;
           this.block = null;
           this.onHeaderBlock(block);
         }
         return;
       case PRIORITY:
+        if (streamId === 0) throw new H2ConnectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
         if (payload.length !== 5) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'PRIORITY not 5 octets');
         return;
-      case RST_STREAM:
+      case RST_STREAM: {
         if (payload.length !== 4) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'RST_STREAM not 4 octets');
         if (streamId === 0 || streamId > this.lastStreamId) throw new H2ConnectionError(PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
-        this.calls.get(streamId)?.clientReset();
+        const call = this.calls.get(streamId);
+        this.dropQueued(streamId);
+        if (call === undefined || call.ended) return;
+        call.clientReset();
+        this.spendReset('streams reset by the client');
         return;
+      }
       case SETTINGS:
-        if (streamId !== 0) throw new H2ConnectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
         if (flags & FLAG_ACK) return;
-        if (payload.length % 6 !== 0) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS not a multiple of 6 octets');
-        for (let i = 0; i < payload.length; i += 6) {
-          const id = payload.readUInt16BE(i);
-          const value = payload.readUInt32BE(i + 2);
-          if (id === SETTINGS_MAX_FRAME_SIZE) {
-            if (value < DEFAULT_MAX_FRAME_SIZE || value > 0xffffff) throw new H2ConnectionError(PROTOCOL_ERROR, 'bad SETTINGS_MAX_FRAME_SIZE');
-            this.peerMaxFrame = value;
-          }
-        }
-        this.out.push(frame(SETTINGS, FLAG_ACK, 0));
+        this.settings(streamId, payload);
         return;
       case PING:
         if (payload.length !== 8) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'PING not 8 octets');
         if (!(flags & FLAG_ACK)) this.out.push(frame(PING, FLAG_ACK, 0, payload));
         return;
-      case GOAWAY:
       case WINDOW_UPDATE:
+        this.windowUpdate(streamId, payload);
+        return;
+      case GOAWAY:
         return;
       case PUSH_PROMISE:
         throw new H2ConnectionError(PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
@@ -343,78 +500,93 @@ export class DownstreamH2 {
     const open = this.calls.get(streamId);
     if (open !== undefined) {
       if (!endStream) throw new H2ConnectionError(PROTOCOL_ERROR, 'trailers without END_STREAM');
-      open.requestTrailers(fields);
+      const bad = checkTrailers(fields) ?? open.countBody(0, true);
+      if (bad !== undefined) this.streamFailed(streamId, PROTOCOL_ERROR, bad);
+      else open.requestTrailers(fields);
       return;
     }
     if (streamId <= this.lastStreamId) throw new H2ConnectionError(PROTOCOL_ERROR, `HEADERS on closed stream ${streamId}`);
     this.lastStreamId = streamId;
     if (this.draining || this.calls.size >= MAX_CONCURRENT) {
       this.out.push(rstStreamFrame(streamId, REFUSED_STREAM));
+      if (!this.draining) this.spendReset('streams refused');
       return;
     }
-    const request: H2Request = { method: '', scheme: '', authority: '', path: '', headers: {}, endStream };
-    let malformed = false;
-    for (const [name, value] of fields) {
-      if (name.charCodeAt(0) === 0x3a) {
-        if (name === ':method') request.method = value;
-        else if (name === ':path') request.path = value;
-        else if (name === ':authority') request.authority = value;
-        else if (name === ':scheme') request.scheme = value;
-        else malformed = true;
-        continue;
-      }
-      const had = request.headers[name];
-      request.headers[name] = had === undefined ? value : `${had}${name === 'cookie' ? '; ' : ', '}${value}`;
-    }
-    if (malformed || request.method === '' || request.path === '' || request.scheme === '') {
+    const request = checkRequest(fields, endStream);
+    if (typeof request === 'string') {
+      this.host.streamError(streamId, PROTOCOL_ERROR, request);
       this.out.push(rstStreamFrame(streamId, PROTOCOL_ERROR));
       return;
     }
     const call = new Call(this, streamId);
+    call.contentLength = request.contentLength;
     this.calls.set(streamId, call);
+    this.openWindows(streamId);
     if (oversize) call.answer(431, 'header_list_too_large');
     else this.host.start(call, request);
   }
 
-  forget(streamId: number): void {
-    this.calls.delete(streamId);
-    if (this.draining && this.calls.size === 0) this.endSoon();
+  /** A stream that brought no answer: past the budget, the connection ends (ENHANCE_YOUR_CALM). */
+  private spendReset(what: string): void {
+    if (!this.resets.spend(Date.now())) throw new H2ConnectionError(ENHANCE_YOUR_CALM, `rapid reset: ${what} past ${RESET_BURST} at once, ${RESETS_PER_SECOND}/s after`);
   }
 
+  /** The call is over: its stream leaves once what it queued for the client has gone. */
+  forget(streamId: number): void {
+    this.afterQueued(streamId, () => {
+      this.sendWindows.close(streamId);
+      this.receiveWindows.close(streamId);
+      this.calls.delete(streamId);
+      if (this.draining && this.calls.size === 0) this.endSoon();
+    });
+  }
+
+  /** Headers (trailers included) go after the data queued before them. */
   sendHeaders(streamId: number, fields: HeaderField[], end: boolean): void {
-    for (const f of headerFrames(streamId, encodeHeaderBlock(fields), end, this.peerMaxFrame)) this.out.push(f);
+    const frames = headerFrames(streamId, encodeHeaderBlock(fields), end, this.peerMaxFrame);
+    this.afterQueued(streamId, () => {
+      for (const f of frames) this.out.push(f);
+    });
   }
 
   sendData(streamId: number, data: Buffer, end: boolean): void {
-    this.out.push(frameHeader(DATA, end ? FLAG_END_STREAM : 0, streamId, data.length));
-    if (data.length > 0) this.out.push(data);
+    this.sendOn(streamId, data, end);
   }
 
+  /** NO_ERROR goes after the answer queued; any other code ends the stream now, its queue dropped. */
   sendReset(streamId: number, code: number): void {
+    if (code === NO_ERROR) {
+      this.afterQueued(streamId, () => this.out.push(rstStreamFrame(streamId, code)));
+      return;
+    }
+    this.dropQueued(streamId);
     this.out.push(rstStreamFrame(streamId, code));
   }
 }
 
 /** One pooled h2c connection to an endpoint. */
-export class UpstreamH2 {
+export class UpstreamH2 extends H2Connection {
   readonly socket: UpstreamSocket;
   private readonly reader: FrameReader;
-  private readonly out: FrameOutput;
   private readonly decoder = new HpackDecoder(4096, MAX_HEADER_LIST);
   private readonly calls = new Map<number, Call>();
-  private readonly credit = new Credit(CONNECTION_WINDOW);
   private block: HeaderBlock | null = null;
   private nextStreamId = 1;
-  private peerMaxFrame = DEFAULT_MAX_FRAME_SIZE;
+  /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS: until its SETTINGS come, what an earlier connection to it said. */
+  private peerMaxConcurrent: number;
   usable = true;
   dialError: UpstreamDialError | undefined;
 
   constructor(
     attempts: UpstreamAttempt[],
     private readonly gone: () => void,
+    maxConcurrent: number,
+    private readonly learnedMaxConcurrent: (n: number) => void,
   ) {
-    this.socket = new UpstreamSocket(attempts);
-    this.out = new FrameOutput(this.socket);
+    const socket = new UpstreamSocket(attempts);
+    super(socket);
+    this.socket = socket;
+    this.peerMaxConcurrent = maxConcurrent;
     this.reader = new FrameReader((type, flags, id, payload) => this.onFrame(type, flags, id, payload));
     this.out.push(PREFACE);
     this.out.push(
@@ -445,6 +617,26 @@ export class UpstreamH2 {
     });
   }
 
+  /** Usable, with a stream to spare under the peer's SETTINGS_MAX_CONCURRENT_STREAMS. */
+  get hasRoom(): boolean {
+    return this.usable && this.calls.size < this.peerMaxConcurrent;
+  }
+
+  protected callOf(streamId: number): Call | undefined {
+    return this.calls.get(streamId);
+  }
+
+  protected sent(call: Call, n: number): void {
+    call.requestSent(n);
+  }
+
+  protected streamFailed(streamId: number, code: number, reason: string): void {
+    const call = this.calls.get(streamId);
+    this.dropQueued(streamId);
+    this.out.push(rstStreamFrame(streamId, code));
+    call?.upstreamFailed(`upstream_stream_error: ${reason}`);
+  }
+
   private retire(): void {
     if (!this.usable) return;
     this.usable = false;
@@ -456,24 +648,33 @@ export class UpstreamH2 {
     this.nextStreamId += 2;
     if (this.nextStreamId > 0x7fffffff) this.retire();
     this.calls.set(id, call);
+    this.openWindows(id);
     this.headers(id, fields, endStream);
     return id;
   }
 
+  /** Headers (trailers included) go after the data queued before them. */
   headers(streamId: number, fields: HeaderField[], end: boolean): void {
-    for (const f of headerFrames(streamId, encodeHeaderBlock(fields), end, this.peerMaxFrame)) this.out.push(f);
+    const frames = headerFrames(streamId, encodeHeaderBlock(fields), end, this.peerMaxFrame);
+    this.afterQueued(streamId, () => {
+      for (const f of frames) this.out.push(f);
+    });
   }
 
-  data(streamId: number, data: Buffer, end: boolean): void {
-    this.out.push(frameHeader(DATA, end ? FLAG_END_STREAM : 0, streamId, data.length));
-    if (data.length > 0) this.out.push(data);
+  /** Request data within the upstream's windows; false when the stream is gone. */
+  data(streamId: number, data: Buffer, end: boolean): boolean {
+    return this.sendOn(streamId, data, end);
   }
 
   reset(streamId: number, code: number): void {
-    if (this.calls.has(streamId)) this.out.push(rstStreamFrame(streamId, code));
+    if (!this.calls.has(streamId)) return;
+    this.dropQueued(streamId);
+    this.out.push(rstStreamFrame(streamId, code));
   }
 
   forget(streamId: number): void {
+    this.dropQueued(streamId);
+    this.receiveWindows.close(streamId);
     this.calls.delete(streamId);
     if (!this.usable && this.calls.size === 0) this.socket.end();
   }
@@ -486,9 +687,15 @@ export class UpstreamH2 {
     if (this.block !== null && type !== CONTINUATION) throw new H2ConnectionError(PROTOCOL_ERROR, 'frame inside a header block');
     switch (type) {
       case DATA: {
-        const give = this.credit.take(payload.length);
-        if (give > 0) this.out.push(windowUpdateFrame(0, give));
-        this.calls.get(streamId)?.responseData(unpad(DATA, flags, payload), (flags & FLAG_END_STREAM) !== 0);
+        if (streamId === 0) throw new H2ConnectionError(PROTOCOL_ERROR, 'DATA on stream 0');
+        const call = this.calls.get(streamId);
+        if (call === undefined) {
+          this.receiveWindows.received(streamId, payload.length);
+          this.consumed(streamId, payload.length);
+          return;
+        }
+        const data = this.receiveData(streamId, flags, payload);
+        if (data !== null && !call.responseData(data, (flags & FLAG_END_STREAM) !== 0)) this.consumed(streamId, data.length);
         return;
       }
       case HEADERS:
@@ -510,46 +717,70 @@ export class UpstreamH2 {
       case RST_STREAM: {
         if (payload.length !== 4) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'RST_STREAM not 4 octets');
         const call = this.calls.get(streamId);
+        this.dropQueued(streamId);
         this.calls.delete(streamId);
         call?.upstreamFailed(payload.readUInt32BE(0) === REFUSED_STREAM ? 'upstream_refused_stream' : 'upstream_reset');
         return;
       }
-      case SETTINGS:
+      case SETTINGS: {
         if (flags & FLAG_ACK) return;
-        if (payload.length % 6 !== 0) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS not a multiple of 6 octets');
-        for (let i = 0; i < payload.length; i += 6) if (payload.readUInt16BE(i) === SETTINGS_MAX_FRAME_SIZE) this.peerMaxFrame = payload.readUInt32BE(i + 2);
-        this.out.push(frame(SETTINGS, FLAG_ACK, 0));
+        const maxConcurrent = this.settings(streamId, payload);
+        if (maxConcurrent !== undefined) {
+          this.peerMaxConcurrent = maxConcurrent;
+          this.learnedMaxConcurrent(maxConcurrent);
+        }
         return;
+      }
       case PING:
+        if (payload.length !== 8) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'PING not 8 octets');
         if (!(flags & FLAG_ACK)) this.out.push(frame(PING, FLAG_ACK, 0, payload));
         return;
+      case WINDOW_UPDATE:
+        this.windowUpdate(streamId, payload);
+        return;
       case GOAWAY: {
+        if (payload.length < 8) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'GOAWAY under 8 octets');
         this.retire();
         const last = payload.readUInt32BE(0) & 0x7fffffff;
         for (const [id, call] of [...this.calls]) if (id > last) call.upstreamFailed('upstream_refused_stream');
         if (this.calls.size === 0) this.socket.end();
         return;
       }
+      case PUSH_PROMISE:
+        throw new H2ConnectionError(PROTOCOL_ERROR, 'PUSH_PROMISE though SETTINGS_ENABLE_PUSH is 0');
       default:
         return;
     }
   }
 }
 
-/** The pooled upstream connections by endpoint key. */
+/** The pooled upstream connections by endpoint key: more than one when an upstream's SETTINGS_MAX_CONCURRENT_STREAMS is reached. */
 export class UpstreamH2Pool {
-  private readonly open = new Map<string, UpstreamH2>();
+  private readonly open = new Map<string, UpstreamH2[]>();
+  /** Each endpoint's last SETTINGS_MAX_CONCURRENT_STREAMS, for its next connection (100, RFC 9113's floor for the advice, until known). */
+  private readonly maxConcurrent = new Map<string, number>();
   get(key: string, attempts: () => UpstreamAttempt[]): UpstreamH2 {
-    const had = this.open.get(key);
-    if (had?.usable) return had;
-    const up: UpstreamH2 = new UpstreamH2(attempts(), () => {
-      if (this.open.get(key) === up) this.open.delete(key);
-    });
-    this.open.set(key, up);
+    const list = this.open.get(key) ?? [];
+    const had = list.find((up) => up.hasRoom);
+    if (had !== undefined) return had;
+    const up: UpstreamH2 = new UpstreamH2(
+      attempts(),
+      () => {
+        const now = this.open.get(key);
+        if (now === undefined) return;
+        const left = now.filter((u) => u !== up);
+        if (left.length === 0) this.open.delete(key);
+        else this.open.set(key, left);
+      },
+      this.maxConcurrent.get(key) ?? 100,
+      (n) => this.maxConcurrent.set(key, n),
+    );
+    list.push(up);
+    this.open.set(key, list);
     return up;
   }
   destroy(): void {
-    for (const up of this.open.values()) up.destroy();
+    for (const list of this.open.values()) for (const up of list) up.destroy();
     this.open.clear();
   }
 }
