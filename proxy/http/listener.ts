@@ -110,6 +110,7 @@ export class HttpOutboundListener extends Listener {
     this.table = new RouteTable(routes);
     this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
+    this.h2cFrames = (config.h2c ?? LISTENER_DEFAULTS.h2c) === 'frames';
     this.http1.keepAliveTimeout = config.idleTimeoutMs;
     this.http1.on('request', (req, res) => this.onHttp1Request(req, res));
     this.http2.on('session', (session) => {
@@ -170,7 +171,7 @@ export class HttpOutboundListener extends Listener {
       socket.pause();
       socket.unshift(seen);
       this.handingOver = downstream;
-      if (h2 && process.env.VSOCKMESH_H2_FRAMES !== '0') this.adoptFrames(socket, downstream);
+      if (h2 && this.h2cFrames) this.adoptFrames(socket, downstream);
       else if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
@@ -185,7 +186,10 @@ export class HttpOutboundListener extends Listener {
   private readonly framePool = new UpstreamH2Pool();
   private readonly frameConnections = new Set<DownstreamH2>();
 
-  /** PROTOTYPE: an h2c connection forwarded frame by frame. */
+  /** The one place h2c (prior knowledge) picks its path: frames (config `h2c: frames`) or Node's http2. */
+  private readonly h2cFrames: boolean;
+
+  /** An h2c connection forwarded frame by frame. */
   private adoptFrames(socket: VsockSocket, downstream: Downstream): void {
     const conn = new DownstreamH2(socket, {
       start: (call, request) => this.startFrameCall(call, request, downstream),

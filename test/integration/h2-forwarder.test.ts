@@ -23,7 +23,7 @@ async function withForwarder(backend: http2.Http2Server, run: (port: number) => 
   await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
   const sidecar = await startSidecar({
     node: { id: 'vm-a' },
-    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', route_config: everything }],
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', h2c: 'frames', route_config: everything }],
     clusters: [{ name: 'h2', endpoints: [{ address: '127.0.0.1', port: (backend.address() as AddressInfo).port }] }],
   });
   try {
