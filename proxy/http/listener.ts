@@ -183,7 +183,7 @@ export class HttpOutboundListener extends Listener {
     socket.on('data', onData);
   }
 
-  private readonly framePool = new UpstreamH2Pool();
+  private readonly framePool = new UpstreamH2Pool((socket, aged) => this.pools.followAge(socket, aged));
   private readonly frameConnections = new Set<DownstreamH2>();
 
   /** The one place h2c (prior knowledge) picks its path: frames (config `h2c: frames`) or Node's http2. */

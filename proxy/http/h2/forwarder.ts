@@ -1,9 +1,9 @@
-// PROTOTYPE: HTTP/2 (h2c prior knowledge) forwarded frame by frame. A client
+// HTTP/2 (h2c prior knowledge) forwarded frame by frame. A client
 // connection's HEADERS are decoded (HPACK), routed by the host, re-encoded
 // toward one pooled upstream h2c connection per endpoint with the stream id
 // mapped; DATA goes on as slices; the answer's HEADERS/trailers are decoded
 // and re-encoded for the client. Not yet: send-side flow control, retries,
-// per-try timeouts, max_connection_age. Flow control both ways (flow.ts):
+// per-try timeouts. Pooled connections go away at max_connection_age. Flow control both ways (flow.ts):
 // DATA goes to a peer within its windows, the rest waits per stream, and a
 // peer's credit comes back only once its DATA has gone on, so what waits is
 // bounded by the windows we give.
@@ -367,7 +367,11 @@ export class DownstreamH2 extends H2Connection {
     this.out.push(windowUpdateFrame(0, CONNECTION_WINDOW - 65535));
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.once('close', () => {
-      for (const call of [...this.calls.values()]) call.clientReset();
+      // What waited for this client is dropped, its credit given back upstream.
+      for (const [id, call] of [...this.calls]) {
+        this.dropQueued(id);
+        call.clientReset();
+      }
     });
   }
 
@@ -666,6 +670,20 @@ export class UpstreamH2 extends H2Connection {
     return this.sendOn(streamId, data, end);
   }
 
+  /** No new stream (max_connection_age): GOAWAY, and the connection closes once its calls have ended. */
+  goAway(): void {
+    if (!this.usable) return;
+    this.retire();
+    this.out.push(goawayFrame(0, NO_ERROR));
+    if (this.calls.size === 0) this.end();
+  }
+
+  /** Ends the connection after the frames queued. */
+  private end(): void {
+    this.out.flush();
+    this.socket.end();
+  }
+
   reset(streamId: number, code: number): void {
     if (!this.calls.has(streamId)) return;
     this.dropQueued(streamId);
@@ -676,7 +694,7 @@ export class UpstreamH2 extends H2Connection {
     this.dropQueued(streamId);
     this.receiveWindows.close(streamId);
     this.calls.delete(streamId);
-    if (!this.usable && this.calls.size === 0) this.socket.end();
+    if (!this.usable && this.calls.size === 0) this.end();
   }
 
   destroy(): void {
@@ -743,7 +761,7 @@ export class UpstreamH2 extends H2Connection {
         this.retire();
         const last = payload.readUInt32BE(0) & 0x7fffffff;
         for (const [id, call] of [...this.calls]) if (id > last) call.upstreamFailed('upstream_refused_stream');
-        if (this.calls.size === 0) this.socket.end();
+        if (this.calls.size === 0) this.end();
         return;
       }
       case PUSH_PROMISE:
@@ -757,6 +775,10 @@ export class UpstreamH2 extends H2Connection {
 /** The pooled upstream connections by endpoint key: more than one when an upstream's SETTINGS_MAX_CONCURRENT_STREAMS is reached. */
 export class UpstreamH2Pool {
   private readonly open = new Map<string, UpstreamH2[]>();
+
+  /** `followAge`: calls `aged` at a connection's max_connection_age (UpstreamPools.followAge); it then goes away. */
+  constructor(private readonly followAge: (socket: UpstreamSocket, aged: () => void) => void = () => {}) {}
+
   /** Each endpoint's last SETTINGS_MAX_CONCURRENT_STREAMS, for its next connection (100, RFC 9113's floor for the advice, until known). */
   private readonly maxConcurrent = new Map<string, number>();
   get(key: string, attempts: () => UpstreamAttempt[]): UpstreamH2 {
@@ -775,6 +797,7 @@ export class UpstreamH2Pool {
       this.maxConcurrent.get(key) ?? 100,
       (n) => this.maxConcurrent.set(key, n),
     );
+    this.followAge(up.socket, () => up.goAway());
     list.push(up);
     this.open.set(key, list);
     return up;
