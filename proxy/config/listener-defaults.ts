@@ -15,6 +15,8 @@ export const LISTENER_DEFAULTS = {
   connectTimeoutMs: 5_000,
   /** HTTP: RFC 7239 `forwarded` beside `x-forwarded-for`. */
   forwarded: 'append',
+  /** HTTP: h2c through Node's http2 until the frame forwarder does retries, per-try timeouts and connection age (issue 16). */
+  h2c: 'node',
 } as const;
 
 type Given<T, Required extends keyof T> = Pick<T, Required> & { [K in Exclude<keyof T, Required | 'kind'>]?: T[K] | undefined };
@@ -30,6 +32,7 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
     ...(l.forwarded !== undefined && { forwarded: l.forwarded }),
+    ...(l.h2c !== undefined && { h2c: l.h2c }),
     ...(l.http !== undefined && { http: l.http }),
     ...(l.httpInspector !== undefined && { httpInspector: l.httpInspector }),
   };

@@ -106,6 +106,8 @@ const outboundListener = z
     route_config: routeConfigSchema.optional(),
     http_inspector: httpInspector.optional(),
     forwarded: z.enum(['append', 'none']).optional(),
+    /** h2c (prior knowledge): `node` (Node's http2, the default) or `frames` (frame by frame). */
+    h2c: z.enum(['node', 'frames']).optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,
   })
@@ -226,6 +228,7 @@ const listener = z
     if (l.kind !== 'outbound') return;
     if (l.route_config !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['route_config'], message: 'only for protocol: http (or with http_inspector)' });
     if (l.forwarded !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['forwarded'], message: 'only for protocol: http (or with http_inspector)' });
+    if (l.h2c !== undefined && l.protocol !== 'http' && l.http_inspector === undefined) ctx.addIssue({ code: 'custom', path: ['h2c'], message: 'only for protocol: http (or with http_inspector)' });
     if (l.http_inspector !== undefined && l.protocol === 'http') ctx.addIssue({ code: 'custom', path: ['http_inspector'], message: 'only for protocol: tcp (a capture listener); protocol: http parses every connection already' });
     if (l.cluster === undefined && l.route_config === undefined) ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'required (or, with protocol: http, a route_config)' });
   })
@@ -251,6 +254,7 @@ const listener = z
           idleTimeoutMs: l.idle_timeout,
           maxConnections: l.max_connections,
           forwarded: l.forwarded,
+          h2c: l.h2c,
           http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,
           httpInspector:
             l.http_inspector === undefined

@@ -79,6 +79,12 @@ export interface OutboundListenerConfig {
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
   /**
+   * HTTP/2 with prior knowledge (h2c): `node` through Node's http2 (the default),
+   * `frames` forwarded frame by frame (http/h2/forwarder.ts). TLS (ALPN h2) and
+   * upgrades take Node's path either way. Absent: LISTENER_DEFAULTS.h2c.
+   */
+  h2c?: 'node' | 'frames';
+  /**
    * A capture listener (its cluster resolves the original destination) that
    * inspects each connection's first bytes (http/inspector.ts): HTTP goes
    * request by request through `routes`, or to the original destination when

@@ -33,6 +33,7 @@ import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
 import { answerHead, bodyFraming, type BodyFraming } from './http1-answer.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
+import { DownstreamH2, UpstreamH2Pool, type Call, type H2Request } from './h2/forwarder.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
 
 const CRLF = Buffer.from('\r\n', 'latin1');
@@ -114,6 +115,8 @@ export class HttpOutboundListener extends Listener {
     this.table = new RouteTable(routes);
     this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
+    this.h2cFrames = (config.h2c ?? LISTENER_DEFAULTS.h2c) === 'frames';
+    this.warnFramesUnsupported(routes);
     this.http2.on('session', (session) => {
       this.sources.set(session, this.handingOver);
       this.sessions.add(session);
@@ -130,7 +133,18 @@ export class HttpOutboundListener extends Listener {
 
   /** A new route configuration (RDS): requests from now on are routed by it; connections and requests in flight carry on. */
   setRoutes(routes: RouteConfig): void {
-    if (routes !== this.table.config) this.table = new RouteTable(routes);
+    if (routes === this.table.config) return;
+    this.table = new RouteTable(routes);
+    this.warnFramesUnsupported(routes);
+  }
+
+  /** `h2c: frames` does not retry yet (issue 16): a route configuration that asks for retries is told so, not silently served without them. */
+  private warnFramesUnsupported(routes: RouteConfig): void {
+    if (!this.h2cFrames) return;
+    const retrying = routes.virtualHosts.flatMap((host) => host.routes.flatMap((route, index) => (route.retry === undefined ? [] : [`${host.name}/${index}`])));
+    if (retrying.length > 0) {
+      this.context.logger.warn({ listener: this.config.name, route_config: routes.name, routes: retrying }, 'h2c: frames does not retry yet: these routes retry HTTP/1.1 and TLS h2 requests only');
+    }
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -172,7 +186,8 @@ export class HttpOutboundListener extends Listener {
       socket.pause();
       socket.unshift(seen);
       this.handingOver = downstream;
-      if (h2) this.http2.emit('connection', socket);
+      if (h2 && this.h2cFrames) this.adoptFrames(socket, downstream);
+      else if (h2) this.http2.emit('connection', socket);
       else {
         this.http1Connections.set(socket, 0);
         socket.once('close', () => this.http1Connections.delete(socket));
@@ -181,6 +196,52 @@ export class HttpOutboundListener extends Listener {
       socket.resume();
     };
     socket.on('data', onData);
+  }
+
+  private readonly framePool = new UpstreamH2Pool((socket, aged) => this.pools.followAge(socket, aged));
+  private readonly frameConnections = new Set<DownstreamH2>();
+
+  /** The one place h2c (prior knowledge) picks its path: frames (config `h2c: frames`) or Node's http2. */
+  private readonly h2cFrames: boolean;
+
+  /** An h2c connection forwarded frame by frame. */
+  private adoptFrames(socket: VsockSocket, downstream: Downstream): void {
+    const conn = new DownstreamH2(socket, {
+      start: (call, request) => this.startFrameCall(call, request, downstream),
+      protocolError: (code, reason) => logInfoLine(this.context.accessLogger, { log: 'h2', listener: this.name, src: formatAddress(downstream.src.address, downstream.src.port), code, reason }, 'HTTP/2 connection error'),
+      streamError: (stream, code, reason) => logInfoLine(this.context.accessLogger, { log: 'h2', listener: this.name, src: formatAddress(downstream.src.address, downstream.src.port), stream, code, reason }, 'HTTP/2 stream error'),
+    });
+    this.frameConnections.add(conn);
+    socket.once('close', () => this.frameConnections.delete(conn));
+    if (this.draining) conn.drain();
+  }
+
+  private startFrameCall(call: Call, request: H2Request, downstream: Downstream): void {
+    const { src } = downstream;
+    const authority = request.authority || request.headers.host || '';
+    const record = this.record('h2', src, request.method, authority, request.path, request.headers['x-request-id']);
+    const target = this.target(record.authority, record.path, request.headers, downstream);
+    if (!target.ok) {
+      call.onEnd = () => this.finish(record, target, call.status, 'none', null, target.reason);
+      call.answer(target.status, target.reason);
+      return;
+    }
+    const up = this.framePool.get(target.key, target.attempts);
+    const release = this.holdEndpoint(target.endpoint);
+    const fwd = forwardedHeaders(request.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    const fields: Array<readonly [string, string]> = [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
+    for (const name of Object.keys(fwd)) {
+      const v = fwd[name]!;
+      if (Array.isArray(v)) for (const x of v) fields.push([name, x]);
+      else fields.push([name, v]);
+    }
+    const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    call.onEnd = () => {
+      clearTimeout(timer);
+      release();
+      this.finish(record, target, call.status, up.socket.transport, up.socket.label, call.reason);
+    };
+    call.attach(up, fields, request.endStream);
   }
 
   private downstreamOf(socket: object | null | undefined): Downstream {
@@ -611,12 +672,14 @@ export class HttpOutboundListener extends Listener {
     this.draining = true;
     for (const [socket, inFlight] of this.http1Connections) if (inFlight === 0) socket.end();
     for (const session of this.sessions) session.close();
+    for (const conn of this.frameConnections) conn.drain();
     await super.drain();
   }
 
   override async stop(): Promise<void> {
     for (const session of this.sessions) session.destroy();
     this.pools.destroy();
+    this.framePool.destroy();
     await super.stop();
   }
 }

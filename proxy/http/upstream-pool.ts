@@ -84,8 +84,8 @@ export class UpstreamPools {
     return pool;
   }
 
-  /** Calls `aged` at a secured socket's age deadline (never, without peer_tls.max_connection_age). */
-  private followAge(socket: UpstreamSocket, aged: () => void): void {
+  /** Calls `aged` at a secured socket's age deadline (never, without peer_tls.max_connection_age); also the h2c frame forwarder's pool's. */
+  followAge(socket: UpstreamSocket, aged: () => void): void {
     const limit = this.ageLimit;
     if (limit === null) return;
     socket.once('connect', () => {

@@ -35,7 +35,7 @@
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
 //   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before] (empty: none), BENCH_LOADS=http1,grpc,
 //   BENCH_CAPTURE=1|l4|http,
-//   BENCH_BASELINE_CLI, BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
+//   BENCH_BASELINE_CLI, BENCH_H2C=frames (this build's listener: h2c frame by frame), BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
 //   BENCH_BASELINE_NODE_ARGS for the baseline's sidecars, default BENCH_NODE_ARGS)
 // Not a test: `npm test` does not run it.
 
@@ -76,6 +76,7 @@ const ROUNDS = intEnv('BENCH_ROUNDS', 3);
 const SECONDS = intEnv('BENCH_SECONDS', 8);
 const PACE = { seconds: SECONDS, slow: 1 };
 const BASELINE_CLI = process.env.BENCH_BASELINE_CLI ?? '';
+const H2C = process.env.BENCH_H2C ?? '';
 const ALL_CHAINS = ['direct', 'haproxy', 'nginx', 'vsockmesh', 'vsockmesh-before'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
 const DEFAULT_CHAINS: ChainName[] = ['direct', 'haproxy', 'nginx', 'vsockmesh', ...(BASELINE_CLI ? (['vsockmesh-before'] as const) : [])];
@@ -171,7 +172,9 @@ async function startNginxChain(nginx: string, app: Ports, dir: string): Promise<
 async function startVsockmeshChain(name: 'vsockmesh' | 'vsockmesh-before', cli: string, nodeFlags: string[], app: Ports, dir: string): Promise<Chain> {
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { http1: await freePort(), grpc: await freePort() };
-  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener: { protocol: 'http' }, nodeFlags, cli });
+  // BENCH_H2C=frames: this build's listener forwards h2c frame by frame (the baseline keeps its own default).
+  const listener = { protocol: 'http', ...(name === 'vsockmesh' && H2C !== '' && { h2c: H2C }) };
+  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener, nodeFlags, cli });
   return { name, entry, hops, adminPort: ports.adminA };
 }
 

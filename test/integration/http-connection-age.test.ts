@@ -11,10 +11,10 @@ import { meshTls } from '../helpers/peer-tls.js';
 import { metricValue, startMesh, type Mesh } from '../helpers/sidecars.js';
 
 /** a (HTTP listener "out", max_connection_age 1s on its peer hop) -> b over mTLS -> `app`. */
-async function agedHttpMesh(t: import('ava').ExecutionContext, app: TestServer): Promise<Mesh> {
+async function agedHttpMesh(t: import('ava').ExecutionContext, app: TestServer, h2c: 'node' | 'frames' = 'node'): Promise<Mesh> {
   const pki = await meshTls('strict');
   // A grace far longer than the test: the L4 rule (cut when quiet or at the grace) cannot be what moves the requests.
-  const mesh = await startMesh({ app, outbound: { protocol: 'http' }, peerTls: { a: { ...pki.a, max_connection_age: '1s', max_connection_age_grace: '10m' }, b: pki.b } });
+  const mesh = await startMesh({ app, outbound: { protocol: 'http', h2c }, peerTls: { a: { ...pki.a, max_connection_age: '1s', max_connection_age_grace: '10m' }, b: pki.b } });
   t.teardown(async () => {
     await mesh.stop();
     await pki.cleanup();
@@ -61,12 +61,13 @@ test('HTTP/1.1: past max_connection_age the pooled connection is retired; reques
   t.is(await metricValue(mesh.a.sidecar, 'vsockmesh_connections_closed_total', { reason: 'max_connection_age' }), 0, 'retired, not cut');
 });
 
-test('HTTP/2: past max_connection_age the pooled session is sent a GOAWAY and closed; requests go on over a new one and none fails', async (t) => {
+for (const h2c of ['node', 'frames'] as const)
+test(`HTTP/2 (h2c: ${h2c}): past max_connection_age the pooled session is sent a GOAWAY and closed; requests go on over a new one and none fails`, async (t) => {
   const server = http2.createServer((_req, res) => res.end('ok'));
   const goaways: number[] = [];
   server.on('session', (session) => session.on('goaway', (code: number) => goaways.push(code)));
   const app = await startServer((socket) => server.emit('connection', socket));
-  const mesh = await agedHttpMesh(t, app);
+  const mesh = await agedHttpMesh(t, app, h2c);
   const client = http2.connect(`http://127.0.0.1:${mesh.port}`);
   client.on('error', () => undefined);
   t.teardown(() => void client.destroy());
