@@ -57,7 +57,7 @@ import { RESOURCE_TYPE_URLS, TYPE_URLS, type ResourceTypeUrl } from '../envoy/pr
 import { ackedOf, versionChanges, versionsOf, VersionsOf } from './acked-versions.js';
 import { MAX_NACK_TEXT_BYTES, MAX_XDS_NAMES_PER_STREAM, MAX_XDS_NODE_ID_LENGTH, MAX_XDS_RESOURCE_NAME_LENGTH, truncateUtf8 } from './bounds.js';
 import type { Snapshot, VersionedResource } from './snapshot.js';
-import { sharedMerge, sharedNameSet } from './stream-sharing.js';
+import { sharedNameSet } from './stream-sharing.js';
 
 export type AdsStreamKind = 'sotw' | 'delta';
 
@@ -202,6 +202,13 @@ function someMissing(names: Iterable<string>, from: { has(name: string): boolean
   return false;
 }
 
+/** `a` with the entries of `b` set over it (a new map). */
+function withEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): Map<string, string> {
+  const out = new Map(a);
+  for (const [k, v] of b) out.set(k, v);
+  return out;
+}
+
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
@@ -280,7 +287,7 @@ function sotwType(typeUrl: ResourceTypeUrl, st: TypeState, req: SotwRequest, eve
       acked = true;
       // EDS/RDS: the response carried every subscribed name the client might not have at the map's version (owedNames), so it now holds that map's version of each.
       if (st.sentFrom !== null) known = versionsOf(st.sentFrom);
-      else known = sharedMerge(st.known, st.unacked);
+      else known = st.unacked.size === 0 ? st.known : withEntries(st.known, st.unacked);
     }
   }
   const first = !st.requested;
