@@ -11,7 +11,7 @@
 // reads esbuild's export annotation: `import { parse } from 'yaml'` works).
 
 import { build } from 'esbuild';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -29,6 +29,18 @@ const PACKAGES = {
   // Loaded through createRequire in proxy/runtime/prom-client.ts, file by file (not the package's entry).
   'prom-client': Object.fromEntries(['counter', 'gauge', 'histogram', 'registry', 'defaultMetrics'].map((f) => [`prom-client/lib/${f}`, `lib/${f}.js`])),
 };
+
+// A copy resolves only the specifiers listed (its exports map), and Node does not fall back to the package: a build whose
+// code loads another specifier of these packages would fail at run time, so it fails here.
+const SPECIFIER = new RegExp(`(?:from |import\\(|require\\()'((?:${Object.keys(PACKAGES).join('|')})(?:/[^']*)?)'`, 'g');
+for (const entry of readdirSync(`${root}dist`, { recursive: true, withFileTypes: true })) {
+  const dir = entry.parentPath ?? entry.path; // Node < 20.12: path
+  if (!entry.isFile() || !entry.name.endsWith('.js') || dir.includes('/node_modules')) continue;
+  for (const [, specifier] of readFileSync(`${dir}/${entry.name}`, 'utf8').matchAll(SPECIFIER)) {
+    const pkg = Object.keys(PACKAGES).find((p) => specifier === p || specifier.startsWith(`${p}/`));
+    if (!(specifier in PACKAGES[pkg])) throw new Error(`${dir}/${entry.name} loads ${specifier}: add it to PACKAGES in proxy/cmd/bundle-packages.mjs`);
+  }
+}
 
 for (const [pkg, files] of Object.entries(PACKAGES)) {
   const dir = `${root}dist/node_modules/${pkg}/`;
