@@ -23,6 +23,7 @@ COPY xds ./xds
 COPY proto ./proto
 RUN npm run build:native \
  && npx tsc -p tsconfig.build.json \
+ && node proxy/cmd/bundle-packages.mjs \
  && chmod 0755 dist/proxy/cmd/cli.js
 
 # ---- production dependencies only (all pure JavaScript: nothing to build)
@@ -49,6 +50,7 @@ COPY --from=deps /opt/vsockmesh/node_modules ./node_modules
 COPY --from=build /src/build/Release/vsockmesh_native.node ./build/Release/vsockmesh_native.node
 COPY --from=build /src/dist/proxy ./dist/proxy
 COPY --from=build /src/dist/xds ./dist/xds
+COPY --from=build /src/dist/node_modules ./dist/node_modules
 COPY package.json README.md ./
 COPY proto ./proto
 COPY deploy ./deploy

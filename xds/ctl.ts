@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { parse as parseYaml } from 'yaml';
 import { factsFromResolution, wantedOf } from '../proxy/upstream/endpoint-facts.js';
 import { describeSelection, selectTransport, type TransportPolicy } from '../proxy/upstream/select.js';
 import { VsockmeshError } from '../proxy/runtime/errors.js';
@@ -393,8 +394,7 @@ export function ctlCommand(): Command {
       withConfig(globals(), async (c) => {
         let raw: Record<string, unknown>;
         try {
-          const { parse } = await import('yaml');
-          raw = parse(await readFile(opts.file, 'utf8')) as Record<string, unknown>;
+          raw = parseYaml(await readFile(opts.file, 'utf8')) as Record<string, unknown>;
         } catch (err) {
           throw new UsageError(`cannot read ${opts.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
         }

@@ -28,8 +28,8 @@ import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
 import { vmOfIdentity, vsockHandshake, vsockPeerAgreement } from '../peer-tls/vsock-peer.js';
-import { ASSERTION_PREFIX_LENGTH, type RelayAssertion } from '../relay-assertion.js';
-import { admitRelayed, decodeRelayAssertionAlone, decodeRelayedPreamble, maxRelayedPreambleBytes } from './relayed-preamble.js';
+import type { RelayAssertion } from '../relay-assertion.js';
+import type * as RelayedPreambleModule from './relayed-preamble.js';
 import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
 import type { InboundAuthorization } from '../policy/inbound-authorization.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -60,6 +60,8 @@ export class InboundListener extends Listener {
   private readonly stats = new Map<number, ConnectionStats>();
   /** TCP: each port's peer mode (pushed, else the file's). */
   readonly peerModes: InboundPeerModes;
+  /** The relayed preamble's decoding and checks, loaded by start() on a vsock listener (the only kind a relayed connection reaches). */
+  private relayedPreamble: typeof RelayedPreambleModule | null = null;
 
   constructor(
     readonly config: InboundListenerConfig,
@@ -81,6 +83,17 @@ export class InboundListener extends Listener {
     }
   }
 
+  /**
+   * Relayed connections come from the host over vsock only: a vsock listener
+   * loads their preamble's checks (the relay's signed assertion: node:crypto,
+   * the X.509 parser) before it listens, a TCP listener never (~1 MiB of an
+   * idle sidecar's RSS).
+   */
+  override async start(): Promise<void> {
+    if (this.config.transport === 'vsock') this.relayedPreamble = await import('./relayed-preamble.js');
+    await super.start();
+  }
+
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
     const vsock = this.config.transport === 'vsock';
     const src = vsock ? `vsock:${String(peerHost)}:${peerPort}` : formatAddress(String(peerHost), peerPort);
@@ -99,12 +112,14 @@ export class InboundListener extends Listener {
       this.peerRefused(fd, src, handshake.reason, handshake.detail);
     } else if (relayed && handshake.kind === 'tls' && peerTls !== undefined) {
       // The relay's assertion in the clear, then TLS end to end with the source sidecar, then the PROXY header inside it.
+      const { ASSERTION_PREFIX_LENGTH, decodeRelayAssertionAlone } = this.relayedPreamble!;
       this.readFirst(fd, src, ASSERTION_PREFIX_LENGTH, 'relay assertion', decodeRelayAssertionAlone, (assertion) =>
         this.secure(peerTls, false, fd, src, (peer) => this.readHeader(fd, src, false, (header, early) => this.admitted(fd, src, peerCid, peer, header, early, assertion))),
       );
     } else if (relayed) {
       // From the host relay: its signed assertion of the source VM may come first (checked under peer_authorization: registry).
       const { maxHeaderBytes } = this.config;
+      const { decodeRelayedPreamble, maxRelayedPreambleBytes } = this.relayedPreamble!;
       this.readFirst(fd, src, maxRelayedPreambleBytes(maxHeaderBytes), 'relay assertion and PROXY v2 header', (bytes) => decodeRelayedPreamble(bytes, maxHeaderBytes), (relayed, early) =>
         this.admitted(fd, src, peerCid, null, relayed.header, early, relayed.assertion),
       );
@@ -250,7 +265,7 @@ export class InboundListener extends Listener {
     if (peerCid === (this.options.relayCid ?? HOST_CID) && resolver.hypervisor(local.hypervisorId)?.vsockMode === 'host-relay') {
       // Checked by the relay, which may assert the source VM (relayed-preamble.ts): the asserted VM is the principal; a TLS peer's certificate must name it.
       const claim = tlsPeer ? ({ kind: 'certificate', identity: tlsPeer.peer_identity } as const) : ({ kind: 'header', vmId: claimed } as const);
-      const admission = admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claim);
+      const admission = this.relayedPreamble!.admitRelayed(assertion, this.options.relayTrust?.() ?? null, { hypervisorId: local.hypervisorId, destination: { cid: local.vsockCid, port: this.boundVsockPort() }, now: new Date() }, claim);
       if (admission.kind === 'refused') refuse(admission.reason, admission.detail);
       else if (admission.kind === 'asserted') this.route(fd, src, header, early, admission.peer, { ...tlsPeer, peer_identity: admission.principal, relay: admission.relay });
       else this.route(fd, src, header, early, { hop: 'vsock-relayed', verdict: null, trustDomain: this.options.trustDomain ?? DEFAULT_TRUST_DOMAIN });

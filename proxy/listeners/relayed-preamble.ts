@@ -12,6 +12,9 @@ import { vsockPeerAgreement } from '../peer-tls/vsock-peer.js';
 import { decodeProxyHeader, type ProxyHeader } from '../proxy-protocol.js';
 import type { PreambleDecode } from './preamble.js';
 
+/** The assertion's fixed prefix, for a reader of the assertion alone (inbound.ts loads this module on demand, not relay-assertion.ts). */
+export { ASSERTION_PREFIX_LENGTH };
+
 export interface RelayedPreamble {
   /** null: the relay asserted nothing (a static policy, or a relay without an identity). */
   assertion: RelayAssertion | null;

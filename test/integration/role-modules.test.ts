@@ -4,13 +4,17 @@
 // check sees it. A sidecar loads neither the host relay's module, the operator
 // commands (ctl, iptables) nor prom-client's push gateway (https, zlib): read
 // from Node's module loader's debug log (NODE_DEBUG), which names every file
-// it loads.
+// it loads. The packages it loads at start (yaml, commander, zod, prom-client)
+// come each as one file, the build's bundles in dist/node_modules/
+// (proxy/cmd/bundle-packages.mjs), never file by file from the packages.
 
 import test, { type ExecutionContext } from 'ava';
 import { readFile } from 'node:fs/promises';
 import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
 
 const ADDON = 'vsockmesh_native.node';
+/** The packages the build bundles (proxy/cmd/bundle-packages.mjs): a file of one of them loaded from the package itself, not from dist/node_modules/. */
+const UNBUNDLED = /(?<!\/dist)\/node_modules\/(?:yaml|commander|zod|prom-client|@opentelemetry)\//;
 
 async function mapsOf(proc: CliProcess): Promise<string> {
   return readFile(`/proc/${proc.child.pid}/maps`, 'utf8');
@@ -49,8 +53,8 @@ test('a sidecar loads neither the host relay, ctl, iptables nor prom-client\'s p
   const loaded = proc.stderr();
   // The log does name the modules a sidecar needs (the check can see a file load).
   t.regex(loaded, /\/dist\/proxy\/sidecar\.js/);
-  t.regex(loaded, /prom-client\/lib\/registry\.js/);
-  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /]) t.notRegex(loaded, file);
+  for (const pkg of ['yaml', 'commander', 'zod', 'prom-client']) t.regex(loaded, new RegExp(`/dist/node_modules/${pkg}/bundle\\.js`));
+  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /, UNBUNDLED]) t.notRegex(loaded, file);
 });
 
 test('the operator commands are still there when the command line may reach them', async (t) => {
