@@ -35,7 +35,9 @@
 // connections as real sidecars would hold (the report says how many;
 // BENCH_FLOW_WINDOW sets their HTTP/2 flow-control window). Measured per change: from MoveVm's return
 // to the last ACK over all children (system-wide monotonic clock), the
-// replicas' CPU and peak RSS, the VM manager's and etcd's CPU; after the
+// replicas' CPU and peak RSS, the VM manager's and etcd's CPU, the responses
+// and bytes the sidecars got by type (and what came between the previous
+// change, or the initial sync, and this one); after the
 // initial sync, every replica's idle RSS with its streams and etcd's RSS. The
 // machine is shared: compare topologies within one run (the load average and
 // the cores other processes used are in the report). With BENCH_CPU_PROF=1
@@ -104,6 +106,23 @@ const mib = (kib: number): number => kib / 1024;
 const mibText = (kib: number): string => `${fmt(mib(kib), 1)} MiB`;
 const msText = (v: number): string => (Number.isFinite(v) ? `${fmt(v)} ms` : 'n/a');
 const topologyName = (t: Topology): string => (t === 'memory' ? 'memory (one process, registry in process)' : `etcd, ${t} replica${t === 1 ? '' : 's'}`);
+
+/** Counts by type (cds, eds, ...) summed over the load processes' reports (a missing or malformed one counts nothing). */
+function sumByType(parts: readonly unknown[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of parts) {
+    if (typeof part !== 'object' || part === null) continue;
+    for (const [type, n] of Object.entries(part)) if (typeof n === 'number') out[type] = (out[type] ?? 0) + n;
+  }
+  return out;
+}
+
+/** "eds 1,000 (4.2 MiB), lds 1 (30 KiB)": the types that had responses. */
+function byTypeText(responses: Record<string, number>, bytes: Record<string, number>): string {
+  const kib = (b: number): string => (b >= 1024 * 1024 ? `${fmt(b / 1024 / 1024, 1)} MiB` : `${fmt(b / 1024)} KiB`);
+  const parts = Object.entries(responses).filter(([, n]) => n > 0).map(([type, n]) => `${type} ${fmt(n)} (${kib(bytes[type] ?? 0)})`);
+  return parts.length === 0 ? 'nothing' : parts.join(', ');
+}
 
 interface Fixtures {
   dir: string;
@@ -225,6 +244,10 @@ interface Round {
   loadCpuS: number;
   replicaPeakKiB: number[];
   otherCores: number;
+  /** Responses and their bytes by type over all sidecars, for this change and for what arrived between the previous round and this one. */
+  responses: Record<string, number>;
+  bytes: Record<string, number>;
+  between: { responses: Record<string, number>; bytes: Record<string, number> };
   /** BENCH_CPU_PROF: per replica, the change in its profile, relative to the MoveVm call's return (ms). */
   cp?: Array<{ rebuildFromMs: number; rebuildToMs: number; lastPushMs: number; busyMs: number; gcMs: number }>;
 }
@@ -310,7 +333,7 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
           const p = files.placements[(round * 211 + 7) % sidecars]!;
           const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
           for (const l of loads) l.send({ cmd: 'arm', round: id });
-          await Promise.all(loads.map((l) => l.next((e) => e.event === 'armed' && e.round === id, `round ${round} armed`, 120_000)));
+          const armed = await Promise.all(loads.map((l) => l.next((e) => e.event === 'armed' && e.round === id, `round ${round} armed`, 120_000)));
           const pids = [...replicaPids, d.vmManager?.pid ?? 0, etcdPid ?? 0, ...loads.map((l) => l.pid)].filter((pid) => pid > 0);
           const meter = cpuMeter(pids);
           const samplers = replicaPids.map((pid) => rssSampler(pid));
@@ -341,10 +364,14 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
             loadCpuS: loads.reduce((a, l) => a + cpuOf(l.pid), 0),
             replicaPeakKiB: peaks,
             otherCores: m.otherCores,
+            responses: sumByType(results.map((x) => x.responses)),
+            bytes: sumByType(results.map((x) => x.bytes)),
+            between: { responses: sumByType(armed.map((x) => (x.between as { responses?: unknown } | undefined)?.responses)), bytes: sumByType(armed.map((x) => (x.between as { bytes?: unknown } | undefined)?.bytes)) },
           };
           log(
             `  ${round === 0 ? 'warm-up' : `round ${round}`}: ${p.vm} → ${to}: ${r.updated}/${sidecars} ACKed, last ACK ${msText(r.lastAckMs)} (p50 ${msText(r.ackP50Ms)}), MoveVm ${msText(r.callMs)}; ` +
-              `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores`,
+              `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores; ` +
+              `sent ${byTypeText(r.responses, r.bytes)}; before it ${byTypeText(r.between.responses, r.between.bytes)}`,
           );
           if (round > 0) rounds.push(r);
           await sleep(500);
