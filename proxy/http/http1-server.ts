@@ -81,6 +81,11 @@ export class Http1ServerRequest {
     if ((this.tunnelIn ??= new Inflow()).push(chunk)) this.connection.socket.pause();
   }
 
+  /** Its handler carries the connection on as a tunnel (readTunnel() was called). */
+  get tunnelling(): boolean {
+    return this.tunnelIn?.reading === true;
+  }
+
   /** The client ended its side of the tunnel. */
   tunnelEnd(): void {
     (this.tunnelIn ??= new Inflow()).end();
@@ -143,6 +148,10 @@ class Inflow {
   private onData: ((chunk: Buffer) => void) | null = null;
   private onEnd: (() => void) | null = null;
   private early: Buffer[] | null = null;
+
+  get reading(): boolean {
+    return this.onData !== null;
+  }
 
   /** True: held (nothing reads them yet). */
   push(chunk: Buffer): boolean {
@@ -361,6 +370,11 @@ export class Http1ServerConnection implements DeadlineWatched {
     if (request.closeAfter) {
       this.stopped = true;
       this.socket.end();
+      if (this.tunnel !== null && !this.tunnel.tunnelling) {
+        // An upgrade answered as a plain request: the client's bytes after its head are dropped, and read (its end too) so that the connection closes.
+        this.tunnel = null;
+        this.socket.resume();
+      }
       return;
     }
     if (this.pausedForQueue && this.queue.length < MAX_QUEUED) {

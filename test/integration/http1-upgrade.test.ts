@@ -147,11 +147,11 @@ test("a WebSocket handshake the app accepts becomes a tunnel: the 101 with the a
   }
 });
 
-test('a WebSocket handshake the app refuses gets its answer as a plain one and the connection is closed after it', async (t) => {
+test('a WebSocket handshake the app refuses gets its answer as a plain one and the connection is closed after it (a frame sent early with the head dropped)', async (t) => {
   const s = await setup();
   const client = new Client(s.port);
   try {
-    client.socket.write(handshake('/refuse'));
+    client.socket.write(Buffer.concat([Buffer.from(handshake('/refuse'), 'latin1'), clientFrame('early')]));
     const text = await client.until((_, ended) => ended);
     t.regex(text, /^HTTP\/1\.1 426 Upgrade Required\r\n/);
     t.true(text.endsWith('\r\n\r\nrefused'));
