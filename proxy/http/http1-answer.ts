@@ -58,3 +58,17 @@ export function answerHead(status: number, message: string, lines: string[], fra
   text += keepAlive && framing !== 'close' ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
   return text;
 }
+
+/** The head of an upstream's 101 for the client: its end-to-end header lines, the protocol it switched to, Connection: upgrade. */
+export function switchingHead(message: string, lines: string[]): string {
+  let text = `HTTP/1.1 101 ${message}\r\n`;
+  const kept = stripHopByHopLines(lines);
+  for (let i = 0; i < kept.length; i += 2) text += `${kept[i]!}: ${kept[i + 1]!}\r\n`;
+  for (let i = 0; i < lines.length; i += 2) if (lines[i]!.toLowerCase() === 'upgrade') text += `Upgrade: ${lines[i + 1]!}\r\n`;
+  return `${text}Connection: Upgrade\r\n\r\n`;
+}
+
+/** The upgrade a listener carries on as a tunnel: WebSocket (the route configuration has no upgrade setting); any other is taken as a plain request. */
+export function tunnelsUpgrade(upgrade: string | string[] | undefined): boolean {
+  return typeof upgrade === 'string' && upgrade.trim().toLowerCase() === 'websocket';
+}

@@ -16,6 +16,8 @@ export interface Http1RequestHead {
   path: string;
   headers: Readonly<Record<string, string | string[]>>;
   chunked: boolean;
+  /** It asks to switch protocols (its headers carry Connection: upgrade and Upgrade): a 101 hands the connection to handlers.upgraded. */
+  upgrade?: boolean;
 }
 
 export interface Http1Handlers {
@@ -34,6 +36,12 @@ export interface Http1Handlers {
    * response() of a head in it, and before end() of a response that ends in it).
    */
   raw?: (chunk: Buffer) => void;
+  /**
+   * The upstream switched protocols (101) as the request asked: the
+   * connection is the caller's from now on (out of the pool), with `rest`,
+   * the bytes read after the 101's head. Instead of response(), body() and end().
+   */
+  upgraded?: (message: string, rawHeaders: string[], socket: UpstreamSocket, rest: Buffer) => void;
 }
 
 /** An upstream that ended or reset the connection before its response ended. */
@@ -53,6 +61,8 @@ export class Http1Exchange {
     readonly handlers: Http1Handlers,
     readonly head: boolean,
     private readonly chunked: boolean,
+    /** It may switch protocols (a 101 to an upgrade request). */
+    readonly upgrade: boolean,
   ) {}
 
   get socket(): UpstreamSocket {
@@ -127,6 +137,10 @@ export class Http1Connection {
   private overrun = false;
   /** False once it must take no further request (retired, or the upstream closes it). */
   reusable = true;
+  /** The exchange whose 101 was read in the read being parsed, and that 101's head: the connection becomes its tunnel. */
+  private switching: { exchange: Http1Exchange; message: string; lines: string[] } | null = null;
+  /** Handed over as a tunnel after a 101: no HTTP of ours any more. */
+  private tunneled = false;
 
   constructor(
     readonly socket: UpstreamSocket,
@@ -157,7 +171,7 @@ export class Http1Connection {
     parser[HTTPParser.kOnMessageBegin] = () => {
       if (this.completed !== null) this.overrun = true;
     };
-    socket.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       const raw = this.exchange?.handlers.raw;
       if (raw !== undefined) this.rawExchange = this.exchange;
       let result: number | Error;
@@ -176,6 +190,11 @@ export class Http1Connection {
         ended?.fail(result);
         return;
       }
+      if (this.switching !== null) {
+        socket.off('data', onData);
+        this.switchOver(chunk.subarray(result));
+        return;
+      }
       if (raw === undefined) return;
       const exchange = this.rawExchange!;
       this.rawExchange = null;
@@ -192,7 +211,8 @@ export class Http1Connection {
         this.completed = null;
         this.completeExchange(exchange);
       }
-    });
+    };
+    socket.on('data', onData);
     socket.on('error', (err) => {
       this.failure ??= err;
     });
@@ -201,7 +221,7 @@ export class Http1Connection {
 
   /** Sends the request head (and `body`, the whole body if known now) on this idle connection. */
   start(head: Http1RequestHead, handlers: Http1Handlers, body: Buffer | null): Http1Exchange {
-    const exchange = new Http1Exchange(this, handlers, head.method === 'HEAD', head.chunked);
+    const exchange = new Http1Exchange(this, handlers, head.method === 'HEAD', head.chunked, head.upgrade === true);
     this.exchange = exchange;
     let text = `${head.method} ${head.path} HTTP/1.1\r\n`;
     const { headers } = head;
@@ -226,7 +246,7 @@ export class Http1Connection {
   /** No further request (peer_tls.max_connection_age): closed now if idle, else once its response is done. */
   retire(): void {
     this.reusable = false;
-    if (this.exchange === null) this.socket.end();
+    if (this.exchange === null && !this.tunneled) this.socket.end();
   }
 
   /** The request of `exchange` is sent whole: if its response is done too, the connection is free. */
@@ -238,6 +258,13 @@ export class Http1Connection {
     const exchange = this.exchange;
     const lines = headers ?? this.pendingHeaders;
     this.pendingHeaders = [];
+    if (exchange !== null && upgrade && status === 101 && exchange.upgrade && exchange.handlers.upgraded !== undefined) {
+      // Its end is no response's: the bytes after this head are the new protocol's (switchOver(), once execute returns).
+      this.switching = { exchange, message, lines };
+      this.exchange = null;
+      this.reusable = false;
+      return 2;
+    }
     if (exchange === null || upgrade) {
       // An answer nobody asked for, or a switch of protocol: not ours to carry on.
       this.socket.destroy(new UpstreamResetError(exchange === null ? 'upstream answered no request' : 'upstream switched protocols'));
@@ -285,6 +312,22 @@ export class Http1Connection {
       this.reusable = false;
       this.socket.destroy();
     }
+  }
+
+  /** After a 101: the socket and the bytes read after its head go to the exchange's caller; the parser reads no more. */
+  private switchOver(rest: Buffer): void {
+    const { exchange, message, lines } = this.switching!;
+    this.switching = null;
+    this.rawExchange = this.completed = null;
+    this.overrun = false;
+    this.tunneled = true;
+    if (exchange.done) {
+      this.socket.destroy();
+      return;
+    }
+    exchange.done = true;
+    exchange.handlers.upgraded!(message, lines, this.socket, rest);
+    exchange.handlers.close();
   }
 
   /** The exchange is over on both sides: back to the pool, or closed. */

@@ -9,11 +9,10 @@
 import { STATUS_CODES } from 'node:http';
 import type { VsockSocket } from '../native/vsock.js';
 import { HTTPParser, methods } from './llhttp.js';
+import { sharedHttp1Deadlines, type DeadlineWatched, type Http1Deadlines, type ReadPhase } from './http1-deadlines.js';
 
-/** Node's http server's defaults: a request head of at most 16 KiB, in at most 60 s; the whole request in at most 300 s. */
+/** Node's http server's default: a request head of at most 16 KiB (its time limits: http1-deadlines.ts). */
 const MAX_HEADER_SIZE = 16 * 1024;
-const HEADERS_TIMEOUT_MS = 60_000;
-const REQUEST_TIMEOUT_MS = 300_000;
 /** Requests of one connection waiting for their answers before it reads no further (pipelining). */
 const MAX_QUEUED = 32;
 /** Bytes of a later answer held while an earlier one is written, above which its writer is asked to wait (as a socket's high-water mark asks). */
@@ -23,8 +22,6 @@ export const HELD_HIGH_WATER = 64 * 1024;
 export class Http1ServerRequest {
   /** Lower-case names; repeated ones joined as Node's IncomingMessage does. */
   readonly headers: Record<string, string | string[]> = {};
-  /** Set when its body has come whole. */
-  complete = false;
   /** The answer is written whole. */
   answered = false;
   /** The connection ends after the answer. */
@@ -34,11 +31,10 @@ export class Http1ServerRequest {
   heldBytes = 0;
   /** Its writer, told to wait by write(), resumes once the answer comes first and its held bytes are written. */
   waiting: (() => void) | null = null;
-  private onBody: ((chunk: Buffer) => void) | null = null;
-  private onEnd: (() => void) | null = null;
-  /** Body bytes that came before read(). */
-  private early: Buffer[] | null = null;
+  private readonly bodyIn = new Inflow();
   private closeHandlers: Array<() => void> = [];
+  /** An upgrade request's: the client's bytes after its head (the protocol it switches to). */
+  private tunnelIn: Inflow | null = null;
 
   constructor(
     readonly connection: Http1ServerConnection,
@@ -48,6 +44,8 @@ export class Http1ServerRequest {
     rawHeaders: string[],
     /** The client's connection may carry on after this request (HTTP/1.1 without Connection: close, or HTTP/1.0 with keep-alive). */
     readonly keepAlive: boolean,
+    /** It asks to switch protocols (Connection: upgrade): nothing after it is parsed as HTTP; its handler may carry the connection on as a tunnel (readTunnel()). */
+    readonly upgrade = false,
   ) {
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i]!.toLowerCase();
@@ -59,25 +57,45 @@ export class Http1ServerRequest {
     }
   }
 
+  /** Set when its body has come whole. */
+  get complete(): boolean {
+    return this.bodyIn.ended;
+  }
+
   /** Body bytes from the parser (a slice of the read: copied when held). */
   body(chunk: Buffer): void {
-    if (this.onBody !== null) this.onBody(chunk);
-    else (this.early ??= []).push(Buffer.from(chunk));
+    this.bodyIn.push(chunk);
   }
 
   end(): void {
-    this.complete = true;
-    if (this.onBody !== null) this.onEnd?.();
+    this.bodyIn.end();
   }
 
   /** Takes the body as it comes (what came already first), then its end. */
   read(onBody: (chunk: Buffer) => void, onEnd: () => void): void {
-    this.onBody = onBody;
-    this.onEnd = onEnd;
-    const early = this.early;
-    this.early = null;
-    if (early !== null) for (const c of early) onBody(c);
-    if (this.complete) onEnd();
+    this.bodyIn.read(onBody, onEnd);
+  }
+
+  /** Bytes the client sent after the head of this upgrade request: held, the client's connection waiting, until readTunnel(). */
+  tunnelBytes(chunk: Buffer): void {
+    if ((this.tunnelIn ??= new Inflow()).push(chunk)) this.connection.socket.pause();
+  }
+
+  /** Its handler carries the connection on as a tunnel (readTunnel() was called). */
+  get tunnelling(): boolean {
+    return this.tunnelIn?.reading === true;
+  }
+
+  /** The client ended its side of the tunnel. */
+  tunnelEnd(): void {
+    (this.tunnelIn ??= new Inflow()).end();
+  }
+
+  /** An upgrade request switched protocols: takes the client's bytes after its head as they come (what came already first), then its end. */
+  readTunnel(onData: (chunk: Buffer) => void, onEnd: () => void): void {
+    const tunnel = (this.tunnelIn ??= new Inflow());
+    tunnel.read(onData, onEnd);
+    if (!tunnel.ended) this.connection.socket.resume();
   }
 
   /** The body is read and dropped. */
@@ -124,6 +142,42 @@ export class Http1ServerRequest {
 
 function noop(): void {}
 
+/** Bytes that may come before their reader: held (copied: they may be slices of a read) until read(), then handed on as they come, then their end. */
+class Inflow {
+  ended = false;
+  private onData: ((chunk: Buffer) => void) | null = null;
+  private onEnd: (() => void) | null = null;
+  private early: Buffer[] | null = null;
+
+  get reading(): boolean {
+    return this.onData !== null;
+  }
+
+  /** True: held (nothing reads them yet). */
+  push(chunk: Buffer): boolean {
+    if (this.onData !== null) {
+      this.onData(chunk);
+      return false;
+    }
+    (this.early ??= []).push(Buffer.from(chunk));
+    return true;
+  }
+
+  end(): void {
+    this.ended = true;
+    if (this.onData !== null) this.onEnd?.();
+  }
+
+  read(onData: (chunk: Buffer) => void, onEnd: () => void): void {
+    this.onData = onData;
+    this.onEnd = onEnd;
+    const early = this.early;
+    this.early = null;
+    if (early !== null) for (const c of early) onData(c);
+    if (this.ended) onEnd();
+  }
+}
+
 /** A whole answer's bytes: status line, headers, length, Connection, body. */
 export function answerText(status: number, headers: Record<string, string>, body: string | null, keepAlive: boolean, versionMinor: number): string {
   let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
@@ -146,12 +200,13 @@ function refusal(code: string | undefined): string {
  * in request order. What Node's http server checks is checked here the
  * same way: strict parsing (400; 431 for a head over 16 KiB), a Host header
  * on HTTP/1.1 (400), Expect (100 Continue at once, 417 for anything else),
- * a head whole within 60 s and a request within 300 s (408). An upgrade is
- * not carried on: the request is answered as a plain one and the connection
- * closed after it; CONNECT closes the connection (a forward proxy takes it
- * before it gets here).
+ * a head and a request whole in time (408: http1-deadlines.ts). Nothing
+ * after an upgrade request is parsed: the client's bytes after its head go to
+ * the request (readTunnel()), for its handler to carry on or drop (the
+ * connection closed after a plain answer); CONNECT closes the connection (a
+ * forward proxy takes it before it gets here).
  */
-export class Http1ServerConnection {
+export class Http1ServerConnection implements DeadlineWatched {
   private readonly parser = new HTTPParser();
   private pendingHeaders: string[] = [];
   private current: Http1ServerRequest | null = null;
@@ -161,16 +216,26 @@ export class Http1ServerConnection {
   private ending = false;
   /** Nothing more is parsed (after an error, or an upgrade request). */
   private stopped = false;
+  /** The upgrade request that the client's further bytes go to. */
+  private tunnel: Http1ServerRequest | null = null;
   private pausedForQueue = false;
-  private deadline: NodeJS.Timeout | undefined;
+  /** The request being read: in its head or its body since the checker's tick `readSince` (408 once overdue). */
+  readPhase: ReadPhase = 'idle';
+  readSince = 0;
 
   constructor(
     readonly socket: VsockSocket,
     private readonly onRequest: (request: Http1ServerRequest) => void,
+    private readonly deadlines: Http1Deadlines = sharedHttp1Deadlines,
   ) {
     const parser = this.parser;
     parser.initialize(HTTPParser.REQUEST, this, MAX_HEADER_SIZE, 0);
-    parser[HTTPParser.kOnMessageBegin] = () => this.expire(HEADERS_TIMEOUT_MS);
+    deadlines.watch(this);
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      if (this.readPhase !== 'idle') return;
+      this.readPhase = 'head';
+      this.readSince = deadlines.now;
+    };
     parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
       this.pendingHeaders.push(...headers);
     };
@@ -191,13 +256,13 @@ export class Http1ServerConnection {
     };
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.current?.body(chunk);
     parser[HTTPParser.kOnMessageComplete] = () => {
-      clearTimeout(this.deadline);
-      this.deadline = undefined;
+      this.readPhase = 'idle';
       const request = this.current;
       this.current = null;
       request?.end();
     };
     socket.on('data', (chunk: Buffer) => {
+      if (this.tunnel !== null) return this.tunnel.tunnelBytes(chunk);
       if (this.stopped) return;
       let result: number | Error;
       try {
@@ -206,14 +271,21 @@ export class Http1ServerConnection {
         result = err instanceof Error ? err : new Error(String(err));
       }
       if (result instanceof Error) this.refuse((result as { code?: string }).code);
+      else {
+        // The parser stops after an upgrade request's head (set by execute's callbacks): what follows it in the read is the tunnel's.
+        const tunnel = this.tunnel as Http1ServerRequest | null;
+        if (tunnel !== null && result < chunk.length) tunnel.tunnelBytes(chunk.subarray(result));
+      }
     });
     socket.once('end', () => {
       this.ending = true;
+      this.tunnel?.tunnelEnd();
       if (this.queue.length === 0) socket.end();
     });
     socket.once('close', () => {
       this.stopped = true;
-      clearTimeout(this.deadline);
+      this.readPhase = 'idle';
+      deadlines.unwatch(this);
       for (const request of this.queue.splice(0)) request.closed();
       // Freed once the stack that may still be in execute() has unwound, as Node's http does.
       setImmediate(() => parser.close());
@@ -221,15 +293,15 @@ export class Http1ServerConnection {
   }
 
   private onHead(method: string, url: string, minor: number, lines: string[], upgrade: boolean, keepAlive: boolean): number {
-    clearTimeout(this.deadline);
-    this.deadline = undefined;
+    this.readPhase = 'idle';
     if (method === 'CONNECT') {
       this.stopped = true;
       this.socket.destroy();
       return 1;
     }
-    this.expire(REQUEST_TIMEOUT_MS);
-    const request = new Http1ServerRequest(this, method, url, minor, lines, keepAlive && !upgrade);
+    this.readPhase = 'body';
+    this.readSince = this.deadlines.now;
+    const request = new Http1ServerRequest(this, method, url, minor, lines, keepAlive && !upgrade, upgrade);
     this.current = request;
     this.queue.push(request);
     if (this.queue.length >= MAX_QUEUED && !this.pausedForQueue) {
@@ -254,24 +326,20 @@ export class Http1ServerConnection {
       }
       request.write('HTTP/1.1 100 Continue\r\n\r\n');
     }
+    if (upgrade) this.tunnel = request;
     this.onRequest(request);
     return 0;
   }
 
-  /** After `ms` the request being read is refused with 408 (a client that sends its head or body too slowly: slowloris). */
-  private expire(ms: number): void {
-    if (this.deadline !== undefined && ms === HEADERS_TIMEOUT_MS) return;
-    clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => {
-      this.deadline = undefined;
-      this.refuse('ERR_HTTP_REQUEST_TIMEOUT');
-    }, ms);
+  /** From the checker: the request being read is refused with 408 (a client that sends its head or body too slowly: slowloris). */
+  overdue(): void {
+    this.refuse('ERR_HTTP_REQUEST_TIMEOUT');
   }
 
   /** A request that is not HTTP as taken here, or too slow: refused, and the connection closed after it (earlier answers in flight are lost). */
   private refuse(code: string | undefined): void {
     this.stopped = true;
-    clearTimeout(this.deadline);
+    this.readPhase = 'idle';
     if (this.socket.destroyed) return;
     const answered = this.queue.length === 0 || (this.queue.length === 1 && this.queue[0] === this.current);
     if (answered) this.socket.end(refusal(code), 'latin1');
@@ -302,6 +370,11 @@ export class Http1ServerConnection {
     if (request.closeAfter) {
       this.stopped = true;
       this.socket.end();
+      if (this.tunnel !== null && !this.tunnel.tunnelling) {
+        // An upgrade answered as a plain request: the client's bytes after its head are dropped, and read (its end too) so that the connection closes.
+        this.tunnel = null;
+        this.socket.resume();
+      }
       return;
     }
     if (this.pausedForQueue && this.queue.length < MAX_QUEUED) {

@@ -27,10 +27,12 @@ import { UpstreamDialError, UpstreamPools, type Http2Upstream } from './upstream
 import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
 import { Http1ServerConnection, type Http1ServerRequest } from './http1-server.js';
+import { Http1Deadlines } from './http1-deadlines.js';
+import { tunnel } from './http1-tunnel.js';
 
 import { http2Module } from './http2-module.js';
 import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
-import { answerHead, bodyFraming, type BodyFraming } from './http1-answer.js';
+import { answerHead, bodyFraming, switchingHead, tunnelsUpgrade, type BodyFraming } from './http1-answer.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
 import { DownstreamH2, UpstreamH2Pool, type Call, type H2Request } from './h2/forwarder.js';
@@ -100,6 +102,8 @@ export class HttpOutboundListener extends Listener {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1.1 connections by their requests in flight: a drain closes those with none, and the others after their response. */
   private readonly http1Connections = new Map<VsockSocket, number>();
+  /** The 408 deadlines of its HTTP/1.1 connections, checked from one interval. */
+  private readonly http1Deadlines = new Http1Deadlines();
   private readonly sources = new WeakMap<object, Downstream>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
   private handingOver: Downstream = { src: { address: '', port: 0 } };
@@ -191,7 +195,7 @@ export class HttpOutboundListener extends Listener {
       else {
         this.http1Connections.set(socket, 0);
         socket.once('close', () => this.http1Connections.delete(socket));
-        new Http1ServerConnection(socket, (request) => this.onHttp1Request(request, downstream));
+        new Http1ServerConnection(socket, (request) => this.onHttp1Request(request, downstream), this.http1Deadlines);
       }
       socket.resume();
     };
@@ -358,12 +362,20 @@ export class HttpOutboundListener extends Listener {
     /** How the answer's body goes to the client, once its head has gone (undefined: not yet). */
     let framing: BodyFraming | undefined;
     let keepAlive = false;
+    const headers = forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
+    // A WebSocket upgrade asks the upstream to switch too (its hop-by-hop Connection and Upgrade again); a 101 makes the connection a tunnel.
+    const upgrade = req.upgrade && tunnelsUpgrade(req.headers.upgrade);
+    if (upgrade) {
+      headers.connection = 'upgrade';
+      headers.upgrade = req.headers.upgrade!;
+    }
     const head: Http1RequestHead = {
       method: record.method,
       path: record.path,
-      headers: forwardedHeaders(req.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority }),
+      headers,
       // A body of unknown length goes on in chunks; hop-by-hop, its Transfer-Encoding is not among the forwarded headers.
       chunked: req.headers['transfer-encoding'] !== undefined,
+      upgrade,
     };
     const fail = (code: number, why: string): void => {
       reason ??= why;
@@ -425,6 +437,16 @@ export class HttpOutboundListener extends Listener {
             // A failed dial or peer handshake sent nothing to the app.
             if (retried(err instanceof UpstreamDialError ? { kind: 'connect_failure' } : { kind: 'reset' })) return;
             fail(502, err instanceof UpstreamDialError ? err.reason : 'upstream_reset');
+          },
+          upgraded: (message, lines, socket, rest) => {
+            clearTimeout(perTry);
+            if (upstream !== up || reason !== undefined) return void socket.destroy();
+            // A tunnel lasts as long as its two sides: the route's timeout was for the answer.
+            clearTimeout(timer);
+            status = 101;
+            framing = 'close';
+            req.write(switchingHead(message, lines));
+            tunnel(req, socket, rest);
           },
           close: () => {
             clearTimeout(perTry);

@@ -7,7 +7,9 @@ import test from 'ava';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { HELD_HIGH_WATER, Http1ServerConnection, type Http1ServerRequest } from '../../proxy/http/http1-server.js';
+import { Http1Deadlines } from '../../proxy/http/http1-deadlines.js';
 import type { VsockSocket } from '../../proxy/native/vsock.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 /** A backend: `/chunked` answers without a length, `/close` with Connection: close, `/hold/NAME` waits for release(NAME); anything else echoes its path and body. */
@@ -81,39 +83,8 @@ async function setup(): Promise<{ backend: Backend; sidecar: TestSidecar; port: 
   };
 }
 
-/** A raw client connection: what it has received so far, and a wait for more. */
-class Client {
-  readonly socket: net.Socket;
-  text = '';
-  ended = false;
-  private waiters: Array<() => void> = [];
-
-  constructor(port: number) {
-    this.socket = net.connect(port, '127.0.0.1');
-    this.socket.on('data', (c: Buffer) => {
-      this.text += c.toString('latin1');
-      this.wake();
-    });
-    this.socket.on('end', () => {
-      this.ended = true;
-      this.wake();
-    });
-    this.socket.on('error', () => undefined);
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** Resolves once what was received satisfies `done`. */
-  async until(done: (text: string, ended: boolean) => boolean): Promise<string> {
-    while (!done(this.text, this.ended)) {
-      if (this.ended) throw new Error(`connection ended with: ${JSON.stringify(this.text)}`);
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
-    return this.text;
-  }
-
+/** A raw client connection, and a wait for whole answers. */
+class Client extends RawClient {
   /** Resolves once `n` whole answers with a content-length came. */
   answers(n: number): Promise<string> {
     return this.until((text) => [...text.matchAll(/content-length: (\d+)\r\n(?:.*\r\n)*?\r\n/gi)].length >= n && text.split('HTTP/1.1 ').length - 1 >= n && lastBodyWhole(text));
@@ -213,13 +184,13 @@ test('an HTTP/1.1 client gets the upstream answer byte for byte; hop-by-hop head
     const chunked = await client.until((text) => text.endsWith('0\r\n\r\n'));
     t.regex(chunked, /\r\nTransfer-Encoding: chunked\r\n/i);
     t.true(chunked.endsWith('\r\n\r\n4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n'), chunked);
-    client.text = '';
+    client.forget();
     client.socket.write('GET /close HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
     const closing = await client.answers(1);
     t.notRegex(closing, /keep-alive: timeout/i, 'the upstream hop\'s Keep-Alive');
     t.notRegex(closing, /connection: close/i, 'the upstream hop\'s Connection');
     t.true(closing.endsWith('\r\n\r\nclosing'));
-    client.text = '';
+    client.forget();
     client.socket.write('GET /again HTTP/1.1\r\nHost: web.mesh\r\n\r\n');
     t.true((await client.answers(1)).endsWith('/again '), 'the client connection carries on');
   } finally {
@@ -237,7 +208,7 @@ test('Expect: 100-continue is answered with 100 Continue before the body is sent
     t.is(client.text, 'HTTP/1.1 100 Continue\r\n\r\n');
     client.socket.write('data');
     t.true((await client.answers(1)).endsWith('/upload data'));
-    client.text = '';
+    client.forget();
     client.socket.write('GET /odd HTTP/1.1\r\nHost: web.mesh\r\nExpect: something-else\r\n\r\n');
     t.regex(await client.answers(1), /^HTTP\/1\.1 417 /);
     t.false(s.backend.seen.includes('/odd'));
@@ -282,3 +253,46 @@ test('a drain puts Connection: close on the answer of a request in flight and cl
 async function waitFor(check: () => boolean): Promise<void> {
   while (!check()) await new Promise((resolve) => setTimeout(resolve, 10));
 }
+
+/** A server side on plain TCP with the checker `deadlines`; `onRequest` gets each request. */
+async function rawServer(deadlines: Http1Deadlines, onRequest: (request: Http1ServerRequest) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const server = net.createServer((socket) => void new Http1ServerConnection(socket as unknown as VsockSocket, onRequest, deadlines));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+test('a head not whole within the headers timeout gets 408 and the connection is closed; the request never reaches its handler', async (t) => {
+  const requests: string[] = [];
+  const server = await rawServer(new Http1Deadlines({ headersTimeoutMs: 50, requestTimeoutMs: 60_000, checkIntervalMs: 10 }), (r) => void requests.push(r.url));
+  const client = new Client(server.port);
+  try {
+    client.socket.write('GET /slow HTTP/1.1\r\nHost: a\r\n');
+    const text = await client.until((_, ended) => ended);
+    t.is(text, 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
+    t.deepEqual(requests, []);
+  } finally {
+    client.socket.destroy();
+    await server.close();
+  }
+});
+
+test('a body not whole within the request timeout gets 408 after its head reached the handler; an earlier request of the connection was answered', async (t) => {
+  const requests: string[] = [];
+  const server = await rawServer(new Http1Deadlines({ headersTimeoutMs: 60_000, requestTimeoutMs: 50, checkIntervalMs: 10 }), (r) => {
+    requests.push(r.url);
+    r.discardBody();
+    if (r.url === '/first') r.answer(200, {}, 'one', false);
+  });
+  const client = new Client(server.port);
+  try {
+    client.socket.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n');
+    await client.answers(1);
+    client.socket.write('POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab');
+    const text = await client.until((_, ended) => ended);
+    t.true(text.endsWith('oneHTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n'), text);
+    t.deepEqual(requests, ['/first', '/slow']);
+  } finally {
+    client.socket.destroy();
+    await server.close();
+  }
+});

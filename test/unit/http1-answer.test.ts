@@ -1,5 +1,5 @@
 import test from 'ava';
-import { answerHead, bodyFraming, passesVerbatim } from '../../proxy/http/http1-answer.js';
+import { answerHead, bodyFraming, passesVerbatim, switchingHead, tunnelsUpgrade } from '../../proxy/http/http1-answer.js';
 import { answerText } from '../../proxy/http/http1-server.js';
 
 const keepAlive11 = { http11: true, keepAlive: true, bodiless: false };
@@ -34,4 +34,18 @@ test('answerText: an answer made by the listener has its length, Connection as t
   t.is(answerText(404, {}, 'x', false, 1), 'HTTP/1.1 404 Not Found\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx');
   t.is(answerText(404, {}, 'x', true, 0), 'HTTP/1.1 404 Not Found\r\ncontent-length: 1\r\nconnection: keep-alive\r\n\r\nx');
   t.is(answerText(404, {}, null, true, 1), 'HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+});
+
+test("a 101's head for the client keeps its end-to-end lines and the protocol switched to, drops the upstream hop's other hop-by-hop lines, and says Connection: Upgrade", (t) => {
+  const head = switchingHead('Switching Protocols', ['Upgrade', 'websocket', 'Connection', 'Upgrade', 'Keep-Alive', 'timeout=5', 'Sec-WebSocket-Accept', 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=']);
+  t.is(head, 'HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+});
+
+test('only a WebSocket upgrade is carried on as a tunnel (any case, one value); h2c, a list or none is not', (t) => {
+  t.true(tunnelsUpgrade('websocket'));
+  t.true(tunnelsUpgrade(' WebSocket '));
+  t.false(tunnelsUpgrade('h2c'));
+  t.false(tunnelsUpgrade('websocket, h2c'));
+  t.false(tunnelsUpgrade(['websocket', 'websocket']));
+  t.false(tunnelsUpgrade(undefined));
 });
