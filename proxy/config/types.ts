@@ -80,7 +80,7 @@ export interface OutboundListenerConfig {
   http?: { routes: RouteConfig };
   /**
    * HTTP/2 with prior knowledge (h2c): `node` through Node's http2 (the default),
-   * `frames` forwarded frame by frame (http/h2/forwarder.ts). TLS (ALPN h2) and
+   * `frames` forwarded frame by frame (http/h2/: downstream.ts, upstream.ts). TLS (ALPN h2) and
    * upgrades take Node's path either way. Absent: LISTENER_DEFAULTS.h2c.
    */
   h2c?: 'node' | 'frames';

@@ -33,7 +33,9 @@ import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
 import { answerHead, bodyFraming, type BodyFraming } from './http1-answer.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
-import { DownstreamH2, UpstreamH2Pool, type Call, type H2Request } from './h2/forwarder.js';
+import { DownstreamH2, type H2Request } from './h2/downstream.js';
+import type { Call } from './h2/call.js';
+import { UpstreamH2Pool } from './h2/upstream-pool.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
 
 const CRLF = Buffer.from('\r\n', 'latin1');
