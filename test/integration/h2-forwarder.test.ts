@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { startSidecar } from '../helpers/sidecars.js';
 import {
-  DATA, ENHANCE_YOUR_CALM, FLAG_END_HEADERS, FLAG_END_STREAM, FrameReader, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, RST_STREAM, CANCEL, frame, rstStreamFrame, settingsFrame,
+  DATA, ENHANCE_YOUR_CALM, SETTINGS_INITIAL_WINDOW_SIZE, windowUpdateFrame, FLAG_END_HEADERS, FLAG_END_STREAM, FrameReader, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, RST_STREAM, CANCEL, frame, rstStreamFrame, settingsFrame,
 } from '../../proxy/http/h2/frames.js';
 import { encodeHeaderBlock, type HeaderField } from '../../proxy/http/h2/hpack.js';
 
@@ -194,6 +194,47 @@ test('a rapid-reset flood (streams opened and cancelled at once) ends the connec
       t.regex(goaway.payload.subarray(8).toString(), /rapid reset/);
     } finally {
       c.close();
+    }
+  });
+});
+
+test('a client that grants a huge window and does not read holds the upstream back: the backend gets to send a bounded part of a 128 MiB answer', async (t) => {
+  const total = 128 << 20;
+  const chunk = Buffer.alloc(64 << 10, 7);
+  let written = 0;
+  const backend = http2.createServer();
+  backend.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    // One chunk at a time, the next once the last has gone out (within the windows the sidecar gives).
+    const next = (): void => {
+      if (written >= total || stream.destroyed) return void stream.end();
+      stream.write(chunk, () => {
+        written += chunk.length;
+        next();
+      });
+    };
+    next();
+  });
+  await withForwarder(backend, async (port) => {
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    socket.on('error', () => {});
+    try {
+      socket.write(Buffer.concat([PREFACE, settingsFrame([[SETTINGS_INITIAL_WINDOW_SIZE, 0x7fffffff]]), windowUpdateFrame(0, 0x7fffffff - 65535), headers(1, get, true)]));
+      // Never read: the answer piles up toward this client.
+      socket.pause();
+      // Until the backend has sent everything or stopped being let to send more.
+      let last = -1;
+      let still = 0;
+      while (written < total && still < 10) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        still = written === last ? still + 1 : 0;
+        last = written;
+      }
+      t.log(`the backend sent ${(written / 1048576).toFixed(1)} MiB of ${total >> 20}`);
+      t.true(written < 32 << 20, `the backend sent ${written >> 20} MiB to a client that reads nothing`);
+    } finally {
+      socket.destroy();
     }
   });
 });

@@ -4,6 +4,11 @@
 // (flow.ts: DATA goes to a peer within its windows, the rest waits per
 // stream, and a peer's credit comes back only once its DATA has gone on, so
 // what waits is bounded by the windows we give), the peer's frame size.
+// "Gone on" means taken by this peer's socket: while the socket's write()
+// says false, the credit its data would give the other side is held until
+// 'drain', so a peer that grants huge windows and reads nothing has at most
+// a window's worth per stream piled up in our write buffer, not what the
+// other side can send.
 
 import type { Duplex } from 'node:stream';
 import { HpackDecoder, type HeaderField } from './hpack.js';
@@ -28,10 +33,28 @@ export abstract class H2Connection {
   protected readonly reader = new FrameReader((type, flags, id, payload) => this.onFrame(type, flags, id, payload));
   private readonly decoder = new HpackDecoder(4096, MAX_HEADER_LIST);
   private block: HeaderBlock | null = null;
+  /** Credit owed to the other side for data written here while the socket was full, by call: given on 'drain' (or when the socket closes). */
+  private held: Map<Call, number> | null = null;
 
-  constructor(socket: Duplex) {
-    this.out = new FrameOutput(socket);
+  constructor(private readonly writeSide: Duplex) {
+    this.out = new FrameOutput(writeSide);
+    writeSide.on('drain', this.release);
+    writeSide.once('close', this.release);
   }
+
+  /** `n` octets went into the socket on `call`: the other side's credit, now or once the socket drains. */
+  private credit(call: Call, n: number): void {
+    if (this.held === null && !this.writeSide.writableNeedDrain) return this.sent(call, n);
+    this.held ??= new Map();
+    this.held.set(call, (this.held.get(call) ?? 0) + n);
+  }
+
+  private readonly release = (): void => {
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    for (const [call, n] of held) this.sent(call, n);
+  };
 
   /** The call on this connection's `streamId`, if still there. */
   protected abstract callOf(streamId: number): Call | undefined;
@@ -93,7 +116,7 @@ export abstract class H2Connection {
       if (p.data.length > 0) {
         this.out.push(p.data);
         const call = this.callOf(p.streamId);
-        if (call !== undefined) this.sent(call, p.data.length);
+        if (call !== undefined) this.credit(call, p.data.length);
       }
     }
   }
