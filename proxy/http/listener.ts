@@ -118,7 +118,6 @@ export class HttpOutboundListener extends Listener {
     this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
     this.h2cFrames = (config.h2c ?? LISTENER_DEFAULTS.h2c) === 'frames';
-    this.warnFramesUnsupported(routes);
     this.http2.on('session', (session) => {
       this.sources.set(session, this.handingOver);
       this.sessions.add(session);
@@ -137,16 +136,6 @@ export class HttpOutboundListener extends Listener {
   setRoutes(routes: RouteConfig): void {
     if (routes === this.table.config) return;
     this.table = new RouteTable(routes);
-    this.warnFramesUnsupported(routes);
-  }
-
-  /** `h2c: frames` does not retry yet (issue 16): a route configuration that asks for retries is told so, not silently served without them. */
-  private warnFramesUnsupported(routes: RouteConfig): void {
-    if (!this.h2cFrames) return;
-    const retrying = routes.virtualHosts.flatMap((host) => host.routes.flatMap((route, index) => (route.retry === undefined ? [] : [`${host.name}/${index}`])));
-    if (retrying.length > 0) {
-      this.context.logger.warn({ listener: this.config.name, route_config: routes.name, routes: retrying }, 'h2c: frames does not retry yet: these routes retry HTTP/1.1 and TLS h2 requests only');
-    }
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -228,8 +217,8 @@ export class HttpOutboundListener extends Listener {
       call.answer(target.status, target.reason);
       return;
     }
-    const up = this.framePool.get(target.key, target.attempts);
-    const release = this.holdEndpoint(target.endpoint);
+    const policy = target.retry;
+    const tries = this.startAttempts(target, request.method, downstream);
     const fwd = forwardedHeaders(request.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
     const fields: Array<readonly [string, string]> = [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
     for (const name of Object.keys(fwd)) {
@@ -238,10 +227,34 @@ export class HttpOutboundListener extends Listener {
       else fields.push([name, v]);
     }
     const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    let up = this.framePool.get(target.key, target.attempts);
+    let release = this.holdEndpoint(target.endpoint);
+    tries.count++;
+    if (policy !== undefined) {
+      call.keepBody = policy.attempts > 1;
+      call.retryStatuses = policy.statuses;
+      call.perTryTimeoutMs = policy.perTryTimeoutMs;
+      // The same rules and budget as HTTP/1.1 and Node's HTTP/2 (this.retry); an answer has not reached the client when the call asks.
+      call.retry = (cause) => {
+        const next = this.retry(tries, { replayable: call.replayable, responseStarted: false, cause });
+        if (next === undefined) return false;
+        if (!next.ok) {
+          call.answer(next.status, next.reason);
+          return true;
+        }
+        release();
+        tries.count++;
+        up = this.framePool.get(next.key, next.attempts);
+        release = this.holdEndpoint(next.endpoint);
+        call.resend(up);
+        return true;
+      };
+    }
     call.onEnd = () => {
       clearTimeout(timer);
       release();
-      this.finish(record, target, call.status, up.socket.transport, up.socket.label, call.reason);
+      tries.budget.requestEnded(tries.retries);
+      this.finish(record, tries.current, call.status, up.socket.transport, up.socket.label, call.reason, tries);
     };
     call.attach(up, fields, request.endStream);
   }

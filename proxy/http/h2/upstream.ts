@@ -12,6 +12,7 @@ import {
 import { UpstreamDialError, UpstreamSocket } from '../upstream-pool.js';
 import type { UpstreamAttempt } from '../../upstream/dial.js';
 import type { Call } from './call.js';
+import type { RetryCause } from '../retry.js';
 import { CONNECTION_WINDOW, H2Connection, MAX_HEADER_LIST, STREAM_WINDOW } from './connection.js';
 
 /** One pooled h2c connection to an endpoint. */
@@ -59,7 +60,8 @@ export class UpstreamH2 extends H2Connection {
     this.socket.once('close', () => {
       this.retire();
       const why = this.dialError?.reason ?? 'upstream_reset';
-      for (const call of [...this.calls.values()]) call.upstreamFailed(why);
+      const cause: RetryCause = this.dialError !== undefined ? { kind: 'connect_failure' } : { kind: 'reset' };
+      for (const call of [...this.calls.values()]) call.upstreamFailed(why, cause);
     });
   }
 
@@ -80,7 +82,7 @@ export class UpstreamH2 extends H2Connection {
     const call = this.calls.get(streamId);
     this.dropQueued(streamId);
     this.out.push(rstStreamFrame(streamId, code));
-    call?.upstreamFailed(`upstream_stream_error: ${reason}`);
+    call?.upstreamFailed(`upstream_stream_error: ${reason}`, { kind: 'reset' });
   }
 
   private retire(): void {
@@ -174,14 +176,15 @@ export class UpstreamH2 extends H2Connection {
         const call = this.calls.get(streamId);
         this.dropQueued(streamId);
         this.calls.delete(streamId);
-        call?.upstreamFailed(payload.readUInt32BE(0) === REFUSED_STREAM ? 'upstream_refused_stream' : 'upstream_reset');
+        if (payload.readUInt32BE(0) === REFUSED_STREAM) call?.upstreamFailed('upstream_refused_stream', { kind: 'refused_stream' });
+        else call?.upstreamFailed('upstream_reset', { kind: 'reset' });
         return;
       }
       case GOAWAY: {
         if (payload.length < 8) throw new H2ConnectionError(FRAME_SIZE_ERROR, 'GOAWAY under 8 octets');
         this.retire();
         const last = payload.readUInt32BE(0) & 0x7fffffff;
-        for (const [id, call] of [...this.calls]) if (id > last) call.upstreamFailed('upstream_refused_stream');
+        for (const [id, call] of [...this.calls]) if (id > last) call.upstreamFailed('upstream_refused_stream', { kind: 'refused_stream' });
         if (this.calls.size === 0) this.end();
         return;
       }
