@@ -6,8 +6,9 @@
 // ones (upstream/connector.ts, upstream/dial.ts). HTTP/1.1 is served by our
 // own server side (http1-server.ts: the connection's bytes parsed by llhttp,
 // no http.Server) and client (http1-client.ts), and an answer goes back byte
-// for byte when it may (http1-answer.ts); HTTP/2 by Node's http2 (the core's
-// accepted socket handed to it as a Duplex).
+// for byte when it may (http1-answer.ts); h2c frame by frame (h2/, the
+// default) or by Node's http2 (`h2c: node`; TLS h2 and upgrades always: the
+// core's accepted socket handed to it as a Duplex).
 
 import type http from 'node:http';
 import type http2 from 'node:http2';
@@ -192,7 +193,7 @@ export class HttpOutboundListener extends Listener {
   private readonly framePool = new UpstreamH2Pool((socket, aged) => this.pools.followAge(socket, aged));
   private readonly frameConnections = new Set<DownstreamH2>();
 
-  /** The one place h2c (prior knowledge) picks its path: frames (config `h2c: frames`) or Node's http2. */
+  /** The one place h2c (prior knowledge) picks its path: frames (the default) or Node's http2 (config `h2c: node`). */
   private readonly h2cFrames: boolean;
 
   /** An h2c connection forwarded frame by frame. */
@@ -210,7 +211,9 @@ export class HttpOutboundListener extends Listener {
   private startFrameCall(call: Call, request: H2Request, downstream: Downstream): void {
     const { src } = downstream;
     const authority = request.authority || request.headers.host || '';
-    const record = this.record('h2', src, request.method, authority, request.path, request.headers['x-request-id']);
+    // A CONNECT (RFC 9113 8.5) has no :path: routed as `/` by its authority, and tunnelled (sent on as a CONNECT, its DATA both ways).
+    const connect = request.method === 'CONNECT';
+    const record = this.record('h2', src, request.method, authority, connect ? '/' : request.path, request.headers['x-request-id']);
     const target = this.target(record.authority, record.path, request.headers, downstream);
     if (!target.ok) {
       call.onEnd = () => this.finish(record, target, call.status, 'none', null, target.reason);
@@ -220,7 +223,9 @@ export class HttpOutboundListener extends Listener {
     const policy = target.retry;
     const tries = this.startAttempts(target, request.method, downstream);
     const fwd = forwardedHeaders(request.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
-    const fields: Array<readonly [string, string]> = [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
+    const fields: Array<readonly [string, string]> = connect
+      ? [[':method', request.method], [':authority', record.authority]]
+      : [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
     for (const name of Object.keys(fwd)) {
       const v = fwd[name]!;
       if (Array.isArray(v)) for (const x of v) fields.push([name, x]);

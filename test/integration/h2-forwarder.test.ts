@@ -238,3 +238,49 @@ test('a client that grants a huge window and does not read holds the upstream ba
     }
   });
 });
+
+// Node's http2 path (h2c: node) answers such a stream 502: its client cannot send a CONNECT with :scheme and :path.
+test(`a CONNECT stream is tunnelled to the routed upstream (CONNECT with :authority only): its 200, then bytes both ways`, async (t) => {
+  const authorities: string[] = [];
+  const backend = http2.createServer();
+  // An h2c server that takes CONNECT (RFC 9113 8.5): answers 200 and echoes the tunnel's bytes upper-cased.
+  backend.on('stream', (stream, h) => {
+    if (h[':method'] !== 'CONNECT') return void stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    authorities.push(String(h[':authority']));
+    stream.respond({ ':status': 200 });
+    stream.on('data', (c: Buffer) => stream.write(c.toString().toUpperCase()));
+    stream.on('end', () => stream.end());
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', h2c: 'frames', route_config: everything }],
+    clusters: [{ name: 'h2', endpoints: [{ address: '127.0.0.1', port: (backend.address() as AddressInfo).port }] }],
+  });
+  const session = http2.connect(`http://127.0.0.1:${sidecar.sidecar.listenerAddress('http').port}`);
+  session.on('error', () => {});
+  try {
+    const tunnel = session.request({ ':method': 'CONNECT', ':authority': 'web.mesh:443' });
+    const status = await new Promise<number>((resolve, reject) => {
+      tunnel.once('response', (h) => resolve(Number(h[':status'])));
+      tunnel.once('error', reject);
+    });
+    t.is(status, 200);
+    const echoed = new Promise<string>((resolve) => {
+      let got = '';
+      tunnel.on('data', (c: Buffer) => {
+        got += c.toString();
+        if (got.length >= 11) resolve(got);
+      });
+    });
+    tunnel.write('hello ');
+    tunnel.write('world');
+    t.is(await echoed, 'HELLO WORLD');
+    t.deepEqual(authorities, ['web.mesh:443']);
+    tunnel.close();
+  } finally {
+    session.destroy();
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => backend.close(() => resolve()));
+  }
+});
