@@ -15,8 +15,8 @@ export const LISTENER_DEFAULTS = {
   connectTimeoutMs: 5_000,
   /** HTTP: RFC 7239 `forwarded` beside `x-forwarded-for`. */
   forwarded: 'append',
-  /** HTTP: h2c through Node's http2 until the frame forwarder does retries, per-try timeouts and connection age (issue 16). */
-  h2c: 'node',
+  /** HTTP: h2c forwarded frame by frame (proxy/http/h2/); `node` (Node's http2) is the opt-out. */
+  h2c: 'frames',
 } as const;
 
 type Given<T, Required extends keyof T> = Pick<T, Required> & { [K in Exclude<keyof T, Required | 'kind'>]?: T[K] | undefined };

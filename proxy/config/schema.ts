@@ -106,7 +106,7 @@ const outboundListener = z
     route_config: routeConfigSchema.optional(),
     http_inspector: httpInspector.optional(),
     forwarded: z.enum(['append', 'none']).optional(),
-    /** h2c (prior knowledge): `node` (Node's http2, the default) or `frames` (frame by frame). */
+    /** h2c (prior knowledge): `frames` (frame by frame, the default) or `node` (Node's http2). */
     h2c: z.enum(['node', 'frames']).optional(),
     idle_timeout: optionalDuration(),
     max_connections: maxConnections,

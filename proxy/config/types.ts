@@ -79,8 +79,8 @@ export interface OutboundListenerConfig {
   /** `protocol: http`: requests are parsed and routed one by one (http/listener.ts); absent: connections are relayed whole to `cluster`. */
   http?: { routes: RouteConfig };
   /**
-   * HTTP/2 with prior knowledge (h2c): `node` through Node's http2 (the default),
-   * `frames` forwarded frame by frame (http/h2/forwarder.ts). TLS (ALPN h2) and
+   * HTTP/2 with prior knowledge (h2c): `frames` forwarded frame by frame (the default;
+   * http/h2/: downstream.ts, upstream.ts), `node` through Node's http2. TLS (ALPN h2) and
    * upgrades take Node's path either way. Absent: LISTENER_DEFAULTS.h2c.
    */
   h2c?: 'node' | 'frames';

@@ -6,8 +6,9 @@
 // ones (upstream/connector.ts, upstream/dial.ts). HTTP/1.1 is served by our
 // own server side (http1-server.ts: the connection's bytes parsed by llhttp,
 // no http.Server) and client (http1-client.ts), and an answer goes back byte
-// for byte when it may (http1-answer.ts); HTTP/2 by Node's http2 (the core's
-// accepted socket handed to it as a Duplex).
+// for byte when it may (http1-answer.ts); h2c frame by frame (h2/, the
+// default) or by Node's http2 (`h2c: node`; TLS h2 and upgrades always: the
+// core's accepted socket handed to it as a Duplex).
 
 import type http from 'node:http';
 import type http2 from 'node:http2';
@@ -35,7 +36,9 @@ import { forwardedHeaders, hopByHop, type ForwardedMode } from './headers.js';
 import { answerHead, bodyFraming, switchingHead, tunnelsUpgrade, type BodyFraming } from './http1-answer.js';
 import { LISTENER_DEFAULTS } from '../config/listener-defaults.js';
 import { H2_PREFACE } from './inspector.js';
-import { DownstreamH2, UpstreamH2Pool, type Call, type H2Request } from './h2/forwarder.js';
+import { DownstreamH2, type H2Request } from './h2/downstream.js';
+import type { Call } from './h2/call.js';
+import { UpstreamH2Pool } from './h2/upstream-pool.js';
 import { MAX_REPLAY_BODY_BYTES, RetryBudget, causeLabel, mayRetry, type AttemptFacts, type RetryCause, type RetryPolicy } from './retry.js';
 
 const CRLF = Buffer.from('\r\n', 'latin1');
@@ -120,7 +123,6 @@ export class HttpOutboundListener extends Listener {
     this.pools = new UpstreamPools(options.peerTls?.ageLimit ?? null);
     this.forwarded = config.forwarded ?? LISTENER_DEFAULTS.forwarded;
     this.h2cFrames = (config.h2c ?? LISTENER_DEFAULTS.h2c) === 'frames';
-    this.warnFramesUnsupported(routes);
     this.http2.on('session', (session) => {
       this.sources.set(session, this.handingOver);
       this.sessions.add(session);
@@ -139,16 +141,6 @@ export class HttpOutboundListener extends Listener {
   setRoutes(routes: RouteConfig): void {
     if (routes === this.table.config) return;
     this.table = new RouteTable(routes);
-    this.warnFramesUnsupported(routes);
-  }
-
-  /** `h2c: frames` does not retry yet (issue 16): a route configuration that asks for retries is told so, not silently served without them. */
-  private warnFramesUnsupported(routes: RouteConfig): void {
-    if (!this.h2cFrames) return;
-    const retrying = routes.virtualHosts.flatMap((host) => host.routes.flatMap((route, index) => (route.retry === undefined ? [] : [`${host.name}/${index}`])));
-    if (retrying.length > 0) {
-      this.context.logger.warn({ listener: this.config.name, route_config: routes.name, routes: retrying }, 'h2c: frames does not retry yet: these routes retry HTTP/1.1 and TLS h2 requests only');
-    }
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -205,7 +197,7 @@ export class HttpOutboundListener extends Listener {
   private readonly framePool = new UpstreamH2Pool((socket, aged) => this.pools.followAge(socket, aged));
   private readonly frameConnections = new Set<DownstreamH2>();
 
-  /** The one place h2c (prior knowledge) picks its path: frames (config `h2c: frames`) or Node's http2. */
+  /** The one place h2c (prior knowledge) picks its path: frames (the default) or Node's http2 (config `h2c: node`). */
   private readonly h2cFrames: boolean;
 
   /** An h2c connection forwarded frame by frame. */
@@ -223,27 +215,55 @@ export class HttpOutboundListener extends Listener {
   private startFrameCall(call: Call, request: H2Request, downstream: Downstream): void {
     const { src } = downstream;
     const authority = request.authority || request.headers.host || '';
-    const record = this.record('h2', src, request.method, authority, request.path, request.headers['x-request-id']);
+    // A CONNECT (RFC 9113 8.5) has no :path: routed as `/` by its authority, and tunnelled (sent on as a CONNECT, its DATA both ways).
+    const connect = request.method === 'CONNECT';
+    const record = this.record('h2', src, request.method, authority, connect ? '/' : request.path, request.headers['x-request-id']);
     const target = this.target(record.authority, record.path, request.headers, downstream);
     if (!target.ok) {
       call.onEnd = () => this.finish(record, target, call.status, 'none', null, target.reason);
       call.answer(target.status, target.reason);
       return;
     }
-    const up = this.framePool.get(target.key, target.attempts);
-    const release = this.holdEndpoint(target.endpoint);
+    const policy = target.retry;
+    const tries = this.startAttempts(target, request.method, downstream);
     const fwd = forwardedHeaders(request.headers, src.address, record.requestId, { forwarded: this.forwarded, host: record.authority });
-    const fields: Array<readonly [string, string]> = [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
+    const fields: Array<readonly [string, string]> = connect
+      ? [[':method', request.method], [':authority', record.authority]]
+      : [[':method', request.method], [':scheme', 'http'], [':authority', record.authority], [':path', record.path]];
     for (const name of Object.keys(fwd)) {
       const v = fwd[name]!;
       if (Array.isArray(v)) for (const x of v) fields.push([name, x]);
       else fields.push([name, v]);
     }
     const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    let up = this.framePool.get(target.key, target.attempts);
+    let release = this.holdEndpoint(target.endpoint);
+    tries.count++;
+    if (policy !== undefined) {
+      call.keepBody = policy.attempts > 1;
+      call.retryStatuses = policy.statuses;
+      call.perTryTimeoutMs = policy.perTryTimeoutMs;
+      // The same rules and budget as HTTP/1.1 and Node's HTTP/2 (this.retry); an answer has not reached the client when the call asks.
+      call.retry = (cause) => {
+        const next = this.retry(tries, { replayable: call.replayable, responseStarted: false, cause });
+        if (next === undefined) return false;
+        if (!next.ok) {
+          call.answer(next.status, next.reason);
+          return true;
+        }
+        release();
+        tries.count++;
+        up = this.framePool.get(next.key, next.attempts);
+        release = this.holdEndpoint(next.endpoint);
+        call.resend(up);
+        return true;
+      };
+    }
     call.onEnd = () => {
       clearTimeout(timer);
       release();
-      this.finish(record, target, call.status, up.socket.transport, up.socket.label, call.reason);
+      tries.budget.requestEnded(tries.retries);
+      this.finish(record, tries.current, call.status, up.socket.transport, up.socket.label, call.reason, tries);
     };
     call.attach(up, fields, request.endStream);
   }

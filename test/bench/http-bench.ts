@@ -35,7 +35,7 @@
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
 //   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before] (empty: none), BENCH_LOADS=http1,grpc,
 //   BENCH_CAPTURE=1|l4|http,
-//   BENCH_BASELINE_CLI, BENCH_H2C=frames (this build's listener: h2c frame by frame), BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
+//   BENCH_BASELINE_CLI, BENCH_H2C=frames|node (both builds' listeners' h2c path; unset: each build's default), BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
 //   BENCH_BASELINE_NODE_ARGS for the baseline's sidecars, default BENCH_NODE_ARGS)
 // Not a test: `npm test` does not run it.
 
@@ -172,8 +172,8 @@ async function startNginxChain(nginx: string, app: Ports, dir: string): Promise<
 async function startVsockmeshChain(name: 'vsockmesh' | 'vsockmesh-before', cli: string, nodeFlags: string[], app: Ports, dir: string): Promise<Chain> {
   const ports = { inbound: await freePort(), adminA: await freePort(), adminB: await freePort() };
   const entry = { http1: await freePort(), grpc: await freePort() };
-  // BENCH_H2C=frames: this build's listener forwards h2c frame by frame (the baseline keeps its own default).
-  const listener = { protocol: 'http', ...(name === 'vsockmesh' && H2C !== '' && { h2c: H2C }) };
+  // BENCH_H2C=frames|node: both builds' listeners take that h2c path (unset: each build's own default).
+  const listener = { protocol: 'http', ...(H2C !== '' && { h2c: H2C }) };
   const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener, nodeFlags, cli });
   return { name, entry, hops, adminPort: ports.adminA };
 }

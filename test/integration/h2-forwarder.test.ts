@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { startSidecar } from '../helpers/sidecars.js';
 import {
-  DATA, ENHANCE_YOUR_CALM, FLAG_END_HEADERS, FLAG_END_STREAM, FrameReader, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, RST_STREAM, CANCEL, frame, rstStreamFrame, settingsFrame,
+  DATA, ENHANCE_YOUR_CALM, SETTINGS_INITIAL_WINDOW_SIZE, windowUpdateFrame, FLAG_END_HEADERS, FLAG_END_STREAM, FrameReader, GOAWAY, HEADERS, PREFACE, PROTOCOL_ERROR, RST_STREAM, CANCEL, frame, rstStreamFrame, settingsFrame,
 } from '../../proxy/http/h2/frames.js';
 import { encodeHeaderBlock, type HeaderField } from '../../proxy/http/h2/hpack.js';
 
@@ -196,4 +196,91 @@ test('a rapid-reset flood (streams opened and cancelled at once) ends the connec
       c.close();
     }
   });
+});
+
+test('a client that grants a huge window and does not read holds the upstream back: the backend gets to send a bounded part of a 128 MiB answer', async (t) => {
+  const total = 128 << 20;
+  const chunk = Buffer.alloc(64 << 10, 7);
+  let written = 0;
+  const backend = http2.createServer();
+  backend.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    // One chunk at a time, the next once the last has gone out (within the windows the sidecar gives).
+    const next = (): void => {
+      if (written >= total || stream.destroyed) return void stream.end();
+      stream.write(chunk, () => {
+        written += chunk.length;
+        next();
+      });
+    };
+    next();
+  });
+  await withForwarder(backend, async (port) => {
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    socket.on('error', () => {});
+    try {
+      socket.write(Buffer.concat([PREFACE, settingsFrame([[SETTINGS_INITIAL_WINDOW_SIZE, 0x7fffffff]]), windowUpdateFrame(0, 0x7fffffff - 65535), headers(1, get, true)]));
+      // Never read: the answer piles up toward this client.
+      socket.pause();
+      // Until the backend has sent everything or stopped being let to send more.
+      let last = -1;
+      let still = 0;
+      while (written < total && still < 10) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        still = written === last ? still + 1 : 0;
+        last = written;
+      }
+      t.log(`the backend sent ${(written / 1048576).toFixed(1)} MiB of ${total >> 20}`);
+      t.true(written < 32 << 20, `the backend sent ${written >> 20} MiB to a client that reads nothing`);
+    } finally {
+      socket.destroy();
+    }
+  });
+});
+
+// Node's http2 path (h2c: node) answers such a stream 502: its client cannot send a CONNECT with :scheme and :path.
+test(`a CONNECT stream is tunnelled to the routed upstream (CONNECT with :authority only): its 200, then bytes both ways`, async (t) => {
+  const authorities: string[] = [];
+  const backend = http2.createServer();
+  // An h2c server that takes CONNECT (RFC 9113 8.5): answers 200 and echoes the tunnel's bytes upper-cased.
+  backend.on('stream', (stream, h) => {
+    if (h[':method'] !== 'CONNECT') return void stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    authorities.push(String(h[':authority']));
+    stream.respond({ ':status': 200 });
+    stream.on('data', (c: Buffer) => stream.write(c.toString().toUpperCase()));
+    stream.on('end', () => stream.end());
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  const sidecar = await startSidecar({
+    node: { id: 'vm-a' },
+    listeners: [{ kind: 'outbound', name: 'http', port: 0, protocol: 'http', h2c: 'frames', route_config: everything }],
+    clusters: [{ name: 'h2', endpoints: [{ address: '127.0.0.1', port: (backend.address() as AddressInfo).port }] }],
+  });
+  const session = http2.connect(`http://127.0.0.1:${sidecar.sidecar.listenerAddress('http').port}`);
+  session.on('error', () => {});
+  try {
+    const tunnel = session.request({ ':method': 'CONNECT', ':authority': 'web.mesh:443' });
+    const status = await new Promise<number>((resolve, reject) => {
+      tunnel.once('response', (h) => resolve(Number(h[':status'])));
+      tunnel.once('error', reject);
+    });
+    t.is(status, 200);
+    const echoed = new Promise<string>((resolve) => {
+      let got = '';
+      tunnel.on('data', (c: Buffer) => {
+        got += c.toString();
+        if (got.length >= 11) resolve(got);
+      });
+    });
+    tunnel.write('hello ');
+    tunnel.write('world');
+    t.is(await echoed, 'HELLO WORLD');
+    t.deepEqual(authorities, ['web.mesh:443']);
+    tunnel.close();
+  } finally {
+    session.destroy();
+    await sidecar.sidecar.stop();
+    await new Promise<void>((resolve) => backend.close(() => resolve()));
+  }
 });

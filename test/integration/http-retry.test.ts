@@ -61,8 +61,10 @@ function request(port: number, path: string, id: string, options: { method?: str
   });
 }
 
+type H2cPath = 'node' | 'frames';
+
 /** A sidecar with HTTP listener "http": `/retry` routes to `cluster` with `retry`, everything else to it without. */
-async function sidecarFor(endpoints: Array<{ address: string; port: number }>, retry: Record<string, unknown>): Promise<{ sidecar: TestSidecar; port: number }> {
+async function sidecarFor(endpoints: Array<{ address: string; port: number }>, retry: Record<string, unknown>, h2c?: H2cPath): Promise<{ sidecar: TestSidecar; port: number }> {
   const sidecar = await startSidecar({
     node: { id: 'vm-a' },
     listeners: [
@@ -71,6 +73,7 @@ async function sidecarFor(endpoints: Array<{ address: string; port: number }>, r
         name: 'http',
         port: 0,
         protocol: 'http',
+        ...(h2c !== undefined && { h2c }),
         route_config: {
           virtual_hosts: [
             {
@@ -108,7 +111,7 @@ async function closedPort(): Promise<number> {
 }
 
 /** A sidecar whose cluster has a dead endpoint, then the live one on `livePort`; `/retry` retries on connect failure. */
-async function besideDeadEndpoint(livePort: number): Promise<{ sidecar: TestSidecar; port: number }> {
+async function besideDeadEndpoint(livePort: number, h2c?: H2cPath): Promise<{ sidecar: TestSidecar; port: number }> {
   const dead = await closedPort();
   return sidecarFor(
     [
@@ -116,6 +119,7 @@ async function besideDeadEndpoint(livePort: number): Promise<{ sidecar: TestSide
       { address: '127.0.0.1', port: livePort },
     ],
     { attempts: 2, on: ['connect_failure'] },
+    h2c,
   );
 }
 
@@ -237,6 +241,7 @@ test('per_try_timeout: an attempt that gets no response head in time is abandone
 });
 
 // ---- HTTP/2 (h2c) ------------------------------------------------------------
+// Each test runs on both h2c paths: frame by frame (the default) and Node's http2 (`h2c: node`).
 
 /** An h2c backend run by `handle`, told the request id and how many times it came before (0: the first attempt). */
 interface Http2Backend {
@@ -300,87 +305,117 @@ async function withH2Client<T>(port: number, use: (session: http2.ClientHttp2Ses
   }
 }
 
-test('h2c: a stream the upstream resets is retried for a GET, not for a POST; a refused stream is retried for a POST too', async (t) => {
-  // The first attempt of each request is reset: REFUSED_STREAM for the `refused-` ones, INTERNAL_ERROR for the others.
-  const backend = await startHttp2Backend((stream, before, id) => {
-    if (before > 0) return answerOk(stream);
-    stream.close(id.startsWith('refused') ? http2.constants.NGHTTP2_REFUSED_STREAM : http2.constants.NGHTTP2_INTERNAL_ERROR);
-  });
-  const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] });
-  try {
-    await withH2Client(s.port, async (session) => {
-      t.deepEqual(await h2request(session, '/retry/get', 'reset-get'), { status: 200, body: 'ok' });
-      const post = await h2request(session, '/retry/post', 'reset-post', 'POST', 'order=1');
-      t.is(post.status, 502, 'a POST the upstream may have acted on is not sent again');
-      t.is(post.body, 'upstream_reset\n');
-      t.deepEqual(await h2request(session, '/retry/refused', 'refused-post', 'POST', 'order=2'), { status: 200, body: 'ok' });
+for (const h2c of ['frames', 'node'] as const) {
+  test(`h2c ${h2c}: a stream the upstream resets is retried for a GET, not for a POST; a refused stream is retried for a POST too`, async (t) => {
+    // The first attempt of each request is reset: REFUSED_STREAM for the `refused-` ones, INTERNAL_ERROR for the others.
+    const backend = await startHttp2Backend((stream, before, id) => {
+      if (before > 0) return answerOk(stream);
+      stream.close(id.startsWith('refused') ? http2.constants.NGHTTP2_REFUSED_STREAM : http2.constants.NGHTTP2_INTERNAL_ERROR);
     });
-    t.deepEqual(
-      backend.seen.map((x) => `${x.method} ${x.id} ${x.body}`),
-      ['GET reset-get ', 'GET reset-get ', 'POST reset-post order=1', 'POST refused-post order=2', 'POST refused-post order=2'],
-      'the refused POST was sent again with its whole body',
-    );
-    t.is(await retries(s.sidecar, 'reset'), 1);
-    t.is(await retries(s.sidecar, 'refused_stream'), 1);
-    await until('3 access lines', () => s.sidecar.logs.access().length >= 3);
-    const lines = new Map(s.sidecar.logs.access().map((l) => [l.request_id, l]));
-    t.like(lines.get('reset-get'), { protocol: 'h2', status: 200, attempts: 2 });
-    t.like(lines.get('reset-post'), { protocol: 'h2', status: 502, attempts: 1, reason: 'upstream_reset' });
-    t.like(lines.get('refused-post'), { protocol: 'h2', status: 200, attempts: 2 });
-  } finally {
-    await s.sidecar.sidecar.stop();
-    await backend.close();
-  }
-});
-
-test('h2c: a POST on a stream above a GOAWAY\'s last stream id (never processed) is sent again on a new session', async (t) => {
-  const backend = await startHttp2Backend((stream, before, id) => {
-    if (before > 0 || id === 'warm') return answerOk(stream);
-    // Goes away saying it processed the session's streams up to the one before this (the warm-up's), then closes.
-    stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id! - 2);
-    stream.session?.destroy();
+    const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] }, h2c);
+    try {
+      await withH2Client(s.port, async (session) => {
+        t.deepEqual(await h2request(session, '/retry/get', 'reset-get'), { status: 200, body: 'ok' });
+        const post = await h2request(session, '/retry/post', 'reset-post', 'POST', 'order=1');
+        t.is(post.status, 502, 'a POST the upstream may have acted on is not sent again');
+        t.is(post.body, 'upstream_reset\n');
+        t.deepEqual(await h2request(session, '/retry/refused', 'refused-post', 'POST', 'order=2'), { status: 200, body: 'ok' });
+      });
+      t.deepEqual(
+        backend.seen.map((x) => `${x.method} ${x.id} ${x.body}`),
+        ['GET reset-get ', 'GET reset-get ', 'POST reset-post order=1', 'POST refused-post order=2', 'POST refused-post order=2'],
+        'the refused POST was sent again with its whole body',
+      );
+      t.is(await retries(s.sidecar, 'reset'), 1);
+      t.is(await retries(s.sidecar, 'refused_stream'), 1);
+      await until('3 access lines', () => s.sidecar.logs.access().length >= 3);
+      const lines = new Map(s.sidecar.logs.access().map((l) => [l.request_id, l]));
+      t.like(lines.get('reset-get'), { protocol: 'h2', status: 200, attempts: 2 });
+      t.like(lines.get('reset-post'), { protocol: 'h2', status: 502, attempts: 1, reason: 'upstream_reset' });
+      t.like(lines.get('refused-post'), { protocol: 'h2', status: 200, attempts: 2 });
+    } finally {
+      await s.sidecar.sidecar.stop();
+      await backend.close();
+    }
   });
-  const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] });
-  try {
-    const replies = await withH2Client(s.port, async (session) => [await h2request(session, '/retry/warm', 'warm', 'POST', 'order=2'), await h2request(session, '/retry/goaway', 'goaway-post', 'POST', 'order=3')]);
-    t.deepEqual(replies, [
-      { status: 200, body: 'ok' },
-      { status: 200, body: 'ok' },
-    ]);
-    t.deepEqual(
-      backend.seen.map((x) => `${x.method} ${x.body}`),
-      ['POST order=2', 'POST order=3', 'POST order=3'],
-    );
-    t.is(await retries(s.sidecar, 'refused_stream'), 1);
-  } finally {
-    await s.sidecar.sidecar.stop();
-    await backend.close();
-  }
-});
 
-test('h2c: a dead endpoint and a live one: every request (GET and gRPC-like POST) is answered through a retry on connect failure', async (t) => {
-  const live = await startHttp2Backend(answerOk);
-  const s = await besideDeadEndpoint(live.port);
-  try {
-    const replies = await withH2Client(s.port, async (session) => {
-      const out: Reply[] = [];
-      for (let i = 0; i < 6; i++) out.push(await (i % 2 === 0 ? h2request(session, '/retry/x', `h2-dead-${i}`) : h2request(session, '/retry/x', `h2-dead-${i}`, 'POST', `call-${i}`)));
-      return out;
+  test(`h2c ${h2c}: a POST on a stream above a GOAWAY's last stream id (never processed) is sent again on a new session`, async (t) => {
+    const backend = await startHttp2Backend((stream, before, id) => {
+      if (before > 0 || id === 'warm') return answerOk(stream);
+      // Goes away saying it processed the session's streams up to the one before this (the warm-up's), then closes.
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id! - 2);
+      stream.session?.destroy();
     });
-    t.deepEqual(
-      replies.map((r) => r.status),
-      [200, 200, 200, 200, 200, 200],
-    );
-    t.deepEqual(
-      live.seen.filter((x) => x.method === 'POST').map((x) => x.body),
-      ['call-1', 'call-3', 'call-5'],
-    );
-    await until('6 access lines', () => s.sidecar.logs.access().length >= 6);
-    const retried = s.sidecar.logs.access().filter((l) => l.attempts === 2).length;
-    t.true(retried >= 1, 'round robin gave the dead endpoint at least one first attempt');
-    t.is(await retries(s.sidecar, 'connect_failure'), retried);
-  } finally {
-    await s.sidecar.sidecar.stop();
-    await live.close();
-  }
-});
+    const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['reset'] }, h2c);
+    try {
+      const replies = await withH2Client(s.port, async (session) => [await h2request(session, '/retry/warm', 'warm', 'POST', 'order=2'), await h2request(session, '/retry/goaway', 'goaway-post', 'POST', 'order=3')]);
+      t.deepEqual(replies, [
+        { status: 200, body: 'ok' },
+        { status: 200, body: 'ok' },
+      ]);
+      t.deepEqual(
+        backend.seen.map((x) => `${x.method} ${x.body}`),
+        ['POST order=2', 'POST order=3', 'POST order=3'],
+      );
+      t.is(await retries(s.sidecar, 'refused_stream'), 1);
+    } finally {
+      await s.sidecar.sidecar.stop();
+      await backend.close();
+    }
+  });
+
+  test(`h2c ${h2c}: a dead endpoint and a live one: every request (GET and gRPC-like POST) is answered through a retry on connect failure`, async (t) => {
+    const live = await startHttp2Backend(answerOk);
+    const s = await besideDeadEndpoint(live.port, h2c);
+    try {
+      const replies = await withH2Client(s.port, async (session) => {
+        const out: Reply[] = [];
+        for (let i = 0; i < 6; i++) out.push(await (i % 2 === 0 ? h2request(session, '/retry/x', `h2-dead-${i}`) : h2request(session, '/retry/x', `h2-dead-${i}`, 'POST', `call-${i}`)));
+        return out;
+      });
+      t.deepEqual(
+        replies.map((r) => r.status),
+        [200, 200, 200, 200, 200, 200],
+      );
+      t.deepEqual(
+        live.seen.filter((x) => x.method === 'POST').map((x) => x.body),
+        ['call-1', 'call-3', 'call-5'],
+      );
+      await until('6 access lines', () => s.sidecar.logs.access().length >= 6);
+      const retried = s.sidecar.logs.access().filter((l) => l.attempts === 2).length;
+      t.true(retried >= 1, 'round robin gave the dead endpoint at least one first attempt');
+      t.is(await retries(s.sidecar, 'connect_failure'), retried);
+    } finally {
+      await s.sidecar.sidecar.stop();
+      await live.close();
+    }
+  });
+
+  test(`h2c ${h2c}: a 503 is retried for a PUT with its body, not for one whose body outgrew the replay bound; per_try_timeout abandons a hung attempt`, async (t) => {
+    // The first attempt of each request: hangs for the `hang-` ones, else 503; the next is answered.
+    const backend = await startHttp2Backend((stream, before, id) => {
+      if (before > 0) return answerOk(stream);
+      if (id.startsWith('hang')) return;
+      stream.respond({ ':status': 503 });
+      stream.end('unavailable');
+    });
+    const s = await sidecarFor([{ address: '127.0.0.1', port: backend.port }], { attempts: 2, on: ['503', 'reset'], per_try_timeout: '1s' }, h2c);
+    const big = 'b'.repeat(100 * 1024);
+    try {
+      await withH2Client(s.port, async (session) => {
+        t.deepEqual(await h2request(session, '/retry/put', 'status-put', 'PUT', 'v=1'), { status: 200, body: 'ok' });
+        t.deepEqual(await h2request(session, '/retry/big', 'status-big', 'PUT', big), { status: 503, body: 'unavailable' }, 'a body past the replay bound is not sent again');
+        t.deepEqual(await h2request(session, '/retry/hang', 'hang-get'), { status: 200, body: 'ok' });
+      });
+      t.deepEqual(
+        backend.seen.map((x) => `${x.id} ${x.body.length}`),
+        ['status-put 3', 'status-put 3', `status-big ${big.length}`, 'hang-get 0', 'hang-get 0'],
+      );
+      t.is(await retries(s.sidecar, '503'), 1);
+      t.is(await retries(s.sidecar, 'per_try_timeout'), 1);
+    } finally {
+      await s.sidecar.sidecar.stop();
+      await backend.close();
+    }
+  });
+}

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { LISTENER_DEFAULTS } from '../../proxy/config/listener-defaults.js';
 import { parseSidecarConfig } from '../../proxy/config/load.js';
 import { sidecarProblems } from '../helpers/config-problems.js';
 
@@ -206,11 +207,12 @@ test('a retry per_try_timeout parses into milliseconds; a bad one is refused by 
   t.regex(problem[0]!, /^listeners\[0\]\.route_config\.virtual_hosts\[0\]\.routes\[0\]\.retry\.per_try_timeout: /);
 });
 
-test('h2c: Node http2 by default, frames when configured; only where HTTP is parsed, and only node or frames', (t) => {
+test('h2c: frames by default, Node http2 when configured; only where HTTP is parsed, and only node or frames', (t) => {
   const [byDefault] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a' })).listeners;
-  t.false('h2c' in byDefault!, 'absent: LISTENER_DEFAULTS.h2c (node)');
-  const [frames] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a', h2c: 'frames' })).listeners;
-  t.is(frames!.kind === 'outbound' && frames.h2c, 'frames');
+  t.false('h2c' in byDefault!, 'absent: LISTENER_DEFAULTS.h2c');
+  t.is(LISTENER_DEFAULTS.h2c, 'frames');
+  const [node] = parseSidecarConfig(withListener({ protocol: 'http', cluster: 'a', h2c: 'node' })).listeners;
+  t.is(node!.kind === 'outbound' && node.h2c, 'node');
   const [captured] = parseSidecarConfig(capture({}, { h2c: 'frames' })).listeners;
   t.is(captured!.kind === 'outbound' && captured.h2c, 'frames');
   t.deepEqual(problems(withListener({ cluster: 'a', h2c: 'frames' })), ['listeners[0].h2c: only for protocol: http (or with http_inspector)']);
