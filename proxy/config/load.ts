@@ -8,7 +8,7 @@ import type { SidecarConfig } from './types.js';
 
 /** Validates already-parsed host-relay config data. */
 export function parseHostRelayConfig(data: unknown, source = 'config'): HostRelayConfig {
-  const result = hostRelayConfigSchema.safeParse(data ?? {});
+  const result = hostRelayConfigSchema().safeParse(data ?? {});
   if (!result.success) throw new ConfigError(source, result.error.issues.map(formatIssue));
   return result.data;
 }
@@ -16,7 +16,7 @@ export function parseHostRelayConfig(data: unknown, source = 'config'): HostRela
 /** Validates already-parsed data (from YAML, JSON or code). */
 export function parseSidecarConfig(data: unknown, source = 'config'): SidecarConfig {
   const input = data ?? {};
-  const result = sidecarConfigSchema.safeParse(input);
+  const result = sidecarConfigSchema().safeParse(input);
   const problems = result.success ? [] : result.error.issues.map(formatIssue);
   for (const issue of crossReferences(input)) problems.push(`${formatPath(issue.path)}: ${issue.message}`);
   if (problems.length > 0 || !result.success) throw new ConfigError(source, problems);

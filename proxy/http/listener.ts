@@ -12,7 +12,7 @@
 
 import type http from 'node:http';
 import type http2 from 'node:http2';
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from './request-id.js';
 import type { OutboundListenerConfig } from '../config/types.js';
 import { formatAddress, logInfoLine } from '../runtime/log.js';
 import type { SocketHost } from '../native/index.js';

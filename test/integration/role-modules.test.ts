@@ -2,7 +2,8 @@
 // never load the native core (vsockmesh_native.node). Read from the running
 // process's memory map; a sidecar process, which does load it, shows that the
 // check sees it. A sidecar loads neither the host relay's module, the operator
-// commands (ctl, iptables) nor prom-client's push gateway (https, zlib): read
+// commands (ctl, iptables), prom-client's push gateway (https, zlib) nor,
+// without peer TLS, vsock listeners or HTTP requests, node:crypto: read
 // from Node's module loader's debug log (NODE_DEBUG), which names every file
 // it loads. The packages it loads at start (yaml, commander, zod, prom-client)
 // come each as one file, the build's bundles in dist/node_modules/
@@ -48,13 +49,16 @@ test('a sidecar process does load it (the check above can see the addon)', async
   t.true((await mapsOf(proc)).includes(ADDON));
 });
 
-test('a sidecar loads neither the host relay, ctl, iptables nor prom-client\'s push gateway', async (t) => {
+/** node:crypto loaded, by an ES import (`node:crypto`) or a CommonJS require (`crypto`). */
+const CRYPTO = /\bnode:crypto\b|built-in module crypto\b|REQUEST crypto\b/;
+
+test('a sidecar loads neither the host relay, ctl, iptables, prom-client\'s push gateway nor node:crypto', async (t) => {
   const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t)], 'sidecar ready', ['env', 'NODE_DEBUG=esm,module']);
   const loaded = proc.stderr();
   // The log does name the modules a sidecar needs (the check can see a file load).
   t.regex(loaded, /\/dist\/proxy\/sidecar\.js/);
   for (const pkg of ['yaml', 'commander', 'zod', 'prom-client']) t.regex(loaded, new RegExp(`/dist/node_modules/${pkg}/bundle\\.js`));
-  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /, UNBUNDLED]) t.notRegex(loaded, file);
+  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /, UNBUNDLED, CRYPTO]) t.notRegex(loaded, file);
 });
 
 test('the operator commands are still there when the command line may reach them', async (t) => {
