@@ -24,6 +24,7 @@ import { describeHop } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
+import { httpAccessFields } from './access-fields.js';
 import { UpstreamDialError, UpstreamPools, type Http2Upstream } from './upstream-pool.js';
 import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
@@ -681,31 +682,27 @@ export class HttpOutboundListener extends Listener {
     this.context.metrics.countHttpRequest(this.name, route, cluster, statusClass, transport);
     this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
     if (!this.options.accessLog) return;
-    const query = record.path.indexOf('?');
     logInfoLine(
       this.context.accessLogger,
-      {
-        log: 'access',
+      httpAccessFields({
         listener: this.name,
-        direction: 'outbound',
         protocol: record.protocol,
         src: formatAddress(record.src.address, record.src.port),
         method: record.method,
         authority: record.authority,
-        // The query string may carry secrets: not logged.
-        path: query < 0 ? record.path : record.path.slice(0, query),
+        path: record.path,
         status,
         route,
         cluster,
         transport,
-        ...(upstream !== null && { upstream }),
-        request_id: record.requestId,
-        duration_ms: Math.round(seconds * 1000),
+        upstream,
+        requestId: record.requestId,
+        durationMs: Math.round(seconds * 1000),
         attempts: retry.count,
-        ...(retry.budgetExhausted && { retry_budget_exhausted: true }),
-        ...(reason !== undefined && { reason }),
-        ...(!target.ok && target.detail !== undefined && { transport_reason: target.detail }),
-      },
+        retryBudgetExhausted: retry.budgetExhausted,
+        reason,
+        transportReason: target.ok ? undefined : target.detail,
+      }),
       'request',
     );
   }
