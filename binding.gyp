@@ -28,6 +28,14 @@
       "cflags_c": ["-std=gnu11", "-Wstrict-prototypes", "-Wmissing-prototypes"],
       "cflags_cc": ["-Wmissing-declarations"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    },
+    {
+      "target_name": "vsockmesh_trim",
+      "sources": ["proxy/native/server-trim.cc"],
+      "cflags!": ["-Wno-unused-parameter"],
+      "cflags": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Wshadow", "-Wconversion"],
+      "cflags_cc": ["-Wmissing-declarations"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]
 }

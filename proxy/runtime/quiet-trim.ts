@@ -2,12 +2,12 @@
 // control plane and the VM manager (a sidecar settles on its own triggers,
 // MemorySettler, with the native core's settleMemory; the data plane's core
 // trims after TLS work: native/trim.c). These roles never load the native
-// core (role-modules test), so their settle is a major collection, exposed by
-// the `server` heap profile's --expose-gc (majorCollection), logged by the
+// core (role-modules test), so their settle is serverSettle, from a tiny
+// addon of their own (V8's memory-reducing GCs and malloc_trim), logged by the
 // same settleNow. A control plane's initial sync encodes and writes megabytes
-// per stream and V8 keeps the dead objects until its next major collection:
-// with 1,000 streams at 10,000 VMs, 250-261 MiB 5 s after the sync without a
-// settle, 216 MiB with this one (README, "Running at scale"). So: the event
+// per stream: V8 keeps the dead objects until its next major collection and
+// its young generation at the sync's size, glibc the holes its frame buffers
+// left (README, "Running at scale", "Where a replica's memory goes"). So: the event
 // loop is sampled once a second; after a busy second, once it has been quiet
 // for `quietSamples` in a row, a settle. A collection pauses the loop (tens to
 // a few hundred ms with a large registry), so never while it is busy, and
@@ -16,7 +16,8 @@
 
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Logger } from './log.js';
-import { settleNow } from './settle-memory.js';
+import { settleNow, type SettleResult } from './settle-memory.js';
+import { loadTrimAddon } from './trim-addon.js';
 
 export interface QuietTrimPolicy {
   /** A sample at or above this event-loop utilization is a burst worth a settle once it is over. */
@@ -63,18 +64,28 @@ export function afterSettle(state: QuietTrimState, endMs: number, pauseMs: numbe
   return { ...state, notBeforeMs: Math.max(state.notBeforeMs ?? endMs, endMs + pauseMs / policy.maxPauseShare) };
 }
 
-/** A major collection when the process exposes one (--expose-gc: the `server` heap profile); undefined otherwise. */
-export function majorCollection(): (() => void) | undefined {
-  const gc = (globalThis as { gc?: (options?: { type: 'major'; execution: 'sync' }) => void }).gc;
-  return gc === undefined ? undefined : () => gc({ type: 'major', execution: 'sync' });
+/**
+ * A server role's settle (trim-addon.ts): V8's memory-reducing GCs (they
+ * compact and shrink the young generation back to its minimum, which a major
+ * collection does not), then malloc_trim for the holes the sync's frame
+ * buffers left in glibc's heap; logged with whether glibc gave memory back.
+ * Measured on one etcd replica after the 1,000-stream sync, paired with the
+ * major collection alone (README, "Running at scale"): 245 -> 142 MiB.
+ */
+export function serverSettle(): () => SettleResult {
+  const addon = loadTrimAddon();
+  return () => {
+    addon.reduceMemory();
+    return { trimmed: addon.trim() };
+  };
 }
 
 /**
  * Samples the event loop and, after each burst once quiet, settles the
- * process's memory (`settle`: majorCollection; logged by settleNow); stop()
+ * process's memory (`settle`: serverSettle; logged by settleNow); stop()
  * ends it (the timer never keeps the process alive).
  */
-export function startQuietTrim(logger: Logger, settle: () => void, policy: QuietTrimPolicy = QUIET_TRIM_POLICY): { stop(): void } {
+export function startQuietTrim(logger: Logger, settle: () => SettleResult | void, policy: QuietTrimPolicy = QUIET_TRIM_POLICY): { stop(): void } {
   let state = QUIET_TRIM_START;
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   const sampler = setInterval(() => {

@@ -17,6 +17,7 @@ import { ConfigError } from './config-file.js';
 import type { Logger } from './log.js';
 import { exitAfterFlush, processDrain, type DrainableServer, type ProcessIo } from './process-drain.js';
 import { startQuietTrim } from './quiet-trim.js';
+import type { SettleResult } from './settle-memory.js';
 
 export interface RoleServer extends DrainableServer {
   start(): Promise<unknown>;
@@ -34,8 +35,8 @@ export interface PreparedRole {
   ready?(): Record<string, unknown>;
   /** Why the serving role is not ready now (the runner's /ready answers 503 with it), undefined when it is. */
   notReady?(): string | undefined;
-  /** Settle memory after each burst of work once the event loop is quiet (quiet-trim.ts) with this (quiet-trim's majorCollection: these roles never load the native core): roles whose work comes in large bursts (the control plane's syncs, the VM manager's seeding); undefined: never. */
-  settleWhenQuiet?: () => void;
+  /** Settle memory after each burst of work once the event loop is quiet (quiet-trim.ts) with this (quiet-trim's serverSettle: these roles never load the native core): roles whose work comes in large bursts (the control plane's syncs, the VM manager's seeding); undefined: never. */
+  settleWhenQuiet?: () => SettleResult | void;
 }
 
 export interface Role {

@@ -22,11 +22,16 @@ export const QUIET_MS = 2_000;
  * native core's settleMemory) and a burst's end (quiet-trim.ts: the control
  * plane, the VM manager; `settle`: a major collection).
  */
-export function settleNow(logger: Logger, settle: () => void, trigger: 'quiet' | 'burst_over'): void {
+export interface SettleResult {
+  /** Whether malloc_trim gave memory back to the system. */
+  trimmed?: boolean;
+}
+
+export function settleNow(logger: Logger, settle: () => SettleResult | void, trigger: 'quiet' | 'burst_over'): void {
   const started = performance.now();
   const rssBefore = process.memoryUsage.rss();
-  settle();
-  logger.debug({ trigger, ms: Math.round(performance.now() - started), rss_before: rssBefore, rss_after: process.memoryUsage.rss() }, 'memory settled');
+  const result = settle();
+  logger.debug({ trigger, ms: Math.round(performance.now() - started), rss_before: rssBefore, rss_after: process.memoryUsage.rss(), ...result }, 'memory settled');
 }
 
 export interface SettleTimers {

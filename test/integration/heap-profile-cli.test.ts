@@ -53,6 +53,8 @@ test("a control plane started through the bin runs on (same pid) with V8's 16 Mi
   const settled = await proc.waitForLine((l) => l.msg === 'memory settled', 'the settle after start-up', 30_000);
   t.is(settled.trigger, 'burst_over');
   t.is(typeof settled.rss_after, 'number');
+  // ...and malloc_trim through the server roles' trim addon (server-trim.cc), which says whether glibc gave memory back.
+  t.is(typeof settled.trimmed, 'boolean');
   // The spawned pid's command line shows the re-executed flags: the same process runs on.
   const argv = readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8').split('\0');
   const nodeFlags = argv.slice(1, argv.indexOf(CLI));

@@ -1,5 +1,6 @@
 // The control plane and the VM manager are not the data plane: their processes
-// never load the native core (vsockmesh_native.node). Read from the running
+// never load the native core (vsockmesh_native.node), only the settle's trim
+// addon (vsockmesh_trim.node), which a sidecar does not load. Read from the running
 // process's memory map; a sidecar process, which does load it, shows that the
 // check sees it. A sidecar loads neither the host relay's module, the operator
 // commands (ctl, iptables), prom-client's push gateway (https, zlib) nor,
@@ -14,6 +15,8 @@ import { readFile } from 'node:fs/promises';
 import { runCli, startCli, writeConfig, type CliProcess } from '../helpers/cli.js';
 
 const ADDON = 'vsockmesh_native.node';
+/** The server roles' settle addon (malloc_trim after a sync: server-trim.cc), loaded without the core. */
+const TRIM_ADDON = 'vsockmesh_trim.node';
 /** The packages the build bundles (proxy/cmd/bundle-packages.mjs): a file of one of them loaded from the package itself, not from dist/node_modules/. */
 const UNBUNDLED = /(?<!\/dist)\/node_modules\/(?:yaml|commander|zod|prom-client|@opentelemetry)\//;
 
@@ -30,12 +33,16 @@ async function running(t: ExecutionContext, args: string[], serving: string, wra
 
 test('vsockmesh control-plane serves without loading the native core', async (t) => {
   const proc = await running(t, ['control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure'], 'control-plane ready');
-  t.false((await mapsOf(proc)).includes(ADDON));
+  const maps = await mapsOf(proc);
+  t.false(maps.includes(ADDON));
+  t.true(maps.includes(TRIM_ADDON));
 });
 
 test('vsockmesh vm-manager serves without loading the native core', async (t) => {
   const proc = await running(t, ['vm-manager', '--listen', '127.0.0.1:0', '--no-admin', '--insecure'], 'vm-manager ready');
-  t.false((await mapsOf(proc)).includes(ADDON));
+  const maps = await mapsOf(proc);
+  t.false(maps.includes(ADDON));
+  t.true(maps.includes(TRIM_ADDON));
 });
 
 async function sidecarConfig(t: ExecutionContext): Promise<string> {
@@ -44,9 +51,11 @@ async function sidecarConfig(t: ExecutionContext): Promise<string> {
   return config.path;
 }
 
-test('a sidecar process does load it (the check above can see the addon)', async (t) => {
+test('a sidecar process does load it (the check above can see the addon), and not the trim addon', async (t) => {
   const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t)], 'sidecar ready');
-  t.true((await mapsOf(proc)).includes(ADDON));
+  const maps = await mapsOf(proc);
+  t.true(maps.includes(ADDON));
+  t.false(maps.includes(TRIM_ADDON));
 });
 
 /** node:crypto loaded, by an ES import (`node:crypto`) or a CommonJS require (`crypto`). */

@@ -5,7 +5,7 @@
 import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
-import { majorCollection } from '../../proxy/runtime/quiet-trim.js';
+import { serverSettle } from '../../proxy/runtime/quiet-trim.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry, openRegistryStore } from '../vm-manager/run.js';
 import type { RegistryStore } from '../vm-manager/registry-store.js';
@@ -79,7 +79,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       addLogDropped(plane.ads.metrics);
       return {
         logger,
-        settleWhenQuiet: majorCollection(),
+        settleWhenQuiet: serverSettle(),
         notReady: () => plane.notReady(),
         server: {
           start: () => plane.start(options.listen),

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
-import { majorCollection } from '../../proxy/runtime/quiet-trim.js';
+import { serverSettle } from '../../proxy/runtime/quiet-trim.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory, type Inventory } from './inventory.js';
 import { Registry } from './registry.js';
@@ -124,7 +124,7 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
       addLogDropped(server.metrics);
       return {
         logger,
-        settleWhenQuiet: majorCollection(),
+        settleWhenQuiet: serverSettle(),
         ...(registryStore !== undefined && { notReady: () => registryStore.notReady() }),
         server: {
           start: () => server.start(options.listen),
