@@ -9,13 +9,7 @@
  * only when the loop is quiet. C++ only for V8's API (reduceMemory).
  */
 #include <node_api.h>
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wfloat-conversion"
-#include <v8.h>
-#pragma GCC diagnostic pop
+#include "v8-api.h"
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -51,4 +45,8 @@ static napi_value init(napi_env env, napi_value exports) {
   return exports;
 }
 
+/* NAPI_MODULE defines a function of Node's without a previous declaration. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-declarations"
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
+#pragma GCC diagnostic pop

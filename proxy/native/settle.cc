@@ -15,14 +15,7 @@
  * C++ only for V8's API; the rest of the core is C.
  */
 #include <node_api.h>
-/* V8's headers are not written for this core's warnings. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wfloat-conversion"
-#include <v8.h>
-#pragma GCC diagnostic pop
+#include "v8-api.h"
 
 extern "C" {
 #include "exports.h"
