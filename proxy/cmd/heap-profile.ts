@@ -8,15 +8,14 @@
 // shebang's, before anything starts; later node flags win over earlier ones.
 // The control plane and the VM manager hold and re-encode large registries
 // and snapshots: at 1 MiB a change at 10,000 VMs spent over half its CPU in
-// GC, so they run the `server` profile by default, which also exposes a
-// major collection (--expose-gc) for their settle once quiet after a burst
-// (proxy/runtime/quiet-trim.ts).
+// GC, so they run the `server` profile by default (their settle once quiet
+// after a burst goes through their own trim addon: proxy/runtime/quiet-trim.ts).
 
 /** Node flags per profile: `idle` adds none (the shebang's, or whatever node was started with). */
 export const HEAP_PROFILES = {
   idle: [],
   http: ['--max-semi-space-size=8'],
-  server: ['--max-semi-space-size=16', '--expose-gc'],
+  server: ['--max-semi-space-size=16'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type HeapProfile = keyof typeof HEAP_PROFILES;
