@@ -46,6 +46,39 @@ export interface ListenerContext {
   admission: Admission;
 }
 
+/** Tries at a port for every address of a listener configured with port 0 (the first bind picks it). */
+export const PORT_ZERO_ATTEMPTS = 8;
+
+type BindError = NodeJS.ErrnoException & { port?: number };
+
+/**
+ * Binds every address at `port`; with port 0 the first bind picks the port and
+ * the others reuse it. That port may be taken on another address (by any
+ * socket there, a client's ephemeral port too): then every bind is undone and
+ * a new port tried, up to PORT_ZERO_ATTEMPTS times. Any other failure undoes
+ * the binds and is thrown with the port it was at (`port` on the error).
+ */
+export function bindAll(binds: Bind[], port: number, listen: (bind: Bind, port: number) => [number, number], close: (fd: number) => void): Array<{ fd: number; bound: BoundAddress }> {
+  for (let attempt = 1; ; attempt++) {
+    const done: Array<{ fd: number; bound: BoundAddress }> = [];
+    let at = port;
+    try {
+      for (const bind of binds) {
+        const [fd, boundPort] = listen(bind, at);
+        done.push({ fd, bound: { address: bindLabel(bind), port: boundPort } });
+        at = boundPort;
+      }
+      return done;
+    } catch (err) {
+      for (const { fd } of done) close(fd);
+      const e = err as BindError;
+      if (port === 0 && e.code === 'EADDRINUSE' && done.length > 0 && attempt < PORT_ZERO_ATTEMPTS) continue;
+      e.port = at;
+      throw e;
+    }
+  }
+}
+
 export abstract class Listener {
   private listenFds: number[] = [];
   protected readonly connections = new Set<TrackedConnection>();
@@ -65,9 +98,8 @@ export abstract class Listener {
   /** A new connection; the listener owns `fd` from here on. */
   protected abstract onConnection(fd: number, peerHost: SocketHost, peerPort: number): void;
 
-  /** Binds every address. With port 0 the first bind picks the port and the others reuse it. */
+  /** Binds every address (bindAll). */
   async start(): Promise<void> {
-    let port = this.port;
     const onConnection = (fd: number, host: SocketHost, peerPort: number): void => {
       if (this.draining) {
         this.context.metrics.refused.inc({ listener: this.name, reason: 'draining' });
@@ -83,15 +115,12 @@ export abstract class Listener {
       this.onConnection(fd, host, peerPort);
     };
     try {
-      for (const bind of this.binds) {
-        const [fd, boundPort] = native.listen(bind.family, bind.host, port, 4096, onConnection);
+      for (const { fd, bound } of bindAll(this.binds, this.port, (bind, port) => native.listen(bind.family, bind.host, port, 4096, onConnection), (fd) => native.close(fd))) {
         this.listenFds.push(fd);
-        port = boundPort;
-        this.bound.push({ address: bindLabel(bind), port: boundPort });
+        this.bound.push(bound);
       }
     } catch (err) {
-      this.closeListeners();
-      throw listenError(this.name, this.binds.map(bindLabel), port, err as NodeJS.ErrnoException);
+      throw listenError(this.name, this.binds.map(bindLabel), (err as BindError).port ?? this.port, err as NodeJS.ErrnoException);
     }
   }
 
