@@ -49,11 +49,19 @@ export async function startMesh(
   } = {},
 ): Promise<Mesh> {
   const app = options.app ?? (await startEchoServer());
+  // What started is stopped when a later part fails to start: a test whose mesh never came up has no stop to call,
+  // and a sidecar left running keeps the test process (and the whole run) from exiting.
+  const started: Array<() => Promise<void>> = [() => app.close()];
+  const undo = async (err: unknown): Promise<never> => {
+    for (const stop of started.reverse()) await stop().catch(() => {});
+    throw err;
+  };
   const b = await startSidecar({
     node: { id: 'vm-b' },
     ...(options.peerTls?.b && { peer_tls: options.peerTls.b }),
     listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, ports: [app.port], ...options.inbound }],
-  });
+  }).catch(undo);
+  started.push(() => b.sidecar.stop());
   const inbound = b.sidecar.listenerAddress('inbound');
   const a = await startSidecar({
     node: { id: 'vm-a' },
@@ -67,7 +75,7 @@ export async function startMesh(
         ...options.cluster,
       },
     ],
-  });
+  }).catch(undo);
   return {
     app,
     a,

@@ -14,7 +14,10 @@ for (const hop of ['plain', 'mtls'] as const) {
   const startHopMesh = async (options: Parameters<typeof startMesh>[0] = {}): Promise<Mesh> => {
     if (hop === 'plain') return startMesh(options);
     const tls = await meshTls();
-    const mesh = await startMesh({ ...options, peerTls: { a: tls.a, b: tls.b } });
+    const mesh = await startMesh({ ...options, peerTls: { a: tls.a, b: tls.b } }).catch(async (err: unknown) => {
+      await tls.cleanup();
+      throw err;
+    });
     return {
       ...mesh,
       stop: async () => {
