@@ -48,6 +48,12 @@ function tapTally(prefix = '') {
         failures.push(`${prefix}${rest}`);
       }
     },
+    /** The run was stopped: a failure of its own, whatever it printed. */
+    stuck(reason) {
+      counts.failed++;
+      failures.push(`${prefix}${reason}`);
+      process.stdout.write(`\n${reason}\n`);
+    },
     /** A non-zero exit without a failing test is a failure of its own. */
     finish(code, label) {
       if (code !== 0 && counts.failed === 0) {
@@ -59,15 +65,40 @@ function tapTally(prefix = '') {
   };
 }
 
+/**
+ * How long ava may print nothing before the run gives up on it. Each test has
+ * ava's own timeout (package.json), but ava waits without end for a test
+ * process that finished its tests and never exits (a server a failed test left
+ * running): without this, one leaked handle would hold the whole run until
+ * CI's limit. VSOCKMESH_AVA_SILENCE_MS sets it (ms).
+ */
+const AVA_SILENCE_MS = Number(process.env.VSOCKMESH_AVA_SILENCE_MS ?? 10 * 60_000);
+
 export async function runAva(args, { cwd = root, env = process.env, label = 'ava' } = {}) {
   const tally = tapTally();
-  const child = spawn(process.execPath, [avaBin, '--tap', ...args], { cwd, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  // Its own process group, so that a stuck run is stopped with its test processes.
+  const child = spawn(process.execPath, [avaBin, '--tap', ...args], { cwd, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  let silent;
+  const watch = () => {
+    clearTimeout(silent);
+    silent = setTimeout(() => {
+      tally.stuck(`${label} printed nothing for ${Math.round(AVA_SILENCE_MS / 1000)} s (a test process that never exits?): stopped`);
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, AVA_SILENCE_MS);
+  };
+  watch();
   const lines = createInterface({ input: child.stdout });
   for await (const line of lines) {
+    watch();
     process.stdout.write(`${line}\n`);
     tally.line(line);
   }
   const code = await new Promise((resolve) => child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))));
+  clearTimeout(silent);
   return tally.finish(code, label);
 }
 
