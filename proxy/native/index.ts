@@ -2,9 +2,7 @@
 // non-blocking TCP and AF_VSOCK sockets on Node's event loop, and an
 // fd-to-fd relay that moves bytes without JavaScript per chunk.
 
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { loadBuiltAddon } from '../runtime/addon.js';
 
 export type SocketFamily = 'inet' | 'inet6' | 'vsock';
 
@@ -94,19 +92,7 @@ export interface NativeCore {
   VMADDR_CID_HOST: number;
 }
 
-function load(): NativeCore {
-  // Same file from the sources (proxy/native) and from the build output (dist/proxy/native).
-  const candidates = ['../../build/Release/vsockmesh_native.node', '../../../build/Release/vsockmesh_native.node'].map((p) =>
-    fileURLToPath(new URL(p, import.meta.url)),
-  );
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    throw new Error(`vsockmesh native core is not built (looked for ${candidates.join(', ')}): run "npm ci" or "npx node-gyp rebuild"`);
-  }
-  return createRequire(import.meta.url)(path) as NativeCore;
-}
-
-export const native: NativeCore = load();
+export const native: NativeCore = loadBuiltAddon<NativeCore>('vsockmesh_native.node', 'vsockmesh native core');
 
 /** The address family of an IP string. */
 export function ipFamily(address: string): 'inet' | 'inet6' {
