@@ -337,7 +337,11 @@ export class RegistryStore {
       logger: this.logger,
     });
     if (!result.claimed) {
-      await this.seen(result.revision, 'not seeded: another replica claimed the seed, and its claim was not seen back from the store');
+      // The failed claim's revision is the whole store's (the mesh's writes on the same etcd count in it): wait for the last
+      // change under this prefix instead, which a watch on the prefix delivers.
+      const { records } = await this.store.list(this.prefix);
+      const last = records.reduce((max, r) => Math.max(max, r.modRevision), 0);
+      await this.seen(last, 'not seeded: another replica claimed the seed, and its claim was not seen back from the store');
       return false;
     }
     this.logger.info({ records: wanted.length, written: result.written, transactions: result.transactions }, `registry seeded in ${result.transactions} store transactions`);
