@@ -496,6 +496,22 @@ export class ProxyMetrics {
     });
   }
 
+  /**
+   * The relayed connections (those with stats: L4, tunnels, relayed vsock):
+   * how many are open, and one number that grows whenever one opens or
+   * closes or bytes move (runtime/settle-memory.ts's look at the data path).
+   */
+  relayActivity(): { open: number; activity: number } {
+    let open = 0;
+    let activity = 0;
+    for (const s of this.stats.values()) {
+      const { bytesToUpstream, bytesToDownstream } = s.bytes();
+      open += s.active;
+      activity += s.total + (s.total - s.active) + bytesToUpstream + bytesToDownstream;
+    }
+    return { open, activity };
+  }
+
   /** The stats object for a label set; callers keep it, so the hot path does no lookup. */
   connectionStats(labels: ConnectionLabels): ConnectionStats {
     const key = `${labels.listener}\0${labels.direction}\0${labels.cluster}\0${labels.transport}`;

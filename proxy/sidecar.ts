@@ -10,10 +10,10 @@ import { Resolver } from './resolve/resolver.js';
 import type { VmManagerApi } from './resolve/types.js';
 import { InboundListener } from './listeners/inbound.js';
 import { OutboundListener } from './listeners/outbound.js';
-import { ForwardProxyListener, type ForwardProxyTargets } from './listeners/forward-proxy.js';
+import type { ForwardProxyListener, ForwardProxyTargets } from './listeners/forward-proxy.js';
 import { forwardProxyRoutes } from './listeners/forward-proxy-routes.js';
 import { RouteTable, type RouteConfig } from './http/route-table.js';
-import { HttpOutboundListener } from './http/listener.js';
+import type { HttpOutboundListener } from './http/listener.js';
 import { outboundListenerConfig } from './config/listener-defaults.js';
 import { ProxyServer, type ServerOptions } from './server.js';
 import { Cluster } from './upstream/cluster.js';
@@ -26,6 +26,23 @@ import { InboundAuthorization } from './policy/inbound-authorization.js';
 import { DEFAULT_TRUST_DOMAIN, parseMeshIdentity } from './identity/spiffe.js';
 
 export type { DrainResult, ServerState as SidecarState } from './server.js';
+
+/** The HTTP listeners' classes (HTTP/1.1 and HTTP/2 with their pools, the forward proxy): ~30 modules an L4-only sidecar never runs. */
+export interface HttpListenerClasses {
+  HttpOutboundListener: typeof HttpOutboundListener;
+  ForwardProxyListener: typeof ForwardProxyListener;
+}
+
+/** Whether a config's listeners need the HTTP stack: an HTTP outbound listener, a capture listener that inspects for HTTP, or a forward proxy. */
+export function needsHttpListeners(config: SidecarConfig): boolean {
+  return config.listeners.some((l) => l.kind === 'forward_proxy' || (l.kind === 'outbound' && (l.http !== undefined || l.httpInspector !== undefined)));
+}
+
+/** Loads the HTTP listeners' modules (once: the module cache keeps them); a sidecar loads them only when needsHttpListeners says so (its idle RSS is its budget). */
+export async function loadHttpListeners(): Promise<HttpListenerClasses> {
+  const [{ HttpOutboundListener }, { ForwardProxyListener }] = await Promise.all([import('./http/listener.js'), import('./listeners/forward-proxy.js')]);
+  return { HttpOutboundListener, ForwardProxyListener };
+}
 /** A client the sidecar uses; `closeOnStop`: the sidecar owns it and closes it when it stops. */
 export interface OwnedClient<T> {
   client: T;
@@ -44,6 +61,8 @@ export interface SidecarOptions extends ServerOptions {
   configSource?: ConfigSourceFactory;
   /** The peer hop's identity when peer_tls names files; default: those PEM files, watched. */
   certificateSource?: CertificateSource;
+  /** The HTTP listeners' classes: required when needsHttpListeners(config) (createSidecar loads them; the constructor is synchronous). */
+  http?: HttpListenerClasses;
   /** The CID relayed vsock connections come from (default 2, the host's): only a test guest under vsock_loopback, where the relay too is at CID 1, sets it. */
   relayCid?: number;
 }
@@ -121,12 +140,14 @@ export class Sidecar extends ProxyServer {
         listenerContext: this.context,
       });
     }
+    const http = options.http;
+    if (http === undefined && needsHttpListeners(config)) throw new Error('the config has HTTP listeners but the sidecar was given no HTTP listener classes (loadHttpListeners)');
     // Inbound first: a sidecar should accept from peers before it sends to them.
     for (const l of config.listeners) if (l.kind === 'inbound') this.listeners.push(new InboundListener(l, this.context, listenerOptions));
     for (const l of config.listeners) {
       if (l.kind !== 'outbound') continue;
       if (l.http) {
-        this.listeners.push(new HttpOutboundListener(l, l.http.routes, clusters, this.context, outboundOptions));
+        this.listeners.push(new http!.HttpOutboundListener(l, l.http.routes, clusters, this.context, outboundOptions));
         continue;
       }
       const cluster = clusters.get(l.cluster);
@@ -137,12 +158,12 @@ export class Sidecar extends ProxyServer {
       const reachable = { get: (name: string) => this.reachableCluster(clusters, name) };
       const captured = inspector && {
         inspect: inspector,
-        listener: new HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, reachable, this.context, outboundOptions),
+        listener: new http!.HttpOutboundListener(outboundListenerConfig({ name: l.name, addresses: [], port: 0, cluster: l.cluster, idleTimeoutMs: l.idleTimeoutMs, forwarded: l.forwarded }), inspector.routes, reachable, this.context, outboundOptions),
         serviceRoutes: this.serviceRouteTables(),
       };
       this.listeners.push(new OutboundListener(l, cluster, this.context, outboundOptions, captured));
     }
-    for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new ForwardProxyListener(l, this.forwardProxyTargets(l.name, clusters), this.context, outboundOptions));
+    for (const l of config.listeners) if (l.kind === 'forward_proxy') this.listeners.push(new http!.ForwardProxyListener(l, this.forwardProxyTargets(l.name, clusters), this.context, outboundOptions));
   }
 
   /** The route tables of the services' pushed route configurations, compiled once per pushed state. */

@@ -27,7 +27,7 @@ import { Cluster, type ClusterSettings } from './upstream/cluster.js';
 import { factsFromXds, type LocalPlacement } from './upstream/endpoint-facts.js';
 import { inboundPolicies, type InboundPolicies, type RbacFilter } from './policy/rbac.js';
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
-import { HttpOutboundListener } from './http/listener.js';
+import type { HttpOutboundListener } from './http/listener.js';
 import { outboundListenerName } from './dynamic/names.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
@@ -164,7 +164,7 @@ export class XdsApplier {
     const named = new Set(this.routeNames());
     for (const r of routes) if (named.has(r.name)) this.routes.set(r.name, r);
     for (const { spec, listener } of this.listeners.values()) {
-      if (spec.kind === 'http_outbound' && listener instanceof HttpOutboundListener) listener.setRoutes(this.routes.get(spec.routeConfigName)!);
+      if (spec.kind === 'http_outbound' && this.http && listener instanceof this.http) listener.setRoutes(this.routes.get(spec.routeConfigName)!);
     }
     const warmed = [...this.warming.values()].filter((l) => this.routes.has(l.routeConfigName));
     for (const l of warmed) this.warming.delete(l.name);
@@ -249,13 +249,17 @@ export class XdsApplier {
     served.spec = spec;
   }
 
+  /** The HTTP listener's class, loaded with the first HTTP listener pushed (an L4-only sidecar never loads the HTTP stack). */
+  private http: typeof HttpOutboundListener | undefined;
+
   private async open(spec: ServedListener['spec']): Promise<Listener> {
     const config = listenerConfig(spec, this.routes);
+    if (config.kind === 'outbound' && config.http) this.http ??= (await import('./http/listener.js')).HttpOutboundListener;
     const listener =
       config.kind === 'inbound'
         ? new InboundListener(config, this.host.listenerContext, this.host.inboundOptions)
         : config.http
-          ? new HttpOutboundListener(config, config.http.routes, this.clusters, this.host.listenerContext, this.host.outboundOptions)
+          ? new this.http!(config, config.http.routes, this.clusters, this.host.listenerContext, this.host.outboundOptions)
           : new OutboundListener(config, this.cluster(config.cluster), this.host.listenerContext, this.host.outboundOptions);
     await this.host.addListener(listener);
     return listener;

@@ -4,7 +4,8 @@
 //
 // The client modules are loaded with a dynamic import, and only when the
 // config names a VM manager, a control plane or an identity: a sidecar with static
-// listeners does not load gRPC and protobuf at all. The host relay's module is
+// listeners does not load gRPC and protobuf at all, one without HTTP listeners
+// not the HTTP stack (nor does its xDS applier until a pushed listener is HTTP). The host relay's module is
 // loaded only by a host relay (a sidecar's idle RSS is its budget).
 
 import { readFile } from 'node:fs/promises';
@@ -19,7 +20,7 @@ import type { ConfigSourceFactory } from '../dynamic/types.js';
 import type { HostRelay } from '../host-relay.js';
 import type { VmManagerApi } from '../resolve/types.js';
 import type { ServerOptions } from '../server.js';
-import { Sidecar, type OwnedClient } from '../sidecar.js';
+import { Sidecar, loadHttpListeners, needsHttpListeners, type OwnedClient } from '../sidecar.js';
 
 /** Where the control-plane clients take their identity from: exactly one of the config's tls:, identity: or insecure: true (fields.ts). */
 interface ControlIdentity {
@@ -89,8 +90,9 @@ export async function createSidecar(config: SidecarConfig, options: ServerOption
   const control = config.vmManager || config.xds ? await controlTransport(config, identity, options) : undefined;
   const vmManager = options.vmManager ?? (config.vmManager ? await vmManagerClient(config.vmManager.addresses, control!.transport) : undefined);
   const configSource = config.xds ? await adsConfigSource(control!.transport) : undefined;
+  const http = needsHttpListeners(config) ? await loadHttpListeners() : undefined;
   const owned = [...(options.owned ?? []), ...(control?.owned ?? [])];
-  return new Sidecar(config, { ...options, owned, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }) });
+  return new Sidecar(config, { ...options, owned, ...(vmManager && { vmManager }), ...(configSource && { configSource }), ...(identity && { identity }), ...(http && { http }) });
 }
 
 export async function createHostRelay(config: HostRelayConfig, options: ServerOptions & ProxyClients = {}): Promise<HostRelay> {

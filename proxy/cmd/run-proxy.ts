@@ -1,15 +1,15 @@
 // Running a sidecar or a host relay as a process (runtime/role.ts): config
 // file in, overrides from the command line; the server has its own admin
 // endpoint, whose POST /drain ends the process. The process's memory is
-// settled once quiet after it is ready and after each control-plane change it
-// applies (runtime/settle-memory.ts).
+// settled once quiet after it is ready, after each control-plane change it
+// applies and after traffic (runtime/settle-memory.ts).
 
 import { loadHostRelayConfig, loadSidecarConfig } from '../config/load.js';
 import type { HostRelayConfig } from '../config/relay.js';
 import type { LogLevel, SidecarConfig } from '../config/types.js';
 import { createAccessLogger, createLogger } from '../runtime/log.js';
 import { runRole } from '../runtime/role.js';
-import { MemorySettler, settleNow } from '../runtime/settle-memory.js';
+import { MemorySettler, TrafficWatch, settleNow } from '../runtime/settle-memory.js';
 import { native } from '../native/index.js';
 import type { ProxyServer } from '../server.js';
 import { createHostRelay, createSidecar } from './proxies.js';
@@ -41,12 +41,17 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       const loaded = await load(role, options);
       const { config } = loaded;
       const logger = createLogger({ level: config.log.level });
-      // Settling waits until the server, once made, has no connection open.
+      // Settling waits until the server, once made, has no connection open, or only relayed ones that moved nothing since the last look.
       let made: ProxyServer | undefined = undefined;
+      const relayActivity = (): number | null => {
+        const relays = made?.metrics.relayActivity();
+        return relays !== undefined && relays.open === made!.activeConnections ? relays.activity : null;
+      };
       const settler = new MemorySettler(
         () => settleNow(logger, native.settleMemory, 'quiet'),
-        () => made !== undefined && made.activeConnections === 0,
+        () => made !== undefined && (made.activeConnections === 0 || traffic.still()),
       );
+      const traffic = new TrafficWatch(relayActivity, () => settler.note());
       const serverOptions = { logger, accessLogger: createAccessLogger({ level: config.log.level }), processMetrics: true, onAdminDrain: () => control.drainThenExit(), onConfigApplied: () => settler.note() };
       const server = loaded.role === 'sidecar' ? await createSidecar(loaded.config, serverOptions) : await createHostRelay(loaded.config, serverOptions);
       made = server;
@@ -55,6 +60,7 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
         server,
         ready: () => {
           settler.note();
+          traffic.start();
           return { node: config.node.id, admin: server.adminAddress() ?? null };
         },
       };

@@ -4,7 +4,9 @@
 // process's memory map; a sidecar process, which does load it, shows that the
 // check sees it. A sidecar loads neither the host relay's module, the operator
 // commands (ctl, iptables), prom-client's push gateway (https, zlib) nor,
-// without peer TLS, vsock listeners or HTTP requests, node:crypto: read
+// without peer TLS, vsock listeners or HTTP requests, node:crypto, nor, without
+// an HTTP listener (HTTP outbound, capture inspection, forward proxy), the HTTP
+// listener stack (proxy/http/listener.js and what it loads): read
 // from Node's module loader's debug log (NODE_DEBUG), which names every file
 // it loads. The packages it loads at start (yaml, commander, zod, prom-client)
 // come each as one file, the build's bundles in dist/node_modules/
@@ -45,8 +47,8 @@ test('vsockmesh vm-manager serves without loading the native core', async (t) =>
   t.true(maps.includes(TRIM_ADDON));
 });
 
-async function sidecarConfig(t: ExecutionContext): Promise<string> {
-  const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'c' }], clusters: [{ name: 'c', endpoints: [{ address: '127.0.0.1', port: 9 }] }] });
+async function sidecarConfig(t: ExecutionContext, listener: Record<string, unknown> = {}): Promise<string> {
+  const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners: [{ kind: 'outbound', name: 'out', port: 0, cluster: 'c', ...listener }], clusters: [{ name: 'c', endpoints: [{ address: '127.0.0.1', port: 9 }] }] });
   t.teardown(config.cleanup);
   return config.path;
 }
@@ -58,16 +60,25 @@ test('a sidecar process does load it (the check above can see the addon), and no
   t.false(maps.includes(TRIM_ADDON));
 });
 
+/** The HTTP listener stack: the HTTP listener, its HTTP/1.1 and HTTP/2 halves, the forward proxy. */
+const HTTP_STACK = [/\/dist\/proxy\/http\/listener\.js/, /\/dist\/proxy\/http\/http1-server\.js/, /\/dist\/proxy\/http\/h2\//, /\/dist\/proxy\/listeners\/forward-proxy\.js/];
+
 /** node:crypto loaded, by an ES import (`node:crypto`) or a CommonJS require (`crypto`). */
 const CRYPTO = /\bnode:crypto\b|built-in module crypto\b|REQUEST crypto\b/;
 
-test('a sidecar loads neither the host relay, ctl, iptables, prom-client\'s push gateway nor node:crypto', async (t) => {
+test('a sidecar loads neither the host relay, ctl, iptables, prom-client\'s push gateway, node:crypto nor, with L4 listeners only, the HTTP stack', async (t) => {
   const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t)], 'sidecar ready', ['env', 'NODE_DEBUG=esm,module']);
   const loaded = proc.stderr();
   // The log does name the modules a sidecar needs (the check can see a file load).
   t.regex(loaded, /\/dist\/proxy\/sidecar\.js/);
   for (const pkg of ['yaml', 'commander', 'zod', 'prom-client']) t.regex(loaded, new RegExp(`/dist/node_modules/${pkg}/bundle\\.js`));
-  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /, UNBUNDLED, CRYPTO]) t.notRegex(loaded, file);
+  for (const file of [/\/dist\/proxy\/host-relay\.js/, /\/dist\/xds\/ctl\.js/, /\/dist\/proxy\/cmd\/iptables\.js/, /prom-client\/lib\/pushgateway\.js/, /REQUEST https /, UNBUNDLED, CRYPTO, ...HTTP_STACK]) t.notRegex(loaded, file);
+});
+
+test('a sidecar with an HTTP listener does load the HTTP stack (the check above can see it)', async (t) => {
+  const proc = await running(t, ['sidecar', '-c', await sidecarConfig(t, { protocol: 'http' })], 'sidecar ready', ['env', 'NODE_DEBUG=esm,module']);
+  const loaded = proc.stderr();
+  for (const file of HTTP_STACK) t.regex(loaded, file);
 });
 
 test('the operator commands are still there when the command line may reach them', async (t) => {
