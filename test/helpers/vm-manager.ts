@@ -51,7 +51,9 @@ export async function startVmManager(
   });
   const port = await server.start('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
-  const client = new VmManagerClient(address, { defaultTimeoutMs: 5_000, transport: options.clientTransport ?? options.transport ?? { insecure: true } });
+  // 30 s: a test file's tests run at once, each its own servers, and on a busy 2-core machine a first call's mutual TLS
+  // handshake alone took over 5 s (control-mtls: DEADLINE_EXCEEDED instead of the refusal asserted, at load 19).
+  const client = new VmManagerClient(address, { defaultTimeoutMs: 30_000, transport: options.clientTransport ?? options.transport ?? { insecure: true } });
   return {
     server,
     registry,
@@ -72,7 +74,8 @@ export async function startVmManagerProcess(args: string[]): Promise<VmManagerPr
   // Plain text unless the test gives the process an identity.
   const identity = args.some((a) => ['--cert', '--ca-cert', '--identity-dir', '--insecure'].includes(a)) ? [] : ['--insecure'];
   const proc = startCli(['vm-manager', ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']), '--no-admin', ...identity, ...args]);
-  const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 15_000);
+  // As long as the control plane's and the sidecar's starts (cli.ts): at load 27 a vm-manager had printed nothing after 15 s.
+  const line = await proc.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 60_000);
   return { proc, address: `127.0.0.1:${String(line.port)}` };
 }
 

@@ -16,7 +16,9 @@ import { EtcdStore } from '../../xds/store/etcd-store.js';
 import { FileStore } from '../../xds/store/file-store.js';
 import { MemoryStore } from '../../xds/store/memory-store.js';
 import type { Store } from '../../xds/store/store.js';
+import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { REGISTRY_PREFIX, RegistryStore } from '../../xds/vm-manager/registry-store.js';
+import { VmManagerServer } from '../../xds/vm-manager/server.js';
 import { startEtcd } from '../helpers/etcd.js';
 import { waitFor } from '../helpers/apps.js';
 import { LogCapture } from '../helpers/log-capture.js';
@@ -169,24 +171,66 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.true(await a.hasHistoryAfter(r2));
   });
 
+  registryTest('a Watch resumes on a replica from the revision another replica gave, ahead of it only by other prefixes\' writes: no OUT_OF_RANGE, no start over', async (t, subject) => {
+    const store = subject.replicaStore();
+    const a = (await replica(t, store)).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerVm(web1));
+    // The mesh (another prefix) moves the store's revision on; a replica opened now starts there, the first stays where it was.
+    const mesh = await store.commit({ puts: [{ key: '/vsockmesh/mesh/services/web', value: '{}' }] });
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    t.is(b.registry.revision, mesh.revision);
+    t.true(a.registry.revision < b.registry.revision, 'the same registry, at two revisions');
+
+    const server = new VmManagerServer({ registry: a.registry, registryStore: a, logger: createLogger({ level: 'silent' }), transport: { insecure: true } });
+    const port = await server.start('127.0.0.1:0');
+    t.teardown(() => server.stop());
+    const client = new VmManagerClient(`127.0.0.1:${port}`, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
+    t.teardown(() => client.close());
+    // A follower that had b's registry (at b's revision) fails over to a.
+    const seen: { open: boolean; events: VmEvent[]; error?: Error } = { open: false, events: [] };
+    const watch = client.watch(b.registry.revision, { onOpen: () => (seen.open = true), onEvent: (e) => seen.events.push(e), onError: (err) => (seen.error = err) });
+    t.teardown(() => watch.cancel());
+    // Answered before anything changes (a change under the prefix would bring a up to it by itself).
+    await waitFor(() => seen.open || seen.error !== undefined, 'the Watch on a answered', 10_000);
+    t.is(seen.error, undefined, 'resumed, not refused');
+    const db1 = await b.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    await waitFor(() => seen.events.length >= 1 || seen.error !== undefined, 'the registration through b on the Watch resumed on a', 10_000);
+    t.is(seen.error, undefined);
+    t.deepEqual(
+      seen.events.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`),
+      [`added db-1@${b.registry.revision}`],
+      'exactly what came after the revision, not the whole registry again',
+    );
+    t.is(db1.generation, 1);
+    t.is(a.registry.revision, b.registry.revision);
+  });
+
   registryTest('a VM whose store lease is not renewed is removed on every replica; renewing it writes nothing', async (t, subject) => {
     const store = subject.replicaStore();
     const a = (await replica(t, store)).registryStore;
     const b = (await replica(t, subject.replicaStore())).registryStore;
     await a.mutate((r) => r.registerHypervisor(hv1));
+    // Renewed within its lease (60 s: on a loaded machine a 1 s lease could end before the renewal, which then rightly writes it again).
+    const db1 = vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] });
+    await a.mutate((r) => r.registerVm(db1, 60_000));
+    const longKey = `${REGISTRY_PREFIX}vms/db-1`;
+    const longWritten = await store.get(longKey);
+    t.not(longWritten!.lease, '', 'put with a store lease');
+    const renewed = await a.mutate((r) => r.registerVm(db1, 60_000));
+    t.is(renewed.generation, 1, 'a renewal keeps the generation');
+    t.is((await store.get(longKey))!.modRevision, longWritten!.modRevision, 'a renewal is a keep-alive, not a write');
+
+    // Followed on b from before it is registered: a 1 s lease may end before b is looked at.
+    const onB: VmEvent[] = [];
+    b.registry.subscribe((e) => onB.push(e));
     const leased = await a.mutate((r) => r.registerVm(web1, 1_000));
     t.not(leased.leaseExpiresAt, null);
     const key = `${REGISTRY_PREFIX}vms/web-1`;
-    const written = await store.get(key);
-    t.not(written!.lease, '', 'put with a store lease');
-    const renewed = await a.mutate((r) => r.registerVm(web1, 1_000));
-    t.is(renewed.generation, 1, 'a renewal keeps the generation');
-    t.is((await store.get(key))!.modRevision, written!.modRevision, 'a renewal is a keep-alive, not a write');
-    await waitFor(() => b.registry.getVm('web-1') !== undefined, 'the leased VM on b', 10_000);
-    const removed: VmEvent[] = [];
-    b.registry.subscribe((e) => removed.push(e));
-    await waitFor(() => a.registry.getVm('web-1') === undefined && b.registry.getVm('web-1') === undefined, 'the lease to end on both replicas', 20_000);
-    t.like(removed[0], { type: 'removed', vm: { vmId: 'web-1' } });
+    const web1Events = (): string[] => onB.filter((e) => 'vm' in e && e.vm.vmId === 'web-1').map((e) => e.type);
+    await waitFor(() => a.registry.getVm('web-1') === undefined && web1Events().includes('removed'), 'the lease to end on both replicas', 20_000);
+    t.deepEqual(web1Events(), ['added', 'removed'], 'b had it, then lost it');
+    t.is(b.registry.getVm('web-1'), undefined);
     t.is(await store.get(key), undefined);
     // Registered again after it ended: a new lease, and it is back on both.
     await a.mutate((r) => r.registerVm(web1));

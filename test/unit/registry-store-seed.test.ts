@@ -6,32 +6,10 @@
 import test from 'ava';
 import { createLogger } from '../../proxy/runtime/log.js';
 import { MemoryStore } from '../../xds/store/memory-store.js';
-import type { Store, StoreEvent, StoreWatchHandlers } from '../../xds/store/store.js';
 import { RegistryStore } from '../../xds/vm-manager/registry-store.js';
 import type { Registry } from '../../xds/vm-manager/registry.js';
+import { laggingWatches } from '../helpers/lagging-store.js';
 import { LogCapture } from '../helpers/log-capture.js';
-
-/** `store` with its watches' events held back while `held` (a replica whose watch is behind), delivered in order on release(). */
-function laggingWatches(store: Store): { store: Store; release(): void } {
-  let held = true;
-  const queued: Array<() => void> = [];
-  const lagging = Object.create(store) as Store;
-  lagging.watch = (prefix: string, afterRevision: number, handlers: StoreWatchHandlers) =>
-    store.watch(prefix, afterRevision, {
-      ...handlers,
-      onEvents: (events: StoreEvent[]) => {
-        if (held) queued.push(() => handlers.onEvents(events));
-        else handlers.onEvents(events);
-      },
-    });
-  return {
-    store: lagging,
-    release() {
-      held = false;
-      for (const deliver of queued.splice(0)) deliver();
-    },
-  };
-}
 
 function load(registry: Registry): void {
   registry.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 });

@@ -141,6 +141,42 @@ export class RegistryStore {
     return this.restored(this.registry.epoch, await this.store.list(this.prefix, revision), false);
   }
 
+  /**
+   * A revision another replica gave (a Watch resuming here), ahead of this
+   * replica's: replicas on one store do not stand at one revision while
+   * nothing changes under the prefix (each starts at the store's revision
+   * when it opens, which other prefixes' writes move on, and follows only
+   * this prefix's changes). True once this replica is at `revision`: at once
+   * when the store held under the prefix at `revision` what this replica
+   * holds (nothing changed in between: this registry is the one at
+   * `revision` too), else after its watch brought the changes in between
+   * (they exist: it will). False when they did not come within
+   * SEEN_TIMEOUT_MS. OUT_OF_RANGE: a revision the store has not reached.
+   */
+  async reach(revision: number): Promise<boolean> {
+    for (;;) {
+      if (this.registry.revision >= revision) return true;
+      const at = this.registry.revision;
+      const { records } = await this.store.list(this.prefix, revision);
+      if (this.registry.revision !== at) continue;
+      // What the store holds at `revision` is what this replica holds at `at` when nothing was put after `at` and no key went.
+      if (records.every((r) => r.modRevision <= at) && records.length === this.heldKeys()) {
+        this.registry.advanceTo(revision);
+        return true;
+      }
+      try {
+        await this.seen(at + 1, `a Watch from revision ${revision} (ahead of this replica's ${at}): the changes in between were not seen from the store`);
+      } catch {
+        return false;
+      }
+    }
+  }
+
+  /** The keys under the prefix this replica holds (the store's at the registry's revision). */
+  private heldKeys(): number {
+    return this.modRevisions.size + (this.seedMarker === undefined ? 0 : 1) + (this.seedOwner === undefined ? 0 : 1);
+  }
+
   /** The registry the store holds, followed from then on. */
   static async open(options: RegistryStoreOptions): Promise<RegistryStore> {
     const prefix = options.prefix ?? REGISTRY_PREFIX;

@@ -510,6 +510,8 @@ export class VmManagerServer {
           // one it still has but this replica did not see (it started later) is answered with the difference since.
           (async () => {
             if (!(await registryStore.hasHistoryAfter(from))) throw new VsockmeshError('OUT_OF_RANGE', `revision ${from} is compacted in the store (current ${registry.revision}); watch from 0`);
+            // A revision another replica gave, ahead of this one's (its open revision, other prefixes' writes): reached, not refused.
+            if (from > registry.revision) await registryStore.reach(from);
             const past = registry.hasEventsSince(from) || from > registry.revision ? undefined : await registryStore.pastRegistry(from);
             if (!call.cancelled) this.follow(call, from, past);
           })().catch((err: unknown) => this.refuseWatch(stream, err));
