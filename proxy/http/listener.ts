@@ -680,7 +680,7 @@ export class HttpOutboundListener extends Listener {
     const { route, cluster } = target;
     const statusClass = status >= 100 ? `${Math.floor(status / 100)}xx` : 'none';
     this.context.metrics.countHttpRequest(this.name, route, cluster, statusClass, transport);
-    this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
+    this.context.metrics.httpDuration.observe([this.name, route, cluster], seconds);
     if (!this.options.accessLog) return;
     logInfoLine(
       this.context.accessLogger,
