@@ -30,6 +30,7 @@ import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
 import { Http1ServerConnection, type Http1ServerRequest } from './http1-server.js';
 import { Http1Deadlines } from './http1-deadlines.js';
+import { NO_DEADLINE, RouteDeadlines, type RouteDeadline } from './route-deadlines.js';
 import { tunnel } from './http1-tunnel.js';
 
 import { http2Module } from './http2-module.js';
@@ -108,6 +109,8 @@ export class HttpOutboundListener extends Listener {
   private readonly http1Connections = new Map<VsockSocket, number>();
   /** The 408 deadlines of its HTTP/1.1 connections, checked from one interval. */
   private readonly http1Deadlines = new Http1Deadlines();
+  /** Its requests' route timeouts (504 route_timeout), one timer per timeout value. */
+  private readonly routeDeadlines = new RouteDeadlines();
   private readonly sources = new WeakMap<object, Downstream>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
   private handingOver: Downstream = { src: { address: '', port: 0 } };
@@ -236,7 +239,7 @@ export class HttpOutboundListener extends Listener {
       if (Array.isArray(v)) for (const x of v) fields.push([name, x]);
       else fields.push([name, v]);
     }
-    const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => call.answer(504, 'route_timeout'));
     let up = this.framePool.get(target.key, target.attempts);
     let release = this.holdEndpoint(target.endpoint);
     tries.count++;
@@ -261,7 +264,7 @@ export class HttpOutboundListener extends Listener {
       };
     }
     call.onEnd = () => {
-      clearTimeout(timer);
+      deadline.cancel();
       release();
       tries.budget.requestEnded(tries.retries);
       this.finish(record, tries.current, call.status, up.socket.transport, up.socket.label, call.reason, tries);
@@ -404,7 +407,7 @@ export class HttpOutboundListener extends Listener {
       if (framing === undefined) answer(code, why);
       else connection.destroy();
     };
-    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => fail(504, 'route_timeout'));
     /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
     const send = (body: Buffer | null): void => {
       tries.count++;
@@ -463,7 +466,7 @@ export class HttpOutboundListener extends Listener {
             clearTimeout(perTry);
             if (upstream !== up || reason !== undefined) return void socket.destroy();
             // A tunnel lasts as long as its two sides: the route's timeout was for the answer.
-            clearTimeout(timer);
+            deadline.cancel();
             status = 101;
             framing = 'close';
             req.write(switchingHead(message, lines));
@@ -507,7 +510,7 @@ export class HttpOutboundListener extends Listener {
     } else send(null);
     req.onClose(() => {
       this.http1RequestClosed(connection);
-      clearTimeout(timer);
+      deadline.cancel();
       tries.budget.requestEnded(tries.retries);
       if (!req.answered) upstream?.destroy();
       const socket = upstream?.socket;
@@ -564,7 +567,7 @@ export class HttpOutboundListener extends Listener {
       request?.close(http2Module().constants.NGHTTP2_CANCEL);
       respond(code, why);
     };
-    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => fail(504, 'route_timeout'));
     /** Sends the request to the current endpoint, on its pooled session. */
     const send = (): void => {
       tries.count++;
@@ -640,7 +643,7 @@ export class HttpOutboundListener extends Listener {
     });
     stream.on('error', () => request?.close(http2Module().constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
-      clearTimeout(timer);
+      deadline.cancel();
       tries.budget.requestEnded(tries.retries);
       if (request !== undefined && !request.closed) request.close(http2Module().constants.NGHTTP2_CANCEL);
       this.finish(record, tries.current, status, upstream?.socket.transport ?? 'none', upstream?.socket.label ?? null, reason, tries);
@@ -649,6 +652,11 @@ export class HttpOutboundListener extends Listener {
   }
 
   // ---- shared --------------------------------------------------------------
+
+  /** The request's route timeout (from when it began: `record.startedAt`), or none when its route has none. */
+  private routeTimeout(record: RequestRecord, target: RoutedTarget, expire: () => void): RouteDeadline {
+    return target.timeoutMs > 0 ? this.routeDeadlines.start(record.startedAt, target.timeoutMs, expire) : NO_DEADLINE;
+  }
 
   /** Counts one request in flight at `endpoint`; the function returned ends it (once). */
   private holdEndpoint(endpoint: UpstreamEndpoint): () => void {
