@@ -19,8 +19,8 @@ import type { SocketHost } from '../native/index.js';
 import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
 import type { UpstreamEndpoint } from '../upstream/endpoint.js';
-import { UpstreamConnector } from '../upstream/connector.js';
-import { describeHop } from '../upstream/select.js';
+import { UpstreamConnector, type UpstreamPlan } from '../upstream/connector.js';
+import { describeHop, type Selection } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
@@ -100,6 +100,8 @@ export class HttpOutboundListener extends Listener {
   private readonly connectors = new Map<string, { cluster: Cluster; connector: UpstreamConnector }>();
   private readonly pools: UpstreamPools;
   private readonly budgets = new Map<string, RetryBudget>();
+  /** By selection (planOf): the transport plan and pool key of an endpoint's current selection. */
+  private readonly plans = new WeakMap<Selection, { cluster: string; key: string; plan: UpstreamPlan }>();
   private readonly forwarded: ForwardedMode;
   /** Requests in flight per endpoint, for lb_policy: least_request. */
   private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
@@ -342,11 +344,26 @@ export class HttpOutboundListener extends Listener {
     this.context.metrics.countDecision(this.name, name, selection.reason);
     // The access log's transport_reason says why no transport fits the endpoint.
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
-    const { app, vm } = endpoint.facts;
-    const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
-    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
-    const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
+    const { key, plan } = this.planOf(name, endpoint, selection);
     return { ok: true, route, cluster: name, timeoutMs, retry, key, endpoint, attempts: () => connector.attempts(plan, src) };
+  }
+
+  /**
+   * The transport plan of an endpoint's selection and the key of its
+   * upstream pool, made once per selection: decide() hands out the same
+   * selection (its endpoint's own) while placement, policy and vsock health
+   * stay, so most requests make neither again.
+   */
+  private planOf(cluster: string, endpoint: UpstreamEndpoint, selection: Selection & { ok: true }): { key: string; plan: UpstreamPlan } {
+    const made = this.plans.get(selection);
+    if (made !== undefined && made.cluster === cluster) return made;
+    const { app, vm } = endpoint.facts;
+    const plan: UpstreamPlan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
+    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
+    const key = `${cluster}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
+    const entry = { cluster, key, plan };
+    this.plans.set(selection, entry);
+    return entry;
   }
 
   // ---- HTTP/1.1 ------------------------------------------------------------
