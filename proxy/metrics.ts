@@ -1,7 +1,7 @@
 // Prometheus metrics of one sidecar (its own registry, so several sidecars can
 // live in one process, as in tests and the demo).
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './runtime/prom-client.js';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from './runtime/prom-client.js';
 import type { XdsCounters } from './dynamic/types.js';
 import type { RenewalCounters } from './identity/renewing-source.js';
 import { logLinesDropped } from './runtime/log.js';
@@ -61,28 +61,25 @@ export class ConnectionStats {
   }
 }
 
-/** One label set of a CounterTally and its count not yet added to the counter. */
-interface TallyLeaf<T extends string> {
-  labels: Record<T, string>;
-  n: number;
-}
-
 /**
- * Counts by label values in plain numbers, added to a prom-client counter
- * when it is collected (a scrape, or get()): prom-client hashes and checks the
- * label object of every inc(), a few microseconds a request for a listener's
- * per-request counters; here a count walks maps keyed by the values
- * themselves (strings whose hash V8 keeps). `names`: the counter's label
- * names, in the order add() takes the values.
+ * Cells by label values, made on first use: a walk of maps keyed by the
+ * values themselves (strings whose hash V8 keeps), where prom-client hashes
+ * and checks a label object on every inc() or observe(), a few microseconds
+ * a request for a listener's per-request metrics. `names`: the label names,
+ * in the order the values are given.
  */
-export class CounterTally<T extends string> {
+class LabelCells<T extends string, C> {
   private readonly root = new Map<string, unknown>();
-  private readonly leaves: TallyLeaf<T>[] = [];
+  /** Every cell, in the order made. */
+  readonly all: C[] = [];
 
-  constructor(private readonly names: readonly T[]) {}
+  constructor(
+    readonly names: readonly T[],
+    private readonly make: (labels: Record<T, string>) => C,
+  ) {}
 
-  /** One more for the label set with these values (one per name, in order). */
-  add(values: readonly string[]): void {
+  /** The cell of the label set with these values (one per name, in order). */
+  get(values: readonly string[]): C {
     let level = this.root;
     const last = this.names.length - 1;
     for (let i = 0; i < last; i++) {
@@ -93,25 +90,125 @@ export class CounterTally<T extends string> {
       }
       level = next;
     }
-    let leaf = level.get(values[last]!) as TallyLeaf<T> | undefined;
-    if (leaf === undefined) {
+    let cell = level.get(values[last]!) as C | undefined;
+    if (cell === undefined) {
       const labels = {} as Record<T, string>;
       this.names.forEach((name, i) => (labels[name] = values[i]!));
-      leaf = { labels, n: 0 };
-      level.set(values[last]!, leaf);
-      this.leaves.push(leaf);
+      cell = this.make(labels);
+      level.set(values[last]!, cell);
+      this.all.push(cell);
     }
-    leaf.n++;
+    return cell;
+  }
+}
+
+/** Counts by label values in plain numbers, added to a prom-client counter when it is collected (a scrape, or get()). */
+export class CounterTally<T extends string> {
+  private readonly cells: LabelCells<T, { labels: Record<T, string>; n: number }>;
+
+  constructor(names: readonly T[]) {
+    this.cells = new LabelCells(names, (labels) => ({ labels, n: 0 }));
+  }
+
+  /** One more for the label set with these values (one per name, in order). */
+  add(values: readonly string[]): void {
+    this.cells.get(values).n++;
   }
 
   /** Adds the counts gathered since the last call to `counter`. */
   flushInto(counter: Counter<T>): void {
-    for (const leaf of this.leaves) {
-      if (leaf.n === 0) continue;
-      counter.inc(leaf.labels, leaf.n);
-      leaf.n = 0;
+    for (const cell of this.cells.all) {
+      if (cell.n === 0) continue;
+      counter.inc(cell.labels, cell.n);
+      cell.n = 0;
     }
   }
+}
+
+/** One label set of a HistogramTally: observations per bucket (the last: above every bound), their sum and count. */
+interface HistogramCell<T extends string> {
+  labels: Record<T, string>;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram observed into plain numbers per label set (LabelCells), in a
+ * registry as a metric of its own: scraped as prom-client's Histogram writes
+ * one (the same lines, in the same order: each label set's cumulative
+ * buckets, +Inf, _sum, _count). `observe` takes the label values in
+ * `labelNames` order.
+ */
+export class HistogramTally<T extends string> {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
+  private readonly buckets: readonly number[];
+  private cells: LabelCells<T, HistogramCell<T>>;
+
+  constructor(config: { name: string; help: string; labelNames: readonly T[]; buckets: readonly number[]; registers: Registry[] }) {
+    this.name = config.name;
+    this.help = config.help;
+    this.buckets = [...config.buckets].sort((a, b) => a - b);
+    this.cells = this.emptyCells(config.labelNames);
+    // The registry takes any metric that can report itself (get / getForPromString) and be reset.
+    for (const registry of config.registers) registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+  }
+
+  private emptyCells(names: readonly T[]): LabelCells<T, HistogramCell<T>> {
+    return new LabelCells(names, (labels) => ({ labels, counts: new Array<number>(this.buckets.length + 1).fill(0), sum: 0, count: 0 }));
+  }
+
+  observe(values: readonly string[], value: number): void {
+    const cell = this.cells.get(values);
+    const buckets = this.buckets;
+    let i = 0;
+    while (i < buckets.length && value > buckets[i]!) i++;
+    cell.counts[i]!++;
+    cell.sum += value;
+    cell.count++;
+  }
+
+  /** Every label set forgotten (prom-client's reset()). */
+  reset(): void {
+    this.cells = this.emptyCells(this.cells.names);
+  }
+
+  /** The values as prom-client's Histogram gives them for the text exposition (each line's label set shared, `le` its own). */
+  getForPromString(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: HistogramValue[] }> {
+    const values: HistogramValue[] = [];
+    const bucket = `${this.name}_bucket`;
+    for (const { labels, counts, sum, count } of this.cells.all) {
+      let below = 0;
+      this.buckets.forEach((le, i) => {
+        below += counts[i]!;
+        values.push({ labels: { le }, sharedLabels: labels, value: below, metricName: bucket, exemplar: null });
+      });
+      values.push(
+        { labels: { le: '+Inf' }, sharedLabels: labels, value: count, metricName: bucket, exemplar: null },
+        { labels: {}, sharedLabels: labels, value: sum, metricName: `${this.name}_sum`, exemplar: undefined },
+        { labels: {}, sharedLabels: labels, value: count, metricName: `${this.name}_count`, exemplar: undefined },
+      );
+    }
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
+  }
+
+  /** The values as prom-client's Histogram.get() gives them (each line's labels whole). */
+  async get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: Array<{ labels: Record<string, string | number>; value: number; metricName: string; exemplar: null | undefined }> }> {
+    const data = await this.getForPromString();
+    return { ...data, values: data.values.map(({ labels, sharedLabels, ...rest }) => ({ ...rest, labels: { ...labels, ...sharedLabels } })) };
+  }
+}
+
+/** One line of a histogram's exposition, as prom-client's Histogram reports it. */
+interface HistogramValue {
+  labels: Record<string, string | number>;
+  sharedLabels: Record<string, string>;
+  value: number;
+  metricName: string;
+  exemplar: null | undefined;
 }
 
 export class ProxyMetrics {
@@ -135,7 +232,7 @@ export class ProxyMetrics {
   readonly httpRequests: Counter<'listener' | 'route' | 'cluster' | 'status_class' | 'transport'>;
   private readonly httpRequestTally = new CounterTally(['listener', 'route', 'cluster', 'status_class', 'transport'] as const);
   private readonly decisionTally = new CounterTally(['listener', 'cluster', 'reason'] as const);
-  readonly httpDuration: Histogram<'listener' | 'route' | 'cluster'>;
+  readonly httpDuration: HistogramTally<'listener' | 'route' | 'cluster'>;
   readonly httpRetries: Counter<'listener' | 'route' | 'cluster' | 'reason'>;
   readonly connectionsCut: Counter<'listener' | 'direction' | 'reason'>;
   readonly forwardProxyRequests: Counter<'listener' | 'outcome'>;
@@ -211,7 +308,7 @@ export class ProxyMetrics {
       labelNames: ['listener', 'route', 'cluster', 'reason'],
       registers,
     });
-    this.httpDuration = new Histogram({
+    this.httpDuration = new HistogramTally({
       name: 'vsockmesh_http_request_duration_seconds',
       help: 'From the request headers to the end of the response, per route and cluster',
       labelNames: ['listener', 'route', 'cluster'],

@@ -19,8 +19,8 @@ import type { SocketHost } from '../native/index.js';
 import { VsockSocket } from '../native/vsock.js';
 import type { Cluster } from '../upstream/cluster.js';
 import type { UpstreamEndpoint } from '../upstream/endpoint.js';
-import { UpstreamConnector } from '../upstream/connector.js';
-import { describeHop } from '../upstream/select.js';
+import { UpstreamConnector, type UpstreamPlan } from '../upstream/connector.js';
+import { describeHop, type Selection } from '../upstream/select.js';
 import { Listener, ipBinds, type ListenerContext, type TrackedConnection } from '../listeners/listener.js';
 import type { OriginalDestinationRoute, OutboundListenerOptions } from '../listeners/outbound.js';
 import { RouteTable, type RouteConfig } from './route-table.js';
@@ -30,6 +30,7 @@ import type { Http1Exchange, Http1RequestHead } from './http1-client.js';
 import { ReplayBody } from './replay-body.js';
 import { Http1ServerConnection, type Http1ServerRequest } from './http1-server.js';
 import { Http1Deadlines } from './http1-deadlines.js';
+import { NO_DEADLINE, RouteDeadlines, type RouteDeadline } from './route-deadlines.js';
 import { tunnel } from './http1-tunnel.js';
 
 import { http2Module } from './http2-module.js';
@@ -99,6 +100,8 @@ export class HttpOutboundListener extends Listener {
   private readonly connectors = new Map<string, { cluster: Cluster; connector: UpstreamConnector }>();
   private readonly pools: UpstreamPools;
   private readonly budgets = new Map<string, RetryBudget>();
+  /** By selection (planOf): the transport plan and pool key of an endpoint's current selection. */
+  private readonly plans = new WeakMap<Selection, { cluster: string; key: string; plan: UpstreamPlan }>();
   private readonly forwarded: ForwardedMode;
   /** Requests in flight per endpoint, for lb_policy: least_request. */
   private readonly activeRequests = new WeakMap<UpstreamEndpoint, number>();
@@ -108,6 +111,8 @@ export class HttpOutboundListener extends Listener {
   private readonly http1Connections = new Map<VsockSocket, number>();
   /** The 408 deadlines of its HTTP/1.1 connections, checked from one interval. */
   private readonly http1Deadlines = new Http1Deadlines();
+  /** Its requests' route timeouts (504 route_timeout), one timer per timeout value. */
+  private readonly routeDeadlines = new RouteDeadlines();
   private readonly sources = new WeakMap<object, Downstream>();
   /** The client of the connection being handed to the HTTP/2 server ('session' follows at once). */
   private handingOver: Downstream = { src: { address: '', port: 0 } };
@@ -236,7 +241,7 @@ export class HttpOutboundListener extends Listener {
       if (Array.isArray(v)) for (const x of v) fields.push([name, x]);
       else fields.push([name, v]);
     }
-    const timer = target.timeoutMs > 0 ? setTimeout(() => call.answer(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => call.answer(504, 'route_timeout'));
     let up = this.framePool.get(target.key, target.attempts);
     let release = this.holdEndpoint(target.endpoint);
     tries.count++;
@@ -261,7 +266,7 @@ export class HttpOutboundListener extends Listener {
       };
     }
     call.onEnd = () => {
-      clearTimeout(timer);
+      deadline.cancel();
       release();
       tries.budget.requestEnded(tries.retries);
       this.finish(record, tries.current, call.status, up.socket.transport, up.socket.label, call.reason, tries);
@@ -339,11 +344,26 @@ export class HttpOutboundListener extends Listener {
     this.context.metrics.countDecision(this.name, name, selection.reason);
     // The access log's transport_reason says why no transport fits the endpoint.
     if (!selection.ok) return { ok: false, status: 503, reason: 'no_healthy_endpoint', detail: selection.reason, route, cluster: name };
-    const { app, vm } = endpoint.facts;
-    const plan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
-    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
-    const key = `${name}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
+    const { key, plan } = this.planOf(name, endpoint, selection);
     return { ok: true, route, cluster: name, timeoutMs, retry, key, endpoint, attempts: () => connector.attempts(plan, src) };
+  }
+
+  /**
+   * The transport plan of an endpoint's selection and the key of its
+   * upstream pool, made once per selection: decide() hands out the same
+   * selection (its endpoint's own) while placement, policy and vsock health
+   * stay, so most requests make neither again.
+   */
+  private planOf(cluster: string, endpoint: UpstreamEndpoint, selection: Selection & { ok: true }): { key: string; plan: UpstreamPlan } {
+    const made = this.plans.get(selection);
+    if (made !== undefined && made.cluster === cluster) return made;
+    const { app, vm } = endpoint.facts;
+    const plan: UpstreamPlan = { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? { address: '0.0.0.0', port: 0 }, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
+    // One pool per endpoint and plan: endpoints behind one peer sidecar share its hops but not the destination their header names.
+    const key = `${cluster}|${formatAddress(plan.dst.address, plan.dst.port)}|${plan.vmId ?? ''}|${selection.hops.map(describeHop).join(',')}`;
+    const entry = { cluster, key, plan };
+    this.plans.set(selection, entry);
+    return entry;
   }
 
   // ---- HTTP/1.1 ------------------------------------------------------------
@@ -404,7 +424,7 @@ export class HttpOutboundListener extends Listener {
       if (framing === undefined) answer(code, why);
       else connection.destroy();
     };
-    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => fail(504, 'route_timeout'));
     /** Sends the request to the current endpoint; `body`: the whole body held for a replay, or null to stream it once. */
     const send = (body: Buffer | null): void => {
       tries.count++;
@@ -463,7 +483,7 @@ export class HttpOutboundListener extends Listener {
             clearTimeout(perTry);
             if (upstream !== up || reason !== undefined) return void socket.destroy();
             // A tunnel lasts as long as its two sides: the route's timeout was for the answer.
-            clearTimeout(timer);
+            deadline.cancel();
             status = 101;
             framing = 'close';
             req.write(switchingHead(message, lines));
@@ -507,7 +527,7 @@ export class HttpOutboundListener extends Listener {
     } else send(null);
     req.onClose(() => {
       this.http1RequestClosed(connection);
-      clearTimeout(timer);
+      deadline.cancel();
       tries.budget.requestEnded(tries.retries);
       if (!req.answered) upstream?.destroy();
       const socket = upstream?.socket;
@@ -564,7 +584,7 @@ export class HttpOutboundListener extends Listener {
       request?.close(http2Module().constants.NGHTTP2_CANCEL);
       respond(code, why);
     };
-    const timer = target.timeoutMs > 0 ? setTimeout(() => fail(504, 'route_timeout'), target.timeoutMs) : undefined;
+    const deadline = this.routeTimeout(record, target, () => fail(504, 'route_timeout'));
     /** Sends the request to the current endpoint, on its pooled session. */
     const send = (): void => {
       tries.count++;
@@ -640,7 +660,7 @@ export class HttpOutboundListener extends Listener {
     });
     stream.on('error', () => request?.close(http2Module().constants.NGHTTP2_CANCEL));
     stream.once('close', () => {
-      clearTimeout(timer);
+      deadline.cancel();
       tries.budget.requestEnded(tries.retries);
       if (request !== undefined && !request.closed) request.close(http2Module().constants.NGHTTP2_CANCEL);
       this.finish(record, tries.current, status, upstream?.socket.transport ?? 'none', upstream?.socket.label ?? null, reason, tries);
@@ -649,6 +669,11 @@ export class HttpOutboundListener extends Listener {
   }
 
   // ---- shared --------------------------------------------------------------
+
+  /** The request's route timeout (from when it began: `record.startedAt`), or none when its route has none. */
+  private routeTimeout(record: RequestRecord, target: RoutedTarget, expire: () => void): RouteDeadline {
+    return target.timeoutMs > 0 ? this.routeDeadlines.start(record.startedAt, target.timeoutMs, expire) : NO_DEADLINE;
+  }
 
   /** Counts one request in flight at `endpoint`; the function returned ends it (once). */
   private holdEndpoint(endpoint: UpstreamEndpoint): () => void {
@@ -680,7 +705,7 @@ export class HttpOutboundListener extends Listener {
     const { route, cluster } = target;
     const statusClass = status >= 100 ? `${Math.floor(status / 100)}xx` : 'none';
     this.context.metrics.countHttpRequest(this.name, route, cluster, statusClass, transport);
-    this.context.metrics.httpDuration.observe({ listener: this.name, route, cluster }, seconds);
+    this.context.metrics.httpDuration.observe([this.name, route, cluster], seconds);
     if (!this.options.accessLog) return;
     logInfoLine(
       this.context.accessLogger,

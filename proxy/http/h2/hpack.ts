@@ -176,11 +176,26 @@ STATIC_TABLE.forEach(([name], i) => {
   if (!STATIC_NAME_INDEX.has(name)) STATIC_NAME_INDEX.set(name, i + 1);
 });
 
-/** Static table index by name and value, for the fields it holds whole (`:method: POST`, `:status: 200`, …). */
-const STATIC_FIELD_INDEX = new Map<string, number>();
+/** Static table index by name, then value, for the fields it holds whole (`:method: POST`, `:status: 200`, …): looked up by the field's own strings, no key string made per field. */
+const STATIC_FIELD_INDEX = new Map<string, Map<string, number>>();
 STATIC_TABLE.forEach(([name, value], i) => {
-  if (value !== '') STATIC_FIELD_INDEX.set(`${name}\0${value}`, i + 1);
+  if (value === '') return;
+  let byValue = STATIC_FIELD_INDEX.get(name);
+  if (byValue === undefined) STATIC_FIELD_INDEX.set(name, (byValue = new Map()));
+  byValue.set(value, i + 1);
 });
+
+/** What encodeHeaderBlock's first pass found per field, for its second: a whole field's static index (> 0), minus its name's (< 0), or 0 (a literal name). Reused across calls. */
+const fieldCodes: number[] = [];
+
+/**
+ * Buffer's own latin1 writer, the one `buf.write(s, pos, 'latin1')` ends in,
+ * called without that method's argument and encoding checks (most of the
+ * cost of writing a header's short strings).
+ */
+function writeLatin1(out: Buffer, s: string, pos: number): number {
+  return (out as Buffer & { latin1Write(s: string, offset: number): number }).latin1Write(s, pos);
+}
 
 function integerLength(value: number, prefixBits: number): number {
   const max = (1 << prefixBits) - 1;
@@ -217,31 +232,40 @@ function writeInteger(out: Buffer, pos: number, value: number, prefixBits: numbe
 export function encodeHeaderBlock(fields: Iterable<HeaderField>, tableSizeUpdate?: number): Buffer {
   const list = Array.isArray(fields) ? (fields as HeaderField[]) : [...fields];
   let length = tableSizeUpdate === undefined ? 0 : integerLength(tableSizeUpdate, 5);
-  for (const [name, value] of list) {
-    if (STATIC_FIELD_INDEX.has(`${name}\0${value}`)) {
-      length += integerLength(STATIC_FIELD_INDEX.get(`${name}\0${value}`)!, 7);
-      continue;
-    }
-    const nameIndex = STATIC_NAME_INDEX.get(name);
-    length += nameIndex === undefined ? 1 + integerLength(name.length, 7) + name.length : integerLength(nameIndex, 4);
-    length += integerLength(value.length, 7) + value.length;
-  }
-  const out = Buffer.allocUnsafe(length);
-  let pos = tableSizeUpdate === undefined ? 0 : writeInteger(out, 0, tableSizeUpdate, 5, 0x20);
-  for (const [name, value] of list) {
-    const whole = STATIC_FIELD_INDEX.get(`${name}\0${value}`);
+  for (let i = 0; i < list.length; i++) {
+    const [name, value] = list[i]!;
+    const whole = STATIC_FIELD_INDEX.get(name)?.get(value);
     if (whole !== undefined) {
-      pos = writeInteger(out, pos, whole, 7, 0x80);
+      fieldCodes[i] = whole;
+      length += integerLength(whole, 7);
       continue;
     }
     const nameIndex = STATIC_NAME_INDEX.get(name);
     if (nameIndex === undefined) {
+      fieldCodes[i] = 0;
+      length += 1 + integerLength(name.length, 7) + name.length;
+    } else {
+      fieldCodes[i] = -nameIndex;
+      length += integerLength(nameIndex, 4);
+    }
+    length += integerLength(value.length, 7) + value.length;
+  }
+  const out = Buffer.allocUnsafe(length);
+  let pos = tableSizeUpdate === undefined ? 0 : writeInteger(out, 0, tableSizeUpdate, 5, 0x20);
+  for (let i = 0; i < list.length; i++) {
+    const code = fieldCodes[i]!;
+    if (code > 0) {
+      pos = writeInteger(out, pos, code, 7, 0x80);
+      continue;
+    }
+    const [name, value] = list[i]!;
+    if (code === 0) {
       out[pos++] = 0;
       pos = writeInteger(out, pos, name.length, 7, 0);
-      pos += out.write(name, pos, 'latin1');
-    } else pos = writeInteger(out, pos, nameIndex, 4, 0);
+      pos += writeLatin1(out, name, pos);
+    } else pos = writeInteger(out, pos, -code, 4, 0);
     pos = writeInteger(out, pos, value.length, 7, 0);
-    pos += out.write(value, pos, 'latin1');
+    pos += writeLatin1(out, value, pos);
   }
   return out;
 }
