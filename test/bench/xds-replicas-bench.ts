@@ -45,7 +45,13 @@
 // control plane's own part (from its profile, same clock): change → rebuild
 // started (the debounce), → rebuild done, → the last push handed to gRPC,
 // and how long it was busy; what comes after the last push until the last
-// ACK is the sidecars' side (the load processes and the scheduler). Not a test.
+// ACK is the sidecars' side (the load processes and the scheduler). With
+// BENCH_SETTLES=1 the control planes log at debug level and each change's
+// line says when each last settled its memory (proxy/runtime/quiet-trim.ts)
+// and, with the preload xds-gc-lines.mjs in BENCH_NODE_ARGS, which V8
+// collections ran during it; BENCH_AWAIT_SETTLE=first|alternate|every waits
+// for a settle before those changes (alternate: changes after a settle and
+// without one, paired in one run). Not a test.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -66,6 +72,19 @@ const CHANNELS = intEnv('BENCH_CHANNELS', 100);
 /** The load processes' HTTP/2 flow-control window per connection (BENCH_FLOW_WINDOW; default grpc-js's 64 KiB; Envoy's default is 256 MiB). */
 const FLOW_WINDOW = process.env.BENCH_FLOW_WINDOW ? intEnv('BENCH_FLOW_WINDOW', 65_535) : undefined;
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
+/** BENCH_SETTLES=1: the control planes log at debug level and each change's line says when each last settled its memory before it. */
+const SETTLES = process.env.BENCH_SETTLES === '1' || process.env.BENCH_AWAIT_SETTLE !== undefined;
+/**
+ * BENCH_AWAIT_SETTLE=first|alternate|every: before the warm-up (first), before
+ * every other change from the warm-up on (alternate: changes after a settle and
+ * changes without one, paired in one run) or before every change, wait (up to
+ * 60 s) until every replica has settled its memory since the last burst
+ * (quiet-trim.ts; on a quiet machine that happens 2-3 s after a burst, before
+ * the warm-up comes; on a loaded one, often later, during the changes).
+ */
+const AWAIT_SETTLE = process.env.BENCH_AWAIT_SETTLE;
+if (AWAIT_SETTLE !== undefined && !['first', 'alternate', 'every'].includes(AWAIT_SETTLE)) throw new Error(`BENCH_AWAIT_SETTLE must be first, alternate or every, got "${AWAIT_SETTLE}"`);
+const AWAIT_SETTLE_MS = 60_000;
 const ACK_TARGET_MS = 500;
 /** How long the replicas are left alone before their idle RSS is read: long enough for the trim after a burst (proxy/runtime/quiet-trim.ts: 2 quiet seconds). */
 const QUIET_WAIT_MS = 5_000;
@@ -155,15 +174,70 @@ interface Replica {
   port: number;
   /** BENCH_CPU_PROF: where its CPU profile is written when it exits. */
   profileDir: string | null;
+  /** BENCH_SETTLES: the control plane's memory settles (its 'memory settled' debug lines), as they come. */
+  settles: Settle[];
+  /** BENCH_SETTLES with a preload that logs V8's collections: them, as they come. */
+  gcs: Gc[];
+}
+
+interface Gc {
+  kind: string;
+  ms: number;
+  atMs: number;
+}
+
+/** The collections in [fromMs, toMs] by kind: "major 2 (310 ms), minor 40 (120 ms)". */
+function gcText(gcs: readonly Gc[], fromMs: number, toMs: number): string {
+  const by = new Map<string, { n: number; ms: number }>();
+  for (const g of gcs) {
+    if (g.atMs < fromMs || g.atMs > toMs) continue;
+    const x = by.get(g.kind) ?? { n: 0, ms: 0 };
+    x.n++;
+    x.ms += g.ms;
+    by.set(g.kind, x);
+  }
+  return by.size === 0 ? 'no GC seen' : [...by].map(([k, x]) => `${k} ${x.n} (${fmt(x.ms)} ms)`).join(', ');
+}
+
+/** One settle of a control plane's memory (proxy/runtime/quiet-trim.ts), on the wall clock. */
+interface Settle {
+  atMs: number;
+  pauseMs: number;
+  rssBeforeKiB: number;
+  rssAfterKiB: number;
 }
 
 async function startControlPlane(cli: string, args: string[]): Promise<Replica> {
   const profileDir = CPU_PROF ? path.join(ROOT, '.bench', `xds-replica-prof-${new Date().toISOString().replace(/[:.]/g, '-')}-${Math.random().toString(36).slice(2, 6)}`) : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const prof = profileDir ? cpuProfileFlags(profileDir, 1000) : [];
-  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), ...prof, cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), ...args], { stdout: 'lines' });
+  const daemon = startDaemon(process.execPath, [...cliNodeFlags(), ...prof, cli, 'control-plane', '--listen', '127.0.0.1:0', '--no-admin', '--insecure', '--debounce-ms', String(DEBOUNCE_MS), '--log-level', SETTLES ? 'debug' : 'info', ...args], { stdout: 'lines' });
   const serving = await daemon.waitForLine((l: LogLine) => l.msg === 'control-plane serving', 'control-plane serving', START_TIMEOUT_MS);
-  return { daemon, port: Number(serving.port), profileDir };
+  const settles: Settle[] = [];
+  const gcs: Gc[] = [];
+  if (SETTLES) {
+    // Every 'memory settled' line once (the predicate sees the recent lines again as more come; it never matches).
+    const seen = new WeakSet<LogLine>();
+    daemon
+      .waitForLine(
+        (l: LogLine) => {
+          if (l.msg === 'gc' && !seen.has(l)) {
+            // An experiment's preload (BENCH_NODE_ARGS="--import gc-lines.mjs") may log V8's collections as {"msg":"gc","kind","ms","at"}.
+            seen.add(l);
+            gcs.push({ kind: String(l.kind), ms: Number(l.ms), atMs: Number(l.at) });
+          }
+          if (l.msg === 'memory settled' && !seen.has(l)) {
+            seen.add(l);
+            settles.push({ atMs: Date.parse(String(l.time)), pauseMs: Number(l.ms), rssBeforeKiB: Number(l.rss_before) / 1024, rssAfterKiB: Number(l.rss_after) / 1024 });
+          }
+          return false;
+        },
+        'memory settled lines',
+        24 * 3600_000,
+      )
+      .catch(() => undefined);
+  }
+  return { daemon, port: Number(serving.port), profileDir, settles, gcs };
 }
 
 /** The processes of one topology, up and serving. */
@@ -316,6 +390,7 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
         }
         loads.push(...joining);
         const syncMs = await waitSynced(joining, sidecars - have, SYNC_STALL_MS);
+        let burstEndWall = Date.now();
         const joined = sidecars - have;
         have = sidecars;
         await sleep(QUIET_WAIT_MS);
@@ -330,6 +405,13 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
         const windows: Array<{ fromMs: number; toMs: number; t0: number }> = [];
         for (let round = 0; round <= ROUNDS; round++) {
           const id = seq++;
+          const awaitSettle = AWAIT_SETTLE === 'every' || (AWAIT_SETTLE === 'first' && round === 0) || (AWAIT_SETTLE === 'alternate' && round % 2 === 0);
+          if (awaitSettle) {
+            const since = burstEndWall;
+            const t = Date.now();
+            while (!d.replicas.every((x) => x.settles.some((z) => z.atMs >= since)) && Date.now() - t < AWAIT_SETTLE_MS) await sleep(100);
+            log(`  waited ${fmt(Date.now() - t)} ms for the replicas to settle (${d.replicas.every((x) => x.settles.some((z) => z.atMs >= since)) ? 'all did' : 'not all did'})`);
+          }
           const p = files.placements[(round * 211 + 7) % sidecars]!;
           const to = files.hypervisors[(files.hypervisors.indexOf(where.get(p.vm)!) + 1 + round) % HYPERVISORS]!;
           for (const l of loads) l.send({ cmd: 'arm', round: id });
@@ -338,12 +420,14 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
           const meter = cpuMeter(pids);
           const samplers = replicaPids.map((pid) => rssSampler(pid));
           const callStart = nowMs();
+          const callWall = Date.now();
           await d.changes.moveVm(p.vm, to);
           const t0 = nowMs();
           where.set(p.vm, to);
           for (const l of loads) l.send({ cmd: 'wait', round: id, t0, callStart, timeoutMs: 120_000 });
           const results = await Promise.all(loads.map((l) => l.next((e) => e.event === 'round' && e.round === id, `round ${round} result`, 180_000)));
           await sleep(100);
+          burstEndWall = Date.now();
           if (round > 0) windows.push({ fromMs: callStart, toMs: nowMs(), t0 });
           const peaks = samplers.map((x) => x.stop());
           const m = meter.stop();
@@ -371,7 +455,9 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
           log(
             `  ${round === 0 ? 'warm-up' : `round ${round}`}: ${p.vm} → ${to}: ${r.updated}/${sidecars} ACKed, last ACK ${msText(r.lastAckMs)} (p50 ${msText(r.ackP50Ms)}), MoveVm ${msText(r.callMs)}; ` +
               `replica CPU ${r.replicaCpuS.map((c) => c.toFixed(2)).join('/')} s, vm-manager ${r.vmManagerCpuS.toFixed(2)} s, etcd ${r.etcdCpuS.toFixed(2)} s, load ${r.loadCpuS.toFixed(2)} s; other processes ${r.otherCores.toFixed(2)} cores; ` +
-              `sent ${byTypeText(r.responses, r.bytes)}; before it ${byTypeText(r.between.responses, r.between.bytes)}`,
+              `sent ${byTypeText(r.responses, r.bytes)}; before it ${byTypeText(r.between.responses, r.between.bytes)}` +
+              (SETTLES ? `; settles: ${d.replicas.map((x) => settlesText(x.settles, callWall)).join(' | ')}` : '') +
+              (d.replicas.some((x) => x.gcs.length > 0) ? `; GC: ${d.replicas.map((x) => gcText(x.gcs, callWall, callWall + r.callMs + r.lastAckMs)).join(' | ')}` : ''),
           );
           if (round > 0) rounds.push(r);
           await sleep(500);
@@ -411,6 +497,13 @@ async function measure(topology: Topology, counts: readonly number[], files: Fix
     }
   }
   return runs;
+}
+
+/** A replica's settles from 60 s before a change on, relative to the change's call ("-3,100 ms (120 ms, 250 → 150 MiB)"). */
+function settlesText(settles: readonly Settle[], callWall: number): string {
+  const near = settles.filter((x) => x.atMs >= callWall - 60_000);
+  if (near.length === 0) return 'none in the 60 s before';
+  return near.map((x) => `${x.atMs >= callWall ? '+' : ''}${fmt(x.atMs - callWall)} ms (${fmt(x.pauseMs)} ms, ${fmt(mib(x.rssBeforeKiB))} → ${fmt(mib(x.rssAfterKiB))} MiB)`).join(', ');
 }
 
 /** BENCH_CPU_PROF: the control plane's part of a change (the slowest replica per round, medians over rounds). */

@@ -1012,3 +1012,31 @@ test('recordChanges: registering a VM again exactly as it is (no lease) changes 
   registry.registerVm(input);
   t.deepEqual(registry.recordChanges(() => registry.registerVm(input)).changes, []);
 });
+
+test('the event log shares the stored records, and hands out copies: changing an event got from eventsSince or a listener changes neither the registry nor the log', (t) => {
+  const { registry, events } = setup();
+  registry.registerVm(vm('a', { vsockCid: 3, labels: { tier: 'web' } }));
+  registry.moveVm('a', 'hv-2');
+  const heard = events.filter((e) => e.type === 'added' || e.type === 'moved');
+  const logged = registry.eventsSince(0)!.filter((e) => e.type === 'added' || e.type === 'moved');
+  for (const e of [...heard, ...logged]) {
+    if (e.type !== 'added' && e.type !== 'moved') continue;
+    // Plain, mutable copies (a shared stored record is frozen: these assignments would throw).
+    e.vm.vsockCid = 999;
+    e.vm.addresses.push('192.0.2.99');
+    e.vm.labels.tier = 'changed';
+    if (e.type === 'moved') e.previous.hypervisorId = 'hv-x';
+  }
+  const again = registry.eventsSince(0)!.filter((e) => e.type === 'added' || e.type === 'moved');
+  t.deepEqual(
+    again.map((e) => (e.type === 'moved' ? [e.type, e.vm.vsockCid, e.vm.labels.tier, e.previous.hypervisorId] : e.type === 'added' ? [e.type, e.vm.vsockCid, e.vm.labels.tier] : [e.type])),
+    [
+      ['added', 3, 'web'],
+      ['moved', 3, 'web', 'hv-1'],
+    ],
+  );
+  t.is(registry.getVm('a')!.vsockCid, 3);
+  t.false(registry.getVm('a')!.addresses.includes('192.0.2.99'));
+  t.false(again.some((e) => (e.type === 'added' || e.type === 'moved') && e.vm.addresses.includes('192.0.2.99')));
+  t.is(registry.getVm('a')!.hypervisorId, 'hv-2');
+});

@@ -6,6 +6,7 @@ import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
 import { serverSettle } from '../../proxy/runtime/quiet-trim.js';
+import { withHeapHeadroom } from '../settle-headroom.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry, openRegistryStore } from '../vm-manager/run.js';
 import type { RegistryStore } from '../vm-manager/registry-store.js';
@@ -79,7 +80,8 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       addLogDropped(plane.ads.metrics);
       return {
         logger,
-        settleWhenQuiet: serverSettle(),
+        // The settle leaves V8 room for the next change (settle-headroom.ts).
+        settleWhenQuiet: withHeapHeadroom(serverSettle()),
         notReady: () => plane.notReady(),
         server: {
           start: () => plane.start(options.listen),
