@@ -20,6 +20,7 @@
         "proxy/native/tls-bio.c",
         "proxy/native/exec.c",
         "proxy/native/trim.c",
+        "proxy/native/proxy-header.c",
         "proxy/native/settle.cc",
         "proxy/native/module.c"
       ],

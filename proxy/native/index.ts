@@ -84,6 +84,13 @@ export interface NativeCore {
     timeoutMs: number,
     callback: (reason: string | null, identityOrDetail: string, resumed: boolean, version: string, serial: string) => void,
   ): void;
+  /**
+   * The core's PROXY v2 parser (proxy-header.c), for tests beside decodeProxyHeader:
+   * ['incomplete', needed], ['invalid', code], or ['header', length, proxy (0|1),
+   * family (0 unspec, 1 inet, 2 inet6, 3 unix), transport (0 unspec, 1 stream, 2 dgram),
+   * then type, value offset, value length for each TLV in order].
+   */
+  proxyHeaderDecode(header: Buffer, maxLength: number, streamOnly: boolean): (string | number)[];
   /** Replaces this process's program (execv: same pid, stdio kept, the core's and Node's fds closed); returns only by throwing. */
   exec(path: string, args: string[]): never;
   RELAY_OUTCOMES: RelayOutcomeName[];
