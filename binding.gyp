@@ -21,6 +21,7 @@
         "proxy/native/exec.c",
         "proxy/native/trim.c",
         "proxy/native/proxy-header.c",
+        "proxy/native/warm.c",
         "proxy/native/settle.cc",
         "proxy/native/module.c"
       ],

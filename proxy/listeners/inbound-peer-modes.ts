@@ -6,6 +6,7 @@
 
 import type { InboundPortConfig } from '../config/types.js';
 import type { Logger } from '../runtime/log.js';
+import { warmInvalidate } from '../native/warm.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import { listenerHandshake, portAdmission, type ListenerHandshake, type PortAdmission } from '../peer-tls/peer-modes.js';
 
@@ -28,6 +29,7 @@ export class InboundPeerModes {
     const next = new Map(this.ports.map((p) => [p.port, pushed?.[p.port] ?? this.fileMode]));
     const changed = [...next].some(([port, mode]) => this.modes.get(port) !== mode);
     if (!changed) return;
+    warmInvalidate();
     const first = this.modes.size === 0;
     this.modes = next;
     this.handshakeNow = listenerHandshake(next.values(), this.hasIdentity);

@@ -91,6 +91,23 @@ export interface NativeCore {
    * then type, value offset, value length for each TLV in order].
    */
   proxyHeaderDecode(header: Buffer, maxLength: number, streamOnly: boolean): (string | number)[];
+  /** The warm path's decision cache (warm.c; used through warm.ts). */
+  warmGeneration(): number;
+  warmBump(): number;
+  warmInstall(
+    listener: number,
+    destPort: number,
+    label: number,
+    generation: number,
+    family: SocketFamily,
+    host: SocketHost,
+    port: number,
+    proxyProtocol: boolean,
+    connectTimeoutMs: number,
+    idleTimeoutMs: number,
+  ): number;
+  warmLookup(listener: number, destPort: number): [number, number] | undefined;
+  warmForget(listener: number): void;
   /** Replaces this process's program (execv: same pid, stdio kept, the core's and Node's fds closed); returns only by throwing. */
   exec(path: string, args: string[]): never;
   RELAY_OUTCOMES: RelayOutcomeName[];

@@ -9,6 +9,7 @@
 import type { ProxyMetrics } from '../metrics.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';
 import { NO_POLICIES, authorize, type InboundPolicies } from './rbac.js';
+import { warmInvalidate } from '../native/warm.js';
 
 /** An inbound connection as the policies see it. */
 export interface InboundRequest {
@@ -66,6 +67,7 @@ export class InboundAuthorization {
 
   /** New policies: open connections they no longer allow are closed, counted and logged; the others continue. */
   replace(policies: InboundPolicies): void {
+    warmInvalidate();
     this.policies = policies;
     const { metrics, refusals } = this.context;
     for (const entry of [...this.open]) {
