@@ -13,6 +13,8 @@ import { listenerHandshake, portAdmission, type ListenerHandshake, type PortAdmi
 export class InboundPeerModes {
   private modes = new Map<number, PeerTlsMode>();
   private handshakeNow: ListenerHandshake = { kind: 'plain' };
+  /** Told after the modes changed (the listener's warm path follows the handshake). */
+  changed: (() => void) | undefined;
 
   constructor(
     private readonly listener: string,
@@ -33,6 +35,7 @@ export class InboundPeerModes {
     const first = this.modes.size === 0;
     this.modes = next;
     this.handshakeNow = listenerHandshake(next.values(), this.hasIdentity);
+    this.changed?.();
     const modes = Object.fromEntries(next);
     if (!first) this.logger.info({ listener: this.listener, peer_modes: modes }, 'peer modes changed: they apply to new connections');
     const strictWithout = [...next].filter(([, mode]) => mode === 'strict' && !this.hasIdentity).map(([port]) => port);

@@ -108,6 +108,15 @@ export interface NativeCore {
   ): number;
   warmLookup(listener: number, destPort: number): [number, number] | undefined;
   warmForget(listener: number): void;
+  /** The listening socket's accepts go through the warm path; counters: [JS's open, the core's open, max (-1 none), on (1/0)]; onConnection gets what the core handed over. */
+  warmListen(listenerFd: number, listener: number, maxHeaderBytes: number, headerTimeoutMs: number, counters: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
+  /** Where finished warm connections are reported (once per loop turn, onRecords(count)); see warm-records.ts. */
+  warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
+  /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
+  warmList(listener: number): (number | string | Buffer)[];
+  WARM_RECORD_FIELDS: number;
+  WARM_RECORDS_MAX: number;
+  WARM_RECORD_BYTES: number;
   /** Replaces this process's program (execv: same pid, stdio kept, the core's and Node's fds closed); returns only by throwing. */
   exec(path: string, args: string[]): never;
   RELAY_OUTCOMES: RelayOutcomeName[];

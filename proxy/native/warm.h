@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "address.h"
+#include "core.h"
 
 /* The peer label a plain-TCP decision read: the port's peer mode's outcome. */
 enum { WARM_LABEL_NONE = 0, WARM_LABEL_UNAUTHENTICATED = 1 };
@@ -32,5 +33,10 @@ typedef struct warm_entry {
 uint32_t warm_generation(void);
 /* The key's entry if installed under the current generation (a dead one is freed), else NULL. */
 const warm_entry *warm_lookup(uint32_t listener, uint16_t port);
+
+/* listen.c: true when the warm path took the accepted connection (the listening socket has a warm listener). */
+bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer);
+/* loop.c: a listening socket with a warm listener closes. */
+void core_warm_listener_closed(core_sock *ls);
 
 #endif
