@@ -20,6 +20,8 @@
         "proxy/native/tls-bio.c",
         "proxy/native/exec.c",
         "proxy/native/trim.c",
+        "proxy/native/proxy-header.c",
+        "proxy/native/warm.c",
         "proxy/native/settle.cc",
         "proxy/native/module.c"
       ],

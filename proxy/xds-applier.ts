@@ -29,6 +29,7 @@ import { inboundPolicies, type InboundPolicies, type RbacFilter } from './policy
 import type { Refusal, StateRefusals, XdsCluster, XdsClusterLoadAssignment, XdsEndpoint, XdsListener, XdsRouteConfig } from './dynamic/types.js';
 import type { HttpOutboundListener } from './http/listener.js';
 import { outboundListenerName } from './dynamic/names.js';
+import { warmInvalidate } from './native/warm.js';
 
 /** The listener config of an xDS listener: what it says, the rest from the defaults a config file's listener gets. */
 function listenerConfig(l: Exclude<XdsListener, { kind: 'api' }>, routes: ReadonlyMap<string, XdsRouteConfig>): OutboundListenerConfig | InboundListenerConfig {
@@ -84,6 +85,12 @@ export class XdsApplier {
 
   constructor(private readonly host: XdsApplierHost) {}
 
+  /** A pushed state lands: what was derived from the last one is made again (and the warm path's decisions die) before it takes effect. */
+  private changed(): void {
+    warmInvalidate();
+    this.generation++;
+  }
+
   /** Our placement as the control plane last told it (null: not yet); the same object until it changes. */
   get placement(): LocalPlacement | null {
     return this.local;
@@ -96,7 +103,7 @@ export class XdsApplier {
 
   /** CDS: the whole set of clusters. Returns the EDS names to subscribe to (a refused cluster's last good one included). */
   applyClusters(clusters: XdsCluster[], refused: StateRefusals = NONE): string[] {
-    this.generation++;
+    this.changed();
     const present = new Set([...clusters.map((c) => c.name), ...refused.names]);
     for (const c of clusters) {
       this.clusterSpecs.set(c.name, c);
@@ -109,6 +116,7 @@ export class XdsApplier {
 
   /** EDS: the assignments of the subscribed clusters (one for a cluster we no longer have, a response that crossed our unsubscribe, is dropped). */
   applyAssignments(assignments: XdsClusterLoadAssignment[]): void {
+    warmInvalidate();
     const used = this.edsNames();
     for (const a of assignments) if (used.has(a.clusterName)) this.assignments.set(a.clusterName, a.endpoints);
     this.refreshEndpoints();
@@ -121,7 +129,7 @@ export class XdsApplier {
    * unless the state does not know this node (see ListenersApplied).
    */
   async applyListeners(state: XdsListener[], refused: StateRefusals = NONE): Promise<ListenersApplied> {
-    this.generation++;
+    this.changed();
     const placement = state.find((l): l is Extract<XdsListener, { kind: 'outbound' | 'http_outbound' }> => (l.kind === 'outbound' || l.kind === 'http_outbound') && l.local !== undefined)?.local;
     const all = state.filter((l): l is ServedListener['spec'] => l.kind !== 'api');
     // A (new or changed) HTTP listener whose routes have not come yet warms instead.
@@ -160,7 +168,7 @@ export class XdsApplier {
    * configuration is here. Returns the warmed listeners that could not be opened.
    */
   async applyRoutes(routes: XdsRouteConfig[]): Promise<Refusal[]> {
-    this.generation++;
+    this.changed();
     const named = new Set(this.routeNames());
     for (const r of routes) if (named.has(r.name)) this.routes.set(r.name, r);
     for (const { spec, listener } of this.listeners.values()) {

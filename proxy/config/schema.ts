@@ -175,6 +175,7 @@ export function sidecarConfigSchema() {
       ports: z.array(inboundPort).min(1, { message: 'must declare at least one local port (the inbound side connects to nothing else)' }),
       allowed_peer_ids: z.array(z.string().regex(/^spiffe:\/\/[a-z0-9._-]+\/\S+$/, { message: 'must be a SPIFFE ID (spiffe://<trust-domain>/<path>)' })).optional(),
       max_connections: maxConnections,
+      warm_path: z.boolean({ invalid_type_error: 'must be true or false' }).optional(),
     })
     .strict();
 
@@ -282,6 +283,7 @@ export function sidecarConfigSchema() {
             ports: l.ports,
             allowedPeerIds: l.allowed_peer_ids,
             maxConnections: l.max_connections,
+            warmPath: l.warm_path,
           }),
   );
 

@@ -129,6 +129,8 @@ export interface InboundListenerConfig {
   allowedPeerIds: string[];
   /** Accepted connections this listener keeps open at once (header phase included); null: no limit of its own. */
   maxConnections: number | null;
+  /** tcp: plain-text connections whose decision JavaScript made once (per port and peer label) are replayed by the native core (README, "The inbound warm path"). */
+  warmPath: boolean;
 }
 
 /** An HTTP forward proxy for apps that honour HTTP(S)_PROXY: `CONNECT web.mesh:443` tunnels to cluster `web` the way an outbound listener would. */

@@ -6,12 +6,15 @@
 
 import type { InboundPortConfig } from '../config/types.js';
 import type { Logger } from '../runtime/log.js';
+import { warmInvalidate } from '../native/warm.js';
 import type { PeerTlsMode } from '../peer-tls/peer-policy.js';
 import { listenerHandshake, portAdmission, type ListenerHandshake, type PortAdmission } from '../peer-tls/peer-modes.js';
 
 export class InboundPeerModes {
   private modes = new Map<number, PeerTlsMode>();
   private handshakeNow: ListenerHandshake = { kind: 'plain' };
+  /** Told after the modes changed (the listener's warm path follows the handshake). */
+  changed: (() => void) | undefined;
 
   constructor(
     private readonly listener: string,
@@ -28,9 +31,11 @@ export class InboundPeerModes {
     const next = new Map(this.ports.map((p) => [p.port, pushed?.[p.port] ?? this.fileMode]));
     const changed = [...next].some(([port, mode]) => this.modes.get(port) !== mode);
     if (!changed) return;
+    warmInvalidate();
     const first = this.modes.size === 0;
     this.modes = next;
     this.handshakeNow = listenerHandshake(next.values(), this.hasIdentity);
+    this.changed?.();
     const modes = Object.fromEntries(next);
     if (!first) this.logger.info({ listener: this.listener, peer_modes: modes }, 'peer modes changed: they apply to new connections');
     const strictWithout = [...next].filter(([, mode]) => mode === 'strict' && !this.hasIdentity).map(([port]) => port);

@@ -18,12 +18,14 @@ import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { inboundClusterName } from '../dynamic/names.js';
 import { FIXED_LENGTH, TLV, decodeProxyHeader, encodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
-import { Listener, ipBinds, type ListenerContext } from './listener.js';
+import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
-import { readPreamble, type PreambleOptions } from './preamble.js';
-import { ProxiedConnection } from './proxied-connection.js';
+import { readPreamble, type HandedOver, type PreambleOptions } from './preamble.js';
+import { ProxiedConnection, logAccess, upstreamConnectFailed, type AccessLogFields, type ConnectionResult } from './proxied-connection.js';
+import { warmGeneration, warmInstall } from '../native/warm.js';
+import { warmRecords, type WarmRecord } from './warm-records.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
@@ -31,7 +33,7 @@ import { vmOfIdentity, vsockHandshake, vsockPeerAgreement } from '../peer-tls/vs
 import type { RelayAssertion } from '../relay-assertion.js';
 import type * as RelayedPreambleModule from './relayed-preamble.js';
 import { inboundPrincipal, type InboundPeer } from '../policy/principal.js';
-import type { InboundAuthorization } from '../policy/inbound-authorization.js';
+import type { InboundAuthorization, OpenConnection } from '../policy/inbound-authorization.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 
 export interface InboundListenerOptions {
@@ -62,6 +64,8 @@ export class InboundListener extends Listener {
   readonly peerModes: InboundPeerModes;
   /** The relayed preamble's decoding and checks, loaded by start() on a vsock listener (the only kind a relayed connection reaches). */
   private relayedPreamble: typeof RelayedPreambleModule | null = null;
+  /** The warm path's listener id and records (null: off, or done). */
+  private warm: { id: number; stopRecords: () => void; unfollow?: (() => void) | undefined } | null = null;
 
   constructor(
     readonly config: InboundListenerConfig,
@@ -92,9 +96,79 @@ export class InboundListener extends Listener {
   override async start(): Promise<void> {
     if (this.config.transport === 'vsock') this.relayedPreamble = await import('./relayed-preamble.js');
     await super.start();
+    if (this.config.transport === 'tcp' && this.config.warmPath) this.startWarm();
   }
 
-  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
+  /**
+   * The warm path (README, "The inbound warm path"): the core takes this
+   * listener's accepts, replays the decisions route() installs, and hands
+   * back what it does not take. On only while the listener reads headers in
+   * the clear (no port's mode needs a TLS handshake).
+   */
+  private startWarm(): void {
+    const records = warmRecords((record) => this.warmFinished(record));
+    this.warm = { id: records.id, stopRecords: records.stop };
+    const handOver = (fd: number, host: SocketHost, port: number, bytes: Buffer, elapsedMs: number): void => this.handedOver(fd, host, port, bytes, elapsedMs);
+    for (const fd of this.listening()) native.warmListen(fd, records.id, this.config.maxHeaderBytes, this.config.headerTimeoutMs, this.counters, handOver);
+    const follow = (): void => {
+      this.counters[WARM_ENABLED] = this.peerModes.handshake().kind === 'plain' ? 1 : 0;
+    };
+    this.peerModes.changed = follow;
+    follow();
+    this.warm.unfollow = this.options.authorization?.follow(() => this.warmOpen());
+  }
+
+  /** The core's relaying warm connections as the policies see them (relayAbort closes one; its record says aborted). */
+  private warmOpen(): OpenConnection[] {
+    if (this.warm === null) return [];
+    const listed = native.warmList(this.warm.id);
+    const open: OpenConnection[] = [];
+    for (let i = 0; i < listed.length; i += 6) {
+      const [relayId, port, label, header, peerHost, peerPort] = listed.slice(i, i + 6) as [number, number, number, Buffer, string, number];
+      const decoded = decodeProxyHeader(header, { maxLength: this.config.maxHeaderBytes, streamOnly: true });
+      if (decoded.kind !== 'header') continue;
+      const fields = originFields(decoded.header, formatAddress(peerHost, peerPort), { hop: 'tcp', tlsIdentity: null }, label === 1 ? { peer_identity: UNAUTHENTICATED } : null);
+      open.push({ listener: this.name, port, principal: fields.principal, fields, close: () => native.relayAbort(relayId) });
+    }
+    return open;
+  }
+
+  /** Once drained or stopped and the core holds none of its connections: no more records, no entries. */
+  private warmDone(): void {
+    if (this.warm === null || !this.draining || this.counters[WARM_CORE_OPEN] !== 0) return;
+    this.warm.stopRecords();
+    this.warm.unfollow?.();
+    native.warmForget(this.warm.id);
+    this.warm = null;
+  }
+
+  override async drain(): Promise<void> {
+    this.counters[WARM_ENABLED] = 0;
+    const drained = super.drain();
+    this.warmDone();
+    await drained;
+  }
+
+  /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
+  warmFinishedCount = 0;
+
+  override abortConnections(): void {
+    super.abortConnections();
+    for (const c of this.warmOpen()) c.close();
+  }
+
+  override async stop(): Promise<void> {
+    this.counters[WARM_ENABLED] = 0;
+    await super.stop();
+    this.warmDone();
+  }
+
+  protected onConnection(fd: number, peerHost: SocketHost, peerPort: number, handedOver?: HandedOver): void {
+    if (handedOver !== undefined) {
+      // The core read (part of) a plain-text header: the handshake was plain when it accepted.
+      this.readHeader(fd, this.sourceOf(peerHost, peerPort), false, (header, early) => this.admitted(fd, this.sourceOf(peerHost, peerPort), undefined, null, header, early), handedOver);
+      return;
+    }
     const vsock = this.config.transport === 'vsock';
     const src = vsock ? `vsock:${String(peerHost)}:${peerPort}` : formatAddress(String(peerHost), peerPort);
     const peerCid = vsock ? Number(peerHost) : undefined;
@@ -154,8 +228,12 @@ export class InboundListener extends Listener {
     });
   }
 
+  private sourceOf(peerHost: SocketHost, peerPort: number): string {
+    return this.config.transport === 'vsock' ? `vsock:${String(peerHost)}:${peerPort}` : formatAddress(String(peerHost), peerPort);
+  }
+
   /** Reads the PROXY v2 header (exact: no byte past it, as TLS follows). Refusals are handled here; `then` gets a valid header. */
-  private readHeader(fd: number, src: string, exact: boolean, then: (header: ProxyHeader, early: Buffer | null) => void): void {
+  private readHeader(fd: number, src: string, exact: boolean, then: (header: ProxyHeader, early: Buffer | null) => void, handedOver?: HandedOver): void {
     const { maxHeaderBytes } = this.config;
     this.readFirst(
       fd,
@@ -167,11 +245,12 @@ export class InboundListener extends Listener {
         return r.kind === 'header' ? { kind: 'done', value: r.header, length: r.length } : r;
       },
       then,
+      handedOver,
     );
   }
 
   /** Reads what a peer sends first, within max_header_bytes-like bounds and header_timeout. Refusals are handled here; `then` gets a valid value. */
-  private readFirst<T>(fd: number, src: string, maxBytes: number, what: string, decode: PreambleOptions<T>['decode'], then: (value: T, early: Buffer | null) => void): void {
+  private readFirst<T>(fd: number, src: string, maxBytes: number, what: string, decode: PreambleOptions<T>['decode'], then: (value: T, early: Buffer | null) => void, handedOver?: HandedOver): void {
     readPreamble(
       fd,
       {
@@ -181,6 +260,7 @@ export class InboundListener extends Listener {
         decode,
         track: (c) => this.track(c),
         untrack: (c) => this.untrack(c),
+        ...(handedOver && { handedOver }),
       },
       (result) => {
         if (result.ok) {
@@ -309,6 +389,54 @@ export class InboundListener extends Listener {
     this.whilePending(fd, this.options.resolver!.resolve({ kind: 'vm', vmId: this.context.nodeId }), then);
   }
 
+  /** A connection's access-line fields (ProxiedConnection's, and the warm path's records'). */
+  private accessFields(dstPort: number, declared: InboundPortConfig, origin: AccessOrigin): AccessLogFields {
+    const { target } = declared;
+    return {
+      listener: this.name,
+      direction: 'inbound',
+      cluster: inboundClusterName(dstPort),
+      transport: this.config.transport,
+      upstream: formatAddress(target.address, target.port),
+      ...origin,
+    };
+  }
+
+  /**
+   * A connection the warm path finished: counted and logged exactly as
+   * route() and ProxiedConnection would have (the header is decoded again
+   * from the record's bytes; the decision was route()'s, installed then).
+   */
+  private warmFinished(record: WarmRecord): void {
+    const { metrics, refusals } = this.context;
+    const decoded = decodeProxyHeader(record.header, { maxLength: this.config.maxHeaderBytes, streamOnly: true });
+    const addresses = decoded.kind === 'header' ? decoded.header.addresses : null;
+    if (decoded.kind !== 'header' || addresses === null || addresses.family === 'unspec' || addresses.family === 'unix') throw new Error('unreachable: the core replayed a header the JavaScript decoder refuses');
+    const { header } = decoded;
+    const dstPort = addresses.destination.port;
+    const declared = this.ports.get(dstPort)!;
+    const peer = record.label === 1 ? { peer_identity: UNAUTHENTICATED } : null;
+    if (peer) metrics.unauthenticated.inc({ listener: this.name });
+    const fields = this.accessFields(dstPort, declared, originFields(header, formatAddress(record.peerHost, record.peerPort), { hop: 'tcp', tlsIdentity: null }, peer));
+    const accessLogger = this.options.accessLog ? this.context.accessLogger : null;
+    let result: ConnectionResult;
+    if (record.outcome === 'connect_failed') {
+      const code = record.errorCode ?? 'ECONNREFUSED';
+      upstreamConnectFailed(metrics, refusals, fields, 'tcp', fields.upstream, code);
+      result = { outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code };
+    } else {
+      result = { outcome: record.outcome, bytesToUpstream: record.bytesToUpstream, bytesToDownstream: record.bytesToDownstream };
+      if (record.errorCode !== undefined) result.errorCode = record.errorCode;
+      const stats = this.stats.get(dstPort)!;
+      stats.opened(result);
+      stats.closed(result, result);
+    }
+    if (accessLogger) logAccess(accessLogger, fields, result, record.durationMs);
+    this.warmFinishedCount++;
+    this.warmClosed();
+    this.warmDone();
+  }
+
   /** `identity`: what the connection proved of its peer (its principal); `peer`: the TLS facts for the access line. */
   private route(fd: number, src: string, header: ProxyHeader, early: Buffer | null, identity: InboundPeer, peer: PeerFields | null = null): void {
     const { logger, refusals, metrics } = this.context;
@@ -323,15 +451,7 @@ export class InboundListener extends Listener {
     if (addresses.family !== 'inet' && addresses.family !== 'inet6') throw new Error(`unreachable: a ${addresses.family} PROXY header passed the stream-only decoder`);
     const dstPort = addresses.destination.port;
     const declared = this.ports.get(dstPort);
-    const origin = {
-      src: formatAddress(addresses.source.address, addresses.source.port),
-      dst: formatAddress(addresses.destination.address, dstPort),
-      peer: src,
-      ...optional('source_vm', tlvText(header, TLV.VSOCKMESH_SOURCE_VM)),
-      ...optional('authority', tlvText(header, TLV.AUTHORITY)),
-      ...peer,
-      principal: inboundPrincipal(identity),
-    };
+    const origin = originFields(header, src, identity, peer);
     if (declared === undefined) {
       metrics.refused.inc({ listener: this.name, reason: 'undeclared_port' });
       refusals.warn({ listener: this.name, ...origin, reason: 'undeclared_port' }, `refused: destination port ${dstPort} is not declared on this listener`);
@@ -345,6 +465,16 @@ export class InboundListener extends Listener {
       return;
     }
     const { target } = declared;
+    if (this.warm !== null && identity.hop === 'tcp' && identity.tlsIdentity === null && !authorization?.current.has(dstPort)) {
+      // Read nothing but (listener, port, peer label): the core may replay it (a change since the header was read bumped the generation).
+      const label = peer?.peer_identity === UNAUTHENTICATED ? 'unauthenticated' : 'none';
+      warmInstall(this.warm.id, dstPort, label, warmGeneration(), {
+        target: { family: ipFamily(target.address), host: target.address, port: target.port },
+        proxyProtocol: declared.proxyProtocol === true,
+        connectTimeoutMs: this.config.connectTimeoutMs,
+        idleTimeoutMs: this.config.idleTimeoutMs,
+      });
+    }
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: () => this.stats.get(dstPort)!,
@@ -353,14 +483,7 @@ export class InboundListener extends Listener {
       accessLogger: this.options.accessLog ? this.context.accessLogger : null,
       idleTimeoutMs: this.config.idleTimeoutMs,
       ageLimit: this.options.peerTls?.ageLimit ?? null,
-      fields: {
-        listener: this.name,
-        direction: 'inbound',
-        cluster: inboundClusterName(dstPort),
-        transport: this.config.transport,
-        upstream: formatAddress(target.address, target.port),
-        ...origin,
-      },
+      fields: this.accessFields(dstPort, declared, origin),
       onClosed: (c) => {
         unwatch?.();
         this.untrack(c);
@@ -382,6 +505,23 @@ export class InboundListener extends Listener {
     );
   }
 }
+
+/** What the access and refusal lines say of a connection's origin: its header's addresses and TLVs, the peer, its principal. */
+function originFields(header: ProxyHeader, src: string, identity: InboundPeer, peer: PeerFields | null): AccessOrigin {
+  const { addresses } = header;
+  if (addresses.family !== 'inet' && addresses.family !== 'inet6') throw new Error(`unreachable: a ${addresses.family} PROXY header passed the stream-only decoder`);
+  return {
+    src: formatAddress(addresses.source.address, addresses.source.port),
+    dst: formatAddress(addresses.destination.address, addresses.destination.port),
+    peer: src,
+    ...optional('source_vm', tlvText(header, TLV.VSOCKMESH_SOURCE_VM)),
+    ...optional('authority', tlvText(header, TLV.AUTHORITY)),
+    ...peer,
+    principal: inboundPrincipal(identity),
+  };
+}
+
+type AccessOrigin = { src: string; dst: string; peer: string; principal: string } & Record<string, string | boolean | number | undefined>;
 
 function optional(key: string, value: string | undefined): Record<string, string> {
   return value === undefined ? {} : { [key]: value };

@@ -6,6 +6,7 @@ import { formatAddress, type Logger } from '../runtime/log.js';
 import type { ProxyMetrics } from '../metrics.js';
 import type { Admission, AdmissionRefusal } from '../overload/admission.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';
+import type { HandedOver } from './preamble.js';
 
 export interface BoundAddress {
   /** An IP address, or `vsock:CID` for a vsock listener. */
@@ -79,9 +80,17 @@ export function bindAll(binds: Bind[], port: number, listen: (bind: Bind, port: 
   }
 }
 
+/** The counters a listener shares with the native core's warm path (warm.c): [JS's open connections, the core's, max_connections (-1: none), warm accepts on (1/0)]. */
+export const WARM_JS_OPEN = 0;
+export const WARM_CORE_OPEN = 1;
+const WARM_MAX = 2;
+export const WARM_ENABLED = 3;
+
 export abstract class Listener {
   private listenFds: number[] = [];
   protected readonly connections = new Set<TrackedConnection>();
+  /** Shared with the core (warm.c): both count against max_connections through it. */
+  protected readonly counters = new Int32Array(4);
   private idleWaiters: Array<() => void> = [];
   protected draining = false;
   private bound: BoundAddress[] = [];
@@ -93,10 +102,17 @@ export abstract class Listener {
     protected readonly context: ListenerContext,
     /** Connections this listener keeps open at once; null: only the server's limits apply. */
     private readonly maxConnections: number | null = null,
-  ) {}
+  ) {
+    this.counters[WARM_MAX] = maxConnections ?? -1;
+  }
+
+  /** Open connections: JavaScript's and the warm path's (header phase included). */
+  private get openConnections(): number {
+    return this.connections.size + this.counters[WARM_CORE_OPEN]!;
+  }
 
   /** A new connection; the listener owns `fd` from here on. */
-  protected abstract onConnection(fd: number, peerHost: SocketHost, peerPort: number): void;
+  protected abstract onConnection(fd: number, peerHost: SocketHost, peerPort: number, handedOver?: HandedOver): void;
 
   /** Binds every address (bindAll). */
   async start(): Promise<void> {
@@ -107,7 +123,7 @@ export abstract class Listener {
         native.close(fd);
         return;
       }
-      const refusal = this.context.admission.refusal(this.name, this.connections.size, this.maxConnections);
+      const refusal = this.context.admission.refusal(this.name, this.openConnections, this.maxConnections);
       if (refusal) {
         this.refuseAtAccept(fd, host, peerPort, refusal);
         return;
@@ -124,25 +140,56 @@ export abstract class Listener {
     }
   }
 
+  /** The listening sockets (the warm path takes their accepts). */
+  protected listening(): readonly number[] {
+    return this.listenFds;
+  }
+
+  /**
+   * A connection the core's warm path accepted and handed over (a miss, a
+   * header it does not take): admitted as at accept (it was counted against
+   * the listener's limit meanwhile; a drain since does not refuse it, as a
+   * connection reading its header is not refused by one).
+   */
+  protected handedOver(fd: number, host: SocketHost, peerPort: number, bytes: Buffer, elapsedMs: number): void {
+    const refusal = this.context.admission.refusal(this.name, this.openConnections, this.maxConnections);
+    if (refusal) {
+      this.refuseAtAccept(fd, host, peerPort, refusal);
+      return;
+    }
+    this.onConnection(fd, host, peerPort, { bytes, elapsedMs });
+  }
+
+  /** A warm connection finished (its record was read): a drain may be over. */
+  protected warmClosed(): void {
+    this.idleCheck();
+  }
+
   /** Where this listener accepts connections (ports resolved when configured as 0). */
   addresses(): BoundAddress[] {
     return [...this.bound];
   }
 
   get activeConnections(): number {
-    return this.connections.size;
+    return this.openConnections;
   }
 
   protected track(connection: TrackedConnection): void {
     if (this.connections.has(connection)) return;
     this.connections.add(connection);
+    this.counters[WARM_JS_OPEN] = this.connections.size;
     this.context.admission.opened();
   }
 
   protected untrack(connection: TrackedConnection): void {
     if (!this.connections.delete(connection)) return;
+    this.counters[WARM_JS_OPEN] = this.connections.size;
     this.context.admission.closed();
-    if (this.connections.size === 0 && this.idleWaiters.length > 0) {
+    this.idleCheck();
+  }
+
+  private idleCheck(): void {
+    if (this.openConnections === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
@@ -186,7 +233,7 @@ export abstract class Listener {
   async drain(): Promise<void> {
     this.draining = true;
     this.closeListeners();
-    if (this.connections.size === 0) return;
+    if (this.openConnections === 0) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 

@@ -21,6 +21,14 @@ export interface PreambleOptions<T> {
   decode: (bytes: Buffer) => PreambleDecode<T>;
   track: (connection: TrackedConnection) => void;
   untrack: (connection: TrackedConnection) => void;
+  /** What the native core's warm path read already (a connection it handed over), and how long that took of timeoutMs. */
+  handedOver?: HandedOver;
+}
+
+/** A connection the warm path's header read handed to JavaScript: its bytes so far, and the time spent. */
+export interface HandedOver {
+  bytes: Buffer;
+  elapsedMs: number;
 }
 
 export type PreambleResult<T> =
@@ -30,7 +38,7 @@ export type PreambleResult<T> =
   | { ok: false; code: string; detail: string; received: Buffer };
 
 export function readPreamble<T>(fd: number, options: PreambleOptions<T>, done: (result: PreambleResult<T>) => void): void {
-  let buffered: Buffer = Buffer.alloc(0);
+  let buffered: Buffer = options.handedOver?.bytes ?? Buffer.alloc(0);
   let settled = false;
   const pending: TrackedConnection = {
     abort: () => settle({ ok: false, code: 'aborted', detail: 'closed by drain or stop' }),
@@ -46,10 +54,24 @@ export function readPreamble<T>(fd: number, options: PreambleOptions<T>, done: (
   };
   const deadline = setTimeout(
     () => settle({ ok: false, code: 'timeout', detail: `no complete ${options.what} within ${options.timeoutMs}ms (${buffered.length} bytes received)` }),
-    options.timeoutMs,
+    Math.max(0, options.timeoutMs - (options.handedOver?.elapsedMs ?? 0)),
   );
   options.track(pending);
-  native.readStart(fd, options.maxBytes, (error, chunk) => {
+  /** Judges what is buffered; the next read's maximum while incomplete. */
+  const judge = (): number | undefined => {
+    const result = options.decode(buffered);
+    if (result.kind === 'incomplete') return result.needed !== undefined ? result.needed - buffered.length : undefined;
+    if (result.kind === 'invalid') settle({ ok: false, code: result.code, detail: result.reason });
+    else settle({ ok: true, value: result.value, early: result.length < buffered.length ? buffered.subarray(result.length) : null });
+    return undefined;
+  };
+  let first = options.maxBytes;
+  if (buffered.length > 0) {
+    const next = judge();
+    if (settled) return;
+    first = next ?? Math.max(1, options.maxBytes - buffered.length);
+  }
+  native.readStart(fd, first, (error, chunk) => {
     if (error !== null) {
       settle({ ok: false, code: 'peer_error', detail: `peer error ${error} before the ${options.what} was read` });
       return;
@@ -63,10 +85,6 @@ export function readPreamble<T>(fd: number, options: PreambleOptions<T>, done: (
       return;
     }
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    const result = options.decode(buffered);
-    if (result.kind === 'incomplete') return result.needed !== undefined ? result.needed - buffered.length : undefined;
-    if (result.kind === 'invalid') settle({ ok: false, code: result.code, detail: result.reason });
-    else settle({ ok: true, value: result.value, early: result.length < buffered.length ? buffered.subarray(result.length) : null });
-    return undefined;
+    return judge();
   });
 }

@@ -135,8 +135,7 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     const { fields, metrics, refusals } = this.options;
     if (fields.direction === 'outbound') fields.transport = attempt.transport;
     fields.upstream = attempt.label;
-    metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport: attempt.transport, code });
-    refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${attempt.label} failed (${code}); ending downstream`);
+    upstreamConnectFailed(metrics, refusals, fields, attempt.transport, attempt.label, code);
     this.failDownstream(code);
     this.finish({ outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code });
   }
@@ -181,22 +180,31 @@ export class ProxiedConnection implements TrackedConnection, LiveBytes, AgedConn
     this.stopAgeing?.();
     const { accessLogger, fields } = this.options;
     this.stats?.closed(this, result);
-    if (accessLogger) {
-      logInfoLine(
-        accessLogger,
-        {
-          log: 'access',
-          ...fields,
-          bytes_to_upstream: result.bytesToUpstream,
-          bytes_to_downstream: result.bytesToDownstream,
-          duration_ms: Math.round(performance.now() - this.startedAt),
-          outcome: result.outcome,
-          ...(result.errorCode !== undefined && { error_code: result.errorCode }),
-          ...(this.fallback !== undefined && { fallback: this.fallback }),
-        },
-        'connection closed',
-      );
-    }
+    if (accessLogger) logAccess(accessLogger, fields, result, performance.now() - this.startedAt, this.fallback);
     this.options.onClosed(this);
   }
+}
+
+/** The access line of a finished connection: the one place it is built (ProxiedConnection, and the warm path's records). */
+export function logAccess(accessLogger: Logger, fields: AccessLogFields, result: ConnectionResult, durationMs: number, fallback?: string): void {
+  logInfoLine(
+    accessLogger,
+    {
+      log: 'access',
+      ...fields,
+      bytes_to_upstream: result.bytesToUpstream,
+      bytes_to_downstream: result.bytesToDownstream,
+      duration_ms: Math.round(durationMs),
+      outcome: result.outcome,
+      ...(result.errorCode !== undefined && { error_code: result.errorCode }),
+      ...(fallback !== undefined && { fallback }),
+    },
+    'connection closed',
+  );
+}
+
+/** An upstream that could not be reached: counted, logged as a refusal (sampled). The caller ends the downstream and writes the access line. */
+export function upstreamConnectFailed(metrics: ProxyMetrics, refusals: RefusalLog, fields: AccessLogFields, transport: string, label: string, code: string): void {
+  metrics.connectErrors.inc({ listener: fields.listener, cluster: fields.cluster, transport, code });
+  refusals.warn({ ...fields, reason: 'upstream_connect_failed', code }, `upstream connect to ${label} failed (${code}); ending downstream`);
 }

@@ -50,19 +50,21 @@ static bool make_addr(napi_env env, const char *usage, int family, napi_value ho
   return parsed == 1;
 }
 
-bool core_target_args(napi_env env, napi_callback_info info, const char *usage, core_target *t) {
-  napi_value argv[5];
-  char family[8];
+bool core_addr_args(napi_env env, const napi_value argv[3], const char *usage, int *family, core_addr *a, socklen_t *len) {
+  char name[8];
   uint32_t port;
-  if (!core_args(env, info, 5, argv) || !core_arg_string(env, argv[0], usage, family, sizeof family) || !core_arg_uint32(env, argv[2], usage, &port) ||
-      !core_arg_uint32(env, argv[3], usage, &t->number)) {
-    return false;
-  }
-  if (!family_of(family, &t->family)) {
+  if (!core_arg_string(env, argv[0], usage, name, sizeof name) || !core_arg_uint32(env, argv[2], usage, &port)) return false;
+  if (!family_of(name, family)) {
     core_throw_usage(env, usage);
     return false;
   }
-  return make_addr(env, usage, t->family, argv[1], port, &t->addr, &t->len) && core_arg_callback(env, argv[4], usage, &t->callback);
+  return make_addr(env, usage, *family, argv[1], port, a, len);
+}
+
+bool core_target_args(napi_env env, napi_callback_info info, const char *usage, core_target *t) {
+  napi_value argv[5];
+  if (!core_args(env, info, 5, argv) || !core_arg_uint32(env, argv[3], usage, &t->number)) return false;
+  return core_addr_args(env, argv, usage, &t->family, &t->addr, &t->len) && core_arg_callback(env, argv[4], usage, &t->callback);
 }
 
 napi_value core_target_fail(napi_env env, core_target *t, int fd, int err, const char *what) {

@@ -31,6 +31,8 @@ typedef struct {
   napi_ref callback; /* the caller owns it: stores it in the socket, or deletes it on failure */
 } core_target;
 
+/* Reads (family, host|cid, port) from argv; false with a TypeError "<usage>: bad arguments" thrown. */
+bool core_addr_args(napi_env env, const napi_value argv[3], const char *usage, int *family, core_addr *a, socklen_t *len);
 /* Reads (family, host|cid, port, number, callback); false with a TypeError "<usage>: bad arguments" thrown. */
 bool core_target_args(napi_env env, napi_callback_info info, const char *usage, core_target *t);
 /* Gives up on a target after an error: closes fd (when >= 0), deletes the callback, throws err; returns NULL. */

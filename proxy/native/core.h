@@ -79,6 +79,7 @@ struct core_sock {
   /* relay */
   core_relay *relay;
   int side;
+  void *warm;     /* warm.c: a listening socket's warm listener, an accepted one's warm connection */
   core_tls *tls; /* set by a TLS handshake: reads and writes go through it (stream.h); freed by close */
   char *out; /* bytes waiting to be written to this socket (relay, duplex); freed by close */
   size_t out_len;
@@ -118,6 +119,15 @@ static inline void core_sock_set_job(core_sock *s, core_sock_mode mode, core_rea
 size_t core_open_count(void);
 /* Bytes waiting in sockets' out buffers. */
 double core_pending_bytes(void);
+
+/*
+ * A relay the core starts itself (relay.c; the warm path): both sockets idle,
+ * bytes they hold out written first; done runs once, both sockets closed, with
+ * the outcome (RELAY_OUTCOMES' index), bytes each way and an errno (0: none).
+ * The relay's id for relayAbort/relayReset is the downstream fd, as for JS's.
+ */
+typedef void (*core_relay_done_fn)(void *ctx, int outcome, uint64_t to_upstream, uint64_t to_downstream, int err);
+int core_relay_start(core_sock *s[2], uint32_t idle_ms, core_relay_done_fn done, void *ctx);
 
 /* One read buffer for every socket: reads are copied out before the next one. */
 extern char core_scratch[];

@@ -20,5 +20,7 @@ bool core_tls_register(napi_env env, napi_value exports);          /* tls.c: tls
 bool core_exec_register(napi_env env, napi_value exports);         /* exec.c: exec */
 bool core_trim_register(napi_env env, napi_value exports);         /* trim.c: trimCount */
 bool core_settle_register(napi_env env, napi_value exports);       /* settle.cc: settleMemory, settleCount */
+bool core_proxy_header_register(napi_env env, napi_value exports); /* proxy-header.c: proxyHeaderDecode */
+bool core_warm_register(napi_env env, napi_value exports);         /* warm.c: warmGeneration, warmBump, warmInstall, warmLookup, warmForget */
 
 #endif

@@ -84,6 +84,39 @@ export interface NativeCore {
     timeoutMs: number,
     callback: (reason: string | null, identityOrDetail: string, resumed: boolean, version: string, serial: string) => void,
   ): void;
+  /**
+   * The core's PROXY v2 parser (proxy-header.c), for tests beside decodeProxyHeader:
+   * ['incomplete', needed], ['invalid', code], or ['header', length, proxy (0|1),
+   * family (0 unspec, 1 inet, 2 inet6, 3 unix), transport (0 unspec, 1 stream, 2 dgram),
+   * then type, value offset, value length for each TLV in order].
+   */
+  proxyHeaderDecode(header: Buffer, maxLength: number, streamOnly: boolean): (string | number)[];
+  /** The warm path's decision cache (warm.c; used through warm.ts). */
+  warmGeneration(): number;
+  warmBump(): number;
+  warmInstall(
+    listener: number,
+    destPort: number,
+    label: number,
+    generation: number,
+    family: SocketFamily,
+    host: SocketHost,
+    port: number,
+    proxyProtocol: boolean,
+    connectTimeoutMs: number,
+    idleTimeoutMs: number,
+  ): number;
+  warmLookup(listener: number, destPort: number): [number, number] | undefined;
+  warmForget(listener: number): void;
+  /** The listening socket's accepts go through the warm path; counters: [JS's open, the core's open, max (-1 none), on (1/0)]; onConnection gets what the core handed over. */
+  warmListen(listenerFd: number, listener: number, maxHeaderBytes: number, headerTimeoutMs: number, counters: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
+  /** Where finished warm connections are reported (once per loop turn, onRecords(count)); see warm-records.ts. */
+  warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
+  /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
+  warmList(listener: number): (number | string | Buffer)[];
+  WARM_RECORD_FIELDS: number;
+  WARM_RECORDS_MAX: number;
+  WARM_RECORD_BYTES: number;
   /** Replaces this process's program (execv: same pid, stdio kept, the core's and Node's fds closed); returns only by throwing. */
   exec(path: string, args: string[]): never;
   RELAY_OUTCOMES: RelayOutcomeName[];

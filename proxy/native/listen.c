@@ -13,6 +13,7 @@
 #include "address.h"
 #include "core.h"
 #include "exports.h"
+#include "warm.h"
 
 #define ACCEPT_RETRY_MS 100
 #define LISTEN_USAGE "listen(family, host, port, backlog, onConnection)"
@@ -68,7 +69,7 @@ static void accept_all(core_sock *ls) {
       close(fd);
       continue;
     }
-    announce(ls, s, &peer);
+    if (!core_warm_accept(ls, s, &peer)) announce(ls, s, &peer);
   }
 }
 

@@ -13,6 +13,7 @@
  *   with Node's own sockets.
  */
 #include "core.h"
+#include "warm.h"
 #include "tls.h"
 #include "trim.h"
 
@@ -149,6 +150,7 @@ core_sock *core_sock_adopt(int fd, int family) {
 void core_sock_close(core_sock *s, bool reset) {
   if (s->closed) return;
   s->closed = 1;
+  if (s->mode == SOCK_LISTEN) core_warm_listener_closed(s);
   if (table[s->fd] == s) table[s->fd] = NULL;
   core_sock_timer_stop(s);
   core_delete_ref(&s->callback);

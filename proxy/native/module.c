@@ -10,7 +10,7 @@ static bool (*const registers[])(napi_env, napi_value) = {
     core_sockets_register, core_listen_register, core_connect_register, core_read_register,
     core_relay_register,   core_duplex_register, core_vsock_register,   core_original_dst_register,
     core_tls_context_register, core_tls_register, core_exec_register, core_trim_register,
-    core_settle_register,
+    core_settle_register, core_proxy_header_register, core_warm_register,
 };
 
 static napi_value init(napi_env env, napi_value exports) {

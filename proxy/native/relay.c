@@ -34,6 +34,8 @@ struct core_relay {
   uint64_t last_activity;
   uv_timer_t idle_timer;
   napi_ref on_done;
+  core_relay_done_fn c_done; /* instead of on_done: a relay the core started (warm.c) */
+  void *c_ctx;
 };
 
 /* Relay outcomes, in the order of RELAY_OUTCOMES (JS reads the names from there). */
@@ -185,6 +187,11 @@ static void relay_finish(core_relay *r, int outcome, int err, int reset_mask) {
     core_sock_set_job(s, SOCK_IDLE, NULL);
     core_sock_close(s, (reset_mask >> k) & 1);
   }
+  if (r->c_done) {
+    r->c_done(r->c_ctx, outcome, r->bytes[0], r->bytes[1], err);
+    uv_close((uv_handle_t *)&r->idle_timer, free_relay);
+    return;
+  }
   napi_handle_scope scope;
   NAPI_MUST(napi_open_handle_scope(core_env, &scope));
   napi_value argv[4];
@@ -212,6 +219,8 @@ static bool relay_arg(napi_env env, napi_callback_info info, const char *usage, 
   *out = s && s->mode == SOCK_RELAY && s->side == 0 ? s->relay : NULL;
   return true;
 }
+
+static void relay_begin(core_relay *r, core_sock *s[2], uint32_t idle_ms);
 
 static void drop_pending(core_sock *s) {
   free(s->out);
@@ -257,6 +266,12 @@ static napi_value js_relay(napi_env env, napi_callback_info info) {
       return core_throw_errno(env, ENOMEM, "relay");
     }
   }
+  r->on_done = on_done;
+  relay_begin(r, s, idle_ms);
+  return argv[0];
+}
+
+static void relay_begin(core_relay *r, core_sock *s[2], uint32_t idle_ms) {
   for (int k = 0; k < 2; k++) {
     r->s[k] = s[k];
     s[k]->relay = r;
@@ -265,12 +280,19 @@ static napi_value js_relay(napi_env env, napi_callback_info info) {
   }
   r->idle_ms = idle_ms;
   r->last_activity = uv_now(uv_default_loop());
-  r->on_done = on_done;
   uv_timer_init(uv_default_loop(), &r->idle_timer); /* cannot fail for the default loop */
   r->idle_timer.data = r;
   if (idle_ms > 0) uv_timer_start(&r->idle_timer, on_idle_timer, idle_ms, 0);
   core_sock_kick(s[0]);
-  return argv[0];
+}
+
+int core_relay_start(core_sock *s[2], uint32_t idle_ms, core_relay_done_fn done, void *ctx) {
+  core_relay *r = calloc(1, sizeof *r);
+  if (!r) return -ENOMEM;
+  r->c_done = done;
+  r->c_ctx = ctx;
+  relay_begin(r, s, idle_ms);
+  return 0;
 }
 
 /* relayBytes(id) -> [bytesToUpstream, bytesToDownstream], or undefined when the relay is gone. */

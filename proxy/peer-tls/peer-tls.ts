@@ -12,6 +12,7 @@ import { native } from '../native/index.js';
 import type { Logger } from '../runtime/log.js';
 import { UNAUTHENTICATED, admitInbound, expectedPeerId, type Admission } from './peer-policy.js';
 import { ConnectionAgeLimit } from './connection-age.js';
+import { warmInvalidate } from '../native/warm.js';
 
 export type EnabledPeerTls = Exclude<PeerTlsSettings, { mode: 'disable' }>;
 
@@ -45,6 +46,7 @@ export class PeerTls {
   start(source: CertificateSource): void {
     this.use(source.current());
     this.stopWatching = source.onChange((material) => {
+      warmInvalidate();
       try {
         this.use(material);
       } catch (err) {

@@ -9,6 +9,7 @@
 import type { ProxyMetrics } from '../metrics.js';
 import type { RefusalLog } from '../runtime/refusal-log.js';
 import { NO_POLICIES, authorize, type InboundPolicies } from './rbac.js';
+import { warmInvalidate } from '../native/warm.js';
 
 /** An inbound connection as the policies see it. */
 export interface InboundRequest {
@@ -20,13 +21,16 @@ export interface InboundRequest {
   fields: Record<string, unknown>;
 }
 
-interface OpenConnection extends InboundRequest {
+/** An admitted connection still open, and how to close it. */
+export interface OpenConnection extends InboundRequest {
   close(): void;
 }
 
 export class InboundAuthorization {
   private policies: InboundPolicies = NO_POLICIES;
   private readonly open = new Set<OpenConnection>();
+  /** Open connections others hold and list on demand (the warm path's, in the core). */
+  private readonly followed = new Set<() => Iterable<OpenConnection>>();
 
   constructor(private readonly context: { refusals: RefusalLog; metrics: ProxyMetrics }) {}
 
@@ -64,11 +68,18 @@ export class InboundAuthorization {
     return () => this.open.delete(entry);
   }
 
+  /** Open connections listed by `list` when the policies change, re-decided and closed as the watched ones (call the returned function to stop). */
+  follow(list: () => Iterable<OpenConnection>): () => void {
+    this.followed.add(list);
+    return () => this.followed.delete(list);
+  }
+
   /** New policies: open connections they no longer allow are closed, counted and logged; the others continue. */
   replace(policies: InboundPolicies): void {
+    warmInvalidate();
     this.policies = policies;
     const { metrics, refusals } = this.context;
-    for (const entry of [...this.open]) {
+    for (const entry of [...this.open, ...[...this.followed].flatMap((list) => [...list()])]) {
       const verdict = authorize(policies, entry.port, entry.principal);
       if (verdict.allowed) continue;
       this.open.delete(entry);

@@ -10,6 +10,7 @@ import { errorCode } from '../runtime/errors.js';
 import type { Logger } from '../runtime/log.js';
 import { TtlCache } from '../runtime/ttl-cache.js';
 import { WatchFollower } from './watch-follower.js';
+import { warmInvalidate } from '../native/warm.js';
 
 export interface ResolverOptions {
   api: VmManagerApi;
@@ -179,6 +180,7 @@ export class Resolver extends EventEmitter {
 
   /** Keeps cached answers current: a moved, updated or removed VM changes every entry that names it. */
   private apply(event: VmEvent): void {
+    warmInvalidate();
     if (event.type === 'hypervisor') {
       this.hypervisors.set(event.hypervisor.hypervisorId, event.hypervisor);
       for (const [key, resolution] of this.cache.held()) {

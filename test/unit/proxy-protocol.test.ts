@@ -24,6 +24,27 @@ import {
   type Tlv,
   type Transport,
 } from '../../proxy/proxy-protocol.js';
+import {
+  AUTHORITY_TLV,
+  INVALID_VECTORS,
+  IPV4_BLOCK,
+  IPV6_BLOCK,
+  LOCAL_CRC,
+  LOCAL_UNSPEC,
+  PROXY_UNSPEC,
+  SIG,
+  UNIX_STREAM,
+  V4_CRC,
+  V4_TCP,
+  V4_TLVS,
+  V4_UDP,
+  V6_TCP,
+  V6_UDP_MAPPED,
+  VALID_VECTORS,
+  hex,
+  rawHeader,
+  zeros,
+} from '../helpers/proxy-v2-vectors.js';
 
 const SEED = 0x70c0de;
 
@@ -33,64 +54,6 @@ function holds<Ts extends [unknown, ...unknown[]]>(t: ExecutionContext, property
   t.false(details.failed, fc.defaultReportMessage(details) ?? 'property failed');
 }
 
-/** Bytes from hex written with optional whitespace, e.g. `hex('0d 0a')`. */
-function hex(text: string): Buffer {
-  const digits = text.replace(/\s+/g, '');
-  if (!/^([0-9a-f]{2})*$/i.test(digits)) throw new Error(`bad hex in test vector: ${text}`);
-  return Buffer.from(digits, 'hex');
-}
-
-function zeros(n: number): Buffer {
-  return Buffer.alloc(n);
-}
-
-// The 12-byte signature, as the spec lists it (section 2.2).
-const SIG = '0d 0a 0d 0a 00 0d 0a 51 55 49 54 0a';
-
-/** PROXY, TCP over IPv4, 127.0.0.1:1234 -> 10.0.0.2:80. */
-const V4_TCP = hex(`${SIG} 21 11 00 0c  7f 00 00 01  0a 00 00 02  04 d2  00 50`);
-/** PROXY, UDP over IPv4, 192.168.0.1:56324 -> 192.168.0.11:443. */
-const V4_UDP = hex(`${SIG} 21 12 00 0c  c0 a8 00 01  c0 a8 00 0b  dc 04  01 bb`);
-/** PROXY, TCP over IPv6, [2001:db8::1]:50000 -> [fe80::a:b]:8443. */
-const V6_TCP = hex(`${SIG} 21 21 00 24
-  20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01
-  fe 80 00 00 00 00 00 00 00 00 00 00 00 0a 00 0b
-  c3 50 20 fb`);
-/** PROXY, UDP over IPv6 with IPv4-mapped addresses, [::ffff:10.0.0.1]:40000 -> [::ffff:10.0.0.2]:53. */
-const V6_UDP_MAPPED = hex(`${SIG} 21 22 00 24
-  00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01
-  00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 02
-  9c 40 00 35`);
-/** LOCAL, UNSPEC, no payload: what a proxy sends for a health check. */
-const LOCAL_UNSPEC = hex(`${SIG} 20 00 00 00`);
-/** PROXY, UNSPEC, no payload: an unknown origin. */
-const PROXY_UNSPEC = hex(`${SIG} 21 00 00 00`);
-/** PROXY, UNIX stream, "/run/app.sock" -> "/run/peer.sock", each NUL-padded to 108 bytes. */
-const UNIX_STREAM = Buffer.concat([
-  hex(`${SIG} 21 31 00 d8`),
-  hex('2f 72 75 6e 2f 61 70 70 2e 73 6f 63 6b'),
-  zeros(108 - 13),
-  hex('2f 72 75 6e 2f 70 65 65 72 2e 73 6f 63 6b'),
-  zeros(108 - 14),
-]);
-/** PROXY, TCP over IPv4, 10.0.0.1:40000 -> 10.0.0.2:8080, TLVs: authority "web.mesh", source VM "vm-a", destination VM "vm-b", protocol "http". */
-const V4_TLVS = hex(`${SIG} 21 11 00 2c
-  0a 00 00 01  0a 00 00 02  9c 40  1f 90
-  02 00 08  77 65 62 2e 6d 65 73 68
-  e0 00 04  76 6d 2d 61
-  e1 00 04  76 6d 2d 62
-  e2 00 04  68 74 74 70`);
-/**
- * PROXY, TCP over IPv4, 192.168.0.1:56324 -> 192.168.0.11:443, authority "web.mesh", then
- * CRC32C e1b49c63 (computed outside this project with a bitwise CRC-32C over the header
- * with the checksum field zeroed).
- */
-const V4_CRC = hex(`${SIG} 21 11 00 1e
-  c0 a8 00 01  c0 a8 00 0b  dc 04  01 bb
-  02 00 08  77 65 62 2e 6d 65 73 68
-  03 00 04  e1 b4 9c 63`);
-/** LOCAL, UNSPEC, only a CRC32C TLV (a9b87e8f, computed the same way). */
-const LOCAL_CRC = hex(`${SIG} 20 00 00 07  03 00 04  a9 b8 7e 8f`);
 
 const ERROR_CODES: readonly HeaderErrorCode[] = [
   'not_proxy_v2',
@@ -143,15 +106,6 @@ function proxy(addresses: ProxyAddresses, tlvs: Tlv[] = []): ProxyHeader {
   return { command: 'proxy', addresses, tlvs };
 }
 
-/** A fixed 16-byte part followed by `payload`, with the length field set to the payload size. */
-function rawHeader(versionCommand: number, familyTransport: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const fixed = Buffer.concat([hex(SIG), Buffer.from([versionCommand, familyTransport, payload.length >> 8, payload.length & 0xff])]);
-  return Buffer.concat([fixed, payload]);
-}
-
-const IPV4_BLOCK = hex('0a 00 00 01  0a 00 00 02  9c 40  1f 90'); // 10.0.0.1:40000 -> 10.0.0.2:8080
-const IPV6_BLOCK = Buffer.concat([hex('20 01 0d b8'), zeros(11), hex('01'), hex('20 01 0d b8'), zeros(11), hex('02'), hex('9c 40 1f 90')]); // [2001:db8::1]:40000 -> [2001:db8::2]:8080
-const AUTHORITY_TLV = hex('02 00 08  77 65 62 2e 6d 65 73 68'); // authority "web.mesh"
 
 // ---------------------------------------------------------------------------
 // Hand-written vectors
@@ -732,16 +686,7 @@ test('one or two trailing bytes after the TLVs are bad_tlv', (t) => {
 });
 
 test('every invalid result carries a non-empty reason', (t) => {
-  const inputs = [
-    Buffer.from('GET /'),
-    Buffer.from('PROXY TCP4'),
-    rawHeader(0x11, 0x11, IPV4_BLOCK),
-    rawHeader(0x2f, 0x11, IPV4_BLOCK),
-    rawHeader(0x21, 0x44, IPV4_BLOCK),
-    rawHeader(0x21, 0x11, zeros(11)),
-    rawHeader(0x21, 0x11, Buffer.concat([IPV4_BLOCK, hex('04')])),
-    Buffer.concat([V4_CRC.subarray(0, -1), hex('00')]),
-  ];
+  const inputs = INVALID_VECTORS;
   const seen = new Set<string>();
   for (const input of inputs) {
     const result = decodeProxyHeader(input);
@@ -758,19 +703,6 @@ test('every invalid result carries a non-empty reason', (t) => {
 // ---------------------------------------------------------------------------
 // Incremental decoding
 // ---------------------------------------------------------------------------
-
-const VALID_VECTORS: Record<string, Buffer> = {
-  V4_TCP,
-  V4_UDP,
-  V6_TCP,
-  V6_UDP_MAPPED,
-  LOCAL_UNSPEC,
-  PROXY_UNSPEC,
-  UNIX_STREAM,
-  V4_TLVS,
-  V4_CRC,
-  LOCAL_CRC,
-};
 
 test('the empty buffer is incomplete and needs the 16 fixed bytes', (t) => {
   t.deepEqual(decodeProxyHeader(new Uint8Array(0)), { kind: 'incomplete', needed: 16 });
