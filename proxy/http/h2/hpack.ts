@@ -193,8 +193,11 @@ const fieldCodes: number[] = [];
  * called without that method's argument and encoding checks (most of the
  * cost of writing a header's short strings).
  */
+const latin1Write = (Buffer.prototype as Buffer & { latin1Write?: (this: Buffer, s: string, offset: number) => number }).latin1Write;
+
 function writeLatin1(out: Buffer, s: string, pos: number): number {
-  return (out as Buffer & { latin1Write(s: string, offset: number): number }).latin1Write(s, pos);
+  // Not a documented API: a Node without it takes the documented write.
+  return latin1Write !== undefined ? latin1Write.call(out, s, pos) : out.write(s, pos, 'latin1');
 }
 
 function integerLength(value: number, prefixBits: number): number {
