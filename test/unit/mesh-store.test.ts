@@ -11,6 +11,7 @@ import { stringify } from 'yaml';
 import { MeshChangeConflictError, MeshStore } from '../../xds/control-plane/mesh-store.js';
 import { MemoryStore } from '../../xds/store/memory-store.js';
 import { waitFor } from '../helpers/apps.js';
+import { endingWatches } from '../helpers/ending-store.js';
 
 async function replicas() {
   const store = new MemoryStore();
@@ -74,4 +75,35 @@ test('a mesh file seeded in several chunks lists its entries in name order, as o
   await writeFile(join(dir, 'mesh.yaml'), stringify({ services: [...names].reverse().map((name, i) => ({ name, port: 10_000 + i })) }));
   const mesh = await MeshStore.open({ store: new MemoryStore(), meshPath: join(dir, 'mesh.yaml') });
   t.deepEqual(mesh.rawServices().map((s) => s.name), names);
+});
+
+test('a watch that ends with UNAVAILABLE: not ready saying why, the mesh read again with backoff until the store answers, a change made meanwhile picked up, ready again', async (t) => {
+  const memory = new MemoryStore();
+  const writer = await MeshStore.open({ store: memory });
+  await writer.put('services', { name: 'web', port: 8080 });
+  const ending = endingWatches(memory);
+  const follower = await MeshStore.open({ store: ending.store });
+  t.teardown(async () => {
+    await Promise.all([writer.close(), follower.close()]);
+  });
+  t.is(follower.notReady(), undefined);
+  let health = 0;
+  follower.on('health', () => health++);
+  const listsBefore = ending.lists();
+
+  ending.endWatches(2);
+  t.regex(follower.notReady() ?? '', /^mesh store unavailable.*etcd watch cancelled/, 'not ready at once, saying why');
+  t.is(health, 1);
+  await t.throwsAsync(follower.put('services', { name: 'db', port: 5432 }), { message: /not applied: mesh store unavailable/ });
+  // Made while the follower's watch is down: only a read of the whole mesh brings it.
+  await writer.put('services', { name: 'api', port: 9090 });
+
+  await waitFor(() => follower.notReady() === undefined, 'the follower ready again', 15_000);
+  t.true(ending.lists() - listsBefore >= 3, 'two failed reads, then one that answered');
+  t.is(health, 2);
+  t.deepEqual(follower.rawServices().map((s) => s.name), ['web', 'api'], 'the change made while the watch was down');
+  // Following again: a later change arrives through the new watch.
+  await writer.put('services', { name: 'db', port: 5432 });
+  await waitFor(() => follower.rawServices().some((s) => s.name === 'db'), 'a change after the watch came back');
+  t.deepEqual(follower.config.services.map((s) => s.name).sort(), ['api', 'db', 'web']);
 });

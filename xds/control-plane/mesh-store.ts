@@ -26,7 +26,9 @@
 // etcd out of reach: at start, the mesh is read again after 250 ms doubling
 // to 5 s until it is (until then there is no mesh: `loaded` is false and
 // nothing is served); later, the mesh last read stays in service while the
-// watch reconnects. Either way the store is not ready (notReady() says why),
+// watch reconnects, and a watch that ends (etcd cancelled it, or compacted
+// past it) is followed by reading the mesh again with the same backoff until
+// the store answers, then a new watch from there. Either way the store is not ready (notReady() says why),
 // changes are refused with UNAVAILABLE and 'health' is emitted on each turn.
 
 import { EventEmitter } from 'node:events';
@@ -280,6 +282,7 @@ export class MeshStore extends EventEmitter {
           if (this.closed) return;
           this.load(listed.records, listed.revision);
           this.read = true;
+          this.retry.reset();
           this.setAvailability(null);
           this.publish();
           this.follow();
@@ -305,24 +308,49 @@ export class MeshStore extends EventEmitter {
     this.emit('health');
   }
 
-  /** Follows the store from the view's revision: other replicas' changes, in order. */
+  /** Follows the store from the view's revision: other replicas' changes, in order; a watch that ends is read again (resync). */
   private follow(): void {
+    if (this.closed) return;
     this.watch = this.store.watch(MESH_PREFIX, this.revision, {
       onEvents: (events) => this.applyEvents(events),
       onAvailability: (unavailable) => this.setAvailability(unavailable),
       onError: (err) => {
-        // Compacted past the view (this replica was cut off long enough): read the mesh again and follow from there.
-        if (err.code !== 'OUT_OF_RANGE' || this.watch === undefined) return;
-        this.logger?.warn({ reason: 'mesh_watch_compacted', error: err.message }, 'mesh store watch: history compacted, reading the mesh again');
-        void this.store.list(MESH_PREFIX).then(
-          (listed) => {
-            this.reload(listed.records, listed.revision);
-            this.follow();
-          },
-          (listErr: unknown) => this.logger?.error({ reason: 'mesh_store_unavailable', err: listErr }, 'cannot read the mesh from the store'),
-        );
+        if (this.closed) return;
+        this.watch = undefined;
+        // Compacted past the view (this replica was cut off long enough): read at once. Any other end (etcd
+        // cancelled the watch, the store is gone): not ready, the mesh read again after a backoff.
+        const compacted = err.code === 'OUT_OF_RANGE';
+        if (!compacted) this.setAvailability(`watch ended: ${err.message}`);
+        this.logger?.warn({ reason: compacted ? 'mesh_watch_compacted' : 'mesh_watch_failed', error: err.message }, `mesh store watch ended (${err.message}): reading the mesh again`);
+        this.resyncLater(compacted ? 0 : this.retry.next());
       },
     });
+  }
+
+  private resyncLater(delay: number): void {
+    this.retryTimer = setTimeout(() => void this.resync(), delay);
+    this.retryTimer.unref();
+  }
+
+  /** After a watch that ended: the mesh read again until the store answers, then followed from there (ready again). */
+  private async resync(): Promise<void> {
+    if (this.closed) return;
+    let listed: { records: StoreRecord[]; revision: number };
+    try {
+      listed = await this.store.list(MESH_PREFIX);
+    } catch (err) {
+      if (this.closed) return;
+      const delay = this.retry.next();
+      this.logger?.warn({ reason: 'mesh_store_unavailable', error: (err as Error).message, retry_ms: delay }, `cannot read the mesh from the store (${(err as Error).message}): serving the mesh as of revision ${this.revision}, retrying in ${delay} ms`);
+      this.setAvailability((err as Error).message);
+      this.resyncLater(delay);
+      return;
+    }
+    if (this.closed) return;
+    this.reload(listed.records, listed.revision);
+    this.retry.reset();
+    this.setAvailability(null);
+    this.follow();
   }
 
   private applyEvents(events: StoreEvent[]): void {

@@ -525,10 +525,13 @@ export class RegistryStore {
     }
     const present = new Set(listed.records.map((r) => this.idOf(r.key, 'vms/')).filter((id) => id !== undefined));
     for (const key of [this.seedKey, this.ownerKey]) if (!listed.records.some((r) => r.key === key)) this.seedRecord(key, undefined);
+    // Every key that vanished, whatever it held (a VM, a hypervisor, a record left out as invalid), as a
+    // delete event would: a write to it must check that it is absent, not compare with a revision that is gone.
+    const keys = new Set(listed.records.map((r) => r.key));
+    for (const key of [...this.modRevisions.keys()]) if (!keys.has(key)) this.modRevisions.delete(key);
     for (const vm of this.registry.list().vms) {
       if (present.has(vm.vmId)) continue;
       this.leases.delete(vm.vmId);
-      this.modRevisions.delete(`${this.prefix}vms/${vm.vmId}`);
       this.registry.applyStored({ removed: vm.vmId }, listed.revision);
     }
     for (const record of listed.records) {
