@@ -4,20 +4,14 @@
 
 import type { Store, StoreWatch, StoreWatchHandlers } from '../../xds/store/store.js';
 import { StoreUnavailableError } from '../../xds/store/store.js';
+import { wrapStore } from './store-wrapper.js';
 
 export function endingWatches(store: Store): { store: Store; endWatches(failingLists: number): void; lists(): number } {
   const open = new Set<{ watch: StoreWatch; handlers: StoreWatchHandlers }>();
   let failing = 0;
   let lists = 0;
-  // Every other call goes to `store` itself (its state stays its own: a commit through the wrapper is the store's).
   const overrides: Partial<Store> = {};
-  const ending = new Proxy(store, {
-    get: (target, name, receiver) => {
-      if (name in overrides) return overrides[name as keyof Store];
-      const value = Reflect.get(target, name, receiver) as unknown;
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
+  const ending = wrapStore(store, overrides);
   overrides.watch = (prefix: string, afterRevision: number, handlers: StoreWatchHandlers) => {
     const entry = { watch: store.watch(prefix, afterRevision, handlers), handlers };
     open.add(entry);

@@ -3,19 +3,22 @@
 // `held`, then delivered in order on release()).
 
 import type { Store, StoreEvent, StoreWatchHandlers } from '../../xds/store/store.js';
+import { wrapStore } from './store-wrapper.js';
 
 export function laggingWatches(store: Store, options: { held?: boolean } = {}): { store: Store; hold(): void; release(): void } {
   let held = options.held ?? true;
   const queued: Array<() => void> = [];
-  const lagging = Object.create(store) as Store;
-  lagging.watch = (prefix: string, afterRevision: number, handlers: StoreWatchHandlers) =>
-    store.watch(prefix, afterRevision, {
-      ...handlers,
-      onEvents: (events: StoreEvent[]) => {
-        if (held) queued.push(() => handlers.onEvents(events));
-        else handlers.onEvents(events);
-      },
-    });
+  // Only watch() differs: a commit through the wrapper is the store's own.
+  const lagging = wrapStore(store, {
+    watch: (prefix: string, afterRevision: number, handlers: StoreWatchHandlers) =>
+      store.watch(prefix, afterRevision, {
+        ...handlers,
+        onEvents: (events: StoreEvent[]) => {
+          if (held) queued.push(() => handlers.onEvents(events));
+          else handlers.onEvents(events);
+        },
+      }),
+  });
   return {
     store: lagging,
     hold() {

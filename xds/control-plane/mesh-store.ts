@@ -33,14 +33,14 @@
 
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { Backoff } from '../../proxy/runtime/backoff.js';
 import { ConfigError, parseYamlText } from '../../proxy/runtime/config-file.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import { silentLogger, type Logger } from '../../proxy/runtime/log.js';
 import { FileStore } from '../store/file-store.js';
 import { nextSeedChange, readSeedMarker, readSeedOwner, SEED_STALL_MS, seedKeys, seedOwnerName, writeSeed } from '../store/seed.js';
 import { MemoryStore } from '../store/memory-store.js';
-import { StoreUnavailableError, type Store, type StoreEvent, type StoreRecord, type StoreWatch } from '../store/store.js';
+import { PrefixFollower } from '../store/prefix-follower.js';
+import { StoreUnavailableError, type Store, type StoreEvent, type StoreRecord } from '../store/store.js';
 import { MAX_MESH_FILE_BYTES, quoteBounded } from './bounds.js';
 import { parseMeshConfig } from './mesh.js';
 import type { MeshConfig } from './types.js';
@@ -98,16 +98,12 @@ export class MeshStore extends EventEmitter {
   private changedRevision = 0;
   /** The store revision the view is as of. */
   private revision = 0;
-  private watch: StoreWatch | undefined;
   /** The tail of the change queue (never rejects). */
   private writes: Promise<unknown> = Promise.resolve();
   /** False until the mesh was read from the store (etcd out of reach at start). */
   private read = true;
-  /** Why the store is out of reach, null while it answers. */
-  private unavailable: string | null = null;
-  private readonly retry = new Backoff({ initialMs: 250, maxMs: 5_000 });
-  private retryTimer: NodeJS.Timeout | undefined;
-  private closed = false;
+  /** The watch on the mesh, what follows a watch that ends, and whether the store answers. */
+  private readonly follower: PrefixFollower;
 
   /** Throws ConfigError listing every problem of the records (by path, named after `source`). */
   private constructor(
@@ -118,6 +114,26 @@ export class MeshStore extends EventEmitter {
     private readonly logger?: Logger,
   ) {
     super();
+    this.follower = new PrefixFollower(store, MESH_PREFIX, {
+      revision: () => this.revision,
+      onEvents: (events) => this.applyEvents(events),
+      onListed: (listed, at) => {
+        this.reload(listed, at);
+        this.follower.answered();
+      },
+      onReadinessChange: (unavailable) => {
+        if (unavailable === null) this.logger?.info({ revision: this.revision }, 'mesh store reachable again: ready');
+        else this.logger?.warn({ reason: 'mesh_store_unavailable', error: unavailable, revision: this.revision }, `mesh store out of reach (${unavailable}): serving the mesh as of revision ${this.revision}, refusing changes, reconnecting`);
+        this.emit('health');
+      },
+      // Compacted past the view (this replica was cut off long enough): read at once. Any other end (etcd
+      // cancelled the watch, the store is gone): not ready, the mesh read again after a backoff.
+      endedReason: (err) => `watch ended: ${err.message}`,
+      onWatchEnded: (err, compacted) =>
+        this.logger?.warn({ reason: compacted ? 'mesh_watch_compacted' : 'mesh_watch_failed', error: err.message }, `mesh store watch ended (${err.message}): reading the mesh again`),
+      onListFailed: (err, delay) =>
+        this.logger?.warn({ reason: 'mesh_store_unavailable', error: err.message, retry_ms: delay }, `cannot read the mesh from the store (${err.message}): serving the mesh as of revision ${this.revision}, retrying in ${delay} ms`),
+    });
     this.load(records, revision);
     this.current = parseMeshConfig(this.raw(), source);
   }
@@ -141,12 +157,12 @@ export class MeshStore extends EventEmitter {
       if (store.kind !== 'etcd' || !(err instanceof StoreUnavailableError)) throw err;
       const mesh = new MeshStore(store, [], 0, source, options.logger);
       mesh.read = false;
-      mesh.unavailable = err.message;
+      mesh.follower.unavailable = err.message;
       mesh.readLater(seed);
       return mesh;
     }
     const mesh = new MeshStore(store, listed.records, listed.revision, source, options.logger);
-    mesh.follow();
+    mesh.follower.follow();
     return mesh;
   }
 
@@ -169,8 +185,9 @@ export class MeshStore extends EventEmitter {
 
   /** Why the mesh is not ready (the store is out of reach), or undefined when it is. */
   notReady(): string | undefined {
-    if (!this.read) return `mesh store unavailable, no mesh read yet (retrying): ${this.unavailable ?? ''}`;
-    if (this.unavailable !== null) return `mesh store unavailable, serving the mesh as of revision ${this.revision} (reconnecting): ${this.unavailable}`;
+    const unavailable = this.follower.unavailable;
+    if (!this.read) return `mesh store unavailable, no mesh read yet (retrying): ${unavailable ?? ''}`;
+    if (unavailable !== null) return `mesh store unavailable, serving the mesh as of revision ${this.revision} (reconnecting): ${unavailable}`;
     return undefined;
   }
 
@@ -206,10 +223,7 @@ export class MeshStore extends EventEmitter {
 
   /** Stops following the store and closes it. */
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.retryTimer);
-    this.watch?.cancel();
-    this.watch = undefined;
+    this.follower.close();
     await this.writes;
     await this.store.close();
   }
@@ -274,83 +288,26 @@ export class MeshStore extends EventEmitter {
 
   /** Reads (or seeds) the mesh again after a backoff until the store answers; then follows it. */
   private readLater(seed: Seed): void {
-    const delay = this.retry.next();
-    this.logger?.warn({ reason: 'mesh_store_unavailable', error: this.unavailable, retry_ms: delay }, `cannot read the mesh from the store (${this.unavailable}): not ready, retrying in ${delay} ms`);
-    this.retryTimer = setTimeout(() => {
+    const delay = this.follower.nextDelay();
+    const unavailable = this.follower.unavailable;
+    this.logger?.warn({ reason: 'mesh_store_unavailable', error: unavailable, retry_ms: delay }, `cannot read the mesh from the store (${unavailable}): not ready, retrying in ${delay} ms`);
+    this.follower.later(delay, () => {
       readOrSeed(this.store, seed).then(
         (listed) => {
-          if (this.closed) return;
+          if (this.follower.closed) return;
           this.load(listed.records, listed.revision);
           this.read = true;
-          this.retry.reset();
-          this.setAvailability(null);
+          this.follower.answered();
           this.publish();
-          this.follow();
+          this.follower.follow();
         },
         (err: unknown) => {
-          if (this.closed) return;
-          this.unavailable = (err as Error).message;
+          if (this.follower.closed) return;
+          this.follower.unavailable = (err as Error).message;
           this.readLater(seed);
         },
       );
-    }, delay);
-    this.retryTimer.unref();
-  }
-
-  private setAvailability(unavailable: string | null): void {
-    if ((unavailable === null) === (this.unavailable === null)) {
-      this.unavailable = unavailable;
-      return;
-    }
-    this.unavailable = unavailable;
-    if (unavailable === null) this.logger?.info({ revision: this.revision }, 'mesh store reachable again: ready');
-    else this.logger?.warn({ reason: 'mesh_store_unavailable', error: unavailable, revision: this.revision }, `mesh store out of reach (${unavailable}): serving the mesh as of revision ${this.revision}, refusing changes, reconnecting`);
-    this.emit('health');
-  }
-
-  /** Follows the store from the view's revision: other replicas' changes, in order; a watch that ends is read again (resync). */
-  private follow(): void {
-    if (this.closed) return;
-    this.watch = this.store.watch(MESH_PREFIX, this.revision, {
-      onEvents: (events) => this.applyEvents(events),
-      onAvailability: (unavailable) => this.setAvailability(unavailable),
-      onError: (err) => {
-        if (this.closed) return;
-        this.watch = undefined;
-        // Compacted past the view (this replica was cut off long enough): read at once. Any other end (etcd
-        // cancelled the watch, the store is gone): not ready, the mesh read again after a backoff.
-        const compacted = err.code === 'OUT_OF_RANGE';
-        if (!compacted) this.setAvailability(`watch ended: ${err.message}`);
-        this.logger?.warn({ reason: compacted ? 'mesh_watch_compacted' : 'mesh_watch_failed', error: err.message }, `mesh store watch ended (${err.message}): reading the mesh again`);
-        this.resyncLater(compacted ? 0 : this.retry.next());
-      },
     });
-  }
-
-  private resyncLater(delay: number): void {
-    this.retryTimer = setTimeout(() => void this.resync(), delay);
-    this.retryTimer.unref();
-  }
-
-  /** After a watch that ended: the mesh read again until the store answers, then followed from there (ready again). */
-  private async resync(): Promise<void> {
-    if (this.closed) return;
-    let listed: { records: StoreRecord[]; revision: number };
-    try {
-      listed = await this.store.list(MESH_PREFIX);
-    } catch (err) {
-      if (this.closed) return;
-      const delay = this.retry.next();
-      this.logger?.warn({ reason: 'mesh_store_unavailable', error: (err as Error).message, retry_ms: delay }, `cannot read the mesh from the store (${(err as Error).message}): serving the mesh as of revision ${this.revision}, retrying in ${delay} ms`);
-      this.setAvailability((err as Error).message);
-      this.resyncLater(delay);
-      return;
-    }
-    if (this.closed) return;
-    this.reload(listed.records, listed.revision);
-    this.retry.reset();
-    this.setAvailability(null);
-    this.follow();
   }
 
   private applyEvents(events: StoreEvent[]): void {

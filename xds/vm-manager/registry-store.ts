@@ -28,11 +28,11 @@
 // ended: the seeder died), one with an inventory claims the seed and writes
 // what is not there yet.
 
-import { Backoff } from '../../proxy/runtime/backoff.js';
 import { VsockmeshError } from '../../proxy/runtime/errors.js';
 import type { Logger } from '../../proxy/runtime/log.js';
 import type { HypervisorRecord, VmRecord } from '../../proxy/resolve/types.js';
-import type { Store, StoreCheck, StoreEvent, StoreRecord, StoreWatch } from '../store/store.js';
+import type { Store, StoreCheck, StoreEvent, StoreRecord } from '../store/store.js';
+import { PrefixFollower } from '../store/prefix-follower.js';
 import { Registry, ValidationError, type RegistryChange } from './registry.js';
 import type { SeedRecord } from '../store/seed-plan.js';
 import { readSeedMarker, readSeedOwner, revokeLeases, SEED_STALL_MS, seedKeys, seedOwnerName, writeSeed, type SeedMarker } from '../store/seed.js';
@@ -81,13 +81,10 @@ export class RegistryStore {
   /** Store transactions by result (`conflict`: another replica wrote first; planned again). */
   readonly commits = { ok: 0, conflict: 0, failed: 0 };
   private waiters: Waiter[] = [];
-  private watch: StoreWatch | undefined;
-  private retry: NodeJS.Timeout | undefined;
-  private readonly backoff = new Backoff({ initialMs: 250, maxMs: 5_000 });
+  /** The watch on the prefix, what follows a watch that ends, and whether the store answers (readiness follows it). */
+  private readonly follower: PrefixFollower;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
-  /** Why the store is out of reach (null: it answers); readiness follows it. */
-  private unavailable: string | null = null;
   private readonly readinessListeners = new Set<() => void>();
   /** The clock mutations are planned with, frozen while one is planned (a lease's TTL is its expiry minus it). */
   private frozenNow: number | undefined;
@@ -108,6 +105,19 @@ export class RegistryStore {
     this.logger = options.logger;
     this.prefix = options.prefix ?? REGISTRY_PREFIX;
     this.registry = this.restored(epoch, listed, true);
+    this.follower = new PrefixFollower(this.store, this.prefix, {
+      revision: () => this.registry.revision,
+      onEvents: (events) => this.applyEvents(events),
+      onListed: (records, revision) => this.resynced(records, revision),
+      onReadinessChange: (unavailable) => {
+        if (unavailable === null) this.logger.info({ revision: this.registry.revision }, 'registry store reachable again: ready');
+        else this.logger.warn({ reason: 'registry_store_unavailable', error: unavailable, revision: this.registry.revision }, `registry store out of reach (${unavailable}): serving the registry as of revision ${this.registry.revision}, writes fail, reconnecting`);
+        for (const listener of this.readinessListeners) listener();
+      },
+      onWatchEnded: (err, compacted) =>
+        this.logger.warn({ err, reason: compacted ? 'registry_watch_compacted' : 'registry_watch_failed' }, `the registry's store watch ended (${err.message}): reading the registry again`),
+      onListFailed: (err) => this.logger.warn({ err, reason: 'registry_store_unavailable' }, `cannot read the registry from the store: ${err.message}; serving the last one read`),
+    });
   }
 
   /** A registry holding `listed` (`follow`: this replica's, whose leases and mod revisions are tracked). */
@@ -182,14 +192,15 @@ export class RegistryStore {
     const prefix = options.prefix ?? REGISTRY_PREFIX;
     const epoch = await options.store.epoch();
     const registry = new RegistryStore(options, epoch, await options.store.list(prefix));
-    registry.follow();
+    registry.follower.follow();
     return registry;
   }
 
   /** Why this replica is not ready (the store out of reach: it serves the registry it has, writes fail), or undefined. */
   notReady(): string | undefined {
-    if (this.unavailable === null) return undefined;
-    return `registry store unavailable, serving the registry as of revision ${this.registry.revision} (reconnecting): ${this.unavailable}`;
+    const unavailable = this.follower.unavailable;
+    if (unavailable === null) return undefined;
+    return `registry store unavailable, serving the registry as of revision ${this.registry.revision} (reconnecting): ${unavailable}`;
   }
 
   /** `listener` runs whenever notReady() changes; returns the unsubscribe. */
@@ -216,8 +227,7 @@ export class RegistryStore {
   async close(): Promise<void> {
     this.closed = true;
     for (const listener of [...this.changeListeners]) listener();
-    clearTimeout(this.retry);
-    this.watch?.cancel();
+    this.follower.close();
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new VsockmeshError('UNAVAILABLE', 'the VM manager is stopping'));
@@ -449,21 +459,6 @@ export class RegistryStore {
 
   // ---- following the store -----------------------------------------------------------
 
-  private follow(): void {
-    if (this.closed) return;
-    this.watch = this.store.watch(this.prefix, this.registry.revision, {
-      onEvents: (events) => this.applyEvents(events),
-      onAvailability: (unavailable) => this.setAvailability(unavailable),
-      onError: (err) => {
-        const compacted = err.code === 'OUT_OF_RANGE';
-        if (!compacted) this.setAvailability(err.message);
-        this.logger.warn({ err, reason: compacted ? 'registry_watch_compacted' : 'registry_watch_failed' }, `the registry's store watch ended (${err.message}): reading the registry again`);
-        this.retry = setTimeout(() => void this.resync(), compacted ? 0 : this.backoff.next());
-        this.retry.unref();
-      },
-    });
-  }
-
   /** One store transaction's events (one revision). */
   private applyEvents(events: StoreEvent[]): void {
     const revision = events[0]!.revision;
@@ -485,19 +480,9 @@ export class RegistryStore {
       }
     }
     this.registry.advanceTo(revision);
-    this.backoff.reset();
-    this.setAvailability(null);
+    this.follower.answered();
     this.release();
     for (const listener of [...this.changeListeners]) listener();
-  }
-
-  private setAvailability(unavailable: string | null): void {
-    const changed = (unavailable === null) !== (this.unavailable === null);
-    this.unavailable = unavailable;
-    if (!changed) return;
-    if (unavailable === null) this.logger.info({ revision: this.registry.revision }, 'registry store reachable again: ready');
-    else this.logger.warn({ reason: 'registry_store_unavailable', error: unavailable, revision: this.registry.revision }, `registry store out of reach (${unavailable}): serving the registry as of revision ${this.registry.revision}, writes fail, reconnecting`);
-    for (const listener of this.readinessListeners) listener();
   }
 
   private release(): void {
@@ -510,19 +495,9 @@ export class RegistryStore {
     }
   }
 
-  /** After a watch that ended (compacted, cancelled): the whole registry read again, the differences applied as events, followed from there. */
-  private async resync(): Promise<void> {
-    if (this.closed) return;
-    let listed: { records: StoreRecord[]; revision: number };
-    try {
-      listed = await this.store.list(this.prefix);
-    } catch (err) {
-      this.logger.warn({ err, reason: 'registry_store_unavailable' }, `cannot read the registry from the store: ${(err as Error).message}; serving the last one read`);
-      this.setAvailability((err as Error).message);
-      this.retry = setTimeout(() => void this.resync(), this.backoff.next());
-      this.retry.unref();
-      return;
-    }
+  /** After a watch that ended (compacted, cancelled): the whole registry as read again, the differences applied as events (then followed from there). */
+  private resynced(records: StoreRecord[], revision: number): void {
+    const listed = { records, revision };
     const present = new Set(listed.records.map((r) => this.idOf(r.key, 'vms/')).filter((id) => id !== undefined));
     for (const key of [this.seedKey, this.ownerKey]) if (!listed.records.some((r) => r.key === key)) this.seedRecord(key, undefined);
     // Every key that vanished, whatever it held (a VM, a hypervisor, a record left out as invalid), as a
@@ -540,10 +515,9 @@ export class RegistryStore {
     }
     // The events in between were not seen one by one: a Watch from before this revision must start over.
     this.registry.advanceTo(listed.revision, true);
-    this.setAvailability(null);
+    this.follower.setAvailability(null);
     this.release();
     for (const listener of [...this.changeListeners]) listener();
-    this.follow();
   }
 
   /** A stored record as a registry change, handed to `use`; a record that does not read or breaks a rule is logged and left out. */
