@@ -11,7 +11,7 @@ export const LISTENER_DEFAULTS = {
   /** Inbound: the PROXY v2 header must arrive within this, and be at most this long. */
   headerTimeoutMs: 5_000,
   maxHeaderBytes: 4096,
-  warmPath: false,
+  warmPath: true,
   /** Inbound: connecting to the local app. */
   connectTimeoutMs: 5_000,
   /** HTTP: RFC 7239 `forwarded` beside `x-forwarded-for`. */

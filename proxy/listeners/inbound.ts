@@ -109,7 +109,7 @@ export class InboundListener extends Listener {
     const records = warmRecords((record) => this.warmFinished(record));
     this.warm = { id: records.id, stopRecords: records.stop };
     const handOver = (fd: number, host: SocketHost, port: number, bytes: Buffer, elapsedMs: number): void => this.handedOver(fd, host, port, bytes, elapsedMs);
-    for (const fd of this.listening()) native.warmListen(fd, records.id, this.config.maxHeaderBytes, this.config.headerTimeoutMs, this.counters, handOver);
+    for (const fd of this.listening()) native.warmListen(fd, records.id, this.config.maxHeaderBytes, this.config.headerTimeoutMs, this.counters, this.context.admission.counters, handOver);
     const follow = (): void => {
       this.counters[WARM_ENABLED] = this.peerModes.handshake().kind === 'plain' ? 1 : 0;
     };

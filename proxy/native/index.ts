@@ -108,8 +108,12 @@ export interface NativeCore {
   ): number;
   warmLookup(listener: number, destPort: number): [number, number] | undefined;
   warmForget(listener: number): void;
-  /** The listening socket's accepts go through the warm path; counters: [JS's open, the core's open, max (-1 none), on (1/0)]; onConnection gets what the core handed over. */
-  warmListen(listenerFd: number, listener: number, maxHeaderBytes: number, headerTimeoutMs: number, counters: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
+  /**
+   * The listening socket's accepts go through the warm path; counters (the listener's): [JS's open, the core's open, max (-1 none), on (1/0)];
+   * admission (the server's, Admission.counters): [JS's open, the core's open, overload.max_connections (-1 none), the core's open sockets from which to hand over];
+   * onConnection gets what the core handed over.
+   */
+  warmListen(listenerFd: number, listener: number, maxHeaderBytes: number, headerTimeoutMs: number, counters: Int32Array, admission: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
   /** Where finished warm connections are reported (once per loop turn, onRecords(count)); see warm-records.ts. */
   warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
   /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */

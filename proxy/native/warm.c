@@ -170,6 +170,8 @@ static napi_value js_warm_forget(napi_env env, napi_callback_info info) {
 
 /* The counters JS shares with the core, per listener (an Int32Array). */
 enum { C_JS_OPEN, C_WARM_OPEN, C_MAX, C_ENABLED, C_COUNT };
+/* The counters the server's admission shares (an Int32Array, one per server): overload.max_connections and shedding. */
+enum { A_JS_OPEN, A_WARM_OPEN, A_MAX, A_SHED_AT, A_COUNT };
 
 typedef struct warm_listen {
   uint32_t id;
@@ -177,6 +179,8 @@ typedef struct warm_listen {
   uint32_t header_ms;
   int32_t *counters;
   napi_ref counters_ref;
+  int32_t *admission;
+  napi_ref admission_ref;
   napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs) */
   int refs;               /* listening sockets + open warm connections */
   struct warm_conn *open; /* its warm connections, header phase to record */
@@ -216,6 +220,7 @@ static void warm_listen_release(warm_listen *wl) {
   while (*at != wl) at = &(*at)->next_listen;
   *at = wl->next_listen;
   core_delete_ref(&wl->counters_ref);
+  core_delete_ref(&wl->admission_ref);
   core_delete_ref(&wl->on_connection);
   free(wl);
 }
@@ -289,6 +294,7 @@ static void conn_end(warm_conn *c) {
   else c->wl->open = c->next;
   if (c->next) c->next->prev = c->prev;
   c->wl->counters[C_WARM_OPEN]--;
+  c->wl->admission[A_WARM_OPEN]--;
   warm_listen_release(c->wl);
   free(c);
 }
@@ -448,13 +454,17 @@ static void on_header(core_sock *s) {
 bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer) {
   warm_listen *wl = ls->warm;
   if (!wl) return false;
-  int32_t *k = wl->counters;
+  int32_t *k = wl->counters, *a = wl->admission;
+  /* The limits and shedding in JavaScript's order (Admission.refusal): what one may refuse goes to JavaScript, which decides. */
   if (!k[C_ENABLED] || (k[C_MAX] >= 0 && k[C_JS_OPEN] + k[C_WARM_OPEN] >= k[C_MAX])) return false;
+  if (a[A_MAX] >= 0 && a[A_JS_OPEN] + a[A_WARM_OPEN] >= a[A_MAX]) return false;
+  if (core_open_count() >= (size_t)(a[A_SHED_AT] < 0 ? 0 : a[A_SHED_AT])) return false;
   warm_conn *c = calloc(1, sizeof *c + wl->max_header);
   if (!c) return false;
   c->wl = wl;
   wl->refs++;
   k[C_WARM_OPEN]++;
+  a[A_WARM_OPEN]++;
   c->next = wl->open;
   if (wl->open) wl->open->prev = c;
   wl->open = c;
@@ -472,26 +482,31 @@ bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer) {
   return true;
 }
 
-#define LISTEN_USAGE "warmListen(listenerFd, listener, maxHeaderBytes, headerTimeoutMs, counters: Int32Array(4), onConnection)"
+#define LISTEN_USAGE "warmListen(listenerFd, listener, maxHeaderBytes, headerTimeoutMs, counters: Int32Array(4), admission: Int32Array(4), onConnection)"
+
+static bool int32_array(napi_env env, napi_value v, size_t min_length, void **data) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length;
+  if (!JS_OK(env, napi_is_typedarray(env, v, &is_typed))) return false;
+  if (!is_typed) return false;
+  if (!JS_OK(env, napi_get_typedarray_info(env, v, &type, &length, data, NULL, NULL))) return false;
+  return type == napi_int32_array && length >= min_length;
+}
 
 /* warmListen(...): the listening socket's connections go through the warm path from now on. */
 static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
+  napi_value argv[7];
   int32_t fd;
   uint32_t id, max_header, header_ms;
-  if (!core_args(env, info, 6, argv) || !core_arg_int32(env, argv[0], LISTEN_USAGE, &fd) || !core_arg_uint32(env, argv[1], LISTEN_USAGE, &id) ||
+  if (!core_args(env, info, 7, argv) || !core_arg_int32(env, argv[0], LISTEN_USAGE, &fd) || !core_arg_uint32(env, argv[1], LISTEN_USAGE, &id) ||
       !core_arg_uint32(env, argv[2], LISTEN_USAGE, &max_header) || !core_arg_uint32(env, argv[3], LISTEN_USAGE, &header_ms)) {
     return NULL;
   }
-  napi_typedarray_type type;
-  size_t length;
-  void *data;
-  bool is_typed = false;
-  JS_CHECK(env, napi_is_typedarray(env, argv[4], &is_typed));
-  if (!is_typed) return core_throw_usage(env, LISTEN_USAGE);
-  JS_CHECK(env, napi_get_typedarray_info(env, argv[4], &type, &length, &data, NULL, NULL));
+  void *data, *admission;
+  bool arrays = int32_array(env, argv[4], C_COUNT, &data) && int32_array(env, argv[5], A_COUNT, &admission);
   core_sock *ls = core_sock_get(fd);
-  if (type != napi_int32_array || length < C_COUNT || !ls || ls->mode != SOCK_LISTEN || ls->warm || max_header < PH_FIXED_LENGTH) return core_throw_usage(env, LISTEN_USAGE);
+  if (!arrays || !ls || ls->mode != SOCK_LISTEN || ls->warm || max_header < PH_FIXED_LENGTH) return core_throw_usage(env, LISTEN_USAGE);
   warm_listen *wl = listeners_find(id);
   if (wl) {
     wl->refs++;
@@ -500,8 +515,10 @@ static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
   }
   wl = calloc(1, sizeof *wl);
   if (!wl) return core_throw_errno(env, ENOMEM, "warmListen");
-  if (!core_arg_callback(env, argv[5], LISTEN_USAGE, &wl->on_connection) || !JS_OK(env, napi_create_reference(env, argv[4], 1, &wl->counters_ref))) {
+  if (!core_arg_callback(env, argv[6], LISTEN_USAGE, &wl->on_connection) || !JS_OK(env, napi_create_reference(env, argv[4], 1, &wl->counters_ref)) ||
+      !JS_OK(env, napi_create_reference(env, argv[5], 1, &wl->admission_ref))) {
     core_delete_ref(&wl->on_connection);
+    core_delete_ref(&wl->counters_ref);
     free(wl);
     return NULL;
   }
@@ -509,6 +526,7 @@ static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
   wl->max_header = max_header;
   wl->header_ms = header_ms;
   wl->counters = data;
+  wl->admission = admission;
   wl->refs = 1;
   wl->next_listen = all_listens;
   all_listens = wl;

@@ -16,28 +16,49 @@ export interface OverloadGate {
   shedding(): boolean;
   /** Why, for the refusal line. */
   describe(): string;
+  /**
+   * Keeps `counters[index]` at the number of the core's open sockets from
+   * which shedding() may say yes (0 while overloaded): the warm path hands a
+   * connection to JavaScript from there on, and JavaScript decides.
+   */
+  follow(counters: Int32Array, index: number): void;
 }
 
+/**
+ * What a server's admission shares with the native core's warm path (warm.c):
+ * [JavaScript's open connections, the core's, overload.max_connections (-1:
+ * none), the core's open sockets from which to hand over (shedding may start)].
+ */
+export const ADMISSION_JS_OPEN = 0;
+export const ADMISSION_CORE_OPEN = 1;
+const ADMISSION_MAX = 2;
+const ADMISSION_SHED_AT = 3;
+
 export class Admission {
-  private openConnections = 0;
+  /** Shared with the core's warm path: its connections count here too, and it hands over what a limit or shedding may refuse. */
+  readonly counters = new Int32Array(4);
 
   constructor(
     /** overload.max_connections; null: no process-wide limit. */
     private readonly maxConnections: number | null,
     private readonly overload: OverloadGate,
-  ) {}
+  ) {
+    this.counters[ADMISSION_MAX] = maxConnections ?? -1;
+    this.counters[ADMISSION_SHED_AT] = 0x7fffffff;
+    overload.follow(this.counters, ADMISSION_SHED_AT);
+  }
 
-  /** Accepted connections open across the server's listeners (header phase and pending queries included). */
+  /** Accepted connections open across the server's listeners, JavaScript's and the warm path's (header phase and pending queries included). */
   get open(): number {
-    return this.openConnections;
+    return this.counters[ADMISSION_JS_OPEN]! + this.counters[ADMISSION_CORE_OPEN]!;
   }
 
   opened(): void {
-    this.openConnections++;
+    this.counters[ADMISSION_JS_OPEN]++;
   }
 
   closed(): void {
-    this.openConnections--;
+    this.counters[ADMISSION_JS_OPEN]--;
   }
 
   /** Why a new connection to `listener` (holding `listenerOpen` of at most `listenerMax`) is refused; undefined: take it. */
@@ -45,8 +66,9 @@ export class Admission {
     if (listenerMax !== null && listenerOpen >= listenerMax) {
       return { reason: 'listener_max_connections', message: `refused: listener "${listener}" has ${listenerOpen} connections open (max_connections ${listenerMax})` };
     }
-    if (this.maxConnections !== null && this.openConnections >= this.maxConnections) {
-      return { reason: 'max_connections', message: `refused: ${this.openConnections} connections open in this process (overload.max_connections ${this.maxConnections})` };
+    const open = this.open;
+    if (this.maxConnections !== null && open >= this.maxConnections) {
+      return { reason: 'max_connections', message: `refused: ${open} connections open in this process (overload.max_connections ${this.maxConnections})` };
     }
     if (this.overload.shedding()) return { reason: 'overload', message: `refused: overloaded (${this.overload.describe()})` };
     return undefined;

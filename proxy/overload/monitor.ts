@@ -32,6 +32,8 @@ export class OverloadMonitor {
   private otherFds = 0;
   private recountedAt = Number.NEGATIVE_INFINITY;
   private recountCostMs = 0;
+  /** Where admissions keep the core's sockets from which shedding() may say yes (follow). */
+  private followers: Array<{ counters: Int32Array; index: number }> = [];
 
   constructor(private readonly options: OverloadMonitorOptions) {}
 
@@ -64,6 +66,23 @@ export class OverloadMonitor {
   /** Failed accepts since the process started, by errno name (process-wide). */
   acceptFailures(): Readonly<Record<string, number>> {
     return this.acceptFailureTotals;
+  }
+
+  /** Keeps counters[index] at the core's open sockets from which shedding() may say yes (0 while overloaded), from each reading on. */
+  follow(counters: Int32Array, index: number): void {
+    this.followers.push({ counters, index });
+    this.publish();
+  }
+
+  /**
+   * shedding() looks further only while fdLimit - (openCount + otherFds) <
+   * minFreeFds, i.e. from openCount > fdLimit - otherFds - minFreeFds on; the
+   * core hands over from that count (one early: JavaScript decides).
+   */
+  private publish(): void {
+    const headroom = this.readings.fdLimit - this.otherFds - this.options.thresholds.minFreeFds;
+    const shedAt = this.current.length > 0 ? 0 : Math.max(0, Math.min(0x7fffffff, headroom));
+    for (const { counters, index } of this.followers) counters[index] = shedAt;
   }
 
   /**
@@ -120,6 +139,7 @@ export class OverloadMonitor {
   private update(next: OverloadState): void {
     const was = this.current;
     this.current = next;
+    this.publish();
     const key = (s: OverloadState): string => s.map((c) => c.resource).join(',');
     if (key(was) === key(next)) return;
     const { logger } = this.options;

@@ -20,9 +20,10 @@ interface Gate {
   inbound: InboundListener;
 }
 
-async function startGate(t: ExecutionContext, warm: boolean, inbound: Record<string, unknown> = {}): Promise<Gate> {
+async function startGate(t: ExecutionContext, warm: boolean, inbound: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Promise<Gate> {
   const app = await startEchoServer();
   const side = await startSidecar({
+    ...top,
     node: { id: 'vm-b' },
     listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: 0, header_timeout: '300ms', ports: [{ port: app.port, proxy_protocol: false }], warm_path: warm, ...inbound }],
   });
@@ -116,8 +117,8 @@ test.serial('a policy denying the source closes an open warm connection (policy_
   await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_connections_refused_total', { reason: 'policy_denied' })) === 1, 'the next one refused');
 });
 
-test.serial('max_connections holds with replayed connections', async (t) => {
-  const gate = await startGate(t, true, { max_connections: 2 });
+/** One connection decides the key, then two replayed ones are held open (a limit of 2 reached). */
+async function decideThenHoldTwo(gate: Gate): Promise<net.Socket[]> {
   await exchange(gate, Buffer.from('decide'));
   await waitFor(() => gate.inbound.activeConnections === 0, 'the deciding connection closed');
   const open: net.Socket[] = [];
@@ -127,6 +128,12 @@ test.serial('max_connections holds with replayed connections', async (t) => {
     open.push(s);
   }
   await waitFor(() => gate.app.accepted === 3, 'two held open');
+  return open;
+}
+
+test.serial('max_connections holds with replayed connections', async (t) => {
+  const gate = await startGate(t, true, { max_connections: 2 });
+  const open = await decideThenHoldTwo(gate);
   // Refused at accept with a reset: the connect itself may fail, or the bytes come back as nothing.
   t.deepEqual(await exchange(gate, Buffer.from('third')).catch(() => Buffer.alloc(0)), Buffer.alloc(0));
   await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_connections_refused_total', { reason: 'listener_max_connections' })) === 1, 'refused over the limit');
@@ -135,6 +142,41 @@ test.serial('max_connections holds with replayed connections', async (t) => {
   await waitFor(() => gate.inbound.activeConnections === 0, 'both closed');
   t.is(gate.inbound.warmFinishedCount, 2);
   t.deepEqual(await exchange(gate, Buffer.from('after')), Buffer.from('after'));
+});
+
+test.serial('overload.max_connections (process-wide) counts replayed connections and refuses the next as JavaScript does', async (t) => {
+  const gate = await startGate(t, true, {}, { overload: { max_connections: 2 } });
+  const open = await decideThenHoldTwo(gate);
+  t.deepEqual(await exchange(gate, Buffer.from('third')).catch(() => Buffer.alloc(0)), Buffer.alloc(0));
+  await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_connections_refused_total', { reason: 'max_connections' })) === 1, 'refused over the process-wide limit');
+  t.is(gate.app.accepted, 3, 'the third never reached the app');
+  t.is(gate.inbound.warmFinishedCount, 0, 'the two held open are replayed, still open');
+  for (const s of open) s.destroy();
+  await waitFor(() => gate.inbound.activeConnections === 0, 'both closed');
+  t.is(gate.inbound.warmFinishedCount, 2);
+  t.deepEqual(await exchange(gate, Buffer.from('after')), Buffer.from('after'));
+  t.is(gate.inbound.warmFinishedCount, 3, 'below the limit again, replayed');
+});
+
+test.serial('overload shedding refuses connections on a warm key as JavaScript does, and the replay resumes after it', async (t) => {
+  const gate = await startGate(t, true);
+  const monitor = gate.side.sidecar.overload;
+  // The memory threshold moved under the monitor (the options it reads on each check): one check and it is overloaded.
+  const thresholds = (monitor as unknown as { options: { thresholds: { maxMemoryBytes: number | null } } }).options.thresholds;
+  await exchange(gate, Buffer.from('decide'));
+  await waitFor(() => gate.inbound.activeConnections === 0, 'the deciding connection closed');
+  thresholds.maxMemoryBytes = 1;
+  monitor.check();
+  t.true(monitor.overloaded);
+  t.deepEqual(await exchange(gate, Buffer.from('shed')).catch(() => Buffer.alloc(0)), Buffer.alloc(0));
+  await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_connections_refused_total', { reason: 'overload' })) === 1, 'shed');
+  t.is(gate.app.accepted, 1, 'the shed connection never reached the app');
+  t.is(gate.inbound.warmFinishedCount, 0);
+  thresholds.maxMemoryBytes = null;
+  monitor.check();
+  t.false(monitor.overloaded);
+  t.deepEqual(await exchange(gate, Buffer.from('after')), Buffer.from('after'));
+  await waitFor(() => gate.inbound.warmFinishedCount === 1, 'replayed again');
 });
 
 test.serial('a bad header on a warm key is refused with the reason JavaScript gives', async (t) => {

@@ -51,7 +51,7 @@ test('listener and cluster defaults are filled in and durations become milliseco
     ports: [{ port: 8080, target: { address: '127.0.0.1', port: 8080 } }],
     allowedPeerIds: [],
     maxConnections: null,
-    warmPath: false,
+    warmPath: true,
   });
   t.deepEqual(config.clusters[0], { name: 'c', connectTimeoutMs: 5_000, endpoints: [{ address: '10.0.0.2', port: 8080 }] });
 });

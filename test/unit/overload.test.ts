@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Admission } from '../../proxy/overload/admission.js';
+import { ADMISSION_CORE_OPEN, ADMISSION_JS_OPEN, Admission } from '../../proxy/overload/admission.js';
 import { describeOverload, overloadState, parseFdLimit, type OverloadReadings } from '../../proxy/overload/overload.js';
 
 const MIB = 1024 * 1024;
@@ -60,9 +60,12 @@ test('parseFdLimit reads the soft "Max open files" of /proc/self/limits', (t) =>
   t.is(parseFdLimit('Max processes 1 1 processes\n'), undefined);
 });
 
-function gate(shedding: boolean): { shedding(): boolean; describe(): string; asked: number } {
+function gate(shedding: boolean): { shedding(): boolean; describe(): string; follow(counters: Int32Array, index: number): void; asked: number } {
   const g = {
     asked: 0,
+    follow: (counters: Int32Array, index: number) => {
+      counters[index] = shedding ? 0 : 0x7fffffff;
+    },
     shedding() {
       g.asked++;
       return shedding;
@@ -88,6 +91,20 @@ test('admission: the process-wide limit counts what every listener holds open', 
   t.deepEqual(admission.refusal('b', 0, null), { reason: 'max_connections', message: 'refused: 2 connections open in this process (overload.max_connections 2)' });
   admission.closed();
   t.is(admission.refusal('b', 0, null), undefined);
+});
+
+test('admission: the warm path\'s connections count against the process-wide limit through the counters shared with the core', (t) => {
+  const admission = new Admission(2, gate(false));
+  t.deepEqual([...admission.counters], [0, 0, 2, 0x7fffffff]);
+  admission.opened();
+  admission.counters[ADMISSION_CORE_OPEN] = 1; // as warm.c counts a connection it accepted
+  t.is(admission.open, 2);
+  t.is(admission.counters[ADMISSION_JS_OPEN], 1);
+  t.deepEqual(admission.refusal('b', 0, null), { reason: 'max_connections', message: 'refused: 2 connections open in this process (overload.max_connections 2)' });
+  admission.counters[ADMISSION_CORE_OPEN] = 0;
+  t.is(admission.refusal('b', 0, null), undefined);
+  t.is(new Admission(null, gate(true)).counters[2], -1, 'no process-wide limit');
+  t.is(new Admission(null, gate(true)).counters[3], 0, 'while overloaded the core hands every connection to JavaScript');
 });
 
 test('admission: while overloaded every new connection is shed, and the overload is asked only after the limits', (t) => {

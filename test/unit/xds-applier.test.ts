@@ -58,7 +58,7 @@ class FakeHost {
         placement: { current: () => this.applier.placement },
       },
       inboundOptions: { accessLog: false },
-      listenerContext: { logger, accessLogger: logger, metrics: new ProxyMetrics({ processMetrics: false }), nodeId: 'vm-a', admission: new Admission(null, { shedding: () => false, describe: () => '' }), refusals: new RefusalLog(logger) },
+      listenerContext: { logger, accessLogger: logger, metrics: new ProxyMetrics({ processMetrics: false }), nodeId: 'vm-a', admission: new Admission(null, { shedding: () => false, describe: () => '', follow: () => undefined }), refusals: new RefusalLog(logger) },
     });
   }
 
