@@ -334,7 +334,7 @@ export async function startSidecarPair(options: {
   peerTls?: { a: Record<string, string>; b: Record<string, string> };
   nodeFlags: string[];
   cli?: string;
-  /** The inbound hop's warm_path (this checkout's bin only: a build before it refuses the key). */
+  /** The inbound hop's warm_path (unset: the default; this checkout's bin only: a build before it refuses the key). */
   warmPath?: boolean;
 }): Promise<Hop[]> {
   const { backends, entry, ports, peerTls } = options;
@@ -345,7 +345,7 @@ export async function startSidecarPair(options: {
     ...(peerTls && { peer_tls: { mode: 'strict', ...peerTls.b } }),
     admin: { address: '127.0.0.1', port: ports.adminB },
     ...common,
-    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: ports.inbound, ports: keys.map((k) => backends[k]), ...(options.warmPath && { warm_path: true }) }],
+    listeners: [{ kind: 'inbound', name: 'inbound', addresses: ['127.0.0.1'], port: ports.inbound, ports: keys.map((k) => backends[k]), ...(options.warmPath !== undefined && { warm_path: options.warmPath }) }],
   };
   const a = {
     node: { id: 'bench-a' },
