@@ -60,10 +60,15 @@ export function startCommand(argv: string[]): CliProcess {
     for (const l of listeners) l();
   });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  /** Exited, and what it wrote read to the end: 'exit' may come before the last of stdout and stderr is read (a loaded machine). */
+  let finished = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {
-      resolve({ code, signal });
-      for (const l of listeners) l();
+      void outputRead(child).then(() => {
+        finished = true;
+        resolve({ code, signal });
+        for (const l of listeners) l();
+      });
     }),
   );
   const proc: CliProcess = {
@@ -80,7 +85,7 @@ export function startCommand(argv: string[]): CliProcess {
         const check = (): void => {
           const found = lines.find(match);
           if (found) return done(() => resolve(found));
-          if (child.exitCode !== null || child.signalCode !== null) {
+          if (finished) {
             done(() => reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) before ${what}\nstdout:\n${out}\nstderr:\n${err}`)));
           }
         };
@@ -95,6 +100,21 @@ export function startCommand(argv: string[]): CliProcess {
       }),
   };
   return proc;
+}
+
+/**
+ * Resolves once the child's stdout and stderr ended, or 2 s after its exit
+ * (a grandchild that inherited them may hold them open).
+ */
+function outputRead(child: ChildProcess): Promise<void> {
+  const ended = [child.stdout!, child.stderr!].map((s) => (s.readableEnded || s.destroyed ? Promise.resolve() : new Promise<void>((resolve) => s.once('close', () => resolve()).once('end', () => resolve()))));
+  return new Promise<void>((resolve) => {
+    const cap = setTimeout(resolve, 2_000);
+    void Promise.all(ended).then(() => {
+      clearTimeout(cap);
+      resolve();
+    });
+  });
 }
 
 /** Runs the CLI to completion. */
