@@ -18,6 +18,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Logger } from './log.js';
 import { settleNow, type SettleResult } from './settle-memory.js';
 import { loadTrimAddon } from './trim-addon.js';
+import { withHeapHeadroom } from './settle-headroom.js';
 
 export interface QuietTrimPolicy {
   /** A sample at or above this event-loop utilization is a burst worth a settle once it is over. */
@@ -72,12 +73,13 @@ export function afterSettle(state: QuietTrimState, endMs: number, pauseMs: numbe
  * Measured on one etcd replica after the 1,000-stream sync, paired with the
  * major collection alone (README, "Running at scale"): 245 -> 142 MiB.
  */
-export function serverSettle(): () => SettleResult {
+export function serverSettle(): () => SettleResult | void {
   const addon = loadTrimAddon();
-  return () => {
+  // The settle leaves V8 room for the next burst (settle-headroom.ts).
+  return withHeapHeadroom(() => {
     addon.reduceMemory();
     return { trimmed: addon.trim() };
-  };
+  });
 }
 
 /**

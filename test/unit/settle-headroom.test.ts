@@ -1,5 +1,5 @@
 import test from 'ava';
-import { SETTLE_HEAP_GROWING_PERCENT, startedGrowingPercent, withHeapHeadroom } from '../../xds/settle-headroom.js';
+import { SETTLE_HEAP_GROWING_PERCENT, startedGrowingPercent, withHeapHeadroom } from '../../proxy/runtime/settle-headroom.js';
 
 test('the settle runs with the headroom set, and the flag is set back after it, its result passed on', (t) => {
   const calls: string[] = [];

@@ -6,7 +6,6 @@ import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
 import { serverSettle } from '../../proxy/runtime/quiet-trim.js';
-import { withHeapHeadroom } from '../settle-headroom.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { initialRegistry, openRegistryStore } from '../vm-manager/run.js';
 import type { RegistryStore } from '../vm-manager/registry-store.js';
@@ -80,8 +79,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
       addLogDropped(plane.ads.metrics);
       return {
         logger,
-        // The settle leaves V8 room for the next change (settle-headroom.ts).
-        settleWhenQuiet: withHeapHeadroom(serverSettle()),
+        settleWhenQuiet: serverSettle(),
         notReady: () => plane.notReady(),
         server: {
           start: () => plane.start(options.listen),

@@ -7,7 +7,6 @@ import type { LogLevel } from '../../proxy/config/types.js';
 import { createLogger, type Logger } from '../../proxy/runtime/log.js';
 import { runRole } from '../../proxy/runtime/role.js';
 import { serverSettle } from '../../proxy/runtime/quiet-trim.js';
-import { withHeapHeadroom } from '../settle-headroom.js';
 import { addLogDropped } from '../../proxy/metrics.js';
 import { loadInventory, parseInventory, type Inventory } from './inventory.js';
 import { Registry } from './registry.js';
@@ -125,8 +124,7 @@ export function runVmManager(options: VmManagerRunOptions): Promise<void> {
       addLogDropped(server.metrics);
       return {
         logger,
-        // The settle leaves V8 room for the next change (settle-headroom.ts).
-        settleWhenQuiet: withHeapHeadroom(serverSettle()),
+        settleWhenQuiet: serverSettle(),
         ...(registryStore !== undefined && { notReady: () => registryStore.notReady() }),
         server: {
           start: () => server.start(options.listen),

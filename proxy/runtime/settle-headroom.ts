@@ -1,6 +1,7 @@
 // Headroom after a server role's settle. The control plane and the VM
-// manager settle their memory once quiet after a burst (proxy/runtime/
-// quiet-trim.ts serverSettle: V8's memory-reducing GCs, then malloc_trim).
+// manager settle their memory once quiet after a burst (quiet-trim.ts
+// serverSettle, which runs its collections through withHeapHeadroom: V8's
+// memory-reducing GCs, then malloc_trim).
 // A memory-reducing GC also sets the old generation's next limit at its
 // minimal growth: 1.1 times what survived (V8's "minimal" growing mode),
 // where a normal GC grows it by a factor from the GC and allocation speeds.
@@ -15,7 +16,7 @@
 // change. A GC outside the settle grows the heap as it did.
 
 import { setFlagsFromString } from 'node:v8';
-import type { SettleResult } from '../proxy/runtime/settle-memory.js';
+import type { SettleResult } from './settle-memory.js';
 
 /** The old generation's room after a settle, in percent of what survived it (V8's --heap-growing-percent while the settle runs). */
 export const SETTLE_HEAP_GROWING_PERCENT = 50;
