@@ -20,6 +20,7 @@ import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { REGISTRY_PREFIX, RegistryStore } from '../../xds/vm-manager/registry-store.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
 import { startEtcd } from '../helpers/etcd.js';
+import { wrapStore } from '../helpers/store-wrapper.js';
 import { waitFor } from '../helpers/apps.js';
 import { LogCapture } from '../helpers/log-capture.js';
 import { vm } from '../helpers/vm-manager.js';
@@ -72,6 +73,23 @@ const kinds: Record<string, (t: ExecutionContext) => Promise<Subject>> = {
 const hv1 = { hypervisorId: 'hv-1', vsockMode: 'direct' as const, relayPort: 0 };
 const hv2 = { hypervisorId: 'hv-2', vsockMode: 'direct' as const, relayPort: 0 };
 const web1 = vm({ vmId: 'web-1', hypervisorId: 'hv-1', vsockCid: 3, addresses: ['10.0.0.11'], services: [{ name: 'web', port: 8080 }] });
+
+/** `store` whose next `method` call first runs the change given to next() (once): what lands while a mutation is between its plan and its commit. */
+function interrupted(store: Store, method: 'grantLease' | 'keepAlive'): { store: Store; next(change: () => Promise<void>): void; ran(): number } {
+  let pending: (() => Promise<void>) | undefined;
+  let ran = 0;
+  const original = store[method].bind(store) as (arg: never) => Promise<never>;
+  const call = async (arg: never): Promise<never> => {
+    const change = pending;
+    pending = undefined;
+    if (change) {
+      ran++;
+      await change();
+    }
+    return original(arg);
+  };
+  return { store: wrapStore(store, { [method]: call }), next: (change) => (pending = change), ran: () => ran };
+}
 
 async function replica(t: ExecutionContext, store: Store): Promise<{ registryStore: RegistryStore; logs: LogCapture }> {
   const logs = new LogCapture();
@@ -236,6 +254,61 @@ for (const [kind, open] of Object.entries(kinds)) {
     await a.mutate((r) => r.registerVm(web1));
     await waitFor(() => b.registry.getVm('web-1') !== undefined, 'the VM registered again, on b', 10_000);
     t.is((await store.get(key))!.lease, '', 'no lease asked for, none held');
+  });
+
+  registryTest('a lease that ends while a mutation is being written does not bring its VM back: the write is refused by compare-and-swap and planned again', async (t, subject) => {
+    const store = subject.replicaStore();
+    const interrupt = interrupted(store, 'grantLease');
+    const a = (await replica(t, interrupt.store)).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    const db1 = vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] });
+    await a.mutate((r) => r.registerVm(db1, 60_000));
+    const dbKey = `${REGISTRY_PREFIX}vms/db-1`;
+    const dbLease = (await store.get(dbKey))!.lease;
+    interrupt.next(async () => {
+      // What the store does to a lease that is not renewed, seen by the replica before the write goes out.
+      await store.revokeLease(dbLease);
+      await waitFor(() => a.registry.getVm('db-1') === undefined, "the lease's end on the replica", 10_000);
+    });
+    // One mutation of two keys: web-1's new lease is granted (db-1's ends meanwhile), then db-1 is moved as planned.
+    const refused = await t.throwsAsync(
+      a.mutate((r) => {
+        r.registerVm(web1, 60_000);
+        return r.moveVm('db-1', 'hv-2', 6);
+      }),
+    );
+    t.like(refused, { code: 'NOT_FOUND' }, 'planned again without db-1: there is nothing to move');
+    t.is(interrupt.ran(), 1, 'the lease ended inside the mutation');
+    t.is(await store.get(dbKey), undefined, 'db-1 is not written again');
+    t.is(a.registry.getVm('db-1'), undefined);
+    t.is(await store.get(`${REGISTRY_PREFIX}vms/web-1`), undefined, 'nothing of the mutation applied');
+    t.is(a.commits.conflict, 1, 'the write planned on db-1 lost to the delete');
+  });
+
+  registryTest('a renewal whose VM is deleted while its lease is kept alive does not bring it back into the registry only: it is registered again in the store', async (t, subject) => {
+    const store = subject.replicaStore();
+    const interrupt = interrupted(store, 'keepAlive');
+    const a = (await replica(t, interrupt.store)).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    const db1 = vm({ vmId: 'db-1', hypervisorId: 'hv-1', vsockCid: 5, addresses: ['10.0.0.21'] });
+    await a.mutate((r) => r.registerVm(db1, 60_000));
+    const dbKey = `${REGISTRY_PREFIX}vms/db-1`;
+    interrupt.next(async () => {
+      // Another replica deregisters it: the key goes first, its lease is revoked after (not yet).
+      await store.commit({ deletes: [dbKey] });
+      await waitFor(() => a.registry.getVm('db-1') === undefined, 'the deregistration on the replica', 10_000);
+    });
+    // A renewal moves the expiry: not in the very millisecond the registration was seen.
+    const registeredAt = a.registry.getVm('db-1')!.leaseExpiresAt! - 60_000;
+    await waitFor(() => Date.now() > registeredAt, 'the clock past the registration', 10_000);
+    const renewed = await a.mutate((r) => r.registerVm(db1, 60_000));
+    t.is(interrupt.ran(), 1, 'deleted inside the renewal');
+    const stored = await store.get(dbKey);
+    t.truthy(stored, 'the registration after the delete is in the store');
+    t.like(a.registry.getVm('db-1'), { generation: renewed.generation });
+    t.is(a.registry.revision, stored!.modRevision, 'the registry holds it as the store does, at its revision');
+    t.is(a.commits.conflict, 1, 'the renewal planned on the deleted record was planned again');
   });
 
   registryTest('pastRegistry: the registry as it was at a revision where the store keeps past states (etcd), else OUT_OF_RANGE; eventsFrom it: the difference', async (t, subject) => {

@@ -249,23 +249,23 @@ export class RegistryStore {
     } finally {
       this.frozenNow = undefined;
     }
+    // Called without an await in between: what the transaction reads of the keys is what the plan was made on.
     const txn = await this.transaction(planned.changes, now);
     if (txn === undefined) return planned.result;
+    if (txn === 'lost') return this.planAgain(fn, at, attempt);
     let result: { ok: boolean; revision: number };
     try {
       result = await this.store.commit({ checks: [{ prefix: this.prefix, notModifiedAfter: at }, ...txn.checks], puts: txn.puts, deletes: txn.deletes });
     } catch (err) {
-      this.commits.failed++;
       await this.revoke(txn.granted);
+      // A lease the write was planned with ended before it reached the store (its records are gone with it): a lost race.
+      if ((err as VsockmeshError).code === 'NOT_FOUND') return this.planAgain(fn, at, attempt);
+      this.commits.failed++;
       throw err;
     }
     if (!result.ok) {
-      this.commits.conflict++;
       await this.revoke(txn.granted);
-      if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the registry changed under this request ${attempt} times (other replicas writing); try again`);
-      // Another replica wrote under the prefix since `at`: plan again once its change is seen.
-      await this.seen(at + 1, 'not applied: another replica changed the registry, and that change was not seen back from the store');
-      return this.attempt(fn, attempt + 1);
+      return this.planAgain(fn, at, attempt);
     }
     this.commits.ok++;
     await this.revoke(txn.released);
@@ -273,41 +273,60 @@ export class RegistryStore {
     return planned.result;
   }
 
+  /** The write planned at revision `at` lost a race (another replica, a lease that ended): planned again once the change that won is seen, or ABORTED. */
+  private async planAgain<T>(fn: (registry: Registry) => T, at: number, attempt: number): Promise<T> {
+    this.commits.conflict++;
+    if (attempt >= MAX_ATTEMPTS) throw new VsockmeshError('ABORTED', `not applied: the registry changed under this request ${attempt} times (other replicas writing, leases ending); try again`);
+    await this.seen(at + 1, 'not applied: the registry changed in the store under this request, and that change was not seen back from it');
+    return this.attempt(fn, attempt + 1);
+  }
+
   /**
    * The store transaction for planned changes: the last change of each key,
    * leases granted, renewed (a renewal alone is a keep-alive, applied here)
-   * or released. undefined: nothing to commit.
+   * or released. undefined: nothing to commit. What it checks and reuses
+   * (each key's mod revision, the VM's lease and record) is read before its
+   * first await, as the plan saw it: a store event applied while a lease is
+   * granted or kept alive (a lease that ended, another replica's delete) must
+   * make the write fail its compare-and-swap, not be taken in (a check read
+   * after a delete says "absent", and the write would bring the VM back).
+   * 'lost': a renewal's record changed in the store meanwhile (plan again).
    */
-  private async transaction(changes: RegistryChange[], now: number): Promise<{ checks: StoreCheck[]; puts: Array<{ key: string; value: string; lease?: string }>; deletes: string[]; granted: string[]; released: string[] } | undefined> {
-    const last = new Map<string, RegistryChange>();
-    for (const change of changes) last.set(this.keyOf(change), change);
+  private async transaction(changes: RegistryChange[], now: number): Promise<{ checks: StoreCheck[]; puts: Array<{ key: string; value: string; lease?: string }>; deletes: string[]; granted: string[]; released: string[] } | 'lost' | undefined> {
+    const last = new Map<string, { change: RegistryChange; modRevision: number; held: { lease: string; ttlMs: number } | undefined; existing: VmRecord | undefined }>();
+    for (const change of changes) {
+      const key = this.keyOf(change);
+      const vmId = 'hypervisor' in change ? undefined : 'vm' in change ? change.vm.vmId : change.removed;
+      last.set(key, { change, modRevision: this.modRevisions.get(key) ?? 0, held: vmId === undefined ? undefined : this.leases.get(vmId), existing: vmId === undefined ? undefined : this.registry.getVm(vmId) });
+    }
     const checks: StoreCheck[] = [];
     const puts: Array<{ key: string; value: string; lease?: string }> = [];
     const deletes: string[] = [];
     const granted: string[] = [];
     const released: string[] = [];
     try {
-      for (const [key, change] of last) {
-        checks.push({ key, modRevision: this.modRevisions.get(key) ?? 0 });
+      for (const [key, { change, modRevision, held, existing }] of last) {
+        checks.push({ key, modRevision });
         if ('hypervisor' in change) {
           puts.push({ key, value: JSON.stringify(change.hypervisor) });
           continue;
         }
-        const vmId = 'vm' in change ? change.vm.vmId : change.removed;
-        const held = this.leases.get(vmId);
         if ('removed' in change) {
           deletes.push(key);
           if (held) released.push(held.lease);
           continue;
         }
         const vm = change.vm;
-        const existing = this.registry.getVm(vmId);
         const ttlMs = vm.leaseExpiresAt === null ? 0 : vm.leaseExpiresAt - now;
         let lease = '';
         if (vm.leaseExpiresAt !== null && held && existing?.leaseExpiresAt === vm.leaseExpiresAt) {
           lease = held.lease; // moved: the same lease goes on
         } else if (vm.leaseExpiresAt !== null && held && existing?.generation === vm.generation && held.ttlMs === ttlMs && (await this.store.keepAlive(held.lease))) {
-          // Registered again unchanged: the lease is renewed, nothing is written.
+          // Registered again unchanged: the lease is renewed, nothing is written; unless the record went or changed meanwhile.
+          if (this.modRevisions.get(key) !== modRevision) {
+            await this.revoke(granted);
+            return 'lost';
+          }
           this.registry.applyStored({ vm }, this.registry.revision);
           checks.pop();
           continue;
