@@ -311,6 +311,46 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.is(a.commits.conflict, 1, 'the renewal planned on the deleted record was planned again');
   });
 
+  registryTest('a hypervisor deleted in the store leaves every replica with the VMs on it (removed events; their records stay in the store); registered again, they are back', async (t, subject) => {
+    const store = subject.replicaStore();
+    const { registryStore: a, logs } = await replica(t, store);
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    await a.mutate((r) => r.registerVm(web1));
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-2', vsockCid: 5, addresses: ['10.0.0.21'], services: [{ name: 'web', port: 8080 }] })));
+    await waitFor(() => b.registry.revision >= a.registry.revision, 'replica b to see the registrations', 10_000);
+    const onB: VmEvent[] = [];
+    b.registry.subscribe((e) => onB.push(e));
+
+    // An operator (or a writer of another version) deletes the hypervisor's record.
+    const deleted = await store.commit({ deletes: [`${REGISTRY_PREFIX}hypervisors/hv-1`] });
+    for (const r of [a, b]) await waitFor(() => r.registry.revision >= deleted.revision, 'the delete on both replicas', 10_000);
+    for (const r of [a, b]) {
+      t.deepEqual(r.registry.list().hypervisors.map((h) => h.hypervisorId), ['hv-2'], 'the hypervisor is gone');
+      t.deepEqual(r.registry.list().vms.map((v) => v.vmId), ['db-1'], 'with the VM on it');
+      // No answer places web-1 on hv-1 any more: the service is db-1's alone.
+      t.like(r.registry.resolve('', { kind: 'service', name: 'web' }), { found: true, vm: { vmId: 'db-1' } });
+      t.false(r.registry.resolve('', { kind: 'vm', vmId: 'web-1' }).found);
+    }
+    t.deepEqual(onB.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`), [`removed web-1@${deleted.revision}`]);
+    t.truthy(await store.get(`${REGISTRY_PREFIX}vms/web-1`), "the VM's record stays in the store");
+    t.true(logs.withReason('hypervisor_deleted').some((l) => l.hypervisor_id === 'hv-1'));
+    const opened = (await replica(t, subject.replicaStore())).registryStore;
+    t.deepEqual(opened.registry.list(), a.registry.list(), 'a replica opened now holds the same registry');
+    await t.throwsAsync(a.mutate((r) => r.moveVm('db-1', 'hv-1', 3)), { message: /unknown hypervisor "hv-1"/ });
+
+    await b.mutate((r) => r.registerHypervisor(hv1));
+    for (const r of [a, b, opened]) {
+      await waitFor(() => r.registry.revision >= b.registry.revision, 'the hypervisor again on every replica', 10_000);
+      t.deepEqual(r.registry.list().vms.map((v) => `${v.vmId}@${v.hypervisorId}`), ['db-1@hv-2', 'web-1@hv-1'], 'web-1 is back with it');
+    }
+    t.deepEqual(onB.slice(1).map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : 'hv-1'}@${e.revision}`), [`hypervisor hv-1@${b.registry.revision}`, `added web-1@${b.registry.revision}`]);
+    // Its key is written as the store holds it: no conflict.
+    await b.mutate((r) => r.moveVm('web-1', 'hv-2', 4));
+    t.is(b.commits.conflict, 0);
+  });
+
   registryTest('pastRegistry: the registry as it was at a revision where the store keeps past states (etcd), else OUT_OF_RANGE; eventsFrom it: the difference', async (t, subject) => {
     const a = (await replica(t, subject.replicaStore())).registryStore;
     await a.mutate((r) => r.registerHypervisor(hv1));

@@ -49,6 +49,36 @@ function rejects(t: ExecutionContext, fn: () => unknown, field: string, message?
 
 // ---- hypervisors ---------------------------------------------------------------
 
+test('a hypervisor deleted in the store goes with the VMs on it (removed events at the store revision); the others stay; nothing places a VM on it any more', (t) => {
+  const { registry, events } = setup();
+  registry.registerVm(vm('web-1', { vsockCid: 3 }));
+  registry.registerVm(vm('api-1', { vsockCid: 4, services: [{ name: 'api', port: 8080 }] }));
+  registry.registerVm(vm('db-1', { hypervisorId: 'hv-2', vsockCid: 3, services: [{ name: 'api', port: 8080 }] }));
+  registry.registerVm(vm('lo-1', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 0, vsockPort: 16001 } }));
+  events.length = 0;
+  const at = registry.revision + 5;
+  const removed = registry.removeStoredHypervisor('hv-1', at);
+  t.deepEqual(removed.map((v) => v.vmId), ['api-1', 'web-1']);
+  t.deepEqual(events.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`), [`removed api-1@${at}`, `removed web-1@${at}`]);
+  t.is(registry.revision, at);
+  t.false(registry.hasHypervisor('hv-1'));
+  t.deepEqual(registry.list().hypervisors.map((h) => h.hypervisorId), ['hv-2', 'hv-d', 'hv-l']);
+  t.deepEqual(registry.list().vms.map((v) => v.vmId), ['db-1', 'lo-1']);
+  // The service falls to the VM that is left; a caller of the removed VM is no one's neighbour.
+  t.like(registry.resolve('web-1', { kind: 'service', name: 'api' }), { found: true, vm: { vmId: 'db-1' }, sameHypervisor: false });
+  t.false(registry.resolve('', { kind: 'vm', vmId: 'web-1' }).found);
+  t.like(registry.authorizeRelay({ hypervisorId: 'hv-1', sourceCid: 3, destination: { cid: 4, port: 15001 } }), { allowed: false });
+  rejects(t, () => registry.registerVm(vm('web-2')), 'hypervisor_id', /unknown hypervisor "hv-1"/);
+  // Its CIDs and addresses are free again once it is back.
+  registry.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 });
+  t.like(registry.registerVm(vm('web-2', { vsockCid: 3 })), { hypervisorId: 'hv-1', vsockCid: 3 });
+  // A loopback hypervisor's VMs leave its port index too: the port is free on it again.
+  registry.removeStoredHypervisor('hv-l', at + 1);
+  registry.registerHypervisor({ hypervisorId: 'hv-l', vsockMode: 'loopback', relayPort: 0 });
+  t.like(registry.registerVm(vm('lo-2', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 0, vsockPort: 16001 } })), { vmId: 'lo-2' });
+  t.deepEqual(registry.removeStoredHypervisor('hv-gone', at + 2), [], 'a hypervisor not here: nothing');
+});
+
 test('hypervisor: every field is validated and named', (t) => {
   const r = new Registry();
   const ok: HypervisorRecord = { hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 };

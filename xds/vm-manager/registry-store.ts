@@ -1,7 +1,10 @@
 // The VM registry kept in a store (xds/store/store.ts: memory, file or etcd),
 // so that VM manager replicas on one etcd serve one registry.
 //
-//   <prefix>hypervisors/<id>   a hypervisor record (JSON)
+//   <prefix>hypervisors/<id>   a hypervisor record (JSON); deleted, it leaves
+//                              every replica's registry, with the VMs on it
+//                              (their records stay in the store: they come
+//                              back when the hypervisor is registered again)
 //   <prefix>vms/<id>           a VM record (JSON, with its lease TTL), put
 //                              with a store lease when it has one: the store
 //                              deletes it once the lease is not renewed
@@ -76,8 +79,14 @@ export class RegistryStore {
   private readonly logger: Logger;
   private readonly prefix: string;
   private readonly modRevisions = new Map<string, number>();
-  /** The store lease each VM lives by. */
+  /** The store lease each VM lives by (parked ones too). */
   private readonly leases = new Map<string, { lease: string; ttlMs: number }>();
+  /**
+   * VMs in the store whose hypervisor is not (deleted, or not written yet):
+   * left out of the registry, as a registry read afresh leaves them out,
+   * and taken in when their hypervisor is put.
+   */
+  private readonly parked = new Map<string, VmRecord>();
   /** Store transactions by result (`conflict`: another replica wrote first; planned again). */
   readonly commits = { ok: 0, conflict: 0, failed: 0 };
   private waiters: Waiter[] = [];
@@ -128,16 +137,7 @@ export class RegistryStore {
       { now: () => this.frozenNow ?? Date.now(), ...(options.resolveTtlMs !== undefined && { resolveTtlMs: options.resolveTtlMs }), ...(options.capacity !== undefined && { capacity: options.capacity }) },
     );
     // Hypervisors sort before VMs (the keys say so): a VM's hypervisor is there first.
-    for (const record of listed.records) {
-      this.stored(
-        record,
-        (change) => {
-          if ('hypervisor' in change) registry.restoreHypervisor(change.hypervisor);
-          else registry.restoreVm(change.vm);
-        },
-        follow,
-      );
-    }
+    for (const record of listed.records) this.stored(record, registry, undefined, follow);
     return registry;
   }
 
@@ -484,13 +484,20 @@ export class RegistryStore {
     for (const event of events) {
       try {
         if (event.type === 'put') {
-          this.stored(event.record, (change) => this.registry.applyStored(change, revision));
+          this.stored(event.record, this.registry, revision);
           continue;
         }
         this.modRevisions.delete(event.key);
         if (this.seedRecord(event.key, undefined)) continue;
+        const hypervisorId = this.idOf(event.key, 'hypervisors/');
+        if (hypervisorId !== undefined) {
+          this.hypervisorGone(hypervisorId, revision);
+          continue;
+        }
         const vmId = this.idOf(event.key, 'vms/');
-        if (vmId === undefined || this.registry.getVm(vmId) === undefined) continue;
+        if (vmId === undefined) continue;
+        this.parked.delete(vmId);
+        if (this.registry.getVm(vmId) === undefined) continue;
         this.leases.delete(vmId);
         this.registry.applyStored({ removed: vmId }, revision);
       } catch (err) {
@@ -528,9 +535,15 @@ export class RegistryStore {
       this.leases.delete(vm.vmId);
       this.registry.applyStored({ removed: vm.vmId }, listed.revision);
     }
+    for (const vmId of [...this.parked.keys()]) {
+      if (present.has(vmId)) continue;
+      this.parked.delete(vmId);
+      this.leases.delete(vmId);
+    }
+    for (const h of this.registry.list().hypervisors) if (!keys.has(`${this.prefix}hypervisors/${h.hypervisorId}`)) this.hypervisorGone(h.hypervisorId, listed.revision);
     for (const record of listed.records) {
       if (this.modRevisions.get(record.key) === record.modRevision) continue;
-      this.stored(record, (change) => this.registry.applyStored(change, listed.revision));
+      this.stored(record, this.registry, listed.revision);
     }
     // The events in between were not seen one by one: a Watch from before this revision must start over.
     this.registry.advanceTo(listed.revision, true);
@@ -539,8 +552,13 @@ export class RegistryStore {
     for (const listener of [...this.changeListeners]) listener();
   }
 
-  /** A stored record as a registry change, handed to `use`; a record that does not read or breaks a rule is logged and left out. */
-  private stored(record: StoreRecord, use: (change: { hypervisor: HypervisorRecord } | { vm: VmRecord }) => void, follow = true): void {
+  /**
+   * A stored record taken into `into`: restored (revision undefined: a
+   * registry being read) or applied at the store's `revision`. A record that
+   * does not read or breaks a rule is logged and left out; a VM whose
+   * hypervisor is not there is parked (`follow`: this replica's registry).
+   */
+  private stored(record: StoreRecord, into: Registry, revision: number | undefined, follow = true): void {
     if (record.key === this.seedKey || record.key === this.ownerKey) {
       if (follow) this.seedRecord(record.key, record);
       return;
@@ -553,13 +571,20 @@ export class RegistryStore {
       const vmId = this.idOf(record.key, 'vms/');
       if (hypervisorId !== undefined) {
         if ((value as HypervisorRecord | null)?.hypervisorId !== hypervisorId) throw new ValidationError('hypervisor_id', `is not the key's ${JSON.stringify(hypervisorId)}`);
-        use({ hypervisor: value as HypervisorRecord });
+        if (revision === undefined) into.restoreHypervisor(value as HypervisorRecord);
+        else into.applyStored({ hypervisor: value }, revision);
+        if (follow && revision !== undefined) this.unpark(hypervisorId, revision);
       } else if (vmId !== undefined) {
         const { leaseTtlMs, ...vm } = value as StoredVm;
         if (vm.vmId !== vmId) throw new ValidationError('vm_id', `is not the key's ${JSON.stringify(vmId)}`);
         if (!Number.isSafeInteger(leaseTtlMs) || leaseTtlMs < 0) throw new ValidationError('lease_ttl_ms', 'must be an integer >= 0');
         const hasLease = leaseTtlMs > 0 && record.lease !== '';
-        use({ vm: { ...vm, leaseExpiresAt: hasLease ? Date.now() + leaseTtlMs : null } });
+        const stored: VmRecord = { ...vm, leaseExpiresAt: hasLease ? Date.now() + leaseTtlMs : null };
+        if (follow) this.parked.delete(vmId);
+        if (follow && typeof vm.hypervisorId === 'string' && !into.hasHypervisor(vm.hypervisorId)) {
+          this.park(stored, into, revision);
+        } else if (revision === undefined) into.restoreVm(stored);
+        else into.applyStored({ vm: stored }, revision);
         if (!follow) return;
         if (hasLease) this.leases.set(vmId, { lease: record.lease, ttlMs: leaseTtlMs });
         else this.leases.delete(vmId);
@@ -570,6 +595,41 @@ export class RegistryStore {
       if (!(err instanceof VsockmeshError) && !(err instanceof SyntaxError)) throw err;
       if (follow) this.logger.warn({ key: record.key, mod_revision: record.modRevision, reason: 'invalid_registry_record_in_store' }, `store record ${record.key} left out: ${err.message}`);
     }
+  }
+
+  /** A VM record whose hypervisor is not in `into`: out of the registry (if it was in) until its hypervisor is put. */
+  private park(vm: VmRecord, into: Registry, revision: number | undefined): void {
+    this.parked.set(vm.vmId, vm);
+    if (revision !== undefined && into.getVm(vm.vmId) !== undefined) into.applyStored({ removed: vm.vmId }, revision);
+    this.logger.warn(
+      { vm_id: vm.vmId, hypervisor_id: vm.hypervisorId, reason: 'vm_without_hypervisor' },
+      `VM ${vm.vmId} left out of the registry: its hypervisor ${vm.hypervisorId} is not in the store (taken in when it is registered again)`,
+    );
+  }
+
+  /** The parked VMs on `hypervisorId`, just put: into the registry. */
+  private unpark(hypervisorId: string, revision: number): void {
+    for (const [vmId, vm] of this.parked) {
+      if (vm.hypervisorId !== hypervisorId) continue;
+      this.parked.delete(vmId);
+      try {
+        this.registry.applyStored({ vm }, revision);
+      } catch (err) {
+        if (!(err instanceof VsockmeshError)) throw err;
+        this.logger.warn({ vm_id: vmId, reason: 'invalid_registry_record_in_store' }, `VM ${vmId} left out with its hypervisor back: ${err.message}`);
+      }
+    }
+  }
+
+  /** A hypervisor deleted in the store: out of the registry, its VMs parked (their records are still in the store). */
+  private hypervisorGone(hypervisorId: string, revision: number): void {
+    if (!this.registry.hasHypervisor(hypervisorId)) return;
+    const vms = this.registry.removeStoredHypervisor(hypervisorId, revision);
+    for (const vm of vms) this.parked.set(vm.vmId, vm);
+    this.logger.warn(
+      { hypervisor_id: hypervisorId, vms: vms.length, reason: 'hypervisor_deleted' },
+      `hypervisor ${hypervisorId} deleted in the store: out of the registry${vms.length === 0 ? '' : `, with the ${vms.length} VMs on it (${vms.map((v) => v.vmId).join(', ')}) until it is registered again`}`,
+    );
   }
 
   private idOf(key: string, kind: 'hypervisors/' | 'vms/'): string | undefined {

@@ -446,6 +446,35 @@ export class Registry {
     return copyHypervisor(record);
   }
 
+  hasHypervisor(hypervisorId: string): boolean {
+    return this.hypervisors.has(hypervisorId);
+  }
+
+  /**
+   * A hypervisor record deleted in the store (registry-store.ts), at the
+   * store's revision: the hypervisor goes, and the VMs on it with it
+   * (`removed` events, in vmId order): without their hypervisor they break
+   * its rules (a registry read afresh from the store leaves them out too),
+   * and no answer may place them on it (same hypervisor, its vsock mode and
+   * relay). Returns those VMs; nothing when it is not here.
+   */
+  removeStoredHypervisor(hypervisorId: string, revision: number): VmRecord[] {
+    const removed = [...this.vmsOn(hypervisorId)].sort(vmOrder);
+    this.storedRevision = revision;
+    try {
+      // Before the hypervisor: a VM's placement index depends on its hypervisor's mode.
+      for (const vm of removed) this.applyBody({ removed: vm.vmId });
+      if (this.hypervisors.delete(hypervisorId)) {
+        this.sortedHypervisorIds = undefined;
+        this.applied++;
+      }
+    } finally {
+      this.storedRevision = undefined;
+      this.advanceTo(revision);
+    }
+    return removed.map(copyVm);
+  }
+
   /** The VMs already placed on a hypervisor must satisfy its new mode's CID rules too. */
   private checkModeChange(record: HypervisorRecord): void {
     const existing = this.hypervisors.get(record.hypervisorId);
