@@ -196,6 +196,14 @@ static warm_listen *listeners_find(uint32_t id) {
   return NULL;
 }
 
+/*
+ * A warm connection's header buffer starts this large and grows to max_header only for a longer header: a
+ * sidecar's PROXY v2 header is ~30-200 bytes, and the buffer lives as long as the connection (the record and
+ * warmList read the header), so max_header bytes (4 KiB by default) each were most of the core's memory per
+ * idle connection.
+ */
+#define WARM_FIRST_READ 256
+
 typedef struct warm_conn {
   warm_listen *wl;
   struct warm_conn *prev, *next; /* wl->open */
@@ -211,7 +219,8 @@ typedef struct warm_conn {
   uint8_t label;
   size_t len;         /* header bytes read */
   size_t header_len;  /* the header's length, once parsed */
-  uint8_t buf[];      /* max_header bytes */
+  size_t cap;         /* buf's size: WARM_FIRST_READ, then max_header */
+  uint8_t *buf;
 } warm_conn;
 
 static void warm_listen_release(warm_listen *wl) {
@@ -296,6 +305,7 @@ static void conn_end(warm_conn *c) {
   c->wl->counters[C_WARM_OPEN]--;
   c->wl->admission[A_WARM_OPEN]--;
   warm_listen_release(c->wl);
+  free(c->buf);
   free(c);
 }
 
@@ -418,7 +428,16 @@ static void on_header_timeout(uv_timer_t *t) { hand_over(((core_sock *)t->data)-
 static void on_header(core_sock *s) {
   warm_conn *c = s->warm;
   while (s->readable || s->hup || s->error) {
-    size_t room = c->wl->max_header - c->len;
+    if (c->len == c->cap && c->cap < c->wl->max_header) {
+      uint8_t *grown = realloc(c->buf, c->wl->max_header);
+      if (!grown) {
+        hand_over(c); /* JS reads the rest of the header itself */
+        return;
+      }
+      c->buf = grown;
+      c->cap = c->wl->max_header;
+    }
+    size_t room = c->cap - c->len;
     ssize_t n = room == 0 ? 0 : read(s->fd, c->buf + c->len, room);
     if (n < 0 && errno == EAGAIN) {
       s->readable = 0;
@@ -459,8 +478,15 @@ bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer) {
   if (!k[C_ENABLED] || (k[C_MAX] >= 0 && k[C_JS_OPEN] + k[C_WARM_OPEN] >= k[C_MAX])) return false;
   if (a[A_MAX] >= 0 && a[A_JS_OPEN] + a[A_WARM_OPEN] >= a[A_MAX]) return false;
   if (core_open_count() >= (size_t)(a[A_SHED_AT] < 0 ? 0 : a[A_SHED_AT])) return false;
-  warm_conn *c = calloc(1, sizeof *c + wl->max_header);
-  if (!c) return false;
+  warm_conn *c = calloc(1, sizeof *c);
+  size_t cap = wl->max_header < WARM_FIRST_READ ? wl->max_header : WARM_FIRST_READ;
+  uint8_t *buf = c ? malloc(cap) : NULL;
+  if (!buf) {
+    free(c);
+    return false;
+  }
+  c->buf = buf;
+  c->cap = cap;
   c->wl = wl;
   wl->refs++;
   k[C_WARM_OPEN]++;

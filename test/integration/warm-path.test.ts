@@ -205,6 +205,32 @@ test.serial('a header cut short on a warm key times out as today', async (t) => 
   t.is(gate.app.accepted, 1);
 });
 
+test.serial('a header longer than the core\'s first read (256 bytes), sent in two pieces, is replayed whole: echo, access line and open-connection list', async (t) => {
+  const gate = await startGate(t, true);
+  await exchange(gate, Buffer.from('decide'));
+  const authority = `${'a'.repeat(600)}.mesh`;
+  const long = encodeProxyHeader({
+    command: 'proxy',
+    addresses: { family: 'inet', transport: 'stream', source: { address: '10.0.0.1', port: 40000 }, destination: { address: '10.0.0.2', port: gate.app.port } },
+    tlvs: [textTlv(TLV.VSOCKMESH_SOURCE_VM, 'vm-a'), textTlv(TLV.AUTHORITY, authority)],
+  });
+  t.true(long.length > 512);
+  const socket = await connect(gate.port);
+  const seen = collect(socket);
+  socket.write(long.subarray(0, 200));
+  await new Promise((r) => setTimeout(r, 50));
+  socket.write(Buffer.concat([long.subarray(200), Buffer.from('long header')]));
+  await waitFor(() => gate.app.accepted === 2, 'the second connection reached the app');
+  // The open warm connection's header as policies re-read it (warmList): revoking by a DENY policy still finds it.
+  const deny = new Map([[gate.app.port, [{ rules: { action: 'DENY' as const, policies: [{ name: 'no-one', principals: [{ kind: 'any' as const }] }] }, shadowRules: null }]]]);
+  gate.side.sidecar.authorization.replace(deny);
+  const closed = await seen;
+  t.deepEqual(closed.data, Buffer.from('long header'));
+  await waitFor(() => gate.side.logs.access().length === 2, 'two lines');
+  t.is(gate.inbound.warmFinishedCount, 1, 'replayed by the core');
+  t.like(gate.side.logs.access()[1], { authority, outcome: 'aborted' });
+});
+
 test.serial('drain waits for an open warm connection and refuses new ones', async (t) => {
   const gate = await startGate(t, true);
   await exchange(gate, Buffer.from('decide'));
