@@ -513,8 +513,9 @@ export class InboundListener extends Listener {
       return;
     }
     const { target } = declared;
-    if (this.warm !== null && identity.hop === 'tcp' && identity.tlsIdentity === null && admitted === 'unselected') {
-      // Read nothing but (listener, port, peer label): the core may replay it (a change since the header was read bumped the generation).
+    if (this.warm !== null && identity.hop === 'tcp' && identity.tlsIdentity === null && (admitted === 'unselected' || admitted === 'allowed')) {
+      // Read nothing but (listener, port, peer label), a policy's answer included (the principal is the label's): the core may replay it
+      // (a change since the header was read bumped the generation); a shadow filter is evaluated per connection, so not replayed.
       const unauthenticated = peer?.peer_identity === UNAUTHENTICATED;
       const generation = warmGeneration();
       const id = warmInstall(this.warm.id, dstPort, unauthenticated ? 'unauthenticated' : 'none', generation, {
@@ -523,7 +524,7 @@ export class InboundListener extends Listener {
         connectTimeoutMs: this.config.connectTimeoutMs,
         idleTimeoutMs: this.config.idleTimeoutMs,
       });
-      if (id !== 0) this.warmDecisions.set(id, this.warmDecision(dstPort, declared, generation, unauthenticated ? { peer_identity: UNAUTHENTICATED } : null, origin.principal, false));
+      if (id !== 0) this.warmDecisions.set(id, this.warmDecision(dstPort, declared, generation, unauthenticated ? { peer_identity: UNAUTHENTICATED } : null, origin.principal, admitted === 'allowed'));
     }
     const connection = new ProxiedConnection({
       downstreamFd: fd,
