@@ -50,6 +50,13 @@ export class ConnectionStats {
     this.closedBytesToDownstream += final.bytesToDownstream;
   }
 
+  /** A connection opened and closed at once as far as these counts go (a warm record: its bytes are known only at close). */
+  finished(bytesToUpstream: number, bytesToDownstream: number): void {
+    this.total++;
+    this.closedBytesToUpstream += bytesToUpstream;
+    this.closedBytesToDownstream += bytesToDownstream;
+  }
+
   bytes(): LiveBytes {
     let up = this.closedBytesToUpstream;
     let down = this.closedBytesToDownstream;

@@ -23,9 +23,10 @@ import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
 import { readPreamble, type HandedOver, type PreambleOptions } from './preamble.js';
-import { ProxiedConnection, logAccess, upstreamConnectFailed, type AccessLogFields, type ConnectionResult } from './proxied-connection.js';
+import { ProxiedConnection, upstreamConnectFailed, type AccessLogFields } from './proxied-connection.js';
 import { warmGeneration, warmInstall } from '../native/warm.js';
 import { warmRecords, type WarmRecord } from './warm-records.js';
+import { AccessLines, accessMembers, textMember } from './access-lines.js';
 import type { PeerFields, PeerTls, SecureOutcome } from '../peer-tls/peer-tls.js';
 import { UNAUTHENTICATED, sourceVmProblem } from '../peer-tls/peer-policy.js';
 import { InboundPeerModes } from './inbound-peer-modes.js';
@@ -66,6 +67,10 @@ export class InboundListener extends Listener {
   private relayedPreamble: typeof RelayedPreambleModule | null = null;
   /** The warm path's listener id and records (null: off, or done). */
   private warm: { id: number; stopRecords: () => void; unfollow?: (() => void) | undefined } | null = null;
+  /** The decisions route() installed, by entry id: what each record of theirs is logged and counted with. */
+  private readonly warmDecisions = new Map<number, WarmDecision>();
+  /** The current batch of records: lines and counts, written and bumped once at its end. */
+  private readonly warmBatch = { lines: null as AccessLines | null, finished: 0, unauthenticated: 0, rbacAllowed: 0 };
 
   constructor(
     readonly config: InboundListenerConfig,
@@ -106,7 +111,7 @@ export class InboundListener extends Listener {
    * the clear (no port's mode needs a TLS handshake).
    */
   private startWarm(): void {
-    const records = warmRecords((record) => this.warmFinished(record));
+    const records = warmRecords({ record: (record) => this.warmFinished(record), end: () => this.warmBatchEnd() });
     this.warm = { id: records.id, stopRecords: records.stop };
     const handOver = (fd: number, host: SocketHost, port: number, bytes: Buffer, elapsedMs: number): void => this.handedOver(fd, host, port, bytes, elapsedMs);
     for (const fd of this.listening()) native.warmListen(fd, records.id, this.config.maxHeaderBytes, this.config.headerTimeoutMs, this.counters, this.context.admission.counters, handOver);
@@ -391,6 +396,11 @@ export class InboundListener extends Listener {
 
   /** A connection's access-line fields (ProxiedConnection's, and the warm path's records'). */
   private accessFields(dstPort: number, declared: InboundPortConfig, origin: AccessOrigin): AccessLogFields {
+    return { ...this.accessHead(dstPort, declared), ...origin };
+  }
+
+  /** The access fields that come before a connection's origin: the same for every connection to the port. */
+  private accessHead(dstPort: number, declared: InboundPortConfig): AccessHead {
     const { target } = declared;
     return {
       listener: this.name,
@@ -398,43 +408,80 @@ export class InboundListener extends Listener {
       cluster: inboundClusterName(dstPort),
       transport: this.config.transport,
       upstream: formatAddress(target.address, target.port),
-      ...origin,
     };
   }
 
   /**
-   * A connection the warm path finished: counted and logged exactly as
+   * A connection the warm path finished: logged and counted exactly as
    * route() and ProxiedConnection would have (the header is decoded again
    * from the record's bytes; the decision was route()'s, installed then).
+   * The line is added to the batch's, the counters gathered for its end.
    */
   private warmFinished(record: WarmRecord): void {
-    const { metrics, refusals } = this.context;
-    const decoded = decodeProxyHeader(record.header, { maxLength: this.config.maxHeaderBytes, streamOnly: true });
+    const decision = this.warmDecisions.get(record.entryId);
+    const decoded = decodeProxyHeader(record.header(), { maxLength: this.config.maxHeaderBytes, streamOnly: true });
     const addresses = decoded.kind === 'header' ? decoded.header.addresses : null;
-    if (decoded.kind !== 'header' || addresses === null || addresses.family === 'unspec' || addresses.family === 'unix') throw new Error('unreachable: the core replayed a header the JavaScript decoder refuses');
-    const { header } = decoded;
-    const dstPort = addresses.destination.port;
-    const declared = this.ports.get(dstPort)!;
-    const peer = record.label === 1 ? { peer_identity: UNAUTHENTICATED } : null;
-    if (peer) metrics.unauthenticated.inc({ listener: this.name });
-    const fields = this.accessFields(dstPort, declared, originFields(header, formatAddress(record.peerHost, record.peerPort), { hop: 'tcp', tlsIdentity: null }, peer));
-    const accessLogger = this.options.accessLog ? this.context.accessLogger : null;
-    let result: ConnectionResult;
-    if (record.outcome === 'connect_failed') {
-      const code = record.errorCode ?? 'ECONNREFUSED';
-      upstreamConnectFailed(metrics, refusals, fields, 'tcp', fields.upstream, code);
-      result = { outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code };
-    } else {
-      result = { outcome: record.outcome, bytesToUpstream: record.bytesToUpstream, bytesToDownstream: record.bytesToDownstream };
-      if (record.errorCode !== undefined) result.errorCode = record.errorCode;
-      const stats = this.stats.get(dstPort)!;
-      stats.opened(result);
-      stats.closed(result, result);
+    if (decision === undefined || decoded.kind !== 'header' || addresses === null || addresses.family === 'unspec' || addresses.family === 'unix') {
+      throw new Error('unreachable: a warm record of no installed decision, or of a header the JavaScript decoder refuses');
     }
-    if (accessLogger) logAccess(accessLogger, fields, result, record.durationMs);
-    this.warmFinishedCount++;
+    const { header } = decoded;
+    const batch = this.warmBatch;
+    if (decision.unauthenticated) batch.unauthenticated++;
+    if (decision.rbacAllowed) batch.rbacAllowed++;
+    batch.finished++;
+    const src = formatAddress(addresses.source.address, addresses.source.port);
+    const dst = formatAddress(addresses.destination.address, addresses.destination.port);
+    const peer = formatAddress(record.peerHost(), record.peerPort);
+    const sourceVm = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
+    const authority = tlvText(header, TLV.AUTHORITY);
+    let { outcome, bytesToUpstream, bytesToDownstream } = record as { outcome: string; bytesToUpstream: number; bytesToDownstream: number };
+    let errorCode = record.errorCode();
+    if (outcome === 'connect_failed') {
+      errorCode ??= 'ECONNREFUSED';
+      const fields = { ...decision.fields, src, dst, peer, ...(sourceVm !== undefined && { source_vm: sourceVm }), ...(authority !== undefined && { authority }), ...decision.peer, principal: decision.principal };
+      upstreamConnectFailed(this.context.metrics, this.context.refusals, fields, 'tcp', fields.upstream, errorCode);
+      outcome = 'upstream_error';
+      bytesToUpstream = 0;
+      bytesToDownstream = 0;
+    } else decision.stats.finished(bytesToUpstream, bytesToDownstream);
+    if (!this.options.accessLog) return;
+    batch.lines ??= new AccessLines(this.context.accessLogger);
+    const members = `${decision.head}${textMember('src', src)}${textMember('dst', dst)}${textMember('peer', peer)}${textMember('source_vm', sourceVm)}${textMember('authority', authority)}${decision.tail}`;
+    batch.lines.add(members, bytesToUpstream, bytesToDownstream, record.durationMs, outcome, errorCode);
+  }
+
+  /** The batch's records were all given: its lines written with one write, its counters bumped once. */
+  private warmBatchEnd(): void {
+    const batch = this.warmBatch;
+    const { metrics } = this.context;
+    batch.lines?.end();
+    if (batch.unauthenticated > 0) metrics.unauthenticated.inc({ listener: this.name }, batch.unauthenticated);
+    if (batch.rbacAllowed > 0) metrics.rbacAllowed.inc({ listener: this.name }, batch.rbacAllowed);
+    this.warmFinishedCount += batch.finished;
+    batch.finished = batch.unauthenticated = batch.rbacAllowed = 0;
+    if (this.counters[WARM_CORE_OPEN] === 0 && this.warmDecisions.size > WARM_DECISIONS_KEPT) {
+      // The core holds none of this listener's connections: no record can name a dead entry any more.
+      const live = warmGeneration();
+      for (const [id, decision] of this.warmDecisions) if (decision.generation !== live) this.warmDecisions.delete(id);
+    }
     this.warmClosed();
     this.warmDone();
+  }
+
+  /** What the records of a decision route() installed are logged and counted with: the access line's pieces that do not vary per connection. */
+  private warmDecision(dstPort: number, declared: InboundPortConfig, generation: number, peer: PeerFields | null, principal: string, rbacAllowed: boolean): WarmDecision {
+    const fields = this.accessHead(dstPort, declared);
+    return {
+      generation,
+      stats: this.stats.get(dstPort)!,
+      fields,
+      peer,
+      principal,
+      head: accessMembers({ log: 'access', ...fields }),
+      tail: accessMembers({ ...peer, principal }),
+      unauthenticated: peer !== null,
+      rbacAllowed,
+    };
   }
 
   /** `identity`: what the connection proved of its peer (its principal); `peer`: the TLS facts for the access line. */
@@ -460,20 +507,24 @@ export class InboundListener extends Listener {
     }
     const request = { listener: this.name, port: dstPort, principal: origin.principal, fields: origin };
     const authorization = this.options.authorization;
-    if (authorization && !authorization.admit(request)) {
+    const admitted = authorization ? authorization.admit(request) : 'unselected';
+    if (admitted === false) {
       native.close(fd);
       return;
     }
     const { target } = declared;
-    if (this.warm !== null && identity.hop === 'tcp' && identity.tlsIdentity === null && !authorization?.current.has(dstPort)) {
-      // Read nothing but (listener, port, peer label): the core may replay it (a change since the header was read bumped the generation).
-      const label = peer?.peer_identity === UNAUTHENTICATED ? 'unauthenticated' : 'none';
-      warmInstall(this.warm.id, dstPort, label, warmGeneration(), {
+    if (this.warm !== null && identity.hop === 'tcp' && identity.tlsIdentity === null && (admitted === 'unselected' || admitted === 'allowed')) {
+      // Read nothing but (listener, port, peer label), a policy's answer included (the principal is the label's): the core may replay it
+      // (a change since the header was read bumped the generation); a shadow filter is evaluated per connection, so not replayed.
+      const unauthenticated = peer?.peer_identity === UNAUTHENTICATED;
+      const generation = warmGeneration();
+      const id = warmInstall(this.warm.id, dstPort, unauthenticated ? 'unauthenticated' : 'none', generation, {
         target: { family: ipFamily(target.address), host: target.address, port: target.port },
         proxyProtocol: declared.proxyProtocol === true,
         connectTimeoutMs: this.config.connectTimeoutMs,
         idleTimeoutMs: this.config.idleTimeoutMs,
       });
+      if (id !== 0) this.warmDecisions.set(id, this.warmDecision(dstPort, declared, generation, unauthenticated ? { peer_identity: UNAUTHENTICATED } : null, origin.principal, admitted === 'allowed'));
     }
     const connection = new ProxiedConnection({
       downstreamFd: fd,
@@ -520,6 +571,27 @@ function originFields(header: ProxyHeader, src: string, identity: InboundPeer, p
     principal: inboundPrincipal(identity),
   };
 }
+
+/** Decisions kept past this many only while the core still holds connections that may name them. */
+const WARM_DECISIONS_KEPT = 64;
+
+interface WarmDecision {
+  generation: number;
+  stats: ConnectionStats;
+  /** The access fields before the origin's (listener to upstream). */
+  fields: AccessHead;
+  peer: PeerFields | null;
+  principal: string;
+  /** The line's members before the header's and the peer's (`"log":"access"` to upstream), and after them (the peer's TLS facts, the principal). */
+  head: string;
+  tail: string;
+  /** Counted in vsockmesh_unauthenticated_total per connection, as portAdmitted() does. */
+  unauthenticated: boolean;
+  /** A policy selects the port and allowed the principal: counted in rbac_allowed_total per connection, as admit() does. */
+  rbacAllowed: boolean;
+}
+
+type AccessHead = Pick<AccessLogFields, 'listener' | 'direction' | 'cluster' | 'transport' | 'upstream'>;
 
 type AccessOrigin = { src: string; dst: string; peer: string; principal: string } & Record<string, string | boolean | number | undefined>;
 

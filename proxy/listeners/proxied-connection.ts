@@ -199,9 +199,12 @@ export function logAccess(accessLogger: Logger, fields: AccessLogFields, result:
       ...(result.errorCode !== undefined && { error_code: result.errorCode }),
       ...(fallback !== undefined && { fallback }),
     },
-    'connection closed',
+    ACCESS_LINE_MESSAGE,
   );
 }
+
+/** The message of every access line (a connection's). */
+export const ACCESS_LINE_MESSAGE = 'connection closed';
 
 /** An upstream that could not be reached: counted, logged as a refusal (sampled). The caller ends the downstream and writes the access line. */
 export function upstreamConnectFailed(metrics: ProxyMetrics, refusals: RefusalLog, fields: AccessLogFields, transport: string, label: string, code: string): void {

@@ -21,6 +21,9 @@ export interface InboundRequest {
   fields: Record<string, unknown>;
 }
 
+/** What admit() decided. */
+export type Admitted = false | 'unselected' | 'allowed' | 'shadowed';
+
 /** An admitted connection still open, and how to close it. */
 export interface OpenConnection extends InboundRequest {
   close(): void;
@@ -38,9 +41,19 @@ export class InboundAuthorization {
     return this.policies;
   }
 
-  /** Whether the connection may go on; a refusal is counted and logged here (the caller closes it). */
-  admit(request: InboundRequest): boolean {
-    if (!this.policies.has(request.port)) return true;
+  /**
+   * Whether the connection may go on (false: refused, counted and logged
+   * here; the caller closes it), and if so how it was decided: `unselected`,
+   * no policy selects its port; `allowed`, its port's policies allowed its
+   * principal and none is a shadow (the same answer for every connection of
+   * that principal to that port until the policies change: the warm path may
+   * replay it, counting rbac_allowed_total per connection); `shadowed`,
+   * allowed, but a shadow filter on its port is evaluated (and may log) per
+   * connection.
+   */
+  admit(request: InboundRequest): Admitted {
+    const filters = this.policies.get(request.port);
+    if (filters === undefined) return 'unselected';
     const { metrics, refusals } = this.context;
     const { listener, principal, port, fields } = request;
     const verdict = authorize(this.policies, port, principal);
@@ -58,7 +71,7 @@ export class InboundAuthorization {
       return false;
     }
     metrics.rbacAllowed.inc({ listener });
-    return true;
+    return filters.some((f) => f.shadowRules !== null) ? 'shadowed' : 'allowed';
   }
 
   /** Follows an admitted connection until it closes (call the returned function then): a policy change may close it. */

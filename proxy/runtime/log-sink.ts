@@ -66,12 +66,16 @@ export interface LogSinkOptions {
 /** What pino writes to: one line per write; flush(cb) calls back once every line written so far is out. */
 export interface SinkStream {
   write(line: string): void;
+  /** `lines` whole lines in one chunk (a batch of access lines): taken, dropped and counted as `lines` writes of each would be. */
+  writeLines(chunk: string, lines: number): void;
   flush(cb?: (err?: Error) => void): void;
 }
 
 interface Entry {
+  /** One line, or several (writeLines). */
   line: string;
   bytes: number;
+  lines: number;
   kind: LogKind | 'notice';
 }
 
@@ -115,16 +119,21 @@ export class LogSink {
   }
 
   stream(kind: LogKind): SinkStream {
-    return { write: (line) => this.write(kind, line), flush: (cb) => this.flush(cb) };
+    return { write: (line) => this.write(kind, line), writeLines: (chunk, lines) => this.write(kind, chunk, lines), flush: (cb) => this.flush(cb) };
   }
 
-  write(kind: LogKind, line: string): void {
+  /** `lines` > 1: `line` holds that many whole lines; when they do not all fit, each is taken or dropped on its own. */
+  write(kind: LogKind, line: string, lines = 1): void {
     const bytes = Buffer.byteLength(line);
     if (this.bufferedBytes + bytes > (kind === 'access' ? this.limits.accessBytes : this.limits.capacityBytes)) {
+      if (lines > 1) {
+        for (const one of line.split('\n').slice(0, -1)) this.write(kind, `${one}\n`);
+        return;
+      }
       this.drop(kind);
       return;
     }
-    this.enqueue({ line, bytes, kind });
+    this.enqueue({ line, bytes, lines, kind });
     if (kind === 'operational') this.urgent = true;
     this.pump();
   }
@@ -142,7 +151,7 @@ export class LogSink {
   private enqueue(entry: Entry): void {
     this.queue.push(entry);
     this.queuedBytes += entry.bytes;
-    this.enqueued++;
+    this.enqueued += entry.lines;
   }
 
   private drop(kind: LogKind): void {
@@ -156,7 +165,7 @@ export class LogSink {
 
   private notice(event: OverflowNotice): void {
     const line = this.options.notice(event);
-    this.enqueue({ line, bytes: Buffer.byteLength(line), kind: 'notice' });
+    this.enqueue({ line, bytes: Buffer.byteLength(line), lines: 1, kind: 'notice' });
     this.urgent = true;
     this.pump();
   }
@@ -180,10 +189,10 @@ export class LogSink {
       if (lines.length > 0 && inFlight.bytes + entry.bytes > this.limits.maxWriteBytes) break;
       lines.push(entry.line);
       inFlight.bytes += entry.bytes;
-      if (entry.kind !== 'notice') inFlight.kinds[entry.kind]++;
+      inFlight.lines += entry.lines;
+      if (entry.kind !== 'notice') inFlight.kinds[entry.kind] += entry.lines;
       this.head++;
     }
-    inFlight.lines = lines.length;
     this.queuedBytes -= inFlight.bytes;
     if (this.head === this.queue.length) {
       this.queue = [];

@@ -9,7 +9,7 @@
 
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { stdoutWriter } from './log-output.js';
-import { LogSink, type LogKind, type OverflowNotice } from './log-sink.js';
+import { LogSink, type LogKind, type OverflowNotice, type SinkStream } from './log-sink.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -53,6 +53,28 @@ export function logInfoLine(logger: Logger, fields: Readonly<Record<string, unkn
   const body = JSON.stringify(fields);
   const fieldsPart = body.length > 2 ? `,${body.slice(1, -1)}` : '';
   writer.destination.write(`{"level":"info","time":"${isoNow()}"${writer.base}${fieldsPart},"msg":${JSON.stringify(msg)}}\n`);
+}
+
+/**
+ * Lines as logInfoLine writes them, made by the caller for a batch (a warm
+ * listener's finished connections) and written with one write
+ * (writeInfoLines): a line's text before its fields, the time now; each line
+ * then continues with its fields' members and `"msg"`. Undefined when the
+ * logger is not one build() made (log each line with logInfoLine), null
+ * when it logs no info.
+ */
+export function infoLineStart(logger: Logger): string | null | undefined {
+  const writer = lineWriters.get(logger);
+  if (writer === undefined) return undefined;
+  if (!logger.isLevelEnabled('info')) return null;
+  return `{"level":"info","time":"${isoNow()}"${writer.base}`;
+}
+
+/** `lines` whole lines made with infoLineStart, in one write (the log sink takes and counts them as lines). */
+export function writeInfoLines(logger: Logger, chunk: string, lines: number): void {
+  const destination = lineWriters.get(logger)?.destination as (DestinationStream & Partial<SinkStream>) | undefined;
+  if (destination?.writeLines !== undefined) destination.writeLines(chunk, lines);
+  else destination?.write(chunk);
 }
 
 let isoMs = -1;

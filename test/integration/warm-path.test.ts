@@ -56,8 +56,8 @@ async function exchange(gate: Gate, payload: Buffer, sourcePort = 40000): Promis
 
 const COUNTERS = ['vsockmesh_connections_total', 'vsockmesh_bytes_total', 'vsockmesh_connections_closed_total', 'vsockmesh_connections_refused_total', 'vsockmesh_header_errors_total'];
 
-async function counters(gate: Gate): Promise<Record<string, number>> {
-  return Object.fromEntries(await Promise.all(COUNTERS.map(async (name) => [name, await metricValue(gate.side.sidecar, name)] as const)));
+async function counters(gate: Gate, names: string[] = COUNTERS): Promise<Record<string, number>> {
+  return Object.fromEntries(await Promise.all(names.map(async (name) => [name, await metricValue(gate.side.sidecar, name)] as const)));
 }
 
 function comparable(line: Record<string, unknown>): Record<string, unknown> {
@@ -65,6 +65,12 @@ function comparable(line: Record<string, unknown>): Record<string, unknown> {
   delete rest.duration_ms;
   delete rest.time;
   return rest;
+}
+
+/** The gate's access lines as comparable (the app's port as APP). */
+function comparableLines(gate: Gate): Record<string, unknown>[] {
+  const app = String(gate.app.port);
+  return gate.side.logs.access().map((l) => comparable({ ...l, dst: String(l.dst).replace(app, 'APP'), upstream: String(l.upstream).replace(app, 'APP'), cluster: String(l.cluster).replace(app, 'APP') }));
 }
 
 test.serial('the same connections through the warm path and through JavaScript: identical access lines (but timings and the peer port) and counters', async (t) => {
@@ -79,9 +85,66 @@ test.serial('the same connections through the warm path and through JavaScript: 
   }
   t.is(warm.inbound.warmFinishedCount, 4, 'the first connection decided, the next four replayed');
   t.is(slow.inbound.warmFinishedCount, 0);
-  const rewrite = (gate: Gate) => gate.side.logs.access().map((l) => comparable({ ...l, dst: String(l.dst).replace(String(gate.app.port), 'APP'), upstream: String(l.upstream).replace(String(gate.app.port), 'APP'), cluster: String(l.cluster).replace(String(gate.app.port), 'APP') }));
-  t.deepEqual(rewrite(warm), rewrite(slow));
+  t.deepEqual(comparableLines(warm), comparableLines(slow));
   t.deepEqual(await counters(warm), await counters(slow));
+});
+
+const COUNTERS_WITH_RBAC = [...COUNTERS, 'vsockmesh_rbac_allowed_total', 'vsockmesh_rbac_denied_total'];
+
+/** A policy on the app's port allowing `principals` (ALLOW), or denying everyone (DENY); `shadow`: a shadow filter too. */
+function policy(gate: Gate, action: 'ALLOW' | 'DENY', shadow = false) {
+  const rules = { action, policies: [{ name: action === 'ALLOW' ? 'everyone' : 'no-one', principals: [{ kind: 'any' as const }] }] };
+  return new Map([[gate.app.port, [{ rules, shadowRules: shadow ? { action: 'DENY' as const, policies: [{ name: 'dry', principals: [{ kind: 'exact' as const, id: 'spiffe://td/vm/nobody' }] }] } : null }]]]);
+}
+
+test.serial('a port whose policy allows the peer: replayed, with the access lines and counters (rbac_allowed_total each connection) of warm_path: false', async (t) => {
+  const warm = await startGate(t, true);
+  const slow = await startGate(t, false);
+  for (const gate of [warm, slow]) {
+    gate.side.sidecar.authorization.replace(policy(gate, 'ALLOW'));
+    for (let i = 0; i < 5; i++) {
+      const payload = Buffer.from(`allowed ${i} `.repeat(i + 1));
+      t.deepEqual(await exchange(gate, payload, 41000 + i), payload);
+    }
+    await waitFor(() => gate.side.logs.access().length === 5, 'five access lines');
+  }
+  t.is(warm.inbound.warmFinishedCount, 4, 'the first connection decided, the next four replayed');
+  t.deepEqual(comparableLines(warm), comparableLines(slow));
+  const seen = await counters(warm, COUNTERS_WITH_RBAC);
+  t.deepEqual(seen, await counters(slow, COUNTERS_WITH_RBAC));
+  t.is(seen.vsockmesh_rbac_allowed_total, 5);
+});
+
+test.serial('a port with a shadow filter stays on the slow path (the shadow is evaluated per connection)', async (t) => {
+  const gate = await startGate(t, true);
+  gate.side.sidecar.authorization.replace(policy(gate, 'ALLOW', true));
+  for (let i = 0; i < 3; i++) await exchange(gate, Buffer.from('x'), 42000 + i);
+  await waitFor(() => gate.side.logs.access().length === 3, 'three access lines');
+  t.is(gate.inbound.warmFinishedCount, 0);
+  t.is(await metricValue(gate.side.sidecar, 'vsockmesh_rbac_allowed_total'), 3);
+});
+
+test.serial('a policy change from allowing to denying closes an open replayed connection (policy_revoked) and refuses the next', async (t) => {
+  const gate = await startGate(t, true);
+  gate.side.sidecar.authorization.replace(policy(gate, 'ALLOW'));
+  await exchange(gate, Buffer.from('decide'));
+  await exchange(gate, Buffer.from('replayed'));
+  await waitFor(() => gate.inbound.warmFinishedCount === 1, 'one replay');
+  const socket = await connect(gate.port);
+  const seen = collect(socket);
+  socket.write(Buffer.concat([header(gate.app.port), Buffer.from('open')]));
+  await waitFor(() => gate.app.accepted === 3, 'the open connection reached the app');
+  gate.side.sidecar.authorization.replace(policy(gate, 'DENY'));
+  const closed = await seen;
+  t.true(closed.ended || closed.errorCode !== undefined, 'the open warm connection was closed');
+  await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_rbac_revoked_total')) === 1, 'revocation counted');
+  t.is(gate.side.logs.withReason('policy_revoked').length, 1);
+  await waitFor(() => gate.inbound.warmFinishedCount === 2, 'the open connection was a replayed one; its record read');
+  t.is(gate.side.logs.access()[2]!.outcome, 'aborted');
+  t.deepEqual(await exchange(gate, Buffer.from('again')), Buffer.alloc(0));
+  await waitFor(async () => (await metricValue(gate.side.sidecar, 'vsockmesh_connections_refused_total', { reason: 'policy_denied' })) === 1, 'the next one refused');
+  t.is(gate.inbound.warmFinishedCount, 2);
+  t.is(await metricValue(gate.side.sidecar, 'vsockmesh_rbac_allowed_total'), 3, 'each allowed connection counted once, replayed or not');
 });
 
 test.serial('a generation bump (any change a decision read) sends the next connection to JavaScript again', async (t) => {

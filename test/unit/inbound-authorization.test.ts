@@ -23,16 +23,29 @@ const request = (principal: string, port = 8080) => ({ listener: 'in', port, pri
 
 test('a port without policies admits without counting; a port with policies counts each decision', async (t) => {
   const { authorization, count, logs } = setup();
-  t.true(authorization.admit(request(B)));
+  t.is(authorization.admit(request(B)), 'unselected');
   t.is(await count('vsockmesh_rbac_allowed_total'), 0);
   authorization.replace(inboundPolicies([{ port: 8080, filters: [allowA] }]));
-  t.true(authorization.admit(request(A)));
+  t.is(authorization.admit(request(A)), 'allowed');
   t.false(authorization.admit(request(B)));
-  t.true(authorization.admit(request(B, 9090)), 'another port');
+  t.is(authorization.admit(request(B, 9090)), 'unselected', 'another port');
   t.is(await count('vsockmesh_rbac_allowed_total', { listener: 'in' }), 1);
   t.is(await count('vsockmesh_rbac_denied_total', { listener: 'in', policy: 'default_deny' }), 1);
   t.is(await count('vsockmesh_connections_refused_total', { listener: 'in', reason: 'policy_denied' }), 1);
   t.like(logs.withReason('policy_denied')[0], { listener: 'in', principal: B, policy: 'default_deny', src: '10.0.0.1:1' });
+});
+
+test('allowed on a port with a shadow filter: shadowed (decided per connection), whether or not the shadow would deny', async (t) => {
+  const { authorization, count, logs } = setup();
+  const shadowDenyB: RbacFilter = { rules: { action: 'ALLOW', policies: [{ name: 'any', principals: [{ kind: 'any' }] }] }, shadowRules: denyB.rules };
+  authorization.replace(inboundPolicies([{ port: 8080, filters: [shadowDenyB] }]));
+  t.is(authorization.admit(request(A)), 'shadowed');
+  t.is(authorization.admit(request(B)), 'shadowed');
+  t.is(await count('vsockmesh_rbac_allowed_total', { listener: 'in' }), 2);
+  t.is(await count('vsockmesh_rbac_shadow_denied_total', { listener: 'in', policy: 'no-b' }), 1);
+  t.is(logs.withReason('policy_shadow_denied').length, 1);
+  authorization.replace(inboundPolicies([{ port: 8080, filters: [allowA, denyB] }]));
+  t.is(authorization.admit(request(A)), 'allowed', 'no shadow filter: the same answer for every connection of A');
 });
 
 test('new policies close the watched connections they no longer allow, once; closed connections are not watched', async (t) => {

@@ -136,6 +136,21 @@ test('while the writer is stalled, access lines are dropped once accessBytes is 
   t.is(writer.chunks.length, 1);
 });
 
+test('several lines in one write (writeLines) are taken, counted and dropped as that many writes of each would be', (t) => {
+  const { sink, writer } = setup();
+  const stream = sink.stream('access');
+  sink.write('operational', line('o', 100)); // in flight: the writer never finishes it
+  stream.writeLines(line('a', 100) + line('b', 100), 2);
+  t.deepEqual(sink.dropped, { access: 0, operational: 0 });
+  stream.writeLines(line('c', 100) + line('d', 100) + line('e', 100), 3);
+  t.deepEqual(sink.dropped, { access: 1, operational: 0 }, 'the batch did not fit whole: c and d fitted (500 of 500 bytes), e did not');
+  let flushed = false;
+  sink.flush(() => (flushed = true));
+  writer.drain();
+  t.is(writer.output.replace(/NOTICE[^\n]*\n/g, ''), line('o', 100) + line('a', 100) + line('b', 100) + line('c', 100) + line('d', 100));
+  t.true(flushed, 'every line accepted counted as written (the flush waits for lines, not writes)');
+});
+
 test('an overflow episode gives one warning when it starts and one summary with the counts when the buffer is back under resumeBytes', (t) => {
   const { sink, writer, clock } = setup();
   sink.write('operational', line('o', 100));
