@@ -32,6 +32,7 @@ export function outboundListenerConfig(l: Given<OutboundListenerConfig, 'name' |
     cluster: l.cluster,
     idleTimeoutMs: l.idleTimeoutMs ?? LISTENER_DEFAULTS.idleTimeoutMs,
     maxConnections: l.maxConnections ?? null,
+    warmPath: l.warmPath ?? LISTENER_DEFAULTS.warmPath,
     ...(l.forwarded !== undefined && { forwarded: l.forwarded }),
     ...(l.h2c !== undefined && { h2c: l.h2c }),
     ...(l.http !== undefined && { http: l.http }),

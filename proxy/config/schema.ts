@@ -116,6 +116,8 @@ export function sidecarConfigSchema() {
       h2c: z.enum(['node', 'frames']).optional(),
       idle_timeout: optionalDuration(),
       max_connections: maxConnections,
+      /** The native warm path for plain TCP (README, "The outbound warm path"); false turns it off. */
+      warm_path: z.boolean({ invalid_type_error: 'must be true or false' }).optional(),
     })
     .strict();
 
@@ -260,6 +262,7 @@ export function sidecarConfigSchema() {
             cluster: l.cluster ?? '',
             idleTimeoutMs: l.idle_timeout,
             maxConnections: l.max_connections,
+            warmPath: l.warm_path,
             forwarded: l.forwarded,
             h2c: l.h2c,
             http: l.protocol === 'http' ? { routes: listenerRoutes(l.name, l.route_config, l.cluster) } : undefined,

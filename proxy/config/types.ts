@@ -72,6 +72,8 @@ export interface OutboundListenerConfig {
   port: number;
   cluster: string;
   idleTimeoutMs: number;
+  /** The native warm path (README, "The outbound warm path"): plain-TCP connections of a static or xDS cluster replayed in the core. */
+  warmPath: boolean;
   /** Accepted connections this listener keeps open at once; null: no limit of its own. */
   maxConnections: number | null;
   /** HTTP requests (protocol: http, or found by the HTTP inspector): whether the `forwarded` header (RFC 7239) gets this hop appended; absent: LISTENER_DEFAULTS.forwarded. */

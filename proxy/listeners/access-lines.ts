@@ -53,3 +53,16 @@ export class AccessLines {
     writeInfoLines(this.logger, chunk, count);
   }
 }
+
+/** An access line's members before `key` (`"log":"access"` first, as logAccess writes it, then `fields`' before `key`) and after it, `key` itself left out: for a line whose `key` varies per connection. */
+export function membersAround(fields: Readonly<Record<string, unknown>>, key: string): [string, string] {
+  const before: Record<string, unknown> = { log: 'access' };
+  const after: Record<string, unknown> = {};
+  let seen = false;
+  for (const [k, v] of Object.entries(fields)) {
+    if (k === key) seen = true;
+    else (seen ? after : before)[k] = v;
+  }
+  if (!seen) throw new Error(`membersAround: no ${key} member`);
+  return [accessMembers(before), accessMembers(after)];
+}

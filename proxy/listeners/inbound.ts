@@ -164,6 +164,8 @@ export class InboundListener extends Listener {
 
   override async stop(): Promise<void> {
     this.counters[WARM_ENABLED] = 0;
+    // Those still reading their header in the core are closed too, not handed over (or replayed) after the stop.
+    if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
     this.warmDone();
   }

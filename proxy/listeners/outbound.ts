@@ -19,8 +19,12 @@ import { factsFromResolution, factsWithoutResolution, wantedOf } from '../upstre
 import type { PlacementSource } from '../upstream/placement.js';
 import type { TransportPolicy } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
-import { Listener, ipBinds, type ListenerContext } from './listener.js';
-import { ProxiedConnection } from './proxied-connection.js';
+import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
+import { ProxiedConnection, type AccessLogFields } from './proxied-connection.js';
+import { AccessLines, membersAround, textMember } from './access-lines.js';
+import { warmGeneration, warmInstallOutbound, warmLookupOutbound, type WarmOutboundEndpoint } from '../native/warm.js';
+import { warmRecords, type WarmRecord } from './warm-records.js';
+import type { UpstreamAttempt } from '../upstream/dial.js';
 import type { PeerTls } from '../peer-tls/peer-tls.js';
 import { inspectHttp, type InspectVerdict } from '../http/inspector.js';
 import type { HttpOutboundListener } from '../http/listener.js';
@@ -113,6 +117,21 @@ interface HowDecided {
 /** The header's destination when none is known (a hop is chosen only with one in practice: a VM always has an address). */
 const NO_DESTINATION: SocketAddress = { address: '0.0.0.0', port: 0 };
 
+/** Sources of each family whose PROXY v2 header the core fills in per connection (ProxyHeaderTemplate's bytes with zeros for the source). */
+const ANY_INET = { address: '0.0.0.0', port: 0 };
+const ANY_INET6 = { address: '::', port: 0 };
+const NOTHING_READ = Buffer.alloc(0);
+
+/** What the records of one endpoint of an installed outbound entry need: the decision's reason and its access-line fields. */
+/** What the records of one endpoint's installed decision are logged and counted with: the access line's members around `src`, made once. */
+interface WarmDecided {
+  reason: string;
+  head: string;
+  tail: string;
+  /** Records of this decision in the batch being read, for the decisions counter at its end. */
+  finished: number;
+}
+
 export class OutboundListener extends Listener {
   private readonly stats: Record<TransportName, ConnectionStats>;
   private readonly upstream: UpstreamConnector;
@@ -122,9 +141,17 @@ export class OutboundListener extends Listener {
   /** The resolve target as a Destination and its cache key, when it does not depend on the connection. */
   private readonly fixedDestination: { destination: Destination; key: string } | undefined;
   private lastResolved: ResolvedEndpoint | undefined;
-  private readonly decisionCounters = new Map<string, { inc(): void }>();
+  private readonly decisionCounters = new Map<string, { inc(value?: number): void }>();
+  /** The warm records of the batch being read: their access lines, how many. */
+  private readonly warmBatch = { lines: null as AccessLines | null, finished: 0 };
   private readonly onMoved = (vm: VmRecord): void => this.drainVsockLater(this.byVm.get(vm.vmId));
   private readonly onLocalMoved = (): void => this.drainVsockLater(new Set([...this.byVm.values()].flatMap((s) => [...s])));
+  /**
+   * The warm path (null: off, or done): its listener id, the endpoints of
+   * each entry installed (by entry id, until no record can name it), and the
+   * generation under which the cluster's decisions were found not replayable.
+   */
+  private warm: { id: number; stopRecords: () => void; entries: Map<number, WarmDecided[]>; current: number; notReplayable: number } | null = null;
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -156,6 +183,32 @@ export class OutboundListener extends Listener {
       this.options.resolver.resolver.on('moved', this.onMoved);
       this.options.resolver.resolver.on('local-moved', this.onLocalMoved);
     }
+    if (this.config.warmPath && this.cluster.settings.resolve === undefined && this.captured === undefined) this.startWarm();
+  }
+
+  /**
+   * The warm path (README, "The outbound warm path"): the core takes this
+   * listener's accepts while an entry decide() installed lives, and hands
+   * back what it does not take (no entry: announced as usual; a failed
+   * connect: the connection, for the slow path to decide and dial again).
+   */
+  private startWarm(): void {
+    const records = warmRecords({ record: (record) => this.warmFinished(record), end: () => this.warmBatchEnd() });
+    this.warm = { id: records.id, stopRecords: records.stop, entries: new Map(), current: 0, notReplayable: 0 };
+    const handOver = (fd: number, host: SocketHost, port: number): void => this.handedOver(fd, host, port, NOTHING_READ, 0);
+    for (const fd of this.listening()) native.warmListenOutbound(fd, records.id, this.counters, this.context.admission.counters, handOver);
+    this.counters[WARM_ENABLED] = 1;
+  }
+
+  /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
+  warmFinishedCount = 0;
+
+  /** Once drained or stopped and the core holds none of its connections: no more records, no entry. */
+  private warmDone(): void {
+    if (this.warm === null || !this.draining || this.counters[WARM_CORE_OPEN] !== 0) return;
+    this.warm.stopRecords();
+    native.warmForget(this.warm.id);
+    this.warm = null;
   }
 
   override async stop(): Promise<void> {
@@ -163,7 +216,10 @@ export class OutboundListener extends Listener {
     this.options.resolver?.resolver.off('local-moved', this.onLocalMoved);
     for (const t of this.drainTimers) clearTimeout(t);
     this.drainTimers.clear();
+    this.counters[WARM_ENABLED] = 0;
+    if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
+    this.warmDone();
     await this.captured?.listener.stop();
   }
 
@@ -172,12 +228,18 @@ export class OutboundListener extends Listener {
   }
 
   override async drain(): Promise<void> {
-    await Promise.all([super.drain(), this.captured?.listener.drain()]);
+    this.counters[WARM_ENABLED] = 0;
+    const drained = Promise.all([super.drain(), this.captured?.listener.drain()]);
+    this.warmDone();
+    await drained;
   }
 
   override abortConnections(): void {
     super.abortConnections();
     this.captured?.listener.abortConnections();
+    if (this.warm === null) return;
+    const listed = native.warmList(this.warm.id);
+    for (let i = 0; i < listed.length; i += 6) native.relayAbort(listed[i] as number);
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -308,11 +370,97 @@ export class OutboundListener extends Listener {
     const vmId = vm?.vmId ?? null;
     const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, handover);
     if (target && vmId !== null) this.remember(vmId, connection);
+    if (this.warm !== null && target === undefined && handover.tunnel === undefined && handover.early === null) this.warmInstall(this.warm);
     return connection;
   }
 
+  /** The plan of one endpoint's connections under the current placement, policy and vsock health. */
+  private planOf(endpoint: UpstreamEndpoint, policy: TransportPolicy): UpstreamPlan | undefined {
+    const selection = endpoint.decide(this.options.placement.current(), this.upstream.vsockHealth(endpoint.breaker), policy);
+    if (!selection.ok) return undefined;
+    const { app, vm } = endpoint.facts;
+    return { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId: vm?.vmId ?? null, peerMode: vm?.peerMode };
+  }
+
+  /**
+   * After a static or xDS cluster's connection was decided: installs the
+   * listener's entry if none lives, when every endpoint's decision is one
+   * the core can replay. What such a decision reads (the cluster's endpoints
+   * and settings, our placement, the policy, peer TLS) is behind the
+   * generation; the vsock breakers are not, so a decision that read one
+   * (vsock chosen, or TCP because a breaker is open) is not replayable, nor is
+   * TLS origination or a second hop.
+   */
+  private warmInstall(warm: NonNullable<OutboundListener['warm']>): void {
+    const generation = warmGeneration();
+    if (warm.notReplayable === generation || warmLookupOutbound(warm.id) !== undefined) return;
+    const endpoints: WarmOutboundEndpoint[] = [];
+    const decided: WarmDecided[] = [];
+    const policy = this.options.vsock.policy;
+    for (const endpoint of this.cluster.upcoming()) {
+      const plan = this.planOf(endpoint, policy);
+      const hop = plan?.hops.length === 1 ? plan.hops[0]! : undefined;
+      const [inet] = plan === undefined ? [] : this.upstream.attempts(plan, ANY_INET);
+      if (plan === undefined || hop === undefined || hop.kind === 'vsock' || plan.reason === 'vsock_unhealthy' || inet === undefined || inet.secure !== undefined) {
+        warm.notReplayable = generation;
+        return;
+      }
+      const [inet6] = this.upstream.attempts(plan, ANY_INET6);
+      const { target } = inet;
+      endpoints.push({
+        target: { family: target.family as 'inet' | 'inet6', host: String(target.host), port: target.port },
+        header: inet.preamble === null ? null : { inet: inet.preamble[13] === 0x11 ? inet.preamble : null, inet6: inet6!.preamble! },
+      });
+      const [head, tail] = membersAround(this.accessFields('', plan, inet), 'src');
+      decided.push({ reason: plan.reason, head, tail, finished: 0 });
+    }
+    const connectTimeoutMs = this.cluster.settings.connectTimeoutMs;
+    const id = warmInstallOutbound(warm.id, generation, { endpoints, connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs });
+    if (id === 0) return;
+    warm.entries.set(id, decided);
+    warm.current = id;
+  }
+
+  /**
+   * A connection the warm path finished: counted and logged exactly as
+   * decide() and ProxiedConnection would have (its decision was decide()'s,
+   * installed then; the decisions counter is bumped at the batch's end here,
+   * at the decision there). The line is added to the batch's.
+   */
+  private warmFinished(record: WarmRecord): void {
+    const decided = this.warm!.entries.get(record.entryId)?.[record.label];
+    if (decided === undefined || record.outcome === 'connect_failed') throw new Error('unreachable: a warm record of no installed endpoint, or a failed connect (those are handed over)');
+    decided.finished++;
+    this.warmBatch.finished++;
+    this.stats.tcp.finished(record.bytesToUpstream, record.bytesToDownstream);
+    if (!this.options.accessLog) return;
+    this.warmBatch.lines ??= new AccessLines(this.context.accessLogger);
+    const members = `${decided.head}${textMember('src', formatAddress(record.peerHost(), record.peerPort))}${decided.tail}`;
+    this.warmBatch.lines.add(members, record.bytesToUpstream, record.bytesToDownstream, record.durationMs, record.outcome, record.errorCode());
+  }
+
+  /** The batch's records were all given: its lines written with one write, the decisions counted once per decision. */
+  private warmBatchEnd(): void {
+    const warm = this.warm!;
+    const batch = this.warmBatch;
+    batch.lines?.end();
+    for (const decided of warm.entries.values()) {
+      for (const d of decided) {
+        if (d.finished === 0) continue;
+        this.decisionCounter(d.reason).inc(d.finished);
+        d.finished = 0;
+      }
+    }
+    this.warmFinishedCount += batch.finished;
+    batch.finished = 0;
+    // No core connection is open: no later record can name an entry but the current one.
+    if (this.counters[WARM_CORE_OPEN] === 0 && warm.entries.size > 1) for (const id of warm.entries.keys()) if (id !== warm.current) warm.entries.delete(id);
+    this.warmClosed();
+    this.warmDone();
+  }
+
   /** The decisions counter for one reason, labels bound once. */
-  private decisionCounter(reason: string): { inc(): void } {
+  private decisionCounter(reason: string): { inc(value?: number): void } {
     let counter = this.decisionCounters.get(reason);
     if (counter === undefined) {
       counter = this.context.metrics.decisions.labels({ listener: this.name, cluster: this.cluster.name, reason });
@@ -324,8 +472,8 @@ export class OutboundListener extends Listener {
   // ---- shared ----------------------------------------------------------------
 
   private connect(fd: number, src: { address: string; port: number }, upstream: UpstreamPlan, { tunnel, early }: Handover): ProxiedConnection {
-    const { dst, vmId } = upstream;
     const attempts = this.upstream.attempts(upstream, src);
+    const { vmId } = upstream;
     const connection = new ProxiedConnection({
       downstreamFd: fd,
       statsFor: (transport) => this.stats[transport],
@@ -335,17 +483,7 @@ export class OutboundListener extends Listener {
       idleTimeoutMs: this.config.idleTimeoutMs,
       ageLimit: this.options.peerTls?.ageLimit ?? null,
       ...(tunnel && { greeting: tunnel.greeting, failDownstream: (downstreamFd: number, code: string) => tunnel.failed(downstreamFd, code) }),
-      fields: {
-        listener: this.name,
-        direction: 'outbound',
-        src: formatAddress(src.address, src.port),
-        dst: formatAddress(dst.address, dst.port),
-        cluster: this.cluster.name,
-        transport: attempts[0]!.transport,
-        upstream: attempts[0]!.label,
-        transport_reason: upstream.reason,
-        ...(vmId !== null && { dst_vm: vmId }),
-      },
+      fields: this.accessFields(formatAddress(src.address, src.port), upstream, attempts[0]!),
       onClosed: (c) => {
         this.untrack(c);
         if (vmId !== null) this.forget(vmId, c);
@@ -354,6 +492,21 @@ export class OutboundListener extends Listener {
     this.track(connection);
     connection.connect(attempts, early);
     return connection;
+  }
+
+  /** A connection's access-line fields (ProxiedConnection's, and the warm path's records'). */
+  private accessFields(src: string, { dst, reason, vmId }: UpstreamPlan, first: UpstreamAttempt): AccessLogFields {
+    return {
+      listener: this.name,
+      direction: 'outbound',
+      src,
+      dst: formatAddress(dst.address, dst.port),
+      cluster: this.cluster.name,
+      transport: first.transport,
+      upstream: first.label,
+      transport_reason: reason,
+      ...(vmId !== null && { dst_vm: vmId }),
+    };
   }
 
   private isOwnAddress(dst: { address: string; port: number }): boolean {

@@ -21,6 +21,6 @@ bool core_exec_register(napi_env env, napi_value exports);         /* exec.c: ex
 bool core_trim_register(napi_env env, napi_value exports);         /* trim.c: trimCount */
 bool core_settle_register(napi_env env, napi_value exports);       /* settle.cc: settleMemory, settleCount */
 bool core_proxy_header_register(napi_env env, napi_value exports); /* proxy-header.c: proxyHeaderDecode */
-bool core_warm_register(napi_env env, napi_value exports);         /* warm.c: warmGeneration, warmBump, warmInstall, warmLookup, warmForget */
+bool core_warm_register(napi_env env, napi_value exports);         /* warm.c: warmGeneration, warmBump, warmInstall(Outbound), warmLookup(Outbound), warmForget, warmListen(Outbound), warmClose */
 
 #endif

@@ -118,6 +118,18 @@ export interface NativeCore {
   warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
   /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
   warmList(listener: number): (number | string | Buffer)[];
+  /** Closes the listener's warm connections not relaying yet (a stop: reading their header, or connecting), without records. */
+  warmClose(listener: number): void;
+  /**
+   * The outbound hop's entry, keyed by the listener: endpoints five values each, in the order the next connections take them
+   * [family, host, port, PROXY v2 header for an IPv4 source | null, for an IPv6 source | null, ...] (the source's bytes are filled in per connection;
+   * both null: no header). The entry id, or 0 when dropped (its generation is not the current one).
+   */
+  warmInstallOutbound(listener: number, generation: number, connectTimeoutMs: number, idleTimeoutMs: number, endpoints: (SocketFamily | SocketHost | number | Buffer | null)[]): number;
+  /** [entryId, next endpoint's index, endpoints] of the listener's live outbound entry, or undefined. */
+  warmLookupOutbound(listener: number): [number, number, number] | undefined;
+  /** An outbound listener's accepts go through the warm path (counters and admission as warmListen's); onConnection gets what the core hands over (a miss is announced as usual). */
+  warmListenOutbound(listenerFd: number, listener: number, counters: Int32Array, admission: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
   WARM_RECORD_FIELDS: number;
   WARM_RECORDS_MAX: number;
   WARM_RECORD_BYTES: number;

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "address.h"
 #include "exports.h"
@@ -57,6 +58,123 @@ static void forget(uint32_t listener) {
       }
     }
   }
+}
+
+/*
+ * The outbound hop's entries (README, "The outbound warm path"): keyed by the
+ * listener alone (what a static or xDS cluster's plain-TCP decision reads is
+ * the cluster, our placement and the policy: all behind the generation). An
+ * entry holds the endpoints in the order JavaScript's round robin would pick
+ * them next, each with its target and the PROXY v2 header the slow path
+ * writes but for its source (a template per source family, or none: straight
+ * to the app); the core goes round them.
+ */
+typedef struct warm_out_endpoint {
+  int family;
+  core_addr target;
+  socklen_t target_len;
+  uint8_t *inet;  /* header template for an IPv4 source (IPv4 destination), or NULL */
+  size_t inet_len;
+  uint8_t *inet6; /* for an IPv6 source, or an IPv4 one made ::ffff:a.b.c.d, or NULL */
+  size_t inet6_len;
+  bool preamble;  /* false: no header at all (straight to the app) */
+} warm_out_endpoint;
+
+typedef struct warm_out {
+  uint32_t listener;
+  uint32_t generation;
+  uint32_t id;
+  uint32_t connect_ms;
+  uint32_t idle_ms;
+  uint32_t next; /* the endpoint the next connection takes */
+  uint32_t count;
+  struct warm_out *next_entry;
+  warm_out_endpoint endpoints[];
+} warm_out;
+
+static warm_out *outs;
+
+static void out_free(warm_out *o) {
+  for (uint32_t i = 0; i < o->count; i++) {
+    free(o->endpoints[i].inet);
+    free(o->endpoints[i].inet6);
+  }
+  free(o);
+}
+
+/* The listener's outbound entry if installed under the current generation (a dead one is freed), else NULL. */
+static warm_out *out_lookup(uint32_t listener) {
+  for (warm_out **at = &outs; *at; at = &(*at)->next_entry) {
+    warm_out *o = *at;
+    if (o->listener != listener) continue;
+    if (o->generation == generation) return o;
+    *at = o->next_entry;
+    out_free(o);
+    return NULL;
+  }
+  return NULL;
+}
+
+static void out_forget(uint32_t listener) {
+  warm_out **at = &outs;
+  while (*at) {
+    warm_out *o = *at;
+    if (o->listener == listener) {
+      *at = o->next_entry;
+      out_free(o);
+    } else {
+      at = &o->next_entry;
+    }
+  }
+}
+
+/*
+ * The preamble of one connection from `peer`: the template of its family with
+ * the source address and port filled in, exactly as ProxyHeaderTemplate.forSource
+ * does (an IPv4 source with an IPv6 destination is ::ffff:a.b.c.d). Its
+ * length, 0 for none, or -1 when no template fits (a miss).
+ */
+static ssize_t out_preamble(const warm_out_endpoint *ep, const core_addr *peer, uint8_t **out) {
+  *out = NULL;
+  if (!ep->preamble) return 0;
+  const uint8_t *tmpl;
+  size_t len;
+  uint8_t addr[16];
+  size_t addr_len, port_at;
+  uint16_t port_be;
+  if (peer->sa.sa_family == AF_INET && ep->inet) {
+    tmpl = ep->inet;
+    len = ep->inet_len;
+    memcpy(addr, &peer->in4.sin_addr, 4);
+    addr_len = 4;
+    port_at = 24;
+    port_be = peer->in4.sin_port;
+  } else if (peer->sa.sa_family == AF_INET && ep->inet6) {
+    tmpl = ep->inet6;
+    len = ep->inet6_len;
+    memset(addr, 0, 10);
+    addr[10] = addr[11] = 0xff;
+    memcpy(addr + 12, &peer->in4.sin_addr, 4);
+    addr_len = 16;
+    port_at = 48;
+    port_be = peer->in4.sin_port;
+  } else if (peer->sa.sa_family == AF_INET6 && ep->inet6) {
+    tmpl = ep->inet6;
+    len = ep->inet6_len;
+    memcpy(addr, &peer->in6.sin6_addr, 16);
+    addr_len = 16;
+    port_at = 48;
+    port_be = peer->in6.sin6_port;
+  } else {
+    return -1;
+  }
+  uint8_t *b = malloc(len);
+  if (!b) return -1;
+  memcpy(b, tmpl, len);
+  memcpy(b + 16, addr, addr_len);
+  memcpy(b + port_at, &port_be, 2);
+  *out = b;
+  return (ssize_t)len;
 }
 
 /* warmGeneration() -> the current generation. */
@@ -144,8 +262,107 @@ static napi_value js_warm_lookup(napi_env env, napi_callback_info info) {
 static napi_value js_warm_forget(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint32_t listener;
-  if (core_args(env, info, 1, argv) && core_arg_uint32(env, argv[0], "warmForget(listener)", &listener)) forget(listener);
+  if (core_args(env, info, 1, argv) && core_arg_uint32(env, argv[0], "warmForget(listener)", &listener)) {
+    forget(listener);
+    out_forget(listener);
+  }
   return NULL;
+}
+
+#define OUT_INSTALL_USAGE \
+  "warmInstallOutbound(listener, generation, connectTimeoutMs, idleTimeoutMs, endpoints: [family, host, port, inetHeader: Buffer|null, inet6Header: Buffer|null, ...])"
+
+/* A header template JS hands over: copied; NULL for null. */
+static bool template_arg(napi_env env, napi_value v, uint8_t family_byte, uint8_t **out, size_t *len) {
+  char *data;
+  *out = NULL;
+  *len = 0;
+  if (!core_arg_buffer(env, v, OUT_INSTALL_USAGE, true, &data, len)) return false;
+  if (!data) return true;
+  /* A PROXY v2 header of the family (TCP over IPv4 or IPv6): the source's bytes are written at 16 and its port after both addresses. */
+  if (*len < (family_byte == 0x11 ? 16 + 12 : 16 + 36) || (uint8_t)data[12] != 0x21 || (uint8_t)data[13] != family_byte) {
+    core_throw_usage(env, OUT_INSTALL_USAGE);
+    return false;
+  }
+  *out = malloc(*len);
+  if (!*out) {
+    core_throw_errno(env, ENOMEM, "warmInstallOutbound");
+    return false;
+  }
+  memcpy(*out, data, *len);
+  return true;
+}
+
+/* warmInstallOutbound(...) -> the entry id, or 0 when dropped (its generation is not the current one). Replaces the listener's entry. */
+static napi_value js_warm_install_outbound(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint32_t listener, gen, connect_ms, idle_ms, length;
+  bool is_array = false;
+  if (!core_args(env, info, 5, argv) || !core_arg_uint32(env, argv[0], OUT_INSTALL_USAGE, &listener) || !core_arg_uint32(env, argv[1], OUT_INSTALL_USAGE, &gen) ||
+      !core_arg_uint32(env, argv[2], OUT_INSTALL_USAGE, &connect_ms) || !core_arg_uint32(env, argv[3], OUT_INSTALL_USAGE, &idle_ms)) {
+    return NULL;
+  }
+  JS_CHECK(env, napi_is_array(env, argv[4], &is_array));
+  if (!is_array) return core_throw_usage(env, OUT_INSTALL_USAGE);
+  JS_CHECK(env, napi_get_array_length(env, argv[4], &length));
+  if (length == 0 || length % 5 != 0 || length / 5 > 4096) return core_throw_usage(env, OUT_INSTALL_USAGE);
+  napi_value v;
+  if (gen != generation) {
+    JS_CHECK(env, napi_create_uint32(env, 0, &v));
+    return v;
+  }
+  uint32_t count = length / 5;
+  warm_out *o = calloc(1, sizeof *o + count * sizeof(warm_out_endpoint));
+  if (!o) return core_throw_errno(env, ENOMEM, "warmInstallOutbound");
+  o->count = count;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value el[5];
+    for (uint32_t k = 0; k < 5; k++) {
+      if (!JS_OK(env, napi_get_element(env, argv[4], i * 5 + k, &el[k]))) {
+        out_free(o);
+        return NULL;
+      }
+    }
+    warm_out_endpoint *ep = &o->endpoints[i];
+    if (!core_addr_args(env, el, OUT_INSTALL_USAGE, &ep->family, &ep->target, &ep->target_len) || !template_arg(env, el[3], 0x11, &ep->inet, &ep->inet_len) ||
+        !template_arg(env, el[4], 0x21, &ep->inet6, &ep->inet6_len)) {
+      out_free(o);
+      return NULL;
+    }
+    ep->preamble = ep->inet || ep->inet6;
+    if (ep->family == AF_VSOCK) {
+      out_free(o);
+      return core_throw_usage(env, OUT_INSTALL_USAGE);
+    }
+  }
+  o->listener = listener;
+  o->generation = gen;
+  o->connect_ms = connect_ms;
+  o->idle_ms = idle_ms;
+  o->id = next_entry_id++;
+  if (next_entry_id == 0) next_entry_id = 1;
+  out_forget(listener);
+  o->next_entry = outs;
+  outs = o;
+  JS_CHECK(env, napi_create_uint32(env, o->id, &v));
+  return v;
+}
+
+/* warmLookupOutbound(listener) -> [entryId, next endpoint's index, endpoints] of the listener's live entry, or undefined. */
+static napi_value js_warm_lookup_outbound(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t listener;
+  if (!core_args(env, info, 1, argv) || !core_arg_uint32(env, argv[0], "warmLookupOutbound(listener)", &listener)) return NULL;
+  const warm_out *o = out_lookup(listener);
+  if (!o) return NULL;
+  napi_value result, v;
+  const uint32_t values[3] = {o->id, o->next, o->count};
+  JS_CHECK(env, napi_create_array_with_length(env, 3, &result));
+  for (uint32_t i = 0; i < 3; i++) {
+    JS_CHECK(env, napi_create_uint32(env, values[i], &v));
+    JS_CHECK(env, napi_set_element(env, result, i, v));
+  }
+  return result;
 }
 
 
@@ -182,6 +399,7 @@ typedef struct warm_listen {
   int32_t *admission;
   napi_ref admission_ref;
   napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs) */
+  bool outbound;          /* an outbound listener's: no header to read; the entry is the listener's */
   int refs;               /* listening sockets + open warm connections */
   struct warm_conn *open; /* its warm connections, header phase to record */
   struct warm_listen *next_listen; /* all warm listeners (one per JS listener: its listening sockets share it) */
@@ -217,6 +435,7 @@ typedef struct warm_conn {
   uint32_t entry_id;
   uint32_t idle_ms;
   uint8_t label;
+  uint32_t endpoint;  /* outbound: the entry's endpoint dialled */
   size_t len;         /* header bytes read */
   size_t header_len;  /* the header's length, once parsed */
   size_t cap;         /* buf's size: WARM_FIRST_READ, then max_header */
@@ -278,7 +497,7 @@ static void record(warm_conn *c, int outcome, uint64_t up, uint64_t down, int er
   double *r = records + record_count * RECORD_FIELDS;
   r[R_LISTENER] = c->wl->id;
   r[R_ENTRY] = c->entry_id;
-  r[R_LABEL] = c->label;
+  r[R_LABEL] = c->wl->outbound ? c->endpoint : c->label;
   r[R_UP] = (double)(up + (outcome == OUTCOME_CONNECT_FAILED ? 0 : c->len - c->header_len));
   r[R_DOWN] = (double)down;
   r[R_DURATION] = (double)(uv_now(uv_default_loop()) - c->accepted_at);
@@ -288,7 +507,7 @@ static void record(warm_conn *c, int outcome, uint64_t up, uint64_t down, int er
   r[R_BYTES_OFF] = (double)record_bytes_used;
   r[R_HEADER_LEN] = (double)hl;
   r[R_HOST_LEN] = (double)host_len;
-  memcpy(record_bytes + record_bytes_used, c->buf, hl);
+  if (hl) memcpy(record_bytes + record_bytes_used, c->buf, hl);
   memcpy(record_bytes + record_bytes_used + hl, host, host_len);
   record_bytes_used += hl + host_len;
   record_count++;
@@ -340,6 +559,11 @@ static void on_relay_done(void *ctx, int outcome, uint64_t up, uint64_t down, in
 
 static void connect_failed(warm_conn *c, int err) {
   core_sock_close(c->up, false);
+  if (c->wl->outbound) {
+    /* The slow path decides again and dials (its retry, breaker and failure lines): the client is not lost. */
+    hand_over(c);
+    return;
+  }
   core_sock_close(c->down, true); /* as ProxiedConnection: the downstream learns by a reset */
   record(c, OUTCOME_CONNECT_FAILED, 0, 0, err);
   conn_end(c);
@@ -371,32 +595,42 @@ static void on_up_ready(core_sock *up) {
   }
 }
 
+/* Dials the target; false (nothing dialled, c->up NULL) with errno's value in *err. */
+static bool dial(warm_conn *c, int family, const core_addr *target, socklen_t target_len, int *err) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  *err = fd < 0 ? errno : 0;
+  if (!*err) {
+    core_family_tune(fd, family);
+    if (connect(fd, &target->sa, target_len) != 0 && errno != EINPROGRESS) *err = errno;
+  }
+  core_sock *up = *err ? NULL : core_sock_adopt(fd, family);
+  if (!*err && !up) *err = ENOMEM;
+  if (*err) {
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  c->up = up;
+  up->warm = c;
+  up->writable = 0;
+  core_sock_set_job(c->down, SOCK_IDLE, NULL);
+  core_sock_set_job(up, SOCK_CONNECTING, on_up_ready);
+  return true;
+}
+
 /* A hit: dial the entry's target; the app's PROXY header and the early bytes wait in the upstream's out buffer. */
 static void hit(warm_conn *c, const warm_entry *e, const struct ph_result *r) {
   core_sock *s = c->down;
   c->entry_id = e->id;
   c->idle_ms = e->idle_ms;
   c->label = e->label;
-  int fd = socket(e->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int err = fd < 0 ? errno : 0;
-  if (!err) {
-    core_family_tune(fd, e->family);
-    if (connect(fd, &e->target.sa, e->target_len) != 0 && errno != EINPROGRESS) err = errno;
-  }
-  core_sock *up = err ? NULL : core_sock_adopt(fd, e->family);
-  if (!err && !up) err = ENOMEM;
-  if (err) {
-    if (fd >= 0) close(fd);
+  int err;
+  if (!dial(c, e->family, &e->target, e->target_len, &err)) {
     core_sock_close(s, true);
     record(c, OUTCOME_CONNECT_FAILED, 0, 0, err);
     conn_end(c);
     return;
   }
-  c->up = up;
-  up->warm = c;
-  up->writable = 0;
-  core_sock_set_job(s, SOCK_IDLE, NULL);
-  core_sock_set_job(up, SOCK_CONNECTING, on_up_ready);
+  core_sock *up = c->up;
   /* The app's header: the parsed one's command, family and addresses, no TLVs (encodeProxyHeader's bytes). */
   size_t addr_len = r->family == PH_INET ? 12 : 36;
   size_t early = c->len - c->header_len;
@@ -469,6 +703,51 @@ static void on_header(core_sock *s) {
   }
 }
 
+/*
+ * An outbound listener's accepted connection: with a live entry, the next
+ * endpoint is dialled with its preamble waiting in the upstream's out buffer;
+ * without one (or with a source no template fits) JavaScript takes it as any.
+ */
+static bool out_accept(warm_listen *wl, core_sock *s, const core_addr *peer) {
+  warm_out *o = out_lookup(wl->id);
+  if (!o) return false;
+  uint32_t at = o->next;
+  const warm_out_endpoint *ep = &o->endpoints[at];
+  uint8_t *pre;
+  ssize_t pre_len = out_preamble(ep, peer, &pre);
+  if (pre_len < 0) return false;
+  warm_conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    free(pre);
+    return false;
+  }
+  o->next = (at + 1) % o->count;
+  c->wl = wl;
+  wl->refs++;
+  wl->counters[C_WARM_OPEN]++;
+  wl->admission[A_WARM_OPEN]++;
+  c->next = wl->open;
+  if (wl->open) wl->open->prev = c;
+  wl->open = c;
+  c->down = s;
+  c->peer = *peer;
+  c->accepted_at = uv_now(uv_default_loop());
+  c->entry_id = o->id;
+  c->idle_ms = o->idle_ms;
+  c->endpoint = at;
+  s->warm = c;
+  int err;
+  if (!dial(c, ep->family, &ep->target, ep->target_len, &err)) {
+    free(pre);
+    hand_over(c);
+    return true;
+  }
+  int held = pre_len > 0 ? core_sock_hold_out(c->up, (const char *)pre, (size_t)pre_len) : 0;
+  free(pre);
+  if (held != 0 || core_sock_timer_start(c->up, on_up_timeout, o->connect_ms) != 0) connect_failed(c, ENOMEM);
+  return true;
+}
+
 /* From listen.c's accept loop: true when the warm path took the connection. */
 bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer) {
   warm_listen *wl = ls->warm;
@@ -478,6 +757,7 @@ bool core_warm_accept(core_sock *ls, core_sock *s, const core_addr *peer) {
   if (!k[C_ENABLED] || (k[C_MAX] >= 0 && k[C_JS_OPEN] + k[C_WARM_OPEN] >= k[C_MAX])) return false;
   if (a[A_MAX] >= 0 && a[A_JS_OPEN] + a[A_WARM_OPEN] >= a[A_MAX]) return false;
   if (core_open_count() >= (size_t)(a[A_SHED_AT] < 0 ? 0 : a[A_SHED_AT])) return false;
+  if (wl->outbound) return out_accept(wl, s, peer);
   warm_conn *c = calloc(1, sizeof *c);
   size_t cap = wl->max_header < WARM_FIRST_READ ? wl->max_header : WARM_FIRST_READ;
   uint8_t *buf = c ? malloc(cap) : NULL;
@@ -520,35 +800,30 @@ static bool int32_array(napi_env env, napi_value v, size_t min_length, void **da
   return type == napi_int32_array && length >= min_length;
 }
 
-/* warmListen(...): the listening socket's connections go through the warm path from now on. */
-static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  int32_t fd;
-  uint32_t id, max_header, header_ms;
-  if (!core_args(env, info, 7, argv) || !core_arg_int32(env, argv[0], LISTEN_USAGE, &fd) || !core_arg_uint32(env, argv[1], LISTEN_USAGE, &id) ||
-      !core_arg_uint32(env, argv[2], LISTEN_USAGE, &max_header) || !core_arg_uint32(env, argv[3], LISTEN_USAGE, &header_ms)) {
-    return NULL;
-  }
+/* The listening socket fd's connections go through the warm listener `id` from now on (made on first use); argv: counters, admission, onConnection. */
+static napi_value listen_warm(napi_env env, const char *usage, int32_t fd, uint32_t id, uint32_t max_header, uint32_t header_ms, bool outbound, napi_value argv[3]) {
   void *data, *admission;
-  bool arrays = int32_array(env, argv[4], C_COUNT, &data) && int32_array(env, argv[5], A_COUNT, &admission);
+  bool arrays = int32_array(env, argv[0], C_COUNT, &data) && int32_array(env, argv[1], A_COUNT, &admission);
   core_sock *ls = core_sock_get(fd);
-  if (!arrays || !ls || ls->mode != SOCK_LISTEN || ls->warm || max_header < PH_FIXED_LENGTH) return core_throw_usage(env, LISTEN_USAGE);
+  if (!arrays || !ls || ls->mode != SOCK_LISTEN || ls->warm) return core_throw_usage(env, usage);
   warm_listen *wl = listeners_find(id);
   if (wl) {
+    if (wl->outbound != outbound) return core_throw_usage(env, usage);
     wl->refs++;
     ls->warm = wl;
     return NULL;
   }
   wl = calloc(1, sizeof *wl);
   if (!wl) return core_throw_errno(env, ENOMEM, "warmListen");
-  if (!core_arg_callback(env, argv[6], LISTEN_USAGE, &wl->on_connection) || !JS_OK(env, napi_create_reference(env, argv[4], 1, &wl->counters_ref)) ||
-      !JS_OK(env, napi_create_reference(env, argv[5], 1, &wl->admission_ref))) {
+  if (!core_arg_callback(env, argv[2], usage, &wl->on_connection) || !JS_OK(env, napi_create_reference(env, argv[0], 1, &wl->counters_ref)) ||
+      !JS_OK(env, napi_create_reference(env, argv[1], 1, &wl->admission_ref))) {
     core_delete_ref(&wl->on_connection);
     core_delete_ref(&wl->counters_ref);
     free(wl);
     return NULL;
   }
   wl->id = id;
+  wl->outbound = outbound;
   wl->max_header = max_header;
   wl->header_ms = header_ms;
   wl->counters = data;
@@ -557,6 +832,58 @@ static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
   wl->next_listen = all_listens;
   all_listens = wl;
   ls->warm = wl;
+  return NULL;
+}
+
+/* warmListen(...): the listening socket's connections go through the warm path from now on (an inbound listener's: the header first). */
+static napi_value js_warm_listen(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int32_t fd;
+  uint32_t id, max_header, header_ms;
+  if (!core_args(env, info, 7, argv) || !core_arg_int32(env, argv[0], LISTEN_USAGE, &fd) || !core_arg_uint32(env, argv[1], LISTEN_USAGE, &id) ||
+      !core_arg_uint32(env, argv[2], LISTEN_USAGE, &max_header) || !core_arg_uint32(env, argv[3], LISTEN_USAGE, &header_ms)) {
+    return NULL;
+  }
+  if (max_header < PH_FIXED_LENGTH) return core_throw_usage(env, LISTEN_USAGE);
+  return listen_warm(env, LISTEN_USAGE, fd, id, max_header, header_ms, false, &argv[4]);
+}
+
+#define LISTEN_OUT_USAGE "warmListenOutbound(listenerFd, listener, counters: Int32Array(4), admission: Int32Array(4), onConnection)"
+
+/* warmListenOutbound(...): an outbound listener's accepts go through the warm path (its entry, warmInstallOutbound) from now on. */
+static napi_value js_warm_listen_outbound(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int32_t fd;
+  uint32_t id;
+  if (!core_args(env, info, 5, argv) || !core_arg_int32(env, argv[0], LISTEN_OUT_USAGE, &fd) || !core_arg_uint32(env, argv[1], LISTEN_OUT_USAGE, &id)) return NULL;
+  return listen_warm(env, LISTEN_OUT_USAGE, fd, id, 0, 0, true, &argv[2]);
+}
+
+/*
+ * warmClose(listener): closes its warm connections that are not relaying yet
+ * (a stop), without a record: one still reading its header (as JavaScript's
+ * header read is), one still connecting (where ProxiedConnection.abort would
+ * log "aborted": a stop's few milliseconds, not worth a record kind of their
+ * own). Relaying ones are warmList's, closed by relayAbort.
+ */
+static napi_value js_warm_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t id;
+  if (!core_args(env, info, 1, argv) || !core_arg_uint32(env, argv[0], "warmClose(listener)", &id)) return NULL;
+  warm_listen *wl = listeners_find(id);
+  if (!wl) return NULL;
+  wl->refs++; /* conn_end may release the last connection's reference */
+  warm_conn *c = wl->open;
+  while (c) {
+    warm_conn *next = c->next;
+    if (!c->relaying) {
+      if (c->up) core_sock_close(c->up, false);
+      core_sock_close(c->down, false);
+      conn_end(c);
+    }
+    c = next;
+  }
+  warm_listen_release(wl);
   return NULL;
 }
 
@@ -584,12 +911,13 @@ static napi_value js_warm_list(napi_env env, napi_callback_info info) {
   for (warm_conn *c = wl ? wl->open : NULL; c; c = c->next) {
     if (!c->relaying) continue;
     void *data;
-    size_t port_at = 16 + (c->buf[13] >> 4 == 1 ? 10 : 34);
     JS_CHECK(env, napi_create_int32(env, c->down->fd, &v));
     JS_CHECK(env, napi_set_element(env, result, i++, v));
-    JS_CHECK(env, napi_create_uint32(env, (uint32_t)((c->buf[port_at] << 8) | c->buf[port_at + 1]), &v));
+    /* An outbound connection read no header: port 0, its endpoint's index for the label. */
+    size_t port_at = wl->outbound ? 0 : 16 + (c->buf[13] >> 4 == 1 ? 10 : 34);
+    JS_CHECK(env, napi_create_uint32(env, wl->outbound ? 0 : (uint32_t)((c->buf[port_at] << 8) | c->buf[port_at + 1]), &v));
     JS_CHECK(env, napi_set_element(env, result, i++, v));
-    JS_CHECK(env, napi_create_uint32(env, c->label, &v));
+    JS_CHECK(env, napi_create_uint32(env, wl->outbound ? c->endpoint : c->label, &v));
     JS_CHECK(env, napi_set_element(env, result, i++, v));
     JS_CHECK(env, napi_create_buffer_copy(env, c->header_len, c->buf, &data, &v));
     JS_CHECK(env, napi_set_element(env, result, i++, v));
@@ -639,6 +967,10 @@ bool core_warm_register(napi_env env, napi_value exports) {
       CORE_FUNCTION("warmListen", js_warm_listen),
       CORE_FUNCTION("warmRecords", js_warm_records),
       CORE_FUNCTION("warmList", js_warm_list),
+      CORE_FUNCTION("warmClose", js_warm_close),
+      CORE_FUNCTION("warmInstallOutbound", js_warm_install_outbound),
+      CORE_FUNCTION("warmLookupOutbound", js_warm_lookup_outbound),
+      CORE_FUNCTION("warmListenOutbound", js_warm_listen_outbound),
   };
   return core_export_functions(env, exports, props, sizeof props / sizeof props[0]) && core_export_uint32(env, exports, "WARM_RECORD_FIELDS", RECORD_FIELDS) &&
          core_export_uint32(env, exports, "WARM_RECORDS_MAX", RECORDS_MAX) && core_export_uint32(env, exports, "WARM_RECORD_BYTES", RECORD_BYTES);

@@ -1,5 +1,5 @@
 /*
- * The inbound warm path's decision cache (warm.c): entries JavaScript
+ * The warm path's decision cache (warm.c): entries JavaScript
  * installed, looked up by (listener, destination port) under the current
  * generation.
  */

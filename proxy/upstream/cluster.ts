@@ -46,6 +46,12 @@ export class Cluster {
     this.members = endpoints.map((e) => new UpstreamEndpoint(e));
   }
 
+  /** The endpoints in the order round robin picks them from the next connection on (the outbound warm path goes round them in the core). */
+  upcoming(): UpstreamEndpoint[] {
+    const endpoints = this.members;
+    return endpoints.map((_, i) => endpoints[(this.next + i) % endpoints.length]!);
+  }
+
   /**
    * The next endpoint: round robin, or with `lb_policy: least_request` and
    * the caller's count of active requests (HTTP), the less busy of two drawn

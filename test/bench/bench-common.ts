@@ -334,7 +334,7 @@ export async function startSidecarPair(options: {
   peerTls?: { a: Record<string, string>; b: Record<string, string> };
   nodeFlags: string[];
   cli?: string;
-  /** The inbound hop's warm_path (unset: the default; this checkout's bin only: a build before it refuses the key). */
+  /** Both hops' warm_path (unset: the default; this checkout's bin only: a build before it refuses the key). */
   warmPath?: boolean;
 }): Promise<Hop[]> {
   const { backends, entry, ports, peerTls } = options;
@@ -352,7 +352,7 @@ export async function startSidecarPair(options: {
     ...(peerTls && { peer_tls: { mode: 'strict', ...peerTls.a } }),
     admin: { address: '127.0.0.1', port: ports.adminA },
     ...common,
-    listeners: keys.map((k) => ({ kind: 'outbound', name: `out-${k}`, addresses: ['127.0.0.1'], port: entry[k], cluster: k, ...options.listener })),
+    listeners: keys.map((k) => ({ kind: 'outbound', name: `out-${k}`, addresses: ['127.0.0.1'], port: entry[k], cluster: k, ...(options.warmPath !== undefined && { warm_path: options.warmPath }), ...options.listener })),
     clusters: keys.map((k) => ({
       name: k,
       authority: `${k}.bench`,

@@ -25,7 +25,7 @@
 // Run: npm run bench   (env: BENCH_ROUNDS=3, BENCH_SECONDS=5, BENCH_IDLE_CONNS=1000,
 //                       BENCH_CHAINS=direct,socat,haproxy,vsockmesh,haproxy-mtls,vsockmesh-mtls,
 //                       BENCH_NODE_ARGS="--max-semi-space-size=1 --cpu-prof ..." for the sidecars,
-//                       BENCH_WARM_PATH=0|1: the inbound hop of this build with warm_path: false|true (default on),
+//                       BENCH_WARM_PATH=0|1: both hops of this build with warm_path: false|true (default on),
 //                       BENCH_BEFORE=/path/to/other/checkout/dist/proxy/cmd/cli.js: adds the chains
 //                       vsockmesh-before and vsockmesh-mtls-before run by that build with its own
 //                       shebang's node flags, for before/after
@@ -73,7 +73,7 @@ const PACE = { seconds: SECONDS, slow: 1 };
 /** When the settled idle RSS is read: a sidecar's settle waits QUIET_MS of quiet after ready, then takes up to ~0.3 s (more under load). */
 const SETTLED_AFTER_MS = QUIET_MS + 3_000;
 const BEFORE_CLI = process.env.BENCH_BEFORE;
-/** BENCH_WARM_PATH=0 or 1: this build's inbound hop with warm_path: false or true (unset: the default, on). */
+/** BENCH_WARM_PATH=0 or 1: this build's hops with warm_path: false or true (unset: the default, on). */
 const WARM_PATH = process.env.BENCH_WARM_PATH === undefined ? undefined : process.env.BENCH_WARM_PATH === '1';
 const ALL_CHAINS = ['direct', 'socat', 'haproxy', 'vsockmesh-before', 'vsockmesh', 'haproxy-mtls', 'vsockmesh-mtls-before', 'vsockmesh-mtls'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];

@@ -314,6 +314,21 @@ test.serial('drain waits for an open warm connection and refuses new ones', asyn
   t.true(drained);
 });
 
+test.serial('a stop closes a connection still sending its header in the core (not handed over or replayed after it)', async (t) => {
+  const gate = await startGate(t, true);
+  await exchange(gate, Buffer.from('decide'));
+  await waitFor(() => gate.inbound.activeConnections === 0, 'the deciding connection closed');
+  const socket = await connect(gate.port);
+  const seen = collect(socket);
+  socket.write(header(gate.app.port).subarray(0, 20));
+  await waitFor(() => gate.inbound.activeConnections === 1, 'the core reads its header');
+  await gate.inbound.stop();
+  t.is(gate.inbound.activeConnections, 0, 'closed by the stop itself');
+  const closed = await seen;
+  t.true(closed.ended || closed.errorCode !== undefined);
+  t.is(gate.app.accepted, 1, 'never reached the app');
+});
+
 test.serial('64 MiB through the warm path arrive whole (sha256)', async (t) => {
   const gate = await startGate(t, true);
   await exchange(gate, Buffer.from('decide'));

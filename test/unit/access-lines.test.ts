@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { createLogger, type LogLevel } from '../../proxy/runtime/log.js';
-import { AccessLines, accessMembers, textMember } from '../../proxy/listeners/access-lines.js';
+import { AccessLines, accessMembers, membersAround, textMember } from '../../proxy/listeners/access-lines.js';
 import { logAccess, type AccessLogFields, type ConnectionResult } from '../../proxy/listeners/proxied-connection.js';
 
 /** A logger of ours writing into an array, one entry per write; `lines` counts what writeLines said each write holds. */
@@ -64,4 +64,24 @@ test('no info: no line; a logger made elsewhere (a child): each line through pin
   t.is(writes.length, 1);
   const line = JSON.parse(writes[0]!) as Record<string, unknown>;
   t.like(line, { role: 'sidecar', log: 'access', listener: 'in', bytes_to_upstream: 1, bytes_to_downstream: 2, duration_ms: 3, outcome: 'reset', error_code: 'ECONNRESET', msg: 'connection closed' });
+});
+
+test('membersAround: an outbound line made of the members around src is what logAccess writes', (t) => {
+  fc.assert(
+    fc.property(text, fc.array(connection, { minLength: 1, maxLength: 4 }), fc.option(text, { nil: undefined }), (listener, connections, dstVm) => {
+      const fields = (src: string): AccessLogFields => ({ listener, direction: 'outbound', src, dst: '10.0.0.2:80', cluster: 'web', transport: 'tcp', upstream: '10.0.0.2:15001', transport_reason: 'peer_sidecar', ...(dstVm !== undefined && { dst_vm: dstVm }) });
+      const [head, tail] = membersAround(fields(''), 'src');
+      const fast = capture();
+      const slow = capture();
+      const lines = new AccessLines(fast.logger);
+      for (const c of connections) {
+        lines.add(`${head}${textMember('src', c.src)}${tail}`, c.up, c.down, c.duration, c.outcome, c.errorCode);
+        const result: ConnectionResult = { outcome: c.outcome as ConnectionResult['outcome'], bytesToUpstream: c.up, bytesToDownstream: c.down, ...(c.errorCode !== undefined && { errorCode: c.errorCode }) };
+        logAccess(slow.logger, fields(c.src), result, c.duration);
+      }
+      lines.end();
+      t.is(timeless(fast.writes.join('')), timeless(slow.writes.join('')));
+    }),
+  );
+  t.throws(() => membersAround({ listener: 'x' }, 'src'), { message: /no src member/ });
 });

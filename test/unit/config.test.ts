@@ -34,7 +34,7 @@ test('a minimal config gets the documented defaults', (t) => {
 
 test('listener and cluster defaults are filled in and durations become milliseconds', (t) => {
   const config = parseSidecarConfig({ ...minimal, listeners: [outbound(), inbound()], clusters: [cluster()] });
-  t.deepEqual(config.listeners[0], { kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port: 15001, cluster: 'c', idleTimeoutMs: 3_600_000, maxConnections: null });
+  t.deepEqual(config.listeners[0], { kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port: 15001, cluster: 'c', idleTimeoutMs: 3_600_000, maxConnections: null, warmPath: true });
   t.deepEqual(config.listeners[1], {
     kind: 'inbound',
     name: 'in',

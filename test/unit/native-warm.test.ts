@@ -2,7 +2,8 @@
 // sockets. Keys, generations, dropped installs, replaced entries, forgetting.
 
 import test from 'ava';
-import { warmGeneration, warmInstall, warmInvalidate, warmLookup, type WarmEntry } from '../../proxy/native/warm.js';
+import { warmGeneration, warmInstall, warmInstallOutbound, warmInvalidate, warmLookup, warmLookupOutbound, type WarmEntry, type WarmOutboundEntry } from '../../proxy/native/warm.js';
+import { TLV, encodeProxyHeader, tcpAddresses, textTlv } from '../../proxy/proxy-protocol.js';
 import { native } from '../../proxy/native/index.js';
 
 const entry: WarmEntry = { target: { family: 'inet', host: '127.0.0.1', port: 8080 }, proxyProtocol: false, connectTimeoutMs: 5000, idleTimeoutMs: 0 };
@@ -102,4 +103,63 @@ test('each change a decision may read invalidates: policies, peer modes (those w
   t.truthy(warmLookup(l, 80), 'no change: entries live');
   modes.set({ 80: 'permissive' });
   t.is(warmLookup(l, 80), undefined, 'a peer mode change');
+});
+
+// ---- the outbound hop's entries: keyed by the listener alone --------------------
+
+const v4Header = encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses({ address: '0.0.0.0', port: 0 }, { address: '127.0.0.1', port: 8080 }), tlvs: [textTlv(TLV.VSOCKMESH_SOURCE_VM, 'vm-a')] });
+const v6Header = encodeProxyHeader({ command: 'proxy', addresses: tcpAddresses({ address: '::', port: 0 }, { address: '127.0.0.1', port: 8080 }), tlvs: [textTlv(TLV.VSOCKMESH_SOURCE_VM, 'vm-a')] });
+const outbound = (n: number): WarmOutboundEntry => ({
+  endpoints: Array.from({ length: n }, (_, i) => ({ target: { family: 'inet', host: '127.0.0.1', port: 9000 + i }, header: i % 2 === 0 ? { inet: v4Header, inet6: v6Header } : null })),
+  connectTimeoutMs: 5000,
+  idleTimeoutMs: 0,
+});
+
+test('an outbound entry is found by its listener under the current generation, the first endpoint next', (t) => {
+  const l = listener();
+  const id = warmInstallOutbound(l, warmGeneration(), outbound(3));
+  t.true(id > 0);
+  t.deepEqual(warmLookupOutbound(l), { id, next: 0, endpoints: 3 });
+  t.is(warmLookupOutbound(l + 1), undefined, 'another listener');
+  t.is(warmLookup(l, 0), undefined, 'not an inbound key');
+});
+
+test('an outbound entry dies on a bump; an install carrying the old generation is dropped; a second install replaces the first', (t) => {
+  const l = listener();
+  const before = warmGeneration();
+  const first = warmInstallOutbound(l, before, outbound(1));
+  const second = warmInstallOutbound(l, before, outbound(2));
+  t.not(first, second);
+  t.deepEqual(warmLookupOutbound(l), { id: second, next: 0, endpoints: 2 });
+  warmInvalidate();
+  t.is(warmLookupOutbound(l), undefined);
+  t.is(warmInstallOutbound(l, before, outbound(1)), 0);
+  t.is(warmLookupOutbound(l), undefined);
+  t.true(warmInstallOutbound(l, warmGeneration(), outbound(1)) > 0);
+});
+
+test('warmForget drops the outbound entry of its listener, and only its', (t) => {
+  const l = listener();
+  const other = listener();
+  warmInstallOutbound(l, warmGeneration(), outbound(1));
+  warmInstallOutbound(other, warmGeneration(), outbound(1));
+  native.warmForget(l);
+  t.is(warmLookupOutbound(l), undefined);
+  t.truthy(warmLookupOutbound(other));
+});
+
+test('bad outbound installs throw: no endpoint, a vsock target, a bad address, a header of the wrong family or too short, not a PROXY header', (t) => {
+  const g = warmGeneration();
+  const l = listener();
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, []));
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', '127.0.0.1', 80, null]));
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['vsock', 3, 80, null, null]));
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', 'not-an-ip', 80, null, null]));
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', '127.0.0.1', 80, v6Header, null]), undefined, 'an IPv6 header where an IPv4 one goes');
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', '127.0.0.1', 80, null, v4Header]), undefined, 'an IPv4 header where an IPv6 one goes');
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', '127.0.0.1', 80, v4Header.subarray(0, 20), null]), undefined, 'too short');
+  const notProxy = Buffer.from(v4Header);
+  notProxy[12] = 0x20;
+  t.throws(() => native.warmInstallOutbound(l, g, 1, 0, ['inet', '127.0.0.1', 80, notProxy, null]), undefined, 'a LOCAL command');
+  t.is(warmLookupOutbound(l), undefined);
 });
