@@ -122,7 +122,6 @@ const ANY_INET = { address: '0.0.0.0', port: 0 };
 const ANY_INET6 = { address: '::', port: 0 };
 const NOTHING_READ = Buffer.alloc(0);
 
-/** What the records of one endpoint of an installed outbound entry need: the decision's reason and its access-line fields. */
 /** What the records of one endpoint's installed decision are logged and counted with: the access line's members around `src`, made once. */
 interface WarmDecided {
   reason: string;
