@@ -342,6 +342,32 @@ export function tlvText(header: ProxyHeader, type: number): string | undefined {
   return tlv === undefined ? undefined : tlv.value.toString('utf8');
 }
 
+/**
+ * A source or destination of a header decodeProxyHeader accepts with
+ * streamOnly as a PROXY command over TCP/IPv4 or IPv6, read in place (the
+ * warm path's records, per connection): what the decoded addresses say,
+ * without decoding the rest. Bytes of any other header give nonsense.
+ */
+export function acceptedEndpoint(header: Buffer, which: 'source' | 'destination'): IpEndpoint {
+  const inet = header[13]! >> 4 === 1;
+  const size = inet ? 4 : 16;
+  const at = FIXED_LENGTH + (which === 'source' ? 0 : size);
+  const bytes = header.subarray(at, at + size);
+  const portAt = FIXED_LENGTH + 2 * size + (which === 'source' ? 0 : 2);
+  return { address: inet ? formatIPv4(bytes) : formatIPv6(bytes), port: header.readUInt16BE(portAt) };
+}
+
+/** tlvText of such a header (see acceptedEndpoint), read in place: the first TLV of the type as UTF-8 text, if present. */
+export function acceptedTlvText(header: Buffer, type: number): string | undefined {
+  const length = FIXED_LENGTH + header.readUInt16BE(14);
+  for (let at = FIXED_LENGTH + (header[13]! >> 4 === 1 ? ADDRESS_LENGTH.inet : ADDRESS_LENGTH.inet6); at + 3 <= length; ) {
+    const valueLength = header.readUInt16BE(at + 1);
+    if (header[at] === type) return header.toString('utf8', at + 3, at + 3 + valueLength);
+    at += 3 + valueLength;
+  }
+  return undefined;
+}
+
 export function textTlv(type: number, text: string): Tlv {
   return { type, value: Buffer.from(text, 'utf8') };
 }

@@ -17,7 +17,7 @@ import { formatAddress } from '../runtime/log.js';
 import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { inboundClusterName } from '../dynamic/names.js';
-import { FIXED_LENGTH, TLV, decodeProxyHeader, encodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
+import { FIXED_LENGTH, TLV, acceptedEndpoint, acceptedTlvText, decodeProxyHeader, encodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
 import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
@@ -415,27 +415,27 @@ export class InboundListener extends Listener {
 
   /**
    * A connection the warm path finished: logged and counted exactly as
-   * route() and ProxiedConnection would have (the header is decoded again
-   * from the record's bytes; the decision was route()'s, installed then).
+   * route() and ProxiedConnection would have (the header's addresses and
+   * TLVs read in place from the record's bytes; the decision was route()'s,
+   * installed then).
    * The line is added to the batch's, the counters gathered for its end.
    */
   private warmFinished(record: WarmRecord): void {
     const decision = this.warmDecisions.get(record.entryId);
-    const decoded = decodeProxyHeader(record.header(), { maxLength: this.config.maxHeaderBytes, streamOnly: true });
-    const addresses = decoded.kind === 'header' ? decoded.header.addresses : null;
-    if (decision === undefined || decoded.kind !== 'header' || addresses === null || addresses.family === 'unspec' || addresses.family === 'unix') {
-      throw new Error('unreachable: a warm record of no installed decision, or of a header the JavaScript decoder refuses');
-    }
-    const { header } = decoded;
+    if (decision === undefined) throw new Error('unreachable: a warm record of no installed decision');
+    // The core's parser took the header as decodeProxyHeader does (streamOnly, a PROXY command over TCP/IPv4 or IPv6): read in place.
+    const header = record.header();
     const batch = this.warmBatch;
     if (decision.unauthenticated) batch.unauthenticated++;
     if (decision.rbacAllowed) batch.rbacAllowed++;
     batch.finished++;
-    const src = formatAddress(addresses.source.address, addresses.source.port);
-    const dst = formatAddress(addresses.destination.address, addresses.destination.port);
+    const source = acceptedEndpoint(header, 'source');
+    const destination = acceptedEndpoint(header, 'destination');
+    const src = formatAddress(source.address, source.port);
+    const dst = formatAddress(destination.address, destination.port);
     const peer = formatAddress(record.peerHost(), record.peerPort);
-    const sourceVm = tlvText(header, TLV.VSOCKMESH_SOURCE_VM);
-    const authority = tlvText(header, TLV.AUTHORITY);
+    const sourceVm = acceptedTlvText(header, TLV.VSOCKMESH_SOURCE_VM);
+    const authority = acceptedTlvText(header, TLV.AUTHORITY);
     let { outcome, bytesToUpstream, bytesToDownstream } = record as { outcome: string; bytesToUpstream: number; bytesToDownstream: number };
     let errorCode = record.errorCode();
     if (outcome === 'connect_failed') {

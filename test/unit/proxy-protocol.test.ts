@@ -11,6 +11,8 @@ import {
   ProxyHeaderTemplate,
   SIGNATURE,
   TLV,
+  acceptedEndpoint,
+  acceptedTlvText,
   crc32c,
   decodeProxyHeader,
   encodeProxyHeader,
@@ -882,6 +884,12 @@ const anyHeader: fc.Arbitrary<ProxyHeader> = fc.record({
   tlvs: fc.array(anyTlv, { maxLength: 8 }),
 });
 
+const streamHeader: fc.Arbitrary<ProxyHeader> = fc.record({
+  command: fc.constant<'proxy'>('proxy'),
+  addresses: anyAddresses.filter((a) => a.family === 'inet' || a.family === 'inet6').map((a) => ({ ...a, transport: 'stream' as const })),
+  tlvs: fc.array(anyTlv, { maxLength: 8 }),
+});
+
 /** A deep copy with ordinary prototypes (fast-check may build records without one), Buffers kept. */
 function plain<T>(value: T): T {
   if (Buffer.isBuffer(value) || value === null || typeof value !== 'object') return value;
@@ -940,6 +948,32 @@ test('property: encode then decode gives back an equal header', (t) => {
     }),
     { numRuns: 300 },
   );
+});
+
+test('property: acceptedEndpoint and acceptedTlvText read in place what decodeProxyHeader decodes, for every header it accepts as a stream', (t) => {
+  let read = 0;
+  holds(
+    t,
+    // Half of the headers any, half PROXY over TCP (what the warm path reads).
+    fc.property(fc.oneof(anyHeader, streamHeader), fc.boolean(), fc.uint8Array({ maxLength: 8 }), fc.uint8Array({ maxLength: 8 }), (h, withCrc, before, after) => {
+      const encoded = encodeProxyHeader(h, { crc32c: withCrc });
+      // As the warm records hold it: a view inside a larger buffer, other bytes around.
+      const header = Buffer.concat([before, encoded, after]).subarray(before.length, before.length + encoded.length);
+      const result = decodeProxyHeader(header, { streamOnly: true });
+      if (result.kind !== 'header' || result.header.command !== 'proxy') return true;
+      const { addresses } = result.header;
+      if (addresses.family !== 'inet' && addresses.family !== 'inet6') return false;
+      read++;
+      deepStrictEqual(acceptedEndpoint(header, 'source'), plain(addresses.source));
+      deepStrictEqual(acceptedEndpoint(header, 'destination'), plain(addresses.destination));
+      for (const type of [TLV.AUTHORITY, TLV.VSOCKMESH_SOURCE_VM, TLV.CRC32C, ...h.tlvs.map((tlv) => tlv.type)]) {
+        if (acceptedTlvText(header, type) !== tlvText(result.header, type)) return false;
+      }
+      return true;
+    }),
+    { numRuns: 600 },
+  );
+  t.true(read > 200, `only ${read} stream headers were read`);
 });
 
 test('property: IPv6 addresses in any spelling fast-check generates survive encode then decode', (t) => {
