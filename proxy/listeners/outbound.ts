@@ -151,6 +151,8 @@ export class OutboundListener extends Listener {
    * generation under which the cluster's decisions were found not replayable.
    */
   private warm: { id: number; stopRecords: () => void; entries: Map<number, WarmDecided[]>; current: number; notReplayable: number } | null = null;
+  /** The warm path is on for this listener but not started yet: it starts at the first connection decide() could install (an idle sidecar holds none of it). */
+  private warmLater = false;
 
   constructor(
     readonly config: OutboundListenerConfig,
@@ -182,7 +184,7 @@ export class OutboundListener extends Listener {
       this.options.resolver.resolver.on('moved', this.onMoved);
       this.options.resolver.resolver.on('local-moved', this.onLocalMoved);
     }
-    if (this.config.warmPath && this.cluster.settings.resolve === undefined && this.captured === undefined) this.startWarm();
+    this.warmLater = this.config.warmPath && this.cluster.settings.resolve === undefined && this.captured === undefined;
   }
 
   /**
@@ -190,13 +192,18 @@ export class OutboundListener extends Listener {
    * listener's accepts while an entry decide() installed lives, and hands
    * back what it does not take (no entry: announced as usual; a failed
    * connect: the connection, for the slow path to decide and dial again).
+   * Started at the first connection decide() may install an entry for: until
+   * then the core would hand every accept back anyway, and an idle sidecar
+   * keeps none of it (the record batch, the core's listener).
    */
-  private startWarm(): void {
+  private startWarm(): NonNullable<OutboundListener['warm']> {
+    this.warmLater = false;
     const records = warmRecords({ record: (record) => this.warmFinished(record), end: () => this.warmBatchEnd() });
     this.warm = { id: records.id, stopRecords: records.stop, entries: new Map(), current: 0, notReplayable: 0 };
     const handOver = (fd: number, host: SocketHost, port: number): void => this.handedOver(fd, host, port, NOTHING_READ, 0);
     for (const fd of this.listening()) native.warmListenOutbound(fd, records.id, this.counters, this.context.admission.counters, handOver);
     this.counters[WARM_ENABLED] = 1;
+    return this.warm;
   }
 
   /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
@@ -215,6 +222,7 @@ export class OutboundListener extends Listener {
     this.options.resolver?.resolver.off('local-moved', this.onLocalMoved);
     for (const t of this.drainTimers) clearTimeout(t);
     this.drainTimers.clear();
+    this.warmLater = false;
     this.counters[WARM_ENABLED] = 0;
     if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
@@ -227,6 +235,7 @@ export class OutboundListener extends Listener {
   }
 
   override async drain(): Promise<void> {
+    this.warmLater = false;
     this.counters[WARM_ENABLED] = 0;
     const drained = Promise.all([super.drain(), this.captured?.listener.drain()]);
     this.warmDone();
@@ -369,7 +378,7 @@ export class OutboundListener extends Listener {
     const vmId = vm?.vmId ?? null;
     const connection = this.connect(fd, src, { hops: selection.hops, reason: selection.reason, breaker: endpoint.breaker, dst: app ?? NO_DESTINATION, vmId, peerMode: vm?.peerMode }, handover);
     if (target && vmId !== null) this.remember(vmId, connection);
-    if (this.warm !== null && target === undefined && handover.tunnel === undefined && handover.early === null) this.warmInstall(this.warm);
+    if ((this.warm !== null || this.warmLater) && target === undefined && handover.tunnel === undefined && handover.early === null) this.warmInstall(this.warm ?? this.startWarm());
     return connection;
   }
 

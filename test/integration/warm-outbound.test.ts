@@ -155,6 +155,16 @@ test.serial('the same connections with the warm path and without: the same bytes
   t.deepEqual(await counters(warm), await counters(slow));
 });
 
+test.serial('an idle listener holds no warm path: it starts at the first connection decided, and the next one is replayed', async (t) => {
+  const out = await startOut(t, true);
+  const warmOf = (o: Out) => (o.outbound as unknown as { warm: unknown }).warm;
+  t.is(warmOf(out), null, 'started and idle: no record batch, no listener in the core');
+  await exchange(out, Buffer.from('first'));
+  t.not(warmOf(out), null, 'the first decided connection started it');
+  await exchange(out, Buffer.from('second'));
+  await waitFor(() => out.outbound.warmFinishedCount === 1, 'the second connection replayed');
+});
+
 test.serial('the peer header over IPv6: a client on ::1 gets the header the slow path writes', async (t) => {
   const endpoints = (peer: Raw) => [{ address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: peer.port } }];
   for (const warm of [true, false]) {
