@@ -161,6 +161,18 @@ export abstract class ProxyServer {
     return this.listeners.reduce((n, l) => n + l.activeConnections, 0);
   }
 
+  /** The listeners' warm connections (the core's) as the settle's look sees them (Listener.warmActivity). */
+  warmActivity(): { open: number; activity: number } {
+    let open = 0;
+    let activity = 0;
+    for (const l of this.listeners) {
+      const w = l.warmActivity();
+      open += w.open;
+      activity += w.activity;
+    }
+    return { open, activity };
+  }
+
   protected boundListeners(): Array<{ name: string; bound: BoundAddress[] }> {
     return this.listeners.map((l) => ({ name: l.name, bound: l.addresses() }));
   }

@@ -44,8 +44,10 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       // Settling waits until the server, once made, has no connection open, or only relayed ones that moved nothing since the last look.
       let made: ProxyServer | undefined = undefined;
       const relayActivity = (): number | null => {
-        const relays = made?.metrics.relayActivity();
-        return relays !== undefined && relays.open === made!.activeConnections ? relays.activity : null;
+        if (made === undefined) return null;
+        const relays = made.metrics.relayActivity();
+        const warm = made.warmActivity();
+        return relays.open + warm.open === made.activeConnections ? relays.activity + warm.activity : null;
       };
       const settler = new MemorySettler(
         () => settleNow(logger, native.settleMemory, 'quiet'),

@@ -18,7 +18,7 @@ import type { ConnectionStats } from '../metrics.js';
 import { ipFamily, native, type SocketHost } from '../native/index.js';
 import { inboundClusterName } from '../dynamic/names.js';
 import { FIXED_LENGTH, TLV, acceptedEndpoint, acceptedTlvText, decodeProxyHeader, encodeProxyHeader, tlvText, type ProxyHeader } from '../proxy-protocol.js';
-import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
+import { Listener, WARM_CORE_OPEN, WARM_ENABLED, WARM_LIST_FIELDS, ipBinds, type ListenerContext } from './listener.js';
 import type { Resolver } from '../resolve/resolver.js';
 import { HOST_CID } from '../upstream/endpoint-facts.js';
 import type { VmRecord } from '../resolve/types.js';
@@ -128,7 +128,7 @@ export class InboundListener extends Listener {
     if (this.warm === null) return [];
     const listed = native.warmList(this.warm.id);
     const open: OpenConnection[] = [];
-    for (let i = 0; i < listed.length; i += 6) {
+    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) {
       const [relayId, port, label, header, peerHost, peerPort] = listed.slice(i, i + 6) as [number, number, number, Buffer, string, number];
       const decoded = decodeProxyHeader(header, { maxLength: this.config.maxHeaderBytes, streamOnly: true });
       if (decoded.kind !== 'header') continue;
@@ -154,8 +154,9 @@ export class InboundListener extends Listener {
     await drained;
   }
 
-  /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
-  warmFinishedCount = 0;
+  protected override warmId(): number | null {
+    return this.warm?.id ?? null;
+  }
 
   override abortConnections(): void {
     super.abortConnections();

@@ -85,6 +85,8 @@ export const WARM_JS_OPEN = 0;
 export const WARM_CORE_OPEN = 1;
 const WARM_MAX = 2;
 export const WARM_ENABLED = 3;
+/** Fields per connection in native.warmList: relay id, destination port, label, header, peer host, peer port. */
+export const WARM_LIST_FIELDS = 6;
 
 export abstract class Listener {
   private listenFds: number[] = [];
@@ -163,6 +165,35 @@ export abstract class Listener {
   /** A warm connection finished (its record was read): a drain may be over. */
   protected warmClosed(): void {
     this.idleCheck();
+  }
+
+  /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
+  warmFinishedCount = 0;
+
+  /** The warm path's listener id in the core while it is on (the subclass's). */
+  protected warmId(): number | null {
+    return null;
+  }
+
+  /**
+   * The core's warm connections as the settle's look at the data path
+   * (runtime/settle-memory.ts) sees them: how many are relaying, and a
+   * number that grows whenever one starts relaying or finishes or bytes
+   * move. Fewer open than the core holds: one is reading its header or
+   * connecting, which the look cannot see (as the slow path's connecting ones).
+   */
+  warmActivity(): { open: number; activity: number } {
+    const id = this.warmId();
+    let open = 0;
+    let activity = 2 * this.warmFinishedCount;
+    if (id === null) return { open, activity };
+    const listed = native.warmList(id);
+    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) {
+      const bytes = native.relayBytes(listed[i] as number);
+      open++;
+      activity += 1 + (bytes === undefined ? 0 : bytes[0] + bytes[1]);
+    }
+    return { open, activity };
   }
 
   /** Where this listener accepts connections (ports resolved when configured as 0). */

@@ -19,7 +19,7 @@ import { factsFromResolution, factsWithoutResolution, wantedOf } from '../upstre
 import type { PlacementSource } from '../upstream/placement.js';
 import type { TransportPolicy } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
-import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
+import { Listener, WARM_CORE_OPEN, WARM_ENABLED, WARM_LIST_FIELDS, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, type AccessLogFields } from './proxied-connection.js';
 import { AccessLines, membersAround, textMember } from './access-lines.js';
 import { warmGeneration, warmInstallOutbound, warmLookupOutbound, type WarmOutboundEndpoint } from '../native/warm.js';
@@ -206,8 +206,9 @@ export class OutboundListener extends Listener {
     return this.warm;
   }
 
-  /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
-  warmFinishedCount = 0;
+  protected override warmId(): number | null {
+    return this.warm?.id ?? null;
+  }
 
   /** Once drained or stopped and the core holds none of its connections: no more records, no entry. */
   private warmDone(): void {
@@ -247,7 +248,7 @@ export class OutboundListener extends Listener {
     this.captured?.listener.abortConnections();
     if (this.warm === null) return;
     const listed = native.warmList(this.warm.id);
-    for (let i = 0; i < listed.length; i += 6) native.relayAbort(listed[i] as number);
+    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) native.relayAbort(listed[i] as number);
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
