@@ -7,6 +7,7 @@
 // non-loopback address nothing at all.
 
 import test from 'ava';
+import { freePort } from '../helpers/haproxy.js';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -26,14 +27,8 @@ interface Setup {
   seen: Array<{ url: string | undefined; host: string | undefined }>;
 }
 
-/** A port nothing listens on: bound, then closed. */
-async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
+const deadPort = (): Promise<number> => freePort();
 
 async function setup(t: import('ava').ExecutionContext, proxy: Record<string, unknown> = {}): Promise<Setup> {
   const seen: Setup['seen'] = [];

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { freePort } from '../helpers/haproxy.js';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
@@ -39,12 +40,8 @@ async function startBackend(name: string): Promise<Backend> {
   };
 }
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const b = await startBackend('gone');
-  await b.close();
-  return b.port;
-}
+/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
+const closedPort = (): Promise<number> => freePort();
 
 interface Reply {
   status: number;

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { freePort } from '../helpers/haproxy.js';
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo, Server } from 'node:net';
@@ -103,12 +104,8 @@ async function until(what: string, done: () => boolean): Promise<void> {
 
 const retries = (s: TestSidecar, reason: string): Promise<number> => metricValue(s.sidecar, 'vsockmesh_http_retries_total', { listener: 'http', route: 'web/0', cluster: 'svc', reason });
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const b = await startBackend((_q, res) => res.end());
-  await b.close();
-  return b.port;
-}
+/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
+const closedPort = (): Promise<number> => freePort();
 
 /** A sidecar whose cluster has a dead endpoint, then the live one on `livePort`; `/retry` retries on connect failure. */
 async function besideDeadEndpoint(livePort: number, h2c?: H2cPath): Promise<{ sidecar: TestSidecar; port: number }> {
