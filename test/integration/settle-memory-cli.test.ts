@@ -1,7 +1,7 @@
 // A sidecar process settles its memory once quiet after it is ready
 // (runtime/settle-memory.ts, native settleMemory): one "memory settled" line,
 // with less RSS after than before; and once quiet after traffic, also while
-// the relayed connections it leaves open stay idle.
+// the relayed connections it leaves open stay idle (the warm paths' too).
 
 import test from 'ava';
 import net from 'node:net';
@@ -19,13 +19,19 @@ test('an idle sidecar settles its memory once after ready, and its RSS goes down
   t.is(proc.lines.filter((l) => l.msg === 'memory settled').length, 1);
 });
 
-test('after traffic, a sidecar holding idle relayed connections settles again once they are quiet', async (t) => {
+for (const hops of ['outbound', 'outbound and inbound'] as const) {
+test(`after traffic, a sidecar holding idle relayed connections settles again once they are quiet (${hops} hop)`, async (t) => {
   const backend = net.createServer((c) => c.on('data', (d) => c.write(d)).on('error', () => {}));
   await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
   t.teardown(() => backend.close());
   const port = await freePort();
   const backendPort = (backend.address() as net.AddressInfo).port;
-  const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners: [{ kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port, cluster: 'c' }], clusters: [{ name: 'c', endpoints: [{ address: '127.0.0.1', port: backendPort }] }] });
+  // Both hops: the outbound listener's peer sidecar is this one's own inbound listener (both warm paths hold the connections).
+  const inboundPort = await freePort();
+  const inbound = { kind: 'inbound', name: 'in', addresses: ['127.0.0.1'], port: inboundPort, ports: [backendPort] };
+  const endpoint = hops === 'outbound' ? { address: '127.0.0.1', port: backendPort } : { address: '127.0.0.1', port: backendPort, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: inboundPort } };
+  const listeners = [{ kind: 'outbound', name: 'out', addresses: ['127.0.0.1'], port, cluster: 'c' }, ...(hops === 'outbound' ? [] : [inbound])];
+  const config = await writeConfig({ node: { id: 'vm-a' }, admin: null, listeners, clusters: [{ name: 'c', endpoints: [endpoint] }] });
   t.teardown(config.cleanup);
   const proc = startCli(['sidecar', '-c', config.path, '--log-level', 'debug']);
   t.teardown(() => proc.kill('SIGKILL'));
@@ -51,3 +57,4 @@ test('after traffic, a sidecar holding idle relayed connections settles again on
   });
   t.is(again, 'y');
 });
+}
