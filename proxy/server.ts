@@ -161,16 +161,21 @@ export abstract class ProxyServer {
     return this.listeners.reduce((n, l) => n + l.activeConnections, 0);
   }
 
-  /** The listeners' warm connections (the core's) as the settle's look sees them (Listener.warmActivity). */
-  warmActivity(): { open: number; activity: number } {
-    let open = 0;
-    let activity = 0;
+  /**
+   * The data path as the settle's look sees it (runtime/settle-memory.ts):
+   * a number that moves whenever a relayed connection opens or closes or
+   * bytes move, JavaScript's (ProxyMetrics.relayActivity) and the core's warm
+   * ones (Listener.warmActivity); null while an open connection is one it
+   * cannot see (HTTP, connecting, a warm one reading its header).
+   */
+  relayActivity(): number | null {
+    let { open, activity } = this.metrics.relayActivity();
     for (const l of this.listeners) {
-      const w = l.warmActivity();
-      open += w.open;
-      activity += w.activity;
+      const warm = l.warmActivity();
+      open += warm.open;
+      activity += warm.activity;
     }
-    return { open, activity };
+    return open === this.activeConnections ? activity : null;
   }
 
   protected boundListeners(): Array<{ name: string; bound: BoundAddress[] }> {

@@ -43,12 +43,7 @@ export function runServer(role: ServerRole, options: RunServerOptions): Promise<
       const logger = createLogger({ level: config.log.level });
       // Settling waits until the server, once made, has no connection open, or only relayed ones that moved nothing since the last look.
       let made: ProxyServer | undefined = undefined;
-      const relayActivity = (): number | null => {
-        if (made === undefined) return null;
-        const relays = made.metrics.relayActivity();
-        const warm = made.warmActivity();
-        return relays.open + warm.open === made.activeConnections ? relays.activity + warm.activity : null;
-      };
+      const relayActivity = (): number | null => made?.relayActivity() ?? null;
       const settler = new MemorySettler(
         () => settleNow(logger, native.settleMemory, 'quiet'),
         () => made !== undefined && (made.activeConnections === 0 || traffic.still()),
