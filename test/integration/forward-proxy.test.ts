@@ -27,8 +27,6 @@ interface Setup {
   seen: Array<{ url: string | undefined; host: string | undefined }>;
 }
 
-/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
-const deadPort = (): Promise<number> => freePort();
 
 async function setup(t: import('ava').ExecutionContext, proxy: Record<string, unknown> = {}): Promise<Setup> {
   const seen: Setup['seen'] = [];
@@ -47,7 +45,7 @@ async function setup(t: import('ava').ExecutionContext, proxy: Record<string, un
     listeners: [{ kind: 'forward_proxy', name: 'egress', port: 0, ...proxy }],
     clusters: [
       { name: 'app', endpoints: [{ address: '127.0.0.1', port: appPort, vm_id: 'vm-b', peer: { address: inbound.address, port: inbound.port } }] },
-      { name: 'down', connect_timeout: '10s', endpoints: [{ address: '127.0.0.1', port: await deadPort() }] },
+      { name: 'down', connect_timeout: '10s', endpoints: [{ address: '127.0.0.1', port: await freePort() }] },
     ],
   });
   t.teardown(() => a.sidecar.stop());
@@ -166,7 +164,7 @@ test('pass_through: a destination that names no cluster gets a direct TCP tunnel
   const { a, proxyPort } = await setup(t, { pass_through: true });
   const { text } = await exchange(proxyPort, `CONNECT 127.0.0.1:${(outside.address() as net.AddressInfo).port} HTTP/1.1\r\n\r\nping\n`, { end: true });
   t.is(text, 'HTTP/1.1 200 Connection established\r\n\r\nping\n');
-  const dead = await exchange(proxyPort, `CONNECT [::1]:${await deadPort()} HTTP/1.1\r\n\r\n`);
+  const dead = await exchange(proxyPort, `CONNECT [::1]:${await freePort()} HTTP/1.1\r\n\r\n`);
   t.regex(dead.text, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
   t.is(await forwardRequests(a, 'pass_through'), 2);
   await waitFor(() => a.logs.access().length >= 1, 'the access line of the pass-through tunnel', 30_000);

@@ -40,8 +40,6 @@ async function startBackend(name: string): Promise<Backend> {
   };
 }
 
-/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
-const closedPort = (): Promise<number> => freePort();
 
 interface Reply {
   status: number;
@@ -201,7 +199,7 @@ test('the backend sees x-forwarded-for with the client, an x-request-id (the cli
 });
 
 test('an endpoint that refuses the connection gives 502 upstream_connect_failed; a route timeout gives 504 route_timeout', async (t) => {
-  const dead = await closedPort();
+  const dead = await freePort();
   const s = await setup(
     {
       virtual_hosts: [
@@ -376,7 +374,7 @@ test('a backend that resets the connection mid-request gives 502 upstream_reset'
 });
 
 test('HTTP/2: a dead endpoint gives 502 upstream_connect_failed, a hanging one 504 route_timeout', async (t) => {
-  const dead = await closedPort();
+  const dead = await freePort();
   const hanging = http2.createServer();
   hanging.on('stream', () => {});
   await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));

@@ -104,12 +104,10 @@ async function until(what: string, done: () => boolean): Promise<void> {
 
 const retries = (s: TestSidecar, reason: string): Promise<number> => metricValue(s.sidecar, 'vsockmesh_http_retries_total', { listener: 'http', route: 'web/0', cluster: 'svc', reason });
 
-/** A port nothing listens on: below the ephemeral range (freePort), so no server elsewhere in the run binds it meanwhile. */
-const closedPort = (): Promise<number> => freePort();
 
 /** A sidecar whose cluster has a dead endpoint, then the live one on `livePort`; `/retry` retries on connect failure. */
 async function besideDeadEndpoint(livePort: number, h2c?: H2cPath): Promise<{ sidecar: TestSidecar; port: number }> {
-  const dead = await closedPort();
+  const dead = await freePort();
   return sidecarFor(
     [
       { address: '127.0.0.1', port: dead },

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../proxy/native/index.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
+import { freePort } from '../helpers/haproxy.js';
 import { collect, connect, echoTransfer, sha256, startEchoServer, startServer, waitFor } from '../helpers/apps.js';
 import { startSidecar } from '../helpers/sidecars.js';
 
@@ -25,18 +26,10 @@ function nativeConnect(family: 'inet' | 'inet6', host: string, port: number, tim
   });
 }
 
-/** A port with nothing listening on it. */
-async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 test.serial('a connect to a closed port reports ECONNREFUSED and leaks nothing', async (t) => {
   const before = native.openCount();
-  const { error } = await nativeConnect('inet', '127.0.0.1', await deadPort(), 5_000);
+  const { error } = await nativeConnect('inet', '127.0.0.1', await freePort(), 5_000);
   t.is(error, 'ECONNREFUSED');
   t.is(native.openCount(), before);
 });

@@ -10,6 +10,7 @@ import { TLV, encodeProxyHeader, tcpAddresses, textTlv } from '../../proxy/proxy
 import type { Listener } from '../../proxy/listeners/listener.js';
 import type { OutboundListener } from '../../proxy/listeners/outbound.js';
 import { warmInvalidate } from '../../proxy/native/warm.js';
+import { freePort } from '../helpers/haproxy.js';
 import { collect, connect, randomPayload, sha256, waitFor } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
@@ -180,9 +181,7 @@ test.serial('the peer header over IPv6: a client on ::1 gets the header the slow
 });
 
 test.serial('a failed connect on the warm path hands the client to JavaScript: one access line and one connect error per connection, as without it', async (t) => {
-  const dead = await startRaw();
-  const deadPort = dead.port;
-  await dead.close();
+  const deadPort = await freePort();
   const endpoints = () => [{ address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: deadPort } }];
   const warm = await startOut(t, true, {}, endpoints);
   const slow = await startOut(t, false, {}, endpoints);
