@@ -61,7 +61,7 @@ function hypervisorLine(h: HypervisorRecord): string {
 }
 
 function eventLine(e: VmEvent): string {
-  if (e.type === 'hypervisor') return `${e.revision}\thypervisor\t${hypervisorLine(e.hypervisor)}`;
+  if (e.type === 'hypervisor' || e.type === 'hypervisor-removed') return `${e.revision}\t${e.type}\t${hypervisorLine(e.hypervisor)}`;
   if (e.type === 'moved') return `${e.revision}\tmoved\t${e.vm.vmId}\t${e.previous.hypervisorId}/cid ${e.previous.vsockCid} -> ${e.vm.hypervisorId}/cid ${e.vm.vsockCid}`;
   return `${e.revision}\t${e.type}\t${vmLine(e.vm)}`;
 }

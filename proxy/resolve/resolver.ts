@@ -188,6 +188,11 @@ export class Resolver extends EventEmitter {
       }
       return;
     }
+    // Its VMs' `removed` events came first (their answers are gone): only its record is left to drop.
+    if (event.type === 'hypervisor-removed') {
+      this.hypervisors.delete(event.hypervisor.hypervisorId);
+      return;
+    }
     const { vm } = event;
     if (vm.vmId === this.options.localVmId) {
       const previous = this.localRecord;

@@ -78,7 +78,10 @@ export type VmEvent =
   | { type: 'added' | 'updated' | 'removed'; vm: VmRecord; revision: number }
   /** New hypervisor and/or CID: vsock connections to the old placement are dead. */
   | { type: 'moved'; vm: VmRecord; previous: VmRecord; revision: number }
-  | { type: 'hypervisor'; hypervisor: HypervisorRecord; revision: number };
+  /** Registered or changed. */
+  | { type: 'hypervisor'; hypervisor: HypervisorRecord; revision: number }
+  /** Its record (the last one) left the registry, after the `removed` events of the VMs on it, at the same revision. */
+  | { type: 'hypervisor-removed'; hypervisor: HypervisorRecord; revision: number };
 
 /** A host relay's question: may the guest at `sourceCid` (kernel-given) on `hypervisorId` reach `destination`? */
 export interface RelayRequest {

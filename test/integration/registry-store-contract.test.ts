@@ -19,6 +19,7 @@ import type { Store } from '../../xds/store/store.js';
 import { VmManagerClient } from '../../xds/vm-manager/client.js';
 import { REGISTRY_PREFIX, RegistryStore } from '../../xds/vm-manager/registry-store.js';
 import { VmManagerServer } from '../../xds/vm-manager/server.js';
+import { RegistryMirror } from '../../xds/control-plane/registry-source.js';
 import { startEtcd } from '../helpers/etcd.js';
 import { wrapStore } from '../helpers/store-wrapper.js';
 import { waitFor } from '../helpers/apps.js';
@@ -311,7 +312,7 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.is(a.commits.conflict, 1, 'the renewal planned on the deleted record was planned again');
   });
 
-  registryTest('a hypervisor deleted in the store leaves every replica with the VMs on it (removed events; their records stay in the store); registered again, they are back', async (t, subject) => {
+  registryTest('a hypervisor deleted in the store leaves every replica with the VMs on it (removed events, then hypervisor-removed; their records stay in the store); registered again, they are back', async (t, subject) => {
     const store = subject.replicaStore();
     const { registryStore: a, logs } = await replica(t, store);
     const b = (await replica(t, subject.replicaStore())).registryStore;
@@ -333,7 +334,7 @@ for (const [kind, open] of Object.entries(kinds)) {
       t.like(r.registry.resolve('', { kind: 'service', name: 'web' }), { found: true, vm: { vmId: 'db-1' } });
       t.false(r.registry.resolve('', { kind: 'vm', vmId: 'web-1' }).found);
     }
-    t.deepEqual(onB.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`), [`removed web-1@${deleted.revision}`]);
+    t.deepEqual(onB.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : e.hypervisor.hypervisorId}@${e.revision}`), [`removed web-1@${deleted.revision}`, `hypervisor-removed hv-1@${deleted.revision}`]);
     t.truthy(await store.get(`${REGISTRY_PREFIX}vms/web-1`), "the VM's record stays in the store");
     t.true(logs.withReason('hypervisor_deleted').some((l) => l.hypervisor_id === 'hv-1'));
     const opened = (await replica(t, subject.replicaStore())).registryStore;
@@ -345,10 +346,55 @@ for (const [kind, open] of Object.entries(kinds)) {
       await waitFor(() => r.registry.revision >= b.registry.revision, 'the hypervisor again on every replica', 10_000);
       t.deepEqual(r.registry.list().vms.map((v) => `${v.vmId}@${v.hypervisorId}`), ['db-1@hv-2', 'web-1@hv-1'], 'web-1 is back with it');
     }
-    t.deepEqual(onB.slice(1).map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : 'hv-1'}@${e.revision}`), [`hypervisor hv-1@${b.registry.revision}`, `added web-1@${b.registry.revision}`]);
+    t.deepEqual(onB.slice(2).map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : 'hv-1'}@${e.revision}`), [`hypervisor hv-1@${b.registry.revision}`, `added web-1@${b.registry.revision}`]);
     // Its key is written as the store holds it: no conflict.
     await b.mutate((r) => r.moveVm('web-1', 'hv-2', 4));
     t.is(b.commits.conflict, 0);
+  });
+
+  registryTest("a control plane's mirror following a replica over Watch drops a hypervisor deleted in the store; a Watch resumed from before the delete carries it too", async (t, subject) => {
+    const store = subject.replicaStore();
+    const a = (await replica(t, store)).registryStore;
+    await a.mutate((r) => r.registerHypervisor(hv1));
+    await a.mutate((r) => r.registerHypervisor(hv2));
+    await a.mutate((r) => r.registerVm(web1));
+    await a.mutate((r) => r.registerVm(vm({ vmId: 'db-1', hypervisorId: 'hv-2', vsockCid: 5, addresses: ['10.0.0.21'] })));
+    const before = a.registry.revision;
+    const serve = async (r: RegistryStore): Promise<string> => {
+      const server = new VmManagerServer({ registry: r.registry, registryStore: r, logger: createLogger({ level: 'silent' }), transport: { insecure: true } });
+      const port = await server.start('127.0.0.1:0');
+      t.teardown(() => server.stop());
+      return `127.0.0.1:${port}`;
+    };
+    const address = await serve(a);
+    // The control plane's mirror of a VM manager elsewhere (control-plane --vm-manager), over a real client.
+    const mirror = new RegistryMirror(new VmManagerClient(address, { defaultTimeoutMs: 10_000, transport: { insecure: true } }), address, () => undefined, createLogger({ level: 'silent' }));
+    mirror.start();
+    t.teardown(() => mirror.stop());
+    const held = (): string => `${mirror.state().hypervisors.map((h) => h.hypervisorId).sort().join(',')} | ${mirror.state().vms.map((v) => v.vmId).sort().join(',')}`;
+    await waitFor(() => held() === 'hv-1,hv-2 | db-1,web-1', 'the mirror to hold the registry', 10_000);
+
+    const deleted = await store.commit({ deletes: [`${REGISTRY_PREFIX}hypervisors/hv-1`] });
+    await waitFor(() => held() === 'hv-2 | db-1', `the mirror without hv-1 and its VM (holds ${held()})`, 10_000);
+    t.is(held(), 'hv-2 | db-1');
+
+    /** The events of a Watch from `from` on `at` until one at `until` (or its error). */
+    const watchFrom = async (at: string, from: number, until: number): Promise<{ events: string[]; error?: Error }> => {
+      const client = new VmManagerClient(at, { defaultTimeoutMs: 10_000, transport: { insecure: true } });
+      t.teardown(() => client.close());
+      const seen: { events: VmEvent[]; error?: Error } = { events: [] };
+      const watch = client.watch(from, { onEvent: (e) => seen.events.push(e), onError: (err) => (seen.error = err) }, a.registry.epoch);
+      t.teardown(() => watch.cancel());
+      await waitFor(() => seen.error !== undefined || seen.events.some((e) => e.revision >= until), `the Watch from ${from} to reach ${until}`, 10_000);
+      return { events: seen.events.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : e.hypervisor.hypervisorId}@${e.revision}`), ...(seen.error && { error: seen.error }) };
+    };
+    // Resumed on the replica that saw the delete: from its event log.
+    t.deepEqual(await watchFrom(address, before, deleted.revision), { events: [`removed web-1@${deleted.revision}`, `hypervisor-removed hv-1@${deleted.revision}`] });
+    // Resumed on a replica opened since (a follower failing over): the difference from the registry the store held then (etcd), else OUT_OF_RANGE (start over from the whole registry, which has no hv-1).
+    const b = (await replica(t, subject.replicaStore())).registryStore;
+    const resumed = await watchFrom(await serve(b), before, b.registry.revision);
+    if (kind === 'etcd') t.deepEqual(resumed, { events: [`removed web-1@${b.registry.revision}`, `hypervisor-removed hv-1@${b.registry.revision}`] });
+    else t.like(resumed, { events: [], error: { code: 'OUT_OF_RANGE' } });
   });
 
   registryTest('pastRegistry: the registry as it was at a revision where the store keeps past states (etcd), else OUT_OF_RANGE; eventsFrom it: the difference', async (t, subject) => {

@@ -72,7 +72,7 @@ test('on a full disk a mutation is refused with the reason, nothing of it is vis
   t.like(await c.registerVm(web3), { vmId: 'web-3', generation: 1 });
   await waitFor(() => events.some((e) => e.type === 'added' && e.vm.vmId === 'web-3'), 'web-3 on the watch');
   t.deepEqual(
-    events.slice(3).map((e) => (e.type === 'hypervisor' ? e.type : `${e.type} ${e.vm.vmId}`)),
+    events.slice(3).map((e) => ('hypervisor' in e ? e.type : `${e.type} ${e.vm.vmId}`)),
     ['added web-3'],
     'Watch: nothing of the refused changes, then the one that was written',
   );

@@ -137,7 +137,7 @@ test('Watch sends the registry, then changes; a watcher resumes from its last re
   t.teardown(() => w2.cancel());
   await waitFor(() => second.length >= 2, 'the missed events');
   t.deepEqual(
-    second.map((e) => [e.type, e.type === 'hypervisor' ? null : e.vm.vmId]),
+    second.map((e) => [e.type, 'hypervisor' in e ? null : e.vm.vmId]),
     [
       ['moved', 'web-2'],
       ['removed', 'web-1'],

@@ -97,7 +97,7 @@ test('loadInventory registers hypervisors first, then VMs', (t) => {
   const clock = 1_000_000;
   const registry = new Registry({ now: () => clock });
   const events: string[] = [];
-  registry.subscribe((e) => events.push(e.type === 'hypervisor' ? `hypervisor ${e.hypervisor.hypervisorId}` : `${e.type} ${e.vm.vmId}`));
+  registry.subscribe((e) => events.push('hypervisor' in e ? `hypervisor ${e.hypervisor.hypervisorId}` : `${e.type} ${e.vm.vmId}`));
   loadInventory(registry, parseInventory(VALID, 'inventory.yaml'));
   t.deepEqual(events, ['hypervisor hv-1', 'hypervisor hv-2', 'hypervisor hv-d', 'hypervisor hv-l', 'added web-1', 'added db-1', 'added cache-1', 'added demo-a']);
   t.is(registry.revision, 8);

@@ -94,3 +94,27 @@ test('the mirror: VMs and hypervisors from the Watch events; a new epoch starts 
   mirror.stop();
   t.true(api.closed);
 });
+
+test('the mirror: a hypervisor-removed event drops the hypervisor (after its VMs); a hypervisor event for it again brings it back', (t) => {
+  const api = fakeApi();
+  let changes = 0;
+  const mirror = new RegistryMirror(api, '10.0.0.9:15300', () => changes++, createLogger({ level: 'silent' }));
+  mirror.start();
+  const stream = api.streams[0]!;
+  const hv1 = { hypervisorId: 'hv-1', vsockMode: 'direct' as const, relayPort: 0 };
+  const hv2 = { hypervisorId: 'hv-2', vsockMode: 'direct' as const, relayPort: 0 };
+  stream.handlers.onEvent({ type: 'hypervisor', revision: 1, hypervisor: hv1 });
+  stream.handlers.onEvent({ type: 'hypervisor', revision: 2, hypervisor: hv2 });
+  stream.handlers.onEvent({ type: 'added', revision: 3, vm: vm('a') });
+  const before = mirror.state();
+  stream.handlers.onEvent({ type: 'removed', revision: 4, vm: vm('a') });
+  stream.handlers.onEvent({ type: 'hypervisor-removed', revision: 4, hypervisor: hv1 });
+  t.is(changes, 5);
+  t.not(mirror.state(), before, 'a new state');
+  t.deepEqual([mirror.state().vms, mirror.state().hypervisors.map((h) => h.hypervisorId)], [[], ['hv-2']], 'hv-1 is gone, not kept with no VM on it');
+  stream.handlers.onEvent({ type: 'hypervisor-removed', revision: 5, hypervisor: hv1 });
+  t.deepEqual(mirror.state().hypervisors.map((h) => h.hypervisorId), ['hv-2'], 'removed again (a resumed stream): still gone');
+  stream.handlers.onEvent({ type: 'hypervisor', revision: 6, hypervisor: hv1 });
+  t.deepEqual(mirror.state().hypervisors.map((h) => h.hypervisorId), ['hv-2', 'hv-1'], 'registered again: back');
+  mirror.stop();
+});

@@ -37,6 +37,9 @@ function vm(vmId: string, extra: Partial<VmInput> = {}): VmInput {
   };
 }
 
+/** Events as [type, the VM's or hypervisor's id, revision]. */
+const rows = (events: readonly VmEvent[]): Array<[string, string, number]> => events.map((e) => [e.type, 'hypervisor' in e ? e.hypervisor.hypervisorId : e.vm.vmId, e.revision]);
+
 /** Asserts `fn` throws a ValidationError on `field` whose message matches `message`. */
 function rejects(t: ExecutionContext, fn: () => unknown, field: string, message?: RegExp | string): void {
   const err = t.throws(fn, { instanceOf: ValidationError }, `expected a ValidationError on ${field}`);
@@ -49,7 +52,7 @@ function rejects(t: ExecutionContext, fn: () => unknown, field: string, message?
 
 // ---- hypervisors ---------------------------------------------------------------
 
-test('a hypervisor deleted in the store goes with the VMs on it (removed events at the store revision); the others stay; nothing places a VM on it any more', (t) => {
+test('a hypervisor deleted in the store goes with the VMs on it (removed events, then its hypervisor-removed, at the store revision); the others stay; nothing places a VM on it any more', (t) => {
   const { registry, events } = setup();
   registry.registerVm(vm('web-1', { vsockCid: 3 }));
   registry.registerVm(vm('api-1', { vsockCid: 4, services: [{ name: 'api', port: 8080 }] }));
@@ -59,7 +62,9 @@ test('a hypervisor deleted in the store goes with the VMs on it (removed events 
   const at = registry.revision + 5;
   const removed = registry.removeStoredHypervisor('hv-1', at);
   t.deepEqual(removed.map((v) => v.vmId), ['api-1', 'web-1']);
-  t.deepEqual(events.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : ''}@${e.revision}`), [`removed api-1@${at}`, `removed web-1@${at}`]);
+  t.deepEqual(events.map((e) => `${e.type} ${'vm' in e ? e.vm.vmId : e.hypervisor.hypervisorId}@${e.revision}`), [`removed api-1@${at}`, `removed web-1@${at}`, `hypervisor-removed hv-1@${at}`]);
+  t.deepEqual(events[2], { type: 'hypervisor-removed', hypervisor: { hypervisorId: 'hv-1', vsockMode: 'host-relay', relayPort: 15100 }, revision: at }, 'its last record');
+  t.deepEqual(registry.eventsSince(at - 5)!.map((e) => e.type), ['removed', 'removed', 'hypervisor-removed'], 'in the event log: a Watch resuming from before hears it');
   t.is(registry.revision, at);
   t.false(registry.hasHypervisor('hv-1'));
   t.deepEqual(registry.list().hypervisors.map((h) => h.hypervisorId), ['hv-2', 'hv-d', 'hv-l']);
@@ -73,10 +78,39 @@ test('a hypervisor deleted in the store goes with the VMs on it (removed events 
   registry.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 });
   t.like(registry.registerVm(vm('web-2', { vsockCid: 3 })), { hypervisorId: 'hv-1', vsockCid: 3 });
   // A loopback hypervisor's VMs leave its port index too: the port is free on it again.
+  events.length = 0;
   registry.removeStoredHypervisor('hv-l', at + 1);
+  t.deepEqual(events.map((e) => e.type), ['removed', 'hypervisor-removed']);
   registry.registerHypervisor({ hypervisorId: 'hv-l', vsockMode: 'loopback', relayPort: 0 });
   t.like(registry.registerVm(vm('lo-2', { hypervisorId: 'hv-l', vsockCid: 1, sidecar: { tcpPort: 0, vsockPort: 16001 } })), { vmId: 'lo-2' });
+  events.length = 0;
   t.deepEqual(registry.removeStoredHypervisor('hv-gone', at + 2), [], 'a hypervisor not here: nothing');
+  t.deepEqual(events, [], 'and no event');
+});
+
+test('eventsFrom: a hypervisor gone since the past state is hypervisor-removed, after the removed events of its VMs; one back with the same record is no event', (t) => {
+  const { registry } = setup();
+  registry.registerVm(vm('a', { vsockCid: 3 }));
+  registry.registerVm(vm('b', { hypervisorId: 'hv-2', vsockCid: 3 }));
+  const past = registry.clone();
+  registry.removeStoredHypervisor('hv-1', registry.revision + 1);
+  registry.removeStoredHypervisor('hv-d', registry.revision + 1);
+  const revision = registry.revision;
+  t.deepEqual(
+    rows(registry.eventsFrom(past)),
+    [
+      ['removed', 'a', revision],
+      ['hypervisor-removed', 'hv-1', revision],
+      ['hypervisor-removed', 'hv-d', revision],
+    ],
+  );
+  t.like(registry.eventsFrom(past)[1], { hypervisor: { vsockMode: 'host-relay', relayPort: 15100 } }, "the hypervisor's record as it was");
+  registry.registerHypervisor({ hypervisorId: 'hv-d', vsockMode: 'direct', relayPort: 0 });
+  t.deepEqual(
+    registry.eventsFrom(past).map((e) => e.type),
+    ['removed', 'hypervisor-removed'],
+    'hv-d is as it was: nothing about it',
+  );
 });
 
 test('hypervisor: every field is validated and named', (t) => {
@@ -538,7 +572,7 @@ test('eventsFrom: the events that take a past state to this one, at the current 
   registry.registerVm(vm('d', { vsockCid: 6 }));
   const revision = registry.revision;
   t.deepEqual(
-    registry.eventsFrom(past).map((e) => [e.type, e.type === 'hypervisor' ? e.hypervisor.hypervisorId : e.vm.vmId, e.revision]),
+    rows(registry.eventsFrom(past)),
     [
       ['hypervisor', 'hv-2', revision],
       ['moved', 'a', revision],
@@ -561,7 +595,7 @@ test('snapshotEvents: every hypervisor then every VM, sorted, at the current rev
   const a = registry.registerVm(vm('a', { hypervisorId: 'hv-2', vsockCid: 3 }));
   const snapshot = registry.snapshotEvents();
   t.deepEqual(
-    snapshot.map((e) => [e.type, e.type === 'hypervisor' ? e.hypervisor.hypervisorId : e.vm.vmId, e.revision]),
+    rows(snapshot),
     [
       ['hypervisor', 'hv-1', 6],
       ['hypervisor', 'hv-2', 6],

@@ -120,6 +120,22 @@ test('a moved destination changes every cached answer naming it and emits moved;
   t.is(resolver.lookup({ kind: 'ip_port', ip: '10.0.0.2', port: 80 }), undefined);
 });
 
+test("a hypervisor deleted in the registry's store leaves the resolver's hypervisors, with the answers naming its VMs; registered again, it is back", async (t) => {
+  const { registry, resolver } = setup();
+  resolver.start();
+  t.teardown(() => resolver.stop());
+  await waitFor(() => resolver.hypervisor('hv-2') !== undefined, 'the snapshot');
+  await resolver.resolve({ kind: 'vm', vmId: 'peer' });
+  t.like(resolver.hypervisor('hv-1'), { vsockMode: 'host-relay' });
+  registry.removeStoredHypervisor('hv-1', registry.revision + 1);
+  t.is(resolver.hypervisor('hv-1'), undefined, 'gone, not kept as last told');
+  t.like(resolver.hypervisor('hv-2'), { vsockMode: 'direct' }, 'the other stays');
+  t.is(resolver.lookup({ kind: 'vm', vmId: 'peer' }), undefined, "the answer naming its VM is dropped (by that VM's removed event)");
+  t.is(resolver.local(), null, 'this VM was on it: no record of its own any more');
+  registry.registerHypervisor({ hypervisorId: 'hv-1', vsockMode: 'direct', relayPort: 0 });
+  t.like(resolver.hypervisor('hv-1'), { vsockMode: 'direct' });
+});
+
 test('when this VM moves, every answer is recomputed relative to the new placement and local-moved fires', async (t) => {
   const { registry, resolver } = setup();
   resolver.start();

@@ -103,6 +103,7 @@ export class RegistryMirror implements RegistrySource {
   private apply(e: VmEvent): void {
     this.cached = undefined;
     if (e.type === 'hypervisor') this.hypervisors.set(e.hypervisor.hypervisorId, e.hypervisor);
+    else if (e.type === 'hypervisor-removed') this.hypervisors.delete(e.hypervisor.hypervisorId);
     else if (e.type === 'removed') this.vms.delete(e.vm.vmId);
     else this.vms.set(e.vm.vmId, e.vm);
     this.onChange();

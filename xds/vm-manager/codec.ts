@@ -144,6 +144,9 @@ export function eventToWire(e: VmEvent): WireVmEvent {
   switch (e.type) {
     case 'hypervisor':
       return { type: 'HYPERVISOR', revision: e.revision, hypervisor: hypervisorToWire(e.hypervisor) };
+    case 'hypervisor-removed':
+      // HYPERVISOR with a flag, not a Type of its own: clients that predate it read the record again (proto/: VmEvent).
+      return { type: 'HYPERVISOR', revision: e.revision, hypervisor: hypervisorToWire(e.hypervisor), hypervisor_removed: true };
     case 'moved':
       return { type: 'MOVED', revision: e.revision, vm: vmToWire(e.vm), previous: vmToWire(e.previous) };
     default:
@@ -154,7 +157,7 @@ export function eventToWire(e: VmEvent): WireVmEvent {
 export function eventFromWire(e: VmEvent__Output): VmEvent {
   switch (e.type) {
     case 'HYPERVISOR':
-      return { type: 'hypervisor', revision: e.revision, hypervisor: hypervisorFromWire(e.hypervisor, 'hypervisor') };
+      return { type: e.hypervisor_removed ? 'hypervisor-removed' : 'hypervisor', revision: e.revision, hypervisor: hypervisorFromWire(e.hypervisor, 'hypervisor') };
     case 'MOVED':
       if (!e.vm || !e.previous) throw new WireError('vm', 'MOVED event without vm and previous');
       return { type: 'moved', revision: e.revision, vm: vmFromWire(e.vm), previous: vmFromWire(e.previous) };

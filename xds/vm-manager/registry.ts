@@ -160,6 +160,7 @@ function frozenVm(vm: VmRecord): VmRecord {
 function copyEvent(e: VmEvent): VmEvent {
   switch (e.type) {
     case 'hypervisor':
+    case 'hypervisor-removed':
       return { type: e.type, hypervisor: copyHypervisor(e.hypervisor), revision: e.revision };
     case 'moved':
       return { type: e.type, vm: copyVm(e.vm), previous: copyVm(e.previous), revision: e.revision };
@@ -456,7 +457,9 @@ export class Registry {
    * (`removed` events, in vmId order): without their hypervisor they break
    * its rules (a registry read afresh from the store leaves them out too),
    * and no answer may place them on it (same hypervisor, its vsock mode and
-   * relay). Returns those VMs; nothing when it is not here.
+   * relay). Then the hypervisor's own `hypervisor-removed` event, at the same
+   * revision: mirrors following over Watch drop it too. Returns those VMs;
+   * nothing when it is not here.
    */
   removeStoredHypervisor(hypervisorId: string, revision: number): VmRecord[] {
     const removed = [...this.vmsOn(hypervisorId)].sort(vmOrder);
@@ -464,9 +467,12 @@ export class Registry {
     try {
       // Before the hypervisor: a VM's placement index depends on its hypervisor's mode.
       for (const vm of removed) this.applyBody({ removed: vm.vmId });
-      if (this.hypervisors.delete(hypervisorId)) {
+      const hypervisor = this.hypervisors.get(hypervisorId);
+      if (hypervisor !== undefined) {
+        this.hypervisors.delete(hypervisorId);
         this.sortedHypervisorIds = undefined;
         this.applied++;
+        this.emit({ type: 'hypervisor-removed', hypervisor, revision: 0 });
       }
     } finally {
       this.storedRevision = undefined;
@@ -870,7 +876,8 @@ export class Registry {
   /**
    * The events that take `past` (this registry's state at an earlier
    * revision) to this one, all at the current revision: changed or new
-   * hypervisors, VMs added, moved, updated (in vmId order), then removed.
+   * hypervisors, VMs added, moved, updated (in vmId order), then removed,
+   * then the hypervisors gone (`hypervisor-removed`, after their VMs).
    * What a Watch from a revision whose events were not seen one by one gets.
    */
   eventsFrom(past: Registry): VmEvent[] {
@@ -889,6 +896,7 @@ export class Registry {
       else if (!sameContent(then, now)) events.push({ type: 'updated', vm: copyVm(now), revision });
     }
     for (const id of past.vmIdsInOrder()) if (!this.vms.has(id)) events.push({ type: 'removed', vm: copyVm(past.vms.get(id)!), revision });
+    for (const id of past.hypervisorIdsInOrder()) if (!this.hypervisors.has(id)) events.push({ type: 'hypervisor-removed', hypervisor: copyHypervisor(past.hypervisors.get(id)!), revision });
     return events;
   }
 

@@ -16,6 +16,10 @@ export const _vsockmesh_vmmanager_v1_VmEvent_Type = {
    */
   MOVED: 'MOVED',
   REMOVED: 'REMOVED',
+  /**
+   * A hypervisor registered or changed (`hypervisor`), or, with
+   * `hypervisor_removed`, gone from the registry.
+   */
   HYPERVISOR: 'HYPERVISOR',
 } as const;
 
@@ -33,6 +37,10 @@ export type _vsockmesh_vmmanager_v1_VmEvent_Type =
   | 3
   | 'REMOVED'
   | 4
+  /**
+   * A hypervisor registered or changed (`hypervisor`), or, with
+   * `hypervisor_removed`, gone from the registry.
+   */
   | 'HYPERVISOR'
   | 5
 
@@ -44,6 +52,14 @@ export interface VmEvent {
   'vm'?: (_vsockmesh_vmmanager_v1_Vm | null);
   'previous'?: (_vsockmesh_vmmanager_v1_Vm | null);
   'hypervisor'?: (_vsockmesh_vmmanager_v1_Hypervisor | null);
+  /**
+   * HYPERVISOR events only: `hypervisor` (its last record) left the registry
+   * (its record was deleted in the registry's store); the REMOVED events of
+   * the VMs on it come before, at the same revision. A field rather than a
+   * new Type: a client built before it, which ends its stream on a Type it
+   * does not know, reads the hypervisor's record again and goes on.
+   */
+  'hypervisor_removed'?: (boolean);
 }
 
 export interface VmEvent__Output {
@@ -52,4 +68,12 @@ export interface VmEvent__Output {
   'vm': (_vsockmesh_vmmanager_v1_Vm__Output | null);
   'previous': (_vsockmesh_vmmanager_v1_Vm__Output | null);
   'hypervisor': (_vsockmesh_vmmanager_v1_Hypervisor__Output | null);
+  /**
+   * HYPERVISOR events only: `hypervisor` (its last record) left the registry
+   * (its record was deleted in the registry's store); the REMOVED events of
+   * the VMs on it come before, at the same revision. A field rather than a
+   * new Type: a client built before it, which ends its stream on a Type it
+   * does not know, reads the hypervisor's record again and goes on.
+   */
+  'hypervisor_removed': (boolean);
 }
