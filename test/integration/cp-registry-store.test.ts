@@ -127,3 +127,29 @@ test('etcd down at start: the control plane does not serve a registry it could n
   t.true(proc.lines.some((l) => l.msg === SEEDED), 'the inventory seeded etcd once it answered');
   t.is((await p.vmm.getVm('vm-a'))?.hypervisorId, 'hv-1');
 });
+
+test('a control plane following a VM manager on etcd over Watch (--vm-manager) drops a hypervisor whose record is deleted in etcd, not only the VMs on it', async (t) => {
+  const etcd = await startEtcd(t);
+  const paths = await files(t);
+  const vmm = startCli(['vm-manager', '--insecure', '--no-admin', '--listen', '127.0.0.1:0', '--inventory', paths.inventory, '--store', `etcd://${etcd.endpoint}`, '--store-insecure']);
+  t.teardown(() => vmm.kill('SIGKILL'));
+  const vmmPort = String((await vmm.waitForLine((l) => l.msg === 'vm-manager serving', 'vm-manager serving', 90_000)).port);
+  const adminPort = await freePort();
+  const plane = startCli([
+    ...['control-plane', '--insecure', '--listen', `127.0.0.1:${await freePort()}`, '--admin-port', String(adminPort)],
+    ...['--mesh', paths.mesh, '--vm-manager', `127.0.0.1:${vmmPort}`],
+  ]);
+  t.teardown(() => plane.kill('SIGKILL'));
+  await plane.waitForLine((l) => l.msg === 'control-plane ready', 'control-plane ready', 90_000);
+  const registry = async (): Promise<{ vm_manager: string; hypervisors: number; vms: number }> =>
+    (JSON.parse((await adminRequest(adminPort, 'GET', '/config_dump')).body) as { registry: { vm_manager: string; hypervisors: number; vms: number } }).registry;
+  await waitFor(async () => (await registry()).hypervisors === 2, 'the mirror to hold both hypervisors', 60_000);
+  t.deepEqual(await registry(), { vm_manager: `127.0.0.1:${vmmPort}`, hypervisors: 2, vms: 1 });
+
+  const client = new EtcdStore({ endpoints: [etcd.endpoint], transport: { insecure: true } });
+  t.teardown(() => client.close());
+  await client.commit({ deletes: [`${REGISTRY_PREFIX}hypervisors/hv-1`] });
+  await waitFor(async () => (await registry()).vms === 0, "vm-a (on hv-1) out of the control plane's mirror", 60_000);
+  await waitFor(async () => (await registry()).hypervisors === 1, "hv-1 out of the control plane's mirror too", 60_000);
+  t.deepEqual(await registry(), { vm_manager: `127.0.0.1:${vmmPort}`, hypervisors: 1, vms: 0 });
+});

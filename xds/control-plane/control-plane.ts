@@ -126,6 +126,12 @@ export class ControlPlane {
     options.identity?.addTo(this.server, (id) => this.vmRecord(id));
   }
 
+  /** What the registry holds (the served one, or the mirror's last known), for /config_dump. */
+  registrySummary(): { vm_manager: string; hypervisors: number; vms: number } {
+    const state = this.registry.state();
+    return { vm_manager: this.registry.where, hypervisors: state.hypervisors.length, vms: state.vms.length };
+  }
+
   /** The registry's record of a VM: the served registry's own, or the mirror's last known. */
   private vmRecord(vmId: string): VmRecord | undefined {
     return this.registry.state().byId.get(vmId);

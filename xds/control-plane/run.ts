@@ -106,7 +106,7 @@ export function runControlPlane(options: ControlPlaneRunOptions): Promise<void> 
                 statuses: page.statuses,
                 ...(page.next !== undefined && { truncated: `the first ${DEFAULT_STATUS_PAGE_SIZE} nodes only: vsockmesh ctl status lists every node` }),
               };
-              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, sync, identity: identityApi?.describe() ?? null };
+              return { listen: options.listen, port: plane.port, rebuilds: plane.rebuilds, registry: plane.registrySummary(), sync, identity: identityApi?.describe() ?? null };
             },
           },
         },
