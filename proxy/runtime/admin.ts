@@ -5,6 +5,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import { ADMIN_HEADER, adminRequestRefusal } from './admin-guard.js';
 import type { Logger } from './log.js';
+import { httpDate } from './utc-time.js';
 
 export interface AdminTarget {
   /** false while starting, draining, stopped or overloaded. */
@@ -28,6 +29,9 @@ export class AdminServer {
 
   async start(address: string, port: number): Promise<net.AddressInfo> {
     const server = http.createServer((req, res) => {
+      // The Date header Node would write, made without Date's toUTCString (utc-time.ts): an idle sidecar's probes are its only responses.
+      res.sendDate = false;
+      res.setHeader('date', httpDate(Date.now()));
       this.handle(req, res).catch((err: Error) => {
         this.logger.error({ err, path: req.url }, 'admin request failed');
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });

@@ -10,6 +10,7 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { stdoutWriter } from './log-output.js';
 import { LogSink, type LogKind, type OverflowNotice, type SinkStream } from './log-sink.js';
+import { isoTime } from './utc-time.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -30,7 +31,8 @@ function build(options: LoggerOptions, destination: DestinationStream): Logger {
     {
       level: options.level,
       base: options.name === undefined ? null : { name: options.name },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      // pino's stdTimeFunctions.isoTime, but made without Date's toISOString (utc-time.ts).
+      timestamp: () => `,"time":"${isoNow()}"`,
       formatters: { level: (label) => ({ level: label }) },
     },
     destination,
@@ -80,12 +82,12 @@ export function writeInfoLines(logger: Logger, chunk: string, lines: number): vo
 let isoMs = -1;
 let iso = '';
 
-/** The time now as pino's isoTime writes it; made once per millisecond (a busy listener logs several lines in one). */
+/** The time now as pino's isoTime writes it (isoTime); made once per millisecond (a busy listener logs several lines in one). */
 function isoNow(): string {
   const now = Date.now();
   if (now !== isoMs) {
     isoMs = now;
-    iso = new Date(now).toISOString();
+    iso = isoTime(now);
   }
   return iso;
 }
