@@ -5,6 +5,9 @@
  * - Backpressure: a direction reads only while its destination has nothing
  *   pending; bytes a full socket did not take wait in a buffer of exactly
  *   their size, and the source stays unread (the kernel pushes back on it).
+ *   Bytes held for a socket before the relay wrote to it (a PROXY header,
+ *   early bytes) are the exception: they go in one write with the first bytes
+ *   read for it.
  * - Half-close: a FIN read from one side becomes shutdown(SHUT_WR) on the
  *   other once that side's pending bytes are written (TLS: close_notify, then
  *   FIN; a TLS side that ends without close_notify counts as a reset).
@@ -15,7 +18,9 @@
  * - Idle timeout: one timer per relay, re-armed lazily from the last activity.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core.h"
 #include "exports.h"
@@ -105,25 +110,44 @@ static int flush(core_relay *r, int k) {
   return moved;
 }
 
+/*
+ * Bytes held for a destination that nothing of was written yet (a relay's
+ * first bytes: a PROXY header, early bytes), up to this many, go out in one
+ * write with the first bytes read from the source: one segment, not two
+ * (the next hop reads the header and the data at once).
+ */
+#define COALESCE_MAX 4096
+
+static bool coalescible(const core_sock *dst) { return dst->out_len > 0 && dst->out_off == 0 && dst->out_len <= COALESCE_MAX && dst->writable; }
+
 /* Moves bytes from side k to side 1-k until the source is drained or the destination is full. Returns 1 if anything happened. */
 static int pump(core_relay *r, int k) {
   core_sock *src = r->s[k];
   core_sock *dst = r->s[1 - k];
   int moved = 0;
-  while (!r->finished && src->readable && !r->eof[k] && dst->out_len == 0) {
-    ssize_t n = core_stream_read(src, core_scratch, CORE_SCRATCH_SIZE);
+  while (!r->finished && src->readable && !r->eof[k] && (dst->out_len == 0 || coalescible(dst))) {
+    size_t held = dst->out_len; /* coalescible: these go first, in the same write */
+    ssize_t n = core_stream_read(src, core_scratch + held, CORE_SCRATCH_SIZE - held);
     if (n == 0) {
       r->eof[k] = 1;
-      send_fin(r, 1 - k);
+      if (held == 0) send_fin(r, 1 - k); /* else flush sends it once the held bytes are written */
       return 1;
     }
     if (n < 0) {
       if (errno != EAGAIN) fail(r, k, errno);
+      else if (held > 0) moved |= flush(r, 1 - k);
       return moved;
     }
     moved = 1;
     r->bytes[k] += (uint64_t)n;
     r->last_activity = uv_now(uv_default_loop());
+    if (held > 0) {
+      memcpy(core_scratch, dst->out, held);
+      free(dst->out);
+      dst->out = NULL;
+      dst->out_len = 0;
+      n += (ssize_t)held;
+    }
     ssize_t w = dst->writable ? core_stream_write(dst, core_scratch, (size_t)n) : 0;
     if (w < 0) {
       if (errno != EAGAIN) {
