@@ -34,7 +34,7 @@
 //
 // Run: npm run bench:http  (env: BENCH_ROUNDS=3, BENCH_SECONDS=8,
 //   BENCH_CHAINS=direct,haproxy,nginx,vsockmesh[,vsockmesh-before] (empty: none), BENCH_LOADS=http1,grpc,
-//   BENCH_CAPTURE=1|l4|http,
+//   BENCH_CAPTURE=1|l4|http, BENCH_WARM_PATH=0|1 (this build's hops with warm_path: false|true; unset: the default, on),
 //   BENCH_BASELINE_CLI, BENCH_H2C=frames|node (both builds' listeners' h2c path; unset: each build's default), BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=..." for the sidecars,
 //   BENCH_BASELINE_NODE_ARGS for the baseline's sidecars, default BENCH_NODE_ARGS)
 // Not a test: `npm test` does not run it.
@@ -77,6 +77,8 @@ const SECONDS = intEnv('BENCH_SECONDS', 8);
 const PACE = { seconds: SECONDS, slow: 1 };
 const BASELINE_CLI = process.env.BENCH_BASELINE_CLI ?? '';
 const H2C = process.env.BENCH_H2C ?? '';
+/** BENCH_WARM_PATH=0 or 1: this build's hops with warm_path: false or true (unset: the default, on). */
+const WARM_PATH = process.env.BENCH_WARM_PATH === undefined ? undefined : process.env.BENCH_WARM_PATH === '1';
 const ALL_CHAINS = ['direct', 'haproxy', 'nginx', 'vsockmesh', 'vsockmesh-before'] as const;
 type ChainName = (typeof ALL_CHAINS)[number];
 const DEFAULT_CHAINS: ChainName[] = ['direct', 'haproxy', 'nginx', 'vsockmesh', ...(BASELINE_CLI ? (['vsockmesh-before'] as const) : [])];
@@ -174,7 +176,7 @@ async function startVsockmeshChain(name: 'vsockmesh' | 'vsockmesh-before', cli: 
   const entry = { http1: await freePort(), grpc: await freePort() };
   // BENCH_H2C=frames|node: both builds' listeners take that h2c path (unset: each build's own default).
   const listener = { protocol: 'http', ...(H2C !== '' && { h2c: H2C }) };
-  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener, nodeFlags, cli });
+  const hops = await startSidecarPair({ dir, name, backends: { ...app }, entry, ports, listener, nodeFlags, cli, ...(name === 'vsockmesh' && WARM_PATH !== undefined && { warmPath: WARM_PATH }) });
   return { name, entry, hops, adminPort: ports.adminA };
 }
 
