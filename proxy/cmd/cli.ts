@@ -18,7 +18,7 @@ import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
-import { HEAP_PROFILE_NAMES, applyHeapProfile, type HeapProfile } from './heap-profile.js';
+import { HEAP_PROFILE_NAMES, applyHeapProfile, heapProfileForListeners, type HeapProfile, type HeapProfileChoice } from './heap-profile.js';
 import { endStartUp } from './tiering.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import { formatDuration, parseDuration } from '../runtime/duration.js';
@@ -102,10 +102,17 @@ function controlIdentityFlags(o: IdentityFlags): IdentityFlags {
 }
 
 /** --heap-profile: the young generation for the role's work (proxy/cmd/heap-profile.ts). */
-function heapProfileOption(profile: HeapProfile): Option {
-  return new Option('--heap-profile <profile>', 'young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS), http (re-executes with 8 MiB: less GC per HTTP request, more RSS) or server (16 MiB, for the control plane and the VM manager); see README "Running a sidecar"')
-    .choices(HEAP_PROFILE_NAMES)
+function heapProfileOption(profile: HeapProfileChoice, choices: readonly HeapProfileChoice[] = HEAP_PROFILE_NAMES): Option {
+  return new Option('--heap-profile <profile>', `young generation for the work: idle (the node flags it was started with: 1 MiB from the shebang, the smallest RSS), http (re-executes with 8 MiB: less GC per HTTP request, more RSS) or server (16 MiB, for the control plane and the VM manager)${choices.includes('auto') ? "; auto: http when the config file declares HTTP listeners, idle otherwise" : ''}; see README "Running a sidecar"`)
+    .choices(choices)
     .default(profile);
+}
+
+/** A sidecar's `auto`: the profile its config file's listeners call for; a file that does not load gets `idle` here and its error from the role's start. */
+async function sidecarHeapProfile(choice: HeapProfileChoice, configPath: string): Promise<HeapProfile> {
+  if (choice !== 'auto') return choice;
+  const { loadSidecarConfig } = await import('../config/load.js');
+  return loadSidecarConfig(configPath).then((config) => heapProfileForListeners(config.listeners), () => 'idle' as const);
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -117,9 +124,9 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .addOption(new Option('--log-level <level>', 'override log.level from the config').choices(LOG_LEVELS))
     .option('--admin-port <port>', 'override admin.port (0 picks a free port)', intOption(0, 65535))
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
-    .addOption(heapProfileOption('idle'))
-    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number; heapProfile: HeapProfile }) => {
-      await applyHeapProfile(opts.heapProfile);
+    .addOption(role === 'sidecar' ? heapProfileOption('auto', [...HEAP_PROFILE_NAMES, 'auto']) : heapProfileOption('idle'))
+    .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number; heapProfile: HeapProfileChoice }) => {
+      await applyHeapProfile(await sidecarHeapProfile(opts.heapProfile, opts.config));
       const { runServer } = await import('./run-proxy.js');
       await runServer(role, {
         configPath: opts.config,

@@ -10,6 +10,13 @@
 // and snapshots: at 1 MiB a change at 10,000 VMs spent over half its CPU in
 // GC, so they run the `server` profile by default (their settle once quiet
 // after a burst goes through their own trim addon: proxy/runtime/quiet-trim.ts).
+// A sidecar's default is `auto`: `http` when its config file declares HTTP
+// work (a `protocol: http` listener, a capture listener's HTTP inspector, the
+// forward proxy), `idle` otherwise; listeners pushed over xDS are not known
+// before the heap is made, so a sidecar whose HTTP listeners all come from the
+// control plane is given `--heap-profile http` by its operator.
+
+import type { ListenerConfig } from '../config/types.js';
 
 /** Node flags per profile: `idle` adds none (the shebang's, or whatever node was started with). */
 export const HEAP_PROFILES = {
@@ -21,6 +28,15 @@ export const HEAP_PROFILES = {
 export type HeapProfile = keyof typeof HEAP_PROFILES;
 
 export const HEAP_PROFILE_NAMES = Object.keys(HEAP_PROFILES) as HeapProfile[];
+
+/** What `--heap-profile` takes: a profile, or `auto` (a sidecar's default: chosen from its config file's listeners). */
+export type HeapProfileChoice = HeapProfile | 'auto';
+
+/** The profile a sidecar's listeners call for: `http` when any of them parses HTTP requests, else `idle`. */
+export function heapProfileForListeners(listeners: readonly ListenerConfig[]): HeapProfile {
+  const parsesHttp = (l: ListenerConfig): boolean => l.kind === 'forward_proxy' || (l.kind === 'outbound' && (l.http !== undefined || l.httpInspector !== undefined));
+  return listeners.some(parsesHttp) ? 'http' : 'idle';
+}
 
 /**
  * The node arguments to run `profile` with: `execArgv` then the profile's

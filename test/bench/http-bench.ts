@@ -404,7 +404,7 @@ async function main(): Promise<void> {
     'Notes:',
     `- Each proxy is one process, one thread: HAProxy \`nbthread 1\` per hop, \`mode http\`, default keep-alive and connection reuse (${haproxyVersion}); ` +
       `nginx \`worker_processes 1\` per hop, \`proxy_pass\` with \`proxy_http_version 1.1\` and \`grpc_pass\` to \`keepalive\` upstreams (${nginxVersion}), master and worker counted; ` +
-      `a vsockmesh sidecar is one Node ${process.version} process (\`node ${SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('')}cli.js sidecar\`): sidecar A's outbound listener has \`protocol: http\`, sidecar B's inbound listener is L4.` +
+      `a vsockmesh sidecar is one Node ${process.version} process (\`node ${SIDECAR_NODE_FLAGS.map((f) => `${f} `).join('')}cli.js sidecar\`): sidecar A's outbound listener has \`protocol: http\`, so its default \`--heap-profile auto\` re-executes it with \`--max-semi-space-size=8\` (README "Running a sidecar"), and sidecar B's inbound listener is L4 (auto keeps its flags).` +
       (BASELINE_CLI ? ` The baseline's sidecars: \`node ${BASELINE_NODE_FLAGS.map((f) => `${f} `).join('')}${BASELINE_CLI} sidecar\`.` : ''),
     '- HAProxy and nginx hops speak plain HTTP to each other; the vsockmesh hop carries a PROXY v2 header first (as in production).',
     '- Access logs on everywhere, to /dev/null: vsockmesh `log: {level: info, access_log: true}`, HAProxy one line per request, nginx `access_log /dev/null`.',

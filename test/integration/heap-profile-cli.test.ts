@@ -6,8 +6,8 @@ import { freePort } from '../helpers/haproxy.js';
 const CONFIG = { node: { id: 'vm-a' }, vsock: { enabled: false }, insecure: true, admin: { port: 0 } };
 
 /** The bin run as an operator runs it (its shebang's node flags), with `args`; its node flags once it is ready, and its pid before and after. */
-async function runBin(t: import('ava').ExecutionContext, args: string[]): Promise<{ nodeFlags: string[]; spawnedPid: number; readyPid: number; exit: Promise<{ code: number | null }>; stop: () => void; lines: Array<Record<string, unknown>> }> {
-  const file = await writeConfig(CONFIG);
+async function runBin(t: import('ava').ExecutionContext, args: string[], config: Record<string, unknown> = CONFIG): Promise<{ nodeFlags: string[]; spawnedPid: number; readyPid: number; exit: Promise<{ code: number | null }>; stop: () => void; lines: Array<Record<string, unknown>> }> {
+  const file = await writeConfig(config);
   t.teardown(() => file.cleanup());
   const proc = startCommand([CLI, 'sidecar', '-c', file.path, ...args]);
   t.teardown(() => proc.kill('SIGKILL'));
@@ -37,12 +37,42 @@ test("without --heap-profile a sidecar keeps the shebang's 1 MiB semi-space", as
   t.is((await run.exit).code, 0);
 });
 
+/** A sidecar whose config file declares an HTTP listener (protocol: http). */
+const httpConfig = async (): Promise<Record<string, unknown>> => ({
+  ...CONFIG,
+  listeners: [{ kind: 'outbound', name: 'web', port: await freePort(), cluster: 'web', protocol: 'http' }],
+  clusters: [{ name: 'web', endpoints: [{ address: '127.0.0.1', port: await freePort() }] }],
+});
+
+test('without --heap-profile (auto) a sidecar with an HTTP listener in its file runs on (same pid) with the 8 MiB semi-space', async (t) => {
+  const run = await runBin(t, [], await httpConfig());
+  t.is(run.readyPid, run.spawnedPid);
+  t.is(semiSpace(run.nodeFlags), '--max-semi-space-size=8');
+  run.stop();
+  t.is((await run.exit).code, 0);
+});
+
+test('--heap-profile idle keeps the shebang\'s 1 MiB for a sidecar with an HTTP listener', async (t) => {
+  const run = await runBin(t, ['--heap-profile', 'idle'], await httpConfig());
+  t.is(semiSpace(run.nodeFlags), '--max-semi-space-size=1');
+  run.stop();
+  t.is((await run.exit).code, 0);
+});
+
+test('auto with a config file that does not load: the role reports it (exit 2), not the profile choice', async (t) => {
+  const file = await writeConfig({ ...CONFIG, listeners: [{ kind: 'outbound', name: 'web', port: 1, protocol: 'http' }] });
+  t.teardown(() => file.cleanup());
+  const r = await runCli(['sidecar', '-c', file.path]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /listeners\[0\]\.cluster: required/);
+});
+
 test('--heap-profile names its choices when given another', async (t) => {
   const file = await writeConfig(CONFIG);
   t.teardown(() => file.cleanup());
   const r = await runCli(['sidecar', '-c', file.path, '--heap-profile', 'big']);
   t.not(r.code, 0);
-  t.regex(r.stderr, /--heap-profile.*big.*idle, http/s);
+  t.regex(r.stderr, /--heap-profile.*big.*idle, http, server, auto/s);
 });
 
 test("a control plane started through the bin runs on (same pid) with V8's 16 MiB semi-space, not the sidecar's 1 MiB, and settles its memory once quiet after starting", async (t) => {
