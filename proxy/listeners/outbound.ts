@@ -225,7 +225,6 @@ export class OutboundListener extends Listener {
     this.drainTimers.clear();
     this.warmLater = false;
     this.counters[WARM_ENABLED] = 0;
-    if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
     this.warmDone();
     await this.captured?.listener.stop();
@@ -247,8 +246,11 @@ export class OutboundListener extends Listener {
     super.abortConnections();
     this.captured?.listener.abortConnections();
     if (this.warm === null) return;
-    const listed = native.warmList(this.warm.id);
+    const { id } = this.warm;
+    const listed = native.warmList(id);
     for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) native.relayAbort(listed[i] as number);
+    // Those still connecting too (ProxiedConnection.abort's "aborted"); every record is read before it returns.
+    native.warmClose(id);
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -441,11 +443,13 @@ export class OutboundListener extends Listener {
     if (decided === undefined || record.outcome === 'connect_failed') throw new Error('unreachable: a warm record of no installed endpoint, or a failed connect (those are handed over)');
     decided.finished++;
     this.warmBatch.finished++;
-    this.stats.tcp.finished(record.bytesToUpstream, record.bytesToDownstream);
+    // Aborted while connecting: as ProxiedConnection.abort, no connection of the transport's counts (it never relayed).
+    const aborted = record.outcome === 'connect_aborted';
+    if (!aborted) this.stats.tcp.finished(record.bytesToUpstream, record.bytesToDownstream);
     if (!this.options.accessLog) return;
     this.warmBatch.lines ??= new AccessLines(this.context.accessLogger);
     const members = `${decided.head}${textMember('src', formatAddress(record.peerHost(), record.peerPort))}${decided.tail}`;
-    this.warmBatch.lines.add(members, record.bytesToUpstream, record.bytesToDownstream, record.durationMs, record.outcome, record.errorCode());
+    this.warmBatch.lines.add(members, record.bytesToUpstream, record.bytesToDownstream, record.durationMs, aborted ? 'aborted' : record.outcome, record.errorCode());
   }
 
   /** The batch's records were all given: its lines written with one write, the decisions counted once per decision. */

@@ -118,7 +118,7 @@ export interface NativeCore {
   warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
   /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
   warmList(listener: number): (number | string | Buffer)[];
-  /** Closes the listener's warm connections not relaying yet (a stop: reading their header, or connecting), without records. */
+  /** Closes the listener's warm connections not relaying yet (a stop, a drain's deadline): reading their header (no record), or an outbound one connecting (recorded as `connect_aborted`); the pending records are read before it returns. */
   warmClose(listener: number): void;
   /**
    * The outbound hop's entry, keyed by the listener: endpoints five values each, in the order the next connections take them

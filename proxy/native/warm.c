@@ -458,8 +458,9 @@ static void warm_listen_release(warm_listen *wl) {
 enum { R_LISTENER, R_ENTRY, R_LABEL, R_UP, R_DOWN, R_DURATION, R_OUTCOME, R_ERRNO, R_PEER_PORT, R_BYTES_OFF, R_HEADER_LEN, R_HOST_LEN, RECORD_FIELDS };
 #define RECORDS_MAX 256
 #define RECORD_BYTES (RECORDS_MAX * 512)
-/* Outcomes past the relay's: the upstream could not be reached. */
+/* Outcomes past the relay's: the upstream could not be reached; a stop (or a drain's deadline) closed it while its upstream was connecting. */
 #define OUTCOME_CONNECT_FAILED 100
+#define OUTCOME_CONNECT_ABORTED 101
 
 static double *records;
 static uint8_t *record_bytes;
@@ -861,10 +862,12 @@ static napi_value js_warm_listen_outbound(napi_env env, napi_callback_info info)
 
 /*
  * warmClose(listener): closes its warm connections that are not relaying yet
- * (a stop), without a record: one still reading its header (as JavaScript's
- * header read is), one still connecting (where ProxiedConnection.abort would
- * log "aborted": a stop's few milliseconds, not worth a record kind of their
- * own). Relaying ones are warmList's, closed by relayAbort.
+ * (a stop, a drain's deadline). One still reading its header goes without a
+ * record (as JavaScript's header read does); an outbound one still connecting
+ * is recorded as ProxiedConnection.abort logs it ("aborted": no bytes, not a
+ * connection of the transport's counts). Relaying ones are warmList's, closed
+ * by relayAbort. The records pending (these and any before) are given before
+ * it returns: a stop forgets the listener's sink right after.
  */
 static napi_value js_warm_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -877,13 +880,16 @@ static napi_value js_warm_close(napi_env env, napi_callback_info info) {
   while (c) {
     warm_conn *next = c->next;
     if (!c->relaying) {
+      bool connecting = c->up != NULL;
       if (c->up) core_sock_close(c->up, false);
       core_sock_close(c->down, false);
+      if (connecting && wl->outbound) record(c, OUTCOME_CONNECT_ABORTED, 0, 0, 0);
       conn_end(c);
     }
     c = next;
   }
   warm_listen_release(wl);
+  flush_records();
   return NULL;
 }
 

@@ -11,7 +11,7 @@ import type { Listener } from '../../proxy/listeners/listener.js';
 import type { OutboundListener } from '../../proxy/listeners/outbound.js';
 import { warmInvalidate } from '../../proxy/native/warm.js';
 import { freePort } from '../helpers/haproxy.js';
-import { collect, connect, randomPayload, sha256, waitFor } from '../helpers/apps.js';
+import { collect, connect, randomPayload, sha256, startBlackHole, waitFor } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 /** A raw listener: every connection's bytes, in order of arrival; each echoes what it read once the client half-closes. */
@@ -61,7 +61,14 @@ interface Out {
 }
 
 /** Sidecar vm-a, outbound listener "out" to cluster "app": endpoint 0 through a peer sidecar (the raw `peer`), endpoint 1 straight to the raw `app`. */
-async function startOut(t: ExecutionContext, warm: boolean | undefined, outbound: Record<string, unknown> = {}, endpoints?: (peer: Raw, app: Raw) => unknown[], top: Record<string, unknown> = {}): Promise<Out> {
+async function startOut(
+  t: ExecutionContext,
+  warm: boolean | undefined,
+  outbound: Record<string, unknown> = {},
+  endpoints?: (peer: Raw, app: Raw) => unknown[],
+  top: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Promise<Out> {
   const peer = await startRaw();
   const app = await startRaw();
   const side = await startSidecar({
@@ -71,6 +78,7 @@ async function startOut(t: ExecutionContext, warm: boolean | undefined, outbound
     clusters: [
       {
         name: 'app',
+        ...cluster,
         endpoints: endpoints?.(peer, app) ?? [
           { address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: peer.port } },
           { address: '127.0.0.1', port: app.port },
@@ -196,6 +204,45 @@ test.serial('a failed connect on the warm path hands the client to JavaScript: o
   );
   t.deepEqual(await counters(warm), await counters(slow));
   t.is(await metricValue(warm.side.sidecar, 'vsockmesh_upstream_connect_errors_total'), 3);
+});
+
+test.serial('a stop or a drain\'s deadline while the upstream connect is under way: an "aborted" access line per connection and the same counters, with the warm path and without', async (t) => {
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
+  const endpoints = () => [{ address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: blackhole.port } }];
+  for (const how of ['stop', 'deadline'] as const) {
+    const runs = new Map<boolean, Out>();
+    for (const warm of [true, false]) {
+      const out = await startOut(t, warm, {}, endpoints, {}, { connect_timeout: '60s' });
+      runs.set(warm, out);
+      // The first is decided in JavaScript (installing the entry); the second is the core's. Both stay connecting.
+      const seen = [collect(await connect(out.port))];
+      await waitFor(() => out.outbound.activeConnections === 1, 'the first decided');
+      seen.push(collect(await connect(out.port)));
+      await waitFor(() => out.outbound.activeConnections === 2, 'the second connecting');
+      if (how === 'stop') await out.outbound.stop();
+      else {
+        const drained = out.outbound.drain();
+        out.outbound.abortConnections();
+        await drained;
+      }
+      for (const s of await Promise.all(seen)) t.true(s.ended || s.errorCode !== undefined, `${how}: closed`);
+      await waitFor(() => out.side.logs.access().length === 2, `${how}: two access lines`);
+      t.is(out.outbound.activeConnections, 0);
+    }
+    const warm = runs.get(true)!;
+    const slow = runs.get(false)!;
+    t.is(warm.outbound.warmFinishedCount, 1, `${how}: the second was the core's`);
+    t.deepEqual(
+      warm.side.logs.access().map((l) => l.outcome),
+      ['aborted', 'aborted'],
+    );
+    t.deepEqual(
+      warm.side.logs.access().map((l) => comparable(warm, l)),
+      slow.side.logs.access().map((l) => comparable(slow, l)),
+    );
+    t.deepEqual(await counters(warm), await counters(slow));
+  }
 });
 
 test.serial('a generation bump (any change a decision read) sends the next connection to JavaScript, which decides and installs again', async (t) => {
