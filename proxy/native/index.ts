@@ -128,8 +128,17 @@ export interface NativeCore {
   warmInstallOutbound(listener: number, generation: number, connectTimeoutMs: number, idleTimeoutMs: number, endpoints: (SocketFamily | SocketHost | number | Buffer | null)[]): number;
   /** [entryId, next endpoint's index, endpoints] of the listener's live outbound entry, or undefined. */
   warmLookupOutbound(listener: number): [number, number, number] | undefined;
-  /** An outbound listener's accepts go through the warm path (counters and admission as warmListen's); onConnection gets what the core hands over (a miss is announced as usual). */
-  warmListenOutbound(listenerFd: number, listener: number, counters: Int32Array, admission: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
+  /**
+   * An outbound listener's accepts go through the warm path (counters and admission as warmListen's); onConnection gets what the core hands over:
+   * a miss (announced as usual), or a connect to the entry's endpoint that failed (its entry id, the endpoint's index, the error's name; elapsedMs since accept).
+   */
+  warmListenOutbound(
+    listenerFd: number,
+    listener: number,
+    counters: Int32Array,
+    admission: Int32Array,
+    onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number, entryId?: number, endpoint?: number, connectError?: string) => void,
+  ): void;
   WARM_RECORD_FIELDS: number;
   WARM_RECORDS_MAX: number;
   WARM_RECORD_BYTES: number;

@@ -398,7 +398,7 @@ typedef struct warm_listen {
   napi_ref counters_ref;
   int32_t *admission;
   napi_ref admission_ref;
-  napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs) */
+  napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs[, entryId, endpoint, connectError]) */
   bool outbound;          /* an outbound listener's: no header to read; the entry is the listener's */
   int refs;               /* listening sockets + open warm connections */
   struct warm_conn *open; /* its warm connections, header phase to record */
@@ -529,8 +529,14 @@ static void conn_end(warm_conn *c) {
   free(c);
 }
 
-/* Hands the connection to JavaScript as a new one, with what was read and the time spent. */
-static void hand_over(warm_conn *c) {
+/*
+ * Hands the connection to JavaScript as a new one, with what was read and the
+ * time spent; `err` (0: none) is a connect to the entry's endpoint that
+ * failed, handed over with the entry, the endpoint and the error's name so
+ * the slow path ends it as if it had made that attempt (no second dial, no
+ * second wait for a timeout).
+ */
+static void hand_over(warm_conn *c, int err) {
   core_sock *s = c->down;
   core_sock_timer_stop(s);
   core_sock_set_job(s, SOCK_IDLE, NULL);
@@ -540,13 +546,18 @@ static void hand_over(warm_conn *c) {
   uint32_t elapsed = (uint32_t)(uv_now(uv_default_loop()) - c->accepted_at);
   napi_handle_scope scope;
   NAPI_MUST(napi_open_handle_scope(core_env, &scope));
-  napi_value argv[5];
+  napi_value argv[8];
+  size_t argc = err ? 8 : 5;
   void *data;
   bool ok = LOOP_OK(napi_create_int32(core_env, s->fd, &argv[0])) && LOOP_OK(core_addr_host(core_env, &c->peer, &argv[1])) &&
             LOOP_OK(napi_create_uint32(core_env, core_addr_port(&c->peer), &argv[2])) && LOOP_OK(napi_create_buffer_copy(core_env, c->len, c->buf, &data, &argv[3])) &&
             LOOP_OK(napi_create_uint32(core_env, elapsed, &argv[4]));
+  if (ok && err) {
+    ok = LOOP_OK(napi_create_uint32(core_env, c->entry_id, &argv[5])) && LOOP_OK(napi_create_uint32(core_env, c->endpoint, &argv[6])) &&
+         LOOP_OK(core_errno_name(core_env, err, &argv[7]));
+  }
   conn_end(c);
-  if (ok && wl->on_connection) core_call(wl->on_connection, 5, argv);
+  if (ok && wl->on_connection) core_call(wl->on_connection, argc, argv);
   else core_sock_close(s, true);
   NAPI_MUST(napi_close_handle_scope(core_env, scope));
   warm_listen_release(wl);
@@ -561,8 +572,8 @@ static void on_relay_done(void *ctx, int outcome, uint64_t up, uint64_t down, in
 static void connect_failed(warm_conn *c, int err) {
   core_sock_close(c->up, false);
   if (c->wl->outbound) {
-    /* The slow path decides again and dials (its retry, breaker and failure lines): the client is not lost. */
-    hand_over(c);
+    /* The slow path ends it with its failure line, counters and reset, as if it had dialled itself: the client is not lost. */
+    hand_over(c, err);
     return;
   }
   core_sock_close(c->down, true); /* as ProxiedConnection: the downstream learns by a reset */
@@ -658,7 +669,7 @@ static void hit(warm_conn *c, const warm_entry *e, const struct ph_result *r) {
   if (core_sock_timer_start(up, on_up_timeout, e->connect_ms) != 0) connect_failed(c, ENOMEM);
 }
 
-static void on_header_timeout(uv_timer_t *t) { hand_over(((core_sock *)t->data)->warm); }
+static void on_header_timeout(uv_timer_t *t) { hand_over(((core_sock *)t->data)->warm, 0); }
 
 static void on_header(core_sock *s) {
   warm_conn *c = s->warm;
@@ -666,7 +677,7 @@ static void on_header(core_sock *s) {
     if (c->len == c->cap && c->cap < c->wl->max_header) {
       uint8_t *grown = realloc(c->buf, c->wl->max_header);
       if (!grown) {
-        hand_over(c); /* JS reads the rest of the header itself */
+        hand_over(c, 0); /* JS reads the rest of the header itself */
         return;
       }
       c->buf = grown;
@@ -679,7 +690,7 @@ static void on_header(core_sock *s) {
       return;
     }
     if (n <= 0) {
-      hand_over(c); /* EOF, an error, or max_header bytes that are no header: JS reads and judges as today */
+      hand_over(c, 0); /* EOF, an error, or max_header bytes that are no header: JS reads and judges as today */
       return;
     }
     c->len += (size_t)n;
@@ -687,14 +698,14 @@ static void on_header(core_sock *s) {
     enum ph_kind kind = ph_parse(c->buf, c->len, c->wl->max_header, true, &r);
     if (kind == PH_INCOMPLETE) continue;
     if (kind == PH_INVALID || !r.proxy || (r.family != PH_INET && r.family != PH_INET6)) {
-      hand_over(c);
+      hand_over(c, 0);
       return;
     }
     size_t port_at = 16 + (r.family == PH_INET ? 10 : 34);
     uint16_t port = (uint16_t)((c->buf[port_at] << 8) | c->buf[port_at + 1]);
     const warm_entry *e = warm_lookup(c->wl->id, port);
     if (!e) {
-      hand_over(c);
+      hand_over(c, 0);
       return;
     }
     c->header_len = r.length;
@@ -740,7 +751,7 @@ static bool out_accept(warm_listen *wl, core_sock *s, const core_addr *peer) {
   int err;
   if (!dial(c, ep->family, &ep->target, ep->target_len, &err)) {
     free(pre);
-    hand_over(c);
+    hand_over(c, err);
     return true;
   }
   int held = pre_len > 0 ? core_sock_hold_out(c->up, (const char *)pre, (size_t)pre_len) : 0;

@@ -206,6 +206,44 @@ test.serial('a failed connect on the warm path hands the client to JavaScript: o
   t.is(await metricValue(warm.side.sidecar, 'vsockmesh_upstream_connect_errors_total'), 3);
 });
 
+test.serial('a connect that times out on the warm path is the slow path\'s attempt: waited once, not dialled again, the same endpoints, lines and counters as without it', async (t) => {
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
+  // Endpoint 0 never answers (through a "peer" that is a black hole), endpoint 1 is the raw app.
+  const endpoints = (_peer: Raw, app: Raw) => [
+    { address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: blackhole.port } },
+    { address: '127.0.0.1', port: app.port },
+  ];
+  const runs = new Map<boolean, { out: Out; results: string[] }>();
+  for (const warm of [true, false]) {
+    const out = await startOut(t, warm, {}, endpoints, {}, { connect_timeout: '1s' });
+    // Round robin: 0 (timed out), 1, 0 (timed out), 1; with the warm path the first is JavaScript's, the rest the core's.
+    const results = [];
+    for (let i = 0; i < 4; i++) {
+      const { data, errorCode } = await exchange(out, Buffer.from(`c${i}`));
+      results.push(errorCode ?? data.toString());
+    }
+    await waitFor(() => out.side.logs.access().length === 4, 'four access lines');
+    runs.set(warm, { out, results });
+  }
+  const warm = runs.get(true)!;
+  const slow = runs.get(false)!;
+  t.deepEqual(slow.results, ['ECONNRESET', 'c1', 'ECONNRESET', 'c3']);
+  // Before, the core's timed-out connection was decided and dialled again in JavaScript (a second wait), there to the next endpoint.
+  t.deepEqual(warm.results, slow.results);
+  t.is(warm.out.outbound.warmFinishedCount, 2, 'the two that reached the app were the core\'s');
+  t.deepEqual(
+    warm.out.side.logs.access().map((l) => [l.outcome, l.error_code]),
+    [['upstream_error', 'ETIMEDOUT'], ['closed', undefined], ['upstream_error', 'ETIMEDOUT'], ['closed', undefined]],
+  );
+  t.deepEqual(
+    warm.out.side.logs.access().map((l) => comparable(warm.out, l)),
+    slow.out.side.logs.access().map((l) => comparable(slow.out, l)),
+  );
+  t.deepEqual(await counters(warm.out), await counters(slow.out));
+  t.is(await metricValue(warm.out.side.sidecar, 'vsockmesh_upstream_connect_errors_total', { code: 'ETIMEDOUT' }), 2);
+});
+
 test.serial('a stop or a drain\'s deadline while the upstream connect is under way: an "aborted" access line per connection and the same counters, with the warm path and without', async (t) => {
   const blackhole = await startBlackHole();
   t.teardown(() => blackhole.close());
