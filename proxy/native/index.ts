@@ -118,6 +118,8 @@ export interface NativeCore {
   warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
   /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
   warmList(listener: number): (number | string | Buffer)[];
+  /** How many of the listener's warm connections are relaying, and the bytes they moved so far (both ways): the settle's look, without warmList's copies. */
+  warmMoved(listener: number): [number, number];
   /** Closes the listener's warm connections not relaying yet (a stop, a drain's deadline): reading their header (no record), or an outbound one connecting (recorded as `connect_aborted`); the pending records are read before it returns. */
   warmClose(listener: number): void;
   /**

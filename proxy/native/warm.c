@@ -946,6 +946,33 @@ static napi_value js_warm_list(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * warmMoved(listener) -> [relaying, moved]: how many of its warm connections
+ * are relaying, and the bytes they moved so far, both ways. What the settle's
+ * look (Listener.warmActivity, every 2 s) needs, without warmList's copy of
+ * every connection's header and host.
+ */
+static napi_value js_warm_moved(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t id;
+  if (!core_args(env, info, 1, argv) || !core_arg_uint32(env, argv[0], "warmMoved(listener)", &id)) return NULL;
+  warm_listen *wl = listeners_find(id);
+  uint32_t relaying = 0;
+  uint64_t moved = 0;
+  for (warm_conn *c = wl ? wl->open : NULL; c; c = c->next) {
+    if (!c->relaying) continue;
+    relaying++;
+    moved += core_relay_moved(c->down->relay);
+  }
+  napi_value result, v;
+  JS_CHECK(env, napi_create_array_with_length(env, 2, &result));
+  JS_CHECK(env, napi_create_uint32(env, relaying, &v));
+  JS_CHECK(env, napi_set_element(env, result, 0, v));
+  JS_CHECK(env, napi_create_double(env, (double)moved, &v));
+  JS_CHECK(env, napi_set_element(env, result, 1, v));
+  return result;
+}
+
 #define RECORDS_USAGE "warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords(count))"
 
 /* warmRecords(fields, bytes, onRecords): where finished warm connections are reported, once per loop turn. */
@@ -984,6 +1011,7 @@ bool core_warm_register(napi_env env, napi_value exports) {
       CORE_FUNCTION("warmListen", js_warm_listen),
       CORE_FUNCTION("warmRecords", js_warm_records),
       CORE_FUNCTION("warmList", js_warm_list),
+      CORE_FUNCTION("warmMoved", js_warm_moved),
       CORE_FUNCTION("warmClose", js_warm_close),
       CORE_FUNCTION("warmInstallOutbound", js_warm_install_outbound),
       CORE_FUNCTION("warmLookupOutbound", js_warm_lookup_outbound),

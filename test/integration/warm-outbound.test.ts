@@ -7,9 +7,10 @@
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv } from '../../proxy/proxy-protocol.js';
-import type { Listener } from '../../proxy/listeners/listener.js';
 import type { OutboundListener } from '../../proxy/listeners/outbound.js';
 import { warmInvalidate } from '../../proxy/native/warm.js';
+import { native } from '../../proxy/native/index.js';
+import { WARM_LIST_FIELDS, type Listener } from '../../proxy/listeners/listener.js';
 import { freePort } from '../helpers/haproxy.js';
 import { collect, connect, randomPayload, sha256, startBlackHole, waitFor } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
@@ -362,6 +363,31 @@ test.serial('drain waits for the core\'s connections; stop closes those still op
   const closed = await openSeen;
   t.true(closed.ended || closed.errorCode !== undefined, 'closed by the stop');
   t.is(again.outbound.activeConnections, 0);
+});
+
+test.serial('the settle\'s look (warmMoved): the core\'s relaying connections and the bytes they moved, as warmList with relayBytes counts them, moving with traffic', async (t) => {
+  const out = await startOut(t, true);
+  const { socket, seen } = await decideThenHold(out);
+  const id = (out.outbound as unknown as { warm: { id: number } }).warm.id;
+  const listed = (): [number, number] => {
+    const list = native.warmList(id);
+    let moved = 0;
+    for (let i = 0; i < list.length; i += WARM_LIST_FIELDS) moved += native.relayBytes(list[i] as number)!.reduce((a, b) => a + b);
+    return [list.length / WARM_LIST_FIELDS, moved];
+  };
+  await waitFor(() => native.warmMoved(id)[1] === 4, 'the first bytes ("open") relayed');
+  t.deepEqual(native.warmMoved(id), [1, 4]);
+  t.deepEqual(native.warmMoved(id), listed());
+  const before = out.outbound.warmActivity();
+  t.is(before.open, 1);
+  socket.write('0123456789');
+  await waitFor(() => native.warmMoved(id)[1] === 14, 'ten more bytes relayed');
+  t.deepEqual(native.warmMoved(id), listed());
+  t.is(out.outbound.warmActivity().activity, before.activity + 10, 'the look saw them');
+  socket.end();
+  await seen;
+  await waitFor(() => out.outbound.warmFinishedCount === 1, 'finished in the core');
+  t.deepEqual(native.warmMoved(id), [0, 0]);
 });
 
 test.serial('64 MiB through a replayed connection arrive intact', async (t) => {
