@@ -184,16 +184,11 @@ export abstract class Listener {
    */
   warmActivity(): { open: number; activity: number } {
     const id = this.warmId();
-    let open = 0;
-    let activity = 2 * this.warmFinishedCount;
-    if (id === null) return { open, activity };
-    const listed = native.warmList(id);
-    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) {
-      const bytes = native.relayBytes(listed[i] as number);
-      open++;
-      activity += 1 + (bytes === undefined ? 0 : bytes[0] + bytes[1]);
-    }
-    return { open, activity };
+    const finished = 2 * this.warmFinishedCount;
+    if (id === null) return { open: 0, activity: finished };
+    // Each relaying one counts 1 and its bytes (warmMoved: no header copied, as warmList would).
+    const [relaying, moved] = native.warmMoved(id);
+    return { open: relaying, activity: finished + relaying + moved };
   }
 
   /** Where this listener accepts connections (ports resolved when configured as 0). */

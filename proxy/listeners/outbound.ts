@@ -20,7 +20,7 @@ import type { PlacementSource } from '../upstream/placement.js';
 import type { TransportPolicy } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
 import { Listener, WARM_CORE_OPEN, WARM_ENABLED, WARM_LIST_FIELDS, ipBinds, type ListenerContext } from './listener.js';
-import { ProxiedConnection, type AccessLogFields } from './proxied-connection.js';
+import { ProxiedConnection, logAccess, upstreamConnectFailed, type AccessLogFields } from './proxied-connection.js';
 import { AccessLines, membersAround, textMember } from './access-lines.js';
 import { warmGeneration, warmInstallOutbound, warmLookupOutbound, type WarmOutboundEndpoint } from '../native/warm.js';
 import { warmRecords, type WarmRecord } from './warm-records.js';
@@ -125,6 +125,8 @@ const NOTHING_READ = Buffer.alloc(0);
 /** What the records of one endpoint's installed decision are logged and counted with: the access line's members around `src`, made once. */
 interface WarmDecided {
   reason: string;
+  /** The access line's fields but `src` (a failed connect's line and refusal are written from them). */
+  fields: AccessLogFields;
   head: string;
   tail: string;
   /** Records of this decision in the batch being read, for the decisions counter at its end. */
@@ -191,7 +193,7 @@ export class OutboundListener extends Listener {
    * The warm path (README, "The outbound warm path"): the core takes this
    * listener's accepts while an entry decide() installed lives, and hands
    * back what it does not take (no entry: announced as usual; a failed
-   * connect: the connection, for the slow path to decide and dial again).
+   * connect: the connection with the attempt, for the slow path to end as its own).
    * Started at the first connection decide() may install an entry for: until
    * then the core would hand every accept back anyway, and an idle sidecar
    * keeps none of it (the record batch, the core's listener).
@@ -200,7 +202,10 @@ export class OutboundListener extends Listener {
     this.warmLater = false;
     const records = warmRecords({ record: (record) => this.warmFinished(record), end: () => this.warmBatchEnd() });
     this.warm = { id: records.id, stopRecords: records.stop, entries: new Map(), current: 0, notReplayable: 0 };
-    const handOver = (fd: number, host: SocketHost, port: number): void => this.handedOver(fd, host, port, NOTHING_READ, 0);
+    const handOver = (fd: number, host: SocketHost, port: number, _read: Buffer, elapsedMs: number, entryId?: number, endpoint?: number, connectError?: string): void => {
+      if (connectError === undefined) this.handedOver(fd, host, port, NOTHING_READ, 0);
+      else this.warmConnectFailed(fd, host, port, elapsedMs, this.warm?.entries.get(entryId!)?.[endpoint!], connectError);
+    };
     for (const fd of this.listening()) native.warmListenOutbound(fd, records.id, this.counters, this.context.admission.counters, handOver);
     this.counters[WARM_ENABLED] = 1;
     return this.warm;
@@ -225,7 +230,6 @@ export class OutboundListener extends Listener {
     this.drainTimers.clear();
     this.warmLater = false;
     this.counters[WARM_ENABLED] = 0;
-    if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
     this.warmDone();
     await this.captured?.listener.stop();
@@ -247,8 +251,11 @@ export class OutboundListener extends Listener {
     super.abortConnections();
     this.captured?.listener.abortConnections();
     if (this.warm === null) return;
-    const listed = native.warmList(this.warm.id);
+    const { id } = this.warm;
+    const listed = native.warmList(id);
     for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) native.relayAbort(listed[i] as number);
+    // Those still connecting too (ProxiedConnection.abort's "aborted"); every record is read before it returns.
+    native.warmClose(id);
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
@@ -420,8 +427,9 @@ export class OutboundListener extends Listener {
         target: { family: target.family as 'inet' | 'inet6', host: String(target.host), port: target.port },
         header: inet.preamble === null ? null : { inet: inet.preamble[13] === 0x11 ? inet.preamble : null, inet6: inet6!.preamble! },
       });
-      const [head, tail] = membersAround(this.accessFields('', plan, inet), 'src');
-      decided.push({ reason: plan.reason, head, tail, finished: 0 });
+      const fields = this.accessFields('', plan, inet);
+      const [head, tail] = membersAround(fields, 'src');
+      decided.push({ reason: plan.reason, fields, head, tail, finished: 0 });
     }
     const connectTimeoutMs = this.cluster.settings.connectTimeoutMs;
     const id = warmInstallOutbound(warm.id, generation, { endpoints, connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs });
@@ -441,11 +449,35 @@ export class OutboundListener extends Listener {
     if (decided === undefined || record.outcome === 'connect_failed') throw new Error('unreachable: a warm record of no installed endpoint, or a failed connect (those are handed over)');
     decided.finished++;
     this.warmBatch.finished++;
-    this.stats.tcp.finished(record.bytesToUpstream, record.bytesToDownstream);
+    // Aborted while connecting: as ProxiedConnection.abort, no connection of the transport's counts (it never relayed).
+    const aborted = record.outcome === 'connect_aborted';
+    if (!aborted) this.stats.tcp.finished(record.bytesToUpstream, record.bytesToDownstream);
     if (!this.options.accessLog) return;
     this.warmBatch.lines ??= new AccessLines(this.context.accessLogger);
     const members = `${decided.head}${textMember('src', formatAddress(record.peerHost(), record.peerPort))}${decided.tail}`;
-    this.warmBatch.lines.add(members, record.bytesToUpstream, record.bytesToDownstream, record.durationMs, record.outcome, record.errorCode());
+    this.warmBatch.lines.add(members, record.bytesToUpstream, record.bytesToDownstream, record.durationMs, aborted ? 'aborted' : record.outcome, record.errorCode());
+  }
+
+  /**
+   * The core's connect to an installed endpoint failed (refused, timed out)
+   * and it handed the client over: ended as the slow path ends its own
+   * failed attempt (a replayable plan is one TCP hop, tried once): the
+   * decision counted, the connect error counted and logged, the client
+   * reset, the access line timed from accept. No second dial, so no second
+   * wait for a timeout. Without the endpoint's decision (not expected: the
+   * entry is kept while the core holds a connection of it), decided anew.
+   */
+  private warmConnectFailed(fd: number, host: SocketHost, port: number, elapsedMs: number, decided: WarmDecided | undefined, code: string): void {
+    if (decided === undefined) {
+      this.handedOver(fd, host, port, NOTHING_READ, 0);
+      return;
+    }
+    this.decisionCounter(decided.reason).inc();
+    const fields = { ...decided.fields, src: formatAddress(String(host), port) };
+    upstreamConnectFailed(this.context.metrics, this.context.refusals, fields, fields.transport, fields.upstream, code);
+    native.reset(fd);
+    if (this.options.accessLog) logAccess(this.context.accessLogger, fields, { outcome: 'upstream_error', bytesToUpstream: 0, bytesToDownstream: 0, errorCode: code }, elapsedMs);
+    this.warmClosed();
   }
 
   /** The batch's records were all given: its lines written with one write, the decisions counted once per decision. */

@@ -16,8 +16,8 @@ export class WarmRecord {
   bytesToDownstream = 0;
   /** From accept (the slow path's duration starts at the header). */
   durationMs = 0;
-  /** `connect_failed`: the upstream could not be reached (errorCode() says why). */
-  outcome: RelayOutcomeName | 'connect_failed' = 'closed';
+  /** `connect_failed`: the upstream could not be reached (errorCode() says why); `connect_aborted`: a stop or a drain's deadline closed it while its upstream was connecting. */
+  outcome: RelayOutcomeName | 'connect_failed' | 'connect_aborted' = 'closed';
   peerPort = 0;
   /** The batch's byte area: the header at headerOffset (headerLength bytes), then the peer host. */
   bytes: Buffer = Buffer.alloc(0);
@@ -51,6 +51,7 @@ export interface WarmRecordSink {
 }
 
 const OUTCOME_CONNECT_FAILED = 100;
+const OUTCOME_CONNECT_ABORTED = 101;
 let fields: Float64Array | undefined;
 let bytes: Buffer | undefined;
 const sinks = new Map<number, WarmRecordSink>();
@@ -71,7 +72,7 @@ function read(count: number): void {
     view.bytesToDownstream = f[at + 4]!;
     view.durationMs = f[at + 5]!;
     const outcome = f[at + 6]!;
-    view.outcome = outcome === OUTCOME_CONNECT_FAILED ? 'connect_failed' : native.RELAY_OUTCOMES[outcome]!;
+    view.outcome = outcome === OUTCOME_CONNECT_FAILED ? 'connect_failed' : outcome === OUTCOME_CONNECT_ABORTED ? 'connect_aborted' : native.RELAY_OUTCOMES[outcome]!;
     view.errno = f[at + 7]!;
     view.peerPort = f[at + 8]!;
     view.headerOffset = f[at + 9]!;

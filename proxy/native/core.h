@@ -128,6 +128,8 @@ double core_pending_bytes(void);
  */
 typedef void (*core_relay_done_fn)(void *ctx, int outcome, uint64_t to_upstream, uint64_t to_downstream, int err);
 int core_relay_start(core_sock *s[2], uint32_t idle_ms, core_relay_done_fn done, void *ctx);
+/* The bytes a relay moved so far, both ways. */
+uint64_t core_relay_moved(const core_relay *r);
 
 /* One read buffer for every socket: reads are copied out before the next one. */
 extern char core_scratch[];

@@ -118,7 +118,9 @@ export interface NativeCore {
   warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords: (count: number) => void): void;
   /** The listener's relaying warm connections, six values each: [relayId, destPort, label, header, peerHost, peerPort, ...]. */
   warmList(listener: number): (number | string | Buffer)[];
-  /** Closes the listener's warm connections not relaying yet (a stop: reading their header, or connecting), without records. */
+  /** How many of the listener's warm connections are relaying, and the bytes they moved so far (both ways): the settle's look, without warmList's copies. */
+  warmMoved(listener: number): [number, number];
+  /** Closes the listener's warm connections not relaying yet (a stop, a drain's deadline): reading their header (no record), or an outbound one connecting (recorded as `connect_aborted`); the pending records are read before it returns. */
   warmClose(listener: number): void;
   /**
    * The outbound hop's entry, keyed by the listener: endpoints five values each, in the order the next connections take them
@@ -128,8 +130,17 @@ export interface NativeCore {
   warmInstallOutbound(listener: number, generation: number, connectTimeoutMs: number, idleTimeoutMs: number, endpoints: (SocketFamily | SocketHost | number | Buffer | null)[]): number;
   /** [entryId, next endpoint's index, endpoints] of the listener's live outbound entry, or undefined. */
   warmLookupOutbound(listener: number): [number, number, number] | undefined;
-  /** An outbound listener's accepts go through the warm path (counters and admission as warmListen's); onConnection gets what the core hands over (a miss is announced as usual). */
-  warmListenOutbound(listenerFd: number, listener: number, counters: Int32Array, admission: Int32Array, onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number) => void): void;
+  /**
+   * An outbound listener's accepts go through the warm path (counters and admission as warmListen's); onConnection gets what the core hands over:
+   * a miss (announced as usual), or a connect to the entry's endpoint that failed (its entry id, the endpoint's index, the error's name; elapsedMs since accept).
+   */
+  warmListenOutbound(
+    listenerFd: number,
+    listener: number,
+    counters: Int32Array,
+    admission: Int32Array,
+    onConnection: (fd: number, peerHost: SocketHost, peerPort: number, preread: Buffer, elapsedMs: number, entryId?: number, endpoint?: number, connectError?: string) => void,
+  ): void;
   WARM_RECORD_FIELDS: number;
   WARM_RECORDS_MAX: number;
   WARM_RECORD_BYTES: number;

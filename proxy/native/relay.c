@@ -319,6 +319,8 @@ int core_relay_start(core_sock *s[2], uint32_t idle_ms, core_relay_done_fn done,
   return 0;
 }
 
+uint64_t core_relay_moved(const core_relay *r) { return r->bytes[0] + r->bytes[1]; }
+
 /* relayBytes(id) -> [bytesToUpstream, bytesToDownstream], or undefined when the relay is gone. */
 static napi_value js_relay_bytes(napi_env env, napi_callback_info info) {
   core_relay *r;

@@ -398,7 +398,7 @@ typedef struct warm_listen {
   napi_ref counters_ref;
   int32_t *admission;
   napi_ref admission_ref;
-  napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs) */
+  napi_ref on_connection; /* the listener's onConnection(fd, host, port, preread, elapsedMs[, entryId, endpoint, connectError]) */
   bool outbound;          /* an outbound listener's: no header to read; the entry is the listener's */
   int refs;               /* listening sockets + open warm connections */
   struct warm_conn *open; /* its warm connections, header phase to record */
@@ -458,8 +458,9 @@ static void warm_listen_release(warm_listen *wl) {
 enum { R_LISTENER, R_ENTRY, R_LABEL, R_UP, R_DOWN, R_DURATION, R_OUTCOME, R_ERRNO, R_PEER_PORT, R_BYTES_OFF, R_HEADER_LEN, R_HOST_LEN, RECORD_FIELDS };
 #define RECORDS_MAX 256
 #define RECORD_BYTES (RECORDS_MAX * 512)
-/* Outcomes past the relay's: the upstream could not be reached. */
+/* Outcomes past the relay's: the upstream could not be reached; a stop (or a drain's deadline) closed it while its upstream was connecting. */
 #define OUTCOME_CONNECT_FAILED 100
+#define OUTCOME_CONNECT_ABORTED 101
 
 static double *records;
 static uint8_t *record_bytes;
@@ -528,8 +529,14 @@ static void conn_end(warm_conn *c) {
   free(c);
 }
 
-/* Hands the connection to JavaScript as a new one, with what was read and the time spent. */
-static void hand_over(warm_conn *c) {
+/*
+ * Hands the connection to JavaScript as a new one, with what was read and the
+ * time spent; `err` (0: none) is a connect to the entry's endpoint that
+ * failed, handed over with the entry, the endpoint and the error's name so
+ * the slow path ends it as if it had made that attempt (no second dial, no
+ * second wait for a timeout).
+ */
+static void hand_over(warm_conn *c, int err) {
   core_sock *s = c->down;
   core_sock_timer_stop(s);
   core_sock_set_job(s, SOCK_IDLE, NULL);
@@ -539,13 +546,18 @@ static void hand_over(warm_conn *c) {
   uint32_t elapsed = (uint32_t)(uv_now(uv_default_loop()) - c->accepted_at);
   napi_handle_scope scope;
   NAPI_MUST(napi_open_handle_scope(core_env, &scope));
-  napi_value argv[5];
+  napi_value argv[8];
+  size_t argc = err ? 8 : 5;
   void *data;
   bool ok = LOOP_OK(napi_create_int32(core_env, s->fd, &argv[0])) && LOOP_OK(core_addr_host(core_env, &c->peer, &argv[1])) &&
             LOOP_OK(napi_create_uint32(core_env, core_addr_port(&c->peer), &argv[2])) && LOOP_OK(napi_create_buffer_copy(core_env, c->len, c->buf, &data, &argv[3])) &&
             LOOP_OK(napi_create_uint32(core_env, elapsed, &argv[4]));
+  if (ok && err) {
+    ok = LOOP_OK(napi_create_uint32(core_env, c->entry_id, &argv[5])) && LOOP_OK(napi_create_uint32(core_env, c->endpoint, &argv[6])) &&
+         LOOP_OK(core_errno_name(core_env, err, &argv[7]));
+  }
   conn_end(c);
-  if (ok && wl->on_connection) core_call(wl->on_connection, 5, argv);
+  if (ok && wl->on_connection) core_call(wl->on_connection, argc, argv);
   else core_sock_close(s, true);
   NAPI_MUST(napi_close_handle_scope(core_env, scope));
   warm_listen_release(wl);
@@ -560,8 +572,8 @@ static void on_relay_done(void *ctx, int outcome, uint64_t up, uint64_t down, in
 static void connect_failed(warm_conn *c, int err) {
   core_sock_close(c->up, false);
   if (c->wl->outbound) {
-    /* The slow path decides again and dials (its retry, breaker and failure lines): the client is not lost. */
-    hand_over(c);
+    /* The slow path ends it with its failure line, counters and reset, as if it had dialled itself: the client is not lost. */
+    hand_over(c, err);
     return;
   }
   core_sock_close(c->down, true); /* as ProxiedConnection: the downstream learns by a reset */
@@ -657,7 +669,7 @@ static void hit(warm_conn *c, const warm_entry *e, const struct ph_result *r) {
   if (core_sock_timer_start(up, on_up_timeout, e->connect_ms) != 0) connect_failed(c, ENOMEM);
 }
 
-static void on_header_timeout(uv_timer_t *t) { hand_over(((core_sock *)t->data)->warm); }
+static void on_header_timeout(uv_timer_t *t) { hand_over(((core_sock *)t->data)->warm, 0); }
 
 static void on_header(core_sock *s) {
   warm_conn *c = s->warm;
@@ -665,7 +677,7 @@ static void on_header(core_sock *s) {
     if (c->len == c->cap && c->cap < c->wl->max_header) {
       uint8_t *grown = realloc(c->buf, c->wl->max_header);
       if (!grown) {
-        hand_over(c); /* JS reads the rest of the header itself */
+        hand_over(c, 0); /* JS reads the rest of the header itself */
         return;
       }
       c->buf = grown;
@@ -678,7 +690,7 @@ static void on_header(core_sock *s) {
       return;
     }
     if (n <= 0) {
-      hand_over(c); /* EOF, an error, or max_header bytes that are no header: JS reads and judges as today */
+      hand_over(c, 0); /* EOF, an error, or max_header bytes that are no header: JS reads and judges as today */
       return;
     }
     c->len += (size_t)n;
@@ -686,14 +698,14 @@ static void on_header(core_sock *s) {
     enum ph_kind kind = ph_parse(c->buf, c->len, c->wl->max_header, true, &r);
     if (kind == PH_INCOMPLETE) continue;
     if (kind == PH_INVALID || !r.proxy || (r.family != PH_INET && r.family != PH_INET6)) {
-      hand_over(c);
+      hand_over(c, 0);
       return;
     }
     size_t port_at = 16 + (r.family == PH_INET ? 10 : 34);
     uint16_t port = (uint16_t)((c->buf[port_at] << 8) | c->buf[port_at + 1]);
     const warm_entry *e = warm_lookup(c->wl->id, port);
     if (!e) {
-      hand_over(c);
+      hand_over(c, 0);
       return;
     }
     c->header_len = r.length;
@@ -739,7 +751,7 @@ static bool out_accept(warm_listen *wl, core_sock *s, const core_addr *peer) {
   int err;
   if (!dial(c, ep->family, &ep->target, ep->target_len, &err)) {
     free(pre);
-    hand_over(c);
+    hand_over(c, err);
     return true;
   }
   int held = pre_len > 0 ? core_sock_hold_out(c->up, (const char *)pre, (size_t)pre_len) : 0;
@@ -861,10 +873,12 @@ static napi_value js_warm_listen_outbound(napi_env env, napi_callback_info info)
 
 /*
  * warmClose(listener): closes its warm connections that are not relaying yet
- * (a stop), without a record: one still reading its header (as JavaScript's
- * header read is), one still connecting (where ProxiedConnection.abort would
- * log "aborted": a stop's few milliseconds, not worth a record kind of their
- * own). Relaying ones are warmList's, closed by relayAbort.
+ * (a stop, a drain's deadline). One still reading its header goes without a
+ * record (as JavaScript's header read does); an outbound one still connecting
+ * is recorded as ProxiedConnection.abort logs it ("aborted": no bytes, not a
+ * connection of the transport's counts). Relaying ones are warmList's, closed
+ * by relayAbort. The records pending (these and any before) are given before
+ * it returns: a stop forgets the listener's sink right after.
  */
 static napi_value js_warm_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -877,13 +891,16 @@ static napi_value js_warm_close(napi_env env, napi_callback_info info) {
   while (c) {
     warm_conn *next = c->next;
     if (!c->relaying) {
+      bool connecting = c->up != NULL;
       if (c->up) core_sock_close(c->up, false);
       core_sock_close(c->down, false);
+      if (connecting && wl->outbound) record(c, OUTCOME_CONNECT_ABORTED, 0, 0, 0);
       conn_end(c);
     }
     c = next;
   }
   warm_listen_release(wl);
+  flush_records();
   return NULL;
 }
 
@@ -929,6 +946,33 @@ static napi_value js_warm_list(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * warmMoved(listener) -> [relaying, moved]: how many of its warm connections
+ * are relaying, and the bytes they moved so far, both ways. What the settle's
+ * look (Listener.warmActivity, every 2 s) needs, without warmList's copy of
+ * every connection's header and host.
+ */
+static napi_value js_warm_moved(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t id;
+  if (!core_args(env, info, 1, argv) || !core_arg_uint32(env, argv[0], "warmMoved(listener)", &id)) return NULL;
+  warm_listen *wl = listeners_find(id);
+  uint32_t relaying = 0;
+  uint64_t moved = 0;
+  for (warm_conn *c = wl ? wl->open : NULL; c; c = c->next) {
+    if (!c->relaying) continue;
+    relaying++;
+    moved += core_relay_moved(c->down->relay);
+  }
+  napi_value result, v;
+  JS_CHECK(env, napi_create_array_with_length(env, 2, &result));
+  JS_CHECK(env, napi_create_uint32(env, relaying, &v));
+  JS_CHECK(env, napi_set_element(env, result, 0, v));
+  JS_CHECK(env, napi_create_double(env, (double)moved, &v));
+  JS_CHECK(env, napi_set_element(env, result, 1, v));
+  return result;
+}
+
 #define RECORDS_USAGE "warmRecords(fields: Float64Array, bytes: Uint8Array, onRecords(count))"
 
 /* warmRecords(fields, bytes, onRecords): where finished warm connections are reported, once per loop turn. */
@@ -967,6 +1011,7 @@ bool core_warm_register(napi_env env, napi_value exports) {
       CORE_FUNCTION("warmListen", js_warm_listen),
       CORE_FUNCTION("warmRecords", js_warm_records),
       CORE_FUNCTION("warmList", js_warm_list),
+      CORE_FUNCTION("warmMoved", js_warm_moved),
       CORE_FUNCTION("warmClose", js_warm_close),
       CORE_FUNCTION("warmInstallOutbound", js_warm_install_outbound),
       CORE_FUNCTION("warmLookupOutbound", js_warm_lookup_outbound),

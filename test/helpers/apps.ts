@@ -1,6 +1,7 @@
 // Sample upstream apps and clients for tests: real sockets on loopback, port 0.
 // The echo app and its client are the demo's (proxy/cmd/demo/apps.ts).
 
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 
@@ -52,4 +53,25 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, what:
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * A port on 127.0.0.1 whose connects never complete (they time out): a
+ * listener that never accepts, its one-slot backlog taken by a connection
+ * made here, so the kernel drops every further SYN.
+ */
+export async function startBlackHole(): Promise<{ port: number; close(): void }> {
+  const child = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(600)'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = Number(await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
+  const filler = await connect(port);
+  filler.on('error', () => {});
+  return {
+    port,
+    close: () => {
+      filler.destroy();
+      child.kill('SIGKILL');
+    },
+  };
 }

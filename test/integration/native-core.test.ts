@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { native } from '../../proxy/native/index.js';
 import { settledWithin } from '../../proxy/runtime/within.js';
 import { freePort } from '../helpers/haproxy.js';
-import { collect, connect, echoTransfer, sha256, startEchoServer, startServer, waitFor } from '../helpers/apps.js';
+import { collect, connect, echoTransfer, sha256, startBlackHole, startEchoServer, startServer, waitFor } from '../helpers/apps.js';
 import { startSidecar } from '../helpers/sidecars.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
@@ -35,17 +35,10 @@ test.serial('a connect to a closed port reports ECONNREFUSED and leaks nothing',
 });
 
 test.serial('a connect that gets no answer reports ETIMEDOUT at its deadline', async (t) => {
-  // A listener that never accepts, with its one-slot backlog taken: the kernel drops further SYNs.
-  const blackhole = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  t.teardown(() => blackhole.kill('SIGKILL'));
-  const port = Number(await new Promise<string>((resolve) => blackhole.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
-  const fillers = [0, 1, 2].map(() => net.connect(port, '127.0.0.1').on('error', () => {}));
-  t.teardown(() => fillers.forEach((f) => f.destroy()));
-  await new Promise((r) => setTimeout(r, 100));
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
   const before = native.openCount();
-  const { error } = await nativeConnect('inet', '127.0.0.1', port, 300);
+  const { error } = await nativeConnect('inet', '127.0.0.1', blackhole.port, 300);
   t.is(error, 'ETIMEDOUT');
   t.is(native.openCount(), before);
 });

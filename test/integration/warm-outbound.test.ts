@@ -7,11 +7,12 @@
 import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { TLV, encodeProxyHeader, tcpAddresses, textTlv } from '../../proxy/proxy-protocol.js';
-import type { Listener } from '../../proxy/listeners/listener.js';
 import type { OutboundListener } from '../../proxy/listeners/outbound.js';
 import { warmInvalidate } from '../../proxy/native/warm.js';
+import { native } from '../../proxy/native/index.js';
+import { WARM_LIST_FIELDS, type Listener } from '../../proxy/listeners/listener.js';
 import { freePort } from '../helpers/haproxy.js';
-import { collect, connect, randomPayload, sha256, waitFor } from '../helpers/apps.js';
+import { collect, connect, randomPayload, sha256, startBlackHole, waitFor } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 /** A raw listener: every connection's bytes, in order of arrival; each echoes what it read once the client half-closes. */
@@ -61,7 +62,14 @@ interface Out {
 }
 
 /** Sidecar vm-a, outbound listener "out" to cluster "app": endpoint 0 through a peer sidecar (the raw `peer`), endpoint 1 straight to the raw `app`. */
-async function startOut(t: ExecutionContext, warm: boolean | undefined, outbound: Record<string, unknown> = {}, endpoints?: (peer: Raw, app: Raw) => unknown[], top: Record<string, unknown> = {}): Promise<Out> {
+async function startOut(
+  t: ExecutionContext,
+  warm: boolean | undefined,
+  outbound: Record<string, unknown> = {},
+  endpoints?: (peer: Raw, app: Raw) => unknown[],
+  top: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Promise<Out> {
   const peer = await startRaw();
   const app = await startRaw();
   const side = await startSidecar({
@@ -71,6 +79,7 @@ async function startOut(t: ExecutionContext, warm: boolean | undefined, outbound
     clusters: [
       {
         name: 'app',
+        ...cluster,
         endpoints: endpoints?.(peer, app) ?? [
           { address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: peer.port } },
           { address: '127.0.0.1', port: app.port },
@@ -198,6 +207,83 @@ test.serial('a failed connect on the warm path hands the client to JavaScript: o
   t.is(await metricValue(warm.side.sidecar, 'vsockmesh_upstream_connect_errors_total'), 3);
 });
 
+test.serial('a connect that times out on the warm path is the slow path\'s attempt: waited once, not dialled again, the same endpoints, lines and counters as without it', async (t) => {
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
+  // Endpoint 0 never answers (through a "peer" that is a black hole), endpoint 1 is the raw app.
+  const endpoints = (_peer: Raw, app: Raw) => [
+    { address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: blackhole.port } },
+    { address: '127.0.0.1', port: app.port },
+  ];
+  const runs = new Map<boolean, { out: Out; results: string[] }>();
+  for (const warm of [true, false]) {
+    const out = await startOut(t, warm, {}, endpoints, {}, { connect_timeout: '1s' });
+    // Round robin: 0 (timed out), 1, 0 (timed out), 1; with the warm path the first is JavaScript's, the rest the core's.
+    const results = [];
+    for (let i = 0; i < 4; i++) {
+      const { data, errorCode } = await exchange(out, Buffer.from(`c${i}`));
+      results.push(errorCode ?? data.toString());
+    }
+    await waitFor(() => out.side.logs.access().length === 4, 'four access lines');
+    runs.set(warm, { out, results });
+  }
+  const warm = runs.get(true)!;
+  const slow = runs.get(false)!;
+  t.deepEqual(slow.results, ['ECONNRESET', 'c1', 'ECONNRESET', 'c3']);
+  // Before, the core's timed-out connection was decided and dialled again in JavaScript (a second wait), there to the next endpoint.
+  t.deepEqual(warm.results, slow.results);
+  t.is(warm.out.outbound.warmFinishedCount, 2, 'the two that reached the app were the core\'s');
+  t.deepEqual(
+    warm.out.side.logs.access().map((l) => [l.outcome, l.error_code]),
+    [['upstream_error', 'ETIMEDOUT'], ['closed', undefined], ['upstream_error', 'ETIMEDOUT'], ['closed', undefined]],
+  );
+  t.deepEqual(
+    warm.out.side.logs.access().map((l) => comparable(warm.out, l)),
+    slow.out.side.logs.access().map((l) => comparable(slow.out, l)),
+  );
+  t.deepEqual(await counters(warm.out), await counters(slow.out));
+  t.is(await metricValue(warm.out.side.sidecar, 'vsockmesh_upstream_connect_errors_total', { code: 'ETIMEDOUT' }), 2);
+});
+
+test.serial('a stop or a drain\'s deadline while the upstream connect is under way: an "aborted" access line per connection and the same counters, with the warm path and without', async (t) => {
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
+  const endpoints = () => [{ address: '127.0.0.1', port: APP_PORT, vm_id: 'vm-b', peer: { address: '127.0.0.1', port: blackhole.port } }];
+  for (const how of ['stop', 'deadline'] as const) {
+    const runs = new Map<boolean, Out>();
+    for (const warm of [true, false]) {
+      const out = await startOut(t, warm, {}, endpoints, {}, { connect_timeout: '60s' });
+      runs.set(warm, out);
+      // The first is decided in JavaScript (installing the entry); the second is the core's. Both stay connecting.
+      const seen = [collect(await connect(out.port))];
+      await waitFor(() => out.outbound.activeConnections === 1, 'the first decided');
+      seen.push(collect(await connect(out.port)));
+      await waitFor(() => out.outbound.activeConnections === 2, 'the second connecting');
+      if (how === 'stop') await out.outbound.stop();
+      else {
+        const drained = out.outbound.drain();
+        out.outbound.abortConnections();
+        await drained;
+      }
+      for (const s of await Promise.all(seen)) t.true(s.ended || s.errorCode !== undefined, `${how}: closed`);
+      await waitFor(() => out.side.logs.access().length === 2, `${how}: two access lines`);
+      t.is(out.outbound.activeConnections, 0);
+    }
+    const warm = runs.get(true)!;
+    const slow = runs.get(false)!;
+    t.is(warm.outbound.warmFinishedCount, 1, `${how}: the second was the core's`);
+    t.deepEqual(
+      warm.side.logs.access().map((l) => l.outcome),
+      ['aborted', 'aborted'],
+    );
+    t.deepEqual(
+      warm.side.logs.access().map((l) => comparable(warm, l)),
+      slow.side.logs.access().map((l) => comparable(slow, l)),
+    );
+    t.deepEqual(await counters(warm), await counters(slow));
+  }
+});
+
 test.serial('a generation bump (any change a decision read) sends the next connection to JavaScript, which decides and installs again', async (t) => {
   const out = await startOut(t, true);
   await exchange(out, Buffer.from('a'));
@@ -277,6 +363,31 @@ test.serial('drain waits for the core\'s connections; stop closes those still op
   const closed = await openSeen;
   t.true(closed.ended || closed.errorCode !== undefined, 'closed by the stop');
   t.is(again.outbound.activeConnections, 0);
+});
+
+test.serial('the settle\'s look (warmMoved): the core\'s relaying connections and the bytes they moved, as warmList with relayBytes counts them, moving with traffic', async (t) => {
+  const out = await startOut(t, true);
+  const { socket, seen } = await decideThenHold(out);
+  const id = (out.outbound as unknown as { warm: { id: number } }).warm.id;
+  const listed = (): [number, number] => {
+    const list = native.warmList(id);
+    let moved = 0;
+    for (let i = 0; i < list.length; i += WARM_LIST_FIELDS) moved += native.relayBytes(list[i] as number)!.reduce((a, b) => a + b);
+    return [list.length / WARM_LIST_FIELDS, moved];
+  };
+  await waitFor(() => native.warmMoved(id)[1] === 4, 'the first bytes ("open") relayed');
+  t.deepEqual(native.warmMoved(id), [1, 4]);
+  t.deepEqual(native.warmMoved(id), listed());
+  const before = out.outbound.warmActivity();
+  t.is(before.open, 1);
+  socket.write('0123456789');
+  await waitFor(() => native.warmMoved(id)[1] === 14, 'ten more bytes relayed');
+  t.deepEqual(native.warmMoved(id), listed());
+  t.is(out.outbound.warmActivity().activity, before.activity + 10, 'the look saw them');
+  socket.end();
+  await seen;
+  await waitFor(() => out.outbound.warmFinishedCount === 1, 'finished in the core');
+  t.deepEqual(native.warmMoved(id), [0, 0]);
 });
 
 test.serial('64 MiB through a replayed connection arrive intact', async (t) => {
