@@ -160,13 +160,19 @@ export class InboundListener extends Listener {
 
   override abortConnections(): void {
     super.abortConnections();
+    if (this.warm === null) return;
+    const { id } = this.warm;
     for (const c of this.warmOpen()) c.close();
+    // Those still reading their header (closed, not handed over or replayed after it) or connecting to the app
+    // (ProxiedConnection.abort's "aborted"); every record is read before it returns.
+    native.warmClose(id);
+    // One reading its header leaves no record (no batch end): a drain may be over all the same.
+    this.warmClosed();
+    this.warmDone();
   }
 
   override async stop(): Promise<void> {
     this.counters[WARM_ENABLED] = 0;
-    // Those still reading their header in the core are closed too, not handed over (or replayed) after the stop.
-    if (this.warm !== null) native.warmClose(this.warm.id);
     await super.stop();
     this.warmDone();
   }
@@ -439,7 +445,10 @@ export class InboundListener extends Listener {
     const authority = acceptedTlvText(header, TLV.AUTHORITY);
     let { outcome, bytesToUpstream, bytesToDownstream } = record as { outcome: string; bytesToUpstream: number; bytesToDownstream: number };
     let errorCode = record.errorCode();
-    if (outcome === 'connect_failed') {
+    if (outcome === 'connect_aborted') {
+      // A stop or a drain's deadline while connecting to the app: as ProxiedConnection.abort, no bytes, no connection of the port's counts.
+      outcome = 'aborted';
+    } else if (outcome === 'connect_failed') {
       errorCode ??= 'ECONNREFUSED';
       const fields = { ...decision.fields, src, dst, peer, ...(sourceVm !== undefined && { source_vm: sourceVm }), ...(authority !== undefined && { authority }), ...decision.peer, principal: decision.principal };
       upstreamConnectFailed(this.context.metrics, this.context.refusals, fields, 'tcp', fields.upstream, errorCode);

@@ -120,7 +120,7 @@ export interface NativeCore {
   warmList(listener: number): (number | string | Buffer)[];
   /** How many of the listener's warm connections are relaying, and the bytes they moved so far (both ways): the settle's look, without warmList's copies. */
   warmMoved(listener: number): [number, number];
-  /** Closes the listener's warm connections not relaying yet (a stop, a drain's deadline): reading their header (no record), or an outbound one connecting (recorded as `connect_aborted`); the pending records are read before it returns. */
+  /** Closes the listener's warm connections not relaying yet (a stop, a drain's deadline): reading their header (no record), or connecting (recorded as `connect_aborted`); the pending records are read before it returns. */
   warmClose(listener: number): void;
   /**
    * The outbound hop's entry, keyed by the listener: endpoints five values each, in the order the next connections take them

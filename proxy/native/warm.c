@@ -499,7 +499,8 @@ static void record(warm_conn *c, int outcome, uint64_t up, uint64_t down, int er
   r[R_LISTENER] = c->wl->id;
   r[R_ENTRY] = c->entry_id;
   r[R_LABEL] = c->wl->outbound ? c->endpoint : c->label;
-  r[R_UP] = (double)(up + (outcome == OUTCOME_CONNECT_FAILED ? 0 : c->len - c->header_len));
+  /* The early bytes (after an inbound header) count as relayed only once the upstream is connected, as ProxiedConnection's. */
+  r[R_UP] = (double)(up + (outcome == OUTCOME_CONNECT_FAILED || outcome == OUTCOME_CONNECT_ABORTED ? 0 : c->len - c->header_len));
   r[R_DOWN] = (double)down;
   r[R_DURATION] = (double)(uv_now(uv_default_loop()) - c->accepted_at);
   r[R_OUTCOME] = outcome;
@@ -874,11 +875,12 @@ static napi_value js_warm_listen_outbound(napi_env env, napi_callback_info info)
 /*
  * warmClose(listener): closes its warm connections that are not relaying yet
  * (a stop, a drain's deadline). One still reading its header goes without a
- * record (as JavaScript's header read does); an outbound one still connecting
- * is recorded as ProxiedConnection.abort logs it ("aborted": no bytes, not a
- * connection of the transport's counts). Relaying ones are warmList's, closed
- * by relayAbort. The records pending (these and any before) are given before
- * it returns: a stop forgets the listener's sink right after.
+ * record (as JavaScript's header read does); one still connecting (outbound,
+ * or inbound to its app) is recorded as ProxiedConnection.abort logs it
+ * ("aborted": no bytes, not a connection of the transport's counts).
+ * Relaying ones are warmList's, closed by relayAbort. The records pending
+ * (these and any before) are given before it returns: a stop forgets the
+ * listener's sink right after.
  */
 static napi_value js_warm_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -894,7 +896,7 @@ static napi_value js_warm_close(napi_env env, napi_callback_info info) {
       bool connecting = c->up != NULL;
       if (c->up) core_sock_close(c->up, false);
       core_sock_close(c->down, false);
-      if (connecting && wl->outbound) record(c, OUTCOME_CONNECT_ABORTED, 0, 0, 0);
+      if (connecting) record(c, OUTCOME_CONNECT_ABORTED, 0, 0, 0);
       conn_end(c);
     }
     c = next;

@@ -59,7 +59,13 @@ export class Resolver extends EventEmitter {
   /** Cache keys by the VM their answer names, and the keys of "unknown" answers (kept in step by onEvict). */
   private readonly byVm = new Map<string, Set<string>>();
   private readonly negative = new Set<string>();
-  private readonly hypervisors = new Map<string, HypervisorRecord>();
+  private hypervisors = new Map<string, HypervisorRecord>();
+  /**
+   * Starting over (a new history from revision 0): the hypervisors its snapshot sent so far. They replace the
+   * known ones at its first event that is no hypervisor's (the snapshot sends every hypervisor before the VMs),
+   * so one removed while the stream could not resume goes, and the last known serve until then.
+   */
+  private replacing: Map<string, HypervisorRecord> | null = null;
   private readonly follower: WatchFollower;
   private localRecord: VmRecord | null = null;
   private down = false;
@@ -73,8 +79,11 @@ export class Resolver extends EventEmitter {
       logger: options.logger,
       onEvent: (event) => this.apply(event),
       // Cached answers stay until their TTL: the whole registry follows as `added` events, which
-      // refresh every answer naming a VM that still exists and drop the "unknown" ones.
-      onReset: () => undefined,
+      // refresh every answer naming a VM that still exists and drop the "unknown" ones; its
+      // hypervisors replace the known ones (apply).
+      onReset: () => {
+        this.replacing = new Map();
+      },
     });
     // One 'moved' and one 'local-moved' listener per outbound listener of a resolved cluster.
     this.setMaxListeners(0);
@@ -146,7 +155,7 @@ export class Resolver extends EventEmitter {
       this.options.logger.info('VM manager reachable again');
     }
     if (resolution.caller) this.localRecord = resolution.caller;
-    if (resolution.hypervisor) this.hypervisors.set(resolution.hypervisor.hypervisorId, resolution.hypervisor);
+    if (resolution.hypervisor) this.learnHypervisor(resolution.hypervisor);
     if (resolution.found) this.counters.queries.found++;
     else this.counters.queries.not_found++;
     this.cache.set(key, resolution, resolution.found ? resolution.ttlMs : this.options.negativeTtlMs);
@@ -181,8 +190,12 @@ export class Resolver extends EventEmitter {
   /** Keeps cached answers current: a moved, updated or removed VM changes every entry that names it. */
   private apply(event: VmEvent): void {
     warmInvalidate();
+    if (this.replacing !== null && event.type !== 'hypervisor') {
+      this.hypervisors = this.replacing;
+      this.replacing = null;
+    }
     if (event.type === 'hypervisor') {
-      this.hypervisors.set(event.hypervisor.hypervisorId, event.hypervisor);
+      this.learnHypervisor(event.hypervisor);
       for (const [key, resolution] of this.cache.held()) {
         if (resolution.hypervisor?.hypervisorId === event.hypervisor.hypervisorId) this.cache.replace(key, { ...resolution, hypervisor: event.hypervisor });
       }
@@ -213,6 +226,12 @@ export class Resolver extends EventEmitter {
       if (resolution !== undefined) this.cache.replace(key, this.relative({ ...resolution, vm, ...this.hypervisorOf(vm) }));
     }
     if (event.type === 'moved') this.emit('moved', vm, event.previous);
+  }
+
+  /** A hypervisor's record as told now (and, starting over, one the new history has). */
+  private learnHypervisor(hypervisor: HypervisorRecord): void {
+    this.hypervisors.set(hypervisor.hypervisorId, hypervisor);
+    this.replacing?.set(hypervisor.hypervisorId, hypervisor);
   }
 
   private hypervisorOf(vm: VmRecord): { hypervisor?: HypervisorRecord } {

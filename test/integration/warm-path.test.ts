@@ -9,8 +9,9 @@ import type net from 'node:net';
 import { TLV, encodeProxyHeader, textTlv } from '../../proxy/proxy-protocol.js';
 import type { InboundListener } from '../../proxy/listeners/inbound.js';
 import type { Listener } from '../../proxy/listeners/listener.js';
+import { native } from '../../proxy/native/index.js';
 import { warmInvalidate } from '../../proxy/native/warm.js';
-import { collect, connect, randomPayload, sha256, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
+import { collect, connect, randomPayload, sha256, startBlackHole, startEchoServer, waitFor, type TestServer } from '../helpers/apps.js';
 import { metricValue, startSidecar, type TestSidecar } from '../helpers/sidecars.js';
 
 interface Gate {
@@ -91,10 +92,10 @@ test.serial('the same connections through the warm path and through JavaScript: 
 
 const COUNTERS_WITH_RBAC = [...COUNTERS, 'vsockmesh_rbac_allowed_total', 'vsockmesh_rbac_denied_total'];
 
-/** A policy on the app's port allowing `principals` (ALLOW), or denying everyone (DENY); `shadow`: a shadow filter too. */
-function policy(gate: Gate, action: 'ALLOW' | 'DENY', shadow = false) {
+/** A policy on the app's port (or `port`) allowing `principals` (ALLOW), or denying everyone (DENY); `shadow`: a shadow filter too. */
+function policy(gate: Gate, action: 'ALLOW' | 'DENY', shadow = false, port = gate.app.port) {
   const rules = { action, policies: [{ name: action === 'ALLOW' ? 'everyone' : 'no-one', principals: [{ kind: 'any' as const }] }] };
-  return new Map([[gate.app.port, [{ rules, shadowRules: shadow ? { action: 'DENY' as const, policies: [{ name: 'dry', principals: [{ kind: 'exact' as const, id: 'spiffe://td/vm/nobody' }] }] } : null }]]]);
+  return new Map([[port, [{ rules, shadowRules: shadow ? { action: 'DENY' as const, policies: [{ name: 'dry', principals: [{ kind: 'exact' as const, id: 'spiffe://td/vm/nobody' }] }] } : null }]]]);
 }
 
 test.serial('a port whose policy allows the peer: replayed, with the access lines and counters (rbac_allowed_total each connection) of warm_path: false', async (t) => {
@@ -327,6 +328,77 @@ test.serial('a stop closes a connection still sending its header in the core (no
   const closed = await seen;
   t.true(closed.ended || closed.errorCode !== undefined);
   t.is(gate.app.accepted, 1, 'never reached the app');
+});
+
+test.serial('a drain\'s deadline closes a connection still sending its header in the core, and the drain ends', async (t) => {
+  // A long header_timeout: only the deadline's close ends the connection.
+  const gate = await startGate(t, true, { header_timeout: '60s' });
+  await exchange(gate, Buffer.from('decide'));
+  await waitFor(() => gate.inbound.activeConnections === 0 && gate.side.logs.access().length === 1, 'the deciding connection closed');
+  const socket = await connect(gate.port);
+  const seen = collect(socket);
+  socket.write(header(gate.app.port).subarray(0, 20));
+  await waitFor(() => gate.inbound.activeConnections === 1, 'the core reads its header');
+  const drained = gate.inbound.drain();
+  gate.inbound.abortConnections();
+  await drained;
+  t.is(gate.inbound.activeConnections, 0);
+  const closed = await seen;
+  t.true(closed.ended || closed.errorCode !== undefined);
+  t.is(gate.app.accepted, 1, 'never reached the app');
+  t.is(gate.side.logs.access().length, 1, 'no line for it, as for one JavaScript reads');
+});
+
+test.serial('a stop or a drain\'s deadline while the connect to the app is under way: an "aborted" access line per connection and the same counters, with the warm path and without', async (t) => {
+  const blackhole = await startBlackHole();
+  t.teardown(() => blackhole.close());
+  // The declared port's app is the black hole (127.0.0.1 at the same port): its connects stay under way.
+  const port = blackhole.port;
+  const names = [...COUNTERS_WITH_RBAC, 'vsockmesh_upstream_connect_errors_total'];
+  for (const how of ['stop', 'deadline'] as const) {
+    const runs = new Map<boolean, Gate>();
+    for (const warm of [true, false]) {
+      const gate = await startGate(t, warm, { ports: [{ port }], connect_timeout: '60s' });
+      runs.set(warm, gate);
+      // An allowing policy: the decision's rbac_allowed_total is counted for an aborted connection too.
+      gate.side.sidecar.authorization.replace(policy(gate, 'ALLOW', false, port));
+      // Connecting: the core holds the accepted socket and the one dialling the app. The first is decided in
+      // JavaScript (installing the entry), the second is the core's; both send early bytes, never relayed.
+      const open = native.openCount();
+      const seen: Promise<{ ended: boolean; errorCode?: string }>[] = [];
+      for (const n of [1, 2]) {
+        const socket = await connect(gate.port);
+        seen.push(collect(socket));
+        socket.write(Buffer.concat([header(port, 43000 + n), Buffer.from('early')]));
+        await waitFor(() => native.openCount() === open + 2 * n, `${how}: connection ${n} connecting`);
+      }
+      if (how === 'stop') await gate.inbound.stop();
+      else {
+        const drained = gate.inbound.drain();
+        gate.inbound.abortConnections();
+        await drained;
+      }
+      for (const s of await Promise.all(seen)) t.true(s.ended || s.errorCode !== undefined, `${how}: closed`);
+      await waitFor(() => gate.side.logs.access().length === 2, `${how}: two access lines`);
+      t.is(gate.inbound.activeConnections, 0);
+      t.is(native.openCount(), open - 1, `${how}: every socket closed (and the listening one)`);
+    }
+    const warm = runs.get(true)!;
+    const slow = runs.get(false)!;
+    t.is(warm.inbound.warmFinishedCount, 1, `${how}: the second was the core's`);
+    t.deepEqual(
+      warm.side.logs.access().map((l) => [l.outcome, l.bytes_to_upstream, l.bytes_to_downstream]),
+      [
+        ['aborted', 0, 0],
+        ['aborted', 0, 0],
+      ],
+    );
+    t.deepEqual(comparableLines(warm), comparableLines(slow));
+    const totals = await counters(warm, names);
+    t.deepEqual(totals, await counters(slow, names));
+    t.is(totals.vsockmesh_rbac_allowed_total, 2, `${how}: each decision counted`);
+    t.is(totals.vsockmesh_connections_total, 0, `${how}: neither relayed`);
+  }
 });
 
 test.serial('64 MiB through the warm path arrive whole (sha256)', async (t) => {

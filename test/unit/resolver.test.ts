@@ -204,6 +204,24 @@ test('OUT_OF_RANGE: the resolver watches again from the start at once, and a cha
   t.like(resolver.lookup({ kind: 'vm', vmId: 'peer' }), { sameHypervisor: false, vm: { hypervisorId: 'hv-2', vsockCid: 9 } });
 });
 
+test('OUT_OF_RANGE: a hypervisor removed while the stream could not resume leaves the resolver with the new snapshot; the last known serve until it comes', async (t) => {
+  const { registry, resolver, state } = setup();
+  resolver.start();
+  t.teardown(() => resolver.stop());
+  await waitFor(() => resolver.hypervisor('hv-2') !== undefined, 'the snapshot');
+  state.endWatch(new VsockmeshError('OUT_OF_RANGE', `revision ${registry.revision} is no longer kept`));
+  // Missed: made while no stream was open (hv-2 holds no VM, so no removed event names it either).
+  registry.removeStoredHypervisor('hv-2', registry.revision + 1);
+  t.like(resolver.hypervisor('hv-2'), { vsockMode: 'direct' }, 'not seen yet');
+  t.like(resolver.hypervisor('hv-1'), { vsockMode: 'host-relay' }, 'the last known serve while no stream is open');
+  await waitFor(() => state.watchers === 2, 'the second watch', 30_000);
+  t.deepEqual(state.watchedFrom, [0, 0]);
+  t.is(resolver.hypervisor('hv-2'), undefined, 'not in the registry the new stream sent');
+  t.like(resolver.hypervisor('hv-1'), { vsockMode: 'host-relay' }, 'the one that is stays');
+  registry.registerHypervisor({ hypervisorId: 'hv-2', vsockMode: 'direct', relayPort: 0 });
+  t.like(resolver.hypervisor('hv-2'), { vsockMode: 'direct' }, 'registered again: back');
+});
+
 test('any other end of the stream: the resolver resumes after the last revision it saw', async (t) => {
   const { registry, resolver, state } = setup();
   resolver.start();
