@@ -18,6 +18,7 @@ import { ConfigError } from '../runtime/config-file.js';
 import type { ServerRole } from './run-proxy.js';
 import type { IdentityFlags } from '../../xds/security/process-identity.js';
 import type { StoreFlags } from '../../xds/store/store-flags.js';
+import type { SidecarConfig } from '../config/types.js';
 import { HEAP_PROFILE_NAMES, applyHeapProfile, heapProfileForListeners, type HeapProfile, type HeapProfileChoice } from './heap-profile.js';
 import { endStartUp } from './tiering.js';
 import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
@@ -108,11 +109,16 @@ function heapProfileOption(profile: HeapProfileChoice, choices: readonly HeapPro
     .default(profile);
 }
 
-/** A sidecar's `auto`: the profile its config file's listeners call for; a file that does not load gets `idle` here and its error from the role's start. */
-async function sidecarHeapProfile(choice: HeapProfileChoice, configPath: string): Promise<HeapProfile> {
-  if (choice !== 'auto') return choice;
+/**
+ * A sidecar's `auto`: the profile its config file's listeners call for, and
+ * the config read for it (handed to the role, which does not read it again);
+ * a file that does not load gets `idle` here and its error from the role's start.
+ */
+async function sidecarHeapProfile(choice: HeapProfileChoice, configPath: string): Promise<{ profile: HeapProfile; config?: SidecarConfig }> {
+  if (choice !== 'auto') return { profile: choice };
   const { loadSidecarConfig } = await import('../config/load.js');
-  return loadSidecarConfig(configPath).then((config) => heapProfileForListeners(config.listeners), () => 'idle' as const);
+  const config = await loadSidecarConfig(configPath).catch(() => undefined);
+  return config === undefined ? { profile: 'idle' } : { profile: heapProfileForListeners(config.listeners), config };
 }
 
 /** A long-running role of the data plane: config file, overrides, signals (see run-proxy.ts). */
@@ -126,10 +132,12 @@ function serverCommand(program: Command, role: ServerRole, description: string, 
     .option('--drain-timeout-ms <ms>', 'override drain_timeout: how long open connections may finish after SIGTERM or POST /drain', intOption(0, 86_400_000))
     .addOption(role === 'sidecar' ? heapProfileOption('auto', [...HEAP_PROFILE_NAMES, 'auto']) : heapProfileOption('idle'))
     .action(async (opts: { config: string; logLevel?: (typeof LOG_LEVELS)[number]; adminPort?: number; drainTimeoutMs?: number; heapProfile: HeapProfileChoice }) => {
-      await applyHeapProfile(await sidecarHeapProfile(opts.heapProfile, opts.config));
+      const { profile, config } = await sidecarHeapProfile(opts.heapProfile, opts.config);
+      await applyHeapProfile(profile);
       const { runServer } = await import('./run-proxy.js');
       await runServer(role, {
         configPath: opts.config,
+        ...(config !== undefined && { sidecarConfig: config }),
         ...(opts.logLevel !== undefined && { logLevel: opts.logLevel }),
         ...(opts.adminPort !== undefined && { adminPort: opts.adminPort }),
         ...(opts.drainTimeoutMs !== undefined && { drainTimeoutMs: opts.drainTimeoutMs }),

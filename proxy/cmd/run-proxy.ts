@@ -16,6 +16,8 @@ import { createHostRelay, createSidecar } from './proxies.js';
 
 export interface RunServerOptions {
   configPath: string;
+  /** A sidecar's config already read from configPath (the CLI's `--heap-profile auto` read it to choose): not read again. */
+  sidecarConfig?: SidecarConfig;
   logLevel?: LogLevel;
   adminPort?: number;
   drainTimeoutMs?: number;
@@ -26,7 +28,7 @@ export type ServerRole = 'sidecar' | 'host-relay';
 type Loaded = { role: 'sidecar'; config: SidecarConfig } | { role: 'host-relay'; config: HostRelayConfig };
 
 async function load(role: ServerRole, options: RunServerOptions): Promise<Loaded> {
-  const loaded: Loaded = role === 'sidecar' ? { role, config: await loadSidecarConfig(options.configPath) } : { role, config: await loadHostRelayConfig(options.configPath) };
+  const loaded: Loaded = role === 'sidecar' ? { role, config: options.sidecarConfig ?? (await loadSidecarConfig(options.configPath)) } : { role, config: await loadHostRelayConfig(options.configPath) };
   const { config } = loaded;
   if (options.logLevel) config.log.level = options.logLevel;
   if (options.adminPort !== undefined) config.admin = { address: config.admin?.address ?? '127.0.0.1', port: options.adminPort };

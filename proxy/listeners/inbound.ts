@@ -129,7 +129,7 @@ export class InboundListener extends Listener {
     const listed = native.warmList(this.warm.id);
     const open: OpenConnection[] = [];
     for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) {
-      const [relayId, port, label, header, peerHost, peerPort] = listed.slice(i, i + 6) as [number, number, number, Buffer, string, number];
+      const [relayId, port, label, header, peerHost, peerPort] = listed.slice(i, i + WARM_LIST_FIELDS) as [number, number, number, Buffer, string, number];
       const decoded = decodeProxyHeader(header, { maxLength: this.config.maxHeaderBytes, streamOnly: true });
       if (decoded.kind !== 'header') continue;
       const fields = originFields(decoded.header, formatAddress(peerHost, peerPort), { hop: 'tcp', tlsIdentity: null }, label === 1 ? { peer_identity: UNAUTHENTICATED } : null);
@@ -161,11 +161,7 @@ export class InboundListener extends Listener {
   override abortConnections(): void {
     super.abortConnections();
     if (this.warm === null) return;
-    const { id } = this.warm;
-    for (const c of this.warmOpen()) c.close();
-    // Those still reading their header (closed, not handed over or replayed after it) or connecting to the app
-    // (ProxiedConnection.abort's "aborted"); every record is read before it returns.
-    native.warmClose(id);
+    this.abortWarm();
     // One reading its header leaves no record (no batch end): a drain may be over all the same.
     this.warmClosed();
     this.warmDone();

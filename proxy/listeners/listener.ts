@@ -170,6 +170,21 @@ export abstract class Listener {
   /** Connections the warm path finished (their records read): tests tell a replay from the slow path by it. */
   warmFinishedCount = 0;
 
+  /**
+   * Closes the core's warm connections (a stop, a drain's deadline): the
+   * relaying ones by their relay (their records say aborted), then those not
+   * relaying yet (warmClose: one still connecting is recorded as
+   * ProxiedConnection.abort logs it, one reading its header goes without a
+   * record); every record is read before it returns.
+   */
+  protected abortWarm(): void {
+    const id = this.warmId();
+    if (id === null) return;
+    const listed = native.warmList(id);
+    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) native.relayAbort(listed[i] as number);
+    native.warmClose(id);
+  }
+
   /** The warm path's listener id in the core while it is on (the subclass's). */
   protected warmId(): number | null {
     return null;

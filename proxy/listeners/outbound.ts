@@ -19,7 +19,7 @@ import { factsFromResolution, factsWithoutResolution, wantedOf } from '../upstre
 import type { PlacementSource } from '../upstream/placement.js';
 import type { TransportPolicy } from '../upstream/select.js';
 import type { Destination, Resolution, VmRecord } from '../resolve/types.js';
-import { Listener, WARM_CORE_OPEN, WARM_ENABLED, WARM_LIST_FIELDS, ipBinds, type ListenerContext } from './listener.js';
+import { Listener, WARM_CORE_OPEN, WARM_ENABLED, ipBinds, type ListenerContext } from './listener.js';
 import { ProxiedConnection, logAccess, upstreamConnectFailed, type AccessLogFields } from './proxied-connection.js';
 import { AccessLines, membersAround, textMember } from './access-lines.js';
 import { warmGeneration, warmInstallOutbound, warmLookupOutbound, type WarmOutboundEndpoint } from '../native/warm.js';
@@ -250,12 +250,7 @@ export class OutboundListener extends Listener {
   override abortConnections(): void {
     super.abortConnections();
     this.captured?.listener.abortConnections();
-    if (this.warm === null) return;
-    const { id } = this.warm;
-    const listed = native.warmList(id);
-    for (let i = 0; i < listed.length; i += WARM_LIST_FIELDS) native.relayAbort(listed[i] as number);
-    // Those still connecting too (ProxiedConnection.abort's "aborted"); every record is read before it returns.
-    native.warmClose(id);
+    this.abortWarm();
   }
 
   protected onConnection(fd: number, peerHost: SocketHost, peerPort: number): void {
